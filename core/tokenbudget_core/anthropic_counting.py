@@ -1,0 +1,243 @@
+"""Token counts for Claude models through Anthropic's ``messages.count_tokens`` API.
+
+Anthropic publishes no offline tokenizer for current models, so exact counts come
+from the API (system prompt, tools and images included). Results are kept in an LRU
+cache keyed on the request's content, so counting the same request again (a budget
+check followed by the call, a retry, a re-render of the same history) costs nothing.
+When the API cannot be reached (no client or key, timeout, connection error, 429 or
+5xx), the counter returns an estimate flagged ``exact=False`` and says why in
+:attr:`AnthropicTokenCounter.last_error`; with ``strict=True`` it raises instead.
+Errors that are the caller's (bad request, authentication) always raise
+:class:`~tokenbudget_core.errors.TokenCountError`: an estimate would hide them.
+Estimates correct themselves from reported usage (:meth:`AnthropicTokenCounter.observe`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from .anthropic_format import to_anthropic_request
+from .calibration import Calibration
+from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
+from .errors import InvalidInputError, MissingDependencyError, TokenCountError
+from .estimating import EstimatingTokenCounter
+from .messages import MessageLike
+from .registry import ModelInfo
+
+__all__ = ["AnthropicTokenCounter"]
+
+
+class AnthropicTokenCounter(TokenCounter):
+    """Claude token counts: exact via the API, estimated (and flagged) offline.
+
+    Args:
+        model: The registry entry of a Claude model.
+        client: An ``anthropic.Anthropic`` client. Default: one is created when
+            ``ANTHROPIC_API_KEY`` is set; without a key every count is an estimate.
+        async_client: An ``anthropic.AsyncAnthropic`` client for :meth:`acount_messages`.
+        timeout: Seconds to wait for the counting API.
+        cache_size: Distinct requests whose counts are remembered.
+        strict: Raise :class:`~tokenbudget_core.errors.TokenCountError` instead of estimating.
+        calibration: Where the offline estimate's correction factor is learned.
+
+    Example:
+        >>> import anthropic
+        >>> counter = TokenCounter.for_model("claude-sonnet-4-5", anthropic_client=anthropic.Anthropic())
+        >>> n = counter.count_messages([{"role": "user", "content": "Hi"}])
+        >>> n.exact  # False when the API could not be reached
+        True
+    """
+
+    def __init__(
+        self,
+        model: ModelInfo,
+        *,
+        client: Any = None,
+        async_client: Any = None,
+        timeout: float = 5.0,
+        cache_size: int = 4096,
+        strict: bool = False,
+        calibration: Calibration | None = None,
+    ) -> None:
+        super().__init__(model)
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+            raise InvalidInputError("cache_size", "must be a positive integer", value=cache_size)
+        self.timeout = timeout
+        self.strict = strict
+        self._client = client
+        self._async_client = async_client
+        self._client_checked = client is not None
+        self._estimator = EstimatingTokenCounter(model, calibration=calibration)
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+        """Why the last count was an estimate (``None`` after an exact count)."""
+        self.api_calls = 0
+        """How many times the counting API was called (cache misses)."""
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _sync_client(self) -> Any:
+        if not self._client_checked:
+            self._client_checked = True
+            if os.environ.get("ANTHROPIC_API_KEY"):
+                self._client = _make_client(async_=False, timeout=self.timeout)
+        return self._client
+
+    def _aclient(self) -> Any:
+        if self._async_client is None and (self._client is not None or os.environ.get("ANTHROPIC_API_KEY")):
+            kwargs: dict[str, Any] = {}
+            if self._client is not None:
+                kwargs = {"api_key": self._client.api_key, "base_url": str(self._client.base_url)}
+            self._async_client = _make_client(async_=True, timeout=self.timeout, **kwargs)
+        return self._async_client
+
+    def _request(self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None) -> dict[str, Any]:
+        request = to_anthropic_request(messages, check_tools(tools))
+        request["model"] = self.model.name.rpartition("/")[2]
+        return request
+
+    @staticmethod
+    def _key(request: dict[str, Any]) -> str:
+        blob = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _cached(self, key: str) -> int | None:
+        with self._lock:
+            n = self._cache.get(key)
+            if n is not None:
+                self._cache.move_to_end(key)
+            return n
+
+    def _store(self, key: str, n: int) -> None:
+        with self._lock:
+            self._cache[key] = n
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _exact(self, n: int) -> TokenCount:
+        self.last_error = None
+        return TokenCount(n, exact=True, model=self.model.name, method="anthropic-api")
+
+    def _fallback(
+        self, reason: str, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
+    ) -> TokenCount:
+        self.last_error = reason
+        if self.strict:
+            raise TokenCountError(self.model.name, reason)
+        return self._estimator.count_messages(messages, tools)
+
+    @property
+    def cache_size(self) -> int:
+        """Number of request counts currently cached."""
+        return len(self._cache)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def count(self, text: str) -> TokenCount:
+        """Tokens of ``text`` sent as one user message (Claude's message framing included)."""
+        check_text(text)
+        return self.count_messages([{"role": "user", "content": text}])
+
+    def count_messages(
+        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
+    ) -> TokenCount:
+        """Input tokens of a Messages API request, exact when the API answers."""
+        request = self._request(messages, tools)
+        key = self._key(request)
+        hit = self._cached(key)
+        if hit is not None:
+            return self._exact(hit)
+        client = self._sync_client()
+        if client is None:
+            return self._fallback(
+                "no Anthropic client (set ANTHROPIC_API_KEY or pass a client)", messages, tools
+            )
+        try:
+            self.api_calls += 1
+            result = client.messages.count_tokens(**request, timeout=self.timeout)
+        except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
+            _raise_if_caller_error(self.model.name, e)
+            return self._fallback(_describe(e), messages, tools)
+        n = _input_tokens(result)
+        self._store(key, n)
+        return self._exact(n)
+
+    async def acount(self, text: str) -> TokenCount:
+        """Async twin of :meth:`count`."""
+        check_text(text)
+        return await self.acount_messages([{"role": "user", "content": text}])
+
+    async def acount_messages(
+        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
+    ) -> TokenCount:
+        """Async twin of :meth:`count_messages` (uses ``anthropic.AsyncAnthropic``)."""
+        request = self._request(messages, tools)
+        key = self._key(request)
+        hit = self._cached(key)
+        if hit is not None:
+            return self._exact(hit)
+        client = self._aclient()
+        if client is None:
+            return self._fallback(
+                "no Anthropic client (set ANTHROPIC_API_KEY or pass a client)", messages, tools
+            )
+        try:
+            self.api_calls += 1
+            result = await client.messages.count_tokens(**request, timeout=self.timeout)
+        except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
+            _raise_if_caller_error(self.model.name, e)
+            return self._fallback(_describe(e), messages, tools)
+        n = _input_tokens(result)
+        self._store(key, n)
+        return self._exact(n)
+
+    def observe(
+        self,
+        messages: Sequence[MessageLike],
+        actual_input_tokens: int,
+        tools: Sequence[ToolLike] | None = None,
+    ) -> None:
+        """Teach the offline estimate from the input tokens Anthropic reported for these messages.
+
+        Pass ``Usage.from_anthropic(response).input_tokens`` (cache reads and writes included).
+        """
+        self._estimator.observe(messages, actual_input_tokens, tools)
+
+
+def _make_client(*, async_: bool, timeout: float, **kwargs: Any) -> Any:
+    try:
+        import anthropic
+    except ImportError as e:
+        raise MissingDependencyError("anthropic", "anthropic") from e
+    cls = anthropic.AsyncAnthropic if async_ else anthropic.Anthropic
+    return cls(timeout=timeout, max_retries=0, **kwargs)
+
+
+def _input_tokens(result: Any) -> int:
+    n = getattr(result, "input_tokens", None)
+    if n is None and isinstance(result, dict):
+        n = result.get("input_tokens")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise TokenCountError("anthropic", f"count_tokens returned no valid input_tokens: {result!r}")
+    return n
+
+
+def _raise_if_caller_error(model: str, e: Exception) -> None:
+    """A 4xx other than timeout/conflict/rate limit is the caller's error: estimating would hide it."""
+    status = getattr(e, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429):
+        raise TokenCountError(model, _describe(e)) from e
+
+
+def _describe(e: Exception) -> str:
+    status = getattr(e, "status_code", None)
+    return f"{type(e).__name__}{f' (HTTP {status})' if status else ''}: {e}"[:300]

@@ -1,0 +1,115 @@
+"""Self-calibrating estimates: a per-model correction factor learned from reported usage.
+
+Offline estimates for models whose tokenizer is not published (Claude when its
+counting API is unreachable, Gemini, Mistral...) are tiktoken counts times a factor.
+Each time the provider reports the real input tokens of a call whose input was
+estimated, :meth:`Calibration.observe` moves the model's factor toward
+``actual / estimate`` (an exponential moving average), so estimates converge on
+the provider's tokenizer.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+from .errors import InvalidInputError
+
+__all__ = ["Calibration", "CalibrationState", "default_calibration"]
+
+DEFAULT_PRIOR = 1.2
+"""Starting factor: non-OpenAI tokenizers usually need more tokens than cl100k for the same text,
+so the prior errs high (a budget check should over-count rather than under-count)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CalibrationState:
+    """The learned correction of one model."""
+
+    factor: float
+    """Multiply a raw estimate by this."""
+    observations: int
+    """How many reported usages it was learned from."""
+
+
+class Calibration:
+    """Per-model correction factors, thread-safe.
+
+    Args:
+        prior: The factor before any observation.
+        alpha: Weight of each new observation (0 < alpha <= 1).
+        bounds: Factors are kept within these bounds, so one odd report cannot wreck estimates.
+
+    Example:
+        >>> cal = Calibration(prior=1.0, alpha=0.5)
+        >>> cal.observe("claude-sonnet-4-5", estimated=100, actual=120)
+        >>> round(cal.factor("claude-sonnet-4-5"), 2)
+        1.1
+    """
+
+    def __init__(
+        self, *, prior: float = DEFAULT_PRIOR, alpha: float = 0.2, bounds: tuple[float, float] = (0.5, 3.0)
+    ):
+        if not (isinstance(prior, int | float) and math.isfinite(prior) and prior > 0):
+            raise InvalidInputError("prior", "must be a positive number", value=prior)
+        if not (isinstance(alpha, int | float) and 0 < alpha <= 1):
+            raise InvalidInputError("alpha", "must be in (0, 1]", value=alpha)
+        lo, hi = bounds
+        if not (0 < lo <= prior <= hi):
+            raise InvalidInputError("bounds", "must satisfy 0 < low <= prior <= high", value=bounds)
+        self.prior = float(prior)
+        self.alpha = float(alpha)
+        self.bounds = (float(lo), float(hi))
+        self._lock = threading.Lock()
+        self._states: dict[str, CalibrationState] = {}
+
+    def factor(self, model: str) -> float:
+        """The current correction factor for ``model``."""
+        state = self._states.get(model)
+        return self.prior if state is None else state.factor
+
+    def state(self, model: str) -> CalibrationState:
+        """The factor and the number of observations behind it."""
+        return self._states.get(model) or CalibrationState(factor=self.prior, observations=0)
+
+    def apply(self, model: str, raw_estimate: int) -> int:
+        """A raw estimate corrected by the model's factor (rounded up)."""
+        return math.ceil(raw_estimate * self.factor(model))
+
+    def observe(self, model: str, *, estimated: int, actual: int) -> None:
+        """Learn from one call: the *raw* (uncorrected) ``estimated`` and the reported ``actual`` tokens.
+
+        Raises:
+            InvalidInputError: A figure is negative or not an integer.
+        """
+        for field, value in (("estimated", estimated), ("actual", actual)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInputError(field, "must be a non-negative integer", value=value)
+        if estimated == 0 or actual == 0:
+            return
+        ratio = min(max(actual / estimated, self.bounds[0]), self.bounds[1])
+        with self._lock:
+            old = self._states.get(model)
+            if old is None:
+                new = CalibrationState(factor=ratio, observations=1)
+            else:
+                f = (1 - self.alpha) * old.factor + self.alpha * ratio
+                new = CalibrationState(factor=f, observations=old.observations + 1)
+            self._states[model] = new
+
+    def reset(self, model: str | None = None) -> None:
+        """Forget what was learned for ``model`` (or for every model)."""
+        with self._lock:
+            if model is None:
+                self._states.clear()
+            else:
+                self._states.pop(model, None)
+
+
+_default = Calibration()
+
+
+def default_calibration() -> Calibration:
+    """The process-wide calibration table used when none is passed."""
+    return _default

@@ -1,0 +1,140 @@
+"""The one error tree of tokenbudget.
+
+Every error the package raises on purpose derives from :class:`TokenBudgetError`,
+and each specific error also inherits the builtin a plain ``except`` clause would
+expect, so existing handlers keep working::
+
+    TokenBudgetError (Exception)
+    ├── InvalidInputError (ValueError)          bad argument; names the field and the fix
+    │   └── InvalidMessageError                 a chat message that cannot be counted
+    ├── UnknownModelError (LookupError)         model not in the registry; lists close matches
+    ├── UnpricedModelError (LookupError)        model has no known price (never reported as $0)
+    ├── EncodingUnavailableError (RuntimeError) no BPE file for a tiktoken encoding
+    ├── TokenCountError (RuntimeError)          a provider's token-counting call failed
+    └── MissingDependencyError (ImportError)    an optional extra is not installed
+
+Messages give the value, the limit and the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "EncodingUnavailableError",
+    "InvalidInputError",
+    "InvalidMessageError",
+    "MissingDependencyError",
+    "TokenBudgetError",
+    "TokenCountError",
+    "UnknownModelError",
+    "UnpricedModelError",
+]
+
+
+class TokenBudgetError(Exception):
+    """Root of every error tokenbudget raises on purpose."""
+
+
+class InvalidInputError(TokenBudgetError, ValueError):
+    """An argument is missing, of the wrong type or out of range.
+
+    Attributes:
+        field: Dotted path of the offending field, e.g. ``messages[2].role``.
+        value: The offending value (``None`` when it was missing).
+    """
+
+    def __init__(self, field: str, problem: str, *, value: object = None, fix: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.problem = problem
+        self.fix = fix
+        message = f"{field}: {problem}"
+        if fix:
+            message += f"; {fix}"
+        super().__init__(message)
+
+
+class InvalidMessageError(InvalidInputError):
+    """A chat message is malformed (missing role, unknown part type, non-string content...)."""
+
+
+class UnknownModelError(TokenBudgetError, LookupError):
+    """The model is not in the registry and no fallback was given.
+
+    Attributes:
+        model: The model name that was asked for.
+        suggestions: Known model names that look closest to it.
+    """
+
+    def __init__(self, model: str, suggestions: Sequence[str] = ()) -> None:
+        self.model = model
+        self.suggestions = tuple(suggestions)
+        hint = f" Did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        super().__init__(
+            f"Unknown model {model!r}.{hint} Register it with ModelRegistry.register(...) or a "
+            f"models file (TOKENBUDGET_MODELS), or pass fallback='<known model>' to use another "
+            f"model's tokenizer and limits on purpose."
+        )
+
+    def __str__(self) -> str:
+        # LookupError (via KeyError-like repr) would quote the message; keep it plain.
+        return str(self.args[0])
+
+
+class UnpricedModelError(TokenBudgetError, LookupError):
+    """No price is known for the model, so its cost cannot be computed.
+
+    An unknown price is never reported as $0: callers either catch this error or
+    use :func:`tokenbudget_core.price_of`, whose result carries ``total=None``.
+
+    Attributes:
+        model: The model name that was asked for.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"No price is known for model {model!r}. Add one with "
+            f"PriceOverride(model={model!r}, input_mtok=..., output_mtok=...) passed to "
+            f"register_price(), or update genai-prices."
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class EncodingUnavailableError(TokenBudgetError, RuntimeError):
+    """The BPE file of a tiktoken encoding could neither be downloaded nor found locally.
+
+    Attributes:
+        encoding: The encoding name, e.g. ``o200k_base``.
+    """
+
+    def __init__(self, encoding: str, detail: str) -> None:
+        self.encoding = encoding
+        super().__init__(f"Cannot load tiktoken encoding {encoding!r}: {detail}")
+
+
+class TokenCountError(TokenBudgetError, RuntimeError):
+    """A provider's token-counting endpoint failed and no estimate was allowed.
+
+    Attributes:
+        model: The model whose tokens were being counted.
+    """
+
+    def __init__(self, model: str, detail: str) -> None:
+        self.model = model
+        super().__init__(f"Counting tokens for {model!r} failed: {detail}")
+
+
+class MissingDependencyError(TokenBudgetError, ImportError):
+    """An optional dependency is not installed.
+
+    Attributes:
+        extra: The ``tokenbudget-kit`` extra that installs it.
+    """
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.extra = extra
+        super().__init__(f'{package} is not installed: pip install "tokenbudget-kit[{extra}]"')

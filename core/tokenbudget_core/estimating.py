@@ -1,0 +1,108 @@
+"""Estimated counts for models whose tokenizer is not available offline.
+
+The estimate is the tiktoken count of the same request (cl100k framing: 3 tokens per
+message plus the role, the tool definitions' JSON), times the model's learned
+correction factor (:mod:`tokenbudget_core.calibration`). Every figure is flagged
+``exact=False``. :class:`~tokenbudget_core.anthropic_counting.AnthropicTokenCounter`
+falls back to this when Anthropic's counting API cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from .calibration import Calibration, default_calibration
+from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
+from .encodings import get_encoding
+from .errors import InvalidInputError
+from .images import anthropic_image_tokens
+from .messages import ImagePart, MessageLike, TextPart, to_messages
+from .registry import ModelInfo
+
+__all__ = ["EstimatingTokenCounter"]
+
+
+class EstimatingTokenCounter(TokenCounter):
+    """Estimates for providers that publish no tokenizer; every count has ``exact=False``.
+
+    Args:
+        model: The registry entry.
+        calibration: Where the model's correction factor is learned (default: process-wide).
+
+    Example:
+        >>> counter = TokenCounter.for_model("gemini-2.5-pro")
+        >>> counter.count("Hello there").exact
+        False
+    """
+
+    def __init__(self, model: ModelInfo, *, calibration: Calibration | None = None) -> None:
+        super().__init__(model)
+        self.calibration = calibration or default_calibration()
+        self._enc = get_encoding(model.encoding or "cl100k_base")
+        self._cache: dict[str, int] = {}
+
+    def _raw(self, text: str) -> int:
+        n = self._cache.get(text)
+        if n is None:
+            n = len(self._enc.encode_ordinary(text))
+            if len(self._cache) < 65_536:
+                self._cache[text] = n
+        return n
+
+    def _result(self, raw: int) -> TokenCount:
+        return TokenCount(
+            self.calibration.apply(self.model.canonical, raw),
+            exact=False,
+            model=self.model.name,
+            method="estimate",
+            encoding=self._enc.name,
+        )
+
+    def raw_estimate_messages(
+        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
+    ) -> int:
+        """The uncorrected estimate (what :meth:`observe` compares reported usage with)."""
+        if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+            raise InvalidInputError("messages", "expected a list of messages", value=messages)
+        total = 3
+        for m in to_messages(messages):
+            total += 3 + self._raw(m.role)
+            if isinstance(m.content, str):
+                total += self._raw(m.content)
+            else:
+                for part in m.content:
+                    if isinstance(part, TextPart):
+                        total += self._raw(part.text)
+                    elif isinstance(part, ImagePart):
+                        total += anthropic_image_tokens(part).tokens
+            if m.name:
+                total += 1 + self._raw(m.name)
+            for call in m.tool_calls:
+                total += 3 + self._raw(call.name) + self._raw(call.arguments)
+        for tool in check_tools(tools):
+            total += 10 + self._raw(json.dumps(tool, sort_keys=True, separators=(",", ":"), default=str))
+        return total
+
+    def count(self, text: str) -> TokenCount:
+        """Estimated tokens in ``text``."""
+        return self._result(self._raw(check_text(text)))
+
+    def count_messages(
+        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
+    ) -> TokenCount:
+        """Estimated input tokens of a chat request."""
+        return self._result(self.raw_estimate_messages(messages, tools))
+
+    def observe(
+        self,
+        messages: Sequence[MessageLike],
+        actual_input_tokens: int,
+        tools: Sequence[ToolLike] | None = None,
+    ) -> None:
+        """Learn from the input tokens the provider reported for these messages."""
+        self.calibration.observe(
+            self.model.canonical,
+            estimated=self.raw_estimate_messages(messages, tools),
+            actual=actual_input_tokens,
+        )

@@ -1,0 +1,187 @@
+"""Image input tokens, by OpenAI's published formulas and Anthropic's rule of thumb.
+
+OpenAI prices an image by detail level: ``low`` is a flat base fee; ``high`` and
+``auto`` scale the image to fit 2048x2048, then its shortest side to 768 px, and
+charge per 512 px tile (``base + tiles * per_tile``). The mini/nano models and
+o4-mini instead count 32 px patches (capped at 1536) times a multiplier.
+
+The size comes from the part's ``width``/``height`` or, for ``data:`` URLs, from the
+image header (PNG, JPEG, GIF, WebP). When it is unknown the largest possible figure
+is returned and marked inexact, so a budget check never under-counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import struct
+from dataclasses import dataclass
+
+from .messages import ImagePart
+
+__all__ = ["ImageTokens", "anthropic_image_tokens", "image_size", "openai_image_tokens"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ImageTokens:
+    """Tokens of one image."""
+
+    tokens: int
+    """The token figure."""
+    exact: bool
+    """False when the size was unknown and the figure is an upper bound."""
+
+
+# (base, per tile) for tile-priced models; first prefix match wins.
+_TILE_MODELS: tuple[tuple[str, int, int], ...] = (
+    ("gpt-4o-mini", 2833, 5667),
+    ("gpt-5-chat", 70, 140),
+    ("gpt-5", 70, 140),
+    ("o1", 75, 150),
+    ("o3", 75, 150),
+    ("computer-use", 65, 129),
+)
+_DEFAULT_TILE = (85, 170)  # gpt-4o, gpt-4.1, gpt-4.5, gpt-4-turbo
+# Patch-priced models and their multipliers.
+_PATCH_MODELS: tuple[tuple[str, float], ...] = (
+    ("gpt-5-mini", 1.62),
+    ("gpt-5-nano", 2.46),
+    ("gpt-4.1-mini", 1.62),
+    ("gpt-4.1-nano", 2.46),
+    ("o4-mini", 1.72),
+)
+_MAX_PATCHES = 1536
+
+
+def image_size(part: ImagePart) -> tuple[int, int] | None:
+    """Width and height of an image part, from its fields or its data URL header."""
+    if part.width and part.height:
+        return part.width, part.height
+    if not part.url.startswith("data:"):
+        return None
+    m = re.match(r"data:[^;,]*;base64,", part.url)
+    if not m:
+        return None
+    # The header sits in the first few hundred bytes (JPEG SOF may be further; read 64 KiB).
+    head_b64 = part.url[m.end() : m.end() + 87_384]
+    head_b64 = head_b64[: len(head_b64) - len(head_b64) % 4]
+    try:
+        head = base64.b64decode(head_b64, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    return _sniff(head)
+
+
+def _sniff(data: bytes) -> tuple[int, int] | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        return int(w), int(h)
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        w, h = struct.unpack("<HH", data[6:10])
+        return int(w), int(h)
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP" and len(data) >= 30:
+        return _webp(data)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg(data)
+    return None
+
+
+def _webp(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        w = 1 + int.from_bytes(data[24:27], "little")
+        h = 1 + int.from_bytes(data[27:30], "little")
+        return w, h
+    if chunk == b"VP8 ":
+        w, h = struct.unpack("<HH", data[26:30])
+        return int(w) & 0x3FFF, int(h) & 0x3FFF
+    if chunk == b"VP8L":
+        b = data[21:25]
+        w = 1 + (((b[1] & 0x3F) << 8) | b[0])
+        h = 1 + (((b[3] & 0x0F) << 10) | (b[2] << 2) | ((b[1] & 0xC0) >> 6))
+        return w, h
+    return None
+
+
+def _jpeg(data: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return int(w), int(h)
+        i += 2 + length
+    return None
+
+
+def _tile_tokens(width: int, height: int, base: int, per_tile: int) -> int:
+    w, h = float(width), float(height)
+    if max(w, h) > 2048:
+        scale = 2048 / max(w, h)
+        w, h = w * scale, h * scale
+    if min(w, h) > 768:
+        scale = 768 / min(w, h)
+        w, h = w * scale, h * scale
+    tiles = math.ceil(w / 512) * math.ceil(h / 512)
+    return base + per_tile * tiles
+
+
+def _patch_tokens(width: int, height: int, multiplier: float) -> int:
+    patches = math.ceil(width / 32) * math.ceil(height / 32)
+    if patches > _MAX_PATCHES:
+        shrink = math.sqrt(32 * 32 * _MAX_PATCHES / (width * height))
+        shrink *= min(
+            math.floor(width * shrink / 32) / (width * shrink / 32),
+            math.floor(height * shrink / 32) / (height * shrink / 32),
+        )
+        patches = min(_MAX_PATCHES, math.ceil(width * shrink / 32) * math.ceil(height * shrink / 32))
+    return math.ceil(patches * multiplier)
+
+
+def openai_image_tokens(part: ImagePart, model: str) -> ImageTokens:
+    """Input tokens of one image part for an OpenAI model.
+
+    Args:
+        part: The image part (detail level, and size if known).
+        model: The canonical model name (``gpt-4o``, ``gpt-4.1-mini``...).
+    """
+    for prefix, multiplier in _PATCH_MODELS:
+        if model.startswith(prefix):
+            size = image_size(part)
+            if size is None:
+                return ImageTokens(tokens=math.ceil(_MAX_PATCHES * multiplier), exact=False)
+            return ImageTokens(tokens=_patch_tokens(*size, multiplier), exact=True)
+    base, per_tile = next(((b, t) for p, b, t in _TILE_MODELS if model.startswith(p)), _DEFAULT_TILE)
+    if part.detail == "low":
+        return ImageTokens(tokens=base, exact=True)
+    size = image_size(part)
+    if size is None:
+        # 2048x768 after scaling is the most tiles any image can take (4 x 2 = 8).
+        return ImageTokens(tokens=base + per_tile * 8, exact=False)
+    return ImageTokens(tokens=_tile_tokens(*size, base, per_tile), exact=True)
+
+
+def anthropic_image_tokens(part: ImagePart) -> ImageTokens:
+    """Estimated input tokens of one image for Claude: ``width * height / 750``.
+
+    Claude scales images whose long edge exceeds 1568 px down first, so the figure
+    is capped at about 1,600 tokens; unknown sizes get that cap (inexact).
+    """
+    size = image_size(part)
+    if size is None:
+        return ImageTokens(tokens=1600, exact=False)
+    w, h = size
+    long_edge = max(w, h)
+    if long_edge > 1568:
+        scale = 1568 / long_edge
+        w, h = round(w * scale), round(h * scale)
+    return ImageTokens(tokens=min(1600, math.ceil(w * h / 750)), exact=False)

@@ -1,0 +1,309 @@
+"""The core's chat message type and the conversion from OpenAI-style dicts.
+
+Every counter, trimmer and adapter works on :class:`Message`. Plain dicts in the
+OpenAI Chat Completions shape are accepted wherever messages are, and converted
+by :func:`to_message`, which validates them and names the offending field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias, get_args
+
+from .errors import InvalidMessageError
+
+__all__ = [
+    "ImagePart",
+    "Message",
+    "MessageLike",
+    "Part",
+    "Role",
+    "TextPart",
+    "ToolCall",
+    "to_message",
+    "to_messages",
+]
+
+Role: TypeAlias = Literal["system", "developer", "user", "assistant", "tool", "function"]
+_ROLES: frozenset[str] = frozenset(get_args(Role))
+ImageDetail: TypeAlias = Literal["auto", "low", "high"]
+_DETAILS: frozenset[str] = frozenset(get_args(ImageDetail))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TextPart:
+    """A text part of a multi-part message."""
+
+    text: str
+    """The text."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ImagePart:
+    """An image part of a multi-part message."""
+
+    url: str
+    """An ``https://`` URL or a ``data:image/...;base64,`` URL."""
+    detail: ImageDetail = "auto"
+    """OpenAI's detail level: ``low`` is a flat fee, ``high``/``auto`` are priced by tiles."""
+    width: int | None = None
+    """Pixel width, if known. Read from the data URL's header when absent."""
+    height: int | None = None
+    """Pixel height, if known. Read from the data URL's header when absent."""
+
+
+Part: TypeAlias = TextPart | ImagePart
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolCall:
+    """A tool (function) call made by the assistant."""
+
+    id: str
+    """The call id that the matching tool result refers to."""
+    name: str
+    """The tool's name."""
+    arguments: str = ""
+    """The arguments as the model wrote them (a JSON string)."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=True)
+class Message:
+    """One chat message, framework-neutral and immutable.
+
+    Messages are hashable; the hash is computed once, so a message can key the
+    per-content count cache cheaply however often the history is re-counted.
+
+    Example:
+        >>> Message(role="user", content="Hello")
+        Message(role='user', content='Hello', name=None, tool_calls=(), tool_call_id=None)
+    """
+
+    role: Role
+    """``system``, ``developer``, ``user``, ``assistant``, ``tool`` or ``function``."""
+    content: str | tuple[Part, ...] = ""
+    """Plain text, or a tuple of text and image parts."""
+    name: str | None = None
+    """Optional participant name (costs one extra token on OpenAI models)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Tool calls made by an assistant message."""
+    tool_call_id: str | None = None
+    """For ``tool`` messages: the id of the call this result answers."""
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        object.__setattr__(
+            self, "_hash", hash((self.role, self.content, self.name, self.tool_calls, self.tool_call_id))
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @property
+    def text(self) -> str:
+        """The message's text parts joined (images left out)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+MessageLike: TypeAlias = Message | Mapping[str, Any]
+
+
+def _validate(m: Message, where: str = "message") -> None:
+    if m.role not in _ROLES:
+        raise InvalidMessageError(
+            f"{where}.role", f"unknown role {m.role!r}", value=m.role, fix=f"use one of {sorted(_ROLES)}"
+        )
+    if isinstance(m.content, tuple):
+        for i, part in enumerate(m.content):
+            if not isinstance(part, TextPart | ImagePart):
+                raise InvalidMessageError(
+                    f"{where}.content[{i}]",
+                    f"expected TextPart or ImagePart, got {type(part).__name__}",
+                    value=part,
+                )
+    elif not isinstance(m.content, str):
+        raise InvalidMessageError(
+            f"{where}.content",
+            f"content must be a string or a tuple of parts, got {type(m.content).__name__}",
+            value=m.content,
+            fix="convert it to text first",
+        )
+    if m.role == "tool" and not m.tool_call_id:
+        raise InvalidMessageError(
+            f"{where}.tool_call_id", "a tool message needs the id of the call it answers", value=None
+        )
+
+
+def _str_field(d: Mapping[str, Any], key: str, where: str, *, required: bool) -> str | None:
+    value = d.get(key)
+    if value is None:
+        if required:
+            raise InvalidMessageError(f"{where}.{key}", "is missing", fix=f"add a string {key!r}")
+        return None
+    if not isinstance(value, str):
+        raise InvalidMessageError(
+            f"{where}.{key}", f"must be a string, got {type(value).__name__}", value=value
+        )
+    return value
+
+
+def _int_field(d: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = d.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidMessageError(f"{where}.{key}", "must be a positive integer", value=value)
+    return value
+
+
+def _part(raw: object, where: str) -> Part:
+    if isinstance(raw, TextPart | ImagePart):
+        return raw
+    if isinstance(raw, str):
+        return TextPart(text=raw)
+    if not isinstance(raw, Mapping):
+        raise InvalidMessageError(
+            where, f"a content part must be a dict, got {type(raw).__name__}", value=raw
+        )
+    kind = raw.get("type")
+    if kind in ("text", "input_text", "output_text"):
+        return TextPart(text=_str_field(raw, "text", where, required=True) or "")
+    if kind == "refusal":
+        return TextPart(text=_str_field(raw, "refusal", where, required=True) or "")
+    if kind == "image_url":
+        image = raw.get("image_url")
+        if isinstance(image, str):
+            image = {"url": image}
+        if not isinstance(image, Mapping):
+            raise InvalidMessageError(f"{where}.image_url", "must be a dict with a 'url'", value=image)
+        detail = image.get("detail", "auto")
+        if detail not in _DETAILS:
+            raise InvalidMessageError(
+                f"{where}.image_url.detail",
+                f"unknown detail {detail!r}",
+                value=detail,
+                fix="use 'auto', 'low' or 'high'",
+            )
+        return ImagePart(
+            url=_str_field(image, "url", f"{where}.image_url", required=True) or "",
+            detail=detail,
+            width=_int_field(image, "width", f"{where}.image_url"),
+            height=_int_field(image, "height", f"{where}.image_url"),
+        )
+    raise InvalidMessageError(
+        f"{where}.type",
+        f"unknown content part type {kind!r}",
+        value=kind,
+        fix="supported part types are 'text', 'image_url' and 'refusal'",
+    )
+
+
+def _tool_calls(raw: object, where: str) -> tuple[ToolCall, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise InvalidMessageError(where, "must be a list of tool calls", value=raw)
+    calls: list[ToolCall] = []
+    for i, call in enumerate(raw):
+        w = f"{where}[{i}]"
+        if isinstance(call, ToolCall):
+            calls.append(call)
+            continue
+        if not isinstance(call, Mapping):
+            raise InvalidMessageError(w, "a tool call must be a dict", value=call)
+        fn = call.get("function")
+        if not isinstance(fn, Mapping):
+            raise InvalidMessageError(f"{w}.function", "must be a dict with 'name' and 'arguments'", value=fn)
+        calls.append(
+            ToolCall(
+                id=_str_field(call, "id", w, required=True) or "",
+                name=_str_field(fn, "name", f"{w}.function", required=True) or "",
+                arguments=_str_field(fn, "arguments", f"{w}.function", required=False) or "",
+            )
+        )
+    return tuple(calls)
+
+
+def to_message(raw: MessageLike, *, where: str = "message") -> Message:
+    """Convert an OpenAI-style dict (or a :class:`Message`) into a :class:`Message`.
+
+    Args:
+        raw: A :class:`Message`, or a dict with ``role`` and ``content`` (text or a
+            list of ``text`` / ``image_url`` / ``refusal`` parts), and optionally
+            ``name``, ``tool_calls``, ``function_call`` and ``tool_call_id``.
+        where: Name used for this message in error messages.
+
+    Raises:
+        InvalidMessageError: The dict is malformed; the error names the field.
+    """
+    if isinstance(raw, Message):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise InvalidMessageError(
+            where, f"a message must be a dict or Message, got {type(raw).__name__}", value=raw
+        )
+    role = raw.get("role")
+    if role is None:
+        raise InvalidMessageError(f"{where}.role", "is missing", fix=f"add one of {sorted(_ROLES)}")
+    if role not in _ROLES:
+        raise InvalidMessageError(
+            f"{where}.role", f"unknown role {role!r}", value=role, fix=f"use one of {sorted(_ROLES)}"
+        )
+    content_raw = raw.get("content")
+    content: str | tuple[Part, ...]
+    if content_raw is None:
+        content = ""
+    elif isinstance(content_raw, str):
+        content = content_raw
+    elif isinstance(content_raw, Sequence):
+        content = tuple(_part(p, f"{where}.content[{i}]") for i, p in enumerate(content_raw))
+    else:
+        raise InvalidMessageError(
+            f"{where}.content",
+            f"content must be a string or a list of parts, got {type(content_raw).__name__}",
+            value=content_raw,
+        )
+    calls = _tool_calls(raw.get("tool_calls"), f"{where}.tool_calls")
+    legacy = raw.get("function_call")
+    if legacy is not None:
+        if not isinstance(legacy, Mapping):
+            raise InvalidMessageError(f"{where}.function_call", "must be a dict", value=legacy)
+        calls += (
+            ToolCall(
+                id="",
+                name=_str_field(legacy, "name", f"{where}.function_call", required=True) or "",
+                arguments=_str_field(legacy, "arguments", f"{where}.function_call", required=False) or "",
+            ),
+        )
+    try:
+        return Message(
+            role=role,
+            content=content,
+            name=_str_field(raw, "name", where, required=False),
+            tool_calls=calls,
+            tool_call_id=_str_field(raw, "tool_call_id", where, required=False),
+        )
+    except InvalidMessageError as e:
+        raise InvalidMessageError(
+            e.field.replace("message", where, 1), e.problem, value=e.value, fix=e.fix
+        ) from None
+
+
+def to_messages(raw: Iterable[MessageLike] | object, *, where: str = "messages") -> list[Message]:
+    """Convert a sequence of message-likes, naming ``messages[i]`` in errors.
+
+    Raises:
+        InvalidMessageError: ``raw`` is not a list, or one of its items is malformed.
+    """
+    if isinstance(raw, str | bytes | Mapping) or not isinstance(raw, Iterable):
+        raise InvalidMessageError(
+            where,
+            f"expected a list of messages, got {type(raw).__name__}",
+            value=raw,
+            fix="wrap a single message in a list",
+        )
+    return [to_message(m, where=f"{where}[{i}]") for i, m in enumerate(raw)]

@@ -1,0 +1,225 @@
+"""Exact token counts for OpenAI models with tiktoken.
+
+The chat format adds, per OpenAI's published counting guide: 3 tokens per message,
+the encoded role, 1 more when the message has a ``name``, and 3 tokens priming the
+reply (``gpt-3.5-turbo-0301``: 4 per message and -1 per name). Tool definitions
+follow the guide's function-definition formula; tool calls made by the assistant
+cost their name and arguments plus 3 framing tokens; images follow the tile and
+patch formulas in :mod:`tokenbudget_core.images`.
+
+Per-content counts are cached, so re-counting an unchanged history costs a
+dictionary lookup per message instead of a re-tokenisation.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
+from .encodings import get_encoding
+from .errors import InvalidInputError
+from .images import openai_image_tokens
+from .messages import ImagePart, Message, MessageLike, TextPart, to_message
+from .registry import ModelInfo
+
+__all__ = ["TiktokenCounter"]
+
+_SIMPLE_KEYS = frozenset({"role", "content", "name"})
+_REPLY_PRIMING = 3
+_TOOL_CALL_FRAMING = 3
+
+
+class _BoundedCache:
+    """A dict that forgets its oldest entries past ``maxsize`` (hits cost one lookup)."""
+
+    __slots__ = ("_data", "_lock", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: dict[Any, tuple[int, bool]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> tuple[int, bool] | None:
+        return self._data.get(key)
+
+    def put(self, key: Any, value: tuple[int, bool]) -> None:
+        with self._lock:
+            if len(self._data) >= self.maxsize:
+                # Drop the oldest tenth in insertion order.
+                for old in list(self._data)[: max(1, self.maxsize // 10)]:
+                    del self._data[old]
+            self._data[key] = value
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+class TiktokenCounter(TokenCounter):
+    """Exact counts for OpenAI models. Get one with ``TokenCounter.for_model("gpt-4o")``.
+
+    Args:
+        model: The registry entry of an OpenAI model (``tokenizer == "tiktoken"``).
+        cache_size: How many distinct messages and texts to remember counts for.
+
+    Raises:
+        EncodingUnavailableError: The model's BPE file cannot be loaded (see :mod:`.encodings`).
+    """
+
+    def __init__(self, model: ModelInfo, *, cache_size: int = 65_536) -> None:
+        super().__init__(model)
+        if model.encoding is None:
+            raise InvalidInputError("model.encoding", f"{model.name!r} has no tiktoken encoding")
+        self._enc = get_encoding(model.encoding)
+        self._encode = self._enc.encode_ordinary
+        legacy = model.name.endswith("gpt-3.5-turbo-0301") or model.canonical == "gpt-3.5-0301"
+        self._per_message = 4 if legacy else 3
+        self._per_name = -1 if legacy else 1
+        # The tool-definition formula's constants: o200k models differ from cl100k ones.
+        self._func_init = 7 if model.encoding.startswith("o200k") else 10
+        self._cache = _BoundedCache(cache_size)
+        self._role_tokens = {r: len(self._encode(r)) for r in _ROLES}
+
+    @property
+    def encoding_name(self) -> str:
+        """The tiktoken encoding this counter uses."""
+        return self._enc.name
+
+    def _result(self, n: int, exact: bool = True) -> TokenCount:
+        return TokenCount(n, exact=exact, model=self.model.name, method="tiktoken", encoding=self._enc.name)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (special-token strings are encoded as plain text)."""
+        return list(self._encode(check_text(text)))
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Text of token ids."""
+        return self._enc.decode(list(tokens))
+
+    def count(self, text: str) -> TokenCount:
+        """Tokens in ``text``; special-token strings such as ``<|endoftext|>`` count as plain text."""
+        if type(text) is not str:
+            check_text(text)
+        hit = self._cache.get(text)
+        if hit is None:
+            hit = (len(self._encode(text)), True)
+            self._cache.put(text, hit)
+        return self._result(hit[0])
+
+    def count_messages(
+        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
+    ) -> TokenCount:
+        """Input tokens of a chat request (messages, reply priming and tool definitions)."""
+        if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+            raise InvalidInputError(
+                "messages", f"expected a list of messages, got {type(messages).__name__}", value=messages
+            )
+        total = _REPLY_PRIMING
+        exact = True
+        cache = self._cache
+        for i, m in enumerate(messages):
+            key = _fast_key(m)
+            hit = cache.get(key) if key is not None else None
+            if hit is None:
+                msg = to_message(m, where=f"messages[{i}]")
+                hit = cache.get(msg)
+                if hit is None:
+                    hit = self._message_tokens(msg)
+                    cache.put(msg, hit)
+                if key is not None:
+                    cache.put(key, hit)
+            total += hit[0]
+            exact = exact and hit[1]
+        tool_list = check_tools(tools)
+        if tool_list:
+            total += self._tools_tokens(tool_list)
+        return self._result(total, exact)
+
+    def count_message(self, message: MessageLike) -> TokenCount:
+        """Tokens one message adds to a request (framing included, reply priming excluded)."""
+        msg = to_message(message)
+        hit = self._cache.get(msg)
+        if hit is None:
+            hit = self._message_tokens(msg)
+            self._cache.put(msg, hit)
+        return self._result(hit[0], hit[1])
+
+    def _message_tokens(self, m: Message) -> tuple[int, bool]:
+        enc = self._encode
+        n = self._per_message + self._role_tokens[m.role]
+        exact = True
+        if isinstance(m.content, str):
+            n += len(enc(m.content))
+        else:
+            for part in m.content:
+                if isinstance(part, TextPart):
+                    n += len(enc(part.text))
+                elif isinstance(part, ImagePart):
+                    img = openai_image_tokens(part, self.model.canonical)
+                    n += img.tokens
+                    exact = exact and img.exact
+        if m.name is not None:
+            n += len(enc(m.name)) + self._per_name
+        for call in m.tool_calls:
+            n += _TOOL_CALL_FRAMING + len(enc(call.name)) + len(enc(call.arguments))
+        return n, exact
+
+    def _tools_tokens(self, tools: list[ToolLike]) -> int:
+        """OpenAI's published formula for function definitions."""
+        enc = self._encode
+        total = 0
+        for i, tool in enumerate(tools):
+            fn = _function_of(tool, i)
+            total += self._func_init
+            desc = str(fn.get("description") or "").removesuffix(".")
+            total += len(enc(f"{fn['name']}:{desc}"))
+            params = fn.get("parameters") or fn.get("input_schema") or {}
+            props = params.get("properties") if isinstance(params, Mapping) else None
+            if isinstance(props, Mapping) and props:
+                total += 3  # properties header
+                for key, spec in props.items():
+                    total += 3
+                    spec = spec if isinstance(spec, Mapping) else {}
+                    enum = spec.get("enum")
+                    if isinstance(enum, list):
+                        total -= 3
+                        for item in enum:
+                            total += 3 + len(enc(str(item)))
+                    p_type = spec.get("type", "object")
+                    p_desc = str(spec.get("description") or "").removesuffix(".")
+                    extra = {k: v for k, v in spec.items() if k not in ("type", "description", "enum")}
+                    line = f"{key}:{p_type}:{p_desc}"
+                    if extra:  # nested schemas: count their JSON so they are not free
+                        line += json.dumps(extra, separators=(",", ":"), sort_keys=True)
+                    total += len(enc(line))
+        return total + 12
+
+
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+def _fast_key(m: object) -> tuple[str, str, str | None] | None:
+    """A cache key for the common plain-text dict, without building a Message."""
+    if type(m) is dict and type(m.get("content")) is str and m.keys() <= _SIMPLE_KEYS:
+        role = m.get("role")
+        if type(role) is str and role in _ROLES:
+            return (role, m["content"], m.get("name"))
+    return None
+
+
+def _function_of(tool: ToolLike, i: int) -> Mapping[str, Any]:
+    fn = tool.get("function") if tool.get("type") == "function" else tool
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+        raise InvalidInputError(
+            f"tools[{i}]",
+            "a tool needs a name",
+            value=tool,
+            fix='use {"type": "function", "function": {"name": ..., "parameters": {...}}}',
+        )
+    return fn

@@ -1,0 +1,398 @@
+"""The model registry: context window, output limit, tokenizer and provider per model.
+
+Facts come from three layers, first match wins:
+
+1. user overrides, registered in code or loaded from a TOML/JSON file
+   (``TOKENBUDGET_MODELS`` names one for the default registry);
+2. genai-prices' model data (canonical id, provider, context window), completed by
+   built-in family rules for what it lacks (tiktoken encoding, max output tokens);
+3. the built-in family rules alone, for model families genai-prices does not list.
+
+An unknown model raises :class:`~tokenbudget_core.errors.UnknownModelError` naming
+close matches, unless the caller passes an explicit ``fallback`` model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import threading
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+from .errors import InvalidInputError, UnknownModelError
+
+__all__ = ["ModelInfo", "ModelRegistry", "Tokenizer", "default_registry", "get_model"]
+
+Tokenizer: TypeAlias = Literal["tiktoken", "anthropic", "estimate"]
+_TOKENIZERS = ("tiktoken", "anthropic", "estimate")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelInfo:
+    """What tokenbudget knows about one model."""
+
+    name: str
+    """The name the caller used, e.g. ``gpt-4o-2024-08-06``."""
+    canonical: str
+    """The registry's id for the model, e.g. ``gpt-4o``; prices are looked up by it."""
+    provider: str
+    """Provider id as genai-prices spells it (``openai``, ``anthropic``, ``google``...)."""
+    tokenizer: Tokenizer
+    """How tokens are counted: tiktoken (exact), Anthropic's API (exact), or an estimate."""
+    encoding: str | None = None
+    """The tiktoken encoding (for ``tiktoken`` models, and the base of estimates)."""
+    context_window: int | None = None
+    """Maximum input tokens, or ``None`` when unknown."""
+    max_output_tokens: int | None = None
+    """Maximum output tokens per call, or ``None`` when unknown."""
+    fallback_for: str | None = None
+    """Set when this entry stands in for an unknown model the caller named."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    pattern: re.Pattern[str]
+    provider: str
+    tokenizer: Tokenizer
+    encoding: str | None
+    max_output: int | None
+    context: int | None
+
+
+def _f(
+    pattern: str, provider: str, tokenizer: Tokenizer, encoding: str | None, out: int | None, ctx: int | None
+) -> _Family:
+    return _Family(re.compile(pattern), provider, tokenizer, encoding, out, ctx)
+
+
+# Facts genai-prices does not carry (tokenizer, output limit), by model family; first match wins.
+# Context windows here are used only where genai-prices has none.
+_FAMILIES: tuple[_Family, ...] = (
+    _f(r"^gpt-oss-", "openai", "tiktoken", "o200k_harmony", 131_072, 131_072),
+    _f(r"^gpt-5", "openai", "tiktoken", "o200k_base", 128_000, 400_000),
+    _f(r"^gpt-6", "openai", "tiktoken", "o200k_base", 128_000, 1_050_000),
+    _f(r"^gpt-4\.1", "openai", "tiktoken", "o200k_base", 32_768, 1_047_576),
+    _f(r"^gpt-4\.5", "openai", "tiktoken", "o200k_base", 16_384, 128_000),
+    _f(r"^(chatgpt-)?gpt-4o|^chatgpt-4o", "openai", "tiktoken", "o200k_base", 16_384, 128_000),
+    _f(r"^o1-mini", "openai", "tiktoken", "o200k_base", 65_536, 128_000),
+    _f(r"^o1-preview", "openai", "tiktoken", "o200k_base", 32_768, 128_000),
+    _f(r"^o[1-9]", "openai", "tiktoken", "o200k_base", 100_000, 200_000),
+    _f(r"^codex-mini", "openai", "tiktoken", "o200k_base", 100_000, 200_000),
+    _f(r"^gpt-4-32k", "openai", "tiktoken", "cl100k_base", 32_768, 32_768),
+    _f(r"^gpt-4-(turbo|\d{4}-preview|vision)", "openai", "tiktoken", "cl100k_base", 4_096, 128_000),
+    _f(r"^gpt-4(-\d{4})?$", "openai", "tiktoken", "cl100k_base", 8_192, 8_192),
+    _f(r"^gpt-3\.5-turbo", "openai", "tiktoken", "cl100k_base", 4_096, 16_385),
+    _f(r"^gpt-3\.5-0301", "openai", "tiktoken", "cl100k_base", 4_096, 4_096),
+    _f(r"^text-embedding-", "openai", "tiktoken", "cl100k_base", 0, 8_191),
+    _f(r"^claude-(opus-4-[01]|opus-4$|opus-4-0)", "anthropic", "anthropic", "cl100k_base", 32_000, 200_000),
+    _f(r"^claude-3-opus", "anthropic", "anthropic", "cl100k_base", 4_096, 200_000),
+    _f(r"^claude-3-5-haiku|^claude-3-5-sonnet", "anthropic", "anthropic", "cl100k_base", 8_192, 200_000),
+    _f(r"^claude-3-haiku|^claude-3-sonnet", "anthropic", "anthropic", "cl100k_base", 4_096, 200_000),
+    _f(r"^claude-opus-4-[5-9]|^claude-opus-[5-9]", "anthropic", "anthropic", "cl100k_base", 64_000, 200_000),
+    _f(r"^claude-", "anthropic", "anthropic", "cl100k_base", 64_000, 200_000),
+)
+
+# Models genai-prices does not list but callers use; looked up by exact name.
+_BUILTIN: dict[str, tuple[str, Tokenizer, str | None, int | None, int | None]] = {
+    "text-embedding-3-small": ("openai", "tiktoken", "cl100k_base", 0, 8_191),
+    "text-embedding-3-large": ("openai", "tiktoken", "cl100k_base", 0, 8_191),
+    "text-embedding-ada-002": ("openai", "tiktoken", "cl100k_base", 0, 8_191),
+}
+
+
+def _family(canonical: str) -> _Family | None:
+    for fam in _FAMILIES:
+        if fam.pattern.search(canonical):
+            return fam
+    return None
+
+
+class ModelRegistry:
+    """Looks models up by name; holds user overrides.
+
+    Example:
+        >>> registry = ModelRegistry()
+        >>> registry.get("gpt-4o-2024-08-06").encoding
+        'o200k_base'
+        >>> registry.register("acme-7b", provider="acme", context_window=32_000, max_output_tokens=4_096)
+    """
+
+    def __init__(self, overrides: Mapping[str, ModelInfo] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._overrides: dict[str, ModelInfo] = dict(overrides or {})
+        self._resolved: dict[str, ModelInfo] = {}
+
+    # -- user overrides -------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        *,
+        provider: str,
+        tokenizer: Tokenizer | None = None,
+        encoding: str | None = None,
+        context_window: int | None = None,
+        max_output_tokens: int | None = None,
+        canonical: str | None = None,
+    ) -> ModelInfo:
+        """Add a model, or override what the registry knows about one.
+
+        Args:
+            name: The model name callers will use.
+            provider: Provider id (``openai``, ``anthropic``, or your own).
+            tokenizer: ``tiktoken``, ``anthropic`` or ``estimate``; defaults to ``tiktoken``
+                for OpenAI, ``anthropic`` for Anthropic and ``estimate`` otherwise.
+            encoding: tiktoken encoding; defaults to ``o200k_base`` for OpenAI, else ``cl100k_base``.
+            context_window: Maximum input tokens.
+            max_output_tokens: Maximum output tokens per call.
+            canonical: The id under which prices are looked up (default: ``name``).
+
+        Raises:
+            InvalidInputError: A field has the wrong type or an impossible value.
+        """
+        info = _make_info(
+            name,
+            {
+                "provider": provider,
+                "tokenizer": tokenizer,
+                "encoding": encoding,
+                "context_window": context_window,
+                "max_output_tokens": max_output_tokens,
+                "canonical": canonical,
+            },
+            where=f"models[{name!r}]",
+        )
+        with self._lock:
+            self._overrides[name] = info
+            self._resolved.clear()
+        return info
+
+    def load_file(self, path: str | os.PathLike[str]) -> list[ModelInfo]:
+        """Load overrides from a TOML or JSON file.
+
+        The file holds a ``models`` table keyed by model name, e.g. in TOML::
+
+            [models."acme-7b"]
+            provider = "acme"
+            context_window = 32000
+            max_output_tokens = 4096
+
+        Raises:
+            InvalidInputError: The file is missing, unparsable, or an entry is malformed.
+        """
+        p = Path(path)
+        try:
+            raw_text = p.read_bytes()
+        except OSError as e:
+            raise InvalidInputError(
+                "models_file", f"cannot read {str(p)!r}: {e.strerror}", value=str(p)
+            ) from e
+        try:
+            data: Any = json.loads(raw_text) if p.suffix == ".json" else tomllib.loads(raw_text.decode())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidInputError(
+                "models_file", f"{str(p)!r} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}"
+            ) from e
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, dict):
+            raise InvalidInputError(
+                "models_file", f"{str(p)!r} has no 'models' table", fix='add [models."<name>"] entries'
+            )
+        infos = []
+        for name, entry in models.items():
+            if not isinstance(entry, dict):
+                raise InvalidInputError(f"models[{name!r}]", "must be a table of fields", value=entry)
+            infos.append(_make_info(name, entry, where=f"models[{name!r}]"))
+        with self._lock:
+            for info in infos:
+                self._overrides[info.name] = info
+            self._resolved.clear()
+        return infos
+
+    # -- lookup ---------------------------------------------------------------------------------
+
+    def get(self, name: str, *, fallback: str | None = None) -> ModelInfo:
+        """Return what is known about ``name``.
+
+        ``provider/model`` names (``openai/gpt-4o``) are accepted.
+
+        Args:
+            name: A model name, dated snapshot names included.
+            fallback: A known model whose tokenizer and limits to use, on purpose, when
+                ``name`` is unknown. The result then has ``fallback_for=name``.
+
+        Raises:
+            InvalidInputError: ``name`` is not a non-empty string.
+            UnknownModelError: ``name`` is unknown and no fallback was given (or the
+                fallback is unknown too).
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError("model", "must be a non-empty model name", value=name)
+        cached = self._resolved.get(name)
+        if cached is not None:
+            return cached
+        info = self._lookup(name.strip())
+        if info is None:
+            if fallback is None:
+                raise UnknownModelError(name, self.suggest(name))
+            base = self.get(fallback)
+            return replace(base, name=name, fallback_for=name)
+        with self._lock:
+            self._resolved[name] = info
+        return info
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(name.strip()) and self._lookup(name.strip()) is not None
+
+    def known_models(self) -> list[str]:
+        """All model ids the registry can resolve by exact name (overrides, genai-prices, built-ins)."""
+        names = set(self._overrides) | set(_BUILTIN)
+        names.update(_genai_model_ids())
+        return sorted(names)
+
+    def suggest(self, name: str, n: int = 3) -> list[str]:
+        """Known model names closest to ``name`` (for error messages)."""
+        return difflib.get_close_matches(name.lower(), self.known_models(), n=n, cutoff=0.6)
+
+    def _lookup(self, name: str) -> ModelInfo | None:
+        override = self._overrides.get(name)
+        if override is not None:
+            return override
+        provider_id: str | None = None
+        bare = name
+        if "/" in name:
+            provider_id, _, bare = name.partition("/")
+            override = self._overrides.get(bare)
+            if override is not None:
+                return replace(override, name=name)
+        if bare in _BUILTIN:
+            prov, tok, enc, out, ctx = _BUILTIN[bare]
+            return ModelInfo(
+                name=name,
+                canonical=bare,
+                provider=prov,
+                tokenizer=tok,
+                encoding=enc,
+                context_window=ctx,
+                max_output_tokens=out,
+            )
+        found = _genai_lookup(bare, provider_id)
+        if found is not None:
+            prov, canonical, ctx = found
+            fam = _family(canonical) or _family(bare.lower())
+            if fam is not None and fam.provider == prov:
+                return ModelInfo(
+                    name=name,
+                    canonical=canonical,
+                    provider=prov,
+                    tokenizer=fam.tokenizer,
+                    encoding=fam.encoding,
+                    context_window=ctx or fam.context,
+                    max_output_tokens=fam.max_output,
+                )
+            return ModelInfo(
+                name=name,
+                canonical=canonical,
+                provider=prov,
+                tokenizer="estimate",
+                encoding="cl100k_base",
+                context_window=ctx,
+                max_output_tokens=None,
+            )
+        return None
+
+
+def _make_info(name: str, entry: Mapping[str, Any], *, where: str) -> ModelInfo:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("name", "must be a non-empty model name", value=name)
+    known = {"provider", "tokenizer", "encoding", "context_window", "max_output_tokens", "canonical"}
+    extra = set(entry) - known
+    if extra:
+        raise InvalidInputError(
+            f"{where}.{sorted(extra)[0]}", "is not a model field", fix=f"known fields: {sorted(known)}"
+        )
+    provider = entry.get("provider")
+    if not isinstance(provider, str) or not provider:
+        raise InvalidInputError(f"{where}.provider", "is required (e.g. 'openai')", value=provider)
+    tokenizer: Any = entry.get("tokenizer") or (
+        "tiktoken" if provider == "openai" else "anthropic" if provider == "anthropic" else "estimate"
+    )
+    if tokenizer not in _TOKENIZERS:
+        raise InvalidInputError(
+            f"{where}.tokenizer",
+            f"unknown tokenizer {tokenizer!r}",
+            value=tokenizer,
+            fix=f"use one of {list(_TOKENIZERS)}",
+        )
+    encoding = entry.get("encoding") or ("o200k_base" if provider == "openai" else "cl100k_base")
+    if not isinstance(encoding, str):
+        raise InvalidInputError(f"{where}.encoding", "must be a tiktoken encoding name", value=encoding)
+    limits: dict[str, int | None] = {}
+    for key in ("context_window", "max_output_tokens"):
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidInputError(f"{where}.{key}", "must be a non-negative integer", value=value)
+        limits[key] = value
+    canonical = entry.get("canonical") or name
+    if not isinstance(canonical, str):
+        raise InvalidInputError(f"{where}.canonical", "must be a string", value=canonical)
+    return ModelInfo(
+        name=name,
+        canonical=canonical,
+        provider=provider,
+        tokenizer=tokenizer,
+        encoding=encoding,
+        context_window=limits["context_window"],
+        max_output_tokens=limits["max_output_tokens"],
+    )
+
+
+def _genai_lookup(name: str, provider_id: str | None) -> tuple[str, str, int | None] | None:
+    from genai_prices import data_snapshot
+
+    try:
+        provider, model = data_snapshot.get_snapshot().find_provider_model(name, None, provider_id, None)
+    except LookupError:
+        return None
+    return provider.id, model.id, model.context_window
+
+
+_ids_lock = threading.Lock()
+_ids: list[str] = []
+
+
+def _genai_model_ids() -> Iterable[str]:
+    with _ids_lock:
+        if not _ids:
+            from genai_prices import data_snapshot
+
+            _ids.extend(m.id for p in data_snapshot.get_snapshot().providers for m in p.models)
+        return list(_ids)
+
+
+_default: ModelRegistry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> ModelRegistry:
+    """The process-wide registry; loads ``$TOKENBUDGET_MODELS`` on first use if set."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            registry = ModelRegistry()
+            path = os.environ.get("TOKENBUDGET_MODELS")
+            if path:
+                registry.load_file(path)
+            _default = registry
+        return _default
+
+
+def get_model(name: str, *, fallback: str | None = None) -> ModelInfo:
+    """Shortcut for ``default_registry().get(name, fallback=fallback)``."""
+    return default_registry().get(name, fallback=fallback)
