@@ -1,1 +1,6 @@
-"""LangChain adapters for tokenbudget."""
+"""LangChain adapters for tokenbudget: translate LangChain types, then call the core."""
+
+from .messages import to_core_message, to_core_messages
+from .usage import cost_of_message, usage_of
+
+__all__ = ["cost_of_message", "to_core_message", "to_core_messages", "usage_of"]

@@ -13,6 +13,7 @@ dictionary lookup per message instead of a re-tokenisation.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -27,38 +28,24 @@ from .registry import ModelInfo
 
 __all__ = ["TiktokenCounter"]
 
-_SIMPLE_KEYS = frozenset({"role", "content", "name"})
 _REPLY_PRIMING = 3
 _TOOL_CALL_FRAMING = 3
 
 
-class _BoundedCache:
-    """A dict that forgets its oldest entries past ``maxsize`` (hits cost one lookup)."""
-
-    __slots__ = ("_data", "_lock", "maxsize")
+class _BoundedCache(dict[Any, Any]):
+    """A dict that forgets its oldest tenth when full; a hit costs one plain dict lookup."""
 
     def __init__(self, maxsize: int) -> None:
+        super().__init__()
         self.maxsize = maxsize
-        self._data: dict[Any, tuple[int, bool]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: Any) -> tuple[int, bool] | None:
-        return self._data.get(key)
-
-    def put(self, key: Any, value: tuple[int, bool]) -> None:
-        with self._lock:
-            if len(self._data) >= self.maxsize:
-                # Drop the oldest tenth in insertion order.
-                for old in list(self._data)[: max(1, self.maxsize // 10)]:
-                    del self._data[old]
-            self._data[key] = value
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
+    def put(self, key: Any, value: Any) -> None:
+        if len(self) >= self.maxsize:
+            with self._lock:
+                for old in list(self)[: max(1, self.maxsize // 10)]:
+                    self.pop(old, None)
+        self[key] = value
 
 
 class TiktokenCounter(TokenCounter):
@@ -83,8 +70,13 @@ class TiktokenCounter(TokenCounter):
         self._per_name = -1 if legacy else 1
         # The tool-definition formula's constants: o200k models differ from cl100k ones.
         self._func_init = 7 if model.encoding.startswith("o200k") else 10
-        self._cache = _BoundedCache(cache_size)
-        self._role_tokens = {r: len(self._encode(r)) for r in _ROLES}
+        self._texts = _BoundedCache(cache_size)
+        self._messages = _BoundedCache(cache_size)
+        self._role_tokens = _role_tokens(model.encoding)
+        # Framing of a plain message per role (tool messages need a call id: never fast-pathed).
+        self._fast_roles: dict[object, int] = {
+            r: self._per_message + n for r, n in self._role_tokens.items() if r != "tool"
+        }
 
     @property
     def encoding_name(self) -> str:
@@ -106,11 +98,11 @@ class TiktokenCounter(TokenCounter):
         """Tokens in ``text``; special-token strings such as ``<|endoftext|>`` count as plain text."""
         if type(text) is not str:
             check_text(text)
-        hit = self._cache.get(text)
-        if hit is None:
-            hit = (len(self._encode(text)), True)
-            self._cache.put(text, hit)
-        return self._result(hit[0])
+        n = self._texts.get(text)
+        if n is None:
+            n = len(self._encode(text))
+            self._texts.put(text, n)
+        return self._result(n)
 
     def count_messages(
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
@@ -122,18 +114,32 @@ class TiktokenCounter(TokenCounter):
             )
         total = _REPLY_PRIMING
         exact = True
-        cache = self._cache
+        texts, encode, per_name = self._texts, self._encode, self._per_name
+        get_text, fast_roles = texts.get, self._fast_roles
         for i, m in enumerate(messages):
-            key = _fast_key(m)
-            hit = cache.get(key) if key is not None else None
+            # Fast path: a plain-text dict of role and content (and maybe name), no tool fields.
+            if type(m) is dict:
+                size = len(m)
+                if size == 2 or (size == 3 and "name" in m):
+                    content = m.get("content")
+                    framing = fast_roles.get(m.get("role"))
+                    if framing is not None and type(content) is str:
+                        n = get_text(content)
+                        if n is None:
+                            n = len(encode(content))
+                            texts.put(content, n)
+                        total += framing + n
+                        if size == 3:
+                            name = m["name"]
+                            if type(name) is not str:
+                                to_message(m, where=f"messages[{i}]")  # raises, naming the field
+                            total += self._text_tokens(name) + per_name
+                        continue
+            msg = to_message(m, where=f"messages[{i}]")
+            hit = self._messages.get(msg)
             if hit is None:
-                msg = to_message(m, where=f"messages[{i}]")
-                hit = cache.get(msg)
-                if hit is None:
-                    hit = self._message_tokens(msg)
-                    cache.put(msg, hit)
-                if key is not None:
-                    cache.put(key, hit)
+                hit = self._message_tokens(msg)
+                self._messages.put(msg, hit)
             total += hit[0]
             exact = exact and hit[1]
         tool_list = check_tools(tools)
@@ -144,18 +150,25 @@ class TiktokenCounter(TokenCounter):
     def count_message(self, message: MessageLike) -> TokenCount:
         """Tokens one message adds to a request (framing included, reply priming excluded)."""
         msg = to_message(message)
-        hit = self._cache.get(msg)
+        hit = self._messages.get(msg)
         if hit is None:
             hit = self._message_tokens(msg)
-            self._cache.put(msg, hit)
+            self._messages.put(msg, hit)
         return self._result(hit[0], hit[1])
+
+    def _text_tokens(self, text: str) -> int:
+        n = self._texts.get(text)
+        if n is None:
+            n = len(self._encode(text))
+            self._texts.put(text, n)
+        return n  # type: ignore[no-any-return]
 
     def _message_tokens(self, m: Message) -> tuple[int, bool]:
         enc = self._encode
         n = self._per_message + self._role_tokens[m.role]
         exact = True
         if isinstance(m.content, str):
-            n += len(enc(m.content))
+            n += self._text_tokens(m.content)
         else:
             for part in m.content:
                 if isinstance(part, TextPart):
@@ -204,13 +217,10 @@ class TiktokenCounter(TokenCounter):
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
-def _fast_key(m: object) -> tuple[str, str, str | None] | None:
-    """A cache key for the common plain-text dict, without building a Message."""
-    if type(m) is dict and type(m.get("content")) is str and m.keys() <= _SIMPLE_KEYS:
-        role = m.get("role")
-        if type(role) is str and role in _ROLES:
-            return (role, m["content"], m.get("name"))
-    return None
+@functools.cache
+def _role_tokens(encoding: str) -> dict[str, int]:
+    enc = get_encoding(encoding)
+    return {r: len(enc.encode_ordinary(r)) for r in _ROLES}
 
 
 def _function_of(tool: ToolLike, i: int) -> Mapping[str, Any]:

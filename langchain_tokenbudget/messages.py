@@ -1,0 +1,84 @@
+"""Translate LangChain messages into tokenbudget core messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, FunctionMessage, ToolMessage
+
+from tokenbudget_core.errors import InvalidMessageError
+from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall
+
+__all__ = ["to_core_message", "to_core_messages"]
+
+_ROLE_BY_TYPE = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool", "function": "function"}
+
+
+def _parts(content: str | list[Any], where: str) -> str | tuple[Part, ...]:
+    if isinstance(content, str):
+        return content
+    parts: list[Part] = []
+    for i, block in enumerate(content):
+        if isinstance(block, str):
+            parts.append(TextPart(text=block))
+            continue
+        if not isinstance(block, dict):
+            raise InvalidMessageError(f"{where}.content[{i}]", "must be a string or a content block dict")
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(TextPart(text=str(block.get("text", ""))))
+        elif kind == "image_url":
+            image = block.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            detail = image.get("detail", "auto") if isinstance(image, dict) else "auto"
+            parts.append(ImagePart(url=str(url), detail=detail))
+        elif kind == "image":  # LangChain standard content block
+            if block.get("url"):
+                parts.append(ImagePart(url=str(block["url"])))
+            elif block.get("base64"):
+                mime = block.get("mime_type", "image/png")
+                parts.append(ImagePart(url=f"data:{mime};base64,{block['base64']}"))
+            else:
+                raise InvalidMessageError(f"{where}.content[{i}]", "an image block needs 'url' or 'base64'")
+        elif kind in ("tool_call", "reasoning", "thinking"):
+            continue  # tool calls come from AIMessage.tool_calls; reasoning is not re-sent as input
+        else:
+            raise InvalidMessageError(
+                f"{where}.content[{i}].type",
+                f"unsupported content block type {kind!r}",
+                fix="supported: 'text', 'image_url', 'image'",
+            )
+    return tuple(parts)
+
+
+def to_core_message(message: BaseMessage, *, where: str = "message") -> Message:
+    """Convert one LangChain message.
+
+    Raises:
+        InvalidMessageError: The message type or a content block is not supported.
+    """
+    if not isinstance(message, BaseMessage):
+        raise InvalidMessageError(where, f"expected a LangChain BaseMessage, got {type(message).__name__}")
+    role = message.role if isinstance(message, ChatMessage) else _ROLE_BY_TYPE.get(message.type)
+    if role is None:
+        raise InvalidMessageError(f"{where}.type", f"unsupported message type {message.type!r}")
+    calls: tuple[ToolCall, ...] = ()
+    if isinstance(message, AIMessage):
+        calls = tuple(
+            ToolCall(id=c.get("id") or "", name=c["name"], arguments=json.dumps(c.get("args", {})))
+            for c in message.tool_calls
+        )
+    return Message(
+        role=role,  # type: ignore[arg-type]
+        content=_parts(message.content, where),
+        name=message.name if not isinstance(message, FunctionMessage) else message.name,
+        tool_calls=calls,
+        tool_call_id=message.tool_call_id if isinstance(message, ToolMessage) else None,
+    )
+
+
+def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
+    """Convert LangChain messages, naming ``messages[i]`` in errors."""
+    return [to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]

@@ -1,0 +1,99 @@
+"""Translate LlamaIndex chat messages into tokenbudget core messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock, ToolCallBlock
+
+from tokenbudget_core.errors import InvalidMessageError
+from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall
+
+__all__ = ["to_core_message", "to_core_messages"]
+
+_ROLES = {"system": "system", "developer": "developer", "user": "user", "assistant": "assistant",
+          "tool": "tool", "function": "function", "chatbot": "assistant", "model": "assistant"}
+
+
+def _image(block: ImageBlock) -> ImagePart:
+    if block.url:
+        return ImagePart(url=str(block.url), detail=block.detail or "auto")  # type: ignore[arg-type]
+    if block.image:
+        data = block.image
+        # ImageBlock keeps base64 bytes; raw bytes are encoded here.
+        try:
+            base64.b64decode(data, validate=True)
+            encoded = data.decode()
+        except ValueError:
+            encoded = base64.b64encode(data).decode()
+        mime = block.image_mimetype or "image/png"
+        return ImagePart(url=f"data:{mime};base64,{encoded}", detail=block.detail or "auto")  # type: ignore[arg-type]
+    raise InvalidMessageError("image", "an ImageBlock needs a url or image data", fix="set url= or image=")
+
+
+def _tool_calls(message: ChatMessage) -> tuple[ToolCall, ...]:
+    calls: list[ToolCall] = []
+    for block in message.blocks:
+        if isinstance(block, ToolCallBlock):
+            args = block.tool_kwargs
+            calls.append(
+                ToolCall(
+                    id=block.tool_call_id or "",
+                    name=block.tool_name,
+                    arguments=args if isinstance(args, str) else json.dumps(args),
+                )
+            )
+    for raw in message.additional_kwargs.get("tool_calls") or ():
+        fn: Any = raw.get("function") if isinstance(raw, dict) else getattr(raw, "function", None)
+        name = fn.get("name") if isinstance(fn, dict) else getattr(fn, "name", None)
+        args = fn.get("arguments") if isinstance(fn, dict) else getattr(fn, "arguments", "")
+        call_id = raw.get("id") if isinstance(raw, dict) else getattr(raw, "id", "")
+        if name:
+            calls.append(ToolCall(id=call_id or "", name=name, arguments=args or ""))
+    return tuple(calls)
+
+
+def to_core_message(message: ChatMessage, *, where: str = "message") -> Message:
+    """Convert one LlamaIndex ``ChatMessage``.
+
+    Raises:
+        InvalidMessageError: The role or a content block is not supported.
+    """
+    if not isinstance(message, ChatMessage):
+        raise InvalidMessageError(where, f"expected a LlamaIndex ChatMessage, got {type(message).__name__}")
+    role = _ROLES.get(str(message.role.value))
+    if role is None:
+        raise InvalidMessageError(f"{where}.role", f"unsupported role {message.role!r}")
+    parts: list[Part] = []
+    for i, block in enumerate(message.blocks):
+        if isinstance(block, TextBlock):
+            parts.append(TextPart(text=block.text))
+        elif isinstance(block, ImageBlock):
+            parts.append(_image(block))
+        elif isinstance(block, ToolCallBlock):
+            continue
+        else:
+            raise InvalidMessageError(
+                f"{where}.blocks[{i}]", f"unsupported block {type(block).__name__}", fix="use text or image blocks"
+            )
+    content: str | tuple[Part, ...] = (
+        parts[0].text if len(parts) == 1 and isinstance(parts[0], TextPart) else tuple(parts)
+    )
+    if not parts:
+        content = ""
+    kwargs = message.additional_kwargs
+    return Message(
+        role=role,  # type: ignore[arg-type]
+        content=content,
+        name=kwargs.get("name"),
+        tool_calls=_tool_calls(message) if role == "assistant" else (),
+        tool_call_id=kwargs.get("tool_call_id") if role == "tool" else None,
+    )
+
+
+def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
+    """Convert LlamaIndex chat messages, naming ``messages[i]`` in errors."""
+    return [to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
