@@ -13,11 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import best_of, conversation, save  # noqa: E402
+from _common import best_of, conversation, save
 
-from tokenbudget_core.encodings import get_encoding  # noqa: E402
-from tokenbudget_core.openai_counting import TiktokenCounter  # noqa: E402
-from tokenbudget_core.registry import get_model  # noqa: E402
+from tokenbudget_core.encodings import get_encoding
+from tokenbudget_core.openai_counting import TiktokenCounter
+from tokenbudget_core.registry import get_model
 
 
 def main() -> None:

@@ -6,14 +6,20 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, FunctionMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
 
 from tokenbudget_core.errors import InvalidMessageError
-from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall
+from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall, to_part
 
 __all__ = ["to_core_message", "to_core_messages"]
 
-_ROLE_BY_TYPE = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool", "function": "function"}
+_ROLE_BY_TYPE = {
+    "system": "system",
+    "human": "user",
+    "ai": "assistant",
+    "tool": "tool",
+    "function": "function",
+}
 
 
 def _parts(content: str | list[Any], where: str) -> str | tuple[Part, ...]:
@@ -27,13 +33,8 @@ def _parts(content: str | list[Any], where: str) -> str | tuple[Part, ...]:
         if not isinstance(block, dict):
             raise InvalidMessageError(f"{where}.content[{i}]", "must be a string or a content block dict")
         kind = block.get("type")
-        if kind == "text":
-            parts.append(TextPart(text=str(block.get("text", ""))))
-        elif kind == "image_url":
-            image = block.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            detail = image.get("detail", "auto") if isinstance(image, dict) else "auto"
-            parts.append(ImagePart(url=str(url), detail=detail))
+        if kind in ("text", "image_url"):  # OpenAI-format blocks: the core parses them
+            parts.append(to_part(block, where=f"{where}.content[{i}]"))
         elif kind == "image":  # LangChain standard content block
             if block.get("url"):
                 parts.append(ImagePart(url=str(block["url"])))
@@ -73,7 +74,7 @@ def to_core_message(message: BaseMessage, *, where: str = "message") -> Message:
     return Message(
         role=role,  # type: ignore[arg-type]
         content=_parts(message.content, where),
-        name=message.name if not isinstance(message, FunctionMessage) else message.name,
+        name=message.name,
         tool_calls=calls,
         tool_call_id=message.tool_call_id if isinstance(message, ToolMessage) else None,
     )

@@ -14,14 +14,22 @@ from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCa
 
 __all__ = ["to_core_message", "to_core_messages"]
 
-_ROLES = {"system": "system", "developer": "developer", "user": "user", "assistant": "assistant",
-          "tool": "tool", "function": "function", "chatbot": "assistant", "model": "assistant"}
+_ROLES = {
+    "system": "system",
+    "developer": "developer",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "function",
+    "chatbot": "assistant",
+    "model": "assistant",
+}
 
 
 def _image(block: ImageBlock) -> ImagePart:
     if block.url:
         return ImagePart(url=str(block.url), detail=block.detail or "auto")  # type: ignore[arg-type]
-    if block.image:
+    if isinstance(block.image, bytes) and block.image:
         data = block.image
         # ImageBlock keeps base64 bytes; raw bytes are encoded here.
         try:
@@ -38,21 +46,21 @@ def _tool_calls(message: ChatMessage) -> tuple[ToolCall, ...]:
     calls: list[ToolCall] = []
     for block in message.blocks:
         if isinstance(block, ToolCallBlock):
-            args = block.tool_kwargs
+            kwargs = block.tool_kwargs
             calls.append(
                 ToolCall(
                     id=block.tool_call_id or "",
                     name=block.tool_name,
-                    arguments=args if isinstance(args, str) else json.dumps(args),
+                    arguments=kwargs if isinstance(kwargs, str) else json.dumps(kwargs),
                 )
             )
     for raw in message.additional_kwargs.get("tool_calls") or ():
         fn: Any = raw.get("function") if isinstance(raw, dict) else getattr(raw, "function", None)
         name = fn.get("name") if isinstance(fn, dict) else getattr(fn, "name", None)
-        args = fn.get("arguments") if isinstance(fn, dict) else getattr(fn, "arguments", "")
+        args: Any = fn.get("arguments") if isinstance(fn, dict) else getattr(fn, "arguments", "")
         call_id = raw.get("id") if isinstance(raw, dict) else getattr(raw, "id", "")
         if name:
-            calls.append(ToolCall(id=call_id or "", name=name, arguments=args or ""))
+            calls.append(ToolCall(id=call_id or "", name=name, arguments=str(args or "")))
     return tuple(calls)
 
 
@@ -77,7 +85,9 @@ def to_core_message(message: ChatMessage, *, where: str = "message") -> Message:
             continue
         else:
             raise InvalidMessageError(
-                f"{where}.blocks[{i}]", f"unsupported block {type(block).__name__}", fix="use text or image blocks"
+                f"{where}.blocks[{i}]",
+                f"unsupported block {type(block).__name__}",
+                fix="use text or image blocks",
             )
     content: str | tuple[Part, ...] = (
         parts[0].text if len(parts) == 1 and isinstance(parts[0], TextPart) else tuple(parts)

@@ -61,6 +61,9 @@ class TokenCount(int):
         obj.method = method
         return obj
 
+    def __str__(self) -> str:
+        return str(int(self))
+
     def __repr__(self) -> str:
         return f"TokenCount({int(self)}, exact={self.exact}, model={self.model!r}, method={self.method!r})"
 

@@ -23,6 +23,7 @@ __all__ = [
     "ToolCall",
     "to_message",
     "to_messages",
+    "to_part",
 ]
 
 Role: TypeAlias = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -160,7 +161,12 @@ def _int_field(d: Mapping[str, Any], key: str, where: str) -> int | None:
     return value
 
 
-def _part(raw: object, where: str) -> Part:
+def to_part(raw: object, *, where: str = "part") -> Part:
+    """Convert an OpenAI-style content part (``text``, ``image_url``, ``refusal``) or a string.
+
+    Raises:
+        InvalidMessageError: The part is malformed or of an unknown type.
+    """
     if isinstance(raw, TextPart | ImagePart):
         return raw
     if isinstance(raw, str):
@@ -260,7 +266,7 @@ def to_message(raw: MessageLike, *, where: str = "message") -> Message:
     elif isinstance(content_raw, str):
         content = content_raw
     elif isinstance(content_raw, Sequence):
-        content = tuple(_part(p, f"{where}.content[{i}]") for i, p in enumerate(content_raw))
+        content = tuple(to_part(p, where=f"{where}.content[{i}]") for i, p in enumerate(content_raw))
     else:
         raise InvalidMessageError(
             f"{where}.content",

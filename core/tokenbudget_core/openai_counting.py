@@ -161,7 +161,7 @@ class TiktokenCounter(TokenCounter):
         if n is None:
             n = len(self._encode(text))
             self._texts.put(text, n)
-        return n  # type: ignore[no-any-return]
+        return int(n)
 
     def _message_tokens(self, m: Message) -> tuple[int, bool]:
         enc = self._encode

@@ -33,7 +33,9 @@ def test_estimating_counter_learns_from_usage() -> None:
     cal = Calibration(prior=1.0, alpha=0.5)
     counter = TokenCounter.for_model("gemini-2.5-pro", calibration=cal)
     assert isinstance(counter, EstimatingTokenCounter)
-    messages = [{"role": "user", "content": "Summarise the attached quarterly report in three bullet points."}]
+    messages = [
+        {"role": "user", "content": "Summarise the attached quarterly report in three bullet points."}
+    ]
     raw = counter.raw_estimate_messages(messages)
     before = counter.count_messages(messages)
     assert before == raw

@@ -48,7 +48,10 @@ WEATHER_TOOLS = [
             "parameters": {
                 "type": "object",
                 "properties": {
-                    "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                    "location": {
+                        "type": "string",
+                        "description": "The city and state, e.g. San Francisco, CA",
+                    },
                     "unit": {
                         "type": "string",
                         "description": "The unit of temperature to return",
@@ -61,7 +64,10 @@ WEATHER_TOOLS = [
     }
 ]
 WEATHER_MESSAGES = [
-    {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
+    {
+        "role": "system",
+        "content": "You are a helpful assistant that can answer to questions about the weather.",
+    },
     {"role": "user", "content": "What's the weather like in San Francisco?"},
 ]
 
@@ -82,7 +88,8 @@ def test_chat_overhead_matches_api_reported_prompt_tokens(model: str, api_prompt
 
 
 @pytest.mark.parametrize(
-    ("model", "api_prompt_tokens"), [("gpt-3.5-turbo", 105), ("gpt-4", 105), ("gpt-4o", 101), ("gpt-4o-mini", 101)]
+    ("model", "api_prompt_tokens"),
+    [("gpt-3.5-turbo", 105), ("gpt-4", 105), ("gpt-4o", 101), ("gpt-4o-mini", 101)],
 )
 def test_tool_definitions_match_api_reported_prompt_tokens(model: str, api_prompt_tokens: int) -> None:
     assert TokenCounter.for_model(model).count_messages(WEATHER_MESSAGES, WEATHER_TOOLS) == api_prompt_tokens
@@ -136,18 +143,24 @@ def test_tool_calls_and_results_are_counted() -> None:
     call = {
         "role": "assistant",
         "content": None,
-        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": args}}],
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": args}}
+        ],
     }
     result = {"role": "tool", "tool_call_id": "call_1", "content": "18C and sunny"}
     base = counter.count_messages(WEATHER_MESSAGES)
     with_call = counter.count_messages([*WEATHER_MESSAGES, call])
     # message framing (3) + role + framing of the call (3) + name + arguments
-    expected_call = 3 + len(enc.encode("assistant")) + 3 + len(enc.encode("get_weather")) + len(enc.encode(args))
+    expected_call = (
+        3 + len(enc.encode("assistant")) + 3 + len(enc.encode("get_weather")) + len(enc.encode(args))
+    )
     assert with_call - base == expected_call
     with_result = counter.count_messages([*WEATHER_MESSAGES, call, result])
     assert with_result - with_call == 3 + len(enc.encode("tool")) + len(enc.encode("18C and sunny"))
     # A core Message with the same call counts the same.
-    core_call = Message(role="assistant", tool_calls=(ToolCall(id="call_1", name="get_weather", arguments=args),))
+    core_call = Message(
+        role="assistant", tool_calls=(ToolCall(id="call_1", name="get_weather", arguments=args),)
+    )
     assert counter.count_messages([*WEATHER_MESSAGES, core_call]) == with_call
 
 

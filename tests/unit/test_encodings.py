@@ -32,7 +32,12 @@ def run_offline(tmp_path: Path, model: str, **env: str) -> str:
         **env,
     )
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, model], env=clean, capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", SCRIPT, model],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     return out.stdout.strip()
 

@@ -73,7 +73,9 @@ def test_unknown_size_is_an_upper_bound_flagged_inexact() -> None:
 
 def test_message_with_image_counts_text_plus_image_and_flags_unknown_sizes() -> None:
     counter = TokenCounter.for_model("gpt-4o")
-    text_only = counter.count_messages([{"role": "user", "content": [{"type": "text", "text": "What is this?"}]}])
+    text_only = counter.count_messages(
+        [{"role": "user", "content": [{"type": "text", "text": "What is this?"}]}]
+    )
     with_image = counter.count_messages(
         [
             {

@@ -20,7 +20,11 @@ def test_dated_and_provider_prefixed_names_resolve_to_canonical_models() -> None
     assert info.max_output_tokens == 16_384
     assert reg.get("openai/gpt-4.1").canonical == "gpt-4.1"
     claude = reg.get("claude-sonnet-4-5-20250929")
-    assert (claude.canonical, claude.provider, claude.tokenizer) == ("claude-sonnet-4-5", "anthropic", "anthropic")
+    assert (claude.canonical, claude.provider, claude.tokenizer) == (
+        "claude-sonnet-4-5",
+        "anthropic",
+        "anthropic",
+    )
     assert claude.context_window == 200_000
 
 
@@ -59,7 +63,9 @@ def test_register_in_code_overrides_and_adds() -> None:
 
 def test_overrides_from_toml_and_json(tmp_path: Path) -> None:
     toml = tmp_path / "models.toml"
-    toml.write_text('[models."house-model"]\nprovider = "openai"\ncontext_window = 50000\nencoding = "cl100k_base"\n')
+    toml.write_text(
+        '[models."house-model"]\nprovider = "openai"\ncontext_window = 50000\nencoding = "cl100k_base"\n'
+    )
     reg = ModelRegistry()
     reg.load_file(toml)
     assert reg.get("house-model").encoding == "cl100k_base"

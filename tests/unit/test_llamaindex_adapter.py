@@ -1,0 +1,83 @@
+"""LlamaIndex messages and responses go through the core unchanged in meaning."""
+
+from __future__ import annotations
+
+import pytest
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ImageBlock, TextBlock
+from llama_index.core.llms import MockLLM
+
+from llamaindex_tokenbudget import cost_of_response, to_core_messages, usage_of
+from tokenbudget_core import InvalidInputError, TokenCounter, Usage, cost_of
+
+
+def test_llamaindex_history_counts_like_the_equivalent_dicts() -> None:
+    history = [
+        ChatMessage(role="system", content="You are terse."),
+        ChatMessage(role="user", content="Weather in Paris?"),
+        ChatMessage(
+            role="assistant",
+            content="",
+            additional_kwargs={
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ]
+            },
+        ),
+        ChatMessage(role="tool", content="18C", additional_kwargs={"tool_call_id": "c1"}),
+    ]
+    as_dicts = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+    ]
+    counter = TokenCounter.for_model("gpt-4o")
+    assert counter.count_messages(to_core_messages(history)) == counter.count_messages(as_dicts)
+
+
+def test_image_blocks_are_translated() -> None:
+    msg = ChatMessage(
+        role="user",
+        blocks=[TextBlock(text="What is this?"), ImageBlock(url="https://example.com/a.png", detail="low")],
+    )
+    [core] = to_core_messages([msg])
+    assert isinstance(core.content, tuple)
+    assert TokenCounter.for_model("gpt-4o").count_messages([core]).exact
+
+
+def test_usage_and_cost_from_response_raw() -> None:
+    raw = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 2000,
+            "completion_tokens": 100,
+            "prompt_tokens_details": {"cached_tokens": 500},
+        },
+    }
+    response = ChatResponse(message=ChatMessage(role="assistant", content="ok"), raw=raw)
+    usage = usage_of(response)
+    assert usage == Usage(input_tokens=2000, output_tokens=100, cache_read_tokens=500)
+    assert cost_of_response(response) == cost_of(usage, "gpt-4o-mini")
+
+
+def test_mock_llm_response_without_raw_is_a_clear_error() -> None:
+    response = MockLLM().chat([ChatMessage(role="user", content="hi")])
+    with pytest.raises(InvalidInputError, match=r"response\.raw"):
+        usage_of(response)

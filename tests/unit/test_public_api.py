@@ -1,0 +1,96 @@
+"""The public API is small, sorted and pinned; the core never imports a host framework."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import langchain_tokenbudget
+import llamaindex_tokenbudget
+import tokenbudget_core
+
+CORE_API = [
+    "AnthropicStreamUsage",
+    "AnthropicTokenCounter",
+    "Calibration",
+    "CostBreakdown",
+    "EncodingUnavailableError",
+    "EstimatingTokenCounter",
+    "ImagePart",
+    "InvalidInputError",
+    "InvalidMessageError",
+    "Message",
+    "MissingDependencyError",
+    "ModelInfo",
+    "ModelRegistry",
+    "OpenAIStreamUsage",
+    "PriceOverride",
+    "PriceTable",
+    "SupportsTokenCount",
+    "TextPart",
+    "TiktokenCounter",
+    "TokenBudgetError",
+    "TokenCount",
+    "TokenCountError",
+    "TokenCounter",
+    "ToolCall",
+    "UnknownModelError",
+    "UnpricedModelError",
+    "Usage",
+    "__version__",
+    "cost_of",
+    "default_registry",
+    "get_model",
+    "load_prices",
+    "price_of",
+    "register_price",
+    "to_message",
+    "to_messages",
+]
+
+
+def test_core_all_is_pinned_sorted_and_importable() -> None:
+    assert tokenbudget_core.__all__ == CORE_API
+    assert sorted(CORE_API) == CORE_API
+    for name in CORE_API:
+        assert hasattr(tokenbudget_core, name), name
+
+
+def test_adapter_all_is_sorted_and_importable() -> None:
+    for module in (langchain_tokenbudget, llamaindex_tokenbudget):
+        assert sorted(module.__all__) == module.__all__
+        assert all(not n.startswith("_") for n in module.__all__)
+        for name in module.__all__:
+            assert hasattr(module, name)
+
+
+def test_every_error_derives_from_the_root_and_a_builtin() -> None:
+    errors = [getattr(tokenbudget_core, n) for n in CORE_API if n.endswith("Error")]
+    for err in errors:
+        assert issubclass(err, tokenbudget_core.TokenBudgetError)
+        if err is not tokenbudget_core.TokenBudgetError:
+            builtin_bases = [b for b in err.__mro__[1:] if b.__module__ == "builtins" and b is not Exception]
+            assert builtin_bases, f"{err.__name__} should also inherit a specific builtin"
+
+
+BLOCKER = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("langchain_core", "langchain", "llama_index"):
+            raise ImportError(f"blocked: {name}")
+        return None
+sys.meta_path.insert(0, Block())
+import tokenbudget_core
+from tokenbudget_core import TokenCounter, Usage, cost_of
+import tokenbudget_core.cli, tokenbudget_core.demo
+n = TokenCounter.for_model("gpt-4o").count("hello")
+print(int(n), cost_of(Usage(input_tokens=1000, output_tokens=10), "gpt-4o") > 0)
+assert not any(m.split(".")[0] in ("langchain_core", "langchain", "llama_index") for m in sys.modules)
+"""
+
+
+def test_core_works_with_host_frameworks_blocked() -> None:
+    out = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "True"]
