@@ -96,8 +96,8 @@ class UnpricedModelError(TokenBudgetError, LookupError):
         self.model = model
         super().__init__(
             f"No price is known for model {model!r}. Add one with "
-            f"PriceOverride(model={model!r}, input_mtok=..., output_mtok=...) passed to "
-            f"register_price(), or update genai-prices."
+            f"register_price({model!r}, PriceOverride(input_mtok=..., output_mtok=...)), "
+            f"or update genai-prices."
         )
 
     def __str__(self) -> str:

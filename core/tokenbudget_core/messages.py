@@ -296,7 +296,7 @@ def to_message(raw: MessageLike, *, where: str = "message") -> Message:
     except InvalidMessageError as e:
         raise InvalidMessageError(
             e.field.replace("message", where, 1), e.problem, value=e.value, fix=e.fix
-        ) from None
+        ) from e
 
 
 def to_messages(raw: Iterable[MessageLike] | object, *, where: str = "messages") -> list[Message]:

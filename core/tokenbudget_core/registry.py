@@ -257,8 +257,9 @@ class ModelRegistry:
         return sorted(names)
 
     def suggest(self, name: str, n: int = 3) -> list[str]:
-        """Known model names closest to ``name`` (for error messages)."""
-        return difflib.get_close_matches(name.lower(), self.known_models(), n=n, cutoff=0.6)
+        """Known model names closest to ``name`` that resolve (for error messages)."""
+        close = difflib.get_close_matches(name.lower(), self.known_models(), n=n * 3, cutoff=0.6)
+        return [c for c in close if c != name and self._lookup(c) is not None][:n]
 
     def _lookup(self, name: str) -> ModelInfo | None:
         override = self._overrides.get(name)
@@ -356,11 +357,35 @@ def _make_info(name: str, entry: Mapping[str, Any], *, where: str) -> ModelInfo:
 def _genai_lookup(name: str, provider_id: str | None) -> tuple[str, str, int | None] | None:
     from genai_prices import data_snapshot
 
+    snapshot = data_snapshot.get_snapshot()
     try:
-        provider, model = data_snapshot.get_snapshot().find_provider_model(name, None, provider_id, None)
+        provider, model = snapshot.find_provider_model(name, None, provider_id, None)
     except LookupError:
-        return None
+        # genai-prices guesses the provider from the name; for ids it cannot place
+        # (e.g. "gemma-3"), try the provider that lists exactly this id.
+        owner = _id_owner().get(name) if provider_id is None else None
+        if owner is None:
+            return None
+        try:
+            provider, model = snapshot.find_provider_model(name, None, owner, None)
+        except LookupError:
+            return None
     return provider.id, model.id, model.context_window
+
+
+_owners: dict[str, str] = {}
+
+
+def _id_owner() -> dict[str, str]:
+    """Model id -> the first provider listing it (genai-prices order)."""
+    with _ids_lock:
+        if not _owners:
+            from genai_prices import data_snapshot
+
+            for p in data_snapshot.get_snapshot().providers:
+                for m in p.models:
+                    _owners.setdefault(m.id, p.id)
+        return _owners
 
 
 _ids_lock = threading.Lock()

@@ -75,7 +75,8 @@ class Usage:
                 raise InvalidInputError(f"usage.{name}", f"must be >= 0, got {value}", value=value)
         if not isinstance(self.estimated, bool):
             raise InvalidInputError("usage.estimated", "must be a bool", value=self.estimated)
-        _part_of(self, "cache_read_tokens", "input_tokens", self.cache_read_tokens + self.cache_write_tokens)
+        _part_of(self, "cache_read_tokens", "input_tokens", self.cache_read_tokens)
+        _part_of(self, "cache_write_tokens", "input_tokens", self.cache_read_tokens + self.cache_write_tokens)
         _part_of(self, "cache_write_1h_tokens", "cache_write_tokens", self.cache_write_1h_tokens)
         _part_of(self, "reasoning_tokens", "output_tokens", self.reasoning_tokens)
 
@@ -154,9 +155,10 @@ class Usage:
 
 def _part_of(u: Usage, part: str, whole: str, amount: int) -> None:
     if amount > getattr(u, whole):
+        what = "cache_read_tokens + cache_write_tokens" if part == "cache_write_tokens" else part
         raise InvalidInputError(
             f"usage.{part}",
-            f"{amount} exceeds {whole}={getattr(u, whole)}",
-            value=amount,
-            fix=f"{part} is counted inside {whole}; pass the total in {whole}",
+            f"{what} = {amount} exceeds {whole} = {getattr(u, whole)}",
+            value=getattr(u, part),
+            fix=f"cache and reasoning figures are parts of their total; pass the full figure in {whole}",
         )

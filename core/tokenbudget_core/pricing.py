@@ -1,0 +1,296 @@
+"""What a call costs, in US dollars, as :class:`~decimal.Decimal`.
+
+Prices come from user overrides (:class:`PriceOverride` in a :class:`PriceTable`;
+the process-wide one is filled by :func:`register_price`, :func:`load_prices` and
+``$TOKENBUDGET_PRICES``), else from the ``genai-prices`` data (date-dependent and
+tiered long-context prices included). No price table is kept here, and an unknown
+price is never $0: :func:`cost_of` raises
+:class:`~tokenbudget_core.errors.UnpricedModelError`; :func:`price_of` returns
+``priced=False`` and ``total=None``.
+
+Models resolve through the model registry, so dated and ``provider/model`` names
+price as their canonical model. An override makes its exact name priceable even
+when the registry does not know it. As in genai-prices, each part of a usage has
+its price (cache reads, 5-minute and 1-hour cache writes, reasoning), a missing
+price falls back to its parent's, and a tier is chosen by the input tokens per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal, TypeAlias
+
+from .errors import InvalidInputError, UnknownModelError, UnpricedModelError
+from .price_overrides import (
+    PriceLike,
+    PriceOverride,
+    PriceTable,
+    default_price_table,
+    load_prices,
+    register_price,
+)
+from .registry import ModelInfo, ModelRegistry, default_registry
+from .usage import Usage
+
+__all__ = [
+    "CostBreakdown",
+    "PriceLike",
+    "PriceOverride",
+    "PriceSource",
+    "PriceTable",
+    "cost_of",
+    "default_price_table",
+    "format_usd",
+    "load_prices",
+    "price_of",
+    "register_price",
+]
+
+PriceSource: TypeAlias = Literal["genai-prices", "override"]
+
+_MTOK = Decimal(1_000_000)
+_COMPONENTS = ("input_cost", "cache_read_cost", "cache_write_cost", "output_cost", "request_cost")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CostBreakdown:
+    """The cost of a usage, per component, in USD.
+
+    Every amount is a :class:`~decimal.Decimal`. When the model has no known price,
+    ``priced`` is ``False`` and every amount is ``None``, never 0.
+
+    Example:
+        >>> b = price_of(Usage(input_tokens=1000, output_tokens=100), "gpt-4o")
+        >>> b.total, b.source
+        (Decimal('0.0035'), 'genai-prices')
+    """
+
+    model: str
+    """The model name the caller used."""
+    priced_as: str | None
+    """The id whose price was used (the registry's canonical id, or the override's name)."""
+    provider: str | None
+    """The provider id, or ``None`` for an override of a model the registry does not know."""
+    usage: Usage
+    """The usage that was priced."""
+    input_cost: Decimal | None
+    """Uncached input tokens."""
+    cache_read_cost: Decimal | None
+    """Input tokens read from the prompt cache."""
+    cache_write_cost: Decimal | None
+    """Input tokens written to the prompt cache (all TTLs)."""
+    output_cost: Decimal | None
+    """Output tokens, reasoning included."""
+    request_cost: Decimal | None
+    """Per-request fees (0 for most models)."""
+    total: Decimal | None
+    """The sum of the components."""
+    priced: bool
+    """Whether a price was found."""
+    source: PriceSource | None
+    """``genai-prices`` or ``override``; ``None`` when unpriced."""
+    estimated: bool
+    """True when the usage is an estimate (copied from :attr:`Usage.estimated`)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The breakdown for JSON: amounts as decimal strings, unknown amounts as ``None``."""
+        out = {f.name: str(v) if isinstance(v := getattr(self, f.name), Decimal) else v for f in fields(self)}
+        return out | {"usage": self.usage.as_dict()}
+
+
+# -- computing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    """Per-million-token rates already resolved for one usage (tier chosen, fallbacks applied)."""
+
+    input: Decimal
+    cache_read: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    output: Decimal
+    reasoning: Decimal
+    per_thousand_requests: Decimal
+
+
+def price_of(
+    usage: Usage,
+    model: str,
+    *,
+    registry: ModelRegistry | None = None,
+    prices: PriceTable | None = None,
+    at: datetime | None = None,
+) -> CostBreakdown:
+    """The cost of ``usage`` on ``model``, per component; never raises for a missing price.
+
+    Args:
+        usage: The tokens to price.
+        model: A model name (dated names and ``provider/model`` accepted).
+        registry: The model registry (default: the process-wide one).
+        prices: The overrides (default: the process-wide table).
+        at: When the call was made, for date-dependent prices (default: now).
+
+    Raises:
+        InvalidInputError: ``usage`` is not a :class:`Usage` or ``model`` is not a name.
+        UnknownModelError: Neither the registry nor an override knows ``model``.
+    """
+    if not isinstance(usage, Usage):
+        kind = type(usage).__name__
+        raise InvalidInputError("usage", f"must be a Usage, got {kind}", value=usage, fix="use Usage(...)")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidInputError("model", "must be a non-empty model name", value=model)
+    table = prices if prices is not None else default_price_table()
+    reg = registry if registry is not None else default_registry()
+    override = table.get(model)
+    if override is not None:
+        try:
+            known: ModelInfo | None = reg.get(model)
+        except UnknownModelError:
+            known = None  # an override makes its exact name priceable on its own
+        return _breakdown(usage, model, model.strip(), known, _override_rates(override), "override")
+    info = reg.get(model)
+    override = table.get(info.canonical)
+    if override is not None:
+        return _breakdown(usage, model, info.canonical, info, _override_rates(override), "override")
+    rates = _genai_rates(info, usage, at)
+    if rates is None:
+        return _breakdown(usage, model, None, info, None, None)
+    return _breakdown(usage, model, info.canonical, info, rates, "genai-prices")
+
+
+def cost_of(
+    usage: Usage,
+    model: str,
+    *,
+    registry: ModelRegistry | None = None,
+    prices: PriceTable | None = None,
+    at: datetime | None = None,
+) -> Decimal:
+    """The total cost of ``usage`` on ``model`` in USD; arguments as for :func:`price_of`.
+
+    Raises:
+        InvalidInputError: ``usage`` is not a :class:`Usage` or ``model`` is not a name.
+        UnknownModelError: Neither the registry nor an override knows ``model``.
+        UnpricedModelError: The model is known but has no price (it is never priced at $0).
+
+    Example:
+        >>> cost_of(Usage(input_tokens=1000, output_tokens=100), "gpt-4o-mini")
+        Decimal('0.00021')
+    """
+    breakdown = price_of(usage, model, registry=registry, prices=prices, at=at)
+    if breakdown.total is None:
+        raise UnpricedModelError(model)
+    return breakdown.total
+
+
+def format_usd(amount: Decimal | None) -> str:
+    """Format dollars with at least six decimals and no rounding (``$0.003250``); ``None`` -> ``unpriced``."""
+    if amount is None:
+        return "unpriced"
+    exponent = amount.normalize().as_tuple().exponent
+    places = max(6, -exponent if isinstance(exponent, int) else 6)
+    return f"${amount:.{places}f}"
+
+
+def _first(price: Decimal | None, default: Decimal) -> Decimal:
+    return default if price is None else price
+
+
+def _override_rates(o: PriceOverride) -> _Rates:
+    """Overrides are flat prices (no tiers, no request fees)."""
+    write = _first(o.cache_write_mtok, o.input_mtok)
+    return _Rates(
+        input=o.input_mtok,
+        cache_read=_first(o.cache_read_mtok, o.input_mtok),
+        cache_write_5m=write,
+        cache_write_1h=_first(o.cache_write_1h_mtok, write),
+        output=o.output_mtok,
+        reasoning=o.output_mtok,
+        per_thousand_requests=Decimal(0),
+    )
+
+
+def _genai_rates(info: ModelInfo, usage: Usage, at: datetime | None) -> _Rates | None:
+    from genai_prices import data_snapshot
+    from genai_prices.types import TieredPrices
+
+    try:
+        _, gmodel = data_snapshot.get_snapshot().find_provider_model(
+            info.canonical, None, info.provider, None
+        )
+    except LookupError:
+        return None
+    mp = gmodel.get_prices(at if at is not None else datetime.now(tz=UTC))
+    # genai-prices picks a tier by the input tokens of the request; per request here.
+    per_request_input = Decimal(usage.input_tokens) / max(usage.requests, 1)
+
+    def rate(*candidates: Decimal | TieredPrices | None) -> Decimal | None:
+        for price in candidates:
+            if price is None:
+                continue
+            if isinstance(price, TieredPrices):
+                chosen = price.base
+                for tier in sorted(price.tiers, key=lambda t: t.start):
+                    if per_request_input > tier.start:
+                        chosen = tier.price
+                return chosen
+            return price
+        return None
+
+    input_rate = rate(mp.input_mtok)
+    output_rate = rate(mp.output_mtok)
+    if input_rate is None or (output_rate is None and usage.output_tokens > 0):
+        return None
+    return _Rates(
+        input=input_rate,
+        cache_read=_first(rate(mp.cache_read_mtok), input_rate),
+        cache_write_5m=_first(rate(mp.cache_write_5m_mtok, mp.cache_write_mtok), input_rate),
+        cache_write_1h=_first(rate(mp.cache_write_1h_mtok, mp.cache_write_mtok), input_rate),
+        # No output price only when there is no output to price (checked above): 0 tokens cost 0.
+        output=_first(output_rate, Decimal(0)),
+        reasoning=_first(rate(mp.output_reasoning_mtok, mp.output_mtok), Decimal(0)),
+        per_thousand_requests=_first(rate(mp.requests_kcount), Decimal(0)),
+    )
+
+
+def _breakdown(
+    usage: Usage,
+    model: str,
+    priced_as: str | None,
+    info: ModelInfo | None,
+    rates: _Rates | None,
+    source: PriceSource | None,
+) -> CostBreakdown:
+    costs: dict[str, Decimal | None] = dict.fromkeys(_COMPONENTS)
+    total = None
+    if rates is not None:
+        u = usage
+        write_5m = u.cache_write_tokens - u.cache_write_1h_tokens
+        amounts = {
+            "input_cost": rates.input * u.uncached_input_tokens / _MTOK,
+            "cache_read_cost": rates.cache_read * u.cache_read_tokens / _MTOK,
+            "cache_write_cost": (
+                rates.cache_write_5m * write_5m + rates.cache_write_1h * u.cache_write_1h_tokens
+            )
+            / _MTOK,
+            "output_cost": (
+                rates.output * (u.output_tokens - u.reasoning_tokens) + rates.reasoning * u.reasoning_tokens
+            )
+            / _MTOK,
+            "request_cost": rates.per_thousand_requests * u.requests / 1000,
+        }
+        costs = {k: _tidy(v) for k, v in amounts.items()}
+        total = _tidy(sum(amounts.values(), Decimal(0)))
+    return CostBreakdown(
+        model=model, priced_as=priced_as, provider=info.provider if info is not None else None, usage=usage,
+        **costs, total=total, priced=rates is not None, source=source, estimated=usage.estimated,
+    )  # fmt: skip
+
+
+def _tidy(amount: Decimal) -> Decimal:
+    """Drop trailing zeros (``0.00`` -> ``0``, ``0.0035000`` -> ``0.0035``) without going to exponents."""
+    n = amount.normalize()
+    return n if n.as_tuple().exponent <= 0 else n.quantize(Decimal(1))  # type: ignore[operator]

@@ -1,0 +1,351 @@
+"""Reading token usage out of provider responses, each provider's semantics applied.
+
+Every function returns a :class:`~tokenbudget_core.usage.Usage` in the one
+convention of this package (``input_tokens`` counts *all* input, cache reads and
+writes included; ``reasoning_tokens`` are part of ``output_tokens``). Providers
+disagree on that convention, which is what this module exists for:
+
+* **OpenAI Chat Completions**: ``prompt_tokens`` includes
+  ``prompt_tokens_details.cached_tokens``; ``completion_tokens`` includes
+  ``completion_tokens_details.reasoning_tokens``.
+* **OpenAI Responses**: ``input_tokens`` includes ``input_tokens_details.cached_tokens``;
+  ``output_tokens`` includes ``output_tokens_details.reasoning_tokens``.
+* **Anthropic Messages**: ``input_tokens`` *excludes* ``cache_read_input_tokens`` and
+  ``cache_creation_input_tokens``, so they are added here;
+  ``cache_creation.ephemeral_1h_input_tokens`` gives the 1-hour cache writes.
+* **LangChain** ``usage_metadata``: ``input_tokens`` includes
+  ``input_token_details.cache_read`` and ``cache_creation``; keys may carry a
+  service-tier prefix (``priority_cache_read``, ``flex_reasoning``).
+* **LlamaIndex** ``ChatResponse.raw``: the provider's own response; its shape is detected.
+
+Each function accepts SDK objects (anything with ``model_dump()``) or plain dicts,
+a whole response or just its ``usage`` part. Missing, negative, boolean or
+non-integer figures raise :class:`~tokenbudget_core.errors.InvalidInputError`
+naming the field, e.g. ``response.usage.prompt_tokens``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidInputError
+from .usage import Usage
+
+__all__ = [
+    "usage_from_anthropic",
+    "usage_from_langchain",
+    "usage_from_llamaindex",
+    "usage_from_openai_chat",
+    "usage_from_openai_responses",
+]
+
+_INCLUDE_USAGE_FIX = (
+    "non-streaming responses always carry usage; for a stream pass "
+    'stream_options={"include_usage": True} and read the last chunk, or use OpenAIStreamUsage'
+)
+_CHAT_OBJECTS = frozenset({"chat.completion", "chat.completion.chunk"})
+_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation")
+
+
+def as_dict(obj: object, where: str) -> dict[str, Any]:
+    """A plain dict of ``obj``: a mapping, or an SDK/pydantic object dumped with ``model_dump()``.
+
+    Raises:
+        InvalidInputError: ``obj`` is neither.
+    """
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        try:
+            data = dump(warnings=False)  # the SDKs build objects unvalidated; we validate below
+        except (TypeError, ValueError):
+            data = dump()
+        if isinstance(data, Mapping):
+            return dict(data)
+    raise InvalidInputError(
+        where,
+        f"expected a dict or an SDK object with model_dump(), got {type(obj).__name__}",
+        value=obj,
+        fix="pass the provider's response object (or its JSON as a dict)",
+    )
+
+
+def count_field(data: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> int:
+    """Read one token figure: a non-negative ``int`` (``None`` or absent is 0 unless ``required``).
+
+    Raises:
+        InvalidInputError: The figure is missing (when required), a bool, not an int, or negative.
+    """
+    value = data.get(key)
+    field = f"{where}.{key}"
+    if value is None:
+        if required:
+            raise InvalidInputError(field, "is missing", fix=f"the provider's usage always has {key!r}")
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(field, f"must be an integer, got {type(value).__name__}", value=value)
+    if value < 0:
+        raise InvalidInputError(field, f"must be >= 0, got {value}", value=value)
+    return value
+
+
+def _details(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key)
+    return {} if value is None else as_dict(value, f"{where}.{key}")
+
+
+def _usage_part(
+    data: dict[str, Any], where: str, markers: tuple[str, ...], fix: str
+) -> tuple[dict[str, Any], str]:
+    """The usage dict of a response, or ``data`` itself when it already is a usage dict."""
+    if "usage" in data:
+        if data["usage"] is None:
+            raise InvalidInputError(f"{where}.usage", "is missing (null)", fix=fix)
+        return as_dict(data["usage"], f"{where}.usage"), f"{where}.usage"
+    if any(m in data for m in markers):
+        return data, where
+    raise InvalidInputError(f"{where}.usage", "is missing", fix=fix)
+
+
+def _make(where: str, **figures: Any) -> Usage:
+    try:
+        return Usage(**figures)
+    except InvalidInputError as e:
+        raise InvalidInputError(
+            where, f"inconsistent figures: {e.field.removeprefix('usage.')} {e.problem}", value=figures
+        ) from e
+
+
+def openai_chat_usage(data: dict[str, Any], where: str) -> Usage:
+    """Convert an OpenAI Chat Completions response (or chunk, or usage) dict; errors name ``where``."""
+    usage, w = _usage_part(data, where, ("prompt_tokens", "completion_tokens"), _INCLUDE_USAGE_FIX)
+    prompt = _details(usage, "prompt_tokens_details", w)
+    completion = _details(usage, "completion_tokens_details", w)
+    return _make(
+        w,
+        input_tokens=count_field(usage, "prompt_tokens", w, required=True),
+        output_tokens=count_field(usage, "completion_tokens", w, required=True),
+        cache_read_tokens=count_field(prompt, "cached_tokens", f"{w}.prompt_tokens_details"),
+        cache_write_tokens=count_field(prompt, "cache_write_tokens", f"{w}.prompt_tokens_details"),
+        reasoning_tokens=count_field(completion, "reasoning_tokens", f"{w}.completion_tokens_details"),
+    )
+
+
+def _openai_responses(data: dict[str, Any], where: str) -> Usage:
+    if data.get("type") in _RESPONSE_EVENTS and data.get("response") is not None:
+        data, where = as_dict(data["response"], f"{where}.response"), f"{where}.response"
+    usage, w = _usage_part(
+        data,
+        where,
+        ("input_tokens", "output_tokens"),
+        "pass the completed response (for a stream: the 'response.completed' event's response)",
+    )
+    inp = _details(usage, "input_tokens_details", w)
+    out = _details(usage, "output_tokens_details", w)
+    return _make(
+        w,
+        input_tokens=count_field(usage, "input_tokens", w, required=True),
+        output_tokens=count_field(usage, "output_tokens", w, required=True),
+        cache_read_tokens=count_field(inp, "cached_tokens", f"{w}.input_tokens_details"),
+        cache_write_tokens=count_field(inp, "cache_write_tokens", f"{w}.input_tokens_details"),
+        reasoning_tokens=count_field(out, "reasoning_tokens", f"{w}.output_tokens_details"),
+    )
+
+
+def anthropic_usage(usage: Mapping[str, Any], where: str) -> Usage:
+    """Convert an Anthropic ``usage`` dict (``input_tokens`` excludes cache reads and writes).
+
+    When ``cache_creation_input_tokens`` and the per-TTL ``cache_creation`` split
+    disagree, the larger is taken (over- rather than under-counting a budget).
+    """
+    split = _details(usage, "cache_creation", where)
+    w_split = f"{where}.cache_creation"
+    write_5m = count_field(split, "ephemeral_5m_input_tokens", w_split)
+    write_1h = count_field(split, "ephemeral_1h_input_tokens", w_split)
+    cache_write = max(count_field(usage, "cache_creation_input_tokens", where), write_5m + write_1h)
+    cache_read = count_field(usage, "cache_read_input_tokens", where)
+    thinking = count_field(
+        _details(usage, "output_tokens_details", where), "thinking_tokens", f"{where}.output_tokens_details"
+    )
+    return _make(
+        where,
+        input_tokens=count_field(usage, "input_tokens", where, required=True) + cache_read + cache_write,
+        output_tokens=count_field(usage, "output_tokens", where, required=True),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=write_1h,
+        reasoning_tokens=thinking,
+    )
+
+
+def _anthropic(data: dict[str, Any], where: str) -> Usage:
+    usage, w = _usage_part(
+        data, where, ("input_tokens", "output_tokens"), "pass the Message returned by messages.create()"
+    )
+    return anthropic_usage(usage, w)
+
+
+def usage_from_openai_chat(response: Any) -> Usage:
+    """Usage of an OpenAI Chat Completions response, or of a stream chunk that carries usage.
+
+    ``prompt_tokens`` already includes ``prompt_tokens_details.cached_tokens`` and
+    ``completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``.
+
+    Args:
+        response: A ``ChatCompletion`` / ``ChatCompletionChunk`` (SDK object or dict),
+            or its ``usage`` part alone.
+
+    Raises:
+        InvalidInputError: ``response.usage`` is null or missing (a stream without
+            ``stream_options={"include_usage": True}``), or a figure is invalid.
+
+    Example:
+        >>> usage_from_openai_chat({"usage": {"prompt_tokens": 1200, "completion_tokens": 80,
+        ...     "prompt_tokens_details": {"cached_tokens": 1024}}}).uncached_input_tokens
+        176
+    """
+    return openai_chat_usage(as_dict(response, "response"), "response")
+
+
+def usage_from_openai_responses(response: Any) -> Usage:
+    """Usage of an OpenAI Responses API response.
+
+    ``input_tokens`` includes ``input_tokens_details.cached_tokens`` and
+    ``output_tokens`` includes ``output_tokens_details.reasoning_tokens``.
+
+    Args:
+        response: A ``Response`` (SDK object or dict), a ``response.completed`` stream
+            event, or the ``usage`` part alone.
+
+    Raises:
+        InvalidInputError: The usage is missing or a figure is invalid.
+    """
+    return _openai_responses(as_dict(response, "response"), "response")
+
+
+def usage_from_anthropic(response: Any) -> Usage:
+    """Usage of an Anthropic Messages response.
+
+    Anthropic's ``input_tokens`` excludes cache reads and writes, so the result's
+    ``input_tokens`` is ``input_tokens + cache_read_input_tokens +
+    cache_creation_input_tokens``; ``cache_creation.ephemeral_1h_input_tokens``
+    becomes ``cache_write_1h_tokens`` and ``output_tokens_details.thinking_tokens``
+    becomes ``reasoning_tokens``.
+
+    Args:
+        response: A ``Message`` (SDK object or dict), or its ``usage`` part alone.
+
+    Raises:
+        InvalidInputError: The usage is missing or a figure is invalid.
+
+    Example:
+        >>> usage_from_anthropic({"usage": {"input_tokens": 20, "output_tokens": 5,
+        ...     "cache_read_input_tokens": 1000}}).input_tokens
+        1020
+    """
+    return _anthropic(as_dict(response, "response"), "response")
+
+
+def _tiered(details: Mapping[str, Any], name: str, where: str) -> int:
+    """``details[name]``, or the sum of service-tier-prefixed keys (``priority_<name>``), the larger."""
+    prefixed = sum(count_field(details, k, where) for k in details if k.endswith(f"_{name}"))
+    return max(count_field(details, name, where), prefixed)
+
+
+def usage_from_langchain(usage_metadata: Any) -> Usage:
+    """Usage from a LangChain ``UsageMetadata`` dict (``AIMessage.usage_metadata``).
+
+    LangChain already normalises to this package's convention: ``input_tokens``
+    includes cache reads (``input_token_details.cache_read``) and writes
+    (``cache_creation``). Handled as langchain-core 1.x and its partner packages
+    write them:
+
+    * service-tier prefixes (``priority_cache_read``, ``flex_reasoning``...) are
+      read like the plain keys; the bare ``priority`` / ``flex`` counts are ignored;
+    * Anthropic's TTL split ``ephemeral_5m_input_tokens`` /
+      ``ephemeral_1h_input_tokens``: cache writes are the larger of
+      ``cache_creation`` and the split's sum (some versions zero ``cache_creation``
+      when the split is present).
+
+    Args:
+        usage_metadata: The dict, or an ``AIMessage`` (anything with ``.usage_metadata``).
+
+    Raises:
+        InvalidInputError: It is ``None`` (the model reported no usage) or a figure is invalid.
+    """
+    where = "usage_metadata"
+    if not isinstance(usage_metadata, Mapping) and hasattr(usage_metadata, "usage_metadata"):
+        usage_metadata, where = usage_metadata.usage_metadata, "message.usage_metadata"
+    if usage_metadata is None:
+        raise InvalidInputError(
+            where, "is None", fix="the model reported no usage; for streams enable stream_usage=True"
+        )
+    data = as_dict(usage_metadata, where)
+    inp = _details(data, "input_token_details", where)
+    out = _details(data, "output_token_details", where)
+    w_in, w_out = f"{where}.input_token_details", f"{where}.output_token_details"
+    write_1h = count_field(inp, "ephemeral_1h_input_tokens", w_in)
+    split = count_field(inp, "ephemeral_5m_input_tokens", w_in) + write_1h
+    return _make(
+        where,
+        input_tokens=count_field(data, "input_tokens", where, required=True),
+        output_tokens=count_field(data, "output_tokens", where, required=True),
+        cache_read_tokens=_tiered(inp, "cache_read", w_in),
+        cache_write_tokens=max(_tiered(inp, "cache_creation", w_in), split),
+        cache_write_1h_tokens=write_1h,
+        reasoning_tokens=_tiered(out, "reasoning", w_out),
+    )
+
+
+def usage_from_llamaindex(raw: Any) -> Usage:
+    """Usage from a LlamaIndex ``ChatResponse.raw``: the provider response it wraps.
+
+    The shape is detected: an OpenAI ``chat.completion`` (or chunk), an OpenAI
+    ``response``, or an Anthropic ``message``; failing those, the keys of its
+    ``usage`` decide (``prompt_tokens`` is OpenAI Chat; Anthropic cache keys are
+    Anthropic; ``input_tokens_details`` or ``reasoning_tokens`` is OpenAI Responses).
+
+    Args:
+        raw: ``ChatResponse.raw`` (SDK object or dict, e.g. ``dict(message)``), or the
+            ``ChatResponse`` itself.
+
+    Raises:
+        InvalidInputError: ``raw`` is ``None``, has no usage, or its shape is unknown.
+    """
+    if hasattr(raw, "raw") and hasattr(raw, "message"):  # a ChatResponse
+        raw = raw.raw
+    if raw is None:
+        raise InvalidInputError(
+            "raw", "is None", fix="this LLM integration did not keep the provider response; count instead"
+        )
+    data = as_dict(raw, "raw")
+    if data.get("object") in _CHAT_OBJECTS:
+        return openai_chat_usage(data, "raw")
+    if data.get("object") == "response" or data.get("type") in _RESPONSE_EVENTS:
+        return _openai_responses(data, "raw")
+    if data.get("type") == "message":
+        return _anthropic(data, "raw")
+    usage = data.get("usage")
+    if usage is None:
+        raise InvalidInputError(
+            "raw.usage", "is missing", fix="pass the provider response (ChatResponse.raw) that carries usage"
+        )
+    keys = as_dict(usage, "raw.usage")
+    if "prompt_tokens" in keys:
+        return openai_chat_usage(data, "raw")
+    if any(k in keys for k in _ANTHROPIC_CACHE_KEYS):
+        return _anthropic(data, "raw")
+    out = _details(keys, "output_tokens_details", "raw.usage")
+    if "input_tokens_details" in keys or "reasoning_tokens" in out:
+        return _openai_responses(data, "raw")
+    if "input_tokens" in keys:  # no cache or reasoning split: Anthropic and Responses read the same
+        return _anthropic(data, "raw")
+    raise InvalidInputError(
+        "raw.usage",
+        f"unknown usage shape with keys {sorted(keys)}",
+        value=usage,
+        fix="use Usage.from_openai / from_anthropic / from_openai_responses directly",
+    )
