@@ -151,25 +151,14 @@ class AnthropicTokenCounter(TokenCounter):
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:
         """Input tokens of a Messages API request, exact when the API answers."""
-        request = self._request(messages, tools)
-        key = self._key(request)
-        hit = self._cached(key)
-        if hit is not None:
-            return self._exact(hit)
-        client = self._sync_client()
-        if client is None:
-            return self._fallback(
-                "no Anthropic client (set ANTHROPIC_API_KEY or pass a client)", messages, tools
-            )
+        request, key, done = self._begin(messages, tools, self._sync_client())
+        if done is not None:
+            return done
         try:
-            self.api_calls += 1
-            result = client.messages.count_tokens(**request, timeout=self.timeout)
+            result = self._sync_client().messages.count_tokens(**request, timeout=self.timeout)
         except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
-            _raise_if_caller_error(self.model.name, e)
-            return self._fallback(_describe(e), messages, tools)
-        n = _input_tokens(result)
-        self._store(key, n)
-        return self._exact(n)
+            return self._failed(e, messages, tools)
+        return self._finish(key, result)
 
     async def acount(self, text: str) -> TokenCount:
         """Async twin of :meth:`count`."""
@@ -180,22 +169,37 @@ class AnthropicTokenCounter(TokenCounter):
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:
         """Async twin of :meth:`count_messages` (uses ``anthropic.AsyncAnthropic``)."""
+        request, key, done = self._begin(messages, tools, self._aclient())
+        if done is not None:
+            return done
+        try:
+            result = await self._aclient().messages.count_tokens(**request, timeout=self.timeout)
+        except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
+            return self._failed(e, messages, tools)
+        return self._finish(key, result)
+
+    def _begin(
+        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None, client: Any
+    ) -> tuple[dict[str, Any], str, TokenCount | None]:
+        """Build the request; answer from the cache, or estimate when there is no client."""
         request = self._request(messages, tools)
         key = self._key(request)
         hit = self._cached(key)
         if hit is not None:
-            return self._exact(hit)
-        client = self._aclient()
+            return request, key, self._exact(hit)
         if client is None:
-            return self._fallback(
-                "no Anthropic client (set ANTHROPIC_API_KEY or pass a client)", messages, tools
-            )
-        try:
-            self.api_calls += 1
-            result = await client.messages.count_tokens(**request, timeout=self.timeout)
-        except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
-            _raise_if_caller_error(self.model.name, e)
-            return self._fallback(_describe(e), messages, tools)
+            reason = "no Anthropic client (set ANTHROPIC_API_KEY or pass a client)"
+            return request, key, self._fallback(reason, messages, tools)
+        self.api_calls += 1
+        return request, key, None
+
+    def _failed(
+        self, e: Exception, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
+    ) -> TokenCount:
+        _raise_if_caller_error(self.model.name, e)
+        return self._fallback(_describe(e), messages, tools)
+
+    def _finish(self, key: str, result: Any) -> TokenCount:
         n = _input_tokens(result)
         self._store(key, n)
         return self._exact(n)
