@@ -142,6 +142,10 @@ class AnthropicTokenCounter(TokenCounter):
 
     # -- public API ---------------------------------------------------------------------------
 
+    def count_message(self, message: MessageLike) -> TokenCount:
+        """Calibrated estimate of one message's tokens (``exact=False``; no API call per message)."""
+        return self._estimator.count_message(message)
+
     def count(self, text: str) -> TokenCount:
         """Tokens of ``text`` sent as one user message (Claude's message framing included)."""
         check_text(text)

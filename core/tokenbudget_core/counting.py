@@ -181,6 +181,23 @@ class TokenCounter(abc.ABC):
             InvalidMessageError: A message is malformed; the error names it (``messages[3].role``).
         """
 
+    @property
+    def reply_priming(self) -> int:
+        """Tokens a chat request costs once, on top of its messages (OpenAI: 3)."""
+        return 3
+
+    @abc.abstractmethod
+    def count_message(self, message: MessageLike) -> TokenCount:
+        """Tokens one message adds to a request: framing included, reply priming excluded.
+
+        This is what memory and fitting sum per message (cached, so a growing history is
+        never re-tokenised). For Claude it is the calibrated estimate (``exact=False``):
+        a per-message API call would cost more than it saves.
+
+        Raises:
+            InvalidMessageError: The message is malformed.
+        """
+
     async def acount(self, text: str) -> TokenCount:
         """Async twin of :meth:`count`."""
         return self.count(text)

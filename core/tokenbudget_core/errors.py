@@ -7,6 +7,7 @@ expect, so existing handlers keep working::
     TokenBudgetError (Exception)
     ├── InvalidInputError (ValueError)          bad argument; names the field and the fix
     │   └── InvalidMessageError                 a chat message that cannot be counted
+    │   └── ContextOverflowError                what must be kept does not fit the budget
     ├── UnknownModelError (LookupError)         model not in the registry; lists close matches
     ├── UnpricedModelError (LookupError)        model has no known price (never reported as $0)
     ├── EncodingUnavailableError (RuntimeError) no BPE file for a tiktoken encoding
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "ContextOverflowError",
     "EncodingUnavailableError",
     "InvalidInputError",
     "InvalidMessageError",
@@ -57,6 +59,28 @@ class InvalidInputError(TokenBudgetError, ValueError):
 
 class InvalidMessageError(InvalidInputError):
     """A chat message is malformed (missing role, unknown part type, non-string content...)."""
+
+
+class ContextOverflowError(InvalidInputError):
+    """The messages that must be kept (system, pinned, the newest turn) exceed the budget.
+
+    Attributes:
+        limit: Tokens available for the prompt.
+        required: Tokens the messages that must be kept need.
+    """
+
+    def __init__(
+        self, *, limit: int, required: int, what: str = "system, pinned and newest messages"
+    ) -> None:
+        self.limit = limit
+        self.required = required
+        super().__init__(
+            "max_tokens",
+            f"the {what} need {required} tokens but only {limit} are available",
+            value=limit,
+            fix="raise the budget, reserve fewer output tokens, unpin messages, "
+            "or pass on_overflow='truncate' to shorten the newest message",
+        )
 
 
 class UnknownModelError(TokenBudgetError, LookupError):

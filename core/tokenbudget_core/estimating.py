@@ -84,6 +84,10 @@ class EstimatingTokenCounter(TokenCounter):
             total += 10 + self._raw(json.dumps(tool, sort_keys=True, separators=(",", ":"), default=str))
         return total
 
+    def count_message(self, message: MessageLike) -> TokenCount:
+        """Estimated tokens one message adds to a request (reply priming excluded)."""
+        return self._result(self.raw_estimate_messages([message]) - 3)
+
     def count(self, text: str) -> TokenCount:
         """Estimated tokens in ``text``."""
         return self._result(self._raw(check_text(text)))

@@ -149,12 +149,13 @@ class TiktokenCounter(TokenCounter):
 
     def count_message(self, message: MessageLike) -> TokenCount:
         """Tokens one message adds to a request (framing included, reply priming excluded)."""
-        msg = to_message(message)
-        hit = self._messages.get(msg)
-        if hit is None:
-            hit = self._message_tokens(msg)
-            self._messages.put(msg, hit)
-        return self._result(hit[0], hit[1])
+        n = self.count_messages([message])
+        return self._result(int(n) - _REPLY_PRIMING, n.exact)
+
+    @property
+    def reply_priming(self) -> int:
+        """Tokens every request costs once on top of its messages (the reply priming)."""
+        return _REPLY_PRIMING
 
     def _text_tokens(self, text: str) -> int:
         n = self._texts.get(text)

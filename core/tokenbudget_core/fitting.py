@@ -1,0 +1,282 @@
+"""Fit a conversation into a token budget: :func:`fit_messages`.
+
+Rules, in order of precedence:
+
+1. system (and developer) messages are kept, verbatim; so are pinned messages;
+2. the newest unit is kept (or, with ``keep="oldest"``, the oldest);
+3. then whole units, newest first, while they fit: a tool call is never separated
+   from its results, and the window is contiguous;
+4. the window never starts on an assistant message whose user turn was dropped.
+
+When rules 1-2 alone exceed the budget, :class:`~tokenbudget_core.errors.ContextOverflowError`
+says by how much, unless ``on_overflow="truncate"`` shortens the newest message.
+
+Cost: messages are counted from the newest back only until the budget is full, with
+the counter's per-content cache, so a fit costs in proportion to the window, not the
+history. Only a cheap role scan touches every message (to find system messages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+from .conversation import MessageView
+from .counting import TokenCounter, ToolLike
+from .errors import ContextOverflowError, InvalidInputError
+from .messages import Message, MessageLike, to_message
+
+__all__ = ["FitResult", "Keep", "OnOverflow", "fit_messages", "resolve_counter"]
+
+M = TypeVar("M", bound=MessageLike)
+Keep: TypeAlias = Literal["newest", "oldest"]
+OnOverflow: TypeAlias = Literal["raise", "truncate"]
+
+
+class FitResult(list[M], Generic[M]):
+    """The kept messages (the caller's own objects, in order), plus what happened.
+
+    It is a ``list``: use it wherever the messages go.
+
+    Attributes:
+        kept: Indices of the kept messages in the input.
+        dropped: Indices of the dropped messages.
+        tokens: Prompt tokens of the kept messages (framing, reply priming and tools included).
+        budget: Tokens that were available for the prompt (``max_tokens - reserve_output``).
+        exact: False when the counts behind ``tokens`` are estimates (e.g. Claude offline).
+        truncated: Index of the message shortened to fit, if any.
+    """
+
+    kept: tuple[int, ...]
+    dropped: tuple[int, ...]
+    tokens: int
+    budget: int
+    exact: bool
+    truncated: int | None
+
+    def __init__(
+        self,
+        items: Iterable[M],
+        *,
+        kept: tuple[int, ...],
+        dropped: tuple[int, ...],
+        tokens: int,
+        budget: int,
+        exact: bool,
+        truncated: int | None = None,
+    ) -> None:
+        super().__init__(items)
+        self.kept, self.dropped, self.tokens, self.budget = kept, dropped, tokens, budget
+        self.exact, self.truncated = exact, truncated
+
+
+def resolve_counter(model: str | TokenCounter) -> TokenCounter:
+    """A counter from a model name, or the counter itself.
+
+    Raises:
+        InvalidInputError: ``model`` is neither.
+        UnknownModelError: The model name is unknown.
+    """
+    if isinstance(model, TokenCounter):
+        return model
+    if isinstance(model, str):
+        return TokenCounter.for_model(model)
+    raise InvalidInputError("model", "must be a model name or a TokenCounter", value=model)
+
+
+def _check_int(field: str, value: object, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(field, f"must be an integer >= {minimum}", value=value)
+    return value
+
+
+def fit_messages(
+    messages: Sequence[M],
+    max_tokens: int,
+    model: str | TokenCounter = "gpt-4o",
+    *,
+    reserve_output: int = 0,
+    keep: Keep = "newest",
+    pinned: Iterable[int] = (),
+    pin_first_user: bool = False,
+    tools: Sequence[ToolLike] | None = None,
+    on_overflow: OnOverflow = "raise",
+) -> FitResult[M]:
+    """Keep as much of a conversation as fits in ``max_tokens``.
+
+    Args:
+        messages: OpenAI-style dicts or core ``Message`` objects; returned objects are the same.
+        max_tokens: The model's input budget (e.g. its context window).
+        model: Model name or a :class:`~tokenbudget_core.counting.TokenCounter`.
+        reserve_output: Tokens kept free for the reply.
+        keep: ``"newest"`` (a chat) or ``"oldest"`` (keep the beginning).
+        pinned: Indices of messages that must be kept.
+        pin_first_user: Also pin the first user message (often who the user is).
+        tools: Tool definitions sent with the request (their tokens count against the budget).
+        on_overflow: ``"raise"`` :class:`ContextOverflowError`, or ``"truncate"`` the newest
+            message's text so that it fits.
+
+    Returns:
+        A :class:`FitResult` (a list of the kept messages).
+
+    Raises:
+        ContextOverflowError: System, pinned and newest messages alone exceed the budget.
+        InvalidInputError: A bad argument (named); InvalidMessageError for a malformed message
+            or a tool result without its call.
+
+    Example:
+        >>> history = [{"role": "system", "content": "Be brief."}] + [
+        ...     {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 20}
+        ...     for i in range(50)]
+        >>> window = fit_messages(history, 500, "gpt-4o")
+        >>> window.tokens <= 500 and window[0]["role"] == "system" and window[-1] is history[-1]
+        True
+    """
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise InvalidInputError("messages", "must be a list of messages", value=messages)
+    _check_int("max_tokens", max_tokens, minimum=1)
+    _check_int("reserve_output", reserve_output)
+    if keep not in ("newest", "oldest"):
+        raise InvalidInputError("keep", f"unknown value {keep!r}", value=keep, fix="use 'newest' or 'oldest'")
+    if on_overflow not in ("raise", "truncate"):
+        raise InvalidInputError(
+            "on_overflow", f"unknown value {on_overflow!r}", fix="use 'raise' or 'truncate'"
+        )
+    counter = resolve_counter(model)
+    n = len(messages)
+    pins = set()
+    for p in pinned:
+        if isinstance(p, bool) or not isinstance(p, int) or not -n <= p < n:
+            raise InvalidInputError("pinned", f"{p!r} is not an index into messages", value=p)
+        pins.add(p % n)
+    view = MessageView(messages)
+    must = {i for i in range(n) if view.is_system(i)} | pins
+    if pin_first_user:
+        first_user = next((i for i in range(n) if view.role(i) == "user"), None)
+        if first_user is not None:
+            must.add(first_user)
+    budget = max_tokens - reserve_output
+    overhead = counter.reply_priming + (
+        counter.count_messages([], tools) - counter.reply_priming if tools else 0
+    )
+    costs: dict[int, int] = {}
+    exact = True
+
+    def cost(i: int) -> int:
+        nonlocal exact
+        c = costs.get(i)
+        if c is None:
+            tc = counter.count_message(messages[i])
+            exact = exact and tc.exact
+            c = costs[i] = int(tc)
+        return c
+
+    used = overhead + sum(cost(i) for i in must)
+    taken: list[tuple[int, int]] = []  # (start, end) of taken units
+    truncated: int | None = None
+    out: list[Any] = list(messages)
+    if n and not all(i in must for i in range(n)):
+        units = _units_newest_first(view, must, n) if keep == "newest" else _units_oldest_first(view, must, n)
+        for index, (start, end) in enumerate(units):
+            unit_cost = sum(cost(i) for i in range(start, end + 1) if i not in must)
+            if used + unit_cost <= budget:
+                taken.append((start, end))
+                used += unit_cost
+                continue
+            if index == 0:  # the first unit (newest, or oldest) must be kept
+                text_only = start == end and isinstance(to_message(messages[end]).content, str)
+                if on_overflow == "raise" or not text_only:
+                    raise ContextOverflowError(limit=budget, required=used + unit_cost)
+                out[end], costs[end] = _truncate_to_fit(messages[end], budget - used, counter)
+                truncated = end
+                taken.append((start, end))
+                used += costs[end]
+                continue
+            break
+        if keep == "newest":
+            used -= _drop_orphan_assistants(view, must, taken, cost)
+    elif used > budget:
+        raise ContextOverflowError(limit=budget, required=used)
+    if used > budget:
+        raise ContextOverflowError(limit=budget, required=used)
+    kept_set = set(must)
+    for start, end in taken:
+        kept_set.update(range(start, end + 1))
+    kept = tuple(sorted(kept_set))
+    dropped = tuple(i for i in range(n) if i not in kept_set)
+    return FitResult(
+        (out[i] for i in kept),
+        kept=kept,
+        dropped=dropped,
+        tokens=used,
+        budget=budget,
+        exact=exact,
+        truncated=truncated,
+    )
+
+
+def _units_newest_first(view: MessageView, must: set[int], n: int) -> Iterable[tuple[int, int]]:
+    end = n - 1
+    while end >= 0:
+        if end in must and view.role(end) != "tool":
+            end -= 1
+            continue
+        start = view.unit_start(end)
+        yield start, end
+        end = start - 1
+
+
+def _units_oldest_first(view: MessageView, must: set[int], n: int) -> Iterable[tuple[int, int]]:
+    start = 0
+    while start < n:
+        if start in must:
+            start += 1
+            continue
+        end = start
+        while end + 1 < n and view.role(end + 1) == "tool":
+            end += 1
+        if end > start:
+            view.unit_start(end)  # validates the results belong to this call
+        yield start, end
+        start = end + 1
+
+
+def _drop_orphan_assistants(
+    view: MessageView, must: set[int], taken: list[tuple[int, int]], cost: Any
+) -> int:
+    """Drop leading assistant units whose user turn was cut off; return the tokens freed."""
+    freed = 0
+    while len(taken) > 1:
+        start, end = taken[-1]  # the oldest taken unit (units were taken newest first)
+        dropped_before = any(i not in must for i in range(start))
+        if not dropped_before or view.role(start) not in ("assistant", "tool"):
+            break
+        freed += sum(cost(i) for i in range(start, end + 1) if i not in must)
+        taken.pop()
+    return freed
+
+
+def _truncate_to_fit(message: M, room: int, counter: TokenCounter) -> tuple[M, int]:
+    """The message with its text cut (keeping the end: the question is usually last) to fit ``room``."""
+    from .truncation import truncate_text
+
+    core = to_message(message)
+    framing = int(counter.count_message(replace(core, content=""))) if room > 0 else 0
+    limit = room - framing
+    for _ in range(4):  # re-tokenising a cut can shift a boundary by a token or two
+        if limit < 0:
+            break
+        text = truncate_text(core.text, limit, "keep_end", counter=counter)
+        if isinstance(message, Message):
+            new: Any = replace(message, content=text)
+        else:
+            new = dict(message)
+            new["content"] = text
+        c = int(counter.count_message(new))
+        if c <= room:
+            return new, c
+        limit -= c - room
+    raise ContextOverflowError(
+        limit=room, required=int(counter.count_message(message)), what="newest message"
+    )

@@ -1,0 +1,299 @@
+"""A conversation memory that summarises what slides out: :class:`SummaryBuffer`.
+
+Recent turns stay verbatim in a :class:`~tokenbudget_core.window.ConversationWindow`
+sized to leave room for one running summary. Whatever slides out of the window is
+folded into that summary by a *summariser* (sync or async callable; the adapters pass
+a LangChain chat model or a LlamaIndex LLM through :func:`summary_prompt`). The
+summary's own tokens are capped (re-summarised, then cut at a sentence boundary).
+
+If the summariser fails, the buffer degrades to the plain sliding window, reports it
+(:attr:`SummaryBuffer.last_error`, :attr:`SummaryBuffer.events`) and retries the
+pending messages on a later turn; the full transcript is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+from .counting import TokenCounter, ToolLike
+from .errors import InvalidInputError
+from .fitting import resolve_counter
+from .messages import Message, MessageLike, to_message
+from .window import ConversationWindow, _budget
+
+__all__ = ["SummaryBuffer", "SummaryEvent", "Summariser", "summary_prompt"]
+
+M = TypeVar("M", bound=MessageLike)
+Summariser: TypeAlias = Callable[[str | None, list[Message]], "str | Awaitable[str]"]
+"""``summariser(previous_summary, messages_to_fold) -> new summary`` (may be async)."""
+
+SUMMARY_HEADER = "Summary of the earlier conversation:\n"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SummaryEvent:
+    """Something the buffer did that a caller may want to log or show."""
+
+    kind: Literal["summarised", "failed", "capped"]
+    """``summarised`` (messages folded), ``failed`` (summariser error: sliding window used),
+    ``capped`` (the summary exceeded its cap and was shortened)."""
+    messages: int
+    """How many transcript messages the event concerns."""
+    detail: str = ""
+    """The error, or a short description."""
+
+
+def summary_prompt(
+    previous: str | None, messages: Sequence[Message], *, max_tokens: int
+) -> list[dict[str, str]]:
+    """The chat prompt that asks a model to fold ``messages`` into ``previous``.
+
+    Adapters send it to the host model, so every integration summarises the same way.
+    """
+    lines = [f"{m.role}: {m.text}" for m in messages if m.text or m.tool_calls]
+    for m in messages:
+        for call in m.tool_calls:
+            lines.append(f"{m.role} called {call.name}({call.arguments})")
+    instructions = (
+        "You maintain the running summary of a conversation between a user and an assistant. "
+        "Fold the new messages into the summary. Keep names, facts about the user, decisions, open "
+        f"questions and numbers; drop pleasantries. Answer with the summary only, under {max_tokens} tokens."
+    )
+    body = f"Current summary:\n{previous or '(none yet)'}\n\nNew messages:\n" + "\n".join(lines)
+    return [{"role": "system", "content": instructions}, {"role": "user", "content": body}]
+
+
+def _default_summary_message(text: str) -> Any:
+    return {"role": "system", "content": SUMMARY_HEADER + text}
+
+
+class SummaryBuffer(Generic[M]):
+    """Recent turns verbatim plus one running summary of everything older.
+
+    Args:
+        summariser: ``(previous_summary, messages) -> str``, sync or async.
+        model: Model name or :class:`~tokenbudget_core.counting.TokenCounter`.
+        max_tokens: Input budget (default: the model's context window).
+        reserve_output: Tokens kept free for the reply.
+        summary_tokens: Cap on the summary's own tokens (default: a fifth of the budget).
+        first_user: ``"pin"`` keeps the first user message verbatim; ``"summarise"`` lets
+            it be folded into the summary like any other.
+        max_rounds: Summariser calls allowed per turn (chunks, then shortening).
+        chunk_tokens: Most tokens of messages sent to the summariser in one call.
+        summary_message: Builds the message that carries the summary (default: a system dict).
+        tools: Tool definitions sent with every request.
+        low_water: Fold in batches: when the recent turns outgrow their budget, cut them back
+            to this share of it (one summariser call per batch, and a stable prompt prefix
+            between batches). ``None`` folds every turn.
+
+    Example:
+        >>> buffer = SummaryBuffer(lambda prev, msgs: f"{len(msgs)} more messages", max_tokens=400)
+        >>> for i in range(40):
+        ...     buffer.append({"role": "user" if i % 2 == 0 else "assistant", "content": "word " * 30})
+        >>> buffer.summary is not None and buffer.tokens <= buffer.budget
+        True
+    """
+
+    def __init__(
+        self,
+        summariser: Summariser,
+        model: str | TokenCounter = "gpt-4o",
+        *,
+        max_tokens: int | None = None,
+        reserve_output: int | None = None,
+        summary_tokens: int | None = None,
+        first_user: Literal["pin", "summarise"] = "pin",
+        max_rounds: int = 4,
+        chunk_tokens: int = 4_000,
+        summary_message: Callable[[str], M] | None = None,
+        tools: Sequence[ToolLike] | None = None,
+        low_water: float | None = 0.7,
+    ) -> None:
+        if not callable(summariser):
+            raise InvalidInputError("summariser", "must be a callable (previous, messages) -> str")
+        if first_user not in ("pin", "summarise"):
+            raise InvalidInputError(
+                "first_user", f"unknown value {first_user!r}", fix="use 'pin' or 'summarise'"
+            )
+        for field, value in (("max_rounds", max_rounds), ("chunk_tokens", chunk_tokens)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(field, "must be a positive integer", value=value)
+        self.summariser = summariser
+        self.counter = resolve_counter(model)
+        self.budget = _budget(self.counter, max_tokens, reserve_output)
+        cap = self.budget // 5 if summary_tokens is None else summary_tokens
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 0 < cap < self.budget:
+            raise InvalidInputError("summary_tokens", f"must be between 1 and {self.budget - 1}", value=cap)
+        self.summary_tokens = cap
+        self.max_rounds = max_rounds
+        self.chunk_tokens = chunk_tokens
+        self._make_summary = summary_message or _default_summary_message
+        framing = int(self.counter.count_message(self._make_summary("")))
+        self._window: ConversationWindow[M] = ConversationWindow(
+            self.counter,
+            max_tokens=self.budget - cap - framing,
+            reserve_output=0,
+            first_user="pin" if first_user == "pin" else "slide",
+            tools=tools,
+            low_water=low_water,
+        )
+        self.summary: str | None = None
+        """The running summary (``None`` until something was folded)."""
+        self._folded = 0  # transcript index up to which messages are in the summary
+        self.events: list[SummaryEvent] = []
+        """What happened, oldest first (summaries, failures, caps)."""
+        self.last_error: str | None = None
+        """The summariser's last error, ``None`` after a success."""
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @property
+    def degraded(self) -> bool:
+        """True while messages that slid out are not yet in the summary (after a failure)."""
+        return self._pending_end() > self._folded
+
+    @property
+    def tokens(self) -> int:
+        """Prompt tokens of :meth:`messages`."""
+        extra = int(self.counter.count_message(self._make_summary(self.summary))) if self.summary else 0
+        return self._window.tokens + extra
+
+    def messages(self) -> list[M]:
+        """System messages, the summary, pinned messages, then the recent turns."""
+        window = self._window.messages()
+        if self.summary is None:
+            return window
+        lead = 0
+        while lead < len(window) and to_message(window[lead]).role in ("system", "developer"):
+            lead += 1
+        return [*window[:lead], self._make_summary(self.summary), *window[lead:]]
+
+    def transcript(self) -> list[M]:
+        """Every message ever appended."""
+        return self._window.transcript()
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def append(self, message: M) -> None:
+        """Add a message; fold what slid out into the summary (a sync summariser, or no running loop).
+
+        Raises:
+            InvalidMessageError: The message is malformed.
+            ContextOverflowError: The newest message cannot fit beside system and pinned messages.
+        """
+        self._window.append(message)
+        if self._pending_end() > self._folded:
+            self._fold_sync()
+
+    async def aappend(self, message: M) -> None:
+        """Async twin of :meth:`append` (awaits an async summariser)."""
+        self._window.append(message)
+        if self._pending_end() > self._folded:
+            await self._fold_async()
+
+    def extend(self, messages: Iterable[M]) -> None:
+        """Append several messages in order."""
+        for m in messages:
+            self.append(m)
+
+    # -- folding ----------------------------------------------------------------------------------
+
+    def _pending_end(self) -> int:
+        return self._window.start
+
+    def _chunks(self) -> list[list[tuple[int, Message]]]:
+        """Messages to fold, as chunks of at most ``chunk_tokens``; each with its transcript index."""
+        chunks: list[list[tuple[int, Message]]] = [[]]
+        size = 0
+        for i, message, cost in self._window.slid_out(self._folded):
+            if chunks[-1] and size + cost > self.chunk_tokens:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((i, to_message(message)))
+            size += cost
+        return [c for c in chunks if c]
+
+    def _fold_sync(self) -> None:
+        summary, rounds, last = self.summary, 0, self._folded - 1
+        try:
+            for chunk in self._chunks()[: self.max_rounds]:
+                summary = self._call_sync(summary, [m for _, m in chunk])
+                last = chunk[-1][0]
+                rounds += 1
+            if rounds and self._too_long(summary) and rounds < self.max_rounds:
+                summary = self._call_sync(None, [Message(role="user", content=summary or "")])
+        except InvalidInputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any summariser failure degrades to the sliding window
+            self._failed(e)
+            return
+        self._settle(summary, rounds, last)
+
+    async def _fold_async(self) -> None:
+        summary, rounds, last = self.summary, 0, self._folded - 1
+        try:
+            for chunk in self._chunks()[: self.max_rounds]:
+                summary = await self._call_async(summary, [m for _, m in chunk])
+                last = chunk[-1][0]
+                rounds += 1
+            if rounds and self._too_long(summary) and rounds < self.max_rounds:
+                summary = await self._call_async(None, [Message(role="user", content=summary or "")])
+        except Exception as e:  # noqa: BLE001 - any summariser failure degrades to the sliding window
+            self._failed(e)
+            return
+        self._settle(summary, rounds, last)
+
+    def _call_sync(self, previous: str | None, msgs: list[Message]) -> str:
+        result = self.summariser(previous, msgs)
+        if inspect.isawaitable(result):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return _checked(asyncio.run(_await(result)))
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # never awaited: close it so it does not warn
+            raise InvalidInputError(
+                "summariser", "is async and an event loop is running", fix="use aappend() instead of append()"
+            )
+        return _checked(result)
+
+    async def _call_async(self, previous: str | None, msgs: list[Message]) -> str:
+        result = self.summariser(previous, msgs)
+        return _checked(await result if inspect.isawaitable(result) else result)
+
+    def _too_long(self, summary: str | None) -> bool:
+        return summary is not None and int(self.counter.count(summary)) > self.summary_tokens
+
+    def _settle(self, summary: str | None, rounds: int, last: int) -> None:
+        if rounds == 0 or summary is None:
+            return
+        folded = len(self._window.slid_out(self._folded)) - len(self._window.slid_out(last + 1))
+        self._folded = last + 1
+        if self._too_long(summary):
+            from .truncation import truncate_text
+
+            summary = truncate_text(summary, self.summary_tokens, "smart", counter=self.counter)
+            self.events.append(SummaryEvent(kind="capped", messages=folded, detail="summary cut to its cap"))
+        self.summary = summary
+        self.last_error = None
+        self.events.append(SummaryEvent(kind="summarised", messages=folded))
+
+    def _failed(self, e: Exception) -> None:
+        self.last_error = f"{type(e).__name__}: {e}"
+        pending = self._pending_end() - self._folded
+        self.events.append(SummaryEvent(kind="failed", messages=pending, detail=self.last_error))
+
+
+def _checked(result: object) -> str:
+    if not isinstance(result, str):
+        raise TypeError(f"the summariser returned {type(result).__name__}, not a str")
+    return result
+
+
+async def _await(result: Awaitable[str]) -> str:
+    return await result

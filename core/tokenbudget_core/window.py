@@ -1,0 +1,348 @@
+"""A sliding conversation window with cached counts and cache-friendly trimming.
+
+:class:`ConversationWindow` keeps the whole transcript and exposes the window that
+fits the budget: system and pinned messages, then a contiguous run of the newest
+units (a tool call stays with its results; the run starts on a user turn).
+
+Each message is counted once, when appended; the window's total is kept up to date,
+and the window start only moves forward, so a turn (append, then read the window)
+costs amortised O(1) counting work plus the copy of the window itself.
+
+Provider prompt caches hit only while the prompt's prefix is unchanged. A window that
+slides by a turn every turn changes its prefix every turn; with ``low_water`` set, the
+window is trimmed with hysteresis instead: when it grows past the budget (the high-water
+mark) it is cut back to ``low_water`` of the budget, then only grows again, so the
+prefix changes rarely (:attr:`ConversationWindow.prefix_changes` counts the cuts).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from typing import Generic, Literal, TypeAlias, TypeVar
+
+from .conversation import role_of, unit_start
+from .counting import TokenCounter, ToolLike
+from .errors import ContextOverflowError, InvalidInputError
+from .fitting import resolve_counter
+from .messages import MessageLike
+
+__all__ = ["ConversationWindow", "FirstUser"]
+
+M = TypeVar("M", bound=MessageLike)
+FirstUser: TypeAlias = Literal["pin", "slide"]
+
+
+class ConversationWindow(Generic[M]):
+    """The newest part of a conversation that fits a token budget.
+
+    Args:
+        model: Model name or :class:`~tokenbudget_core.counting.TokenCounter`.
+        max_tokens: The model's input budget; default: the model's context window.
+        reserve_output: Tokens kept free for the reply; default: the model's max output
+            tokens when ``max_tokens`` is not given, else 0.
+        min_messages: The newest messages never trimmed (beyond system and pinned ones).
+        first_user: ``"pin"`` keeps the first user message (it often says who the user is);
+            ``"slide"`` lets it go, and :attr:`first_user_dropped` records that it went.
+        low_water: ``None`` slides just enough each turn; a fraction such as ``0.7`` trims
+            with hysteresis down to that share of the budget (cache-friendly).
+        tools: Tool definitions sent with every request (their tokens are reserved).
+        messages: An initial history, appended in order.
+
+    Raises:
+        InvalidInputError: A bad argument, named.
+        ContextOverflowError: (from :meth:`append`) the budget cannot hold the system and
+            pinned messages plus the newest ``min_messages``.
+
+    Example:
+        >>> window = ConversationWindow("gpt-4o", max_tokens=2_000, low_water=0.6)
+        >>> window.append({"role": "system", "content": "You are a helpful assistant."})
+        >>> for i in range(100):
+        ...     window.append({"role": "user" if i % 2 == 0 else "assistant", "content": "hi " * 40})
+        >>> window.tokens <= window.budget and window.messages()[0]["role"] == "system"
+        True
+    """
+
+    def __init__(
+        self,
+        model: str | TokenCounter = "gpt-4o",
+        *,
+        max_tokens: int | None = None,
+        reserve_output: int | None = None,
+        min_messages: int = 1,
+        first_user: FirstUser = "pin",
+        low_water: float | None = None,
+        tools: Sequence[ToolLike] | None = None,
+        messages: Iterable[M] = (),
+    ) -> None:
+        self.counter = resolve_counter(model)
+        self.budget = _budget(self.counter, max_tokens, reserve_output)
+        if isinstance(min_messages, bool) or not isinstance(min_messages, int) or min_messages < 1:
+            raise InvalidInputError("min_messages", "must be an integer >= 1", value=min_messages)
+        if first_user not in ("pin", "slide"):
+            raise InvalidInputError("first_user", f"unknown value {first_user!r}", fix="use 'pin' or 'slide'")
+        if low_water is not None and not (isinstance(low_water, int | float) and 0 < low_water <= 1):
+            raise InvalidInputError(
+                "low_water", "must be a fraction in (0, 1] of the budget", value=low_water
+            )
+        self.min_messages = min_messages
+        self.first_user = first_user
+        self.low_water = low_water
+        self._target = self.budget if low_water is None else int(self.budget * low_water)
+        tool_tokens = self.counter.count_messages([], tools) - self.counter.reply_priming if tools else 0
+        self._overhead = self.counter.reply_priming + tool_tokens
+        self._reset()
+        for m in messages:
+            self.append(m)
+
+    def _reset(self) -> None:
+        self._msgs: list[M] = []
+        self._cost: list[int] = []
+        self._unit: list[int] = []  # index of the first message of each message's unit
+        self._must: list[int] = []  # sorted indices of system and pinned messages
+        self._must_set: set[int] = set()
+        self._must_tokens = 0
+        self._win_tokens = 0  # non-must messages in [start, n)
+        self._start = 0
+        self._first_user: int | None = None
+        self.exact = True
+        """False once any count behind the window is an estimate."""
+        self.prefix_changes = 0
+        """How many times the window start moved (each one invalidates a provider prompt cache)."""
+        self.first_user_dropped = False
+        """True once the first user message has slid out (``first_user="slide"``)."""
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @property
+    def tokens(self) -> int:
+        """Prompt tokens of the current window (framing, reply priming and tools included)."""
+        return self._overhead + self._must_tokens + self._win_tokens
+
+    @property
+    def start(self) -> int:
+        """Index in the transcript where the sliding part of the window begins."""
+        return self._start
+
+    def messages(self) -> list[M]:
+        """The window: system and pinned messages before the start, then everything from it."""
+        head = [self._msgs[i] for i in self._must[: bisect.bisect_left(self._must, self._start)]]
+        return head + self._msgs[self._start :]
+
+    async def amessages(self) -> list[M]:
+        """Async twin of :meth:`messages`."""
+        return self.messages()
+
+    def slid_out(self, begin: int = 0) -> list[tuple[int, M, int]]:
+        """``(index, message, tokens)`` of the messages from ``begin`` that have slid out of the window.
+
+        System and pinned messages never slide out and are not listed.
+        """
+        return [
+            (i, self._msgs[i], self._cost[i])
+            for i in range(max(begin, 0), self._start)
+            if i not in self._must_set
+        ]
+
+    def transcript(self) -> list[M]:
+        """Every message ever appended, in order (nothing is lost by trimming)."""
+        return list(self._msgs)
+
+    def __len__(self) -> int:
+        """Number of messages in the transcript."""
+        return len(self._msgs)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def append(self, message: M) -> None:
+        """Add a message and slide the window if needed.
+
+        Raises:
+            InvalidMessageError: The message is malformed, or a tool result lacks its call.
+            ContextOverflowError: The newest messages cannot fit beside the system and pinned
+                ones; the window is left as it was.
+        """
+        i = len(self._msgs)
+        role = role_of(message, i)
+        cost_tc = self.counter.count_message(message)  # validates the message fully
+        cost = int(cost_tc)
+        self._msgs.append(message)
+        try:
+            unit = unit_start(self._msgs, i) if role == "tool" else i
+        except Exception:
+            self._msgs.pop()
+            raise
+        pin = role in ("system", "developer")
+        if role == "user" and self._first_user is None:
+            self._first_user = i
+            pin = pin or self.first_user == "pin"
+        saved = (
+            self._start,
+            self._win_tokens,
+            self._must_tokens,
+            self.prefix_changes,
+            self.first_user_dropped,
+        )
+        self._cost.append(cost)
+        self._unit.append(unit)
+        if pin:
+            self._must.append(i)
+            self._must_set.add(i)
+            self._must_tokens += cost
+        else:
+            self._win_tokens += cost
+        if unit < self._start:  # a tool result whose call already slid out: bring the unit back
+            self._win_tokens += sum(
+                self._cost[j] for j in range(unit, self._start) if j not in self._must_set
+            )
+            self._start = unit
+        if self.tokens > self.budget:
+            self._trim()
+        if self.tokens > self.budget:
+            need = self.tokens
+            self._rollback(i, pin, saved)
+            raise ContextOverflowError(limit=self.budget, required=need)
+        self.exact = self.exact and cost_tc.exact
+
+    async def aappend(self, message: M) -> None:
+        """Async twin of :meth:`append`."""
+        self.append(message)
+
+    def extend(self, messages: Iterable[M]) -> None:
+        """Append several messages in order."""
+        for m in messages:
+            self.append(m)
+
+    def pin(self, index: int) -> None:
+        """Pin the transcript message at ``index`` (brought back into the window if it had slid out).
+
+        Raises:
+            InvalidInputError: ``index`` is out of range, or the message is a tool result
+                (pin its call's message instead).
+            ContextOverflowError: The pinned message does not fit; nothing changes.
+        """
+        n = len(self._msgs)
+        if isinstance(index, bool) or not isinstance(index, int) or not -n <= index < n:
+            raise InvalidInputError("index", f"{index!r} is not an index into the transcript", value=index)
+        index %= n
+        if index in self._must_set:
+            return
+        if self._unit[index] != index or (index + 1 < n and self._unit[index + 1] == index):
+            raise InvalidInputError("index", "cannot pin part of a tool call unit", value=index)
+        if self._must_tokens + self._cost[index] + self._overhead > self.budget:
+            raise ContextOverflowError(limit=self.budget, required=self.tokens + self._cost[index])
+        if index >= self._start:
+            self._win_tokens -= self._cost[index]
+        bisect.insort(self._must, index)
+        self._must_set.add(index)
+        self._must_tokens += self._cost[index]
+        if self.tokens > self.budget:
+            self._trim()
+
+    def clear(self) -> None:
+        """Forget the transcript and the window."""
+        self.__init__(  # type: ignore[misc]
+            self.counter,
+            max_tokens=self.budget,
+            reserve_output=0,
+            min_messages=self.min_messages,
+            first_user=self.first_user,
+            low_water=self.low_water,
+        )
+
+    # -- trimming ---------------------------------------------------------------------------------
+
+    def _unit_end(self, start: int) -> int:
+        end = start
+        n = len(self._msgs)
+        while end + 1 < n and self._unit[end + 1] == start:
+            end += 1
+        return end
+
+    def _live_after(self, start: int) -> int:
+        """Non-must messages from ``start`` to the end."""
+        n = len(self._msgs)
+        must_after = len(self._must) - bisect.bisect_left(self._must, start)
+        return n - start - must_after
+
+    def _drop_unit(self) -> bool:
+        """Drop the unit at the window start, if allowed; False when nothing can go."""
+        s = self._start
+        while s in self._must_set:
+            s += 1
+        n = len(self._msgs)
+        if s >= n:
+            return False
+        end = self._unit_end(s)
+        if self._live_after(end + 1) < self.min_messages or end == n - 1:
+            return False
+        freed = sum(self._cost[j] for j in range(s, end + 1) if j not in self._must_set)
+        self._win_tokens -= freed
+        if (
+            self._first_user is not None
+            and s <= self._first_user <= end
+            and self._first_user not in self._must_set
+        ):
+            self.first_user_dropped = True
+        self._start = end + 1
+        return True
+
+    def _trim(self) -> None:
+        before = self._start
+        while self.tokens > self._target and self._drop_unit():
+            pass
+        if self.tokens > self.budget:  # hysteresis target out of reach: fit the budget at least
+            while self.tokens > self.budget and self._drop_unit():
+                pass
+        # Never start on an assistant turn whose user message was cut off.
+        while self._dropped_before() and self._role(self._first_live()) == "assistant":
+            if not self._drop_unit():
+                break
+        if self._start != before:
+            self.prefix_changes += 1
+
+    def _dropped_before(self) -> bool:
+        return self._start - bisect.bisect_left(self._must, self._start) > 0
+
+    def _first_live(self) -> int:
+        s = self._start
+        while s in self._must_set and s + 1 < len(self._msgs):
+            s += 1
+        return s
+
+    def _role(self, i: int) -> str:
+        return role_of(self._msgs[i], i)
+
+    def _rollback(self, i: int, pinned: bool, saved: tuple[int, int, int, int, bool]) -> None:
+        self._msgs.pop()
+        self._cost.pop()
+        self._unit.pop()
+        if pinned:
+            self._must.pop()
+            self._must_set.discard(i)
+        if self._first_user == i:
+            self._first_user = None
+        self._start, self._win_tokens, self._must_tokens, self.prefix_changes, self.first_user_dropped = saved
+
+
+def _budget(counter: TokenCounter, max_tokens: int | None, reserve_output: int | None) -> int:
+    for field, value in (("max_tokens", max_tokens), ("reserve_output", reserve_output)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidInputError(field, "must be a non-negative integer", value=value)
+    info = counter.model
+    if max_tokens is None:
+        if info.context_window is None:
+            raise InvalidInputError(
+                "max_tokens", f"{info.name!r} has no known context window", fix="pass max_tokens=..."
+            )
+        max_tokens = info.context_window
+        if reserve_output is None:
+            reserve_output = info.max_output_tokens or 0
+    budget = max_tokens - (reserve_output or 0)
+    if budget <= 0:
+        raise InvalidInputError(
+            "reserve_output",
+            f"leaves no room for the prompt ({max_tokens} - {reserve_output})",
+            value=reserve_output,
+        )
+    return budget

@@ -1,0 +1,155 @@
+"""fit_messages: budget, system and pinned messages, tool pairs, orphans, overflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conversations import assert_tool_pairs_intact, conversations
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenbudget_core import TokenCounter
+from tokenbudget_core.errors import ContextOverflowError, InvalidInputError, InvalidMessageError
+from tokenbudget_core.fitting import fit_messages
+from tokenbudget_core.messages import Message
+
+COUNTER = TokenCounter.for_model("gpt-4o")
+
+
+def chat(n: int, words: int = 20) -> list[dict[str, Any]]:
+    history: list[dict[str, Any]] = [{"role": "system", "content": "You are a support bot for ACME."}]
+    for i in range(n):
+        role = "user" if i % 2 == 0 else "assistant"
+        history.append({"role": role, "content": f"message {i}: " + "lorem ipsum " * words})
+    return history
+
+
+def test_window_fits_keeps_system_and_newest_and_is_contiguous() -> None:
+    history = chat(60)
+    window = fit_messages(history, 1_000, COUNTER)
+    assert COUNTER.count_messages(window) == window.tokens <= 1_000
+    assert window[0] is history[0]
+    assert window[-1] is history[-1]
+    kept = [i for i in window.kept if i > 0]
+    assert kept == list(range(kept[0], len(history)))
+    assert history[kept[0]]["role"] == "user"  # never starts on an orphan assistant turn
+    assert set(window.dropped) == set(range(len(history))) - set(window.kept)
+
+
+def test_fills_the_budget_closely() -> None:
+    history = chat(400, words=60)  # ~130 tokens per message
+    window = fit_messages(history, 8_000, COUNTER)
+    assert 0.95 * 8_000 <= window.tokens <= 8_000
+
+
+def test_reserve_output_and_tools_count_against_the_budget() -> None:
+    tools = [{"type": "function", "function": {"name": "search", "description": "Search the docs", "parameters": {}}}]
+    history = chat(60)
+    plain = fit_messages(history, 1_000, COUNTER)
+    reserved = fit_messages(history, 1_000, COUNTER, reserve_output=300, tools=tools)
+    assert reserved.budget == 700
+    assert COUNTER.count_messages(reserved, tools) == reserved.tokens <= 700
+    assert len(reserved) < len(plain)
+
+
+def test_keep_oldest() -> None:
+    history = chat(60)
+    window = fit_messages(history, 1_000, COUNTER, keep="oldest")
+    assert window[:3] == history[:3]
+    assert window.tokens <= 1_000
+    assert history[-1] not in window
+
+
+def test_pinned_and_first_user_survive() -> None:
+    history = chat(60)
+    window = fit_messages(history, 1_000, COUNTER, pinned=[5], pin_first_user=True)
+    assert history[1] in window  # the first user message
+    assert history[5] in window
+    assert window.tokens <= 1_000
+
+
+def test_parallel_tool_calls_stay_with_all_their_results() -> None:
+    history = chat(10)
+    call = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": f"c{k}", "type": "function", "function": {"name": "f", "arguments": "{}"}} for k in range(3)
+        ],
+    }
+    results = [{"role": "tool", "tool_call_id": f"c{k}", "content": "result " * 30} for k in range(3)]
+    history += [{"role": "user", "content": "look it up"}, call, *results, {"role": "assistant", "content": "done"}]
+    full = COUNTER.count_messages(history)
+    for budget in range(60, full + 1, 7):
+        try:
+            window = fit_messages(history, budget, COUNTER)
+        except ContextOverflowError:
+            continue
+        assert_tool_pairs_intact(window)
+        assert window.tokens <= budget
+
+
+def test_overflow_raises_with_numbers_or_truncates_newest() -> None:
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "please " * 500}]
+    with pytest.raises(ContextOverflowError) as info:
+        fit_messages(history, 100, COUNTER)
+    assert info.value.limit == 100
+    assert info.value.required > 100
+    assert isinstance(info.value, ValueError)
+    window = fit_messages(history, 100, COUNTER, on_overflow="truncate")
+    assert window.truncated == 1
+    assert window.tokens == COUNTER.count_messages(window) <= 100
+    assert window[1]["content"].endswith("please ")
+    assert history[1]["content"] == "please " * 500  # the caller's message is not modified
+
+
+def test_core_messages_are_returned_as_given() -> None:
+    history = [Message(role="user", content=f"hello {i} " * 10) for i in range(30)]
+    window = fit_messages(history, 200, "gpt-4o")
+    assert all(isinstance(m, Message) for m in window)
+    assert window[-1] is history[-1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 100, "reserve_output": -1}, "reserve_output"),
+        ({"max_tokens": 100, "keep": "middle"}, "keep"),
+        ({"max_tokens": 100, "pinned": [99]}, "pinned"),
+        ({"max_tokens": 100, "on_overflow": "ignore"}, "on_overflow"),
+        ({"max_tokens": 100, "model": 42}, "model"),
+    ],
+)
+def test_bad_arguments_name_the_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        fit_messages(chat(3), **kwargs)
+    assert info.value.field == field
+
+
+def test_tool_result_without_its_call_is_a_clear_error() -> None:
+    history = [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "nope", "content": "x"}]
+    with pytest.raises(InvalidMessageError, match="tool result without its call") as info:
+        fit_messages(history, 1_000)
+    assert info.value.field == "messages[1].tool_call_id"
+
+
+@settings(max_examples=150, deadline=None)
+@given(history=conversations(), budget=st.integers(30, 1_500), pin_first=st.booleans())
+def test_property_never_over_budget_never_orphans_keeps_pinned_and_newest(
+    history: list[dict[str, Any]], budget: int, pin_first: bool
+) -> None:
+    try:
+        window = fit_messages(history, budget, COUNTER, pin_first_user=pin_first)
+    except ContextOverflowError as e:
+        assert e.required > e.limit == budget
+        return
+    assert COUNTER.count_messages(window) == window.tokens <= budget
+    assert_tool_pairs_intact(window)
+    assert window[-1] is history[-1] or history[-1]["role"] == "tool" and history[-1] in window
+    for i, m in enumerate(history):
+        if m["role"] == "system":
+            assert m in window
+    if pin_first:
+        assert next(m for m in history if m["role"] == "user") in window
