@@ -91,12 +91,21 @@ def sentence(rng: random.Random, words: int) -> str:
     return body[0].upper() + body[1:] + rng.choice([".", "?", "!", "."])
 
 
-def conversation(n_messages: int, *, seed: int = 0, mean_words: int = 60) -> list[dict[str, str]]:
-    """A deterministic chat history of plain-text messages of realistic lengths."""
+def conversation(
+    n_messages: int, *, seed: int = 0, mean_words: int = 60, spread: float | None = None
+) -> list[dict[str, str]]:
+    """A deterministic chat history of plain-text messages.
+
+    Lengths are exponential around ``mean_words`` (heavy-tailed), or uniform within
+    ``mean_words * (1 +- spread)`` when ``spread`` is given.
+    """
     rng = random.Random(seed)
     msgs = [{"role": "system", "content": " ".join(sentence(rng, 12) for _ in range(4))}]
     for i in range(n_messages - 1):
-        words = max(3, int(rng.expovariate(1 / mean_words)))
+        if spread is None:
+            words = max(3, int(rng.expovariate(1 / mean_words)))
+        else:
+            words = max(3, int(rng.uniform(mean_words * (1 - spread), mean_words * (1 + spread))))
         text = " ".join(sentence(rng, min(words, 18)) for _ in range(max(1, words // 18)))
         msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
     return msgs

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
-from .conversation import MessageView
+from .conversation import MessageView, role_of
 from .counting import TokenCounter, ToolLike
 from .errors import ContextOverflowError, InvalidInputError
 from .messages import Message, MessageLike, to_message
@@ -151,7 +151,7 @@ def fit_messages(
             raise InvalidInputError("pinned", f"{p!r} is not an index into messages", value=p)
         pins.add(p % n)
     view = MessageView(messages)
-    must = {i for i in range(n) if view.is_system(i)} | pins
+    must = _system_indices(messages) | pins
     if pin_first_user:
         first_user = next((i for i in range(n) if view.role(i) == "user"), None)
         if first_user is not None:
@@ -214,6 +214,16 @@ def fit_messages(
         exact=exact,
         truncated=truncated,
     )
+
+
+def _system_indices(messages: Sequence[MessageLike]) -> set[int]:
+    """Indices of system/developer messages: the one pass over the whole history, kept cheap."""
+    found = set()
+    for i, m in enumerate(messages):
+        role = m.get("role") if type(m) is dict else role_of(m, i)
+        if role in ("system", "developer"):
+            found.add(i)
+    return found
 
 
 def _units_newest_first(view: MessageView, must: set[int], n: int) -> Iterable[tuple[int, int]]:

@@ -265,50 +265,48 @@ class ConversationWindow(Generic[M]):
         must_after = len(self._must) - bisect.bisect_left(self._must, start)
         return n - start - must_after
 
-    def _drop_unit(self) -> bool:
-        """Drop the unit at the window start, if allowed; False when nothing can go."""
-        s = self._start
+    def _next_live(self, s: int) -> int:
         while s in self._must_set:
             s += 1
+        return s
+
+    def _next_turn(self) -> tuple[int, int] | None:
+        """``(new_start, tokens_freed)`` for dropping the leading unit, plus the assistant units
+        that would then be orphaned; ``None`` when it would cut into the newest ``min_messages``
+        or the newest unit."""
         n = len(self._msgs)
+        s = self._next_live(self._start)
         if s >= n:
-            return False
+            return None
         end = self._unit_end(s)
-        if self._live_after(end + 1) < self.min_messages or end == n - 1:
-            return False
+        nxt = self._next_live(end + 1)
+        # Take along the assistant turns that would start the window orphaned (but never the newest).
+        while nxt < n and self._role(nxt) == "assistant" and self._unit_end(nxt) < n - 1:
+            end = self._unit_end(nxt)
+            nxt = self._next_live(end + 1)
+        if end >= n - 1 or self._live_after(end + 1) < self.min_messages:
+            return None
         freed = sum(self._cost[j] for j in range(s, end + 1) if j not in self._must_set)
-        self._win_tokens -= freed
-        if (
-            self._first_user is not None
-            and s <= self._first_user <= end
-            and self._first_user not in self._must_set
-        ):
+        return end + 1, freed
+
+    def _drop_to(self, new_start: int, freed: int) -> None:
+        first = self._first_user
+        if first is not None and self._start <= first < new_start and first not in self._must_set:
             self.first_user_dropped = True
-        self._start = end + 1
-        return True
+        self._win_tokens -= freed
+        self._start = new_start
 
     def _trim(self) -> None:
+        """Drop whole turns from the start: while over budget, then (hysteresis) while the window
+        stays at or above the low-water mark."""
         before = self._start
-        while self.tokens > self._target and self._drop_unit():
-            pass
-        if self.tokens > self.budget:  # hysteresis target out of reach: fit the budget at least
-            while self.tokens > self.budget and self._drop_unit():
-                pass
-        # Never start on an assistant turn whose user message was cut off.
-        while self._dropped_before() and self._role(self._first_live()) == "assistant":
-            if not self._drop_unit():
+        while (turn := self._next_turn()) is not None:
+            over = self.tokens > self.budget
+            if not over and self.tokens - turn[1] < self._target:
                 break
+            self._drop_to(*turn)
         if self._start != before:
             self.prefix_changes += 1
-
-    def _dropped_before(self) -> bool:
-        return self._start - bisect.bisect_left(self._must, self._start) > 0
-
-    def _first_live(self) -> int:
-        s = self._start
-        while s in self._must_set and s + 1 < len(self._msgs):
-            s += 1
-        return s
 
     def _role(self, i: int) -> str:
         return role_of(self._msgs[i], i)
