@@ -153,7 +153,7 @@ def loop(window: ConversationWindow[dict[str, str]], history: list[dict[str, str
 
 
 def cached_cost(history: list[dict[str, str]], low_water: float | None, model: str) -> dict[str, Any]:
-    """Total cost of the loop's prompts with prefix caching (reads of the unchanged prefix, writes of the rest)."""
+    """Cost of the loop's prompts with prefix caching: the unchanged prefix is read, the rest written."""
     counter = TokenCounter.for_model("gpt-4o")
     window: ConversationWindow[dict[str, str]] = ConversationWindow(
         counter, max_tokens=BUDGET, low_water=low_water

@@ -147,8 +147,12 @@ class AnthropicTokenCounter(TokenCounter):
         return self._estimator.count_message(message)
 
     def count(self, text: str) -> TokenCount:
-        """Tokens of ``text`` sent as one user message (Claude's message framing included)."""
-        check_text(text)
+        """Tokens of ``text`` sent as one user message (Claude's message framing included).
+
+        The empty string is 0 tokens (the API rejects empty messages).
+        """
+        if check_text(text) == "":
+            return self._exact(0)
         return self.count_messages([{"role": "user", "content": text}])
 
     def count_messages(
@@ -166,7 +170,8 @@ class AnthropicTokenCounter(TokenCounter):
 
     async def acount(self, text: str) -> TokenCount:
         """Async twin of :meth:`count`."""
-        check_text(text)
+        if check_text(text) == "":
+            return self._exact(0)
         return await self.acount_messages([{"role": "user", "content": text}])
 
     async def acount_messages(

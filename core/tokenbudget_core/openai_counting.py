@@ -33,19 +33,30 @@ _TOOL_CALL_FRAMING = 3
 
 
 class _BoundedCache(dict[Any, Any]):
-    """A dict that forgets its oldest tenth when full; a hit costs one plain dict lookup."""
+    """A dict that forgets its oldest tenth when full; a hit costs one plain dict lookup.
 
-    def __init__(self, maxsize: int) -> None:
+    Full means ``maxsize`` entries, or ``max_chars`` characters of string keys (so many
+    large distinct texts cannot pin gigabytes of memory).
+    """
+
+    def __init__(self, maxsize: int, max_chars: int = 32_000_000) -> None:
         super().__init__()
         self.maxsize = maxsize
+        self.max_chars = max_chars
+        self._chars = 0
         self._lock = threading.Lock()
 
     def put(self, key: Any, value: Any) -> None:
-        if len(self) >= self.maxsize:
+        size = len(key) if type(key) is str else 0
+        if size > self.max_chars // 8:
+            return  # a huge text: not worth keeping
+        if len(self) >= self.maxsize or self._chars + size > self.max_chars:
             with self._lock:
-                for old in list(self)[: max(1, self.maxsize // 10)]:
+                for old in list(self)[: max(1, len(self) // 10)]:
                     self.pop(old, None)
+                    self._chars -= len(old) if type(old) is str else 0
         self[key] = value
+        self._chars += size
 
 
 class TiktokenCounter(TokenCounter):

@@ -7,7 +7,12 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-words = st.lists(st.sampled_from("alpha beta gamma delta budget token user cache ü 東京 42 ?".split()), max_size=40)
+words = st.lists(
+    st.sampled_from(
+        ["alpha", "beta", "gamma", "delta", "budget", "token", "user", "cache", "ü", "東京", "42", "?"]
+    ),
+    max_size=40,
+)
 text = words.map(" ".join)
 
 
@@ -32,7 +37,11 @@ def conversations(draw: st.DrawFn, *, max_turns: int = 30) -> list[dict[str, Any
                     "role": "assistant",
                     "content": "",
                     "tool_calls": [
-                        {"id": i, "type": "function", "function": {"name": "lookup", "arguments": json.dumps({"q": i})}}
+                        {
+                            "id": i,
+                            "type": "function",
+                            "function": {"name": "lookup", "arguments": json.dumps({"q": i})},
+                        }
                         for i in ids
                     ],
                 }

@@ -66,7 +66,9 @@ def test_summary_is_capped() -> None:
     def verbose(previous: str | None, messages: list[Message]) -> str:
         return "The user said many things. " * 200
 
-    buffer: SummaryBuffer[dict[str, Any]] = SummaryBuffer(verbose, "gpt-4o", max_tokens=1_000, summary_tokens=50)
+    buffer: SummaryBuffer[dict[str, Any]] = SummaryBuffer(
+        verbose, "gpt-4o", max_tokens=1_000, summary_tokens=50
+    )
     for i in range(30):
         buffer.append(turn(i))
     assert buffer.summary is not None
@@ -111,9 +113,13 @@ async def test_async_summariser() -> None:
         await buffer.aappend(turn(i))
     assert buffer.summary is not None
     assert buffer.tokens <= 600
+
+    def sync_appends() -> None:  # a sync append that must fold, inside a running loop
+        for i in range(30, 90):
+            buffer.append(turn(i))
+
     with pytest.raises(InvalidInputError, match="aappend"):
-        for i in range(30):
-            buffer.append(turn(i))  # sync append of an async summariser inside a running loop
+        sync_appends()
 
 
 def test_summary_prompt_carries_previous_summary_and_messages() -> None:

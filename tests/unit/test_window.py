@@ -150,8 +150,13 @@ def test_bad_input() -> None:
 def test_property_every_turn_fits_keeps_pins_and_newest(
     history: list[dict[str, Any]], budget: int, low: float | None
 ) -> None:
-    window: ConversationWindow[dict[str, Any]] = ConversationWindow("gpt-4o", max_tokens=budget, low_water=low)
-    pinned = [m for m in history if m["role"] == "system"][:1] + [next(m for m in history if m["role"] == "user")]
+    window: ConversationWindow[dict[str, Any]] = ConversationWindow(
+        "gpt-4o", max_tokens=budget, low_water=low
+    )
+    pinned = [
+        *[m for m in history if m["role"] == "system"][:1],
+        next(m for m in history if m["role"] == "user"),
+    ]
     for m in history:
         try:
             window.append(m)

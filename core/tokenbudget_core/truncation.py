@@ -1,0 +1,466 @@
+"""Cutting text to a token budget.
+
+:func:`truncate_text` returns text that never exceeds ``max_tokens`` as counted by the
+model's own counter, marker included. Strategies:
+
+* ``keep_start``: the beginning (the result is a prefix of the text);
+* ``keep_end``: the end (a suffix), e.g. the newest part of a log or of a question;
+* ``keep_both``: the beginning and the end, with ``"\\n[… N tokens truncated …]\\n"`` between;
+* ``smart``: the beginning, cut at the last sentence end that fits (see
+  :mod:`tokenbudget_core.sentences`), else at the last word end, else at a token
+  boundary, followed by ``" […]"``. A sentence or word end is used only when it keeps at
+  least half of what fits, so one long sentence does not waste the budget.
+
+How it cuts: with a counter that has ``encode``/``decode`` (:class:`TiktokenCounter`), the
+text is encoded once and cut at token boundaries, backing off a token when a cut would
+split a multi-byte character; with any other counter (Claude, estimates) it searches
+character offsets. Either way each candidate is verified with the counter, starting at
+the size the budget suggests and galloping from there: one encode and O(log n) counts.
+Re-tokenising a cut can merge or split tokens at the seam, which the verification absorbs.
+
+Text already within budget is returned unchanged; ``max_tokens=0`` gives ``""``; a marker
+that leaves no room for any text is dropped. The empty string is taken to fit any budget
+(a counter that adds message framing, as Claude's does, counts that framing in the budget).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeAlias, cast, get_args
+
+from .counting import TokenCounter, check_text
+from .errors import InvalidInputError
+from .sentences import sentence_boundaries
+
+__all__ = [
+    "DEFAULT_MARKER",
+    "SMART_MARKER",
+    "Strategy",
+    "SupportsCount",
+    "TruncationResult",
+    "atruncate_text",
+    "truncate_text",
+    "truncate_text_detailed",
+]
+
+Strategy: TypeAlias = Literal["keep_start", "keep_end", "keep_both", "smart"]
+"""How :func:`truncate_text` chooses what to keep."""
+_STRATEGIES: tuple[str, ...] = get_args(Strategy)
+
+DEFAULT_MARKER = "\n[… {n} tokens truncated …]\n"
+"""The ``keep_both`` marker; ``{n}`` becomes the number of tokens cut."""
+SMART_MARKER = " […]"
+"""The ``smart`` marker, appended when anything was cut."""
+
+_MIN_KEEP = 0.5  # a sentence or word end must keep at least this share of what fits
+_LOOKAHEAD = 256  # characters after the cut the sentence splitter sees (abbreviation context)
+
+
+class SupportsCount(Protocol):
+    """Anything with ``count(text) -> int``; every :class:`TokenCounter` qualifies."""
+
+    def count(self, text: str) -> int:
+        """Tokens in ``text``."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TruncationResult:
+    """What :func:`truncate_text_detailed` kept and what it cost.
+
+    Example:
+        >>> r = truncate_text_detailed("word " * 100, 10, "keep_both")
+        >>> (r.truncated, r.tokens_after <= 10)
+        (True, True)
+    """
+
+    text: str
+    """The text to send (the original object when nothing was cut)."""
+    tokens_before: int
+    """Tokens of the original text."""
+    tokens_after: int
+    """Tokens of :attr:`text`, marker included; never above ``max_tokens``."""
+    truncated: bool
+    """Whether anything was cut."""
+    strategy: Strategy
+    """The strategy used."""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def truncate_text(
+    text: str,
+    max_tokens: int,
+    strategy: Strategy = "keep_start",
+    model: str = "gpt-4o",
+    *,
+    counter: SupportsCount | None = None,
+    marker: str | None = None,
+) -> str:
+    """Cut ``text`` to at most ``max_tokens`` tokens of ``model``, marker included.
+
+    Args:
+        text: The text to cut.
+        max_tokens: The budget, a non-negative int.
+        strategy: ``keep_start``, ``keep_end``, ``keep_both`` or ``smart`` (see the module doc).
+        model: Whose tokenizer counts, via ``TokenCounter.for_model(model)``; ignored when
+            ``counter`` is given.
+        counter: A counter to use instead (anything with ``count(text) -> int``).
+        marker: Text put where the cut was; ``{n}`` in it becomes the number of tokens cut.
+            ``None`` (default): :data:`DEFAULT_MARKER` for ``keep_both``, :data:`SMART_MARKER`
+            for ``smart``, nothing for ``keep_start``/``keep_end``. ``""``: no marker.
+
+    Returns:
+        The text itself when it fits, else the cut text.
+
+    Raises:
+        InvalidInputError: ``text`` is not a string, ``max_tokens`` is not a non-negative
+            int, ``strategy`` is unknown, ``marker`` is not a string, or ``counter`` cannot count.
+        UnknownModelError: ``model`` is unknown (and no ``counter`` was given).
+
+    Example:
+        >>> truncate_text("The cat sat. The dog ran after it all day long.", 6, "smart")
+        'The cat sat. […]'
+    """
+    return truncate_text_detailed(text, max_tokens, strategy, model, counter=counter, marker=marker).text
+
+
+def truncate_text_detailed(
+    text: str,
+    max_tokens: int,
+    strategy: Strategy = "keep_start",
+    model: str = "gpt-4o",
+    *,
+    counter: SupportsCount | None = None,
+    marker: str | None = None,
+) -> TruncationResult:
+    """Like :func:`truncate_text`, returning the token counts too.
+
+    Args:
+        text: The text to cut.
+        max_tokens: The budget, a non-negative int.
+        strategy: ``keep_start``, ``keep_end``, ``keep_both`` or ``smart``.
+        model: Whose tokenizer counts (ignored when ``counter`` is given).
+        counter: A counter to use instead.
+        marker: As for :func:`truncate_text`.
+
+    Raises:
+        InvalidInputError: As for :func:`truncate_text`.
+        UnknownModelError: ``model`` is unknown.
+
+    Example:
+        >>> truncate_text_detailed("Hello world", 100).truncated
+        False
+    """
+    resolved = _prepare(text, max_tokens, strategy, marker, counter, model)
+    plan = _plan(text, max_tokens, strategy, marker, resolved)
+    count = _sync_count(resolved)
+    try:
+        request = next(plan)
+        while True:
+            request = plan.send(count(request))
+    except StopIteration as done:
+        result: TruncationResult = done.value
+        return result
+
+
+async def atruncate_text(
+    text: str,
+    max_tokens: int,
+    strategy: Strategy = "keep_start",
+    model: str = "gpt-4o",
+    *,
+    counter: SupportsCount | None = None,
+    marker: str | None = None,
+) -> str:
+    """Async twin of :func:`truncate_text`: counts with the counter's ``acount`` when it has one.
+
+    Args:
+        text: The text to cut.
+        max_tokens: The budget, a non-negative int.
+        strategy: ``keep_start``, ``keep_end``, ``keep_both`` or ``smart``.
+        model: Whose tokenizer counts (ignored when ``counter`` is given).
+        counter: A counter to use instead.
+        marker: As for :func:`truncate_text`.
+
+    Raises:
+        InvalidInputError: As for :func:`truncate_text`.
+        UnknownModelError: ``model`` is unknown.
+
+    Example:
+        >>> await atruncate_text(long_text, 500, "keep_end", "claude-sonnet-4-5")  # doctest: +SKIP
+    """
+    resolved = _prepare(text, max_tokens, strategy, marker, counter, model)
+    plan = _plan(text, max_tokens, strategy, marker, resolved)
+    acount = getattr(resolved, "acount", None)
+    use_async = _encoder(resolved) is None and inspect.iscoroutinefunction(acount)
+    count = _sync_count(resolved)
+    try:
+        request = next(plan)
+        while True:
+            n = int(await acount(request)) if use_async and acount is not None else count(request)
+            request = plan.send(n)
+    except StopIteration as done:
+        result: TruncationResult = done.value
+        return result.text
+
+
+# -- validation and counting ---------------------------------------------------------------------
+
+
+def _prepare(
+    text: object, max_tokens: object, strategy: object, marker: object, counter: object, model: str
+) -> SupportsCount:
+    check_text(text)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        fix = "pass the token budget as an int, e.g. max_tokens=1000"
+        raise InvalidInputError("max_tokens", f"must be a non-negative int, got {max_tokens!r}", fix=fix)
+    if strategy not in _STRATEGIES:
+        fix = f"use one of {list(_STRATEGIES)}"
+        raise InvalidInputError("strategy", f"unknown strategy {strategy!r}", value=strategy, fix=fix)
+    if marker is not None and not isinstance(marker, str):
+        problem = f"must be a string or None, got {type(marker).__name__}"
+        raise InvalidInputError("marker", problem, value=marker, fix='pass "" for no marker')
+    return resolve_counter(counter, model)
+
+
+def resolve_counter(counter: object, model: str) -> SupportsCount:
+    """``counter`` if it can count, else ``TokenCounter.for_model(model)`` when it is ``None``."""
+    if counter is None:
+        return TokenCounter.for_model(model)
+    if not callable(getattr(counter, "count", None)):
+        fix = "pass a TokenCounter, e.g. TokenCounter.for_model('gpt-4o')"
+        problem = f"{type(counter).__name__} has no count(text) method"
+        raise InvalidInputError("counter", problem, value=counter, fix=fix)
+    return cast(SupportsCount, counter)
+
+
+def _encoder(counter: object) -> tuple[Callable[[str], list[int]], Callable[[Sequence[int]], str]] | None:
+    encode, decode = getattr(counter, "encode", None), getattr(counter, "decode", None)
+    return (encode, decode) if callable(encode) and callable(decode) else None
+
+
+def _sync_count(counter: SupportsCount) -> Callable[[str], int]:
+    from .openai_counting import TiktokenCounter
+
+    if isinstance(counter, TiktokenCounter):
+        encode = counter.encode  # same figure as count(), without filling its cache with candidates
+        return lambda s: len(encode(s))
+    return lambda s: int(counter.count(s))
+
+
+# -- cut points ----------------------------------------------------------------------------------
+
+
+class _CharCuts:
+    """Cut anywhere between characters; sizes in characters, tokens estimated from their share."""
+
+    def __init__(self, text: str, tokens_before: int) -> None:
+        self.text, self.units, self.before = text, len(text), tokens_before
+        self.step_div = 32
+
+    def head(self, k: int) -> tuple[int, int]:
+        return k, k
+
+    def tail(self, k: int) -> tuple[int, int]:
+        return self.units - k, k
+
+    def guess(self, tokens: int) -> int:
+        return self.units * max(tokens, 0) // max(self.before, 1)
+
+    def units_of_prefix(self, chars: int) -> int:
+        return chars
+
+    def removed(self, head: int, tail: int) -> int:
+        return round(self.before * (self.units - head - tail) / max(self.units, 1))
+
+
+class _TokenCuts:
+    """Cut at token boundaries; a cut inside a multi-byte character backs off a token."""
+
+    def __init__(self, text: str, tokens: list[int], codec: tuple[Any, Any]) -> None:
+        self.text, self.tokens, self.units = text, tokens, len(tokens)
+        self._encode, self._decode = codec
+        self.step_div = 0
+
+    def head(self, k: int) -> tuple[int, int]:
+        for j in range(k, max(k - 4, 0) - 1, -1):
+            piece = self._decode(self.tokens[:j])
+            if self.text.startswith(piece):
+                return len(piece), j
+        return 0, 0
+
+    def tail(self, k: int) -> tuple[int, int]:
+        for j in range(k, max(k - 4, 0) - 1, -1):
+            piece = self._decode(self.tokens[self.units - j :])
+            if self.text.endswith(piece):
+                return len(self.text) - len(piece), j
+        return len(self.text), 0
+
+    def guess(self, tokens: int) -> int:
+        return tokens
+
+    def units_of_prefix(self, chars: int) -> int:
+        return len(self._encode(self.text[:chars]))
+
+    def removed(self, head: int, tail: int) -> int:
+        return self.units - head - tail
+
+
+_Cuts: TypeAlias = _CharCuts | _TokenCuts
+_Plan: TypeAlias = Generator[str, int, TruncationResult]
+
+
+def _cuts_for(text: str, before: int, counter: SupportsCount) -> _Cuts:
+    codec = _encoder(counter)
+    if codec is not None:
+        tokens = list(codec[0](text))
+        if codec[1](tokens) == text:  # lone surrogates and the like do not round-trip
+            return _TokenCuts(text, tokens, codec)
+    return _CharCuts(text, before)
+
+
+def _render(template: str, n: int) -> str:
+    return template.replace("{n}", f"{max(n, 0):,}")
+
+
+# -- the plan: yields texts to count, receives their counts -----------------------------------------
+
+
+def _plan(
+    text: str, max_tokens: int, strategy: Strategy, marker: str | None, counter: SupportsCount
+) -> _Plan:
+    before = (yield text) if text else 0
+    if before <= max_tokens:
+        return TruncationResult(
+            text=text, tokens_before=before, tokens_after=before, truncated=False, strategy=strategy
+        )
+    counts: dict[str, int] = {}
+
+    def fits(candidate: str) -> Generator[str, int, bool]:
+        if candidate and candidate not in counts:
+            counts[candidate] = yield candidate
+        return counts.get(candidate, 0) <= max_tokens
+
+    def done(kept: str) -> TruncationResult:
+        return TruncationResult(
+            text=kept,
+            tokens_before=before,
+            tokens_after=counts.get(kept, 0),
+            truncated=True,
+            strategy=strategy,
+        )
+
+    if max_tokens == 0:
+        return done("")
+    template = marker if marker is not None else _default_marker(strategy)
+    marker_tokens = 0
+    if template:
+        marker_tokens = yield _render(template, before)
+        if marker_tokens >= max_tokens:  # no room left for any text: cut without the marker
+            template, marker_tokens = "", 0
+    cuts = _cuts_for(text, before, counter)
+
+    def build(k: int) -> str:
+        if strategy == "keep_end":
+            start, used = cuts.tail(k)
+            return _render(template, cuts.removed(0, used)) + text[start:]
+        if strategy == "keep_both":
+            end, head_used = cuts.head((k + 1) // 2)
+            start, tail_used = cuts.tail(k // 2)
+            start = max(start, end)
+            return text[:end] + _render(template, cuts.removed(head_used, tail_used)) + text[start:]
+        end, used = cuts.head(k)
+        return text[:end] + _render(template, cuts.removed(used, 0))
+
+    guess = cuts.guess(max_tokens - marker_tokens)
+    step = max(1, guess // cuts.step_div) if cuts.step_div else 1
+    k = yield from _largest_fit(build, fits, hi=cuts.units - 1, guess=guess, step=step)
+    if k < 0:
+        return done("")
+    best = build(k)
+    if strategy == "smart":
+        end = _smart_end(text, cuts.head(k)[0])
+        candidate = text[:end] + _render(template, cuts.removed(cuts.units_of_prefix(end), 0))
+        if end and (yield from fits(candidate)):
+            best = candidate
+    return done(best)
+
+
+def _default_marker(strategy: Strategy) -> str:
+    return DEFAULT_MARKER if strategy == "keep_both" else SMART_MARKER if strategy == "smart" else ""
+
+
+def _largest_fit(
+    build: Callable[[int], str],
+    fits: Callable[[str], Generator[str, int, bool]],
+    *,
+    hi: int,
+    guess: int,
+    step: int,
+) -> Generator[str, int, int]:
+    """The largest ``k`` in ``[0, hi]`` found whose candidate fits (verified), or -1.
+
+    Gallops from ``guess`` (up while candidates fit, down while they do not), then bisects.
+    """
+    seen: dict[int, bool] = {}
+
+    def ok(k: int) -> Generator[str, int, bool]:
+        if k not in seen:
+            seen[k] = yield from fits(build(k))
+        return seen[k]
+
+    g = min(max(guess, 0), hi)
+    if (yield from ok(g)):
+        lo, bad = g, hi + 1
+        while lo < hi:
+            nxt = min(lo + step, hi)
+            if not (yield from ok(nxt)):
+                bad = nxt
+                break
+            lo, step = nxt, step * 2
+    else:
+        lo, bad = -1, g
+        while bad > 0:
+            nxt = max(bad - step, 0)
+            if (yield from ok(nxt)):
+                lo = nxt
+                break
+            bad, step = nxt, step * 2
+        if lo < 0:
+            return -1
+    while bad - lo > 1:
+        mid = (lo + bad) // 2
+        if (yield from ok(mid)):
+            lo = mid
+        else:
+            bad = mid
+    return lo
+
+
+def _smart_end(text: str, cut: int) -> int:
+    """Where ``smart`` ends the kept text: a sentence end, else a word end, else ``cut``."""
+    floor = max(1, int(cut * _MIN_KEEP))
+    best = 0
+    for end in sentence_boundaries(text[: cut + _LOOKAHEAD]):
+        content_end = _rstrip_end(text, end)
+        if content_end > cut:
+            break
+        best = content_end
+    if best >= floor:
+        return best
+    for i in range(min(cut, len(text) - 1), floor - 1, -1):
+        if text[i].isspace():
+            end = _rstrip_end(text, i)
+            return end if end >= floor else cut
+    return cut
+
+
+def _rstrip_end(text: str, end: int) -> int:
+    """``len(text[:end].rstrip())`` without copying."""
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    return end
