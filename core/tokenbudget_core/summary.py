@@ -176,6 +176,28 @@ class SummaryBuffer(Generic[M]):
         """Every message ever appended."""
         return self._window.transcript()
 
+    @property
+    def folded(self) -> int:
+        """Transcript index up to which messages are in :attr:`summary` (save it with the summary)."""
+        return self._folded
+
+    def resume(self, summary: str | None, folded: int) -> None:
+        """Continue from a saved :attr:`summary` and :attr:`folded`, on an empty buffer.
+
+        Re-append the same transcript afterwards: the window is rebuilt the same way, and
+        only messages from ``folded`` on are sent to the summariser.
+
+        Raises:
+            InvalidInputError: The buffer is not empty, or a bad argument.
+        """
+        if len(self._window):
+            raise InvalidInputError("resume", "only an empty buffer can resume", fix="make a new buffer")
+        if summary is not None and not isinstance(summary, str):
+            raise InvalidInputError("summary", "must be a string or None", value=summary)
+        if isinstance(folded, bool) or not isinstance(folded, int) or folded < 0:
+            raise InvalidInputError("folded", "must be an integer >= 0", value=folded)
+        self.summary, self._folded = summary, folded
+
     # -- writing ----------------------------------------------------------------------------------
 
     def append(self, message: M) -> None:
@@ -196,9 +218,24 @@ class SummaryBuffer(Generic[M]):
             await self._fold_async()
 
     def extend(self, messages: Iterable[M]) -> None:
-        """Append several messages in order."""
+        """Append several messages, then fold what slid out once (fewer, fuller summariser calls)."""
         for m in messages:
-            self.append(m)
+            self._window.append(m)
+        while self.degraded:
+            before = self._folded
+            self._fold_sync()
+            if self._folded == before:  # the summariser failed: reported, retried on a later turn
+                break
+
+    async def aextend(self, messages: Iterable[M]) -> None:
+        """Async twin of :meth:`extend`."""
+        for m in messages:
+            self._window.append(m)
+        while self.degraded:
+            before = self._folded
+            await self._fold_async()
+            if self._folded == before:
+                break
 
     # -- folding ----------------------------------------------------------------------------------
 

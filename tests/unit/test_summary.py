@@ -138,3 +138,27 @@ def test_bad_arguments() -> None:
         SummaryBuffer(Recorder(), max_tokens=100, summary_tokens=100)
     with pytest.raises(InvalidInputError, match="first_user"):
         SummaryBuffer(Recorder(), max_tokens=100, first_user="drop")  # type: ignore[arg-type]
+
+
+def test_extend_folds_once_in_chunks_and_resume_continues_a_saved_summary() -> None:
+    summariser = Recorder()
+    history = [turn(i) for i in range(80)]
+    buffer: SummaryBuffer[dict[str, Any]] = SummaryBuffer(
+        summariser, "gpt-4o", max_tokens=1_000, chunk_tokens=2_000
+    )
+    buffer.extend(history)
+    assert not buffer.degraded
+    one_by_one = SummaryBuffer(Recorder(), "gpt-4o", max_tokens=1_000, chunk_tokens=2_000)
+    for m in history:
+        one_by_one.append(m)
+    assert len(summariser.calls) < len(one_by_one.summariser.calls)  # type: ignore[attr-defined]
+    assert buffer.tokens <= 1_000
+
+    saved_summary, saved_folded = buffer.summary, buffer.folded
+    resumed = SummaryBuffer(Recorder(), "gpt-4o", max_tokens=1_000, chunk_tokens=2_000)
+    resumed.resume(saved_summary, saved_folded)
+    resumed.extend(history)
+    assert resumed.summariser.calls == []  # type: ignore[attr-defined]  # nothing new to fold
+    assert resumed.messages() == buffer.messages()
+    with pytest.raises(InvalidInputError, match="empty"):
+        resumed.resume(None, 0)

@@ -1,0 +1,207 @@
+"""Shared plumbing of the LangChain adapters: host types in, a core call, host types out.
+
+Nothing here decides what to keep or how to count: :func:`fit_host` asks the core's
+``fit_messages`` and returns the host messages at ``FitResult.kept``;
+:func:`host_window` maps a core window (``SummaryBuffer.messages()``) back to host
+messages; :class:`ChatSummariser` serves the core's summariser seam with a LangChain
+chat model through the core's ``summary_prompt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, SystemMessage, convert_to_messages
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import RunnableConfig
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
+from tokenbudget_core.fitting import OnOverflow, fit_messages, resolve_counter
+from tokenbudget_core.messages import Message, MessageLike, to_message
+from tokenbudget_core.summary import summary_prompt
+
+from .messages import to_core_message, to_core_messages
+
+__all__ = ["Budget", "ChatSummariser", "core_tools", "fit_host", "host_messages", "host_window"]
+
+H = TypeVar("H", bound=BaseMessage)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Budget:
+    """The fitting options of an adapter, checked by the core when the adapter is made."""
+
+    counter: TokenCounter
+    """Counts for the model the messages are sent to."""
+    max_tokens: int
+    """The model's input budget."""
+    reserve_output: int = 0
+    """Tokens kept free for the reply."""
+    pin_first_user: bool = False
+    """Keep the first user message."""
+    on_overflow: OnOverflow = "raise"
+    """``"raise"`` or ``"truncate"`` the newest message when the must-keep messages do not fit."""
+
+    @classmethod
+    def make(
+        cls,
+        model: str | TokenCounter,
+        max_tokens: int,
+        *,
+        reserve_output: int = 0,
+        pin_first_user: bool = False,
+        on_overflow: OnOverflow = "raise",
+        tools: Sequence[Any] | None = None,
+    ) -> Budget:
+        """Resolve the counter and let the core validate every option now, not on the first call.
+
+        Raises:
+            InvalidInputError: A bad option (named); ContextOverflowError when the tools alone
+                do not fit.
+            UnknownModelError: The model name is unknown.
+        """
+        counter = resolve_counter(model)
+        fit_messages(
+            [],
+            max_tokens,
+            counter,
+            reserve_output=reserve_output,
+            on_overflow=on_overflow,
+            tools=core_tools(tools),
+        )
+        if not isinstance(pin_first_user, bool):
+            raise InvalidInputError("pin_first_user", "must be True or False", value=pin_first_user)
+        return cls(
+            counter=counter,
+            max_tokens=max_tokens,
+            reserve_output=reserve_output,
+            pin_first_user=pin_first_user,
+            on_overflow=on_overflow,
+        )
+
+
+def core_tools(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
+    """LangChain tools (``BaseTool``, functions, schemas, dicts) as OpenAI tool definitions.
+
+    Raises:
+        InvalidInputError: A tool cannot be read.
+    """
+    if not tools:
+        return None
+    out: list[dict[str, Any]] = []
+    for i, tool in enumerate(tools):
+        try:
+            out.append(convert_to_openai_tool(tool))
+        except (ValueError, TypeError, NotImplementedError) as e:
+            raise InvalidInputError(
+                f"tools[{i}]", f"cannot read this tool definition: {e}", value=tool
+            ) from e
+    return out
+
+
+def host_messages(value: object, *, where: str = "input") -> list[BaseMessage]:
+    """LangChain's accepted chat inputs (messages, tuples, dicts, a prompt value, a string) as messages.
+
+    Raises:
+        InvalidMessageError: ``value`` is not a chat input.
+    """
+    if isinstance(value, PromptValue):
+        return value.to_messages()
+    if isinstance(value, str):
+        return convert_to_messages([value])
+    if isinstance(value, Mapping) or not isinstance(value, Sequence):
+        raise InvalidMessageError(
+            where,
+            f"expected a list of messages, a prompt value or a string, got {type(value).__name__}",
+            fix="pass a list of messages (or a state dict with 'messages' to the runnable)",
+        )
+    try:
+        return convert_to_messages(value)
+    except (ValueError, TypeError, NotImplementedError) as e:
+        raise InvalidMessageError(where, f"cannot read these messages: {e}") from e
+
+
+def fit_host(
+    messages: Sequence[H],
+    budget: Budget,
+    *,
+    system: SystemMessage | None = None,
+    tools: Sequence[Any] | None = None,
+) -> list[H]:
+    """The host messages the core keeps; ``system`` (sent separately by the host) counts but is not returned.
+
+    Raises:
+        ContextOverflowError: The must-keep messages do not fit (``on_overflow="raise"``).
+        InvalidMessageError: A message cannot be translated or counted.
+    """
+    head = [to_core_message(system, where="system_message")] if system is not None else []
+    core = [*head, *to_core_messages(messages)]
+    fit = fit_messages(
+        core,
+        budget.max_tokens,
+        budget.counter,
+        reserve_output=budget.reserve_output,
+        pin_first_user=budget.pin_first_user,
+        tools=core_tools(tools),
+        on_overflow=budget.on_overflow,
+    )
+    out: list[H] = []
+    for position, i in enumerate(fit.kept):
+        if i < len(head):
+            continue
+        message = messages[i - len(head)]
+        if i == fit.truncated:  # the core shortened it: carry its text back into the host message
+            message = message.model_copy(update={"content": fit[position].text})
+        out.append(message)
+    return out
+
+
+def host_window(
+    window: Sequence[MessageLike], core: Sequence[Message], host: Sequence[H]
+) -> list[H | SystemMessage]:
+    """Map a core window back to host messages; a message the core made (the summary) becomes a SystemMessage.
+
+    ``core[i]`` must be the translation of ``host[i]`` (the window holds those very objects).
+    """
+    index = {id(m): i for i, m in enumerate(core)}
+    out: list[H | SystemMessage] = []
+    for m in window:
+        i = index.get(id(m))
+        out.append(host[i] if i is not None else SystemMessage(to_message(m).text))
+    return out
+
+
+class ChatSummariser:
+    """The core summariser seam served by a chat model: ``summary_prompt`` in, the reply's text out.
+
+    Args:
+        model: The chat model that writes the summary.
+        config: Run config for the summary calls (tags, metadata).
+    """
+
+    def __init__(self, model: BaseChatModel, *, config: RunnableConfig | None = None) -> None:
+        if not isinstance(model, BaseChatModel):
+            raise InvalidInputError(
+                "summariser", f"must be a LangChain chat model, got {type(model).__name__}", value=model
+            )
+        self.model = model
+        self.config = config
+        self.max_tokens = 200
+        """The summary's token cap, told to the model (set to the buffer's ``summary_tokens``)."""
+
+    def _prompt(self, previous: str | None, messages: list[Message]) -> list[BaseMessage]:
+        return convert_to_messages(summary_prompt(previous, messages, max_tokens=self.max_tokens))
+
+    def __call__(self, previous: str | None, messages: list[Message]) -> str:
+        """Summarise synchronously."""
+        return str(self.model.invoke(self._prompt(previous, messages), config=self.config).text)
+
+    async def acall(self, previous: str | None, messages: list[Message]) -> str:
+        """Summarise asynchronously."""
+        reply = await self.model.ainvoke(self._prompt(previous, messages), config=self.config)
+        return str(reply.text)

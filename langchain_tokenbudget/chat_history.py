@@ -1,0 +1,283 @@
+"""Token-budgeted chat histories for existing ``RunnableWithMessageHistory`` apps.
+
+Both classes wrap a backing history that keeps the full transcript (any
+``BaseChatMessageHistory``: in memory, Redis, SQL...) and read back only what fits:
+
+* :class:`TokenBudgetChatMessageHistory`: the newest turns that fit (the core's ``fit_messages``);
+* :class:`SummaryChatMessageHistory`: recent turns plus a running summary of older ones (the
+  core's ``SummaryBuffer``, with a LangChain chat model as summariser).
+
+LangChain 1.x deprecates ``BaseChatMessageHistory`` and ``RunnableWithMessageHistory`` in favour
+of agent state (see :class:`~langchain_tokenbudget.ContextWindowMiddleware`); these classes
+keep older apps within budget meanwhile and never emit the host's deprecation warning
+themselves (subclassing does not warn; the default in-memory store is made with it silenced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core._api import suppress_langchain_deprecation_warning
+from langchain_core.chat_history import BaseChatMessageHistory, InMemoryChatMessageHistory
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+
+from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.fitting import OnOverflow
+from tokenbudget_core.messages import Message
+from tokenbudget_core.summary import SummaryBuffer, SummaryEvent
+
+from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
+from .messages import to_core_message
+
+__all__ = ["SummaryChatMessageHistory", "TokenBudgetChatMessageHistory"]
+
+
+def _backing(history: BaseChatMessageHistory | None) -> BaseChatMessageHistory:
+    if history is None:
+        with suppress_langchain_deprecation_warning():  # our default store, not the user's choice
+            return InMemoryChatMessageHistory()
+    if not isinstance(history, BaseChatMessageHistory):
+        raise InvalidInputError(
+            "history",
+            f"must be a LangChain chat message history, got {type(history).__name__}",
+            value=history,
+        )
+    return history
+
+
+class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
+    """A chat history whose ``messages`` are the newest turns that fit the budget.
+
+    Writes go to the backing history unchanged, so it keeps the full transcript; reads
+    return the window the core's ``fit_messages`` keeps (system messages, whole tool-call
+    units, the newest turn). ``RunnableWithMessageHistory`` reads the window and adds the
+    new input after it: leave room for that input in ``max_tokens`` (or put a
+    :class:`~langchain_tokenbudget.TrimMessagesRunnable` before the model for a hard cap).
+
+    Args:
+        history: The backing history (default: a new in-memory one).
+        model: Model name or :class:`~tokenbudget_core.counting.TokenCounter` to count with.
+        max_tokens: The budget for the history window.
+        reserve_output: Tokens kept free for the reply.
+        pin_first_user: Also keep the first user message.
+        tools: Tools bound to the model; their definitions count.
+        on_overflow: ``"raise"`` or ``"truncate"`` the newest message when it alone does not fit.
+
+    Raises:
+        InvalidInputError: A bad option, named.
+        UnknownModelError: The model name is unknown.
+
+    Example:
+        >>> from langchain_core.messages import AIMessage, HumanMessage
+        >>> history = TokenBudgetChatMessageHistory(model="gpt-4o", max_tokens=60)
+        >>> history.add_messages([HumanMessage("hello " * 30), AIMessage("hi " * 30), HumanMessage("ok?")])
+        >>> [m.content for m in history.messages], len(history.transcript)
+        (['ok?'], 3)
+    """
+
+    def __init__(
+        self,
+        history: BaseChatMessageHistory | None = None,
+        *,
+        model: str | TokenCounter,
+        max_tokens: int,
+        reserve_output: int = 0,
+        pin_first_user: bool = False,
+        tools: Sequence[Any] | None = None,
+        on_overflow: OnOverflow = "raise",
+    ) -> None:
+        super().__init__()
+        self.budget = Budget.make(
+            model,
+            max_tokens,
+            reserve_output=reserve_output,
+            pin_first_user=pin_first_user,
+            on_overflow=on_overflow,
+            tools=tools,
+        )
+        self.tools = list(tools or [])
+        self.history = _backing(history)
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """The window that fits the budget (read from the backing history each time).
+
+        Raises:
+            ContextOverflowError: The system messages and newest turn alone exceed the budget.
+        """
+        return fit_host(self.history.messages, self.budget, tools=self.tools)
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """Async twin of :attr:`messages`."""
+        return fit_host(await self.history.aget_messages(), self.budget, tools=self.tools)
+
+    @property
+    def transcript(self) -> list[BaseMessage]:
+        """Every message in the backing history."""
+        return list(self.history.messages)
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append to the backing history."""
+        self.history.add_messages(messages)
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Async twin of :meth:`add_messages`."""
+        await self.history.aadd_messages(messages)
+
+    def clear(self) -> None:
+        """Clear the backing history."""
+        self.history.clear()
+
+    async def aclear(self) -> None:
+        """Async twin of :meth:`clear`."""
+        await self.history.aclear()
+
+
+class SummaryChatMessageHistory(BaseChatMessageHistory):
+    """A chat history whose ``messages`` are the recent turns plus a summary of older ones.
+
+    The core's ``SummaryBuffer`` decides what stays verbatim and what is folded; the
+    ``summariser`` chat model writes the summary from the core's ``summary_prompt``. The
+    summary comes back as a ``SystemMessage`` after the leading system messages. The
+    backing history keeps the full transcript; the summary lives in this object (a new
+    object rebuilds it from the transcript on first read). If the summariser fails, the
+    window degrades to plain trimming and retries later (see :attr:`events`).
+
+    Args:
+        history: The backing history (default: a new in-memory one).
+        summariser: The chat model that writes the summary.
+        model: Model name or :class:`~tokenbudget_core.counting.TokenCounter` to count with.
+        max_tokens: The budget for the history window, summary included.
+        reserve_output: Tokens kept free for the reply.
+        summary_tokens: Cap on the summary (default: the core's, a fifth of the budget).
+        pin_first_user: Keep the first user message verbatim instead of folding it.
+        low_water: Fold in batches down to this share of the budget (``None``: every turn).
+        tools: Tools bound to the model; their definitions count.
+
+    Raises:
+        InvalidInputError: A bad option, named.
+        UnknownModelError: The model name is unknown.
+
+    Example:
+        >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        >>> from langchain_core.messages import AIMessage, HumanMessage
+        >>> writer = GenericFakeChatModel(messages=iter(["The user likes tea."] * 10))
+        >>> history = SummaryChatMessageHistory(summariser=writer, model="gpt-4o", max_tokens=300)
+        >>> history.add_messages([HumanMessage("tea " * 40), AIMessage("noted " * 40)] * 3)
+        >>> history.summary, history.messages[0].content.endswith("The user likes tea.")
+        ('The user likes tea.', True)
+    """
+
+    def __init__(
+        self,
+        history: BaseChatMessageHistory | None = None,
+        *,
+        summariser: BaseChatModel,
+        model: str | TokenCounter,
+        max_tokens: int,
+        reserve_output: int = 0,
+        summary_tokens: int | None = None,
+        pin_first_user: bool = True,
+        low_water: float | None = 0.7,
+        tools: Sequence[Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self._summariser = ChatSummariser(
+            summariser, config={"metadata": {"lc_source": "tokenbudget_summary"}}
+        )
+        budget = Budget.make(
+            model, max_tokens, reserve_output=reserve_output, pin_first_user=pin_first_user, tools=tools
+        )
+        self._options: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "reserve_output": reserve_output,
+            "summary_tokens": summary_tokens,
+            "first_user": "pin" if pin_first_user else "summarise",
+            "low_water": low_water,
+            "tools": core_tools(tools),
+        }
+        self._counter = budget.counter
+        self.history = _backing(history)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buffer: SummaryBuffer[Message] = SummaryBuffer(self._summariser, self._counter, **self._options)
+        self._summariser.max_tokens = self._buffer.summary_tokens
+        self._host: list[BaseMessage] = []
+        self._core: list[Message] = []
+
+    def _pending(self, stored: Sequence[BaseMessage]) -> list[tuple[BaseMessage, Message]]:
+        """Messages in the backing history the buffer has not seen (all of them if it shrank)."""
+        if len(stored) < len(self._host):
+            self._reset()
+        start = len(self._host)
+        return [(m, to_core_message(m, where=f"messages[{start + k}]")) for k, m in enumerate(stored[start:])]
+
+    def _seen(self, host: BaseMessage, core: Message) -> None:
+        self._host.append(host)
+        self._core.append(core)
+
+    def _sync(self) -> None:
+        self._buffer.summariser = self._summariser
+        for host, core in self._pending(self.history.messages):
+            self._buffer.append(core)
+            self._seen(host, core)
+
+    async def _async_sync(self) -> None:
+        self._buffer.summariser = self._summariser.acall
+        for host, core in self._pending(await self.history.aget_messages()):
+            await self._buffer.aappend(core)
+            self._seen(host, core)
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """System messages, the summary, pinned messages, then the recent turns.
+
+        Raises:
+            ContextOverflowError: The newest message cannot fit beside the system messages.
+        """
+        self._sync()
+        return host_window(self._buffer.messages(), self._core, self._host)
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """Async twin of :attr:`messages` (awaits the summariser)."""
+        await self._async_sync()
+        return host_window(self._buffer.messages(), self._core, self._host)
+
+    @property
+    def summary(self) -> str | None:
+        """The running summary (``None`` until something was folded)."""
+        return self._buffer.summary
+
+    @property
+    def events(self) -> list[SummaryEvent]:
+        """What the buffer did (summarised, failed, capped), oldest first."""
+        return list(self._buffer.events)
+
+    @property
+    def transcript(self) -> list[BaseMessage]:
+        """Every message in the backing history."""
+        return list(self.history.messages)
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append to the backing history, then fold what slid out (calls the summariser)."""
+        self.history.add_messages(messages)
+        self._sync()
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Async twin of :meth:`add_messages`."""
+        await self.history.aadd_messages(messages)
+        await self._async_sync()
+
+    def clear(self) -> None:
+        """Clear the backing history and the summary."""
+        self.history.clear()
+        self._reset()
+
+    async def aclear(self) -> None:
+        """Async twin of :meth:`clear`."""
+        await self.history.aclear()
+        self._reset()

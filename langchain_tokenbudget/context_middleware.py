@@ -1,0 +1,244 @@
+"""Fit what an agent sends to its model into a token budget: :class:`ContextWindowMiddleware`.
+
+For ``langchain.agents.create_agent``. The middleware rewrites the *model request* only
+(``wrap_model_call``): ``state["messages"]`` keeps the full transcript, the model sees the
+window the core chooses. With ``strategy="summarise"`` the running summary is kept in the
+agent state (``tokenbudget_summary``, visible in the result, and the private
+``tokenbudget_folded``), so a checkpointer persists it per thread like the messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, NotRequired, cast
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AnyMessage, SystemMessage
+
+from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.errors import InvalidInputError, MissingDependencyError
+from tokenbudget_core.fitting import OnOverflow
+from tokenbudget_core.messages import Message
+from tokenbudget_core.summary import SummaryBuffer
+
+from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
+from .messages import to_core_message, to_core_messages
+
+try:
+    from langchain.agents.middleware.internal_call_transformer import (
+        InternalCallTransformer,
+        internal_call_metadata,
+    )
+    from langchain.agents.middleware.types import (
+        AgentMiddleware,
+        AgentState,
+        ExtendedModelResponse,
+        ModelRequest,
+        ModelResponse,
+        OmitFromSchema,
+    )
+    from langgraph.types import Command
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("langchain", "langchain") from e
+
+__all__ = ["ContextWindowMiddleware", "ContextWindowState"]
+
+SUMMARY_KEY = "tokenbudget_summary"
+FOLDED_KEY = "tokenbudget_folded"
+Strategy = Literal["trim", "summarise"]
+ModelResult = ModelResponse[Any] | ExtendedModelResponse[Any]
+
+
+class ContextWindowState(AgentState[Any]):
+    """The agent state plus where the running summary lives (``strategy="summarise"``)."""
+
+    tokenbudget_summary: NotRequired[Annotated[str | None, OmitFromSchema(input=True, output=False)]]
+    tokenbudget_folded: NotRequired[Annotated[int, OmitFromSchema(input=True, output=True)]]
+
+
+class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
+    """Send the model only what fits its budget; keep the whole transcript in the agent state.
+
+    The agent's system prompt, the tool definitions (``request.tools``) and the messages
+    all count against ``max_tokens - reserve_output``. ``"trim"`` keeps the newest turns
+    that fit (the core's ``fit_messages``: system messages stay, a tool call stays with its
+    results, the newest turn is always sent). ``"summarise"`` keeps recent turns verbatim
+    and folds older ones into a running summary (the core's ``SummaryBuffer``), written by
+    ``summariser`` (default: the agent's own model) and sent inside the system message.
+
+    Args:
+        model: Model name or :class:`~tokenbudget_core.counting.TokenCounter` to count with.
+        max_tokens: The model's input budget.
+        reserve_output: Tokens kept free for the reply.
+        pin_first_user: Keep the first user message (often who the user is and what they want).
+        strategy: ``"trim"`` or ``"summarise"``.
+        summariser: The chat model that writes the summary (``"summarise"`` only).
+        summary_tokens: Cap on the summary (default: the core's, a fifth of the budget).
+        low_water: ``"summarise"``: fold in batches down to this share of the budget.
+        on_overflow: ``"trim"``: ``"raise"`` when the must-keep messages do not fit, or
+            ``"truncate"`` the newest message.
+
+    Raises:
+        InvalidInputError: A bad option, named (checked here, not on the first call).
+        UnknownModelError: The model name is unknown.
+
+    Example:
+        >>> from langchain.agents import create_agent
+        >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        >>> agent = create_agent(
+        ...     GenericFakeChatModel(messages=iter(["Hi!"])),
+        ...     system_prompt="Be brief.",
+        ...     middleware=[ContextWindowMiddleware("gpt-4o", max_tokens=2_000, pin_first_user=True)],
+        ... )
+        >>> agent.invoke({"messages": [("user", "hello")]})["messages"][-1].content
+        'Hi!'
+    """
+
+    state_schema = ContextWindowState
+
+    def __init__(
+        self,
+        model: str | TokenCounter,
+        *,
+        max_tokens: int,
+        reserve_output: int = 0,
+        pin_first_user: bool = False,
+        strategy: Strategy = "trim",
+        summariser: BaseChatModel | None = None,
+        summary_tokens: int | None = None,
+        low_water: float | None = 0.7,
+        on_overflow: OnOverflow = "raise",
+    ) -> None:
+        super().__init__()
+        if strategy not in ("trim", "summarise"):
+            raise InvalidInputError(
+                "strategy", f"unknown value {strategy!r}", fix="use 'trim' or 'summarise'"
+            )
+        if strategy == "summarise" and on_overflow != "raise":
+            raise InvalidInputError(
+                "on_overflow", "applies to strategy='trim' only", fix="leave on_overflow='raise'"
+            )
+        self.budget = Budget.make(
+            model,
+            max_tokens,
+            reserve_output=reserve_output,
+            pin_first_user=pin_first_user,
+            on_overflow=on_overflow,
+        )
+        self.strategy = strategy
+        self.summariser = summariser
+        if summariser is not None:
+            ChatSummariser(summariser)  # fails now if it is not a chat model
+        self._options: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "reserve_output": reserve_output,
+            "summary_tokens": summary_tokens,
+            "first_user": "pin" if pin_first_user else "summarise",
+            "low_water": low_water,
+        }
+        if strategy == "summarise":
+            SummaryBuffer(lambda previous, messages: "", self.budget.counter, **self._options)  # validates
+            self.transformers = (InternalCallTransformer,)  # keep summary calls out of run.messages
+
+    # -- trim ----------------------------------------------------------------------------------
+
+    def _trimmed(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
+        kept = fit_host(request.messages, self.budget, system=request.system_message, tools=request.tools)
+        return request.override(messages=kept)
+
+    # -- summarise -----------------------------------------------------------------------------
+
+    def _buffer(self, request: ModelRequest[Any]) -> tuple[SummaryBuffer[Message], ChatSummariser]:
+        writer = ChatSummariser(
+            self.summariser or request.model,
+            config={"metadata": {"lc_source": "tokenbudget_summary", **internal_call_metadata()}},
+        )
+        options = {**self._options, "tools": core_tools(request.tools)}
+        buffer: SummaryBuffer[Message] = SummaryBuffer(writer, self.budget.counter, **options)
+        writer.max_tokens = buffer.summary_tokens
+        head = 1 if request.system_message is not None else 0
+        state = cast("dict[str, Any]", request.state)
+        buffer.resume(state.get(SUMMARY_KEY), state.get(FOLDED_KEY, 0) + head)
+        return buffer, writer
+
+    @staticmethod
+    def _transcript(request: ModelRequest[Any]) -> tuple[list[AnyMessage], list[Message]]:
+        system = request.system_message
+        host: list[AnyMessage] = [system] if system is not None else []
+        core = [to_core_message(system, where="system_message")] if system is not None else []
+        return [*host, *request.messages], [*core, *to_core_messages(request.messages)]
+
+    def _summarised(
+        self,
+        request: ModelRequest[Any],
+        buffer: SummaryBuffer[Message],
+        host: list[AnyMessage],
+        core: list[Message],
+    ) -> ModelRequest[Any]:
+        window = host_window(buffer.messages(), core, host)
+        system = request.system_message
+        if system is None:  # the summary stays where the core put it, as a SystemMessage
+            return request.override(messages=window)
+        known = {id(m) for m in host}
+        summary = next((m for m in window if id(m) not in known), None)
+        messages = [m for m in window if m is not system and m is not summary]
+        if summary is None:
+            return request.override(messages=messages)
+        return request.override(system_message=_with_text(system, str(summary.text)), messages=messages)
+
+    @staticmethod
+    def _result(
+        request: ModelRequest[Any], buffer: SummaryBuffer[Message], response: ModelResponse[Any]
+    ) -> ModelResult:
+        head = 1 if request.system_message is not None else 0
+        folded = max(buffer.folded - head, 0)
+        state = cast("dict[str, Any]", request.state)
+        saved = (state.get(SUMMARY_KEY), state.get(FOLDED_KEY, 0))
+        if (buffer.summary, folded) == saved:
+            return response
+        update = {SUMMARY_KEY: buffer.summary, FOLDED_KEY: folded}
+        return ExtendedModelResponse(model_response=response, command=Command(update=update))
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelResult:
+        """Fit the request into the budget, then call the model.
+
+        Raises:
+            ContextOverflowError: The system prompt, tools, pinned messages and newest turn
+                alone exceed the budget.
+            InvalidMessageError: A message cannot be translated or counted.
+        """
+        if self.strategy == "trim":
+            return handler(self._trimmed(request))
+        host, core = self._transcript(request)
+        buffer, _ = self._buffer(request)
+        for message in core:
+            buffer.append(message)
+        return self._result(request, buffer, handler(self._summarised(request, buffer, host, core)))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelResult:
+        """Async twin of :meth:`wrap_model_call` (the summariser is awaited)."""
+        if self.strategy == "trim":
+            return await handler(self._trimmed(request))
+        host, core = self._transcript(request)
+        buffer, writer = self._buffer(request)
+        buffer.summariser = writer.acall
+        for message in core:
+            await buffer.aappend(message)
+        return self._result(request, buffer, await handler(self._summarised(request, buffer, host, core)))
+
+
+def _with_text(system: SystemMessage, text: str) -> SystemMessage:
+    """The system message with ``text`` appended (a text block when its content is a list of blocks)."""
+    if isinstance(system.content, str):
+        return system.model_copy(update={"content": f"{system.content}\n\n{text}"})
+    return system.model_copy(update={"content": [*system.content, {"type": "text", "text": text}]})

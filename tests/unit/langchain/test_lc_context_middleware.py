@@ -1,0 +1,284 @@
+"""ContextWindowMiddleware inside a real create_agent agent: what the model received."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from lc_fakes import (
+    WEATHER_TOOL,
+    RecordingChatModel,
+    assert_tool_pairs_intact,
+    conversation,
+    get_weather,
+    replies,
+    system_of,
+    tokens,
+    weather_call,
+)
+
+from langchain_tokenbudget import ContextWindowMiddleware
+from tokenbudget_core import InvalidInputError, TokenBudgetError, TokenCounter, UnknownModelError
+from tokenbudget_core.errors import ContextOverflowError
+
+SYSTEM = "You are a weather bot. Answer in one sentence."
+BUDGET = 600
+
+
+def agent_with(model: RecordingChatModel, *middleware: ContextWindowMiddleware, **kwargs: Any) -> Any:
+    return create_agent(
+        model, tools=[get_weather], system_prompt=SYSTEM, middleware=list(middleware), **kwargs
+    )
+
+
+def tool_turn() -> RecordingChatModel:
+    """The model asks for the weather in Oslo, then answers: two model calls per run."""
+    return replies(weather_call("call_oslo", "Oslo"), "It is 18C and sunny in Oslo.")
+
+
+def check_received(received: list[BaseMessage], history: list[BaseMessage], budget: int = BUDGET) -> None:
+    assert tokens(received, [WEATHER_TOOL]) <= budget
+    assert isinstance(received[0], SystemMessage)
+    assert received[0].content.startswith(SYSTEM)  # type: ignore[union-attr]
+    assert received[1] is history[0] or received[1].content == history[0].content  # pinned first user
+    assert_tool_pairs_intact(received)
+    assert len(received) < len(history)
+
+
+def test_without_the_middleware_the_model_gets_everything() -> None:
+    """The baseline the other tests improve on: the same run blows the budget."""
+    history = conversation(20)
+    model = tool_turn()
+    agent_with(model).invoke({"messages": [*history, HumanMessage("Weather in Oslo?")]})
+    assert tokens(model.received[0], [WEATHER_TOOL]) > BUDGET
+
+
+def test_trim_fits_every_model_call_and_keeps_the_transcript() -> None:
+    history = [*conversation(20), HumanMessage("Weather in Oslo?")]
+    model = tool_turn()
+    middleware = ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET, pin_first_user=True)
+    out = agent_with(model, middleware).invoke({"messages": history})
+
+    assert len(model.received) == 2  # the tool call, then the answer
+    first, second = model.received
+    check_received(first, history)
+    assert first[-1].content == "Weather in Oslo?"
+    check_received(second, history)
+    assert [type(m).__name__ for m in second[-3:]] == ["HumanMessage", "AIMessage", "ToolMessage"]
+    assert second[-1].content == "18C and sunny in Oslo"  # the real tool ran
+    # the state is untouched: every message of the input, then the new ones
+    assert [m.content for m in out["messages"][: len(history)]] == [m.content for m in history]
+    assert len(out["messages"]) == len(history) + 3
+    assert "tokenbudget_summary" not in out
+
+
+async def test_trim_async() -> None:
+    history = [*conversation(20), HumanMessage("Weather in Oslo?")]
+    model = tool_turn()
+    middleware = ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET, pin_first_user=True)
+    out = await agent_with(model, middleware).ainvoke({"messages": history})
+    assert len(model.received) == 2
+    for received in model.received:
+        check_received(received, history)
+    assert len(out["messages"]) == len(history) + 3
+
+
+def test_system_prompt_and_tools_count_against_the_budget() -> None:
+    history = [*conversation(20), HumanMessage("Weather?")]
+    plain, wordy = replies("ok"), replies("ok")
+    middleware = ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET)
+    create_agent(plain, middleware=[middleware]).invoke({"messages": history})
+    long_prompt = "Always be precise about temperatures and units. " * 20
+    create_agent(wordy, tools=[get_weather], system_prompt=long_prompt, middleware=[middleware]).invoke(
+        {"messages": history}
+    )
+    [bare], [heavy] = plain.received, wordy.received
+    assert tokens(bare) <= BUDGET
+    assert tokens(heavy, [WEATHER_TOOL]) <= BUDGET
+    assert len(heavy) - 1 < len(bare)  # fewer turns fit beside the system prompt and tool
+    assert heavy[0].content == long_prompt
+
+
+def test_without_pinning_the_first_user_message_slides_out() -> None:
+    history = [*conversation(20), HumanMessage("Weather?")]
+    model = replies("ok")
+    agent_with(model, ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET)).invoke({"messages": history})
+    assert all(m.content != history[0].content for m in model.received[0])
+
+
+def test_a_system_prompt_over_budget_is_a_clear_error() -> None:
+    agent = create_agent(
+        replies("never"),
+        system_prompt="word " * 400,
+        middleware=[ContextWindowMiddleware("gpt-4o", max_tokens=300)],
+    )
+    with pytest.raises(ContextOverflowError) as info:
+        agent.invoke({"messages": [HumanMessage("hi")]})
+    assert info.value.limit == 300
+    assert info.value.required > 300
+
+
+def test_truncate_shortens_an_oversized_newest_message_for_the_model_only() -> None:
+    huge = HumanMessage("please read this " * 300)
+    model = replies("ok")
+    middleware = ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET, on_overflow="truncate")
+    out = agent_with(model, middleware).invoke({"messages": [huge]})
+    [received] = model.received
+    assert tokens(received, [WEATHER_TOOL]) <= BUDGET
+    assert received[-1].content.endswith("please read this ")
+    assert out["messages"][0].content == huge.content  # the state keeps the full text
+
+
+# -- summarise ---------------------------------------------------------------------------------
+
+SUMMARY = "Ada lives in Lyon and keeps asking about the weather."
+
+
+def summarising(writer: RecordingChatModel, budget: int = 800) -> ContextWindowMiddleware:
+    return ContextWindowMiddleware(
+        "gpt-4o", max_tokens=budget, pin_first_user=True, strategy="summarise", summariser=writer
+    )
+
+
+def test_summarise_puts_the_summary_in_the_system_message_and_the_state() -> None:
+    history = [*conversation(20), HumanMessage("Weather in Oslo?")]
+    model = replies(weather_call("call_oslo", "Oslo"), "It is 18C and sunny in Oslo.", "You're welcome.")
+    writer = replies(*[SUMMARY] * 20)
+    config = {"configurable": {"thread_id": "ada"}}
+    agent = agent_with(model, summarising(writer), checkpointer=InMemorySaver())
+    out = agent.invoke({"messages": history}, config)
+
+    for received in model.received:
+        check_received(received, history, budget=800)
+        assert received[0].content.startswith(SYSTEM)
+        assert received[0].content.endswith(SUMMARY)
+        assert sum(isinstance(m, SystemMessage) for m in received) == 1
+    # the summariser got the core's prompt, with the old turns in it
+    prompt = writer.received[0]
+    assert "running summary" in str(prompt[0].content)
+    assert "Nice to meet you, Ada." in str(prompt[1].content)
+    assert out["tokenbudget_summary"] == SUMMARY
+    assert len(out["messages"]) == len(history) + 3
+
+    # the next turn of the same thread resumes the stored summary: no old turn is re-folded
+    calls = len(writer.received)
+    agent.invoke({"messages": [HumanMessage("Thanks!")]}, config)
+    assert all("Nice to meet you" not in str(p[1].content) for p in writer.received[calls:])
+    assert model.received[-1][-1].content == "Thanks!"
+    assert model.received[-1][0].content.endswith(SUMMARY)  # type: ignore[union-attr]
+    assert agent.get_state(config).values["tokenbudget_folded"] > 0
+
+
+async def test_summarise_async_awaits_the_summariser() -> None:
+    history = [*conversation(20), HumanMessage("Weather in Oslo?")]
+    model, writer = tool_turn(), replies(*[SUMMARY] * 20)
+    out = await agent_with(model, summarising(writer)).ainvoke({"messages": history})
+    assert writer.received
+    assert out["tokenbudget_summary"] == SUMMARY
+    for received in model.received:
+        check_received(received, history, budget=800)
+        assert system_of(received).endswith(SUMMARY)
+
+
+def test_summarise_without_a_system_prompt_sends_the_summary_as_a_system_message() -> None:
+    history = [*conversation(20), HumanMessage("Weather?")]
+    model, writer = replies("ok"), replies(*[SUMMARY] * 20)
+    create_agent(model, middleware=[summarising(writer)]).invoke({"messages": history})
+    [received] = model.received
+    assert isinstance(received[0], SystemMessage)
+    assert received[0].content.endswith(SUMMARY)
+    assert tokens(received) <= 800
+
+
+def test_summary_is_appended_as_a_block_to_a_system_message_made_of_blocks() -> None:
+    blocks = [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}]
+    model, writer = replies("ok"), replies(*[SUMMARY] * 20)
+    system = SystemMessage(content=blocks)  # type: ignore[arg-type]
+    create_agent(model, system_prompt=system, middleware=[summarising(writer)]).invoke(
+        {"messages": [*conversation(20), HumanMessage("Weather?")]}
+    )
+    [received] = model.received
+    assert received[0].content[0] == blocks[0]  # the cached prefix is untouched
+    assert received[0].content[-1]["text"].endswith(SUMMARY)  # type: ignore[index]
+    assert tokens(received) <= 800
+
+
+def test_a_failing_summariser_degrades_to_trimming() -> None:
+    class Broken(RecordingChatModel):
+        def _generate(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("summariser down")
+
+    history = [*conversation(20), HumanMessage("Weather?")]
+    model = replies("still here")
+    out = agent_with(model, summarising(Broken(messages=iter([])))).invoke({"messages": history})
+    assert out["messages"][-1].content == "still here"
+    assert tokens(model.received[0], [WEATHER_TOOL]) <= 800
+    assert "tokenbudget_summary" not in out
+
+
+def test_the_agent_model_summarises_when_no_summariser_is_given() -> None:
+    class SelfSummarising(RecordingChatModel):
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+            reply = SUMMARY if "running summary" in str(messages[0].content) else "the answer"
+            self.messages = iter([reply])
+            return super()._generate(messages, *args, **kwargs)
+
+    history = [*conversation(20), HumanMessage("Weather?")]
+    model = SelfSummarising(messages=iter([]))
+    middleware = ContextWindowMiddleware("gpt-4o", max_tokens=800, strategy="summarise")
+    out = create_agent(model, middleware=[middleware]).invoke({"messages": history})
+    assert out["tokenbudget_summary"] == SUMMARY
+    assert out["messages"][-1].content == "the answer"
+    assert len(model.received) > 1
+    assert model.received[-1][0].content.endswith(SUMMARY)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": "big"}, "max_tokens"),
+        ({"max_tokens": 100, "reserve_output": -1}, "reserve_output"),
+        ({"max_tokens": 100, "strategy": "forget"}, "strategy"),
+        ({"max_tokens": 100, "on_overflow": "drop"}, "on_overflow"),
+        ({"max_tokens": 100, "strategy": "summarise", "on_overflow": "truncate"}, "on_overflow"),
+        ({"max_tokens": 100, "strategy": "summarise", "summariser": "gpt-4o"}, "summariser"),
+        ({"max_tokens": 100, "strategy": "summarise", "summary_tokens": 500}, "summary_tokens"),
+        ({"max_tokens": 100, "pin_first_user": "yes"}, "pin_first_user"),
+    ],
+)
+def test_bad_options_fail_at_construction(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        ContextWindowMiddleware("gpt-4o", **kwargs)
+    assert info.value.field == field
+    assert isinstance(info.value, TokenBudgetError)
+
+
+def test_unknown_model_and_counter_objects() -> None:
+    with pytest.raises(UnknownModelError, match="gpt-4o"):
+        ContextWindowMiddleware("gpt-4oo", max_tokens=100)
+    middleware = ContextWindowMiddleware(TokenCounter.for_model("gpt-4o-mini"), max_tokens=BUDGET)
+    model = replies("ok")
+    create_agent(model, middleware=[middleware]).invoke({"messages": conversation(20)})
+    assert tokens(model.received[0]) <= BUDGET
+
+
+def test_an_unsupported_message_is_named() -> None:
+    model = replies("ok")
+    agent = create_agent(model, middleware=[ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET)])
+    bad = HumanMessage(content=[{"type": "video", "url": "https://example.com/v.mp4"}])
+    with pytest.raises(InvalidInputError, match=r"messages\[1\]"):
+        agent.invoke({"messages": [HumanMessage("hi"), bad]})
+    assert not model.received
+
+
+def test_state_key_names_are_stable() -> None:
+    from langchain_tokenbudget.context_middleware import ContextWindowState
+
+    assert {"tokenbudget_summary", "tokenbudget_folded"} <= set(ContextWindowState.__annotations__)
