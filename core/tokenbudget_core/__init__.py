@@ -9,6 +9,7 @@ from .anthropic_counting import AnthropicTokenCounter
 from .calibration import Calibration
 from .counting import SupportsTokenCount, TokenCount, TokenCounter
 from .errors import (
+    ContextOverflowError,
     EncodingUnavailableError,
     InvalidInputError,
     InvalidMessageError,
@@ -18,21 +19,31 @@ from .errors import (
     UnknownModelError,
     UnpricedModelError,
 )
+from .compression import CompressionResult, compress_prompt
 from .estimating import EstimatingTokenCounter
+from .fitting import FitResult, fit_messages
 from .messages import ImagePart, Message, TextPart, ToolCall, to_message, to_messages
 from .openai_counting import TiktokenCounter
 from .pricing import CostBreakdown, PriceOverride, PriceTable, cost_of, load_prices, price_of, register_price
 from .registry import ModelInfo, ModelRegistry, default_registry, get_model
+from .sentences import split_sentences
 from .streams import AnthropicStreamUsage, OpenAIStreamUsage
+from .summary import SummaryBuffer, SummaryEvent
+from .truncation import TruncationResult, atruncate_text, truncate_text, truncate_text_detailed
 from .usage import Usage
+from .window import ConversationWindow
 
 __all__ = [
     "AnthropicStreamUsage",
     "AnthropicTokenCounter",
     "Calibration",
+    "CompressionResult",
+    "ContextOverflowError",
+    "ConversationWindow",
     "CostBreakdown",
     "EncodingUnavailableError",
     "EstimatingTokenCounter",
+    "FitResult",
     "ImagePart",
     "InvalidInputError",
     "InvalidMessageError",
@@ -43,6 +54,8 @@ __all__ = [
     "OpenAIStreamUsage",
     "PriceOverride",
     "PriceTable",
+    "SummaryBuffer",
+    "SummaryEvent",
     "SupportsTokenCount",
     "TextPart",
     "TiktokenCounter",
@@ -51,16 +64,23 @@ __all__ = [
     "TokenCountError",
     "TokenCounter",
     "ToolCall",
+    "TruncationResult",
     "UnknownModelError",
     "UnpricedModelError",
     "Usage",
     "__version__",
+    "atruncate_text",
+    "compress_prompt",
     "cost_of",
     "default_registry",
+    "fit_messages",
     "get_model",
     "load_prices",
     "price_of",
     "register_price",
+    "split_sentences",
     "to_message",
     "to_messages",
+    "truncate_text",
+    "truncate_text_detailed",
 ]
