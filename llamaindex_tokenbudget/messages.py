@@ -95,13 +95,18 @@ def to_core_message(message: ChatMessage, *, where: str = "message") -> Message:
     if not parts:
         content = ""
     kwargs = message.additional_kwargs
-    return Message(
-        role=role,  # type: ignore[arg-type]
-        content=content,
-        name=kwargs.get("name"),
-        tool_calls=_tool_calls(message) if role == "assistant" else (),
-        tool_call_id=kwargs.get("tool_call_id") if role == "tool" else None,
-    )
+    try:
+        return Message(
+            role=role,  # type: ignore[arg-type]
+            content=content,
+            name=kwargs.get("name"),
+            tool_calls=_tool_calls(message) if role == "assistant" else (),
+            tool_call_id=kwargs.get("tool_call_id") if role == "tool" else None,
+        )
+    except InvalidMessageError as e:
+        raise InvalidMessageError(
+            e.field.replace("message", where, 1), e.problem, value=e.value, fix=e.fix
+        ) from e
 
 
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:

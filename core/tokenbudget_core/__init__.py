@@ -5,8 +5,10 @@ price it (:func:`cost_of`). The error tree is drawn in :mod:`tokenbudget_core.er
 """
 
 from ._version import __version__
+from .allocation import Allocation, allocate_budget
 from .anthropic_counting import AnthropicTokenCounter
 from .calibration import Calibration
+from .compression import CompressionResult, compress_prompt
 from .counting import SupportsTokenCount, TokenCount, TokenCounter
 from .errors import (
     ContextOverflowError,
@@ -19,12 +21,12 @@ from .errors import (
     UnknownModelError,
     UnpricedModelError,
 )
-from .compression import CompressionResult, compress_prompt
 from .estimating import EstimatingTokenCounter
 from .fitting import FitResult, fit_messages
 from .messages import ImagePart, Message, TextPart, ToolCall, to_message, to_messages
 from .openai_counting import TiktokenCounter
 from .pricing import CostBreakdown, PriceOverride, PriceTable, cost_of, load_prices, price_of, register_price
+from .prompt_builder import BuiltPrompt, PromptBuilder
 from .registry import ModelInfo, ModelRegistry, default_registry, get_model
 from .sentences import split_sentences
 from .streams import AnthropicStreamUsage, OpenAIStreamUsage
@@ -34,8 +36,10 @@ from .usage import Usage
 from .window import ConversationWindow
 
 __all__ = [
+    "Allocation",
     "AnthropicStreamUsage",
     "AnthropicTokenCounter",
+    "BuiltPrompt",
     "Calibration",
     "CompressionResult",
     "ContextOverflowError",
@@ -54,6 +58,7 @@ __all__ = [
     "OpenAIStreamUsage",
     "PriceOverride",
     "PriceTable",
+    "PromptBuilder",
     "SummaryBuffer",
     "SummaryEvent",
     "SupportsTokenCount",
@@ -69,6 +74,7 @@ __all__ = [
     "UnpricedModelError",
     "Usage",
     "__version__",
+    "allocate_budget",
     "atruncate_text",
     "compress_prompt",
     "cost_of",

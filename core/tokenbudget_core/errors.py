@@ -70,7 +70,13 @@ class ContextOverflowError(InvalidInputError):
     """
 
     def __init__(
-        self, *, limit: int, required: int, what: str = "system, pinned and newest messages"
+        self,
+        *,
+        limit: int,
+        required: int,
+        what: str = "system, pinned and newest messages",
+        fix: str = "raise the budget, reserve fewer output tokens, unpin messages, "
+        "or pass on_overflow='truncate' to shorten the newest message",
     ) -> None:
         self.limit = limit
         self.required = required
@@ -78,8 +84,7 @@ class ContextOverflowError(InvalidInputError):
             "max_tokens",
             f"the {what} need {required} tokens but only {limit} are available",
             value=limit,
-            fix="raise the budget, reserve fewer output tokens, unpin messages, "
-            "or pass on_overflow='truncate' to shorten the newest message",
+            fix=fix,
         )
 
 

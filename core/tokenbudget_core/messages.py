@@ -23,6 +23,7 @@ __all__ = [
     "ToolCall",
     "to_message",
     "to_messages",
+    "to_openai_dict",
     "to_part",
 ]
 
@@ -313,3 +314,29 @@ def to_messages(raw: Iterable[MessageLike] | object, *, where: str = "messages")
             fix="wrap a single message in a list",
         )
     return [to_message(m, where=f"{where}[{i}]") for i, m in enumerate(raw)]
+
+
+def to_openai_dict(message: Message) -> dict[str, Any]:
+    """Serialise a :class:`Message` as an OpenAI Chat Completions message dict."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if not isinstance(message.content, str):
+        out["content"] = [_part_dict(p) for p in message.content]
+    if message.name is not None:
+        out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _part_dict(part: Part) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    image: dict[str, Any] = {"url": part.url, "detail": part.detail}
+    if part.width and part.height:
+        image.update(width=part.width, height=part.height)
+    return {"type": "image_url", "image_url": image}

@@ -329,6 +329,8 @@ class SummaryBuffer(Generic[M]):
 def _checked(result: object) -> str:
     if not isinstance(result, str):
         raise TypeError(f"the summariser returned {type(result).__name__}, not a str")
+    if not result.strip():
+        raise ValueError("the summariser returned an empty summary")
     return result
 
 

@@ -10,8 +10,10 @@ import llamaindex_tokenbudget
 import tokenbudget_core
 
 CORE_API = [
+    "Allocation",
     "AnthropicStreamUsage",
     "AnthropicTokenCounter",
+    "BuiltPrompt",
     "Calibration",
     "CompressionResult",
     "ContextOverflowError",
@@ -30,6 +32,7 @@ CORE_API = [
     "OpenAIStreamUsage",
     "PriceOverride",
     "PriceTable",
+    "PromptBuilder",
     "SummaryBuffer",
     "SummaryEvent",
     "SupportsTokenCount",
@@ -45,6 +48,7 @@ CORE_API = [
     "UnpricedModelError",
     "Usage",
     "__version__",
+    "allocate_budget",
     "atruncate_text",
     "compress_prompt",
     "cost_of",

@@ -1,0 +1,273 @@
+"""The plumbing both LlamaIndex memories share: a chat store, a core object, translation.
+
+:class:`BudgetMemory` keeps the full transcript in a LlamaIndex ``BaseChatStore`` and a core
+``ConversationWindow`` or ``SummaryBuffer`` (chosen by the subclass) built from it on first
+use, then appended to; it translates messages both ways and holds no budget rules of its own.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Self
+
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.bridge.pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
+from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY, BaseMemory
+from llama_index.core.storage.chat_store import BaseChatStore, SimpleChatStore
+from llama_index.core.tools import BaseTool
+
+from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.fitting import fit_messages, resolve_counter
+from tokenbudget_core.messages import Message, to_message
+
+from ._bridge import Core, Transcript, host_error
+from .messages import to_core_message
+
+__all__ = ["BudgetMemory"]
+
+
+class BudgetMemory(BaseMemory):
+    """The chat-store and translation plumbing shared by both memories (no rules of its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chat_store: SerializeAsAny[BaseChatStore] = Field(
+        default_factory=SimpleChatStore,
+        description="Where the full transcript is kept (SimpleChatStore, RedisChatStore...).",
+    )
+    chat_store_key: str = Field(
+        default=DEFAULT_CHAT_STORE_KEY, description="Key of this conversation in the chat store."
+    )
+    model: str = Field(
+        default="gpt-4o", description="Model whose tokenizer and limits define the budget (registry name)."
+    )
+    max_tokens: int | None = Field(default=None, description="Input budget; default: the model's window.")
+    reserve_output: int | None = Field(
+        default=None,
+        description="Tokens kept free for the reply (and an agent's scratchpad); default: the model's "
+        "max output when max_tokens is not given, else 0.",
+    )
+    tools: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Tools sent with each request (LlamaIndex tools or OpenAI-style dicts); they count.",
+    )
+    prefix_messages: list[ChatMessage] = Field(
+        default_factory=list,
+        description="Messages the host sends before the memory's (a chat engine's prefix_messages, an "
+        "agent's system_prompt): their tokens are reserved; get() does not return them.",
+    )
+
+    _counter: TokenCounter = PrivateAttr()
+    _transcript: Transcript | None = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise host_error(e) from e
+        self._counter = resolve_counter(self.model)
+        self._new_core()  # the core validates the budget options, naming the field
+        self._prefix()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self).model_fields:  # the core was built from the options: a change would be ignored
+            raise InvalidInputError(
+                name,
+                "cannot be changed on an existing memory",
+                value=value,
+                fix="make a new memory on the same chat_store and chat_store_key (it rebuilds itself)",
+            )
+        super().__setattr__(name, value)
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tool_definitions(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [t.metadata.to_openai_tool() if isinstance(t, BaseTool) else t for t in value]
+        return value
+
+    @field_serializer("chat_store")
+    def _serialize_chat_store(self, chat_store: BaseChatStore) -> dict[str, Any]:
+        data: dict[str, Any] = chat_store.model_dump()
+        data["class_name"] = chat_store.class_name()
+        return data
+
+    @classmethod
+    def from_defaults(cls, chat_history: list[ChatMessage] | None = None, **kwargs: Any) -> Self:
+        """A memory from keyword options, seeded with ``chat_history`` (written to the store).
+
+        ``token_limit`` (the name LlamaIndex chat engines pass) is read as ``max_tokens``.
+
+        Raises:
+            InvalidInputError: A bad option or message, named.
+        """
+        if "token_limit" in kwargs:
+            limit = kwargs.pop("token_limit")
+            kwargs.setdefault("max_tokens", limit)
+        memory = cls(**kwargs)
+        if chat_history:
+            memory.set(chat_history)
+        return memory
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _new_core(self) -> Core:
+        """An empty core object configured from the fields."""
+
+    @abstractmethod
+    def _pins_first_user(self) -> bool:
+        """Whether the first user message is pinned."""
+
+    def _async_scope(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
+        """The messages to send: what the core keeps of the transcript.
+
+        Args:
+            input: Text the host will send with these messages; its tokens are reserved.
+            **kwargs: ``initial_token_count`` (passed by chat engines) is reserved too.
+
+        Raises:
+            ContextOverflowError: System, pinned and newest messages alone exceed the budget.
+        """
+        return self._window(self._loaded(), input, kwargs.get("initial_token_count") or 0)
+
+    async def aget(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
+        """Async twin of :meth:`get`."""
+        return self._window(await self._aloaded(), input, kwargs.get("initial_token_count") or 0)
+
+    def get_all(self) -> list[ChatMessage]:
+        """The full transcript, from the chat store."""
+        return self.chat_store.get_messages(self.chat_store_key)
+
+    async def aget_all(self) -> list[ChatMessage]:
+        """Async twin of :meth:`get_all`."""
+        return await self.chat_store.aget_messages(self.chat_store_key)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def put(self, message: ChatMessage) -> None:
+        """Append a message to the window (counted once) and to the chat store.
+
+        Raises:
+            InvalidMessageError: The message cannot be translated, or a tool result lacks its call.
+            ContextOverflowError: The message cannot fit beside the system and pinned ones.
+        """
+        transcript = self._loaded()
+        try:
+            transcript.append(message)
+            self.chat_store.add_message(self.chat_store_key, message)
+        except Exception:
+            self._transcript = None  # the store is the source of truth: reload it on next use
+            raise
+
+    async def aput(self, message: ChatMessage) -> None:
+        """Async twin of :meth:`put`."""
+        transcript = await self._aloaded()
+        try:
+            with self._async_scope():
+                await transcript.aappend(message)
+            await self.chat_store.async_add_message(self.chat_store_key, message)
+        except Exception:
+            self._transcript = None
+            raise
+
+    async def aput_messages(self, messages: list[ChatMessage]) -> None:
+        """Async twin of :meth:`put_messages`."""
+        for message in messages:
+            await self.aput(message)
+
+    def set(self, messages: list[ChatMessage]) -> None:
+        """Replace the transcript; nothing is written when a message is invalid.
+
+        Raises:
+            InvalidMessageError: A message is invalid (``messages[i]...``).
+        """
+        transcript = self._build(messages)
+        self.chat_store.set_messages(self.chat_store_key, list(messages))
+        self._transcript = transcript
+
+    async def aset(self, messages: list[ChatMessage]) -> None:
+        """Async twin of :meth:`set`."""
+        transcript = await self._abuild(messages)
+        await self.chat_store.aset_messages(self.chat_store_key, list(messages))
+        self._transcript = transcript
+
+    def reset(self) -> None:
+        """Delete the transcript from the store and empty the window."""
+        self.chat_store.delete_messages(self.chat_store_key)
+        self._transcript = Transcript(self._new_core())
+
+    async def areset(self) -> None:
+        """Async twin of :meth:`reset`."""
+        await self.chat_store.adelete_messages(self.chat_store_key)
+        self._transcript = Transcript(self._new_core())
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _loaded(self) -> Transcript:
+        if self._transcript is None:
+            self._transcript = self._build(self.chat_store.get_messages(self.chat_store_key))
+        return self._transcript
+
+    async def _aloaded(self) -> Transcript:
+        if self._transcript is None:
+            self._transcript = await self._abuild(await self.chat_store.aget_messages(self.chat_store_key))
+        return self._transcript
+
+    def _build(self, messages: Sequence[ChatMessage]) -> Transcript:
+        transcript = Transcript(self._new_core())
+        for i, message in enumerate(_checked(messages)):
+            transcript.append(message, where=f"messages[{i}]")
+        return transcript
+
+    async def _abuild(self, messages: Sequence[ChatMessage]) -> Transcript:
+        transcript = Transcript(self._new_core())
+        with self._async_scope():
+            for i, message in enumerate(_checked(messages)):
+                await transcript.aappend(message, where=f"messages[{i}]")
+        return transcript
+
+    def _prefix(self) -> list[Message]:
+        return [to_core_message(m, where=f"prefix_messages[{i}]") for i, m in enumerate(self.prefix_messages)]
+
+    def _window(self, transcript: Transcript, input: str | None, reserved: int) -> list[ChatMessage]:
+        window = transcript.core.messages()
+        if not (self.prefix_messages or input or reserved):
+            return [transcript.to_host(m) for m in window]
+        # The request as the host will send it, fitted by the core; then the memory's part of it.
+        prefix = self._prefix()
+        extra = [to_message({"role": "user", "content": input}, where="input")] if input else []
+        request = [*prefix, *window, *extra]
+        end = len(prefix) + len(window)
+        fitted = fit_messages(
+            request,
+            transcript.core.budget,
+            self._counter,
+            reserve_output=reserved,
+            pinned=[*range(len(prefix)), *range(end, len(request))],
+            pin_first_user=self._pins_first_user(),
+            tools=self.tools or None,
+        )
+        return [transcript.to_host(request[i]) for i in fitted.kept if len(prefix) <= i < end]
+
+
+def _checked(messages: object) -> Sequence[ChatMessage]:
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise InvalidInputError("messages", "must be a list of ChatMessage", value=messages)
+    return messages

@@ -1,0 +1,191 @@
+"""Token-budgeted LlamaIndex memories: the full transcript in a chat store, the window in the prompt.
+
+Both classes subclass LlamaIndex's ``BaseMemory`` and persist every message through a
+``BaseChatStore`` (``SimpleChatStore`` by default, ``RedisChatStore``...) under
+``chat_store_key``; ``get()`` returns only what the core keeps:
+
+* :class:`TokenBudgetChatMemory`: system messages, the first user message, then the newest
+  whole turns that fit (the core's ``ConversationWindow``; a tool call stays with its results);
+* :class:`SummaryChatMemory`: the same plus a running summary of what slid out, written by a
+  LlamaIndex ``LLM`` (the core's ``SummaryBuffer``; while the LLM fails, the plain window).
+
+Each message is counted once, when it is put: the core object is rebuilt from the store on
+first use and after ``set``/``reset``, then appended to. Hosts that send messages of their own
+before the memory's (a chat engine's ``prefix_messages``, an agent's ``system_prompt``) should
+list them in ``prefix_messages`` so that their tokens are reserved; an agent's in-progress tool
+calls (its scratchpad) are not in the memory until the run ends: leave room for them in
+``reserve_output``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Literal, Self, cast
+
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.bridge.pydantic import Field, SerializeAsAny
+from llama_index.core.llms.llm import LLM
+
+from tokenbudget_core.messages import Message
+from tokenbudget_core.summary import SummaryBuffer
+from tokenbudget_core.window import ConversationWindow
+
+from ._bridge import Core, LLMSummariser, async_summaries
+from ._memory_base import BudgetMemory
+
+__all__ = ["SummaryChatMemory", "TokenBudgetChatMemory"]
+
+
+class TokenBudgetChatMemory(BudgetMemory):
+    """A LlamaIndex memory whose ``get()`` is the newest part of the conversation that fits.
+
+    The full transcript goes to ``chat_store``; the window keeps system messages, the first
+    user message (``first_user="pin"``) and the newest whole turns (a tool call with all its
+    results) within ``max_tokens - reserve_output``, counted with the model's own tokenizer.
+
+    Args:
+        chat_store: Where the transcript is kept (default: a new ``SimpleChatStore``).
+        chat_store_key: The conversation's key in the store.
+        model: Model name for counting and the default budget (e.g. ``gpt-4o``).
+        max_tokens: Input budget; default: the model's context window.
+        reserve_output: Tokens kept free for the reply (and an agent's in-progress tool calls).
+        tools: Tools sent with each request (LlamaIndex tools or OpenAI-style dicts).
+        prefix_messages: Messages the host sends before the memory's; counted, not returned.
+        first_user: ``"pin"`` keeps the first user message; ``"slide"`` lets it go.
+        low_water: ``None`` slides every turn; a fraction such as ``0.7`` trims in batches
+            down to that share of the budget (a stable prefix for provider prompt caches).
+
+    Raises:
+        InvalidInputError: A bad option, named (``reserve_output``, ``low_water``...).
+        UnknownModelError: The model name is unknown.
+
+    Example:
+        >>> from llama_index.core.llms import ChatMessage
+        >>> memory = TokenBudgetChatMemory(model="gpt-4o", max_tokens=120)
+        >>> memory.put(ChatMessage(role="system", content="Be brief."))
+        >>> for i in range(20):
+        ...     memory.put(ChatMessage(role="user" if i % 2 == 0 else "assistant", content="word " * 20))
+        >>> len(memory.get()) < len(memory.get_all()) == 21 and memory.get()[0].role == "system"
+        True
+    """
+
+    first_user: Literal["pin", "slide"] = Field(
+        default="pin", description="'pin' keeps the first user message; 'slide' lets it go."
+    )
+    low_water: float | None = Field(
+        default=None, description="None slides every turn; a fraction such as 0.7 trims in batches."
+    )
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Name used by LlamaIndex serialisation."""
+        return "TokenBudgetChatMemory"
+
+    @classmethod
+    def from_defaults(
+        cls, chat_history: list[ChatMessage] | None = None, llm: LLM | None = None, **kwargs: Any
+    ) -> Self:
+        """Like the constructor; ``llm`` (the chat model) names the model unless ``model`` is given.
+
+        Raises:
+            InvalidInputError: A bad option or message, named.
+            UnknownModelError: The model name is unknown.
+        """
+        if llm is not None:
+            kwargs.setdefault("model", llm.metadata.model_name)
+        return super().from_defaults(chat_history, **kwargs)
+
+    def _new_core(self) -> Core:
+        window: ConversationWindow[Message] = ConversationWindow(
+            self._counter,
+            max_tokens=self.max_tokens,
+            reserve_output=self.reserve_output,
+            first_user=self.first_user,
+            low_water=self.low_water,
+            tools=self.tools or None,
+        )
+        return window
+
+    def _pins_first_user(self) -> bool:
+        return self.first_user == "pin"
+
+
+class SummaryChatMemory(BudgetMemory):
+    """Like :class:`TokenBudgetChatMemory`, plus a running summary of what slid out.
+
+    The summary is written by ``llm`` (``chat``; ``achat`` in the async twins) from the core's
+    summary prompt, and shown as a system message after the system prompt. If the LLM fails,
+    ``get()`` is the plain window and :attr:`last_error` says why; the messages are folded on
+    a later turn. The transcript in the store is never touched by summarising.
+
+    Args:
+        llm: The LlamaIndex LLM that writes the summary.
+        summary_tokens: Cap on the summary's tokens; default: a fifth of the budget.
+        first_user: ``"pin"`` keeps the first user message verbatim; ``"summarise"`` folds it.
+        low_water: Fold in batches down to this share of the recent-turns budget (``None``:
+            every turn).
+        **kwargs: ``chat_store``, ``chat_store_key``, ``model``, ``max_tokens``,
+            ``reserve_output``, ``tools``, ``prefix_messages`` as in :class:`TokenBudgetChatMemory`.
+
+    Raises:
+        InvalidInputError: A bad option, named (``llm``, ``summary_tokens``...).
+        UnknownModelError: The model name is unknown.
+
+    Example:
+        >>> from llama_index.core.llms import ChatMessage, MockLLM
+        >>> memory = SummaryChatMemory(llm=MockLLM(max_tokens=5), model="gpt-4o", max_tokens=300)
+        >>> for i in range(30):
+        ...     memory.put(ChatMessage(role="user" if i % 2 == 0 else "assistant", content="word " * 20))
+        >>> memory.summary is not None and len(memory.get_all()) == 30
+        True
+    """
+
+    llm: SerializeAsAny[LLM] = Field(description="The LlamaIndex LLM that writes the running summary.")
+    summary_tokens: int | None = Field(
+        default=None, description="Cap on the summary's own tokens; default: a fifth of the budget."
+    )
+    first_user: Literal["pin", "summarise"] = Field(
+        default="pin", description="'pin' keeps the first user message verbatim; 'summarise' folds it."
+    )
+    low_water: float | None = Field(
+        default=0.7, description="Fold in batches down to this share of the recent-turns budget."
+    )
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Name used by LlamaIndex serialisation."""
+        return "SummaryChatMemory"
+
+    @property
+    def summary(self) -> str | None:
+        """The running summary (``None`` until something was folded)."""
+        return self._buffer().summary
+
+    @property
+    def last_error(self) -> str | None:
+        """The summariser's last error; ``None`` after a success."""
+        return self._buffer().last_error
+
+    def _buffer(self) -> SummaryBuffer[Message]:
+        return cast(SummaryBuffer[Message], self._loaded().core)
+
+    def _new_core(self) -> Core:
+        summariser = LLMSummariser(self.llm)
+        buffer: SummaryBuffer[Message] = SummaryBuffer(
+            summariser,
+            self._counter,
+            max_tokens=self.max_tokens,
+            reserve_output=self.reserve_output,
+            summary_tokens=self.summary_tokens,
+            first_user=self.first_user,
+            tools=self.tools or None,
+            low_water=self.low_water,
+        )
+        summariser.max_tokens = buffer.summary_tokens
+        return buffer
+
+    def _pins_first_user(self) -> bool:
+        return self.first_user == "pin"
+
+    def _async_scope(self) -> AbstractContextManager[None]:
+        return async_summaries()
