@@ -12,6 +12,8 @@ expect, so existing handlers keep working::
     ├── UnpricedModelError (LookupError)        model has no known price (never reported as $0)
     ├── EncodingUnavailableError (RuntimeError) no BPE file for a tiktoken encoding
     ├── TokenCountError (RuntimeError)          a provider's token-counting call failed
+    ├── BudgetExceededError (RuntimeError)      a call would go over a budget; refused before it goes out
+    ├── BudgetUnavailableError (ConnectionError) the ledger's store cannot be reached (fail closed)
     └── MissingDependencyError (ImportError)    an optional extra is not installed
 
 Messages give the value, the limit and the next step.
@@ -22,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BudgetExceededError",
+    "BudgetUnavailableError",
     "ContextOverflowError",
     "EncodingUnavailableError",
     "InvalidInputError",
@@ -155,6 +159,57 @@ class TokenCountError(TokenBudgetError, RuntimeError):
     def __init__(self, model: str, detail: str) -> None:
         self.model = model
         super().__init__(f"Counting tokens for {model!r} failed: {detail}")
+
+
+class BudgetExceededError(TokenBudgetError, RuntimeError):
+    """A call would take a budget past its limit; it was refused before it went out.
+
+    Attributes:
+        budget: Which budget, e.g. ``user_daily_usd`` or ``feature_daily_usd``.
+        scope: Whose budget: ``feature=support user=u-42``.
+        limit: The limit (tokens, or USD as ``Decimal`` for money budgets).
+        used: What was spent and reserved before this call.
+        requested: What this call needed.
+        step: The degradation step reached (``soft_refusal`` or ``hard_refusal``).
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: str,
+        scope: str,
+        limit: object,
+        used: object,
+        requested: object,
+        step: str = "hard_refusal",
+    ) -> None:
+        self.budget, self.scope, self.limit, self.used, self.requested, self.step = (
+            budget,
+            scope,
+            limit,
+            used,
+            requested,
+            step,
+        )
+        super().__init__(
+            f"{budget} for {scope}: {used} used of {limit}, this call needs {requested}; "
+            f"the call was not sent. Raise the limit in the budget policy, or wait for the next day."
+        )
+
+
+class BudgetUnavailableError(TokenBudgetError, ConnectionError):
+    """The ledger's store cannot be reached and the policy fails closed.
+
+    Attributes:
+        store: The store URL.
+    """
+
+    def __init__(self, store: str, detail: str) -> None:
+        self.store = store
+        super().__init__(
+            f"budget store {store} is unreachable ({detail}); the call was not sent. "
+            f"Check the store, or choose on_unavailable='open' to spool usage locally and replay it later."
+        )
 
 
 class MissingDependencyError(TokenBudgetError, ImportError):

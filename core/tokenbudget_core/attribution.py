@@ -1,0 +1,92 @@
+"""Who pays for a call: feature, user and conversation, set once for everything inside.
+
+``with attribute(feature="support", user="u-42"):`` charges every call made inside the
+block (through contextvars, so it follows threads started with ``contextvars.copy_context``
+and asyncio tasks) to that feature and user. An outer attribution wins over inner ones, so
+the calls tokenbudget itself makes (summariser, router classifier, embeddings) are charged
+to the caller's feature and user; inside :func:`overhead` they are also reported as overhead.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from .errors import InvalidInputError
+
+__all__ = ["Attribution", "attribute", "current_attribution", "overhead"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Attribution:
+    """The payer of the calls in the current context."""
+
+    feature: str | None = None
+    """The product feature (``support-chat``, ``summaries``...)."""
+    user: str | None = None
+    """The end user."""
+    conversation: str | None = None
+    """The conversation or thread, for cost per conversation."""
+    overhead: str | None = None
+    """Set inside :func:`overhead`: what the package was doing (``summariser``...)."""
+
+
+_EMPTY = Attribution()
+_current: contextvars.ContextVar[Attribution | None] = contextvars.ContextVar(
+    "tokenbudget_attribution", default=None
+)
+
+
+def current_attribution() -> Attribution:
+    """The attribution in force here (empty when none was set)."""
+    return _current.get() or _EMPTY
+
+
+def _check(field: str, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidInputError(field, "must be a non-empty string", value=value)
+
+
+@contextmanager
+def attribute(
+    *, feature: str | None = None, user: str | None = None, conversation: str | None = None
+) -> Iterator[Attribution]:
+    """Charge the calls inside the block to ``feature`` and ``user`` (outer values win).
+
+    Raises:
+        InvalidInputError: An id is empty or not a string.
+
+    Example:
+        >>> with attribute(feature="support", user="u-42"):
+        ...     with attribute(feature="other"):
+        ...         current_attribution().feature
+        'support'
+    """
+    for field, value in (("feature", feature), ("user", user), ("conversation", conversation)):
+        _check(field, value)
+    outer = current_attribution()
+    merged = replace(
+        outer,
+        feature=outer.feature or feature,
+        user=outer.user or user,
+        conversation=outer.conversation or conversation,
+    )
+    token = _current.set(merged)
+    try:
+        yield merged
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def overhead(kind: str) -> Iterator[Attribution]:
+    """Mark the calls inside as tokenbudget's own overhead (still charged to the outer payer)."""
+    _check("kind", kind)
+    outer = current_attribution()
+    token = _current.set(replace(outer, overhead=outer.overhead or kind))
+    try:
+        yield current_attribution()
+    finally:
+        _current.reset(token)

@@ -1,0 +1,608 @@
+"""The ledger: reserve before a call, commit what it used, release on error.
+
+::
+
+    ledger = Ledger("sqlite:///tokenbudget.db", policy=load_policy("budgets.toml"))
+    with attribute(feature="support", user="u-42"):
+        r = ledger.reserve(model="gpt-4o", input_tokens=1_200, max_output_tokens=500)
+        try:
+            response = client.chat.completions.create(...)
+        except Exception:
+            ledger.release(r)
+            raise
+        ledger.commit(r, Usage.from_openai(response))
+
+``reserve`` counts the worst case (counted input plus the maximum output, priced with
+:func:`~tokenbudget_core.pricing.cost_of`) against every budget the call touches, in one
+atomic store operation, and raises :class:`~tokenbudget_core.errors.BudgetExceededError`
+before the call goes out when it does not fit. Every reservation has a request id (commit
+and release are idempotent) and a lease (a crashed worker's reservation expires).
+
+When the store is unreachable, ``on_unavailable="closed"`` (default) refuses calls with
+:class:`~tokenbudget_core.errors.BudgetUnavailableError`; ``"open"`` lets them through
+unchecked. Either way a commit that cannot reach the store is spooled to local disk and
+replayed later: usage is never lost, and never counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal, TypeAlias, TypeVar
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .alerts import Alert, AlertSink, dispatch, resolve_sinks
+from .attribution import current_attribution
+from .budgets import BudgetPolicy, Step
+from .errors import BudgetExceededError, BudgetUnavailableError, InvalidInputError, UnpricedModelError
+from .money import nanos_to_usd, usd_to_nanos
+from .price_overrides import PriceTable
+from .pricing import cost_of
+from .registry import ModelRegistry, default_registry
+from .spool import Spool
+from .stores import open_store
+from .stores.base import Check, CommitRequest, LedgerStore, ReserveRequest
+from .stores.memory import MemoryStore
+from .usage import Usage
+
+__all__ = ["BudgetState", "Charge", "Ledger", "OnUnavailable", "Reservation"]
+
+OnUnavailable: TypeAlias = Literal["closed", "open"]
+T = TypeVar("T")
+
+# Budget names, by scope prefix and metric.
+_NAMES = {
+    ("u", "tokens"): "user_daily_tokens",
+    ("u", "nanos"): "user_daily_usd",
+    ("U", "tokens"): "user_daily_tokens (all features)",
+    ("U", "nanos"): "user_daily_usd (all features)",
+    ("f", "nanos"): "feature_daily_usd",
+    ("g", "nanos"): "daily_usd",
+}
+
+
+def _enc(value: str | None) -> str:
+    """Encode an id for a scope key: '/', ':', '{', '}', '|', spaces... can never forge another scope."""
+    return "" if value is None else quote(value, safe="")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reservation:
+    """A reserved worst case, to commit or release."""
+
+    request_id: str
+    day: str
+    model: str
+    feature: str | None
+    user: str | None
+    conversation: str | None
+    overhead: str | None
+    input_tokens: int
+    max_output_tokens: int
+    reserved_usd: Decimal | None
+    """The worst-case cost reserved (``None`` for an unpriced model under token budgets only)."""
+    step: Step
+    """Where the tightest budget stands on the degradation ladder (advice for routers and memory)."""
+    checks: tuple[Check, ...]
+    unchecked: bool = False
+    """True when the store was unreachable and ``on_unavailable="open"`` let the call through."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Charge:
+    """What a commit charged."""
+
+    request_id: str
+    usage: Usage
+    cost_usd: Decimal | None
+    """``None`` when the model has no known price (counted as unpriced, never as $0)."""
+    applied: bool
+    """False when this request id had already been committed."""
+    spooled: bool = False
+    """True when the store was unreachable and the usage waits in the local spool."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BudgetState:
+    """Where one payer's budgets stand today."""
+
+    step: Step
+    shares: dict[str, float]
+    """Used share (spent + reserved) / limit per budget name."""
+    headroom: dict[str, Decimal | int]
+    """What is left per budget (USD as Decimal, tokens as int)."""
+
+
+class Ledger:
+    """Budgets enforced before calls and cost attributed after them.
+
+    Args:
+        store: A store URL (``memory://``, ``sqlite:///path``, ``redis://...``) or store object;
+            default ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``.
+        policy: The limits (default: none, only attribution).
+        timezone: IANA zone that decides when a day starts (default UTC).
+        lease_seconds: How long an unsettled reservation holds.
+        on_unavailable: ``"closed"`` refuses calls when the store is down; ``"open"`` lets them
+            through and spools their usage.
+        spool_path: Where unsendable usage waits (default ``~/.cache/tokenbudget/spool.jsonl``).
+        alerts: ``"log"``, webhook URLs and callables receiving :class:`~tokenbudget_core.alerts.Alert`.
+        registry: Model registry for pricing and output limits.
+        prices: Price overrides.
+        clock: Returns epoch seconds (tests pass a fake clock).
+
+    Raises:
+        InvalidInputError: A bad argument, named.
+    """
+
+    def __init__(
+        self,
+        store: str | LedgerStore | None = None,
+        *,
+        policy: BudgetPolicy | None = None,
+        timezone: str = "UTC",
+        lease_seconds: float = 600.0,
+        on_unavailable: OnUnavailable = "closed",
+        spool_path: str | os.PathLike[str] | None = None,
+        alerts: Sequence[str | AlertSink] | None = None,
+        registry: ModelRegistry | None = None,
+        prices: PriceTable | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store: LedgerStore = (
+            store if store is not None and not isinstance(store, str) else open_store(store)
+        )
+        self.policy = policy if policy is not None else BudgetPolicy()
+        if not isinstance(self.policy, BudgetPolicy):
+            raise InvalidInputError("policy", "must be a BudgetPolicy", value=policy)
+        try:
+            self.tz = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise InvalidInputError(
+                "timezone", f"unknown time zone {timezone!r}", fix="use an IANA name"
+            ) from e
+        if on_unavailable not in ("closed", "open"):
+            raise InvalidInputError(
+                "on_unavailable", f"unknown value {on_unavailable!r}", fix="'closed' or 'open'"
+            )
+        if (
+            isinstance(lease_seconds, bool)
+            or not isinstance(lease_seconds, int | float)
+            or lease_seconds <= 0
+        ):
+            raise InvalidInputError("lease_seconds", "must be a positive number", value=lease_seconds)
+        self.on_unavailable: OnUnavailable = on_unavailable
+        self.lease_ms = int(lease_seconds * 1000)
+        default_spool = Path.home() / ".cache" / "tokenbudget" / "spool.jsonl"
+        self.spool = Spool(spool_path or os.environ.get("TOKENBUDGET_SPOOL") or default_spool)
+        self.sinks = resolve_sinks(alerts)
+        self.registry = registry if registry is not None else default_registry()
+        self.prices = prices
+        self.clock = clock
+        self._replay_lock = threading.Lock()
+        self._inline = isinstance(self.store, MemoryStore)
+
+    # -- time and scopes --------------------------------------------------------------------------
+
+    def day(self, at: float | None = None) -> str:
+        """The ledger day (ISO date in the ledger's time zone) of ``at`` (default now)."""
+        return datetime.fromtimestamp(self.clock() if at is None else at, self.tz).date().isoformat()
+
+    def _checks(self, feature: str | None, user: str | None, tokens: int, nanos: int) -> list[Check]:
+        p, fb = self.policy, self.policy.feature(feature)
+        f, u = _enc(feature), _enc(user)
+        cap = usd_to_nanos
+        checks = [
+            Check(scope=f"u/{f}/{u}", metric="tokens", amount=tokens, limit=fb.user_daily_tokens),
+            Check(
+                scope=f"u/{f}/{u}",
+                metric="nanos",
+                amount=nanos,
+                limit=None if fb.user_daily_usd is None else cap(fb.user_daily_usd),
+            ),
+            Check(
+                scope=f"f/{f}",
+                metric="nanos",
+                amount=nanos,
+                limit=None if fb.feature_daily_usd is None else cap(fb.feature_daily_usd),
+            ),
+            Check(
+                scope="g",
+                metric="nanos",
+                amount=nanos,
+                limit=None if p.daily_usd is None else cap(p.daily_usd),
+            ),
+        ]
+        if user is not None and (p.user_daily_usd is not None or p.user_daily_tokens is not None):
+            checks += [
+                Check(scope=f"U/{u}", metric="tokens", amount=tokens, limit=p.user_daily_tokens),
+                Check(
+                    scope=f"U/{u}",
+                    metric="nanos",
+                    amount=nanos,
+                    limit=None if p.user_daily_usd is None else cap(p.user_daily_usd),
+                ),
+            ]
+        return checks
+
+    @staticmethod
+    def _budget_name(check: Check) -> str:
+        return _NAMES.get((check.scope.split("/", 1)[0], check.metric), check.scope)
+
+    @staticmethod
+    def _scope_text(feature: str | None, user: str | None) -> str:
+        return f"feature={feature or '-'} user={user or '-'}"
+
+    def _price_nanos(self, usage: Usage, model: str, *, round_up: bool) -> int | None:
+        try:
+            usd = cost_of(usage, model, registry=self.registry, prices=self.prices)
+        except UnpricedModelError:
+            return None
+        return usd_to_nanos(usd, round_up=round_up)
+
+    # -- the store, with fail-open/closed and the spool ------------------------------------------
+
+    def _store_call(self, fn: Callable[[], T]) -> T:
+        try:
+            result = fn()
+        except BudgetUnavailableError:
+            raise
+        except OSError as e:  # a backend that leaked a raw connection error
+            raise BudgetUnavailableError(self.store.url, str(e)) from e
+        if self.spool.pending() and self._replay_lock.acquire(blocking=False):
+            try:
+                self.spool.replay(self.store)
+            except BudgetUnavailableError:
+                pass
+            finally:
+                self._replay_lock.release()
+        return result
+
+    def replay_spool(self) -> int:
+        """Commit the spooled usage now; returns how many commits were applied."""
+        with self._replay_lock:
+            return self.spool.replay(self.store)
+
+    # -- reserve / commit / release ---------------------------------------------------------------
+
+    def reserve(
+        self,
+        *,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+        conversation: str | None = None,
+        request_id: str | None = None,
+    ) -> Reservation:
+        """Reserve the worst case of a call against every budget it touches, atomically.
+
+        Feature, user and conversation default to the current :func:`~tokenbudget_core.attribute` block.
+
+        Raises:
+            BudgetExceededError: A budget (or a per-call limit) would be exceeded, or the ladder
+                reached a soft refusal; the call must not go out.
+            BudgetUnavailableError: The store is down and the ledger fails closed.
+            UnpricedModelError: The model has no price and a dollar budget applies.
+            InvalidInputError: A bad argument, named.
+        """
+        ctx = current_attribution()
+        feature, user = ctx.feature or feature, ctx.user or user
+        conversation = ctx.conversation or conversation
+        for field, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise InvalidInputError(field, "must be a non-negative integer", value=value)
+        info = self.registry.get(model)
+        fb = self.policy.feature(feature)
+        scope_text = self._scope_text(feature, user)
+        if fb.max_input_tokens_per_call is not None and input_tokens > fb.max_input_tokens_per_call:
+            raise BudgetExceededError(
+                budget="max_input_tokens_per_call",
+                scope=scope_text,
+                limit=fb.max_input_tokens_per_call,
+                used=0,
+                requested=input_tokens,
+            )
+        out = max_output_tokens
+        if out is None:
+            out = fb.max_output_tokens_per_call or info.max_output_tokens
+        if out is None:
+            raise InvalidInputError(
+                "max_output_tokens", f"{model!r} has no known output limit", fix="pass it"
+            )
+        if fb.max_output_tokens_per_call is not None and out > fb.max_output_tokens_per_call:
+            raise BudgetExceededError(
+                budget="max_output_tokens_per_call",
+                scope=scope_text,
+                limit=fb.max_output_tokens_per_call,
+                used=0,
+                requested=out,
+            )
+        nanos = self._price_nanos(Usage(input_tokens=input_tokens, output_tokens=out), model, round_up=True)
+        checks = self._checks(feature, user, input_tokens + out, nanos or 0)
+        if nanos is None and any(c.metric == "nanos" and c.limit is not None for c in checks):
+            raise UnpricedModelError(model)
+        rid = request_id or uuid.uuid4().hex
+        day = self.day()
+        now_ms = int(self.clock() * 1000)
+        reservation = Reservation(
+            request_id=rid,
+            day=day,
+            model=model,
+            feature=feature,
+            user=user,
+            conversation=conversation,
+            overhead=ctx.overhead,
+            input_tokens=input_tokens,
+            max_output_tokens=out,
+            reserved_usd=None if nanos is None else nanos_to_usd(nanos),
+            step="normal",
+            checks=tuple(checks),
+        )
+        req = ReserveRequest(day=day, request_id=rid, checks=checks, now_ms=now_ms, lease_ms=self.lease_ms)
+        try:
+            outcome = self._store_call(lambda: self.store.reserve(req))
+        except BudgetUnavailableError:
+            if self.on_unavailable == "closed":
+                raise
+            return _replace(reservation, unchecked=True)
+        if not outcome.ok:
+            failed = outcome.failed
+            assert failed is not None
+            assert failed.limit is not None
+            money = failed.metric == "nanos"
+            raise BudgetExceededError(
+                budget=self._budget_name(failed),
+                scope=scope_text,
+                limit=nanos_to_usd(failed.limit) if money else failed.limit,
+                used=nanos_to_usd(outcome.used) if money else outcome.used,
+                requested=nanos_to_usd(failed.amount) if money else failed.amount,
+            )
+        step = self._step(day, checks, now_ms) if any(c.limit for c in checks) else "normal"
+        if step == "soft_refusal":
+            self.release(_replace(reservation, step=step))
+            tight = max((c for c in checks if c.limit), key=lambda c: c.amount / c.limit if c.limit else 0)
+            raise BudgetExceededError(
+                budget=self._budget_name(tight),
+                scope=scope_text,
+                limit=tight.limit,
+                used="most",
+                requested=tight.amount,
+                step="soft_refusal",
+            )
+        return _replace(reservation, step=step)
+
+    def _step(self, day: str, checks: Sequence[Check], now_ms: int) -> Step:
+        shares = self._shares(day, checks, now_ms)
+        return self.policy.ladder.step(max(shares.values(), default=0.0))
+
+    def _shares(self, day: str, checks: Sequence[Check], now_ms: int) -> dict[str, float]:
+        limited = [c for c in checks if c.limit]
+        if not limited:
+            return {}
+        totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
+        shares: dict[str, float] = {}
+        for c in limited:
+            spent, reserved = totals[(c.scope, c.metric)]
+            assert c.limit
+            shares[self._budget_name(c)] = max(
+                shares.get(self._budget_name(c), 0.0), (spent + reserved) / c.limit
+            )
+        return shares
+
+    def commit(
+        self,
+        reservation: Reservation,
+        usage: Usage,
+        *,
+        cache_hit: bool = False,
+        saved_usd: Decimal | None = None,
+    ) -> Charge:
+        """Charge the actual usage of a reserved call (idempotent per request id).
+
+        Raises:
+            InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`.
+        """
+        if not isinstance(reservation, Reservation):
+            raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
+        return self._commit(
+            request_id=reservation.request_id,
+            day=reservation.day,
+            model=reservation.model,
+            feature=reservation.feature,
+            user=reservation.user,
+            conversation=reservation.conversation,
+            overhead=reservation.overhead,
+            usage=usage,
+            cache_hit=cache_hit,
+            saved_usd=saved_usd,
+        )
+
+    def record(
+        self,
+        usage: Usage,
+        *,
+        model: str,
+        feature: str | None = None,
+        user: str | None = None,
+        conversation: str | None = None,
+        request_id: str | None = None,
+        cache_hit: bool = False,
+        saved_usd: Decimal | None = None,
+    ) -> Charge:
+        """Charge usage that was never reserved (after-the-fact accounting; idempotent per request id)."""
+        ctx = current_attribution()
+        return self._commit(
+            request_id=request_id or uuid.uuid4().hex,
+            day=self.day(),
+            model=model,
+            feature=ctx.feature or feature,
+            user=ctx.user or user,
+            conversation=ctx.conversation or conversation,
+            overhead=ctx.overhead,
+            usage=usage,
+            cache_hit=cache_hit,
+            saved_usd=saved_usd,
+        )
+
+    def _commit(
+        self,
+        *,
+        request_id: str,
+        day: str,
+        model: str,
+        feature: str | None,
+        user: str | None,
+        conversation: str | None,
+        overhead: str | None,
+        usage: Usage,
+        cache_hit: bool,
+        saved_usd: Decimal | None,
+    ) -> Charge:
+        if not isinstance(usage, Usage):
+            raise InvalidInputError("usage", f"must be a Usage, got {type(usage).__name__}", value=usage)
+        self.registry.get(model)
+        nanos = self._price_nanos(usage, model, round_up=False)
+        cost = 0 if nanos is None else nanos
+        rollup = {
+            "requests": usage.requests,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "cost_nanos": cost,
+            "cache_hits": int(cache_hit),
+            "saved_nanos": 0 if saved_usd is None else usd_to_nanos(saved_usd),
+            "overhead_nanos": cost if overhead else 0,
+            "estimated": int(usage.estimated),
+            "unpriced": int(nanos is None),
+        }
+        now_ms = int(self.clock() * 1000)
+        if conversation is not None:  # counted once per day and feature, for cost per conversation
+            with contextlib.suppress(BudgetUnavailableError, OSError):
+                key = f"conv/{day}/{_enc(feature)}/{_enc(conversation)}"
+                rollup["conversations"] = int(self.store.mark_once(key, 3 * 86_400))
+        charges = self._checks(feature, user, usage.total_tokens, cost)
+        req = CommitRequest(
+            day=day,
+            request_id=request_id,
+            charges=[Check(scope=c.scope, metric=c.metric, amount=c.amount) for c in charges],
+            rollup_key=f"{_enc(feature)}/{_enc(user)}/{_enc(model)}",
+            rollup=rollup,
+            now_ms=now_ms,
+        )
+        cost_usd = None if nanos is None else nanos_to_usd(nanos)
+        try:
+            outcome = self._store_call(lambda: self.store.commit(req))
+        except BudgetUnavailableError:
+            self.spool.append(req)
+            return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=False, spooled=True)
+        if outcome.applied:
+            # The charge itself is stored; if the store drops now, reports lose one sample at worst.
+            with contextlib.suppress(BudgetUnavailableError):
+                self._after_commit(day, feature, user, cost, charges, now_ms)
+        return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=outcome.applied)
+
+    def _after_commit(
+        self,
+        day: str,
+        feature: str | None,
+        user: str | None,
+        cost: int,
+        charges: Sequence[Check],
+        now_ms: int,
+    ) -> None:
+        self.store.record_call_cost(day, _enc(feature), cost)
+        limited = [c for c in self._checks(feature, user, 0, 0) if c.limit]
+        if not limited or not self.sinks:
+            return
+        totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
+        for c in limited:
+            spent, _ = totals[(c.scope, c.metric)]
+            assert c.limit
+            for threshold in sorted(self.policy.alert_thresholds):
+                if spent / c.limit >= threshold and self.store.mark_once(
+                    f"alert/{day}/{c.scope}/{c.metric}/{threshold}", 3 * 86_400
+                ):
+                    money = c.metric == "nanos"
+                    dispatch(
+                        self.sinks,
+                        Alert(
+                            day=day,
+                            budget=self._budget_name(c),
+                            scope=self._scope_text(feature, user),
+                            threshold=threshold,
+                            used=str(nanos_to_usd(spent) if money else spent),
+                            limit=str(nanos_to_usd(c.limit) if money else c.limit),
+                        ),
+                    )
+
+    def release(self, reservation: Reservation) -> bool:
+        """Give a reservation back (the call failed). Idempotent; a no-op after a commit."""
+        if not isinstance(reservation, Reservation):
+            raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
+        if reservation.unchecked:
+            return False
+        try:
+            return self._store_call(
+                lambda: self.store.release(reservation.day, reservation.request_id, int(self.clock() * 1000))
+            )
+        except BudgetUnavailableError:
+            return False  # the lease will expire on its own
+
+    def state(self, *, feature: str | None = None, user: str | None = None) -> BudgetState:
+        """Used shares, headroom and the ladder step of a payer's budgets today."""
+        ctx = current_attribution()
+        feature, user = ctx.feature or feature, ctx.user or user
+        day, now_ms = self.day(), int(self.clock() * 1000)
+        checks = [c for c in self._checks(feature, user, 0, 0) if c.limit is not None]
+        totals = self.store.totals(day, [(c.scope, c.metric) for c in checks], now_ms) if checks else {}
+        shares: dict[str, float] = {}
+        headroom: dict[str, Decimal | int] = {}
+        for c in checks:
+            spent, reserved = totals[(c.scope, c.metric)]
+            assert c.limit is not None
+            name = self._budget_name(c)
+            shares[name] = (spent + reserved) / c.limit if c.limit else 1.0
+            left = max(c.limit - spent - reserved, 0)
+            headroom[name] = nanos_to_usd(left) if c.metric == "nanos" else left
+        return BudgetState(
+            step=self.policy.ladder.step(max(shares.values(), default=0.0)), shares=shares, headroom=headroom
+        )
+
+    # -- async twins ------------------------------------------------------------------------------
+
+    async def _async(self, fn: Callable[[], T]) -> T:
+        return fn() if self._inline else await asyncio.to_thread(fn)
+
+    async def areserve(self, **kwargs: object) -> Reservation:
+        """Async twin of :meth:`reserve` (the store call runs in a worker thread)."""
+        return await self._async(lambda: self.reserve(**kwargs))  # type: ignore[arg-type]
+
+    async def acommit(self, reservation: Reservation, usage: Usage, **kwargs: object) -> Charge:
+        """Async twin of :meth:`commit`."""
+        return await self._async(lambda: self.commit(reservation, usage, **kwargs))  # type: ignore[arg-type]
+
+    async def arelease(self, reservation: Reservation) -> bool:
+        """Async twin of :meth:`release`."""
+        return await self._async(lambda: self.release(reservation))
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self.store.close()
+
+
+def _replace(r: Reservation, **changes: object) -> Reservation:
+    from dataclasses import replace
+
+    return replace(r, **changes)  # type: ignore[arg-type]

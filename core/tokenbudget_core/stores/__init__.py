@@ -1,0 +1,49 @@
+"""Ledger stores, chosen by URL: ``memory://``, ``sqlite:///path``, ``redis://...``.
+
+:func:`open_store` picks the backend; ``$TOKENBUDGET_STORE`` is the default URL and the
+embedded SQLite file ``./tokenbudget.db`` the fallback.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tokenbudget_core.errors import InvalidInputError
+
+from .base import LedgerStore
+
+__all__ = ["DEFAULT_STORE_URL", "LedgerStore", "open_store"]
+
+DEFAULT_STORE_URL = "sqlite:///tokenbudget.db"
+
+
+def open_store(url: str | None = None, **options: object) -> LedgerStore:
+    """Open the store at ``url`` (default: ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``).
+
+    Raises:
+        InvalidInputError: The URL's scheme is not ``memory``, ``sqlite``, ``redis``/``rediss``
+            or ``redis+cluster``.
+        MissingDependencyError: The Redis client is not installed.
+    """
+    url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
+    if not isinstance(url, str):
+        raise InvalidInputError("store", "must be a URL string", value=url)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(url, **options)  # type: ignore[arg-type]
+    if scheme in ("redis", "rediss", "redis+cluster"):
+        from .redis import RedisStore
+
+        return RedisStore(url, **options)  # type: ignore[arg-type]
+    raise InvalidInputError(
+        "store",
+        f"unsupported store URL {url!r}",
+        value=url,
+        fix="use memory://, sqlite:///path/to/file.db, redis://host:port/db or redis+cluster://host:port",
+    )

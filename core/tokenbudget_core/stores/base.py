@@ -1,0 +1,191 @@
+"""The storage contract of the ledger: a few atomic operations, the same on every backend.
+
+The :class:`~tokenbudget_core.ledger.Ledger` decides *what* to check and charge; a store
+only makes each operation atomic (and durable where it can). Every backend implements
+exactly these semantics, checked by one shared test suite:
+
+``reserve(req)``
+    Atomically: expire the day's reservations whose lease has passed (their amounts are
+    released); if ``req.request_id`` already exists for that day, return its outcome
+    unchanged (idempotent); otherwise, for each :class:`Check`, ``spent + reserved + amount``
+    must stay ``<= limit`` (a limit of ``None`` only records). On the first failing check
+    nothing changes and the outcome names it; otherwise every amount is added to
+    ``reserved`` and the reservation is recorded with its lease.
+
+``commit(req)``
+    Atomically, once per ``(day, request_id)``: if the request was reserved, its reserved
+    amounts are removed; the actual amounts are added to ``spent`` and the attribution
+    counters are incremented. A second commit changes nothing (``applied=False``). A commit
+    after a release or an expiry, or with no reservation at all, still charges the usage:
+    the call happened, and usage is never lost.
+
+``release(day, request_id)``
+    Removes a live reservation's amounts; a no-op for committed, released, expired or
+    unknown requests. Releasing twice changes nothing.
+
+Amounts are integers: tokens, or money in nano-USD (see :mod:`tokenbudget_core.money`).
+Scope keys are opaque strings built by the ledger from *encoded* ids (a user id can never
+forge another scope's key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
+
+__all__ = [
+    "Check",
+    "CommitOutcome",
+    "CommitRequest",
+    "LedgerStore",
+    "ReserveOutcome",
+    "ReserveRequest",
+    "RollupRow",
+    "RequestState",
+]
+
+Metric: TypeAlias = Literal["tokens", "nanos"]
+RequestState: TypeAlias = Literal["reserved", "committed", "released", "expired"]
+
+ROLLUP_FIELDS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_nanos",
+    "cache_hits",
+    "saved_nanos",
+    "overhead_nanos",
+    "estimated",
+    "unpriced",
+    "conversations",
+)
+"""The attribution counters the ledger keeps per day x feature x user x model (stores accept any names)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Check:
+    """One budget a request touches: ``spent + reserved + amount <= limit``."""
+
+    scope: str
+    """Opaque scope key, e.g. ``user/<feature>/<user>`` with encoded ids."""
+    metric: Metric
+    """``tokens`` or ``nanos`` (nano-USD)."""
+    amount: int
+    """What this request reserves (or, in a commit, charges)."""
+    limit: int | None = None
+    """The budget; ``None`` records without limiting."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReserveRequest:
+    """An atomic reservation against several budgets."""
+
+    day: str
+    request_id: str
+    checks: Sequence[Check]
+    now_ms: int
+    """The current time (epoch milliseconds), for lease expiry."""
+    lease_ms: int
+    """How long the reservation holds if never settled."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReserveOutcome:
+    """What a reservation did."""
+
+    ok: bool
+    """True when reserved (or already reserved/settled with this id)."""
+    state: RequestState | None = None
+    """The request's state after the call (``None`` when refused)."""
+    failed: Check | None = None
+    """The first check that did not fit (when refused)."""
+    used: int = 0
+    """``spent + reserved`` of the failed check's scope before this request."""
+    duplicate: bool = False
+    """True when the request id was already known (nothing changed)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommitRequest:
+    """An atomic, idempotent charge of actual usage."""
+
+    day: str
+    request_id: str
+    charges: Sequence[Check]
+    """Actual amounts per scope (``limit`` is ignored)."""
+    rollup_key: str
+    """Opaque ``feature/user/model`` key (encoded ids) of the attribution row."""
+    rollup: Mapping[str, int]
+    """Counter increments, a subset of :data:`ROLLUP_FIELDS`."""
+    now_ms: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommitOutcome:
+    """What a commit did."""
+
+    applied: bool
+    """False when this request id had already been committed (nothing changed)."""
+    previous: RequestState | None
+    """The request's state before the commit (``None``: never reserved)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RollupRow:
+    """Attribution counters of one day x feature x user x model."""
+
+    day: str
+    rollup_key: str
+    values: Mapping[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class LedgerStore(Protocol):
+    """A backend for the ledger (memory, SQLite, Redis)."""
+
+    url: str
+
+    def reserve(self, req: ReserveRequest) -> ReserveOutcome:
+        """See the module docstring."""
+        ...
+
+    def commit(self, req: CommitRequest) -> CommitOutcome:
+        """See the module docstring."""
+        ...
+
+    def release(self, day: str, request_id: str, now_ms: int) -> bool:
+        """Release a live reservation; True if something was released."""
+        ...
+
+    def totals(
+        self, day: str, scopes: Sequence[tuple[str, Metric]], now_ms: int
+    ) -> dict[tuple[str, Metric], tuple[int, int]]:
+        """``(spent, reserved)`` per scope and metric (expired leases excluded)."""
+        ...
+
+    def rollup(self, days: Sequence[str]) -> list[RollupRow]:
+        """Attribution rows of these days."""
+        ...
+
+    def mark_once(self, key: str, ttl_s: int) -> bool:
+        """Set ``key`` if absent (for once-per-day alerts); True when this call set it."""
+        ...
+
+    def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:
+        """Keep one call's cost for percentile reports (p50/p95 per feature and day)."""
+        ...
+
+    def call_costs(self, day: str, feature: str) -> list[int]:
+        """The recorded call costs of a feature and day."""
+        ...
+
+    def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,122 @@
+"""The store contract (see tokenbudget_core.stores.base), run against every backend.
+
+Backend test modules import ``ContractTests`` and provide a ``store`` fixture.
+"""
+
+from __future__ import annotations
+
+from tokenbudget_core.stores.base import Check, CommitRequest, LedgerStore, ReserveRequest
+
+DAY = "2026-11-23"
+
+
+def reserve(store: LedgerStore, rid: str, amount: int, limit: int | None, *, now: int = 1_000, lease: int = 60_000, scope: str = "user/f/u"):
+    return store.reserve(
+        ReserveRequest(
+            day=DAY,
+            request_id=rid,
+            checks=[Check(scope=scope, metric="nanos", amount=amount, limit=limit), Check(scope="global", metric="nanos", amount=amount)],
+            now_ms=now,
+            lease_ms=lease,
+        )
+    )
+
+
+def commit(store: LedgerStore, rid: str, amount: int, *, now: int = 2_000, scope: str = "user/f/u"):
+    return store.commit(
+        CommitRequest(
+            day=DAY,
+            request_id=rid,
+            charges=[Check(scope=scope, metric="nanos", amount=amount), Check(scope="global", metric="nanos", amount=amount)],
+            rollup_key="f/u/gpt-4o",
+            rollup={"requests": 1, "cost_nanos": amount, "input_tokens": 10},
+            now_ms=now,
+        )
+    )
+
+
+def totals(store: LedgerStore, scope: str = "user/f/u", now: int = 2_000) -> tuple[int, int]:
+    return store.totals(DAY, [(scope, "nanos")], now)[(scope, "nanos")]
+
+
+class ContractTests:
+    """Mixed into a test class that has a ``store`` fixture."""
+
+    def test_reserve_commit_moves_reserved_to_spent(self, store: LedgerStore) -> None:
+        assert reserve(store, "r1", 100, 1_000).ok
+        assert totals(store) == (0, 100)
+        out = commit(store, "r1", 70)
+        assert out.applied and out.previous == "reserved"
+        assert totals(store) == (70, 0)
+        assert totals(store, "global") == (70, 0)
+
+    def test_limit_refuses_atomically_and_names_the_check(self, store: LedgerStore) -> None:
+        assert reserve(store, "a", 600, 1_000).ok
+        refused = reserve(store, "b", 500, 1_000)
+        assert not refused.ok
+        assert refused.failed is not None and refused.failed.scope == "user/f/u"
+        assert refused.used == 600
+        assert totals(store) == (0, 600)
+        assert totals(store, "global") == (0, 600)  # nothing of the refused request stuck
+
+    def test_commit_is_idempotent_and_release_after_commit_is_a_no_op(self, store: LedgerStore) -> None:
+        reserve(store, "r", 100, None)
+        assert commit(store, "r", 80).applied
+        again = commit(store, "r", 80)
+        assert not again.applied and again.previous == "committed"
+        assert not store.release(DAY, "r", 3_000)
+        assert totals(store) == (80, 0)
+
+    def test_release_is_idempotent(self, store: LedgerStore) -> None:
+        reserve(store, "r", 100, None)
+        assert store.release(DAY, "r", 3_000)
+        assert not store.release(DAY, "r", 3_000)
+        assert totals(store) == (0, 0)
+
+    def test_commit_after_release_or_without_reservation_still_charges_once(self, store: LedgerStore) -> None:
+        reserve(store, "r", 100, None)
+        store.release(DAY, "r", 3_000)
+        assert commit(store, "r", 40).applied
+        assert commit(store, "never-reserved", 5).applied
+        assert not commit(store, "never-reserved", 5).applied
+        assert totals(store) == (45, 0)
+
+    def test_duplicate_reserve_changes_nothing(self, store: LedgerStore) -> None:
+        assert reserve(store, "r", 100, 1_000).ok
+        again = reserve(store, "r", 100, 1_000)
+        assert again.ok and again.duplicate
+        assert totals(store) == (0, 100)
+
+    def test_expired_lease_frees_the_budget(self, store: LedgerStore) -> None:
+        assert reserve(store, "crashed", 900, 1_000, now=1_000, lease=5_000).ok
+        assert not reserve(store, "x", 200, 1_000, now=2_000).ok
+        assert reserve(store, "y", 200, 1_000, now=7_000).ok  # the crashed worker's lease ran out
+        assert totals(store, now=7_000) == (0, 200)
+        assert commit(store, "crashed", 300, now=8_000).applied  # a late commit still charges
+        assert totals(store, now=8_000) == (300, 200)
+
+    def test_rollup_accumulates_per_key(self, store: LedgerStore) -> None:
+        commit(store, "a", 10)
+        commit(store, "b", 20)
+        commit(store, "b", 20)  # duplicate: not counted
+        [row] = [r for r in store.rollup([DAY]) if r.rollup_key == "f/u/gpt-4o"]
+        assert row.values["requests"] == 2
+        assert row.values["cost_nanos"] == 30
+        assert row.values["input_tokens"] == 20
+        assert store.rollup(["1999-01-01"]) == []
+
+    def test_scopes_are_separate(self, store: LedgerStore) -> None:
+        reserve(store, "a", 100, None, scope="user/f/alice")
+        reserve(store, "b", 100, None, scope="user/f/bob")
+        commit(store, "a", 10, scope="user/f/alice")
+        assert totals(store, "user/f/alice") == (10, 0)
+        assert totals(store, "user/f/bob") == (0, 100)
+
+    def test_mark_once_and_call_costs(self, store: LedgerStore) -> None:
+        assert store.mark_once("alert/2026-11-23/user/f/u/80", 3_600)
+        assert not store.mark_once("alert/2026-11-23/user/f/u/80", 3_600)
+        for c in (5, 1, 3):
+            store.record_call_cost(DAY, "f", c)
+        assert sorted(store.call_costs(DAY, "f")) == [1, 3, 5]
+        assert store.call_costs(DAY, "other") == []
+        store.ping()

@@ -1,0 +1,250 @@
+"""The ledger: budgets enforced before the call, usage charged after, attribution, alerts, ladder."""
+
+from __future__ import annotations
+
+import json
+import threading
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tokenbudget_core import Usage, cost_of
+from tokenbudget_core.alerts import Alert
+from tokenbudget_core.attribution import attribute, current_attribution, overhead
+from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder, load_policy
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, UnpricedModelError
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
+
+
+class Clock:
+    def __init__(self, t: float = 1_795_000_000.0) -> None:  # 2026-11-18
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def ledger(policy: BudgetPolicy | None = None, **kw: Any) -> Ledger:
+    return Ledger("memory://", policy=policy, clock=kw.pop("clock", Clock()), alerts=kw.pop("alerts", []), **kw)
+
+
+def spent_usd(led: Ledger, scope: str) -> Decimal:
+    spent, _ = led.store.totals(led.day(), [(scope, "nanos")], 0)[(scope, "nanos")]
+    return nanos_to_usd(spent)
+
+
+def test_reserve_then_commit_charges_the_priced_usage() -> None:
+    led = ledger(BudgetPolicy(daily_usd="10"))
+    r = led.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=500, feature="chat", user="ana")
+    worst = cost_of(Usage(input_tokens=1_000, output_tokens=500), "gpt-4o")
+    assert r.reserved_usd == worst
+    usage = Usage(input_tokens=1_000, output_tokens=120, cache_read_tokens=600)
+    charge = led.commit(r, usage)
+    assert charge.applied
+    assert charge.cost_usd == cost_of(usage, "gpt-4o")
+    assert spent_usd(led, "g") == cost_of(usage, "gpt-4o")
+    assert not led.commit(r, usage).applied  # a replayed commit changes nothing
+    assert spent_usd(led, "g") == cost_of(usage, "gpt-4o")
+
+
+def test_call_that_does_not_fit_is_refused_with_the_numbers() -> None:
+    policy = BudgetPolicy(features={"chat": FeatureBudget(user_daily_usd=Decimal("0.01"))})
+    led = ledger(policy)
+    with pytest.raises(BudgetExceededError) as info:
+        led.reserve(model="gpt-4o", input_tokens=2_000, max_output_tokens=1_000, feature="chat", user="ana")
+    err = info.value
+    assert err.budget == "user_daily_usd"
+    assert err.limit == Decimal("0.01")
+    assert err.requested == cost_of(Usage(input_tokens=2_000, output_tokens=1_000), "gpt-4o")
+    assert "feature=chat user=ana" in str(err)
+    assert isinstance(err, RuntimeError)
+    # Another user is not affected.
+    led.reserve(model="gpt-4o-mini", input_tokens=100, max_output_tokens=50, feature="chat", user="bob")
+
+
+def test_per_call_limits_and_unpriced_models() -> None:
+    policy = BudgetPolicy(
+        daily_usd="5", features={"chat": FeatureBudget(max_input_tokens_per_call=100, max_output_tokens_per_call=50)}
+    )
+    led = ledger(policy)
+    with pytest.raises(BudgetExceededError, match="max_input_tokens_per_call"):
+        led.reserve(model="gpt-4o", input_tokens=101, max_output_tokens=10, feature="chat")
+    with pytest.raises(BudgetExceededError, match="max_output_tokens_per_call"):
+        led.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=51, feature="chat")
+    r = led.reserve(model="gpt-4o", input_tokens=10, feature="chat")
+    assert r.max_output_tokens == 50  # the feature's cap is the default worst case
+    led.registry.register("house-llm", provider="acme", context_window=8_000, max_output_tokens=100)
+    with pytest.raises(UnpricedModelError):
+        led.reserve(model="house-llm", input_tokens=10)  # a dollar budget cannot price it
+    free = ledger()
+    free.registry.register("house-llm", provider="acme", context_window=8_000, max_output_tokens=100)
+    charge = free.record(Usage(input_tokens=10, output_tokens=5), model="house-llm")
+    assert charge.cost_usd is None  # unpriced, never $0
+
+
+def test_release_frees_the_reservation_and_lease_expiry_unlocks_a_crashed_worker() -> None:
+    clock = Clock()
+    policy = BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=1_000)})
+    led = ledger(policy, clock=clock, lease_seconds=60)
+    r = led.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=400, feature="chat", user="ana")
+    with pytest.raises(BudgetExceededError, match="user_daily_tokens"):
+        led.reserve(model="gpt-4o", input_tokens=200, max_output_tokens=100, feature="chat", user="ana")
+    assert led.release(r)
+    assert not led.release(r)
+    crashed = led.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=400, feature="chat", user="ana")
+    assert crashed.request_id
+    clock.t += 61  # the worker died; its lease runs out
+    led.reserve(model="gpt-4o", input_tokens=200, max_output_tokens=100, feature="chat", user="ana")
+
+
+def test_attribution_follows_nested_runs_and_reports_overhead() -> None:
+    led = ledger()
+    with attribute(feature="support", user="u-42", conversation="c-1"):
+        with attribute(feature="inner", user="someone-else"):
+            assert current_attribution().feature == "support"
+            r = led.reserve(model="gpt-4o-mini", input_tokens=100, max_output_tokens=10)
+            led.commit(r, Usage(input_tokens=100, output_tokens=10))
+            with overhead("summariser"):
+                led.record(Usage(input_tokens=300, output_tokens=50), model="gpt-4o-mini")
+    rows = {row.rollup_key: row.values for row in led.store.rollup([led.day()])}
+    values = rows["support/u-42/gpt-4o-mini"]
+    assert values["requests"] == 2
+    summariser_cost = usd_to_nanos(cost_of(Usage(input_tokens=300, output_tokens=50), "gpt-4o-mini"))
+    assert values["overhead_nanos"] == summariser_cost
+    assert values["conversations"] == 1
+    assert current_attribution().feature is None
+
+
+def test_ids_cannot_forge_another_scope() -> None:
+    policy = BudgetPolicy(features={"f": FeatureBudget(user_daily_tokens=1_000)})
+    led = ledger(policy)
+    led.reserve(model="gpt-4o", input_tokens=900, max_output_tokens=50, feature="f", user="a/b")
+    # "a" with feature "f/b"-like tricks must not see a/b's reservation
+    led.reserve(model="gpt-4o", input_tokens=900, max_output_tokens=50, feature="f", user="a")
+    led.reserve(model="gpt-4o", input_tokens=900, max_output_tokens=50, feature="f", user="a%2Fb")
+
+
+def test_alerts_fire_once_per_budget_and_day() -> None:
+    fired: list[Alert] = []
+    clock = Clock()
+    policy = BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=1_000)})
+    led = ledger(policy, clock=clock, alerts=[fired.append])
+    for _ in range(3):
+        led.record(Usage(input_tokens=300, output_tokens=0), model="gpt-4o", feature="chat", user="ana")
+    assert [(a.budget, a.threshold) for a in fired] == [("user_daily_tokens", 0.8)]
+    led.record(Usage(input_tokens=300, output_tokens=0), model="gpt-4o", feature="chat", user="ana")
+    assert [a.threshold for a in fired] == [0.8, 1.0]
+    led.record(Usage(input_tokens=10, output_tokens=0), model="gpt-4o", feature="chat", user="ana")
+    assert len(fired) == 2  # once per budget and day
+    clock.t += 86_400
+    led.record(Usage(input_tokens=900, output_tokens=0), model="gpt-4o", feature="chat", user="ana")
+    assert len(fired) == 3  # a new day
+
+
+def test_alert_webhook_receives_json() -> None:
+    received: list[dict[str, Any]] = []
+    got = threading.Event()
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+            got.set()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        led = ledger(BudgetPolicy(daily_usd="0.001"), alerts=[url])
+        led.record(Usage(input_tokens=1_000, output_tokens=0), model="gpt-4o")
+        assert got.wait(5)
+        assert received[0]["type"] == "tokenbudget.alert"
+        assert received[0]["budget"] == "daily_usd"
+        assert Decimal(received[0]["limit"]) == Decimal("0.001")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_degradation_ladder_steps_then_soft_refusal() -> None:
+    policy = BudgetPolicy(
+        features={"chat": FeatureBudget(user_daily_tokens=1_000)},
+        ladder=Ladder(cheaper_tier=0.5, smaller_context=0.7, cache_only=0.8, soft_refusal=0.9),
+    )
+    led = ledger(policy)
+    steps = []
+    for _ in range(9):
+        try:
+            r = led.reserve(model="gpt-4o", input_tokens=90, max_output_tokens=10, feature="chat", user="ana")
+        except BudgetExceededError as e:
+            steps.append(e.step)
+            break
+        steps.append(r.step)
+        led.commit(r, Usage(input_tokens=90, output_tokens=10))
+    assert steps[:4] == ["normal", "normal", "normal", "normal"]
+    assert "cheaper_tier" in steps
+    assert "smaller_context" in steps
+    assert "cache_only" in steps
+    assert steps[-1] == "soft_refusal"
+    state = led.state(feature="chat", user="ana")
+    assert state.headroom["user_daily_tokens"] == 1_000 - 800
+    assert state.step in ("cache_only", "smaller_context")
+
+
+def test_days_follow_the_configured_time_zone() -> None:
+    clock = Clock(1_795_046_400.0 - 3_600)  # 23:00 UTC on 2026-11-18
+    assert ledger(clock=clock).day() == "2026-11-18"
+    assert ledger(clock=clock, timezone="Asia/Tokyo").day() == "2026-11-19"
+    with pytest.raises(InvalidInputError, match="timezone"):
+        ledger(timezone="Mars/Olympus")
+
+
+def test_policy_from_toml(tmp_path: Any) -> None:
+    path = tmp_path / "budgets.toml"
+    path.write_text(
+        'daily_usd = "100"\n[features.support]\nuser_daily_usd = "0.5"\nmax_output_tokens_per_call = 800\n'
+        "[ladder]\ncheaper_tier = 0.5\n[alerts]\nthresholds = [0.5, 0.9]\n"
+    )
+    policy = load_policy(path)
+    assert policy.daily_usd == Decimal("100")
+    assert policy.feature("support").user_daily_usd == Decimal("0.5")
+    assert policy.feature("other").user_daily_usd is None
+    assert policy.ladder.cheaper_tier == 0.5
+    assert policy.alert_thresholds == (0.5, 0.9)
+    path.write_text('[features.support]\nuser_daily_usd = 0.5\n')
+    with pytest.raises(InvalidInputError, match="float"):
+        load_policy(path)
+    path.write_text("[features.support]\nmonthly = 5\n")
+    with pytest.raises(InvalidInputError, match="features.support.monthly"):
+        load_policy(path)
+
+
+async def test_async_twins() -> None:
+    led = ledger(BudgetPolicy(daily_usd="1"))
+    r = await led.areserve(model="gpt-4o-mini", input_tokens=100, max_output_tokens=10)
+    charge = await led.acommit(r, Usage(input_tokens=100, output_tokens=5))
+    assert charge.applied
+    assert not await led.arelease(r)
+
+
+def test_bad_input() -> None:
+    led = ledger()
+    with pytest.raises(InvalidInputError, match="input_tokens"):
+        led.reserve(model="gpt-4o", input_tokens=-1)
+    with pytest.raises(InvalidInputError, match="usage"):
+        led.record({"input_tokens": 1}, model="gpt-4o")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="on_unavailable"):
+        ledger(on_unavailable="maybe")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="store"):
+        Ledger("ftp://x")
+    with pytest.raises(InvalidInputError, match="user"):
+        with attribute(user=""):
+            pass
