@@ -28,7 +28,8 @@ class Clock:
 
 
 def ledger(policy: BudgetPolicy | None = None, **kw: Any) -> Ledger:
-    return Ledger("memory://", policy=policy, clock=kw.pop("clock", Clock()), alerts=kw.pop("alerts", []), **kw)
+    clock, alerts = kw.pop("clock", Clock()), kw.pop("alerts", [])
+    return Ledger("memory://", policy=policy, clock=clock, alerts=alerts, **kw)
 
 
 def spent_usd(led: Ledger, scope: str) -> Decimal:
@@ -66,9 +67,8 @@ def test_call_that_does_not_fit_is_refused_with_the_numbers() -> None:
 
 
 def test_per_call_limits_and_unpriced_models() -> None:
-    policy = BudgetPolicy(
-        daily_usd="5", features={"chat": FeatureBudget(max_input_tokens_per_call=100, max_output_tokens_per_call=50)}
-    )
+    limits = FeatureBudget(max_input_tokens_per_call=100, max_output_tokens_per_call=50)
+    policy = BudgetPolicy(daily_usd="5", features={"chat": limits})
     led = ledger(policy)
     with pytest.raises(BudgetExceededError, match="max_input_tokens_per_call"):
         led.reserve(model="gpt-4o", input_tokens=101, max_output_tokens=10, feature="chat")
@@ -102,13 +102,15 @@ def test_release_frees_the_reservation_and_lease_expiry_unlocks_a_crashed_worker
 
 def test_attribution_follows_nested_runs_and_reports_overhead() -> None:
     led = ledger()
-    with attribute(feature="support", user="u-42", conversation="c-1"):
-        with attribute(feature="inner", user="someone-else"):
-            assert current_attribution().feature == "support"
-            r = led.reserve(model="gpt-4o-mini", input_tokens=100, max_output_tokens=10)
-            led.commit(r, Usage(input_tokens=100, output_tokens=10))
-            with overhead("summariser"):
-                led.record(Usage(input_tokens=300, output_tokens=50), model="gpt-4o-mini")
+    with (
+        attribute(feature="support", user="u-42", conversation="c-1"),
+        attribute(feature="inner", user="someone-else"),
+    ):
+        assert current_attribution().feature == "support"
+        r = led.reserve(model="gpt-4o-mini", input_tokens=100, max_output_tokens=10)
+        led.commit(r, Usage(input_tokens=100, output_tokens=10))
+        with overhead("summariser"):
+            led.record(Usage(input_tokens=300, output_tokens=50), model="gpt-4o-mini")
     rows = {row.rollup_key: row.values for row in led.store.rollup([led.day()])}
     values = rows["support/u-42/gpt-4o-mini"]
     assert values["requests"] == 2
@@ -219,11 +221,11 @@ def test_policy_from_toml(tmp_path: Any) -> None:
     assert policy.feature("other").user_daily_usd is None
     assert policy.ladder.cheaper_tier == 0.5
     assert policy.alert_thresholds == (0.5, 0.9)
-    path.write_text('[features.support]\nuser_daily_usd = 0.5\n')
+    path.write_text("[features.support]\nuser_daily_usd = 0.5\n")
     with pytest.raises(InvalidInputError, match="float"):
         load_policy(path)
     path.write_text("[features.support]\nmonthly = 5\n")
-    with pytest.raises(InvalidInputError, match="features.support.monthly"):
+    with pytest.raises(InvalidInputError, match=r"features\.support\.monthly"):
         load_policy(path)
 
 
@@ -245,6 +247,5 @@ def test_bad_input() -> None:
         ledger(on_unavailable="maybe")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="store"):
         Ledger("ftp://x")
-    with pytest.raises(InvalidInputError, match="user"):
-        with attribute(user=""):
-            pass
+    with pytest.raises(InvalidInputError, match="user"), attribute(user=""):
+        pass
