@@ -10,12 +10,24 @@ from tokenbudget_core.stores.base import Check, CommitRequest, LedgerStore, Rese
 DAY = "2026-11-23"
 
 
-def reserve(store: LedgerStore, rid: str, amount: int, limit: int | None, *, now: int = 1_000, lease: int = 60_000, scope: str = "user/f/u"):
+def reserve(
+    store: LedgerStore,
+    rid: str,
+    amount: int,
+    limit: int | None,
+    *,
+    now: int = 1_000,
+    lease: int = 60_000,
+    scope: str = "user/f/u",
+):
     return store.reserve(
         ReserveRequest(
             day=DAY,
             request_id=rid,
-            checks=[Check(scope=scope, metric="nanos", amount=amount, limit=limit), Check(scope="global", metric="nanos", amount=amount)],
+            checks=[
+                Check(scope=scope, metric="nanos", amount=amount, limit=limit),
+                Check(scope="global", metric="nanos", amount=amount),
+            ],
             now_ms=now,
             lease_ms=lease,
         )
@@ -27,7 +39,10 @@ def commit(store: LedgerStore, rid: str, amount: int, *, now: int = 2_000, scope
         CommitRequest(
             day=DAY,
             request_id=rid,
-            charges=[Check(scope=scope, metric="nanos", amount=amount), Check(scope="global", metric="nanos", amount=amount)],
+            charges=[
+                Check(scope=scope, metric="nanos", amount=amount),
+                Check(scope="global", metric="nanos", amount=amount),
+            ],
             rollup_key="f/u/gpt-4o",
             rollup={"requests": 1, "cost_nanos": amount, "input_tokens": 10},
             now_ms=now,
@@ -120,3 +135,27 @@ class ContractTests:
         assert sorted(store.call_costs(DAY, "f")) == [1, 3, 5]
         assert store.call_costs(DAY, "other") == []
         store.ping()
+
+    def test_optional_figures_are_right_when_a_store_reports_them(self, store: LedgerStore) -> None:
+        commit(store, "first", 30)
+        out = reserve(store, "r", 100, 1_000)
+        if out.usage:  # spent + reserved per check, after this reservation
+            assert out.usage == (130, 130)
+        done = store.commit(
+            CommitRequest(
+                day=DAY,
+                request_id="r",
+                charges=[
+                    Check(scope="user/f/u", metric="nanos", amount=70),
+                    Check(scope="global", metric="nanos", amount=70),
+                ],
+                rollup_key="f/u/gpt-4o",
+                rollup={"requests": 1, "cost_nanos": 70},
+                now_ms=3_000,
+                call_cost_key="f",
+            )
+        )
+        if done.spent:
+            assert done.spent == (100, 100)
+        if done.recorded_cost:
+            assert store.call_costs(DAY, "f") == [70]

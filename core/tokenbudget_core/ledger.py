@@ -51,7 +51,7 @@ from .pricing import cost_of
 from .registry import ModelRegistry, default_registry
 from .spool import Spool
 from .stores import open_store
-from .stores.base import Check, CommitRequest, LedgerStore, ReserveRequest
+from .stores.base import Check, CommitOutcome, CommitRequest, LedgerStore, ReserveRequest
 from .stores.memory import MemoryStore
 from .usage import Usage
 
@@ -368,7 +368,13 @@ class Ledger:
                 used=nanos_to_usd(outcome.used) if money else outcome.used,
                 requested=nanos_to_usd(failed.amount) if money else failed.amount,
             )
-        step = self._step(day, checks, now_ms) if any(c.limit for c in checks) else "normal"
+        step: Step = "normal"
+        if any(c.limit for c in checks):
+            if len(outcome.usage) == len(checks):  # the store reported usage: no extra round trip
+                shares = [u / c.limit for u, c in zip(outcome.usage, checks, strict=True) if c.limit]
+                step = self.policy.ladder.step(max(shares, default=0.0))
+            else:
+                step = self._step(day, checks, now_ms)
         if step == "soft_refusal":
             self.release(_replace(reservation, step=step))
             tight = max((c for c in checks if c.limit), key=lambda c: c.amount / c.limit if c.limit else 0)
@@ -500,6 +506,7 @@ class Ledger:
             rollup_key=f"{_enc(feature)}/{_enc(user)}/{_enc(model)}",
             rollup=rollup,
             now_ms=now_ms,
+            call_cost_key=_enc(feature),
         )
         cost_usd = None if nanos is None else nanos_to_usd(nanos)
         try:
@@ -510,7 +517,7 @@ class Ledger:
         if outcome.applied:
             # The charge itself is stored; if the store drops now, reports lose one sample at worst.
             with contextlib.suppress(BudgetUnavailableError):
-                self._after_commit(day, feature, user, cost, charges, now_ms)
+                self._after_commit(day, feature, user, cost, charges, now_ms, outcome)
         return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=outcome.applied)
 
     def _after_commit(
@@ -521,14 +528,20 @@ class Ledger:
         cost: int,
         charges: Sequence[Check],
         now_ms: int,
+        outcome: CommitOutcome,
     ) -> None:
-        self.store.record_call_cost(day, _enc(feature), cost)
+        if not outcome.recorded_cost:
+            self.store.record_call_cost(day, _enc(feature), cost)
         limited = [c for c in self._checks(feature, user, 0, 0) if c.limit]
         if not limited or not self.sinks:
             return
-        totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
+        if len(outcome.spent) == len(charges):  # the store reported the new totals
+            after = {(c.scope, c.metric): s for c, s in zip(charges, outcome.spent, strict=True)}
+        else:
+            totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
+            after = {k: v[0] for k, v in totals.items()}
         for c in limited:
-            spent, _ = totals[(c.scope, c.metric)]
+            spent = after[(c.scope, c.metric)]
             assert c.limit
             for threshold in sorted(self.policy.alert_thresholds):
                 if spent / c.limit >= threshold and self.store.mark_once(

@@ -106,6 +106,9 @@ class ReserveOutcome:
     """``spent + reserved`` of the failed check's scope before this request."""
     duplicate: bool = False
     """True when the request id was already known (nothing changed)."""
+    usage: tuple[int, ...] = ()
+    """``spent + reserved`` per check after this reservation, in check order (optional: a store
+    that fills it saves the ledger a ``totals`` round trip for the degradation ladder)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -121,6 +124,9 @@ class CommitRequest:
     rollup: Mapping[str, int]
     """Counter increments, a subset of :data:`ROLLUP_FIELDS`."""
     now_ms: int
+    call_cost_key: str | None = None
+    """When set, the store also records ``rollup["cost_nanos"]`` as one call's cost under
+    ``(day, call_cost_key)`` in the same operation (see :meth:`LedgerStore.call_costs`)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,6 +137,11 @@ class CommitOutcome:
     """False when this request id had already been committed (nothing changed)."""
     previous: RequestState | None
     """The request's state before the commit (``None``: never reserved)."""
+    spent: tuple[int, ...] = ()
+    """``spent`` per charge after the commit, in charge order (optional: saves the ledger a
+    ``totals`` round trip for alerts)."""
+    recorded_cost: bool = False
+    """True when the store recorded the call cost (``call_cost_key``) in this operation."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -69,7 +69,11 @@ class MemoryStore:
             self._requests[(req.day, req.request_id)] = _Reservation(
                 tuple(req.checks), req.now_ms + req.lease_ms, "reserved"
             )
-            return ReserveOutcome(ok=True, state="reserved")
+            usage = tuple(
+                self._spent[(req.day, c.scope, c.metric)] + self._reserved[(req.day, c.scope, c.metric)]
+                for c in req.checks
+            )
+            return ReserveOutcome(ok=True, state="reserved", usage=usage)
 
     def commit(self, req: CommitRequest) -> CommitOutcome:
         with self._lock:
@@ -88,7 +92,12 @@ class MemoryStore:
                 self._requests[(req.day, req.request_id)] = _Reservation((), 0, "committed")
             else:
                 known.state = "committed"
-            return CommitOutcome(applied=True, previous=previous)
+            if req.call_cost_key is not None:
+                self._costs[(req.day, req.call_cost_key)].append(req.rollup.get("cost_nanos", 0))
+            spent = tuple(self._spent[(req.day, c.scope, c.metric)] for c in req.charges)
+            return CommitOutcome(
+                applied=True, previous=previous, spent=spent, recorded_cost=req.call_cost_key is not None
+            )
 
     def release(self, day: str, request_id: str, now_ms: int) -> bool:
         with self._lock:
