@@ -25,7 +25,7 @@ def test_readme_python_block_runs(code: str, monkeypatch: pytest.MonkeyPatch) ->
     expected = [
         re.sub(r"\s*\(.*\)$", "", m.group(1)).strip()
         for line in code.splitlines()
-        if (m := re.match(r"^print\(.*\)\s+# -> (.*)$", line))
+        if (m := re.match(r"^\s*print\(.*\)\s+# -> (.*)$", line))
     ]
     assert expected or "->" not in code
     for want in expected:
