@@ -1,10 +1,14 @@
 """LlamaIndex adapters for tokenbudget: translate LlamaIndex types, then call the core."""
 
+from .budget_callback import BudgetCallbackHandler
+from .cost_event_handler import CostEventHandler
 from .memory import SummaryChatMemory, TokenBudgetChatMemory
 from .messages import to_core_message, to_core_messages
 from .usage import cost_of_response, usage_of
 
 __all__ = [
+    "BudgetCallbackHandler",
+    "CostEventHandler",
     "SummaryChatMemory",
     "TokenBudgetChatMemory",
     "cost_of_response",

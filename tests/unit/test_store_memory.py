@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from store_contract import ContractTests
 
+from store_contract import ContractTests
 from tokenbudget_core.stores import open_store
 from tokenbudget_core.stores.base import LedgerStore
 

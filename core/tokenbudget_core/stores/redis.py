@@ -1,0 +1,325 @@
+"""``redis://``, ``rediss://``, ``redis+cluster://``: the ledger shared by every process and host.
+
+Each of :meth:`RedisStore.reserve`, :meth:`~RedisStore.commit`, :meth:`~RedisStore.release`
+and :meth:`~RedisStore.totals` is one ``EVALSHA`` of a Lua script (see
+:mod:`.redis_scripts`): one round trip, atomic on the server. ``NOSCRIPT`` (a restarted or
+flushed server) is answered by loading the script and running it again.
+
+Key layout, all keys of one day under one hash tag (one cluster slot)::
+
+    {tb:<day>}:bal              hash  <scope>|<metric>|spent, <scope>|<metric>|reserved
+    {tb:<day>}:req              hash  <request id> -> state
+    {tb:<day>}:held             hash  <request id> -> the amounts a live reservation holds
+    {tb:<day>}:leases           zset  <request id> by lease expiry (epoch ms)
+    {tb:<day>}:rollup           hash  <rollup key>|<counter> -> int
+    {tb:<day>}:costs:<feature>  list  one call's cost in nano-USD per entry
+    tb:mark:<key>               string, SET NX EX (once-per-day alerts)
+
+Every id that comes from a user (day, scope, request id, rollup key, counter, feature, mark
+key, and the namespace) is percent-encoded: only ``[A-Za-z0-9._-]`` stay as they are, so
+``:``, ``*``, ``{``, ``}``, ``|``, spaces, newlines or non-ASCII text can never forge another
+scope's field or another day's hash tag. Every key expires ``retention_days`` after its last
+write.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError, MissingDependencyError
+
+from . import redis_scripts
+from .base import (
+    CommitOutcome,
+    CommitRequest,
+    Metric,
+    RequestState,
+    ReserveOutcome,
+    ReserveRequest,
+    RollupRow,
+)
+
+if TYPE_CHECKING:
+    from redis.commands.core import Script
+
+__all__ = ["RedisStore"]
+
+_MAX_AMOUNT = 2**53 - 1
+"""Largest amount or limit: the scripts compare in doubles, exact up to here (~$9M in nano-USD)."""
+
+_STATES: dict[str, RequestState] = {
+    "reserved": "reserved",
+    "committed": "committed",
+    "released": "released",
+    "expired": "expired",
+}
+
+
+def _enc(text: str) -> str:
+    """Percent-encode everything outside ``[A-Za-z0-9._-]`` (so never ``:``, ``{``, ``}``, ``|``, space)."""
+    return quote(text, safe="", errors="surrogatepass").replace("~", "%7E")
+
+
+def _dec(text: str) -> str:
+    return unquote(text, errors="surrogatepass")
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
+
+
+def _amount(value: object, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > _MAX_AMOUNT:
+        raise InvalidInputError(
+            field,
+            "must be an integer between -(2**53 - 1) and 2**53 - 1",
+            value=value,
+            fix="pass tokens or nano-USD",
+        )
+    return str(value)
+
+
+class RedisStore:
+    """The ledger on Redis or Redis Cluster: one atomic Lua script per operation.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
+            ``redis+cluster://host:port`` (any node of a cluster; the client finds the rest).
+        retention_days: Every key expires this many days after its last write.
+        namespace: Prefix of every key, to share one Redis between ledgers.
+        socket_timeout: Seconds to wait for a connection or an answer; operations are not
+            retried, so no call blocks much longer than this.
+
+    Raises:
+        MissingDependencyError: The ``redis`` package is not installed.
+        InvalidInputError: ``retention_days`` or ``socket_timeout`` is not positive.
+
+    Every operation raises :class:`~tokenbudget_core.errors.BudgetUnavailableError` when
+    Redis cannot be reached or does not answer in time; the ledger then fails open or
+    closed by its policy. Amounts and limits must be integers of at most 2**53 - 1.
+
+    Example:
+        >>> store = RedisStore("redis://localhost:6379/0")  # doctest: +SKIP
+        >>> store.totals("2026-11-23", [("g", "nanos")], now_ms=0)  # doctest: +SKIP
+        {('g', 'nanos'): (0, 0)}
+        >>> store.close()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, url: str, *, retention_days: int = 400, namespace: str = "tb", socket_timeout: float = 2.0
+    ) -> None:
+        try:
+            import redis
+            import redis.cluster
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as e:
+            raise MissingDependencyError("redis", "redis") from e
+        if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days <= 0:
+            raise InvalidInputError(
+                "retention_days", "must be a positive number of days", value=retention_days
+            )
+        if not socket_timeout > 0:
+            raise InvalidInputError(
+                "socket_timeout", "must be a positive number of seconds", value=socket_timeout
+            )
+        self.url = url
+        self._shown_url = _redact(url)
+        self._ttl = str(retention_days * 86_400)
+        self._ns = _enc(namespace)
+        self._unavailable: tuple[type[BaseException], ...] = (
+            redis.exceptions.ConnectionError,  # also BusyLoadingError: a restarted server loading its data
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ClusterError,  # CLUSTERDOWN, MASTERDOWN
+            redis.exceptions.RedisClusterException,  # no reachable node, slot not covered
+            redis.exceptions.TryAgainError,
+            redis.exceptions.ReadOnlyError,  # writing to a replica during a failover
+            redis.exceptions.OutOfMemoryError,  # maxmemory reached: no write goes through
+            OSError,
+        )
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+            "decode_responses": True,
+            # No retries: a retried script may have run once already, and waiting stays bounded.
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._lock = threading.Lock()
+        self._scripts: dict[str, Script] = {}
+        self._client: Any = None
+        self._connect: Callable[[], Any]
+        if url.lower().startswith("redis+cluster://"):
+            cluster_url = "redis://" + url.split("://", 1)[1]
+            self._connect = lambda: redis.cluster.RedisCluster.from_url(cluster_url, **options)
+            # A cluster client connects when it is built: on first use, not here.
+        else:
+            self._connect = lambda: redis.Redis.from_url(url, **options)
+            self._use(self._connect())  # connects lazily; building it now checks the URL
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _use(self, client: Any) -> None:
+        self._client = client
+        for name in ("RESERVE", "COMMIT", "RELEASE", "TOTALS", "RECORD_COST"):
+            self._scripts[name] = client.register_script(getattr(redis_scripts, name))
+
+    @contextmanager
+    def _available(self) -> Iterator[Any]:
+        """Yield the client; turn "cannot reach Redis" into BudgetUnavailableError."""
+        try:
+            client = self._client
+            if client is None:
+                with self._lock:
+                    if self._client is None:
+                        self._use(self._connect())
+                    client = self._client
+            yield client
+        except self._unavailable as e:
+            raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
+
+    def _run(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        with self._available() as client:
+            return self._scripts[script](keys=keys, args=args, client=client)
+
+    def _keys(self, day: str, *names: str) -> list[str]:
+        tag = f"{{{self._ns}:{_enc(day)}}}"
+        return [f"{tag}:{name}" for name in names]
+
+    # -- the contract (see .base) --------------------------------------------------------------
+
+    def reserve(self, req: ReserveRequest) -> ReserveOutcome:
+        """Expire stale leases, then check every limit and reserve every amount, atomically."""
+        args: list[str | int] = [
+            self._ttl,
+            _enc(req.request_id),
+            _amount(req.now_ms, "now_ms"),
+            str(req.now_ms + int(_amount(req.lease_ms, "lease_ms"))),
+        ]
+        for i, c in enumerate(req.checks):
+            limit = "" if c.limit is None else _amount(c.limit, f"checks[{i}].limit")
+            args += [f"{_enc(c.scope)}|{_enc(c.metric)}", _amount(c.amount, f"checks[{i}].amount"), limit]
+        result = self._run("RESERVE", self._keys(req.day, "bal", "req", "held", "leases"), args)
+        kind = result[0]
+        if kind == "refused":
+            _, index, spent, reserved = result
+            return ReserveOutcome(
+                ok=False, failed=req.checks[int(index) - 1], used=int(spent) + int(reserved)
+            )
+        if kind == "duplicate":
+            return ReserveOutcome(ok=True, state=_STATES[result[1]], duplicate=True)
+        pairs = result[1:]
+        usage = tuple(int(pairs[2 * i]) + int(pairs[2 * i + 1]) for i in range(len(req.checks)))
+        return ReserveOutcome(ok=True, state="reserved", usage=usage)
+
+    def commit(self, req: CommitRequest) -> CommitOutcome:
+        """Charge the actual usage once per request id, settling its reservation if live.
+
+        With ``req.call_cost_key`` the same script also records ``rollup["cost_nanos"]`` as one
+        call's cost (see :meth:`call_costs`).
+        """
+        cost = (
+            ""
+            if req.call_cost_key is None
+            else _amount(req.rollup.get("cost_nanos", 0), "rollup['cost_nanos']")
+        )
+        args: list[str | int] = [
+            self._ttl,
+            _enc(req.request_id),
+            _enc(req.rollup_key),
+            len(req.charges),
+            cost,
+        ]
+        for i, c in enumerate(req.charges):
+            args += [f"{_enc(c.scope)}|{_enc(c.metric)}", _amount(c.amount, f"charges[{i}].amount")]
+        for name, value in req.rollup.items():
+            args += [_enc(name), _amount(value, f"rollup[{name!r}]")]
+        names = ["bal", "req", "held", "leases", "rollup"]
+        if req.call_cost_key is not None:
+            names.append(f"costs:{_enc(req.call_cost_key)}")
+        applied, previous, *spent = self._run("COMMIT", self._keys(req.day, *names), args)
+        if not applied:
+            return CommitOutcome(applied=False, previous=_STATES.get(previous))
+        return CommitOutcome(
+            applied=True,
+            previous=_STATES.get(previous),
+            spent=tuple(int(v) for v in spent),
+            recorded_cost=req.call_cost_key is not None,
+        )
+
+    def release(self, day: str, request_id: str, now_ms: int) -> bool:
+        """Give back a live reservation; False for settled, expired or unknown requests."""
+        keys = self._keys(day, "bal", "req", "held", "leases")
+        return bool(self._run("RELEASE", keys, [self._ttl, _enc(request_id)]))
+
+    def totals(
+        self, day: str, scopes: Sequence[tuple[str, Metric]], now_ms: int
+    ) -> dict[tuple[str, Metric], tuple[int, int]]:
+        """``(spent, reserved)`` per scope and metric, after expiring stale leases."""
+        args: list[str | int] = [_amount(now_ms, "now_ms")]
+        args += [f"{_enc(scope)}|{_enc(metric)}" for scope, metric in scopes]
+        values = self._run("TOTALS", self._keys(day, "bal", "req", "held", "leases"), args)
+        return {
+            (scope, metric): (int(values[2 * i]), int(values[2 * i + 1]))
+            for i, (scope, metric) in enumerate(scopes)
+        }
+
+    def rollup(self, days: Sequence[str]) -> list[RollupRow]:
+        """Attribution rows of these days, sorted by day (as given) and rollup key."""
+        wanted = list(dict.fromkeys(days))
+        # One pipeline: one round trip per node.
+        with self._available() as client, client.pipeline(transaction=False) as pipe:
+            for day in wanted:
+                pipe.hgetall(self._keys(day, "rollup")[0])
+            hashes = pipe.execute()
+        rows: list[RollupRow] = []
+        for day, fields in zip(wanted, hashes, strict=True):
+            values: dict[str, dict[str, int]] = {}
+            for field, value in fields.items():
+                key, sep, counter = field.partition("|")
+                row = values.setdefault(_dec(key), {})
+                if sep:
+                    row[_dec(counter)] = int(value)
+            rows += [RollupRow(day=day, rollup_key=k, values=values[k]) for k in sorted(values)]
+        return rows
+
+    def mark_once(self, key: str, ttl_s: int) -> bool:
+        """``SET NX EX``: True when this call set the mark (a TTL of 0 or less never holds)."""
+        if ttl_s <= 0:
+            return True
+        with self._available() as client:
+            return bool(client.set(f"{self._ns}:mark:{_enc(key)}", "1", nx=True, ex=int(ttl_s)))
+
+    def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:
+        """Append one call's cost to the day's list of the feature."""
+        key = self._keys(day, f"costs:{_enc(feature)}")
+        self._run("RECORD_COST", key, [self._ttl, _amount(cost_nanos, "cost_nanos")])
+
+    def call_costs(self, day: str, feature: str) -> list[int]:
+        """Every recorded cost of the feature and day, in the order recorded."""
+        with self._available() as client:
+            return [int(v) for v in client.lrange(self._keys(day, f"costs:{_enc(feature)}")[0], 0, -1)]
+
+    def ping(self) -> None:
+        """Raise :class:`~tokenbudget_core.errors.BudgetUnavailableError` if Redis does not answer."""
+        with self._available() as client:
+            client.ping()
+
+    def close(self) -> None:
+        """Close every connection (a later call connects again)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._shown_url!r})"

@@ -1,0 +1,185 @@
+"""The Lua sources behind :class:`~tokenbudget_core.stores.redis.RedisStore`.
+
+Each ledger operation is one script, run with ``EVALSHA``: Redis runs a script atomically,
+so one round trip does the whole operation (expire stale leases, the idempotency check,
+every limit check, every increment). All the keys one script touches are of one day and
+share one hash tag, so they sit in one cluster slot.
+
+Keys (``KEYS``), all of one day::
+
+    bal     hash   "<scope>|<metric>|spent" and "<scope>|<metric>|reserved" -> int
+    req     hash   "<request id>" -> reserved | committed | released | expired
+    held    hash   "<request id>" -> "<bal field> <amount> ..." of a live reservation
+    leases  zset   "<request id>" scored by the lease's expiry (epoch ms)
+    rollup  hash   "<rollup key>|<counter>" -> int, and "<rollup key>" -> "" (the row exists)
+    costs   list   one call's cost per entry (of one feature)
+
+Scope keys, request ids, rollup keys and counter names arrive percent-encoded (only
+``[A-Za-z0-9._%-]``), so the separators ``|`` and `` `` used here never occur inside them.
+
+Amounts travel as decimal strings and are only ever added with ``HINCRBY`` (exact 64-bit
+integers). The one comparison, ``spent + reserved > limit - amount``, is done in Lua
+numbers (doubles); it is exact while limits and amounts stay below 2**53, which the
+store checks before calling.
+
+A script that fails half-way keeps its earlier writes (Redis does not roll scripts back),
+so every script reads and checks everything before its first write.
+"""
+
+from __future__ import annotations
+
+__all__ = ["COMMIT", "RECORD_COST", "RELEASE", "RESERVE", "TOTALS"]
+
+_COMMON = """
+local function neg(amount)
+  if string.sub(amount, 1, 1) == '-' then return string.sub(amount, 2) end
+  return '-' .. amount
+end
+
+-- Give back what a live reservation holds and forget its amounts.
+local function unreserve(bal, held, rid)
+  local h = redis.call('HGET', held, rid)
+  if not h then return end
+  local field = nil
+  for token in string.gmatch(h, '%S+') do
+    if field == nil then
+      field = token
+    else
+      if token ~= '0' then redis.call('HINCRBY', bal, field, neg(token)) end
+      field = nil
+    end
+  end
+  redis.call('HDEL', held, rid)
+end
+
+-- Reservations whose lease ran out (expiry <= now) are released and marked expired.
+local function expire_due(bal, req, held, leases, now)
+  local due = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+  for _, rid in ipairs(due) do
+    unreserve(bal, held, rid)
+    redis.call('HSET', req, rid, 'expired')
+  end
+  if #due > 0 then redis.call('ZREMRANGEBYSCORE', leases, '-inf', now) end
+end
+
+local function touch(ttl, keys)
+  for _, key in ipairs(keys) do redis.call('EXPIRE', key, ttl) end
+end
+"""
+
+RESERVE = (
+    _COMMON
+    + """
+-- KEYS: bal req held leases; ARGV: ttl rid now expires, then (scope|metric, amount, limit) x n
+local bal, req, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl, rid, now, expires = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+expire_due(bal, req, held, leases, now)
+local state = redis.call('HGET', req, rid)
+if state then return {'duplicate', state} end
+local n = (#ARGV - 4) / 3
+for i = 0, n - 1 do
+  local prefix, amount, limit = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  if limit ~= '' then
+    local spent = redis.call('HGET', bal, prefix .. '|spent') or '0'
+    local reserved = redis.call('HGET', bal, prefix .. '|reserved') or '0'
+    if tonumber(spent) + tonumber(reserved) > tonumber(limit) - tonumber(amount) then
+      return {'refused', i + 1, spent, reserved}
+    end
+  end
+end
+local parts = {}
+for i = 0, n - 1 do
+  local field, amount = ARGV[5 + 3 * i] .. '|reserved', ARGV[6 + 3 * i]
+  redis.call('HINCRBY', bal, field, amount)
+  parts[#parts + 1] = field
+  parts[#parts + 1] = amount
+end
+redis.call('HSET', req, rid, 'reserved')
+redis.call('HSET', held, rid, table.concat(parts, ' '))
+redis.call('ZADD', leases, expires, rid)
+touch(ttl, {bal, req, held, leases})
+local out = {'reserved'}  -- then spent and reserved per check, after this reservation
+for i = 0, n - 1 do
+  out[#out + 1] = redis.call('HGET', bal, ARGV[5 + 3 * i] .. '|spent') or '0'
+  out[#out + 1] = redis.call('HGET', bal, ARGV[5 + 3 * i] .. '|reserved')
+end
+return out
+"""
+)
+
+COMMIT = (
+    _COMMON
+    + """
+-- KEYS: bal req held leases rollup [costs]
+-- ARGV: ttl rid rollup_key n cost, then (scope|metric, amount) x n, then (counter, increment) ...
+local bal, req, held, leases, rollup, costs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local ttl, rid, rkey, n, cost = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local state = redis.call('HGET', req, rid)
+if state == 'committed' then return {0, 'committed'} end
+if state == 'reserved' then
+  unreserve(bal, held, rid)
+  redis.call('ZREM', leases, rid)
+end
+for i = 0, n - 1 do
+  redis.call('HINCRBY', bal, ARGV[6 + 2 * i] .. '|spent', ARGV[7 + 2 * i])
+end
+redis.call('HSETNX', rollup, rkey, '')
+for j = 6 + 2 * n, #ARGV, 2 do
+  redis.call('HINCRBY', rollup, rkey .. '|' .. ARGV[j], ARGV[j + 1])
+end
+redis.call('HSET', req, rid, 'committed')
+touch(ttl, {bal, req, held, leases, rollup})
+if costs then
+  redis.call('RPUSH', costs, cost)
+  redis.call('EXPIRE', costs, ttl)
+end
+local out = {1, state or ''}  -- then spent per charge, after this commit
+for i = 0, n - 1 do
+  out[#out + 1] = redis.call('HGET', bal, ARGV[6 + 2 * i] .. '|spent')
+end
+return out
+"""
+)
+
+RELEASE = (
+    _COMMON
+    + """
+-- KEYS: bal req held leases; ARGV: ttl rid
+local bal, req, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl, rid = ARGV[1], ARGV[2]
+local state = redis.call('HGET', req, rid)
+if not state then
+  redis.call('HSET', req, rid, 'released')
+  touch(ttl, {req})
+  return 0
+end
+if state ~= 'reserved' then return 0 end
+unreserve(bal, held, rid)
+redis.call('ZREM', leases, rid)
+redis.call('HSET', req, rid, 'released')
+touch(ttl, {bal, req, held, leases})
+return 1
+"""
+)
+
+TOTALS = (
+    _COMMON
+    + """
+-- KEYS: bal req held leases; ARGV: now, then scope|metric ...; returns spent, reserved per scope
+local bal, req, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+expire_due(bal, req, held, leases, ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  out[#out + 1] = redis.call('HGET', bal, ARGV[i] .. '|spent') or '0'
+  out[#out + 1] = redis.call('HGET', bal, ARGV[i] .. '|reserved') or '0'
+end
+return out
+"""
+)
+
+RECORD_COST = """
+-- KEYS: costs; ARGV: ttl cost
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""

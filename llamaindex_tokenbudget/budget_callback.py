@@ -1,0 +1,305 @@
+"""Budgets enforced on LlamaIndex LLM calls through the callback manager.
+
+:class:`BudgetCallbackHandler` is a ``BaseCallbackHandler``. LlamaIndex's LLM wrappers
+(``llm_chat_callback`` / ``llm_completion_callback``) call ``on_event_start`` *before* the
+provider call and let its exceptions through (the same mechanism that lets LlamaIndex's own
+``TokenCountingHandler(token_budget=...)`` stop a call), so the reservation made there can
+refuse the call:
+
+1. **start** (``CBEventType.LLM``): the messages (``EventPayload.MESSAGES``, translated with
+   :func:`~llamaindex_tokenbudget.messages.to_core_messages`) or the completion prompt
+   (``EventPayload.PROMPT``) are counted by the core counter, then ``ledger.reserve(...)``;
+   :class:`~tokenbudget_core.errors.BudgetExceededError` propagates and the call is not sent;
+2. **end**: the usage the provider reported in ``ChatResponse.raw`` (streams: the last
+   chunk's) is committed; without one, output tokens are counted and the usage is flagged
+   ``estimated``;
+3. **error** (``EventPayload.EXCEPTION``): the reservation is released. A stream abandoned by
+   its consumer (``GeneratorExit``) was sent, so its counted input is committed, estimated.
+
+Nested LLM events (``CustomLLM.chat`` calling ``complete``, a ``StructuredLLM`` around an
+``LLM``) are one provider call: the innermost event is charged and the enclosing one's
+reservation is handed over. A nested event is recognised while the enclosing wrapper is still
+running (its frame is on the stack); a stream created outside it (``CustomLLM.astream_chat``)
+is charged twice rather than never. The callback manager is synchronous: with a networked
+store, ``reserve`` and ``commit`` block the event loop of ``achat`` for one round trip.
+A stream created but never iterated ends no event: its reservation lasts until its lease ends.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+
+from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
+from tokenbudget_core.ledger import Ledger, Reservation
+from tokenbudget_core.usage import Usage
+
+from .messages import to_core_messages
+from .usage import usage_of
+
+__all__ = ["BudgetCallbackHandler"]
+
+_MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
+_FORGET_AFTER_SECONDS = 24 * 3600
+"""A call whose end never came (a stream never iterated) is forgotten after this long."""
+
+
+def model_name(serialized: object, default: str | None) -> str:
+    """The model to price: ``default``, else the LLM's ``model`` / ``model_name`` in its payload.
+
+    Raises:
+        InvalidInputError: Neither names a model.
+    """
+    if default:
+        return default
+    if isinstance(serialized, Mapping):
+        for key in ("model", "model_name"):
+            value = serialized.get(key)
+            if isinstance(value, str) and value and value != "unknown":
+                return value
+    name = serialized.get("class_name") if isinstance(serialized, Mapping) else None
+    raise InvalidInputError(
+        "model",
+        f"the LLM ({name or 'unnamed'}) does not name its model",
+        fix="pass model='gpt-4o' (the model to count and price with) to the handler",
+    )
+
+
+def max_output(kwargs: object, serialized: object, default: int | None) -> int | None:
+    """The output cap of a call: its own ``max_tokens``, the LLM's ``num_output``, else ``default``."""
+    for source, keys in ((kwargs, _MAX_OUTPUT_KEYS), (serialized, ("num_output",))):
+        if isinstance(source, Mapping):
+            for key in keys:
+                value = source.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+    return default
+
+
+def count_input(
+    counter: TokenCounter, *, messages: Sequence[ChatMessage] | None, prompt: str | None, kwargs: object
+) -> int:
+    """Input tokens of a chat request (with its ``tools``) or of a completion prompt (plain text).
+
+    Messages with blocks the core cannot represent (documents, thinking...) are counted as text.
+    """
+    if messages is None:
+        return int(counter.count(prompt or ""))
+    tools = kwargs.get("tools") if isinstance(kwargs, Mapping) else None
+    if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
+        tools = None
+    try:
+        return int(counter.count_messages(to_core_messages(messages), tools))
+    except InvalidMessageError:
+        return int(counter.count("\n".join(str(m.content or "") for m in messages)))
+
+
+def reported_usage(response: object) -> Usage | None:
+    """The usage the provider reported in ``response.raw``, or ``None`` when it kept none."""
+    if isinstance(response, ChatResponse | CompletionResponse):
+        try:
+            return usage_of(response)
+        except InvalidInputError:
+            return None
+    return None
+
+
+def estimated_usage(response: object, counter: TokenCounter, input_tokens: int) -> Usage:
+    """Counted input plus the reply's text counted as output, flagged ``estimated``."""
+    if isinstance(response, ChatResponse):
+        text = response.message.content or ""
+    else:
+        text = response.text if isinstance(response, CompletionResponse) else ""
+    return Usage(input_tokens=input_tokens, output_tokens=int(counter.count(text)), estimated=True)
+
+
+def caller_frame(depth: int) -> FrameType | None:
+    """The frame ``depth`` levels above the caller of this function (``None`` past the top)."""
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        return None
+
+
+def enclosing(frames: Mapping[int, Any], frame: FrameType | None) -> Any:
+    """The value of ``frames`` (keyed by ``id(frame)``) whose frame is on the stack above ``frame``."""
+    while frame is not None:
+        found = frames.get(id(frame))
+        if found is not None and found.frame is frame:
+            return found
+        frame = frame.f_back
+    return None
+
+
+@dataclass(kw_only=True, slots=True)
+class _Call:
+    """One LLM event between its start and its end."""
+
+    reservation: Reservation
+    counter: TokenCounter
+    input_tokens: int
+    frame: FrameType | None
+    """The frame that started the event: while it runs, LLM events it starts are nested."""
+    started: float
+    delegated: bool = False
+
+
+class BudgetCallbackHandler(BaseCallbackHandler):
+    """Reserve each LLM call's worst case before it is sent; commit what it used after.
+
+    Register it on an LLM's ``CallbackManager`` (or ``Settings.callback_manager``). When other
+    handlers may raise from ``on_event_start``, list this one last, so that a call they stop
+    leaves no reservation behind.
+
+    Args:
+        ledger: The core ledger that prices, limits and attributes.
+        model: The model to count and price with; default: the LLM's own ``model`` or
+            ``metadata.model_name``.
+        max_output_tokens: The output cap to reserve when the call and the LLM set none
+            (default: the policy's, else the model's maximum output).
+        feature: The feature to charge, unless an ``attribute(...)`` block names one.
+        user: The user to charge, unless an ``attribute(...)`` block names one.
+
+    Raises:
+        InvalidInputError: ``ledger`` is not a :class:`~tokenbudget_core.ledger.Ledger`.
+
+    Example:
+        >>> from llama_index.core.callbacks import CallbackManager
+        >>> from llama_index.core.llms import ChatMessage, MockLLM
+        >>> from tokenbudget_core.ledger import Ledger
+        >>> ledger = Ledger("memory://")
+        >>> handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini", feature="docs")
+        >>> llm = MockLLM(max_tokens=5, callback_manager=CallbackManager([handler]))
+        >>> llm.complete("Say hi").text
+        'text text text text text'
+        >>> [row] = ledger.store.rollup([ledger.day()])
+        >>> row.values["input_tokens"], row.values["output_tokens"], row.values["estimated"]
+        (2, 5, 1)
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        model: str | None = None,
+        max_output_tokens: int | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        if not isinstance(ledger, Ledger):
+            raise InvalidInputError("ledger", "must be a tokenbudget_core.ledger.Ledger", value=ledger)
+        others: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
+        super().__init__(event_starts_to_ignore=others, event_ends_to_ignore=others)
+        self.ledger = ledger
+        self.model = model
+        self.max_output_tokens = max_output_tokens
+        self.feature = feature
+        self.user = user
+        self._calls: dict[str, _Call] = {}
+        self._counters: dict[str, TokenCounter] = {}
+        self._lock = threading.Lock()
+
+    def _counter(self, model: str) -> TokenCounter:
+        counter = self._counters.get(model)
+        if counter is None:
+            counter = self._counters[model] = TokenCounter.for_model(model, registry=self.ledger.registry)
+        return counter
+
+    def on_event_start(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str = "",
+        parent_id: str = "",
+        **kwargs: Any,
+    ) -> str:
+        """Count the request and reserve its worst case; raising here stops the call.
+
+        Raises:
+            BudgetExceededError: The call does not fit a budget; it is not sent.
+            BudgetUnavailableError: The store is down and the ledger fails closed.
+            InvalidInputError: The model cannot be named (pass ``model=``).
+            UnknownModelError: The model is unknown to the registry.
+        """
+        if event_type is not CBEventType.LLM or payload is None:
+            return event_id
+        caller = caller_frame(2)  # the LLM wrapper that called CallbackManager.on_event_start
+        serialized = payload.get(EventPayload.SERIALIZED)
+        call_kwargs = payload.get(EventPayload.ADDITIONAL_KWARGS)
+        model = model_name(serialized, self.model)
+        counter = self._counter(model)
+        messages = payload.get(EventPayload.MESSAGES)
+        prompt = payload.get(EventPayload.PROMPT)
+        tokens = count_input(counter, messages=messages, prompt=prompt, kwargs=call_kwargs)
+        with self._lock:
+            self._prune()
+            frames = {id(c.frame): c for c in self._calls.values() if c.frame}
+            outer = enclosing(frames, caller.f_back if caller else None)
+            if outer is not None:
+                outer.delegated = True
+        if outer is not None:  # one provider call: its innermost event takes over the reservation
+            self.ledger.release(outer.reservation)
+        reservation = self.ledger.reserve(
+            model=model,
+            input_tokens=tokens,
+            max_output_tokens=max_output(call_kwargs, serialized, self.max_output_tokens),
+            feature=self.feature,
+            user=self.user,
+            request_id=event_id or None,
+        )
+        call = _Call(
+            reservation=reservation,
+            counter=counter,
+            input_tokens=tokens,
+            frame=caller,
+            started=time.monotonic(),
+        )
+        with self._lock:
+            self._calls[event_id] = call
+        return event_id
+
+    def on_event_end(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str = "",
+        **kwargs: Any,
+    ) -> None:
+        """Commit the call's usage, or release its reservation when it failed."""
+        with self._lock:
+            call = self._calls.pop(event_id, None)
+        if event_type is not CBEventType.LLM or call is None:
+            return
+        payload = payload or {}
+        error = payload.get(EventPayload.EXCEPTION)
+        if call.delegated or (error is not None and not isinstance(error, GeneratorExit)):
+            self.ledger.release(call.reservation)
+        elif error is not None:  # a stream its consumer abandoned: the request was sent
+            usage = Usage(input_tokens=call.input_tokens, estimated=True)
+            self.ledger.commit(call.reservation, usage)
+        else:
+            response = payload.get(EventPayload.RESPONSE, payload.get(EventPayload.COMPLETION))
+            usage = reported_usage(response) or estimated_usage(response, call.counter, call.input_tokens)
+            self.ledger.commit(call.reservation, usage)
+
+    def _prune(self) -> None:
+        """Forget calls whose end never came (a stream never iterated); their leases ended long ago."""
+        oldest = time.monotonic() - _FORGET_AFTER_SECONDS
+        for key in [k for k, c in self._calls.items() if c.started < oldest]:
+            del self._calls[key]
+
+    def start_trace(self, trace_id: str | None = None) -> None:
+        """Nothing to do when a trace starts."""
+
+    def end_trace(self, trace_id: str | None = None, trace_map: dict[str, list[str]] | None = None) -> None:
+        """Nothing to do when a trace ends."""

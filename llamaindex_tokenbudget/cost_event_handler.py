@@ -1,0 +1,220 @@
+"""LLM costs recorded from LlamaIndex's instrumentation events (record only, never enforce).
+
+:class:`CostEventHandler` is a ``BaseEventHandler`` for the instrumentation dispatcher
+(``llama_index.core.instrumentation``). It remembers each call's model from
+``LLMChatStartEvent`` / ``LLMCompletionStartEvent`` and, on ``LLMChatEndEvent`` /
+``LLMCompletionEndEvent``, charges the usage the provider reported in ``response.raw`` (or an
+estimate flagged ``estimated``) through ``ledger.record(...)``, with the call's span id as
+request id. An event delivered twice (the handler on a dispatcher and on its parent) is
+handled once.
+
+**It cannot enforce a budget.** ``Dispatcher.event`` runs every handler inside
+``except BaseException: pass``: whatever a handler raises, a
+:class:`~tokenbudget_core.errors.BudgetExceededError` included, is dropped and the call goes
+out. To refuse calls, use :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler`
+(the callback manager lets its exceptions through) and not this handler as well: both would
+charge each call. Because the dispatcher would swallow them silently, this handler catches its
+own errors and logs them (logger ``llamaindex_tokenbudget.cost_event_handler``, level ERROR,
+with the figures that were not recorded).
+
+A stream its consumer abandoned (``ExceptionEvent`` with ``GeneratorExit``) is recorded as an
+estimate: the counted input and the text streamed so far. Failed calls (``SpanDropEvent``,
+other ``ExceptionEvent``) are not charged. Nested LLM events (``CustomLLM.chat`` calling
+``complete``) are one provider call: only the innermost is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.exception import ExceptionEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatInProgressEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionInProgressEvent,
+    LLMCompletionStartEvent,
+)
+from llama_index.core.instrumentation.events.span import SpanDropEvent  # type: ignore[attr-defined]
+
+from tokenbudget_core.attribution import Attribution, current_attribution
+from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.usage import Usage
+
+from .budget_callback import (
+    caller_frame,
+    count_input,
+    enclosing,
+    estimated_usage,
+    model_name,
+    reported_usage,
+)
+
+__all__ = ["CostEventHandler"]
+
+logger = logging.getLogger(__name__)
+
+_STARTS = (LLMChatStartEvent, LLMCompletionStartEvent)
+_PROGRESS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
+_ENDS = (LLMChatEndEvent, LLMCompletionEndEvent)
+_FORGET_AFTER_SECONDS = 24 * 3600
+_SEEN_EVENTS = 4096
+
+
+@dataclass(kw_only=True, slots=True)
+class _Call:
+    """One LLM call between its start and end events."""
+
+    start: LLMChatStartEvent | LLMCompletionStartEvent
+    payer: Attribution
+    """The attribution where the call started (a stream may end in another thread)."""
+    frame: FrameType | None
+    started: float
+    last: Any = None
+    """The latest streamed response (for a stream abandoned half-way)."""
+    delegated: bool = False
+
+
+class CostEventHandler(BaseEventHandler):
+    """Record the cost of every LLM call the instrumentation dispatcher reports.
+
+    Register it with ``get_dispatcher().add_event_handler(handler)`` (the root dispatcher sees
+    every LLM); remove it with ``get_dispatcher().event_handlers.remove(handler)``.
+
+    Args:
+        ledger: The core ledger that prices and attributes.
+        model: The model to price with; default: the LLM's own ``model`` or ``metadata.model_name``.
+        feature: The feature to charge, unless an ``attribute(...)`` block names one.
+        user: The user to charge, unless an ``attribute(...)`` block names one.
+
+    Raises:
+        pydantic.ValidationError: ``ledger`` is not a :class:`~tokenbudget_core.ledger.Ledger`.
+
+    Example:
+        >>> from llama_index.core.instrumentation import get_dispatcher
+        >>> from llama_index.core.llms import MockLLM
+        >>> from tokenbudget_core.ledger import Ledger
+        >>> ledger = Ledger("memory://")
+        >>> handler = CostEventHandler(ledger=ledger, model="gpt-4o-mini")
+        >>> get_dispatcher().add_event_handler(handler)
+        >>> MockLLM(max_tokens=5).complete("Say hi").text
+        'text text text text text'
+        >>> get_dispatcher().event_handlers.remove(handler)
+        >>> [row] = ledger.store.rollup([ledger.day()])
+        >>> row.values["input_tokens"], row.values["output_tokens"], row.values["estimated"]
+        (2, 5, 1)
+    """
+
+    ledger: Ledger = Field(description="The core ledger that prices and attributes.")
+    model: str | None = Field(default=None, description="The model to price with (default: the LLM's).")
+    feature: str | None = Field(default=None, description="The feature to charge.")
+    user: str | None = Field(default=None, description="The user to charge.")
+    _calls: dict[str, _Call] = PrivateAttr(default_factory=dict)
+    _counters: dict[str, TokenCounter] = PrivateAttr(default_factory=dict)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _seen: OrderedDict[str, None] = PrivateAttr(default_factory=OrderedDict)
+
+    @classmethod
+    def class_name(cls) -> str:
+        """The class name LlamaIndex serialises."""
+        return "CostEventHandler"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        """Track LLM start, progress and end events; record the cost at the end (errors are logged)."""
+        caller = caller_frame(2)  # the LLM wrapper that called Dispatcher.event
+        try:
+            self._handle(event, caller)
+        except Exception:
+            logger.exception(
+                "tokenbudget: the cost of LLM call %s (%s) was not recorded",
+                event.span_id,
+                event.class_name(),
+            )
+
+    def _handle(self, event: BaseEvent, caller: FrameType | None) -> None:
+        with self._lock:  # one event delivered twice (handler on a dispatcher and its parent)
+            if event.id_ in self._seen:
+                return
+            self._seen[event.id_] = None
+            if len(self._seen) > _SEEN_EVENTS:
+                self._seen.popitem(last=False)
+        key = event.span_id or ""
+        if isinstance(event, _STARTS):
+            with self._lock:
+                oldest = time.monotonic() - _FORGET_AFTER_SECONDS
+                for stale in [k for k, c in self._calls.items() if c.started < oldest]:
+                    del self._calls[stale]
+                frames = {id(c.frame): c for c in self._calls.values() if c.frame}
+                outer = enclosing(frames, caller.f_back if caller else None)
+                if outer is not None:  # one provider call: the innermost event is recorded
+                    outer.delegated = True
+                self._calls[key] = _Call(
+                    start=event, payer=current_attribution(), frame=caller, started=time.monotonic()
+                )
+            return
+        if isinstance(event, _PROGRESS):
+            with self._lock:
+                if key in self._calls:
+                    self._calls[key].last = event.response
+            return
+        if not isinstance(event, (*_ENDS, ExceptionEvent, SpanDropEvent)):
+            return
+        with self._lock:
+            call = self._calls.pop(key, None)
+        if isinstance(event, SpanDropEvent) or (call is not None and call.delegated):
+            return
+        if isinstance(event, ExceptionEvent):
+            if call is not None and isinstance(event.exception, GeneratorExit):
+                self._record(call, call.last, event.span_id or event.id_, abandoned=True)
+            return
+        assert isinstance(event, _ENDS)
+        if call is None:
+            logger.warning(
+                "tokenbudget: LLM call %s ended without a start event (handler added mid-call?); "
+                "recording it with the handler's model",
+                event.span_id,
+            )
+        self._record(call, event.response, event.span_id or event.id_)
+
+    def _record(self, call: _Call | None, response: Any, request_id: str, *, abandoned: bool = False) -> None:
+        start = call.start if call else None
+        model = model_name(start.model_dict if start else None, self.model)
+        usage = None if abandoned else reported_usage(response)
+        if usage is None:
+            counter = self._counters.get(model)
+            if counter is None:
+                counter = TokenCounter.for_model(model, registry=self.ledger.registry)
+                self._counters[model] = counter
+            if isinstance(start, LLMChatStartEvent):
+                messages, prompt = start.messages, None
+            else:
+                messages, prompt = None, start.prompt if start else ""
+            kwargs = start.additional_kwargs if start else None
+            tokens = count_input(counter, messages=messages, prompt=prompt, kwargs=kwargs)
+            usage = estimated_usage(response, counter, tokens)
+        payer = call.payer if call else current_attribution()
+        self._charge(
+            usage,
+            model=model,
+            feature=payer.feature or self.feature,
+            user=payer.user or self.user,
+            conversation=payer.conversation,
+            request_id=request_id,
+        )
+
+    def _charge(self, usage: Usage, **where: Any) -> None:
+        try:
+            self.ledger.record(usage, **where)
+        except Exception:
+            logger.exception("tokenbudget: usage not recorded: %s usage=%s", where, usage.as_dict())
