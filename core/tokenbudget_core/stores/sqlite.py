@@ -1,0 +1,368 @@
+"""``sqlite:///path``: the embedded default store, safe across threads and processes.
+
+Each operation of the contract (see :mod:`.base`) is one ``BEGIN IMMEDIATE`` transaction:
+the write lock is taken before anything is read, so a check-then-increment can never
+interleave with another process's. The file is in WAL mode (readers never block the
+writer) with ``synchronous=NORMAL``; a writer that finds the lock taken waits up to
+``timeout_s`` and then fails with :class:`~tokenbudget_core.errors.BudgetUnavailableError`.
+A process forked after opening a store gets its own connection on first use.
+
+URLs: ``sqlite:///relative/path.db`` (relative to the working directory when opened),
+``sqlite:////absolute/path.db`` (four slashes) and ``sqlite:///:memory:`` (one process only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import date, timedelta
+from pathlib import Path
+from typing import cast
+
+from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError
+
+from .base import (
+    CommitOutcome,
+    CommitRequest,
+    Metric,
+    RequestState,
+    ReserveOutcome,
+    ReserveRequest,
+    RollupRow,
+)
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION = 1
+"""Kept in ``PRAGMA user_version``; a file with a newer version is refused, an older one migrated."""
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS balances (day TEXT NOT NULL, scope TEXT NOT NULL, metric TEXT NOT NULL, "
+    "spent INTEGER NOT NULL, reserved INTEGER NOT NULL, PRIMARY KEY (day, scope, metric)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS requests (day TEXT NOT NULL, request_id TEXT NOT NULL, state TEXT NOT NULL, "
+    "expires_ms INTEGER NOT NULL, checks_json TEXT NOT NULL, PRIMARY KEY (day, request_id)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS requests_expiry ON requests (day, state, expires_ms)",
+    "CREATE TABLE IF NOT EXISTS rollup (day TEXT NOT NULL, rollup_key TEXT NOT NULL, field TEXT NOT NULL, "
+    "value INTEGER NOT NULL, PRIMARY KEY (day, rollup_key, field)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS marks (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS call_costs (day TEXT NOT NULL, feature TEXT NOT NULL, cost INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS call_costs_day_feature ON call_costs (day, feature)",
+)
+_DAY_TABLES = ("balances", "requests", "rollup", "call_costs")
+_ADD = (
+    "INSERT INTO balances (day, scope, metric, spent, reserved) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (day, scope, metric) DO UPDATE "
+    "SET spent = spent + excluded.spent, reserved = reserved + excluded.reserved"
+)
+_SET_STATE = (
+    "INSERT INTO requests VALUES (?, ?, ?, 0, '[]') "
+    "ON CONFLICT (day, request_id) DO UPDATE SET state = excluded.state"
+)
+_EXPIRED = "WHERE day = ? AND state = 'reserved' AND expires_ms <= ?"
+
+# Connections inherited through fork() must be neither used nor closed in the child (SQLite's
+# advice: its locks belong to the parent). They are parked here so they are never finalised.
+_INHERITED: list[sqlite3.Connection] = []
+# The last day each database file was purged for, so purging runs at most once a day per process.
+_LAST_PURGE: dict[str, str] = {}
+
+
+def _path_of(url: str) -> str:
+    prefix = "sqlite:///"
+    if not url.lower().startswith(prefix) or len(url) == len(prefix):
+        raise InvalidInputError(
+            "store",
+            f"{url!r} is not a SQLite URL",
+            value=url,
+            fix="use sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:///:memory:",
+        )
+    path = url[len(prefix) :]
+    return path if path == ":memory:" else os.path.abspath(path)
+
+
+def _int(value: object, name: str) -> int:
+    if type(value) is not int:
+        raise InvalidInputError(name, "must be an int (tokens, or nano-USD for money)", value=value)
+    return value
+
+
+def _unavailable(error: BaseException) -> bool:
+    """Operational failures (locked, I/O, not a database); not integrity or programming errors."""
+    return isinstance(error, sqlite3.OperationalError) or type(error) is sqlite3.DatabaseError
+
+
+class SQLiteStore:
+    """The ledger's store in one SQLite file, shared by every thread and process that opens it.
+
+    Args:
+        url: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``.
+            The parent directory is created when missing.
+        timeout_s: How long an operation waits for another writer's lock before failing.
+        retention_days: Days of history to keep; older days are purged at most once a day per
+            process, the first time a newer day is reserved or committed. ``None`` keeps everything.
+
+    Raises:
+        InvalidInputError: ``url`` is not a ``sqlite:///`` URL.
+        BudgetUnavailableError: The file cannot be created or opened, is not a SQLite database,
+            or was written by a newer tokenbudget (also raised later by any operation that hits
+            a locked database past ``timeout_s`` or an I/O error).
+
+    Example:
+        >>> store = SQLiteStore("sqlite:///:memory:")
+        >>> store.totals("2026-11-23", [("global", "nanos")], now_ms=0)
+        {('global', 'nanos'): (0, 0)}
+        >>> store.close()
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 30.0, retention_days: int | None = 400) -> None:
+        self.url = url
+        self.path = _path_of(url)
+        """The database file's absolute path (or ``:memory:``)."""
+        self._timeout_s = timeout_s
+        self._retention_days = retention_days
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = self._open()
+        self._pid = os.getpid()
+
+    def _fail(self, error: BaseException) -> BudgetUnavailableError:
+        return BudgetUnavailableError(self.url, f"{self.path}: {error}")
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as e:
+            raise self._fail(e) from e
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout_s * 1000)}")
+            self._enable_wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except BaseException as e:
+            conn.close()
+            if _unavailable(e):
+                raise self._fail(e) from e
+            raise
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL, retrying: the switch needs a moment alone and SQLite does not wait for it."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise BudgetUnavailableError(
+                    self.url,
+                    f"{self.path} has schema version {version} but this tokenbudget knows up to "
+                    f"{SCHEMA_VERSION}; upgrade tokenbudget-kit",
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    @contextmanager
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """One transaction under the process-local lock; sqlite failures become BudgetUnavailableError."""
+        with self._lock:
+            if self._conn is None:
+                raise BudgetUnavailableError(self.url, "the store was closed; open a new one")
+            if self._pid != os.getpid():  # forked: never touch the parent's connection
+                _INHERITED.append(self._conn)
+                self._conn = self._open()
+                self._pid = os.getpid()
+            conn = self._conn
+            try:
+                conn.execute(begin)
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as e:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):  # the original error is the one to report
+                        conn.execute("ROLLBACK")
+                if _unavailable(e):
+                    raise self._fail(e) from e
+                raise
+
+    @staticmethod
+    def _add(db: sqlite3.Connection, day: str, rows: Sequence[tuple[str, str, int]], *, spent: bool) -> None:
+        db.executemany(_ADD, [(day, s, m, a, 0) if spent else (day, s, m, 0, a) for s, m, a in rows])
+
+    def _unreserve(self, db: sqlite3.Connection, day: str, checks_json: str) -> None:
+        self._add(db, day, [(s, m, -a) for s, m, a in json.loads(checks_json)], spent=False)
+
+    def _expire(self, db: sqlite3.Connection, day: str, now_ms: int) -> None:
+        expired = db.execute(f"SELECT checks_json FROM requests {_EXPIRED}", (day, now_ms)).fetchall()
+        for (checks_json,) in expired:
+            self._unreserve(db, day, checks_json)
+        db.execute(f"UPDATE requests SET state = 'expired' {_EXPIRED}", (day, now_ms))
+
+    @staticmethod
+    def _state(db: sqlite3.Connection, day: str, request_id: str) -> tuple[RequestState, str] | None:
+        row = db.execute(
+            "SELECT state, checks_json FROM requests WHERE day = ? AND request_id = ?", (day, request_id)
+        ).fetchone()
+        return None if row is None else (cast("RequestState", row[0]), row[1])
+
+    @staticmethod
+    def _balance(db: sqlite3.Connection, day: str, scope: str, metric: str) -> tuple[int, int]:
+        query = "SELECT spent, reserved FROM balances WHERE day = ? AND scope = ? AND metric = ?"
+        row = db.execute(query, (day, scope, metric)).fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def reserve(self, req: ReserveRequest) -> ReserveOutcome:
+        """Expire passed leases, then reserve every check or none (see :mod:`.base`)."""
+        rows = [(c.scope, c.metric, _int(c.amount, "amount")) for c in req.checks]
+        self._maybe_purge(req.day)
+        with self._transaction() as db:
+            self._expire(db, req.day, req.now_ms)
+            known = self._state(db, req.day, req.request_id)
+            if known is not None:
+                return ReserveOutcome(ok=True, state=known[0], duplicate=True)
+            for c in req.checks:
+                used = sum(self._balance(db, req.day, c.scope, c.metric))
+                if c.limit is not None and used + c.amount > c.limit:
+                    return ReserveOutcome(ok=False, failed=c, used=used)
+            self._add(db, req.day, rows, spent=False)
+            db.execute(
+                "INSERT INTO requests VALUES (?, ?, 'reserved', ?, ?)",
+                (req.day, req.request_id, req.now_ms + req.lease_ms, json.dumps(rows)),
+            )
+        return ReserveOutcome(ok=True, state="reserved")
+
+    def commit(self, req: CommitRequest) -> CommitOutcome:
+        """Charge actual usage once per request id, settling its reservation (see :mod:`.base`)."""
+        rows = [(c.scope, c.metric, _int(c.amount, "amount")) for c in req.charges]
+        counters = [(req.day, req.rollup_key, k, _int(v, f"rollup[{k!r}]")) for k, v in req.rollup.items()]
+        self._maybe_purge(req.day)
+        with self._transaction() as db:
+            known = self._state(db, req.day, req.request_id)
+            previous = None if known is None else known[0]
+            if previous == "committed":
+                return CommitOutcome(applied=False, previous="committed")
+            if known is not None and previous == "reserved":
+                self._unreserve(db, req.day, known[1])
+            self._add(db, req.day, rows, spent=True)
+            db.executemany(
+                "INSERT INTO rollup VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (day, rollup_key, field) DO UPDATE SET value = value + excluded.value",
+                counters,
+            )
+            db.execute(_SET_STATE, (req.day, req.request_id, "committed"))
+        return CommitOutcome(applied=True, previous=previous)
+
+    def release(self, day: str, request_id: str, now_ms: int) -> bool:
+        """Release a live reservation; True if something was released."""
+        with self._transaction() as db:
+            known = self._state(db, day, request_id)
+            if known is None:  # remembered, so a late reserve with this id reserves nothing
+                db.execute(_SET_STATE, (day, request_id, "released"))
+                return False
+            if known[0] != "reserved":
+                return False
+            self._unreserve(db, day, known[1])
+            db.execute(_SET_STATE, (day, request_id, "released"))
+            return True
+
+    def totals(
+        self, day: str, scopes: Sequence[tuple[str, Metric]], now_ms: int
+    ) -> dict[tuple[str, Metric], tuple[int, int]]:
+        """``(spent, reserved)`` per scope and metric, after expiring passed leases."""
+        with self._transaction() as db:
+            self._expire(db, day, now_ms)
+            return {(scope, metric): self._balance(db, day, scope, metric) for scope, metric in scopes}
+
+    def rollup(self, days: Sequence[str]) -> list[RollupRow]:
+        """Attribution rows of these days, ordered by day and key (one consistent snapshot)."""
+        rows: dict[tuple[str, str], dict[str, int]] = {}
+        with self._transaction("BEGIN") as db:
+            for day in dict.fromkeys(days):
+                query = "SELECT rollup_key, field, value FROM rollup WHERE day = ? ORDER BY rollup_key, field"
+                for key, name, value in db.execute(query, (day,)):
+                    rows.setdefault((day, key), {})[name] = int(value)
+        return [RollupRow(day=d, rollup_key=k, values=v) for (d, k), v in rows.items()]
+
+    def mark_once(self, key: str, ttl_s: int) -> bool:
+        """Set ``key`` for ``ttl_s`` seconds if absent or expired; True when this call set it."""
+        now_ms = int(time.time() * 1000)
+        with self._transaction() as db:
+            row = db.execute("SELECT expires_at FROM marks WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] > now_ms:
+                return False
+            db.execute("INSERT OR REPLACE INTO marks VALUES (?, ?)", (key, now_ms + ttl_s * 1000))
+            return True
+
+    def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:
+        """Keep one call's cost for percentile reports."""
+        row = (day, feature, _int(cost_nanos, "cost_nanos"))
+        with self._transaction() as db:
+            db.execute("INSERT INTO call_costs VALUES (?, ?, ?)", row)
+
+    def call_costs(self, day: str, feature: str) -> list[int]:
+        """The recorded call costs of a feature and day, oldest first."""
+        with self._transaction("BEGIN") as db:
+            query = "SELECT cost FROM call_costs WHERE day = ? AND feature = ? ORDER BY rowid"
+            return [int(c) for (c,) in db.execute(query, (day, feature))]
+
+    def ping(self) -> None:
+        """Raise :class:`BudgetUnavailableError` if the file cannot be read."""
+        with self._transaction("BEGIN") as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+    def purge(self, before_day: str) -> int:
+        """Delete every day before ``before_day`` (ISO ``YYYY-MM-DD``) and expired marks.
+
+        Returns:
+            The number of rows deleted.
+        """
+        now_ms = int(time.time() * 1000)
+        with self._transaction() as db:
+            deleted = sum(
+                db.execute(f"DELETE FROM {t} WHERE day < ?", (before_day,)).rowcount for t in _DAY_TABLES
+            )
+            return deleted + db.execute("DELETE FROM marks WHERE expires_at <= ?", (now_ms,)).rowcount
+
+    def _maybe_purge(self, day: str) -> None:
+        """Purge past the retention on the first operation of a newer day (before it, so a
+        failing purge fails an operation that has not happened yet)."""
+        key = self.path if self.path != ":memory:" else f":memory:{id(self)}"
+        if self._retention_days is None or _LAST_PURGE.get(key, "") >= day:
+            return
+        try:
+            cutoff = date.fromisoformat(day) - timedelta(days=self._retention_days)
+        except ValueError:  # not an ISO day: nothing to compare against
+            return
+        self.purge(cutoff.isoformat())
+        _LAST_PURGE[key] = day  # two threads racing here purge twice, harmlessly
+
+    def close(self) -> None:
+        """Close the connection; later operations raise :class:`BudgetUnavailableError`."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+            elif conn is not None:
+                _INHERITED.append(conn)
