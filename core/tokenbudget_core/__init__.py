@@ -34,6 +34,7 @@ from .openai_counting import TiktokenCounter
 from .pricing import CostBreakdown, PriceOverride, PriceTable, cost_of, load_prices, price_of, register_price
 from .prompt_builder import BuiltPrompt, PromptBuilder
 from .registry import ModelInfo, ModelRegistry, default_registry, get_model
+from .reports import Report, build_report
 from .sentences import split_sentences
 from .stores import open_store
 from .streams import AnthropicStreamUsage, OpenAIStreamUsage
@@ -75,6 +76,7 @@ __all__ = [
     "PriceOverride",
     "PriceTable",
     "PromptBuilder",
+    "Report",
     "Reservation",
     "SummaryBuffer",
     "SummaryEvent",
@@ -94,6 +96,7 @@ __all__ = [
     "allocate_budget",
     "atruncate_text",
     "attribute",
+    "build_report",
     "compress_prompt",
     "cost_of",
     "current_attribution",

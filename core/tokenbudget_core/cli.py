@@ -1,19 +1,23 @@
-"""The ``tokenbudget`` command line: count tokens, price a call, run the demo.
+"""The ``tokenbudget`` command line: count tokens, price a call, run the demo, report spend and budgets.
 
-The commands only parse arguments and print; counting, pricing and the demo live in
-:mod:`~tokenbudget_core.counting`, :mod:`~tokenbudget_core.pricing` and
-:mod:`~tokenbudget_core.demo`. Every error tokenbudget raises on purpose is printed
+The commands only parse arguments and print; counting, pricing, the demo and the reports live
+in :mod:`~tokenbudget_core.counting`, :mod:`~tokenbudget_core.pricing`,
+:mod:`~tokenbudget_core.demo`, :mod:`~tokenbudget_core.reports` and
+:mod:`~tokenbudget_core.ledger`. Every error tokenbudget raises on purpose is printed
 as one ``error: ...`` line on stderr, without a traceback, and mapped to an exit code.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -22,6 +26,7 @@ from rich.table import Table
 from ._version import __version__
 from .counting import TokenCounter
 from .errors import (
+    BudgetUnavailableError,
     EncodingUnavailableError,
     InvalidInputError,
     MissingDependencyError,
@@ -32,27 +37,34 @@ from .errors import (
 from .pricing import format_usd, price_of
 from .usage import Usage
 
+if TYPE_CHECKING:
+    from .ledger import Ledger
+    from .reports import Report
+    from .stores.base import LedgerStore
+
 __all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_UNPRICED", "EXIT_USAGE", "cli", "main"]
 
 EXIT_OK = 0
 """Success."""
 EXIT_BAD_INPUT = 1
-"""Bad input: malformed JSON or message list, unknown model, bad token figure, unreadable file."""
+"""Bad input: malformed JSON or message list, unknown model, bad figure or day, unreadable or missing file."""
 EXIT_USAGE = 2
 """Command-line usage error (click's own: unknown option, missing required option)."""
 EXIT_UNPRICED = 3
 """The model is known but has no price."""
 EXIT_UNAVAILABLE = 4
-"""A counting resource is unavailable (tiktoken encoding file, provider counting API, optional extra)."""
+"""A resource is unavailable (tiktoken encoding file, provider counting API, optional extra, ledger store)."""
 
 _EXIT_CODES_HELP = """
 \b
 Exit codes:
   0  success
-  1  bad input (malformed JSON or messages, unknown model, bad token figure, unreadable file)
+  1  bad input (malformed JSON or messages, unknown model, bad figure or day,
+     unreadable or missing file: input, ledger, budget policy)
   2  usage error (unknown option, missing required option)
   3  the model has no known price
-  4  a counting resource is unavailable (tiktoken encoding, provider API, optional extra)
+  4  a resource is unavailable (tiktoken encoding, provider API, optional extra,
+     the ledger store)
 """
 
 
@@ -79,7 +91,9 @@ class _UnavailableError(_CliError):
 def _cli_error(error: TokenBudgetError) -> _CliError:
     if isinstance(error, UnpricedModelError):
         return _UnpricedError(str(error))
-    if isinstance(error, EncodingUnavailableError | TokenCountError | MissingDependencyError):
+    if isinstance(
+        error, EncodingUnavailableError | TokenCountError | MissingDependencyError | BudgetUnavailableError
+    ):
         return _UnavailableError(str(error))
     return _CliError(str(error))
 
@@ -97,7 +111,7 @@ class _Group(click.Group):
 @click.group(cls=_Group, epilog=_EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="tokenbudget")
 def cli() -> None:
-    """Count tokens and price LLM calls before they go out."""
+    """Count tokens and price LLM calls before they go out; report spend and budgets."""
 
 
 # -- count ----------------------------------------------------------------------------------------
@@ -264,6 +278,290 @@ def demo(*, model: str, as_json: bool) -> None:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
         Console(soft_wrap=False).print(render_demo(report))
+
+
+# -- report and budgets ---------------------------------------------------------------------------
+
+_STORE_HELP = "Ledger store URL (default: $TOKENBUDGET_STORE, else sqlite:///tokenbudget.db)."
+_TZ_HELP = "The IANA time zone the ledger's days are in (the Ledger's timezone=)."
+
+
+@contextmanager
+def _opened_store(url: str | None) -> Iterator[LedgerStore]:
+    """The store at ``url``; a SQLite file that does not exist is an error, not a new empty ledger."""
+    from .stores import DEFAULT_STORE_URL, open_store
+
+    url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
+    prefix = "sqlite:///"
+    if url.lower().startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
+        path = Path(url[len(prefix) :])
+        if not path.is_file():
+            raise InvalidInputError(
+                "--store",
+                f"no ledger at {str(path.absolute())!r}",
+                value=url,
+                fix="pass --store URL or set $TOKENBUDGET_STORE to the store your app records to",
+            )
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _positive(flag: str, value: str) -> int:
+    n = _tokens(flag, value)
+    if n < 1:
+        raise InvalidInputError(flag, f"must be a positive integer, got {value!r}", value=value)
+    return n
+
+
+def _money(amount: Decimal | None, *, places: int | None = None) -> str:
+    """Dollars as :func:`format_usd` prints them (a ratio rounded to ``places``); ``None`` as ``-``."""
+    if amount is None:
+        return "-"
+    return format_usd(amount if places is None else amount.quantize(Decimal(1).scaleb(-places)))
+
+
+def _table(*columns: str) -> Table:
+    table = Table(show_header=True)
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i > 0)
+    return table
+
+
+def _render_report(r: Report) -> list[Table]:
+    t = r.totals
+    span = r.days[0] if len(r.days) == 1 else f"{r.days[0]} .. {r.days[-1]}"
+    totals = _table("total", "value")
+    totals.title = f"Spend {span} ({r.timezone})"
+    for name, value in (
+        ("requests", f"{t.requests:,}"),
+        ("input tokens", f"{t.input_tokens:,}"),
+        ("output tokens", f"{t.output_tokens:,}"),
+        ("cache read / write tokens", f"{t.cache_read_tokens:,} / {t.cache_write_tokens:,}"),
+        ("cost", _money(t.cost_usd)),
+        ("cache hits (saved)", f"{t.cache_hits:,} ({_money(t.saved_usd)})"),
+        ("overhead cost", _money(t.overhead_usd)),
+        ("estimated / unpriced requests", f"{t.estimated_requests:,} / {t.unpriced_requests:,}"),
+        ("active users", f"{t.active_users:,}"),
+        ("conversations", f"{t.conversations:,}"),
+        (f"{r.projection.month} to date", _money(r.projection.month_to_date_usd)),
+        (f"{r.projection.month} projected", _money(r.projection.projected_usd, places=6)),
+    ):
+        totals.add_row(name, value)
+    tables = [totals]
+    for b in r.breakdowns:
+        table = _table(b.dimension, "requests", "input", "output", "cost")
+        for row in b.rows:
+            key = "(none)" if row.key is None else row.key
+            table.add_row(
+                key,
+                f"{row.requests:,}",
+                f"{row.input_tokens:,}",
+                f"{row.output_tokens:,}",
+                _money(row.cost_usd),
+            )
+        if b.omitted:
+            table.add_row(f"({b.omitted} more)", "", "", "", _money(b.omitted_cost_usd))
+        tables.append(table)
+    days = _table("day", "requests", "cost", "users", "cost/user", "convs", "cost/conv")
+    days.title = "Per day"
+    days.caption = "users: active users; cost/user: the day's cost per active user"
+    for d in r.per_day:
+        days.add_row(
+            d.day,
+            f"{d.requests:,}",
+            _money(d.cost_usd),
+            f"{d.active_users:,}",
+            _money(d.cost_per_active_user_usd, places=6),
+            f"{d.conversations:,}",
+            _money(d.cost_per_conversation_usd, places=6),
+        )
+    tables.append(days)
+    if r.call_costs:
+        calls = _table("feature", "calls", "p50 / call", "p95 / call")
+        for c in r.call_costs:
+            calls.add_row(
+                "(none)" if c.feature is None else c.feature,
+                f"{c.calls:,}",
+                _money(c.p50_usd),
+                _money(c.p95_usd),
+            )
+        tables.append(calls)
+    return tables
+
+
+@cli.command(epilog=_EXIT_CODES_HELP)
+@click.option("--store", "store_url", metavar="URL", help=_STORE_HELP)
+@click.option("--day", metavar="YYYY-MM-DD", help="Report this one day.")
+@click.option("--days", "last_days", metavar="N", help="Report the N days ending today (default 7).")
+@click.option(
+    "--by",
+    type=click.Choice(["feature", "user", "model"]),
+    default="feature",
+    show_default=True,
+    help="Break the spend down by this dimension.",
+)
+@click.option("--top", default="10", metavar="N", show_default=True, help="Show the N biggest spenders.")
+@click.option("--timezone", "tz", default="UTC", show_default=True, metavar="ZONE", help=_TZ_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (money as strings).")
+def report(
+    *,
+    store_url: str | None,
+    day: str | None,
+    last_days: str | None,
+    by: str,
+    top: str,
+    tz: str,
+    as_json: bool,
+) -> None:
+    """Report spend: totals, spend by feature, user or model, and per day the cost per active user.
+
+    Reads the attribution the ledger records; nothing is written.
+    """
+    from .ledger import Ledger
+    from .reports import build_report
+
+    n_days = None if last_days is None else _positive("--days", last_days)
+    n_top = _positive("--top", top)
+    if day is not None and n_days is not None:
+        raise InvalidInputError("--day", "give --day or --days, not both")
+    with _opened_store(store_url) as store:
+        ledger = Ledger(store, timezone=tz)
+        r = build_report(ledger, day=day, last_days=n_days, by=(by,), top=n_top)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(json.dumps(r.as_dict(), indent=2))
+        return
+    console = Console(soft_wrap=False)
+    for table in _render_report(r):
+        console.print(table)
+
+
+_GLOBAL_BUDGETS = ("daily_usd", "user_daily_usd (all features)", "user_daily_tokens (all features)")
+"""Budgets that do not depend on the feature: listed once."""
+
+
+def _budget_rows(
+    ledger: Ledger, features: Sequence[str | None], user: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One row per budget (limit, spent + reserved, headroom, share, step), and each feature's ladder step."""
+    from .money import nanos_to_usd, usd_to_nanos
+
+    policy = ledger.policy
+    rows: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    for f in features:
+        state = ledger.state(feature=f, user=user)
+        steps.append({"feature": f, "step": state.step})
+        fb = policy.feature(f)
+        limits: dict[str, Decimal | int | None] = {
+            "user_daily_tokens": fb.user_daily_tokens,
+            "user_daily_usd": fb.user_daily_usd,
+            "feature_daily_usd": fb.feature_daily_usd,
+            "daily_usd": policy.daily_usd,
+            "user_daily_tokens (all features)": policy.user_daily_tokens,
+            "user_daily_usd (all features)": policy.user_daily_usd,
+        }
+        for name, share in state.shares.items():
+            is_global = name in _GLOBAL_BUDGETS
+            if (name.startswith("user_") and user is None) or (
+                is_global and any(row["budget"] == name for row in rows)
+            ):
+                continue
+            limit = limits.get(name)
+            # state() gives the used share (spent + reserved) / limit; times the limit, rounded to
+            # the stored unit (nano-USD or tokens), that is the exact figure for any realistic amount.
+            used: Decimal | int | None = None
+            if isinstance(limit, Decimal):
+                used = nanos_to_usd(round(share * usd_to_nanos(limit))) if limit else None
+            elif limit:
+                used = round(share * limit)
+            rows.append(
+                {
+                    "feature": None if is_global else f,
+                    "user": user if name.startswith("user_") else None,
+                    "budget": name,
+                    "unit": "usd" if isinstance(limit, Decimal) else "tokens",
+                    "limit": limit,
+                    "used": used,
+                    "headroom": state.headroom[name],
+                    "share": share,
+                    "step": policy.ladder.step(share),
+                }
+            )
+    return rows, steps
+
+
+@cli.command(epilog=_EXIT_CODES_HELP)
+@click.option("--store", "store_url", metavar="URL", help=_STORE_HELP)
+@click.option(
+    "--policy",
+    "policy_path",
+    default="budgets.toml",
+    show_default=True,
+    metavar="FILE",
+    help="Budget policy.",
+)
+@click.option("--feature", help="Only this feature (default: every feature in the policy).")
+@click.option("--user", help="Also show this user's budgets.")
+@click.option("--timezone", "tz", default="UTC", show_default=True, metavar="ZONE", help=_TZ_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON (money as strings).")
+def budgets(
+    *,
+    store_url: str | None,
+    policy_path: str,
+    feature: str | None,
+    user: str | None,
+    tz: str,
+    as_json: bool,
+) -> None:
+    """Show today's budgets: limit, spent + reserved, headroom and ladder step of each.
+
+    Per-user budgets are shown for --user only.
+    """
+    from .budgets import load_policy
+    from .ledger import Ledger
+
+    policy = load_policy(policy_path)
+    features: list[str | None] = [feature] if feature else [*sorted(policy.features)] or [None]
+    with _opened_store(store_url) as store:
+        ledger = Ledger(store, policy=policy, timezone=tz)
+        today = ledger.day()
+        rows, steps = _budget_rows(ledger, features, user)
+    if as_json:
+        text = [{k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
+        click.echo(json.dumps({"day": today, "user": user, "budgets": text, "steps": steps}, indent=2))
+        return
+    if not rows:
+        click.echo(
+            f"no budgets in {policy_path} apply here" + ("" if user else " (pass --user for per-user ones)")
+        )
+        return
+
+    def fmt(row: dict[str, Any], key: str) -> str:
+        value = row[key]
+        if value is None:
+            return "-"
+        return format_usd(value) if row["unit"] == "usd" else f"{value:,}"
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        scope = "all features" if row["budget"] in _GLOBAL_BUDGETS else row["feature"] or "(no feature)"
+        groups.setdefault(scope, []).append(row)
+    for scope, group in groups.items():
+        table = _table("budget", "limit", "spent + reserved", "headroom", "used", "step")
+        table.show_edge = False
+        table.title = f"{scope}: budgets on {today} ({tz})"
+        for row in group:
+            name = row["budget"].removesuffix(" (all features)")
+            share = f"{row['share']:.0%}"
+            table.add_row(name, fmt(row, "limit"), fmt(row, "used"), fmt(row, "headroom"), share, row["step"])
+        Console(soft_wrap=False).print(table)
+    for s in steps:
+        click.echo(
+            f"ladder step for {s['feature'] or '(no feature)'}{f' user {user}' if user else ''}: {s['step']}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

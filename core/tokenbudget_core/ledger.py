@@ -507,7 +507,7 @@ class Ledger:
             rollup_key=f"{_enc(feature)}/{_enc(user)}/{_enc(model)}",
             rollup=rollup,
             now_ms=now_ms,
-            call_cost_key=_enc(feature),
+            call_cost_key=None if nanos is None else _enc(feature),  # no sample for an unknown price
         )
         cost_usd = None if nanos is None else nanos_to_usd(nanos)
         try:
@@ -518,7 +518,9 @@ class Ledger:
         if outcome.applied:
             # The charge itself is stored; if the store drops now, reports lose one sample at worst.
             with contextlib.suppress(BudgetUnavailableError):
-                self._after_commit(day, feature, user, cost, charges, now_ms, outcome)
+                self._after_commit(
+                    day, feature, user, cost, charges, now_ms, outcome, priced=nanos is not None
+                )
         return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=outcome.applied)
 
     def _after_commit(
@@ -530,8 +532,10 @@ class Ledger:
         charges: Sequence[Check],
         now_ms: int,
         outcome: CommitOutcome,
+        *,
+        priced: bool,
     ) -> None:
-        if not outcome.recorded_cost:
+        if not outcome.recorded_cost and priced:
             self.store.record_call_cost(day, _enc(feature), cost)
         limited = [c for c in self._checks(feature, user, 0, 0) if c.limit]
         if not limited or not self.sinks:

@@ -1,0 +1,417 @@
+"""Spend reports from the ledger's attribution counters: who spent what, per day, and where it is going.
+
+:func:`build_report` reads a store's rollup rows (day x feature x user x model, see
+:mod:`tokenbudget_core.stores.base`) and its per-call cost samples, and returns a
+:class:`Report`: totals, spend by feature / user / model, one row per day with the headline
+metric **cost per active user per day**, p50/p95 cost per call per feature, and a projection
+of the month's spend. Money is ``Decimal`` USD; a ratio that cannot be computed (no active
+user, no conversation, no elapsed time) is ``None``, never ``0``.
+
+Definitions:
+
+* *active users* of a day: distinct non-empty user ids with at least one request that day;
+  *cost per active user per day* = the day's total cost (calls without a user included) /
+  that day's active users.
+* *conversations* are counted once per day and feature (a conversation that spans two days or
+  two features counts twice); *cost per conversation* = the day's total cost / its conversations.
+* *p50 / p95*: nearest-rank percentiles over the recorded cost of every call of a feature in
+  the report's days.
+* *projected month-end spend* = month-to-date spend / elapsed days * days in the month, where
+  the month is the current one by the ledger's clock and time zone and the elapsed days are
+  the time since local midnight on the 1st, in days of 86,400 s (a fraction counts).
+* Unpriced calls are charged $0 by the ledger, so every cost is a lower bound when
+  ``unpriced_requests`` is not 0.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from decimal import Decimal
+from typing import Any, Literal, NamedTuple, TypeAlias, cast
+from urllib.parse import quote, unquote
+
+from .errors import InvalidInputError
+from .ledger import Ledger
+from .money import nanos_to_usd as _usd
+from .stores.base import LedgerStore, RollupRow
+
+__all__ = [
+    "Breakdown",
+    "CallCostStats",
+    "DayRow",
+    "Dimension",
+    "Projection",
+    "Report",
+    "SpendRow",
+    "Totals",
+    "build_report",
+]
+
+Dimension: TypeAlias = Literal["feature", "user", "model"]
+DIMENSIONS: tuple[Dimension, ...] = ("feature", "user", "model")
+DEFAULT_LAST_DAYS = 7
+"""Days covered when no range is given: the week ending today."""
+_NANO_USD = Decimal("1e-9")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Totals:
+    """Everything in the report's days, summed."""
+
+    requests: int
+    input_tokens: int
+    """All input tokens, cache reads and writes included."""
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: Decimal
+    cache_hits: int
+    """Calls answered from an application cache."""
+    saved_usd: Decimal
+    """What the cache hits saved."""
+    overhead_usd: Decimal
+    """Spend on tokenbudget's own calls (summaries, routing), already part of ``cost_usd``."""
+    estimated_requests: int
+    """Calls whose usage was estimated (e.g. a stream cut short)."""
+    unpriced_requests: int
+    """Calls of models without a known price (charged $0: costs are lower bounds)."""
+    conversations: int
+    """Conversations, once per day and feature."""
+    active_users: int
+    """Distinct non-empty users with requests in the report's days."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SpendRow:
+    """Spend of one feature, user or model."""
+
+    key: str | None
+    """The decoded id (``None``: calls made without one)."""
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Breakdown:
+    """Spend by one dimension, most expensive first, cut to the top N."""
+
+    dimension: Dimension
+    rows: tuple[SpendRow, ...]
+    omitted: int
+    """How many further keys were cut by ``top``."""
+    omitted_cost_usd: Decimal
+    """Their spend, so the rows plus this add up to the total."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DayRow:
+    """One day of the report."""
+
+    day: str
+    requests: int
+    cost_usd: Decimal
+    active_users: int
+    cost_per_active_user_usd: Decimal | None
+    """The headline metric: ``cost_usd / active_users`` (``None`` when nobody was active)."""
+    conversations: int
+    cost_per_conversation_usd: Decimal | None
+    """``cost_usd / conversations`` (``None`` without conversations)."""
+    unpriced_requests: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallCostStats:
+    """Cost per call of one feature over the report's days (nearest-rank percentiles)."""
+
+    feature: str | None
+    calls: int
+    p50_usd: Decimal | None
+    p95_usd: Decimal | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Projection:
+    """Where this month's spend is heading at its current pace."""
+
+    month: str
+    """``YYYY-MM`` in the ledger's time zone."""
+    month_to_date_usd: Decimal
+    elapsed_days: Decimal
+    """Days since local midnight on the 1st (rounded to 1e-6 for display)."""
+    days_in_month: int
+    projected_usd: Decimal | None
+    """``month_to_date_usd / elapsed_days * days_in_month`` (``None`` at the month's first instant)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Report:
+    """A spend report; :meth:`as_dict` gives it as JSON-safe data (money as strings).
+
+    Example:
+        >>> from tokenbudget_core.ledger import Ledger
+        >>> report = build_report(Ledger("memory://"), last_days=1)
+        >>> report.totals.cost_usd, report.per_day[0].cost_per_active_user_usd
+        (Decimal('0'), None)
+    """
+
+    days: tuple[str, ...]
+    timezone: str
+    generated_at: str
+    """ISO timestamp of the report in the ledger's time zone."""
+    totals: Totals
+    breakdowns: tuple[Breakdown, ...]
+    per_day: tuple[DayRow, ...]
+    call_costs: tuple[CallCostStats, ...]
+    projection: Projection
+
+    def breakdown(self, dimension: Dimension) -> Breakdown:
+        """The spend by ``dimension``.
+
+        Raises:
+            KeyError: The report was built without that dimension in ``by``.
+        """
+        for b in self.breakdowns:
+            if b.dimension == dimension:
+                return b
+        raise KeyError(dimension)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-safe data: ``Decimal`` as strings, tuples as lists."""
+        return cast(dict[str, Any], _jsonable(asdict(self)))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _Row(NamedTuple):
+    """A rollup row with its ids decoded (``None``: no id)."""
+
+    day: str
+    feature: str | None
+    user: str | None
+    model: str | None
+    values: Counter[str]
+
+
+def _decode(row: RollupRow) -> _Row:
+    parts = row.rollup_key.split("/")
+    if len(parts) != 3:
+        raise InvalidInputError("rollup_key", "expected '<feature>/<user>/<model>'", value=row.rollup_key)
+    f, u, m = (unquote(p) if p else None for p in parts)
+    return _Row(row.day, f, u, m, Counter(row.values))
+
+
+def _sums(rows: Iterable[_Row]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for r in rows:
+        total.update(r.values)
+    return total
+
+
+def _active_users(rows: Iterable[_Row]) -> int:
+    return len({r.user for r in rows if r.user and r.values["requests"] > 0})
+
+
+def _ratio(numerator: Decimal, denominator: int) -> Decimal | None:
+    """``numerator / denominator`` to the nano-USD, or ``None`` when the denominator is 0."""
+    return (numerator / denominator).quantize(_NANO_USD) if denominator else None
+
+
+def _nearest_rank(ordered: Sequence[int], percent: int) -> Decimal | None:
+    """The nearest-rank percentile of an ascending sequence, in USD (``None`` when empty)."""
+    rank = -(-percent * len(ordered) // 100)
+    return _usd(ordered[max(rank, 1) - 1]) if ordered else None
+
+
+def _parse_day(value: object, where: str) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise InvalidInputError(where, "must be an ISO date like 2026-11-23", value=value)
+
+
+def _source(source: Ledger | LedgerStore) -> tuple[LedgerStore, Callable[[], float], tzinfo, str]:
+    if isinstance(source, Ledger):
+        return source.store, source.clock, source.tz, source.tz.key
+    if isinstance(source, LedgerStore):
+        return source, time.time, UTC, "UTC"
+    raise InvalidInputError("ledger_or_store", "must be a Ledger or a store", value=source)
+
+
+def _select_days(
+    days: Sequence[str] | None, day: str | date | None, last_days: int | None, today: date
+) -> list[str]:
+    given = [name for name, v in (("days", days), ("day", day), ("last_days", last_days)) if v is not None]
+    if len(given) > 1:
+        raise InvalidInputError(given[1], f"give only one of days, day and last_days (got {given})")
+    if day is not None:
+        return [_parse_day(day, "day").isoformat()]
+    if days is not None:
+        if isinstance(days, str) or not days:
+            raise InvalidInputError("days", "must be a non-empty list of ISO dates", value=days)
+        return sorted({_parse_day(d, "days").isoformat() for d in days})
+    n = DEFAULT_LAST_DAYS if last_days is None else last_days
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidInputError("last_days", "must be a positive integer", value=last_days)
+    return [(today - timedelta(days=i)).isoformat() for i in range(n - 1, -1, -1)]
+
+
+def _totals(rows: Sequence[_Row]) -> Totals:
+    c = _sums(rows)
+    return Totals(
+        requests=c["requests"],
+        input_tokens=c["input_tokens"],
+        output_tokens=c["output_tokens"],
+        cache_read_tokens=c["cache_read_tokens"],
+        cache_write_tokens=c["cache_write_tokens"],
+        cost_usd=_usd(c["cost_nanos"]),
+        cache_hits=c["cache_hits"],
+        saved_usd=_usd(c["saved_nanos"]),
+        overhead_usd=_usd(c["overhead_nanos"]),
+        estimated_requests=c["estimated"],
+        unpriced_requests=c["unpriced"],
+        conversations=c["conversations"],
+        active_users=_active_users(rows),
+    )
+
+
+def _breakdown(rows: Sequence[_Row], dimension: Dimension, top: int) -> Breakdown:
+    groups: dict[str | None, list[_Row]] = defaultdict(list)
+    for r in rows:
+        groups[getattr(r, dimension)].append(r)
+    spend = []
+    for key, group in groups.items():
+        c = _sums(group)
+        spend.append(
+            SpendRow(
+                key=key,
+                requests=c["requests"],
+                input_tokens=c["input_tokens"],
+                output_tokens=c["output_tokens"],
+                cost_usd=_usd(c["cost_nanos"]),
+            )
+        )
+    spend.sort(key=lambda s: (-s.cost_usd, -s.requests, s.key is None, s.key or ""))
+    cut = spend[top:]
+    omitted_cost = sum((s.cost_usd for s in cut), Decimal(0))
+    return Breakdown(
+        dimension=dimension, rows=tuple(spend[:top]), omitted=len(cut), omitted_cost_usd=omitted_cost
+    )
+
+
+def _day_row(day: str, rows: Sequence[_Row]) -> DayRow:
+    c = _sums(rows)
+    cost, users = _usd(c["cost_nanos"]), _active_users(rows)
+    return DayRow(
+        day=day,
+        requests=c["requests"],
+        cost_usd=cost,
+        active_users=users,
+        cost_per_active_user_usd=_ratio(cost, users),
+        conversations=c["conversations"],
+        cost_per_conversation_usd=_ratio(cost, c["conversations"]),
+        unpriced_requests=c["unpriced"],
+    )
+
+
+def _call_costs(store: LedgerStore, days: Sequence[str], rows: Sequence[_Row]) -> tuple[CallCostStats, ...]:
+    stats = []
+    for feature in sorted({r.feature for r in rows}, key=lambda f: (f is not None, f or "")):
+        encoded = "" if feature is None else quote(feature, safe="")
+        costs = sorted(c for d in days for c in store.call_costs(d, encoded))
+        p50, p95 = _nearest_rank(costs, 50), _nearest_rank(costs, 95)
+        stats.append(CallCostStats(feature=feature, calls=len(costs), p50_usd=p50, p95_usd=p95))
+    return tuple(stats)
+
+
+def _projection(store: LedgerStore, now: datetime) -> Projection:
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0, fold=0)
+    month_days = [(first.date() + timedelta(days=i)).isoformat() for i in range(now.day)]
+    mtd = _usd(_sums(map(_decode, store.rollup(month_days)))["cost_nanos"])
+    elapsed_s = Decimal(str(now.timestamp())) - Decimal(str(first.timestamp()))
+    length = calendar.monthrange(now.year, now.month)[1]
+    projected = None if elapsed_s <= 0 else (mtd * length * 86_400 / elapsed_s).quantize(_NANO_USD)
+    return Projection(
+        month=f"{now.year:04d}-{now.month:02d}",
+        month_to_date_usd=mtd,
+        elapsed_days=(elapsed_s / 86_400).quantize(Decimal("1e-6")),
+        days_in_month=length,
+        projected_usd=projected,
+    )
+
+
+def build_report(
+    ledger_or_store: Ledger | LedgerStore,
+    *,
+    days: Sequence[str] | None = None,
+    day: str | date | None = None,
+    last_days: int | None = None,
+    by: Sequence[Dimension] = DIMENSIONS,
+    top: int = 10,
+) -> Report:
+    """Report the spend of some days from a ledger's store.
+
+    Args:
+        ledger_or_store: A :class:`~tokenbudget_core.ledger.Ledger` (its clock and time zone
+            decide "today" and the month) or a bare store (then: the system clock and UTC).
+        days: These ISO days.
+        day: One day (ISO string or ``date``).
+        last_days: The N days ending today. Give at most one of ``days``, ``day`` and
+            ``last_days``; with none, the last 7 days.
+        by: The dimensions to break the spend down by, in order.
+        top: Keep the N biggest spenders of each dimension (the rest are summed as omitted).
+
+    Raises:
+        InvalidInputError: Two day selections, a malformed day, an unknown dimension, a bad
+            ``top``, or something that is neither a ledger nor a store.
+        BudgetUnavailableError: The store cannot be reached.
+
+    Example:
+        >>> from tokenbudget_core.ledger import Ledger
+        >>> from tokenbudget_core.usage import Usage
+        >>> ledger = Ledger("memory://", clock=lambda: 1_795_000_000.0)
+        >>> _ = ledger.record(Usage(input_tokens=1000, output_tokens=100), model="gpt-4o", user="u-1")
+        >>> build_report(ledger, last_days=1).per_day[0].cost_per_active_user_usd
+        Decimal('0.003500000')
+    """
+    store, clock, tz, tz_name = _source(ledger_or_store)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise InvalidInputError("top", "must be a positive integer", value=top)
+    for dim in by:
+        if dim not in DIMENSIONS:
+            raise InvalidInputError("by", f"unknown dimension {dim!r}", fix=f"use {', '.join(DIMENSIONS)}")
+    now = datetime.fromtimestamp(clock(), tz)
+    selected = _select_days(days, day, last_days, now.date())
+    wanted = set(selected)
+    rows = [_decode(r) for r in store.rollup(selected) if r.day in wanted]
+    by_day: dict[str, list[_Row]] = defaultdict(list)
+    for r in rows:
+        by_day[r.day].append(r)
+    return Report(
+        days=tuple(selected),
+        timezone=tz_name,
+        generated_at=now.isoformat(),
+        totals=_totals(rows),
+        breakdowns=tuple(_breakdown(rows, dim, top) for dim in by),
+        per_day=tuple(_day_row(d, by_day[d]) for d in selected),
+        call_costs=_call_costs(store, selected, rows),
+        projection=_projection(store, now),
+    )
