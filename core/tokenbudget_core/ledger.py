@@ -48,7 +48,7 @@ from .budgets import BudgetPolicy, Step
 from .errors import BudgetExceededError, BudgetUnavailableError, InvalidInputError, UnpricedModelError
 from .money import nanos_to_usd, usd_to_nanos
 from .price_overrides import PriceTable
-from .pricing import cost_of
+from .pricing import cost_or_none
 from .registry import ModelRegistry, default_registry
 from .spool import Spool
 from .stores import open_store
@@ -244,11 +244,8 @@ class Ledger:
         return f"feature={feature or '-'} user={user or '-'}"
 
     def _price_nanos(self, usage: Usage, model: str, *, round_up: bool) -> int | None:
-        try:
-            usd = cost_of(usage, model, registry=self.registry, prices=self.prices)
-        except UnpricedModelError:
-            return None
-        return usd_to_nanos(usd, round_up=round_up)
+        usd = cost_or_none(usage, model, registry=self.registry, prices=self.prices)
+        return None if usd is None else usd_to_nanos(usd, round_up=round_up)
 
     # -- the store, with fail-open/closed and the spool ------------------------------------------
 

@@ -17,9 +17,13 @@ price falls back to its parent's, and a tier is chosen by the input tokens per r
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import functools
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any, Literal, TypeAlias
 
 from .errors import InvalidInputError, UnknownModelError, UnpricedModelError
@@ -41,6 +45,7 @@ __all__ = [
     "PriceSource",
     "PriceTable",
     "cost_of",
+    "cost_or_none",
     "default_price_table",
     "format_usd",
     "load_prices",
@@ -111,7 +116,7 @@ class _Rates:
     cache_read: Decimal
     cache_write_5m: Decimal
     cache_write_1h: Decimal
-    output: Decimal
+    output: Decimal | None
     reasoning: Decimal
     per_thousand_requests: Decimal
 
@@ -213,19 +218,70 @@ def _override_rates(o: PriceOverride) -> _Rates:
     )
 
 
-def _genai_rates(info: ModelInfo, usage: Usage, at: datetime | None) -> _Rates | None:
+_PRICE_KEYS = (
+    "input_mtok",
+    "output_mtok",
+    "cache_read_mtok",
+    "cache_write_mtok",
+    "cache_write_5m_mtok",
+    "cache_write_1h_mtok",
+    "output_reasoning_mtok",
+    "requests_kcount",
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_prices(canonical: str, provider: str, minute: int) -> SimpleNamespace | None:
+    """genai-prices' prices of a model at a minute, read once into plain attributes (cached)."""
     from genai_prices import data_snapshot
-    from genai_prices.types import TieredPrices
 
     try:
-        _, gmodel = data_snapshot.get_snapshot().find_provider_model(
-            info.canonical, None, info.provider, None
-        )
+        _, gmodel = data_snapshot.get_snapshot().find_provider_model(canonical, None, provider, None)
     except LookupError:
         return None
-    mp = gmodel.get_prices(at if at is not None else datetime.now(tz=UTC))
+    mp = gmodel.get_prices(datetime.fromtimestamp(minute * 60, tz=UTC))
+    return SimpleNamespace(**{key: getattr(mp, key, None) for key in _PRICE_KEYS})
+
+
+def _genai_rates(info: ModelInfo, usage: Usage, at: datetime | None) -> _Rates | None:
+    when = at if at is not None else datetime.now(tz=UTC)
+    minute = int(when.timestamp() // 60)
+    mp = _model_prices(info.canonical, info.provider, minute)
+    if mp is None:
+        return None
     # genai-prices picks a tier by the input tokens of the request; per request here.
     per_request_input = Decimal(usage.input_tokens) / max(usage.requests, 1)
+    bracket = bisect.bisect_left(_thresholds(info.canonical, info.provider, minute), per_request_input)
+    rates = _bracket_rates(info.canonical, info.provider, minute, bracket)
+    if rates is None or (rates.output is None and usage.output_tokens > 0):
+        return None
+    return rates if rates.output is not None else dataclasses.replace(rates, output=Decimal(0))
+
+
+@functools.lru_cache(maxsize=1024)
+def _thresholds(canonical: str, provider: str, minute: int) -> tuple[Decimal, ...]:
+    """The input-token thresholds where a model's tiered prices change (sorted)."""
+    from genai_prices.types import TieredPrices
+
+    mp = _model_prices(canonical, provider, minute)
+    starts = {
+        Decimal(t.start)
+        for key in _PRICE_KEYS
+        if isinstance(price := getattr(mp, key, None), TieredPrices)
+        for t in price.tiers
+    }
+    return tuple(sorted(starts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _bracket_rates(canonical: str, provider: str, minute: int, bracket: int) -> _Rates | None:
+    """Resolved rates for requests whose input lies above ``bracket`` thresholds (cached)."""
+    from genai_prices.types import TieredPrices
+
+    mp = _model_prices(canonical, provider, minute)
+    thresholds = _thresholds(canonical, provider, minute)
+    # Any input in the bracket picks the same tiers: take one just above its lower threshold.
+    probe = thresholds[bracket - 1] + 1 if bracket > 0 else Decimal(0)
 
     def rate(*candidates: Decimal | TieredPrices | None) -> Decimal | None:
         for price in candidates:
@@ -234,23 +290,22 @@ def _genai_rates(info: ModelInfo, usage: Usage, at: datetime | None) -> _Rates |
             if isinstance(price, TieredPrices):
                 chosen = price.base
                 for tier in sorted(price.tiers, key=lambda t: t.start):
-                    if per_request_input > tier.start:
+                    if probe > tier.start:
                         chosen = tier.price
                 return chosen
             return price
         return None
 
+    assert mp is not None
     input_rate = rate(mp.input_mtok)
-    output_rate = rate(mp.output_mtok)
-    if input_rate is None or (output_rate is None and usage.output_tokens > 0):
+    if input_rate is None:
         return None
     return _Rates(
         input=input_rate,
         cache_read=_first(rate(mp.cache_read_mtok), input_rate),
         cache_write_5m=_first(rate(mp.cache_write_5m_mtok, mp.cache_write_mtok), input_rate),
         cache_write_1h=_first(rate(mp.cache_write_1h_mtok, mp.cache_write_mtok), input_rate),
-        # No output price only when there is no output to price (checked above): 0 tokens cost 0.
-        output=_first(output_rate, Decimal(0)),
+        output=rate(mp.output_mtok),  # None: no output price (then only output-free usage is priced)
         reasoning=_first(rate(mp.output_reasoning_mtok, mp.output_mtok), Decimal(0)),
         per_thousand_requests=_first(rate(mp.requests_kcount), Decimal(0)),
     )
@@ -267,27 +322,57 @@ def _breakdown(
     costs: dict[str, Decimal | None] = dict.fromkeys(_COMPONENTS)
     total = None
     if rates is not None:
-        u = usage
-        write_5m = u.cache_write_tokens - u.cache_write_1h_tokens
-        amounts = {
-            "input_cost": rates.input * u.uncached_input_tokens / _MTOK,
-            "cache_read_cost": rates.cache_read * u.cache_read_tokens / _MTOK,
-            "cache_write_cost": (
-                rates.cache_write_5m * write_5m + rates.cache_write_1h * u.cache_write_1h_tokens
-            )
-            / _MTOK,
-            "output_cost": (
-                rates.output * (u.output_tokens - u.reasoning_tokens) + rates.reasoning * u.reasoning_tokens
-            )
-            / _MTOK,
-            "request_cost": rates.per_thousand_requests * u.requests / 1000,
-        }
+        amounts = _amounts(usage, rates)
         costs = {k: _tidy(v) for k, v in amounts.items()}
         total = _tidy(sum(amounts.values(), Decimal(0)))
     return CostBreakdown(
         model=model, priced_as=priced_as, provider=info.provider if info is not None else None, usage=usage,
         **costs, total=total, priced=rates is not None, source=source, estimated=usage.estimated,
     )  # fmt: skip
+
+
+def _amounts(u: Usage, rates: _Rates) -> dict[str, Decimal]:
+    """The USD cost of each component of ``u`` at ``rates`` (exact Decimals)."""
+    write_5m = u.cache_write_tokens - u.cache_write_1h_tokens
+    output = (rates.output or Decimal(0)) * (u.output_tokens - u.reasoning_tokens)
+    return {
+        "input_cost": rates.input * u.uncached_input_tokens / _MTOK,
+        "cache_read_cost": rates.cache_read * u.cache_read_tokens / _MTOK,
+        "cache_write_cost": (rates.cache_write_5m * write_5m + rates.cache_write_1h * u.cache_write_1h_tokens)
+        / _MTOK,
+        "output_cost": (output + rates.reasoning * u.reasoning_tokens) / _MTOK,
+        "request_cost": rates.per_thousand_requests * u.requests / 1000,
+    }
+
+
+def cost_or_none(
+    usage: Usage,
+    model: str,
+    *,
+    registry: ModelRegistry | None = None,
+    prices: PriceTable | None = None,
+    at: datetime | None = None,
+) -> Decimal | None:
+    """The total of :func:`cost_of` without the per-component breakdown; ``None`` when unpriced.
+
+    The ledger's hot path: the same rates and arithmetic as :func:`price_of`, without building
+    a :class:`CostBreakdown`.
+
+    Raises:
+        UnknownModelError: Neither the registry nor an override knows ``model``.
+    """
+    table = prices if prices is not None else default_price_table()
+    reg = registry if registry is not None else default_registry()
+    override = table.get(model)
+    if override is None:
+        info = reg.get(model)
+        override = table.get(info.canonical)
+        rates = _override_rates(override) if override is not None else _genai_rates(info, usage, at)
+    else:
+        rates = _override_rates(override)
+    if rates is None:
+        return None
+    return sum(_amounts(usage, rates).values(), Decimal(0))
 
 
 def _tidy(amount: Decimal) -> Decimal:

@@ -7,8 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer
 
+from redis_server import RedisServer
 from tokenbudget_core import Usage, cost_of
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.errors import BudgetUnavailableError
@@ -82,8 +82,7 @@ def test_fail_open_spools_and_replays_nothing_lost_or_doubled(server: RedisServe
         assert ledger.spool.pending() is False
         assert total_spent(ledger) == expected
         lines = [
-            '{"day":"%s","request_id":"x","charges":[],"rollup_key":"//","rollup":{},"now_ms":0}'
-            % ledger.day()
+            f'{{"day":"{ledger.day()}","request_id":"x","charges":[],"rollup_key":"//","rollup":{{}},"now_ms":0}}'
         ]
         spool.write_text("\n".join(lines) + "\n")
         ledger.replay_spool()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections import defaultdict
@@ -41,11 +42,15 @@ class MemoryStore:
         self._rollup: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._marks: dict[str, float] = {}
         self._costs: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self._leases: list[tuple[int, str, str]] = []  # heap of (expires_ms, day, request_id)
 
     def _expire(self, day: str, now_ms: int) -> None:
-        for (d, _), r in self._requests.items():
-            if d == day and r.state == "reserved" and r.expires_ms <= now_ms:
-                self._unreserve(day, r)
+        # Leases of every day that ran out (a heap: amortised O(log n) per reservation).
+        while self._leases and self._leases[0][0] <= now_ms:
+            _, d, rid = heapq.heappop(self._leases)
+            r = self._requests.get((d, rid))
+            if r is not None and r.state == "reserved":
+                self._unreserve(d, r)
                 r.state = "expired"
 
     def _unreserve(self, day: str, r: _Reservation) -> None:
@@ -69,6 +74,7 @@ class MemoryStore:
             self._requests[(req.day, req.request_id)] = _Reservation(
                 tuple(req.checks), req.now_ms + req.lease_ms, "reserved"
             )
+            heapq.heappush(self._leases, (req.now_ms + req.lease_ms, req.day, req.request_id))
             usage = tuple(
                 self._spent[(req.day, c.scope, c.metric)] + self._reserved[(req.day, c.scope, c.metric)]
                 for c in req.checks
