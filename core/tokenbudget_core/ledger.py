@@ -190,6 +190,8 @@ class Ledger:
         self.prices = prices
         self.clock = clock
         self._replay_lock = threading.Lock()
+        self._next_spool_check = 0.0
+        self._limits: dict[str | None, tuple[int | None, ...]] = {}
         self._inline = isinstance(self.store, MemoryStore)
 
     # -- time and scopes --------------------------------------------------------------------------
@@ -198,40 +200,37 @@ class Ledger:
         """The ledger day (ISO date in the ledger's time zone) of ``at`` (default now)."""
         return datetime.fromtimestamp(self.clock() if at is None else at, self.tz).date().isoformat()
 
+    def _limits_of(self, feature: str | None) -> tuple[int | None, ...]:
+        """The limits that apply to ``feature``, money already in nano-USD (cached per feature)."""
+        limits = self._limits.get(feature)
+        if limits is None:
+            p, fb = self.policy, self.policy.feature(feature)
+
+            def n(usd: Decimal | None) -> int | None:
+                return None if usd is None else usd_to_nanos(usd)
+
+            limits = (
+                fb.user_daily_tokens, n(fb.user_daily_usd), n(fb.feature_daily_usd), n(p.daily_usd),
+                p.user_daily_tokens, n(p.user_daily_usd),
+            )  # fmt: skip
+            self._limits[feature] = limits
+        return limits
+
     def _checks(self, feature: str | None, user: str | None, tokens: int, nanos: int) -> list[Check]:
-        p, fb = self.policy, self.policy.feature(feature)
+        user_tokens, user_usd, feature_usd, daily_usd, all_user_tokens, all_user_usd = self._limits_of(
+            feature
+        )
         f, u = _enc(feature), _enc(user)
-        cap = usd_to_nanos
         checks = [
-            Check(scope=f"u/{f}/{u}", metric="tokens", amount=tokens, limit=fb.user_daily_tokens),
-            Check(
-                scope=f"u/{f}/{u}",
-                metric="nanos",
-                amount=nanos,
-                limit=None if fb.user_daily_usd is None else cap(fb.user_daily_usd),
-            ),
-            Check(
-                scope=f"f/{f}",
-                metric="nanos",
-                amount=nanos,
-                limit=None if fb.feature_daily_usd is None else cap(fb.feature_daily_usd),
-            ),
-            Check(
-                scope="g",
-                metric="nanos",
-                amount=nanos,
-                limit=None if p.daily_usd is None else cap(p.daily_usd),
-            ),
+            Check(scope=f"u/{f}/{u}", metric="tokens", amount=tokens, limit=user_tokens),
+            Check(scope=f"u/{f}/{u}", metric="nanos", amount=nanos, limit=user_usd),
+            Check(scope=f"f/{f}", metric="nanos", amount=nanos, limit=feature_usd),
+            Check(scope="g", metric="nanos", amount=nanos, limit=daily_usd),
         ]
-        if user is not None and (p.user_daily_usd is not None or p.user_daily_tokens is not None):
+        if user is not None and (all_user_tokens is not None or all_user_usd is not None):
             checks += [
-                Check(scope=f"U/{u}", metric="tokens", amount=tokens, limit=p.user_daily_tokens),
-                Check(
-                    scope=f"U/{u}",
-                    metric="nanos",
-                    amount=nanos,
-                    limit=None if p.user_daily_usd is None else cap(p.user_daily_usd),
-                ),
+                Check(scope=f"U/{u}", metric="tokens", amount=tokens, limit=all_user_tokens),
+                Check(scope=f"U/{u}", metric="nanos", amount=nanos, limit=all_user_usd),
             ]
         return checks
 
@@ -256,9 +255,12 @@ class Ledger:
             raise
         except OSError as e:  # a backend that leaked a raw connection error
             raise BudgetUnavailableError(_redact(self.store.url), str(e)) from e
-        if self.spool.pending() and self._replay_lock.acquire(blocking=False):
+        now = time.monotonic()
+        if now >= self._next_spool_check and self._replay_lock.acquire(blocking=False):
+            self._next_spool_check = now + 1.0  # a stat per second at most, not one per call
             try:
-                self.spool.replay(self.store)
+                if self.spool.pending():
+                    self.spool.replay(self.store)
             except BudgetUnavailableError:
                 pass
             finally:
@@ -511,6 +513,7 @@ class Ledger:
             outcome = self._store_call(lambda: self.store.commit(req))
         except BudgetUnavailableError:
             self.spool.append(req)
+            self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
             return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=False, spooled=True)
         if outcome.applied:
             # The charge itself is stored; if the store drops now, reports lose one sample at worst.
