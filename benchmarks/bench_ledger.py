@@ -6,7 +6,9 @@ second on ``memory://``, SQLite (WAL, file on disk) and Redis (a throwaway serve
 here, the same binary the tests use), and next to it redis-benchmark's single-client rate for
 a comparable command: one ``EVAL`` of a small Lua script (one round trip, like one of ours).
 Goal (issue 4): a reserve+commit pair on Redis at least half of redis-benchmark's single-client
-EVAL rate. Results are printed and saved to ``benchmarks/results/ledger.json``.
+EVAL rate. For context the same EVAL is also timed through redis-py, the Python client's own
+floor: a pair is two round trips plus pricing and key encoding in Python. Results are printed
+and saved to ``benchmarks/results/ledger.json``.
 """
 
 from __future__ import annotations
@@ -81,6 +83,22 @@ def redis_benchmark_eval(port: int) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def redis_py_eval(url: str, n: int = N) -> float:
+    """The same one-round-trip EVAL through redis-py: the Python client's own floor."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        script = client.register_script("return redis.call('INCRBY', KEYS[1], 1)")
+        script(keys=["bench:py"])
+        start = time.perf_counter()
+        for _ in range(n):
+            script(keys=["bench:py"])
+        return n / (time.perf_counter() - start)
+    finally:
+        client.close()
+
+
 def main() -> None:
     from redis_server import RedisServer, find_redis_server  # the test fixture's launcher
 
@@ -94,11 +112,14 @@ def main() -> None:
     server = RedisServer(binary).start()
     try:
         result["redis_pairs_per_s"] = pairs_per_second(server.url)
+        result["redis_py_eval_per_s"] = redis_py_eval(server.url)
         rb = redis_benchmark_eval(server.port)
         result["redis_benchmark_eval_per_s"] = rb
         if rb:
             result["redis_pairs_vs_benchmark"] = result["redis_pairs_per_s"] / rb
             result["redis_ops_vs_benchmark"] = 2 * result["redis_pairs_per_s"] / rb
+            result["redis_py_eval_vs_benchmark"] = result["redis_py_eval_per_s"] / rb
+        result["redis_ops_vs_redis_py_eval"] = 2 * result["redis_pairs_per_s"] / result["redis_py_eval_per_s"]
     finally:
         server.stop()
     for k, v in result.items():
