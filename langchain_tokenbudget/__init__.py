@@ -1,20 +1,25 @@
 """LangChain adapters for tokenbudget: translate LangChain types, then call the core.
 
-``ContextWindowMiddleware`` is imported on first use: it needs ``langchain`` (agents),
-not only ``langchain-core``.
+``ContextWindowMiddleware`` and ``BudgetMiddleware`` are imported on first use: they need
+``langchain`` (agents), not only ``langchain-core``.
 """
 
 from typing import TYPE_CHECKING, Any
 
+from .budget_callback import AsyncBudgetCallbackHandler, BudgetCallbackHandler
 from .chat_history import SummaryChatMessageHistory, TokenBudgetChatMessageHistory
 from .messages import to_core_message, to_core_messages
 from .trim_runnable import TrimMessagesRunnable
 from .usage import cost_of_message, usage_of
 
 if TYPE_CHECKING:
+    from .budget_middleware import BudgetMiddleware
     from .context_middleware import ContextWindowMiddleware
 
 __all__ = [
+    "AsyncBudgetCallbackHandler",
+    "BudgetCallbackHandler",
+    "BudgetMiddleware",
     "ContextWindowMiddleware",
     "SummaryChatMessageHistory",
     "TokenBudgetChatMessageHistory",
@@ -31,4 +36,8 @@ def __getattr__(name: str) -> Any:
         from .context_middleware import ContextWindowMiddleware
 
         return ContextWindowMiddleware
+    if name == "BudgetMiddleware":
+        from .budget_middleware import BudgetMiddleware
+
+        return BudgetMiddleware
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

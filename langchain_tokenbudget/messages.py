@@ -43,7 +43,14 @@ def _parts(content: str | list[Any], where: str) -> str | tuple[Part, ...]:
                 parts.append(ImagePart(url=f"data:{mime};base64,{block['base64']}"))
             else:
                 raise InvalidMessageError(f"{where}.content[{i}]", "an image block needs 'url' or 'base64'")
-        elif kind in ("tool_call", "reasoning", "thinking"):
+        elif kind in (
+            "tool_call",
+            "tool_use",
+            "server_tool_use",
+            "reasoning",
+            "thinking",
+            "redacted_thinking",
+        ):
             continue  # tool calls come from AIMessage.tool_calls; reasoning is not re-sent as input
         else:
             raise InvalidMessageError(

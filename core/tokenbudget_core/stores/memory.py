@@ -42,15 +42,16 @@ class MemoryStore:
         self._rollup: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._marks: dict[str, float] = {}
         self._costs: dict[tuple[str, str], list[int]] = defaultdict(list)
-        self._leases: list[tuple[int, str, str]] = []  # heap of (expires_ms, day, request_id)
+        self._leases: dict[str, list[tuple[int, str]]] = defaultdict(list)  # per day: heap of (expiry, id)
 
     def _expire(self, day: str, now_ms: int) -> None:
-        # Leases of every day that ran out (a heap: amortised O(log n) per reservation).
-        while self._leases and self._leases[0][0] <= now_ms:
-            _, d, rid = heapq.heappop(self._leases)
-            r = self._requests.get((d, rid))
+        # The day's leases that ran out (a heap: amortised O(log n) per reservation).
+        leases = self._leases[day]
+        while leases and leases[0][0] <= now_ms:
+            _, rid = heapq.heappop(leases)
+            r = self._requests.get((day, rid))
             if r is not None and r.state == "reserved":
-                self._unreserve(d, r)
+                self._unreserve(day, r)
                 r.state = "expired"
 
     def _unreserve(self, day: str, r: _Reservation) -> None:
@@ -74,7 +75,7 @@ class MemoryStore:
             self._requests[(req.day, req.request_id)] = _Reservation(
                 tuple(req.checks), req.now_ms + req.lease_ms, "reserved"
             )
-            heapq.heappush(self._leases, (req.now_ms + req.lease_ms, req.day, req.request_id))
+            heapq.heappush(self._leases[req.day], (req.now_ms + req.lease_ms, req.request_id))
             usage = tuple(
                 self._spent[(req.day, c.scope, c.metric)] + self._reserved[(req.day, c.scope, c.metric)]
                 for c in req.checks

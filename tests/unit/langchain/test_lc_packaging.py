@@ -15,6 +15,9 @@ import langchain_tokenbudget
 ROOT = Path(__file__).resolve().parents[3]
 
 API = [
+    "AsyncBudgetCallbackHandler",
+    "BudgetCallbackHandler",
+    "BudgetMiddleware",
     "ContextWindowMiddleware",
     "SummaryChatMessageHistory",
     "TokenBudgetChatMessageHistory",

@@ -1,0 +1,415 @@
+"""Budgets on LangChain model calls: :class:`BudgetCallbackHandler`, :class:`AsyncBudgetCallbackHandler`.
+
+Before a call goes out the handler counts its input with the core counter and reserves the
+worst case in the core :class:`~tokenbudget_core.ledger.Ledger`; a
+:class:`~tokenbudget_core.errors.BudgetExceededError` propagates, so a refused call is never
+sent. After the call the usage the provider reported is committed (an estimate, flagged, when
+it reported none); when the call fails the reservation is released. Prices, limits and
+attribution rules all live in the ledger: the handler only translates LangChain events.
+
+Which one to use:
+
+* :class:`BudgetCallbackHandler` for sync code (``invoke``, ``batch``, ``stream``). It also
+  refuses async calls, but then runs the ledger's store calls on the event loop thread.
+* :class:`AsyncBudgetCallbackHandler` for async apps (``ainvoke``, ``abatch``, ``astream``):
+  counting and store calls are awaited. LangChain runs an async handler's coroutines from
+  sync code in a throwaway loop and *swallows their errors*, so a refusal would not stop a
+  sync call; this handler therefore answers LangChain's sync dispatcher with its sync twin,
+  and refuses sync calls too.
+
+Claude streams: langchain-anthropic puts the *running total* of each ``message_delta`` on a
+chunk, and LangChain adds chunks up, so the aggregated ``usage_metadata`` of a streamed
+Claude reply overstates its usage. The handler keeps the latest running total instead.
+
+A cancelled async call (its task cancelled mid-flight) gets no ``on_llm_error`` from
+LangChain: its reservation is held until the ledger's lease expires (``lease_seconds``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.callbacks.manager import handle_event
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import LLMResult
+
+from tokenbudget_core.counting import SupportsTokenCount, TokenCounter
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.ledger import Ledger, Reservation
+from tokenbudget_core.streams import estimate_output_tokens
+from tokenbudget_core.usage import Usage
+
+from .messages import to_core_messages
+
+__all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
+
+_PAYER_KEYS = {
+    "feature": ("tokenbudget_feature", "feature"),
+    "user": ("tokenbudget_user", "user", "user_id"),
+    "conversation": ("tokenbudget_conversation", "conversation", "thread_id"),
+}
+T = TypeVar("T", int, str)
+MODEL_KEYS = ("model", "model_name")
+MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def _id(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value) or None
+
+
+def payer_from(*sources: object, tags: Sequence[str] = ()) -> dict[str, str | None]:
+    """Feature, user and conversation named by mappings or objects (first source wins), then tags.
+
+    Keys: ``tokenbudget_feature``/``feature``, ``tokenbudget_user``/``user``/``user_id``,
+    ``tokenbudget_conversation``/``conversation``/``thread_id``; tags ``feature:x``, ``user:y``.
+    """
+    payer: dict[str, str | None] = {}
+    for field, keys in _PAYER_KEYS.items():
+        found = (
+            _id(s.get(k) if isinstance(s, Mapping) else getattr(s, k, None))
+            for s in sources
+            if s is not None
+            for k in keys
+        )
+        tagged = (t.partition(":")[2] or None for t in tags if t.startswith(f"{field}:"))
+        payer[field] = next((v for v in (*found, *tagged) if v), None)
+    return payer
+
+
+def first(kind: type[T], keys: Sequence[str], *sources: Mapping[str, Any]) -> T | None:
+    """The first value of type ``kind`` under ``keys`` in ``sources``: a non-negative int, a non-empty str."""
+    for source in sources:
+        for value in (source.get(key) for key in keys):
+            valid = isinstance(value, kind) and not isinstance(value, bool)
+            if valid and (value >= 0 if isinstance(value, int) else value):
+                return value
+    return None
+
+
+def is_function_tool(tool: Mapping[str, Any]) -> bool:
+    """An OpenAI (``function``) or Anthropic (``input_schema``) function definition; not a server tool."""
+    return "function" in tool or "input_schema" in tool
+
+
+def running_total(chunk: object) -> dict[str, Any] | None:
+    """The usage a stream chunk reports as a running total (Claude's ``message_delta``), else ``None``."""
+    message = getattr(chunk, "message", None)
+    if (
+        isinstance(message, AIMessage)
+        and message.usage_metadata
+        and message.response_metadata.get("model_provider") == "anthropic"
+    ):
+        return dict(message.usage_metadata)
+    return None
+
+
+def reply_text(messages: Sequence[BaseMessage]) -> str:
+    """The text and tool-call arguments of model replies, for estimating their output tokens."""
+    parts = [str(m.text) for m in messages]
+    parts += [
+        json.dumps(c.get("args", {})) for m in messages if isinstance(m, AIMessage) for c in m.tool_calls
+    ]
+    return "".join(parts)
+
+
+def settle(
+    reservation: Reservation,
+    replies: Sequence[BaseMessage],
+    counter: SupportsTokenCount,
+    *,
+    totals: Sequence[Mapping[str, Any]] = (),
+) -> Usage:
+    """What a call used: Claude's latest running totals, else the first reply's ``usage_metadata``.
+
+    (With ``n`` > 1 choices every reply carries the whole call's usage: it is counted once.)
+    Failing both, an estimate (``estimated=True``): the counted input, and the reply text counted.
+    """
+    if totals:  # one per Claude stream that finished
+        usage: Usage = sum((Usage.from_langchain(t) for t in totals), Usage(requests=0))
+        if usage.input_tokens == 0:  # a message_delta without the input figures (older API versions)
+            usage = dataclasses.replace(usage, input_tokens=reservation.input_tokens, estimated=True)
+        return usage
+    reported = next(
+        (m.usage_metadata for m in replies if isinstance(m, AIMessage) and m.usage_metadata), None
+    )
+    if reported is not None:
+        return Usage.from_langchain(reported)
+    out = estimate_output_tokens(reply_text(replies), counter=counter)
+    return Usage(input_tokens=reservation.input_tokens, output_tokens=out, estimated=True)
+
+
+def check_options(ledger: object, *, counts: Mapping[str, object], **names: object) -> None:
+    """Validate the options the budget adapters share: ids are non-empty strings, counts non-negative ints.
+
+    Raises:
+        InvalidInputError: A bad option, named.
+    """
+    if not isinstance(ledger, Ledger):
+        raise InvalidInputError("ledger", "must be a tokenbudget Ledger", value=ledger)
+    for name, value in names.items():
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidInputError(name, "must be a non-empty string", value=value)
+    for name, value in counts.items():
+        if value is not None and first(int, [name], counts) is None:
+            raise InvalidInputError(name, "must be a non-negative integer", value=value)
+
+
+Inputs = Sequence[list[BaseMessage]] | Sequence[str]
+Tools = list[dict[str, Any]] | None
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Run:
+    reservation: Reservation
+    counter: SupportsTokenCount
+    total: dict[str, Any] | None = None
+
+
+class _BudgetHandler:
+    """What both handlers share: turning callback arguments into ledger arguments, and run state."""
+
+    raise_error = True  # otherwise LangChain logs a refusal and sends the call anyway
+    run_inline = True  # reserve before the call, in the caller's context (attribute() blocks)
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        model: str | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+        max_output_tokens: int | None = None,
+        counter: SupportsTokenCount | None = None,
+    ) -> None:
+        check_options(
+            ledger, model=model, feature=feature, user=user, counts={"max_output_tokens": max_output_tokens}
+        )
+        if counter is not None and not isinstance(counter, SupportsTokenCount):
+            raise InvalidInputError("counter", "must have count() and count_messages()", value=counter)
+        self.ledger, self.model, self.feature, self.user = ledger, model, feature, user
+        self.max_output_tokens, self.counter = max_output_tokens, counter
+        self._counters: dict[str, SupportsTokenCount] = {}
+        self._runs: dict[UUID, _Run] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> tuple[
+        SupportsTokenCount, dict[str, Any], Tools
+    ]:  # fmt: skip
+        """The model's counter, the ``reserve()`` arguments but the input count, and the tools sent.
+
+        Raises:
+            InvalidInputError: Neither this handler nor the call names the model.
+        """
+        params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
+        meta: Mapping[str, Any] = kwargs.get("metadata") or {}
+        built: Mapping[str, Any] = (serialized or {}).get("kwargs") or {}
+        model = self.model or first(str, MODEL_KEYS, params, built) or first(str, ["ls_model_name"], meta)
+        if model is None:
+            raise InvalidInputError(
+                "model",
+                "this call does not name its model",
+                fix="pass BudgetCallbackHandler(ledger, model=...)",
+            )
+        counter = self.counter or self._counters.get(model)
+        if counter is None:
+            counter = TokenCounter.for_model(model, registry=self.ledger.registry)
+            self._counters[model] = counter
+        payer = payer_from(meta, tags=kwargs.get("tags") or ())
+        max_output = first(int, MAX_OUTPUT_KEYS, params)
+        max_output = first(int, ["ls_max_tokens"], meta) if max_output is None else max_output
+        args: dict[str, Any] = {
+            "model": model,
+            "max_output_tokens": self.max_output_tokens if max_output is None else max_output,
+            "feature": payer["feature"] or self.feature,
+            "user": payer["user"] or self.user,
+            "conversation": payer["conversation"],
+        }
+        tools = [dict(t) for t in params.get("tools") or () if isinstance(t, Mapping) and is_function_tool(t)]
+        return counter, args, tools or None
+
+    def _count(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
+        if isinstance(inputs[0], str):
+            return sum(int(counter.count(p)) for p in inputs if isinstance(p, str))
+        return sum(
+            int(counter.count_messages(to_core_messages(b), tools)) for b in inputs if isinstance(b, list)
+        )
+
+    async def _acount(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
+        acount = getattr(counter, "acount_messages", None)
+        if isinstance(inputs[0], str) or acount is None:
+            return self._count(counter, inputs, tools)
+        return sum([int(await acount(to_core_messages(b), tools)) for b in inputs if isinstance(b, list)])
+
+    def _start(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
+        counter, args, tools = self._call(serialized, kwargs)
+        n = self._count(counter, inputs, tools)
+        self._keep(run_id, counter, self.ledger.reserve(**args, input_tokens=n, request_id=str(run_id)))
+
+    async def _astart(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
+        counter, args, tools = self._call(serialized, kwargs)
+        n = await self._acount(counter, inputs, tools)
+        self._keep(
+            run_id, counter, await self.ledger.areserve(**args, input_tokens=n, request_id=str(run_id))
+        )
+
+    def _keep(self, run_id: UUID, counter: SupportsTokenCount, reservation: Reservation) -> None:
+        with self._lock:
+            self._runs[run_id] = _Run(reservation=reservation, counter=counter)
+
+    def _chunk(self, run_id: UUID, chunk: object) -> None:
+        total = running_total(chunk)
+        if total is not None:
+            with self._lock:
+                if (run := self._runs.get(run_id)) is not None:
+                    run.total = total  # a running total: the latest replaces, never adds
+
+    def _settle(
+        self, run_id: UUID, response: LLMResult | None, *, failed: bool
+    ) -> tuple[Reservation, Usage | None] | None:
+        """The run's reservation and the usage to commit (``None``: a failed call made nothing, release)."""
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+        if run is None:
+            return None  # not ours, or settled already
+        generations = [g for gs in (response.generations if response else []) for g in gs]
+        replies = [m for g in generations if isinstance(m := getattr(g, "message", None), BaseMessage)]
+        replies += [AIMessage(g.text) for g in generations if not hasattr(g, "message")]
+        totals = [run.total] if run.total is not None else []
+        if failed and not totals and not reply_text(replies):
+            return run.reservation, None
+        return run.reservation, settle(run.reservation, replies, run.counter, totals=totals)
+
+    def _finish(self, settled: tuple[Reservation, Usage | None] | None) -> None:
+        if settled is not None:
+            reservation, usage = settled
+            if usage is None:
+                self.ledger.release(reservation)
+            else:
+                self.ledger.commit(reservation, usage)
+
+    async def _afinish(self, settled: tuple[Reservation, Usage | None] | None) -> None:
+        if settled is not None:
+            reservation, usage = settled
+            if usage is None:
+                await self.ledger.arelease(reservation)
+            else:
+                await self.ledger.acommit(reservation, usage)
+
+
+class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
+    """Refuse model calls that would exceed a budget; commit what each call used.
+
+    Attach it to a model (``callbacks=[handler]``) or to a run (``config={"callbacks": [...]}``).
+    The payer of a run comes from its metadata (``tokenbudget_feature``/``feature``,
+    ``tokenbudget_user``/``user``/``user_id``, ``tokenbudget_conversation``/``thread_id``) or
+    tags (``feature:support``, ``user:u-42``), else the defaults given here; an enclosing
+    :func:`~tokenbudget_core.attribute` block wins over both (the ledger's rule: outer wins).
+
+    Args:
+        ledger: The ledger that prices, limits and records the calls.
+        model: Model name to count and price with (default: the call's ``model`` /
+            ``model_name`` invocation parameter).
+        feature: Default feature of the calls.
+        user: Default user of the calls.
+        max_output_tokens: Output tokens to reserve when the call sets no ``max_tokens``
+            (default: the policy's per-call limit, else the model's maximum).
+        counter: Token counter to count inputs with (default: ``TokenCounter.for_model``).
+
+    Raises:
+        InvalidInputError: A bad option, named.
+
+    Example:
+        >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        >>> from tokenbudget_core.ledger import Ledger
+        >>> ledger = Ledger("memory://")
+        >>> handler = BudgetCallbackHandler(ledger, model="gpt-4o", feature="support")
+        >>> model = GenericFakeChatModel(messages=iter(["Hi!"]))
+        >>> model.invoke("hello", config={"callbacks": [handler], "metadata": {"user_id": "u-42"}}).content
+        'Hi!'
+    """
+
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Count the input and reserve the worst case; raises ``BudgetExceededError`` to refuse."""
+        self._start(serialized, messages, run_id, kwargs)
+
+    def on_llm_start(
+        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Completion models: count the prompts and reserve the worst case."""
+        self._start(serialized, prompts, run_id, kwargs)
+
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
+        """Keep a Claude stream's latest running total."""
+        self._chunk(run_id, chunk)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """Commit the usage the provider reported (idempotent per run)."""
+        self._finish(self._settle(run_id, response, failed=False))
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Release the reservation, or commit an estimate when a stream broke off after output."""
+        self._finish(self._settle(run_id, kwargs.get("response"), failed=True))
+
+
+_SYNC_TWINS = frozenset(
+    {"on_chat_model_start", "on_llm_start", "on_llm_new_token", "on_llm_end", "on_llm_error"}
+)
+_SYNC_DISPATCH = handle_event.__code__
+
+
+class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
+    """Async twin of :class:`BudgetCallbackHandler`: counting and ledger calls are awaited.
+
+    Takes the same arguments. Refuses sync calls as well (see the module docstring).
+
+    Example:
+        >>> import asyncio
+        >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        >>> from tokenbudget_core.ledger import Ledger
+        >>> handler = AsyncBudgetCallbackHandler(Ledger("memory://"), model="gpt-4o")
+        >>> model = GenericFakeChatModel(messages=iter(["Hi!"]), callbacks=[handler])
+        >>> asyncio.run(model.ainvoke("hello")).content
+        'Hi!'
+    """
+
+    def __getattribute__(self, name: str) -> Any:
+        # LangChain's sync dispatcher would collect our coroutines and swallow their errors:
+        # hand it the sync twin. (Frame 1 is whoever looks the hook up.)
+        if name in _SYNC_TWINS and sys._getframe(1).f_code is _SYNC_DISPATCH:
+            return getattr(BudgetCallbackHandler, name).__get__(self)
+        return super().__getattribute__(name)
+
+    async def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Count the input and reserve the worst case; raises ``BudgetExceededError`` to refuse."""
+        await self._astart(serialized, messages, run_id, kwargs)
+
+    async def on_llm_start(
+        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Completion models: count the prompts and reserve the worst case."""
+        await self._astart(serialized, prompts, run_id, kwargs)
+
+    async def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
+        """Keep a Claude stream's latest running total."""
+        self._chunk(run_id, chunk)
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """Commit the usage the provider reported (idempotent per run)."""
+        await self._afinish(self._settle(run_id, response, failed=False))
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Release the reservation, or commit an estimate when a stream broke off after output."""
+        await self._afinish(self._settle(run_id, kwargs.get("response"), failed=True))

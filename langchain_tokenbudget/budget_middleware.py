@@ -1,0 +1,330 @@
+"""Token and dollar budgets for ``langchain.agents.create_agent`` agents: :class:`BudgetMiddleware`.
+
+Every model call of the agent goes through the core :class:`~tokenbudget_core.ledger.Ledger`
+(``wrap_model_call``): the request the model will receive (system message, messages, tools)
+is counted and its worst case reserved before it goes out, the usage the reply reports is
+committed after it, and the reservation is released when the call fails. The ledger decides
+prices, the per-user/feature/day limits and who pays; the middleware translates.
+
+Per-run caps (``max_run_usd``, ``max_run_tokens``) add up what the calls of one run were
+charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``; never
+checkpointed, so every run starts from zero).
+
+Put it last in ``middleware=[...]`` (innermost): it then sees the request exactly as sent,
+after trimming or summarising middleware, and reserves every retry. Use it *or* a
+:class:`~langchain_tokenbudget.budget_callback.BudgetCallbackHandler` on the same model, not both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from decimal import Decimal
+from typing import Annotated, Any, Literal, NotRequired, cast
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import LLMResult
+from langchain_core.tracers.context import register_configure_hook
+
+from tokenbudget_core.counting import SupportsTokenCount, TokenCounter
+from tokenbudget_core.errors import (
+    BudgetExceededError,
+    InvalidInputError,
+    MissingDependencyError,
+    TokenBudgetError,
+    UnpricedModelError,
+)
+from tokenbudget_core.ledger import Charge, Ledger, Reservation
+from tokenbudget_core.messages import Message
+from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
+from tokenbudget_core.usage import Usage
+
+from ._bridge import core_tools
+from .budget_callback import (
+    MAX_OUTPUT_KEYS,
+    MODEL_KEYS,
+    Tools,
+    check_options,
+    first,
+    is_function_tool,
+    payer_from,
+    running_total,
+    settle,
+)
+from .messages import to_core_messages
+
+try:
+    from langchain.agents.middleware.types import (
+        AgentMiddleware,
+        AgentState,
+        ExtendedModelResponse,
+        ModelRequest,
+        ModelResponse,
+        PrivateStateAttr,
+    )
+    from langgraph.channels.untracked_value import UntrackedValue
+    from langgraph.config import get_config
+    from langgraph.types import Command
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("langchain", "langchain") from e
+
+__all__ = ["BudgetMiddleware", "BudgetRunState"]
+
+TOKENS_KEY = "tokenbudget_run_tokens"
+NANOS_KEY = "tokenbudget_run_nanos"
+OnExceeded = Literal["raise", "end"]
+Refusal = str | Callable[[BudgetExceededError], str]
+
+
+class BudgetRunState(AgentState[Any]):
+    """The agent state plus what this run's model calls were charged (not checkpointed)."""
+
+    tokenbudget_run_tokens: NotRequired[Annotated[int, UntrackedValue, PrivateStateAttr]]
+    tokenbudget_run_nanos: NotRequired[Annotated[int, UntrackedValue, PrivateStateAttr]]
+
+
+class _RunningTotals(BaseCallbackHandler):
+    """Keeps the latest running total of each Claude stream made inside one model call."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.latest: dict[UUID, dict[str, Any]] = {}
+        self.finished: list[dict[str, Any]] = []
+
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
+        if (total := running_total(chunk)) is not None:
+            self.latest[run_id] = total
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        if (total := self.latest.pop(run_id, None)) is not None:
+            self.finished.append(total)
+
+
+_totals: ContextVar[_RunningTotals | None] = ContextVar("tokenbudget_running_totals", default=None)
+register_configure_hook(_totals, inheritable=False)  # joins every run started while it is set
+
+
+def _default_refusal(error: BudgetExceededError) -> str:
+    return f"This request was not sent: it would exceed the {error.budget} budget."
+
+
+def _config() -> Mapping[str, Any]:
+    try:
+        return get_config()
+    except RuntimeError:  # called outside a graph run
+        return {}
+
+
+class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
+    """Refuse an agent's model calls that would exceed a budget; record what each call cost.
+
+    The payer comes from ``runtime.context`` (``create_agent(context_schema=...)``; attributes
+    or keys ``feature``, ``user``/``user_id``, ``thread_id``...), else the run's config
+    metadata, ``configurable`` and tags (``feature:x``, ``user:y``), else the defaults given
+    here; an enclosing :func:`~tokenbudget_core.attribute` block wins (the ledger's rule).
+
+    Args:
+        ledger: The ledger that prices, limits and records the calls.
+        model: Model name to count and price with (default: the agent model's ``model_name``).
+        feature: Default feature.
+        user: Default user.
+        max_output_tokens: Output tokens to reserve when neither the request's settings nor
+            the model set ``max_tokens`` (default: the policy's, else the model's maximum).
+        max_run_usd: Cap on one run's cost (worst case of the next call included).
+        max_run_tokens: Cap on one run's tokens (worst case of the next call included).
+        on_exceeded: ``"raise"`` :class:`~tokenbudget_core.errors.BudgetExceededError`, or
+            ``"end"`` the run with an ``AIMessage`` explaining the refusal (its
+            ``response_metadata["tokenbudget_refusal"]`` has the figures).
+        refusal_message: The text of that message, or a function of the error building it.
+        counter: Token counter (default: ``TokenCounter.for_model``).
+
+    Raises:
+        InvalidInputError: A bad option, named.
+
+    Example:
+        >>> from langchain.agents import create_agent
+        >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        >>> from tokenbudget_core.budgets import BudgetPolicy
+        >>> ledger = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=100))
+        >>> agent = create_agent(
+        ...     GenericFakeChatModel(messages=iter(["Hi!"])),
+        ...     middleware=[BudgetMiddleware(ledger, model="gpt-4o", user="u-42", on_exceeded="end")],
+        ... )
+        >>> print(agent.invoke({"messages": [("user", "hello")]})["messages"][-1].content)
+        This request was not sent: it would exceed the user_daily_tokens (all features) budget.
+    """
+
+    state_schema = BudgetRunState
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        model: str | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+        max_output_tokens: int | None = None,
+        max_run_usd: Decimal | int | str | None = None,
+        max_run_tokens: int | None = None,
+        on_exceeded: OnExceeded = "raise",
+        refusal_message: Refusal | None = None,
+        counter: SupportsTokenCount | None = None,
+    ) -> None:
+        super().__init__()
+        counts = {"max_output_tokens": max_output_tokens, "max_run_tokens": max_run_tokens}
+        check_options(ledger, model=model, feature=feature, user=user, counts=counts)
+        if on_exceeded not in ("raise", "end"):
+            raise InvalidInputError("on_exceeded", f"unknown value {on_exceeded!r}", fix="'raise' or 'end'")
+        self.ledger, self.model, self.feature, self.user = ledger, model, feature, user
+        self.max_output_tokens, self.max_run_tokens, self.counter = max_output_tokens, max_run_tokens, counter
+        try:
+            self.max_run_usd = None if max_run_usd is None else nanos_to_usd(usd_to_nanos(max_run_usd))
+        except InvalidInputError as e:
+            raise InvalidInputError("max_run_usd", e.problem, value=max_run_usd) from e
+        self.on_exceeded, self.refusal_message = on_exceeded, refusal_message
+        self._counters: dict[str, SupportsTokenCount] = {}
+
+    # -- translation -----------------------------------------------------------------------------
+
+    def _plan(
+        self, request: ModelRequest[Any]
+    ) -> tuple[dict[str, Any], SupportsTokenCount, list[Message], Tools]:
+        """The ``reserve()`` arguments but the count, the counter, and the core messages and tools."""
+        attrs = {k: getattr(request.model, k, None) for k in (*MODEL_KEYS, *MAX_OUTPUT_KEYS)}
+        model = self.model or first(str, ("model_name", "model"), attrs)
+        if model is None:
+            raise InvalidInputError(
+                "model", "the agent's model has no name", fix="pass model= to BudgetMiddleware"
+            )
+        counter = self.counter or self._counters.get(model)
+        if counter is None:
+            counter = self._counters[model] = TokenCounter.for_model(model, registry=self.ledger.registry)
+        config = _config()
+        context = getattr(request.runtime, "context", None)
+        payer = payer_from(
+            context, config.get("metadata"), config.get("configurable"), tags=config.get("tags") or ()
+        )
+        out = first(int, MAX_OUTPUT_KEYS, request.model_settings, attrs)
+        args = {
+            "model": model,
+            "max_output_tokens": self.max_output_tokens if out is None else out,
+            "feature": payer["feature"] or self.feature,
+            "user": payer["user"] or self.user,
+            "conversation": payer["conversation"],
+        }
+        system = [request.system_message] if request.system_message is not None else []
+        tools = core_tools([t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)])
+        return args, counter, to_core_messages([*system, *request.messages]), tools
+
+    def _over_run_cap(self, r: Reservation, state: Mapping[str, Any]) -> TokenBudgetError | None:
+        """The per-run cap this call's worst case would break, if any."""
+        scope = f"this run (feature={r.feature or '-'} user={r.user or '-'})"
+        tokens, worst = state.get(TOKENS_KEY, 0), r.input_tokens + r.max_output_tokens
+        if self.max_run_tokens is not None and tokens + worst > self.max_run_tokens:
+            return BudgetExceededError(
+                budget="max_run_tokens", scope=scope, limit=self.max_run_tokens, used=tokens, requested=worst
+            )
+        if self.max_run_usd is None:
+            return None
+        if r.reserved_usd is None:
+            return UnpricedModelError(r.model)
+        spent = nanos_to_usd(state.get(NANOS_KEY, 0))
+        if spent + r.reserved_usd > self.max_run_usd:
+            return BudgetExceededError(
+                budget="max_run_usd",
+                scope=scope,
+                limit=self.max_run_usd,
+                used=spent,
+                requested=r.reserved_usd,
+            )
+        return None
+
+    def _refused(self, error: BudgetExceededError) -> ExtendedModelResponse[Any]:
+        if self.on_exceeded == "raise":
+            raise error
+        text = self.refusal_message or _default_refusal
+        figures = {
+            k: str(getattr(error, k)) for k in ("budget", "scope", "limit", "used", "requested", "step")
+        }
+        message = AIMessage(
+            text if isinstance(text, str) else text(error), response_metadata={"tokenbudget_refusal": figures}
+        )
+        return ExtendedModelResponse(
+            model_response=ModelResponse(result=[message]), command=Command(update={"jump_to": "end"})
+        )
+
+    @staticmethod
+    def _charged(state: Mapping[str, Any], usage: Usage, charge: Charge) -> Command[Any]:
+        nanos = 0 if charge.cost_usd is None else usd_to_nanos(charge.cost_usd)
+        tokens = state.get(TOKENS_KEY, 0) + usage.total_tokens
+        return Command(update={TOKENS_KEY: tokens, NANOS_KEY: state.get(NANOS_KEY, 0) + nanos})
+
+    # -- hooks -----------------------------------------------------------------------------------
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
+        """Reserve, call the model, commit its usage (release if it fails).
+
+        Raises:
+            BudgetExceededError: A budget or run cap would be exceeded (``on_exceeded="raise"``).
+            UnpricedModelError: The model has no price and a dollar budget applies.
+        """
+        args, counter, messages, tools = self._plan(request)
+        state = cast("Mapping[str, Any]", request.state)
+        try:
+            reservation = self.ledger.reserve(
+                **args, input_tokens=int(counter.count_messages(messages, tools))
+            )
+            if (refusal := self._over_run_cap(reservation, state)) is not None:
+                self.ledger.release(reservation)
+                raise refusal
+        except BudgetExceededError as e:
+            return self._refused(e)
+        totals = _RunningTotals()
+        token = _totals.set(totals)
+        try:
+            response = handler(request)
+        except BaseException:
+            self.ledger.release(reservation)
+            raise
+        finally:
+            _totals.reset(token)
+        usage = settle(reservation, response.result, counter, totals=totals.finished)
+        charge = self.ledger.commit(reservation, usage)
+        return ExtendedModelResponse(model_response=response, command=self._charged(state, usage, charge))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
+        """Async twin of :meth:`wrap_model_call` (counting and ledger calls awaited)."""
+        args, counter, messages, tools = self._plan(request)
+        state = cast("Mapping[str, Any]", request.state)
+        count = getattr(counter, "acount_messages", None)
+        n = await count(messages, tools) if count else counter.count_messages(messages, tools)
+        try:
+            reservation = await self.ledger.areserve(**args, input_tokens=int(n))
+            if (refusal := self._over_run_cap(reservation, state)) is not None:
+                await self.ledger.arelease(reservation)
+                raise refusal
+        except BudgetExceededError as e:
+            return self._refused(e)
+        totals = _RunningTotals()
+        token = _totals.set(totals)
+        try:
+            response = await handler(request)
+        except BaseException:
+            await self.ledger.arelease(reservation)
+            raise
+        finally:
+            _totals.reset(token)
+        usage = settle(reservation, response.result, counter, totals=totals.finished)
+        charge = await self.ledger.acommit(reservation, usage)
+        return ExtendedModelResponse(model_response=response, command=self._charged(state, usage, charge))
