@@ -7,7 +7,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from .base import (
     Check,
@@ -23,13 +22,6 @@ from .base import (
 __all__ = ["MemoryStore"]
 
 
-@dataclass(slots=True)
-class _Reservation:
-    checks: tuple[Check, ...]
-    expires_ms: int
-    state: RequestState
-
-
 class MemoryStore:
     """The ledger's semantics in plain dicts under one lock (see :mod:`.base`)."""
 
@@ -38,7 +30,10 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._spent: dict[tuple[str, str, Metric], int] = defaultdict(int)
         self._reserved: dict[tuple[str, str, Metric], int] = defaultdict(int)
-        self._requests: dict[tuple[str, str], _Reservation] = {}
+        # Request states stay small and untracked by the cyclic GC (plain strings); the checks of
+        # a reservation are kept only while it is live.
+        self._states: dict[tuple[str, str], RequestState] = {}
+        self._live: dict[tuple[str, str], tuple[Check, ...]] = {}
         self._rollup: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._marks: dict[str, float] = {}
         self._costs: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -49,56 +44,51 @@ class MemoryStore:
         leases = self._leases[day]
         while leases and leases[0][0] <= now_ms:
             _, rid = heapq.heappop(leases)
-            r = self._requests.get((day, rid))
-            if r is not None and r.state == "reserved":
-                self._unreserve(day, r)
-                r.state = "expired"
+            if self._states.get((day, rid)) == "reserved":
+                self._unreserve(day, rid)
+                self._states[(day, rid)] = "expired"
 
-    def _unreserve(self, day: str, r: _Reservation) -> None:
-        for c in r.checks:
+    def _unreserve(self, day: str, rid: str) -> None:
+        for c in self._live.pop((day, rid), ()):
             self._reserved[(day, c.scope, c.metric)] -= c.amount
 
     def reserve(self, req: ReserveRequest) -> ReserveOutcome:
         with self._lock:
             self._expire(req.day, req.now_ms)
-            known = self._requests.get((req.day, req.request_id))
+            key = (req.day, req.request_id)
+            known = self._states.get(key)
             if known is not None:
-                return ReserveOutcome(ok=True, state=known.state, duplicate=True)
+                return ReserveOutcome(ok=True, state=known, duplicate=True)
+            spent, reserved = self._spent, self._reserved
             for c in req.checks:
-                used = (
-                    self._spent[(req.day, c.scope, c.metric)] + self._reserved[(req.day, c.scope, c.metric)]
-                )
+                used = spent[(req.day, c.scope, c.metric)] + reserved[(req.day, c.scope, c.metric)]
                 if c.limit is not None and used + c.amount > c.limit:
                     return ReserveOutcome(ok=False, failed=c, used=used)
             for c in req.checks:
-                self._reserved[(req.day, c.scope, c.metric)] += c.amount
-            self._requests[(req.day, req.request_id)] = _Reservation(
-                tuple(req.checks), req.now_ms + req.lease_ms, "reserved"
-            )
+                reserved[(req.day, c.scope, c.metric)] += c.amount
+            self._states[key] = "reserved"
+            self._live[key] = tuple(req.checks)
             heapq.heappush(self._leases[req.day], (req.now_ms + req.lease_ms, req.request_id))
             usage = tuple(
-                self._spent[(req.day, c.scope, c.metric)] + self._reserved[(req.day, c.scope, c.metric)]
+                spent[(req.day, c.scope, c.metric)] + reserved[(req.day, c.scope, c.metric)]
                 for c in req.checks
             )
             return ReserveOutcome(ok=True, state="reserved", usage=usage)
 
     def commit(self, req: CommitRequest) -> CommitOutcome:
         with self._lock:
-            known = self._requests.get((req.day, req.request_id))
-            previous = known.state if known else None
-            if known is not None and known.state == "committed":
+            key = (req.day, req.request_id)
+            previous = self._states.get(key)
+            if previous == "committed":
                 return CommitOutcome(applied=False, previous="committed")
-            if known is not None and known.state == "reserved":
-                self._unreserve(req.day, known)
+            if previous == "reserved":
+                self._unreserve(req.day, req.request_id)
             for c in req.charges:
                 self._spent[(req.day, c.scope, c.metric)] += c.amount
             row = self._rollup[(req.day, req.rollup_key)]
             for k, v in req.rollup.items():
                 row[k] += v
-            if known is None:
-                self._requests[(req.day, req.request_id)] = _Reservation((), 0, "committed")
-            else:
-                known.state = "committed"
+            self._states[key] = "committed"
             if req.call_cost_key is not None:
                 self._costs[(req.day, req.call_cost_key)].append(req.rollup.get("cost_nanos", 0))
             spent = tuple(self._spent[(req.day, c.scope, c.metric)] for c in req.charges)
@@ -108,14 +98,15 @@ class MemoryStore:
 
     def release(self, day: str, request_id: str, now_ms: int) -> bool:
         with self._lock:
-            known = self._requests.get((day, request_id))
-            if known is None:
-                self._requests[(day, request_id)] = _Reservation((), 0, "released")
+            key = (day, request_id)
+            state = self._states.get(key)
+            if state is None:
+                self._states[key] = "released"
                 return False
-            if known.state != "reserved":
+            if state != "reserved":
                 return False
-            self._unreserve(day, known)
-            known.state = "released"
+            self._unreserve(day, request_id)
+            self._states[key] = "released"
             return True
 
     def totals(

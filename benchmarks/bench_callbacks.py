@@ -1,0 +1,76 @@
+"""Per-call overhead of the LangChain budget handler, next to LangChain's UsageMetadataCallbackHandler.
+
+Run: ``.venv/bin/python benchmarks/bench_callbacks.py``. A fake chat model that returns a reply
+with usage is invoked N times with no handler, with ``UsageMetadataCallbackHandler`` (LangChain's
+own usage tally) and with ``BudgetCallbackHandler`` on ``Ledger("memory://")`` with a budget
+policy (count the input, reserve, commit). Overhead = time per call minus the no-handler time.
+Goal (issue 4): ours within 1.5x of UsageMetadataCallbackHandler's overhead. Results are printed
+and saved to ``benchmarks/results/callbacks.json``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import save
+from langchain_core.callbacks import UsageMetadataCallbackHandler
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from langchain_tokenbudget import BudgetCallbackHandler
+from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
+from tokenbudget_core.ledger import Ledger
+
+N = 2_000
+REPLY = AIMessage(
+    "Sure, here is the answer.",
+    usage_metadata={"input_tokens": 40, "output_tokens": 8, "total_tokens": 48},
+    response_metadata={"model_name": "gpt-4o-mini"},
+)
+MESSAGES = [SystemMessage("You are terse."), HumanMessage("What is a token budget, in one sentence?")]
+
+
+def per_call(callbacks: list[Any] | None, rounds: int = 5) -> float:
+    model = GenericFakeChatModel(messages=itertools.repeat(REPLY))
+    config: dict[str, Any] = {"callbacks": callbacks, "metadata": {"feature": "chat", "user": "u-1"}}
+    for _ in range(100):
+        model.invoke(MESSAGES, config=config)
+    best = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(N):
+            model.invoke(MESSAGES, config=config)
+        best.append((time.perf_counter() - start) / N)
+    return statistics.median(best)
+
+
+def main() -> None:
+    ledger = Ledger(
+        "memory://",
+        policy=BudgetPolicy(daily_usd="1000000", features={"chat": FeatureBudget(user_daily_usd="1000")}),
+    )
+    base = per_call(None)
+    usage_handler = per_call([UsageMetadataCallbackHandler()])
+    ours = per_call([BudgetCallbackHandler(ledger, model="gpt-4o-mini")])
+    result = {
+        "calls": N,
+        "no_handler_us": base * 1e6,
+        "usage_metadata_handler_overhead_us": (usage_handler - base) * 1e6,
+        "budget_handler_overhead_us": (ours - base) * 1e6,
+    }
+    result["ratio"] = result["budget_handler_overhead_us"] / result["usage_metadata_handler_overhead_us"]
+    for k, v in result.items():
+        print(f"{k:38} {v:,.2f}" if isinstance(v, float) else f"{k:38} {v}")
+    rounded = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+    print(f"saved {save('callbacks', rounded)}")
+
+
+if __name__ == "__main__":
+    main()
