@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -74,7 +75,12 @@ _NAMES = {
 
 def _enc(value: str | None) -> str:
     """Encode an id for a scope key: '/', ':', '{', '}', '|', spaces... can never forge another scope."""
-    return "" if value is None else quote(value, safe="")
+    return "" if value is None else _quote(value)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _quote(value: str) -> str:
+    return quote(value, safe="")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
