@@ -24,6 +24,7 @@ write.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +60,7 @@ _STATES: dict[str, RequestState] = {
 }
 
 
+@functools.lru_cache(maxsize=65_536)
 def _enc(text: str) -> str:
     """Percent-encode everything outside ``[A-Za-z0-9._-]`` (so never ``:``, ``{``, ``}``, ``|``, space)."""
     return quote(text, safe="", errors="surrogatepass").replace("~", "%7E")
