@@ -11,7 +11,6 @@ and saved to ``benchmarks/results/callbacks.json``.
 from __future__ import annotations
 
 import itertools
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,18 +36,26 @@ REPLY = AIMessage(
 MESSAGES = [SystemMessage("You are terse."), HumanMessage("What is a token budget, in one sentence?")]
 
 
-def per_call(callbacks: list[Any] | None, rounds: int = 5) -> float:
-    model = GenericFakeChatModel(messages=itertools.repeat(REPLY))
-    config: dict[str, Any] = {"callbacks": callbacks, "metadata": {"feature": "chat", "user": "u-1"}}
-    for _ in range(100):
-        model.invoke(MESSAGES, config=config)
-    best = []
+def timings(configs: dict[str, list[Any] | None], rounds: int = 9, n: int = N) -> dict[str, float]:
+    """Best time per call of each configuration, the configurations interleaved round by round
+    (so drift on a busy machine hits them all alike)."""
+    models = {name: GenericFakeChatModel(messages=itertools.repeat(REPLY)) for name in configs}
+    settings = {
+        name: {"callbacks": cbs, "metadata": {"feature": "chat", "user": "u-1"}}
+        for name, cbs in configs.items()
+    }
+    for name in configs:
+        for _ in range(200):
+            models[name].invoke(MESSAGES, config=settings[name])
+    best = dict.fromkeys(configs, float("inf"))
     for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(N):
-            model.invoke(MESSAGES, config=config)
-        best.append((time.perf_counter() - start) / N)
-    return statistics.median(best)
+        for name in configs:
+            model, config = models[name], settings[name]
+            start = time.perf_counter()
+            for _ in range(n // rounds):
+                model.invoke(MESSAGES, config=config)
+            best[name] = min(best[name], (time.perf_counter() - start) / (n // rounds))
+    return best
 
 
 def main() -> None:
@@ -56,14 +63,20 @@ def main() -> None:
         "memory://",
         policy=BudgetPolicy(daily_usd="1000000", features={"chat": FeatureBudget(user_daily_usd="1000")}),
     )
-    base = per_call(None)
-    usage_handler = per_call([UsageMetadataCallbackHandler()])
-    ours = per_call([BudgetCallbackHandler(ledger, model="gpt-4o-mini")])
+    best = timings(
+        {
+            "none": None,
+            "usage": [UsageMetadataCallbackHandler()],
+            "budget": [BudgetCallbackHandler(ledger, model="gpt-4o-mini")],
+        },
+        n=N * 3,
+    )
+    base = best["none"]
     result = {
-        "calls": N,
+        "calls": N * 3,
         "no_handler_us": base * 1e6,
-        "usage_metadata_handler_overhead_us": (usage_handler - base) * 1e6,
-        "budget_handler_overhead_us": (ours - base) * 1e6,
+        "usage_metadata_handler_overhead_us": (best["usage"] - base) * 1e6,
+        "budget_handler_overhead_us": (best["budget"] - base) * 1e6,
     }
     result["ratio"] = result["budget_handler_overhead_us"] / result["usage_metadata_handler_overhead_us"]
     for k, v in result.items():
