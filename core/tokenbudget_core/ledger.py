@@ -341,27 +341,19 @@ class Ledger:
         rid = request_id or uuid.uuid4().hex
         day = self.day()
         now_ms = int(self.clock() * 1000)
-        reservation = Reservation(
-            request_id=rid,
-            day=day,
-            model=model,
-            feature=feature,
-            user=user,
-            conversation=conversation,
-            overhead=ctx.overhead,
-            input_tokens=input_tokens,
-            max_output_tokens=out,
-            reserved_usd=None if nanos is None else nanos_to_usd(nanos),
-            step="normal",
+        make = functools.partial(
+            Reservation, request_id=rid, day=day, model=model, feature=feature, user=user,
+            conversation=conversation, overhead=ctx.overhead, input_tokens=input_tokens,
+            max_output_tokens=out, reserved_usd=None if nanos is None else nanos_to_usd(nanos),
             checks=tuple(checks),
-        )
+        )  # fmt: skip
         req = ReserveRequest(day=day, request_id=rid, checks=checks, now_ms=now_ms, lease_ms=self.lease_ms)
         try:
             outcome = self._store_call(lambda: self.store.reserve(req))
         except BudgetUnavailableError:
             if self.on_unavailable == "closed":
                 raise
-            return _replace(reservation, unchecked=True)
+            return make(step="normal", unchecked=True)
         if not outcome.ok:
             failed = outcome.failed
             assert failed is not None
@@ -382,7 +374,7 @@ class Ledger:
             else:
                 step = self._step(day, checks, now_ms)
         if step == "soft_refusal":
-            self.release(_replace(reservation, step=step))
+            self.release(make(step=step))
             tight = max((c for c in checks if c.limit), key=lambda c: c.amount / c.limit if c.limit else 0)
             raise BudgetExceededError(
                 budget=self._budget_name(tight),
@@ -392,7 +384,7 @@ class Ledger:
                 requested=tight.amount,
                 step="soft_refusal",
             )
-        return _replace(reservation, step=step)
+        return make(step=step)
 
     def _step(self, day: str, checks: Sequence[Check], now_ms: int) -> Step:
         shares = self._shares(day, checks, now_ms)
@@ -658,9 +650,3 @@ class Ledger:
 def _redact(url: str) -> str:
     """A store URL without its password."""
     return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
-
-
-def _replace(r: Reservation, **changes: object) -> Reservation:
-    from dataclasses import replace
-
-    return replace(r, **changes)  # type: ignore[arg-type]

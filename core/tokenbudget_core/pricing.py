@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import time
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -244,13 +245,14 @@ def _model_prices(canonical: str, provider: str, minute: int) -> SimpleNamespace
 
 
 def _genai_rates(info: ModelInfo, usage: Usage, at: datetime | None) -> _Rates | None:
-    when = at if at is not None else datetime.now(tz=UTC)
-    minute = int(when.timestamp() // 60)
+    minute = int((at.timestamp() if at is not None else time.time()) // 60)
     mp = _model_prices(info.canonical, info.provider, minute)
     if mp is None:
         return None
     # genai-prices picks a tier by the input tokens of the request; per request here.
-    per_request_input = Decimal(usage.input_tokens) / max(usage.requests, 1)
+    per_request_input: int | Decimal = (
+        usage.input_tokens if usage.requests <= 1 else Decimal(usage.input_tokens) / usage.requests
+    )
     bracket = bisect.bisect_left(_thresholds(info.canonical, info.provider, minute), per_request_input)
     rates = _bracket_rates(info.canonical, info.provider, minute, bracket)
     if rates is None or (rates.output is None and usage.output_tokens > 0):
