@@ -180,6 +180,24 @@ def test_every_key_expires_after_the_retention(backend: tuple[RedisStore, Any]) 
         assert limit - 60 < ttl <= limit, (key, ttl)
 
 
+def test_request_ids_expire_sooner_than_balances(backend: tuple[RedisStore, Any]) -> None:
+    s, raw = backend
+    url = s.url
+    short = RedisStore(url, retention_days=30, request_retention_days=2)
+    try:
+        random_ops(short, seed=5, steps=60)
+        for key in all_keys(raw):
+            if key.startswith("tb:mark:"):
+                continue
+            kind = key.rsplit(":", 1)[1]
+            limit = 2 * 86_400 if kind in ("req", "held", "leases") else 30 * 86_400
+            assert limit - 60 < raw.ttl(key) <= limit, (key, raw.ttl(key))
+    finally:
+        short.close()
+    with pytest.raises(InvalidInputError, match="request_retention_days"):
+        RedisStore(url, retention_days=3, request_retention_days=5)
+
+
 def test_scripts_are_loaded_again_after_script_flush(backend: tuple[RedisStore, Any]) -> None:
     s, raw = backend
     assert reserve(s, "before", 10, 100).ok

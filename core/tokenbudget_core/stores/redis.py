@@ -97,7 +97,9 @@ class RedisStore:
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
             ``redis+cluster://host:port`` (any node of a cluster; the client finds the rest).
-        retention_days: Every key expires this many days after its last write.
+        retention_days: Balances, rollups and call costs expire this many days after their last write.
+        request_retention_days: Request ids and leases expire sooner (one field per call adds up;
+            default 7 days): a commit replayed after that would be charged again.
         namespace: Prefix of every key, to share one Redis between ledgers.
         socket_timeout: Seconds to wait for a connection or an answer; operations are not
             retried, so no call blocks much longer than this.
@@ -118,7 +120,13 @@ class RedisStore:
     """
 
     def __init__(
-        self, url: str, *, retention_days: int = 400, namespace: str = "tb", socket_timeout: float = 2.0
+        self,
+        url: str,
+        *,
+        retention_days: int = 400,
+        request_retention_days: int | None = None,
+        namespace: str = "tb",
+        socket_timeout: float = 2.0,
     ) -> None:
         try:
             import redis
@@ -137,7 +145,20 @@ class RedisStore:
             )
         self.url = url
         self._shown_url = _redact(url)
-        self._ttl = str(retention_days * 86_400)
+        if request_retention_days is None:
+            request_retention_days = min(7, retention_days)
+        if (
+            isinstance(request_retention_days, bool)
+            or not isinstance(request_retention_days, int)
+            or not 0 < request_retention_days <= retention_days
+        ):
+            raise InvalidInputError(
+                "request_retention_days",
+                f"must be a number of days in 1..{retention_days}",
+                value=request_retention_days,
+            )
+        self._ttl = f"{retention_days * 86_400}:{request_retention_days * 86_400}"
+        self._cost_ttl = str(retention_days * 86_400)
         self._ns = _enc(namespace)
         self._unavailable: tuple[type[BaseException], ...] = (
             redis.exceptions.ConnectionError,  # also BusyLoadingError: a restarted server loading its data
@@ -304,7 +325,7 @@ class RedisStore:
     def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:
         """Append one call's cost to the day's list of the feature."""
         key = self._keys(day, f"costs:{_enc(feature)}")
-        self._run("RECORD_COST", key, [self._ttl, _amount(cost_nanos, "cost_nanos")])
+        self._run("RECORD_COST", key, [self._cost_ttl, _amount(cost_nanos, "cost_nanos")])
 
     def call_costs(self, day: str, feature: str) -> list[int]:
         """Every recorded cost of the feature and day, in the order recorded."""

@@ -62,8 +62,24 @@ local function expire_due(bal, req, held, leases, now)
   if #due > 0 then redis.call('ZREMRANGEBYSCORE', leases, '-inf', now) end
 end
 
-local function touch(ttl, keys)
-  for _, key in ipairs(keys) do redis.call('EXPIRE', key, ttl) end
+-- ttl is "<balances and rollups>:<request ids and leases>" in seconds (request ids need not
+-- live as long as the money they settled).
+local function ttls(spec)
+  local long, short = string.match(spec, '^(%d+):(%d+)$')
+  if long then return long, short end
+  return spec, spec
+end
+
+local function touch(spec, keys)
+  local long, short = ttls(spec)
+  for _, key in ipairs(keys) do
+    local tail = string.match(key, ':(%a+)$')
+    if tail == 'req' or tail == 'held' or tail == 'leases' then
+      redis.call('EXPIRE', key, short)
+    else
+      redis.call('EXPIRE', key, long)
+    end
+  end
 end
 """
 
@@ -131,7 +147,7 @@ redis.call('HSET', req, rid, 'committed')
 touch(ttl, {bal, req, held, leases, rollup})
 if costs then
   redis.call('RPUSH', costs, cost)
-  redis.call('EXPIRE', costs, ttl)
+  redis.call('EXPIRE', costs, (ttls(ttl)))
 end
 local out = {1, state or ''}  -- then spent per charge, after this commit
 for i = 0, n - 1 do
