@@ -119,7 +119,9 @@ class TiktokenCounter(TokenCounter):
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:
         """Input tokens of a chat request (messages, reply priming and tool definitions)."""
-        if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+        if type(messages) is not list and (
+            isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence)
+        ):
             raise InvalidInputError(
                 "messages", f"expected a list of messages, got {type(messages).__name__}", value=messages
             )
@@ -131,21 +133,23 @@ class TiktokenCounter(TokenCounter):
             # Fast path: a plain-text dict of role and content (and maybe name), no tool fields.
             if type(m) is dict:
                 size = len(m)
-                if size == 2 or (size == 3 and "name" in m):
-                    content = m.get("content")
-                    framing = fast_roles.get(m.get("role"))
-                    if framing is not None and type(content) is str:
-                        n = get_text(content)
-                        if n is None:
-                            n = len(encode(content))
-                            texts.put(content, n)
-                        total += framing + n
-                        if size == 3:
-                            name = m["name"]
-                            if type(name) is not str:
-                                to_message(m, where=f"messages[{i}]")  # raises, naming the field
-                            total += self._text_tokens(name) + per_name
-                        continue
+                try:
+                    framing = fast_roles[m["role"]]
+                    content = m["content"]
+                except (KeyError, TypeError):
+                    size = 0  # not a plain message: the full conversion below names the problem
+                if (size == 2 or (size == 3 and "name" in m)) and type(content) is str:
+                    n = get_text(content)
+                    if n is None:
+                        n = len(encode(content))
+                        texts.put(content, n)
+                    total += framing + n
+                    if size == 3:
+                        name = m["name"]
+                        if type(name) is not str:
+                            to_message(m, where=f"messages[{i}]")  # raises, naming the field
+                        total += self._text_tokens(name) + per_name
+                    continue
             msg = to_message(m, where=f"messages[{i}]")
             hit = self._messages.get(msg)
             if hit is None:
@@ -153,9 +157,10 @@ class TiktokenCounter(TokenCounter):
                 self._messages.put(msg, hit)
             total += hit[0]
             exact = exact and hit[1]
-        tool_list = check_tools(tools)
-        if tool_list:
-            total += self._tools_tokens(tool_list)
+        if tools:
+            total += self._tools_tokens(check_tools(tools))
+        elif tools is not None:
+            check_tools(tools)
         return self._result(total, exact)
 
     def count_message(self, message: MessageLike) -> TokenCount:
