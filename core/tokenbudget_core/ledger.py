@@ -500,7 +500,7 @@ class Ledger:
         req = CommitRequest(
             day=day,
             request_id=request_id,
-            charges=[Check(scope=c.scope, metric=c.metric, amount=c.amount) for c in charges],
+            charges=charges,  # their limits are ignored by a commit (see stores.base)
             rollup_key=f"{_enc(feature)}/{_enc(user)}/{_enc(model)}",
             rollup=rollup,
             now_ms=now_ms,
@@ -535,7 +535,7 @@ class Ledger:
     ) -> None:
         if not outcome.recorded_cost and priced:
             self.store.record_call_cost(day, _enc(feature), cost)
-        limited = [c for c in self._checks(feature, user, 0, 0) if c.limit]
+        limited = [c for c in charges if c.limit]
         if not limited or not self.sinks:
             return
         if len(outcome.spent) == len(charges):  # the store reported the new totals
