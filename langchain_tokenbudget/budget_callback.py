@@ -28,6 +28,7 @@ LangChain: its reservation is held until the ledger's lease expires (``lease_sec
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 import threading
@@ -81,7 +82,7 @@ def payer_from(*sources: object, tags: Sequence[str] = ()) -> dict[str, str | No
             for k in keys
         )
         tagged = (t.partition(":")[2] or None for t in tags if t.startswith(f"{field}:"))
-        payer[field] = next((v for v in (*found, *tagged) if v), None)
+        payer[field] = next(filter(None, itertools.chain(found, tagged)), None)  # lazy: stops at the first
     return payer
 
 
