@@ -28,6 +28,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from tokenbudget_core.budgets import RunBudget
 from tokenbudget_core.counting import SupportsTokenCount, TokenCounter
 from tokenbudget_core.errors import (
     BudgetExceededError,
@@ -174,18 +175,28 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         counter: SupportsTokenCount | None = None,
     ) -> None:
         super().__init__()
-        counts = {"max_output_tokens": max_output_tokens, "max_run_tokens": max_run_tokens}
+        counts = {"max_output_tokens": max_output_tokens}
         check_options(ledger, model=model, feature=feature, user=user, counts=counts)
         if on_exceeded not in ("raise", "end"):
             raise InvalidInputError("on_exceeded", f"unknown value {on_exceeded!r}", fix="'raise' or 'end'")
         self.ledger, self.model, self.feature, self.user = ledger, model, feature, user
-        self.max_output_tokens, self.max_run_tokens, self.counter = max_output_tokens, max_run_tokens, counter
+        self.max_output_tokens, self.counter = max_output_tokens, counter
         try:
-            self.max_run_usd = None if max_run_usd is None else nanos_to_usd(usd_to_nanos(max_run_usd))
+            self.run_budget = RunBudget(max_tokens=max_run_tokens, max_usd=max_run_usd)  # type: ignore[arg-type]
         except InvalidInputError as e:
-            raise InvalidInputError("max_run_usd", e.problem, value=max_run_usd) from e
+            raise InvalidInputError(e.field.replace("max_", "max_run_", 1), e.problem, value=e.value) from e
         self.on_exceeded, self.refusal_message = on_exceeded, refusal_message
         self._counters: dict[str, SupportsTokenCount] = {}
+
+    @property
+    def max_run_usd(self) -> Decimal | None:
+        """The per-run dollar cap (kept by the core's :class:`~tokenbudget_core.budgets.RunBudget`)."""
+        return self.run_budget.max_usd
+
+    @property
+    def max_run_tokens(self) -> int | None:
+        """The per-run token cap."""
+        return self.run_budget.max_tokens
 
     # -- translation -----------------------------------------------------------------------------
 
@@ -220,26 +231,13 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         return args, counter, to_core_messages([*system, *request.messages]), tools
 
     def _over_run_cap(self, r: Reservation, state: Mapping[str, Any]) -> TokenBudgetError | None:
-        """The per-run cap this call's worst case would break, if any."""
-        scope = f"this run (feature={r.feature or '-'} user={r.user or '-'})"
-        tokens, worst = state.get(TOKENS_KEY, 0), r.input_tokens + r.max_output_tokens
-        if self.max_run_tokens is not None and tokens + worst > self.max_run_tokens:
-            return BudgetExceededError(
-                budget="max_run_tokens", scope=scope, limit=self.max_run_tokens, used=tokens, requested=worst
+        """The per-run cap this call's worst case would break, if any (the core's RunBudget decides)."""
+        try:
+            self.run_budget.check(
+                r, tokens_used=state.get(TOKENS_KEY, 0), usd_used=nanos_to_usd(state.get(NANOS_KEY, 0))
             )
-        if self.max_run_usd is None:
-            return None
-        if r.reserved_usd is None:
-            return UnpricedModelError(r.model)
-        spent = nanos_to_usd(state.get(NANOS_KEY, 0))
-        if spent + r.reserved_usd > self.max_run_usd:
-            return BudgetExceededError(
-                budget="max_run_usd",
-                scope=scope,
-                limit=self.max_run_usd,
-                used=spent,
-                requested=r.reserved_usd,
-            )
+        except (BudgetExceededError, UnpricedModelError) as e:
+            return e
         return None
 
     def _refused(self, error: BudgetExceededError) -> ExtendedModelResponse[Any]:

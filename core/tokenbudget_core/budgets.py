@@ -30,11 +30,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from .errors import InvalidInputError
+from .errors import BudgetExceededError, InvalidInputError, UnpricedModelError
 
-__all__ = ["BudgetPolicy", "FeatureBudget", "Ladder", "Step", "load_policy"]
+if TYPE_CHECKING:
+    from .ledger import Reservation
+
+__all__ = ["BudgetPolicy", "FeatureBudget", "Ladder", "RunBudget", "Step", "load_policy"]
 
 Step: TypeAlias = Literal[
     "normal", "cheaper_tier", "smaller_context", "cache_only", "soft_refusal", "hard_refusal"
@@ -130,6 +133,52 @@ class FeatureBudget:
             _tokens(name, getattr(self, name))
         for name in ("user_daily_usd", "feature_daily_usd"):
             object.__setattr__(self, name, _usd(name, getattr(self, name)))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunBudget:
+    """Caps on one group of calls (an agent run): tokens and USD, checked against the next call's worst case.
+
+    The caller keeps what the group has used so far (the agent state, for instance) and asks
+    :meth:`check` before each call.
+
+    Example:
+        >>> cap = RunBudget(max_tokens=1_000)
+        >>> cap.max_tokens
+        1000
+    """
+
+    max_tokens: int | None = None
+    """Input plus output tokens of the whole group."""
+    max_usd: Decimal | None = None
+    """USD of the whole group."""
+
+    def __post_init__(self) -> None:
+        _tokens("max_tokens", self.max_tokens)
+        object.__setattr__(self, "max_usd", _usd("max_usd", self.max_usd))
+
+    def check(self, reservation: Reservation, *, tokens_used: int, usd_used: Decimal) -> None:
+        """Raise when the reserved worst case of the next call would break a cap.
+
+        Raises:
+            BudgetExceededError: ``max_run_tokens`` or ``max_run_usd`` would be exceeded.
+            UnpricedModelError: A dollar cap applies and the model has no price.
+        """
+        r = reservation
+        scope = f"this run (feature={r.feature or '-'} user={r.user or '-'})"
+        worst = r.input_tokens + r.max_output_tokens
+        if self.max_tokens is not None and tokens_used + worst > self.max_tokens:
+            raise BudgetExceededError(
+                budget="max_run_tokens", scope=scope, limit=self.max_tokens, used=tokens_used, requested=worst
+            )
+        if self.max_usd is None:
+            return
+        if r.reserved_usd is None:
+            raise UnpricedModelError(r.model)
+        if usd_used + r.reserved_usd > self.max_usd:
+            raise BudgetExceededError(
+                budget="max_run_usd", scope=scope, limit=self.max_usd, used=usd_used, requested=r.reserved_usd
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

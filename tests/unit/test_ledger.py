@@ -249,3 +249,19 @@ def test_bad_input() -> None:
         Ledger("ftp://x")
     with pytest.raises(InvalidInputError, match="user"), attribute(user=""):
         pass
+
+
+def test_run_budget_checks_the_next_calls_worst_case() -> None:
+    from tokenbudget_core.budgets import RunBudget
+
+    led = ledger()
+    r = led.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=50)
+    RunBudget(max_tokens=1_000).check(r, tokens_used=850, usd_used=Decimal(0))
+    with pytest.raises(BudgetExceededError, match="max_run_tokens"):
+        RunBudget(max_tokens=1_000).check(r, tokens_used=851, usd_used=Decimal(0))
+    assert r.reserved_usd is not None
+    with pytest.raises(BudgetExceededError, match="max_run_usd") as info:
+        RunBudget(max_usd=Decimal("0.01")).check(r, tokens_used=0, usd_used=Decimal("0.01"))
+    assert info.value.requested == r.reserved_usd
+    with pytest.raises(InvalidInputError, match="max_usd"):
+        RunBudget(max_usd=0.5)  # type: ignore[arg-type]
