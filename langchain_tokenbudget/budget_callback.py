@@ -33,7 +33,7 @@ import json
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
@@ -44,7 +44,6 @@ from langchain_core.outputs import LLMResult
 from tokenbudget_core.counting import SupportsTokenCount, TokenCounter
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation
-from tokenbudget_core.streams import estimate_output_tokens
 from tokenbudget_core.usage import Usage
 
 from .messages import to_core_messages
@@ -122,30 +121,15 @@ def reply_text(messages: Sequence[BaseMessage]) -> str:
     return "".join(parts)
 
 
-def settle(
-    reservation: Reservation,
-    replies: Sequence[BaseMessage],
-    counter: SupportsTokenCount,
-    *,
-    totals: Sequence[Mapping[str, Any]] = (),
-) -> Usage:
-    """What a call used: Claude's latest running totals, else the first reply's ``usage_metadata``.
+def reported(replies: Sequence[BaseMessage], totals: Sequence[Mapping[str, Any]] = ()) -> Usage | None:
+    """What the provider reported: Claude's latest running totals, else the first reply's ``usage_metadata``.
 
     (With ``n`` > 1 choices every reply carries the whole call's usage: it is counted once.)
-    Failing both, an estimate (``estimated=True``): the counted input, and the reply text counted.
     """
     if totals:  # one per Claude stream that finished
-        usage: Usage = sum((Usage.from_langchain(t) for t in totals), Usage(requests=0))
-        if usage.input_tokens == 0:  # a message_delta without the input figures (older API versions)
-            usage = dataclasses.replace(usage, input_tokens=reservation.input_tokens, estimated=True)
-        return usage
-    reported = next(
-        (m.usage_metadata for m in replies if isinstance(m, AIMessage) and m.usage_metadata), None
-    )
-    if reported is not None:
-        return Usage.from_langchain(reported)
-    out = estimate_output_tokens(reply_text(replies), counter=counter)
-    return Usage(input_tokens=reservation.input_tokens, output_tokens=out, estimated=True)
+        return sum((Usage.from_langchain(t) for t in totals), Usage(requests=0))
+    found = next((m.usage_metadata for m in replies if isinstance(m, AIMessage) and m.usage_metadata), None)
+    return None if found is None else Usage.from_langchain(found)
 
 
 def check_options(ledger: object, *, counts: Mapping[str, object], **names: object) -> None:
@@ -273,37 +257,35 @@ class _BudgetHandler:
                 if (run := self._runs.get(run_id)) is not None:
                     run.total = total  # a running total: the latest replaces, never adds
 
-    def _settle(
-        self, run_id: UUID, response: LLMResult | None, *, failed: bool
-    ) -> tuple[Reservation, Usage | None] | None:
-        """The run's reservation and the usage to commit (``None``: a failed call made nothing, release)."""
+    def _settle(self, run_id: UUID, response: LLMResult | None, *, failed: bool) -> _Settle | None:
+        """What the ledger needs to close the run (``None``: not ours, or settled already)."""
         with self._lock:
             run = self._runs.pop(run_id, None)
         if run is None:
-            return None  # not ours, or settled already
+            return None
         generations = [g for gs in (response.generations if response else []) for g in gs]
         replies = [m for g in generations if isinstance(m := getattr(g, "message", None), BaseMessage)]
         replies += [AIMessage(g.text) for g in generations if not hasattr(g, "message")]
         totals = [run.total] if run.total is not None else []
-        if failed and not totals and not reply_text(replies):
-            return run.reservation, None
-        return run.reservation, settle(run.reservation, replies, run.counter, totals=totals)
+        return _Settle(run.reservation, reported(replies, totals), reply_text(replies), failed, run.counter)
 
-    def _finish(self, settled: tuple[Reservation, Usage | None] | None) -> None:
-        if settled is not None:
-            reservation, usage = settled
-            if usage is None:
-                self.ledger.release(reservation)
-            else:
-                self.ledger.commit(reservation, usage)
+    def _finish(self, s: _Settle | None) -> None:
+        if s is not None:
+            self.ledger.settle(s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter)
 
-    async def _afinish(self, settled: tuple[Reservation, Usage | None] | None) -> None:
-        if settled is not None:
-            reservation, usage = settled
-            if usage is None:
-                await self.ledger.arelease(reservation)
-            else:
-                await self.ledger.acommit(reservation, usage)
+    async def _afinish(self, s: _Settle | None) -> None:
+        if s is not None:
+            await self.ledger.asettle(
+                s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter
+            )
+
+
+class _Settle(NamedTuple):
+    reservation: Reservation
+    usage: Usage | None
+    text: str
+    failed: bool
+    counter: SupportsTokenCount
 
 
 class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):

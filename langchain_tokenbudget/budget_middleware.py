@@ -40,7 +40,6 @@ from tokenbudget_core.errors import (
 from tokenbudget_core.ledger import Charge, Ledger, Reservation
 from tokenbudget_core.messages import Message
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
-from tokenbudget_core.usage import Usage
 
 from ._bridge import core_tools
 from .budget_callback import (
@@ -51,8 +50,9 @@ from .budget_callback import (
     first,
     is_function_tool,
     payer_from,
+    reply_text,
+    reported,
     running_total,
-    settle,
 )
 from .messages import to_core_messages
 
@@ -255,9 +255,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         )
 
     @staticmethod
-    def _charged(state: Mapping[str, Any], usage: Usage, charge: Charge) -> Command[Any]:
+    def _charged(state: Mapping[str, Any], charge: Charge | None) -> Command[Any]:
+        assert charge is not None  # a call that returned is always charged (settle never releases it)
         nanos = 0 if charge.cost_usd is None else usd_to_nanos(charge.cost_usd)
-        tokens = state.get(TOKENS_KEY, 0) + usage.total_tokens
+        tokens = state.get(TOKENS_KEY, 0) + charge.usage.total_tokens
         return Command(update={TOKENS_KEY: tokens, NANOS_KEY: state.get(NANOS_KEY, 0) + nanos})
 
     # -- hooks -----------------------------------------------------------------------------------
@@ -293,9 +294,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             raise
         finally:
             _totals.reset(token)
-        usage = settle(reservation, response.result, counter, totals=totals.finished)
-        charge = self.ledger.commit(reservation, usage)
-        return ExtendedModelResponse(model_response=response, command=self._charged(state, usage, charge))
+        usage = reported(response.result, totals.finished)
+        text = reply_text(response.result)
+        charge = self.ledger.settle(reservation, usage, reply_text=text, counter=counter)
+        return ExtendedModelResponse(model_response=response, command=self._charged(state, charge))
 
     async def awrap_model_call(
         self,
@@ -323,6 +325,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             raise
         finally:
             _totals.reset(token)
-        usage = settle(reservation, response.result, counter, totals=totals.finished)
-        charge = await self.ledger.acommit(reservation, usage)
-        return ExtendedModelResponse(model_response=response, command=self._charged(state, usage, charge))
+        usage = reported(response.result, totals.finished)
+        text = reply_text(response.result)
+        charge = await self.ledger.asettle(reservation, usage, reply_text=text, counter=counter)
+        return ExtendedModelResponse(model_response=response, command=self._charged(state, charge))

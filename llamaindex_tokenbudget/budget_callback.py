@@ -114,13 +114,11 @@ def reported_usage(response: object) -> Usage | None:
     return None
 
 
-def estimated_usage(response: object, counter: TokenCounter, input_tokens: int) -> Usage:
-    """Counted input plus the reply's text counted as output, flagged ``estimated``."""
+def reply_text(response: object) -> str:
+    """The text of a chat or completion response ("" for anything else)."""
     if isinstance(response, ChatResponse):
-        text = response.message.content or ""
-    else:
-        text = response.text if isinstance(response, CompletionResponse) else ""
-    return Usage(input_tokens=input_tokens, output_tokens=int(counter.count(text)), estimated=True)
+        return response.message.content or ""
+    return response.text if isinstance(response, CompletionResponse) else ""
 
 
 def caller_frame(depth: int) -> FrameType | None:
@@ -284,13 +282,16 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         error = payload.get(EventPayload.EXCEPTION)
         if call.delegated or (error is not None and not isinstance(error, GeneratorExit)):
             self.ledger.release(call.reservation)
-        elif error is not None:  # a stream its consumer abandoned: the request was sent
-            usage = Usage(input_tokens=call.input_tokens, estimated=True)
-            self.ledger.commit(call.reservation, usage)
-        else:
-            response = payload.get(EventPayload.RESPONSE, payload.get(EventPayload.COMPLETION))
-            usage = reported_usage(response) or estimated_usage(response, call.counter, call.input_tokens)
-            self.ledger.commit(call.reservation, usage)
+            return
+        # A stream its consumer abandoned (GeneratorExit) was sent: the ledger charges an estimate.
+        response = (
+            None
+            if error is not None
+            else payload.get(EventPayload.RESPONSE, payload.get(EventPayload.COMPLETION))
+        )
+        self.ledger.settle(
+            call.reservation, reported_usage(response), reply_text=reply_text(response), counter=call.counter
+        )
 
     def _prune(self) -> None:
         """Forget calls whose end never came (a stream never iterated); their leases ended long ago."""

@@ -50,14 +50,15 @@ from llama_index.core.instrumentation.events.span import SpanDropEvent  # type: 
 from tokenbudget_core.attribution import Attribution, current_attribution
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.streams import estimate_output_tokens
 from tokenbudget_core.usage import Usage
 
 from .budget_callback import (
     caller_frame,
     count_input,
     enclosing,
-    estimated_usage,
     model_name,
+    reply_text,
     reported_usage,
 )
 
@@ -202,7 +203,8 @@ class CostEventHandler(BaseEventHandler):
                 messages, prompt = None, start.prompt if start else ""
             kwargs = start.additional_kwargs if start else None
             tokens = count_input(counter, messages=messages, prompt=prompt, kwargs=kwargs)
-            usage = estimated_usage(response, counter, tokens)
+            out = estimate_output_tokens(reply_text(response), counter=counter)
+            usage = Usage(input_tokens=tokens, output_tokens=out, estimated=True)
         payer = call.payer if call else current_attribution()
         self._charge(
             usage,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -55,6 +56,7 @@ from .spool import Spool
 from .stores import open_store
 from .stores.base import Check, CommitOutcome, CommitRequest, LedgerStore, ReserveRequest
 from .stores.memory import MemoryStore
+from .streams import TextCounter, estimate_output_tokens
 from .usage import Usage
 
 __all__ = ["BudgetState", "Charge", "Ledger", "OnUnavailable", "Reservation"]
@@ -562,6 +564,54 @@ class Ledger:
                             limit=str(nanos_to_usd(c.limit) if money else c.limit),
                         ),
                     )
+
+    def settle(
+        self,
+        reservation: Reservation,
+        reported: Usage | None,
+        *,
+        reply_text: str = "",
+        failed: bool = False,
+        counter: TextCounter | None = None,
+    ) -> Charge | None:
+        """Close a reserved call with whatever the framework could tell about it.
+
+        * usage was reported: commit it (a report without input tokens, as some streams send,
+          takes the counted input and is flagged estimated);
+        * the call failed before producing anything: release the reservation (returns ``None``);
+        * otherwise (no report, or a stream abandoned mid-way: the request was sent): commit an
+          estimate, the counted input plus ``reply_text`` counted with ``counter``, flagged.
+
+        Raises:
+            InvalidInputError: ``reservation`` is not a :class:`Reservation`.
+        """
+        if reported is not None:
+            if reported.input_tokens == 0 and reservation.input_tokens > 0:
+                reported = dataclasses.replace(
+                    reported, input_tokens=reservation.input_tokens, estimated=True
+                )
+            return self.commit(reservation, reported)
+        if failed and not reply_text:
+            self.release(reservation)
+            return None
+        out = estimate_output_tokens(reply_text, counter=counter) if reply_text else 0
+        return self.commit(
+            reservation, Usage(input_tokens=reservation.input_tokens, output_tokens=out, estimated=True)
+        )
+
+    async def asettle(
+        self,
+        reservation: Reservation,
+        reported: Usage | None,
+        *,
+        reply_text: str = "",
+        failed: bool = False,
+        counter: TextCounter | None = None,
+    ) -> Charge | None:
+        """Async twin of :meth:`settle`."""
+        return await self._async(
+            lambda: self.settle(reservation, reported, reply_text=reply_text, failed=failed, counter=counter)
+        )
 
     def release(self, reservation: Reservation) -> bool:
         """Give a reservation back (the call failed). Idempotent; a no-op after a commit."""

@@ -265,3 +265,27 @@ def test_run_budget_checks_the_next_calls_worst_case() -> None:
     assert info.value.requested == r.reserved_usd
     with pytest.raises(InvalidInputError, match="max_usd"):
         RunBudget(max_usd=0.5)  # type: ignore[arg-type]
+
+
+def test_settle_commits_reports_estimates_the_rest_and_releases_failures() -> None:
+    from tokenbudget_core import TokenCounter
+
+    led = ledger()
+    counter = TokenCounter.for_model("gpt-4o")
+    r = led.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=50)
+    charge = led.settle(r, Usage(input_tokens=120, output_tokens=30))
+    assert charge is not None
+    assert charge.usage == Usage(input_tokens=120, output_tokens=30)
+    r = led.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=50)
+    charge = led.settle(r, None, reply_text="Hello there, friend.", counter=counter)
+    assert charge is not None
+    assert charge.usage == Usage(
+        input_tokens=100, output_tokens=int(counter.count("Hello there, friend.")), estimated=True
+    )
+    r = led.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=50)
+    charge = led.settle(r, Usage(input_tokens=0, output_tokens=7))  # a stream that lost its input figure
+    assert charge is not None
+    assert (charge.usage.input_tokens, charge.usage.estimated) == (100, True)
+    r = led.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=50)
+    assert led.settle(r, None, failed=True) is None
+    assert not led.release(r)  # already released
