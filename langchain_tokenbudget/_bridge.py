@@ -19,9 +19,9 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.counting import TokenCounter, resolve_counter
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
-from tokenbudget_core.fitting import OnOverflow, fit_messages, resolve_counter
+from tokenbudget_core.fitting import OnOverflow, fit_messages
 from tokenbudget_core.messages import Message, MessageLike, to_message
 from tokenbudget_core.summary import summary_prompt
 

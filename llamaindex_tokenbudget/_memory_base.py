@@ -26,9 +26,9 @@ from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY, BaseMemory
 from llama_index.core.storage.chat_store import BaseChatStore, SimpleChatStore
 from llama_index.core.tools import BaseTool
 
-from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.counting import TokenCounter, resolve_counter
 from tokenbudget_core.errors import InvalidInputError
-from tokenbudget_core.fitting import fit_messages, resolve_counter
+from tokenbudget_core.fitting import fit_messages
 from tokenbudget_core.messages import Message, to_message
 
 from ._bridge import Core, Transcript, host_error

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 
 from .counting import check_text
-from .truncation import SupportsCount, resolve_counter
+from .truncation import SupportsCount, text_counter
 
 __all__ = ["CompressionResult", "compress_prompt"]
 
@@ -89,7 +89,7 @@ def compress_prompt(
         'Use this:\\n\\n```py\\nx  =  1\\n```\\n'
     """
     check_text(text)
-    counter = resolve_counter(counter, model)
+    counter = text_counter(counter, model)
     before = int(counter.count(text)) if text else 0
     squeezed = _squeeze(text)
     after = before if squeezed == text else (int(counter.count(squeezed)) if squeezed else 0)

@@ -26,7 +26,7 @@ from .registry import ModelInfo, ModelRegistry, default_registry
 if TYPE_CHECKING:
     from .calibration import Calibration
 
-__all__ = ["SupportsTokenCount", "TokenCount", "TokenCounter", "ToolLike"]
+__all__ = ["SupportsTokenCount", "TokenCount", "TokenCounter", "ToolLike", "resolve_counter"]
 
 ToolLike = Mapping[str, Any]
 """A tool definition: OpenAI's ``{"type": "function", "function": {...}}`` or Anthropic's
@@ -207,6 +207,20 @@ class TokenCounter(abc.ABC):
     ) -> TokenCount:
         """Async twin of :meth:`count_messages`."""
         return self.count_messages(messages, tools)
+
+
+def resolve_counter(model: str | TokenCounter) -> TokenCounter:
+    """A counter from a model name, or the counter itself.
+
+    Raises:
+        InvalidInputError: ``model`` is neither.
+        UnknownModelError: The model name is unknown.
+    """
+    if isinstance(model, TokenCounter):
+        return model
+    if isinstance(model, str):
+        return TokenCounter.for_model(model)
+    raise InvalidInputError("model", "must be a model name or a TokenCounter", value=model)
 
 
 def check_text(text: object, field: str = "text") -> str:

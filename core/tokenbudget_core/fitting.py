@@ -23,11 +23,11 @@ from dataclasses import replace
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import MessageView, role_of
-from .counting import TokenCounter, ToolLike
+from .counting import TokenCounter, ToolLike, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
 from .messages import Message, MessageLike, to_message
 
-__all__ = ["FitResult", "Keep", "OnOverflow", "fit_messages", "resolve_counter"]
+__all__ = ["FitResult", "Keep", "OnOverflow", "fit_messages"]
 
 M = TypeVar("M", bound=MessageLike)
 Keep: TypeAlias = Literal["newest", "oldest"]
@@ -69,20 +69,6 @@ class FitResult(list[M], Generic[M]):
         super().__init__(items)
         self.kept, self.dropped, self.tokens, self.budget = kept, dropped, tokens, budget
         self.exact, self.truncated = exact, truncated
-
-
-def resolve_counter(model: str | TokenCounter) -> TokenCounter:
-    """A counter from a model name, or the counter itself.
-
-    Raises:
-        InvalidInputError: ``model`` is neither.
-        UnknownModelError: The model name is unknown.
-    """
-    if isinstance(model, TokenCounter):
-        return model
-    if isinstance(model, str):
-        return TokenCounter.for_model(model)
-    raise InvalidInputError("model", "must be a model name or a TokenCounter", value=model)
 
 
 def _check_int(field: str, value: object, *, minimum: int = 0) -> int:

@@ -40,9 +40,9 @@ from typing import Any, Literal, TypeAlias, get_args
 
 from .allocation import Allocation, allocate_budget
 from .conversation import unit_start
-from .counting import TokenCounter
+from .counting import TokenCounter, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError, InvalidMessageError
-from .fitting import OnOverflow, fit_messages, resolve_counter
+from .fitting import OnOverflow, fit_messages
 from .messages import MessageLike, to_message, to_openai_dict
 from .openai_counting import TiktokenCounter
 from .truncation import Strategy, truncate_text

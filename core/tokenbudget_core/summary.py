@@ -19,9 +19,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
-from .counting import TokenCounter, ToolLike
+from .counting import TokenCounter, ToolLike, resolve_counter
 from .errors import InvalidInputError
-from .fitting import resolve_counter
 from .messages import Message, MessageLike, to_message
 from .window import ConversationWindow, _budget
 

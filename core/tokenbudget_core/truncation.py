@@ -224,10 +224,10 @@ def _prepare(
     if marker is not None and not isinstance(marker, str):
         problem = f"must be a string or None, got {type(marker).__name__}"
         raise InvalidInputError("marker", problem, value=marker, fix='pass "" for no marker')
-    return resolve_counter(counter, model)
+    return text_counter(counter, model)
 
 
-def resolve_counter(counter: object, model: str) -> SupportsCount:
+def text_counter(counter: object, model: str) -> SupportsCount:
     """``counter`` if it can count, else ``TokenCounter.for_model(model)`` when it is ``None``."""
     if counter is None:
         return TokenCounter.for_model(model)

@@ -22,9 +22,8 @@ from collections.abc import Iterable, Sequence
 from typing import Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import role_of, unit_start
-from .counting import TokenCounter, ToolLike
+from .counting import TokenCounter, ToolLike, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
-from .fitting import resolve_counter
 from .messages import MessageLike
 
 __all__ = ["ConversationWindow", "FirstUser"]
