@@ -26,6 +26,7 @@ from .errors import (
     UnknownModelError,
     UnpricedModelError,
 )
+from .embeddings import Embedder, HashingEmbedder, as_embedder
 from .estimating import EstimatingTokenCounter
 from .fitting import FitResult, fit_messages
 from .ledger import BudgetState, Charge, Ledger, Reservation
@@ -59,10 +60,12 @@ __all__ = [
     "ContextOverflowError",
     "ConversationWindow",
     "CostBreakdown",
+    "Embedder",
     "EncodingUnavailableError",
     "EstimatingTokenCounter",
     "FeatureBudget",
     "FitResult",
+    "HashingEmbedder",
     "ImagePart",
     "InvalidInputError",
     "InvalidMessageError",
@@ -94,6 +97,7 @@ __all__ = [
     "Usage",
     "__version__",
     "allocate_budget",
+    "as_embedder",
     "atruncate_text",
     "attribute",
     "build_report",
