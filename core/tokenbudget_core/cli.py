@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -182,6 +182,53 @@ def _parse_messages(raw: str, input_format: str) -> list[Any] | None:
             "input", f"expected a JSON array of messages, got {type(data).__name__}", fix="wrap it in [...]"
         )
     return None
+
+
+# -- truncate -------------------------------------------------------------------------------------
+
+
+@cli.command(epilog=_EXIT_CODES_HELP)
+@click.argument("file", default="-", metavar="[FILE|-]")
+@click.option("--max-tokens", "-n", "max_tokens", required=True, metavar="N", help="The token budget.")
+@click.option("--model", "-m", default="gpt-4o", show_default=True, help="Model whose tokenizer to use.")
+@click.option(
+    "--strategy",
+    "-s",
+    type=click.Choice(["keep_start", "keep_end", "keep_both", "smart"]),
+    default="keep_start",
+    show_default=True,
+    help="What to keep: the start, the end, both ends, or whole sentences (smart).",
+)
+@click.option("--marker", metavar="TEXT", help="Text put where the cut was (default: none).")
+@click.option("--json", "as_json", is_flag=True, help="Print the text and the counts as JSON.")
+def truncate(
+    file: str, *, max_tokens: str, model: str, strategy: str, marker: str | None, as_json: bool
+) -> None:
+    """Cut the text of FILE (or stdin) to at most --max-tokens tokens of --model.
+
+    The text is printed on stdout; with --json, an object with the text, the tokens
+    before and after, and whether anything was cut.
+    """
+    from .truncation import Strategy, truncate_text_detailed
+
+    raw = _read_input(file)
+    budget = _tokens("--max-tokens", max_tokens)
+    result = truncate_text_detailed(raw, budget, cast("Strategy", strategy), model, marker=marker)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "text": result.text,
+                    "tokens_before": result.tokens_before,
+                    "tokens_after": result.tokens_after,
+                    "truncated": result.truncated,
+                    "strategy": result.strategy,
+                    "model": model,
+                }
+            )
+        )
+    else:
+        click.echo(result.text, nl=not result.text.endswith("\n"))
 
 
 # -- cost -----------------------------------------------------------------------------------------
