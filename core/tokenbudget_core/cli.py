@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._version import __version__
+from .budget_status import GLOBAL_BUDGETS
 from .counting import TokenCounter
 from .errors import (
     BudgetUnavailableError,
@@ -38,7 +39,6 @@ from .pricing import format_usd, price_of
 from .usage import Usage
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
     from .reports import Report
     from .stores.base import LedgerStore
 
@@ -485,61 +485,6 @@ def report(
         console.print(table)
 
 
-_GLOBAL_BUDGETS = ("daily_usd", "user_daily_usd (all features)", "user_daily_tokens (all features)")
-"""Budgets that do not depend on the feature: listed once."""
-
-
-def _budget_rows(
-    ledger: Ledger, features: Sequence[str | None], user: str | None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One row per budget (limit, spent + reserved, headroom, share, step), and each feature's ladder step."""
-    from .money import nanos_to_usd, usd_to_nanos
-
-    policy = ledger.policy
-    rows: list[dict[str, Any]] = []
-    steps: list[dict[str, Any]] = []
-    for f in features:
-        state = ledger.state(feature=f, user=user)
-        steps.append({"feature": f, "step": state.step})
-        fb = policy.feature(f)
-        limits: dict[str, Decimal | int | None] = {
-            "user_daily_tokens": fb.user_daily_tokens,
-            "user_daily_usd": fb.user_daily_usd,
-            "feature_daily_usd": fb.feature_daily_usd,
-            "daily_usd": policy.daily_usd,
-            "user_daily_tokens (all features)": policy.user_daily_tokens,
-            "user_daily_usd (all features)": policy.user_daily_usd,
-        }
-        for name, share in state.shares.items():
-            is_global = name in _GLOBAL_BUDGETS
-            if (name.startswith("user_") and user is None) or (
-                is_global and any(row["budget"] == name for row in rows)
-            ):
-                continue
-            limit = limits.get(name)
-            # state() gives the used share (spent + reserved) / limit; times the limit, rounded to
-            # the stored unit (nano-USD or tokens), that is the exact figure for any realistic amount.
-            used: Decimal | int | None = None
-            if isinstance(limit, Decimal):
-                used = nanos_to_usd(round(share * usd_to_nanos(limit))) if limit else None
-            elif limit:
-                used = round(share * limit)
-            rows.append(
-                {
-                    "feature": None if is_global else f,
-                    "user": user if name.startswith("user_") else None,
-                    "budget": name,
-                    "unit": "usd" if isinstance(limit, Decimal) else "tokens",
-                    "limit": limit,
-                    "used": used,
-                    "headroom": state.headroom[name],
-                    "share": share,
-                    "step": policy.ladder.step(share),
-                }
-            )
-    return rows, steps
-
-
 @cli.command(epilog=_EXIT_CODES_HELP)
 @click.option("--store", "store_url", metavar="URL", help=_STORE_HELP)
 @click.option(
@@ -567,6 +512,7 @@ def budgets(
 
     Per-user budgets are shown for --user only.
     """
+    from .budget_status import budget_rows
     from .budgets import load_policy
     from .ledger import Ledger
 
@@ -575,7 +521,7 @@ def budgets(
     with _opened_store(store_url) as store:
         ledger = Ledger(store, policy=policy, timezone=tz)
         today = ledger.day()
-        rows, steps = _budget_rows(ledger, features, user)
+        rows, steps = budget_rows(ledger, features, user)
     if as_json:
         text = [{k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
         click.echo(json.dumps({"day": today, "user": user, "budgets": text, "steps": steps}, indent=2))
@@ -594,7 +540,7 @@ def budgets(
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        scope = "all features" if row["budget"] in _GLOBAL_BUDGETS else row["feature"] or "(no feature)"
+        scope = "all features" if row["budget"] in GLOBAL_BUDGETS else row["feature"] or "(no feature)"
         groups.setdefault(scope, []).append(row)
     for scope, group in groups.items():
         table = _table("budget", "limit", "spent + reserved", "headroom", "used", "step")

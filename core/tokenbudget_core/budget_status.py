@@ -1,0 +1,88 @@
+"""Where today's budgets stand: one row per budget with its limit, use, headroom and ladder step.
+
+:func:`budget_rows` is what ``tokenbudget budgets`` prints and what the HTTP service's
+``GET /budgets`` and the dashboard's headroom chart show, computed once here from
+:meth:`~tokenbudget_core.ledger.Ledger.state`.
+
+Budgets that do not depend on the feature (:data:`GLOBAL_BUDGETS`) are listed once; per-user
+budgets only when a user is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from .money import nanos_to_usd, usd_to_nanos
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+__all__ = ["GLOBAL_BUDGETS", "budget_rows"]
+
+GLOBAL_BUDGETS = ("daily_usd", "user_daily_usd (all features)", "user_daily_tokens (all features)")
+"""Budgets that do not depend on the feature: listed once."""
+
+
+def budget_rows(
+    ledger: Ledger, features: Sequence[str | None], user: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One row per budget, and each feature's ladder step.
+
+    Args:
+        ledger: The ledger whose policy and store are read.
+        features: The features to show (``None``: calls made without a feature).
+        user: Also show this user's budgets (``None``: per-user budgets are left out).
+
+    Returns:
+        ``(rows, steps)``: each row has ``feature``, ``user``, ``budget``, ``unit`` (``usd`` or
+        ``tokens``), ``limit``, ``used`` (spent + reserved), ``headroom``, ``share`` (used / limit)
+        and ``step``; money as ``Decimal``. Each step is ``{"feature", "step"}``.
+
+    Raises:
+        BudgetUnavailableError: The store cannot be reached.
+    """
+    policy = ledger.policy
+    rows: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    for f in features:
+        state = ledger.state(feature=f, user=user)
+        steps.append({"feature": f, "step": state.step})
+        fb = policy.feature(f)
+        limits: dict[str, Decimal | int | None] = {
+            "user_daily_tokens": fb.user_daily_tokens,
+            "user_daily_usd": fb.user_daily_usd,
+            "feature_daily_usd": fb.feature_daily_usd,
+            "daily_usd": policy.daily_usd,
+            "user_daily_tokens (all features)": policy.user_daily_tokens,
+            "user_daily_usd (all features)": policy.user_daily_usd,
+        }
+        for name, share in state.shares.items():
+            is_global = name in GLOBAL_BUDGETS
+            if (name.startswith("user_") and user is None) or (
+                is_global and any(row["budget"] == name for row in rows)
+            ):
+                continue
+            limit = limits.get(name)
+            # state() gives the used share (spent + reserved) / limit; times the limit, rounded to
+            # the stored unit (nano-USD or tokens), that is the exact figure for any realistic amount.
+            used: Decimal | int | None = None
+            if isinstance(limit, Decimal):
+                used = nanos_to_usd(round(share * usd_to_nanos(limit))) if limit else None
+            elif limit:
+                used = round(share * limit)
+            rows.append(
+                {
+                    "feature": None if is_global else f,
+                    "user": user if name.startswith("user_") else None,
+                    "budget": name,
+                    "unit": "usd" if isinstance(limit, Decimal) else "tokens",
+                    "limit": limit,
+                    "used": used,
+                    "headroom": state.headroom[name],
+                    "share": share,
+                    "step": policy.ladder.step(share),
+                }
+            )
+    return rows, steps
