@@ -11,6 +11,7 @@ from .anthropic_counting import AnthropicTokenCounter
 from .attribution import attribute, current_attribution, overhead
 from .budgets import BudgetPolicy, FeatureBudget, Ladder, load_policy
 from .calibration import Calibration
+from .complexity import Classification, ComplexityClassifier, HeuristicClassifier, Rule
 from .compression import CompressionResult, compress_prompt
 from .counting import SupportsTokenCount, TokenCount, TokenCounter
 from .errors import (
@@ -29,6 +30,7 @@ from .errors import (
 from .embeddings import Embedder, HashingEmbedder, as_embedder
 from .estimating import EstimatingTokenCounter
 from .fitting import FitResult, fit_messages
+from .learned_classifier import Evaluation, NearestNeighbourClassifier, evaluate
 from .ledger import BudgetState, Charge, Ledger, Reservation
 from .messages import ImagePart, Message, TextPart, ToolCall, to_message, to_messages
 from .openai_counting import TiktokenCounter
@@ -36,6 +38,7 @@ from .pricing import CostBreakdown, PriceOverride, PriceTable, cost_of, load_pri
 from .prompt_builder import BuiltPrompt, PromptBuilder
 from .registry import ModelInfo, ModelRegistry, default_registry, get_model
 from .reports import Report, build_report
+from .routing import RouteDecision, TierRouter, is_retryable
 from .sentences import split_sentences
 from .stores import open_store
 from .streams import AnthropicStreamUsage, OpenAIStreamUsage
@@ -56,6 +59,8 @@ __all__ = [
     "BuiltPrompt",
     "Calibration",
     "Charge",
+    "Classification",
+    "ComplexityClassifier",
     "CompressionResult",
     "ContextOverflowError",
     "ConversationWindow",
@@ -63,9 +68,11 @@ __all__ = [
     "Embedder",
     "EncodingUnavailableError",
     "EstimatingTokenCounter",
+    "Evaluation",
     "FeatureBudget",
     "FitResult",
     "HashingEmbedder",
+    "HeuristicClassifier",
     "ImagePart",
     "InvalidInputError",
     "InvalidMessageError",
@@ -75,16 +82,20 @@ __all__ = [
     "MissingDependencyError",
     "ModelInfo",
     "ModelRegistry",
+    "NearestNeighbourClassifier",
     "OpenAIStreamUsage",
     "PriceOverride",
     "PriceTable",
     "PromptBuilder",
     "Report",
     "Reservation",
+    "RouteDecision",
+    "Rule",
     "SummaryBuffer",
     "SummaryEvent",
     "SupportsTokenCount",
     "TextPart",
+    "TierRouter",
     "TiktokenCounter",
     "TokenBudgetError",
     "TokenCount",
@@ -105,8 +116,10 @@ __all__ = [
     "cost_of",
     "current_attribution",
     "default_registry",
+    "evaluate",
     "fit_messages",
     "get_model",
+    "is_retryable",
     "load_policy",
     "load_prices",
     "open_store",

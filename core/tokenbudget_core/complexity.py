@@ -1,0 +1,304 @@
+"""How hard a request is: the classifier that picks a model tier.
+
+A :class:`ComplexityClassifier` maps a prompt to one of its tiers (ordered cheapest to premium)
+with a score in ``[0, 1]`` and a human-readable reason. :class:`HeuristicClassifier`, the
+default, needs nothing fitted: a base score, plus the weights of the :class:`Rule` patterns the
+prompt matches (lookups and rewrites push down; analysis, design, debugging, implementation and
+multi-part requests push up), plus a length term, cut into tiers at ``thresholds``. The learned
+alternative, :class:`~tokenbudget_core.learned_classifier.NearestNeighbourClassifier`, is fitted
+from labelled examples.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from .encodings import get_encoding
+from .errors import InvalidInputError
+
+__all__ = [
+    "DEFAULT_RULES",
+    "Classification",
+    "ComplexityClassifier",
+    "HeuristicClassifier",
+    "Rule",
+    "check_tiers",
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Classification:
+    """What a classifier decided for one prompt."""
+
+    tier: str
+    """One of the classifier's tiers (ordered cheapest -> premium)."""
+    score: float
+    """Complexity in ``[0, 1]``."""
+    reason: str
+    """The rule(s) or neighbours that decided, human-readable."""
+    rules: tuple[str, ...] = field(default=())
+    """Names of the rules that fired (heuristic), or ``("knn",)`` for the learned classifier."""
+
+
+@runtime_checkable
+class ComplexityClassifier(Protocol):
+    """The injection seam: anything that maps a prompt to a tier."""
+
+    tiers: tuple[str, ...]
+    """Tier names, ordered cheapest -> premium."""
+
+    def classify(self, text: str) -> Classification:
+        """The tier for ``text``."""
+        ...
+
+    async def aclassify(self, text: str) -> Classification:
+        """Async twin of :meth:`classify`."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rule:
+    """One configurable heuristic signal: a regex and how far a match moves the score.
+
+    Args:
+        name: Shown in reasons (``analyze``, ``lookup``...).
+        pattern: A regular expression, matched case-insensitively anywhere in the prompt.
+        weight: Added to the score on a match: positive pushes toward premium, negative toward cheap.
+
+    Raises:
+        InvalidInputError: An empty name, a pattern that does not compile, a weight that is not
+            a finite number in ``[-1, 1]``.
+
+    Example:
+        >>> Rule(name="legal", pattern=r"\\b(contract|liability|indemnif)", weight=0.3).weight
+        0.3
+    """
+
+    name: str
+    pattern: str
+    weight: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidInputError("rule.name", "must be a non-empty string", value=self.name)
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise InvalidInputError(
+                f"rules[{self.name!r}].pattern", "must be a non-empty regex", value=self.pattern
+            )
+        try:
+            re.compile(self.pattern)
+        except re.error as e:
+            raise InvalidInputError(
+                f"rules[{self.name!r}].pattern", f"is not a valid regular expression: {e}", value=self.pattern
+            ) from e
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or not -1 <= w <= 1:
+            raise InvalidInputError(f"rules[{self.name!r}].weight", "must be a number in [-1, 1]", value=w)
+
+
+DEFAULT_RULES: tuple[Rule, ...] = (
+    # Lookups, conversions and rewrites: a small model does them well.
+    Rule(
+        name="lookup",
+        pattern=r"^\W*(what(?:'s| is| are| was| does)|who (?:is|was)|when (?:is|was|did|does)"
+        r"|where (?:is|can|do)|define|definition of|how (?:many|much|long|old|do i)"
+        r"|is there|can i|list|name)\b",
+        weight=-0.15,
+    ),
+    Rule(
+        name="rewrite",
+        pattern=r"\b(translate|rephrase|reword|paraphrase|proofread|fix (?:the )?(?:typos|grammar|spelling)"
+        r"|correct (?:the )?grammar|shorten|tl;?dr|convert (?:this|these|it|the)|format (?:this|these|it|as)"
+        r"|extract (?:the|all)|capitali[sz]e|spell(?:ed)?"
+        r"|to (?:french|spanish|german|english|japanese|italian))\b",
+        weight=-0.2,
+    ),
+    Rule(name="summarize", pattern=r"\b(summari[sz]e|summary of|sum up|bullet points?)\b", weight=-0.05),
+    Rule(
+        name="analyze",
+        pattern=r"\b(analy[sz]e|analysis|evaluate|assess|critique|compare|contrast|trade-?offs?|pros and cons"
+        r"|implications?|root cause|why (?:does|is|did|do|would)|investigate|diagnose)\b",
+        weight=0.2,
+    ),
+    Rule(
+        name="design",
+        pattern=r"\b(design|architect(?:ure)?|strategy|roadmap|migration plan|propose|scal(?:e|able|ability)"
+        r"|schema for|system for)\b",
+        weight=0.2,
+    ),
+    Rule(
+        name="debug",
+        pattern=r"\b(debug|traceback|stack ?trace|exception|segfault|race condition|deadlock|memory leak"
+        r"|doesn'?t work|not working|fails? (?:with|when|intermittently)|flaky|bug)\b",
+        weight=0.2,
+    ),
+    Rule(
+        name="implement",
+        pattern=r"\b(implement|refactor|optimi[sz]e|write (?:a|an|the|me a) (?:function|class|script|program"
+        r"|module|service|parser|query|test suite)|build (?:a|an)|concurren\w+|algorithm)\b",
+        weight=0.2,
+    ),
+    Rule(
+        name="reasoning",
+        pattern=r"\b(prove|derive|step[- ]by[- ]step|justify|reason about|edge cases|formal|rigorous"
+        r"|complexity of|counter-?example)\b",
+        weight=0.15,
+    ),
+    Rule(
+        name="code", pattern=r"```|\bdef \w+\(|\bclass \w+|\bSELECT\b.+\bFROM\b|=>|\bfunc \w+\(", weight=0.1
+    ),
+    Rule(name="multi_part", pattern=r"(?m)(?:^\s*(?:\d+[.)]|[-*•])\s+\S.*\n){3,}", weight=0.1),
+)
+
+
+def check_tiers(tiers: object, field_name: str = "tiers") -> tuple[str, ...]:
+    """Validate tier names: a non-empty sequence of distinct non-empty strings.
+
+    Raises:
+        InvalidInputError: Empty, not strings, or repeated.
+    """
+    if isinstance(tiers, str) or not isinstance(tiers, Sequence) or not tiers:
+        raise InvalidInputError(
+            field_name,
+            "must be a non-empty sequence of tier names, cheapest first",
+            value=tiers,
+            fix='e.g. ("small", "medium", "large")',
+        )
+    out = tuple(tiers)
+    for i, t in enumerate(out):
+        if not isinstance(t, str) or not t:
+            raise InvalidInputError(f"{field_name}[{i}]", "a tier name must be a non-empty string", value=t)
+    if len(set(out)) != len(out):
+        raise InvalidInputError(field_name, "tier names must be distinct", value=out)
+    return out
+
+
+def _default_thresholds(n: int) -> tuple[float, ...]:
+    if n == 3:
+        return (0.4, 0.6)
+    return tuple(round(i / n, 6) for i in range(1, n))
+
+
+class HeuristicClassifier:
+    """The default classifier: rules, length and thresholds, nothing to fit.
+
+    ``score = base + sum(weights of matching rules) + length term``, clamped to ``[0, 1]``; the
+    length term grows with the prompt's tokens up to ``length_weight`` at ``long_prompt_tokens``.
+    The tier is the first whose threshold the score stays below.
+
+    Args:
+        tiers: Tier names, cheapest first.
+        rules: The signals (default :data:`DEFAULT_RULES`); pass your own list to replace them,
+            or ``[*DEFAULT_RULES, Rule(...)]`` to add to them.
+        thresholds: ``len(tiers) - 1`` increasing cut points in ``(0, 1)``: a score below
+            ``thresholds[0]`` goes to the first tier, and so on (default ``(0.4, 0.6)`` for three
+            tiers, evenly spaced otherwise).
+        long_prompt_tokens: Prompt length (o200k tokens) at which the length term is full.
+        base: Score of a prompt that matches nothing and is short.
+        length_weight: The most the length term adds.
+
+    Raises:
+        InvalidInputError: Bad tiers, rules, thresholds or numbers (named).
+
+    Example:
+        >>> c = HeuristicClassifier()
+        >>> c.classify("What is a token?").tier
+        'small'
+        >>> c.classify("Design a sharded rate limiter and analyze its failure modes.").tier
+        'large'
+    """
+
+    def __init__(
+        self,
+        *,
+        tiers: Sequence[str] = ("small", "medium", "large"),
+        rules: Sequence[Rule] | None = None,
+        thresholds: Sequence[float] | None = None,
+        long_prompt_tokens: int = 400,
+        base: float = 0.35,
+        length_weight: float = 0.25,
+    ) -> None:
+        self.tiers = check_tiers(tiers)
+        self.rules = tuple(DEFAULT_RULES if rules is None else self._check_rules(rules))
+        cuts = _default_thresholds(len(self.tiers)) if thresholds is None else thresholds
+        self.thresholds = self._check_thresholds(cuts)
+        if (
+            isinstance(long_prompt_tokens, bool)
+            or not isinstance(long_prompt_tokens, int)
+            or long_prompt_tokens < 1
+        ):
+            raise InvalidInputError(
+                "long_prompt_tokens", "must be a positive integer", value=long_prompt_tokens
+            )
+        self.long_prompt_tokens = long_prompt_tokens
+        for name, v in (("base", base), ("length_weight", length_weight)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+                raise InvalidInputError(name, "must be a number in [0, 1]", value=v)
+        self.base, self.length_weight = float(base), float(length_weight)
+        self._compiled = [(r, re.compile(r.pattern, re.IGNORECASE)) for r in self.rules]
+        self._enc = get_encoding("o200k_base")
+
+    @staticmethod
+    def _check_rules(rules: object) -> list[Rule]:
+        if isinstance(rules, str) or not isinstance(rules, Sequence):
+            raise InvalidInputError("rules", "must be a list of Rule objects", value=rules)
+        for i, r in enumerate(rules):
+            if not isinstance(r, Rule):
+                raise InvalidInputError(
+                    f"rules[{i}]", "must be a Rule", value=r, fix="Rule(name=..., pattern=..., weight=...)"
+                )
+        return list(rules)
+
+    def _check_thresholds(self, cuts: object) -> tuple[float, ...]:
+        need = len(self.tiers) - 1
+        if isinstance(cuts, str) or not isinstance(cuts, Sequence) or len(cuts) != need:
+            raise InvalidInputError(
+                "thresholds",
+                f"{len(self.tiers)} tiers need {need} increasing cut points in (0, 1)",
+                value=cuts,
+            )
+        out: list[float] = []
+        for i, c in enumerate(cuts):
+            if isinstance(c, bool) or not isinstance(c, int | float) or not 0 < c < 1:
+                raise InvalidInputError(f"thresholds[{i}]", "must be a number in (0, 1)", value=c)
+            if out and c <= out[-1]:
+                raise InvalidInputError("thresholds", "cut points must increase", value=tuple(cuts))
+            out.append(float(c))
+        return tuple(out)
+
+    def classify(self, text: str) -> Classification:
+        """The tier for ``text``, with the rules that fired in the reason.
+
+        Raises:
+            InvalidInputError: ``text`` is not a string.
+        """
+        if not isinstance(text, str):
+            raise InvalidInputError("text", f"must be a string, got {type(text).__name__}", value=text)
+        score = self.base
+        fired: list[str] = []
+        for rule, rx in self._compiled:
+            if rx.search(text):
+                score += rule.weight
+                fired.append(rule.name)
+        tokens = len(self._enc.encode_ordinary(text)) if len(text) < 200_000 else len(text) // 4
+        length = self.length_weight * min(tokens / self.long_prompt_tokens, 1.0)
+        score = min(max(score + length, 0.0), 1.0)
+        index = sum(1 for cut in self.thresholds if score >= cut)
+        notes = [*fired]
+        if tokens >= self.long_prompt_tokens:
+            notes.append("long prompt")
+        detail = ", ".join(notes) if notes else "no signals"
+        return Classification(
+            tier=self.tiers[index],
+            score=round(score, 4),
+            reason=f"score {score:.2f} ({detail})",
+            rules=tuple(fired),
+        )
+
+    async def aclassify(self, text: str) -> Classification:
+        """Async twin of :meth:`classify` (pure CPU, runs inline)."""
+        return self.classify(text)

@@ -1,0 +1,613 @@
+"""Tiered model routing: cheap models answer what they can, premium models only what needs them.
+
+:class:`TierRouter` maps tier names (cheapest first) to models and decides, per request:
+
+1. **the tier** a :class:`~tokenbudget_core.complexity.ComplexityClassifier` picks (or ``force_tier``);
+2. **budget awareness**: with a :class:`~tokenbudget_core.ledger.Ledger`, as the payer's tightest
+   daily budget passes each of ``budget_thresholds`` the request steps down one tier; at the
+   limit (the ladder's ``hard_refusal``, optionally ``soft_refusal``) it is refused with
+   :class:`~tokenbudget_core.errors.BudgetExceededError`;
+3. **context awareness**: a model whose window cannot hold the input plus the output is never
+   chosen; the request escalates to the next tier that fits (or, when no pricier tier does, the
+   cheaper ones), and :class:`~tokenbudget_core.errors.ContextOverflowError` when none fits.
+
+Every :class:`RouteDecision` carries its reason and its counterfactual: what the same call would
+cost on the premium tier, so reports can show what routing saved. :meth:`TierRouter.call` runs the
+call down the tier's fallback chain on provider errors (rate limit, overload, timeout, 5xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .attribution import current_attribution, overhead
+from .complexity import Classification, ComplexityClassifier, HeuristicClassifier
+from .counting import SupportsTokenCount, TokenCounter, ToolLike, check_tools
+from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError, TokenBudgetError
+from .messages import Message, MessageLike, TextPart, to_messages
+from .pricing import cost_or_none
+from .registry import ModelInfo, ModelRegistry, default_registry
+from .usage import Usage
+
+if TYPE_CHECKING:
+    from .ledger import BudgetState, Ledger
+
+__all__ = ["RETRYABLE_STATUS", "RouteDecision", "TierRouter", "is_retryable", "offline_counter"]
+
+T = TypeVar("T")
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+"""HTTP statuses worth trying another model for: timeouts, conflicts, rate limits, overload, 5xx."""
+
+_RETRYABLE_NAMES = ("ratelimit", "overload", "timeout", "apiconnectionerror", "serviceunavailable")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a provider error is worth retrying on another model (duck-typed, no SDK imports).
+
+    True for timeouts (``TimeoutError``, SDK timeout classes), rate limits (429), overload (529,
+    503) and other 5xx, read from ``status_code`` / ``status`` / ``response.status_code``, and
+    for SDK classes named for them (``RateLimitError``, ``APITimeoutError``, ``OverloadedError``,
+    ``APIConnectionError``). Never for tokenbudget's own errors (a refused budget stays refused)
+    nor for the caller's mistakes (400, 401, 403, 404, 422).
+
+    Example:
+        >>> is_retryable(TimeoutError())
+        True
+        >>> is_retryable(ValueError("bad request"))
+        False
+    """
+    if isinstance(exc, TokenBudgetError):
+        return False
+    if isinstance(exc, TimeoutError):
+        return True
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(exc, "status", None)
+    if not isinstance(status, int):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status in RETRYABLE_STATUS or 500 <= status < 600
+    names = "".join(c.__name__.lower() for c in type(exc).__mro__)
+    return any(n in names for n in _RETRYABLE_NAMES)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RouteDecision:
+    """Where one request goes, why, and what it would have cost on the premium tier."""
+
+    tier: str
+    """The chosen tier."""
+    model: str
+    """The chosen tier's model."""
+    reason: str
+    """Everything that decided, e.g. ``classifier: score 0.72 (analyze, long prompt)``,
+    ``forced``, ``escalated: 150,000 tokens exceed gpt-4o-mini's 128,000 window``,
+    ``budget: user_daily_usd at 83% -> one tier down``."""
+    rule: str | None
+    """``forced``, the heuristic rules that fired (comma-separated), ``knn``, or ``None``."""
+    score: float | None
+    """The classifier's complexity score (``None`` when forced)."""
+    classified_tier: str | None
+    """The tier before budget and context adjustments (``None`` when forced)."""
+    budget_step: str
+    """The ledger ladder step (``normal``, ``cheaper_tier``...); ``normal`` without a ledger."""
+    budget_shares: dict[str, float]
+    """Used share of each of the payer's budgets today."""
+    input_tokens: int
+    """Input tokens of the request on the chosen model."""
+    max_output_tokens: int = 0
+    """Output tokens the estimate assumes (the request's cap, within the model's limit)."""
+    estimated_cost_usd: Decimal | None
+    """Input plus maximum output priced on the chosen model (``None``: unpriced, never $0)."""
+    premium_model: str
+    """The premium tier's model."""
+    premium_cost_usd: Decimal | None
+    """Counterfactual: the same call on the premium model (when the premium model's window cannot
+    hold the call, the chosen model's cost: routing saved nothing there)."""
+    saved_usd: Decimal | None
+    """``premium_cost_usd - estimated_cost_usd`` (``None`` when either is unpriced)."""
+    fallbacks: tuple[str, ...]
+    """Models to try, in order, when the chosen one fails with a retryable provider error."""
+    exact: bool = True
+    """``False`` when the token count is an estimate (a tokenizer nobody publishes offline)."""
+    adjustments: tuple[str, ...] = field(default=())
+    """What moved the tier after classification: ``budget``, ``context`` (in order)."""
+
+    def as_metadata(self) -> dict[str, Any]:
+        """A JSON-safe dict (money as decimal strings) for response metadata and cost records.
+
+        Example:
+            >>> d = TierRouter({"small": "gpt-4o-mini", "large": "gpt-4o"}).route("Hi").as_metadata()
+            >>> d["tier"], d["model"]
+            ('small', 'gpt-4o-mini')
+        """
+
+        def money(v: Decimal | None) -> str | None:
+            return None if v is None else str(v)
+
+        return {
+            "tier": self.tier,
+            "model": self.model,
+            "reason": self.reason,
+            "rule": self.rule,
+            "score": self.score,
+            "classified_tier": self.classified_tier,
+            "budget_step": self.budget_step,
+            "budget_shares": dict(self.budget_shares),
+            "input_tokens": self.input_tokens,
+            "max_output_tokens": self.max_output_tokens,
+            "exact": self.exact,
+            "estimated_cost_usd": money(self.estimated_cost_usd),
+            "premium_model": self.premium_model,
+            "premium_cost_usd": money(self.premium_cost_usd),
+            "saved_usd": money(self.saved_usd),
+            "fallbacks": list(self.fallbacks),
+            "adjustments": list(self.adjustments),
+        }
+
+
+def offline_counter(model: str, registry: ModelRegistry | None = None) -> TokenCounter:
+    """A counter that never calls the network: exact for tiktoken models, the calibrated estimate otherwise.
+
+    Routing decides before every call; a provider counting request per decision would cost more
+    latency than the decision is worth.
+
+    Raises:
+        UnknownModelError: The registry does not know ``model``.
+    """
+    reg = registry if registry is not None else default_registry()
+    info = reg.get(model)
+    if info.tokenizer == "tiktoken":
+        return TokenCounter.for_model(model, registry=reg)
+    from .estimating import EstimatingTokenCounter
+
+    return EstimatingTokenCounter(info)
+
+
+def _plain_text(messages: Sequence[Message]) -> str:
+    """The text the classifier judges: the newest user message (all text if there is none)."""
+    for m in reversed(messages):
+        if m.role == "user":
+            return _text_of(m)
+    return "\n".join(_text_of(m) for m in messages)
+
+
+def _text_of(m: Message) -> str:
+    if isinstance(m.content, str):
+        return m.content
+    return "\n".join(p.text for p in m.content if isinstance(p, TextPart))
+
+
+class TierRouter:
+    """Routes each request to the cheapest adequate model tier, within its budget and window.
+
+    Args:
+        tiers: Tier name -> model, ordered cheapest -> premium (the last one is the premium tier).
+        classifier: Picks the tier (default :class:`~tokenbudget_core.complexity.HeuristicClassifier`
+            over these tiers). Its tiers must all be router tiers.
+        ledger: Budget awareness: the payer's :meth:`~tokenbudget_core.ledger.Ledger.state` today.
+        fallbacks: Tier -> models to try in order when the tier's model fails with a retryable
+            provider error (default: none).
+        registry: Model facts (windows, output limits, tokenizers) and pricing names.
+        max_output_tokens: Output tokens a request reserves unless the call says otherwise.
+        counters: Model -> token counter, to override how a model's input is counted. By default
+            OpenAI models are counted exactly (tiktoken) and others with the offline estimate
+            (no network call per routing decision).
+        budget_thresholds: Shares of the tightest budget at which routing steps down one more
+            tier each (default: the ledger policy's ladder ``cheaper_tier`` and ``cache_only``).
+        refuse_at_soft_refusal: Also refuse at the ladder's ``soft_refusal`` step (the hard
+            refusal, a budget used up, always refuses).
+
+    Raises:
+        InvalidInputError: Empty tiers, a classifier tier the router lacks, bad fallbacks or numbers.
+        UnknownModelError: A tier or fallback names a model the registry does not know.
+
+    Example:
+        >>> router = TierRouter({"small": "gpt-4o-mini", "medium": "gpt-4.1-mini", "large": "gpt-4o"})
+        >>> router.route("What is the capital of France?").model
+        'gpt-4o-mini'
+        >>> router.route("Hi", force_tier="large").reason
+        'forced: tier large'
+    """
+
+    def __init__(
+        self,
+        tiers: Mapping[str, str],
+        *,
+        classifier: ComplexityClassifier | None = None,
+        ledger: Ledger | None = None,
+        fallbacks: Mapping[str, Sequence[str]] | None = None,
+        registry: ModelRegistry | None = None,
+        max_output_tokens: int = 1024,
+        counters: Mapping[str, SupportsTokenCount] | None = None,
+        budget_thresholds: Sequence[float] | None = None,
+        refuse_at_soft_refusal: bool = False,
+    ) -> None:
+        if not isinstance(tiers, Mapping) or not tiers:
+            raise InvalidInputError(
+                "tiers",
+                "must be a non-empty mapping of tier name -> model, cheapest first",
+                value=tiers,
+                fix='e.g. {"small": "gpt-4o-mini", "large": "gpt-4o"}',
+            )
+        self.registry = registry if registry is not None else default_registry()
+        self.tiers: dict[str, str] = {}
+        self._info: dict[str, ModelInfo] = {}
+        for name, model in tiers.items():
+            if not isinstance(name, str) or not name:
+                raise InvalidInputError("tiers", "tier names must be non-empty strings", value=name)
+            if not isinstance(model, str) or not model:
+                raise InvalidInputError(f"tiers[{name!r}]", "must be a model name", value=model)
+            self._info[model] = self.registry.get(model)  # UnknownModelError names close matches
+            self.tiers[name] = model
+        self._order = tuple(self.tiers)
+        self.premium_tier = self._order[-1]
+        self.classifier: ComplexityClassifier = (
+            classifier if classifier is not None else HeuristicClassifier(tiers=self._order)
+        )
+        if not isinstance(getattr(self.classifier, "tiers", None), tuple | list) or not callable(
+            getattr(self.classifier, "classify", None)
+        ):
+            raise InvalidInputError(
+                "classifier", "must have tiers and classify() (a ComplexityClassifier)", value=classifier
+            )
+        missing = [t for t in self.classifier.tiers if t not in self.tiers]
+        if missing:
+            raise InvalidInputError(
+                "classifier",
+                f"classifies into tiers the router does not have: {missing}",
+                fix=f"router tiers are {list(self._order)}; map every classifier tier to a model",
+            )
+        self.fallbacks: dict[str, tuple[str, ...]] = {}
+        for tier, models in (fallbacks or {}).items():
+            if tier not in self.tiers:
+                raise InvalidInputError(
+                    f"fallbacks[{tier!r}]", "is not a router tier", fix=f"one of {list(self._order)}"
+                )
+            if isinstance(models, str) or not isinstance(models, Sequence):
+                raise InvalidInputError(f"fallbacks[{tier!r}]", "must be a list of model names", value=models)
+            for i, m in enumerate(models):
+                if not isinstance(m, str) or not m:
+                    raise InvalidInputError(f"fallbacks[{tier!r}][{i}]", "must be a model name", value=m)
+                self.registry.get(m)
+            self.fallbacks[tier] = tuple(models)
+        self.max_output_tokens = self._check_out("max_output_tokens", max_output_tokens)
+        self.ledger = ledger
+        if ledger is not None and not callable(getattr(ledger, "state", None)):
+            raise InvalidInputError("ledger", "must be a Ledger", value=ledger)
+        self._counters: dict[str, SupportsTokenCount] = dict(counters or {})
+        for m, c in self._counters.items():
+            if not isinstance(c, SupportsTokenCount):
+                raise InvalidInputError(f"counters[{m!r}]", "must have count() and count_messages()", value=c)
+        self.budget_thresholds = self._check_thresholds(budget_thresholds)
+        self.refuse_at_soft_refusal = bool(refuse_at_soft_refusal)
+
+    # -- validation -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_out(name: str, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(name, "must be a positive integer", value=value)
+        return value
+
+    def _check_thresholds(self, value: Sequence[float] | None) -> tuple[float, ...]:
+        if value is None:
+            if self.ledger is None:
+                return ()
+            ladder = self.ledger.policy.ladder
+            return tuple(t for t in (ladder.cheaper_tier, ladder.cache_only) if t is not None)
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise InvalidInputError("budget_thresholds", "must be a list of shares in (0, 1)", value=value)
+        out: list[float] = []
+        for i, t in enumerate(value):
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1:
+                raise InvalidInputError(f"budget_thresholds[{i}]", "must be a share in (0, 1)", value=t)
+            if out and t <= out[-1]:
+                raise InvalidInputError("budget_thresholds", "must increase", value=tuple(value))
+            out.append(float(t))
+        return tuple(out)
+
+    def _request(
+        self, messages: object, force_tier: object, max_output_tokens: object, tools: object
+    ) -> tuple[list[Message], int, list[ToolLike]]:
+        if isinstance(messages, str):
+            msgs = to_messages([{"role": "user", "content": messages}])
+        else:
+            msgs = to_messages(messages)
+            if not msgs:
+                raise InvalidInputError(
+                    "messages", "must not be empty", fix="pass the prompt or the conversation"
+                )
+        if force_tier is not None and force_tier not in self.tiers:
+            raise InvalidInputError(
+                "force_tier",
+                f"{force_tier!r} is not a router tier",
+                value=force_tier,
+                fix=f"one of {list(self._order)}",
+            )
+        out = (
+            self.max_output_tokens
+            if max_output_tokens is None
+            else self._check_out("max_output_tokens", max_output_tokens)
+        )
+        return msgs, out, check_tools(tools)
+
+    # -- the decision -----------------------------------------------------------------------------
+
+    def _counter(self, model: str) -> SupportsTokenCount:
+        counter = self._counters.get(model)
+        if counter is None:
+            counter = self._counters[model] = offline_counter(model, self.registry)
+        return counter
+
+    def _budget(
+        self, feature: str | None, user: str | None, state: BudgetState | None
+    ) -> tuple[str, dict[str, float], int, str | None]:
+        """(step, shares, tiers to step down, reason) for the payer; raises at the refusal steps."""
+        if state is None:
+            return "normal", {}, 0, None
+        shares = dict(state.shares)
+        tight_name, tight = max(shares.items(), key=lambda kv: kv[1], default=("", 0.0))
+        if state.step == "hard_refusal" or (state.step == "soft_refusal" and self.refuse_at_soft_refusal):
+            ctx = current_attribution()
+            assert self.ledger is not None
+            raise BudgetExceededError(
+                budget=tight_name or "budget",
+                scope=f"feature={ctx.feature or feature or '-'} user={ctx.user or user or '-'}",
+                limit=_limit_of(self.ledger, tight_name, ctx.feature or feature),
+                used=f"{tight:.0%}",
+                requested="a routed call",
+                step=state.step,
+            )
+        down = sum(1 for t in self.budget_thresholds if tight >= t)
+        if not down:
+            return state.step, shares, 0, None
+        steps = "one tier" if down == 1 else f"{down} tiers"
+        return state.step, shares, down, f"budget: {tight_name} at {tight:.0%} -> {steps} down"
+
+    def _decide(
+        self,
+        msgs: list[Message],
+        out: int,
+        tools: list[ToolLike],
+        force_tier: str | None,
+        classification: Classification | None,
+        budget: tuple[str, dict[str, float], int, str | None],
+    ) -> RouteDecision:
+        step, shares, down, budget_reason = budget
+        reasons: list[str] = []
+        adjustments: list[str] = []
+        if classification is None:
+            assert force_tier is not None
+            start = self._order.index(force_tier)
+            reasons.append(f"forced: tier {force_tier}")
+            rule: str | None = "forced"
+        else:
+            if classification.tier not in self.tiers:
+                raise InvalidInputError(
+                    "classifier",
+                    f"returned tier {classification.tier!r}, which the router does not have",
+                    fix=f"router tiers are {list(self._order)}",
+                )
+            start = self._order.index(classification.tier)
+            reasons.append(f"classifier: {classification.reason}")
+            rule = ", ".join(classification.rules) or None
+            if down and start > 0:
+                start = max(start - down, 0)
+                reasons.append(budget_reason or "budget")
+                adjustments.append("budget")
+        counts: dict[str, int] = {}
+        exact = True
+
+        def tokens(model: str) -> int:
+            nonlocal exact
+            if model not in counts:
+                n = self._counter(model).count_messages(msgs, tools or None)
+                if getattr(n, "exact", True) is False:
+                    exact = False
+                counts[model] = int(n)
+            return counts[model]
+
+        def fits(tier: str) -> tuple[bool, int, int, ModelInfo]:
+            model = self.tiers[tier]
+            info = self._info[model]
+            cap = min(out, info.max_output_tokens or out) if info.max_output_tokens else out
+            n = tokens(model)
+            return info.context_window is None or n + cap <= info.context_window, n, cap, info
+
+        ok, n, cap, info = fits(self._order[start])
+        chosen = start
+        if not ok:
+            first = info
+            if force_tier is not None:
+                raise ContextOverflowError(
+                    limit=(info.context_window or 0) - cap,
+                    required=n,
+                    what=f"request forced to tier {force_tier!r} ({info.name})",
+                    fix="drop force_tier to let the router escalate, shorten the prompt, "
+                    "or lower max_output_tokens",
+                )
+            order = [*range(start + 1, len(self._order)), *range(start - 1, -1, -1)]
+            for i in order:
+                ok, n, cap, info = fits(self._order[i])
+                if ok:
+                    chosen = i
+                    break
+            if not ok:
+                biggest = max((self._info[m].context_window or 0) for m in self.tiers.values())
+                raise ContextOverflowError(
+                    limit=biggest - out,
+                    required=max(counts.values()),
+                    what=f"request ({', '.join(f'{m}: {c:,}' for m, c in counts.items())} tokens plus "
+                    f"{out:,} output)",
+                    fix="shorten the prompt or conversation (fit_messages), lower max_output_tokens, "
+                    "or add a tier whose model has a larger window",
+                )
+            verb = "escalated" if chosen > start else "stepped down"
+            reasons.append(
+                f"{verb}: {tokens(first.name):,} tokens + {cap:,} output exceed {first.name}'s "
+                f"{first.context_window:,} window"
+            )
+            adjustments.append("context")
+        tier = self._order[chosen]
+        model = self.tiers[tier]
+        premium_model = self.tiers[self.premium_tier]
+        pinfo = self._info[premium_model]
+        pcap = min(out, pinfo.max_output_tokens) if pinfo.max_output_tokens else out
+        estimated = self._cost(n, cap, model)
+        pn = tokens(premium_model)
+        if pinfo.context_window is not None and pn + pcap > pinfo.context_window:
+            premium = estimated  # the premium model could not take this call: nothing was saved
+        else:
+            premium = self._cost(pn, pcap, premium_model)
+        saved = None if estimated is None or premium is None else _tidy(premium - estimated)
+        return RouteDecision(
+            tier=tier,
+            model=model,
+            reason="; ".join(reasons),
+            rule=rule,
+            score=None if classification is None else classification.score,
+            classified_tier=None if classification is None else classification.tier,
+            budget_step=step,
+            budget_shares=shares,
+            input_tokens=n,
+            max_output_tokens=cap,
+            exact=exact,
+            estimated_cost_usd=estimated,
+            premium_model=premium_model,
+            premium_cost_usd=premium,
+            saved_usd=saved,
+            fallbacks=self.fallbacks.get(tier, ()),
+            adjustments=tuple(adjustments),
+        )
+
+    def _cost(self, input_tokens: int, output_tokens: int, model: str) -> Decimal | None:
+        prices = getattr(self.ledger, "prices", None)
+        return cost_or_none(
+            Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+            model,
+            registry=self.registry,
+            prices=prices,
+        )
+
+    def route(
+        self,
+        messages: str | Sequence[MessageLike],
+        *,
+        force_tier: str | None = None,
+        max_output_tokens: int | None = None,
+        tools: Sequence[ToolLike] | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+    ) -> RouteDecision:
+        """Decide the tier and model for one request.
+
+        Args:
+            messages: The prompt, or the conversation (OpenAI-style dicts or core messages); the
+                classifier judges the newest user message, the window check counts them all.
+            force_tier: Skip the classifier and budget step-down; the window is still checked.
+            max_output_tokens: Output the call reserves (default: the router's).
+            tools: Tool definitions sent with the call (counted as input).
+            feature: Payer's feature, when no :func:`~tokenbudget_core.attribute` block sets it.
+            user: Payer's user, likewise.
+
+        Raises:
+            InvalidInputError: Empty or malformed messages, an unknown ``force_tier``, a bad number.
+            ContextOverflowError: No tier's model can hold the request (or the forced one cannot).
+            BudgetExceededError: The payer's budget is used up (hard refusal).
+        """
+        msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools)
+        state = self.ledger.state(feature=feature, user=user) if self.ledger is not None else None
+        budget = self._budget(feature, user, state)
+        classification = None
+        if force_tier is None:
+            with overhead("router"):
+                classification = self.classifier.classify(_plain_text(msgs))
+        return self._decide(msgs, out, tool_list, force_tier, classification, budget)
+
+    async def aroute(
+        self,
+        messages: str | Sequence[MessageLike],
+        *,
+        force_tier: str | None = None,
+        max_output_tokens: int | None = None,
+        tools: Sequence[ToolLike] | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+    ) -> RouteDecision:
+        """Async twin of :meth:`route` (the budget lookup runs in a worker thread)."""
+        msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools)
+        state = None
+        if self.ledger is not None:
+            ledger = self.ledger
+            state = await asyncio.to_thread(lambda: ledger.state(feature=feature, user=user))
+        budget = self._budget(feature, user, state)
+        classification = None
+        if force_tier is None:
+            with overhead("router"):
+                classification = await self.classifier.aclassify(_plain_text(msgs))
+        return self._decide(msgs, out, tool_list, force_tier, classification, budget)
+
+    # -- the call, down the fallback chain --------------------------------------------------------
+
+    def call(self, decision: RouteDecision, fn: Callable[[str], T]) -> T:
+        """Call ``fn(model)`` with the decision's model, then its fallbacks on retryable errors.
+
+        Args:
+            decision: From :meth:`route`.
+            fn: Makes the provider call for the model it is given.
+
+        Raises:
+            InvalidInputError: ``decision`` is not a :class:`RouteDecision`.
+            Exception: The first non-retryable error, or the last model's error when all failed.
+        """
+        models = self._chain(decision)
+        for i, model in enumerate(models):
+            try:
+                return fn(model)
+            except Exception as e:
+                if i == len(models) - 1 or not is_retryable(e):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def acall(self, decision: RouteDecision, fn: Callable[[str], Awaitable[T]]) -> T:
+        """Async twin of :meth:`call`."""
+        models = self._chain(decision)
+        for i, model in enumerate(models):
+            try:
+                return await fn(model)
+            except Exception as e:
+                if i == len(models) - 1 or not is_retryable(e):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _chain(decision: object) -> tuple[str, ...]:
+        if not isinstance(decision, RouteDecision):
+            raise InvalidInputError("decision", "must be a RouteDecision from route()", value=decision)
+        return (decision.model, *decision.fallbacks)
+
+
+def _tidy(amount: Decimal) -> Decimal:
+    return Decimal(0) if amount == 0 else amount
+
+
+def _limit_of(ledger: Ledger, budget: str, feature: str | None) -> object:
+    """The policy's limit behind a budget name of :meth:`Ledger.state` (for the refusal message)."""
+    policy = ledger.policy
+    fb = policy.feature(feature)
+    known: dict[str, object] = {
+        "user_daily_tokens": fb.user_daily_tokens,
+        "user_daily_usd": fb.user_daily_usd,
+        "feature_daily_usd": fb.feature_daily_usd,
+        "daily_usd": policy.daily_usd,
+        "user_daily_tokens (all features)": policy.user_daily_tokens,
+        "user_daily_usd (all features)": policy.user_daily_usd,
+    }
+    value = known.get(budget)
+    return "its limit" if value is None else value
