@@ -305,20 +305,20 @@ def _tokens(flag: str, value: str) -> int:
     return int(text)
 
 
-# -- demo -----------------------------------------------------------------------------------------
+# -- explain --------------------------------------------------------------------------------------
 
 
 @cli.command(epilog=_EXIT_CODES_HELP)
 @click.option("--model", "-m", default="gpt-4o", show_default=True, help="Model to count the messages for.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def demo(*, model: str, as_json: bool) -> None:
+def explain(*, model: str, as_json: bool) -> None:
     """Count and price a built-in support conversation with a tool call, end to end.
 
     Shows the tokens of each message on --model, the prompt and expected output
     tokens, and the call's cost on --model, gpt-4o, gpt-4o-mini and claude-sonnet-4-5.
     Claude is counted offline as a flagged estimate unless ANTHROPIC_API_KEY is set.
     """
-    from .demo import render_demo, run_demo
+    from .explain import render_demo, run_demo
 
     report = run_demo(model=model)
     if as_json:

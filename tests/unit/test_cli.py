@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from tokenbudget_core import price_overrides, registry
 from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_UNPRICED, EXIT_USAGE, cli
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.demo import SAMPLE_MESSAGES, SAMPLE_REPLY, SAMPLE_TOOLS, run_demo
+from tokenbudget_core.explain import SAMPLE_MESSAGES, SAMPLE_REPLY, SAMPLE_TOOLS, run_demo
 from tokenbudget_core.registry import ModelRegistry
 
 MESSAGES = [
@@ -198,11 +198,11 @@ def test_missing_required_option_is_clicks_usage_error() -> None:
     assert "--model" in result.stderr
 
 
-# -- demo --------------------------------------------------------------------------------------------
+# -- explain -----------------------------------------------------------------------------------------
 
 
-def test_demo_table() -> None:
-    result = run("demo")
+def test_explain_table() -> None:
+    result = run("explain")
     assert result.exit_code == 0, result.output
     out = result.stdout
     for text in ("Sample request on gpt-4o", "Cost of this call", "gpt-4o-mini", "claude-sonnet-4-5", "~"):
@@ -211,8 +211,8 @@ def test_demo_table() -> None:
     assert f" {int(prompt)} " in out
 
 
-def test_demo_json_adds_up_and_flags_claude_as_estimate() -> None:
-    result = run("demo", "--json", "--model", "gpt-4o-mini")
+def test_explain_json_adds_up_and_flags_claude_as_estimate() -> None:
+    result = run("explain", "--json", "--model", "gpt-4o-mini")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["model"] == "gpt-4o-mini"
@@ -242,8 +242,8 @@ def test_run_demo_per_message_rows_add_up_for_claude_estimates() -> None:
     assert sum(r.tokens for r in report.rows) + report.overhead_tokens == report.prompt_tokens
 
 
-def test_demo_unknown_model_exit_1() -> None:
-    assert_one_line_error(run("demo", "-m", "nope-model-9"), EXIT_BAD_INPUT, "nope-model-9")
+def test_explain_unknown_model_exit_1() -> None:
+    assert_one_line_error(run("explain", "-m", "nope-model-9"), EXIT_BAD_INPUT, "nope-model-9")
 
 
 def test_help_documents_exit_codes() -> None:
@@ -278,8 +278,8 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
         script("count", "--json", stdin=json.dumps(MESSAGES)),
         script("cost", "-m", "gpt-4o", "--input", "1000", "--output", "100", "--cache-read", "200"),
         script("cost", "-m", "gpt-4o", "--input", "1000", "--output", "100", "--json"),
-        script("demo"),
-        script("demo", "--json"),
+        script("explain"),
+        script("explain", "--json"),
     ]
     for proc in ok:
         assert proc.returncode == 0, (proc.args, proc.stderr)

@@ -130,7 +130,7 @@ class Block:
 sys.meta_path.insert(0, Block())
 import tokenbudget_core
 from tokenbudget_core import TokenCounter, Usage, cost_of
-import tokenbudget_core.cli, tokenbudget_core.demo
+import tokenbudget_core.cli, tokenbudget_core.explain
 n = TokenCounter.for_model("gpt-4o").count("hello")
 print(int(n), cost_of(Usage(input_tokens=1000, output_tokens=10), "gpt-4o") > 0)
 assert not any(m.split(".")[0] in ("langchain_core", "langchain", "llama_index") for m in sys.modules)

@@ -1,4 +1,4 @@
-"""``tokenbudget demo``: count and price a built-in conversation, end to end.
+"""``tokenbudget explain``: count and price a conversation message by message, end to end.
 
 :func:`run_demo` counts the sample request (system prompt, user and assistant turns,
 a tool call and its result, one tool definition) per message for one model, counts
