@@ -1,0 +1,338 @@
+"""What a response cache keys on: the canonical request and the scope it is cached in.
+
+A cached answer may only be served to a request that would have produced it: the same model,
+messages, tools and every parameter that changes the output (:class:`CacheRequest`), in the
+same scope (:class:`CacheScope`: namespace, tenant and, as configured, user and feature).
+
+:meth:`CacheScope.key` is an injective encoding: every id is percent-encoded (only
+``[A-Za-z0-9._-]`` stay as they are) and ``None`` is ``~`` (which an id never encodes to), so
+ids with ``:``, ``*``, ``{``, ``}``, ``|``, spaces, newlines or non-ASCII text can never forge
+another scope's key, a Redis hash tag or a glob pattern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Literal, TypeAlias
+from urllib.parse import quote, unquote
+
+from .attribution import current_attribution
+from .errors import InvalidInputError
+from .messages import Message, to_messages, to_openai_dict
+
+__all__ = [
+    "SCOPE_FIELDS",
+    "CacheRequest",
+    "CacheScope",
+    "ScopeField",
+    "canonical_json",
+    "check_scope_fields",
+    "plain_json",
+    "resolve_scope",
+]
+
+ScopeField: TypeAlias = Literal["tenant", "user", "feature"]
+SCOPE_FIELDS: tuple[ScopeField, ...] = ("tenant", "user", "feature")
+"""The optional parts of a scope; the namespace and the tenant are always part of it."""
+_NONE = "~"
+_SCHEMA = 1
+"""Version of the canonical request encoding (part of every digest)."""
+
+
+def _enc(value: str | None) -> str:
+    if value is None:
+        return _NONE
+    return quote(value, safe="", errors="surrogatepass").replace("~", "%7E")
+
+
+def _dec(value: str) -> str | None:
+    return None if value == _NONE else unquote(value, errors="surrogatepass")
+
+
+def _check_id(name: str, value: object, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(
+            f"scope.{name}",
+            f"must be a non-empty string{' or None' if optional else ''}",
+            value=value,
+            fix="pass the id as a string",
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CacheScope:
+    """Who may share a cached answer: namespace, tenant and, as configured, user and feature.
+
+    ``tenant=None`` is a scope of its own (it never matches any tenant's entries).
+
+    Args:
+        namespace: Separates caches that share a store (non-empty).
+        tenant: The tenant (customer, organisation); always part of a cache key.
+        user: The end user.
+        feature: The product feature.
+
+    Raises:
+        InvalidInputError: An id is empty or not a string.
+
+    Example:
+        >>> CacheScope(tenant="acme:eu", user="u 1").key()
+        'default:acme%3Aeu:u%201:~'
+    """
+
+    namespace: str = "default"
+    """Separates caches that share a store."""
+    tenant: str | None = None
+    """The tenant; ``None`` is its own scope."""
+    user: str | None = None
+    """The end user (part of the key when the cache's ``scope_fields`` include ``user``)."""
+    feature: str | None = None
+    """The product feature (part of the key when ``scope_fields`` include ``feature``)."""
+
+    def __post_init__(self) -> None:
+        _check_id("namespace", self.namespace, optional=False)
+        for name in SCOPE_FIELDS:
+            _check_id(name, getattr(self, name))
+
+    def key(self) -> str:
+        """The injective encoding ``namespace:tenant:user:feature`` (each part percent-encoded)."""
+        return ":".join(_enc(v) for v in (self.namespace, self.tenant, self.user, self.feature))
+
+    @classmethod
+    def from_key(cls, key: str) -> CacheScope:
+        """Decode :meth:`key` (the inverse).
+
+        Raises:
+            InvalidInputError: ``key`` is not a scope key.
+        """
+        parts = key.split(":") if isinstance(key, str) else []
+        if len(parts) != 4 or parts[0] == _NONE:
+            raise InvalidInputError("key", "is not a CacheScope key", value=key)
+        ns, tenant, user, feature = (_dec(p) for p in parts)
+        assert ns is not None
+        return cls(namespace=ns, tenant=tenant, user=user, feature=feature)
+
+    def restricted(self, fields: Iterable[ScopeField]) -> CacheScope:
+        """This scope keeping only ``fields`` (the namespace and tenant are always kept)."""
+        keep = set(fields) | {"tenant"}
+        return replace(
+            self,
+            user=self.user if "user" in keep else None,
+            feature=self.feature if "feature" in keep else None,
+        )
+
+    def covers(self, other: CacheScope) -> bool:
+        """True when ``other`` agrees with every field this scope sets (for invalidation).
+
+        The namespace always has to agree; a ``None`` tenant, user or feature here matches any.
+        """
+        return self.namespace == other.namespace and all(
+            getattr(self, f) is None or getattr(self, f) == getattr(other, f) for f in SCOPE_FIELDS
+        )
+
+
+def check_scope_fields(fields: object) -> tuple[ScopeField, ...]:
+    """Validate a cache's ``scope_fields`` (they must include ``tenant``).
+
+    Raises:
+        InvalidInputError: Not a sequence of ``tenant``/``user``/``feature``, or without ``tenant``.
+    """
+    if isinstance(fields, str) or not isinstance(fields, Sequence):
+        raise InvalidInputError("scope_fields", "must be a tuple of field names", value=fields)
+    for f in fields:
+        if f not in SCOPE_FIELDS:
+            raise InvalidInputError(
+                "scope_fields", f"unknown scope field {f!r}", value=f, fix=f"use {', '.join(SCOPE_FIELDS)}"
+            )
+    if "tenant" not in fields:
+        raise InvalidInputError(
+            "scope_fields",
+            "must include 'tenant': no cache may serve one tenant's answer to another",
+            value=tuple(fields),
+        )
+    return tuple(f for f in SCOPE_FIELDS if f in fields)
+
+
+def resolve_scope(scope: CacheScope | None, fields: Iterable[ScopeField]) -> CacheScope:
+    """The scope a request is cached in: ``scope`` (or one from the current attribution), restricted.
+
+    With ``scope=None`` the feature and user come from the current
+    :func:`~tokenbudget_core.attribution.attribute` block (no tenant, default namespace).
+
+    Raises:
+        InvalidInputError: ``scope`` is not a :class:`CacheScope`.
+    """
+    if scope is None:
+        ctx = current_attribution()
+        scope = CacheScope(user=ctx.user, feature=ctx.feature)
+    elif not isinstance(scope, CacheScope):
+        raise InvalidInputError(
+            "scope", f"must be a CacheScope, got {type(scope).__name__}", value=scope, fix="CacheScope(...)"
+        )
+    return scope.restricted(fields)
+
+
+def plain_json(value: Any, where: str) -> Any:
+    """A plain-JSON copy of ``value`` (dict keys as strings); raises naming ``where`` otherwise."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInputError(where, "must be a finite number", value=value)
+        return int(value) if value.is_integer() else value
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidInputError(f"{where}", f"keys must be strings, got {type(k).__name__}", value=k)
+            out[k] = plain_json(v, f"{where}.{k}")
+        return out
+    if isinstance(value, list | tuple):
+        return [plain_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise InvalidInputError(
+        where,
+        f"a {type(value).__name__} cannot be part of a cache key (plain JSON values only)",
+        value=value,
+        fix="convert it to a JSON value (str, number, bool, None, list, dict) first",
+    )
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted-key, compact JSON: the same value always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _sha(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CacheRequest:
+    """The canonical request: everything that decides the answer.
+
+    Messages are converted and validated (OpenAI-style dicts are accepted); parameters whose
+    value is ``None`` are left out (the provider default applies either way), and ``1.0`` and
+    ``1`` are the same value.
+
+    Args:
+        model: The model name.
+        messages: Core messages or OpenAI-style dicts (non-empty).
+        tools: Tool definitions as JSON dicts, in the order they are sent.
+        params: Every parameter that changes the output (``temperature``, ``max_tokens``, ``stop``,
+            ``response_format``, ``tool_choice``, ``seed``, ``top_p``...), JSON values only.
+
+    Raises:
+        InvalidInputError: An empty model, no messages, a malformed message, or a tool or
+            parameter that is not plain JSON; the error names the field.
+
+    Example:
+        >>> a = CacheRequest(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}],
+        ...                  params={"temperature": 0, "seed": None})
+        >>> a.digest() == CacheRequest.from_text(model="gpt-4o", prompt="Hi",
+        ...                                      params={"temperature": 0.0}).digest()
+        True
+    """
+
+    model: str
+    """The model name."""
+    messages: tuple[Message, ...]
+    """The conversation, as core messages."""
+    tools: tuple[Mapping[str, Any], ...] = ()
+    """Tool definitions (JSON dicts)."""
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """Every parameter that changes the output (read-only)."""
+    _digest: str = field(default="", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InvalidInputError("model", "must be a non-empty model name", value=self.model)
+        messages = tuple(to_messages(self.messages))
+        if not messages:
+            raise InvalidInputError("messages", "must not be empty", fix="pass at least one message")
+        if isinstance(self.tools, str | Mapping) or not isinstance(self.tools, Iterable):
+            raise InvalidInputError("tools", "must be a list of tool dicts", value=self.tools)
+        tools = tuple(self.tools)
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, Mapping):
+                raise InvalidInputError(f"tools[{i}]", "must be a dict (a JSON tool definition)", value=tool)
+        if not isinstance(self.params, Mapping):
+            raise InvalidInputError("params", "must be a dict of parameters", value=self.params)
+        params = {k: v for k, v in self.params.items() if v is not None}
+        canonical = {
+            "v": _SCHEMA,
+            "model": self.model.strip(),
+            "messages": [to_openai_dict(m) for m in messages],
+            "tools": plain_json(tools, "tools"),
+            "params": plain_json(params, "params"),
+        }
+        object.__setattr__(self, "messages", messages)
+        object.__setattr__(self, "tools", tools)
+        object.__setattr__(self, "params", MappingProxyType(params))
+        object.__setattr__(self, "_digest", _sha(canonical))
+
+    @classmethod
+    def from_text(cls, *, model: str, prompt: str, params: Mapping[str, Any] | None = None) -> CacheRequest:
+        """A request of one user message (for hosts that hand over an opaque prompt string).
+
+        Raises:
+            InvalidInputError: ``prompt`` is not a string, or as for the constructor.
+        """
+        if not isinstance(prompt, str):
+            raise InvalidInputError("prompt", "must be a string", value=type(prompt).__name__)
+        return cls(model=model, messages=(Message(role="user", content=prompt),), params=params or {})
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of model, messages, tools and parameters."""
+        return self._digest
+
+    @property
+    def system_hash(self) -> str:
+        """SHA-256 of the system and developer messages, in order (the same for none at all)."""
+        system = [to_openai_dict(m) for m in self.messages if m.role in ("system", "developer")]
+        return _sha(system)
+
+    @property
+    def tools_hash(self) -> str:
+        """SHA-256 of the tool definitions, in order."""
+        return _sha(plain_json(self.tools, "tools"))
+
+    @property
+    def params_hash(self) -> str:
+        """SHA-256 of the parameters."""
+        return _sha(plain_json(dict(self.params), "params"))
+
+    @property
+    def last_user_text(self) -> str:
+        """The text of the last user message (``""`` when there is none)."""
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.text
+        return ""
+
+    @property
+    def history_hash(self) -> str:
+        """SHA-256 of the messages before the last user turn, system messages left out."""
+        last = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=len(self.messages))
+        before = [
+            to_openai_dict(m)
+            for i, m in enumerate(self.messages)
+            if i != last and m.role not in ("system", "developer")
+        ]
+        return _sha(before)
+
+    def sampled(self) -> bool:
+        """True when ``temperature`` > 0 or ``top_p`` < 1 was passed (answers vary between calls).
+
+        A request that passes neither counts as not sampled: pass the temperature the call
+        really uses (providers default to 1.0) for the cache to tell.
+        """
+        t, p = self.params.get("temperature"), self.params.get("top_p")
+        return (isinstance(t, int | float) and t > 0) or (isinstance(p, int | float) and p < 1)

@@ -1,0 +1,169 @@
+"""What a response cache stores and what a hit returns.
+
+A :class:`CachedResponse` is stored as plain JSON (:meth:`CachedResponse.to_json`) and read
+back field by field (:meth:`CachedResponse.from_json`), never with pickle and never as a host
+framework's serialised objects: a tampered entry can at worst be a wrong string, not code.
+A :class:`CacheHit` carries the answer plus its audit data (kind, key, score, the matched
+prompt) and what it saved, priced with :func:`~tokenbudget_core.pricing.cost_of`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Literal
+
+from .cache_keys import canonical_json, plain_json
+from .errors import InvalidInputError
+from .usage import Usage
+
+__all__ = ["NORMAL_STOPS", "TOOL_CALL_STOPS", "CacheHit", "CachedResponse"]
+
+NORMAL_STOPS = frozenset({"stop", "end_turn", "stop_sequence", "eos", "eos_token", "complete", "finished"})
+"""Finish reasons of a complete answer (compared case-insensitively): only these are cached."""
+TOOL_CALL_STOPS = frozenset({"tool_calls", "tool_use", "function_call"})
+"""Finish reasons of a tool-call response (cached only when the cache opts in)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CachedResponse:
+    """An answer as a cache stores it: plain JSON, never pickle.
+
+    Args:
+        content: The answer text.
+        model: The model that answered.
+        usage: What the original call used (prices what a hit saves).
+        finish_reason: Why the answer ended (``stop``, ``end_turn``, ``length``...).
+        tool_calls: Tool calls as JSON dicts.
+        extra: Host data that round-trips as JSON (e.g. LangChain ``generation_info``).
+
+    Raises:
+        InvalidInputError: A field of the wrong type, or ``tool_calls``/``extra`` that are not plain JSON.
+
+    Example:
+        >>> usage = Usage(input_tokens=12, output_tokens=2)
+        >>> r = CachedResponse(content="Paris.", model="gpt-4o", usage=usage)
+        >>> CachedResponse.from_json(r.to_json()) == r
+        True
+    """
+
+    content: str
+    """The answer text."""
+    model: str
+    """The model that answered."""
+    usage: Usage
+    """What the original call used."""
+    finish_reason: str = "stop"
+    """Why the answer ended."""
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """Tool calls made by the answer (JSON dicts)."""
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """Host data that round-trips as JSON (read-only)."""
+
+    def __post_init__(self) -> None:
+        for name in ("content", "model", "finish_reason"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise InvalidInputError(
+                    f"response.{name}", f"must be a string, got {type(value).__name__}", value=value
+                )
+        if not self.model.strip():
+            raise InvalidInputError("response.model", "must be a non-empty model name", value=self.model)
+        if not isinstance(self.usage, Usage):
+            raise InvalidInputError(
+                "response.usage", f"must be a Usage, got {type(self.usage).__name__}", fix="Usage(...)"
+            )
+        if isinstance(self.tool_calls, str | Mapping) or not isinstance(self.tool_calls, list | tuple):
+            raise InvalidInputError("response.tool_calls", "must be a list of dicts", value=self.tool_calls)
+        calls = tuple(self.tool_calls)
+        for i, call in enumerate(calls):
+            if not isinstance(call, Mapping):
+                raise InvalidInputError(f"response.tool_calls[{i}]", "must be a dict", value=call)
+        plain_json(calls, "response.tool_calls")
+        if not isinstance(self.extra, Mapping):
+            raise InvalidInputError("response.extra", "must be a dict of JSON values", value=self.extra)
+        plain_json(self.extra, "response.extra")
+        object.__setattr__(self, "tool_calls", calls)
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    @property
+    def complete(self) -> bool:
+        """True when the answer ended normally (not cut off, not an error, not a tool call)."""
+        return self.finish_reason.casefold() in NORMAL_STOPS and not self.tool_calls
+
+    @property
+    def is_tool_call(self) -> bool:
+        """True when the answer calls tools."""
+        return bool(self.tool_calls) or self.finish_reason.casefold() in TOOL_CALL_STOPS
+
+    def to_json(self) -> dict[str, Any]:
+        """The response as a plain JSON dict."""
+        return {
+            "content": self.content,
+            "model": self.model,
+            "usage": self.usage.as_dict(),
+            "finish_reason": self.finish_reason,
+            "tool_calls": plain_json(self.tool_calls, "tool_calls"),
+            "extra": plain_json(self.extra, "extra"),
+        }
+
+    def dumps(self) -> str:
+        """:meth:`to_json` as compact JSON text."""
+        return canonical_json(self.to_json())
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> CachedResponse:
+        """Read a response back from :meth:`to_json` (a dict) or its JSON text, field by field.
+
+        Raises:
+            InvalidInputError: The data is not a response written by :meth:`to_json`.
+        """
+        if isinstance(data, str | bytes):
+            try:
+                data = json.loads(data)
+            except ValueError as e:
+                raise InvalidInputError("response", "is not valid JSON") from e
+        if not isinstance(data, Mapping):
+            raise InvalidInputError("response", "must be a JSON object", value=type(data).__name__)
+        usage = data.get("usage")
+        if not isinstance(usage, Mapping) or not all(isinstance(k, str) for k in usage):
+            raise InvalidInputError("response.usage", "must be a JSON object", value=usage)
+        try:
+            return cls(
+                content=data.get("content"),  # type: ignore[arg-type]  # checked in __post_init__
+                model=data.get("model"),  # type: ignore[arg-type]
+                usage=Usage(**usage),
+                finish_reason=data.get("finish_reason", "stop"),
+                tool_calls=tuple(data.get("tool_calls") or ()),
+                extra=data.get("extra") or {},
+            )
+        except TypeError as e:  # an unknown usage field
+            raise InvalidInputError("response.usage", f"has unknown fields: {e}") from e
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CacheHit:
+    """A cached answer found for a request, with what a caller needs to audit it.
+
+    In shadow mode ``served`` is False: the hit was logged, the caller must make the call.
+    """
+
+    response: CachedResponse
+    """The cached answer."""
+    kind: Literal["exact", "semantic"]
+    """Which cache found it."""
+    key: str
+    """The entry's key (the request digest it was stored under)."""
+    score: float
+    """1.0 for an exact hit, the cosine similarity for a semantic one."""
+    matched_prompt: str | None
+    """Semantic: the stored prompt text (``None`` when prompts are stored hashed only)."""
+    saved_usd: Decimal | None
+    """What the hit saved, priced with ``cost_of`` (``None`` when the model has no known price)."""
+    saved_tokens: int
+    """Input plus output tokens the original call used."""
+    served: bool = True
+    """False in shadow mode: a would-be hit, logged and not served."""

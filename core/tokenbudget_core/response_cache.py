@@ -1,0 +1,373 @@
+"""The exact response cache: identical requests in the same scope are answered once.
+
+::
+
+    cache = ExactCache("sqlite:///cache.db", ttl=3600, ledger=ledger)
+    request = CacheRequest(model="gpt-4o", messages=messages, params={"temperature": 0})
+    scope = CacheScope(tenant="acme")
+    hit = cache.lookup(request, scope=scope)
+    if hit is None:
+        response = call_the_model(...)
+        cache.store(request, CachedResponse(content=..., model="gpt-4o", usage=usage), scope=scope)
+
+The key is the SHA-256 of the canonical request (model, messages, tools, every parameter)
+inside its scope (namespace and tenant always; user and feature as ``scope_fields`` say).
+What is never stored: cut-off or failed answers (a ``finish_reason`` other than a normal stop),
+tool-call answers unless ``cache_tool_calls``, sampled requests (``temperature`` > 0,
+``top_p`` < 1) unless ``cache_sampled``, and entries over ``max_entry_bytes``. Every entry
+expires (``ttl``, at most ``max_ttl``: a day unless raised on purpose). Each served hit reports
+the tokens and dollars it saved and, with a ledger attached, is recorded there as a cache hit
+of the current :func:`~tokenbudget_core.attribution.attribute` payer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from .cache_keys import CacheRequest, CacheScope, ScopeField, check_scope_fields, resolve_scope
+from .cache_stores import CacheStore, open_cache_store
+from .cache_stores.memory import MemoryCacheStore
+from .cached_response import CachedResponse, CacheHit
+from .errors import InvalidInputError, UnknownModelError
+from .price_overrides import PriceTable
+from .pricing import cost_or_none
+from .registry import ModelRegistry
+from .usage import Usage
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+__all__ = ["DEFAULT_MAX_TTL", "ExactCache", "ResponseCacheBase"]
+
+DEFAULT_MAX_TTL = 86_400.0
+"""The longest TTL a cache accepts unless ``max_ttl`` is raised explicitly (one day)."""
+_ENVELOPE = 1
+logger = logging.getLogger("tokenbudget.cache")
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise InvalidInputError(name, "must be a positive number of seconds", value=value)
+    return float(value)
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(name, "must be True or False", value=value)
+    return value
+
+
+def prompt_sha256(text: str) -> str:
+    """SHA-256 (hex) of a prompt, as stored instead of the text when prompts are hashed."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ResponseCacheBase:
+    """Options, storability rules, envelopes and accounting shared by the exact and semantic caches."""
+
+    kind: Literal["exact", "semantic"] = "exact"
+
+    def __init__(
+        self,
+        store: str | CacheStore = "memory://",
+        *,
+        ttl: float = 3600.0,
+        max_ttl: float = DEFAULT_MAX_TTL,
+        max_entry_bytes: int = 256_000,
+        cache_sampled: bool = False,
+        cache_tool_calls: bool = False,
+        hash_prompts: bool = False,
+        ledger: Ledger | None = None,
+        scope_fields: Sequence[ScopeField] = ("tenant", "user", "feature"),
+        registry: ModelRegistry | None = None,
+        prices: PriceTable | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_ttl = _positive("max_ttl", max_ttl)
+        self.ttl = _positive("ttl", ttl)
+        if self.ttl > self.max_ttl:
+            raise InvalidInputError(
+                "ttl",
+                f"{ttl} s is longer than max_ttl ({max_ttl:g} s)",
+                value=ttl,
+                fix="use a shorter ttl, or raise max_ttl explicitly if entries may live that long",
+            )
+        if isinstance(max_entry_bytes, bool) or not isinstance(max_entry_bytes, int) or max_entry_bytes < 1:
+            raise InvalidInputError("max_entry_bytes", "must be a positive integer", value=max_entry_bytes)
+        self.max_entry_bytes = max_entry_bytes
+        self.cache_sampled = _flag("cache_sampled", cache_sampled)
+        self.cache_tool_calls = _flag("cache_tool_calls", cache_tool_calls)
+        self.hash_prompts = _flag("hash_prompts", hash_prompts)
+        self.scope_fields = check_scope_fields(scope_fields)
+        if ledger is not None:
+            from .ledger import Ledger
+
+            if not isinstance(ledger, Ledger):
+                raise InvalidInputError("ledger", "must be a Ledger", value=type(ledger).__name__)
+        self.ledger = ledger
+        self.registry = registry if registry is not None else (ledger.registry if ledger else None)
+        self.prices = prices if prices is not None else (ledger.prices if ledger else None)
+        if not callable(clock):
+            raise InvalidInputError("clock", "must be a callable returning epoch seconds", value=clock)
+        self.clock = clock
+        self.store_backend: CacheStore = open_cache_store(store)
+        self._inline = isinstance(self.store_backend, MemoryCacheStore) and (ledger is None or ledger._inline)
+
+    # -- shared rules ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _request(request: object) -> CacheRequest:
+        if not isinstance(request, CacheRequest):
+            raise InvalidInputError(
+                "request",
+                f"must be a CacheRequest, got {type(request).__name__}",
+                fix="build one with CacheRequest(model=..., messages=..., params=...)",
+            )
+        return request
+
+    def _scope(self, scope: CacheScope | None) -> CacheScope:
+        return resolve_scope(scope, self.scope_fields)
+
+    def refusal(self, request: CacheRequest, response: CachedResponse) -> str | None:
+        """Why this answer would not be stored for this request (``None``: it would be).
+
+        Raises:
+            InvalidInputError: ``request`` or ``response`` is of the wrong type.
+        """
+        self._request(request)
+        if not isinstance(response, CachedResponse):
+            raise InvalidInputError(
+                "response",
+                f"must be a CachedResponse, got {type(response).__name__}",
+                fix="CachedResponse(...)",
+            )
+        if request.sampled() and not self.cache_sampled:
+            return "sampled request (temperature > 0 or top_p < 1); pass cache_sampled=True to cache it"
+        if response.is_tool_call:
+            if not self.cache_tool_calls:
+                return "tool-call answer; pass cache_tool_calls=True to cache it"
+            if response.finish_reason.casefold() not in ("tool_calls", "tool_use", "function_call", "stop"):
+                return f"answer cut off or failed (finish_reason={response.finish_reason!r})"
+        elif not response.complete:
+            return f"answer cut off or failed (finish_reason={response.finish_reason!r})"
+        return None
+
+    def _envelope(
+        self, request: CacheRequest, response: CachedResponse, scope: CacheScope, text: str, **more: Any
+    ) -> str | None:
+        now = self.clock()
+        data = {
+            "v": _ENVELOPE,
+            "kind": self.kind,
+            "key": request.digest(),
+            "scope": scope.key(),
+            "created": now,
+            "expires": now + self.ttl,
+            "prompt": None if self.hash_prompts else text,
+            "prompt_sha256": prompt_sha256(text),
+            "response": response.to_json(),
+            **more,
+        }
+        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if len(payload.encode("utf-8", "surrogatepass")) > self.max_entry_bytes:
+            return None
+        return payload
+
+    def _open(self, payload: str, scope: CacheScope) -> tuple[dict[str, Any], CachedResponse] | None:
+        """Decode an envelope; ``None`` for an expired, foreign or malformed one (logged)."""
+        try:
+            data = json.loads(payload)
+            if not isinstance(data, dict) or data.get("v") != _ENVELOPE:
+                raise InvalidInputError("entry", "unknown entry format")
+            if data.get("scope") != scope.key():
+                logger.warning("cache entry %s is filed under another scope: ignored", data.get("key"))
+                return None
+            expires = data.get("expires")
+            if not isinstance(expires, int | float) or expires <= self.clock():
+                return None
+            return data, CachedResponse.from_json(data["response"])
+        except (ValueError, KeyError, TypeError) as e:
+            logger.warning("unreadable cache entry ignored: %s", e)
+            return None
+
+    def _saved(self, response: CachedResponse) -> tuple[Decimal | None, int]:
+        try:
+            usd = cost_or_none(response.usage, response.model, registry=self.registry, prices=self.prices)
+        except UnknownModelError:
+            usd = None
+        return usd, response.usage.input_tokens + response.usage.output_tokens
+
+    def _hit(
+        self,
+        request: CacheRequest,
+        response: CachedResponse,
+        data: Mapping[str, Any],
+        *,
+        score: float,
+        served: bool = True,
+    ) -> CacheHit:
+        saved_usd, saved_tokens = self._saved(response)
+        prompt = data.get("prompt")
+        hit = CacheHit(
+            response=response,
+            kind=self.kind,
+            key=str(data.get("key")),
+            score=score,
+            matched_prompt=prompt if isinstance(prompt, str) else None,
+            saved_usd=saved_usd,
+            saved_tokens=saved_tokens,
+            served=served,
+        )
+        if served and self.ledger is not None:
+            self.ledger.record(Usage(requests=1), model=request.model, cache_hit=True, saved_usd=saved_usd)
+        return hit
+
+    async def _async(self, fn: Callable[[], Any]) -> Any:
+        if self._inline:
+            return fn()
+        return await asyncio.to_thread(fn)
+
+    # -- management --------------------------------------------------------------------------------
+
+    def invalidate(self, scope: CacheScope) -> int:
+        """Drop every entry of ``scope`` (fields left ``None`` match any); how many were dropped.
+
+        ``invalidate(CacheScope(tenant="acme"))`` drops all of acme's entries, whatever their
+        user or feature.
+
+        Raises:
+            InvalidInputError: ``scope`` is not a :class:`CacheScope`.
+        """
+        if not isinstance(scope, CacheScope):
+            raise InvalidInputError(
+                "scope", "must be a CacheScope", value=scope, fix="CacheScope(tenant=...)"
+            )
+        return self.store_backend.invalidate(scope)
+
+    def clear(self) -> None:
+        """Drop every entry of the store (of every scope)."""
+        self.store_backend.clear()
+
+    async def ainvalidate(self, scope: CacheScope) -> int:
+        """Async twin of :meth:`invalidate`."""
+        result: int = await self._async(lambda: self.invalidate(scope))
+        return result
+
+    async def aclear(self) -> None:
+        """Async twin of :meth:`clear`."""
+        await self._async(self.clear)
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self.store_backend.close()
+
+
+class ExactCache(ResponseCacheBase):
+    """Serve identical requests (same scope, model, messages, tools and parameters) from a cache.
+
+    Args:
+        store: ``memory://`` (default), ``sqlite:///path``, ``redis://...`` or a
+            :class:`~tokenbudget_core.cache_stores.CacheStore`.
+        ttl: Seconds an entry lives (default an hour; at most ``max_ttl``).
+        max_ttl: The longest ``ttl`` accepted (a day); raise it explicitly to keep entries longer.
+        max_entry_bytes: Larger entries are not stored.
+        cache_sampled: Also cache sampled requests (``temperature`` > 0 or ``top_p`` < 1).
+        cache_tool_calls: Also cache answers that call tools.
+        hash_prompts: Store prompts as SHA-256 only (no plaintext prompt in any entry).
+        ledger: Record each served hit there (``cache_hit=True`` and what it saved).
+        scope_fields: The scope fields entries are separated by; ``tenant`` is mandatory, and
+            leaving out ``user`` shares answers between a tenant's users.
+        registry: Model registry for pricing what hits save (default: the ledger's, else global).
+        prices: Price overrides (default: the ledger's, else global).
+        clock: Returns epoch seconds (tests pass a fake clock).
+
+    Raises:
+        InvalidInputError: A bad option, named (e.g. a ``ttl`` over ``max_ttl``, ``scope_fields``
+            without ``tenant``).
+        MissingDependencyError: A ``redis://`` store without the ``redis`` extra.
+
+    Example:
+        >>> cache = ExactCache()
+        >>> req = CacheRequest.from_text(
+        ...     model="gpt-4o", prompt="Capital of France?", params={"temperature": 0}
+        ... )
+        >>> cache.store(req, CachedResponse(content="Paris.", model="gpt-4o",
+        ...                                 usage=Usage(input_tokens=14, output_tokens=2)))
+        True
+        >>> hit = cache.lookup(req)
+        >>> hit.response.content, hit.saved_tokens
+        ('Paris.', 16)
+        >>> cache.lookup(req, scope=CacheScope(tenant="other")) is None
+        True
+    """
+
+    kind: Literal["exact", "semantic"] = "exact"
+
+    def lookup(self, request: CacheRequest, *, scope: CacheScope | None = None) -> CacheHit | None:
+        """The cached answer to ``request`` in ``scope`` (default: the current attribution), or ``None``.
+
+        One store read (one round trip on Redis). Sampled requests are not looked up unless
+        ``cache_sampled``.
+
+        Raises:
+            InvalidInputError: ``request`` is not a :class:`CacheRequest` or ``scope`` not a
+                :class:`CacheScope`.
+        """
+        request = self._request(request)
+        where = self._scope(scope)
+        if request.sampled() and not self.cache_sampled:
+            return None
+        payload = self.store_backend.get(where, request.digest())
+        if payload is None:
+            return None
+        opened = self._open(payload, where)
+        if opened is None or opened[0].get("key") != request.digest():
+            return None
+        return self._hit(request, opened[1], opened[0], score=1.0)
+
+    def store(
+        self, request: CacheRequest, response: CachedResponse, *, scope: CacheScope | None = None
+    ) -> bool:
+        """Store ``response`` as the answer to ``request`` in ``scope``; False when it may not be stored.
+
+        Not stored: cut-off or failed answers, tool-call answers (unless ``cache_tool_calls``),
+        sampled requests (unless ``cache_sampled``), entries over ``max_entry_bytes``.
+        :meth:`refusal` says why.
+
+        Raises:
+            InvalidInputError: ``request``, ``response`` or ``scope`` is of the wrong type.
+        """
+        request = self._request(request)
+        where = self._scope(scope)
+        reason = self.refusal(request, response)
+        if reason is not None:
+            logger.debug("not cached: %s", reason)
+            return False
+        payload = self._envelope(request, response, where, request.last_user_text)
+        if payload is None:
+            logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
+            return False
+        self.store_backend.put(where, request.digest(), payload, self.ttl)
+        return True
+
+    async def alookup(self, request: CacheRequest, *, scope: CacheScope | None = None) -> CacheHit | None:
+        """Async twin of :meth:`lookup`."""
+        where = self._scope(scope)  # read the attribution here, not in a worker thread
+        hit: CacheHit | None = await self._async(lambda: self.lookup(request, scope=where))
+        return hit
+
+    async def astore(
+        self, request: CacheRequest, response: CachedResponse, *, scope: CacheScope | None = None
+    ) -> bool:
+        """Async twin of :meth:`store`."""
+        where = self._scope(scope)
+        stored: bool = await self._async(lambda: self.store(request, response, scope=where))
+        return stored
