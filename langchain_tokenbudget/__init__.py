@@ -1,7 +1,7 @@
 """LangChain adapters for tokenbudget: translate LangChain types, then call the core.
 
-``ContextWindowMiddleware`` and ``BudgetMiddleware`` are imported on first use: they need
-``langchain`` (agents), not only ``langchain-core``.
+``ContextWindowMiddleware``, ``BudgetMiddleware`` and ``RoutingMiddleware`` are imported on first
+use: they need ``langchain`` (agents), not only ``langchain-core``.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -9,18 +9,22 @@ from typing import TYPE_CHECKING, Any
 from .budget_callback import AsyncBudgetCallbackHandler, BudgetCallbackHandler
 from .chat_history import SummaryChatMessageHistory, TokenBudgetChatMessageHistory
 from .messages import to_core_message, to_core_messages
+from .router_chat_model import RouterChatModel
 from .trim_runnable import TrimMessagesRunnable
 from .usage import cost_of_message, usage_of
 
 if TYPE_CHECKING:
     from .budget_middleware import BudgetMiddleware
     from .context_middleware import ContextWindowMiddleware
+    from .routing_middleware import RoutingMiddleware
 
 __all__ = [
     "AsyncBudgetCallbackHandler",
     "BudgetCallbackHandler",
     "BudgetMiddleware",
     "ContextWindowMiddleware",
+    "RouterChatModel",
+    "RoutingMiddleware",
     "SummaryChatMessageHistory",
     "TokenBudgetChatMessageHistory",
     "TrimMessagesRunnable",
@@ -40,4 +44,8 @@ def __getattr__(name: str) -> Any:
         from .budget_middleware import BudgetMiddleware
 
         return BudgetMiddleware
+    if name == "RoutingMiddleware":
+        from .routing_middleware import RoutingMiddleware
+
+        return RoutingMiddleware
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

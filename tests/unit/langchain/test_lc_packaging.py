@@ -19,6 +19,8 @@ API = [
     "BudgetCallbackHandler",
     "BudgetMiddleware",
     "ContextWindowMiddleware",
+    "RouterChatModel",
+    "RoutingMiddleware",
     "SummaryChatMessageHistory",
     "TokenBudgetChatMessageHistory",
     "TrimMessagesRunnable",
@@ -37,7 +39,10 @@ def test_all_is_pinned() -> None:
         langchain_tokenbudget.Nope  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("module", ["trim_runnable", "chat_history", "context_middleware"])
+@pytest.mark.parametrize(
+    "module",
+    ["trim_runnable", "chat_history", "context_middleware", "router_chat_model", "routing_middleware"],
+)
 def test_docstring_examples_run(module: str) -> None:
     mod = __import__(f"langchain_tokenbudget.{module}", fromlist=["_"])
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)

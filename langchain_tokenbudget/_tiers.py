@@ -1,0 +1,191 @@
+"""Plumbing the LangChain routing adapters share: chat models per tier, around the core's ``TierRouter``.
+
+Nothing here decides a route: :class:`Tiers` reads each chat model's name (for the core's pricing
+and context windows), builds the core :class:`~tokenbudget_core.routing.TierRouter` from those
+names, translates a LangChain request (messages, tools, config) into a ``route()`` call, maps the
+models of the decision and its fallback chain back to chat models, and writes the decision into
+``response_metadata``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+
+from tokenbudget_core.complexity import ComplexityClassifier
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.registry import ModelRegistry
+from tokenbudget_core.routing import RouteDecision, TierRouter
+
+from ._bridge import core_tools
+from .budget_callback import first, payer_from
+from .messages import to_core_messages
+
+__all__ = ["ROUTE_KEY", "Tiers", "annotate", "model_name_of"]
+
+ROUTE_KEY = "tokenbudget_route"
+"""Where the decision goes: ``response_metadata[ROUTE_KEY]`` and the run's ``metadata[ROUTE_KEY]``."""
+
+
+def model_name_of(model: object, *, field: str, explicit: str | None = None) -> str:
+    """The model name to price a chat model with: ``explicit``, else its ``model_name`` / ``model``.
+
+    Raises:
+        InvalidInputError: Not a chat model, or it does not name its model.
+    """
+    if not isinstance(model, BaseChatModel):
+        raise InvalidInputError(
+            field,
+            f"must be a LangChain chat model (BaseChatModel), got {type(model).__name__}",
+            fix="pass the chat model itself, e.g. ChatOpenAI(model='gpt-4o-mini'), not a binding",
+        )
+    if explicit is not None:
+        return explicit
+    attrs = {k: getattr(model, k, None) for k in ("model_name", "model")}
+    name = first(str, ("model_name", "model"), attrs)
+    if name is None:
+        raise InvalidInputError(
+            field,
+            f"{type(model).__name__} does not name its model",
+            fix="name the model to price it with: models={'<tier>': 'gpt-4o-mini', ...}",
+        )
+    return name
+
+
+class Tiers:
+    """Chat models per tier (cheapest first) and the core router over their model names.
+
+    Args:
+        tiers: Tier name -> chat model, ordered cheapest -> premium.
+        models: Tier name -> model name to price and count with, for chat models that do not name
+            theirs (or name it differently from the registry).
+        fallbacks: Tier name -> chat models to try, in order, when the tier's model fails with a
+            retryable provider error.
+        router_options: The remaining :class:`~tokenbudget_core.routing.TierRouter` options.
+
+    Raises:
+        InvalidInputError: Empty tiers, a value that is not a chat model or names no model,
+            ``models`` or ``fallbacks`` naming a tier that does not exist.
+        UnknownModelError: A tier's model is not in the registry.
+    """
+
+    def __init__(
+        self,
+        tiers: object,
+        *,
+        models: Mapping[str, str] | None = None,
+        fallbacks: Mapping[str, Sequence[BaseChatModel]] | None = None,
+        classifier: ComplexityClassifier | None = None,
+        ledger: Ledger | None = None,
+        registry: ModelRegistry | None = None,
+        max_output_tokens: int = 1024,
+    ) -> None:
+        if not isinstance(tiers, Mapping) or not tiers:
+            raise InvalidInputError(
+                "tiers",
+                "must be a non-empty mapping of tier name -> chat model, cheapest first",
+                value=tiers,
+                fix="e.g. {'small': ChatOpenAI(model='gpt-4o-mini'), 'large': ChatOpenAI(model='gpt-4o')}",
+            )
+        models = dict(models or {})
+        for tier in models:
+            if tier not in tiers:
+                raise InvalidInputError(f"models[{tier!r}]", "is not a tier", fix=f"one of {list(tiers)}")
+        self.chat: dict[str, BaseChatModel] = {}  # model name -> chat model (tiers, then fallbacks)
+        names: dict[str, str] = {}
+        for tier, chat in tiers.items():
+            name = model_name_of(chat, field=f"tiers[{tier!r}]", explicit=models.get(tier))
+            names[str(tier)] = name
+            self.chat.setdefault(name, chat)
+        fallback_names: dict[str, list[str]] = {}
+        for tier, chats in (fallbacks or {}).items():
+            if isinstance(chats, BaseChatModel) or not isinstance(chats, Sequence):
+                raise InvalidInputError(f"fallbacks[{tier!r}]", "must be a list of chat models", value=chats)
+            fallback_names[tier] = []
+            for i, chat in enumerate(chats):
+                name = model_name_of(chat, field=f"fallbacks[{tier!r}][{i}]")
+                fallback_names[tier].append(name)
+                self.chat.setdefault(name, chat)
+        self.router = TierRouter(
+            names,
+            classifier=classifier,
+            ledger=ledger,
+            fallbacks=fallback_names,
+            registry=registry,
+            max_output_tokens=max_output_tokens,
+        )
+
+    def tier_of_model(self, model: object) -> str:
+        """The tier whose model is ``model`` (a per-call ``model=`` override forces that tier).
+
+        Raises:
+            InvalidInputError: No tier serves that model.
+        """
+        for tier, name in self.router.tiers.items():
+            if model == name:
+                return tier
+        raise InvalidInputError(
+            "model",
+            f"{model!r} is not the model of any tier",
+            value=model,
+            fix=f"one of {list(self.router.tiers.values())}, or force_tier= one of {list(self.router.tiers)}",
+        )
+
+    def request(
+        self,
+        messages: Sequence[BaseMessage],
+        config: Mapping[str, Any],
+        kwargs: dict[str, Any],
+        *,
+        tools: Sequence[Any] | None = None,
+        max_output_tokens: int | None = None,
+        context: object = None,
+    ) -> dict[str, Any]:
+        """The ``route()`` arguments of a LangChain call; pops ``force_tier`` / ``model`` from ``kwargs``.
+
+        ``force_tier`` comes from the call (``force_tier=``, or ``model=`` naming a tier's model),
+        else ``config["configurable"]["force_tier"]``; the payer from ``context``, the config's
+        metadata, configurable and tags.
+
+        Raises:
+            InvalidInputError: Messages or tools the core cannot read, an unknown ``model=``.
+        """
+        configurable: Mapping[str, Any] = config.get("configurable") or {}
+        force = kwargs.pop("force_tier", None)
+        if "model" in kwargs:
+            model_tier = self.tier_of_model(kwargs.pop("model"))
+            force = force if force is not None else model_tier
+        if force is None:
+            force = configurable.get("force_tier")
+        payer = payer_from(context, config.get("metadata"), configurable, tags=config.get("tags") or ())
+        return {
+            "messages": to_core_messages(messages),
+            "force_tier": force,
+            "max_output_tokens": max_output_tokens,
+            "tools": core_tools(tools),
+            "feature": payer["feature"],
+            "user": payer["user"],
+        }
+
+    def route(self, messages: Sequence[BaseMessage], config: Mapping[str, Any], kwargs: dict[str, Any],
+              **options: Any) -> RouteDecision:  # fmt: skip
+        """Decide with the core router (see :meth:`request` for what is read from the call)."""
+        return self.router.route(**self.request(messages, config, kwargs, **options))
+
+    async def aroute(self, messages: Sequence[BaseMessage], config: Mapping[str, Any],
+                     kwargs: dict[str, Any], **options: Any) -> RouteDecision:  # fmt: skip
+        """Async twin of :meth:`route`."""
+        return await self.router.aroute(**self.request(messages, config, kwargs, **options))
+
+
+def annotate(message: Any, decision: RouteDecision, model: str) -> Any:
+    """A copy of ``message`` with the decision (and the model that answered) in ``response_metadata``."""
+    meta = getattr(message, "response_metadata", None)
+    if not isinstance(meta, dict):
+        return message
+    route = {**decision.as_metadata(), "answered_by": model}
+    return message.model_copy(update={"response_metadata": {**meta, ROUTE_KEY: route}})

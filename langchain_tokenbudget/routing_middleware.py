@@ -1,0 +1,186 @@
+"""Route each model call of a ``create_agent`` agent to the cheapest adequate tier: RoutingMiddleware.
+
+Before every model call the request the model would receive (system message, messages, tools,
+``max_tokens``) is translated and the core :class:`~tokenbudget_core.routing.TierRouter`
+decides the tier: complexity, budget and context window. The request then goes to that tier's
+chat model (``request.override(model=...)``; the agent binds its tools to it), down the tier's
+fallback chain on retryable provider errors. The decision shows in the reply's
+``response_metadata["tokenbudget_route"]``.
+
+Put it before a :class:`~langchain_tokenbudget.budget_middleware.BudgetMiddleware` in
+``middleware=[...]`` (outer): the budget middleware then reserves and charges the model the
+router chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+
+from tokenbudget_core.complexity import ComplexityClassifier
+from tokenbudget_core.errors import MissingDependencyError
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.registry import ModelRegistry
+from tokenbudget_core.routing import RouteDecision, TierRouter
+
+from ._tiers import Tiers, annotate
+from .budget_callback import MAX_OUTPUT_KEYS, first, is_function_tool
+
+try:
+    from langchain.agents.middleware.types import (
+        AgentMiddleware,
+        AgentState,
+        ExtendedModelResponse,
+        ModelRequest,
+        ModelResponse,
+    )
+    from langgraph.config import get_config
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("langchain", "langchain") from e
+
+__all__ = ["RoutingMiddleware"]
+
+Reply = ModelResponse[Any] | ExtendedModelResponse[Any] | AIMessage
+
+
+def _config() -> Mapping[str, Any]:
+    try:
+        return get_config()
+    except RuntimeError:  # called outside a graph run
+        return {}
+
+
+def _annotated(reply: Any, decision: RouteDecision, model: str) -> Any:
+    if isinstance(reply, AIMessage):
+        return annotate(reply, decision, model)
+    if isinstance(reply, ExtendedModelResponse):
+        return dataclasses.replace(reply, model_response=_annotated(reply.model_response, decision, model))
+    if isinstance(reply, ModelResponse):
+        result = [annotate(m, decision, model) if isinstance(m, AIMessage) else m for m in reply.result]
+        return dataclasses.replace(reply, result=result)
+    return reply
+
+
+class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
+    """Send each model call of an agent to the cheapest adequate tier's chat model.
+
+    The agent's own model is not called: every request goes to a tier model. ``force_tier``
+    comes from ``runtime.context`` (attribute or key ``force_tier``) or
+    ``config["configurable"]["force_tier"]``; the payer for budget-aware routing from the
+    context, the run's metadata, configurable and tags, as for :class:`BudgetMiddleware`.
+
+    Args:
+        tiers: Tier name -> chat model, ordered cheapest -> premium.
+        models: Tier name -> model name to price and count with, for chat models that do not
+            name theirs.
+        fallbacks: Tier name -> chat models to try, in order, on retryable provider errors.
+        classifier: A :class:`~tokenbudget_core.complexity.ComplexityClassifier` (default: heuristic).
+        ledger: Budget awareness: step down tiers as the payer's budget fills, refuse at its limit.
+        registry: Model facts and pricing names (default: the core's registry).
+        max_output_tokens: Output tokens routing assumes when the request sets no ``max_tokens``.
+
+    Raises:
+        InvalidInputError: Empty tiers, a tier that is not a chat model or names no model; at call
+            time an unknown ``force_tier``.
+        UnknownModelError: A tier's model is not in the registry.
+        ContextOverflowError: At call time, when the request fits no tier.
+        BudgetExceededError: At call time, when the payer's budget is used up (nothing is sent).
+
+    Example:
+        >>> from langchain.agents import create_agent
+        >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        >>> small = GenericFakeChatModel(messages=iter(["Paris."]))
+        >>> large = GenericFakeChatModel(messages=iter(["A long essay..."]))
+        >>> routing = RoutingMiddleware(
+        ...     {"small": small, "large": large}, models={"small": "gpt-4o-mini", "large": "gpt-4o"}
+        ... )
+        >>> agent = create_agent(small, middleware=[routing])
+        >>> reply = agent.invoke({"messages": [("user", "Capital of France?")]})["messages"][-1]
+        >>> reply.content, reply.response_metadata["tokenbudget_route"]["model"]
+        ('Paris.', 'gpt-4o-mini')
+    """
+
+    def __init__(
+        self,
+        tiers: Mapping[str, BaseChatModel],
+        *,
+        models: Mapping[str, str] | None = None,
+        fallbacks: Mapping[str, Sequence[BaseChatModel]] | None = None,
+        classifier: ComplexityClassifier | None = None,
+        ledger: Ledger | None = None,
+        registry: ModelRegistry | None = None,
+        max_output_tokens: int = 1024,
+    ) -> None:
+        super().__init__()
+        self._tiers = Tiers(
+            tiers,
+            models=models,
+            fallbacks=fallbacks,
+            classifier=classifier,
+            ledger=ledger,
+            registry=registry,
+            max_output_tokens=max_output_tokens,
+        )
+
+    @property
+    def router(self) -> TierRouter:
+        """The core router deciding the routes."""
+        return self._tiers.router
+
+    def _plan(self, request: ModelRequest[Any]) -> tuple[list[BaseMessage], Mapping[str, Any], dict[str, Any],
+                                                          dict[str, Any]]:  # fmt: skip
+        """The messages, config, call kwargs (``force_tier``) and route options of a request."""
+        context = getattr(request.runtime, "context", None)
+        force = (
+            context.get("force_tier")
+            if isinstance(context, Mapping)
+            else getattr(context, "force_tier", None)
+        )
+        system = [request.system_message] if request.system_message is not None else []
+        tools = [t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)]
+        options = {
+            "tools": tools or None,
+            "max_output_tokens": first(int, MAX_OUTPUT_KEYS, request.model_settings),
+            "context": context,
+        }
+        kwargs = {"force_tier": force} if force is not None else {}
+        return [*system, *request.messages], _config(), kwargs, options
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Reply],
+    ) -> Reply:
+        """Route the request, then call the chosen tier's model (fallbacks on retryable errors).
+
+        Raises:
+            BudgetExceededError: The payer's budget is used up: nothing was sent.
+            ContextOverflowError: The request fits no tier.
+        """
+        messages, config, kwargs, options = self._plan(request)
+        decision = self._tiers.route(messages, config, kwargs, **options)
+
+        def attempt(model: str) -> tuple[str, Reply]:
+            return model, handler(request.override(model=self._tiers.chat[model]))
+
+        model, reply = self._tiers.router.call(decision, attempt)
+        return _annotated(reply, decision, model)  # type: ignore[no-any-return]
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[Reply]],
+    ) -> Reply:
+        """Async twin of :meth:`wrap_model_call`."""
+        messages, config, kwargs, options = self._plan(request)
+        decision = await self._tiers.aroute(messages, config, kwargs, **options)
+
+        async def attempt(model: str) -> tuple[str, Reply]:
+            return model, await handler(request.override(model=self._tiers.chat[model]))
+
+        model, reply = await self._tiers.router.acall(decision, attempt)
+        return _annotated(reply, decision, model)  # type: ignore[no-any-return]
