@@ -101,55 +101,92 @@ class Rule:
 
 
 DEFAULT_RULES: tuple[Rule, ...] = (
-    # Lookups, conversions and rewrites: a small model does them well.
+    # Lookups and rewrites (translate, proofread, extract...): a small model does them well,
+    # however long the pasted text. Tasks that produce something push toward the middle;
+    # analysis, design, debugging, open-ended "how would you / what should we" questions about
+    # a real situation with figures push toward premium.
     Rule(
         name="lookup",
-        pattern=r"^\W*(what(?:'s| is| are| was| does)|who (?:is|was)|when (?:is|was|did|does)"
-        r"|where (?:is|can|do)|define|definition of|how (?:many|much|long|old|do i)"
-        r"|is there|can i|list|name)\b",
+        pattern=r"^\W*(what(?:'s| is| are| was| does)|who (?:is|was|wrote|painted)|when (?:is|was|did|does)"
+        r"|where (?:is|can|do)|define|definition of|how (?:many|much|long|old|do i)|is there|can i|list"
+        r"|name|which)\b",
         weight=-0.15,
     ),
     Rule(
         name="rewrite",
-        pattern=r"\b(translate|rephrase|reword|paraphrase|proofread|fix (?:the )?(?:typos|grammar|spelling)"
-        r"|correct (?:the )?grammar|shorten|tl;?dr|convert (?:this|these|it|the)|format (?:this|these|it|as)"
-        r"|extract (?:the|all)|capitali[sz]e|spell(?:ed)?"
+        pattern=r"\b(translate|rephrase|reword|paraphrase|proofread|fix (?:any |the )?(?:typos|grammar"
+        r"|spelling)"
+        r"|correct (?:the )?grammar|shorten|tl;?dr|convert (?:this|these|it|the)|format (?:this|these|it"
+        r"|as)|lowercase|uppercase"
+        r"|extract (?:every|the|all)|capitali[sz]e|spell(?:ed)?|synonym|rhymes?|give (?:this|it) a title"
+        r"|bullet points"
         r"|to (?:french|spanish|german|english|japanese|italian))\b",
-        weight=-0.2,
+        weight=-0.25,
     ),
-    Rule(name="summarize", pattern=r"\b(summari[sz]e|summary of|sum up|bullet points?)\b", weight=-0.05),
+    Rule(
+        name="task",
+        pattern=r"\b(write|draft|create|generate|explain|describe|compose|suggest|calculate|compute"
+        r"|summari[sz]e"
+        r"|outline|interpret|turn (?:these|this) into|reply to|give me a (?:\w+ )?plan)\b",
+        weight=0.15,
+    ),
     Rule(
         name="analyze",
-        pattern=r"\b(analy[sz]e|analysis|evaluate|assess|critique|compare|contrast|trade-?offs?|pros and cons"
-        r"|implications?|root cause|why (?:does|is|did|do|would)|investigate|diagnose)\b",
+        pattern=r"\b(analy[sz]e|analysis|evaluate|assess|critique|critically|compare|reconcile|trade-?offs?"
+        r"|pros and cons|implications?|root cause|investigat\w+|diagnos\w+|decompose|second-order)\b",
         weight=0.2,
     ),
     Rule(
         name="design",
-        pattern=r"\b(design|architect(?:ure)?|strategy|roadmap|migration plan|propose|scal(?:e|able|ability)"
-        r"|schema for|system for)\b",
+        pattern=r"\b(design|architect(?:ure)?|strategy|roadmap|migrat\w+|propose|threat model|schema|pipeline"
+        r"|program|framework|governance|prioriti[sz]ed)\b",
         weight=0.2,
     ),
     Rule(
         name="debug",
-        pattern=r"\b(debug|traceback|stack ?trace|exception|segfault|race condition|deadlock|memory leak"
-        r"|doesn'?t work|not working|fails? (?:with|when|intermittently)|flaky|bug)\b",
-        weight=0.2,
+        pattern=r"\b(debug|traceback|exception|segfault|race condition|deadlock|leaks?|crash\w*"
+        r"|doesn'?t work|not working|fails?|failing|flaky|bug|hangs?|double-\w+|twice)\b",
+        weight=0.15,
     ),
     Rule(
         name="implement",
-        pattern=r"\b(implement|refactor|optimi[sz]e|write (?:a|an|the|me a) (?:function|class|script|program"
-        r"|module|service|parser|query|test suite)|build (?:a|an)|concurren\w+|algorithm)\b",
+        pattern=r"\b(implement|refactor|optimi[sz]e|redesign|build|concurren\w+|algorithm|lock-free|at scale"
+        r"|distributed|shard\w*|replica\w*|consisten\w+)\b",
+        weight=0.15,
+    ),
+    Rule(
+        name="open_ended",
+        pattern=r"\b(how would you|how should (?:we|i)|what should (?:we|i|our)|walk (?:me )?through"
+        r"|approach|what'?s going on|what could|why (?:does|is|did|would|might|do|can'?t)|figure out"
+        r"|help me (?:figure|decide)"
+        r"|should (?:i|we)|tell me what'?s wrong|which (?:one|of)|is (?:this|it) (?:acceptable|enough"
+        r"|a good)|argue|how do we)\b",
         weight=0.2,
+    ),
+    Rule(
+        name="situation",
+        pattern=r"\b(our|we'?re|we have|we need|my team|in production|customers)\b",
+        weight=0.1,
+    ),
+    Rule(
+        name="quantified",
+        pattern=r"\d(?:[\d,.]*)\s?(?:%|k\b|ms\b|mb\b|gb\b|x\b|million|billion|writes|requests|users"
+        r"|customers|engineers|teams|servers|services|endpoints|skus|tests|buildings|clinics)",
+        weight=0.1,
     ),
     Rule(
         name="reasoning",
         pattern=r"\b(prove|derive|step[- ]by[- ]step|justify|reason about|edge cases|formal|rigorous"
-        r"|complexity of|counter-?example)\b",
+        r"|counter-?example|both sides|sufficient)\b",
         weight=0.15,
     ),
     Rule(
-        name="code", pattern=r"```|\bdef \w+\(|\bclass \w+|\bSELECT\b.+\bFROM\b|=>|\bfunc \w+\(", weight=0.1
+        name="long_form",
+        pattern=r"\b(\d[\d,]*[- ](?:words?|pages?)|chapter|essay|proposal|guide|postmortem|plan)\b",
+        weight=0.15,
+    ),
+    Rule(
+        name="code", pattern=r"```|\bdef \w+\(|\bclass \w+|\bSELECT\b.+\bFROM\b|=>|\bfunc \w+\(", weight=0.05
     ),
     Rule(name="multi_part", pattern=r"(?m)(?:^\s*(?:\d+[.)]|[-*•])\s+\S.*\n){3,}", weight=0.1),
 )
@@ -219,7 +256,7 @@ class HeuristicClassifier:
         rules: Sequence[Rule] | None = None,
         thresholds: Sequence[float] | None = None,
         long_prompt_tokens: int = 400,
-        base: float = 0.35,
+        base: float = 0.3,
         length_weight: float = 0.25,
     ) -> None:
         self.tiers = check_tiers(tiers)
