@@ -1,0 +1,347 @@
+"""The HTTP service: :func:`create_app` builds the FastAPI app, :func:`serve` runs it with uvicorn.
+
+Each endpoint translates its JSON body into one core call and the result back into JSON;
+errors are mapped by :mod:`~tokenbudget_core.server.error_responses`, auth and the body limit
+are enforced by :mod:`~tokenbudget_core.server.guards` before any endpoint runs. Endpoints are
+plain functions, run in FastAPI's thread pool, because the ledger's store calls block.
+
+Reservations are stateless on the server: ``POST /budget/reserve`` returns the reservation,
+and the client sends it back to ``/budget/commit`` or ``/budget/release``; the store keeps the
+reservation's state per request id, so a commit is applied once whichever worker gets it.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from tokenbudget_core._version import __version__
+from tokenbudget_core.budget_status import budget_rows
+from tokenbudget_core.budgets import BudgetPolicy, load_policy
+from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.errors import (
+    BudgetExceededError,
+    BudgetUnavailableError,
+    InvalidInputError,
+    TokenBudgetError,
+)
+from tokenbudget_core.ledger import Charge, Ledger, Reservation
+from tokenbudget_core.pricing import price_of
+from tokenbudget_core.prompt_builder import PromptBuilder
+from tokenbudget_core.reports import Dimension, build_report
+from tokenbudget_core.truncation import truncate_text_detailed
+from tokenbudget_core.usage import Usage
+
+from .dashboard import dashboard_data, static_file
+from .error_responses import error_body, status_and_body, validation_body
+from .guards import RequestGuard
+from .metrics import CONTENT_TYPE, HttpMetrics, HttpStats, ledger_metrics, render
+from .schemas import (
+    CommitBody,
+    CostEstimateBody,
+    CountBody,
+    PromptBuildBody,
+    RecordBody,
+    ReleaseBody,
+    ReservationBody,
+    ReserveBody,
+    TruncateBody,
+    UsageBody,
+)
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app", "serve"]
+
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+"""1 MiB: room for a long prompt with its context, not for an accidental upload."""
+
+
+def _usage(body: UsageBody) -> Usage:
+    return Usage(**body.model_dump())
+
+
+def _reservation(body: ReservationBody) -> Reservation:
+    """The reservation a client sent back (commit and release need only its identity and payer)."""
+    return Reservation(**body.model_dump(), overhead=None, reserved_usd=None, step="normal", checks=())
+
+
+def _reservation_json(r: Reservation) -> dict[str, Any]:
+    return {
+        "request_id": r.request_id,
+        "day": r.day,
+        "model": r.model,
+        "feature": r.feature,
+        "user": r.user,
+        "conversation": r.conversation,
+        "input_tokens": r.input_tokens,
+        "max_output_tokens": r.max_output_tokens,
+        "reserved_usd": None if r.reserved_usd is None else str(r.reserved_usd),
+        "step": r.step,
+        "unchecked": r.unchecked,
+    }
+
+
+def _charge_json(c: Charge) -> dict[str, Any]:
+    return {
+        "request_id": c.request_id,
+        "usage": c.usage.as_dict(),
+        "cost_usd": None if c.cost_usd is None else str(c.cost_usd),
+        "applied": c.applied,
+        "spooled": c.spooled,
+    }
+
+
+def create_app(
+    ledger_or_store_url: Ledger | str | None = None,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    policy: BudgetPolicy | None = None,
+) -> FastAPI:
+    """The tokenbudget HTTP service over one ledger.
+
+    Args:
+        ledger_or_store_url: A :class:`~tokenbudget_core.ledger.Ledger`, or a store URL
+            (default: ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``).
+        token: The bearer token every non-public endpoint requires (``None``: no auth).
+        max_body_bytes: Larger request bodies are refused with ``413``.
+        policy: The budget policy, when a store URL is given (a ledger brings its own).
+
+    Raises:
+        InvalidInputError: A bad argument, named.
+
+    Example:
+        >>> from fastapi.testclient import TestClient
+        >>> client = TestClient(create_app("memory://"))
+        >>> client.post("/tokens/count", json={"model": "gpt-4o", "text": "Hello, world!"}).json()["tokens"]
+        4
+    """
+    if isinstance(ledger_or_store_url, Ledger):
+        if policy is not None:
+            raise InvalidInputError(
+                "policy", "a Ledger brings its own policy", fix="pass Ledger(..., policy=...)"
+            )
+        ledger = ledger_or_store_url
+    elif ledger_or_store_url is None or isinstance(ledger_or_store_url, str):
+        ledger = Ledger(ledger_or_store_url, policy=policy)
+    else:
+        raise InvalidInputError(
+            "ledger_or_store_url", "must be a Ledger or a store URL", value=ledger_or_store_url
+        )
+
+    app = FastAPI(
+        title="tokenbudget",
+        version=__version__,
+        description="Count, truncate and price tokens; reserve and record LLM spend; report it.",
+    )
+    app.state.ledger = ledger
+    http_stats = HttpStats()
+
+    @app.exception_handler(TokenBudgetError)
+    async def _core_error(request: Request, error: TokenBudgetError) -> JSONResponse:
+        status, body = status_and_body(error)
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_body(error.errors()), status_code=422)
+
+    # -- tokens, prompts, prices (no ledger) ----------------------------------------------------
+
+    @app.post("/tokens/count", tags=["tokens"])
+    def count_tokens(body: CountBody) -> dict[str, Any]:
+        """Count the tokens of plain text, or of a chat request (messages and tools)."""
+        if (body.text is None) == (body.messages is None):
+            raise InvalidInputError("text", "give exactly one of text and messages")
+        if body.tools is not None and body.messages is None:
+            raise InvalidInputError("tools", "tools are counted with messages", fix="pass messages too")
+        counter = TokenCounter.for_model(body.model)
+        if body.text is not None:
+            return counter.count(body.text).as_dict()
+        assert body.messages is not None
+        return counter.count_messages(body.messages, body.tools).as_dict()
+
+    @app.post("/tokens/truncate", tags=["tokens"])
+    def truncate(body: TruncateBody) -> dict[str, Any]:
+        """Cut text to at most ``max_tokens`` tokens of the model, marker included."""
+        r = truncate_text_detailed(body.text, body.max_tokens, body.strategy, body.model, marker=body.marker)
+        return {
+            "text": r.text,
+            "tokens_before": r.tokens_before,
+            "tokens_after": r.tokens_after,
+            "truncated": r.truncated,
+            "strategy": r.strategy,
+        }
+
+    @app.post("/prompt/build", tags=["tokens"])
+    def build_prompt(body: PromptBuildBody) -> dict[str, Any]:
+        """Assemble system prompt, examples, context, history and user input within the budget."""
+        builder = PromptBuilder(
+            body.model,
+            max_tokens=body.max_tokens,
+            reserve_output=body.reserve_output,
+            context_strategy=body.context_strategy,
+            on_overflow=body.on_overflow,
+        )
+        built = builder.build(
+            system=body.system,
+            examples=body.examples,
+            context=body.context,
+            history=body.history,
+            user=body.user,
+        )
+        return built.as_dict()
+
+    @app.post("/cost/estimate", tags=["cost"])
+    def estimate_cost(body: CostEstimateBody) -> dict[str, Any]:
+        """Price a usage on a model, per component (an unknown price is ``null``, never 0)."""
+        return price_of(_usage(UsageBody(**body.model_dump(exclude={"model"}))), body.model).as_dict()
+
+    # -- the ledger -------------------------------------------------------------------------------
+
+    @app.post("/budget/check", tags=["budget"])
+    def check_budget(body: ReserveBody) -> dict[str, Any]:
+        """Would this call fit every budget now? Reserves and at once releases; never holds budget."""
+        try:
+            r = ledger.reserve(**body.model_dump(exclude={"request_id"}))
+        except BudgetExceededError as e:
+            return {"allowed": False} | status_and_body(e)[1]
+        ledger.release(r)
+        return {"allowed": True, "step": r.step, "reserved_usd": _reservation_json(r)["reserved_usd"]}
+
+    @app.post("/budget/reserve", tags=["budget"], status_code=201)
+    def reserve(body: ReserveBody) -> dict[str, Any]:
+        """Reserve the worst case of a call atomically (429 when a budget would be exceeded)."""
+        return _reservation_json(ledger.reserve(**body.model_dump()))
+
+    @app.post("/budget/commit", tags=["budget"])
+    def commit(body: CommitBody) -> dict[str, Any]:
+        """Charge what a reserved call used; once per request id (``applied`` is false on a repeat)."""
+        charge = ledger.commit(
+            _reservation(body.reservation),
+            _usage(body.usage),
+            cache_hit=body.cache_hit,
+            saved_usd=body.saved_usd,
+        )
+        return _charge_json(charge)
+
+    @app.post("/budget/release", tags=["budget"])
+    def release(body: ReleaseBody) -> dict[str, Any]:
+        """Give a reservation back (the call failed); a no-op after a commit or a release."""
+        return {
+            "request_id": body.reservation.request_id,
+            "released": ledger.release(_reservation(body.reservation)),
+        }
+
+    @app.post("/usage/record", tags=["usage"])
+    def record(body: RecordBody) -> dict[str, Any]:
+        """Charge usage that was never reserved (idempotent per request id)."""
+        fields = body.model_dump(exclude={"usage"})
+        return _charge_json(ledger.record(_usage(body.usage), **fields))
+
+    @app.get("/usage/report", tags=["usage"])
+    def usage_report(
+        day: Annotated[str | None, Query(description="One day, YYYY-MM-DD.")] = None,
+        last_days: Annotated[int | None, Query(ge=1, le=366, description="The N days ending today.")] = None,
+        by: Annotated[list[Literal["feature", "user", "model"]] | None, Query()] = None,
+        top: Annotated[int, Query(ge=1, le=1000)] = 10,
+    ) -> dict[str, Any]:
+        """Spend by day, feature, user and model; cost per active user per day; p50/p95; projection."""
+        dims: tuple[Dimension, ...] = tuple(by) if by else ("feature", "user", "model")
+        return build_report(ledger, day=day, last_days=last_days, by=dims, top=top).as_dict()
+
+    @app.get("/budgets", tags=["budget"])
+    def budgets(
+        feature: Annotated[str | None, Query(max_length=256)] = None,
+        user: Annotated[str | None, Query(max_length=256)] = None,
+    ) -> dict[str, Any]:
+        """Today's budgets: limit, spent + reserved, headroom, used share and ladder step of each."""
+        features: list[str | None] = [feature] if feature else [*sorted(ledger.policy.features)] or [None]
+        rows, steps = budget_rows(ledger, features, user)
+        plain = [{k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
+        return {"day": ledger.day(), "user": user, "budgets": plain, "steps": steps}
+
+    # -- operations -------------------------------------------------------------------------------
+
+    @app.get("/health", tags=["operations"])
+    def health() -> JSONResponse:
+        """200 when the ledger's store answers, else 503."""
+        try:
+            ledger.store.ping()
+        except (BudgetUnavailableError, OSError) as e:
+            return JSONResponse(error_body("budget_unavailable", str(e), status="down"), status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus metrics: HTTP requests and latency; today's spend, cache and budget figures."""
+        ledger_families = ledger_metrics(
+            lambda: build_report(ledger, last_days=1),
+            lambda: budget_rows(ledger, [*sorted(ledger.policy.features)] or [None], None)[0],
+        )
+        return Response(render([*http_stats.families(), *ledger_families]), media_type=CONTENT_TYPE)
+
+    # -- dashboard --------------------------------------------------------------------------------
+
+    @app.get("/dashboard", tags=["dashboard"], response_class=HTMLResponse)
+    def dashboard() -> Response:
+        """The dashboard page (its data comes from ``/dashboard/data``)."""
+        content, media_type = static_file("dashboard.html")
+        return Response(content, media_type=media_type)
+
+    @app.get("/dashboard/static/{name}", tags=["dashboard"], include_in_schema=False)
+    def dashboard_static(name: str) -> Response:
+        try:
+            content, media_type = static_file(name)
+        except InvalidInputError as e:
+            return JSONResponse(error_body("not_found", str(e)), status_code=404)
+        return Response(content, media_type=media_type, headers={"cache-control": "no-cache"})
+
+    @app.get("/dashboard/data", tags=["dashboard"])
+    def dashboard_json(last_days: Annotated[int, Query(ge=1, le=366)] = 14) -> dict[str, Any]:
+        """Everything the dashboard draws, for the last N days."""
+        return dashboard_data(ledger, last_days=last_days)
+
+    # Starlette builds the stack when the app first starts: the guard runs inside the metrics, so
+    # refused requests (401, 413) are counted too. The guard is built now to validate its options.
+    RequestGuard(app.router, token=token, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestGuard, token=token, max_body_bytes=max_body_bytes)
+    app.add_middleware(HttpMetrics, stats=http_stats, routes=frozenset(_paths(app)))
+    return app
+
+
+def _paths(app: FastAPI) -> list[str]:
+    return [path for route in app.routes if isinstance(path := getattr(route, "path", None), str)]
+
+
+def serve(
+    store_url: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    policy_path: str | os.PathLike[str] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> None:
+    """Run the service with uvicorn until interrupted (what ``tokenbudget serve`` does).
+
+    Args:
+        store_url: The ledger's store (default: ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``).
+        host: The interface to listen on; keep the loopback default unless a token is set.
+        port: The TCP port.
+        token: The bearer token (``None``: no auth).
+        policy_path: A budget policy TOML file (``None``: no limits, attribution only).
+        max_body_bytes: Larger request bodies are refused with ``413``.
+
+    Raises:
+        InvalidInputError: A bad argument or policy file, named.
+    """
+    import uvicorn
+
+    policy = load_policy(policy_path) if policy_path is not None else None
+    app = create_app(store_url, token=token, policy=policy, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,127 @@
+"""The dashboard: what its page shows, computed from the ledger, and the page's static files.
+
+``GET /dashboard`` serves ``static/dashboard.html`` (with ``dashboard.js`` and ``dashboard.css``:
+hand-written SVG charts, no CDN, no external font). The page fetches :func:`dashboard_data`
+from ``GET /dashboard/data`` and draws:
+
+* cost per active user per day over the report's days (the headline metric of
+  :mod:`~tokenbudget_core.reports`);
+* spend by feature and by model, and the top users;
+* budget headroom (today, from :func:`~tokenbudget_core.budget_status.budget_rows`);
+* cache hit rate and savings;
+* the routing mix: the share of calls each model served (routing tiers map to models).
+
+Definitions kept here, once: *cache hit rate* = cache hits / calls (``None`` without calls);
+a model's *routing share* = its calls / all calls.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from tokenbudget_core.budget_status import budget_rows
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.reports import SpendRow, build_report
+
+if TYPE_CHECKING:
+    from tokenbudget_core.ledger import Ledger
+
+__all__ = ["STATIC_FILES", "dashboard_data", "static_file"]
+
+STATIC_FILES = {
+    "dashboard.html": "text/html; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+}
+"""The page's files and their content types."""
+TOP = 10
+"""Features, models and users shown."""
+
+
+def static_file(name: str) -> tuple[bytes, str]:
+    """A static file of the page and its content type.
+
+    Raises:
+        InvalidInputError: ``name`` is not one of :data:`STATIC_FILES`.
+    """
+    if name not in STATIC_FILES:
+        raise InvalidInputError("name", f"no static file {name!r}", fix=f"one of {sorted(STATIC_FILES)}")
+    return resources.files(__package__).joinpath("static", name).read_bytes(), STATIC_FILES[name]
+
+
+def _ratio(part: int, whole: int) -> str | None:
+    return None if not whole else str((Decimal(part) / whole).quantize(Decimal("1e-6")))
+
+
+def _rows(rows: tuple[SpendRow, ...]) -> list[dict[str, Any]]:
+    return [
+        {"key": r.key, "requests": r.requests, "input_tokens": r.input_tokens, "cost_usd": str(r.cost_usd)}
+        for r in rows
+    ]
+
+
+def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
+    """Everything the dashboard shows, as JSON-safe data (money and ratios as decimal strings).
+
+    Args:
+        ledger: The ledger to read.
+        last_days: The days shown, ending today.
+
+    Raises:
+        InvalidInputError: ``last_days`` is not a positive integer.
+        BudgetUnavailableError: The store cannot be reached.
+    """
+    report = build_report(ledger, last_days=last_days, top=TOP)
+    t = report.totals
+    features: list[str | None] = [*sorted(ledger.policy.features)] or [None]
+    budgets, steps = budget_rows(ledger, features, None)
+    models = report.breakdown("model")
+    return {
+        "days": list(report.days),
+        "timezone": report.timezone,
+        "generated_at": report.generated_at,
+        "totals": {
+            "requests": t.requests,
+            "cost_usd": str(t.cost_usd),
+            "active_users": t.active_users,
+            "cache_hits": t.cache_hits,
+            "cache_hit_rate": _ratio(t.cache_hits, t.requests),
+            "saved_usd": str(t.saved_usd),
+            "unpriced_requests": t.unpriced_requests,
+            "estimated_requests": t.estimated_requests,
+        },
+        "per_day": [
+            {
+                "day": d.day,
+                "requests": d.requests,
+                "cost_usd": str(d.cost_usd),
+                "active_users": d.active_users,
+                "cost_per_active_user_usd": None
+                if d.cost_per_active_user_usd is None
+                else str(d.cost_per_active_user_usd),
+            }
+            for d in report.per_day
+        ],
+        "by_feature": _rows(report.breakdown("feature").rows),
+        "by_model": _rows(models.rows),
+        "top_users": _rows(report.breakdown("user").rows),
+        "routing_mix": [
+            {"model": r.key, "requests": r.requests, "share": _ratio(r.requests, t.requests)}
+            for r in models.rows
+        ],
+        "budgets": [
+            {k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()}
+            | {"share": round(row["share"], 6)}
+            for row in budgets
+        ],
+        "steps": steps,
+        "projection": {
+            "month": report.projection.month,
+            "month_to_date_usd": str(report.projection.month_to_date_usd),
+            "projected_usd": None
+            if report.projection.projected_usd is None
+            else str(report.projection.projected_usd),
+        },
+    }

@@ -1,0 +1,176 @@
+"""What a request must pass before any endpoint sees it: the bearer token and the body size limit.
+
+:class:`RequestGuard` is plain ASGI middleware:
+
+* **Auth.** When a token is configured, every path except the public ones (health, the
+  OpenAPI schema and docs, the dashboard's page and static files: they hold no data) needs
+  ``Authorization: Bearer <token>``, compared in constant time. Otherwise ``401`` with
+  ``WWW-Authenticate: Bearer``.
+* **Size.** A request whose ``Content-Length`` exceeds the limit is answered ``413`` before its
+  body is read; a body sent without a length (chunked) is read up to the limit and answered
+  ``413`` as soon as it goes past it. Nothing is parsed before the check, and the endpoint
+  receives the buffered body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from tokenbudget_core.errors import InvalidInputError
+
+from .error_responses import error_body
+
+__all__ = ["PUBLIC_PATHS", "RequestGuard"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PUBLIC_PATHS = frozenset(
+    {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/dashboard"}
+)
+"""Paths served without the token (no ledger data in them)."""
+PUBLIC_PREFIXES = ("/dashboard/static/",)
+
+
+class RequestGuard:
+    """ASGI middleware enforcing the bearer token and the body size limit.
+
+    Args:
+        app: The application to guard.
+        token: The bearer token; ``None`` turns auth off.
+        max_body_bytes: The largest request body accepted.
+        public_paths: Paths that need no token.
+
+    Raises:
+        InvalidInputError: ``token`` is empty or ``max_body_bytes`` is not a positive integer.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        max_body_bytes: int,
+        public_paths: Iterable[str] = PUBLIC_PATHS,
+    ) -> None:
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise InvalidInputError(
+                "token", "must be a non-empty string or None", fix="pass None to turn auth off"
+            )
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+            raise InvalidInputError("max_body_bytes", "must be a positive integer", value=max_body_bytes)
+        self.app = app
+        self._token = None if token is None else token.encode()
+        self.max_body_bytes = max_body_bytes
+        self.public_paths = frozenset(public_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._token is not None and not self._is_public(scope["path"]) and not self._authorized(scope):
+            await _respond(
+                send,
+                401,
+                error_body(
+                    "unauthorized", "missing or wrong bearer token: send 'Authorization: Bearer <token>'"
+                ),
+                [(b"www-authenticate", b'Bearer realm="tokenbudget"')],
+            )
+            return
+        length = _content_length(scope)
+        if length is not None and length > self.max_body_bytes:
+            await _too_large(send, self.max_body_bytes)
+            return
+        body = await self._read_body(receive)
+        if body is None:
+            await _too_large(send, self.max_body_bytes)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _is_public(self, path: str) -> bool:
+        return path in self.public_paths or path.startswith(PUBLIC_PREFIXES)
+
+    def _authorized(self, scope: Scope) -> bool:
+        assert self._token is not None
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"authorization":
+                scheme, _, given = bytes(value).partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token)
+        return False
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or ``None`` as soon as it exceeds the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the buffered body once, then waits for the client as usual."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    await _respond(
+        send,
+        413,
+        error_body(
+            "body_too_large",
+            f"the request body exceeds {limit} bytes; send less (e.g. fewer or shorter documents)",
+            limit=limit,
+        ),
+    )
+
+
+async def _respond(
+    send: Send, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

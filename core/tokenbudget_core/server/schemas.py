@@ -1,0 +1,168 @@
+"""Request bodies of the HTTP service (pydantic models, published in its OpenAPI schema).
+
+The models only describe the JSON shape and bound the figures a request may carry (so a
+request can never overflow a 64-bit store counter); every rule (what a model is, what a
+message may contain, what fits a budget) is checked by the core, whose errors the service
+maps to ``422`` naming the field. Unknown fields are refused (``extra="forbid"``), so a typo
+is a ``422`` too, not a silently ignored option. Integers are strict: ``true`` and ``1.5``
+are not token counts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "MAX_TOKENS",
+    "CommitBody",
+    "CostEstimateBody",
+    "CountBody",
+    "PromptBuildBody",
+    "RecordBody",
+    "ReleaseBody",
+    "ReservationBody",
+    "ReserveBody",
+    "TruncateBody",
+    "UsageBody",
+]
+
+MAX_TOKENS = 10**12
+"""The largest token figure a request may carry (a trillion: far above any real call)."""
+MAX_USD = Decimal(10**9)
+"""The largest dollar amount a request may carry."""
+
+Tokens = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
+PositiveTokens = Annotated[int, Field(strict=True, ge=1, le=MAX_TOKENS)]
+Model = Annotated[str, Field(min_length=1, max_length=200, description="A model name, e.g. gpt-4o.")]
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+Usd = Annotated[Decimal, Field(ge=0, le=MAX_USD, allow_inf_nan=False, description="US dollars.")]
+Strategy = Literal["keep_start", "keep_end", "keep_both", "smart"]
+Message = dict[str, Any]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CountBody(_Body):
+    """``POST /tokens/count``: give exactly one of ``text`` and ``messages``."""
+
+    model: Model = "gpt-4o"
+    text: str | None = Field(default=None, description="Plain text (no chat framing).")
+    messages: list[Message] | None = Field(
+        default=None, description="OpenAI-style chat messages; counted with the chat-format overhead."
+    )
+    tools: list[dict[str, Any]] | None = Field(default=None, description="Tool definitions (with messages).")
+
+
+class TruncateBody(_Body):
+    """``POST /tokens/truncate``: cut ``text`` to ``max_tokens`` tokens of ``model``."""
+
+    text: str
+    max_tokens: Tokens
+    strategy: Strategy = "keep_start"
+    model: Model = "gpt-4o"
+    marker: str | None = Field(
+        default=None, max_length=1000, description="Text put where the cut was; {n} becomes the tokens cut."
+    )
+
+
+class PromptBuildBody(_Body):
+    """``POST /prompt/build``: system, examples, context, history and user input, guaranteed to fit."""
+
+    model: Model = "gpt-4o"
+    max_tokens: PositiveTokens | None = Field(default=None, description="Default: the model's window.")
+    reserve_output: Tokens | None = Field(default=None, description="Tokens kept free for the reply.")
+    system: str | None = None
+    examples: list[tuple[str, str] | list[Message]] = Field(
+        default_factory=list, description="(user, assistant) pairs or message lists, oldest first."
+    )
+    context: list[str] = Field(default_factory=list, description="Retrieved documents, most relevant first.")
+    history: list[Message] = Field(default_factory=list, description="Earlier messages, oldest first.")
+    user: str
+    context_strategy: Strategy = "smart"
+    on_overflow: Literal["raise", "truncate"] = "raise"
+
+
+class UsageBody(_Body):
+    """Tokens one call used, in the core's one convention (input includes cache reads and writes)."""
+
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    cache_write_1h_tokens: Tokens = 0
+    reasoning_tokens: Tokens = 0
+    requests: Annotated[int, Field(strict=True, ge=0, le=10**9)] = 1
+    estimated: Annotated[bool, Field(strict=True)] = False
+
+
+class CostEstimateBody(UsageBody):
+    """``POST /cost/estimate``: the usage figures, flat, and the model to price them on."""
+
+    model: Model
+
+
+class ReserveBody(_Body):
+    """``POST /budget/check`` and ``POST /budget/reserve``: the worst case of one call."""
+
+    model: Model
+    input_tokens: Tokens
+    max_output_tokens: Tokens | None = Field(default=None, description="Default: the model's output limit.")
+    feature: Id | None = None
+    user: Id | None = None
+    conversation: Id | None = None
+    request_id: Id | None = Field(default=None, description="Makes the reservation idempotent.")
+
+
+class ReservationBody(_Body):
+    """A reservation as ``POST /budget/reserve`` returned it (the fields commit and release need)."""
+
+    request_id: Id
+    day: str = Field(description="The ledger day of the reservation, YYYY-MM-DD.")
+    model: Model
+    feature: Id | None = None
+    user: Id | None = None
+    conversation: Id | None = None
+    input_tokens: Tokens = 0
+    max_output_tokens: Tokens = 0
+
+    @field_validator("day")
+    @classmethod
+    def _iso_day(cls, value: str) -> str:
+        try:
+            return _dt.date.fromisoformat(value).isoformat()
+        except ValueError as e:
+            raise ValueError("must be an ISO date like 2026-11-23") from e
+
+
+class CommitBody(_Body):
+    """``POST /budget/commit``: charge what a reserved call used (idempotent per request id)."""
+
+    reservation: ReservationBody
+    usage: UsageBody
+    cache_hit: Annotated[bool, Field(strict=True)] = False
+    saved_usd: Usd | None = None
+
+
+class ReleaseBody(_Body):
+    """``POST /budget/release``: give a reservation back (the call failed)."""
+
+    reservation: ReservationBody
+
+
+class RecordBody(_Body):
+    """``POST /usage/record``: charge usage that was never reserved (idempotent per request id)."""
+
+    model: Model
+    usage: UsageBody
+    feature: Id | None = None
+    user: Id | None = None
+    conversation: Id | None = None
+    request_id: Id | None = None
+    cache_hit: Annotated[bool, Field(strict=True)] = False
+    saved_usd: Usd | None = None
