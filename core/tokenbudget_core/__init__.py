@@ -14,6 +14,7 @@ from .calibration import Calibration
 from .complexity import Classification, ComplexityClassifier, HeuristicClassifier, Rule
 from .compression import CompressionResult, compress_prompt
 from .counting import SupportsTokenCount, TokenCount, TokenCounter
+from .embeddings import Embedder, HashingEmbedder, as_embedder
 from .errors import (
     BudgetExceededError,
     BudgetUnavailableError,
@@ -27,7 +28,6 @@ from .errors import (
     UnknownModelError,
     UnpricedModelError,
 )
-from .embeddings import Embedder, HashingEmbedder, as_embedder
 from .estimating import EstimatingTokenCounter
 from .fitting import FitResult, fit_messages
 from .learned_classifier import Evaluation, NearestNeighbourClassifier, evaluate
@@ -36,6 +36,15 @@ from .messages import ImagePart, Message, TextPart, ToolCall, to_message, to_mes
 from .openai_counting import TiktokenCounter
 from .pricing import CostBreakdown, PriceOverride, PriceTable, cost_of, load_prices, price_of, register_price
 from .prompt_builder import BuiltPrompt, PromptBuilder
+from .prompt_cache_savings import PromptCacheReport, prompt_cache_report
+from .prompt_caching import (
+    PromptCacheBreakpoint,
+    PromptCachePlan,
+    aplan_prompt_cache,
+    min_cacheable_tokens,
+    plan_prompt_cache,
+    with_prompt_cache_key,
+)
 from .registry import ModelInfo, ModelRegistry, default_registry, get_model
 from .reports import Report, build_report
 from .routing import RouteDecision, TierRouter, is_retryable
@@ -87,6 +96,9 @@ __all__ = [
     "PriceOverride",
     "PriceTable",
     "PromptBuilder",
+    "PromptCacheBreakpoint",
+    "PromptCachePlan",
+    "PromptCacheReport",
     "Report",
     "Reservation",
     "RouteDecision",
@@ -108,6 +120,7 @@ __all__ = [
     "Usage",
     "__version__",
     "allocate_budget",
+    "aplan_prompt_cache",
     "as_embedder",
     "atruncate_text",
     "attribute",
@@ -122,13 +135,17 @@ __all__ = [
     "is_retryable",
     "load_policy",
     "load_prices",
+    "min_cacheable_tokens",
     "open_store",
     "overhead",
+    "plan_prompt_cache",
     "price_of",
+    "prompt_cache_report",
     "register_price",
     "split_sentences",
     "to_message",
     "to_messages",
     "truncate_text",
     "truncate_text_detailed",
+    "with_prompt_cache_key",
 ]

@@ -1,0 +1,592 @@
+"""Provider prompt caching: where Anthropic's cache breakpoints go, and what caching saved.
+
+Anthropic caches a prompt *prefix* up to each ``cache_control`` breakpoint, in the order
+tools -> system -> messages. :func:`plan_prompt_cache` places breakpoints on the stable
+prefix of a Messages API request (the tool definitions, the system prompt, long documents,
+optionally the conversation so far) within the API's rules:
+
+* at most 4 breakpoints per request, those already in the request included;
+* a prefix shorter than the model's documented minimum is never cached, so no breakpoint is
+  spent on one (:func:`min_cacheable_tokens`: 1,024 tokens for Sonnet 4/4.5, Opus 4/4.1 and
+  Claude 3.x Sonnet/Opus; 2,048 for Sonnet 4.6 and Haiku 3/3.5; 4,096 for Opus 4.5/4.6 and
+  Haiku 4.5; unknown Claude models get the largest, 4,096, unless ``min_tokens`` is given);
+* TTL ``"5m"`` (the default, ``{"type": "ephemeral"}``) or ``"1h"``
+  (``{"type": "ephemeral", "ttl": "1h"}``), and a 1-hour breakpoint never after a 5-minute one.
+
+Tokens per prefix are counted block by block with the model's offline estimate (calibrated,
+``exact=False``) unless a counter is passed. The input request is never modified.
+
+OpenAI caches prompts of 1,024 tokens or more automatically; :func:`with_prompt_cache_key`
+adds the ``prompt_cache_key`` (and retention) that steers requests to the same cache.
+
+What the cache then saved is priced by
+:func:`~tokenbudget_core.prompt_cache_savings.prompt_cache_report`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeAlias
+
+from .errors import InvalidInputError
+from .images import anthropic_image_tokens
+from .messages import ImagePart
+from .registry import ModelRegistry, default_registry
+
+__all__ = [
+    "PromptCacheBreakpoint",
+    "PromptCachePlan",
+    "Section",
+    "Ttl",
+    "aplan_prompt_cache",
+    "min_cacheable_tokens",
+    "plan_prompt_cache",
+    "with_prompt_cache_key",
+]
+
+Ttl: TypeAlias = Literal["5m", "1h"]
+Section: TypeAlias = Literal["tools", "system", "document", "conversation"]
+
+MAX_BREAKPOINTS = 4
+"""Anthropic's limit of ``cache_control`` breakpoints per request."""
+_TTLS = ("5m", "1h")
+_SECTIONS = ("tools", "system", "document", "conversation")
+# Documented minimum cacheable prefix per model family (canonical ids), first match wins.
+_MIN_TOKENS: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(r"claude-opus-4-[5-9]"), 4096),
+    (re.compile(r"claude-haiku-4"), 4096),
+    (re.compile(r"claude-sonnet-4-[6-9]"), 2048),
+    (re.compile(r"claude-3-5-haiku|claude-3-haiku"), 2048),
+    (re.compile(r"claude-sonnet-4|claude-opus-4|claude-3"), 1024),
+)
+_UNKNOWN_MIN = 4096
+_BINARY_DOC_BYTES_PER_TOKEN = 32  # rough: a PDF page is tens of KB and ~1-3k tokens
+_MESSAGE_FRAMING = 3
+_UNCACHEABLE_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PromptCacheBreakpoint:
+    """One place a breakpoint went (or could have gone), and why.
+
+    Example:
+        >>> plan = plan_prompt_cache({"model": "claude-sonnet-4-5", "system": "word " * 2000,
+        ...     "messages": [{"role": "user", "content": "Hi"}]})
+        >>> bp = plan.breakpoints[0]
+        >>> bp.section, bp.path, bp.ttl
+        ('system', 'system[0]', '5m')
+    """
+
+    section: Section
+    """What the prefix ends with: ``tools``, ``system``, a long ``document``, or the ``conversation``."""
+    path: str
+    """The block that carries ``cache_control`` in the new request: ``tools[2]``, ``system[0]``,
+    ``messages[0].content[1]``."""
+    ttl: Ttl
+    """``5m`` or ``1h``."""
+    prefix_tokens: int
+    """Estimated tokens of everything up to and including this block (what a hit reads)."""
+    new_tokens: int
+    """Estimated tokens since the previous breakpoint (what this one adds to the cache)."""
+    reason: str
+    """Why it was placed, or why not."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PromptCachePlan:
+    """A request with its breakpoints placed, and where they went.
+
+    Example:
+        >>> plan = plan_prompt_cache({"model": "claude-sonnet-4-5", "system": "word " * 2000,
+        ...     "messages": [{"role": "user", "content": "Hi"}]})
+        >>> plan.request["system"][0]["cache_control"]
+        {'type': 'ephemeral'}
+        >>> plan.min_tokens, plan.cached_tokens > 1024
+        (1024, True)
+    """
+
+    request: dict[str, Any]
+    """The new request (a deep copy of the input, ``cache_control`` added)."""
+    model: str
+    """The model the minimum was taken for."""
+    min_tokens: int
+    """The minimum cacheable prefix used."""
+    breakpoints: tuple[PromptCacheBreakpoint, ...]
+    """Breakpoints placed by this call, in prompt order."""
+    skipped: tuple[PromptCacheBreakpoint, ...]
+    """Candidates not placed (prefix under the minimum, no breakpoint left), with the reason."""
+    existing: int
+    """Breakpoints the request already carried (they count against the limit of 4)."""
+    prompt_tokens: int
+    """Estimated input tokens of the whole request."""
+    cached_tokens: int
+    """Estimated tokens up to the last breakpoint (placed or existing): what a full hit reads.
+
+    Token figures are estimates: blocks are counted one by one, without the API's own framing."""
+
+
+# -- the request's blocks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    path: str
+    section: Literal["tools", "system", "messages"]
+    text: str | None  # counted with the counter
+    fixed: int  # tokens known without counting (images, binary documents, framing)
+    cacheable: bool
+    document: bool  # a document block, always a document candidate
+    existing_ttl: Ttl | None
+    message: int = -1  # message index, for messages
+
+
+def _ttl_of(control: object, where: str) -> Ttl:
+    if not isinstance(control, Mapping) or control.get("type") != "ephemeral":
+        raise InvalidInputError(where, "must be {'type': 'ephemeral'} (optionally with 'ttl')", value=control)
+    ttl = control.get("ttl", "5m")
+    if ttl not in _TTLS:
+        raise InvalidInputError(f"{where}.ttl", "must be '5m' or '1h'", value=ttl)
+    return ttl  # type: ignore[no-any-return]
+
+
+def _binary_tokens(block: Mapping[str, Any]) -> int:
+    source = block.get("source")
+    source = source if isinstance(source, Mapping) else {}
+    if block.get("type") == "image":
+        if source.get("type") == "base64":
+            url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+        else:
+            url = str(source.get("url", ""))
+        return anthropic_image_tokens(ImagePart(url=url)).tokens
+    data = source.get("data")
+    size = len(data) * 3 // 4 if isinstance(data, str) else 0
+    return max(1600, size // _BINARY_DOC_BYTES_PER_TOKEN)
+
+
+def _text_source(block: Mapping[str, Any]) -> bool:
+    source = block.get("source")
+    return isinstance(source, Mapping) and source.get("type") == "text"
+
+
+def _content_block(block: object, path: str, message: int) -> _Block:
+    if not isinstance(block, Mapping) or not isinstance(block.get("type"), str):
+        raise InvalidInputError(path, "a content block must be a dict with a 'type'", value=block)
+    kind = block["type"]
+    ttl = _ttl_of(block["cache_control"], f"{path}.cache_control") if "cache_control" in block else None
+    text: str | None = None
+    fixed = 0
+    if kind == "text":
+        if not isinstance(block.get("text"), str):
+            raise InvalidInputError(f"{path}.text", "must be a string", value=block.get("text"))
+        text = block["text"]
+    elif kind == "image" or (kind == "document" and not _text_source(block)):
+        fixed = _binary_tokens(block)
+    elif kind == "document":
+        text = str(block["source"].get("data", ""))
+    else:  # tool_use, tool_result, search_result...: their JSON is a fair estimate
+        rest = {k: v for k, v in block.items() if k != "cache_control"}
+        text = json.dumps(rest, ensure_ascii=False, sort_keys=True, default=str)
+    cacheable = kind not in _UNCACHEABLE_BLOCKS and not (kind == "text" and not text)
+    return _Block(path, "messages", text, fixed, cacheable, kind == "document", ttl, message)
+
+
+def _blocks(request: Mapping[str, Any]) -> list[_Block]:
+    out: list[_Block] = []
+    tools = request.get("tools") or []
+    if not isinstance(tools, Sequence) or isinstance(tools, str):
+        raise InvalidInputError("request.tools", "must be a list of tool definitions", value=tools)
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, Mapping):
+            raise InvalidInputError(f"tools[{i}]", "a tool definition must be a dict", value=tool)
+        ttl = _ttl_of(tool["cache_control"], f"tools[{i}].cache_control") if "cache_control" in tool else None
+        text = json.dumps({k: v for k, v in tool.items() if k != "cache_control"}, sort_keys=True)
+        out.append(_Block(f"tools[{i}]", "tools", text, 0, True, False, ttl))
+    system = request.get("system")
+    if isinstance(system, str):
+        if system:
+            out.append(_Block("system[0]", "system", system, 0, True, False, None))
+    elif isinstance(system, Sequence):
+        for i, block in enumerate(system):
+            b = _content_block(block, f"system[{i}]", -1)
+            out.append(replace(b, section="system", document=False))
+    elif system is not None:
+        raise InvalidInputError("request.system", "must be a string or a list of text blocks", value=system)
+    messages = request.get("messages")
+    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
+        raise InvalidInputError(
+            "request.messages", "must be a non-empty list of messages", value=messages,
+            fix="pass a Messages API request: {'model': ..., 'messages': [{'role': 'user', 'content': ...}]}",
+        )  # fmt: skip
+    for m, message in enumerate(messages):
+        if not isinstance(message, Mapping) or message.get("role") not in ("user", "assistant"):
+            raise InvalidInputError(
+                f"messages[{m}].role", "must be 'user' or 'assistant'", value=message,
+                fix="system prompts go in the request's 'system' field",
+            )  # fmt: skip
+        content = message.get("content")
+        out.append(_Block(f"messages[{m}]", "messages", None, _MESSAGE_FRAMING, False, False, None, m))
+        if isinstance(content, str):
+            out.append(
+                _Block(f"messages[{m}].content[0]", "messages", content, 0, bool(content), False, None, m)
+            )
+        elif isinstance(content, Sequence):
+            out.extend(_content_block(b, f"messages[{m}].content[{j}]", m) for j, b in enumerate(content))
+        else:
+            raise InvalidInputError(
+                f"messages[{m}].content", "must be a string or a list of blocks", value=content
+            )
+    return out
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+def min_cacheable_tokens(model: str, *, registry: ModelRegistry | None = None) -> int:
+    """The shortest prefix Anthropic caches for ``model`` (shorter prefixes are silently not cached).
+
+    Raises:
+        InvalidInputError: ``model`` is not a Claude model (OpenAI caches automatically from 1,024).
+        UnknownModelError: The registry does not know ``model``.
+
+    Example:
+        >>> min_cacheable_tokens("claude-sonnet-4-5-20250929"), min_cacheable_tokens("claude-haiku-4-5")
+        (1024, 4096)
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidInputError("model", "must be a non-empty model name", value=model)
+    info = (registry or default_registry()).get(model)
+    if info.provider != "anthropic":
+        raise InvalidInputError(
+            "model", f"cache_control breakpoints are Anthropic's; {model!r} is a {info.provider} model",
+            value=model, fix="OpenAI caches prompts automatically: use with_prompt_cache_key() instead",
+        )  # fmt: skip
+    for pattern, tokens in _MIN_TOKENS:
+        if pattern.search(info.canonical):
+            return tokens
+    return _UNKNOWN_MIN
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    model: str
+    ttls: dict[str, Ttl]
+    conversation: bool
+    documents: bool
+    document_tokens: int
+    min_tokens: int
+    max_breakpoints: int
+
+
+def _options(
+    request: object,
+    model: str | None,
+    ttl: object,
+    conversation: object,
+    documents: object,
+    document_tokens: object,
+    min_tokens: object,
+    max_breakpoints: object,
+    registry: ModelRegistry | None,
+) -> _Options:
+    if not isinstance(request, Mapping):
+        raise InvalidInputError("request", "must be a Messages API request dict", value=request)
+    name = model if model is not None else request.get("model")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("model", "is missing", value=name, fix="pass model= or set request['model']")
+    if isinstance(ttl, str):
+        ttls: dict[str, Any] = dict.fromkeys(_SECTIONS, ttl)
+    elif isinstance(ttl, Mapping):
+        unknown = set(ttl) - set(_SECTIONS)
+        if unknown:
+            raise InvalidInputError(
+                "ttl", f"unknown sections {sorted(unknown)}", value=ttl, fix=f"use {_SECTIONS}"
+            )
+        ttls = {s: ttl.get(s, "5m") for s in _SECTIONS}
+    else:
+        raise InvalidInputError("ttl", "must be '5m', '1h' or a dict of them by section", value=ttl)
+    for section, value in ttls.items():
+        if value not in _TTLS:
+            raise InvalidInputError(f"ttl.{section}", "must be '5m' or '1h'", value=value)
+    for field, flag in (("conversation", conversation), ("documents", documents)):
+        if not isinstance(flag, bool):
+            raise InvalidInputError(field, "must be True or False", value=flag)
+    for field, n, low, high in (
+        ("document_tokens", document_tokens, 1, None),
+        ("min_tokens", min_tokens, 0, None),
+        ("max_breakpoints", max_breakpoints, 1, MAX_BREAKPOINTS),
+    ):
+        if n is None and field == "min_tokens":
+            continue
+        if isinstance(n, bool) or not isinstance(n, int) or n < low or (high is not None and n > high):
+            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise InvalidInputError(field, f"must be an integer {bounds}", value=n)
+    minimum = min_tokens if isinstance(min_tokens, int) else min_cacheable_tokens(name, registry=registry)
+    return _Options(name, ttls, conversation, documents, document_tokens, minimum, max_breakpoints)  # type: ignore[arg-type]
+
+
+def _default_counter(model: str, registry: ModelRegistry | None) -> Any:
+    from .estimating import EstimatingTokenCounter
+
+    return EstimatingTokenCounter((registry or default_registry()).get(model))
+
+
+def _check_counter(counter: Any) -> Any:
+    if not callable(getattr(counter, "count", None)):
+        raise InvalidInputError(
+            "counter", f"{type(counter).__name__} has no count(text) method", value=counter,
+            fix="pass a TokenCounter, e.g. TokenCounter.for_model('claude-sonnet-4-5')",
+        )  # fmt: skip
+    return counter
+
+
+def _candidates(blocks: list[_Block], tokens: list[int], o: _Options) -> list[tuple[int, Section]]:
+    """``(block index, section)`` of every place a breakpoint could help, in prompt order."""
+    out: list[tuple[int, Section]] = []
+    for section in ("tools", "system"):
+        idx = [i for i, b in enumerate(blocks) if b.section == section and b.cacheable]
+        if idx:
+            out.append((idx[-1], section))
+    msg = [i for i, b in enumerate(blocks) if b.section == "messages" and b.cacheable]
+    if o.documents:
+        out += [(i, "document") for i in msg if blocks[i].document or tokens[i] >= o.document_tokens]
+    if o.conversation and msg:
+        last = max(b.message for b in blocks)
+        tail = [i for i in msg if blocks[i].message == last]
+        if tail and tail[-1] not in {i for i, _ in out}:
+            out.append((tail[-1], "conversation"))
+    return out
+
+
+def _plan(
+    request: Mapping[str, Any], blocks: list[_Block], tokens: list[int], o: _Options
+) -> PromptCachePlan:
+    prefix: list[int] = []
+    running = 0
+    for n in tokens:
+        running += n
+        prefix.append(running)
+    existing = [i for i, b in enumerate(blocks) if b.existing_ttl is not None]
+    if len(existing) > MAX_BREAKPOINTS:
+        raise InvalidInputError(
+            "request",
+            f"carries {len(existing)} cache_control breakpoints; Anthropic allows {MAX_BREAKPOINTS}",
+            value=[blocks[i].path for i in existing], fix="remove some cache_control markers",
+        )  # fmt: skip
+    slots = max(0, o.max_breakpoints - len(existing))
+    eligible: list[tuple[int, Section]] = []
+    skipped: dict[int, tuple[Section, str]] = {}
+    for i, section in _candidates(blocks, tokens, o):
+        if i in existing:
+            continue
+        if prefix[i] < o.min_tokens:
+            why = f"prefix of ~{prefix[i]} tokens is under the {o.min_tokens}-token minimum of {o.model}"
+            skipped[i] = (section, why)
+        else:
+            eligible.append((i, section))
+    # Scarce slots: the furthest prefix first (it caches the most), then the biggest new segments.
+    by_value = sorted(
+        eligible, key=lambda c: (c[0] != eligible[-1][0], -_tokens_between(prefix, existing, c[0]))
+    )
+    chosen = sorted(by_value[:slots])
+    for i, section in by_value[slots:]:
+        skipped[i] = (
+            section,
+            f"no breakpoint left (at most {MAX_BREAKPOINTS}, {len(existing)} already present)",
+        )
+    marks = sorted([(i, blocks[i].existing_ttl) for i in existing] + [(i, o.ttls[s]) for i, s in chosen])
+    _check_ttl_order(marks, blocks)
+    new = copy.deepcopy(dict(request))
+    placed: list[PromptCacheBreakpoint] = []
+    for i, section in chosen:
+        path = _mark(new, blocks[i], o.ttls[section])
+        before = max([p for p, _ in marks if p < i], default=-1)
+        placed.append(
+            PromptCacheBreakpoint(
+                section=section, path=path, ttl=o.ttls[section], prefix_tokens=prefix[i],
+                new_tokens=prefix[i] - (prefix[before] if before >= 0 else 0),
+                reason=_REASONS[section] + f"; ~{prefix[i]} tokens >= the {o.min_tokens}-token minimum",
+            )
+        )  # fmt: skip
+    skipped_out = tuple(
+        PromptCacheBreakpoint(
+            section=s, path=blocks[i].path, ttl=o.ttls[s], prefix_tokens=prefix[i],
+            new_tokens=_tokens_between(prefix, existing, i), reason=why,
+        )
+        for i, (s, why) in sorted(skipped.items())
+    )  # fmt: skip
+    last = marks[-1][0] if marks else -1
+    return PromptCachePlan(
+        request=new, model=o.model, min_tokens=o.min_tokens, breakpoints=tuple(placed), skipped=skipped_out,
+        existing=len(existing), prompt_tokens=running, cached_tokens=prefix[last] if last >= 0 else 0,
+    )  # fmt: skip
+
+
+_REASONS: dict[str, str] = {
+    "tools": "tool definitions rarely change",
+    "system": "the system prompt is the stable instruction prefix",
+    "document": "a long document is re-read by the next questions",
+    "conversation": "the conversation so far is the next turn's prefix",
+}
+
+
+def _tokens_between(prefix: list[int], existing: list[int], i: int) -> int:
+    """Tokens from the last existing breakpoint before block ``i`` up to ``i`` (inclusive)."""
+    before = max([p for p in existing if p < i], default=-1)
+    return prefix[i] - (prefix[before] if before >= 0 else 0)
+
+
+def _check_ttl_order(marks: list[tuple[int, Ttl | None]], blocks: list[_Block]) -> None:
+    seen_5m: int | None = None
+    for i, ttl in marks:
+        if ttl == "5m" and seen_5m is None:
+            seen_5m = i
+        elif ttl == "1h" and seen_5m is not None:
+            raise InvalidInputError(
+                "ttl", f"a 1h breakpoint at {blocks[i].path} would follow a 5m one at {blocks[seen_5m].path}",
+                value=ttl,
+                fix="give earlier sections the longer TTL, e.g. ttl={'tools': '1h', 'system': '1h'}",
+            )  # fmt: skip
+
+
+def _mark(request: dict[str, Any], block: _Block, ttl: Ttl) -> str:
+    control: dict[str, str] = {"type": "ephemeral"} if ttl == "5m" else {"type": "ephemeral", "ttl": "1h"}
+    if block.section == "tools":
+        request["tools"][int(block.path[6:-1])]["cache_control"] = control
+        return block.path
+    if block.section == "system":
+        if isinstance(request["system"], str):
+            request["system"] = [{"type": "text", "text": request["system"]}]
+        request["system"][int(block.path[7:-1])]["cache_control"] = control
+        return block.path
+    m, j = (int(x) for x in re.findall(r"\d+", block.path))
+    message = request["messages"][m] = dict(request["messages"][m])
+    if isinstance(message["content"], str):
+        message["content"] = [{"type": "text", "text": message["content"]}]
+    message["content"][j]["cache_control"] = control
+    return block.path
+
+
+def plan_prompt_cache(
+    request: Mapping[str, Any],
+    *,
+    model: str | None = None,
+    ttl: Ttl | Mapping[Section, Ttl] = "5m",
+    conversation: bool = False,
+    documents: bool = True,
+    document_tokens: int = 1024,
+    min_tokens: int | None = None,
+    max_breakpoints: int = MAX_BREAKPOINTS,
+    counter: Any = None,
+    registry: ModelRegistry | None = None,
+) -> PromptCachePlan:
+    """Place Anthropic ``cache_control`` breakpoints on the stable prefix of a Messages request.
+
+    Candidates, in prompt order: the last tool, the last system block, each long document in the
+    messages (a ``document`` block, or a block of ``document_tokens`` or more) and, with
+    ``conversation=True``, the last block of the last message (the next turn's prefix). A candidate
+    whose prefix is under the model's minimum is skipped; when more remain than breakpoints left,
+    the furthest prefix is kept first, then the biggest new segments.
+
+    Args:
+        request: A Messages API request dict (``system`` string or blocks, ``tools``, ``messages``).
+        model: The model (default: ``request["model"]``).
+        ttl: ``"5m"``, ``"1h"``, or a TTL per section (``{"tools": "1h", "system": "1h"}``).
+        conversation: Also cache the conversation so far (multi-turn chats).
+        documents: Cache long documents in the messages.
+        document_tokens: The size from which a text block counts as a long document.
+        min_tokens: Override the model's documented minimum cacheable prefix.
+        max_breakpoints: At most this many breakpoints in all (1..4; existing ones count).
+        counter: Anything with ``count(text)`` (default: the model's offline estimate).
+        registry: The model registry (default: the process-wide one).
+
+    Raises:
+        InvalidInputError: The request is malformed (the error names the field), it already carries
+            more than 4 breakpoints, a 1h breakpoint would follow a 5m one, an option is out of
+            range, or the model is not a Claude model.
+        UnknownModelError: The registry does not know the model (pass ``min_tokens`` and ``counter``).
+
+    Example:
+        >>> plan = plan_prompt_cache({
+        ...     "model": "claude-sonnet-4-5", "system": "You answer from the manual. " * 300,
+        ...     "messages": [{"role": "user", "content": "How do I reset it?"}]}, ttl="1h")
+        >>> [(b.section, b.ttl) for b in plan.breakpoints]
+        [('system', '1h')]
+    """
+    o = _options(request, model, ttl, conversation, documents, document_tokens, min_tokens, max_breakpoints,
+                 registry)  # fmt: skip
+    blocks = _blocks(request)
+    count = _check_counter(counter) if counter is not None else _default_counter(o.model, registry)
+    tokens = [b.fixed + (int(count.count(b.text)) if b.text else 0) for b in blocks]
+    return _plan(request, blocks, tokens, o)
+
+
+async def aplan_prompt_cache(
+    request: Mapping[str, Any],
+    *,
+    model: str | None = None,
+    ttl: Ttl | Mapping[Section, Ttl] = "5m",
+    conversation: bool = False,
+    documents: bool = True,
+    document_tokens: int = 1024,
+    min_tokens: int | None = None,
+    max_breakpoints: int = MAX_BREAKPOINTS,
+    counter: Any = None,
+    registry: ModelRegistry | None = None,
+) -> PromptCachePlan:
+    """Async twin of :func:`plan_prompt_cache` (uses the counter's ``acount`` when it has one)."""
+    o = _options(request, model, ttl, conversation, documents, document_tokens, min_tokens, max_breakpoints,
+                 registry)  # fmt: skip
+    blocks = _blocks(request)
+    count = _check_counter(counter) if counter is not None else _default_counter(o.model, registry)
+    acount: Callable[[str], Awaitable[int]] | None = getattr(count, "acount", None)
+    tokens = []
+    for b in blocks:
+        n = 0
+        if b.text:
+            n = int(await acount(b.text)) if callable(acount) else int(count.count(b.text))
+        tokens.append(b.fixed + n)
+    return _plan(request, blocks, tokens, o)
+
+
+def with_prompt_cache_key(
+    request: Mapping[str, Any], key: str, *, retention: Literal["in_memory", "24h"] | None = None
+) -> dict[str, Any]:
+    """A copy of an OpenAI request (Chat Completions or Responses) with ``prompt_cache_key`` set.
+
+    OpenAI caches prompts of 1,024 tokens or more on its own; requests that share a prefix and a
+    ``prompt_cache_key`` are routed to the same cache, so hits are likelier. Read what was
+    cached with ``Usage.from_openai(response).cache_read_tokens`` and ``prompt_cache_report()``.
+
+    Args:
+        request: The request's keyword arguments as a dict.
+        key: A stable id of requests sharing a prefix (a feature, a tenant, a conversation).
+        retention: ``prompt_cache_retention``: ``"in_memory"`` or ``"24h"`` (extended, where offered).
+
+    Raises:
+        InvalidInputError: ``key`` is empty or not a string, ``retention`` is unknown, or the
+            request already carries a different key.
+
+    Example:
+        >>> with_prompt_cache_key({"model": "gpt-4o", "messages": []}, "support-v2")["prompt_cache_key"]
+        'support-v2'
+    """
+    if not isinstance(request, Mapping):
+        raise InvalidInputError("request", "must be a dict of request arguments", value=request)
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidInputError("key", "must be a non-empty string", value=key)
+    if retention is not None and retention not in ("in_memory", "24h"):
+        raise InvalidInputError("retention", "must be 'in_memory' or '24h'", value=retention)
+    current = request.get("prompt_cache_key")
+    if current is not None and current != key:
+        raise InvalidInputError(
+            "request.prompt_cache_key", f"is already {current!r}, not {key!r}", value=current,
+            fix="keep one key per shared prefix; drop the request's own key to replace it",
+        )  # fmt: skip
+    out = {**request, "prompt_cache_key": key}
+    if retention is not None:
+        out["prompt_cache_retention"] = retention
+    return out
