@@ -14,6 +14,7 @@ expect, so existing handlers keep working::
     ├── TokenCountError (RuntimeError)          a provider's token-counting call failed
     ├── BudgetExceededError (RuntimeError)      a call would go over a budget; refused before it goes out
     ├── BudgetUnavailableError (ConnectionError) the ledger's store cannot be reached (fail closed)
+    ├── CacheUnavailableError (ConnectionError) a response cache's store cannot be reached (a miss)
     └── MissingDependencyError (ImportError)    an optional extra is not installed
 
 Messages give the value, the limit and the next step.
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 __all__ = [
     "BudgetExceededError",
     "BudgetUnavailableError",
+    "CacheUnavailableError",
     "ContextOverflowError",
     "EncodingUnavailableError",
     "InvalidInputError",
@@ -210,6 +212,21 @@ class BudgetUnavailableError(TokenBudgetError, ConnectionError):
             f"budget store {store} is unreachable ({detail}); the call was not sent. "
             f"Check the store, or choose on_unavailable='open' to spool usage locally and replay it later."
         )
+
+
+class CacheUnavailableError(TokenBudgetError, ConnectionError):
+    """A response cache's store cannot be reached or read.
+
+    Lookups and stores treat it as a miss (logged); invalidation raises it, so a failed
+    invalidation is never mistaken for a done one.
+
+    Attributes:
+        store: The store URL (password redacted).
+    """
+
+    def __init__(self, store: str, detail: str) -> None:
+        self.store = store
+        super().__init__(f"cache store {store} is unavailable ({detail}); check the store and retry.")
 
 
 class MissingDependencyError(TokenBudgetError, ImportError):

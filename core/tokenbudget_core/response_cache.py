@@ -30,13 +30,13 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .cache_keys import CacheRequest, CacheScope, ScopeField, check_scope_fields, resolve_scope
 from .cache_stores import CacheStore, open_cache_store
 from .cache_stores.memory import MemoryCacheStore
 from .cached_response import CachedResponse, CacheHit
-from .errors import InvalidInputError, UnknownModelError
+from .errors import CacheUnavailableError, InvalidInputError, UnknownModelError
 from .price_overrides import PriceTable
 from .pricing import cost_or_none
 from .registry import ModelRegistry
@@ -50,6 +50,7 @@ __all__ = ["DEFAULT_MAX_TTL", "ExactCache", "ResponseCacheBase"]
 DEFAULT_MAX_TTL = 86_400.0
 """The longest TTL a cache accepts unless ``max_ttl`` is raised explicitly (one day)."""
 _ENVELOPE = 1
+T = TypeVar("T")
 logger = logging.getLogger("tokenbudget.cache")
 
 
@@ -230,6 +231,14 @@ class ResponseCacheBase:
             self.ledger.record(Usage(requests=1), model=request.model, cache_hit=True, saved_usd=saved_usd)
         return hit
 
+    def _safely(self, fn: Callable[[], T], default: T) -> T:
+        """Run a store operation; an unreachable store is a miss (logged), never a failed call."""
+        try:
+            return fn()
+        except CacheUnavailableError as e:
+            logger.warning("response cache skipped: %s", e)
+            return default
+
     async def _async(self, fn: Callable[[], Any]) -> Any:
         if self._inline:
             return fn()
@@ -325,7 +334,7 @@ class ExactCache(ResponseCacheBase):
         where = self._scope(scope)
         if request.sampled() and not self.cache_sampled:
             return None
-        payload = self.store_backend.get(where, request.digest())
+        payload = self._safely(lambda: self.store_backend.get(where, request.digest()), None)
         if payload is None:
             return None
         opened = self._open(payload, where)
@@ -355,8 +364,8 @@ class ExactCache(ResponseCacheBase):
         if payload is None:
             logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
             return False
-        self.store_backend.put(where, request.digest(), payload, self.ttl)
-        return True
+        put = self.store_backend.put
+        return self._safely(lambda: put(where, request.digest(), payload, self.ttl) or True, False)
 
     async def alookup(self, request: CacheRequest, *, scope: CacheScope | None = None) -> CacheHit | None:
         """Async twin of :meth:`lookup`."""

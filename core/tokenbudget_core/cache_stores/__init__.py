@@ -40,6 +40,14 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
         from .memory import MemoryCacheStore
 
         return MemoryCacheStore(**options)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteCacheStore
+
+        return SQLiteCacheStore(url, **options)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisCacheStore
+
+        return RedisCacheStore(url, **options)
     raise InvalidInputError(
         "store",
         f"unsupported cache store URL {url!r}",

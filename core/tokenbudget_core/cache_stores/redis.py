@@ -1,0 +1,262 @@
+"""``redis://``, ``rediss://``: cache entries in Redis; semantic entries in Redis 8 vector sets.
+
+Key layout, every key of one scope under one hash tag (one cluster slot)::
+
+    <ns>:{<scope key>}:e:<key>          string  an exact entry (SET ... PX ttl): a hit is one GET
+    <ns>:{<scope key>}:v:<partition>    vector set (VADD/VSIM); each element's attributes hold
+                                        {"exp": <epoch s>, "p": <payload>}
+    <ns>:{<scope key>}:x:<partition>    zset  element -> expiry, to remove expired elements
+
+The scope key (:meth:`~tokenbudget_core.cache_keys.CacheScope.key`) and the namespace are
+percent-encoded, so ids with ``:``, ``*``, ``{``, ``}``, spaces or glob characters can never
+forge another scope's key or hash tag, nor widen the ``SCAN`` pattern of an invalidation.
+A semantic lookup is one ``VSIM ... WITHSCORES WITHATTRIBS FILTER '.exp > now'``; an insert
+is one Lua script (drop expired elements, ``VADD``, refresh the key's expiry). Vectors are
+stored unquantised by default (``quantization="NOQUANT"``) so scores are the cosine itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from tokenbudget_core.cache_keys import CacheScope
+from tokenbudget_core.errors import CacheUnavailableError, InvalidInputError, MissingDependencyError
+
+from .base import Vector, VectorMatch
+from .memory import check_ttl, check_vector
+
+__all__ = ["RedisCacheStore"]
+
+_ADD = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 256)
+for _, id in ipairs(expired) do redis.call('VREM', KEYS[1], id) end
+if #expired > 0 then redis.call('ZREM', KEYS[2], unpack(expired)) end
+redis.call('VADD', KEYS[1], 'FP32', ARGV[4], ARGV[2], ARGV[7], 'SETATTR', ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+local ttl = tonumber(ARGV[6])
+for _, k in ipairs(KEYS) do
+  if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
+end
+return #expired
+"""
+_QUANTIZATIONS = ("NOQUANT", "Q8", "BIN")
+
+
+def _enc(text: str) -> str:
+    return quote(text, safe="", errors="surrogatepass").replace("~", "%7E")
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
+
+
+class RedisCacheStore:
+    """Cache entries on a Redis 8 server (vector sets for semantic entries).
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` or ``rediss://...``.
+        namespace: Prefix of every key, to share one Redis between caches.
+        quantization: How vector sets store vectors: ``NOQUANT`` (exact scores, default),
+            ``Q8`` (a quarter of the memory, approximate scores) or ``BIN``.
+        socket_timeout: Seconds to wait for a connection or an answer.
+        clock: Returns epoch seconds (decides which semantic entries have expired).
+
+    Raises:
+        MissingDependencyError: The ``redis`` package is not installed.
+        InvalidInputError: A bad option, named.
+
+    Every operation raises :class:`~tokenbudget_core.errors.CacheUnavailableError` when Redis
+    cannot be reached (the caches treat it as a miss) or lacks vector sets (Redis < 8).
+
+    Example:
+        >>> store = RedisCacheStore("redis://localhost:6379/0")  # doctest: +SKIP
+        >>> store.get(CacheScope(tenant="t1"), "k") is None  # doctest: +SKIP
+        True
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "tbc",
+        quantization: str = "NOQUANT",
+        socket_timeout: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        try:
+            import redis
+        except ImportError as e:
+            raise MissingDependencyError("redis", "redis") from e
+        if not isinstance(namespace, str) or not namespace:
+            raise InvalidInputError("namespace", "must be a non-empty string", value=namespace)
+        if quantization not in _QUANTIZATIONS:
+            raise InvalidInputError(
+                "quantization",
+                f"unknown value {quantization!r}",
+                fix=f"use one of {', '.join(_QUANTIZATIONS)}",
+            )
+        if (
+            isinstance(socket_timeout, bool)
+            or not isinstance(socket_timeout, int | float)
+            or socket_timeout <= 0
+        ):
+            raise InvalidInputError(
+                "socket_timeout", "must be a positive number of seconds", value=socket_timeout
+            )
+        self.url = _redact(url)
+        self.clock = clock
+        self.quantization = quantization
+        self._ns = _enc(namespace)
+        self._unavailable: tuple[type[BaseException], ...] = (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ResponseError,
+            OSError,
+        )
+        try:
+            self._client: Any = redis.Redis.from_url(
+                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            )
+        except ValueError as e:
+            raise InvalidInputError("store", f"not a Redis URL: {e}", value=self.url) from e
+        self._add = self._client.register_script(_ADD)
+        self._response_error: type[Exception] = redis.exceptions.ResponseError
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _redis(self) -> Iterator[Any]:
+        try:
+            yield self._client
+        except self._unavailable as e:
+            if "dimension mismatch" in str(e).lower():
+                raise InvalidInputError(
+                    "vector", f"does not match the partition's size ({str(e).split(' script:')[0]})"
+                ) from e
+            detail = f"{type(e).__name__}: {e}"
+            if "unknown command" in str(e).lower():
+                detail += " (semantic entries need Redis 8 vector sets: VADD/VSIM)"
+            raise CacheUnavailableError(self.url, detail) from e
+
+    def _key(self, scope: CacheScope, kind: str, name: str) -> str:
+        return f"{self._ns}:{{{scope.key()}}}:{kind}:{name}"
+
+    # -- exact entries -----------------------------------------------------------------------------
+
+    def get(self, scope: CacheScope, key: str) -> str | None:
+        """One round trip: ``GET``."""
+        with self._redis() as r:
+            value = r.get(self._key(scope, "e", _enc(key)))
+        return None if value is None else _text(value)
+
+    def put(self, scope: CacheScope, key: str, payload: str, ttl: float) -> None:
+        ms = max(1, int(check_ttl(ttl) * 1000))
+        with self._redis() as r:
+            r.set(self._key(scope, "e", _enc(key)), payload.encode("utf-8", "surrogatepass"), px=ms)
+
+    # -- semantic entries --------------------------------------------------------------------------
+
+    def add_vector(
+        self, scope: CacheScope, partition: str, key: str, vector: Vector, payload: str, ttl: float
+    ) -> None:
+        """One Lua script: drop expired elements, ``VADD`` with attributes, refresh the expiry."""
+        seconds = check_ttl(ttl)
+        vec = check_vector(vector)
+        now = self.clock()
+        name = _enc(partition)
+        attrs = json.dumps({"exp": now + seconds, "p": payload}, separators=(",", ":"))
+        with self._redis() as r:
+            self._add(
+                keys=[self._key(scope, "v", name), self._key(scope, "x", name)],
+                args=[
+                    now,
+                    _enc(key),
+                    now + seconds,
+                    vec.tobytes(),
+                    attrs,
+                    int(seconds) + 1,
+                    self.quantization,
+                ],
+                client=r,
+            )
+
+    def search(self, scope: CacheScope, partition: str, vector: Vector, k: int) -> list[VectorMatch]:
+        """One round trip: ``VSIM ... WITHSCORES WITHATTRIBS COUNT k FILTER '.exp > now'``."""
+        vec = check_vector(vector)
+        key = self._key(scope, "v", _enc(partition))
+        with self._redis() as r:
+            try:
+                raw = r.execute_command(
+                    "VSIM", key, "FP32", vec.tobytes(), "WITHSCORES", "WITHATTRIBS",
+                    "COUNT", int(k), "FILTER", f".exp > {self.clock()!r}",
+                )  # fmt: skip
+            except self._response_error as e:  # a partition of another dimension: nothing comparable
+                if "dimension" in str(e).lower():
+                    return []
+                raise
+        if isinstance(raw, dict):  # redis-py parses WITHSCORES WITHATTRIBS into {element: [score, attrs]}
+            rows = [(element, *pair) for element, pair in raw.items()]
+        else:  # a flat [element, score, attrs, ...] reply
+            items = list(raw or [])
+            rows = [tuple(items[i : i + 3]) for i in range(0, len(items) - 2, 3)]
+        out: list[VectorMatch] = []
+        for element, score, attrs in rows:
+            try:
+                payload = json.loads(_text(attrs))["p"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            # VSIM's similarity is (1 + cosine) / 2; report the cosine itself.
+            out.append(VectorMatch(2.0 * float(score) - 1.0, _text(element), str(payload)))
+        out.sort(key=lambda m: -m.score)
+        return out
+
+    # -- management --------------------------------------------------------------------------------
+
+    def _scan(self, r: Any, pattern: str) -> Iterator[str]:
+        for key in r.scan_iter(match=pattern, count=1000):
+            yield _text(key)
+
+    def invalidate(self, scope: CacheScope) -> int:
+        """``SCAN`` the namespace (or the tenant) and delete the covered keys."""
+        prefix = f"{self._ns}:{{{_enc(scope.namespace)}:"
+        if scope.tenant is not None:
+            prefix += f"{scope.key().split(':')[1]}:"
+        dropped = 0
+        with self._redis() as r:
+            for key in self._scan(r, prefix + "*"):
+                inner = key[len(self._ns) + 2 : key.find("}")]
+                try:
+                    entry_scope = CacheScope.from_key(inner)
+                except InvalidInputError:
+                    continue
+                if not scope.covers(entry_scope):
+                    continue
+                kind = key[key.find("}") + 2 : key.find("}") + 3]
+                if kind == "v":
+                    dropped += int(r.execute_command("VCARD", key) or 0)
+                elif kind == "e":
+                    dropped += 1
+                r.unlink(key)
+        return dropped
+
+    def clear(self) -> None:
+        with self._redis() as r:
+            keys = list(self._scan(r, f"{self._ns}:{{*"))
+            for i in range(0, len(keys), 500):
+                r.unlink(*keys[i : i + 500])
+
+    def close(self) -> None:
+        self._client.close()

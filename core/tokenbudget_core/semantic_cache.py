@@ -1,0 +1,314 @@
+"""The semantic response cache: near-identical prompts in the same scope share an answer.
+
+The text of a request (by default its last user turn) is embedded and compared, by cosine
+similarity, with the entries of the same *partition*: the same scope (namespace, tenant and,
+as configured, user and feature), model, system prompt, tool set, parameters, conversation
+before the last user turn, and embedder. Vectors of different partitions are never compared.
+A match at or above ``threshold`` is then checked by the guard
+(:mod:`~tokenbudget_core.semantic_guard`: negation, numbers, named entities) and returned
+with its score and the matched prompt, so every hit can be audited.
+
+``shadow=True`` looks up and logs would-be hits (``served=False``, logger
+``tokenbudget.cache``) without serving them, to measure the false-hit rate before turning
+hits on. Embedding calls run inside :func:`~tokenbudget_core.attribution.overhead` ``("cache")``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from .attribution import overhead
+from .cache_keys import CacheRequest, CacheScope, ScopeField, canonical_json
+from .cache_stores import CacheStore, VectorMatch
+from .cached_response import CachedResponse, CacheHit
+from .embeddings import Embedder, Vectors, as_embedder
+from .errors import InvalidInputError
+from .response_cache import DEFAULT_MAX_TTL, ResponseCacheBase, prompt_sha256
+from .semantic_guard import GuardFeatures, compare, guard_features
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+    from .price_overrides import PriceTable
+    from .registry import ModelRegistry
+
+__all__ = ["SemanticCache"]
+
+logger = logging.getLogger("tokenbudget.cache")
+
+
+class SemanticCache(ResponseCacheBase):
+    """Serve near-identical requests (same scope, model, system prompt, tools) from a cache.
+
+    Args:
+        store: ``memory://`` (default), ``sqlite:///path``, ``redis://...`` (Redis 8 vector sets)
+            or a :class:`~tokenbudget_core.cache_stores.CacheStore`.
+        embedder: A LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding``, a callable
+            ``list[str] -> vectors`` or an :class:`~tokenbudget_core.embeddings.Embedder`;
+            default :class:`~tokenbudget_core.embeddings.HashingEmbedder` (casing, whitespace and
+            punctuation variants, not paraphrases).
+        threshold: The lowest cosine similarity that counts as a match (0 < threshold <= 1).
+        guard: Refuse matches that differ in negation, numbers or named entities.
+        shadow: Log would-be hits and return them with ``served=False`` instead of serving them.
+        text_of: What to embed of a request (default: its last user turn).
+        candidates: How many nearest entries to check against the threshold and the guard.
+        ttl, max_ttl, max_entry_bytes, cache_sampled, cache_tool_calls, hash_prompts, ledger,
+            scope_fields, registry, prices, clock: As for
+            :class:`~tokenbudget_core.response_cache.ExactCache`.
+
+    Raises:
+        InvalidInputError: A bad option, named.
+        MissingDependencyError: A ``redis://`` store without the ``redis`` extra.
+
+    Example:
+        >>> from tokenbudget_core.usage import Usage
+        >>> cache = SemanticCache(threshold=0.9)
+        >>> ask = lambda text: CacheRequest.from_text(model="gpt-4o", prompt=text, params={"temperature": 0})
+        >>> answer = CachedResponse(content="A piece of text.", model="gpt-4o", usage=Usage(output_tokens=5))
+        >>> cache.store(ask("What is a token?"), answer)
+        True
+        >>> hit = cache.lookup(ask("what is a TOKEN"))
+        >>> hit.response.content, hit.matched_prompt, round(hit.score, 2)
+        ('A piece of text.', 'What is a token?', 1.0)
+        >>> cache.lookup(ask("What is not a token?")) is None  # the guard: negation differs
+        True
+    """
+
+    kind: Literal["exact", "semantic"] = "semantic"
+
+    def __init__(
+        self,
+        store: str | CacheStore = "memory://",
+        *,
+        embedder: object = None,
+        threshold: float = 0.92,
+        guard: bool = True,
+        shadow: bool = False,
+        text_of: Callable[[CacheRequest], str] | None = None,
+        candidates: int = 4,
+        ttl: float = 3600.0,
+        max_ttl: float = DEFAULT_MAX_TTL,
+        max_entry_bytes: int = 256_000,
+        cache_sampled: bool = False,
+        cache_tool_calls: bool = False,
+        hash_prompts: bool = False,
+        ledger: Ledger | None = None,
+        scope_fields: Sequence[ScopeField] = ("tenant", "user", "feature"),
+        registry: ModelRegistry | None = None,
+        prices: PriceTable | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        options: dict[str, Any] = {} if clock is None else {"clock": clock}
+        super().__init__(
+            store,
+            ttl=ttl,
+            max_ttl=max_ttl,
+            max_entry_bytes=max_entry_bytes,
+            cache_sampled=cache_sampled,
+            cache_tool_calls=cache_tool_calls,
+            hash_prompts=hash_prompts,
+            ledger=ledger,
+            scope_fields=scope_fields,
+            registry=registry,
+            prices=prices,
+            **options,
+        )
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+            raise InvalidInputError(
+                "threshold", "must be a cosine similarity in (0, 1]", value=threshold, fix="e.g. 0.92"
+            )
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or not 1 <= candidates <= 100:
+            raise InvalidInputError("candidates", "must be an integer in 1..100", value=candidates)
+        if text_of is not None and not callable(text_of):
+            raise InvalidInputError("text_of", "must be a callable CacheRequest -> str", value=text_of)
+        self.embedder: Embedder = as_embedder(embedder)
+        self.threshold = float(threshold)
+        self.guard = bool(guard)
+        self.shadow = bool(shadow)
+        self.candidates = candidates
+        self.text_of = text_of
+
+    # -- the steps -------------------------------------------------------------------------------
+
+    def _text(self, request: CacheRequest) -> str:
+        if self.text_of is None:
+            return request.last_user_text
+        text = self.text_of(request)
+        if not isinstance(text, str):
+            raise InvalidInputError(
+                "text_of", f"returned a {type(text).__name__}, not the text to embed", fix="return a str"
+            )
+        return text
+
+    def partition(self, request: CacheRequest) -> str:
+        """The partition of ``request``'s entries (SHA-256 of everything besides the text)."""
+        parts = {
+            "model": request.model.strip(),
+            "system": request.system_hash,
+            "tools": request.tools_hash,
+            "params": request.params_hash,
+            "history": request.history_hash,
+            "embedder": self.embedder.name,
+        }
+        return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+
+    @staticmethod
+    def _row(vectors: Vectors) -> Vectors:
+        if vectors.ndim != 2 or vectors.shape[0] != 1:
+            raise InvalidInputError("embedder", f"must return one vector per text, got shape {vectors.shape}")
+        row: Vectors = vectors[0]
+        return row
+
+    def _choose(
+        self, request: CacheRequest, where: CacheScope, text: str, matches: Sequence[VectorMatch]
+    ) -> CacheHit | None:
+        mine = guard_features(text) if self.guard else None
+        for match in matches:
+            if match.score < self.threshold:
+                break
+            opened = self._open(match.payload, where)
+            if opened is None:
+                continue
+            data, response = opened
+            if mine is not None:
+                try:
+                    reason = compare(mine, GuardFeatures.from_json(data.get("guard") or {}))
+                except InvalidInputError:
+                    reason = "entry has no guard features"
+                if reason is not None:
+                    logger.info(
+                        "semantic match refused by the guard (%s): %s",
+                        reason,
+                        json.dumps(self._audit(data, text, match.score, where, reason=reason)),
+                    )
+                    continue
+            hit = self._hit(request, response, data, score=match.score, served=not self.shadow)
+            if self.shadow:
+                logger.info(
+                    "shadow semantic hit (not served): %s",
+                    json.dumps(self._audit(data, text, match.score, where, reason=None)),
+                )
+            return hit
+        return None
+
+    def _audit(
+        self, data: dict[str, Any], text: str, score: float, where: CacheScope, *, reason: str | None
+    ) -> dict[str, Any]:
+        return {
+            "scope": where.key(),
+            "key": data.get("key"),
+            "score": round(score, 6),
+            "prompt": None if self.hash_prompts else text,
+            "prompt_sha256": prompt_sha256(text),
+            "matched_prompt": data.get("prompt"),
+            "matched_sha256": data.get("prompt_sha256"),
+            "guard": reason,
+        }
+
+    def _search(self, where: CacheScope, partition: str, vector: Vectors) -> list[VectorMatch]:
+        none: list[VectorMatch] = []
+        return self._safely(
+            lambda: self.store_backend.search(where, partition, vector, self.candidates), none
+        )
+
+    def _entry(
+        self, request: CacheRequest, response: CachedResponse, where: CacheScope, text: str
+    ) -> str | None:
+        reason = self.refusal(request, response)
+        if reason is not None:
+            logger.debug("not cached: %s", reason)
+            return None
+        payload = self._envelope(
+            request,
+            response,
+            where,
+            text,
+            partition=self.partition(request),
+            guard=guard_features(text).to_json(),
+        )
+        if payload is None:
+            logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
+        return payload
+
+    # -- the API ---------------------------------------------------------------------------------
+
+    def lookup(self, request: CacheRequest, *, scope: CacheScope | None = None) -> CacheHit | None:
+        """The cached answer to a near-identical request in ``scope``, or ``None``.
+
+        In shadow mode a would-be hit is logged and returned with ``served=False``.
+
+        Raises:
+            InvalidInputError: ``request`` or ``scope`` is of the wrong type, or the embedder
+                returns something that is not one vector per text.
+        """
+        request = self._request(request)
+        where = self._scope(scope)
+        if request.sampled() and not self.cache_sampled:
+            return None
+        text = self._text(request)
+        with overhead("cache"):
+            vector = self._row(self.embedder.embed([text]))
+        partition = self.partition(request)
+        return self._choose(request, where, text, self._search(where, partition, vector))
+
+    def store(
+        self, request: CacheRequest, response: CachedResponse, *, scope: CacheScope | None = None
+    ) -> bool:
+        """Store ``response`` for ``request`` in ``scope``; False when it may not be stored.
+
+        The same rules as :meth:`ExactCache.store <tokenbudget_core.response_cache.ExactCache.store>`.
+
+        Raises:
+            InvalidInputError: ``request``, ``response`` or ``scope`` is of the wrong type.
+        """
+        request = self._request(request)
+        where = self._scope(scope)
+        text = self._text(request)
+        payload = self._entry(request, response, where, text)
+        if payload is None:
+            return False
+        with overhead("cache"):
+            vector = self._row(self.embedder.embed([text]))
+        partition, key = self.partition(request), request.digest()
+        add = self.store_backend.add_vector
+        return self._safely(lambda: add(where, partition, key, vector, payload, self.ttl) or True, False)
+
+    async def alookup(self, request: CacheRequest, *, scope: CacheScope | None = None) -> CacheHit | None:
+        """Async twin of :meth:`lookup` (embeds with the embedder's async method)."""
+        request = self._request(request)
+        where = self._scope(scope)
+        if request.sampled() and not self.cache_sampled:
+            return None
+        text = self._text(request)
+        with overhead("cache"):
+            vector = self._row(await self.embedder.aembed([text]))
+        partition = self.partition(request)
+
+        def find() -> CacheHit | None:
+            return self._choose(request, where, text, self._search(where, partition, vector))
+
+        hit: CacheHit | None = await self._async(find)
+        return hit
+
+    async def astore(
+        self, request: CacheRequest, response: CachedResponse, *, scope: CacheScope | None = None
+    ) -> bool:
+        """Async twin of :meth:`store`."""
+        request = self._request(request)
+        where = self._scope(scope)
+        text = self._text(request)
+        payload = self._entry(request, response, where, text)
+        if payload is None:
+            return False
+        with overhead("cache"):
+            vector = self._row(await self.embedder.aembed([text]))
+        partition = self.partition(request)
+        await self._async(
+            lambda: self.store_backend.add_vector(
+                where, partition, request.digest(), vector, payload, self.ttl
+            )
+        )
+        return True
