@@ -28,7 +28,6 @@ LangChain: its reservation is held until the ledger's lease expires (``lease_sec
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import sys
 import threading
@@ -45,6 +44,7 @@ from tokenbudget_core.counting import SupportsTokenCount, TokenCounter
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.usage import Usage
+from tokenbudget_core.usage_sources import usage_from_langchain
 
 from .messages import to_core_messages
 
@@ -73,25 +73,35 @@ def payer_from(*sources: object, tags: Sequence[str] = ()) -> dict[str, str | No
     ``tokenbudget_conversation``/``conversation``/``thread_id``; tags ``feature:x``, ``user:y``.
     """
     payer: dict[str, str | None] = {}
+    kinds = [type(s) is dict or isinstance(s, Mapping) for s in sources]
     for field, keys in _PAYER_KEYS.items():
-        found = (
-            _id(s.get(k) if isinstance(s, Mapping) else getattr(s, k, None))
-            for s in sources
-            if s is not None
-            for k in keys
-        )
-        tagged = (t.partition(":")[2] or None for t in tags if t.startswith(f"{field}:"))
-        payer[field] = next(filter(None, itertools.chain(found, tagged)), None)  # lazy: stops at the first
+        value = None
+        for source, is_mapping in zip(sources, kinds, strict=True):
+            if source is None:
+                continue
+            for k in keys:
+                raw = source.get(k) if is_mapping else getattr(source, k, None)  # type: ignore[attr-defined]
+                if raw is not None and (value := _id(raw)) is not None:
+                    break
+            if value is not None:
+                break
+        if value is None and tags:
+            prefix = f"{field}:"
+            value = next((v for t in tags if t.startswith(prefix) and (v := t.partition(":")[2])), None)
+        payer[field] = value
     return payer
 
 
 def first(kind: type[T], keys: Sequence[str], *sources: Mapping[str, Any]) -> T | None:
     """The first value of type ``kind`` under ``keys`` in ``sources``: a non-negative int, a non-empty str."""
     for source in sources:
-        for value in (source.get(key) for key in keys):
+        for key in keys:
+            value = source.get(key)
+            if value is None:
+                continue
             valid = isinstance(value, kind) and not isinstance(value, bool)
             if valid and (value >= 0 if isinstance(value, int) else value):
-                return value
+                return value  # type: ignore[no-any-return]
     return None
 
 
@@ -129,7 +139,7 @@ def reported(replies: Sequence[BaseMessage], totals: Sequence[Mapping[str, Any]]
     if totals:  # one per Claude stream that finished
         return sum((Usage.from_langchain(t) for t in totals), Usage(requests=0))
     found = next((m.usage_metadata for m in replies if isinstance(m, AIMessage) and m.usage_metadata), None)
-    return None if found is None else Usage.from_langchain(found)
+    return None if found is None else usage_from_langchain(found)
 
 
 def check_options(ledger: object, *, counts: Mapping[str, object], **names: object) -> None:
@@ -148,6 +158,7 @@ def check_options(ledger: object, *, counts: Mapping[str, object], **names: obje
             raise InvalidInputError(name, "must be a non-negative integer", value=value)
 
 
+_NO_MESSAGE = object()
 Inputs = Sequence[list[BaseMessage]] | Sequence[str]
 Tools = list[dict[str, Any]] | None
 
@@ -218,7 +229,10 @@ class _BudgetHandler:
             "user": payer["user"] or self.user,
             "conversation": payer["conversation"],
         }
-        tools = [dict(t) for t in params.get("tools") or () if isinstance(t, Mapping) and is_function_tool(t)]
+        sent = params.get("tools")
+        if not sent:
+            return counter, args, None
+        tools = [dict(t) for t in sent if isinstance(t, Mapping) and is_function_tool(t)]
         return counter, args, tools or None
 
     def _count(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
@@ -263,11 +277,20 @@ class _BudgetHandler:
             run = self._runs.pop(run_id, None)
         if run is None:
             return None
-        generations = [g for gs in (response.generations if response else []) for g in gs]
-        replies = [m for g in generations if isinstance(m := getattr(g, "message", None), BaseMessage)]
-        replies += [AIMessage(g.text) for g in generations if not hasattr(g, "message")]
+        replies: list[BaseMessage] = []
+        texts: list[BaseMessage] = []  # completion models' generations: text only
+        for gs in response.generations if response else ():
+            for g in gs:
+                m = getattr(g, "message", _NO_MESSAGE)
+                if m is _NO_MESSAGE:
+                    texts.append(AIMessage(g.text))
+                elif isinstance(m, BaseMessage):
+                    replies.append(m)
+        replies += texts
         totals = [run.total] if run.total is not None else []
-        return _Settle(run.reservation, reported(replies, totals), reply_text(replies), failed, run.counter)
+        usage = reported(replies, totals)
+        text = reply_text(replies) if usage is None else ""  # only an estimate reads the text
+        return _Settle(run.reservation, usage, text, failed, run.counter)
 
     def _finish(self, s: _Settle | None) -> None:
         if s is not None:

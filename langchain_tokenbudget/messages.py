@@ -6,7 +6,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 from tokenbudget_core.errors import InvalidMessageError
 from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall, to_part
@@ -88,5 +95,30 @@ def to_core_message(message: BaseMessage, *, where: str = "message") -> Message:
 
 
 def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
-    """Convert LangChain messages, naming ``messages[i]`` in errors."""
-    return [to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+    """Convert LangChain messages, naming ``messages[i]`` in errors.
+
+    Plain-text system, human and AI messages (no tool calls) are converted once and then reused
+    (core messages are immutable), so a growing history is not translated again on every call.
+    """
+    out = []
+    for i, m in enumerate(messages):
+        cls = type(m)
+        content = m.content
+        if cls in _PLAIN and type(content) is str and not (cls is AIMessage and m.tool_calls):  # type: ignore[attr-defined]
+            key = (cls, content, m.name)
+            found = _converted.get(key)
+            if found is None:
+                found = to_core_message(m, where=f"messages[{i}]")
+                if len(_converted) >= _CONVERTED_MAX:
+                    _converted.clear()
+                _converted[key] = found
+            out.append(found)
+        else:
+            out.append(to_core_message(m, where=f"messages[{i}]"))
+    return out
+
+
+_PLAIN: frozenset[type[BaseMessage]] = frozenset({SystemMessage, HumanMessage, AIMessage})
+"""Message classes whose conversion depends only on their type, text and name."""
+_CONVERTED_MAX = 4_096
+_converted: dict[tuple[type[BaseMessage], str, str | None], Message] = {}

@@ -50,11 +50,11 @@ from .budgets import BudgetPolicy, Step
 from .errors import BudgetExceededError, BudgetUnavailableError, InvalidInputError, UnpricedModelError
 from .money import nanos_to_usd, usd_to_nanos
 from .price_overrides import PriceTable
-from .pricing import cost_or_none
+from .pricing import cost_nanos
 from .registry import ModelRegistry, default_registry
 from .spool import Spool
 from .stores import open_store
-from .stores.base import Check, CommitOutcome, CommitRequest, LedgerStore, ReserveRequest
+from .stores.base import Check, CommitRequest, LedgerStore, Metric, ReserveOutcome, ReserveRequest
 from .stores.memory import MemoryStore
 from .streams import TextCounter, estimate_output_tokens
 from .usage import Usage
@@ -200,13 +200,27 @@ class Ledger:
         self._replay_lock = threading.Lock()
         self._next_spool_check = 0.0
         self._limits: dict[str | None, tuple[int | None, ...]] = {}
+        self._scopes: dict[tuple[str | None, str | None], _Scopes] = {}
+        self._day_cache: tuple[int, str] = (-(2**62), "")
         self._inline = isinstance(self.store, MemoryStore)
+        # The in-process store's fast path: the same operations on tuples, no request objects.
+        self._memory = self.store if type(self.store) is MemoryStore else None
+        self._alert_floor = min(self.policy.alert_thresholds, default=2.0)
 
     # -- time and scopes --------------------------------------------------------------------------
 
     def day(self, at: float | None = None) -> str:
         """The ledger day (ISO date in the ledger's time zone) of ``at`` (default now)."""
-        return datetime.fromtimestamp(self.clock() if at is None else at, self.tz).date().isoformat()
+        return self._day_of(self.clock() if at is None else at)
+
+    def _day_of(self, at: float) -> str:
+        second = int(at // 1)  # days start on whole seconds in every zone: cache one second's answer
+        cached = self._day_cache
+        if cached[0] == second:
+            return cached[1]
+        day = datetime.fromtimestamp(at, self.tz).date().isoformat()
+        self._day_cache = (second, day)
+        return day
 
     def _limits_of(self, feature: str | None) -> tuple[int | None, ...]:
         """The limits that apply to ``feature``, money already in nano-USD (cached per feature)."""
@@ -224,23 +238,39 @@ class Ledger:
             self._limits[feature] = limits
         return limits
 
-    def _checks(self, feature: str | None, user: str | None, tokens: int, nanos: int) -> list[Check]:
+    def _scopes_of(self, feature: str | None, user: str | None) -> _Scopes:
+        """The budgets a payer's calls touch, with their limits (cached per feature and user)."""
+        found = self._scopes.get((feature, user))
+        if found is not None:
+            return found
         user_tokens, user_usd, feature_usd, daily_usd, all_user_tokens, all_user_usd = self._limits_of(
             feature
         )
         f, u = _enc(feature), _enc(user)
-        checks = [
-            Check(scope=f"u/{f}/{u}", metric="tokens", amount=tokens, limit=user_tokens),
-            Check(scope=f"u/{f}/{u}", metric="nanos", amount=nanos, limit=user_usd),
-            Check(scope=f"f/{f}", metric="nanos", amount=nanos, limit=feature_usd),
-            Check(scope="g", metric="nanos", amount=nanos, limit=daily_usd),
+        budgets: list[tuple[str, Metric, int | None]] = [
+            (f"u/{f}/{u}", "tokens", user_tokens),
+            (f"u/{f}/{u}", "nanos", user_usd),
+            (f"f/{f}", "nanos", feature_usd),
+            ("g", "nanos", daily_usd),
         ]
         if user is not None and (all_user_tokens is not None or all_user_usd is not None):
-            checks += [
-                Check(scope=f"U/{u}", metric="tokens", amount=tokens, limit=all_user_tokens),
-                Check(scope=f"U/{u}", metric="nanos", amount=nanos, limit=all_user_usd),
-            ]
-        return checks
+            budgets += [(f"U/{u}", "tokens", all_user_tokens), (f"U/{u}", "nanos", all_user_usd)]
+        found = _Scopes(
+            budgets=tuple(budgets),
+            money_limited=any(m == "nanos" and limit is not None for _, m, limit in budgets),
+            limited=any(limit for _, _, limit in budgets),
+            rollup_prefix=f"{f}/{u}/",
+        )
+        if len(self._scopes) >= 65_536:  # many users: start over rather than grow without end
+            self._scopes.clear()
+        self._scopes[(feature, user)] = found
+        return found
+
+    def _checks(self, feature: str | None, user: str | None, tokens: int, nanos: int) -> list[Check]:
+        return [
+            Check(scope=scope, metric=metric, amount=tokens if metric == "tokens" else nanos, limit=limit)
+            for scope, metric, limit in self._scopes_of(feature, user).budgets
+        ]
 
     @staticmethod
     def _budget_name(check: Check) -> str:
@@ -251,8 +281,19 @@ class Ledger:
         return f"feature={feature or '-'} user={user or '-'}"
 
     def _price_nanos(self, usage: Usage, model: str, *, round_up: bool) -> int | None:
-        usd = cost_or_none(usage, model, registry=self.registry, prices=self.prices)
-        return None if usd is None else usd_to_nanos(usd, round_up=round_up)
+        return cost_nanos(
+            model,
+            usage.input_tokens,
+            usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            requests=usage.requests,
+            round_up=round_up,
+            registry=self.registry,
+            prices=self.prices,
+        )
 
     # -- the store, with fail-open/closed and the spool ------------------------------------------
 
@@ -263,6 +304,11 @@ class Ledger:
             raise
         except OSError as e:  # a backend that leaked a raw connection error
             raise BudgetUnavailableError(_redact(self.store.url), str(e)) from e
+        self._replay_due()
+        return result
+
+    def _replay_due(self) -> None:
+        """Replay the spool if it is time to look at it again."""
         now = time.monotonic()
         if now >= self._next_spool_check and self._replay_lock.acquire(blocking=False):
             self._next_spool_check = now + 1.0  # a stat per second at most, not one per call
@@ -273,7 +319,6 @@ class Ledger:
                 pass
             finally:
                 self._replay_lock.release()
-        return result
 
     def replay_spool(self) -> int:
         """Commit the spooled usage now; returns how many commits were applied."""
@@ -307,16 +352,20 @@ class Ledger:
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
         conversation = ctx.conversation or conversation
-        for field, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InvalidInputError(field, "must be a non-negative integer", value=value)
+        if not (
+            type(input_tokens) is int
+            and input_tokens >= 0
+            and (max_output_tokens is None or (type(max_output_tokens) is int and max_output_tokens >= 0))
+        ):
+            for field, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                    raise InvalidInputError(field, "must be a non-negative integer", value=value)
         info = self.registry.get(model)
         fb = self.policy.feature(feature)
-        scope_text = self._scope_text(feature, user)
         if fb.max_input_tokens_per_call is not None and input_tokens > fb.max_input_tokens_per_call:
             raise BudgetExceededError(
                 budget="max_input_tokens_per_call",
-                scope=scope_text,
+                scope=self._scope_text(feature, user),
                 limit=fb.max_input_tokens_per_call,
                 used=0,
                 requested=input_tokens,
@@ -331,31 +380,52 @@ class Ledger:
         if fb.max_output_tokens_per_call is not None and out > fb.max_output_tokens_per_call:
             raise BudgetExceededError(
                 budget="max_output_tokens_per_call",
-                scope=scope_text,
+                scope=self._scope_text(feature, user),
                 limit=fb.max_output_tokens_per_call,
                 used=0,
                 requested=out,
             )
-        nanos = self._price_nanos(Usage(input_tokens=input_tokens, output_tokens=out), model, round_up=True)
-        checks = self._checks(feature, user, input_tokens + out, nanos or 0)
-        if nanos is None and any(c.metric == "nanos" and c.limit is not None for c in checks):
+        nanos = cost_nanos(
+            model, input_tokens, out, round_up=True, registry=self.registry, prices=self.prices
+        )
+        scopes = self._scopes_of(feature, user)
+        if nanos is None and scopes.money_limited:
             raise UnpricedModelError(model)
+        tokens, amount = input_tokens + out, nanos or 0
+        checks = tuple(
+            [
+                Check(
+                    scope=scope, metric=metric, amount=tokens if metric == "tokens" else amount, limit=limit
+                )
+                for scope, metric, limit in scopes.budgets
+            ]
+        )
         rid = request_id or uuid.uuid4().hex
-        day = self.day()
-        now_ms = int(self.clock() * 1000)
-        make = functools.partial(
-            Reservation, request_id=rid, day=day, model=model, feature=feature, user=user,
-            conversation=conversation, overhead=ctx.overhead, input_tokens=input_tokens,
-            max_output_tokens=out, reserved_usd=None if nanos is None else nanos_to_usd(nanos),
-            checks=tuple(checks),
-        )  # fmt: skip
-        req = ReserveRequest(day=day, request_id=rid, checks=checks, now_ms=now_ms, lease_ms=self.lease_ms)
+        now = self.clock()
+        day = self._day_of(now)
+        now_ms = int(now * 1000)
+        memory = self._memory
+        found = None if memory is None else memory.reserve_checks(day, rid, checks, now_ms, self.lease_ms)
         try:
-            outcome = self._store_call(lambda: self.store.reserve(req))
+            if isinstance(found, tuple):
+                self._replay_due()
+                outcome, usage = _RESERVED, found
+            else:
+                if found is None:
+                    req = ReserveRequest(
+                        day=day, request_id=rid, checks=checks, now_ms=now_ms, lease_ms=self.lease_ms
+                    )
+                    found = self._store_call(lambda: self.store.reserve(req))
+                outcome, usage = found, found.usage
         except BudgetUnavailableError:
             if self.on_unavailable == "closed":
                 raise
-            return make(step="normal", unchecked=True)
+            return Reservation(
+                request_id=rid, day=day, model=model, feature=feature, user=user,
+                conversation=conversation, overhead=ctx.overhead, input_tokens=input_tokens,
+                max_output_tokens=out, reserved_usd=None if nanos is None else nanos_to_usd(nanos),
+                checks=checks, step="normal", unchecked=True,
+            )  # fmt: skip
         if not outcome.ok:
             failed = outcome.failed
             assert failed is not None
@@ -363,30 +433,39 @@ class Ledger:
             money = failed.metric == "nanos"
             raise BudgetExceededError(
                 budget=self._budget_name(failed),
-                scope=scope_text,
+                scope=self._scope_text(feature, user),
                 limit=nanos_to_usd(failed.limit) if money else failed.limit,
                 used=nanos_to_usd(outcome.used) if money else outcome.used,
                 requested=nanos_to_usd(failed.amount) if money else failed.amount,
             )
         step: Step = "normal"
-        if any(c.limit for c in checks):
-            if len(outcome.usage) == len(checks):  # the store reported usage: no extra round trip
-                shares = [u / c.limit for u, c in zip(outcome.usage, checks, strict=True) if c.limit]
-                step = self.policy.ladder.step(max(shares, default=0.0))
+        if scopes.limited:
+            if len(usage) == len(checks):  # the store reported usage: no extra round trip
+                share = 0.0
+                for used, c in zip(usage, checks, strict=True):
+                    if c.limit and used / c.limit > share:
+                        share = used / c.limit
+                step = self.policy.ladder.step(share)
             else:
                 step = self._step(day, checks, now_ms)
+        reservation = Reservation(
+            request_id=rid, day=day, model=model, feature=feature, user=user,
+            conversation=conversation, overhead=ctx.overhead, input_tokens=input_tokens,
+            max_output_tokens=out, reserved_usd=None if nanos is None else nanos_to_usd(nanos),
+            checks=checks, step=step,
+        )  # fmt: skip
         if step == "soft_refusal":
-            self.release(make(step=step))
+            self.release(reservation)
             tight = max((c for c in checks if c.limit), key=lambda c: c.amount / c.limit if c.limit else 0)
             raise BudgetExceededError(
                 budget=self._budget_name(tight),
-                scope=scope_text,
+                scope=self._scope_text(feature, user),
                 limit=tight.limit,
                 used="most",
                 requested=tight.amount,
                 step="soft_refusal",
             )
-        return make(step=step)
+        return reservation
 
     def _step(self, day: str, checks: Sequence[Check], now_ms: int) -> Step:
         shares = self._shares(day, checks, now_ms)
@@ -498,17 +577,32 @@ class Ledger:
             with contextlib.suppress(BudgetUnavailableError, OSError):
                 key = f"conv/{day}/{_enc(feature)}/{_enc(conversation)}"
                 rollup["conversations"] = int(self.store.mark_once(key, 3 * 86_400))
-        charges = self._checks(feature, user, usage.total_tokens, cost)
+        scopes = self._scopes_of(feature, user)
+        tokens = usage.input_tokens + usage.output_tokens
+        rollup_key = scopes.rollup_prefix + _enc(model)
+        cost_key = None if nanos is None else _enc(feature)  # no cost sample for an unknown price
+        cost_usd = None if nanos is None else nanos_to_usd(nanos)
+        memory = self._memory
+        if memory is not None:
+            amounts = [(sc, m, tokens if m == "tokens" else cost) for sc, m, _ in scopes.budgets]
+            applied, _, spent = memory.commit_amounts(day, request_id, amounts, rollup_key, rollup, cost_key)
+            self._replay_due()
+            if applied:
+                self._after_commit(day, feature, user, cost, scopes, spent, now_ms, record_cost=False)
+            return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=applied)
+        charges = [  # their limits are ignored by a commit (see stores.base)
+            Check(scope=sc, metric=m, amount=tokens if m == "tokens" else cost, limit=limit)
+            for sc, m, limit in scopes.budgets
+        ]
         req = CommitRequest(
             day=day,
             request_id=request_id,
-            charges=charges,  # their limits are ignored by a commit (see stores.base)
-            rollup_key=f"{_enc(feature)}/{_enc(user)}/{_enc(model)}",
+            charges=charges,
+            rollup_key=rollup_key,
             rollup=rollup,
             now_ms=now_ms,
-            call_cost_key=None if nanos is None else _enc(feature),  # no sample for an unknown price
+            call_cost_key=cost_key,
         )
-        cost_usd = None if nanos is None else nanos_to_usd(nanos)
         try:
             outcome = self._store_call(lambda: self.store.commit(req))
         except BudgetUnavailableError:
@@ -516,11 +610,8 @@ class Ledger:
             self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
             return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=False, spooled=True)
         if outcome.applied:
-            # The charge itself is stored; if the store drops now, reports lose one sample at worst.
-            with contextlib.suppress(BudgetUnavailableError):
-                self._after_commit(
-                    day, feature, user, cost, charges, now_ms, outcome, priced=nanos is not None
-                )
+            record = not outcome.recorded_cost and nanos is not None
+            self._after_commit(day, feature, user, cost, scopes, outcome.spent, now_ms, record_cost=record)
         return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=outcome.applied)
 
     def _after_commit(
@@ -529,41 +620,52 @@ class Ledger:
         feature: str | None,
         user: str | None,
         cost: int,
-        charges: Sequence[Check],
+        scopes: _Scopes,
+        spent: Sequence[int],
         now_ms: int,
-        outcome: CommitOutcome,
         *,
-        priced: bool,
+        record_cost: bool,
     ) -> None:
-        if not outcome.recorded_cost and priced:
-            self.store.record_call_cost(day, _enc(feature), cost)
-        limited = [c for c in charges if c.limit]
-        if not limited or not self.sinks:
-            return
-        if len(outcome.spent) == len(charges):  # the store reported the new totals
-            after = {(c.scope, c.metric): s for c, s in zip(charges, outcome.spent, strict=True)}
-        else:
-            totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
-            after = {k: v[0] for k, v in totals.items()}
-        for c in limited:
-            spent = after[(c.scope, c.metric)]
-            assert c.limit
-            for threshold in sorted(self.policy.alert_thresholds):
-                if spent / c.limit >= threshold and self.store.mark_once(
-                    f"alert/{day}/{c.scope}/{c.metric}/{threshold}", 3 * 86_400
-                ):
-                    money = c.metric == "nanos"
-                    dispatch(
-                        self.sinks,
-                        Alert(
-                            day=day,
-                            budget=self._budget_name(c),
-                            scope=self._scope_text(feature, user),
-                            threshold=threshold,
-                            used=str(nanos_to_usd(spent) if money else spent),
-                            limit=str(nanos_to_usd(c.limit) if money else c.limit),
-                        ),
+        """The cost sample (if the store did not keep it) and threshold alerts of an applied commit.
+
+        The charge itself is stored: if the store drops now, reports lose one sample at worst.
+        """
+        with contextlib.suppress(BudgetUnavailableError):
+            if record_cost:
+                self.store.record_call_cost(day, _enc(feature), cost)
+            if not scopes.limited or not self.sinks:
+                return
+            budgets = scopes.budgets
+            if len(spent) != len(budgets):  # the store did not report the new totals
+                limited = [(sc, m) for sc, m, limit in budgets if limit]
+                totals = self.store.totals(day, limited, now_ms)
+                spent = [totals[(sc, m)][0] if limit else 0 for sc, m, limit in budgets]
+            floor = self._alert_floor
+            for (scope, metric, limit), used in zip(budgets, spent, strict=True):
+                if limit and used / limit >= floor:
+                    self._alert(
+                        day, feature, user, Check(scope=scope, metric=metric, amount=0, limit=limit), used
                     )
+
+    def _alert(self, day: str, feature: str | None, user: str | None, c: Check, spent: int) -> None:
+        """Send the alerts of every threshold ``spent`` reached on ``c``'s budget, once per day each."""
+        assert c.limit
+        for threshold in sorted(self.policy.alert_thresholds):
+            if spent / c.limit < threshold:
+                break
+            if self.store.mark_once(f"alert/{day}/{c.scope}/{c.metric}/{threshold}", 3 * 86_400):
+                money = c.metric == "nanos"
+                dispatch(
+                    self.sinks,
+                    Alert(
+                        day=day,
+                        budget=self._budget_name(c),
+                        scope=self._scope_text(feature, user),
+                        threshold=threshold,
+                        used=str(nanos_to_usd(spent) if money else spent),
+                        limit=str(nanos_to_usd(c.limit) if money else c.limit),
+                    ),
+                )
 
     def settle(
         self,
@@ -695,6 +797,23 @@ class Ledger:
     def close(self) -> None:
         """Close the store's connections."""
         self.store.close()
+
+
+_RESERVED = ReserveOutcome(ok=True, state="reserved")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Scopes:
+    """The budgets one payer's calls touch (see :meth:`Ledger._scopes_of`)."""
+
+    budgets: tuple[tuple[str, Metric, int | None], ...]
+    """``(scope, metric, limit)`` per budget, in check order."""
+    money_limited: bool
+    """A dollar budget applies (an unpriced model cannot be reserved)."""
+    limited: bool
+    """Some budget has a limit (the ladder and alerts have work to do)."""
+    rollup_prefix: str
+    """``<feature>/<user>/`` of the attribution row's key (encoded ids)."""
 
 
 def _redact(url: str) -> str:

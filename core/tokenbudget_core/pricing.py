@@ -45,6 +45,7 @@ __all__ = [
     "PriceOverride",
     "PriceSource",
     "PriceTable",
+    "cost_nanos",
     "cost_of",
     "cost_or_none",
     "default_price_table",
@@ -245,19 +246,28 @@ def _model_prices(canonical: str, provider: str, minute: int) -> SimpleNamespace
 
 
 def _genai_rates(info: ModelInfo, usage: Usage, at: datetime | None) -> _Rates | None:
+    return _rates_by_input(info, usage.input_tokens, usage.requests, usage.output_tokens, at)
+
+
+def _rates_by_input(
+    info: ModelInfo, input_tokens: int, requests: int, output_tokens: int, at: datetime | None
+) -> _Rates | None:
     minute = int((at.timestamp() if at is not None else time.time()) // 60)
     mp = _model_prices(info.canonical, info.provider, minute)
     if mp is None:
         return None
     # genai-prices picks a tier by the input tokens of the request; per request here.
-    per_request_input: int | Decimal = (
-        usage.input_tokens if usage.requests <= 1 else Decimal(usage.input_tokens) / usage.requests
-    )
+    per_request_input: int | Decimal = input_tokens if requests <= 1 else Decimal(input_tokens) / requests
     bracket = bisect.bisect_left(_thresholds(info.canonical, info.provider, minute), per_request_input)
     rates = _bracket_rates(info.canonical, info.provider, minute, bracket)
-    if rates is None or (rates.output is None and usage.output_tokens > 0):
+    if rates is None or (rates.output is None and output_tokens > 0):
         return None
-    return rates if rates.output is not None else dataclasses.replace(rates, output=Decimal(0))
+    return rates if rates.output is not None else _no_output_price(rates)
+
+
+@functools.lru_cache(maxsize=1024)
+def _no_output_price(rates: _Rates) -> _Rates:
+    return dataclasses.replace(rates, output=Decimal(0))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -375,6 +385,102 @@ def cost_or_none(
     if rates is None:
         return None
     return sum(_amounts(usage, rates).values(), Decimal(0))
+
+
+def cost_nanos(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    requests: int = 1,
+    round_up: bool = False,
+    registry: ModelRegistry | None = None,
+    prices: PriceTable | None = None,
+) -> int | None:
+    """:func:`cost_or_none` in integer nano-USD, for figures already validated (the ledger's hot path).
+
+    The same rates, in exact integer arithmetic on rates scaled once per price (no Decimal per
+    call); rounded up (``round_up``, for reservations) or half to even, as
+    :func:`~tokenbudget_core.money.usd_to_nanos` rounds. ``None`` when unpriced.
+
+    Raises:
+        UnknownModelError: Neither the registry nor an override knows ``model``.
+    """
+    table = prices if prices is not None else default_price_table()
+    override = table.get(model)
+    if override is None:
+        info = (registry if registry is not None else default_registry()).get(model)
+        override = table.get(info.canonical)
+        if override is None:
+            minute = int(time.time() // 60)
+            thresholds = _thresholds(info.canonical, info.provider, minute)
+            bracket = 0
+            if thresholds:  # genai-prices picks a tier by the input tokens of the request
+                per_request: int | Decimal = (
+                    input_tokens if requests <= 1 else Decimal(input_tokens) / requests
+                )
+                bracket = bisect.bisect_left(thresholds, per_request)
+            found = _bracket_scaled(info.canonical, info.provider, minute, bracket)
+            if found is None or (not found[1] and output_tokens > 0):
+                return None
+            scaled = found[0]
+        else:
+            scaled = _scaled_override(override)
+    else:
+        scaled = _scaled_override(override)
+    scale, r_in, r_read, r_5m, r_1h, r_out, r_reason, r_req = scaled
+    write_5m = cache_write_tokens - cache_write_1h_tokens
+    per_mtok = (
+        r_in * (input_tokens - cache_read_tokens - cache_write_tokens)
+        + r_read * cache_read_tokens
+        + r_5m * write_5m
+        + r_1h * cache_write_1h_tokens
+        + r_out * (output_tokens - reasoning_tokens)
+        + r_reason * reasoning_tokens
+    )
+    # USD = per_mtok / 1e6 / scale + r_req * requests / 1000 / scale; nano-USD is 1e9 times that.
+    numerator = per_mtok * 1000 + r_req * requests * 1_000_000
+    if round_up:
+        return -(-numerator // scale)
+    q, r = divmod(numerator, scale)
+    return q + 1 if 2 * r > scale or (2 * r == scale and q & 1) else q
+
+
+_Scaled: TypeAlias = tuple[int, int, int, int, int, int, int, int]
+
+
+@functools.lru_cache(maxsize=4096)
+def _scaled(rates: _Rates) -> _Scaled:
+    """``rates`` as integers over one power of ten: ``(scale, input, cache_read, ...)``."""
+    values = (
+        rates.input, rates.cache_read, rates.cache_write_5m, rates.cache_write_1h,
+        rates.output or Decimal(0), rates.reasoning, rates.per_thousand_requests,
+    )  # fmt: skip
+    places = max(max(0, -int(v.as_tuple().exponent)) for v in values)
+    scale = 10**places
+    ints = [int(v * scale) for v in values]
+    assert all(i == v * scale for i, v in zip(ints, values, strict=True))
+    return (scale, *ints)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bracket_scaled(canonical: str, provider: str, minute: int, bracket: int) -> tuple[_Scaled, bool] | None:
+    """:func:`_bracket_rates` scaled, and whether the model has an output price (cached)."""
+    if _model_prices(canonical, provider, minute) is None:
+        return None
+    rates = _bracket_rates(canonical, provider, minute, bracket)
+    if rates is None:
+        return None
+    return _scaled(rates), rates.output is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _scaled_override(override: PriceOverride) -> _Scaled:
+    return _scaled(_override_rates(override))
 
 
 def _tidy(amount: Decimal) -> Decimal:

@@ -65,6 +65,14 @@ class Usage:
     """True when any figure is an estimate (e.g. a stream cut short before its usage arrived)."""
 
     def __post_init__(self) -> None:
+        i, o, r, w = self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens
+        w1, rs, n = self.cache_write_1h_tokens, self.reasoning_tokens, self.requests
+        if (  # the common case, checked in one go (exact ints only: bools and subclasses go below)
+            type(i) is int and type(o) is int and type(r) is int and type(w) is int
+            and type(w1) is int and type(rs) is int and type(n) is int and type(self.estimated) is bool
+            and r >= 0 and w >= 0 and r + w <= i and 0 <= w1 <= w and 0 <= rs <= o and n >= 0
+        ):  # fmt: skip
+            return
         for name in (*_COUNT_FIELDS, "requests"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):

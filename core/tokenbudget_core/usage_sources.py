@@ -276,6 +276,12 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
     Raises:
         InvalidInputError: It is ``None`` (the model reported no usage) or a figure is invalid.
     """
+    if type(usage_metadata) is dict and not (
+        usage_metadata.get("input_token_details") or usage_metadata.get("output_token_details")
+    ):  # the common shape: two plain counts (checked like any other below when they are not)
+        i, o = usage_metadata.get("input_tokens"), usage_metadata.get("output_tokens")
+        if type(i) is int and type(o) is int and i >= 0 and o >= 0:
+            return Usage(input_tokens=i, output_tokens=o)
     where = "usage_metadata"
     if not isinstance(usage_metadata, Mapping) and hasattr(usage_metadata, "usage_metadata"):
         usage_metadata, where = usage_metadata.usage_metadata, "message.usage_metadata"

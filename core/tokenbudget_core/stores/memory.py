@@ -6,7 +6,8 @@ import heapq
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeAlias
 
 from .base import (
     Check,
@@ -22,18 +23,27 @@ from .base import (
 __all__ = ["MemoryStore"]
 
 
+Amounts: TypeAlias = Sequence[tuple[str, Metric, int]]
+"""``(scope, metric, amount)`` per budget (the fast path's :class:`Check` without its limit)."""
+
+
 class MemoryStore:
-    """The ledger's semantics in plain dicts under one lock (see :mod:`.base`)."""
+    """The ledger's semantics in plain dicts under one lock (see :mod:`.base`).
+
+    Besides the :class:`~.base.LedgerStore` contract it has a fast path the ledger uses
+    (:meth:`reserve_checks`, :meth:`commit_amounts`): the same operations on plain tuples,
+    without request and outcome objects.
+    """
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._lock = threading.Lock()
-        self._spent: dict[tuple[str, str, Metric], int] = defaultdict(int)
-        self._reserved: dict[tuple[str, str, Metric], int] = defaultdict(int)
-        # Request states stay small and untracked by the cyclic GC (plain strings); the checks of
+        # Per day: (scope, metric) -> [spent, reserved].
+        self._bal: dict[str, dict[tuple[str, Metric], list[int]]] = defaultdict(dict)
+        # Request states stay small and untracked by the cyclic GC (plain strings); the amounts of
         # a reservation are kept only while it is live.
         self._states: dict[tuple[str, str], RequestState] = {}
-        self._live: dict[tuple[str, str], tuple[Check, ...]] = {}
+        self._live: dict[tuple[str, str], tuple[tuple[list[int], int], ...]] = {}
         self._rollup: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._marks: dict[str, float] = {}
         self._costs: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -49,52 +59,92 @@ class MemoryStore:
                 self._states[(day, rid)] = "expired"
 
     def _unreserve(self, day: str, rid: str) -> None:
-        for c in self._live.pop((day, rid), ()):
-            self._reserved[(day, c.scope, c.metric)] -= c.amount
+        for cell, amount in self._live.pop((day, rid), ()):
+            cell[1] -= amount
 
-    def reserve(self, req: ReserveRequest) -> ReserveOutcome:
+    @staticmethod
+    def _cell(bal: dict[tuple[str, Metric], list[int]], key: tuple[str, Metric]) -> list[int]:
+        cell = bal.get(key)
+        if cell is None:
+            cell = bal[key] = [0, 0]
+        return cell
+
+    def reserve_checks(
+        self, day: str, request_id: str, checks: Sequence[Check], now_ms: int, lease_ms: int
+    ) -> tuple[int, ...] | ReserveOutcome:
+        """:meth:`reserve` without the request object: ``spent + reserved`` per check after
+        reserving, or the outcome of a refused or duplicate request."""
         with self._lock:
-            self._expire(req.day, req.now_ms)
-            key = (req.day, req.request_id)
+            self._expire(day, now_ms)
+            key = (day, request_id)
             known = self._states.get(key)
             if known is not None:
                 return ReserveOutcome(ok=True, state=known, duplicate=True)
-            spent, reserved = self._spent, self._reserved
-            for c in req.checks:
-                used = spent[(req.day, c.scope, c.metric)] + reserved[(req.day, c.scope, c.metric)]
-                if c.limit is not None and used + c.amount > c.limit:
-                    return ReserveOutcome(ok=False, failed=c, used=used)
-            for c in req.checks:
-                reserved[(req.day, c.scope, c.metric)] += c.amount
+            bal, cell_of = self._bal[day], self._cell
+            cells = [cell_of(bal, (c.scope, c.metric)) for c in checks]
+            for c, cell in zip(checks, cells, strict=True):
+                if c.limit is not None and cell[0] + cell[1] + c.amount > c.limit:
+                    return ReserveOutcome(ok=False, failed=c, used=cell[0] + cell[1])
+            held = []
+            for c, cell in zip(checks, cells, strict=True):
+                cell[1] += c.amount
+                held.append((cell, c.amount))
             self._states[key] = "reserved"
-            self._live[key] = tuple(req.checks)
-            heapq.heappush(self._leases[req.day], (req.now_ms + req.lease_ms, req.request_id))
-            usage = tuple(
-                spent[(req.day, c.scope, c.metric)] + reserved[(req.day, c.scope, c.metric)]
-                for c in req.checks
-            )
-            return ReserveOutcome(ok=True, state="reserved", usage=usage)
+            self._live[key] = tuple(held)
+            heapq.heappush(self._leases[day], (now_ms + lease_ms, request_id))
+            return tuple([cell[0] + cell[1] for cell in cells])
 
-    def commit(self, req: CommitRequest) -> CommitOutcome:
+    def reserve(self, req: ReserveRequest) -> ReserveOutcome:
+        found = self.reserve_checks(req.day, req.request_id, req.checks, req.now_ms, req.lease_ms)
+        if isinstance(found, ReserveOutcome):
+            return found
+        return ReserveOutcome(ok=True, state="reserved", usage=found)
+
+    def commit_amounts(
+        self,
+        day: str,
+        request_id: str,
+        charges: Amounts,
+        rollup_key: str,
+        rollup: Mapping[str, int],
+        call_cost_key: str | None,
+    ) -> tuple[bool, RequestState | None, tuple[int, ...]]:
+        """:meth:`commit` without the request object: ``(applied, previous, spent per charge)``."""
         with self._lock:
-            key = (req.day, req.request_id)
+            key = (day, request_id)
             previous = self._states.get(key)
             if previous == "committed":
-                return CommitOutcome(applied=False, previous="committed")
+                return False, "committed", ()
             if previous == "reserved":
-                self._unreserve(req.day, req.request_id)
-            for c in req.charges:
-                self._spent[(req.day, c.scope, c.metric)] += c.amount
-            row = self._rollup[(req.day, req.rollup_key)]
-            for k, v in req.rollup.items():
+                self._unreserve(day, request_id)
+            bal, cell_of = self._bal[day], self._cell
+            spent = []
+            for scope, metric, amount in charges:
+                cell = cell_of(bal, (scope, metric))
+                cell[0] += amount
+                spent.append(cell[0])
+            row = self._rollup[(day, rollup_key)]
+            for k, v in rollup.items():
                 row[k] += v
             self._states[key] = "committed"
-            if req.call_cost_key is not None:
-                self._costs[(req.day, req.call_cost_key)].append(req.rollup.get("cost_nanos", 0))
-            spent = tuple(self._spent[(req.day, c.scope, c.metric)] for c in req.charges)
-            return CommitOutcome(
-                applied=True, previous=previous, spent=spent, recorded_cost=req.call_cost_key is not None
-            )
+            if call_cost_key is not None:
+                self._costs[(day, call_cost_key)].append(rollup.get("cost_nanos", 0))
+            return True, previous, tuple(spent)
+
+    def commit(self, req: CommitRequest) -> CommitOutcome:
+        applied, previous, spent = self.commit_amounts(
+            req.day,
+            req.request_id,
+            [(c.scope, c.metric, c.amount) for c in req.charges],
+            req.rollup_key,
+            req.rollup,
+            req.call_cost_key,
+        )
+        if not applied:
+            return CommitOutcome(applied=False, previous=previous)
+        return CommitOutcome(
+            applied=True, previous=previous, spent=spent, recorded_cost=req.call_cost_key is not None
+        )
 
     def release(self, day: str, request_id: str, now_ms: int) -> bool:
         with self._lock:
@@ -114,7 +164,8 @@ class MemoryStore:
     ) -> dict[tuple[str, Metric], tuple[int, int]]:
         with self._lock:
             self._expire(day, now_ms)
-            return {(s, m): (self._spent[(day, s, m)], self._reserved[(day, s, m)]) for s, m in scopes}
+            bal = self._bal.get(day, {})
+            return {(s, m): tuple(bal.get((s, m), (0, 0))) for s, m in scopes}  # type: ignore[misc]
 
     def rollup(self, days: Sequence[str]) -> list[RollupRow]:
         with self._lock:
