@@ -82,13 +82,13 @@ function lineChart(target, days) {
 // Horizontal bars: one row per key, the value printed at the bar's end.
 function barChart(target, rows, valueOf, text, opts = {}) {
   if (!rows.length) return empty(target, opts.emptyText || "Nothing recorded in these days.");
-  const W = 380, row = 26, L = 120, R = 90;
+  const W = 400, row = 26, L = 150, R = 90;
   const max = Math.max(...rows.map(valueOf), opts.max || 0) || 1;
   const chart = svg(W, rows.length * row + 4);
   rows.forEach((r, i) => {
     const y = i * row + 4;
     const g = el("svg:g", { class: "bar-row", "data-key": r.key === null ? "" : r.key, "data-value": opts.raw ? opts.raw(r) : "" });
-    g.append(el("svg:text", { class: "label", x: 0, y: y + 14 }, label(r.key).slice(0, 18)));
+    g.append(el("svg:text", { class: "label", x: 0, y: y + 14 }, label(r.key).slice(0, 24)));
     g.append(el("svg:rect", { class: "track", x: L, y: y + 2, width: W - L - R, height: 16, rx: 3 }));
     const width = Math.max(((W - L - R) * valueOf(r)) / max, valueOf(r) > 0 ? 1 : 0);
     g.append(el("svg:rect", { class: opts.cls ? opts.cls(r) : "bar", x: L, y: y + 2, width, height: 16, rx: 3 }));
