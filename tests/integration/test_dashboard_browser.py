@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from redis_server import in_ci
 
+from redis_server import in_ci
 from tokenbudget_core import Usage
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.ledger import Ledger
@@ -188,7 +188,7 @@ def test_dashboard_shows_the_ledgers_numbers(
                 cell = shown_days[d.day].query_selector("td.cpu")
                 assert cell is not None
                 if d.cost_per_active_user_usd is None:
-                    assert cell.inner_text() == "–"
+                    assert cell.inner_text() == "\u2013"  # an en dash: no figure
                 else:
                     assert _close(cell.inner_text(), d.cost_per_active_user_usd)
             assert len(page.query_selector_all("#cpu-chart circle.dot")) == 3  # three days had users
