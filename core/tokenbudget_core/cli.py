@@ -557,6 +557,31 @@ def budgets(
         )
 
 
+@cli.command(epilog=_EXIT_CODES_HELP)
+@click.option("--store", "store_url", metavar="URL", help=_STORE_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default="8000", show_default=True, metavar="PORT", help="TCP port.")
+@click.option(
+    "--token",
+    envvar="TOKENBUDGET_TOKEN",
+    metavar="TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' (default: $TOKENBUDGET_TOKEN; none: no auth).",
+)
+@click.option("--policy", "policy_path", metavar="FILE", help="Budget policy TOML (default: no limits).")
+def serve(*, store_url: str | None, host: str, port: str, token: str | None, policy_path: str | None) -> None:
+    """Run the HTTP service and dashboard (needs the server extra).
+
+    JSON endpoints for counting, truncation, prompts, prices, budgets and reports; the
+    dashboard at /dashboard; the OpenAPI schema at /openapi.json. See docs/service.md.
+    """
+    from .server import serve as run
+
+    n = _positive("--port", port)
+    if n > 65_535:
+        raise InvalidInputError("--port", f"must be at most 65535, got {port!r}", value=port)
+    run(store_url, host=host, port=n, token=token or None, policy_path=policy_path)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``tokenbudget`` command (the console-script entry point); exits the process."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="tokenbudget")
