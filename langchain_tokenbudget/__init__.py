@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .budget_callback import AsyncBudgetCallbackHandler, BudgetCallbackHandler
 from .chat_history import SummaryChatMessageHistory, TokenBudgetChatMessageHistory
+from .llm_cache import TokenBudgetLLMCache
 from .messages import to_core_message, to_core_messages
 from .router_chat_model import RouterChatModel
 from .trim_runnable import TrimMessagesRunnable
@@ -27,6 +28,7 @@ __all__ = [
     "RoutingMiddleware",
     "SummaryChatMessageHistory",
     "TokenBudgetChatMessageHistory",
+    "TokenBudgetLLMCache",
     "TrimMessagesRunnable",
     "cost_of_message",
     "to_core_message",

@@ -23,6 +23,7 @@ API = [
     "RoutingMiddleware",
     "SummaryChatMessageHistory",
     "TokenBudgetChatMessageHistory",
+    "TokenBudgetLLMCache",
     "TrimMessagesRunnable",
     "cost_of_message",
     "to_core_message",

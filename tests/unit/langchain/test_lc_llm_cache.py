@@ -1,0 +1,199 @@
+"""TokenBudgetLLMCache: LangChain's standard cache suites, and real runs of a fake chat model
+(set_llm_cache and per-model cache=) that show what a user relies on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from langchain_core.caches import BaseCache
+from langchain_core.globals import set_llm_cache
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, Generation
+from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTestSuite
+from lc_fakes import replies, weather_call
+
+from langchain_tokenbudget import TokenBudgetLLMCache
+from langchain_tokenbudget.llm_cache import to_cache_request
+from tokenbudget_core import InvalidInputError, attribute
+from tokenbudget_core.cache_keys import CacheScope
+from tokenbudget_core.response_cache import ExactCache
+from tokenbudget_core.semantic_cache import SemanticCache
+
+# -- LangChain's standard suites ------------------------------------------------------------------
+
+
+class TestExactCacheSync(SyncCacheTestSuite):
+    @pytest.fixture
+    def cache(self) -> BaseCache:
+        return TokenBudgetLLMCache(ExactCache())
+
+
+class TestExactCacheAsync(AsyncCacheTestSuite):
+    @pytest.fixture
+    async def cache(self) -> BaseCache:
+        return TokenBudgetLLMCache(ExactCache())
+
+
+class TestSemanticCacheSync(SyncCacheTestSuite):
+    @pytest.fixture
+    def cache(self) -> BaseCache:
+        return TokenBudgetLLMCache(SemanticCache())
+
+
+class TestSemanticCacheAsync(AsyncCacheTestSuite):
+    @pytest.fixture
+    async def cache(self) -> BaseCache:
+        return TokenBudgetLLMCache(SemanticCache())
+
+
+# -- real runs ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def global_cache() -> Iterator[TokenBudgetLLMCache]:
+    cache = TokenBudgetLLMCache(ExactCache(), scope=CacheScope(tenant="acme"))
+    set_llm_cache(cache)
+    try:
+        yield cache
+    finally:
+        set_llm_cache(None)
+
+
+def test_set_llm_cache_repeated_request_makes_no_second_call(global_cache: TokenBudgetLLMCache) -> None:
+    model = replies(
+        AIMessage("Paris.", usage_metadata={"input_tokens": 9, "output_tokens": 2, "total_tokens": 11})
+    )
+    first = model.invoke([SystemMessage("Be brief."), HumanMessage("Capital of France?")])
+    second = model.invoke([SystemMessage("Be brief."), HumanMessage("Capital of France?")])
+    assert len(model.received) == 1
+    assert first.content == second.content == "Paris."
+    assert isinstance(second, AIMessage)
+    assert second.usage_metadata is not None
+    assert second.usage_metadata["input_tokens"] == 9  # the original call's usage, LangChain zeroes its cost
+    # a different prompt, or a different system prompt, is a different request
+    model.messages = iter([AIMessage("Rome."), AIMessage("Paris!")])
+    assert model.invoke([SystemMessage("Be brief."), HumanMessage("Capital of Italy?")]).content == "Rome."
+    assert model.invoke([SystemMessage("Shout."), HumanMessage("Capital of France?")]).content == "Paris!"
+    assert len(model.received) == 3
+
+
+async def test_per_model_cache_async() -> None:
+    model = replies(AIMessage("Paris."), AIMessage("Never served"))
+    model.cache = TokenBudgetLLMCache(ExactCache(), scope=CacheScope(tenant="acme"))
+    assert (await model.ainvoke("Capital of France?")).content == "Paris."
+    assert (await model.ainvoke("Capital of France?")).content == "Paris."
+    assert len(model.received) == 1
+    other = replies(AIMessage("Uncached."))
+    assert other.invoke("Capital of France?").content == "Uncached."  # no cache on this model
+
+
+def test_near_duplicate_hits_only_above_the_threshold() -> None:
+    cache = TokenBudgetLLMCache(SemanticCache(threshold=0.9), scope=CacheScope(tenant="acme"))
+    model = replies(AIMessage("A piece of text."), AIMessage("Fresh answer."), AIMessage("Third."))
+    model.cache = cache
+    assert model.invoke("What is a token?").content == "A piece of text."
+    assert model.invoke("what is a TOKEN").content == "A piece of text."  # near-duplicate: served
+    assert len(model.received) == 1
+    assert model.invoke("How are tokens priced for images?").content == "Fresh answer."  # below threshold
+    assert model.invoke("What is not a token?").content == "Third."  # the guard: negation differs
+    assert len(model.received) == 3
+
+
+def test_threshold_of_one_needs_the_same_text() -> None:
+    strict = replies(AIMessage("A."), AIMessage("B."))
+    strict.cache = TokenBudgetLLMCache(SemanticCache(threshold=1.0), scope=CacheScope(tenant="acme"))
+    strict.invoke("What is a token?")
+    assert strict.invoke("What is a token, exactly, in detail?").content == "B."
+
+
+def test_nothing_crosses_tenants_or_users() -> None:
+    tenant: dict[str, str] = {"id": "acme"}
+    cache = TokenBudgetLLMCache(SemanticCache(), scope=lambda: CacheScope(tenant=tenant["id"]))
+    model = replies(*(AIMessage(f"answer {i}") for i in range(5)))
+    model.cache = cache
+    assert model.invoke("What is a token?").content == "answer 0"
+    tenant["id"] = "globex"
+    assert model.invoke("What is a token?").content == "answer 1"  # another tenant: a miss
+    tenant["id"] = "acme"
+    assert model.invoke("What is a token?").content == "answer 0"
+    # users from the attribution, no scope given (tenant None is its own scope)
+    model.cache = TokenBudgetLLMCache(ExactCache())
+    with attribute(user="ada"):
+        assert model.invoke("What is a token?").content == "answer 2"
+        assert model.invoke("What is a token?").content == "answer 2"
+    with attribute(user="bob"):
+        assert model.invoke("What is a token?").content == "answer 3"
+    assert len(model.received) == 4
+
+
+def test_tool_calls_are_cached_only_when_opted_in() -> None:
+    model = replies(weather_call("call_1"), weather_call("call_2"))
+    model.cache = TokenBudgetLLMCache(ExactCache(), scope=CacheScope(tenant="acme"))
+    model.invoke("Weather in Paris?")
+    model.invoke("Weather in Paris?")
+    assert len(model.received) == 2
+    opted = replies(weather_call("call_1"), weather_call("call_2"))
+    opted.cache = TokenBudgetLLMCache(ExactCache(cache_tool_calls=True), scope=CacheScope(tenant="acme"))
+    opted.invoke("Weather in Paris?")
+    again = opted.invoke("Weather in Paris?")
+    assert len(opted.received) == 1
+    assert isinstance(again, AIMessage)
+    assert again.tool_calls[0]["id"] == "call_1"
+    assert again.tool_calls[0]["args"] == {"city": "Paris"}
+
+
+def test_sampled_settings_are_not_cached() -> None:
+    cache = TokenBudgetLLMCache(ExactCache(), scope=CacheScope(tenant="acme"))
+    prompt = json.dumps(
+        [{"lc": 1, "type": "constructor", "id": ["x"], "kwargs": {"type": "human", "content": "Hi"}}]
+    )
+    hot = "[('_type', 'openai-chat'), ('model_name', 'gpt-4o'), ('temperature', 0.7)]"
+    cold = "[('_type', 'openai-chat'), ('model_name', 'gpt-4o'), ('temperature', 0.0)]"
+    answer = [ChatGeneration(message=AIMessage("Hello."))]
+    cache.update(prompt, hot, answer)
+    assert cache.lookup(prompt, hot) is None
+    cache.update(prompt, cold, answer)
+    [hit] = cache.lookup(prompt, cold) or []
+    assert isinstance(hit, ChatGeneration)
+    assert hit.message.content == "Hello."
+
+
+def test_entries_are_plain_json_and_never_loaded_as_objects() -> None:
+    core = ExactCache()
+    scope = CacheScope(tenant="acme")
+    cache = TokenBudgetLLMCache(core, scope=scope)
+    gen = ChatGeneration(message=AIMessage("Hi.", response_metadata={"finish_reason": "stop"}))
+    cache.update("prompt", "llm", [gen, Generation(text="plain")])
+    payload = core.store_backend.get(scope, to_cache_request("prompt", "llm").digest())
+    assert payload is not None
+    entry = json.loads(payload)  # plain JSON text
+    assert entry["response"]["extra"]["generations"][0]["message"]["content"] == "Hi."
+    assert '"lc"' not in payload
+    assert '"constructor"' not in payload
+    # a prompt that looks like a LangChain serialised object naming some class is read as data only
+    evil = [
+        {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {"type": "human", "content": "x"}}
+    ]
+    cache.update(json.dumps(evil), "llm", [Generation(text="ok")])
+    assert cache.lookup(json.dumps(evil), "llm") == [Generation(text="ok")]
+
+
+def test_bad_arguments_name_the_field() -> None:
+    with pytest.raises(InvalidInputError) as e:
+        TokenBudgetLLMCache({})  # type: ignore[arg-type]
+    assert e.value.field == "cache"
+    with pytest.raises(InvalidInputError) as e:
+        TokenBudgetLLMCache(ExactCache(), scope="acme")  # type: ignore[arg-type]
+    assert e.value.field == "scope"
+
+
+def test_docstring_example_runs() -> None:
+    import doctest
+
+    from langchain_tokenbudget import llm_cache
+
+    result = doctest.testmod(llm_cache)
+    assert result.attempted > 0
+    assert result.failed == 0
