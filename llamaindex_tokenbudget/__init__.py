@@ -4,11 +4,13 @@ from .budget_callback import BudgetCallbackHandler
 from .cost_event_handler import CostEventHandler
 from .memory import SummaryChatMemory, TokenBudgetChatMemory
 from .messages import to_core_message, to_core_messages
+from .routed_llm import RoutedLLM
 from .usage import cost_of_response, usage_of
 
 __all__ = [
     "BudgetCallbackHandler",
     "CostEventHandler",
+    "RoutedLLM",
     "SummaryChatMemory",
     "TokenBudgetChatMemory",
     "cost_of_response",

@@ -1,0 +1,305 @@
+"""An LLM that routes each call to the cheapest adequate tier: :class:`RoutedLLM`.
+
+It is a LlamaIndex ``LLM`` over one ``LLM`` per tier, usable wherever LlamaIndex takes an LLM
+(chat engines, query engines, agents). Each call is translated (chat messages with
+:func:`~llamaindex_tokenbudget.messages.to_core_messages`, or the completion prompt) and the
+core :class:`~tokenbudget_core.routing.TierRouter` decides the tier: complexity, budget (the
+payer of the enclosing :func:`~tokenbudget_core.attribute` block) and context window. The
+chosen tier's LLM then answers as itself, so its own callback events (and a
+:class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler`) see the model that
+answered. Retryable provider errors go down the tier's fallback chain (a stream only until its
+first chunk). The decision is in ``response.additional_kwargs["tokenbudget_route"]`` (every
+chunk of a stream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, ValidationError
+from llama_index.core.llms.llm import LLM
+
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.messages import Message
+from tokenbudget_core.routing import RouteDecision, TierRouter
+
+from ._bridge import host_error
+from .messages import to_core_messages
+
+__all__ = ["ROUTE_KEY", "RoutedLLM"]
+
+ROUTE_KEY = "tokenbudget_route"
+R = TypeVar("R", ChatResponse, CompletionResponse)
+
+
+def _model_name(llm: object, *, field: str, explicit: str | None) -> str:
+    if not isinstance(llm, LLM):
+        raise InvalidInputError(
+            field, f"must be a LlamaIndex LLM, got {type(llm).__name__}", fix="pass the LLM itself"
+        )
+    if explicit is not None:
+        return explicit
+    for name in (llm.metadata.model_name, getattr(llm, "model", None)):
+        if isinstance(name, str) and name and name != "unknown":
+            return name
+    raise InvalidInputError(
+        field,
+        f"{type(llm).__name__} does not name its model",
+        fix="name the model to price it with: models={'<tier>': 'gpt-4o-mini', ...}",
+    )
+
+
+def _annotated(response: R, decision: RouteDecision, model: str) -> R:
+    response.additional_kwargs[ROUTE_KEY] = {**decision.as_metadata(), "answered_by": model}
+    return response
+
+
+class RoutedLLM(LLM):
+    """An LLM that sends each call to the cheapest adequate of its tier LLMs.
+
+    Args:
+        tiers: Tier name -> LLM, ordered cheapest -> premium.
+        models: Tier name -> model name to price and count with, for LLMs that do not name theirs.
+        fallbacks: Tier name -> LLMs to try, in order, on retryable provider errors.
+        classifier: A :class:`~tokenbudget_core.complexity.ComplexityClassifier` (default: heuristic).
+        ledger: Budget awareness: step down tiers as the payer's budget fills, refuse at its limit.
+        registry: Model facts and pricing names (default: the core's registry).
+        max_output_tokens: Output tokens routing assumes when the call sets no ``max_tokens``.
+
+    Per call, ``force_tier="large"`` skips the classifier (it is not passed on to the tier LLM).
+
+    Raises:
+        InvalidInputError: Empty tiers, a tier that is not an LLM or names no model; at call time
+            an unknown ``force_tier``.
+        UnknownModelError: A tier's model is not in the registry.
+        ContextOverflowError: At call time, when the request fits no tier.
+        BudgetExceededError: At call time, when the payer's budget is used up (nothing is sent).
+
+    Example:
+        >>> from llama_index.core.llms import MockLLM
+        >>> llm = RoutedLLM(
+        ...     tiers={"small": MockLLM(), "large": MockLLM()},
+        ...     models={"small": "gpt-4o-mini", "large": "gpt-4o"},
+        ... )
+        >>> response = llm.complete("What is the capital of France?")
+        >>> response.additional_kwargs["tokenbudget_route"]["model"]
+        'gpt-4o-mini'
+    """
+
+    tiers: dict[str, Any] = Field(description="Tier name -> LLM, ordered cheapest -> premium.")
+    models: dict[str, str] | None = Field(default=None, description="Tier name -> model name to price with.")
+    fallbacks: dict[str, list[Any]] | None = Field(
+        default=None, description="Tier name -> LLMs to try, in order, on retryable provider errors."
+    )
+    classifier: Any = Field(default=None, description="The complexity classifier (default: heuristic).")
+    ledger: Any = Field(default=None, description="Ledger for budget-aware routing.")
+    registry: Any = Field(default=None, description="Model registry (default: the core's).")
+    max_output_tokens: int = Field(default=1024, description="Output tokens routing assumes by default.")
+
+    _router: TierRouter = PrivateAttr()
+    _llms: dict[str, LLM] = PrivateAttr()  # model name -> LLM (tiers, then fallbacks)
+
+    def __init__(self, **data: Any) -> None:
+        if not isinstance(data.get("tiers"), Mapping) or not data["tiers"]:
+            raise InvalidInputError(
+                "tiers",
+                "must be a non-empty mapping of tier name -> LLM, cheapest first",
+                value=data.get("tiers"),
+                fix="RoutedLLM(tiers={'small': OpenAI(model='gpt-4o-mini'), 'large': ...})",
+            )
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise host_error(e) from e
+        models = self.models or {}
+        for tier in models:
+            if tier not in self.tiers:
+                raise InvalidInputError(
+                    f"models[{tier!r}]", "is not a tier", fix=f"one of {list(self.tiers)}"
+                )
+        self._llms = {}
+        names: dict[str, str] = {}
+        for tier, llm in self.tiers.items():
+            names[tier] = _model_name(llm, field=f"tiers[{tier!r}]", explicit=models.get(tier))
+            self._llms.setdefault(names[tier], llm)
+        fallback_names: dict[str, list[str]] = {}
+        for tier, llms in (self.fallbacks or {}).items():
+            fallback_names[tier] = []
+            for i, llm in enumerate(llms):
+                name = _model_name(llm, field=f"fallbacks[{tier!r}][{i}]", explicit=None)
+                fallback_names[tier].append(name)
+                self._llms.setdefault(name, llm)
+        self._router = TierRouter(
+            names,
+            classifier=self.classifier,
+            ledger=self.ledger,
+            fallbacks=fallback_names,
+            registry=self.registry,
+            max_output_tokens=self.max_output_tokens,
+        )
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RoutedLLM"
+
+    @property
+    def router(self) -> TierRouter:
+        """The core router deciding the routes."""
+        return self._router
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """The largest tier window (the router escalates to it); chat, tools if all tiers have them."""
+        metas = [llm.metadata for llm in self.tiers.values()]
+        return LLMMetadata(
+            context_window=max(m.context_window for m in metas),
+            num_output=max(m.num_output for m in metas),
+            is_chat_model=all(m.is_chat_model for m in metas),
+            is_function_calling_model=all(m.is_function_calling_model for m in metas),
+            model_name="|".join(self._router.tiers.values()),
+        )
+
+    # -- translation ------------------------------------------------------------------------------
+
+    def _request(self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
+        force = kwargs.pop("force_tier", None)
+        out = kwargs.get("max_tokens")
+        messages: str | list[Message] = what if isinstance(what, str) else to_core_messages(what)
+        return {
+            "messages": messages,
+            "force_tier": force,
+            "max_output_tokens": out if isinstance(out, int) and not isinstance(out, bool) else None,
+        }
+
+    def _call(self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any], fn: Callable[[LLM], R]) -> R:
+        decision = self._router.route(**self._request(what, kwargs))
+        model, response = self._router.call(decision, lambda m: (m, fn(self._llms[m])))
+        return _annotated(response, decision, model)
+
+    async def _acall(
+        self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any], fn: Callable[[LLM], Awaitable[R]]
+    ) -> R:
+        decision = await self._router.aroute(**self._request(what, kwargs))
+
+        async def attempt(m: str) -> tuple[str, R]:
+            return m, await fn(self._llms[m])
+
+        model, response = await self._router.acall(decision, attempt)
+        return _annotated(response, decision, model)
+
+    def _stream(
+        self,
+        what: str | Sequence[ChatMessage],
+        kwargs: dict[str, Any],
+        fn: Callable[[LLM], Generator[R, None, None]],
+    ) -> Generator[R, None, None]:
+        decision = self._router.route(**self._request(what, kwargs))
+
+        def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
+            gen = fn(self._llms[m])
+            try:
+                return m, next(gen, None), gen
+            except BaseException:
+                gen.close()
+                raise
+
+        model, head, rest = self._router.call(decision, start)
+
+        def chunks() -> Generator[R, None, None]:
+            try:
+                if head is not None:
+                    yield _annotated(head, decision, model)
+                for chunk in rest:
+                    yield _annotated(chunk, decision, model)
+            finally:
+                rest.close()
+
+        return chunks()
+
+    async def _astream(
+        self,
+        what: str | Sequence[ChatMessage],
+        kwargs: dict[str, Any],
+        fn: Callable[[LLM], Awaitable[AsyncGenerator[R, None]]],
+    ) -> AsyncGenerator[R, None]:
+        decision = await self._router.aroute(**self._request(what, kwargs))
+
+        async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
+            gen = await fn(self._llms[m])
+            try:
+                return m, await anext(gen, None), gen
+            except BaseException:
+                await gen.aclose()
+                raise
+
+        model, head, rest = await self._router.acall(decision, start)
+
+        async def chunks() -> AsyncGenerator[R, None]:
+            try:
+                if head is not None:
+                    yield _annotated(head, decision, model)
+                async for chunk in rest:
+                    yield _annotated(chunk, decision, model)
+            finally:
+                await rest.aclose()
+
+        return chunks()
+
+    # -- the LLM interface: route, then the tier LLM's own method ----------------------------------
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Route the conversation, then the chosen tier's ``chat``.
+
+        Raises:
+            BudgetExceededError: The payer's budget is used up: nothing was sent.
+            ContextOverflowError: The conversation fits no tier.
+            InvalidInputError: An unknown ``force_tier`` or unreadable messages.
+        """
+        return self._call(messages, kwargs, lambda llm: llm.chat(messages, **kwargs))
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Route the prompt, then the chosen tier's ``complete``."""
+        return self._call(prompt, kwargs, lambda llm: llm.complete(prompt, formatted=formatted, **kwargs))
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """Route, then stream the chosen tier's ``stream_chat``."""
+        return self._stream(messages, kwargs, lambda llm: llm.stream_chat(messages, **kwargs))
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        """Route, then stream the chosen tier's ``stream_complete``."""
+        return self._stream(
+            prompt, kwargs, lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs)
+        )
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Async twin of :meth:`chat`."""
+        return await self._acall(messages, kwargs, lambda llm: llm.achat(messages, **kwargs))
+
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Async twin of :meth:`complete`."""
+        return await self._acall(
+            prompt, kwargs, lambda llm: llm.acomplete(prompt, formatted=formatted, **kwargs)
+        )
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        """Async twin of :meth:`stream_chat`."""
+        return await self._astream(messages, kwargs, lambda llm: llm.astream_chat(messages, **kwargs))
+
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        """Async twin of :meth:`stream_complete`."""
+        return await self._astream(
+            prompt, kwargs, lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs)
+        )
