@@ -305,6 +305,104 @@ def _tokens(flag: str, value: str) -> int:
     return int(text)
 
 
+# -- demo -----------------------------------------------------------------------------------------
+
+
+@cli.command(epilog=_EXIT_CODES_HELP)
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    help="Ledger store (default: a fresh embedded SQLite file, tokenbudget-demo.db; redis://... works).",
+)
+@click.option("--users", default="50", show_default=True, metavar="N", help="Users in the workload.")
+@click.option("--turns", default="20", show_default=True, metavar="N", help="Support-chat turns per user.")
+@click.option("--seed", default="7", show_default=True, metavar="N", help="Workload seed.")
+@click.option(
+    "--html",
+    "html_path",
+    default="tokenbudget-demo.html",
+    show_default=True,
+    metavar="PATH",
+    help="Where to write the HTML report ('-' for none).",
+)
+@click.option("--live", is_flag=True, help="Call OpenAI for real (needs OPENAI_API_KEY; costs money).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def demo(
+    *,
+    store_url: str | None,
+    users: str,
+    turns: str,
+    seed: str,
+    html_path: str,
+    live: bool,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
+    """Replay a day of support chat twice over: without controls, then adding one control at a time.
+
+    50 users x 20 turns (by default) go through a LangChain pipeline with a fake chat model
+    that reports exact usage: first with no controls, then adding prompt compression, memory
+    trimming, a semantic cache, tiered routing and per-user budgets. Every call is charged to
+    the ledger; the savings table, cost per active user per day and the budget alerts are read
+    back from it, and an HTML report is written.
+    """
+    try:
+        from langchain_tokenbudget.demo_pipeline import STAGES, check_live, run_demo
+    except ImportError as e:
+        raise MissingDependencyError("langchain-core", "langchain") from e
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .demo_report import render_html, render_table
+
+    n_users, n_turns = _positive("--users", users), _positive("--turns", turns)
+    if live:
+        check_live()
+    total = n_users * n_turns * len(STAGES)
+    console = Console(soft_wrap=False)
+    progress = Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=no_progress or as_json,
+    )
+    with progress:
+        task = progress.add_task("demo", total=total)
+        summary = run_demo(
+            store=store_url,
+            users=n_users,
+            turns=n_turns,
+            seed=_tokens("--seed", seed),
+            live=live,
+            on_turn=lambda: progress.advance(task),
+        )
+    if html_path != "-":
+        try:
+            Path(html_path).write_text(render_html(summary), encoding="utf-8")
+        except OSError as e:
+            raise InvalidInputError("--html", f"cannot write {html_path!r}: {e.strerror or e}") from e
+    if as_json:
+        click.echo(
+            json.dumps({**summary.as_dict(), "html": None if html_path == "-" else html_path}, indent=2)
+        )
+        return
+    console.print(render_table(summary))
+    b, c = summary.baseline, summary.controlled
+    console.print(
+        f"cost per active user per day: {_money(b.cost_per_active_user_usd, places=5)} without controls, "
+        f"{_money(c.cost_per_active_user_usd, places=5)} with them ({c.saved_share:.0%} saved)"
+    )
+    console.print(f"budget alerts fired: {len(summary.alerts)}")
+    for a in summary.alerts[:5]:
+        console.print(f"  {a.budget} for {a.scope} passed {a.threshold:.0%}: {a.used} of {a.limit}")
+    if html_path != "-":
+        console.print(f"HTML report: {html_path}")
+    console.print(f"ledger: {summary.store}  (try: tokenbudget report --store {summary.store} --by feature)")
+
+
 # -- explain --------------------------------------------------------------------------------------
 
 

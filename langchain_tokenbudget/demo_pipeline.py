@@ -1,0 +1,340 @@
+"""The demo application: a LangChain support bot replayed over the demo workload, stage by stage.
+
+This is an example app, not an adapter: it shows the adapters working together the way a team
+would wire them. Each stage replays the whole workload (:mod:`tokenbudget_core.demo_workload`)
+through the same pipeline — history, prompt, chat model, cost callback — with one more control
+switched on than the stage before:
+
+1. ``baseline``: the premium model, the whole history on every call.
+2. ``compression``: whitespace removed from what users paste (``compress_prompt``), so the
+   history carries the smaller text too.
+3. ``memory``: the history trimmed to a token budget (:class:`TokenBudgetChatMessageHistory`).
+4. ``caching``: a semantic response cache scoped to the tenant, model and system prompt.
+5. ``routing``: simple requests to the cheap tier (the core ``TierRouter``).
+6. ``budgets``: per-user daily dollar budgets, enforced before each call (refusals are soft).
+
+Every call is charged by :class:`BudgetCallbackHandler` to a :class:`~tokenbudget_core.Ledger`
+under the feature ``demo:<stage>``, so the savings table is read back from the ledger.
+Offline the chat model is :class:`DemoChatModel`, which answers from the workload and reports
+usage counted exactly with tiktoken; ``live=True`` uses ``ChatOpenAI`` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
+
+from tokenbudget_core.alerts import Alert
+from tokenbudget_core.attribution import attribute
+from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
+from tokenbudget_core.complexity import HeuristicClassifier
+from tokenbudget_core.compression import compress_prompt
+from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.demo_report import DemoSummary, StageStats, summarise
+from tokenbudget_core.demo_workload import SYSTEM_PROMPT, Turn, Workload, build_workload, reply_to
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, MissingDependencyError
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.reports import build_report
+from tokenbudget_core.routing import TierRouter
+
+from .budget_callback import BudgetCallbackHandler
+from .chat_history import TokenBudgetChatMessageHistory
+from .messages import to_core_messages
+
+__all__ = [
+    "DEFAULT_DEMO_STORE",
+    "STAGES",
+    "DemoChatModel",
+    "StageResult",
+    "check_live",
+    "run_demo",
+    "run_stage",
+]
+
+STAGES: tuple[str, ...] = ("baseline", "compression", "memory", "caching", "routing", "budgets")
+"""The stages, each adding one control to the one before."""
+
+PREMIUM, CHEAP = "gpt-4o", "gpt-4o-mini"
+HISTORY_TOKENS = 1_500
+MAX_OUTPUT = 600
+USER_DAILY_USD = Decimal("0.09")
+REFUSAL = "You have reached today's assistant budget; a human agent will follow up by email."
+
+
+@functools.cache
+def _counter(model: str) -> TokenCounter:
+    """One counter per model, so its per-message count cache lasts the whole replay."""
+    return TokenCounter.for_model(model)
+
+
+class DemoChatModel(BaseChatModel):
+    """A chat model that answers from the demo workload and reports exact usage.
+
+    The answer to a user message is :func:`~tokenbudget_core.demo_workload.reply_to` of the
+    workload turn with that text; ``usage_metadata`` holds the prompt's tiktoken count (chat
+    framing included) and the answer's, as a provider would report them.
+    """
+
+    model_name: str = Field(default=PREMIUM, description="The model this fake stands in for.")
+    replies: Mapping[str, str] = Field(
+        default_factory=dict, description="User text (whitespace collapsed) -> answer."
+    )
+    calls: int = Field(default=0, description="How many calls reached the model.")
+
+    @property
+    def _llm_type(self) -> str:
+        return "tokenbudget-demo"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.calls += 1
+        last = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+        said = " ".join(str(last.content).split()) if last else ""
+        text = self.replies.get(said, "I can help with that.")
+        counter = _counter(self.model_name)
+        prompt = int(counter.count_messages(to_core_messages(messages)))
+        output = int(counter.count(text))
+        message = AIMessage(
+            text,
+            usage_metadata={"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output},
+            response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+@dataclass(kw_only=True)
+class StageResult:
+    """What one stage's replay did (the money is read back from the ledger by the caller)."""
+
+    stage: str
+    feature: str
+    calls: int = 0
+    """Turns answered by a model call."""
+    cache_hits: int = 0
+    refused: int = 0
+    """Turns refused by a budget (the user saw :data:`REFUSAL`)."""
+    routed_cheap: int = 0
+    active_users: set[str] = field(default_factory=set)
+    tokens_compressed: int = 0
+    """Prompt tokens removed by compression."""
+
+
+def check_live() -> None:
+    """Raise :class:`InvalidInputError` unless a live run can call OpenAI (``OPENAI_API_KEY`` set)."""
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise InvalidInputError(
+            "--live", "needs OPENAI_API_KEY in the environment", fix="set it, or drop --live"
+        )
+
+
+def _live_model(model: str) -> BaseChatModel:
+    check_live()
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError as e:  # pragma: no cover - the all extra has it
+        raise MissingDependencyError("langchain-openai", "openai") from e
+    return ChatOpenAI(model=model, max_completion_tokens=MAX_OUTPUT, stream_usage=True)
+
+
+def demo_policy() -> BudgetPolicy:
+    """The budget policy of the demo: a per-user daily dollar limit on the ``budgets`` stage only."""
+    return BudgetPolicy(features={f"demo:{s}": FeatureBudget() for s in STAGES if s != "budgets"} | {
+        "demo:budgets": FeatureBudget(user_daily_usd=USER_DAILY_USD)
+    })  # fmt: skip
+
+
+def run_stage(
+    stage: str,
+    workload: Workload,
+    ledger: Ledger,
+    *,
+    live: bool = False,
+    user_prefix: str = "",
+    on_turn: Callable[[], None] | None = None,
+) -> StageResult:
+    """Replay ``workload`` with the controls of ``stage`` and the ones before it.
+
+    Args:
+        stage: One of :data:`STAGES`.
+        workload: The turns to replay.
+        ledger: Where every call is charged (feature ``demo:<stage>``).
+        live: Use ``ChatOpenAI`` (needs ``OPENAI_API_KEY``) instead of :class:`DemoChatModel`.
+        user_prefix: Put before each user id (keeps runs apart in a shared store).
+        on_turn: Called after each turn (a progress bar).
+
+    Raises:
+        InvalidInputError: An unknown stage, or ``live`` without an API key.
+    """
+    if stage not in STAGES:
+        raise InvalidInputError("stage", f"unknown stage {stage!r}", fix=f"one of {', '.join(STAGES)}")
+    level = STAGES.index(stage)
+    replies = {" ".join(t.text.split()): reply_to(t) for convo in workload.conversations for t in convo}
+    if live:
+        premium, cheap = _live_model(PREMIUM), _live_model(CHEAP)
+    else:
+        premium = DemoChatModel(model_name=PREMIUM, replies=replies)
+        cheap = DemoChatModel(model_name=CHEAP, replies=replies)
+    result = StageResult(stage=stage, feature=f"demo:{stage}")
+    handler = BudgetCallbackHandler(ledger, max_output_tokens=MAX_OUTPUT)
+    counter = _counter(PREMIUM)
+    models = {PREMIUM: premium, CHEAP: cheap}
+    router = (
+        TierRouter(
+            {"small": CHEAP, "large": PREMIUM}, classifier=HeuristicClassifier(tiers=("small", "large"))
+        )
+        if level >= STAGES.index("routing")
+        else None
+    )
+    for convo in workload.conversations:
+        history = (
+            TokenBudgetChatMessageHistory(model=counter, max_tokens=HISTORY_TOKENS)
+            if level >= STAGES.index("memory")
+            else None
+        )
+        transcript: list[BaseMessage] = []
+        for turn in convo:
+            user = user_prefix + turn.user
+            text = turn.text
+            if level >= STAGES.index("compression"):
+                squeezed = compress_prompt(text, counter=counter)
+                result.tokens_compressed += squeezed.tokens_saved
+                text = squeezed.text
+            past = history.messages if history is not None else transcript
+            prompt: Sequence[BaseMessage] = [SystemMessage(SYSTEM_PROMPT), *past, HumanMessage(text)]
+            model = premium
+            if router is not None:
+                model = models[router.route(to_core_messages(prompt), max_output_tokens=MAX_OUTPUT).model]
+            with attribute(feature=result.feature, user=user, conversation=user_prefix + turn.conversation):
+                try:
+                    answer = model.invoke(prompt, config={"callbacks": [handler]})
+                    reply: BaseMessage = answer
+                    result.calls += 1
+                    result.active_users.add(user)
+                    if model is cheap:
+                        result.routed_cheap += 1
+                except BudgetExceededError:
+                    reply = AIMessage(REFUSAL)
+                    result.refused += 1
+            new = [HumanMessage(text), reply]
+            if history is not None:
+                history.add_messages(new)
+            else:
+                transcript.extend(new)
+            if on_turn is not None:
+                on_turn()
+    return result
+
+
+def turns_of(workload: Workload) -> list[Turn]:
+    """All turns, in replay order."""
+    return [t for convo in workload.conversations for t in convo]
+
+
+DEFAULT_DEMO_STORE = "sqlite:///tokenbudget-demo.db"
+"""The demo's own embedded store (recreated on each run), so it never mixes with an app's ledger."""
+
+
+@contextlib.contextmanager
+def _quiet_langchain() -> Iterator[None]:
+    """LangChain logs every exception a handler raises, refusals included; the demo counts them."""
+    log = logging.getLogger("langchain_core.callbacks.manager")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _fresh_default_store(url: str) -> None:
+    path = Path(url.removeprefix("sqlite:///"))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
+
+
+def run_demo(
+    *,
+    store: str | None = None,
+    users: int = 50,
+    turns: int = 20,
+    seed: int = 7,
+    stages: Sequence[str] = STAGES,
+    live: bool = False,
+    on_turn: Callable[[], None] | None = None,
+) -> DemoSummary:
+    """Replay the workload once per stage and read the savings back from the ledger.
+
+    Args:
+        store: Ledger store URL (default :data:`DEFAULT_DEMO_STORE`, recreated). With any other
+            store, user ids get a run prefix so runs never mix.
+        users: Users in the workload.
+        turns: User turns per user.
+        seed: Workload seed.
+        stages: Stages to run, ``baseline`` first, in :data:`STAGES` order.
+        live: Call OpenAI for real (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` is honoured).
+        on_turn: Called after every turn of every stage (``users * turns * len(stages)`` calls).
+
+    Raises:
+        InvalidInputError: A bad figure, an unknown stage or stage order, or ``live`` without a key.
+        BudgetUnavailableError: The store cannot be reached.
+    """
+    stages = list(stages)
+    if not stages or stages[0] != "baseline" or any(s not in STAGES for s in stages):
+        raise InvalidInputError("stages", "must start with 'baseline' and name known stages", value=stages)
+    if [STAGES.index(s) for s in stages] != sorted(STAGES.index(s) for s in stages):
+        raise InvalidInputError("stages", f"must follow the order {', '.join(STAGES)}", value=stages)
+    workload = build_workload(users=users, turns=turns, seed=seed)
+    if live:
+        check_live()
+    url = store or DEFAULT_DEMO_STORE
+    prefix = ""
+    if url == DEFAULT_DEMO_STORE:
+        _fresh_default_store(url)
+    else:
+        prefix = f"run-{uuid.uuid4().hex[:6]}-"
+    fired: list[Alert] = []
+    ledger = Ledger(url, policy=demo_policy(), alerts=[fired.append])
+    try:
+        stats = []
+        with _quiet_langchain():
+            for stage in stages:
+                r = run_stage(stage, workload, ledger, live=live, user_prefix=prefix, on_turn=on_turn)
+                stats.append(
+                    StageStats(
+                        stage=stage,
+                        calls=r.calls,
+                        cache_hits=r.cache_hits,
+                        refused=r.refused,
+                        routed_cheap=r.routed_cheap,
+                        active_users=len(r.active_users),
+                        tokens_compressed=r.tokens_compressed,
+                    )
+                )
+        report = build_report(ledger, day=ledger.day(), by=("feature",), top=len(STAGES) + 50)
+        return summarise(report, stats, users=users, turns=turns, alerts=fired, store=_redact(url))
+    finally:
+        ledger.close()
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
