@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .attribution import current_attribution, overhead
 from .complexity import Classification, ComplexityClassifier, HeuristicClassifier
 from .counting import SupportsTokenCount, TokenCounter, ToolLike, check_tools
-from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError, TokenBudgetError
+from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError
+from .fallbacks import RETRYABLE_STATUS, acall_with_fallbacks, call_with_fallbacks, is_retryable
 from .messages import Message, MessageLike, TextPart, to_messages
 from .pricing import cost_or_none
 from .registry import ModelInfo, ModelRegistry, default_registry
@@ -39,41 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["RETRYABLE_STATUS", "RouteDecision", "TierRouter", "is_retryable", "offline_counter"]
 
 T = TypeVar("T")
-
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
-"""HTTP statuses worth trying another model for: timeouts, conflicts, rate limits, overload, 5xx."""
-
-_RETRYABLE_NAMES = ("ratelimit", "overload", "timeout", "apiconnectionerror", "serviceunavailable")
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether a provider error is worth retrying on another model (duck-typed, no SDK imports).
-
-    True for timeouts (``TimeoutError``, SDK timeout classes), rate limits (429), overload (529,
-    503) and other 5xx, read from ``status_code`` / ``status`` / ``response.status_code``, and
-    for SDK classes named for them (``RateLimitError``, ``APITimeoutError``, ``OverloadedError``,
-    ``APIConnectionError``). Never for tokenbudget's own errors (a refused budget stays refused)
-    nor for the caller's mistakes (400, 401, 403, 404, 422).
-
-    Example:
-        >>> is_retryable(TimeoutError())
-        True
-        >>> is_retryable(ValueError("bad request"))
-        False
-    """
-    if isinstance(exc, TokenBudgetError):
-        return False
-    if isinstance(exc, TimeoutError):
-        return True
-    status = getattr(exc, "status_code", None)
-    if not isinstance(status, int):
-        status = getattr(exc, "status", None)
-    if not isinstance(status, int):
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(status, int) and not isinstance(status, bool):
-        return status in RETRYABLE_STATUS or 500 <= status < 600
-    names = "".join(c.__name__.lower() for c in type(exc).__mro__)
-    return any(n in names for n in _RETRYABLE_NAMES)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -566,25 +532,11 @@ class TierRouter:
             InvalidInputError: ``decision`` is not a :class:`RouteDecision`.
             Exception: The first non-retryable error, or the last model's error when all failed.
         """
-        models = self._chain(decision)
-        for i, model in enumerate(models):
-            try:
-                return fn(model)
-            except Exception as e:
-                if i == len(models) - 1 or not is_retryable(e):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return call_with_fallbacks(self._chain(decision), fn)
 
     async def acall(self, decision: RouteDecision, fn: Callable[[str], Awaitable[T]]) -> T:
         """Async twin of :meth:`call`."""
-        models = self._chain(decision)
-        for i, model in enumerate(models):
-            try:
-                return await fn(model)
-            except Exception as e:
-                if i == len(models) - 1 or not is_retryable(e):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await acall_with_fallbacks(self._chain(decision), fn)
 
     @staticmethod
     def _chain(decision: object) -> tuple[str, ...]:

@@ -1,0 +1,91 @@
+"""Which provider errors deserve another model, and trying a chain of models in order.
+
+Duck-typed over the SDKs (no imports of ``openai``, ``anthropic`` or ``httpx``): the status code
+is read from ``status_code`` / ``status`` / ``response.status_code``, and without one the
+exception's class names decide. :class:`~tokenbudget_core.routing.TierRouter` uses these for its
+fallback chain; adapters can call them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from .errors import InvalidInputError, TokenBudgetError
+
+__all__ = ["RETRYABLE_STATUS", "acall_with_fallbacks", "call_with_fallbacks", "is_retryable"]
+
+T = TypeVar("T")
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+"""HTTP statuses worth trying another model for: timeouts, conflicts, rate limits, overload, 5xx."""
+
+_RETRYABLE_NAMES = ("ratelimit", "overload", "timeout", "apiconnectionerror", "serviceunavailable")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a provider error is worth retrying on another model (duck-typed, no SDK imports).
+
+    True for timeouts (``TimeoutError``, SDK timeout classes), rate limits (429), overload (529,
+    503) and other 5xx, read from ``status_code`` / ``status`` / ``response.status_code``, and
+    for SDK classes named for them (``RateLimitError``, ``APITimeoutError``, ``OverloadedError``,
+    ``APIConnectionError``). Never for tokenbudget's own errors (a refused budget stays refused)
+    nor for the caller's mistakes (400, 401, 403, 404, 422).
+
+    Example:
+        >>> is_retryable(TimeoutError())
+        True
+        >>> is_retryable(ValueError("bad request"))
+        False
+    """
+    if isinstance(exc, TokenBudgetError):
+        return False
+    if isinstance(exc, TimeoutError):
+        return True
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(exc, "status", None)
+    if not isinstance(status, int):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status in RETRYABLE_STATUS or 500 <= status < 600
+    names = "".join(c.__name__.lower() for c in type(exc).__mro__)
+    return any(n in names for n in _RETRYABLE_NAMES)
+
+
+def _check(models: Sequence[str]) -> None:
+    if isinstance(models, str) or not models:
+        raise InvalidInputError("models", "must be a non-empty list of model names", value=models)
+
+
+def call_with_fallbacks(models: Sequence[str], fn: Callable[[str], T]) -> T:
+    """``fn(model)`` for each model in turn until one succeeds; only retryable errors move on.
+
+    Raises:
+        InvalidInputError: ``models`` is empty.
+        Exception: The first non-retryable error, or the last model's error when every model failed.
+
+    Example:
+        >>> call_with_fallbacks(["a", "b"], lambda m: m.upper())
+        'A'
+    """
+    _check(models)
+    for i, model in enumerate(models):
+        try:
+            return fn(model)
+        except Exception as e:
+            if i == len(models) - 1 or not is_retryable(e):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def acall_with_fallbacks(models: Sequence[str], fn: Callable[[str], Awaitable[T]]) -> T:
+    """Async twin of :func:`call_with_fallbacks`."""
+    _check(models)
+    for i, model in enumerate(models):
+        try:
+            return await fn(model)
+        except Exception as e:
+            if i == len(models) - 1 or not is_retryable(e):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
