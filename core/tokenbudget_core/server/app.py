@@ -66,7 +66,8 @@ def _usage(body: UsageBody) -> Usage:
 
 def _reservation(body: ReservationBody) -> Reservation:
     """The reservation a client sent back (commit and release need only its identity and payer)."""
-    return Reservation(**body.model_dump(), overhead=None, reserved_usd=None, step="normal", checks=())
+    ident = body.model_dump(exclude={"reserved_usd", "step"})
+    return Reservation(**ident, overhead=None, reserved_usd=None, step="normal", checks=())
 
 
 def _reservation_json(r: Reservation) -> dict[str, Any]:

@@ -120,7 +120,12 @@ class ReserveBody(_Body):
 
 
 class ReservationBody(_Body):
-    """A reservation as ``POST /budget/reserve`` returned it (the fields commit and release need)."""
+    """A reservation as ``POST /budget/reserve`` returned it; send it back as is.
+
+    Commit and release use its identity and payer (``request_id``, ``day``, ``model``,
+    ``feature``, ``user``, ``conversation``, ``unchecked``); ``reserved_usd`` and ``step`` are
+    accepted so the round trip needs no editing, and ignored.
+    """
 
     request_id: Id
     day: str = Field(description="The ledger day of the reservation, YYYY-MM-DD.")
@@ -130,6 +135,11 @@ class ReservationBody(_Body):
     conversation: Id | None = None
     input_tokens: Tokens = 0
     max_output_tokens: Tokens = 0
+    reserved_usd: Usd | None = Field(default=None, description="As reserve returned it; not used.")
+    step: str | None = Field(default=None, max_length=64, description="As reserve returned it; not used.")
+    unchecked: Annotated[bool, Field(strict=True, description="True when the store was down at reserve.")] = (
+        False
+    )
 
     @field_validator("day")
     @classmethod
