@@ -456,3 +456,9 @@ def test_serve_rejects_a_bad_port() -> None:
     result = CliRunner().invoke(cli, ["serve", "--port", "70000"])
     assert result.exit_code == EXIT_BAD_INPUT
     assert "--port" in result.output
+
+
+def test_the_server_package_api_is_pinned() -> None:
+    import tokenbudget_core.server
+
+    assert tokenbudget_core.server.__all__ == ["create_app", "serve"]
