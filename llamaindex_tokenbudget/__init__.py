@@ -1,6 +1,7 @@
 """LlamaIndex adapters for tokenbudget: translate LlamaIndex types, then call the core."""
 
 from .budget_callback import BudgetCallbackHandler
+from .cached_llm import CachedLLM
 from .cost_event_handler import CostEventHandler
 from .memory import SummaryChatMemory, TokenBudgetChatMemory
 from .messages import to_core_message, to_core_messages
@@ -9,6 +10,7 @@ from .usage import cost_of_response, usage_of
 
 __all__ = [
     "BudgetCallbackHandler",
+    "CachedLLM",
     "CostEventHandler",
     "RoutedLLM",
     "SummaryChatMemory",

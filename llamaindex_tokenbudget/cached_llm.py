@@ -1,0 +1,334 @@
+"""A LlamaIndex ``LLM`` that consults a tokenbudget response cache before calling the LLM it wraps.
+
+``chat``/``complete`` and their async and streaming twins translate the request into a core
+:class:`~tokenbudget_core.cache_keys.CacheRequest` and look it up in an ``ExactCache`` or
+``SemanticCache``; a hit is answered without calling the wrapped LLM, a miss calls it and stores
+the answer as plain JSON. A streamed miss is passed through chunk by chunk and its final
+response stored; a streamed hit is replayed as a one-chunk stream. What may be cached, the
+scope rules and the similarity threshold are the core cache's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.llms import LLM
+from pydantic import Field, PrivateAttr
+
+from tokenbudget_core.cache_keys import CacheRequest, CacheScope
+from tokenbudget_core.cached_response import CachedResponse, CacheHit
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.response_cache import ResponseCacheBase
+from tokenbudget_core.usage import Usage
+from tokenbudget_core.usage_sources import as_dict
+
+from .messages import to_core_messages
+
+if TYPE_CHECKING:
+    from tokenbudget_core.response_cache import ExactCache
+    from tokenbudget_core.semantic_cache import SemanticCache
+
+__all__ = ["CachedLLM"]
+
+logger = logging.getLogger("tokenbudget.cache")
+
+ScopeLike = CacheScope | Callable[[], CacheScope | None] | None
+
+
+class CachedLLM(LLM):
+    """Wrap a LlamaIndex LLM so repeated (or, with a ``SemanticCache``, near-identical) requests
+    are answered from a tokenbudget response cache.
+
+    Args:
+        llm: The LLM called on a miss.
+        cache: The core cache (``ExactCache`` or ``SemanticCache``).
+        scope: The :class:`~tokenbudget_core.cache_keys.CacheScope` entries belong to, or a callable
+            returning it per call; ``None`` takes the user and feature of the current ``attribute()``.
+        model: The model name for keys and pricing (default: ``llm.metadata.model_name``).
+
+    Raises:
+        InvalidInputError: ``llm`` is not a LlamaIndex LLM, ``cache`` is not a tokenbudget cache,
+            or ``scope`` is neither a ``CacheScope`` nor a callable.
+
+    Example:
+        >>> from llama_index.core.llms import MockLLM
+        >>> from tokenbudget_core.response_cache import ExactCache
+        >>> llm = CachedLLM(MockLLM(), ExactCache(), scope=CacheScope(tenant="acme"))
+        >>> llm.complete("hello").text == llm.complete("hello").text
+        True
+    """
+
+    llm: LLM = Field(description="The LLM called on a cache miss.")
+    model: str = Field(description="The model name used in cache keys and to price what a hit saved.")
+    _cache: Any = PrivateAttr()  # ExactCache | SemanticCache (checked in __init__)
+    _scope: ScopeLike = PrivateAttr(default=None)
+
+    def __init__(
+        self,
+        llm: LLM,
+        cache: ExactCache | SemanticCache,
+        *,
+        scope: ScopeLike = None,
+        model: str | None = None,
+    ) -> None:
+        if not isinstance(llm, LLM):
+            raise InvalidInputError("llm", f"must be a LlamaIndex LLM, got {type(llm).__name__}", value=llm)
+        if not isinstance(cache, ResponseCacheBase):
+            raise InvalidInputError(
+                "cache", f"must be an ExactCache or SemanticCache, got {type(cache).__name__}", value=cache
+            )
+        if scope is not None and not isinstance(scope, CacheScope) and not callable(scope):
+            raise InvalidInputError(
+                "scope", "must be a CacheScope, a callable returning one, or None", value=scope
+            )
+        name = model or llm.metadata.model_name
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError("model", "is missing", value=name, fix="pass model='<model name>'")
+        fields: dict[str, Any] = {"llm": llm, "model": name}
+        super().__init__(**fields)
+        self._cache = cache
+        self._scope = scope
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "CachedLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """The wrapped LLM's metadata."""
+        return self.llm.metadata
+
+    # -- translation -------------------------------------------------------------------------------
+
+    def _where(self) -> CacheScope | None:
+        return self._scope() if callable(self._scope) else self._scope
+
+    def _params(self, mode: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        meta = self.llm.metadata
+        settings = {"mode": mode, "llm": self.llm.class_name(), "num_output": meta.num_output, **kwargs}
+        temperature = getattr(self.llm, "temperature", None)
+        if isinstance(temperature, int | float):
+            settings["temperature"] = temperature
+        return settings
+
+    def _chat_request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> CacheRequest | None:
+        try:
+            core = tuple(to_core_messages(messages))
+            return CacheRequest(model=self.model, messages=core, params=self._params("chat", kwargs))
+        except InvalidInputError as e:  # e.g. a non-JSON keyword argument: call through, uncached
+            logger.debug("request not cacheable: %s", e)
+            return None
+
+    def _complete_request(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CacheRequest | None:
+        try:
+            params = self._params("complete", {**kwargs, "formatted": formatted})
+            return CacheRequest.from_text(model=self.model, prompt=prompt, params=params)
+        except InvalidInputError as e:
+            logger.debug("request not cacheable: %s", e)
+            return None
+
+    def _response(
+        self, text: str | None, raw: Any, extra: dict[str, Any], calls: Sequence[Any]
+    ) -> CachedResponse:
+        try:
+            usage = Usage.from_llamaindex(raw) if raw is not None else Usage(estimated=True)
+        except InvalidInputError:
+            usage = Usage(estimated=True)
+        return CachedResponse(
+            content=text or "", model=self.model, usage=usage, finish_reason=_finish_reason(raw),
+            tool_calls=tuple({"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls),
+            extra=extra,
+        )  # fmt: skip
+
+    def _chat_entry(self, response: ChatResponse) -> CachedResponse | None:
+        try:
+            calls = to_core_messages([response.message])[0].tool_calls
+            extra = {"additional_kwargs": dict(response.message.additional_kwargs)}
+            return self._response(response.message.content, response.raw, extra, calls)
+        except InvalidInputError as e:
+            logger.debug("response not cached: %s", e)
+            return None
+
+    def _completion_entry(self, response: CompletionResponse) -> CachedResponse | None:
+        try:
+            return self._response(response.text, response.raw, {}, ())
+        except InvalidInputError as e:
+            logger.debug("response not cached: %s", e)
+            return None
+
+    # -- chat --------------------------------------------------------------------------------------
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Answer from the cache, else call the wrapped LLM and store its answer."""
+        request = self._chat_request(messages, kwargs)
+        hit = self._cache.lookup(request, scope=self._where()) if request else None
+        if hit is not None and hit.served:
+            return _chat_hit(hit)
+        response = self.llm.chat(messages, **kwargs)
+        entry = self._chat_entry(response) if request else None
+        if request and entry:
+            self._cache.store(request, entry, scope=self._where())
+        return response
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Async twin of :meth:`chat`."""
+        request = self._chat_request(messages, kwargs)
+        hit = await self._cache.alookup(request, scope=self._where()) if request else None
+        if hit is not None and hit.served:
+            return _chat_hit(hit)
+        response = await self.llm.achat(messages, **kwargs)
+        entry = self._chat_entry(response) if request else None
+        if request and entry:
+            await self._cache.astore(request, entry, scope=self._where())
+        return response
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """A hit replayed as one chunk; a miss streamed through and its final response stored."""
+        request = self._chat_request(messages, kwargs)
+        hit = self._cache.lookup(request, scope=self._where()) if request else None
+
+        def gen() -> ChatResponseGen:
+            if hit is not None and hit.served:
+                response = _chat_hit(hit)
+                yield response.model_copy(update={"delta": response.message.content})
+                return
+            last = None
+            for last in self.llm.stream_chat(messages, **kwargs):
+                yield last
+            entry = self._chat_entry(last) if request and last is not None else None
+            if request and entry:
+                self._cache.store(request, entry, scope=self._where())
+
+        return gen()
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        """Async twin of :meth:`stream_chat`."""
+        request = self._chat_request(messages, kwargs)
+        hit = await self._cache.alookup(request, scope=self._where()) if request else None
+
+        async def gen() -> ChatResponseAsyncGen:
+            if hit is not None and hit.served:
+                response = _chat_hit(hit)
+                yield response.model_copy(update={"delta": response.message.content})
+                return
+            last = None
+            async for last in await self.llm.astream_chat(messages, **kwargs):
+                yield last
+            entry = self._chat_entry(last) if request and last is not None else None
+            if request and entry:
+                await self._cache.astore(request, entry, scope=self._where())
+
+        return gen()
+
+    # -- complete ----------------------------------------------------------------------------------
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Answer from the cache, else call the wrapped LLM and store its answer."""
+        request = self._complete_request(prompt, formatted, kwargs)
+        hit = self._cache.lookup(request, scope=self._where()) if request else None
+        if hit is not None and hit.served:
+            return _completion_hit(hit)
+        response = self.llm.complete(prompt, formatted=formatted, **kwargs)
+        entry = self._completion_entry(response) if request else None
+        if request and entry:
+            self._cache.store(request, entry, scope=self._where())
+        return response
+
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Async twin of :meth:`complete`."""
+        request = self._complete_request(prompt, formatted, kwargs)
+        hit = await self._cache.alookup(request, scope=self._where()) if request else None
+        if hit is not None and hit.served:
+            return _completion_hit(hit)
+        response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
+        entry = self._completion_entry(response) if request else None
+        if request and entry:
+            await self._cache.astore(request, entry, scope=self._where())
+        return response
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        """A hit replayed as one chunk; a miss streamed through and its final response stored."""
+        request = self._complete_request(prompt, formatted, kwargs)
+        hit = self._cache.lookup(request, scope=self._where()) if request else None
+
+        def gen() -> CompletionResponseGen:
+            if hit is not None and hit.served:
+                response = _completion_hit(hit)
+                yield response.model_copy(update={"delta": response.text})
+                return
+            last = None
+            for last in self.llm.stream_complete(prompt, formatted=formatted, **kwargs):
+                yield last
+            entry = self._completion_entry(last) if request and last is not None else None
+            if request and entry:
+                self._cache.store(request, entry, scope=self._where())
+
+        return gen()
+
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        """Async twin of :meth:`stream_complete`."""
+        request = self._complete_request(prompt, formatted, kwargs)
+        hit = await self._cache.alookup(request, scope=self._where()) if request else None
+
+        async def gen() -> CompletionResponseAsyncGen:
+            if hit is not None and hit.served:
+                response = _completion_hit(hit)
+                yield response.model_copy(update={"delta": response.text})
+                return
+            last = None
+            async for last in await self.llm.astream_complete(prompt, formatted=formatted, **kwargs):
+                yield last
+            entry = self._completion_entry(last) if request and last is not None else None
+            if request and entry:
+                await self._cache.astore(request, entry, scope=self._where())
+
+        return gen()
+
+
+def _audit(hit: CacheHit) -> dict[str, Any]:
+    saved = None if hit.saved_usd is None else str(hit.saved_usd)
+    return {"cache_hit": {"kind": hit.kind, "key": hit.key, "score": hit.score, "saved_usd": saved}}
+
+
+def _chat_hit(hit: CacheHit) -> ChatResponse:
+    kwargs = hit.response.extra.get("additional_kwargs")
+    message = ChatMessage(
+        role=MessageRole.ASSISTANT,
+        content=hit.response.content,
+        additional_kwargs=dict(kwargs) if isinstance(kwargs, dict) else {},
+    )
+    return ChatResponse(message=message, additional_kwargs=_audit(hit))
+
+
+def _completion_hit(hit: CacheHit) -> CompletionResponse:
+    return CompletionResponse(text=hit.response.content, additional_kwargs=_audit(hit))
+
+
+def _finish_reason(raw: Any) -> str:
+    """The provider's finish/stop reason in a raw response, ``stop`` when it names none."""
+    if raw is None:
+        return "stop"
+    try:
+        data = as_dict(raw, "raw")
+    except InvalidInputError:
+        return "stop"
+    reason = data.get("stop_reason") or data.get("finish_reason")
+    choices = data.get("choices")
+    if reason is None and isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+    return reason if isinstance(reason, str) else "stop"

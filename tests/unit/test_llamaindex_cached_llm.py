@@ -1,0 +1,160 @@
+"""CachedLLM: a LlamaIndex LLM answered from tokenbudget's response caches, on real runs of a
+counting custom LLM (chat, complete, sync, async, streaming)."""
+
+from __future__ import annotations
+
+import doctest
+from typing import Any
+
+import pytest
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.llms import MockLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+
+from llamaindex_tokenbudget import CachedLLM, cached_llm
+from tokenbudget_core import InvalidInputError, attribute
+from tokenbudget_core.cache_keys import CacheScope
+from tokenbudget_core.response_cache import ExactCache
+from tokenbudget_core.semantic_cache import SemanticCache
+
+ACME = CacheScope(tenant="acme")
+
+
+class CountingLLM(CustomLLM):
+    """Answers 'answer <n>' and counts its calls (chat goes through complete in CustomLLM)."""
+
+    calls: int = 0
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="gpt-4o-mini", is_chat_model=False)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.calls += 1
+        raw = {"model": "gpt-4o-mini", "choices": [{"finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 20, "completion_tokens": 5}}  # fmt: skip
+        return CompletionResponse(text=f"answer {self.calls}", raw=raw)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        self.calls += 1
+        text = f"answer {self.calls}"
+        for i in range(1, len(text) + 1):
+            yield CompletionResponse(text=text[:i], delta=text[i - 1])
+
+
+def user(text: str) -> list[ChatMessage]:
+    return [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content=text)]
+
+
+def test_repeated_chat_and_complete_make_no_second_call() -> None:
+    inner = CountingLLM()
+    llm = CachedLLM(inner, ExactCache(), scope=ACME)
+    first = llm.chat(user("What is a token?"))
+    again = llm.chat(user("What is a token?"))
+    assert inner.calls == 1
+    assert again.message.content == first.message.content == "answer 1"
+    audit = again.additional_kwargs["cache_hit"]
+    assert audit["kind"] == "exact"
+    assert audit["saved_usd"] is not None  # priced from the original call's usage
+    assert llm.complete("What is a token?").text == "answer 2"  # complete is another request than chat
+    assert llm.complete("What is a token?").text == "answer 2"
+    assert inner.calls == 2
+    assert llm.chat(user("What is a byte?")).message.content == "answer 3"
+
+
+async def test_async_twins() -> None:
+    inner = CountingLLM()
+    llm = CachedLLM(inner, ExactCache(), scope=ACME)
+    assert (await llm.achat(user("Hi"))).message.content == "answer 1"
+    assert (await llm.achat(user("Hi"))).message.content == "answer 1"
+    assert (await llm.acomplete("Hi")).text == "answer 2"
+    assert (await llm.acomplete("Hi")).text == "answer 2"
+    assert inner.calls == 2
+
+
+def test_streaming_stores_the_final_answer_and_replays_a_hit_as_one_chunk() -> None:
+    inner = CountingLLM()
+    llm = CachedLLM(inner, ExactCache(), scope=ACME)
+    chunks = list(llm.stream_complete("Tell me"))
+    assert len(chunks) > 1
+    assert chunks[-1].text == "answer 1"
+    [replay] = list(llm.stream_complete("Tell me"))
+    assert (replay.text, replay.delta) == ("answer 1", "answer 1")
+    assert llm.complete("Tell me").text == "answer 1"  # the streamed answer serves plain calls too
+    assert inner.calls == 1
+    chat_chunks = list(llm.stream_chat(user("Tell me")))
+    assert chat_chunks[-1].message.content == "answer 2"
+    [chat_replay] = list(llm.stream_chat(user("Tell me")))
+    assert chat_replay.delta == "answer 2"
+    assert inner.calls == 2
+
+
+async def test_async_streaming() -> None:
+    inner = CountingLLM()
+    llm = CachedLLM(inner, ExactCache(), scope=ACME)
+    texts = [c.text async for c in await llm.astream_complete("Tell me")]
+    assert texts[-1] == "answer 1"
+    replay = [c.text async for c in await llm.astream_complete("Tell me")]
+    assert replay == ["answer 1"]
+    chat = [c.message.content async for c in await llm.astream_chat(user("Tell me"))]
+    assert chat[-1] == "answer 2"
+    assert [c.delta async for c in await llm.astream_chat(user("Tell me"))] == ["answer 2"]
+    assert inner.calls == 2
+
+
+def test_near_duplicate_hits_only_above_the_threshold() -> None:
+    inner = CountingLLM()
+    llm = CachedLLM(inner, SemanticCache(threshold=0.9), scope=ACME)
+    assert llm.chat(user("What is a token?")).message.content == "answer 1"
+    hit = llm.chat(user("what is a TOKEN"))
+    assert hit.message.content == "answer 1"
+    assert hit.additional_kwargs["cache_hit"]["kind"] == "semantic"
+    assert llm.chat(user("How are images priced?")).message.content == "answer 2"
+    assert llm.chat(user("What is not a token?")).message.content == "answer 3"  # guard: negation
+    assert inner.calls == 3
+
+
+def test_nothing_crosses_tenants_or_users() -> None:
+    inner = CountingLLM()
+    cache = SemanticCache()
+    acme = CachedLLM(inner, cache, scope=ACME)
+    globex = CachedLLM(inner, cache, scope=CacheScope(tenant="globex"))
+    assert acme.chat(user("What is a token?")).message.content == "answer 1"
+    assert globex.chat(user("What is a token?")).message.content == "answer 2"
+    assert acme.chat(user("What is a token?")).message.content == "answer 1"
+    by_user = CachedLLM(inner, ExactCache())  # scope from the attribution
+    with attribute(user="ada"):
+        assert by_user.complete("Hi").text == "answer 3"
+        assert by_user.complete("Hi").text == "answer 3"
+    with attribute(user="bob"):
+        assert by_user.complete("Hi").text == "answer 4"
+    assert inner.calls == 4
+
+
+def test_mock_llm_and_bad_arguments() -> None:
+    llm = CachedLLM(MockLLM(), ExactCache(), scope=ACME, model="mock")
+    assert llm.metadata == MockLLM().metadata
+    assert llm.complete("same").text == llm.complete("same").text
+    with pytest.raises(InvalidInputError) as e:
+        CachedLLM("gpt-4o", ExactCache())  # type: ignore[arg-type]
+    assert e.value.field == "llm"
+    with pytest.raises(InvalidInputError) as e:
+        CachedLLM(MockLLM(), {})  # type: ignore[arg-type]
+    assert e.value.field == "cache"
+    with pytest.raises(InvalidInputError) as e:
+        CachedLLM(MockLLM(), ExactCache(), scope="acme")  # type: ignore[arg-type]
+    assert e.value.field == "scope"
+
+
+def test_docstring_example_runs() -> None:
+    result = doctest.testmod(cached_llm)
+    assert result.attempted > 0
+    assert result.failed == 0
