@@ -6,6 +6,7 @@ factory ``(clock) -> CacheStore`` on an empty store.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import numpy as np
@@ -15,7 +16,7 @@ from tokenbudget_core import InvalidInputError, Usage
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope
 from tokenbudget_core.cache_stores import CacheStore
 from tokenbudget_core.cached_response import CachedResponse
-from tokenbudget_core.response_cache import ExactCache
+from tokenbudget_core.response_cache import ExactCache, ResponseCacheBase
 from tokenbudget_core.semantic_cache import SemanticCache
 
 MakeStore = Callable[[Callable[[], float]], CacheStore]
@@ -141,3 +142,37 @@ class CacheContractTests:
         assert semantic.lookup(ask("what is a TOKEN", system="Be verbose."), scope=A) is None
         assert semantic.lookup(ask("what is a TOKEN", model="gpt-4o-mini"), scope=A) is None
         assert semantic.lookup(ask("What is not a token?"), scope=A) is None
+
+
+PROMPT = "What is our refund policy?"
+TENANTS = [f"tenant-{i}" for i in range(45)] + ["a:b", "a", "*", "{t}", "t 1\n"]
+
+
+def isolation_request(prompt: str = PROMPT) -> CacheRequest:
+    return CacheRequest.from_text(model="gpt-4o", prompt=prompt, params={"temperature": 0})
+
+
+def isolation_answer(tenant: str) -> CachedResponse:
+    return CachedResponse(
+        content=f"answer of {tenant}", model="gpt-4o", usage=Usage(input_tokens=10, output_tokens=5)
+    )
+
+
+def adversarial_run(cache: ResponseCacheBase, *, requests: int = 10_000) -> tuple[int, int]:
+    """50 tenants, identical prompts, half of them fill the cache; returns (hits, cross-tenant hits)."""
+    rng = random.Random(6)
+    filled = TENANTS[::2]
+    for tenant in filled:
+        assert cache.store(isolation_request(), isolation_answer(tenant), scope=CacheScope(tenant=tenant))
+    hits = cross = 0
+    variants = [PROMPT, PROMPT.lower(), PROMPT.upper(), "what is our refund policy"]
+    for _ in range(requests):
+        tenant = rng.choice(TENANTS)
+        prompt = variants[0] if isinstance(cache, ExactCache) else rng.choice(variants)
+        hit = cache.lookup(isolation_request(prompt), scope=CacheScope(tenant=tenant))
+        if hit is None:
+            assert tenant not in filled
+            continue
+        hits += 1
+        cross += hit.response.content != f"answer of {tenant}"
+    return hits, cross

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
@@ -250,6 +250,7 @@ class CacheRequest:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     """Every parameter that changes the output (read-only)."""
     _digest: str = field(default="", init=False, repr=False, compare=False)
+    _memo: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -296,18 +297,26 @@ class CacheRequest:
     @property
     def system_hash(self) -> str:
         """SHA-256 of the system and developer messages, in order (the same for none at all)."""
-        system = [to_openai_dict(m) for m in self.messages if m.role in ("system", "developer")]
-        return _sha(system)
+        return self._memoised("system", self._system_hash)
+
+    def _system_hash(self) -> str:
+        return _sha([to_openai_dict(m) for m in self.messages if m.role in ("system", "developer")])
+
+    def _memoised(self, name: str, compute: Callable[[], str]) -> str:
+        value = self._memo.get(name)
+        if value is None:
+            value = self._memo[name] = compute()
+        return value
 
     @property
     def tools_hash(self) -> str:
         """SHA-256 of the tool definitions, in order."""
-        return _sha(plain_json(self.tools, "tools"))
+        return self._memoised("tools", lambda: _sha(plain_json(self.tools, "tools")))
 
     @property
     def params_hash(self) -> str:
         """SHA-256 of the parameters."""
-        return _sha(plain_json(dict(self.params), "params"))
+        return self._memoised("params", lambda: _sha(plain_json(dict(self.params), "params")))
 
     @property
     def last_user_text(self) -> str:
@@ -320,6 +329,9 @@ class CacheRequest:
     @property
     def history_hash(self) -> str:
         """SHA-256 of the messages before the last user turn, system messages left out."""
+        return self._memoised("history", self._history_hash)
+
+    def _history_hash(self) -> str:
         last = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=len(self.messages))
         before = [
             to_openai_dict(m)

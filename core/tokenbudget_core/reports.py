@@ -14,6 +14,8 @@ Definitions:
   that day's active users.
 * *conversations* are counted once per day and feature (a conversation that spans two days or
   two features counts twice); *cost per conversation* = the day's total cost / its conversations.
+* *hit rate* of a feature (user, model) = its requests answered from a response cache / its
+  requests (a served cache hit is recorded as a request costing $0 with what it saved).
 * *p50 / p95*: nearest-rank percentiles over the recorded cost of every call of a feature in
   the report's days.
 * *projected month-end spend* = month-to-date spend / elapsed days * days in the month, where
@@ -96,6 +98,12 @@ class SpendRow:
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal
+    cache_hits: int = 0
+    """Requests answered from a response cache."""
+    saved_usd: Decimal = Decimal(0)
+    """What those cache hits saved."""
+    hit_rate: Decimal | None = None
+    """``cache_hits / requests`` (``None`` without requests)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -231,6 +239,10 @@ def _ratio(numerator: Decimal, denominator: int) -> Decimal | None:
     return (numerator / denominator).quantize(_NANO_USD) if denominator else None
 
 
+def _rate(part: int, whole: int) -> Decimal | None:
+    return None if whole <= 0 else (Decimal(part) / whole).quantize(Decimal("1e-4"))
+
+
 def _nearest_rank(ordered: Sequence[int], percent: int) -> Decimal | None:
     """The nearest-rank percentile of an ascending sequence, in USD (``None`` when empty)."""
     rank = -(-percent * len(ordered) // 100)
@@ -307,6 +319,9 @@ def _breakdown(rows: Sequence[_Row], dimension: Dimension, top: int) -> Breakdow
                 input_tokens=c["input_tokens"],
                 output_tokens=c["output_tokens"],
                 cost_usd=_usd(c["cost_nanos"]),
+                cache_hits=c["cache_hits"],
+                saved_usd=_usd(c["saved_nanos"]),
+                hit_rate=_rate(c["cache_hits"], c["requests"]),
             )
         )
     spend.sort(key=lambda s: (-s.cost_usd, -s.requests, s.key is None, s.key or ""))

@@ -165,7 +165,7 @@ class SemanticCache(ResponseCacheBase):
     def _choose(
         self, request: CacheRequest, where: CacheScope, text: str, matches: Sequence[VectorMatch]
     ) -> CacheHit | None:
-        mine = guard_features(text) if self.guard else None
+        mine: GuardFeatures | None = None
         for match in matches:
             if match.score < self.threshold:
                 break
@@ -173,7 +173,8 @@ class SemanticCache(ResponseCacheBase):
             if opened is None:
                 continue
             data, response = opened
-            if mine is not None:
+            if self.guard:
+                mine = mine or guard_features(text)
                 try:
                     reason = compare(mine, GuardFeatures.from_json(data.get("guard") or {}))
                 except InvalidInputError:
@@ -185,7 +186,8 @@ class SemanticCache(ResponseCacheBase):
                         json.dumps(self._audit(data, text, match.score, where, reason=reason)),
                     )
                     continue
-            hit = self._hit(request, response, data, score=match.score, served=not self.shadow)
+            score = min(1.0, max(-1.0, match.score))  # float32 rounding can exceed 1
+            hit = self._hit(request, response, data, score=score, served=not self.shadow)
             if self.shadow:
                 logger.info(
                     "shadow semantic hit (not served): %s",

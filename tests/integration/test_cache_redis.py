@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cache_contract import A, CacheContractTests, MakeStore, answer, ask
-from tokenbudget_core.errors import CacheUnavailableError
+from cache_contract import A, CacheContractTests, MakeStore, adversarial_run, answer, ask
 from tokenbudget_core.cache_stores.redis import RedisCacheStore
+from tokenbudget_core.errors import CacheUnavailableError
 from tokenbudget_core.response_cache import ExactCache
 from tokenbudget_core.semantic_cache import SemanticCache
 
@@ -40,3 +40,10 @@ def test_an_unreachable_redis_is_a_miss_not_a_crash() -> None:
     assert cache.store(ask("hi"), answer("hello"), scope=A) is False
     with pytest.raises(CacheUnavailableError):
         cache.invalidate(A)
+
+
+def test_ten_thousand_requests_across_fifty_tenants_on_redis(clean_redis_url: str) -> None:
+    for cache in (ExactCache(clean_redis_url), SemanticCache(clean_redis_url)):
+        hits, cross = adversarial_run(cache)
+        assert hits > 4_000
+        assert cross == 0

