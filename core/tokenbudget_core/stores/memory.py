@@ -118,18 +118,18 @@ class MemoryStore:
             if previous == "reserved":
                 self._unreserve(day, request_id)
             bal, cell_of = self._bal[day], self._cell
-            spent = []
+            cells = []
             for scope, metric, amount in charges:
                 cell = cell_of(bal, (scope, metric))
                 cell[0] += amount
-                spent.append(cell[0])
+                cells.append(cell)
             row = self._rollup[(day, rollup_key)]
             for k, v in rollup.items():
                 row[k] += v
             self._states[key] = "committed"
             if call_cost_key is not None:
                 self._costs[(day, call_cost_key)].append(rollup.get("cost_nanos", 0))
-            return True, previous, tuple(spent)
+            return True, previous, tuple([cell[0] for cell in cells])  # after every charge
 
     def commit(self, req: CommitRequest) -> CommitOutcome:
         applied, previous, spent = self.commit_amounts(

@@ -15,6 +15,12 @@ Key layout, all keys of one day under one hash tag (one cluster slot)::
     {tb:<day>}:costs:<feature>  list  one call's cost in nano-USD per entry
     tb:mark:<key>               string, SET NX EX (once-per-day alerts)
 
+Concurrent callers share round trips: while one thread waits for Redis, the operations other
+threads (or ``asyncio.to_thread`` workers) start are queued, and the next round trip carries
+them all as one pipeline of ``EVALSHA`` calls (see :class:`_Batcher`). Each script still runs
+atomically on its own, so every reserve stays all-or-nothing and every commit idempotent; an
+operation that fails in a batch fails alone. A lone caller sends its operation as before.
+
 Every id that comes from a user (day, scope, request id, rollup key, counter, feature, mark
 key, and the namespace) is percent-encoded: only ``[A-Za-z0-9._-]`` stay as they are, so
 ``:``, ``*``, ``{``, ``}``, ``|``, spaces, newlines or non-ASCII text can never forge another
@@ -181,6 +187,8 @@ class RedisStore:
         self._scripts: dict[str, Script] = {}
         self._client: Any = None
         self._connect: Callable[[], Any]
+        self._no_script: type[BaseException] = redis.exceptions.NoScriptError
+        self._batcher: _Batcher | None = None
         if url.lower().startswith("redis+cluster://"):
             cluster_url = "redis://" + url.split("://", 1)[1]
             self._connect = lambda: redis.cluster.RedisCluster.from_url(cluster_url, **options)
@@ -188,6 +196,8 @@ class RedisStore:
         else:
             self._connect = lambda: redis.Redis.from_url(url, **options)
             self._use(self._connect())  # connects lazily; building it now checks the URL
+            # Batching on one server; a cluster client runs each script on its own slot's node.
+            self._batcher = _Batcher(self._send)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -211,8 +221,39 @@ class RedisStore:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
 
     def _run(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        if self._batcher is None:
+            with self._available() as client:
+                return self._scripts[script](keys=keys, args=args, client=client)
+        return self._batcher.run(_Op(script, keys, args))
+
+    def _send(self, ops: Sequence[_Op]) -> list[Any]:
+        """Run ``ops`` in one round trip (a pipeline of EVALSHA); a result per op, or its exception.
+
+        A script the server does not have (``NOSCRIPT``: it did not run) is loaded and its
+        operations are sent again; any other error belongs to its operation alone.
+        """
         with self._available() as client:
-            return self._scripts[script](keys=keys, args=args, client=client)
+            if len(ops) == 1:  # a lone caller: one plain EVALSHA (NOSCRIPT handled by redis-py)
+                op = ops[0]
+                return [self._scripts[op.script](keys=op.keys, args=op.args, client=client)]
+            results = self._pipeline(client, ops)
+            missing = [i for i, r in enumerate(results) if isinstance(r, self._no_script)]
+            if missing:
+                for name in {ops[i].script for i in missing}:
+                    client.script_load(self._scripts[name].script)
+                for i, r in zip(missing, self._pipeline(client, [ops[i] for i in missing]), strict=True):
+                    results[i] = r
+            return results
+
+    def _pipeline(self, client: Any, ops: Sequence[_Op]) -> list[Any]:
+        with client.pipeline(transaction=False) as pipe:
+            for op in ops:
+                pipe.evalsha(self._scripts[op.script].sha, len(op.keys), *op.keys, *op.args)
+            results: list[Any] = pipe.execute(raise_on_error=False)
+        for r in results:
+            if isinstance(r, self._unavailable):
+                raise r
+        return results
 
     def _keys(self, day: str, *names: str) -> list[str]:
         tag = f"{{{self._ns}:{_enc(day)}}}"
@@ -346,3 +387,73 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore({self._shown_url!r})"
+
+
+class _Op:
+    """One script call waiting for a round trip."""
+
+    __slots__ = ("args", "done", "keys", "lead", "result", "script")
+
+    def __init__(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> None:
+        self.script, self.keys, self.args = script, keys, args
+        self.result: Any = None
+        self.done: threading.Event | None = None  # only a caller that has to wait gets one
+        self.lead = False  # set when a waiting caller is asked to send the next batch
+
+
+class _Batcher:
+    """Group commit of script calls: one caller at a time talks to Redis, carrying everyone's.
+
+    A caller that finds no round trip in flight sends the queue (its own operation included);
+    callers arriving meanwhile queue theirs and wait. When a round trip ends its sender hands the
+    results out and, if more operations queued up, asks the first of their callers to send them.
+    Nobody waits for a timer: a lone caller's operation leaves at once.
+    """
+
+    def __init__(self, send: Callable[[Sequence[_Op]], list[Any]]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._queue: list[_Op] = []
+        self._sending = False
+
+    def run(self, op: _Op) -> Any:
+        """The script's reply; raises its error (or the round trip's, for every operation in it)."""
+        with self._lock:
+            self._queue.append(op)
+            if self._sending:
+                op.done = threading.Event()
+            else:
+                self._sending = True
+        if op.done is not None:
+            op.done.wait()
+            if not op.lead:
+                return _outcome(op)
+        self._flush()
+        return _outcome(op)
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            results = self._send(batch)
+        except BaseException as e:  # noqa: BLE001 - handed to every caller in the batch, raised there
+            results = [e] * len(batch)
+        for op, result in zip(batch, results, strict=True):
+            op.result = result
+        with self._lock:
+            if self._queue:  # the next sender: the first caller still waiting
+                following = self._queue[0]
+                following.lead = True
+                assert following.done is not None
+                following.done.set()
+            else:
+                self._sending = False
+        for op in batch:
+            if op.done is not None:
+                op.done.set()
+
+
+def _outcome(op: _Op) -> Any:
+    if isinstance(op.result, BaseException):
+        raise op.result
+    return op.result
