@@ -304,7 +304,8 @@ def test_report_prices_read_savings_and_write_premium() -> None:
     assert r.read_savings == Decimal("0.0216")  # 8000 * (3 - 0.30) / 1e6
     assert r.write_premium == Decimal("0.0045")  # 2000 * 0.75 / 1e6 + 1000 * 3 / 1e6
     assert r.net_savings == Decimal("0.0171")
-    assert r.uncached_cost is not None and r.cost is not None
+    assert r.uncached_cost is not None
+    assert r.cost is not None
     assert r.uncached_cost - r.cost == r.net_savings
     assert r.cost == price_of(usage, "claude-sonnet-4-5").total
     assert (r.cache_read_tokens, r.cache_write_tokens, r.cache_write_1h_tokens) == (8000, 3000, 1000)
