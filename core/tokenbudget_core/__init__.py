@@ -10,6 +10,9 @@ from .allocation import Allocation, allocate_budget
 from .anthropic_counting import AnthropicTokenCounter
 from .attribution import attribute, current_attribution, overhead
 from .budgets import BudgetPolicy, FeatureBudget, Ladder, load_policy
+from .cache_keys import CacheRequest, CacheScope
+from .cache_stores import CacheStore, open_cache_store
+from .cached_response import CachedResponse, CacheHit
 from .calibration import Calibration
 from .complexity import Classification, ComplexityClassifier, HeuristicClassifier, Rule
 from .compression import CompressionResult, compress_prompt
@@ -18,6 +21,7 @@ from .embeddings import Embedder, HashingEmbedder, as_embedder
 from .errors import (
     BudgetExceededError,
     BudgetUnavailableError,
+    CacheUnavailableError,
     ContextOverflowError,
     EncodingUnavailableError,
     InvalidInputError,
@@ -47,7 +51,9 @@ from .prompt_caching import (
 )
 from .registry import ModelInfo, ModelRegistry, default_registry, get_model
 from .reports import Report, build_report
+from .response_cache import ExactCache
 from .routing import RouteDecision, TierRouter, is_retryable
+from .semantic_cache import SemanticCache
 from .sentences import split_sentences
 from .stores import open_store
 from .streams import AnthropicStreamUsage, OpenAIStreamUsage
@@ -66,6 +72,12 @@ __all__ = [
     "BudgetState",
     "BudgetUnavailableError",
     "BuiltPrompt",
+    "CacheHit",
+    "CacheRequest",
+    "CacheScope",
+    "CacheStore",
+    "CacheUnavailableError",
+    "CachedResponse",
     "Calibration",
     "Charge",
     "Classification",
@@ -78,6 +90,7 @@ __all__ = [
     "EncodingUnavailableError",
     "EstimatingTokenCounter",
     "Evaluation",
+    "ExactCache",
     "FeatureBudget",
     "FitResult",
     "HashingEmbedder",
@@ -103,6 +116,7 @@ __all__ = [
     "Reservation",
     "RouteDecision",
     "Rule",
+    "SemanticCache",
     "SummaryBuffer",
     "SummaryEvent",
     "SupportsTokenCount",
@@ -136,6 +150,7 @@ __all__ = [
     "load_policy",
     "load_prices",
     "min_cacheable_tokens",
+    "open_cache_store",
     "open_store",
     "overhead",
     "plan_prompt_cache",
