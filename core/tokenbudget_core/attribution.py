@@ -23,6 +23,8 @@ __all__ = ["Attribution", "attribute", "current_attribution", "overhead"]
 class Attribution:
     """The payer of the calls in the current context."""
 
+    tenant: str | None = None
+    """The customer organisation (caches never share entries across tenants)."""
     feature: str | None = None
     """The product feature (``support-chat``, ``summaries``...)."""
     user: str | None = None
@@ -51,9 +53,15 @@ def _check(field: str, value: object) -> None:
 
 @contextmanager
 def attribute(
-    *, feature: str | None = None, user: str | None = None, conversation: str | None = None
+    *,
+    feature: str | None = None,
+    user: str | None = None,
+    conversation: str | None = None,
+    tenant: str | None = None,
 ) -> Iterator[Attribution]:
     """Charge the calls inside the block to ``feature`` and ``user`` (outer values win).
+
+    ``tenant`` names the customer organisation: response caches scope their entries by it.
 
     Raises:
         InvalidInputError: An id is empty or not a string.
@@ -64,7 +72,12 @@ def attribute(
         ...         current_attribution().feature
         'support'
     """
-    for field, value in (("feature", feature), ("user", user), ("conversation", conversation)):
+    for field, value in (
+        ("feature", feature),
+        ("user", user),
+        ("conversation", conversation),
+        ("tenant", tenant),
+    ):
         _check(field, value)
     outer = current_attribution()
     merged = replace(
@@ -72,6 +85,7 @@ def attribute(
         feature=outer.feature or feature,
         user=outer.user or user,
         conversation=outer.conversation or conversation,
+        tenant=outer.tenant or tenant,
     )
     token = _current.set(merged)
     try:

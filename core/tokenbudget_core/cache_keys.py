@@ -162,15 +162,15 @@ def check_scope_fields(fields: object) -> tuple[ScopeField, ...]:
 def resolve_scope(scope: CacheScope | None, fields: Iterable[ScopeField]) -> CacheScope:
     """The scope a request is cached in: ``scope`` (or one from the current attribution), restricted.
 
-    With ``scope=None`` the feature and user come from the current
-    :func:`~tokenbudget_core.attribution.attribute` block (no tenant, default namespace).
+    With ``scope=None`` the tenant, feature and user come from the current
+    :func:`~tokenbudget_core.attribution.attribute` block (default namespace).
 
     Raises:
         InvalidInputError: ``scope`` is not a :class:`CacheScope`.
     """
     if scope is None:
         ctx = current_attribution()
-        scope = CacheScope(user=ctx.user, feature=ctx.feature)
+        scope = CacheScope(tenant=ctx.tenant, user=ctx.user, feature=ctx.feature)
     elif not isinstance(scope, CacheScope):
         raise InvalidInputError(
             "scope", f"must be a CacheScope, got {type(scope).__name__}", value=scope, fix="CacheScope(...)"
