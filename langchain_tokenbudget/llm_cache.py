@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.outputs import ChatGeneration, Generation
 
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope
-from tokenbudget_core.cached_response import CachedResponse
+from tokenbudget_core.cached_response import CachedResponse, CacheHit
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.response_cache import ResponseCacheBase
 from tokenbudget_core.usage import Usage
@@ -33,7 +33,10 @@ if TYPE_CHECKING:
     from tokenbudget_core.response_cache import ExactCache
     from tokenbudget_core.semantic_cache import SemanticCache
 
-__all__ = ["TokenBudgetLLMCache"]
+__all__ = ["CACHE_HIT_KEY", "TokenBudgetLLMCache"]
+
+CACHE_HIT_KEY = "tokenbudget_cache"
+"""The ``response_metadata`` key of a served cache hit's audit data."""
 
 logger = logging.getLogger("tokenbudget.cache")
 
@@ -94,7 +97,23 @@ class TokenBudgetLLMCache(BaseCache):
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The cached generations for this prompt and model settings, or ``None``."""
         hit = self.cache.lookup(to_cache_request(prompt, llm_string), scope=self._scope())
-        return None if hit is None or not hit.served else _generations(hit.response)
+        return None if hit is None or not hit.served else _generations(hit.response, self._audit(hit))
+
+    def _audit(self, hit: CacheHit) -> dict[str, Any]:
+        """What a served hit puts in each message's ``response_metadata["tokenbudget_cache"]``.
+
+        Cost callbacks read it: a hit is not a model call, and ``recorded`` says whether the
+        core cache already recorded it (with what it saved) in a ledger.
+        """
+        return {
+            "kind": hit.kind,
+            "key": hit.key,
+            "score": hit.score,
+            "matched_prompt": hit.matched_prompt,
+            "saved_usd": None if hit.saved_usd is None else str(hit.saved_usd),
+            "saved_tokens": hit.saved_tokens,
+            "recorded": self.cache.ledger is not None,
+        }
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the generations (the core cache may decline: sampled, tool calls, cut off...)."""
@@ -110,7 +129,7 @@ class TokenBudgetLLMCache(BaseCache):
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Async twin of :meth:`lookup`."""
         hit = await self.cache.alookup(to_cache_request(prompt, llm_string), scope=self._scope())
-        return None if hit is None or not hit.served else _generations(hit.response)
+        return None if hit is None or not hit.served else _generations(hit.response, self._audit(hit))
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async twin of :meth:`update`."""
@@ -219,6 +238,9 @@ def _response(generations: Sequence[Generation], model: str) -> CachedResponse |
             }  # fmt: skip
             if usage is None and m.usage_metadata:
                 usage = Usage.from_langchain(m.usage_metadata)
+            answered_by = m.response_metadata.get("model_name") or m.response_metadata.get("model")
+            if isinstance(answered_by, str) and answered_by:
+                model = answered_by  # what a hit saves is priced on the model that answered
             info = {**m.response_metadata, **info}
         if finish is None:
             reason = info.get("finish_reason") or info.get("stop_reason")
@@ -235,8 +257,11 @@ def _response(generations: Sequence[Generation], model: str) -> CachedResponse |
         return None
 
 
-def _generations(response: CachedResponse) -> list[Generation] | None:
-    """Fresh LangChain objects from a cached response (``None``, a miss, for an unreadable entry)."""
+def _generations(response: CachedResponse, audit: Mapping[str, Any]) -> list[Generation] | None:
+    """Fresh LangChain objects from a cached response (``None``, a miss, for an unreadable entry).
+
+    Chat messages carry ``audit`` under ``response_metadata["tokenbudget_cache"]``.
+    """
     items = response.extra.get("generations")
     if not isinstance(items, Sequence) or isinstance(items, str):  # written by another host
         return [Generation(text=response.content)]
@@ -251,7 +276,7 @@ def _generations(response: CachedResponse) -> list[Generation] | None:
                 }
                 ai = AIMessage(
                     **fields, tool_calls=list(message.get("tool_calls") or []),
-                    response_metadata=dict(message.get("response_metadata") or {}),
+                    response_metadata={**(message.get("response_metadata") or {}), CACHE_HIT_KEY: {**audit}},
                     additional_kwargs=dict(message.get("additional_kwargs") or {}),
                 )  # fmt: skip
                 out.append(ChatGeneration(message=ai, generation_info=info))

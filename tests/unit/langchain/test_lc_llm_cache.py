@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from langchain_core.caches import BaseCache
@@ -15,11 +16,12 @@ from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTest
 from lc_fakes import replies, weather_call
 
 from langchain_tokenbudget import TokenBudgetLLMCache
-from langchain_tokenbudget.llm_cache import to_cache_request
-from tokenbudget_core import InvalidInputError, attribute
+from langchain_tokenbudget.llm_cache import CACHE_HIT_KEY, to_cache_request
+from tokenbudget_core import InvalidInputError, attribute, cost_of
 from tokenbudget_core.cache_keys import CacheScope
 from tokenbudget_core.response_cache import ExactCache
 from tokenbudget_core.semantic_cache import SemanticCache
+from tokenbudget_core.usage import Usage
 
 # -- LangChain's standard suites ------------------------------------------------------------------
 
@@ -99,6 +101,27 @@ def test_near_duplicate_hits_only_above_the_threshold() -> None:
     assert model.invoke("How are tokens priced for images?").content == "Fresh answer."  # below threshold
     assert model.invoke("What is not a token?").content == "Third."  # the guard: negation differs
     assert len(model.received) == 3
+
+
+def test_a_served_hit_carries_its_audit_data() -> None:
+    cache = TokenBudgetLLMCache(SemanticCache(threshold=0.9), scope=CacheScope(tenant="acme"))
+    model = replies(
+        AIMessage(
+            "A piece of text.",
+            usage_metadata={"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100},
+            response_metadata={"model_name": "gpt-4o"},
+        )
+    )
+    model.cache = cache
+    first = model.invoke("What is a token?")
+    assert CACHE_HIT_KEY not in first.response_metadata  # a real call
+    audit = model.invoke("what is a TOKEN").response_metadata[CACHE_HIT_KEY]
+    assert audit["kind"] == "semantic"
+    assert audit["matched_prompt"] == "What is a token?"
+    assert audit["score"] > 0.9
+    assert audit["saved_tokens"] == 1100
+    assert audit["recorded"] is False  # no ledger attached to the core cache
+    assert Decimal(audit["saved_usd"]) == cost_of(Usage(input_tokens=1000, output_tokens=100), "gpt-4o")
 
 
 def test_threshold_of_one_needs_the_same_text() -> None:
