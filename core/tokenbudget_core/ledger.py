@@ -35,12 +35,12 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -54,7 +54,15 @@ from .pricing import cost_nanos
 from .registry import ModelRegistry, default_registry
 from .spool import Spool
 from .stores import open_store
-from .stores.base import Check, CommitRequest, LedgerStore, Metric, ReserveOutcome, ReserveRequest
+from .stores.base import (
+    Check,
+    CommitOutcome,
+    CommitRequest,
+    LedgerStore,
+    Metric,
+    ReserveOutcome,
+    ReserveRequest,
+)
 from .stores.memory import MemoryStore
 from .streams import TextCounter, estimate_output_tokens
 from .usage import Usage
@@ -349,6 +357,46 @@ class Ledger:
             UnpricedModelError: The model has no price and a dollar budget applies.
             InvalidInputError: A bad argument, named.
         """
+        steps = self._reserve_steps(
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            feature=feature,
+            user=user,
+            conversation=conversation,
+            request_id=request_id,
+        )
+        return _drive(steps, lambda req: self._store_call(lambda: self.store.reserve(req)))
+
+    def reserve_many(self, calls: Sequence[Mapping[str, Any]]) -> list[Reservation | Exception]:
+        """Reserve several calls with one store round trip (on Redis, one pipeline).
+
+        Each call is reserved on its own, atomically, exactly as :meth:`reserve` would (they are
+        checked in order, so a later call sees the earlier ones' reservations); only the round
+        trips are shared. For a server that handles many requests at once.
+
+        Args:
+            calls: The keyword arguments of :meth:`reserve`, one mapping per call.
+
+        Returns:
+            Per call, its :class:`Reservation` or the error :meth:`reserve` would have raised
+            (``BudgetExceededError``, ``BudgetUnavailableError``...): one refusal or failure
+            never affects the others.
+        """
+        return self._many([self._reserve_steps(**call) for call in calls], "reserve_many", "reserve")
+
+    def _reserve_steps(
+        self,
+        *,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+        conversation: str | None = None,
+        request_id: str | None = None,
+    ) -> Generator[ReserveRequest, ReserveOutcome, Reservation]:
+        """:meth:`reserve`, yielding its store request (unless the memory store's fast path takes it)."""
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
         conversation = ctx.conversation or conversation
@@ -415,7 +463,7 @@ class Ledger:
                     req = ReserveRequest(
                         day=day, request_id=rid, checks=checks, now_ms=now_ms, lease_ms=self.lease_ms
                     )
-                    found = self._store_call(lambda: self.store.reserve(req))
+                    found = yield req
                 outcome, usage = found, found.usage
         except BudgetUnavailableError:
             if self.on_unavailable == "closed":
@@ -540,7 +588,84 @@ class Ledger:
             saved_usd=saved_usd,
         )
 
-    def _commit(
+    def _commit(self, **call: Any) -> Charge:
+        return _drive(
+            self._commit_steps(**call), lambda req: self._store_call(lambda: self.store.commit(req))
+        )
+
+    def commit_many(self, items: Sequence[tuple[Reservation, Usage]]) -> list[Charge | Exception]:
+        """Commit several reserved calls with one store round trip (on Redis, one pipeline).
+
+        Each commit is applied once per request id, exactly as :meth:`commit` would; a commit the
+        store cannot take is spooled like any other. Returns, per item, its :class:`Charge` or
+        the error :meth:`commit` would have raised.
+        """
+        steps = []
+        for reservation, usage in items:
+            if not isinstance(reservation, Reservation):
+                steps.append(
+                    _failing(InvalidInputError("reservation", "must be a Reservation from reserve()"))
+                )
+                continue
+            steps.append(
+                self._commit_steps(
+                    request_id=reservation.request_id,
+                    day=reservation.day,
+                    model=reservation.model,
+                    feature=reservation.feature,
+                    user=reservation.user,
+                    conversation=reservation.conversation,
+                    overhead=reservation.overhead,
+                    usage=usage,
+                    cache_hit=False,
+                    saved_usd=None,
+                )
+            )
+        return self._many(steps, "commit_many", "commit")
+
+    def _many(self, steps: Sequence[Generator[Any, Any, T]], many: str, one: str) -> list[T | Exception]:
+        """Run the store requests of several operations in one round trip when the store can."""
+        results: list[T | Exception] = [ValueError("not run")] * len(steps)
+        pending: list[tuple[int, Generator[Any, Any, T], Any]] = []
+        for i, step in enumerate(steps):
+            try:
+                pending.append((i, step, step.send(None)))
+            except StopIteration as done:
+                results[i] = done.value
+            except Exception as e:  # noqa: BLE001 - this call's own error, returned in its place
+                results[i] = e
+        if not pending:
+            return results
+        requests = [req for _, _, req in pending]
+        outcomes: list[Any]
+        send_many = getattr(self.store, many, None)
+        if send_many is None:
+            send_one: Callable[[Any], Any] = getattr(self.store, one)
+            outcomes = []
+            for req in requests:
+                try:
+                    outcomes.append(self._store_call(functools.partial(send_one, req)))
+                except Exception as e:  # noqa: BLE001 - handed to its own call below
+                    outcomes.append(e)
+        else:
+            try:
+                outcomes = self._store_call(lambda: send_many(requests))
+            except BudgetUnavailableError as e:
+                outcomes = [e] * len(requests)
+        for (i, step, _), outcome in zip(pending, outcomes, strict=True):
+            try:
+                if isinstance(outcome, Exception):
+                    step.throw(outcome)
+                else:
+                    step.send(outcome)
+                results[i] = ValueError("a ledger step yielded twice")  # never: one request each
+            except StopIteration as done:
+                results[i] = done.value
+            except Exception as e:  # noqa: BLE001 - this call's own error, returned in its place
+                results[i] = e
+        return results
+
+    def _commit_steps(
         self,
         *,
         request_id: str,
@@ -553,7 +678,7 @@ class Ledger:
         usage: Usage,
         cache_hit: bool,
         saved_usd: Decimal | None,
-    ) -> Charge:
+    ) -> Generator[CommitRequest, CommitOutcome, Charge]:
         if not isinstance(usage, Usage):
             raise InvalidInputError("usage", f"must be a Usage, got {type(usage).__name__}", value=usage)
         self.registry.get(model)
@@ -604,7 +729,7 @@ class Ledger:
             call_cost_key=cost_key,
         )
         try:
-            outcome = self._store_call(lambda: self.store.commit(req))
+            outcome = yield req
         except BudgetUnavailableError:
             self.spool.append(req)
             self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
@@ -814,6 +939,27 @@ class _Scopes:
     """Some budget has a limit (the ladder and alerts have work to do)."""
     rollup_prefix: str
     """``<feature>/<user>/`` of the attribution row's key (encoded ids)."""
+
+
+def _drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:
+    """Run a ledger operation written as steps: each store request it yields goes through ``run``."""
+    try:
+        request = steps.send(None)
+        while True:
+            try:
+                outcome = run(request)
+            except BudgetUnavailableError as e:
+                request = steps.throw(e)
+            else:
+                request = steps.send(outcome)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def _failing(error: Exception) -> Generator[Any, Any, Any]:
+    """Steps that fail at once with ``error``."""
+    raise error
+    yield  # a generator
 
 
 def _redact(url: str) -> str:

@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
-from tokenbudget_core.errors import BudgetExceededError, BudgetUnavailableError
-from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.errors import BudgetExceededError, BudgetUnavailableError, InvalidInputError
+from tokenbudget_core.ledger import Charge, Ledger, Reservation
 from tokenbudget_core.stores.base import Check, CommitRequest, ReserveRequest
 from tokenbudget_core.stores.redis import RedisStore, _Op
 from tokenbudget_core.usage import Usage
@@ -181,9 +181,9 @@ def test_concurrent_ledger_calls_never_overspend_and_commit_once(ledger_url: str
 
         results = in_threads(24, call)
         assert not [r for r in results if isinstance(r, Exception)]
-        # Each call reserves 1,000 tokens and spends 950 of them: a refusal needs more than 9,000
-        # used, so ten calls go through whatever the interleaving, and never an eleventh.
-        assert sum(results) == 10
+        # Each call reserves 1,000 tokens and spends 950 of them: never an eleventh call (it would
+        # overspend); the tenth may meet the ladder's soft refusal, depending on the interleaving.
+        assert sum(results) in (9, 10)
         spent, reserved = ledger.store.totals(ledger.day(), [("u/chat/u", "tokens")], 0)[
             ("u/chat/u", "tokens")
         ]
@@ -218,3 +218,52 @@ def test_asyncio_tasks_share_round_trips_and_never_overspend(clean_redis_url: st
         assert totals == {("u/chat/u", "tokens"): (0, 10_000)}
     finally:
         ledger.close()
+
+
+@pytest.fixture(params=["redis", "sqlite", "memory"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "redis":
+        url: str = request.getfixturevalue("clean_redis_url")
+        return url
+    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/many.db"
+
+
+def test_reserve_many_and_commit_many_answer_like_one_at_a_time(any_url: str, tmp_path: Path) -> None:
+    ledger = Ledger(any_url, policy=POLICY, alerts=[], spool_path=tmp_path / "spool.jsonl")
+    try:
+        call = {
+            "model": "gpt-4o",
+            "input_tokens": 900,
+            "max_output_tokens": 100,
+            "feature": "chat",
+            "user": "u",
+        }
+        calls = [call] * 11 + [{**call, "input_tokens": -1}, {**call, "user": "v"}]
+        results = ledger.reserve_many(calls)
+        reservations = [r for r in results if not isinstance(r, Exception)]
+        assert len(reservations) == 11  # ten fit u's 10,000 tokens, and v's call
+        assert isinstance(results[10], BudgetExceededError)  # checked in order: the eleventh of u
+        assert isinstance(results[11], InvalidInputError)  # a bad call fails alone
+        assert results[12].user == "v"  # type: ignore[union-attr]
+        usage = Usage(input_tokens=900, output_tokens=50)
+        items = [(r, usage) for r in reservations] + [(reservations[0], usage)]  # one commit twice
+        charges = ledger.commit_many(items)
+        assert [c.applied for c in charges if not isinstance(c, Exception)] == [True] * 11 + [False]
+        day = ledger.day()
+        got = ledger.store.totals(day, [("u/chat/u", "tokens"), ("u/chat/v", "tokens")], 0)
+        assert got == {("u/chat/u", "tokens"): (9_500, 0), ("u/chat/v", "tokens"): (950, 0)}
+        assert ledger.commit_many([("nope", usage)])[0].__class__ is InvalidInputError  # type: ignore[list-item]
+    finally:
+        ledger.close()
+
+
+def test_many_against_a_redis_that_is_down(tmp_path: Path) -> None:
+    call = {"model": "gpt-4o", "input_tokens": 900, "max_output_tokens": 100}
+    closed = Ledger("redis://127.0.0.1:1/0", spool_path=tmp_path / "a.jsonl")
+    assert all(isinstance(r, BudgetUnavailableError) for r in closed.reserve_many([call] * 3))
+    opened = Ledger("redis://127.0.0.1:1/0", on_unavailable="open", spool_path=tmp_path / "b.jsonl")
+    reservations = opened.reserve_many([call] * 3)
+    assert all(isinstance(r, Reservation) and r.unchecked for r in reservations)
+    charges = opened.commit_many([(r, Usage(input_tokens=9, output_tokens=1)) for r in reservations])  # type: ignore[misc]
+    assert all(isinstance(c, Charge) and c.spooled and not c.applied for c in charges)
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 3  # each commit spooled once

@@ -233,6 +233,16 @@ class RedisStore:
         operations are sent again; any other error belongs to its operation alone.
         """
         with self._available() as client:
+            if self._batcher is None:  # a cluster: each script on its own slot's node
+                results: list[Any] = []
+                for op in ops:
+                    try:
+                        results.append(self._scripts[op.script](keys=op.keys, args=op.args, client=client))
+                    except self._unavailable:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - that operation's own error
+                        results.append(e)
+                return results
             if len(ops) == 1:  # a lone caller: one plain EVALSHA (NOSCRIPT handled by redis-py)
                 op = ops[0]
                 return [self._scripts[op.script](keys=op.keys, args=op.args, client=client)]
@@ -244,6 +254,17 @@ class RedisStore:
                 for i, r in zip(missing, self._pipeline(client, [ops[i] for i in missing]), strict=True):
                     results[i] = r
             return results
+
+    def _send_all(self, ops: Sequence[_Op]) -> list[Any]:
+        """:meth:`_send`, with a lone operation's script error returned like a batch's."""
+        try:
+            return self._send(ops)
+        except BudgetUnavailableError:
+            raise
+        except Exception as e:
+            if len(ops) == 1:
+                return [e]
+            raise
 
     def _pipeline(self, client: Any, ops: Sequence[_Op]) -> list[Any]:
         with client.pipeline(transaction=False) as pipe:
@@ -263,6 +284,38 @@ class RedisStore:
 
     def reserve(self, req: ReserveRequest) -> ReserveOutcome:
         """Expire stale leases, then check every limit and reserve every amount, atomically."""
+        op = self._reserve_op(req)
+        return self._reserve_outcome(req, self._run(op.script, op.keys, op.args))
+
+    def reserve_many(self, reqs: Sequence[ReserveRequest]) -> list[ReserveOutcome | Exception]:
+        """:meth:`reserve` each request (in order, each atomic on its own) in one round trip.
+
+        Returns each request's outcome, or the error of a request that failed on the server.
+
+        Raises:
+            BudgetUnavailableError: The round trip failed (no outcome is known for any request).
+        """
+        ops = [self._reserve_op(req) for req in reqs]
+        return [
+            r if isinstance(r, Exception) else self._reserve_outcome(req, r)
+            for req, r in zip(reqs, self._send_all(ops), strict=True)
+        ]
+
+    def commit_many(self, reqs: Sequence[CommitRequest]) -> list[CommitOutcome | Exception]:
+        """:meth:`commit` each request (in order, each atomic and idempotent) in one round trip.
+
+        Returns each request's outcome, or the error of a request that failed on the server.
+
+        Raises:
+            BudgetUnavailableError: The round trip failed (no outcome is known for any request).
+        """
+        ops = [self._commit_op(req) for req in reqs]
+        return [
+            r if isinstance(r, Exception) else self._commit_outcome(req, r)
+            for req, r in zip(reqs, self._send_all(ops), strict=True)
+        ]
+
+    def _reserve_op(self, req: ReserveRequest) -> _Op:
         args: list[str | int] = [
             self._ttl,
             _enc(req.request_id),
@@ -272,7 +325,10 @@ class RedisStore:
         for i, c in enumerate(req.checks):
             limit = "" if c.limit is None else _amount(c.limit, f"checks[{i}].limit")
             args += [f"{_enc(c.scope)}|{_enc(c.metric)}", _amount(c.amount, f"checks[{i}].amount"), limit]
-        result = self._run("RESERVE", self._keys(req.day, "bal", "req", "held", "leases"), args)
+        return _Op("RESERVE", self._keys(req.day, "bal", "req", "held", "leases"), args)
+
+    @staticmethod
+    def _reserve_outcome(req: ReserveRequest, result: Any) -> ReserveOutcome:
         kind = result[0]
         if kind == "refused":
             _, index, spent, reserved = result
@@ -291,6 +347,10 @@ class RedisStore:
         With ``req.call_cost_key`` the same script also records ``rollup["cost_nanos"]`` as one
         call's cost (see :meth:`call_costs`).
         """
+        op = self._commit_op(req)
+        return self._commit_outcome(req, self._run(op.script, op.keys, op.args))
+
+    def _commit_op(self, req: CommitRequest) -> _Op:
         cost = (
             ""
             if req.call_cost_key is None
@@ -310,7 +370,11 @@ class RedisStore:
         names = ["bal", "req", "held", "leases", "rollup"]
         if req.call_cost_key is not None:
             names.append(f"costs:{_enc(req.call_cost_key)}")
-        applied, previous, *spent = self._run("COMMIT", self._keys(req.day, *names), args)
+        return _Op("COMMIT", self._keys(req.day, *names), args)
+
+    @staticmethod
+    def _commit_outcome(req: CommitRequest, result: Any) -> CommitOutcome:
+        applied, previous, *spent = result
         if not applied:
             return CommitOutcome(applied=False, previous=_STATES.get(previous))
         return CommitOutcome(
