@@ -35,6 +35,7 @@ _SCHEMA = (
     "key TEXT NOT NULL, ns TEXT NOT NULL, tenant TEXT NOT NULL, user TEXT NOT NULL, feature TEXT NOT NULL, "
     "expires REAL NOT NULL, vector BLOB NOT NULL, payload TEXT NOT NULL, UNIQUE (scope, part, key))",
     "CREATE INDEX IF NOT EXISTS vectors_expiry ON vectors (expires)",
+    "CREATE INDEX IF NOT EXISTS vectors_partition_rows ON vectors (scope, part, id)",
     "CREATE TABLE IF NOT EXISTS versions (scope TEXT NOT NULL, part TEXT NOT NULL, "
     "version INTEGER NOT NULL, PRIMARY KEY (scope, part)) WITHOUT ROWID",
 )
