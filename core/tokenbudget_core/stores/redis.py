@@ -316,15 +316,19 @@ class RedisStore:
         ]
 
     def _reserve_op(self, req: ReserveRequest) -> _Op:
+        checks = []
+        for i, c in enumerate(req.checks):
+            limit = "-" if c.limit is None else _amount(c.limit, f"checks[{i}].limit")
+            checks.append(
+                f"{_enc(c.scope)}|{_enc(c.metric)} {_amount(c.amount, f'checks[{i}].amount')} {limit}"
+            )
         args: list[str | int] = [
             self._ttl,
             _enc(req.request_id),
             _amount(req.now_ms, "now_ms"),
             str(req.now_ms + int(_amount(req.lease_ms, "lease_ms"))),
+            " ".join(checks),
         ]
-        for i, c in enumerate(req.checks):
-            limit = "" if c.limit is None else _amount(c.limit, f"checks[{i}].limit")
-            args += [f"{_enc(c.scope)}|{_enc(c.metric)}", _amount(c.amount, f"checks[{i}].amount"), limit]
         return _Op("RESERVE", self._keys(req.day, "bal", "req", "held", "leases"), args)
 
     @staticmethod
@@ -356,17 +360,23 @@ class RedisStore:
             if req.call_cost_key is None
             else _amount(req.rollup.get("cost_nanos", 0), "rollup['cost_nanos']")
         )
+        charges = " ".join(
+            [
+                f"{_enc(c.scope)}|{_enc(c.metric)} {_amount(c.amount, f'charges[{i}].amount')}"
+                for i, c in enumerate(req.charges)
+            ]
+        )
+        counters = " ".join(
+            [f"{_enc(name)} {_amount(value, f'rollup[{name!r}]')}" for name, value in req.rollup.items()]
+        )
         args: list[str | int] = [
             self._ttl,
             _enc(req.request_id),
             _enc(req.rollup_key),
-            len(req.charges),
             cost,
+            charges,
+            counters,
         ]
-        for i, c in enumerate(req.charges):
-            args += [f"{_enc(c.scope)}|{_enc(c.metric)}", _amount(c.amount, f"charges[{i}].amount")]
-        for name, value in req.rollup.items():
-            args += [_enc(name), _amount(value, f"rollup[{name!r}]")]
         names = ["bal", "req", "held", "leases", "rollup"]
         if req.call_cost_key is not None:
             names.append(f"costs:{_enc(req.call_cost_key)}")

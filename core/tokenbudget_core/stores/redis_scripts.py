@@ -86,38 +86,41 @@ end
 RESERVE = (
     _COMMON
     + """
--- KEYS: bal req held leases; ARGV: ttl rid now expires, then (scope|metric, amount, limit) x n
+-- KEYS: bal req held leases; ARGV: ttl rid now expires checks
+-- checks: "<scope|metric> <amount> <limit>" per check, space-separated ('-': no limit)
 local bal, req, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ttl, rid, now, expires = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 expire_due(bal, req, held, leases, now)
 local state = redis.call('HGET', req, rid)
 if state then return {'duplicate', state} end
-local n = (#ARGV - 4) / 3
-for i = 0, n - 1 do
-  local prefix, amount, limit = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
-  if limit ~= '' then
-    local spent = redis.call('HGET', bal, prefix .. '|spent') or '0'
-    local reserved = redis.call('HGET', bal, prefix .. '|reserved') or '0'
-    if tonumber(spent) + tonumber(reserved) > tonumber(limit) - tonumber(amount) then
-      return {'refused', i + 1, spent, reserved}
+local checks = {}
+for prefix, amount, limit in string.gmatch(ARGV[5], '(%S+) (%S+) (%S+)') do
+  checks[#checks + 1] = {prefix, amount, limit}
+end
+for i, c in ipairs(checks) do
+  if c[3] ~= '-' then
+    local spent = redis.call('HGET', bal, c[1] .. '|spent') or '0'
+    local reserved = redis.call('HGET', bal, c[1] .. '|reserved') or '0'
+    if tonumber(spent) + tonumber(reserved) > tonumber(c[3]) - tonumber(c[2]) then
+      return {'refused', i, spent, reserved}
     end
   end
 end
 local parts = {}
-for i = 0, n - 1 do
-  local field, amount = ARGV[5 + 3 * i] .. '|reserved', ARGV[6 + 3 * i]
-  redis.call('HINCRBY', bal, field, amount)
+for _, c in ipairs(checks) do
+  local field = c[1] .. '|reserved'
+  redis.call('HINCRBY', bal, field, c[2])
   parts[#parts + 1] = field
-  parts[#parts + 1] = amount
+  parts[#parts + 1] = c[2]
 end
 redis.call('HSET', req, rid, 'reserved')
 redis.call('HSET', held, rid, table.concat(parts, ' '))
 redis.call('ZADD', leases, expires, rid)
 touch(ttl, {bal, req, held, leases})
 local out = {'reserved'}  -- then spent and reserved per check, after this reservation
-for i = 0, n - 1 do
-  out[#out + 1] = redis.call('HGET', bal, ARGV[5 + 3 * i] .. '|spent') or '0'
-  out[#out + 1] = redis.call('HGET', bal, ARGV[5 + 3 * i] .. '|reserved')
+for _, c in ipairs(checks) do
+  out[#out + 1] = redis.call('HGET', bal, c[1] .. '|spent') or '0'
+  out[#out + 1] = redis.call('HGET', bal, c[1] .. '|reserved')
 end
 return out
 """
@@ -127,21 +130,26 @@ COMMIT = (
     _COMMON
     + """
 -- KEYS: bal req held leases rollup [costs]
--- ARGV: ttl rid rollup_key n cost, then (scope|metric, amount) x n, then (counter, increment) ...
+-- ARGV: ttl rid rollup_key cost charges counters
+-- charges: "<scope|metric> <amount>" per charge; counters: "<counter> <increment>" per counter
 local bal, req, held, leases, rollup, costs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local ttl, rid, rkey, n, cost = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local ttl, rid, rkey, cost = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local state = redis.call('HGET', req, rid)
 if state == 'committed' then return {0, 'committed'} end
+local charges = {}
+for field, amount in string.gmatch(ARGV[5], '(%S+) (%S+)') do
+  charges[#charges + 1] = {field .. '|spent', amount}
+end
 if state == 'reserved' then
   unreserve(bal, held, rid)
   redis.call('ZREM', leases, rid)
 end
-for i = 0, n - 1 do
-  redis.call('HINCRBY', bal, ARGV[6 + 2 * i] .. '|spent', ARGV[7 + 2 * i])
+for _, c in ipairs(charges) do
+  redis.call('HINCRBY', bal, c[1], c[2])
 end
 redis.call('HSETNX', rollup, rkey, '')
-for j = 6 + 2 * n, #ARGV, 2 do
-  redis.call('HINCRBY', rollup, rkey .. '|' .. ARGV[j], ARGV[j + 1])
+for counter, increment in string.gmatch(ARGV[6], '(%S+) (%S+)') do
+  redis.call('HINCRBY', rollup, rkey .. '|' .. counter, increment)
 end
 redis.call('HSET', req, rid, 'committed')
 touch(ttl, {bal, req, held, leases, rollup})
@@ -150,8 +158,8 @@ if costs then
   redis.call('EXPIRE', costs, (ttls(ttl)))
 end
 local out = {1, state or ''}  -- then spent per charge, after this commit
-for i = 0, n - 1 do
-  out[#out + 1] = redis.call('HGET', bal, ARGV[6 + 2 * i] .. '|spent')
+for _, c in ipairs(charges) do
+  out[#out + 1] = redis.call('HGET', bal, c[1])
 end
 return out
 """
