@@ -712,7 +712,16 @@ class Ledger:
             amounts = [(sc, m, tokens if m == "tokens" else cost) for sc, m, _ in scopes.budgets]
             applied, _, spent = memory.commit_amounts(day, request_id, amounts, rollup_key, rollup, cost_key)
             self._replay_due()
-            if applied:
+            floor = self._alert_floor
+            if (
+                applied
+                and scopes.limited
+                and self.sinks
+                and any(
+                    limit and used / limit >= floor
+                    for (_, _, limit), used in zip(scopes.budgets, spent, strict=True)
+                )
+            ):  # some budget reached an alert threshold
                 self._after_commit(day, feature, user, cost, scopes, spent, now_ms, record_cost=False)
             return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=applied)
         charges = [  # their limits are ignored by a commit (see stores.base)
