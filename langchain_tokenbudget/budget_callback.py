@@ -32,6 +32,7 @@ import json
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
@@ -46,6 +47,7 @@ from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain
 
+from .llm_cache import CACHE_HIT_KEY
 from .messages import to_core_messages
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
@@ -140,6 +142,28 @@ def reported(replies: Sequence[BaseMessage], totals: Sequence[Mapping[str, Any]]
         return sum((Usage.from_langchain(t) for t in totals), Usage(requests=0))
     found = next((m.usage_metadata for m in replies if isinstance(m, AIMessage) and m.usage_metadata), None)
     return None if found is None else usage_from_langchain(found)
+
+
+class CacheHit(NamedTuple):
+    """A reply served from a response cache instead of the model."""
+
+    saved_usd: Decimal | None
+    recorded: bool
+    """The cache already recorded the hit in a ledger (ours, through the core cache)."""
+
+
+def cache_hit_of(replies: Sequence[BaseMessage]) -> CacheHit | None:
+    """The cache hit the replies came from: tokenbudget's LLM cache marks its hits; LangChain's own
+    caches leave the original ``usage_metadata`` with ``total_cost`` set to 0."""
+    for m in replies:
+        audit = m.response_metadata.get(CACHE_HIT_KEY) if isinstance(m, AIMessage) else None
+        if isinstance(audit, Mapping):
+            saved = audit.get("saved_usd")
+            return CacheHit(Decimal(saved) if isinstance(saved, str) else None, bool(audit.get("recorded")))
+    for m in replies:
+        if isinstance(m, AIMessage) and m.usage_metadata and m.usage_metadata.get("total_cost") == 0:
+            return CacheHit(None, False)
+    return None
 
 
 def check_options(ledger: object, *, counts: Mapping[str, object], **names: object) -> None:
@@ -290,17 +314,23 @@ class _BudgetHandler:
         totals = [run.total] if run.total is not None else []
         usage = reported(replies, totals)
         text = reply_text(replies) if usage is None else ""  # only an estimate reads the text
-        return _Settle(run.reservation, usage, text, failed, run.counter)
+        return _Settle(run.reservation, usage, text, failed, run.counter, cache_hit_of(replies))
 
     def _finish(self, s: _Settle | None) -> None:
         if s is not None:
-            self.ledger.settle(s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter)
+            hit = s.hit or _NO_HIT
+            self.ledger.settle(
+                s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter,
+                cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
+            )  # fmt: skip
 
     async def _afinish(self, s: _Settle | None) -> None:
         if s is not None:
+            hit = s.hit or _NO_HIT
             await self.ledger.asettle(
-                s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter
-            )
+                s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter,
+                cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
+            )  # fmt: skip
 
 
 class _Settle(NamedTuple):
@@ -309,6 +339,10 @@ class _Settle(NamedTuple):
     text: str
     failed: bool
     counter: SupportsTokenCount
+    hit: CacheHit | None
+
+
+_NO_HIT = CacheHit(None, False)
 
 
 class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):

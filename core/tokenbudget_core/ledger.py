@@ -809,9 +809,16 @@ class Ledger:
         reply_text: str = "",
         failed: bool = False,
         counter: TextCounter | None = None,
+        cache_hit: bool = False,
+        saved_usd: Decimal | None = None,
+        hit_recorded: bool = False,
     ) -> Charge | None:
         """Close a reserved call with whatever the framework could tell about it.
 
+        * the answer came from a response cache (``cache_hit``): no model was called, so nothing
+          is charged; the hit is recorded with what it saved (``saved_usd``, else ``reported``
+          priced on the reserved model), unless the cache already recorded it
+          (``hit_recorded``: then the reservation is just released);
         * usage was reported: commit it (a report without input tokens, as some streams send,
           takes the counted input and is flagged estimated);
         * the call failed before producing anything: release the reservation (returns ``None``);
@@ -821,6 +828,14 @@ class Ledger:
         Raises:
             InvalidInputError: ``reservation`` is not a :class:`Reservation`.
         """
+        if cache_hit:
+            if hit_recorded:
+                self.release(reservation)
+                return None
+            if saved_usd is None and reported is not None:
+                nanos = self._price_nanos(reported, reservation.model, round_up=False)
+                saved_usd = None if nanos is None else nanos_to_usd(nanos)
+            return self.commit(reservation, Usage(requests=1), cache_hit=True, saved_usd=saved_usd)
         if reported is not None:
             if reported.input_tokens == 0 and reservation.input_tokens > 0:
                 reported = dataclasses.replace(
@@ -843,10 +858,22 @@ class Ledger:
         reply_text: str = "",
         failed: bool = False,
         counter: TextCounter | None = None,
+        cache_hit: bool = False,
+        saved_usd: Decimal | None = None,
+        hit_recorded: bool = False,
     ) -> Charge | None:
         """Async twin of :meth:`settle`."""
         return await self._async(
-            lambda: self.settle(reservation, reported, reply_text=reply_text, failed=failed, counter=counter)
+            lambda: self.settle(
+                reservation,
+                reported,
+                reply_text=reply_text,
+                failed=failed,
+                counter=counter,
+                cache_hit=cache_hit,
+                saved_usd=saved_usd,
+                hit_recorded=hit_recorded,
+            )
         )
 
     def release(self, reservation: Reservation) -> bool:
