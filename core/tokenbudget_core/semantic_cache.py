@@ -55,6 +55,10 @@ class SemanticCache(ResponseCacheBase):
         shadow: Log would-be hits and return them with ``served=False`` instead of serving them.
         text_of: What to embed of a request (default: its last user turn).
         candidates: How many nearest entries to check against the threshold and the guard.
+        match_history: Only match requests whose earlier turns are the same (default). Set it to
+            False for stand-alone questions whose answers do not depend on the conversation
+            before them (FAQ, support macros); the scope, model, system prompt, tools, parameters
+            and the guard still apply.
         ttl, max_ttl, max_entry_bytes, cache_sampled, cache_tool_calls, hash_prompts, ledger,
             scope_fields, registry, prices, clock: As for
             :class:`~tokenbudget_core.response_cache.ExactCache`.
@@ -89,6 +93,7 @@ class SemanticCache(ResponseCacheBase):
         shadow: bool = False,
         text_of: Callable[[CacheRequest], str] | None = None,
         candidates: int = 4,
+        match_history: bool = True,
         ttl: float = 3600.0,
         max_ttl: float = DEFAULT_MAX_TTL,
         max_entry_bytes: int = 256_000,
@@ -130,6 +135,9 @@ class SemanticCache(ResponseCacheBase):
         self.shadow = bool(shadow)
         self.candidates = candidates
         self.text_of = text_of
+        if not isinstance(match_history, bool):
+            raise InvalidInputError("match_history", "must be True or False", value=match_history)
+        self.match_history = match_history
 
     # -- the steps -------------------------------------------------------------------------------
 
@@ -150,7 +158,7 @@ class SemanticCache(ResponseCacheBase):
             "system": request.system_hash,
             "tools": request.tools_hash,
             "params": request.params_hash,
-            "history": request.history_hash,
+            "history": request.history_hash if self.match_history else None,
             "embedder": self.embedder.name,
         }
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()

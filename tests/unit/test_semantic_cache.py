@@ -211,6 +211,32 @@ def test_text_of_chooses_what_is_embedded() -> None:
         SemanticCache(text_of=lambda r: 42).lookup(ask("x"), scope=T)  # type: ignore[arg-type, return-value]
 
 
+def test_earlier_turns_separate_entries_unless_history_is_ignored() -> None:
+    def in_conversation(question: str, earlier: str) -> CacheRequest:
+        return CacheRequest(
+            model="gpt-4o",
+            messages=[
+                {"role": "system", "content": "You are support."},
+                {"role": "user", "content": earlier},
+                {"role": "assistant", "content": "Sure."},
+                {"role": "user", "content": question},
+            ],
+            params={"temperature": 0},
+        )
+
+    strict = SemanticCache()
+    strict.store(in_conversation("How do I reset my password?", "Hi, I am Ada."), answer(), scope=T)
+    assert strict.lookup(in_conversation("how do I reset my password", "Hello, Bob here."), scope=T) is None
+    faq = SemanticCache(match_history=False)
+    faq.store(in_conversation("How do I reset my password?", "Hi, I am Ada."), answer(), scope=T)
+    hit = faq.lookup(in_conversation("how do I reset my password", "Hello, Bob here."), scope=T)
+    assert hit is not None
+    assert hit.matched_prompt == "How do I reset my password?"
+    assert faq.lookup(ask("How do I not reset my password?"), scope=T) is None  # the guard still applies
+    with pytest.raises(InvalidInputError, match="match_history"):
+        SemanticCache(match_history="no")  # type: ignore[arg-type]
+
+
 async def test_async_twins_use_the_async_embedder() -> None:
     calls: list[Sequence[str]] = []
 
