@@ -36,6 +36,7 @@ from .estimating import EstimatingTokenCounter
 from .fitting import FitResult, fit_messages
 from .learned_classifier import Evaluation, NearestNeighbourClassifier, evaluate
 from .ledger import BudgetState, Charge, Ledger, Reservation
+from .linear_classifier import LinearComplexityClassifier
 from .messages import ImagePart, Message, TextPart, ToolCall, to_message, to_messages
 from .openai_counting import TiktokenCounter
 from .pricing import CostBreakdown, PriceOverride, PriceTable, cost_of, load_prices, price_of, register_price
@@ -100,6 +101,7 @@ __all__ = [
     "InvalidMessageError",
     "Ladder",
     "Ledger",
+    "LinearComplexityClassifier",
     "Message",
     "MissingDependencyError",
     "ModelInfo",

@@ -6,6 +6,10 @@
 similarity-weighted vote of its ``k`` nearest neighbours. :func:`evaluate` runs a classifier over
 a labelled set and reports accuracy, how often it under-routes (a cheaper tier than the label)
 and what it would spend against always using the premium tier.
+
+kNN over the hashing embedder is weak on held-out prompts (it matches wording, not difficulty);
+:class:`~tokenbudget_core.linear_classifier.LinearComplexityClassifier` learns from the same
+examples and does better (``benchmarks/bench_routing.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,23 @@ def _examples(examples: object, field: str) -> list[tuple[str, str]]:
     if not out:
         raise InvalidInputError(field, "must not be empty", fix="pass labelled (prompt, tier) pairs")
     return out
+
+
+def _tier_labels(pairs: Sequence[tuple[str, str]], tiers: object) -> tuple[tuple[str, ...], list[int]]:
+    """The tier order (given, or ``small, medium, large`` / first-seen) and each pair's tier index."""
+    if tiers is None:
+        seen = list(dict.fromkeys(t for _, t in pairs))
+        default = ("small", "medium", "large")
+        order = tuple(t for t in default if t in seen) if set(seen) <= set(default) else tuple(seen)
+    else:
+        order = check_tiers(tiers)
+    index = {t: i for i, t in enumerate(order)}
+    for i, (_, t) in enumerate(pairs):
+        if t not in index:
+            raise InvalidInputError(
+                f"examples[{i}][1]", f"{t!r} is not one of the tiers {list(order)}", value=t
+            )
+    return order, [index[t] for _, t in pairs]
 
 
 class NearestNeighbourClassifier:
@@ -103,21 +124,10 @@ class NearestNeighbourClassifier:
         pairs = _examples(examples, "examples")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError("k", "must be a positive integer", value=k)
-        if tiers is None:
-            seen = list(dict.fromkeys(t for _, t in pairs))
-            default = ("small", "medium", "large")
-            order = tuple(t for t in default if t in seen) if set(seen) <= set(default) else tuple(seen)
-        else:
-            order = check_tiers(tiers)
-        index = {t: i for i, t in enumerate(order)}
-        for i, (_, t) in enumerate(pairs):
-            if t not in index:
-                raise InvalidInputError(
-                    f"examples[{i}][1]", f"{t!r} is not one of the tiers {list(order)}", value=t
-                )
+        order, labels = _tier_labels(pairs, tiers)
         emb = as_embedder(embedder)
         vectors = emb.embed([p for p, _ in pairs])
-        return cls(tiers=order, embedder=emb, vectors=vectors, labels=[index[t] for _, t in pairs], k=k)
+        return cls(tiers=order, embedder=emb, vectors=vectors, labels=labels, k=k)
 
     def _vote(self, vector: Vectors) -> Classification:
         sims = self._vectors @ vector

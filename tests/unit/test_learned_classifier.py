@@ -1,4 +1,4 @@
-"""The nearest-neighbour classifier and evaluate(): fitted from labels, judged in accuracy and money."""
+"""The learned classifiers (nearest neighbours, linear) and evaluate(): judged in accuracy and money."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tokenbudget_core import (
     Evaluation,
     HeuristicClassifier,
     InvalidInputError,
+    LinearComplexityClassifier,
     NearestNeighbourClassifier,
     TierRouter,
     TokenCounter,
@@ -241,3 +242,175 @@ def test_bad_evaluations_are_named(labelled: object, kwargs: dict[str, object], 
 def test_evaluate_with_an_unknown_model_says_so() -> None:
     with pytest.raises(UnknownModelError):
         evaluate(HeuristicClassifier(), [("hi", "small")], models={**MODELS, "large": "gpt-9-ultra"})
+
+
+# -- the linear classifier -----------------------------------------------------------------------------
+
+SUBJECTS = ["france", "spain", "peru", "japan", "kenya", "chile", "norway", "egypt", "canada", "india"]
+SYSTEMS = [
+    "payments",
+    "search",
+    "billing",
+    "chat",
+    "inventory",
+    "ledger",
+    "checkout",
+    "auth",
+    "feeds",
+    "maps",
+]
+
+
+def separable(subjects: Sequence[str], systems: Sequence[str]) -> list[tuple[str, str]]:
+    """Three clearly different kinds of prompt, one per tier."""
+    out: list[tuple[str, str]] = []
+    for s in subjects:
+        out.append((f"What is the capital of {s}?", "small"))
+        out.append((f"How many people live in {s}?", "small"))
+    for s in systems:
+        out.append((f"Write a short email to the {s} team about Friday's release.", "medium"))
+        out.append((f"Write a python function that formats {s} records as csv.", "medium"))
+        out.append(
+            (
+                f"Design a distributed {s} service for 20 million users, analyze its failure modes and "
+                "the trade-offs between consistency and latency, and propose a migration plan.",
+                "large",
+            )
+        )
+    return out
+
+
+TRAIN = separable(SUBJECTS[:7], SYSTEMS[:7])
+HELD_OUT = separable(SUBJECTS[7:], SYSTEMS[7:])
+
+
+def test_linear_classifies_held_out_prompts_of_a_learned_pattern() -> None:
+    clf = LinearComplexityClassifier.fit(TRAIN)
+    assert clf.tiers == ("small", "medium", "large")
+    assert isinstance(clf, ComplexityClassifier)
+    for text, label in HELD_OUT:
+        assert clf.classify(text).tier == label, text
+    ev = evaluate(clf, HELD_OUT, models=MODELS)
+    assert (ev.accuracy, ev.under_routed, ev.over_routed) == (1.0, 0.0, 0.0)
+    assert ev.saved_share > 0
+
+
+def test_linear_score_reason_and_probabilities() -> None:
+    clf = LinearComplexityClassifier.fit(TRAIN)
+    easy, hard = HELD_OUT[0][0], HELD_OUT[-1][0]
+    e, h = clf.classify(easy), clf.classify(hard)
+    assert 0.0 <= e.score < h.score <= 1.0
+    assert e.rules == h.rules == ("linear",)
+    probs = clf.probabilities(hard)
+    assert list(probs) == list(clf.tiers)
+    assert sum(probs.values()) == pytest.approx(1.0)
+    assert max(probs, key=lambda t: probs[t]) == h.tier == "large"
+    expected = sum(i * p for i, p in enumerate(probs.values())) / 2
+    assert h.score == pytest.approx(expected, abs=1e-4)
+    assert h.reason.startswith(f"p(large)={probs['large']:.2f} (")
+
+
+def test_linear_fits_are_deterministic() -> None:
+    a, b = LinearComplexityClassifier.fit(TRAIN), LinearComplexityClassifier.fit(list(TRAIN))
+    prompts = [t for t, _ in HELD_OUT] + [t for t, _ in EXAMPLES]
+    assert [a.classify(t) for t in prompts] == [b.classify(t) for t in prompts]
+    assert [a.probabilities(t) for t in prompts] == [b.probabilities(t) for t in prompts]
+
+
+def test_the_under_routing_penalty_moves_prompts_up_a_tier_never_down() -> None:
+    prompts = (
+        [t for t, _ in HELD_OUT]
+        + [t for t, _ in EXAMPLES]
+        + [
+            "Write a plan for the chat team.",
+            "What should we do about the billing service?",
+            "Explain the capital of kenya in a short email.",
+        ]
+    )
+    rank = {"small": 0, "medium": 1, "large": 2}
+
+    def tiers(penalty: float) -> list[int]:
+        clf = LinearComplexityClassifier.fit(TRAIN, l2=1.0, under_routing_penalty=penalty)
+        return [rank[clf.classify(t).tier] for t in prompts]
+
+    cautious, neutral, thrifty = tiers(20.0), tiers(1.0), tiers(0.05)
+    assert all(c >= n >= t for c, n, t in zip(cautious, neutral, thrifty, strict=True))
+    assert sum(cautious) > sum(neutral) > sum(thrifty)
+    unsure = LinearComplexityClassifier.fit(TRAIN, l2=1.0, under_routing_penalty=20.0)
+    mixed = [(t, label) for t, label in [*HELD_OUT, *EXAMPLES]]
+    plain = LinearComplexityClassifier.fit(TRAIN, l2=1.0)
+    assert (
+        evaluate(unsure, mixed, models=MODELS).under_routed
+        <= evaluate(plain, mixed, models=MODELS).under_routed
+    )
+
+
+def test_embedding_weight_zero_leaves_the_wording_out() -> None:
+    clf = LinearComplexityClassifier.fit(TRAIN, embedding_weight=0.0)
+    # same signals (no rule fires, same length and punctuation), different words
+    assert clf.probabilities("Tell me about zebras.") == pytest.approx(
+        clf.probabilities("Tell me about llamas.")
+    )
+    assert "wording" not in clf.classify("Tell me about zebras.").reason
+
+
+def test_linear_uses_a_custom_embedder_and_routes_inside_a_tier_router() -> None:
+    seen: list[str | None] = []
+
+    def embed(texts: Sequence[str]) -> list[list[float]]:
+        seen.append(current_attribution().overhead)
+        return [[1.0, 0.0] if "capital" in t else [0.0, 1.0] for t in texts]
+
+    clf = LinearComplexityClassifier.fit(TRAIN, embedder=embed)
+    assert clf.classify(HELD_OUT[0][0]).tier == "small"
+    assert seen == [None, "router"]  # fitting is the app's own work, classifying the router's
+    d = TierRouter(MODELS, classifier=LinearComplexityClassifier.fit(TRAIN)).route(HELD_OUT[-1][0])
+    assert (d.tier, d.rule) == ("large", "linear")
+
+
+async def test_linear_aclassify_uses_the_async_embedder() -> None:
+    emb = TwoWayEmbeddings()
+    clf = LinearComplexityClassifier.fit([("easy one", "small"), ("hard one", "large")], embedder=emb)
+    assert (await clf.aclassify("hard problem")).tier == "large"
+    assert emb.calls == [("sync", None), ("async", "router")]
+    default = LinearComplexityClassifier.fit(TRAIN)
+    for text, _ in HELD_OUT:
+        assert await default.aclassify(text) == default.classify(text)
+
+
+@pytest.mark.parametrize(
+    ("examples", "kwargs", "field"),
+    [
+        ([], {}, "examples"),
+        ([("a", "small"), ("b", "small")], {}, "examples"),  # a single class
+        ([("a", "small"), ("b", "huge")], {"tiers": ("small", "large")}, "examples[1][1]"),
+        ([("a", "small"), (7, "large")], {}, "examples[1][0]"),
+        (TRAIN, {"l2": 0}, "l2"),
+        (TRAIN, {"l2": float("nan")}, "l2"),
+        (TRAIN, {"iterations": 0}, "iterations"),
+        (TRAIN, {"iterations": 2.5}, "iterations"),
+        (TRAIN, {"under_routing_penalty": 0}, "under_routing_penalty"),
+        (TRAIN, {"under_routing_penalty": -1.0}, "under_routing_penalty"),
+        (TRAIN, {"under_routing_penalty": True}, "under_routing_penalty"),
+        (TRAIN, {"under_routing_penalty": "high"}, "under_routing_penalty"),
+        (TRAIN, {"embedding_weight": -1}, "embedding_weight"),
+        (TRAIN, {"balanced": "yes"}, "balanced"),
+        (TRAIN, {"rules": [42]}, "rules[0]"),
+        (TRAIN, {"rules": "analyze"}, "rules"),
+        (TRAIN, {"embedder": 42}, "embedder"),
+    ],
+)
+def test_bad_linear_fits_are_named(examples: object, kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        LinearComplexityClassifier.fit(examples, **kwargs)  # type: ignore[arg-type]
+    assert err.value.field == field
+
+
+async def test_linear_refuses_a_non_string_prompt() -> None:
+    clf = LinearComplexityClassifier.fit(TRAIN)
+    for call in (clf.classify, clf.probabilities):
+        with pytest.raises(InvalidInputError) as err:
+            call(b"bytes")  # type: ignore[arg-type]
+        assert err.value.field == "text"
+    with pytest.raises(InvalidInputError, match="text"):
+        await clf.aclassify(None)  # type: ignore[arg-type]

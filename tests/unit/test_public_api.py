@@ -47,6 +47,7 @@ CORE_API = [
     "InvalidMessageError",
     "Ladder",
     "Ledger",
+    "LinearComplexityClassifier",
     "Message",
     "MissingDependencyError",
     "ModelInfo",
