@@ -37,7 +37,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from tokenbudget_core.alerts import Alert
 from tokenbudget_core.attribution import attribute
@@ -51,9 +51,11 @@ from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, Miss
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.routing import TierRouter
+from tokenbudget_core.semantic_cache import SemanticCache
 
 from .budget_callback import BudgetCallbackHandler
 from .chat_history import TokenBudgetChatMessageHistory
+from .llm_cache import CACHE_HIT_KEY, TokenBudgetLLMCache
 from .messages import to_core_messages
 
 __all__ = [
@@ -70,6 +72,7 @@ STAGES: tuple[str, ...] = ("baseline", "compression", "memory", "caching", "rout
 """The stages, each adding one control to the one before."""
 
 PREMIUM, CHEAP = "gpt-4o", "gpt-4o-mini"
+TENANT = "acme-cloud"
 HISTORY_TOKENS = 1_500
 MAX_OUTPUT = 600
 USER_DAILY_USD = Decimal("0.09")
@@ -91,14 +94,21 @@ class DemoChatModel(BaseChatModel):
     """
 
     model_name: str = Field(default=PREMIUM, description="The model this fake stands in for.")
-    replies: Mapping[str, str] = Field(
-        default_factory=dict, description="User text (whitespace collapsed) -> answer."
-    )
     calls: int = Field(default=0, description="How many calls reached the model.")
+    _replies: Mapping[str, str] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, *, replies: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        """``replies``: user text (whitespace collapsed) -> answer."""
+        super().__init__(**kwargs)
+        self._replies = dict(replies or {})
 
     @property
     def _llm_type(self) -> str:
         return "tokenbudget-demo"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name}
 
     def _generate(
         self,
@@ -110,7 +120,7 @@ class DemoChatModel(BaseChatModel):
         self.calls += 1
         last = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
         said = " ".join(str(last.content).split()) if last else ""
-        text = self.replies.get(said, "I can help with that.")
+        text = self._replies.get(said, "I can help with that.")
         counter = _counter(self.model_name)
         prompt = int(counter.count_messages(to_core_messages(messages)))
         output = int(counter.count(text))
@@ -194,6 +204,12 @@ def run_stage(
     else:
         premium = DemoChatModel(model_name=PREMIUM, replies=replies)
         cheap = DemoChatModel(model_name=CHEAP, replies=replies)
+    if level >= STAGES.index("caching"):
+        # One semantic cache for the tenant: FAQ answers do not depend on the conversation.
+        cache = TokenBudgetLLMCache(
+            SemanticCache(threshold=0.9, match_history=False, scope_fields=("tenant",))
+        )
+        premium.cache = cheap.cache = cache
     result = StageResult(stage=stage, feature=f"demo:{stage}")
     handler = BudgetCallbackHandler(ledger, max_output_tokens=MAX_OUTPUT)
     counter = _counter(PREMIUM)
@@ -224,14 +240,18 @@ def run_stage(
             model = premium
             if router is not None:
                 model = models[router.route(to_core_messages(prompt), max_output_tokens=MAX_OUTPUT).model]
-            with attribute(feature=result.feature, user=user, conversation=user_prefix + turn.conversation):
+            with attribute(
+                tenant=TENANT, feature=result.feature, user=user, conversation=user_prefix + turn.conversation
+            ):
                 try:
                     answer = model.invoke(prompt, config={"callbacks": [handler]})
                     reply: BaseMessage = answer
-                    result.calls += 1
                     result.active_users.add(user)
-                    if model is cheap:
-                        result.routed_cheap += 1
+                    if CACHE_HIT_KEY in answer.response_metadata:
+                        result.cache_hits += 1
+                    else:
+                        result.calls += 1
+                        result.routed_cheap += model is cheap
                 except BudgetExceededError:
                     reply = AIMessage(REFUSAL)
                     result.refused += 1

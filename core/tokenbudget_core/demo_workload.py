@@ -12,6 +12,7 @@ Everything here is plain data: the demo pipelines (LangChain, or live providers)
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,33 +68,36 @@ _FAQ = [
     ("How long do export links last?", "how long do export links last", "How long do export links last?!"),
 ]
 
+# Questions about the user's own account: their details make each one different.
 _SIMPLE = [
-    "Can guests own projects?",
-    "Which regions can I host in?",
-    "How many API requests per minute do I get on Enterprise?",
-    "Do webhooks retry?",
-    "Is SCIM included in the Team plan?",
-    "When is extra storage counted?",
-    "Can I remove a seat today?",
-    "What happens to my data when I cancel?",
-    "Thanks, that worked!",
-    "Where do I find Settings > Export?",
+    "Can guests own projects in the {project} workspace?",
+    "Which regions can I host {project} in?",
+    "How many API requests per minute do we get on Enterprise with {seats} seats?",
+    "Do webhooks to {host} retry when they fail?",
+    "Is SCIM included in the Team plan for our {seats} seats?",
+    "When is extra storage counted for {project}?",
+    "Can I remove {n} seats today?",
+    "What happens to the {project} data when I cancel?",
+    "Thanks, that fixed {project}!",
+    "Where do I find Settings > Export for {project}?",
 ]
 
 _COMPLEX = [
-    "Analyze our usage: we have 42 seats, 1.3 TB of storage and 2,400 API calls a minute at peak. "
+    "Analyze our usage: we have {seats} seats, {tb} TB of storage and {calls} API calls a minute at peak. "
     "Compare Team and Enterprise for us over a year, including overage, and recommend one.",
-    "Design a migration plan to move our workspace from us-east to eu-west with minimal downtime, "
-    "including how to keep webhooks and SSO working during the move.",
-    "Debug this: our webhook consumer receives every event twice and sometimes out of order. Explain "
-    "the likely causes given your retry policy and write an idempotent handler in Python.",
-    "Implement a script that exports all projects, splits the archive into 5 GB parts, verifies "
-    "checksums and re-downloads any part whose link expired. Explain each step.",
-    "We were charged twice after upgrading mid-cycle and then removing seats. Walk through the pro-rata "
-    "maths for both changes and tell me what the correct invoice should be.",
-    "Evaluate the trade-offs of SAML versus OIDC for a 300-person company using Okta and Azure AD, "
-    "and design the rollout so nobody is locked out.",
+    "Design a migration plan to move {project} from us-east to eu-west with minimal downtime, "
+    "including how to keep webhooks to {host} and SSO working during the move.",
+    "Debug this: our webhook consumer at {host} receives every event twice and sometimes out of order. "
+    "Explain the likely causes given your retry policy and write an idempotent handler in Python.",
+    "Implement a script that exports all {n} projects of {project}, splits the archive into 5 GB parts, "
+    "verifies checksums and re-downloads any part whose link expired. Explain each step.",
+    "We were charged twice after upgrading to {seats} seats mid-cycle and then removing {n}. Walk through "
+    "the pro-rata maths for both changes and tell me what the correct invoice should be.",
+    "Evaluate the trade-offs of SAML versus OIDC for our {seats}-person company using Okta and Azure AD, "
+    "and design the rollout of {project} so nobody is locked out.",
 ]
+
+_PROJECTS = ["Apollo", "Borealis", "Cobalt", "Delta", "Ember", "Fjord", "Granite", "Helix", "Iris", "Juniper"]
 
 _LOG_LINES = [
     "2026-11-23T09:14:02Z   ERROR    webhook    delivery failed    status=503    attempt=3",
@@ -167,15 +171,25 @@ def build_workload(*, users: int = 50, turns: int = 20, seed: int = 7, heavy_sha
     for u in range(users):
         user = f"u{u + 1:0{width}d}"
         p_complex = 0.6 if u in heavy else 0.12
+        details = {
+            "project": f"{rng.choice(_PROJECTS)}-{rng.randrange(100, 999)}",
+            "host": f"hooks.{user}.example",
+            "seats": rng.randrange(5, 400),
+            "tb": round(rng.uniform(0.2, 9.5), 1),
+            "calls": rng.randrange(200, 3000),
+            "n": rng.randrange(2, 30),
+        }
+        # A user rarely asks the same thing about their account twice: go through the templates.
+        easy, hard = _cycle(_SIMPLE, rng), _cycle(_COMPLEX, rng)
         convo = []
         for i in range(turns):
             roll = rng.random()
             if roll < p_complex:
-                text, complexity, faq = rng.choice(_COMPLEX), "complex", False
+                text, complexity, faq = next(hard).format(**details), "complex", False
             elif roll < p_complex + 0.35:
                 text, complexity, faq = rng.choice(rng.choice(_FAQ)), "simple", True
             else:
-                text, complexity, faq = rng.choice(_SIMPLE), "simple", False
+                text, complexity, faq = next(easy).format(**details), "simple", False
             pasted = complexity == "complex" and rng.random() < 0.5
             if pasted:
                 lines = [rng.choice(_LOG_LINES) for _ in range(8)]
@@ -196,6 +210,14 @@ def build_workload(*, users: int = 50, turns: int = 20, seed: int = 7, heavy_sha
             )
         conversations.append(tuple(convo))
     return Workload(users=users, turns_per_user=turns, seed=seed, conversations=tuple(conversations))
+
+
+def _cycle(items: list[str], rng: random.Random) -> Iterator[str]:
+    """The items in a random order, reshuffled each time round."""
+    while True:
+        order = items[:]
+        rng.shuffle(order)
+        yield from order
 
 
 _SIMPLE_REPLY = (

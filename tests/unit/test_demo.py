@@ -78,7 +78,12 @@ def test_each_control_saves_and_the_table_adds_up(summary) -> None:  # type: ign
     assert rows["compression"].input_tokens < rows["baseline"].input_tokens
     assert rows["compression"].stats.tokens_compressed > 0
     assert rows["memory"].input_tokens < rows["compression"].input_tokens
-    assert rows["routing"].cost_usd < rows["caching"].cost_usd / 2
+    caching = rows["caching"]
+    assert caching.stats.cache_hits > 0
+    assert caching.stats.calls + caching.stats.cache_hits == 200
+    assert caching.cost_usd < rows["memory"].cost_usd * Decimal("0.8")
+    assert caching.requests == 200  # hits are recorded in the ledger too, at no cost
+    assert rows["routing"].cost_usd < rows["caching"].cost_usd * Decimal("0.8")
     assert 0 < rows["routing"].stats.routed_cheap < rows["routing"].stats.calls
     for prev, row in zip(summary.rows, summary.rows[1:], strict=False):
         assert row.saved_vs_previous_usd == prev.cost_usd - row.cost_usd
