@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import os
 import re
 import threading
@@ -67,7 +68,7 @@ from .stores.memory import MemoryStore
 from .streams import TextCounter, estimate_output_tokens
 from .usage import Usage
 
-__all__ = ["BudgetState", "Charge", "Ledger", "OnUnavailable", "Reservation"]
+__all__ = ["BudgetState", "Charge", "Ledger", "OnUnavailable", "Reservation", "default_spool_path"]
 
 OnUnavailable: TypeAlias = Literal["closed", "open"]
 T = TypeVar("T")
@@ -151,7 +152,8 @@ class Ledger:
         lease_seconds: How long an unsettled reservation holds.
         on_unavailable: ``"closed"`` refuses calls when the store is down; ``"open"`` lets them
             through and spools their usage.
-        spool_path: Where unsendable usage waits (default ``~/.cache/tokenbudget/spool.jsonl``).
+        spool_path: Where unsendable usage waits (default ``$TOKENBUDGET_SPOOL``, else one file per
+            store under ``~/.cache/tokenbudget/``, see :func:`default_spool_path`).
         alerts: ``"log"``, webhook URLs and callables receiving :class:`~tokenbudget_core.alerts.Alert`.
         registry: Model registry for pricing and output limits.
         prices: Price overrides.
@@ -199,8 +201,8 @@ class Ledger:
             raise InvalidInputError("lease_seconds", "must be a positive number", value=lease_seconds)
         self.on_unavailable: OnUnavailable = on_unavailable
         self.lease_ms = int(lease_seconds * 1000)
-        default_spool = Path.home() / ".cache" / "tokenbudget" / "spool.jsonl"
-        self.spool = Spool(spool_path or os.environ.get("TOKENBUDGET_SPOOL") or default_spool)
+        spool = spool_path or os.environ.get("TOKENBUDGET_SPOOL") or default_spool_path(self.store)
+        self.spool = Spool(spool)
         self.sinks = resolve_sinks(alerts)
         self.registry = registry if registry is not None else default_registry()
         self.prices = prices
@@ -504,16 +506,28 @@ class Ledger:
         )  # fmt: skip
         if step == "soft_refusal":
             self.release(reservation)
-            tight = max((c for c in checks if c.limit), key=lambda c: c.amount / c.limit if c.limit else 0)
-            raise BudgetExceededError(
-                budget=self._budget_name(tight),
-                scope=self._scope_text(feature, user),
-                limit=tight.limit,
-                used="most",
-                requested=tight.amount,
-                step="soft_refusal",
-            )
+            raise self._soft_refusal(day, checks, now_ms, feature, user)
         return reservation
+
+    def _soft_refusal(
+        self, day: str, checks: Sequence[Check], now_ms: int, feature: str | None, user: str | None
+    ) -> BudgetExceededError:
+        """The refusal of a call whose tightest budget passed the ladder's soft-refusal share,
+        with that budget's figures (read after the call's own reservation was given back)."""
+        limited = [c for c in checks if c.limit]
+        totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
+        used = {c: sum(totals[(c.scope, c.metric)]) for c in limited}
+        tight = max(limited, key=lambda c: (used[c] + c.amount) / c.limit if c.limit else 0.0)
+        assert tight.limit is not None
+        money = tight.metric == "nanos"
+        return BudgetExceededError(
+            budget=self._budget_name(tight),
+            scope=self._scope_text(feature, user),
+            limit=nanos_to_usd(tight.limit) if money else tight.limit,
+            used=nanos_to_usd(used[tight]) if money else used[tight],
+            requested=nanos_to_usd(tight.amount) if money else tight.amount,
+            step="soft_refusal",
+        )
 
     def _step(self, day: str, checks: Sequence[Check], now_ms: int) -> Step:
         shares = self._shares(day, checks, now_ms)
@@ -996,6 +1010,17 @@ def _failing(error: Exception) -> Generator[Any, Any, Any]:
     """Steps that fail at once with ``error``."""
     raise error
     yield  # a generator
+
+
+def default_spool_path(store: LedgerStore) -> Path:
+    """``~/.cache/tokenbudget/spool-<store>.jsonl``: one spool per store, so usage spooled for one
+    store is never replayed into another (a SQLite file is identified by its absolute path)."""
+    path = getattr(store, "path", None)
+    identity = str(Path(path).resolve()) if isinstance(path, str | Path) else str(getattr(store, "url", ""))
+    if not identity or identity.startswith("memory://"):
+        identity = f"memory-{os.getpid()}-{id(store)}"  # a memory store is never unreachable anyway
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "tokenbudget" / f"spool-{digest}.jsonl"
 
 
 def _redact(url: str) -> str:

@@ -15,7 +15,7 @@ from tokenbudget_core.alerts import Alert
 from tokenbudget_core.attribution import attribute, current_attribution, overhead
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder, load_policy
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, UnpricedModelError
-from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.ledger import Ledger, default_spool_path
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
 
 
@@ -197,8 +197,45 @@ def test_degradation_ladder_steps_then_soft_refusal() -> None:
     assert "cache_only" in steps
     assert steps[-1] == "soft_refusal"
     state = led.state(feature="chat", user="ana")
-    assert state.headroom["user_daily_tokens"] == 1_000 - 800
+    assert state.headroom["user_daily_tokens"] == 1_000 - 800  # the refused call holds nothing
     assert state.step in ("cache_only", "smaller_context")
+
+
+def test_a_soft_refusal_carries_the_tightest_budgets_figures() -> None:
+    policy = BudgetPolicy(
+        daily_usd="1000",
+        features={"chat": FeatureBudget(user_daily_usd="0.01")},
+        ladder=Ladder(cheaper_tier=None, smaller_context=None, cache_only=None, soft_refusal=0.8),
+    )
+    led = ledger(policy)
+    r = led.reserve(model="gpt-4o", input_tokens=2_000, max_output_tokens=100, feature="chat", user="ana")
+    led.commit(r, Usage(input_tokens=2_000, output_tokens=100))  # $0.006 spent
+    with pytest.raises(BudgetExceededError) as caught:
+        led.reserve(model="gpt-4o", input_tokens=800, max_output_tokens=100, feature="chat", user="ana")
+    e = caught.value
+    assert (e.step, e.budget) == ("soft_refusal", "user_daily_usd")
+    assert e.limit == Decimal("0.01")
+    assert e.used == Decimal("0.006")
+    assert e.requested == Decimal("0.003")  # 800 x $2.50/M + 100 x $10/M
+    assert "0.006 used of 0.01, this call needs 0.003" in str(e)
+
+
+def test_each_store_gets_its_own_default_spool(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Usage spooled for one store must never be replayed into another."""
+    monkeypatch.delenv("TOKENBUDGET_SPOOL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    a = Ledger(f"sqlite:///{tmp_path / 'a.db'}")
+    a_again = Ledger("sqlite:///a.db")  # the same file by a relative path
+    b = Ledger(f"sqlite:///{tmp_path / 'b.db'}")
+    m1, m2 = Ledger("memory://"), Ledger("memory://")
+    try:
+        assert a.spool.path == a_again.spool.path == default_spool_path(a.store)
+        assert len({a.spool.path, b.spool.path, m1.spool.path, m2.spool.path}) == 4
+        monkeypatch.setenv("TOKENBUDGET_SPOOL", str(tmp_path / "shared.jsonl"))  # the caller's choice
+        assert Ledger("memory://").spool.path == tmp_path / "shared.jsonl"
+    finally:
+        for led in (a, a_again, b):
+            led.close()
 
 
 def test_days_follow_the_configured_time_zone() -> None:
