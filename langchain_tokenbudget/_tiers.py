@@ -22,13 +22,10 @@ from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter
 
 from ._bridge import core_tools
-from .budget_callback import first, payer_from
+from .budget_callback import ROUTE_KEY, first, payer_from
 from .messages import to_core_messages
 
 __all__ = ["ROUTE_KEY", "Tiers", "annotate", "model_name_of"]
-
-ROUTE_KEY = "tokenbudget_route"
-"""Where the decision goes: ``response_metadata[ROUTE_KEY]`` and the run's ``metadata[ROUTE_KEY]``."""
 
 
 def model_name_of(model: object, *, field: str, explicit: str | None = None) -> str:

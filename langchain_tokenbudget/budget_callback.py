@@ -21,6 +21,12 @@ Claude streams: langchain-anthropic puts the *running total* of each ``message_d
 chunk, and LangChain adds chunks up, so the aggregated ``usage_metadata`` of a streamed
 Claude reply overstates its usage. The handler keeps the latest running total instead.
 
+Routed calls: a :class:`~langchain_tokenbudget.router_chat_model.RouterChatModel` runs the tier
+model with the route in its run metadata (``tokenbudget_route``); the handler passes its premium
+model to the ledger, which records what routing saved. On ``BaseChatModel.generate()`` paths the
+router makes a run of its own around the tier run: that run is skipped, only the tier run is
+charged.
+
 A cancelled async call (its task cancelled mid-flight) gets no ``on_llm_error`` from
 LangChain: its reservation is held until the ledger's lease expires (``lease_seconds``).
 """
@@ -44,6 +50,7 @@ from langchain_core.outputs import LLMResult
 from tokenbudget_core.counting import SupportsTokenCount, TokenCounter
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation
+from tokenbudget_core.routing import premium_model_of
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain
 
@@ -51,6 +58,11 @@ from .llm_cache import CACHE_HIT_KEY
 from .messages import to_core_messages
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
+
+ROUTE_KEY = "tokenbudget_route"
+"""Where a routed call's decision goes: the reply's ``response_metadata`` and the run's ``metadata``."""
+ROUTER_LLM_TYPE = "tokenbudget-router"
+"""The router's ``_llm_type``: its own run (``generate()`` paths) is not a provider call."""
 
 _PAYER_KEYS = {
     "feature": ("tokenbudget_feature", "feature"),
@@ -152,6 +164,15 @@ class CacheHit(NamedTuple):
     """The cache already recorded the hit in a ledger (ours, through the core cache)."""
 
 
+def route_of(replies: Sequence[BaseMessage]) -> Mapping[str, Any] | None:
+    """The routing decision a reply carries in ``response_metadata[ROUTE_KEY]``, if any."""
+    for m in replies:
+        route = m.response_metadata.get(ROUTE_KEY) if isinstance(m, AIMessage) else None
+        if isinstance(route, Mapping):
+            return route
+    return None
+
+
 def cache_hit_of(replies: Sequence[BaseMessage]) -> CacheHit | None:
     """The cache hit the replies came from: tokenbudget's LLM cache marks its hits; LangChain's own
     caches leave the original ``usage_metadata`` with ``total_cost`` set to 0."""
@@ -192,6 +213,8 @@ class _Run:
     reservation: Reservation
     counter: SupportsTokenCount
     total: dict[str, Any] | None = None
+    premium_model: str | None = None
+    """The routed call's premium model (from the run's metadata)."""
 
 
 class _BudgetHandler:
@@ -220,6 +243,12 @@ class _BudgetHandler:
         self._counters: dict[str, SupportsTokenCount] = {}
         self._runs: dict[UUID, _Run] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _is_router(kwargs: Mapping[str, Any]) -> bool:
+        """The router's own run (``generate()`` paths): its child tier run is the provider call."""
+        params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
+        return params.get("_type") == ROUTER_LLM_TYPE
 
     def _call(self, serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> tuple[
         SupportsTokenCount, dict[str, Any], Tools
@@ -273,20 +302,28 @@ class _BudgetHandler:
         return sum([int(await acount(to_core_messages(b), tools)) for b in inputs if isinstance(b, list)])
 
     def _start(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
+        if self._is_router(kwargs):
+            return
         counter, args, tools = self._call(serialized, kwargs)
         n = self._count(counter, inputs, tools)
-        self._keep(run_id, counter, self.ledger.reserve(**args, input_tokens=n, request_id=str(run_id)))
+        reservation = self.ledger.reserve(**args, input_tokens=n, request_id=str(run_id))
+        self._keep(run_id, counter, reservation, kwargs)
 
     async def _astart(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
+        if self._is_router(kwargs):
+            return
         counter, args, tools = self._call(serialized, kwargs)
         n = await self._acount(counter, inputs, tools)
-        self._keep(
-            run_id, counter, await self.ledger.areserve(**args, input_tokens=n, request_id=str(run_id))
-        )
+        reservation = await self.ledger.areserve(**args, input_tokens=n, request_id=str(run_id))
+        self._keep(run_id, counter, reservation, kwargs)
 
-    def _keep(self, run_id: UUID, counter: SupportsTokenCount, reservation: Reservation) -> None:
+    def _keep(
+        self, run_id: UUID, counter: SupportsTokenCount, reservation: Reservation, kwargs: Mapping[str, Any]
+    ) -> None:
+        meta: Mapping[str, Any] = kwargs.get("metadata") or {}
+        premium = premium_model_of(meta.get(ROUTE_KEY))
         with self._lock:
-            self._runs[run_id] = _Run(reservation=reservation, counter=counter)
+            self._runs[run_id] = _Run(reservation=reservation, counter=counter, premium_model=premium)
 
     def _chunk(self, run_id: UUID, chunk: object) -> None:
         total = running_total(chunk)
@@ -314,7 +351,8 @@ class _BudgetHandler:
         totals = [run.total] if run.total is not None else []
         usage = reported(replies, totals)
         text = reply_text(replies) if usage is None else ""  # only an estimate reads the text
-        return _Settle(run.reservation, usage, text, failed, run.counter, cache_hit_of(replies))
+        premium = run.premium_model or premium_model_of(route_of(replies))
+        return _Settle(run.reservation, usage, text, failed, run.counter, cache_hit_of(replies), premium)
 
     def _finish(self, s: _Settle | None) -> None:
         if s is not None:
@@ -322,6 +360,7 @@ class _BudgetHandler:
             self.ledger.settle(
                 s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter,
                 cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
+                premium_model=s.premium_model,
             )  # fmt: skip
 
     async def _afinish(self, s: _Settle | None) -> None:
@@ -330,6 +369,7 @@ class _BudgetHandler:
             await self.ledger.asettle(
                 s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter,
                 cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
+                premium_model=s.premium_model,
             )  # fmt: skip
 
 
@@ -340,6 +380,7 @@ class _Settle(NamedTuple):
     failed: bool
     counter: SupportsTokenCount
     hit: CacheHit | None
+    premium_model: str | None = None
 
 
 _NO_HIT = CacheHit(None, False)

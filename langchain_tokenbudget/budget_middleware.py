@@ -10,6 +10,14 @@ Per-run caps (``max_run_usd``, ``max_run_tokens``) add up what the calls of one 
 charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``; never
 checkpointed, so every run starts from zero).
 
+Routed calls: with ``create_agent(RouterChatModel(...))`` the router names no model before it
+decides, so the middleware reserves the worst case on its premium model and charges the model
+that answered (the reply's ``response_metadata["tokenbudget_route"]``); with a
+:class:`~langchain_tokenbudget.routing_middleware.RoutingMiddleware` before it, the request names
+the tier model and the route is the one being made
+(:func:`~tokenbudget_core.routing.current_route`). Either way the ledger records what routing
+saved against the premium tier.
+
 Put it last in ``middleware=[...]`` (innermost): it then sees the request exactly as sent,
 after trimming or summarising middleware, and reserves every retry. Use it *or* a
 :class:`~langchain_tokenbudget.budget_callback.BudgetCallbackHandler` on the same model, not both.
@@ -17,14 +25,14 @@ after trimming or summarising middleware, and reserves every retry. Use it *or* 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from decimal import Decimal
 from typing import Annotated, Any, Literal, NotRequired, cast
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
@@ -40,6 +48,7 @@ from tokenbudget_core.errors import (
 from tokenbudget_core.ledger import Charge, Ledger, Reservation
 from tokenbudget_core.messages import Message
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
+from tokenbudget_core.routing import TierRouter, current_route, premium_model_of
 
 from ._bridge import core_tools
 from .budget_callback import (
@@ -52,6 +61,7 @@ from .budget_callback import (
     payer_from,
     reply_text,
     reported,
+    route_of,
     running_total,
 )
 from .messages import to_core_messages
@@ -106,6 +116,17 @@ class _RunningTotals(BaseCallbackHandler):
 
 _totals: ContextVar[_RunningTotals | None] = ContextVar("tokenbudget_running_totals", default=None)
 register_configure_hook(_totals, inheritable=False)  # joins every run started while it is set
+
+
+def _routed(replies: Sequence[BaseMessage]) -> tuple[str | None, str | None]:
+    """The model that answered a routed call (``None``: the one reserved) and its premium model:
+    from the reply's route (a ``RouterChatModel`` or an inner ``RoutingMiddleware``), else the
+    route being made (an outer ``RoutingMiddleware``)."""
+    route = route_of(replies)
+    if route is None:
+        return None, premium_model_of(current_route())
+    answered = route.get("answered_by")
+    return (answered if isinstance(answered, str) and answered else None), premium_model_of(route)
 
 
 def _default_refusal(error: BudgetExceededError) -> str:
@@ -206,6 +227,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         """The ``reserve()`` arguments but the count, the counter, and the core messages and tools."""
         attrs = {k: getattr(request.model, k, None) for k in (*MODEL_KEYS, *MAX_OUTPUT_KEYS)}
         model = self.model or first(str, ("model_name", "model"), attrs)
+        router = getattr(request.model, "router", None)
+        if model is None and isinstance(router, TierRouter):  # a RouterChatModel: its worst case
+            model = router.premium_model
         if model is None:
             raise InvalidInputError(
                 "model", "the agent's model has no name", fix="pass model= to BudgetMiddleware"
@@ -296,7 +320,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             _totals.reset(token)
         usage = reported(response.result, totals.finished)
         text = reply_text(response.result)
-        charge = self.ledger.settle(reservation, usage, reply_text=text, counter=counter)
+        model, premium = _routed(response.result)
+        charge = self.ledger.settle(
+            reservation, usage, reply_text=text, counter=counter, model=model, premium_model=premium
+        )
         return ExtendedModelResponse(model_response=response, command=self._charged(state, charge))
 
     async def awrap_model_call(
@@ -327,5 +354,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             _totals.reset(token)
         usage = reported(response.result, totals.finished)
         text = reply_text(response.result)
-        charge = await self.ledger.asettle(reservation, usage, reply_text=text, counter=counter)
+        model, premium = _routed(response.result)
+        charge = await self.ledger.asettle(
+            reservation, usage, reply_text=text, counter=counter, model=model, premium_model=premium
+        )
         return ExtendedModelResponse(model_response=response, command=self._charged(state, charge))

@@ -38,7 +38,7 @@ from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.routing import RouteDecision
 
 from ._tiers import ROUTE_KEY, Tiers, annotate
-from .budget_callback import MAX_OUTPUT_KEYS, first
+from .budget_callback import MAX_OUTPUT_KEYS, ROUTER_LLM_TYPE, first
 
 __all__ = ["RouterChatModel"]
 
@@ -161,7 +161,7 @@ class RouterChatModel(BaseChatModel):
 
     @property
     def _llm_type(self) -> str:
-        return "tokenbudget-router"
+        return ROUTER_LLM_TYPE
 
     @property
     def _identifying_params(self) -> dict[str, Any]:

@@ -9,7 +9,8 @@ fallback chain on retryable provider errors. The decision shows in the reply's
 
 Put it before a :class:`~langchain_tokenbudget.budget_middleware.BudgetMiddleware` in
 ``middleware=[...]`` (outer): the budget middleware then reserves and charges the model the
-router chose.
+router chose, and (the call being made under :func:`~tokenbudget_core.routing.using_route`)
+records what routing saved against the premium tier.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tokenbudget_core.complexity import ComplexityClassifier
 from tokenbudget_core.errors import MissingDependencyError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.registry import ModelRegistry
-from tokenbudget_core.routing import RouteDecision, TierRouter
+from tokenbudget_core.routing import RouteDecision, TierRouter, using_route
 
 from ._tiers import Tiers, annotate
 from .budget_callback import MAX_OUTPUT_KEYS, first, is_function_tool
@@ -165,7 +166,8 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         decision = self._tiers.route(messages, config, kwargs, **options)
 
         def attempt(model: str) -> tuple[str, Reply]:
-            return model, handler(request.override(model=self._tiers.chat[model]))
+            with using_route(decision):
+                return model, handler(request.override(model=self._tiers.chat[model]))
 
         model, reply = self._tiers.router.call(decision, attempt)
         return _annotated(reply, decision, model)  # type: ignore[no-any-return]
@@ -180,7 +182,8 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         decision = await self._tiers.aroute(messages, config, kwargs, **options)
 
         async def attempt(model: str) -> tuple[str, Reply]:
-            return model, await handler(request.override(model=self._tiers.chat[model]))
+            with using_route(decision):
+                return model, await handler(request.override(model=self._tiers.chat[model]))
 
         model, reply = await self._tiers.router.acall(decision, attempt)
         return _annotated(reply, decision, model)  # type: ignore[no-any-return]

@@ -23,6 +23,11 @@ running (its frame is on the stack); a stream created outside it (``CustomLLM.as
 is charged twice rather than never. The callback manager is synchronous: with a networked
 store, ``reserve`` and ``commit`` block the event loop of ``achat`` for one round trip.
 A stream created but never iterated ends no event: its reservation lasts until its lease ends.
+
+Routed calls (a :class:`~llamaindex_tokenbudget.routed_llm.RoutedLLM` calls its tier LLM under
+:func:`~tokenbudget_core.routing.using_route`; a response may also carry the decision in
+``additional_kwargs["tokenbudget_route"]``) are settled with their premium model, so the ledger
+records what routing saved.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.ledger import Ledger, Reservation
+from tokenbudget_core.routing import current_route, premium_model_of
 from tokenbudget_core.usage import Usage
 
 from .messages import to_core_messages
@@ -52,6 +58,15 @@ __all__ = ["BudgetCallbackHandler"]
 _MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
 _FORGET_AFTER_SECONDS = 24 * 3600
 """A call whose end never came (a stream never iterated) is forgotten after this long."""
+ROUTE_KEY = "tokenbudget_route"
+
+
+def routed_premium_model(response: object = None) -> str | None:
+    """The premium model of the routed call being made, else of the route ``response`` carries."""
+    premium = premium_model_of(current_route())
+    if premium is None and isinstance(response, ChatResponse | CompletionResponse):
+        premium = premium_model_of(response.additional_kwargs.get(ROUTE_KEY))
+    return premium
 
 
 def model_name(serialized: object, default: str | None) -> str:
@@ -150,6 +165,8 @@ class _Call:
     """The frame that started the event: while it runs, LLM events it starts are nested."""
     started: float
     delegated: bool = False
+    premium_model: str | None = None
+    """The routed call's premium model (when a router made the call)."""
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -261,6 +278,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             input_tokens=tokens,
             frame=caller,
             started=time.monotonic(),
+            premium_model=routed_premium_model(),
         )
         with self._lock:
             self._calls[event_id] = call
@@ -290,7 +308,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             else payload.get(EventPayload.RESPONSE, payload.get(EventPayload.COMPLETION))
         )
         self.ledger.settle(
-            call.reservation, reported_usage(response), reply_text=reply_text(response), counter=call.counter
+            call.reservation,
+            reported_usage(response),
+            reply_text=reply_text(response),
+            counter=call.counter,
+            premium_model=call.premium_model or routed_premium_model(response),
         )
 
     def _prune(self) -> None:

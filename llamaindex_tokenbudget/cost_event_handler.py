@@ -18,8 +18,9 @@ own errors and logs them (logger ``llamaindex_tokenbudget.cost_event_handler``, 
 with the figures that were not recorded).
 
 A stream its consumer abandoned (``ExceptionEvent`` with ``GeneratorExit``) is recorded as an
-estimate: the counted input and the text streamed so far. Failed calls (``SpanDropEvent``,
-other ``ExceptionEvent``) are not charged. Nested LLM events (``CustomLLM.chat`` calling
+estimate: the counted input and the text streamed so far. A routed call (a ``RoutedLLM`` tier
+call) is recorded with its premium model, so reports show what routing saved. Failed calls
+(``SpanDropEvent``, other ``ExceptionEvent``) are not charged. Nested LLM events (``CustomLLM.chat`` calling
 ``complete``) are one provider call: only the innermost is recorded.
 """
 
@@ -60,6 +61,7 @@ from .budget_callback import (
     model_name,
     reply_text,
     reported_usage,
+    routed_premium_model,
 )
 
 __all__ = ["CostEventHandler"]
@@ -85,6 +87,8 @@ class _Call:
     last: Any = None
     """The latest streamed response (for a stream abandoned half-way)."""
     delegated: bool = False
+    premium_model: str | None = None
+    """The routed call's premium model (when a router made the call)."""
 
 
 class CostEventHandler(BaseEventHandler):
@@ -161,7 +165,11 @@ class CostEventHandler(BaseEventHandler):
                 if outer is not None:  # one provider call: the innermost event is recorded
                     outer.delegated = True
                 self._calls[key] = _Call(
-                    start=event, payer=current_attribution(), frame=caller, started=time.monotonic()
+                    start=event,
+                    payer=current_attribution(),
+                    frame=caller,
+                    started=time.monotonic(),
+                    premium_model=routed_premium_model(),
                 )
             return
         if isinstance(event, _PROGRESS):
@@ -213,6 +221,7 @@ class CostEventHandler(BaseEventHandler):
             user=payer.user or self.user,
             conversation=payer.conversation,
             request_id=request_id,
+            premium_model=(call.premium_model if call else None) or routed_premium_model(response),
         )
 
     def _charge(self, usage: Usage, **where: Any) -> None:

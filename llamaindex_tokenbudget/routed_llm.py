@@ -9,7 +9,8 @@ chosen tier's LLM then answers as itself, so its own callback events (and a
 :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler`) see the model that
 answered. Retryable provider errors go down the tier's fallback chain (a stream only until its
 first chunk). The decision is in ``response.additional_kwargs["tokenbudget_route"]`` (every
-chunk of a stream).
+chunk of a stream), and the tier LLM is called under :func:`~tokenbudget_core.routing.using_route`,
+so a budget handler charging it records what routing saved against the premium tier.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from llama_index.core.llms.llm import LLM
 
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.messages import Message
-from tokenbudget_core.routing import RouteDecision, TierRouter
+from tokenbudget_core.routing import RouteDecision, TierRouter, using_route
 
 from ._bridge import host_error
 from .messages import to_core_messages
@@ -184,7 +185,12 @@ class RoutedLLM(LLM):
 
     def _call(self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any], fn: Callable[[LLM], R]) -> R:
         decision = self._router.route(**self._request(what, kwargs))
-        model, response = self._router.call(decision, lambda m: (m, fn(self._llms[m])))
+
+        def attempt(m: str) -> tuple[str, R]:
+            with using_route(decision):
+                return m, fn(self._llms[m])
+
+        model, response = self._router.call(decision, attempt)
         return _annotated(response, decision, model)
 
     async def _acall(
@@ -193,7 +199,8 @@ class RoutedLLM(LLM):
         decision = await self._router.aroute(**self._request(what, kwargs))
 
         async def attempt(m: str) -> tuple[str, R]:
-            return m, await fn(self._llms[m])
+            with using_route(decision):
+                return m, await fn(self._llms[m])
 
         model, response = await self._router.acall(decision, attempt)
         return _annotated(response, decision, model)
@@ -207,7 +214,8 @@ class RoutedLLM(LLM):
         decision = self._router.route(**self._request(what, kwargs))
 
         def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
-            gen = fn(self._llms[m])
+            with using_route(decision):
+                gen = fn(self._llms[m])
             try:
                 return m, next(gen, None), gen
             except BaseException:
@@ -236,7 +244,8 @@ class RoutedLLM(LLM):
         decision = await self._router.aroute(**self._request(what, kwargs))
 
         async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
-            gen = await fn(self._llms[m])
+            with using_route(decision):
+                gen = await fn(self._llms[m])
             try:
                 return m, await anext(gen, None), gen
             except BaseException:

@@ -5,6 +5,9 @@ Backend test modules import ``ContractTests`` and provide a ``store`` fixture.
 
 from __future__ import annotations
 
+from decimal import Decimal
+from pathlib import Path
+
 from tokenbudget_core.stores.base import Check, CommitRequest, LedgerStore, ReserveRequest
 
 DAY = "2026-11-23"
@@ -163,3 +166,62 @@ class ContractTests:
             assert done.spent == (100, 100)
         if done.recorded_cost:
             assert store.call_costs(DAY, "f") == [70]
+
+    def test_routing_counters_roll_up_once_and_may_be_negative(self, store: LedgerStore) -> None:
+        def routed(rid: str, saved: int) -> None:
+            store.commit(
+                CommitRequest(
+                    day=DAY,
+                    request_id=rid,
+                    charges=[Check(scope="global", metric="nanos", amount=5)],
+                    rollup_key="f/u/gpt-4o-mini",
+                    rollup={
+                        "requests": 1,
+                        "cost_nanos": 5,
+                        "routed_requests": 1,
+                        "routing_saved_nanos": saved,
+                    },
+                    now_ms=2_000,
+                )
+            )
+
+        routed("a", 700)
+        routed("b", -30)  # a fallback pricier than the premium model
+        routed("b", -30)  # a replay: counted once
+        commit(store, "plain", 10)  # not routed: no routing counters at all
+        rows = {r.rollup_key: r.values for r in store.rollup([DAY])}
+        assert rows["f/u/gpt-4o-mini"]["routed_requests"] == 2
+        assert rows["f/u/gpt-4o-mini"]["routing_saved_nanos"] == 670
+        assert "routed_requests" not in rows["f/u/gpt-4o"]
+
+    def test_a_ledger_on_this_store_reports_what_routing_saved(
+        self, store: LedgerStore, tmp_path: Path
+    ) -> None:
+        from tokenbudget_core.ledger import Ledger
+        from tokenbudget_core.pricing import cost_of
+        from tokenbudget_core.reports import build_report
+        from tokenbudget_core.usage import Usage
+
+        ledger = Ledger(store, spool_path=tmp_path / "spool")
+        calls = [("gpt-4o-mini", Usage(input_tokens=1_200, output_tokens=300)),
+                 ("gpt-4.1-mini", Usage(input_tokens=5_000, output_tokens=800)),
+                 ("gpt-4o", Usage(input_tokens=900, output_tokens=100))]  # fmt: skip
+        for i, (model, usage) in enumerate(calls):
+            r = ledger.reserve(model="gpt-4o", input_tokens=usage.input_tokens, max_output_tokens=1_000,
+                               feature="chat", request_id=f"routed-{i}")  # fmt: skip
+            ledger.commit(r, usage, model=model, premium_model="gpt-4o")
+            replay = ledger.commit(r, usage, model=model, premium_model="gpt-4o")
+            assert not replay.applied
+        ledger.record(Usage(input_tokens=100, output_tokens=10), model="gpt-4o", feature="chat")
+        expected = sum((cost_of(u, "gpt-4o") - cost_of(u, m) for m, u in calls), Decimal(0))
+        report = build_report(ledger, days=[ledger.day()])
+        assert report.totals.routed_requests == 3
+        assert report.totals.routing_saved_usd == expected > 0
+        by_model = {row.key: row for row in report.breakdown("model").rows}
+        assert by_model["gpt-4o"].routed_requests == 1
+        assert by_model["gpt-4o"].routing_saved_usd == 0
+        assert by_model["gpt-4o-mini"].routing_saved_usd == cost_of(calls[0][1], "gpt-4o") - cost_of(
+            calls[0][1], "gpt-4o-mini"
+        )
+        [feature] = report.breakdown("feature").rows
+        assert (feature.requests, feature.routed_requests) == (4, 3)

@@ -468,10 +468,20 @@ def _money(amount: Decimal | None, *, places: int | None = None) -> str:
     return format_usd(amount if places is None else amount.quantize(Decimal(1).scaleb(-places)))
 
 
-def _table(*columns: str) -> Table:
+def _percent(share: Decimal | None) -> str:
+    """A share as a percentage with one decimal; ``None`` as ``-``."""
+    return "-" if share is None else f"{share * 100:.1f}%"
+
+
+def _table(*columns: str, wrap: int = 0) -> Table:
+    """The first column left-aligned, numbers right-aligned and unwrapped, except the last ``wrap``
+    columns (short figures under headers that may wrap on a narrow terminal)."""
     table = Table(show_header=True)
     for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i > 0)
+        fixed = 0 < i < len(columns) - wrap
+        table.add_column(
+            name, justify="left" if i == 0 else "right", no_wrap=fixed, min_width=None if i else 12
+        )
     return table
 
 
@@ -487,6 +497,8 @@ def _render_report(r: Report) -> list[Table]:
         ("cache read / write tokens", f"{t.cache_read_tokens:,} / {t.cache_write_tokens:,}"),
         ("cost", _money(t.cost_usd)),
         ("cache hits (saved)", f"{t.cache_hits:,} ({_money(t.saved_usd)})"),
+        ("cache hit rate", _percent(t.hit_rate)),
+        ("routed requests (saved vs premium)", f"{t.routed_requests:,} ({_money(t.routing_saved_usd)})"),
         ("overhead cost", _money(t.overhead_usd)),
         ("estimated / unpriced requests", f"{t.estimated_requests:,} / {t.unpriced_requests:,}"),
         ("active users", f"{t.active_users:,}"),
@@ -497,7 +509,10 @@ def _render_report(r: Report) -> list[Table]:
         totals.add_row(name, value)
     tables = [totals]
     for b in r.breakdowns:
-        table = _table(b.dimension, "requests", "input", "output", "cost")
+        table = _table(
+            b.dimension, "requests", "input", "output", "cost", "hit rate", "routing saved", wrap=2
+        )
+        table.caption = "hit rate: answered from a cache; routing saved: vs the premium tier"
         for row in b.rows:
             key = "(none)" if row.key is None else row.key
             table.add_row(
@@ -506,9 +521,11 @@ def _render_report(r: Report) -> list[Table]:
                 f"{row.input_tokens:,}",
                 f"{row.output_tokens:,}",
                 _money(row.cost_usd),
+                _percent(row.hit_rate),
+                _money(row.routing_saved_usd) if row.routed_requests else "-",
             )
         if b.omitted:
-            table.add_row(f"({b.omitted} more)", "", "", "", _money(b.omitted_cost_usd))
+            table.add_row(f"({b.omitted} more)", "", "", "", _money(b.omitted_cost_usd), "", "")
         tables.append(table)
     days = _table("day", "requests", "cost", "users", "cost/user", "convs", "cost/conv")
     days.title = "Per day"

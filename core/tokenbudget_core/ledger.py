@@ -128,6 +128,10 @@ class Charge:
     """False when this request id had already been committed."""
     spooled: bool = False
     """True when the store was unreachable and the usage waits in the local spool."""
+    routing_saved_usd: Decimal | None = None
+    """For a routed call (``premium_model`` given): the same usage priced on the premium model
+    minus its cost, negative when the call cost more than the premium model would have; ``None``
+    for a call that was not routed or when either price is unknown (see :meth:`Ledger.commit`)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -554,18 +558,37 @@ class Ledger:
         *,
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
+        model: str | None = None,
+        premium_model: str | None = None,
     ) -> Charge:
         """Charge the actual usage of a reserved call (idempotent per request id).
 
+        Args:
+            reservation: What :meth:`reserve` returned.
+            usage: What the call used.
+            cache_hit: The answer came from an application cache (recorded with ``saved_usd``).
+            saved_usd: What the cache hit saved.
+            model: The model that actually answered, when it is not the reserved one (a router
+                reserved its premium model's worst case, a fallback answered): the usage is
+                priced and attributed on it.
+            premium_model: The call was routed and this is its premium tier's model: the rollup
+                counts it in ``routed_requests`` and adds ``routing_saved_nanos``, the same
+                usage priced on ``premium_model`` minus its actual cost. Signed: a call that
+                cost more than the premium model would have (a pricier fallback) counts
+                negative, so reports show the net saving. It counts 0 when either model is
+                unpriced, or when the premium model's window could not have held the call.
+
         Raises:
-            InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`.
+            InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`, or
+                ``model`` / ``premium_model`` is not a model name.
+            UnknownModelError: ``model`` or ``premium_model`` is unknown to the registry.
         """
         if not isinstance(reservation, Reservation):
             raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
         return self._commit(
             request_id=reservation.request_id,
             day=reservation.day,
-            model=reservation.model,
+            model=reservation.model if model is None else _model_name("model", model),
             feature=reservation.feature,
             user=reservation.user,
             conversation=reservation.conversation,
@@ -573,6 +596,7 @@ class Ledger:
             usage=usage,
             cache_hit=cache_hit,
             saved_usd=saved_usd,
+            premium_model=premium_model,
         )
 
     def record(
@@ -586,8 +610,12 @@ class Ledger:
         request_id: str | None = None,
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
+        premium_model: str | None = None,
     ) -> Charge:
-        """Charge usage that was never reserved (after-the-fact accounting; idempotent per request id)."""
+        """Charge usage that was never reserved (after-the-fact accounting; idempotent per request id).
+
+        ``premium_model``: the call was routed, see :meth:`commit`.
+        """
         ctx = current_attribution()
         return self._commit(
             request_id=request_id or uuid.uuid4().hex,
@@ -600,6 +628,7 @@ class Ledger:
             usage=usage,
             cache_hit=cache_hit,
             saved_usd=saved_usd,
+            premium_model=premium_model,
         )
 
     def _commit(self, **call: Any) -> Charge:
@@ -607,34 +636,38 @@ class Ledger:
             self._commit_steps(**call), lambda req: self._store_call(lambda: self.store.commit(req))
         )
 
-    def commit_many(self, items: Sequence[tuple[Reservation, Usage]]) -> list[Charge | Exception]:
+    def commit_many(
+        self, items: Sequence[tuple[Reservation, Usage] | tuple[Reservation, Usage, Mapping[str, Any]]]
+    ) -> list[Charge | Exception]:
         """Commit several reserved calls with one store round trip (on Redis, one pipeline).
 
         Each commit is applied once per request id, exactly as :meth:`commit` would; a commit the
-        store cannot take is spooled like any other. Returns, per item, its :class:`Charge` or
-        the error :meth:`commit` would have raised.
+        store cannot take is spooled like any other. An item may carry a third element, the
+        options of :meth:`commit` for that call (``model``, ``premium_model``). Returns, per item,
+        its :class:`Charge` or the error :meth:`commit` would have raised.
         """
         steps = []
-        for reservation, usage in items:
-            if not isinstance(reservation, Reservation):
+        for item in items:
+            try:
+                reservation, usage, options = _commit_item(item)
+                model = options.get("model")
                 steps.append(
-                    _failing(InvalidInputError("reservation", "must be a Reservation from reserve()"))
+                    self._commit_steps(
+                        request_id=reservation.request_id,
+                        day=reservation.day,
+                        model=reservation.model if model is None else _model_name("model", model),
+                        feature=reservation.feature,
+                        user=reservation.user,
+                        conversation=reservation.conversation,
+                        overhead=reservation.overhead,
+                        usage=usage,
+                        cache_hit=False,
+                        saved_usd=None,
+                        premium_model=options.get("premium_model"),
+                    )
                 )
-                continue
-            steps.append(
-                self._commit_steps(
-                    request_id=reservation.request_id,
-                    day=reservation.day,
-                    model=reservation.model,
-                    feature=reservation.feature,
-                    user=reservation.user,
-                    conversation=reservation.conversation,
-                    overhead=reservation.overhead,
-                    usage=usage,
-                    cache_hit=False,
-                    saved_usd=None,
-                )
-            )
+            except InvalidInputError as e:
+                steps.append(_failing(e))
         return self._many(steps, "commit_many", "commit")
 
     def _many(self, steps: Sequence[Generator[Any, Any, T]], many: str, one: str) -> list[T | Exception]:
@@ -692,6 +725,7 @@ class Ledger:
         usage: Usage,
         cache_hit: bool,
         saved_usd: Decimal | None,
+        premium_model: str | None = None,
     ) -> Generator[CommitRequest, CommitOutcome, Charge]:
         if not isinstance(usage, Usage):
             raise InvalidInputError("usage", f"must be a Usage, got {type(usage).__name__}", value=usage)
@@ -711,6 +745,12 @@ class Ledger:
             "estimated": int(usage.estimated),
             "unpriced": int(nanos is None),
         }
+        routing_saved_usd = None
+        if premium_model is not None:  # a routed call: its counterfactual (nothing added otherwise)
+            routed = self._routing_saved(usage, nanos, premium_model)
+            rollup["routed_requests"] = 1
+            rollup["routing_saved_nanos"] = routed or 0
+            routing_saved_usd = None if routed is None else nanos_to_usd(routed)
         now_ms = int(self.clock() * 1000)
         if conversation is not None:  # counted once per day and feature, for cost per conversation
             with contextlib.suppress(BudgetUnavailableError, OSError):
@@ -737,7 +777,10 @@ class Ledger:
                 )
             ):  # some budget reached an alert threshold
                 self._after_commit(day, feature, user, cost, scopes, spent, now_ms, record_cost=False)
-            return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=applied)
+            return Charge(
+                request_id=request_id, usage=usage, cost_usd=cost_usd, applied=applied,
+                routing_saved_usd=routing_saved_usd,
+            )  # fmt: skip
         charges = [  # their limits are ignored by a commit (see stores.base)
             Check(scope=sc, metric=m, amount=tokens if m == "tokens" else cost, limit=limit)
             for sc, m, limit in scopes.budgets
@@ -756,11 +799,29 @@ class Ledger:
         except BudgetUnavailableError:
             self.spool.append(req)
             self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
-            return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=False, spooled=True)
+            return Charge(
+                request_id=request_id, usage=usage, cost_usd=cost_usd, applied=False, spooled=True,
+                routing_saved_usd=routing_saved_usd,
+            )  # fmt: skip
         if outcome.applied:
             record = not outcome.recorded_cost and nanos is not None
             self._after_commit(day, feature, user, cost, scopes, outcome.spent, now_ms, record_cost=record)
-        return Charge(request_id=request_id, usage=usage, cost_usd=cost_usd, applied=outcome.applied)
+        return Charge(
+            request_id=request_id, usage=usage, cost_usd=cost_usd, applied=outcome.applied,
+            routing_saved_usd=routing_saved_usd,
+        )  # fmt: skip
+
+    def _routing_saved(self, usage: Usage, nanos: int | None, premium_model: object) -> int | None:
+        """``usage`` priced on the premium model minus its actual cost ``nanos``, in nano-USD (signed).
+
+        0 when the premium model's window could not have held the call (routing had no choice);
+        ``None`` when either price is unknown.
+        """
+        info = self.registry.get(_model_name("premium_model", premium_model))
+        if info.context_window is not None and usage.input_tokens + usage.output_tokens > info.context_window:
+            return 0
+        premium = self._price_nanos(usage, info.name, round_up=False)
+        return None if premium is None or nanos is None else premium - nanos
 
     def _after_commit(
         self,
@@ -826,6 +887,8 @@ class Ledger:
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
         hit_recorded: bool = False,
+        model: str | None = None,
+        premium_model: str | None = None,
     ) -> Charge | None:
         """Close a reserved call with whatever the framework could tell about it.
 
@@ -838,6 +901,9 @@ class Ledger:
         * the call failed before producing anything: release the reservation (returns ``None``);
         * otherwise (no report, or a stream abandoned mid-way: the request was sent): commit an
           estimate, the counted input plus ``reply_text`` counted with ``counter``, flagged.
+
+        ``model`` (the model that answered) and ``premium_model`` (the call was routed) are
+        passed on to :meth:`commit`; a cache hit called no model, so it records no routing.
 
         Raises:
             InvalidInputError: ``reservation`` is not a :class:`Reservation`.
@@ -855,13 +921,16 @@ class Ledger:
                 reported = dataclasses.replace(
                     reported, input_tokens=reservation.input_tokens, estimated=True
                 )
-            return self.commit(reservation, reported)
+            return self.commit(reservation, reported, model=model, premium_model=premium_model)
         if failed and not reply_text:
             self.release(reservation)
             return None
         out = estimate_output_tokens(reply_text, counter=counter) if reply_text else 0
         return self.commit(
-            reservation, Usage(input_tokens=reservation.input_tokens, output_tokens=out, estimated=True)
+            reservation,
+            Usage(input_tokens=reservation.input_tokens, output_tokens=out, estimated=True),
+            model=model,
+            premium_model=premium_model,
         )
 
     async def asettle(
@@ -875,6 +944,8 @@ class Ledger:
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
         hit_recorded: bool = False,
+        model: str | None = None,
+        premium_model: str | None = None,
     ) -> Charge | None:
         """Async twin of :meth:`settle`."""
         return await self._async(
@@ -887,6 +958,8 @@ class Ledger:
                 cache_hit=cache_hit,
                 saved_usd=saved_usd,
                 hit_recorded=hit_recorded,
+                model=model,
+                premium_model=premium_model,
             )
         )
 
@@ -959,10 +1032,19 @@ class Ledger:
         *,
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
+        model: str | None = None,
+        premium_model: str | None = None,
     ) -> Charge:
         """Async twin of :meth:`commit`."""
         return await self._async(
-            lambda: self.commit(reservation, usage, cache_hit=cache_hit, saved_usd=saved_usd)
+            lambda: self.commit(
+                reservation,
+                usage,
+                cache_hit=cache_hit,
+                saved_usd=saved_usd,
+                model=model,
+                premium_model=premium_model,
+            )
         )
 
     async def arelease(self, reservation: Reservation) -> bool:
@@ -1004,6 +1086,39 @@ def _drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:
                 request = steps.send(outcome)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+def _model_name(field: str, value: object) -> str:
+    """``value`` if it is a model name.
+
+    Raises:
+        InvalidInputError: It is not a non-empty string.
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(field, "must be a model name (a non-empty string)", value=value)
+    return value
+
+
+_COMMIT_OPTIONS = frozenset({"model", "premium_model"})
+
+
+def _commit_item(item: object) -> tuple[Reservation, Usage, Mapping[str, Any]]:
+    """An item of :meth:`Ledger.commit_many`: ``(reservation, usage[, options])``.
+
+    Raises:
+        InvalidInputError: A malformed item, named.
+    """
+    if not isinstance(item, tuple) or len(item) not in (2, 3):
+        raise InvalidInputError("items", "each must be (reservation, usage) or (reservation, usage, options)")
+    reservation, usage, *rest = item
+    if not isinstance(reservation, Reservation):
+        raise InvalidInputError("reservation", "must be a Reservation from reserve()")
+    options = rest[0] if rest else {}
+    if not isinstance(options, Mapping) or not set(options) <= _COMMIT_OPTIONS:
+        raise InvalidInputError(
+            "items", "an item's options must be a mapping", value=options, fix="keys: model, premium_model"
+        )
+    return reservation, usage, options
 
 
 def _failing(error: Exception) -> Generator[Any, Any, Any]:

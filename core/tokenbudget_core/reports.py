@@ -21,6 +21,11 @@ Definitions:
 * *projected month-end spend* = month-to-date spend / elapsed days * days in the month, where
   the month is the current one by the ledger's clock and time zone and the elapsed days are
   the time since local midnight on the 1st, in days of 86,400 s (a fraction counts).
+* *routing saved* = over the routed calls (those committed with a ``premium_model``), their
+  actual usage priced on the premium tier's model minus what they cost: the money tiered routing
+  saved, net (a call that cost more than the premium model would have counts negative). Calls
+  where either price is unknown add nothing; data written before routing was recorded reads as
+  0 routed requests.
 * Unpriced calls are charged $0 by the ledger, so every cost is a lower bound when
   ``unpriced_requests`` is not 0.
 """
@@ -86,6 +91,12 @@ class Totals:
     """Conversations, once per day and feature."""
     active_users: int
     """Distinct non-empty users with requests in the report's days."""
+    routed_requests: int = 0
+    """Calls a tier router sent (committed with their premium model)."""
+    routing_saved_usd: Decimal = Decimal(0)
+    """Routed calls' usage priced on their premium model minus their cost (net, see the module)."""
+    hit_rate: Decimal | None = None
+    """``cache_hits / requests`` (``None`` without requests)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -104,6 +115,10 @@ class SpendRow:
     """What those cache hits saved."""
     hit_rate: Decimal | None = None
     """``cache_hits / requests`` (``None`` without requests)."""
+    routed_requests: int = 0
+    """Calls a tier router sent."""
+    routing_saved_usd: Decimal = Decimal(0)
+    """What routing saved on them against their premium model (net)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -302,6 +317,9 @@ def _totals(rows: Sequence[_Row]) -> Totals:
         unpriced_requests=c["unpriced"],
         conversations=c["conversations"],
         active_users=_active_users(rows),
+        routed_requests=c["routed_requests"],
+        routing_saved_usd=_usd(c["routing_saved_nanos"]),
+        hit_rate=_rate(c["cache_hits"], c["requests"]),
     )
 
 
@@ -322,6 +340,8 @@ def _breakdown(rows: Sequence[_Row], dimension: Dimension, top: int) -> Breakdow
                 cache_hits=c["cache_hits"],
                 saved_usd=_usd(c["saved_nanos"]),
                 hit_rate=_rate(c["cache_hits"], c["requests"]),
+                routed_requests=c["routed_requests"],
+                routing_saved_usd=_usd(c["routing_saved_nanos"]),
             )
         )
     spend.sort(key=lambda s: (-s.cost_usd, -s.requests, s.key is None, s.key or ""))

@@ -19,7 +19,9 @@ call down the tier's fallback chain on provider errors (rate limit, overload, ti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,7 +39,16 @@ from .usage import Usage
 if TYPE_CHECKING:
     from .ledger import BudgetState, Ledger
 
-__all__ = ["RETRYABLE_STATUS", "RouteDecision", "TierRouter", "is_retryable", "offline_counter"]
+__all__ = [
+    "RETRYABLE_STATUS",
+    "RouteDecision",
+    "TierRouter",
+    "current_route",
+    "is_retryable",
+    "offline_counter",
+    "premium_model_of",
+    "using_route",
+]
 
 T = TypeVar("T")
 
@@ -115,6 +126,54 @@ class RouteDecision:
             "fallbacks": list(self.fallbacks),
             "adjustments": list(self.adjustments),
         }
+
+
+_ROUTE: ContextVar[RouteDecision | None] = ContextVar("tokenbudget_route", default=None)
+
+
+@contextlib.contextmanager
+def using_route(decision: RouteDecision) -> Iterator[None]:
+    """Make ``decision`` the :func:`current_route` while the routed call is made.
+
+    Routers wrap the call to the chosen model in it, so that budget adapters that see only the
+    tier model's call (callback handlers, agent middleware) can hand the ledger the routing
+    counterfactual (``premium_model=``).
+
+    Raises:
+        InvalidInputError: ``decision`` is not a :class:`RouteDecision`.
+    """
+    if not isinstance(decision, RouteDecision):
+        raise InvalidInputError("decision", "must be a RouteDecision from route()", value=decision)
+    token = _ROUTE.set(decision)
+    try:
+        yield
+    finally:
+        _ROUTE.reset(token)
+
+
+def current_route() -> RouteDecision | None:
+    """The decision of the routed call being made (see :func:`using_route`), else ``None``."""
+    return _ROUTE.get()
+
+
+def premium_model_of(route: object) -> str | None:
+    """The premium model of a routed call, for ``Ledger.commit(..., premium_model=...)``.
+
+    Args:
+        route: A :class:`RouteDecision`, or the dict of :meth:`RouteDecision.as_metadata` found
+            in a reply's metadata (``tokenbudget_route``); anything else (``None`` included) is
+            not a routed call.
+
+    Returns:
+        The premium tier's model, or ``None`` when ``route`` names none.
+    """
+    if isinstance(route, RouteDecision):
+        return route.premium_model
+    if isinstance(route, Mapping):
+        model = route.get("premium_model")
+        if isinstance(model, str) and model:
+            return model
+    return None
 
 
 def offline_counter(model: str, registry: ModelRegistry | None = None) -> TokenCounter:
@@ -213,6 +272,9 @@ class TierRouter:
             self.tiers[name] = model
         self._order = tuple(self.tiers)
         self.premium_tier = self._order[-1]
+        self.premium_model = self.tiers[self.premium_tier]
+        """The premium tier's model: the counterfactual of every decision, and the worst case to
+        reserve when the tier is not known yet."""
         self.classifier: ComplexityClassifier = (
             classifier if classifier is not None else HeuristicClassifier(tiers=self._order)
         )

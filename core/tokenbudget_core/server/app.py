@@ -93,6 +93,7 @@ def _charge_json(c: Charge) -> dict[str, Any]:
         "cost_usd": None if c.cost_usd is None else str(c.cost_usd),
         "applied": c.applied,
         "spooled": c.spooled,
+        "routing_saved_usd": None if c.routing_saved_usd is None else str(c.routing_saved_usd),
     }
 
 
@@ -227,6 +228,7 @@ def create_app(
             _usage(body.usage),
             cache_hit=body.cache_hit,
             saved_usd=body.saved_usd,
+            premium_model=body.premium_model,
         )
         return _charge_json(charge)
 

@@ -9,7 +9,8 @@ from ``GET /dashboard/data`` and draws:
 * spend by feature and by model, and the top users;
 * budget headroom (today, from :func:`~tokenbudget_core.budget_status.budget_rows`);
 * cache hit rate and savings;
-* the routing mix: the share of calls each model served (routing tiers map to models).
+* the routing mix: the share of calls each model served (routing tiers map to models), and
+  what routing saved against the premium tier (the report's ``routing_saved_usd``).
 
 Definitions kept here, once: *cache hit rate* = cache hits / calls (``None`` without calls);
 a model's *routing share* = its calls / all calls.
@@ -91,6 +92,8 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
             "saved_usd": str(t.saved_usd),
             "unpriced_requests": t.unpriced_requests,
             "estimated_requests": t.estimated_requests,
+            "routed_requests": t.routed_requests,
+            "routing_saved_usd": str(t.routing_saved_usd),
         },
         "per_day": [
             {
@@ -108,7 +111,13 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
         "by_model": _rows(models.rows),
         "top_users": _rows(report.breakdown("user").rows),
         "routing_mix": [
-            {"model": r.key, "requests": r.requests, "share": _ratio(r.requests, t.requests)}
+            {
+                "model": r.key,
+                "requests": r.requests,
+                "share": _ratio(r.requests, t.requests),
+                "routed_requests": r.routed_requests,
+                "routing_saved_usd": str(r.routing_saved_usd),
+            }
             for r in models.rows
         ],
         "budgets": [

@@ -157,6 +157,8 @@ class CommitBody(_Body):
     usage: UsageBody
     cache_hit: Annotated[bool, Field(strict=True)] = False
     saved_usd: Usd | None = None
+    premium_model: Model | None = None
+    """The call was routed and this is its premium tier's model (reports show what routing saved)."""
 
 
 class ReleaseBody(_Body):
@@ -176,3 +178,5 @@ class RecordBody(_Body):
     request_id: Id | None = None
     cache_hit: Annotated[bool, Field(strict=True)] = False
     saved_usd: Usd | None = None
+    premium_model: Model | None = None
+    """The call was routed and this is its premium tier's model (reports show what routing saved)."""

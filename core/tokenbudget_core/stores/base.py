@@ -61,8 +61,14 @@ ROLLUP_FIELDS = (
     "estimated",
     "unpriced",
     "conversations",
+    "routed_requests",
+    "routing_saved_nanos",
 )
-"""The attribution counters the ledger keeps per day x feature x user x model (stores accept any names)."""
+"""The attribution counters the ledger keeps per day x feature x user x model (stores accept any names).
+
+``routed_requests`` counts routed calls and ``routing_saved_nanos`` adds what each saved against
+its premium tier (signed: it can be negative). Both are only written by routed calls; a row
+without them (older data included) reads as 0."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,7 +128,8 @@ class CommitRequest:
     rollup_key: str
     """Opaque ``feature/user/model`` key (encoded ids) of the attribution row."""
     rollup: Mapping[str, int]
-    """Counter increments, a subset of :data:`ROLLUP_FIELDS`."""
+    """Counter increments, a subset of :data:`ROLLUP_FIELDS`; an increment may be negative
+    (``routing_saved_nanos``)."""
     now_ms: int
     call_cost_key: str | None = None
     """When set, the store also records ``rollup["cost_nanos"]`` as one call's cost under

@@ -116,7 +116,7 @@ function table(target, rows, cells) {
 }
 
 // 100% stacked bar of calls by model, with a legend.
-function mixChart(target, mix) {
+function mixChart(target, mix, totals) {
   const total = mix.reduce((s, m) => s + m.requests, 0);
   if (!total) return empty(target, "No calls in these days.");
   const W = 380, H = 28;
@@ -135,7 +135,9 @@ function mixChart(target, mix) {
     item.append(document.createTextNode(`${label(m.model)} ${pct(m.share)} (${int(m.requests)})`));
     legend.append(item);
   });
-  target.replaceChildren(chart, legend);
+  const saved = el("p", { class: "muted", id: "routing-saved", "data-value": totals.routing_saved_usd },
+    `${int(totals.routed_requests)} routed calls; saved ${usd(totals.routing_saved_usd)} vs the premium tier.`);
+  target.replaceChildren(chart, legend, saved);
 }
 
 function cacheChart(target, totals) {
@@ -186,7 +188,7 @@ function render(data) {
   ]);
   budgetChart($("budgets"), data.budgets);
   cacheChart($("cache"), t);
-  mixChart($("routing-mix"), data.routing_mix);
+  mixChart($("routing-mix"), data.routing_mix, t);
 }
 
 async function load() {
