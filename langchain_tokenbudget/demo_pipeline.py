@@ -10,7 +10,7 @@ switched on than the stage before:
    history carries the smaller text too.
 3. ``memory``: the history trimmed to a token budget (:class:`TokenBudgetChatMessageHistory`).
 4. ``caching``: a semantic response cache scoped to the tenant, model and system prompt.
-5. ``routing``: simple requests to the cheap tier (the core ``TierRouter``).
+5. ``routing``: simple requests to the cheap tier (:class:`RouterChatModel` over the two models).
 6. ``budgets``: per-user daily dollar budgets, enforced before each call (refusals are soft).
 
 Every call is charged by :class:`BudgetCallbackHandler` to a :class:`~tokenbudget_core.Ledger`
@@ -50,13 +50,13 @@ from tokenbudget_core.demo_workload import SYSTEM_PROMPT, Turn, Workload, build_
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, MissingDependencyError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
-from tokenbudget_core.routing import TierRouter
 from tokenbudget_core.semantic_cache import SemanticCache
 
-from .budget_callback import BudgetCallbackHandler
+from .budget_callback import ROUTE_KEY, BudgetCallbackHandler
 from .chat_history import TokenBudgetChatMessageHistory
 from .llm_cache import CACHE_HIT_KEY, TokenBudgetLLMCache
 from .messages import to_core_messages
+from .router_chat_model import RouterChatModel
 
 __all__ = [
     "DEFAULT_DEMO_STORE",
@@ -213,14 +213,14 @@ def run_stage(
     result = StageResult(stage=stage, feature=f"demo:{stage}")
     handler = BudgetCallbackHandler(ledger, max_output_tokens=MAX_OUTPUT)
     counter = _counter(PREMIUM)
-    models = {PREMIUM: premium, CHEAP: cheap}
-    router = (
-        TierRouter(
-            {"small": CHEAP, "large": PREMIUM}, classifier=HeuristicClassifier(tiers=("small", "large"))
+    model: BaseChatModel = premium
+    if level >= STAGES.index("routing"):
+        model = RouterChatModel(
+            {"small": cheap, "large": premium},
+            models={"small": CHEAP, "large": PREMIUM},
+            classifier=HeuristicClassifier(tiers=("small", "large")),
+            max_tokens=MAX_OUTPUT,
         )
-        if level >= STAGES.index("routing")
-        else None
-    )
     for convo in workload.conversations:
         history = (
             TokenBudgetChatMessageHistory(model=counter, max_tokens=HISTORY_TOKENS)
@@ -237,9 +237,6 @@ def run_stage(
                 text = squeezed.text
             past = history.messages if history is not None else transcript
             prompt: Sequence[BaseMessage] = [SystemMessage(SYSTEM_PROMPT), *past, HumanMessage(text)]
-            model = premium
-            if router is not None:
-                model = models[router.route(to_core_messages(prompt), max_output_tokens=MAX_OUTPUT).model]
             with attribute(
                 tenant=TENANT, feature=result.feature, user=user, conversation=user_prefix + turn.conversation
             ):
@@ -251,7 +248,8 @@ def run_stage(
                         result.cache_hits += 1
                     else:
                         result.calls += 1
-                        result.routed_cheap += model is cheap
+                        route = answer.response_metadata.get(ROUTE_KEY) or {}
+                        result.routed_cheap += route.get("tier") == "small"
                 except BudgetExceededError:
                     reply = AIMessage(REFUSAL)
                     result.refused += 1

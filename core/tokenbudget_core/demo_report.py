@@ -66,6 +66,8 @@ class StageRow:
     """What this stage's technique saved on top of the stages before it."""
     saved_share: float
     """Share of the baseline's cost saved so far."""
+    routing_saved_usd: Decimal
+    """What the routed calls would have cost more on the premium model (the ledger's counterfactual)."""
     stats: StageStats
 
 
@@ -161,6 +163,7 @@ def summarise(
                 saved_vs_baseline_usd=base - cost,
                 saved_vs_previous_usd=prev - cost,
                 saved_share=float((base - cost) / base) if base else 0.0,
+                routing_saved_usd=getattr(spend, "routing_saved_usd", Decimal(0)),
                 stats=s,
             )
         )
@@ -229,8 +232,9 @@ def render_html(summary: DemoSummary) -> str:
     """A self-contained HTML report (no scripts, no external resources)."""
     head = (
         "<tr>" + "".join(f"<th>{h}</th>" for h in (
-            "stage", "calls", "cache hits", "refused", "routed cheap", "input tokens", "output tokens",
-            "cost", "cost / active user / day", "saved (this step)", "saved (total)")) + "</tr>"
+            "stage", "calls", "cache hits", "refused", "routed cheap", "routing saved vs premium",
+            "input tokens", "output tokens", "cost", "cost / active user / day", "saved (this step)",
+            "saved (total)")) + "</tr>"
     )  # fmt: skip
     body = "".join(
         "<tr>"
@@ -242,6 +246,7 @@ def render_html(summary: DemoSummary) -> str:
                 f"{r.stats.cache_hits:,}",
                 f"{r.stats.refused:,}",
                 f"{r.stats.routed_cheap:,}",
+                _usd(r.routing_saved_usd),
                 f"{r.input_tokens:,}",
                 f"{r.output_tokens:,}",
                 _usd(r.cost_usd),

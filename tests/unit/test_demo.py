@@ -85,6 +85,9 @@ def test_each_control_saves_and_the_table_adds_up(summary) -> None:  # type: ign
     assert caching.requests == 200  # hits are recorded in the ledger too, at no cost
     assert rows["routing"].cost_usd < rows["caching"].cost_usd * Decimal("0.8")
     assert 0 < rows["routing"].stats.routed_cheap < rows["routing"].stats.calls
+    # The ledger's counterfactual: what the routed calls would have cost on the premium model.
+    assert rows["routing"].routing_saved_usd > 0
+    assert rows["memory"].routing_saved_usd == 0
     for prev, row in zip(summary.rows, summary.rows[1:], strict=False):
         assert row.saved_vs_previous_usd == prev.cost_usd - row.cost_usd
         assert row.saved_vs_baseline_usd == summary.baseline.cost_usd - row.cost_usd
