@@ -40,3 +40,14 @@ def test_live_demo_charges_what_the_provider_reported(
     assert "gpt-4o-mini" in models
     assert routed.stats.routed_cheap == models.count("gpt-4o-mini")
     assert routed.cost_usd < baseline.cost_usd
+
+
+def test_demo_on_redis_reports_what_it_reports_on_sqlite(clean_redis_url: str, tmp_path: Path) -> None:
+    """The store is a deployment choice: the same seeded replay gives the same table on both."""
+    on_redis = run_demo(store=clean_redis_url, users=4, turns=5, seed=3)
+    on_sqlite = run_demo(store=f"sqlite:///{tmp_path / 'l.db'}", users=4, turns=5, seed=3)
+    fields = ("stage", "requests", "input_tokens", "output_tokens", "cost_usd", "routing_saved_usd")
+    assert [tuple(getattr(r, f) for f in fields) for r in on_redis.rows] == [
+        tuple(getattr(r, f) for f in fields) for r in on_sqlite.rows
+    ]
+    assert on_redis.store.startswith("redis://")
