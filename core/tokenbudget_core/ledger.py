@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -72,6 +72,9 @@ __all__ = ["BudgetState", "Charge", "Ledger", "OnUnavailable", "Reservation", "d
 
 OnUnavailable: TypeAlias = Literal["closed", "open"]
 T = TypeVar("T")
+
+_LADDER_STEPS: tuple[Step, ...] = ("cheaper_tier", "smaller_context", "cache_only", "soft_refusal")
+"""The ladder's steps in the order :meth:`~tokenbudget_core.budgets.Ladder.step` reads them."""
 
 # Budget names, by scope prefix and metric.
 _NAMES = {
@@ -220,6 +223,10 @@ class Ledger:
         # The in-process store's fast path: the same operations on tuples, no request objects.
         self._memory = self.store if type(self.store) is MemoryStore else None
         self._alert_floor = min(self.policy.alert_thresholds, default=2.0)
+        ladder = self.policy.ladder
+        self._ladder = tuple(  # the ladder's thresholds in order, for the hot path (see _ladder_step)
+            (threshold, name) for name in _LADDER_STEPS if (threshold := getattr(ladder, name)) is not None
+        )
 
     # -- time and scopes --------------------------------------------------------------------------
 
@@ -363,16 +370,14 @@ class Ledger:
             UnpricedModelError: The model has no price and a dollar budget applies.
             InvalidInputError: A bad argument, named.
         """
-        steps = self._reserve_steps(
-            model=model,
-            input_tokens=input_tokens,
-            max_output_tokens=max_output_tokens,
-            feature=feature,
-            user=user,
-            conversation=conversation,
-            request_id=request_id,
+        plan = self._reserve_plan(
+            model, input_tokens, max_output_tokens, feature, user, conversation, request_id
         )
-        return _drive(steps, lambda req: self._store_call(lambda: self.store.reserve(req)))
+        if self._memory is not None:  # no store round trip: no steps to drive
+            return self._reserve_in_memory(plan, self._memory)
+        return _drive(
+            self._reserve_driven(plan), lambda req: self._store_call(lambda: self.store.reserve(req))
+        )
 
     def reserve_many(self, calls: Sequence[Mapping[str, Any]]) -> list[Reservation | Exception]:
         """Reserve several calls with one store round trip (on Redis, one pipeline).
@@ -403,6 +408,30 @@ class Ledger:
         request_id: str | None = None,
     ) -> Generator[ReserveRequest, ReserveOutcome, Reservation]:
         """:meth:`reserve`, yielding its store request (unless the memory store's fast path takes it)."""
+        plan = self._reserve_plan(
+            model, input_tokens, max_output_tokens, feature, user, conversation, request_id
+        )
+        if self._memory is not None:
+            return self._reserve_in_memory(plan, self._memory)
+        return (yield from self._reserve_driven(plan))
+
+    def _reserve_plan(
+        self,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int | None,
+        feature: str | None,
+        user: str | None,
+        conversation: str | None,
+        request_id: str | None,
+    ) -> _ReservePlan:
+        """What :meth:`reserve` asks the store: the payer, the worst case and its checks.
+
+        Raises:
+            BudgetExceededError: A per-call limit is exceeded.
+            UnpricedModelError: The model has no price and a dollar budget applies.
+            InvalidInputError: A bad argument, named.
+        """
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
         conversation = ctx.conversation or conversation
@@ -454,32 +483,51 @@ class Ledger:
                 for scope, metric, limit in scopes.budgets
             ]
         )
-        rid = request_id or uuid.uuid4().hex
         now = self.clock()
-        day = self._day_of(now)
-        now_ms = int(now * 1000)
-        memory = self._memory
-        found = None if memory is None else memory.reserve_checks(day, rid, checks, now_ms, self.lease_ms)
+        return _ReservePlan(
+            request_id or uuid.uuid4().hex, self._day_of(now), int(now * 1000), model, feature, user,
+            conversation, ctx.overhead, input_tokens, out, nanos, scopes.limited, checks,
+        )  # fmt: skip
+
+    def _reserve_in_memory(self, plan: _ReservePlan, memory: MemoryStore) -> Reservation:
+        """:meth:`reserve` on the in-process store: its tuple path, no request or outcome objects."""
+        found = memory.reserve_checks(plan.day, plan.request_id, plan.checks, plan.now_ms, self.lease_ms)
+        if isinstance(found, tuple):
+            self._replay_due()
+            return self._reserved(plan, _RESERVED, found)
+        return self._reserved(plan, found, found.usage)
+
+    def _reserve_driven(self, plan: _ReservePlan) -> Generator[ReserveRequest, ReserveOutcome, Reservation]:
+        """:meth:`reserve` on any store: yields the store request, fails open or closed."""
+        req = ReserveRequest(
+            day=plan.day, request_id=plan.request_id, checks=plan.checks, now_ms=plan.now_ms,
+            lease_ms=self.lease_ms,
+        )  # fmt: skip
         try:
-            if isinstance(found, tuple):
-                self._replay_due()
-                outcome, usage = _RESERVED, found
-            else:
-                if found is None:
-                    req = ReserveRequest(
-                        day=day, request_id=rid, checks=checks, now_ms=now_ms, lease_ms=self.lease_ms
-                    )
-                    found = yield req
-                outcome, usage = found, found.usage
+            outcome = yield req
         except BudgetUnavailableError:
             if self.on_unavailable == "closed":
                 raise
-            return Reservation(
-                request_id=rid, day=day, model=model, feature=feature, user=user,
-                conversation=conversation, overhead=ctx.overhead, input_tokens=input_tokens,
-                max_output_tokens=out, reserved_usd=None if nanos is None else nanos_to_usd(nanos),
-                checks=checks, step="normal", unchecked=True,
-            )  # fmt: skip
+            return self._reservation(plan, "normal", unchecked=True)
+        return self._reserved(plan, outcome, outcome.usage)
+
+    def _reservation(self, plan: _ReservePlan, step: Step, *, unchecked: bool = False) -> Reservation:
+        nanos = plan.nanos
+        return Reservation(
+            request_id=plan.request_id, day=plan.day, model=plan.model, feature=plan.feature,
+            user=plan.user, conversation=plan.conversation, overhead=plan.overhead,
+            input_tokens=plan.input_tokens, max_output_tokens=plan.max_output_tokens,
+            reserved_usd=None if nanos is None else nanos_to_usd(nanos), checks=plan.checks, step=step,
+            unchecked=unchecked,
+        )  # fmt: skip
+
+    def _reserved(self, plan: _ReservePlan, outcome: ReserveOutcome, usage: Sequence[int]) -> Reservation:
+        """The reservation the store's ``outcome`` made (``usage``: its ``spent + reserved`` per check).
+
+        Raises:
+            BudgetExceededError: The store refused it, or the ladder reached a soft refusal.
+        """
+        checks = plan.checks
         if not outcome.ok:
             failed = outcome.failed
             assert failed is not None
@@ -487,30 +535,25 @@ class Ledger:
             money = failed.metric == "nanos"
             raise BudgetExceededError(
                 budget=self._budget_name(failed),
-                scope=self._scope_text(feature, user),
+                scope=self._scope_text(plan.feature, plan.user),
                 limit=nanos_to_usd(failed.limit) if money else failed.limit,
                 used=nanos_to_usd(outcome.used) if money else outcome.used,
                 requested=nanos_to_usd(failed.amount) if money else failed.amount,
             )
         step: Step = "normal"
-        if scopes.limited:
+        if plan.limited:
             if len(usage) == len(checks):  # the store reported usage: no extra round trip
                 share = 0.0
                 for used, c in zip(usage, checks, strict=True):
                     if c.limit and used / c.limit > share:
                         share = used / c.limit
-                step = self.policy.ladder.step(share)
+                step = self._ladder_step(share)
             else:
-                step = self._step(day, checks, now_ms)
-        reservation = Reservation(
-            request_id=rid, day=day, model=model, feature=feature, user=user,
-            conversation=conversation, overhead=ctx.overhead, input_tokens=input_tokens,
-            max_output_tokens=out, reserved_usd=None if nanos is None else nanos_to_usd(nanos),
-            checks=checks, step=step,
-        )  # fmt: skip
+                step = self._step(plan.day, checks, plan.now_ms)
+        reservation = self._reservation(plan, step)
         if step == "soft_refusal":
             self.release(reservation)
-            raise self._soft_refusal(day, checks, now_ms, feature, user)
+            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
         return reservation
 
     def _soft_refusal(
@@ -532,6 +575,16 @@ class Ledger:
             requested=nanos_to_usd(tight.amount) if money else tight.amount,
             step="soft_refusal",
         )
+
+    def _ladder_step(self, share: float) -> Step:
+        """``self.policy.ladder.step(share)`` on thresholds read once."""
+        if share >= 1:
+            return "hard_refusal"
+        current: Step = "normal"
+        for threshold, name in self._ladder:
+            if share >= threshold:
+                current = name
+        return current
 
     def _step(self, day: str, checks: Sequence[Check], now_ms: int) -> Step:
         shares = self._shares(day, checks, now_ms)
@@ -632,8 +685,11 @@ class Ledger:
         )
 
     def _commit(self, **call: Any) -> Charge:
+        if self._memory is not None:  # no store round trip: no steps to drive
+            return self._commit_in_memory(self._commit_plan(**call), self._memory)
         return _drive(
-            self._commit_steps(**call), lambda req: self._store_call(lambda: self.store.commit(req))
+            self._commit_driven(self._commit_plan(**call)),
+            lambda req: self._store_call(lambda: self.store.commit(req)),
         )
 
     def commit_many(
@@ -727,6 +783,35 @@ class Ledger:
         saved_usd: Decimal | None,
         premium_model: str | None = None,
     ) -> Generator[CommitRequest, CommitOutcome, Charge]:
+        """:meth:`commit`, yielding its store request (unless the memory store's fast path takes it)."""
+        plan = self._commit_plan(
+            request_id, day, model, feature, user, conversation, overhead, usage, cache_hit, saved_usd,
+            premium_model,
+        )  # fmt: skip
+        if self._memory is not None:
+            return self._commit_in_memory(plan, self._memory)
+        return (yield from self._commit_driven(plan))
+
+    def _commit_plan(
+        self,
+        request_id: str,
+        day: str,
+        model: str,
+        feature: str | None,
+        user: str | None,
+        conversation: str | None,
+        overhead: str | None,
+        usage: Usage,
+        cache_hit: bool,
+        saved_usd: Decimal | None,
+        premium_model: str | None,
+    ) -> _CommitPlan:
+        """What :meth:`commit` asks the store: the charges per budget and the attribution row.
+
+        Raises:
+            InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`.
+            UnknownModelError: ``model`` or ``premium_model`` is unknown to the registry.
+        """
         if not isinstance(usage, Usage):
             raise InvalidInputError("usage", f"must be a Usage, got {type(usage).__name__}", value=usage)
         self.registry.get(model)
@@ -757,59 +842,63 @@ class Ledger:
                 key = f"conv/{day}/{_enc(feature)}/{_enc(conversation)}"
                 rollup["conversations"] = int(self.store.mark_once(key, 3 * 86_400))
         scopes = self._scopes_of(feature, user)
-        tokens = usage.input_tokens + usage.output_tokens
-        rollup_key = scopes.rollup_prefix + _enc(model)
-        cost_key = None if nanos is None else _enc(feature)  # no cost sample for an unknown price
-        cost_usd = None if nanos is None else nanos_to_usd(nanos)
-        memory = self._memory
-        if memory is not None:
-            amounts = [(sc, m, tokens if m == "tokens" else cost) for sc, m, _ in scopes.budgets]
-            applied, _, spent = memory.commit_amounts(day, request_id, amounts, rollup_key, rollup, cost_key)
-            self._replay_due()
+        return _CommitPlan(
+            request_id, day, now_ms, feature, user, usage, nanos, cost, scopes,
+            usage.input_tokens + usage.output_tokens, scopes.rollup_prefix + _enc(model), rollup,
+            None if nanos is None else _enc(feature),  # no cost sample for an unknown price
+            routing_saved_usd,
+        )  # fmt: skip
+
+    def _charge(self, plan: _CommitPlan, *, applied: bool, spooled: bool = False) -> Charge:
+        cost_usd = None if plan.nanos is None else nanos_to_usd(plan.nanos)
+        return Charge(
+            request_id=plan.request_id, usage=plan.usage, cost_usd=cost_usd, applied=applied,
+            spooled=spooled, routing_saved_usd=plan.routing_saved_usd,
+        )  # fmt: skip
+
+    def _commit_in_memory(self, plan: _CommitPlan, memory: MemoryStore) -> Charge:
+        """:meth:`commit` on the in-process store: its tuple path, no request or outcome objects."""
+        scopes, tokens, cost = plan.scopes, plan.tokens, plan.cost
+        amounts = [(sc, m, tokens if m == "tokens" else cost) for sc, m, _ in scopes.budgets]
+        applied, _, spent = memory.commit_amounts(
+            plan.day, plan.request_id, amounts, plan.rollup_key, plan.rollup, plan.cost_key
+        )
+        self._replay_due()
+        if applied and scopes.limited and self.sinks:
             floor = self._alert_floor
-            if (
-                applied
-                and scopes.limited
-                and self.sinks
-                and any(
-                    limit and used / limit >= floor
-                    for (_, _, limit), used in zip(scopes.budgets, spent, strict=True)
-                )
+            if any(
+                limit and used / limit >= floor
+                for (_, _, limit), used in zip(scopes.budgets, spent, strict=True)
             ):  # some budget reached an alert threshold
-                self._after_commit(day, feature, user, cost, scopes, spent, now_ms, record_cost=False)
-            return Charge(
-                request_id=request_id, usage=usage, cost_usd=cost_usd, applied=applied,
-                routing_saved_usd=routing_saved_usd,
-            )  # fmt: skip
+                self._after_commit(plan, spent, record_cost=False)
+        return self._charge(plan, applied=applied)
+
+    def _commit_driven(self, plan: _CommitPlan) -> Generator[CommitRequest, CommitOutcome, Charge]:
+        """:meth:`commit` on any store: yields the store request, spools it when the store is down."""
+        tokens, cost = plan.tokens, plan.cost
         charges = [  # their limits are ignored by a commit (see stores.base)
             Check(scope=sc, metric=m, amount=tokens if m == "tokens" else cost, limit=limit)
-            for sc, m, limit in scopes.budgets
+            for sc, m, limit in plan.scopes.budgets
         ]
         req = CommitRequest(
-            day=day,
-            request_id=request_id,
+            day=plan.day,
+            request_id=plan.request_id,
             charges=charges,
-            rollup_key=rollup_key,
-            rollup=rollup,
-            now_ms=now_ms,
-            call_cost_key=cost_key,
+            rollup_key=plan.rollup_key,
+            rollup=plan.rollup,
+            now_ms=plan.now_ms,
+            call_cost_key=plan.cost_key,
         )
         try:
             outcome = yield req
         except BudgetUnavailableError:
             self.spool.append(req)
             self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
-            return Charge(
-                request_id=request_id, usage=usage, cost_usd=cost_usd, applied=False, spooled=True,
-                routing_saved_usd=routing_saved_usd,
-            )  # fmt: skip
+            return self._charge(plan, applied=False, spooled=True)
         if outcome.applied:
-            record = not outcome.recorded_cost and nanos is not None
-            self._after_commit(day, feature, user, cost, scopes, outcome.spent, now_ms, record_cost=record)
-        return Charge(
-            request_id=request_id, usage=usage, cost_usd=cost_usd, applied=outcome.applied,
-            routing_saved_usd=routing_saved_usd,
-        )  # fmt: skip
+            record = not outcome.recorded_cost and plan.nanos is not None
+            self._after_commit(plan, outcome.spent, record_cost=record)
+        return self._charge(plan, applied=outcome.applied)
 
     def _routing_saved(self, usage: Usage, nanos: int | None, premium_model: object) -> int | None:
         """``usage`` priced on the premium model minus its actual cost ``nanos``, in nano-USD (signed).
@@ -823,25 +912,15 @@ class Ledger:
         premium = self._price_nanos(usage, info.name, round_up=False)
         return None if premium is None or nanos is None else premium - nanos
 
-    def _after_commit(
-        self,
-        day: str,
-        feature: str | None,
-        user: str | None,
-        cost: int,
-        scopes: _Scopes,
-        spent: Sequence[int],
-        now_ms: int,
-        *,
-        record_cost: bool,
-    ) -> None:
+    def _after_commit(self, plan: _CommitPlan, spent: Sequence[int], *, record_cost: bool) -> None:
         """The cost sample (if the store did not keep it) and threshold alerts of an applied commit.
 
         The charge itself is stored: if the store drops now, reports lose one sample at worst.
         """
+        day, feature, user, scopes, now_ms = plan.day, plan.feature, plan.user, plan.scopes, plan.now_ms
         with contextlib.suppress(BudgetUnavailableError):
             if record_cost:
-                self.store.record_call_cost(day, _enc(feature), cost)
+                self.store.record_call_cost(day, _enc(feature), plan.cost)
             if not scopes.limited or not self.sinks:
                 return
             budgets = scopes.budgets
@@ -1057,6 +1136,49 @@ class Ledger:
 
 
 _RESERVED = ReserveOutcome(ok=True, state="reserved")
+
+
+class _CommitPlan(NamedTuple):
+    """One commit as planned before the store sees it (see :meth:`Ledger._commit_plan`)."""
+
+    request_id: str
+    day: str
+    now_ms: int
+    feature: str | None
+    user: str | None
+    usage: Usage
+    nanos: int | None
+    """The cost in nano-USD (``None``: unpriced)."""
+    cost: int
+    """``nanos``, 0 when unpriced."""
+    scopes: _Scopes
+    tokens: int
+    """Input plus output tokens, charged to token budgets."""
+    rollup_key: str
+    rollup: dict[str, int]
+    cost_key: str | None
+    """Where the store records the call's cost (``None``: unpriced, no sample)."""
+    routing_saved_usd: Decimal | None
+
+
+class _ReservePlan(NamedTuple):
+    """One reservation as planned before the store sees it (see :meth:`Ledger._reserve_plan`)."""
+
+    request_id: str
+    day: str
+    now_ms: int
+    model: str
+    feature: str | None
+    user: str | None
+    conversation: str | None
+    overhead: str | None
+    input_tokens: int
+    max_output_tokens: int
+    nanos: int | None
+    """The worst case in nano-USD (``None``: unpriced)."""
+    limited: bool
+    """Some budget has a limit (the ladder has work to do)."""
+    checks: tuple[Check, ...]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
