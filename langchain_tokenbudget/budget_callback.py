@@ -69,6 +69,7 @@ _PAYER_KEYS = {
     "user": ("tokenbudget_user", "user", "user_id"),
     "conversation": ("tokenbudget_conversation", "conversation", "thread_id"),
 }
+_PAYER_ITEMS = tuple(_PAYER_KEYS.items())
 T = TypeVar("T", int, str)
 MODEL_KEYS = ("model", "model_name")
 MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
@@ -100,10 +101,29 @@ def payer_from(*sources: object, tags: Sequence[str] = ()) -> dict[str, str | No
             if value is not None:
                 break
         if value is None and tags:
-            prefix = f"{field}:"
-            value = next((v for t in tags if t.startswith(prefix) and (v := t.partition(":")[2])), None)
+            value = _tagged(field, tags)
         payer[field] = value
     return payer
+
+
+def _tagged(field: str, tags: Sequence[str]) -> str | None:
+    prefix = f"{field}:"
+    return next((v for t in tags if t.startswith(prefix) and (v := t.partition(":")[2])), None)
+
+
+def _payer_of(meta: Mapping[str, Any], tags: Sequence[str]) -> tuple[str | None, str | None, str | None]:
+    """``payer_from(meta, tags=tags)`` as a tuple ``(feature, user, conversation)``, for the hot path."""
+    found: list[str | None] = []
+    for field, keys in _PAYER_ITEMS:
+        value = None
+        for k in keys:
+            raw = meta.get(k)
+            if raw is not None and (value := _id(raw)) is not None:
+                break
+        if value is None and tags:
+            value = _tagged(field, tags)
+        found.append(value)
+    return found[0], found[1], found[2]
 
 
 def first(kind: type[T], keys: Sequence[str], *sources: Mapping[str, Any]) -> T | None:
@@ -204,11 +224,13 @@ def check_options(ledger: object, *, counts: Mapping[str, object], **names: obje
 
 
 _NO_MESSAGE = object()
+_EMPTY: Mapping[str, Any] = {}
+_LS_MAX_TOKENS = ("ls_max_tokens",)
 Inputs = Sequence[list[BaseMessage]] | Sequence[str]
 Tools = list[dict[str, Any]] | None
 
 
-@dataclasses.dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True, slots=True)
 class _Run:
     reservation: Reservation
     counter: SupportsTokenCount
@@ -250,43 +272,45 @@ class _BudgetHandler:
         params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
         return params.get("_type") == ROUTER_LLM_TYPE
 
-    def _call(self, serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> tuple[
-        SupportsTokenCount, dict[str, Any], Tools
-    ]:  # fmt: skip
+    def _call(self, serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> _Call:
         """The model's counter, the ``reserve()`` arguments but the input count, and the tools sent.
 
         Raises:
             InvalidInputError: Neither this handler nor the call names the model.
         """
-        params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
-        meta: Mapping[str, Any] = kwargs.get("metadata") or {}
-        built: Mapping[str, Any] = (serialized or {}).get("kwargs") or {}
-        model = self.model or first(str, MODEL_KEYS, params, built) or first(str, ["ls_model_name"], meta)
+        params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
+        meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
+        model = self.model
         if model is None:
-            raise InvalidInputError(
-                "model",
-                "this call does not name its model",
-                fix="pass BudgetCallbackHandler(ledger, model=...)",
-            )
+            built: Mapping[str, Any] = (serialized or _EMPTY).get("kwargs") or _EMPTY
+            model = first(str, MODEL_KEYS, params, built) or first(str, ["ls_model_name"], meta)
+            if model is None:
+                raise InvalidInputError(
+                    "model",
+                    "this call does not name its model",
+                    fix="pass BudgetCallbackHandler(ledger, model=...)",
+                )
         counter = self.counter or self._counters.get(model)
         if counter is None:
             counter = TokenCounter.for_model(model, registry=self.ledger.registry)
             self._counters[model] = counter
-        payer = payer_from(meta, tags=kwargs.get("tags") or ())
+        feature, user, conversation = _payer_of(meta, kwargs.get("tags") or ())
         max_output = first(int, MAX_OUTPUT_KEYS, params)
-        max_output = first(int, ["ls_max_tokens"], meta) if max_output is None else max_output
-        args: dict[str, Any] = {
-            "model": model,
-            "max_output_tokens": self.max_output_tokens if max_output is None else max_output,
-            "feature": payer["feature"] or self.feature,
-            "user": payer["user"] or self.user,
-            "conversation": payer["conversation"],
-        }
+        if max_output is None:
+            max_output = first(int, _LS_MAX_TOKENS, meta)
+            if max_output is None:
+                max_output = self.max_output_tokens
         sent = params.get("tools")
-        if not sent:
-            return counter, args, None
-        tools = [dict(t) for t in sent if isinstance(t, Mapping) and is_function_tool(t)]
-        return counter, args, tools or None
+        tools = [dict(t) for t in sent if isinstance(t, Mapping) and is_function_tool(t)] if sent else None
+        return _Call(
+            counter,
+            model,
+            max_output,
+            feature or self.feature,
+            user or self.user,
+            conversation,
+            tools or None,
+        )
 
     def _count(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
         if isinstance(inputs[0], str):
@@ -304,26 +328,45 @@ class _BudgetHandler:
     def _start(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
             return
-        counter, args, tools = self._call(serialized, kwargs)
-        n = self._count(counter, inputs, tools)
-        reservation = self.ledger.reserve(**args, input_tokens=n, request_id=str(run_id))
-        self._keep(run_id, counter, reservation, kwargs)
+        call = self._call(serialized, kwargs)
+        reservation = self.ledger.reserve(
+            model=call.model,
+            input_tokens=self._count(call.counter, inputs, call.tools),
+            max_output_tokens=call.max_output_tokens,
+            feature=call.feature,
+            user=call.user,
+            conversation=call.conversation,
+            request_id=str(run_id),
+        )
+        self._keep(run_id, call.counter, reservation, kwargs)
 
     async def _astart(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
             return
-        counter, args, tools = self._call(serialized, kwargs)
-        n = await self._acount(counter, inputs, tools)
-        reservation = await self.ledger.areserve(**args, input_tokens=n, request_id=str(run_id))
-        self._keep(run_id, counter, reservation, kwargs)
+        call = self._call(serialized, kwargs)
+        reservation = await self.ledger.areserve(
+            model=call.model,
+            input_tokens=await self._acount(call.counter, inputs, call.tools),
+            max_output_tokens=call.max_output_tokens,
+            feature=call.feature,
+            user=call.user,
+            conversation=call.conversation,
+            request_id=str(run_id),
+        )
+        self._keep(run_id, call.counter, reservation, kwargs)
 
     def _keep(
         self, run_id: UUID, counter: SupportsTokenCount, reservation: Reservation, kwargs: Mapping[str, Any]
     ) -> None:
-        meta: Mapping[str, Any] = kwargs.get("metadata") or {}
-        premium = premium_model_of(meta.get(ROUTE_KEY))
+        meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
+        route = meta.get(ROUTE_KEY)
+        run = _Run(
+            reservation=reservation,
+            counter=counter,
+            premium_model=None if route is None else premium_model_of(route),
+        )
         with self._lock:
-            self._runs[run_id] = _Run(reservation=reservation, counter=counter, premium_model=premium)
+            self._runs[run_id] = run
 
     def _chunk(self, run_id: UUID, chunk: object) -> None:
         total = running_total(chunk)
@@ -371,6 +414,18 @@ class _BudgetHandler:
                 cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
                 premium_model=s.premium_model,
             )  # fmt: skip
+
+
+class _Call(NamedTuple):
+    """What a model call reserves with, read from its callback arguments."""
+
+    counter: SupportsTokenCount
+    model: str
+    max_output_tokens: int | None
+    feature: str | None
+    user: str | None
+    conversation: str | None
+    tools: Tools
 
 
 class _Settle(NamedTuple):
