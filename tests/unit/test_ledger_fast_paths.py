@@ -3,22 +3,30 @@
 * :func:`~tokenbudget_core.pricing.cost_nanos` (integer arithmetic on cached, scaled rates)
   against ``usd_to_nanos(cost_or_none(...))`` (Decimal), for tiered, cached and overridden prices;
 * the memory store's tuple path (used by the ledger) against its contract methods;
-* LangChain message conversion reused for plain-text messages.
+* LangChain message conversion reused for plain-text messages;
+* the ledger on the memory store (planned, then applied in memory) against the ledger driving
+  the same store through its contract methods, and the positional constructors it builds with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from langchain_tokenbudget.messages import to_core_message, to_core_messages
+from tokenbudget_core._frozen import positional_maker
+from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder
+from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.money import usd_to_nanos
 from tokenbudget_core.price_overrides import PriceOverride, PriceTable
 from tokenbudget_core.pricing import cost_nanos, cost_or_none
+from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.stores.base import Check, CommitRequest, ReserveRequest
 from tokenbudget_core.stores.memory import MemoryStore
 from tokenbudget_core.usage import Usage
@@ -139,3 +147,154 @@ def test_messages_with_tool_calls_are_converted_each_time() -> None:
     converted = to_core_messages([call])[0]
     assert converted.tool_calls[0].name == "lookup"
     assert to_core_messages([call])[0] is not converted
+
+
+@dataclasses.dataclass(slots=True)
+class _Mutable:
+    x: int
+
+
+def test_positional_maker_builds_the_same_frozen_objects() -> None:
+    make = positional_maker(Reservation)
+    values = {
+        "request_id": "r1", "day": "2026-11-23", "model": "gpt-4o", "feature": "chat", "user": None,
+        "conversation": "c", "overhead": None, "input_tokens": 3, "max_output_tokens": 5,
+        "reserved_usd": Decimal("0.01"), "step": "normal",
+        "checks": (Check(scope="g", metric="nanos", amount=1, limit=None),), "unchecked": False,
+    }  # fmt: skip
+    built = make(*values.values())
+    assert built == Reservation(**values)
+    assert repr(built) == repr(Reservation(**values))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.day = "x"  # type: ignore[misc]
+    assert positional_maker(Check)("g", "nanos", 1, 2) == Check(scope="g", metric="nanos", amount=1, limit=2)
+
+
+@pytest.mark.parametrize("cls", [Usage, _Mutable, object])
+def test_positional_maker_refuses_what_it_cannot_build(cls: type) -> None:
+    with pytest.raises(TypeError):  # Usage validates in __post_init__; the others are not frozen
+        positional_maker(cls)
+
+
+class _GeneralMemoryStore(MemoryStore):
+    """The memory store seen as any store: the ledger drives its contract methods, no fast path."""
+
+
+Op = tuple[Any, ...]
+
+
+@st.composite
+def ledger_ops(draw: st.DrawFn) -> list[Op]:
+    ops: list[Op] = []
+    for _ in range(draw(st.integers(1, 25))):
+        kind = draw(st.sampled_from(["reserve", "reserve", "commit", "settle", "release", "tick"]))
+        if kind == "reserve":
+            ops.append(
+                (
+                    kind,
+                    draw(st.sampled_from(["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "acme-free"])),
+                    draw(st.integers(0, 30_000)),
+                    draw(st.one_of(st.none(), st.integers(0, 5_000))),
+                    draw(st.sampled_from([None, "chat", "search"])),
+                    draw(st.sampled_from([None, "u-1", "u/2"])),
+                    draw(st.sampled_from([None, "conv-1"])),
+                    draw(st.sampled_from([f"op-{len(ops)}", "r1", "r2"])),  # a repeated id is a duplicate
+                )
+            )
+        elif kind == "tick":
+            ops.append((kind, draw(st.integers(0, 200_000))))
+        else:
+            usage = st.builds(Usage, input_tokens=st.integers(0, 40_000), output_tokens=st.integers(0, 6_000))
+            reported = draw(st.one_of(st.none(), usage))
+            ops.append((kind, draw(st.integers(0, 30)), reported, draw(st.booleans()), draw(st.booleans())))
+    return ops
+
+
+def _outcome(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - compared between the two ledgers
+        return (type(e).__name__, str(e), getattr(e, "step", None))
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=ledger_ops())
+def test_memory_fast_path_behaves_like_the_general_path(ops: list[Op]) -> None:
+    """Reserve, commit, settle and release on the memory store's fast path give the same
+    reservations, charges, refusals, alerts, balances and attribution rows as the general path."""
+    policy = BudgetPolicy(
+        daily_usd="0.5",
+        user_daily_tokens=60_000,
+        features={"chat": FeatureBudget(user_daily_usd="0.05", max_output_tokens_per_call=4_000)},
+        ladder=Ladder(cheaper_tier=0.2, smaller_context=0.3, cache_only=0.4, soft_refusal=0.6),
+        alert_thresholds=(0.1, 0.5, 1.0),
+    )
+    prices = PriceTable({"acme-free": PriceOverride(input_mtok="0", output_mtok="0")})
+    registry = ModelRegistry()
+    registry.register("acme-free", provider="acme", context_window=32_000, max_output_tokens=4_096)
+    now = [1_763_856_000.0]
+    alerts: dict[str, list[Any]] = {"fast": [], "general": []}
+    ledgers = {
+        name: Ledger(
+            store,
+            policy=policy,
+            prices=prices,
+            registry=registry,
+            clock=lambda: now[0],
+            lease_seconds=60,
+            alerts=[alerts[name].append],
+        )
+        for name, store in (("fast", MemoryStore()), ("general", _GeneralMemoryStore()))
+    }
+    assert ledgers["fast"]._memory is not None
+    assert ledgers["general"]._memory is None
+    reservations: dict[str, list[Any]] = {"fast": [], "general": []}
+    for op in ops:
+        if op[0] == "tick":
+            now[0] += op[1] / 1000
+            continue
+        results = {}
+        for name, led in ledgers.items():
+            mine = reservations[name]
+            if op[0] == "reserve":
+                _, model, inp, out, feature, user, conversation, rid = op
+                result = _outcome(
+                    lambda led=led: led.reserve(
+                        model=model, input_tokens=inp, max_output_tokens=out, feature=feature, user=user,
+                        conversation=conversation, request_id=rid,
+                    )
+                )  # fmt: skip
+                if isinstance(result, Reservation):
+                    mine.append(result)
+            elif not mine:
+                continue
+            else:
+                _, i, reported, failed, routed = op
+                r = mine[i % len(mine)]
+                premium = "gpt-4o" if routed else None
+                if op[0] == "commit":
+                    result = _outcome(
+                        lambda led=led, r=r: led.commit(r, reported or Usage(), premium_model=premium)
+                    )
+                elif op[0] == "settle":
+                    result = _outcome(
+                        lambda led=led, r=r: led.settle(
+                            r, reported, failed=failed, reply_text="" if failed else "some reply",
+                            premium_model=premium,
+                        )
+                    )  # fmt: skip
+                else:
+                    result = _outcome(lambda led=led, r=r: led.release(r))
+            results[name] = result
+        assert results.get("fast") == results.get("general"), op
+        result = results.get("fast")
+        event(f"{op[0]}: {result[2] or result[0] if isinstance(result, tuple) else type(result).__name__}")
+    fast, general = ledgers["fast"], ledgers["general"]
+    day = fast.day()
+    assert sorted(map(repr, fast.store.rollup([day]))) == sorted(map(repr, general.store.rollup([day])))
+    scopes = [(c.scope, c.metric) for r in reservations["fast"] for c in r.checks]
+    now_ms = int(now[0] * 1000)
+    assert fast.store.totals(day, scopes, now_ms) == general.store.totals(day, scopes, now_ms)
+    assert alerts["fast"] == alerts["general"]
+    event(f"alerts: {min(len(alerts['fast']), 3)}")
+    assert fast.state(feature="chat", user="u-1") == general.state(feature="chat", user="u-1")

@@ -62,36 +62,35 @@ class MemoryStore:
         for cell, amount in self._live.pop((day, rid), ()):
             cell[1] -= amount
 
-    @staticmethod
-    def _cell(bal: dict[tuple[str, Metric], list[int]], key: tuple[str, Metric]) -> list[int]:
-        cell = bal.get(key)
-        if cell is None:
-            cell = bal[key] = [0, 0]
-        return cell
-
     def reserve_checks(
         self, day: str, request_id: str, checks: Sequence[Check], now_ms: int, lease_ms: int
     ) -> tuple[int, ...] | ReserveOutcome:
         """:meth:`reserve` without the request object: ``spent + reserved`` per check after
         reserving, or the outcome of a refused or duplicate request."""
         with self._lock:
-            self._expire(day, now_ms)
+            leases = self._leases[day]
+            if leases and leases[0][0] <= now_ms:
+                self._expire(day, now_ms)
             key = (day, request_id)
             known = self._states.get(key)
             if known is not None:
                 return ReserveOutcome(ok=True, state=known, duplicate=True)
-            bal, cell_of = self._bal[day], self._cell
-            cells = [cell_of(bal, (c.scope, c.metric)) for c in checks]
-            for c, cell in zip(checks, cells, strict=True):
+            bal = self._bal[day]
+            cells = []
+            for c in checks:
+                cell = bal.get((c.scope, c.metric))
+                if cell is None:
+                    cell = bal[(c.scope, c.metric)] = [0, 0]
                 if c.limit is not None and cell[0] + cell[1] + c.amount > c.limit:
                     return ReserveOutcome(ok=False, failed=c, used=cell[0] + cell[1])
+                cells.append(cell)
             held = []
             for c, cell in zip(checks, cells, strict=True):
                 cell[1] += c.amount
                 held.append((cell, c.amount))
             self._states[key] = "reserved"
             self._live[key] = tuple(held)
-            heapq.heappush(self._leases[day], (now_ms + lease_ms, request_id))
+            heapq.heappush(leases, (now_ms + lease_ms, request_id))
             return tuple([cell[0] + cell[1] for cell in cells])
 
     def reserve(self, req: ReserveRequest) -> ReserveOutcome:
@@ -117,10 +116,12 @@ class MemoryStore:
                 return False, "committed", ()
             if previous == "reserved":
                 self._unreserve(day, request_id)
-            bal, cell_of = self._bal[day], self._cell
+            bal = self._bal[day]
             cells = []
             for scope, metric, amount in charges:
-                cell = cell_of(bal, (scope, metric))
+                cell = bal.get((scope, metric))
+                if cell is None:
+                    cell = bal[(scope, metric)] = [0, 0]
                 cell[0] += amount
                 cells.append(cell)
             row = self._rollup[(day, rollup_key)]
