@@ -84,7 +84,8 @@ def queries(m: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     picks = m[rng.integers(0, m.shape[0], n)]
     q = picks + 0.3 * rng.standard_normal(picks.shape, dtype=np.float32) / np.sqrt(DIM)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
+    # float32 like the stored vectors (a float64 query would make every scan upcast the matrix)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
 def command_count(client: Any) -> int:
