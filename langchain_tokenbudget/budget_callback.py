@@ -315,9 +315,11 @@ class _BudgetHandler:
     def _count(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
         if isinstance(inputs[0], str):
             return sum(int(counter.count(p)) for p in inputs if isinstance(p, str))
-        return sum(
-            int(counter.count_messages(to_core_messages(b), tools)) for b in inputs if isinstance(b, list)
-        )
+        n = 0
+        for b in inputs:
+            if isinstance(b, list):
+                n += int(counter.count_messages(to_core_messages(b), tools))
+        return n
 
     async def _acount(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
         acount = getattr(counter, "acount_messages", None)

@@ -856,11 +856,10 @@ class Ledger:
         self._replay_due()
         if applied and scopes.limited and self.sinks:
             floor = self._alert_floor
-            if any(
-                limit and used / limit >= floor
-                for (_, _, limit), used in zip(scopes.budgets, spent, strict=True)
-            ):  # some budget reached an alert threshold
-                self._after_commit(plan, spent, record_cost=False)
+            for (_, _, limit), used in zip(scopes.budgets, spent, strict=True):
+                if limit and used / limit >= floor:  # some budget reached an alert threshold
+                    self._after_commit(plan, spent, record_cost=False)
+                    break
         return self._charge(plan, applied=applied)
 
     def _commit_driven(self, plan: _CommitPlan) -> Generator[CommitRequest, CommitOutcome, Charge]:

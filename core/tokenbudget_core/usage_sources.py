@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ._frozen import positional_maker
 from .errors import InvalidInputError
 from .usage import Usage
 
@@ -40,6 +41,7 @@ __all__ = [
     "usage_from_openai_responses",
 ]
 
+_new_usage = positional_maker(Usage)  # all eight fields, validated as Usage(...) validates them
 _INCLUDE_USAGE_FIX = (
     "non-streaming responses always carry usage; for a stream pass "
     'stream_options={"include_usage": True} and read the last chunk, or use OpenAIStreamUsage'
@@ -281,7 +283,7 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
     ):  # the common shape: two plain counts (checked like any other below when they are not)
         i, o = usage_metadata.get("input_tokens"), usage_metadata.get("output_tokens")
         if type(i) is int and type(o) is int and i >= 0 and o >= 0:
-            return Usage(input_tokens=i, output_tokens=o)
+            return _new_usage(i, o, 0, 0, 0, 0, 1, False)  # Usage(input_tokens=i, output_tokens=o)
     where = "usage_metadata"
     if not isinstance(usage_metadata, Mapping) and hasattr(usage_metadata, "usage_metadata"):
         usage_metadata, where = usage_metadata.usage_metadata, "message.usage_metadata"

@@ -22,7 +22,9 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_tokenbudget.messages import to_core_message, to_core_messages
 from tokenbudget_core._frozen import positional_maker
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder
+from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation
+from tokenbudget_core.messages import Message
 from tokenbudget_core.money import usd_to_nanos
 from tokenbudget_core.price_overrides import PriceOverride, PriceTable
 from tokenbudget_core.pricing import cost_nanos, cost_or_none
@@ -170,10 +172,19 @@ def test_positional_maker_builds_the_same_frozen_objects() -> None:
     assert positional_maker(Check)("g", "nanos", 1, 2) == Check(scope="g", metric="nanos", amount=1, limit=2)
 
 
-@pytest.mark.parametrize("cls", [Usage, _Mutable, object])
+@pytest.mark.parametrize("cls", [_Mutable, Message, object])
 def test_positional_maker_refuses_what_it_cannot_build(cls: type) -> None:
-    with pytest.raises(TypeError):  # Usage validates in __post_init__; the others are not frozen
+    with pytest.raises(TypeError):  # not frozen; a field __init__ does not set (Message._hash); no dataclass
         positional_maker(cls)
+
+
+@given(usage=usages(), estimated=st.booleans())
+def test_positional_maker_validates_like_the_class(usage: Usage, estimated: bool) -> None:
+    make = positional_maker(Usage)
+    values = [getattr(usage, f.name) for f in dataclasses.fields(Usage)][:-1]
+    assert make(*values, estimated) == dataclasses.replace(usage, estimated=estimated)
+    with pytest.raises(InvalidInputError):
+        make(*values[:-1], -1, estimated)  # requests < 0: refused by Usage.__post_init__
 
 
 class _GeneralMemoryStore(MemoryStore):
