@@ -150,7 +150,7 @@ class TiktokenCounter(TokenCounter):
                             to_message(m, where=f"messages[{i}]")  # raises, naming the field
                         total += self._text_tokens(name) + per_name
                     continue
-            msg = to_message(m, where=f"messages[{i}]")
+            msg = m if type(m) is Message else to_message(m, where=f"messages[{i}]")
             hit = self._messages.get(msg)
             if hit is None:
                 hit = self._message_tokens(msg)

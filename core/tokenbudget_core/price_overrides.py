@@ -118,6 +118,8 @@ class PriceTable:
     def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
         self._lock = threading.Lock()
         self._overrides: dict[str, PriceOverride] = {}
+        self.version = 0
+        """Bumped by every change to the overrides (caches of resolved prices compare it)."""
         for name, override in (overrides or {}).items():
             self.register(name, override)
 
@@ -130,11 +132,13 @@ class PriceTable:
             raise InvalidInputError("override", f"must be a PriceOverride, got {kind}", value=override)
         with self._lock:
             self._overrides[model.strip()] = override
+            self.version += 1
 
     def unregister(self, model: str) -> None:
         """Forget the override for ``model`` (no error when there is none)."""
         with self._lock:
             self._overrides.pop(model.strip(), None)
+            self.version += 1
 
     def get(self, model: str) -> PriceOverride | None:
         """The override registered under exactly ``model``, if any."""

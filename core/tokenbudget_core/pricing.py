@@ -411,27 +411,29 @@ def cost_nanos(
         UnknownModelError: Neither the registry nor an override knows ``model``.
     """
     table = prices if prices is not None else default_price_table()
-    override = table.get(model)
-    if override is None:
-        info = (registry if registry is not None else default_registry()).get(model)
-        override = table.get(info.canonical)
-        if override is None:
-            minute = int(time.time() // 60)
-            thresholds = _thresholds(info.canonical, info.provider, minute)
-            bracket = 0
-            if thresholds:  # genai-prices picks a tier by the input tokens of the request
-                per_request: int | Decimal = (
-                    input_tokens if requests <= 1 else Decimal(input_tokens) / requests
-                )
-                bracket = bisect.bisect_left(thresholds, per_request)
-            found = _bracket_scaled(info.canonical, info.provider, minute, bracket)
-            if found is None or (not found[1] and output_tokens > 0):
-                return None
-            scaled = found[0]
-        else:
-            scaled = _scaled_override(override)
-    else:
-        scaled = _scaled_override(override)
+    reg = registry if registry is not None else default_registry()
+    minute = int(time.time() // 60)
+    key = (model, id(reg), id(table))
+    entry = _resolved.get(key)
+    if (
+        entry is None
+        or entry[0] is not reg
+        or entry[1] is not table
+        or entry[2] != (reg.version, table.version, minute)
+    ):
+        entry = (reg, table, (reg.version, table.version, minute), _resolve(model, reg, table, minute))
+        if len(_resolved) >= 4096:
+            _resolved.clear()
+        _resolved[key] = entry
+    found = entry[3]
+    if isinstance(found, _Tiers):  # genai-prices picks a tier by the input tokens of the request
+        per_request: int | Decimal = input_tokens if requests <= 1 else Decimal(input_tokens) / requests
+        found = _bracket_scaled(
+            found.canonical, found.provider, minute, bisect.bisect_left(found.thresholds, per_request)
+        )
+    if found is None or (not found[1] and output_tokens > 0):
+        return None
+    scaled = found[0]
     scale, r_in, r_read, r_5m, r_1h, r_out, r_reason, r_req = scaled
     write_5m = cache_write_tokens - cache_write_1h_tokens
     per_mtok = (
@@ -451,6 +453,39 @@ def cost_nanos(
 
 
 _Scaled: TypeAlias = tuple[int, int, int, int, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Tiers:
+    """A genai-prices model whose rates depend on the input tokens of the request."""
+
+    canonical: str
+    provider: str
+    thresholds: tuple[Decimal, ...]
+
+
+_Resolved: TypeAlias = "tuple[_Scaled, bool] | _Tiers | None"
+_resolved: dict[tuple[str, int, int], tuple[ModelRegistry, PriceTable, tuple[int, int, int], _Resolved]] = {}
+"""What :func:`cost_nanos` found a model's price to be, per (model, registry, table): the registry,
+the table, their versions and the minute it holds for (genai-prices are dated), and the price."""
+
+
+def _resolve(model: str, registry: ModelRegistry, table: PriceTable, minute: int) -> _Resolved:
+    """``model``'s scaled rates and whether it prices output, its tiers, or ``None`` (unpriced).
+
+    Raises:
+        UnknownModelError: Neither the registry nor an override knows ``model``.
+    """
+    override = table.get(model)
+    if override is None:
+        info = registry.get(model)
+        override = table.get(info.canonical)
+        if override is None:
+            thresholds = _thresholds(info.canonical, info.provider, minute)
+            if thresholds:
+                return _Tiers(info.canonical, info.provider, thresholds)
+            return _bracket_scaled(info.canonical, info.provider, minute, 0)
+    return _scaled_override(override), True
 
 
 @functools.lru_cache(maxsize=4096)

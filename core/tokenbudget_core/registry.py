@@ -127,6 +127,8 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._overrides: dict[str, ModelInfo] = dict(overrides or {})
         self._resolved: dict[str, ModelInfo] = {}
+        self.version = 0
+        """Bumped by every change to the overrides (caches of what names resolve to compare it)."""
 
     # -- user overrides -------------------------------------------------------------------------
 
@@ -171,6 +173,7 @@ class ModelRegistry:
         with self._lock:
             self._overrides[name] = info
             self._resolved.clear()
+            self.version += 1
         return info
 
     def load_file(self, path: str | os.PathLike[str]) -> list[ModelInfo]:
@@ -213,6 +216,7 @@ class ModelRegistry:
             for info in infos:
                 self._overrides[info.name] = info
             self._resolved.clear()
+            self.version += 1
         return infos
 
     # -- lookup ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_tokenbudget.messages import to_core_message, to_core_messages
 from tokenbudget_core._frozen import positional_maker
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import InvalidInputError, UnknownModelError
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.messages import Message
 from tokenbudget_core.money import usd_to_nanos
@@ -309,3 +309,23 @@ def test_memory_fast_path_behaves_like_the_general_path(ops: list[Op]) -> None:
     assert alerts["fast"] == alerts["general"]
     event(f"alerts: {min(len(alerts['fast']), 3)}")
     assert fast.state(feature="chat", user="u-1") == general.state(feature="chat", user="u-1")
+
+
+def test_cost_nanos_sees_price_and_registry_changes_at_once() -> None:
+    """Resolved prices are remembered per model, registry and table, never past a change to them."""
+    table, registry = PriceTable(), ModelRegistry()
+    before = cost_nanos("gpt-4o", 1_000_000, 0, registry=registry, prices=table)
+    assert before == usd_to_nanos(Decimal("2.5"))
+    table.register("gpt-4o", PriceOverride(input_mtok="1", output_mtok="2"))
+    assert cost_nanos("gpt-4o", 1_000_000, 0, registry=registry, prices=table) == usd_to_nanos(Decimal(1))
+    table.unregister("gpt-4o")
+    assert cost_nanos("gpt-4o", 1_000_000, 0, registry=registry, prices=table) == before
+    with pytest.raises(UnknownModelError):
+        cost_nanos("acme-9b", 1, 0, registry=registry, prices=table)
+    registry.register(
+        "acme-9b", provider="openai", context_window=8_000, max_output_tokens=1_000, canonical="gpt-4o"
+    )
+    assert cost_nanos("acme-9b", 1_000_000, 0, registry=registry, prices=table) == before  # priced as gpt-4o
+    other = PriceTable({"gpt-4o": PriceOverride(input_mtok="3", output_mtok="4")})
+    assert cost_nanos("gpt-4o", 1_000_000, 0, registry=registry, prices=other) == usd_to_nanos(Decimal(3))
+    assert cost_nanos("gpt-4o", 1_000_000, 0, registry=registry, prices=table) == before
