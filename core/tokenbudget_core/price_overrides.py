@@ -206,6 +206,9 @@ _default_lock = threading.Lock()
 def default_price_table() -> PriceTable:
     """The process-wide overrides; loads ``$TOKENBUDGET_PRICES`` on first use if set."""
     global _default_table
+    table = _default_table
+    if table is not None:  # made already: no lock to take on every call
+        return table
     with _default_lock:
         if _default_table is None:
             table = PriceTable()

@@ -419,13 +419,15 @@ def cost_nanos(
         entry is None
         or entry[0] is not reg
         or entry[1] is not table
-        or entry[2] != (reg.version, table.version, minute)
+        or entry[2] != reg.version
+        or entry[3] != table.version
+        or entry[4] != minute
     ):
-        entry = (reg, table, (reg.version, table.version, minute), _resolve(model, reg, table, minute))
+        entry = (reg, table, reg.version, table.version, minute, _resolve(model, reg, table, minute))
         if len(_resolved) >= 4096:
             _resolved.clear()
         _resolved[key] = entry
-    found = entry[3]
+    found = entry[5]
     if isinstance(found, _Tiers):  # genai-prices picks a tier by the input tokens of the request
         per_request: int | Decimal = input_tokens if requests <= 1 else Decimal(input_tokens) / requests
         found = _bracket_scaled(
@@ -465,7 +467,7 @@ class _Tiers:
 
 
 _Resolved: TypeAlias = "tuple[_Scaled, bool] | _Tiers | None"
-_resolved: dict[tuple[str, int, int], tuple[ModelRegistry, PriceTable, tuple[int, int, int], _Resolved]] = {}
+_resolved: dict[tuple[str, int, int], tuple[ModelRegistry, PriceTable, int, int, int, _Resolved]] = {}
 """What :func:`cost_nanos` found a model's price to be, per (model, registry, table): the registry,
 the table, their versions and the minute it holds for (genai-prices are dated), and the price."""
 

@@ -412,6 +412,9 @@ _default_lock = threading.Lock()
 def default_registry() -> ModelRegistry:
     """The process-wide registry; loads ``$TOKENBUDGET_MODELS`` on first use if set."""
     global _default
+    found = _default
+    if found is not None:  # made already: no lock to take on every call
+        return found
     with _default_lock:
         if _default is None:
             registry = ModelRegistry()
