@@ -383,6 +383,10 @@ class _BudgetHandler:
             run = self._runs.pop(run_id, None)
         if run is None:
             return None
+        plain = None if run.total is not None else _plain_reply(response)
+        if plain is not None:  # the common case, read in one go (see _plain_reply)
+            usage_of = usage_from_langchain(plain.usage_metadata)
+            return _Settle(run.reservation, usage_of, "", failed, run.counter, None, run.premium_model)
         replies: list[BaseMessage] = []
         texts: list[BaseMessage] = []  # completion models' generations: text only
         for gs in response.generations if response else ():
@@ -416,6 +420,19 @@ class _BudgetHandler:
                 cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
                 premium_model=s.premium_model,
             )  # fmt: skip
+
+
+def _plain_reply(response: LLMResult | None) -> AIMessage | None:
+    """The reply of a call that returned one chat message reporting its usage, neither from a
+    cache nor routed: the case the general reading of :meth:`_BudgetHandler._settle` reduces to
+    ``usage_from_langchain(reply.usage_metadata)``, no cache hit, no route. Else ``None``."""
+    if response is None or len(response.generations) != 1 or len(response.generations[0]) != 1:
+        return None
+    m = getattr(response.generations[0][0], "message", None)
+    if type(m) is not AIMessage or not m.usage_metadata or m.usage_metadata.get("total_cost") == 0:
+        return None
+    meta = m.response_metadata
+    return None if CACHE_HIT_KEY in meta or ROUTE_KEY in meta else m
 
 
 class _Call(NamedTuple):

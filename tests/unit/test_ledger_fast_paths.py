@@ -11,17 +11,31 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 
+from langchain_tokenbudget import BudgetCallbackHandler
+from langchain_tokenbudget.budget_callback import (
+    ROUTE_KEY,
+    _plain_reply,
+    _Run,
+    cache_hit_of,
+    reply_text,
+    reported,
+    route_of,
+)
+from langchain_tokenbudget.llm_cache import CACHE_HIT_KEY
 from langchain_tokenbudget.messages import to_core_message, to_core_messages
 from tokenbudget_core._frozen import positional_maker
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder
+from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.messages import Message
@@ -29,6 +43,7 @@ from tokenbudget_core.money import usd_to_nanos
 from tokenbudget_core.price_overrides import PriceOverride, PriceTable
 from tokenbudget_core.pricing import cost_nanos, cost_or_none
 from tokenbudget_core.registry import ModelRegistry
+from tokenbudget_core.routing import premium_model_of
 from tokenbudget_core.stores.base import Check, CommitRequest, ReserveRequest
 from tokenbudget_core.stores.memory import MemoryStore
 from tokenbudget_core.usage import Usage
@@ -329,3 +344,63 @@ def test_cost_nanos_sees_price_and_registry_changes_at_once() -> None:
     other = PriceTable({"gpt-4o": PriceOverride(input_mtok="3", output_mtok="4")})
     assert cost_nanos("gpt-4o", 1_000_000, 0, registry=registry, prices=other) == usd_to_nanos(Decimal(3))
     assert cost_nanos("gpt-4o", 1_000_000, 0, registry=registry, prices=table) == before
+
+
+@st.composite
+def llm_results(draw: st.DrawFn) -> LLMResult:
+    def reply() -> Generation:
+        if draw(st.integers(0, 9)) == 0:
+            return Generation(text="completion text")
+        usage = draw(
+            st.sampled_from(
+                [
+                    None,
+                    {"input_tokens": 40, "output_tokens": 8, "total_tokens": 48},
+                    {"input_tokens": 40, "output_tokens": 8, "total_tokens": 48, "total_cost": 0},
+                    {"input_tokens": 0, "output_tokens": 3, "total_tokens": 3},
+                ]
+            )
+        )
+        meta: dict[str, Any] = {"model_name": "gpt-4o-mini"}
+        if draw(st.booleans()):
+            meta[CACHE_HIT_KEY] = draw(st.sampled_from([{"saved_usd": "0.01", "recorded": True}, "odd"]))
+        if draw(st.booleans()):
+            meta[ROUTE_KEY] = draw(st.sampled_from([{"premium_model": "gpt-4o"}, None]))
+        cls = draw(st.sampled_from([AIMessage, AIMessageChunk]))
+        message = cls(content="the reply", usage_metadata=usage, response_metadata=meta)
+        return ChatGeneration(message=message)
+
+    if draw(st.booleans()):  # the common case: one chat reply with plain usage
+        usage = {"input_tokens": 40, "output_tokens": 8, "total_tokens": 48}
+        message = AIMessage(
+            content="hi", usage_metadata=usage, response_metadata={"model_name": "gpt-4o-mini"}
+        )
+        return LLMResult(generations=[[ChatGeneration(message=message)]])
+    lists = draw(st.integers(1, 2))
+    return LLMResult(generations=[[reply() for _ in range(draw(st.integers(1, 2)))] for _ in range(lists)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(response=llm_results(), routed=st.booleans(), failed=st.booleans())
+def test_budget_handler_reads_a_plain_reply_like_any_other(
+    response: LLMResult, routed: bool, failed: bool
+) -> None:
+    """The handler's one-reply shortcut closes a run exactly as the general reading would."""
+    handler = BudgetCallbackHandler(Ledger("memory://"), model="gpt-4o-mini")
+    reservation = handler.ledger.reserve(model="gpt-4o-mini", input_tokens=10)
+    run_id = uuid.uuid4()
+    premium = "gpt-4.1" if routed else None
+    counter = TokenCounter.for_model("gpt-4o-mini")
+    handler._runs[run_id] = _Run(reservation=reservation, counter=counter, premium_model=premium)
+    settle = handler._settle(run_id, response, failed=failed)
+    generations = [g for gs in response.generations for g in gs]
+    chat = [g.message for g in generations if isinstance(g, ChatGeneration)]
+    replies = chat + [AIMessage(g.text) for g in generations if not isinstance(g, ChatGeneration)]
+    event("one plain reply" if _plain_reply(response) is not None else "general reading")
+    usage = reported(replies)
+    assert settle is not None
+    assert settle.usage == usage
+    assert settle.text == ("" if usage is not None else reply_text(replies))
+    assert settle.hit == cache_hit_of(replies)
+    assert settle.premium_model == (premium or premium_model_of(route_of(replies)))
+    assert (settle.reservation, settle.failed) == (reservation, failed)
