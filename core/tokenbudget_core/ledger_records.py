@@ -1,0 +1,212 @@
+"""What the ledger hands out and how it plans its work: the values of one call and the plans behind them.
+
+:class:`Reservation` (a reserved worst case), :class:`Charge` (what a commit charged) and
+:class:`BudgetState` (where a payer's budgets stand) are the public values of
+:class:`~tokenbudget_core.ledger.Ledger`. The rest is the ledger's own machinery, kept apart so
+``ledger.py`` holds only the rules: the plans of one reserve or commit before a store sees them,
+the budgets one payer touches, the driver of operations written as store steps, the checks of
+``commit_many`` items, and the default spool location.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+from ._frozen import positional_maker
+from .budgets import Step
+from .errors import BudgetUnavailableError, InvalidInputError
+from .stores.base import Check, LedgerStore, Metric
+from .usage import Usage
+
+__all__ = ["BudgetState", "Charge", "Reservation", "default_spool_path"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reservation:
+    """A reserved worst case, to commit or release."""
+
+    request_id: str
+    day: str
+    model: str
+    feature: str | None
+    user: str | None
+    conversation: str | None
+    overhead: str | None
+    input_tokens: int
+    max_output_tokens: int
+    reserved_usd: Decimal | None
+    """The worst-case cost reserved (``None`` for an unpriced model under token budgets only)."""
+    step: Step
+    """Where the tightest budget stands on the degradation ladder (advice for routers and memory)."""
+    checks: tuple[Check, ...]
+    unchecked: bool = False
+    """True when the store was unreachable and ``on_unavailable="open"`` let the call through."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Charge:
+    """What a commit charged."""
+
+    request_id: str
+    usage: Usage
+    cost_usd: Decimal | None
+    """``None`` when the model has no known price (counted as unpriced, never as $0)."""
+    applied: bool
+    """False when this request id had already been committed."""
+    spooled: bool = False
+    """True when the store was unreachable and the usage waits in the local spool."""
+    routing_saved_usd: Decimal | None = None
+    """For a routed call (``premium_model`` given): the same usage priced on the premium model
+    minus its cost, negative when the call cost more than the premium model would have; ``None``
+    for a call that was not routed or when either price is unknown (see :meth:`Ledger.commit`)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BudgetState:
+    """Where one payer's budgets stand today."""
+
+    step: Step
+    shares: dict[str, float]
+    """Used share (spent + reserved) / limit per budget name."""
+    headroom: dict[str, Decimal | int]
+    """What is left per budget (USD as Decimal, tokens as int)."""
+
+
+_new_reservation = positional_maker(Reservation)
+_new_charge = positional_maker(Charge)
+
+
+class _CommitPlan(NamedTuple):
+    """One commit as planned before the store sees it (see :meth:`Ledger._commit_plan`)."""
+
+    request_id: str
+    day: str
+    now_ms: int
+    feature: str | None
+    user: str | None
+    usage: Usage
+    nanos: int | None
+    """The cost in nano-USD (``None``: unpriced)."""
+    cost: int
+    """``nanos``, 0 when unpriced."""
+    scopes: _Scopes
+    tokens: int
+    """Input plus output tokens, charged to token budgets."""
+    rollup_key: str
+    rollup: dict[str, int]
+    cost_key: str | None
+    """Where the store records the call's cost (``None``: unpriced, no sample)."""
+    routing_saved_usd: Decimal | None
+
+
+class _ReservePlan(NamedTuple):
+    """One reservation as planned before the store sees it (see :meth:`Ledger._reserve_plan`)."""
+
+    request_id: str
+    day: str
+    now_ms: int
+    model: str
+    feature: str | None
+    user: str | None
+    conversation: str | None
+    overhead: str | None
+    input_tokens: int
+    max_output_tokens: int
+    nanos: int | None
+    """The worst case in nano-USD (``None``: unpriced)."""
+    limited: bool
+    """Some budget has a limit (the ladder has work to do)."""
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Scopes:
+    """The budgets one payer's calls touch (see :meth:`Ledger._scopes_of`)."""
+
+    budgets: tuple[tuple[str, Metric, int | None], ...]
+    """``(scope, metric, limit)`` per budget, in check order."""
+    money_limited: bool
+    """A dollar budget applies (an unpriced model cannot be reserved)."""
+    limited: bool
+    """Some budget has a limit (the ladder and alerts have work to do)."""
+    rollup_prefix: str
+    """``<feature>/<user>/`` of the attribution row's key (encoded ids)."""
+
+
+def _drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:
+    """Run a ledger operation written as steps: each store request it yields goes through ``run``."""
+    try:
+        request = steps.send(None)
+        while True:
+            try:
+                outcome = run(request)
+            except BudgetUnavailableError as e:
+                request = steps.throw(e)
+            else:
+                request = steps.send(outcome)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def _model_name(field: str, value: object) -> str:
+    """``value`` if it is a model name.
+
+    Raises:
+        InvalidInputError: It is not a non-empty string.
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(field, "must be a model name (a non-empty string)", value=value)
+    return value
+
+
+_COMMIT_OPTIONS = frozenset({"model", "premium_model"})
+
+
+def _commit_item(item: object) -> tuple[Reservation, Usage, Mapping[str, Any]]:
+    """An item of :meth:`Ledger.commit_many`: ``(reservation, usage[, options])``.
+
+    Raises:
+        InvalidInputError: A malformed item, named.
+    """
+    if not isinstance(item, tuple) or len(item) not in (2, 3):
+        raise InvalidInputError("items", "each must be (reservation, usage) or (reservation, usage, options)")
+    reservation, usage, *rest = item
+    if not isinstance(reservation, Reservation):
+        raise InvalidInputError("reservation", "must be a Reservation from reserve()")
+    options = rest[0] if rest else {}
+    if not isinstance(options, Mapping) or not set(options) <= _COMMIT_OPTIONS:
+        raise InvalidInputError(
+            "items", "an item's options must be a mapping", value=options, fix="keys: model, premium_model"
+        )
+    return reservation, usage, options
+
+
+def _failing(error: Exception) -> Generator[Any, Any, Any]:
+    """Steps that fail at once with ``error``."""
+    raise error
+    yield  # a generator
+
+
+def default_spool_path(store: LedgerStore) -> Path:
+    """``~/.cache/tokenbudget/spool-<store>.jsonl``: one spool per store, so usage spooled for one
+    store is never replayed into another (a SQLite file is identified by its absolute path)."""
+    path = getattr(store, "path", None)
+    identity = str(Path(path).resolve()) if isinstance(path, str | Path) else str(getattr(store, "url", ""))
+    if not identity or identity.startswith("memory://"):
+        identity = f"memory-{os.getpid()}-{id(store)}"  # a memory store is never unreachable anyway
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "tokenbudget" / f"spool-{digest}.jsonl"
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password."""
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
