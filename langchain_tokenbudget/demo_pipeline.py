@@ -25,7 +25,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, Miss
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.semantic_cache import SemanticCache
+from tokenbudget_core.stores.base import redact_url
 
 from .budget_callback import ROUTE_KEY, BudgetCallbackHandler
 from .chat_history import TokenBudgetChatMessageHistory
@@ -349,10 +349,6 @@ def run_demo(
                     )
                 )
         report = build_report(ledger, day=ledger.day(), by=("feature",), top=len(STAGES) + 50)
-        return summarise(report, stats, users=users, turns=turns, alerts=fired, store=_redact(url))
+        return summarise(report, stats, users=users, turns=turns, alerts=fired, store=redact_url(url))
     finally:
         ledger.close()
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"//[^@/]*@", "//***@", url)

@@ -57,7 +57,6 @@ from .ledger_records import (
     _model_name,
     _new_charge,
     _new_reservation,
-    _redact,
     _ReservePlan,
     _Scopes,
     default_spool_path,
@@ -76,6 +75,7 @@ from .stores.base import (
     Metric,
     ReserveOutcome,
     ReserveRequest,
+    redact_url,
 )
 from .stores.memory import MemoryStore
 from .streams import TextCounter, estimate_output_tokens
@@ -286,7 +286,7 @@ class Ledger:
         except BudgetUnavailableError:
             raise
         except OSError as e:  # a backend that leaked a raw connection error
-            raise BudgetUnavailableError(_redact(self.store.url), str(e)) from e
+            raise BudgetUnavailableError(redact_url(self.store.url), str(e)) from e
         self._replay_due()
         return result
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -205,8 +204,3 @@ def default_spool_path(store: LedgerStore) -> Path:
         identity = f"memory-{os.getpid()}-{id(store)}"  # a memory store is never unreachable anyway
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return Path.home() / ".cache" / "tokenbudget" / f"spool-{digest}.jsonl"
-
-
-def _redact(url: str) -> str:
-    """A store URL without its password."""
-    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)

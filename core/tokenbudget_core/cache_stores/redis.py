@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from tokenbudget_core.cache_keys import CacheScope
 from tokenbudget_core.errors import CacheUnavailableError, InvalidInputError, MissingDependencyError
+from tokenbudget_core.stores.base import redact_url
 
 from .base import Vector, VectorMatch
 from .memory import check_ttl, check_vector
@@ -50,14 +51,6 @@ _QUANTIZATIONS = ("NOQUANT", "Q8", "BIN")
 
 def _enc(text: str) -> str:
     return quote(text, safe="", errors="surrogatepass").replace("~", "%7E")
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _text(value: Any) -> str:
@@ -117,7 +110,7 @@ class RedisCacheStore:
             raise InvalidInputError(
                 "socket_timeout", "must be a positive number of seconds", value=socket_timeout
             )
-        self.url = _redact(url)
+        self.url = redact_url(url)
         self.clock = clock
         self.quantization = quantization
         self._ns = _enc(namespace)

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
 from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError, MissingDependencyError
 
@@ -48,6 +48,7 @@ from .base import (
     ReserveOutcome,
     ReserveRequest,
     RollupRow,
+    redact_url,
 )
 
 if TYPE_CHECKING:
@@ -74,16 +75,6 @@ def _enc(text: str) -> str:
 
 def _dec(text: str) -> str:
     return unquote(text, errors="surrogatepass")
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 def _amount(value: object, field: str) -> str:
@@ -150,7 +141,7 @@ class RedisStore:
                 "socket_timeout", "must be a positive number of seconds", value=socket_timeout
             )
         self.url = url
-        self._shown_url = _redact(url)
+        self._shown_url = redact_url(url)
         if request_retention_days is None:
             request_retention_days = min(7, retention_days)
         if (
