@@ -27,7 +27,6 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from tokenbudget_core.complexity import HeuristicClassifier
 from tokenbudget_core.compression import compress_prompt
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.demo_report import DemoSummary, StageStats, summarise
-from tokenbudget_core.demo_workload import SYSTEM_PROMPT, Turn, Workload, build_workload, reply_to
+from tokenbudget_core.demo_workload import SYSTEM_PROMPT, Workload, build_workload, reply_to
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, MissingDependencyError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
@@ -62,7 +61,6 @@ __all__ = [
     "DEFAULT_DEMO_STORE",
     "STAGES",
     "DemoChatModel",
-    "StageResult",
     "check_live",
     "run_demo",
     "run_stage",
@@ -132,23 +130,6 @@ class DemoChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-@dataclass(kw_only=True)
-class StageResult:
-    """What one stage's replay did (the money is read back from the ledger by the caller)."""
-
-    stage: str
-    feature: str
-    calls: int = 0
-    """Turns answered by a model call."""
-    cache_hits: int = 0
-    refused: int = 0
-    """Turns refused by a budget (the user saw :data:`REFUSAL`)."""
-    routed_cheap: int = 0
-    active_users: set[str] = field(default_factory=set)
-    tokens_compressed: int = 0
-    """Prompt tokens removed by compression."""
-
-
 def check_live() -> None:
     """Raise :class:`InvalidInputError` unless a live run can call OpenAI (``OPENAI_API_KEY`` set)."""
     if not os.environ.get("OPENAI_API_KEY"):
@@ -181,8 +162,9 @@ def run_stage(
     live: bool = False,
     user_prefix: str = "",
     on_turn: Callable[[], None] | None = None,
-) -> StageResult:
-    """Replay ``workload`` with the controls of ``stage`` and the ones before it.
+) -> StageStats:
+    """Replay ``workload`` with the controls of ``stage`` and the ones before it; what it observed
+    (the money is read back from the ledger by the caller).
 
     Args:
         stage: One of :data:`STAGES`.
@@ -210,7 +192,9 @@ def run_stage(
             SemanticCache(threshold=0.9, match_history=False, scope_fields=("tenant",))
         )
         premium.cache = cheap.cache = cache
-    result = StageResult(stage=stage, feature=f"demo:{stage}")
+    feature = f"demo:{stage}"
+    calls = hits = refused = routed_cheap = compressed = 0
+    active: set[str] = set()
     handler = BudgetCallbackHandler(ledger, max_output_tokens=MAX_OUTPUT)
     counter = _counter(PREMIUM)
     model: BaseChatModel = premium
@@ -233,26 +217,26 @@ def run_stage(
             text = turn.text
             if level >= STAGES.index("compression"):
                 squeezed = compress_prompt(text, counter=counter)
-                result.tokens_compressed += squeezed.tokens_saved
+                compressed += squeezed.tokens_saved
                 text = squeezed.text
             past = history.messages if history is not None else transcript
             prompt: Sequence[BaseMessage] = [SystemMessage(SYSTEM_PROMPT), *past, HumanMessage(text)]
             with attribute(
-                tenant=TENANT, feature=result.feature, user=user, conversation=user_prefix + turn.conversation
+                tenant=TENANT, feature=feature, user=user, conversation=user_prefix + turn.conversation
             ):
                 try:
                     answer = model.invoke(prompt, config={"callbacks": [handler]})
                     reply: BaseMessage = answer
-                    result.active_users.add(user)
+                    active.add(user)
                     if CACHE_HIT_KEY in answer.response_metadata:
-                        result.cache_hits += 1
+                        hits += 1
                     else:
-                        result.calls += 1
+                        calls += 1
                         route = answer.response_metadata.get(ROUTE_KEY) or {}
-                        result.routed_cheap += route.get("tier") == "small"
+                        routed_cheap += route.get("tier") == "small"
                 except BudgetExceededError:
                     reply = AIMessage(REFUSAL)
-                    result.refused += 1
+                    refused += 1
             new = [HumanMessage(text), reply]
             if history is not None:
                 history.add_messages(new)
@@ -260,12 +244,15 @@ def run_stage(
                 transcript.extend(new)
             if on_turn is not None:
                 on_turn()
-    return result
-
-
-def turns_of(workload: Workload) -> list[Turn]:
-    """All turns, in replay order."""
-    return [t for convo in workload.conversations for t in convo]
+    return StageStats(
+        stage=stage,
+        calls=calls,
+        cache_hits=hits,
+        refused=refused,
+        routed_cheap=routed_cheap,
+        active_users=len(active),
+        tokens_compressed=compressed,
+    )
 
 
 DEFAULT_DEMO_STORE = "sqlite:///tokenbudget-demo.db"
@@ -336,17 +323,8 @@ def run_demo(
         stats = []
         with _quiet_langchain():
             for stage in stages:
-                r = run_stage(stage, workload, ledger, live=live, user_prefix=prefix, on_turn=on_turn)
                 stats.append(
-                    StageStats(
-                        stage=stage,
-                        calls=r.calls,
-                        cache_hits=r.cache_hits,
-                        refused=r.refused,
-                        routed_cheap=r.routed_cheap,
-                        active_users=len(r.active_users),
-                        tokens_compressed=r.tokens_compressed,
-                    )
+                    run_stage(stage, workload, ledger, live=live, user_prefix=prefix, on_turn=on_turn)
                 )
         report = build_report(ledger, day=ledger.day(), by=("feature",), top=len(STAGES) + 50)
         return summarise(report, stats, users=users, turns=turns, alerts=fired, store=redact_url(url))
