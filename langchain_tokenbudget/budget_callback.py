@@ -34,10 +34,11 @@ LangChain: its reservation is held until the ledger's lease expires (``lease_sec
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
@@ -87,23 +88,23 @@ def payer_from(*sources: object, tags: Sequence[str] = ()) -> dict[str, str | No
     Keys: ``tokenbudget_feature``/``feature``, ``tokenbudget_user``/``user``/``user_id``,
     ``tokenbudget_conversation``/``conversation``/``thread_id``; tags ``feature:x``, ``user:y``.
     """
+    getters = [
+        s.get if isinstance(s, Mapping) else functools.partial(getattr, s) for s in sources if s is not None
+    ]
     payer: dict[str, str | None] = {}
-    kinds = [type(s) is dict or isinstance(s, Mapping) for s in sources]
-    for field, keys in _PAYER_KEYS.items():
-        value = None
-        for source, is_mapping in zip(sources, kinds, strict=True):
-            if source is None:
-                continue
-            for k in keys:
-                raw = source.get(k) if is_mapping else getattr(source, k, None)  # type: ignore[attr-defined]
-                if raw is not None and (value := _id(raw)) is not None:
-                    break
-            if value is not None:
-                break
-        if value is None and tags:
-            value = _tagged(field, tags)
-        payer[field] = value
+    for field, keys in _PAYER_ITEMS:
+        value = next((v for get in getters if (v := _named(get, keys)) is not None), None)
+        payer[field] = value if value is not None or not tags else _tagged(field, tags)
     return payer
+
+
+def _named(get: Callable[..., Any], keys: Sequence[str]) -> str | None:
+    """The first id found under ``keys`` through ``get`` (a mapping's ``get``, or ``getattr``)."""
+    for k in keys:
+        raw = get(k, None)
+        if raw is not None and (value := _id(raw)) is not None:
+            return value
+    return None
 
 
 def _tagged(field: str, tags: Sequence[str]) -> str | None:
@@ -113,16 +114,11 @@ def _tagged(field: str, tags: Sequence[str]) -> str | None:
 
 def _payer_of(meta: Mapping[str, Any], tags: Sequence[str]) -> tuple[str | None, str | None, str | None]:
     """``payer_from(meta, tags=tags)`` as a tuple ``(feature, user, conversation)``, for the hot path."""
-    found: list[str | None] = []
-    for field, keys in _PAYER_ITEMS:
-        value = None
-        for k in keys:
-            raw = meta.get(k)
-            if raw is not None and (value := _id(raw)) is not None:
-                break
-        if value is None and tags:
-            value = _tagged(field, tags)
-        found.append(value)
+    found = [_named(meta.get, keys) for _, keys in _PAYER_ITEMS]
+    if tags:
+        found = [
+            v if v is not None else _tagged(f, tags) for v, (f, _) in zip(found, _PAYER_ITEMS, strict=True)
+        ]
     return found[0], found[1], found[2]
 
 
