@@ -71,6 +71,7 @@ _PAYER_KEYS = {
     "conversation": ("tokenbudget_conversation", "conversation", "thread_id"),
 }
 _PAYER_ITEMS = tuple(_PAYER_KEYS.items())
+_PAYER_KEY_LISTS = tuple(_PAYER_KEYS.values())
 T = TypeVar("T", int, str)
 MODEL_KEYS = ("model", "model_name")
 MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
@@ -114,7 +115,17 @@ def _tagged(field: str, tags: Sequence[str]) -> str | None:
 
 def _payer_of(meta: Mapping[str, Any], tags: Sequence[str]) -> tuple[str | None, str | None, str | None]:
     """``payer_from(meta, tags=tags)`` as a tuple ``(feature, user, conversation)``, for the hot path."""
-    found = [_named(meta.get, keys) for _, keys in _PAYER_ITEMS]
+    get = meta.get
+    found: list[str | None] = []
+    for keys in _PAYER_KEY_LISTS:
+        value = None
+        for k in keys:
+            raw = get(k)
+            if raw is not None:
+                value = raw if type(raw) is str and raw else _id(raw)
+                if value is not None:
+                    break
+        found.append(value)
     if tags:
         found = [
             v if v is not None else _tagged(f, tags) for v, (f, _) in zip(found, _PAYER_ITEMS, strict=True)

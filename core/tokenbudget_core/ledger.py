@@ -240,6 +240,9 @@ class Ledger:
             budgets += [(f"U/{u}", "tokens", all_user_tokens), (f"U/{u}", "nanos", all_user_usd)]
         found = _Scopes(
             budgets=tuple(budgets),
+            keys=tuple([(scope, metric) for scope, metric, _ in budgets]),
+            limits=tuple([limit for _, _, limit in budgets]),
+            tokens_at=tuple([metric == "tokens" for _, metric, _ in budgets]),
             money_limited=any(m == "nanos" and limit is not None for _, m, limit in budgets),
             limited=any(limit for _, _, limit in budgets),
             rollup_prefix=f"{f}/{u}/",
@@ -437,21 +440,25 @@ class Ledger:
         if nanos is None and scopes.money_limited:
             raise UnpricedModelError(model)
         tokens, amount = input_tokens + out, nanos or 0
+        amounts = tuple([tokens if t else amount for t in scopes.tokens_at])
         checks = tuple(
             [
-                _new_check(scope, metric, tokens if metric == "tokens" else amount, limit)
-                for scope, metric, limit in scopes.budgets
+                _new_check(scope, metric, a, limit)
+                for (scope, metric, limit), a in zip(scopes.budgets, amounts, strict=True)
             ]
         )
         now = self.clock()
         return _ReservePlan(
             request_id or uuid.uuid4().hex, self._day_of(now), int(now * 1000), model, feature, user,
-            conversation, ctx.overhead, input_tokens, out, nanos, scopes.limited, checks,
+            conversation, ctx.overhead, input_tokens, out, nanos, scopes.limited, checks, amounts, scopes,
         )  # fmt: skip
 
     def _reserve_in_memory(self, plan: _ReservePlan, memory: MemoryStore) -> Reservation:
         """:meth:`reserve` on the in-process store: its tuple path, no request or outcome objects."""
-        found = memory.reserve_checks(plan.day, plan.request_id, plan.checks, plan.now_ms, self.lease_ms)
+        scopes = plan.scopes
+        found = memory.reserve_amounts(
+            plan.day, plan.request_id, scopes.keys, plan.amounts, scopes.limits, plan.now_ms, self.lease_ms
+        )
         if isinstance(found, tuple):
             self._replay_due()
             return self._reserved(plan, _RESERVED, found)
@@ -502,9 +509,9 @@ class Ledger:
         if plan.limited:
             if len(usage) == len(checks):  # the store reported usage: no extra round trip
                 share = 0.0
-                for used, c in zip(usage, checks, strict=True):
-                    if c.limit and used / c.limit > share:
-                        share = used / c.limit
+                for used, limit in zip(usage, plan.scopes.limits, strict=True):
+                    if limit and used / limit > share:
+                        share = used / limit
                 step = self._ladder_step(share)
             else:
                 step = self._step(plan.day, checks, plan.now_ms)
@@ -810,9 +817,9 @@ class Ledger:
     def _commit_in_memory(self, plan: _CommitPlan, memory: MemoryStore) -> Charge:
         """:meth:`commit` on the in-process store: its tuple path, no request or outcome objects."""
         scopes, tokens, cost = plan.scopes, plan.tokens, plan.cost
-        amounts = [(sc, m, tokens if m == "tokens" else cost) for sc, m, _ in scopes.budgets]
+        amounts = tuple([tokens if t else cost for t in scopes.tokens_at])
         applied, _, spent = memory.commit_amounts(
-            plan.day, plan.request_id, amounts, plan.rollup_key, plan.rollup, plan.cost_key
+            plan.day, plan.request_id, scopes.keys, amounts, plan.rollup_key, plan.rollup, plan.cost_key
         )
         self._replay_due()
         if applied and scopes.limited and self.sinks:

@@ -125,6 +125,9 @@ class _ReservePlan(NamedTuple):
     limited: bool
     """Some budget has a limit (the ladder has work to do)."""
     checks: tuple[Check, ...]
+    amounts: tuple[int, ...]
+    """The checks' amounts, in check order."""
+    scopes: _Scopes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -133,6 +136,13 @@ class _Scopes:
 
     budgets: tuple[tuple[str, Metric, int | None], ...]
     """``(scope, metric, limit)`` per budget, in check order."""
+    keys: tuple[tuple[str, Metric], ...]
+    """``(scope, metric)`` per budget, in check order (one tuple per payer: the memory store
+    remembers its cells by identity)."""
+    limits: tuple[int | None, ...]
+    """The limit per budget, in check order."""
+    tokens_at: tuple[bool, ...]
+    """Per budget, whether it counts tokens (else nano-USD)."""
     money_limited: bool
     """A dollar budget applies (an unpriced model cannot be reserved)."""
     limited: bool

@@ -106,8 +106,9 @@ def test_memory_tuple_path_and_contract_methods_agree() -> None:
         Check(scope="u/a/b", metric="tokens", amount=10, limit=25),
         Check(scope="g", metric="nanos", amount=7, limit=None),
     )
+    keys = (("u/a/b", "tokens"), ("g", "nanos"))
     for i in range(3):  # the third reservation does not fit the token limit
-        a = fast.reserve_checks("d", f"r{i}", checks, 0, 1_000)
+        a = fast.reserve_amounts("d", f"r{i}", keys, (10, 7), (25, None), 0, 1_000)
         b = slow.reserve(ReserveRequest(day="d", request_id=f"r{i}", checks=checks, now_ms=0, lease_ms=1_000))
         if isinstance(a, tuple):
             assert b.ok
@@ -117,14 +118,12 @@ def test_memory_tuple_path_and_contract_methods_agree() -> None:
     assert not b.ok
     assert b.failed == checks[0]
     assert b.used == 20
-    dup = fast.reserve_checks("d", "r0", checks, 0, 1_000)
+    dup = fast.reserve_amounts("d", "r0", keys, (10, 7), (25, None), 0, 1_000)
     assert not isinstance(dup, tuple)
     assert dup.duplicate
     assert dup.state == "reserved"
     for _ in range(2):  # a second commit changes nothing
-        applied, previous, spent = fast.commit_amounts(
-            "d", "r0", [("u/a/b", "tokens", 4), ("g", "nanos", 3)], "f/u/m", {"requests": 1}, "f"
-        )
+        applied, previous, spent = fast.commit_amounts("d", "r0", keys, (4, 3), "f/u/m", {"requests": 1}, "f")
         outcome = slow.commit(
             CommitRequest(
                 day="d",
@@ -147,6 +146,11 @@ def test_memory_tuple_path_and_contract_methods_agree() -> None:
         }
         assert store.call_costs("d", "f") == [0]
         assert [r.values for r in store.rollup(["d"])] == [{"requests": 1}]
+    # A commit of a reservation made on other keys gives back what it held and charges its own.
+    assert isinstance(fast.reserve_amounts("d", "r9", keys, (1, 1), (None, None), 0, 1_000), tuple)
+    other = (("u/a/b", "tokens"), ("g", "nanos"))  # equal, but another tuple: other cells
+    assert fast.commit_amounts("d", "r9", other, (2, 2), "f/u/m", {"requests": 1}, None)[2] == (6, 5)
+    assert fast.totals("d", list(keys), 0) == {("u/a/b", "tokens"): (6, 10), ("g", "nanos"): (5, 7)}
 
 
 @pytest.mark.parametrize(

@@ -23,16 +23,18 @@ from .base import (
 __all__ = ["MemoryStore"]
 
 
-Amounts: TypeAlias = Sequence[tuple[str, Metric, int]]
-"""``(scope, metric, amount)`` per budget (the fast path's :class:`Check` without its limit)."""
+Keys: TypeAlias = tuple[tuple[str, Metric], ...]
+"""``(scope, metric)`` per budget, in the order of the fast path's amounts."""
+_NOTHING_HELD: tuple[list[list[int]], tuple[int, ...]] = ([], ())
 
 
 class MemoryStore:
     """The ledger's semantics in plain dicts under one lock (see :mod:`.base`).
 
     Besides the :class:`~.base.LedgerStore` contract it has a fast path the ledger uses
-    (:meth:`reserve_checks`, :meth:`commit_amounts`): the same operations on plain tuples,
-    without request and outcome objects.
+    (:meth:`reserve_amounts`, :meth:`commit_amounts`): the same operations on the budgets of one
+    payer named by a keys tuple the ledger keeps, whose balance cells are looked up once per day,
+    and plain amounts, without request and outcome objects.
     """
 
     def __init__(self, url: str = "memory://") -> None:
@@ -40,10 +42,13 @@ class MemoryStore:
         self._lock = threading.Lock()
         # Per day: (scope, metric) -> [spent, reserved].
         self._bal: dict[str, dict[tuple[str, Metric], list[int]]] = defaultdict(dict)
-        # Request states stay small and untracked by the cyclic GC (plain strings); the amounts of
-        # a reservation are kept only while it is live.
+        # The cells of a keys tuple of the fast path, per (day, id(keys)); the entry keeps the
+        # tuple alive, so its id cannot name another tuple while the entry exists.
+        self._cells: dict[tuple[str, int], tuple[Keys, list[list[int]]]] = {}
+        # Request states stay small and untracked by the cyclic GC (plain strings); the cells and
+        # amounts of a reservation are kept only while it is live.
         self._states: dict[tuple[str, str], RequestState] = {}
-        self._live: dict[tuple[str, str], tuple[tuple[list[int], int], ...]] = {}
+        self._live: dict[tuple[str, str], tuple[list[list[int]], Sequence[int]]] = {}
         self._rollup: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._marks: dict[str, float] = {}
         self._costs: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -59,42 +64,87 @@ class MemoryStore:
                 self._states[(day, rid)] = "expired"
 
     def _unreserve(self, day: str, rid: str) -> None:
-        for cell, amount in self._live.pop((day, rid), ()):
+        cells, held = self._live.pop((day, rid), _NOTHING_HELD)
+        for cell, amount in zip(cells, held, strict=True):
             cell[1] -= amount
 
-    def reserve_checks(
-        self, day: str, request_id: str, checks: Sequence[Check], now_ms: int, lease_ms: int
+    def _cells_of(self, day: str, keys: Keys) -> list[list[int]]:
+        """The balance cells of ``keys`` on ``day`` (created at zero), remembered per keys tuple."""
+        entry = self._cells.get((day, id(keys)))
+        if entry is not None and entry[0] is keys:
+            return entry[1]
+        cells = self._lookup(day, keys)
+        self._cells[(day, id(keys))] = (keys, cells)
+        return cells
+
+    def _lookup(self, day: str, keys: Keys) -> list[list[int]]:
+        bal = self._bal[day]
+        cells = []
+        for k in keys:
+            cell = bal.get(k)
+            if cell is None:
+                cell = bal[k] = [0, 0]
+            cells.append(cell)
+        return cells
+
+    def reserve_amounts(
+        self,
+        day: str,
+        request_id: str,
+        keys: Keys,
+        amounts: Sequence[int],
+        limits: Sequence[int | None],
+        now_ms: int,
+        lease_ms: int,
     ) -> tuple[int, ...] | ReserveOutcome:
-        """:meth:`reserve` without the request object: ``spent + reserved`` per check after
-        reserving, or the outcome of a refused or duplicate request."""
+        """:meth:`reserve` of ``amounts`` against the budgets ``keys`` (``(scope, metric)``, each
+        once) limited by ``limits``: ``spent + reserved`` per budget after reserving, or the
+        outcome of a refused or duplicate request. ``keys`` should be one long-lived tuple per
+        payer (its cells are remembered by identity)."""
         with self._lock:
-            leases = self._leases[day]
-            if leases and leases[0][0] <= now_ms:
-                self._expire(day, now_ms)
-            key = (day, request_id)
-            known = self._states.get(key)
-            if known is not None:
-                return ReserveOutcome(ok=True, state=known, duplicate=True)
-            bal = self._bal[day]
-            cells = []
-            for c in checks:
-                cell = bal.get((c.scope, c.metric))
-                if cell is None:
-                    cell = bal[(c.scope, c.metric)] = [0, 0]
-                if c.limit is not None and cell[0] + cell[1] + c.amount > c.limit:
-                    return ReserveOutcome(ok=False, failed=c, used=cell[0] + cell[1])
-                cells.append(cell)
-            held = []
-            for c, cell in zip(checks, cells, strict=True):
-                cell[1] += c.amount
-                held.append((cell, c.amount))
-            self._states[key] = "reserved"
-            self._live[key] = tuple(held)
-            heapq.heappush(leases, (now_ms + lease_ms, request_id))
-            return tuple([cell[0] + cell[1] for cell in cells])
+            return self._reserve(
+                day, request_id, keys, self._cells_of(day, keys), amounts, limits, now_ms, lease_ms
+            )
+
+    def _reserve(
+        self,
+        day: str,
+        request_id: str,
+        keys: Keys,
+        cells: list[list[int]],
+        amounts: Sequence[int],
+        limits: Sequence[int | None],
+        now_ms: int,
+        lease_ms: int,
+    ) -> tuple[int, ...] | ReserveOutcome:
+        leases = self._leases[day]
+        if leases and leases[0][0] <= now_ms:
+            self._expire(day, now_ms)
+        key = (day, request_id)
+        known = self._states.get(key)
+        if known is not None:
+            return ReserveOutcome(ok=True, state=known, duplicate=True)
+        for i, (cell, amount, limit) in enumerate(zip(cells, amounts, limits, strict=True)):
+            if limit is not None and cell[0] + cell[1] + amount > limit:
+                scope, metric = keys[i]
+                failed = Check(scope=scope, metric=metric, amount=amount, limit=limit)
+                return ReserveOutcome(ok=False, failed=failed, used=cell[0] + cell[1])
+        for cell, amount in zip(cells, amounts, strict=True):
+            cell[1] += amount
+        self._states[key] = "reserved"
+        self._live[key] = (cells, amounts)
+        heapq.heappush(leases, (now_ms + lease_ms, request_id))
+        return tuple([cell[0] + cell[1] for cell in cells])
 
     def reserve(self, req: ReserveRequest) -> ReserveOutcome:
-        found = self.reserve_checks(req.day, req.request_id, req.checks, req.now_ms, req.lease_ms)
+        keys = tuple([(c.scope, c.metric) for c in req.checks])
+        amounts = tuple([c.amount for c in req.checks])
+        limits = [c.limit for c in req.checks]
+        with self._lock:
+            cells = self._lookup(req.day, keys)
+            found = self._reserve(
+                req.day, req.request_id, keys, cells, amounts, limits, req.now_ms, req.lease_ms
+            )
         if isinstance(found, ReserveOutcome):
             return found
         return ReserveOutcome(ok=True, state="reserved", usage=found)
@@ -103,44 +153,58 @@ class MemoryStore:
         self,
         day: str,
         request_id: str,
-        charges: Amounts,
+        keys: Keys,
+        amounts: Sequence[int],
         rollup_key: str,
         rollup: Mapping[str, int],
         call_cost_key: str | None,
     ) -> tuple[bool, RequestState | None, tuple[int, ...]]:
-        """:meth:`commit` without the request object: ``(applied, previous, spent per charge)``."""
+        """:meth:`commit` of ``amounts`` to the budgets ``keys`` (as in :meth:`reserve_amounts`):
+        ``(applied, previous, spent per budget)``."""
         with self._lock:
-            key = (day, request_id)
-            previous = self._states.get(key)
-            if previous == "committed":
-                return False, "committed", ()
-            if previous == "reserved":
-                self._unreserve(day, request_id)
-            bal = self._bal[day]
-            cells = []
-            for scope, metric, amount in charges:
-                cell = bal.get((scope, metric))
-                if cell is None:
-                    cell = bal[(scope, metric)] = [0, 0]
+            return self._commit(
+                day, request_id, self._cells_of(day, keys), amounts, rollup_key, rollup, call_cost_key
+            )
+
+    def _commit(
+        self,
+        day: str,
+        request_id: str,
+        cells: list[list[int]],
+        amounts: Sequence[int],
+        rollup_key: str,
+        rollup: Mapping[str, int],
+        call_cost_key: str | None,
+    ) -> tuple[bool, RequestState | None, tuple[int, ...]]:
+        key = (day, request_id)
+        previous = self._states.get(key)
+        if previous == "committed":
+            return False, "committed", ()
+        held_cells, held = self._live.pop(key, _NOTHING_HELD) if previous == "reserved" else _NOTHING_HELD
+        if held_cells is cells:  # reserved on these budgets: give back and charge in one pass
+            for cell, reserved, amount in zip(cells, held, amounts, strict=True):
+                cell[1] -= reserved
                 cell[0] += amount
-                cells.append(cell)
-            row = self._rollup[(day, rollup_key)]
-            for k, v in rollup.items():
-                row[k] += v
-            self._states[key] = "committed"
-            if call_cost_key is not None:
-                self._costs[(day, call_cost_key)].append(rollup.get("cost_nanos", 0))
-            return True, previous, tuple([cell[0] for cell in cells])  # after every charge
+        else:
+            for cell, reserved in zip(held_cells, held, strict=True):
+                cell[1] -= reserved
+            for cell, amount in zip(cells, amounts, strict=True):
+                cell[0] += amount
+        row = self._rollup[(day, rollup_key)]
+        for k, v in rollup.items():
+            row[k] += v
+        self._states[key] = "committed"
+        if call_cost_key is not None:
+            self._costs[(day, call_cost_key)].append(rollup.get("cost_nanos", 0))
+        return True, previous, tuple([cell[0] for cell in cells])  # after every charge
 
     def commit(self, req: CommitRequest) -> CommitOutcome:
-        applied, previous, spent = self.commit_amounts(
-            req.day,
-            req.request_id,
-            [(c.scope, c.metric, c.amount) for c in req.charges],
-            req.rollup_key,
-            req.rollup,
-            req.call_cost_key,
-        )
+        keys = tuple([(c.scope, c.metric) for c in req.charges])
+        with self._lock:
+            applied, previous, spent = self._commit(
+                req.day, req.request_id, self._lookup(req.day, keys), [c.amount for c in req.charges],
+                req.rollup_key, req.rollup, req.call_cost_key,
+            )  # fmt: skip
         if not applied:
             return CommitOutcome(applied=False, previous=previous)
         return CommitOutcome(
