@@ -77,10 +77,13 @@ def _dec(text: str) -> str:
     return unquote(text, errors="surrogatepass")
 
 
-def _amount(value: object, field: str) -> str:
+def _amount(value: object, field: str, key: object = None) -> str:
+    """``value`` as a decimal string; ``field`` names it in the error (a template filled with ``key``)."""
+    if type(value) is int and -_MAX_AMOUNT <= value <= _MAX_AMOUNT:
+        return str(value)
     if isinstance(value, bool) or not isinstance(value, int) or abs(value) > _MAX_AMOUNT:
         raise InvalidInputError(
-            field,
+            field if key is None else field.format(key),
             "must be an integer between -(2**53 - 1) and 2**53 - 1",
             value=value,
             fix="pass tokens or nano-USD",
@@ -332,9 +335,9 @@ class RedisStore:
     def _reserve_op(self, req: ReserveRequest) -> _Op:
         checks = []
         for i, c in enumerate(req.checks):
-            limit = "-" if c.limit is None else _amount(c.limit, f"checks[{i}].limit")
+            limit = "-" if c.limit is None else _amount(c.limit, "checks[{}].limit", i)
             checks.append(
-                f"{_enc(c.scope)}|{_enc(c.metric)} {_amount(c.amount, f'checks[{i}].amount')} {limit}"
+                f"{_enc(c.scope)}|{_enc(c.metric)} {_amount(c.amount, 'checks[{}].amount', i)} {limit}"
             )
         args: list[str | int] = [
             self._ttl,
@@ -376,12 +379,12 @@ class RedisStore:
         )
         charges = " ".join(
             [
-                f"{_enc(c.scope)}|{_enc(c.metric)} {_amount(c.amount, f'charges[{i}].amount')}"
+                f"{_enc(c.scope)}|{_enc(c.metric)} {_amount(c.amount, 'charges[{}].amount', i)}"
                 for i, c in enumerate(req.charges)
             ]
         )
         counters = " ".join(
-            [f"{_enc(name)} {_amount(value, f'rollup[{name!r}]')}" for name, value in req.rollup.items()]
+            [f"{_enc(name)} {_amount(value, 'rollup[{!r}]', name)}" for name, value in req.rollup.items()]
         )
         args: list[str | int] = [
             self._ttl,
