@@ -283,15 +283,21 @@ class Ledger:
 
     # -- the store, with fail-open/closed and the spool ------------------------------------------
 
-    def _store_call(self, fn: Callable[[], T]) -> T:
+    def _store_call(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            result = fn()
+            result = fn(*args)
         except BudgetUnavailableError:
             raise
         except OSError as e:  # a backend that leaked a raw connection error
             raise BudgetUnavailableError(redact_url(self.store.url), str(e)) from e
         self._replay_due()
         return result
+
+    def _store_reserve(self, req: ReserveRequest) -> ReserveOutcome:
+        return self._store_call(self.store.reserve, req)
+
+    def _store_commit(self, req: CommitRequest) -> CommitOutcome:
+        return self._store_call(self.store.commit, req)
 
     def _replay_due(self) -> None:
         """Replay the spool if it is time to look at it again."""
@@ -340,9 +346,7 @@ class Ledger:
         )
         if self._memory is not None:  # no store round trip: no steps to drive
             return self._reserve_in_memory(plan, self._memory)
-        return _drive(
-            self._reserve_driven(plan), lambda req: self._store_call(lambda: self.store.reserve(req))
-        )
+        return _drive(self._reserve_driven(plan), self._store_reserve)
 
     def reserve_many(self, calls: Sequence[Mapping[str, Any]]) -> list[Reservation | Exception]:
         """Reserve several calls with one store round trip (on Redis, one pipeline).
@@ -466,10 +470,7 @@ class Ledger:
 
     def _reserve_driven(self, plan: _ReservePlan) -> Generator[ReserveRequest, ReserveOutcome, Reservation]:
         """:meth:`reserve` on any store: yields the store request, fails open or closed."""
-        req = ReserveRequest(
-            day=plan.day, request_id=plan.request_id, checks=plan.checks, now_ms=plan.now_ms,
-            lease_ms=self.lease_ms,
-        )  # fmt: skip
+        req = _new_reserve_request(plan.day, plan.request_id, plan.checks, plan.now_ms, self.lease_ms)
         try:
             outcome = yield req
         except BudgetUnavailableError:
@@ -649,7 +650,7 @@ class Ledger:
     def _commit_now(self, plan: _CommitPlan) -> Charge:
         if self._memory is not None:  # no store round trip: no steps to drive
             return self._commit_in_memory(plan, self._memory)
-        return _drive(self._commit_driven(plan), lambda req: self._store_call(lambda: self.store.commit(req)))
+        return _drive(self._commit_driven(plan), self._store_commit)
 
     def commit_many(
         self, items: Sequence[tuple[Reservation, Usage] | tuple[Reservation, Usage, Mapping[str, Any]]]
@@ -834,17 +835,11 @@ class Ledger:
         """:meth:`commit` on any store: yields the store request, spools it when the store is down."""
         tokens, cost = plan.tokens, plan.cost
         charges = [  # their limits are ignored by a commit (see stores.base)
-            Check(scope=sc, metric=m, amount=tokens if m == "tokens" else cost, limit=limit)
+            _new_check(sc, m, tokens if m == "tokens" else cost, limit)
             for sc, m, limit in plan.scopes.budgets
         ]
-        req = CommitRequest(
-            day=plan.day,
-            request_id=plan.request_id,
-            charges=charges,
-            rollup_key=plan.rollup_key,
-            rollup=plan.rollup,
-            now_ms=plan.now_ms,
-            call_cost_key=plan.cost_key,
+        req = _new_commit_request(
+            plan.day, plan.request_id, charges, plan.rollup_key, plan.rollup, plan.now_ms, plan.cost_key
         )
         try:
             outcome = yield req
@@ -1095,3 +1090,5 @@ class Ledger:
 _RESERVED = ReserveOutcome(ok=True, state="reserved")
 # Positional constructors of the hot path's value objects (same objects, built faster).
 _new_check = positional_maker(Check)
+_new_reserve_request = positional_maker(ReserveRequest)
+_new_commit_request = positional_maker(CommitRequest)

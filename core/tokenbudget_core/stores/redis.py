@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from tokenbudget_core._frozen import positional_maker
 from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError, MissingDependencyError
 
 from . import redis_scripts
@@ -184,8 +185,12 @@ class RedisStore:
         self._no_script: type[BaseException] = redis.exceptions.NoScriptError
         self._script_error: type[BaseException] = redis.exceptions.ResponseError
         self._conn: Any = None  # the connection scripts run on (single server; see _round_trip)
+        # hiredis packs a command in C (redis-py encodes each argument in Python first); the
+        # arguments are str and int only, which both encode alike (UTF-8, decimal).
+        self._pack: Callable[[tuple[Any, ...]], bytes] | None = _hiredis_pack()
         self._conn_lock = threading.Lock()
         self._batcher: _Batcher | None = None
+        self._day_key_cache: dict[str, tuple[str, ...]] = {}
         if url.lower().startswith("redis+cluster://"):
             cluster_url = "redis://" + url.split("://", 1)[1]
             self._connect = lambda: redis.cluster.RedisCluster.from_url(cluster_url, **options)
@@ -264,8 +269,11 @@ class RedisStore:
         if conn is None:
             conn = self._conn = client.connection_pool.get_connection()
         commands = [("EVALSHA", self._scripts[op.script].sha, len(op.keys), *op.keys, *op.args) for op in ops]
+        pack = self._pack
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
+            conn.send_packed_command(
+                conn.pack_commands(commands) if pack is None else [b"".join([pack(c) for c in commands])]
+            )
             results: list[Any] = []
             for _ in ops:
                 try:
@@ -296,6 +304,16 @@ class RedisStore:
     def _keys(self, day: str, *names: str) -> list[str]:
         tag = f"{{{self._ns}:{_enc(day)}}}"
         return [f"{tag}:{name}" for name in names]
+
+    def _day_keys(self, day: str) -> tuple[str, ...]:
+        """``bal req held leases rollup`` of ``day``: the keys of every reserve and commit (cached)."""
+        found = self._day_key_cache.get(day)
+        if found is None:
+            if len(self._day_key_cache) > 64:
+                self._day_key_cache.clear()
+            found = tuple(self._keys(day, "bal", "req", "held", "leases", "rollup"))
+            self._day_key_cache[day] = found
+        return found
 
     # -- the contract (see .base) --------------------------------------------------------------
 
@@ -346,7 +364,7 @@ class RedisStore:
             str(req.now_ms + int(_amount(req.lease_ms, "lease_ms"))),
             " ".join(checks),
         ]
-        return _Op("RESERVE", self._keys(req.day, "bal", "req", "held", "leases"), args)
+        return _Op("RESERVE", self._day_keys(req.day)[:4], args)
 
     @staticmethod
     def _reserve_outcome(req: ReserveRequest, result: Any) -> ReserveOutcome:
@@ -358,9 +376,8 @@ class RedisStore:
             )
         if kind == "duplicate":
             return ReserveOutcome(ok=True, state=_STATES[result[1]], duplicate=True)
-        pairs = result[1:]
-        usage = tuple(int(pairs[2 * i]) + int(pairs[2 * i + 1]) for i in range(len(req.checks)))
-        return ReserveOutcome(ok=True, state="reserved", usage=usage)
+        usage = tuple([int(result[i]) + int(result[i + 1]) for i in range(1, 2 * len(req.checks), 2)])
+        return _new_reserve_outcome(True, "reserved", None, 0, False, usage)
 
     def commit(self, req: CommitRequest) -> CommitOutcome:
         """Charge the actual usage once per request id, settling its reservation if live.
@@ -394,21 +411,18 @@ class RedisStore:
             charges,
             counters,
         ]
-        names = ["bal", "req", "held", "leases", "rollup"]
+        keys = self._day_keys(req.day)
         if req.call_cost_key is not None:
-            names.append(f"costs:{_enc(req.call_cost_key)}")
-        return _Op("COMMIT", self._keys(req.day, *names), args)
+            keys += tuple(self._keys(req.day, f"costs:{_enc(req.call_cost_key)}"))
+        return _Op("COMMIT", keys, args)
 
     @staticmethod
     def _commit_outcome(req: CommitRequest, result: Any) -> CommitOutcome:
         applied, previous, *spent = result
         if not applied:
             return CommitOutcome(applied=False, previous=_STATES.get(previous))
-        return CommitOutcome(
-            applied=True,
-            previous=_STATES.get(previous),
-            spent=tuple(int(v) for v in spent),
-            recorded_cost=req.call_cost_key is not None,
+        return _new_commit_outcome(
+            True, _STATES.get(previous), tuple([int(v) for v in spent]), req.call_cost_key is not None
         )
 
     def release(self, day: str, request_id: str, now_ms: int) -> bool:
@@ -480,6 +494,18 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore({self._shown_url!r})"
+
+
+_new_reserve_outcome = positional_maker(ReserveOutcome)
+_new_commit_outcome = positional_maker(CommitOutcome)
+
+
+def _hiredis_pack() -> Callable[[tuple[Any, ...]], bytes] | None:
+    try:
+        from hiredis import pack_command
+    except ImportError:  # redis-py packs, only slower
+        return None
+    return pack_command
 
 
 class _Op:

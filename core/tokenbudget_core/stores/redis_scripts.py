@@ -144,22 +144,23 @@ if state == 'reserved' then
   unreserve(bal, held, rid)
   redis.call('ZREM', leases, rid)
 end
+local after = {}  -- spent per field after its increment (HINCRBY answers it)
 for _, c in ipairs(charges) do
-  redis.call('HINCRBY', bal, c[1], c[2])
+  after[c[1]] = redis.call('HINCRBY', bal, c[1], c[2])
 end
 redis.call('HSETNX', rollup, rkey, '')
 for counter, increment in string.gmatch(ARGV[6], '(%S+) (%S+)') do
   redis.call('HINCRBY', rollup, rkey .. '|' .. counter, increment)
 end
 redis.call('HSET', req, rid, 'committed')
-touch(ttl, {bal, req, held, leases, rollup})
+touch(ttl, {bal, req, rollup})  -- held and leases were only deleted from: no new data to keep
 if costs then
   redis.call('RPUSH', costs, cost)
   redis.call('EXPIRE', costs, (ttls(ttl)))
 end
 local out = {1, state or ''}  -- then spent per charge, after this commit
 for _, c in ipairs(charges) do
-  out[#out + 1] = redis.call('HGET', bal, c[1])
+  out[#out + 1] = after[c[1]]
 end
 return out
 """
