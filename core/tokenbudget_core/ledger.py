@@ -33,7 +33,6 @@ import functools
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -60,6 +59,7 @@ from .ledger_records import (
     _ReservePlan,
     _Scopes,
     default_spool_path,
+    new_request_id,
 )
 from .money import nanos_to_usd, usd_to_nanos
 from .price_overrides import PriceTable
@@ -453,7 +453,7 @@ class Ledger:
         )
         now = self.clock()
         return _ReservePlan(
-            request_id or uuid.uuid4().hex, self._day_of(now), int(now * 1000), model, feature, user,
+            request_id or new_request_id(), self._day_of(now), int(now * 1000), model, feature, user,
             conversation, ctx.overhead, input_tokens, out, nanos, scopes.limited, checks, amounts, scopes,
         )  # fmt: skip
 
@@ -631,7 +631,7 @@ class Ledger:
         """
         ctx = current_attribution()
         return self._commit(
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or new_request_id(),
             day=self.day(),
             model=model,
             feature=ctx.feature or feature,

@@ -11,6 +11,7 @@ the budgets one payer touches, the driver of operations written as store steps, 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -203,6 +204,27 @@ def _failing(error: Exception) -> Generator[Any, Any, Any]:
     """Steps that fail at once with ``error``."""
     raise error
     yield  # a generator
+
+
+class _RequestIds:
+    """Fresh request ids: a random 80-bit prefix per process and a counter (unique across processes
+    and hosts like a uuid4, without a system call and an object per id). A forked child draws a
+    prefix of its own."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = os.urandom(10).hex()
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):x}"
+
+
+new_request_id = _RequestIds()
+"""A request id no other call of any process has (for reserve and record calls that name none)."""
 
 
 def default_spool_path(store: LedgerStore) -> Path:

@@ -27,6 +27,7 @@ from redis_server import RedisServer
 from store_contract import DAY, ContractTests, commit, reserve, totals
 from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError, MissingDependencyError
 from tokenbudget_core.stores import open_store
+from tokenbudget_core.stores import redis as redis_store
 from tokenbudget_core.stores.base import Check, CommitRequest, LedgerStore, ReserveRequest
 from tokenbudget_core.stores.memory import MemoryStore
 from tokenbudget_core.stores.redis import RedisStore
@@ -50,6 +51,18 @@ def store(clean_redis_url: str) -> Iterator[RedisStore]:
 
 class TestRedisStore(ContractTests):
     pass
+
+
+class TestRedisStorePackedByRedisPy(ContractTests):
+    """The same contract when hiredis is not installed (redis-py packs the commands)."""
+
+    @pytest.fixture
+    def store(self, clean_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisStore]:
+        monkeypatch.setattr(redis_store, "_hiredis_pack", lambda: None)
+        s = RedisStore(clean_redis_url)
+        assert s._pack is None
+        yield s
+        s.close()
 
 
 class TestRedisClusterStore(ContractTests):

@@ -16,6 +16,7 @@ from tokenbudget_core.attribution import attribute, current_attribution, overhea
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder, load_policy
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, UnpricedModelError
 from tokenbudget_core.ledger import Ledger, default_spool_path
+from tokenbudget_core.ledger_records import new_request_id
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
 
 
@@ -326,3 +327,25 @@ def test_settle_commits_reports_estimates_the_rest_and_releases_failures() -> No
     r = led.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=50)
     assert led.settle(r, None, failed=True) is None
     assert not led.release(r)  # already released
+
+
+def _child_request_ids(conn: Any) -> None:
+    conn.send([new_request_id() for _ in range(3)])
+    conn.close()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_generated_request_ids_are_unique_across_calls_and_forked_processes() -> None:
+    """A reservation that names no request id gets one no other call has, in this process or a fork."""
+    import multiprocessing
+
+    mine = [Ledger("memory://").reserve(model="gpt-4o-mini", input_tokens=1).request_id for _ in range(1_000)]
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child_request_ids, args=(child,))
+    proc.start()
+    theirs = parent.recv()
+    proc.join(10)
+    assert len(set(mine)) == len(mine)
+    assert not set(theirs) & set(mine)
+    assert theirs[0][:20] != mine[0][:20]  # the child drew a prefix of its own

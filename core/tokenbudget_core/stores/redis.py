@@ -31,6 +31,7 @@ write.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -72,6 +73,15 @@ _STATES: dict[str, RequestState] = {
 def _enc(text: str) -> str:
     """Percent-encode everything outside ``[A-Za-z0-9._-]`` (so never ``:``, ``{``, ``}``, ``|``, space)."""
     return quote(text, safe="", errors="surrogatepass").replace("~", "%7E")
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._-]+").fullmatch
+
+
+def _enc_id(text: str) -> str:
+    """:func:`_enc` of a request id: most (uuids) need no encoding, and each is seen once or twice,
+    so they are checked rather than cached."""
+    return text if _PLAIN_ID(text) else _enc(text)
 
 
 def _dec(text: str) -> str:
@@ -212,13 +222,7 @@ class RedisStore:
     def _available(self) -> Iterator[Any]:
         """Yield the client; turn "cannot reach Redis" into BudgetUnavailableError."""
         try:
-            client = self._client
-            if client is None:
-                with self._lock:
-                    if self._client is None:
-                        self._use(self._connect())
-                    client = self._client
-            yield client
+            yield self._client or self._connected()
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
 
@@ -234,28 +238,37 @@ class RedisStore:
         A script the server does not have (``NOSCRIPT``: it did not run) is loaded and its
         operations are sent again; any other error belongs to its operation alone.
         """
-        with self._available() as client:
-            if self._batcher is None:  # a cluster: each script on its own slot's node
-                results: list[Any] = []
-                for op in ops:
-                    try:
-                        results.append(self._scripts[op.script](keys=op.keys, args=op.args, client=client))
-                    except self._unavailable:
-                        raise
-                    except Exception as e:  # noqa: BLE001 - that operation's own error
-                        results.append(e)
-                return results
-            with self._conn_lock:  # the batcher sends one round trip at a time; *_many calls too
-                results = self._round_trip(client, ops)
-                missing = [i for i, r in enumerate(results) if isinstance(r, self._no_script)]
-                if missing:
-                    for name in {ops[i].script for i in missing}:
-                        client.script_load(self._scripts[name].script)
-                    for i, r in zip(
-                        missing, self._round_trip(client, [ops[i] for i in missing]), strict=True
-                    ):
-                        results[i] = r
-                return results
+        try:  # what _available() does, without a generator per round trip
+            return self._send_on(self._client or self._connected(), ops)
+        except self._unavailable as e:
+            raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
+
+    def _connected(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._use(self._connect())
+            return self._client
+
+    def _send_on(self, client: Any, ops: Sequence[_Op]) -> list[Any]:
+        if self._batcher is None:  # a cluster: each script on its own slot's node
+            results: list[Any] = []
+            for op in ops:
+                try:
+                    results.append(self._scripts[op.script](keys=op.keys, args=op.args, client=client))
+                except self._unavailable:
+                    raise
+                except Exception as e:  # noqa: BLE001 - that operation's own error
+                    results.append(e)
+            return results
+        with self._conn_lock:  # the batcher sends one round trip at a time; *_many calls too
+            results = self._round_trip(client, ops)
+            missing = [i for i, r in enumerate(results) if isinstance(r, self._no_script)]
+            if missing:
+                for name in {ops[i].script for i in missing}:
+                    client.script_load(self._scripts[name].script)
+                for i, r in zip(missing, self._round_trip(client, [ops[i] for i in missing]), strict=True):
+                    results[i] = r
+            return results
 
     def _round_trip(self, client: Any, ops: Sequence[_Op]) -> list[Any]:
         """Send ``ops`` as one pipeline on the store's own connection and read every reply.
@@ -359,7 +372,7 @@ class RedisStore:
             )
         args: list[str | int] = [
             self._ttl,
-            _enc(req.request_id),
+            _enc_id(req.request_id),
             _amount(req.now_ms, "now_ms"),
             str(req.now_ms + int(_amount(req.lease_ms, "lease_ms"))),
             " ".join(checks),
@@ -405,7 +418,7 @@ class RedisStore:
         )
         args: list[str | int] = [
             self._ttl,
-            _enc(req.request_id),
+            _enc_id(req.request_id),
             _enc(req.rollup_key),
             cost,
             charges,
@@ -428,7 +441,7 @@ class RedisStore:
     def release(self, day: str, request_id: str, now_ms: int) -> bool:
         """Give back a live reservation; False for settled, expired or unknown requests."""
         keys = self._keys(day, "bal", "req", "held", "leases")
-        return bool(self._run("RELEASE", keys, [self._ttl, _enc(request_id)]))
+        return bool(self._run("RELEASE", keys, [self._ttl, _enc_id(request_id)]))
 
     def totals(
         self, day: str, scopes: Sequence[tuple[str, Metric]], now_ms: int
