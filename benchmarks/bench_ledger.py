@@ -14,12 +14,19 @@ binary the tests use):
 Next to them, redis-benchmark on the same server in the same run: ``EVAL`` of a one-``INCRBY``
 Lua script, and ``EVALSHA`` of the ledger's own reserve script with the keys and arguments the
 ledger sends (a fresh request id per call), each with one client (``-c 1``, the goal's
-comparison) and with THREADS clients. Every Redis figure is the best of ROUNDS interleaved
-rounds. Goal (issue 4): reserve+commit throughput at least half of redis-benchmark's
-single-client rate for a comparable command; ``*_ops_*`` ratios count a pair as two operations
-(two scripts), ``*_pairs_*`` ratios count it as one. The same EVAL through redis-py is timed
-too, as the Python client's own floor for one caller. Results are
-printed and saved to ``benchmarks/results/ledger.json``.
+comparison) and with THREADS clients, and of its commit script with one client. Every Redis
+figure is the best of ROUNDS interleaved rounds. Goal (issue 4): reserve+commit throughput at
+least half of redis-benchmark's single-client rate for a comparable command:
+
+* ``*_pairs_vs_scripts_c1``: pairs against redis-benchmark running the same two scripts, one
+  after the other (``1 / (1/reserve rate + 1/commit rate)``, one client): the same work on
+  both sides, the closest comparison;
+* ``*_ops_vs_reserve_evalsha_c1``: the ledger's scripts per second against the reserve
+  script's rate alone (the cheaper of the two);
+* ``*_vs_eval_c1``: against a one-``INCRBY`` script (a pair counted as one or two operations).
+
+The same EVAL through redis-py is timed too, as the Python client's own floor for one caller.
+Results are printed and saved to ``benchmarks/results/ledger.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from tokenbudget_core import Usage
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.stores import redis_scripts
-from tokenbudget_core.stores.base import ReserveRequest
+from tokenbudget_core.stores.base import CommitRequest, ReserveRequest
 from tokenbudget_core.stores.redis import RedisStore
 
 N = 3_000
@@ -160,6 +167,27 @@ def reserve_evalsha(url: str) -> tuple[str, ...]:
     return ("EVALSHA", sha, str(len(op.keys)), *op.keys, *args)
 
 
+def commit_evalsha(url: str) -> tuple[str, ...]:
+    """EVALSHA of the ledger's commit script, keys and arguments as the ledger builds them.
+
+    Each call has a fresh request id, so it settles no reservation (less work than the ledger's
+    commits, which also give a reservation back): a conservative baseline."""
+    import redis
+
+    store = RedisStore(url)
+    ledger = Ledger(store, policy=POLICY, alerts=[])
+    sent: list[CommitRequest] = []
+    commit = store.commit
+    store.commit = lambda req: sent.append(req) or commit(req)  # type: ignore[method-assign]
+    ledger.commit(ledger.reserve(**reserve_call(7)), USAGE)
+    op = store._commit_op(sent[0])
+    sha = redis.Redis.from_url(url).script_load(redis_scripts.COMMIT)
+    args = [str(a) for a in op.args]
+    args[1] = "cb__rand_int__"
+    ledger.close()
+    return ("EVALSHA", sha, str(len(op.keys)), *op.keys, *args)
+
+
 def redis_py_eval(url: str, n: int = N) -> float:
     """The same one-round-trip EVAL through redis-py: the Python client's own floor."""
     import redis
@@ -191,13 +219,16 @@ def main() -> None:
     try:
         url = server.url
         result["redis_threads"], result["redis_batch"], result["rounds"] = THREADS, BATCH, ROUNDS
-        reserve_cmd = reserve_evalsha(url)
+        reserve_cmd, commit_cmd = reserve_evalsha(url), commit_evalsha(url)
         measures: dict[str, Callable[[], float | None]] = {
             "redis_pairs_per_s": lambda: pairs_per_second(url, n=N // 2),
             "redis_threads_pairs_per_s": lambda: threads_pairs_per_second(url),
             "redis_batched_pairs_per_s": lambda: batched_pairs_per_second(url),
             "redis_py_eval_per_s": lambda: redis_py_eval(url),
         }
+        measures["redis_benchmark_commit_evalsha_c1_per_s"] = functools.partial(
+            redis_benchmark, server.port, 1, *commit_cmd
+        )
         for name, command in (("eval", EVAL_INCRBY), ("reserve_evalsha", reserve_cmd)):
             for clients in (1, THREADS):
                 measures[f"redis_benchmark_{name}_c{clients}_per_s"] = functools.partial(
@@ -214,6 +245,10 @@ def main() -> None:
                     result.setdefault(key, None)
         rb = result["redis_benchmark_eval_c1_per_s"]
         rb_reserve = result["redis_benchmark_reserve_evalsha_c1_per_s"]
+        rb_commit = result["redis_benchmark_commit_evalsha_c1_per_s"]
+        # redis-benchmark's rate for the same two scripts one after the other, one client.
+        rb_pair = 1 / (1 / rb_reserve + 1 / rb_commit) if rb_reserve and rb_commit else None
+        result["redis_benchmark_scripts_c1_pairs_per_s"] = rb_pair
         for mode in ("", "threads_", "batched_"):
             pairs = result[f"redis_{mode}pairs_per_s"]
             if rb:
@@ -221,6 +256,8 @@ def main() -> None:
                 result[f"redis_{mode}ops_vs_eval_c1"] = 2 * pairs / rb
             if rb_reserve:
                 result[f"redis_{mode}ops_vs_reserve_evalsha_c1"] = 2 * pairs / rb_reserve
+            if rb_pair:
+                result[f"redis_{mode}pairs_vs_scripts_c1"] = pairs / rb_pair
         rb_many = result[f"redis_benchmark_eval_c{THREADS}_per_s"]
         if rb_many:
             result[f"redis_threads_ops_vs_eval_c{THREADS}"] = (
