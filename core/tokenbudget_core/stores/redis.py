@@ -20,6 +20,9 @@ threads (or ``asyncio.to_thread`` workers) start are queued, and the next round 
 them all as one pipeline of ``EVALSHA`` calls (see :class:`_Batcher`). Each script still runs
 atomically on its own, so every reserve stays all-or-nothing and every commit idempotent; an
 operation that fails in a batch fails alone. A lone caller sends its operation as before.
+On a single server the scripts run on one connection the store keeps for them (redis-py's pool
+is used for everything else), packed by hiredis when it is installed (the ``redis`` extra
+brings it).
 
 Every id that comes from a user (day, scope, request id, rollup key, counter, feature, mark
 key, and the namespace) is percent-encoded: only ``[A-Za-z0-9._-]`` stay as they are, so
