@@ -268,3 +268,34 @@ def test_many_against_a_redis_that_is_down(tmp_path: Path) -> None:
     charges = opened.commit_many([(r, Usage(input_tokens=9, output_tokens=1)) for r in reservations])  # type: ignore[misc]
     assert all(isinstance(c, Charge) and c.spooled and not c.applied for c in charges)
     assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 3  # each commit spooled once
+
+
+def test_single_and_many_calls_share_the_script_connection_safely(
+    clean_redis_url: str, tmp_path: Path
+) -> None:
+    """Threads mixing one-at-a-time calls (through the batcher) and ``*_many`` calls (straight to the
+    store) on one ledger: every reply reaches its own caller, and the totals are exact."""
+    ledger = Ledger(clean_redis_url, alerts=[], spool_path=tmp_path / "spool.jsonl")
+    usage = Usage(input_tokens=10, output_tokens=5)
+    call = {"model": "gpt-4o", "input_tokens": 10, "max_output_tokens": 5, "feature": "mix", "user": "u"}
+    try:
+
+        def work(i: int) -> int:
+            done = 0
+            for _ in range(20):
+                if i % 2:
+                    rs = ledger.reserve_many([call] * 3)
+                    charges = ledger.commit_many([(r, usage) for r in rs])  # type: ignore[misc]
+                    assert all(isinstance(c, Charge) and c.applied for c in charges), charges
+                    done += 3
+                else:
+                    assert ledger.commit(ledger.reserve(**call), usage).applied
+                    done += 1
+            return done
+
+        results = in_threads(8, work)
+        assert not [r for r in results if isinstance(r, Exception)], results
+        spent, reserved = ledger.store.totals(ledger.day(), [("u/mix/u", "tokens")], 0)[("u/mix/u", "tokens")]
+        assert (spent, reserved) == (15 * sum(results), 0)
+    finally:
+        ledger.close()
