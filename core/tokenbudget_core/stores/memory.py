@@ -74,6 +74,8 @@ class MemoryStore:
         if entry is not None and entry[0] is keys:
             return entry[1]
         cells = self._lookup(day, keys)
+        if len(self._cells) >= 65_536:  # a cache: the cells themselves stay in the balances
+            self._cells.clear()
         self._cells[(day, id(keys))] = (keys, cells)
         return cells
 
