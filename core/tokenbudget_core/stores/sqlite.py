@@ -242,21 +242,29 @@ class SQLiteStore:
             known = self._state(db, req.day, req.request_id)
             if known is not None:
                 return ReserveOutcome(ok=True, state=known[0], duplicate=True)
+            after: dict[tuple[str, str], int] = {}  # spent + reserved per budget, then after this
             for c in req.checks:
                 used = sum(self._balance(db, req.day, c.scope, c.metric))
                 if c.limit is not None and used + c.amount > c.limit:
                     return ReserveOutcome(ok=False, failed=c, used=used)
+                after.setdefault((c.scope, c.metric), used)
             self._add(db, req.day, rows, spent=False)
             db.execute(
                 "INSERT INTO requests VALUES (?, ?, 'reserved', ?, ?)",
                 (req.day, req.request_id, req.now_ms + req.lease_ms, json.dumps(rows)),
             )
-        return ReserveOutcome(ok=True, state="reserved")
+        for scope, metric, amount in rows:
+            after[(scope, metric)] += amount
+        # The usage saves the ledger a second transaction for the degradation ladder.
+        return ReserveOutcome(
+            ok=True, state="reserved", usage=tuple([after[(c.scope, c.metric)] for c in req.checks])
+        )
 
     def commit(self, req: CommitRequest) -> CommitOutcome:
         """Charge actual usage once per request id, settling its reservation (see :mod:`.base`)."""
         rows = [(c.scope, c.metric, _int(c.amount, "amount")) for c in req.charges]
         counters = [(req.day, req.rollup_key, k, _int(v, f"rollup[{k!r}]")) for k, v in req.rollup.items()]
+        cost = None if req.call_cost_key is None else _int(req.rollup.get("cost_nanos", 0), "cost_nanos")
         self._maybe_purge(req.day)
         with self._transaction() as db:
             known = self._state(db, req.day, req.request_id)
@@ -272,7 +280,12 @@ class SQLiteStore:
                 counters,
             )
             db.execute(_SET_STATE, (req.day, req.request_id, "committed"))
-        return CommitOutcome(applied=True, previous=previous)
+            if cost is not None:
+                db.execute("INSERT INTO call_costs VALUES (?, ?, ?)", (req.day, req.call_cost_key, cost))
+            # Spent per charge and the cost sample in this transaction: no second one for alerts
+            # or percentiles.
+            spent = tuple([self._balance(db, req.day, s, m)[0] for s, m, _ in rows])
+        return CommitOutcome(applied=True, previous=previous, spent=spent, recorded_cost=cost is not None)
 
     def release(self, day: str, request_id: str, now_ms: int) -> bool:
         """Release a live reservation; True if something was released."""
