@@ -338,6 +338,33 @@ def test_frozen_server_times_out_and_a_restart_is_survived(own_server: RedisServ
         s.close()
 
 
+def test_a_server_refusing_writes_is_unavailable_and_then_used_again(own_server: RedisServer) -> None:
+    """OOM (maxmemory reached) or READONLY (a replica during a failover) refuse every write: the
+    store reports Redis unavailable (the ledger then fails open or closed), alone or in a batch,
+    and works again once the server takes writes."""
+    raw = redis.Redis.from_url(own_server.url)
+    s = RedisStore(own_server.url)
+    try:
+        assert reserve(s, "a", 10, 100).ok
+        raw.config_set("maxmemory-policy", "noeviction")
+        raw.config_set("maxmemory", 1)
+        with pytest.raises(BudgetUnavailableError, match="OutOfMemoryError"):
+            reserve(s, "b", 10, 100)
+        with pytest.raises(BudgetUnavailableError, match="OutOfMemoryError"):  # the whole round trip
+            s.reserve_many(
+                [
+                    ReserveRequest(day=DAY, request_id=f"m{i}", checks=[], now_ms=0, lease_ms=1)
+                    for i in range(3)
+                ]
+            )
+        raw.config_set("maxmemory", 0)
+        assert reserve(s, "c", 10, 100).ok
+        assert totals(s) == (0, 20)
+    finally:
+        s.close()
+        raw.close()
+
+
 def test_unreachable_cluster_fails_on_use_not_on_construction(own_server: RedisServer) -> None:
     port = own_server.port
     own_server.stop()

@@ -253,6 +253,7 @@ class RedisStore:
             return self._client
 
     def _send_on(self, client: Any, ops: Sequence[_Op]) -> list[Any]:
+        """:meth:`_send` on a connected client (errors not yet turned into BudgetUnavailableError)."""
         if self._batcher is None:  # a cluster: each script on its own slot's node
             results: list[Any] = []
             for op in ops:
@@ -277,9 +278,10 @@ class RedisStore:
         """Send ``ops`` as one pipeline on the store's own connection and read every reply.
 
         The store keeps one connection for its scripts instead of borrowing one from the pool
-        per call (a third of a lone call's time in redis-py); a reply that is an error (a
-        script's own failure, ``NOSCRIPT``) is returned in its operation's place. On any other
-        failure the connection is dropped (its stream may be out of step) and the error raised.
+        per call (about half of a lone call's time in redis-py); a reply that is an error of its
+        operation alone (the script's own failure, ``NOSCRIPT``) is returned in its place. On any
+        other failure (the connection, or a server refusing writes) the connection is dropped
+        (its stream may be out of step) and the error raised for the whole round trip.
         """
         conn = self._conn
         if conn is None:
@@ -295,6 +297,8 @@ class RedisStore:
                 try:
                     results.append(conn.read_response())
                 except self._script_error as e:
+                    if isinstance(e, self._unavailable):  # OOM, READONLY: no write goes through
+                        raise
                     results.append(e)
         except BaseException:
             self._drop_connection()
