@@ -365,6 +365,30 @@ def test_a_server_refusing_writes_is_unavailable_and_then_used_again(own_server:
         raw.close()
 
 
+def _reserve_in_child(s: RedisStore, conn: Any) -> None:
+    conn.send([reserve(s, f"child{i}", 1, 1_000).ok for i in range(20)])
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_uses_a_connection_of_its_own(store: RedisStore) -> None:
+    """A store used before a fork keeps working in the parent and the child (the script
+    connection is never shared across processes, where replies would cross)."""
+    import multiprocessing
+
+    assert reserve(store, "parent0", 1, 1_000).ok
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_reserve_in_child, args=(store, child))
+    proc.start()
+    parent_ok = [reserve(store, f"parent{i}", 1, 1_000).ok for i in range(1, 21)]
+    child_ok = parent.recv()
+    proc.join(10)
+    assert proc.exitcode == 0
+    assert all(parent_ok)
+    assert all(child_ok)
+    assert totals(store) == (0, 41)
+
+
 def test_unreachable_cluster_fails_on_use_not_on_construction(own_server: RedisServer) -> None:
     port = own_server.port
     own_server.stop()

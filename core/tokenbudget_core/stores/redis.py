@@ -34,6 +34,7 @@ write.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -198,6 +199,7 @@ class RedisStore:
         self._no_script: type[BaseException] = redis.exceptions.NoScriptError
         self._script_error: type[BaseException] = redis.exceptions.ResponseError
         self._conn: Any = None  # the connection scripts run on (single server; see _round_trip)
+        self._conn_pid = os.getpid()  # a forked child never writes on its parent's socket
         # hiredis packs a command in C (redis-py encodes each argument in Python first); the
         # arguments are str and int only, which both encode alike (UTF-8, decimal).
         self._pack: Callable[[tuple[Any, ...]], bytes] | None = _hiredis_pack()
@@ -284,8 +286,9 @@ class RedisStore:
         (its stream may be out of step) and the error raised for the whole round trip.
         """
         conn = self._conn
-        if conn is None:
+        if conn is None or self._conn_pid != os.getpid():  # none yet, or the parent's (forked)
             conn = self._conn = client.connection_pool.get_connection()
+            self._conn_pid = os.getpid()
         commands = [("EVALSHA", self._scripts[op.script].sha, len(op.keys), *op.keys, *op.args) for op in ops]
         pack = self._pack
         try:
