@@ -365,6 +365,24 @@ def test_a_server_refusing_writes_is_unavailable_and_then_used_again(own_server:
         raw.close()
 
 
+def test_a_restart_while_idle_costs_no_refusal(own_server: RedisServer) -> None:
+    """The first operation after a server restart (or an idle timeout that closed the connection)
+    goes through on a fresh connection: a healthy Redis never refuses a call."""
+    s = RedisStore(own_server.url)
+    try:
+        assert reserve(s, "a", 10, 100).ok
+        own_server.halt()
+        own_server.resume()
+        assert reserve(s, "b", 10, 100).ok
+        raw = redis.Redis.from_url(own_server.url)
+        raw.client_kill_filter(_type="normal", skipme=True)  # what an idle timeout does
+        raw.close()
+        assert reserve(s, "c", 10, 100).ok
+        assert totals(s) == (0, 20)  # the restart lost "a" (no persistence)
+    finally:
+        s.close()
+
+
 def _reserve_in_child(s: RedisStore, conn: Any) -> None:
     conn.send([reserve(s, f"child{i}", 1, 1_000).ok for i in range(20)])
 

@@ -289,6 +289,8 @@ class RedisStore:
         if conn is None or self._conn_pid != os.getpid():  # none yet, or the parent's (forked)
             conn = self._conn = client.connection_pool.get_connection()
             self._conn_pid = os.getpid()
+        else:
+            self._check_idle(conn)
         commands = [("EVALSHA", self._scripts[op.script].sha, len(op.keys), *op.keys, *op.args) for op in ops]
         pack = self._pack
         try:
@@ -307,6 +309,18 @@ class RedisStore:
             self._drop_connection()
             raise
         return results
+
+    def _check_idle(self, conn: Any) -> None:
+        """Reconnect a kept connection that has something to read before anything was sent: the
+        server closed it (a restart, an idle timeout). The pool runs the same check on every
+        connection it lends; without it the first call after a restart would fail."""
+        try:
+            if not conn.can_read():
+                return
+        except self._unavailable:
+            pass
+        conn.disconnect()
+        conn.connect()
 
     def _send_all(self, ops: Sequence[_Op]) -> list[Any]:
         """:meth:`_send`, with a lone operation's script error returned like a batch's."""
