@@ -454,7 +454,7 @@ class Ledger:
         now = self.clock()
         return _ReservePlan(
             request_id or new_request_id(), self._day_of(now), int(now * 1000), model, feature, user,
-            conversation, ctx.overhead, input_tokens, out, nanos, scopes.limited, checks, amounts, scopes,
+            conversation, ctx.overhead, input_tokens, out, nanos, checks, amounts, scopes,
         )  # fmt: skip
 
     def _reserve_in_memory(self, plan: _ReservePlan, memory: MemoryStore) -> Reservation:
@@ -507,7 +507,7 @@ class Ledger:
                 requested=nanos_to_usd(failed.amount) if money else failed.amount,
             )
         step: Step = "normal"
-        if plan.limited:
+        if plan.scopes.limited:
             if len(usage) == len(checks):  # the store reported usage: no extra round trip
                 share = 0.0
                 for used, limit in zip(usage, plan.scopes.limits, strict=True):

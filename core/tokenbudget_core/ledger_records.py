@@ -123,12 +123,11 @@ class _ReservePlan(NamedTuple):
     max_output_tokens: int
     nanos: int | None
     """The worst case in nano-USD (``None``: unpriced)."""
-    limited: bool
-    """Some budget has a limit (the ladder has work to do)."""
     checks: tuple[Check, ...]
     amounts: tuple[int, ...]
     """The checks' amounts, in check order."""
     scopes: _Scopes
+    """The payer's budgets the checks are of."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
