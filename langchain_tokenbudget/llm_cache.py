@@ -24,6 +24,7 @@ from langchain_core.outputs import ChatGeneration, Generation
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope
 from tokenbudget_core.cached_response import CachedResponse, CacheHit
 from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.money import decimal_text
 from tokenbudget_core.response_cache import ResponseCacheBase
 from tokenbudget_core.usage import Usage
 
@@ -110,7 +111,7 @@ class TokenBudgetLLMCache(BaseCache):
             "key": hit.key,
             "score": hit.score,
             "matched_prompt": hit.matched_prompt,
-            "saved_usd": None if hit.saved_usd is None else str(hit.saved_usd),
+            "saved_usd": None if hit.saved_usd is None else decimal_text(hit.saved_usd),
             "saved_tokens": hit.saved_tokens,
             "recorded": self.cache.ledger is not None,
         }

@@ -31,6 +31,7 @@ from pydantic import Field, PrivateAttr
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope
 from tokenbudget_core.cached_response import CachedResponse, CacheHit
 from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.money import decimal_text
 from tokenbudget_core.response_cache import ResponseCacheBase
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
@@ -301,7 +302,7 @@ class CachedLLM(LLM):
 
 
 def _audit(hit: CacheHit) -> dict[str, Any]:
-    saved = None if hit.saved_usd is None else str(hit.saved_usd)
+    saved = None if hit.saved_usd is None else decimal_text(hit.saved_usd)
     return {"cache_hit": {"kind": hit.kind, "key": hit.key, "score": hit.score, "saved_usd": saved}}
 
 

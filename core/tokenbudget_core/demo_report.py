@@ -21,6 +21,7 @@ from rich.table import Table
 
 from .alerts import Alert
 from .errors import InvalidInputError
+from .money import jsonable
 from .reports import Report
 
 __all__ = ["DemoSummary", "StageRow", "StageStats", "render_html", "render_table", "summarise"]
@@ -92,22 +93,12 @@ class DemoSummary:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (money as decimal strings)."""
-
-        def money(v: Any) -> Any:
-            if isinstance(v, Decimal):
-                return str(v)
-            if isinstance(v, dict):
-                return {k: money(x) for k, x in v.items()}
-            if isinstance(v, list | tuple):
-                return [money(x) for x in v]
-            return v
-
         return {
             "users": self.users,
             "turns": self.turns,
             "day": self.day,
             "store": self.store,
-            "stages": [money(asdict(r)) for r in self.rows],
+            "stages": [jsonable(asdict(r)) for r in self.rows],
             "alerts": [a.as_dict() for a in self.alerts],
         }
 

@@ -25,6 +25,7 @@ from .attribution import overhead
 from .complexity import Classification, ComplexityClassifier, check_tiers
 from .embeddings import Embedder, Vectors, as_embedder
 from .errors import InvalidInputError, UnpricedModelError
+from .money import decimal_text
 from .pricing import cost_or_none
 from .registry import ModelRegistry, default_registry
 from .routing import offline_counter
@@ -204,8 +205,8 @@ class Evaluation:
             "under_routed": self.under_routed,
             "over_routed": self.over_routed,
             "complex_under_routed": self.complex_under_routed,
-            "cost_usd": str(self.cost_usd),
-            "premium_cost_usd": str(self.premium_cost_usd),
+            "cost_usd": decimal_text(self.cost_usd),
+            "premium_cost_usd": decimal_text(self.premium_cost_usd),
             "saved_share": self.saved_share,
             "confusion": {f"{a}->{b}": c for (a, b), c in sorted(self.confusion.items())},
         }

@@ -9,10 +9,11 @@ resolves a single token of the cheapest models; 64-bit integers hold $9.2 billio
 from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["NANOS_PER_USD", "nanos_to_usd", "usd_to_nanos"]
+__all__ = ["NANOS_PER_USD", "decimal_text", "jsonable", "nanos_to_usd", "usd_to_nanos"]
 
 NANOS_PER_USD = 1_000_000_000
 
@@ -40,3 +41,32 @@ def usd_to_nanos(amount: Decimal | int | str, *, round_up: bool = False) -> int:
 def nanos_to_usd(nanos: int) -> Decimal:
     """Integer nano-USD back to ``Decimal`` USD (exact)."""
     return Decimal(nanos) / NANOS_PER_USD
+
+
+def decimal_text(amount: Decimal) -> str:
+    """``amount`` as plain decimal text, the way money is written in JSON and tables.
+
+    ``str(Decimal)`` switches to scientific notation for small amounts (a gpt-4o-mini token,
+    ``nanos_to_usd(150)``, prints ``1.5E-7``; a zero quotient ``0E-9``); this never does, and
+    drops trailing zeros: ``0.00000015``, ``0``, ``0.0035``, ``12.5``.
+
+    Example:
+        >>> decimal_text(nanos_to_usd(150)), decimal_text(Decimal("0E-9")), decimal_text(Decimal("1E+3"))
+        ('0.00000015', '0', '1000')
+    """
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with every :class:`~decimal.Decimal` in it (in dicts, lists and tuples, as lists)
+    written with :func:`decimal_text`; anything else as it is."""
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

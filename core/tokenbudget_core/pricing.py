@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import Any, Literal, TypeAlias
 
 from .errors import InvalidInputError, UnknownModelError, UnpricedModelError
+from .money import jsonable
 from .price_overrides import (
     PriceLike,
     PriceOverride,
@@ -103,7 +104,7 @@ class CostBreakdown:
 
     def as_dict(self) -> dict[str, Any]:
         """The breakdown for JSON: amounts as decimal strings, unknown amounts as ``None``."""
-        out = {f.name: str(v) if isinstance(v := getattr(self, f.name), Decimal) else v for f in fields(self)}
+        out = {f.name: jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "usage"}
         return out | {"usage": self.usage.as_dict()}
 
 

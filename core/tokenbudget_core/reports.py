@@ -44,6 +44,7 @@ from urllib.parse import quote, unquote
 
 from .errors import InvalidInputError
 from .ledger import Ledger
+from .money import jsonable
 from .money import nanos_to_usd as _usd
 from .stores.base import LedgerStore, RollupRow
 
@@ -207,17 +208,7 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-safe data: ``Decimal`` as strings, tuples as lists."""
-        return cast(dict[str, Any], _jsonable(asdict(self)))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
+        return cast(dict[str, Any], jsonable(asdict(self)))
 
 
 class _Row(NamedTuple):

@@ -461,3 +461,37 @@ def test_docstring_examples_run() -> None:
     result = doctest.testmod(reports)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_report_json_writes_small_and_zero_amounts_as_plain_decimals() -> None:
+    """One gpt-4o-mini token costs $0.00000015: JSON shows that, never ``1.5E-7`` or ``0E-9``."""
+    ledger = Ledger("memory://", clock=lambda: 1_795_000_000.0)
+    assert build_report(ledger, last_days=1).as_dict()["projection"]["projected_usd"] in (None, "0")
+    ledger.record(Usage(input_tokens=1, output_tokens=0), model="gpt-4o-mini", feature="embed", user="u1")
+    ledger.record(
+        Usage(requests=1), model="gpt-4o", feature="faq", user="u2", cache_hit=True, saved_usd=Decimal("0.01")
+    )
+    data = build_report(ledger, last_days=1).as_dict()
+    texts: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str):
+            texts.append(value)
+
+    walk(data)
+    assert not [t for t in texts if "E-" in t or "E+" in t]
+    assert data["totals"]["cost_usd"] == "0.00000015"
+    assert Decimal(data["totals"]["cost_usd"]) == cost_of(Usage(input_tokens=1), "gpt-4o-mini")
+
+
+def test_money_docstring_examples_run() -> None:
+    from tokenbudget_core import money
+
+    result = doctest.testmod(money)
+    assert result.attempted and not result.failed

@@ -422,9 +422,7 @@ def test_dashboard_data_matches_the_report(client: TestClient, ledger: Ledger) -
     data = client.get("/dashboard/data", params={"last_days": 3}).json()
     report = build_report(ledger, last_days=3)
     assert data["days"] == list(report.days)
-    assert [d["cost_per_active_user_usd"] for d in data["per_day"]][-1] == str(
-        report.per_day[-1].cost_per_active_user_usd
-    )
+    assert Decimal(data["per_day"][-1]["cost_per_active_user_usd"]) == report.per_day[-1].cost_per_active_user_usd
     assert data["totals"]["cache_hit_rate"] == "0.333333"
     assert data["totals"]["saved_usd"] == "0.01"
     assert {m["model"]: m["requests"] for m in data["routing_mix"]} == {"gpt-4o": 1, "gpt-4o-mini": 2}

@@ -13,7 +13,6 @@ reservation's state per request id, so a commit is applied once whichever worker
 from __future__ import annotations
 
 import os
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
@@ -31,6 +30,7 @@ from tokenbudget_core.errors import (
     TokenBudgetError,
 )
 from tokenbudget_core.ledger import Charge, Ledger, Reservation
+from tokenbudget_core.money import decimal_text, jsonable
 from tokenbudget_core.pricing import price_of
 from tokenbudget_core.prompt_builder import PromptBuilder
 from tokenbudget_core.reports import Dimension, build_report
@@ -80,7 +80,7 @@ def _reservation_json(r: Reservation) -> dict[str, Any]:
         "conversation": r.conversation,
         "input_tokens": r.input_tokens,
         "max_output_tokens": r.max_output_tokens,
-        "reserved_usd": None if r.reserved_usd is None else str(r.reserved_usd),
+        "reserved_usd": None if r.reserved_usd is None else decimal_text(r.reserved_usd),
         "step": r.step,
         "unchecked": r.unchecked,
     }
@@ -90,10 +90,10 @@ def _charge_json(c: Charge) -> dict[str, Any]:
     return {
         "request_id": c.request_id,
         "usage": c.usage.as_dict(),
-        "cost_usd": None if c.cost_usd is None else str(c.cost_usd),
+        "cost_usd": None if c.cost_usd is None else decimal_text(c.cost_usd),
         "applied": c.applied,
         "spooled": c.spooled,
-        "routing_saved_usd": None if c.routing_saved_usd is None else str(c.routing_saved_usd),
+        "routing_saved_usd": None if c.routing_saved_usd is None else decimal_text(c.routing_saved_usd),
     }
 
 
@@ -265,7 +265,7 @@ def create_app(
         """Today's budgets: limit, spent + reserved, headroom, used share and ladder step of each."""
         features: list[str | None] = [feature] if feature else [*sorted(ledger.policy.features)] or [None]
         rows, steps = budget_rows(ledger, features, user)
-        plain = [{k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
+        plain = jsonable(rows)
         return {"day": ledger.day(), "user": user, "budgets": plain, "steps": steps}
 
     # -- operations -------------------------------------------------------------------------------

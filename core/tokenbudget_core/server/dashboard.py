@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenbudget_core.budget_status import budget_rows
 from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.money import decimal_text, jsonable
 from tokenbudget_core.reports import SpendRow, build_report
 
 if TYPE_CHECKING:
@@ -58,7 +59,12 @@ def _ratio(part: int, whole: int) -> str | None:
 
 def _rows(rows: tuple[SpendRow, ...]) -> list[dict[str, Any]]:
     return [
-        {"key": r.key, "requests": r.requests, "input_tokens": r.input_tokens, "cost_usd": str(r.cost_usd)}
+        {
+            "key": r.key,
+            "requests": r.requests,
+            "input_tokens": r.input_tokens,
+            "cost_usd": decimal_text(r.cost_usd),
+        }
         for r in rows
     ]
 
@@ -85,25 +91,25 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
         "generated_at": report.generated_at,
         "totals": {
             "requests": t.requests,
-            "cost_usd": str(t.cost_usd),
+            "cost_usd": decimal_text(t.cost_usd),
             "active_users": t.active_users,
             "cache_hits": t.cache_hits,
             "cache_hit_rate": _ratio(t.cache_hits, t.requests),
-            "saved_usd": str(t.saved_usd),
+            "saved_usd": decimal_text(t.saved_usd),
             "unpriced_requests": t.unpriced_requests,
             "estimated_requests": t.estimated_requests,
             "routed_requests": t.routed_requests,
-            "routing_saved_usd": str(t.routing_saved_usd),
+            "routing_saved_usd": decimal_text(t.routing_saved_usd),
         },
         "per_day": [
             {
                 "day": d.day,
                 "requests": d.requests,
-                "cost_usd": str(d.cost_usd),
+                "cost_usd": decimal_text(d.cost_usd),
                 "active_users": d.active_users,
                 "cost_per_active_user_usd": None
                 if d.cost_per_active_user_usd is None
-                else str(d.cost_per_active_user_usd),
+                else decimal_text(d.cost_per_active_user_usd),
             }
             for d in report.per_day
         ],
@@ -116,21 +122,17 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
                 "requests": r.requests,
                 "share": _ratio(r.requests, t.requests),
                 "routed_requests": r.routed_requests,
-                "routing_saved_usd": str(r.routing_saved_usd),
+                "routing_saved_usd": decimal_text(r.routing_saved_usd),
             }
             for r in models.rows
         ],
-        "budgets": [
-            {k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()}
-            | {"share": round(row["share"], 6)}
-            for row in budgets
-        ],
+        "budgets": [jsonable(row) | {"share": round(row["share"], 6)} for row in budgets],
         "steps": steps,
         "projection": {
             "month": report.projection.month,
-            "month_to_date_usd": str(report.projection.month_to_date_usd),
+            "month_to_date_usd": decimal_text(report.projection.month_to_date_usd),
             "projected_usd": None
             if report.projection.projected_usd is None
-            else str(report.projection.projected_usd),
+            else decimal_text(report.projection.projected_usd),
         },
     }

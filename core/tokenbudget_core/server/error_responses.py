@@ -36,6 +36,7 @@ from tokenbudget_core.errors import (
     UnknownModelError,
     UnpricedModelError,
 )
+from tokenbudget_core.money import decimal_text
 
 __all__ = ["error_body", "status_and_body", "validation_body"]
 
@@ -47,7 +48,7 @@ def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return decimal_text(value)
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
