@@ -18,6 +18,11 @@ atomic store operation, and raises :class:`~tokenbudget_core.errors.BudgetExceed
 before the call goes out when it does not fit. Every reservation has a request id (commit
 and release are idempotent) and a lease (a crashed worker's reservation expires).
 
+Calls that name no user (neither as an argument nor in an enclosing ``attribute`` block) are one
+payer, the anonymous user (``user=-`` in refusals, no user in reports): per-user budgets apply to
+all of them together, so an app that passes no user ids still has a cap rather than none. Pass
+an id per user (or per anonymous session) to give each their own budget.
+
 When the store is unreachable, ``on_unavailable="closed"`` (default) refuses calls with
 :class:`~tokenbudget_core.errors.BudgetUnavailableError`; ``"open"`` lets them through
 unchecked. Either way a commit that cannot reach the store is spooled to local disk and
@@ -30,6 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import threading
 import time
@@ -61,7 +67,7 @@ from .ledger_records import (
     default_spool_path,
     new_request_id,
 )
-from .money import nanos_to_usd, usd_to_nanos
+from .money import decimal_text, nanos_to_usd, usd_to_nanos
 from .price_overrides import PriceTable
 from .pricing import cost_nanos
 from .registry import ModelRegistry, default_registry
@@ -152,6 +158,8 @@ class Ledger:
         self.policy = policy if policy is not None else BudgetPolicy()
         if not isinstance(self.policy, BudgetPolicy):
             raise InvalidInputError("policy", "must be a BudgetPolicy", value=policy)
+        if not isinstance(timezone, str):
+            raise InvalidInputError("timezone", "must be an IANA time zone name", value=timezone, fix="'UTC'")
         try:
             self.tz = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as e:
@@ -165,6 +173,7 @@ class Ledger:
         if (
             isinstance(lease_seconds, bool)
             or not isinstance(lease_seconds, int | float)
+            or not math.isfinite(lease_seconds)
             or lease_seconds <= 0
         ):
             raise InvalidInputError("lease_seconds", "must be a positive number", value=lease_seconds)
@@ -189,12 +198,36 @@ class Ledger:
         self._ladder = tuple(  # the ladder's thresholds in order, for the hot path (see _ladder_step)
             (threshold, name) for name in _LADDER_STEPS if (threshold := getattr(ladder, name)) is not None
         )
+        # Steps at which a reservation is given back and refused: a soft refusal, and with one
+        # configured also a call that fills a budget to exactly 100% (past the soft threshold).
+        self._refused_steps: frozenset[Step] = (
+            frozenset({"soft_refusal", "hard_refusal"}) if ladder.soft_refusal is not None else frozenset()
+        )
 
     # -- time and scopes --------------------------------------------------------------------------
 
     def day(self, at: float | None = None) -> str:
         """The ledger day (ISO date in the ledger's time zone) of ``at`` (default now)."""
         return self._day_of(self.clock() if at is None else at)
+
+    def _instant(self, field: str, at: float | datetime) -> float:
+        """``at`` (epoch seconds or an aware datetime) as epoch seconds, not in the future.
+
+        Raises:
+            InvalidInputError: Not a time, a naive datetime, or later than now (5 minutes of
+                clock skew allowed).
+        """
+        if isinstance(at, datetime):
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise InvalidInputError(field, "must have a time zone", value=at, fix="datetime.now(UTC)")
+            seconds = at.timestamp()
+        elif isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at):
+            seconds = float(at)
+        else:
+            raise InvalidInputError(field, "must be epoch seconds or a datetime", value=at)
+        if seconds > self.clock() + 300:
+            raise InvalidInputError(field, "is in the future", value=at, fix="pass when the call happened")
+        return seconds
 
     def _day_of(self, at: float) -> str:
         second = int(at // 1)  # days start on whole seconds in every zone: cache one second's answer
@@ -236,7 +269,7 @@ class Ledger:
             (f"f/{f}", "nanos", feature_usd),
             ("g", "nanos", daily_usd),
         ]
-        if user is not None and (all_user_tokens is not None or all_user_usd is not None):
+        if all_user_tokens is not None or all_user_usd is not None:  # no user: the anonymous payer
             budgets += [(f"U/{u}", "tokens", all_user_tokens), (f"U/{u}", "nanos", all_user_usd)]
         found = _Scopes(
             budgets=tuple(budgets),
@@ -363,7 +396,21 @@ class Ledger:
             (``BudgetExceededError``, ``BudgetUnavailableError``...): one refusal or failure
             never affects the others.
         """
-        return self._many([self._reserve_steps(**call) for call in calls], "reserve_many", "reserve")
+        steps = []
+        for i, call in enumerate(calls):
+            if not isinstance(call, Mapping) or not _REQUIRED_ARGS <= set(call) <= _RESERVE_ARGS:
+                names = set(call) if isinstance(call, Mapping) else set()
+                wrong = sorted(map(str, names - _RESERVE_ARGS)) + sorted(_REQUIRED_ARGS - names)
+                error = InvalidInputError(
+                    f"calls[{i}]",
+                    "must be a mapping of reserve() arguments"
+                    + (f" (unknown or missing: {', '.join(wrong)})" if names else ""),
+                    fix=f"keys: model, input_tokens, optional {_OPTIONAL_ARGS}",
+                )
+                steps.append(_failing(error))
+            else:
+                steps.append(self._reserve_steps(**call))
+        return self._many(steps, "reserve_many", "reserve")
 
     def _reserve_steps(
         self,
@@ -401,6 +448,13 @@ class Ledger:
             UnpricedModelError: The model has no price and a dollar budget applies.
             InvalidInputError: A bad argument, named.
         """
+        if not (
+            (feature is None or type(feature) is str)
+            and (user is None or type(user) is str)
+            and (conversation is None or type(conversation) is str)
+            and (request_id is None or type(request_id) is str)
+        ):
+            _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
         conversation = ctx.conversation or conversation
@@ -412,6 +466,9 @@ class Ledger:
             for field, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                     raise InvalidInputError(field, "must be a non-negative integer", value=value)
+            # int subclasses (a counter's TokenCount) are stored as plain ints by every store
+            input_tokens = int(input_tokens)
+            max_output_tokens = None if max_output_tokens is None else int(max_output_tokens)
         info = self.registry.get(model)
         fb = self.policy.feature(feature)
         if fb.max_input_tokens_per_call is not None and input_tokens > fb.max_input_tokens_per_call:
@@ -517,7 +574,7 @@ class Ledger:
             else:
                 step = self._step(plan.day, checks, plan.now_ms)
         reservation = self._reservation(plan, step)
-        if step == "soft_refusal":
+        if step in self._refused_steps:
             self.release(reservation)
             raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
         return reservation
@@ -624,15 +681,34 @@ class Ledger:
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
         premium_model: str | None = None,
+        at: float | datetime | None = None,
     ) -> Charge:
         """Charge usage that was never reserved (after-the-fact accounting; idempotent per request id).
 
-        ``premium_model``: the call was routed, see :meth:`commit`.
+        Args:
+            usage: What the call used.
+            model: The model that answered.
+            feature: The feature (default: the current :func:`~tokenbudget_core.attribute` block's).
+            user: The user (same default).
+            conversation: The conversation (same default).
+            request_id: The call's id: recording the same id again changes nothing.
+            cache_hit: The answer came from an application cache (recorded with ``saved_usd``).
+            saved_usd: What the cache hit saved.
+            premium_model: The call was routed, see :meth:`commit`.
+            at: When the call happened (epoch seconds, or a datetime with a time zone; default
+                now). It decides the ledger day the usage is charged to, and idempotency holds per
+                day: a retry that passes the same ``at`` is applied once even after midnight,
+                and usage recorded late (from a queue) lands on the day it was spent.
+
+        Raises:
+            InvalidInputError: A bad argument, named (``at`` in the future, a naive datetime...).
+            UnknownModelError: ``model`` is unknown to the registry.
         """
+        _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
         ctx = current_attribution()
         return self._commit(
             request_id=request_id or new_request_id(),
-            day=self.day(),
+            day=self.day() if at is None else self._day_of(self._instant("at", at)),
             model=model,
             feature=ctx.feature or feature,
             user=ctx.user or user,
@@ -902,8 +978,8 @@ class Ledger:
                         budget=self._budget_name(c),
                         scope=self._scope_text(feature, user),
                         threshold=threshold,
-                        used=str(nanos_to_usd(spent) if money else spent),
-                        limit=str(nanos_to_usd(c.limit) if money else c.limit),
+                        used=decimal_text(nanos_to_usd(spent)) if money else str(spent),
+                        limit=decimal_text(nanos_to_usd(c.limit)) if money else str(c.limit),
                     ),
                 )
 
@@ -1088,6 +1164,24 @@ class Ledger:
 
 
 _RESERVED = ReserveOutcome(ok=True, state="reserved")
+_REQUIRED_ARGS = frozenset({"model", "input_tokens"})
+_RESERVE_ARGS = _REQUIRED_ARGS | {"max_output_tokens", "feature", "user", "conversation", "request_id"}
+_OPTIONAL_ARGS = ", ".join(sorted(_RESERVE_ARGS - _REQUIRED_ARGS))
+
+
+def _check_ids(**ids: object) -> None:
+    """Ids are strings (or ``None``).
+
+    Raises:
+        InvalidInputError: One is not, named.
+    """
+    for name, value in ids.items():
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(
+                name, "must be a string id (or None)", value=value, fix=f"pass str({name})"
+            )
+
+
 # Positional constructors of the hot path's value objects (same objects, built faster).
 _new_check = positional_maker(Check)
 _new_reserve_request = positional_maker(ReserveRequest)

@@ -81,6 +81,8 @@ class Usage:
                 )
             if value < 0:
                 raise InvalidInputError(f"usage.{name}", f"must be >= 0, got {value}", value=value)
+            if type(value) is not int:  # an int subclass (a counter's TokenCount): kept as a plain int
+                object.__setattr__(self, name, int(value))
         if not isinstance(self.estimated, bool):
             raise InvalidInputError("usage.estimated", "must be a bool", value=self.estimated)
         _part_of(self, "cache_read_tokens", "input_tokens", self.cache_read_tokens)

@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -282,6 +282,24 @@ def test_recorded_usage_shows_in_the_report(client: TestClient, ledger: Ledger) 
     assert client.get("/usage/report", params={"day": "yesterday"}).json()["field"] == "day"
 
 
+def test_recorded_usage_is_charged_to_the_day_it_happened(client: TestClient, ledger: Ledger) -> None:
+    """``at``: a retry sent after midnight with the call's time is applied once, on that day."""
+    yesterday = datetime.fromtimestamp(AT, UTC).replace(hour=23, minute=59) - timedelta(days=1)
+    body = {
+        "model": "gpt-4o",
+        "usage": {"input_tokens": 1_000, "output_tokens": 10},
+        "request_id": "late",
+        "at": yesterday.isoformat(),
+    }
+    assert client.post("/usage/record", json=body).json()["applied"] is True
+    assert client.post("/usage/record", json=body).json()["applied"] is False
+    report = client.get("/usage/report", params={"last_days": 2}).json()
+    assert [d["requests"] for d in report["per_day"]] == [1, 0]
+    naive = client.post("/usage/record", json={**body, "at": "2026-11-17T23:59:00", "request_id": "n"})
+    assert naive.status_code == 422
+    assert naive.json()["field"] == "at"
+
+
 def test_budgets_show_the_ledgers_headroom(client: TestClient, ledger: Ledger) -> None:
     client.post(
         "/usage/record",
@@ -422,7 +440,10 @@ def test_dashboard_data_matches_the_report(client: TestClient, ledger: Ledger) -
     data = client.get("/dashboard/data", params={"last_days": 3}).json()
     report = build_report(ledger, last_days=3)
     assert data["days"] == list(report.days)
-    assert Decimal(data["per_day"][-1]["cost_per_active_user_usd"]) == report.per_day[-1].cost_per_active_user_usd
+    assert (
+        Decimal(data["per_day"][-1]["cost_per_active_user_usd"])
+        == report.per_day[-1].cost_per_active_user_usd
+    )
     assert data["totals"]["cache_hit_rate"] == "0.333333"
     assert data["totals"]["saved_usd"] == "0.01"
     assert {m["model"]: m["requests"] for m in data["routing_mix"]} == {"gpt-4o": 1, "gpt-4o-mini": 2}

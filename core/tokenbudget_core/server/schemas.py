@@ -180,3 +180,6 @@ class RecordBody(_Body):
     saved_usd: Usd | None = None
     premium_model: Model | None = None
     """The call was routed and this is its premium tier's model (reports show what routing saved)."""
+    at: Annotated[_dt.datetime, Field(strict=False)] | None = None
+    """When the call happened (ISO 8601 with a time zone; default now): the day it is charged to.
+    A retry that sends the same ``at`` is applied once, even after midnight."""
