@@ -346,9 +346,10 @@ class Ledger:
                 self._replay_lock.release()
 
     def replay_spool(self) -> int:
-        """Commit the spooled usage now; returns how many commits were applied."""
+        """Commit the spooled usage now (after a replay another process has under way); returns
+        how many commits were applied."""
         with self._replay_lock:
-            return self.spool.replay(self.store)
+            return self.spool.replay(self.store, wait=True)
 
     # -- reserve / commit / release ---------------------------------------------------------------
 

@@ -228,9 +228,17 @@ new_request_id = _RequestIds()
 
 def default_spool_path(store: LedgerStore) -> Path:
     """``~/.cache/tokenbudget/spool-<store>.jsonl``: one spool per store, so usage spooled for one
-    store is never replayed into another (a SQLite file is identified by its absolute path)."""
-    path = getattr(store, "path", None)
-    identity = str(Path(path).resolve()) if isinstance(path, str | Path) else str(getattr(store, "url", ""))
+    store is never replayed into another.
+
+    A store is named by its ``identity`` when it has one (a string naming where its data lives:
+    a Redis store's URL and namespace, so two ledgers sharing one Redis under different
+    namespaces keep apart), else a SQLite file by its absolute path, else by its URL. The name
+    is only hashed, never written out: passwords in it stay out of the file name.
+    """
+    identity = getattr(store, "identity", None)
+    if not isinstance(identity, str) or not identity:
+        path, url = getattr(store, "path", None), str(getattr(store, "url", ""))
+        identity = str(Path(path).resolve()) if isinstance(path, str | Path) else url
     if not identity or identity.startswith("memory://"):
         identity = f"memory-{os.getpid()}-{id(store)}"  # a memory store is never unreachable anyway
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]

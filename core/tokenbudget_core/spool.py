@@ -2,73 +2,276 @@
 
 Each commit that fails to reach the store is appended as one JSON line (and fsynced).
 :meth:`Spool.replay` commits the lines again; commits are idempotent per request id, so a
-line replayed twice (a crash mid-replay) is still counted once. Lines that fail again stay.
+line replayed twice (a crash mid-replay) is still counted once.
+
+Several processes, and several ledgers in one process, may share a spool file (the default
+spool is one per store), so the file is never read and rewritten in place:
+
+* :meth:`Spool.append` writes under an exclusive ``flock`` of the spool file, into the file the
+  spool path names at that moment (if a replay moved it away meanwhile, it opens the new one).
+* :meth:`Spool.replay` runs in one process at a time (``flock`` of ``<spool>.lock``; another
+  caller returns 0 at once, or waits with ``wait=True``). Under the spool file's lock it moves
+  the lines to ``<spool>.replaying``, so what is appended while it commits goes to a fresh spool
+  file, and the lines still pending afterwards stay in ``<spool>.replaying`` (rewritten
+  atomically) for the next replay. A crash at any point leaves every line in one of the two
+  files, at worst in both: replayed twice, counted once.
+* A line the store cannot take now (:class:`~tokenbudget_core.errors.BudgetUnavailableError`,
+  or a raw ``OSError``) stays, with every line after it, and the replay stops.
+* A line that does not read back as a commit (a write torn by a crash or a full disk), or
+  that the store refuses for good (say ``InvalidInputError``), is moved to ``<spool>.bad`` as
+  a JSON line ``{"reason": ..., "line": ...}``, logged as a warning (logger
+  ``tokenbudget.spool``), and the replay goes on. It is never retried: mend it and append it
+  to the spool by hand.
+* An error of the spool's own files during a replay (a full disk) is logged and ends the
+  replay; every line stays. So :meth:`Spool.replay` raises nothing for a bad line or a store
+  in trouble.
+
+Without ``fcntl`` (Windows) the file locks are skipped: there, give each process its own spool.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from .errors import BudgetUnavailableError
 from .stores.base import Check, CommitRequest, LedgerStore
 
+if sys.platform != "win32":
+    import fcntl
+
 __all__ = ["Spool"]
+
+logger = logging.getLogger("tokenbudget.spool")
+
+_TEXT_FIELDS = ("day", "request_id", "rollup_key")
 
 
 class Spool:
-    """An append-only JSON-lines file of pending commits."""
+    """An append-only JSON-lines file of pending commits, safe to share between processes.
+
+    Args:
+        path: The spool file. ``<path>.lock``, ``<path>.replaying`` and ``<path>.bad`` are
+            kept next to it (see the module docstring).
+
+    Example:
+        >>> spool = Spool("/tmp/tokenbudget-doc/spool.jsonl")  # doctest: +SKIP
+        >>> spool.append(request)  # doctest: +SKIP
+        >>> spool.replay(store)  # doctest: +SKIP
+        1
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self.replaying_path = self.path.with_name(self.path.name + ".replaying")
+        """Lines a replay took from the spool and has not settled yet."""
+        self.bad_path = self.path.with_name(self.path.name + ".bad")
+        """Quarantined lines: unreadable, or refused by the store for good."""
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock = threading.Lock()  # this object's replays; the flock covers other objects
 
     def __len__(self) -> int:
-        try:
-            with self.path.open() as f:
-                return sum(1 for line in f if line.strip())
-        except FileNotFoundError:
-            return 0
+        """Pending commits: the lines in the spool and in a replay's file."""
+        return sum(len(_lines(p)) for p in (self.path, self.replaying_path))
 
     def pending(self) -> bool:
-        """True when the spool holds commits (a cheap stat)."""
-        try:
-            return self.path.stat().st_size > 0
-        except FileNotFoundError:
-            return False
+        """True when the spool holds commits (a stat or two)."""
+        return any(_size(p) > 0 for p in (self.path, self.replaying_path))
 
     def append(self, req: CommitRequest) -> None:
-        """Write one commit durably."""
-        line = json.dumps(asdict(req), separators=(",", ":")) + "\n"
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
-
-    def replay(self, store: LedgerStore) -> int:
-        """Commit every spooled line to ``store``; returns how many were applied now."""
-        with self._lock:
+        """Write one commit durably (fsynced before this returns)."""
+        line = (json.dumps(asdict(req), separators=(",", ":")) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-            except FileNotFoundError:
-                return 0
-            applied = 0
-            left: list[str] = []
-            for i, line in enumerate(lines):
-                data = json.loads(line)
-                data["charges"] = [Check(**c) for c in data["charges"]]
-                try:
-                    if store.commit(CommitRequest(**data)).applied:
-                        applied += 1
-                except BudgetUnavailableError:
-                    left = lines[i:]
-                    break
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(f"{line}\n" for line in left))
-            os.replace(tmp, self.path)
-            return applied
+                _flock(fd)
+                if _names(fd, self.path):  # else a replay moved this file away: open the new one
+                    _append(fd, line)
+                    return
+            finally:
+                os.close(fd)  # releases the lock
+
+    def replay(self, store: LedgerStore, *, wait: bool = False) -> int:
+        """Commit every spooled line to ``store``; returns how many were applied now.
+
+        Args:
+            store: Where the commits go (idempotent per day and request id).
+            wait: Wait for a replay another process or thread is running, then replay what is
+                left; by default return 0 at once (that replay is draining the spool).
+        """
+        if not self.pending() or not self._lock.acquire(blocking=wait):
+            return 0
+        try:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                if not _flock(fd, wait=wait):
+                    return 0
+                return self._replay_locked(store)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            logger.warning("cannot replay the spool %s now: %s", self.path, e)
+            return 0
+        finally:
+            self._lock.release()
+
+    def _replay_locked(self, store: LedgerStore) -> int:
+        self._take_spooled()
+        lines = _lines(self.replaying_path)
+        applied = 0
+        bad: list[tuple[bytes, str]] = []
+        left: list[bytes] = []
+        for i, line in enumerate(lines):
+            try:
+                req = _parse(line)
+            except (ValueError, TypeError, RecursionError) as e:
+                bad.append((line, f"unreadable: {type(e).__name__}: {e}"))
+                continue
+            try:
+                outcome = store.commit(req)
+            except (BudgetUnavailableError, OSError):
+                left = lines[i:]  # the store is away: this line and the rest wait for the next replay
+                break
+            except Exception as e:  # noqa: BLE001 - the store refuses this line for good: quarantined
+                bad.append((line, f"refused by the store: {type(e).__name__}: {e}"))
+                continue
+            if outcome.applied:
+                applied += 1
+        if bad:
+            self._quarantine(bad)
+        if len(left) < len(lines):
+            _write_atomically(self.replaying_path, left)
+        return applied
+
+    def _take_spooled(self) -> None:
+        """Move the spool's lines to the replay's file, under the spool file's lock."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            _flock(fd)
+            if not _names(fd, self.path) or os.fstat(fd).st_size == 0:
+                return
+            if not self.replaying_path.exists():
+                os.replace(self.path, self.replaying_path)
+                return
+            data = _read_all(fd)  # a crashed replay left lines: add these to them
+            out = os.open(self.replaying_path, os.O_RDWR | os.O_APPEND)
+            try:
+                _append(out, data if data.endswith(b"\n") else data + b"\n")
+            finally:
+                os.close(out)
+            os.unlink(self.path)
+        finally:
+            os.close(fd)
+
+    def _quarantine(self, bad: list[tuple[bytes, str]]) -> None:
+        records = []
+        for line, reason in bad:
+            text = line.decode("utf-8", "surrogateescape")
+            logger.warning(
+                "spool %s: a line was moved to %s (%s): %.200s", self.path, self.bad_path, reason, text
+            )
+            records.append(json.dumps({"reason": reason, "line": text}) + "\n")
+        fd = os.open(self.bad_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            _append(fd, "".join(records).encode())
+        finally:
+            os.close(fd)
+
+
+def _parse(line: bytes) -> CommitRequest:
+    """One spooled line back into its commit; ValueError or TypeError when it is not one."""
+    data: Any = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    for name in _TEXT_FIELDS:
+        if not isinstance(data.get(name), str):
+            raise ValueError(f"{name!r} is not a string")
+    charges, rollup = data.get("charges"), data.get("rollup")
+    if not isinstance(charges, list) or not all(isinstance(c, dict) for c in charges):
+        raise ValueError("'charges' is not a list of objects")
+    if not isinstance(rollup, dict):
+        raise ValueError("'rollup' is not an object")
+    data["charges"] = [Check(**c) for c in charges]
+    return CommitRequest(**data)
+
+
+def _flock(fd: int, *, wait: bool = True) -> bool:
+    """An exclusive lock of the open file ``fd`` (released when it is closed); False if busy."""
+    if sys.platform == "win32":
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _names(fd: int, path: Path) -> bool:
+    """True when ``path`` still names the open file ``fd``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def _append(fd: int, data: bytes) -> None:
+    """Append ``data`` to an ``O_APPEND`` file and fsync it; a torn last line is ended first, so
+    it never swallows the new one."""
+    size = os.fstat(fd).st_size
+    if size:
+        os.lseek(fd, size - 1, os.SEEK_SET)
+        if os.read(fd, 1) != b"\n":
+            data = b"\n" + data
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _lines(path: Path) -> list[bytes]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [line for line in data.split(b"\n") if line.strip()]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _write_atomically(path: Path, lines: list[bytes]) -> None:
+    """Replace ``path`` with ``lines`` (fsynced first), or remove it when there are none."""
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        _append(fd, b"".join(line + b"\n" for line in lines))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -529,6 +529,13 @@ class RedisStore:
         if client is not None:
             client.close()
 
+    @property
+    def identity(self) -> str:
+        """Where this store's data lives: the full URL (password included), plus the namespace
+        unless it is the default ``tb`` (whose spool keeps the name it had before namespaces
+        counted). Only hashed, for :func:`~tokenbudget_core.ledger.default_spool_path`; never shown."""
+        return self.url if self._ns == "tb" else f"{self.url}#namespace={self._ns}"
+
     def __repr__(self) -> str:
         return f"RedisStore({self._shown_url!r})"
 
