@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
+from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder
 from tokenbudget_core.errors import BudgetExceededError, BudgetUnavailableError, InvalidInputError
 from tokenbudget_core.ledger import Charge, Ledger, Reservation
 from tokenbudget_core.stores.base import Check, CommitRequest, ReserveRequest
@@ -153,7 +153,10 @@ def test_a_batch_that_cannot_reach_redis_fails_every_caller_cleanly() -> None:
     assert all(isinstance(r, BudgetUnavailableError) for r in results)
 
 
-POLICY = BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=10_000)})
+# No soft refusal: these tests count what fits under the hard limit (the last call fills it exactly).
+POLICY = BudgetPolicy(
+    features={"chat": FeatureBudget(user_daily_tokens=10_000)}, ladder=Ladder(soft_refusal=None)
+)
 
 
 @pytest.fixture(params=["redis", "sqlite"])
