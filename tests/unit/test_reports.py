@@ -494,4 +494,5 @@ def test_money_docstring_examples_run() -> None:
     from tokenbudget_core import money
 
     result = doctest.testmod(money)
-    assert result.attempted and not result.failed
+    assert result.attempted
+    assert not result.failed
