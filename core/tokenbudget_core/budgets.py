@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -97,7 +97,10 @@ class Ladder:
                 continue
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
                 raise InvalidInputError(
-                    f"ladder.{f.name}", "must be a share of the budget in (0, 1]", value=v
+                    f"ladder.{f.name}",
+                    "must be a share of the budget in (0, 1]",
+                    value=v,
+                    fix="a number such as 0.6 for 60%",
                 )
             if v < last:
                 raise InvalidInputError(f"ladder.{f.name}", "steps must not decrease", value=v)
@@ -194,7 +197,8 @@ class BudgetPolicy:
     daily_usd: Decimal | None = None
     """Overall USD per day."""
     user_daily_usd: Decimal | None = None
-    """USD per user per day, across features."""
+    """USD per user per day, across features. Calls that name no user count as one anonymous user
+    in every per-user budget (see :mod:`tokenbudget_core.ledger`)."""
     user_daily_tokens: int | None = None
     """Tokens per user per day, across features."""
     features: Mapping[str, FeatureBudget] = field(default_factory=dict)
@@ -208,36 +212,97 @@ class BudgetPolicy:
         object.__setattr__(self, "daily_usd", _usd("daily_usd", self.daily_usd))
         object.__setattr__(self, "user_daily_usd", _usd("user_daily_usd", self.user_daily_usd))
         _tokens("user_daily_tokens", self.user_daily_tokens)
+        if not isinstance(self.features, Mapping):
+            raise InvalidInputError(
+                "features",
+                "must be a mapping of feature name to FeatureBudget",
+                value=self.features,
+                fix='e.g. features={"support": FeatureBudget(user_daily_usd="0.5")}',
+            )
         for name, fb in self.features.items():
             if not isinstance(name, str) or not name:
                 raise InvalidInputError("features", "feature names must be non-empty strings", value=name)
             if not isinstance(fb, FeatureBudget):
                 raise InvalidInputError(f"features[{name!r}]", "must be a FeatureBudget", value=fb)
-        for t in self.alert_thresholds:
+        if not isinstance(self.default_feature, FeatureBudget):
+            raise InvalidInputError("default_feature", "must be a FeatureBudget", value=self.default_feature)
+        if not isinstance(self.ladder, Ladder):
+            raise InvalidInputError("ladder", "must be a Ladder", value=self.ladder)
+        thresholds = self.alert_thresholds
+        if isinstance(thresholds, str | bytes) or not isinstance(thresholds, Sequence):
+            raise InvalidInputError(
+                "alert_thresholds",
+                "must be a tuple of shares in (0, 1]",
+                value=thresholds,
+                fix="e.g. alert_thresholds=(0.8, 1.0), or (0.8,) for one alert",
+            )
+        for t in thresholds:
             if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 1:
-                raise InvalidInputError("alert_thresholds", "each must be a share in (0, 1]", value=t)
+                raise InvalidInputError(
+                    "alert_thresholds",
+                    "each must be a share in (0, 1]",
+                    value=t,
+                    fix="numbers such as 0.8 for 80% and 1 for 100%",
+                )
+        object.__setattr__(self, "alert_thresholds", tuple(thresholds))
 
     def feature(self, name: str | None) -> FeatureBudget:
         """The limits of ``name`` (the default ones when it has none)."""
         return self.features.get(name or "", self.default_feature)
 
 
+_TOML_TYPES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
+
+
+def _table(where: str, raw: object, fix: str) -> Mapping[str, Any]:
+    """``raw`` if it is a TOML table (``None``: an empty one), else the error naming ``where`` and how
+    to write it."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        kind = _TOML_TYPES.get(type(raw), f"a {type(raw).__name__}")
+        raise InvalidInputError(where, f"must be a table, not {kind}", value=raw, fix=fix)
+    return raw
+
+
+def _read_toml(source: str | os.PathLike[str]) -> Mapping[str, Any]:
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8 by definition, whatever the locale
+    except OSError as e:
+        raise InvalidInputError("policy_file", f"cannot read {str(path)!r}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(
+            "policy_file",
+            f"{str(path)!r} is not UTF-8 (invalid byte at offset {e.start}); TOML files are UTF-8",
+            value=str(path),
+            fix="save the file as UTF-8",
+        ) from e
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidInputError("policy_file", f"{str(path)!r} is not valid TOML: {e}") from e
+
+
 def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> BudgetPolicy:
-    """Build a policy from a TOML file path or an already-parsed mapping.
+    """Build a policy from a TOML file path (UTF-8) or an already-parsed mapping.
 
     Raises:
-        InvalidInputError: The file cannot be read or parsed, or a field is wrong (named).
+        InvalidInputError: The file cannot be read, is not UTF-8 or not TOML, or a setting is
+            unknown or wrong (named, e.g. ``features.support.user_daily_usd``; a table given
+            another type, e.g. ``alerts = 0.8``, names the table).
     """
     if isinstance(source, Mapping):
         data: Mapping[str, Any] = source
+    elif isinstance(source, str | os.PathLike):
+        data = _read_toml(source)
     else:
-        path = Path(source)
-        try:
-            data = tomllib.loads(path.read_text())
-        except OSError as e:
-            raise InvalidInputError("policy_file", f"cannot read {str(path)!r}: {e.strerror}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise InvalidInputError("policy_file", f"{str(path)!r} is not valid TOML: {e}") from e
+        raise InvalidInputError(
+            "source",
+            "must be a TOML file path or a mapping",
+            value=source,
+            fix="e.g. load_policy('budgets.toml')",
+        )
     known = {
         "daily_usd",
         "user_daily_usd",
@@ -251,35 +316,62 @@ def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> BudgetPol
         if key not in known:
             raise InvalidInputError(key, "is not a policy setting", fix=f"known settings: {sorted(known)}")
 
+    limit_names = sorted(f.name for f in fields(FeatureBudget))
+
     def feature(where: str, raw: object) -> FeatureBudget:
-        if not isinstance(raw, Mapping):
-            raise InvalidInputError(where, "must be a table", value=raw)
-        names = {f.name for f in fields(FeatureBudget)}
-        for key in raw:
-            if key not in names:
+        limits = _table(
+            where, raw, fix=f"write [{where}] with its limits under it ({', '.join(limit_names)})"
+        )
+        for key in limits:
+            if key not in limit_names:
                 raise InvalidInputError(
-                    f"{where}.{key}", "is not a feature limit", fix=f"known: {sorted(names)}"
+                    f"{where}.{key}", "is not a feature limit", fix=f"known: {limit_names}"
                 )
         try:
-            return FeatureBudget(**raw)
+            return FeatureBudget(**limits)
         except InvalidInputError as e:
             raise InvalidInputError(f"{where}.{e.field}", e.problem, value=e.value, fix=e.fix) from e
 
-    features = {name: feature(f"features.{name}", raw) for name, raw in (data.get("features") or {}).items()}
-    ladder_raw = data.get("ladder") or {}
-    try:
-        ladder = Ladder(**ladder_raw)
-    except TypeError as e:
-        raise InvalidInputError(
-            "ladder", str(e), fix="known steps: cheaper_tier, smaller_context, cache_only, soft_refusal"
-        ) from e
-    alerts = data.get("alerts") or {}
-    return BudgetPolicy(
-        daily_usd=data.get("daily_usd"),
-        user_daily_usd=data.get("user_daily_usd"),
-        user_daily_tokens=data.get("user_daily_tokens"),
-        features=features,
-        default_feature=feature("default_feature", data.get("default_feature") or {}),
-        ladder=ladder,
-        alert_thresholds=tuple(alerts.get("thresholds", (0.8, 1.0))),
+    per_feature = _table(
+        "features",
+        data.get("features"),
+        fix="write one [features.NAME] table per feature, e.g. [features.support]",
     )
+    features = {name: feature(f"features.{name}", raw) for name, raw in per_feature.items()}
+    steps = [f.name for f in fields(Ladder)]
+    ladder_raw = _table("ladder", data.get("ladder"), fix=f"write [ladder] with {' / '.join(steps)} = share")
+    for key in ladder_raw:
+        if key not in steps:
+            raise InvalidInputError(
+                f"ladder.{key}", "is not a ladder step", fix=f"known steps: {', '.join(steps)}"
+            )
+    ladder = Ladder(**ladder_raw)
+    alerts = _table("alerts", data.get("alerts"), fix="write [alerts] with thresholds = [0.8, 1.0] under it")
+    for key in alerts:
+        if key != "thresholds":
+            raise InvalidInputError(f"alerts.{key}", "is not an alert setting", fix="known: thresholds")
+    thresholds = alerts.get("thresholds")
+    if thresholds is None:
+        thresholds = (0.8, 1.0)
+    if not isinstance(thresholds, list | tuple):
+        kind = _TOML_TYPES.get(type(thresholds), f"a {type(thresholds).__name__}")
+        raise InvalidInputError(
+            "alerts.thresholds",
+            f"must be an array of shares in (0, 1], not {kind}",
+            value=thresholds,
+            fix="write it in brackets, e.g. thresholds = [0.8, 1.0]",
+        )
+    try:
+        return BudgetPolicy(
+            daily_usd=data.get("daily_usd"),
+            user_daily_usd=data.get("user_daily_usd"),
+            user_daily_tokens=data.get("user_daily_tokens"),
+            features=features,
+            default_feature=feature("default_feature", data.get("default_feature")),
+            ladder=ladder,
+            alert_thresholds=tuple(thresholds),
+        )
+    except InvalidInputError as e:
+        if e.field != "alert_thresholds":
+            raise
+        raise InvalidInputError("alerts.thresholds", e.problem, value=e.value, fix=e.fix) from e

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ._version import __version__
 from .budget_status import GLOBAL_BUDGETS
@@ -35,6 +36,7 @@ from .errors import (
     TokenCountError,
     UnpricedModelError,
 )
+from .money import jsonable
 from .pricing import format_usd, price_of
 from .usage import Usage
 
@@ -397,10 +399,18 @@ def demo(
     )
     console.print(f"budget alerts fired: {len(summary.alerts)}")
     for a in summary.alerts[:5]:
-        console.print(f"  {a.budget} for {a.scope} passed {a.threshold:.0%}: {a.used} of {a.limit}")
+        console.print(
+            f"  {a.budget} for {a.scope} passed {a.threshold:.0%}: {a.used} of {a.limit}",
+            markup=False,
+            emoji=False,
+        )
     if html_path != "-":
-        console.print(f"HTML report: {html_path}")
-    console.print(f"ledger: {summary.store}  (try: tokenbudget report --store {summary.store} --by feature)")
+        console.print(f"HTML report: {html_path}", markup=False, emoji=False)
+    console.print(
+        f"ledger: {summary.store}  (try: tokenbudget report --store {summary.store} --by feature)",
+        markup=False,
+        emoji=False,
+    )
 
 
 # -- explain --------------------------------------------------------------------------------------
@@ -433,11 +443,13 @@ _TZ_HELP = "The IANA time zone the ledger's days are in (the Ledger's timezone=)
 
 @contextmanager
 def _opened_store(url: str | None) -> Iterator[LedgerStore]:
-    """The store at ``url``; a SQLite file that does not exist is an error, not a new empty ledger."""
+    """The store at ``url``, to read: a SQLite file is opened read-only and never modified, and
+    one that does not exist or holds no ledger is an error, not a new empty ledger."""
     from .stores import DEFAULT_STORE_URL, open_store
 
     url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
     prefix = "sqlite:///"
+    options: dict[str, object] = {}
     if url.lower().startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
         path = Path(url[len(prefix) :])
         if not path.is_file():
@@ -447,7 +459,13 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
                 value=url,
                 fix="pass --store URL or set $TOKENBUDGET_STORE to the store your app records to",
             )
-    store = open_store(url)
+        options["read_only"] = True
+    try:
+        store = open_store(url, **options)
+    except InvalidInputError as e:
+        if e.field != "store":
+            raise
+        raise InvalidInputError("--store", e.problem, value=url, fix=e.fix) from e
     try:
         yield store
     finally:
@@ -473,6 +491,11 @@ def _percent(share: Decimal | None) -> str:
     return "-" if share is None else f"{share * 100:.1f}%"
 
 
+def _plain(text: str, *, style: str = "") -> Text:
+    """Text shown as it is: ids, URLs and zones in a table are never read as rich markup or emoji codes."""
+    return Text(text, style=style)
+
+
 def _table(*columns: str, wrap: int = 0) -> Table:
     """The first column left-aligned, numbers right-aligned and unwrapped, except the last ``wrap``
     columns (short figures under headers that may wrap on a narrow terminal)."""
@@ -489,7 +512,7 @@ def _render_report(r: Report) -> list[Table]:
     t = r.totals
     span = r.days[0] if len(r.days) == 1 else f"{r.days[0]} .. {r.days[-1]}"
     totals = _table("total", "value")
-    totals.title = f"Spend {span} ({r.timezone})"
+    totals.title = _plain(f"Spend {span} ({r.timezone})", style="table.title")
     for name, value in (
         ("requests", f"{t.requests:,}"),
         ("input tokens", f"{t.input_tokens:,}"),
@@ -514,9 +537,8 @@ def _render_report(r: Report) -> list[Table]:
         )
         table.caption = "hit rate: answered from a cache; routing saved: vs the premium tier"
         for row in b.rows:
-            key = "(none)" if row.key is None else row.key
             table.add_row(
-                key,
+                _plain("(none)" if row.key is None else row.key),
                 f"{row.requests:,}",
                 f"{row.input_tokens:,}",
                 f"{row.output_tokens:,}",
@@ -545,7 +567,7 @@ def _render_report(r: Report) -> list[Table]:
         calls = _table("feature", "calls", "p50 / call", "p95 / call")
         for c in r.call_costs:
             calls.add_row(
-                "(none)" if c.feature is None else c.feature,
+                _plain("(none)" if c.feature is None else c.feature),
                 f"{c.calls:,}",
                 _money(c.p50_usd),
                 _money(c.p95_usd),
@@ -557,7 +579,9 @@ def _render_report(r: Report) -> list[Table]:
 @cli.command(epilog=_EXIT_CODES_HELP)
 @click.option("--store", "store_url", metavar="URL", help=_STORE_HELP)
 @click.option("--day", metavar="YYYY-MM-DD", help="Report this one day.")
-@click.option("--days", "last_days", metavar="N", help="Report the N days ending today (default 7).")
+@click.option(
+    "--days", "last_days", metavar="N", help="Report the N days ending today (default 7, at most 3,660)."
+)
 @click.option(
     "--by",
     type=click.Choice(["feature", "user", "model"]),
@@ -583,9 +607,16 @@ def report(
     Reads the attribution the ledger records; nothing is written.
     """
     from .ledger import Ledger
-    from .reports import build_report
+    from .reports import MAX_LAST_DAYS, build_report
 
     n_days = None if last_days is None else _positive("--days", last_days)
+    if n_days is not None and n_days > MAX_LAST_DAYS:
+        raise InvalidInputError(
+            "--days",
+            f"must be at most {MAX_LAST_DAYS:,} (ten years), got {last_days!r}",
+            value=last_days,
+            fix="pass a smaller N, or --day for one day",
+        )
     n_top = _positive("--top", top)
     if day is not None and n_days is not None:
         raise InvalidInputError("--day", "give --day or --days, not both")
@@ -638,7 +669,7 @@ def budgets(
         today = ledger.day()
         rows, steps = budget_rows(ledger, features, user)
     if as_json:
-        text = [{k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
+        text = jsonable(rows)
         click.echo(json.dumps({"day": today, "user": user, "budgets": text, "steps": steps}, indent=2))
         return
     if not rows:
@@ -660,7 +691,7 @@ def budgets(
     for scope, group in groups.items():
         table = _table("budget", "limit", "spent + reserved", "headroom", "used", "step")
         table.show_edge = False
-        table.title = f"{scope}: budgets on {today} ({tz})"
+        table.title = _plain(f"{scope}: budgets on {today} ({tz})", style="table.title")
         for row in group:
             name = row["budget"].removesuffix(" (all features)")
             share = f"{row['share']:.0%}"

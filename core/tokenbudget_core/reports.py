@@ -274,6 +274,10 @@ def _source(source: Ledger | LedgerStore) -> tuple[LedgerStore, Callable[[], flo
     raise InvalidInputError("ledger_or_store", "must be a Ledger or a store", value=source)
 
 
+MAX_LAST_DAYS = 3_660
+"""The longest ``last_days`` span: ten years of days (each day is one store read)."""
+
+
 def _select_days(
     days: Sequence[str] | None, day: str | date | None, last_days: int | None, today: date
 ) -> list[str]:
@@ -289,7 +293,19 @@ def _select_days(
     n = DEFAULT_LAST_DAYS if last_days is None else last_days
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInputError("last_days", "must be a positive integer", value=last_days)
-    return [(today - timedelta(days=i)).isoformat() for i in range(n - 1, -1, -1)]
+    if n > MAX_LAST_DAYS:
+        raise InvalidInputError(
+            "last_days",
+            f"must be at most {MAX_LAST_DAYS:,} (ten years), got {n:,}",
+            value=last_days,
+            fix="report a shorter span, or pass days=[...] with the days you want",
+        )
+    try:
+        return [(today - timedelta(days=i)).isoformat() for i in range(n - 1, -1, -1)]
+    except OverflowError as e:  # only a clock set near year 1 gets here
+        raise InvalidInputError(
+            "last_days", f"{n:,} days before {today} is before year 1", value=last_days
+        ) from e
 
 
 def _totals(rows: Sequence[_Row]) -> Totals:
@@ -400,14 +416,14 @@ def build_report(
             decide "today" and the month) or a bare store (then: the system clock and UTC).
         days: These ISO days.
         day: One day (ISO string or ``date``).
-        last_days: The N days ending today. Give at most one of ``days``, ``day`` and
-            ``last_days``; with none, the last 7 days.
+        last_days: The N days ending today (at most ``MAX_LAST_DAYS``, 3,660). Give at most one
+            of ``days``, ``day`` and ``last_days``; with none, the last 7 days.
         by: The dimensions to break the spend down by, in order.
         top: Keep the N biggest spenders of each dimension (the rest are summed as omitted).
 
     Raises:
-        InvalidInputError: Two day selections, a malformed day, an unknown dimension, a bad
-            ``top``, or something that is neither a ledger nor a store.
+        InvalidInputError: Two day selections, a malformed day, ``last_days`` over 3,660, an
+            unknown dimension, a bad ``top``, or something that is neither a ledger nor a store.
         BudgetUnavailableError: The store cannot be reached.
 
     Example:

@@ -7,6 +7,8 @@ writer) with ``synchronous=NORMAL``; a writer that finds the lock taken waits up
 ``timeout_s`` and then fails with :class:`~tokenbudget_core.errors.BudgetUnavailableError`.
 A process forked after opening a store gets its own connection on first use.
 
+``read_only=True`` opens an existing ledger to read it (reports) without ever modifying the file.
+
 URLs: ``sqlite:///relative/path.db`` (relative to the working directory when opened),
 ``sqlite:////absolute/path.db`` (four slashes) and ``sqlite:///:memory:`` (one process only).
 """
@@ -20,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -54,6 +56,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS call_costs_day_feature ON call_costs (day, feature)",
 )
 _DAY_TABLES = ("balances", "requests", "rollup", "call_costs")
+_TABLES = (*_DAY_TABLES, "marks")
 _ADD = (
     "INSERT INTO balances (day, scope, metric, spent, reserved) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (day, scope, metric) DO UPDATE "
@@ -86,9 +89,12 @@ def _path_of(url: str) -> str:
 
 
 def _int(value: object, name: str) -> int:
-    if type(value) is not int:
+    """``value`` as a plain int (an int subclass such as ``TokenCount`` as its value; never a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(name, "must be an int (tokens, or nano-USD for money)", value=value)
-    return value
+    if not -(2**63) <= value < 2**63:
+        raise InvalidInputError(name, "must fit in a signed 64-bit integer", value=value)
+    return int(value)
 
 
 def _unavailable(error: BaseException) -> bool:
@@ -104,13 +110,23 @@ class SQLiteStore:
             The parent directory is created when missing.
         timeout_s: How long an operation waits for another writer's lock before failing.
         retention_days: Days of history to keep; older days are purged at most once a day per
-            process, the first time a newer day is reserved or committed. ``None`` keeps everything.
+            process, the first time a newer day is reserved or committed. The days are counted
+            back from that day, or from tomorrow (UTC) when that day is later still: a request
+            dated in the future cannot purge the present. ``None`` keeps everything.
+        read_only: Open an existing ledger for reading only (SQLite ``mode=ro``): nothing is
+            created, migrated, switched to WAL or purged, and the file is never modified (in WAL
+            mode SQLite may create its ``-wal``/``-shm`` side files). :meth:`totals` counts passed
+            leases as released without writing; :meth:`reserve`, :meth:`commit`, :meth:`release`,
+            :meth:`mark_once`, :meth:`record_call_cost` and :meth:`purge` raise
+            :class:`~tokenbudget_core.errors.BudgetUnavailableError`.
 
     Raises:
-        InvalidInputError: ``url`` is not a ``sqlite:///`` URL.
-        BudgetUnavailableError: The file cannot be created or opened, is not a SQLite database,
-            or was written by a newer tokenbudget (also raised later by any operation that hits
-            a locked database past ``timeout_s`` or an I/O error).
+        InvalidInputError: ``url`` is not a ``sqlite:///`` URL; with ``read_only``, the database
+            is in memory or the file holds no ledger (none of its tables).
+        BudgetUnavailableError: The file cannot be created or opened (with ``read_only``: does
+            not exist), is not a SQLite database, or was written by a newer tokenbudget (also
+            raised later by any operation that hits a locked database past ``timeout_s`` or an
+            I/O error).
 
     Example:
         >>> store = SQLiteStore("sqlite:///:memory:")
@@ -119,10 +135,21 @@ class SQLiteStore:
         >>> store.close()
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 30.0, retention_days: int | None = 400) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float = 30.0, retention_days: int | None = 400, read_only: bool = False
+    ) -> None:
         self.url = url
         self.path = _path_of(url)
         """The database file's absolute path (or ``:memory:``)."""
+        self.read_only = read_only
+        """True when the file was opened for reading only."""
+        if read_only and self.path == ":memory:":
+            raise InvalidInputError(
+                "read_only",
+                "an in-memory database has no ledger to read",
+                value=url,
+                fix="open a ledger file",
+            )
         self._timeout_s = timeout_s
         self._retention_days = retention_days
         self._lock = threading.Lock()
@@ -134,18 +161,25 @@ class SQLiteStore:
 
     def _open(self) -> sqlite3.Connection:
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if self.read_only:  # mode=ro: SQLite itself refuses every write, and never creates the file
+                target, uri = Path(self.path).as_uri() + "?mode=ro", True
+            else:
+                target, uri = self.path, False
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                self.path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False
+                target, timeout=self._timeout_s, isolation_level=None, check_same_thread=False, uri=uri
             )
         except (OSError, sqlite3.Error) as e:
             raise self._fail(e) from e
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout_s * 1000)}")
-            self._enable_wal(conn)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._migrate(conn)
+            if self.read_only:
+                self._check_ledger(conn)
+            else:
+                self._enable_wal(conn)
+                conn.execute("PRAGMA synchronous = NORMAL")
+                self._migrate(conn)
         except BaseException as e:
             conn.close()
             if _unavailable(e):
@@ -165,16 +199,42 @@ class SQLiteStore:
                     raise
                 time.sleep(0.01)
 
+    def _check_version(self, conn: sqlite3.Connection) -> int:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise BudgetUnavailableError(
+                self.url,
+                f"{self.path} has schema version {version} but this tokenbudget knows up to "
+                f"{SCHEMA_VERSION}; upgrade tokenbudget-kit",
+            )
+        return version
+
+    def _check_ledger(self, conn: sqlite3.Connection) -> None:
+        """Read-only: the file must already be a ledger (there is nothing to create or migrate)."""
+        conn.execute("BEGIN")
+        try:
+            self._check_version(conn)
+            query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+            present = {name for (name,) in conn.execute(query)}
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        missing = [t for t in _TABLES if t not in present]
+        if missing:
+            what = (
+                "none of the ledger's tables" if len(missing) == len(_TABLES) else f"no {', '.join(missing)}"
+            )
+            raise InvalidInputError(
+                "store",
+                f"{self.path!r} is not a tokenbudget ledger (it has {what})",
+                value=self.url,
+                fix="point it at the file your app's Ledger records to",
+            )
+
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise BudgetUnavailableError(
-                    self.url,
-                    f"{self.path} has schema version {version} but this tokenbudget knows up to "
-                    f"{SCHEMA_VERSION}; upgrade tokenbudget-kit",
-                )
+            version = self._check_version(conn)
             if version < SCHEMA_VERSION:
                 for statement in _SCHEMA:
                     conn.execute(statement)
@@ -186,10 +246,15 @@ class SQLiteStore:
 
     @contextmanager
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        """One transaction under the process-local lock; sqlite failures become BudgetUnavailableError."""
+        """One transaction under the process-local lock (``BEGIN IMMEDIATE``: one that writes);
+        sqlite failures become BudgetUnavailableError."""
         with self._lock:
             if self._conn is None:
                 raise BudgetUnavailableError(self.url, "the store was closed; open a new one")
+            if self.read_only and begin != "BEGIN":
+                raise BudgetUnavailableError(
+                    self.url, f"{self.path} is opened read-only; open the store without read_only to write"
+                )
             if self._pid != os.getpid():  # forked: never touch the parent's connection
                 _INHERITED.append(self._conn)
                 self._conn = self._open()
@@ -303,10 +368,25 @@ class SQLiteStore:
     def totals(
         self, day: str, scopes: Sequence[tuple[str, Metric]], now_ms: int
     ) -> dict[tuple[str, Metric], tuple[int, int]]:
-        """``(spent, reserved)`` per scope and metric, after expiring passed leases."""
-        with self._transaction() as db:
-            self._expire(db, day, now_ms)
-            return {(scope, metric): self._balance(db, day, scope, metric) for scope, metric in scopes}
+        """``(spent, reserved)`` per scope and metric, after expiring passed leases.
+
+        Read-only, the passed leases stay in the file and are subtracted from ``reserved`` here:
+        the same figures, nothing written.
+        """
+        if not self.read_only:
+            with self._transaction() as db:
+                self._expire(db, day, now_ms)
+                return {(scope, metric): self._balance(db, day, scope, metric) for scope, metric in scopes}
+        with self._transaction("BEGIN") as db:
+            expired: dict[tuple[str, str], int] = {}
+            for (checks_json,) in db.execute(f"SELECT checks_json FROM requests {_EXPIRED}", (day, now_ms)):
+                for scope, metric, amount in json.loads(checks_json):
+                    expired[(scope, metric)] = expired.get((scope, metric), 0) + amount
+            found: dict[tuple[str, Metric], tuple[int, int]] = {}
+            for scope, metric in scopes:
+                spent, reserved = self._balance(db, day, scope, metric)
+                found[(scope, metric)] = (spent, reserved - expired.get((scope, metric), 0))
+            return found
 
     def rollup(self, days: Sequence[str]) -> list[RollupRow]:
         """Attribution rows of these days, ordered by day and key (one consistent snapshot)."""
@@ -360,16 +440,29 @@ class SQLiteStore:
 
     def _maybe_purge(self, day: str) -> None:
         """Purge past the retention on the first operation of a newer day (before it, so a
-        failing purge fails an operation that has not happened yet)."""
+        failing purge fails an operation that has not happened yet).
+
+        The retention counts back from the request's day, but never from later than tomorrow
+        (UTC): a ledger day is at most one day ahead of UTC (zones reach UTC+14), so a request
+        carrying a far-future day (forged, mistyped, a clock gone wrong) cannot delete today.
+        """
         key = self.path if self.path != ":memory:" else f":memory:{id(self)}"
-        if self._retention_days is None or _LAST_PURGE.get(key, "") >= day:
+        if self._retention_days is None or _LAST_PURGE.get(key, "") >= day:  # the usual case
             return
         try:
-            cutoff = date.fromisoformat(day) - timedelta(days=self._retention_days)
+            requested = date.fromisoformat(day)
         except ValueError:  # not an ISO day: nothing to compare against
             return
+        latest = datetime.now(UTC).date() + timedelta(days=1)
+        reference = min(requested, latest)
+        if _LAST_PURGE.get(key, "") >= reference.isoformat():
+            return
+        try:
+            cutoff = reference - timedelta(days=self._retention_days)
+        except OverflowError:  # a retention reaching before year 1: nothing is that old
+            return
         self.purge(cutoff.isoformat())
-        _LAST_PURGE[key] = day  # two threads racing here purge twice, harmlessly
+        _LAST_PURGE[key] = reference.isoformat()  # two threads racing here purge twice, harmlessly
 
     def close(self) -> None:
         """Close the connection; later operations raise :class:`BudgetUnavailableError`."""
