@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cli_support import isolate
 from redis_server import RedisServer, find_redis_server, in_ci
 
 _NO_BINARY = (
@@ -111,3 +112,10 @@ def redis_cluster_client(redis_cluster_url: str) -> Iterator[Any]:
 def clean_redis_cluster_url(redis_cluster_client: Any, redis_cluster_url: str) -> str:
     """``redis_cluster_url``, with every primary flushed before and after the test."""
     return redis_cluster_url
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No API key, store, prices or models from the environment, fresh registry and price table,
+    a private spool (see ``tests/cli_support.py``)."""
+    isolate(monkeypatch, tmp_path)

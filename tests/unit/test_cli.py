@@ -10,44 +10,21 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from tokenbudget_core import price_overrides, registry
-from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_UNPRICED, EXIT_USAGE, cli
+from cli_support import assert_one_line_error, run
+from tokenbudget_core import registry
+from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_UNPRICED, EXIT_USAGE
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.explain import SAMPLE_MESSAGES, SAMPLE_REPLY, SAMPLE_TOOLS, run_demo
 from tokenbudget_core.registry import ModelRegistry
+
+pytestmark = pytest.mark.usefixtures("isolated")
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "How many tokens is this?"},
 ]
 SCRIPT = Path(sys.executable).with_name("tokenbudget")
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Offline, with fresh process-wide registry and price table."""
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    monkeypatch.delenv("TOKENBUDGET_PRICES", raising=False)
-    monkeypatch.delenv("TOKENBUDGET_MODELS", raising=False)
-    monkeypatch.setattr(price_overrides, "_default_table", None)
-    monkeypatch.setattr(registry, "_default", None)
-
-
-def run(*args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=stdin)
-
-
-def assert_one_line_error(result: Result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0]
-    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 # -- count -------------------------------------------------------------------------------------------

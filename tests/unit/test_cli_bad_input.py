@@ -16,14 +16,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from tokenbudget_core import price_overrides, registry
-from tokenbudget_core.cli import EXIT_BAD_INPUT, cli
+from cli_support import assert_one_line_error, run
+from tokenbudget_core.cli import EXIT_BAD_INPUT
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import MAX_LAST_DAYS, build_report
 from tokenbudget_core.usage import Usage
+
+pytestmark = pytest.mark.usefixtures("isolated")
 
 SCRIPT = Path(sys.executable).with_name("tokenbudget")
 # Ids a user or an app may well choose, each of which rich would read as markup or an emoji code.
@@ -31,27 +32,8 @@ ODD_IDS = ("team[eng]", "[bold]mallory", "a[/b]", "x[/]", ":fire:", "back\\")
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("TOKENBUDGET_PRICES", "TOKENBUDGET_MODELS", "TOKENBUDGET_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOKENBUDGET_SPOOL", str(tmp_path / "spool.jsonl"))
+def _wide(monkeypatch: pytest.MonkeyPatch, isolated: None) -> None:
     monkeypatch.setenv("COLUMNS", "240")  # wide enough that no id is wrapped or cut
-    monkeypatch.setattr(price_overrides, "_default_table", None)
-    monkeypatch.setattr(registry, "_default", None)
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def assert_one_line_error(result: Result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -13,15 +13,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from tokenbudget_core import price_overrides, registry
+from cli_support import assert_one_line_error, run
 from tokenbudget_core.budgets import load_policy
-from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_USAGE, cli
+from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_USAGE
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.pricing import cost_of, format_usd
 from tokenbudget_core.stores import open_store
 from tokenbudget_core.usage import Usage
+
+pytestmark = pytest.mark.usefixtures("isolated")
 
 SCRIPT = Path(sys.executable).with_name("tokenbudget")
 DAY = "2026-11-18"
@@ -50,16 +51,6 @@ feature_daily_usd = "2"
 """
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fresh process-wide registry and prices, no store from the environment, a private spool."""
-    for name in ("TOKENBUDGET_PRICES", "TOKENBUDGET_MODELS", "TOKENBUDGET_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOKENBUDGET_SPOOL", str(tmp_path / "spool.jsonl"))
-    monkeypatch.setattr(price_overrides, "_default_table", None)
-    monkeypatch.setattr(registry, "_default", None)
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     """A ledger file with CALLS recorded on DAY."""
@@ -69,20 +60,6 @@ def db(tmp_path: Path) -> Path:
         ledger.record(usage, model=model, feature=feature, user=user, conversation=conversation)
     ledger.close()
     return path
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
-
-
-def assert_one_line_error(result: Result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def check_report_json(data: dict[str, object]) -> None:

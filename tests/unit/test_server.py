@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from tokenbudget_core import TokenCounter, Usage, cost_of, price_overrides, registry
+from tokenbudget_core import TokenCounter, Usage, cost_of
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.cli import EXIT_BAD_INPUT, cli
 from tokenbudget_core.errors import InvalidInputError
@@ -27,19 +27,12 @@ from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.server import create_app
 
+pytestmark = pytest.mark.usefixtures("isolated")
+
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 AT = datetime(2026, 11, 18, 12, tzinfo=UTC).timestamp()
 DAY = "2026-11-18"
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("TOKENBUDGET_PRICES", "TOKENBUDGET_MODELS", "TOKENBUDGET_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOKENBUDGET_SPOOL", str(tmp_path / "spool.jsonl"))
-    monkeypatch.setattr(price_overrides, "_default_table", None)
-    monkeypatch.setattr(registry, "_default", None)
 
 
 @pytest.fixture

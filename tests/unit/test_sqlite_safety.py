@@ -23,11 +23,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from tokenbudget_core import price_overrides, registry
+from cli_support import run
 from tokenbudget_core.budgets import BudgetPolicy
-from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_OK, cli
+from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_OK
 from tokenbudget_core.counting import TokenCount, TokenCounter
 from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError
 from tokenbudget_core.ledger import Ledger
@@ -35,18 +34,7 @@ from tokenbudget_core.stores.base import Check, CommitRequest, ReserveRequest
 from tokenbudget_core.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from tokenbudget_core.usage import Usage
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("TOKENBUDGET_PRICES", "TOKENBUDGET_MODELS", "TOKENBUDGET_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TOKENBUDGET_SPOOL", str(tmp_path / "spool.jsonl"))
-    monkeypatch.setattr(price_overrides, "_default_table", None)
-    monkeypatch.setattr(registry, "_default", None)
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def utc_today() -> date:
