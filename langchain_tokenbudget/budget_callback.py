@@ -17,6 +17,22 @@ Which one to use:
   sync call; this handler therefore answers LangChain's sync dispatcher with its sync twin,
   and refuses sync calls too.
 
+What is counted and charged:
+
+* Content the core cannot represent (a PDF or other file block, audio, a server-tool result
+  kept in the history) does not stop the call: it is counted by the core's estimate
+  (:func:`~tokenbudget_core.counting.estimate_block`), and the usage the provider reports is
+  what is committed.
+* Completion models (``on_llm_start``) that report usage in ``llm_output["token_usage"]``
+  (OpenAI style: ``prompt_tokens`` / ``completion_tokens``) are charged that usage. LangChain
+  reports it once for a whole multi-prompt ``generate()`` / ``batch()`` call, on its first
+  prompt, which cannot be split between prompts (nor their payers): each prompt of such a call
+  is charged its flagged estimate instead.
+* A multi-prompt call (``generate([...])`` with several prompts, a completion model's
+  ``batch`` / ``abatch``) starts all its prompts before sending any; when one is refused, none
+  is sent and LangChain never ends the others: the handler releases the reservations of the
+  prompts started before it and refuses those started after it.
+
 Claude streams: langchain-anthropic puts the *running total* of each ``message_delta`` on a
 chunk, and LangChain adds chunks up, so the aggregated ``usage_metadata`` of a streamed
 Claude reply overstates its usage. The handler keeps the latest running total instead.
@@ -38,6 +54,7 @@ import functools
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
@@ -48,15 +65,15 @@ from langchain_core.callbacks.manager import handle_event
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 
-from tokenbudget_core.counting import SupportsTokenCount, TokenCounter
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, estimated_count
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, TokenBudgetError
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.routing import premium_model_of
 from tokenbudget_core.usage import Usage
-from tokenbudget_core.usage_sources import usage_from_langchain
+from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
 
 from .llm_cache import CACHE_HIT_KEY
-from .messages import to_core_messages
+from .messages import to_core_request
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
 
@@ -183,6 +200,18 @@ def reported(replies: Sequence[BaseMessage], totals: Sequence[Mapping[str, Any]]
     return None if found is None else usage_from_langchain(found)
 
 
+def llm_output_usage(llm_output: object) -> Usage | None:
+    """The usage a completion model reported for its call in ``llm_output["token_usage"]``
+    (OpenAI style: ``prompt_tokens`` / ``completion_tokens``, read by the core), else ``None``."""
+    found = llm_output.get("token_usage") if isinstance(llm_output, Mapping) else None
+    if not isinstance(found, Mapping) or not found:
+        return None
+    try:
+        return usage_from_openai_chat(found)
+    except InvalidInputError:  # another provider's shape: the call is charged an estimate
+        return None
+
+
 class CacheHit(NamedTuple):
     """A reply served from a response cache instead of the model."""
 
@@ -244,6 +273,44 @@ class _Run:
     total: dict[str, Any] | None = None
     premium_model: str | None = None
     """The routed call's premium model (from the run's metadata)."""
+    batch: _Batch | None = None
+    """The multi-prompt call the run is one prompt of (see :class:`_Batch`)."""
+    batched: bool = False
+    """One prompt of several: ``llm_output`` reports the whole call's usage on the first one."""
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _Batch:
+    """The prompts of one multi-prompt ``generate()`` call, while LangChain starts them.
+
+    LangChain starts every prompt (``on_llm_start`` / ``on_chat_model_start``, one per prompt)
+    before it sends any, and passes each the same ``invocation_params`` dict: the batch's key.
+    A refused prompt stops the whole call, and LangChain never ends the prompts started before
+    it: their reservations are released here (and later ones refused, as ``agenerate`` may still
+    start them).
+    """
+
+    params: object
+    """The call's ``invocation_params``: held, so that its ``id()`` (the key) stays unique."""
+    left: int
+    """Prompts whose start has not finished yet."""
+    touched: float
+    runs: list[UUID] = dataclasses.field(default_factory=list)
+    refusal: Callable[[], BaseException] | None = None
+    """Set when a prompt stopped the call: makes the error every later prompt is refused with."""
+
+
+_FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
+
+
+def _refusal(error: BaseException) -> Callable[[], BaseException]:
+    """How to refuse the later prompts of a call ``error`` stopped: a fresh error each time, so
+    that ``error`` (whose traceback holds the call's frames) is not kept."""
+    if isinstance(error, BudgetExceededError):
+        figures = {k: getattr(error, k) for k in _FIGURES}
+        return lambda: BudgetExceededError(**figures)
+    text = f"not sent: another prompt of the same call failed ({type(error).__name__}: {error})"
+    return lambda: TokenBudgetError(text)
 
 
 class _BudgetHandler:
@@ -271,6 +338,7 @@ class _BudgetHandler:
         self.max_output_tokens, self.counter = max_output_tokens, counter
         self._counters: dict[str, SupportsTokenCount] = {}
         self._runs: dict[UUID, _Run] = {}
+        self._batches: dict[int, _Batch] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -325,57 +393,155 @@ class _BudgetHandler:
         n = 0
         for b in inputs:
             if isinstance(b, list):
-                n += int(counter.count_messages(to_core_messages(b), tools))
+                messages, estimated = to_core_request(b)
+                count = counter.count_messages(messages, tools)
+                n += int(count if estimated is None else estimated_count(count, estimated))
         return n
 
     async def _acount(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
         acount = getattr(counter, "acount_messages", None)
         if isinstance(inputs[0], str) or acount is None:
             return self._count(counter, inputs, tools)
-        return sum([int(await acount(to_core_messages(b), tools)) for b in inputs if isinstance(b, list)])
+        n = 0
+        for b in inputs:
+            if isinstance(b, list):
+                messages, estimated = to_core_request(b)
+                count = await acount(messages, tools)
+                n += int(count if estimated is None else estimated_count(count, estimated))
+        return n
 
     def _start(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
             return
-        call = self._call(serialized, kwargs)
-        reservation = self.ledger.reserve(
-            model=call.model,
-            input_tokens=self._count(call.counter, inputs, call.tools),
-            max_output_tokens=call.max_output_tokens,
-            feature=call.feature,
-            user=call.user,
-            conversation=call.conversation,
-            request_id=str(run_id),
-        )
-        self._keep(run_id, call.counter, reservation, kwargs)
+        batch = self._join(kwargs)
+        try:
+            call = self._call(serialized, kwargs)
+            reservation = self.ledger.reserve(
+                model=call.model,
+                input_tokens=self._count(call.counter, inputs, call.tools),
+                max_output_tokens=call.max_output_tokens,
+                feature=call.feature,
+                user=call.user,
+                conversation=call.conversation,
+                request_id=str(run_id),
+            )
+        except BaseException as e:  # the call will not be sent: neither will its batch
+            for held in self._sink(batch, e):
+                self.ledger.release(held)
+            raise
+        if not self._keep(run_id, call.counter, reservation, kwargs, batch):
+            self.ledger.release(reservation)
+            raise self._refused(batch)
 
     async def _astart(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
             return
-        call = self._call(serialized, kwargs)
-        reservation = await self.ledger.areserve(
-            model=call.model,
-            input_tokens=await self._acount(call.counter, inputs, call.tools),
-            max_output_tokens=call.max_output_tokens,
-            feature=call.feature,
-            user=call.user,
-            conversation=call.conversation,
-            request_id=str(run_id),
-        )
-        self._keep(run_id, call.counter, reservation, kwargs)
+        batch = self._join(kwargs)
+        try:
+            call = self._call(serialized, kwargs)
+            reservation = await self.ledger.areserve(
+                model=call.model,
+                input_tokens=await self._acount(call.counter, inputs, call.tools),
+                max_output_tokens=call.max_output_tokens,
+                feature=call.feature,
+                user=call.user,
+                conversation=call.conversation,
+                request_id=str(run_id),
+            )
+        except BaseException as e:  # the call will not be sent: neither will its batch
+            for held in self._sink(batch, e):
+                await self.ledger.arelease(held)
+            raise
+        if not self._keep(run_id, call.counter, reservation, kwargs, batch):
+            await self.ledger.arelease(reservation)  # a sibling was refused while this one reserved
+            raise self._refused(batch)
 
     def _keep(
-        self, run_id: UUID, counter: SupportsTokenCount, reservation: Reservation, kwargs: Mapping[str, Any]
-    ) -> None:
+        self,
+        run_id: UUID,
+        counter: SupportsTokenCount,
+        reservation: Reservation,
+        kwargs: Mapping[str, Any],
+        batch: _Batch | None,
+    ) -> bool:
+        """Remember the run until it ends; ``False`` (nothing kept) when its batch was refused."""
         meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
         route = meta.get(ROUTE_KEY)
+        size = kwargs.get("batch_size")
         run = _Run(
             reservation=reservation,
             counter=counter,
             premium_model=None if route is None else premium_model_of(route),
+            batch=batch,
+            batched=type(size) is int and size > 1,
         )
         with self._lock:
+            if batch is not None:
+                self._started(batch)
+                if batch.refusal is not None:
+                    return False
+                batch.runs.append(run_id)
             self._runs[run_id] = run
+        return True
+
+    # -- multi-prompt calls (see _Batch) ----------------------------------------------------------
+
+    def _join(self, kwargs: Mapping[str, Any]) -> _Batch | None:
+        """The batch this prompt belongs to (``None``: a single prompt).
+
+        Raises:
+            BudgetExceededError: The call was refused already: this prompt is refused too
+                (``TokenBudgetError`` when the call was stopped by another error).
+        """
+        size, params = kwargs.get("batch_size"), kwargs.get("invocation_params")
+        if type(size) is not int or size < 2 or params is None:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            batch = self._batches.get(id(params))
+            if batch is None or batch.params is not params:
+                self._forget_stale(now)
+                batch = self._batches[id(params)] = _Batch(params=params, left=size, touched=now)
+            batch.touched = now
+            if batch.refusal is not None:
+                self._started(batch)
+                raise batch.refusal()
+        return batch
+
+    def _sink(self, batch: _Batch | None, error: BaseException) -> list[Reservation]:
+        """Mark the batch refused; the reservations of its started prompts, to release."""
+        if batch is None:
+            return []
+        with self._lock:
+            if batch.refusal is None:
+                batch.refusal = _refusal(error)
+            self._started(batch)
+            held = [run.reservation for r in batch.runs if (run := self._runs.pop(r, None)) is not None]
+            batch.runs.clear()
+        return held
+
+    def _started(self, batch: _Batch) -> None:
+        """One more prompt of ``batch`` finished starting (lock held): forget it after the last."""
+        batch.left -= 1
+        if batch.left <= 0:
+            self._forget(batch)
+
+    def _forget(self, batch: _Batch) -> None:
+        if self._batches.get(id(batch.params)) is batch:
+            del self._batches[id(batch.params)]
+
+    def _forget_stale(self, now: float) -> None:
+        """Forget batches idle longer than a lease (lock held): a refused synchronous batch never
+        starts its later prompts, and whatever it reserved has expired by then anyway."""
+        oldest = now - self.ledger.lease_ms / 1000
+        for batch in [b for b in self._batches.values() if b.touched < oldest]:
+            self._forget(batch)
+
+    @staticmethod
+    def _refused(batch: _Batch | None) -> BaseException:
+        assert batch is not None  # _keep refuses only a prompt of a refused batch
+        assert batch.refusal is not None
+        return batch.refusal()
 
     def _chunk(self, run_id: UUID, chunk: object) -> None:
         total = running_total(chunk)
@@ -388,6 +554,8 @@ class _BudgetHandler:
         """What the ledger needs to close the run (``None``: not ours, or settled already)."""
         with self._lock:
             run = self._runs.pop(run_id, None)
+            if run is not None and run.batch is not None:
+                self._forget(run.batch)  # a prompt ended: the call is past starting its prompts
         if run is None:
             return None
         plain = None if run.total is not None else _plain_reply(response)
@@ -406,6 +574,8 @@ class _BudgetHandler:
         replies += texts
         totals = [run.total] if run.total is not None else []
         usage = reported(replies, totals)
+        if usage is None and response is not None and not run.batched:
+            usage = llm_output_usage(response.llm_output)
         text = reply_text(replies) if usage is None else ""  # only an estimate reads the text
         premium = run.premium_model or premium_model_of(route_of(replies))
         return _Settle(run.reservation, usage, text, failed, run.counter, cache_hit_of(replies), premium)

@@ -4,7 +4,10 @@ Every model call of the agent goes through the core :class:`~tokenbudget_core.le
 (``wrap_model_call``): the request the model will receive (system message, messages, tools)
 is counted and its worst case reserved before it goes out, the usage the reply reports is
 committed after it, and the reservation is released when the call fails. The ledger decides
-prices, the per-user/feature/day limits and who pays; the middleware translates.
+prices, the per-user/feature/day limits and who pays; the middleware translates. Content the
+core cannot represent (a PDF or other file block, audio, a server-tool result in the history)
+is counted by the core's estimate (:func:`~tokenbudget_core.counting.estimate_block`) rather
+than stopping the run.
 
 Per-run caps (``max_run_usd``, ``max_run_tokens``) add up what the calls of one run were
 charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``; never
@@ -37,7 +40,7 @@ from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from tokenbudget_core.budgets import RunBudget
-from tokenbudget_core.counting import SupportsTokenCount, TokenCounter
+from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, estimated_count
 from tokenbudget_core.errors import (
     BudgetExceededError,
     InvalidInputError,
@@ -64,7 +67,7 @@ from .budget_callback import (
     route_of,
     running_total,
 )
-from .messages import to_core_messages
+from .messages import to_core_request
 
 try:
     from langchain.agents.middleware.types import (
@@ -200,6 +203,21 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         check_options(ledger, model=model, feature=feature, user=user, counts=counts)
         if on_exceeded not in ("raise", "end"):
             raise InvalidInputError("on_exceeded", f"unknown value {on_exceeded!r}", fix="'raise' or 'end'")
+        if refusal_message is not None and not (
+            isinstance(refusal_message, str) or callable(refusal_message)
+        ):
+            raise InvalidInputError(
+                "refusal_message",
+                "must be a string, or a function of the BudgetExceededError returning one",
+                value=refusal_message,
+            )
+        if counter is not None and not isinstance(counter, SupportsTokenCount):
+            raise InvalidInputError(
+                "counter",
+                "must have count() and count_messages()",
+                value=counter,
+                fix="pass a TokenCounter, e.g. TokenCounter.for_model('gpt-4o')",
+            )
         self.ledger, self.model, self.feature, self.user = ledger, model, feature, user
         self.max_output_tokens, self.counter = max_output_tokens, counter
         try:
@@ -223,8 +241,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
 
     def _plan(
         self, request: ModelRequest[Any]
-    ) -> tuple[dict[str, Any], SupportsTokenCount, list[Message], Tools]:
-        """The ``reserve()`` arguments but the count, the counter, and the core messages and tools."""
+    ) -> tuple[dict[str, Any], SupportsTokenCount, list[Message], Tools, int | None]:
+        """The ``reserve()`` arguments but the count, the counter, the core messages and tools, and
+        the estimated tokens of what the core cannot represent (``None``: everything was)."""
         attrs = {k: getattr(request.model, k, None) for k in (*MODEL_KEYS, *MAX_OUTPUT_KEYS)}
         model = self.model or first(str, ("model_name", "model"), attrs)
         router = getattr(request.model, "router", None)
@@ -252,7 +271,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         }
         system = [request.system_message] if request.system_message is not None else []
         tools = core_tools([t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)])
-        return args, counter, to_core_messages([*system, *request.messages]), tools
+        messages, estimated = to_core_request([*system, *request.messages])
+        return args, counter, messages, tools, estimated
 
     def _over_run_cap(self, r: Reservation, state: Mapping[str, Any]) -> TokenBudgetError | None:
         """The per-run cap this call's worst case would break, if any (the core's RunBudget decides)."""
@@ -298,12 +318,13 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             BudgetExceededError: A budget or run cap would be exceeded (``on_exceeded="raise"``).
             UnpricedModelError: The model has no price and a dollar budget applies.
         """
-        args, counter, messages, tools = self._plan(request)
+        args, counter, messages, tools, estimated = self._plan(request)
         state = cast("Mapping[str, Any]", request.state)
+        n = counter.count_messages(messages, tools)
+        if estimated is not None:
+            n = estimated_count(n, estimated)
         try:
-            reservation = self.ledger.reserve(
-                **args, input_tokens=int(counter.count_messages(messages, tools))
-            )
+            reservation = self.ledger.reserve(**args, input_tokens=int(n))
             if (refusal := self._over_run_cap(reservation, state)) is not None:
                 self.ledger.release(reservation)
                 raise refusal
@@ -332,10 +353,12 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
         """Async twin of :meth:`wrap_model_call` (counting and ledger calls awaited)."""
-        args, counter, messages, tools = self._plan(request)
+        args, counter, messages, tools, estimated = self._plan(request)
         state = cast("Mapping[str, Any]", request.state)
         count = getattr(counter, "acount_messages", None)
         n = await count(messages, tools) if count else counter.count_messages(messages, tools)
+        if estimated is not None:
+            n = estimated_count(n, estimated)
         try:
             reservation = await self.ledger.areserve(**args, input_tokens=int(n))
             if (refusal := self._over_run_cap(reservation, state)) is not None:

@@ -1,4 +1,9 @@
-"""Translate LangChain messages into tokenbudget core messages."""
+"""Translate LangChain messages into tokenbudget core messages.
+
+:func:`to_core_messages` refuses what the core cannot represent (``InvalidMessageError``);
+:func:`to_core_request`, for counting a request that is going out anyway, counts it by the
+core's estimate instead.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,11 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
+from tokenbudget_core.counting import estimate_block
 from tokenbudget_core.errors import InvalidMessageError
 from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall, to_part
 
-__all__ = ["to_core_message", "to_core_messages"]
+__all__ = ["to_core_message", "to_core_messages", "to_core_request"]
 
 _ROLE_BY_TYPE = {
     "system": "system",
@@ -27,45 +33,63 @@ _ROLE_BY_TYPE = {
     "tool": "tool",
     "function": "function",
 }
+_SKIPPED = frozenset(
+    {"tool_call", "tool_use", "server_tool_use", "reasoning", "thinking", "redacted_thinking"}
+)
 
 
-def _parts(content: str | list[Any], where: str) -> str | tuple[Part, ...]:
+def _part(block: object, where: str) -> Part | None:
+    """One content block as a core part (``None``: not input the model reads again).
+
+    Raises:
+        InvalidMessageError: The block is malformed or of a type the core cannot represent.
+    """
+    if isinstance(block, str):
+        return TextPart(text=block)
+    if not isinstance(block, dict):
+        raise InvalidMessageError(where, "must be a string or a content block dict")
+    kind = block.get("type")
+    if kind in ("text", "image_url"):  # OpenAI-format blocks: the core parses them
+        return to_part(block, where=where)
+    if kind == "image":  # LangChain standard content block
+        if block.get("url"):
+            return ImagePart(url=str(block["url"]))
+        if block.get("base64"):
+            mime = block.get("mime_type", "image/png")
+            return ImagePart(url=f"data:{mime};base64,{block['base64']}")
+        raise InvalidMessageError(where, "an image block needs 'url' or 'base64'")
+    if kind in _SKIPPED:
+        return None  # tool calls come from AIMessage.tool_calls; reasoning is not re-sent as input
+    raise InvalidMessageError(
+        f"{where}.type",
+        f"unsupported content block type {kind!r}",
+        fix="supported: 'text', 'image_url', 'image'",
+    )
+
+
+def _parts(content: str | list[Any], where: str, estimates: list[int] | None) -> str | tuple[Part, ...]:
+    """The message's content as core parts; with ``estimates``, a block the core cannot represent
+    becomes the text :func:`~tokenbudget_core.counting.estimate_block` gives, its files' estimate
+    appended to ``estimates``."""
     if isinstance(content, str):
         return content
     parts: list[Part] = []
     for i, block in enumerate(content):
-        if isinstance(block, str):
-            parts.append(TextPart(text=block))
-            continue
-        if not isinstance(block, dict):
-            raise InvalidMessageError(f"{where}.content[{i}]", "must be a string or a content block dict")
-        kind = block.get("type")
-        if kind in ("text", "image_url"):  # OpenAI-format blocks: the core parses them
-            parts.append(to_part(block, where=f"{where}.content[{i}]"))
-        elif kind == "image":  # LangChain standard content block
-            if block.get("url"):
-                parts.append(ImagePart(url=str(block["url"])))
-            elif block.get("base64"):
-                mime = block.get("mime_type", "image/png")
-                parts.append(ImagePart(url=f"data:{mime};base64,{block['base64']}"))
-            else:
-                raise InvalidMessageError(f"{where}.content[{i}]", "an image block needs 'url' or 'base64'")
-        elif kind in (
-            "tool_call",
-            "tool_use",
-            "server_tool_use",
-            "reasoning",
-            "thinking",
-            "redacted_thinking",
-        ):
-            continue  # tool calls come from AIMessage.tool_calls; reasoning is not re-sent as input
-        else:
-            raise InvalidMessageError(
-                f"{where}.content[{i}].type",
-                f"unsupported content block type {kind!r}",
-                fix="supported: 'text', 'image_url', 'image'",
-            )
+        try:
+            part = _part(block, f"{where}.content[{i}]")
+        except InvalidMessageError:
+            if estimates is None:
+                raise
+            part = _estimated(block, estimates)
+        if part is not None:
+            parts.append(part)
     return tuple(parts)
+
+
+def _estimated(data: object, estimates: list[int]) -> TextPart:
+    estimate = estimate_block(data)
+    estimates.append(estimate.file_tokens)
+    return TextPart(text=estimate.text)
 
 
 def to_core_message(message: BaseMessage, *, where: str = "message") -> Message:
@@ -74,6 +98,10 @@ def to_core_message(message: BaseMessage, *, where: str = "message") -> Message:
     Raises:
         InvalidMessageError: The message type or a content block is not supported.
     """
+    return _convert(message, where, None)
+
+
+def _convert(message: BaseMessage, where: str, estimates: list[int] | None) -> Message:
     if not isinstance(message, BaseMessage):
         raise InvalidMessageError(where, f"expected a LangChain BaseMessage, got {type(message).__name__}")
     role = message.role if isinstance(message, ChatMessage) else _ROLE_BY_TYPE.get(message.type)
@@ -87,11 +115,44 @@ def to_core_message(message: BaseMessage, *, where: str = "message") -> Message:
         )
     return Message(
         role=role,  # type: ignore[arg-type]
-        content=_parts(message.content, where),
+        content=_parts(message.content, where, estimates),
         name=message.name,
         tool_calls=calls,
         tool_call_id=message.tool_call_id if isinstance(message, ToolMessage) else None,
     )
+
+
+def to_core_request(messages: Sequence[BaseMessage]) -> tuple[list[Message], int | None]:
+    """The messages of a model request, converted for counting whatever blocks they carry.
+
+    Like :func:`to_core_messages`, except that what the core cannot represent (a file or PDF
+    block, audio, a provider's server-tool result, a message of an unknown type) does not raise:
+    it is counted by the core's rule, :func:`~tokenbudget_core.counting.estimate_block` (its text
+    in its place, its files at a documented estimate). Returns the messages and the estimated
+    file tokens to add to their count, ``None`` when everything was represented; otherwise the
+    count is an estimate: flag it with :func:`~tokenbudget_core.counting.estimated_count`.
+
+    Raises:
+        InvalidMessageError: An item is not a LangChain message.
+    """
+    try:
+        return to_core_messages(messages), None
+    except InvalidMessageError:
+        pass
+    estimates: list[int] = []
+    out = []
+    for i, m in enumerate(messages):
+        blocks: list[int] = []
+        try:
+            out.append(_convert(m, f"messages[{i}]", blocks))
+        except InvalidMessageError:
+            if not isinstance(m, BaseMessage):
+                raise
+            whole = {"type": m.type, "content": m.content, "tool_calls": getattr(m, "tool_calls", None)}
+            out.append(Message(role="user", content=(_estimated(whole, estimates),)))
+        else:
+            estimates += blocks
+    return out, sum(estimates)
 
 
 def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:

@@ -38,7 +38,8 @@ def cost_of_message(message: AIMessage, model: str | None = None) -> Decimal:
         InvalidInputError: No usage, or no model name to price it with.
         UnpricedModelError: The model has no known price.
     """
+    usage = usage_of(message)  # validates the message first
     name = model or message.response_metadata.get("model_name") or message.response_metadata.get("model")
     if not name:
         raise InvalidInputError("model", "the reply does not name its model", fix="pass model='...'")
-    return cost_of(usage_of(message), str(name))
+    return cost_of(usage, str(name))

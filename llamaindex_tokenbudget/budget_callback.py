@@ -9,7 +9,9 @@ refuse the call:
 1. **start** (``CBEventType.LLM``): the messages (``EventPayload.MESSAGES``, translated with
    :func:`~llamaindex_tokenbudget.messages.to_core_messages`) or the completion prompt
    (``EventPayload.PROMPT``) are counted by the core counter, then ``ledger.reserve(...)``;
-   :class:`~tokenbudget_core.errors.BudgetExceededError` propagates and the call is not sent;
+   :class:`~tokenbudget_core.errors.BudgetExceededError` propagates and the call is not sent.
+   Blocks the core cannot represent (documents, audio, thinking...) are counted by the core's
+   estimate (:func:`~tokenbudget_core.counting.estimate_block`), flagged ``exact=False``;
 2. **end**: the usage the provider reported in ``ChatResponse.raw`` (streams: the last
    chunk's) is committed; without one, output tokens are counted and the usage is flagged
    ``estimated``;
@@ -40,17 +42,18 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, TextBlock
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
-from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.counting import TokenCounter, estimate_block, estimated_count
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.ledger import Ledger, Reservation
+from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import current_route, premium_model_of
 from tokenbudget_core.usage import Usage
 
-from .messages import to_core_messages
+from .messages import to_core_message, to_core_messages
 from .usage import usage_of
 
 __all__ = ["BudgetCallbackHandler"]
@@ -106,7 +109,9 @@ def count_input(
 ) -> int:
     """Input tokens of a chat request (with its ``tools``) or of a completion prompt (plain text).
 
-    Messages with blocks the core cannot represent (documents, thinking...) are counted as text.
+    Blocks the core cannot represent (documents, audio, thinking...) are counted by the core's
+    rule (:func:`~tokenbudget_core.counting.estimate_block`: their text in place, their files at
+    a documented estimate); the count is then flagged ``exact=False``.
     """
     if messages is None:
         return int(counter.count(prompt or ""))
@@ -116,7 +121,38 @@ def count_input(
     try:
         return int(counter.count_messages(to_core_messages(messages), tools))
     except InvalidMessageError:
-        return int(counter.count("\n".join(str(m.content or "") for m in messages)))
+        pass
+    estimates: list[int] = []
+    core = [_estimated_message(m, f"messages[{i}]", estimates) for i, m in enumerate(messages)]
+    return estimated_count(counter.count_messages(core, tools), sum(estimates))
+
+
+def _estimated_message(message: ChatMessage, where: str, estimates: list[int]) -> Message:
+    """``message`` as a core message, each block the core cannot represent replaced by the text
+    of its estimate (its files' estimate appended to ``estimates``); a message that still cannot
+    be converted (a tool result without its call id...) is counted whole, as a user message."""
+    try:
+        return to_core_message(message, where=where)
+    except InvalidMessageError:
+        pass
+    blocks: list[Any] = []
+    found: list[int] = []
+    for block in message.blocks:
+        try:
+            to_core_message(message.model_copy(update={"blocks": [block]}))
+            blocks.append(block)
+        except InvalidMessageError:
+            estimate = estimate_block(block.model_dump())
+            found.append(estimate.file_tokens)
+            blocks.append(TextBlock(text=estimate.text))
+    try:
+        converted = to_core_message(message.model_copy(update={"blocks": blocks}), where=where)
+    except InvalidMessageError:
+        estimate = estimate_block(message.model_dump())
+        estimates.append(estimate.file_tokens)
+        return Message(role="user", content=estimate.text)
+    estimates.extend(found)
+    return converted
 
 
 def reported_usage(response: object) -> Usage | None:
@@ -186,7 +222,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         user: The user to charge, unless an ``attribute(...)`` block names one.
 
     Raises:
-        InvalidInputError: ``ledger`` is not a :class:`~tokenbudget_core.ledger.Ledger`.
+        InvalidInputError: A bad option, named (``ledger`` is not a
+            :class:`~tokenbudget_core.ledger.Ledger`, ``model`` / ``feature`` / ``user`` not a
+            non-empty string, ``max_output_tokens`` not a non-negative integer).
 
     Example:
         >>> from llama_index.core.callbacks import CallbackManager
@@ -213,6 +251,17 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if not isinstance(ledger, Ledger):
             raise InvalidInputError("ledger", "must be a tokenbudget_core.ledger.Ledger", value=ledger)
+        for name, value in (("model", model), ("feature", feature), ("user", user)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidInputError(name, "must be a non-empty string", value=value)
+        if max_output_tokens is not None and (
+            isinstance(max_output_tokens, bool)
+            or not isinstance(max_output_tokens, int)
+            or max_output_tokens < 0
+        ):
+            raise InvalidInputError(
+                "max_output_tokens", "must be a non-negative integer", value=max_output_tokens
+            )
         others: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
         super().__init__(event_starts_to_ignore=others, event_ends_to_ignore=others)
         self.ledger = ledger

@@ -35,8 +35,9 @@ def cost_of_response(response: ChatResponse | CompletionResponse, model: str | N
         InvalidInputError: No usage, or no model name to price it with.
         UnpricedModelError: The model has no known price.
     """
+    usage = usage_of(response)  # validates the response first
     raw = response.raw
     name = model or (raw.get("model") if isinstance(raw, dict) else getattr(raw, "model", None))
     if not name:
         raise InvalidInputError("model", "the response does not name its model", fix="pass model='...'")
-    return cost_of(usage_of(response), str(name))
+    return cost_of(usage, str(name))

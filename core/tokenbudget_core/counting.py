@@ -11,12 +11,23 @@
   always flagged ``exact=False``.
 
 Every count is a :class:`TokenCount`: an ``int`` that also says how it was obtained.
+
+Content a :class:`~tokenbudget_core.messages.Message` cannot represent (a PDF or other file,
+audio, a provider's server-tool result) is counted by one rule the adapters share,
+:func:`estimate_block`: the block's text in its place, its files at a documented estimate
+(:data:`PDF_PAGE_TOKENS` per page, :data:`FILE_TOKENS` when the size cannot be read), the total
+flagged ``exact=False`` by :func:`estimated_count`.
 """
 
 from __future__ import annotations
 
 import abc
+import base64
+import binascii
+import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import InvalidInputError
@@ -26,7 +37,18 @@ from .registry import ModelInfo, ModelRegistry, default_registry
 if TYPE_CHECKING:
     from .calibration import Calibration
 
-__all__ = ["SupportsTokenCount", "TokenCount", "TokenCounter", "ToolLike", "resolve_counter"]
+__all__ = [
+    "FILE_TOKENS",
+    "PDF_PAGE_TOKENS",
+    "BlockEstimate",
+    "SupportsTokenCount",
+    "TokenCount",
+    "TokenCounter",
+    "ToolLike",
+    "estimate_block",
+    "estimated_count",
+    "resolve_counter",
+]
 
 ToolLike = Mapping[str, Any]
 """A tool definition: OpenAI's ``{"type": "function", "function": {...}}`` or Anthropic's
@@ -247,3 +269,159 @@ def check_tools(tools: object) -> list[ToolLike]:
             raise InvalidInputError(f"tools[{i}]", "a tool definition must be a dict", value=tool)
         out.append(tool)
     return out
+
+
+# -- content blocks the core cannot represent ------------------------------------------------------
+
+PDF_PAGE_TOKENS = 4_600
+"""Estimated input tokens of one PDF page: 3,000 for its text (the top of Anthropic's published
+1,500-3,000 per page) plus an image of the page at Claude's 1,600-token cap (Anthropic and OpenAI
+both send a PDF as each page's text and image)."""
+FILE_TOKENS = PDF_PAGE_TOKENS
+"""Estimated input tokens of a file whose size cannot be read: a URL, a file id, a local path,
+audio or video, a PDF whose pages cannot be counted. One PDF page's worth: never zero, but not an
+upper bound either (the count is flagged, and the usage the provider reports is what is charged)."""
+
+_PAYLOAD_KEYS = frozenset({"base64", "data", "file_data"})
+_REFERENCE_KEYS = frozenset({"url", "file_id", "path"})
+_MIME_KEYS = ("mime_type", "media_type", "document_mimetype", "image_mimetype", "audio_mimetype")
+_FILE_KINDS = frozenset(
+    {"file", "document", "audio", "video", "image", "input_file", "input_audio", "input_image"}
+)
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
+_DATA_URL = re.compile(r"data:([^;,]*)(?:;[^,]*)?;base64,", re.ASCII)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BlockEstimate:
+    """How a content block the core's :class:`~tokenbudget_core.messages.Message` cannot
+    represent is counted (see :func:`estimate_block`)."""
+
+    text: str
+    """Counted as text in the block's place: the block as JSON with its binary payloads left
+    out, then any payload that decodes to text."""
+    file_tokens: int
+    """The estimate for the files it carries, added to the count."""
+
+
+def estimate_block(block: object) -> BlockEstimate:
+    """The rule for a content block the core cannot represent: what to count, and how much to add.
+
+    The rule, shared by every adapter:
+
+    * the block is counted as its JSON text, binary payloads left out (documents' titles and
+      text, server-tool results, citations: everything the provider reads as text);
+    * a binary payload (``bytes``, a ``data:...;base64,`` URL, or base64 under ``base64``,
+      ``data`` or ``file_data``) that is a PDF counts :data:`PDF_PAGE_TOKENS` per page (pages
+      read from the file), one whose mime type is ``text/*`` or that decodes to UTF-8 text is
+      counted as that text, any other counts :data:`FILE_TOKENS`;
+    * a file, document, audio, video or image block that carries no payload but a reference
+      (``url``, ``file_id``, ``path``) counts :data:`FILE_TOKENS`.
+
+    Args:
+        block: The block as plain data (a dict, or a pydantic block's ``model_dump()``).
+
+    Example:
+        >>> pdf = {"type": "file", "base64": "JVBERi0xLjQK", "mime_type": "application/pdf"}
+        >>> estimate_block(pdf).file_tokens == FILE_TOKENS  # a PDF whose pages cannot be read
+        True
+    """
+    files: list[int] = []
+    texts: list[str] = []
+    scrubbed = _scrub(block, None, files, texts)
+    if not files and not texts and isinstance(block, Mapping):
+        kind = block.get("type") or block.get("block_type")
+        if kind in _FILE_KINDS and _has_reference(block):
+            files.append(FILE_TOKENS)
+    text = json.dumps(scrubbed, ensure_ascii=False, default=str)
+    return BlockEstimate(text="\n".join([text, *texts]), file_tokens=sum(files))
+
+
+def estimated_count(count: int, file_tokens: int = 0) -> TokenCount:
+    """``count`` (a request counted with :func:`estimate_block` texts in place) plus the blocks'
+    ``file_tokens``, flagged ``exact=False`` with ``method="estimate"``."""
+    model = count.model if isinstance(count, TokenCount) else ""
+    encoding = count.encoding if isinstance(count, TokenCount) else None
+    return TokenCount(
+        int(count) + file_tokens, exact=False, model=model, method="estimate", encoding=encoding
+    )
+
+
+def _scrub(value: object, mime: str | None, files: list[int], texts: list[str]) -> object:
+    """``value`` with its binary payloads replaced by ``""`` (their estimates go to ``files``)."""
+    if isinstance(value, Mapping):
+        found = next((m for k in _MIME_KEYS if isinstance(m := value.get(k), str) and m), None)
+        mime = found or mime
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            payload = _payload(str(key), item, mime)
+            if payload is None:
+                out[str(key)] = _scrub(item, mime, files, texts)
+            else:
+                out[str(key)] = ""
+                _estimate_payload(*payload, files, texts)
+        return out
+    if isinstance(value, list | tuple):
+        return [_scrub(item, mime, files, texts) for item in value]
+    if isinstance(value, bytes | bytearray):
+        _estimate_payload(_b64_or_raw(bytes(value)), mime, files, texts)
+        return ""
+    if isinstance(value, str) and (m := _DATA_URL.match(value)):
+        _estimate_payload(_b64(value[m.end() :]) or b"", m.group(1) or mime, files, texts)
+        return ""
+    return value
+
+
+def _payload(key: str, value: object, mime: str | None) -> tuple[bytes, str | None] | None:
+    """The decoded payload under ``key``, with its mime type; ``None`` when it is not one."""
+    if isinstance(value, bytes | bytearray):
+        return _b64_or_raw(bytes(value)), mime
+    if not isinstance(value, str) or key not in _PAYLOAD_KEYS:
+        return None
+    if m := _DATA_URL.match(value):
+        return _b64(value[m.end() :]) or b"", m.group(1) or mime
+    if key != "base64" and mime is not None and mime.startswith("text/"):
+        return None  # a text document's data is its text
+    data = _b64(value)
+    return None if data is None else (data, mime)
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _b64_or_raw(data: bytes) -> bytes:
+    """Bytes kept base64-encoded (as LlamaIndex keeps them) decoded, else the bytes themselves."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return data
+
+
+def _estimate_payload(data: bytes, mime: str | None, files: list[int], texts: list[str]) -> None:
+    if data.startswith(b"%PDF"):
+        pages = len(_PDF_PAGE.findall(data))
+        files.append(pages * PDF_PAGE_TOKENS if pages else FILE_TOKENS)
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and ((mime or "").startswith("text/") or "\x00" not in text):
+        texts.append(text)
+    else:
+        files.append(FILE_TOKENS)
+
+
+def _has_reference(value: object) -> bool:
+    """A ``url``, ``file_id`` or ``path`` is set somewhere in ``value``."""
+    if isinstance(value, Mapping):
+        return any(
+            (k in _REFERENCE_KEYS and v not in (None, "")) or _has_reference(v) for k, v in value.items()
+        )
+    if isinstance(value, list | tuple):
+        return any(_has_reference(v) for v in value)
+    return False

@@ -1,0 +1,302 @@
+"""Edge cases of the LangChain budget adapters, on real LangChain runs and a real ledger.
+
+Refused multi-prompt calls hold nothing, completion models' ``llm_output`` usage is charged,
+content the core cannot represent is estimated rather than blocking the call, options are
+checked when made, and the cost readers validate their argument first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.language_models.fake import FakeListLLM
+from langchain_core.language_models.llms import BaseLLM
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.outputs import Generation, LLMResult
+from lc_fakes import COUNTER
+from pydantic import Field
+from test_lc_budget_callback import RecordingLedger, metered, reply, summed
+
+from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler, BudgetMiddleware
+from langchain_tokenbudget.messages import to_core_messages, to_core_request
+from langchain_tokenbudget.usage import cost_of_message
+from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.counting import FILE_TOKENS, PDF_PAGE_TOKENS, estimated_count
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, InvalidMessageError
+from tokenbudget_core.ledger import Ledger
+
+HANDLERS = [BudgetCallbackHandler, AsyncBudgetCallbackHandler]
+PROMPT = "hello " * 10
+PROMPT_TOKENS = 11  # COUNTER.count(PROMPT): checked below
+MAX_OUT = 50
+UNSENT_COROUTINES = "ignore:coroutine 'ahandle_event' was never awaited:RuntimeWarning"
+
+
+def held(ledger: Ledger, user: str = "u1") -> int:
+    """Tokens reserved and not settled today for ``user`` (all features)."""
+    ((_spent, reserved),) = ledger.store.totals(ledger.day(), [(f"U/{user}", "tokens")], 0).values()
+    return int(reserved)
+
+
+def one_prompt_fits(tmp_path: Path, url: str = "memory://") -> Ledger:
+    """A ledger whose user budget holds one prompt's worst case, not two."""
+    worst = PROMPT_TOKENS + MAX_OUT
+    return Ledger(url, policy=BudgetPolicy(user_daily_tokens=worst + 10), spool_path=tmp_path / "s.jsonl")
+
+
+# -- 1. a refused multi-prompt call holds nothing ---------------------------------------------------
+
+
+def test_the_prompt_counts_as_assumed() -> None:
+    assert COUNTER.count(PROMPT) == PROMPT_TOKENS
+
+
+def run_multi(how: str, handler: Any) -> Any:
+    """Several prompts in one call: a completion model's ``batch`` / ``abatch``, or a chat model's
+    ``generate`` / ``agenerate``."""
+    if how in ("batch", "abatch"):
+        llm = FakeListLLM(responses=["ok"] * 3)
+        if how == "batch":
+            return llm.batch([PROMPT] * 3, config={"callbacks": [handler]})
+        return asyncio.run(llm.abatch([PROMPT] * 3, config={"callbacks": [handler]}))
+    chat = metered(*[reply("ok") for _ in range(3)])
+    prompts = [[HumanMessage(PROMPT)] for _ in range(3)]
+    if how == "generate":
+        chat.generate(prompts, callbacks=[handler])
+    else:
+        asyncio.run(chat.agenerate(prompts, callbacks=[handler]))
+    assert chat.calls == []  # only reached when nothing was refused
+    return None
+
+
+@pytest.mark.filterwarnings(UNSENT_COROUTINES)  # chat agenerate: LangChain drops the prompts after a refusal
+@pytest.mark.parametrize("handler_class", HANDLERS)
+@pytest.mark.parametrize("how", ["batch", "abatch", "generate", "agenerate"])
+def test_a_refused_multi_prompt_call_releases_the_prompts_started_before(
+    tmp_path: Path, handler_class: type, how: str
+) -> None:
+    ledger = one_prompt_fits(tmp_path)
+    handler = handler_class(ledger, model="gpt-4o", user="u1", max_output_tokens=MAX_OUT)
+    with pytest.raises(BudgetExceededError):
+        run_multi(how, handler)
+    gc.collect()
+    assert held(ledger) == 0
+    assert summed(ledger)["requests"] == 0
+    # the budget is whole again: one prompt fits
+    assert FakeListLLM(responses=["ok"]).invoke(PROMPT, config={"callbacks": [handler]}) == "ok"
+    assert (summed(ledger)["requests"], held(ledger)) == (1, 0)
+
+
+async def test_prompts_reserving_while_their_batch_is_refused_are_released(tmp_path: Path) -> None:
+    # SQLite: each reservation runs in a worker thread, so abatch's prompts reserve concurrently
+    # and some finish reserving after a sibling was refused (LangChain's gather does not wait).
+    ledger = one_prompt_fits(tmp_path, f"sqlite:///{tmp_path / 'ledger.db'}")
+    handler = AsyncBudgetCallbackHandler(ledger, model="gpt-4o", user="u1", max_output_tokens=MAX_OUT)
+    llm = FakeListLLM(responses=["ok"] * 6)
+    with pytest.raises(BudgetExceededError):
+        await llm.abatch([PROMPT] * 6, config={"callbacks": [handler]})
+    for _ in range(200):  # the prompts still reserving finish on their own
+        if held(ledger) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert held(ledger) == 0
+    assert await llm.ainvoke(PROMPT, config={"callbacks": [handler]}) == "ok"
+    assert (summed(ledger)["requests"], held(ledger)) == (1, 0)
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+@pytest.mark.parametrize("how", ["batch", "abatch"])
+def test_a_multi_prompt_call_that_fits_charges_every_prompt(
+    tmp_path: Path, handler_class: type, how: str
+) -> None:
+    ledger = Ledger("memory://", spool_path=tmp_path / "s.jsonl")
+    handler = handler_class(ledger, model="gpt-4o", user="u1", max_output_tokens=MAX_OUT)
+    llm = FakeListLLM(responses=["ok"] * 3)
+    prompts, config = [PROMPT] * 3, {"callbacks": [handler]}
+    out = (
+        llm.batch(prompts, config=config)
+        if how == "batch"
+        else asyncio.run(llm.abatch(prompts, config=config))
+    )
+    assert out == ["ok"] * 3
+    totals = summed(ledger)
+    assert (totals["requests"], totals["input_tokens"], held(ledger)) == (3, 3 * PROMPT_TOKENS, 0)
+
+
+# -- 2. completion models' llm_output["token_usage"] --------------------------------------------------
+
+
+class ReportingLLM(BaseLLM):
+    """Shaped like ``langchain_openai.OpenAI``: text generations, the call's usage in ``llm_output``."""
+
+    token_usage: dict[str, Any] = Field(
+        default_factory=lambda: {"prompt_tokens": 120, "completion_tokens": 300, "total_tokens": 420}
+    )
+
+    @property
+    def _llm_type(self) -> str:
+        return "reporting-completions"
+
+    def _generate(
+        self, prompts: list[str], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> LLMResult:
+        return LLMResult(
+            generations=[[Generation(text="Paris.")] for _ in prompts],
+            llm_output={"token_usage": dict(self.token_usage), "model_name": "gpt-3.5-turbo-instruct"},
+        )
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_a_completion_models_reported_usage_is_charged(tmp_path: Path, handler_class: type, how: str) -> None:
+    ledger = Ledger("memory://", spool_path=tmp_path / "s.jsonl")
+    handler = handler_class(ledger, model="gpt-4o-mini", user="u1", max_output_tokens=400)
+    llm, config = ReportingLLM(), {"callbacks": [handler]}
+    answer = llm.invoke("Capital of France?", config=config) if how == "invoke" else None
+    if how == "ainvoke":
+        answer = asyncio.run(llm.ainvoke("Capital of France?", config=config))
+    assert answer == "Paris."
+    totals = summed(ledger)
+    assert (totals["requests"], totals["input_tokens"], totals["output_tokens"], totals["estimated"]) == (
+        1,
+        120,
+        300,
+        0,
+    )
+
+
+def test_a_multi_prompt_completion_call_is_estimated_per_prompt_not_double_counted(tmp_path: Path) -> None:
+    # LangChain reports the whole call's usage on the first prompt only: it cannot be split.
+    ledger = Ledger("memory://", spool_path=tmp_path / "s.jsonl")
+    handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini", user="u1", max_output_tokens=400)
+    ReportingLLM().batch([PROMPT, PROMPT], config={"callbacks": [handler]})
+    totals = summed(ledger)
+    assert (totals["requests"], totals["estimated"]) == (2, 2)
+    assert totals["input_tokens"] == 2 * PROMPT_TOKENS
+
+
+def test_an_unknown_llm_output_shape_is_estimated(tmp_path: Path) -> None:
+    ledger = Ledger("memory://", spool_path=tmp_path / "s.jsonl")
+    handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini", user="u1", max_output_tokens=400)
+    llm = ReportingLLM(token_usage={"input": 5, "output": 7})
+    assert llm.invoke(PROMPT, config={"callbacks": [handler]}) == "Paris."
+    totals = summed(ledger)
+    assert (totals["requests"], totals["input_tokens"], totals["estimated"]) == (1, PROMPT_TOKENS, 1)
+
+
+# -- 3. content the core cannot represent ----------------------------------------------------------
+
+PDF_TWO_PAGES = (
+    b"%PDF-1.4\n1 0 obj <</Type /Pages /Count 2>>\n2 0 obj <</Type /Page>>\n3 0 obj <</Type /Page>>\n"
+)
+PDF_BLOCK = {
+    "type": "file",
+    "base64": base64.b64encode(PDF_TWO_PAGES).decode(),
+    "mime_type": "application/pdf",
+}
+UNREADABLE_PDF = {"type": "file", "base64": "JVBERi0xLjQK", "mime_type": "application/pdf"}  # "%PDF-1.4"
+OSLO = "Oslo: 18C, sunny"
+SERVER_TOOL_HISTORY = [
+    HumanMessage("Search the web for today's weather in Oslo."),
+    AIMessage(
+        content=[
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "Oslo"}},
+            {
+                "type": "web_search_tool_result",
+                "tool_use_id": "srvtoolu_1",
+                "content": [{"type": "web_search_result", "url": "https://yr.no", "title": OSLO}],
+            },
+            {"type": "text", "text": "It is 18C and sunny in Oslo."},
+        ]
+    ),
+    HumanMessage("And tomorrow?"),
+]
+
+
+def pdf_question(block: dict[str, Any]) -> list[Any]:
+    return [HumanMessage(content=[{"type": "text", "text": "Summarise this PDF."}, block])]
+
+
+def test_unrepresentable_blocks_are_estimated_by_the_core_rule_not_refused() -> None:
+    with pytest.raises(InvalidMessageError, match="file"):
+        to_core_messages(pdf_question(PDF_BLOCK))  # the strict translation still refuses
+    messages, estimated = to_core_request(pdf_question(PDF_BLOCK))
+    assert estimated == 2 * PDF_PAGE_TOKENS  # two pages read from the file
+    assert to_core_request(pdf_question(UNREADABLE_PDF))[1] == FILE_TOKENS  # never zero
+    assert to_core_request(pdf_question({"type": "file", "file_id": "file-1"}))[1] == FILE_TOKENS
+    count = estimated_count(COUNTER.count_messages(messages), estimated)
+    assert count > 2 * PDF_PAGE_TOKENS
+    assert not count.exact
+    history, estimated = to_core_request(SERVER_TOOL_HISTORY)
+    assert estimated == 0  # text only, but still an estimate (not None)
+    assert OSLO in history[1].text
+    plain = [HumanMessage("hi")]
+    assert to_core_request(plain) == (to_core_messages(plain), None)
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_the_handler_sends_and_charges_calls_with_unrepresentable_content(
+    tmp_path: Path, handler_class: type, how: str
+) -> None:
+    ledger = RecordingLedger("memory://", policy=BudgetPolicy(user_daily_tokens=10**6))
+    handler = handler_class(ledger, model="gpt-4o", user="u1", max_output_tokens=100)
+    for messages in (pdf_question(PDF_BLOCK), SERVER_TOOL_HISTORY):
+        model, config = metered(reply(inp=9_500, out=12)), {"callbacks": [handler]}
+        if how == "invoke":
+            model.invoke(messages, config=config)
+        else:
+            asyncio.run(model.ainvoke(messages, config=config))
+        assert len(model.calls) == 1
+    pdf_reserved, history_reserved = (r.input_tokens for r in ledger.reservations)
+    assert pdf_reserved > 2 * PDF_PAGE_TOKENS
+    assert history_reserved > COUNTER.count(OSLO)
+    totals = summed(ledger)
+    assert (totals["requests"], totals["input_tokens"], totals["estimated"]) == (2, 19_000, 0)
+    assert held(ledger) == 0
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_the_middleware_runs_agents_with_unrepresentable_content(tmp_path: Path, how: str) -> None:
+    ledger = RecordingLedger("memory://", policy=BudgetPolicy(user_daily_tokens=10**6))
+    model = metered(reply("A PDF about budgets.", inp=9_300, out=6))
+    middleware = BudgetMiddleware(ledger, model="gpt-4o", user="u1", max_output_tokens=100)
+    graph = create_agent(model, middleware=[middleware])
+    payload = {"messages": pdf_question(PDF_BLOCK)}
+    out = graph.invoke(payload) if how == "invoke" else asyncio.run(graph.ainvoke(payload))
+    assert out["messages"][-1].content == "A PDF about budgets."
+    (reservation,) = ledger.reservations
+    assert reservation.input_tokens > 2 * PDF_PAGE_TOKENS
+    totals = summed(ledger)
+    assert (totals["requests"], totals["input_tokens"], totals["estimated"]) == (1, 9_300, 0)
+
+
+# -- 4. options checked when made -------------------------------------------------------------------
+
+
+def test_middleware_options_are_checked_when_made(tmp_path: Path) -> None:
+    ledger = Ledger("memory://", spool_path=tmp_path / "s.jsonl")
+    with pytest.raises(InvalidInputError, match="refusal_message") as e:
+        BudgetMiddleware(ledger, model="gpt-4o", on_exceeded="end", refusal_message=5)  # type: ignore[arg-type]
+    assert e.value.field == "refusal_message"
+    with pytest.raises(InvalidInputError, match="counter") as e:
+        BudgetMiddleware(ledger, model="gpt-4o", counter="gpt-4o")  # type: ignore[arg-type]
+    assert e.value.field == "counter"
+    BudgetMiddleware(ledger, refusal_message="Over budget.", counter=COUNTER)
+    BudgetMiddleware(ledger, refusal_message=lambda error: f"Over {error.budget}.")
+
+
+# -- 5. the cost readers validate first -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [{"content": "hi", "usage_metadata": {}}, None, "text"])
+def test_cost_of_message_refuses_a_non_message_like_usage_of(value: object) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        cost_of_message(value)  # type: ignore[arg-type]
+    assert e.value.field == "message"
