@@ -179,7 +179,9 @@ def test_dashboard_shows_the_ledgers_numbers(
             # The headline: cost per active user, latest day and per day.
             latest = report.per_day[-1]
             assert latest.day == "2026-11-18"
-            assert page.get_attribute("#kpi-cpu", "data-value") == str(latest.cost_per_active_user_usd)
+            shown = page.get_attribute("#kpi-cpu", "data-value")
+            assert shown is not None
+            assert Decimal(shown) == latest.cost_per_active_user_usd
             assert _close(page.inner_text("#kpi-cpu"), latest.cost_per_active_user_usd)
             rows = page.query_selector_all("#per-day tbody tr")
             assert len(rows) == len(report.per_day)

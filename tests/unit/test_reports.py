@@ -23,6 +23,7 @@ from tokenbudget_core import reports
 from tokenbudget_core.attribution import attribute, overhead
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.money import decimal_text
 from tokenbudget_core.pricing import PriceTable, cost_of
 from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.reports import Report, build_report
@@ -394,12 +395,14 @@ def test_a_bare_store_reports_in_utc(seeded: Ledger) -> None:
 def test_as_dict_is_json_with_money_as_strings(seeded: Ledger) -> None:
     report = build_report(seeded, days=DAYS, by=("user", "feature"), top=2)
     data = json.loads(json.dumps(report.as_dict()))
-    assert data["totals"]["cost_usd"] == str(report.totals.cost_usd)
+    assert data["totals"]["cost_usd"] == decimal_text(report.totals.cost_usd)
     assert Decimal(data["totals"]["cost_usd"]) == sum(cost(c) for c in in_days(DAYS))
     assert [b["dimension"] for b in data["breakdowns"]] == ["user", "feature"]
     assert len(data["breakdowns"][0]["rows"]) == 2
     assert data["per_day"][2]["cost_per_active_user_usd"] is None
-    assert data["per_day"][1]["cost_per_active_user_usd"] == str(report.per_day[1].cost_per_active_user_usd)
+    per_user = report.per_day[1].cost_per_active_user_usd
+    assert per_user is not None
+    assert data["per_day"][1]["cost_per_active_user_usd"] == decimal_text(per_user)
     assert data["days"] == DAYS
     assert isinstance(data["projection"]["projected_usd"], str)
 
