@@ -50,7 +50,13 @@ from ._frozen import positional_maker
 from .alerts import Alert, AlertSink, dispatch, resolve_sinks
 from .attribution import current_attribution
 from .budgets import BudgetPolicy, Step
-from .errors import BudgetExceededError, BudgetUnavailableError, InvalidInputError, UnpricedModelError
+from .errors import (
+    BudgetExceededError,
+    BudgetUnavailableError,
+    InvalidInputError,
+    TokenBudgetError,
+    UnpricedModelError,
+)
 from .ledger_records import (
     BudgetState,
     Charge,
@@ -87,7 +93,15 @@ from .stores.memory import MemoryStore
 from .streams import TextCounter, estimate_output_tokens
 from .usage import Usage
 
-__all__ = ["BudgetState", "Charge", "Ledger", "OnUnavailable", "Reservation", "default_spool_path"]
+__all__ = [
+    "BudgetState",
+    "Charge",
+    "Ledger",
+    "OnUnavailable",
+    "Reservation",
+    "check_budget_options",
+    "default_spool_path",
+]
 
 OnUnavailable: TypeAlias = Literal["closed", "open"]
 T = TypeVar("T")
@@ -662,12 +676,22 @@ class Ledger:
         """
         if not isinstance(reservation, Reservation):
             raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
-        r = reservation
-        return self._commit_now(
-            self._commit_plan(
-                r.request_id, r.day, r.model if model is None else _model_name("model", model), r.feature,
-                r.user, r.conversation, r.overhead, usage, cache_hit, saved_usd, premium_model,
-            )
+        plan = self._plan_of(reservation, usage, model, premium_model, cache_hit, saved_usd)
+        return self._commit_now(plan)
+
+    def _plan_of(
+        self,
+        r: Reservation,
+        usage: Usage,
+        model: str | None,
+        premium_model: str | None,
+        cache_hit: bool = False,
+        saved_usd: Decimal | None = None,
+    ) -> _CommitPlan:
+        """The commit plan of reservation ``r`` (charged on ``model`` when given)."""
+        return self._commit_plan(
+            r.request_id, r.day, r.model if model is None else _model_name("model", model), r.feature,
+            r.user, r.conversation, r.overhead, usage, cache_hit, saved_usd, premium_model,
         )  # fmt: skip
 
     def record(
@@ -739,28 +763,16 @@ class Ledger:
         options of :meth:`commit` for that call (``model``, ``premium_model``). Returns, per item,
         its :class:`Charge` or the error :meth:`commit` would have raised.
         """
-        steps = []
+        steps: list[Generator[CommitRequest, CommitOutcome, Charge]] = []
         for item in items:
             try:
                 reservation, usage, options = _commit_item(item)
-                model = options.get("model")
-                steps.append(
-                    self._commit_steps(
-                        request_id=reservation.request_id,
-                        day=reservation.day,
-                        model=reservation.model if model is None else _model_name("model", model),
-                        feature=reservation.feature,
-                        user=reservation.user,
-                        conversation=reservation.conversation,
-                        overhead=reservation.overhead,
-                        usage=usage,
-                        cache_hit=False,
-                        saved_usd=None,
-                        premium_model=options.get("premium_model"),
-                    )
-                )
-            except InvalidInputError as e:
+                model, premium = options.get("model"), options.get("premium_model")
+                plan = self._plan_of(reservation, usage, model, premium)
+            except TokenBudgetError as e:  # this item's own error, returned in its place
                 steps.append(_failing(e))
+            else:
+                steps.append(self._commit_steps(plan))
         return self._many(steps, "commit_many", "commit")
 
     def _many(self, steps: Sequence[Generator[Any, Any, T]], many: str, one: str) -> list[T | Exception]:
@@ -805,26 +817,9 @@ class Ledger:
                 results[i] = e
         return results
 
-    def _commit_steps(
-        self,
-        *,
-        request_id: str,
-        day: str,
-        model: str,
-        feature: str | None,
-        user: str | None,
-        conversation: str | None,
-        overhead: str | None,
-        usage: Usage,
-        cache_hit: bool,
-        saved_usd: Decimal | None,
-        premium_model: str | None = None,
-    ) -> Generator[CommitRequest, CommitOutcome, Charge]:
-        """:meth:`commit`, yielding its store request (unless the memory store's fast path takes it)."""
-        plan = self._commit_plan(
-            request_id, day, model, feature, user, conversation, overhead, usage, cache_hit, saved_usd,
-            premium_model,
-        )  # fmt: skip
+    def _commit_steps(self, plan: _CommitPlan) -> Generator[CommitRequest, CommitOutcome, Charge]:
+        """:meth:`commit` of ``plan``, yielding its store request (unless the memory store's fast
+        path takes it)."""
         if self._memory is not None:
             return self._commit_in_memory(plan, self._memory)
         return (yield from self._commit_driven(plan))
@@ -1168,6 +1163,23 @@ _RESERVED = ReserveOutcome(ok=True, state="reserved")
 _REQUIRED_ARGS = frozenset({"model", "input_tokens"})
 _RESERVE_ARGS = _REQUIRED_ARGS | {"max_output_tokens", "feature", "user", "conversation", "request_id"}
 _OPTIONAL_ARGS = ", ".join(sorted(_RESERVE_ARGS - _REQUIRED_ARGS))
+
+
+def check_budget_options(ledger: object, *, counts: Mapping[str, object], **names: object) -> None:
+    """Validate what every budget adapter is built with: a :class:`Ledger`, ids (``names``) that are
+    non-empty strings, and ``counts`` that are non-negative integers (``None`` leaves one unset).
+
+    Raises:
+        InvalidInputError: A bad option, named.
+    """
+    if not isinstance(ledger, Ledger):
+        raise InvalidInputError("ledger", "must be a tokenbudget Ledger", value=ledger)
+    for name, value in names.items():
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidInputError(name, "must be a non-empty string", value=value)
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidInputError(name, "must be a non-negative integer", value=value)
 
 
 def _check_ids(**ids: object) -> None:
