@@ -67,7 +67,7 @@ from langchain_core.outputs import LLMResult
 
 from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, estimated_count
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, TokenBudgetError
-from tokenbudget_core.ledger import Ledger, Reservation
+from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.routing import premium_model_of
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
@@ -243,22 +243,6 @@ def cache_hit_of(replies: Sequence[BaseMessage]) -> CacheHit | None:
     return None
 
 
-def check_options(ledger: object, *, counts: Mapping[str, object], **names: object) -> None:
-    """Validate the options the budget adapters share: ids are non-empty strings, counts non-negative ints.
-
-    Raises:
-        InvalidInputError: A bad option, named.
-    """
-    if not isinstance(ledger, Ledger):
-        raise InvalidInputError("ledger", "must be a tokenbudget Ledger", value=ledger)
-    for name, value in names.items():
-        if value is not None and (not isinstance(value, str) or not value):
-            raise InvalidInputError(name, "must be a non-empty string", value=value)
-    for name, value in counts.items():
-        if value is not None and first(int, [name], counts) is None:
-            raise InvalidInputError(name, "must be a non-negative integer", value=value)
-
-
 _NO_MESSAGE = object()
 _EMPTY: Mapping[str, Any] = {}
 _LS_MAX_TOKENS = ("ls_max_tokens",)
@@ -329,7 +313,7 @@ class _BudgetHandler:
         max_output_tokens: int | None = None,
         counter: SupportsTokenCount | None = None,
     ) -> None:
-        check_options(
+        check_budget_options(
             ledger, model=model, feature=feature, user=user, counts={"max_output_tokens": max_output_tokens}
         )
         if counter is not None and not isinstance(counter, SupportsTokenCount):

@@ -48,7 +48,7 @@ from tokenbudget_core.errors import (
     TokenBudgetError,
     UnpricedModelError,
 )
-from tokenbudget_core.ledger import Charge, Ledger, Reservation
+from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
 from tokenbudget_core.routing import TierRouter, current_route, premium_model_of
@@ -58,7 +58,6 @@ from .budget_callback import (
     MAX_OUTPUT_KEYS,
     MODEL_KEYS,
     Tools,
-    check_options,
     first,
     is_function_tool,
     payer_from,
@@ -200,7 +199,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
     ) -> None:
         super().__init__()
         counts = {"max_output_tokens": max_output_tokens}
-        check_options(ledger, model=model, feature=feature, user=user, counts=counts)
+        check_budget_options(ledger, model=model, feature=feature, user=user, counts=counts)
         if on_exceeded not in ("raise", "end"):
             raise InvalidInputError("on_exceeded", f"unknown value {on_exceeded!r}", fix="'raise' or 'end'")
         if refusal_message is not None and not (

@@ -48,7 +48,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
 from tokenbudget_core.counting import TokenCounter, estimate_block, estimated_count
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
-from tokenbudget_core.ledger import Ledger, Reservation
+from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import current_route, premium_model_of
 from tokenbudget_core.usage import Usage
@@ -249,19 +249,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         feature: str | None = None,
         user: str | None = None,
     ) -> None:
-        if not isinstance(ledger, Ledger):
-            raise InvalidInputError("ledger", "must be a tokenbudget_core.ledger.Ledger", value=ledger)
-        for name, value in (("model", model), ("feature", feature), ("user", user)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidInputError(name, "must be a non-empty string", value=value)
-        if max_output_tokens is not None and (
-            isinstance(max_output_tokens, bool)
-            or not isinstance(max_output_tokens, int)
-            or max_output_tokens < 0
-        ):
-            raise InvalidInputError(
-                "max_output_tokens", "must be a non-negative integer", value=max_output_tokens
-            )
+        check_budget_options(
+            ledger, model=model, feature=feature, user=user, counts={"max_output_tokens": max_output_tokens}
+        )
         others: list[CBEventType] = [t for t in CBEventType if t is not CBEventType.LLM]
         super().__init__(event_starts_to_ignore=others, event_ends_to_ignore=others)
         self.ledger = ledger
