@@ -49,15 +49,7 @@ def budget_rows(
     for f in features:
         state = ledger.state(feature=f, user=user)
         steps.append({"feature": f, "step": state.step})
-        fb = policy.feature(f)
-        limits: dict[str, Decimal | int | None] = {
-            "user_daily_tokens": fb.user_daily_tokens,
-            "user_daily_usd": fb.user_daily_usd,
-            "feature_daily_usd": fb.feature_daily_usd,
-            "daily_usd": policy.daily_usd,
-            "user_daily_tokens (all features)": policy.user_daily_tokens,
-            "user_daily_usd (all features)": policy.user_daily_usd,
-        }
+        limits = policy.daily_limits(f)
         for name, share in state.shares.items():
             is_global = name in GLOBAL_BUDGETS
             if (name.startswith("user_") and user is None) or (

@@ -250,6 +250,20 @@ class BudgetPolicy:
         """The limits of ``name`` (the default ones when it has none)."""
         return self.features.get(name or "", self.default_feature)
 
+    def daily_limits(self, feature: str | None) -> dict[str, Decimal | int | None]:
+        """The limit of each daily budget a call of ``feature`` touches (``None``: unlimited), by the
+        budget names :meth:`Ledger.state <tokenbudget_core.ledger.Ledger.state>`, refusals and
+        reports use."""
+        fb = self.feature(feature)
+        return {
+            "user_daily_tokens": fb.user_daily_tokens,
+            "user_daily_usd": fb.user_daily_usd,
+            "feature_daily_usd": fb.feature_daily_usd,
+            "daily_usd": self.daily_usd,
+            "user_daily_tokens (all features)": self.user_daily_tokens,
+            "user_daily_usd (all features)": self.user_daily_usd,
+        }
+
 
 _TOML_TYPES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
 

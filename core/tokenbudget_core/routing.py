@@ -613,15 +613,5 @@ def _tidy(amount: Decimal) -> Decimal:
 
 def _limit_of(ledger: Ledger, budget: str, feature: str | None) -> object:
     """The policy's limit behind a budget name of :meth:`Ledger.state` (for the refusal message)."""
-    policy = ledger.policy
-    fb = policy.feature(feature)
-    known: dict[str, object] = {
-        "user_daily_tokens": fb.user_daily_tokens,
-        "user_daily_usd": fb.user_daily_usd,
-        "feature_daily_usd": fb.feature_daily_usd,
-        "daily_usd": policy.daily_usd,
-        "user_daily_tokens (all features)": policy.user_daily_tokens,
-        "user_daily_usd (all features)": policy.user_daily_usd,
-    }
-    value = known.get(budget)
+    value = ledger.policy.daily_limits(feature).get(budget)
     return "its limit" if value is None else value
