@@ -9,7 +9,6 @@ a lookup over 100,000 entries to one matrix-vector product plus three small quer
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -21,6 +20,7 @@ import numpy as np
 
 from tokenbudget_core.cache_keys import CacheScope
 from tokenbudget_core.errors import CacheUnavailableError, InvalidInputError
+from tokenbudget_core.stores.sqlite import sqlite_path
 
 from .base import Vector, VectorMatch
 from .memory import check_ttl, check_vector, top_k
@@ -79,16 +79,7 @@ class SQLiteCacheStore:
     """
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, clock: Callable[[], float] = time.time) -> None:
-        prefix = "sqlite:///"
-        if not isinstance(url, str) or not url.lower().startswith(prefix) or len(url) == len(prefix):
-            raise InvalidInputError(
-                "store",
-                f"{url!r} is not a SQLite URL",
-                value=url,
-                fix="use sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:///:memory:",
-            )
-        path = url[len(prefix) :]
-        self.path = path if path == ":memory:" else os.path.abspath(path)
+        self.path = sqlite_path(url)
         self.url = url
         self.clock = clock
         self._timeout_s = timeout_s

@@ -75,9 +75,14 @@ _INHERITED: list[sqlite3.Connection] = []
 _LAST_PURGE: dict[str, str] = {}
 
 
-def _path_of(url: str) -> str:
+def sqlite_path(url: object) -> str:
+    """The file a ``sqlite:///`` URL names, absolute (or ``:memory:``).
+
+    Raises:
+        InvalidInputError: ``url`` is not a SQLite URL (named ``store``).
+    """
     prefix = "sqlite:///"
-    if not url.lower().startswith(prefix) or len(url) == len(prefix):
+    if not isinstance(url, str) or not url.lower().startswith(prefix) or len(url) == len(prefix):
         raise InvalidInputError(
             "store",
             f"{url!r} is not a SQLite URL",
@@ -139,7 +144,7 @@ class SQLiteStore:
         self, url: str, *, timeout_s: float = 30.0, retention_days: int | None = 400, read_only: bool = False
     ) -> None:
         self.url = url
-        self.path = _path_of(url)
+        self.path = sqlite_path(url)
         """The database file's absolute path (or ``:memory:``)."""
         self.read_only = read_only
         """True when the file was opened for reading only."""
