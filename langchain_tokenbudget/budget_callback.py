@@ -407,8 +407,7 @@ class _BudgetHandler:
                 feature=call.feature,
                 user=call.user,
                 conversation=call.conversation,
-                request_id=str(run_id),
-            )
+            )  # no request_id: the ledger draws a fresh one (a run id can be reused, config["run_id"])
         except BaseException as e:  # the call will not be sent: neither will its batch
             for held in self._sink(batch, e):
                 self.ledger.release(held)
@@ -430,7 +429,6 @@ class _BudgetHandler:
                 feature=call.feature,
                 user=call.user,
                 conversation=call.conversation,
-                request_id=str(run_id),
             )
         except BaseException as e:  # the call will not be sent: neither will its batch
             for held in self._sink(batch, e):

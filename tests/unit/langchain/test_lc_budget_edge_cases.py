@@ -2,7 +2,8 @@
 
 Refused multi-prompt calls hold nothing, completion models' ``llm_output`` usage is charged,
 content the core cannot represent is estimated rather than blocking the call, options are
-checked when made, and the cost readers validate their argument first.
+checked when made, the cost readers validate their argument first, and calls that reuse a run id
+are each checked and charged.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -300,3 +302,32 @@ def test_cost_of_message_refuses_a_non_message_like_usage_of(value: object) -> N
     with pytest.raises(InvalidInputError) as e:
         cost_of_message(value)  # type: ignore[arg-type]
     assert e.value.field == "message"
+
+
+# -- 6. a reused run id is a new call -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_calls_that_reuse_a_run_id_are_each_checked_and_charged(
+    tmp_path: Path, handler_class: type, how: str
+) -> None:
+    # config["run_id"] is the caller's to set (to find the run in a trace): reused, it must not
+    # make the next call look like a replay of the first, unchecked and uncharged.
+    ledger = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=100), spool_path=tmp_path / "s.jsonl")
+    handler = handler_class(ledger, model="gpt-4o-mini", user="u1", max_output_tokens=10)
+    model = metered(*[reply(inp=40, out=8) for _ in range(3)])
+    config: Any = {"callbacks": [handler], "run_id": uuid.uuid4()}
+
+    def call() -> Any:
+        if how == "invoke":
+            return model.invoke(PROMPT, config=config)
+        return asyncio.run(model.ainvoke(PROMPT, config=config))
+
+    call()
+    call()  # 48 + 48 tokens used of 100
+    with pytest.raises(BudgetExceededError):
+        call()
+    totals = summed(ledger)
+    assert (totals["requests"], totals["input_tokens"], totals["output_tokens"]) == (2, 80, 16)
+    assert len(model.calls) == 2
