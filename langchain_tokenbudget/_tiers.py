@@ -23,7 +23,7 @@ from tokenbudget_core.routing import RouteDecision, TierRouter
 
 from ._bridge import core_tools
 from .budget_callback import ROUTE_KEY, first, payer_from
-from .messages import to_core_messages
+from .messages import to_core_request
 
 __all__ = ["ROUTE_KEY", "Tiers", "annotate", "model_name_of"]
 
@@ -149,7 +149,8 @@ class Tiers:
         metadata, configurable and tags.
 
         Raises:
-            InvalidInputError: Messages or tools the core cannot read, an unknown ``model=``.
+            InvalidInputError: Items that are not messages, tools the core cannot read, an unknown
+                ``model=`` (content the core cannot represent is estimated: ``to_core_request``).
         """
         configurable: Mapping[str, Any] = config.get("configurable") or {}
         force = kwargs.pop("force_tier", None)
@@ -159,8 +160,10 @@ class Tiers:
         if force is None:
             force = configurable.get("force_tier")
         payer = payer_from(context, config.get("metadata"), configurable, tags=config.get("tags") or ())
+        core, file_tokens = to_core_request(messages)  # a PDF block is estimated, not refused
         return {
-            "messages": to_core_messages(messages),
+            "messages": core,
+            "file_tokens": file_tokens,
             "force_tier": force,
             "max_output_tokens": max_output_tokens,
             "tools": core_tools(tools),

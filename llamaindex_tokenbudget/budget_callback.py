@@ -7,7 +7,7 @@ provider call and let its exceptions through (the same mechanism that lets Llama
 refuse the call:
 
 1. **start** (``CBEventType.LLM``): the messages (``EventPayload.MESSAGES``, translated with
-   :func:`~llamaindex_tokenbudget.messages.to_core_messages`) or the completion prompt
+   :func:`~llamaindex_tokenbudget.messages.to_core_request`) or the completion prompt
    (``EventPayload.PROMPT``) are counted by the core counter, then ``ledger.reserve(...)``;
    :class:`~tokenbudget_core.errors.BudgetExceededError` propagates and the call is not sent.
    Blocks the core cannot represent (documents, audio, thinking...) are counted by the core's
@@ -42,18 +42,17 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, TextBlock
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
-from tokenbudget_core.counting import TokenCounter, estimate_block, estimated_count
-from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
+from tokenbudget_core.counting import TokenCounter, estimated_count
+from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
-from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import current_route, premium_model_of
 from tokenbudget_core.usage import Usage
 
-from .messages import to_core_message, to_core_messages
+from .messages import to_core_request
 from .usage import usage_of
 
 __all__ = ["BudgetCallbackHandler"]
@@ -118,41 +117,9 @@ def count_input(
     tools = kwargs.get("tools") if isinstance(kwargs, Mapping) else None
     if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
         tools = None
-    try:
-        return int(counter.count_messages(to_core_messages(messages), tools))
-    except InvalidMessageError:
-        pass
-    estimates: list[int] = []
-    core = [_estimated_message(m, f"messages[{i}]", estimates) for i, m in enumerate(messages)]
-    return estimated_count(counter.count_messages(core, tools), sum(estimates))
-
-
-def _estimated_message(message: ChatMessage, where: str, estimates: list[int]) -> Message:
-    """``message`` as a core message, each block the core cannot represent replaced by the text
-    of its estimate (its files' estimate appended to ``estimates``); a message that still cannot
-    be converted (a tool result without its call id...) is counted whole, as a user message."""
-    try:
-        return to_core_message(message, where=where)
-    except InvalidMessageError:
-        pass
-    blocks: list[Any] = []
-    found: list[int] = []
-    for block in message.blocks:
-        try:
-            to_core_message(message.model_copy(update={"blocks": [block]}))
-            blocks.append(block)
-        except InvalidMessageError:
-            estimate = estimate_block(block.model_dump())
-            found.append(estimate.file_tokens)
-            blocks.append(TextBlock(text=estimate.text))
-    try:
-        converted = to_core_message(message.model_copy(update={"blocks": blocks}), where=where)
-    except InvalidMessageError:
-        estimate = estimate_block(message.model_dump())
-        estimates.append(estimate.file_tokens)
-        return Message(role="user", content=estimate.text)
-    estimates.extend(found)
-    return converted
+    core, file_tokens = to_core_request(messages)
+    count = counter.count_messages(core, tools)
+    return int(count) if file_tokens is None else estimated_count(count, file_tokens)
 
 
 def reported_usage(response: object) -> Usage | None:

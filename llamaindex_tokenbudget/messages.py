@@ -9,10 +9,11 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock, ToolCallBlock
 
+from tokenbudget_core.counting import estimate_block
 from tokenbudget_core.errors import InvalidMessageError
 from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall
 
-__all__ = ["to_core_message", "to_core_messages"]
+__all__ = ["to_core_message", "to_core_messages", "to_core_request"]
 
 _ROLES = {
     "system": "system",
@@ -112,3 +113,54 @@ def to_core_message(message: ChatMessage, *, where: str = "message") -> Message:
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     """Convert LlamaIndex chat messages, naming ``messages[i]`` in errors."""
     return [to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+
+
+def to_core_request(messages: Sequence[ChatMessage]) -> tuple[list[Message], int | None]:
+    """The messages of a model request, converted for counting whatever blocks they carry.
+
+    Like :func:`to_core_messages`, except that what the core cannot represent (a document or
+    audio block, thinking, a message the core refuses) does not raise: it is counted by the
+    core's rule, :func:`~tokenbudget_core.counting.estimate_block` (its text in its place, its
+    files at a documented estimate). Returns the messages and the estimated file tokens to add
+    to their count, ``None`` when everything was represented; otherwise the count is an
+    estimate: flag it with :func:`~tokenbudget_core.counting.estimated_count`.
+
+    Raises:
+        InvalidMessageError: An item is not a LlamaIndex ``ChatMessage``.
+    """
+    try:
+        return to_core_messages(messages), None
+    except InvalidMessageError:
+        pass
+    estimates: list[int] = []
+    core = [_estimated_message(m, f"messages[{i}]", estimates) for i, m in enumerate(messages)]
+    return core, sum(estimates)
+
+
+def _estimated_message(message: ChatMessage, where: str, estimates: list[int]) -> Message:
+    """``message`` as a core message, each block the core cannot represent replaced by the text
+    of its estimate (its files' estimate appended to ``estimates``); a message that still cannot
+    be converted (a tool result without its call id...) is counted whole, as a user message."""
+    try:
+        return to_core_message(message, where=where)
+    except InvalidMessageError:
+        if not isinstance(message, ChatMessage):
+            raise
+    blocks: list[Any] = []
+    found: list[int] = []
+    for block in message.blocks:
+        try:
+            to_core_message(message.model_copy(update={"blocks": [block]}))
+            blocks.append(block)
+        except InvalidMessageError:
+            estimate = estimate_block(block.model_dump())
+            found.append(estimate.file_tokens)
+            blocks.append(TextBlock(text=estimate.text))
+    try:
+        converted = to_core_message(message.model_copy(update={"blocks": blocks}), where=where)
+    except InvalidMessageError:
+        estimate = estimate_block(message.model_dump())
+        estimates.append(estimate.file_tokens)
+        return Message(role="user", content=estimate.text)
+    estimates.extend(found)
+    return converted

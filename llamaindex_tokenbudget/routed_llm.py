@@ -2,7 +2,8 @@
 
 It is a LlamaIndex ``LLM`` over one ``LLM`` per tier, usable wherever LlamaIndex takes an LLM
 (chat engines, query engines, agents). Each call is translated (chat messages with
-:func:`~llamaindex_tokenbudget.messages.to_core_messages`, or the completion prompt) and the
+:func:`~llamaindex_tokenbudget.messages.to_core_request`, blocks the core cannot represent
+estimated, or the completion prompt) and the
 core :class:`~tokenbudget_core.routing.TierRouter` decides the tier: complexity, budget (the
 payer of the enclosing :func:`~tokenbudget_core.attribute` block) and context window. The
 chosen tier's LLM then answers as itself, so its own callback events (and a
@@ -36,7 +37,7 @@ from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import RouteDecision, TierRouter, using_route
 
 from ._bridge import host_error
-from .messages import to_core_messages
+from .messages import to_core_request
 
 __all__ = ["ROUTE_KEY", "RoutedLLM"]
 
@@ -176,9 +177,15 @@ class RoutedLLM(LLM):
     def _request(self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
         force = kwargs.pop("force_tier", None)
         out = kwargs.get("max_tokens")
-        messages: str | list[Message] = what if isinstance(what, str) else to_core_messages(what)
+        messages: str | list[Message]
+        file_tokens = None
+        if isinstance(what, str):
+            messages = what
+        else:  # a document block is estimated, not refused
+            messages, file_tokens = to_core_request(what)
         return {
             "messages": messages,
+            "file_tokens": file_tokens,
             "force_tier": force,
             "max_output_tokens": out if isinstance(out, int) and not isinstance(out, bool) else None,
         }

@@ -11,7 +11,9 @@ from llama_index.core.base.llms.types import (
     ChatMessage,
     CompletionResponse,
     CompletionResponseGen,
+    DocumentBlock,
     LLMMetadata,
+    TextBlock,
 )
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks import CallbackManager
@@ -31,6 +33,7 @@ from tokenbudget_core import (
     attribute,
 )
 from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.counting import PDF_PAGE_TOKENS
 
 EASY = "What is the capital of France?"
 HARD = (
@@ -155,6 +158,18 @@ async def test_a_chat_engine_async() -> None:
         llm=RoutedLLM(tiers=tiers()), memory=TokenBudgetChatMemory(model="gpt-4o")
     )
     assert str(await engine.achat(EASY)) == "small answer"
+
+
+async def test_a_pdf_document_is_routed_on_its_estimate_not_refused() -> None:
+    pdf = b"%PDF-1.4\n1 0 obj <</Type /Pages /Count 2>>\n2 0 obj <</Type /Page>>\n3 0 obj <</Type /Page>>\n"
+    document = DocumentBlock(data=pdf, document_mimetype="application/pdf")
+    messages = [ChatMessage(role="user", blocks=[TextBlock(text="Summarise this PDF."), document])]
+    t = tiers()
+    llm = RoutedLLM(tiers=t)
+    for response in (llm.chat(messages), await llm.achat(messages)):
+        assert route(response)["exact"] is False  # two pages at the core's per-page estimate
+        assert route(response)["input_tokens"] > 2 * PDF_PAGE_TOKENS
+        assert response.message.content == f"{route(response)['tier']} answer"
 
 
 def test_mock_llm_tiers_with_explicit_model_names() -> None:

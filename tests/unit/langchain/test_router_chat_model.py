@@ -13,6 +13,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from lc_fakes import get_weather
 from pydantic import BaseModel
 from router_fakes import ProviderError, TierModel, tiers
+from test_lc_budget_edge_cases import PDF_BLOCK, pdf_question
 
 from langchain_tokenbudget import BudgetCallbackHandler, RouterChatModel, RoutingMiddleware
 from tokenbudget_core import (
@@ -24,6 +25,7 @@ from tokenbudget_core import (
     Usage,
 )
 from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.counting import PDF_PAGE_TOKENS
 
 EASY = "What is the capital of France?"
 HARD = (
@@ -315,6 +317,32 @@ def test_routing_middleware_falls_back_on_a_rate_limit() -> None:
     last = agent.invoke({"messages": [HumanMessage(EASY)]})["messages"][-1]
     assert last.content == "backup answer"
     assert route_of(last)["answered_by"] == "gpt-4.1-nano"
+
+
+# -- content the core cannot represent ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_a_pdf_is_routed_on_its_estimate_and_reaches_the_tier_as_sent(how: str) -> None:
+    model, t = router()
+    messages = pdf_question(PDF_BLOCK)
+    reply = model.invoke(messages) if how == "invoke" else asyncio.run(model.ainvoke(messages))
+    route = route_of(reply)
+    assert route["exact"] is False  # two pages at the core's per-page estimate
+    assert route["input_tokens"] > 2 * PDF_PAGE_TOKENS
+    (received,) = t[route["tier"]].received
+    assert received == messages  # the tier model gets the PDF block itself
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_the_routing_middleware_routes_an_agent_reading_a_pdf(how: str) -> None:
+    t = tiers()
+    agent = create_agent(t["small"], middleware=[RoutingMiddleware(t)])
+    payload = {"messages": pdf_question(PDF_BLOCK)}
+    out = agent.invoke(payload) if how == "invoke" else asyncio.run(agent.ainvoke(payload))
+    route = route_of(out["messages"][-1])
+    assert (route["exact"], route["input_tokens"] > 2 * PDF_PAGE_TOKENS) == (False, True)
+    assert t[route["tier"]].received[0][-1].content == payload["messages"][-1].content
 
 
 # -- bad input ---------------------------------------------------------------------------------------
