@@ -4,7 +4,9 @@ LangChain hands a cache an opaque ``prompt`` (for chat models, the JSON of the m
 an ``llm_string`` (the model's settings). Both are read as plain data into a core
 :class:`~tokenbudget_core.cache_keys.CacheRequest`; generations are stored as a plain-JSON
 :class:`~tokenbudget_core.cached_response.CachedResponse` and rebuilt as fresh ``Generation`` /
-``ChatGeneration`` objects on a hit, never with LangChain's ``loads``. What may be cached
+``ChatGeneration`` objects on a hit, never with LangChain's ``loads``. Messages the core cannot
+translate (a PDF block) are keyed on the prompt text as an ``opaque`` request, which a semantic
+cache serves only exactly; images are part of the semantic match. What may be cached
 (sampled requests, tool calls, cut-off answers), the scope rules and the similarity threshold
 are the core cache's.
 """
@@ -212,8 +214,9 @@ def to_cache_request(prompt: str, llm_string: str) -> CacheRequest:
     if messages is not None:
         try:
             return CacheRequest(model=model, messages=tuple(to_core_messages(messages)), params=params)
-        except (InvalidInputError, TypeError):  # content the core cannot read: key on the text
-            pass
+        except (InvalidInputError, TypeError):  # content the core cannot read (a PDF block):
+            # key on the text, and let a semantic cache serve only the identical request
+            return CacheRequest.from_text(model=model, prompt=prompt, params=params, opaque=True)
     return CacheRequest.from_text(model=model, prompt=prompt, params=params)
 
 

@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote
 
 from .attribution import current_attribution
 from .errors import InvalidInputError
-from .messages import Message, to_messages, to_openai_dict
+from .messages import Message, TextPart, to_messages, to_openai_dict
 
 __all__ = [
     "SCOPE_FIELDS",
@@ -228,6 +228,10 @@ class CacheRequest:
         tools: Tool definitions as JSON dicts, in the order they are sent.
         params: Every parameter that changes the output (``temperature``, ``max_tokens``, ``stop``,
             ``response_format``, ``tool_choice``, ``seed``, ``top_p``...), JSON values only.
+        opaque: The messages stand for content the host could not translate (a file or PDF
+            block, say, serialized into the prompt): a semantic cache serves such a request only
+            an answer to the identical request, never a near match (two contracts with the same
+            boilerplate are not the same question).
 
     Raises:
         InvalidInputError: An empty model, no messages, a malformed message, or a tool or
@@ -249,6 +253,8 @@ class CacheRequest:
     """Tool definitions (JSON dicts)."""
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     """Every parameter that changes the output (read-only)."""
+    opaque: bool = False
+    """The messages stand for content the host could not translate: matched only exactly."""
     _digest: str = field(default="", init=False, repr=False, compare=False)
     _memo: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -266,6 +272,8 @@ class CacheRequest:
                 raise InvalidInputError(f"tools[{i}]", "must be a dict (a JSON tool definition)", value=tool)
         if not isinstance(self.params, Mapping):
             raise InvalidInputError("params", "must be a dict of parameters", value=self.params)
+        if not isinstance(self.opaque, bool):
+            raise InvalidInputError("opaque", "must be True or False", value=self.opaque)
         params = {k: v for k, v in self.params.items() if v is not None}
         canonical = {
             "v": _SCHEMA,
@@ -280,15 +288,21 @@ class CacheRequest:
         object.__setattr__(self, "_digest", _sha(canonical))
 
     @classmethod
-    def from_text(cls, *, model: str, prompt: str, params: Mapping[str, Any] | None = None) -> CacheRequest:
-        """A request of one user message (for hosts that hand over an opaque prompt string).
+    def from_text(
+        cls, *, model: str, prompt: str, params: Mapping[str, Any] | None = None, opaque: bool = False
+    ) -> CacheRequest:
+        """A request of one user message (for hosts that hand over a prompt string).
+
+        ``opaque=True``: the prompt serializes content the host could not translate (see the
+        class's ``opaque``).
 
         Raises:
             InvalidInputError: ``prompt`` is not a string, or as for the constructor.
         """
         if not isinstance(prompt, str):
             raise InvalidInputError("prompt", "must be a string", value=type(prompt).__name__)
-        return cls(model=model, messages=(Message(role="user", content=prompt),), params=params or {})
+        messages = (Message(role="user", content=prompt),)
+        return cls(model=model, messages=messages, params=params or {}, opaque=opaque)
 
     def digest(self) -> str:
         """SHA-256 (hex) of the canonical JSON of model, messages, tools and parameters."""
@@ -324,6 +338,22 @@ class CacheRequest:
         for m in reversed(self.messages):
             if m.role == "user":
                 return m.text
+        return ""
+
+    @property
+    def media_hash(self) -> str:
+        """SHA-256 of the last user message's parts that are not text (its images), in order;
+        ``""`` when it has none. A text embedding does not see them, so a semantic cache keeps
+        them out of the match: only requests with the same images are compared."""
+        return self._memoised("media", self._media_hash)
+
+    def _media_hash(self) -> str:
+        for m in reversed(self.messages):
+            if m.role == "user":
+                if isinstance(m.content, str):
+                    return ""
+                media = [p for p in m.content if not isinstance(p, TextPart)]
+                return _sha(to_openai_dict(Message(role="user", content=tuple(media)))) if media else ""
         return ""
 
     @property

@@ -3,8 +3,10 @@
 The text of a request (by default its last user turn) is embedded and compared, by cosine
 similarity, with the entries of the same *partition*: the same scope (namespace, tenant and,
 as configured, user and feature), model, system prompt, tool set, parameters, conversation
-before the last user turn, and embedder. Vectors of different partitions are never compared.
-A match at or above ``threshold`` is then checked by the guard
+before the last user turn, the last user turn's images, and embedder (a request whose content
+the host could not translate, ``CacheRequest(opaque=True)``, only ever matches itself).
+Vectors of different partitions are never compared. A match at or above ``threshold`` is then
+checked by the guard
 (:mod:`~tokenbudget_core.semantic_guard`: negation, numbers, named entities) and returned
 with its score and the matched prompt, so every hit can be audited.
 
@@ -142,6 +144,8 @@ class SemanticCache(ResponseCacheBase):
     # -- the steps -------------------------------------------------------------------------------
 
     def _text(self, request: CacheRequest) -> str:
+        if request.opaque:  # matched only exactly (see partition): embed no serialized payload
+            return request.digest()
         if self.text_of is None:
             return request.last_user_text
         text = self.text_of(request)
@@ -152,8 +156,13 @@ class SemanticCache(ResponseCacheBase):
         return text
 
     def partition(self, request: CacheRequest) -> str:
-        """The partition of ``request``'s entries (SHA-256 of everything besides the text)."""
-        parts = {
+        """The partition of ``request``'s entries (SHA-256 of everything besides the text).
+
+        The last user turn's images (:attr:`~tokenbudget_core.cache_keys.CacheRequest.media_hash`)
+        are part of it: the same question about another image is another question. An
+        :attr:`~tokenbudget_core.cache_keys.CacheRequest.opaque` request is a partition of its own.
+        """
+        parts: dict[str, str | None] = {
             "model": request.model.strip(),
             "system": request.system_hash,
             "tools": request.tools_hash,
@@ -161,6 +170,10 @@ class SemanticCache(ResponseCacheBase):
             "history": request.history_hash if self.match_history else None,
             "embedder": self.embedder.name,
         }
+        if request.media_hash:  # (text-only requests keep the partitions they had)
+            parts["media"] = request.media_hash
+        if request.opaque:
+            parts["request"] = request.digest()
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
     @staticmethod

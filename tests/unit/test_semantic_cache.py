@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -110,6 +111,54 @@ def test_scope_model_system_prompt_tools_params_and_embedder_separate_entries() 
         assert cache.lookup(v, scope=T) is None
     other_embedder = SemanticCache(store, embedder=HashingEmbedder(dim=256))
     assert other_embedder.lookup(base, scope=T) is None
+
+
+def image_question(text: str, image: str) -> CacheRequest:
+    url = f"data:image/png;base64,{image}"
+    parts = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]
+    return CacheRequest(
+        model="gpt-4o", messages=[{"role": "user", "content": parts}], params={"temperature": 0}
+    )
+
+
+def test_the_same_question_about_another_image_is_a_miss() -> None:
+    cache = SemanticCache()
+    cache.store(image_question("What is in this picture?", "iVBORw0KGgoAAAA"), answer("A cat."), scope=T)
+    same_image = cache.lookup(image_question("what is in this picture", "iVBORw0KGgoAAAA"), scope=T)
+    assert same_image is not None
+    assert same_image.response.content == "A cat."
+    assert cache.lookup(image_question("What is in this picture?", "iVBORw0KGgoBBBB"), scope=T) is None
+    text_only = CacheRequest(
+        model="gpt-4o", messages=[{"role": "user", "content": "What is in this picture?"}]
+    )
+    assert cache.lookup(replace(text_only, params={"temperature": 0}), scope=T) is None
+    assert text_only.media_hash == ""
+
+
+def test_an_opaque_request_is_served_only_to_itself() -> None:
+    # A host that could not translate a PDF keys on its serialized prompt: two contracts that
+    # differ in one name are near-identical text, not the same question.
+    cache = SemanticCache(threshold=0.5, guard=False)
+    contract = '[{"type": "file", "base64": "JVBERi0xLjQK...%s"}, "Who signed this?"]'
+
+    def opaque(who: str) -> CacheRequest:
+        return CacheRequest.from_text(
+            model="gpt-4o", prompt=contract % who, params={"temperature": 0}, opaque=True
+        )
+
+    cache.store(opaque("QWxpY2U"), answer("Alice."), scope=T)
+    hit = cache.lookup(opaque("QWxpY2U"), scope=T)
+    assert hit is not None
+    assert hit.response.content == "Alice."
+    assert cache.lookup(opaque("Qm9iIEI"), scope=T) is None
+    plain = CacheRequest.from_text(model="gpt-4o", prompt=contract % "Qm9iIEI", params={"temperature": 0})
+    cache.store(plain, answer("Bob."), scope=T)
+    near = CacheRequest.from_text(model="gpt-4o", prompt=contract % "QWxpY2U", params={"temperature": 0})
+    found = cache.lookup(near, scope=T)
+    assert found is not None  # the same near match, not opaque, is served: the rule is the flag
+    assert found.response.content == "Bob."
+    with pytest.raises(InvalidInputError, match="opaque"):
+        CacheRequest.from_text(model="gpt-4o", prompt="x", opaque="yes")  # type: ignore[arg-type]
 
 
 def test_shadow_mode_logs_would_be_hits_without_serving_or_recording(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -101,6 +102,36 @@ def test_near_duplicate_hits_only_above_the_threshold() -> None:
     assert model.invoke("How are tokens priced for images?").content == "Fresh answer."  # below threshold
     assert model.invoke("What is not a token?").content == "Third."  # the guard: negation differs
     assert len(model.received) == 3
+
+
+def about(text: str, block: dict[str, object]) -> list[HumanMessage]:
+    return [HumanMessage(content=[{"type": "text", "text": text}, block])]
+
+
+def image(data: bytes) -> dict[str, object]:
+    return {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode()},
+    }
+
+
+def pdf(signer: str) -> dict[str, object]:
+    data = b"%PDF-1.4\n" + b"The parties agree to the terms below. " * 50 + f"Signed by {signer}.".encode()
+    return {"type": "file", "base64": base64.b64encode(data).decode(), "mime_type": "application/pdf"}
+
+
+def test_the_semantic_cache_never_answers_for_another_image_or_document() -> None:
+    cache = TokenBudgetLLMCache(SemanticCache(threshold=0.5, guard=False), scope=CacheScope(tenant="acme"))
+    model = replies(*[AIMessage(a) for a in ("A cat.", "A dog.", "Alice.", "Bob.")])
+    model.cache = cache
+    assert model.invoke(about("What is in this picture?", image(b"cat"))).content == "A cat."
+    assert model.invoke(about("what is in this picture", image(b"cat"))).content == "A cat."  # served
+    assert model.invoke(about("What is in this picture?", image(b"dog"))).content == "A dog."
+    # a PDF block the core cannot translate: keyed on the prompt text, served only when identical
+    assert model.invoke(about("Who signed this?", pdf("Alice"))).content == "Alice."
+    assert model.invoke(about("Who signed this?", pdf("Alice"))).content == "Alice."  # served
+    assert model.invoke(about("Who signed this?", pdf("Bob"))).content == "Bob."
+    assert len(model.received) == 4
 
 
 def test_a_served_hit_carries_its_audit_data() -> None:
