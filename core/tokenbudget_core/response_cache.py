@@ -172,7 +172,7 @@ class ResponseCacheBase:
             "scope": scope.key(),
             "created": now,
             "expires": now + self.ttl,
-            "prompt": None if self.hash_prompts else text,
+            "prompt": None if self.hash_prompts or request.opaque else text,  # opaque: a serialized payload
             "prompt_sha256": prompt_sha256(text),
             "response": response.to_json(),
             **more,
@@ -230,6 +230,31 @@ class ResponseCacheBase:
         if served and self.ledger is not None:
             self.ledger.record(Usage(requests=1), model=request.model, cache_hit=True, saved_usd=saved_usd)
         return hit
+
+    def _lookup_exact(
+        self, request: CacheRequest, where: CacheScope, *, served: bool = True
+    ) -> CacheHit | None:
+        """The entry stored under ``request``'s digest in ``where``: one store read."""
+        payload = self._safely(lambda: self.store_backend.get(where, request.digest()), None)
+        if payload is None:
+            return None
+        opened = self._open(payload, where)
+        if opened is None or opened[0].get("key") != request.digest():
+            return None
+        return self._hit(request, opened[1], opened[0], score=1.0, served=served)
+
+    def _store_exact(self, request: CacheRequest, response: CachedResponse, where: CacheScope) -> bool:
+        """Store under ``request``'s digest; False when :meth:`refusal` or the size refuses it."""
+        reason = self.refusal(request, response)
+        if reason is not None:
+            logger.debug("not cached: %s", reason)
+            return False
+        payload = self._envelope(request, response, where, request.last_user_text)
+        if payload is None:
+            logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
+            return False
+        put = self.store_backend.put
+        return self._safely(lambda: put(where, request.digest(), payload, self.ttl) or True, False)
 
     def _safely(self, fn: Callable[[], T], default: T) -> T:
         """Run a store operation; an unreachable store is a miss (logged), never a failed call."""
@@ -334,13 +359,7 @@ class ExactCache(ResponseCacheBase):
         where = self._scope(scope)
         if request.sampled() and not self.cache_sampled:
             return None
-        payload = self._safely(lambda: self.store_backend.get(where, request.digest()), None)
-        if payload is None:
-            return None
-        opened = self._open(payload, where)
-        if opened is None or opened[0].get("key") != request.digest():
-            return None
-        return self._hit(request, opened[1], opened[0], score=1.0)
+        return self._lookup_exact(request, where)
 
     def store(
         self, request: CacheRequest, response: CachedResponse, *, scope: CacheScope | None = None
@@ -354,18 +373,7 @@ class ExactCache(ResponseCacheBase):
         Raises:
             InvalidInputError: ``request``, ``response`` or ``scope`` is of the wrong type.
         """
-        request = self._request(request)
-        where = self._scope(scope)
-        reason = self.refusal(request, response)
-        if reason is not None:
-            logger.debug("not cached: %s", reason)
-            return False
-        payload = self._envelope(request, response, where, request.last_user_text)
-        if payload is None:
-            logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
-            return False
-        put = self.store_backend.put
-        return self._safely(lambda: put(where, request.digest(), payload, self.ttl) or True, False)
+        return self._store_exact(self._request(request), response, self._scope(scope))
 
     async def alookup(self, request: CacheRequest, *, scope: CacheScope | None = None) -> CacheHit | None:
         """Async twin of :meth:`lookup`."""

@@ -4,7 +4,8 @@ The text of a request (by default its last user turn) is embedded and compared, 
 similarity, with the entries of the same *partition*: the same scope (namespace, tenant and,
 as configured, user and feature), model, system prompt, tool set, parameters, conversation
 before the last user turn, the last user turn's images, and embedder (a request whose content
-the host could not translate, ``CacheRequest(opaque=True)``, only ever matches itself).
+the host could not translate, ``CacheRequest(opaque=True)``, is served only exactly: by its
+digest, never embedded).
 Vectors of different partitions are never compared. A match at or above ``threshold`` is then
 checked by the guard
 (:mod:`~tokenbudget_core.semantic_guard`: negation, numbers, named entities) and returned
@@ -144,8 +145,6 @@ class SemanticCache(ResponseCacheBase):
     # -- the steps -------------------------------------------------------------------------------
 
     def _text(self, request: CacheRequest) -> str:
-        if request.opaque:  # matched only exactly (see partition): embed no serialized payload
-            return request.digest()
         if self.text_of is None:
             return request.last_user_text
         text = self.text_of(request)
@@ -159,8 +158,9 @@ class SemanticCache(ResponseCacheBase):
         """The partition of ``request``'s entries (SHA-256 of everything besides the text).
 
         The last user turn's images (:attr:`~tokenbudget_core.cache_keys.CacheRequest.media_hash`)
-        are part of it: the same question about another image is another question. An
-        :attr:`~tokenbudget_core.cache_keys.CacheRequest.opaque` request is a partition of its own.
+        are part of it: the same question about another image is another question. (An
+        :attr:`~tokenbudget_core.cache_keys.CacheRequest.opaque` request never gets here: it
+        is looked up and stored by its digest, like the exact cache does.)
         """
         parts: dict[str, str | None] = {
             "model": request.model.strip(),
@@ -172,8 +172,6 @@ class SemanticCache(ResponseCacheBase):
         }
         if request.media_hash:  # (text-only requests keep the partitions they had)
             parts["media"] = request.media_hash
-        if request.opaque:
-            parts["request"] = request.digest()
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
     @staticmethod
@@ -271,6 +269,8 @@ class SemanticCache(ResponseCacheBase):
         where = self._scope(scope)
         if request.sampled() and not self.cache_sampled:
             return None
+        if request.opaque:
+            return self._lookup_exact(request, where, served=not self.shadow)
         text = self._text(request)
         with overhead("cache"):
             vector = self._row(self.embedder.embed([text]))
@@ -289,6 +289,8 @@ class SemanticCache(ResponseCacheBase):
         """
         request = self._request(request)
         where = self._scope(scope)
+        if request.opaque:
+            return self._store_exact(request, response, where)
         text = self._text(request)
         payload = self._entry(request, response, where, text)
         if payload is None:
@@ -305,6 +307,11 @@ class SemanticCache(ResponseCacheBase):
         where = self._scope(scope)
         if request.sampled() and not self.cache_sampled:
             return None
+        if request.opaque:
+            exact: CacheHit | None = await self._async(
+                lambda: self._lookup_exact(request, where, served=not self.shadow)
+            )
+            return exact
         text = self._text(request)
         with overhead("cache"):
             vector = self._row(await self.embedder.aembed([text]))
@@ -322,6 +329,9 @@ class SemanticCache(ResponseCacheBase):
         """Async twin of :meth:`store`."""
         request = self._request(request)
         where = self._scope(scope)
+        if request.opaque:
+            stored: bool = await self._async(lambda: self._store_exact(request, response, where))
+            return stored
         text = self._text(request)
         payload = self._entry(request, response, where, text)
         if payload is None:

@@ -138,7 +138,13 @@ def test_the_same_question_about_another_image_is_a_miss() -> None:
 def test_an_opaque_request_is_served_only_to_itself() -> None:
     # A host that could not translate a PDF keys on its serialized prompt: two contracts that
     # differ in one name are near-identical text, not the same question.
-    cache = SemanticCache(threshold=0.5, guard=False)
+    embedded: list[str] = []
+
+    def embed(texts: list[str]) -> Sequence[object]:
+        embedded.extend(texts)
+        return list(HashingEmbedder().embed(texts))
+
+    cache = SemanticCache(embedder=embed, threshold=0.5, guard=False)
     contract = '[{"type": "file", "base64": "JVBERi0xLjQK...%s"}, "Who signed this?"]'
 
     def opaque(who: str) -> CacheRequest:
@@ -150,7 +156,9 @@ def test_an_opaque_request_is_served_only_to_itself() -> None:
     hit = cache.lookup(opaque("QWxpY2U"), scope=T)
     assert hit is not None
     assert hit.response.content == "Alice."
+    assert hit.matched_prompt is None  # the serialized payload is not kept as the audit prompt
     assert cache.lookup(opaque("Qm9iIEI"), scope=T) is None
+    assert embedded == []  # looked up and stored by digest: nothing sent to the embedder
     plain = CacheRequest.from_text(model="gpt-4o", prompt=contract % "Qm9iIEI", params={"temperature": 0})
     cache.store(plain, answer("Bob."), scope=T)
     near = CacheRequest.from_text(model="gpt-4o", prompt=contract % "QWxpY2U", params={"temperature": 0})
@@ -159,6 +167,19 @@ def test_an_opaque_request_is_served_only_to_itself() -> None:
     assert found.response.content == "Bob."
     with pytest.raises(InvalidInputError, match="opaque"):
         CacheRequest.from_text(model="gpt-4o", prompt="x", opaque="yes")  # type: ignore[arg-type]
+
+
+async def test_opaque_requests_async_and_in_shadow_mode() -> None:
+    request = CacheRequest.from_text(model="gpt-4o", prompt="[file]", params={"temperature": 0}, opaque=True)
+    cache = SemanticCache()
+    assert await cache.astore(request, answer("Alice."), scope=T)
+    hit = await cache.alookup(request, scope=T)
+    assert hit is not None
+    assert (hit.response.content, hit.served) == ("Alice.", True)
+    shadow = SemanticCache(cache.store_backend, shadow=True)
+    seen = shadow.lookup(request, scope=T)
+    assert seen is not None
+    assert not seen.served  # shadow mode serves nothing, exact or near
 
 
 def test_shadow_mode_logs_would_be_hits_without_serving_or_recording(
