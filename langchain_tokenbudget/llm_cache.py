@@ -20,7 +20,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.outputs import ChatGeneration, Generation
 
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope
@@ -49,8 +57,16 @@ _MESSAGE_TYPES: dict[str, type[BaseMessage]] = {
     "ai": AIMessage,
     "system": SystemMessage,
     "tool": ToolMessage,
+    "chat": ChatMessage,
+    "function": FunctionMessage,
+    **{  # a streamed reply kept in the history is a chunk: read as the message it adds up to
+        f"{cls.__name__}Chunk": cls
+        for cls in (HumanMessage, AIMessage, SystemMessage, ToolMessage, ChatMessage, FunctionMessage)
+    },
 }
 _MESSAGE_FIELDS = ("content", "name", "tool_calls", "tool_call_id")
+_UNREADABLE: list[BaseMessage] = []
+"""What ``_messages`` returns for a list of LangChain messages it cannot read (never filled)."""
 _MODEL_KEYS = ("model", "model_name", "model_id", "_type")
 
 
@@ -174,20 +190,28 @@ def _settings(llm_string: str) -> tuple[dict[str, Any], str | None]:
 
 
 def _messages(prompt: str) -> list[BaseMessage] | None:
-    """The chat messages in a chat model's prompt (the JSON of the messages), read as plain data."""
+    """The chat messages in a chat model's prompt (the JSON of the messages), read as plain data.
+
+    ``None``: not a list of serialized LangChain objects (a completion model's prompt);
+    ``_UNREADABLE``: such a list with a message this function cannot read.
+    """
     try:
         data = json.loads(prompt)
     except ValueError:
         return None
-    if not isinstance(data, list) or not data:
+    if not isinstance(data, list) or not data or not all(isinstance(i, dict) and "lc" in i for i in data):
         return None
     out: list[BaseMessage] = []
     for item in data:
-        kwargs = item.get("kwargs") if isinstance(item, dict) else None
+        kwargs = item.get("kwargs")
         cls = _MESSAGE_TYPES.get(str(kwargs.get("type"))) if isinstance(kwargs, dict) else None
         if cls is None or kwargs is None:
-            return None
-        out.append(cls(**{k: kwargs[k] for k in _MESSAGE_FIELDS if kwargs.get(k) is not None}))
+            return _UNREADABLE
+        fields = (*_MESSAGE_FIELDS, "role") if cls is ChatMessage else _MESSAGE_FIELDS
+        try:
+            out.append(cls(**{k: kwargs[k] for k in fields if kwargs.get(k) is not None}))
+        except (ValueError, TypeError):
+            return _UNREADABLE
     return out
 
 
@@ -213,10 +237,13 @@ def to_cache_request(prompt: str, llm_string: str) -> CacheRequest:
     messages = _messages(prompt) if isinstance(prompt, str) else None
     if messages is not None:
         try:
-            return CacheRequest(model=model, messages=tuple(to_core_messages(messages)), params=params)
-        except (InvalidInputError, TypeError):  # content the core cannot read (a PDF block):
-            # key on the text, and let a semantic cache serve only the identical request
-            return CacheRequest.from_text(model=model, prompt=prompt, params=params, opaque=True)
+            if messages is not _UNREADABLE:
+                return CacheRequest(model=model, messages=tuple(to_core_messages(messages)), params=params)
+        except (InvalidInputError, TypeError):
+            pass
+        # messages the core cannot read (a PDF block, a message type unknown here): key on the
+        # text, and let a semantic cache serve only the identical request
+        return CacheRequest.from_text(model=model, prompt=prompt, params=params, opaque=True)
     return CacheRequest.from_text(model=model, prompt=prompt, params=params)
 
 

@@ -11,7 +11,15 @@ from decimal import Decimal
 import pytest
 from langchain_core.caches import BaseCache
 from langchain_core.globals import set_llm_cache
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.load import dumps
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+)
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTestSuite
 from lc_fakes import replies, weather_call
@@ -132,6 +140,25 @@ def test_the_semantic_cache_never_answers_for_another_image_or_document() -> Non
     assert model.invoke(about("Who signed this?", pdf("Alice"))).content == "Alice."  # served
     assert model.invoke(about("Who signed this?", pdf("Bob"))).content == "Bob."
     assert len(model.received) == 4
+
+
+def test_every_message_type_is_read_and_an_unreadable_history_is_matched_only_exactly() -> None:
+    llm_string = "gpt-4o-mini---[('_type', 'openai-chat'), ('model_name', 'gpt-4o-mini')]"
+    history = [
+        ChatMessage(role="user", content="Hi"),
+        AIMessageChunk(content="Hello!"),
+        HumanMessage("Weather?"),
+    ]
+    request = to_cache_request(dumps(history), llm_string)
+    assert not request.opaque
+    assert [m.role for m in request.messages] == ["user", "assistant", "user"]
+    function = to_cache_request(
+        dumps([HumanMessage("2+2?"), FunctionMessage(name="calc", content="4")]), llm_string
+    )
+    assert (function.opaque, function.messages[-1].role) == (False, "function")
+    unknown = dumps([HumanMessage("Hi")]).replace('"type": "human"', '"type": "hologram"')
+    assert to_cache_request(unknown, llm_string).opaque  # a message type not known here
+    assert not to_cache_request("Tell me a joke", llm_string).opaque  # a completion prompt is text
 
 
 def test_a_served_hit_carries_its_audit_data() -> None:
