@@ -261,6 +261,9 @@ class _Run:
     """The multi-prompt call the run is one prompt of (see :class:`_Batch`)."""
     batched: bool = False
     """One prompt of several: ``llm_output`` reports the whole call's usage on the first one."""
+    next: _Run | None = None
+    """A run started under the same run id while this one was open (a reused ``config["run_id"]``):
+    the runs of one id settle in the order they started, so none is left unsettled."""
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -463,8 +466,23 @@ class _BudgetHandler:
                 if batch.refusal is not None:
                     return False
                 batch.runs.append(run_id)
-            self._runs[run_id] = run
+            self._push(run_id, run)
         return True
+
+    def _push(self, run_id: UUID, run: _Run) -> None:
+        """Open ``run`` under ``run_id`` (lock held), after any run still open under that id."""
+        last = self._runs.setdefault(run_id, run)
+        if last is not run:
+            while last.next is not None:
+                last = last.next
+            last.next = run
+
+    def _pop(self, run_id: UUID) -> _Run | None:
+        """Close the oldest run open under ``run_id`` (lock held)."""
+        run = self._runs.pop(run_id, None)
+        if run is not None and run.next is not None:
+            self._runs[run_id] = run.next
+        return run
 
     # -- multi-prompt calls (see _Batch) ----------------------------------------------------------
 
@@ -498,7 +516,7 @@ class _BudgetHandler:
             if batch.refusal is None:
                 batch.refusal = _refusal(error)
             self._started(batch)
-            held = [run.reservation for r in batch.runs if (run := self._runs.pop(r, None)) is not None]
+            held = [run.reservation for r in batch.runs if (run := self._pop(r)) is not None]
             batch.runs.clear()
         return held
 
@@ -535,7 +553,7 @@ class _BudgetHandler:
     def _settle(self, run_id: UUID, response: LLMResult | None, *, failed: bool) -> _Settle | None:
         """What the ledger needs to close the run (``None``: not ours, or settled already)."""
         with self._lock:
-            run = self._runs.pop(run_id, None)
+            run = self._pop(run_id)
             if run is not None and run.batch is not None:
                 self._forget(run.batch)  # a prompt ended: the call is past starting its prompts
         if run is None:

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.language_models.llms import BaseLLM
 from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.outputs import Generation, LLMResult
+from langchain_core.outputs import ChatGeneration, ChatResult, Generation, LLMResult
 from lc_fakes import COUNTER
 from pydantic import Field
 from test_lc_budget_callback import RecordingLedger, metered, reply, summed
@@ -332,3 +333,41 @@ def test_calls_that_reuse_a_run_id_are_each_checked_and_charged(
     totals = summed(ledger)
     assert (totals["requests"], totals["input_tokens"], totals["output_tokens"]) == (2, 80, 16)
     assert len(model.calls) == 2
+
+
+class SlowChatModel(BaseChatModel):
+    """Answers after a pause, so that two calls are open at once."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "slow"
+
+    def _generate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        raise NotImplementedError
+
+    async def _agenerate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        await asyncio.sleep(0.05)
+        return ChatResult(generations=[ChatGeneration(message=reply(inp=40, out=8))])
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+def test_concurrent_calls_sharing_a_run_id_are_each_charged_and_settled(
+    tmp_path: Path, handler_class: type
+) -> None:
+    ledger = Ledger(
+        "memory://", policy=BudgetPolicy(user_daily_tokens=10_000), spool_path=tmp_path / "s.jsonl"
+    )
+    handler = handler_class(ledger, model="gpt-4o-mini", user="u1", max_output_tokens=10)
+    config: Any = {"callbacks": [handler], "run_id": uuid.uuid4()}
+    model = SlowChatModel()
+
+    async def both() -> None:
+        await asyncio.gather(model.ainvoke(PROMPT, config=config), model.ainvoke(PROMPT, config=config))
+
+    asyncio.run(both())
+    totals = summed(ledger)
+    assert (totals["requests"], totals["input_tokens"], held(ledger)) == (2, 80, 0)
