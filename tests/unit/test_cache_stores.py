@@ -10,6 +10,7 @@ import pytest
 from cache_contract import A, CacheContractTests, Clock, MakeStore, unit
 from tokenbudget_core import InvalidInputError
 from tokenbudget_core.cache_stores import CacheStore, open_cache_store
+from tokenbudget_core.cache_stores import sqlite as sqlite_cache_store
 from tokenbudget_core.cache_stores.memory import MemoryCacheStore
 from tokenbudget_core.cache_stores.sqlite import SQLiteCacheStore
 
@@ -25,11 +26,39 @@ class TestMemoryStore(CacheContractTests):
             store.put(A, k, k, 60)
         assert [store.get(A, k) for k in ("a", "b", "c")] == [None, "b", "c"]
 
+    def test_expired_partitions_are_dropped_and_vectors_bounded_by_max_entries(self) -> None:
+        # one partition per conversation or per image: the process must not grow without bound
+        clock = Clock()
+        store = MemoryCacheStore(max_entries=500, clock=clock)
+        for i in range(1_000):
+            store.add_vector(A, f"p{i}", "k", unit(1, 0), "x" * 1_000, 60)
+        clock.now += 61  # all expired
+        for i in range(24):  # the 1,024th add sweeps
+            store.add_vector(A, f"new{i}", "k", unit(1, 0), "fresh", 60)
+        assert store.search(A, "p0", unit(1, 0), 3) == []
+        assert [m.payload for m in store.search(A, "new23", unit(1, 0), 3)] == ["fresh"]
+        for i in range(2_048):  # live partitions past max_entries: the oldest go first
+            store.add_vector(A, f"live{i}", "k", unit(1, 0), "live", 60)
+        assert store.search(A, "live0", unit(1, 0), 3) == []
+        assert [m.payload for m in store.search(A, "live2047", unit(1, 0), 3)] == ["live"]
+        assert sum(len(store.search(A, f"live{i}", unit(1, 0), 3)) for i in range(2_048)) <= 500
+
 
 class TestSQLiteStore(CacheContractTests):
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> Callable[[Callable[[], float]], CacheStore]:
         return lambda clock: SQLiteCacheStore(f"sqlite:///{tmp_path}/cache.db", clock=clock)
+
+    def test_partitions_kept_in_process_are_bounded_and_reread_when_needed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(sqlite_cache_store, "_PARTITIONS_KEPT", 3)
+        store = SQLiteCacheStore(f"sqlite:///{tmp_path}/cache.db", clock=Clock())
+        for i in range(6):
+            store.add_vector(A, f"p{i}", "k", unit(1, 0), f"entry {i}", 60)
+            assert [m.payload for m in store.search(A, f"p{i}", unit(1, 0), 3)] == [f"entry {i}"]
+        assert len(store._partitions) == 3
+        assert [m.payload for m in store.search(A, "p0", unit(1, 0), 3)] == ["entry 0"]  # read again
 
     def test_a_second_process_sees_adds_and_invalidations(self, tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path}/shared.db"

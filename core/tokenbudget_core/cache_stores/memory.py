@@ -2,7 +2,9 @@
 
 Exact entries are kept in insertion order and the oldest are evicted past ``max_entries``;
 semantic entries are kept per scope and partition as one float32 matrix, scanned with one
-matrix-vector product per lookup (fast enough for 100,000 entries per partition).
+matrix-vector product per lookup (fast enough for 100,000 entries per partition); every 1,024
+adds, expired vectors and empty partitions are dropped, then the oldest partitions past
+``max_entries`` vectors.
 """
 
 from __future__ import annotations
@@ -105,11 +107,16 @@ class VectorBucket:
         self._matrix = None
 
 
+_SWEEP_EVERY = 1024
+"""Vector adds between two sweeps of every partition (see ``MemoryCacheStore._sweep``)."""
+
+
 class MemoryCacheStore:
     """Cache entries in a dict of this process.
 
     Args:
-        max_entries: Exact entries kept at most (the oldest are evicted first).
+        max_entries: Exact entries kept at most, and semantic vectors (the oldest are evicted
+            first: exact entries one by one, vectors by partition at the next sweep).
         clock: Returns epoch seconds (tests pass a fake clock).
 
     Raises:
@@ -133,6 +140,7 @@ class MemoryCacheStore:
         self._exact: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
         self._buckets: dict[tuple[str, str], VectorBucket] = {}
         self._scopes: dict[str, CacheScope] = {}
+        self._adds = 0
 
     def get(self, scope: CacheScope, key: str) -> str | None:
         entry = self._exact.get((scope.key(), key))
@@ -167,6 +175,23 @@ class MemoryCacheStore:
             bucket.add(key, vec, payload, expires)
             if len(bucket.keys) % 1024 == 0:
                 bucket.prune(now)
+            self._adds += 1
+            if self._adds % _SWEEP_EVERY == 0:
+                self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired vectors and the partitions left empty (lock held), then the oldest
+        partitions while more than ``max_entries`` vectors are held: one partition per
+        conversation or per image must not grow the process without bound."""
+        for where, bucket in list(self._buckets.items()):
+            bucket.prune(now)
+            if not bucket.keys:
+                del self._buckets[where]
+        held = sum(len(b.keys) for b in self._buckets.values())
+        for where in list(self._buckets):  # oldest first (dicts keep insertion order)
+            if held <= self.max_entries:
+                break
+            held -= len(self._buckets.pop(where).keys)
 
     def search(self, scope: CacheScope, partition: str, vector: Vector, k: int) -> list[VectorMatch]:
         bucket = self._buckets.get((scope.key(), partition))

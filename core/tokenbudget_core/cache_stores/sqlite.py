@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,8 @@ _SCHEMA = (
     "version INTEGER NOT NULL, PRIMARY KEY (scope, part)) WITHOUT ROWID",
 )
 _PURGE_EVERY_S = 60.0
+_PARTITIONS_KEPT = 4_096
+"""Partitions whose matrices are kept in this process (least recently searched dropped first)."""
 
 
 class _Partition:
@@ -84,7 +87,7 @@ class SQLiteCacheStore:
         self.clock = clock
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._partitions: dict[tuple[str, str], _Partition] = {}
+        self._partitions: OrderedDict[tuple[str, str], _Partition] = OrderedDict()
         self._next_purge = 0.0
         try:
             if self.path != ":memory:":
@@ -191,6 +194,10 @@ class SQLiteCacheStore:
         cached = self._partitions.get((sk, partition))
         if cached is None or cached.version != version:
             cached = self._partitions[(sk, partition)] = _Partition(version)
+            if len(self._partitions) > _PARTITIONS_KEPT:  # the least recently used is read again
+                self._partitions.popitem(last=False)  # from the file when next searched
+        else:
+            self._partitions.move_to_end((sk, partition))
         rows = conn.execute(
             "SELECT id, expires, vector FROM vectors WHERE scope = ? AND part = ? AND id > ? ORDER BY id",
             (sk, partition, cached.last_id),
