@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import numbers
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -370,14 +371,16 @@ class TierRouter:
     def _check_files(file_tokens: object) -> int | None:
         if file_tokens is None:
             return None
-        if isinstance(file_tokens, bool) or not isinstance(file_tokens, int) or file_tokens < 0:
-            raise InvalidInputError(
-                "file_tokens",
-                "must be a whole number of tokens, 0 or more (or None)",
-                value=file_tokens,
-                fix="pass the file estimate the adapter's to_core_request returned",
-            )
-        return int(file_tokens)
+        if isinstance(file_tokens, numbers.Integral) and not isinstance(file_tokens, bool):
+            whole = int(file_tokens)  # numpy integers too
+            if whole >= 0:
+                return whole
+        raise InvalidInputError(
+            "file_tokens",
+            "must be a whole number of tokens, 0 or more (or None)",
+            value=file_tokens,
+            fix="pass the estimate an adapter's messages.to_core_request returned",
+        )
 
     # -- the decision -----------------------------------------------------------------------------
 
