@@ -40,7 +40,19 @@ def _image(block: ImageBlock) -> ImagePart:
             encoded = base64.b64encode(data).decode()
         mime = block.image_mimetype or "image/png"
         return ImagePart(url=f"data:{mime};base64,{encoded}", detail=block.detail or "auto")  # type: ignore[arg-type]
-    raise InvalidMessageError("image", "an ImageBlock needs a url or image data", fix="set url= or image=")
+    if block.path is not None:  # a local file: read as LlamaIndex reads it to send it
+        try:
+            data = block.resolve_image().read()
+        except (OSError, ValueError) as e:
+            raise InvalidMessageError(
+                "image", f"cannot read the ImageBlock's path: {e}", value=str(block.path)
+            ) from e
+        mime = block.image_mimetype or "image/png"
+        encoded = base64.b64encode(data).decode()
+        return ImagePart(url=f"data:{mime};base64,{encoded}", detail=block.detail or "auto")  # type: ignore[arg-type]
+    raise InvalidMessageError(
+        "image", "an ImageBlock needs a url, a path or image data", fix="set url=, path= or image="
+    )
 
 
 def _tool_calls(message: ChatMessage) -> tuple[ToolCall, ...]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ImageBlock, TextBlock
 from llama_index.core.llms import MockLLM
+from test_images import png_data_url
 
 from llamaindex_tokenbudget import cost_of_response, to_core_messages, usage_of
-from tokenbudget_core import InvalidInputError, TokenCounter, Usage, cost_of
+from tokenbudget_core import InvalidInputError, InvalidMessageError, TokenCounter, Usage, cost_of
 
 
 def test_llamaindex_history_counts_like_the_equivalent_dicts() -> None:
@@ -57,6 +61,23 @@ def test_image_blocks_are_translated() -> None:
     [core] = to_core_messages([msg])
     assert isinstance(core.content, tuple)
     assert TokenCounter.for_model("gpt-4o").count_messages([core]).exact
+
+
+def test_an_image_block_with_a_path_counts_as_that_image(tmp_path: Path) -> None:
+    png = base64.b64decode(png_data_url(1024, 1024).split(",", 1)[1])
+    (tmp_path / "chart.png").write_bytes(png)
+    by_path = ChatMessage(
+        role="user", blocks=[TextBlock(text="Explain."), ImageBlock(path=tmp_path / "chart.png")]
+    )
+    by_data = ChatMessage(role="user", blocks=[TextBlock(text="Explain."), ImageBlock(image=png)])
+    counter = TokenCounter.for_model("gpt-4o")
+    count = counter.count_messages(to_core_messages([by_path]))
+    assert count.exact
+    assert count == counter.count_messages(to_core_messages([by_data]))  # high detail: 765 + text
+    missing = ChatMessage(role="user", blocks=[ImageBlock(path=tmp_path / "chart.png")])
+    (tmp_path / "chart.png").unlink()  # deleted after the message was made
+    with pytest.raises(InvalidMessageError, match="path"):
+        to_core_messages([missing])
 
 
 def test_usage_and_cost_from_response_raw() -> None:
