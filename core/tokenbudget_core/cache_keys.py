@@ -205,6 +205,13 @@ def plain_json(value: Any, where: str) -> Any:
     )
 
 
+def _rebuild(
+    model: str, messages: tuple[Message, ...], tools: tuple[Mapping[str, Any], ...], params: dict[str, Any],
+    opaque: bool,
+) -> CacheRequest:  # fmt: skip
+    return CacheRequest(model=model, messages=messages, tools=tools, params=params, opaque=opaque)
+
+
 def canonical_json(value: Any) -> str:
     """Sorted-key, compact JSON: the same value always gives the same text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -286,6 +293,13 @@ class CacheRequest:
         object.__setattr__(self, "tools", tools)
         object.__setattr__(self, "params", MappingProxyType(params))
         object.__setattr__(self, "_digest", _sha(canonical))
+
+    def __hash__(self) -> int:
+        return hash((self._digest, self.opaque))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and deep-copy by the constructor's arguments (``params`` is a read-only view)."""
+        return (_rebuild, (self.model, self.messages, self.tools, dict(self.params), self.opaque))
 
     @classmethod
     def from_text(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from decimal import Decimal
 
 import pytest
@@ -34,6 +36,15 @@ def req(prompt: str = "Capital of France?", **params: object) -> CacheRequest:
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}],
         params={"temperature": 0, **params},
     )
+
+
+def test_requests_hash_pickle_and_copy_by_their_content() -> None:
+    a = req(seed=7)
+    for other in (pickle.loads(pickle.dumps(a)), copy.deepcopy(a), req(seed=7)):
+        assert other == a
+        assert hash(other) == hash(a)
+        assert other.digest() == a.digest()
+    assert len({a, req(seed=7), req(seed=8)}) == 2  # usable as set members and dict keys
 
 
 def test_identical_request_hits_with_saved_tokens_and_dollars() -> None:
