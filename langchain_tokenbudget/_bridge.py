@@ -25,7 +25,7 @@ from tokenbudget_core.fitting import OnOverflow, fit_messages
 from tokenbudget_core.messages import Message, MessageLike, to_message
 from tokenbudget_core.summary import summary_prompt
 
-from .messages import to_core_message, to_core_messages
+from .messages import to_core_request, to_countable_message
 
 __all__ = ["Budget", "ChatSummariser", "core_tools", "fit_host", "host_messages", "host_window"]
 
@@ -139,8 +139,8 @@ def fit_host(
         ContextOverflowError: The must-keep messages do not fit (``on_overflow="raise"``).
         InvalidMessageError: A message cannot be translated or counted.
     """
-    head = [to_core_message(system, where="system_message")] if system is not None else []
-    core = [*head, *to_core_messages(messages)]
+    head = [to_countable_message(system, where="system_message")] if system is not None else []
+    core = [*head, *to_core_request(messages)]  # a PDF block is estimated, never truncated
     fit = fit_messages(
         core,
         budget.max_tokens,

@@ -160,10 +160,8 @@ class Tiers:
         if force is None:
             force = configurable.get("force_tier")
         payer = payer_from(context, config.get("metadata"), configurable, tags=config.get("tags") or ())
-        core, file_tokens = to_core_request(messages)  # a PDF block is estimated, not refused
         return {
-            "messages": core,
-            "file_tokens": file_tokens,
+            "messages": to_core_request(messages),  # a PDF block is estimated, not refused
             "force_tier": force,
             "max_output_tokens": max_output_tokens,
             "tools": core_tools(tools),

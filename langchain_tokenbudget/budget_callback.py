@@ -65,7 +65,7 @@ from langchain_core.callbacks.manager import handle_event
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 
-from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, estimated_count
+from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file_tokens
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, TokenBudgetError
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.routing import premium_model_of
@@ -380,9 +380,8 @@ class _BudgetHandler:
         n = 0
         for b in inputs:
             if isinstance(b, list):
-                messages, estimated = to_core_request(b)
-                count = counter.count_messages(messages, tools)
-                n += int(count if estimated is None else estimated_count(count, estimated))
+                messages = to_core_request(b)
+                n += int(add_file_tokens(counter.count_messages(messages, tools), messages))
         return n
 
     async def _acount(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
@@ -392,9 +391,8 @@ class _BudgetHandler:
         n = 0
         for b in inputs:
             if isinstance(b, list):
-                messages, estimated = to_core_request(b)
-                count = await acount(messages, tools)
-                n += int(count if estimated is None else estimated_count(count, estimated))
+                messages = to_core_request(b)
+                n += int(add_file_tokens(await acount(messages, tools), messages))
         return n
 
     def _start(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:

@@ -40,7 +40,7 @@ from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from tokenbudget_core.budgets import RunBudget
-from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, estimated_count
+from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file_tokens
 from tokenbudget_core.errors import (
     BudgetExceededError,
     InvalidInputError,
@@ -240,9 +240,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
 
     def _plan(
         self, request: ModelRequest[Any]
-    ) -> tuple[dict[str, Any], SupportsTokenCount, list[Message], Tools, int | None]:
-        """The ``reserve()`` arguments but the count, the counter, the core messages and tools, and
-        the estimated tokens of what the core cannot represent (``None``: everything was)."""
+    ) -> tuple[dict[str, Any], SupportsTokenCount, list[Message], Tools]:
+        """The ``reserve()`` arguments but the count, the counter, the core messages (stand-ins for
+        what the core cannot represent, see ``to_core_request``) and the tools."""
         attrs = {k: getattr(request.model, k, None) for k in (*MODEL_KEYS, *MAX_OUTPUT_KEYS)}
         model = self.model or first(str, ("model_name", "model"), attrs)
         router = getattr(request.model, "router", None)
@@ -270,8 +270,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         }
         system = [request.system_message] if request.system_message is not None else []
         tools = core_tools([t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)])
-        messages, estimated = to_core_request([*system, *request.messages])
-        return args, counter, messages, tools, estimated
+        return args, counter, to_core_request([*system, *request.messages]), tools
 
     def _over_run_cap(self, r: Reservation, state: Mapping[str, Any]) -> TokenBudgetError | None:
         """The per-run cap this call's worst case would break, if any (the core's RunBudget decides)."""
@@ -317,11 +316,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             BudgetExceededError: A budget or run cap would be exceeded (``on_exceeded="raise"``).
             UnpricedModelError: The model has no price and a dollar budget applies.
         """
-        args, counter, messages, tools, estimated = self._plan(request)
+        args, counter, messages, tools = self._plan(request)
         state = cast("Mapping[str, Any]", request.state)
-        n = counter.count_messages(messages, tools)
-        if estimated is not None:
-            n = estimated_count(n, estimated)
+        n = add_file_tokens(counter.count_messages(messages, tools), messages)
         try:
             reservation = self.ledger.reserve(**args, input_tokens=int(n))
             if (refusal := self._over_run_cap(reservation, state)) is not None:
@@ -352,12 +349,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
         """Async twin of :meth:`wrap_model_call` (counting and ledger calls awaited)."""
-        args, counter, messages, tools, estimated = self._plan(request)
+        args, counter, messages, tools = self._plan(request)
         state = cast("Mapping[str, Any]", request.state)
         count = getattr(counter, "acount_messages", None)
         n = await count(messages, tools) if count else counter.count_messages(messages, tools)
-        if estimated is not None:
-            n = estimated_count(n, estimated)
+        n = add_file_tokens(n, messages)
         try:
             reservation = await self.ledger.areserve(**args, input_tokens=int(n))
             if (refusal := self._over_run_cap(reservation, state)) is not None:

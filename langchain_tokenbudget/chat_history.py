@@ -30,7 +30,7 @@ from tokenbudget_core.messages import Message
 from tokenbudget_core.summary import SummaryBuffer, SummaryEvent
 
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
-from .messages import to_core_message
+from .messages import to_countable_message
 
 __all__ = ["SummaryChatMessageHistory", "TokenBudgetChatMessageHistory"]
 
@@ -214,7 +214,9 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
         if len(stored) < len(self._host):
             self._reset()
         start = len(self._host)
-        return [(m, to_core_message(m, where=f"messages[{start + k}]")) for k, m in enumerate(stored[start:])]
+        return [
+            (m, to_countable_message(m, where=f"messages[{start + k}]")) for k, m in enumerate(stored[start:])
+        ]
 
     def _seen(self, host: BaseMessage, core: Message) -> None:
         self._host.append(host)

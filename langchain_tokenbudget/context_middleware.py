@@ -22,7 +22,7 @@ from tokenbudget_core.messages import Message
 from tokenbudget_core.summary import SummaryBuffer
 
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
-from .messages import to_core_message, to_core_messages
+from .messages import to_core_request, to_countable_message
 
 try:
     from langchain.agents.middleware.internal_call_transformer import (
@@ -165,8 +165,8 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
     def _transcript(request: ModelRequest[Any]) -> tuple[list[AnyMessage], list[Message]]:
         system = request.system_message
         host: list[AnyMessage] = [system] if system is not None else []
-        core = [to_core_message(system, where="system_message")] if system is not None else []
-        return [*host, *request.messages], [*core, *to_core_messages(request.messages)]
+        core = [to_countable_message(system, where="system_message")] if system is not None else []
+        return [*host, *request.messages], [*core, *to_core_request(request.messages)]
 
     def _summarised(
         self,

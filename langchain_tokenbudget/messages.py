@@ -1,8 +1,9 @@
 """Translate LangChain messages into tokenbudget core messages.
 
 :func:`to_core_messages` refuses what the core cannot represent (``InvalidMessageError``);
-:func:`to_core_request`, for counting a request that is going out anyway, counts it by the
-core's estimate instead.
+:func:`to_countable_message` / :func:`to_core_request`, for counting and fitting messages that
+are going out anyway, make a *stand-in* of such a message instead: the core's estimate of it,
+its files' tokens in ``Message.file_tokens``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tokenbudget_core.counting import estimate_block
 from tokenbudget_core.errors import InvalidMessageError
 from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall, to_part
 
-__all__ = ["to_core_message", "to_core_messages", "to_core_request"]
+__all__ = ["to_core_message", "to_core_messages", "to_core_request", "to_countable_message"]
 
 _ROLE_BY_TYPE = {
     "system": "system",
@@ -113,46 +114,58 @@ def _convert(message: BaseMessage, where: str, estimates: list[int] | None) -> M
             ToolCall(id=c.get("id") or "", name=c["name"], arguments=json.dumps(c.get("args", {})))
             for c in message.tool_calls
         )
+    content = _parts(message.content, where, estimates)
     return Message(
         role=role,  # type: ignore[arg-type]
-        content=_parts(message.content, where, estimates),
+        content=content,
         name=message.name,
         tool_calls=calls,
         tool_call_id=message.tool_call_id if isinstance(message, ToolMessage) else None,
+        file_tokens=sum(estimates) if estimates else None,
     )
 
 
-def to_core_request(messages: Sequence[BaseMessage]) -> tuple[list[Message], int | None]:
-    """The messages of a model request, converted for counting whatever blocks they carry.
+def to_countable_message(message: BaseMessage, *, where: str = "message") -> Message:
+    """One message converted for counting, whatever blocks it carries.
 
-    Like :func:`to_core_messages`, except that what the core cannot represent (a file or PDF
+    Like :func:`to_core_message`, except that what the core cannot represent (a file or PDF
     block, audio, a provider's server-tool result, a message of an unknown type) does not raise:
-    it is counted by the core's rule, :func:`~tokenbudget_core.counting.estimate_block` (its text
-    in its place, its files at a documented estimate). Returns the messages and the estimated
-    file tokens to add to their count, ``None`` when everything was represented; otherwise the
-    count is an estimate: flag it with :func:`~tokenbudget_core.counting.estimated_count`.
+    the message becomes a *stand-in*, the core's rule
+    (:func:`~tokenbudget_core.counting.estimate_block`) giving the text in the block's place and
+    the estimate of its files in ``Message.file_tokens``, which fitting, memory, routing and the
+    budget adapters add (:func:`~tokenbudget_core.counting.add_file_tokens`), flagged inexact.
+
+    Raises:
+        InvalidMessageError: ``message`` is not a LangChain message.
+    """
+    estimates: list[int] = []
+    try:
+        return _convert(message, where, estimates)
+    except InvalidMessageError:
+        if not isinstance(message, BaseMessage):
+            raise
+    estimates.clear()
+    whole = {
+        "type": message.type,
+        "content": message.content,
+        "tool_calls": getattr(message, "tool_calls", None),
+    }
+    text = _estimated(whole, estimates)
+    return Message(role="user", content=(text,), file_tokens=sum(estimates))
+
+
+def to_core_request(messages: Sequence[BaseMessage]) -> list[Message]:
+    """The messages of a model request, converted for counting whatever blocks they carry:
+    :func:`to_countable_message` for each (plain messages as :func:`to_core_messages` converts
+    them, reused from its cache).
 
     Raises:
         InvalidMessageError: An item is not a LangChain message.
     """
     try:
-        return to_core_messages(messages), None
+        return to_core_messages(messages)
     except InvalidMessageError:
-        pass
-    estimates: list[int] = []
-    out = []
-    for i, m in enumerate(messages):
-        blocks: list[int] = []
-        try:
-            out.append(_convert(m, f"messages[{i}]", blocks))
-        except InvalidMessageError:
-            if not isinstance(m, BaseMessage):
-                raise
-            whole = {"type": m.type, "content": m.content, "tool_calls": getattr(m, "tool_calls", None)}
-            out.append(Message(role="user", content=(_estimated(whole, estimates),)))
-        else:
-            estimates += blocks
-    return out, sum(estimates)
+        return [to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
 
 
 def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
@@ -164,8 +177,7 @@ def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     out = []
     for i, m in enumerate(messages):
         cls = type(m)
-        content = m.content
-        if cls in _PLAIN and type(content) is str and not (cls is AIMessage and m.tool_calls):  # type: ignore[attr-defined]
+        if cls in _PLAIN and type(content := m.content) is str and not (cls is AIMessage and m.tool_calls):  # type: ignore[attr-defined]
             key = (cls, content, m.name)
             found = _converted.get(key)
             if found is None:

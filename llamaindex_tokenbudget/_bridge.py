@@ -23,7 +23,7 @@ from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.messages import Message, MessageLike, to_message
 from tokenbudget_core.summary import summary_prompt
 
-from .messages import to_core_message
+from .messages import to_countable_message
 
 __all__ = ["Core", "LLMSummariser", "Transcript", "async_summaries", "host_error"]
 
@@ -51,13 +51,13 @@ class Transcript:
 
     def append(self, message: ChatMessage, *, where: str = "message") -> None:
         """Translate ``message`` and append it to the core (which validates and counts it once)."""
-        core_message = to_core_message(message, where=where)
+        core_message = to_countable_message(message, where=where)
         self.core.append(core_message)
         self._track(message, core_message)
 
     async def aappend(self, message: ChatMessage, *, where: str = "message") -> None:
         """Async twin of :meth:`append`."""
-        core_message = to_core_message(message, where=where)
+        core_message = to_countable_message(message, where=where)
         await self.core.aappend(core_message)
         self._track(message, core_message)
 

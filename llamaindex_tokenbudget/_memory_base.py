@@ -32,7 +32,7 @@ from tokenbudget_core.fitting import fit_messages
 from tokenbudget_core.messages import Message, to_message
 
 from ._bridge import Core, Transcript, host_error
-from .messages import to_core_message
+from .messages import to_countable_message
 
 __all__ = ["BudgetMemory"]
 
@@ -244,7 +244,9 @@ class BudgetMemory(BaseMemory):
         return transcript
 
     def _prefix(self) -> list[Message]:
-        return [to_core_message(m, where=f"prefix_messages[{i}]") for i, m in enumerate(self.prefix_messages)]
+        return [
+            to_countable_message(m, where=f"prefix_messages[{i}]") for i, m in enumerate(self.prefix_messages)
+        ]
 
     def _window(self, transcript: Transcript, input: str | None, reserved: int) -> list[ChatMessage]:
         window = transcript.core.messages()

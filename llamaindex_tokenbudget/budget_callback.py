@@ -46,7 +46,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, Completi
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
-from tokenbudget_core.counting import TokenCounter, estimated_count
+from tokenbudget_core.counting import TokenCounter, add_file_tokens
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.routing import current_route, premium_model_of
@@ -117,9 +117,8 @@ def count_input(
     tools = kwargs.get("tools") if isinstance(kwargs, Mapping) else None
     if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
         tools = None
-    core, file_tokens = to_core_request(messages)
-    count = counter.count_messages(core, tools)
-    return int(count) if file_tokens is None else estimated_count(count, file_tokens)
+    core = to_core_request(messages)
+    return add_file_tokens(counter.count_messages(core, tools), core)
 
 
 def reported_usage(response: object) -> Usage | None:

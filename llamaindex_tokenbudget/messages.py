@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from tokenbudget_core.counting import estimate_block
 from tokenbudget_core.errors import InvalidMessageError
 from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall
 
-__all__ = ["to_core_message", "to_core_messages", "to_core_request"]
+__all__ = ["to_core_message", "to_core_messages", "to_core_request", "to_countable_message"]
 
 _ROLES = {
     "system": "system",
@@ -127,32 +128,33 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     return [to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
 
 
-def to_core_request(messages: Sequence[ChatMessage]) -> tuple[list[Message], int | None]:
-    """The messages of a model request, converted for counting whatever blocks they carry.
-
-    Like :func:`to_core_messages`, except that what the core cannot represent (a document or
-    audio block, thinking, a message the core refuses) does not raise: it is counted by the
-    core's rule, :func:`~tokenbudget_core.counting.estimate_block` (its text in its place, its
-    files at a documented estimate). Returns the messages and the estimated file tokens to add
-    to their count, ``None`` when everything was represented; otherwise the count is an
-    estimate: flag it with :func:`~tokenbudget_core.counting.estimated_count`.
+def to_core_request(messages: Sequence[ChatMessage]) -> list[Message]:
+    """The messages of a model request, converted for counting whatever blocks they carry:
+    :func:`to_countable_message` for each.
 
     Raises:
         InvalidMessageError: An item is not a LlamaIndex ``ChatMessage``.
     """
     try:
-        return to_core_messages(messages), None
+        return to_core_messages(messages)
     except InvalidMessageError:
-        pass
-    estimates: list[int] = []
-    core = [_estimated_message(m, f"messages[{i}]", estimates) for i, m in enumerate(messages)]
-    return core, sum(estimates)
+        return [to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
 
 
-def _estimated_message(message: ChatMessage, where: str, estimates: list[int]) -> Message:
-    """``message`` as a core message, each block the core cannot represent replaced by the text
-    of its estimate (its files' estimate appended to ``estimates``); a message that still cannot
-    be converted (a tool result without its call id...) is counted whole, as a user message."""
+def to_countable_message(message: ChatMessage, *, where: str = "message") -> Message:
+    """One message converted for counting, whatever blocks it carries.
+
+    Like :func:`to_core_message`, except that what the core cannot represent (a document, audio
+    or video block, thinking, a message the core refuses) does not raise: the message becomes a
+    *stand-in*, each such block replaced by the text of the core's estimate
+    (:func:`~tokenbudget_core.counting.estimate_block`) and its files' estimate kept in
+    ``Message.file_tokens``, which fitting, memory, routing and the budget callbacks add
+    (:func:`~tokenbudget_core.counting.add_file_tokens`), flagged inexact. A message that still
+    cannot be converted (a tool result without its call id...) stands in whole, as a user message.
+
+    Raises:
+        InvalidMessageError: ``message`` is not a LlamaIndex ``ChatMessage``.
+    """
     try:
         return to_core_message(message, where=where)
     except InvalidMessageError:
@@ -172,7 +174,5 @@ def _estimated_message(message: ChatMessage, where: str, estimates: list[int]) -
         converted = to_core_message(message.model_copy(update={"blocks": blocks}), where=where)
     except InvalidMessageError:
         estimate = estimate_block(message.model_dump())
-        estimates.append(estimate.file_tokens)
-        return Message(role="user", content=estimate.text)
-    estimates.extend(found)
-    return converted
+        return Message(role="user", content=estimate.text, file_tokens=estimate.file_tokens)
+    return dataclasses.replace(converted, file_tokens=sum(found))

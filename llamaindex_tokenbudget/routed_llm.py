@@ -177,15 +177,9 @@ class RoutedLLM(LLM):
     def _request(self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
         force = kwargs.pop("force_tier", None)
         out = kwargs.get("max_tokens")
-        messages: str | list[Message]
-        file_tokens = None
-        if isinstance(what, str):
-            messages = what
-        else:  # a document block is estimated, not refused
-            messages, file_tokens = to_core_request(what)
+        messages: str | list[Message] = what if isinstance(what, str) else to_core_request(what)
         return {
-            "messages": messages,
-            "file_tokens": file_tokens,
+            "messages": messages,  # a document block is estimated, not refused
             "force_tier": force,
             "max_output_tokens": out if isinstance(out, int) and not isinstance(out, bool) else None,
         }

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import InvalidInputError
-from .messages import MessageLike
+from .messages import Message, MessageLike
 from .registry import ModelInfo, ModelRegistry, default_registry
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ __all__ = [
     "TokenCount",
     "TokenCounter",
     "ToolLike",
+    "add_file_tokens",
     "estimate_block",
     "estimated_count",
     "resolve_counter",
@@ -335,6 +336,27 @@ def estimate_block(block: object) -> BlockEstimate:
             files.append(FILE_TOKENS)
     text = json.dumps(scrubbed, ensure_ascii=False, default=str)
     return BlockEstimate(text="\n".join([text, *texts]), file_tokens=sum(files))
+
+
+def add_file_tokens(count: int, messages: Iterable[MessageLike]) -> int:
+    """``count`` of ``messages`` (what a counter read in their parts) plus the ``file_tokens`` of
+    the stand-ins among them (:attr:`~tokenbudget_core.messages.Message.file_tokens`), flagged
+    as an estimate; ``count`` itself when there is no stand-in.
+
+    Counters count what a message says; this is where the files a stand-in leaves out are added,
+    once, for any counter (custom ones included).
+
+    Example:
+        >>> pdf = Message(role="user", content="[a PDF]", file_tokens=3_000)
+        >>> n = add_file_tokens(TokenCounter.for_model("gpt-4o").count_messages([pdf]), [pdf])
+        >>> n > 3_000, n.exact
+        (True, False)
+    """
+    files: int | None = None
+    for m in messages:
+        if type(m) is Message and m.file_tokens is not None:
+            files = (files or 0) + m.file_tokens
+    return count if files is None else estimated_count(count, files)
 
 
 def estimated_count(count: int, file_tokens: int = 0) -> TokenCount:

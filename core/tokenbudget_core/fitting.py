@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import MessageView, role_of
-from .counting import TokenCounter, ToolLike, resolve_counter
+from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
 from .messages import Message, MessageLike, to_message
 
@@ -153,8 +153,8 @@ def fit_messages(
         nonlocal exact
         c = costs.get(i)
         if c is None:
-            tc = counter.count_message(messages[i])
-            exact = exact and tc.exact
+            tc = add_file_tokens(counter.count_message(messages[i]), (messages[i],))
+            exact = exact and getattr(tc, "exact", True)
             c = costs[i] = int(tc)
         return c
 

@@ -79,7 +79,7 @@ class Message:
 
     Example:
         >>> Message(role="user", content="Hello")
-        Message(role='user', content='Hello', name=None, tool_calls=(), tool_call_id=None)
+        Message(role='user', content='Hello', name=None, tool_calls=(), tool_call_id=None, file_tokens=None)
     """
 
     role: Role
@@ -92,12 +92,21 @@ class Message:
     """Tool calls made by an assistant message."""
     tool_call_id: str | None = None
     """For ``tool`` messages: the id of the call this result answers."""
+    file_tokens: int | None = None
+    """Set by adapters on a *stand-in*: a message whose content the core cannot represent (a PDF
+    or file block, audio, a server-tool result) converted with
+    :func:`~tokenbudget_core.counting.estimate_block`'s text in its place. The estimated tokens
+    of its files, which that text leaves out; fitting, memory, routing and the budget adapters
+    add them (:func:`~tokenbudget_core.counting.add_file_tokens`) and flag the count as an
+    estimate. ``None``: the content is the message itself."""
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate(self)
         object.__setattr__(
-            self, "_hash", hash((self.role, self.content, self.name, self.tool_calls, self.tool_call_id))
+            self,
+            "_hash",
+            hash((self.role, self.content, self.name, self.tool_calls, self.tool_call_id, self.file_tokens)),
         )
 
     def __hash__(self) -> int:
@@ -133,6 +142,11 @@ def _validate(m: Message, where: str = "message") -> None:
             f"content must be a string or a tuple of parts, got {type(m.content).__name__}",
             value=m.content,
             fix="convert it to text first",
+        )
+    files = m.file_tokens
+    if files is not None and (isinstance(files, bool) or not isinstance(files, int) or files < 0):
+        raise InvalidMessageError(
+            f"{where}.file_tokens", "must be a whole number of tokens, 0 or more (or None)", value=files
         )
     if m.role == "tool" and not m.tool_call_id:
         raise InvalidMessageError(

@@ -40,7 +40,7 @@ from typing import Any, Literal, TypeAlias, get_args
 
 from .allocation import Allocation, allocate_budget
 from .conversation import unit_start
-from .counting import TokenCounter, resolve_counter
+from .counting import TokenCounter, add_file_tokens, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError, InvalidMessageError
 from .fitting import OnOverflow, fit_messages
 from .messages import MessageLike, to_message, to_openai_dict
@@ -343,7 +343,7 @@ class _Plan:
                 carry -= self.used[part] - before
 
     def _cost(self, messages: Sequence[MessageLike]) -> int:
-        return sum(int(self.counter.count_message(m)) for m in messages)
+        return sum(int(add_file_tokens(self.counter.count_message(m), (m,))) for m in messages)
 
     def _system(self, docs: Sequence[str]) -> dict[str, Any] | None:
         text = self.system

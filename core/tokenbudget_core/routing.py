@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import numbers
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .attribution import current_attribution, overhead
 from .complexity import Classification, ComplexityClassifier, HeuristicClassifier
-from .counting import SupportsTokenCount, TokenCounter, ToolLike, check_tools, estimated_count
+from .counting import SupportsTokenCount, TokenCounter, ToolLike, add_file_tokens, check_tools
 from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError
 from .fallbacks import RETRYABLE_STATUS, acall_with_fallbacks, call_with_fallbacks, is_retryable
 from .messages import Message, MessageLike, TextPart, to_messages
@@ -367,21 +366,6 @@ class TierRouter:
         )
         return msgs, out, check_tools(tools)
 
-    @staticmethod
-    def _check_files(file_tokens: object) -> int | None:
-        if file_tokens is None:
-            return None
-        if isinstance(file_tokens, numbers.Integral) and not isinstance(file_tokens, bool):
-            whole = int(file_tokens)  # numpy integers too
-            if whole >= 0:
-                return whole
-        raise InvalidInputError(
-            "file_tokens",
-            "must be a whole number of tokens, 0 or more (or None)",
-            value=file_tokens,
-            fix="pass the estimate an adapter's messages.to_core_request returned",
-        )
-
     # -- the decision -----------------------------------------------------------------------------
 
     def _counter(self, model: str) -> SupportsTokenCount:
@@ -423,7 +407,6 @@ class TierRouter:
         force_tier: str | None,
         classification: Classification | None,
         budget: tuple[str, dict[str, float], int, str | None],
-        file_tokens: int | None = None,
     ) -> RouteDecision:
         step, shares, down, budget_reason = budget
         reasons: list[str] = []
@@ -453,9 +436,7 @@ class TierRouter:
         def tokens(model: str) -> int:
             nonlocal exact
             if model not in counts:
-                n = self._counter(model).count_messages(msgs, tools or None)
-                if file_tokens is not None:
-                    n = estimated_count(n, file_tokens)
+                n = add_file_tokens(self._counter(model).count_messages(msgs, tools or None), msgs)
                 if getattr(n, "exact", True) is False:
                     exact = False
                 counts[model] = int(n)
@@ -552,7 +533,6 @@ class TierRouter:
         tools: Sequence[ToolLike] | None = None,
         feature: str | None = None,
         user: str | None = None,
-        file_tokens: int | None = None,
     ) -> RouteDecision:
         """Decide the tier and model for one request.
 
@@ -564,11 +544,6 @@ class TierRouter:
             tools: Tool definitions sent with the call (counted as input).
             feature: Payer's feature, when no :func:`~tokenbudget_core.attribute` block sets it.
             user: Payer's user, likewise.
-            file_tokens: For a request whose messages carry stand-ins for content the core cannot
-                represent (a PDF or file block, from an adapter's
-                :func:`~tokenbudget_core.counting.estimate_block`): the estimated tokens of those
-                files, added to every count, which is then an estimate (``exact=False``).
-                ``None`` (default): the messages are the whole request.
 
         Raises:
             InvalidInputError: Empty or malformed messages, an unknown ``force_tier``, a bad number.
@@ -576,14 +551,13 @@ class TierRouter:
             BudgetExceededError: The payer's budget is used up (hard refusal).
         """
         msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools)
-        files = self._check_files(file_tokens)
         state = self.ledger.state(feature=feature, user=user) if self.ledger is not None else None
         budget = self._budget(feature, user, state)
         classification = None
         if force_tier is None:
             with overhead("router"):
                 classification = self.classifier.classify(_plain_text(msgs))
-        return self._decide(msgs, out, tool_list, force_tier, classification, budget, files)
+        return self._decide(msgs, out, tool_list, force_tier, classification, budget)
 
     async def aroute(
         self,
@@ -594,11 +568,9 @@ class TierRouter:
         tools: Sequence[ToolLike] | None = None,
         feature: str | None = None,
         user: str | None = None,
-        file_tokens: int | None = None,
     ) -> RouteDecision:
         """Async twin of :meth:`route` (the budget lookup runs in a worker thread)."""
         msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools)
-        files = self._check_files(file_tokens)
         state = None
         if self.ledger is not None:
             ledger = self.ledger
@@ -608,7 +580,7 @@ class TierRouter:
         if force_tier is None:
             with overhead("router"):
                 classification = await self.classifier.aclassify(_plain_text(msgs))
-        return self._decide(msgs, out, tool_list, force_tier, classification, budget, files)
+        return self._decide(msgs, out, tool_list, force_tier, classification, budget)
 
     # -- the call, down the fallback chain --------------------------------------------------------
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import role_of, unit_start
-from .counting import TokenCounter, ToolLike, resolve_counter
+from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
 from .messages import MessageLike
 
@@ -163,7 +163,7 @@ class ConversationWindow(Generic[M]):
         """
         i = len(self._msgs)
         role = role_of(message, i)
-        cost_tc = self.counter.count_message(message)  # validates the message fully
+        cost_tc = add_file_tokens(self.counter.count_message(message), (message,))  # validates it fully
         cost = int(cost_tc)
         self._msgs.append(message)
         try:
@@ -201,7 +201,7 @@ class ConversationWindow(Generic[M]):
             need = self.tokens
             self._rollback(i, pin, saved)
             raise ContextOverflowError(limit=self.budget, required=need)
-        self.exact = self.exact and cost_tc.exact
+        self.exact = self.exact and getattr(cost_tc, "exact", True)
 
     async def aappend(self, message: M) -> None:
         """Async twin of :meth:`append`."""

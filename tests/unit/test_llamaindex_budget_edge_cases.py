@@ -104,8 +104,8 @@ def test_the_same_pdf_gets_the_same_file_estimate_in_both_adapters() -> None:
         "base64": base64.b64encode(PDF_TWO_PAGES).decode(),
         "mime_type": "application/pdf",
     }
-    _messages, estimated = to_core_request([HumanMessage(content=[block])])
-    assert estimated == 2 * PDF_PAGE_TOKENS
+    (stand_in,) = to_core_request([HumanMessage(content=[block])])
+    assert stand_in.file_tokens == 2 * PDF_PAGE_TOKENS
     document = [ChatMessage(role="user", blocks=[DocumentBlock(data=PDF_TWO_PAGES)])]
     count = count_input(COUNTER, messages=document, prompt=None, kwargs={})
     assert 2 * PDF_PAGE_TOKENS < count < 2 * PDF_PAGE_TOKENS + 100  # the rest: the block's JSON text

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from llama_index.core.agent.workflow import FunctionAgent
-from llama_index.core.base.llms.types import ChatResponse, ToolCallBlock
+from llama_index.core.base.llms.types import ChatResponse, DocumentBlock, TextBlock, ToolCallBlock
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.llms import ChatMessage, MockLLM
 from llama_index.core.llms.callbacks import llm_chat_callback
@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr
 import llamaindex_tokenbudget
 from llamaindex_tokenbudget import SummaryChatMemory, TokenBudgetChatMemory, to_core_messages
 from tokenbudget_core import TiktokenCounter, TokenCounter
+from tokenbudget_core.counting import PDF_PAGE_TOKENS
 from tokenbudget_core.errors import (
     ContextOverflowError,
     InvalidInputError,
@@ -351,3 +352,18 @@ def test_public_api() -> None:
         assert issubclass(cls, BaseMemory)
         assert cls.class_name() == cls.__name__
         assert all(f.description for f in cls.model_fields.values())
+
+
+def test_a_document_in_the_conversation_is_counted_by_its_estimate_and_kept_whole() -> None:
+    pdf = b"%PDF-1.4\n1 0 obj <</Type /Pages /Count 1>>\n2 0 obj <</Type /Page>>\n"
+    question = ChatMessage(
+        role="user", blocks=[TextBlock(text="What does this say?"), DocumentBlock(data=pdf)]
+    )
+    memory = TokenBudgetChatMemory(model="gpt-4o", max_tokens=PDF_PAGE_TOKENS + 200)
+    earlier = [("user", "hi"), ("assistant", "sunny " * 300), ("user", "weather " * 300), ("assistant", "ok")]
+    memory.put_messages([ChatMessage(role=role, content=text) for role, text in earlier])
+    memory.put(question)
+    kept = memory.get()
+    assert kept[-1] is question or kept[-1].blocks == question.blocks  # the document itself
+    assert all(m.content != "sunny " * 300 for m in kept)  # an old turn made room for its estimate
+    assert len(memory.get_all()) == 5

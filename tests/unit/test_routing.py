@@ -22,6 +22,7 @@ from tokenbudget_core import (
     InvalidInputError,
     InvalidMessageError,
     Ledger,
+    Message,
     ModelRegistry,
     RouteDecision,
     TierRouter,
@@ -208,15 +209,17 @@ def test_when_only_a_cheaper_tier_holds_the_prompt_it_steps_down(small_windows: 
     assert d.premium_cost_usd == d.estimated_cost_usd  # the premium model could not have taken it
 
 
-async def test_file_tokens_count_against_every_window_and_make_the_decision_an_estimate(
-    small_windows: ModelRegistry,
-) -> None:
-    # An adapter passes the estimated tokens of a PDF it could not represent (to_core_request).
+async def test_stand_ins_count_their_file_tokens_against_every_window(small_windows: ModelRegistry) -> None:
+    # An adapter turns a PDF block it cannot represent into a stand-in (to_core_request).
     router = TierRouter(
         {"small": "mini-2k", "large": "big-8k"}, registry=small_windows, max_output_tokens=500
     )
+
+    def pdf(pages_tokens: int) -> list[Message]:
+        return [Message(role="user", content=EASY, file_tokens=pages_tokens)]
+
     plain = router.route(EASY)
-    with_file = router.route(EASY, file_tokens=1_000)
+    with_file = router.route(pdf(1_000))
     assert plain.exact
     assert (with_file.tier, with_file.input_tokens, with_file.exact) == (
         "small",
@@ -226,12 +229,12 @@ async def test_file_tokens_count_against_every_window_and_make_the_decision_an_e
     assert with_file.estimated_cost_usd is not None
     assert plain.estimated_cost_usd is not None
     assert with_file.estimated_cost_usd > plain.estimated_cost_usd
-    big = router.route(EASY, file_tokens=1_600)  # + 500 output: past mini-2k's 2,000 window
+    big = router.route(pdf(1_600))  # + 500 output: past mini-2k's 2,000 window
     assert (big.tier, big.adjustments) == ("large", ("context",))
-    assert await router.aroute(EASY, file_tokens=1_600) == big
-    assert not router.route(EASY, file_tokens=0).exact  # stand-in text: an estimate even with no file
+    assert await router.aroute(pdf(1_600)) == big
+    assert not router.route(pdf(0)).exact  # stand-in text: an estimate even with no file
     with pytest.raises(ContextOverflowError):
-        router.route(EASY, file_tokens=8_000)
+        router.route(pdf(8_000))
 
 
 # -- budgets ---------------------------------------------------------------------------------------------
@@ -478,9 +481,6 @@ def test_a_tier_naming_an_unknown_model_fails_at_construction() -> None:
         (EASY, {"max_output_tokens": True}, "max_output_tokens"),
         ([], {}, "messages"),
         (EASY, {"tools": "search"}, "tools"),
-        (EASY, {"file_tokens": -1}, "file_tokens"),
-        (EASY, {"file_tokens": 2.5}, "file_tokens"),
-        (EASY, {"file_tokens": True}, "file_tokens"),
     ],
 )
 def test_bad_requests_are_named(messages: object, kwargs: dict[str, object], field: str) -> None:

@@ -30,7 +30,7 @@ from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHand
 from langchain_tokenbudget.messages import to_core_messages, to_core_request
 from langchain_tokenbudget.usage import cost_of_message
 from tokenbudget_core.budgets import BudgetPolicy
-from tokenbudget_core.counting import FILE_TOKENS, PDF_PAGE_TOKENS, estimated_count
+from tokenbudget_core.counting import FILE_TOKENS, PDF_PAGE_TOKENS, add_file_tokens
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, InvalidMessageError
 from tokenbudget_core.ledger import Ledger
 
@@ -230,18 +230,20 @@ def pdf_question(block: dict[str, Any]) -> list[Any]:
 def test_unrepresentable_blocks_are_estimated_by_the_core_rule_not_refused() -> None:
     with pytest.raises(InvalidMessageError, match="file"):
         to_core_messages(pdf_question(PDF_BLOCK))  # the strict translation still refuses
-    messages, estimated = to_core_request(pdf_question(PDF_BLOCK))
-    assert estimated == 2 * PDF_PAGE_TOKENS  # two pages read from the file
-    assert to_core_request(pdf_question(UNREADABLE_PDF))[1] == FILE_TOKENS  # never zero
-    assert to_core_request(pdf_question({"type": "file", "file_id": "file-1"}))[1] == FILE_TOKENS
-    count = estimated_count(COUNTER.count_messages(messages), estimated)
+    (stand_in,) = to_core_request(pdf_question(PDF_BLOCK))
+    assert stand_in.file_tokens == 2 * PDF_PAGE_TOKENS  # two pages read from the file
+    assert to_core_request(pdf_question(UNREADABLE_PDF))[0].file_tokens == FILE_TOKENS  # never zero
+    assert to_core_request(pdf_question({"type": "file", "file_id": "file-1"}))[0].file_tokens == FILE_TOKENS
+    count = add_file_tokens(COUNTER.count_messages([stand_in]), [stand_in])
     assert count > 2 * PDF_PAGE_TOKENS
-    assert not count.exact
-    history, estimated = to_core_request(SERVER_TOOL_HISTORY)
-    assert estimated == 0  # text only, but still an estimate (not None)
+    assert not getattr(count, "exact", True)
+    history = to_core_request(SERVER_TOOL_HISTORY)
+    assert [m.file_tokens for m in history] == [None, 0, None]  # text only, but still a stand-in
     assert OSLO in history[1].text
     plain = [HumanMessage("hi")]
-    assert to_core_request(plain) == (to_core_messages(plain), None)
+    assert to_core_request(plain) == to_core_messages(plain)
+    core = to_core_request(plain)
+    assert add_file_tokens(COUNTER.count_messages(core), core).exact
 
 
 @pytest.mark.parametrize("handler_class", HANDLERS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from langchain_core._api import LangChainDeprecationWarning
 from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 from lc_fakes import (
@@ -24,6 +25,7 @@ from lc_fakes import (
 
 from langchain_tokenbudget import SummaryChatMessageHistory, TokenBudgetChatMessageHistory
 from tokenbudget_core import InvalidInputError, TokenBudgetError, UnknownModelError
+from tokenbudget_core.counting import PDF_PAGE_TOKENS
 from tokenbudget_core.errors import ContextOverflowError
 
 BUDGET = 300
@@ -217,3 +219,22 @@ def test_overflow_on_read_is_a_token_budget_error() -> None:
     assert tokens([kept]) <= 50
     assert isinstance(kept, HumanMessage)
     assert len(history.transcript[0].content) > len(kept.content)
+
+
+PDF_PAGE = b"%PDF-1.4\n1 0 obj <</Type /Pages /Count 1>>\n2 0 obj <</Type /Page>>\n"
+
+
+def test_a_pdf_in_the_history_is_counted_by_its_estimate_and_kept_whole() -> None:
+    pdf = {"type": "file", "base64": base64.b64encode(PDF_PAGE).decode(), "mime_type": "application/pdf"}
+    question = HumanMessage(content=[{"type": "text", "text": "What does this say?"}, pdf])
+    budget = PDF_PAGE_TOKENS + 200
+    for history in (
+        TokenBudgetChatMessageHistory(model="gpt-4o", max_tokens=budget),
+        SummaryChatMessageHistory(
+            summariser=replies("Earlier: weather."), model="gpt-4o", max_tokens=PDF_PAGE_TOKENS + 1_700
+        ),
+    ):
+        history.add_messages([HumanMessage("weather " * 300), AIMessage("sunny " * 300), question])
+        kept = history.messages
+        assert kept[-1] is question  # the PDF block itself, never cut
+        assert all(m.content != "sunny " * 300 for m in kept)  # an old turn made room for its estimate

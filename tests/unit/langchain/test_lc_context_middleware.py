@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from lc_fakes import (
     WEATHER_TOOL,
@@ -21,7 +22,9 @@ from lc_fakes import (
 )
 
 from langchain_tokenbudget import ContextWindowMiddleware
+from langchain_tokenbudget.messages import to_core_request
 from tokenbudget_core import InvalidInputError, TokenBudgetError, TokenCounter, UnknownModelError
+from tokenbudget_core.counting import PDF_PAGE_TOKENS
 from tokenbudget_core.errors import ContextOverflowError
 
 SYSTEM = "You are a weather bot. Answer in one sentence."
@@ -269,13 +272,36 @@ def test_unknown_model_and_counter_objects() -> None:
     assert tokens(model.received[0]) <= BUDGET
 
 
-def test_an_unsupported_message_is_named() -> None:
-    model = replies("ok")
-    agent = create_agent(model, middleware=[ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET)])
-    bad = HumanMessage(content=[{"type": "video", "url": "https://example.com/v.mp4"}])
-    with pytest.raises(InvalidInputError, match=r"messages\[1\]"):
-        agent.invoke({"messages": [HumanMessage("hi"), bad]})
-    assert not model.received
+PDF_TWO_PAGES = (
+    b"%PDF-1.4\n1 0 obj <</Type /Pages /Count 2>>\n2 0 obj <</Type /Page>>\n3 0 obj <</Type /Page>>\n"
+)
+
+
+@pytest.mark.parametrize("strategy", ["trim", "summarise"])
+def test_a_pdf_is_counted_by_its_estimate_kept_whole_and_never_cut(strategy: str) -> None:
+    pdf = {"type": "file", "base64": base64.b64encode(PDF_TWO_PAGES).decode(), "mime_type": "application/pdf"}
+    question = HumanMessage(content=[{"type": "text", "text": "Summarise this PDF."}, pdf])
+    turns = [
+        AIMessage(f"turn {i} " * 150) if i % 2 else HumanMessage(f"turn {i} " * 150) for i in range(1, 8)
+    ]
+    chat = [HumanMessage("hi"), *turns, question]  # about 300 tokens a turn, then two PDF pages
+    model, writer = replies("A PDF about budgets."), replies("Earlier: seven long turns.")
+    budget = 2 * PDF_PAGE_TOKENS + (250 if strategy == "trim" else 3_000)  # the turns cannot all stay
+    middleware = ContextWindowMiddleware("gpt-4o", max_tokens=budget, strategy=strategy, summariser=writer)
+    agent = create_agent(model, middleware=[middleware])
+    out = agent.invoke({"messages": chat})
+    assert out["messages"][-1].content == "A PDF about budgets."
+    sent = model.received[-1]
+    assert sent[-1] is question or sent[-1].content == question.content  # the PDF block, as sent
+    assert all(m.content != turns[0].content for m in sent)  # the oldest turn made room for it
+    small = create_agent(replies("never"), middleware=[ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET)])
+    with pytest.raises(ContextOverflowError):  # two PDF pages cannot fit 600 tokens
+        small.invoke({"messages": [question]})
+
+
+def test_a_message_that_is_not_a_message_is_named() -> None:
+    with pytest.raises(InvalidInputError, match=r"messages\[0\]"):
+        to_core_request(["not a message"])  # type: ignore[list-item]
 
 
 def test_state_key_names_are_stable() -> None:
