@@ -34,6 +34,7 @@ _ROLE_BY_TYPE = {
     "tool": "tool",
     "function": "function",
 }
+_CORE_ROLES = frozenset({*_ROLE_BY_TYPE.values(), "developer"})
 _SKIPPED = frozenset(
     {"tool_call", "tool_use", "server_tool_use", "reasoning", "thinking", "redacted_thinking"}
 )
@@ -108,6 +109,8 @@ def _convert(message: BaseMessage, where: str, estimates: list[int] | None) -> M
     role = message.role if isinstance(message, ChatMessage) else _ROLE_BY_TYPE.get(message.type)
     if role is None:
         raise InvalidMessageError(f"{where}.type", f"unsupported message type {message.type!r}")
+    if role not in _CORE_ROLES:
+        raise InvalidMessageError(f"{where}.type", f"a chat message of unsupported role {role!r}")
     calls: tuple[ToolCall, ...] = ()
     if isinstance(message, AIMessage):
         calls = tuple(
@@ -136,14 +139,15 @@ def to_countable_message(message: BaseMessage, *, where: str = "message") -> Mes
     budget adapters add (:func:`~tokenbudget_core.counting.add_file_tokens`), flagged inexact.
 
     Raises:
-        InvalidMessageError: ``message`` is not a LangChain message.
+        InvalidMessageError: ``message`` is not a LangChain message, or is malformed (a tool result
+            without the id of its call).
     """
     estimates: list[int] = []
     try:
         return _convert(message, where, estimates)
-    except InvalidMessageError:
-        if not isinstance(message, BaseMessage):
-            raise
+    except InvalidMessageError as e:
+        if not isinstance(message, BaseMessage) or e.field != f"{where}.type":
+            raise  # only content, or a message type unknown here, stands in: not a malformed message
     estimates.clear()
     whole = {
         "type": message.type,

@@ -149,11 +149,12 @@ def to_countable_message(message: ChatMessage, *, where: str = "message") -> Mes
     *stand-in*, each such block replaced by the text of the core's estimate
     (:func:`~tokenbudget_core.counting.estimate_block`) and its files' estimate kept in
     ``Message.file_tokens``, which fitting, memory, routing and the budget callbacks add
-    (:func:`~tokenbudget_core.counting.add_file_tokens`), flagged inexact. A message that still
-    cannot be converted (a tool result without its call id...) stands in whole, as a user message.
+    (:func:`~tokenbudget_core.counting.add_file_tokens`), flagged inexact. A message of a role
+    the core does not know stands in whole, as a user message.
 
     Raises:
-        InvalidMessageError: ``message`` is not a LlamaIndex ``ChatMessage``.
+        InvalidMessageError: ``message`` is not a LlamaIndex ``ChatMessage``, or is malformed (a
+            tool result without the id of its call).
     """
     try:
         return to_core_message(message, where=where)
@@ -172,7 +173,9 @@ def to_countable_message(message: ChatMessage, *, where: str = "message") -> Mes
             blocks.append(TextBlock(text=estimate.text))
     try:
         converted = to_core_message(message.model_copy(update={"blocks": blocks}), where=where)
-    except InvalidMessageError:
+    except InvalidMessageError as e:
+        if e.field != f"{where}.role":
+            raise  # only content, or a role unknown here, stands in: not a malformed message
         estimate = estimate_block(message.model_dump())
         return Message(role="user", content=estimate.text, file_tokens=estimate.file_tokens)
     return dataclasses.replace(converted, file_tokens=sum(found))

@@ -171,7 +171,8 @@ def fit_messages(
                 used += unit_cost
                 continue
             if index == 0:  # the first unit (newest, or oldest) must be kept
-                text_only = start == end and isinstance(to_message(messages[end]).content, str)
+                last = to_message(messages[end])
+                text_only = start == end and isinstance(last.content, str) and last.file_tokens is None
                 if on_overflow == "raise" or not text_only:
                     raise ContextOverflowError(limit=budget, required=used + unit_cost)
                 out[end], costs[end] = _truncate_to_fit(messages[end], budget - used, counter)

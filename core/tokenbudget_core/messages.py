@@ -7,6 +7,7 @@ by :func:`to_message`, which validates them and names the offending field.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, get_args
@@ -102,6 +103,9 @@ class Message:
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        files = self.file_tokens
+        if isinstance(files, numbers.Integral) and not isinstance(files, bool) and type(files) is not int:
+            object.__setattr__(self, "file_tokens", int(files))  # numpy integers, TokenCount
         _validate(self)
         object.__setattr__(
             self,

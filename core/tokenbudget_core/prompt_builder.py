@@ -40,7 +40,7 @@ from typing import Any, Literal, TypeAlias, get_args
 
 from .allocation import Allocation, allocate_budget
 from .conversation import unit_start
-from .counting import TokenCounter, add_file_tokens, resolve_counter
+from .counting import TokenCounter, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError, InvalidMessageError
 from .fitting import OnOverflow, fit_messages
 from .messages import MessageLike, to_message, to_openai_dict
@@ -343,7 +343,7 @@ class _Plan:
                 carry -= self.used[part] - before
 
     def _cost(self, messages: Sequence[MessageLike]) -> int:
-        return sum(int(add_file_tokens(self.counter.count_message(m), (m,))) for m in messages)
+        return sum(int(self.counter.count_message(m)) for m in messages)
 
     def _system(self, docs: Sequence[str]) -> dict[str, Any] | None:
         text = self.system
@@ -495,4 +495,11 @@ def _example(example: object, i: int) -> list[dict[str, Any]]:
 def _as_dict(raw: Any, where: str) -> dict[str, Any]:
     """A validated OpenAI-style dict: the caller's dict copied, or a Message serialised."""
     m = to_message(raw, where=where)  # validates, naming ``where``
+    if m.file_tokens is not None:  # the built messages are sent: a stand-in's text is not the content
+        raise InvalidInputError(
+            where,
+            "is a stand-in for content the core cannot represent (a file or PDF block)",
+            fix="build the prompt from messages the core can represent, or fit the host's own "
+            "messages with fit_messages",
+        )
     return dict(raw) if isinstance(raw, Mapping) else to_openai_dict(m)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from conversations import assert_tool_pairs_intact, conversations
 from hypothesis import given, settings
@@ -165,3 +166,20 @@ def test_property_never_over_budget_never_orphans_keeps_pinned_and_newest(
             assert m in window
     if pin_first:
         assert next(m for m in history if m["role"] == "user") in window
+
+
+def test_a_stand_in_is_never_truncated_and_counts_its_files() -> None:
+    # an adapter's stand-in for a PDF: estimate text in place of the file, the file's tokens aside
+    pdf = Message(role="user", content="[a PDF: two pages]", file_tokens=3_000)
+    history = [Message(role="user", content="hi " * 200), pdf]
+    for overflow in ("raise", "truncate"):
+        with pytest.raises(ContextOverflowError) as err:
+            fit_messages(history, 1_000, "gpt-4o", on_overflow=overflow)  # type: ignore[arg-type]
+        assert err.value.required > 3_000
+    fit = fit_messages(history, 3_100, "gpt-4o")
+    assert list(fit) == [pdf]  # the older turn made room for the file
+    assert fit.tokens > 3_000
+    assert not fit.exact
+    assert Message(role="user", content="x", file_tokens=np.int64(7)).file_tokens == 7
+    with pytest.raises(InvalidMessageError, match="file_tokens"):
+        Message(role="user", content="x", file_tokens=-1)

@@ -367,3 +367,10 @@ def test_a_document_in_the_conversation_is_counted_by_its_estimate_and_kept_whol
     assert kept[-1] is question or kept[-1].blocks == question.blocks  # the document itself
     assert all(m.content != "sunny " * 300 for m in kept)  # an old turn made room for its estimate
     assert len(memory.get_all()) == 5
+
+
+def test_a_tool_result_without_its_call_id_is_still_refused() -> None:
+    memory = TokenBudgetChatMemory(model="gpt-4o", max_tokens=2_000)
+    memory.put(ChatMessage(role="user", content="hi"))
+    with pytest.raises(InvalidMessageError, match="tool_call_id"):
+        memory.put(ChatMessage(role="tool", content="18C"))  # only content may stand in, not structure

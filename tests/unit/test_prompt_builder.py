@@ -426,3 +426,12 @@ def test_the_result_always_fits(
     kept_history = prompt.messages[head:-1]
     assert kept_history == history[len(history) - len(kept_history) :]  # the newest, contiguous
     assert prompt.history_dropped == len(history) - len(kept_history)
+
+
+def test_a_stand_in_in_the_history_is_refused_not_sent_as_its_estimate() -> None:
+    # the built messages go to the provider: a stand-in's text is not the PDF it stands for
+    pdf = Message(role="user", content="[a PDF: two pages]", file_tokens=3_000)
+    with pytest.raises(InvalidInputError, match=r"history\[1\].*stand-in"):
+        PromptBuilder("gpt-4o", max_tokens=8_000).build(
+            history=[{"role": "user", "content": "hi"}, pdf], user="q"
+        )

@@ -20,14 +20,14 @@ from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.language_models.llms import BaseLLM
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult, Generation, LLMResult
 from lc_fakes import COUNTER
 from pydantic import Field
 from test_lc_budget_callback import RecordingLedger, metered, reply, summed
 
 from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler, BudgetMiddleware
-from langchain_tokenbudget.messages import to_core_messages, to_core_request
+from langchain_tokenbudget.messages import to_core_messages, to_core_request, to_countable_message
 from langchain_tokenbudget.usage import cost_of_message
 from tokenbudget_core.budgets import BudgetPolicy
 from tokenbudget_core.counting import FILE_TOKENS, PDF_PAGE_TOKENS, add_file_tokens
@@ -373,3 +373,12 @@ def test_concurrent_calls_sharing_a_run_id_are_each_charged_and_settled(
     asyncio.run(both())
     totals = summed(ledger)
     assert (totals["requests"], totals["input_tokens"], held(ledger)) == (2, 80, 0)
+
+
+def test_only_content_stands_in_a_malformed_message_is_still_refused() -> None:
+    with pytest.raises(InvalidMessageError, match="tool_call_id"):
+        to_countable_message(ToolMessage("18C", tool_call_id=""))  # its call cannot be found
+    unknown = ChatMessage(role="critic", content="Too long.")  # a role LangChain allows, the core does not
+    stand_in = to_countable_message(unknown)
+    assert (stand_in.role, stand_in.file_tokens) == ("user", 0)
+    assert "Too long." in stand_in.text
