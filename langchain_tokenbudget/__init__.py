@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .budget_callback import AsyncBudgetCallbackHandler, BudgetCallbackHandler
 from .chat_history import SummaryChatMessageHistory, TokenBudgetChatMessageHistory
 from .llm_cache import TokenBudgetLLMCache
-from .messages import to_core_message, to_core_messages
+from .messages import to_core_message, to_core_messages, to_core_request, to_countable_message
 from .router_chat_model import RouterChatModel
 from .trim_runnable import TrimMessagesRunnable
 from .usage import cost_of_message, usage_of
@@ -33,6 +33,8 @@ __all__ = [
     "cost_of_message",
     "to_core_message",
     "to_core_messages",
+    "to_core_request",
+    "to_countable_message",
     "usage_of",
 ]
 

@@ -4,7 +4,7 @@ from .budget_callback import BudgetCallbackHandler
 from .cached_llm import CachedLLM
 from .cost_event_handler import CostEventHandler
 from .memory import SummaryChatMemory, TokenBudgetChatMemory
-from .messages import to_core_message, to_core_messages
+from .messages import to_core_message, to_core_messages, to_core_request, to_countable_message
 from .routed_llm import RoutedLLM
 from .usage import cost_of_response, usage_of
 
@@ -18,5 +18,7 @@ __all__ = [
     "cost_of_response",
     "to_core_message",
     "to_core_messages",
+    "to_core_request",
+    "to_countable_message",
     "usage_of",
 ]

@@ -28,6 +28,8 @@ API = [
     "cost_of_message",
     "to_core_message",
     "to_core_messages",
+    "to_core_request",
+    "to_countable_message",
     "usage_of",
 ]
 
