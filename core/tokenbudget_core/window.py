@@ -200,7 +200,7 @@ class ConversationWindow(Generic[M]):
         if self.tokens > self.budget:
             need = self.tokens
             self._rollback(i, pin, saved)
-            raise ContextOverflowError(limit=self.budget, required=need)
+            raise ContextOverflowError(limit=self.budget, required=need, fix=_WINDOW_FIX)
         self.exact = self.exact and getattr(cost_tc, "exact", True)
 
     async def aappend(self, message: M) -> None:
@@ -229,7 +229,9 @@ class ConversationWindow(Generic[M]):
         if self._unit[index] != index or (index + 1 < n and self._unit[index + 1] == index):
             raise InvalidInputError("index", "cannot pin part of a tool call unit", value=index)
         if self._must_tokens + self._cost[index] + self._overhead > self.budget:
-            raise ContextOverflowError(limit=self.budget, required=self.tokens + self._cost[index])
+            raise ContextOverflowError(
+                limit=self.budget, required=self.tokens + self._cost[index], fix=_WINDOW_FIX
+            )
         if index >= self._start:
             self._win_tokens -= self._cost[index]
         bisect.insort(self._must, index)
@@ -343,3 +345,9 @@ def _budget(counter: TokenCounter, max_tokens: int | None, reserve_output: int |
             value=reserve_output,
         )
     return budget
+
+
+_WINDOW_FIX = (
+    "raise max_tokens, reserve fewer output tokens or unpin messages; a window keeps messages "
+    "whole, so shorten a long one (truncate_text) before appending it"
+)

@@ -94,6 +94,8 @@ def test_overflow_leaves_the_window_unchanged() -> None:
     with pytest.raises(ContextOverflowError) as info:
         window.append({"role": "assistant", "content": "word " * 400})
     assert info.value.limit == 200
+    assert "on_overflow" not in str(info.value)  # a window has no such option: the fix says what works
+    assert "truncate_text" in str(info.value)
     assert (window.messages(), window.tokens) == before
     assert len(window.transcript()) == 1
 
