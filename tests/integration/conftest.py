@@ -1,4 +1,5 @@
-"""Fixtures for integration tests: the loopback provider server and official SDK clients on it."""
+"""Fixtures for integration tests: the loopback provider server and official SDK clients on it,
+and a Redis server the tests may stop and restart."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import anthropic
 import openai
 import pytest
 from provider_server import ProviderServer
+
+from redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +63,11 @@ async def async_anthropic_client(provider_server: ProviderServer) -> AsyncIterat
     client = anthropic.AsyncAnthropic(base_url=provider_server.url, api_key="test", max_retries=0)
     async with client:
         yield client
+
+
+@pytest.fixture
+def server(redis_server_binary: str) -> Iterator[RedisServer]:
+    """A throwaway Redis of this test alone, persistent so that a stop and restart keeps its data."""
+    s = RedisServer(redis_server_binary, persistent=True).start()
+    yield s
+    s.stop()

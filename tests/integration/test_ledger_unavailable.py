@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,13 +17,6 @@ from tokenbudget_core.money import nanos_to_usd
 pytestmark = pytest.mark.integration
 
 POLICY = BudgetPolicy(daily_usd="100", features={"chat": FeatureBudget(user_daily_usd="10")})
-
-
-@pytest.fixture
-def server(redis_server_binary: str) -> Iterator[RedisServer]:
-    s = RedisServer(redis_server_binary, persistent=True).start()
-    yield s
-    s.stop()
 
 
 def usage(i: int) -> Usage:

@@ -3,7 +3,6 @@ spooled by one while Redis was down is replayed into its own namespace, never in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from tokenbudget_core.ledger import Ledger, default_spool_path
 from tokenbudget_core.stores.redis import RedisStore
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def server(redis_server_binary: str) -> Iterator[RedisServer]:
-    s = RedisServer(redis_server_binary, persistent=True).start()
-    yield s
-    s.stop()
 
 
 def spent(ledger: Ledger) -> int:
