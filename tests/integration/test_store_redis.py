@@ -53,6 +53,30 @@ class TestRedisStore(ContractTests):
     pass
 
 
+class TestRedisStoreOnResp2(ContractTests):
+    """The same contract on a connection speaking RESP2 (redis-py 8 speaks RESP3 by default)."""
+
+    @pytest.fixture
+    def store(self, clean_redis_url: str) -> Iterator[RedisStore]:
+        s = RedisStore(clean_redis_url + "?protocol=2")
+        yield s
+        assert s._wire is None or isinstance(s._wire, redis_store._RawWire)
+        s.close()
+
+
+@pytest.mark.parametrize("query", ["", "?protocol=2", "?protocol=3"])
+def test_scripts_go_over_the_raw_socket_when_hiredis_packs(clean_redis_url: str, query: str) -> None:
+    """The fast path is really taken: the scripts' connection is read and written directly
+    (a plain socket, hiredis installed), whichever RESP version it speaks."""
+    s = RedisStore(clean_redis_url + query)
+    try:
+        assert reserve(s, "a", 10, 100).ok
+        assert isinstance(s._wire, redis_store._RawWire)
+        assert totals(s) == (0, 10)
+    finally:
+        s.close()
+
+
 class TestRedisStorePackedByRedisPy(ContractTests):
     """The same contract when hiredis is not installed (redis-py packs the commands)."""
 

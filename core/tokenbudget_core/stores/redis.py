@@ -22,7 +22,9 @@ atomically on its own, so every reserve stays all-or-nothing and every commit id
 operation that fails in a batch fails alone. A lone caller sends its operation as before.
 On a single server the scripts run on one connection the store keeps for them (redis-py's pool
 is used for everything else), packed by hiredis when it is installed (the ``redis`` extra
-brings it).
+brings it). redis-py opens that connection (authentication, database); on a plain socket the
+store then writes and reads it directly, its replies parsed by a hiredis reader of its own
+(see :class:`_RawWire`), without redis-py's per-command checks.
 
 Every id that comes from a user (day, scope, request id, rollup key, counter, feature, mark
 key, and the namespace) is percent-encoded: only ``[A-Za-z0-9._-]`` stay as they are, so
@@ -36,6 +38,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import select
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -198,8 +202,7 @@ class RedisStore:
         self._connect: Callable[[], Any]
         self._no_script: type[BaseException] = redis.exceptions.NoScriptError
         self._script_error: type[BaseException] = redis.exceptions.ResponseError
-        self._conn: Any = None  # the connection scripts run on (single server; see _round_trip)
-        self._conn_pid = os.getpid()  # a forked child never writes on its parent's socket
+        self._wire: _Wire | _RawWire | None = None  # the connection scripts run on (see _round_trip)
         # hiredis packs a command in C (redis-py encodes each argument in Python first); the
         # arguments are str and int only, which both encode alike (UTF-8, decimal).
         self._pack: Callable[[tuple[Any, ...]], bytes] | None = _hiredis_pack()
@@ -285,42 +288,27 @@ class RedisStore:
         other failure (the connection, or a server refusing writes) the connection is dropped
         (its stream may be out of step) and the error raised for the whole round trip.
         """
-        conn = self._conn
-        if conn is None or self._conn_pid != os.getpid():  # none yet, or the parent's (forked)
-            conn = self._conn = client.connection_pool.get_connection()
-            self._conn_pid = os.getpid()
-        else:
-            self._check_idle(conn)
-        commands = [("EVALSHA", self._scripts[op.script].sha, len(op.keys), *op.keys, *op.args) for op in ops]
-        pack = self._pack
+        wire, scripts, pack = self._wire, self._scripts, self._pack
+        if wire is None or wire.pid != os.getpid():  # none yet, or the parent's (forked)
+            wire = self._wire = _open_wire(client.connection_pool.get_connection(), raw=pack is not None)
+        elif wire.closed():
+            wire.reconnect()
+        commands = [("EVALSHA", scripts[op.script].sha, len(op.keys), *op.keys, *op.args) for op in ops]
         try:
-            conn.send_packed_command(
-                conn.pack_commands(commands) if pack is None else [b"".join([pack(c) for c in commands])]
-            )
+            wire.send(commands if pack is None else b"".join([pack(c) for c in commands]))
             results: list[Any] = []
             for _ in ops:
                 try:
-                    results.append(conn.read_response())
-                except self._script_error as e:
-                    if isinstance(e, self._unavailable):  # OOM, READONLY: no write goes through
-                        raise
-                    results.append(e)
+                    reply = wire.read()
+                except self._script_error as e:  # redis-py raises an error reply
+                    reply = e
+                if isinstance(reply, self._unavailable):  # OOM, READONLY, LOADING: no write goes through
+                    raise reply
+                results.append(reply)
         except BaseException:
             self._drop_connection()
             raise
         return results
-
-    def _check_idle(self, conn: Any) -> None:
-        """Reconnect a kept connection that has something to read before anything was sent: the
-        server closed it (a restart, an idle timeout). The pool runs the same check on every
-        connection it lends; without it the first call after a restart would fail."""
-        try:
-            if not conn.can_read():
-                return
-        except self._unavailable:
-            pass
-        conn.disconnect()
-        conn.connect()
 
     def _send_all(self, ops: Sequence[_Op]) -> list[Any]:
         """:meth:`_send`, with a lone operation's script error returned like a batch's."""
@@ -334,9 +322,9 @@ class RedisStore:
             raise
 
     def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.disconnect()
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.conn.disconnect()
 
     def _keys(self, day: str, *names: str) -> list[str]:
         tag = f"{{{self._ns}:{_enc(day)}}}"
@@ -550,6 +538,113 @@ def _hiredis_pack() -> Callable[[tuple[Any, ...]], bytes] | None:
     except ImportError:  # redis-py packs, only slower
         return None
     return pack_command
+
+
+class _Wire:
+    """The connection the store's scripts run on, through redis-py's connection methods."""
+
+    def __init__(self, conn: Any) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        self.conn = conn
+        self.pid = os.getpid()  # a forked child never writes on its parent's socket
+        self._broken: tuple[type[BaseException], ...] = (RedisConnectionError, OSError)
+
+    def closed(self) -> bool:
+        """Something to read before anything was sent: the server closed the connection (a
+        restart, an idle timeout). The pool runs the same check on every connection it lends;
+        without it the first call after a restart would fail."""
+        try:
+            return bool(self.conn.can_read())
+        except self._broken:
+            return True
+
+    def reconnect(self) -> None:
+        self.conn.disconnect()
+        self.conn.connect()
+
+    def send(self, commands: bytes | list[tuple[Any, ...]]) -> None:
+        conn = self.conn
+        conn.send_packed_command([commands] if isinstance(commands, bytes) else conn.pack_commands(commands))
+
+    def read(self) -> Any:
+        return self.conn.read_response()
+
+
+class _RawWire(_Wire):
+    """:class:`_Wire` on the connection's socket itself, read by a hiredis reader of its own.
+
+    redis-py connects (authentication, database, client name); after that a round trip is a
+    ``sendall`` and ``recv_into`` calls, without redis-py's per-command checks. Only for a plain
+    TCP or Unix socket (see :func:`_open_wire`); a reply error is returned as the
+    exception redis-py would raise (``NoScriptError``, ``ReadOnlyError``...).
+    """
+
+    def __init__(self, conn: Any, reader: Callable[[], Any], push: type | None) -> None:
+        super().__init__(conn)
+        self._new_reader = reader
+        self._push = push
+        self._attach()
+
+    def _attach(self) -> None:
+        self.sock = sock = self.conn._sock
+        self.reader = self._new_reader()
+        self.buffer = bytearray(65_536)
+        self.poll = select.poll()
+        self.poll.register(sock, select.POLLIN)
+
+    def closed(self) -> bool:
+        return bool(self.poll.poll(0))
+
+    def reconnect(self) -> None:
+        super().reconnect()
+        self._attach()
+
+    def send(self, commands: bytes | list[tuple[Any, ...]]) -> None:
+        assert isinstance(commands, bytes)  # a raw wire is opened only when hiredis packs
+        self.sock.sendall(commands)
+
+    def read(self) -> Any:
+        reader = self.reader
+        reply = reader.gets()
+        while reply is False:
+            n = self.sock.recv_into(self.buffer)
+            if not n:
+                raise ConnectionResetError("Redis closed the connection")
+            reader.feed(self.buffer, 0, n)
+            reply = reader.gets()
+        if self._push is not None and type(reply) is self._push:  # RESP3: not a reply, not ours
+            return self.read()
+        return reply
+
+
+_PROTOCOLS = (None, 2, 3, "2", "3")
+"""RESP versions a raw wire reads (hiredis parses both; scripts reply alike in both)."""
+
+
+def _open_wire(conn: Any, *, raw: bool) -> _Wire:
+    """The wire for a connected redis-py connection: raw (when ``raw``: hiredis packs the
+    commands) if its socket is a plain one and redis-py's error parser is importable, else
+    through redis-py."""
+    sock = getattr(conn, "_sock", None)
+    if not raw or type(sock) is not socket.socket or getattr(conn, "protocol", 2) not in _PROTOCOLS:
+        return _Wire(conn)  # TLS (an SSLSocket), or a redis-py without a plain socket
+    try:
+        import hiredis
+        from redis._parsers.base import BaseParser
+        from redis.exceptions import ConnectionError as StreamBroken
+    except ImportError:
+        return _Wire(conn)
+    encoder = conn.encoder
+    options: dict[str, Any] = {
+        "replyError": BaseParser.parse_error,  # NOSCRIPT -> NoScriptError, READONLY -> ReadOnlyError...
+        "protocolError": StreamBroken,  # a stream out of step: the connection is dropped
+        "errors": encoder.encoding_errors,
+    }
+    if encoder.decode_responses:
+        options["encoding"] = encoder.encoding
+    push = getattr(hiredis, "PushNotification", None)  # hiredis >= 3.2
+    return _RawWire(conn, functools.partial(hiredis.Reader, **options), push)
 
 
 class _Op:
