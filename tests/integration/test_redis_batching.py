@@ -123,7 +123,7 @@ def test_a_failing_operation_fails_alone(store: RedisStore) -> None:
 
     def op(i: int) -> Any:
         if i == 3:  # HINCRBY of a non-number: the script errors, on the server
-            return store._run("RESERVE", keys, [store._ttl, "bad", "0", "60000", "g|tokens x -"])
+            return store._run(_Op("RESERVE", keys, [store._ttl, "bad", "0", "60000", "g|tokens x -"]))
         return store.reserve(reserve_req(i, limit=None))
 
     with coalescing(store, 8) as sizes:

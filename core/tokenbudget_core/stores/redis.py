@@ -234,11 +234,11 @@ class RedisStore:
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
 
-    def _run(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    def _run(self, op: _Op) -> Any:
         if self._batcher is None:
             with self._available() as client:
-                return self._scripts[script](keys=keys, args=args, client=client)
-        return self._batcher.run(_Op(script, keys, args))
+                return self._scripts[op.script](keys=op.keys, args=op.args, client=client)
+        return self._batcher.run(op)
 
     def _send(self, ops: Sequence[_Op]) -> list[Any]:
         """Run ``ops`` in one round trip (``EVALSHA`` each); a result per op, or its exception.
@@ -345,7 +345,7 @@ class RedisStore:
     def reserve(self, req: ReserveRequest) -> ReserveOutcome:
         """Expire stale leases, then check every limit and reserve every amount, atomically."""
         op = self._reserve_op(req)
-        return self._reserve_outcome(req, self._run(op.script, op.keys, op.args))
+        return self._reserve_outcome(req, self._run(op))
 
     def reserve_many(self, reqs: Sequence[ReserveRequest]) -> list[ReserveOutcome | Exception]:
         """:meth:`reserve` each request (in order, each atomic on its own) in one round trip.
@@ -411,7 +411,7 @@ class RedisStore:
         call's cost (see :meth:`call_costs`).
         """
         op = self._commit_op(req)
-        return self._commit_outcome(req, self._run(op.script, op.keys, op.args))
+        return self._commit_outcome(req, self._run(op))
 
     def _commit_op(self, req: CommitRequest) -> _Op:
         cost = (
@@ -453,7 +453,7 @@ class RedisStore:
     def release(self, day: str, request_id: str, now_ms: int) -> bool:
         """Give back a live reservation; False for settled, expired or unknown requests."""
         keys = self._keys(day, "bal", "req", "held", "leases")
-        return bool(self._run("RELEASE", keys, [self._ttl, _enc_id(request_id)]))
+        return bool(self._run(_Op("RELEASE", keys, [self._ttl, _enc_id(request_id)])))
 
     def totals(
         self, day: str, scopes: Sequence[tuple[str, Metric]], now_ms: int
@@ -461,7 +461,7 @@ class RedisStore:
         """``(spent, reserved)`` per scope and metric, after expiring stale leases."""
         args: list[str | int] = [_amount(now_ms, "now_ms")]
         args += [f"{_enc(scope)}|{_enc(metric)}" for scope, metric in scopes]
-        values = self._run("TOTALS", self._keys(day, "bal", "req", "held", "leases"), args)
+        values = self._run(_Op("TOTALS", self._keys(day, "bal", "req", "held", "leases"), args))
         return {
             (scope, metric): (int(values[2 * i]), int(values[2 * i + 1]))
             for i, (scope, metric) in enumerate(scopes)
@@ -496,7 +496,7 @@ class RedisStore:
     def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:
         """Append one call's cost to the day's list of the feature."""
         key = self._keys(day, f"costs:{_enc(feature)}")
-        self._run("RECORD_COST", key, [self._cost_ttl, _amount(cost_nanos, "cost_nanos")])
+        self._run(_Op("RECORD_COST", key, [self._cost_ttl, _amount(cost_nanos, "cost_nanos")]))
 
     def call_costs(self, day: str, feature: str) -> list[int]:
         """Every recorded cost of the feature and day, in the order recorded."""
