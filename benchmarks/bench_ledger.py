@@ -58,7 +58,7 @@ from tokenbudget_core.stores.redis import RedisStore
 N = 3_000
 THREADS = 16
 BATCH = 50
-ROUNDS = 3
+ROUNDS = 5
 POLICY = BudgetPolicy(daily_usd="1000000", features={"chat": FeatureBudget(user_daily_usd="1000")})
 USAGE = Usage(input_tokens=900, output_tokens=150, cache_read_tokens=500)
 
