@@ -407,6 +407,25 @@ def test_a_restart_while_idle_costs_no_refusal(own_server: RedisServer) -> None:
         s.close()
 
 
+def test_a_failed_reconnect_leaves_no_stale_socket_behind(own_server: RedisServer) -> None:
+    """A store whose reconnect failed (the server was down) works again once the server is back,
+    even after another connection took the file descriptor its closed socket had."""
+    a = RedisStore(own_server.url, socket_timeout=0.5)
+    b = RedisStore(own_server.url, socket_timeout=0.5)
+    try:
+        assert reserve(a, "a1", 10, 100).ok
+        own_server.halt()
+        with pytest.raises(BudgetUnavailableError):
+            reserve(a, "a2", 10, 100)
+        own_server.resume()
+        assert reserve(b, "b1", 10, 100).ok  # b's socket may reuse the descriptor a's had
+        assert reserve(a, "a3", 10, 100).ok
+        assert totals(a) == (0, 20)
+    finally:
+        a.close()
+        b.close()
+
+
 def _reserve_in_child(s: RedisStore, conn: Any) -> None:
     conn.send([reserve(s, f"child{i}", 1, 1_000).ok for i in range(20)])
 

@@ -289,12 +289,12 @@ class RedisStore:
         (its stream may be out of step) and the error raised for the whole round trip.
         """
         wire, scripts, pack = self._wire, self._scripts, self._pack
-        if wire is None or wire.pid != os.getpid():  # none yet, or the parent's (forked)
-            wire = self._wire = _open_wire(client.connection_pool.get_connection(), raw=pack is not None)
-        elif wire.closed():
-            wire.reconnect()
         commands = [("EVALSHA", scripts[op.script].sha, len(op.keys), *op.keys, *op.args) for op in ops]
         try:
+            if wire is None or wire.pid != os.getpid():  # none yet, or the parent's (forked)
+                wire = self._wire = _open_wire(client.connection_pool.get_connection(), raw=pack is not None)
+            elif wire.closed():
+                wire.reconnect()
             wire.send(commands if pack is None else b"".join([pack(c) for c in commands]))
             results: list[Any] = []
             for _ in ops:
@@ -594,7 +594,8 @@ class _RawWire(_Wire):
         self.poll.register(sock, select.POLLIN)
 
     def closed(self) -> bool:
-        return bool(self.poll.poll(0))
+        # (a socket redis-py replaced or closed: its descriptor may be another socket's by now)
+        return self.conn._sock is not self.sock or bool(self.poll.poll(0))
 
     def reconnect(self) -> None:
         super().reconnect()
