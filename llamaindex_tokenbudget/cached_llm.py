@@ -6,12 +6,19 @@
 the answer as plain JSON. A streamed miss is passed through chunk by chunk and its final
 response stored; a streamed hit is replayed as a one-chunk stream. What may be cached, the
 scope rules and the similarity threshold are the core cache's.
+
+A conversation with content the core cannot translate (a PDF or other document, audio, video)
+is cached too, as an ``opaque`` request: only the very same messages (the same file bytes) are
+served its answer; it is never matched by similarity.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.types import (
@@ -30,7 +37,7 @@ from pydantic import Field, PrivateAttr
 
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope
 from tokenbudget_core.cached_response import CachedResponse, CacheHit
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.money import decimal_text
 from tokenbudget_core.response_cache import ResponseCacheBase
 from tokenbudget_core.usage import Usage
@@ -126,9 +133,20 @@ class CachedLLM(LLM):
         return settings
 
     def _chat_request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> CacheRequest | None:
+        """The cache request of a chat call; ``None`` (call through, uncached) when it cannot be keyed.
+
+        Messages the core cannot translate (a document, audio or video block) make an ``opaque``
+        request, keyed by :func:`_fingerprint`: served only to the very same messages, never
+        matched by similarity.
+        """
         try:
-            core = tuple(to_core_messages(messages))
-            return CacheRequest(model=self.model, messages=core, params=self._params("chat", kwargs))
+            params = self._params("chat", kwargs)
+            try:
+                core = tuple(to_core_messages(messages))
+            except InvalidMessageError:
+                prompt = _fingerprint(messages)
+                return CacheRequest.from_text(model=self.model, prompt=prompt, params=params, opaque=True)
+            return CacheRequest(model=self.model, messages=core, params=params)
         except InvalidInputError as e:  # e.g. a non-JSON keyword argument: call through, uncached
             logger.debug("request not cacheable: %s", e)
             return None
@@ -299,6 +317,40 @@ class CachedLLM(LLM):
                 await self._cache.astore(request, entry, scope=self._where())
 
         return gen()
+
+
+def _fingerprint(messages: Sequence[ChatMessage]) -> str:
+    """A digest of the messages' canonical JSON, content of every kind included: inline data as
+    given, a file block's file by the digest of its bytes (read now: a changed file is another
+    request), a URL by its address (its content is not fetched).
+
+    Raises:
+        InvalidMessageError: An item is not a ``ChatMessage``, or a file block's file cannot be read.
+    """
+    parts: list[Any] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, ChatMessage):
+            raise InvalidMessageError(f"messages[{i}]", f"must be a ChatMessage, got {type(m).__name__}")
+        files: list[str] = []
+        pending = list(m.blocks)
+        while pending:
+            block = pending.pop()
+            pending += getattr(block, "blocks", None) or ()  # citable and citation blocks
+            path = getattr(block, "path", None)
+            if path is not None:
+                try:
+                    files.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+                except OSError as e:
+                    raise InvalidMessageError(f"messages[{i}]", f"cannot read {path}: {e}") from e
+        try:
+            dumped = m.model_dump(mode="json")
+        except ValueError as e:  # pydantic cannot serialize some field
+            raise InvalidMessageError(f"messages[{i}]", f"cannot be serialized: {e}") from e
+        parts.append([dumped, files])
+    canonical = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return (
+        "llamaindex-messages sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    )
 
 
 def _audit(hit: CacheHit) -> dict[str, Any]:

@@ -214,12 +214,13 @@ class ResponseCacheBase:
         *,
         score: float,
         served: bool = True,
+        kind: Literal["exact", "semantic"] | None = None,
     ) -> CacheHit:
         saved_usd, saved_tokens = self._saved(response)
         prompt = data.get("prompt")
         hit = CacheHit(
             response=response,
-            kind=self.kind,
+            kind=kind or self.kind,
             key=str(data.get("key")),
             score=score,
             matched_prompt=prompt if isinstance(prompt, str) else None,
@@ -234,14 +235,15 @@ class ResponseCacheBase:
     def _lookup_exact(
         self, request: CacheRequest, where: CacheScope, *, served: bool = True
     ) -> CacheHit | None:
-        """The entry stored under ``request``'s digest in ``where``: one store read."""
+        """The entry stored under ``request``'s digest in ``where``: one store read (an ``exact`` hit,
+        whichever cache found it)."""
         payload = self._safely(lambda: self.store_backend.get(where, request.digest()), None)
         if payload is None:
             return None
         opened = self._open(payload, where)
         if opened is None or opened[0].get("key") != request.digest():
             return None
-        return self._hit(request, opened[1], opened[0], score=1.0, served=served)
+        return self._hit(request, opened[1], opened[0], score=1.0, served=served, kind="exact")
 
     def _store_exact(self, request: CacheRequest, response: CachedResponse, where: CacheScope) -> bool:
         """Store under ``request``'s digest; False when :meth:`refusal` or the size refuses it."""

@@ -4,14 +4,18 @@ counting custom LLM (chat, complete, sync, async, streaming)."""
 from __future__ import annotations
 
 import doctest
+from pathlib import Path
 from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import (
+    AudioBlock,
     ChatMessage,
     CompletionResponse,
     CompletionResponseGen,
+    DocumentBlock,
     LLMMetadata,
+    TextBlock,
 )
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
@@ -137,6 +141,58 @@ def test_nothing_crosses_tenants_or_users() -> None:
     with attribute(user="bob"):
         assert by_user.complete("Hi").text == "answer 4"
     assert inner.calls == 4
+
+
+PDF_A = b"%PDF-1.4\n1 0 obj <</Type /Pages /Count 1>>\n2 0 obj <</Type /Page>>\n% report A\n"
+PDF_B = b"%PDF-1.4\n1 0 obj <</Type /Pages /Count 1>>\n2 0 obj <</Type /Page>>\n% report B\n"
+
+
+def ask_about(block: Any, question: str = "Summarise this report.") -> list[ChatMessage]:
+    return [ChatMessage(role="user", blocks=[block, TextBlock(text=question)])]
+
+
+@pytest.mark.parametrize("cache", [ExactCache, SemanticCache])
+def test_a_document_conversation_is_cached_for_the_very_same_bytes_only(cache: type[Any]) -> None:
+    """A PDF question is cached (it used to call through every time) as an opaque request: the
+    same document and question are served, another document's bytes never are, even with a
+    semantic cache and the same question."""
+    inner = CountingLLM()
+    llm = CachedLLM(inner, cache(), scope=ACME)
+    pdf = DocumentBlock(data=PDF_A, document_mimetype="application/pdf")
+    assert llm.chat(ask_about(pdf)).message.content == "answer 1"
+    hit = llm.chat(ask_about(DocumentBlock(data=PDF_A, document_mimetype="application/pdf")))
+    assert hit.message.content == "answer 1"
+    assert hit.additional_kwargs["cache_hit"]["kind"] == "exact"
+    other = DocumentBlock(data=PDF_B, document_mimetype="application/pdf")
+    assert llm.chat(ask_about(other)).message.content == "answer 2"
+    assert llm.chat(ask_about(pdf, "Summarise this report!")).message.content == "answer 3"  # never similar
+    assert (
+        llm.chat(ask_about(AudioBlock(audio=b"RIFF....WAVEfmt ", format="wav"))).message.content == "answer 4"
+    )
+    assert (
+        llm.chat(ask_about(AudioBlock(audio=b"RIFF....WAVEfmt ", format="wav"))).message.content == "answer 4"
+    )
+    assert inner.calls == 4
+
+
+async def test_a_document_on_disk_is_keyed_by_its_bytes(tmp_path: Path) -> None:
+    inner = CountingLLM()
+    llm = CachedLLM(inner, ExactCache(), scope=ACME)
+    report = tmp_path / "report.pdf"
+    report.write_bytes(PDF_A)
+    assert (await llm.achat(ask_about(DocumentBlock(path=report)))).message.content == "answer 1"
+    assert (await llm.achat(ask_about(DocumentBlock(path=report)))).message.content == "answer 1"
+    report.write_bytes(PDF_B)  # the same path, another document: not the cached answer
+    assert (await llm.achat(ask_about(DocumentBlock(path=report)))).message.content == "answer 2"
+    chunks = [c.message.content async for c in await llm.astream_chat(ask_about(DocumentBlock(path=report)))]
+    assert chunks == ["answer 2"]  # a streamed hit: one chunk
+    gone = tmp_path / "gone.pdf"
+    gone.write_bytes(PDF_A)
+    missing = ask_about(DocumentBlock(path=gone))
+    gone.unlink()  # deleted after the block was made
+    # a file that cannot be read cannot be keyed: every call goes through, uncached
+    assert (await llm.achat(missing)).message.content == "answer 3"
+    assert (await llm.achat(missing)).message.content == "answer 4"
 
 
 def test_mock_llm_and_bad_arguments() -> None:
