@@ -160,16 +160,13 @@ def to_countable_message(message: BaseMessage, *, where: str = "message") -> Mes
 
 def to_core_request(messages: Sequence[BaseMessage]) -> list[Message]:
     """The messages of a model request, converted for counting whatever blocks they carry:
-    :func:`to_countable_message` for each (plain messages as :func:`to_core_messages` converts
-    them, reused from its cache).
+    :func:`to_countable_message` for each, in one pass (plain messages reused from the cache
+    :func:`to_core_messages` keeps).
 
     Raises:
         InvalidMessageError: An item is not a LangChain message.
     """
-    try:
-        return to_core_messages(messages)
-    except InvalidMessageError:
-        return [to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+    return [_cached(m) or to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
 
 
 def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
@@ -178,21 +175,23 @@ def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     Plain-text system, human and AI messages (no tool calls) are converted once and then reused
     (core messages are immutable), so a growing history is not translated again on every call.
     """
-    out = []
-    for i, m in enumerate(messages):
-        cls = type(m)
-        if cls in _PLAIN and type(content := m.content) is str and not (cls is AIMessage and m.tool_calls):  # type: ignore[attr-defined]
-            key = (cls, content, m.name)
-            found = _converted.get(key)
-            if found is None:
-                found = to_core_message(m, where=f"messages[{i}]")
-                if len(_converted) >= _CONVERTED_MAX:
-                    _converted.clear()
-                _converted[key] = found
-            out.append(found)
-        else:
-            out.append(to_core_message(m, where=f"messages[{i}]"))
-    return out
+    return [_cached(m) or to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+
+
+def _cached(m: object) -> Message | None:
+    """The conversion of a plain-text system, human or AI message (no tool calls), converted once
+    and kept; ``None`` for any other item."""
+    cls = type(m)
+    if cls not in _PLAIN or type(content := m.content) is not str or (cls is AIMessage and m.tool_calls):  # type: ignore[attr-defined]
+        return None
+    key = (cls, content, m.name)  # type: ignore[attr-defined]
+    found = _converted.get(key)
+    if found is None:
+        found = to_core_message(m)  # type: ignore[arg-type]
+        if len(_converted) >= _CONVERTED_MAX:
+            _converted.clear()
+        _converted[key] = found
+    return found
 
 
 _PLAIN: frozenset[type[BaseMessage]] = frozenset({SystemMessage, HumanMessage, AIMessage})

@@ -135,10 +135,7 @@ def to_core_request(messages: Sequence[ChatMessage]) -> list[Message]:
     Raises:
         InvalidMessageError: An item is not a LlamaIndex ``ChatMessage``.
     """
-    try:
-        return to_core_messages(messages)
-    except InvalidMessageError:
-        return [to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+    return [to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
 
 
 def to_countable_message(message: ChatMessage, *, where: str = "message") -> Message:
