@@ -15,7 +15,6 @@ served its answer; it is never matched by similarity.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import LLM
 from pydantic import Field, PrivateAttr
 
-from tokenbudget_core.cache_keys import CacheRequest, CacheScope
+from tokenbudget_core.cache_keys import CacheRequest, CacheScope, canonical_json
 from tokenbudget_core.cached_response import CachedResponse, CacheHit
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.money import decimal_text
@@ -347,7 +346,10 @@ def _fingerprint(messages: Sequence[ChatMessage]) -> str:
         except ValueError as e:  # pydantic cannot serialize some field
             raise InvalidMessageError(f"messages[{i}]", f"cannot be serialized: {e}") from e
         parts.append([dumped, files])
-    canonical = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    try:
+        canonical = canonical_json(parts)
+    except ValueError as e:  # a NaN in some field
+        raise InvalidMessageError("messages", f"cannot be serialized: {e}") from e
     return (
         "llamaindex-messages sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
     )
