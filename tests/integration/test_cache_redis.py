@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 
 from cache_contract import A, CacheContractTests, MakeStore, adversarial_run, answer, ask
+from tokenbudget_core.cache_keys import CacheScope
+from tokenbudget_core.cache_stores import open_cache_store
 from tokenbudget_core.cache_stores.redis import RedisCacheStore
 from tokenbudget_core.errors import CacheUnavailableError
 from tokenbudget_core.response_cache import ExactCache
@@ -47,3 +52,46 @@ def test_ten_thousand_requests_across_fifty_tenants_on_redis(clean_redis_url: st
         hits, cross = adversarial_run(cache)
         assert hits > 4_000
         assert cross == 0
+
+
+class TestRedisClusterStore(CacheContractTests):
+    """The same contract on a real three-node Redis Cluster: each scope on its slot's node."""
+
+    @pytest.fixture
+    def make_store(self, clean_redis_cluster_url: str) -> MakeStore:
+        return lambda clock: open_cache_store(clean_redis_cluster_url, clock=clock)
+
+
+def test_a_cluster_spreads_scopes_over_its_nodes_and_invalidation_reaches_them_all(
+    clean_redis_cluster_url: str, redis_cluster_client: Any
+) -> None:
+    from redis.cluster import RedisCluster
+
+    exact, semantic = ExactCache(clean_redis_cluster_url), SemanticCache(clean_redis_cluster_url)
+    scopes = [CacheScope(tenant=f"tenant-{i}") for i in range(24)]
+    for scope in scopes:
+        assert exact.store(ask("hi"), answer(f"hello {scope.tenant}"), scope=scope)
+        assert semantic.store(ask("hey"), answer(f"hey {scope.tenant}"), scope=scope)
+    nodes = {
+        redis_cluster_client.get_node_from_key(k).name
+        for k in redis_cluster_client.scan_iter(match="tbc:*", target_nodes=RedisCluster.PRIMARIES)
+    }
+    assert len(nodes) == 3  # 24 scopes' hash tags land on every primary
+    for scope in scopes:
+        hit = exact.lookup(ask("hi"), scope=scope)
+        assert hit is not None
+        assert hit.response.content == f"hello {scope.tenant}"
+        near = semantic.lookup(ask("hey"), scope=scope)
+        assert near is not None
+        assert near.response.content == f"hey {scope.tenant}"
+    assert exact.invalidate(CacheScope()) == 24 + 24  # the namespace: both caches' entries
+    assert all(exact.lookup(ask("hi"), scope=s) is None for s in scopes)
+    assert all(semantic.lookup(ask("hey"), scope=s) is None for s in scopes)
+
+
+def test_an_unreachable_cluster_is_a_miss_not_a_crash() -> None:
+    cache = ExactCache("redis+cluster://127.0.0.1:1")
+    assert cache.lookup(ask("hi"), scope=A) is None
+    assert cache.store(ask("hi"), answer("hello"), scope=A) is False
+    with pytest.raises(CacheUnavailableError, match=re.escape("redis+cluster://127.0.0.1:1")):
+        cache.invalidate(A)

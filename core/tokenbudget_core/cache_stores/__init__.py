@@ -1,4 +1,5 @@
-"""Response cache stores, chosen by URL: ``memory://``, ``sqlite:///path``, ``redis://...``.
+"""Response cache stores, chosen by URL: ``memory://``, ``sqlite:///path``, ``redis://...``,
+``redis+cluster://...``.
 
 :func:`open_cache_store` picks the backend. The contract is :class:`~.base.CacheStore`.
 """
@@ -19,7 +20,8 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
 
     Args:
         url: ``memory://``, ``sqlite:///path/to/cache.db`` (``sqlite:///:memory:`` for one
-            process) or ``redis://host:port/db`` / ``rediss://...`` (Redis 8 for semantic entries).
+            process), ``redis://host:port/db`` / ``rediss://...`` or ``redis+cluster://host:port``
+            (Redis 8 for semantic entries).
         options: Passed to the store's constructor.
 
     Raises:
@@ -33,7 +35,7 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
             "store",
             "must be a cache store or a URL",
             value=url,
-            fix="use memory://, sqlite:///path/to/cache.db or redis://host:port/db",
+            fix="use memory://, sqlite:///path/to/cache.db, redis://host:port/db or redis+cluster://host:port",
         )
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
@@ -44,7 +46,7 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
         from .sqlite import SQLiteCacheStore
 
         return SQLiteCacheStore(url, **options)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+cluster"):
         from .redis import RedisCacheStore
 
         return RedisCacheStore(url, **options)
@@ -52,6 +54,5 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
         "store",
         f"unsupported cache store URL {url!r}",
         value=url,
-        fix="use memory://, sqlite:///path/to/cache.db or redis://host:port/db (redis+cluster is not "
-        "supported for caches)",
+        fix="use memory://, sqlite:///path/to/cache.db, redis://host:port/db or redis+cluster://host:port",
     )

@@ -1,4 +1,5 @@
-"""``redis://``, ``rediss://``: cache entries in Redis; semantic entries in Redis 8 vector sets.
+"""``redis://``, ``rediss://``, ``redis+cluster://``: cache entries in Redis or Redis Cluster;
+semantic entries in Redis 8 vector sets.
 
 Key layout, every key of one scope under one hash tag (one cluster slot)::
 
@@ -11,7 +12,9 @@ The scope key (:meth:`~tokenbudget_core.cache_keys.CacheScope.key`) and the name
 percent-encoded, so ids with ``:``, ``*``, ``{``, ``}``, spaces or glob characters can never
 forge another scope's key or hash tag, nor widen the ``SCAN`` pattern of an invalidation.
 A semantic lookup is one ``VSIM ... WITHSCORES WITHATTRIBS FILTER '.exp > now'``; an insert
-is one Lua script (drop expired elements, ``VADD``, refresh the key's expiry). Vectors are
+is one Lua script (drop expired elements, ``VADD``, refresh the key's expiry). On a cluster
+each operation goes to its scope's slot node (the script's keys share that slot); invalidation
+and clearing scan every primary. Vectors are
 stored unquantised by default (``quantization="NOQUANT"``) so scores are the cosine itself.
 """
 
@@ -22,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from tokenbudget_core.cache_keys import CacheScope
@@ -61,7 +64,8 @@ class RedisCacheStore:
     """Cache entries on a Redis 8 server (vector sets for semantic entries).
 
     Args:
-        url: ``redis://[user:password@]host:port/db`` or ``rediss://...``.
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` or
+            ``redis+cluster://host:port`` (any node of a cluster; the client finds the rest).
         namespace: Prefix of every key, to share one Redis between caches.
         quantization: How vector sets store vectors: ``NOQUANT`` (exact scores, default),
             ``Q8`` (a quarter of the memory, approximate scores) or ``BIN``.
@@ -118,22 +122,43 @@ class RedisCacheStore:
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
             redis.exceptions.ResponseError,
+            redis.exceptions.RedisClusterException,  # no reachable node, slot not covered
             OSError,
         )
-        try:
-            self._client: Any = redis.Redis.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
-            )
-        except ValueError as e:
-            raise InvalidInputError("store", f"not a Redis URL: {e}", value=self.url) from e
-        self._add = self._client.register_script(_ADD)
+        options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
+        self._client: Any = None
+        self._connect: Callable[[], Any]
+        if url.lower().startswith("redis+cluster://"):
+            import redis.cluster
+
+            cluster_url = "redis://" + url.split("://", 1)[1]
+            # A cluster client finds its nodes when it is built: on first use, not here.
+            self._connect = lambda: redis.cluster.RedisCluster.from_url(cluster_url, **options)
+            try:
+                redis.connection.parse_url(cluster_url)  # type: ignore[no-untyped-call]
+            except ValueError as e:
+                raise InvalidInputError("store", f"not a Redis URL: {e}", value=self.url) from e
+        else:
+            self._connect = lambda: redis.Redis.from_url(url, **options)
+            try:
+                self._client = self._connect()  # connects lazily; building it checks the URL
+            except ValueError as e:
+                raise InvalidInputError("store", f"not a Redis URL: {e}", value=self.url) from e
+        # Bytes: no client needed to hash it; each call passes the client it runs on.
+        self._add = redis.commands.core.Script(cast(Any, None), _ADD.encode())
         self._response_error: type[Exception] = redis.exceptions.ResponseError
         self._lock = threading.Lock()
+
+    def _connected(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
 
     @contextmanager
     def _redis(self) -> Iterator[Any]:
         try:
-            yield self._client
+            yield self._client or self._connected()
         except self._unavailable as e:
             if "dimension mismatch" in str(e).lower():
                 raise InvalidInputError(
@@ -219,6 +244,7 @@ class RedisCacheStore:
     # -- management --------------------------------------------------------------------------------
 
     def _scan(self, r: Any, pattern: str) -> Iterator[str]:
+        """The keys matching ``pattern``, on every primary of a cluster."""
         for key in r.scan_iter(match=pattern, count=1000):
             yield _text(key)
 
@@ -252,4 +278,5 @@ class RedisCacheStore:
                 r.unlink(*keys[i : i + 500])
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
