@@ -92,6 +92,8 @@ _PAYER_KEY_LISTS = tuple(_PAYER_KEYS.values())
 T = TypeVar("T", int, str)
 MODEL_KEYS = ("model", "model_name")
 MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+CHOICE_KEYS = ("n", "candidate_count")
+"""Settings naming how many completions a call asks for (OpenAI's ``n``, Gemini's ``candidate_count``)."""
 
 
 def _id(value: object) -> str | None:
@@ -372,6 +374,7 @@ class _BudgetHandler:
             user or self.user,
             conversation,
             tools or None,
+            first(int, CHOICE_KEYS, params) or 1,
         )
 
     def _count(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
@@ -408,6 +411,7 @@ class _BudgetHandler:
                 feature=call.feature,
                 user=call.user,
                 conversation=call.conversation,
+                choices=call.choices,
             )  # no request_id: the ledger draws a fresh one (a run id can be reused, config["run_id"])
         except BaseException as e:  # the call will not be sent: neither will its batch
             for held in self._sink(batch, e):
@@ -430,6 +434,7 @@ class _BudgetHandler:
                 feature=call.feature,
                 user=call.user,
                 conversation=call.conversation,
+                choices=call.choices,
             )
         except BaseException as e:  # the call will not be sent: neither will its batch
             for held in self._sink(batch, e):
@@ -620,6 +625,7 @@ class _Call(NamedTuple):
     user: str | None
     conversation: str | None
     tools: Tools
+    choices: int
 
 
 class _Settle(NamedTuple):

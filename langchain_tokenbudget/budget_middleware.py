@@ -55,6 +55,7 @@ from tokenbudget_core.routing import TierRouter, current_route, premium_model_of
 
 from ._bridge import core_tools
 from .budget_callback import (
+    CHOICE_KEYS,
     MAX_OUTPUT_KEYS,
     MODEL_KEYS,
     Tools,
@@ -243,7 +244,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
     ) -> tuple[dict[str, Any], SupportsTokenCount, list[Message], Tools]:
         """The ``reserve()`` arguments but the count, the counter, the core messages (stand-ins for
         what the core cannot represent, see ``to_core_request``) and the tools."""
-        attrs = {k: getattr(request.model, k, None) for k in (*MODEL_KEYS, *MAX_OUTPUT_KEYS)}
+        attrs = {k: getattr(request.model, k, None) for k in (*MODEL_KEYS, *MAX_OUTPUT_KEYS, *CHOICE_KEYS)}
         model = self.model or first(str, ("model_name", "model"), attrs)
         router = getattr(request.model, "router", None)
         if model is None and isinstance(router, TierRouter):  # a RouterChatModel: its worst case
@@ -267,6 +268,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             "feature": payer["feature"] or self.feature,
             "user": payer["user"] or self.user,
             "conversation": payer["conversation"],
+            "choices": first(int, CHOICE_KEYS, request.model_settings, attrs) or 1,
         }
         system = [request.system_message] if request.system_message is not None else []
         tools = core_tools([t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)])

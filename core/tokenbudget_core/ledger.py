@@ -377,10 +377,15 @@ class Ledger:
         user: str | None = None,
         conversation: str | None = None,
         request_id: str | None = None,
+        choices: int = 1,
     ) -> Reservation:
         """Reserve the worst case of a call against every budget it touches, atomically.
 
         Feature, user and conversation default to the current :func:`~tokenbudget_core.attribute` block.
+        ``choices`` is how many completions the call asks for (OpenAI's ``n``): the input is
+        billed once, the output up to ``max_output_tokens`` per choice, so the worst case
+        reserves ``choices * max_output_tokens`` output tokens (per-call output limits apply
+        to each choice).
 
         Raises:
             BudgetExceededError: A budget (or a per-call limit) would be exceeded, or the ladder
@@ -390,7 +395,7 @@ class Ledger:
             InvalidInputError: A bad argument, named.
         """
         plan = self._reserve_plan(
-            model, input_tokens, max_output_tokens, feature, user, conversation, request_id
+            model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices
         )
         if self._memory is not None:  # no store round trip: no steps to drive
             return self._reserve_in_memory(plan, self._memory)
@@ -437,10 +442,11 @@ class Ledger:
         user: str | None = None,
         conversation: str | None = None,
         request_id: str | None = None,
+        choices: int = 1,
     ) -> Generator[ReserveRequest, ReserveOutcome, Reservation]:
         """:meth:`reserve`, yielding its store request (unless the memory store's fast path takes it)."""
         plan = self._reserve_plan(
-            model, input_tokens, max_output_tokens, feature, user, conversation, request_id
+            model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices
         )
         if self._memory is not None:
             return self._reserve_in_memory(plan, self._memory)
@@ -455,6 +461,7 @@ class Ledger:
         user: str | None,
         conversation: str | None,
         request_id: str | None,
+        choices: int = 1,
     ) -> _ReservePlan:
         """What :meth:`reserve` asks the store: the payer, the worst case and its checks.
 
@@ -509,6 +516,12 @@ class Ledger:
                 used=0,
                 requested=out,
             )
+        if choices != 1:
+            if isinstance(choices, bool) or not isinstance(choices, int) or choices < 1:
+                raise InvalidInputError(
+                    "choices", "must be a positive integer (completions the call asks for)", value=choices
+                )
+            out *= int(choices)
         nanos = cost_nanos(
             model, input_tokens, out, round_up=True, registry=self.registry, prices=self.prices
         )
@@ -1114,6 +1127,7 @@ class Ledger:
         user: str | None = None,
         conversation: str | None = None,
         request_id: str | None = None,
+        choices: int = 1,
     ) -> Reservation:
         """Async twin of :meth:`reserve` (the store call runs in a worker thread)."""
         return await self._async(
@@ -1125,6 +1139,7 @@ class Ledger:
                 user=user,
                 conversation=conversation,
                 request_id=request_id,
+                choices=choices,
             )
         )
 
@@ -1161,7 +1176,9 @@ class Ledger:
 
 _RESERVED = ReserveOutcome(ok=True, state="reserved")
 _REQUIRED_ARGS = frozenset({"model", "input_tokens"})
-_RESERVE_ARGS = _REQUIRED_ARGS | {"max_output_tokens", "feature", "user", "conversation", "request_id"}
+_RESERVE_ARGS = _REQUIRED_ARGS | {
+    "max_output_tokens", "feature", "user", "conversation", "request_id", "choices"
+}  # fmt: skip
 _OPTIONAL_ARGS = ", ".join(sorted(_RESERVE_ARGS - _REQUIRED_ARGS))
 
 

@@ -43,6 +43,7 @@ class Reservation:
     overhead: str | None
     input_tokens: int
     max_output_tokens: int
+    """The worst-case output reserved, over all the call's choices."""
     reserved_usd: Decimal | None
     """The worst-case cost reserved (``None`` for an unpriced model under token budgets only)."""
     step: Step

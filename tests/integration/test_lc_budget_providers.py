@@ -197,3 +197,37 @@ def test_an_agent_streaming_claude_is_charged_what_anthropic_bills(
     assert sum(c.usage_metadata["output_tokens"] for c in chunks if c.usage_metadata) == 13
     totals = charged(ledger)
     assert (totals["requests"], totals["input_tokens"], totals["output_tokens"]) == (1, 112, 7)
+
+
+def gpt_asking_for(server: ProviderServer, n: int) -> ChatOpenAI:
+    return ChatOpenAI(
+        base_url=server.url + "/v1", api_key=SecretStr("test"), model=GPT, max_tokens=400, n=n, max_retries=0
+    )
+
+
+@pytest.mark.parametrize("how", ["handler", "middleware"])
+def test_a_call_asking_for_several_choices_reserves_the_output_of_each(
+    tmp_path: Path, provider_server: ProviderServer, how: str
+) -> None:
+    """OpenAI bills up to ``max_tokens`` per choice: n=3 x 400 cannot fit a 1,000-token budget,
+    though one choice would."""
+
+    def run(n: int, ledger: Ledger) -> None:
+        if how == "handler":
+            model = gpt_asking_for(provider_server, n)
+            model.invoke(QUESTION, config={"callbacks": [BudgetCallbackHandler(ledger, user="u-1")]})
+        else:
+            agent = create_agent(
+                gpt_asking_for(provider_server, n), middleware=[BudgetMiddleware(ledger, user="u-1")]
+            )
+            agent.invoke({"messages": [HumanMessage(QUESTION)]})
+
+    provider_server.queue(OpenAIReply(prompt_tokens=15, completion_tokens=30))
+    run(1, make_ledger(tmp_path, user_daily_tokens=1_000))
+    assert len(provider_server.requests) == 1
+    ledger = make_ledger(tmp_path, user_daily_tokens=1_000)
+    with pytest.raises(BudgetExceededError) as refused:
+        run(3, ledger)
+    assert refused.value.requested >= 3 * 400
+    assert len(provider_server.requests) == 1  # the second call never went out
+    assert charged(ledger) == {}

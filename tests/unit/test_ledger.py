@@ -86,6 +86,26 @@ def test_per_call_limits_and_unpriced_models() -> None:
     assert charge.cost_usd is None  # unpriced, never $0
 
 
+def test_several_choices_reserve_the_input_once_and_the_output_per_choice() -> None:
+    limits = FeatureBudget(max_output_tokens_per_call=500, user_daily_tokens=2_000)
+    led = ledger(BudgetPolicy(daily_usd="5", features={"chat": limits}))
+    r = led.reserve(
+        model="gpt-4o", input_tokens=100, max_output_tokens=400, feature="chat", user="ana", choices=3
+    )
+    assert r.max_output_tokens == 1_200
+    assert r.reserved_usd == cost_of(Usage(input_tokens=100, output_tokens=1_200), "gpt-4o")
+    led.release(r)
+    # the per-call output cap applies to each choice; the daily budget to all of them
+    led.release(led.reserve(model="gpt-4o", input_tokens=10, feature="chat", user="ana", choices=3))
+    with pytest.raises(BudgetExceededError, match="user_daily_tokens"):
+        led.reserve(
+            model="gpt-4o", input_tokens=100, max_output_tokens=400, feature="chat", user="ana", choices=5
+        )
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(InvalidInputError, match="choices"):
+            led.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=1, choices=bad)  # type: ignore[arg-type]
+
+
 def test_release_frees_the_reservation_and_lease_expiry_unlocks_a_crashed_worker() -> None:
     clock = Clock()
     policy = BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=1_000)})
