@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
+from .attribution import overhead
 from .counting import TokenCounter, ToolLike, resolve_counter
 from .errors import InvalidInputError
 from .messages import Message, MessageLike, to_message
@@ -284,23 +285,30 @@ class SummaryBuffer(Generic[M]):
         self._settle(summary, rounds, last)
 
     def _call_sync(self, previous: str | None, msgs: list[Message]) -> str:
-        result = self.summariser(previous, msgs)
-        if inspect.isawaitable(result):
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return _checked(asyncio.run(_await(result)))
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()  # never awaited: close it so it does not warn
-            raise InvalidInputError(
-                "summariser", "is async and an event loop is running", fix="use aappend() instead of append()"
-            )
-        return _checked(result)
+        with overhead("summariser"):  # charged to the outer payer, reported as tokenbudget's overhead
+            result = self.summariser(previous, msgs)
+            if not inspect.isawaitable(result):
+                return _checked(result)
+            return self._run_async(result)
+
+    @staticmethod
+    def _run_async(result: Awaitable[str]) -> str:
+        """An async summariser's result from the sync path: run it, unless a loop is running."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return _checked(asyncio.run(_await(result)))
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # never awaited: close it so it does not warn
+        raise InvalidInputError(
+            "summariser", "is async and an event loop is running", fix="use aappend() instead of append()"
+        )
 
     async def _call_async(self, previous: str | None, msgs: list[Message]) -> str:
-        result = self.summariser(previous, msgs)
-        return _checked(await result if inspect.isawaitable(result) else result)
+        with overhead("summariser"):
+            result = self.summariser(previous, msgs)
+            return _checked(await result if inspect.isawaitable(result) else result)
 
     def _too_long(self, summary: str | None) -> bool:
         return summary is not None and int(self.counter.count(summary)) > self.summary_tokens

@@ -162,3 +162,36 @@ def test_extend_folds_once_in_chunks_and_resume_continues_a_saved_summary() -> N
     assert resumed.messages() == buffer.messages()
     with pytest.raises(InvalidInputError, match="empty"):
         resumed.resume(None, 0)
+
+
+def test_summariser_calls_are_charged_to_the_payer_as_overhead() -> None:
+    """A summariser that calls a model through a budget adapter: the ledger reports it as overhead
+    of the feature and user in force, in the sync and the async paths."""
+    from tokenbudget_core import Usage
+    from tokenbudget_core.attribution import attribute
+    from tokenbudget_core.ledger import Ledger
+    from tokenbudget_core.reports import build_report
+
+    ledger = Ledger("memory://")
+
+    def charged(previous: str | None, messages: list[Message]) -> str:
+        ledger.record(Usage(input_tokens=100, output_tokens=20), model="gpt-4o-mini")
+        return "summary"
+
+    async def acharged(previous: str | None, messages: list[Message]) -> str:
+        return charged(previous, messages)
+
+    with attribute(feature="support", user="ana"):
+        buffer: SummaryBuffer[dict[str, Any]] = SummaryBuffer(charged, "gpt-4o", max_tokens=600)
+        for i in range(12):
+            buffer.append(turn(i))
+        abuffer: SummaryBuffer[dict[str, Any]] = SummaryBuffer(acharged, "gpt-4o", max_tokens=600)
+        for i in range(12):
+            asyncio.run(abuffer.aappend(turn(i)))
+    calls = sum(1 for b in (buffer, abuffer) for e in b.events if e.kind == "summarised")
+    assert calls >= 2
+    report = build_report(ledger, last_days=1)
+    assert report.totals.requests >= calls
+    assert report.totals.overhead_usd == report.totals.cost_usd > 0
+    assert [r.key for r in report.breakdown("feature").rows] == ["support"]
+    assert [r.key for r in report.breakdown("user").rows] == ["ana"]
