@@ -28,7 +28,8 @@ after trimming or summarising middleware, and reserves every retry. Use it *or* 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
 from typing import Annotated, Any, Literal, NotRequired, cast
@@ -121,6 +122,37 @@ _totals: ContextVar[_RunningTotals | None] = ContextVar("tokenbudget_running_tot
 register_configure_hook(_totals, inheritable=False)  # joins every run started while it is set
 
 
+class StepCharges:
+    """What tokenbudget's own model calls inside one agent model step were charged: the summary
+    calls a :class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware` sends down
+    the same middleware chain, so that this middleware reserves and charges them like any call.
+
+    LangChain keeps only the state update of a step's last call through the chain, so the
+    step's own model call adds these to the run's totals (and its run-cap check counts them).
+    """
+
+    __slots__ = ("internal", "nanos", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.nanos = 0
+        self.internal = False
+        """True while an internal call (a summary) is under way."""
+
+
+_step: ContextVar[StepCharges | None] = ContextVar("tokenbudget_step_charges", default=None)
+
+
+@contextmanager
+def step_charges() -> Iterator[StepCharges]:
+    """Open the scope of one model step whose internal calls go through the middleware chain."""
+    token = _step.set(StepCharges())
+    try:
+        yield cast("StepCharges", _step.get())
+    finally:
+        _step.reset(token)
+
+
 def _routed(replies: Sequence[BaseMessage]) -> tuple[str | None, str | None]:
     """The model that answered a routed call (``None``: the one reserved) and its premium model:
     from the reply's route (a ``RouterChatModel`` or an inner ``RoutingMiddleware``), else the
@@ -130,6 +162,16 @@ def _routed(replies: Sequence[BaseMessage]) -> tuple[str | None, str | None]:
         return None, premium_model_of(current_route())
     answered = route.get("answered_by")
     return (answered if isinstance(answered, str) and answered else None), premium_model_of(route)
+
+
+def _run_totals(state: Mapping[str, Any]) -> tuple[int, int]:
+    """Tokens and nano-USD this run was charged so far: the state's totals plus what this step's
+    internal calls were charged."""
+    tokens, nanos = state.get(TOKENS_KEY, 0), state.get(NANOS_KEY, 0)
+    step = _step.get()
+    if step is not None:
+        tokens, nanos = tokens + step.tokens, nanos + step.nanos
+    return tokens, nanos
 
 
 def _default_refusal(error: BudgetExceededError) -> str:
@@ -276,15 +318,14 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
 
     def _over_run_cap(self, r: Reservation, state: Mapping[str, Any]) -> TokenBudgetError | None:
         """The per-run cap this call's worst case would break, if any (the core's RunBudget decides)."""
+        tokens, nanos = _run_totals(state)
         try:
-            self.run_budget.check(
-                r, tokens_used=state.get(TOKENS_KEY, 0), usd_used=nanos_to_usd(state.get(NANOS_KEY, 0))
-            )
+            self.run_budget.check(r, tokens_used=tokens, usd_used=nanos_to_usd(nanos))
         except (BudgetExceededError, UnpricedModelError) as e:
             return e
         return None
 
-    def _refused(self, error: BudgetExceededError) -> ExtendedModelResponse[Any]:
+    def _refused(self, error: BudgetExceededError, state: Mapping[str, Any]) -> ExtendedModelResponse[Any]:
         if self.on_exceeded == "raise":
             raise error
         text = self.refusal_message or _default_refusal
@@ -294,16 +335,23 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         message = AIMessage(
             text if isinstance(text, str) else text(error), response_metadata={"tokenbudget_refusal": figures}
         )
+        tokens, nanos = _run_totals(state)
+        update = {"jump_to": "end", TOKENS_KEY: tokens, NANOS_KEY: nanos}
         return ExtendedModelResponse(
-            model_response=ModelResponse(result=[message]), command=Command(update={"jump_to": "end"})
+            model_response=ModelResponse(result=[message]), command=Command(update=update)
         )
 
     @staticmethod
     def _charged(state: Mapping[str, Any], charge: Charge | None) -> Command[Any]:
+        """The run's totals after ``charge``; an internal call's charge is also kept for its step."""
         assert charge is not None  # a call that returned is always charged (settle never releases it)
         nanos = 0 if charge.cost_usd is None else usd_to_nanos(charge.cost_usd)
-        tokens = state.get(TOKENS_KEY, 0) + charge.usage.total_tokens
-        return Command(update={TOKENS_KEY: tokens, NANOS_KEY: state.get(NANOS_KEY, 0) + nanos})
+        tokens = charge.usage.total_tokens
+        run_tokens, run_nanos = _run_totals(state)
+        step = _step.get()
+        if step is not None and step.internal:
+            step.tokens, step.nanos = step.tokens + tokens, step.nanos + nanos
+        return Command(update={TOKENS_KEY: run_tokens + tokens, NANOS_KEY: run_nanos + nanos})
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -327,7 +375,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 self.ledger.release(reservation)
                 raise refusal
         except BudgetExceededError as e:
-            return self._refused(e)
+            return self._refused(e, state)
         totals = _RunningTotals()
         token = _totals.set(totals)
         try:
@@ -362,7 +410,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 await self.ledger.arelease(reservation)
                 raise refusal
         except BudgetExceededError as e:
-            return self._refused(e)
+            return self._refused(e, state)
         totals = _RunningTotals()
         token = _totals.set(totals)
         try:

@@ -9,11 +9,13 @@ agent state (``tokenbudget_summary``, visible in the result, and the private
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal, NotRequired, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AnyMessage, SystemMessage
+from langchain_core.messages import AIMessage, AnyMessage, SystemMessage
+from langchain_core.runnables.config import var_child_runnable_config
 
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, MissingDependencyError
@@ -22,6 +24,7 @@ from tokenbudget_core.messages import Message
 from tokenbudget_core.summary import SummaryBuffer
 
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
+from .budget_middleware import StepCharges, step_charges
 from .messages import to_core_request, to_countable_message
 
 try:
@@ -65,6 +68,12 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
     results, the newest turn is always sent). ``"summarise"`` keeps recent turns verbatim
     and folds older ones into a running summary (the core's ``SummaryBuffer``), written by
     ``summariser`` (default: the agent's own model) and sent inside the system message.
+
+    Summary calls are model requests of their own, sent down the same middleware chain: a
+    :class:`~langchain_tokenbudget.BudgetMiddleware` after this one reserves, refuses and
+    charges them like any call (as the run payer's ``summariser`` overhead, counted in the
+    run's caps). A refused or failed summary leaves the messages pending: the model gets the
+    sliding window and the summary is retried on a later call.
 
     Args:
         model: Model name or :class:`~tokenbudget_core.counting.TokenCounter` to count with.
@@ -148,18 +157,14 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
 
     # -- summarise -----------------------------------------------------------------------------
 
-    def _buffer(self, request: ModelRequest[Any]) -> tuple[SummaryBuffer[Message], ChatSummariser]:
-        writer = ChatSummariser(
-            self.summariser or request.model,
-            config={"metadata": {"lc_source": "tokenbudget_summary", **internal_call_metadata()}},
-        )
+    def _buffer(self, request: ModelRequest[Any], writer: _StepSummariser) -> SummaryBuffer[Message]:
         options = {**self._options, "tools": core_tools(request.tools)}
         buffer: SummaryBuffer[Message] = SummaryBuffer(writer, self.budget.counter, **options)
         writer.max_tokens = buffer.summary_tokens
         head = 1 if request.system_message is not None else 0
         state = cast("dict[str, Any]", request.state)
         buffer.resume(state.get(SUMMARY_KEY), state.get(FOLDED_KEY, 0) + head)
-        return buffer, writer
+        return buffer
 
     @staticmethod
     def _transcript(request: ModelRequest[Any]) -> tuple[list[AnyMessage], list[Message]]:
@@ -216,10 +221,12 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         if self.strategy == "trim":
             return handler(self._trimmed(request))
         host, core = self._transcript(request)
-        buffer, _ = self._buffer(request)
-        for message in core:
-            buffer.append(message)
-        return self._result(request, buffer, handler(self._summarised(request, buffer, host, core)))
+        with step_charges() as step:
+            writer = _StepSummariser(self.summariser or request.model, request, handler, step)
+            buffer = self._buffer(request, writer)
+            for message in core:
+                buffer.append(message)
+            return self._result(request, buffer, handler(self._summarised(request, buffer, host, core)))
 
     async def awrap_model_call(
         self,
@@ -230,11 +237,80 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         if self.strategy == "trim":
             return await handler(self._trimmed(request))
         host, core = self._transcript(request)
-        buffer, writer = self._buffer(request)
-        buffer.summariser = writer.acall
-        for message in core:
-            await buffer.aappend(message)
-        return self._result(request, buffer, await handler(self._summarised(request, buffer, host, core)))
+        with step_charges() as step:
+            writer = _StepSummariser(self.summariser or request.model, request, handler, step)
+            buffer = self._buffer(request, writer)
+            buffer.summariser = writer.acall
+            for message in core:
+                await buffer.aappend(message)
+            response = await handler(self._summarised(request, buffer, host, core))
+            return self._result(request, buffer, response)
+
+
+class _StepSummariser(ChatSummariser):
+    """Summary calls sent down the agent's own model-call chain, as requests of their own: the
+    middleware inside this one (a :class:`~langchain_tokenbudget.BudgetMiddleware`, retries,
+    routing) sees them like any model call, so they are reserved, refused and charged. They are
+    tagged as internal calls (kept out of the streamed messages) and run inside the core's
+    ``overhead("summariser")``, so reports show them as overhead of the run's payer."""
+
+    def __init__(
+        self, model: BaseChatModel, request: ModelRequest[Any], handler: Callable[..., Any], step: StepCharges
+    ) -> None:
+        super().__init__(model)
+        self.request, self.handler, self.step = request, handler, step
+
+    def _call_request(self, previous: str | None, messages: list[Message]) -> ModelRequest[Any]:
+        system, *prompt = self._prompt(previous, messages)
+        return self.request.override(
+            model=self.model,
+            system_message=cast("SystemMessage", system),
+            messages=cast("list[AnyMessage]", prompt),
+            tools=[],
+            tool_choice=None,
+            response_format=None,
+            model_settings={},
+        )
+
+    @contextmanager
+    def _internal(self) -> Iterator[None]:
+        config = var_child_runnable_config.get() or {}
+        metadata = {
+            **(config.get("metadata") or {}),
+            "lc_source": "tokenbudget_summary",
+            **internal_call_metadata(),
+        }
+        token = var_child_runnable_config.set({**config, "metadata": metadata})
+        self.step.internal = True
+        try:
+            yield
+        finally:
+            self.step.internal = False
+            var_child_runnable_config.reset(token)
+
+    def __call__(self, previous: str | None, messages: list[Message]) -> str:
+        request = self._call_request(previous, messages)
+        with self._internal():
+            return _summary_text(self.handler(request))
+
+    async def acall(self, previous: str | None, messages: list[Message]) -> str:
+        request = self._call_request(previous, messages)
+        with self._internal():
+            return _summary_text(await self.handler(request))
+
+
+def _summary_text(response: ModelResponse[Any]) -> str:
+    """The summary a model call wrote; an error (the buffer keeps the messages pending, sends the
+    sliding window and retries later) when the call was refused or wrote nothing."""
+    reply = response.result[-1] if response.result else None
+    if not isinstance(reply, AIMessage):
+        raise ValueError("the summary call returned no reply")
+    refusal = reply.response_metadata.get("tokenbudget_refusal")
+    if refusal:
+        raise ValueError(f"the summary call was refused: {refusal.get('budget')} budget")
+    if not reply.text.strip():
+        raise ValueError("the summary call returned no text")
+    return str(reply.text)
 
 
 def _with_text(system: SystemMessage, text: str) -> SystemMessage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -21,11 +22,21 @@ from lc_fakes import (
     weather_call,
 )
 
-from langchain_tokenbudget import ContextWindowMiddleware
+from langchain_tokenbudget import BudgetMiddleware, ContextWindowMiddleware
 from langchain_tokenbudget.messages import to_core_request
-from tokenbudget_core import InvalidInputError, TokenBudgetError, TokenCounter, UnknownModelError
+from tokenbudget_core import (
+    InvalidInputError,
+    TokenBudgetError,
+    TokenCounter,
+    UnknownModelError,
+    Usage,
+    cost_of,
+)
+from tokenbudget_core.budgets import BudgetPolicy
 from tokenbudget_core.counting import PDF_PAGE_TOKENS
-from tokenbudget_core.errors import ContextOverflowError
+from tokenbudget_core.errors import BudgetExceededError, ContextOverflowError
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.reports import build_report
 
 SYSTEM = "You are a weather bot. Answer in one sentence."
 BUDGET = 600
@@ -308,3 +319,66 @@ def test_state_key_names_are_stable() -> None:
     from langchain_tokenbudget.context_middleware import ContextWindowState
 
     assert {"tokenbudget_summary", "tokenbudget_folded"} <= set(ContextWindowState.__annotations__)
+
+
+# -- summary calls and budgets ------------------------------------------------------------------
+
+
+class MeteredSelfSummarising(RecordingChatModel):
+    """The agent's own model: it writes summaries when asked, answers otherwise; every reply
+    reports 500 input and 50 output tokens."""
+
+    model_name: str = "gpt-4o-mini"
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+        text = SUMMARY if "running summary" in str(messages[0].content) else "the answer"
+        usage = {"input_tokens": 500, "output_tokens": 50, "total_tokens": 550}
+        self.messages = iter([AIMessage(text, usage_metadata=usage)])
+        return super()._generate(messages, *args, **kwargs)
+
+
+def summarising_agent(model: RecordingChatModel, budget: Any) -> Any:
+    context = ContextWindowMiddleware("gpt-4o-mini", max_tokens=800, strategy="summarise")
+    return create_agent(model, middleware=[context, budget])
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_summary_calls_go_through_the_budget_middleware_as_overhead(how: str) -> None:
+    """The summaries the middleware asks the agent's model for are reserved and charged by a
+    BudgetMiddleware inside it, to the run's payer, reported as overhead."""
+    ledger = Ledger("memory://")
+    model = MeteredSelfSummarising(messages=iter([]))
+    graph = summarising_agent(model, BudgetMiddleware(ledger, user="ana", feature="chat"))
+    payload = {"messages": [*conversation(20), HumanMessage("Weather?")]}
+    out = graph.invoke(payload) if how == "invoke" else asyncio.run(graph.ainvoke(payload))
+    assert out["tokenbudget_summary"] == SUMMARY
+    summaries = len(model.received) - 1
+    assert summaries >= 1
+    report = build_report(ledger, last_days=1)
+    assert report.totals.requests == len(model.received)  # every call the model got was charged
+    one_call = cost_of(Usage(input_tokens=500, output_tokens=50), "gpt-4o-mini")
+    assert report.totals.overhead_usd == summaries * one_call
+    assert [r.key for r in report.breakdown("user").rows] == ["ana"]
+
+
+def test_a_refused_budget_stops_the_summary_calls_too() -> None:
+    ledger = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=1))
+    model = MeteredSelfSummarising(messages=iter([]))
+    graph = summarising_agent(model, BudgetMiddleware(ledger, user="ana", on_exceeded="end"))
+    out = graph.invoke({"messages": [*conversation(20), HumanMessage("Weather?")]})
+    assert "tokenbudget_refusal" in out["messages"][-1].response_metadata
+    assert model.received == []  # neither a summary nor the answer went out
+    assert "tokenbudget_summary" not in out
+
+
+def test_the_run_token_cap_counts_the_summary_calls() -> None:
+    """Three summaries and the answer at 550 tokens each: a run cap that holds the answer alone
+    but not the summaries before it ends the run before the answer goes out."""
+    ledger = Ledger("memory://")
+    model = MeteredSelfSummarising(messages=iter([]))
+    graph = summarising_agent(model, BudgetMiddleware(ledger, max_output_tokens=50, max_run_tokens=1_500))
+    with pytest.raises(BudgetExceededError) as refused:
+        graph.invoke({"messages": [*conversation(20), HumanMessage("Weather?")]})
+    assert refused.value.budget == "max_run_tokens"
+    assert refused.value.used == 550 * len(model.received) > 0
+    assert build_report(ledger, last_days=1).totals.requests == len(model.received)
