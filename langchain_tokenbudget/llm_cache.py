@@ -65,6 +65,10 @@ _MESSAGE_TYPES: dict[str, type[BaseMessage]] = {
     },
 }
 _MESSAGE_FIELDS = ("content", "name", "tool_calls", "tool_call_id")
+_EXTRA_FIELDS: dict[type[BaseMessage], tuple[str, ...]] = {
+    ChatMessage: (*_MESSAGE_FIELDS, "role"),
+    ToolMessage: (*_MESSAGE_FIELDS, "status"),  # Anthropic sends it as is_error
+}
 _UNREADABLE: list[BaseMessage] = []
 """What ``_messages`` returns for a list of LangChain messages it cannot read (never filled)."""
 _MODEL_KEYS = ("model", "model_name", "model_id", "_type")
@@ -207,7 +211,7 @@ def _messages(prompt: str) -> list[BaseMessage] | None:
         cls = _MESSAGE_TYPES.get(str(kwargs.get("type"))) if isinstance(kwargs, dict) else None
         if cls is None or kwargs is None:
             return _UNREADABLE
-        fields = (*_MESSAGE_FIELDS, "role") if cls is ChatMessage else _MESSAGE_FIELDS
+        fields = _EXTRA_FIELDS.get(cls, _MESSAGE_FIELDS)
         try:
             out.append(cls(**{k: kwargs[k] for k in fields if kwargs.get(k) is not None}))
         except (ValueError, TypeError):
@@ -238,6 +242,11 @@ def to_cache_request(prompt: str, llm_string: str) -> CacheRequest:
     if messages is not None:
         try:
             if messages is not _UNREADABLE:
+                failed = [
+                    m.tool_call_id for m in messages if isinstance(m, ToolMessage) and m.status == "error"
+                ]
+                if failed:  # a failed tool result is another request than a successful one
+                    params["failed_tool_calls"] = failed
                 return CacheRequest(model=model, messages=tuple(to_core_messages(messages)), params=params)
         except (InvalidInputError, TypeError):
             pass

@@ -159,7 +159,19 @@ class ResponseCacheBase:
                 return f"answer cut off or failed (finish_reason={response.finish_reason!r})"
         elif not response.complete:
             return f"answer cut off or failed (finish_reason={response.finish_reason!r})"
+        if self.ledger is not None and self._hit_model(request, response) is None:
+            return (
+                f"neither {response.model!r} nor {request.model!r} is known to the ledger's registry, "
+                "so a hit could not be recorded; register the model to cache its answers"
+            )
         return None
+
+    def _hit_model(self, request: CacheRequest, response: CachedResponse) -> str | None:
+        """The model a hit is recorded on: the one that answered, else the one asked for (the
+        host may name a model the registry does not know, e.g. a wrapper's type)."""
+        assert self.ledger is not None
+        registry = self.ledger.registry
+        return next((m for m in (response.model, request.model) if m in registry), None)
 
     def _envelope(
         self, request: CacheRequest, response: CachedResponse, scope: CacheScope, text: str, **more: Any
@@ -229,7 +241,13 @@ class ResponseCacheBase:
             served=served,
         )
         if served and self.ledger is not None:
-            self.ledger.record(Usage(requests=1), model=request.model, cache_hit=True, saved_usd=saved_usd)
+            model = self._hit_model(request, response)
+            if model is None:  # stored by a process whose registry knew the model
+                logger.warning(
+                    "cache hit not recorded: %r is unknown to the ledger's registry", response.model
+                )
+            else:
+                self.ledger.record(Usage(requests=1), model=model, cache_hit=True, saved_usd=saved_usd)
         return hit
 
     def _lookup_exact(

@@ -15,10 +15,12 @@ from langchain_core.load import dumps
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
+    BaseMessage,
     ChatMessage,
     FunctionMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTestSuite
@@ -28,6 +30,7 @@ from langchain_tokenbudget import TokenBudgetLLMCache
 from langchain_tokenbudget.llm_cache import CACHE_HIT_KEY, to_cache_request
 from tokenbudget_core import InvalidInputError, attribute, cost_of
 from tokenbudget_core.cache_keys import CacheScope
+from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.response_cache import ExactCache
 from tokenbudget_core.semantic_cache import SemanticCache
 from tokenbudget_core.usage import Usage
@@ -278,3 +281,42 @@ def test_docstring_example_runs() -> None:
     result = doctest.testmod(llm_cache)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("core", [ExactCache, SemanticCache])
+def test_a_failed_tool_result_is_not_answered_with_a_successful_ones_reply(core: type[ExactCache]) -> None:
+    """``ToolMessage.status`` reaches the provider (Anthropic's ``is_error``): it is part of the key."""
+
+    def asked(status: str) -> list[BaseMessage]:
+        return [
+            HumanMessage("Charge the card $10."),
+            weather_call("t1"),
+            ToolMessage("gateway response", tool_call_id="t1", status=status),  # type: ignore[arg-type]
+        ]
+
+    model = replies(AIMessage("Done, charged."), AIMessage("Sorry, it FAILED."), AIMessage("never"))
+    model.cache = TokenBudgetLLMCache(core(), scope=CacheScope(tenant="acme"))
+    assert model.invoke(asked("success")).content == "Done, charged."
+    assert model.invoke(asked("error")).content == "Sorry, it FAILED."
+    assert model.invoke(asked("error")).content == "Sorry, it FAILED."  # and it is cached as such
+    assert len(model.received) == 2
+
+
+def test_a_hit_is_recorded_on_the_model_that_answered_when_the_host_names_no_known_model() -> None:
+    """A fake or wrapper model's llm_string names no registry model: the hit is recorded on the
+    model the stored reply came from, not refused with UnknownModelError on the second call."""
+    ledger = Ledger("memory://")
+    reply = AIMessage("Paris.", response_metadata={"model_name": "gpt-4o-mini"})
+    model = replies(reply, reply)
+    model.cache = TokenBudgetLLMCache(ExactCache(ledger=ledger), scope=CacheScope(tenant="acme"))
+    assert model.invoke("Capital of France?").content == "Paris."
+    assert model.invoke("Capital of France?").content == "Paris."
+    assert len(model.received) == 1
+    [row] = ledger.store.rollup([ledger.day()])
+    assert row.rollup_key.endswith("/gpt-4o-mini")
+    assert row.values["cache_hits"] == 1
+    # an answer from a model nobody knows is not cached at all (a hit could not be recorded)
+    unknown = replies(AIMessage("Rome."), AIMessage("Rome!"))
+    unknown.cache = TokenBudgetLLMCache(ExactCache(ledger=ledger), scope=CacheScope(tenant="acme"))
+    assert unknown.invoke("Capital of Italy?").content == "Rome."
+    assert unknown.invoke("Capital of Italy?").content == "Rome!"
