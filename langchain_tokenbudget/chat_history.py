@@ -136,6 +136,16 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
         await self.history.aclear()
 
 
+def _same(a: BaseMessage, b: BaseMessage) -> bool:
+    """The same message as far as the window is concerned (a backing store may return copies)."""
+    return (
+        type(a) is type(b)
+        and a.content == b.content
+        and getattr(a, "tool_calls", None) == getattr(b, "tool_calls", None)
+        and getattr(a, "tool_call_id", None) == getattr(b, "tool_call_id", None)
+    )
+
+
 class SummaryChatMessageHistory(BaseChatMessageHistory):
     """A chat history whose ``messages`` are the recent turns plus a summary of older ones.
 
@@ -210,8 +220,15 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
         self._core: list[Message] = []
 
     def _pending(self, stored: Sequence[BaseMessage]) -> list[tuple[BaseMessage, Message]]:
-        """Messages in the backing history the buffer has not seen (all of them if it shrank)."""
-        if len(stored) < len(self._host):
+        """Messages in the backing history the buffer has not seen (all of them if the history
+        was changed under it: shorter, or another first or last-seen message, as when a shared
+        backing history is cleared and refilled by another worker)."""
+        seen = len(self._host)
+        if seen and (
+            len(stored) < seen
+            or not _same(stored[0], self._host[0])
+            or not _same(stored[seen - 1], self._host[-1])
+        ):
             self._reset()
         start = len(self._host)
         return [

@@ -173,6 +173,21 @@ def test_summary_history_replays_an_existing_store_and_follows_outside_writes(no
     assert history.summary is None
 
 
+def test_a_shared_history_cleared_and_refilled_elsewhere_drops_the_old_summary(no_warnings: None) -> None:
+    """Another worker resets the backing history and writes a new conversation at least as long:
+    the old conversation's summary and pinned message must not leak into the new one's window."""
+    store = memory([HumanMessage("I am Alice, card ending 1234. " + "x " * 40), AIMessage("ok " * 40)] * 2)
+    history = SummaryChatMessageHistory(
+        store, summariser=replies(*[SUMMARY] * 20), model="gpt-4o", max_tokens=200
+    )
+    assert history.messages[0].content.endswith(SUMMARY)
+    store.clear()
+    bob = ["I am Bob.", "hello Bob", "what's my name?", "Bob", "thanks", "np"]
+    store.add_messages([(HumanMessage if i % 2 == 0 else AIMessage)(t) for i, t in enumerate(bob)])
+    assert [m.content for m in history.messages] == bob
+    assert history.summary is None
+
+
 def test_a_failing_summariser_falls_back_to_the_window(no_warnings: None) -> None:
     class Broken(RecordingChatModel):
         def _generate(self, *args: Any, **kwargs: Any) -> Any:
