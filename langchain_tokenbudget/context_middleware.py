@@ -4,7 +4,9 @@ For ``langchain.agents.create_agent``. The middleware rewrites the *model reques
 (``wrap_model_call``): ``state["messages"]`` keeps the full transcript, the model sees the
 window the core chooses. With ``strategy="summarise"`` the running summary is kept in the
 agent state (``tokenbudget_summary``, visible in the result, and the private
-``tokenbudget_folded``), so a checkpointer persists it per thread like the messages.
+``tokenbudget_folded`` and ``tokenbudget_folded_id``, the id of the last message the summary
+covers, so it follows removals and notices a reset thread), so a checkpointer persists it
+per thread like the messages.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = ["ContextWindowMiddleware", "ContextWindowState"]
 
 SUMMARY_KEY = "tokenbudget_summary"
 FOLDED_KEY = "tokenbudget_folded"
+FOLDED_ID_KEY = "tokenbudget_folded_id"
 Strategy = Literal["trim", "summarise"]
 ModelResult = ModelResponse[Any] | ExtendedModelResponse[Any]
 
@@ -57,6 +60,7 @@ class ContextWindowState(AgentState[Any]):
 
     tokenbudget_summary: NotRequired[Annotated[str | None, OmitFromSchema(input=True, output=False)]]
     tokenbudget_folded: NotRequired[Annotated[int, OmitFromSchema(input=True, output=True)]]
+    tokenbudget_folded_id: NotRequired[Annotated[str | None, OmitFromSchema(input=True, output=True)]]
 
 
 class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
@@ -162,8 +166,8 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         buffer: SummaryBuffer[Message] = SummaryBuffer(writer, self.budget.counter, **options)
         writer.max_tokens = buffer.summary_tokens
         head = 1 if request.system_message is not None else 0
-        state = cast("dict[str, Any]", request.state)
-        buffer.resume(state.get(SUMMARY_KEY), state.get(FOLDED_KEY, 0) + head)
+        summary, folded = _saved_summary(request)
+        buffer.resume(summary, folded + head)
         return buffer
 
     @staticmethod
@@ -198,10 +202,11 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         head = 1 if request.system_message is not None else 0
         folded = max(buffer.folded - head, 0)
         state = cast("dict[str, Any]", request.state)
-        saved = (state.get(SUMMARY_KEY), state.get(FOLDED_KEY, 0))
-        if (buffer.summary, folded) == saved:
+        last = request.messages[folded - 1].id if folded else None
+        saved = (state.get(SUMMARY_KEY), state.get(FOLDED_KEY, 0), state.get(FOLDED_ID_KEY))
+        if (buffer.summary, folded, last) == saved:
             return response
-        update = {SUMMARY_KEY: buffer.summary, FOLDED_KEY: folded}
+        update = {SUMMARY_KEY: buffer.summary, FOLDED_KEY: folded, FOLDED_ID_KEY: last}
         return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -245,6 +250,27 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
                 await buffer.aappend(message)
             response = await handler(self._summarised(request, buffer, host, core))
             return self._result(request, buffer, response)
+
+
+def _saved_summary(request: ModelRequest[Any]) -> tuple[str | None, int]:
+    """The state's summary and how many of ``request.messages`` it covers.
+
+    The count is checked against the id of the last folded message: when messages were removed
+    from the state since (``RemoveMessage``, a retention job), it follows that message; when the
+    message itself is gone (the thread was reset), the summary is dropped and rebuilt from what
+    the state holds now, so no message is skipped and no old conversation leaks in.
+    """
+    state = cast("dict[str, Any]", request.state)
+    summary, folded, last = state.get(SUMMARY_KEY), state.get(FOLDED_KEY, 0), state.get(FOLDED_ID_KEY)
+    messages = request.messages
+    if not folded:
+        return summary, 0
+    if last is None:  # saved before the id was kept: trust the count while it still fits
+        return (summary, folded) if folded <= len(messages) else (None, 0)
+    if folded <= len(messages) and messages[folded - 1].id == last:
+        return summary, folded
+    moved = next((i for i, m in enumerate(messages) if m.id == last), None)
+    return (None, 0) if moved is None else (summary, moved + 1)
 
 
 class _StepSummariser(ChatSummariser):

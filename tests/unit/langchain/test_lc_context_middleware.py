@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from lc_fakes import (
     WEATHER_TOOL,
     RecordingChatModel,
@@ -318,7 +320,53 @@ def test_a_message_that_is_not_a_message_is_named() -> None:
 def test_state_key_names_are_stable() -> None:
     from langchain_tokenbudget.context_middleware import ContextWindowState
 
-    assert {"tokenbudget_summary", "tokenbudget_folded"} <= set(ContextWindowState.__annotations__)
+    assert {"tokenbudget_summary", "tokenbudget_folded", "tokenbudget_folded_id"} <= set(
+        ContextWindowState.__annotations__
+    )
+
+
+class FactWriter(RecordingChatModel):
+    """A summariser whose summary lists the questions and replies it was given."""
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+        words = [w for w in str(messages[-1].content).split() if w.startswith(("q", "reply"))]
+        self.messages = iter([AIMessage(" ".join(words))])
+        return super()._generate(messages, *args, **kwargs)
+
+
+def threaded_agent() -> tuple[Any, RecordingChatModel, FactWriter, dict[str, Any]]:
+    model = RecordingChatModel(messages=(AIMessage(f"reply{i} " + "blah " * 30) for i in itertools.count()))
+    writer = FactWriter(messages=iter([]))
+    middleware = ContextWindowMiddleware("gpt-4o", max_tokens=400, strategy="summarise", summariser=writer)
+    graph = create_agent(model, system_prompt="sys", checkpointer=InMemorySaver(), middleware=[middleware])
+    config = {"configurable": {"thread_id": "t"}}
+    for i in range(7):
+        graph.invoke({"messages": [HumanMessage(f"q{i} " + "x " * 30)]}, config)
+    return graph, model, writer, config
+
+
+def test_messages_removed_from_the_state_do_not_make_the_summary_skip_any() -> None:
+    """Removing already-summarised messages shifts every position: the summary follows the last
+    message it covers, so the next one is still folded, not skipped."""
+    graph, model, writer, config = threaded_agent()
+    values = graph.get_state(config).values
+    folded = values["tokenbudget_folded"]
+    graph.update_state(config, {"messages": [RemoveMessage(id=m.id) for m in values["messages"][:4]]})
+    graph.invoke({"messages": [HumanMessage("q7 " + "x " * 30)]}, config)
+    summarised = " ".join(str(m[-1].content) for m in writer.received)
+    sent = {str(m.content).split()[0] for m in model.received[-1]}
+    for message in values["messages"][: folded + 2]:  # what was folded, and the turn after it
+        first = str(message.content).split()[0]
+        assert first in summarised or first in sent, first
+
+
+def test_a_reset_thread_drops_the_old_summary() -> None:
+    graph, model, _, config = threaded_agent()
+    assert graph.get_state(config).values["tokenbudget_summary"]
+    graph.update_state(config, {"messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES)]})
+    out = graph.invoke({"messages": [HumanMessage("I am Bob, a new conversation")]}, config)
+    assert [str(m.content) for m in model.received[-1]] == ["sys", "I am Bob, a new conversation"]
+    assert out.get("tokenbudget_summary") is None
 
 
 # -- summary calls and budgets ------------------------------------------------------------------
