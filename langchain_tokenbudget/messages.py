@@ -53,13 +53,11 @@ def _part(block: object, where: str) -> Part | None:
     kind = block.get("type")
     if kind in ("text", "image_url"):  # OpenAI-format blocks: the core parses them
         return to_part(block, where=where)
-    if kind == "image":  # LangChain standard content block
-        if block.get("url"):
-            return ImagePart(url=str(block["url"]))
-        if block.get("base64"):
-            mime = block.get("mime_type", "image/png")
-            return ImagePart(url=f"data:{mime};base64,{block['base64']}")
-        raise InvalidMessageError(where, "an image block needs 'url' or 'base64'")
+    if kind == "image":  # LangChain standard content block (v1 or v0), or Anthropic's own
+        url = _image_url(block)
+        if url is None:
+            raise InvalidMessageError(where, "an image block needs 'url' or 'base64'")
+        return ImagePart(url=url)
     if kind in _SKIPPED:
         return None  # tool calls come from AIMessage.tool_calls; reasoning is not re-sent as input
     raise InvalidMessageError(
@@ -67,6 +65,28 @@ def _part(block: object, where: str) -> Part | None:
         f"unsupported content block type {kind!r}",
         fix="supported: 'text', 'image_url', 'image'",
     )
+
+
+def _image_url(block: dict[str, Any]) -> str | None:
+    """The URL (or ``data:`` URL) of an image block, whichever way it names its image:
+    LangChain v1 (``url`` / ``base64``), v0 (``source_type`` with ``url`` / ``data``) or
+    Anthropic's own (``source: {type: base64 | url, ...}``). ``None``: none of these (a file id)."""
+    source = block.get("source")
+    if isinstance(
+        source, dict
+    ):  # Anthropic: {"type": "base64", "media_type", "data"} or {"type": "url", "url"}
+        block = {
+            "url": source.get("url"),
+            "base64": source.get("data"),
+            "mime_type": source.get("media_type"),
+        }
+    elif block.get("source_type") == "base64":  # LangChain v0
+        block = {"base64": block.get("data"), "mime_type": block.get("mime_type")}
+    if block.get("url"):
+        return str(block["url"])
+    if block.get("base64"):
+        return f"data:{block.get('mime_type') or 'image/png'};base64,{block['base64']}"
+    return None
 
 
 def _parts(content: str | list[Any], where: str, estimates: list[int] | None) -> str | tuple[Part, ...]:
