@@ -156,9 +156,20 @@ def fit_host(
             continue
         message = messages[i - len(head)]
         if i == fit.truncated:  # the core shortened it: carry its text back into the host message
-            message = message.model_copy(update={"content": fit[position].text})
+            message = message.model_copy(update={"content": _cut(message.content, fit[position].text)})
         out.append(message)
     return out
+
+
+def _cut(content: str | list[Any], text: str) -> str | list[Any]:
+    """The host content with its text replaced by the core's cut ``text`` (one text block, first;
+    the other blocks, images, kept as they were)."""
+    if isinstance(content, str):
+        return text
+    kept = [
+        b for b in content if not isinstance(b, str) and not (isinstance(b, dict) and b.get("type") == "text")
+    ]
+    return [{"type": "text", "text": text}, *kept] if kept else text
 
 
 def host_window(

@@ -18,14 +18,14 @@ history. Only a cheap role scan touches every message (to find system messages).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import MessageView, role_of
 from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
-from .messages import Message, MessageLike, to_message
+from .messages import Message, MessageLike, TextPart, to_message
 
 __all__ = ["FitResult", "Keep", "OnOverflow", "fit_messages"]
 
@@ -172,9 +172,16 @@ def fit_messages(
                 continue
             if index == 0:  # the first unit (newest, or oldest) must be kept
                 last = to_message(messages[end])
-                text_only = start == end and isinstance(last.content, str) and last.file_tokens is None
-                if on_overflow == "raise" or not text_only:
+                cuttable = start == end and last.file_tokens is None and bool(last.text)
+                if on_overflow == "raise":
                     raise ContextOverflowError(limit=budget, required=used + unit_cost)
+                if not cuttable:
+                    raise ContextOverflowError(
+                        limit=budget,
+                        required=used + unit_cost,
+                        fix="raise the budget, reserve fewer output tokens or unpin messages: the newest "
+                        "message cannot be shortened (a tool call with its results, a file, no text)",
+                    )
                 out[end], costs[end] = _truncate_to_fit(messages[end], budget - used, counter)
                 truncated = end
                 taken.append((start, end))
@@ -255,21 +262,30 @@ def _drop_orphan_assistants(
 
 
 def _truncate_to_fit(message: M, room: int, counter: TokenCounter) -> tuple[M, int]:
-    """The message with its text cut (keeping the end: the question is usually last) to fit ``room``."""
+    """The message with its text cut (keeping the end: the question is usually last) to fit ``room``.
+
+    A message of content parts keeps its images; its text parts become one text part, first.
+    """
     from .truncation import truncate_text
 
     core = to_message(message)
-    framing = int(counter.count_message(replace(core, content=""))) if room > 0 else 0
+    images = (
+        tuple(p for p in core.content if not isinstance(p, TextPart))
+        if isinstance(core.content, tuple)
+        else ()
+    )
+    framing = int(counter.count_message(replace(core, content=images or ""))) if room > 0 else 0
     limit = room - framing
     for _ in range(4):  # re-tokenising a cut can shift a boundary by a token or two
         if limit < 0:
             break
         text = truncate_text(core.text, limit, "keep_end", counter=counter)
         if isinstance(message, Message):
-            new: Any = replace(message, content=text)
+            new: Any = replace(message, content=(TextPart(text=text), *images) if images else text)
         else:
             new = dict(message)
-            new["content"] = text
+            kept = [p for p in message["content"] if _is_image(p)] if images else []
+            new["content"] = [{"type": "text", "text": text}, *kept] if kept else text
         c = int(counter.count_message(new))
         if c <= room:
             return new, c
@@ -277,3 +293,8 @@ def _truncate_to_fit(message: M, room: int, counter: TokenCounter) -> tuple[M, i
     raise ContextOverflowError(
         limit=room, required=int(counter.count_message(message)), what="newest message"
     )
+
+
+def _is_image(part: object) -> bool:
+    """A dict message's content part that is not text (kept whole when its text is cut)."""
+    return not isinstance(part, str) and not (isinstance(part, Mapping) and part.get("type") == "text")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tokenbudget_core import TokenCounter
 from tokenbudget_core.errors import ContextOverflowError, InvalidInputError, InvalidMessageError
 from tokenbudget_core.fitting import fit_messages
-from tokenbudget_core.messages import Message
+from tokenbudget_core.messages import Message, to_message
 
 COUNTER = TokenCounter.for_model("gpt-4o")
 
@@ -116,6 +116,26 @@ def test_overflow_raises_with_numbers_or_truncates_newest() -> None:
     assert history[1]["content"] == "please " * 500  # the caller's message is not modified
 
 
+def test_truncate_cuts_the_text_of_a_message_made_of_parts_and_keeps_its_image() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}}
+    text = [{"type": "text", "text": "please " * 300}, {"type": "text", "text": "what is this?"}]
+    for content in (text, [*text, image]):
+        history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]
+        window = fit_messages(history, 150, COUNTER, on_overflow="truncate")
+        assert window.truncated == 1
+        assert window.tokens == COUNTER.count_messages(window) <= 150
+        cut = window[1]["content"]
+        if content is text:
+            assert cut.endswith("what is this?")
+        else:
+            assert cut[0]["text"].endswith("what is this?")
+            assert cut[1:] == [image]
+    core = [Message(role="user", content=to_message({"role": "user", "content": [*text, image]}).content)]
+    [kept] = fit_messages(core, 150, COUNTER, on_overflow="truncate")
+    assert kept.text.endswith("what is this?")
+    assert kept.content[-1] == core[0].content[-1]  # type: ignore[index]
+
+
 def test_core_messages_are_returned_as_given() -> None:
     history = [Message(role="user", content=f"hello {i} " * 10) for i in range(30)]
     window = fit_messages(history, 200, "gpt-4o")
@@ -176,6 +196,8 @@ def test_a_stand_in_is_never_truncated_and_counts_its_files() -> None:
         with pytest.raises(ContextOverflowError) as err:
             fit_messages(history, 1_000, "gpt-4o", on_overflow=overflow)  # type: ignore[arg-type]
         assert err.value.required > 3_000
+        # the advice fits what was asked: never "pass on_overflow='truncate'" to a caller who did
+        assert ("on_overflow='truncate'" in str(err.value)) == (overflow == "raise")
     fit = fit_messages(history, 3_100, "gpt-4o")
     assert list(fit) == [pdf]  # the older turn made room for the file
     assert fit.tokens > 3_000

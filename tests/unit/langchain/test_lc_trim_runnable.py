@@ -125,6 +125,17 @@ def test_truncate_shortens_only_the_copy_sent_on() -> None:
     assert len(huge.content) > len(kept.content)
 
 
+def test_truncate_shortens_a_message_made_of_blocks_and_keeps_its_image() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}}
+    huge = HumanMessage(content=[{"type": "text", "text": "please read this " * 300}, image])
+    trim = TrimMessagesRunnable("gpt-4o", max_tokens=BUDGET, on_overflow="truncate")
+    [kept] = trim.invoke([huge])
+    assert tokens([kept]) <= BUDGET
+    assert kept.content[0]["text"].endswith("please read this ")  # type: ignore[index]
+    assert kept.content[1:] == [image]
+    assert len(huge.content[0]["text"]) == len("please read this " * 300)  # type: ignore[index]
+
+
 def test_runs_are_traced_under_the_runnable_name() -> None:
     from langchain_core.tracers.context import collect_runs
 
