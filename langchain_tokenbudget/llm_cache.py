@@ -139,9 +139,13 @@ class TokenBudgetLLMCache(BaseCache):
         }
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """Store the generations (the core cache may decline: sampled, tool calls, cut off...)."""
+        """Store the generations (the core cache may decline: sampled, tool calls, cut off...).
+
+        Raises:
+            InvalidInputError: ``return_val`` is not a list of LangChain ``Generation`` objects.
+        """
         request = to_cache_request(prompt, llm_string)
-        response = _response(return_val, request.model)
+        response = _response(_generations_of(return_val), request.model)
         if response is not None:
             self.cache.store(request, response, scope=self._scope())
 
@@ -157,13 +161,21 @@ class TokenBudgetLLMCache(BaseCache):
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async twin of :meth:`update`."""
         request = to_cache_request(prompt, llm_string)
-        response = _response(return_val, request.model)
+        response = _response(_generations_of(return_val), request.model)
         if response is not None:
             await self.cache.astore(request, response, scope=self._scope())
 
     async def aclear(self, **kwargs: Any) -> None:
         """Async twin of :meth:`clear`."""
         await self.cache.aclear()
+
+
+def _generations_of(value: object) -> Sequence[Generation]:
+    if not isinstance(value, list | tuple) or not all(isinstance(g, Generation) for g in value):
+        raise InvalidInputError(
+            "return_val", "must be a list of LangChain Generation objects", value=type(value).__name__
+        )
+    return value
 
 
 # -- LangChain's strings to a CacheRequest --------------------------------------------------------

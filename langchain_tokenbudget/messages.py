@@ -186,6 +186,7 @@ def to_core_request(messages: Sequence[BaseMessage]) -> list[Message]:
     Raises:
         InvalidMessageError: An item is not a LangChain message.
     """
+    _check_list(messages)
     return [_cached(m) or to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
 
 
@@ -195,7 +196,16 @@ def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     Plain-text system, human and AI messages (no tool calls) are converted once and then reused
     (core messages are immutable), so a growing history is not translated again on every call.
     """
+    _check_list(messages)
     return [_cached(m) or to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+
+
+def _check_list(messages: object) -> None:
+    """Raises InvalidMessageError unless ``messages`` is a list (or tuple) of items to read."""
+    if not isinstance(messages, list | tuple):
+        raise InvalidMessageError(
+            "messages", f"must be a list of LangChain messages, got {type(messages).__name__}"
+        )
 
 
 def _cached(m: object) -> Message | None:

@@ -9,6 +9,7 @@ from langchain_core.messages import BaseMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.fitting import OnOverflow
 
 from ._bridge import Budget, fit_host, host_messages
@@ -74,6 +75,10 @@ class TrimMessagesRunnable(Runnable[Any, Any]):
             tools=tools,
         )
         self.tools = list(tools or [])
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise InvalidInputError(
+                "system_prompt", "must be a string or None", value=type(system_prompt).__name__
+            )
         self.system = SystemMessage(system_prompt) if system_prompt is not None else None
 
     def _fit(self, value: Any) -> Any:

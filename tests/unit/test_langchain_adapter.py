@@ -120,3 +120,11 @@ def test_missing_usage_and_unsupported_blocks_are_clear_errors() -> None:
         cost_of_message(
             AIMessage("x", usage_metadata={"input_tokens": 1, "output_tokens": 1, "total_tokens": 2})
         )
+
+
+def test_a_list_is_required() -> None:
+    for convert in (to_core_messages, to_core_request):
+        for bad in (None, "hello", HumanMessage("hi")):
+            with pytest.raises(InvalidMessageError) as info:
+                convert(bad)  # type: ignore[arg-type]
+            assert info.value.field == "messages"

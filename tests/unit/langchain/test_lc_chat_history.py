@@ -217,6 +217,19 @@ def test_bad_arguments_are_clear_errors() -> None:
         SummaryChatMessageHistory(summariser="gpt-4o", model="gpt-4o", max_tokens=100)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="summary_tokens"):
         SummaryChatMessageHistory(summariser=replies(), model="gpt-4o", max_tokens=100, summary_tokens=100)
+    for history in (
+        TokenBudgetChatMessageHistory(model="gpt-4o", max_tokens=100),
+        SummaryChatMessageHistory(summariser=replies(), model="gpt-4o", max_tokens=100),
+    ):
+        for bad, field in (
+            (None, "messages"),
+            ("hello", "messages"),
+            ([HumanMessage("hi"), 5], "messages[1]"),
+        ):
+            with pytest.raises(InvalidInputError) as info:
+                history.add_messages(bad)  # type: ignore[arg-type]
+            assert info.value.field == field
+        assert history.transcript == []
 
 
 def test_overflow_on_read_is_a_token_budget_error() -> None:

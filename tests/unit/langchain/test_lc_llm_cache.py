@@ -271,6 +271,11 @@ def test_bad_arguments_name_the_field() -> None:
     with pytest.raises(InvalidInputError) as e:
         TokenBudgetLLMCache(ExactCache(), scope="acme")  # type: ignore[arg-type]
     assert e.value.field == "scope"
+    cache = TokenBudgetLLMCache(ExactCache())
+    for bad in (None, [5], "text"):
+        with pytest.raises(InvalidInputError) as e:
+            cache.update("prompt", "llm", bad)  # type: ignore[arg-type]
+        assert e.value.field == "return_val"
 
 
 def test_docstring_example_runs() -> None:
