@@ -123,6 +123,13 @@ def fit_messages(
         raise InvalidInputError("messages", "must be a list of messages", value=messages)
     _check_int("max_tokens", max_tokens, minimum=1)
     _check_int("reserve_output", reserve_output)
+    if reserve_output >= max_tokens:
+        raise InvalidInputError(
+            "reserve_output",
+            f"leaves no room for the prompt ({max_tokens} - {reserve_output})",
+            value=reserve_output,
+            fix="reserve fewer output tokens than max_tokens",
+        )
     if keep not in ("newest", "oldest"):
         raise InvalidInputError("keep", f"unknown value {keep!r}", value=keep, fix="use 'newest' or 'oldest'")
     if on_overflow not in ("raise", "truncate"):

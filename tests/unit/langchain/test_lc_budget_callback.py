@@ -26,7 +26,7 @@ from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHand
 from tokenbudget_core import InvalidInputError, Usage, cost_of
 from tokenbudget_core.attribution import attribute
 from tokenbudget_core.budgets import BudgetPolicy
-from tokenbudget_core.errors import BudgetExceededError
+from tokenbudget_core.errors import BudgetExceededError, UnknownModelError
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.money import usd_to_nanos
 
@@ -366,6 +366,8 @@ def test_options_and_unnamed_models_fail_loudly_before_any_call(tmp_path: Path) 
         BudgetCallbackHandler(ledger, feature="")
     with pytest.raises(InvalidInputError, match="max_output_tokens"):
         AsyncBudgetCallbackHandler(ledger, max_output_tokens=-1)
+    with pytest.raises(UnknownModelError):
+        BudgetCallbackHandler(ledger, model="gpt-99")
     model = metered(reply())
     with pytest.raises(InvalidInputError, match="does not name its model"):
         model.invoke("hi", config={"callbacks": [BudgetCallbackHandler(ledger)]})

@@ -31,7 +31,7 @@ from langchain_tokenbudget import BudgetMiddleware
 from tokenbudget_core import InvalidInputError, ModelRegistry, UnpricedModelError, Usage, cost_of
 from tokenbudget_core.attribution import attribute
 from tokenbudget_core.budgets import BudgetPolicy
-from tokenbudget_core.errors import BudgetExceededError
+from tokenbudget_core.errors import BudgetExceededError, UnknownModelError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.money import usd_to_nanos
 
@@ -308,6 +308,8 @@ def test_options_are_checked_when_made(tmp_path: Path) -> None:
         BudgetMiddleware(ledger, max_run_usd=0.5)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="max_run_tokens"):
         BudgetMiddleware(ledger, max_run_tokens=-5)
+    with pytest.raises(UnknownModelError):
+        BudgetMiddleware(ledger, model="gpt-99")
     assert BudgetMiddleware(ledger, max_run_usd="0.25").max_run_usd == Decimal("0.25")
     model = tool_turn()
     with pytest.raises(InvalidInputError, match="has no name"):

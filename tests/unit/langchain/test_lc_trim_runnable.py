@@ -175,6 +175,9 @@ def test_bad_options_and_tools() -> None:
         TrimMessagesRunnable("not-a-model", max_tokens=100)
     with pytest.raises(ContextOverflowError):  # the tools alone leave no room
         TrimMessagesRunnable("gpt-4o", max_tokens=20, tools=[get_weather])
+    with pytest.raises(InvalidInputError) as info:
+        TrimMessagesRunnable("gpt-4o", max_tokens=100, reserve_output=200)
+    assert info.value.field == "reserve_output"
     with pytest.raises(InvalidInputError, match="system_prompt"):
         TrimMessagesRunnable("gpt-4o", max_tokens=100, system_prompt=5)  # type: ignore[arg-type]
 
