@@ -238,8 +238,11 @@ def truncate(
 
 def _token_option(flag: str, dest: str, help_text: str, *, required: bool = False) -> Callable[[_F], _F]:
     # Taken as text and checked by _tokens, so a bad figure is a one-line error (exit 1), not a usage screen.
-    default = None if required else "0"
-    return click.option(flag, dest, metavar="N", required=required, default=default, help=help_text)
+    # A required option gets no default at all: click (8.3+) takes an explicit ``default=None``
+    # as a value, so a missing --output would reach _tokens as None instead of a usage error.
+    if required:
+        return click.option(flag, dest, metavar="N", required=True, help=help_text)
+    return click.option(flag, dest, metavar="N", default="0", help=help_text)
 
 
 @cli.command(epilog=_EXIT_CODES_HELP)
