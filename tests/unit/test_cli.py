@@ -175,7 +175,9 @@ def test_missing_required_option_is_clicks_usage_error() -> None:
     assert "--model" in result.stderr
 
 
-@pytest.mark.parametrize(("given", "missing"), [(("--input", "10"), "--output"), (("--output", "10"), "--input")])
+@pytest.mark.parametrize(
+    ("given", "missing"), [(("--input", "10"), "--output"), (("--output", "10"), "--input")]
+)
 def test_missing_token_figure_is_clicks_usage_error(given: tuple[str, ...], missing: str) -> None:
     result = run("cost", "--model", "gpt-4o", *given)
     assert result.exit_code == EXIT_USAGE, result.output
