@@ -449,11 +449,22 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
     """The store at ``url``, to read: a SQLite file is opened read-only and never modified, and
     one that does not exist or holds no ledger is an error, not a new empty ledger."""
     from .stores import DEFAULT_STORE_URL, open_store
+    from .stores.base import redact_url
 
     url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
     prefix = "sqlite:///"
     options: dict[str, object] = {}
-    if url.lower().startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
+    in_process = url.lower().startswith("memory://") or (
+        url.lower().startswith(prefix) and url[len(prefix) :].split("?", 1)[0] in ("", ":memory:")
+    )
+    if in_process:
+        raise InvalidInputError(
+            "--store",
+            f"{url} is an in-process store: this command would open a fresh, empty one, with nothing to read",
+            value=url,
+            fix="pass the store your app records to (sqlite:///path/to/ledger.db or redis://host:port/db)",
+        )
+    if url.lower().startswith(prefix):
         path = Path(url[len(prefix) :])
         if not path.is_file():
             raise InvalidInputError(
@@ -465,14 +476,14 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
         options["read_only"] = True
     try:
         store = open_store(url, **options)
-    except InvalidInputError as e:
+        try:
+            yield store
+        finally:
+            store.close()
+    except InvalidInputError as e:  # the URL, found bad when opened or when read (a Redis database)
         if e.field != "store":
             raise
-        raise InvalidInputError("--store", e.problem, value=url, fix=e.fix) from e
-    try:
-        yield store
-    finally:
-        store.close()
+        raise InvalidInputError("--store", e.problem, value=redact_url(url), fix=e.fix) from e
 
 
 def _positive(flag: str, value: str) -> int:

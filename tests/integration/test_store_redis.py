@@ -315,6 +315,19 @@ def test_open_store_routes_redis_urls(clean_redis_url: str) -> None:
         s.close()
 
 
+def test_a_database_the_server_does_not_have_is_a_bad_store_url(redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
+    s = RedisStore(f"{base}/99999")
+    try:
+        for operation in (s.ping, lambda: reserve(s, "r", 1, None), lambda: s.rollup([DAY])):
+            with pytest.raises(InvalidInputError) as e:
+                operation()
+            assert e.value.field == "store"
+            assert "no such database" in str(e.value)
+    finally:
+        s.close()
+
+
 @pytest.fixture
 def own_server(redis_server_binary: str) -> Iterator[RedisServer]:
     server = RedisServer(redis_server_binary).start()

@@ -350,3 +350,22 @@ def test_report_in_the_ledgers_time_zone(tmp_path: Path) -> None:
     assert Decimal(utc["totals"]["cost_usd"]) == 0  # the ledger filed it under its own (Tokyo) day
     bad = run("report", *store, "--timezone", "Mars/Olympus")
     assert_one_line_error(bad, EXIT_BAD_INPUT, "timezone", "Mars/Olympus")
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("redis://127.0.0.1:notaport/0", "notaport"),
+        ("redis://127.0.0.1:6379/0?namespace=x", "namespace"),
+        ("memory://", "in-process store"),
+        ("sqlite:///:memory:", "in-process store"),
+    ],
+)
+@pytest.mark.parametrize("command", ["report", "budgets"])
+def test_a_store_that_cannot_be_read_is_a_one_line_store_error(
+    tmp_path: Path, command: str, url: str, needle: str
+) -> None:
+    policy = tmp_path / "budgets.toml"
+    policy.write_text('daily_usd = "10"\n')
+    extra = ("--policy", str(policy)) if command == "budgets" else ()
+    assert_one_line_error(run(command, "--store", url, *extra), EXIT_BAD_INPUT, "--store", needle)

@@ -44,7 +44,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from tokenbudget_core._frozen import positional_maker
 from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError, MissingDependencyError
@@ -110,6 +110,61 @@ def _amount(value: object, field: str, key: object = None) -> str:
     return str(value)
 
 
+def _bad_url(url: str, problem: str) -> InvalidInputError:
+    return InvalidInputError(
+        "store",
+        f"bad Redis URL {redact_url(url)!r}: {problem}",
+        value=redact_url(url),
+        fix="use redis://[user:password@]host:port/db (db a number), rediss://... or "
+        "redis+cluster://host:port, with redis-py connection options as query parameters",
+    )
+
+
+def _check_url(url: str) -> None:
+    """What can be told wrong about a Redis URL before connecting: its port, database and options.
+
+    Raises:
+        InvalidInputError: A port that is not a number in 0-65535, a database that is not a
+            non-negative number, an option redis-py does not know or whose value it cannot read.
+    """
+    import inspect
+
+    from redis import connection
+
+    cluster = url.lower().startswith("redis+cluster://")
+    parsed = "redis://" + url.split("://", 1)[1] if cluster else url
+    parts = urlsplit(parsed)
+    try:
+        parts.port  # noqa: B018 - reading it checks it
+        options: dict[str, Any] = connection.parse_url(parsed)  # type: ignore[no-untyped-call]
+    except ValueError as e:
+        raise _bad_url(url, str(e)) from e
+    known = set(connection.URL_QUERY_ARGUMENT_PARSERS)
+    for cls in (connection.AbstractConnection, connection.Connection, connection.SSLConnection):
+        known.update(inspect.signature(cls.__init__).parameters)
+    unknown = sorted(set(parse_qs(parts.query)) - known)
+    if unknown:
+        hint = " (the store's namespace is RedisStore(namespace=...), not a URL option)"
+        raise _bad_url(url, f"unknown option {unknown[0]!r}" + (hint if unknown[0] == "namespace" else ""))
+    db = options.get("db")
+    path = unquote(parts.path).replace("/", "")
+    if db is None and path and not (path.isascii() and path.isdigit()):
+        raise _bad_url(url, f"database {path!r} is not a number")
+    if isinstance(db, int) and db < 0:  # (?db= is read as an int, or refused, by parse_url)
+        raise _bad_url(url, f"database {db!r} is not a non-negative number")
+    if cluster and (db or path not in ("", "0")):
+        raise _bad_url(url, "a cluster has only database 0")
+
+
+def _refused_connection(url: str, error: BaseException) -> InvalidInputError | None:
+    """The error of a server refusing the connection's setup for good (a database it does not have)."""
+    if "DB index is out of range" in str(error):
+        return _bad_url(
+            url, "the server has no such database (16 by default: 0-15, see its 'databases' setting)"
+        )
+    return None
+
+
 class RedisStore:
     """The ledger on Redis or Redis Cluster: one atomic Lua script per operation.
 
@@ -162,6 +217,9 @@ class RedisStore:
             raise InvalidInputError(
                 "socket_timeout", "must be a positive number of seconds", value=socket_timeout
             )
+        if not isinstance(url, str):
+            raise InvalidInputError("store", "must be a redis:// URL string", value=url)
+        _check_url(url)
         self.url = url
         self._shown_url = redact_url(url)
         if request_retention_days is None:
@@ -215,7 +273,10 @@ class RedisStore:
             # A cluster client connects when it is built: on first use, not here.
         else:
             self._connect = lambda: redis.Redis.from_url(url, **options)
-            self._use(self._connect())  # connects lazily; building it now checks the URL
+            try:
+                self._use(self._connect())  # connects lazily; building it now checks the URL
+            except (ValueError, TypeError) as e:  # an option redis-py refuses
+                raise _bad_url(url, str(e)) from e
             # Batching on one server; a cluster client runs each script on its own slot's node.
             self._batcher = _Batcher(self._send)
 
@@ -233,6 +294,8 @@ class RedisStore:
             yield self._client or self._connected()
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
+        except self._script_error as e:
+            raise _refused_connection(self.url, e) or e from e
 
     def _run(self, op: _Op) -> Any:
         if self._batcher is None:
@@ -250,6 +313,8 @@ class RedisStore:
             return self._send_on(self._client or self._connected(), ops)
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
+        except self._script_error as e:  # raised while connecting: replies are returned, not raised
+            raise _refused_connection(self.url, e) or e from e
 
     def _connected(self) -> Any:
         with self._lock:

@@ -1,0 +1,42 @@
+"""Bad input to the ledger's public entry points is an ``InvalidInputError`` naming the field and
+the fix, raised before any store call: never a bare ``ValueError``/``TypeError`` from deep inside,
+never a silently wrong figure."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.ledger import Ledger
+
+pytestmark = pytest.mark.usefixtures("isolated")
+
+
+# -- the store URL ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("redis://127.0.0.1:notaport/0", "notaport"),
+        ("redis://127.0.0.1:99999/0", "Port out of range"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=abc", "socket_timeout"),
+        ("redis://127.0.0.1:6379/0?namespace=x", "namespace"),
+        ("redis://127.0.0.1:6379/abc", "database 'abc' is not a number"),
+        ("redis://127.0.0.1:6379/-1", "database"),
+        ("redis+cluster://127.0.0.1:notaport", "notaport"),
+        ("redis+cluster://127.0.0.1:7000/0?nope=1", "nope"),
+    ],
+)
+def test_a_bad_redis_url_is_refused_when_the_ledger_is_built(url: str, needle: str) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        Ledger(url)
+    assert e.value.field == "store"
+    assert needle in str(e.value)
+    assert "redis://[user:password@]host:port/db" in str(e.value)
+
+
+def test_a_bad_redis_url_error_hides_the_password() -> None:
+    with pytest.raises(InvalidInputError) as e:
+        Ledger("redis://user:secret@127.0.0.1:notaport/0")
+    assert "secret" not in str(e.value)
