@@ -193,8 +193,20 @@ class Ledger:
             raise InvalidInputError("lease_seconds", "must be a positive number", value=lease_seconds)
         self.on_unavailable: OnUnavailable = on_unavailable
         self.lease_ms = int(lease_seconds * 1000)
+        if spool_path is not None and not isinstance(spool_path, str | os.PathLike):
+            raise InvalidInputError("spool_path", "must be a file path", value=spool_path)
         spool = spool_path or os.environ.get("TOKENBUDGET_SPOOL") or default_spool_path(self.store)
         self.spool = Spool(spool)
+        if on_unavailable == "open" and not isinstance(self.store, MemoryStore):
+            # failing open promises the usage of calls let through goes to the spool: it must be writable
+            problem = self.spool.unwritable()
+            if problem is not None:
+                raise InvalidInputError(
+                    "spool_path",
+                    f"the spool {str(self.spool.path)!r} cannot be written ({problem})",
+                    value=str(self.spool.path),
+                    fix="pass spool_path= (or set $TOKENBUDGET_SPOOL) to a file in a writable directory",
+                )
         self.sinks = resolve_sinks(alerts)
         self.registry = registry if registry is not None else default_registry()
         self.prices = prices
@@ -928,14 +940,33 @@ class Ledger:
         )
         try:
             outcome = yield req
-        except BudgetUnavailableError:
-            self.spool.append(req)
-            self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
+        except BudgetUnavailableError as e:
+            self._spool(req, e)
             return self._charge(plan, applied=False, spooled=True)
         if outcome.applied:
             record = not outcome.recorded_cost and plan.nanos is not None
             self._after_commit(plan, outcome.spent, record_cost=record)
         return self._charge(plan, applied=outcome.applied)
+
+    def _spool(self, req: CommitRequest, unavailable: BudgetUnavailableError) -> None:
+        """Keep a commit the store could not take in the spool, for a later replay.
+
+        Raises:
+            BudgetUnavailableError: The spool could not be written either (the usage is in no
+                store: the caller has to keep it).
+        """
+        try:
+            self.spool.append(req)
+        except OSError as e:
+            error = BudgetUnavailableError(unavailable.store, "the spool could not be written")
+            error.args = (  # not the usual "the call was not sent": it was, and its usage is here
+                f"budget store {error.store} is unreachable and the usage of request "
+                f"{req.request_id!r} could not be written to the spool {str(self.spool.path)!r} "
+                f"({type(e).__name__}: {e}): it is not recorded. Fix the spool path "
+                f"(spool_path= or $TOKENBUDGET_SPOOL) and record the usage again.",
+            )
+            raise error from e
+        self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
 
     def _routing_saved(self, usage: Usage, nanos: int | None, premium_model: object) -> int | None:
         """``usage`` priced on the premium model minus its actual cost ``nanos``, in nano-USD (signed).

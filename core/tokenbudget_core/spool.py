@@ -76,6 +76,28 @@ class Spool:
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock = threading.Lock()  # this object's replays; the flock covers other objects
 
+    def unwritable(self) -> str | None:
+        """Why the spool file could not be written here (``None`` when it can): a parent that is
+        a file, or a directory this process may not write in. Creates nothing.
+
+        Example:
+            >>> Spool("/dev/null/spool.jsonl").unwritable()
+            '/dev/null is not a directory'
+        """
+        if self.path.is_dir():
+            return f"{self.path} is a directory"
+        folder = self.path.parent
+        while not folder.exists():  # the nearest existing folder is where append() creates the rest
+            if folder.is_symlink() or folder == folder.parent:
+                return f"{folder} cannot be created"
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"{folder} is not a directory"
+        target = self.path if self.path.exists() else folder
+        if not os.access(target, os.W_OK):
+            return f"{target} is not writable by this process"
+        return None
+
     def __len__(self) -> int:
         """Pending commits: the lines in the spool and in a replay's file."""
         return sum(len(_lines(p)) for p in (self.path, self.replaying_path))
@@ -259,7 +281,7 @@ def _lines(path: Path) -> list[bytes]:
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
-    except FileNotFoundError:
+    except OSError:  # missing, or a path that cannot be a file (a parent that is a file): nothing spooled
         return 0
 
 

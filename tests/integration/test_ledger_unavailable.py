@@ -84,3 +84,21 @@ def test_fail_open_spools_and_replays_nothing_lost_or_doubled(server: RedisServe
         assert rows["chat/a/gpt-4o-mini"]["requests"] == 60
     finally:
         ledger.close()
+
+
+def test_a_spool_that_cannot_be_written_is_a_clear_error_not_a_raw_oserror(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ledger = Ledger(server.url, policy=POLICY, spool_path=blocker / "sub" / "spool.jsonl", alerts=[])
+    try:
+        server.halt(kill=True)
+        with pytest.raises(BudgetUnavailableError) as e:
+            ledger.record(usage(1), model="gpt-4o-mini", feature="chat", user="a", request_id="lost")
+        assert "could not be written to the spool" in str(e.value)
+        assert "'lost'" in str(e.value)
+        assert "record the usage again" in str(e.value)
+    finally:
+        server.resume()
+        ledger.close()

@@ -4,6 +4,8 @@ never a silently wrong figure."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tokenbudget_core.errors import InvalidInputError
@@ -40,3 +42,23 @@ def test_a_bad_redis_url_error_hides_the_password() -> None:
     with pytest.raises(InvalidInputError) as e:
         Ledger("redis://user:secret@127.0.0.1:notaport/0")
     assert "secret" not in str(e.value)
+
+
+# -- the spool ----------------------------------------------------------------------------------------
+
+
+def test_failing_open_checks_the_spool_can_be_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    store = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with pytest.raises(InvalidInputError) as e:
+        Ledger(store, on_unavailable="open", spool_path=blocker / "sub" / "spool.jsonl")
+    assert e.value.field == "spool_path"
+    assert "is not a directory" in str(e.value)
+    Ledger(store, on_unavailable="open", spool_path=tmp_path / "new" / "dir" / "spool.jsonl").close()
+
+
+def test_a_spool_path_must_be_a_path() -> None:
+    with pytest.raises(InvalidInputError) as e:
+        Ledger("memory://", spool_path=5)  # type: ignore[arg-type]
+    assert e.value.field == "spool_path"
