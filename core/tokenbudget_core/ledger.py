@@ -404,7 +404,8 @@ class Ledger:
                 reached a soft refusal; the call must not go out.
             BudgetUnavailableError: The store is down and the ledger fails closed.
             UnpricedModelError: The model has no price and a dollar budget applies.
-            InvalidInputError: A bad argument, named.
+            InvalidInputError: A bad argument, named; or ``request_id`` was already committed,
+                released or expired (a reserve retried while its reservation is live returns it again).
         """
         plan = self._reserve_plan(
             model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices
@@ -589,6 +590,7 @@ class Ledger:
 
         Raises:
             BudgetExceededError: The store refused it, or the ladder reached a soft refusal.
+            InvalidInputError: Its request id was already committed, released or expired.
         """
         checks = plan.checks
         if not outcome.ok:
@@ -602,6 +604,14 @@ class Ledger:
                 limit=nanos_to_usd(failed.limit) if money else failed.limit,
                 used=nanos_to_usd(outcome.used) if money else outcome.used,
                 requested=nanos_to_usd(failed.amount) if money else failed.amount,
+            )
+        if outcome.duplicate and outcome.state != "reserved":  # a retried reserve of a live id is fine
+            raise InvalidInputError(
+                "request_id",
+                f"{plan.request_id!r} was already {outcome.state or 'settled'} on {plan.day}: a reservation "
+                "under it would be checked against no budget and its commit ignored",
+                value=plan.request_id,
+                fix="use a fresh request id per call (or pass none: the ledger makes one)",
             )
         step: Step = "normal"
         if plan.scopes.limited:

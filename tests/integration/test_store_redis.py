@@ -328,6 +328,25 @@ def test_a_database_the_server_does_not_have_is_a_bad_store_url(redis_url: str) 
         s.close()
 
 
+def test_a_ledger_refuses_to_reserve_a_committed_request_id_again(
+    clean_redis_url: str, tmp_path: Any
+) -> None:
+    from tokenbudget_core import Usage
+    from tokenbudget_core.ledger import Ledger
+
+    ledger = Ledger(clean_redis_url, spool_path=tmp_path / "spool.jsonl")
+    try:
+        r = ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, request_id="once")
+        assert ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, request_id="once") == r
+        ledger.commit(r, Usage(input_tokens=10, output_tokens=10))
+        with pytest.raises(InvalidInputError) as e:
+            ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, request_id="once")
+        assert e.value.field == "request_id"
+        assert "already committed" in str(e.value)
+    finally:
+        ledger.close()
+
+
 @pytest.fixture
 def own_server(redis_server_binary: str) -> Iterator[RedisServer]:
     server = RedisServer(redis_server_binary).start()
