@@ -15,14 +15,17 @@ refuse the call:
 2. **end**: the usage the provider reported in ``ChatResponse.raw`` (streams: the last
    chunk's) is committed; without one, output tokens are counted and the usage is flagged
    ``estimated``;
-3. **error** (``EventPayload.EXCEPTION``): the reservation is released. A stream abandoned by
-   its consumer (``GeneratorExit``) was sent, so its counted input is committed, estimated.
+3. **error** (``EventPayload.EXCEPTION``): a call that failed before producing anything is
+   released. A stream that produced output and then failed, was cancelled
+   (``CancelledError``) or was abandoned by its consumer (``GeneratorExit``) was sent: the
+   ledger charges an estimate, flagged ``estimated``: the counted input plus the text streamed
+   so far (the last chunk LlamaIndex's stream wrapper handed out).
 
-Nested LLM events (``CustomLLM.chat`` calling ``complete``, a ``StructuredLLM`` around an
-``LLM``) are one provider call: the innermost event is charged and the enclosing one's
-reservation is handed over. A nested event is recognised while the enclosing wrapper is still
-running (its frame is on the stack); a stream created outside it (``CustomLLM.astream_chat``)
-is charged twice rather than never. The callback manager is synchronous: with a networked
+Nested LLM events (``CustomLLM.chat`` calling ``complete``, ``CustomLLM.astream_chat`` iterating
+``stream_chat``, a ``StructuredLLM`` around an ``LLM``) are one provider call: the innermost
+event is charged and the enclosing one's reservation is handed over. A nested event is
+recognised while the enclosing wrapper, or the stream wrapper it returned, is running (on the
+stack). The callback manager is synchronous: with a networked
 store, ``reserve`` and ``commit`` block the event loop of ``achat`` for one round trip.
 A stream created but never iterated ends no event: its reservation lasts until its lease ends.
 
@@ -61,6 +64,10 @@ _MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", 
 _FORGET_AFTER_SECONDS = 24 * 3600
 """A call whose end never came (a stream never iterated) is forgotten after this long."""
 ROUTE_KEY = "tokenbudget_route"
+_STREAM_WRAPPER = "wrapped_gen"
+"""The generator ``llm_chat_callback`` / ``llm_completion_callback`` wrap a stream in."""
+_STREAM_WRAPPER_DEPTH = 6
+"""How far up from a handler the stream wrapper that ended an event is looked for."""
 
 
 def routed_premium_model(response: object = None) -> str | None:
@@ -146,12 +153,43 @@ def caller_frame(depth: int) -> FrameType | None:
         return None
 
 
-def enclosing(frames: Mapping[int, Any], frame: FrameType | None) -> Any:
-    """The value of ``frames`` (keyed by ``id(frame)``) whose frame is on the stack above ``frame``."""
+def enclosing(calls: Mapping[str, Any], frame: FrameType | None, *, key: str) -> Any:
+    """The open call of ``calls`` that encloses an LLM event started from ``frame``.
+
+    A call encloses it while its LLM wrapper is on the stack above ``frame``: the wrapper
+    function itself (the call's ``frame``), or the stream wrapper it returned (LlamaIndex's
+    ``wrapped_gen``, running while the stream is iterated; its ``key`` local, ``event_id`` or
+    ``span_id``, is the call's key in ``calls``). The second case is a stream whose provider call
+    starts lazily, as ``CustomLLM.astream_chat`` calls ``stream_chat`` once it is iterated.
+    """
+    frames = {id(c.frame): c for c in calls.values() if c.frame}
     while frame is not None:
         found = frames.get(id(frame))
         if found is not None and found.frame is frame:
             return found
+        if frame.f_code.co_name == _STREAM_WRAPPER:
+            name = frame.f_locals.get(key)
+            found = calls.get(name) if isinstance(name, str) else None
+            if found is not None:
+                return found
+        frame = frame.f_back
+    return None
+
+
+def streamed_chunk(key: str, value: str) -> ChatResponse | CompletionResponse | None:
+    """The last chunk a stream ending with an error (or abandoned) had yielded, else ``None``.
+
+    Read from LlamaIndex's stream wrapper (``wrapped_gen``, found up the stack by its ``key``
+    local equal to ``value``; its loop variable is the chunk last handed to the consumer).
+    ``None`` when no chunk was produced or the wrapper is not found (not a stream).
+    """
+    frame = caller_frame(2)
+    for _ in range(_STREAM_WRAPPER_DEPTH):
+        if frame is None:
+            break
+        if frame.f_code.co_name == _STREAM_WRAPPER and frame.f_locals.get(key) == value:
+            chunk = frame.f_locals.get("x")
+            return chunk if isinstance(chunk, ChatResponse | CompletionResponse) else None
         frame = frame.f_back
     return None
 
@@ -263,8 +301,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         tokens = count_input(counter, messages=messages, prompt=prompt, kwargs=call_kwargs)
         with self._lock:
             self._prune()
-            frames = {id(c.frame): c for c in self._calls.values() if c.frame}
-            outer = enclosing(frames, caller.f_back if caller else None)
+            outer = enclosing(self._calls, caller.f_back if caller else None, key="event_id")
             if outer is not None:
                 outer.delegated = True
         if outer is not None:  # one provider call: its innermost event takes over the reservation
@@ -303,21 +340,30 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return
         payload = payload or {}
         error = payload.get(EventPayload.EXCEPTION)
-        if call.delegated or (error is not None and not isinstance(error, GeneratorExit)):
+        if call.delegated:
             self.ledger.release(call.reservation)
             return
-        # A stream its consumer abandoned (GeneratorExit) was sent: the ledger charges an estimate.
-        response = (
-            None
-            if error is not None
-            else payload.get(EventPayload.RESPONSE, payload.get(EventPayload.COMPLETION))
-        )
+        premium = call.premium_model
+        if error is None:
+            response = payload.get(EventPayload.RESPONSE, payload.get(EventPayload.COMPLETION))
+            self.ledger.settle(
+                call.reservation,
+                reported_usage(response),
+                reply_text=reply_text(response),
+                counter=call.counter,
+                premium_model=premium or routed_premium_model(response),
+            )
+            return
+        # A stream that failed, was cancelled or abandoned after a chunk was sent: the request
+        # went out and output came back, so the ledger charges an estimate (input + text so far).
+        chunk = streamed_chunk("event_id", event_id)
         self.ledger.settle(
             call.reservation,
-            reported_usage(response),
-            reply_text=reply_text(response),
+            None,
+            reply_text=reply_text(chunk),
+            failed=chunk is None and not isinstance(error, GeneratorExit),
             counter=call.counter,
-            premium_model=call.premium_model or routed_premium_model(response),
+            premium_model=premium or routed_premium_model(chunk),
         )
 
     def _prune(self) -> None:

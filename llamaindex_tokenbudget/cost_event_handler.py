@@ -17,11 +17,14 @@ charge each call. Because the dispatcher would swallow them silently, this handl
 own errors and logs them (logger ``llamaindex_tokenbudget.cost_event_handler``, level ERROR,
 with the figures that were not recorded).
 
-A stream its consumer abandoned (``ExceptionEvent`` with ``GeneratorExit``) is recorded as an
-estimate: the counted input and the text streamed so far. A routed call (a ``RoutedLLM`` tier
-call) is recorded with its premium model, so reports show what routing saved. Failed calls
-(``SpanDropEvent``, other ``ExceptionEvent``) are not charged. Nested LLM events (``CustomLLM.chat`` calling
-``complete``) are one provider call: only the innermost is recorded.
+A stream that produced output and then failed, was cancelled or was abandoned by its consumer
+(``ExceptionEvent``: an error, ``CancelledError``, ``GeneratorExit``) was sent: it is recorded as
+an estimate, the counted input and the text streamed so far. A routed call (a ``RoutedLLM`` tier
+call) is recorded with its premium model, so reports show what routing saved. Calls that failed
+before producing anything (``SpanDropEvent``, an ``ExceptionEvent`` before the first chunk) are
+not charged. Nested LLM events (``CustomLLM.chat`` calling ``complete``,
+``CustomLLM.astream_chat`` iterating ``stream_chat``) are one provider call: only the innermost
+is recorded.
 """
 
 from __future__ import annotations
@@ -160,8 +163,7 @@ class CostEventHandler(BaseEventHandler):
                 oldest = time.monotonic() - _FORGET_AFTER_SECONDS
                 for stale in [k for k, c in self._calls.items() if c.started < oldest]:
                     del self._calls[stale]
-                frames = {id(c.frame): c for c in self._calls.values() if c.frame}
-                outer = enclosing(frames, caller.f_back if caller else None)
+                outer = enclosing(self._calls, caller.f_back if caller else None, key="span_id")
                 if outer is not None:  # one provider call: the innermost event is recorded
                     outer.delegated = True
                 self._calls[key] = _Call(
@@ -183,8 +185,8 @@ class CostEventHandler(BaseEventHandler):
             call = self._calls.pop(key, None)
         if isinstance(event, SpanDropEvent) or (call is not None and call.delegated):
             return
-        if isinstance(event, ExceptionEvent):
-            if call is not None and isinstance(event.exception, GeneratorExit):
+        if isinstance(event, ExceptionEvent):  # a stream ended by an error, a cancel or its consumer
+            if call is not None and call.last is not None:  # it had produced output: it was sent
                 self._record(call, call.last, event.span_id or event.id_, abandoned=True)
             return
         assert isinstance(event, _ENDS)
