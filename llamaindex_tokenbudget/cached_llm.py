@@ -10,11 +10,21 @@ scope rules and the similarity threshold are the core cache's.
 A conversation with content the core cannot translate (a PDF or other document, audio, video)
 is cached too, as an ``opaque`` request: only the very same messages (the same file bytes) are
 served its answer; it is never matched by similarity.
+
+``CachedLLM`` is a ``FunctionCallingLLM``: wrapping one (``metadata.is_function_calling_model``),
+it serves agents (``FunctionAgent``) and ``chat_with_tools``. The wrapped LLM formats the tools
+(``_prepare_chat_with_tools``), validates the answer and reads its tool calls
+(``get_tool_calls_from_response``); the formatted request goes through the cache like any chat.
+Tools the cache cannot key (tool objects rather than JSON definitions, as ``MockFunctionCallingLLM``
+passes them) make the turn go through uncached. A cached answer's tool calls come back as
+``ToolCallBlock``s (the core cache stores answers with tool calls only when asked:
+``ExactCache(cache_tool_calls=True)``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,8 +40,12 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
+    TextBlock,
+    ToolCallBlock,
 )
 from llama_index.core.llms import LLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr
 
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope, canonical_json
@@ -45,6 +59,8 @@ from tokenbudget_core.usage_sources import as_dict
 from .messages import to_core_messages
 
 if TYPE_CHECKING:
+    from llama_index.core.tools.types import BaseTool
+
     from tokenbudget_core.response_cache import ExactCache
     from tokenbudget_core.semantic_cache import SemanticCache
 
@@ -55,7 +71,7 @@ logger = logging.getLogger("tokenbudget.cache")
 ScopeLike = CacheScope | Callable[[], CacheScope | None] | None
 
 
-class CachedLLM(LLM):
+class CachedLLM(FunctionCallingLLM):
     """Wrap a LlamaIndex LLM so repeated (or, with a ``SemanticCache``, near-identical) requests
     are answered from a tokenbudget response cache.
 
@@ -186,6 +202,62 @@ class CachedLLM(LLM):
         except InvalidInputError as e:
             logger.debug("response not cached: %s", e)
             return None
+
+    # -- tools: the wrapped LLM formats them and reads its answers ---------------------------------
+
+    def _tool_llm(self) -> FunctionCallingLLM:
+        if not isinstance(self.llm, FunctionCallingLLM) or not self.llm.metadata.is_function_calling_model:
+            raise InvalidInputError(
+                "llm",
+                f"{type(self.llm).__name__} does not call tools (not a function-calling LLM)",
+                fix="wrap a FunctionCallingLLM (OpenAI, Anthropic...), or use a ReActAgent",
+            )
+        return self.llm
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The wrapped LLM's request for a chat with tools (it formats the tools its own way).
+
+        Raises:
+            InvalidInputError: The wrapped LLM does not call tools.
+        """
+        return self._tool_llm()._prepare_chat_with_tools_compat(
+            tools,
+            user_msg=user_msg,
+            chat_history=chat_history,
+            verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls,
+            tool_required=tool_required,
+            **kwargs,
+        )
+
+    def _validate_chat_with_tools_response(
+        self,
+        response: ChatResponse,
+        tools: Sequence[BaseTool],
+        allow_parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        """The wrapped LLM's check of an answer to a chat with tools."""
+        return self._tool_llm()._validate_chat_with_tools_response(
+            response, tools, allow_parallel_tool_calls=allow_parallel_tool_calls, **kwargs
+        )
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The tool calls of an answer (fresh or cached), read by the wrapped LLM."""
+        return self._tool_llm().get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )
 
     # -- chat --------------------------------------------------------------------------------------
 
@@ -360,11 +432,38 @@ def _audit(hit: CacheHit) -> dict[str, Any]:
     return {"cache_hit": {"kind": hit.kind, "key": hit.key, "score": hit.score, "saved_usd": saved}}
 
 
+def _tool_call_blocks(calls: Sequence[Any]) -> list[ToolCallBlock]:
+    """The stored tool calls (``{"id", "name", "arguments"}``, arguments as JSON text) as blocks."""
+    blocks: list[ToolCallBlock] = []
+    seen: set[str] = set()
+    for call in calls:
+        call_id = str(call.get("id") or "")
+        if call_id and call_id in seen:  # the same call read from blocks and additional_kwargs
+            continue
+        seen.add(call_id)
+        arguments = call.get("arguments") or ""
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            parsed = arguments
+        blocks.append(
+            ToolCallBlock(
+                tool_call_id=call_id or None,
+                tool_name=str(call.get("name") or ""),
+                tool_kwargs=parsed if isinstance(parsed, dict) else str(arguments),
+            )
+        )
+    return blocks
+
+
 def _chat_hit(hit: CacheHit) -> ChatResponse:
     kwargs = hit.response.extra.get("additional_kwargs")
+    calls = _tool_call_blocks(hit.response.tool_calls)
+    text = hit.response.content
+    blocks: list[Any] = [TextBlock(text=text)] if text or not calls else []
     message = ChatMessage(
         role=MessageRole.ASSISTANT,
-        content=hit.response.content,
+        blocks=[*blocks, *calls],
         additional_kwargs=dict(kwargs) if isinstance(kwargs, dict) else {},
     )
     return ChatResponse(message=message, additional_kwargs=_audit(hit))

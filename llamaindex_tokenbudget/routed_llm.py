@@ -12,12 +12,21 @@ answered. Retryable provider errors go down the tier's fallback chain (a stream 
 first chunk). The decision is in ``response.additional_kwargs["tokenbudget_route"]`` (every
 chunk of a stream), and the tier LLM is called under :func:`~tokenbudget_core.routing.using_route`,
 so a budget handler charging it records what routing saved against the premium tier.
+
+Tool calling: ``RoutedLLM`` is a ``FunctionCallingLLM``, and reports
+``metadata.is_function_calling_model`` when every tier and fallback LLM is one. Then
+``chat_with_tools`` and its async and streaming twins (what ``FunctionAgent`` calls) route the
+conversation, its tool definitions counted as input, and the chosen tier's own ``*_with_tools``
+formats the tools for its provider; ``get_tool_calls_from_response`` is answered by the LLM that
+answered (``tokenbudget_route["answered_by"]``). When some tier cannot call tools, agents refuse
+the ``RoutedLLM`` up front (``FunctionAgent``: "LLM must be a FunctionCallingLLM") and the
+``*_with_tools`` methods raise :class:`~tokenbudget_core.errors.InvalidInputError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -30,7 +39,8 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, ValidationError
-from llama_index.core.llms.llm import LLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import LLM, ToolSelection
 
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.messages import Message
@@ -38,6 +48,9 @@ from tokenbudget_core.routing import RouteDecision, TierRouter, using_route
 
 from ._bridge import host_error
 from .messages import to_core_request
+
+if TYPE_CHECKING:
+    from llama_index.core.tools.types import BaseTool
 
 __all__ = ["ROUTE_KEY", "RoutedLLM"]
 
@@ -67,7 +80,7 @@ def _annotated(response: R, decision: RouteDecision, model: str) -> R:
     return response
 
 
-class RoutedLLM(LLM):
+class RoutedLLM(FunctionCallingLLM):
     """An LLM that sends each call to the cheapest adequate of its tier LLMs.
 
     Args:
@@ -80,6 +93,8 @@ class RoutedLLM(LLM):
         max_output_tokens: Output tokens routing assumes when the call sets no ``max_tokens``.
 
     Per call, ``force_tier="large"`` skips the classifier (it is not passed on to the tier LLM).
+    With function-calling tiers, ``chat_with_tools`` (and agents) route too; the chosen tier
+    formats the tools.
 
     Raises:
         InvalidInputError: Empty tiers, a tier that is not an LLM or names no model; at call time
@@ -168,13 +183,22 @@ class RoutedLLM(LLM):
             context_window=max(m.context_window for m in metas),
             num_output=max(m.num_output for m in metas),
             is_chat_model=all(m.is_chat_model for m in metas),
-            is_function_calling_model=all(m.is_function_calling_model for m in metas),
+            is_function_calling_model=self._calls_tools(),
             model_name="|".join(self._router.tiers.values()),
+        )
+
+    def _calls_tools(self) -> bool:
+        """Every LLM a call may go to (tiers and fallbacks) is a function-calling LLM."""
+        return all(
+            isinstance(llm, FunctionCallingLLM) and llm.metadata.is_function_calling_model
+            for llm in self._llms.values()
         )
 
     # -- translation ------------------------------------------------------------------------------
 
-    def _request(self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _request(
+        self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any], tools: Sequence[Any] = ()
+    ) -> dict[str, Any]:
         force = kwargs.pop("force_tier", None)
         out = kwargs.get("max_tokens")
         messages: str | list[Message] = what if isinstance(what, str) else to_core_request(what)
@@ -182,10 +206,17 @@ class RoutedLLM(LLM):
             "messages": messages,  # a document block is estimated, not refused
             "force_tier": force,
             "max_output_tokens": out if isinstance(out, int) and not isinstance(out, bool) else None,
+            "tools": [_tool_definition(t, i) for i, t in enumerate(tools)] or None,
         }
 
-    def _call(self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any], fn: Callable[[LLM], R]) -> R:
-        decision = self._router.route(**self._request(what, kwargs))
+    def _call(
+        self,
+        what: str | Sequence[ChatMessage],
+        kwargs: dict[str, Any],
+        fn: Callable[[LLM], R],
+        tools: Sequence[Any] = (),
+    ) -> R:
+        decision = self._router.route(**self._request(what, kwargs, tools))
 
         def attempt(m: str) -> tuple[str, R]:
             with using_route(decision):
@@ -195,9 +226,13 @@ class RoutedLLM(LLM):
         return _annotated(response, decision, model)
 
     async def _acall(
-        self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any], fn: Callable[[LLM], Awaitable[R]]
+        self,
+        what: str | Sequence[ChatMessage],
+        kwargs: dict[str, Any],
+        fn: Callable[[LLM], Awaitable[R]],
+        tools: Sequence[Any] = (),
     ) -> R:
-        decision = await self._router.aroute(**self._request(what, kwargs))
+        decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
         async def attempt(m: str) -> tuple[str, R]:
             with using_route(decision):
@@ -211,8 +246,9 @@ class RoutedLLM(LLM):
         what: str | Sequence[ChatMessage],
         kwargs: dict[str, Any],
         fn: Callable[[LLM], Generator[R, None, None]],
+        tools: Sequence[Any] = (),
     ) -> Generator[R, None, None]:
-        decision = self._router.route(**self._request(what, kwargs))
+        decision = self._router.route(**self._request(what, kwargs, tools))
 
         def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
             with using_route(decision):
@@ -241,8 +277,9 @@ class RoutedLLM(LLM):
         what: str | Sequence[ChatMessage],
         kwargs: dict[str, Any],
         fn: Callable[[LLM], Awaitable[AsyncGenerator[R, None]]],
+        tools: Sequence[Any] = (),
     ) -> AsyncGenerator[R, None]:
-        decision = await self._router.aroute(**self._request(what, kwargs))
+        decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
         async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
             with using_route(decision):
@@ -313,3 +350,178 @@ class RoutedLLM(LLM):
         return await self._astream(
             prompt, kwargs, lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs)
         )
+
+    # -- tool calling: route, then the tier LLM's own *_with_tools (it formats the tools) ----------
+
+    def _tool_llm(self, llm: LLM) -> FunctionCallingLLM:
+        if not isinstance(llm, FunctionCallingLLM) or not self._calls_tools():
+            raise InvalidInputError(
+                "tiers",
+                "every tier and fallback LLM must be a function-calling LLM to chat with tools",
+                fix="use function-calling LLMs (OpenAI, Anthropic...) in every tier, or a ReActAgent",
+            )
+        return llm
+
+    def _tool_turn(
+        self,
+        method: str,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None,
+        chat_history: Sequence[Any] | None,
+        options: dict[str, Any],
+    ) -> tuple[list[ChatMessage], Callable[[LLM], Any]]:
+        """The conversation a chat with tools sends (to route on), and the tier call making it."""
+        self._tool_llm(next(iter(self._llms.values())))
+        if isinstance(tools, str | bytes | Mapping) or not isinstance(tools, Sequence):
+            raise InvalidInputError("tools", "must be a list of LlamaIndex tools", value=tools)
+        if chat_history is not None and (
+            isinstance(chat_history, str) or not isinstance(chat_history, Sequence)
+        ):
+            raise InvalidInputError("chat_history", "must be a list of ChatMessage", value=chat_history)
+        messages = list(chat_history or [])
+        if isinstance(user_msg, str):
+            messages.append(ChatMessage(role="user", content=user_msg))
+        elif user_msg is not None:
+            messages.append(user_msg)
+        options.pop("force_tier", None)  # the router's option, not the tier's
+
+        def call(llm: LLM) -> Any:
+            return getattr(self._tool_llm(llm), method)(tools, user_msg, chat_history, **options)
+
+        return messages, call
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Not used: each tier formats the tools for its own provider (see :meth:`chat_with_tools`).
+
+        Raises:
+            InvalidInputError: Always; the tier is not known before the request is routed.
+        """
+        raise InvalidInputError(
+            "tools",
+            "a RoutedLLM formats tools for the tier it routes to, not in advance",
+            fix="call chat_with_tools / achat_with_tools / stream_chat_with_tools / astream_chat_with_tools",
+        )
+
+    def chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        """Route the conversation (its tools counted), then the chosen tier's ``chat_with_tools``.
+
+        Raises:
+            InvalidInputError: A tier or fallback does not call tools, or a bad argument.
+            BudgetExceededError: The payer's budget is used up: nothing was sent.
+            ContextOverflowError: The conversation fits no tier.
+        """
+        options = {"verbose": verbose, "allow_parallel_tool_calls": allow_parallel_tool_calls}
+        messages, fn = self._tool_turn(
+            "chat_with_tools",
+            tools,
+            user_msg,
+            chat_history,
+            {**options, "tool_required": tool_required, **kwargs},
+        )
+        response: ChatResponse = self._call(messages, kwargs, fn, tools)
+        return response
+
+    async def achat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        """Async twin of :meth:`chat_with_tools`."""
+        options = {"verbose": verbose, "allow_parallel_tool_calls": allow_parallel_tool_calls}
+        messages, fn = self._tool_turn(
+            "achat_with_tools",
+            tools,
+            user_msg,
+            chat_history,
+            {**options, "tool_required": tool_required, **kwargs},
+        )
+        response: ChatResponse = await self._acall(messages, kwargs, fn, tools)
+        return response
+
+    def stream_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponseGen:
+        """Route, then stream the chosen tier's ``stream_chat_with_tools``."""
+        options = {"verbose": verbose, "allow_parallel_tool_calls": allow_parallel_tool_calls}
+        messages, fn = self._tool_turn(
+            "stream_chat_with_tools",
+            tools,
+            user_msg,
+            chat_history,
+            {**options, "tool_required": tool_required, **kwargs},
+        )
+        return self._stream(messages, kwargs, fn, tools)
+
+    async def astream_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponseAsyncGen:
+        """Async twin of :meth:`stream_chat_with_tools`."""
+        options = {"verbose": verbose, "allow_parallel_tool_calls": allow_parallel_tool_calls}
+        messages, fn = self._tool_turn(
+            "astream_chat_with_tools",
+            tools,
+            user_msg,
+            chat_history,
+            {**options, "tool_required": tool_required, **kwargs},
+        )
+        return await self._astream(messages, kwargs, fn, tools)
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The tool calls of an answer, read by the tier LLM that gave it (else the first tier)."""
+        route = response.additional_kwargs.get(ROUTE_KEY) if isinstance(response, ChatResponse) else None
+        answered_by = route.get("answered_by") if isinstance(route, Mapping) else None
+        llm = self._llms.get(answered_by) if isinstance(answered_by, str) else None
+        return self._tool_llm(llm or next(iter(self._llms.values()))).get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )
+
+
+def _tool_definition(tool: Any, i: int) -> dict[str, Any]:
+    """A LlamaIndex tool as the OpenAI-style definition the router counts (a dict as it is)."""
+    if isinstance(tool, Mapping):
+        return dict(tool)
+    metadata = getattr(tool, "metadata", None)
+    to_openai = getattr(metadata, "to_openai_tool", None)
+    if not callable(to_openai):
+        raise InvalidInputError(f"tools[{i}]", "must be a LlamaIndex tool (with metadata)", value=tool)
+    definition = to_openai(skip_length_check=True)
+    return dict(definition)
