@@ -166,6 +166,36 @@ class Ledger:
         prices: PriceTable | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if store is not None and not isinstance(store, str) and not isinstance(store, LedgerStore):
+            raise InvalidInputError(
+                "store",
+                f"must be a store URL or a LedgerStore, got {type(store).__name__}",
+                value=store,
+                fix="memory://, sqlite:///path/to/file.db or redis://host:port/db",
+            )
+        if registry is not None and not isinstance(registry, ModelRegistry):
+            raise InvalidInputError("registry", "must be a ModelRegistry (or None)", value=registry)
+        if prices is not None and not isinstance(prices, PriceTable):
+            raise InvalidInputError(
+                "prices",
+                "must be a PriceTable (or None)",
+                value=prices,
+                fix="PriceTable({'<model>': PriceOverride(...)})",
+            )
+        if not callable(clock):
+            raise InvalidInputError("clock", "must be a function returning epoch seconds", value=clock)
+        now = clock()
+        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+            raise InvalidInputError(
+                "clock", f"must return epoch seconds (a number), returned {now!r}", value=now
+            )
+        if alerts is not None and (isinstance(alerts, str | bytes) or not isinstance(alerts, Sequence)):
+            raise InvalidInputError(
+                "alerts",
+                "must be a list of sinks",
+                value=alerts,
+                fix='["log"], ["https://..."] or [a callable]',
+            )
         self.store: LedgerStore = (
             store if store is not None and not isinstance(store, str) else open_store(store)
         )
@@ -232,28 +262,50 @@ class Ledger:
 
     # -- time and scopes --------------------------------------------------------------------------
 
-    def day(self, at: float | None = None) -> str:
-        """The ledger day (ISO date in the ledger's time zone) of ``at`` (default now)."""
-        return self._day_of(self.clock() if at is None else at)
+    def day(self, at: float | datetime | None = None) -> str:
+        """The ledger day (ISO date in the ledger's time zone) of ``at`` (epoch seconds or an aware
+        datetime; default now).
 
-    def _instant(self, field: str, at: float | datetime) -> float:
+        Raises:
+            InvalidInputError: ``at`` is not a time, or has no date in the ledger's time zone.
+        """
+        if at is None:
+            return self._day_of(self.clock())
+        return self._day_at("at", at, future=True)
+
+    def _instant(self, field: str, at: float | datetime, *, future: bool = False) -> float:
         """``at`` (epoch seconds or an aware datetime) as epoch seconds, not in the future.
 
         Raises:
-            InvalidInputError: Not a time, a naive datetime, or later than now (5 minutes of
-                clock skew allowed).
+            InvalidInputError: Not a time, a naive datetime, or (unless ``future``) later than
+                now (5 minutes of clock skew allowed).
         """
         if isinstance(at, datetime):
             if at.tzinfo is None or at.utcoffset() is None:
                 raise InvalidInputError(field, "must have a time zone", value=at, fix="datetime.now(UTC)")
-            seconds = at.timestamp()
+            try:
+                seconds = at.timestamp()
+            except (OverflowError, ValueError, OSError) as e:  # an instant before year 1 in UTC
+                raise _out_of_range(field, at) from e
         elif isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at):
             seconds = float(at)
         else:
             raise InvalidInputError(field, "must be epoch seconds or a datetime", value=at)
-        if seconds > self.clock() + 300:
+        if not future and seconds > self.clock() + 300:
             raise InvalidInputError(field, "is in the future", value=at, fix="pass when the call happened")
         return seconds
+
+    def _day_at(self, field: str, at: float | datetime, *, future: bool = False) -> str:
+        """The ledger day of ``at`` (see :meth:`_instant`).
+
+        Raises:
+            InvalidInputError: As :meth:`_instant`, or ``at`` has no date in the ledger's time zone.
+        """
+        seconds = self._instant(field, at, future=future)
+        try:
+            return self._day_of(seconds)
+        except (OverflowError, ValueError, OSError) as e:  # before year 1 (or after 9999) here
+            raise _out_of_range(field, at) from e
 
     def _day_of(self, at: float) -> str:
         second = int(at // 1)  # days start on whole seconds in every zone: cache one second's answer
@@ -495,12 +547,17 @@ class Ledger:
         conversation = ctx.conversation or conversation
         if not (
             type(input_tokens) is int
-            and input_tokens >= 0
-            and (max_output_tokens is None or (type(max_output_tokens) is int and max_output_tokens >= 0))
+            and 0 <= input_tokens <= _MAX_AMOUNT
+            and (
+                max_output_tokens is None
+                or (type(max_output_tokens) is int and 0 <= max_output_tokens <= _MAX_AMOUNT)
+            )
         ):
             for field, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                     raise InvalidInputError(field, "must be a non-negative integer", value=value)
+                if value is not None and value > _MAX_AMOUNT:
+                    raise _too_large(field, f"is {value:,} tokens", value)
             # int subclasses (a counter's TokenCount) are stored as plain ints by every store
             input_tokens = int(input_tokens)
             max_output_tokens = None if max_output_tokens is None else int(max_output_tokens)
@@ -542,6 +599,9 @@ class Ledger:
         if nanos is None and scopes.money_limited:
             raise UnpricedModelError(model)
         tokens, amount = input_tokens + out, nanos or 0
+        if tokens > _MAX_AMOUNT or amount > _MAX_AMOUNT:  # the worst case over every choice
+            what = f"{tokens:,} tokens" if tokens > _MAX_AMOUNT else f"${nanos_to_usd(amount)}"
+            raise _too_large("max_output_tokens", f"makes a worst case of {what}", max_output_tokens)
         amounts = tuple([tokens if t else amount for t in scopes.tokens_at])
         checks = tuple(
             [
@@ -768,7 +828,7 @@ class Ledger:
         ctx = current_attribution()
         return self._commit(
             request_id=request_id or new_request_id(),
-            day=self.day() if at is None else self._day_of(self._instant("at", at)),
+            day=self.day() if at is None else self._day_at("at", at),
             model=model,
             feature=ctx.feature or feature,
             user=ctx.user or user,
@@ -881,9 +941,19 @@ class Ledger:
         """
         if not isinstance(usage, Usage):
             raise InvalidInputError("usage", f"must be a Usage, got {type(usage).__name__}", value=usage)
+        tokens = usage.input_tokens + usage.output_tokens
+        if tokens + usage.requests > _MAX_AMOUNT or type(cache_hit) is not bool:
+            _check_commit_figures(usage, cache_hit)
         self.registry.get(model)
         nanos = self._price_nanos(usage, model, round_up=False)
         cost = 0 if nanos is None else nanos
+        if cost > _MAX_AMOUNT:
+            raise _too_large("usage", f"costs ${nanos_to_usd(cost)}", usage)
+        saved = 0
+        if saved_usd is not None:
+            saved = usd_to_nanos(saved_usd, field="saved_usd")
+            if saved > _MAX_AMOUNT:
+                raise _too_large("saved_usd", f"is ${saved_usd}", saved_usd)
         rollup = {
             "requests": usage.requests,
             "input_tokens": usage.input_tokens,
@@ -892,7 +962,7 @@ class Ledger:
             "cache_write_tokens": usage.cache_write_tokens,
             "cost_nanos": cost,
             "cache_hits": int(cache_hit),
-            "saved_nanos": 0 if saved_usd is None else usd_to_nanos(saved_usd),
+            "saved_nanos": saved,
             "overhead_nanos": cost if overhead else 0,
             "estimated": int(usage.estimated),
             "unpriced": int(nanos is None),
@@ -900,6 +970,10 @@ class Ledger:
         routing_saved_usd = None
         if premium_model is not None:  # a routed call: its counterfactual (nothing added otherwise)
             routed = self._routing_saved(usage, nanos, premium_model)
+            if routed is not None and abs(routed) > _MAX_AMOUNT:
+                raise _too_large(
+                    "premium_model", f"makes a routing saving of ${nanos_to_usd(routed)}", routed
+                )
             rollup["routed_requests"] = 1
             rollup["routing_saved_nanos"] = routed or 0
             routing_saved_usd = None if routed is None else nanos_to_usd(routed)
@@ -911,7 +985,7 @@ class Ledger:
         scopes = self._scopes_of(feature, user)
         return _CommitPlan(
             request_id, day, now_ms, feature, user, usage, nanos, cost, scopes,
-            usage.input_tokens + usage.output_tokens, scopes.rollup_prefix + _enc(model), rollup,
+            tokens, scopes.rollup_prefix + _enc(model), rollup,
             None if nanos is None else _enc(feature),  # no cost sample for an unknown price
             routing_saved_usd,
         )  # fmt: skip
@@ -1040,7 +1114,7 @@ class Ledger:
         *,
         reply_text: str = "",
         failed: bool = False,
-        counter: TextCounter | None = None,
+        counter: TextCounter | str | None = None,
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
         hit_recorded: bool = False,
@@ -1062,9 +1136,42 @@ class Ledger:
         ``model`` (the model that answered) and ``premium_model`` (the call was routed) are
         passed on to :meth:`commit`; a cache hit called no model, so it records no routing.
 
+        ``counter`` counts ``reply_text``: a counter (anything with ``count(text)``) or a model name.
+
         Raises:
-            InvalidInputError: ``reservation`` is not a :class:`Reservation`.
+            InvalidInputError: ``reservation`` is not a :class:`Reservation`, ``reported`` is not
+                a :class:`~tokenbudget_core.usage.Usage` (or ``None``), ``reply_text`` is not a
+                string, ``counter`` is not a counter, or a flag is not a bool.
         """
+        if not isinstance(reservation, Reservation):
+            raise InvalidInputError(
+                "reservation", "must be the Reservation that reserve() returned", value=reservation
+            )
+        if reported is not None and not isinstance(reported, Usage):
+            raise InvalidInputError(
+                "reported",
+                f"must be a Usage or None, got {type(reported).__name__}",
+                value=reported,
+                fix="convert the provider's usage with Usage.from_openai(...) / Usage.from_anthropic(...)",
+            )
+        if not isinstance(reply_text, str):
+            raise InvalidInputError(
+                "reply_text", f"must be a string, got {type(reply_text).__name__}", value=reply_text
+            )
+        if (
+            counter is not None
+            and not isinstance(counter, str)
+            and not callable(getattr(counter, "count", None))
+        ):
+            raise InvalidInputError(
+                "counter",
+                f"must be a token counter (with count(text)) or a model name, got {type(counter).__name__}",
+                value=counter,
+                fix="pass TokenCounter.for_model('<model>') or the model's name",
+            )
+        for flag, value in (("failed", failed), ("cache_hit", cache_hit), ("hit_recorded", hit_recorded)):
+            if not isinstance(value, bool):
+                raise InvalidInputError(flag, "must be True or False", value=value)
         if cache_hit:
             if hit_recorded:
                 self.release(reservation)
@@ -1097,7 +1204,7 @@ class Ledger:
         *,
         reply_text: str = "",
         failed: bool = False,
-        counter: TextCounter | None = None,
+        counter: TextCounter | str | None = None,
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
         hit_recorded: bool = False,
@@ -1134,7 +1241,12 @@ class Ledger:
             return False  # the lease will expire on its own
 
     def state(self, *, feature: str | None = None, user: str | None = None) -> BudgetState:
-        """Used shares, headroom and the ladder step of a payer's budgets today."""
+        """Used shares, headroom and the ladder step of a payer's budgets today.
+
+        Raises:
+            InvalidInputError: ``feature`` or ``user`` is not a string id.
+        """
+        _check_ids(feature=feature, user=user)
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
         day, now_ms = self.day(), int(self.clock() * 1000)
@@ -1238,6 +1350,52 @@ def check_budget_options(ledger: object, *, counts: Mapping[str, object], **name
     for name, value in counts.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise InvalidInputError(name, "must be a non-negative integer", value=value)
+
+
+_MAX_AMOUNT = 2**53 - 1
+"""The largest figure a ledger takes (tokens, or nano-USD: ~$9M): every store holds it exactly (Redis
+compares in doubles), so each refuses the same calls, before any store is asked."""
+
+_COMMIT_FIELDS = ("input_tokens", "output_tokens", "requests")
+
+
+def _out_of_range(field: str, at: object) -> InvalidInputError:
+    return InvalidInputError(
+        field,
+        "is out of range: it has no calendar date (year 1 to 9999) in UTC and the ledger's time zone",
+        value=at,
+        fix="pass when the call happened (epoch seconds or an aware datetime)",
+    )
+
+
+def _too_large(field: str, what: str, value: object) -> InvalidInputError:
+    return InvalidInputError(
+        field,
+        f"{what}, more than a ledger stores (2**53 - 1 tokens or nano-USD, about $9 million)",
+        value=value,
+        fix="check the figure: a real call is far smaller",
+    )
+
+
+def _check_commit_figures(usage: Usage, cache_hit: object) -> None:
+    """What a commit's fast check found wrong, named (``usage`` is a :class:`Usage`).
+
+    Raises:
+        InvalidInputError: ``cache_hit`` is not a bool, or a figure of ``usage`` is too large.
+    """
+    if not isinstance(cache_hit, bool):
+        raise InvalidInputError(
+            "cache_hit",
+            "must be True or False",
+            value=cache_hit,
+            fix="pass a bool (the answer came from a cache)",
+        )
+    for name in _COMMIT_FIELDS:
+        value = getattr(usage, name)
+        if value > _MAX_AMOUNT:
+            raise _too_large(f"usage.{name}", f"is {value:,}", value)
+    total = usage.input_tokens + usage.output_tokens + usage.requests
+    raise _too_large("usage", f"adds up to {total:,} tokens and requests", usage)
 
 
 def _check_ids(**ids: object) -> None:

@@ -18,22 +18,30 @@ __all__ = ["NANOS_PER_USD", "decimal_text", "jsonable", "nanos_to_usd", "usd_to_
 NANOS_PER_USD = 1_000_000_000
 
 
-def usd_to_nanos(amount: Decimal | int | str, *, round_up: bool = False) -> int:
+def usd_to_nanos(amount: Decimal | int | str, *, round_up: bool = False, field: str = "amount") -> int:
     """USD to integer nano-USD; ``round_up`` for reservations (never under-reserve).
 
+    Args:
+        amount: The amount in USD.
+        round_up: Round up to the next nano-USD (else half to even).
+        field: The caller's name for ``amount``, named in errors (e.g. ``saved_usd``).
+
     Raises:
-        InvalidInputError: The amount is negative, not finite, or a float.
+        InvalidInputError: The amount is negative, not finite, not a number, or a float.
     """
     if isinstance(amount, bool | float):
         raise InvalidInputError(
-            "amount", "must be a Decimal, int or decimal string, not a float", value=amount
+            field,
+            "must be a Decimal, int or decimal string, not a float",
+            value=amount,
+            fix='Decimal("0.01")',
         )
     try:
         value = Decimal(amount)
-    except ArithmeticError as e:
-        raise InvalidInputError("amount", f"{amount!r} is not a number", value=amount) from e
+    except (ArithmeticError, TypeError, ValueError) as e:
+        raise InvalidInputError(field, f"{amount!r} is not a number", value=amount) from e
     if not value.is_finite() or value < 0:
-        raise InvalidInputError("amount", "must be a finite, non-negative amount", value=amount)
+        raise InvalidInputError(field, "must be a finite, non-negative amount", value=amount)
     rounding = ROUND_CEILING if round_up else ROUND_HALF_EVEN
     return int((value * NANOS_PER_USD).to_integral_value(rounding=rounding))
 

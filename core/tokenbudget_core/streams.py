@@ -52,15 +52,36 @@ class TextCounter(Protocol):
         ...
 
 
-def estimate_output_tokens(text: str, *, counter: TextCounter | None = None) -> int:
+def estimate_output_tokens(text: str, *, counter: TextCounter | str | None = None) -> int:
     """Tokens of streamed text: ``counter.count(text)``, or ``ceil(len(text) / 4)`` without a counter.
 
+    Args:
+        text: The text.
+        counter: A counter (anything with ``count(text)``, such as a ``TokenCounter``), or a
+            model name whose counter counts it.
+
     Raises:
-        InvalidInputError: The counter returned something other than a non-negative int.
+        InvalidInputError: ``text`` is not a string, ``counter`` is neither a counter nor a model
+            name, or the counter returned something other than a non-negative int.
+        UnknownModelError: ``counter`` names a model the registry does not know.
     """
+    if not isinstance(text, str):
+        raise InvalidInputError("text", f"must be a string, got {type(text).__name__}", value=text)
     if counter is None:
         return -(-len(text) // 4)
-    n = counter.count(text)
+    if isinstance(counter, str):  # a model name: its counter (str.count would count a substring)
+        from .counting import TokenCounter
+
+        counter = TokenCounter.for_model(counter)
+    count = getattr(counter, "count", None)
+    if not callable(count) or isinstance(counter, bytes | bytearray):
+        raise InvalidInputError(
+            "counter",
+            f"must be a token counter (with count(text)) or a model name, got {type(counter).__name__}",
+            value=counter,
+            fix="pass TokenCounter.for_model('<model>') or the model's name",
+        )
+    n = count(text)
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InvalidInputError("counter", f"count() must return a non-negative int, got {n!r}", value=n)
     return int(n)
@@ -168,15 +189,15 @@ class OpenAIStreamUsage(_StreamUsage):
                 self._collect(f.get("arguments"))
 
     def result(
-        self, *, prompt_tokens_estimate: int | None = None, counter: TextCounter | None = None
+        self, *, prompt_tokens_estimate: int | None = None, counter: TextCounter | str | None = None
     ) -> Usage:
         """The stream's usage: the provider's when it reported one, else an estimate.
 
         Args:
             prompt_tokens_estimate: Input tokens to assume when the stream carried no
                 usage (required then; count the prompt before sending it).
-            counter: Counts the collected text for the output estimate; without it,
-                ``ceil(len(text) / 4)``.
+            counter: Counts the collected text for the output estimate (a counter or a model
+                name); without it, ``ceil(len(text) / 4)``.
 
         Raises:
             InvalidInputError: No usage arrived and ``prompt_tokens_estimate`` is missing.
@@ -257,7 +278,7 @@ class AnthropicStreamUsage(_StreamUsage):
                 self._collect(delta.get(key))
 
     def result(
-        self, *, prompt_tokens_estimate: int | None = None, counter: TextCounter | None = None
+        self, *, prompt_tokens_estimate: int | None = None, counter: TextCounter | str | None = None
     ) -> Usage:
         """The stream's usage; estimated (``estimated=True``) when it was cut short.
 
@@ -267,8 +288,8 @@ class AnthropicStreamUsage(_StreamUsage):
         Args:
             prompt_tokens_estimate: Input tokens to assume when no input figure arrived
                 (no ``message_start``, and no ``message_delta`` repeating ``input_tokens``).
-            counter: Counts the collected text for the output estimate; without it,
-                ``ceil(len(text) / 4)``.
+            counter: Counts the collected text for the output estimate (a counter or a model
+                name); without it, ``ceil(len(text) / 4)``.
 
         Raises:
             InvalidInputError: No input figure arrived and ``prompt_tokens_estimate`` is missing.

@@ -5,14 +5,17 @@ never a silently wrong figure."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.stores.memory import MemoryStore
+from tokenbudget_core.streams import estimate_output_tokens
 from tokenbudget_core.usage import Usage
 
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -116,3 +119,165 @@ def test_a_retried_reserve_of_a_live_reservation_returns_it(any_ledger: Ledger) 
     again = _reserve(any_ledger, "req-1")
     assert again.request_id == first.request_id
     assert any_ledger.commit(again, Usage(input_tokens=1_000, output_tokens=100)).applied
+
+
+# -- commit, record and settle --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return Ledger("memory://")
+
+
+def _reserved(ledger: Ledger) -> Reservation:
+    return ledger.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=50)
+
+
+@pytest.mark.parametrize("flag", ["no", "x", 2, 1, None])
+def test_cache_hit_must_be_a_bool(ledger: Ledger, flag: object) -> None:
+    r = _reserved(ledger)
+    for call in (
+        lambda: ledger.commit(r, Usage(input_tokens=100), cache_hit=flag),  # type: ignore[arg-type]
+        lambda: ledger.record(Usage(input_tokens=1), model="gpt-4o", cache_hit=flag),  # type: ignore[arg-type]
+        lambda: ledger.settle(r, None, cache_hit=flag),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidInputError) as e:
+            call()
+        assert e.value.field == "cache_hit"
+    assert all(row.values.get("cache_hits", 0) == 0 for row in ledger.store.rollup([ledger.day()]))
+
+
+@pytest.mark.parametrize("saved", [0.5, "abc", -1, [1]])
+def test_a_bad_saved_amount_names_saved_usd(ledger: Ledger, saved: object) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        ledger.commit(_reserved(ledger), Usage(input_tokens=100), cache_hit=True, saved_usd=saved)  # type: ignore[arg-type]
+    assert e.value.field == "saved_usd"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "field"),
+    [
+        (("R", {"input_tokens": 5}), {}, "reported"),
+        ((None, None), {}, "reservation"),
+        (("R", None), {"reply_text": 5}, "reply_text"),
+        (("R", None), {"reply_text": "hi", "counter": 5}, "counter"),
+        (("R", None), {"failed": "yes"}, "failed"),
+    ],
+)
+def test_settle_names_a_bad_argument(
+    ledger: Ledger, args: tuple[object, ...], kwargs: dict[str, object], field: str
+) -> None:
+    r = _reserved(ledger)
+    with pytest.raises(InvalidInputError) as e:
+        ledger.settle(*[r if a == "R" else a for a in args], **kwargs)  # type: ignore[arg-type]
+    assert e.value.field == field
+
+
+def test_settle_counts_the_reply_with_a_named_models_counter(ledger: Ledger) -> None:
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    charge = ledger.settle(_reserved(ledger), None, reply_text=text, counter="gpt-4o")
+    assert charge is not None
+    assert charge.usage.output_tokens == TokenCounter.for_model("gpt-4o").count(text) > 0
+
+
+def test_estimate_output_tokens_takes_a_model_name_or_a_counter() -> None:
+    text = "hello world, how are you today?"
+    assert estimate_output_tokens(text, counter="gpt-4o") == TokenCounter.for_model("gpt-4o").count(text) > 0
+    for bad in (5, b"gpt-4o", object()):
+        with pytest.raises(InvalidInputError) as e:
+            estimate_output_tokens(text, counter=bad)  # type: ignore[arg-type]
+        assert e.value.field == "counter"
+    with pytest.raises(InvalidInputError) as e:
+        estimate_output_tokens(5)  # type: ignore[arg-type]
+    assert e.value.field == "text"
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        -1e12,
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+        datetime(1, 1, 1, tzinfo=UTC),  # year 0 in New York
+    ],
+)
+def test_a_time_with_no_date_is_invalid_input(at: object) -> None:
+    ledger = Ledger("memory://", timezone="America/New_York")
+    with pytest.raises(InvalidInputError) as e:
+        ledger.record(Usage(input_tokens=1), model="gpt-4o", at=at)  # type: ignore[arg-type]
+    assert e.value.field == "at"
+    assert "out of range" in str(e.value)
+    with pytest.raises(InvalidInputError):
+        ledger.day(at)  # type: ignore[arg-type]
+
+
+TOO_MANY = 2**53
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize(
+    ("usage", "field"),
+    [
+        (Usage(input_tokens=10**19), "usage.input_tokens"),
+        (Usage(input_tokens=TOO_MANY), "usage.input_tokens"),
+        (Usage(output_tokens=TOO_MANY), "usage.output_tokens"),
+        (Usage(requests=TOO_MANY), "usage.requests"),
+        (Usage(input_tokens=10**15, output_tokens=10**15), "usage"),  # costs far more than $9M
+    ],
+)
+def test_figures_no_store_can_hold_are_refused_alike_naming_the_field(
+    tmp_path: Path, store: str, usage: Usage, field: str
+) -> None:
+    url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(url)
+    with pytest.raises(InvalidInputError) as e:
+        ledger.record(usage, model="gpt-4o-mini")
+    assert e.value.field == field
+    assert "2**53 - 1" in str(e.value)
+    assert ledger.store.rollup([ledger.day()]) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"input_tokens": TOO_MANY, "max_output_tokens": 1}, "input_tokens"),
+        ({"input_tokens": 1, "max_output_tokens": TOO_MANY}, "max_output_tokens"),
+        ({"input_tokens": 1, "max_output_tokens": 10**14, "choices": 100}, "max_output_tokens"),
+    ],
+)
+def test_a_worst_case_no_store_can_hold_is_refused(
+    ledger: Ledger, kwargs: dict[str, int], field: str
+) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        ledger.reserve(model="gpt-4o-mini", **kwargs)
+    assert e.value.field == field
+
+
+# -- the constructor and state() ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"store": 123}, "store"),
+        ({"registry": "x"}, "registry"),
+        ({"prices": "x"}, "prices"),
+        ({"clock": 5}, "clock"),
+        ({"clock": lambda: "now"}, "clock"),
+        ({"alerts": "log"}, "alerts"),
+        ({"alerts": 5}, "alerts"),
+    ],
+)
+def test_bad_constructor_arguments_are_named_when_the_ledger_is_built(
+    kwargs: dict[str, object], field: str
+) -> None:
+    kwargs = {"store": "memory://", **kwargs}
+    with pytest.raises(InvalidInputError) as e:
+        Ledger(**kwargs)  # type: ignore[arg-type]
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"feature": 5}, "feature"), ({"user": ["u"]}, "user")])
+def test_state_names_a_bad_id(ledger: Ledger, kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        ledger.state(**kwargs)  # type: ignore[arg-type]
+    assert e.value.field == field
