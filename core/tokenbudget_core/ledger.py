@@ -978,16 +978,19 @@ class Ledger:
             rollup["routing_saved_nanos"] = routed or 0
             routing_saved_usd = None if routed is None else nanos_to_usd(routed)
         now_ms = int(self.clock() * 1000)
+        conversation_mark = None
         if conversation is not None:  # counted once per day and feature, for cost per conversation
-            with contextlib.suppress(BudgetUnavailableError, OSError):
-                key = f"conv/{day}/{_enc(feature)}/{_enc(conversation)}"
-                rollup["conversations"] = int(self.store.mark_once(key, 3 * 86_400))
+            key = f"conv/{day}/{_enc(feature)}/{_enc(conversation)}"
+            try:
+                rollup["conversations"] = int(self.store.mark_once(key, _CONVERSATION_MARK_TTL))
+            except (BudgetUnavailableError, OSError):
+                conversation_mark = key  # the store is down: the spooled commit's replay marks it
         scopes = self._scopes_of(feature, user)
         return _CommitPlan(
             request_id, day, now_ms, feature, user, usage, nanos, cost, scopes,
             tokens, scopes.rollup_prefix + _enc(model), rollup,
             None if nanos is None else _enc(feature),  # no cost sample for an unknown price
-            routing_saved_usd,
+            routing_saved_usd, conversation_mark,
         )  # fmt: skip
 
     def _charge(self, plan: _CommitPlan, *, applied: bool, spooled: bool = False) -> Charge:
@@ -1025,14 +1028,19 @@ class Ledger:
         try:
             outcome = yield req
         except BudgetUnavailableError as e:
-            self._spool(req, e)
+            mark = (
+                None if plan.conversation_mark is None else (plan.conversation_mark, _CONVERSATION_MARK_TTL)
+            )
+            self._spool(req, e, mark)
             return self._charge(plan, applied=False, spooled=True)
         if outcome.applied:
             record = not outcome.recorded_cost and plan.nanos is not None
             self._after_commit(plan, outcome.spent, record_cost=record)
         return self._charge(plan, applied=outcome.applied)
 
-    def _spool(self, req: CommitRequest, unavailable: BudgetUnavailableError) -> None:
+    def _spool(
+        self, req: CommitRequest, unavailable: BudgetUnavailableError, mark: tuple[str, int] | None
+    ) -> None:
         """Keep a commit the store could not take in the spool, for a later replay.
 
         Raises:
@@ -1040,7 +1048,7 @@ class Ledger:
                 store: the caller has to keep it).
         """
         try:
-            self.spool.append(req)
+            self.spool.append(req, mark=mark)
         except OSError as e:
             error = BudgetUnavailableError(unavailable.store, "the spool could not be written")
             error.args = (  # not the usual "the call was not sent": it was, and its usage is here
@@ -1351,6 +1359,9 @@ def check_budget_options(ledger: object, *, counts: Mapping[str, object], **name
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise InvalidInputError(name, "must be a non-negative integer", value=value)
 
+
+_CONVERSATION_MARK_TTL = 3 * 86_400
+"""How long the mark that counts a conversation once per day and feature holds (seconds)."""
 
 _MAX_AMOUNT = 2**53 - 1
 """The largest figure a ledger takes (tokens, or nano-USD: ~$9M): every store holds it exactly (Redis

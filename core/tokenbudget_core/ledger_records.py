@@ -107,6 +107,9 @@ class _CommitPlan(NamedTuple):
     cost_key: str | None
     """Where the store records the call's cost (``None``: unpriced, no sample)."""
     routing_saved_usd: Decimal | None
+    conversation_mark: str | None = None
+    """The once-mark that decides whether the call's conversation is counted, when the store
+    could not be asked (it was down): a spooled commit carries it, and the replay sets it."""
 
 
 class _ReservePlan(NamedTuple):

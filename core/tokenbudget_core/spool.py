@@ -36,7 +36,7 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,19 @@ class Spool:
         """True when the spool holds commits (a stat or two)."""
         return any(_size(p) > 0 for p in (self.path, self.replaying_path))
 
-    def append(self, req: CommitRequest) -> None:
-        """Write one commit durably (fsynced before this returns)."""
-        line = (json.dumps(asdict(req), separators=(",", ":")) + "\n").encode()
+    def append(self, req: CommitRequest, *, mark: tuple[str, int] | None = None) -> None:
+        """Write one commit durably (fsynced before this returns).
+
+        Args:
+            req: The commit.
+            mark: ``(key, ttl_s)`` of a once-mark the commit's ``conversations`` counter waits on
+                (the store could not be asked): the replay sets it with ``mark_once`` and counts
+                the conversation in the commit only when this call set it, so it is counted once.
+        """
+        record: dict[str, Any] = asdict(req)
+        if mark is not None:
+            record["mark"] = {"key": mark[0], "ttl_s": mark[1]}
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
@@ -152,11 +162,14 @@ class Spool:
         left: list[bytes] = []
         for i, line in enumerate(lines):
             try:
-                req = _parse(line)
+                req, mark = _parse(line)
             except (ValueError, TypeError, RecursionError) as e:
                 bad.append((line, f"unreadable: {type(e).__name__}: {e}"))
                 continue
             try:
+                if mark is not None:  # the conversation counts if no other call counted it first
+                    first = store.mark_once(*mark)
+                    req = replace(req, rollup={**req.rollup, "conversations": int(first)})
                 outcome = store.commit(req)
             except (BudgetUnavailableError, OSError):
                 left = lines[i:]  # the store is away: this line and the rest wait for the next replay
@@ -210,11 +223,22 @@ class Spool:
             os.close(fd)
 
 
-def _parse(line: bytes) -> CommitRequest:
-    """One spooled line back into its commit; ValueError or TypeError when it is not one."""
+def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None]:
+    """One spooled line back into its commit and its once-mark (see :meth:`Spool.append`);
+    ValueError or TypeError when it is not one."""
     data: Any = json.loads(line)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
+    mark = data.pop("mark", None)
+    if mark is not None:
+        if not (
+            isinstance(mark, dict)
+            and isinstance(mark.get("key"), str)
+            and type(mark.get("ttl_s")) is int
+            and len(mark) == 2
+        ):
+            raise ValueError('\'mark\' is not {"key": str, "ttl_s": int}')
+        mark = (mark["key"], mark["ttl_s"])
     for name in _TEXT_FIELDS:
         if not isinstance(data.get(name), str):
             raise ValueError(f"{name!r} is not a string")
@@ -224,7 +248,7 @@ def _parse(line: bytes) -> CommitRequest:
     if not isinstance(rollup, dict):
         raise ValueError("'rollup' is not an object")
     data["charges"] = [Check(**c) for c in charges]
-    return CommitRequest(**data)
+    return CommitRequest(**data), mark
 
 
 def _flock(fd: int, *, wait: bool = True) -> bool:

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.ledger import Ledger, default_spool_path
 from tokenbudget_core.spool import Spool
-from tokenbudget_core.stores.base import Check, CommitRequest
+from tokenbudget_core.stores.base import Check, CommitOutcome, CommitRequest, ReserveOutcome, ReserveRequest
+from tokenbudget_core.stores.memory import MemoryStore
 from tokenbudget_core.stores.redis import RedisStore
 from tokenbudget_core.stores.sqlite import SQLiteStore
 from tokenbudget_core.usage import Usage
@@ -316,3 +318,49 @@ def test_each_redis_namespace_gets_its_own_default_spool() -> None:
     finally:
         for s in stores:
             s.close()
+
+
+# -- conversations of spooled commits ---------------------------------------------------------------
+
+
+class _FlakyStore(MemoryStore):
+    """A memory store (seen as any store: no fast path) that can be taken down."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise BudgetUnavailableError("flaky://", "down")
+
+    def reserve(self, req: ReserveRequest) -> ReserveOutcome:
+        self._check()
+        return super().reserve(req)
+
+    def commit(self, req: CommitRequest) -> CommitOutcome:
+        self._check()
+        return super().commit(req)
+
+    def mark_once(self, key: str, ttl_s: int) -> bool:
+        self._check()
+        return super().mark_once(key, ttl_s)
+
+
+def test_conversations_of_spooled_commits_are_counted_once_on_replay(tmp_path: Path) -> None:
+    store = _FlakyStore()
+    ledger = Ledger(store, on_unavailable="open", spool_path=tmp_path / "spool.jsonl", alerts=[])
+
+    def call(conversation: str) -> None:
+        r = ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=5, conversation=conversation)
+        ledger.commit(r, Usage(input_tokens=10, output_tokens=5))
+
+    call("c0")  # counted now
+    store.down = True
+    for conversation in ("c1", "c1", "c0", "c2"):
+        call(conversation)
+    assert len(ledger.spool) == 4
+    store.down = False
+    assert ledger.replay_spool() == 4
+    assert ledger.replay_spool() == 0
+    (row,) = store.rollup([ledger.day()])
+    assert row.values["requests"] == 5
+    assert row.values["conversations"] == 3  # c0, c1, c2: each once
