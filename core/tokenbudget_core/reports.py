@@ -199,12 +199,21 @@ class Report:
         """The spend by ``dimension``.
 
         Raises:
-            KeyError: The report was built without that dimension in ``by``.
+            InvalidInputError: ``dimension`` is not one of the report's (built without it in
+                ``by``, or unknown); it is also a ``KeyError``, as it always was.
         """
         for b in self.breakdowns:
             if b.dimension == dimension:
                 return b
-        raise KeyError(dimension)
+        built = [b.dimension for b in self.breakdowns]
+        raise _NoBreakdownError(
+            "dimension",
+            f"this report has no breakdown by {dimension!r} (it has: {', '.join(built) or 'none'})",
+            value=dimension,
+            fix=f"build the report with by=(..., {dimension!r})"
+            if dimension in DIMENSIONS
+            else f"use one of {', '.join(DIMENSIONS)}",
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-safe data: ``Decimal`` as strings, tuples as lists."""
@@ -400,6 +409,13 @@ def _projection(store: LedgerStore, now: datetime) -> Projection:
     )
 
 
+class _NoBreakdownError(InvalidInputError, KeyError):
+    """:meth:`Report.breakdown` of a dimension the report does not have (a ``KeyError`` too)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # not KeyError's quoted repr
+
+
 def build_report(
     ledger_or_store: Ledger | LedgerStore,
     *,
@@ -437,6 +453,13 @@ def build_report(
     store, clock, tz, tz_name = _source(ledger_or_store)
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise InvalidInputError("top", "must be a positive integer", value=top)
+    if isinstance(by, str | bytes) or not isinstance(by, Sequence):
+        raise InvalidInputError(
+            "by",
+            "must be a sequence of dimensions",
+            value=by,
+            fix=f"e.g. by=('feature',); use {', '.join(DIMENSIONS)}",
+        )
     for dim in by:
         if dim not in DIMENSIONS:
             raise InvalidInputError("by", f"unknown dimension {dim!r}", fix=f"use {', '.join(DIMENSIONS)}")

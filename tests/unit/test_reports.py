@@ -499,3 +499,21 @@ def test_money_docstring_examples_run() -> None:
     result = doctest.testmod(money)
     assert result.attempted
     assert not result.failed
+
+
+@pytest.mark.parametrize("by", [None, "feature", 5, b"user"])
+def test_by_must_be_a_sequence_of_dimensions(by: object) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        build_report(Ledger("memory://"), by=by)  # type: ignore[arg-type]
+    assert e.value.field == "by"
+    assert "by=('feature',)" in str(e.value)
+
+
+def test_a_breakdown_the_report_lacks_is_invalid_input_and_still_a_key_error() -> None:
+    report = build_report(Ledger("memory://"), by=("feature",))
+    for missing, fix in (("user", "by=(..., 'user')"), ("team", "feature, user, model")):
+        with pytest.raises(InvalidInputError) as e:
+            report.breakdown(missing)  # type: ignore[arg-type]
+        assert isinstance(e.value, KeyError)
+        assert e.value.field == "dimension"
+        assert fix in str(e.value)
