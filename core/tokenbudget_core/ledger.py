@@ -986,11 +986,14 @@ class Ledger:
             except (BudgetUnavailableError, OSError):
                 conversation_mark = key  # the store is down: the spooled commit's replay marks it
         scopes = self._scopes_of(feature, user)
+        cost_key = None if nanos is None else _enc(feature)  # no cost sample for an unknown price
+        per_call_key = None
+        if usage.requests != 1:  # not one call: a sample per call (none for none), not one in all
+            per_call_key, cost_key = cost_key, None
         return _CommitPlan(
             request_id, day, now_ms, feature, user, usage, nanos, cost, scopes,
-            tokens, scopes.rollup_prefix + _enc(model), rollup,
-            None if nanos is None else _enc(feature),  # no cost sample for an unknown price
-            routing_saved_usd, conversation_mark,
+            tokens, scopes.rollup_prefix + _enc(model), rollup, cost_key,
+            routing_saved_usd, per_call_key, conversation_mark,
         )  # fmt: skip
 
     def _charge(self, plan: _CommitPlan, *, applied: bool, spooled: bool = False) -> Charge:
@@ -1007,6 +1010,8 @@ class Ledger:
             plan.day, plan.request_id, scopes.keys, amounts, plan.rollup_key, plan.rollup, plan.cost_key
         )
         self._replay_due()
+        if applied and plan.per_call_key is not None:
+            self._record_per_call(plan)
         if applied and scopes.limited and self.sinks:
             floor = self._alert_floor
             for (_, _, limit), used in zip(scopes.budgets, spent, strict=True):
@@ -1034,7 +1039,9 @@ class Ledger:
             self._spool(req, e, mark)
             return self._charge(plan, applied=False, spooled=True)
         if outcome.applied:
-            record = not outcome.recorded_cost and plan.nanos is not None
+            if plan.per_call_key is not None:
+                self._record_per_call(plan)
+            record = not outcome.recorded_cost and plan.cost_key is not None
             self._after_commit(plan, outcome.spent, record_cost=record)
         return self._charge(plan, applied=outcome.applied)
 
@@ -1071,6 +1078,14 @@ class Ledger:
             return 0
         premium = self._price_nanos(usage, info.name, round_up=False)
         return None if premium is None or nanos is None else premium - nanos
+
+    def _record_per_call(self, plan: _CommitPlan) -> None:
+        """The cost samples of an applied commit of several calls: each call's share of the cost
+        (at most :data:`_MAX_CALL_SAMPLES`; if the store drops now, reports lose samples at worst)."""
+        assert plan.per_call_key is not None
+        with contextlib.suppress(BudgetUnavailableError):
+            for sample in _per_call_costs(plan.cost, plan.usage.requests):
+                self.store.record_call_cost(plan.day, plan.per_call_key, sample)
 
     def _after_commit(self, plan: _CommitPlan, spent: Sequence[int], *, record_cost: bool) -> None:
         """The cost sample (if the store did not keep it) and threshold alerts of an applied commit.
@@ -1358,6 +1373,21 @@ def check_budget_options(ledger: object, *, counts: Mapping[str, object], **name
     for name, value in counts.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise InvalidInputError(name, "must be a non-negative integer", value=value)
+
+
+_MAX_CALL_SAMPLES = 1_000
+"""The most cost samples one commit of several calls (``Usage.requests``) records."""
+
+
+def _per_call_costs(cost: int, requests: int) -> list[int]:
+    """``cost`` split over ``requests`` calls, one sample each (exact sum), or at most
+    :data:`_MAX_CALL_SAMPLES` samples of the average call."""
+    if requests <= 0:
+        return []
+    share, left = divmod(cost, requests)
+    if requests > _MAX_CALL_SAMPLES:
+        return [share + (2 * left >= requests)] * _MAX_CALL_SAMPLES
+    return [share + 1] * left + [share] * (requests - left)
 
 
 _CONVERSATION_MARK_TTL = 3 * 86_400

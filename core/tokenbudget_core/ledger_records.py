@@ -107,6 +107,9 @@ class _CommitPlan(NamedTuple):
     cost_key: str | None
     """Where the store records the call's cost (``None``: unpriced, no sample)."""
     routing_saved_usd: Decimal | None
+    per_call_key: str | None = None
+    """Set (to the cost key) instead of ``cost_key`` for usage of several calls (``requests`` not
+    1): the ledger records each call's share of the cost as a sample of its own after the commit."""
     conversation_mark: str | None = None
     """The once-mark that decides whether the call's conversation is counted, when the store
     could not be asked (it was down): a spooled commit carries it, and the replay sets it."""

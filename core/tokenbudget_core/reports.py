@@ -17,7 +17,8 @@ Definitions:
 * *hit rate* of a feature (user, model) = its requests answered from a response cache / its
   requests (a served cache hit is recorded as a request costing $0 with what it saved).
 * *p50 / p95*: nearest-rank percentiles over the recorded cost of every call of a feature in
-  the report's days.
+  the report's days. Usage of several calls (``Usage(requests=n)``) counts as ``n`` calls of
+  its average cost (for ``n`` over 1,000, as 1,000 of them); unpriced calls have no cost.
 * *projected month-end spend* = month-to-date spend / elapsed days * days in the month, where
   the month is the current one by the ledger's clock and time zone and the elapsed days are
   the time since local midnight on the 1st, in days of 86,400 s (a fraction counts).
@@ -156,6 +157,7 @@ class CallCostStats:
 
     feature: str | None
     calls: int
+    """Priced calls with a cost sample (see the module docstring)."""
     p50_usd: Decimal | None
     p95_usd: Decimal | None
 

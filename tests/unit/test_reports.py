@@ -517,3 +517,18 @@ def test_a_breakdown_the_report_lacks_is_invalid_input_and_still_a_key_error() -
         assert isinstance(e.value, KeyError)
         assert e.value.field == "dimension"
         assert fix in str(e.value)
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_usage_of_several_calls_gives_a_cost_sample_per_call(tmp_path: Path, store: str) -> None:
+    url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(url, spool_path=tmp_path / "spool.jsonl")
+    batch = Usage(input_tokens=10_000, output_tokens=1_000, requests=10)
+    ledger.record(batch, model="gpt-4o", feature="batch")
+    one = Usage(input_tokens=1_000, output_tokens=100)
+    r = ledger.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=100, feature="batch")
+    ledger.commit(r, one)
+    (stats,) = build_report(ledger, last_days=1).call_costs
+    assert stats.calls == 11 == build_report(ledger, last_days=1).totals.requests
+    assert stats.p50_usd == stats.p95_usd == cost_of(one, "gpt-4o") == cost_of(batch, "gpt-4o") / 10
+    ledger.close()
