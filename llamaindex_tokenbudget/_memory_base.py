@@ -52,9 +52,13 @@ class BudgetMemory(BaseMemory):
     model: str = Field(
         default="gpt-4o", description="Model whose tokenizer and limits define the budget (registry name)."
     )
-    max_tokens: int | None = Field(default=None, description="Input budget; default: the model's window.")
+    # strict: True or "100" is refused (named), as the core refuses it, rather than coerced to 1 or 100
+    max_tokens: int | None = Field(
+        default=None, strict=True, description="Input budget; default: the model's window."
+    )
     reserve_output: int | None = Field(
         default=None,
+        strict=True,
         description="Tokens kept free for the reply (and an agent's scratchpad); default: the model's "
         "max output when max_tokens is not given, else 0.",
     )
@@ -144,12 +148,16 @@ class BudgetMemory(BaseMemory):
 
         Raises:
             ContextOverflowError: System, pinned and newest messages alone exceed the budget.
+            InvalidInputError: ``input`` is not a string, or ``initial_token_count`` not a
+                non-negative integer.
         """
-        return self._window(self._loaded(), input, kwargs.get("initial_token_count") or 0)
+        reserved = _request_tokens(input, kwargs)
+        return self._window(self._loaded(), input, reserved)
 
     async def aget(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """Async twin of :meth:`get`."""
-        return self._window(await self._aloaded(), input, kwargs.get("initial_token_count") or 0)
+        reserved = _request_tokens(input, kwargs)
+        return self._window(await self._aloaded(), input, reserved)
 
     def get_all(self) -> list[ChatMessage]:
         """The full transcript, from the chat store."""
@@ -187,9 +195,19 @@ class BudgetMemory(BaseMemory):
             self._transcript = None
             raise
 
+    def put_messages(self, messages: list[ChatMessage]) -> None:
+        """Append messages one by one, as :meth:`put`.
+
+        Raises:
+            InvalidInputError: ``messages`` is not a list.
+            InvalidMessageError: A message is invalid (those before it were put).
+        """
+        for message in _checked(messages):
+            self.put(message)
+
     async def aput_messages(self, messages: list[ChatMessage]) -> None:
         """Async twin of :meth:`put_messages`."""
-        for message in messages:
+        for message in _checked(messages):
             await self.aput(message)
 
     def set(self, messages: list[ChatMessage]) -> None:
@@ -267,6 +285,27 @@ class BudgetMemory(BaseMemory):
             tools=self.tools or None,
         )
         return [transcript.to_host(request[i]) for i in fitted.kept if len(prefix) <= i < end]
+
+
+def _request_tokens(input: object, kwargs: dict[str, Any]) -> int:
+    """The tokens a ``get`` reserves beside the window (``initial_token_count``), checked with ``input``.
+
+    Raises:
+        InvalidInputError: ``input`` is not a string (or ``None``), or ``initial_token_count`` is
+            not a non-negative integer.
+    """
+    if input is not None and not isinstance(input, str):
+        raise InvalidInputError("input", "must be a string (or None)", value=input)
+    count = kwargs.get("initial_token_count")
+    if count is None:
+        return 0
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise InvalidInputError(
+            "initial_token_count",
+            "must be a non-negative integer (tokens already in the request)",
+            value=count,
+        )
+    return count
 
 
 def _checked(messages: object) -> Sequence[ChatMessage]:

@@ -52,11 +52,12 @@ from tokenbudget_core.cache_keys import CacheRequest, CacheScope, canonical_json
 from tokenbudget_core.cached_response import CachedResponse, CacheHit
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.money import decimal_text
+from tokenbudget_core.registry import default_registry
 from tokenbudget_core.response_cache import ResponseCacheBase
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
 
-from .messages import to_core_messages
+from .messages import check_messages, check_prompt, to_core_messages
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -80,16 +81,22 @@ class CachedLLM(FunctionCallingLLM):
         cache: The core cache (``ExactCache`` or ``SemanticCache``).
         scope: The :class:`~tokenbudget_core.cache_keys.CacheScope` entries belong to, or a callable
             returning it per call; ``None`` takes the user and feature of the current ``attribute()``.
-        model: The model name for keys and pricing (default: ``llm.metadata.model_name``).
+        model: The model name for keys and pricing; it must be known to the registry (the
+            cache's, else the core's). Default: ``llm.metadata.model_name``, taken as it is: a
+            model the registry does not know (a local model) still keys the cache, but what its
+            hits saved cannot be priced (``saved_usd`` is ``None``). An LLM that names no model
+            (``MockLLM``: ``"unknown"``) needs ``model=``.
 
     Raises:
         InvalidInputError: ``llm`` is not a LlamaIndex LLM, ``cache`` is not a tokenbudget cache,
-            or ``scope`` is neither a ``CacheScope`` nor a callable.
+            ``scope`` is neither a ``CacheScope`` nor a callable, or no model is named (neither
+            ``model`` nor the LLM's metadata).
+        UnknownModelError: ``model`` is not in the registry.
 
     Example:
         >>> from llama_index.core.llms import MockLLM
         >>> from tokenbudget_core.response_cache import ExactCache
-        >>> llm = CachedLLM(MockLLM(), ExactCache(), scope=CacheScope(tenant="acme"))
+        >>> llm = CachedLLM(MockLLM(), ExactCache(), scope=CacheScope(tenant="acme"), model="gpt-4o-mini")
         >>> llm.complete("hello").text == llm.complete("hello").text
         True
     """
@@ -117,9 +124,20 @@ class CachedLLM(FunctionCallingLLM):
             raise InvalidInputError(
                 "scope", "must be a CacheScope, a callable returning one, or None", value=scope
             )
-        name = model or llm.metadata.model_name
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidInputError("model", "is missing", value=name, fix="pass model='<model name>'")
+        if model is not None:
+            if not isinstance(model, str) or not model.strip():
+                raise InvalidInputError("model", "must be a non-empty model name", value=model)
+            (cache.registry or default_registry()).get(model)  # an unknown model fails here
+            name = model
+        else:
+            name = llm.metadata.model_name
+            if not isinstance(name, str) or not name.strip() or name == "unknown":
+                raise InvalidInputError(
+                    "model",
+                    f"{type(llm).__name__} does not name its model",
+                    value=name,
+                    fix="pass model='<model name>' (the model the cache keys and prices hits with)",
+                )
         fields: dict[str, Any] = {"llm": llm, "model": name}
         super().__init__(**fields)
         self._cache = cache
@@ -263,7 +281,7 @@ class CachedLLM(FunctionCallingLLM):
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer from the cache, else call the wrapped LLM and store its answer."""
-        request = self._chat_request(messages, kwargs)
+        request = self._chat_request(check_messages(messages), kwargs)
         hit = self._cache.lookup(request, scope=self._where()) if request else None
         if hit is not None and hit.served:
             return _chat_hit(hit)
@@ -275,7 +293,7 @@ class CachedLLM(FunctionCallingLLM):
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async twin of :meth:`chat`."""
-        request = self._chat_request(messages, kwargs)
+        request = self._chat_request(check_messages(messages), kwargs)
         hit = await self._cache.alookup(request, scope=self._where()) if request else None
         if hit is not None and hit.served:
             return _chat_hit(hit)
@@ -287,7 +305,7 @@ class CachedLLM(FunctionCallingLLM):
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """A hit replayed as one chunk; a miss streamed through and its final response stored."""
-        request = self._chat_request(messages, kwargs)
+        request = self._chat_request(check_messages(messages), kwargs)
         hit = self._cache.lookup(request, scope=self._where()) if request else None
 
         def gen() -> ChatResponseGen:
@@ -306,7 +324,7 @@ class CachedLLM(FunctionCallingLLM):
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Async twin of :meth:`stream_chat`."""
-        request = self._chat_request(messages, kwargs)
+        request = self._chat_request(check_messages(messages), kwargs)
         hit = await self._cache.alookup(request, scope=self._where()) if request else None
 
         async def gen() -> ChatResponseAsyncGen:
@@ -327,7 +345,7 @@ class CachedLLM(FunctionCallingLLM):
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Answer from the cache, else call the wrapped LLM and store its answer."""
-        request = self._complete_request(prompt, formatted, kwargs)
+        request = self._complete_request(check_prompt(prompt), formatted, kwargs)
         hit = self._cache.lookup(request, scope=self._where()) if request else None
         if hit is not None and hit.served:
             return _completion_hit(hit)
@@ -339,7 +357,7 @@ class CachedLLM(FunctionCallingLLM):
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Async twin of :meth:`complete`."""
-        request = self._complete_request(prompt, formatted, kwargs)
+        request = self._complete_request(check_prompt(prompt), formatted, kwargs)
         hit = await self._cache.alookup(request, scope=self._where()) if request else None
         if hit is not None and hit.served:
             return _completion_hit(hit)
@@ -351,7 +369,7 @@ class CachedLLM(FunctionCallingLLM):
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         """A hit replayed as one chunk; a miss streamed through and its final response stored."""
-        request = self._complete_request(prompt, formatted, kwargs)
+        request = self._complete_request(check_prompt(prompt), formatted, kwargs)
         hit = self._cache.lookup(request, scope=self._where()) if request else None
 
         def gen() -> CompletionResponseGen:
@@ -372,7 +390,7 @@ class CachedLLM(FunctionCallingLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         """Async twin of :meth:`stream_complete`."""
-        request = self._complete_request(prompt, formatted, kwargs)
+        request = self._complete_request(check_prompt(prompt), formatted, kwargs)
         hit = await self._cache.alookup(request, scope=self._where()) if request else None
 
         async def gen() -> CompletionResponseAsyncGen:

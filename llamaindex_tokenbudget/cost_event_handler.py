@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, ValidationError
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.exception import ExceptionEvent
@@ -53,10 +53,11 @@ from llama_index.core.instrumentation.events.span import SpanDropEvent  # type: 
 
 from tokenbudget_core.attribution import Attribution, current_attribution
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.ledger import Ledger, check_budget_options
 from tokenbudget_core.streams import estimate_output_tokens
 from tokenbudget_core.usage import Usage
 
+from ._bridge import host_error
 from .budget_callback import (
     caller_frame,
     count_input,
@@ -107,12 +108,18 @@ class CostEventHandler(BaseEventHandler):
         user: The user to charge, unless an ``attribute(...)`` block names one.
 
     Raises:
-        pydantic.ValidationError: ``ledger`` is not a :class:`~tokenbudget_core.ledger.Ledger`.
+        InvalidInputError: A bad option, named (``ledger`` is not a
+            :class:`~tokenbudget_core.ledger.Ledger`, ``model`` / ``feature`` / ``user`` not a
+            non-empty string).
+        UnknownModelError: ``model`` is not in the ledger's registry.
+
+    A call whose LLM names a model the registry does not know (and no ``model=`` was given)
+    cannot be priced: it is not recorded, and the error is logged with its figures.
 
     Example:
         >>> from llama_index.core.instrumentation import get_dispatcher
         >>> from llama_index.core.llms import MockLLM
-        >>> from tokenbudget_core.ledger import Ledger
+        >>> from tokenbudget_core.ledger import Ledger, check_budget_options
         >>> ledger = Ledger("memory://")
         >>> handler = CostEventHandler(ledger=ledger, model="gpt-4o-mini")
         >>> get_dispatcher().add_event_handler(handler)
@@ -132,6 +139,17 @@ class CostEventHandler(BaseEventHandler):
     _counters: dict[str, TokenCounter] = PrivateAttr(default_factory=dict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _seen: OrderedDict[str, None] = PrivateAttr(default_factory=OrderedDict)
+
+    def __init__(self, **data: Any) -> None:
+        ledger = data.get("ledger")
+        names = {key: data.get(key) for key in ("model", "feature", "user")}
+        check_budget_options(ledger, counts={}, **names)
+        if isinstance(ledger, Ledger) and names["model"] is not None:
+            ledger.registry.get(names["model"])  # an unknown model fails here, not at every call
+        try:
+            super().__init__(**data)
+        except ValidationError as e:  # an unknown option
+            raise host_error(e) from e
 
     @classmethod
     def class_name(cls) -> str:

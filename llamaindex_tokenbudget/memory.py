@@ -142,7 +142,9 @@ class SummaryChatMemory(BudgetMemory):
 
     llm: SerializeAsAny[LLM] = Field(description="The LlamaIndex LLM that writes the running summary.")
     summary_tokens: int | None = Field(
-        default=None, description="Cap on the summary's own tokens; default: a fifth of the budget."
+        default=None,
+        strict=True,
+        description="Cap on the summary's own tokens; default: a fifth of the budget.",
     )
     first_user: Literal["pin", "summarise"] = Field(
         default="pin", description="'pin' keeps the first user message verbatim; 'summarise' folds it."

@@ -11,10 +11,17 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock, ToolCallBlock
 
 from tokenbudget_core.counting import estimate_block
-from tokenbudget_core.errors import InvalidMessageError
+from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.messages import ImagePart, Message, Part, TextPart, ToolCall
 
-__all__ = ["to_core_message", "to_core_messages", "to_core_request", "to_countable_message"]
+__all__ = [
+    "check_messages",
+    "check_prompt",
+    "to_core_message",
+    "to_core_messages",
+    "to_core_request",
+    "to_countable_message",
+]
 
 _ROLES = {
     "system": "system",
@@ -123,9 +130,45 @@ def to_core_message(message: ChatMessage, *, where: str = "message") -> Message:
         ) from e
 
 
+def check_messages(messages: object) -> Sequence[ChatMessage]:
+    """``messages`` as the list (or tuple) of LlamaIndex ``ChatMessage`` a chat call takes.
+
+    Raises:
+        InvalidMessageError: ``messages`` is not a list, or an item is not a ``ChatMessage``
+            (named ``messages[i]``).
+    """
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise InvalidMessageError(
+            "messages",
+            f"must be a list of LlamaIndex ChatMessage, got {type(messages).__name__}",
+            fix='pass [ChatMessage(role="user", content=...)]',
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, ChatMessage):
+            raise InvalidMessageError(
+                f"messages[{i}]", f"expected a LlamaIndex ChatMessage, got {type(message).__name__}"
+            )
+    return messages
+
+
+def check_prompt(prompt: object) -> str:
+    """``prompt`` as the string a completion call takes.
+
+    Raises:
+        InvalidInputError: ``prompt`` is not a string.
+    """
+    if not isinstance(prompt, str):
+        raise InvalidInputError("prompt", f"must be a string, got {type(prompt).__name__}", value=prompt)
+    return prompt
+
+
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
-    """Convert LlamaIndex chat messages, naming ``messages[i]`` in errors."""
-    return [to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+    """Convert LlamaIndex chat messages, naming ``messages[i]`` in errors.
+
+    Raises:
+        InvalidMessageError: ``messages`` is not a list, or a message cannot be converted.
+    """
+    return [to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(check_messages(messages))]
 
 
 def to_core_request(messages: Sequence[ChatMessage]) -> list[Message]:
@@ -133,9 +176,9 @@ def to_core_request(messages: Sequence[ChatMessage]) -> list[Message]:
     :func:`to_countable_message` for each.
 
     Raises:
-        InvalidMessageError: An item is not a LlamaIndex ``ChatMessage``.
+        InvalidMessageError: ``messages`` is not a list, or an item is not a LlamaIndex ``ChatMessage``.
     """
-    return [to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+    return [to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(check_messages(messages))]
 
 
 def to_countable_message(message: ChatMessage, *, where: str = "message") -> Message:

@@ -47,7 +47,7 @@ from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import RouteDecision, TierRouter, using_route
 
 from ._bridge import host_error
-from .messages import to_core_request
+from .messages import check_messages, check_prompt, to_core_request
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -313,40 +313,48 @@ class RoutedLLM(FunctionCallingLLM):
             ContextOverflowError: The conversation fits no tier.
             InvalidInputError: An unknown ``force_tier`` or unreadable messages.
         """
+        check_messages(messages)
         return self._call(messages, kwargs, lambda llm: llm.chat(messages, **kwargs))
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Route the prompt, then the chosen tier's ``complete``."""
+        check_prompt(prompt)
         return self._call(prompt, kwargs, lambda llm: llm.complete(prompt, formatted=formatted, **kwargs))
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Route, then stream the chosen tier's ``stream_chat``."""
+        check_messages(messages)
         return self._stream(messages, kwargs, lambda llm: llm.stream_chat(messages, **kwargs))
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         """Route, then stream the chosen tier's ``stream_complete``."""
+        check_prompt(prompt)
         return self._stream(
             prompt, kwargs, lambda llm: llm.stream_complete(prompt, formatted=formatted, **kwargs)
         )
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async twin of :meth:`chat`."""
+        check_messages(messages)
         return await self._acall(messages, kwargs, lambda llm: llm.achat(messages, **kwargs))
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Async twin of :meth:`complete`."""
+        check_prompt(prompt)
         return await self._acall(
             prompt, kwargs, lambda llm: llm.acomplete(prompt, formatted=formatted, **kwargs)
         )
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Async twin of :meth:`stream_chat`."""
+        check_messages(messages)
         return await self._astream(messages, kwargs, lambda llm: llm.astream_chat(messages, **kwargs))
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         """Async twin of :meth:`stream_complete`."""
+        check_prompt(prompt)
         return await self._astream(
             prompt, kwargs, lambda llm: llm.astream_complete(prompt, formatted=formatted, **kwargs)
         )
@@ -378,11 +386,11 @@ class RoutedLLM(FunctionCallingLLM):
             isinstance(chat_history, str) or not isinstance(chat_history, Sequence)
         ):
             raise InvalidInputError("chat_history", "must be a list of ChatMessage", value=chat_history)
-        messages = list(chat_history or [])
+        messages = list(check_messages(chat_history or []))
         if isinstance(user_msg, str):
             messages.append(ChatMessage(role="user", content=user_msg))
         elif user_msg is not None:
-            messages.append(user_msg)
+            messages.append(check_messages([user_msg])[0])
         options.pop("force_tier", None)  # the router's option, not the tier's
 
         def call(llm: LLM) -> Any:

@@ -425,8 +425,9 @@ def test_an_event_delivered_twice_is_charged_once(
 def test_a_record_that_fails_is_logged_with_its_figures(
     ledger: Ledger, on_root: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    on_root(CostEventHandler(ledger=ledger, model="no-such-model"))
+    on_root(CostEventHandler(ledger=ledger))  # a model named to the handler is checked when it is made
     llm = ProviderLLM()
+    llm.model = "no-such-model"  # the LLM's own model, known only at call time
     with caplog.at_level(logging.ERROR, logger=cost_event_handler.__name__):
         llm.chat(QUESTION)
     assert llm.calls == ["chat"]

@@ -24,6 +24,7 @@ from llama_index.core.llms.custom import CustomLLM
 from llamaindex_tokenbudget import CachedLLM, cached_llm
 from tokenbudget_core import InvalidInputError, attribute
 from tokenbudget_core.cache_keys import CacheScope
+from tokenbudget_core.errors import UnknownModelError
 from tokenbudget_core.response_cache import ExactCache
 from tokenbudget_core.semantic_cache import SemanticCache
 
@@ -196,7 +197,7 @@ async def test_a_document_on_disk_is_keyed_by_its_bytes(tmp_path: Path) -> None:
 
 
 def test_mock_llm_and_bad_arguments() -> None:
-    llm = CachedLLM(MockLLM(), ExactCache(), scope=ACME, model="mock")
+    llm = CachedLLM(MockLLM(), ExactCache(), scope=ACME, model="gpt-4o-mini")
     assert llm.metadata == MockLLM().metadata
     assert llm.complete("same").text == llm.complete("same").text
     with pytest.raises(InvalidInputError) as e:
@@ -208,6 +209,17 @@ def test_mock_llm_and_bad_arguments() -> None:
     with pytest.raises(InvalidInputError) as e:
         CachedLLM(MockLLM(), ExactCache(), scope="acme")  # type: ignore[arg-type]
     assert e.value.field == "scope"
+
+
+def test_an_explicit_model_must_be_known_and_an_llm_naming_none_needs_one() -> None:
+    with pytest.raises(UnknownModelError):
+        CachedLLM(CountingLLM(), ExactCache(), scope=ACME, model="gpt-4o-typo")
+    with pytest.raises(InvalidInputError) as e:
+        CachedLLM(MockLLM(), ExactCache(), scope=ACME)  # MockLLM names its model "unknown"
+    assert e.value.field == "model"
+    with pytest.raises(InvalidInputError) as e:
+        CachedLLM(MockLLM(), ExactCache(), scope=ACME, model=5)  # type: ignore[arg-type]
+    assert e.value.field == "model"
 
 
 def test_docstring_example_runs() -> None:
