@@ -376,7 +376,7 @@ class RoutedLLM(FunctionCallingLLM):
         tools: Sequence[BaseTool],
         user_msg: str | ChatMessage | None,
         chat_history: Sequence[Any] | None,
-        options: dict[str, Any],
+        **options: Any,
     ) -> tuple[list[ChatMessage], Callable[[LLM], Any]]:
         """The conversation a chat with tools sends (to route on), and the tier call making it."""
         self._tool_llm(next(iter(self._llms.values())))
@@ -436,14 +436,10 @@ class RoutedLLM(FunctionCallingLLM):
             BudgetExceededError: The payer's budget is used up: nothing was sent.
             ContextOverflowError: The conversation fits no tier.
         """
-        options = {"verbose": verbose, "allow_parallel_tool_calls": allow_parallel_tool_calls}
         messages, fn = self._tool_turn(
-            "chat_with_tools",
-            tools,
-            user_msg,
-            chat_history,
-            {**options, "tool_required": tool_required, **kwargs},
-        )
+            "chat_with_tools", tools, user_msg, chat_history, verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
+        )  # fmt: skip
         response: ChatResponse = self._call(messages, kwargs, fn, tools)
         return response
 
@@ -458,14 +454,10 @@ class RoutedLLM(FunctionCallingLLM):
         **kwargs: Any,
     ) -> ChatResponse:
         """Async twin of :meth:`chat_with_tools`."""
-        options = {"verbose": verbose, "allow_parallel_tool_calls": allow_parallel_tool_calls}
         messages, fn = self._tool_turn(
-            "achat_with_tools",
-            tools,
-            user_msg,
-            chat_history,
-            {**options, "tool_required": tool_required, **kwargs},
-        )
+            "achat_with_tools", tools, user_msg, chat_history, verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
+        )  # fmt: skip
         response: ChatResponse = await self._acall(messages, kwargs, fn, tools)
         return response
 
@@ -480,14 +472,10 @@ class RoutedLLM(FunctionCallingLLM):
         **kwargs: Any,
     ) -> ChatResponseGen:
         """Route, then stream the chosen tier's ``stream_chat_with_tools``."""
-        options = {"verbose": verbose, "allow_parallel_tool_calls": allow_parallel_tool_calls}
         messages, fn = self._tool_turn(
-            "stream_chat_with_tools",
-            tools,
-            user_msg,
-            chat_history,
-            {**options, "tool_required": tool_required, **kwargs},
-        )
+            "stream_chat_with_tools", tools, user_msg, chat_history, verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
+        )  # fmt: skip
         return self._stream(messages, kwargs, fn, tools)
 
     async def astream_chat_with_tools(
@@ -501,14 +489,10 @@ class RoutedLLM(FunctionCallingLLM):
         **kwargs: Any,
     ) -> ChatResponseAsyncGen:
         """Async twin of :meth:`stream_chat_with_tools`."""
-        options = {"verbose": verbose, "allow_parallel_tool_calls": allow_parallel_tool_calls}
         messages, fn = self._tool_turn(
-            "astream_chat_with_tools",
-            tools,
-            user_msg,
-            chat_history,
-            {**options, "tool_required": tool_required, **kwargs},
-        )
+            "astream_chat_with_tools", tools, user_msg, chat_history, verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
+        )  # fmt: skip
         return await self._astream(messages, kwargs, fn, tools)
 
     def get_tool_calls_from_response(
