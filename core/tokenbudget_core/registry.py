@@ -265,6 +265,15 @@ class ModelRegistry:
         close = difflib.get_close_matches(name.lower(), self.known_models(), n=n * 3, cutoff=0.6)
         return [c for c in close if c != name and self._lookup(c) is not None][:n]
 
+    def _fine_tune(self, name: str, bare: str) -> ModelInfo | None:
+        """An OpenAI fine-tune (``ft:gpt-4o-mini-2024-07-18:acme::abc``): its base model's
+        tokenizer and limits, priced by genai-prices' fine-tune entry for that base (fine-tuned
+        inference costs more than the base model). ``None`` when either is unknown."""
+        base = self._lookup(_fine_tuned_base(bare)) if _fine_tuned_base(bare) else None
+        if base is None or base.provider != "openai" or _genai_lookup(bare, "openai") is None:
+            return None
+        return replace(base, name=name, canonical=bare)
+
     def _lookup(self, name: str) -> ModelInfo | None:
         override = self._overrides.get(name)
         if override is not None:
@@ -287,6 +296,8 @@ class ModelRegistry:
                 context_window=ctx,
                 max_output_tokens=out,
             )
+        if bare.startswith("ft:") and provider_id in (None, "openai"):
+            return self._fine_tune(name, bare)
         found = _genai_lookup(bare, provider_id)
         if found is not None:
             prov, canonical, ctx = found
@@ -311,6 +322,11 @@ class ModelRegistry:
                 max_output_tokens=None,
             )
         return None
+
+
+def _fine_tuned_base(name: str) -> str:
+    """The base model of an OpenAI fine-tune name (``ft:<base>:<org>:<suffix>:<id>``)."""
+    return name.split(":")[1]
 
 
 def _make_info(name: str, entry: Mapping[str, Any], *, where: str) -> ModelInfo:

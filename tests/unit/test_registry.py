@@ -28,6 +28,38 @@ def test_dated_and_provider_prefixed_names_resolve_to_canonical_models() -> None
     assert claude.context_window == 200_000
 
 
+def test_openai_fine_tunes_count_like_their_base_and_cost_their_fine_tune_price() -> None:
+    """``ft:<base>:<org>:<suffix>:<id>`` names: the base model's tokenizer and limits, priced by
+    genai-prices' fine-tune entry (fine-tuned inference costs more than the base model)."""
+    from tokenbudget_core import Usage, cost_of
+    from tokenbudget_core.ledger import Ledger
+
+    reg = ModelRegistry()
+    million = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    for name, base in [
+        ("ft:gpt-4o-mini-2024-07-18:acme::9abc", "gpt-4o-mini"),
+        ("ft:gpt-4o-2024-08-06:acme:support-bot:9xyz", "gpt-4o"),
+        ("openai/ft:gpt-4o-mini-2024-07-18:acme::9abc", "gpt-4o-mini"),
+    ]:
+        info, base_info = reg.get(name), reg.get(base)
+        assert (info.provider, info.encoding, info.context_window) == (
+            "openai",
+            base_info.encoding,
+            base_info.context_window,
+        )
+        assert TokenCounter.for_model(name).count("hello world").exact
+        assert cost_of(million, name) > cost_of(million, base)
+    ledger = Ledger("memory://")
+    charge = ledger.record(
+        Usage(input_tokens=1_000, output_tokens=100), model="ft:gpt-4o-mini-2024-07-18:acme::9abc"
+    )
+    assert charge.cost_usd == cost_of(
+        Usage(input_tokens=1_000, output_tokens=100), "ft:gpt-4o-mini-2024-07-18:a::b"
+    )
+    with pytest.raises(UnknownModelError):
+        reg.get("ft:not-a-model:acme::x")
+
+
 def test_unknown_model_names_close_matches() -> None:
     with pytest.raises(UnknownModelError) as info:
         ModelRegistry().get("gpt-4oo")
