@@ -8,6 +8,9 @@ Facts come from three layers, first match wins:
    built-in family rules for what it lacks (tiktoken encoding, max output tokens);
 3. the built-in family rules alone, for model families genai-prices does not list.
 
+An OpenAI fine-tune (``ft:gpt-4o-mini-2024-07-18:org::id``) takes its base model's facts and
+genai-prices' fine-tune price.
+
 An unknown model raises :class:`~tokenbudget_core.errors.UnknownModelError` naming
 close matches, unless the caller passes an explicit ``fallback`` model.
 """
