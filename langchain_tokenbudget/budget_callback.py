@@ -55,7 +55,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
@@ -68,6 +68,7 @@ from langchain_core.outputs import LLMResult
 from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file_tokens
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, TokenBudgetError
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
+from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
 from tokenbudget_core.routing import premium_model_of
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
@@ -163,6 +164,15 @@ def first(kind: type[T], keys: Sequence[str], *sources: Mapping[str, Any]) -> T 
             if valid and (value >= 0 if isinstance(value, int) else value):
                 return value  # type: ignore[no-any-return]
     return None
+
+
+def cache_writes_in(messages: Iterable[BaseMessage], *settings: object) -> Ttl | None:
+    """The longest prompt-cache TTL marked (``cache_control``) in the messages' content blocks or
+    in ``settings`` (tools, the call's ``cache_control`` option): the ledger prices the call's
+    worst case at that write rate. Plain-text messages cost no scan."""
+    parts: list[object] = [m.content for m in messages if type(m.content) is not str]
+    parts += [s for s in settings if s]
+    return cache_writes_of(parts) if parts else None
 
 
 def is_function_tool(tool: Mapping[str, Any]) -> bool:
@@ -414,6 +424,7 @@ class _BudgetHandler:
                 user=call.user,
                 conversation=call.conversation,
                 choices=call.choices,
+                cache_writes=_cache_writes(inputs, kwargs),
             )  # no request_id: the ledger draws a fresh one (a run id can be reused, config["run_id"])
         except BaseException as e:  # the call will not be sent: neither will its batch
             for held in self._sink(batch, e):
@@ -437,6 +448,7 @@ class _BudgetHandler:
                 user=call.user,
                 conversation=call.conversation,
                 choices=call.choices,
+                cache_writes=_cache_writes(inputs, kwargs),
             )
         except BaseException as e:  # the call will not be sent: neither will its batch
             for held in self._sink(batch, e):
@@ -615,6 +627,15 @@ def _plain_reply(response: LLMResult | None) -> AIMessage | None:
         return None
     meta = m.response_metadata
     return None if CACHE_HIT_KEY in meta or ROUTE_KEY in meta else m
+
+
+def _cache_writes(inputs: Inputs, kwargs: Mapping[str, Any]) -> Ttl | None:
+    """:func:`cache_writes_in` of a callback's chat messages and invocation parameters."""
+    if isinstance(inputs[0], str):  # a completion model's prompts: no markers
+        return None
+    params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
+    messages = [m for batch in inputs if isinstance(batch, list) for m in batch]
+    return cache_writes_in(messages, params.get("tools"), params.get("cache_control"), params.get("system"))
 
 
 class _Call(NamedTuple):

@@ -60,6 +60,7 @@ from .budget_callback import (
     MAX_OUTPUT_KEYS,
     MODEL_KEYS,
     Tools,
+    cache_writes_in,
     first,
     is_function_tool,
     payer_from,
@@ -315,6 +316,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             "choices": first(int, CHOICE_KEYS, request.model_settings, attrs) or 1,
         }
         system = [request.system_message] if request.system_message is not None else []
+        args["cache_writes"] = cache_writes_in(
+            [*system, *request.messages],
+            [t for t in request.tools if isinstance(t, dict)],
+            request.model_settings.get("cache_control"),
+        )
         tools = core_tools([t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)])
         return args, counter, to_core_request([*system, *request.messages]), tools
 

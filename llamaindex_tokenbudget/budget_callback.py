@@ -52,6 +52,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
+from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
 from tokenbudget_core.routing import current_route, premium_model_of
 from tokenbudget_core.usage import Usage
 
@@ -174,6 +175,21 @@ def enclosing(calls: Mapping[str, Any], frame: FrameType | None, *, key: str) ->
                 return found
         frame = frame.f_back
     return None
+
+
+def cache_writes_in(messages: object) -> Ttl | None:
+    """The longest prompt-cache TTL the messages' ``CachePoint`` blocks mark (LlamaIndex's
+    Anthropic integration turns them into ``cache_control``): the ledger prices the call's worst
+    case at that write rate. ``None``: no marker (or not a list of messages)."""
+    if not isinstance(messages, list):
+        return None
+    points = [
+        b.model_dump()
+        for m in messages
+        for b in getattr(m, "blocks", ())
+        if getattr(b, "block_type", None) == "cache"
+    ]
+    return cache_writes_of(points) if points else None
 
 
 def streamed_chunk(key: str, value: str) -> ChatResponse | CompletionResponse | None:
@@ -313,6 +329,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             feature=self.feature,
             user=self.user,
             request_id=event_id or None,
+            cache_writes=cache_writes_in(messages),
         )
         call = _Call(
             reservation=reservation,

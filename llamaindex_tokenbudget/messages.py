@@ -102,8 +102,8 @@ def to_core_message(message: ChatMessage, *, where: str = "message") -> Message:
             parts.append(TextPart(text=block.text))
         elif isinstance(block, ImageBlock):
             parts.append(_image(block))
-        elif isinstance(block, ToolCallBlock):
-            continue
+        elif isinstance(block, ToolCallBlock) or block.block_type == "cache":
+            continue  # tool calls are read below; a CachePoint is a prompt-cache marker, no content
         else:
             raise InvalidMessageError(
                 f"{where}.blocks[{i}]",

@@ -442,6 +442,7 @@ class Ledger:
         conversation: str | None = None,
         request_id: str | None = None,
         choices: int = 1,
+        cache_writes: Literal["5m", "1h"] | None = None,
     ) -> Reservation:
         """Reserve the worst case of a call against every budget it touches, atomically.
 
@@ -449,7 +450,10 @@ class Ledger:
         ``choices`` is how many completions the call asks for (OpenAI's ``n``): the input is
         billed once, the output up to ``max_output_tokens`` per choice, so the worst case
         reserves ``choices * max_output_tokens`` output tokens (per-call output limits apply
-        to each choice).
+        to each choice). ``cache_writes`` (``"5m"`` or ``"1h"``) says the call carries
+        prompt-cache markers (Anthropic's ``cache_control``, see
+        :func:`~tokenbudget_core.prompt_caching.cache_writes_of`): a cache write costs more than
+        plain input, so the worst case prices every input token at that write rate.
 
         Raises:
             BudgetExceededError: A budget (or a per-call limit) would be exceeded, or the ladder
@@ -460,8 +464,9 @@ class Ledger:
                 released or expired (a reserve retried while its reservation is live returns it again).
         """
         plan = self._reserve_plan(
-            model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices
-        )
+            model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices,
+            cache_writes,
+        )  # fmt: skip
         if self._memory is not None:  # no store round trip: no steps to drive
             return self._reserve_in_memory(plan, self._memory)
         return _drive(self._reserve_driven(plan), self._store_reserve)
@@ -508,11 +513,13 @@ class Ledger:
         conversation: str | None = None,
         request_id: str | None = None,
         choices: int = 1,
+        cache_writes: Literal["5m", "1h"] | None = None,
     ) -> Generator[ReserveRequest, ReserveOutcome, Reservation]:
         """:meth:`reserve`, yielding its store request (unless the memory store's fast path takes it)."""
         plan = self._reserve_plan(
-            model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices
-        )
+            model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices,
+            cache_writes,
+        )  # fmt: skip
         if self._memory is not None:
             return self._reserve_in_memory(plan, self._memory)
         return (yield from self._reserve_driven(plan))
@@ -527,6 +534,7 @@ class Ledger:
         conversation: str | None,
         request_id: str | None,
         choices: int = 1,
+        cache_writes: Literal["5m", "1h"] | None = None,
     ) -> _ReservePlan:
         """What :meth:`reserve` asks the store: the payer, the worst case and its checks.
 
@@ -592,9 +600,20 @@ class Ledger:
                     "choices", "must be a positive integer (completions the call asks for)", value=choices
                 )
             out *= int(choices)
-        nanos = cost_nanos(
-            model, input_tokens, out, round_up=True, registry=self.registry, prices=self.prices
-        )
+        if cache_writes is None:
+            nanos = cost_nanos(
+                model, input_tokens, out, round_up=True, registry=self.registry, prices=self.prices
+            )
+        else:
+            if cache_writes not in ("5m", "1h"):
+                raise InvalidInputError(
+                    "cache_writes", f"unknown value {cache_writes!r}", fix="use '5m', '1h' or None"
+                )
+            nanos = cost_nanos(
+                model, input_tokens, out, round_up=True, registry=self.registry, prices=self.prices,
+                cache_write_tokens=input_tokens,
+                cache_write_1h_tokens=input_tokens if cache_writes == "1h" else 0,
+            )  # fmt: skip
         scopes = self._scopes_of(feature, user)
         if nanos is None and scopes.money_limited:
             raise UnpricedModelError(model)
@@ -1304,6 +1323,7 @@ class Ledger:
         conversation: str | None = None,
         request_id: str | None = None,
         choices: int = 1,
+        cache_writes: Literal["5m", "1h"] | None = None,
     ) -> Reservation:
         """Async twin of :meth:`reserve` (the store call runs in a worker thread)."""
         return await self._async(
@@ -1316,6 +1336,7 @@ class Ledger:
                 conversation=conversation,
                 request_id=request_id,
                 choices=choices,
+                cache_writes=cache_writes,
             )
         )
 
@@ -1353,7 +1374,7 @@ class Ledger:
 _RESERVED = ReserveOutcome(ok=True, state="reserved")
 _REQUIRED_ARGS = frozenset({"model", "input_tokens"})
 _RESERVE_ARGS = _REQUIRED_ARGS | {
-    "max_output_tokens", "feature", "user", "conversation", "request_id", "choices"
+    "max_output_tokens", "feature", "user", "conversation", "request_id", "choices", "cache_writes"
 }  # fmt: skip
 _OPTIONAL_ARGS = ", ".join(sorted(_RESERVE_ARGS - _REQUIRED_ARGS))
 

@@ -39,6 +39,7 @@ from .registry import ModelRegistry, default_registry
 
 __all__ = [
     "PromptCacheBreakpoint",
+    "cache_writes_of",
     "PromptCachePlan",
     "Section",
     "Ttl",
@@ -151,6 +152,30 @@ def _ttl_of(control: object, where: str) -> Ttl:
     if ttl not in _TTLS:
         raise InvalidInputError(f"{where}.ttl", "must be '5m' or '1h'", value=ttl)
     return ttl  # type: ignore[no-any-return]
+
+
+def cache_writes_of(value: object) -> Ttl | None:
+    """The longest TTL of the ``cache_control`` markers found anywhere in ``value`` (a request's
+    messages, content blocks, tools or settings, as plain dicts and lists): what a call may write
+    to Anthropic's prompt cache, for its worst case (:meth:`~tokenbudget_core.ledger.Ledger.reserve`'s
+    ``cache_writes``). ``None``: no marker.
+
+    Raises:
+        InvalidInputError: A marker is malformed.
+    """
+    found: Ttl | None = None
+    stack: list[tuple[object, str]] = [(value, "request")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, Mapping):
+            control = item.get("cache_control")
+            if control is not None:
+                ttl = _ttl_of(control, f"{where}.cache_control")
+                found = "1h" if "1h" in (found, ttl) else ttl
+            stack.extend((v, f"{where}.{k}") for k, v in item.items() if k != "cache_control")
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return found
 
 
 def _binary_tokens(block: Mapping[str, Any]) -> int:

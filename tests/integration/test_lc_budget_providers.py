@@ -7,6 +7,7 @@ what LangChain's aggregated ``usage_metadata`` says: langchain-anthropic attache
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from provider_server import AnthropicReply, OpenAIReply, ProviderServer
 from pydantic import SecretStr
 
 from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler, BudgetMiddleware
+from langchain_tokenbudget.messages import to_core_request
 from tokenbudget_core import TokenCounter, Usage, cost_of
 from tokenbudget_core.budgets import BudgetPolicy
 from tokenbudget_core.errors import BudgetExceededError
@@ -230,4 +232,43 @@ def test_a_call_asking_for_several_choices_reserves_the_output_of_each(
         run(3, ledger)
     assert refused.value.requested >= 3 * 400
     assert len(provider_server.requests) == 1  # the second call never went out
+    assert charged(ledger) == {}
+
+
+@pytest.mark.parametrize("how", ["handler", "middleware"])
+def test_a_call_marked_for_the_prompt_cache_reserves_the_cost_of_writing_it(
+    tmp_path: Path, provider_server: ProviderServer, anthropic_client: anthropic.Anthropic, how: str
+) -> None:
+    """A 1-hour cache write costs twice the input price: a call carrying a ``cache_control``
+    marker reserves that worst case, so a budget that holds the plain call refuses the marked one
+    before it goes out (it would otherwise commit past the budget)."""
+    marked = [
+        {"type": "text", "text": "A long, stable instruction block. " * 40},
+        {"type": "text", "text": QUESTION, "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+    ]
+    plain = [{"type": "text", "text": block["text"]} for block in marked]
+    counted = counter(anthropic_client)
+    tokens = int(counted.count_messages(to_core_request([HumanMessage(plain)])))
+    worst_plain = cost_of(Usage(input_tokens=tokens, output_tokens=100), CLAUDE)
+    limit = str(worst_plain * Decimal("1.2"))  # holds the plain worst case, not the 2x-input one
+
+    def run(content: list[dict[str, Any]], ledger: Ledger) -> None:
+        if how == "handler":
+            handler = BudgetCallbackHandler(ledger, counter=counted, user="u-1")
+            claude(provider_server, max_tokens=100).invoke(
+                [HumanMessage(content)], config={"callbacks": [handler]}
+            )
+        else:
+            budget = BudgetMiddleware(ledger, counter=counted, user="u-1")
+            agent = create_agent(claude(provider_server, max_tokens=100), middleware=[budget])
+            agent.invoke({"messages": [HumanMessage(content)]})
+
+    provider_server.queue(AnthropicReply(input_tokens=tokens, output_tokens=7))
+    run(plain, make_ledger(tmp_path, user_daily_usd=limit))
+    sent = len([r for r in provider_server.requests if r.path == "/v1/messages"])
+    assert sent == 1
+    ledger = make_ledger(tmp_path, user_daily_usd=limit)
+    with pytest.raises(BudgetExceededError):
+        run(marked, ledger)
+    assert len([r for r in provider_server.requests if r.path == "/v1/messages"]) == sent
     assert charged(ledger) == {}

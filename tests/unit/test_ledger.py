@@ -106,6 +106,28 @@ def test_several_choices_reserve_the_input_once_and_the_output_per_choice() -> N
             led.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=1, choices=bad)  # type: ignore[arg-type]
 
 
+def test_a_call_that_may_write_the_prompt_cache_reserves_the_write_rate() -> None:
+    """Claude's 5-minute cache writes cost 1.25x input, 1-hour writes 2x: the worst case of a
+    marked call covers what its commit can charge."""
+    led = ledger(BudgetPolicy(daily_usd="5"))
+    writes = {
+        "5m": {"cache_write_tokens": 1_000},
+        "1h": {"cache_write_tokens": 1_000, "cache_write_1h_tokens": 1_000},
+    }
+    for ttl, usage in writes.items():
+        r = led.reserve(
+            model="claude-sonnet-4-5", input_tokens=1_000, max_output_tokens=100, cache_writes=ttl
+        )  # type: ignore[arg-type]
+        assert r.reserved_usd == cost_of(
+            Usage(input_tokens=1_000, output_tokens=100, **usage), "claude-sonnet-4-5"
+        )
+        led.release(r)
+    plain = led.reserve(model="claude-sonnet-4-5", input_tokens=1_000, max_output_tokens=100)
+    assert plain.reserved_usd == cost_of(Usage(input_tokens=1_000, output_tokens=100), "claude-sonnet-4-5")
+    with pytest.raises(InvalidInputError, match="cache_writes"):
+        led.reserve(model="claude-sonnet-4-5", input_tokens=1, max_output_tokens=1, cache_writes="1d")  # type: ignore[arg-type]
+
+
 def test_release_frees_the_reservation_and_lease_expiry_unlocks_a_crashed_worker() -> None:
     clock = Clock()
     policy = BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=1_000)})

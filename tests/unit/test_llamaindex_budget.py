@@ -7,6 +7,7 @@ instrumentation dispatcher (``CostEventHandler``: records only).
 
 from __future__ import annotations
 
+import contextlib
 import doctest
 import logging
 import threading
@@ -445,3 +446,30 @@ def test_public_names_and_docstring_examples() -> None:
         result = doctest.testmod(module)
         assert result.attempted > 0, module.__name__
         assert result.failed == 0, module.__name__
+
+
+def test_a_call_with_a_cache_point_reserves_the_cost_of_writing_the_prompt_cache() -> None:
+    """A ``CachePoint`` block (LlamaIndex's Anthropic cache_control) is a marker, not content: the
+    input counts the same, and the worst case prices it at the cache-write rate (2x input for a
+    1-hour write on Claude), so a budget that holds the plain call refuses the marked one."""
+    from llama_index.core.base.llms.types import CacheControl, CachePoint, TextBlock
+
+    claude = "claude-sonnet-4-5"
+    text = "A long, stable instruction block. " * 40
+    plain = [ChatMessage(role="user", blocks=[TextBlock(text=text)])]
+    point = CachePoint(cache_control=CacheControl(type="ephemeral", ttl="1h"))
+    marked = [ChatMessage(role="user", blocks=[TextBlock(text=text), point])]
+    tokens = int(TokenCounter.for_model(claude).count_messages(to_core_messages(plain)))
+    assert to_core_messages(marked) == to_core_messages(plain)
+    worst_plain = cost_of(Usage(input_tokens=tokens, output_tokens=MAX_OUTPUT), claude)
+    policy = BudgetPolicy(user_daily_usd=str(worst_plain * Decimal("1.2")))
+
+    def served(messages: list[ChatMessage]) -> list[str]:
+        ledger = Ledger("memory://", policy=policy)
+        llm = ProviderLLM(callback_manager=CallbackManager([BudgetCallbackHandler(ledger, model=claude)]))
+        with contextlib.suppress(BudgetExceededError):
+            llm.chat(messages)
+        return llm.calls
+
+    assert served(plain) == ["chat"]
+    assert served(marked) == []  # refused before the call: its worst case is 2x the input

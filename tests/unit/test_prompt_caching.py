@@ -361,3 +361,15 @@ def test_docstring_examples_run(module: Any) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_cache_writes_of_finds_the_longest_marked_ttl_anywhere_in_a_request() -> None:
+    from tokenbudget_core.prompt_caching import cache_writes_of
+
+    five = {"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}
+    hour = {"name": "t", "input_schema": {}, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    assert cache_writes_of([[{"type": "text", "text": "a"}], "plain"]) is None
+    assert cache_writes_of([[five]]) == "5m"
+    assert cache_writes_of({"tools": [hour], "messages": [{"content": [five]}]}) == "1h"
+    with pytest.raises(InvalidInputError, match=r"cache_control\.ttl"):
+        cache_writes_of([{"cache_control": {"type": "ephemeral", "ttl": "1d"}}])
