@@ -333,8 +333,6 @@ class _BudgetHandler:
         )
         if counter is not None and not isinstance(counter, SupportsTokenCount):
             raise InvalidInputError("counter", "must have count() and count_messages()", value=counter)
-        if model is not None:
-            ledger.registry.get(model)  # an unknown model fails here, not on the first call
         self.ledger, self.model, self.feature, self.user = ledger, model, feature, user
         self.max_output_tokens, self.counter = max_output_tokens, counter
         self._counters: dict[str, SupportsTokenCount] = {}

@@ -244,8 +244,6 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         super().__init__()
         counts = {"max_output_tokens": max_output_tokens}
         check_budget_options(ledger, model=model, feature=feature, user=user, counts=counts)
-        if model is not None:
-            ledger.registry.get(model)  # an unknown model fails here, not on the first call
         if on_exceeded not in ("raise", "end"):
             raise InvalidInputError("on_exceeded", f"unknown value {on_exceeded!r}", fix="'raise' or 'end'")
         if refusal_message is not None and not (

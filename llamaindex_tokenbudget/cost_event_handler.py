@@ -119,7 +119,7 @@ class CostEventHandler(BaseEventHandler):
     Example:
         >>> from llama_index.core.instrumentation import get_dispatcher
         >>> from llama_index.core.llms import MockLLM
-        >>> from tokenbudget_core.ledger import Ledger, check_budget_options
+        >>> from tokenbudget_core.ledger import Ledger
         >>> ledger = Ledger("memory://")
         >>> handler = CostEventHandler(ledger=ledger, model="gpt-4o-mini")
         >>> get_dispatcher().add_event_handler(handler)
@@ -143,9 +143,7 @@ class CostEventHandler(BaseEventHandler):
     def __init__(self, **data: Any) -> None:
         ledger = data.get("ledger")
         names = {key: data.get(key) for key in ("model", "feature", "user")}
-        check_budget_options(ledger, counts={}, **names)
-        if isinstance(ledger, Ledger) and names["model"] is not None:
-            ledger.registry.get(names["model"])  # an unknown model fails here, not at every call
+        check_budget_options(ledger, counts={}, **names)  # an unknown model fails here, not at every call
         try:
             super().__init__(**data)
         except ValidationError as e:  # an unknown option

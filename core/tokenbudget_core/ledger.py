@@ -1381,16 +1381,21 @@ _OPTIONAL_ARGS = ", ".join(sorted(_RESERVE_ARGS - _REQUIRED_ARGS))
 
 def check_budget_options(ledger: object, *, counts: Mapping[str, object], **names: object) -> None:
     """Validate what every budget adapter is built with: a :class:`Ledger`, ids (``names``) that are
-    non-empty strings, and ``counts`` that are non-negative integers (``None`` leaves one unset).
+    non-empty strings, a ``model`` among them known to the ledger's registry, and ``counts`` that
+    are non-negative integers (``None`` leaves one unset).
 
     Raises:
         InvalidInputError: A bad option, named.
+        UnknownModelError: ``model`` is not in the ledger's registry (here, not on the first call).
     """
     if not isinstance(ledger, Ledger):
         raise InvalidInputError("ledger", "must be a tokenbudget Ledger", value=ledger)
     for name, value in names.items():
         if value is not None and (not isinstance(value, str) or not value):
             raise InvalidInputError(name, "must be a non-empty string", value=value)
+    model = names.get("model")
+    if isinstance(model, str):
+        ledger.registry.get(model)
     for name, value in counts.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise InvalidInputError(name, "must be a non-negative integer", value=value)
