@@ -24,13 +24,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
+from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.fitting import OnOverflow
 from tokenbudget_core.messages import Message
 from tokenbudget_core.summary import SummaryBuffer, SummaryEvent
 
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
-from .messages import to_countable_message
+from .messages import check_messages, to_countable_message
 
 __all__ = ["SummaryChatMessageHistory", "TokenBudgetChatMessageHistory"]
 
@@ -121,11 +121,11 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append to the backing history."""
-        self.history.add_messages(_checked(messages))
+        self.history.add_messages(check_messages(messages))
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async twin of :meth:`add_messages`."""
-        await self.history.aadd_messages(_checked(messages))
+        await self.history.aadd_messages(check_messages(messages))
 
     def clear(self) -> None:
         """Clear the backing history."""
@@ -134,24 +134,6 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
     async def aclear(self) -> None:
         """Async twin of :meth:`clear`."""
         await self.history.aclear()
-
-
-def _checked(messages: object) -> Sequence[BaseMessage]:
-    """``messages`` if it is a list of LangChain messages (the backing history would store anything).
-
-    Raises:
-        InvalidMessageError: Not a list, or an item is not a LangChain message.
-    """
-    if not isinstance(messages, list | tuple):
-        raise InvalidMessageError(
-            "messages", f"must be a list of LangChain messages, got {type(messages).__name__}"
-        )
-    for i, m in enumerate(messages):
-        if not isinstance(m, BaseMessage):
-            raise InvalidMessageError(
-                f"messages[{i}]", f"expected a LangChain message, got {type(m).__name__}"
-            )
-    return messages
 
 
 def _same(a: BaseMessage, b: BaseMessage) -> bool:
@@ -301,12 +283,12 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append to the backing history, then fold what slid out (calls the summariser)."""
-        self.history.add_messages(_checked(messages))
+        self.history.add_messages(check_messages(messages))
         self._sync()
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async twin of :meth:`add_messages`."""
-        await self.history.aadd_messages(_checked(messages))
+        await self.history.aadd_messages(check_messages(messages))
         await self._async_sync()
 
     def clear(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import (
     AIMessage,
@@ -206,6 +206,21 @@ def _check_list(messages: object) -> None:
         raise InvalidMessageError(
             "messages", f"must be a list of LangChain messages, got {type(messages).__name__}"
         )
+
+
+def check_messages(messages: object) -> Sequence[BaseMessage]:
+    """``messages`` if it is a list (or tuple) of LangChain messages.
+
+    Raises:
+        InvalidMessageError: Not a list, or an item is not a LangChain message (``messages[i]``).
+    """
+    _check_list(messages)
+    for i, m in enumerate(cast("Sequence[object]", messages)):
+        if not isinstance(m, BaseMessage):
+            raise InvalidMessageError(
+                f"messages[{i}]", f"expected a LangChain message, got {type(m).__name__}"
+            )
+    return cast("Sequence[BaseMessage]", messages)
 
 
 def _cached(m: object) -> Message | None:

@@ -32,7 +32,7 @@ from tokenbudget_core.fitting import fit_messages
 from tokenbudget_core.messages import Message, to_message
 
 from ._bridge import Core, Transcript, host_error
-from .messages import to_countable_message
+from .messages import check_messages, to_countable_message
 
 __all__ = ["BudgetMemory"]
 
@@ -202,12 +202,12 @@ class BudgetMemory(BaseMemory):
             InvalidInputError: ``messages`` is not a list.
             InvalidMessageError: A message is invalid (those before it were put).
         """
-        for message in _checked(messages):
+        for message in check_messages(messages):
             self.put(message)
 
     async def aput_messages(self, messages: list[ChatMessage]) -> None:
         """Async twin of :meth:`put_messages`."""
-        for message in _checked(messages):
+        for message in check_messages(messages):
             await self.aput(message)
 
     def set(self, messages: list[ChatMessage]) -> None:
@@ -250,14 +250,14 @@ class BudgetMemory(BaseMemory):
 
     def _build(self, messages: Sequence[ChatMessage]) -> Transcript:
         transcript = Transcript(self._new_core())
-        for i, message in enumerate(_checked(messages)):
+        for i, message in enumerate(check_messages(messages)):
             transcript.append(message, where=f"messages[{i}]")
         return transcript
 
     async def _abuild(self, messages: Sequence[ChatMessage]) -> Transcript:
         transcript = Transcript(self._new_core())
         with self._async_scope():
-            for i, message in enumerate(_checked(messages)):
+            for i, message in enumerate(check_messages(messages)):
                 await transcript.aappend(message, where=f"messages[{i}]")
         return transcript
 
@@ -306,9 +306,3 @@ def _request_tokens(input: object, kwargs: dict[str, Any]) -> int:
             value=count,
         )
     return count
-
-
-def _checked(messages: object) -> Sequence[ChatMessage]:
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
-        raise InvalidInputError("messages", "must be a list of ChatMessage", value=messages)
-    return messages
