@@ -633,7 +633,7 @@ def _cache_writes(inputs: Inputs, kwargs: Mapping[str, Any]) -> Ttl | None:
         return None
     params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
     messages = [m for batch in inputs if isinstance(batch, list) for m in batch]
-    return cache_writes_in(messages, params.get("tools"), params.get("cache_control"), params.get("system"))
+    return cache_writes_in(messages, params.get("tools"), params.get("cache_control"))
 
 
 class _Call(NamedTuple):

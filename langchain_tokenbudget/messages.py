@@ -72,9 +72,7 @@ def _image_url(block: dict[str, Any]) -> str | None:
     LangChain v1 (``url`` / ``base64``), v0 (``source_type`` with ``url`` / ``data``) or
     Anthropic's own (``source: {type: base64 | url, ...}``). ``None``: none of these (a file id)."""
     source = block.get("source")
-    if isinstance(
-        source, dict
-    ):  # Anthropic: {"type": "base64", "media_type", "data"} or {"type": "url", "url"}
+    if isinstance(source, dict):  # Anthropic: {type: base64, media_type, data} or {type: url, url}
         block = {
             "url": source.get("url"),
             "base64": source.get("data"),
