@@ -206,12 +206,16 @@ class BudgetUnavailableError(TokenBudgetError, ConnectionError):
         store: The store URL.
     """
 
-    def __init__(self, store: str, detail: str) -> None:
+    def __init__(
+        self,
+        store: str,
+        detail: str,
+        *,
+        consequence: str = "the call was not sent. Check the store, or choose on_unavailable='open' "
+        "to spool usage locally and replay it later.",
+    ) -> None:
         self.store = store
-        super().__init__(
-            f"budget store {store} is unreachable ({detail}); the call was not sent. "
-            f"Check the store, or choose on_unavailable='open' to spool usage locally and replay it later."
-        )
+        super().__init__(f"budget store {store} is unreachable ({detail}); {consequence}")
 
 
 class CacheUnavailableError(TokenBudgetError, ConnectionError):

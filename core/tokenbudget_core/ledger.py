@@ -1076,14 +1076,13 @@ class Ledger:
         try:
             self.spool.append(req, mark=mark)
         except OSError as e:
-            error = BudgetUnavailableError(unavailable.store, "the spool could not be written")
-            error.args = (  # not the usual "the call was not sent": it was, and its usage is here
-                f"budget store {error.store} is unreachable and the usage of request "
-                f"{req.request_id!r} could not be written to the spool {str(self.spool.path)!r} "
-                f"({type(e).__name__}: {e}): it is not recorded. Fix the spool path "
-                f"(spool_path= or $TOKENBUDGET_SPOOL) and record the usage again.",
-            )
-            raise error from e
+            raise BudgetUnavailableError(
+                unavailable.store,
+                f"and the usage could not be written to the spool {str(self.spool.path)!r}: "
+                f"{type(e).__name__}: {e}",
+                consequence=f"the usage of request {req.request_id!r} is not recorded. Fix the spool "
+                "path (spool_path= or $TOKENBUDGET_SPOOL) and record the usage again.",
+            ) from e
         self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
 
     def _routing_saved(self, usage: Usage, nanos: int | None, premium_model: object) -> int | None:
