@@ -90,7 +90,7 @@ from .stores.base import (
     redact_url,
 )
 from .stores.memory import MemoryStore
-from .streams import TextCounter, estimate_output_tokens
+from .streams import TextCounter, estimate_output_tokens, text_counter
 from .usage import Usage
 
 __all__ = [
@@ -1199,17 +1199,7 @@ class Ledger:
             raise InvalidInputError(
                 "reply_text", f"must be a string, got {type(reply_text).__name__}", value=reply_text
             )
-        if (
-            counter is not None
-            and not isinstance(counter, str)
-            and not callable(getattr(counter, "count", None))
-        ):
-            raise InvalidInputError(
-                "counter",
-                f"must be a token counter (with count(text)) or a model name, got {type(counter).__name__}",
-                value=counter,
-                fix="pass TokenCounter.for_model('<model>') or the model's name",
-            )
+        counter = text_counter(counter)
         for flag, value in (("failed", failed), ("cache_hit", cache_hit), ("hit_recorded", hit_recorded)):
             if not isinstance(value, bool):
                 raise InvalidInputError(flag, "must be True or False", value=value)

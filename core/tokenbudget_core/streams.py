@@ -30,7 +30,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from .errors import InvalidInputError
 from .usage import Usage
@@ -52,6 +52,30 @@ class TextCounter(Protocol):
         ...
 
 
+def text_counter(counter: object) -> TextCounter | None:
+    """``counter`` as a counter: a model name becomes its ``TokenCounter`` (``str.count`` would
+    count a substring), ``None`` stays ``None``.
+
+    Raises:
+        InvalidInputError: Neither a counter (with ``count(text)``) nor a model name.
+        UnknownModelError: A model name the registry does not know.
+    """
+    if counter is None:
+        return None
+    if isinstance(counter, str):
+        from .counting import TokenCounter
+
+        return TokenCounter.for_model(counter)
+    if isinstance(counter, bytes | bytearray) or not callable(getattr(counter, "count", None)):
+        raise InvalidInputError(
+            "counter",
+            f"must be a token counter (with count(text)) or a model name, got {type(counter).__name__}",
+            value=counter,
+            fix="pass TokenCounter.for_model('<model>') or the model's name",
+        )
+    return cast(TextCounter, counter)
+
+
 def estimate_output_tokens(text: str, *, counter: TextCounter | str | None = None) -> int:
     """Tokens of streamed text: ``counter.count(text)``, or ``ceil(len(text) / 4)`` without a counter.
 
@@ -67,21 +91,10 @@ def estimate_output_tokens(text: str, *, counter: TextCounter | str | None = Non
     """
     if not isinstance(text, str):
         raise InvalidInputError("text", f"must be a string, got {type(text).__name__}", value=text)
+    counter = text_counter(counter)
     if counter is None:
         return -(-len(text) // 4)
-    if isinstance(counter, str):  # a model name: its counter (str.count would count a substring)
-        from .counting import TokenCounter
-
-        counter = TokenCounter.for_model(counter)
-    count = getattr(counter, "count", None)
-    if not callable(count) or isinstance(counter, bytes | bytearray):
-        raise InvalidInputError(
-            "counter",
-            f"must be a token counter (with count(text)) or a model name, got {type(counter).__name__}",
-            value=counter,
-            fix="pass TokenCounter.for_model('<model>') or the model's name",
-        )
-    n = count(text)
+    n = counter.count(text)
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InvalidInputError("counter", f"count() must return a non-negative int, got {n!r}", value=n)
     return int(n)
