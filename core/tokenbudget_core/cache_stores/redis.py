@@ -31,6 +31,7 @@ from urllib.parse import quote
 from tokenbudget_core.cache_keys import CacheScope
 from tokenbudget_core.errors import CacheUnavailableError, InvalidInputError, MissingDependencyError
 from tokenbudget_core.stores.base import redact_url
+from tokenbudget_core.stores.redis import check_redis_url
 
 from .base import Vector, VectorMatch
 from .memory import check_ttl, check_vector
@@ -114,6 +115,9 @@ class RedisCacheStore:
             raise InvalidInputError(
                 "socket_timeout", "must be a positive number of seconds", value=socket_timeout
             )
+        if not isinstance(url, str):
+            raise InvalidInputError("store", "must be a redis:// URL string", value=url)
+        check_redis_url(url)  # the ledger store's check: port, database, options
         self.url = redact_url(url)
         self.clock = clock
         self.quantization = quantization
@@ -134,15 +138,11 @@ class RedisCacheStore:
             cluster_url = "redis://" + url.split("://", 1)[1]
             # A cluster client finds its nodes when it is built: on first use, not here.
             self._connect = lambda: redis.cluster.RedisCluster.from_url(cluster_url, **options)
-            try:
-                redis.connection.parse_url(cluster_url)  # type: ignore[no-untyped-call]
-            except ValueError as e:
-                raise InvalidInputError("store", f"not a Redis URL: {e}", value=self.url) from e
         else:
             self._connect = lambda: redis.Redis.from_url(url, **options)
             try:
-                self._client = self._connect()  # connects lazily; building it checks the URL
-            except ValueError as e:
+                self._client = self._connect()  # connects lazily
+            except (ValueError, TypeError) as e:  # an option value redis-py refuses
                 raise InvalidInputError("store", f"not a Redis URL: {e}", value=self.url) from e
         # Bytes: no client needed to hash it; each call passes the client it runs on.
         self._add = redis.commands.core.Script(cast(Any, None), _ADD.encode())

@@ -120,7 +120,7 @@ def _bad_url(url: str, problem: str) -> InvalidInputError:
     )
 
 
-def _check_url(url: str) -> None:
+def check_redis_url(url: str) -> None:
     """What can be told wrong about a Redis URL before connecting: its port, database and options.
 
     Raises:
@@ -144,7 +144,7 @@ def _check_url(url: str) -> None:
         known.update(inspect.signature(cls.__init__).parameters)
     unknown = sorted(set(parse_qs(parts.query)) - known)
     if unknown:
-        hint = " (the store's namespace is RedisStore(namespace=...), not a URL option)"
+        hint = " (a store's namespace is its namespace= argument, not a URL option)"
         raise _bad_url(url, f"unknown option {unknown[0]!r}" + (hint if unknown[0] == "namespace" else ""))
     db = options.get("db")
     path = unquote(parts.path).replace("/", "")
@@ -219,7 +219,7 @@ class RedisStore:
             )
         if not isinstance(url, str):
             raise InvalidInputError("store", "must be a redis:// URL string", value=url)
-        _check_url(url)
+        check_redis_url(url)
         self.url = url
         self._shown_url = redact_url(url)
         if request_retention_days is None:
