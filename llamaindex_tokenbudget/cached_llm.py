@@ -453,12 +453,8 @@ def _audit(hit: CacheHit) -> dict[str, Any]:
 def _tool_call_blocks(calls: Sequence[Any]) -> list[ToolCallBlock]:
     """The stored tool calls (``{"id", "name", "arguments"}``, arguments as JSON text) as blocks."""
     blocks: list[ToolCallBlock] = []
-    seen: set[str] = set()
     for call in calls:
         call_id = str(call.get("id") or "")
-        if call_id and call_id in seen:  # the same call read from blocks and additional_kwargs
-            continue
-        seen.add(call_id)
         arguments = call.get("arguments") or ""
         try:
             parsed = json.loads(arguments) if isinstance(arguments, str) else arguments

@@ -75,12 +75,13 @@ def _tool_calls(message: ChatMessage) -> tuple[ToolCall, ...]:
                     arguments=kwargs if isinstance(kwargs, str) else json.dumps(kwargs),
                 )
             )
+    from_blocks = {c.id for c in calls if c.id}
     for raw in message.additional_kwargs.get("tool_calls") or ():
         fn: Any = raw.get("function") if isinstance(raw, dict) else getattr(raw, "function", None)
         name = fn.get("name") if isinstance(fn, dict) else getattr(fn, "name", None)
         args: Any = fn.get("arguments") if isinstance(fn, dict) else getattr(fn, "arguments", "")
         call_id = raw.get("id") if isinstance(raw, dict) else getattr(raw, "id", "")
-        if name:
+        if name and not (call_id and call_id in from_blocks):  # a call carried both ways is one call
             calls.append(ToolCall(id=call_id or "", name=name, arguments=str(args or "")))
     return tuple(calls)
 

@@ -102,3 +102,17 @@ def test_mock_llm_response_without_raw_is_a_clear_error() -> None:
     response = MockLLM().chat([ChatMessage(role="user", content="hi")])
     with pytest.raises(InvalidInputError, match=r"response\.raw"):
         usage_of(response)
+
+
+def test_a_tool_call_carried_as_a_block_and_in_additional_kwargs_is_one_call() -> None:
+    from llama_index.core.base.llms.types import ToolCallBlock
+
+    call = ToolCallBlock(tool_call_id="call_1", tool_name="get_weather", tool_kwargs={"city": "Paris"})
+    raw = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    both = ChatMessage(role="assistant", blocks=[call], additional_kwargs={"tool_calls": [raw]})
+    [core] = to_core_messages([both])
+    assert [c.id for c in core.tool_calls] == ["call_1"]
