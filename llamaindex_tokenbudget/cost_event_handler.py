@@ -53,6 +53,8 @@ from llama_index.core.instrumentation.events.span import SpanDropEvent  # type: 
 
 from tokenbudget_core.attribution import Attribution, current_attribution
 from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.errors import InvalidInputError, UnknownModelError
+from tokenbudget_core.estimating import unknown_model_counter
 from tokenbudget_core.ledger import Ledger, check_budget_options
 from tokenbudget_core.streams import estimate_output_tokens
 from tokenbudget_core.usage import Usage
@@ -114,7 +116,10 @@ class CostEventHandler(BaseEventHandler):
         UnknownModelError: ``model`` is not in the ledger's registry.
 
     A call whose LLM names a model the registry does not know (and no ``model=`` was given)
-    cannot be priced: it is not recorded, and the error is logged with its figures.
+    cannot be priced, and this handler cannot refuse it: it is recorded without a cost (its
+    tokens, counted in reports' ``unpriced_requests``, never as $0; an estimate counts with
+    :func:`~tokenbudget_core.estimating.unknown_model_counter`), and an ERROR is logged once per
+    model. Register the model (``ledger.registry.register(...)``) to price its later calls.
 
     Example:
         >>> from llama_index.core.instrumentation import get_dispatcher
@@ -139,6 +144,7 @@ class CostEventHandler(BaseEventHandler):
     _counters: dict[str, TokenCounter] = PrivateAttr(default_factory=dict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _seen: OrderedDict[str, None] = PrivateAttr(default_factory=OrderedDict)
+    _unknown: set[str] = PrivateAttr(default_factory=set)
 
     def __init__(self, **data: Any) -> None:
         ledger = data.get("ledger")
@@ -216,12 +222,19 @@ class CostEventHandler(BaseEventHandler):
 
     def _record(self, call: _Call | None, response: Any, request_id: str, *, abandoned: bool = False) -> None:
         start = call.start if call else None
-        model = model_name(start.model_dict if start else None, self.model)
+        try:
+            model = model_name(start.model_dict if start else None, self.model)
+        except InvalidInputError:  # recorded all the same, unpriced, under the LLM's class name
+            named = start.model_dict.get("class_name") if start else None
+            model = f"unnamed:{named if isinstance(named, str) and named else 'LLM'}"
         usage = None if abandoned else reported_usage(response)
         if usage is None:
             counter = self._counters.get(model)
             if counter is None:
-                counter = TokenCounter.for_model(model, registry=self.ledger.registry)
+                if model in self.ledger.registry:
+                    counter = TokenCounter.for_model(model, registry=self.ledger.registry)
+                else:  # recorded unpriced (see _charge): its tokens can only be estimated
+                    counter = unknown_model_counter(model)
                 self._counters[model] = counter
             if isinstance(start, LLMChatStartEvent):
                 messages, prompt = start.messages, None
@@ -242,8 +255,24 @@ class CostEventHandler(BaseEventHandler):
             premium_model=(call.premium_model if call else None) or routed_premium_model(response),
         )
 
-    def _charge(self, usage: Usage, **where: Any) -> None:
+    def _charge(self, usage: Usage, *, model: str, **where: Any) -> None:
         try:
-            self.ledger.record(usage, **where)
+            self.ledger.registry.get(model)  # cached: no lookup per call
+        except UnknownModelError:
+            with self._lock:
+                first_time = model not in self._unknown
+                self._unknown.add(model)
+            if first_time:
+                logger.error(
+                    "tokenbudget: model %r is not in the ledger's registry: its calls are recorded "
+                    "without a cost (tokens only, reported as unpriced). Register it "
+                    "(ledger.registry.register(%r, provider=...)) or pass model= to the handler.",
+                    model,
+                    model,
+                )
+        try:
+            self.ledger.record(usage, model=model, unknown_model="unpriced", **where)
         except Exception:
-            logger.exception("tokenbudget: usage not recorded: %s usage=%s", where, usage.as_dict())
+            logger.exception(
+                "tokenbudget: usage not recorded: model=%s %s usage=%s", model, where, usage.as_dict()
+            )

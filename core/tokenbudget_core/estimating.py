@@ -20,7 +20,7 @@ from .images import anthropic_image_tokens
 from .messages import ImagePart, MessageLike, TextPart, to_messages
 from .registry import ModelInfo
 
-__all__ = ["EstimatingTokenCounter"]
+__all__ = ["EstimatingTokenCounter", "unknown_model_counter"]
 
 
 class EstimatingTokenCounter(TokenCounter):
@@ -110,3 +110,21 @@ class EstimatingTokenCounter(TokenCounter):
             estimated=self.raw_estimate_messages(messages, tools),
             actual=actual_input_tokens,
         )
+
+
+def unknown_model_counter(name: str) -> EstimatingTokenCounter:
+    """An estimating counter for a model no registry knows, for usage that has to be recorded
+    anyway (an after-the-fact event handler cannot refuse the call): the ``cl100k_base`` estimate,
+    every count ``exact=False``. Counting *before* a call never uses it: there an unknown model
+    is an :class:`~tokenbudget_core.errors.UnknownModelError` unless the caller names a fallback.
+
+    Raises:
+        InvalidInputError: ``name`` is not a non-empty string.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("model", "must be a non-empty model name", value=name)
+    info = ModelInfo(
+        name=name, canonical=name, provider="unknown", tokenizer="estimate", encoding="cl100k_base",
+        fallback_for=name,
+    )  # fmt: skip
+    return EstimatingTokenCounter(info)

@@ -55,6 +55,7 @@ from .errors import (
     BudgetUnavailableError,
     InvalidInputError,
     TokenBudgetError,
+    UnknownModelError,
     UnpricedModelError,
 )
 from .ledger_records import (
@@ -821,6 +822,7 @@ class Ledger:
         saved_usd: Decimal | None = None,
         premium_model: str | None = None,
         at: float | datetime | None = None,
+        unknown_model: Literal["error", "unpriced"] = "error",
     ) -> Charge:
         """Charge usage that was never reserved (after-the-fact accounting; idempotent per request id).
 
@@ -838,12 +840,21 @@ class Ledger:
                 now). It decides the ledger day the usage is charged to, and idempotency holds per
                 day: a retry that passes the same ``at`` is applied once even after midnight,
                 and usage recorded late (from a queue) lands on the day it was spent.
+            unknown_model: What to do when the registry does not know ``model``: ``"error"``
+                (the default) raises; ``"unpriced"`` records the tokens and attribution with no
+                cost, counted in reports' ``unpriced_requests`` (never as $0), for callers that
+                must not lose usage they cannot refuse (an after-the-fact event handler). Register
+                the model (``ledger.registry.register``) to price its later calls.
 
         Raises:
             InvalidInputError: A bad argument, named (``at`` in the future, a naive datetime...).
-            UnknownModelError: ``model`` is unknown to the registry.
+            UnknownModelError: ``model`` is unknown to the registry (and ``unknown_model="error"``).
         """
         _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
+        if unknown_model not in ("error", "unpriced"):
+            raise InvalidInputError(
+                "unknown_model", f"unknown value {unknown_model!r}", fix="use 'error' or 'unpriced'"
+            )
         ctx = current_attribution()
         return self._commit(
             request_id=request_id or new_request_id(),
@@ -857,6 +868,7 @@ class Ledger:
             cache_hit=cache_hit,
             saved_usd=saved_usd,
             premium_model=premium_model,
+            unpriced_if_unknown=unknown_model == "unpriced",
         )
 
     def _commit(self, **call: Any) -> Charge:
@@ -951,20 +963,27 @@ class Ledger:
         cache_hit: bool,
         saved_usd: Decimal | None,
         premium_model: str | None,
+        unpriced_if_unknown: bool = False,
     ) -> _CommitPlan:
         """What :meth:`commit` asks the store: the charges per budget and the attribution row.
 
         Raises:
             InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`.
-            UnknownModelError: ``model`` or ``premium_model`` is unknown to the registry.
+            UnknownModelError: ``model`` (unless ``unpriced_if_unknown``) or ``premium_model``
+                is unknown to the registry.
         """
         if not isinstance(usage, Usage):
             raise InvalidInputError("usage", f"must be a Usage, got {type(usage).__name__}", value=usage)
         tokens = usage.input_tokens + usage.output_tokens
         if tokens + usage.requests > _MAX_AMOUNT or type(cache_hit) is not bool:
             _check_commit_figures(usage, cache_hit)
-        self.registry.get(model)
-        nanos = self._price_nanos(usage, model, round_up=False)
+        try:
+            self.registry.get(model)
+            nanos = self._price_nanos(usage, model, round_up=False)
+        except UnknownModelError:
+            if not unpriced_if_unknown:
+                raise
+            nanos = None  # recorded without a cost, counted as unpriced
         cost = 0 if nanos is None else nanos
         if cost > _MAX_AMOUNT:
             raise _too_large("usage", f"costs ${nanos_to_usd(cost)}", usage)
@@ -1348,6 +1367,38 @@ class Ledger:
                 saved_usd=saved_usd,
                 model=model,
                 premium_model=premium_model,
+            )
+        )
+
+    async def arecord(
+        self,
+        usage: Usage,
+        *,
+        model: str,
+        feature: str | None = None,
+        user: str | None = None,
+        conversation: str | None = None,
+        request_id: str | None = None,
+        cache_hit: bool = False,
+        saved_usd: Decimal | None = None,
+        premium_model: str | None = None,
+        at: float | datetime | None = None,
+        unknown_model: Literal["error", "unpriced"] = "error",
+    ) -> Charge:
+        """Async twin of :meth:`record`."""
+        return await self._async(
+            lambda: self.record(
+                usage,
+                model=model,
+                feature=feature,
+                user=user,
+                conversation=conversation,
+                request_id=request_id,
+                cache_hit=cache_hit,
+                saved_usd=saved_usd,
+                premium_model=premium_model,
+                at=at,
+                unknown_model=unknown_model,
             )
         )
 

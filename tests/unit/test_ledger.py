@@ -315,6 +315,14 @@ async def test_async_twins() -> None:
     charge = await led.acommit(r, Usage(input_tokens=100, output_tokens=5))
     assert charge.applied
     assert not await led.arelease(r)
+    with attribute(feature="support", user="u-1"):  # the attribution crosses into the worker thread
+        recorded = await led.arecord(Usage(input_tokens=10, output_tokens=2), model="gpt-4o-mini")
+        again = await led.arecord(recorded.usage, model="gpt-4o-mini", request_id=recorded.request_id)
+    assert (recorded.applied, again.applied) == (True, False)
+    assert recorded.cost_usd == cost_of(recorded.usage, "gpt-4o-mini")
+    assert [r.rollup_key for r in led.store.rollup([led.day()]) if r.rollup_key.startswith("support/")] == [
+        "support/u-1/gpt-4o-mini"
+    ]
 
 
 def test_bad_input() -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from llama_index.core import Settings
@@ -47,9 +48,12 @@ from llamaindex_tokenbudget import (
 from tokenbudget_core import TokenCounter, Usage, cost_of
 from tokenbudget_core.attribution import attribute
 from tokenbudget_core.budgets import BudgetPolicy
-from tokenbudget_core.errors import BudgetExceededError, InvalidInputError
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, UnknownModelError
+from tokenbudget_core.estimating import unknown_model_counter
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.money import usd_to_nanos
+from tokenbudget_core.registry import ModelRegistry
+from tokenbudget_core.streams import estimate_output_tokens
 
 MODEL = "gpt-4o-mini"
 COUNTER = TokenCounter.for_model(MODEL)
@@ -423,21 +427,58 @@ def test_an_event_delivered_twice_is_charged_once(
     assert caplog.records == []
 
 
-def test_a_record_that_fails_is_logged_with_its_figures(
-    ledger: Ledger, on_root: Any, caplog: pytest.LogCaptureFixture
+def test_a_call_of_a_model_the_registry_does_not_know_is_recorded_unpriced_and_logged_once(
+    tmp_path: Path, on_root: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    on_root(CostEventHandler(ledger=ledger))  # a model named to the handler is checked when it is made
+    ledger = Ledger("memory://", spool_path=tmp_path / "spool.jsonl", registry=ModelRegistry())  # own
+    on_root(CostEventHandler(ledger=ledger, feature="support", user="u-1"))
     llm = ProviderLLM()
-    llm.model = "no-such-model"  # the LLM's own model, known only at call time
+    llm.model = "acme-7b"  # the LLM's own model, known only at call time: the handler cannot refuse it
     with caplog.at_level(logging.ERROR, logger=cost_event_handler.__name__):
         llm.chat(QUESTION)
-    assert llm.calls == ["chat"]
-    assert totals(ledger) == {}
-    [record] = caplog.records
-    assert "usage not recorded" in record.getMessage()
-    assert "'input_tokens': 1200" in record.getMessage()
-    assert "no-such-model" in record.getMessage()
-    assert record.exc_info is not None
+        llm.chat(QUESTION)
+    row = totals(ledger)["support/u-1/acme-7b"]
+    assert (row["input_tokens"], row["output_tokens"]) == (2 * 1200, 2 * 40)  # the usage is kept
+    assert (row["cost_nanos"], row["unpriced"], row["requests"]) == (0, 2, 2)  # unpriced, never $0
+    [logged] = caplog.records  # once per model, not per call
+    assert "'acme-7b' is not in the ledger's registry" in logged.getMessage()
+    assert "register" in logged.getMessage()
+
+    ledger.registry.register("acme-7b", provider="openai", canonical=MODEL)  # priced from now on
+    llm.chat(QUESTION)
+    row = totals(ledger)["support/u-1/acme-7b"]
+    assert (row["unpriced"], row["requests"]) == (2, 3)
+    assert row["cost_nanos"] == usd_to_nanos(cost_of(REPORTED, MODEL))
+
+
+def test_an_unknown_model_without_reported_usage_is_recorded_as_a_flagged_estimate(
+    ledger: Ledger, on_root: Any
+) -> None:
+    on_root(CostEventHandler(ledger=ledger, feature="support", user="u-1"))
+    llm = ProviderLLM(keep_usage=False)
+    llm.model = "acme-7b"
+    list(llm.stream_chat(QUESTION))
+    unnamed = MockLLM(max_tokens=3)  # names no model at all: recorded under its class
+    unnamed.complete("Say hi")
+    rows = totals(ledger)
+    row = rows["support/u-1/acme-7b"]
+    estimate = unknown_model_counter("acme-7b")
+    assert row["output_tokens"] == estimate_output_tokens("".join(CHUNKS), counter=estimate)
+    assert row["input_tokens"] == estimate.count_messages(to_core_messages(QUESTION))
+    assert (row["estimated"], row["unpriced"], row["cost_nanos"]) == (1, 1, 0)
+    unnamed_row = rows[f"support/u-1/{quote('unnamed:MockLLM', safe='')}"]  # ids are encoded in keys
+    reply = estimate_output_tokens("text text text", counter=unknown_model_counter("unnamed:MockLLM"))
+    assert (unnamed_row["output_tokens"], unnamed_row["estimated"], unnamed_row["unpriced"]) == (reply, 1, 1)
+
+
+def test_the_ledger_records_an_unknown_model_unpriced_only_when_asked(ledger: Ledger) -> None:
+    with pytest.raises(UnknownModelError):
+        ledger.record(REPORTED, model="acme-7b")
+    with pytest.raises(InvalidInputError, match="unknown_model"):
+        ledger.record(REPORTED, model="acme-7b", unknown_model="ignore")  # type: ignore[arg-type]
+    charge = ledger.record(REPORTED, model="acme-7b", unknown_model="unpriced")
+    assert (charge.applied, charge.cost_usd) == (True, None)
+    assert totals(ledger)["//acme-7b"]["unpriced"] == 1  # no feature, no user
 
 
 def test_public_names_and_docstring_examples() -> None:
