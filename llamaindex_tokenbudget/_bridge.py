@@ -65,6 +65,11 @@ class Transcript:
         self._index[id(core_message)] = len(self._host)
         self._host.append(message)
 
+    @property
+    def host(self) -> list[ChatMessage]:
+        """The host messages appended so far, in order (read only)."""
+        return self._host
+
     def to_host(self, item: MessageLike) -> ChatMessage:
         """The host message behind a core item; items the core made itself (a summary) are translated."""
         position = self._index.get(id(item))

@@ -239,14 +239,39 @@ class BudgetMemory(BaseMemory):
     # -- plumbing -------------------------------------------------------------------------------
 
     def _loaded(self) -> Transcript:
-        if self._transcript is None:
-            self._transcript = self._build(self.chat_store.get_messages(self.chat_store_key))
-        return self._transcript
+        """The transcript, in step with the chat store (which another memory may write to: two
+        workers on one Redis store). Messages added there since are appended, each counted once;
+        a transcript replaced there (reset, set) is rebuilt."""
+        stored = self.chat_store.get_messages(self.chat_store_key)
+        transcript = self._transcript
+        if transcript is None or not _extends(stored, transcript.host):
+            self._transcript = None
+            transcript = self._transcript = self._build(stored)
+            return transcript
+        try:
+            for i in range(len(transcript.host), len(stored)):
+                transcript.append(stored[i], where=f"messages[{i}]")
+        except Exception:
+            self._transcript = None
+            raise
+        return transcript
 
     async def _aloaded(self) -> Transcript:
-        if self._transcript is None:
-            self._transcript = await self._abuild(await self.chat_store.aget_messages(self.chat_store_key))
-        return self._transcript
+        """Async twin of :meth:`_loaded`."""
+        stored = await self.chat_store.aget_messages(self.chat_store_key)
+        transcript = self._transcript
+        if transcript is None or not _extends(stored, transcript.host):
+            self._transcript = None
+            transcript = self._transcript = await self._abuild(stored)
+            return transcript
+        try:
+            with self._async_scope():
+                for i in range(len(transcript.host), len(stored)):
+                    await transcript.aappend(stored[i], where=f"messages[{i}]")
+        except Exception:
+            self._transcript = None
+            raise
+        return transcript
 
     def _build(self, messages: Sequence[ChatMessage]) -> Transcript:
         transcript = Transcript(self._new_core())
@@ -285,6 +310,16 @@ class BudgetMemory(BaseMemory):
             tools=self.tools or None,
         )
         return [transcript.to_host(request[i]) for i in fitted.kept if len(prefix) <= i < end]
+
+
+def _extends(stored: Sequence[ChatMessage], loaded: Sequence[ChatMessage]) -> bool:
+    """Whether the store's transcript is the loaded one, maybe with messages added after it
+    (its first and last loaded messages in place: cheap, and a reset or replaced transcript
+    fails it)."""
+    n = len(loaded)
+    if len(stored) < n:
+        return False
+    return n == 0 or all(stored[i] is loaded[i] or stored[i] == loaded[i] for i in {0, n - 1})
 
 
 def _request_tokens(input: object, kwargs: dict[str, Any]) -> int:

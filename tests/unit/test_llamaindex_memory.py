@@ -236,7 +236,7 @@ def test_each_message_is_counted_once(monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(20):
         memory.put(ChatMessage(role="user", content=f"more {i}"))
         memory.get()
-    assert (counted, store._reads) == (20, 1)
+    assert (counted, store._reads) == (20, 41)  # each new message counted once; one read per operation
     size = len(memory.get())
     reserving = TokenBudgetChatMemory(chat_store=store, max_tokens=500, prefix_messages=[SYSTEM])
     assert reserving.get() is not None
@@ -254,6 +254,33 @@ def test_a_second_memory_on_the_same_store_sees_the_same_window() -> None:
     assert TokenBudgetChatMemory(chat_store=first.chat_store, chat_store_key="bob").get() == []
     second.reset()
     assert second.get() == first.chat_store.get_messages("alice") == []
+    assert first.get() == []  # the first memory sees the reset too
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_memories_sharing_a_store_key_see_each_others_messages(kind: str) -> None:
+    """Two workers on one chat store: each window follows what the other wrote, counted once."""
+    store = SimpleChatStore()
+    a, b = (TokenBudgetChatMemory(chat_store=store, chat_store_key="conv", max_tokens=2000) for _ in "ab")
+
+    async def put(memory: TokenBudgetChatMemory, role: str, text: str) -> None:
+        message = ChatMessage(role=role, content=text)
+        await memory.aput(message) if kind == "async" else memory.put(message)
+
+    async def window(memory: TokenBudgetChatMemory) -> list[str]:
+        got = await memory.aget() if kind == "async" else memory.get()
+        return [str(m.content) for m in got]
+
+    await put(a, "user", "My name is Ann.")
+    assert await window(b) == ["My name is Ann."]
+    await put(a, "assistant", "Hi Ann.")
+    await put(a, "user", "I live in Oslo.")
+    assert await window(b) == ["My name is Ann.", "Hi Ann.", "I live in Oslo."]
+    await put(b, "assistant", "Noted.")
+    everything = ["My name is Ann.", "Hi Ann.", "I live in Oslo.", "Noted."]
+    assert await window(a) == await window(b) == everything
+    store.set_messages("conv", [ChatMessage(role="user", content="A new conversation.")])  # replaced
+    assert await window(a) == await window(b) == ["A new conversation."]
 
 
 def test_summary_memory_puts_the_summary_in_the_window() -> None:
