@@ -9,8 +9,9 @@ Both classes subclass LlamaIndex's ``BaseMemory`` and persist every message thro
 * :class:`SummaryChatMemory`: the same plus a running summary of what slid out, written by a
   LlamaIndex ``LLM`` (the core's ``SummaryBuffer``; while the LLM fails, the plain window).
 
-Each message is counted once, when it is put: the core object is rebuilt from the store on
-first use and after ``set``/``reset``, then appended to. Hosts that send messages of their own
+Each message is counted once: the core object is built from the store on first use, then
+appended to; every operation reads the store, so memories sharing one chat-store key (workers
+on one Redis store) see what the others put, and a transcript replaced there is rebuilt. Hosts that send messages of their own
 before the memory's (a chat engine's ``prefix_messages``, an agent's ``system_prompt``) should
 list them in ``prefix_messages`` so that their tokens are reserved; an agent's in-progress tool
 calls (its scratchpad) are not in the memory until the run ends: leave room for them in
