@@ -38,8 +38,10 @@ chunk, and LangChain adds chunks up, so the aggregated ``usage_metadata`` of a s
 Claude reply overstates its usage. The handler keeps the latest running total instead.
 
 Routed calls: a :class:`~langchain_tokenbudget.router_chat_model.RouterChatModel` runs the tier
-model with the route in its run metadata (``tokenbudget_route``); the handler passes its premium
-model to the ledger, which records what routing saved. On ``BaseChatModel.generate()`` paths the
+model with the route in its run metadata (``tokenbudget_route``); the handler reserves and
+charges the call on the model the route names (the tier's model, or the fallback answering),
+not on its own ``model=`` (which prices unrouted calls), and passes the premium model to the
+ledger, which records what routing saved. On ``BaseChatModel.generate()`` paths the
 router makes a run of its own around the tier run: that run is skipped, only the tier run is
 charged.
 
@@ -241,6 +243,18 @@ def route_of(replies: Sequence[BaseMessage]) -> Mapping[str, Any] | None:
     return None
 
 
+def routed_model(route: object) -> str | None:
+    """The model a routed run calls, from the route in its metadata: ``answered_by`` (set per
+    attempt, so a fallback names itself), else the decision's ``model``; ``None`` when unrouted."""
+    if not isinstance(route, Mapping):
+        return None
+    for key in ("answered_by", "model"):
+        model = route.get(key)
+        if isinstance(model, str) and model:
+            return model
+    return None
+
+
 def cache_hit_of(replies: Sequence[BaseMessage]) -> CacheHit | None:
     """The cache hit the replies came from: tokenbudget's LLM cache marks its hits; LangChain's own
     caches leave the original ``usage_metadata`` with ``total_cost`` set to 0."""
@@ -354,7 +368,7 @@ class _BudgetHandler:
         """
         params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
         meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
-        model = self.model
+        model = routed_model(meta.get(ROUTE_KEY)) or self.model
         if model is None:
             built: Mapping[str, Any] = (serialized or _EMPTY).get("kwargs") or _EMPTY
             model = first(str, MODEL_KEYS, params, built) or first(str, ["ls_model_name"], meta)
@@ -673,13 +687,17 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
 
     Args:
         ledger: The ledger that prices, limits and records the calls.
-        model: Model name to count and price with (default: the call's ``model`` /
-            ``model_name`` invocation parameter).
+        model: Model name to count and price unrouted calls with (default: the call's
+            ``model`` / ``model_name`` invocation parameter). A routed call (a
+            :class:`~langchain_tokenbudget.router_chat_model.RouterChatModel` tier run) is
+            counted, reserved and charged on the model its route names (``tokenbudget_route`` in
+            the run's metadata: the tier's model, or the fallback that is answering).
         feature: Default feature of the calls.
         user: Default user of the calls.
         max_output_tokens: Output tokens to reserve when the call sets no ``max_tokens``
             (default: the policy's per-call limit, else the model's maximum).
-        counter: Token counter to count inputs with (default: ``TokenCounter.for_model``).
+        counter: Token counter to count every call's input with, routed calls included
+            (default: ``TokenCounter.for_model`` of the model charged).
 
     Raises:
         InvalidInputError: A bad option, named.

@@ -57,9 +57,11 @@ class _Call:
     route_options: dict[str, Any]
     attempts: int = field(default=0)
 
-    def config_for(self, decision: RouteDecision) -> RunnableConfig:
-        """The caller's config plus the decision in the run's metadata (a retry gets a new run id)."""
-        config = merge_configs(self.config, {"metadata": {ROUTE_KEY: decision.as_metadata()}})
+    def config_for(self, decision: RouteDecision, model: str) -> RunnableConfig:
+        """The caller's config plus the decision in the run's metadata, with ``answered_by`` the
+        ``model`` this attempt calls (budget callbacks charge it); a retry gets a new run id."""
+        route = {**decision.as_metadata(), "answered_by": model}
+        config = merge_configs(self.config, {"metadata": {ROUTE_KEY: route}})
         if self.attempts:
             config.pop("run_id", None)
         self.attempts += 1
@@ -258,7 +260,9 @@ class RouterChatModel(BaseChatModel):
         decision = self._route(call)
 
         def attempt(model: str) -> tuple[str, Any]:
-            return model, self._model(call, model).invoke(input, call.config_for(decision), **call.kwargs)
+            return model, self._model(call, model).invoke(
+                input, call.config_for(decision, model), **call.kwargs
+            )
 
         model, message = self._tiers.router.call(decision, attempt)
         return annotate(message, decision, model)  # type: ignore[no-any-return]
@@ -278,7 +282,9 @@ class RouterChatModel(BaseChatModel):
         decision = await self._aroute(call)
 
         async def attempt(model: str) -> tuple[str, Any]:
-            reply = await self._model(call, model).ainvoke(input, call.config_for(decision), **call.kwargs)
+            reply = await self._model(call, model).ainvoke(
+                input, call.config_for(decision, model), **call.kwargs
+            )
             return model, reply
 
         model, message = await self._tiers.router.acall(decision, attempt)
@@ -300,7 +306,9 @@ class RouterChatModel(BaseChatModel):
         decision = self._route(call)
 
         def start(model: str) -> tuple[str, Any, Iterator[Any]]:
-            chunks = iter(self._model(call, model).stream(input, call.config_for(decision), **call.kwargs))
+            chunks = iter(
+                self._model(call, model).stream(input, call.config_for(decision, model), **call.kwargs)
+            )
             with _closed_on_error(chunks):
                 return model, next(chunks, None), chunks
 
@@ -323,7 +331,9 @@ class RouterChatModel(BaseChatModel):
         decision = await self._aroute(call)
 
         async def start(model: str) -> tuple[str, Any, AsyncIterator[Any]]:
-            chunks = aiter(self._model(call, model).astream(input, call.config_for(decision), **call.kwargs))
+            chunks = aiter(
+                self._model(call, model).astream(input, call.config_for(decision, model), **call.kwargs)
+            )
             try:
                 return model, await anext(chunks, None), chunks
             except BaseException:
@@ -444,7 +454,7 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
         decision = self.router._route(call)
 
         def attempt(model: str) -> tuple[str, Any]:
-            return model, self.structured[model].invoke(input, call.config_for(decision))
+            return model, self.structured[model].invoke(input, call.config_for(decision, model))
 
         model, result = self.router._tiers.router.call(decision, attempt)
         return self._out(result, decision, model)
@@ -456,7 +466,7 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
         decision = await self.router._aroute(call)
 
         async def attempt(model: str) -> tuple[str, Any]:
-            return model, await self.structured[model].ainvoke(input, call.config_for(decision))
+            return model, await self.structured[model].ainvoke(input, call.config_for(decision, model))
 
         model, result = await self.router._tiers.router.acall(decision, attempt)
         return self._out(result, decision, model)

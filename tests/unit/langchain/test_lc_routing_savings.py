@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
-from router_fakes import TierModel, tiers
+from router_fakes import ProviderError, TierModel, tiers
 
 from langchain_tokenbudget import (
     AsyncBudgetCallbackHandler,
@@ -139,3 +140,52 @@ async def test_budget_middleware_with_routing_middleware(ledger: Ledger, order: 
     assert sorted(tiers_called) != ["small", "small"]  # the hard prompt went up
     assert routed.totals.requests == routed.totals.routed_requests == 2
     assert routed.totals.routing_saved_usd == saving(*tiers_called)
+
+
+def unnamed_tiers() -> dict[str, GenericFakeChatModel]:
+    """Tier models that do not name their model (the router's ``models=`` names them)."""
+    return {t: GenericFakeChatModel(messages=iter([reply(t)] * 3)) for t in ("small", "large")}
+
+
+UNNAMED = {"small": "gpt-4o-mini", "large": "gpt-4o"}
+
+
+@pytest.mark.parametrize("handler_type", [BudgetCallbackHandler, AsyncBudgetCallbackHandler])
+async def test_a_routed_call_is_charged_on_its_tier_model_not_the_handlers(
+    ledger: Ledger, handler_type: type[BudgetCallbackHandler]
+) -> None:
+    # The handler must name a model here (the tier models do not name theirs): it stays the
+    # default for unrouted calls, but a routed call is charged on the model its route names.
+    handler = handler_type(ledger, model="gpt-4o-mini")
+    model = RouterChatModel(unnamed_tiers(), models=UNNAMED)
+    config = {"callbacks": [handler]}
+    if handler_type is AsyncBudgetCallbackHandler:
+        await model.ainvoke(EASY, config=config)
+        await model.ainvoke(EASY, config=config, force_tier="large")
+    else:
+        model.invoke(EASY, config=config)
+        model.invoke(EASY, config=config, force_tier="large")
+    assert charged_models(ledger) == {"gpt-4o-mini": 1, "gpt-4o": 1}
+    t = build_report(ledger, last_days=1).totals
+    expected = cost_of(usage_of("small"), "gpt-4o-mini") + cost_of(usage_of("large"), "gpt-4o")
+    assert t.cost_usd == expected
+    assert t.routing_saved_usd == saving("small", "large") == saving("small")
+
+
+def test_an_unrouted_call_is_still_charged_on_the_handlers_model(ledger: Ledger) -> None:
+    handler = BudgetCallbackHandler(ledger, model="gpt-4o")
+    GenericFakeChatModel(messages=iter([reply("small")])).invoke(EASY, config={"callbacks": [handler]})
+    assert charged_models(ledger) == {"gpt-4o": 1}
+
+
+def test_a_fallback_is_charged_on_the_model_that_answered(ledger: Ledger) -> None:
+    failing = TierModel(model_name="gpt-4o", fail_with=ProviderError(429))
+    backup = TierModel(model_name="gpt-4.1", answers=[reply("large")])
+    model = RouterChatModel(
+        {"small": TierModel(answers=[reply("small")]), "large": failing}, fallbacks={"large": [backup]}
+    )
+    handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini")
+    answer = model.invoke(EASY, config={"callbacks": [handler]}, force_tier="large")
+    assert answer.response_metadata["tokenbudget_route"]["answered_by"] == "gpt-4.1"
+    assert charged_models(ledger) == {"gpt-4.1": 1}  # the failed gpt-4o attempt was released
+    assert build_report(ledger, last_days=1).totals.cost_usd == cost_of(usage_of("large"), "gpt-4.1")
