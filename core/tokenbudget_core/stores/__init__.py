@@ -10,7 +10,7 @@ import os
 
 from tokenbudget_core.errors import InvalidInputError
 
-from .base import LedgerStore
+from .base import LedgerStore, redact_url
 
 __all__ = ["DEFAULT_STORE_URL", "LedgerStore", "open_store"]
 
@@ -43,7 +43,7 @@ def open_store(url: str | None = None, **options: object) -> LedgerStore:
         return RedisStore(url, **options)  # type: ignore[arg-type]
     raise InvalidInputError(
         "store",
-        f"unsupported store URL {url!r}",
-        value=url,
+        f"unsupported store URL {redact_url(url)!r}",
+        value=redact_url(url),
         fix="use memory://, sqlite:///path/to/file.db, redis://host:port/db or redis+cluster://host:port",
     )

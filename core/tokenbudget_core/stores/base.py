@@ -30,10 +30,11 @@ forge another scope's key).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 __all__ = [
     "Check",
@@ -210,10 +211,56 @@ class LedgerStore(Protocol):
         ...
 
 
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|auth|cred|sig", re.IGNORECASE)
+"""A query parameter whose name contains one of these carries a secret (``password``,
+``ssl_password``, ``api_key``, ``auth_token``, ``sig``...): its value is never shown."""
+_SECRET_PARAM = re.compile(r"([?&;])([^=&;#?]*)=([^&;#]*)")
+_HOSTS = r"(?:\[[^\]]*\]|[^:\[\],/?#@]*)(?::\d*)?(?:,(?:\[[^\]]*\]|[^:\[\],/?#@]*)(?::\d*)?)*"
+"""``host[:port]``, IPv6 in brackets, or a cluster's comma-separated list of them."""
+_HOST_PORT = re.compile(_HOSTS)
+_HOST_THEN_PATH = re.compile(_HOSTS + r"(?=[/?#;]|$)")
+
+
+def _redact_query(text: str) -> str:
+    def mask(m: re.Match[str]) -> str:
+        name = unquote(m.group(2))
+        return f"{m.group(1)}{m.group(2)}=***" if _SECRET_NAME.search(name) else m.group(0)
+
+    return _SECRET_PARAM.sub(mask, text)
+
+
+def _redact_userinfo(userinfo: str) -> str:
+    if ":" not in userinfo:
+        return userinfo
+    return userinfo.split(":", 1)[0] + ":***"
+
+
 def redact_url(url: str) -> str:
-    """A store URL without its password, for messages and reports (``redis://u:***@host``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    """A store URL without its secrets, for messages and reports (``redis://u:***@host``).
+
+    The userinfo's password and the value of every query parameter whose name looks like a
+    secret (``password``, ``pass``, ``pwd``, ``secret``, ``token``, ``key``, ``auth``..., in any
+    case) are replaced by ``***``. Malformed URLs are redacted too (a password holding ``/`` or
+    ``@``); this never raises.
+
+    Example:
+        >>> redact_url("redis://app:s3cret@cache:6379/0?password=s3cret&socket_timeout=1")
+        'redis://app:***@cache:6379/0?password=***&socket_timeout=1'
+    """
+    if not isinstance(url, str):
+        return "<not a URL>"
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # no authority: anything before an '@' may be a credential
+        rest = url
+        end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+        at = rest.rfind("@", 0, end)
+        return _redact_query(rest if at < 0 else "***" + rest[at:])
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    if at < 0 and not _HOST_PORT.fullmatch(rest[:end]):
+        # Not host[:port]: a password holding an unencoded '/', '?' or '#' ("u:pa/ss@host"),
+        # whose userinfo ends at the first later '@' that a host follows.
+        at = next((m.start() for m in re.finditer("@", rest) if _HOST_THEN_PATH.match(rest, m.end())), -1)
+    if at < 0:
+        return f"{scheme}://{_redact_query(rest)}"
+    return f"{scheme}://{_redact_userinfo(rest[:at])}@{_redact_query(rest[at + 1 :])}"
