@@ -18,7 +18,7 @@ prefix changes rarely (:attr:`ConversationWindow.prefix_changes` counts the cuts
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import role_of, unit_start
@@ -46,7 +46,7 @@ class ConversationWindow(Generic[M]):
         low_water: ``None`` slides just enough each turn; a fraction such as ``0.7`` trims
             with hysteresis down to that share of the budget (cache-friendly).
         tools: Tool definitions sent with every request (their tokens are reserved).
-        messages: An initial history, appended in order.
+        messages: An initial history, appended in order (``None``: none).
 
     Raises:
         InvalidInputError: A bad argument, named.
@@ -72,7 +72,7 @@ class ConversationWindow(Generic[M]):
         first_user: FirstUser = "pin",
         low_water: float | None = None,
         tools: Sequence[ToolLike] | None = None,
-        messages: Iterable[M] = (),
+        messages: Iterable[M] | None = (),
     ) -> None:
         self.counter = resolve_counter(model)
         self.budget = _budget(self.counter, max_tokens, reserve_output)
@@ -80,7 +80,9 @@ class ConversationWindow(Generic[M]):
             raise InvalidInputError("min_messages", "must be an integer >= 1", value=min_messages)
         if first_user not in ("pin", "slide"):
             raise InvalidInputError("first_user", f"unknown value {first_user!r}", fix="use 'pin' or 'slide'")
-        if low_water is not None and not (isinstance(low_water, int | float) and 0 < low_water <= 1):
+        if low_water is not None and (
+            isinstance(low_water, bool) or not isinstance(low_water, int | float) or not 0 < low_water <= 1
+        ):
             raise InvalidInputError(
                 "low_water", "must be a fraction in (0, 1] of the budget", value=low_water
             )
@@ -90,8 +92,17 @@ class ConversationWindow(Generic[M]):
         self._target = self.budget if low_water is None else int(self.budget * low_water)
         tool_tokens = self.counter.count_messages([], tools) - self.counter.reply_priming if tools else 0
         self._overhead = self.counter.reply_priming + tool_tokens
+        if messages is not None and (
+            isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable)
+        ):
+            raise InvalidInputError(
+                "messages",
+                f"must be a list of messages, got {type(messages).__name__}",
+                value=messages,
+                fix="wrap a single message in a list",
+            )
         self._reset()
-        for m in messages:
+        for m in messages or ():
             self.append(m)
 
     def _reset(self) -> None:
@@ -171,7 +182,7 @@ class ConversationWindow(Generic[M]):
         except Exception:
             self._msgs.pop()
             raise
-        pin = role in ("system", "developer")
+        pin = role in ("system", "developer") or unit in self._must_set  # a pinned call's result
         if role == "user" and self._first_user is None:
             self._first_user = i
             pin = pin or self.first_user == "pin"
@@ -190,7 +201,7 @@ class ConversationWindow(Generic[M]):
             self._must_tokens += cost
         else:
             self._win_tokens += cost
-        if unit < self._start:  # a tool result whose call already slid out: bring the unit back
+        if unit < self._start and not pin:  # a result whose call already slid out: bring the unit back
             self._win_tokens += sum(
                 self._cost[j] for j in range(unit, self._start) if j not in self._must_set
             )
@@ -215,10 +226,14 @@ class ConversationWindow(Generic[M]):
     def pin(self, index: int) -> None:
         """Pin the transcript message at ``index`` (brought back into the window if it had slid out).
 
+        A tool call and its results are one unit: pinning any message of a unit pins all of it,
+        the assistant's call and every result, including results appended after the pin.
+        Older turns are trimmed to make room when needed.
+
         Raises:
-            InvalidInputError: ``index`` is out of range, or the message is a tool result
-                (pin its call's message instead).
-            ContextOverflowError: The pinned message does not fit; nothing changes.
+            InvalidInputError: ``index`` is not an index into the transcript.
+            ContextOverflowError: The pinned unit does not fit beside the system and pinned
+                messages and the newest ones (which are never trimmed); nothing changes.
         """
         n = len(self._msgs)
         if isinstance(index, bool) or not isinstance(index, int) or not -n <= index < n:
@@ -226,30 +241,41 @@ class ConversationWindow(Generic[M]):
         index %= n
         if index in self._must_set:
             return
-        if self._unit[index] != index or (index + 1 < n and self._unit[index + 1] == index):
-            raise InvalidInputError("index", "cannot pin part of a tool call unit", value=index)
-        if self._must_tokens + self._cost[index] + self._overhead > self.budget:
-            raise ContextOverflowError(
-                limit=self.budget, required=self.tokens + self._cost[index], fix=_WINDOW_FIX
-            )
-        if index >= self._start:
-            self._win_tokens -= self._cost[index]
-        bisect.insort(self._must, index)
-        self._must_set.add(index)
-        self._must_tokens += self._cost[index]
+        first = self._unit[index]
+        unit = [j for j in range(first, self._unit_end(first) + 1) if j not in self._must_set]
+        saved = (
+            list(self._must),
+            set(self._must_set),
+            self._start,
+            self._win_tokens,
+            self._must_tokens,
+            self.prefix_changes,
+            self.first_user_dropped,
+        )
+        for j in unit:
+            if j >= self._start:
+                self._win_tokens -= self._cost[j]
+            bisect.insort(self._must, j)
+            self._must_set.add(j)
+            self._must_tokens += self._cost[j]
         if self.tokens > self.budget:
             self._trim()
+        if self.tokens > self.budget:
+            need = self.tokens
+            (
+                self._must,
+                self._must_set,
+                self._start,
+                self._win_tokens,
+                self._must_tokens,
+                self.prefix_changes,
+                self.first_user_dropped,
+            ) = saved
+            raise ContextOverflowError(limit=self.budget, required=need, fix=_WINDOW_FIX)
 
     def clear(self) -> None:
-        """Forget the transcript and the window."""
-        self.__init__(  # type: ignore[misc]
-            self.counter,
-            max_tokens=self.budget,
-            reserve_output=0,
-            min_messages=self.min_messages,
-            first_user=self.first_user,
-            low_water=self.low_water,
-        )
+        """Forget the transcript and the window; the budget, tools and options stay."""
+        self._reset()
 
     # -- trimming ---------------------------------------------------------------------------------
 

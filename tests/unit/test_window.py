@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conversations import assert_tool_pairs_intact, conversations
@@ -171,3 +171,121 @@ def test_property_every_turn_fits_keeps_pins_and_newest(
         for p in pinned:
             if p in window.transcript():
                 assert p in current
+
+
+def call(*ids: str) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": i,
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+            for i in ids
+        ],
+    }
+
+
+def result(call_id: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": "sunny " * 30}
+
+
+def test_pin_that_cannot_fit_beside_the_newest_message_raises_and_changes_nothing() -> None:
+    window: ConversationWindow[dict[str, Any]] = ConversationWindow(
+        "gpt-4o", max_tokens=300, first_user="slide"
+    )
+    window.append({"role": "user", "content": "old fact " * 60})
+    window.append({"role": "assistant", "content": "ok"})
+    window.append({"role": "user", "content": "newest question " * 90})  # the old fact slides out
+    before = (window.messages(), window.tokens, window.start, window.prefix_changes)
+    with pytest.raises(ContextOverflowError) as info:
+        window.pin(0)  # the newest message can never be trimmed: both do not fit
+    assert info.value.limit == 300
+    assert info.value.required == COUNTER.count_messages([window.transcript()[0], window.transcript()[2]])
+    assert (window.messages(), window.tokens, window.start, window.prefix_changes) == before
+    window.append({"role": "assistant", "content": "a short answer"})  # still a working window
+    assert window.transcript()[0] not in window.messages()
+    assert COUNTER.count_messages(window.messages()) == window.tokens <= 300
+
+
+def test_clear_keeps_the_tools_and_the_options() -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Get the weather. " * 50,
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    window: ConversationWindow[dict[str, Any]] = ConversationWindow(
+        "gpt-4o", max_tokens=1_500, tools=tools, low_water=0.7
+    )
+    empty = window.tokens
+    assert empty == COUNTER.count_messages([], tools)
+    for i in range(10):
+        window.append(turn(i))
+    window.clear()
+    assert (window.tokens, window.transcript(), window.messages()) == (empty, [], [])
+    assert (window.budget, window.low_water, window.prefix_changes) == (1_500, 0.7, 0)
+    for i in range(40):
+        window.append(turn(i))
+        assert COUNTER.count_messages(window.messages(), tools) == window.tokens <= 1_500
+
+
+def test_pinning_a_tool_call_pins_its_results_even_those_appended_later() -> None:
+    window: ConversationWindow[dict[str, Any]] = ConversationWindow("gpt-4o", max_tokens=800)
+    window.append({"role": "system", "content": "sys"})
+    window.append({"role": "user", "content": "q"})
+    window.append(call("a", "b"))
+    window.pin(2)  # before its results arrive
+    window.append(result("a"))
+    window.append(result("b"))
+    for i in range(20):
+        window.append(turn(i, 20))
+        current = window.messages()
+        assert_tool_pairs_intact(current)
+        assert COUNTER.count_messages(current) == window.tokens <= 800
+    current = window.messages()
+    assert window.transcript()[:5] == current[:5]  # system, first user, the call and both results
+    assert window.start > 5  # the rest slides on
+
+
+@pytest.mark.parametrize("index", [2, 3, 4, -18])
+def test_pinning_any_message_of_a_tool_call_unit_pins_the_whole_unit(index: int) -> None:
+    window: ConversationWindow[dict[str, Any]] = ConversationWindow("gpt-4o", max_tokens=800)
+    window.append({"role": "system", "content": "sys"})
+    window.append({"role": "user", "content": "q"})
+    window.append(call("a", "b"))
+    window.append(result("a"))
+    window.append(result("b"))
+    for i in range(16):
+        window.append(turn(i, 20))
+    assert window.start >= 5  # the unit slid out
+    window.pin(index)
+    current = window.messages()
+    assert window.transcript()[:5] == current[:5]
+    assert_tool_pairs_intact(current)
+    assert COUNTER.count_messages(current) == window.tokens <= 800
+    for i in range(16, 30):
+        window.append(turn(i, 20))
+        assert window.transcript()[:5] == window.messages()[:5]
+
+
+def test_a_window_of_none_or_of_bad_types_is_a_named_error() -> None:
+    assert ConversationWindow("gpt-4o", max_tokens=100, messages=None).transcript() == []
+    for bad in (5, "hello", {"role": "user", "content": "hi"}):
+        with pytest.raises(InvalidInputError) as info:
+            ConversationWindow("gpt-4o", max_tokens=100, messages=cast(Any, bad))
+        assert info.value.field == "messages"
+    with pytest.raises(InvalidInputError, match="low_water"):
+        ConversationWindow("gpt-4o", max_tokens=100, low_water=True)
+    window: ConversationWindow[dict[str, Any]] = ConversationWindow("gpt-4o", max_tokens=100)
+    window.append({"role": "user", "content": "hi"})
+    for index in (1, -2, True, "0"):
+        with pytest.raises(InvalidInputError) as info:
+            window.pin(index)  # type: ignore[arg-type]
+        assert info.value.field == "index"
