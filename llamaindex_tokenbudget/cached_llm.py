@@ -80,7 +80,9 @@ class CachedLLM(FunctionCallingLLM):
         llm: The LLM called on a miss.
         cache: The core cache (``ExactCache`` or ``SemanticCache``).
         scope: The :class:`~tokenbudget_core.cache_keys.CacheScope` entries belong to, or a callable
-            returning it per call; ``None`` takes the user and feature of the current ``attribute()``.
+            returning it per call; ``None`` takes the tenant, user and feature of the current
+            ``attribute()``. The scope is read when the call is made: a stream read later (or
+            inside another ``attribute()`` block) is stored for the caller who started it.
         model: The model name for keys and pricing; it must be known to the registry (the
             cache's, else the core's). Default: ``llm.metadata.model_name``, taken as it is: a
             model the registry does not know (a local model) still keys the cache, but what its
@@ -154,8 +156,11 @@ class CachedLLM(FunctionCallingLLM):
 
     # -- translation -------------------------------------------------------------------------------
 
-    def _where(self) -> CacheScope | None:
-        return self._scope() if callable(self._scope) else self._scope
+    def _where(self) -> CacheScope:
+        """The scope of a call made now (read once, when the call starts: a stream consumed later,
+        or in another ``attribute()`` block, is still stored for the caller who made it)."""
+        cache: ResponseCacheBase = self._cache
+        return cache.scope_of(self._scope() if callable(self._scope) else self._scope)
 
     def _params(self, mode: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         meta = self.llm.metadata
@@ -282,31 +287,34 @@ class CachedLLM(FunctionCallingLLM):
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer from the cache, else call the wrapped LLM and store its answer."""
         request = self._chat_request(check_messages(messages), kwargs)
-        hit = self._cache.lookup(request, scope=self._where()) if request else None
+        where = self._where()
+        hit = self._cache.lookup(request, scope=where) if request else None
         if hit is not None and hit.served:
             return _chat_hit(hit)
         response = self.llm.chat(messages, **kwargs)
         entry = self._chat_entry(response) if request else None
         if request and entry:
-            self._cache.store(request, entry, scope=self._where())
+            self._cache.store(request, entry, scope=where)
         return response
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async twin of :meth:`chat`."""
         request = self._chat_request(check_messages(messages), kwargs)
-        hit = await self._cache.alookup(request, scope=self._where()) if request else None
+        where = self._where()
+        hit = await self._cache.alookup(request, scope=where) if request else None
         if hit is not None and hit.served:
             return _chat_hit(hit)
         response = await self.llm.achat(messages, **kwargs)
         entry = self._chat_entry(response) if request else None
         if request and entry:
-            await self._cache.astore(request, entry, scope=self._where())
+            await self._cache.astore(request, entry, scope=where)
         return response
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """A hit replayed as one chunk; a miss streamed through and its final response stored."""
         request = self._chat_request(check_messages(messages), kwargs)
-        hit = self._cache.lookup(request, scope=self._where()) if request else None
+        where = self._where()
+        hit = self._cache.lookup(request, scope=where) if request else None
 
         def gen() -> ChatResponseGen:
             if hit is not None and hit.served:
@@ -318,14 +326,15 @@ class CachedLLM(FunctionCallingLLM):
                 yield last
             entry = self._chat_entry(last) if request and last is not None else None
             if request and entry:
-                self._cache.store(request, entry, scope=self._where())
+                self._cache.store(request, entry, scope=where)
 
         return gen()
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Async twin of :meth:`stream_chat`."""
         request = self._chat_request(check_messages(messages), kwargs)
-        hit = await self._cache.alookup(request, scope=self._where()) if request else None
+        where = self._where()
+        hit = await self._cache.alookup(request, scope=where) if request else None
 
         async def gen() -> ChatResponseAsyncGen:
             if hit is not None and hit.served:
@@ -337,7 +346,7 @@ class CachedLLM(FunctionCallingLLM):
                 yield last
             entry = self._chat_entry(last) if request and last is not None else None
             if request and entry:
-                await self._cache.astore(request, entry, scope=self._where())
+                await self._cache.astore(request, entry, scope=where)
 
         return gen()
 
@@ -346,31 +355,34 @@ class CachedLLM(FunctionCallingLLM):
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Answer from the cache, else call the wrapped LLM and store its answer."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
-        hit = self._cache.lookup(request, scope=self._where()) if request else None
+        where = self._where()
+        hit = self._cache.lookup(request, scope=where) if request else None
         if hit is not None and hit.served:
             return _completion_hit(hit)
         response = self.llm.complete(prompt, formatted=formatted, **kwargs)
         entry = self._completion_entry(response) if request else None
         if request and entry:
-            self._cache.store(request, entry, scope=self._where())
+            self._cache.store(request, entry, scope=where)
         return response
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Async twin of :meth:`complete`."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
-        hit = await self._cache.alookup(request, scope=self._where()) if request else None
+        where = self._where()
+        hit = await self._cache.alookup(request, scope=where) if request else None
         if hit is not None and hit.served:
             return _completion_hit(hit)
         response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
         entry = self._completion_entry(response) if request else None
         if request and entry:
-            await self._cache.astore(request, entry, scope=self._where())
+            await self._cache.astore(request, entry, scope=where)
         return response
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         """A hit replayed as one chunk; a miss streamed through and its final response stored."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
-        hit = self._cache.lookup(request, scope=self._where()) if request else None
+        where = self._where()
+        hit = self._cache.lookup(request, scope=where) if request else None
 
         def gen() -> CompletionResponseGen:
             if hit is not None and hit.served:
@@ -382,7 +394,7 @@ class CachedLLM(FunctionCallingLLM):
                 yield last
             entry = self._completion_entry(last) if request and last is not None else None
             if request and entry:
-                self._cache.store(request, entry, scope=self._where())
+                self._cache.store(request, entry, scope=where)
 
         return gen()
 
@@ -391,7 +403,8 @@ class CachedLLM(FunctionCallingLLM):
     ) -> CompletionResponseAsyncGen:
         """Async twin of :meth:`stream_complete`."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
-        hit = await self._cache.alookup(request, scope=self._where()) if request else None
+        where = self._where()
+        hit = await self._cache.alookup(request, scope=where) if request else None
 
         async def gen() -> CompletionResponseAsyncGen:
             if hit is not None and hit.served:
@@ -403,7 +416,7 @@ class CachedLLM(FunctionCallingLLM):
                 yield last
             entry = self._completion_entry(last) if request and last is not None else None
             if request and entry:
-                await self._cache.astore(request, entry, scope=self._where())
+                await self._cache.astore(request, entry, scope=where)
 
         return gen()
 

@@ -137,6 +137,19 @@ class ResponseCacheBase:
     def _scope(self, scope: CacheScope | None) -> CacheScope:
         return resolve_scope(scope, self.scope_fields)
 
+    def scope_of(self, scope: CacheScope | None = None) -> CacheScope:
+        """The scope a call made *now* is cached in: ``scope``, else the payer of the current
+        :func:`~tokenbudget_core.attribution.attribute` block, kept to ``scope_fields``.
+
+        Resolve it when a call starts and pass it to :meth:`lookup` and :meth:`store` when the
+        answer is stored later (a stream read after the ``attribute()`` block ended, or inside
+        another one): the answer is filed under the caller that asked for it.
+
+        Raises:
+            InvalidInputError: ``scope`` is not a :class:`CacheScope`.
+        """
+        return self._scope(scope)
+
     def refusal(self, request: CacheRequest, response: CachedResponse) -> str | None:
         """Why this answer would not be stored for this request (``None``: it would be).
 

@@ -226,3 +226,41 @@ def test_docstring_example_runs() -> None:
     result = doctest.testmod(cached_llm)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_a_stream_is_cached_in_the_scope_of_the_call_not_of_where_it_is_consumed() -> None:
+    """A stream started inside acme's ``attribute()`` and read after the block (a web framework's
+    streaming response) is acme's answer: never served to an unattributed caller or another tenant."""
+    inner = CountingLLM()
+    llm = CachedLLM(inner, ExactCache())  # scope from the attribution
+    with attribute(tenant="acme", user="u1"):
+        chat = llm.stream_chat(user("What is on my invoice?"))
+        complete = llm.stream_complete("What is on my invoice?")
+    assert list(chat)[-1].message.content == "answer 1"
+    with attribute(tenant="globex", user="u1"):
+        assert list(complete)[-1].text == "answer 2"  # consumed inside another tenant's block
+        assert llm.chat(user("What is on my invoice?")).message.content == "answer 3"
+        assert llm.complete("What is on my invoice?").text == "answer 4"
+    assert llm.chat(user("What is on my invoice?")).message.content == "answer 5"
+    assert llm.complete("What is on my invoice?").text == "answer 6"
+    with attribute(tenant="acme", user="u1"):  # acme's own answers were stored for acme
+        assert llm.chat(user("What is on my invoice?")).message.content == "answer 1"
+        assert llm.complete("What is on my invoice?").text == "answer 2"
+    assert inner.calls == 6
+
+
+async def test_an_async_stream_is_cached_in_the_scope_of_the_call() -> None:
+    inner = CountingLLM()
+    llm = CachedLLM(inner, ExactCache())
+    with attribute(tenant="acme", user="u1"):
+        chat = await llm.astream_chat(user("What is on my invoice?"))
+        complete = await llm.astream_complete("What is on my invoice?")
+    assert [c.message.content async for c in chat][-1] == "answer 1"
+    with attribute(tenant="globex", user="u1"):
+        assert [c.text async for c in complete][-1] == "answer 2"
+    assert (await llm.achat(user("What is on my invoice?"))).message.content == "answer 3"
+    assert (await llm.acomplete("What is on my invoice?")).text == "answer 4"
+    with attribute(tenant="acme", user="u1"):
+        assert (await llm.achat(user("What is on my invoice?"))).message.content == "answer 1"
+        assert (await llm.acomplete("What is on my invoice?")).text == "answer 2"
+    assert inner.calls == 4
