@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -70,13 +71,33 @@ Exit codes:
 """
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _visible_char(c: str) -> str:
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    if unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI:
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+    return c
+
+
+def _visible(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``, ``\\n``), so an id
+    printed on a terminal can neither send it escape sequences nor break a line or a table row."""
+    if text.isprintable():
+        return text
+    return "".join(_visible_char(c) for c in text)
+
+
 class _CliError(click.ClickException):
     """A one-line ``error: ...`` on stderr; the subclass sets the exit code."""
 
     exit_code = EXIT_BAD_INPUT
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))
+        super().__init__(_visible(" ".join(message.split())))
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
@@ -283,7 +304,7 @@ def cost(
     if as_json:
         click.echo(json.dumps(b.as_dict(), indent=2))
         return
-    click.echo(f"{format_usd(b.total)}  {model} (prices: {b.source}, as {b.priced_as})")
+    click.echo(_visible(f"{format_usd(b.total)}  {model} (prices: {b.source}, as {b.priced_as})"))
     table = Table(show_header=True)
     table.add_column("component")
     table.add_column("tokens", justify="right")
@@ -403,14 +424,14 @@ def demo(
     console.print(f"budget alerts fired: {len(summary.alerts)}")
     for a in summary.alerts[:5]:
         console.print(
-            f"  {a.budget} for {a.scope} passed {a.threshold:.0%}: {a.used} of {a.limit}",
+            _visible(f"  {a.budget} for {a.scope} passed {a.threshold:.0%}: {a.used} of {a.limit}"),
             markup=False,
             emoji=False,
         )
     if html_path != "-":
-        console.print(f"HTML report: {html_path}", markup=False, emoji=False)
+        console.print(_visible(f"HTML report: {html_path}"), markup=False, emoji=False)
     console.print(
-        f"ledger: {summary.store}  (try: tokenbudget report --store {summary.store} --by feature)",
+        _visible(f"ledger: {summary.store}  (try: tokenbudget report --store {summary.store} --by feature)"),
         markup=False,
         emoji=False,
     )
@@ -506,8 +527,9 @@ def _percent(share: Decimal | None) -> str:
 
 
 def _plain(text: str, *, style: str = "") -> Text:
-    """Text shown as it is: ids, URLs and zones in a table are never read as rich markup or emoji codes."""
-    return Text(text, style=style)
+    """Text shown as it is: ids, URLs and zones in a table are never read as rich markup or emoji
+    codes, and their control characters are shown as escapes (:func:`_visible`)."""
+    return Text(_visible(text), style=style)
 
 
 def _table(*columns: str, wrap: int = 0) -> Table:
@@ -688,7 +710,8 @@ def budgets(
         return
     if not rows:
         click.echo(
-            f"no budgets in {policy_path} apply here" + ("" if user else " (pass --user for per-user ones)")
+            _visible(f"no budgets in {policy_path} apply here")
+            + ("" if user else " (pass --user for per-user ones)")
         )
         return
 
@@ -712,9 +735,8 @@ def budgets(
             table.add_row(name, fmt(row, "limit"), fmt(row, "used"), fmt(row, "headroom"), share, row["step"])
         Console(soft_wrap=False).print(table)
     for s in steps:
-        click.echo(
-            f"ladder step for {s['feature'] or '(no feature)'}{f' user {user}' if user else ''}: {s['step']}"
-        )
+        who = f"{s['feature'] or '(no feature)'}{f' user {user}' if user else ''}"
+        click.echo(f"ladder step for {_visible(who)}: {s['step']}")
 
 
 @cli.command(epilog=_EXIT_CODES_HELP)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.cli_support import assert_one_line_error, run
+from cli_support import assert_one_line_error, run
 from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.server import create_app
