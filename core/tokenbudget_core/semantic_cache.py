@@ -338,10 +338,9 @@ class SemanticCache(ResponseCacheBase):
             return False
         with overhead("cache"):
             vector = self._row(await self.embedder.aembed([text]))
-        partition = self.partition(request)
-        await self._async(
-            lambda: self.store_backend.add_vector(
-                where, partition, request.digest(), vector, payload, self.ttl
-            )
+        partition, key = self.partition(request), request.digest()
+        add = self.store_backend.add_vector
+        stored: bool = await self._async(
+            lambda: self._safely(lambda: add(where, partition, key, vector, payload, self.ttl) or True, False)
         )
-        return True
+        return stored

@@ -47,6 +47,27 @@ def test_an_unreachable_redis_is_a_miss_not_a_crash() -> None:
         cache.invalidate(A)
 
 
+async def test_an_unreachable_redis_never_fails_an_async_call_after_the_model_answered() -> None:
+    """``astore`` (as ``lookup``/``store``/``alookup``) is a logged no-op when Redis is down: an
+    async LangChain call or a LlamaIndex ``achat`` returns the model's answer."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from llama_index.core.llms import ChatMessage, MockLLM
+
+    from langchain_tokenbudget import TokenBudgetLLMCache
+    from llamaindex_tokenbudget import CachedLLM
+
+    for cache in (ExactCache("redis://127.0.0.1:1/0"), SemanticCache("redis://127.0.0.1:1/0")):
+        assert await cache.alookup(ask("hi"), scope=A) is None
+        assert await cache.astore(ask("hi"), answer("hello"), scope=A) is False
+        model = GenericFakeChatModel(messages=iter([AIMessage("Settings > Export.")]))
+        model.cache = TokenBudgetLLMCache(cache, scope=A)
+        assert (await model.ainvoke("How do I export?")).content == "Settings > Export."
+        llm = CachedLLM(MockLLM(max_tokens=3), cache, scope=A, model="gpt-4o-mini")
+        reply = await llm.achat([ChatMessage(role="user", content="How do I export?")])
+        assert reply.message.content
+
+
 def test_ten_thousand_requests_across_fifty_tenants_on_redis(clean_redis_url: str) -> None:
     for cache in (ExactCache(clean_redis_url), SemanticCache(clean_redis_url)):
         hits, cross = adversarial_run(cache)
