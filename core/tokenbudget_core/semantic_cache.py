@@ -340,7 +340,7 @@ class SemanticCache(ResponseCacheBase):
             vector = self._row(await self.embedder.aembed([text]))
         partition, key = self.partition(request), request.digest()
         add = self.store_backend.add_vector
-        stored: bool = await self._async(
+        added: bool = await self._async(
             lambda: self._safely(lambda: add(where, partition, key, vector, payload, self.ttl) or True, False)
         )
-        return stored
+        return added
