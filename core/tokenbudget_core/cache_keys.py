@@ -384,6 +384,19 @@ class CacheRequest:
         ]
         return _sha(before)
 
+    @property
+    def turn_hash(self) -> str:
+        """SHA-256 of the messages after the last user turn (the current turn's tool calls and
+        tool results, in order; the hash of nothing when there are none). The answer depends on
+        them even where the earlier conversation is ignored."""
+        return self._memoised("turn", self._turn_hash)
+
+    def _turn_hash(self) -> str:
+        last = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=-1)
+        return _sha(
+            [to_openai_dict(m) for m in self.messages[last + 1 :] if m.role not in ("system", "developer")]
+        )
+
     def sampled(self) -> bool:
         """True when ``temperature`` > 0 or ``top_p`` < 1 was passed (answers vary between calls).
 

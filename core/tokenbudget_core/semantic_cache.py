@@ -3,7 +3,8 @@
 The text of a request (by default its last user turn) is embedded and compared, by cosine
 similarity, with the entries of the same *partition*: the same scope (namespace, tenant and,
 as configured, user and feature), model, system prompt, tool set, parameters, conversation
-before the last user turn, the last user turn's images, and embedder (a request whose content
+before the last user turn (unless ``match_history=False``) and after it (the current turn's
+tool calls and results), the last user turn's images, and embedder (a request whose content
 the host could not translate, ``CacheRequest(opaque=True)``, is served only exactly: by its
 digest, never embedded).
 Vectors of different partitions are never compared. A match at or above ``threshold`` is then
@@ -60,8 +61,9 @@ class SemanticCache(ResponseCacheBase):
         candidates: How many nearest entries to check against the threshold and the guard.
         match_history: Only match requests whose earlier turns are the same (default). Set it to
             False for stand-alone questions whose answers do not depend on the conversation
-            before them (FAQ, support macros); the scope, model, system prompt, tools, parameters
-            and the guard still apply.
+            before them (FAQ, support macros); the scope, model, system prompt, tools, parameters,
+            everything after the last user turn (its tool calls and tool results) and the guard
+            still apply.
         ttl, max_ttl, max_entry_bytes, cache_sampled, cache_tool_calls, hash_prompts, ledger,
             scope_fields, registry, prices, clock: As for
             :class:`~tokenbudget_core.response_cache.ExactCache`.
@@ -168,6 +170,7 @@ class SemanticCache(ResponseCacheBase):
             "tools": request.tools_hash,
             "params": request.params_hash,
             "history": request.history_hash if self.match_history else None,
+            "turn": None if self.match_history else request.turn_hash,  # (in history_hash already)
             "embedder": self.embedder.name,
         }
         if request.media_hash:  # (text-only requests keep the partitions they had)

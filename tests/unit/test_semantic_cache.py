@@ -307,6 +307,29 @@ def test_earlier_turns_separate_entries_unless_history_is_ignored() -> None:
         SemanticCache(match_history="no")  # type: ignore[arg-type]
 
 
+def test_tool_results_of_the_current_turn_stay_part_of_the_match_when_history_is_ignored() -> None:
+    """``match_history=False`` drops the turns *before* the question, never the tool calls and
+    results that answer it: another tool result, or no tool call yet, is another request."""
+
+    def after_tool(result: str | None) -> CacheRequest:
+        messages: list[dict[str, object]] = [{"role": "user", "content": "What is my account balance?"}]
+        if result is not None:
+            call = {"id": "c1", "type": "function", "function": {"name": "get_balance", "arguments": "{}"}}
+            messages += [
+                {"role": "assistant", "content": "", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": result},
+            ]
+        return CacheRequest(model="gpt-4o", messages=messages, params={"temperature": 0})
+
+    for cache in (SemanticCache(match_history=False), SemanticCache()):
+        assert cache.store(after_tool('{"balance": 100}'), answer("Your balance is $100."), scope=T)
+        assert cache.lookup(after_tool('{"balance": 9999}'), scope=T) is None
+        assert cache.lookup(after_tool(None), scope=T) is None  # the first turn: no tool result yet
+        hit = cache.lookup(after_tool('{"balance": 100}'), scope=T)
+        assert hit is not None
+        assert hit.response.content == "Your balance is $100."
+
+
 async def test_async_twins_use_the_async_embedder() -> None:
     calls: list[Sequence[str]] = []
 
