@@ -1,0 +1,55 @@
+"""Conversation units in fitting: legacy function calling (an assistant ``function_call`` and the
+``function`` message answering it) is cut around, never through, like a tool call and its results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tokenbudget_core import TokenCounter
+from tokenbudget_core.fitting import fit_messages
+from tokenbudget_core.messages import to_message
+
+COUNTER = TokenCounter.for_model("gpt-4o")
+FILLER = "word " * 60
+
+
+def legacy_history() -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "function_call": {"name": "get_weather", "arguments": '{"c":"P"}'},
+        },
+        {"role": "function", "name": "get_weather", "content": "sunny " * 5},
+        {"role": "assistant", "content": "It is sunny."},
+        {"role": "user", "content": FILLER},
+    ]
+
+
+@pytest.mark.parametrize("as_messages", [False, True], ids=["dicts", "Message objects"])
+def test_a_function_result_is_kept_or_dropped_with_its_function_call(as_messages: bool) -> None:
+    history: list[Any] = legacy_history()
+    if as_messages:
+        history = [to_message(m) for m in history]
+    seen = set()
+    for budget in range(90, 200, 5):
+        kept = fit_messages(history, budget, COUNTER).kept
+        assert (2 in kept) == (3 in kept), (budget, kept)
+        seen.add(3 in kept)
+    assert seen == {True, False}
+
+
+def test_a_function_message_without_a_call_before_it_is_still_a_message_of_its_own() -> None:
+    """Legacy function results carry no call id: one that answers nothing stays as before."""
+    history = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "function", "name": "calc", "content": "4"},
+        {"role": "user", "content": FILLER},
+    ]
+    assert fit_messages(history, 1_000, COUNTER).kept == (0, 1, 2)
+    newest_only = int(COUNTER.count_messages(history[2:]))
+    assert fit_messages(history, newest_only, COUNTER).kept == (2,)
