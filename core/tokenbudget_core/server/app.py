@@ -37,6 +37,7 @@ from tokenbudget_core.reports import Dimension, build_report
 from tokenbudget_core.truncation import truncate_text_detailed
 from tokenbudget_core.usage import Usage
 
+from .budget_check import checking_ledger
 from .dashboard import dashboard_data, static_file
 from .error_responses import error_body, status_and_body, validation_body
 from .guards import RequestGuard
@@ -141,6 +142,7 @@ def create_app(
         description="Count, truncate and price tokens; reserve and record LLM spend; report it.",
     )
     app.state.ledger = ledger
+    checker = checking_ledger(ledger)
     http_stats = HttpStats()
 
     @app.exception_handler(TokenBudgetError)
@@ -207,12 +209,11 @@ def create_app(
 
     @app.post("/budget/check", tags=["budget"])
     def check_budget(body: ReserveBody) -> dict[str, Any]:
-        """Would this call fit every budget now? Reserves and at once releases; never holds budget."""
+        """Would this call fit every budget now? Answered from the store's totals: holds nothing."""
         try:
-            r = ledger.reserve(**body.model_dump(exclude={"request_id"}))
+            r = checker.reserve(**body.model_dump(exclude={"request_id"}))
         except BudgetExceededError as e:
             return {"allowed": False} | status_and_body(e)[1]
-        ledger.release(r)
         return {"allowed": True, "step": r.step, "reserved_usd": _reservation_json(r)["reserved_usd"]}
 
     @app.post("/budget/reserve", tags=["budget"], status_code=201)
