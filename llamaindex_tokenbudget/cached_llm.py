@@ -48,7 +48,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr
 
-from tokenbudget_core.cache_keys import CacheRequest, CacheScope, canonical_json
+from tokenbudget_core.cache_keys import CacheRequest, CacheScope, canonical_json, model_settings
 from tokenbudget_core.cached_response import CachedResponse, CacheHit
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.money import decimal_text
@@ -162,13 +162,27 @@ class CachedLLM(FunctionCallingLLM):
         cache: ResponseCacheBase = self._cache
         return cache.scope_of(self._scope() if callable(self._scope) else self._scope)
 
+    def _settings(self) -> dict[str, Any]:
+        """Every setting of the wrapped LLM, as LangChain's ``llm_string`` holds a model's: its
+        pydantic fields (the callback manager and rate limiter are excluded by LlamaIndex, secrets
+        by :func:`~tokenbudget_core.cache_keys.model_settings`), its prompt formatting, its type
+        and metadata."""
+        llm = self.llm
+        dumped = llm.model_dump(mode="json", fallback=_describe, warnings=False)
+        for name in _PROMPT_FORMATTING:  # excluded from LlamaIndex's dump, yet they shape the prompt
+            value = getattr(llm, name, None)
+            if value is not None:
+                dumped[name] = _describe(value)
+        dumped["type"] = _describe(type(llm))
+        dumped["metadata"] = llm.metadata.model_dump(mode="json", fallback=_describe, warnings=False)
+        return model_settings(dumped, "llm")
+
     def _params(self, mode: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        meta = self.llm.metadata
-        settings = {"mode": mode, "llm": self.llm.class_name(), "num_output": meta.num_output, **kwargs}
+        settings: dict[str, Any] = {"mode": mode, "llm": self._settings()}
         temperature = getattr(self.llm, "temperature", None)
         if isinstance(temperature, int | float):
-            settings["temperature"] = temperature
-        return settings
+            settings["temperature"] = temperature  # read by the core to tell a sampled call
+        return {**settings, **kwargs}  # the call's own arguments win
 
     def _chat_request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> CacheRequest | None:
         """The cache request of a chat call; ``None`` (call through, uncached) when it cannot be keyed.
@@ -419,6 +433,24 @@ class CachedLLM(FunctionCallingLLM):
                 await self._cache.astore(request, entry, scope=where)
 
         return gen()
+
+
+_PROMPT_FORMATTING = ("messages_to_prompt", "completion_to_prompt", "query_wrapper_prompt", "output_parser")
+
+
+def _describe(value: Any) -> str:
+    """A setting that is no JSON value, as text: a prompt template by its template, a function or
+    class by its qualified name, another object by its type."""
+    template = getattr(value, "get_template", None)
+    if callable(template) and not isinstance(value, type):
+        try:
+            return str(template())
+        except (TypeError, ValueError):
+            pass
+    target = value if callable(value) else type(value)
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return f"{module}.{name}"
 
 
 def _fingerprint(messages: Sequence[ChatMessage]) -> str:

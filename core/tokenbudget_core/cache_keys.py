@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -32,6 +33,7 @@ __all__ = [
     "ScopeField",
     "canonical_json",
     "check_scope_fields",
+    "model_settings",
     "plain_json",
     "resolve_scope",
 ]
@@ -203,6 +205,55 @@ def plain_json(value: Any, where: str) -> Any:
         value=value,
         fix="convert it to a JSON value (str, number, bool, None, list, dict) first",
     )
+
+
+_SECRET_WORDS = frozenset(
+    {"key", "apikey", "secret", "password", "passwd", "token", "credential", "credentials", "auth",
+     "authorization", "cookie"}
+)  # fmt: skip
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def _secret_name(name: str) -> bool:
+    words = _WORD_SPLIT.split(_CAMEL.sub(r"\1_\2", name).lower())
+    return not _SECRET_WORDS.isdisjoint(words)
+
+
+def model_settings(settings: Mapping[str, Any], where: str = "settings") -> dict[str, Any]:
+    """A host model's settings as part of a cache key: every setting, secrets left out.
+
+    Two model objects answer differently when any of their settings differ (a JSON response
+    format, a reasoning effort, a prompt template), so a cache keys them all, as LangChain's
+    ``llm_string`` does. What is no setting of the answer and must never be written into a key
+    is left out, at any depth: entries whose name holds a secret word (``api_key``, ``apiKey``,
+    ``*_secret``, ``password``, ``*_token``, ``credentials``, ``Authorization``, ``cookie``...).
+    ``max_tokens`` is a setting (``tokens`` is no secret word).
+
+    Args:
+        settings: The model's serialised configuration (plain JSON values).
+        where: The field named in errors.
+
+    Raises:
+        InvalidInputError: ``settings`` is not a dict, or a value is not plain JSON.
+
+    Example:
+        >>> model_settings({"model": "gpt-4o", "api_key": "sk-1", "headers": {"X-Api-Key": "k"},
+        ...                 "max_tokens": 9})
+        {'model': 'gpt-4o', 'headers': {}, 'max_tokens': 9}
+    """
+    if not isinstance(settings, Mapping):
+        raise InvalidInputError(where, "must be a dict of settings", value=type(settings).__name__)
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: scrub(v) for k, v in value.items() if not (isinstance(k, str) and _secret_name(k))}
+        if isinstance(value, list | tuple):
+            return [scrub(v) for v in value]
+        return value
+
+    scrubbed: dict[str, Any] = plain_json(scrub(settings), where)
+    return scrubbed
 
 
 def _rebuild(

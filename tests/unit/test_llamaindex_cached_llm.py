@@ -20,6 +20,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+from pydantic import Field, PrivateAttr
 
 from llamaindex_tokenbudget import CachedLLM, cached_llm
 from tokenbudget_core import InvalidInputError, attribute
@@ -32,9 +33,19 @@ ACME = CacheScope(tenant="acme")
 
 
 class CountingLLM(CustomLLM):
-    """Answers 'answer <n>' and counts its calls (chat goes through complete in CustomLLM)."""
+    """Answers 'answer <n>' and counts its calls (chat goes through complete in CustomLLM).
 
-    calls: int = 0
+    The count is private state, not a setting: every field of the wrapped LLM keys the cache."""
+
+    _calls: int = PrivateAttr(default=0)
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        self._calls = value
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -264,3 +275,68 @@ async def test_an_async_stream_is_cached_in_the_scope_of_the_call() -> None:
         assert (await llm.achat(user("What is on my invoice?"))).message.content == "answer 1"
         assert (await llm.acomplete("What is on my invoice?")).text == "answer 2"
     assert inner.calls == 4
+
+
+class ConfiguredLLM(CountingLLM):
+    """Answers JSON when its ``additional_kwargs`` ask for it (as OpenAI's ``response_format``)."""
+
+    additional_kwargs: dict[str, Any] = Field(default_factory=dict)
+    api_key: str | None = None
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="gpt-4o-mini", num_output=256)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.calls += 1
+        json_mode = self.additional_kwargs.get("response_format", {}).get("type") == "json_object"
+        return CompletionResponse(text='{"city": "Paris"}' if json_mode else "The city is Paris.")
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        yield self.complete(prompt)
+
+
+class OtherConfiguredLLM(ConfiguredLLM):
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.calls += 1
+        return CompletionResponse(text="Paris, France.")
+
+
+def test_wrapped_llms_that_differ_in_any_setting_never_share_answers() -> None:
+    """Every setting of the wrapped LLM keys the cache (not only its temperature): a JSON-mode LLM
+    and a plain one on one store get their own answers; another LLM class as well. Its API key is
+    no setting of the answer: a rotated key keeps the cache."""
+    shared = ExactCache()
+    question = [ChatMessage(role="user", content="Which city is the Eiffel Tower in?")]
+    json_llm = CachedLLM(
+        ConfiguredLLM(additional_kwargs={"response_format": {"type": "json_object"}}), shared, scope=ACME
+    )
+    assert json_llm.chat(question).message.content == '{"city": "Paris"}'
+    text_llm = CachedLLM(ConfiguredLLM(api_key="sk-one"), shared, scope=ACME)
+    reply = text_llm.chat(question)
+    assert reply.message.content == "The city is Paris."
+    assert "cache_hit" not in reply.additional_kwargs
+    assert (
+        CachedLLM(OtherConfiguredLLM(), shared, scope=ACME).chat(question).message.content == "Paris, France."
+    )
+    rotated = CachedLLM(ConfiguredLLM(api_key="sk-two"), shared, scope=ACME).chat(question)
+    assert rotated.message.content == "The city is Paris."
+    assert rotated.additional_kwargs["cache_hit"]["kind"] == "exact"
+    assert json_llm.chat(question).additional_kwargs["cache_hit"]["kind"] == "exact"
+
+
+class ColdLLM(CountingLLM):
+    temperature: float = 0.0
+
+
+def test_a_per_call_temperature_decides_whether_the_call_is_sampled() -> None:
+    """A temperature passed to the call overrides the wrapped LLM's own (0 here)."""
+    inner = ColdLLM()
+    llm = CachedLLM(inner, ExactCache(), scope=ACME)
+    assert llm.complete("Hi", temperature=0.9).text == "answer 1"
+    assert llm.complete("Hi", temperature=0.9).text == "answer 2"  # sampled: not cached
+    assert llm.complete("Hi", temperature=0).text == "answer 3"
+    assert llm.complete("Hi", temperature=0).text == "answer 3"
