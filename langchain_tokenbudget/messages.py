@@ -4,6 +4,11 @@
 :func:`to_countable_message` / :func:`to_core_request`, for counting and fitting messages that
 are going out anyway, make a *stand-in* of such a message instead: the core's estimate of it,
 its files' tokens in ``Message.file_tokens``.
+
+Messages are translated as the providers' LangChain integrations send them. An AI message's calls
+are its ``tool_calls`` (arguments as JSON, non-ASCII unescaped), then its ``invalid_tool_calls``
+(the malformed arguments as written: langchain-openai sends both). A ``ToolMessage``'s name is
+left out (langchain-openai does not send it).
 """
 
 from __future__ import annotations
@@ -106,6 +111,21 @@ def _parts(content: str | list[Any], where: str, estimates: list[int] | None) ->
     return tuple(parts)
 
 
+def _calls(message: AIMessage) -> tuple[ToolCall, ...]:
+    """The calls of an AI message as the providers' integrations send them (see the module doc)."""
+    calls = [
+        ToolCall(
+            id=c.get("id") or "", name=c["name"], arguments=json.dumps(c.get("args", {}), ensure_ascii=False)
+        )
+        for c in message.tool_calls
+    ]
+    calls += [
+        ToolCall(id=c.get("id") or "", name=c.get("name") or "", arguments=c.get("args") or "")
+        for c in message.invalid_tool_calls
+    ]
+    return tuple(calls)
+
+
 def _estimated(data: object, estimates: list[int]) -> TextPart:
     estimate = estimate_block(data)
     estimates.append(estimate.file_tokens)
@@ -129,17 +149,12 @@ def _convert(message: BaseMessage, where: str, estimates: list[int] | None) -> M
         raise InvalidMessageError(f"{where}.type", f"unsupported message type {message.type!r}")
     if role not in _CORE_ROLES:
         raise InvalidMessageError(f"{where}.type", f"a chat message of unsupported role {role!r}")
-    calls: tuple[ToolCall, ...] = ()
-    if isinstance(message, AIMessage):
-        calls = tuple(
-            ToolCall(id=c.get("id") or "", name=c["name"], arguments=json.dumps(c.get("args", {})))
-            for c in message.tool_calls
-        )
+    calls = _calls(message) if isinstance(message, AIMessage) else ()
     content = _parts(message.content, where, estimates)
     return Message(
         role=role,  # type: ignore[arg-type]
         content=content,
-        name=message.name,
+        name=None if isinstance(message, ToolMessage) else message.name,
         tool_calls=calls,
         tool_call_id=message.tool_call_id if isinstance(message, ToolMessage) else None,
         file_tokens=sum(estimates) if estimates else None,
@@ -221,11 +236,15 @@ def check_messages(messages: object) -> Sequence[BaseMessage]:
     return cast("Sequence[BaseMessage]", messages)
 
 
+def _has_calls(m: AIMessage) -> bool:
+    return bool(m.tool_calls or m.invalid_tool_calls)
+
+
 def _cached(m: object) -> Message | None:
     """The conversion of a plain-text system, human or AI message (no tool calls), converted once
     and kept; ``None`` for any other item."""
     cls = type(m)
-    if cls not in _PLAIN or type(content := m.content) is not str or (cls is AIMessage and m.tool_calls):  # type: ignore[attr-defined]
+    if cls not in _PLAIN or type(content := m.content) is not str or (cls is AIMessage and _has_calls(m)):  # type: ignore[attr-defined, arg-type]
         return None
     key = (cls, content, m.name)  # type: ignore[attr-defined]
     found = _converted.get(key)

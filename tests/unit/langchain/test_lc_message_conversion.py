@@ -1,0 +1,157 @@
+"""LangChain messages as the providers' LangChain integrations send them: counted like the payload
+langchain-openai builds, and a tool call kept with its results whichever way they are written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    FunctionMessage,
+    HumanMessage,
+    ToolMessage,
+)
+from langchain_openai.chat_models.base import _convert_message_to_dict
+from lc_fakes import RecordingChatModel, memory, replies
+
+from langchain_tokenbudget import (
+    ContextWindowMiddleware,
+    SummaryChatMessageHistory,
+    TokenBudgetChatMessageHistory,
+    to_core_messages,
+    to_core_request,
+)
+from tokenbudget_core import TokenCounter
+
+COUNTER = TokenCounter.for_model("gpt-4o")
+FILLER = "word " * 60
+
+
+def adapter_count(messages: Sequence[BaseMessage]) -> int:
+    return int(COUNTER.count_messages(to_core_request(messages)))
+
+
+def payload_count(messages: Sequence[BaseMessage]) -> int:
+    """The count of what langchain-openai puts in the request body for these messages."""
+    return int(COUNTER.count_messages([_convert_message_to_dict(m) for m in messages]))
+
+
+def calls_and_results(messages: Sequence[BaseMessage]) -> tuple[set[str], set[str]]:
+    """Ids of the tool calls kept and of the results kept, in any of LangChain's shapes."""
+    calls: set[str] = set()
+    results: set[str] = set()
+    for m in messages:
+        if isinstance(m, AIMessage):
+            calls |= {c["id"] or "" for c in [*m.tool_calls, *m.invalid_tool_calls]}
+            if "function_call" in m.additional_kwargs:
+                calls.add(m.additional_kwargs["function_call"]["name"])
+        elif isinstance(m, ToolMessage):
+            results.add(m.tool_call_id)
+        elif isinstance(m, FunctionMessage):
+            results.add(m.name)
+        elif isinstance(m, HumanMessage) and isinstance(m.content, list):
+            results |= {
+                b["tool_use_id"] for b in m.content if isinstance(b, dict) and b.get("type") == "tool_result"
+            }
+    return calls, results
+
+
+def windows(history: list[BaseMessage], smallest: int, step: int = 10) -> list[list[BaseMessage]]:
+    """The window TokenBudgetChatMessageHistory returns at each budget from ``smallest`` to one that
+    keeps everything."""
+    out = []
+    for budget in range(smallest, adapter_count(history) + step, step):
+        h = TokenBudgetChatMessageHistory(memory(history), model="gpt-4o", max_tokens=budget)
+        out.append(h.messages)
+    return out
+
+
+def turns(n: int) -> list[BaseMessage]:
+    return [HumanMessage(FILLER) if i % 2 == 0 else AIMessage(FILLER) for i in range(n)]
+
+
+# -- invalid tool calls (malformed arguments) ----------------------------------------------------
+
+
+def malformed_call_turn() -> list[BaseMessage]:
+    call = AIMessage(
+        "",
+        invalid_tool_calls=[
+            {
+                "type": "invalid_tool_call",
+                "id": "call_1",
+                "name": "get_weather",
+                "args": '{"city": "Par',
+                "error": "bad json",
+            }
+        ],
+    )
+    return [
+        call,
+        ToolMessage("Error: invalid arguments, please retry", tool_call_id="call_1", status="error"),
+    ]
+
+
+def test_a_call_with_malformed_arguments_counts_as_langchain_openai_sends_it() -> None:
+    messages = [HumanMessage("Weather?"), *malformed_call_turn()]
+    assert adapter_count(messages[:2]) == payload_count(messages[:2])
+    assert adapter_count(messages) == payload_count(messages)
+
+
+def test_a_result_answering_a_malformed_call_is_kept_with_it() -> None:
+    history = [HumanMessage("Weather?"), *malformed_call_turn(), AIMessage("Retrying."), *turns(4)]
+    seen = set()
+    for window in windows(history, 80):
+        calls, results = calls_and_results(window)
+        assert calls == results
+        seen.add(bool(calls))
+    assert seen == {True, False}
+
+    summary = SummaryChatMessageHistory(
+        memory(), summariser=replies(*["summary"] * 5), model="gpt-4o", max_tokens=1000
+    )
+    summary.add_messages(history)
+    assert calls_and_results(summary.messages) == ({"call_1"}, {"call_1"})
+
+
+def test_the_context_middleware_sends_a_malformed_call_with_its_result() -> None:
+    model: RecordingChatModel = replies("It is sunny.")
+    agent: Any = create_agent(model, middleware=[ContextWindowMiddleware("gpt-4o", max_tokens=1000)])
+    agent.invoke({"messages": [HumanMessage("Weather?"), *malformed_call_turn()]})
+    assert calls_and_results(model.received[0]) == ({"call_1"}, {"call_1"})
+
+
+# -- what langchain-openai leaves out or writes differently --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"city": "Paris"},
+        {"city": "東京都千代田区丸の内一丁目", "note": "明日の天気"},
+        {"text": "🎉🎉 party 🥳"},
+    ],
+    ids=["ascii", "cjk", "emoji"],
+)
+def test_tool_call_arguments_count_as_sent_unescaped(args: dict[str, str]) -> None:
+    messages = [
+        HumanMessage("x"),
+        AIMessage("", tool_calls=[{"id": "a", "name": "post", "args": args}]),
+        ToolMessage("ok", tool_call_id="a"),
+    ]
+    assert adapter_count(messages) == payload_count(messages)
+    assert (
+        to_core_messages(messages)[1].tool_calls[0].arguments
+        == _convert_message_to_dict(messages[1])["tool_calls"][0]["function"]["arguments"]
+    )
+
+
+def test_a_tool_messages_name_is_not_counted_as_langchain_openai_does_not_send_it() -> None:
+    calls = [{"id": f"call_{i}", "name": "get_current_weather", "args": {"c": i}} for i in range(3)]
+    messages: list[BaseMessage] = [HumanMessage("Weather?"), AIMessage("", tool_calls=calls)]
+    messages += [ToolMessage("sunny", tool_call_id=f"call_{i}", name="get_current_weather") for i in range(3)]
+    assert adapter_count(messages) == payload_count(messages)
