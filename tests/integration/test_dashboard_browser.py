@@ -263,3 +263,34 @@ def test_dashboard_asks_for_the_token(chromium: str, server_url: str) -> None:
             assert page.inner_text("#kpi-users") == "4"
         finally:
             browser.close()
+
+
+def test_dashboard_sums_what_is_past_the_top_ten(chromium: str, server_url: str, ledger: Ledger) -> None:
+    from playwright.sync_api import sync_playwright
+
+    for i in range(12):  # 12 more features today, each cheaper than the ones before
+        ledger.record(Usage(input_tokens=100 - i, output_tokens=1), model="gpt-4o", feature=f"extra-{i:02d}")
+    report = build_report(ledger, last_days=14, top=10)
+    features = report.breakdown("feature")
+    assert features.omitted == 5  # 2 features before, 12 more: 14
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{server_url}/dashboard#token={TOKEN}")
+            page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+            bars = page.query_selector_all("#by-feature g.bar-row")
+            assert [b.get_attribute("data-key") for b in bars] == [r.key for r in features.rows] + ["(more)"]
+            label = bars[-1].query_selector("text.label")
+            value = bars[-1].query_selector("text.value")
+            assert label is not None
+            assert value is not None
+            assert label.text_content() == "(5 more)"
+            assert _close(value.text_content() or "", features.omitted_cost_usd)
+            # the routing mix's segments are shares of all calls: they fill the bar exactly
+            widths = [
+                float(r.get_attribute("width") or 0) for r in page.query_selector_all("#routing-mix rect")
+            ]
+            assert sum(widths) == pytest.approx(380)
+        finally:
+            browser.close()

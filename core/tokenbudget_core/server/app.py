@@ -41,7 +41,7 @@ from .budget_check import checking_ledger
 from .dashboard import dashboard_data, static_file
 from .error_responses import error_body, status_and_body, validation_body
 from .guards import RequestGuard
-from .metrics import CONTENT_TYPE, HttpMetrics, HttpStats, ledger_metrics, render
+from .metrics import CONTENT_TYPE, SERIES_TOP, HttpMetrics, HttpStats, ledger_metrics, render
 from .schemas import (
     CommitBody,
     CostEstimateBody,
@@ -284,7 +284,7 @@ def create_app(
     def metrics() -> Response:
         """Prometheus metrics: HTTP requests and latency; today's spend, cache and budget figures."""
         ledger_families = ledger_metrics(
-            lambda: build_report(ledger, last_days=1),
+            lambda: build_report(ledger, last_days=1, by=("feature", "model"), top=SERIES_TOP),
             lambda: budget_rows(ledger, [*sorted(ledger.policy.features)] or [None], None)[0],
         )
         return Response(render([*http_stats.families(), *ledger_families]), media_type=CONTENT_TYPE)

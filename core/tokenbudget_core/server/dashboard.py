@@ -14,6 +14,10 @@ from ``GET /dashboard/data`` and draws:
 
 Definitions kept here, once: *cache hit rate* = cache hits / calls (``None`` without calls);
 a model's *routing share* = its calls / all calls.
+
+Features, models and users past the :data:`TOP` biggest are summed in one last row with
+``key`` ``null`` and ``omitted`` = how many they are (``0`` on every other row), so each list
+adds up to the totals (its shares to 1).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from tokenbudget_core.budget_status import budget_rows
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.money import decimal_text, jsonable
-from tokenbudget_core.reports import SpendRow, build_report
+from tokenbudget_core.reports import Breakdown, Totals, build_report
 
 if TYPE_CHECKING:
     from tokenbudget_core.ledger import Ledger
@@ -57,16 +61,57 @@ def _ratio(part: int, whole: int) -> str | None:
     return None if not whole else str((Decimal(part) / whole).quantize(Decimal("1e-6")))
 
 
-def _rows(rows: tuple[SpendRow, ...]) -> list[dict[str, Any]]:
-    return [
+def _rows(b: Breakdown, t: Totals) -> list[dict[str, Any]]:
+    rows = [
         {
             "key": r.key,
+            "omitted": 0,
             "requests": r.requests,
             "input_tokens": r.input_tokens,
             "cost_usd": decimal_text(r.cost_usd),
         }
-        for r in rows
+        for r in b.rows
     ]
+    if b.omitted:  # the rest, as the totals less the rows shown: every call is in one row of each list
+        rows.append(
+            {
+                "key": None,
+                "omitted": b.omitted,
+                "requests": t.requests - sum(r.requests for r in b.rows),
+                "input_tokens": t.input_tokens - sum(r.input_tokens for r in b.rows),
+                "cost_usd": decimal_text(b.omitted_cost_usd),
+            }
+        )
+    return rows
+
+
+def _routing_mix(models: Breakdown, t: Totals) -> list[dict[str, Any]]:
+    mix = [
+        {
+            "model": r.key,
+            "omitted": 0,
+            "requests": r.requests,
+            "share": _ratio(r.requests, t.requests),
+            "routed_requests": r.routed_requests,
+            "routing_saved_usd": decimal_text(r.routing_saved_usd),
+        }
+        for r in models.rows
+    ]
+    if models.omitted:
+        requests = t.requests - sum(r.requests for r in models.rows)
+        mix.append(
+            {
+                "model": None,
+                "omitted": models.omitted,
+                "requests": requests,
+                "share": _ratio(requests, t.requests),
+                "routed_requests": t.routed_requests - sum(r.routed_requests for r in models.rows),
+                "routing_saved_usd": decimal_text(
+                    t.routing_saved_usd - sum((r.routing_saved_usd for r in models.rows), Decimal(0))
+                ),
+            }
+        )
+    return mix
 
 
 def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
@@ -113,19 +158,10 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
             }
             for d in report.per_day
         ],
-        "by_feature": _rows(report.breakdown("feature").rows),
-        "by_model": _rows(models.rows),
-        "top_users": _rows(report.breakdown("user").rows),
-        "routing_mix": [
-            {
-                "model": r.key,
-                "requests": r.requests,
-                "share": _ratio(r.requests, t.requests),
-                "routed_requests": r.routed_requests,
-                "routing_saved_usd": decimal_text(r.routing_saved_usd),
-            }
-            for r in models.rows
-        ],
+        "by_feature": _rows(report.breakdown("feature"), t),
+        "by_model": _rows(models, t),
+        "top_users": _rows(report.breakdown("user"), t),
+        "routing_mix": _routing_mix(models, t),
         "budgets": [jsonable(row) | {"share": round(row["share"], 6)} for row in budgets],
         "steps": steps,
         "projection": {

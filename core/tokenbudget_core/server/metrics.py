@@ -8,8 +8,10 @@ Two kinds:
   the label cardinality.
 * **Ledger**, read at scrape time by :func:`ledger_metrics` from today's report and budgets:
   spend, requests, cache hits and savings, active users, cost per active user, spend by feature
-  and model, and each budget's used share and headroom. ``tokenbudget_store_up`` is 0 (and the
-  ledger figures are left out) when the store cannot be reached.
+  and model (the :data:`SERIES_TOP` biggest each, the rest summed in one ``(other)`` series, so
+  the series always add up to the day's spend), and each budget's used share and headroom.
+  ``tokenbudget_store_up`` is 0 (and the ledger figures are left out) when the store cannot be
+  reached.
 """
 
 from __future__ import annotations
@@ -24,11 +26,24 @@ from typing import Any
 from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.reports import Dimension, Report
 
-__all__ = ["CONTENT_TYPE", "HttpMetrics", "HttpStats", "ledger_metrics", "render"]
+__all__ = [
+    "CONTENT_TYPE",
+    "OTHER_LABEL",
+    "SERIES_TOP",
+    "HttpMetrics",
+    "HttpStats",
+    "ledger_metrics",
+    "render",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Latency histogram buckets, seconds."""
+SERIES_TOP = 100
+"""Spend series per dimension (features, models) before the rest is summed as ``(other)``: bounds
+the label cardinality an app's ids can create."""
+OTHER_LABEL = "(other)"
+"""The label value of the series summing the features (models) past :data:`SERIES_TOP`."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -162,7 +177,14 @@ def ledger_metrics(
         return (name, "gauge", help_text, samples)
 
     def spend_by(dimension: Dimension) -> list[Sample]:
-        return [("", {dimension: row.key or ""}, row.cost_usd) for row in r.breakdown(dimension).rows]
+        b = r.breakdown(dimension)
+        samples: list[Sample] = [("", {dimension: row.key or ""}, row.cost_usd) for row in b.rows]
+        if b.omitted:
+            other, keys = OTHER_LABEL, {row.key for row in b.rows}
+            while other in keys:  # an id spelled "(other)" keeps its own series
+                other += "*"
+            samples.append(("", {dimension: other}, b.omitted_cost_usd))
+        return samples
 
     families = [
         gauge("tokenbudget_store_up", "1 when the ledger's store answers.", [("", {}, 1)]),

@@ -29,6 +29,9 @@ function usd(value) {
 function pct(value) { return value === null || value === undefined ? "–" : (Number(value) * 100).toFixed(1) + "%"; }
 function int(value) { return Number(value).toLocaleString("en-US"); }
 function label(key) { return key === null ? "(none)" : key; }
+// A row's label: its id, or for the last row summing the rest past the top N, "(N more)".
+function rowLabel(row, key) { return row.omitted ? `(${int(row.omitted)} more)` : label(key); }
+function dataKey(row, key) { return row.omitted ? "(more)" : key === null ? "" : key; }
 
 function el(tag, attrs, text) {
   const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
@@ -87,8 +90,8 @@ function barChart(target, rows, valueOf, text, opts = {}) {
   const chart = svg(W, rows.length * row + 4);
   rows.forEach((r, i) => {
     const y = i * row + 4;
-    const g = el("svg:g", { class: "bar-row", "data-key": r.key === null ? "" : r.key, "data-value": opts.raw ? opts.raw(r) : "" });
-    g.append(el("svg:text", { class: "label", x: 0, y: y + 14 }, label(r.key).slice(0, 24)));
+    const g = el("svg:g", { class: "bar-row", "data-key": dataKey(r, r.key), "data-value": opts.raw ? opts.raw(r) : "" });
+    g.append(el("svg:text", { class: "label", x: 0, y: y + 14 }, rowLabel(r, r.key).slice(0, 24)));
     g.append(el("svg:rect", { class: "track", x: L, y: y + 2, width: W - L - R, height: 16, rx: 3 }));
     const width = Math.max(((W - L - R) * valueOf(r)) / max, valueOf(r) > 0 ? 1 : 0);
     g.append(el("svg:rect", { class: opts.cls ? opts.cls(r) : "bar", x: L, y: y + 2, width, height: 16, rx: 3 }));
@@ -115,9 +118,9 @@ function table(target, rows, cells) {
   }));
 }
 
-// 100% stacked bar of calls by model, with a legend.
+// 100% stacked bar of calls by model, with a legend; widths are shares of all calls.
 function mixChart(target, mix, totals) {
-  const total = mix.reduce((s, m) => s + m.requests, 0);
+  const total = totals.requests;
   if (!total) return empty(target, "No calls in these days.");
   const W = 380, H = 28;
   const chart = svg(W, H);
@@ -127,12 +130,12 @@ function mixChart(target, mix, totals) {
     const width = (W * m.requests) / total;
     const color = PALETTE[i % PALETTE.length];
     const rect = el("svg:rect", { x, y: 0, width, height: H, fill: color });
-    rect.append(el("svg:title", {}, `${label(m.model)}: ${pct(m.share)}`));
+    rect.append(el("svg:title", {}, `${rowLabel(m, m.model)}: ${pct(m.share)}`));
     chart.append(rect);
     x += width;
-    const item = el("li", { "data-key": m.model === null ? "" : m.model, "data-value": m.share });
+    const item = el("li", { "data-key": dataKey(m, m.model), "data-value": m.share });
     item.append(el("span", { class: "swatch", style: `background:${color}` }));
-    item.append(document.createTextNode(`${label(m.model)} ${pct(m.share)} (${int(m.requests)})`));
+    item.append(document.createTextNode(`${rowLabel(m, m.model)} ${pct(m.share)} (${int(m.requests)})`));
     legend.append(item);
   });
   const saved = el("p", { class: "muted", id: "routing-saved", "data-value": totals.routing_saved_usd },
@@ -184,7 +187,7 @@ function render(data) {
   spendBars($("by-feature"), data.by_feature);
   spendBars($("by-model"), data.by_model);
   table($("top-users"), data.top_users, (u) => [
-    ["user", label(u.key)], ["requests", int(u.requests)], ["cost", usd(u.cost_usd), u.cost_usd],
+    ["user", rowLabel(u, u.key)], ["requests", int(u.requests)], ["cost", usd(u.cost_usd), u.cost_usd],
   ]);
   budgetChart($("budgets"), data.budgets);
   cacheChart($("cache"), t);
