@@ -2,14 +2,16 @@
 
 Rules, in order of precedence:
 
-1. system (and developer) messages are kept, verbatim; so are pinned messages;
-2. the newest unit is kept (or, with ``keep="oldest"``, the oldest);
+1. system (and developer) messages are kept, verbatim; so are pinned messages (pinning any
+   message of a tool call's unit pins the whole unit: the call and all its results);
+2. the newest unit is kept (or, with ``keep="oldest"``, the oldest), unless it is pinned;
 3. then whole units, newest first, while they fit: a tool call is never separated
    from its results, and the window is contiguous;
 4. the window never starts on an assistant message whose user turn was dropped.
 
 When rules 1-2 alone exceed the budget, :class:`~tokenbudget_core.errors.ContextOverflowError`
-says by how much, unless ``on_overflow="truncate"`` shortens the newest message.
+says by how much, unless ``on_overflow="truncate"`` shortens the newest message. When the
+system and pinned messages alone exceed it, the error says so, whatever ``on_overflow``.
 
 Cost: messages are counted from the newest back only until the budget is full, with
 the counter's per-content cache, so a fit costs in proportion to the window, not the
@@ -25,7 +27,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from .conversation import MessageView, role_of
 from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
-from .messages import Message, MessageLike, TextPart, to_message
+from .messages import Message, MessageLike, Part, TextPart, to_message
 
 __all__ = ["FitResult", "Keep", "OnOverflow", "fit_messages"]
 
@@ -84,7 +86,7 @@ def fit_messages(
     *,
     reserve_output: int = 0,
     keep: Keep = "newest",
-    pinned: Iterable[int] = (),
+    pinned: Iterable[int] | None = (),
     pin_first_user: bool = False,
     tools: Sequence[ToolLike] | None = None,
     on_overflow: OnOverflow = "raise",
@@ -97,7 +99,8 @@ def fit_messages(
         model: Model name or a :class:`~tokenbudget_core.counting.TokenCounter`.
         reserve_output: Tokens kept free for the reply.
         keep: ``"newest"`` (a chat) or ``"oldest"`` (keep the beginning).
-        pinned: Indices of messages that must be kept.
+        pinned: Indices of messages that must be kept (``None``: none). Pinning any message of
+            a tool call's unit (the assistant's call or one of its results) keeps the whole unit.
         pin_first_user: Also pin the first user message (often who the user is).
         tools: Tool definitions sent with the request (their tokens count against the budget).
         on_overflow: ``"raise"`` :class:`ContextOverflowError`, or ``"truncate"`` the newest
@@ -138,13 +141,21 @@ def fit_messages(
         )
     counter = resolve_counter(model)
     n = len(messages)
-    pins = set()
+    if pinned is None:
+        pinned = ()
+    if isinstance(pinned, str | bytes | Mapping) or not isinstance(pinned, Iterable):
+        raise InvalidInputError(
+            "pinned",
+            f"must be a list of message indices, got {type(pinned).__name__}",
+            value=pinned,
+            fix="pass e.g. pinned=[0, 3], or leave it out for none",
+        )
+    view = MessageView(messages)
+    must = _system_indices(messages)
     for p in pinned:
         if isinstance(p, bool) or not isinstance(p, int) or not -n <= p < n:
             raise InvalidInputError("pinned", f"{p!r} is not an index into messages", value=p)
-        pins.add(p % n)
-    view = MessageView(messages)
-    must = _system_indices(messages) | pins
+        must.update(_unit_of(view, p % n, n))
     if pin_first_user:
         first_user = next((i for i in range(n) if view.role(i) == "user"), None)
         if first_user is not None:
@@ -166,18 +177,28 @@ def fit_messages(
         return c
 
     used = overhead + sum(cost(i) for i in must)
+    if used > budget:
+        raise ContextOverflowError(
+            limit=budget,
+            required=used,
+            what="system and pinned messages (with the request's framing and tools)",
+            fix="raise the budget, reserve fewer output tokens, unpin messages or shorten the system "
+            "message: nothing is left for the newest message",
+        )
     taken: list[tuple[int, int]] = []  # (start, end) of taken units
     truncated: int | None = None
     out: list[Any] = list(messages)
     if n and not all(i in must for i in range(n)):
         units = _units_newest_first(view, must, n) if keep == "newest" else _units_oldest_first(view, must, n)
+        # the unit that must be kept: the newest (or oldest) one, unless that message is pinned
+        anchor = n - 1 if keep == "newest" else next(i for i in range(n) if not view.is_system(i))
         for index, (start, end) in enumerate(units):
             unit_cost = sum(cost(i) for i in range(start, end + 1) if i not in must)
             if used + unit_cost <= budget:
                 taken.append((start, end))
                 used += unit_cost
                 continue
-            if index == 0:  # the first unit (newest, or oldest) must be kept
+            if index == 0 and anchor in (start, end):
                 last = to_message(messages[end])
                 cuttable = start == end and last.file_tokens is None and bool(last.text)
                 if on_overflow == "raise":
@@ -189,7 +210,16 @@ def fit_messages(
                         fix="raise the budget, reserve fewer output tokens or unpin messages: the newest "
                         "message cannot be shortened (a tool call with its results, a file, no text)",
                     )
-                out[end], costs[end] = _truncate_to_fit(messages[end], budget - used, counter)
+                floor = _framing(last, counter)
+                if used + floor > budget:
+                    raise ContextOverflowError(
+                        limit=budget,
+                        required=used + floor,
+                        what="system and pinned messages plus the newest message with its text cut to "
+                        "nothing (its framing and images)",
+                        fix="raise the budget, reserve fewer output tokens or unpin messages",
+                    )
+                out[end], costs[end] = _truncate_to_fit(messages[end], budget - used, floor, counter)
                 truncated = end
                 taken.append((start, end))
                 used += costs[end]
@@ -197,8 +227,6 @@ def fit_messages(
             break
         if keep == "newest":
             used -= _drop_orphan_assistants(view, must, taken, cost)
-    elif used > budget:
-        raise ContextOverflowError(limit=budget, required=used)
     if used > budget:
         raise ContextOverflowError(limit=budget, required=used)
     kept_set = set(must)
@@ -227,10 +255,26 @@ def _system_indices(messages: Sequence[MessageLike]) -> set[int]:
     return found
 
 
+def _unit_of(view: MessageView, i: int, n: int) -> range:
+    """Indices of the unit holding message ``i``: a tool call with all its results, else ``i`` alone.
+
+    Raises:
+        InvalidMessageError: A tool result has no matching call before it.
+    """
+    start = view.unit_start(i)
+    end = start
+    while end + 1 < n and view.role(end + 1) == "tool":
+        end += 1
+    if end > start:
+        view.unit_start(end)  # validates the results belong to this call
+    return range(start, end + 1)
+
+
 def _units_newest_first(view: MessageView, must: set[int], n: int) -> Iterable[tuple[int, int]]:
+    """Units not kept anyway, newest first (a pinned unit is wholly in ``must``)."""
     end = n - 1
     while end >= 0:
-        if end in must and view.role(end) != "tool":
+        if end in must:
             end -= 1
             continue
         start = view.unit_start(end)
@@ -268,20 +312,27 @@ def _drop_orphan_assistants(
     return freed
 
 
-def _truncate_to_fit(message: M, room: int, counter: TokenCounter) -> tuple[M, int]:
+def _images(core: Message) -> tuple[Part, ...]:
+    if isinstance(core.content, str):
+        return ()
+    return tuple(p for p in core.content if not isinstance(p, TextPart))
+
+
+def _framing(core: Message, counter: TokenCounter) -> int:
+    """Tokens of the message with its text cut to nothing (role, name, images)."""
+    return int(counter.count_message(replace(core, content=_images(core) or "")))
+
+
+def _truncate_to_fit(message: M, room: int, framing: int, counter: TokenCounter) -> tuple[M, int]:
     """The message with its text cut (keeping the end: the question is usually last) to fit ``room``.
 
     A message of content parts keeps its images; its text parts become one text part, first.
+    ``framing`` is what it costs with no text (at most ``room``).
     """
     from .truncation import truncate_text
 
     core = to_message(message)
-    images = (
-        tuple(p for p in core.content if not isinstance(p, TextPart))
-        if isinstance(core.content, tuple)
-        else ()
-    )
-    framing = int(counter.count_message(replace(core, content=images or ""))) if room > 0 else 0
+    images = _images(core)
     limit = room - framing
     for _ in range(4):  # re-tokenising a cut can shift a boundary by a token or two
         if limit < 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tokenbudget_core import TokenCounter
 from tokenbudget_core.errors import ContextOverflowError, InvalidInputError, InvalidMessageError
-from tokenbudget_core.fitting import fit_messages
+from tokenbudget_core.fitting import Keep, fit_messages
 from tokenbudget_core.messages import Message, to_message
 
 COUNTER = TokenCounter.for_model("gpt-4o")
@@ -205,3 +205,99 @@ def test_a_stand_in_is_never_truncated_and_counts_its_files() -> None:
     assert Message(role="user", content="x", file_tokens=np.int64(7)).file_tokens == 7
     with pytest.raises(InvalidMessageError, match="file_tokens"):
         Message(role="user", content="x", file_tokens=-1)
+
+
+def tool_history() -> list[dict[str, Any]]:
+    call: dict[str, Any] = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": i, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            for i in ("a", "b")
+        ],
+    }
+    results: list[dict[str, Any]] = [
+        {"role": "tool", "tool_call_id": i, "content": "sunny " * 30} for i in ("a", "b")
+    ]
+    return [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}, call, *results] + [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": "word " * 60} for i in range(20)
+    ]
+
+
+@pytest.mark.parametrize("pin", [2, 3, 4, -22])
+def test_pinning_any_message_of_a_tool_call_unit_keeps_the_whole_unit(pin: int) -> None:
+    history = tool_history()
+    for keep in ("newest", "oldest"):
+        window = fit_messages(history, 700, COUNTER, pinned=[pin], keep=keep)
+        assert {2, 3, 4} <= set(window.kept)
+        assert_tool_pairs_intact(window)
+        assert COUNTER.count_messages(window) == window.tokens <= 700
+    window = fit_messages(history, 700, COUNTER, pinned=[3])
+    assert window[-1] is history[-1]
+    assert len(window) > 5  # newer turns still fill the rest
+
+
+def test_a_pinned_newest_message_does_not_force_an_older_one_in() -> None:
+    history = [{"role": "user", "content": "old " * 400}, {"role": "user", "content": "new question"}]
+    window = fit_messages(history, 100, COUNTER, pinned=[1])
+    assert list(window) == [history[1]]
+    window = fit_messages(history, 100, COUNTER, pinned=[1], on_overflow="truncate")
+    assert list(window) == [history[1]]
+    assert window.truncated is None
+
+
+def test_pinned_none_is_no_pins_and_a_bad_pinned_is_named() -> None:
+    assert fit_messages(chat(3), 1_000, COUNTER, pinned=None).kept == (0, 1, 2, 3)
+    for bad in (3, "1", [1.0]):
+        with pytest.raises(InvalidInputError) as info:
+            fit_messages(chat(3), 1_000, COUNTER, pinned=bad)  # type: ignore[arg-type]
+        assert info.value.field == "pinned"
+
+
+@pytest.mark.parametrize("budget", [1, 5, 11])
+def test_truncate_when_the_system_message_alone_is_over_budget_says_so(budget: int) -> None:
+    system = {"role": "system", "content": "You are the ACME support bot."}
+    history = [system, {"role": "user", "content": "please " * 500}]
+    need = COUNTER.count_messages([system])
+    assert need > budget
+    with pytest.raises(ContextOverflowError) as info:
+        fit_messages(history, budget, COUNTER, on_overflow="truncate")
+    assert (info.value.limit, info.value.required) == (budget, need)
+    assert "system and pinned messages" in str(info.value)
+    assert "newest message" not in str(info.value).split(";")[0]
+
+
+def test_truncate_when_the_newest_message_cannot_be_cut_small_enough_says_why() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}}
+    newest = {"role": "user", "content": [{"type": "text", "text": "please " * 500}, image]}
+    history: list[dict[str, Any]] = [{"role": "system", "content": "sys"}, newest]
+    floor = COUNTER.count_messages([history[0], {"role": "user", "content": [image]}])
+    with pytest.raises(ContextOverflowError) as info:
+        fit_messages(history, floor - 1, COUNTER, on_overflow="truncate")
+    assert (info.value.limit, info.value.required) == (floor - 1, floor)
+    assert "its text cut to nothing" in str(info.value)
+    window = fit_messages(history, floor + 5, COUNTER, on_overflow="truncate")
+    assert window.truncated == 1
+    assert COUNTER.count_messages(window) == window.tokens <= floor + 5
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    history=conversations(),
+    budget=st.integers(30, 1_500),
+    picks=st.lists(st.integers(0, 10_000), max_size=3),
+    keep=st.sampled_from(["newest", "oldest"]),
+)
+def test_property_pinned_messages_keep_their_whole_unit(
+    history: list[dict[str, Any]], budget: int, picks: list[int], keep: str
+) -> None:
+    pinned = [p % len(history) for p in picks]
+    try:
+        window = fit_messages(history, budget, COUNTER, pinned=pinned, keep=cast(Keep, keep))
+    except ContextOverflowError as e:
+        overflow = e
+        assert overflow.required > overflow.limit == budget
+        return
+    assert COUNTER.count_messages(window) == window.tokens <= budget
+    assert_tool_pairs_intact(window)
+    assert all(history[p] in window for p in pinned)
