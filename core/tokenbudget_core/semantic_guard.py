@@ -5,15 +5,48 @@ Embeddings rate "Is aspirin safe for children?" and "Is aspirin not safe for chi
 as near-identical. :func:`guard_features` reads what an embedding blurs, and :func:`compare`
 refuses a match when the two prompts differ in
 
-* **negation**: the number of negation cues (``not``, ``no``, ``never``, ``n't``, ``without``...);
+* **negation**: each negation cue (English ``not``, ``no``, ``never``, ``n't``, ``without``...;
+  German ``nicht``, ``kein``, ``nie``, ``ohne``; French ``ne``/``n'``, ``pas``, ``jamais``,
+  ``sans``; Spanish, Italian, Portuguese ``no``/``non``/``não``, ``nunca``, ``sin``...; Dutch,
+  Scandinavian, Polish, Russian and Chinese cues) is tied to the content word it negates (the next
+  one, else the previous one). Both prompts must have as many cues, negating the same words:
+  "with food and *not* on an empty stomach" is not "*not* with food and on an empty stomach".
+  A contracted English negation (``isn't``, ``can't``) may negate either of the next two content
+  words, so "Isn't aspirin safe?" still matches "Is aspirin not safe?";
 * **numbers**: the multiset of numbers, digits (``1,000`` = ``1000``, ``2.50`` = ``2.5``) and
-  number words (``three``, ``dozen``, ``first``...);
+  English number words (``three``, ``dozen``, ``first``...);
 * **named entities**: capitalised words (not at a sentence start unless uncommon), acronyms and
   words mixing letters and digits (``GPT4``, ``A100``); every entity of either prompt must
-  occur, in any casing, in the other.
+  occur, in any casing, in the other;
+* **content words**: the words that are not function words (articles, pronouns, auxiliaries,
+  prepositions, polite filler, in English, German, French, Spanish, Italian, Portuguese and
+  Dutch), plurals and ``-ing``/``-ed`` forms folded together. Each prompt having a content word
+  the other lacks is a *substitution* ("premium plan" / "basic plan", "cancel" / "renew",
+  "travelling to france" / "to russia", "where" / "when"): refused. Adding or dropping words
+  ("please", "What is the way to...", "...to the app") is not;
+* **word roles**: two words swapped around ``from`` / ``to`` / ``into`` / ``than`` / ``vs`` (and
+  ``von`` / ``nach``, ``de`` / ``vers``, ``desde`` / ``hacia``...): "from checking to savings" is
+  not "from savings to checking", "usd to eur" not "eur to usd".
+
+What it cannot catch, and what it costs:
+
+* A qualifier added or dropped ("Is ibuprofen safe *for children*?"), a change spread over
+  reworded text, or a swap of function words ("must I" / "may I") is served when the embedding
+  scores it above the threshold: keep the threshold high for questions where that matters.
+* Meaning carried by word order alone, beyond the role words above ("dog bites man").
+* Negations it does not list (Japanese, Korean, Arabic, Hindi...); in scripts written without
+  spaces a whole run of characters is one word, so any change in it is a substitution.
+* Synonyms are known only for a few common verbs and nouns of support questions ("buy" /
+  "purchase", "delete" / "remove", "change" / "update", "error" / "problem"...); any other
+  swap ("shipping time" / "how long does shipping take") is a substitution and refused, like an
+  antonym: sentence-embedding models rate "enable" / "disable" or "premium" / "basic" as close as
+  true synonyms, so no threshold tells them apart. A refused paraphrase costs a model call,
+  never a wrong answer.
 
 The features are kept as truncated SHA-256 hashes of the words, so an entry stored with
-hashed prompts keeps no plaintext and can still be guarded.
+hashed prompts keeps no plaintext and can still be guarded. An entry stored by an earlier
+version of the guard (without word positions) is not trusted: :meth:`GuardFeatures.from_json`
+refuses it and the cache treats it as a miss.
 """
 
 from __future__ import annotations
@@ -21,7 +54,8 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +63,13 @@ from .errors import InvalidInputError
 
 __all__ = ["GuardFeatures", "compare", "guard_features"]
 
-_NEGATION = re.compile(
-    r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|without|cannot|cant|dont|doesnt|didnt|"
-    r"isnt|arent|wasnt|werent|wont|wouldnt|shouldnt|couldnt|hasnt|havent|hadnt|mustnt|neednt)\b"
-    r"|n[\'\u2019]t\b"
-)
+FORMAT = 2
+"""The version of :meth:`GuardFeatures.to_json`; entries of another version are refused."""
+
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"\w+")
+_TOKEN = re.compile(r"\w+(?:'\w+)*")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "`": "'"})
 
 
 def _words(text: str) -> frozenset[str]:
@@ -54,8 +88,58 @@ _COMMON = _words(
     will shall may might must have has had please tell give show list explain describe write summarize
     summarise translate find make create help let in on at for from to of by with and or but if then
     so as about into over after before between there here hi hello hey thanks thank yes ok okay dear
-    compare define calculate convert generate suggest recommend any some all every each"""
+    compare define calculate convert generate suggest recommend any some all every each
+    isn aren wasn weren don doesn didn won wouldn shouldn couldn hasn haven hadn mustn needn"""
 )
+"""Words whose capital at a sentence start does not make them a named entity (nor "I" anywhere)."""
+
+_NEGATIONS = _words(
+    """not no never none nobody nothing neither nor nowhere without cannot cant dont doesnt didnt isnt
+    arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt neednt
+    nicht kein keine keinen keinem keiner keines nie niemals nichts niemand nirgends ohne weder
+    ne pas jamais rien aucun aucune sans ni non
+    nunca jamás nada nadie ningún ninguno ninguna sin tampoco
+    mai niente nulla nessuno nessuna senza né
+    não nenhum nenhuma ninguém sem nem
+    niet geen nooit niets zonder
+    inte ej ikke ingen aldrig aldri utan uden
+    nie nigdy żaden bez
+    не нет ни никогда ничего никто без
+    unable impossible"""
+)
+_AUX_NEGATIONS = _words(
+    """cannot cant dont doesnt didnt isnt arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent
+    hadnt mustnt neednt unable impossible"""
+)
+"""Negations that may stand a word away from what they negate ("Isn't it safe?", "unable to log in")."""
+_CJK_NEGATIONS = frozenset("不没沒无無非未别別勿莫")
+
+_FUNCTION_WORDS = _COMMON - {"where", "when", "why", "who", "whom", "whose"} | _words(
+    """me us him them mine yours ours theirs myself yourself itself also just only very really too
+    much many such same own than get got im ive id youre would like want need able possible way
+    der das den dem des ein eine einen einem einer eines ich du er sie es wir ihr mein meine meinen
+    meinem meiner dein deine ihre unser unsere ist sind bin kann können könnte möchte wollen soll
+    sollte muss und oder aber wenn dann im am auf für mit von zu zum zur bei aus nach über um wie was
+    bitte ja auch noch schon gibt
+    le la les un une des du de au aux je tu il elle nous vous ils elles mon ma mes ton ta tes sa ses
+    notre votre leur leurs est sont suis ai avons avez ont et ou mais si que qui quoi comment ce cet
+    cette ces en dans sur pour par avec peux peut pouvez veux voudrais plaît plait
+    el los las unos unas yo tú él ella usted ustedes mi mis su sus es está están estoy soy puedo
+    puede pueden quiero y o pero qué como cómo del al con por para se te lo nos hay favor
+    lo gli uno è sono io mio mia di da della che può posso
+    os um uma eu meu minha é são do dos das em na com pode
+    het een mijn zijn en van voor met op hoe wat wil"""
+)
+"""Function words: swapping one for another ("How do I" / "How can I") is not a new question.
+(Words that are also English content words, "die", "son", "war", "hat", "man", are left out.)"""
+
+_ROLES = {
+    **dict.fromkeys(("from", "von", "aus", "depuis", "desde", "uit"), "src"),
+    **dict.fromkeys(("to", "into", "onto", "toward", "towards", "nach", "vers", "hacia", "naar"), "dst"),
+    **dict.fromkeys(("than", "vs", "versus"), "cmp"),
+}
+"""Words that give the next content word a role: a word swapped between roles changes the question."""
+
 _HASH_CHARS = 16
 
 
@@ -73,26 +157,142 @@ def _number(raw: str) -> str:
     return text
 
 
+def _stem(word: str) -> str:
+    """Fold plurals, ``-ing`` / ``-ed`` forms and a final ``e`` together (crudely; both prompts alike)."""
+    for suffix in ("ing", "ed"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            if len(word) >= 4 and word[-1] == word[-2] and word[-1] not in "aeious":
+                word = word[:-1]  # resetting -> reset, cancelled -> cancel
+            return word
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        word = word[:-1]
+    return word[:-1] if word.endswith("e") and len(word) >= 5 else word  # update(d) -> updat
+
+
+_SYNONYMS = {
+    _stem(word): _stem(group.split()[0])
+    for group in (
+        "buy purchase",
+        "delete remove erase",
+        "change update modify edit",
+        "contact reach",
+        "ship deliver",
+        "shipping delivery",
+        "get receive obtain",
+        "start begin",
+        "help assist",
+        "fix repair resolve solve",
+        "show display view see",
+        "find locate",
+        "error problem issue",
+        "choose pick select",
+        "price cost",
+        "invoice bill",
+        "enable activate",
+        "disable deactivate",
+    )
+    for word in group.split()
+}
+"""A few common synonyms of support questions, folded together: swapping them is a paraphrase."""
+
+
+_ELISIONS = ("l'", "d'", "j'", "qu'", "s'", "c'", "m'", "t'")
+_CLITICS = ("'s", "'re", "'ve", "'ll", "'d", "'m")
+
+
+def _split(token: str) -> tuple[bool, bool, str]:
+    """A token as ``(negation, contracted English negation, the word left)``."""
+    if token.endswith("n't"):
+        return True, True, ""
+    if token.startswith("n'"):  # French: n'est, n'ai
+        return True, False, token[2:]
+    for prefix in _ELISIONS:
+        if token.startswith(prefix) and len(token) > len(prefix):
+            token = token[len(prefix) :]
+            break
+    for suffix in _CLITICS:
+        if token.endswith(suffix):
+            token = token[: -len(suffix)]
+            break
+    if token in _NEGATIONS:
+        return True, token in _AUX_NEGATIONS, ""
+    return False, False, token
+
+
+def _read(folded: str) -> tuple[list[tuple[str, ...]], list[str], set[tuple[str, str]]]:
+    """Negations (each with the content words it may negate), content words and word roles.
+
+    Items of the token stream: a content word, a negation marker, a role marker.
+    """
+    stream: list[tuple[str, str]] = []  # ("w", stem) | ("neg", "aux"/"") | ("role", role)
+    for m in _TOKEN.finditer(folded):
+        token = m.group()
+        stream.extend(("neg", "") for c in token if c in _CJK_NEGATIONS)
+        negation, aux, word = _split(token)
+        if negation:
+            stream.append(("neg", "aux" if aux else ""))
+        if not word:
+            continue
+        if word in _ROLES:
+            stream.append(("role", _ROLES[word]))
+        elif word not in _FUNCTION_WORDS and word not in _NUMBER_WORDS and not word.isdigit():
+            stem = _stem(word)
+            stream.append(("w", _SYNONYMS.get(stem, stem)))
+    content = [v for k, v in stream if k == "w"]
+    negations: list[tuple[str, ...]] = []
+    roles: set[tuple[str, str]] = set()
+    for i, (kind, value) in enumerate(stream):
+        if kind == "role":
+            following = _content_after(stream, i, 1)
+            if following:
+                roles.add((value, following[0]))
+        elif kind == "neg":
+            negated = _content_after(stream, i, 2 if value == "aux" else 1)
+            if not negated:
+                negated = _content_before(stream, i)
+            negations.append(tuple(sorted(negated)))
+    return negations, content, roles
+
+
+def _content_after(stream: Sequence[tuple[str, str]], i: int, n: int) -> list[str]:
+    return [v for k, v in stream[i + 1 :] if k == "w"][:n]
+
+
+def _content_before(stream: Sequence[tuple[str, str]], i: int) -> list[str]:
+    return [v for k, v in reversed(stream[:i]) if k == "w"][:1]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GuardFeatures:
-    """What the guard compares, hashed: negation count, numbers, entities and all words."""
+    """What the guard compares, hashed: negations, numbers, entities, words, content words, roles."""
 
-    negations: int
-    """How many negation cues the prompt has."""
+    negations: tuple[tuple[str, ...], ...]
+    """Per negation cue, hashes of the content words it may negate (sorted)."""
     numbers: tuple[str, ...]
     """Hashes of its numbers, sorted (a multiset)."""
     entities: frozenset[str]
     """Hashes of its named entities (casefolded)."""
     words: frozenset[str]
     """Hashes of all its words (casefolded)."""
+    content: tuple[str, ...]
+    """Hashes of its content words (folded, see :func:`guard_features`), sorted (a multiset)."""
+    roles: frozenset[tuple[str, str]]
+    """``(role, content word hash)``: the word after ``from`` (``src``), ``to`` (``dst``), ``than``
+    (``cmp``)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON for a cache entry."""
         return {
-            "neg": self.negations,
+            "v": FORMAT,
+            "neg": [list(n) for n in self.negations],
             "num": list(self.numbers),
             "ent": sorted(self.entities),
             "words": sorted(self.words),
+            "content": list(self.content),
+            "roles": sorted([role, word] for role, word in self.roles),
         }
 
     @classmethod
@@ -100,21 +300,38 @@ class GuardFeatures:
         """Read :meth:`to_json` back.
 
         Raises:
-            InvalidInputError: Not guard features.
+            InvalidInputError: Not guard features, or features of an earlier version of the guard.
         """
+        if not isinstance(data, Mapping) or data.get("v") != FORMAT:
+            raise InvalidInputError(
+                "guard",
+                f"is not guard features of version {FORMAT}",
+                fix="entries stored by an earlier version are not trusted: they expire with their TTL",
+            )
         try:
             neg, num, ent, words = data["neg"], data["num"], data["ent"], data["words"]
-        except (KeyError, TypeError) as e:
-            raise InvalidInputError("guard", "is not guard features") from e
-        if not isinstance(neg, int) or not all(
-            isinstance(v, list) and all(isinstance(s, str) for s in v) for v in (num, ent, words)
+            content, roles = data["content"], data["roles"]
+        except KeyError as e:
+            raise InvalidInputError("guard", f"is missing {e.args[0]!r}") from e
+        lists = (num, ent, words, content, *neg, *roles)
+        if not (isinstance(neg, list) and isinstance(roles, list)) or not all(
+            isinstance(v, list) and all(isinstance(s, str) for s in v) for v in lists
         ):
             raise InvalidInputError("guard", "is not guard features")
-        return cls(negations=neg, numbers=tuple(num), entities=frozenset(ent), words=frozenset(words))
+        if not all(len(r) == 2 for r in roles):
+            raise InvalidInputError("guard", "roles must be [role, word] pairs")
+        return cls(
+            negations=tuple(tuple(n) for n in neg),
+            numbers=tuple(num),
+            entities=frozenset(ent),
+            words=frozenset(words),
+            content=tuple(content),
+            roles=frozenset((r[0], r[1]) for r in roles),
+        )
 
 
 def guard_features(text: str) -> GuardFeatures:
-    """Read the negations, numbers and named entities of a prompt (hashed).
+    """Read the negations, numbers, named entities, content words and word roles of a prompt (hashed).
 
     Raises:
         InvalidInputError: ``text`` is not a string.
@@ -126,9 +343,9 @@ def guard_features(text: str) -> GuardFeatures:
     """
     if not isinstance(text, str):
         raise InvalidInputError("text", "must be a string", value=type(text).__name__)
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
     folded = text.casefold()
-    negations = len(_NEGATION.findall(folded))
+    negations, content, roles = _read(folded)
     numbers = [_number(m.group()) for m in _NUMBER.finditer(text)]
     words: set[str] = set()
     entities: set[str] = set()
@@ -142,32 +359,68 @@ def guard_features(text: str) -> GuardFeatures:
         if token.isdigit():
             continue
         before = text[: m.start()].rstrip()
-        initial = not before or before[-1] in ".!?:\n" or before[-1] in "\"'(["
+        initial = not before or before[-1] in ".!?:\n¿¡" or before[-1] in "\"'(["
         has_digit = any(c.isdigit() for c in token)
         inner_upper = any(c.isupper() for c in token[1:])
         if (
             (has_digit and any(c.isalpha() for c in token))
             or inner_upper
-            or (token[0].isupper() and (not initial or low not in _COMMON))
+            or (token[0].isupper() and (not initial or low not in _COMMON) and token != "I")
         ):
             entities.add(low)
     return GuardFeatures(
-        negations=negations,
+        negations=tuple(sorted(tuple(sorted(_h(w) for w in n)) for n in negations)),
         numbers=tuple(sorted(_h(n) for n in numbers)),
         entities=frozenset(_h(e) for e in entities),
         words=frozenset(_h(w) for w in words),
+        content=tuple(sorted(_h(w) for w in content)),
+        roles=frozenset((role, _h(w)) for role, w in roles),
     )
 
 
 def compare(a: GuardFeatures, b: GuardFeatures) -> str | None:
     """Why two prompts must not share an answer (``None`` when the guard lets them).
 
-    Returns ``"negation differs"``, ``"numbers differ"`` or ``"named entities differ"``.
+    Returns ``"negation differs"``, ``"numbers differ"``, ``"named entities differ"``,
+    ``"content words differ"`` or ``"word roles differ"``.
     """
-    if a.negations != b.negations:
+    if not _same_negations(a.negations, b.negations):
         return "negation differs"
     if a.numbers != b.numbers:
         return "numbers differ"
     if not (a.entities <= b.words and b.entities <= a.words):
         return "named entities differ"
+    mine, theirs = Counter(a.content), Counter(b.content)
+    if mine - theirs and theirs - mine:
+        return "content words differ"
+    if _roles_swapped(a, b):
+        return "word roles differ"
     return None
+
+
+def _same_negations(a: Sequence[tuple[str, ...]], b: Sequence[tuple[str, ...]]) -> bool:
+    """As many negations, each paired with one of the other prompt negating a same word."""
+    if len(a) != len(b):
+        return False
+    left = list(b)
+    for negated in a:
+        match = next((j for j, other in enumerate(left) if _overlap(negated, other)), None)
+        if match is None:
+            return False
+        del left[match]
+    return True
+
+
+def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    return bool(set(a) & set(b)) or (not a and not b)
+
+
+def _roles_swapped(a: GuardFeatures, b: GuardFeatures) -> bool:
+    """A word in a role in one prompt, present but not in that role in the other, and vice versa."""
+    in_a, in_b = set(a.content), set(b.content)
+    for role in {r for r, _ in a.roles | b.roles}:
+        ra = {w for r, w in a.roles if r == role}
+        rb = {w for r, w in b.roles if r == role}
+        if (ra - rb) & in_b and (rb - ra) & in_a:
+            return True
+    return False
