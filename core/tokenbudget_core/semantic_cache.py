@@ -156,15 +156,18 @@ class SemanticCache(ResponseCacheBase):
             )
         return text
 
-    def partition(self, request: CacheRequest) -> str:
+    def partition(self, request: CacheRequest, *, dimensions: int) -> str:
         """The partition of ``request``'s entries (SHA-256 of everything besides the text).
 
         The last user turn's images (:attr:`~tokenbudget_core.cache_keys.CacheRequest.media_hash`)
-        are part of it: the same question about another image is another question. (An
+        are part of it: the same question about another image is another question. So is the
+        embedder's name and the size of its vectors (``dimensions``): an embedder reconfigured
+        to another size (across a deploy, on a persistent store) starts partitions of its own
+        instead of failing against the old vectors. (An
         :attr:`~tokenbudget_core.cache_keys.CacheRequest.opaque` request never gets here: it
         is looked up and stored by its digest, like the exact cache does.)
         """
-        parts: dict[str, str | None] = {
+        parts: dict[str, str | int | None] = {
             "model": request.model.strip(),
             "system": request.system_hash,
             "tools": request.tools_hash,
@@ -172,6 +175,7 @@ class SemanticCache(ResponseCacheBase):
             "history": request.history_hash if self.match_history else None,
             "turn": None if self.match_history else request.turn_hash,  # (in history_hash already)
             "embedder": self.embedder.name,
+            "dimensions": dimensions,
         }
         if request.media_hash:  # (text-only requests keep the partitions they had)
             parts["media"] = request.media_hash
@@ -238,20 +242,17 @@ class SemanticCache(ResponseCacheBase):
             lambda: self.store_backend.search(where, partition, vector, self.candidates), none
         )
 
-    def _entry(
-        self, request: CacheRequest, response: CachedResponse, where: CacheScope, text: str
-    ) -> str | None:
+    def _refused(self, request: CacheRequest, response: CachedResponse) -> bool:
         reason = self.refusal(request, response)
         if reason is not None:
             logger.debug("not cached: %s", reason)
-            return None
+        return reason is not None
+
+    def _entry(
+        self, request: CacheRequest, response: CachedResponse, where: CacheScope, text: str, partition: str
+    ) -> str | None:
         payload = self._envelope(
-            request,
-            response,
-            where,
-            text,
-            partition=self.partition(request),
-            guard=guard_features(text).to_json(),
+            request, response, where, text, partition=partition, guard=guard_features(text).to_json()
         )
         if payload is None:
             logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
@@ -277,7 +278,7 @@ class SemanticCache(ResponseCacheBase):
         text = self._text(request)
         with overhead("cache"):
             vector = self._row(self.embedder.embed([text]))
-        partition = self.partition(request)
+        partition = self.partition(request, dimensions=vector.shape[0])
         return self._choose(request, where, text, self._search(where, partition, vector))
 
     def store(
@@ -295,12 +296,14 @@ class SemanticCache(ResponseCacheBase):
         if request.opaque:
             return self._store_exact(request, response, where)
         text = self._text(request)
-        payload = self._entry(request, response, where, text)
-        if payload is None:
+        if self._refused(request, response):
             return False
         with overhead("cache"):
             vector = self._row(self.embedder.embed([text]))
-        partition, key = self.partition(request), request.digest()
+        partition, key = self.partition(request, dimensions=vector.shape[0]), request.digest()
+        payload = self._entry(request, response, where, text, partition)
+        if payload is None:
+            return False
         add = self.store_backend.add_vector
         return self._safely(lambda: add(where, partition, key, vector, payload, self.ttl) or True, False)
 
@@ -318,7 +321,7 @@ class SemanticCache(ResponseCacheBase):
         text = self._text(request)
         with overhead("cache"):
             vector = self._row(await self.embedder.aembed([text]))
-        partition = self.partition(request)
+        partition = self.partition(request, dimensions=vector.shape[0])
 
         def find() -> CacheHit | None:
             return self._choose(request, where, text, self._search(where, partition, vector))
@@ -336,12 +339,14 @@ class SemanticCache(ResponseCacheBase):
             stored: bool = await self._async(lambda: self._store_exact(request, response, where))
             return stored
         text = self._text(request)
-        payload = self._entry(request, response, where, text)
-        if payload is None:
+        if self._refused(request, response):
             return False
         with overhead("cache"):
             vector = self._row(await self.embedder.aembed([text]))
-        partition, key = self.partition(request), request.digest()
+        partition, key = self.partition(request, dimensions=vector.shape[0]), request.digest()
+        payload = self._entry(request, response, where, text, partition)
+        if payload is None:
+            return False
         add = self.store_backend.add_vector
         added: bool = await self._async(
             lambda: self._safely(lambda: add(where, partition, key, vector, payload, self.ttl) or True, False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,6 +329,31 @@ def test_tool_results_of_the_current_turn_stay_part_of_the_match_when_history_is
         hit = cache.lookup(after_tool('{"balance": 100}'), scope=T)
         assert hit is not None
         assert hit.response.content == "Your balance is $100."
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_an_embedder_of_another_vector_size_on_the_same_store_is_a_new_partition(
+    backend: str, tmp_path: Path
+) -> None:
+    """Changing the embedder's vector size (a ``dimensions=`` setting across a deploy) keeps
+    calls working on a persistent store: the new vectors are cached apart from the old ones."""
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    store: str | MemoryCacheStore = (
+        MemoryCacheStore() if backend == "memory" else f"sqlite:///{tmp_path}/c.db"
+    )
+    before = SemanticCache(store, embedder=DeterministicFakeEmbedding(size=8))
+    assert before.store(ask("How do I export my workspace?"), answer("Settings > Export."), scope=T)
+    after = SemanticCache(store, embedder=DeterministicFakeEmbedding(size=16))
+    assert after.lookup(ask("How do I export my workspace?"), scope=T) is None
+    assert after.store(ask("How do I export my workspace?"), answer("Export it in Settings."), scope=T)
+    assert await after.astore(ask("How do I export my workspace?"), answer("Export it in Settings."), scope=T)
+    hit = after.lookup(ask("How do I export my workspace?"), scope=T)
+    assert hit is not None
+    assert hit.response.content == "Export it in Settings."
+    old = before.lookup(ask("How do I export my workspace?"), scope=T)
+    assert old is not None
+    assert old.response.content == "Settings > Export."
 
 
 async def test_async_twins_use_the_async_embedder() -> None:

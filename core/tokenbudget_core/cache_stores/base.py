@@ -4,8 +4,8 @@ A store keeps opaque JSON payloads (the caches write and read them); it never un
 evaluates anything. Every entry belongs to one :class:`~tokenbudget_core.cache_keys.CacheScope`
 and is only ever looked up within it: a store has no operation that reads across scopes.
 Semantic entries live in *partitions* of a scope (one per model, system prompt, tool set,
-parameters, earlier turns, the last user turn's images and embedder, chosen by the semantic
-cache): vectors of two partitions are never compared.
+parameters, earlier turns, the current turn's tool results, the last user turn's images, and
+the embedder and its vector size, chosen by the semantic cache): vectors of two partitions are never compared.
 
 Entries expire ``ttl`` seconds after they are written (the caches also check the expiry
 written in each payload, so a store that keeps an entry a little longer never serves it).
