@@ -14,7 +14,9 @@ switched on than the stage before:
 6. ``budgets``: per-user daily dollar budgets, enforced before each call (refusals are soft).
 
 Every call is charged by :class:`BudgetCallbackHandler` to a :class:`~tokenbudget_core.Ledger`
-under the feature ``demo:<stage>``, so the savings table is read back from the ledger.
+under the feature ``demo:<stage>``, so the savings table is read back from the ledger. On a store
+other than the demo's own (which each run recreates) runs never mix: a run's features are
+``demo:<stage>@run-<id>`` and its user and conversation ids start with ``run-<id>-``.
 Offline the chat model is :class:`DemoChatModel`, which answers from the workload and reports
 usage counted exactly with tiktoken; ``live=True`` uses ``ChatOpenAI`` instead.
 """
@@ -27,6 +29,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -47,7 +50,7 @@ from tokenbudget_core.demo_report import DemoSummary, StageStats, summarise
 from tokenbudget_core.demo_workload import SYSTEM_PROMPT, Workload, build_workload, reply_to
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, MissingDependencyError
 from tokenbudget_core.ledger import Ledger
-from tokenbudget_core.reports import build_report
+from tokenbudget_core.reports import Report, build_report
 from tokenbudget_core.semantic_cache import SemanticCache
 from tokenbudget_core.stores.base import redact_url
 
@@ -147,10 +150,11 @@ def _live_model(model: str) -> BaseChatModel:
     return ChatOpenAI(model=model, max_completion_tokens=MAX_OUTPUT, stream_usage=True)
 
 
-def demo_policy() -> BudgetPolicy:
-    """The budget policy of the demo: a per-user daily dollar limit on the ``budgets`` stage only."""
-    return BudgetPolicy(features={f"demo:{s}": FeatureBudget() for s in STAGES if s != "budgets"} | {
-        "demo:budgets": FeatureBudget(user_daily_usd=USER_DAILY_USD)
+def demo_policy(run: str = "") -> BudgetPolicy:
+    """The budget policy of the demo: a per-user daily dollar limit on the ``budgets`` stage only
+    (``run``: the suffix of a run's features, see :func:`run_stage`)."""
+    return BudgetPolicy(features={f"demo:{s}{run}": FeatureBudget() for s in STAGES if s != "budgets"} | {
+        f"demo:budgets{run}": FeatureBudget(user_daily_usd=USER_DAILY_USD)
     })  # fmt: skip
 
 
@@ -161,6 +165,7 @@ def run_stage(
     *,
     live: bool = False,
     user_prefix: str = "",
+    feature_suffix: str = "",
     on_turn: Callable[[], None] | None = None,
 ) -> StageStats:
     """Replay ``workload`` with the controls of ``stage`` and the ones before it; what it observed
@@ -169,9 +174,11 @@ def run_stage(
     Args:
         stage: One of :data:`STAGES`.
         workload: The turns to replay.
-        ledger: Where every call is charged (feature ``demo:<stage>``).
+        ledger: Where every call is charged (feature ``demo:<stage>`` + ``feature_suffix``).
         live: Use ``ChatOpenAI`` (needs ``OPENAI_API_KEY``) instead of :class:`DemoChatModel`.
-        user_prefix: Put before each user id (keeps runs apart in a shared store).
+        user_prefix: Put before each user and conversation id (keeps runs apart in a shared store).
+        feature_suffix: Put after the stage's feature (keeps runs apart in a shared store; the
+            ledger's policy must name the same features, see :func:`demo_policy`).
         on_turn: Called after each turn (a progress bar).
 
     Raises:
@@ -192,7 +199,7 @@ def run_stage(
             SemanticCache(threshold=0.9, match_history=False, scope_fields=("tenant",))
         )
         premium.cache = cheap.cache = cache
-    feature = f"demo:{stage}"
+    feature = f"demo:{stage}{feature_suffix}"
     calls = hits = refused = routed_cheap = compressed = 0
     active: set[str] = set()
     handler = BudgetCallbackHandler(ledger, max_output_tokens=MAX_OUTPUT)
@@ -255,6 +262,7 @@ def run_stage(
     )
 
 
+_ALL_FEATURES = 1_000_000_000
 DEFAULT_DEMO_STORE = "sqlite:///tokenbudget-demo.db"
 """The demo's own embedded store (recreated on each run), so it never mixes with an app's ledger."""
 
@@ -277,6 +285,28 @@ def _fresh_default_store(url: str) -> None:
         p.unlink(missing_ok=True)
 
 
+def _this_run(report: Report, suffix: str) -> Report:
+    """``report`` with only this run's features (``demo:<stage><suffix>``), named ``demo:<stage>``."""
+    if not suffix:
+        return report
+    breakdowns = tuple(
+        replace(
+            b,
+            rows=tuple(
+                replace(row, key=row.key.removesuffix(suffix))
+                for row in b.rows
+                if row.key is not None and row.key.endswith(suffix)
+            ),
+            omitted=0,
+            omitted_cost_usd=Decimal(0),
+        )
+        if b.dimension == "feature"
+        else b
+        for b in report.breakdowns
+    )
+    return replace(report, breakdowns=breakdowns)
+
+
 def run_demo(
     *,
     store: str | None = None,
@@ -291,7 +321,8 @@ def run_demo(
 
     Args:
         store: Ledger store URL (default :data:`DEFAULT_DEMO_STORE`, recreated). With any other
-            store, user ids get a run prefix so runs never mix.
+            store, runs never mix: features get a run suffix (``demo:<stage>@run-<id>``), user
+            and conversation ids a run prefix, and the savings are read from this run's only.
         users: Users in the workload.
         turns: User turns per user.
         seed: Workload seed.
@@ -312,21 +343,33 @@ def run_demo(
     if live:
         check_live()
     url = store or DEFAULT_DEMO_STORE
-    prefix = ""
+    prefix = suffix = ""
     if url == DEFAULT_DEMO_STORE:
         _fresh_default_store(url)
     else:
-        prefix = f"run-{uuid.uuid4().hex[:6]}-"
+        run = f"run-{uuid.uuid4().hex[:12]}"
+        prefix, suffix = f"{run}-", f"@{run}"
     fired: list[Alert] = []
-    ledger = Ledger(url, policy=demo_policy(), alerts=[fired.append])
+    ledger = Ledger(url, policy=demo_policy(suffix), alerts=[fired.append])
     try:
         stats = []
         with _quiet_langchain():
             for stage in stages:
                 stats.append(
-                    run_stage(stage, workload, ledger, live=live, user_prefix=prefix, on_turn=on_turn)
+                    run_stage(
+                        stage,
+                        workload,
+                        ledger,
+                        live=live,
+                        user_prefix=prefix,
+                        feature_suffix=suffix,
+                        on_turn=on_turn,
+                    )
                 )
-        report = build_report(ledger, day=ledger.day(), by=("feature",), top=len(STAGES) + 50)
-        return summarise(report, stats, users=users, turns=turns, alerts=fired, store=redact_url(url))
+        # every feature of the day (other runs' included), so none of this run's is cut
+        report = build_report(ledger, day=ledger.day(), by=("feature",), top=_ALL_FEATURES)
+        return summarise(
+            _this_run(report, suffix), stats, users=users, turns=turns, alerts=fired, store=redact_url(url)
+        )
     finally:
         ledger.close()
