@@ -7,8 +7,11 @@ its files' tokens in ``Message.file_tokens``.
 
 Messages are translated as the providers' LangChain integrations send them. An AI message's calls
 are its ``tool_calls`` (arguments as JSON, non-ASCII unescaped), then its ``invalid_tool_calls``
-(the malformed arguments as written: langchain-openai sends both). A ``ToolMessage``'s name is
-left out (langchain-openai does not send it).
+(the malformed arguments as written: langchain-openai sends both), then any ``tool_use`` content
+block no tool call stands for (langchain-anthropic sends those).
+A ``ToolMessage``'s name is left out (langchain-openai does not send it). A user message carrying
+Anthropic ``tool_result`` blocks is the core's ``tool`` message answering the first of them, so
+the core keeps it with the call it answers.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def _part(block: object, where: str) -> Part | None:
             raise InvalidMessageError(where, "an image block needs 'url' or 'base64'")
         return ImagePart(url=url)
     if kind in _SKIPPED:
-        return None  # tool calls come from AIMessage.tool_calls; reasoning is not re-sent as input
+        return None  # tool calls are read by _calls; reasoning is not re-sent as input
     raise InvalidMessageError(
         f"{where}.type",
         f"unsupported content block type {kind!r}",
@@ -98,21 +101,67 @@ def _parts(content: str | list[Any], where: str, estimates: list[int] | None) ->
     appended to ``estimates``."""
     if isinstance(content, str):
         return content
-    parts: list[Part] = []
+    parts = (_block(block, f"{where}.content[{i}]", estimates) for i, block in enumerate(content))
+    return tuple(p for p in parts if p is not None)
+
+
+def _block(block: object, where: str, estimates: list[int] | None) -> Part | None:
+    """One content block as :func:`_part` reads it, or (with ``estimates``) its estimate's text."""
+    try:
+        return _part(block, where)
+    except InvalidMessageError:
+        if estimates is None:
+            raise
+        return _estimated(block, estimates)
+
+
+def _is_result(block: object) -> bool:
+    return isinstance(block, dict) and block.get("type") == "tool_result"
+
+
+def _result_parts(
+    content: list[Any], where: str, estimates: list[int] | None
+) -> tuple[str, tuple[Part, ...]]:
+    """A user message's content carrying Anthropic ``tool_result`` blocks: the id of the call the
+    first answers, and the parts of every result (their text and images) and of the other blocks.
+
+    Raises:
+        InvalidMessageError: A ``tool_result`` block lacks the id of its call or has content
+            that is neither text nor a list of blocks.
+    """
+    first = ""
+    parts: list[Part | None] = []
     for i, block in enumerate(content):
-        try:
-            part = _part(block, f"{where}.content[{i}]")
-        except InvalidMessageError:
-            if estimates is None:
-                raise
-            part = _estimated(block, estimates)
-        if part is not None:
-            parts.append(part)
-    return tuple(parts)
+        w = f"{where}.content[{i}]"
+        if not _is_result(block):
+            parts.append(_block(block, w, estimates))
+            continue
+        call_id = block.get("tool_use_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidMessageError(
+                f"{w}.tool_use_id",
+                "a tool_result block needs the id of the tool_use block it answers",
+                fix="set 'tool_use_id' to the id of the call (the assistant's tool_calls[j]['id'])",
+            )
+        first = first or call_id
+        inner = block.get("content")
+        if isinstance(inner, str):
+            parts.append(TextPart(text=inner))
+        elif isinstance(inner, list):
+            parts.extend(_block(b, f"{w}.content[{j}]", estimates) for j, b in enumerate(inner))
+        elif inner is not None:
+            raise InvalidMessageError(
+                f"{w}.content", f"must be a string or a list of content blocks, got {type(inner).__name__}"
+            )
+    return first, tuple(p for p in parts if p is not None)
 
 
-def _calls(message: AIMessage) -> tuple[ToolCall, ...]:
-    """The calls of an AI message as the providers' integrations send them (see the module doc)."""
+def _calls(message: AIMessage, where: str) -> tuple[ToolCall, ...]:
+    """The calls of an AI message as the providers' integrations send them (see the module doc).
+
+    Raises:
+        InvalidMessageError: A ``tool_use`` content block has no string id.
+    """
     calls = [
         ToolCall(
             id=c.get("id") or "", name=c["name"], arguments=json.dumps(c.get("args", {}), ensure_ascii=False)
@@ -123,6 +172,19 @@ def _calls(message: AIMessage) -> tuple[ToolCall, ...]:
         ToolCall(id=c.get("id") or "", name=c.get("name") or "", arguments=c.get("args") or "")
         for c in message.invalid_tool_calls
     ]
+    if isinstance(message.content, list):
+        known = {c.id for c in calls}
+        for i, block in enumerate(message.content):
+            if not isinstance(block, dict) or block.get("type") != "tool_use":
+                continue
+            if not isinstance(block.get("id"), str):
+                raise InvalidMessageError(
+                    f"{where}.content[{i}].id", "a tool_use block needs the string id of its call"
+                )
+            if block["id"] in known:
+                continue
+            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
+            calls.append(ToolCall(id=block["id"], name=str(block.get("name") or ""), arguments=arguments))
     return tuple(calls)
 
 
@@ -149,14 +211,20 @@ def _convert(message: BaseMessage, where: str, estimates: list[int] | None) -> M
         raise InvalidMessageError(f"{where}.type", f"unsupported message type {message.type!r}")
     if role not in _CORE_ROLES:
         raise InvalidMessageError(f"{where}.type", f"a chat message of unsupported role {role!r}")
-    calls = _calls(message) if isinstance(message, AIMessage) else ()
-    content = _parts(message.content, where, estimates)
+    calls = _calls(message, where) if isinstance(message, AIMessage) else ()
+    tool_call_id = message.tool_call_id if isinstance(message, ToolMessage) else None
+    content: str | tuple[Part, ...]
+    if role == "user" and isinstance(message.content, list) and any(map(_is_result, message.content)):
+        role = "tool"
+        tool_call_id, content = _result_parts(message.content, where, estimates)
+    else:
+        content = _parts(message.content, where, estimates)
     return Message(
         role=role,  # type: ignore[arg-type]
         content=content,
         name=None if isinstance(message, ToolMessage) else message.name,
         tool_calls=calls,
-        tool_call_id=message.tool_call_id if isinstance(message, ToolMessage) else None,
+        tool_call_id=tool_call_id,
         file_tokens=sum(estimates) if estimates else None,
     )
 

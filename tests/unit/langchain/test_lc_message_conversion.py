@@ -13,6 +13,7 @@ from langchain_core.messages import (
     BaseMessage,
     FunctionMessage,
     HumanMessage,
+    SystemMessage,
     ToolMessage,
 )
 from langchain_openai.chat_models.base import _convert_message_to_dict
@@ -25,7 +26,7 @@ from langchain_tokenbudget import (
     to_core_messages,
     to_core_request,
 )
-from tokenbudget_core import TokenCounter
+from tokenbudget_core import InvalidMessageError, TokenCounter
 
 COUNTER = TokenCounter.for_model("gpt-4o")
 FILLER = "word " * 60
@@ -72,6 +73,79 @@ def windows(history: list[BaseMessage], smallest: int, step: int = 10) -> list[l
 
 def turns(n: int) -> list[BaseMessage]:
     return [HumanMessage(FILLER) if i % 2 == 0 else AIMessage(FILLER) for i in range(n)]
+
+
+# -- Anthropic's tool_use / tool_result content blocks ------------------------------------------
+
+
+def anthropic_tool_turn(ids: Sequence[str], *, calls_in_tool_calls: bool = True) -> list[BaseMessage]:
+    """A Claude tool turn as langchain-anthropic writes it: the calls as ``tool_use`` blocks (and
+    in ``tool_calls``), every result a ``tool_result`` block of one user message."""
+    uses = [{"type": "tool_use", "id": i, "name": "weather", "input": {"city": i}} for i in ids]
+    tool_calls = [{"id": i, "name": "weather", "args": {"city": i}} for i in ids]
+    call = AIMessage(
+        [{"type": "text", "text": "Let me check."}, *uses],
+        tool_calls=tool_calls if calls_in_tool_calls else [],
+    )
+    results = HumanMessage(
+        [{"type": "tool_result", "tool_use_id": i, "content": f"sunny in {i} " * 40} for i in ids]
+    )
+    return [call, results]
+
+
+@pytest.mark.parametrize("ids", [["toolu_a"], ["toolu_a", "toolu_b"]], ids=["one call", "parallel calls"])
+def test_a_claude_tool_call_and_its_tool_result_message_are_kept_or_dropped_together(ids: list[str]) -> None:
+    history = [
+        SystemMessage("You are terse."),
+        HumanMessage("Weather?"),
+        *anthropic_tool_turn(ids),
+        AIMessage("It is sunny. " * 40),
+        *turns(6),
+    ]
+    seen = set()
+    for window in windows(history, 300):
+        calls, results = calls_and_results(window)
+        assert calls == results, [type(m).__name__ for m in window]
+        seen.add(bool(calls))
+    assert seen == {True, False}  # some budgets keep the tool turn, smaller ones drop it whole
+
+
+def test_tool_use_blocks_without_tool_calls_are_still_the_calls_their_results_answer() -> None:
+    history = [HumanMessage("Weather?"), *anthropic_tool_turn(["toolu_a"], calls_in_tool_calls=False)]
+    history += [AIMessage("It is sunny. " * 40), *turns(4)]
+    for window in windows(history, 200):
+        kept_call = any(isinstance(m, AIMessage) and isinstance(m.content, list) for m in window)
+        kept_result = any(isinstance(m, HumanMessage) and isinstance(m.content, list) for m in window)
+        assert kept_call == kept_result
+
+
+def test_a_tool_result_block_without_its_call_is_refused_like_a_tool_message() -> None:
+    orphan = HumanMessage([{"type": "tool_result", "tool_use_id": "toolu_x", "content": "sunny"}])
+    h = TokenBudgetChatMessageHistory(memory([HumanMessage("hi"), orphan]), model="gpt-4o", max_tokens=500)
+    with pytest.raises(InvalidMessageError, match="toolu_x"):
+        h.messages
+
+
+def test_a_tool_result_block_without_an_id_is_a_clear_error() -> None:
+    bad = HumanMessage([{"type": "tool_result", "content": "sunny"}])
+    with pytest.raises(InvalidMessageError) as e:
+        to_core_messages([HumanMessage("hi"), bad])
+    assert e.value.field == "messages[1].content[0].tool_use_id"
+
+
+def test_a_tool_use_block_without_an_id_is_a_clear_error() -> None:
+    bad = AIMessage([{"type": "tool_use", "name": "weather", "input": {"city": "Oslo"}}])
+    with pytest.raises(InvalidMessageError) as e:
+        to_core_request([HumanMessage("hi"), bad])
+    assert e.value.field == "messages[1].content[0].id"
+
+
+def test_a_tool_result_message_counts_its_results_text() -> None:
+    long = anthropic_tool_turn(["toolu_a"])
+    short = [long[0], HumanMessage([{"type": "tool_result", "tool_use_id": "toolu_a", "content": "ok"}])]
+    assert adapter_count(long) - adapter_count(short) == COUNTER.count(
+        "sunny in toolu_a " * 40
+    ) - COUNTER.count("ok")
 
 
 # -- invalid tool calls (malformed arguments) ----------------------------------------------------
