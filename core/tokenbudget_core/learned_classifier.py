@@ -55,11 +55,25 @@ def _examples(examples: object, field: str) -> list[tuple[str, str]]:
 
 
 def _tier_labels(pairs: Sequence[tuple[str, str]], tiers: object) -> tuple[tuple[str, ...], list[int]]:
-    """The tier order (given, or ``small, medium, large`` / first-seen) and each pair's tier index."""
+    """The tier order (given, or ``small, medium, large``) and each pair's tier index.
+
+    Raises:
+        InvalidInputError: Labels other than ``small`` / ``medium`` / ``large`` without ``tiers``
+            (their order cannot be guessed), or a label not in ``tiers``.
+    """
     if tiers is None:
         seen = list(dict.fromkeys(t for _, t in pairs))
         default = ("small", "medium", "large")
-        order = tuple(t for t in default if t in seen) if set(seen) <= set(default) else tuple(seen)
+        if set(seen) <= set(default):
+            order = tuple(t for t in default if t in seen)
+        elif len(seen) == 1:
+            order = (seen[0],)
+        else:
+            raise InvalidInputError(
+                "tiers",
+                f"the labels {sorted(seen)} are not small/medium/large, so which is cheapest is unknown",
+                fix="pass tiers=[...] naming them cheapest first, in the router's order",
+            )
     else:
         order = check_tiers(tiers)
     index = {t: i for i, t in enumerate(order)}
@@ -115,12 +129,12 @@ class NearestNeighbourClassifier:
             embedder: Anything :func:`~tokenbudget_core.embeddings.as_embedder` accepts (default
                 :class:`~tokenbudget_core.embeddings.HashingEmbedder`).
             k: Neighbours that vote (at most the number of examples is used).
-            tiers: Tier names cheapest first; default: the labels in the order
-                ``small, medium, large`` when those are the labels, else first-seen order.
+            tiers: Tier names cheapest first, as the router orders them; required unless the
+                labels are among ``small, medium, large`` (then in that order).
 
         Raises:
-            InvalidInputError: No examples, a malformed pair, a label not in ``tiers``, a bad ``k``
-                or embedder.
+            InvalidInputError: No examples, a malformed pair, a label not in ``tiers``, other
+                labels without ``tiers``, a bad ``k`` or embedder.
         """
         pairs = _examples(examples, "examples")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -234,7 +248,8 @@ def evaluate(
         registry: Model facts and pricing names.
 
     Raises:
-        InvalidInputError: Empty or malformed pairs, a label or tier without a model, bad ``output_tokens``.
+        InvalidInputError: Empty or malformed pairs, a label or tier without a model, bad
+            ``output_tokens``, a premium tier cheaper than the first (tiers in the wrong order).
         UnknownModelError: A model the registry does not know.
         UnpricedModelError: A model without a price (the comparison needs every price).
 
@@ -264,7 +279,7 @@ def evaluate(
             )
     reg = registry if registry is not None else default_registry()
     counters = {t: offline_counter(models[t], reg) for t in tiers}
-    premium = tiers[-1]
+    premium, cheapest = tiers[-1], tiers[0]
 
     def price(tier: str, text: str) -> Decimal:
         model = models[tier]
@@ -276,7 +291,7 @@ def evaluate(
 
     confusion: dict[tuple[str, str], int] = {}
     under = over = right = complex_total = complex_under = 0
-    cost = premium_cost = Decimal(0)
+    cost = premium_cost = cheapest_cost = Decimal(0)
     for text, label in pairs:
         got = classifier.classify(text).tier
         if got not in index:
@@ -291,6 +306,14 @@ def evaluate(
             complex_under += diff < 0
         cost += price(got, text)
         premium_cost += price(premium, text)
+        cheapest_cost += price(cheapest, text)
+    if premium_cost < cheapest_cost:
+        raise InvalidInputError(
+            "models",
+            f"the classifier's premium tier {premium!r} ({models[premium]}) costs less than its first "
+            f"tier {cheapest!r} ({models[cheapest]}): tiers are ordered cheapest first",
+            fix="fit the classifier with tiers=[...] cheapest first, or fix the tier -> model mapping",
+        )
     n = len(pairs)
     return Evaluation(
         n=n,

@@ -198,8 +198,8 @@ class LinearComplexityClassifier:
             examples: ``(prompt, tier)`` pairs; at least two different tiers.
             embedder: Anything :func:`~tokenbudget_core.embeddings.as_embedder` accepts (default
                 :class:`~tokenbudget_core.embeddings.HashingEmbedder`).
-            tiers: Tier names cheapest first; default as for
-                :meth:`~tokenbudget_core.learned_classifier.NearestNeighbourClassifier.fit`.
+            tiers: Tier names cheapest first, as the router orders them; required unless the
+                labels are among ``small, medium, large`` (then in that order).
             rules: The heuristic rules whose hits are features (default
                 :data:`~tokenbudget_core.complexity.DEFAULT_RULES`).
             l2: Regularisation strength (larger: smoother, less fitted to the examples).
@@ -213,8 +213,9 @@ class LinearComplexityClassifier:
                 it needs is than sending it to a pricier one (1: pick the most probable tier).
 
         Raises:
-            InvalidInputError: No examples, a malformed pair, a label not in ``tiers``, fewer
-                than two tiers among the labels, bad ``rules``, numbers out of range or a bad embedder.
+            InvalidInputError: No examples, a malformed pair, a label not in ``tiers`` (or labels
+                other than small/medium/large without ``tiers``), fewer than two tiers among the
+                labels, bad ``rules``, numbers out of range or a bad embedder.
         """
         pairs = _examples(examples, "examples")
         order, labels = _tier_labels(pairs, tiers)

@@ -215,7 +215,7 @@ class TierRouter:
     Args:
         tiers: Tier name -> model, ordered cheapest -> premium (the last one is the premium tier).
         classifier: Picks the tier (default :class:`~tokenbudget_core.complexity.HeuristicClassifier`
-            over these tiers). Its tiers must all be router tiers.
+            over these tiers). Its tiers must all be router tiers, in the router's order.
         ledger: Budget awareness: the payer's :meth:`~tokenbudget_core.ledger.Ledger.state` today.
         fallbacks: Tier -> models to try in order when the tier's model fails with a retryable
             provider error (default: none).
@@ -230,7 +230,8 @@ class TierRouter:
             refusal, a budget used up, always refuses).
 
     Raises:
-        InvalidInputError: Empty tiers, a classifier tier the router lacks, bad fallbacks or numbers.
+        InvalidInputError: Empty tiers, a classifier tier the router lacks or orders otherwise,
+            bad fallbacks or numbers.
         UnknownModelError: A tier or fallback names a model the registry does not know.
 
     Example:
@@ -291,6 +292,15 @@ class TierRouter:
                 "classifier",
                 f"classifies into tiers the router does not have: {missing}",
                 fix=f"router tiers are {list(self._order)}; map every classifier tier to a model",
+            )
+        positions = [self._order.index(t) for t in self.classifier.tiers]
+        if positions != sorted(set(positions)):
+            raise InvalidInputError(
+                "classifier",
+                f"orders its tiers {list(self.classifier.tiers)}, the router {list(self._order)}: "
+                "both must be cheapest first",
+                fix="fit the classifier with tiers=[...] in the router's order (e.g. tiers="
+                f"{[t for t in self._order if t in self.classifier.tiers]})",
             )
         self.fallbacks: dict[str, tuple[str, ...]] = {}
         for tier, models in (fallbacks or {}).items():

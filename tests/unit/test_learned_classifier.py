@@ -76,7 +76,9 @@ def test_explicit_tiers_order_and_unseen_tiers() -> None:
         [("a b", "cheap"), ("c d", "pricey")], tiers=("cheap", "mid", "pricey")
     )
     assert clf.tiers == ("cheap", "mid", "pricey")
-    assert NearestNeighbourClassifier.fit([("x", "pro"), ("y", "lite")]).tiers == ("pro", "lite")
+    pairs = [("x", "pro"), ("y", "lite")]
+    assert NearestNeighbourClassifier.fit(pairs, tiers=["lite", "pro"]).tiers == ("lite", "pro")
+    assert NearestNeighbourClassifier.fit([("x", "pro")]).tiers == ("pro",)  # one label: no order
 
 
 def test_a_custom_embedder_is_used_and_its_calls_are_overhead() -> None:
@@ -414,3 +416,49 @@ async def test_linear_refuses_a_non_string_prompt() -> None:
         assert err.value.field == "text"
     with pytest.raises(InvalidInputError, match="text"):
         await clf.aclassify(None)  # type: ignore[arg-type]
+
+
+CUSTOM = [
+    ("Design a sharded database and debug replication lag across regions", "pro"),
+    ("What is the capital of France?", "mini"),
+    ("Write a migration plan for a multi-tenant Postgres cluster with zero downtime", "pro"),
+    ("How do I reset my password?", "mini"),
+]
+CUSTOM_MODELS = {"mini": "gpt-4o-mini", "pro": "gpt-4o"}
+
+
+@pytest.mark.parametrize("fit", [NearestNeighbourClassifier.fit, LinearComplexityClassifier.fit])
+def test_custom_labels_need_their_order(fit: object) -> None:
+    # "pro" comes first in the examples: taken as the cheapest tier, the hard prompt scored 0.0
+    # and evaluate() called a perfect classifier 785% more expensive than always-premium.
+    with pytest.raises(InvalidInputError, match="tiers=") as err:
+        fit(CUSTOM)  # type: ignore[operator]
+    assert err.value.field == "tiers"
+    clf = fit(CUSTOM, tiers=("mini", "pro"))  # type: ignore[operator]
+    assert clf.tiers == ("mini", "pro")
+    router = TierRouter(CUSTOM_MODELS, classifier=clf)
+    hard = router.route(CUSTOM[0][0])
+    assert hard.tier == "pro"
+    assert hard.score is not None
+    assert hard.score > 0.5
+    ev = evaluate(clf, CUSTOM, models=CUSTOM_MODELS)
+    assert ev.under_routed == 0
+    assert 0 < ev.saved_share < 1
+
+
+def test_a_router_refuses_a_classifier_ordering_its_tiers_the_other_way() -> None:
+    clf = NearestNeighbourClassifier.fit(CUSTOM, tiers=("pro", "mini"), k=1)
+    with pytest.raises(InvalidInputError, match="cheapest first") as err:
+        TierRouter(CUSTOM_MODELS, classifier=clf)
+    assert err.value.field == "classifier"
+    medium_first = HeuristicClassifier(tiers=("medium", "small"))
+    with pytest.raises(InvalidInputError, match="cheapest first"):
+        TierRouter(MODELS, classifier=medium_first)
+    assert TierRouter(MODELS, classifier=HeuristicClassifier(tiers=("small", "large"))).tiers == MODELS
+
+
+def test_evaluate_refuses_a_premium_tier_cheaper_than_the_first() -> None:
+    clf = NearestNeighbourClassifier.fit(CUSTOM, tiers=("pro", "mini"), k=1)
+    with pytest.raises(InvalidInputError, match="cheapest first") as err:
+        evaluate(clf, CUSTOM, models=CUSTOM_MODELS)
+    assert err.value.field == "models"
