@@ -32,7 +32,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, Generation
 
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope
-from tokenbudget_core.cached_response import CachedResponse, CacheHit
+from tokenbudget_core.cached_response import CachedResponse, CacheHit, stop_reason_of
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.money import decimal_text
 from tokenbudget_core.response_cache import ResponseCacheBase
@@ -276,10 +276,10 @@ def _response(generations: Sequence[Generation], model: str) -> CachedResponse |
     items: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     usage: Usage | None = None
-    finish = None
+    reported: list[object] = []  # where each generation says why it ended
     for g in generations:
         item: dict[str, Any] = {"text": g.text, "generation_info": g.generation_info}
-        info = g.generation_info or {}
+        reported.append(g.generation_info)
         if isinstance(g, ChatGeneration) and isinstance(g.message, AIMessage):
             m = g.message
             calls += [dict(c) for c in m.tool_calls]
@@ -293,15 +293,13 @@ def _response(generations: Sequence[Generation], model: str) -> CachedResponse |
             answered_by = m.response_metadata.get("model_name") or m.response_metadata.get("model")
             if isinstance(answered_by, str) and answered_by:
                 model = answered_by  # what a hit saves is priced on the model that answered
-            info = {**m.response_metadata, **info}
-        if finish is None:
-            reason = info.get("finish_reason") or info.get("stop_reason")
-            finish = reason if isinstance(reason, str) else "stop"
+            reported.append(m.response_metadata)
         items.append(item)
     try:
         return CachedResponse(
             content=generations[0].text if generations else "", model=model,
-            usage=usage if usage is not None else Usage(estimated=True), finish_reason=finish or "stop",
+            usage=usage if usage is not None else Usage(estimated=True),
+            finish_reason=stop_reason_of(*reported) or "stop",
             tool_calls=tuple(calls), extra={"generations": items},
         )  # fmt: skip
     except InvalidInputError as e:

@@ -49,7 +49,7 @@ from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr
 
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope, canonical_json, model_settings
-from tokenbudget_core.cached_response import CachedResponse, CacheHit
+from tokenbudget_core.cached_response import CachedResponse, CacheHit, stop_reason_of
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.money import decimal_text
 from tokenbudget_core.registry import default_registry
@@ -212,14 +212,16 @@ class CachedLLM(FunctionCallingLLM):
             return None
 
     def _response(
-        self, text: str | None, raw: Any, extra: dict[str, Any], calls: Sequence[Any]
+        self, text: str | None, raw: Any, reported: Any, extra: dict[str, Any], calls: Sequence[Any]
     ) -> CachedResponse:
+        """``reported``: the response's own ``additional_kwargs`` (some integrations put the stop
+        reason there rather than in ``raw``)."""
         try:
             usage = Usage.from_llamaindex(raw) if raw is not None else Usage(estimated=True)
         except InvalidInputError:
             usage = Usage(estimated=True)
         return CachedResponse(
-            content=text or "", model=self.model, usage=usage, finish_reason=_finish_reason(raw),
+            content=text or "", model=self.model, usage=usage, finish_reason=_finish_reason(raw, reported),
             tool_calls=tuple({"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls),
             extra=extra,
         )  # fmt: skip
@@ -228,14 +230,16 @@ class CachedLLM(FunctionCallingLLM):
         try:
             calls = to_core_messages([response.message])[0].tool_calls
             extra = {"additional_kwargs": dict(response.message.additional_kwargs)}
-            return self._response(response.message.content, response.raw, extra, calls)
+            return self._response(
+                response.message.content, response.raw, response.additional_kwargs, extra, calls
+            )
         except InvalidInputError as e:
             logger.debug("response not cached: %s", e)
             return None
 
     def _completion_entry(self, response: CompletionResponse) -> CachedResponse | None:
         try:
-            return self._response(response.text, response.raw, {}, ())
+            return self._response(response.text, response.raw, response.additional_kwargs, {}, ())
         except InvalidInputError as e:
             logger.debug("response not cached: %s", e)
             return None
@@ -532,16 +536,11 @@ def _completion_hit(hit: CacheHit) -> CompletionResponse:
     return CompletionResponse(text=hit.response.content, additional_kwargs=_audit(hit))
 
 
-def _finish_reason(raw: Any) -> str:
-    """The provider's finish/stop reason in a raw response, ``stop`` when it names none."""
-    if raw is None:
-        return "stop"
+def _finish_reason(raw: Any, extra: Any) -> str:
+    """Why the answer ended, by the core's rule (:func:`~tokenbudget_core.cached_response.stop_reason_of`)
+    over the raw response and the response's ``additional_kwargs``; ``stop`` when neither names it."""
     try:
-        data = as_dict(raw, "raw")
+        data = None if raw is None else as_dict(raw, "raw")
     except InvalidInputError:
-        return "stop"
-    reason = data.get("stop_reason") or data.get("finish_reason")
-    choices = data.get("choices")
-    if reason is None and isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        reason = choices[0].get("finish_reason")
-    return reason if isinstance(reason, str) else "stop"
+        data = None
+    return stop_reason_of(data, extra) or "stop"

@@ -20,12 +20,58 @@ from .cache_keys import canonical_json, plain_json
 from .errors import InvalidInputError
 from .usage import Usage
 
-__all__ = ["NORMAL_STOPS", "TOOL_CALL_STOPS", "CacheHit", "CachedResponse"]
+__all__ = [
+    "NORMAL_STOPS",
+    "STOP_REASON_KEYS",
+    "TOOL_CALL_STOPS",
+    "CacheHit",
+    "CachedResponse",
+    "stop_reason_of",
+]
 
 NORMAL_STOPS = frozenset({"stop", "end_turn", "stop_sequence", "eos", "eos_token", "complete", "finished"})
 """Finish reasons of a complete answer (compared case-insensitively): only these are cached."""
 TOOL_CALL_STOPS = frozenset({"tool_calls", "tool_use", "function_call"})
 """Finish reasons of a tool-call response (cached only when the cache opts in)."""
+STOP_REASON_KEYS = ("finish_reason", "stop_reason", "stopReason", "finishReason", "done_reason")
+"""Where providers put why an answer ended: ``finish_reason`` (OpenAI, Gemini through LangChain),
+``stop_reason`` (Anthropic), ``stopReason`` (Bedrock Converse), ``finishReason`` (Gemini REST),
+``done_reason`` (Ollama); at the top level or per item of ``choices`` / ``candidates``."""
+_PER_ITEM = ("choices", "candidates")
+
+
+def _reasons(source: Mapping[str, Any]) -> list[str]:
+    found = [source.get(k) for k in STOP_REASON_KEYS]
+    for name in _PER_ITEM:
+        items = source.get(name)
+        if isinstance(items, list | tuple):
+            found += [i.get(k) for i in items if isinstance(i, Mapping) for k in STOP_REASON_KEYS]
+    details = source.get("incomplete_details")  # OpenAI Responses API: status "incomplete"
+    if isinstance(details, Mapping):
+        found.append(details.get("reason"))
+    if source.get("status") == "incomplete":
+        found.append("incomplete")
+    return [r for r in found if isinstance(r, str) and r]
+
+
+def stop_reason_of(*sources: object) -> str | None:
+    """Why a provider's answer ended, read from its response metadata or raw response (dicts).
+
+    Every reason found under :data:`STOP_REASON_KEYS` (and the OpenAI Responses API's
+    ``incomplete_details.reason``) is read. The first that is not a normal stop wins (an answer
+    cut off at ``length`` / ``max_tokens`` / ``MAX_TOKENS`` anywhere is cut off), else the first
+    normal one; ``None`` when no source names one. Sources that are not dicts are skipped.
+
+    Example:
+        >>> stop_reason_of({"stopReason": "max_tokens"}), stop_reason_of({"done_reason": "stop"})
+        ('max_tokens', 'stop')
+        >>> stop_reason_of({"finish_reason": "stop"}, {"done_reason": "length"}), stop_reason_of(None)
+        ('length', None)
+    """
+    reasons = [r for source in sources if isinstance(source, Mapping) for r in _reasons(source)]
+    unusual = [r for r in reasons if r.casefold() not in NORMAL_STOPS]
+    first = unusual or reasons
+    return first[0] if first else None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

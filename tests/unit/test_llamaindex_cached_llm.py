@@ -340,3 +340,33 @@ def test_a_per_call_temperature_decides_whether_the_call_is_sampled() -> None:
     assert llm.complete("Hi", temperature=0.9).text == "answer 2"  # sampled: not cached
     assert llm.complete("Hi", temperature=0).text == "answer 3"
     assert llm.complete("Hi", temperature=0).text == "answer 3"
+
+
+class RawLLM(CountingLLM):
+    """Answers with a provider's raw response (its stop reason under the provider's own key)."""
+
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.calls += 1
+        return CompletionResponse(text=f"answer {self.calls}", raw=self.raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"done_reason": "length"},  # Ollama
+        {"stopReason": "max_tokens"},  # Bedrock Converse
+        {"stop_reason": "max_tokens"},  # Anthropic
+        {"choices": [{"finish_reason": "length"}]},  # OpenAI
+        {"candidates": [{"finish_reason": "MAX_TOKENS"}]},  # Gemini
+    ],
+)
+def test_an_answer_cut_off_at_the_length_limit_is_never_cached(raw: dict[str, Any]) -> None:
+    inner = RawLLM(raw=raw)
+    llm = CachedLLM(inner, ExactCache(), scope=ACME)
+    assert llm.chat(user("List the steps.")).message.content == "answer 1"
+    assert llm.chat(user("List the steps.")).message.content == "answer 2"
+    assert llm.complete("List the steps.").text == "answer 3"
+    assert llm.complete("List the steps.").text == "answer 4"

@@ -325,3 +325,30 @@ def test_a_hit_is_recorded_on_the_model_that_answered_when_the_host_names_no_kno
     unknown.cache = TokenBudgetLLMCache(ExactCache(ledger=ledger), scope=CacheScope(tenant="acme"))
     assert unknown.invoke("Capital of Italy?").content == "Rome."
     assert unknown.invoke("Capital of Italy?").content == "Rome!"
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"finish_reason": "length"},
+        {"stop_reason": "max_tokens"},
+        {"stopReason": "max_tokens"},  # Bedrock Converse
+        {"done_reason": "length"},  # Ollama
+        {"finish_reason": "MAX_TOKENS"},  # Gemini
+        {"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}},  # Responses API
+    ],
+)
+def test_an_answer_cut_off_at_the_length_limit_is_never_cached(metadata: dict[str, object]) -> None:
+    cut = AIMessage("The three steps are: 1. back up the", response_metadata=metadata)
+    model = replies(cut, AIMessage("The full answer."))
+    model.cache = TokenBudgetLLMCache(ExactCache(), scope=CacheScope(tenant="acme"))
+    assert model.invoke("List the three steps.").content == "The three steps are: 1. back up the"
+    again = model.invoke("List the three steps.")
+    assert again.content == "The full answer."
+    assert CACHE_HIT_KEY not in again.response_metadata
+    complete = replies(
+        AIMessage("Done.", response_metadata={"stopReason": "end_turn", "done_reason": "stop"})
+    )
+    complete.cache = TokenBudgetLLMCache(ExactCache(), scope=CacheScope(tenant="acme"))
+    complete.invoke("Say done.")
+    assert complete.invoke("Say done.").response_metadata[CACHE_HIT_KEY]["kind"] == "exact"
