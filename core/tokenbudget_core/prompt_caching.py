@@ -141,7 +141,7 @@ class _Block:
     fixed: int  # tokens known without counting (images, binary documents, framing)
     cacheable: bool
     document: bool  # a document block, always a document candidate
-    existing_ttl: Ttl | None
+    existing: tuple[Ttl, ...]  # markers the request already carries in or on this block, in prompt order
     message: int = -1  # message index, for messages
 
 
@@ -178,6 +178,39 @@ def cache_writes_of(value: object) -> Ttl | None:
     return found
 
 
+_NESTED_BLOCKS = ("content", "source")
+"""Where blocks nest other blocks (a tool or search result's content, a document's content
+source): markers there are breakpoints too. Other fields (a tool call's input) are data."""
+
+
+def _nested_ttls(value: object, where: str) -> list[Ttl]:
+    """The ``cache_control`` markers of the blocks nested in ``value``, in prompt order."""
+    found: list[Ttl] = []
+    if isinstance(value, Mapping):
+        if "cache_control" in value:
+            found.append(_ttl_of(value["cache_control"], f"{where}.cache_control"))
+        for key in _NESTED_BLOCKS:
+            if key in value:
+                found += _nested_ttls(value[key], f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found += _nested_ttls(item, f"{where}[{i}]")
+    return found
+
+
+def _check_source(block: Mapping[str, Any], path: str) -> None:
+    source = block.get("source")
+    if not isinstance(source, Mapping) or not isinstance(source.get("type"), str):
+        raise InvalidInputError(
+            f"{path}.source", "must be a dict with a 'type' (base64, url, text, file...)", value=source,
+            fix="send it as the Messages API documents it: {'type': 'base64', 'media_type', 'data'}",
+        )  # fmt: skip
+    if source["type"] == "text" and not isinstance(source.get("data"), str):
+        raise InvalidInputError(
+            f"{path}.source.data", "must be the document's text (a string)", value=source.get("data")
+        )
+
+
 def _binary_tokens(block: Mapping[str, Any]) -> int:
     source = block.get("source")
     source = source if isinstance(source, Mapping) else {}
@@ -201,7 +234,13 @@ def _content_block(block: object, path: str, message: int) -> _Block:
     if not isinstance(block, Mapping) or not isinstance(block.get("type"), str):
         raise InvalidInputError(path, "a content block must be a dict with a 'type'", value=block)
     kind = block["type"]
-    ttl = _ttl_of(block["cache_control"], f"{path}.cache_control") if "cache_control" in block else None
+    existing = [
+        ttl for key in _NESTED_BLOCKS if key in block for ttl in _nested_ttls(block[key], f"{path}.{key}")
+    ]
+    if "cache_control" in block:  # the block's own marker closes the prefix after what it nests
+        existing.append(_ttl_of(block["cache_control"], f"{path}.cache_control"))
+    if kind in ("image", "document"):
+        _check_source(block, path)
     text: str | None = None
     fixed = 0
     if kind == "text":
@@ -216,7 +255,7 @@ def _content_block(block: object, path: str, message: int) -> _Block:
         rest = {k: v for k, v in block.items() if k != "cache_control"}
         text = json.dumps(rest, ensure_ascii=False, sort_keys=True, default=str)
     cacheable = kind not in _UNCACHEABLE_BLOCKS and not (kind == "text" and not text)
-    return _Block(path, "messages", text, fixed, cacheable, kind == "document", ttl, message)
+    return _Block(path, "messages", text, fixed, cacheable, kind == "document", tuple(existing), message)
 
 
 def _blocks(request: Mapping[str, Any]) -> list[_Block]:
@@ -227,13 +266,21 @@ def _blocks(request: Mapping[str, Any]) -> list[_Block]:
     for i, tool in enumerate(tools):
         if not isinstance(tool, Mapping):
             raise InvalidInputError(f"tools[{i}]", "a tool definition must be a dict", value=tool)
-        ttl = _ttl_of(tool["cache_control"], f"tools[{i}].cache_control") if "cache_control" in tool else None
-        text = json.dumps({k: v for k, v in tool.items() if k != "cache_control"}, sort_keys=True)
+        ttl = (
+            (_ttl_of(tool["cache_control"], f"tools[{i}].cache_control"),) if "cache_control" in tool else ()
+        )
+        try:
+            text = json.dumps({k: v for k, v in tool.items() if k != "cache_control"}, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(
+                f"tools[{i}]", f"must be plain JSON (it is sent as JSON): {e}", value=tool,
+                fix="pass the tool definition as the API takes it: name, description, input_schema",
+            ) from e  # fmt: skip
         out.append(_Block(f"tools[{i}]", "tools", text, 0, True, False, ttl))
     system = request.get("system")
     if isinstance(system, str):
         if system:
-            out.append(_Block("system[0]", "system", system, 0, True, False, None))
+            out.append(_Block("system[0]", "system", system, 0, True, False, ()))
     elif isinstance(system, Sequence):
         for i, block in enumerate(system):
             b = _content_block(block, f"system[{i}]", -1)
@@ -253,10 +300,10 @@ def _blocks(request: Mapping[str, Any]) -> list[_Block]:
                 fix="system prompts go in the request's 'system' field",
             )  # fmt: skip
         content = message.get("content")
-        out.append(_Block(f"messages[{m}]", "messages", None, _MESSAGE_FRAMING, False, False, None, m))
+        out.append(_Block(f"messages[{m}]", "messages", None, _MESSAGE_FRAMING, False, False, (), m))
         if isinstance(content, str):
             out.append(
-                _Block(f"messages[{m}].content[0]", "messages", content, 0, bool(content), False, None, m)
+                _Block(f"messages[{m}].content[0]", "messages", content, 0, bool(content), False, (), m)
             )
         elif isinstance(content, Sequence):
             out.extend(_content_block(b, f"messages[{m}].content[{j}]", m) for j, b in enumerate(content))
@@ -368,6 +415,16 @@ def _check_counter(counter: Any) -> Any:
     return counter
 
 
+def _counted(n: object) -> int:
+    """A counter's answer, checked: a number of tokens."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise InvalidInputError(
+            "counter", f"count() returned {n!r}, not a number of tokens", value=type(n).__name__,
+            fix="return a non-negative int from count(text) (and acount)",
+        )  # fmt: skip
+    return int(n)
+
+
 def _candidates(blocks: list[_Block], tokens: list[int], o: _Options) -> list[tuple[int, Section]]:
     """``(block index, section)`` of every place a breakpoint could help, in prompt order."""
     out: list[tuple[int, Section]] = []
@@ -394,14 +451,15 @@ def _plan(
     for n in tokens:
         running += n
         prefix.append(running)
-    existing = [i for i, b in enumerate(blocks) if b.existing_ttl is not None]
-    if len(existing) > MAX_BREAKPOINTS:
+    present: list[tuple[int, Ttl | None]] = [(i, t) for i, b in enumerate(blocks) for t in b.existing]
+    existing = sorted({i for i, _ in present})
+    if len(present) > MAX_BREAKPOINTS:
         raise InvalidInputError(
             "request",
-            f"carries {len(existing)} cache_control breakpoints; Anthropic allows {MAX_BREAKPOINTS}",
-            value=[blocks[i].path for i in existing], fix="remove some cache_control markers",
+            f"carries {len(present)} cache_control breakpoints; Anthropic allows {MAX_BREAKPOINTS}",
+            value=[blocks[i].path for i, _ in present], fix="remove some cache_control markers",
         )  # fmt: skip
-    slots = max(0, o.max_breakpoints - len(existing))
+    slots = max(0, o.max_breakpoints - len(present))
     eligible: list[tuple[int, Section]] = []
     skipped: dict[int, tuple[Section, str]] = {}
     for i, section in _candidates(blocks, tokens, o):
@@ -420,9 +478,9 @@ def _plan(
     for i, section in by_value[slots:]:
         skipped[i] = (
             section,
-            f"no breakpoint left (at most {MAX_BREAKPOINTS}, {len(existing)} already present)",
+            f"no breakpoint left (at most {MAX_BREAKPOINTS}, {len(present)} already present)",
         )
-    marks = sorted([(i, blocks[i].existing_ttl) for i in existing] + [(i, o.ttls[s]) for i, s in chosen])
+    marks = sorted(present + [(i, o.ttls[s]) for i, s in chosen], key=lambda mark: mark[0])  # stable
     _check_ttl_order(marks, blocks)
     new = copy.deepcopy(dict(request))
     placed: list[PromptCacheBreakpoint] = []
@@ -446,7 +504,7 @@ def _plan(
     last = marks[-1][0] if marks else -1
     return PromptCachePlan(
         request=new, model=o.model, min_tokens=o.min_tokens, breakpoints=tuple(placed), skipped=skipped_out,
-        existing=len(existing), prompt_tokens=running, cached_tokens=prefix[last] if last >= 0 else 0,
+        existing=len(present), prompt_tokens=running, cached_tokens=prefix[last] if last >= 0 else 0,
     )  # fmt: skip
 
 
@@ -545,7 +603,7 @@ def plan_prompt_cache(
                  registry)  # fmt: skip
     blocks = _blocks(request)
     count = _check_counter(counter) if counter is not None else _default_counter(o.model, registry)
-    tokens = [b.fixed + (int(count.count(b.text)) if b.text else 0) for b in blocks]
+    tokens = [b.fixed + (_counted(count.count(b.text)) if b.text else 0) for b in blocks]
     return _plan(request, blocks, tokens, o)
 
 
@@ -572,7 +630,7 @@ async def aplan_prompt_cache(
     for b in blocks:
         n = 0
         if b.text:
-            n = int(await acount(b.text)) if callable(acount) else int(count.count(b.text))
+            n = _counted(await acount(b.text) if callable(acount) else count.count(b.text))
         tokens.append(b.fixed + n)
     return _plan(request, blocks, tokens, o)
 

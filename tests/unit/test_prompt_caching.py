@@ -373,3 +373,69 @@ def test_cache_writes_of_finds_the_longest_marked_ttl_anywhere_in_a_request() ->
     assert cache_writes_of({"tools": [hour], "messages": [{"content": [five]}]}) == "1h"
     with pytest.raises(InvalidInputError, match=r"cache_control\.ttl"):
         cache_writes_of([{"cache_control": {"type": "ephemeral", "ttl": "1d"}}])
+
+
+def count_markers(value: Any) -> int:
+    if isinstance(value, dict):
+        return ("cache_control" in value) + sum(count_markers(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(count_markers(v) for v in value)
+    return 0
+
+
+def test_markers_nested_in_tool_results_count_against_the_limit() -> None:
+    """A ``cache_control`` inside a ``tool_result``'s content is a breakpoint too: the planned
+    request never carries more than 4, and the nested one is reported as existing."""
+    nested = {"type": "text", "text": MANUAL, "cache_control": {"type": "ephemeral"}}
+    req = request(
+        tools=TOOLS,
+        system=MANUAL,
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": MANUAL}, {"type": "text", "text": "Go"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "tu1", "name": "tool_0",
+                                                "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "tu1", "content": [nested]},
+                {"type": "text", "text": MANUAL},
+            ]},
+        ],
+    )  # fmt: skip
+    plan = plan_prompt_cache(req, conversation=True)
+    assert plan.existing == 1
+    assert count_markers(plan.request) == 4
+    assert "messages[2].content[0]" not in [b.path for b in plan.breakpoints]
+    five = copy.deepcopy(req)
+    for block in (five["tools"][0], five["tools"][1], five["tools"][2], five["messages"][0]["content"][0]):
+        block["cache_control"] = {"type": "ephemeral"}
+    with pytest.raises(InvalidInputError, match="carries 5 cache_control breakpoints"):
+        plan_prompt_cache(five)
+    bad = copy.deepcopy(req)
+    bad["messages"][2]["content"][0]["content"][0]["cache_control"] = {"type": "persistent"}
+    with pytest.raises(InvalidInputError) as e:
+        plan_prompt_cache(bad)
+    assert e.value.field == "messages[2].content[0].content[0].cache_control"
+
+
+class WordsAsText:
+    def count(self, text: str) -> str:
+        return "many"
+
+
+@pytest.mark.parametrize(
+    ("req", "counter", "field"),
+    [
+        (request(system=MANUAL), WordsAsText(), "counter"),
+        (request(tools=[{"name": "x", "input_schema": {"type": "object"}, "fn": object()}]), None,
+         "tools[0]"),
+        (request(messages=[{"role": "user", "content": [{"type": "document", "source": None}]}]), None,
+         "messages[0].content[0].source"),
+        (request(messages=[{"role": "user", "content": [{"type": "document", "source": {"type": "text"}}]}]),
+         None, "messages[0].content[0].source.data"),
+        (request(messages=[{"role": "user", "content": [{"type": "image", "source": "http://x/y.png"}]}]),
+         None, "messages[0].content[0].source"),
+    ],
+)  # fmt: skip
+def test_malformed_blocks_and_counters_are_named_errors(req: Any, counter: Any, field: str) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        plan_prompt_cache(req, counter=counter)
+    assert e.value.field == field
