@@ -141,6 +141,13 @@ class CachedResponse:
         return self.finish_reason.casefold() in NORMAL_STOPS and not self.tool_calls
 
     @property
+    def usage_known(self) -> bool:
+        """False when the original call reported no usage (an estimated usage of no tokens at all,
+        as the adapters store it): what a hit on it saves is then unknown, not zero."""
+        u = self.usage
+        return not (u.estimated and u.input_tokens + u.output_tokens + u.cache_read_tokens == 0)
+
+    @property
     def is_tool_call(self) -> bool:
         """True when the answer calls tools."""
         return bool(self.tool_calls) or self.finish_reason.casefold() in TOOL_CALL_STOPS
@@ -208,8 +215,9 @@ class CacheHit:
     matched_prompt: str | None
     """Semantic: the stored prompt text (``None`` when prompts are stored hashed only)."""
     saved_usd: Decimal | None
-    """What the hit saved, priced with ``cost_of`` (``None`` when the model has no known price)."""
-    saved_tokens: int
-    """Input plus output tokens the original call used."""
+    """What the hit saved, priced with ``cost_of`` (``None`` when the model has no known price or
+    the original call reported no usage)."""
+    saved_tokens: int | None
+    """Input plus output tokens the original call used (``None`` when it reported no usage)."""
     served: bool = True
     """False in shadow mode: a would-be hit, logged and not served."""

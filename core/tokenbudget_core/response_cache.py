@@ -224,7 +224,11 @@ class ResponseCacheBase:
             logger.warning("unreadable cache entry ignored: %s", e)
             return None
 
-    def _saved(self, response: CachedResponse) -> tuple[Decimal | None, int]:
+    def _saved(self, response: CachedResponse) -> tuple[Decimal | None, int | None]:
+        """What a hit on ``response`` saved: dollars and tokens, ``None`` each when unknown (an
+        unpriced model; an original call that reported no usage is never a $0 saving)."""
+        if not response.usage_known:
+            return None, None
         try:
             usd = cost_or_none(response.usage, response.model, registry=self.registry, prices=self.prices)
         except UnknownModelError:

@@ -370,3 +370,14 @@ def test_an_answer_cut_off_at_the_length_limit_is_never_cached(raw: dict[str, An
     assert llm.chat(user("List the steps.")).message.content == "answer 2"
     assert llm.complete("List the steps.").text == "answer 3"
     assert llm.complete("List the steps.").text == "answer 4"
+
+
+def test_a_hit_on_an_answer_without_reported_usage_saved_an_unknown_amount() -> None:
+    llm = CachedLLM(MockLLM(max_tokens=8), ExactCache(), scope=ACME, model="gpt-4o-mini")
+    llm.chat([ChatMessage(role="user", content="Write the runbook")])
+    hit = llm.chat([ChatMessage(role="user", content="Write the runbook")])
+    assert hit.additional_kwargs["cache_hit"]["kind"] == "exact"
+    assert hit.additional_kwargs["cache_hit"]["saved_usd"] is None  # unknown, not $0
+    priced = CachedLLM(CountingLLM(), ExactCache(), scope=ACME)  # its raw response reports usage
+    priced.chat(user("Hi"))
+    assert priced.chat(user("Hi")).additional_kwargs["cache_hit"]["saved_usd"] is not None

@@ -352,3 +352,20 @@ def test_an_answer_cut_off_at_the_length_limit_is_never_cached(metadata: dict[st
     complete.cache = TokenBudgetLLMCache(ExactCache(), scope=CacheScope(tenant="acme"))
     complete.invoke("Say done.")
     assert complete.invoke("Say done.").response_metadata[CACHE_HIT_KEY]["kind"] == "exact"
+
+
+def test_a_hit_whose_original_call_reported_no_usage_saved_an_unknown_amount_not_zero() -> None:
+    """A 2,000-word answer was not free: with no usage reported, what its hit saved is unknown
+    (``None``), in the audit and in the ledger's report, never $0."""
+    from tokenbudget_core.reports import build_report
+
+    ledger = Ledger("memory://")
+    model = replies(AIMessage("word " * 2000, response_metadata={"model_name": "gpt-4o"}))
+    model.cache = TokenBudgetLLMCache(ExactCache(ledger=ledger), scope=CacheScope(tenant="acme"))
+    model.invoke("Write the full migration runbook")
+    audit = model.invoke("Write the full migration runbook").response_metadata[CACHE_HIT_KEY]
+    assert audit["saved_usd"] is None
+    assert audit["saved_tokens"] is None
+    totals = build_report(ledger).totals
+    assert totals.cache_hits == 1
+    assert totals.saved_usd == 0  # nothing known to add, not a claimed $0 saving
