@@ -406,6 +406,14 @@ class CacheRequest:
         return ""
 
     @property
+    def last_user_name(self) -> str | None:
+        """The ``name`` of the last user message (who asks, in a multi-party chat), if any."""
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.name
+        return None
+
+    @property
     def media_hash(self) -> str:
         """SHA-256 of the last user message's parts that are not text (its images), in order;
         ``""`` when it has none. A text embedding does not see them, so a semantic cache keeps

@@ -160,7 +160,8 @@ class SemanticCache(ResponseCacheBase):
         """The partition of ``request``'s entries (SHA-256 of everything besides the text).
 
         The last user turn's images (:attr:`~tokenbudget_core.cache_keys.CacheRequest.media_hash`)
-        are part of it: the same question about another image is another question. So is the
+        are part of it: the same question about another image is another question; so is its
+        ``name`` (the same question from another participant). So is the
         embedder's name and the size of its vectors (``dimensions``): an embedder reconfigured
         to another size (across a deploy, on a persistent store) starts partitions of its own
         instead of failing against the old vectors. (An
@@ -179,6 +180,8 @@ class SemanticCache(ResponseCacheBase):
         }
         if request.media_hash:  # (text-only requests keep the partitions they had)
             parts["media"] = request.media_hash
+        if request.last_user_name is not None:  # who asks (unnamed requests keep their partitions)
+            parts["speaker"] = request.last_user_name
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
     @staticmethod

@@ -356,6 +356,25 @@ async def test_an_embedder_of_another_vector_size_on_the_same_store_is_a_new_par
     assert old.response.content == "Settings > Export."
 
 
+def test_the_same_question_from_another_named_participant_is_a_miss() -> None:
+    """The last user message's ``name`` (who asks, in a multi-party chat) is part of the match,
+    as it is of the exact cache's key."""
+
+    def asked_by(name: str | None) -> CacheRequest:
+        user: dict[str, object] = {"role": "user", "content": "What is on my calendar today?"}
+        if name is not None:
+            user["name"] = name
+        return CacheRequest(model="gpt-4o", messages=[user], params={"temperature": 0})
+
+    cache = SemanticCache()
+    assert cache.store(asked_by("alice"), answer("Alice: standup at 9."), scope=T)
+    assert cache.lookup(asked_by("bob"), scope=T) is None
+    assert cache.lookup(asked_by(None), scope=T) is None
+    hit = cache.lookup(asked_by("alice"), scope=T)
+    assert hit is not None
+    assert hit.response.content == "Alice: standup at 9."
+
+
 async def test_async_twins_use_the_async_embedder() -> None:
     calls: list[Sequence[str]] = []
 
