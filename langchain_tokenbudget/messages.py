@@ -8,7 +8,7 @@ its files' tokens in ``Message.file_tokens``.
 Messages are translated as the providers' LangChain integrations send them. An AI message's calls
 are its ``tool_calls`` (arguments as JSON, non-ASCII unescaped), then its ``invalid_tool_calls``
 (the malformed arguments as written: langchain-openai sends both), then any ``tool_use`` content
-block no tool call stands for (langchain-anthropic sends those).
+block no tool call stands for (langchain-anthropic sends those), or else a legacy ``function_call``.
 A ``ToolMessage``'s name is left out (langchain-openai does not send it). A user message carrying
 Anthropic ``tool_result`` blocks is the core's ``tool`` message answering the first of them, so
 the core keeps it with the call it answers.
@@ -17,7 +17,7 @@ the core keeps it with the call it answers.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from langchain_core.messages import (
@@ -185,6 +185,16 @@ def _calls(message: AIMessage, where: str) -> tuple[ToolCall, ...]:
                 continue
             arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
             calls.append(ToolCall(id=block["id"], name=str(block.get("name") or ""), arguments=arguments))
+    legacy = message.additional_kwargs.get("function_call")
+    if not calls and isinstance(legacy, Mapping):
+        written = legacy.get("arguments")
+        calls.append(
+            ToolCall(
+                id="",
+                name=str(legacy.get("name") or ""),
+                arguments=written if isinstance(written, str) else "",
+            )
+        )
     return tuple(calls)
 
 
@@ -305,7 +315,7 @@ def check_messages(messages: object) -> Sequence[BaseMessage]:
 
 
 def _has_calls(m: AIMessage) -> bool:
-    return bool(m.tool_calls or m.invalid_tool_calls)
+    return bool(m.tool_calls or m.invalid_tool_calls or "function_call" in m.additional_kwargs)
 
 
 def _cached(m: object) -> Message | None:

@@ -229,3 +229,18 @@ def test_a_tool_messages_name_is_not_counted_as_langchain_openai_does_not_send_i
     messages: list[BaseMessage] = [HumanMessage("Weather?"), AIMessage("", tool_calls=calls)]
     messages += [ToolMessage("sunny", tool_call_id=f"call_{i}", name="get_current_weather") for i in range(3)]
     assert adapter_count(messages) == payload_count(messages)
+
+
+def test_legacy_function_calling_counts_as_sent_and_stays_together() -> None:
+    call = AIMessage(
+        "", additional_kwargs={"function_call": {"name": "get_weather", "arguments": '{"c": "P"}'}}
+    )
+    result = FunctionMessage(content="sunny " * 5, name="get_weather")
+    history = [HumanMessage("Weather?"), call, result, AIMessage("It is sunny."), *turns(2)]
+    assert adapter_count(history) == payload_count(history)
+    seen = set()
+    for window in windows(history, 70, step=5):
+        calls, results = calls_and_results(window)
+        assert calls == results
+        seen.add(bool(calls))
+    assert seen == {True, False}
