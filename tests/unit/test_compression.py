@@ -154,3 +154,60 @@ def test_never_more_tokens_and_idempotent(text: str) -> None:
     assert squeeze(result.text) == result.text
     if "`" not in text and "~" not in text:  # no code: only spaces, tabs and blank lines changed
         assert "".join(result.text.split()) == "".join(text.split())
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        pytest.param(
+            "1. ```python\n   table = {'a':  1,\n            'bb': 2}\n   s = 'two  spaces'\n   ```\n",
+            id="ordered-list-item",
+        ),
+        pytest.param("- ```\n  x  =  'a  b'\n  ```\n", id="bullet-list-item"),
+        pytest.param("* ~~~sh\n  echo  'a  b'   \n  ~~~\n", id="star-list-item-tildes"),
+        pytest.param("2) ```\n   y  =  3\n   ```\n", id="paren-list-item"),
+        pytest.param("> ```python\n> def f():\n>     return  'a  b'\n> ```\n", id="blockquote"),
+        pytest.param(">> ```\n>> a  =  1\n>> ```\n", id="nested-blockquote"),
+        pytest.param("> - ```\n>   x  =  1\n>\n>\n>   y  =  2\n>   ```\n", id="list-in-blockquote"),
+        pytest.param("- > ```\n  > x  =  1\n  > ```\n", id="blockquote-in-list"),
+    ],
+)
+def test_fences_inside_list_items_and_blockquotes_are_kept_byte_for_byte(block: str) -> None:
+    text = f"Steps   to   follow:\n\n\n{block}\n\n\nThen   run   it.  \n"
+    out = squeeze(text)
+    assert block in out
+    assert out.startswith("Steps to follow:\n\n")
+    assert out.endswith("\nThen run it.\n")
+
+
+def test_a_fence_closes_inside_its_own_containers_and_ends_with_them() -> None:
+    # a top-level fence is not closed by "> ```": that line is code
+    assert squeeze("```\n> ```\nx  =  1\n```\nafter   it") == "```\n> ```\nx  =  1\n```\nafter it"
+    # a quoted fence ends with its blockquote; the "```" after it opens a new (unclosed) fence
+    text = "> ```\n> a  =  1\n```\n> x  =  1\n> ```\nafter   it"
+    assert squeeze(text) == text
+    # a list item's fence ends at a line less indented than the item's content
+    text = "- ```\n  a  =  1\nout   side\n```\ncode  =  2\n"
+    assert squeeze(text) == "- ```\n  a  =  1\nout side\n```\ncode  =  2\n"
+
+
+def test_indented_code_inside_blockquotes_and_list_items_is_untouched() -> None:
+    text = "> quoted   text\n>\n>     code  =  1\n>     more  =  2\n\n-     listed  =  3\n"
+    assert squeeze(text) == "> quoted text\n>\n>     code  =  1\n>     more  =  2\n\n-     listed  =  3\n"
+
+
+_CONTAINERS = st.sampled_from(
+    [("1. ", "   "), ("- ", "  "), ("* ", "  "), ("10) ", "    "), ("> ", "> "), ("> - ", ">   "), (">", ">")]
+)
+
+
+@PROPERTY
+@given(_PROSE, st.lists(_CODE_LINE, max_size=6), _PROSE, st.sampled_from(["```", "~~~", "````"]), _CONTAINERS)
+def test_fenced_code_in_a_container_is_kept_byte_for_byte(
+    before: str, lines: list[str], after: str, fence: str, container: tuple[str, str]
+) -> None:
+    assume("```" not in before and "~~~" not in before)
+    opener, indent = container
+    block = f"{opener}{fence}py  x\n" + "".join(f"{indent}{line}\n" for line in lines) + f"{indent}{fence}\n"
+    out = compress_prompt(f"{before}\n{block}{after}").text
+    assert block in out
