@@ -31,7 +31,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, Generation
 
-from tokenbudget_core.cache_keys import CacheRequest, CacheScope
+from tokenbudget_core.cache_keys import CacheRequest, CacheScope, with_default_temperature
 from tokenbudget_core.cached_response import CachedResponse, CacheHit, stop_reason_of
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.money import decimal_text
@@ -72,6 +72,17 @@ _EXTRA_FIELDS: dict[type[BaseMessage], tuple[str, ...]] = {
 _UNREADABLE: list[BaseMessage] = []
 """What ``_messages`` returns for a list of LangChain messages it cannot read (never filled)."""
 _MODEL_KEYS = ("model", "model_name", "model_id", "_type")
+_PROVIDERS = {  # LangChain integrations (serialisation namespace or _type) -> core provider ids
+    **dict.fromkeys(("openai", "azure_openai", "openai-chat", "azure-openai-chat"), "openai"),
+    **dict.fromkeys(("anthropic", "anthropic-chat"), "anthropic"),
+    **dict.fromkeys(("google_genai", "chat-google-generative-ai", "vertexai", "google_vertexai"), "google"),
+    **dict.fromkeys(("mistralai", "mistralai-chat"), "mistral"),
+    **dict.fromkeys(("groq", "groq-chat"), "groq"),
+    **dict.fromkeys(("deepseek", "deepseek-chat"), "deepseek"),
+    **dict.fromkeys(("xai", "xai-chat"), "xai"),
+    **dict.fromkeys(("cohere", "cohere-chat"), "cohere"),
+    **dict.fromkeys(("ollama", "chat-ollama", "ollama-llm"), "ollama"),
+}
 
 
 class TokenBudgetLLMCache(BaseCache):
@@ -181,10 +192,12 @@ def _generations_of(value: object) -> Sequence[Generation]:
 # -- LangChain's strings to a CacheRequest --------------------------------------------------------
 
 
-def _settings(llm_string: str) -> tuple[dict[str, Any], str | None]:
-    """The model settings in an ``llm_string`` (its JSON part and its ``[(key, value)]`` part)."""
+def _settings(llm_string: str) -> tuple[dict[str, Any], str | None, str | None]:
+    """The model settings in an ``llm_string`` (its JSON part and its ``[(key, value)]`` part), the
+    class name and the provider (a core provider id) of the integration that wrote it."""
     settings: dict[str, Any] = {}
     name = None
+    provider = None
     rest = llm_string
     try:
         data, end = json.JSONDecoder().raw_decode(llm_string)
@@ -195,6 +208,8 @@ def _settings(llm_string: str) -> tuple[dict[str, Any], str | None]:
             settings.update(data["kwargs"])
         ids = data.get("id")
         name = ids[-1] if isinstance(ids, list) and ids and isinstance(ids[-1], str) else None
+        if isinstance(ids, list):
+            provider = next((_PROVIDERS[i] for i in ids[:-1] if isinstance(i, str) and i in _PROVIDERS), None)
         rest = llm_string[end:].removeprefix("---")
     try:
         items = ast.literal_eval(rest) if rest else None  # literals only: never runs code
@@ -202,7 +217,10 @@ def _settings(llm_string: str) -> tuple[dict[str, Any], str | None]:
         items = None
     if isinstance(items, list):
         settings.update(i for i in items if isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str))
-    return settings, name
+    kind = settings.get("_type")
+    if provider is None and isinstance(kind, str):
+        provider = _PROVIDERS.get(kind)
+    return settings, name, provider
 
 
 def _messages(prompt: str) -> list[BaseMessage] | None:
@@ -236,20 +254,27 @@ def to_cache_request(prompt: str, llm_string: str) -> CacheRequest:
 
     The model name and the sampling settings (``temperature``, ``top_p``) are read from the
     ``llm_string``, which is also kept whole as a parameter (every setting is part of the key).
+    A provider integration that sets no temperature (``ChatOpenAI()``, ``ChatAnthropic()``)
+    samples at its provider's default: the core's
+    :func:`~tokenbudget_core.cache_keys.with_default_temperature` says which.
 
     Raises:
         InvalidInputError: ``prompt`` or ``llm_string`` is not a string.
     """
     if not isinstance(llm_string, str):
         raise InvalidInputError("llm_string", "must be a string", value=type(llm_string).__name__)
-    settings, name = _settings(llm_string)
+    settings, name, provider = _settings(llm_string)
     found = [settings.get(k) for k in _MODEL_KEYS]
     model = next((m for m in found if isinstance(m, str) and m.strip()), name or "unknown-model")
     params: dict[str, Any] = {"llm_string": llm_string}
+    extra = settings.get("model_kwargs")
     for key in ("temperature", "top_p"):
         value = settings.get(key)
+        if value is None and isinstance(extra, dict):
+            value = extra.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             params[key] = value
+    params = with_default_temperature(params, provider)  # unset: the provider's default
     messages = _messages(prompt) if isinstance(prompt, str) else None
     if messages is not None:
         try:

@@ -27,6 +27,7 @@ from .errors import InvalidInputError
 from .messages import Message, TextPart, to_messages, to_openai_dict
 
 __all__ = [
+    "PROVIDER_DEFAULT_TEMPERATURE",
     "SCOPE_FIELDS",
     "CacheRequest",
     "CacheScope",
@@ -36,6 +37,7 @@ __all__ = [
     "model_settings",
     "plain_json",
     "resolve_scope",
+    "with_default_temperature",
 ]
 
 ScopeField: TypeAlias = Literal["tenant", "user", "feature"]
@@ -256,6 +258,39 @@ def model_settings(settings: Mapping[str, Any], where: str = "settings") -> dict
     return scrubbed
 
 
+PROVIDER_DEFAULT_TEMPERATURE: Mapping[str, float] = MappingProxyType(
+    {"openai": 1.0, "anthropic": 1.0, "google": 1.0, "mistral": 0.7, "groq": 1.0, "deepseek": 1.0,
+     "xai": 1.0, "cohere": 0.3, "ollama": 0.8}
+)  # fmt: skip
+"""The temperature each provider's API answers at when a request sets none. Every one of them
+samples by default: a request to them without a temperature is a sampled request."""
+
+
+def with_default_temperature(params: Mapping[str, Any], provider: str | None) -> dict[str, Any]:
+    """``params`` with an unset ``temperature`` taken as ``provider``'s default.
+
+    A request that sets no temperature is answered at the provider's default, and every provider
+    in :data:`PROVIDER_DEFAULT_TEMPERATURE` samples by default (1.0 for OpenAI and Anthropic), so
+    :meth:`CacheRequest.sampled` must see that default to tell. For another or an unknown provider
+    (``None``: a local or fake model) ``params`` are returned unchanged: pass the temperature the
+    call really uses.
+
+    Raises:
+        InvalidInputError: ``params`` is not a dict.
+
+    Example:
+        >>> with_default_temperature({"top_p": 1}, "openai"), with_default_temperature({}, None)
+        ({'top_p': 1, 'temperature': 1.0}, {})
+    """
+    if not isinstance(params, Mapping):
+        raise InvalidInputError("params", "must be a dict of parameters", value=params)
+    out = dict(params)
+    default = PROVIDER_DEFAULT_TEMPERATURE.get(provider) if isinstance(provider, str) else None
+    if out.get("temperature") is None and default is not None:
+        out["temperature"] = default
+    return out
+
+
 def _rebuild(
     model: str, messages: tuple[Message, ...], tools: tuple[Mapping[str, Any], ...], params: dict[str, Any],
     opaque: bool,
@@ -460,7 +495,8 @@ class CacheRequest:
         """True when ``temperature`` > 0 or ``top_p`` < 1 was passed (answers vary between calls).
 
         A request that passes neither counts as not sampled: pass the temperature the call
-        really uses (providers default to 1.0) for the cache to tell.
+        really uses (providers default to 1.0; :func:`with_default_temperature` fills in a known
+        provider's default) for the cache to tell.
         """
         t, p = self.params.get("temperature"), self.params.get("top_p")
         return (isinstance(t, int | float) and t > 0) or (isinstance(p, int | float) and p < 1)

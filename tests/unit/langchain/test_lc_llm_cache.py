@@ -369,3 +369,31 @@ def test_a_hit_whose_original_call_reported_no_usage_saved_an_unknown_amount_not
     totals = build_report(ledger).totals
     assert totals.cache_hits == 1
     assert totals.saved_usd == 0  # nothing known to add, not a claimed $0 saving
+
+
+def test_a_provider_model_without_a_temperature_samples_at_the_provider_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ChatOpenAI()`` / ``ChatAnthropic()`` set no temperature: the API answers at its default
+    (1.0), which samples, so their answers are not cached unless the cache opts in; an explicit
+    temperature of 0 is cached."""
+    from langchain_anthropic import ChatAnthropic
+    from langchain_openai import ChatOpenAI
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    prompt = dumps([HumanMessage("Tell me a story.")])
+    answer = [ChatGeneration(message=AIMessage("Once upon a time."))]
+    for model, cold in (
+        (ChatOpenAI(model="gpt-4o-mini"), ChatOpenAI(model="gpt-4o-mini", temperature=0)),
+        (ChatAnthropic(model="claude-sonnet-4-5"), ChatAnthropic(model="claude-sonnet-4-5", temperature=0)),
+    ):
+        assert to_cache_request(prompt, model._get_llm_string()).sampled()
+        cache = TokenBudgetLLMCache(ExactCache(), scope=CacheScope(tenant="acme"))
+        cache.update(prompt, model._get_llm_string(), answer)
+        assert cache.lookup(prompt, model._get_llm_string()) is None
+        cache.update(prompt, cold._get_llm_string(), answer)
+        assert cache.lookup(prompt, cold._get_llm_string()) is not None
+        opted = TokenBudgetLLMCache(ExactCache(cache_sampled=True), scope=CacheScope(tenant="acme"))
+        opted.update(prompt, model._get_llm_string(), answer)
+        assert opted.lookup(prompt, model._get_llm_string()) is not None
