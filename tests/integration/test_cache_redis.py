@@ -116,3 +116,18 @@ def test_an_unreachable_cluster_is_a_miss_not_a_crash() -> None:
     assert cache.store(ask("hi"), answer("hello"), scope=A) is False
     with pytest.raises(CacheUnavailableError, match=re.escape("redis+cluster://127.0.0.1:1")):
         cache.invalidate(A)
+
+
+def test_an_embedder_of_another_vector_size_on_redis_starts_new_partitions(clean_redis_url: str) -> None:
+    """Redis vector sets refuse vectors of another size: a reconfigured embedder caches apart
+    from the old vectors instead of failing every call."""
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    before = SemanticCache(clean_redis_url, embedder=DeterministicFakeEmbedding(size=8))
+    assert before.store(ask("How do I export?"), answer("Settings > Export."), scope=A)
+    after = SemanticCache(clean_redis_url, embedder=DeterministicFakeEmbedding(size=16))
+    assert after.lookup(ask("How do I export?"), scope=A) is None
+    assert after.store(ask("How do I export?"), answer("Export it in Settings."), scope=A)
+    hit = after.lookup(ask("How do I export?"), scope=A)
+    assert hit is not None
+    assert hit.response.content == "Export it in Settings."
