@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, get_args
+from typing import Any, Literal, TypeAlias, cast, get_args
 
 from .errors import InvalidMessageError
 
@@ -128,7 +128,7 @@ MessageLike: TypeAlias = Message | Mapping[str, Any]
 
 
 def _validate(m: Message, where: str = "message") -> None:
-    if m.role not in _ROLES:
+    if not isinstance(m.role, str) or m.role not in _ROLES:
         raise InvalidMessageError(
             f"{where}.role", f"unknown role {m.role!r}", value=m.role, fix=f"use one of {sorted(_ROLES)}"
         )
@@ -274,7 +274,7 @@ def to_message(raw: MessageLike, *, where: str = "message") -> Message:
     role = raw.get("role")
     if role is None:
         raise InvalidMessageError(f"{where}.role", "is missing", fix=f"add one of {sorted(_ROLES)}")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         raise InvalidMessageError(
             f"{where}.role", f"unknown role {role!r}", value=role, fix=f"use one of {sorted(_ROLES)}"
         )
@@ -304,18 +304,15 @@ def to_message(raw: MessageLike, *, where: str = "message") -> Message:
                 arguments=_str_field(legacy, "arguments", f"{where}.function_call", required=False) or "",
             ),
         )
+    name = _str_field(raw, "name", where, required=False)
+    tool_call_id = _str_field(raw, "tool_call_id", where, required=False)
     try:
         return Message(
-            role=role,
-            content=content,
-            name=_str_field(raw, "name", where, required=False),
-            tool_calls=calls,
-            tool_call_id=_str_field(raw, "tool_call_id", where, required=False),
+            role=cast(Role, role), content=content, name=name, tool_calls=calls, tool_call_id=tool_call_id
         )
-    except InvalidMessageError as e:
-        raise InvalidMessageError(
-            e.field.replace("message", where, 1), e.problem, value=e.value, fix=e.fix
-        ) from e
+    except InvalidMessageError as e:  # Message names itself "message": name it as the caller does
+        field = where + e.field.removeprefix("message")
+        raise InvalidMessageError(field, e.problem, value=e.value, fix=e.fix) from e
 
 
 def to_messages(raw: Iterable[MessageLike] | object, *, where: str = "messages") -> list[Message]:
