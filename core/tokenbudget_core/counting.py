@@ -268,8 +268,36 @@ def check_tools(tools: object) -> list[ToolLike]:
     for i, tool in enumerate(tools):
         if not isinstance(tool, Mapping):
             raise InvalidInputError(f"tools[{i}]", "a tool definition must be a dict", value=tool)
+        _check_schema(tool, f"tools[{i}]")
         out.append(tool)
     return out
+
+
+def _check_schema(tool: Mapping[str, Any], where: str) -> None:
+    """A tool's parameter schema (``parameters`` / ``input_schema``) and its ``properties`` are
+    JSON objects when given: anything else would be counted as no parameters at all."""
+    fn = tool.get("function")
+    if isinstance(fn, Mapping):
+        tool, where = fn, f"{where}.function"
+    for key in ("parameters", "input_schema"):
+        schema = tool.get(key)
+        if schema is None:
+            continue
+        if not isinstance(schema, Mapping):
+            raise InvalidInputError(
+                f"{where}.{key}",
+                f"must be a JSON schema object (a dict), got {type(schema).__name__}",
+                value=schema,
+                fix='e.g. {"type": "object", "properties": {"city": {"type": "string"}}}',
+            )
+        props = schema.get("properties")
+        if props is not None and not isinstance(props, Mapping):
+            raise InvalidInputError(
+                f"{where}.{key}.properties",
+                f"must map each parameter's name to its schema (a dict), got {type(props).__name__}",
+                value=props,
+                fix='e.g. {"city": {"type": "string"}}',
+            )
 
 
 # -- content blocks the core cannot represent ------------------------------------------------------
