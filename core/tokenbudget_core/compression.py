@@ -85,7 +85,7 @@ def compress_prompt(
         text: The prompt text (plain text or Markdown).
         model: Whose tokenizer counts the savings, via ``TokenCounter.for_model(model)``;
             ignored when ``counter`` is given.
-        counter: A counter to use instead (anything with ``count(text) -> int``).
+        counter: A counter to use instead (anything with ``count(text) -> int``), or a model name.
 
     Returns:
         The compressed text with its token counts before and after.

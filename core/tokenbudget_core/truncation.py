@@ -108,7 +108,7 @@ def truncate_text(
         strategy: ``keep_start``, ``keep_end``, ``keep_both`` or ``smart`` (see the module doc).
         model: Whose tokenizer counts, via ``TokenCounter.for_model(model)``; ignored when
             ``counter`` is given.
-        counter: A counter to use instead (anything with ``count(text) -> int``).
+        counter: A counter to use instead (anything with ``count(text) -> int``), or a model name.
         marker: Text put where the cut was; ``{n}`` in it becomes the number of tokens cut.
             ``None`` (default): :data:`DEFAULT_MARKER` for ``keep_both``, :data:`SMART_MARKER`
             for ``smart``, nothing for ``keep_start``/``keep_end``. ``""``: no marker.
@@ -144,7 +144,7 @@ def truncate_text_detailed(
         max_tokens: The budget, a non-negative int.
         strategy: ``keep_start``, ``keep_end``, ``keep_both`` or ``smart``.
         model: Whose tokenizer counts (ignored when ``counter`` is given).
-        counter: A counter to use instead.
+        counter: A counter to use instead, or a model name.
         marker: As for :func:`truncate_text`.
 
     Raises:
@@ -183,7 +183,7 @@ async def atruncate_text(
         max_tokens: The budget, a non-negative int.
         strategy: ``keep_start``, ``keep_end``, ``keep_both`` or ``smart``.
         model: Whose tokenizer counts (ignored when ``counter`` is given).
-        counter: A counter to use instead.
+        counter: A counter to use instead, or a model name.
         marker: As for :func:`truncate_text`.
 
     Raises:
@@ -228,12 +228,21 @@ def _prepare(
 
 
 def text_counter(counter: object, model: str) -> SupportsCount:
-    """``counter`` if it can count, else ``TokenCounter.for_model(model)`` when it is ``None``."""
+    """``counter`` if it can count, a model name's ``TokenCounter``, else
+    ``TokenCounter.for_model(model)`` when it is ``None``.
+
+    A string is a model name (``str.count`` would count a substring), as everywhere a counter is
+    taken; other sequences (``list.count``, ``bytes.count``) are refused.
+    """
     if counter is None:
         return TokenCounter.for_model(model)
-    if not callable(getattr(counter, "count", None)):
-        fix = "pass a TokenCounter, e.g. TokenCounter.for_model('gpt-4o')"
-        problem = f"{type(counter).__name__} has no count(text) method"
+    if isinstance(counter, str):
+        return TokenCounter.for_model(counter)
+    if isinstance(counter, bytes | bytearray | memoryview | Sequence) or not callable(
+        getattr(counter, "count", None)
+    ):
+        fix = "pass a TokenCounter, e.g. TokenCounter.for_model('gpt-4o'), or a model name"
+        problem = f"must be a token counter with count(text), got {type(counter).__name__}"
         raise InvalidInputError("counter", problem, value=counter, fix=fix)
     return cast(SupportsCount, counter)
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tokenbudget_core.compression import compress_prompt
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError
 from tokenbudget_core.openai_counting import TiktokenCounter
@@ -306,3 +307,24 @@ def test_keep_start_is_a_prefix_and_keep_end_a_suffix(text: str, budget: int, by
     assert smart is text or text.startswith(smart.removesuffix(SMART_MARKER))
     if n(text) > budget:  # the budget is used, less at most one character (4 bytes, 4 tokens)
         assert n(head) >= budget - 4
+
+
+def test_a_model_name_as_counter_counts_with_that_model() -> None:
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    gpt = TokenCounter.for_model("gpt-4o")
+    result = truncate_text_detailed(text, 5, "keep_start", counter="gpt-4o")
+    assert result.truncated
+    assert result.tokens_after == gpt.count(result.text) <= 5
+    assert result.tokens_before == gpt.count(text)
+    squeezed = compress_prompt("a     b\n\n\n\nc", counter="gpt-4o")
+    assert squeezed.tokens_before == gpt.count("a     b\n\n\n\nc")
+
+
+@pytest.mark.parametrize("counter", [["x"], ("x",), b"gpt-4o", bytearray(b"x")])
+def test_a_sequence_as_counter_is_refused(counter: object) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        truncate_text("word " * 50, 5, counter=counter)  # type: ignore[arg-type]
+    assert info.value.field == "counter"
+    with pytest.raises(InvalidInputError) as info:
+        compress_prompt("a    b", counter=counter)  # type: ignore[arg-type]
+    assert info.value.field == "counter"
