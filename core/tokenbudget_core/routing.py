@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .attribution import current_attribution, overhead
-from .complexity import Classification, ComplexityClassifier, HeuristicClassifier
+from .complexity import Classification, ComplexityClassifier, HeuristicClassifier, check_tiers
 from .counting import SupportsTokenCount, TokenCounter, ToolLike, add_file_tokens, check_tools
 from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError
 from .fallbacks import RETRYABLE_STATUS, acall_with_fallbacks, call_with_fallbacks, is_retryable
@@ -215,7 +216,8 @@ class TierRouter:
     Args:
         tiers: Tier name -> model, ordered cheapest -> premium (the last one is the premium tier).
         classifier: Picks the tier (default :class:`~tokenbudget_core.complexity.HeuristicClassifier`
-            over these tiers). Its tiers must all be router tiers, in the router's order.
+            over these tiers). Its tiers must all be router tiers, in the router's order. One
+            without ``aclassify()`` is run by :meth:`aroute` in a worker thread.
         ledger: Budget awareness: the payer's :meth:`~tokenbudget_core.ledger.Ledger.state` today.
         fallbacks: Tier -> models to try in order when the tier's model fails with a retryable
             provider error (default: none).
@@ -286,6 +288,7 @@ class TierRouter:
             raise InvalidInputError(
                 "classifier", "must have tiers and classify() (a ComplexityClassifier)", value=classifier
             )
+        check_tiers(self.classifier.tiers, "classifier.tiers")
         missing = [t for t in self.classifier.tiers if t not in self.tiers]
         if missing:
             raise InvalidInputError(
@@ -352,8 +355,17 @@ class TierRouter:
         return tuple(out)
 
     def _request(
-        self, messages: object, force_tier: object, max_output_tokens: object, tools: object
+        self,
+        messages: object,
+        force_tier: object,
+        max_output_tokens: object,
+        tools: object,
+        feature: object,
+        user: object,
     ) -> tuple[list[Message], int, list[ToolLike]]:
+        for name, payer in (("feature", feature), ("user", user)):
+            if payer is not None and (not isinstance(payer, str) or not payer):
+                raise InvalidInputError(name, "must be a non-empty string (or None)", value=payer)
         if isinstance(messages, str):
             msgs = to_messages([{"role": "user", "content": messages}])
         else:
@@ -362,10 +374,10 @@ class TierRouter:
                 raise InvalidInputError(
                     "messages", "must not be empty", fix="pass the prompt or the conversation"
                 )
-        if force_tier is not None and force_tier not in self.tiers:
+        if force_tier is not None and (not isinstance(force_tier, str) or force_tier not in self.tiers):
             raise InvalidInputError(
                 "force_tier",
-                f"{force_tier!r} is not a router tier",
+                f"{force_tier!r} is not a router tier (a tier name)",
                 value=force_tier,
                 fix=f"one of {list(self._order)}",
             )
@@ -375,6 +387,41 @@ class TierRouter:
             else self._check_out("max_output_tokens", max_output_tokens)
         )
         return msgs, out, check_tools(tools)
+
+    async def _aclassify(self, text: str) -> object:
+        """The classifier's ``aclassify``; a classifier with ``classify()`` only runs it in a worker
+        thread (it may embed: the event loop is not blocked)."""
+        aclassify = getattr(self.classifier, "aclassify", None)
+        if not callable(aclassify):
+            return await asyncio.to_thread(self.classifier.classify, text)
+        result = aclassify(text)
+        return await result if inspect.isawaitable(result) else result
+
+    def _checked(self, classification: object) -> Classification:
+        """The classifier's answer, if it is a :class:`Classification` of a router tier.
+
+        Raises:
+            InvalidInputError: Anything else, named (the classifier is at fault, not the request).
+        """
+        if not isinstance(classification, Classification):
+            raise InvalidInputError(
+                "classifier",
+                f"returned {classification!r} ({type(classification).__name__}), not a Classification",
+                fix="classify() must return Classification(tier=..., score=..., reason=...)",
+            )
+        tier = classification.tier
+        if not isinstance(tier, str) or tier not in self.tiers:
+            raise InvalidInputError(
+                "classifier",
+                f"returned tier {tier!r}, which the router does not have",
+                fix=f"router tiers are {list(self._order)}",
+            )
+        score, rules = classification.score, classification.rules
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+            raise InvalidInputError("classifier", f"returned score {score!r}, not a number in [0, 1]")
+        if not isinstance(rules, tuple | list) or not all(isinstance(r, str) for r in rules):
+            raise InvalidInputError("classifier", f"returned rules {rules!r}, not a tuple of rule names")
+        return classification
 
     # -- the decision -----------------------------------------------------------------------------
 
@@ -427,12 +474,6 @@ class TierRouter:
             reasons.append(f"forced: tier {force_tier}")
             rule: str | None = "forced"
         else:
-            if classification.tier not in self.tiers:
-                raise InvalidInputError(
-                    "classifier",
-                    f"returned tier {classification.tier!r}, which the router does not have",
-                    fix=f"router tiers are {list(self._order)}",
-                )
             start = self._order.index(classification.tier)
             reasons.append(f"classifier: {classification.reason}")
             rule = ", ".join(classification.rules) or None
@@ -560,13 +601,13 @@ class TierRouter:
             ContextOverflowError: No tier's model can hold the request (or the forced one cannot).
             BudgetExceededError: The payer's budget is used up (hard refusal).
         """
-        msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools)
+        msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools, feature, user)
         state = self.ledger.state(feature=feature, user=user) if self.ledger is not None else None
         budget = self._budget(feature, user, state)
         classification = None
         if force_tier is None:
             with overhead("router"):
-                classification = self.classifier.classify(_plain_text(msgs))
+                classification = self._checked(self.classifier.classify(_plain_text(msgs)))
         return self._decide(msgs, out, tool_list, force_tier, classification, budget)
 
     async def aroute(
@@ -580,7 +621,7 @@ class TierRouter:
         user: str | None = None,
     ) -> RouteDecision:
         """Async twin of :meth:`route` (the budget lookup runs in a worker thread)."""
-        msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools)
+        msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools, feature, user)
         state = None
         if self.ledger is not None:
             ledger = self.ledger
@@ -589,7 +630,7 @@ class TierRouter:
         classification = None
         if force_tier is None:
             with overhead("router"):
-                classification = await self.classifier.aclassify(_plain_text(msgs))
+                classification = self._checked(await self._aclassify(_plain_text(msgs)))
         return self._decide(msgs, out, tool_list, force_tier, classification, budget)
 
     # -- the call, down the fallback chain --------------------------------------------------------

@@ -481,6 +481,8 @@ def test_a_tier_naming_an_unknown_model_fails_at_construction() -> None:
         (EASY, {"max_output_tokens": True}, "max_output_tokens"),
         ([], {}, "messages"),
         (EASY, {"tools": "search"}, "tools"),
+        (EASY, {"feature": 5}, "feature"),
+        (EASY, {"user": ["u"]}, "user"),
     ],
 )
 def test_bad_requests_are_named(messages: object, kwargs: dict[str, object], field: str) -> None:
@@ -512,3 +514,70 @@ def test_call_needs_a_decision() -> None:
     with pytest.raises(InvalidInputError, match="decision"):
         TierRouter(TIERS).call("gpt-4o", lambda m: m)  # type: ignore[arg-type]
     assert isinstance(TierRouter(TIERS).route(EASY), RouteDecision)
+
+
+@pytest.mark.parametrize("force_tier", [["large"], {"large": 1}, {"large"}, 3, b"large"])
+async def test_a_force_tier_that_is_not_a_tier_name_is_named(force_tier: object) -> None:
+    router = TierRouter(TIERS)
+    with pytest.raises(InvalidInputError) as err:
+        router.route(EASY, force_tier=force_tier)  # type: ignore[arg-type]
+    assert err.value.field == "force_tier"
+    with pytest.raises(InvalidInputError, match="force_tier"):
+        await router.aroute(EASY, force_tier=force_tier)  # type: ignore[arg-type]
+
+
+class SyncOnly:
+    """A classifier written before the async twin: classify() only."""
+
+    tiers = ("small", "large")
+
+    def classify(self, text: str) -> Classification:
+        return Classification(tier="large" if len(text) > 40 else "small", score=0.5, reason="length")
+
+
+async def test_a_classifier_without_aclassify_also_routes_async() -> None:
+    router = TierRouter(TIERS, classifier=SyncOnly())
+    assert (await router.aroute(EASY)).tier == router.route(EASY).tier == "small"
+    assert (await router.aroute(EASY * 3)).tier == "large"
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [
+        "large",
+        None,
+        {"tier": "large"},
+        Classification(tier=["large"], score=0.5, reason="?"),  # type: ignore[arg-type]
+        Classification(tier="large", score="high", reason="?"),  # type: ignore[arg-type]
+        Classification(tier="large", score=float("nan"), reason="?"),
+    ],
+    ids=["str", "None", "dict", "unhashable-tier", "str-score", "nan-score"],
+)
+async def test_a_classifier_returning_something_else_is_named(returned: object) -> None:
+    class Bad:
+        tiers = ("small", "large")
+
+        def classify(self, text: str) -> object:
+            return returned
+
+        async def aclassify(self, text: str) -> object:
+            return returned
+
+    router = TierRouter(TIERS, classifier=Bad())
+    with pytest.raises(InvalidInputError, match="returned") as err:
+        router.route(EASY)
+    assert err.value.field == "classifier"
+    with pytest.raises(InvalidInputError, match="returned"):
+        await router.aroute(EASY)
+
+
+def test_a_classifier_with_unreadable_tiers_is_named() -> None:
+    class Odd:
+        tiers = (["small"], "large")
+
+        def classify(self, text: str) -> Classification:
+            return Classification(tier="large", score=1.0, reason="?")
+
+    with pytest.raises(InvalidInputError) as err:
+        TierRouter(TIERS, classifier=Odd())
+    assert err.value.field.startswith("classifier")
