@@ -94,7 +94,8 @@ class RouterChatModel(BaseChatModel):
 
     Raises:
         InvalidInputError: Empty tiers, a tier that is not a chat model or names no model, an
-            unknown option; at call time an unknown ``force_tier`` or unreadable messages.
+            unknown option; at call time an unknown ``force_tier``, a ``max_tokens`` that is not
+            a positive integer, or unreadable messages.
         UnknownModelError: A tier's model is not in the registry (name it with ``models=``).
         ContextOverflowError: At call time, when the request fits no tier's window.
         BudgetExceededError: At call time, when the payer's budget is used up (nothing is sent).
@@ -130,8 +131,20 @@ class RouterChatModel(BaseChatModel):
 
     _tiers: Tiers = PrivateAttr()
 
-    def __init__(self, tiers: Mapping[str, BaseChatModel] | None = None, /, **data: Any) -> None:
+    def __init__(
+        self, tiers: Mapping[str, BaseChatModel] | None = None, /, *extra: object, **data: Any
+    ) -> None:
+        if extra:
+            raise InvalidInputError(
+                "RouterChatModel",
+                f"takes the tiers as its only positional argument, got {1 + len(extra)}",
+                fix="pass the other options by keyword: RouterChatModel(tiers, models={...})",
+            )
         if tiers is not None:
+            if "tiers" in data:
+                raise InvalidInputError(
+                    "tiers", "given twice (positionally and as tiers=)", fix="pass the tiers once"
+                )
             data["tiers"] = tiers
         if not isinstance(data.get("tiers"), Mapping):
             raise InvalidInputError(
@@ -204,6 +217,10 @@ class RouterChatModel(BaseChatModel):
                 kwargs.setdefault(key, value)
         if stop or self.stop:
             kwargs["stop"] = stop or self.stop
+        for key in MAX_OUTPUT_KEYS:  # sent to the tier model as given: checked before routing
+            value = kwargs.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidInputError(key, "must be a positive integer (output tokens)", value=value)
         route_options = {"tools": tools, "max_output_tokens": first(int, MAX_OUTPUT_KEYS, kwargs)}
         messages = self._convert_input(input).to_messages()
         return _Call(

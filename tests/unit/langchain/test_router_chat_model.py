@@ -399,3 +399,42 @@ def test_bad_calls_are_refused_before_any_tier_is_called() -> None:
     with pytest.raises(InvalidInputError):
         list(model.stream(EASY, force_tier="huge"))
     assert all(m.received == [] for m in t.values())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"force_tier": ["large"]}, "force_tier"),
+        ({"force_tier": {"large": 1}}, "force_tier"),
+        ({"config": {"configurable": {"force_tier": ["large"]}}}, "force_tier"),
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"max_tokens": "100"}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_completion_tokens": 2.5}, "max_completion_tokens"),
+    ],
+)
+async def test_bad_call_arguments_are_named_before_any_tier_is_called(
+    kwargs: dict[str, Any], field: str
+) -> None:
+    model, t = router()
+    with pytest.raises(InvalidInputError) as err:
+        model.invoke(EASY, **kwargs)
+    assert err.value.field == field
+    with pytest.raises(InvalidInputError, match=field):
+        await model.ainvoke(EASY, **kwargs)
+    with pytest.raises(InvalidInputError, match=field):
+        list(model.stream(EASY, **kwargs))
+    assert all(m.received == [] for m in t.values())
+
+
+def test_a_valid_max_tokens_is_what_routing_assumes() -> None:
+    model, _ = router()
+    reply = model.invoke(EASY, max_tokens=50)
+    assert route_of(reply)["max_output_tokens"] == 50
+
+
+def test_a_second_positional_argument_is_named() -> None:
+    with pytest.raises(InvalidInputError, match="keyword"):
+        RouterChatModel(tiers(), {"small": "gpt-4o-mini"})  # type: ignore[call-arg]
+    with pytest.raises(InvalidInputError, match="tiers"):
+        RouterChatModel(tiers(), tiers=tiers())
