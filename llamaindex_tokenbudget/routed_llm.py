@@ -84,7 +84,7 @@ class RoutedLLM(FunctionCallingLLM):
     """An LLM that sends each call to the cheapest adequate of its tier LLMs.
 
     Args:
-        tiers: Tier name -> LLM, ordered cheapest -> premium.
+        tiers: Tier name -> LLM, ordered cheapest -> premium (also the first positional argument).
         models: Tier name -> model name to price and count with, for LLMs that do not name theirs.
         fallbacks: Tier name -> LLMs to try, in order, on retryable provider errors.
         classifier: A :class:`~tokenbudget_core.complexity.ComplexityClassifier` (default: heuristic).
@@ -98,7 +98,7 @@ class RoutedLLM(FunctionCallingLLM):
 
     Raises:
         InvalidInputError: Empty tiers, a tier that is not an LLM or names no model; at call time
-            an unknown ``force_tier``.
+            an unknown ``force_tier`` or a ``max_tokens`` that is not a positive integer.
         UnknownModelError: A tier's model is not in the registry.
         ContextOverflowError: At call time, when the request fits no tier.
         BudgetExceededError: At call time, when the payer's budget is used up (nothing is sent).
@@ -127,7 +127,19 @@ class RoutedLLM(FunctionCallingLLM):
     _router: TierRouter = PrivateAttr()
     _llms: dict[str, LLM] = PrivateAttr()  # model name -> LLM (tiers, then fallbacks)
 
-    def __init__(self, **data: Any) -> None:
+    def __init__(self, tiers: Mapping[str, Any] | None = None, /, *extra: object, **data: Any) -> None:
+        if extra:
+            raise InvalidInputError(
+                "RoutedLLM",
+                f"takes the tiers as its only positional argument, got {1 + len(extra)}",
+                fix="pass the other options by keyword: RoutedLLM(tiers, models={...})",
+            )
+        if tiers is not None:
+            if "tiers" in data:
+                raise InvalidInputError(
+                    "tiers", "given twice (positionally and as tiers=)", fix="pass the tiers once"
+                )
+            data["tiers"] = tiers
         if not isinstance(data.get("tiers"), Mapping) or not data["tiers"]:
             raise InvalidInputError(
                 "tiers",
@@ -200,12 +212,14 @@ class RoutedLLM(FunctionCallingLLM):
         self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any], tools: Sequence[Any] = ()
     ) -> dict[str, Any]:
         force = kwargs.pop("force_tier", None)
-        out = kwargs.get("max_tokens")
+        out = kwargs.get("max_tokens")  # sent to the tier LLM as given: checked before routing
+        if out is not None and (isinstance(out, bool) or not isinstance(out, int) or out < 1):
+            raise InvalidInputError("max_tokens", "must be a positive integer (output tokens)", value=out)
         messages: str | list[Message] = what if isinstance(what, str) else to_core_request(what)
         return {
             "messages": messages,  # a document block is estimated, not refused
             "force_tier": force,
-            "max_output_tokens": out if isinstance(out, int) and not isinstance(out, bool) else None,
+            "max_output_tokens": out,
             "tools": [_tool_definition(t, i) for i, t in enumerate(tools)] or None,
         }
 

@@ -237,3 +237,39 @@ def test_a_prompt_that_fits_no_tier_is_refused() -> None:
         llm.complete("word " * 150_000)
     assert t["small"].prompts == []
     assert t["large"].prompts == []
+
+
+def test_the_tiers_can_be_the_positional_argument() -> None:
+    t = tiers()
+    llm = RoutedLLM(t)  # type: ignore[misc]
+    assert llm.complete(EASY).text == "small answer"
+    with pytest.raises(InvalidInputError, match="keyword"):
+        RoutedLLM(t, {"small": "gpt-4o-mini"})  # type: ignore[misc]
+    with pytest.raises(InvalidInputError, match="tiers"):
+        RoutedLLM(t, tiers=t)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"force_tier": ["large"]}, "force_tier"),
+        ({"force_tier": {"large": 1}}, "force_tier"),
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"max_tokens": "100"}, "max_tokens"),
+    ],
+)
+async def test_bad_call_arguments_are_named_before_any_tier_is_called(
+    kwargs: dict[str, Any], field: str
+) -> None:
+    t = tiers()
+    llm = RoutedLLM(tiers=t)
+    messages = [ChatMessage(role="user", content=EASY)]
+    for call in (lambda: llm.chat(messages, **kwargs), lambda: llm.complete(EASY, **kwargs)):
+        with pytest.raises(InvalidInputError) as err:
+            call()
+        assert err.value.field == field
+    with pytest.raises(InvalidInputError, match=field):
+        await llm.achat(messages, **kwargs)
+    with pytest.raises(InvalidInputError, match=field):
+        list(llm.stream_complete(EASY, **kwargs))
+    assert all(m.prompts == [] for m in t.values())
