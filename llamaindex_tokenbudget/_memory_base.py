@@ -2,7 +2,8 @@
 
 :class:`BudgetMemory` keeps the full transcript in a LlamaIndex ``BaseChatStore`` and a core
 ``ConversationWindow`` or ``SummaryBuffer`` (chosen by the subclass) built from it on first
-use, then kept in step with it (what another memory added is appended, counted once); it translates messages both ways and holds no budget rules of its own.
+use, then kept in step with it (what another memory added is appended, counted once); it
+translates messages both ways and holds no budget rules of its own.
 """
 
 from __future__ import annotations

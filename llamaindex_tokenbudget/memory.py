@@ -11,11 +11,11 @@ Both classes subclass LlamaIndex's ``BaseMemory`` and persist every message thro
 
 Each message is counted once: the core object is built from the store on first use, then
 appended to; every operation reads the store, so memories sharing one chat-store key (workers
-on one Redis store) see what the others put, and a transcript replaced there is rebuilt. Hosts that send messages of their own
-before the memory's (a chat engine's ``prefix_messages``, an agent's ``system_prompt``) should
-list them in ``prefix_messages`` so that their tokens are reserved; an agent's in-progress tool
-calls (its scratchpad) are not in the memory until the run ends: leave room for them in
-``reserve_output``.
+on one Redis store) see what the others put, and a transcript replaced there is rebuilt.
+Hosts that send messages of their own before the memory's (a chat engine's
+``prefix_messages``, an agent's ``system_prompt``) should list them in ``prefix_messages`` so
+that their tokens are reserved; an agent's in-progress tool calls (its scratchpad) are not in
+the memory until the run ends: leave room for them in ``reserve_output``.
 """
 
 from __future__ import annotations
