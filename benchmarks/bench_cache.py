@@ -189,11 +189,13 @@ def semantic_cache_lookup(entries: int, n_queries: int) -> dict[str, Any]:
     texts = [" ".join(rng.choice(words, 8)) + f" case {i}" for i in range(entries)]
     store = cache.store_backend
     assert isinstance(store, MemoryCacheStore)
-    part = cache.partition(CacheRequest.from_text(model="gpt-4o", prompt="x", params={"temperature": 0}))
+    part = cache.partition(
+        CacheRequest.from_text(model="gpt-4o", prompt="x", params={"temperature": 0}), dimensions=DIM
+    )
     matrix = cache.embedder.embed(texts)
     for i, text in enumerate(texts):  # the same entries store() writes, without one embed call each
         req = CacheRequest.from_text(model="gpt-4o", prompt=text, params={"temperature": 0})
-        payload = cache._entry(req, response, cache._scope(SCOPE), text)
+        payload = cache._entry(req, response, cache._scope(SCOPE), text, part)
         assert payload is not None
         store.add_vector(cache._scope(SCOPE), part, req.digest(), matrix[i], payload, 3600)
     asks = [

@@ -263,10 +263,8 @@ def _unit_of(view: MessageView, i: int, n: int) -> range:
     """
     start = view.unit_start(i)
     end = start
-    while end + 1 < n and view.role(end + 1) == "tool":
-        end += 1
-    if end > start:
-        view.unit_start(end)  # validates the results belong to this call
+    while end + 1 < n and view.is_result(end + 1) and view.unit_start(end + 1) == start:
+        end += 1  # unit_start validates that the result belongs to this call
     return range(start, end + 1)
 
 
@@ -289,10 +287,8 @@ def _units_oldest_first(view: MessageView, must: set[int], n: int) -> Iterable[t
             start += 1
             continue
         end = start
-        while end + 1 < n and view.role(end + 1) == "tool":
-            end += 1
-        if end > start:
-            view.unit_start(end)  # validates the results belong to this call
+        while end + 1 < n and view.is_result(end + 1) and view.unit_start(end + 1) == start:
+            end += 1  # unit_start validates that the result belongs to this call
         yield start, end
         start = end + 1
 

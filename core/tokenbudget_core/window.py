@@ -21,7 +21,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Generic, Literal, TypeAlias, TypeVar
 
-from .conversation import role_of, unit_start
+from .conversation import RESULT_ROLES, role_of, unit_start
 from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
 from .messages import MessageLike
@@ -178,7 +178,7 @@ class ConversationWindow(Generic[M]):
         cost = int(cost_tc)
         self._msgs.append(message)
         try:
-            unit = unit_start(self._msgs, i) if role == "tool" else i
+            unit = unit_start(self._msgs, i) if role in RESULT_ROLES else i
         except Exception:
             self._msgs.pop()
             raise
