@@ -53,7 +53,7 @@ from tokenbudget_core.counting import TokenCounter, add_file_tokens
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
-from tokenbudget_core.routing import current_route, premium_model_of
+from tokenbudget_core.routing import current_route, premium_model_of, routed_model
 from tokenbudget_core.usage import Usage
 
 from .messages import to_core_request
@@ -310,7 +310,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         caller = caller_frame(2)  # the LLM wrapper that called CallbackManager.on_event_start
         serialized = payload.get(EventPayload.SERIALIZED)
         call_kwargs = payload.get(EventPayload.ADDITIONAL_KWARGS)
-        model = model_name(serialized, self.model)
+        model = routed_model() or model_name(serialized, self.model)  # a routed call: its tier's model
         counter = self._counter(model)
         messages = payload.get(EventPayload.MESSAGES)
         prompt = payload.get(EventPayload.PROMPT)

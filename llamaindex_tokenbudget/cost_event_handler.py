@@ -56,6 +56,7 @@ from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError
 from tokenbudget_core.estimating import unknown_model_counter
 from tokenbudget_core.ledger import Ledger, check_budget_options
+from tokenbudget_core.routing import routed_model
 from tokenbudget_core.streams import estimate_output_tokens
 from tokenbudget_core.usage import Usage
 
@@ -95,6 +96,8 @@ class _Call:
     delegated: bool = False
     premium_model: str | None = None
     """The routed call's premium model (when a router made the call)."""
+    routed_model: str | None = None
+    """The model a router sent the call to (it is recorded on it)."""
 
 
 class CostEventHandler(BaseEventHandler):
@@ -194,6 +197,7 @@ class CostEventHandler(BaseEventHandler):
                     frame=caller,
                     started=time.monotonic(),
                     premium_model=routed_premium_model(),
+                    routed_model=routed_model(),
                 )
             return
         if isinstance(event, _PROGRESS):
@@ -223,7 +227,9 @@ class CostEventHandler(BaseEventHandler):
     def _record(self, call: _Call | None, response: Any, request_id: str, *, abandoned: bool = False) -> None:
         start = call.start if call else None
         try:
-            model = model_name(start.model_dict if start else None, self.model)
+            model = (call.routed_model if call else None) or model_name(
+                start.model_dict if start else None, self.model
+            )
         except InvalidInputError:  # recorded all the same, unpriced, under the LLM's class name
             named = start.model_dict.get("class_name") if start else None
             model = f"unnamed:{named if isinstance(named, str) and named else 'LLM'}"

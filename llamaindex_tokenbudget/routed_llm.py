@@ -233,7 +233,7 @@ class RoutedLLM(FunctionCallingLLM):
         decision = self._router.route(**self._request(what, kwargs, tools))
 
         def attempt(m: str) -> tuple[str, R]:
-            with using_route(decision):
+            with using_route(decision, model=m):
                 return m, fn(self._llms[m])
 
         model, response = self._router.call(decision, attempt)
@@ -249,7 +249,7 @@ class RoutedLLM(FunctionCallingLLM):
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
         async def attempt(m: str) -> tuple[str, R]:
-            with using_route(decision):
+            with using_route(decision, model=m):
                 return m, await fn(self._llms[m])
 
         model, response = await self._router.acall(decision, attempt)
@@ -265,7 +265,7 @@ class RoutedLLM(FunctionCallingLLM):
         decision = self._router.route(**self._request(what, kwargs, tools))
 
         def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
-            with using_route(decision):
+            with using_route(decision, model=m):
                 gen = fn(self._llms[m])
             try:
                 return m, next(gen, None), gen
@@ -296,7 +296,7 @@ class RoutedLLM(FunctionCallingLLM):
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
         async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
-            with using_route(decision):
+            with using_route(decision, model=m):
                 gen = await fn(self._llms[m])
             try:
                 return m, await anext(gen, None), gen

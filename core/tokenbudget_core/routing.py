@@ -46,6 +46,7 @@ __all__ = [
     "RouteDecision",
     "TierRouter",
     "current_route",
+    "routed_model",
     "is_retryable",
     "offline_counter",
     "premium_model_of",
@@ -130,23 +131,31 @@ class RouteDecision:
         }
 
 
-_ROUTE: ContextVar[RouteDecision | None] = ContextVar("tokenbudget_route", default=None)
+_ROUTE: ContextVar[tuple[RouteDecision, str] | None] = ContextVar("tokenbudget_route", default=None)
 
 
 @contextlib.contextmanager
-def using_route(decision: RouteDecision) -> Iterator[None]:
+def using_route(decision: RouteDecision, *, model: str | None = None) -> Iterator[None]:
     """Make ``decision`` the :func:`current_route` while the routed call is made.
 
     Routers wrap the call to the chosen model in it, so that budget adapters that see only the
-    tier model's call (callback handlers, agent middleware) can hand the ledger the routing
-    counterfactual (``premium_model=``).
+    tier model's call (callback handlers, agent middleware) can reserve and charge it on the
+    model it goes to (:func:`routed_model`) and hand the ledger the routing counterfactual
+    (``premium_model=``).
+
+    Args:
+        decision: The route.
+        model: The model this attempt calls (a fallback's, when the tier's failed); default:
+            the decision's model.
 
     Raises:
-        InvalidInputError: ``decision`` is not a :class:`RouteDecision`.
+        InvalidInputError: ``decision`` is not a :class:`RouteDecision`, or ``model`` not a name.
     """
     if not isinstance(decision, RouteDecision):
         raise InvalidInputError("decision", "must be a RouteDecision from route()", value=decision)
-    token = _ROUTE.set(decision)
+    if model is not None and (not isinstance(model, str) or not model):
+        raise InvalidInputError("model", "must be a model name (a non-empty string)", value=model)
+    token = _ROUTE.set((decision, model or decision.model))
     try:
         yield
     finally:
@@ -155,7 +164,15 @@ def using_route(decision: RouteDecision) -> Iterator[None]:
 
 def current_route() -> RouteDecision | None:
     """The decision of the routed call being made (see :func:`using_route`), else ``None``."""
-    return _ROUTE.get()
+    found = _ROUTE.get()
+    return None if found is None else found[0]
+
+
+def routed_model() -> str | None:
+    """The model the routed call being made goes to (the tier's, or the fallback's being tried),
+    else ``None``: budget adapters reserve and charge the call on it."""
+    found = _ROUTE.get()
+    return None if found is None else found[1]
 
 
 def premium_model_of(route: object) -> str | None:

@@ -75,3 +75,37 @@ def test_routed_llm_with_the_cost_event_handler(ledger: Ledger, cost_handler: Co
     t = build_report(ledger, last_days=1).totals
     assert (t.requests, t.routed_requests) == (2, 2)
     assert t.routing_saved_usd == saving("gpt-4o-mini", "gpt-4o")
+
+
+def by_model(ledger: Ledger) -> dict[str, int]:
+    """Requests per model in today's rollup."""
+    found: dict[str, int] = {}
+    for row in ledger.store.rollup([ledger.day()]):
+        model = row.rollup_key.rsplit("/", 1)[1]
+        found[model] = found.get(model, 0) + row.values["requests"]
+    return found
+
+
+@pytest.mark.parametrize("handler_kind", ["callback", "event"])
+def test_a_routed_call_is_charged_on_its_tier_model_not_the_handlers(
+    ledger: Ledger, handler_kind: str
+) -> None:
+    """A handler's model= (needed when an LLM does not name its model) prices unrouted calls only."""
+    if handler_kind == "callback":
+        llm = RoutedLLM(
+            tiers=tiers(
+                callback_manager=CallbackManager([BudgetCallbackHandler(ledger, model="gpt-4o-mini")])
+            )
+        )
+        llm.complete(EASY, force_tier="large")
+    else:
+        handler = CostEventHandler(ledger=ledger, model="gpt-4o-mini")
+        get_dispatcher().add_event_handler(handler)
+        try:
+            RoutedLLM(tiers=tiers()).complete(EASY, force_tier="large")
+        finally:
+            get_dispatcher().event_handlers.remove(handler)
+    assert by_model(ledger) == {"gpt-4o": 1}
+    t = build_report(ledger, last_days=1).totals
+    assert t.cost_usd == cost_of(USAGE, "gpt-4o")
+    assert t.routing_saved_usd == 0  # the premium tier answered: nothing saved
