@@ -72,6 +72,7 @@ from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, Toke
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
 from tokenbudget_core.routing import premium_model_of
+from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
 
@@ -368,7 +369,7 @@ class _BudgetHandler:
         """
         params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
         meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
-        model = routed_model(meta.get(ROUTE_KEY)) or self.model
+        model = routed_model(meta.get(ROUTE_KEY)) or routed_model_now() or self.model
         if model is None:
             built: Mapping[str, Any] = (serialized or _EMPTY).get("kwargs") or _EMPTY
             model = first(str, MODEL_KEYS, params, built) or first(str, ["ls_model_name"], meta)

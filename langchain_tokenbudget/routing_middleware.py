@@ -166,7 +166,7 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         decision = self._tiers.route(messages, config, kwargs, **options)
 
         def attempt(model: str) -> tuple[str, Reply]:
-            with using_route(decision):
+            with using_route(decision, model=model):
                 return model, handler(request.override(model=self._tiers.chat[model]))
 
         model, reply = self._tiers.router.call(decision, attempt)
@@ -182,7 +182,7 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         decision = await self._tiers.aroute(messages, config, kwargs, **options)
 
         async def attempt(model: str) -> tuple[str, Reply]:
-            with using_route(decision):
+            with using_route(decision, model=model):
                 return model, await handler(request.override(model=self._tiers.chat[model]))
 
         model, reply = await self._tiers.router.acall(decision, attempt)

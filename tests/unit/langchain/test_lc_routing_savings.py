@@ -189,3 +189,15 @@ def test_a_fallback_is_charged_on_the_model_that_answered(ledger: Ledger) -> Non
     assert answer.response_metadata["tokenbudget_route"]["answered_by"] == "gpt-4.1"
     assert charged_models(ledger) == {"gpt-4.1": 1}  # the failed gpt-4o attempt was released
     assert build_report(ledger, last_days=1).totals.cost_usd == cost_of(usage_of("large"), "gpt-4.1")
+
+
+def test_a_call_routed_by_the_routing_middleware_is_charged_on_its_tier_model(ledger: Ledger) -> None:
+    """The middleware puts no route in the run's metadata: the handler reads the route in force."""
+    handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini")
+    t = unnamed_tiers()
+    agent = create_agent(t["small"], middleware=[RoutingMiddleware(t, models=UNNAMED)])
+    agent.invoke({"messages": [HumanMessage(HARD)]}, config={"callbacks": [handler]})
+    agent.invoke({"messages": [HumanMessage(EASY)]}, config={"callbacks": [handler]})
+    assert charged_models(ledger) == {"gpt-4o": 1, "gpt-4o-mini": 1}
+    expected = cost_of(usage_of("large"), "gpt-4o") + cost_of(usage_of("small"), "gpt-4o-mini")
+    assert build_report(ledger, last_days=1).totals.cost_usd == expected
