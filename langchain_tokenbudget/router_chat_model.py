@@ -35,7 +35,7 @@ from langchain_core.runnables.config import merge_configs
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from tokenbudget_core.errors import InvalidInputError
-from tokenbudget_core.routing import RouteDecision
+from tokenbudget_core.routing import RouteDecision, tiers_argument
 
 from ._tiers import ROUTE_KEY, Tiers, annotate
 from .budget_callback import MAX_OUTPUT_KEYS, ROUTER_LLM_TYPE, first
@@ -134,18 +134,7 @@ class RouterChatModel(BaseChatModel):
     def __init__(
         self, tiers: Mapping[str, BaseChatModel] | None = None, /, *extra: object, **data: Any
     ) -> None:
-        if extra:
-            raise InvalidInputError(
-                "RouterChatModel",
-                f"takes the tiers as its only positional argument, got {1 + len(extra)}",
-                fix="pass the other options by keyword: RouterChatModel(tiers, models={...})",
-            )
-        if tiers is not None:
-            if "tiers" in data:
-                raise InvalidInputError(
-                    "tiers", "given twice (positionally and as tiers=)", fix="pass the tiers once"
-                )
-            data["tiers"] = tiers
+        tiers_argument("RouterChatModel", tiers, extra, data)
         if not isinstance(data.get("tiers"), Mapping):
             raise InvalidInputError(
                 "tiers",

@@ -44,7 +44,7 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.messages import Message
-from tokenbudget_core.routing import RouteDecision, TierRouter, using_route
+from tokenbudget_core.routing import RouteDecision, TierRouter, tiers_argument, using_route
 
 from ._bridge import host_error
 from .messages import check_messages, check_prompt, to_core_request
@@ -128,18 +128,7 @@ class RoutedLLM(FunctionCallingLLM):
     _llms: dict[str, LLM] = PrivateAttr()  # model name -> LLM (tiers, then fallbacks)
 
     def __init__(self, tiers: Mapping[str, Any] | None = None, /, *extra: object, **data: Any) -> None:
-        if extra:
-            raise InvalidInputError(
-                "RoutedLLM",
-                f"takes the tiers as its only positional argument, got {1 + len(extra)}",
-                fix="pass the other options by keyword: RoutedLLM(tiers, models={...})",
-            )
-        if tiers is not None:
-            if "tiers" in data:
-                raise InvalidInputError(
-                    "tiers", "given twice (positionally and as tiers=)", fix="pass the tiers once"
-                )
-            data["tiers"] = tiers
+        tiers_argument("RoutedLLM", tiers, extra, data)
         if not isinstance(data.get("tiers"), Mapping) or not data["tiers"]:
             raise InvalidInputError(
                 "tiers",

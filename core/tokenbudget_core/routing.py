@@ -47,6 +47,7 @@ __all__ = [
     "TierRouter",
     "current_route",
     "routed_model",
+    "tiers_argument",
     "is_retryable",
     "offline_counter",
     "premium_model_of",
@@ -160,6 +161,27 @@ def using_route(decision: RouteDecision, *, model: str | None = None) -> Iterato
         yield
     finally:
         _ROUTE.reset(token)
+
+
+def tiers_argument(owner: str, tiers: object, extra: Sequence[object], options: dict[str, Any]) -> None:
+    """Put a router adapter's positional ``tiers`` into its keyword ``options`` (``tiers=``), for
+    constructors that take ``Router(tiers, ...)`` as well as ``Router(tiers=...)``.
+
+    Raises:
+        InvalidInputError: More than one positional argument, or the tiers given twice.
+    """
+    if extra:
+        raise InvalidInputError(
+            owner,
+            f"takes the tiers as its only positional argument, got {1 + len(extra)}",
+            fix=f"pass the other options by keyword: {owner}(tiers, models={{...}})",
+        )
+    if tiers is not None:
+        if "tiers" in options:
+            raise InvalidInputError(
+                "tiers", "given twice (positionally and as tiers=)", fix="pass the tiers once"
+            )
+        options["tiers"] = tiers
 
 
 def current_route() -> RouteDecision | None:
