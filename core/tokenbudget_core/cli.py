@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -56,7 +57,8 @@ EXIT_USAGE = 2
 EXIT_UNPRICED = 3
 """The model is known but has no price."""
 EXIT_UNAVAILABLE = 4
-"""A resource is unavailable (tiktoken encoding file, provider counting API, optional extra, ledger store)."""
+"""A resource is unavailable (tiktoken encoding file, provider counting API, optional extra, ledger store,
+the address ``serve`` is to listen on)."""
 
 _EXIT_CODES_HELP = """
 \b
@@ -67,7 +69,7 @@ Exit codes:
   2  usage error (unknown option, missing required option)
   3  the model has no known price
   4  a resource is unavailable (tiktoken encoding, provider API, optional extra,
-     the ledger store)
+     the ledger store, the port serve is to listen on)
 """
 
 
@@ -127,8 +129,56 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except InvalidInputError as e:
+            raise _cli_error(_named_by_flag(e)) from e
         except TokenBudgetError as e:
             raise _cli_error(e) from e
+
+
+_FLAGS = {
+    "timezone": "--timezone",
+    "day": "--day",
+    "last_days": "--days",
+    "top": "--top",
+    "by": "--by",
+    "store": "--store",
+    "policy_file": "--policy",
+    "feature": "--feature",
+    "user": "--user",
+    "model": "--model",
+    "max_tokens": "--max-tokens",
+    "marker": "--marker",
+}
+"""The core's argument names (an error's ``field``) and the flags that set them."""
+_USAGE_FLAGS = {
+    "input_tokens": "--input",
+    "output_tokens": "--output",
+    "cache_read_tokens": "--cache-read",
+    "cache_write_tokens": "--cache-write",
+    "cache_write_1h_tokens": "--cache-write-1h",
+    "reasoning_tokens": "--reasoning",
+}
+"""``Usage`` fields (``usage.<name>`` in errors, and named in their text) and ``cost``'s flags."""
+_USAGE_NAME = re.compile(r"\b(" + "|".join(sorted(_USAGE_FLAGS, key=len, reverse=True)) + r")\b")
+
+
+def _named_by_flag(error: InvalidInputError) -> InvalidInputError:
+    """``error`` naming the flag the user typed instead of the core's argument name."""
+    field = error.field
+    if field.startswith("usage.") and field[len("usage.") :] in _USAGE_FLAGS:
+
+        def flags(text: str | None) -> str | None:
+            return None if text is None else _USAGE_NAME.sub(lambda m: _USAGE_FLAGS[m.group(1)], text)
+
+        return InvalidInputError(
+            _USAGE_FLAGS[field[len("usage.") :]],
+            flags(error.problem) or "",
+            value=error.value,
+            fix=flags(error.fix),
+        )
+    if field in _FLAGS:
+        return InvalidInputError(_FLAGS[field], error.problem, value=error.value, fix=error.fix)
+    return error
 
 
 @click.group(cls=_Group, epilog=_EXIT_CODES_HELP)
@@ -505,13 +555,34 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
         if e.field != "store":
             raise
         raise InvalidInputError("--store", e.problem, value=redact_url(url), fix=e.fix) from e
+    except BudgetUnavailableError as e:
+        damaged = _not_a_database(e)
+        if damaged is None:
+            raise
+        raise InvalidInputError(
+            "--store",
+            f"{url[len(prefix) :]!r} is not a SQLite ledger ({damaged})",
+            value=redact_url(url),
+            fix="pass the ledger file your app records to (sqlite:///path/to/ledger.db)",
+        ) from e
+
+
+def _not_a_database(error: BaseException) -> sqlite3.DatabaseError | None:
+    """The SQLite error behind ``error`` when the file is not a database (or is damaged), not
+    merely out of reach (locked, unreadable: those are ``OperationalError``)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError):
+            return cause
+        cause = cause.__cause__
+    return None
 
 
 def _positive(flag: str, value: str) -> int:
-    n = _tokens(flag, value)
-    if n < 1:
+    text = value.strip().replace("_", "")
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
         raise InvalidInputError(flag, f"must be a positive integer, got {value!r}", value=value)
-    return n
+    return int(text)
 
 
 def _money(amount: Decimal | None, *, places: int | None = None) -> str:
@@ -750,18 +821,28 @@ def budgets(
     help="Require 'Authorization: Bearer TOKEN' (default: $TOKENBUDGET_TOKEN; none: no auth).",
 )
 @click.option("--policy", "policy_path", metavar="FILE", help="Budget policy TOML (default: no limits).")
-def serve(*, store_url: str | None, host: str, port: str, token: str | None, policy_path: str | None) -> None:
+@click.option("--timezone", "tz", default="UTC", show_default=True, metavar="ZONE", help=_TZ_HELP)
+def serve(
+    *, store_url: str | None, host: str, port: str, token: str | None, policy_path: str | None, tz: str
+) -> None:
     """Run the HTTP service and dashboard (needs the server extra).
 
     JSON endpoints for counting, truncation, prompts, prices, budgets and reports; the
     dashboard at /dashboard; the OpenAPI schema at /openapi.json. See docs/service.md.
+    Pass the --timezone your apps give their ledger, so the service judges the same days.
     """
     from .server import serve as run
 
     n = _positive("--port", port)
     if n > 65_535:
         raise InvalidInputError("--port", f"must be at most 65535, got {port!r}", value=port)
-    run(store_url, host=host, port=n, token=token or None, policy_path=policy_path)
+    try:
+        run(store_url, host=host, port=n, token=token or None, policy_path=policy_path, timezone=tz)
+    except OSError as e:
+        raise _UnavailableError(
+            f"--port: cannot listen on {host}:{n} ({e.strerror or e}); "
+            "choose another --port (or --host), or stop what is listening there"
+        ) from e
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -152,10 +152,10 @@ def test_cost_unpriced_model_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
         (("--input", "-5", "--output", "1"), ("--input", "non-negative integer", "'-5'")),
         (("--input", "1.5", "--output", "1"), ("--input", "'1.5'")),
         (("--input", "10", "--output", "ten"), ("--output",)),
-        (("--input", "10", "--output", "1", "--cache-read", "20"), ("cache_read_tokens", "exceeds")),
+        (("--input", "10", "--output", "1", "--cache-read", "20"), ("--cache-read", "exceeds --input")),
         (
             ("--input", "10", "--output", "1", "--cache-write", "5", "--cache-write-1h", "6"),
-            ("cache_write_1h",),
+            ("--cache-write-1h", "exceeds --cache-write"),
         ),
     ],
 )

@@ -16,7 +16,7 @@ import pytest
 
 from cli_support import assert_one_line_error, run
 from tokenbudget_core.budgets import load_policy
-from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_USAGE
+from tokenbudget_core.cli import EXIT_BAD_INPUT, EXIT_USAGE
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.pricing import cost_of, format_usd
 from tokenbudget_core.stores import open_store
@@ -167,11 +167,13 @@ def test_report_refuses_a_missing_ledger_file_and_does_not_create_it(tmp_path: P
     assert not path.exists()
 
 
-def test_report_on_a_file_that_is_not_a_ledger_is_unavailable(tmp_path: Path) -> None:
+def test_report_on_a_file_that_is_not_a_database_is_bad_input(tmp_path: Path) -> None:
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not a database" * 100)
     result = run("report", "--store", f"sqlite:///{path}", "--day", DAY)
-    assert_one_line_error(result, EXIT_UNAVAILABLE, "unreachable")
+    assert_one_line_error(result, EXIT_BAD_INPUT, "--store", "not a SQLite ledger", str(path))
+    assert "unreachable" not in result.stderr
+    assert "on_unavailable" not in result.stderr
 
 
 @pytest.mark.parametrize(

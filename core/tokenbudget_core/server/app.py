@@ -13,6 +13,7 @@ reservation's state per request id, so a commit is applied once whichever worker
 from __future__ import annotations
 
 import os
+import socket
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
@@ -104,6 +105,7 @@ def create_app(
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     policy: BudgetPolicy | None = None,
+    timezone: str | None = None,
 ) -> FastAPI:
     """The tokenbudget HTTP service over one ledger.
 
@@ -113,6 +115,8 @@ def create_app(
         token: The bearer token every non-public endpoint requires (``None``: no auth).
         max_body_bytes: Larger request bodies are refused with ``413``.
         policy: The budget policy, when a store URL is given (a ledger brings its own).
+        timezone: The IANA time zone the ledger's days are in, when a store URL is given
+            (default ``UTC``; a ledger brings its own). Use the zone of the apps sharing the store.
 
     Raises:
         InvalidInputError: A bad argument, named.
@@ -128,9 +132,13 @@ def create_app(
             raise InvalidInputError(
                 "policy", "a Ledger brings its own policy", fix="pass Ledger(..., policy=...)"
             )
+        if timezone is not None:
+            raise InvalidInputError(
+                "timezone", "a Ledger brings its own time zone", fix="pass Ledger(..., timezone=...)"
+            )
         ledger = ledger_or_store_url
     elif ledger_or_store_url is None or isinstance(ledger_or_store_url, str):
-        ledger = Ledger(ledger_or_store_url, policy=policy)
+        ledger = Ledger(ledger_or_store_url, policy=policy, timezone="UTC" if timezone is None else timezone)
     else:
         raise InvalidInputError(
             "ledger_or_store_url", "must be a Ledger or a store URL", value=ledger_or_store_url
@@ -203,7 +211,14 @@ def create_app(
     @app.post("/cost/estimate", tags=["cost"])
     def estimate_cost(body: CostEstimateBody) -> dict[str, Any]:
         """Price a usage on a model, per component (an unknown price is ``null``, never 0)."""
-        return price_of(_usage(UsageBody(**body.model_dump(exclude={"model"}))), body.model).as_dict()
+        try:
+            usage = _usage(UsageBody(**body.model_dump(exclude={"model"})))
+        except InvalidInputError as e:  # the figures are flat in this body: name them as sent
+            if not e.field.startswith("usage."):
+                raise
+            field = e.field.removeprefix("usage.")
+            raise InvalidInputError(field, e.problem, value=e.value, fix=e.fix) from e
+        return price_of(usage, body.model).as_dict()
 
     # -- the ledger -------------------------------------------------------------------------------
 
@@ -330,6 +345,7 @@ def serve(
     token: str | None = None,
     policy_path: str | os.PathLike[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    timezone: str = "UTC",
 ) -> None:
     """Run the service with uvicorn until interrupted (what ``tokenbudget serve`` does).
 
@@ -340,12 +356,35 @@ def serve(
         token: The bearer token (``None``: no auth).
         policy_path: A budget policy TOML file (``None``: no limits, attribution only).
         max_body_bytes: Larger request bodies are refused with ``413``.
+        timezone: The IANA time zone the ledger's days are in (the apps' ``Ledger(timezone=)``).
 
     Raises:
-        InvalidInputError: A bad argument or policy file, named.
+        InvalidInputError: A bad argument, policy file or time zone, named.
+        OSError: The address cannot be listened on (the port is taken, the host is not local),
+            or the server failed to start.
     """
     import uvicorn
 
     policy = load_policy(policy_path) if policy_path is not None else None
-    app = create_app(store_url, token=token, policy=policy, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    app = create_app(store_url, token=token, policy=policy, max_body_bytes=max_body_bytes, timezone=timezone)
+    sock = _listen(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        raise OSError(f"the server on {host}:{port} did not start (see the log above)")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` as uvicorn binds one, so a taken port is an ``OSError`` here
+    rather than uvicorn's own exit."""
+    sock = socket.socket(family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -14,7 +14,7 @@ import datetime as _dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "MAX_TOKENS",
@@ -180,6 +180,6 @@ class RecordBody(_Body):
     saved_usd: Usd | None = None
     premium_model: Model | None = None
     """The call was routed and this is its premium tier's model (reports show what routing saved)."""
-    at: Annotated[_dt.datetime, Field(strict=False)] | None = None
+    at: Annotated[AwareDatetime, Field(strict=False)] | None = None
     """When the call happened (ISO 8601 with a time zone; default now): the day it is charged to.
     A retry that sends the same ``at`` is applied once, even after midnight."""
