@@ -1035,6 +1035,8 @@ class Ledger:
         )  # fmt: skip
 
     def _charge(self, plan: _CommitPlan, *, applied: bool, spooled: bool = False) -> Charge:
+        if not (applied or spooled):  # the id was committed before: this commit charged nothing
+            return _new_charge(plan.request_id, plan.usage, None, False, False, None)
         cost_usd = None if plan.nanos is None else nanos_to_usd(plan.nanos)
         return _new_charge(
             plan.request_id, plan.usage, cost_usd, applied, spooled, plan.routing_saved_usd

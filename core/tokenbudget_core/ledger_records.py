@@ -60,9 +60,11 @@ class Charge:
     request_id: str
     usage: Usage
     cost_usd: Decimal | None
-    """``None`` when the model has no known price (counted as unpriced, never as $0)."""
+    """``None`` when the model has no known price (counted as unpriced, never as $0), and when
+    nothing was charged (``applied`` false, not ``spooled``: the id was committed before, with
+    whatever usage that first commit carried)."""
     applied: bool
-    """False when this request id had already been committed."""
+    """False when this request id had already been committed (or the usage waits in the spool)."""
     spooled: bool = False
     """True when the store was unreachable and the usage waits in the local spool."""
     routing_saved_usd: Decimal | None = None

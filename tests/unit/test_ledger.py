@@ -48,7 +48,9 @@ def test_reserve_then_commit_charges_the_priced_usage() -> None:
     assert charge.applied
     assert charge.cost_usd == cost_of(usage, "gpt-4o")
     assert spent_usd(led, "g") == cost_of(usage, "gpt-4o")
-    assert not led.commit(r, usage).applied  # a replayed commit changes nothing
+    replayed = led.commit(r, usage)
+    assert not replayed.applied  # a replayed commit changes nothing
+    assert (replayed.cost_usd, replayed.spooled) == (None, False)  # and says it charged nothing
     assert spent_usd(led, "g") == cost_of(usage, "gpt-4o")
 
 

@@ -179,6 +179,13 @@ def test_reserve_then_commit_is_idempotent(client: TestClient, ledger: Ledger) -
     again = client.post("/budget/commit", json=body).json()
     assert first["applied"] is True
     assert again["applied"] is False
+    bigger = {**body, "usage": {"input_tokens": 99_999, "output_tokens": 100}}  # a retry with other figures
+    repeat = client.post("/budget/commit", json=bigger).json()
+    assert (again["cost_usd"], repeat["applied"], repeat["cost_usd"]) == (
+        None,
+        False,
+        None,
+    )  # nothing charged
     assert Decimal(first["cost_usd"]) == cost_of(Usage(input_tokens=1_000, output_tokens=100), "gpt-4o")
     assert build_report(ledger, day=DAY).totals.requests == 1
 
