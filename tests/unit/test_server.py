@@ -24,6 +24,7 @@ from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.cli import EXIT_BAD_INPUT, cli
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.money import decimal_text
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.server import create_app
 
@@ -391,9 +392,17 @@ def test_metrics_in_prometheus_text_format(client: TestClient, ledger: Ledger) -
     assert 'tokenbudget_http_requests_total{method="POST",route="/tokens/count",status="422"} 1' in lines
     assert "# TYPE tokenbudget_http_request_duration_seconds histogram" in lines
     spend = build_report(ledger, last_days=1).totals.cost_usd
-    assert f"tokenbudget_spend_usd_today {spend}" in lines
+    assert f"tokenbudget_spend_usd_today {decimal_text(spend)}" in lines
     assert "tokenbudget_store_up 1" in lines
     assert any(line.startswith('tokenbudget_budget_headroom{budget="daily_usd"') for line in lines)
+    assert not [line for line in lines if "E-" in line]  # plain digits (0, not 0E-9)
+
+
+def test_an_empty_id_in_a_budgets_query_is_refused(client: TestClient) -> None:
+    for query in ("user=", "feature="):
+        response = client.get(f"/budgets?{query}")
+        assert response.status_code == 422
+        assert query.rstrip("=") in response.text
 
 
 def test_openapi_schema_publishes_the_seed_paths(client: TestClient) -> None:
@@ -481,3 +490,12 @@ def test_the_server_package_api_is_pinned() -> None:
     import tokenbudget_core.server
 
     assert tokenbudget_core.server.__all__ == ["create_app", "serve"]
+
+
+def test_metrics_of_a_day_that_cost_nothing_print_plain_zeros() -> None:
+    with TestClient(create_app("memory://")) as fresh:
+        fresh.post("/usage/record", json={"model": "gpt-4o", "usage": {"input_tokens": 0}, "user": "u1"})
+        lines = fresh.get("/metrics").text.splitlines()
+    assert "tokenbudget_spend_usd_today 0" in lines
+    assert "tokenbudget_cost_per_active_user_usd_today 0" in lines
+    assert not [line for line in lines if "E-" in line]  # 0, not 0E-9

@@ -275,8 +275,8 @@ def create_app(
 
     @app.get("/budgets", tags=["budget"])
     def budgets(
-        feature: Annotated[str | None, Query(max_length=256)] = None,
-        user: Annotated[str | None, Query(max_length=256)] = None,
+        feature: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     ) -> dict[str, Any]:
         """Today's budgets: limit, spent + reserved, headroom, used share and ladder step of each."""
         features: list[str | None] = [feature] if feature else [*sorted(ledger.policy.features)] or [None]

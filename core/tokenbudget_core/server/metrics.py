@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from tokenbudget_core.errors import BudgetUnavailableError
+from tokenbudget_core.money import decimal_text
 from tokenbudget_core.reports import Dimension, Report
 
 __all__ = [
@@ -62,6 +63,8 @@ def _escape(value: str) -> str:
 def _number(value: float | int | Decimal) -> str:
     if isinstance(value, float) and value == float("inf"):
         return "+Inf"
+    if isinstance(value, Decimal):
+        return decimal_text(value)  # plain digits: 0, not 0E-9
     return str(value)
 
 
