@@ -107,7 +107,7 @@ def test_the_budgets_command_names_a_file_that_is_not_utf8(tmp_path: Path) -> No
     path.write_bytes(b'daily_usd = "5" # \xe9t\xe9\n')
     result = CliRunner().invoke(cli, ["budgets", "--store", f"sqlite:///{db}", "--policy", str(path)])
     assert result.exit_code == EXIT_BAD_INPUT, result.output
-    assert result.stderr.startswith("error: policy_file: ")
+    assert result.stderr.startswith("error: --policy: ")
     assert "UTF-8" in result.stderr
     assert len(result.stderr.splitlines()) == 1
 
