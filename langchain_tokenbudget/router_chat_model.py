@@ -35,7 +35,7 @@ from langchain_core.runnables.config import merge_configs
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
 from tokenbudget_core.errors import InvalidInputError
-from tokenbudget_core.routing import RouteDecision, tiers_argument
+from tokenbudget_core.routing import RouteDecision, output_cap, tiers_argument
 
 from ._tiers import ROUTE_KEY, Tiers, annotate
 from .budget_callback import MAX_OUTPUT_KEYS, ROUTER_LLM_TYPE, first
@@ -207,9 +207,8 @@ class RouterChatModel(BaseChatModel):
         if stop or self.stop:
             kwargs["stop"] = stop or self.stop
         for key in MAX_OUTPUT_KEYS:  # sent to the tier model as given: checked before routing
-            value = kwargs.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InvalidInputError(key, "must be a positive integer (output tokens)", value=value)
+            if kwargs.get(key) is not None:
+                output_cap(key, kwargs[key])
         route_options = {"tools": tools, "max_output_tokens": first(int, MAX_OUTPUT_KEYS, kwargs)}
         messages = self._convert_input(input).to_messages()
         return _Call(

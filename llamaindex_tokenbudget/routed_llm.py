@@ -44,7 +44,7 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.messages import Message
-from tokenbudget_core.routing import RouteDecision, TierRouter, tiers_argument, using_route
+from tokenbudget_core.routing import RouteDecision, TierRouter, output_cap, tiers_argument, using_route
 
 from ._bridge import host_error
 from .messages import check_messages, check_prompt, to_core_request
@@ -202,8 +202,8 @@ class RoutedLLM(FunctionCallingLLM):
     ) -> dict[str, Any]:
         force = kwargs.pop("force_tier", None)
         out = kwargs.get("max_tokens")  # sent to the tier LLM as given: checked before routing
-        if out is not None and (isinstance(out, bool) or not isinstance(out, int) or out < 1):
-            raise InvalidInputError("max_tokens", "must be a positive integer (output tokens)", value=out)
+        if out is not None:
+            output_cap("max_tokens", out)
         messages: str | list[Message] = what if isinstance(what, str) else to_core_request(what)
         return {
             "messages": messages,  # a document block is estimated, not refused

@@ -46,6 +46,7 @@ __all__ = [
     "RouteDecision",
     "TierRouter",
     "current_route",
+    "output_cap",
     "routed_model",
     "tiers_argument",
     "is_retryable",
@@ -182,6 +183,18 @@ def tiers_argument(owner: str, tiers: object, extra: Sequence[object], options: 
                 "tiers", "given twice (positionally and as tiers=)", fix="pass the tiers once"
             )
         options["tiers"] = tiers
+
+
+def output_cap(field: str, value: object) -> int:
+    """``value`` if it is a usable output cap (a positive integer of tokens): what routers reserve
+    and what they send to the tier model as ``field`` (``max_tokens``...).
+
+    Raises:
+        InvalidInputError: It is not a positive integer, named ``field``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(field, "must be a positive integer (output tokens)", value=value)
+    return value
 
 
 def current_route() -> RouteDecision | None:
@@ -357,7 +370,7 @@ class TierRouter:
                     raise InvalidInputError(f"fallbacks[{tier!r}][{i}]", "must be a model name", value=m)
                 self.registry.get(m)
             self.fallbacks[tier] = tuple(models)
-        self.max_output_tokens = self._check_out("max_output_tokens", max_output_tokens)
+        self.max_output_tokens = output_cap("max_output_tokens", max_output_tokens)
         self.ledger = ledger
         if ledger is not None and not callable(getattr(ledger, "state", None)):
             raise InvalidInputError("ledger", "must be a Ledger", value=ledger)
@@ -369,12 +382,6 @@ class TierRouter:
         self.refuse_at_soft_refusal = bool(refuse_at_soft_refusal)
 
     # -- validation -------------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_out(name: str, value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInputError(name, "must be a positive integer", value=value)
-        return value
 
     def _check_thresholds(self, value: Sequence[float] | None) -> tuple[float, ...]:
         if value is None:
@@ -423,7 +430,7 @@ class TierRouter:
         out = (
             self.max_output_tokens
             if max_output_tokens is None
-            else self._check_out("max_output_tokens", max_output_tokens)
+            else output_cap("max_output_tokens", max_output_tokens)
         )
         return msgs, out, check_tools(tools)
 
