@@ -35,7 +35,7 @@ from .errors import (
 from .estimating import EstimatingTokenCounter
 from .fitting import FitResult, fit_messages
 from .learned_classifier import Evaluation, NearestNeighbourClassifier, evaluate
-from .ledger import BudgetState, Charge, Ledger, Reservation
+from .ledger import BudgetCheck, BudgetState, Charge, Ledger, Reservation
 from .linear_classifier import LinearComplexityClassifier
 from .messages import ImagePart, Message, TextPart, ToolCall, to_message, to_messages
 from .openai_counting import TiktokenCounter
@@ -70,6 +70,7 @@ __all__ = [
     "AnthropicTokenCounter",
     "BudgetExceededError",
     "BudgetPolicy",
+    "BudgetCheck",
     "BudgetState",
     "BudgetUnavailableError",
     "BuiltPrompt",

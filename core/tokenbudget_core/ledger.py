@@ -59,6 +59,7 @@ from .errors import (
     UnpricedModelError,
 )
 from .ledger_records import (
+    BudgetCheck,
     BudgetState,
     Charge,
     Reservation,
@@ -95,6 +96,7 @@ from .streams import TextCounter, estimate_output_tokens, text_counter
 from .usage import Usage
 
 __all__ = [
+    "BudgetCheck",
     "BudgetState",
     "Charge",
     "Ledger",
@@ -248,6 +250,7 @@ class Ledger:
         self._scopes: dict[tuple[str | None, str | None], _Scopes] = {}
         self._day_cache: tuple[int, str] = (-(2**62), "")
         self._inline = isinstance(self.store, MemoryStore)
+        self._checker: Ledger | None = None
         # The in-process store's fast path: the same operations on tuples, no request objects.
         self._memory = self.store if type(self.store) is MemoryStore else None
         self._alert_floor = min(self.policy.alert_thresholds, default=2.0)
@@ -1317,6 +1320,50 @@ class Ledger:
             step=self.policy.ladder.step(max(shares.values(), default=0.0)), shares=shares, headroom=headroom
         )
 
+    def check(
+        self,
+        *,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+        conversation: str | None = None,
+        choices: int = 1,
+        cache_writes: Literal["5m", "1h"] | None = None,
+    ) -> BudgetCheck:
+        """Would this call fit every budget now? :meth:`reserve`'s answer, holding nothing.
+
+        The same rules as :meth:`reserve` (per-call limits, the worst case priced the same way,
+        the ladder's step with the call counted in, soft refusals), answered from the store's
+        current totals: nothing is reserved, not even for a moment, so checks never refuse real
+        reservations, and a call that was checked must still be reserved before it goes out
+        (another call may take the room in between). For an app that decides what to send (a
+        smaller context, a cheaper tier) before it builds the request.
+
+        Raises:
+            BudgetExceededError: :meth:`reserve` would refuse the call now.
+            BudgetUnavailableError: The store is down and the ledger fails closed.
+            UnpricedModelError: The model has no price and a dollar budget applies.
+            InvalidInputError: A bad argument, named.
+        """
+        checker = self._checker
+        if checker is None:
+            from .ledger_check import checking_ledger  # it builds a Ledger: imported when first used
+
+            checker = self._checker = checking_ledger(self)
+        r = checker.reserve(
+            model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
+            feature=feature, user=user, conversation=conversation, choices=choices,
+            cache_writes=cache_writes,
+        )  # fmt: skip
+        return BudgetCheck(
+            step=r.step,
+            input_tokens=r.input_tokens,
+            max_output_tokens=r.max_output_tokens,
+            worst_case_usd=r.reserved_usd,
+        )
+
     # -- async twins ------------------------------------------------------------------------------
 
     async def _async(self, fn: Callable[[], T]) -> T:
@@ -1403,6 +1450,27 @@ class Ledger:
                 unknown_model=unknown_model,
             )
         )
+
+    async def acheck(
+        self,
+        *,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int | None = None,
+        feature: str | None = None,
+        user: str | None = None,
+        conversation: str | None = None,
+        choices: int = 1,
+        cache_writes: Literal["5m", "1h"] | None = None,
+    ) -> BudgetCheck:
+        """Async twin of :meth:`check` (the store read runs in a worker thread)."""
+        return await self._async(
+            functools.partial(
+                self.check, model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
+                feature=feature, user=user, conversation=conversation, choices=choices,
+                cache_writes=cache_writes,
+            )
+        )  # fmt: skip
 
     async def arelease(self, reservation: Reservation) -> bool:
         """Async twin of :meth:`release`."""

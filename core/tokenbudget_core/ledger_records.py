@@ -1,7 +1,8 @@
 """What the ledger hands out and how it plans its work: the values of one call and the plans behind them.
 
-:class:`Reservation` (a reserved worst case), :class:`Charge` (what a commit charged) and
-:class:`BudgetState` (where a payer's budgets stand) are the public values of
+:class:`Reservation` (a reserved worst case), :class:`Charge` (what a commit charged),
+:class:`BudgetCheck` (what a reservation would do, nothing held) and :class:`BudgetState`
+(where a payer's budgets stand) are the public values of
 :class:`~tokenbudget_core.ledger.Ledger`. The rest is the ledger's own machinery, kept apart so
 ``ledger.py`` holds only the rules: the plans of one reserve or commit before a store sees them,
 the budgets one payer touches, the driver of operations written as store steps, the checks of
@@ -25,7 +26,7 @@ from .errors import BudgetUnavailableError, InvalidInputError
 from .stores.base import Check, LedgerStore, Metric
 from .usage import Usage
 
-__all__ = ["BudgetState", "Charge", "Reservation", "default_spool_path"]
+__all__ = ["BudgetCheck", "BudgetState", "Charge", "Reservation", "default_spool_path"]
 
 T = TypeVar("T")
 
@@ -71,6 +72,20 @@ class Charge:
     """For a routed call (``premium_model`` given): the same usage priced on the premium model
     minus its cost, negative when the call cost more than the premium model would have; ``None``
     for a call that was not routed or when either price is unknown (see :meth:`Ledger.commit`)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BudgetCheck:
+    """What :meth:`Ledger.reserve` would do for a call now, with nothing held (see :meth:`Ledger.check`)."""
+
+    step: Step
+    """Where the tightest budget would stand on the degradation ladder with the call reserved."""
+    input_tokens: int
+    max_output_tokens: int
+    """The worst-case output, over all the call's choices."""
+    worst_case_usd: Decimal | None
+    """The worst-case cost a reservation would hold (``None``: an unpriced model under token
+    budgets only)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

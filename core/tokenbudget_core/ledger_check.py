@@ -1,0 +1,104 @@
+"""Checking a call against the budgets without holding anything: what :meth:`Ledger.check` runs on.
+
+A check must answer exactly as :meth:`~tokenbudget_core.ledger.Ledger.reserve` would (per-call
+limits, the worst case priced the same way, the ladder's step and soft refusals) yet never touch
+the store's reserved totals, not even by reserving and releasing at once: concurrent checks would
+then refuse real reservations that fit. :func:`checking_ledger` gives a ledger configured like
+the one checked, whose store (:class:`ReadOnlyReserveStore`) answers a reservation from
+:meth:`~tokenbudget_core.stores.base.LedgerStore.totals` by the store contract's rule
+(``spent + reserved + amount <= limit`` for every check, the first that fails named) and writes
+nothing. The rules stay the ledger's own: only the store's write is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .stores.base import (
+    CommitOutcome,
+    CommitRequest,
+    LedgerStore,
+    Metric,
+    ReserveOutcome,
+    ReserveRequest,
+    RollupRow,
+)
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+__all__ = ["ReadOnlyReserveStore", "checking_ledger"]
+
+
+class ReadOnlyReserveStore:
+    """A store whose ``reserve`` only reads: what the reservation *would* do, nothing held.
+
+    Reads are delegated to ``store``; ``release`` is a no-op (nothing was held). ``commit`` is
+    delegated only for the ledger's spool replay (usage spooled while the store was down), which
+    the checked ledger would replay the same way.
+    """
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+        self.url = store.url
+
+    def reserve(self, req: ReserveRequest) -> ReserveOutcome:
+        """The outcome of ``req`` on the store's current totals (expired leases excluded)."""
+        totals = self.store.totals(req.day, [(c.scope, c.metric) for c in req.checks], req.now_ms)
+        usage: list[int] = []
+        for c in req.checks:
+            used = sum(totals[(c.scope, c.metric)])
+            if c.limit is not None and used + c.amount > c.limit:
+                return ReserveOutcome(ok=False, failed=c, used=used)
+            usage.append(used + c.amount)
+        return ReserveOutcome(ok=True, state="reserved", usage=tuple(usage))
+
+    def commit(self, req: CommitRequest) -> CommitOutcome:
+        return self.store.commit(req)
+
+    def release(self, day: str, request_id: str, now_ms: int) -> bool:
+        return False
+
+    def totals(
+        self, day: str, scopes: Sequence[tuple[str, Metric]], now_ms: int
+    ) -> dict[tuple[str, Metric], tuple[int, int]]:
+        return self.store.totals(day, scopes, now_ms)
+
+    def rollup(self, days: Sequence[str]) -> list[RollupRow]:
+        return self.store.rollup(days)
+
+    def mark_once(self, key: str, ttl_s: int) -> bool:
+        return False
+
+    def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:
+        return None
+
+    def call_costs(self, day: str, feature: str) -> list[int]:
+        return self.store.call_costs(day, feature)
+
+    def ping(self) -> None:
+        self.store.ping()
+
+    def close(self) -> None:
+        return None  # the checked ledger owns the connections
+
+
+def checking_ledger(ledger: Ledger) -> Ledger:
+    """A ledger like ``ledger`` (policy, zone, prices, clock, lease, fail mode, spool) whose
+    ``reserve`` answers from the totals of ``ledger``'s store and holds nothing. It fires no
+    alerts: a check spends nothing."""
+    from .ledger import Ledger  # the ledger module builds checkers lazily: no import cycle
+
+    return Ledger(
+        ReadOnlyReserveStore(ledger.store),
+        policy=ledger.policy,
+        timezone=ledger.tz.key,
+        lease_seconds=ledger.lease_ms / 1000,
+        on_unavailable=ledger.on_unavailable,
+        spool_path=ledger.spool.path,
+        alerts=[],
+        registry=ledger.registry,
+        prices=ledger.prices,
+        clock=ledger.clock,
+    )
