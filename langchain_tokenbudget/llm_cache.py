@@ -31,7 +31,12 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, Generation
 
-from tokenbudget_core.cache_keys import CacheRequest, CacheScope, with_default_temperature
+from tokenbudget_core.cache_keys import (
+    CacheRequest,
+    CacheScope,
+    integration_provider,
+    with_default_temperature,
+)
 from tokenbudget_core.cached_response import CachedResponse, CacheHit, stop_reason_of
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.money import decimal_text
@@ -72,17 +77,6 @@ _EXTRA_FIELDS: dict[type[BaseMessage], tuple[str, ...]] = {
 _UNREADABLE: list[BaseMessage] = []
 """What ``_messages`` returns for a list of LangChain messages it cannot read (never filled)."""
 _MODEL_KEYS = ("model", "model_name", "model_id", "_type")
-_PROVIDERS = {  # LangChain integrations (serialisation namespace or _type) -> core provider ids
-    **dict.fromkeys(("openai", "azure_openai", "openai-chat", "azure-openai-chat"), "openai"),
-    **dict.fromkeys(("anthropic", "anthropic-chat"), "anthropic"),
-    **dict.fromkeys(("google_genai", "chat-google-generative-ai", "vertexai", "google_vertexai"), "google"),
-    **dict.fromkeys(("mistralai", "mistralai-chat"), "mistral"),
-    **dict.fromkeys(("groq", "groq-chat"), "groq"),
-    **dict.fromkeys(("deepseek", "deepseek-chat"), "deepseek"),
-    **dict.fromkeys(("xai", "xai-chat"), "xai"),
-    **dict.fromkeys(("cohere", "cohere-chat"), "cohere"),
-    **dict.fromkeys(("ollama", "chat-ollama", "ollama-llm"), "ollama"),
-}
 
 
 class TokenBudgetLLMCache(BaseCache):
@@ -209,7 +203,7 @@ def _settings(llm_string: str) -> tuple[dict[str, Any], str | None, str | None]:
         ids = data.get("id")
         name = ids[-1] if isinstance(ids, list) and ids and isinstance(ids[-1], str) else None
         if isinstance(ids, list):
-            provider = next((_PROVIDERS[i] for i in ids[:-1] if isinstance(i, str) and i in _PROVIDERS), None)
+            provider = integration_provider(ids[:-1])  # its serialisation namespace
         rest = llm_string[end:].removeprefix("---")
     try:
         items = ast.literal_eval(rest) if rest else None  # literals only: never runs code
@@ -218,8 +212,8 @@ def _settings(llm_string: str) -> tuple[dict[str, Any], str | None, str | None]:
     if isinstance(items, list):
         settings.update(i for i in items if isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str))
     kind = settings.get("_type")
-    if provider is None and isinstance(kind, str):
-        provider = _PROVIDERS.get(kind)
+    if provider is None:
+        provider = integration_provider([kind])
     return settings, name, provider
 
 

@@ -7,6 +7,14 @@ the answer as plain JSON. A streamed miss is passed through chunk by chunk and i
 response stored; a streamed hit is replayed as a one-chunk stream. What may be cached, the
 scope rules and the similarity threshold are the core cache's.
 
+A sampled call (``temperature`` > 0 or ``top_p`` < 1) is not cached unless the cache opts in
+(``cache_sampled=True``). The temperature is the one the wrapped LLM sends: the call's own, else
+its ``additional_kwargs``', else its ``temperature`` field (LlamaIndex's ``OpenAI`` sends 0.1 by
+default: sampled). An LLM of a provider integration that sends none is answered at the
+provider's default temperature, which samples (the core's
+:func:`~tokenbudget_core.cache_keys.with_default_temperature`, the rule the LangChain cache
+applies too).
+
 A conversation with content the core cannot translate (a PDF or other document, audio, video)
 is cached too, as an ``opaque`` request: only the very same messages (the same file bytes) are
 served its answer; it is never matched by similarity.
@@ -48,7 +56,14 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr
 
-from tokenbudget_core.cache_keys import CacheRequest, CacheScope, canonical_json, model_settings
+from tokenbudget_core.cache_keys import (
+    CacheRequest,
+    CacheScope,
+    canonical_json,
+    integration_provider,
+    model_settings,
+    with_default_temperature,
+)
 from tokenbudget_core.cached_response import CachedResponse, CacheHit, stop_reason_of
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.money import decimal_text
@@ -178,11 +193,17 @@ class CachedLLM(FunctionCallingLLM):
         return model_settings(dumped, "llm")
 
     def _params(self, mode: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        settings: dict[str, Any] = {"mode": mode, "llm": self._settings()}
-        temperature = getattr(self.llm, "temperature", None)
-        if isinstance(temperature, int | float):
-            settings["temperature"] = temperature  # read by the core to tell a sampled call
-        return {**settings, **kwargs}  # the call's own arguments win
+        """The call's parameters: the mode, the wrapped LLM's settings, the call's own arguments,
+        and the ``temperature`` / ``top_p`` the request carries, read by the core to tell a sampled
+        call. An unset temperature is the provider's default
+        (:func:`~tokenbudget_core.cache_keys.with_default_temperature`), for an LLM of a provider
+        integration (``llama_index.llms.<name>``, :func:`_provider`)."""
+        params: dict[str, Any] = {"mode": mode, "llm": self._settings(), **kwargs}
+        for key in ("temperature", "top_p"):
+            value = _sent(self.llm, key, kwargs)
+            if value is not None:
+                params[key] = value
+        return with_default_temperature(params, _provider(self.llm))
 
     def _chat_request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> CacheRequest | None:
         """The cache request of a chat call; ``None`` (call through, uncached) when it cannot be keyed.
@@ -437,6 +458,30 @@ class CachedLLM(FunctionCallingLLM):
                 await self._cache.astore(request, entry, scope=where)
 
         return gen()
+
+
+def _sent(llm: LLM, key: str, kwargs: dict[str, Any]) -> float | None:
+    """The ``temperature`` or ``top_p`` a call to ``llm`` sends: the call's own, else the LLM's
+    ``additional_kwargs`` (merged into the request body by the integrations), else its field
+    (LlamaIndex's ``OpenAI`` and ``Anthropic`` send theirs, 0.1 by default); ``None``: not sent."""
+    extra = getattr(llm, "additional_kwargs", None)
+    for source in (kwargs, extra if isinstance(extra, dict) else {}, {key: getattr(llm, key, None)}):
+        value = source.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _provider(llm: LLM) -> str | None:
+    """The provider whose API ``llm`` calls, by its integration's package (``llama_index.llms.<name>``,
+    the nearest in its class's ancestry): :func:`~tokenbudget_core.cache_keys.integration_provider`.
+    ``None`` for an LLM of no integration (``MockLLM``, a ``CustomLLM``) or of an unknown one
+    (``OpenAILike``: any OpenAI-compatible server)."""
+    for cls in type(llm).__mro__:
+        parts = (getattr(cls, "__module__", None) or "").split(".")
+        if parts[:2] == ["llama_index", "llms"] and len(parts) > 2:
+            return integration_provider([parts[2]])
+    return None
 
 
 _PROMPT_FORMATTING = ("messages_to_prompt", "completion_to_prompt", "query_wrapper_prompt", "output_parser")

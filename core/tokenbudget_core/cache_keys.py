@@ -34,6 +34,7 @@ __all__ = [
     "ScopeField",
     "canonical_json",
     "check_scope_fields",
+    "integration_provider",
     "model_settings",
     "plain_json",
     "resolve_scope",
@@ -264,6 +265,45 @@ PROVIDER_DEFAULT_TEMPERATURE: Mapping[str, float] = MappingProxyType(
 )  # fmt: skip
 """The temperature each provider's API answers at when a request sets none. Every one of them
 samples by default: a request to them without a temperature is a sampled request."""
+
+
+_INTEGRATION_PROVIDERS: Mapping[str, str] = MappingProxyType({
+    # LangChain: serialisation namespaces (ChatOpenAI: ["langchain", "chat_models", "openai"]) and
+    # _types; LlamaIndex: integration packages (llama_index.llms.<name>)
+    **dict.fromkeys(("openai", "azure_openai", "openai-chat", "azure-openai-chat"), "openai"),
+    **dict.fromkeys(("anthropic", "anthropic-chat"), "anthropic"),
+    **dict.fromkeys(("google_genai", "chat-google-generative-ai", "vertexai", "google_vertexai", "gemini",
+                     "vertex"), "google"),
+    **dict.fromkeys(("mistralai", "mistralai-chat"), "mistral"),
+    **dict.fromkeys(("groq", "groq-chat"), "groq"),
+    **dict.fromkeys(("deepseek", "deepseek-chat"), "deepseek"),
+    **dict.fromkeys(("xai", "xai-chat"), "xai"),
+    **dict.fromkeys(("cohere", "cohere-chat"), "cohere"),
+    **dict.fromkeys(("ollama", "chat-ollama", "ollama-llm"), "ollama"),
+})  # fmt: skip
+
+
+def integration_provider(names: Iterable[object]) -> str | None:
+    """The provider (a key of :data:`PROVIDER_DEFAULT_TEMPERATURE`) whose API a LangChain or
+    LlamaIndex integration calls, from the names that identify the integration: the first one
+    known wins; ``None`` when none is (a local or fake model, an OpenAI-compatible server).
+
+    The names are LangChain's serialisation namespace (``["langchain", "chat_models", "openai"]``)
+    or ``_type`` (``"anthropic-chat"``), or a LlamaIndex integration's package (``"openai"`` for
+    ``llama_index.llms.openai``; ``"openai_like"`` is no provider). Anything but a string is
+    skipped.
+
+    Raises:
+        InvalidInputError: ``names`` is a single string (or not a collection of names).
+
+    Example:
+        >>> integration_provider(["langchain", "chat_models", "openai"]), integration_provider(["gemini"])
+        ('openai', 'google')
+    """
+    if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+        raise InvalidInputError("names", "must be a list of names", value=names, fix="pass [name]")
+    known = (n for n in names if isinstance(n, str) and n in _INTEGRATION_PROVIDERS)
+    return next((_INTEGRATION_PROVIDERS[n] for n in known), None)
 
 
 def with_default_temperature(params: Mapping[str, Any], provider: str | None) -> dict[str, Any]:
