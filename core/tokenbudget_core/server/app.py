@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from tokenbudget_core._version import __version__
 from tokenbudget_core.budget_status import budget_rows
@@ -40,8 +41,9 @@ from tokenbudget_core.usage import Usage
 
 from .budget_check import checking_ledger
 from .dashboard import dashboard_data, static_file
-from .error_responses import error_body, status_and_body, validation_body
+from .error_responses import error_body, http_error_body, status_and_body, validation_body
 from .guards import RequestGuard
+from .json_body import JSONBodyRoute
 from .metrics import CONTENT_TYPE, SERIES_TOP, HttpMetrics, HttpStats, ledger_metrics, render
 from .schemas import (
     CommitBody,
@@ -149,6 +151,7 @@ def create_app(
         version=__version__,
         description="Count, truncate and price tokens; reserve and record LLM spend; report it.",
     )
+    app.router.route_class = JSONBodyRoute  # every body that fails to parse is a 422 on ``body``
     app.state.ledger = ledger
     checker = checking_ledger(ledger)
     http_stats = HttpStats()
@@ -160,7 +163,17 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse(validation_body(error.errors()), status_code=422)
+        return JSONResponse(validation_body(error.errors(), error.body), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+        """The router's own errors (unknown route, wrong method) in the service's one shape."""
+        headers = dict(error.headers or {})
+        allow = next((v for k, v in headers.items() if k.lower() == "allow"), None)
+        body = http_error_body(
+            error.status_code, error.detail, method=request.method, path=request.url.path, allow=allow
+        )
+        return JSONResponse(body, status_code=error.status_code, headers=headers)
 
     # -- tokens, prompts, prices (no ledger) ----------------------------------------------------
 

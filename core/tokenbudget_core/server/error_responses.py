@@ -5,7 +5,12 @@ Every error body is ``{"error": <kind>, "message": <text>, ...}`` plus the figur
 ======================================  ======  ==================================================
 error                                   status  extra keys
 ======================================  ======  ==================================================
-request body / query fails the schema   422     ``field`` (``body.max_tokens``), ``detail`` (list)
+request body / query fails the schema   422     ``field`` (``body.max_tokens``), ``detail`` (list),
+                                                ``fix``
+body not JSON (malformed, not UTF-8,    422     ``field`` = ``body``, ``fix``, ``detail``
+  not sent as JSON, not an object)
+unknown route / wrong method            404     (``not_found``) / 405 (``method_not_allowed``,
+                                                with the ``Allow`` header)
 :class:`InvalidInputError` (and sub)    422     ``field``, ``fix``; ``limit``/``required`` on overflow
 :class:`UnknownModelError`              422     ``field`` = ``model``, ``model``, ``suggestions``
 :class:`UnpricedModelError`             422     ``field`` = ``model``, ``model``
@@ -22,6 +27,7 @@ in the same shape.
 from __future__ import annotations
 
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any
 
 from tokenbudget_core.errors import (
@@ -38,7 +44,7 @@ from tokenbudget_core.errors import (
 )
 from tokenbudget_core.money import decimal_text
 
-__all__ = ["error_body", "status_and_body", "validation_body"]
+__all__ = ["error_body", "http_error_body", "status_and_body", "validation_body"]
 
 
 def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -101,12 +107,77 @@ def status_and_body(error: TokenBudgetError) -> tuple[int, dict[str, Any]]:
     return 400, error_body("error", message)
 
 
-def validation_body(errors: Any) -> dict[str, Any]:
+def http_error_body(
+    status: int, detail: Any, *, method: str, path: str, allow: str | None = None
+) -> dict[str, Any]:
+    """The body for an HTTP error the router raises itself: an unknown route (404), a method the
+    route does not take (405, ``allow`` being its ``Allow`` header), or any other status.
+
+    Example:
+        >>> http_error_body(405, "Method Not Allowed", method="GET", path="/budgets", allow="GET")["error"]
+        'method_not_allowed'
+    """
+    if status == 404:
+        return error_body("not_found", f"no endpoint {path}; the endpoints are listed at /docs")
+    if status == 405:
+        use = f"; use {allow}" if allow else ""
+        return error_body("method_not_allowed", f"{method} is not allowed on {path}{use}")
+    try:
+        kind = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        kind = "error"
+    return error_body(kind, str(detail) if detail else kind.replace("_", " "))
+
+
+_SEND_JSON = "send one JSON object, UTF-8 encoded, with the header 'Content-Type: application/json'"
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _json_kind(value: Any) -> str:
+    return "null" if value is None else _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def _where(doc: Any, pos: Any) -> str:
+    """`` at line L, column C`` of ``pos`` in ``doc`` (as :class:`json.JSONDecodeError` counts), or ``""``."""
+    if not isinstance(doc, str) or not isinstance(pos, int) or not 0 <= pos <= len(doc):
+        return ""
+    line = doc.count("\n", 0, pos) + 1
+    column = pos - doc.rfind("\n", 0, pos)
+    return f" at line {line}, column {column}"
+
+
+def _body_problem(error: dict[str, Any], body: Any) -> tuple[str, str | None] | None:
+    """``(problem, fix)`` when the body as a whole is wrong (not JSON, empty, not an object), or ``None``."""
+    loc = tuple(error.get("loc", ()))
+    kind = error.get("type")
+    if kind == "json_invalid":  # FastAPI's loc is ("body", <char offset>)
+        reason = str((error.get("ctx") or {}).get("error") or error.get("msg") or "cannot be parsed")
+        reason = reason[:1].lower() + reason[1:]
+        return f"is not valid JSON: {reason}{_where(body, loc[1] if len(loc) > 1 else None)}", _SEND_JSON
+    if loc != ("body",):
+        return None
+    if kind == "missing":
+        return "is empty", _SEND_JSON
+    if kind in ("model_attributes_type", "model_type", "dict_type"):
+        given = error.get("input")
+        if isinstance(given, bytes | bytearray):  # FastAPI parses JSON only when the content type says so
+            return "was not sent as JSON", _SEND_JSON
+        return f"must be a JSON object, not {_json_kind(given)}", None
+    return None
+
+
+def validation_body(errors: Any, body: Any = None) -> dict[str, Any]:
     """The 422 body for a request that fails the schema, naming the first offending field.
+
+    A body that is not JSON at all (malformed, not UTF-8, nested too deeply, sent without
+    ``Content-Type: application/json``), empty, or not an object is named ``body``, with where
+    parsing stopped and a ``fix``.
 
     Args:
         errors: pydantic's / FastAPI's ``errors()`` list (each with ``loc``, ``msg``, ``type``).
+        body: The request body as FastAPI read it (the JSON text when it could not be parsed).
     """
+    errors = list(errors)
     detail = [
         {
             "loc": [str(p) for p in e.get("loc", ())],
@@ -115,6 +186,11 @@ def validation_body(errors: Any) -> dict[str, Any]:
         }
         for e in errors
     ]
+    if errors and (problem := _body_problem(errors[0], body)) is not None:
+        text, fix = problem
+        detail[0] = {"loc": ["body"], "msg": text, "type": detail[0]["type"]}
+        message = f"body: {text}" + (f"; {fix}" if fix else "")
+        return error_body("validation_error", message, field="body", fix=fix, detail=detail)
     first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
     field = ".".join(first["loc"]) or "body"
-    return error_body("validation_error", f"{field}: {first['msg']}", field=field, detail=detail)
+    return error_body("validation_error", f"{field}: {first['msg']}", field=field, fix=None, detail=detail)

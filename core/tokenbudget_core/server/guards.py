@@ -3,7 +3,8 @@
 :class:`RequestGuard` is plain ASGI middleware:
 
 * **Auth.** When a token is configured, every path except the public ones (health, the
-  OpenAPI schema and docs, the dashboard's page and static files: they hold no data) needs
+  OpenAPI schema and docs, the dashboard's page and static files: they hold no data; with or
+  without a trailing slash, which the router redirects to the path itself) needs
   ``Authorization: Bearer <token>``, compared in constant time. Otherwise ``401`` with
   ``WWW-Authenticate: Bearer``.
 * **Size.** A request whose ``Content-Length`` exceeds the limit is answered ``413`` before its
@@ -95,7 +96,13 @@ class RequestGuard:
         await self.app(scope, _replay(body, receive), send)
 
     def _is_public(self, path: str) -> bool:
-        return path in self.public_paths or path.startswith(PUBLIC_PREFIXES)
+        # A public path with trailing slashes is public too: the router only redirects it to the
+        # path itself (as it redirects every route), so both spellings answer the same.
+        return (
+            path in self.public_paths
+            or path.rstrip("/") in self.public_paths
+            or path.startswith(PUBLIC_PREFIXES)
+        )
 
     def _authorized(self, scope: Scope) -> bool:
         assert self._token is not None

@@ -1,0 +1,83 @@
+"""How a request body is read as JSON: every way it can fail to parse is one JSON error.
+
+FastAPI turns a :class:`json.JSONDecodeError` into a ``422`` (``json_invalid``) but any other
+failure of ``json.loads`` (bytes that are not UTF-8, nesting deeper than the parser goes) into a
+bare ``400 {"detail": ...}``. :class:`JSONBodyRoute` gives the endpoints a request whose
+``json()`` raises those as :class:`json.JSONDecodeError` too, with the position where parsing
+stopped, so :func:`~tokenbudget_core.server.error_responses.validation_body` answers all of them
+the same way (``field`` ``body``, the reason, line and column, the fix).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+__all__ = ["JSONBodyRequest", "JSONBodyRoute", "parse_json"]
+
+
+def _deepest(doc: str) -> int:
+    """The offset of the first bracket at the deepest nesting of ``doc`` (strings skipped)."""
+    depth = deepest = at = 0
+    in_string = escaped = False
+    for i, c in enumerate(doc):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, i
+        elif c in "]}":
+            depth -= 1
+    return at
+
+
+def parse_json(body: bytes) -> Any:
+    """``json.loads(body)``, raising :class:`json.JSONDecodeError` for every way it can fail.
+
+    Raises:
+        json.JSONDecodeError: Malformed JSON, bytes that are not valid in the body's encoding
+            (UTF-8, or UTF-16/32 as ``json.loads`` detects them), or nesting too deep to parse.
+    """
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as e:
+        encoding = "UTF-8" if e.encoding.replace("_", "-").lower().startswith("utf-8") else e.encoding
+        doc = body.decode(e.encoding, "replace")
+        pos = len(body[: e.start].decode(e.encoding, "replace"))
+        raise json.JSONDecodeError(f"invalid {encoding} byte 0x{body[e.start]:02x}", doc, pos) from e
+    except RecursionError as e:
+        doc = body.decode("utf-8", "replace")
+        raise json.JSONDecodeError("nested too deeply", doc, _deepest(doc)) from e
+
+
+class JSONBodyRequest(Request):
+    """A request whose :meth:`json` fails only with :class:`json.JSONDecodeError`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json(await self.body())
+        return self._json
+
+
+class JSONBodyRoute(APIRoute):
+    """An :class:`~fastapi.routing.APIRoute` whose endpoints read the body with :class:`JSONBodyRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(JSONBodyRequest(request.scope, request.receive))
+
+        return handle
