@@ -18,8 +18,9 @@ refuse the call:
 3. **error** (``EventPayload.EXCEPTION``): a call that failed before producing anything is
    released. A stream that produced output and then failed, was cancelled
    (``CancelledError``) or was abandoned by its consumer (``GeneratorExit``) was sent: the
-   ledger charges an estimate, flagged ``estimated``: the counted input plus the text streamed
-   so far (the last chunk LlamaIndex's stream wrapper handed out).
+   ledger charges the usage the last chunk LlamaIndex's stream wrapper handed out reported (a
+   stream cut after OpenAI's closing usage chunk), else an estimate, flagged ``estimated``: the
+   counted input plus the text streamed so far.
 
 Nested LLM events (``CustomLLM.chat`` calling ``complete``, ``CustomLLM.astream_chat`` iterating
 ``stream_chat``, a ``StructuredLLM`` around an ``LLM``) are one provider call: the innermost
@@ -372,11 +373,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             )
             return
         # A stream that failed, was cancelled or abandoned after a chunk was sent: the request
-        # went out and output came back, so the ledger charges an estimate (input + text so far).
+        # went out and output came back. The ledger charges the usage the last chunk carried (a
+        # stream cut after its usage chunk), else an estimate (input + text so far).
         chunk = streamed_chunk("event_id", event_id)
         self.ledger.settle(
             call.reservation,
-            None,
+            reported_usage(chunk),
             reply_text=reply_text(chunk),
             failed=chunk is None and not isinstance(error, GeneratorExit),
             counter=call.counter,

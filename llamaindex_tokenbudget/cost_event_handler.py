@@ -18,11 +18,12 @@ own errors and logs them (logger ``llamaindex_tokenbudget.cost_event_handler``, 
 with the figures that were not recorded).
 
 A stream that produced output and then failed, was cancelled or was abandoned by its consumer
-(``ExceptionEvent``: an error, ``CancelledError``, ``GeneratorExit``) was sent: it is recorded as
-an estimate, the counted input and the text streamed so far. A routed call (a ``RoutedLLM`` tier
-call) is recorded with its premium model, so reports show what routing saved. Calls that failed
-before producing anything (``SpanDropEvent``, an ``ExceptionEvent`` before the first chunk) are
-not charged. Nested LLM events (``CustomLLM.chat`` calling ``complete``,
+(``ExceptionEvent``: an error, ``CancelledError``, ``GeneratorExit``) was sent: it is recorded
+with the usage its last streamed response reported (a stream cut after OpenAI's closing usage
+chunk), else as an estimate, the counted input and the text streamed so far. A routed call (a
+``RoutedLLM`` tier call) is recorded with its premium model, so reports show what routing saved.
+Calls that failed before producing anything (``SpanDropEvent``, an ``ExceptionEvent`` before the
+first chunk) are not charged. Nested LLM events (``CustomLLM.chat`` calling ``complete``,
 ``CustomLLM.astream_chat`` iterating ``stream_chat``) are one provider call: only the innermost
 is recorded.
 """
@@ -213,7 +214,7 @@ class CostEventHandler(BaseEventHandler):
             return
         if isinstance(event, ExceptionEvent):  # a stream ended by an error, a cancel or its consumer
             if call is not None and call.last is not None:  # it had produced output: it was sent
-                self._record(call, call.last, event.span_id or event.id_, abandoned=True)
+                self._record(call, call.last, event.span_id or event.id_)
             return
         assert isinstance(event, _ENDS)
         if call is None:
@@ -224,7 +225,9 @@ class CostEventHandler(BaseEventHandler):
             )
         self._record(call, event.response, event.span_id or event.id_)
 
-    def _record(self, call: _Call | None, response: Any, request_id: str, *, abandoned: bool = False) -> None:
+    def _record(self, call: _Call | None, response: Any, request_id: str) -> None:
+        """Record the usage ``response`` (the final one, or the last streamed before an
+        interruption) reported, else an estimate: the counted input and its text."""
         start = call.start if call else None
         try:
             model = (call.routed_model if call else None) or model_name(
@@ -233,7 +236,7 @@ class CostEventHandler(BaseEventHandler):
         except InvalidInputError:  # recorded all the same, unpriced, under the LLM's class name
             named = start.model_dict.get("class_name") if start else None
             model = f"unnamed:{named if isinstance(named, str) and named else 'LLM'}"
-        usage = None if abandoned else reported_usage(response)
+        usage = reported_usage(response)
         if usage is None:
             counter = self._counters.get(model)
             if counter is None:
