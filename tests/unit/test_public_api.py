@@ -16,6 +16,7 @@ CORE_API = [
     "AnthropicTokenCounter",
     "BudgetExceededError",
     "BudgetPolicy",
+    "BudgetCheck",
     "BudgetState",
     "BudgetUnavailableError",
     "BuiltPrompt",
