@@ -9,6 +9,7 @@ as one ``error: ...`` line on stderr, without a traceback, and mapped to an exit
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -191,6 +192,13 @@ def cli() -> None:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _LOOKS_LIKE_MESSAGES = re.compile(r"^\s*\[\s*\{")
+_ENCODING_OPTION = click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    metavar="NAME",
+    help="The text encoding of FILE or stdin (e.g. latin-1, cp1252, utf-16).",
+)
 
 
 @cli.command(epilog=_EXIT_CODES_HELP)
@@ -205,13 +213,14 @@ _LOOKS_LIKE_MESSAGES = re.compile(r"^\s*\[\s*\{")
     help="auto: a JSON array of objects is a message list, anything else plain text.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the count as JSON.")
-def count(file: str, *, model: str, input_format: str, as_json: bool) -> None:
+@_ENCODING_OPTION
+def count(file: str, *, model: str, input_format: str, as_json: bool, encoding: str) -> None:
     """Count the tokens of FILE (or stdin): plain text or a JSON list of chat messages.
 
     A message list is OpenAI's Chat Completions shape, e.g.
     [{"role": "user", "content": "Hi"}]; its count includes the chat framing.
     """
-    raw = _read_input(file)
+    raw = _read_input(file, encoding)
     messages = _parse_messages(raw, input_format)
     counter = TokenCounter.for_model(model)
     n = counter.count(raw) if messages is None else counter.count_messages(messages)
@@ -223,15 +232,42 @@ def count(file: str, *, model: str, input_format: str, as_json: bool) -> None:
         click.echo(f"note: {int(n)} is an estimate (method={n.method}); it is not an exact count.", err=True)
 
 
-def _read_input(file: str) -> str:
+def _read_input(file: str, encoding: str = "utf-8") -> str:
+    """The text of FILE, or of stdin for ``-``, read the same way: its bytes decoded with
+    ``encoding`` (strictly: a byte that is not valid is an error naming the input and
+    ``--encoding``, never a silent replacement), line endings kept as they are."""
+    try:  # (b"" would not do: Python decodes it without looking the name up)
+        b"\0\0\0\0".decode(encoding)  # a LookupError for a name Python does not know, or rot13
+    except UnicodeDecodeError:
+        pass
+    except LookupError as e:
+        raise InvalidInputError(
+            "--encoding",
+            f"{encoding!r} is not a text encoding Python knows",
+            value=encoding,
+            fix="e.g. --encoding utf-8, latin-1, cp1252 or utf-16",
+        ) from e
     if file == "-":
-        return sys.stdin.read()
+        field, name, data = "stdin", "", sys.stdin.buffer.read()  # the bytes: not the locale's decoding
+    else:
+        field, name = "FILE", f"{file!r} "
+        try:
+            data = Path(file).read_bytes()
+        except OSError as e:
+            raise InvalidInputError("FILE", f"cannot read {file!r}: {e.strerror or e}", value=file) from e
     try:
-        return Path(file).read_text(encoding="utf-8")
-    except OSError as e:
-        raise InvalidInputError("FILE", f"cannot read {file!r}: {e.strerror or e}", value=file) from e
+        return data.decode(encoding)
     except UnicodeDecodeError as e:
-        raise InvalidInputError("FILE", f"{file!r} is not UTF-8 text", value=file) from e
+        is_utf8 = codecs.lookup(encoding).name == "utf-8"
+        label = "UTF-8" if is_utf8 else encoding
+        raise InvalidInputError(
+            field,
+            f"{name}is not {label} text (invalid byte 0x{data[e.start]:02x} at offset {e.start})",
+            value=file,
+            fix="pass its encoding, e.g. --encoding latin-1, or convert it to UTF-8"
+            if is_utf8
+            else "pass its encoding with --encoding",
+        ) from e
 
 
 def _parse_messages(raw: str, input_format: str) -> list[Any] | None:
@@ -274,8 +310,9 @@ def _parse_messages(raw: str, input_format: str) -> list[Any] | None:
 )
 @click.option("--marker", metavar="TEXT", help="Text put where the cut was (default: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the text and the counts as JSON.")
+@_ENCODING_OPTION
 def truncate(
-    file: str, *, max_tokens: str, model: str, strategy: str, marker: str | None, as_json: bool
+    file: str, *, max_tokens: str, model: str, strategy: str, marker: str | None, as_json: bool, encoding: str
 ) -> None:
     """Cut the text of FILE (or stdin) to at most --max-tokens tokens of --model.
 
@@ -284,7 +321,7 @@ def truncate(
     """
     from .truncation import Strategy, truncate_text_detailed
 
-    raw = _read_input(file)
+    raw = _read_input(file, encoding)
     budget = _tokens("--max-tokens", max_tokens)
     result = truncate_text_detailed(raw, budget, cast("Strategy", strategy), model, marker=marker)
     if as_json:
