@@ -188,3 +188,37 @@ def test_a_private_path_with_a_trailing_slash_still_needs_the_token(path: str) -
     with TestClient(create_app(Ledger("memory://"), token=TOKEN), follow_redirects=False) as anonymous:
         assert anonymous.get(path).status_code == 401
         assert anonymous.get(path, headers=AUTH).status_code == 307
+
+
+# -- the other routes -----------------------------------------------------------------------------
+
+
+def test_an_unexpected_failure_is_500_in_our_shape_without_internals() -> None:
+    ledger = Ledger("memory://")
+    app = create_app(ledger)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    ledger.reserve = broken  # type: ignore[method-assign]
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.post(
+            "/budget/reserve", json={"model": "gpt-4o", "input_tokens": 1, "max_output_tokens": 1}
+        )
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    _shape(response.json(), "internal_error")
+    assert "secret" not in response.text
+
+
+def test_health_names_the_store_as_every_budget_unavailable_body_does(tmp_path: Any) -> None:
+    down = Ledger("redis://127.0.0.1:1/0", spool_path=tmp_path / "spool.jsonl")
+    with TestClient(create_app(down)) as c:
+        health = c.get("/health")
+        reserve = c.post(
+            "/budget/reserve", json={"model": "gpt-4o", "input_tokens": 1, "max_output_tokens": 1}
+        )
+    assert health.status_code == reserve.status_code == 503
+    assert health.json()["status"] == "down"
+    assert health.json()["store"] == reserve.json()["store"] == "redis://127.0.0.1:1/0"
+    assert health.json()["error"] == reserve.json()["error"] == "budget_unavailable"

@@ -175,6 +175,14 @@ def create_app(
         )
         return JSONResponse(body, status_code=error.status_code, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        """A bug, not bad input: the same shape, no internals (the traceback goes to the server log)."""
+        return JSONResponse(
+            error_body("internal_error", "the server failed to answer this request; see its log"),
+            status_code=500,
+        )
+
     # -- tokens, prompts, prices (no ledger) ----------------------------------------------------
 
     @app.post("/tokens/count", tags=["tokens"])
@@ -304,8 +312,13 @@ def create_app(
         """200 when the ledger's store answers, else 503."""
         try:
             ledger.store.ping()
-        except (BudgetUnavailableError, OSError) as e:
-            return JSONResponse(error_body("budget_unavailable", str(e), status="down"), status_code=503)
+        except BudgetUnavailableError as e:  # the body every other endpoint answers, + status
+            status, body = status_and_body(e)
+            return JSONResponse(body | {"status": "down"}, status_code=status)
+        except OSError as e:
+            return JSONResponse(
+                error_body("budget_unavailable", str(e), store=None, status="down"), status_code=503
+            )
         return JSONResponse({"status": "ok", "version": __version__})
 
     @app.get("/metrics", tags=["operations"], response_class=Response)

@@ -7,10 +7,8 @@ error                                   status  extra keys
 ======================================  ======  ==================================================
 request body / query fails the schema   422     ``field`` (``body.max_tokens``), ``detail`` (list),
                                                 ``fix``
-body not JSON (malformed, not UTF-8,    422     ``field`` = ``body``, ``fix``, ``detail``
-  not sent as JSON, not an object)
-unknown route / wrong method            404     (``not_found``) / 405 (``method_not_allowed``,
-                                                with the ``Allow`` header)
+the body is not a JSON object           422     ``field`` = ``body``, ``fix``, ``detail`` (malformed,
+                                                not UTF-8, not sent as JSON, empty, an array...)
 :class:`InvalidInputError` (and sub)    422     ``field``, ``fix``; ``limit``/``required`` on overflow
 :class:`UnknownModelError`              422     ``field`` = ``model``, ``model``, ``suggestions``
 :class:`UnpricedModelError`             422     ``field`` = ``model``, ``model``
@@ -18,6 +16,9 @@ unknown route / wrong method            404     (``not_found``) / 405 (``method_
                                                 ``step``
 :class:`BudgetUnavailableError`         503     ``store``
 token counting / encoding / extra down  503
+no such route (``not_found``)           404
+method the route does not take          405     (``method_not_allowed``) the ``Allow`` header
+anything unexpected: a bug              500     (``internal_error``) no internals: see the log
 ======================================  ======  ==================================================
 
 Authentication (401) and body size (413) are answered by :mod:`~tokenbudget_core.server.guards`
