@@ -5,16 +5,23 @@ Each commit that fails to reach the store is appended as one JSON line (and fsyn
 line replayed twice (a crash mid-replay) is still counted once.
 
 Several processes, and several ledgers in one process, may share a spool file (the default
-spool is one per store), so the file is never read and rewritten in place:
+spool is one per store, but ``$TOKENBUDGET_SPOOL`` or one ``spool_path`` names one file for
+all), so the file is never read and rewritten in place, and each line names its owner:
 
+* A spool made with ``owner=`` (a string naming its store; the ledger passes a hash of its
+  store's identity) writes it into every line, and its :meth:`Spool.replay` applies only the
+  lines of that owner: the lines of other owners stay in the files, in order, for their own
+  ledgers' replays. A line without an owner (from a spool without one, or written by an older
+  version) is applied by whichever spool replays it, as before.
 * :meth:`Spool.append` writes under an exclusive ``flock`` of the spool file, into the file the
   spool path names at that moment (if a replay moved it away meanwhile, it opens the new one).
 * :meth:`Spool.replay` runs in one process at a time (``flock`` of ``<spool>.lock``; another
   caller returns 0 at once, or waits with ``wait=True``). Under the spool file's lock it moves
   the lines to ``<spool>.replaying``, so what is appended while it commits goes to a fresh spool
-  file, and the lines still pending afterwards stay in ``<spool>.replaying`` (rewritten
-  atomically) for the next replay. A crash at any point leaves every line in one of the two
-  files, at worst in both: replayed twice, counted once.
+  file, and the lines still pending afterwards (its own the store could not take, and every
+  other owner's) stay in ``<spool>.replaying`` (rewritten atomically) for the next replay. A
+  crash at any point leaves every line in one of the two files, at worst in both: replayed
+  twice, counted once.
 * A line the store cannot take now (:class:`~tokenbudget_core.errors.BudgetUnavailableError`,
   or a raw ``OSError``) stays, with every line after it, and the replay stops.
 * A line that does not read back as a commit (a write torn by a crash or a full disk), or
@@ -34,13 +41,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import BudgetUnavailableError
+from .errors import BudgetUnavailableError, InvalidInputError
 from .stores.base import Check, CommitRequest, LedgerStore
 
 if sys.platform != "win32":
@@ -52,6 +60,14 @@ logger = logging.getLogger("tokenbudget.spool")
 
 _TEXT_FIELDS = ("day", "request_id", "rollup_key")
 
+# How append() starts a line of an owner: the owner read without parsing the whole line (a
+# spool shared with a ledger whose store is down may hold many lines of another owner).
+_OWNER_PREFIX = re.compile(rb'\{"owner":("(?:[^"\\]|\\.)*"),')
+
+_Stat = tuple[int, int, int, int]
+_Signature = tuple[_Stat | None, ...]
+_UNKNOWN: _Stat = (-1, -1, -1, -1)  # matches no file
+
 
 class Spool:
     """An append-only JSON-lines file of pending commits, safe to share between processes.
@@ -59,16 +75,29 @@ class Spool:
     Args:
         path: The spool file. ``<path>.lock``, ``<path>.replaying`` and ``<path>.bad`` are
             kept next to it (see the module docstring).
+        owner: Names the store this spool's lines belong to (any string; a ledger passes a hash
+            of its store's identity, never a secret). Every appended line carries it, and
+            :meth:`replay` applies only lines of the same owner (and lines without one), so
+            ledgers of different stores can share one file. ``None``: lines without an owner.
+
+    Raises:
+        InvalidInputError: ``owner`` is not a string or ``None``.
 
     Example:
-        >>> spool = Spool("/tmp/tokenbudget-doc/spool.jsonl")  # doctest: +SKIP
+        >>> spool = Spool("/tmp/tokenbudget-doc/spool.jsonl", owner="3f2a9c")  # doctest: +SKIP
         >>> spool.append(request)  # doctest: +SKIP
         >>> spool.replay(store)  # doctest: +SKIP
         1
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, owner: str | None = None) -> None:
+        if owner is not None and not isinstance(owner, str):
+            raise InvalidInputError("owner", "must be a string naming the store, or None", value=owner)
         self.path = Path(path)
+        self.owner = owner
+        """The store this spool's lines belong to (``None``: lines without an owner)."""
+        self._prefix = None if owner is None else ('{"owner":' + json.dumps(owner) + ",").encode()
+        self._idle: _Signature | None = None  # the files as a replay left them holding no line of ours
         self.replaying_path = self.path.with_name(self.path.name + ".replaying")
         """Lines a replay took from the spool and has not settled yet."""
         self.bad_path = self.path.with_name(self.path.name + ".bad")
@@ -99,12 +128,30 @@ class Spool:
         return None
 
     def __len__(self) -> int:
-        """Pending commits: the lines in the spool and in a replay's file."""
-        return sum(len(_lines(p)) for p in (self.path, self.replaying_path))
+        """Pending commits of this spool: the lines in the spool and in a replay's file that its
+        :meth:`replay` would take (its owner's, those without an owner, unreadable ones); other
+        owners' lines are not counted."""
+        return sum(self._takes(line) for p in (self.path, self.replaying_path) for line in _lines(p))
 
     def pending(self) -> bool:
-        """True when the spool holds commits (a stat or two)."""
-        return any(_size(p) > 0 for p in (self.path, self.replaying_path))
+        """True when the spool may hold commits for this spool (a stat or two): False when it is
+        empty, or holds nothing but the lines of other owners a replay of this spool left."""
+        if not any(_size(p) > 0 for p in (self.path, self.replaying_path)):
+            return False
+        return self._idle is None or self._idle != self._signature()
+
+    def _signature(self) -> _Signature:
+        return tuple(_stat_of(p) for p in (self.path, self.replaying_path))
+
+    def _takes(self, line: bytes) -> bool:
+        """Whether a replay of this spool takes ``line`` (applied, or quarantined when unreadable)."""
+        if self._prefix is not None and line.startswith(self._prefix):
+            return True
+        try:
+            owner = _owner(line)
+        except (ValueError, TypeError, RecursionError):
+            return True  # unreadable: whoever replays quarantines it
+        return owner is None or owner == self.owner
 
     def append(self, req: CommitRequest, *, mark: tuple[str, int] | None = None) -> None:
         """Write one commit durably (fsynced before this returns).
@@ -115,7 +162,8 @@ class Spool:
                 (the store could not be asked): the replay sets it with ``mark_once`` and counts
                 the conversation in the commit only when this call set it, so it is counted once.
         """
-        record: dict[str, Any] = asdict(req)
+        record: dict[str, Any] = {} if self.owner is None else {"owner": self.owner}
+        record.update(asdict(req))  # the owner first: replays of other owners skip the line unparsed
         if mark is not None:
             record["mark"] = {"key": mark[0], "ttl_s": mark[1]}
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
@@ -132,6 +180,9 @@ class Spool:
 
     def replay(self, store: LedgerStore, *, wait: bool = False) -> int:
         """Commit every spooled line to ``store``; returns how many were applied now.
+
+        Only this spool's owner's lines (and lines without an owner) are applied; every other
+        owner's line stays in the spool, in order, for the replay of its own ledger.
 
         Args:
             store: Where the commits go (idempotent per day and request id).
@@ -155,14 +206,20 @@ class Spool:
             self._lock.release()
 
     def _replay_locked(self, store: LedgerStore) -> int:
-        self._take_spooled()
+        spooled = self._take_spooled()
         lines = _lines(self.replaying_path)
         applied = 0
         bad: list[tuple[bytes, str]] = []
-        left: list[bytes] = []
+        left: list[bytes] = []  # in order: other owners' lines, then ours from a store gone away
+        ours_left = False
         for i, line in enumerate(lines):
+            if not self._takes(line):
+                left.append(line)  # another ledger's: stays for its own replay
+                continue
             try:
-                req, mark = _parse(line)
+                req, mark, owner = _parse(line)
+                if owner is not None and owner != self.owner:
+                    raise ValueError("'owner' is given twice, differently")  # a hand-mended line
             except (ValueError, TypeError, RecursionError) as e:
                 bad.append((line, f"unreadable: {type(e).__name__}: {e}"))
                 continue
@@ -172,7 +229,8 @@ class Spool:
                     req = replace(req, rollup={**req.rollup, "conversations": int(first)})
                 outcome = store.commit(req)
             except (BudgetUnavailableError, OSError):
-                left = lines[i:]  # the store is away: this line and the rest wait for the next replay
+                left += lines[i:]  # the store is away: this line and the rest wait for the next replay
+                ours_left = True
                 break
             except Exception as e:  # noqa: BLE001 - the store refuses this line for good: quarantined
                 bad.append((line, f"refused by the store: {type(e).__name__}: {e}"))
@@ -183,21 +241,28 @@ class Spool:
             self._quarantine(bad)
         if len(left) < len(lines):
             _write_atomically(self.replaying_path, left)
+        # Only other owners' lines left: pending() says False until either file changes (the
+        # spool path as it was taken: lines appended since are new, and make it differ).
+        self._idle = None if ours_left else (spooled, _stat_of(self.replaying_path))
         return applied
 
-    def _take_spooled(self) -> None:
-        """Move the spool's lines to the replay's file, under the spool file's lock."""
+    def _take_spooled(self) -> _Stat | None:
+        """Move the spool's lines to the replay's file, under the spool file's lock; returns what
+        the spool path named once they were taken (``None``: nothing), as :func:`_stat_of`."""
         try:
             fd = os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
-            return
+            return None
         try:
             _flock(fd)
-            if not _names(fd, self.path) or os.fstat(fd).st_size == 0:
-                return
+            if not _names(fd, self.path):
+                return _UNKNOWN  # a replay elsewhere moved it meanwhile
+            st = os.fstat(fd)
+            if st.st_size == 0:
+                return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if not self.replaying_path.exists():
                 os.replace(self.path, self.replaying_path)
-                return
+                return None
             data = _read_all(fd)  # a crashed replay left lines: add these to them
             out = os.open(self.replaying_path, os.O_RDWR | os.O_APPEND)
             try:
@@ -205,6 +270,7 @@ class Spool:
             finally:
                 os.close(out)
             os.unlink(self.path)
+            return None
         finally:
             os.close(fd)
 
@@ -223,12 +289,31 @@ class Spool:
             os.close(fd)
 
 
-def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None]:
-    """One spooled line back into its commit and its once-mark (see :meth:`Spool.append`);
-    ValueError or TypeError when it is not one."""
+def _owner(line: bytes) -> str | None:
+    """The owner of a spooled line (``None``: it has none); ValueError or TypeError when the line
+    is unreadable."""
+    match = _OWNER_PREFIX.match(line)
+    if match is not None:  # as append() writes it: only the owner is parsed
+        owner: Any = json.loads(match.group(1))
+        return str(owner)
     data: Any = json.loads(line)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
+    owner = data.get("owner")
+    if owner is not None and not isinstance(owner, str):
+        raise ValueError("'owner' is not a string")
+    return owner
+
+
+def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None, str | None]:
+    """One spooled line back into its commit, its once-mark and its owner (see
+    :meth:`Spool.append`); ValueError or TypeError when it is not one."""
+    data: Any = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    owner = data.pop("owner", None)
+    if owner is not None and not isinstance(owner, str):
+        raise ValueError("'owner' is not a string")
     mark = data.pop("mark", None)
     if mark is not None:
         if not (
@@ -248,7 +333,7 @@ def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None]:
     if not isinstance(rollup, dict):
         raise ValueError("'rollup' is not an object")
     data["charges"] = [Check(**c) for c in charges]
-    return CommitRequest(**data), mark
+    return CommitRequest(**data), mark, owner
 
 
 def _flock(fd: int, *, wait: bool = True) -> bool:
@@ -307,6 +392,15 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:  # missing, or a path that cannot be a file (a parent that is a file): nothing spooled
         return 0
+
+
+def _stat_of(path: Path) -> _Stat | None:
+    """A file's device, inode, size and mtime (``None``: no such file)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _write_atomically(path: Path, lines: list[bytes]) -> None:
