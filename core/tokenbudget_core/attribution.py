@@ -49,6 +49,16 @@ def current_attribution() -> Attribution:
 def _check(field: str, value: object) -> None:
     if value is not None and (not isinstance(value, str) or not value):
         raise InvalidInputError(field, "must be a non-empty string", value=value)
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as e:
+            raise InvalidInputError(
+                field,
+                "holds characters UTF-8 cannot encode (lone surrogates)",
+                value=value,
+                fix="decode the id's bytes strictly (or with errors='replace') first",
+            ) from e
 
 
 @contextmanager
@@ -61,7 +71,9 @@ def attribute(
 ) -> Iterator[Attribution]:
     """Charge the calls inside the block to ``feature`` and ``user`` (outer values win).
 
-    ``tenant`` names the customer organisation: response caches scope their entries by it.
+    ``tenant`` names the customer organisation: response caches scope their entries by it. The
+    ledger does not: budgets and reports are per feature and user id, so ids must be unique
+    across tenants (prefix them with the tenant, ``"acme/u-1"``, when they are not).
 
     Raises:
         InvalidInputError: An id is empty or not a string.

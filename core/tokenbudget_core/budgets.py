@@ -65,6 +65,13 @@ def _usd(where: str, value: object) -> Decimal | None:
         raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value) from e
     if not d.is_finite() or d < 0:
         raise InvalidInputError(where, "must be a non-negative amount", value=value)
+    if d * 1_000_000_000 > _MAX_LIMIT:
+        raise InvalidInputError(
+            where,
+            "is more than a ledger stores (2**53 - 1 nano-USD, about $9 million)",
+            value=value,
+            fix="leave the budget unset for no limit",
+        )
     return d
 
 
@@ -73,7 +80,18 @@ def _tokens(where: str, value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInputError(where, "must be a non-negative integer", value=value)
+    if value > _MAX_LIMIT:
+        raise InvalidInputError(
+            where,
+            "is more than a ledger stores (2**53 - 1 tokens)",
+            value=value,
+            fix="leave the budget unset for no limit",
+        )
     return value
+
+
+_MAX_LIMIT = 2**53 - 1
+"""The largest limit every store holds exactly (Redis compares in doubles): tokens or nano-USD."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

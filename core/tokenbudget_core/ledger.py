@@ -32,6 +32,7 @@ replayed later: usage is never lost, and never counted twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -202,8 +203,7 @@ class Ledger:
         self.store: LedgerStore = (
             store if store is not None and not isinstance(store, str) else open_store(store)
         )
-        self.policy = policy if policy is not None else BudgetPolicy()
-        if not isinstance(self.policy, BudgetPolicy):
+        if policy is not None and not isinstance(policy, BudgetPolicy):
             raise InvalidInputError("policy", "must be a BudgetPolicy", value=policy)
         if not isinstance(timezone, str):
             raise InvalidInputError("timezone", "must be an IANA time zone name", value=timezone, fix="'UTC'")
@@ -246,15 +246,34 @@ class Ledger:
         self.clock = clock
         self._replay_lock = threading.Lock()
         self._next_spool_check = 0.0
-        self._limits: dict[str | None, tuple[int | None, ...]] = {}
-        self._scopes: dict[tuple[str | None, str | None], _Scopes] = {}
+        self._orphans: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
         self._day_cache: tuple[int, str] = (-(2**62), "")
         self._inline = isinstance(self.store, MemoryStore)
-        self._checker: Ledger | None = None
         # The in-process store's fast path: the same operations on tuples, no request objects.
         self._memory = self.store if type(self.store) is MemoryStore else None
-        self._alert_floor = min(self.policy.alert_thresholds, default=2.0)
-        ladder = self.policy.ladder
+        self.policy = policy if policy is not None else BudgetPolicy()
+
+    @property
+    def policy(self) -> BudgetPolicy:
+        """The limits. Assigning a new policy (a reloaded ``budgets.toml``) applies it to the next
+        call; reservations already held keep what they reserved.
+
+        Raises:
+            InvalidInputError: On assignment, not a :class:`~tokenbudget_core.budgets.BudgetPolicy`.
+        """
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: BudgetPolicy) -> None:
+        if not isinstance(policy, BudgetPolicy):
+            raise InvalidInputError("policy", "must be a BudgetPolicy", value=policy)
+        self._policy = policy
+        # what the hot path reads of the policy, worked out again from the new one
+        self._limits: dict[str | None, tuple[int | None, ...]] = {}
+        self._scopes: dict[tuple[str | None, str | None], _Scopes] = {}
+        self._checker: Ledger | None = None
+        self._alert_floor = min(policy.alert_thresholds, default=2.0)
+        ladder = policy.ladder
         self._ladder = tuple(  # the ladder's thresholds in order, for the hot path (see _ladder_step)
             (threshold, name) for name in _LADDER_STEPS if (threshold := getattr(ladder, name)) is not None
         )
@@ -381,6 +400,19 @@ class Ledger:
     def _scope_text(feature: str | None, user: str | None) -> str:
         return f"feature={feature or '-'} user={user or '-'}"
 
+    @classmethod
+    def _budget_scope_text(cls, check: Check, feature: str | None, user: str | None) -> str:
+        """Whose budget ``check`` is, for an alert: everyone's, a feature's, a user's in every
+        feature, or a user's in one feature (never the user who happened to cross a shared one)."""
+        kind = check.scope.split("/", 1)[0]
+        if kind == "g":
+            return "all calls"
+        if kind == "f":
+            return f"feature={feature or '-'}"
+        if kind == "U":
+            return f"user={user or '-'} (all features)"
+        return cls._scope_text(feature, user)
+
     def _price_nanos(self, usage: Usage, model: str, *, round_up: bool) -> int | None:
         return cost_nanos(
             model,
@@ -415,17 +447,37 @@ class Ledger:
         return self._store_call(self.store.commit, req)
 
     def _replay_due(self) -> None:
-        """Replay the spool if it is time to look at it again."""
+        """Replay the spool (and release orphaned reservations) if it is time to look again."""
         now = time.monotonic()
         if now >= self._next_spool_check and self._replay_lock.acquire(blocking=False):
             self._next_spool_check = now + 1.0  # a stat per second at most, not one per call
             try:
+                if self._orphans:
+                    self._release_orphans()
                 if self.spool.pending():
                     self.spool.replay(self.store)
             except BudgetUnavailableError:
                 pass
             finally:
                 self._replay_lock.release()
+
+    def _release_orphans(self) -> None:
+        """Release the reservations whose reserve failed closed or whose release could not reach
+        the store (lock held).
+
+        A reserve whose answer was lost (the store stalled past its timeout) may still have run on
+        the store, holding the worst case for a whole lease with no reservation anyone could
+        release. Releasing its id once the store answers again gives that back; if the request
+        never ran, the release marks the id released, so a late-running request holds nothing
+        either. Of failed reserves, only ids the ledger drew itself: a caller may retry its own id.
+        """
+        while self._orphans:
+            day, rid = self._orphans[0]
+            try:
+                self.store.release(day, rid, int(self.clock() * 1000))
+            except (BudgetUnavailableError, OSError):
+                return  # still down: try again at the next look
+            self._orphans.popleft()
 
     def replay_spool(self) -> int:
         """Commit the spooled usage now (after a replay another process has under way); returns
@@ -552,7 +604,7 @@ class Ledger:
             and (user is None or type(user) is str)
             and (conversation is None or type(conversation) is str)
             and (request_id is None or type(request_id) is str)
-        ):
+        ) or _unencodable(feature, user, conversation, request_id):
             _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
@@ -565,6 +617,8 @@ class Ledger:
                 or (type(max_output_tokens) is int and 0 <= max_output_tokens <= _MAX_AMOUNT)
             )
         ):
+            if input_tokens is None:
+                raise InvalidInputError("input_tokens", "must be a non-negative integer", value=None)
             for field, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                     raise InvalidInputError(field, "must be a non-negative integer", value=value)
@@ -636,6 +690,7 @@ class Ledger:
         return _ReservePlan(
             request_id or new_request_id(), self._day_of(now), int(now * 1000), model, feature, user,
             conversation, ctx.overhead, input_tokens, out, nanos, checks, amounts, scopes,
+            request_id is None,
         )  # fmt: skip
 
     def _reserve_in_memory(self, plan: _ReservePlan, memory: MemoryStore) -> Reservation:
@@ -656,6 +711,8 @@ class Ledger:
             outcome = yield req
         except BudgetUnavailableError:
             if self.on_unavailable == "closed":
+                if plan.own_id:  # the request may have run with its answer lost: undo it later
+                    self._orphans.append((plan.day, plan.request_id))
                 raise
             return self._reservation(plan, "normal", unchecked=True)
         return self._reserved(plan, outcome, outcome.usage)
@@ -769,6 +826,7 @@ class Ledger:
         saved_usd: Decimal | None = None,
         model: str | None = None,
         premium_model: str | None = None,
+        unknown_model: Literal["error", "unpriced"] = "error",
     ) -> Charge:
         """Charge the actual usage of a reserved call (idempotent per request id).
 
@@ -786,15 +844,26 @@ class Ledger:
                 cost more than the premium model would have (a pricier fallback) counts
                 negative, so reports show the net saving. It counts 0 when either model is
                 unpriced, or when the premium model's window could not have held the call.
+            unknown_model: What to do when the registry does not know ``model`` (a dated
+                snapshot or fine-tune that answered): ``"error"`` (the default) raises, after
+                releasing the reservation (the call's worst case is not held for a whole lease; a
+                later commit of it still charges); ``"unpriced"`` charges the tokens with no cost,
+                counted in reports' ``unpriced_requests`` (see :meth:`record`).
 
         Raises:
             InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`, or
                 ``model`` / ``premium_model`` is not a model name.
-            UnknownModelError: ``model`` or ``premium_model`` is unknown to the registry.
+            UnknownModelError: ``model`` (with ``unknown_model="error"``) or ``premium_model`` is
+                unknown to the registry; the reservation was released.
         """
         if not isinstance(reservation, Reservation):
             raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
-        plan = self._plan_of(reservation, usage, model, premium_model, cache_hit, saved_usd)
+        unpriced = _unknown_model_option(unknown_model)
+        try:
+            plan = self._plan_of(reservation, usage, model, premium_model, cache_hit, saved_usd, unpriced)
+        except UnknownModelError:
+            self.release(reservation)  # nothing charged: at least hold nothing
+            raise
         return self._commit_now(plan)
 
     def _plan_of(
@@ -805,11 +874,13 @@ class Ledger:
         premium_model: str | None,
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
+        unpriced_if_unknown: bool = False,
     ) -> _CommitPlan:
         """The commit plan of reservation ``r`` (charged on ``model`` when given)."""
         return self._commit_plan(
             r.request_id, r.day, r.model if model is None else _model_name("model", model), r.feature,
             r.user, r.conversation, r.overhead, usage, cache_hit, saved_usd, premium_model,
+            unpriced_if_unknown,
         )  # fmt: skip
 
     def record(
@@ -854,10 +925,7 @@ class Ledger:
             UnknownModelError: ``model`` is unknown to the registry (and ``unknown_model="error"``).
         """
         _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
-        if unknown_model not in ("error", "unpriced"):
-            raise InvalidInputError(
-                "unknown_model", f"unknown value {unknown_model!r}", fix="use 'error' or 'unpriced'"
-            )
+        unpriced = _unknown_model_option(unknown_model)
         ctx = current_attribution()
         return self._commit(
             request_id=request_id or new_request_id(),
@@ -871,7 +939,7 @@ class Ledger:
             cache_hit=cache_hit,
             saved_usd=saved_usd,
             premium_model=premium_model,
-            unpriced_if_unknown=unknown_model == "unpriced",
+            unpriced_if_unknown=unpriced,
         )
 
     def _commit(self, **call: Any) -> Charge:
@@ -889,7 +957,8 @@ class Ledger:
 
         Each commit is applied once per request id, exactly as :meth:`commit` would; a commit the
         store cannot take is spooled like any other. An item may carry a third element, the
-        options of :meth:`commit` for that call (``model``, ``premium_model``). Returns, per item,
+        options of :meth:`commit` for that call (``model``, ``premium_model``, ``unknown_model``).
+        Returns, per item,
         its :class:`Charge` or the error :meth:`commit` would have raised.
         """
         steps: list[Generator[CommitRequest, CommitOutcome, Charge]] = []
@@ -897,7 +966,11 @@ class Ledger:
             try:
                 reservation, usage, options = _commit_item(item)
                 model, premium = options.get("model"), options.get("premium_model")
-                plan = self._plan_of(reservation, usage, model, premium)
+                unpriced = _unknown_model_option(options.get("unknown_model", "error"))
+                plan = self._plan_of(reservation, usage, model, premium, unpriced_if_unknown=unpriced)
+            except UnknownModelError as e:  # as commit(): nothing charged, nothing held
+                self.release(reservation)
+                steps.append(_failing(e))
             except TokenBudgetError as e:  # this item's own error, returned in its place
                 steps.append(_failing(e))
             else:
@@ -1027,7 +1100,9 @@ class Ledger:
             except (BudgetUnavailableError, OSError):
                 conversation_mark = key  # the store is down: the spooled commit's replay marks it
         scopes = self._scopes_of(feature, user)
-        cost_key = None if nanos is None else _enc(feature)  # no cost sample for an unknown price
+        # a cost sample per call for the feature's p50/p95: none for an unknown price, and none
+        # for the package's own overhead calls (a summary is not a call of the feature's users)
+        cost_key = None if nanos is None or overhead else _enc(feature)
         per_call_key = None
         if usage.requests != 1:  # not one call: a sample per call (none for none), not one in all
             per_call_key, cost_key = cost_key, None
@@ -1165,7 +1240,7 @@ class Ledger:
                     Alert(
                         day=day,
                         budget=self._budget_name(c),
-                        scope=self._scope_text(feature, user),
+                        scope=self._budget_scope_text(c, feature, user),
                         threshold=threshold,
                         used=decimal_text(nanos_to_usd(spent)) if money else str(spent),
                         limit=decimal_text(nanos_to_usd(c.limit)) if money else str(c.limit),
@@ -1185,6 +1260,7 @@ class Ledger:
         hit_recorded: bool = False,
         model: str | None = None,
         premium_model: str | None = None,
+        unknown_model: Literal["error", "unpriced"] = "error",
     ) -> Charge | None:
         """Close a reserved call with whatever the framework could tell about it.
 
@@ -1240,7 +1316,9 @@ class Ledger:
                 reported = dataclasses.replace(
                     reported, input_tokens=reservation.input_tokens, estimated=True
                 )
-            return self.commit(reservation, reported, model=model, premium_model=premium_model)
+            return self.commit(
+                reservation, reported, model=model, premium_model=premium_model, unknown_model=unknown_model
+            )
         if failed and not reply_text:
             self.release(reservation)
             return None
@@ -1250,6 +1328,7 @@ class Ledger:
             Usage(input_tokens=reservation.input_tokens, output_tokens=out, estimated=True),
             model=model,
             premium_model=premium_model,
+            unknown_model=unknown_model,
         )
 
     async def asettle(
@@ -1265,6 +1344,7 @@ class Ledger:
         hit_recorded: bool = False,
         model: str | None = None,
         premium_model: str | None = None,
+        unknown_model: Literal["error", "unpriced"] = "error",
     ) -> Charge | None:
         """Async twin of :meth:`settle`."""
         return await self._async(
@@ -1279,6 +1359,7 @@ class Ledger:
                 hit_recorded=hit_recorded,
                 model=model,
                 premium_model=premium_model,
+                unknown_model=unknown_model,
             )
         )
 
@@ -1286,27 +1367,42 @@ class Ledger:
         """Give a reservation back (the call failed). Idempotent; a no-op after a commit."""
         if not isinstance(reservation, Reservation):
             raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
-        if reservation.unchecked:
-            return False
+        # An unchecked reservation (the store was down) is released on the store too: its
+        # request may have run there with the answer lost, holding the worst case.
         try:
             return self._store_call(
                 lambda: self.store.release(reservation.day, reservation.request_id, int(self.clock() * 1000))
             )
-        except BudgetUnavailableError:
-            return False  # the lease will expire on its own
+        except BudgetUnavailableError:  # released once the store answers again (or its lease ends)
+            self._orphans.append((reservation.day, reservation.request_id))
+            return False
 
     def state(self, *, feature: str | None = None, user: str | None = None) -> BudgetState:
         """Used shares, headroom and the ladder step of a payer's budgets today.
 
+        With the store unreachable, a ledger that fails open answers an empty state flagged
+        ``unchecked`` (step ``normal``), as it lets the calls themselves through; one that fails
+        closed raises.
+
         Raises:
             InvalidInputError: ``feature`` or ``user`` is not a string id.
+            BudgetUnavailableError: The store is down and the ledger fails closed.
         """
         _check_ids(feature=feature, user=user)
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
         day, now_ms = self.day(), int(self.clock() * 1000)
         checks = [c for c in self._checks(feature, user, 0, 0) if c.limit is not None]
-        totals = self.store.totals(day, [(c.scope, c.metric) for c in checks], now_ms) if checks else {}
+        try:
+            totals = (
+                self._store_call(self.store.totals, day, [(c.scope, c.metric) for c in checks], now_ms)
+                if checks
+                else {}
+            )
+        except BudgetUnavailableError:
+            if self.on_unavailable == "closed":
+                raise
+            return BudgetState(step="normal", shares={}, headroom={}, unchecked=True)
         shares: dict[str, float] = {}
         headroom: dict[str, Decimal | int] = {}
         for c in checks:
@@ -1406,6 +1502,7 @@ class Ledger:
         saved_usd: Decimal | None = None,
         model: str | None = None,
         premium_model: str | None = None,
+        unknown_model: Literal["error", "unpriced"] = "error",
     ) -> Charge:
         """Async twin of :meth:`commit`."""
         return await self._async(
@@ -1416,6 +1513,7 @@ class Ledger:
                 saved_usd=saved_usd,
                 model=model,
                 premium_model=premium_model,
+                unknown_model=unknown_model,
             )
         )
 
@@ -1575,8 +1673,19 @@ def _check_commit_figures(usage: Usage, cache_hit: object) -> None:
     raise _too_large("usage", f"adds up to {total:,} tokens and requests", usage)
 
 
+def _unknown_model_option(value: object) -> bool:
+    """Whether an ``unknown_model`` option says to charge an unknown model unpriced.
+
+    Raises:
+        InvalidInputError: It is neither ``"error"`` nor ``"unpriced"``.
+    """
+    if value not in ("error", "unpriced"):
+        raise InvalidInputError("unknown_model", f"unknown value {value!r}", fix="use 'error' or 'unpriced'")
+    return value == "unpriced"
+
+
 def _check_ids(**ids: object) -> None:
-    """Ids are strings (or ``None``).
+    """Ids are strings (or ``None``) that UTF-8 can encode.
 
     Raises:
         InvalidInputError: One is not, named.
@@ -1586,6 +1695,25 @@ def _check_ids(**ids: object) -> None:
             raise InvalidInputError(
                 name, "must be a string id (or None)", value=value, fix=f"pass str({name})"
             )
+        if isinstance(value, str) and _unencodable(value):
+            raise InvalidInputError(
+                name,
+                "holds characters UTF-8 cannot encode (lone surrogates, as os.fsdecode or "
+                "errors='surrogateescape' leave for undecodable bytes)",
+                value=value,
+                fix="decode the id's bytes strictly (or with errors='replace') before passing it",
+            )
+
+
+def _unencodable(*ids: str | None) -> bool:
+    """Some id holds what UTF-8 cannot encode (stores and keys hold ids as UTF-8)."""
+    for value in ids:
+        if value is not None and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 # Positional constructors of the hot path's value objects (same objects, built faster).

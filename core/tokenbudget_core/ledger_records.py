@@ -97,6 +97,10 @@ class BudgetState:
     """Used share (spent + reserved) / limit per budget name."""
     headroom: dict[str, Decimal | int]
     """What is left per budget (USD as Decimal, tokens as int)."""
+    unchecked: bool = False
+    """True when the store was unreachable and the ledger fails open (``on_unavailable="open"``):
+    nothing could be read, so the step is ``normal`` and there are no shares, as the calls
+    themselves are let through unchecked."""
 
 
 _new_reservation = positional_maker(Reservation)
@@ -152,6 +156,8 @@ class _ReservePlan(NamedTuple):
     """The checks' amounts, in check order."""
     scopes: _Scopes
     """The payer's budgets the checks are of."""
+    own_id: bool = False
+    """The ledger drew ``request_id`` (the caller named none): no caller can retry under it."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -201,7 +207,7 @@ def _model_name(field: str, value: object) -> str:
     return value
 
 
-_COMMIT_OPTIONS = frozenset({"model", "premium_model"})
+_COMMIT_OPTIONS = frozenset({"model", "premium_model", "unknown_model"})
 
 
 def _commit_item(item: object) -> tuple[Reservation, Usage, Mapping[str, Any]]:
@@ -218,7 +224,10 @@ def _commit_item(item: object) -> tuple[Reservation, Usage, Mapping[str, Any]]:
     options = rest[0] if rest else {}
     if not isinstance(options, Mapping) or not set(options) <= _COMMIT_OPTIONS:
         raise InvalidInputError(
-            "items", "an item's options must be a mapping", value=options, fix="keys: model, premium_model"
+            "items",
+            "an item's options must be a mapping",
+            value=options,
+            fix="keys: model, premium_model, unknown_model",
         )
     return reservation, usage, options
 
