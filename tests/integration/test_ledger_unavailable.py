@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,8 +14,10 @@ from redis_server import RedisServer
 from tokenbudget_core import Usage, cost_of
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.errors import BudgetUnavailableError
-from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.ledger import Ledger, OnUnavailable
 from tokenbudget_core.money import nanos_to_usd
+from tokenbudget_core.routing import TierRouter
+from tokenbudget_core.stores.redis import RedisStore
 
 pytestmark = pytest.mark.integration
 
@@ -101,4 +106,72 @@ def test_a_spool_that_cannot_be_written_is_a_clear_error_not_a_raw_oserror(
         assert "record the usage again" in str(e.value)
     finally:
         server.resume()
+        ledger.close()
+
+
+def test_state_fails_open_as_reserve_does_so_routed_calls_go_through(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    ledger = Ledger(
+        server.url, policy=POLICY, on_unavailable="open", spool_path=tmp_path / "s.jsonl", alerts=[]
+    )
+    closed = Ledger(server.url, policy=POLICY, spool_path=tmp_path / "c.jsonl", alerts=[])
+    try:
+        assert ledger.state(feature="chat", user="a").unchecked is False
+        server.halt(kill=True)
+        state = ledger.state(feature="chat", user="a")
+        assert (state.step, state.shares, state.unchecked) == ("normal", {}, True)
+        router = TierRouter({"simple": "gpt-4o-mini", "hard": "gpt-4o"}, ledger=ledger)
+        assert router.route("What are your opening hours?", feature="chat", user="a").model
+        with pytest.raises(BudgetUnavailableError):
+            closed.state(feature="chat", user="a")  # failing closed, it says so
+    finally:
+        server.resume()
+        ledger.close()
+        closed.close()
+
+
+def _reserved_now(ledger: Ledger) -> int:
+    return ledger.store.totals(ledger.day(), [("g", "nanos")], int(ledger.clock() * 1000))[("g", "nanos")][1]
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_a_reserve_whose_answer_was_lost_holds_nothing_once_the_store_answers(
+    server: RedisServer, tmp_path: Path, mode: OnUnavailable
+) -> None:
+    """Redis stalls past the timeout: the reserve may still run there. Failing closed, the ledger
+    releases the id it drew once the store answers again; failing open, release() of the
+    unchecked reservation reaches the store. Either way no ghost holds the budget for a lease."""
+    store = RedisStore(server.url, socket_timeout=0.3)
+    ledger = Ledger(store, policy=POLICY, on_unavailable=mode, spool_path=tmp_path / "s.jsonl", alerts=[])
+    try:
+        ledger.release(
+            ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, feature="chat", user="a")
+        )
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            if mode == "closed":
+                with pytest.raises(BudgetUnavailableError):
+                    ledger.reserve(
+                        model="gpt-4o", input_tokens=2000, max_output_tokens=300, feature="chat", user="a"
+                    )
+                lost = None
+            else:
+                lost = ledger.reserve(
+                    model="gpt-4o", input_tokens=2000, max_output_tokens=300, feature="chat", user="a"
+                )
+                assert lost.unchecked
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while _reserved_now(ledger) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the stalled request runs once the server is back
+        assert _reserved_now(ledger) > 0, "the stalled reserve should have run on the server"
+        if lost is not None:
+            ledger.release(lost)
+        else:
+            time.sleep(1.1)  # the ledger looks at its orphans (and its spool) once a second
+            ledger.state(feature="chat", user="a")  # any store call after that releases them
+        assert _reserved_now(ledger) == 0
+    finally:
         ledger.close()

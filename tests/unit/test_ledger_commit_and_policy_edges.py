@@ -1,0 +1,124 @@
+"""Edges a user meets after the call went out or while running: an answering model the registry
+does not know, a policy reloaded at run time or too large for a store, alerts of shared budgets,
+ids a store cannot hold."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tokenbudget_core import Usage
+from tokenbudget_core.alerts import Alert
+from tokenbudget_core.attribution import attribute
+from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, UnknownModelError
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.reports import build_report
+
+pytestmark = pytest.mark.usefixtures("isolated")
+
+POLICY = BudgetPolicy(features={"chat": FeatureBudget(user_daily_usd="0.01")})
+CALL = {"model": "gpt-4o", "input_tokens": 2_000, "max_output_tokens": 300, "feature": "chat", "user": "u"}
+
+
+def test_an_unknown_answering_model_releases_the_reservation_before_the_error() -> None:
+    ledger = Ledger("memory://", policy=POLICY)
+    r = ledger.reserve(**CALL)  # holds $0.008 of the user's $0.01
+    with pytest.raises(UnknownModelError) as e:
+        ledger.settle(r, Usage(input_tokens=2_000, output_tokens=50), model="gpt-4o-2031-01-01")
+    assert "gpt-4o-2031-01-01" in str(e.value)
+    assert ledger.state(feature="chat", user="u").headroom["user_daily_usd"] == Decimal("0.01")
+    ledger.reserve(**CALL)  # the user is not locked out by the failed commit
+
+
+def test_unknown_model_unpriced_charges_the_tokens_with_no_cost() -> None:
+    ledger = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=10_000))
+    r = ledger.reserve(model="gpt-4o", input_tokens=2_000, max_output_tokens=300, user="u")
+    charge = ledger.commit(
+        r, Usage(input_tokens=2_000, output_tokens=50), model="acme-7b", unknown_model="unpriced"
+    )
+    assert charge.applied
+    assert charge.cost_usd is None
+    totals = build_report(ledger, last_days=1).totals
+    assert (totals.requests, totals.unpriced_requests, totals.input_tokens) == (1, 1, 2_000)
+    assert ledger.state(user="u").headroom["user_daily_tokens (all features)"] == 10_000 - 2_050
+    many = ledger.commit_many(
+        [(ledger.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=1, user="u"),
+          Usage(input_tokens=1, output_tokens=1), {"model": "acme-7b", "unknown_model": "unpriced"})]
+    )  # fmt: skip
+    assert many[0].applied  # type: ignore[union-attr]
+    with pytest.raises(InvalidInputError) as bad:
+        ledger.commit(r, Usage(input_tokens=1), unknown_model="guess")  # type: ignore[arg-type]
+    assert bad.value.field == "unknown_model"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("daily_usd", "10000000"), ("user_daily_usd", Decimal("9007200")), ("user_daily_tokens", 2**53)],
+)
+def test_a_limit_no_store_can_hold_is_refused_by_the_policy(setting: str, value: object) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        BudgetPolicy(**{setting: value})  # type: ignore[arg-type]
+    assert e.value.field == setting
+    BudgetPolicy(daily_usd="9000000", user_daily_tokens=2**53 - 1)  # just under: fine
+
+
+def test_a_reassigned_policy_applies_to_the_next_call() -> None:
+    ledger = Ledger("memory://", policy=BudgetPolicy(daily_usd="1"))
+    ledger.commit(ledger.reserve(**CALL), Usage(input_tokens=1_000, output_tokens=100))  # $0.0035
+    ledger.policy = BudgetPolicy(daily_usd="0.001")
+    assert ledger.state().step == "hard_refusal"
+    with pytest.raises(BudgetExceededError) as e:
+        ledger.reserve(**CALL)
+    assert e.value.budget == "daily_usd"
+    with pytest.raises(BudgetExceededError):
+        ledger.check(**CALL)  # the checker follows the new policy too
+    with pytest.raises(InvalidInputError) as bad:
+        ledger.policy = {"daily_usd": "1"}  # type: ignore[assignment]
+    assert bad.value.field == "policy"
+
+
+def test_alerts_of_shared_budgets_name_the_budgets_scope_not_the_user_who_crossed_it() -> None:
+    alerts: list[Alert] = []
+    policy = BudgetPolicy(
+        daily_usd="0.05",
+        user_daily_usd="0.05",
+        features={"support": FeatureBudget(feature_daily_usd="0.05", user_daily_usd="0.05")},
+    )
+    ledger = Ledger("memory://", alerts=[alerts.append], policy=policy)
+    for _ in range(12):
+        r = ledger.reserve(
+            model="gpt-4o", input_tokens=1_000, max_output_tokens=100, feature="support", user="u-7"
+        )
+        ledger.commit(r, Usage(input_tokens=1_000, output_tokens=100))
+    scopes = {a.budget: a.scope for a in alerts}
+    assert scopes == {
+        "daily_usd": "all calls",
+        "feature_daily_usd": "feature=support",
+        "user_daily_usd (all features)": "user=u-7 (all features)",
+        "user_daily_usd": "feature=support user=u-7",
+    }
+
+
+@pytest.mark.parametrize("field", ["feature", "user", "conversation", "request_id"])
+def test_ids_utf8_cannot_encode_are_named_errors_before_the_call(field: str) -> None:
+    ledger = Ledger("memory://")
+    with pytest.raises(InvalidInputError) as e:
+        ledger.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=1, **{field: "id-\udc80"})
+    assert e.value.field == field
+    if field != "request_id":
+        with pytest.raises(InvalidInputError) as e, attribute(**{field: "id-\udc80"}):
+            pass
+        assert e.value.field == field
+    ledger.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=1, **{field: "id-é-✓"})  # fine
+
+
+def test_input_tokens_none_is_a_named_error() -> None:
+    ledger = Ledger("memory://")
+    with pytest.raises(InvalidInputError) as e:
+        ledger.reserve(model="gpt-4o", input_tokens=None, max_output_tokens=1)  # type: ignore[arg-type]
+    assert e.value.field == "input_tokens"
+    [error] = ledger.reserve_many([{"model": "gpt-4o", "input_tokens": None}])
+    assert isinstance(error, InvalidInputError)
+    assert error.field == "input_tokens"
