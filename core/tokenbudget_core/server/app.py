@@ -39,7 +39,6 @@ from tokenbudget_core.reports import Dimension, build_report
 from tokenbudget_core.truncation import truncate_text_detailed
 from tokenbudget_core.usage import Usage
 
-from .budget_check import checking_ledger
 from .dashboard import dashboard_data, static_file
 from .error_responses import error_body, http_error_body, status_and_body, validation_body
 from .guards import RequestGuard
@@ -153,7 +152,6 @@ def create_app(
     )
     app.router.route_class = JSONBodyRoute  # every body that fails to parse is a 422 on ``body``
     app.state.ledger = ledger
-    checker = checking_ledger(ledger)
     http_stats = HttpStats()
 
     @app.exception_handler(TokenBudgetError)
@@ -247,10 +245,15 @@ def create_app(
     def check_budget(body: ReserveBody) -> dict[str, Any]:
         """Would this call fit every budget now? Answered from the store's totals: holds nothing."""
         try:
-            r = checker.reserve(**body.model_dump(exclude={"request_id"}))
+            checked = ledger.check(**body.model_dump(exclude={"request_id"}))
         except BudgetExceededError as e:
             return {"allowed": False} | status_and_body(e)[1]
-        return {"allowed": True, "step": r.step, "reserved_usd": _reservation_json(r)["reserved_usd"]}
+        worst = checked.worst_case_usd
+        return {
+            "allowed": True,
+            "step": checked.step,
+            "reserved_usd": None if worst is None else decimal_text(worst),
+        }
 
     @app.post("/budget/reserve", tags=["budget"], status_code=201)
     def reserve(body: ReserveBody) -> dict[str, Any]:
