@@ -749,9 +749,12 @@ class Ledger:
             raise InvalidInputError(
                 "request_id",
                 f"{plan.request_id!r} was already {outcome.state or 'settled'} on {plan.day}: a reservation "
-                "under it would be checked against no budget and its commit ignored",
+                "under it would hold nothing (a reserve that arrives after its release or commit must "
+                "not hold budget)"
+                + (", and its commit would be ignored" if outcome.state == "committed" else ""),
                 value=plan.request_id,
-                fix="use a fresh request id per call (or pass none: the ledger makes one)",
+                fix="use a fresh request id per call, a retry after a refusal included (or pass none: "
+                "the ledger makes one)",
             )
         step: Step = "normal"
         if plan.scopes.limited:
