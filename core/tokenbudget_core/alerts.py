@@ -1,16 +1,38 @@
 """Budget alerts: thresholds per budget (default 80% and 100%), fired once per budget and day.
 
 Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any callable taking an
-:class:`Alert`, or a webhook URL (``http(s)://...``) that receives the alert as JSON
-(POSTed from a background thread with a timeout, so a slow webhook never delays a call).
+:class:`Alert`, or a webhook URL (``http(s)://...``) that receives the alert as JSON.
+
+A webhook is POSTed by a worker thread of its own, so a slow webhook never delays a call:
+
+* each POST has a timeout (5 s); a failed one (no connection, a timeout, HTTP 5xx, 408, 429) is
+  tried again, :data:`ATTEMPTS` times in all with a growing pause (0.5 s, then 1 s); HTTP 4xx and
+  3xx (redirects are never followed: give the final URL) are not retried. A final failure is
+  logged as an ERROR on ``tokenbudget.alerts``, never raised;
+* when the process exits, it waits up to :data:`EXIT_WAIT_S` seconds in all for the alerts still
+  being sent (a batch job or a CLI that exits right after the call that crossed a threshold),
+  and logs those it could not send;
+* credentials in the URL (``https://user:token@host/...``, percent-encoded) are sent as an
+  ``Authorization: Basic`` header, never as part of the host;
+* logs and errors name a webhook only as ``scheme://host[:port]``: user info, path (Slack-style
+  tokens) and query (``?token=``) are secrets and never shown.
 """
 
 from __future__ import annotations
 
+import atexit
+import base64
+import http.client
 import json
 import logging
+import os
 import threading
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
+import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
@@ -21,6 +43,14 @@ from .errors import InvalidInputError
 __all__ = ["Alert", "AlertSink", "dispatch", "resolve_sinks"]
 
 logger = logging.getLogger("tokenbudget.alerts")
+
+ATTEMPTS = 3
+"""POSTs of one alert to a webhook, at most (the first and two retries)."""
+EXIT_WAIT_S = 5.0
+"""How long an exiting process waits, in all, for webhook alerts still being sent."""
+_TIMEOUT_S = 5.0
+_FIRST_PAUSE_S = 0.5
+_RETRY_STATUS = frozenset({408, 425, 429})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,35 +89,195 @@ def _log(alert: Alert) -> None:
     )
 
 
-def _webhook(url: str, timeout: float = 5.0) -> AlertSink:
-    def post(alert: Alert) -> None:
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed (they would turn the POST into a GET, or carry the
+    credentials to another host): a 3xx is a failure, logged."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+_EXITING = threading.Event()  # the process is exiting: retries go on without pausing
+_WEBHOOKS: weakref.WeakSet[_Webhook] = weakref.WeakSet()
+
+
+class _Webhook:
+    """The sink of one webhook URL: alerts queued in order, POSTed by a daemon worker thread that
+    is started when an alert comes and ends when none is left (see the module docstring)."""
+
+    def __init__(self, url: str, *, field: str = "alerts") -> None:
+        parts = _split(url, field)
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        self.redacted = f"{parts.scheme}://{hostport}"
+        """The URL as logs show it: no user info, path or query."""
+        self._target = urllib.parse.urlunsplit((parts.scheme, hostport, parts.path, parts.query, ""))
+        self._headers = {"Content-Type": "application/json", "User-Agent": "tokenbudget-alerts"}
+        user, password = parts.username, parts.password
+        if userinfo:
+            credentials = f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}"
+            self._headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        secrets = {url, self._target, userinfo, user, password, parts.query, parts.fragment}
+        secrets.update(urllib.parse.unquote(s) for s in (user, password) if s)
+        if parts.path not in ("", "/"):
+            secrets.add(parts.path)
+        self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
+        self._cond = threading.Condition()
+        self._queue: deque[bytes] = deque()
+        self._working = False
+        _WEBHOOKS.add(self)
+
+    def __repr__(self) -> str:
+        return f"<alert webhook {self.redacted}>"
+
+    def __call__(self, alert: Alert) -> None:
         body = json.dumps({"type": "tokenbudget.alert", **alert.as_dict()}, default=str).encode()
+        with self._cond:
+            self._queue.append(body)
+            if self._working:
+                return
+            self._working = True
+        try:
+            threading.Thread(target=self._work, name="tokenbudget-alert-webhook", daemon=True).start()
+        except RuntimeError:  # no thread now (the interpreter is shutting down): send it here
+            self._work()
 
-        def send() -> None:
-            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue:
+                    self._working = False
+                    self._cond.notify_all()
+                    return
+                body = self._queue[0]  # stays queued while it is sent: an exit waits for it
             try:
-                with urllib.request.urlopen(request, timeout=timeout):
-                    pass
-            except OSError as e:
-                logger.error("alert webhook %s failed: %s", url, e)
+                self._deliver(body)
+            except Exception as e:  # noqa: BLE001 - a bug must not stop the alerts queued after it
+                logger.error("alert webhook %s: an alert was lost: %s", self.redacted, self._scrub(repr(e)))
+            with self._cond:
+                if self._queue:
+                    self._queue.popleft()
+                self._cond.notify_all()
 
-        threading.Thread(target=send, name="tokenbudget-alert-webhook", daemon=True).start()
+    def _deliver(self, body: bytes) -> None:
+        """POST ``body``, retried on a failure that may pass; a final failure is logged."""
+        pause = _FIRST_PAUSE_S
+        for attempt in range(1, ATTEMPTS + 1):
+            failure = self._post(body)
+            if failure is None:
+                return
+            reason, retry = failure
+            if not retry or attempt == ATTEMPTS:
+                logger.error(
+                    "alert webhook %s failed (attempt %d of %d), the alert is not delivered: %s",
+                    self.redacted,
+                    attempt,
+                    ATTEMPTS,
+                    reason,
+                )
+                return
+            logger.info("alert webhook %s failed (%s); retrying in %.1f s", self.redacted, reason, pause)
+            _EXITING.wait(pause)
+            pause *= 2
 
-    return post
+    def _post(self, body: bytes) -> tuple[str, bool] | None:
+        """One POST: ``None`` when delivered, else why not and whether to try again."""
+        request = urllib.request.Request(self._target, data=body, headers=self._headers, method="POST")
+        try:
+            with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
+                response.read(1 << 16)
+            return None
+        except urllib.error.HTTPError as e:
+            e.close()
+            if 300 <= e.code < 400:
+                return f"HTTP {e.code}: redirects are not followed, give the final URL", False
+            return f"HTTP {e.code}", e.code >= 500 or e.code in _RETRY_STATUS
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            return self._scrub(f"{type(e).__name__}: {e}"), True
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without any piece of the URL that may be a secret."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _drain(self, deadline: float) -> int:
+        """Wait until every queued alert was sent, or the deadline; returns how many are left."""
+        with self._cond:
+            while self._queue and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            return len(self._queue)
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's worker (and its lock) did not come along; its alerts
+        are the parent's to send."""
+        self._cond = threading.Condition()
+        self._queue = deque()
+        self._working = False
+
+
+def _split(url: str, field: str) -> urllib.parse.SplitResult:
+    """``url`` parsed, or an error naming what to fix (never showing the URL: it holds secrets).
+
+    Raises:
+        InvalidInputError: No host, a port that is not a number, or an unencoded ``/?#@`` in the
+            user info (which would send the alert, and the credentials, to the wrong host).
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        parts = None
+    if parts is None or not parts.hostname or ("@" in parts.path and "@" not in parts.netloc):
+        raise InvalidInputError(
+            field,
+            "is not a webhook URL alerts can be sent to (no host, a port that is not a number, "
+            "or credentials holding an unencoded '@', '/', '?' or '#')",
+            value=url.partition("://")[0] + "://...",  # the URL itself may hold secrets
+            fix="write it as http(s)://[user:password@]host[:port]/path, with '@', '/', '?', '#' and ':' "
+            "in the user name and password percent-encoded (%40, %2F, %3F, %23, %3A)",
+        )
+    return parts
+
+
+def _flush_at_exit(timeout: float = EXIT_WAIT_S) -> None:
+    """Wait (``timeout`` seconds in all) for the webhook alerts still being sent; log the rest."""
+    _EXITING.set()
+    deadline = time.monotonic() + timeout
+    for hook in list(_WEBHOOKS):
+        left = hook._drain(deadline)
+        if left:
+            logger.error(
+                "alert webhook %s: %d alert(s) not delivered before the process exited (waited %.0f s)",
+                hook.redacted,
+                left,
+                timeout,
+            )
+
+
+def _after_fork_in_child() -> None:
+    for hook in list(_WEBHOOKS):
+        hook._forget()
+
+
+atexit.register(_flush_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def resolve_sinks(sinks: Sequence[str | AlertSink] | None) -> list[AlertSink]:
     """Turn ``"log"``, webhook URLs and callables into sinks (default: ``["log"]``).
 
     Raises:
-        InvalidInputError: A sink is neither.
+        InvalidInputError: A sink is neither, or a webhook URL has no host or an unencoded
+            character in its credentials (the error never shows the URL).
     """
     out: list[AlertSink] = []
     for i, sink in enumerate(["log"] if sinks is None else sinks):
         if sink == "log":
             out.append(_log)
         elif isinstance(sink, str) and sink.startswith(("http://", "https://")):
-            out.append(_webhook(sink))
+            out.append(_Webhook(sink, field=f"alerts[{i}]"))
         elif callable(sink):
             out.append(sink)
         else:

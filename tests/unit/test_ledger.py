@@ -200,7 +200,8 @@ def test_alert_webhook_receives_json() -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
-            got.set()
+            if len(received) == 2:
+                got.set()
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -212,7 +213,8 @@ def test_alert_webhook_receives_json() -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         led = ledger(BudgetPolicy(daily_usd="0.001"), alerts=[url])
         led.record(Usage(input_tokens=1_000, output_tokens=0), model="gpt-4o")
-        assert got.wait(5)
+        assert got.wait(5)  # 80% and 100%, in order
+        assert [a["threshold"] for a in received] == [0.8, 1.0]
         assert received[0]["type"] == "tokenbudget.alert"
         assert received[0]["budget"] == "daily_usd"
         assert Decimal(received[0]["limit"]) == Decimal("0.001")

@@ -1,0 +1,280 @@
+"""Webhook alerts reach the webhook: delivered before the process exits (a bounded wait), retried
+when a POST fails for a reason that may pass, never redirected; credentials in the URL become
+an Authorization header; and no log or error ever shows the URL's secrets (user info, path
+token, query), only scheme://host:port. Real HTTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tokenbudget_core.alerts import Alert, dispatch, resolve_sinks
+from tokenbudget_core.errors import InvalidInputError
+
+ALERT = Alert(day="2026-11-23", budget="daily_usd", scope="all", threshold=0.8, used="0.0087", limit="0.01")
+
+
+@dataclass
+class Seen:
+    """One request a webhook server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Hook:
+    """A webhook on 127.0.0.1 answering each request with the next of ``answers`` (then 204)."""
+
+    answers: list[int | Callable[[BaseHTTPRequestHandler], object]] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+    released: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+
+    def url(self, userinfo: str = "", path: str = "/hook") -> str:
+        return f"http://{userinfo}127.0.0.1:{self.port}{path}"
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> list[Seen]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.seen
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    state = Hook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def handle_one(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            state.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body))
+            answer = state.answers.pop(0) if state.answers else 204
+            if callable(answer):
+                answer(self)
+                return
+            self.send_response(answer)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_GET = handle_one
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.released.set()
+        server.shutdown()
+        server.server_close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def final_error(caplog: pytest.LogCaptureFixture, timeout: float = 10.0) -> logging.LogRecord:
+    """The ERROR a webhook logs when it gives an alert up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        errors = [r for r in caplog.records if r.name == "tokenbudget.alerts" and r.levelno >= logging.ERROR]
+        if errors:
+            return errors[0]
+        time.sleep(0.01)
+    raise AssertionError("no ERROR was logged")
+
+
+def send(url: str) -> None:
+    dispatch(resolve_sinks([url]), ALERT)
+
+
+# -- delivered before the process exits ----------------------------------------------------------
+
+CHILD = """
+import logging, sys
+logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+from tokenbudget_core import Usage
+from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.ledger import Ledger
+led = Ledger("memory://", policy=BudgetPolicy(daily_usd="0.01"), alerts=[sys.argv[1]])
+r = led.reserve(model="gpt-4o", input_tokens=1000, max_output_tokens=500)
+led.commit(r, Usage(input_tokens=1000, output_tokens=500))   # $0.0075 of $0.01: 75%
+r = led.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=100)
+led.commit(r, Usage(input_tokens=100, output_tokens=100))    # 87.5%: the 80% alert
+"""
+
+
+def test_an_alert_crossed_just_before_the_process_exits_is_delivered(hook: Hook) -> None:
+    def slow(handler: BaseHTTPRequestHandler) -> None:  # a webhook taking 300 ms to answer
+        time.sleep(0.3)
+        handler.send_response(200)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hook.answers = [slow]
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, hook.url()], capture_output=True, text=True, timeout=30
+    )
+    assert child.returncode == 0, child.stderr
+    assert len(hook.seen) == 1  # received before the child was gone, not some time after
+    alert = json.loads(hook.seen[0].body)
+    assert (alert["type"], alert["budget"], alert["threshold"]) == ("tokenbudget.alert", "daily_usd", 0.8)
+    assert child.stderr == ""
+
+
+def test_an_exiting_process_waits_a_bounded_time_for_a_webhook_that_hangs(hook: Hook) -> None:
+    hook.answers = [lambda handler: hook.released.wait(60)]  # never answers while the child runs
+    url = hook.url("bot:s3cret@", "/T000/B000/SECRETPATH?token=abc123")
+    started = time.monotonic()
+    child = subprocess.run([sys.executable, "-c", CHILD, url], capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert child.returncode == 0
+    assert took < 10  # the wait is bounded: 5 s in all (three POSTs could take 15 s)
+    assert "1 alert(s) not delivered before the process exited" in child.stderr
+    assert f"http://127.0.0.1:{hook.port}" in child.stderr
+    for secret in ("s3cret", "SECRETPATH", "abc123", "/T000"):
+        assert secret not in child.stderr
+
+
+# -- retried, then given up with one ERROR -------------------------------------------------------
+
+
+def test_a_failed_post_is_retried_until_delivered(hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
+    hook.answers = [503, 502]
+    with caplog.at_level(logging.INFO, logger="tokenbudget.alerts"):
+        send(hook.url())
+        seen = hook.wait_for(3)
+        time.sleep(0.2)
+    assert [s.method for s in seen] == ["POST"] * 3
+    assert seen[0].body == seen[2].body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    retries = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(retries) == 2
+    assert "HTTP 503" in retries[0]
+
+
+def test_a_webhook_that_keeps_failing_is_given_up_with_one_error(
+    hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    hook.answers = [500] * 10
+    with caplog.at_level(logging.INFO, logger="tokenbudget.alerts"):
+        send(hook.url())
+        error = final_error(caplog)
+        time.sleep(0.2)
+    assert len(hook.seen) == 3
+    assert "HTTP 500" in error.getMessage()
+    assert "attempt 3 of 3" in error.getMessage()
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_a_client_error_is_not_retried(hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
+    hook.answers = [404]
+    with caplog.at_level(logging.INFO, logger="tokenbudget.alerts"):
+        send(hook.url(path="/services/T1/B2/tok"))
+        error = final_error(caplog)
+    assert len(hook.seen) == 1
+    assert error.getMessage().startswith(
+        f"alert webhook http://127.0.0.1:{hook.port} failed (attempt 1 of 3)"
+    )
+    assert "HTTP 404" in error.getMessage()
+    assert "tok" not in error.getMessage()
+
+
+def test_a_redirect_is_not_followed(hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
+    def redirect(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", f"http://127.0.0.1:{hook.port}/elsewhere")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hook.answers = [redirect]
+    with caplog.at_level(logging.INFO, logger="tokenbudget.alerts"):
+        send(hook.url("bot:s3cret@"))
+        error = final_error(caplog)
+        time.sleep(0.2)
+    assert [s.path for s in hook.seen] == ["/hook"]  # the credentials never went anywhere else
+    assert "HTTP 302: redirects are not followed" in error.getMessage()
+
+
+# -- credentials in the URL ----------------------------------------------------------------------
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(hook: Hook) -> None:
+    send(hook.url("bot:tok3n@", "/hook?channel=ops"))
+    (seen,) = hook.wait_for(1)
+    assert seen.headers["Authorization"] == "Basic " + base64.b64encode(b"bot:tok3n").decode()
+    assert seen.headers["Host"] == f"127.0.0.1:{hook.port}"
+    assert seen.path == "/hook?channel=ops"
+    assert json.loads(seen.body)["budget"] == "daily_usd"
+
+
+def test_percent_encoded_credentials_are_decoded(hook: Hook) -> None:
+    send(hook.url("bot%40corp:p%3Ass%2Fw%40rd@"))
+    (seen,) = hook.wait_for(1)
+    assert seen.headers["Authorization"] == "Basic " + base64.b64encode(b"bot@corp:p:ss/w@rd").decode()
+
+
+def test_a_url_without_credentials_sends_no_authorization(hook: Hook) -> None:
+    send(hook.url())
+    (seen,) = hook.wait_for(1)
+    assert "Authorization" not in seen.headers
+
+
+# -- secrets never shown -------------------------------------------------------------------------
+
+SECRETS = ("S3cretPassw0rd", "alerts", "XXXXSECRETTOKENXXXX", "T0001", "abc123")
+
+
+def test_a_failing_webhook_is_logged_without_its_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    port = closed_port()
+    url = (
+        f"http://alerts:S3cretPassw0rd@127.0.0.1:{port}/services/T0001/B0001/XXXXSECRETTOKENXXXX?token=abc123"
+    )
+    (sink,) = resolve_sinks([url])
+    with caplog.at_level(logging.DEBUG, logger="tokenbudget"):
+        dispatch([sink], ALERT)
+        error = final_error(caplog)
+    assert error.getMessage().startswith(f"alert webhook http://127.0.0.1:{port} failed (attempt 3 of 3)")
+    shown = [r.getMessage() for r in caplog.records] + [repr(sink), str(sink)]
+    for secret in SECRETS:
+        assert not [text for text in shown if secret in text], secret
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://bot:pa/ss0rd@127.0.0.1:1/hook",  # '/' in the password: the host would be 'bot'
+        "http://bot:1234/ss0rd@127.0.0.1:1/hook",  # ... with a password that reads as a port
+        "http://bot:pa?ss0rd@127.0.0.1:1/hook",
+        "https:///ss0rd",
+    ],
+)
+def test_a_url_that_would_send_elsewhere_is_refused_without_showing_it(url: str) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        resolve_sinks(["log", url])
+    error = caught.value
+    assert error.field == "alerts[1]"
+    assert "percent-encoded" in str(error)
+    assert "ss0rd" not in str(error)
+    assert "ss0rd" not in str(error.value)
