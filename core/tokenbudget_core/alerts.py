@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import encodings.idna  # noqa: F401 - imported here, not lazily by a worker (a fork mid-import breaks it)
 import http.client
 import json
 import logging
@@ -256,6 +257,8 @@ def _flush_at_exit(timeout: float = EXIT_WAIT_S) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _EXITING
+    _EXITING = threading.Event()  # its lock may have been held by a thread that did not come along
     for hook in list(_WEBHOOKS):
         hook._forget()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -155,6 +156,40 @@ def test_an_exiting_process_waits_a_bounded_time_for_a_webhook_that_hangs(hook: 
     assert f"http://127.0.0.1:{hook.port}" in child.stderr
     for secret in ("s3cret", "SECRETPATH", "abc123", "/T000"):
         assert secret not in child.stderr
+
+
+FORKER = """
+import os, sys
+from tokenbudget_core.alerts import Alert, dispatch, resolve_sinks
+
+def alert(budget):
+    return Alert(day="d", budget=budget, scope="all", threshold=0.8, used="1", limit="2")
+
+sinks = resolve_sinks([sys.argv[1]])
+dispatch(sinks, alert("parent"))  # its worker may be mid-POST when the process forks
+pid = os.fork()
+if pid == 0:
+    dispatch(sinks, alert("child"))  # the child's own worker sends it before the child exits
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_sends_its_own_alerts_and_not_the_parents(hook: Hook) -> None:
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(0.3)
+        handler.send_response(204)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hook.answers = [slow, slow]
+    child = subprocess.run(
+        [sys.executable, "-c", FORKER, hook.url()], capture_output=True, text=True, timeout=30
+    )
+    assert child.returncode == 0, child.stderr
+    assert sorted(json.loads(s.body)["budget"] for s in hook.seen) == ["child", "parent"]
 
 
 # -- retried, then given up with one ERROR -------------------------------------------------------
