@@ -10,6 +10,9 @@ When the API cannot be reached (no client or key, timeout, connection error, 429
 Errors that are the caller's (bad request, authentication) always raise
 :class:`~tokenbudget_core.errors.TokenCountError`: an estimate would hide them.
 Estimates correct themselves from reported usage (:meth:`AnthropicTokenCounter.observe`).
+A request holding a tool call whose arguments are not a JSON object is counted with that call's
+``input`` as ``{}`` (as langchain-anthropic sends it; see :mod:`~tokenbudget_core.anthropic_format`)
+and the count is flagged ``exact=False``, the guess named in ``last_error``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from .anthropic_format import to_anthropic_request
+from .anthropic_format import AnthropicRequest, build_anthropic_request
 from .calibration import Calibration
 from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
 from .errors import InvalidInputError, MissingDependencyError, TokenCountError
@@ -78,7 +81,8 @@ class AnthropicTokenCounter(TokenCounter):
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        """Why the last count was an estimate (``None`` after an exact count)."""
+        """Why the last count was not exact: an estimate, or a guessed tool-call ``input``
+        (``None`` after an exact count)."""
         self.api_calls = 0
         """How many times the counting API was called (cache misses)."""
 
@@ -99,9 +103,9 @@ class AnthropicTokenCounter(TokenCounter):
             self._async_client = _make_client(async_=True, timeout=self.timeout, **kwargs)
         return self._async_client
 
-    def _request(self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None) -> dict[str, Any]:
-        request = to_anthropic_request(messages, check_tools(tools))
-        request["model"] = self.model.name.rpartition("/")[2]
+    def _request(self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None) -> AnthropicRequest:
+        request = build_anthropic_request(messages, check_tools(tools))
+        request.body["model"] = self.model.name.rpartition("/")[2]
         return request
 
     @staticmethod
@@ -123,9 +127,10 @@ class AnthropicTokenCounter(TokenCounter):
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
-    def _exact(self, n: int) -> TokenCount:
-        self.last_error = None
-        return TokenCount(n, exact=True, model=self.model.name, method="anthropic-api")
+    def _exact(self, n: int, guessed: Sequence[str] = ()) -> TokenCount:
+        """The API's count; flagged inexact when the request holds a guessed tool-call ``input``."""
+        self.last_error = _guess_reason(guessed)
+        return TokenCount(n, exact=not guessed, model=self.model.name, method="anthropic-api")
 
     def _fallback(
         self, reason: str, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
@@ -163,10 +168,10 @@ class AnthropicTokenCounter(TokenCounter):
         if done is not None:
             return done
         try:
-            result = self._sync_client().messages.count_tokens(**request, timeout=self.timeout)
+            result = self._sync_client().messages.count_tokens(**request.body, timeout=self.timeout)
         except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
             return self._failed(e, messages, tools)
-        return self._finish(key, result)
+        return self._finish(key, result, request.guessed)
 
     async def acount(self, text: str) -> TokenCount:
         """Async twin of :meth:`count`."""
@@ -182,20 +187,20 @@ class AnthropicTokenCounter(TokenCounter):
         if done is not None:
             return done
         try:
-            result = await self._aclient().messages.count_tokens(**request, timeout=self.timeout)
+            result = await self._aclient().messages.count_tokens(**request.body, timeout=self.timeout)
         except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
             return self._failed(e, messages, tools)
-        return self._finish(key, result)
+        return self._finish(key, result, request.guessed)
 
     def _begin(
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None, client: Any
-    ) -> tuple[dict[str, Any], str, TokenCount | None]:
+    ) -> tuple[AnthropicRequest, str, TokenCount | None]:
         """Build the request; answer from the cache, or estimate when there is no client."""
         request = self._request(messages, tools)
-        key = self._key(request)
+        key = self._key(request.body)
         hit = self._cached(key)
         if hit is not None:
-            return request, key, self._exact(hit)
+            return request, key, self._exact(hit, request.guessed)
         if client is None:
             reason = "no Anthropic client (set ANTHROPIC_API_KEY or pass a client)"
             return request, key, self._fallback(reason, messages, tools)
@@ -208,10 +213,10 @@ class AnthropicTokenCounter(TokenCounter):
         _raise_if_caller_error(self.model.name, e)
         return self._fallback(_describe(e), messages, tools)
 
-    def _finish(self, key: str, result: Any) -> TokenCount:
+    def _finish(self, key: str, result: Any, guessed: Sequence[str]) -> TokenCount:
         n = _input_tokens(result)
         self._store(key, n)
-        return self._exact(n)
+        return self._exact(n, guessed)
 
     def observe(
         self,
@@ -224,6 +229,15 @@ class AnthropicTokenCounter(TokenCounter):
         Pass ``Usage.from_anthropic(response).input_tokens`` (cache reads and writes included).
         """
         self._estimator.observe(messages, actual_input_tokens, tools)
+
+
+def _guess_reason(guessed: Sequence[str]) -> str | None:
+    if not guessed:
+        return None
+    return (
+        f"{', '.join(guessed)}: not a JSON object; counted as input {{}} "
+        "(as langchain-anthropic sends it; another integration may send otherwise)"
+    )
 
 
 def _make_client(*, async_: bool, timeout: float, **kwargs: Any) -> Any:

@@ -4,24 +4,68 @@ System and developer messages become the top-level ``system`` string; assistant 
 calls become ``tool_use`` blocks; tool results become ``tool_result`` blocks in a
 user turn; consecutive turns of the same role are merged (Anthropic requires
 alternation); images become base64 or URL ``image`` blocks.
+
+A ``tool_use`` block's ``input`` must be a JSON object. A call whose arguments are not one (the
+malformed JSON of a call cut off by ``max_tokens``, which LangChain keeps in ``invalid_tool_calls``
+and LlamaIndex as a string ``tool_kwargs``) is sent with ``input: {}``, as langchain-anthropic
+sends it, rather than refused: such a call is answered by an error tool result and the conversation
+goes on. What another integration sends for it is its own choice (llama-index-llms-anthropic passes
+the string, which the API refuses), so :func:`build_anthropic_request` names every call converted
+this way in :attr:`AnthropicRequest.guessed` and a count of the request is flagged inexact.
+Call ids the API refuses (it wants ``^[a-zA-Z0-9_-]+$``; other providers mint ids such as
+``functions.lookup:0``) are rewritten as langchain-anthropic rewrites them, in the call and in its
+result alike (``toolu_`` and 24 hex digits of the id's SHA-256).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidInputError, InvalidMessageError
+from .errors import InvalidInputError
 from .messages import ImagePart, Message, MessageLike, TextPart, to_messages
 
-__all__ = ["to_anthropic_request", "to_anthropic_tools"]
+__all__ = ["AnthropicRequest", "build_anthropic_request", "to_anthropic_request", "to_anthropic_tools"]
 
+_CALL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 _DATA_URL = re.compile(r"^data:(?P<mime>image/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
 
 
-def _content_blocks(m: Message, i: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True, kw_only=True)
+class AnthropicRequest:
+    """The ``system``/``messages``/``tools`` of a Messages API request, and what was guessed."""
+
+    body: dict[str, Any]
+    """The request's ``messages`` (and ``system``, ``tools`` when there are any)."""
+    guessed: tuple[str, ...] = ()
+    """The tool calls whose arguments were not a JSON object and went as ``input: {}``
+    (``messages[i].tool_calls[j].arguments``): what an integration sends for them may differ."""
+
+
+def _call_id(call_id: str) -> str:
+    """A call id as the API accepts it: unchanged when empty or valid, else ``toolu_`` + a hash."""
+    if not call_id or _CALL_ID.match(call_id):
+        return call_id
+    return f"toolu_{hashlib.sha256(call_id.encode()).hexdigest()[:24]}"
+
+
+def _tool_input(arguments: str) -> dict[str, Any] | None:
+    """The ``input`` of a call with these arguments; ``None``: not a JSON object (sent as ``{}``,
+    as langchain-anthropic does: ``json.loads(args or "{}")``, ``{}`` unless that is a dict)."""
+    if not arguments:
+        return {}
+    try:
+        value = json.loads(arguments)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _content_blocks(m: Message, i: int, guessed: list[str]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     parts = (TextPart(text=m.content),) if isinstance(m.content, str) else m.content
     for part in parts:
@@ -41,13 +85,11 @@ def _content_blocks(m: Message, i: int) -> list[dict[str, Any]]:
             blocks.append({"type": "image", "source": source})
     if m.role == "assistant":
         for j, call in enumerate(m.tool_calls):
-            try:
-                args = json.loads(call.arguments) if call.arguments else {}
-            except ValueError as e:
-                raise InvalidMessageError(
-                    f"messages[{i}].tool_calls[{j}].arguments", "is not valid JSON", value=call.arguments
-                ) from e
-            blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": args})
+            args = _tool_input(call.arguments)
+            if args is None:
+                guessed.append(f"messages[{i}].tool_calls[{j}].arguments")
+                args = {}
+            blocks.append({"type": "tool_use", "id": _call_id(call.id), "name": call.name, "input": args})
     return blocks
 
 
@@ -76,9 +118,30 @@ def to_anthropic_request(
 ) -> dict[str, Any]:
     """Build the ``system``/``messages``/``tools`` part of a Messages API request.
 
+    Tool-call arguments that are not a JSON object go as ``input: {}`` (see the module doc;
+    :func:`build_anthropic_request` says which).
+
     Raises:
-        InvalidMessageError: A message is malformed, or tool-call arguments are not JSON.
+        InvalidMessageError: A message is malformed.
     """
+    return build_anthropic_request(messages, tools).body
+
+
+def build_anthropic_request(
+    messages: Sequence[MessageLike], tools: Sequence[Mapping[str, Any]] | None = None
+) -> AnthropicRequest:
+    """:func:`to_anthropic_request`, with the tool calls whose ``input`` was guessed.
+
+    Example:
+        >>> calls = [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"a": '}}]
+        >>> req = build_anthropic_request([{"role": "assistant", "content": "", "tool_calls": calls}])
+        >>> req.body["messages"][0]["content"][0]["input"], req.guessed
+        ({}, ('messages[0].tool_calls[0].arguments',))
+
+    Raises:
+        InvalidMessageError: A message is malformed.
+    """
+    guessed: list[str] = []
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     for i, m in enumerate(to_messages(messages)):
@@ -87,13 +150,16 @@ def to_anthropic_request(
             continue
         if m.role in ("tool", "function"):
             role = "user"
-            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or m.name or ""}
+            result: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": _call_id(m.tool_call_id or m.name or ""),
+            }
             if m.text:
                 result["content"] = m.text
             blocks = [result]
         else:
             role = m.role
-            blocks = _content_blocks(m, i)
+            blocks = _content_blocks(m, i, guessed)
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
@@ -103,4 +169,4 @@ def to_anthropic_request(
         request["system"] = "\n\n".join(system)
     if tools:
         request["tools"] = to_anthropic_tools(tools)
-    return request
+    return AnthropicRequest(body=request, guessed=tuple(guessed))
