@@ -75,6 +75,7 @@ from .ledger_records import (
     _Scopes,
     default_spool_path,
     new_request_id,
+    store_digest,
 )
 from .money import decimal_text, nanos_to_usd, usd_to_nanos
 from .price_overrides import PriceTable
@@ -229,7 +230,7 @@ class Ledger:
         if spool_path is not None and not isinstance(spool_path, str | os.PathLike):
             raise InvalidInputError("spool_path", "must be a file path", value=spool_path)
         spool = spool_path or os.environ.get("TOKENBUDGET_SPOOL") or default_spool_path(self.store)
-        self.spool = Spool(spool)
+        self.spool = Spool(spool, owner=store_digest(self.store))  # a shared spool: each line to its store
         if on_unavailable == "open" and not isinstance(self.store, MemoryStore):
             # failing open promises the usage of calls let through goes to the spool: it must be writable
             problem = self.spool.unwritable()

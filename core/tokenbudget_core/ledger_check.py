@@ -42,6 +42,9 @@ class ReadOnlyReserveStore:
     def __init__(self, store: LedgerStore) -> None:
         self.store = store
         self.url = store.url
+        # named as the store it reads (its spool lines are the checked ledger's own)
+        self.identity = getattr(store, "identity", None)
+        self.path = getattr(store, "path", None)
 
     def reserve(self, req: ReserveRequest) -> ReserveOutcome:
         """The outcome of ``req`` on the store's current totals (expired leases excluded)."""

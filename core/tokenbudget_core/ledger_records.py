@@ -268,11 +268,17 @@ def default_spool_path(store: LedgerStore) -> Path:
     namespaces keep apart), else a SQLite file by its absolute path, else by its URL. The name
     is only hashed, never written out: passwords in it stay out of the file name.
     """
+    return Path.home() / ".cache" / "tokenbudget" / f"spool-{store_digest(store)}.jsonl"
+
+
+def store_digest(store: LedgerStore) -> str:
+    """A short hash naming where ``store`` keeps its data (see :func:`default_spool_path`): the
+    spool's file name, and the owner of the lines a ledger spools, so a spool shared by several
+    ledgers (``$TOKENBUDGET_SPOOL``) replays each line into its own store only."""
     identity = getattr(store, "identity", None)
     if not isinstance(identity, str) or not identity:
         path, url = getattr(store, "path", None), str(getattr(store, "url", ""))
         identity = str(Path(path).resolve()) if isinstance(path, str | Path) else url
     if not identity or identity.startswith("memory://"):
         identity = f"memory-{os.getpid()}-{id(store)}"  # a memory store is never unreachable anyway
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    return Path.home() / ".cache" / "tokenbudget" / f"spool-{digest}.jsonl"
+    return hashlib.sha256(identity.encode(errors="surrogatepass")).hexdigest()[:16]

@@ -175,3 +175,29 @@ def test_a_reserve_whose_answer_was_lost_holds_nothing_once_the_store_answers(
         assert _reserved_now(ledger) == 0
     finally:
         ledger.close()
+
+
+def test_ledgers_sharing_one_spool_replay_each_line_into_its_own_store(
+    server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$TOKENBUDGET_SPOOL names one file for every ledger of a process: usage spooled while Redis
+    was down reaches Redis once it is back, never the healthy ledger that happened to replay first."""
+    monkeypatch.setenv("TOKENBUDGET_SPOOL", str(tmp_path / "shared.jsonl"))
+    prod = Ledger(server.url, policy=POLICY, on_unavailable="open", alerts=[])
+    other = Ledger(f"sqlite:///{tmp_path / 'other.db'}", alerts=[])
+    try:
+        assert prod.spool.path == other.spool.path
+        server.halt(kill=True)
+        r = prod.reserve(
+            model="gpt-4o-mini", input_tokens=100, max_output_tokens=20, feature="chat", user="a"
+        )
+        assert prod.commit(r, usage(1)).spooled
+        other.record(usage(2), model="gpt-4o-mini", feature="analytics")
+        other.replay_spool()
+        assert {row.rollup_key for row in other.store.rollup([other.day()])} == {"analytics//gpt-4o-mini"}
+        server.resume()
+        assert prod.replay_spool() == 1
+        assert total_spent(prod) == cost_of(usage(1), "gpt-4o-mini")
+    finally:
+        prod.close()
+        other.close()
