@@ -5,12 +5,22 @@ Backend test modules import ``ContractTests`` and provide a ``store`` fixture.
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from pathlib import Path
 
-from tokenbudget_core.stores.base import Check, CommitRequest, LedgerStore, ReserveRequest
+import pytest
+
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.stores.base import Check, CommitRequest, LedgerStore, ReserveRequest, call_costs_many
 
 DAY = "2026-11-23"
+ODD_IDS = ["f", "a:b", "{a}", "}{", "a b", "a\nb", "ü", "日本", "", "%61", "a%7C", "a|nanos", "a/b", "*"]
+"""Days and features that try every trick: key separators, hash-tag braces, whitespace, non-ASCII,
+the empty id and text that looks already encoded."""
+NOT_PAIRS: list[object] = [DAY, b"pairs", None, 7, {(DAY, "f")}, [(DAY,)], [(DAY, "f", "x")], [(DAY, 3)],
+                           [(None, "f")], [[DAY, "f"]], [(DAY, b"f")], [(DAY, "f"), "f"]]  # fmt: skip
+"""What a batched read of call costs refuses (``InvalidInputError`` naming ``pairs``)."""
 
 
 def reserve(
@@ -225,3 +235,39 @@ class ContractTests:
         )
         [feature] = report.breakdown("feature").rows
         assert (feature.requests, feature.routed_requests) == (4, 3)
+
+    def test_call_costs_many_answers_like_one_pair_at_a_time(self, store: LedgerStore) -> None:
+        days = [DAY, *ODD_IDS[1:6], "日 2026-11-24"]
+        for i, (day, feature) in enumerate(itertools.product(days, ODD_IDS)):
+            for n in range(i % 4):  # 0 to 3 samples, in an order that is not sorted
+                store.record_call_cost(day, feature, (i * 7 + n * 5) % 11)
+        pairs = [(d, f) for d in [*days, "1999-01-01"] for f in [*ODD_IDS, "never"]]
+        one_by_one = {pair: store.call_costs(*pair) for pair in pairs}
+        assert {len(costs) for costs in one_by_one.values()} == {0, 1, 2, 3}
+        batched = call_costs_many(store, pairs)
+        assert batched == one_by_one
+        assert list(batched) == pairs  # every pair given, in order
+        own = getattr(store, "call_costs_many", None)  # optional: a store may rely on the default
+        if own is not None:
+            assert own(pairs) == one_by_one
+        assert call_costs_many(store, []) == {}
+        assert call_costs_many(store, [*pairs[:5], *pairs[:5]]) == {p: one_by_one[p] for p in pairs[:5]}
+
+    def test_call_costs_many_reads_more_pairs_than_one_round_trip_carries(self, store: LedgerStore) -> None:
+        features = [f"feature {i}" for i in range(1_300)]
+        for i in range(0, len(features), 97):
+            store.record_call_cost(DAY, features[i], i)
+            store.record_call_cost(DAY, features[i], 1)
+        pairs = [(day, f) for day in (DAY, "2026-11-24") for f in features]  # 2,600 pairs
+        expected = {(day, f): [i, 1] if day == DAY and i % 97 == 0 else [] for day in (DAY, "2026-11-24")
+                    for i, f in enumerate(features)}  # fmt: skip
+        assert call_costs_many(store, pairs) == expected
+
+    @pytest.mark.parametrize("pairs", NOT_PAIRS)
+    def test_call_costs_many_refuses_what_is_not_pairs(self, store: LedgerStore, pairs: object) -> None:
+        readers = [lambda p: call_costs_many(store, p)]  # type: ignore[arg-type]
+        if hasattr(store, "call_costs_many"):
+            readers.append(store.call_costs_many)
+        for read in readers:
+            with pytest.raises(InvalidInputError, match="pairs"):
+                read(pairs)

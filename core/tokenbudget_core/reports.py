@@ -34,6 +34,7 @@ Definitions:
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -47,7 +48,7 @@ from .errors import InvalidInputError
 from .ledger import Ledger
 from .money import jsonable
 from .money import nanos_to_usd as _usd
-from .stores.base import LedgerStore, RollupRow
+from .stores.base import LedgerStore, RollupRow, call_costs_many
 
 __all__ = [
     "Breakdown",
@@ -232,12 +233,18 @@ class _Row(NamedTuple):
     values: Counter[str]
 
 
-def _decode(row: RollupRow) -> _Row:
-    parts = row.rollup_key.split("/")
+@functools.lru_cache(maxsize=65_536)
+def _ids(rollup_key: str) -> tuple[str | None, str | None, str | None]:
+    """The decoded ``feature, user, model`` of a rollup key (cached: every day repeats them)."""
+    parts = rollup_key.split("/")
     if len(parts) != 3:
-        raise InvalidInputError("rollup_key", "expected '<feature>/<user>/<model>'", value=row.rollup_key)
+        raise InvalidInputError("rollup_key", "expected '<feature>/<user>/<model>'", value=rollup_key)
     f, u, m = (unquote(p) if p else None for p in parts)
-    return _Row(row.day, f, u, m, Counter(row.values))
+    return f, u, m
+
+
+def _decode(row: RollupRow) -> _Row:
+    return _Row(row.day, *_ids(row.rollup_key), Counter(row.values))
 
 
 def _sums(rows: Iterable[_Row]) -> Counter[str]:
@@ -286,7 +293,7 @@ def _source(source: Ledger | LedgerStore) -> tuple[LedgerStore, Callable[[], flo
 
 
 MAX_LAST_DAYS = 3_660
-"""The longest ``last_days`` span: ten years of days (each day is one store read)."""
+"""The longest ``last_days`` span: ten years of days."""
 
 
 def _select_days(
@@ -385,11 +392,19 @@ def _day_row(day: str, rows: Sequence[_Row]) -> DayRow:
     )
 
 
-def _call_costs(store: LedgerStore, days: Sequence[str], rows: Sequence[_Row]) -> tuple[CallCostStats, ...]:
+def _call_costs(store: LedgerStore, rows: Sequence[_Row]) -> tuple[CallCostStats, ...]:
+    """Percentiles per feature of the cost samples of the days it has rollup rows in (a sample
+    is only ever recorded with its call's row), all read in one batched store read."""
+    days_of: dict[str | None, set[str]] = defaultdict(set)
+    for r in rows:
+        days_of[r.feature].add(r.day)
+    features = sorted(days_of, key=lambda f: (f is not None, f or ""))
+    encoded = {f: "" if f is None else quote(f, safe="") for f in features}
+    pairs = [(d, encoded[f]) for f in features for d in sorted(days_of[f])]
+    samples = call_costs_many(store, pairs)
     stats = []
-    for feature in sorted({r.feature for r in rows}, key=lambda f: (f is not None, f or "")):
-        encoded = "" if feature is None else quote(feature, safe="")
-        costs = sorted(c for d in days for c in store.call_costs(d, encoded))
+    for feature in features:
+        costs = sorted(c for d in days_of[feature] for c in samples[(d, encoded[feature])])
         p50, p95 = _nearest_rank(costs, 50), _nearest_rank(costs, 95)
         stats.append(CallCostStats(feature=feature, calls=len(costs), p50_usd=p50, p95_usd=p95))
     return tuple(stats)
@@ -479,6 +494,6 @@ def build_report(
         totals=_totals(rows),
         breakdowns=tuple(_breakdown(rows, dim, top) for dim in by),
         per_day=tuple(_day_row(d, by_day[d]) for d in selected),
-        call_costs=_call_costs(store, selected, rows),
+        call_costs=_call_costs(store, rows),
         projection=_projection(store, now),
     )

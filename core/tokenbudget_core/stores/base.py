@@ -23,6 +23,14 @@ exactly these semantics, checked by one shared test suite:
     Removes a live reservation's amounts; a no-op for committed, released, expired or
     unknown requests. Releasing twice changes nothing.
 
+Reads have a batched form a store may add (it is optional: :func:`call_costs_many` falls back
+to one read per pair, so a store without it still honours the contract):
+
+``call_costs_many(pairs)``
+    :meth:`LedgerStore.call_costs` of every ``(day, feature)`` pair at once (a report reads
+    thousands), in as few round trips or queries as the backend allows: a dict with every
+    pair given, each pair's costs exactly as ``call_costs(day, feature)`` returns them.
+
 Amounts are integers: tokens, or money in nano-USD (see :mod:`tokenbudget_core.money`).
 Scope keys are opaque strings built by the ledger from *encoded* ids (a user id can never
 forge another scope's key).
@@ -31,10 +39,12 @@ forge another scope's key).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import unquote
+
+from tokenbudget_core.errors import InvalidInputError
 
 __all__ = [
     "Check",
@@ -45,9 +55,12 @@ __all__ = [
     "ReserveRequest",
     "RollupRow",
     "RequestState",
+    "call_costs_many",
 ]
 
 Metric: TypeAlias = Literal["tokens", "nanos"]
+CostPair: TypeAlias = tuple[str, str]
+"""``(day, feature)``: whose call costs to read (see :func:`call_costs_many`)."""
 RequestState: TypeAlias = Literal["reserved", "committed", "released", "expired"]
 
 ROLLUP_FIELDS = (
@@ -202,6 +215,9 @@ class LedgerStore(Protocol):
         """The recorded call costs of a feature and day."""
         ...
 
+    # Optional (see the module docstring and :func:`call_costs_many`), so not declared here:
+    # def call_costs_many(self, pairs: Sequence[CostPair]) -> dict[CostPair, list[int]]
+
     def ping(self) -> None:
         """Raise if the store cannot be reached."""
         ...
@@ -209,6 +225,63 @@ class LedgerStore(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def check_cost_pairs(pairs: object) -> list[CostPair]:
+    """``pairs`` checked, duplicates dropped (first occurrence kept, in order).
+
+    Raises:
+        InvalidInputError: ``pairs`` is not a sequence of ``(day, feature)`` string pairs.
+    """
+    if isinstance(pairs, str | bytes) or not isinstance(pairs, Sequence):
+        raise InvalidInputError(
+            "pairs",
+            "must be a sequence of (day, feature) pairs",
+            value=pairs,
+            fix="e.g. [('2026-11-23', 'chat')]",
+        )
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise InvalidInputError(
+                f"pairs[{i}]", "must be a (day, feature) tuple of two strings", value=pair
+            )
+    return list(dict.fromkeys(pairs))
+
+
+def call_costs_many(store: LedgerStore, pairs: Sequence[CostPair]) -> dict[CostPair, list[int]]:
+    """The recorded call costs of every ``(day, feature)`` pair, read the fastest way ``store`` has.
+
+    A store with a ``call_costs_many`` method of its own (SQLite, Redis: a few queries or
+    round trips for thousands of pairs) answers at once; any other store is read one pair at a
+    time with :meth:`LedgerStore.call_costs`. Either way each pair's list is what
+    ``store.call_costs(day, feature)`` returns (empty when nothing was recorded).
+
+    Args:
+        store: Any ledger store.
+        pairs: ``(day, feature)`` pairs (``feature`` as the ledger encodes it); duplicates are
+            read once.
+
+    Returns:
+        A dict with every pair given, in the order given.
+
+    Raises:
+        InvalidInputError: ``pairs`` is not a sequence of pairs of strings.
+        BudgetUnavailableError: The store cannot be reached.
+
+    Example:
+        >>> from tokenbudget_core.stores.memory import MemoryStore
+        >>> store = MemoryStore()
+        >>> store.record_call_cost("2026-11-23", "chat", 7)
+        >>> call_costs_many(store, [("2026-11-23", "chat"), ("2026-11-24", "chat")])
+        {('2026-11-23', 'chat'): [7], ('2026-11-24', 'chat'): []}
+    """
+    wanted = check_cost_pairs(pairs)
+    many: Callable[[Sequence[CostPair]], dict[CostPair, list[int]]] | None = getattr(
+        store, "call_costs_many", None
+    )
+    if many is not None:
+        return many(wanted)
+    return {pair: store.call_costs(*pair) for pair in wanted}
 
 
 _SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|auth|cred|sig", re.IGNORECASE)

@@ -53,11 +53,13 @@ from . import redis_scripts
 from .base import (
     CommitOutcome,
     CommitRequest,
+    CostPair,
     Metric,
     RequestState,
     ReserveOutcome,
     ReserveRequest,
     RollupRow,
+    check_cost_pairs,
     redact_url,
 )
 
@@ -68,6 +70,11 @@ __all__ = ["RedisStore"]
 
 _MAX_AMOUNT = 2**53 - 1
 """Largest amount or limit: the scripts compare in doubles, exact up to here (~$9M in nano-USD)."""
+
+_READ_CHUNK = 1_000
+"""Most keys one pipeline of reads carries (:meth:`RedisStore.rollup`,
+:meth:`RedisStore.call_costs_many`): a report over years of days and hundreds of features is a few
+round trips, never one giant pipeline whose commands and replies are all held at once."""
 
 _STATES: dict[str, RequestState] = {
     "reserved": "reserved",
@@ -92,8 +99,10 @@ def _enc_id(text: str) -> str:
     return text if _PLAIN_ID(text) else _enc(text)
 
 
+@functools.lru_cache(maxsize=65_536)
 def _dec(text: str) -> str:
-    return unquote(text, errors="surrogatepass")
+    """:func:`_enc` undone (cached: a report decodes the same rollup keys and counters every day)."""
+    return unquote(text, errors="surrogatepass") if "%" in text else text
 
 
 def _amount(value: object, field: str, key: object = None) -> str:
@@ -532,14 +541,29 @@ class RedisStore:
             for i, (scope, metric) in enumerate(scopes)
         }
 
+    def _read(self, keys: Sequence[str], queue: Callable[[Any, str], object]) -> list[Any]:
+        """The replies of one read per key (``queue(pipe, key)`` adds it), in pipelines of
+        :data:`_READ_CHUNK` keys.
+
+        A pipeline is one round trip on a single server; on a cluster, one per node holding
+        some of its keys (the keys may live in any slot: the client groups them by node).
+        """
+        replies: list[Any] = []
+        with self._available() as client:
+            for start in range(0, len(keys), _READ_CHUNK):
+                with client.pipeline(transaction=False) as pipe:
+                    for key in keys[start : start + _READ_CHUNK]:
+                        queue(pipe, key)
+                    replies += pipe.execute()
+        return replies
+
     def rollup(self, days: Sequence[str]) -> list[RollupRow]:
-        """Attribution rows of these days, sorted by day (as given) and rollup key."""
+        """Attribution rows of these days, sorted by day (as given) and rollup key.
+
+        One ``HGETALL`` per day, :data:`_READ_CHUNK` days per round trip.
+        """
         wanted = list(dict.fromkeys(days))
-        # One pipeline: one round trip per node.
-        with self._available() as client, client.pipeline(transaction=False) as pipe:
-            for day in wanted:
-                pipe.hgetall(self._keys(day, "rollup")[0])
-            hashes = pipe.execute()
+        hashes = self._read([self._keys(day, "rollup")[0] for day in wanted], _hgetall)
         rows: list[RollupRow] = []
         for day, fields in zip(wanted, hashes, strict=True):
             values: dict[str, dict[str, int]] = {}
@@ -566,7 +590,22 @@ class RedisStore:
     def call_costs(self, day: str, feature: str) -> list[int]:
         """Every recorded cost of the feature and day, in the order recorded."""
         with self._available() as client:
-            return [int(v) for v in client.lrange(self._keys(day, f"costs:{_enc(feature)}")[0], 0, -1)]
+            return [int(v) for v in client.lrange(self._cost_key(day, feature), 0, -1)]
+
+    def call_costs_many(self, pairs: Sequence[CostPair]) -> dict[CostPair, list[int]]:
+        """:meth:`call_costs` of every ``(day, feature)`` pair: one ``LRANGE`` each, sent in
+        pipelines of :data:`_READ_CHUNK` (one round trip each, per node on a cluster).
+
+        Raises:
+            InvalidInputError: ``pairs`` is not a sequence of pairs of strings.
+            BudgetUnavailableError: Redis cannot be reached (nothing is returned).
+        """
+        wanted = check_cost_pairs(pairs)
+        lists = self._read([self._cost_key(day, feature) for day, feature in wanted], _lrange)
+        return {pair: [int(v) for v in costs] for pair, costs in zip(wanted, lists, strict=True)}
+
+    def _cost_key(self, day: str, feature: str) -> str:
+        return self._keys(day, f"costs:{_enc(feature)}")[0]
 
     def ping(self) -> None:
         """Raise :class:`~tokenbudget_core.errors.BudgetUnavailableError` if Redis does not answer."""
@@ -591,6 +630,14 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore({self._shown_url!r})"
+
+
+def _hgetall(pipe: Any, key: str) -> object:
+    return pipe.hgetall(key)
+
+
+def _lrange(pipe: Any, key: str) -> object:
+    return pipe.lrange(key, 0, -1)
 
 
 _new_reserve_outcome = positional_maker(ReserveOutcome)

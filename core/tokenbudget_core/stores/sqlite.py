@@ -31,11 +31,13 @@ from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError
 from .base import (
     CommitOutcome,
     CommitRequest,
+    CostPair,
     Metric,
     RequestState,
     ReserveOutcome,
     ReserveRequest,
     RollupRow,
+    check_cost_pairs,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -67,6 +69,9 @@ _SET_STATE = (
     "ON CONFLICT (day, request_id) DO UPDATE SET state = excluded.state"
 )
 _EXPIRED = "WHERE day = ? AND state = 'reserved' AND expires_ms <= ?"
+_PAIRS_PER_QUERY = 400
+"""``(day, feature)`` pairs one :meth:`SQLiteStore.call_costs_many` query reads: two parameters
+each, within the 999 host parameters of the oldest SQLite builds."""
 
 # Connections inherited through fork() must be neither used nor closed in the child (SQLite's
 # advice: its locks belong to the parent). They are parked here so they are never finalised.
@@ -424,6 +429,29 @@ class SQLiteStore:
         with self._transaction("BEGIN") as db:
             query = "SELECT cost FROM call_costs WHERE day = ? AND feature = ? ORDER BY rowid"
             return [int(c) for (c,) in db.execute(query, (day, feature))]
+
+    def call_costs_many(self, pairs: Sequence[CostPair]) -> dict[CostPair, list[int]]:
+        """:meth:`call_costs` of every ``(day, feature)`` pair: one query per
+        :data:`_PAIRS_PER_QUERY` pairs (each found through the ``(day, feature)`` index), all in
+        one read transaction, so the answer is one consistent snapshot.
+
+        Raises:
+            InvalidInputError: ``pairs`` is not a sequence of pairs of strings.
+            BudgetUnavailableError: The file cannot be read.
+        """
+        wanted = check_cost_pairs(pairs)
+        found: dict[CostPair, list[int]] = {pair: [] for pair in wanted}
+        with self._transaction("BEGIN") as db:
+            for start in range(0, len(wanted), _PAIRS_PER_QUERY):
+                chunk = wanted[start : start + _PAIRS_PER_QUERY]
+                query = (
+                    f"WITH wanted (day, feature) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
+                    "SELECT c.day, c.feature, c.cost FROM wanted JOIN call_costs AS c "
+                    "ON c.day = wanted.day AND c.feature = wanted.feature ORDER BY c.rowid"
+                )
+                for day, feature, cost in db.execute(query, [v for pair in chunk for v in pair]):
+                    found[(day, feature)].append(int(cost))
+        return found
 
     def ping(self) -> None:
         """Raise :class:`BudgetUnavailableError` if the file cannot be read."""
