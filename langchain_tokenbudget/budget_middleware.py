@@ -18,8 +18,11 @@ decides, so the middleware reserves the worst case on its premium model and char
 that answered (the reply's ``response_metadata["tokenbudget_route"]``); with a
 :class:`~langchain_tokenbudget.routing_middleware.RoutingMiddleware` before it, the request names
 the tier model and the route is the one being made
-(:func:`~tokenbudget_core.routing.current_route`). Either way the ledger records what routing
-saved against the premium tier.
+(:func:`~tokenbudget_core.routing.routed_call`): the call is reserved and charged on the route's
+model. Either way the ledger records what routing saved against the premium tier. Only the
+routed call itself is routed: a call to another model made inside the route (the summaries of a
+:class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware`, which run with no
+route, or a middleware's own guard call) is charged on its own model, with no routing recorded.
 
 Put it last in ``middleware=[...]`` (innermost): it then sees the request exactly as sent,
 after trimming or summarising middleware, and reserves every retry. Use it *or* a
@@ -52,7 +55,7 @@ from tokenbudget_core.errors import (
 from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
-from tokenbudget_core.routing import TierRouter, current_route, premium_model_of
+from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
 
 from ._bridge import core_tools
 from .budget_callback import (
@@ -154,13 +157,13 @@ def step_charges() -> Iterator[StepCharges]:
         _step.reset(token)
 
 
-def _routed(replies: Sequence[BaseMessage]) -> tuple[str | None, str | None]:
+def _routed(replies: Sequence[BaseMessage], current: RouteDecision | None) -> tuple[str | None, str | None]:
     """The model that answered a routed call (``None``: the one reserved) and its premium model:
     from the reply's route (a ``RouterChatModel`` or an inner ``RoutingMiddleware``), else the
-    route being made (an outer ``RoutingMiddleware``)."""
+    route being made when this call is the routed one (``current``: an outer ``RoutingMiddleware``)."""
     route = route_of(replies)
     if route is None:
-        return None, premium_model_of(current_route())
+        return None, premium_model_of(current)
     answered = route.get("answered_by")
     return (answered if isinstance(answered, str) and answered else None), premium_model_of(route)
 
@@ -284,11 +287,15 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
 
     def _plan(
         self, request: ModelRequest[Any]
-    ) -> tuple[dict[str, Any], SupportsTokenCount, list[Message], Tools]:
+    ) -> tuple[dict[str, Any], SupportsTokenCount, list[Message], Tools, RouteDecision | None]:
         """The ``reserve()`` arguments but the count, the counter, the core messages (stand-ins for
-        what the core cannot represent, see ``to_core_request``) and the tools."""
+        what the core cannot represent, see ``to_core_request``), the tools, and the route when
+        this call is the one an outer router is making (its model, whatever ``model=`` says; a
+        call to another model inside the route, such as a summary, is not routed)."""
         attrs = {k: getattr(request.model, k, None) for k in (*MODEL_KEYS, *MAX_OUTPUT_KEYS, *CHOICE_KEYS)}
-        model = self.model or first(str, ("model_name", "model"), attrs)
+        named = first(str, ("model_name", "model"), attrs)
+        route = routed_call(named, registry=self.ledger.registry)
+        model = route[1] if route is not None else self.model or named
         router = getattr(request.model, "router", None)
         if model is None and isinstance(router, TierRouter):  # a RouterChatModel: its worst case
             model = router.premium_model
@@ -320,7 +327,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             request.model_settings.get("cache_control"),
         )
         tools = core_tools([t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)])
-        return args, counter, to_core_request([*system, *request.messages]), tools
+        messages = to_core_request([*system, *request.messages])
+        return args, counter, messages, tools, None if route is None else route[0]
 
     def _over_run_cap(self, r: Reservation, state: Mapping[str, Any]) -> TokenBudgetError | None:
         """The per-run cap this call's worst case would break, if any (the core's RunBudget decides)."""
@@ -372,7 +380,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             BudgetExceededError: A budget or run cap would be exceeded (``on_exceeded="raise"``).
             UnpricedModelError: The model has no price and a dollar budget applies.
         """
-        args, counter, messages, tools = self._plan(request)
+        args, counter, messages, tools, route = self._plan(request)
         state = cast("Mapping[str, Any]", request.state)
         n = add_file_tokens(counter.count_messages(messages, tools), messages)
         try:
@@ -393,7 +401,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             _totals.reset(token)
         usage = reported(response.result, totals.finished)
         text = reply_text(response.result)
-        model, premium = _routed(response.result)
+        model, premium = _routed(response.result, route)
         charge = self.ledger.settle(
             reservation, usage, reply_text=text, counter=counter, model=model, premium_model=premium
         )
@@ -405,7 +413,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
         """Async twin of :meth:`wrap_model_call` (counting and ledger calls awaited)."""
-        args, counter, messages, tools = self._plan(request)
+        args, counter, messages, tools, route = self._plan(request)
         state = cast("Mapping[str, Any]", request.state)
         count = getattr(counter, "acount_messages", None)
         n = await count(messages, tools) if count else counter.count_messages(messages, tools)
@@ -428,7 +436,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             _totals.reset(token)
         usage = reported(response.result, totals.finished)
         text = reply_text(response.result)
-        model, premium = _routed(response.result)
+        model, premium = _routed(response.result, route)
         charge = await self.ledger.asettle(
             reservation, usage, reply_text=text, counter=counter, model=model, premium_model=premium
         )

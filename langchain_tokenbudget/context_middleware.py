@@ -23,6 +23,7 @@ from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, MissingDependencyError
 from tokenbudget_core.fitting import OnOverflow
 from tokenbudget_core.messages import Message
+from tokenbudget_core.routing import without_route
 from tokenbudget_core.summary import SummaryBuffer
 
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
@@ -278,7 +279,10 @@ class _StepSummariser(ChatSummariser):
     middleware inside this one (a :class:`~langchain_tokenbudget.BudgetMiddleware`, retries,
     routing) sees them like any model call, so they are reserved, refused and charged. They are
     tagged as internal calls (kept out of the streamed messages) and run inside the core's
-    ``overhead("summariser")``, so reports show them as overhead of the run's payer."""
+    ``overhead("summariser")``, so reports show them as overhead of the run's payer. They run
+    with no route in force (:func:`~tokenbudget_core.routing.without_route`): the route of an
+    outer :class:`~langchain_tokenbudget.RoutingMiddleware` is the agent's own call, so budget
+    adapters charge a summary on the summariser's model and record no routing for it."""
 
     def __init__(
         self, model: BaseChatModel, request: ModelRequest[Any], handler: Callable[..., Any], step: StepCharges
@@ -309,7 +313,8 @@ class _StepSummariser(ChatSummariser):
         token = var_child_runnable_config.set({**config, "metadata": metadata})
         self.step.internal = True
         try:
-            yield
+            with without_route():  # an outer router's route is the agent's call, not this one
+                yield
         finally:
             self.step.internal = False
             var_child_runnable_config.reset(token)

@@ -10,7 +10,12 @@ fallback chain on retryable provider errors. The decision shows in the reply's
 Put it before a :class:`~langchain_tokenbudget.budget_middleware.BudgetMiddleware` in
 ``middleware=[...]`` (outer): the budget middleware then reserves and charges the model the
 router chose, and (the call being made under :func:`~tokenbudget_core.routing.using_route`)
-records what routing saved against the premium tier.
+records what routing saved against the premium tier. The route is that call's alone: middleware
+between the two that calls other models of its own (a
+:class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware`'s summaries) makes
+those calls with no route (:func:`~tokenbudget_core.routing.without_route`), and a budget adapter
+takes a call for the routed one only when it goes to the route's model
+(:func:`~tokenbudget_core.routing.routed_call`), so they are charged on their own model.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .attribution import current_attribution, overhead
 from .complexity import Classification, ComplexityClassifier, HeuristicClassifier, check_tiers
 from .counting import SupportsTokenCount, TokenCounter, ToolLike, add_file_tokens, check_tools
-from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError
+from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError, TokenBudgetError
 from .fallbacks import RETRYABLE_STATUS, acall_with_fallbacks, call_with_fallbacks, is_retryable
 from .messages import Message, MessageLike, TextPart, to_messages
 from .money import decimal_text
@@ -52,7 +52,9 @@ __all__ = [
     "is_retryable",
     "offline_counter",
     "premium_model_of",
+    "routed_call",
     "using_route",
+    "without_route",
 ]
 
 T = TypeVar("T")
@@ -164,6 +166,22 @@ def using_route(decision: RouteDecision, *, model: str | None = None) -> Iterato
         _ROUTE.reset(token)
 
 
+@contextlib.contextmanager
+def without_route() -> Iterator[None]:
+    """No route in force while the block runs (:func:`current_route` is ``None``), inside a
+    :func:`using_route` block too.
+
+    For the calls a routed call makes of its own to other models (a memory's summariser, a
+    guard's classifier): budget adapters then reserve and charge them on their own model and
+    record no routing for them, instead of taking them for the routed call.
+    """
+    token = _ROUTE.set(None)
+    try:
+        yield
+    finally:
+        _ROUTE.reset(token)
+
+
 def tiers_argument(owner: str, tiers: object, extra: Sequence[object], options: dict[str, Any]) -> None:
     """Put a router adapter's positional ``tiers`` into its keyword ``options`` (``tiers=``), for
     constructors that take ``Router(tiers, ...)`` as well as ``Router(tiers=...)``.
@@ -208,6 +226,35 @@ def routed_model() -> str | None:
     else ``None``: budget adapters reserve and charge the call on it."""
     found = _ROUTE.get()
     return None if found is None else found[1]
+
+
+def routed_call(
+    model: str | None, *, registry: ModelRegistry | None = None
+) -> tuple[RouteDecision, str] | None:
+    """The route in force and the model it calls, when a call to ``model`` is that routed call.
+
+    A call made inside a :func:`using_route` block is the routed call when it goes to the routed
+    model (:func:`routed_model`; the same name, or a name the registry resolves to the same model)
+    or names no model (a chat model the router names with its ``models=``). A call to another
+    model made in the block is not routed: budget adapters charge it on its own model and record
+    no routing for it.
+
+    Args:
+        model: The model the call goes to, ``None`` when it does not name one.
+        registry: Resolves model names (default: the core's registry).
+
+    Returns:
+        ``(decision, routed model)``, or ``None`` when no route is in force or ``model`` is another one.
+    """
+    found = _ROUTE.get()
+    if found is None or model is None or model == found[1]:
+        return found
+    registry = registry or default_registry()
+    try:
+        same = registry.get(model).canonical == registry.get(found[1]).canonical
+    except TokenBudgetError:  # a name the registry does not know is only ever itself
+        same = False
+    return found if same else None
 
 
 def premium_model_of(route: object) -> str | None:
