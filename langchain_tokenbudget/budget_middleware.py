@@ -3,7 +3,10 @@
 Every model call of the agent goes through the core :class:`~tokenbudget_core.ledger.Ledger`
 (``wrap_model_call``): the request the model will receive (system message, messages, tools)
 is counted and its worst case reserved before it goes out, the usage the reply reports is
-committed after it, and the reservation is released when the call fails. The ledger decides
+committed after it, and a call that fails is settled by the ledger's rule
+(:meth:`~tokenbudget_core.ledger.Ledger.settle` with ``failed=True``): released when nothing came
+back, charged a flagged estimate (the counted input plus the text it streamed) when a stream
+broke off after output, which the provider bills. The ledger decides
 prices, the per-user/feature/day limits and who pays; the middleware translates. Content the
 core cannot represent (a PDF or other file block, audio, a server-tool result in the history)
 is counted by the core's estimate (:func:`~tokenbudget_core.counting.estimate_block`) rather
@@ -105,15 +108,24 @@ class BudgetRunState(AgentState[Any]):
 
 
 class _RunningTotals(BaseCallbackHandler):
-    """Keeps the latest running total of each Claude stream made inside one model call."""
+    """Watches the streams made inside one model call: the latest running total of each Claude
+    stream, and the text (and tool-call arguments) streamed so far, what a call that breaks off
+    mid-stream is estimated from."""
 
     run_inline = True
 
     def __init__(self) -> None:
         self.latest: dict[UUID, dict[str, Any]] = {}
         self.finished: list[dict[str, Any]] = []
+        self.streamed: list[str] = []
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
+        if isinstance(token, str) and token:
+            self.streamed.append(token)
+        message = getattr(chunk, "message", None)
+        for call in getattr(message, "tool_call_chunks", None) or ():
+            if isinstance(args := call.get("args"), str):
+                self.streamed.append(args)
         if (total := running_total(chunk)) is not None:
             self.latest[run_id] = total
 
@@ -374,7 +386,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
-        """Reserve, call the model, commit its usage (release if it fails).
+        """Reserve, call the model, commit its usage; a failed call is released, or charged an
+        estimate when it had streamed output before it failed.
 
         Raises:
             BudgetExceededError: A budget or run cap would be exceeded (``on_exceeded="raise"``).
@@ -394,8 +407,12 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         token = _totals.set(totals)
         try:
             response = handler(request)
-        except BaseException:
-            self.ledger.release(reservation)
+        except BaseException:  # the ledger's rule: released if nothing came back, else estimated
+            streamed = "".join(totals.streamed)
+            premium = premium_model_of(route)
+            self.ledger.settle(
+                reservation, None, reply_text=streamed, failed=True, counter=counter, premium_model=premium
+            )
             raise
         finally:
             _totals.reset(token)
@@ -429,8 +446,12 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         token = _totals.set(totals)
         try:
             response = await handler(request)
-        except BaseException:
-            await self.ledger.arelease(reservation)
+        except BaseException:  # the ledger's rule: released if nothing came back, else estimated
+            streamed = "".join(totals.streamed)
+            premium = premium_model_of(route)
+            await self.ledger.asettle(
+                reservation, None, reply_text=streamed, failed=True, counter=counter, premium_model=premium
+            )
             raise
         finally:
             _totals.reset(token)
