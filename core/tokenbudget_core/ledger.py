@@ -1085,6 +1085,8 @@ class Ledger:
             "estimated": int(usage.estimated),
             "unpriced": int(nanos is None),
         }
+        if overhead:  # counted apart, so a feature's hit rate is of its users' calls
+            rollup["overhead_requests"] = usage.requests
         routing_saved_usd = None
         if premium_model is not None:  # a routed call: its counterfactual (nothing added otherwise)
             routed = self._routing_saved(usage, nanos, premium_model)

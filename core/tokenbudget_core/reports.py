@@ -99,7 +99,10 @@ class Totals:
     routing_saved_usd: Decimal = Decimal(0)
     """Routed calls' usage priced on their premium model minus their cost (net, see the module)."""
     hit_rate: Decimal | None = None
-    """``cache_hits / requests`` (``None`` without requests)."""
+    """``cache_hits`` per request of the users' own (``None`` without any): tokenbudget's own
+    calls are left out of the denominator, as no cache could have answered them."""
+    overhead_requests: int = 0
+    """tokenbudget's own calls (summaries, classifiers, embeddings), part of ``requests``."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -117,7 +120,7 @@ class SpendRow:
     saved_usd: Decimal = Decimal(0)
     """What those cache hits saved."""
     hit_rate: Decimal | None = None
-    """``cache_hits / requests`` (``None`` without requests)."""
+    """``cache_hits`` per request of the users' own (``None`` without any; see :class:`Totals`)."""
     routed_requests: int = 0
     """Calls a tier router sent."""
     routing_saved_usd: Decimal = Decimal(0)
@@ -346,7 +349,8 @@ def _totals(rows: Sequence[_Row]) -> Totals:
         active_users=_active_users(rows),
         routed_requests=c["routed_requests"],
         routing_saved_usd=_usd(c["routing_saved_nanos"]),
-        hit_rate=_rate(c["cache_hits"], c["requests"]),
+        hit_rate=_rate(c["cache_hits"], c["requests"] - c["overhead_requests"]),
+        overhead_requests=c["overhead_requests"],
     )
 
 
@@ -366,7 +370,7 @@ def _breakdown(rows: Sequence[_Row], dimension: Dimension, top: int) -> Breakdow
                 cost_usd=_usd(c["cost_nanos"]),
                 cache_hits=c["cache_hits"],
                 saved_usd=_usd(c["saved_nanos"]),
-                hit_rate=_rate(c["cache_hits"], c["requests"]),
+                hit_rate=_rate(c["cache_hits"], c["requests"] - c["overhead_requests"]),
                 routed_requests=c["routed_requests"],
                 routing_saved_usd=_usd(c["routing_saved_nanos"]),
             )

@@ -318,9 +318,7 @@ def test_call_cost_percentiles_per_feature(seeded: Ledger) -> None:
         # An unpriced call gives no cost sample (a $0 sample would pull the percentiles down), nor
         # does an overhead call (a summary is not one of the feature's calls).
         costs = [
-            cost(c)
-            for c in in_days(DAYS)
-            if c.feature == feature and c.model != "acme-7b" and not c.overhead
+            cost(c) for c in in_days(DAYS) if c.feature == feature and c.model != "acme-7b" and not c.overhead
         ]
         assert s.calls == len(costs)
         assert s.p50_usd == nearest_rank(costs, 50)
@@ -537,3 +535,28 @@ def test_usage_of_several_calls_gives_a_cost_sample_per_call(tmp_path: Path, sto
     assert stats.calls == 11 == build_report(ledger, last_days=1).totals.requests
     assert stats.p50_usd == stats.p95_usd == cost_of(one, "gpt-4o") == cost_of(batch, "gpt-4o") / 10
     ledger.close()
+
+
+def test_overhead_calls_are_kept_out_of_a_features_hit_rate_and_cost_per_call() -> None:
+    """A support feature whose every user call costs $0.0035 runs one cheap summary per call: its
+    per-call figures and hit rate are of its users' calls, the summaries counted apart."""
+    ledger = Ledger("memory://")
+    for i in range(10):
+        with attribute(feature="support", user=f"u{i}"):
+            r = ledger.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=100)
+            ledger.commit(r, Usage(input_tokens=1_000, output_tokens=100))
+            if i % 2:  # every other question is answered from a cache
+                r = ledger.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=100)
+                ledger.settle(r, Usage(input_tokens=1_000, output_tokens=100), cache_hit=True)
+            with overhead("summariser"):
+                r = ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10)
+                ledger.commit(r, Usage(input_tokens=10, output_tokens=10))
+    report = build_report(ledger, last_days=1)
+    [stats] = report.call_costs
+    # its 15 requests (5 answered by the cache at $0), no summary among them
+    assert (stats.calls, stats.p50_usd, stats.p95_usd) == (15, Decimal("0.0035"), Decimal("0.0035"))
+    [row] = report.breakdown("feature").rows
+    assert (row.requests, row.cache_hits) == (25, 5)
+    assert row.hit_rate == Decimal("0.3333")  # 5 hits of 15 user requests, not of 25
+    assert report.totals.overhead_requests == 10
+    assert report.totals.hit_rate == Decimal("0.3333")
