@@ -12,6 +12,20 @@ to unit length so a dot product is the cosine similarity. The dependency-free de
 :class:`HashingEmbedder`, hashes words, word pairs and character trigrams of the normalised
 text: it catches near-duplicates (casing, whitespace, punctuation, small typos), not
 paraphrases. Use a real sentence-embedding model for those.
+
+A paid embedding model costs money too. ``as_embedder(model, ledger=ledger)`` (or a
+:class:`~tokenbudget_core.semantic_cache.SemanticCache` / learned classifier given a ``ledger``)
+records each embedding call with :meth:`~tokenbudget_core.ledger.Ledger.record`, charged to the
+current :func:`~tokenbudget_core.attribution.attribute` payer and priced on the embedding model.
+The calls the package makes itself run inside :func:`~tokenbudget_core.attribution.overhead`
+(the semantic cache's ``cache``, the router's ``router``), so they are reported as overhead; an
+embedding the app asks for itself (fitting a classifier, calling :meth:`Embedder.embed`) is
+charged as the app's own call. The tokens are those the provider reported
+(a callable returning an OpenAI-shaped reply: ``data`` and ``usage``), else the texts counted with
+the model's tokenizer and flagged ``estimated``. A model the registry does not know is recorded
+unpriced (never $0, never an error for the caller); a model running locally (Hugging Face,
+sentence-transformers, FastEmbed, Ollama, llama.cpp, a fake) and :class:`HashingEmbedder` cost
+nothing and record nothing.
 """
 
 from __future__ import annotations
@@ -19,20 +33,28 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import logging
 import re
 import unicodedata
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, TokenBudgetError, UnknownModelError
+from .usage import Usage
+
+if TYPE_CHECKING:
+    from .counting import TokenCounter
+    from .ledger import Ledger
 
 __all__ = ["Embedder", "HashingEmbedder", "as_embedder", "cosine", "normalize_text"]
 
 Vectors = npt.NDArray[np.float32]
+
+logger = logging.getLogger("tokenbudget.embeddings")
 
 _PUNCT = re.compile(r"[^\w\s]+")
 _SPACE = re.compile(r"\s+")
@@ -65,6 +87,29 @@ class Embedder(Protocol):
     async def aembed(self, texts: Sequence[str]) -> Vectors:
         """Async twin of :meth:`embed`."""
         ...
+
+
+def _reply(raw: Any) -> tuple[Any, int | None, str | None]:
+    """The vectors of an embedding call's reply, and the tokens and model it reports: an
+    OpenAI-shaped reply (``data[i].embedding``, ``usage.prompt_tokens``, ``model``) as the SDK's
+    object or as a dict; anything else is the vectors themselves."""
+    data = raw.get("data") if isinstance(raw, dict) else getattr(raw, "data", None)
+    if not isinstance(data, list) or isinstance(raw, list | tuple):
+        return raw, None, None
+    rows = [_field(d, "embedding") for d in data]
+    if all(isinstance(_field(d, "index"), int) for d in data):
+        rows = [_field(d, "embedding") for d in sorted(data, key=lambda d: _field(d, "index"))]
+    usage = _field(raw, "usage")
+    tokens = _field(usage, "prompt_tokens")
+    if tokens is None:
+        tokens = _field(usage, "total_tokens")
+    model = _field(raw, "model")
+    reported = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else None
+    return rows, reported, model if isinstance(model, str) and model else None
+
+
+def _field(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
 
 def _unit_rows(raw: Any, n: int, source: str) -> Vectors:
@@ -148,8 +193,21 @@ class HashingEmbedder:
         return self.embed(texts)
 
 
+_LOCAL = ("huggingface", "sentence_transformers", "fastembed", "ollama", "llamacpp", "llama_cpp", "gpt4all")
+"""Modules of embedding models that run on the caller's machine: they cost nothing."""
+_FAKE = ("fake", "mock")
+"""Class names of test doubles: they cost nothing either."""
+
+
+def _runs_locally(host: object) -> bool:
+    cls = type(host)
+    module, name = (cls.__module__ or "").casefold(), cls.__name__.casefold()
+    return any(m in module for m in _LOCAL) or any(f in name for f in _FAKE)
+
+
 class _Wrapped:
-    """An :class:`Embedder` over a host-framework embedding model or a callable."""
+    """An :class:`Embedder` over a host-framework embedding model or a callable; with a ledger,
+    each paid call is recorded there (see the module doc)."""
 
     def __init__(
         self,
@@ -157,12 +215,28 @@ class _Wrapped:
         sync: Callable[[list[str]], Any] | None,
         async_: Callable[[list[str]], Any] | None,
         source: str,
+        *,
+        host: object = None,
+        model: str | None = None,
+        ledger: Ledger | None = None,
+        paid: bool | None = None,
     ) -> None:
         self._name, self._sync, self._async, self._source = name, sync, async_, source
+        self._host, self.model, self.ledger, self.paid = host, model, ledger, paid
+        self._counters: dict[str, TokenCounter] = {}
 
     @property
     def name(self) -> str:
         return self._name
+
+    def with_ledger(self, ledger: Ledger) -> _Wrapped:
+        """This embedder recording its paid calls in ``ledger`` (itself when it already has one)."""
+        if self.ledger is not None:
+            return self
+        return _Wrapped(
+            self._name, self._sync, self._async, self._source,
+            host=self._host, model=self.model, ledger=ledger, paid=self.paid,
+        )  # fmt: skip
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         items = _check_texts(texts)
@@ -170,58 +244,182 @@ class _Wrapped:
             raise InvalidInputError(
                 "embedder", f"{self._source} is async-only; call aembed (or the async method) instead"
             )
-        return _unit_rows(self._sync(items), len(items), self._source) if items else _empty()
+        if not items:
+            return _empty()
+        rows, reported, replied = _reply(self._sync(items))
+        vectors = _unit_rows(rows, len(items), self._source)
+        charge = self._charge(items, reported, replied)
+        if charge is not None:
+            self._record(*charge)
+        return vectors
 
     async def aembed(self, texts: Sequence[str]) -> Vectors:
         items = _check_texts(texts)
         if not items:
             return _empty()
         if self._async is not None:
-            return _unit_rows(await self._async(items), len(items), self._source)
-        assert self._sync is not None
-        return _unit_rows(await asyncio.to_thread(self._sync, items), len(items), self._source)
+            raw = await self._async(items)
+        else:
+            assert self._sync is not None
+            raw = await asyncio.to_thread(self._sync, items)
+        rows, reported, replied = _reply(raw)
+        vectors = _unit_rows(rows, len(items), self._source)
+        charge = self._charge(items, reported, replied)
+        if charge is not None:
+            await self._arecord(*charge)
+        return vectors
+
+    # -- charging the call -----------------------------------------------------------------------
+
+    def _charge(
+        self, items: list[str], reported: int | None, replied: str | None
+    ) -> tuple[Usage, str] | None:
+        """What to record for one call (``None``: nothing, the call cost nothing or no ledger)."""
+        model = self.model or replied
+        if self.ledger is None or model is None or not self._is_paid(model):
+            return None
+        if reported is not None:
+            return Usage(input_tokens=reported), model
+        counter = self._counter(model)
+        tokens = sum(int(counter.count(t)) for t in items)
+        return Usage(input_tokens=tokens, estimated=True), model
+
+    def _is_paid(self, model: str) -> bool:
+        if self.paid is not None:
+            return self.paid
+        assert self.ledger is not None
+        return model in self.ledger.registry or not _runs_locally(self._host)
+
+    def _counter(self, model: str) -> TokenCounter:
+        counter = self._counters.get(model)
+        if counter is None:
+            from .counting import TokenCounter
+            from .estimating import unknown_model_counter
+
+            assert self.ledger is not None
+            try:
+                counter = TokenCounter.for_model(model, registry=self.ledger.registry)
+            except UnknownModelError:
+                counter = unknown_model_counter(model)
+            self._counters[model] = counter
+        return counter
+
+    def _record(self, usage: Usage, model: str) -> None:
+        """Record the call under the current attribution (overhead inside an ``overhead`` block);
+        a ledger that cannot take it is logged: the vectors are the caller's, whatever the
+        accounting says."""
+        assert self.ledger is not None
+        try:
+            self.ledger.record(usage, model=model, unknown_model="unpriced")
+        except TokenBudgetError:
+            _not_recorded(usage, model)
+
+    async def _arecord(self, usage: Usage, model: str) -> None:
+        """Async twin of :meth:`_record`."""
+        assert self.ledger is not None
+        try:
+            await self.ledger.arecord(usage, model=model, unknown_model="unpriced")
+        except TokenBudgetError:
+            _not_recorded(usage, model)
+
+
+def _not_recorded(usage: Usage, model: str) -> None:
+    logger.warning("embedding call not recorded (%s, %d tokens)", model, usage.input_tokens, exc_info=True)
 
 
 def _empty() -> Vectors:
     return np.zeros((0, 0), dtype=np.float32)
 
 
-def as_embedder(obj: object, *, name: str | None = None) -> Embedder:
+def as_embedder(
+    obj: object,
+    *,
+    name: str | None = None,
+    ledger: Ledger | None = None,
+    model: str | None = None,
+    paid: bool | None = None,
+) -> Embedder:
     """Adapt a LangChain ``Embeddings``, LlamaIndex ``BaseEmbedding`` or callable to :class:`Embedder`.
 
     Args:
-        obj: The embedding model, a callable ``f(list[str]) -> list[vector]`` (sync or async),
-            or an :class:`Embedder` (returned as is). ``None`` gives a :class:`HashingEmbedder`.
+        obj: The embedding model, a callable ``f(list[str]) -> list[vector]`` (sync or async; it
+            may return an OpenAI-shaped reply, ``data`` and ``usage``), or an :class:`Embedder`
+            (returned as is: an embedder of your own records its own calls). ``None`` gives a
+            :class:`HashingEmbedder`.
         name: Identifies the model in cache scopes (default: its ``model``/``model_name``
             attribute or class name).
+        ledger: Record each paid embedding call there, charged to the current payer (as
+            overhead inside an ``overhead`` block; see the module doc). An embedder already
+            recording in a ledger keeps its own.
+        model: The embedding model calls are priced on (default: the host model's
+            ``model_name`` / ``model``, or the model a callable's reply names; without one,
+            nothing is recorded).
+        paid: Whether the calls cost money (default: a model the ledger's registry knows does;
+            an unknown one does, recorded unpriced, unless it runs locally).
 
     Raises:
-        InvalidInputError: ``obj`` is none of these.
+        InvalidInputError: ``obj`` is none of these, or ``ledger`` is not a ``Ledger``.
+
+    Example:
+        >>> from tokenbudget_core.ledger import Ledger
+        >>> ledger = Ledger("memory://")
+        >>> embed = lambda texts: [[1.0, float(len(t))] for t in texts]
+        >>> embedder = as_embedder(embed, ledger=ledger, model="text-embedding-3-small")
+        >>> embedder.embed(["What is a token?"]).shape
+        (1, 2)
+        >>> ledger.store.rollup([ledger.day()])[0].values["input_tokens"]
+        5
     """
+    _check_ledger(ledger)
+    if model is not None and (not isinstance(model, str) or not model):
+        raise InvalidInputError("model", "must be a non-empty model name", value=model)
+    if paid is not None and not isinstance(paid, bool):
+        raise InvalidInputError("paid", "must be True, False or None", value=paid)
     if obj is None:
         return HashingEmbedder()
-    if isinstance(obj, HashingEmbedder | _Wrapped):
+    if isinstance(obj, HashingEmbedder):
         return obj
-    model = getattr(obj, "model_name", None) or getattr(obj, "model", None)
-    label = name or (f"{type(obj).__name__}:{model}" if isinstance(model, str) else type(obj).__name__)
+    if isinstance(obj, _Wrapped):
+        return obj.with_ledger(ledger) if ledger is not None else obj
+    named = getattr(obj, "model_name", None) or getattr(obj, "model", None)
+    label = name or (f"{type(obj).__name__}:{named}" if isinstance(named, str) else type(obj).__name__)
+    charging: dict[str, Any] = {"ledger": ledger, "paid": paid}
+    if hasattr(obj, "embed_documents") or hasattr(obj, "get_text_embedding_batch"):
+        charging.update(
+            host=obj, model=model or (named if isinstance(named, str) and named != "unknown" else None)
+        )
     if hasattr(obj, "embed_documents"):  # LangChain Embeddings
-        return _Wrapped(label, obj.embed_documents, getattr(obj, "aembed_documents", None), label)
+        return _Wrapped(label, obj.embed_documents, getattr(obj, "aembed_documents", None), label, **charging)
     if hasattr(obj, "get_text_embedding_batch"):  # LlamaIndex BaseEmbedding
         return _Wrapped(
-            label, obj.get_text_embedding_batch, getattr(obj, "aget_text_embedding_batch", None), label
+            label,
+            obj.get_text_embedding_batch,
+            getattr(obj, "aget_text_embedding_batch", None),
+            label,
+            **charging,
         )
     if isinstance(obj, Embedder):
         return obj
     if callable(obj):
         fn_name = name or getattr(obj, "__qualname__", None) or type(obj).__name__
+        charging.update(host=getattr(obj, "__self__", obj), model=model)
         if inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(type(obj).__call__):
-            return _Wrapped(fn_name, None, obj, fn_name)
-        return _Wrapped(fn_name, obj, None, fn_name)
+            return _Wrapped(fn_name, None, obj, fn_name, **charging)
+        return _Wrapped(fn_name, obj, None, fn_name, **charging)
     raise InvalidInputError(
         "embedder",
         f"cannot embed with a {type(obj).__name__}",
         fix="pass a LangChain Embeddings, a LlamaIndex BaseEmbedding, or a callable list[str] -> vectors",
     )
+
+
+def _check_ledger(ledger: object) -> None:
+    if ledger is None:
+        return
+    from .ledger import Ledger
+
+    if not isinstance(ledger, Ledger):
+        raise InvalidInputError("ledger", "must be a Ledger", value=type(ledger).__name__)
 
 
 def cosine(a: Sequence[float] | Vectors, b: Sequence[float] | Vectors) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from .pricing import cost_or_none
 from .registry import ModelRegistry, default_registry
 from .routing import offline_counter
 from .usage import Usage
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 __all__ = ["Evaluation", "NearestNeighbourClassifier", "evaluate"]
 
@@ -93,8 +96,8 @@ class NearestNeighbourClassifier:
     vote-weighted mean tier position, scaled to ``[0, 1]``.
 
     Build it with :meth:`fit`. The embedding of the prompt being classified runs inside
-    :func:`~tokenbudget_core.attribution.overhead` ``("router")``, so a paid embedding model's
-    cost is reported as the package's overhead.
+    :func:`~tokenbudget_core.attribution.overhead` ``("router")``: fitted with a ``ledger``, a paid
+    embedding model's calls are recorded there as the package's overhead.
 
     Example:
         >>> clf = NearestNeighbourClassifier.fit(
@@ -121,6 +124,7 @@ class NearestNeighbourClassifier:
         embedder: object = None,
         k: int = 5,
         tiers: Sequence[str] | None = None,
+        ledger: Ledger | None = None,
     ) -> NearestNeighbourClassifier:
         """Embed the labelled examples.
 
@@ -131,17 +135,21 @@ class NearestNeighbourClassifier:
             k: Neighbours that vote (at most the number of examples is used).
             tiers: Tier names cheapest first, as the router orders them; required unless the
                 labels are among ``small, medium, large`` (then in that order).
+            ledger: Record each call of a paid embedding model there, charged to the current
+                payer and priced on the embedding model (see
+                :func:`~tokenbudget_core.embeddings.as_embedder`): the examples' embedding now, as
+                the app's own call, and each classified prompt's later, as overhead (``router``).
 
         Raises:
             InvalidInputError: No examples, a malformed pair, a label not in ``tiers``, other
-                labels without ``tiers``, a bad ``k`` or embedder.
+                labels without ``tiers``, a bad ``k``, embedder or ledger.
         """
         pairs = _examples(examples, "examples")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError("k", "must be a positive integer", value=k)
         order, labels = _tier_labels(pairs, tiers)
-        emb = as_embedder(embedder)
-        vectors = emb.embed([p for p, _ in pairs])
+        emb = as_embedder(embedder, ledger=ledger)
+        vectors = emb.embed([p for p, _ in pairs])  # fitting is the app's own work, not overhead
         return cls(tiers=order, embedder=emb, vectors=vectors, labels=labels, k=k)
 
     def _vote(self, vector: Vectors) -> Classification:

@@ -14,7 +14,8 @@ with its score and the matched prompt, so every hit can be audited.
 
 ``shadow=True`` looks up and logs would-be hits (``served=False``, logger
 ``tokenbudget.cache``) without serving them, to measure the false-hit rate before turning
-hits on. Embedding calls run inside :func:`~tokenbudget_core.attribution.overhead` ``("cache")``.
+hits on. Embedding calls run inside :func:`~tokenbudget_core.attribution.overhead` ``("cache")``:
+with a ``ledger``, each call of a paid embedding model is recorded there as that overhead.
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ class SemanticCache(ResponseCacheBase):
             before them (FAQ, support macros); the scope, model, system prompt, tools, parameters,
             everything after the last user turn (its tool calls and tool results) and the guard
             still apply.
-        ttl, max_ttl, max_entry_bytes, cache_sampled, cache_tool_calls, hash_prompts, ledger,
+        ledger: As for :class:`~tokenbudget_core.response_cache.ExactCache` (each served hit
+            recorded there); also each call of a paid embedding model, charged to the current
+            payer as overhead (``cache``) and priced on the embedding model (see
+            :func:`~tokenbudget_core.embeddings.as_embedder`; an embedder that already records in
+            a ledger keeps its own).
+        ttl, max_ttl, max_entry_bytes, cache_sampled, cache_tool_calls, hash_prompts,
             scope_fields, registry, prices, clock: As for
             :class:`~tokenbudget_core.response_cache.ExactCache`.
 
@@ -134,7 +140,7 @@ class SemanticCache(ResponseCacheBase):
             raise InvalidInputError("candidates", "must be an integer in 1..100", value=candidates)
         if text_of is not None and not callable(text_of):
             raise InvalidInputError("text_of", "must be a callable CacheRequest -> str", value=text_of)
-        self.embedder: Embedder = as_embedder(embedder)
+        self.embedder: Embedder = as_embedder(embedder, ledger=ledger)
         self.threshold = float(threshold)
         self.guard = bool(guard)
         self.shadow = bool(shadow)

@@ -1,0 +1,281 @@
+"""The package's own embedding calls are charged to the payer and reported as overhead.
+
+The semantic cache and the learned router embed prompts; with a paid embedding model every such
+call costs money. Given a ledger, each paid call is recorded there (``Ledger.record``): under the
+current attribution, as overhead, priced on the embedding model; the provider's reported tokens
+when the reply carries them (the OpenAI SDK's), else the texts counted with the model's tokenizer
+and flagged estimated. An unknown model is recorded unpriced; a local one records nothing.
+
+The embedding models are real: langchain-openai's ``OpenAIEmbeddings`` and the OpenAI SDK over
+sockets to a loopback ``/v1/embeddings`` server, LlamaIndex and LangChain embedding classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openai
+import pytest
+import tiktoken
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_openai import OpenAIEmbeddings
+from llama_index.core.embeddings import MockEmbedding
+from pydantic import SecretStr
+
+from langchain_tokenbudget import BudgetCallbackHandler, TokenBudgetLLMCache
+from tokenbudget_core import HashingEmbedder, SemanticCache, Usage, attribute, cost_of
+from tokenbudget_core.cache_keys import CacheRequest
+from tokenbudget_core.cached_response import CachedResponse
+from tokenbudget_core.embeddings import as_embedder
+from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.learned_classifier import NearestNeighbourClassifier
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.money import usd_to_nanos
+from tokenbudget_core.reports import build_report
+
+pytestmark = pytest.mark.integration
+
+EMBEDDING = "text-embedding-3-small"
+CL100K = tiktoken.get_encoding("cl100k_base")
+REPORTED_PER_TEXT = 7
+"""The loopback server bills each input this many tokens, whatever its length (so a reported
+figure is told apart from a count)."""
+
+
+class _EmbeddingsHandler(BaseHTTPRequestHandler):
+    server: _EmbeddingsServer
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        self.server.inputs.append(inputs)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(json.dumps(text))}
+            for i, text in enumerate(inputs)
+        ]
+        tokens = REPORTED_PER_TEXT * len(inputs)
+        payload = {
+            "object": "list",
+            "data": data[::-1],  # out of order: the reply's index says which text each is
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        raw = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _EmbeddingsServer(ThreadingHTTPServer):
+    inputs: list[list[Any]]
+
+
+def _vector(text: str) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [b / 255 for b in digest[:16]]
+
+
+@pytest.fixture
+def embeddings_server() -> Iterator[_EmbeddingsServer]:
+    """A loopback OpenAI ``/v1/embeddings`` endpoint."""
+    server = _EmbeddingsServer(("127.0.0.1", 0), _EmbeddingsHandler)
+    server.inputs = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def base_url(server: _EmbeddingsServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host!s}:{port}/v1"
+
+
+def make_ledger(tmp_path: Path) -> Ledger:
+    return Ledger("memory://", spool_path=tmp_path / "spool.jsonl")
+
+
+def rows(ledger: Ledger) -> dict[str, dict[str, int]]:
+    return {r.rollup_key: r.values for r in ledger.store.rollup([ledger.day()])}
+
+
+def nanos(tokens: int, model: str = EMBEDDING) -> int:
+    return usd_to_nanos(cost_of(Usage(input_tokens=tokens), model))
+
+
+def ask(text: str) -> CacheRequest:
+    return CacheRequest.from_text(model="gpt-4o-mini", prompt=text, params={"temperature": 0})
+
+
+class PaidEmbeddings(DeterministicFakeEmbedding):
+    """A LangChain ``Embeddings`` naming a paid model (vectors made locally, like a test double)."""
+
+    model: str = EMBEDDING
+
+
+def test_the_semantic_cache_behind_a_langchain_model_charges_its_embeddings_as_overhead(
+    tmp_path: Path,
+) -> None:
+    """The reviewer's case: only the chat calls were in the ledger, overhead_usd was 0."""
+    ledger = make_ledger(tmp_path)
+    reply = AIMessage(
+        "Settings > Export.",
+        usage_metadata={"input_tokens": 20, "output_tokens": 4, "total_tokens": 24},
+        response_metadata={"model_name": "gpt-4o-mini"},
+    )
+    model = GenericFakeChatModel(messages=iter([reply, reply]))
+    model.cache = TokenBudgetLLMCache(
+        SemanticCache(embedder=PaidEmbeddings(size=64), threshold=0.99, ledger=ledger)
+    )
+    handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini")
+    questions = ["How do I export my workspace?", "Where do I change my password?"]
+    with attribute(feature="support", user="u-1"):
+        for q in questions:
+            model.invoke(q, config={"callbacks": [handler]})
+    embedded = rows(ledger)[f"support/u-1/{EMBEDDING}"]
+    # Each question embedded twice (a lookup, then the store of the miss's answer).
+    tokens = 2 * sum(len(CL100K.encode(q)) for q in questions)
+    assert (embedded["requests"], embedded["input_tokens"], embedded["output_tokens"]) == (4, tokens, 0)
+    assert embedded["cost_nanos"] == embedded["overhead_nanos"] == nanos(tokens) > 0
+    assert embedded["estimated"] == 4  # counted: LangChain's Embeddings report no usage
+    totals = build_report(ledger, last_days=1).totals
+    assert totals.overhead_usd == Decimal(nanos(tokens)) / 10**9
+    assert rows(ledger)["support/u-1/gpt-4o-mini"]["overhead_nanos"] == 0
+
+
+def test_langchain_openai_embeddings_over_http_are_counted_with_their_tokenizer(
+    tmp_path: Path, embeddings_server: _EmbeddingsServer
+) -> None:
+    ledger = make_ledger(tmp_path)
+    embeddings = OpenAIEmbeddings(
+        model=EMBEDDING, base_url=base_url(embeddings_server), api_key=SecretStr("t")
+    )
+    cache = SemanticCache(embedder=embeddings, ledger=ledger)
+    question = "How do I export my workspace?"
+    with attribute(feature="support", user="u-2"):
+        assert cache.lookup(ask(question)) is None
+    assert len(embeddings_server.inputs) == 1  # the call went out
+    row = rows(ledger)[f"support/u-2/{EMBEDDING}"]
+    tokens = len(CL100K.encode(question))
+    assert (row["requests"], row["input_tokens"], row["estimated"]) == (1, tokens, 1)
+    assert row["overhead_nanos"] == nanos(tokens)
+
+
+async def test_an_openai_sdk_reply_is_charged_the_tokens_it_reports(
+    tmp_path: Path, embeddings_server: _EmbeddingsServer
+) -> None:
+    """A callable returning the SDK's reply: its usage is what is charged, not flagged estimated;
+    the model is the one the reply names."""
+    ledger = make_ledger(tmp_path)
+    client = openai.OpenAI(base_url=base_url(embeddings_server), api_key="t", max_retries=0)
+    aclient = openai.AsyncOpenAI(base_url=base_url(embeddings_server), api_key="t", max_retries=0)
+
+    def embed(texts: list[str]) -> Any:
+        return client.embeddings.create(model=EMBEDDING, input=texts)
+
+    async def aembed(texts: list[str]) -> Any:
+        return await aclient.embeddings.create(model=EMBEDDING, input=texts)
+
+    texts = ["What is a token?", "Design a sharded database."]
+    with attribute(feature="router", user="u-3"):
+        vectors = as_embedder(embed, ledger=ledger).embed(texts)
+        avectors = await as_embedder(aembed, ledger=ledger).aembed(texts)
+    expected = as_embedder(lambda ts: [_vector(json.dumps(t)) for t in ts]).embed(texts)
+    assert np.allclose(vectors, expected)  # rows in the order of the texts, not of the reply
+    assert np.allclose(avectors, expected)
+    row = rows(ledger)[f"router/u-3/{EMBEDDING}"]
+    billed = 2 * REPORTED_PER_TEXT * len(texts)
+    assert (row["requests"], row["input_tokens"], row["estimated"]) == (2, billed, 0)
+    assert row["cost_nanos"] == nanos(billed)
+    assert row["overhead_nanos"] == 0  # called by the app itself, outside the package: its own call
+    client.close()
+    await aclient.close()
+
+
+def test_the_learned_router_charges_fitting_and_each_classification_as_overhead(tmp_path: Path) -> None:
+    ledger = make_ledger(tmp_path)
+    examples = [("what is a token", "small"), ("design a sharded database", "large")]
+    with attribute(feature="setup"):
+        clf = NearestNeighbourClassifier.fit(examples, embedder=PaidEmbeddings(size=32), ledger=ledger, k=1)
+    with attribute(feature="chat", user="u-4"):
+        clf.classify("what is a token?")
+    fitted, classified = rows(ledger)[f"setup//{EMBEDDING}"], rows(ledger)[f"chat/u-4/{EMBEDDING}"]
+    fit_tokens = sum(len(CL100K.encode(p)) for p, _ in examples)
+    # Fitting is the app's own call (charged, not overhead); classifying is the router's overhead.
+    assert (fitted["input_tokens"], fitted["cost_nanos"]) == (fit_tokens, nanos(fit_tokens))
+    assert fitted["overhead_nanos"] == 0
+    assert (classified["requests"], classified["input_tokens"]) == (1, len(CL100K.encode("what is a token?")))
+    assert classified["overhead_nanos"] == classified["cost_nanos"] > 0
+
+
+async def test_a_llamaindex_embedding_in_the_semantic_cache_is_charged_async_too(tmp_path: Path) -> None:
+    ledger = make_ledger(tmp_path)
+    cache = SemanticCache(embedder=MockEmbedding(embed_dim=16, model_name=EMBEDDING), ledger=ledger)
+    answer = CachedResponse(content="Settings > Export.", model="gpt-4o-mini", usage=Usage(output_tokens=4))
+    with attribute(feature="support", user="u-5"):
+        assert await cache.astore(ask("How do I export?"), answer)
+        assert await cache.alookup(ask("How do I export?")) is not None
+    row = rows(ledger)[f"support/u-5/{EMBEDDING}"]
+    tokens = 2 * len(CL100K.encode("How do I export?"))
+    assert (row["requests"], row["input_tokens"], row["overhead_nanos"]) == (2, tokens, nanos(tokens))
+
+
+def test_an_unknown_embedding_model_is_recorded_unpriced_never_refused(tmp_path: Path) -> None:
+    ledger = make_ledger(tmp_path)
+
+    class AcmeEmbeddings(DeterministicFakeEmbedding):
+        model: str = "acme-embed-7"
+
+    cache = SemanticCache(embedder=AcmeEmbeddings(size=16), ledger=ledger)
+    with attribute(feature="support"):
+        assert cache.lookup(ask("How do I export?")) is None
+    row = rows(ledger)["support//acme-embed-7"]
+    assert (row["requests"], row["unpriced"], row["cost_nanos"], row["estimated"]) == (1, 1, 0, 1)
+    assert build_report(ledger, last_days=1).totals.unpriced_requests == 1
+
+
+def test_local_embedders_cost_nothing_and_record_nothing(tmp_path: Path) -> None:
+    ledger = make_ledger(tmp_path)
+    local = [
+        HashingEmbedder(),
+        DeterministicFakeEmbedding(size=16),  # no model named
+        MockEmbedding(embed_dim=16),  # LlamaIndex's "unknown" model
+        MockEmbedding(embed_dim=16, model_name="sentence-transformers/all-MiniLM-L6-v2"),
+        lambda texts: [[1.0, float(len(t))] for t in texts],  # a callable naming no model
+    ]
+    for embedder in local:
+        SemanticCache(embedder=embedder, ledger=ledger).lookup(ask("How do I export?"))
+    # Named but said to be free: nothing either.
+    as_embedder(PaidEmbeddings(size=8), ledger=ledger, paid=False).embed(["How do I export?"])
+    assert rows(ledger) == {}
+
+
+def test_an_embedder_keeps_its_own_ledger_and_options_are_checked(tmp_path: Path) -> None:
+    mine, cache_ledger = make_ledger(tmp_path), Ledger("memory://", spool_path=tmp_path / "other.jsonl")
+    embedder = as_embedder(PaidEmbeddings(size=8), ledger=mine)
+    cache = SemanticCache(embedder=embedder, ledger=cache_ledger)
+    assert cache.embedder is embedder
+    cache.lookup(ask("How do I export?"))
+    assert list(rows(mine)) == [f"//{EMBEDDING}"]
+    assert rows(cache_ledger) == {}
+    with pytest.raises(InvalidInputError, match="ledger"):
+        as_embedder(PaidEmbeddings(size=8), ledger="memory://")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="paid"):
+        as_embedder(PaidEmbeddings(size=8), paid="yes")  # type: ignore[arg-type]
