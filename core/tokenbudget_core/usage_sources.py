@@ -27,7 +27,7 @@ naming the field, e.g. ``response.usage.prompt_tokens``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from ._frozen import positional_maker
 from .errors import InvalidInputError
@@ -48,6 +48,7 @@ _INCLUDE_USAGE_FIX = (
 )
 _CHAT_OBJECTS = frozenset({"chat.completion", "chat.completion.chunk"})
 _RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_TTL_SPLIT_KEYS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
 _ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation")
 
 
@@ -257,7 +258,7 @@ def _tiered(details: Mapping[str, Any], name: str, where: str) -> int:
     return max(count_field(details, name, where), prefixed)
 
 
-def usage_from_langchain(usage_metadata: Any) -> Usage:
+def usage_from_langchain(usage_metadata: Any, *, marked_ttl: Literal["5m", "1h"] | None = None) -> Usage:
     """Usage from a LangChain ``UsageMetadata`` dict (``AIMessage.usage_metadata``).
 
     LangChain already normalises to this package's convention: ``input_tokens``
@@ -272,11 +273,27 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
       ``cache_creation`` and the split's sum (some versions zero ``cache_creation``
       when the split is present).
 
+    Cache writes reported *without* that split are 5-minute writes, unless ``marked_ttl`` says
+    the request marked its prompt for the 1-hour cache. A streamed Claude reply reports no split:
+    its usage is ``message_delta``'s running total, which has none, and langchain-anthropic
+    (1.7) drops ``message_start``'s; Anthropic bills the writes at the TTL the request's
+    ``cache_control`` markers named. So with ``marked_ttl="1h"`` (the longest TTL marked, as
+    :func:`~tokenbudget_core.prompt_caching.cache_writes_of` finds it) unsplit writes are
+    charged as 1-hour writes (``cache_write_1h_tokens``); a reported split is always kept.
+
     Args:
         usage_metadata: The dict, or an ``AIMessage`` (anything with ``.usage_metadata``).
+        marked_ttl: The longest TTL of the request's ``cache_control`` markers (``None``: no
+            marker; ``"5m"`` changes nothing).
 
     Raises:
         InvalidInputError: It is ``None`` (the model reported no usage) or a figure is invalid.
+
+    Example:
+        >>> streamed = {"input_tokens": 1020, "output_tokens": 7,
+        ...     "input_token_details": {"cache_creation": 1000}}
+        >>> usage_from_langchain(streamed, marked_ttl="1h").cache_write_1h_tokens
+        1000
     """
     if type(usage_metadata) is dict and not (
         usage_metadata.get("input_token_details") or usage_metadata.get("output_token_details")
@@ -297,12 +314,15 @@ def usage_from_langchain(usage_metadata: Any) -> Usage:
     w_in, w_out = f"{where}.input_token_details", f"{where}.output_token_details"
     write_1h = count_field(inp, "ephemeral_1h_input_tokens", w_in)
     split = count_field(inp, "ephemeral_5m_input_tokens", w_in) + write_1h
+    cache_write = max(_tiered(inp, "cache_creation", w_in), split)
+    if marked_ttl == "1h" and all(inp.get(k) is None for k in _TTL_SPLIT_KEYS):
+        write_1h = cache_write  # no split reported: the writes are at the TTL the request marked
     return _make(
         where,
         input_tokens=count_field(data, "input_tokens", where, required=True),
         output_tokens=count_field(data, "output_tokens", where, required=True),
         cache_read_tokens=_tiered(inp, "cache_read", w_in),
-        cache_write_tokens=max(_tiered(inp, "cache_creation", w_in), split),
+        cache_write_tokens=cache_write,
         cache_write_1h_tokens=write_1h,
         reasoning_tokens=_tiered(out, "reasoning", w_out),
     )
