@@ -96,9 +96,9 @@ def _reply(raw: Any) -> tuple[Any, int | None, str | None]:
     data = raw.get("data") if isinstance(raw, dict) else getattr(raw, "data", None)
     if not isinstance(data, list) or isinstance(raw, list | tuple):
         return raw, None, None
-    rows = [_field(d, "embedding") for d in data]
     if all(isinstance(_field(d, "index"), int) for d in data):
-        rows = [_field(d, "embedding") for d in sorted(data, key=lambda d: _field(d, "index"))]
+        data = sorted(data, key=lambda d: _field(d, "index"))
+    rows = [d if isinstance(d, list | tuple) else _field(d, "embedding") for d in data]
     usage = _field(raw, "usage")
     tokens = _field(usage, "prompt_tokens")
     if tokens is None:
@@ -276,7 +276,7 @@ class _Wrapped:
     ) -> tuple[Usage, str] | None:
         """What to record for one call (``None``: nothing, the call cost nothing or no ledger)."""
         model = self.model or replied
-        if self.ledger is None or model is None or not self._is_paid(model):
+        if self.ledger is None or model is None or not self._is_paid():
             return None
         if reported is not None:
             return Usage(input_tokens=reported), model
@@ -284,11 +284,8 @@ class _Wrapped:
         tokens = sum(int(counter.count(t)) for t in items)
         return Usage(input_tokens=tokens, estimated=True), model
 
-    def _is_paid(self, model: str) -> bool:
-        if self.paid is not None:
-            return self.paid
-        assert self.ledger is not None
-        return model in self.ledger.registry or not _runs_locally(self._host)
+    def _is_paid(self) -> bool:
+        return self.paid if self.paid is not None else not _runs_locally(self._host)
 
     def _counter(self, model: str) -> TokenCounter:
         counter = self._counters.get(model)
@@ -354,8 +351,9 @@ def as_embedder(
         model: The embedding model calls are priced on (default: the host model's
             ``model_name`` / ``model``, or the model a callable's reply names; without one,
             nothing is recorded).
-        paid: Whether the calls cost money (default: a model the ledger's registry knows does;
-            an unknown one does, recorded unpriced, unless it runs locally).
+        paid: Whether the calls cost money (default: they do unless the model runs locally: a
+            Hugging Face, sentence-transformers, FastEmbed, Ollama, llama.cpp or GPT4All class,
+            or a fake / mock).
 
     Raises:
         InvalidInputError: ``obj`` is none of these, or ``ledger`` is not a ``Ledger``.

@@ -130,6 +130,10 @@ class PaidEmbeddings(DeterministicFakeEmbedding):
     model: str = EMBEDDING
 
 
+class PaidLlamaEmbedding(MockEmbedding):
+    """A LlamaIndex ``BaseEmbedding`` naming a paid model (vectors made locally)."""
+
+
 def test_the_semantic_cache_behind_a_langchain_model_charges_its_embeddings_as_overhead(
     tmp_path: Path,
 ) -> None:
@@ -227,7 +231,7 @@ def test_the_learned_router_charges_fitting_and_each_classification_as_overhead(
 
 async def test_a_llamaindex_embedding_in_the_semantic_cache_is_charged_async_too(tmp_path: Path) -> None:
     ledger = make_ledger(tmp_path)
-    cache = SemanticCache(embedder=MockEmbedding(embed_dim=16, model_name=EMBEDDING), ledger=ledger)
+    cache = SemanticCache(embedder=PaidLlamaEmbedding(embed_dim=16, model_name=EMBEDDING), ledger=ledger)
     answer = CachedResponse(content="Settings > Export.", model="gpt-4o-mini", usage=Usage(output_tokens=4))
     with attribute(feature="support", user="u-5"):
         assert await cache.astore(ask("How do I export?"), answer)
@@ -262,7 +266,8 @@ def test_local_embedders_cost_nothing_and_record_nothing(tmp_path: Path) -> None
     ]
     for embedder in local:
         SemanticCache(embedder=embedder, ledger=ledger).lookup(ask("How do I export?"))
-    # Named but said to be free: nothing either.
+    # A test double naming a paid model runs locally all the same; a model said to be free too.
+    as_embedder(MockEmbedding(embed_dim=8, model_name=EMBEDDING), ledger=ledger).embed(["How do I export?"])
     as_embedder(PaidEmbeddings(size=8), ledger=ledger, paid=False).embed(["How do I export?"])
     assert rows(ledger) == {}
 
@@ -279,3 +284,19 @@ def test_an_embedder_keeps_its_own_ledger_and_options_are_checked(tmp_path: Path
         as_embedder(PaidEmbeddings(size=8), ledger="memory://")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="paid"):
         as_embedder(PaidEmbeddings(size=8), paid="yes")  # type: ignore[arg-type]
+
+
+def test_a_reply_as_a_plain_dict_is_read_as_the_sdk_s(tmp_path: Path) -> None:
+    """An OpenAI-shaped reply decoded as JSON (a raw HTTP client): its usage and model are used."""
+    ledger = make_ledger(tmp_path)
+
+    def embed(texts: list[str]) -> dict[str, Any]:
+        data = [{"index": i, "embedding": _vector(t)} for i, t in enumerate(texts)]
+        return {"data": data, "model": "text-embedding-3-large", "usage": {"total_tokens": 11}}
+
+    cache = SemanticCache(embedder=embed, ledger=ledger)
+    with attribute(feature="support"):
+        assert cache.lookup(ask("How do I export?")) is None
+    row = rows(ledger)["support//text-embedding-3-large"]
+    assert (row["input_tokens"], row["estimated"]) == (11, 0)
+    assert row["overhead_nanos"] == row["cost_nanos"] == nanos(11, "text-embedding-3-large")
