@@ -4,8 +4,19 @@ Before a call goes out the handler counts its input with the core counter and re
 worst case in the core :class:`~tokenbudget_core.ledger.Ledger`; a
 :class:`~tokenbudget_core.errors.BudgetExceededError` propagates, so a refused call is never
 sent. After the call the usage the provider reported is committed (an estimate, flagged, when
-it reported none); when the call fails the reservation is released. Prices, limits and
-attribution rules all live in the ledger: the handler only translates LangChain events.
+it reported none); when the call fails before any output the reservation is released, and a
+stream that breaks off after output is charged a flagged estimate (the request was sent): the
+counted input plus the text streamed so far, which the handler gathers from
+``on_llm_new_token`` while the run is in flight, since on ``generate()`` paths (``invoke`` of a
+``streaming=True`` model, as agents run models) ``on_llm_error`` carries no partial reply. Prices,
+limits and attribution rules all live in the ledger (:meth:`~tokenbudget_core.ledger.Ledger.settle`):
+the handler only translates LangChain events.
+
+The reservation's request id is the LangChain run id, so two handlers on one ledger that see
+the same call (one on the model, one in the call's config) hold and charge it once: the second
+one's reserve returns the live reservation, its commit charges nothing. A run id the caller
+reuses (``config["run_id"]``) for a later call names a call settled already: that call gets an
+id of its own (calls open at once under one run id get suffixed ids).
 
 Which one to use:
 
@@ -35,7 +46,17 @@ What is counted and charged:
 
 Claude streams: langchain-anthropic puts the *running total* of each ``message_delta`` on a
 chunk, and LangChain adds chunks up, so the aggregated ``usage_metadata`` of a streamed
-Claude reply overstates its usage. The handler keeps the latest running total instead.
+Claude reply overstates its usage. The handler keeps the latest running total instead. That
+total reports cache writes without their 1h/5m split: they are charged at the longest TTL the
+request's ``cache_control`` markers name (``usage_from_langchain(..., marked_ttl=)``), as
+Anthropic bills them.
+
+Who pays: the feature, user and conversation of the outermost run that names them (its
+metadata or tags) win over inner ones (a model built with ``metadata=``, a nested call's own
+metadata, an ``attribute()`` block opened inside the run), as with nested ``attribute()``
+blocks; an ``attribute()`` block enclosing the whole run wins over everything. The handler
+sees the outer runs when it is passed in the run's config (``config={"callbacks": [...]}``):
+it notes each chain, tool and retriever run's payer as it starts and drops it at its end.
 
 Routed calls: a :class:`~langchain_tokenbudget.router_chat_model.RouterChatModel` runs the tier
 model with the route in its run metadata (``tokenbudget_route``); the handler reserves and
@@ -43,21 +64,29 @@ charges the call on the model the route names (the tier's model, or the fallback
 not on its own ``model=`` (which prices unrouted calls), and passes the premium model to the
 ledger, which records what routing saved. On ``BaseChatModel.generate()`` paths the
 router makes a run of its own around the tier run: that run is skipped, only the tier run is
-charged.
+charged. Under a :class:`~langchain_tokenbudget.routing_middleware.RoutingMiddleware` the route
+is the one in force (:func:`~tokenbudget_core.routing.routed_call`): a call to the routed model
+(or one naming no model) is the routed call; a call to another model inside it (a summary) is
+charged on its own model and records no routing.
 
 A cancelled async call (its task cancelled mid-flight) gets no ``on_llm_error`` from
-LangChain: its reservation is held until the ledger's lease expires (``lease_seconds``).
+LangChain: its reservation is held until the ledger's lease expires (``lease_seconds``), and
+the handler forgets it once it has been idle for a lease (swept at most once a lease, when
+calls or chains start). So does a call that runs longer than a lease without streaming: its
+end is then not charged (its reservation had expired too).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import dataclasses
 import functools
 import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
@@ -67,11 +96,12 @@ from langchain_core.callbacks.manager import handle_event
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 
+from tokenbudget_core.attribution import Attribution, attribute, current_attribution, overhead
 from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file_tokens
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, TokenBudgetError
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
-from tokenbudget_core.routing import premium_model_of
+from tokenbudget_core.routing import premium_model_of, routed_call
 from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
@@ -94,6 +124,10 @@ _PAYER_KEYS = {
 _PAYER_ITEMS = tuple(_PAYER_KEYS.items())
 _PAYER_KEY_LISTS = tuple(_PAYER_KEYS.values())
 T = TypeVar("T", int, str)
+R = TypeVar("R")
+Payer = tuple[str | None, str | None, str | None]
+"""``(feature, user, conversation)``."""
+_NOBODY: Payer = (None, None, None)
 MODEL_KEYS = ("model", "model_name")
 MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 CHOICE_KEYS = ("n", "candidate_count")
@@ -195,6 +229,20 @@ def running_total(chunk: object) -> dict[str, Any] | None:
     return None
 
 
+def streamed_text(token: object, chunk: object) -> str:
+    """The text and tool-call argument pieces one stream chunk carries (``token`` when there is
+    no chunk), kept to estimate the output of a stream that breaks off."""
+    message = getattr(chunk, "message", None)
+    if message is None:  # a completion model's GenerationChunk, or no chunk at all
+        text = getattr(chunk, "text", token)
+        return text if isinstance(text, str) else ""
+    text = str(message.text)
+    pieces = getattr(message, "tool_call_chunks", None)
+    if pieces:
+        text += "".join(args for c in pieces if isinstance(args := c.get("args"), str))
+    return text
+
+
 def reply_text(messages: Sequence[BaseMessage]) -> str:
     """The text and tool-call arguments of model replies, for estimating their output tokens."""
     parts = [str(m.text) for m in messages]
@@ -204,13 +252,18 @@ def reply_text(messages: Sequence[BaseMessage]) -> str:
     return "".join(parts)
 
 
-def reported(replies: Sequence[BaseMessage], totals: Sequence[Mapping[str, Any]] = ()) -> Usage | None:
+def reported(
+    replies: Sequence[BaseMessage], totals: Sequence[Mapping[str, Any]] = (), *, marked_ttl: Ttl | None = None
+) -> Usage | None:
     """What the provider reported: Claude's latest running totals, else the first reply's ``usage_metadata``.
 
     (With ``n`` > 1 choices every reply carries the whole call's usage: it is counted once.)
+    A running total reports its cache writes without the 1h/5m split: they are charged at
+    ``marked_ttl``, the longest TTL the request's ``cache_control`` markers named (the core's
+    rule, :func:`~tokenbudget_core.usage_sources.usage_from_langchain`).
     """
     if totals:  # one per Claude stream that finished
-        return sum((Usage.from_langchain(t) for t in totals), Usage(requests=0))
+        return sum((usage_from_langchain(t, marked_ttl=marked_ttl) for t in totals), Usage(requests=0))
     found = next((m.usage_metadata for m in replies if isinstance(m, AIMessage) and m.usage_metadata), None)
     return None if found is None else usage_from_langchain(found)
 
@@ -281,9 +334,20 @@ Tools = list[dict[str, Any]] | None
 class _Run:
     reservation: Reservation
     counter: SupportsTokenCount
+    touched: float
+    """When the run started or last streamed (``time.monotonic()``): runs idle longer than the
+    ledger's lease are forgotten (a cancelled async call never ends)."""
     total: dict[str, Any] | None = None
     premium_model: str | None = None
-    """The routed call's premium model (from the run's metadata)."""
+    """The routed call's premium model (from the run's metadata, or the route in force)."""
+    ttl: Ttl | None = None
+    """The longest TTL of the request's ``cache_control`` markers: the TTL of cache writes that
+    a running total reports without a split."""
+    streamed: list[str] | None = None
+    """The text streamed so far (``on_llm_new_token``): estimates the output of a stream that
+    breaks off on the ``generate()`` path, whose ``on_llm_error`` carries no partial reply."""
+    seq: int = 0
+    """How many runs under the same run id were open before this one: its request id's suffix."""
     batch: _Batch | None = None
     """The multi-prompt call the run is one prompt of (see :class:`_Batch`)."""
     batched: bool = False
@@ -314,6 +378,15 @@ class _Batch:
     """Set when a prompt stopped the call: makes the error every later prompt is refused with."""
 
 
+@dataclasses.dataclass(slots=True)
+class _Payer:
+    """The payer a chain run resolved for the runs inside it (the outermost value of each field)."""
+
+    payer: Payer
+    touched: float
+    """When it started or a run inside it started: forgotten when idle longer than a lease."""
+
+
 _FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
 
 
@@ -325,6 +398,44 @@ def _refusal(error: BaseException) -> Callable[[], BaseException]:
         return lambda: BudgetExceededError(**figures)
     text = f"not sent: another prompt of the same call failed ({type(error).__name__}: {error})"
     return lambda: TokenBudgetError(text)
+
+
+def _outer_first(*levels: Payer) -> Payer:
+    """Each field's first value, outermost level first."""
+    feature = user = conversation = None
+    for f, u, c in levels:
+        feature = f if feature is None else feature
+        user = u if user is None else user
+        conversation = c if conversation is None else conversation
+    return feature, user, conversation
+
+
+def _fields(a: Attribution) -> Payer:
+    return a.feature, a.user, a.conversation
+
+
+def _attributed(attribution: Attribution, fn: Callable[[], R]) -> R:
+    """``fn()`` with ``attribution`` in force; run in an empty context, so nothing else is."""
+    a = attribution
+    with attribute(feature=a.feature, user=a.user, conversation=a.conversation, tenant=a.tenant):
+        if a.overhead is None:
+            return fn()
+        with overhead(a.overhead):
+            return fn()
+
+
+async def _aattributed(attribution: Attribution, fn: Callable[[], Awaitable[R]]) -> R:
+    """Async twin of :func:`_attributed` (run as a task in an empty context)."""
+    a = attribution
+    with attribute(feature=a.feature, user=a.user, conversation=a.conversation, tenant=a.tenant):
+        if a.overhead is None:
+            return await fn()
+        with overhead(a.overhead):
+            return await fn()
+
+
+_TAKEN = object()
+"""What :meth:`_BudgetHandler._keep` says when another call of the handler holds the request id."""
 
 
 class _BudgetHandler:
@@ -352,8 +463,10 @@ class _BudgetHandler:
         self.max_output_tokens, self.counter = max_output_tokens, counter
         self._counters: dict[str, SupportsTokenCount] = {}
         self._runs: dict[UUID, _Run] = {}
+        self._payers: dict[UUID, _Payer] = {}
         self._batches: dict[int, _Batch] = {}
         self._lock = threading.Lock()
+        self._sweep_at = 0.0
 
     @staticmethod
     def _is_router(kwargs: Mapping[str, Any]) -> bool:
@@ -369,10 +482,15 @@ class _BudgetHandler:
         """
         params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
         meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
-        model = routed_model(meta.get(ROUTE_KEY)) or routed_model_now() or self.model
+        route = meta.get(ROUTE_KEY)
+        model = routed_model(route)
+        premium = None if model is None else premium_model_of(route)
+        if model is None and routed_model_now() is not None:  # a route in force: is this its call?
+            found = routed_call(_model_named(serialized, params, meta), registry=self.ledger.registry)
+            if found is not None:
+                model, premium = found[1], premium_model_of(found[0])
         if model is None:
-            built: Mapping[str, Any] = (serialized or _EMPTY).get("kwargs") or _EMPTY
-            model = first(str, MODEL_KEYS, params, built) or first(str, ["ls_model_name"], meta)
+            model = self.model or _model_named(serialized, params, meta)
             if model is None:
                 raise InvalidInputError(
                     "model",
@@ -383,7 +501,16 @@ class _BudgetHandler:
         if counter is None:
             counter = TokenCounter.for_model(model, registry=self.ledger.registry)
             self._counters[model] = counter
-        feature, user, conversation = _payer_of(meta, kwargs.get("tags") or ())
+        feature, user, conversation = payer = _payer_of(meta, kwargs.get("tags") or ())
+        attribution = None
+        outer = self._outer(kwargs)
+        if outer is not None:  # inside a chain that named a payer: the outermost value wins
+            now = current_attribution()
+            feature, user, conversation = _outer_first(outer.payer, _fields(now), payer)
+            resolved = (feature, user, conversation)
+            if any(n is not None and n != r for n, r in zip(_fields(now), resolved, strict=True)):
+                # an attribute() block opened inside the run: the ledger would let it win
+                attribution = dataclasses.replace(now, feature=feature, user=user, conversation=conversation)
         max_output = first(int, MAX_OUTPUT_KEYS, params)
         if max_output is None:
             max_output = first(int, _LS_MAX_TOKENS, meta)
@@ -400,6 +527,8 @@ class _BudgetHandler:
             conversation,
             tools or None,
             first(int, CHOICE_KEYS, params) or 1,
+            premium,
+            attribution,
         )
 
     def _count(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
@@ -423,74 +552,145 @@ class _BudgetHandler:
                 n += int(add_file_tokens(await acount(messages, tools), messages))
         return n
 
+    @staticmethod
+    def _args(call: _Call, input_tokens: int, ttl: Ttl | None) -> dict[str, Any]:
+        return {
+            "model": call.model,
+            "input_tokens": input_tokens,
+            "max_output_tokens": call.max_output_tokens,
+            "feature": call.feature,
+            "user": call.user,
+            "conversation": call.conversation,
+            "choices": call.choices,
+            "cache_writes": ttl,
+        }
+
+    def _reserve(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
+        """Reserve under ``request_id`` (the run's): another handler of the ledger seeing the same
+        call gets the same reservation back, and the ledger charges the call once. An id already
+        settled was a reused ``config["run_id"]``: that call is another one, with an id of its own."""
+        try:
+            return self._reserve_once(call, args, request_id)
+        except InvalidInputError as e:
+            if request_id is None or e.field != "request_id":
+                raise
+        return self._reserve_once(call, args, None)
+
+    def _reserve_once(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
+        if call.attribution is None:
+            return self.ledger.reserve(**args, request_id=request_id)
+        # the outer payer wins over an attribute() block opened inside the run
+        reserve = functools.partial(self.ledger.reserve, **args, request_id=request_id)
+        return contextvars.Context().run(_attributed, call.attribution, reserve)
+
+    async def _areserve(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
+        """Async twin of :meth:`_reserve`."""
+        try:
+            return await self._areserve_once(call, args, request_id)
+        except InvalidInputError as e:
+            if request_id is None or e.field != "request_id":
+                raise
+        return await self._areserve_once(call, args, None)
+
+    async def _areserve_once(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
+        if call.attribution is None:
+            return await self.ledger.areserve(**args, request_id=request_id)
+        reserve = functools.partial(self.ledger.areserve, **args, request_id=request_id)
+        task = asyncio.get_running_loop().create_task(
+            _aattributed(call.attribution, reserve), context=contextvars.Context()
+        )
+        return await task
+
     def _start(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
+            self._note(run_id, kwargs)  # its payer, for the tier run inside it
             return
         batch = self._join(kwargs)
         try:
             call = self._call(serialized, kwargs)
-            reservation = self.ledger.reserve(
-                model=call.model,
-                input_tokens=self._count(call.counter, inputs, call.tools),
-                max_output_tokens=call.max_output_tokens,
-                feature=call.feature,
-                user=call.user,
-                conversation=call.conversation,
-                choices=call.choices,
-                cache_writes=_cache_writes(inputs, kwargs),
-            )  # no request_id: the ledger draws a fresh one (a run id can be reused, config["run_id"])
+            ttl = _cache_writes(inputs, kwargs)
+            args = self._args(call, self._count(call.counter, inputs, call.tools), ttl)
+            seq, request_id = self._request_id(run_id)
+            while True:
+                reservation = self._reserve(call, args, request_id)
+                kept = self._keep(run_id, call, reservation, ttl, seq, kwargs, batch)
+                if kept is not _TAKEN:
+                    break
+                request_id = None
         except BaseException as e:  # the call will not be sent: neither will its batch
             for held in self._sink(batch, e):
                 self.ledger.release(held)
             raise
-        if not self._keep(run_id, call.counter, reservation, kwargs, batch):
+        if not kept:
             self.ledger.release(reservation)
             raise self._refused(batch)
 
     async def _astart(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
+            self._note(run_id, kwargs)
             return
         batch = self._join(kwargs)
         try:
             call = self._call(serialized, kwargs)
-            reservation = await self.ledger.areserve(
-                model=call.model,
-                input_tokens=await self._acount(call.counter, inputs, call.tools),
-                max_output_tokens=call.max_output_tokens,
-                feature=call.feature,
-                user=call.user,
-                conversation=call.conversation,
-                choices=call.choices,
-                cache_writes=_cache_writes(inputs, kwargs),
-            )
+            ttl = _cache_writes(inputs, kwargs)
+            args = self._args(call, await self._acount(call.counter, inputs, call.tools), ttl)
+            seq, request_id = self._request_id(run_id)
+            while True:
+                reservation = await self._areserve(call, args, request_id)
+                kept = self._keep(run_id, call, reservation, ttl, seq, kwargs, batch)
+                if kept is not _TAKEN:
+                    break
+                request_id = None
         except BaseException as e:  # the call will not be sent: neither will its batch
             for held in self._sink(batch, e):
                 await self.ledger.arelease(held)
             raise
-        if not self._keep(run_id, call.counter, reservation, kwargs, batch):
+        if not kept:
             await self.ledger.arelease(reservation)  # a sibling was refused while this one reserved
             raise self._refused(batch)
+
+    def _request_id(self, run_id: UUID) -> tuple[int, str | None]:
+        """The request id of a run: its run id, suffixed when runs under that id are still open
+        (a ``config["run_id"]`` reused by concurrent calls), and that suffix's number."""
+        last = self._runs.get(run_id)
+        if last is None:
+            return 0, str(run_id)
+        while last.next is not None:
+            last = last.next
+        return last.seq + 1, f"{run_id}+{last.seq + 1}"
 
     def _keep(
         self,
         run_id: UUID,
-        counter: SupportsTokenCount,
+        call: _Call,
         reservation: Reservation,
+        ttl: Ttl | None,
+        seq: int,
         kwargs: Mapping[str, Any],
         batch: _Batch | None,
-    ) -> bool:
-        """Remember the run until it ends; ``False`` (nothing kept) when its batch was refused."""
-        meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
-        route = meta.get(ROUTE_KEY)
+    ) -> object:
+        """Remember the run until it ends; ``False`` (nothing kept) when its batch was refused,
+        ``_TAKEN`` (nothing kept) when another open call of this handler holds its request id."""
         size = kwargs.get("batch_size")
+        now = time.monotonic()
         run = _Run(
             reservation=reservation,
-            counter=counter,
-            premium_model=None if route is None else premium_model_of(route),
+            counter=call.counter,
+            touched=now,
+            premium_model=call.premium_model,
+            ttl=ttl,
+            seq=seq,
             batch=batch,
             batched=type(size) is int and size > 1,
         )
         with self._lock:
+            held = self._runs.get(run_id)
+            while held is not None:  # concurrent calls reusing a run id reserved the same request id
+                if held.reservation.request_id == reservation.request_id:
+                    return _TAKEN
+                held = held.next
+            if now >= self._sweep_at:
+                self._sweep(now)
             if batch is not None:
                 self._started(batch)
                 if batch.refusal is not None:
@@ -498,6 +698,60 @@ class _BudgetHandler:
                 batch.runs.append(run_id)
             self._push(run_id, run)
         return True
+
+    def _sweep(self, now: float) -> None:
+        """Forget runs and payers idle longer than the ledger's lease (lock held; at most once a
+        lease): LangChain never ends a cancelled async call, and its reservation has expired."""
+        lease = self.ledger.lease_ms / 1000
+        self._sweep_at, oldest = now + lease, now - lease
+        for run_id, head in list(self._runs.items()):
+            live: list[_Run] = []
+            run: _Run | None = head
+            while run is not None:
+                if run.touched >= oldest:
+                    live.append(run)
+                run = run.next
+            if not live:
+                del self._runs[run_id]
+            else:
+                for r, n in zip(live, [*live[1:], None], strict=True):
+                    r.next = n
+                self._runs[run_id] = live[0]
+        for run_id, p in list(self._payers.items()):
+            if p.touched < oldest:
+                self._payers.pop(run_id, None)
+
+    def _note(self, run_id: UUID, kwargs: Mapping[str, Any]) -> None:
+        """Record the payer of a chain run (or the router's run) for the runs inside it: each
+        field's outermost value, an enclosing ``attribute()`` block first, then the outer runs'
+        metadata and tags, then blocks opened inside them."""
+        meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
+        tags = kwargs.get("tags") or ()
+        outer = self._outer(kwargs)
+        if outer is None and not meta and not tags:
+            return
+        own = _payer_of(meta, tags)
+        now = time.monotonic()
+        if outer is None:
+            if own == _NOBODY:  # nothing to win over the runs inside
+                return
+            payer = _outer_first(_fields(current_attribution()), own)
+        else:
+            outer.touched = now
+            payer = _outer_first(outer.payer, _fields(current_attribution()), own)
+        self._payers[run_id] = _Payer(payer, now)
+        if now >= self._sweep_at:
+            with self._lock:
+                self._sweep(now)
+
+    def _outer(self, kwargs: Mapping[str, Any]) -> _Payer | None:
+        """The payer noted by the run's parent, if it noted one."""
+        parent: UUID | None = kwargs.get("parent_run_id")
+        return self._payers.get(parent) if parent is not None and self._payers else None
+
+    def _forget_payer(self, run_id: UUID) -> None:
+        if self._payers:
+            self._payers.pop(run_id, None)
 
     def _push(self, run_id: UUID, run: _Run) -> None:
         """Open ``run`` under ``run_id`` (lock held), after any run still open under that id."""
@@ -573,15 +827,27 @@ class _BudgetHandler:
         assert batch.refusal is not None
         return batch.refusal()
 
-    def _chunk(self, run_id: UUID, chunk: object) -> None:
+    def _chunk(self, run_id: UUID, token: object, chunk: object) -> None:
+        """A stream chunk: keep a Claude running total (the latest replaces, never adds) and the
+        text streamed so far (for runs in flight only: dropped when the run settles)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        run.touched = time.monotonic()
         total = running_total(chunk)
         if total is not None:
-            with self._lock:
-                if (run := self._runs.get(run_id)) is not None:
-                    run.total = total  # a running total: the latest replaces, never adds
+            run.total = total
+        text = streamed_text(token, chunk)
+        if text:
+            if run.streamed is None:
+                run.streamed = [text]
+            else:
+                run.streamed.append(text)
 
     def _settle(self, run_id: UUID, response: LLMResult | None, *, failed: bool) -> _Settle | None:
         """What the ledger needs to close the run (``None``: not ours, or settled already)."""
+        if self._payers:  # the router's own run (generate() paths) noted its payer
+            self._payers.pop(run_id, None)
         with self._lock:
             run = self._pop(run_id)
             if run is not None and run.batch is not None:
@@ -603,10 +869,12 @@ class _BudgetHandler:
                     replies.append(m)
         replies += texts
         totals = [run.total] if run.total is not None else []
-        usage = reported(replies, totals)
+        usage = reported(replies, totals, marked_ttl=run.ttl)
         if usage is None and response is not None and not run.batched:
             usage = llm_output_usage(response.llm_output)
         text = reply_text(replies) if usage is None else ""  # only an estimate reads the text
+        if failed and usage is None and not text and run.streamed:
+            text = "".join(run.streamed)  # generate() paths: the error carries no partial reply
         premium = run.premium_model or premium_model_of(route_of(replies))
         return _Settle(run.reservation, usage, text, failed, run.counter, cache_hit_of(replies), premium)
 
@@ -642,6 +910,14 @@ def _plain_reply(response: LLMResult | None) -> AIMessage | None:
     return None if CACHE_HIT_KEY in meta or ROUTE_KEY in meta else m
 
 
+def _model_named(
+    serialized: Mapping[str, Any] | None, params: Mapping[str, Any], meta: Mapping[str, Any]
+) -> str | None:
+    """The model a call names: its ``model`` / ``model_name`` parameter or setting, else ``ls_model_name``."""
+    built: Mapping[str, Any] = (serialized or _EMPTY).get("kwargs") or _EMPTY
+    return first(str, MODEL_KEYS, params, built) or first(str, ["ls_model_name"], meta)
+
+
 def _cache_writes(inputs: Inputs, kwargs: Mapping[str, Any]) -> Ttl | None:
     """:func:`cache_writes_in` of a callback's chat messages and invocation parameters."""
     if isinstance(inputs[0], str):  # a completion model's prompts: no markers
@@ -662,6 +938,11 @@ class _Call(NamedTuple):
     conversation: str | None
     tools: Tools
     choices: int
+    premium_model: str | None
+    """The routed call's premium model (``None``: not routed)."""
+    attribution: Attribution | None
+    """The attribution to reserve under, when an ``attribute()`` block opened inside an outer
+    run would otherwise win over that run's payer; ``None``: the one in force."""
 
 
 class _Settle(NamedTuple):
@@ -683,8 +964,11 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
     Attach it to a model (``callbacks=[handler]``) or to a run (``config={"callbacks": [...]}``).
     The payer of a run comes from its metadata (``tokenbudget_feature``/``feature``,
     ``tokenbudget_user``/``user``/``user_id``, ``tokenbudget_conversation``/``thread_id``) or
-    tags (``feature:support``, ``user:u-42``), else the defaults given here; an enclosing
-    :func:`~tokenbudget_core.attribute` block wins over both (the ledger's rule: outer wins).
+    tags (``feature:support``, ``user:u-42``), else the defaults given here; outer wins: an
+    enclosing :func:`~tokenbudget_core.attribute` block wins over both (the ledger's rule), and
+    the outermost run the handler sees that names a payer wins over inner runs' metadata and
+    over ``attribute()`` blocks opened inside it. Two handlers on one ledger seeing the same
+    call charge it once (the reservation's request id is the run id).
 
     Args:
         ledger: The ledger that prices, limits and records the calls.
@@ -726,8 +1010,8 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
         self._start(serialized, prompts, run_id, kwargs)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
-        """Keep a Claude stream's latest running total."""
-        self._chunk(run_id, chunk)
+        """Keep a Claude stream's latest running total, and the text streamed so far."""
+        self._chunk(run_id, token, chunk)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the usage the provider reported (idempotent per run)."""
@@ -737,9 +1021,66 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
         """Release the reservation, or commit an estimate when a stream broke off after output."""
         self._finish(self._settle(run_id, kwargs.get("response"), failed=True))
 
+    def on_chain_start(
+        self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Note the payer the chain's metadata or tags name, for the model calls inside it."""
+        self._note(run_id, kwargs)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the chain's payer."""
+        self._forget_payer(run_id)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the chain's payer."""
+        self._forget_payer(run_id)
+
+    def on_tool_start(
+        self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Note the payer for the model calls a tool makes (as :meth:`on_chain_start`)."""
+        self._note(run_id, kwargs)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the tool run's payer."""
+        self._forget_payer(run_id)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the tool run's payer."""
+        self._forget_payer(run_id)
+
+    def on_retriever_start(
+        self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Note the payer for the model calls a retriever makes (as :meth:`on_chain_start`)."""
+        self._note(run_id, kwargs)
+
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the retriever run's payer."""
+        self._forget_payer(run_id)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the retriever run's payer."""
+        self._forget_payer(run_id)
+
 
 _SYNC_TWINS = frozenset(
-    {"on_chat_model_start", "on_llm_start", "on_llm_new_token", "on_llm_end", "on_llm_error"}
+    {
+        "on_chat_model_start",
+        "on_llm_start",
+        "on_llm_new_token",
+        "on_llm_end",
+        "on_llm_error",
+        "on_chain_start",
+        "on_chain_end",
+        "on_chain_error",
+        "on_tool_start",
+        "on_tool_end",
+        "on_tool_error",
+        "on_retriever_start",
+        "on_retriever_end",
+        "on_retriever_error",
+    }
 )
 _SYNC_DISPATCH = handle_event.__code__
 
@@ -779,8 +1120,8 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
         await self._astart(serialized, prompts, run_id, kwargs)
 
     async def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
-        """Keep a Claude stream's latest running total."""
-        self._chunk(run_id, chunk)
+        """Keep a Claude stream's latest running total, and the text streamed so far."""
+        self._chunk(run_id, token, chunk)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the usage the provider reported (idempotent per run)."""
@@ -789,3 +1130,45 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Release the reservation, or commit an estimate when a stream broke off after output."""
         await self._afinish(self._settle(run_id, kwargs.get("response"), failed=True))
+
+    async def on_chain_start(
+        self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Note the payer the chain's metadata or tags name, for the model calls inside it."""
+        self._note(run_id, kwargs)
+
+    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the chain's payer."""
+        self._forget_payer(run_id)
+
+    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the chain's payer."""
+        self._forget_payer(run_id)
+
+    async def on_tool_start(
+        self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Note the payer for the model calls a tool makes (as :meth:`on_chain_start`)."""
+        self._note(run_id, kwargs)
+
+    async def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the tool run's payer."""
+        self._forget_payer(run_id)
+
+    async def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the tool run's payer."""
+        self._forget_payer(run_id)
+
+    async def on_retriever_start(
+        self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Note the payer for the model calls a retriever makes (as :meth:`on_chain_start`)."""
+        self._note(run_id, kwargs)
+
+    async def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the retriever run's payer."""
+        self._forget_payer(run_id)
+
+    async def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the retriever run's payer."""
+        self._forget_payer(run_id)
