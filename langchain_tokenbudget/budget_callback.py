@@ -334,7 +334,7 @@ Tools = list[dict[str, Any]] | None
 class _Run:
     reservation: Reservation
     counter: SupportsTokenCount
-    touched: float
+    touched: float = dataclasses.field(default_factory=time.monotonic)
     """When the run started or last streamed (``time.monotonic()``): runs idle longer than the
     ledger's lease are forgotten (a cancelled async call never ends)."""
     total: dict[str, Any] | None = None
