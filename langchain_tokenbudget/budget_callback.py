@@ -98,7 +98,12 @@ from langchain_core.outputs import LLMResult
 
 from tokenbudget_core.attribution import Attribution, attribute, current_attribution, overhead
 from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file_tokens
-from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, TokenBudgetError
+from tokenbudget_core.errors import (
+    BudgetExceededError,
+    BudgetUnavailableError,
+    InvalidInputError,
+    TokenBudgetError,
+)
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
 from tokenbudget_core.routing import premium_model_of, routed_call
@@ -574,6 +579,10 @@ class _BudgetHandler:
         except InvalidInputError as e:
             if request_id is None or e.field != "request_id":
                 raise
+        except BudgetUnavailableError:
+            if request_id is not None:  # never retried under the run's id: undo it once the store is back
+                self.ledger.abandon(request_id)
+            raise
         return self._reserve_once(call, args, None)
 
     def _reserve_once(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
@@ -590,6 +599,10 @@ class _BudgetHandler:
         except InvalidInputError as e:
             if request_id is None or e.field != "request_id":
                 raise
+        except BudgetUnavailableError:
+            if request_id is not None:  # never retried under the run's id: undo it once the store is back
+                self.ledger.abandon(request_id)
+            raise
         return await self._areserve_once(call, args, None)
 
     async def _areserve_once(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:

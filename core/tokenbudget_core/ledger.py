@@ -462,6 +462,22 @@ class Ledger:
             finally:
                 self._replay_lock.release()
 
+    def abandon(self, request_id: str) -> None:
+        """Give up a reserve under ``request_id`` that failed with ``BudgetUnavailableError`` and
+        will not be retried under that id (an adapter whose ids are its runs').
+
+        The store may have run the request with its answer lost, holding the call's worst case
+        for a whole lease; the id is released once the store answers again. A reserve under an
+        id the ledger drew itself is abandoned this way on its own.
+
+        Raises:
+            InvalidInputError: ``request_id`` is not a non-empty string id.
+        """
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidInputError("request_id", "must be a non-empty string id", value=request_id)
+        _check_ids(request_id=request_id)
+        self._orphans.append((self.day(), request_id))
+
     def _release_orphans(self) -> None:
         """Release the reservations whose reserve failed closed or whose release could not reach
         the store (lock held).

@@ -201,3 +201,38 @@ def test_ledgers_sharing_one_spool_replay_each_line_into_its_own_store(
     finally:
         prod.close()
         other.close()
+
+
+def test_a_langchain_call_refused_by_a_stalled_redis_leaves_no_ghost_hold(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """The LangChain handler reserves under its run's id; when the store stalls, it abandons that
+    id (it never retries under it), so whatever the lost request held is released once Redis is back."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from langchain_tokenbudget import BudgetCallbackHandler
+
+    ledger = Ledger(
+        RedisStore(server.url, socket_timeout=0.3), policy=POLICY, spool_path=tmp_path / "s", alerts=[]
+    )
+    handler = BudgetCallbackHandler(ledger, model="gpt-4o", feature="chat", user="a", max_output_tokens=300)
+    reply = AIMessage("ok", usage_metadata={"input_tokens": 5, "output_tokens": 1, "total_tokens": 6})
+    model = GenericFakeChatModel(messages=iter([reply, reply]), callbacks=[handler])
+    try:
+        model.invoke("warm up")
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(BudgetUnavailableError):
+                model.invoke("hello")
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while _reserved_now(ledger) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _reserved_now(ledger) > 0, "the stalled reserve should have run on the server"
+        time.sleep(1.1)
+        ledger.state(feature="chat", user="a")
+        assert _reserved_now(ledger) == 0
+    finally:
+        ledger.close()

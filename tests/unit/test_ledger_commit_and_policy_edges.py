@@ -122,3 +122,10 @@ def test_input_tokens_none_is_a_named_error() -> None:
     [error] = ledger.reserve_many([{"model": "gpt-4o", "input_tokens": None}])
     assert isinstance(error, InvalidInputError)
     assert error.field == "input_tokens"
+
+
+@pytest.mark.parametrize("bad", ["", None, 7, "id-\udc80"])
+def test_abandon_names_a_bad_request_id(bad: object) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        Ledger("memory://").abandon(bad)  # type: ignore[arg-type]
+    assert e.value.field == "request_id"
