@@ -6,7 +6,10 @@ is counted and its worst case reserved before it goes out, the usage the reply r
 committed after it, and a call that fails is settled by the ledger's rule
 (:meth:`~tokenbudget_core.ledger.Ledger.settle` with ``failed=True``): released when nothing came
 back, charged a flagged estimate (the counted input plus the text it streamed) when a stream
-broke off after output, which the provider bills. The ledger decides
+broke off after output, which the provider bills. A streamed Claude reply reports its
+prompt-cache writes without the 5-minute/1-hour split: they are charged at the longest TTL the
+request's ``cache_control`` markers name, as Anthropic bills them (the core's rule,
+:func:`~tokenbudget_core.usage_sources.usage_from_langchain`'s ``marked_ttl``). The ledger decides
 prices, the per-user/feature/day limits and who pays; the middleware translates. Content the
 core cannot represent (a PDF or other file block, audio, a server-tool result in the history)
 is counted by the core's estimate (:func:`~tokenbudget_core.counting.estimate_block`) rather
@@ -416,7 +419,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             raise
         finally:
             _totals.reset(token)
-        usage = reported(response.result, totals.finished)
+        usage = reported(response.result, totals.finished, marked_ttl=args["cache_writes"])
         text = reply_text(response.result)
         model, premium = _routed(response.result, route)
         charge = self.ledger.settle(
@@ -455,7 +458,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             raise
         finally:
             _totals.reset(token)
-        usage = reported(response.result, totals.finished)
+        usage = reported(response.result, totals.finished, marked_ttl=args["cache_writes"])
         text = reply_text(response.result)
         model, premium = _routed(response.result, route)
         charge = await self.ledger.asettle(

@@ -5,6 +5,7 @@ output was sent (the provider bills it) and prompt-cache writes with a 1-hour TT
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,19 @@ QUESTION = "What is the weather in Oslo today?"
 TEXT = "The weather in Oslo is mild today with light winds from the west and some sun."
 
 
-def claude(server: ProviderServer, **kwargs: Any) -> ChatAnthropic:
+_timeouts = itertools.count(1)
+
+
+def claude(server: ProviderServer, *, run_async: bool = False) -> ChatAnthropic:
+    """Claude on the loopback server. An async test's model gets an HTTP client of its own (a
+    timeout no other model has: langchain-anthropic shares one client per base URL and timeout),
+    and closes each connection after its reply, so no pooled connection outlives the test's
+    event loop (a later async test would be handed it, bound to a closed loop)."""
+    options: dict[str, Any] = {}
+    if run_async:
+        options = {"timeout": 600.0 + next(_timeouts) / 1000, "default_headers": {"Connection": "close"}}
     return ChatAnthropic(
-        base_url=server.url, api_key=SecretStr("test"), model=CLAUDE, max_retries=0, max_tokens=200, **kwargs
+        base_url=server.url, api_key=SecretStr("test"), model=CLAUDE, max_retries=0, max_tokens=200, **options
     )
 
 
@@ -50,7 +61,8 @@ def agent_and_counter(
 ) -> tuple[Any, TokenCounter]:
     """An agent on Claude whose next reply breaks off after 8 text deltas, and its exact counter."""
     counter = TokenCounter.for_model(CLAUDE, anthropic_client=client, **clients)
-    agent = create_agent(claude(server), middleware=[BudgetMiddleware(ledger, counter=counter)])
+    model = claude(server, run_async=bool(clients))
+    agent = create_agent(model, middleware=[BudgetMiddleware(ledger, counter=counter)])
     server.queue(AnthropicReply(text=TEXT, input_tokens=400, output_tokens=30, cut_short_after=8))
     return agent, counter
 
@@ -120,3 +132,94 @@ def test_a_call_that_fails_before_any_output_is_released(
         list(agent.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="messages"))
     assert charged(ledger) == {}
     assert ledger.state(user="u").shares == {"user_daily_tokens (all features)": 0.0}  # nothing held
+
+
+# -- prompt-cache writes of a streamed reply -----------------------------------------------------
+
+DOC = "Our refund policy. " * 2_000
+
+
+def marked(ttl: str | None) -> HumanMessage:
+    """A long document marked for the prompt cache (``ttl`` None: the default 5 minutes), then a question."""
+    control = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+    return HumanMessage(
+        content=[
+            {"type": "text", "text": DOC, "cache_control": control},
+            {"type": "text", "text": "Can I get a refund?"},
+        ]
+    )
+
+
+def billed(reply: AnthropicReply) -> int:
+    """What Anthropic bills for ``reply`` (its figures exclude cache writes from the input), in nano-USD."""
+    writes = reply.ephemeral_5m_input_tokens + reply.ephemeral_1h_input_tokens
+    usage = Usage(
+        input_tokens=reply.input_tokens + writes,
+        output_tokens=reply.output_tokens,
+        cache_write_tokens=writes,
+        cache_write_1h_tokens=reply.ephemeral_1h_input_tokens,
+    )
+    return usd_to_nanos(cost_of(usage, CLAUDE))
+
+
+def cache_agent(server: ProviderServer, ledger: Ledger, client: anthropic.Anthropic, **clients: Any) -> Any:
+    counter = TokenCounter.for_model(CLAUDE, anthropic_client=client, **clients)
+    model = claude(server, run_async=bool(clients))
+    return create_agent(model, middleware=[BudgetMiddleware(ledger, counter=counter)])
+
+
+@pytest.mark.parametrize(
+    ("ttl", "reply"),
+    [
+        ("1h", AnthropicReply(input_tokens=20, ephemeral_1h_input_tokens=10_000, output_tokens=7)),
+        (None, AnthropicReply(input_tokens=20, ephemeral_5m_input_tokens=10_000, output_tokens=7)),
+    ],
+    ids=["1h", "5m"],
+)
+def test_a_streamed_reply_writing_the_prompt_cache_is_charged_at_the_marked_ttl(
+    tmp_path: Path,
+    provider_server: ProviderServer,
+    anthropic_client: anthropic.Anthropic,
+    ttl: str | None,
+    reply: AnthropicReply,
+) -> None:
+    """The stream's usage has no 1h/5m split: Anthropic bills the TTL the request marked."""
+    ledger = Ledger("memory://", spool_path=tmp_path / "spool.jsonl")
+    agent = cache_agent(provider_server, ledger, anthropic_client)
+    provider_server.queue(reply)
+    list(agent.stream({"messages": [marked(ttl)]}, stream_mode="messages"))
+    totals = charged(ledger)
+    assert (totals["requests"], totals["cache_write_tokens"], totals["estimated"]) == (1, 10_000, 0)
+    assert totals["cost_nanos"] == billed(reply)
+
+
+async def test_an_async_streamed_reply_writing_the_1h_prompt_cache_is_charged_at_the_1h_rate(
+    tmp_path: Path,
+    provider_server: ProviderServer,
+    anthropic_client: anthropic.Anthropic,
+    async_anthropic_client: anthropic.AsyncAnthropic,
+) -> None:
+    ledger = Ledger("memory://", spool_path=tmp_path / "spool.jsonl")
+    agent = cache_agent(
+        provider_server, ledger, anthropic_client, anthropic_async_client=async_anthropic_client
+    )
+    reply = AnthropicReply(input_tokens=20, ephemeral_1h_input_tokens=10_000, output_tokens=7)
+    provider_server.queue(reply)
+    async for _ in agent.astream({"messages": [marked("1h")]}, stream_mode="messages"):
+        pass
+    assert charged(ledger)["cost_nanos"] == billed(reply)
+
+
+def test_a_reply_reporting_the_ttl_split_is_charged_by_it(
+    tmp_path: Path, provider_server: ProviderServer, anthropic_client: anthropic.Anthropic
+) -> None:
+    """Not streamed, the reply reports its split (here both TTLs written): it is charged as reported."""
+    ledger = Ledger("memory://", spool_path=tmp_path / "spool.jsonl")
+    agent = cache_agent(provider_server, ledger, anthropic_client)
+    reply = AnthropicReply(
+        input_tokens=20, ephemeral_5m_input_tokens=4_000, ephemeral_1h_input_tokens=6_000, output_tokens=7
+    )
+    provider_server.queue(reply)
+    agent.invoke({"messages": [marked("1h")]})
+    totals = charged(ledger)
+    assert (totals["cache_write_tokens"], totals["cost_nanos"]) == (10_000, billed(reply))
