@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
+from ._fork import reset_after_fork
 from .base import (
     Check,
     CommitOutcome,
@@ -35,6 +36,10 @@ class MemoryStore:
     (:meth:`reserve_amounts`, :meth:`commit_amounts`): the same operations on the budgets of one
     payer named by a keys tuple the ledger keeps, whose balance cells are looked up once per day,
     and plain amounts, without request and outcome objects.
+
+    A process forked from one holding a store gets a copy of the data and a lock of its own;
+    a fork waits for the call another thread is making to finish, so the copy is never half
+    way through one.
     """
 
     def __init__(self, url: str = "memory://") -> None:
@@ -53,6 +58,11 @@ class MemoryStore:
         self._marks: dict[str, float] = {}
         self._costs: dict[tuple[str, str], list[int]] = defaultdict(list)
         self._leases: dict[str, list[tuple[int, str]]] = defaultdict(list)  # per day: heap of (expiry, id)
+        reset_after_fork(self, quiesce=True)  # its lock is held for a few dict operations only
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's lock may have been held by a thread that does not exist here.
+        self._lock = threading.Lock()
 
     def _expire(self, day: str, now_ms: int) -> None:
         # The day's leases that ran out (a heap: amortised O(log n) per reservation).

@@ -50,6 +50,7 @@ from tokenbudget_core._frozen import positional_maker
 from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError, MissingDependencyError
 
 from . import redis_scripts
+from ._fork import reset_after_fork
 from .base import (
     CommitOutcome,
     CommitRequest,
@@ -75,6 +76,10 @@ _READ_CHUNK = 1_000
 """Most keys one pipeline of reads carries (:meth:`RedisStore.rollup`,
 :meth:`RedisStore.call_costs_many`): a report over years of days and hundreds of features is a few
 round trips, never one giant pipeline whose commands and replies are all held at once."""
+
+_INHERITED: list[object] = []
+"""Clients and connections a forked process inherited: kept, so that they are never finalised
+there (closing one could shut down the parent's socket or wait on a lock held at the fork)."""
 
 _STATES: dict[str, RequestState] = {
     "reserved": "reserved",
@@ -287,6 +292,19 @@ class RedisStore:
             except (ValueError, TypeError) as e:  # an option redis-py refuses
                 raise _bad_url(url, str(e)) from e
             # Batching on one server; a cluster client runs each script on its own slot's node.
+            self._batcher = _Batcher(self._send)
+        reset_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Right after a fork, before any other thread exists: what other threads of the parent
+        held (locks, a batch being sent, the client's pool and the scripts' connection, mid-reply
+        perhaps) is left behind, never used nor closed here (its sockets are the parent's); the
+        next call connects afresh."""
+        self._lock = threading.Lock()
+        self._conn_lock = threading.Lock()
+        _INHERITED.append((self._client, self._wire))
+        self._client, self._wire = None, None
+        if self._batcher is not None:
             self._batcher = _Batcher(self._send)
 
     # -- connection ---------------------------------------------------------------------------

@@ -5,7 +5,9 @@ the write lock is taken before anything is read, so a check-then-increment can n
 interleave with another process's. The file is in WAL mode (readers never block the
 writer) with ``synchronous=NORMAL``; a writer that finds the lock taken waits up to
 ``timeout_s`` and then fails with :class:`~tokenbudget_core.errors.BudgetUnavailableError`.
-A process forked after opening a store gets its own connection on first use.
+A process forked after opening a store gets its own connection on first use, and a lock of
+its own. A fork waits for the call another thread is making on the store to end (at most
+``timeout_s``): the child never inherits a transaction in flight, nor SQLite's record of its locks.
 
 ``read_only=True`` opens an existing ledger to read it (reports) without ever modifying the file.
 
@@ -28,6 +30,7 @@ from typing import cast
 
 from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError
 
+from ._fork import process_lock, reset_after_fork
 from .base import (
     CommitOutcome,
     CommitRequest,
@@ -165,6 +168,25 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = self._open()
         self._pid = os.getpid()
+        reset_after_fork(self, quiesce=True)
+
+    def _after_fork_in_child(self) -> None:
+        """Right after a fork: a lock of its own (the parent's was held for the fork); the
+        connection is replaced on first use (see :meth:`_own_connection`)."""
+        self._lock = threading.Lock()
+
+    def _own_connection(self) -> None:
+        """In a forked process, before anything takes the lock: a lock and a connection of its own
+        (the parent's connection is never used nor closed here; SQLite's locks belong to the parent)."""
+        with process_lock():
+            if self._pid == os.getpid():  # another thread of this process got here first
+                return
+            self._lock = threading.Lock()
+            if self._conn is not None:
+                conn = self._open()
+                _INHERITED.append(self._conn)
+                self._conn = conn
+            self._pid = os.getpid()
 
     def _fail(self, error: BaseException) -> BudgetUnavailableError:
         return BudgetUnavailableError(self.url, f"{self.path}: {error}")
@@ -258,6 +280,8 @@ class SQLiteStore:
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
         """One transaction under the process-local lock (``BEGIN IMMEDIATE``: one that writes);
         sqlite failures become BudgetUnavailableError."""
+        if self._pid != os.getpid():  # forked: never touch the parent's lock or connection
+            self._own_connection()
         with self._lock:
             if self._conn is None:
                 raise BudgetUnavailableError(self.url, "the store was closed; open a new one")
@@ -265,10 +289,6 @@ class SQLiteStore:
                 raise BudgetUnavailableError(
                     self.url, f"{self.path} is opened read-only; open the store without read_only to write"
                 )
-            if self._pid != os.getpid():  # forked: never touch the parent's connection
-                _INHERITED.append(self._conn)
-                self._conn = self._open()
-                self._pid = os.getpid()
             conn = self._conn
             try:
                 conn.execute(begin)
@@ -499,9 +519,15 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close the connection; later operations raise :class:`BudgetUnavailableError`."""
+        if self._pid != os.getpid():  # forked: the parent's connection is parked, never closed here
+            with process_lock():
+                if self._pid != os.getpid():
+                    self._lock = threading.Lock()
+                    if self._conn is not None:
+                        _INHERITED.append(self._conn)
+                        self._conn = None
+                    self._pid = os.getpid()
         with self._lock:
             conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                conn.close()
-            elif conn is not None:
-                _INHERITED.append(conn)
+        if conn is not None:
+            conn.close()

@@ -1,0 +1,100 @@
+"""Stores in a process forked while another thread was inside one of their calls.
+
+``fork()`` copies only the thread that called it: a lock another thread held at that moment is
+held forever in the child, a batch that thread was sending is "being sent" forever, and its
+sockets and connections are the parent's. Each store that holds a lock registers itself here
+(:func:`reset_after_fork`, through a weak reference: registering keeps no store alive), and the
+child, right after the fork and before any other thread exists in it, calls every live store's
+``_after_fork_in_child()``: fresh locks, an empty batch, no connection of the parent's (the next
+call opens its own).
+
+A store registered with ``quiesce=True`` (one whose lock is never held while waiting on a
+network) is also held still across the fork: the forking thread takes its lock just before
+``fork()`` and the parent lets go right after, so the call another thread was making finishes
+first and the child's copy (memory, SQLite's own lock bookkeeping) is never caught half way.
+
+:func:`process_lock` serves stores that also check the pid before taking their lock (for a fork
+that ran no hooks, such as one made by C code): a lock created in this process, so no thread
+of the parent can have left it held.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Protocol
+
+__all__ = ["process_lock", "reset_after_fork"]
+
+
+class _ForkAware(Protocol):
+    _lock: threading.Lock
+
+    def _after_fork_in_child(self) -> None: ...
+
+
+_STORES: set[weakref.ref[_ForkAware]] = set()
+"""One entry per live store (removed when it is collected): one fork hook for all of them, not
+one per store ever made. A plain set of references: ``set.copy()`` is atomic, so a store made
+or collected in another thread during a fork never breaks the iteration."""
+_QUIESCED: set[weakref.ref[_ForkAware]] = set()
+_HELD: list[threading.Lock] = []
+"""The stores' locks the forking thread holds, from just before the fork to just after."""
+_PROCESS_LOCKS: dict[int, threading.Lock] = {}
+
+
+def reset_after_fork(store: _ForkAware, *, quiesce: bool = False) -> None:
+    """Call ``store._after_fork_in_child()`` in every child forked while ``store`` is alive;
+    with ``quiesce``, hold ``store._lock`` across each fork (see the module's docstring)."""
+    ref = weakref.ref(store, _forget)
+    _STORES.add(ref)
+    if quiesce:
+        _QUIESCED.add(ref)
+
+
+def _forget(ref: weakref.ref[_ForkAware]) -> None:
+    _STORES.discard(ref)
+    _QUIESCED.discard(ref)
+
+
+def process_lock() -> threading.Lock:
+    """A lock of this process's own: created here, never inherited from a parent."""
+    pid = os.getpid()
+    lock = _PROCESS_LOCKS.get(pid)
+    if lock is None:  # setdefault is atomic: two threads racing here get the same lock
+        lock = _PROCESS_LOCKS.setdefault(pid, threading.Lock())
+    return lock
+
+
+def _live(refs: set[weakref.ref[_ForkAware]]) -> list[_ForkAware]:
+    stores = [ref() for ref in refs.copy()]
+    return [store for store in stores if store is not None]
+
+
+def _before_fork() -> None:
+    # Each other thread holds at most one store's lock at a time and never waits for another
+    # while holding it: taking them one after another cannot deadlock.
+    for store in _live(_QUIESCED):
+        lock = store._lock
+        lock.acquire()
+        _HELD.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD:
+        _HELD.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread exists in the child: nothing adds to or removes from the sets now.
+    _HELD.clear()  # (each store replaces the lock the forking thread took)
+    _PROCESS_LOCKS.clear()  # the parent's (one may be held; its pid may come back in a grandchild)
+    for store in _live(_STORES):
+        store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; there is no fork elsewhere
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
