@@ -81,6 +81,8 @@ each, within the 999 host parameters of the oldest SQLite builds."""
 _INHERITED: list[sqlite3.Connection] = []
 # The last day each database file was purged for, so purging runs at most once a day per process.
 _LAST_PURGE: dict[str, str] = {}
+_MAX_TIMEOUT_S = 2_147_483
+"""Longest wait for another writer's lock: SQLite's busy timeout is an int of milliseconds."""
 
 
 def sqlite_path(url: object) -> str:
@@ -110,6 +112,30 @@ def _int(value: object, name: str) -> int:
     return int(value)
 
 
+def _check_options(timeout_s: object, retention_days: object) -> None:
+    """``timeout_s`` a positive number of seconds, ``retention_days`` a positive int or ``None``."""
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not (0 < timeout_s <= _MAX_TIMEOUT_S)  # (NaN fails this too)
+    ):
+        raise InvalidInputError(
+            "timeout_s",
+            f"must be a positive number of seconds (at most {_MAX_TIMEOUT_S:,})",
+            value=timeout_s,
+            fix="pass how long an operation may wait for another writer, e.g. timeout_s=30",
+        )
+    if retention_days is not None and (
+        isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days <= 0
+    ):
+        raise InvalidInputError(
+            "retention_days",
+            "must be a positive number of days (an int), or None to keep everything",
+            value=retention_days,
+            fix="pass e.g. retention_days=400; older days are deleted, today's never",
+        )
+
+
 def _unavailable(error: BaseException) -> bool:
     """Operational failures (locked, I/O, not a database); not integrity or programming errors."""
     return isinstance(error, sqlite3.OperationalError) or type(error) is sqlite3.DatabaseError
@@ -134,8 +160,10 @@ class SQLiteStore:
             :class:`~tokenbudget_core.errors.BudgetUnavailableError`.
 
     Raises:
-        InvalidInputError: ``url`` is not a ``sqlite:///`` URL; with ``read_only``, the database
-            is in memory or the file holds no ledger (none of its tables).
+        InvalidInputError: ``url`` is not a ``sqlite:///`` URL; ``timeout_s`` is not a positive
+            number of seconds, or ``retention_days`` a positive int (or ``None``); with
+            ``read_only``, the database is in memory or the file holds no ledger (none of its
+            tables).
         BudgetUnavailableError: The file cannot be created or opened (with ``read_only``: does
             not exist), is not a SQLite database, or was written by a newer tokenbudget (also
             raised later by any operation that hits a locked database past ``timeout_s`` or an
@@ -154,6 +182,7 @@ class SQLiteStore:
         self.url = url
         self.path = sqlite_path(url)
         """The database file's absolute path (or ``:memory:``)."""
+        _check_options(timeout_s, retention_days)
         self.read_only = read_only
         """True when the file was opened for reading only."""
         if read_only and self.path == ":memory:":
