@@ -548,7 +548,11 @@ def explain(*, model: str, as_json: bool) -> None:
 
 # -- report and budgets ---------------------------------------------------------------------------
 
-_STORE_HELP = "Ledger store URL (default: $TOKENBUDGET_STORE, else sqlite:///tokenbudget.db)."
+_STORE_HELP = (
+    "Ledger store URL (default: $TOKENBUDGET_STORE, else sqlite:///tokenbudget.db): sqlite:///path.db, "
+    "redis://host:port/db, rediss://..., redis+cluster://host:port; a Redis ledger's namespace= and "
+    "retention_days= as query options (redis://host:6379/0?namespace=prod)."
+)
 _TZ_HELP = "The IANA time zone the ledger's days are in (the Ledger's timezone=)."
 
 

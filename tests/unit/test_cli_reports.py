@@ -358,7 +358,8 @@ def test_report_in_the_ledgers_time_zone(tmp_path: Path) -> None:
     ("url", "needle"),
     [
         ("redis://127.0.0.1:notaport/0", "notaport"),
-        ("redis://127.0.0.1:6379/0?namespace=x", "namespace"),
+        ("redis://127.0.0.1:6379/0?namespace=", "namespace"),
+        ("redis://127.0.0.1:6379/0?retention_days=-1", "retention_days"),
         ("memory://", "in-process store"),
         ("sqlite:///:memory:", "in-process store"),
     ],

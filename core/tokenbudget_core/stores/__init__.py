@@ -20,9 +20,14 @@ DEFAULT_STORE_URL = "sqlite:///tokenbudget.db"
 def open_store(url: str | None = None, **options: object) -> LedgerStore:
     """Open the store at ``url`` (default: ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``).
 
+    A Redis URL may name the ledger's ``namespace``, ``retention_days`` and
+    ``request_retention_days`` as query options (``redis://host:6379/0?namespace=prod``), so the
+    URL alone names the same data as ``RedisStore(url, namespace="prod")``; ``options`` are the
+    store's keyword arguments.
+
     Raises:
         InvalidInputError: The URL's scheme is not ``memory``, ``sqlite``, ``redis``/``rediss``
-            or ``redis+cluster``.
+            or ``redis+cluster``, or the store refuses the URL or an option.
         MissingDependencyError: The Redis client is not installed.
     """
     url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL

@@ -130,16 +130,30 @@ def _bad_url(url: str, problem: str) -> InvalidInputError:
         f"bad Redis URL {redact_url(url)!r}: {problem}",
         value=redact_url(url),
         fix="use redis://[user:password@]host:port/db (db a number), rediss://... or "
-        "redis+cluster://host:port, with redis-py connection options as query parameters",
+        "redis+cluster://host:port, with options as query parameters",
     )
 
 
-def check_redis_url(url: str) -> None:
+URL_OPTIONS = ("namespace", "retention_days", "request_retention_days")
+"""Query options of a ledger's Redis URL that are the store's own, not redis-py's
+(``redis://host:6379/0?namespace=prod``): the URL alone names the data of
+``RedisStore(url, namespace="prod")``, for ``$TOKENBUDGET_STORE`` and ``--store``."""
+
+_REDIS_PY_EXAMPLES = "socket_timeout, socket_connect_timeout, health_check_interval, client_name"
+
+
+def check_redis_url(url: str, *, also_accepted: Sequence[str] = ()) -> None:
     """What can be told wrong about a Redis URL before connecting: its port, database and options.
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``redis+cluster://`` URL.
+        also_accepted: Query options the caller reads itself (a ledger store: :data:`URL_OPTIONS`);
+            any other option must be one of redis-py's.
 
     Raises:
         InvalidInputError: A port that is not a number in 0-65535, a database that is not a
-            non-negative number, an option redis-py does not know or whose value it cannot read.
+            non-negative number, an option neither redis-py nor the caller knows, or one whose
+            value redis-py cannot read.
     """
     import inspect
 
@@ -156,10 +170,16 @@ def check_redis_url(url: str) -> None:
     known = set(connection.URL_QUERY_ARGUMENT_PARSERS)
     for cls in (connection.AbstractConnection, connection.Connection, connection.SSLConnection):
         known.update(inspect.signature(cls.__init__).parameters)
-    unknown = sorted(set(parse_qs(parts.query)) - known)
+    unknown = sorted(set(parse_qs(parts.query, keep_blank_values=True)) - known - set(also_accepted))
     if unknown:
-        hint = " (a store's namespace is its namespace= argument, not a URL option)"
-        raise _bad_url(url, f"unknown option {unknown[0]!r}" + (hint if unknown[0] == "namespace" else ""))
+        accepted = f"a redis-py connection option ({_REDIS_PY_EXAMPLES}...)"
+        if also_accepted:
+            accepted = f"use {', '.join(also_accepted)} or {accepted}"
+        else:
+            accepted = f"use {accepted}"
+            if unknown[0] == "namespace":
+                accepted += "; this store's namespace is its namespace= argument, not a URL option"
+        raise _bad_url(url, f"unknown option {unknown[0]!r}: {accepted}")
     db = options.get("db")
     path = unquote(parts.path).replace("/", "")
     if db is None and path and not (path.isascii() and path.isdigit()):
@@ -168,6 +188,61 @@ def check_redis_url(url: str) -> None:
         raise _bad_url(url, f"database {db!r} is not a non-negative number")
     if cluster and (db or path not in ("", "0")):
         raise _bad_url(url, "a cluster has only database 0")
+
+
+def _own_options(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without the :data:`URL_OPTIONS` in its query (unchanged when it has none), and
+    their values (percent-decoded).
+
+    Raises:
+        InvalidInputError: One is given twice, or with an empty value.
+    """
+    base, question, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    if not question or not any(unquote(p.partition("=")[0]) in URL_OPTIONS for p in query.split("&")):
+        return url, {}
+    kept: list[str] = []
+    found: dict[str, str] = {}
+    for piece in query.split("&"):
+        raw_name, _, raw_value = piece.partition("=")
+        name = unquote(raw_name)
+        if name not in URL_OPTIONS:
+            kept.append(piece)
+            continue
+        if name in found:
+            raise _bad_url(url, f"option {name!r} is given twice")
+        try:
+            value = unquote(raw_value, errors="strict")
+        except UnicodeDecodeError:
+            raise _bad_url(url, f"option {name!r} is not percent-encoded UTF-8") from None
+        if not value:
+            raise _bad_url(url, f"option {name!r} has no value")
+        found[name] = value
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, found
+
+
+def _url_days(url: str, name: str, found: dict[str, str]) -> int | None:
+    """The number of days option ``name`` of the URL gives (``None`` when absent)."""
+    text = found.get(name)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise _bad_url(url, f"{name}={text!r} is not a positive number of days")
+    return int(text)
+
+
+def _one_value(name: str, given: object, in_url: object) -> Any:
+    """The option given as an argument or in the URL: both only when they agree."""
+    if in_url is None:
+        return given
+    if given is not None and given != in_url:
+        raise InvalidInputError(
+            name,
+            f"is {given!r} here but {in_url!r} in the store URL",
+            value=given,
+            fix=f"give {name} in one place (the URL's ?{name}= or the argument)",
+        )
+    return in_url
 
 
 def _refused_connection(url: str, error: BaseException) -> InvalidInputError | None:
@@ -185,16 +260,24 @@ class RedisStore:
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
             ``redis+cluster://host:port`` (any node of a cluster; the client finds the rest).
-        retention_days: Balances, rollups and call costs expire this many days after their last write.
+            Query options are redis-py's, and the three below (:data:`URL_OPTIONS`):
+            ``redis://host:6379/0?namespace=prod&retention_days=90`` is the same store as
+            ``RedisStore("redis://host:6379/0", namespace="prod", retention_days=90)``; an
+            option given both ways must agree.
+        retention_days: Balances, rollups and call costs expire this many days after their last
+            write (default 400).
         request_retention_days: Request ids and leases expire sooner (one field per call adds up;
             default 7 days): a commit replayed after that would be charged again.
-        namespace: Prefix of every key, to share one Redis between ledgers.
+        namespace: Prefix of every key, to share one Redis between ledgers (default ``tb``).
         socket_timeout: Seconds to wait for a connection or an answer; operations are not
             retried, so no call blocks much longer than this.
 
     Raises:
         MissingDependencyError: The ``redis`` package is not installed.
-        InvalidInputError: ``retention_days`` or ``socket_timeout`` is not positive.
+        InvalidInputError: ``retention_days`` or ``socket_timeout`` is not positive,
+            ``namespace`` is not a non-empty string, an option is given in the URL and
+            differently as an argument, or the URL is malformed (``store``: its port, database,
+            an unknown option, an option of the store's own without a valid value).
 
     Every operation raises :class:`~tokenbudget_core.errors.BudgetUnavailableError` when
     Redis cannot be reached or does not answer in time; the ledger then fails open or
@@ -211,9 +294,9 @@ class RedisStore:
         self,
         url: str,
         *,
-        retention_days: int = 400,
+        retention_days: int | None = None,
         request_retention_days: int | None = None,
-        namespace: str = "tb",
+        namespace: str | None = None,
         socket_timeout: float = 2.0,
     ) -> None:
         try:
@@ -223,6 +306,24 @@ class RedisStore:
             from redis.retry import Retry
         except ImportError as e:
             raise MissingDependencyError("redis", "redis") from e
+        if not isinstance(url, str):
+            raise InvalidInputError("store", "must be a redis:// URL string", value=url)
+        check_redis_url(url, also_accepted=URL_OPTIONS)
+        conn_url, in_url = _own_options(url)
+        namespace = _one_value("namespace", namespace, in_url.get("namespace"))
+        days = {name: _url_days(url, name, in_url) for name in URL_OPTIONS[1:]}
+        retention_days = _one_value("retention_days", retention_days, days["retention_days"])
+        request_retention_days = _one_value(
+            "request_retention_days", request_retention_days, days["request_retention_days"]
+        )
+        if namespace is None:
+            namespace = "tb"
+        if not isinstance(namespace, str) or not namespace:
+            raise InvalidInputError(
+                "namespace", "must be a non-empty string", value=namespace, fix="e.g. namespace='prod'"
+            )
+        if retention_days is None:
+            retention_days = 400
         if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days <= 0:
             raise InvalidInputError(
                 "retention_days", "must be a positive number of days", value=retention_days
@@ -231,10 +332,9 @@ class RedisStore:
             raise InvalidInputError(
                 "socket_timeout", "must be a positive number of seconds", value=socket_timeout
             )
-        if not isinstance(url, str):
-            raise InvalidInputError("store", "must be a redis:// URL string", value=url)
-        check_redis_url(url)
         self.url = url
+        """The URL as given (the store's own options included)."""
+        self._conn_url = conn_url  # what redis-py connects to
         self._shown_url = redact_url(url)
         if request_retention_days is None:
             request_retention_days = min(7, retention_days)
@@ -282,11 +382,11 @@ class RedisStore:
         self._batcher: _Batcher | None = None
         self._day_key_cache: dict[str, tuple[str, ...]] = {}
         if url.lower().startswith("redis+cluster://"):
-            cluster_url = "redis://" + url.split("://", 1)[1]
+            cluster_url = "redis://" + conn_url.split("://", 1)[1]
             self._connect = lambda: redis.cluster.RedisCluster.from_url(cluster_url, **options)
             # A cluster client connects when it is built: on first use, not here.
         else:
-            self._connect = lambda: redis.Redis.from_url(url, **options)
+            self._connect = lambda: redis.Redis.from_url(conn_url, **options)
             try:
                 self._use(self._connect())  # connects lazily; building it now checks the URL
             except (ValueError, TypeError) as e:  # an option redis-py refuses
@@ -641,10 +741,12 @@ class RedisStore:
 
     @property
     def identity(self) -> str:
-        """Where this store's data lives: the full URL (password included), plus the namespace
-        unless it is the default ``tb`` (whose spool keeps the name it had before namespaces
-        counted). Only hashed, for :func:`~tokenbudget_core.ledger.default_spool_path`; never shown."""
-        return self.url if self._ns == "tb" else f"{self.url}#namespace={self._ns}"
+        """Where this store's data lives: the URL it connects to (password included), plus the
+        namespace unless it is the default ``tb`` (whose spool keeps the name it had before
+        namespaces counted). A namespace given in the URL or as an argument is the same store,
+        with the same identity. Only hashed, for
+        :func:`~tokenbudget_core.ledger.default_spool_path`; never shown."""
+        return self._conn_url if self._ns == "tb" else f"{self._conn_url}#namespace={self._ns}"
 
     def __repr__(self) -> str:
         return f"RedisStore({self._shown_url!r})"
