@@ -553,7 +553,43 @@ _STORE_HELP = (
     "redis://host:port/db, rediss://..., redis+cluster://host:port; a Redis ledger's namespace= and "
     "retention_days= as query options (redis://host:6379/0?namespace=prod)."
 )
+_NAMESPACE_HELP = (
+    "Namespace of a Redis ledger (the app's RedisStore(namespace=); the same as the URL's ?namespace=)."
+)
 _TZ_HELP = "The IANA time zone the ledger's days are in (the Ledger's timezone=)."
+
+
+def _namespaced(url: str | None, namespace: str | None) -> str | None:
+    """The store URL (``url``, else ``$TOKENBUDGET_STORE``) naming ``namespace`` in its query;
+    ``url`` as it is without one."""
+    if namespace is None:
+        return url
+    from urllib.parse import parse_qs, quote, urlsplit
+
+    from .stores import DEFAULT_STORE_URL
+    from .stores.base import redact_url
+
+    url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
+    if not url.lower().startswith(("redis://", "rediss://", "redis+cluster://")):
+        raise InvalidInputError(
+            "--namespace",
+            f"only a Redis ledger has a namespace, and the store is {redact_url(url)!r}",
+            value=namespace,
+            fix="pass --store redis://host:port/db with it, or leave --namespace out",
+        )
+    if not namespace:
+        raise InvalidInputError(
+            "--namespace", "must not be empty", value=namespace, fix="e.g. --namespace prod"
+        )
+    base, hash_, fragment = url.partition("#")
+    if "namespace" in parse_qs(urlsplit(base).query, keep_blank_values=True):
+        raise InvalidInputError(
+            "--namespace",
+            f"the store URL {redact_url(url)!r} names a namespace already",
+            value=namespace,
+            fix="give the namespace once: --namespace, or ?namespace= in the URL",
+        )
+    return f"{base}{'&' if '?' in base else '?'}namespace={quote(namespace, safe='')}{hash_}{fragment}"
 
 
 @contextmanager
@@ -726,6 +762,7 @@ def _render_report(r: Report) -> list[Table]:
 
 @cli.command(epilog=_EXIT_CODES_HELP)
 @click.option("--store", "store_url", metavar="URL", help=_STORE_HELP)
+@click.option("--namespace", metavar="NAME", help=_NAMESPACE_HELP)
 @click.option("--day", metavar="YYYY-MM-DD", help="Report this one day.")
 @click.option(
     "--days", "last_days", metavar="N", help="Report the N days ending today (default 7, at most 3,660)."
@@ -743,6 +780,7 @@ def _render_report(r: Report) -> list[Table]:
 def report(
     *,
     store_url: str | None,
+    namespace: str | None,
     day: str | None,
     last_days: str | None,
     by: str,
@@ -768,7 +806,7 @@ def report(
     n_top = _positive("--top", top)
     if day is not None and n_days is not None:
         raise InvalidInputError("--day", "give --day or --days, not both")
-    with _opened_store(store_url) as store:
+    with _opened_store(_namespaced(store_url, namespace)) as store:
         ledger = Ledger(store, timezone=tz)
         r = build_report(ledger, day=day, last_days=n_days, by=(by,), top=n_top)  # type: ignore[arg-type]
     if as_json:
@@ -781,6 +819,7 @@ def report(
 
 @cli.command(epilog=_EXIT_CODES_HELP)
 @click.option("--store", "store_url", metavar="URL", help=_STORE_HELP)
+@click.option("--namespace", metavar="NAME", help=_NAMESPACE_HELP)
 @click.option(
     "--policy",
     "policy_path",
@@ -796,6 +835,7 @@ def report(
 def budgets(
     *,
     store_url: str | None,
+    namespace: str | None,
     policy_path: str,
     feature: str | None,
     user: str | None,
@@ -812,7 +852,7 @@ def budgets(
 
     policy = load_policy(policy_path)
     features: list[str | None] = [feature] if feature else [*sorted(policy.features)] or [None]
-    with _opened_store(store_url) as store:
+    with _opened_store(_namespaced(store_url, namespace)) as store:
         ledger = Ledger(store, policy=policy, timezone=tz)
         today = ledger.day()
         rows, steps = budget_rows(ledger, features, user)
@@ -853,6 +893,7 @@ def budgets(
 
 @cli.command(epilog=_EXIT_CODES_HELP)
 @click.option("--store", "store_url", metavar="URL", help=_STORE_HELP)
+@click.option("--namespace", metavar="NAME", help=_NAMESPACE_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default="8000", show_default=True, metavar="PORT", help="TCP port.")
 @click.option(
@@ -864,7 +905,14 @@ def budgets(
 @click.option("--policy", "policy_path", metavar="FILE", help="Budget policy TOML (default: no limits).")
 @click.option("--timezone", "tz", default="UTC", show_default=True, metavar="ZONE", help=_TZ_HELP)
 def serve(
-    *, store_url: str | None, host: str, port: str, token: str | None, policy_path: str | None, tz: str
+    *,
+    store_url: str | None,
+    namespace: str | None,
+    host: str,
+    port: str,
+    token: str | None,
+    policy_path: str | None,
+    tz: str,
 ) -> None:
     """Run the HTTP service and dashboard (needs the server extra).
 
@@ -877,6 +925,7 @@ def serve(
     n = _positive("--port", port)
     if n > 65_535:
         raise InvalidInputError("--port", f"must be at most 65535, got {port!r}", value=port)
+    store_url = _namespaced(store_url, namespace)
     try:
         run(store_url, host=host, port=n, token=token or None, policy_path=policy_path, timezone=tz)
     except OSError as e:

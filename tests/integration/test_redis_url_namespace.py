@@ -1,5 +1,5 @@
 """A ledger shared under a Redis namespace is read back from its URL alone: by ``Ledger(url)``,
-``tokenbudget report`` / ``budgets`` (``--store`` or ``$TOKENBUDGET_STORE``), with the
+``tokenbudget report`` / ``budgets`` (``--store`` or ``$TOKENBUDGET_STORE``, or ``--namespace``), with the
 retention the URL names. Before, the URL refused ``?namespace=`` and the CLI, offered no other
 way, reported the default namespace: an empty ledger, $0, without a warning."""
 
@@ -98,3 +98,26 @@ def test_the_cli_reports_a_namespaced_ledger(
     assert budgets.exit_code == 0, budgets.output
     (row,) = json.loads(budgets.stdout)["budgets"]
     assert Decimal(row["used"]) == 5 * cost_of(USAGE, "gpt-4o")  # the namespace's, not the default's $0
+
+
+def test_the_namespace_flag_reads_the_same_ledger(clean_redis_url: str, tmp_path: Path) -> None:
+    _record(clean_redis_url, "prod", 5)
+    _record(clean_redis_url, "tb", 1)  # the default namespace
+    for args, requests in (
+        (("--namespace", "prod"), 5),
+        (("--namespace", "tb"), 1),
+        ((), 1),
+        (("--namespace", "nobody"), 0),
+    ):
+        report = run("report", "--store", clean_redis_url, *args, "--days", "1", "--json")
+        assert report.exit_code == 0, report.output
+        assert json.loads(report.stdout)["totals"]["requests"] == requests
+    policy = tmp_path / "budgets.toml"
+    policy.write_text('daily_usd = "10"\n')
+    budgets = run(
+        "budgets", "--store", f"{clean_redis_url}?socket_timeout=5", "--namespace", "prod",
+        "--policy", str(policy), "--json",
+    )  # fmt: skip
+    assert budgets.exit_code == 0, budgets.output
+    (row,) = json.loads(budgets.stdout)["budgets"]
+    assert Decimal(row["used"]) == 5 * cost_of(USAGE, "gpt-4o")
