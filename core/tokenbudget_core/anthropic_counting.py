@@ -5,7 +5,8 @@ from the API (system prompt, tools and images included). Results are kept in an 
 cache keyed on the request's content, so counting the same request again (a budget
 check followed by the call, a retry, a re-render of the same history) costs nothing.
 When the API cannot be reached (no client or key, timeout, connection error, 429 or
-5xx), the counter returns an estimate flagged ``exact=False`` and says why in
+5xx, or a gateway that has no ``count_tokens`` endpoint: a 404 that names no model), the
+counter returns an estimate flagged ``exact=False`` and says why in
 :attr:`AnthropicTokenCounter.last_error`; with ``strict=True`` it raises instead.
 Errors that are the caller's (bad request, authentication) always raise
 :class:`~tokenbudget_core.errors.TokenCountError`: an estimate would hide them.
@@ -259,10 +260,24 @@ def _input_tokens(result: Any) -> int:
 
 
 def _raise_if_caller_error(model: str, e: Exception) -> None:
-    """A 4xx other than timeout/conflict/rate limit is the caller's error: estimating would hide it."""
+    """A 4xx other than timeout/conflict/rate limit is the caller's error: estimating would hide it.
+
+    A 404 that does not name the model is not: the endpoint is missing (a gateway or proxy that
+    forwards ``/v1/messages`` but not ``count_tokens``), which is estimated like an outage.
+    """
     status = getattr(e, "status_code", None)
+    if status == 404 and not _names_model(e):
+        return
     if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429):
         raise TokenCountError(model, _describe(e)) from e
+
+
+def _names_model(e: Exception) -> bool:
+    """Anthropic's 404 for an unknown model (``not_found_error``, ``"model: <name>"``)."""
+    body = getattr(e, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return isinstance(message, str) and message.lower().startswith("model")
 
 
 def _describe(e: Exception) -> str:

@@ -46,6 +46,7 @@ _RESPONSE_DEFAULTS: dict[str, Any] = {
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    404: "not_found_error",
     429: "rate_limit_error",
     500: "api_error",
     529: "overloaded_error",
@@ -137,6 +138,7 @@ class ProviderServer:
         requests: Every request received, in order.
         count_tokens: Computes ``input_tokens`` of ``/v1/messages/count_tokens`` from the body.
         count_tokens_error: When set, ``count_tokens`` fails with this HTTP status (529: overloaded).
+        count_tokens_error_message: The message of that failure (default: from the status).
         count_tokens_delay: Seconds ``count_tokens`` waits before answering (to test timeouts).
         errors: Exceptions raised inside handlers (a test should end with none).
     """
@@ -150,6 +152,7 @@ class ProviderServer:
         self.errors: list[BaseException] = []
         self.count_tokens: Callable[[dict[str, Any]], int] = default_count_tokens
         self.count_tokens_error: int | None = None
+        self.count_tokens_error_message: str | None = None
         self.count_tokens_delay: float = 0.0
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.provider = self
@@ -188,6 +191,7 @@ class ProviderServer:
             self._wake = threading.Event()
         self.count_tokens = default_count_tokens
         self.count_tokens_error = None
+        self.count_tokens_error_message = None
         self.count_tokens_delay = 0.0
 
     def _next_reply(self, default: Reply) -> Reply:
@@ -430,6 +434,7 @@ class _Handler(BaseHTTPRequestHandler):
         provider._sleep(provider.count_tokens_delay)
         if provider.count_tokens_error is not None:
             status = provider.count_tokens_error
-            self._error(status, "Overloaded" if status == 529 else f"HTTP {status}", anthropic=True)
+            default = "Overloaded" if status == 529 else f"HTTP {status}"
+            self._error(status, provider.count_tokens_error_message or default, anthropic=True)
             return
         self._send_json(200, {"input_tokens": provider.count_tokens(body)})

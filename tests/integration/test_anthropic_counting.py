@@ -143,6 +143,22 @@ def test_overloaded_api_degrades_to_a_flagged_estimate(
     assert counter.count_messages(CONVERSATION).exact
 
 
+def test_a_gateway_without_count_tokens_is_estimated_but_an_unknown_model_raises(
+    provider_server: ProviderServer, anthropic_client: anthropic.Anthropic
+) -> None:
+    """A proxy that forwards /v1/messages but not count_tokens answers 404: the call can still go
+    out, so the count is a flagged estimate; Anthropic's own 404 for an unknown model is the
+    caller's error and raises."""
+    provider_server.count_tokens_error = 404
+    provider_server.count_tokens_error_message = "Not Found"
+    n = counter_for(anthropic_client).count_messages(CONVERSATION)
+    assert not n.exact
+    assert n > 0
+    provider_server.count_tokens_error_message = "model: claude-nope"
+    with pytest.raises(TokenCountError, match="404"):
+        counter_for(anthropic_client).count_messages(CONVERSATION)
+
+
 def test_timeout_degrades_to_estimate_quickly(
     provider_server: ProviderServer, anthropic_client: anthropic.Anthropic
 ) -> None:
