@@ -143,3 +143,38 @@ def test_stores_registered_for_forks_can_still_be_collected(tmp_path: Path) -> N
     del memory, sqlite
     gc.collect()
     assert [r() for r in refs] == [None, None]
+
+
+_FORK_DURING_FIRST_PRICE_LOOKUP = """
+import os, sys, threading, time
+from tokenbudget_core.ledger import Ledger
+ledger = Ledger("memory://")
+assert "genai_prices.data" not in sys.modules  # the first price lookup imports it (~0.4 s)
+lookup = threading.Thread(
+    target=lambda: ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10)
+)
+lookup.start()
+while "genai_prices" not in sys.modules:
+    time.sleep(0.001)
+pid = os.fork()
+if pid == 0:
+    import signal
+    signal.alarm(20)  # a hang ends the child with SIGALRM, not the test run
+    Ledger("memory://").reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+lookup.join()
+sys.exit(0 if status == 0 else 3)
+"""
+
+
+def test_a_fork_during_another_threads_first_price_lookup_never_hangs_the_child() -> None:
+    """The first price lookup imports genai-prices' data in whatever thread makes it; a fork made
+    meanwhile waits for that import, else the child would wait forever on its half-done import."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_DURING_FIRST_PRICE_LOOKUP], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""Stores in a process forked while another thread was inside one of their calls.
+"""Stores in a process forked while another thread was inside one of their calls (or an import).
 
 ``fork()`` copies only the thread that called it: a lock another thread held at that moment is
 held forever in the child, a batch that thread was sending is "being sent" forever, and its
@@ -20,8 +20,12 @@ of the parent can have left it held.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+import sys
 import threading
+import time
 import weakref
 from typing import Protocol
 
@@ -72,7 +76,42 @@ def _live(refs: set[weakref.ref[_ForkAware]]) -> list[_ForkAware]:
     return [store for store in stores if store is not None]
 
 
+def _finish_imports() -> None:
+    """Wait for the imports other threads have under way (the package imports genai-prices'
+    data, ~0.4 s, on the first price lookup): a module half-imported at the fork stays locked
+    forever in the child, whose first import of it would never return."""
+    deadline = time.monotonic() + _IMPORT_WAIT_S
+    while time.monotonic() < deadline:  # again: an import that finished may start the next one
+        busy = [
+            name
+            for name, module in list(sys.modules.items())
+            if getattr(getattr(module, "__spec__", None), "_initializing", False)
+            and _imported_elsewhere(name)
+        ]
+        if not busy:
+            return
+        for name in busy:
+            with contextlib.suppress(Exception):  # its importer sees its own error; the fork goes on
+                importlib.import_module(name)  # waits for that module's lock: its import finished
+        time.sleep(0.001)  # let the importing thread start its next import, if it has one
+
+
+def _imported_elsewhere(name: str) -> bool:
+    """Another thread holds ``name``'s import lock (the forking thread's own imports, a fork made
+    while importing, are not waited for: they cannot finish before the fork)."""
+    bootstrap = getattr(importlib, "_bootstrap", None)
+    ref = getattr(bootstrap, "_module_locks", {}).get(name)
+    lock = ref() if callable(ref) else None
+    owner = getattr(lock, "owner", None)
+    return owner is not None and owner != threading.get_ident()
+
+
+_IMPORT_WAIT_S = 10.0
+"""The longest a fork waits for other threads' imports (one that never ends must not block it)."""
+
+
 def _before_fork() -> None:
+    _finish_imports()  # first: an importing thread may need a store's lock to finish
     # Each other thread holds at most one store's lock at a time and never waits for another
     # while holding it: taking them one after another cannot deadlock.
     for store in _live(_QUIESCED):
