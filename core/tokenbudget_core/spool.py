@@ -23,7 +23,13 @@ all), so the file is never read and rewritten in place, and each line names its 
   crash at any point leaves every line in one of the two files, at worst in both: replayed
   twice, counted once.
 * A line the store cannot take now (:class:`~tokenbudget_core.errors.BudgetUnavailableError`,
-  or a raw ``OSError``) stays, with every line after it, and the replay stops.
+  or a raw ``OSError``) stays, with every line after it, and the replay stops. If the replay
+  had already set the line's conversation once-mark, the line stays resolved: its
+  ``conversations`` counter set from the mark's answer and the mark removed (in the same atomic
+  rewrite), so the next replay counts the conversation exactly as this one would have.
+* Lines of other owners more than a day old (by their commit's ``now_ms``) are logged as one
+  warning by a replay (how many, and the spool path; at most once an hour per :class:`Spool`):
+  no ledger of their store replayed them, say because the store's identity changed.
 * A line that does not read back as a commit (a write torn by a crash or a full disk), or
   that the store refuses for good (say ``InvalidInputError``), is moved to ``<spool>.bad`` as
   a JSON line ``{"reason": ..., "line": ...}``, logged as a warning (logger
@@ -44,6 +50,7 @@ import os
 import re
 import sys
 import threading
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +70,11 @@ _TEXT_FIELDS = ("day", "request_id", "rollup_key")
 # How append() starts a line of an owner: the owner read without parsing the whole line (a
 # spool shared with a ledger whose store is down may hold many lines of another owner).
 _OWNER_PREFIX = re.compile(rb'\{"owner":("(?:[^"\\]|\\.)*"),')
+
+# A line's commit time, read without parsing it: in JSON an unescaped '"now_ms":' is a key.
+_NOW_MS = re.compile(rb'"now_ms":(\d+)[,}]')
+_STALE_MS = 86_400_000  # other owners' lines older than this are logged by a replay
+_STALE_WARN_EVERY_S = 3600.0
 
 _Stat = tuple[int, int, int, int]
 _Signature = tuple[_Stat | None, ...]
@@ -104,6 +116,7 @@ class Spool:
         """Quarantined lines: unreadable, or refused by the store for good."""
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock = threading.Lock()  # this object's replays; the flock covers other objects
+        self._stale_warned: float | None = None  # when stale lines of other owners were last logged
 
     def unwritable(self) -> str | None:
         """Why the spool file could not be written here (``None`` when it can): a parent that is
@@ -162,11 +175,7 @@ class Spool:
                 (the store could not be asked): the replay sets it with ``mark_once`` and counts
                 the conversation in the commit only when this call set it, so it is counted once.
         """
-        record: dict[str, Any] = {} if self.owner is None else {"owner": self.owner}
-        record.update(asdict(req))  # the owner first: replays of other owners skip the line unparsed
-        if mark is not None:
-            record["mark"] = {"key": mark[0], "ttl_s": mark[1]}
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        line = _encode(req, mark, self.owner) + b"\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
@@ -212,9 +221,12 @@ class Spool:
         bad: list[tuple[bytes, str]] = []
         left: list[bytes] = []  # in order: other owners' lines, then ours from a store gone away
         ours_left = False
+        stale = 0  # other owners' lines more than a day old
+        now_ms = time.time() * 1000
         for i, line in enumerate(lines):
             if not self._takes(line):
                 left.append(line)  # another ledger's: stays for its own replay
+                stale += _older_than(line, now_ms - _STALE_MS)
                 continue
             try:
                 req, mark, owner = _parse(line)
@@ -223,28 +235,53 @@ class Spool:
             except (ValueError, TypeError, RecursionError) as e:
                 bad.append((line, f"unreadable: {type(e).__name__}: {e}"))
                 continue
+            marked = False
             try:
                 if mark is not None:  # the conversation counts if no other call counted it first
                     first = store.mark_once(*mark)
                     req = replace(req, rollup={**req.rollup, "conversations": int(first)})
+                    marked = True
                 outcome = store.commit(req)
             except (BudgetUnavailableError, OSError):
-                left += lines[i:]  # the store is away: this line and the rest wait for the next replay
+                # The store is away: this line and the rest wait for the next replay. A mark this
+                # replay set is spent: the line keeps its answer (conversations resolved, no mark),
+                # or the next replay would find the mark set and count the conversation as 0.
+                left += [_encode(req, None, owner) if marked else line, *lines[i + 1 :]]
                 ours_left = True
                 break
             except Exception as e:  # noqa: BLE001 - the store refuses this line for good: quarantined
+                if marked:  # quarantined as resolved, so a line mended by hand counts it right
+                    line = _encode(req, None, owner)
                 bad.append((line, f"refused by the store: {type(e).__name__}: {e}"))
                 continue
             if outcome.applied:
                 applied += 1
         if bad:
             self._quarantine(bad)
-        if len(left) < len(lines):
+        if left != lines:  # fewer lines, or one resolved in place
             _write_atomically(self.replaying_path, left)
+        if stale:
+            self._warn_stale(stale)
         # Only other owners' lines left: pending() says False until either file changes (the
         # spool path as it was taken: lines appended since are new, and make it differ).
         self._idle = None if ours_left else (spooled, _stat_of(self.replaying_path))
         return applied
+
+    def _warn_stale(self, count: int) -> None:
+        """Log that ``count`` lines of other owners are more than a day old (at most once an hour
+        per spool object: a replay runs again whenever another ledger appends)."""
+        now = time.monotonic()
+        if self._stale_warned is not None and now - self._stale_warned < _STALE_WARN_EVERY_S:
+            return
+        self._stale_warned = now
+        logger.warning(
+            "spool %s: %d line(s) of other stores are more than a day old and no ledger of theirs "
+            "replayed them (their store down for that long, or its identity changed: a different "
+            "host, port, database or namespace). Replay them with a ledger of their store, or "
+            "move them to a spool of their own",
+            self.path,
+            count,
+        )
 
     def _take_spooled(self) -> _Stat | None:
         """Move the spool's lines to the replay's file, under the spool file's lock; returns what
@@ -287,6 +324,23 @@ class Spool:
             _append(fd, "".join(records).encode())
         finally:
             os.close(fd)
+
+
+def _encode(req: CommitRequest, mark: tuple[str, int] | None, owner: str | None) -> bytes:
+    """One spool line (without its newline): the owner first, so replays of other owners skip
+    the line unparsed, then the commit and its once-mark."""
+    record: dict[str, Any] = {} if owner is None else {"owner": owner}
+    record.update(asdict(req))
+    if mark is not None:
+        record["mark"] = {"key": mark[0], "ttl_s": mark[1]}
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def _older_than(line: bytes, cutoff_ms: float) -> bool:
+    """Whether a line's commit was made before ``cutoff_ms`` (epoch ms); False when it names no
+    time (read without parsing the line: only its ``now_ms``)."""
+    match = _NOW_MS.search(line)
+    return match is not None and int(match.group(1)) < cutoff_ms
 
 
 def _owner(line: bytes) -> str | None:
