@@ -248,6 +248,7 @@ class Ledger:
         self._replay_lock = threading.Lock()
         self._next_spool_check = 0.0
         self._orphans: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
+        self._orphan_ids: set[str] = set()  # of those waiting: a reserve under one takes it back
         self._day_cache: tuple[int, str] = (-(2**62), "")
         self._inline = isinstance(self.store, MemoryStore)
         # The in-process store's fast path: the same operations on tuples, no request objects.
@@ -268,10 +269,13 @@ class Ledger:
     def policy(self, policy: BudgetPolicy) -> None:
         if not isinstance(policy, BudgetPolicy):
             raise InvalidInputError("policy", "must be a BudgetPolicy", value=policy)
+        # What the hot path reads of the policy, worked out again from the new one. The policy and
+        # its caches are swapped as one value: a call that read the old policy caches what it
+        # worked out in the old caches (dropped), never in the new ones.
+        self._caches: tuple[BudgetPolicy, dict[str | None, tuple[int | None, ...]], dict[Any, _Scopes]] = (
+            policy, {}, {},
+        )  # fmt: skip
         self._policy = policy
-        # what the hot path reads of the policy, worked out again from the new one
-        self._limits: dict[str | None, tuple[int | None, ...]] = {}
-        self._scopes: dict[tuple[str | None, str | None], _Scopes] = {}
         self._checker: Ledger | None = None
         self._alert_floor = min(policy.alert_thresholds, default=2.0)
         ladder = policy.ladder
@@ -340,11 +344,14 @@ class Ledger:
         self._day_cache = (second, day)
         return day
 
-    def _limits_of(self, feature: str | None) -> tuple[int | None, ...]:
-        """The limits that apply to ``feature``, money already in nano-USD (cached per feature)."""
-        limits = self._limits.get(feature)
+    @staticmethod
+    def _limits_of(
+        p: BudgetPolicy, cache: dict[str | None, tuple[int | None, ...]], feature: str | None
+    ) -> tuple[int | None, ...]:
+        """The limits ``p`` sets for ``feature``, money already in nano-USD (cached per feature)."""
+        limits = cache.get(feature)
         if limits is None:
-            p, fb = self.policy, self.policy.feature(feature)
+            fb = p.feature(feature)
 
             def n(usd: Decimal | None) -> int | None:
                 return None if usd is None else usd_to_nanos(usd)
@@ -353,16 +360,17 @@ class Ledger:
                 fb.user_daily_tokens, n(fb.user_daily_usd), n(fb.feature_daily_usd), n(p.daily_usd),
                 p.user_daily_tokens, n(p.user_daily_usd),
             )  # fmt: skip
-            self._limits[feature] = limits
+            cache[feature] = limits
         return limits
 
     def _scopes_of(self, feature: str | None, user: str | None) -> _Scopes:
         """The budgets a payer's calls touch, with their limits (cached per feature and user)."""
-        found = self._scopes.get((feature, user))
+        policy, limits_cache, cache = self._caches  # one read: the policy and its own caches
+        found = cache.get((feature, user))
         if found is not None:
             return found
         user_tokens, user_usd, feature_usd, daily_usd, all_user_tokens, all_user_usd = self._limits_of(
-            feature
+            policy, limits_cache, feature
         )
         f, u = _enc(feature), _enc(user)
         budgets: list[tuple[str, Metric, int | None]] = [
@@ -382,9 +390,9 @@ class Ledger:
             limited=any(limit for _, _, limit in budgets),
             rollup_prefix=f"{f}/{u}/",
         )
-        if len(self._scopes) >= 65_536:  # many users: start over rather than grow without end
-            self._scopes.clear()
-        self._scopes[(feature, user)] = found
+        if len(cache) >= 65_536:  # many users: start over rather than grow without end
+            cache.clear()
+        cache[(feature, user)] = found
         return found
 
     def _checks(self, feature: str | None, user: str | None, tokens: int, nanos: int) -> list[Check]:
@@ -476,7 +484,11 @@ class Ledger:
         if not isinstance(request_id, str) or not request_id:
             raise InvalidInputError("request_id", "must be a non-empty string id", value=request_id)
         _check_ids(request_id=request_id)
-        self._orphans.append((self.day(), request_id))
+        self._orphan(self.day(), request_id)
+
+    def _orphan(self, day: str, request_id: str) -> None:
+        self._orphan_ids.add(request_id)
+        self._orphans.append((day, request_id))
 
     def _release_orphans(self) -> None:
         """Release the reservations whose reserve failed closed or whose release could not reach
@@ -490,11 +502,13 @@ class Ledger:
         """
         while self._orphans:
             day, rid = self._orphans[0]
-            try:
-                self.store.release(day, rid, int(self.clock() * 1000))
-            except (BudgetUnavailableError, OSError):
-                return  # still down: try again at the next look
+            if rid in self._orphan_ids:  # else reserved again since: that reservation is the caller's
+                try:
+                    self.store.release(day, rid, int(self.clock() * 1000))
+                except (BudgetUnavailableError, OSError):
+                    return  # still down: try again at the next look
             self._orphans.popleft()
+            self._orphan_ids.discard(rid)
 
     def replay_spool(self) -> int:
         """Commit the spooled usage now (after a replay another process has under way); returns
@@ -623,6 +637,8 @@ class Ledger:
             and (request_id is None or type(request_id) is str)
         ) or _unencodable(feature, user, conversation, request_id):
             _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
+        if request_id is not None and self._orphan_ids:
+            self._orphan_ids.discard(request_id)  # retried: whatever the id holds is this reserve's
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
         conversation = ctx.conversation or conversation
@@ -729,7 +745,7 @@ class Ledger:
         except BudgetUnavailableError:
             if self.on_unavailable == "closed":
                 if plan.own_id:  # the request may have run with its answer lost: undo it later
-                    self._orphans.append((plan.day, plan.request_id))
+                    self._orphan(plan.day, plan.request_id)
                 raise
             return self._reservation(plan, "normal", unchecked=True)
         return self._reserved(plan, outcome, outcome.usage)
@@ -1103,6 +1119,8 @@ class Ledger:
         }
         if overhead:  # counted apart, so a feature's hit rate is of its users' calls
             rollup["overhead_requests"] = usage.requests
+            if cache_hit:
+                rollup["overhead_cache_hits"] = 1
         routing_saved_usd = None
         if premium_model is not None:  # a routed call: its counterfactual (nothing added otherwise)
             routed = self._routing_saved(usage, nanos, premium_model)
@@ -1396,7 +1414,7 @@ class Ledger:
                 lambda: self.store.release(reservation.day, reservation.request_id, int(self.clock() * 1000))
             )
         except BudgetUnavailableError:  # released once the store answers again (or its lease ends)
-            self._orphans.append((reservation.day, reservation.request_id))
+            self._orphan(reservation.day, reservation.request_id)
             return False
 
     def state(self, *, feature: str | None = None, user: str | None = None) -> BudgetState:
@@ -1480,6 +1498,7 @@ class Ledger:
             input_tokens=r.input_tokens,
             max_output_tokens=r.max_output_tokens,
             worst_case_usd=r.reserved_usd,
+            unchecked=r.unchecked,
         )
 
     # -- async twins ------------------------------------------------------------------------------

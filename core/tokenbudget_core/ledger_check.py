@@ -34,9 +34,9 @@ __all__ = ["ReadOnlyReserveStore", "checking_ledger"]
 class ReadOnlyReserveStore:
     """A store whose ``reserve`` only reads: what the reservation *would* do, nothing held.
 
-    Reads are delegated to ``store``; ``release`` is a no-op (nothing was held). ``commit`` is
-    delegated only for the ledger's spool replay (usage spooled while the store was down), which
-    the checked ledger would replay the same way.
+    Reads are delegated to ``store``; ``release`` is a no-op (nothing was held). ``commit``,
+    ``mark_once`` and ``record_call_cost`` are delegated only for the ledger's spool replay (usage
+    spooled while the store was down), which the checked ledger would replay the same way.
     """
 
     def __init__(self, store: LedgerStore) -> None:
@@ -71,11 +71,13 @@ class ReadOnlyReserveStore:
     def rollup(self, days: Sequence[str]) -> list[RollupRow]:
         return self.store.rollup(days)
 
+    # A check writes nothing, but the spool replay the checker may run (usage the store could not
+    # take, committed as the checked ledger would) marks conversations and records costs for real.
     def mark_once(self, key: str, ttl_s: int) -> bool:
-        return False
+        return self.store.mark_once(key, ttl_s)
 
     def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:
-        return None
+        self.store.record_call_cost(day, feature, cost_nanos)
 
     def call_costs(self, day: str, feature: str) -> list[int]:
         return self.store.call_costs(day, feature)

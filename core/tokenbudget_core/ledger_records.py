@@ -86,6 +86,9 @@ class BudgetCheck:
     worst_case_usd: Decimal | None
     """The worst-case cost a reservation would hold (``None``: an unpriced model under token
     budgets only)."""
+    unchecked: bool = False
+    """True when the store was unreachable and the ledger fails open: nothing was checked (a
+    reserve now would be let through unchecked too)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -259,6 +259,12 @@ def _sums(rows: Iterable[_Row]) -> Counter[str]:
     return total
 
 
+def _hit_rate(c: Counter[str]) -> Decimal | None:
+    """Cache hits per request of the users' own: tokenbudget's own calls (and their cache hits)
+    left out of both sides."""
+    return _rate(c["cache_hits"] - c["overhead_cache_hits"], c["requests"] - c["overhead_requests"])
+
+
 def _active_users(rows: Iterable[_Row]) -> int:
     return len({r.user for r in rows if r.user and r.values.get("requests", 0) > 0})
 
@@ -349,7 +355,7 @@ def _totals(rows: Sequence[_Row]) -> Totals:
         active_users=_active_users(rows),
         routed_requests=c["routed_requests"],
         routing_saved_usd=_usd(c["routing_saved_nanos"]),
-        hit_rate=_rate(c["cache_hits"], c["requests"] - c["overhead_requests"]),
+        hit_rate=_hit_rate(c),
         overhead_requests=c["overhead_requests"],
     )
 
@@ -370,7 +376,7 @@ def _breakdown(rows: Sequence[_Row], dimension: Dimension, top: int) -> Breakdow
                 cost_usd=_usd(c["cost_nanos"]),
                 cache_hits=c["cache_hits"],
                 saved_usd=_usd(c["saved_nanos"]),
-                hit_rate=_rate(c["cache_hits"], c["requests"] - c["overhead_requests"]),
+                hit_rate=_hit_rate(c),
                 routed_requests=c["routed_requests"],
                 routing_saved_usd=_usd(c["routing_saved_nanos"]),
             )

@@ -4,13 +4,17 @@ ids a store cannot hold."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from tokenbudget_core import Usage
 from tokenbudget_core.alerts import Alert
-from tokenbudget_core.attribution import attribute
+from tokenbudget_core.attribution import attribute, overhead
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, UnknownModelError
 from tokenbudget_core.ledger import Ledger
@@ -129,3 +133,70 @@ def test_abandon_names_a_bad_request_id(bad: object) -> None:
     with pytest.raises(InvalidInputError) as e:
         Ledger("memory://").abandon(bad)  # type: ignore[arg-type]
     assert e.value.field == "request_id"
+
+
+def test_a_retry_under_an_abandoned_id_keeps_its_reservation() -> None:
+    """abandon() queues the id's release for when the store answers; a reserve under that id in
+    the meantime is the caller retrying: the release must not take its reservation away."""
+    ledger = Ledger("memory://", policy=BudgetPolicy(daily_usd="0.01"))
+    ledger.abandon("call-1")
+    held = ledger.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=500, request_id="call-1")
+    ledger.state()  # a store call: where waiting releases run (at most once a second)
+    time.sleep(1.05)
+    ledger.state()
+    assert ledger.state().headroom["daily_usd"] == Decimal("0.01") - held.reserved_usd  # type: ignore[operator]
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=500)  # 0.0075 + 0.0075 > 0.01
+
+
+def test_a_policy_assigned_while_a_call_works_out_its_limits_is_not_undone() -> None:
+    """A reserve that read the old policy caches what it worked out with the old policy's caches,
+    never in the new one's: the reloaded limits hold from the next call on."""
+    entered, go = threading.Event(), threading.Event()
+    calls: list[str | None] = []
+
+    class SlowPolicy(BudgetPolicy):
+        def feature(self, name: str | None) -> FeatureBudget:
+            calls.append(name)
+            if len(calls) == 2:  # the call working out the limits (the first reads per-call limits)
+                entered.set()
+                go.wait(5)
+            return super().feature(name)
+
+    ledger = Ledger("memory://", policy=SlowPolicy())  # no limits
+
+    def reserve() -> None:
+        with contextlib.suppress(BudgetExceededError):  # refused or not: either policy may judge it
+            ledger.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=1)
+
+    worker = threading.Thread(target=reserve)
+    worker.start()
+    assert entered.wait(5)
+    ledger.policy = BudgetPolicy(daily_usd="0.000001")
+    go.set()
+    worker.join()
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(model="gpt-4o", input_tokens=100_000, max_output_tokens=1_000)
+
+
+def test_check_says_when_nothing_could_be_checked(tmp_path: Path) -> None:
+    ledger = Ledger(
+        "redis://127.0.0.1:1/0", on_unavailable="open", policy=BudgetPolicy(daily_usd="1"),
+        spool_path=tmp_path / "spool.jsonl",
+    )  # fmt: skip
+    checked = ledger.check(model="gpt-4o", input_tokens=10, max_output_tokens=10)
+    assert checked.unchecked
+    assert not Ledger("memory://").check(model="gpt-4o", input_tokens=10, max_output_tokens=10).unchecked
+
+
+def test_overhead_cache_hits_stay_out_of_the_hit_rate() -> None:
+    ledger = Ledger("memory://")
+    with attribute(feature="chat", user="u"):
+        for hit in (False, True):  # the user's two calls, one answered by a cache
+            r = ledger.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=10)
+            ledger.settle(r, Usage(input_tokens=100, output_tokens=10), cache_hit=hit)
+        with overhead("summariser"):
+            for _ in range(2):  # two summaries, both from a cache
+                r = ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10)
+                ledger.settle(r, Usage(input_tokens=10, output_tokens=10), cache_hit=True)
+    assert build_report(ledger, last_days=1).totals.hit_rate == Decimal("0.5")

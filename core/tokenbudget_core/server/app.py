@@ -253,6 +253,7 @@ def create_app(
             "allowed": True,
             "step": checked.step,
             "reserved_usd": None if worst is None else decimal_text(worst),
+            "unchecked": checked.unchecked,
         }
 
     @app.post("/budget/reserve", tags=["budget"], status_code=201)

@@ -79,13 +79,14 @@ ROLLUP_FIELDS = (
     "routed_requests",
     "routing_saved_nanos",
     "overhead_requests",
+    "overhead_cache_hits",
 )
 """The attribution counters the ledger keeps per day x feature x user x model (stores accept any names).
 
 ``routed_requests`` counts routed calls and ``routing_saved_nanos`` adds what each saved against
 its premium tier (signed: it can be negative). Both are only written by routed calls;
-``overhead_requests`` (the package's own calls: summaries, classifiers, embeddings) only by
-overhead calls. A row without them (older data included) reads as 0."""
+``overhead_requests`` (the package's own calls: summaries, classifiers, embeddings) and
+``overhead_cache_hits`` only by overhead calls. A row without them (older data included) reads as 0."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
