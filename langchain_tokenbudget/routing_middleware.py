@@ -60,6 +60,13 @@ def _config() -> Mapping[str, Any]:
         return {}
 
 
+def _own_names(chat: object) -> tuple[str, ...]:
+    """The names a tier's chat model goes by itself (an Azure deployment, a proxy alias), which
+    its calls report instead of the pricing name the router was given with ``models=``."""
+    names = (getattr(chat, k, None) for k in ("model_name", "model", "deployment_name"))
+    return tuple(n for n in names if isinstance(n, str) and n)
+
+
 def _annotated(reply: Any, decision: RouteDecision, model: str) -> Any:
     if isinstance(reply, AIMessage):
         return annotate(reply, decision, model)
@@ -171,8 +178,9 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         decision = self._tiers.route(messages, config, kwargs, **options)
 
         def attempt(model: str) -> tuple[str, Reply]:
-            with using_route(decision, model=model):
-                return model, handler(request.override(model=self._tiers.chat[model]))
+            chat = self._tiers.chat[model]
+            with using_route(decision, model=model, names=_own_names(chat)):
+                return model, handler(request.override(model=chat))
 
         model, reply = self._tiers.router.call(decision, attempt)
         return _annotated(reply, decision, model)  # type: ignore[no-any-return]
@@ -187,8 +195,9 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         decision = await self._tiers.aroute(messages, config, kwargs, **options)
 
         async def attempt(model: str) -> tuple[str, Reply]:
-            with using_route(decision, model=model):
-                return model, await handler(request.override(model=self._tiers.chat[model]))
+            chat = self._tiers.chat[model]
+            with using_route(decision, model=model, names=_own_names(chat)):
+                return model, await handler(request.override(model=chat))
 
         model, reply = await self._tiers.router.acall(decision, attempt)
         return _annotated(reply, decision, model)  # type: ignore[no-any-return]

@@ -135,11 +135,15 @@ class RouteDecision:
         }
 
 
-_ROUTE: ContextVar[tuple[RouteDecision, str] | None] = ContextVar("tokenbudget_route", default=None)
+_ROUTE: ContextVar[tuple[RouteDecision, str, frozenset[str]] | None] = ContextVar(
+    "tokenbudget_route", default=None
+)
 
 
 @contextlib.contextmanager
-def using_route(decision: RouteDecision, *, model: str | None = None) -> Iterator[None]:
+def using_route(
+    decision: RouteDecision, *, model: str | None = None, names: Sequence[str] = ()
+) -> Iterator[None]:
     """Make ``decision`` the :func:`current_route` while the routed call is made.
 
     Routers wrap the call to the chosen model in it, so that budget adapters that see only the
@@ -151,15 +155,21 @@ def using_route(decision: RouteDecision, *, model: str | None = None) -> Iterato
         decision: The route.
         model: The model this attempt calls (a fallback's, when the tier's failed); default:
             the decision's model.
+        names: The names the called chat model itself goes by (its ``model_name`` / ``model``),
+            when they differ from ``model`` (the pricing name a router was given for an Azure
+            deployment or a proxy alias): a call naming one of them is the routed call too.
 
     Raises:
-        InvalidInputError: ``decision`` is not a :class:`RouteDecision`, or ``model`` not a name.
+        InvalidInputError: ``decision`` is not a :class:`RouteDecision`, or ``model`` or one of
+            ``names`` not a name.
     """
     if not isinstance(decision, RouteDecision):
         raise InvalidInputError("decision", "must be a RouteDecision from route()", value=decision)
     if model is not None and (not isinstance(model, str) or not model):
         raise InvalidInputError("model", "must be a model name (a non-empty string)", value=model)
-    token = _ROUTE.set((decision, model or decision.model))
+    if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+        raise InvalidInputError("names", "must be a sequence of model names", value=names)
+    token = _ROUTE.set((decision, model or decision.model, frozenset(names)))
     try:
         yield
     finally:
@@ -234,8 +244,9 @@ def routed_call(
     """The route in force and the model it calls, when a call to ``model`` is that routed call.
 
     A call made inside a :func:`using_route` block is the routed call when it goes to the routed
-    model (:func:`routed_model`; the same name, or a name the registry resolves to the same model)
-    or names no model (a chat model the router names with its ``models=``). A call to another
+    model (:func:`routed_model`; the same name, or a name the registry resolves to the same model),
+    names one of the called chat model's own names (``using_route(names=...)``: a deployment the
+    router prices with its ``models=``), or names no model. A call to another
     model made in the block is not routed: budget adapters charge it on its own model and record
     no routing for it.
 
@@ -247,14 +258,23 @@ def routed_call(
         ``(decision, routed model)``, or ``None`` when no route is in force or ``model`` is another one.
     """
     found = _ROUTE.get()
-    if found is None or model is None or model == found[1]:
-        return found
+    if found is None:
+        return None
+    route = (found[0], found[1])
+    if model is None or model == found[1] or model in found[2]:
+        return route
     registry = registry or default_registry()
     try:
-        same = registry.get(model).canonical == registry.get(found[1]).canonical
+        canonical = registry.get(model).canonical
     except TokenBudgetError:  # a name the registry does not know is only ever itself
-        same = False
-    return found if same else None
+        return None
+    for name in (found[1], *found[2]):
+        try:
+            if registry.get(name).canonical == canonical:
+                return route
+        except TokenBudgetError:
+            continue
+    return None
 
 
 def premium_model_of(route: object) -> str | None:

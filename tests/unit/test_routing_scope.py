@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.routing import (
     RouteDecision,
     TierRouter,
@@ -65,3 +68,15 @@ def test_routed_call_is_the_call_to_the_route_model() -> None:
     with using_route(d, model="gpt-4.1"):  # a fallback being tried
         assert routed_call("gpt-4.1") == (d, "gpt-4.1")
         assert routed_call("gpt-4o") is None
+
+
+def test_routed_call_matches_the_called_chat_models_own_names() -> None:
+    d = decision()
+    with using_route(d, names=("acme-large-deploy",)):  # an Azure deployment priced as gpt-4o
+        assert routed_call("acme-large-deploy") == (d, "gpt-4o")
+        assert routed_call("gpt-4o") == (d, "gpt-4o")
+        assert routed_call("gpt-4o-mini") is None
+    with using_route(d, model="gpt-4o", names=("gpt-4o-2024-08-06",)):  # resolved forms of an own name
+        assert routed_call("openai/gpt-4o-2024-08-06") == (d, "gpt-4o")
+    with pytest.raises(InvalidInputError, match="names"), using_route(d, names="acme"):
+        pass
