@@ -24,7 +24,7 @@ from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder
 from tokenbudget_core.errors import BudgetExceededError, BudgetUnavailableError, InvalidInputError
 from tokenbudget_core.ledger import Charge, Ledger, Reservation
 from tokenbudget_core.stores.base import Check, CommitRequest, ReserveRequest
-from tokenbudget_core.stores.redis import RedisStore, _Op
+from tokenbudget_core.stores.redis import RedisRefusedError, RedisStore, _Op
 from tokenbudget_core.usage import Usage
 
 pytestmark = pytest.mark.integration
@@ -129,7 +129,8 @@ def test_a_failing_operation_fails_alone(store: RedisStore) -> None:
     with coalescing(store, 8) as sizes:
         results = in_threads(8, op)
     assert max(sizes) > 1
-    assert isinstance(results[3], redis.exceptions.ResponseError)
+    assert isinstance(results[3], RedisRefusedError)  # named, the server's reply as its cause
+    assert isinstance(results[3].__cause__, redis.exceptions.ResponseError)
     others = [r for i, r in enumerate(results) if i != 3]
     assert all(r.ok and r.state == "reserved" for r in others)
     assert store.totals(DAY, [("g", "tokens")], 0) == {("g", "tokens"): (0, 70)}

@@ -59,10 +59,46 @@ def test_a_namespace_in_the_url_is_the_same_store_as_the_argument(
     assert from_url.identity != _store(built, plain, namespace="other").identity
 
 
-def test_the_default_namespace_keeps_the_identity_it_had(built: list[RedisStore]) -> None:
-    assert _store(built, URL).identity == URL
-    assert _store(built, f"{URL}?namespace=tb").identity == URL
-    assert _store(built, f"{URL}?socket_timeout=1").identity == f"{URL}?socket_timeout=1"
+def test_the_default_namespace_is_the_namespace_tb(built: list[RedisStore]) -> None:
+    assert _store(built, URL).identity == "redis://127.0.0.1:1/0?namespace=tb"
+    assert _store(built, f"{URL}?namespace=tb").identity == _store(built, URL).identity
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "redis://127.0.0.1:1",  # no database: 0
+        "redis://127.0.0.1:1/0",
+        "redis://127.0.0.1:1?db=0",
+        "redis://other:rotated@127.0.0.1:1/0",  # a rotated password, another ACL user
+        "redis://:s3cret@127.0.0.1:1/0?health_check_interval=30&socket_timeout=1",
+        "rediss://app:s3cret@127.0.0.1:1/0",  # the same server through TLS
+        "redis://app:s3cret@127.0.0.1:1/0?client_name=worker",
+    ],
+)
+def test_the_identity_names_where_the_data_lives_not_the_urls_spelling(
+    built: list[RedisStore], spelling: str
+) -> None:
+    assert _store(built, spelling).identity == _store(built, URL).identity
+    assert "s3cret" not in _store(built, spelling).identity
+
+
+def test_the_identity_tells_other_data_apart(built: list[RedisStore]) -> None:
+    identities = {
+        _store(built, url).identity
+        for url in (
+            URL,
+            "redis://127.0.0.1:2/0",  # another port
+            "redis://127.0.0.1:1/1",  # another database
+            "redis://127.0.0.1:1/0?namespace=prod",
+            "redis://localhost:1/0",  # not resolved: another spelling of the host is another store
+            "redis+cluster://127.0.0.1:1",
+        )
+    }
+    assert len(identities) == 6
+    assert _store(built, "redis://LocalHost:1/0").identity == _store(built, "redis://localhost:1/0").identity
+    cluster = _store(built, "redis+cluster://u:p@Node-A:7000?namespace=prod")
+    assert cluster.identity == "redis+cluster://node-a:7000?namespace=prod"
 
 
 def test_the_url_of_a_store_still_hides_its_password(built: list[RedisStore]) -> None:

@@ -47,7 +47,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from tokenbudget_core._frozen import positional_maker
-from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError, MissingDependencyError
+from tokenbudget_core.errors import (
+    BudgetUnavailableError,
+    InvalidInputError,
+    MissingDependencyError,
+    TokenBudgetError,
+)
 
 from . import redis_scripts
 from ._fork import reset_after_fork
@@ -67,10 +72,13 @@ from .base import (
 if TYPE_CHECKING:
     from redis.commands.core import Script
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisRefusedError", "RedisStore"]
 
 _MAX_AMOUNT = 2**53 - 1
 """Largest amount or limit: the scripts compare in doubles, exact up to here (~$9M in nano-USD)."""
+
+MAX_RETENTION_DAYS = 36_500
+"""Longest retention (100 years): a key's expiry must stay within what Redis can represent."""
 
 _READ_CHUNK = 1_000
 """Most keys one pipeline of reads carries (:meth:`RedisStore.rollup`,
@@ -226,8 +234,10 @@ def _url_days(url: str, name: str, found: dict[str, str]) -> int | None:
     text = found.get(name)
     if text is None:
         return None
-    if not (text.isascii() and text.isdigit() and int(text) > 0):
-        raise _bad_url(url, f"{name}={text!r} is not a positive number of days")
+    if not (text.isascii() and text.isdigit() and len(text) <= 6 and 0 < int(text) <= MAX_RETENTION_DAYS):
+        raise _bad_url(
+            url, f"{name}={text!r} is not a positive number of days (at most {MAX_RETENTION_DAYS})"
+        )
     return int(text)
 
 
@@ -265,7 +275,7 @@ class RedisStore:
             ``RedisStore("redis://host:6379/0", namespace="prod", retention_days=90)``; an
             option given both ways must agree.
         retention_days: Balances, rollups and call costs expire this many days after their last
-            write (default 400).
+            write (default 400, at most :data:`MAX_RETENTION_DAYS`).
         request_retention_days: Request ids and leases expire sooner (one field per call adds up;
             default 7 days): a commit replayed after that would be charged again.
         namespace: Prefix of every key, to share one Redis between ledgers (default ``tb``).
@@ -274,14 +284,16 @@ class RedisStore:
 
     Raises:
         MissingDependencyError: The ``redis`` package is not installed.
-        InvalidInputError: ``retention_days`` or ``socket_timeout`` is not positive,
+        InvalidInputError: ``retention_days`` is not a number of days in 1..36500,
+            ``socket_timeout`` is not positive,
             ``namespace`` is not a non-empty string, an option is given in the URL and
             differently as an argument, or the URL is malformed (``store``: its port, database,
             an unknown option, an option of the store's own without a valid value).
 
     Every operation raises :class:`~tokenbudget_core.errors.BudgetUnavailableError` when
     Redis cannot be reached or does not answer in time; the ledger then fails open or
-    closed by its policy. Amounts and limits must be integers of at most 2**53 - 1.
+    closed by its policy. An error reply of the server (it is up, and refuses the operation) is
+    a :class:`RedisRefusedError`. Amounts and limits must be integers of at most 2**53 - 1.
 
     Example:
         >>> store = RedisStore("redis://localhost:6379/0")  # doctest: +SKIP
@@ -324,9 +336,15 @@ class RedisStore:
             )
         if retention_days is None:
             retention_days = 400
-        if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days <= 0:
+        if (
+            isinstance(retention_days, bool)
+            or not isinstance(retention_days, int)
+            or not 0 < retention_days <= MAX_RETENTION_DAYS
+        ):
             raise InvalidInputError(
-                "retention_days", "must be a positive number of days", value=retention_days
+                "retention_days",
+                f"must be a positive number of days, at most {MAX_RETENTION_DAYS} (100 years)",
+                value=retention_days,
             )
         if not socket_timeout > 0:
             raise InvalidInputError(
@@ -335,6 +353,7 @@ class RedisStore:
         self.url = url
         """The URL as given (the store's own options included)."""
         self._conn_url = conn_url  # what redis-py connects to
+        self._identity = _identity(conn_url, _enc(namespace))
         self._shown_url = redact_url(url)
         if request_retention_days is None:
             request_retention_days = min(7, retention_days)
@@ -422,7 +441,10 @@ class RedisStore:
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
         except self._script_error as e:
-            raise _refused_connection(self.url, e) or e from e
+            raise _refused_connection(self.url, e) or self._refused(e) from e
+
+    def _refused(self, error: BaseException) -> RedisRefusedError:
+        return RedisRefusedError(self._shown_url, f"{type(error).__name__}: {error}")
 
     def _run(self, op: _Op) -> Any:
         if self._batcher is None:
@@ -437,11 +459,16 @@ class RedisStore:
         operations are sent again; any other error belongs to its operation alone.
         """
         try:  # what _available() does, without a generator per round trip
-            return self._send_on(self._client or self._connected(), ops)
+            results = self._send_on(self._client or self._connected(), ops)
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
         except self._script_error as e:  # raised while connecting: replies are returned, not raised
-            raise _refused_connection(self.url, e) or e from e
+            raise _refused_connection(self.url, e) or self._refused(e) from e
+        for i, result in enumerate(results):
+            if isinstance(result, self._script_error):  # the server refused that operation
+                refused = results[i] = self._refused(result)
+                refused.__cause__ = result
+        return results
 
     def _connected(self) -> Any:
         with self._lock:
@@ -741,15 +768,59 @@ class RedisStore:
 
     @property
     def identity(self) -> str:
-        """Where this store's data lives: the URL it connects to (password included), plus the
-        namespace unless it is the default ``tb`` (whose spool keeps the name it had before
-        namespaces counted). A namespace given in the URL or as an argument is the same store,
-        with the same identity. Only hashed, for
-        :func:`~tokenbudget_core.ledger.default_spool_path`; never shown."""
-        return self._conn_url if self._ns == "tb" else f"{self._conn_url}#namespace={self._ns}"
+        """Where this store's data lives, whatever the URL's spelling: single server or cluster,
+        the host (lower-cased; a name is not resolved, so ``localhost`` and ``127.0.0.1`` differ),
+        port, database and namespace, as ``redis://host:port/db?namespace=ns`` (a cluster:
+        ``redis+cluster://host:port?namespace=ns``). No credentials and no connection options:
+        a rotated password, TLS or an added ``?socket_timeout=`` is the same data. Hashed for
+        :func:`~tokenbudget_core.ledger.default_spool_path` and the owner of spooled lines, so
+        a restarted ledger replays what it spooled before."""
+        return self._identity
 
     def __repr__(self) -> str:
         return f"RedisStore({self._shown_url!r})"
+
+
+class RedisRefusedError(TokenBudgetError, RuntimeError):
+    """Redis is up but answered one of the ledger's operations with an error: a key of the
+    namespace holding another type (``WRONGTYPE``: another application writes under it), a user
+    the ACL does not allow to run scripts (``NOPERM``), a script that failed on the server.
+
+    Not an outage (never spooled, nor let through by ``on_unavailable``), and not retried: fix
+    the server, its ACL, or pick a namespace of the ledger's own.
+
+    Attributes:
+        store: The store's URL, credentials redacted.
+        reason: Redis's error reply.
+    """
+
+    def __init__(self, store: str, reason: str) -> None:
+        self.store = store
+        self.reason = reason
+        super().__init__(
+            f"Redis at {store} refused a ledger operation: {reason}. Check the server's ACL and "
+            "that no other application writes under the ledger's namespace (namespace=)"
+        )
+
+
+def _identity(conn_url: str, namespace: str) -> str:
+    """:attr:`RedisStore.identity` of a URL (without the store's own options) and an encoded
+    namespace."""
+    from redis import connection
+
+    cluster = conn_url.lower().startswith("redis+cluster://")
+    options: dict[str, Any] = connection.parse_url(  # type: ignore[no-untyped-call]
+        "redis://" + conn_url.split("://", 1)[1] if cluster else conn_url
+    )
+    db = int(options.get("db") or 0)
+    if options.get("path"):  # unix://: the socket's path
+        return f"redis+unix://{options['path']}?db={db}&namespace={namespace}"
+    host = str(options.get("host") or "localhost").lower()
+    port = int(options.get("port") or 6379)
+    node = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if cluster:
+        return f"redis+cluster://{node}?namespace={namespace}"
+    return f"redis://{node}/{db}?namespace={namespace}"
 
 
 def _hgetall(pipe: Any, key: str) -> object:
