@@ -9,9 +9,15 @@ A webhook is POSTed by a worker thread of its own, so a slow webhook never delay
   tried again, :data:`ATTEMPTS` times in all with a growing pause (0.5 s, then 1 s); HTTP 4xx and
   3xx (redirects are never followed: give the final URL) are not retried. A final failure is
   logged as an ERROR on ``tokenbudget.alerts``, never raised;
+* each alert carries a stable ``id`` (from its day, budget, scope and threshold), in the JSON body
+  and as an ``Idempotency-Key`` header: a webhook that took the alert but answered after the
+  timeout gets it again, with the same id, and can drop the duplicate;
 * when the process exits, it waits up to :data:`EXIT_WAIT_S` seconds in all for the alerts still
   being sent (a batch job or a CLI that exits right after the call that crossed a threshold),
-  and logs those it could not send;
+  and logs those it could not send; also in a ``multiprocessing`` worker started by fork (it ends
+  with ``os._exit``, which runs no ``atexit`` handler: the wait is registered with
+  multiprocessing's own exit). A process that ends itself with ``os._exit`` calls :func:`flush`
+  first;
 * credentials in the URL (``https://user:token@host/...``, percent-encoded) are sent as an
   ``Authorization: Basic`` header, never as part of the host;
 * logs and errors name a webhook only as ``scheme://host[:port]``: user info, path (Slack-style
@@ -23,10 +29,15 @@ from __future__ import annotations
 import atexit
 import base64
 import encodings.idna  # noqa: F401 - imported here, not lazily by a worker (a fork mid-import breaks it)
+import hashlib
 import http.client
 import json
 import logging
+import math
 import os
+import re
+import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -41,7 +52,7 @@ from typing import Any, TypeAlias
 
 from .errors import InvalidInputError
 
-__all__ = ["Alert", "AlertSink", "dispatch", "resolve_sinks"]
+__all__ = ["Alert", "AlertSink", "dispatch", "flush", "resolve_sinks"]
 
 logger = logging.getLogger("tokenbudget.alerts")
 
@@ -69,6 +80,14 @@ class Alert:
     """Spent (tokens, or USD as a decimal string)."""
     limit: str
     """The limit, same unit."""
+
+    @property
+    def id(self) -> str:
+        """Names this threshold crossing (day, budget, scope, threshold), the same in every process
+        and on every retry: a receiver de-duplicates by it (webhooks: ``id`` in the body, and the
+        ``Idempotency-Key`` header)."""
+        key = json.dumps([self.day, self.budget, self.scope, repr(float(self.threshold))])
+        return "tb-alert-" + hashlib.sha256(key.encode(errors="surrogatepass")).hexdigest()[:32]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -124,7 +143,7 @@ class _Webhook:
             secrets.add(parts.path)
         self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
         self._cond = threading.Condition()
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[str, bytes]] = deque()  # (alert id, body)
         self._working = False
         _WEBHOOKS.add(self)
 
@@ -132,9 +151,11 @@ class _Webhook:
         return f"<alert webhook {self.redacted}>"
 
     def __call__(self, alert: Alert) -> None:
-        body = json.dumps({"type": "tokenbudget.alert", **alert.as_dict()}, default=str).encode()
+        key = alert.id
+        body = json.dumps({"type": "tokenbudget.alert", "id": key, **alert.as_dict()}, default=str).encode()
+        _flush_at_worker_exit()
         with self._cond:
-            self._queue.append(body)
+            self._queue.append((key, body))
             if self._working:
                 return
             self._working = True
@@ -150,9 +171,9 @@ class _Webhook:
                     self._working = False
                     self._cond.notify_all()
                     return
-                body = self._queue[0]  # stays queued while it is sent: an exit waits for it
+                key, body = self._queue[0]  # stays queued while it is sent: an exit waits for it
             try:
-                self._deliver(body)
+                self._deliver(key, body)
             except Exception as e:  # noqa: BLE001 - a bug must not stop the alerts queued after it
                 logger.error("alert webhook %s: an alert was lost: %s", self.redacted, self._scrub(repr(e)))
             with self._cond:
@@ -160,20 +181,24 @@ class _Webhook:
                     self._queue.popleft()
                 self._cond.notify_all()
 
-    def _deliver(self, body: bytes) -> None:
+    def _deliver(self, key: str, body: bytes) -> None:
         """POST ``body``, retried on a failure that may pass; a final failure is logged."""
         pause = _FIRST_PAUSE_S
+        maybe = False  # an attempt may have reached the webhook (no answer in time, a reset)
         for attempt in range(1, ATTEMPTS + 1):
-            failure = self._post(body)
+            failure = self._post(key, body)
             if failure is None:
                 return
-            reason, retry = failure
+            reason, retry, uncertain = failure
+            maybe = maybe or uncertain
             if not retry or attempt == ATTEMPTS:
                 logger.error(
-                    "alert webhook %s failed (attempt %d of %d), the alert is not delivered: %s",
+                    "alert webhook %s failed (attempt %d of %d), the alert %s %s: %s",
                     self.redacted,
                     attempt,
                     ATTEMPTS,
+                    key,
+                    "may not have been delivered" if maybe else "is not delivered",
                     reason,
                 )
                 return
@@ -181,9 +206,11 @@ class _Webhook:
             _EXITING.wait(pause)
             pause *= 2
 
-    def _post(self, body: bytes) -> tuple[str, bool] | None:
-        """One POST: ``None`` when delivered, else why not and whether to try again."""
-        request = urllib.request.Request(self._target, data=body, headers=self._headers, method="POST")
+    def _post(self, key: str, body: bytes) -> tuple[str, bool, bool] | None:
+        """One POST: ``None`` when delivered, else why not, whether to try again, and whether the
+        webhook may have taken it all the same (no answer in time, a connection cut mid-way)."""
+        headers = {**self._headers, "Idempotency-Key": key}
+        request = urllib.request.Request(self._target, data=body, headers=headers, method="POST")
         try:
             with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
                 response.read(1 << 16)
@@ -191,10 +218,12 @@ class _Webhook:
         except urllib.error.HTTPError as e:
             e.close()
             if 300 <= e.code < 400:
-                return f"HTTP {e.code}: redirects are not followed, give the final URL", False
-            return f"HTTP {e.code}", e.code >= 500 or e.code in _RETRY_STATUS
+                return f"HTTP {e.code}: redirects are not followed, give the final URL", False, False
+            return f"HTTP {e.code}", e.code >= 500 or e.code in _RETRY_STATUS, False
         except (OSError, http.client.HTTPException, ValueError) as e:
-            return self._scrub(f"{type(e).__name__}: {e}"), True
+            cause = e.reason if isinstance(e, urllib.error.URLError) else e
+            unsent = isinstance(cause, ConnectionRefusedError | socket.gaierror | ValueError)
+            return self._scrub(f"{type(e).__name__}: {e}"), True, not unsent
 
     def _scrub(self, text: str) -> str:
         """``text`` without any piece of the URL that may be a secret."""
@@ -203,10 +232,11 @@ class _Webhook:
         return text
 
     def _drain(self, deadline: float) -> int:
-        """Wait until every queued alert was sent, or the deadline; returns how many are left."""
+        """Wait until every queued alert was sent, or the deadline (``math.inf``: no limit);
+        returns how many are left."""
         with self._cond:
             while self._queue and (left := deadline - time.monotonic()) > 0:
-                self._cond.wait(left)
+                self._cond.wait(None if left == math.inf else left)
             return len(self._queue)
 
     def _forget(self) -> None:
@@ -241,19 +271,69 @@ def _split(url: str, field: str) -> urllib.parse.SplitResult:
     return parts
 
 
+def flush(timeout: float | None = None) -> int:
+    """Wait for the webhook alerts of this process still being sent; returns how many are not
+    sent yet (each one left is logged as an ERROR).
+
+    The process does this by itself when it exits normally (``atexit``, up to
+    :data:`EXIT_WAIT_S` seconds) and in a ``multiprocessing`` worker; code that ends a process
+    with ``os._exit`` (a forked child of its own, a server's worker) calls it first, or the
+    alert the last call crossed is lost with the worker thread.
+
+    Args:
+        timeout: Seconds to wait in all; ``None`` waits until every alert was delivered or
+            failed for good (each has :data:`ATTEMPTS` POSTs of at most 5 s).
+
+    Example:
+        >>> from tokenbudget_core import alerts
+        >>> alerts.flush(timeout=5.0)
+        0
+    """
+    return _flush(timeout, "before flush() returned")
+
+
+def _flush(timeout: float | None, when: str) -> int:
+    deadline = math.inf if timeout is None else time.monotonic() + max(0.0, timeout)
+    left = 0
+    for hook in list(_WEBHOOKS):
+        unsent = hook._drain(deadline)
+        if unsent:
+            logger.error(
+                "alert webhook %s: %d alert(s) not delivered %s (waited %s)",
+                hook.redacted,
+                unsent,
+                when,
+                "without a limit" if timeout is None else f"{timeout:.0f} s",
+            )
+        left += unsent
+    return left
+
+
 def _flush_at_exit(timeout: float = EXIT_WAIT_S) -> None:
     """Wait (``timeout`` seconds in all) for the webhook alerts still being sent; log the rest."""
     _EXITING.set()
-    deadline = time.monotonic() + timeout
-    for hook in list(_WEBHOOKS):
-        left = hook._drain(deadline)
-        if left:
-            logger.error(
-                "alert webhook %s: %d alert(s) not delivered before the process exited (waited %.0f s)",
-                hook.redacted,
-                left,
-                timeout,
-            )
+    _flush(timeout, "before the process exited")
+
+
+_MP_EXIT_PRIORITY = 10
+"""Where the flush runs among multiprocessing's exit finalizers (those of priority >= 0 run
+first, before the worker joins its own children)."""
+_mp_flush_pid = 0  # the process whose multiprocessing exit runs the flush
+
+
+def _flush_at_worker_exit() -> None:
+    """In a ``multiprocessing`` worker (which ends with ``os._exit``: no ``atexit``), have its
+    exit run the flush too. Registered when a webhook alert is queued, once per process, not
+    by the after-fork hook: a worker clears the exit finalizers it inherits as it starts (after
+    that hook ran), and may import this module only after the fork."""
+    global _mp_flush_pid
+    if _mp_flush_pid == os.getpid():
+        return
+    util, process = sys.modules.get("multiprocessing.util"), sys.modules.get("multiprocessing.process")
+    if util is None or process is None or process.parent_process() is None:
+        return  # not a multiprocessing worker: atexit runs the flush
+    util.Finalize(None, _flush_at_exit, exitpriority=_MP_EXIT_PRIORITY)
+    _mp_flush_pid = os.getpid()
 
 
 def _after_fork_in_child() -> None:
@@ -279,13 +359,30 @@ def resolve_sinks(sinks: Sequence[str | AlertSink] | None) -> list[AlertSink]:
     for i, sink in enumerate(["log"] if sinks is None else sinks):
         if sink == "log":
             out.append(_log)
-        elif isinstance(sink, str) and sink.startswith(("http://", "https://")):
+        elif isinstance(sink, str) and sink[:8].lower().startswith(("http://", "https://")):
             out.append(_Webhook(sink, field=f"alerts[{i}]"))
         elif callable(sink):
             out.append(sink)
         else:
-            raise InvalidInputError(f"alerts[{i}]", "must be 'log', a webhook URL or a callable", value=sink)
+            raise InvalidInputError(
+                f"alerts[{i}]",
+                "must be 'log', a webhook URL (http:// or https://) or a callable",
+                value=_shown(sink) if isinstance(sink, str) else sink,
+            )
     return out
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.-]{0,40}").fullmatch
+
+
+def _shown(text: str) -> str:
+    """A string sink as an error may show it: a URL as ``scheme://host[:port]`` (its user info,
+    path and query may be secrets), a short plain word as it is, anything else hidden."""
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2]
+        return f"{scheme}://{authority}"
+    return text if _PLAIN_WORD(text) else "<a string that is not a webhook URL (hidden)>"
 
 
 def dispatch(sinks: Sequence[AlertSink], alert: Alert) -> None:

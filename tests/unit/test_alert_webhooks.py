@@ -313,3 +313,169 @@ def test_a_url_that_would_send_elsewhere_is_refused_without_showing_it(url: str)
     assert "percent-encoded" in str(error)
     assert "ss0rd" not in str(error)
     assert "ss0rd" not in str(error.value)
+
+
+# -- processes that end with os._exit ------------------------------------------------------------
+
+MP_WORKER = """
+import multiprocessing as mp, sys
+if sys.argv[2] == "parent":
+    import tokenbudget_core.alerts  # imported before the fork, as well as after
+
+def job(url):
+    from tokenbudget_core.alerts import Alert, dispatch, resolve_sinks
+    alert = Alert(day="d", budget="worker", scope="all", threshold=0.8, used="1", limit="2")
+    dispatch(resolve_sinks([url]), alert)
+
+if __name__ == "__main__":
+    p = mp.get_context("fork").Process(target=job, args=(sys.argv[1],))
+    p.start()
+    p.join()
+    sys.exit(p.exitcode)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+@pytest.mark.parametrize("imported", ["parent", "child"])
+def test_a_multiprocessing_worker_sends_its_last_alert_before_it_exits(hook: Hook, imported: str) -> None:
+    def slow(handler: BaseHTTPRequestHandler) -> None:  # the worker is gone before a fast one answers
+        time.sleep(0.3)
+        handler.send_response(204)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hook.answers = [slow]
+    child = subprocess.run(
+        [sys.executable, "-c", MP_WORKER, hook.url(), imported], capture_output=True, text=True, timeout=30
+    )
+    assert child.returncode == 0, child.stderr
+    assert [json.loads(s.body)["budget"] for s in hook.seen] == ["worker"]  # before the worker was gone
+
+
+OS_EXIT = """
+import os, sys
+from tokenbudget_core import alerts
+alerts.dispatch(alerts.resolve_sinks([sys.argv[1]]), alerts.Alert(
+    day="d", budget="last", scope="all", threshold=1.0, used="2", limit="2"))
+if sys.argv[2] == "flush":
+    print(alerts.flush(timeout=5.0), flush=True)
+os._exit(0)
+"""
+
+
+def test_flush_lets_a_process_that_ends_with_os_exit_deliver_its_alerts(hook: Hook) -> None:
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(0.3)
+        handler.send_response(204)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hook.answers = [slow]
+    child = subprocess.run(
+        [sys.executable, "-c", OS_EXIT, hook.url(), "flush"], capture_output=True, text=True, timeout=30
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "0"  # nothing left unsent
+    assert [json.loads(s.body)["budget"] for s in hook.seen] == ["last"]
+
+
+def test_flush_returns_and_logs_what_is_still_unsent(hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
+    from tokenbudget_core import alerts
+
+    hook.answers = [lambda handler: hook.released.wait(60)]  # never answers while the test waits
+    with caplog.at_level(logging.ERROR, logger="tokenbudget.alerts"):
+        send(hook.url("bot:s3cret@"))
+        assert alerts.flush(timeout=0.2) == 1
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "1 alert(s) not delivered before flush() returned (waited 0 s)" in message
+    assert "s3cret" not in message
+    hook.released.set()
+    assert alerts.flush(timeout=10) == 0
+
+
+# -- one alert, one id ---------------------------------------------------------------------------
+
+
+def test_an_alerts_id_names_the_threshold_crossing() -> None:
+    same = Alert(day="2026-11-23", budget="daily_usd", scope="all", threshold=0.8, used="9", limit="10")
+    assert ALERT.id == same.id  # the figures differ, the crossing is the same
+    assert ALERT.id.startswith("tb-alert-")
+    others = [
+        Alert(day="2026-11-24", budget="daily_usd", scope="all", threshold=0.8, used="1", limit="2"),
+        Alert(day="2026-11-23", budget="daily_tokens", scope="all", threshold=0.8, used="1", limit="2"),
+        Alert(day="2026-11-23", budget="daily_usd", scope="feature=x", threshold=0.8, used="1", limit="2"),
+        Alert(day="2026-11-23", budget="daily_usd", scope="all", threshold=1.0, used="1", limit="2"),
+    ]
+    assert len({ALERT.id, *(a.id for a in others)}) == 5
+
+
+def test_a_webhook_answering_too_late_gets_the_same_id_on_every_retry(
+    hook: Hook, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbudget_core import alerts
+
+    monkeypatch.setattr(alerts, "_TIMEOUT_S", 0.3)  # (5 s in use) kept short here
+    monkeypatch.setattr(alerts, "_FIRST_PAUSE_S", 0.05)
+
+    def late(handler: BaseHTTPRequestHandler) -> None:  # takes the alert, answers after the timeout
+        time.sleep(0.6)
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+        except OSError:
+            pass
+
+    hook.answers = [late, late, late]
+    with caplog.at_level(logging.ERROR, logger="tokenbudget.alerts"):
+        send(hook.url())
+        error = final_error(caplog)
+    seen = hook.wait_for(3)
+    ids = {json.loads(s.body)["id"] for s in seen}
+    assert ids == {ALERT.id}
+    assert {s.headers["Idempotency-Key"] for s in seen} == {ALERT.id}
+    assert "may not have been delivered" in error.getMessage()
+    assert ALERT.id in error.getMessage()
+
+
+def test_a_webhook_that_cannot_be_reached_is_not_delivered(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="tokenbudget.alerts"):
+        send(f"http://127.0.0.1:{closed_port()}/hook")
+        error = final_error(caplog)
+    assert "is not delivered" in error.getMessage()
+
+
+# -- schemes in any case, and no URL in an error's value -----------------------------------------
+
+
+def test_an_upper_case_scheme_is_a_webhook(hook: Hook) -> None:
+    send(hook.url("bot:tok3n@").replace("http://", "HTTP://"))
+    (seen,) = hook.wait_for(1)
+    assert seen.headers["Authorization"] == "Basic " + base64.b64encode(b"bot:tok3n").decode()
+    (sink,) = resolve_sinks(["HTTPS://bot:s3cr3t-token@hooks.example.com/services/T0/B0/XXXXSECRET"])
+    assert "s3cr3t" not in repr(sink)
+    assert "XXXXSECRET" not in repr(sink)
+
+
+@pytest.mark.parametrize(
+    ("sink", "shown"),
+    [
+        (
+            "ftp://bot:s3cr3t-token@hooks.example.com:21/services/XXXXSECRET?token=s3cr3t",
+            "ftp://hooks.example.com:21",
+        ),
+        ("hooks.example.com/services/T0/B0/XXXXSECRET", None),  # no scheme: hidden whole
+        ("bot:s3cr3t-token@hooks.example.com", None),
+        ("logs", "logs"),
+    ],
+)
+def test_a_string_that_is_not_a_sink_is_refused_without_its_secrets(sink: str, shown: str | None) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        resolve_sinks([sink])
+    error = caught.value
+    assert error.field == "alerts[0]"
+    for text in (str(error), repr(error.value)):
+        assert "s3cr3t" not in text
+        assert "XXXXSECRET" not in text
+    if shown is not None:
+        assert error.value == shown
