@@ -61,6 +61,7 @@ from tokenbudget_core.errors import (
 from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
+from tokenbudget_core.prompt_caching import Ttl
 from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
 
 from ._bridge import core_tools
@@ -111,15 +112,17 @@ class BudgetRunState(AgentState[Any]):
 
 
 class _RunningTotals(BaseCallbackHandler):
-    """Watches the streams made inside one model call: the latest running total of each Claude
-    stream, and the text (and tool-call arguments) streamed so far, what a call that breaks off
-    mid-stream is estimated from."""
+    """Watches the model runs made inside one model call: the latest running total of each Claude
+    stream, the replies of the runs that finished (what a call the agent fails afterwards, e.g.
+    on structured output, was billed for), and the text (and tool-call arguments) streamed so
+    far, what a call that breaks off mid-stream is estimated from."""
 
     run_inline = True
 
     def __init__(self) -> None:
         self.latest: dict[UUID, dict[str, Any]] = {}
         self.finished: list[dict[str, Any]] = []
+        self.replies: list[BaseMessage] = []
         self.streamed: list[str] = []
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
@@ -135,6 +138,22 @@ class _RunningTotals(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         if (total := self.latest.pop(run_id, None)) is not None:
             self.finished.append(total)
+        for generations in response.generations:
+            self.replies.extend(
+                m for g in generations if isinstance(m := getattr(g, "message", None), BaseMessage)
+            )
+
+    def settle_args(self, route: RouteDecision | None, marked_ttl: Ttl | None) -> dict[str, Any]:
+        """``settle()``'s arguments for a call that failed: the usage its finished runs reported
+        (the provider billed them), else ``None`` and the text streamed so far."""
+        usage = reported(self.replies, self.finished, marked_ttl=marked_ttl)
+        model, premium = _routed(self.replies, route)
+        return {
+            "reply_text": "".join(self.streamed),
+            "reported": usage,
+            "model": model,
+            "premium_model": premium,
+        }
 
 
 _totals: ContextVar[_RunningTotals | None] = ContextVar("tokenbudget_running_totals", default=None)
@@ -411,11 +430,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         try:
             response = handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
-            streamed = "".join(totals.streamed)
-            premium = premium_model_of(route)
-            self.ledger.settle(
-                reservation, None, reply_text=streamed, failed=True, counter=counter, premium_model=premium
-            )
+            found = totals.settle_args(route, args["cache_writes"])
+            self.ledger.settle(reservation, failed=True, counter=counter, **found)
             raise
         finally:
             _totals.reset(token)
@@ -450,11 +466,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         try:
             response = await handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
-            streamed = "".join(totals.streamed)
-            premium = premium_model_of(route)
-            await self.ledger.asettle(
-                reservation, None, reply_text=streamed, failed=True, counter=counter, premium_model=premium
-            )
+            found = totals.settle_args(route, args["cache_writes"])
+            await self.ledger.asettle(reservation, failed=True, counter=counter, **found)
             raise
         finally:
             _totals.reset(token)

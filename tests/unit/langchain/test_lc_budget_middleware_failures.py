@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain.agents.structured_output import ProviderStrategy, StructuredOutputValidationError
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk
+from pydantic import BaseModel
 
 from langchain_tokenbudget import BudgetMiddleware
 from tokenbudget_core import TokenCounter, Usage, cost_of
@@ -116,3 +118,32 @@ def test_a_call_that_failed_before_any_output_is_released(how: str) -> None:
     run(agent, how)
     assert charged(ledger) == {}
     assert held_share(ledger) == 0.0
+
+
+class ToolBindingModel(GenericFakeChatModel):
+    """Binds tools and the response format as a provider chat model does."""
+
+    model_name: str = MODEL
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.bind(**kwargs)
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_a_finished_call_the_agent_fails_afterwards_is_charged_its_reported_usage(how: str) -> None:
+    class Answer(BaseModel):
+        city: str
+
+    ledger = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=100_000))
+    usage = {"input_tokens": 5000, "output_tokens": 800, "total_tokens": 5800}
+    model = ToolBindingModel(messages=iter([AIMessage("not json at all", usage_metadata=usage)]))
+    agent = create_agent(
+        model, response_format=ProviderStrategy(Answer), middleware=[BudgetMiddleware(ledger, user="u")]
+    )
+    payload = {"messages": [HumanMessage(QUESTION)]}
+    with pytest.raises(StructuredOutputValidationError):
+        agent.invoke(payload) if how == "invoke" else asyncio.run(agent.ainvoke(payload))
+    totals = charged(ledger)
+    assert (totals["requests"], totals["input_tokens"], totals["output_tokens"]) == (1, 5000, 800)
+    assert totals.get("estimated", 0) == 0
+    assert held_share(ledger) == 5800 / 100_000
