@@ -197,7 +197,8 @@ _ENCODING_OPTION = click.option(
     default="utf-8",
     show_default=True,
     metavar="NAME",
-    help="The text encoding of FILE or stdin (e.g. latin-1, cp1252, utf-16).",
+    help="The text encoding of FILE or stdin (e.g. latin-1, cp1252, utf-16); "
+    "a UTF-8 byte order mark is left out.",
 )
 
 
@@ -235,7 +236,8 @@ def count(file: str, *, model: str, input_format: str, as_json: bool, encoding: 
 def _read_input(file: str, encoding: str = "utf-8") -> str:
     """The text of FILE, or of stdin for ``-``, read the same way: its bytes decoded with
     ``encoding`` (strictly: a byte that is not valid is an error naming the input and
-    ``--encoding``, never a silent replacement), line endings kept as they are."""
+    ``--encoding``, never a silent replacement), line endings kept as they are; in UTF-8, a
+    leading byte order mark is left out."""
     try:  # (b"" would not do: Python decodes it without looking the name up)
         b"\0\0\0\0".decode(encoding)  # a LookupError for a name Python does not know, or rot13
     except UnicodeDecodeError:
@@ -255,14 +257,16 @@ def _read_input(file: str, encoding: str = "utf-8") -> str:
             data = Path(file).read_bytes()
         except OSError as e:
             raise InvalidInputError("FILE", f"cannot read {file!r}: {e.strerror or e}", value=file) from e
-    try:
-        return data.decode(encoding)
+    is_utf8 = codecs.lookup(encoding).name == "utf-8"
+    skip = len(codecs.BOM_UTF8) if is_utf8 and data.startswith(codecs.BOM_UTF8) else 0
+    try:  # a UTF-8 byte order mark (Notepad, PowerShell) is not text: left out, as utf-8-sig does
+        return data[skip:].decode(encoding)
     except UnicodeDecodeError as e:
-        is_utf8 = codecs.lookup(encoding).name == "utf-8"
         label = "UTF-8" if is_utf8 else encoding
+        at = e.start + skip
         raise InvalidInputError(
             field,
-            f"{name}is not {label} text (invalid byte 0x{data[e.start]:02x} at offset {e.start})",
+            f"{name}is not {label} text (invalid byte 0x{data[at]:02x} at offset {at})",
             value=file,
             fix="pass its encoding, e.g. --encoding latin-1, or convert it to UTF-8"
             if is_utf8

@@ -96,3 +96,43 @@ def test_line_endings_are_read_as_they_are_from_a_file_and_from_stdin(tmp_path: 
     assert answers == {data.decode()}
     counts = {script("count", path).stdout, script("count", "-", stdin=data).stdout}
     assert counts == {f"{int(TokenCounter.for_model('gpt-4o').count(data.decode()))}\n".encode()}
+
+
+# -- a UTF-8 byte order mark ---------------------------------------------------------------------
+
+MESSAGES = b'[{"role": "user", "content": "Hello"}]'
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("input_format", ["auto", "messages"])
+def test_a_utf8_bom_is_not_counted_from_a_file_or_stdin(tmp_path: Path, input_format: str) -> None:
+    plain = run("count", "--format", input_format, "--json", _file(tmp_path, MESSAGES))
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["kind"] == "messages"
+    path = tmp_path / "bom.json"
+    path.write_bytes(BOM + MESSAGES)
+    from_file = run("count", "--format", input_format, "--json", str(path))
+    from_stdin = run("count", "--format", input_format, "--json", stdin=BOM + MESSAGES)
+    assert from_file.exit_code == 0, from_file.output
+    assert from_file.stdout == from_stdin.stdout == plain.stdout
+
+
+def test_the_console_script_leaves_a_utf8_bom_out_too(tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(BOM + MESSAGES)
+    plain = script("count", _file(tmp_path, MESSAGES))
+    for proc in (script("count", str(path)), script("count", "-", stdin=BOM + MESSAGES)):
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == plain.stdout
+
+
+def test_after_a_bom_a_bad_byte_is_named_at_its_offset_in_the_input(tmp_path: Path) -> None:
+    text = run("truncate", "-n", "100", "--json", stdin=BOM + "café".encode())
+    assert json.loads(text.stdout)["text"] == "café"  # the mark is not text, truncated or not
+    bad = run("count", _file(tmp_path, BOM + LATIN1))
+    assert_one_line_error(bad, EXIT_BAD_INPUT, "not UTF-8", "0xe9 at offset 6")
+
+
+def test_another_encoding_keeps_what_it_decodes(tmp_path: Path) -> None:
+    cut = run("truncate", "-n", "100", "--encoding", "latin-1", "--json", stdin=BOM + b"abc")
+    assert json.loads(cut.stdout)["text"] == (BOM + b"abc").decode("latin-1")
