@@ -71,9 +71,11 @@ charged on its own model and records no routing.
 
 A cancelled async call (its task cancelled mid-flight) gets no ``on_llm_error`` from
 LangChain: its reservation is held until the ledger's lease expires (``lease_seconds``), and
-the handler forgets it once it has been idle for a lease (swept at most once a lease, when
-calls or chains start). So does a call that runs longer than a lease without streaming: its
-end is then not charged (its reservation had expired too).
+the handler forgets it once it has been idle for ten leases (swept at most once a lease, when
+calls or chains start), or, when more than 10,000 runs are open, the oldest first. A call that
+runs longer than a lease without streaming is still charged when it ends (the ledger takes a
+late commit); one the handler has forgotten by then cannot be. A chain's payer is kept as
+long, counted from when the chain or a run inside it last started.
 """
 
 from __future__ import annotations
@@ -340,8 +342,8 @@ class _Run:
     reservation: Reservation
     counter: SupportsTokenCount
     touched: float = dataclasses.field(default_factory=time.monotonic)
-    """When the run started or last streamed (``time.monotonic()``): runs idle longer than the
-    ledger's lease are forgotten (a cancelled async call never ends)."""
+    """When the run started or last streamed (``time.monotonic()``): runs idle for
+    ``_IDLE_LEASES`` leases are forgotten (a cancelled async call never ends)."""
     total: dict[str, Any] | None = None
     premium_model: str | None = None
     """The routed call's premium model (from the run's metadata, or the route in force)."""
@@ -389,8 +391,22 @@ class _Payer:
 
     payer: Payer
     touched: float
-    """When it started or a run inside it started: forgotten when idle longer than a lease."""
+    """When it or a run inside it last started: forgotten when idle for ``_IDLE_LEASES`` leases."""
+    outer: _Payer | None = None
+    """The payer of the chain run it runs in, touched with it."""
 
+    def touch(self, now: float) -> None:
+        """A run started inside: this payer and its outer ones' are in use."""
+        payer: _Payer | None = self
+        while payer is not None:
+            payer.touched = now
+            payer = payer.outer
+
+
+_IDLE_LEASES = 10
+"""Leases a run or payer stays idle before the handler forgets it: far longer than a call runs."""
+_MAX_OPEN = 10_000
+"""Open runs (and payers) past which the handler forgets the oldest ones."""
 
 _FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
 
@@ -510,6 +526,7 @@ class _BudgetHandler:
         attribution = None
         outer = self._outer(kwargs)
         if outer is not None:  # inside a chain that named a payer: the outermost value wins
+            outer.touch(time.monotonic())
             now = current_attribution()
             feature, user, conversation = _outer_first(outer.payer, _fields(now), payer)
             resolved = (feature, user, conversation)
@@ -702,7 +719,7 @@ class _BudgetHandler:
                 if held.reservation.request_id == reservation.request_id:
                     return _TAKEN
                 held = held.next
-            if now >= self._sweep_at:
+            if now >= self._sweep_at or len(self._runs) >= _MAX_OPEN:
                 self._sweep(now)
             if batch is not None:
                 self._started(batch)
@@ -713,10 +730,16 @@ class _BudgetHandler:
         return True
 
     def _sweep(self, now: float) -> None:
-        """Forget runs and payers idle longer than the ledger's lease (lock held; at most once a
-        lease): LangChain never ends a cancelled async call, and its reservation has expired."""
+        """Forget runs and payers idle for ``_IDLE_LEASES`` leases (lock held; at most once a
+        lease), and the oldest ones past ``_MAX_OPEN``: LangChain never ends a cancelled async
+        call. Rare on purpose: the end of a run forgotten here can no longer be charged."""
         lease = self.ledger.lease_ms / 1000
-        self._sweep_at, oldest = now + lease, now - lease
+        self._sweep_at, oldest = now + lease, now - lease * _IDLE_LEASES
+        if len(self._runs) >= _MAX_OPEN:  # keep the newest three quarters
+            by_age = sorted(self._runs.values(), key=lambda r: r.touched)
+            oldest = max(oldest, by_age[len(by_age) // 4].touched)
+        if len(self._payers) >= _MAX_OPEN:
+            self._drop_oldest_payers()
         for run_id, head in list(self._runs.items()):
             live: list[_Run] = []
             run: _Run | None = head
@@ -730,9 +753,16 @@ class _BudgetHandler:
                 for r, n in zip(live, [*live[1:], None], strict=True):
                     r.next = n
                 self._runs[run_id] = live[0]
+        idle = now - lease * _IDLE_LEASES
         for run_id, p in list(self._payers.items()):
-            if p.touched < oldest:
+            if p.touched < idle:
                 self._payers.pop(run_id, None)
+
+    def _drop_oldest_payers(self) -> None:
+        """Forget the oldest quarter of the payers (lock held)."""
+        by_age = sorted(self._payers.items(), key=lambda kv: kv[1].touched)
+        for run_id, _ in by_age[: len(by_age) // 4 + 1]:
+            self._payers.pop(run_id, None)
 
     def _note(self, run_id: UUID, kwargs: Mapping[str, Any]) -> None:
         """Record the payer of a chain run (or the router's run) for the runs inside it: each
@@ -750,10 +780,10 @@ class _BudgetHandler:
                 return
             payer = _outer_first(_fields(current_attribution()), own)
         else:
-            outer.touched = now
+            outer.touch(now)
             payer = _outer_first(outer.payer, _fields(current_attribution()), own)
-        self._payers[run_id] = _Payer(payer, now)
-        if now >= self._sweep_at:
+        self._payers[run_id] = _Payer(payer, now, outer)
+        if now >= self._sweep_at or len(self._payers) >= _MAX_OPEN:
             with self._lock:
                 self._sweep(now)
 

@@ -5,6 +5,8 @@ nested runs. Real LangChain runs on fake chat models, checked against the ledger
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,23 +222,26 @@ class Slow(GenericFakeChatModel):
 
 
 def test_cancelled_async_calls_are_forgotten_once_their_lease_is_over(tmp_path: Path) -> None:
-    """LangChain never ends a cancelled ``ainvoke``: its run is dropped with its lease, when later
-    calls start, instead of being held by a long-lived handler forever."""
+    """LangChain never ends a cancelled ``ainvoke``: its run is dropped once idle for ten leases,
+    when later calls start, instead of being held by a long-lived handler forever."""
     ledger = make_ledger(tmp_path, lease_seconds=0.05)
     handler = AsyncBudgetCallbackHandler(ledger, model="gpt-4o-mini", user="u")
-    slow, fast = Slow(), GenericFakeChatModel(messages=iter([reply()]))
+    slow, fast = Slow(), GenericFakeChatModel(messages=iter([reply(), reply()]))
 
     async def main() -> None:
         for i in range(30):
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(slow.ainvoke(f"question {i}", config={"callbacks": [handler]}), 0.001)
         assert 0 < len(handler._runs) <= 30
-        await asyncio.sleep(0.12)  # every lease is over (and the handler's once-a-lease sweep is due)
+        await asyncio.sleep(0.12)  # every lease is over: the runs are kept for ten leases
+        await fast.ainvoke("one more", config={"callbacks": [handler]})
+        assert 0 < len(handler._runs) <= 30
+        await asyncio.sleep(0.5)  # ten leases idle (and the handler's once-a-lease sweep is due)
         await fast.ainvoke("one more", config={"callbacks": [handler]})
 
     asyncio.run(main())
     assert handler._runs == {}
-    assert total(ledger, "requests") == 1
+    assert total(ledger, "requests") == 2
 
 
 @pytest.mark.parametrize("fails", [False, True])
@@ -437,4 +442,50 @@ def test_an_outer_runs_payer_wins_inside_a_tool_and_a_retriever(tmp_path: Path, 
     chain = RunnableLambda(lambda x: lookup.invoke(x)) | Rewriting()
     chain.invoke("hi", config={"callbacks": [handler], "metadata": OUTER})
     assert rows(ledger)["support/u-outer/gpt-4o-mini"]["requests"] == 2
+    assert handler._payers == {}
+
+
+class SlowSync(GenericFakeChatModel):
+    """Answers after ``delay`` seconds, without streaming."""
+
+    delay: float = 0.0
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        time.sleep(self.delay)
+        return super()._generate(*args, **kwargs)
+
+
+def test_a_call_running_longer_than_a_lease_is_still_charged(tmp_path: Path) -> None:
+    """Other calls starting while it runs do not make the handler forget it (the ledger takes a
+    late commit of an expired reservation)."""
+    ledger = make_ledger(tmp_path, lease_seconds=0.05)
+    handler = BudgetCallbackHandler(ledger, model="gpt-4o", user="u")
+    config: RunnableConfig = {"callbacks": [handler]}
+    slow = SlowSync(messages=iter([reply()]), delay=0.3)
+    GenericFakeChatModel(messages=iter([reply()])).invoke("warm", config=config)
+    worker = threading.Thread(target=slow.invoke, args=("a long question",), kwargs={"config": config})
+    worker.start()
+    time.sleep(0.15)  # three leases: the slow call has not ended
+    GenericFakeChatModel(messages=iter([reply()])).invoke("another call", config=config)
+    worker.join()
+    assert total(ledger, "requests") == 3
+    assert handler._runs == {}
+
+
+def test_a_chain_keeps_its_payer_while_model_calls_inside_it_go_on(tmp_path: Path) -> None:
+    """Model runs inside a chain keep its payer in use: a chain longer than ten leases whose
+    calls name another user is still charged to the chain's user."""
+    handler = BudgetCallbackHandler(make_ledger(tmp_path, lease_seconds=0.05), model="gpt-4o", feature="f")
+    model = GenericFakeChatModel(messages=iter([reply() for _ in range(5)])).with_config(
+        metadata={"user": "service-account"}
+    )
+
+    def work(x: str) -> str:
+        for i in range(5):  # five calls over 0.9 s: eighteen leases
+            model.invoke(f"step {i}")
+            time.sleep(0.18)
+        return x
+
+    RunnableLambda(work).invoke("go", config={"callbacks": [handler], "metadata": {"user": "alice"}})
+    assert {k: v["requests"] for k, v in rows(handler.ledger).items()} == {"f/alice/gpt-4o": 5}
     assert handler._payers == {}
