@@ -23,9 +23,12 @@ embedding the app asks for itself (fitting a classifier, calling :meth:`Embedder
 charged as the app's own call. The tokens are those the provider reported
 (a callable returning an OpenAI-shaped reply: ``data`` and ``usage``), else the texts counted with
 the model's tokenizer and flagged ``estimated``. A model the registry does not know is recorded
-unpriced (never $0, never an error for the caller); a model running locally (Hugging Face,
-sentence-transformers, FastEmbed, Ollama, llama.cpp, a fake) and :class:`HashingEmbedder` cost
-nothing and record nothing.
+unpriced (never $0, never an error for the caller); a model running locally (sentence-transformers,
+including LangChain's ``HuggingFaceEmbeddings`` / ``HuggingFaceBgeEmbeddings`` and LlamaIndex's
+``HuggingFaceEmbedding``, FastEmbed, Ollama, llama.cpp, a fake) and :class:`HashingEmbedder` cost
+nothing and record nothing. Hugging Face's hosted endpoints (``HuggingFaceEndpointEmbeddings``,
+``HuggingFaceInferenceAPIEmbedding(s)``, a ``huggingface_hub`` ``InferenceClient``,
+``TextEmbeddingsInference``) are billed: recorded like any paid model.
 """
 
 from __future__ import annotations
@@ -193,16 +196,39 @@ class HashingEmbedder:
         return self.embed(texts)
 
 
-_LOCAL = ("huggingface", "sentence_transformers", "fastembed", "ollama", "llamacpp", "llama_cpp", "gpt4all")
-"""Modules of embedding models that run on the caller's machine: they cost nothing."""
+_LOCAL_MODULES = (
+    "sentence_transformers", "fastembed", "ollama", "llamacpp", "llama_cpp", "gpt4all",
+    "optimum", "openvino", "itrex",
+)  # fmt: skip
+"""Modules of embedding runtimes that run on the caller's machine: they cost nothing."""
+_LOCAL_CLASSES = frozenset((
+    # LangChain (langchain_huggingface, langchain_community): sentence-transformers in process
+    "huggingfaceembeddings", "huggingfacebgeembeddings", "huggingfaceinstructembeddings",
+    "sentencetransformerembeddings", "selfhostedhuggingfaceembeddings",  # (the caller's own hardware)
+    "selfhostedhuggingfaceinstructembeddings",
+    "huggingfaceembedding",  # LlamaIndex (llama-index-embeddings-huggingface), in process
+))  # fmt: skip
+"""Class names (casefolded) of Hugging Face models run locally. Other Hugging Face classes are
+not assumed local: the hosted Inference API and Endpoints bill their calls."""
+_HOSTED = ("endpoint", "inferenceapi", "inferenceclient", "huggingfacehub", "textembeddingsinference")
+"""Parts of class names of hosted endpoints (Hugging Face's Inference API and Inference
+Endpoints, a Text Embeddings Inference server): paid, whatever their module or base class."""
 _FAKE = ("fake", "mock")
 """Class names of test doubles: they cost nothing either."""
 
 
 def _runs_locally(host: object) -> bool:
-    cls = type(host)
-    module, name = (cls.__module__ or "").casefold(), cls.__name__.casefold()
-    return any(m in module for m in _LOCAL) or any(f in name for f in _FAKE)
+    """Whether ``host``'s calls run on the caller's machine: decided by its class, else by the
+    nearest base class that says (a subclass of ``HuggingFaceEmbeddings`` runs locally too)."""
+    if any(f in type(host).__name__.casefold() for f in _FAKE):
+        return True
+    for cls in type(host).__mro__:
+        module, name = (cls.__module__ or "").casefold(), cls.__name__.casefold()
+        if any(h in name for h in _HOSTED):
+            return False
+        if name in _LOCAL_CLASSES or any(m in module for m in _LOCAL_MODULES):
+            return True
+    return False
 
 
 class _Wrapped:
@@ -352,8 +378,9 @@ def as_embedder(
             ``model_name`` / ``model``, or the model a callable's reply names; without one,
             nothing is recorded).
         paid: Whether the calls cost money (default: they do unless the model runs locally: a
-            Hugging Face, sentence-transformers, FastEmbed, Ollama, llama.cpp or GPT4All class,
-            or a fake / mock).
+            sentence-transformers (LangChain ``HuggingFaceEmbeddings``, LlamaIndex
+            ``HuggingFaceEmbedding``), FastEmbed, Ollama, llama.cpp or GPT4All class, or a fake /
+            mock; Hugging Face's hosted Inference API, Endpoints and TEI are paid).
 
     Raises:
         InvalidInputError: ``obj`` is none of these, or ``ledger`` is not a ``Ledger``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tokenbudget_core import InvalidInputError
+from tokenbudget_core import InvalidInputError, Ledger
 from tokenbudget_core.embeddings import HashingEmbedder, as_embedder, cosine, normalize_text
 
 
@@ -100,3 +100,69 @@ def test_bad_embedders_and_inputs_are_named() -> None:
         HashingEmbedder(dim=8)
     with pytest.raises(InvalidInputError, match="differ in size"):
         cosine([1.0, 0.0], [1.0])
+
+
+def _host(module: str, name: str, *, model: str, llamaindex: bool = False, base: type = object) -> object:
+    """A stand-in for a host framework's embedding class: its real module and class name."""
+
+    def embed(self: object, texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0, 0.5] for _ in texts]
+
+    method = "get_text_embedding_batch" if llamaindex else "embed_documents"
+    cls = type(name, (base,), {method: embed, "model_name": model, "__module__": module})
+    return cls()
+
+
+HOSTED = [  # Hugging Face's Inference API and Inference Endpoints, a TEI server: billed
+    ("langchain_huggingface.embeddings.huggingface_endpoint", "HuggingFaceEndpointEmbeddings", False),
+    ("langchain_community.embeddings.huggingface", "HuggingFaceInferenceAPIEmbeddings", False),
+    ("langchain_community.embeddings.huggingface_hub", "HuggingFaceHubEmbeddings", False),
+    ("llama_index.embeddings.huggingface_api.base", "HuggingFaceInferenceAPIEmbedding", True),
+    ("llama_index.embeddings.huggingface.base", "HuggingFaceInferenceAPIEmbedding", True),  # older home
+    ("llama_index.embeddings.text_embeddings_inference.base", "TextEmbeddingsInference", True),
+]
+LOCAL = [  # sentence-transformers and friends, in process
+    ("langchain_huggingface.embeddings.huggingface", "HuggingFaceEmbeddings", False),
+    ("langchain_community.embeddings.huggingface", "HuggingFaceEmbeddings", False),
+    ("langchain_community.embeddings.huggingface", "HuggingFaceBgeEmbeddings", False),
+    ("langchain_community.embeddings.huggingface", "HuggingFaceInstructEmbeddings", False),
+    ("llama_index.embeddings.huggingface.base", "HuggingFaceEmbedding", True),
+    ("llama_index.embeddings.huggingface_optimum.base", "OptimumEmbedding", True),
+    ("llama_index.embeddings.fastembed.base", "FastEmbedEmbedding", True),
+    ("langchain_ollama.embeddings", "OllamaEmbeddings", False),
+]
+
+
+def _recorded(embedder: object) -> dict[str, dict[str, int]]:
+    """What a ledger holds after one call of ``embedder`` through it."""
+    ledger = Ledger("memory://")
+    as_embedder(embedder, ledger=ledger).embed(["a paid embedding call"])
+    return {r.rollup_key: r.values for r in ledger.store.rollup([ledger.day()])}
+
+
+@pytest.mark.parametrize(("module", "name", "llamaindex"), HOSTED)
+def test_hosted_hugging_face_endpoints_are_recorded(module: str, name: str, llamaindex: bool) -> None:
+    """The reviewer's case: any module naming "huggingface" was taken for a local model, so the
+    hosted endpoints' billed calls were never recorded."""
+    unknown = _recorded(_host(module, name, model="BAAI/bge-small-en-v1.5", llamaindex=llamaindex))
+    row = unknown["//BAAI%2Fbge-small-en-v1.5"]  # (the key percent-encoded)
+    assert (row["requests"], row["unpriced"], row["cost_nanos"], row["estimated"]) == (1, 1, 0, 1)
+    priced = _recorded(_host(module, name, model="text-embedding-3-small", llamaindex=llamaindex))
+    assert priced["//text-embedding-3-small"]["cost_nanos"] > 0
+
+
+@pytest.mark.parametrize(("module", "name", "llamaindex"), LOCAL)
+def test_local_models_record_nothing(module: str, name: str, llamaindex: bool) -> None:
+    assert _recorded(_host(module, name, model="text-embedding-3-small", llamaindex=llamaindex)) == {}
+
+
+def test_a_subclass_is_what_its_nearest_known_base_is() -> None:
+    local = type(_host("langchain_huggingface.embeddings.huggingface", "HuggingFaceEmbeddings", model="m"))
+    hosted = type(
+        _host("langchain_community.embeddings.huggingface", "HuggingFaceInferenceAPIEmbeddings", model="m")
+    )
+    mine = _host("myapp.embeddings", "MyEmbeddings", model="text-embedding-3-small", base=local)
+    assert _recorded(mine) == {}
+    billed = _host("myapp.embeddings", "MyEmbeddings", model="text-embedding-3-small", base=hosted)
+    assert list(_recorded(billed)) == ["//text-embedding-3-small"]
+    assert list(_recorded(_host("acme.embed", "AcmeEmbeddings", model="text-embedding-3-small")))
