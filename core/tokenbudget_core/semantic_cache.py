@@ -15,7 +15,10 @@ with its score and the matched prompt, so every hit can be audited.
 ``shadow=True`` looks up and logs would-be hits (``served=False``, logger
 ``tokenbudget.cache``) without serving them, to measure the false-hit rate before turning
 hits on. Embedding calls run inside :func:`~tokenbudget_core.attribution.overhead` ``("cache")``:
-with a ``ledger``, each call of a paid embedding model is recorded there as that overhead.
+with a ``ledger``, each call of a paid embedding model is recorded there as that overhead. A
+miss is embedded once: the vector :meth:`SemanticCache.lookup` made is kept (a few hundred, the
+latest, per cache) for the :meth:`SemanticCache.store` of the same text that follows, never for
+another embedder.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,6 +50,52 @@ if TYPE_CHECKING:
 __all__ = ["SemanticCache"]
 
 logger = logging.getLogger("tokenbudget.cache")
+
+
+class _VectorMemo:
+    """The vectors of the texts lookups embedded lately, each taken out by the store of the same
+    text that follows a miss: the text is embedded (and paid for) once.
+
+    Keyed by the text's SHA-256; each vector kept with the embedder that made it (the object, not
+    its ``id``, which a new embedder could reuse) and given back only to that very embedder.
+    Bounded: past ``size`` vectors, the least recently kept is dropped (its store embeds again,
+    as it would without the memo). Thread-safe; a forked child gets a fresh lock.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._vectors: OrderedDict[bytes, tuple[Embedder, Vectors]] = OrderedDict()
+        self._lock = threading.Lock()
+        _MEMOS.add(self)
+
+    def keep(self, embedder: Embedder, text: str, vector: Vectors) -> None:
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        with self._lock:
+            self._vectors[key] = (embedder, vector)
+            self._vectors.move_to_end(key)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+    def take(self, embedder: Embedder, text: str) -> Vectors | None:
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        with self._lock:
+            kept = self._vectors.pop(key, None)
+        return kept[1] if kept is not None and kept[0] is embedder else None
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it: it did not come along
+
+
+_MEMOS: weakref.WeakSet[_VectorMemo] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for memo in list(_MEMOS):
+        memo._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; there is no fork elsewhere
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SemanticCache(ResponseCacheBase):
@@ -149,6 +202,7 @@ class SemanticCache(ResponseCacheBase):
         if not isinstance(match_history, bool):
             raise InvalidInputError("match_history", "must be True or False", value=match_history)
         self.match_history = match_history
+        self._memo = _VectorMemo()
 
     # -- the steps -------------------------------------------------------------------------------
 
@@ -245,6 +299,12 @@ class SemanticCache(ResponseCacheBase):
             "guard": reason,
         }
 
+    def _kept(self, embedder: Embedder, text: str, vector: Vectors, hit: CacheHit | None) -> CacheHit | None:
+        """``hit``, after keeping ``vector`` for the store of a lookup that served nothing."""
+        if hit is None or not hit.served:
+            self._memo.keep(embedder, text, vector)
+        return hit
+
     def _search(self, where: CacheScope, partition: str, vector: Vectors) -> list[VectorMatch]:
         none: list[VectorMatch] = []
         return self._safely(
@@ -285,10 +345,12 @@ class SemanticCache(ResponseCacheBase):
         if request.opaque:
             return self._lookup_exact(request, where, served=not self.shadow)
         text = self._text(request)
+        embedder = self.embedder
         with overhead("cache"):
-            vector = self._row(self.embedder.embed([text]))
+            vector = self._row(embedder.embed([text]))
         partition = self.partition(request, dimensions=vector.shape[0])
-        return self._choose(request, where, text, self._search(where, partition, vector))
+        found = self._choose(request, where, text, self._search(where, partition, vector))
+        return self._kept(embedder, text, vector, found)
 
     def store(
         self, request: CacheRequest, response: CachedResponse, *, scope: CacheScope | None = None
@@ -307,8 +369,10 @@ class SemanticCache(ResponseCacheBase):
         text = self._text(request)
         if self._refused(request, response):
             return False
-        with overhead("cache"):
-            vector = self._row(self.embedder.embed([text]))
+        vector = self._memo.take(self.embedder, text)
+        if vector is None:
+            with overhead("cache"):
+                vector = self._row(self.embedder.embed([text]))
         partition, key = self.partition(request, dimensions=vector.shape[0]), request.digest()
         payload = self._entry(request, response, where, text, partition)
         if payload is None:
@@ -328,12 +392,14 @@ class SemanticCache(ResponseCacheBase):
             )
             return exact
         text = self._text(request)
+        embedder = self.embedder
         with overhead("cache"):
-            vector = self._row(await self.embedder.aembed([text]))
+            vector = self._row(await embedder.aembed([text]))
         partition = self.partition(request, dimensions=vector.shape[0])
 
         def find() -> CacheHit | None:
-            return self._choose(request, where, text, self._search(where, partition, vector))
+            found = self._choose(request, where, text, self._search(where, partition, vector))
+            return self._kept(embedder, text, vector, found)
 
         hit: CacheHit | None = await self._async(find)
         return hit
@@ -350,8 +416,10 @@ class SemanticCache(ResponseCacheBase):
         text = self._text(request)
         if self._refused(request, response):
             return False
-        with overhead("cache"):
-            vector = self._row(await self.embedder.aembed([text]))
+        vector = self._memo.take(self.embedder, text)
+        if vector is None:
+            with overhead("cache"):
+                vector = self._row(await self.embedder.aembed([text]))
         partition, key = self.partition(request, dimensions=vector.shape[0]), request.digest()
         payload = self._entry(request, response, where, text, partition)
         if payload is None:

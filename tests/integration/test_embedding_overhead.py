@@ -57,6 +57,11 @@ class _EmbeddingsHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if "inputs" in body:  # Hugging Face (Inference API, Endpoints, TEI): a bare list of vectors
+            texts = body["inputs"] if isinstance(body["inputs"], list) else [body["inputs"]]
+            self.server.inputs.append(texts)
+            self._send([_vector(json.dumps(text)) for text in texts])
+            return
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         self.server.inputs.append(inputs)
         data = [
@@ -70,6 +75,9 @@ class _EmbeddingsHandler(BaseHTTPRequestHandler):
             "model": body["model"],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+        self._send(payload)
+
+    def _send(self, payload: object) -> None:
         raw = json.dumps(payload).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -92,7 +100,7 @@ def _vector(text: str) -> list[float]:
 
 @pytest.fixture
 def embeddings_server() -> Iterator[_EmbeddingsServer]:
-    """A loopback OpenAI ``/v1/embeddings`` endpoint."""
+    """A loopback OpenAI ``/v1/embeddings`` endpoint (answering Hugging Face's ``inputs`` too)."""
     server = _EmbeddingsServer(("127.0.0.1", 0), _EmbeddingsHandler)
     server.inputs = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -154,11 +162,11 @@ def test_the_semantic_cache_behind_a_langchain_model_charges_its_embeddings_as_o
         for q in questions:
             model.invoke(q, config={"callbacks": [handler]})
     embedded = rows(ledger)[f"support/u-1/{EMBEDDING}"]
-    # Each question embedded twice (a lookup, then the store of the miss's answer).
-    tokens = 2 * sum(len(CL100K.encode(q)) for q in questions)
-    assert (embedded["requests"], embedded["input_tokens"], embedded["output_tokens"]) == (4, tokens, 0)
+    # Each question embedded once: its lookup's vector is the one the miss's answer is stored under.
+    tokens = sum(len(CL100K.encode(q)) for q in questions)
+    assert (embedded["requests"], embedded["input_tokens"], embedded["output_tokens"]) == (2, tokens, 0)
     assert embedded["cost_nanos"] == embedded["overhead_nanos"] == nanos(tokens) > 0
-    assert embedded["estimated"] == 4  # counted: LangChain's Embeddings report no usage
+    assert embedded["estimated"] == 2  # counted: LangChain's Embeddings report no usage
     totals = build_report(ledger, last_days=1).totals
     assert totals.overhead_usd == Decimal(nanos(tokens)) / 10**9
     assert rows(ledger)["support/u-1/gpt-4o-mini"]["overhead_nanos"] == 0
@@ -180,6 +188,62 @@ def test_langchain_openai_embeddings_over_http_are_counted_with_their_tokenizer(
     tokens = len(CL100K.encode(question))
     assert (row["requests"], row["input_tokens"], row["estimated"]) == (1, tokens, 1)
     assert row["overhead_nanos"] == nanos(tokens)
+
+
+async def test_a_miss_and_the_store_of_its_answer_are_one_embedding_call(
+    tmp_path: Path, embeddings_server: _EmbeddingsServer
+) -> None:
+    """The reviewer's case: the store after a miss sent the same text to the provider again, so
+    the ledger showed two paid overhead calls per miss."""
+    ledger = make_ledger(tmp_path)
+    embeddings = OpenAIEmbeddings(
+        model=EMBEDDING, base_url=base_url(embeddings_server), api_key=SecretStr("t")
+    )
+    cache = SemanticCache(embedder=embeddings, ledger=ledger)
+    answer = CachedResponse(content="Settings > Export.", model="gpt-4o-mini", usage=Usage(output_tokens=4))
+    with attribute(feature="support", user="u-6"):
+        assert cache.lookup(ask("How do I export my workspace?")) is None
+        assert cache.store(ask("How do I export my workspace?"), answer)
+        assert await cache.alookup(ask("Where do I change my password?")) is None
+        assert await cache.astore(ask("Where do I change my password?"), answer)
+        hit = cache.lookup(ask("How do I export my workspace?"))  # the stored vector is served
+    assert hit is not None
+    assert hit.score == pytest.approx(1.0)
+    assert len(embeddings_server.inputs) == 3  # two misses, one hit: nothing embedded again to store
+    row = rows(ledger)[f"support/u-6/{EMBEDDING}"]
+    tokens = sum(
+        len(CL100K.encode(q)) for q in ("How do I export my workspace?", "Where do I change my password?")
+    )
+    tokens += len(CL100K.encode("How do I export my workspace?"))
+    assert (row["requests"], row["input_tokens"], row["overhead_nanos"]) == (3, tokens, nanos(tokens))
+    assert build_report(ledger, last_days=1).totals.overhead_requests == 3
+
+
+async def test_a_hugging_face_inference_client_is_charged(
+    tmp_path: Path, embeddings_server: _EmbeddingsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reviewer's case: hosted Hugging Face inference (the Inference API, Inference
+    Endpoints, a TEI server: ``huggingface_hub``'s client, which LangChain's and LlamaIndex's
+    endpoint classes call) bills each call, but any module naming "huggingface" was taken for a
+    local model and nothing was recorded. An unpriced model is recorded unpriced."""
+    import huggingface_hub
+    from huggingface_hub import AsyncInferenceClient, InferenceClient
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # a loopback server
+    host, port = embeddings_server.server_address[:2]
+    url = f"http://{host!s}:{port}"
+    client, aclient = InferenceClient(base_url=url, token="t"), AsyncInferenceClient(base_url=url, token="t")
+    model = "BAAI/bge-small-en-v1.5"
+    ledger = make_ledger(tmp_path)
+    with attribute(feature="search"):
+        vectors = as_embedder(client.feature_extraction, model=model, ledger=ledger).embed(["a", "b c"])
+        avectors = await as_embedder(aclient.feature_extraction, model=model, ledger=ledger).aembed(["d"])
+    assert (vectors.shape, avectors.shape) == ((2, 16), (1, 16))
+    assert embeddings_server.inputs == [["a", "b c"], ["d"]]
+    row = rows(ledger)["search//BAAI%2Fbge-small-en-v1.5"]
+    assert (row["requests"], row["unpriced"], row["cost_nanos"], row["estimated"]) == (2, 2, 0, 2)
+    await aclient.close()
+    client.close()
 
 
 async def test_an_openai_sdk_reply_is_charged_the_tokens_it_reports(

@@ -15,6 +15,7 @@ from tokenbudget_core.attribution import current_attribution
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope
 from tokenbudget_core.cache_stores.memory import MemoryCacheStore
 from tokenbudget_core.cached_response import CachedResponse
+from tokenbudget_core.embeddings import as_embedder
 from tokenbudget_core.response_cache import ExactCache
 from tokenbudget_core.semantic_cache import SemanticCache
 
@@ -438,3 +439,118 @@ def test_a_real_sentence_embedding_model_matches_paraphrases(monkeypatch: pytest
         )
         is None
     )
+
+
+class _Counting:
+    """An embedder counting the texts it embeds (vectors of the hashing embedder, or all one)."""
+
+    def __init__(self, name: str = "counting", *, constant: bool = False) -> None:
+        self.name, self.constant = name, constant
+        self.texts: list[str] = []
+        self._hashing = HashingEmbedder(dim=64)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        if self.constant:
+            return np.ones((len(texts), 64), dtype=np.float32) / 8.0
+        return self._hashing.embed(texts)
+
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)
+
+
+async def test_a_miss_is_embedded_once_for_its_lookup_and_the_store_that_follows() -> None:
+    """The reviewer's case: the store after a miss embedded (and paid for) the same text again."""
+    embedder = _Counting()
+    cache = SemanticCache(embedder=embedder)
+    assert cache.lookup(ask("How do I reset my password?"), scope=T) is None
+    assert cache.store(ask("How do I reset my password?"), answer(), scope=T)
+    assert embedder.texts == ["How do I reset my password?"]
+    assert await cache.alookup(ask("What is a token?"), scope=T) is None
+    assert await cache.astore(ask("What is a token?"), answer("A piece of text."), scope=T)
+    assert embedder.texts == ["How do I reset my password?", "What is a token?"]
+    hit = cache.lookup(ask("how do I reset my password"), scope=T)  # what was stored is served
+    assert hit is not None
+    assert hit.score == pytest.approx(1.0)
+    # The vector serves one store: a second store, or one after a served hit, embeds again.
+    assert cache.store(ask("How do I reset my password?"), answer(), scope=T)
+    assert cache.store(ask("how do I reset my password"), answer(), scope=T)
+    assert embedder.texts[2:] == [
+        "how do I reset my password",  # the lookup that hit
+        "How do I reset my password?",
+        "how do I reset my password",
+    ]
+
+
+def test_a_paid_miss_is_one_embedding_call_in_the_ledger() -> None:
+    def paid(texts: list[str]) -> dict[str, object]:
+        data = [{"embedding": [1.0, float(len(t) % 7), 0.5]} for t in texts]
+        return {"data": data, "usage": {"prompt_tokens": 8 * len(texts)}}
+
+    ledger = Ledger("memory://")
+    cache = SemanticCache(embedder=as_embedder(paid, model="text-embedding-3-small"), ledger=ledger)
+    with attribute(feature="qa", user="alice"):
+        for question in ("How do I reset my password?", "Where is my invoice?"):
+            assert cache.lookup(ask(question), scope=T) is None
+            assert cache.store(ask(question), answer(), scope=T)
+    totals = build_report(ledger).totals
+    assert (totals.requests, totals.overhead_requests, totals.input_tokens) == (2, 2, 16)
+
+
+def test_a_looked_up_vector_is_never_stored_for_another_embedder() -> None:
+    first, second = _Counting("first", constant=True), _Counting("second")
+    cache = SemanticCache(embedder=first)
+    assert cache.lookup(ask("What is a token?"), scope=T) is None
+    cache.embedder = second  # reconfigured between the lookup and the store
+    assert cache.store(ask("What is a token?"), answer(), scope=T)
+    assert (first.texts, second.texts) == (["What is a token?"], ["What is a token?"])
+    hit = cache.lookup(ask("What is a token?"), scope=T)
+    assert hit is not None
+    assert hit.score == pytest.approx(1.0)  # the second embedder's vector was stored
+    # The same name is not the same embedder either: an embedder object's own vectors only.
+    again = _Counting("first", constant=True)
+    cache.embedder = first
+    assert cache.lookup(ask("What is not a token?"), scope=T) is None
+    cache.embedder = again
+    assert cache.store(ask("What is not a token?"), answer(), scope=T)
+    assert again.texts == ["What is not a token?"]
+
+
+def test_the_kept_vectors_are_bounded_and_the_oldest_is_embedded_again() -> None:
+    embedder = _Counting()
+    cache = SemanticCache(embedder=embedder)
+    questions = [f"question number {i}" for i in range(cache._memo.size + 1)]
+    for q in questions:
+        assert cache.lookup(ask(q), scope=T) is None
+    assert cache.store(ask(questions[-1]), answer(), scope=T)  # still kept
+    assert cache.store(ask(questions[0]), answer(), scope=T)  # dropped: embedded again
+    assert embedder.texts == [*questions, questions[0]]
+    assert len(cache._memo._vectors) == cache._memo.size - 1
+
+
+def test_lookups_and_stores_from_many_threads_embed_each_text_once() -> None:
+    import threading
+
+    embedder = _Counting()
+    cache = SemanticCache(embedder=embedder)
+    errors: list[BaseException] = []
+
+    def work(thread: int) -> None:
+        try:
+            for i in range(40):
+                q = f"thread {thread} asks question {i}"
+                assert cache.lookup(ask(q), scope=T) is None
+                assert cache.store(ask(q), answer(q), scope=T)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(embedder.texts) == len(set(embedder.texts)) == 8 * 40
+    hit = cache.lookup(ask("thread 3 asks question 7"), scope=T)
+    assert hit is not None
+    assert hit.response.content == "thread 3 asks question 7"
