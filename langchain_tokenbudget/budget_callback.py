@@ -47,9 +47,9 @@ What is counted and charged:
 Claude streams: langchain-anthropic puts the *running total* of each ``message_delta`` on a
 chunk, and LangChain adds chunks up, so the aggregated ``usage_metadata`` of a streamed
 Claude reply overstates its usage. The handler keeps the latest running total instead. That
-total reports cache writes without their 1h/5m split: they are charged at the longest TTL the
+total reports cache writes without their 1h/5m split: they are charged at the TTL the
 request's ``cache_control`` markers name (``usage_from_langchain(..., marked_ttl=)``), as
-Anthropic bills them.
+Anthropic bills them; a request marking both TTLs is charged 5m writes, flagged estimated.
 
 Who pays: the feature, user and conversation of the outermost run that names them (its
 metadata or tags) win over inner ones (a model built with ``metadata=``, a nested call's own
@@ -107,7 +107,7 @@ from tokenbudget_core.errors import (
     TokenBudgetError,
 )
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
-from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
+from tokenbudget_core.prompt_caching import CacheMarks, cache_marks_of, longest_ttl
 from tokenbudget_core.routing import premium_model_of, routed_call
 from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
@@ -210,13 +210,15 @@ def first(kind: type[T], keys: Sequence[str], *sources: Mapping[str, Any]) -> T 
     return None
 
 
-def cache_writes_in(messages: Iterable[BaseMessage], *settings: object) -> Ttl | None:
-    """The longest prompt-cache TTL marked (``cache_control``) in the messages' content blocks or
-    in ``settings`` (tools, the call's ``cache_control`` option): the ledger prices the call's
-    worst case at that write rate. Plain-text messages cost no scan."""
+def cache_writes_in(messages: Iterable[BaseMessage], *settings: object) -> CacheMarks | None:
+    """The prompt-cache TTLs marked (``cache_control``) in the messages' content blocks or in
+    ``settings`` (tools, the call's ``cache_control`` option), as
+    :func:`~tokenbudget_core.prompt_caching.cache_marks_of` tells them: the ledger prices the
+    call's worst case at the longest one's write rate (``longest_ttl``), and unsplit writes of
+    a reply at the one marked (``"mixed"``: 5m, flagged). Plain-text messages cost no scan."""
     parts: list[object] = [m.content for m in messages if type(m.content) is not str]
     parts += [s for s in settings if s]
-    return cache_writes_of(parts) if parts else None
+    return cache_marks_of(parts) if parts else None
 
 
 def is_function_tool(tool: Mapping[str, Any]) -> bool:
@@ -260,13 +262,16 @@ def reply_text(messages: Sequence[BaseMessage]) -> str:
 
 
 def reported(
-    replies: Sequence[BaseMessage], totals: Sequence[Mapping[str, Any]] = (), *, marked_ttl: Ttl | None = None
+    replies: Sequence[BaseMessage],
+    totals: Sequence[Mapping[str, Any]] = (),
+    *,
+    marked_ttl: CacheMarks | None = None,
 ) -> Usage | None:
     """What the provider reported: Claude's latest running totals, else the first reply's ``usage_metadata``.
 
     (With ``n`` > 1 choices every reply carries the whole call's usage: it is counted once.)
     A running total reports its cache writes without the 1h/5m split: they are charged at
-    ``marked_ttl``, the longest TTL the request's ``cache_control`` markers named (the core's
+    ``marked_ttl``, the TTLs the request's ``cache_control`` markers named (the core's
     rule, :func:`~tokenbudget_core.usage_sources.usage_from_langchain`).
     """
     if totals:  # one per Claude stream that finished
@@ -347,9 +352,9 @@ class _Run:
     total: dict[str, Any] | None = None
     premium_model: str | None = None
     """The routed call's premium model (from the run's metadata, or the route in force)."""
-    ttl: Ttl | None = None
-    """The longest TTL of the request's ``cache_control`` markers: the TTL of cache writes that
-    a running total reports without a split."""
+    ttl: CacheMarks | None = None
+    """The TTLs of the request's ``cache_control`` markers: the TTL of cache writes that a
+    running total reports without a split (``mixed``: 5m, flagged)."""
     streamed: list[str] | None = None
     """The text streamed so far (``on_llm_new_token``): estimates the output of a stream that
     breaks off on the ``generate()`` path, whose ``on_llm_error`` carries no partial reply."""
@@ -575,7 +580,7 @@ class _BudgetHandler:
         return n
 
     @staticmethod
-    def _args(call: _Call, input_tokens: int, ttl: Ttl | None) -> dict[str, Any]:
+    def _args(call: _Call, input_tokens: int, ttl: CacheMarks | None) -> dict[str, Any]:
         return {
             "model": call.model,
             "input_tokens": input_tokens,
@@ -584,7 +589,7 @@ class _BudgetHandler:
             "user": call.user,
             "conversation": call.conversation,
             "choices": call.choices,
-            "cache_writes": ttl,
+            "cache_writes": longest_ttl(ttl),
         }
 
     def _reserve(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
@@ -694,7 +699,7 @@ class _BudgetHandler:
         run_id: UUID,
         call: _Call,
         reservation: Reservation,
-        ttl: Ttl | None,
+        ttl: CacheMarks | None,
         seq: int,
         kwargs: Mapping[str, Any],
         batch: _Batch | None,
@@ -961,7 +966,7 @@ def _model_named(
     return first(str, MODEL_KEYS, params, built) or first(str, ["ls_model_name"], meta)
 
 
-def _cache_writes(inputs: Inputs, kwargs: Mapping[str, Any]) -> Ttl | None:
+def _cache_writes(inputs: Inputs, kwargs: Mapping[str, Any]) -> CacheMarks | None:
     """:func:`cache_writes_in` of a callback's chat messages and invocation parameters."""
     if isinstance(inputs[0], str):  # a completion model's prompts: no markers
         return None

@@ -7,8 +7,9 @@ committed after it, and a call that fails is settled by the ledger's rule
 (:meth:`~tokenbudget_core.ledger.Ledger.settle` with ``failed=True``): released when nothing came
 back, charged a flagged estimate (the counted input plus the text it streamed) when a stream
 broke off after output, which the provider bills. A streamed Claude reply reports its
-prompt-cache writes without the 5-minute/1-hour split: they are charged at the longest TTL the
-request's ``cache_control`` markers name, as Anthropic bills them (the core's rule,
+prompt-cache writes without the 5-minute/1-hour split: they are charged at the TTL the
+request's ``cache_control`` markers name, as Anthropic bills them (5m, flagged, when both are
+marked; the core's rule,
 :func:`~tokenbudget_core.usage_sources.usage_from_langchain`'s ``marked_ttl``). The ledger decides
 prices, the per-user/feature/day limits and who pays; the middleware translates. Content the
 core cannot represent (a PDF or other file block, audio, a server-tool result in the history)
@@ -61,7 +62,7 @@ from tokenbudget_core.errors import (
 from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
-from tokenbudget_core.prompt_caching import Ttl
+from tokenbudget_core.prompt_caching import CacheMarks, longest_ttl
 from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
 
 from ._bridge import core_tools
@@ -143,7 +144,7 @@ class _RunningTotals(BaseCallbackHandler):
                 m for g in generations if isinstance(m := getattr(g, "message", None), BaseMessage)
             )
 
-    def settle_args(self, route: RouteDecision | None, marked_ttl: Ttl | None) -> dict[str, Any]:
+    def settle_args(self, route: RouteDecision | None, marked_ttl: CacheMarks | None) -> dict[str, Any]:
         """``settle()``'s arguments for a call that failed: the usage its finished runs reported
         (the provider billed them), else ``None`` and the text streamed so far."""
         usage = reported(self.replies, self.finished, marked_ttl=marked_ttl)
@@ -321,11 +322,14 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
 
     def _plan(
         self, request: ModelRequest[Any]
-    ) -> tuple[dict[str, Any], SupportsTokenCount, list[Message], Tools, RouteDecision | None]:
+    ) -> tuple[
+        dict[str, Any], SupportsTokenCount, list[Message], Tools, RouteDecision | None, CacheMarks | None
+    ]:
         """The ``reserve()`` arguments but the count, the counter, the core messages (stand-ins for
-        what the core cannot represent, see ``to_core_request``), the tools, and the route when
+        what the core cannot represent, see ``to_core_request``), the tools, the route when
         this call is the one an outer router is making (its model, whatever ``model=`` says; a
-        call to another model inside the route, such as a summary, is not routed)."""
+        call to another model inside the route, such as a summary, is not routed), and the TTLs
+        the request's ``cache_control`` markers name."""
         attrs = {k: getattr(request.model, k, None) for k in (*MODEL_KEYS, *MAX_OUTPUT_KEYS, *CHOICE_KEYS)}
         named = first(str, ("model_name", "model"), attrs)
         route = routed_call(named, registry=self.ledger.registry)
@@ -355,14 +359,15 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             "choices": first(int, CHOICE_KEYS, request.model_settings, attrs) or 1,
         }
         system = [request.system_message] if request.system_message is not None else []
-        args["cache_writes"] = cache_writes_in(
+        marks = cache_writes_in(
             [*system, *request.messages],
             [t for t in request.tools if isinstance(t, dict)],
             request.model_settings.get("cache_control"),
         )
+        args["cache_writes"] = longest_ttl(marks)
         tools = core_tools([t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)])
         messages = to_core_request([*system, *request.messages])
-        return args, counter, messages, tools, None if route is None else route[0]
+        return args, counter, messages, tools, None if route is None else route[0], marks
 
     def _over_run_cap(self, r: Reservation, state: Mapping[str, Any]) -> TokenBudgetError | None:
         """The per-run cap this call's worst case would break, if any (the core's RunBudget decides)."""
@@ -415,7 +420,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             BudgetExceededError: A budget or run cap would be exceeded (``on_exceeded="raise"``).
             UnpricedModelError: The model has no price and a dollar budget applies.
         """
-        args, counter, messages, tools, route = self._plan(request)
+        args, counter, messages, tools, route, marks = self._plan(request)
         state = cast("Mapping[str, Any]", request.state)
         n = add_file_tokens(counter.count_messages(messages, tools), messages)
         try:
@@ -430,12 +435,12 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         try:
             response = handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
-            found = totals.settle_args(route, args["cache_writes"])
+            found = totals.settle_args(route, marks)
             self.ledger.settle(reservation, failed=True, counter=counter, **found)
             raise
         finally:
             _totals.reset(token)
-        usage = reported(response.result, totals.finished, marked_ttl=args["cache_writes"])
+        usage = reported(response.result, totals.finished, marked_ttl=marks)
         text = reply_text(response.result)
         model, premium = _routed(response.result, route)
         charge = self.ledger.settle(
@@ -449,7 +454,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
         """Async twin of :meth:`wrap_model_call` (counting and ledger calls awaited)."""
-        args, counter, messages, tools, route = self._plan(request)
+        args, counter, messages, tools, route, marks = self._plan(request)
         state = cast("Mapping[str, Any]", request.state)
         count = getattr(counter, "acount_messages", None)
         n = await count(messages, tools) if count else counter.count_messages(messages, tools)
@@ -466,12 +471,12 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         try:
             response = await handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
-            found = totals.settle_args(route, args["cache_writes"])
+            found = totals.settle_args(route, marks)
             await self.ledger.asettle(reservation, failed=True, counter=counter, **found)
             raise
         finally:
             _totals.reset(token)
-        usage = reported(response.result, totals.finished, marked_ttl=args["cache_writes"])
+        usage = reported(response.result, totals.finished, marked_ttl=marks)
         text = reply_text(response.result)
         model, premium = _routed(response.result, route)
         charge = await self.ledger.asettle(

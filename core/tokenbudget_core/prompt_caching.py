@@ -38,18 +38,23 @@ from .messages import ImagePart
 from .registry import ModelRegistry, default_registry
 
 __all__ = [
+    "CacheMarks",
     "PromptCacheBreakpoint",
+    "cache_marks_of",
     "cache_writes_of",
     "PromptCachePlan",
     "Section",
     "Ttl",
     "aplan_prompt_cache",
+    "longest_ttl",
     "min_cacheable_tokens",
     "plan_prompt_cache",
     "with_prompt_cache_key",
 ]
 
 Ttl: TypeAlias = Literal["5m", "1h"]
+CacheMarks: TypeAlias = Literal["5m", "1h", "mixed"]
+"""The TTLs a request's ``cache_control`` markers name: all one, or ``mixed`` (both)."""
 Section: TypeAlias = Literal["tools", "system", "document", "conversation"]
 
 MAX_BREAKPOINTS = 4
@@ -163,7 +168,20 @@ def cache_writes_of(value: object) -> Ttl | None:
     Raises:
         InvalidInputError: A marker is malformed.
     """
-    found: Ttl | None = None
+    return longest_ttl(cache_marks_of(value))
+
+
+def cache_marks_of(value: object) -> CacheMarks | None:
+    """The TTLs of the ``cache_control`` markers found anywhere in ``value`` (as
+    :func:`cache_writes_of` reads them): ``"5m"`` or ``"1h"`` when every marker names that TTL,
+    ``"mixed"`` when both are marked, ``None`` when none is. What cache writes a reply reports
+    without the 1h/5m split were written at
+    (:func:`~tokenbudget_core.usage_sources.usage_from_langchain`'s ``marked_ttl``).
+
+    Raises:
+        InvalidInputError: A marker is malformed.
+    """
+    found: CacheMarks | None = None
     stack: list[tuple[object, str]] = [(value, "request")]
     while stack:
         item, where = stack.pop()
@@ -171,11 +189,16 @@ def cache_writes_of(value: object) -> Ttl | None:
             control = item.get("cache_control")
             if control is not None:
                 ttl = _ttl_of(control, f"{where}.cache_control")
-                found = "1h" if "1h" in (found, ttl) else ttl
+                found = ttl if found in (None, ttl) else "mixed"
             stack.extend((v, f"{where}.{k}") for k, v in item.items() if k != "cache_control")
         elif isinstance(item, list | tuple):
             stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
     return found
+
+
+def longest_ttl(marks: CacheMarks | None) -> Ttl | None:
+    """The longest TTL of :func:`cache_marks_of`'s answer: what a call reserves cache writes at."""
+    return "1h" if marks == "mixed" else marks
 
 
 _NESTED_BLOCKS = ("content", "source")

@@ -258,7 +258,9 @@ def _tiered(details: Mapping[str, Any], name: str, where: str) -> int:
     return max(count_field(details, name, where), prefixed)
 
 
-def usage_from_langchain(usage_metadata: Any, *, marked_ttl: Literal["5m", "1h"] | None = None) -> Usage:
+def usage_from_langchain(
+    usage_metadata: Any, *, marked_ttl: Literal["5m", "1h", "mixed"] | None = None
+) -> Usage:
     """Usage from a LangChain ``UsageMetadata`` dict (``AIMessage.usage_metadata``).
 
     LangChain already normalises to this package's convention: ``input_tokens``
@@ -277,14 +279,17 @@ def usage_from_langchain(usage_metadata: Any, *, marked_ttl: Literal["5m", "1h"]
     the request marked its prompt for the 1-hour cache. A streamed Claude reply reports no split:
     its usage is ``message_delta``'s running total, which has none, and langchain-anthropic
     (1.7) drops ``message_start``'s; Anthropic bills the writes at the TTL the request's
-    ``cache_control`` markers named. So with ``marked_ttl="1h"`` (the longest TTL marked, as
-    :func:`~tokenbudget_core.prompt_caching.cache_writes_of` finds it) unsplit writes are
-    charged as 1-hour writes (``cache_write_1h_tokens``); a reported split is always kept.
+    ``cache_control`` markers named. So with ``marked_ttl="1h"`` (every marker names 1h, as
+    :func:`~tokenbudget_core.prompt_caching.cache_marks_of` finds it) unsplit writes are
+    charged as 1-hour writes (``cache_write_1h_tokens``); with ``"mixed"`` (both TTLs marked:
+    which blocks were written is unknown) they stay 5-minute writes and the usage is flagged
+    ``estimated``; a reported split is always kept.
 
     Args:
         usage_metadata: The dict, or an ``AIMessage`` (anything with ``.usage_metadata``).
-        marked_ttl: The longest TTL of the request's ``cache_control`` markers (``None``: no
-            marker; ``"5m"`` changes nothing).
+        marked_ttl: The TTLs of the request's ``cache_control`` markers
+            (:func:`~tokenbudget_core.prompt_caching.cache_marks_of`; ``None``: no marker;
+            ``"5m"`` changes nothing).
 
     Raises:
         InvalidInputError: It is ``None`` (the model reported no usage) or a figure is invalid.
@@ -315,7 +320,8 @@ def usage_from_langchain(usage_metadata: Any, *, marked_ttl: Literal["5m", "1h"]
     write_1h = count_field(inp, "ephemeral_1h_input_tokens", w_in)
     split = count_field(inp, "ephemeral_5m_input_tokens", w_in) + write_1h
     cache_write = max(_tiered(inp, "cache_creation", w_in), split)
-    if marked_ttl == "1h" and all(inp.get(k) is None for k in _TTL_SPLIT_KEYS):
+    unsplit = cache_write > 0 and all(inp.get(k) is None for k in _TTL_SPLIT_KEYS)
+    if marked_ttl == "1h" and unsplit:
         write_1h = cache_write  # no split reported: the writes are at the TTL the request marked
     return _make(
         where,
@@ -325,6 +331,7 @@ def usage_from_langchain(usage_metadata: Any, *, marked_ttl: Literal["5m", "1h"]
         cache_write_tokens=cache_write,
         cache_write_1h_tokens=write_1h,
         reasoning_tokens=_tiered(out, "reasoning", w_out),
+        estimated=marked_ttl == "mixed" and unsplit,  # kept as 5m writes: some may be 1h ones
     )
 
 

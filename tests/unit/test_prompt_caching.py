@@ -375,6 +375,18 @@ def test_cache_writes_of_finds_the_longest_marked_ttl_anywhere_in_a_request() ->
         cache_writes_of([{"cache_control": {"type": "ephemeral", "ttl": "1d"}}])
 
 
+def test_cache_marks_of_tells_one_ttl_from_mixed_ttls() -> None:
+    from tokenbudget_core.prompt_caching import cache_marks_of, longest_ttl
+
+    five = {"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}
+    hour = {"type": "text", "text": "b", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    assert cache_marks_of([["plain"]]) is None
+    assert cache_marks_of([[five, five]]) == "5m"
+    assert cache_marks_of([[hour], {"tools": [hour]}]) == "1h"
+    assert cache_marks_of([[hour], [five]]) == "mixed"
+    assert [longest_ttl(m) for m in (None, "5m", "1h", "mixed")] == [None, "5m", "1h", "1h"]
+
+
 def count_markers(value: Any) -> int:
     if isinstance(value, dict):
         return ("cache_control" in value) + sum(count_markers(v) for v in value.values())

@@ -50,3 +50,15 @@ def test_usage_without_writes_is_unchanged() -> None:
     assert usage_from_langchain(plain, marked_ttl="1h") == Usage(input_tokens=40, output_tokens=9)
     read = {"input_tokens": 1_040, "output_tokens": 9, "input_token_details": {"cache_read": 1_000}}
     assert usage_from_langchain(read, marked_ttl="1h").cache_write_1h_tokens == 0
+
+
+def test_unsplit_writes_under_mixed_markers_stay_5m_writes_and_are_flagged() -> None:
+    """Both TTLs marked: which blocks were written is unknown; the 5m rate, flagged an estimate."""
+    u = usage_from_langchain(UNSPLIT, marked_ttl="mixed")
+    assert (u.cache_write_tokens, u.cache_write_1h_tokens, u.estimated) == (10_000, 0, True)
+    split = {
+        **UNSPLIT,
+        "input_token_details": {"cache_creation": 10_000, "ephemeral_1h_input_tokens": 10_000},
+    }
+    assert usage_from_langchain(split, marked_ttl="mixed").estimated is False  # a split is what was billed
+    assert usage_from_langchain({**UNSPLIT, "input_token_details": {}}, marked_ttl="mixed").estimated is False
