@@ -81,6 +81,7 @@ long, counted from when the chain or a run inside it last started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -88,7 +89,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
@@ -337,6 +338,24 @@ def cache_hit_of(replies: Sequence[BaseMessage]) -> CacheHit | None:
 
 _NO_MESSAGE = object()
 _EMPTY: Mapping[str, Any] = {}
+
+_MIDDLEWARE_CALL: contextvars.ContextVar[tuple[object, frozenset[str]] | None] = contextvars.ContextVar(
+    "tokenbudget_middleware_call", default=None
+)
+
+
+@contextlib.contextmanager
+def middleware_call(ledger: object, names: Iterable[object]) -> Iterator[None]:
+    """Mark the model call a ``BudgetMiddleware`` charges on ``ledger`` while it is made: a
+    :class:`BudgetCallbackHandler` of the same ledger then leaves the model runs that name one of
+    ``names`` (the request model's own names and the one it is priced on), or no model, to it."""
+    token = _MIDDLEWARE_CALL.set((ledger, frozenset(n for n in names if isinstance(n, str) and n)))
+    try:
+        yield
+    finally:
+        _MIDDLEWARE_CALL.reset(token)
+
+
 _LS_MAX_TOKENS = ("ls_max_tokens",)
 Inputs = Sequence[list[BaseMessage]] | Sequence[str]
 Tools = list[dict[str, Any]] | None
@@ -636,9 +655,20 @@ class _BudgetHandler:
         )
         return await task
 
+    def _by_middleware(self, serialized: dict[str, Any] | None, kwargs: Mapping[str, Any]) -> bool:
+        """A ``BudgetMiddleware`` of this ledger charges this model run (see :func:`middleware_call`)."""
+        marked = _MIDDLEWARE_CALL.get()
+        if marked is None or marked[0] is not self.ledger:
+            return False
+        params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
+        named = _model_named(serialized, params, kwargs.get("metadata") or _EMPTY)
+        return named is None or named in marked[1]
+
     def _start(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
             self._note(run_id, kwargs)  # its payer, for the tier run inside it
+            return
+        if _MIDDLEWARE_CALL.get() is not None and self._by_middleware(serialized, kwargs):
             return
         batch = self._join(kwargs)
         try:
@@ -663,6 +693,8 @@ class _BudgetHandler:
     async def _astart(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
             self._note(run_id, kwargs)
+            return
+        if _MIDDLEWARE_CALL.get() is not None and self._by_middleware(serialized, kwargs):
             return
         batch = self._join(kwargs)
         try:
@@ -1016,7 +1048,10 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
     enclosing :func:`~tokenbudget_core.attribute` block wins over both (the ledger's rule), and
     the outermost run the handler sees that names a payer wins over inner runs' metadata and
     over ``attribute()`` blocks opened inside it. Two handlers on one ledger seeing the same
-    call charge it once (the reservation's request id is the run id).
+    call charge it once (the reservation's request id is the run id). A model call that a
+    :class:`~langchain_tokenbudget.budget_middleware.BudgetMiddleware` on the same ledger is
+    charging (an agent's model call, made while the middleware marks it) is left to the
+    middleware: it is charged once; other calls made inside it (another model's) are charged here.
 
     Args:
         ledger: The ledger that prices, limits and records the calls.

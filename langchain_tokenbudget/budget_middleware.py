@@ -32,8 +32,11 @@ routed call itself is routed: a call to another model made inside the route (the
 route, or a middleware's own guard call) is charged on its own model, with no routing recorded.
 
 Put it last in ``middleware=[...]`` (innermost): it then sees the request exactly as sent,
-after trimming or summarising middleware, and reserves every retry. Use it *or* a
-:class:`~langchain_tokenbudget.budget_callback.BudgetCallbackHandler` on the same model, not both.
+after trimming or summarising middleware, and reserves every retry. A
+:class:`~langchain_tokenbudget.budget_callback.BudgetCallbackHandler` of the same ledger in the
+run's callbacks leaves the model call this middleware charges to it (the middleware marks the
+call while it is made): the call is charged once; the handler charges only the calls the
+middleware does not (another model's, made inside or outside the agent).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ from .budget_callback import (
     cache_writes_in,
     first,
     is_function_tool,
+    middleware_call,
     payer_from,
     reply_text,
     reported,
@@ -201,6 +205,11 @@ def _routed(replies: Sequence[BaseMessage], current: RouteDecision | None) -> tu
         return None, premium_model_of(current)
     answered = route.get("answered_by")
     return (answered if isinstance(answered, str) and answered else None), premium_model_of(route)
+
+
+def _own_names(request: ModelRequest[Any]) -> tuple[object, ...]:
+    """The names the request's chat model goes by itself (its calls report them)."""
+    return tuple(getattr(request.model, k, None) for k in ("model_name", "model", "deployment_name"))
 
 
 def _run_totals(state: Mapping[str, Any]) -> tuple[int, int]:
@@ -433,7 +442,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         totals = _RunningTotals()
         token = _totals.set(totals)
         try:
-            response = handler(request)
+            with middleware_call(self.ledger, (args["model"], *_own_names(request))):
+                response = handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
             self.ledger.settle(reservation, failed=True, counter=counter, **found)
@@ -469,7 +479,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         totals = _RunningTotals()
         token = _totals.set(totals)
         try:
-            response = await handler(request)
+            with middleware_call(self.ledger, (args["model"], *_own_names(request))):
+                response = await handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
             await self.ledger.asettle(reservation, failed=True, counter=counter, **found)
