@@ -339,6 +339,20 @@ def cache_hit_of(replies: Sequence[BaseMessage]) -> CacheHit | None:
 _NO_MESSAGE = object()
 _EMPTY: Mapping[str, Any] = {}
 
+_REUSES = 100
+"""Suffixed ids a reused run id is tried under before the call takes a random one."""
+
+
+def _reused_ids(request_id: str | None) -> Iterator[str | None]:
+    """The request ids to reserve a run under, in order: its own, then (the ledger refusing each as
+    settled: a reused ``config["run_id"]``) ``<id>#1``, ``<id>#2``..., then ``None`` (a random id)."""
+    if request_id is not None:
+        yield request_id
+        for n in range(1, _REUSES + 1):
+            yield f"{request_id}#{n}"
+    yield None
+
+
 _MIDDLEWARE_CALL: contextvars.ContextVar[tuple[object, frozenset[str]] | None] = contextvars.ContextVar(
     "tokenbudget_middleware_call", default=None
 )
@@ -614,17 +628,20 @@ class _BudgetHandler:
     def _reserve(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
         """Reserve under ``request_id`` (the run's): another handler of the ledger seeing the same
         call gets the same reservation back, and the ledger charges the call once. An id already
-        settled was a reused ``config["run_id"]``: that call is another one, with an id of its own."""
-        try:
-            return self._reserve_once(call, args, request_id)
-        except InvalidInputError as e:
-            if request_id is None or e.field != "request_id":
+        settled was a reused ``config["run_id"]``: that call is another one, reserved under the
+        first of ``<run id>#1``, ``#2``... the ledger has not settled (:func:`_reused_ids`), so that
+        every handler of the ledger lands on the same id again."""
+        for rid in _reused_ids(request_id):
+            try:
+                return self._reserve_once(call, args, rid)
+            except InvalidInputError as e:
+                if rid is None or e.field != "request_id":
+                    raise
+            except BudgetUnavailableError:
+                if rid is not None:  # never retried under the run's id: undo it once the store is back
+                    self.ledger.abandon(rid)
                 raise
-        except BudgetUnavailableError:
-            if request_id is not None:  # never retried under the run's id: undo it once the store is back
-                self.ledger.abandon(request_id)
-            raise
-        return self._reserve_once(call, args, None)
+        raise AssertionError("unreachable: _reused_ids ends with None")  # pragma: no cover
 
     def _reserve_once(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
         if call.attribution is None:
@@ -635,16 +652,17 @@ class _BudgetHandler:
 
     async def _areserve(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
         """Async twin of :meth:`_reserve`."""
-        try:
-            return await self._areserve_once(call, args, request_id)
-        except InvalidInputError as e:
-            if request_id is None or e.field != "request_id":
+        for rid in _reused_ids(request_id):
+            try:
+                return await self._areserve_once(call, args, rid)
+            except InvalidInputError as e:
+                if rid is None or e.field != "request_id":
+                    raise
+            except BudgetUnavailableError:
+                if rid is not None:  # never retried under the run's id: undo it once the store is back
+                    self.ledger.abandon(rid)
                 raise
-        except BudgetUnavailableError:
-            if request_id is not None:  # never retried under the run's id: undo it once the store is back
-                self.ledger.abandon(request_id)
-            raise
-        return await self._areserve_once(call, args, None)
+        raise AssertionError("unreachable: _reused_ids ends with None")  # pragma: no cover
 
     async def _areserve_once(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
         if call.attribution is None:

@@ -296,20 +296,20 @@ def test_two_handlers_hold_one_reservation_while_the_call_runs(tmp_path: Path, h
 
 
 @pytest.mark.parametrize("handler_class", HANDLERS)
+@pytest.mark.parametrize("is_async", [False, True])
 def test_a_run_id_reused_by_a_later_call_is_another_call_for_two_handlers_too(
-    tmp_path: Path, handler_class: type
+    tmp_path: Path, handler_class: type, is_async: bool
 ) -> None:
-    """The reused run id names a call settled already: each handler reserves the new call under
-    an id of its own (never a crash, never a call left uncharged)."""
+    """The reused run id names a call settled already: both handlers reserve the new call under
+    the same next id (``<run id>#1``, ``#2``...), so it is charged once."""
     ledger = make_ledger(tmp_path)
     on_model = handler_class(ledger, model="gpt-4o-mini", user="u")
     per_call = handler_class(ledger, model="gpt-4o-mini", user="u")
-    model = GenericFakeChatModel(messages=iter([reply(), reply()]), callbacks=[on_model])
+    model = GenericFakeChatModel(messages=iter([reply(), reply(), reply()]), callbacks=[on_model])
     config: RunnableConfig = {"callbacks": [per_call], "run_id": uuid.uuid4()}
-    model.invoke("first", config=config)
-    assert total(ledger, "requests") == 1
-    model.invoke("second", config=config)
-    assert total(ledger, "requests") >= 2
+    for n, text in enumerate(("first", "second", "third"), 1):
+        run_sync_or_async(model, text, config, is_async)
+        assert total(ledger, "requests") == n
     assert on_model._runs == per_call._runs == {}
 
 
