@@ -361,8 +361,10 @@ _MIDDLEWARE_CALL: contextvars.ContextVar[tuple[object, frozenset[str]] | None] =
 @contextlib.contextmanager
 def middleware_call(ledger: object, names: Iterable[object]) -> Iterator[None]:
     """Mark the model call a ``BudgetMiddleware`` charges on ``ledger`` while it is made: a
-    :class:`BudgetCallbackHandler` of the same ledger then leaves the model runs that name one of
-    ``names`` (the request model's own names and the one it is priced on), or no model, to it."""
+    :class:`BudgetCallbackHandler` of the same ledger then leaves to it the model runs that name
+    one of ``names`` (the request model's own names and the one it is priced on) or no model,
+    and the routed call a router inside makes (a ``RouterChatModel`` tier run, or the call
+    under a ``RoutingMiddleware``'s route)."""
     token = _MIDDLEWARE_CALL.set((ledger, frozenset(n for n in names if isinstance(n, str) and n)))
     try:
         yield
@@ -679,8 +681,13 @@ class _BudgetHandler:
         if marked is None or marked[0] is not self.ledger:
             return False
         params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
-        named = _model_named(serialized, params, kwargs.get("metadata") or _EMPTY)
-        return named is None or named in marked[1]
+        meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
+        named = _model_named(serialized, params, meta)
+        if named is None or named in marked[1] or routed_model(meta.get(ROUTE_KEY)) is not None:
+            return True  # the request's model, or a router's tier run answering it
+        return (
+            routed_model_now() is not None and routed_call(named, registry=self.ledger.registry) is not None
+        )
 
     def _start(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):

@@ -11,7 +11,13 @@ from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler, BudgetMiddleware
+from langchain_tokenbudget import (
+    AsyncBudgetCallbackHandler,
+    BudgetCallbackHandler,
+    BudgetMiddleware,
+    RouterChatModel,
+    RoutingMiddleware,
+)
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
 
@@ -64,3 +70,24 @@ def test_another_models_call_inside_the_middlewares_call_is_still_charged_by_the
         r.rollup_key.rsplit("/", 1)[-1]: r.values["requests"] for r in ledger.store.rollup([ledger.day()])
     }
     assert rows == {"gpt-4o": 1, "gpt-4.1-nano": 1}
+
+
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("setup", ["router-model", "routing-middleware-inside"])
+def test_a_routed_call_the_middleware_charges_is_not_charged_again_by_the_handler(
+    setup: str, hard: bool
+) -> None:
+    ledger = Ledger("memory://")
+    tiers = {
+        "small": Named(messages=iter([reply()]), model_name="gpt-4o-mini"),
+        "large": Named(messages=iter([reply()]), model_name="gpt-4o"),
+    }
+    budget = BudgetMiddleware(ledger)
+    if setup == "router-model":
+        agent = create_agent(RouterChatModel(tiers), middleware=[budget])
+    else:  # the agent's model is the small tier; the route may go to the large one
+        agent = create_agent(tiers["small"], middleware=[budget, RoutingMiddleware(tiers)])
+    prompt = "Analyze step by step and prove, in detail, the trade-offs of " + "distributed consensus " * 40
+    prompt = prompt if hard else "Hi"
+    agent.invoke({"messages": [("user", prompt)]}, config={"callbacks": [BudgetCallbackHandler(ledger)]})
+    assert build_report(ledger).totals.requests == 1
