@@ -14,8 +14,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["HUNG", "call_in_thread", "run_in_fork"]
+__all__ = ["HUNG", "call_in_thread", "fork_while_spending", "run_in_fork"]
 
 HUNG = "hung"
 
@@ -66,3 +67,31 @@ def call_in_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[obj
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, out
+
+
+def fork_while_spending(ledger: Any, *, threads: int, forks: int = 5) -> None:
+    """Fork ``forks`` times while ``threads`` worker threads spend through ``ledger``; each child
+    makes a ledger call of its own, which must return (the reviewer's case for every store)."""
+    from tokenbudget_core import Usage
+
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            r = ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, user="parent")
+            ledger.commit(r, Usage(input_tokens=10, output_tokens=10))
+
+    def child() -> None:
+        ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, user="child")
+
+    workers = [threading.Thread(target=busy, daemon=True) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    try:
+        time.sleep(0.3)
+        for _ in range(forks):
+            assert run_in_fork(child, timeout_s=10) == 0
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(10)

@@ -9,15 +9,13 @@ call waited forever for a round trip no thread of its own would ever finish.
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
 import redis
 
-from fork_support import call_in_thread, run_in_fork
+from fork_support import call_in_thread, fork_while_spending, run_in_fork
 from store_contract import commit, reserve, totals
-from tokenbudget_core import Usage
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.stores.redis import RedisStore
 
@@ -77,30 +75,10 @@ def test_a_child_forked_mid_round_trip_gets_answers(url: str) -> None:
 
 
 def test_ledger_forked_while_threads_are_busy(clean_redis_url: str) -> None:
-    """The reviewer's case: worker threads spending through one ledger while the process forks."""
+    """The reviewer's case: worker threads spending through one ledger while the process forks
+    (the first fork comes while one of them makes the first price lookup, importing genai-prices)."""
     ledger = Ledger(RedisStore(clean_redis_url), alerts=[])
-    stop = threading.Event()
-
-    def busy() -> None:
-        while not stop.is_set():
-            r = ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, user="parent")
-            ledger.commit(r, Usage(input_tokens=10, output_tokens=10))
-
-    def child() -> None:
-        ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, user="child")
-
-    # Warm up first: a fork while another thread imports a module (genai-prices' data, on the
-    # first price lookup) hangs the child on Python's import lock, whatever the store does.
-    child()
-    threads = [threading.Thread(target=busy, daemon=True) for _ in range(4)]
-    for t in threads:
-        t.start()
     try:
-        time.sleep(0.3)
-        for _ in range(5):
-            assert run_in_fork(child, timeout_s=10) == 0
+        fork_while_spending(ledger, threads=4)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
         ledger.close()

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from fork_support import call_in_thread, run_in_fork
+from fork_support import call_in_thread, fork_while_spending, run_in_fork
 from store_contract import commit, reserve, totals
-from tokenbudget_core import Usage
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.stores.memory import MemoryStore
 from tokenbudget_core.stores.sqlite import SQLiteStore
@@ -106,32 +105,12 @@ def test_sqlite_store_forked_mid_call_gets_its_own_lock_and_connection(tmp_path:
 
 
 def test_sqlite_ledger_forked_while_threads_are_busy(tmp_path: Path) -> None:
-    """The reviewer's case: worker threads spending through one ledger while the process forks."""
+    """The reviewer's case: worker threads spending through one ledger while the process forks
+    (the first fork comes while one of them makes the first price lookup, importing genai-prices)."""
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}", alerts=[])
-    stop = threading.Event()
-
-    def busy() -> None:
-        while not stop.is_set():
-            r = ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, user="parent")
-            ledger.commit(r, Usage(input_tokens=10, output_tokens=10))
-
-    def child() -> None:
-        ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10, user="child")
-
-    # Warm up first: a fork while another thread imports a module (genai-prices' data, on the
-    # first price lookup) hangs the child on Python's import lock, whatever the store does.
-    child()
-    threads = [threading.Thread(target=busy, daemon=True) for _ in range(3)]
-    for t in threads:
-        t.start()
     try:
-        time.sleep(0.3)
-        for _ in range(5):
-            assert run_in_fork(child, timeout_s=10) == 0
+        fork_while_spending(ledger, threads=3)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
         ledger.close()
 
 
