@@ -99,7 +99,7 @@ from langchain_core.callbacks.manager import handle_event
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 
-from tokenbudget_core.attribution import Attribution, attribute, current_attribution, overhead
+from tokenbudget_core.attribution import Attribution, attribute, current_attribution, outer_first, overhead
 from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file_tokens
 from tokenbudget_core.errors import (
     BudgetExceededError,
@@ -461,16 +461,6 @@ def _refusal(error: BaseException) -> Callable[[], BaseException]:
     return lambda: TokenBudgetError(text)
 
 
-def _outer_first(*levels: Payer) -> Payer:
-    """Each field's first value, outermost level first."""
-    feature = user = conversation = None
-    for f, u, c in levels:
-        feature = f if feature is None else feature
-        user = u if user is None else user
-        conversation = c if conversation is None else conversation
-    return feature, user, conversation
-
-
 def _fields(a: Attribution) -> Payer:
     return a.feature, a.user, a.conversation
 
@@ -568,7 +558,7 @@ class _BudgetHandler:
         if outer is not None:  # inside a chain that named a payer: the outermost value wins
             outer.touch(time.monotonic())
             now = current_attribution()
-            feature, user, conversation = _outer_first(outer.payer, _fields(now), payer)
+            feature, user, conversation = outer_first(outer.payer, _fields(now), payer)
             resolved = (feature, user, conversation)
             if any(n is not None and n != r for n, r in zip(_fields(now), resolved, strict=True)):
                 # an attribute() block opened inside the run: the ledger would let it win
@@ -840,11 +830,11 @@ class _BudgetHandler:
         if outer is None:
             if own == _NOBODY:  # nothing to win over the runs inside
                 return
-            payer = _outer_first(_fields(current_attribution()), own)
+            f, u, c = outer_first(_fields(current_attribution()), own)
         else:
             outer.touch(now)
-            payer = _outer_first(outer.payer, _fields(current_attribution()), own)
-        self._payers[run_id] = _Payer(payer, now, outer)
+            f, u, c = outer_first(outer.payer, _fields(current_attribution()), own)
+        self._payers[run_id] = _Payer((f, u, c), now, outer)
         if now >= self._sweep_at or len(self._payers) >= _MAX_OPEN:
             with self._lock:
                 self._sweep(now)

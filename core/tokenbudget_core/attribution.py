@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from .errors import InvalidInputError
 
-__all__ = ["Attribution", "attribute", "current_attribution", "overhead"]
+__all__ = ["Attribution", "attribute", "current_attribution", "outer_first", "overhead"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -92,18 +92,27 @@ def attribute(
     ):
         _check(field, value)
     outer = current_attribution()
-    merged = replace(
-        outer,
-        feature=outer.feature or feature,
-        user=outer.user or user,
-        conversation=outer.conversation or conversation,
-        tenant=outer.tenant or tenant,
+    f, u, c, t = outer_first(
+        (outer.feature, outer.user, outer.conversation, outer.tenant), (feature, user, conversation, tenant)
     )
+    merged = replace(outer, feature=f, user=u, conversation=c, tenant=t)
     token = _current.set(merged)
     try:
         yield merged
     finally:
         _current.reset(token)
+
+
+def outer_first(*levels: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """The attribution rule for nested levels (ids per field, outermost level first): each field
+    takes the first id set, so the outer payer is charged for everything inside it. Adapters use
+    it for their frameworks' nested runs (a chain's run metadata over a model's own).
+
+    Example:
+        >>> outer_first(("support", None), ("other", "u-42"))
+        ('support', 'u-42')
+    """
+    return tuple(next((v for v in values if v is not None), None) for values in zip(*levels, strict=True))
 
 
 @contextmanager
