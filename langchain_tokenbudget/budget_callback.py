@@ -115,7 +115,7 @@ from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
 
 from .llm_cache import CACHE_HIT_KEY
-from .messages import to_core_request
+from .messages import plain_message, to_core_request
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
 
@@ -705,6 +705,99 @@ class _BudgetHandler:
             self.ledger.release(reservation)
             raise self._refused(batch)
 
+    def _start_plain(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], run_id: UUID, kwargs: Any
+    ) -> bool:
+        """:meth:`_start` of the common chat call in one pass: one prompt of plain-text messages
+        (converted and counted from caches), under a run id no open run of this handler holds,
+        with no route, middleware, batch, outer payer, tools or cache markers. ``False``, having
+        reserved nothing, for any other call: :meth:`_start` answers it. Same reservation, same
+        errors (tests/unit/test_ledger_fast_paths.py)."""
+        params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
+        meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
+        size = kwargs.get("batch_size")
+        if (
+            len(messages) != 1
+            or (type(size) is int and size > 1)  # one prompt of several (see _Batch)
+            or run_id in self._runs
+            or params.get("_type") == ROUTER_LLM_TYPE
+            or ROUTE_KEY in meta
+            or params.get("tools")
+            or params.get("cache_control")
+            or _MIDDLEWARE_CALL.get() is not None
+            or routed_model_now() is not None
+            or (self._payers and kwargs.get("parent_run_id") in self._payers)
+        ):
+            return False
+        model = self.model or _model_named(serialized, params, meta)
+        counter = self.counter or self._counters.get(model)  # type: ignore[arg-type]
+        if counter is None:  # the model's first call: the general path makes its counter
+            return False
+        converted = []
+        for m in messages[0]:
+            plain = plain_message(m)
+            if plain is None:
+                return False
+            converted.append(plain)
+        feature, user, conversation = _payer_of(meta, kwargs.get("tags") or ())
+        max_output = first(int, MAX_OUTPUT_KEYS, params)
+        if max_output is None:
+            max_output = first(int, _LS_MAX_TOKENS, meta)
+            if max_output is None:
+                max_output = self.max_output_tokens
+        request_id = str(run_id)
+        try:
+            reservation = self.ledger.reserve(
+                model=model,  # type: ignore[arg-type]
+                input_tokens=int(counter.count_messages(converted)),
+                max_output_tokens=max_output,
+                feature=feature or self.feature,
+                user=user or self.user,
+                conversation=conversation,
+                request_id=request_id,
+                choices=first(int, CHOICE_KEYS, params) or 1,
+            )
+        except InvalidInputError as e:
+            if e.field != "request_id":
+                raise
+            return False  # a reused run id already settled: the general path takes the next free id
+        except BudgetUnavailableError:
+            self.ledger.abandon(request_id)  # never retried under the run's id
+            raise
+        now = time.monotonic()
+        run = _Run(reservation=reservation, counter=counter, touched=now)
+        with self._lock:
+            if run_id not in self._runs:
+                if now >= self._sweep_at or len(self._runs) >= _MAX_OPEN:
+                    self._sweep(now)
+                self._runs[run_id] = run
+                return True
+        # A call reusing this run id started meanwhile and reserved under the same id: that
+        # reservation is its; the general path reserves this call under the next free id.
+        return False
+
+    def _end_plain(self, run_id: UUID, response: LLMResult) -> bool:
+        """:meth:`_settle` and :meth:`_finish` of a run :meth:`_start_plain` could have opened
+        that returned a plain reply (:func:`_plain_reply`), in one pass; ``False``, having done
+        nothing, for any other end."""
+        if self._payers:  # the router's own run (generate() paths) may have noted its payer
+            return False
+        plain = _plain_reply(response)
+        if plain is None:
+            return False
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.next is not None or run.batch is not None or run.total is not None:
+                return False
+            del self._runs[run_id]
+        self.ledger.settle(
+            run.reservation,
+            usage_from_langchain(plain.usage_metadata),
+            counter=run.counter,
+            premium_model=run.premium_model,
+        )
+        return True
+
     async def _astart(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
             self._note(run_id, kwargs)
@@ -1099,7 +1192,8 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Count the input and reserve the worst case; raises ``BudgetExceededError`` to refuse."""
-        self._start(serialized, messages, run_id, kwargs)
+        if not self._start_plain(serialized, messages, run_id, kwargs):
+            self._start(serialized, messages, run_id, kwargs)
 
     def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
@@ -1113,7 +1207,8 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the usage the provider reported (idempotent per run)."""
-        self._finish(self._settle(run_id, response, failed=False))
+        if not self._end_plain(run_id, response):
+            self._finish(self._settle(run_id, response, failed=False))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Release the reservation, or commit an estimate when a stream broke off after output."""

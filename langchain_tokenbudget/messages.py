@@ -278,7 +278,9 @@ def to_core_request(messages: Sequence[BaseMessage]) -> list[Message]:
         InvalidMessageError: An item is not a LangChain message.
     """
     _check_list(messages)
-    return [_cached(m) or to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+    return [
+        plain_message(m) or to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)
+    ]
 
 
 def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
@@ -288,7 +290,7 @@ def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     (core messages are immutable), so a growing history is not translated again on every call.
     """
     _check_list(messages)
-    return [_cached(m) or to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
+    return [plain_message(m) or to_core_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)]
 
 
 def _check_list(messages: object) -> None:
@@ -318,9 +320,9 @@ def _has_calls(m: AIMessage) -> bool:
     return bool(m.tool_calls or m.invalid_tool_calls or "function_call" in m.additional_kwargs)
 
 
-def _cached(m: object) -> Message | None:
+def plain_message(m: object) -> Message | None:
     """The conversion of a plain-text system, human or AI message (no tool calls), converted once
-    and kept; ``None`` for any other item."""
+    and kept; ``None`` for any other item (convert it with :func:`to_countable_message`)."""
     cls = type(m)
     if cls not in _PLAIN or type(content := m.content) is not str or (cls is AIMessage and _has_calls(m)):  # type: ignore[attr-defined, arg-type]
         return None

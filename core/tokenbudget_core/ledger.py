@@ -68,6 +68,7 @@ from .ledger_records import (
     _CommitPlan,
     _drive,
     _failing,
+    _Lane,
     _model_name,
     _new_charge,
     _new_reservation,
@@ -78,8 +79,8 @@ from .ledger_records import (
     store_digest,
 )
 from .money import decimal_text, nanos_to_usd, usd_to_nanos
-from .price_overrides import PriceTable
-from .pricing import cost_nanos
+from .price_overrides import PriceTable, default_price_table
+from .pricing import cost_nanos, resolved_price, scaled_cost
 from .registry import ModelRegistry, default_registry
 from .spool import Spool
 from .stores import open_store
@@ -250,6 +251,7 @@ class Ledger:
         self._orphans: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
         self._orphan_ids: set[str] = set()  # of those waiting: a reserve under one takes it back
         self._day_cache: tuple[int, str] = (-(2**62), "")
+        self._lanes: dict[tuple[str, str | None, str | None], _Lane] = {}  # the memory store's lane
         self._inline = isinstance(self.store, MemoryStore)
         # The in-process store's fast path: the same operations on tuples, no request objects.
         self._memory = self.store if type(self.store) is MemoryStore else None
@@ -550,12 +552,23 @@ class Ledger:
             InvalidInputError: A bad argument, named; or ``request_id`` was already committed,
                 released or expired (a reserve retried while its reservation is live returns it again).
         """
+        memory = self._memory
+        if memory is not None:  # no store round trip: no steps to drive
+            if choices == 1 and cache_writes is None:
+                found = self._lane_reserve(
+                    memory, model, input_tokens, max_output_tokens, feature, user, conversation, request_id
+                )
+                if found is not None:
+                    return found
+            plan = self._reserve_plan(
+                model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices,
+                cache_writes,
+            )  # fmt: skip
+            return self._reserve_in_memory(plan, memory)
         plan = self._reserve_plan(
             model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices,
             cache_writes,
         )  # fmt: skip
-        if self._memory is not None:  # no store round trip: no steps to drive
-            return self._reserve_in_memory(plan, self._memory)
         return _drive(self._reserve_driven(plan), self._store_reserve)
 
     def reserve_many(self, calls: Sequence[Mapping[str, Any]]) -> list[Reservation | Exception]:
@@ -729,13 +742,207 @@ class Ledger:
     def _reserve_in_memory(self, plan: _ReservePlan, memory: MemoryStore) -> Reservation:
         """:meth:`reserve` on the in-process store: its tuple path, no request or outcome objects."""
         scopes = plan.scopes
-        found = memory.reserve_amounts(
-            plan.day, plan.request_id, scopes.keys, plan.amounts, scopes.limits, plan.now_ms, self.lease_ms
-        )
+        found = memory.reserve_cells(
+            plan.day, plan.request_id, scopes.keys, memory.cells(plan.day, scopes.keys), plan.amounts,
+            scopes.limits, plan.now_ms, self.lease_ms,
+        )  # fmt: skip
         if isinstance(found, tuple):
             self._replay_due()
             return self._reserved(plan, _RESERVED, found)
         return self._reserved(plan, found, found.usage)
+
+    # -- the memory store's lane ---------------------------------------------------------------
+    # The common reserve and commit on the in-process store, from what a lane keeps per model and
+    # payer: no plan, no request objects, the price and the day's cells read once. Anything the
+    # lane does not cover (an error to raise, a refusal, an option it does not take) returns None
+    # before touching the store, or goes through the general path's own steps after it: both
+    # paths give the same answers (tests/unit/test_ledger_fast_paths.py).
+
+    def _lane(self, model: str, feature: str | None, user: str | None) -> _Lane | None:
+        """The lane of ``model`` and the payer, built or refreshed; ``None`` when the general path
+        must answer (an unknown model, ids to validate, tiered prices)."""
+        lane = self._lanes.get((model, feature, user))
+        minute = int(time.time() // 60)
+        if (
+            lane is not None
+            and lane.caches is self._caches
+            and lane.minute == minute
+            and lane.registry_version == self.registry.version
+            and lane.table_version == lane.table.version
+        ):
+            return lane
+        if type(model) is not str or _unencodable(feature, user):
+            return None
+        caches = self._caches  # read first: a policy swapped meanwhile makes the lane stale, never wrong
+        registry = self.registry
+        registry_version = registry.version
+        table = self.prices if self.prices is not None else default_price_table()
+        try:
+            info = registry.get(model)
+            price = resolved_price(model, registry, table, minute)
+        except UnknownModelError:
+            return None
+        if not (price is None or isinstance(price, tuple)):  # tiers: priced per call on the general path
+            return None
+        fb = caches[0].feature(feature)
+        scopes = self._scopes_of(feature, user)
+        lane = _Lane(
+            caches, registry_version, table, minute, price, scopes, fb.max_input_tokens_per_call,
+            fb.max_output_tokens_per_call, fb.max_output_tokens_per_call or info.max_output_tokens,
+            scopes.rollup_prefix + _enc(model), _enc(feature),
+        )  # fmt: skip
+        if len(self._lanes) >= 65_536:  # many payers: start over rather than grow without end
+            self._lanes.clear()
+        self._lanes[(model, feature, user)] = lane
+        return lane
+
+    def _lane_reserve(
+        self,
+        memory: MemoryStore,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int | None,
+        feature: str | None,
+        user: str | None,
+        conversation: str | None,
+        request_id: str | None,
+    ) -> Reservation | None:
+        """:meth:`reserve` in the lane; ``None``: the general path answers (nothing was done)."""
+        ctx = current_attribution()
+        overhead = ctx.overhead
+        # an attribute() block's ids win; arguments they replace are checked on the general path
+        if ctx.feature is not None:
+            if feature is not None:
+                return None
+            feature = ctx.feature
+        if ctx.user is not None:
+            if user is not None:
+                return None
+            user = ctx.user
+        if ctx.conversation is not None:
+            if conversation is not None:
+                return None
+            conversation = ctx.conversation
+        if not (
+            type(model) is str
+            and (feature is None or type(feature) is str)
+            and (user is None or type(user) is str)
+            and (conversation is None or (type(conversation) is str and conversation.isascii()))
+            and (request_id is None or (type(request_id) is str and request_id.isascii()))
+            and type(input_tokens) is int
+            and 0 <= input_tokens <= _MAX_AMOUNT
+            and (max_output_tokens is None or (type(max_output_tokens) is int and max_output_tokens >= 0))
+        ):
+            return None
+        lane = self._lane(model, feature, user)
+        if lane is None:
+            return None
+        out = lane.default_output if max_output_tokens is None else max_output_tokens
+        if (
+            out is None
+            or (lane.max_input is not None and input_tokens > lane.max_input)
+            or (lane.max_output is not None and out > lane.max_output)
+        ):
+            return None
+        scopes = lane.scopes
+        nanos = scaled_cost(lane.price, input_tokens, out, 0, 0, 0, 0, 1, True)
+        if nanos is None and scopes.money_limited:
+            return None
+        tokens, amount = input_tokens + out, nanos or 0
+        if tokens > _MAX_AMOUNT or amount > _MAX_AMOUNT:
+            return None
+        amounts = tuple([tokens if t else amount for t in scopes.tokens_at])
+        if request_id is not None and self._orphan_ids:
+            self._orphan_ids.discard(request_id)  # retried: whatever the id holds is this reserve's
+        rid = request_id or new_request_id()
+        now = self.clock()
+        day = self._day_of(now)
+        now_ms = int(now * 1000)
+        held = lane.held
+        if held[0] != day:
+            held = lane.held = (day, memory.cells(day, scopes.keys))
+        found = memory.reserve_cells(
+            day, rid, scopes.keys, held[1], amounts, scopes.limits, now_ms, self.lease_ms
+        )
+        if isinstance(found, tuple):
+            step: Step = "normal"
+            if scopes.limited:
+                share = 0.0
+                for used, limit in zip(found, scopes.limits, strict=True):
+                    if limit and used / limit > share:
+                        share = used / limit
+                step = self._ladder_step(share)
+            if step not in self._refused_steps:
+                return _new_reservation(
+                    rid, day, model, feature, user, conversation, overhead, input_tokens, out,
+                    None if nanos is None else nanos_to_usd(nanos), step, False, (scopes.budgets, amounts),
+                )  # fmt: skip
+        # refused, a duplicate, or a soft refusal: the general path's answer
+        plan = _ReservePlan(
+            rid, day, now_ms, model, feature, user, conversation, overhead, input_tokens, out, nanos,
+            tuple(
+                [
+                    _new_check(scope, metric, a, limit)
+                    for (scope, metric, limit), a in zip(scopes.budgets, amounts, strict=True)
+                ]
+            ),
+            amounts, scopes, request_id is None,
+        )  # fmt: skip
+        if isinstance(found, tuple):
+            return self._reserved(plan, _RESERVED, found)
+        return self._reserved(plan, found, found.usage)
+
+    def _lane_commit(self, memory: MemoryStore, r: Reservation, usage: Usage) -> Charge | None:
+        """:meth:`commit` in the lane (one call, no overhead, no conversation to mark);
+        ``None``: the general path answers (nothing was done)."""
+        if r.overhead is not None or r.conversation is not None or usage.requests != 1:
+            return None
+        tokens = usage.input_tokens + usage.output_tokens
+        if tokens >= _MAX_AMOUNT:
+            return None
+        lane = self._lane(r.model, r.feature, r.user)
+        if lane is None:
+            return None
+        nanos = scaled_cost(
+            lane.price, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
+            usage.cache_write_tokens, usage.cache_write_1h_tokens, usage.reasoning_tokens, 1, False,
+        )  # fmt: skip
+        if nanos is None or nanos > _MAX_AMOUNT:
+            return None
+        rollup = {  # as _commit_plan's for one priced call that is neither a cache hit nor overhead
+            "requests": 1,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "cost_nanos": nanos,
+            "cache_hits": 0,
+            "saved_nanos": 0,
+            "overhead_nanos": 0,
+            "estimated": int(usage.estimated),
+            "unpriced": 0,
+        }
+        scopes = lane.scopes
+        day = r.day
+        held = lane.held
+        cells = held[1] if held[0] == day else memory.cells(day, scopes.keys)
+        amounts = tuple([tokens if t else nanos for t in scopes.tokens_at])
+        applied, _, spent = memory.commit_cells(
+            day, r.request_id, cells, amounts, lane.rollup_key, rollup, lane.cost_key
+        )
+        if not applied:  # the id was committed before: this commit charged nothing
+            return _new_charge(r.request_id, usage, None, False, False, None)
+        if scopes.limited and self.sinks:
+            floor = self._alert_floor
+            for limit, used in zip(scopes.limits, spent, strict=True):
+                if limit and used / limit >= floor:  # some budget reached an alert threshold
+                    plan = _CommitPlan(
+                        r.request_id, day, int(self.clock() * 1000), r.feature, r.user, usage, nanos,
+                        nanos, scopes, tokens, lane.rollup_key, rollup, lane.cost_key, None,
+                    )  # fmt: skip
+                    self._after_commit(plan, spent, record_cost=False)
+                    break
+        return _new_charge(r.request_id, usage, nanos_to_usd(nanos), True, False, None)
 
     def _reserve_driven(self, plan: _ReservePlan) -> Generator[ReserveRequest, ReserveOutcome, Reservation]:
         """:meth:`reserve` on any store: yields the store request, fails open or closed."""
@@ -755,7 +962,8 @@ class Ledger:
         return _new_reservation(
             plan.request_id, plan.day, plan.model, plan.feature, plan.user, plan.conversation,
             plan.overhead, plan.input_tokens, plan.max_output_tokens,
-            None if nanos is None else nanos_to_usd(nanos), step, plan.checks, unchecked,
+            None if nanos is None else nanos_to_usd(nanos), step, unchecked,
+            (plan.scopes.budgets, plan.amounts),
         )  # fmt: skip
 
     def _reserved(self, plan: _ReservePlan, outcome: ReserveOutcome, usage: Sequence[int]) -> Reservation:
@@ -894,6 +1102,19 @@ class Ledger:
         """
         if not isinstance(reservation, Reservation):
             raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
+        memory = self._memory
+        if (
+            memory is not None
+            and model is None
+            and premium_model is None
+            and cache_hit is False
+            and saved_usd is None
+            and type(usage) is Usage
+            and unknown_model == "error"
+        ):
+            charged = self._lane_commit(memory, reservation, usage)
+            if charged is not None:
+                return charged
         unpriced = _unknown_model_option(unknown_model)
         try:
             plan = self._plan_of(reservation, usage, model, premium_model, cache_hit, saved_usd, unpriced)
@@ -1164,9 +1385,10 @@ class Ledger:
         """:meth:`commit` on the in-process store: its tuple path, no request or outcome objects."""
         scopes, tokens, cost = plan.scopes, plan.tokens, plan.cost
         amounts = tuple([tokens if t else cost for t in scopes.tokens_at])
-        applied, _, spent = memory.commit_amounts(
-            plan.day, plan.request_id, scopes.keys, amounts, plan.rollup_key, plan.rollup, plan.cost_key
-        )
+        applied, _, spent = memory.commit_cells(
+            plan.day, plan.request_id, memory.cells(plan.day, scopes.keys), amounts, plan.rollup_key,
+            plan.rollup, plan.cost_key,
+        )  # fmt: skip
         self._replay_due()
         if applied and plan.per_call_key is not None:
             self._record_per_call(plan)

@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import os
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -49,9 +49,24 @@ class Reservation:
     """The worst-case cost reserved (``None`` for an unpriced model under token budgets only)."""
     step: Step
     """Where the tightest budget stands on the degradation ladder (advice for routers and memory)."""
-    checks: tuple[Check, ...]
     unchecked: bool = False
     """True when the store was unreachable and ``on_unavailable="open"`` let the call through."""
+    held: tuple[tuple[tuple[str, Metric, int | None], ...], tuple[int, ...]] = field(
+        default=((), ()), repr=False, compare=False
+    )
+    """``(budgets, amounts)``: the ``(scope, metric, limit)`` of each budget the reservation holds
+    and the amount it holds there (see :attr:`checks`)."""
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """What the reservation holds, per budget: its scope, metric, amount and limit."""
+        budgets, amounts = self.held
+        return tuple(
+            [
+                Check(scope=scope, metric=metric, amount=amount, limit=limit)
+                for (scope, metric, limit), amount in zip(budgets, amounts, strict=True)
+            ]
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -182,6 +197,53 @@ class _Scopes:
     """Some budget has a limit (the ladder and alerts have work to do)."""
     rollup_prefix: str
     """``<feature>/<user>/`` of the attribution row's key (encoded ids)."""
+
+
+class _Lane:
+    """What the memory store's fast lane keeps per ``(model, feature, user)`` (see
+    :meth:`Ledger._lane`): everything a reserve or commit of that payer and model reads that
+    does not change from call to call, and the day's balance cells.
+
+    Valid while the ledger's policy caches are ``caches``, the registry and price table are at
+    the versions read, and the minute is ``minute`` (genai-prices are dated)."""
+
+    __slots__ = (
+        "caches",
+        "cost_key",
+        "default_output",
+        "held",
+        "max_input",
+        "max_output",
+        "minute",
+        "price",
+        "registry_version",
+        "rollup_key",
+        "scopes",
+        "table",
+        "table_version",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        caches: object,
+        registry_version: int,
+        table: Any,
+        minute: int,
+        price: Any,
+        scopes: _Scopes,
+        max_input: int | None,
+        max_output: int | None,
+        default_output: int | None,
+        rollup_key: str,
+        cost_key: str,
+    ) -> None:
+        self.caches, self.registry_version, self.table = caches, registry_version, table
+        self.table_version, self.minute, self.price = table.version, minute, price
+        self.scopes, self.max_input, self.max_output = scopes, max_input, max_output
+        self.default_output, self.rollup_key, self.cost_key = default_output, rollup_key, cost_key
+        self.held: tuple[str, list[list[int]]] = ("", [])
+        """``(day, cells)``: the balance cells of ``scopes.keys`` on ``day``, one value (threads
+        replace it whole, never half)."""
 
 
 def _drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:

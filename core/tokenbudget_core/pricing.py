@@ -414,35 +414,68 @@ def cost_nanos(
     table = prices if prices is not None else default_price_table()
     reg = registry if registry is not None else default_registry()
     minute = int(time.time() // 60)
-    key = (model, id(reg), id(table))
-    entry = _resolved.get(key)
-    if (
-        entry is None
-        or entry[0] is not reg
-        or entry[1] is not table
-        or entry[2] != reg.version
-        or entry[3] != table.version
-        or entry[4] != minute
-    ):
-        entry = (reg, table, reg.version, table.version, minute, _resolve(model, reg, table, minute))
-        if len(_resolved) >= 4096:
-            _resolved.clear()
-        _resolved[key] = entry
-    found = entry[5]
+    found = resolved_price(model, reg, table, minute)
     if isinstance(found, _Tiers):  # genai-prices picks a tier by the input tokens of the request
         per_request: int | Decimal = input_tokens if requests <= 1 else Decimal(input_tokens) / requests
         found = _bracket_scaled(
             found.canonical, found.provider, minute, bisect.bisect_left(found.thresholds, per_request)
         )
+    return scaled_cost(
+        found, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
+        reasoning_tokens, requests, round_up,
+    )  # fmt: skip
+
+
+def resolved_price(model: str, registry: ModelRegistry, table: PriceTable, minute: int) -> _Resolved:
+    """What :func:`cost_nanos` prices ``model`` with in ``minute`` (epoch minutes): its scaled
+    rates and whether it prices output, its tiers (:class:`_Tiers`), or ``None`` (unpriced).
+    Cached per model, registry and table until either changes (their ``version``) or the minute
+    passes (genai-prices are dated). A caller that keeps the answer must check those three itself.
+
+    Raises:
+        UnknownModelError: Neither the registry nor an override knows ``model``.
+    """
+    key = (model, id(registry), id(table))
+    entry = _resolved.get(key)
+    if (
+        entry is None
+        or entry[0] is not registry
+        or entry[1] is not table
+        or entry[2] != registry.version
+        or entry[3] != table.version
+        or entry[4] != minute
+    ):
+        entry = (
+            registry, table, registry.version, table.version, minute,
+            _resolve(model, registry, table, minute),
+        )  # fmt: skip
+        if len(_resolved) >= 4096:
+            _resolved.clear()
+        _resolved[key] = entry
+    return entry[5]
+
+
+def scaled_cost(
+    found: tuple[_Scaled, bool] | None,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int,
+    cache_write_tokens: int,
+    cache_write_1h_tokens: int,
+    reasoning_tokens: int,
+    requests: int,
+    round_up: bool,
+) -> int | None:
+    """The cost in nano-USD of figures already validated, on rates :func:`resolved_price` found
+    (a tier's already picked): exact integer arithmetic, rounded up (``round_up``) or half to
+    even. ``None`` when unpriced (no rates, or output tokens and no output price)."""
     if found is None or (not found[1] and output_tokens > 0):
         return None
-    scaled = found[0]
-    scale, r_in, r_read, r_5m, r_1h, r_out, r_reason, r_req = scaled
-    write_5m = cache_write_tokens - cache_write_1h_tokens
+    scale, r_in, r_read, r_5m, r_1h, r_out, r_reason, r_req = found[0]
     per_mtok = (
         r_in * (input_tokens - cache_read_tokens - cache_write_tokens)
         + r_read * cache_read_tokens
-        + r_5m * write_5m
+        + r_5m * (cache_write_tokens - cache_write_1h_tokens)
         + r_1h * cache_write_1h_tokens
         + r_out * (output_tokens - reasoning_tokens)
         + r_reason * reasoning_tokens

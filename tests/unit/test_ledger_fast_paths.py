@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -18,7 +20,8 @@ from typing import Any
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 
 from langchain_tokenbudget import BudgetCallbackHandler
@@ -34,6 +37,7 @@ from langchain_tokenbudget.budget_callback import (
 from langchain_tokenbudget.llm_cache import CACHE_HIT_KEY
 from langchain_tokenbudget.messages import to_core_message, to_core_messages
 from tokenbudget_core._frozen import positional_maker
+from tokenbudget_core.attribution import attribute
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError
@@ -108,7 +112,7 @@ def test_memory_tuple_path_and_contract_methods_agree() -> None:
     )
     keys = (("u/a/b", "tokens"), ("g", "nanos"))
     for i in range(3):  # the third reservation does not fit the token limit
-        a = fast.reserve_amounts("d", f"r{i}", keys, (10, 7), (25, None), 0, 1_000)
+        a = fast.reserve_cells("d", f"r{i}", keys, fast.cells("d", keys), (10, 7), (25, None), 0, 1_000)
         b = slow.reserve(ReserveRequest(day="d", request_id=f"r{i}", checks=checks, now_ms=0, lease_ms=1_000))
         if isinstance(a, tuple):
             assert b.ok
@@ -118,12 +122,14 @@ def test_memory_tuple_path_and_contract_methods_agree() -> None:
     assert not b.ok
     assert b.failed == checks[0]
     assert b.used == 20
-    dup = fast.reserve_amounts("d", "r0", keys, (10, 7), (25, None), 0, 1_000)
+    dup = fast.reserve_cells("d", "r0", keys, fast.cells("d", keys), (10, 7), (25, None), 0, 1_000)
     assert not isinstance(dup, tuple)
     assert dup.duplicate
     assert dup.state == "reserved"
     for _ in range(2):  # a second commit changes nothing
-        applied, previous, spent = fast.commit_amounts("d", "r0", keys, (4, 3), "f/u/m", {"requests": 1}, "f")
+        applied, previous, spent = fast.commit_cells(
+            "d", "r0", fast.cells("d", keys), (4, 3), "f/u/m", {"requests": 1}, "f"
+        )
         outcome = slow.commit(
             CommitRequest(
                 day="d",
@@ -146,10 +152,13 @@ def test_memory_tuple_path_and_contract_methods_agree() -> None:
         }
         assert store.call_costs("d", "f") == [0]
         assert [r.values for r in store.rollup(["d"])] == [{"requests": 1}]
-    # A commit of a reservation made on other keys gives back what it held and charges its own.
-    assert isinstance(fast.reserve_amounts("d", "r9", keys, (1, 1), (None, None), 0, 1_000), tuple)
-    other = (("u/a/b", "tokens"), ("g", "nanos"))  # equal, but another tuple: other cells
-    assert fast.commit_amounts("d", "r9", other, (2, 2), "f/u/m", {"requests": 1}, None)[2] == (6, 5)
+    # A commit on cells looked up apart from the reservation's gives back what it held and
+    # charges its own.
+    assert isinstance(
+        fast.reserve_cells("d", "r9", keys, fast.cells("d", keys), (1, 1), (None, None), 0, 1_000), tuple
+    )
+    other = fast.cells("d", (("u/a/b", "tokens"), ("g", "nanos")))  # the same cells, another list
+    assert fast.commit_cells("d", "r9", other, (2, 2), "f/u/m", {"requests": 1}, None)[2] == (6, 5)
     assert fast.totals("d", list(keys), 0) == {("u/a/b", "tokens"): (6, 10), ("g", "nanos"): (5, 7)}
 
 
@@ -181,11 +190,12 @@ def test_positional_maker_builds_the_same_frozen_objects() -> None:
         "request_id": "r1", "day": "2026-11-23", "model": "gpt-4o", "feature": "chat", "user": None,
         "conversation": "c", "overhead": None, "input_tokens": 3, "max_output_tokens": 5,
         "reserved_usd": Decimal("0.01"), "step": "normal",
-        "checks": (Check(scope="g", metric="nanos", amount=1, limit=None),), "unchecked": False,
+        "unchecked": False, "held": ((("g", "nanos", None),), (1,)),
     }  # fmt: skip
     built = make(*values.values())
     assert built == Reservation(**values)
     assert repr(built) == repr(Reservation(**values))
+    assert built.checks == (Check(scope="g", metric="nanos", amount=1, limit=None),)
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.day = "x"  # type: ignore[misc]
     assert positional_maker(Check)("g", "nanos", 1, 2) == Check(scope="g", metric="nanos", amount=1, limit=2)
@@ -229,6 +239,10 @@ def ledger_ops(draw: st.DrawFn) -> list[Op]:
                     draw(st.sampled_from([None, "u-1", "u/2"])),
                     draw(st.sampled_from([None, "conv-1"])),
                     draw(st.sampled_from([f"op-{len(ops)}", "r1", "r2"])),  # a repeated id is a duplicate
+                    # inside an attribute() block: its ids win over the arguments (or fill them)
+                    draw(
+                        st.sampled_from([None, {"user": "u-ctx"}, {"feature": "search", "conversation": "c"}])
+                    ),
                 )
             )
         elif kind == "tick":
@@ -287,13 +301,14 @@ def test_memory_fast_path_behaves_like_the_general_path(ops: list[Op]) -> None:
         for name, led in ledgers.items():
             mine = reservations[name]
             if op[0] == "reserve":
-                _, model, inp, out, feature, user, conversation, rid = op
-                result = _outcome(
-                    lambda led=led: led.reserve(
-                        model=model, input_tokens=inp, max_output_tokens=out, feature=feature, user=user,
-                        conversation=conversation, request_id=rid,
-                    )
-                )  # fmt: skip
+                _, model, inp, out, feature, user, conversation, rid, block = op
+                with attribute(**block) if block else contextlib.nullcontext():
+                    result = _outcome(
+                        lambda led=led: led.reserve(
+                            model=model, input_tokens=inp, max_output_tokens=out, feature=feature, user=user,
+                            conversation=conversation, request_id=rid,
+                        )
+                    )  # fmt: skip
                 if isinstance(result, Reservation):
                     mine.append(result)
             elif not mine:
@@ -408,3 +423,94 @@ def test_budget_handler_reads_a_plain_reply_like_any_other(
     assert settle.hit == cache_hit_of(replies)
     assert settle.premium_model == (premium or premium_model_of(route_of(replies)))
     assert (settle.reservation, settle.failed) == (reservation, failed)
+
+
+class _GeneralHandler(BudgetCallbackHandler):
+    """The budget handler with its one-pass paths turned off: every call is read in full."""
+
+    def _start_plain(self, *args: Any) -> bool:
+        return False
+
+    def _end_plain(self, *args: Any) -> bool:
+        return False
+
+
+_PLAIN_PROMPT = [SystemMessage("You are terse."), HumanMessage("What is a token budget?")]
+_TOOL_PROMPT = [
+    HumanMessage("Weather in Paris?"),
+    AIMessage("", tool_calls=[{"name": "weather", "args": {"city": "Paris"}, "id": "call_1"}]),
+    ToolMessage("18C, sunny", tool_call_id="call_1"),
+]
+_BLOCK_PROMPT = [
+    HumanMessage([{"type": "text", "text": "A long shared context.", "cache_control": {"type": "ephemeral"}}])
+]
+_RUN_IDS = [uuid.UUID(int=1), uuid.UUID(int=2)]
+
+
+@st.composite
+def lc_calls(draw: st.DrawFn) -> list[dict[str, Any]]:
+    return [
+        {
+            "how": draw(st.sampled_from(["invoke", "invoke", "stream", "generate"])),
+            "prompt": draw(st.sampled_from([_PLAIN_PROMPT, _PLAIN_PROMPT[1:], _TOOL_PROMPT, _BLOCK_PROMPT])),
+            "metadata": draw(
+                st.sampled_from(
+                    [{}, {"feature": "chat", "user": "u-1"}, {"user_id": "u-2", "thread_id": "t-1"}]
+                )
+            ),
+            "tags": draw(st.sampled_from([[], ["user:u-3"]])),
+            "max_tokens": draw(st.sampled_from([None, 50, 400])),
+            "run_id": draw(st.sampled_from([None, None, *_RUN_IDS])),  # a reused run id
+            "reported": draw(st.booleans()),
+        }
+        for _ in range(draw(st.integers(1, 12)))
+    ]
+
+
+def _lc_outcome(handler: BudgetCallbackHandler, call: dict[str, Any]) -> Any:
+    usage = {"input_tokens": 40, "output_tokens": 8, "total_tokens": 48} if call["reported"] else None
+    reply = AIMessage(
+        "Sure, here is the answer.", usage_metadata=usage, response_metadata={"model_name": "gpt-4o-mini"}
+    )
+    model = GenericFakeChatModel(messages=itertools.repeat(reply))
+    config: Any = {"callbacks": [handler], "metadata": call["metadata"], "tags": call["tags"]}
+    if call["run_id"] is not None:
+        config["run_id"] = call["run_id"]
+    options = {} if call["max_tokens"] is None else {"max_tokens": call["max_tokens"]}
+    try:
+        if call["how"] == "invoke":
+            return model.invoke(call["prompt"], config=config, **options).content
+        if call["how"] == "stream":
+            return "".join(str(c.content) for c in model.stream(call["prompt"], config=config, **options))
+        result = model.generate(
+            [call["prompt"]] * 2, callbacks=[handler], metadata=call["metadata"], **options
+        )
+        return [g[0].text for g in result.generations]
+    except Exception as e:  # noqa: BLE001 - compared between the two handlers
+        return (type(e).__name__, str(e))
+
+
+@settings(max_examples=60, deadline=None)
+@given(calls=lc_calls())
+def test_budget_handler_one_pass_calls_charge_like_the_general_path(calls: list[dict[str, Any]]) -> None:
+    """The handler's one-pass start and end (plain prompts, plain replies) reserve, refuse and
+    charge exactly what its general reading does, on any mix of call shapes, payers, reused run
+    ids and refusals."""
+    policy = BudgetPolicy(
+        user_daily_tokens=3_000,
+        features={"chat": FeatureBudget(user_daily_usd="0.0004", max_output_tokens_per_call=400)},
+        ladder=Ladder(cheaper_tier=0.3, soft_refusal=0.9),
+    )
+    handlers = {
+        "one_pass": BudgetCallbackHandler(Ledger("memory://", policy=policy), model="gpt-4o-mini"),
+        "general": _GeneralHandler(Ledger("memory://", policy=policy), model="gpt-4o-mini"),
+    }
+    for call in calls:
+        outcomes = {name: _lc_outcome(h, call) for name, h in handlers.items()}
+        assert outcomes["one_pass"] == outcomes["general"], call
+        event(str(outcomes["one_pass"][0]) if isinstance(outcomes["one_pass"], tuple) else "answered")
+    fast, general = (h.ledger for h in handlers.values())
+    day = fast.day()
+    assert sorted(map(repr, fast.store.rollup([day]))) == sorted(map(repr, general.store.rollup([day])))
+    assert fast.store._bal == general.store._bal  # type: ignore[attr-defined]
+    assert handlers["one_pass"]._runs == handlers["general"]._runs == {}

@@ -70,7 +70,7 @@ def _usage(body: UsageBody) -> Usage:
 def _reservation(body: ReservationBody) -> Reservation:
     """The reservation a client sent back (commit and release need only its identity and payer)."""
     ident = body.model_dump(exclude={"reserved_usd", "step"})
-    return Reservation(**ident, overhead=None, reserved_usd=None, step="normal", checks=())
+    return Reservation(**ident, overhead=None, reserved_usd=None, step="normal")
 
 
 def _reservation_json(r: Reservation) -> dict[str, Any]:

@@ -26,16 +26,24 @@ __all__ = ["MemoryStore"]
 
 Keys: TypeAlias = tuple[tuple[str, Metric], ...]
 """``(scope, metric)`` per budget, in the order of the fast path's amounts."""
-_NOTHING_HELD: tuple[list[list[int]], tuple[int, ...]] = ([], ())
+_Held: TypeAlias = tuple[list[list[int]], Sequence[int]]
+"""A live reservation: the balance cells it holds on and the amount it holds on each."""
+_NOTHING_HELD: _Held = ([], ())
+
+
+def _unreserve(held: _Held) -> None:
+    cells, amounts = held
+    for cell, amount in zip(cells, amounts, strict=True):
+        cell[1] -= amount
 
 
 class MemoryStore:
     """The ledger's semantics in plain dicts under one lock (see :mod:`.base`).
 
     Besides the :class:`~.base.LedgerStore` contract it has a fast path the ledger uses
-    (:meth:`reserve_amounts`, :meth:`commit_amounts`): the same operations on the budgets of one
-    payer named by a keys tuple the ledger keeps, whose balance cells are looked up once per day,
-    and plain amounts, without request and outcome objects.
+    (:meth:`cells`, :meth:`reserve_cells`, :meth:`commit_cells`): the same operations on the
+    balance cells of one payer's budgets, which the ledger looks up once per day and keeps, and
+    plain amounts, without request and outcome objects.
 
     A process forked from one holding a store gets a copy of the data and a lock of its own;
     a fork waits for the call another thread is making to finish, so the copy is never half
@@ -47,13 +55,9 @@ class MemoryStore:
         self._lock = threading.Lock()
         # Per day: (scope, metric) -> [spent, reserved].
         self._bal: dict[str, dict[tuple[str, Metric], list[int]]] = defaultdict(dict)
-        # The cells of a keys tuple of the fast path, per (day, id(keys)); the entry keeps the
-        # tuple alive, so its id cannot name another tuple while the entry exists.
-        self._cells: dict[tuple[str, int], tuple[Keys, list[list[int]]]] = {}
-        # Request states stay small and untracked by the cyclic GC (plain strings); the cells and
-        # amounts of a reservation are kept only while it is live.
-        self._states: dict[tuple[str, str], RequestState] = {}
-        self._live: dict[tuple[str, str], tuple[list[list[int]], Sequence[int]]] = {}
+        # Per (day, request id): a live reservation's (cells, amounts), replaced by its final
+        # state (a plain string) when it settles: one dict operation per reserve and commit.
+        self._states: dict[tuple[str, str], RequestState | _Held] = {}
         self._rollup: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._marks: dict[str, float] = {}
         self._costs: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -69,25 +73,10 @@ class MemoryStore:
         leases = self._leases[day]
         while leases and leases[0][0] <= now_ms:
             _, rid = heapq.heappop(leases)
-            if self._states.get((day, rid)) == "reserved":
-                self._unreserve(day, rid)
+            held = self._states.get((day, rid))
+            if type(held) is tuple:
+                _unreserve(held)
                 self._states[(day, rid)] = "expired"
-
-    def _unreserve(self, day: str, rid: str) -> None:
-        cells, held = self._live.pop((day, rid), _NOTHING_HELD)
-        for cell, amount in zip(cells, held, strict=True):
-            cell[1] -= amount
-
-    def _cells_of(self, day: str, keys: Keys) -> list[list[int]]:
-        """The balance cells of ``keys`` on ``day`` (created at zero), remembered per keys tuple."""
-        entry = self._cells.get((day, id(keys)))
-        if entry is not None and entry[0] is keys:
-            return entry[1]
-        cells = self._lookup(day, keys)
-        if len(self._cells) >= 65_536:  # a cache: the cells themselves stay in the balances
-            self._cells.clear()
-        self._cells[(day, id(keys))] = (keys, cells)
-        return cells
 
     def _lookup(self, day: str, keys: Keys) -> list[list[int]]:
         bal = self._bal[day]
@@ -99,26 +88,14 @@ class MemoryStore:
             cells.append(cell)
         return cells
 
-    def reserve_amounts(
-        self,
-        day: str,
-        request_id: str,
-        keys: Keys,
-        amounts: Sequence[int],
-        limits: Sequence[int | None],
-        now_ms: int,
-        lease_ms: int,
-    ) -> tuple[int, ...] | ReserveOutcome:
-        """:meth:`reserve` of ``amounts`` against the budgets ``keys`` (``(scope, metric)``, each
-        once) limited by ``limits``: ``spent + reserved`` per budget after reserving, or the
-        outcome of a refused or duplicate request. ``keys`` should be one long-lived tuple per
-        payer (its cells are remembered by identity)."""
+    def cells(self, day: str, keys: Keys) -> list[list[int]]:
+        """The balance cells of the budgets ``keys`` (``(scope, metric)``, each once) on ``day``,
+        created at zero, for :meth:`reserve_cells` and :meth:`commit_cells`. A caller may keep
+        them for the day: a memory store never drops a day's balances."""
         with self._lock:
-            return self._reserve(
-                day, request_id, keys, self._cells_of(day, keys), amounts, limits, now_ms, lease_ms
-            )
+            return self._lookup(day, keys)
 
-    def _reserve(
+    def reserve_cells(
         self,
         day: str,
         request_id: str,
@@ -129,56 +106,40 @@ class MemoryStore:
         now_ms: int,
         lease_ms: int,
     ) -> tuple[int, ...] | ReserveOutcome:
-        leases = self._leases[day]
-        if leases and leases[0][0] <= now_ms:
-            self._expire(day, now_ms)
+        """:meth:`reserve` of ``amounts`` on the budgets ``keys`` (their :meth:`cells` on ``day``)
+        limited by ``limits``: ``spent + reserved`` per budget after reserving, or the outcome of
+        a refused or duplicate request."""
         key = (day, request_id)
-        known = self._states.get(key)
-        if known is not None:
-            return ReserveOutcome(ok=True, state=known, duplicate=True)
-        for i, (cell, amount, limit) in enumerate(zip(cells, amounts, limits, strict=True)):
-            if limit is not None and cell[0] + cell[1] + amount > limit:
-                scope, metric = keys[i]
-                failed = Check(scope=scope, metric=metric, amount=amount, limit=limit)
-                return ReserveOutcome(ok=False, failed=failed, used=cell[0] + cell[1])
-        for cell, amount in zip(cells, amounts, strict=True):
-            cell[1] += amount
-        self._states[key] = "reserved"
-        self._live[key] = (cells, amounts)
-        heapq.heappush(leases, (now_ms + lease_ms, request_id))
-        return tuple([cell[0] + cell[1] for cell in cells])
+        with self._lock:
+            leases = self._leases[day]
+            if leases and leases[0][0] <= now_ms:
+                self._expire(day, now_ms)
+            known = self._states.get(key)
+            if known is not None:
+                state: RequestState = "reserved" if type(known) is tuple else known  # type: ignore[assignment]
+                return ReserveOutcome(ok=True, state=state, duplicate=True)
+            for i, (cell, amount, limit) in enumerate(zip(cells, amounts, limits, strict=True)):
+                if limit is not None and cell[0] + cell[1] + amount > limit:
+                    scope, metric = keys[i]
+                    failed = Check(scope=scope, metric=metric, amount=amount, limit=limit)
+                    return ReserveOutcome(ok=False, failed=failed, used=cell[0] + cell[1])
+            for cell, amount in zip(cells, amounts, strict=True):
+                cell[1] += amount
+            self._states[key] = (cells, amounts)
+            heapq.heappush(leases, (now_ms + lease_ms, request_id))
+            return tuple([cell[0] + cell[1] for cell in cells])
 
     def reserve(self, req: ReserveRequest) -> ReserveOutcome:
         keys = tuple([(c.scope, c.metric) for c in req.checks])
-        amounts = tuple([c.amount for c in req.checks])
-        limits = [c.limit for c in req.checks]
-        with self._lock:
-            cells = self._lookup(req.day, keys)
-            found = self._reserve(
-                req.day, req.request_id, keys, cells, amounts, limits, req.now_ms, req.lease_ms
-            )
+        found = self.reserve_cells(
+            req.day, req.request_id, keys, self.cells(req.day, keys), tuple([c.amount for c in req.checks]),
+            [c.limit for c in req.checks], req.now_ms, req.lease_ms,
+        )  # fmt: skip
         if isinstance(found, ReserveOutcome):
             return found
         return ReserveOutcome(ok=True, state="reserved", usage=found)
 
-    def commit_amounts(
-        self,
-        day: str,
-        request_id: str,
-        keys: Keys,
-        amounts: Sequence[int],
-        rollup_key: str,
-        rollup: Mapping[str, int],
-        call_cost_key: str | None,
-    ) -> tuple[bool, RequestState | None, tuple[int, ...]]:
-        """:meth:`commit` of ``amounts`` to the budgets ``keys`` (as in :meth:`reserve_amounts`):
-        ``(applied, previous, spent per budget)``."""
-        with self._lock:
-            return self._commit(
-                day, request_id, self._cells_of(day, keys), amounts, rollup_key, rollup, call_cost_key
-            )
-
-    def _commit(
+    def commit_cells(
         self,
         day: str,
         request_id: str,
@@ -188,35 +149,43 @@ class MemoryStore:
         rollup: Mapping[str, int],
         call_cost_key: str | None,
     ) -> tuple[bool, RequestState | None, tuple[int, ...]]:
+        """:meth:`commit` of ``amounts`` to the budgets of ``cells`` (as in :meth:`reserve_cells`):
+        ``(applied, previous, spent per budget)``."""
         key = (day, request_id)
-        previous = self._states.get(key)
-        if previous == "committed":
-            return False, "committed", ()
-        held_cells, held = self._live.pop(key, _NOTHING_HELD) if previous == "reserved" else _NOTHING_HELD
-        if held_cells is cells:  # reserved on these budgets: give back and charge in one pass
-            for cell, reserved, amount in zip(cells, held, amounts, strict=True):
-                cell[1] -= reserved
-                cell[0] += amount
-        else:
-            for cell, reserved in zip(held_cells, held, strict=True):
-                cell[1] -= reserved
-            for cell, amount in zip(cells, amounts, strict=True):
-                cell[0] += amount
-        row = self._rollup[(day, rollup_key)]
-        for k, v in rollup.items():
-            row[k] += v
-        self._states[key] = "committed"
-        if call_cost_key is not None:
-            self._costs[(day, call_cost_key)].append(rollup.get("cost_nanos", 0))
-        return True, previous, tuple([cell[0] for cell in cells])  # after every charge
+        with self._lock:
+            known = self._states.get(key)
+            if known == "committed":
+                return False, "committed", ()
+            previous: RequestState | None
+            if type(known) is tuple:
+                held_cells, held = known
+                previous = "reserved"
+            else:
+                held_cells, held = _NOTHING_HELD
+                previous = known  # type: ignore[assignment]
+            if held_cells is cells:  # reserved on these budgets: give back and charge in one pass
+                for cell, reserved, amount in zip(cells, held, amounts, strict=True):
+                    cell[1] -= reserved
+                    cell[0] += amount
+            else:
+                for cell, reserved in zip(held_cells, held, strict=True):
+                    cell[1] -= reserved
+                for cell, amount in zip(cells, amounts, strict=True):
+                    cell[0] += amount
+            row = self._rollup[(day, rollup_key)]
+            for k, v in rollup.items():
+                row[k] += v
+            self._states[key] = "committed"
+            if call_cost_key is not None:
+                self._costs[(day, call_cost_key)].append(rollup.get("cost_nanos", 0))
+            return True, previous, tuple([cell[0] for cell in cells])  # after every charge
 
     def commit(self, req: CommitRequest) -> CommitOutcome:
         keys = tuple([(c.scope, c.metric) for c in req.charges])
-        with self._lock:
-            applied, previous, spent = self._commit(
-                req.day, req.request_id, self._lookup(req.day, keys), [c.amount for c in req.charges],
-                req.rollup_key, req.rollup, req.call_cost_key,
-            )  # fmt: skip
+        applied, previous, spent = self.commit_cells(
+            req.day, req.request_id, self.cells(req.day, keys), [c.amount for c in req.charges],
+            req.rollup_key, req.rollup, req.call_cost_key,
+        )  # fmt: skip
         if not applied:
             return CommitOutcome(applied=False, previous=previous)
         return CommitOutcome(
@@ -230,9 +199,9 @@ class MemoryStore:
             if state is None:
                 self._states[key] = "released"
                 return False
-            if state != "reserved":
+            if type(state) is not tuple:
                 return False
-            self._unreserve(day, request_id)
+            _unreserve(state)
             self._states[key] = "released"
             return True
 
