@@ -909,19 +909,20 @@ class Ledger:
         )  # fmt: skip
         if nanos is None or nanos > _MAX_AMOUNT:
             return None
-        rollup = {  # as _commit_plan's for one priced call that is neither a cache hit nor overhead
+        # _commit_plan's counters of one priced call that is neither a cache hit nor overhead,
+        # the ones it moves (a memory store's new row holds every counter at zero)
+        rollup = {
             "requests": 1,
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
-            "cache_read_tokens": usage.cache_read_tokens,
-            "cache_write_tokens": usage.cache_write_tokens,
             "cost_nanos": nanos,
-            "cache_hits": 0,
-            "saved_nanos": 0,
-            "overhead_nanos": 0,
-            "estimated": int(usage.estimated),
-            "unpriced": 0,
         }
+        if usage.cache_read_tokens:
+            rollup["cache_read_tokens"] = usage.cache_read_tokens
+        if usage.cache_write_tokens:
+            rollup["cache_write_tokens"] = usage.cache_write_tokens
+        if usage.estimated:
+            rollup["estimated"] = 1
         scopes = lane.scopes
         day = r.day
         held = lane.held
@@ -1562,9 +1563,10 @@ class Ledger:
                 "reply_text", f"must be a string, got {type(reply_text).__name__}", value=reply_text
             )
         counter = text_counter(counter)
-        for flag, value in (("failed", failed), ("cache_hit", cache_hit), ("hit_recorded", hit_recorded)):
-            if not isinstance(value, bool):
-                raise InvalidInputError(flag, "must be True or False", value=value)
+        if not (type(failed) is bool and type(cache_hit) is bool and type(hit_recorded) is bool):
+            for flag, value in (("failed", failed), ("cache_hit", cache_hit), ("hit_recorded", hit_recorded)):
+                if not isinstance(value, bool):
+                    raise InvalidInputError(flag, "must be True or False", value=value)
         if cache_hit:
             if hit_recorded:
                 self.release(reservation)

@@ -75,6 +75,7 @@ class TiktokenCounter(TokenCounter):
         if model.encoding is None:
             raise InvalidInputError("model.encoding", f"{model.name!r} has no tiktoken encoding")
         self._enc = get_encoding(model.encoding)
+        self._make_count = TokenCount.maker(model=model.name, method="tiktoken", encoding=self._enc.name)
         self._encode = self._enc.encode_ordinary
         legacy = model.name.endswith("gpt-3.5-turbo-0301") or model.canonical == "gpt-3.5-0301"
         self._per_message = 4 if legacy else 3
@@ -95,7 +96,7 @@ class TiktokenCounter(TokenCounter):
         return self._enc.name
 
     def _result(self, n: int, exact: bool = True) -> TokenCount:
-        return TokenCount(n, exact=exact, model=self.model.name, method="tiktoken", encoding=self._enc.name)
+        return self._make_count(n, exact)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (special-token strings are encoded as plain text)."""

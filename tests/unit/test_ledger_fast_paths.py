@@ -39,7 +39,7 @@ from langchain_tokenbudget.messages import to_core_message, to_core_messages
 from tokenbudget_core._frozen import positional_maker
 from tokenbudget_core.attribution import attribute
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder
-from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.counting import TokenCount, TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.messages import Message
@@ -48,7 +48,7 @@ from tokenbudget_core.price_overrides import PriceOverride, PriceTable
 from tokenbudget_core.pricing import cost_nanos, cost_or_none
 from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import premium_model_of
-from tokenbudget_core.stores.base import Check, CommitRequest, ReserveRequest
+from tokenbudget_core.stores.base import ROLLUP_FIELDS, Check, CommitRequest, ReserveRequest
 from tokenbudget_core.stores.memory import MemoryStore
 from tokenbudget_core.usage import Usage
 
@@ -151,7 +151,10 @@ def test_memory_tuple_path_and_contract_methods_agree() -> None:
             ("g", "nanos"): (3, 7),
         }
         assert store.call_costs("d", "f") == [0]
-        assert [r.values for r in store.rollup(["d"])] == [{"requests": 1}]
+        # a row holds every counter a ledger commit writes, from its first commit on
+        assert [r.values for r in store.rollup(["d"])] == [
+            {**dict.fromkeys(ROLLUP_FIELDS[:11], 0), "requests": 1}
+        ]
     # A commit on cells looked up apart from the reservation's gives back what it held and
     # charges its own.
     assert isinstance(
@@ -514,3 +517,16 @@ def test_budget_handler_one_pass_calls_charge_like_the_general_path(calls: list[
     assert sorted(map(repr, fast.store.rollup([day]))) == sorted(map(repr, general.store.rollup([day])))
     assert fast.store._bal == general.store._bal  # type: ignore[attr-defined]
     assert handlers["one_pass"]._runs == handlers["general"]._runs == {}
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_token_count_maker_builds_what_the_class_builds(exact: bool) -> None:
+    make = TokenCount.maker(model="gpt-4o", method="tiktoken", encoding="o200k_base")
+    built, expected = (
+        make(42, exact),
+        TokenCount(42, exact=exact, model="gpt-4o", method="tiktoken", encoding="o200k_base"),
+    )
+    assert (built, repr(built), built.as_dict()) == (expected, repr(expected), expected.as_dict())
+    assert type(built) is TokenCount
+    built.exact = not exact  # each count is its own object
+    assert make(42, exact).exact is exact

@@ -11,6 +11,7 @@ from typing import TypeAlias
 
 from ._fork import reset_after_fork
 from .base import (
+    ROLLUP_FIELDS,
     Check,
     CommitOutcome,
     CommitRequest,
@@ -29,6 +30,11 @@ Keys: TypeAlias = tuple[tuple[str, Metric], ...]
 _Held: TypeAlias = tuple[list[list[int]], Sequence[int]]
 """A live reservation: the balance cells it holds on and the amount it holds on each."""
 _NOTHING_HELD: _Held = ([], ())
+
+
+_NEW_ROW = dict.fromkeys(ROLLUP_FIELDS[: ROLLUP_FIELDS.index("unpriced") + 1], 0)
+"""A new attribution row: the counters every commit of the ledger writes, at zero (as the other
+stores' rows hold them from their first commit), so a commit may leave out the ones it does not move."""
 
 
 def _unreserve(held: _Held) -> None:
@@ -58,7 +64,7 @@ class MemoryStore:
         # Per (day, request id): a live reservation's (cells, amounts), replaced by its final
         # state (a plain string) when it settles: one dict operation per reserve and commit.
         self._states: dict[tuple[str, str], RequestState | _Held] = {}
-        self._rollup: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self._rollup: dict[tuple[str, str], defaultdict[str, int]] = {}
         self._marks: dict[str, float] = {}
         self._costs: dict[tuple[str, str], list[int]] = defaultdict(list)
         self._leases: dict[str, list[tuple[int, str]]] = defaultdict(list)  # per day: heap of (expiry, id)
@@ -172,7 +178,9 @@ class MemoryStore:
                     cell[1] -= reserved
                 for cell, amount in zip(cells, amounts, strict=True):
                     cell[0] += amount
-            row = self._rollup[(day, rollup_key)]
+            row = self._rollup.get((day, rollup_key))
+            if row is None:
+                row = self._rollup[(day, rollup_key)] = defaultdict(int, _NEW_ROW)
             for k, v in rollup.items():
                 row[k] += v
             self._states[key] = "committed"
