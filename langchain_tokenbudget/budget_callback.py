@@ -719,7 +719,6 @@ class _BudgetHandler:
         if (
             len(messages) != 1
             or (type(size) is int and size > 1)  # one prompt of several (see _Batch)
-            or run_id in self._runs
             or params.get("_type") == ROUTER_LLM_TYPE
             or ROUTE_KEY in meta
             or params.get("tools")
@@ -772,8 +771,9 @@ class _BudgetHandler:
                     self._sweep(now)
                 self._runs[run_id] = run
                 return True
-        # A call reusing this run id started meanwhile and reserved under the same id: that
-        # reservation is its; the general path reserves this call under the next free id.
+        # A run under this run id is open (a reused config["run_id"]): the reserve under the
+        # run's id returned that run's reservation, holding nothing more; the general path
+        # reserves this call under the next free id.
         return False
 
     def _end_plain(self, run_id: UUID, response: LLMResult) -> bool:
@@ -786,10 +786,12 @@ class _BudgetHandler:
         if plain is None:
             return False
         with self._lock:
-            run = self._runs.get(run_id)
-            if run is None or run.next is not None or run.batch is not None or run.total is not None:
+            run = self._runs.pop(run_id, None)
+            if run is None:
                 return False
-            del self._runs[run_id]
+            if run.next is not None or run.batch is not None or run.total is not None:
+                self._runs[run_id] = run  # put back for the general reading
+                return False
         self.ledger.settle(
             run.reservation,
             usage_from_langchain(plain.usage_metadata),
