@@ -864,6 +864,8 @@ class Ledger:
         found = memory.reserve_cells(
             day, rid, scopes.keys, held[1], amounts, scopes.limits, now_ms, self.lease_ms
         )
+        if self._orphans:  # abandoned ids wait for a store call (a memory store spools nothing)
+            self._replay_due()
         if isinstance(found, tuple):
             step: Step = "normal"
             if scopes.limited:
@@ -931,6 +933,8 @@ class Ledger:
         applied, _, spent = memory.commit_cells(
             day, r.request_id, cells, amounts, lane.rollup_key, rollup, lane.cost_key
         )
+        if self._orphans:
+            self._replay_due()
         if not applied:  # the id was committed before: this commit charged nothing
             return _new_charge(r.request_id, usage, None, False, False, None)
         if scopes.limited and self.sinks:

@@ -200,3 +200,19 @@ def test_overhead_cache_hits_stay_out_of_the_hit_rate() -> None:
                 r = ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10)
                 ledger.settle(r, Usage(input_tokens=10, output_tokens=10), cache_hit=True)
     assert build_report(ledger, last_days=1).totals.hit_rate == Decimal("0.5")
+
+
+def test_an_abandoned_id_is_released_by_later_calls_on_the_memory_lane() -> None:
+    """A reservation under an abandoned id is given back by the next calls a second later, the
+    memory store's one-pass reserve and commit included (they are the only calls a busy app makes)."""
+    ledger = Ledger("memory://", policy=BudgetPolicy(daily_usd="0.01"))
+    held = ledger.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=500, request_id="call-1")
+    ledger.abandon("call-1")
+    time.sleep(1.05)
+    r = ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10)
+    charge = ledger.commit(r, Usage(input_tokens=10, output_tokens=10))
+    assert held.reserved_usd is not None
+    assert held.reserved_usd > 0
+    assert charge.cost_usd is not None
+    # only the committed call is left: the abandoned reservation was given back
+    assert ledger.state().headroom["daily_usd"] == Decimal("0.01") - charge.cost_usd
