@@ -104,6 +104,25 @@ class ContractTests:
         assert not store.release(DAY, "r", 3_000)
         assert totals(store) == (0, 0)
 
+    def test_release_with_forget_gives_back_and_forgets_only_a_live_reservation(
+        self, store: LedgerStore
+    ) -> None:
+        """The ledger's answer to a soft refusal: what was held comes back, and a retry under the
+        same id is a new reservation; an unknown or settled id is left as it is."""
+        reserve(store, "r", 100, None)
+        assert store.release(DAY, "r", 3_000, forget=True)
+        assert totals(store) == (0, 0)
+        again = reserve(store, "r", 100, None)
+        assert again.ok
+        assert not again.duplicate
+        assert totals(store) == (0, 100)
+        assert not store.release(DAY, "unknown", 3_000, forget=True)
+        assert not reserve(store, "unknown", 50, None).duplicate  # not remembered as released
+        assert commit(store, "r", 80).applied
+        assert not store.release(DAY, "r", 3_000, forget=True)  # a settled id stays settled
+        assert not commit(store, "r", 80).applied
+        assert totals(store) == (80, 50)
+
     def test_commit_after_release_or_without_reservation_still_charges_once(self, store: LedgerStore) -> None:
         reserve(store, "r", 100, None)
         store.release(DAY, "r", 3_000)

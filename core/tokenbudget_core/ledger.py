@@ -546,7 +546,8 @@ class Ledger:
 
         Raises:
             BudgetExceededError: A budget (or a per-call limit) would be exceeded, or the ladder
-                reached a soft refusal; the call must not go out.
+                reached a soft refusal; the call must not go out. Nothing is held, and the
+                request id is free: a retry under it is a new reservation.
             BudgetUnavailableError: The store is down and the ledger fails closed.
             UnpricedModelError: The model has no price and a dollar budget applies.
             InvalidInputError: A bad argument, named; or ``request_id`` was already committed,
@@ -911,28 +912,48 @@ class Ledger:
         )  # fmt: skip
         if nanos is None or nanos > _MAX_AMOUNT:
             return None
-        # _commit_plan's counters of one priced call that is neither a cache hit nor overhead,
-        # the ones it moves (a memory store's new row holds every counter at zero)
-        rollup = {
-            "requests": 1,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cost_nanos": nanos,
-        }
-        if usage.cache_read_tokens:
-            rollup["cache_read_tokens"] = usage.cache_read_tokens
-        if usage.cache_write_tokens:
-            rollup["cache_write_tokens"] = usage.cache_write_tokens
-        if usage.estimated:
-            rollup["estimated"] = 1
+        # _commit_plan's counters of one priced call that is neither a cache hit nor overhead: all
+        # of them the first time the lane writes the day's row (a row holds every counter a
+        # commit wrote, zeros included, as in every store), then only the ones the call moves
         scopes = lane.scopes
         day = r.day
+        first = lane.rolled != day
+        rollup: dict[str, int]
+        if first:
+            rollup = {
+                "requests": 1,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_tokens": usage.cache_read_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+                "cost_nanos": nanos,
+                "cache_hits": 0,
+                "saved_nanos": 0,
+                "overhead_nanos": 0,
+                "estimated": int(usage.estimated),
+                "unpriced": 0,
+            }
+        else:
+            rollup = {
+                "requests": 1,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cost_nanos": nanos,
+            }
+            if usage.cache_read_tokens:
+                rollup["cache_read_tokens"] = usage.cache_read_tokens
+            if usage.cache_write_tokens:
+                rollup["cache_write_tokens"] = usage.cache_write_tokens
+            if usage.estimated:
+                rollup["estimated"] = 1
         held = lane.held
         cells = held[1] if held[0] == day else memory.cells(day, scopes.keys)
         amounts = tuple([tokens if t else nanos for t in scopes.tokens_at])
         applied, _, spent = memory.commit_cells(
             day, r.request_id, cells, amounts, lane.rollup_key, rollup, lane.cost_key
         )
+        if first and applied:  # the row holds every counter now: later commits may leave zeros out
+            lane.rolled = day
         if self._orphans:
             self._replay_due()
         if not applied:  # the id was committed before: this commit charged nothing
@@ -999,8 +1020,7 @@ class Ledger:
                 "not hold budget)"
                 + (", and its commit would be ignored" if outcome.state == "committed" else ""),
                 value=plan.request_id,
-                fix="use a fresh request id per call, a retry after a refusal included (or pass none: "
-                "the ledger makes one)",
+                fix="use a fresh request id per call (or pass none: the ledger makes one)",
             )
         step: Step = "normal"
         if plan.scopes.limited:
@@ -1013,8 +1033,8 @@ class Ledger:
             else:
                 step = self._step(plan.day, checks, plan.now_ms)
         reservation = self._reservation(plan, step)
-        if step in self._refused_steps:
-            self.release(reservation)
+        if step in self._refused_steps:  # given back and forgotten: a retry under the id reserves anew
+            self._release(reservation, forget=True)
             raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
         return reservation
 
@@ -1635,11 +1655,15 @@ class Ledger:
         """Give a reservation back (the call failed). Idempotent; a no-op after a commit."""
         if not isinstance(reservation, Reservation):
             raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
+        return self._release(reservation)
+
+    def _release(self, reservation: Reservation, *, forget: bool = False) -> bool:
         # An unchecked reservation (the store was down) is released on the store too: its
         # request may have run there with the answer lost, holding the worst case.
+        day, rid = reservation.day, reservation.request_id
         try:
             return self._store_call(
-                lambda: self.store.release(reservation.day, reservation.request_id, int(self.clock() * 1000))
+                lambda: self.store.release(day, rid, int(self.clock() * 1000), forget=forget)
             )
         except BudgetUnavailableError:  # released once the store answers again (or its lease ends)
             self._orphan(reservation.day, reservation.request_id)
@@ -1849,6 +1873,7 @@ class Ledger:
 
 
 _RESERVED = ReserveOutcome(ok=True, state="reserved")
+
 _REQUIRED_ARGS = frozenset({"model", "input_tokens"})
 _RESERVE_ARGS = _REQUIRED_ARGS | {
     "max_output_tokens", "feature", "user", "conversation", "request_id", "choices", "cache_writes"

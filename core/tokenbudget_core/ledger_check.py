@@ -60,7 +60,7 @@ class ReadOnlyReserveStore:
     def commit(self, req: CommitRequest) -> CommitOutcome:
         return self.store.commit(req)
 
-    def release(self, day: str, request_id: str, now_ms: int) -> bool:
+    def release(self, day: str, request_id: str, now_ms: int, *, forget: bool = False) -> bool:
         return False
 
     def totals(

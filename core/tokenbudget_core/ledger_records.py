@@ -217,6 +217,7 @@ class _Lane:
         "minute",
         "price",
         "registry_version",
+        "rolled",
         "rollup_key",
         "scopes",
         "table",
@@ -244,6 +245,8 @@ class _Lane:
         self.held: tuple[str, list[list[int]]] = ("", [])
         """``(day, cells)``: the balance cells of ``scopes.keys`` on ``day``, one value (threads
         replace it whole, never half)."""
+        self.rolled = ""
+        """The day whose attribution row a commit of the lane wrote with every counter."""
 
 
 def _drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.budgets import BudgetPolicy, Ladder
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.stores.memory import MemoryStore
 from tokenbudget_core.streams import estimate_output_tokens
@@ -113,6 +114,20 @@ def test_reserving_a_settled_request_id_again_is_refused(any_ledger: Ledger, set
     assert e.value.field == "request_id"
     assert {"commit": "committed", "release": "released", "expire": "expired"}[settle] in str(e.value)
     assert "fresh request id" in str(e.value)
+
+
+def test_a_retry_after_a_soft_refusal_under_the_same_id_reserves_anew(any_ledger: Ledger) -> None:
+    """A soft refusal gives back what the call held and forgets its id: the app may retry the
+    call (smaller, or after the limit was raised) under the same id."""
+    ladder = Ladder(cheaper_tier=0.2, smaller_context=0.3, cache_only=0.4, soft_refusal=0.5)
+    any_ledger.policy = BudgetPolicy(daily_usd="0.01", ladder=ladder)
+    with pytest.raises(BudgetExceededError) as e:  # $0.006 of $0.01: past the soft threshold
+        any_ledger.reserve(model="gpt-4o", input_tokens=2_000, max_output_tokens=100, request_id="req-1")
+    assert e.value.step == "soft_refusal"
+    assert any_ledger.state().headroom["daily_usd"] == Decimal("0.01")  # nothing held
+    again = _reserve(any_ledger, "req-1")  # $0.0035: fits
+    assert again.request_id == "req-1"
+    assert any_ledger.state().headroom["daily_usd"] == Decimal("0.01") - again.reserved_usd
 
 
 def test_a_retried_reserve_of_a_live_reservation_returns_it(any_ledger: Ledger) -> None:

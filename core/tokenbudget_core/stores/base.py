@@ -192,8 +192,13 @@ class LedgerStore(Protocol):
         """See the module docstring."""
         ...
 
-    def release(self, day: str, request_id: str, now_ms: int) -> bool:
-        """Release a live reservation; True if something was released."""
+    def release(self, day: str, request_id: str, now_ms: int, *, forget: bool = False) -> bool:
+        """Release a live reservation; True if something was released.
+
+        An unknown id is remembered as released (a reserve arriving late under it holds
+        nothing). With ``forget``, a live reservation is given back and its id forgotten, and
+        nothing else changes: the ledger's answer to a reservation it refused after making it
+        (a soft refusal), so that a retry under the same id is a new reservation."""
         ...
 
     def totals(

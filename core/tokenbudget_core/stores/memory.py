@@ -11,7 +11,6 @@ from typing import TypeAlias
 
 from ._fork import reset_after_fork
 from .base import (
-    ROLLUP_FIELDS,
     Check,
     CommitOutcome,
     CommitRequest,
@@ -30,11 +29,6 @@ Keys: TypeAlias = tuple[tuple[str, Metric], ...]
 _Held: TypeAlias = tuple[list[list[int]], Sequence[int]]
 """A live reservation: the balance cells it holds on and the amount it holds on each."""
 _NOTHING_HELD: _Held = ([], ())
-
-
-_NEW_ROW = dict.fromkeys(ROLLUP_FIELDS[: ROLLUP_FIELDS.index("unpriced") + 1], 0)
-"""A new attribution row: the counters every commit of the ledger writes, at zero (as the other
-stores' rows hold them from their first commit), so a commit may leave out the ones it does not move."""
 
 
 def _unreserve(held: _Held) -> None:
@@ -180,7 +174,7 @@ class MemoryStore:
                     cell[0] += amount
             row = self._rollup.get((day, rollup_key))
             if row is None:
-                row = self._rollup[(day, rollup_key)] = defaultdict(int, _NEW_ROW)
+                row = self._rollup[(day, rollup_key)] = defaultdict(int)
             for k, v in rollup.items():
                 row[k] += v
             self._states[key] = "committed"
@@ -200,18 +194,20 @@ class MemoryStore:
             applied=True, previous=previous, spent=spent, recorded_cost=req.call_cost_key is not None
         )
 
-    def release(self, day: str, request_id: str, now_ms: int) -> bool:
+    def release(self, day: str, request_id: str, now_ms: int, *, forget: bool = False) -> bool:
         with self._lock:
             key = (day, request_id)
             state = self._states.get(key)
-            if state is None:
+            if type(state) is tuple:
+                _unreserve(state)
+                if forget:
+                    del self._states[key]
+                else:
+                    self._states[key] = "released"
+                return True
+            if state is None and not forget:
                 self._states[key] = "released"
-                return False
-            if type(state) is not tuple:
-                return False
-            _unreserve(state)
-            self._states[key] = "released"
-            return True
+            return False
 
     def totals(
         self, day: str, scopes: Sequence[tuple[str, Metric]], now_ms: int

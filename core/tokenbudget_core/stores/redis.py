@@ -669,10 +669,12 @@ class RedisStore:
             True, _STATES.get(previous), tuple([int(v) for v in spent]), req.call_cost_key is not None
         )
 
-    def release(self, day: str, request_id: str, now_ms: int) -> bool:
-        """Give back a live reservation; False for settled, expired or unknown requests."""
+    def release(self, day: str, request_id: str, now_ms: int, *, forget: bool = False) -> bool:
+        """Give back a live reservation; False for settled, expired or unknown requests
+        (``forget``: see :meth:`LedgerStore.release <tokenbudget_core.stores.base.LedgerStore.release>`)."""
         keys = self._keys(day, "bal", "req", "held", "leases")
-        return bool(self._run(_Op("RELEASE", keys, [self._ttl, _enc_id(request_id)])))
+        args: list[str | int] = [self._ttl, _enc_id(request_id), int(forget)]
+        return bool(self._run(_Op("RELEASE", keys, args)))
 
     def totals(
         self, day: str, scopes: Sequence[tuple[str, Metric]], now_ms: int

@@ -169,19 +169,26 @@ return out
 RELEASE = (
     _COMMON
     + """
--- KEYS: bal req held leases; ARGV: ttl rid
+-- KEYS: bal req held leases; ARGV: ttl rid forget ('1': give a live reservation back and
+-- forget its id, change nothing else)
 local bal, req, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local ttl, rid = ARGV[1], ARGV[2]
+local ttl, rid, forget = ARGV[1], ARGV[2], ARGV[3] == '1'
 local state = redis.call('HGET', req, rid)
 if not state then
-  redis.call('HSET', req, rid, 'released')
-  touch(ttl, {req})
+  if not forget then
+    redis.call('HSET', req, rid, 'released')
+    touch(ttl, {req})
+  end
   return 0
 end
 if state ~= 'reserved' then return 0 end
 unreserve(bal, held, rid)
 redis.call('ZREM', leases, rid)
-redis.call('HSET', req, rid, 'released')
+if forget then
+  redis.call('HDEL', req, rid)
+else
+  redis.call('HSET', req, rid, 'released')
+end
 touch(ttl, {bal, req, held, leases})
 return 1
 """

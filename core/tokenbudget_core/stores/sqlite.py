@@ -411,17 +411,22 @@ class SQLiteStore:
             spent = tuple([self._balance(db, req.day, s, m)[0] for s, m, _ in rows])
         return CommitOutcome(applied=True, previous=previous, spent=spent, recorded_cost=cost is not None)
 
-    def release(self, day: str, request_id: str, now_ms: int) -> bool:
-        """Release a live reservation; True if something was released."""
+    def release(self, day: str, request_id: str, now_ms: int, *, forget: bool = False) -> bool:
+        """Release a live reservation; True if something was released (``forget``: see
+        :meth:`LedgerStore.release <tokenbudget_core.stores.base.LedgerStore.release>`)."""
         with self._transaction() as db:
             known = self._state(db, day, request_id)
             if known is None:  # remembered, so a late reserve with this id reserves nothing
-                db.execute(_SET_STATE, (day, request_id, "released"))
+                if not forget:
+                    db.execute(_SET_STATE, (day, request_id, "released"))
                 return False
             if known[0] != "reserved":
                 return False
             self._unreserve(db, day, known[1])
-            db.execute(_SET_STATE, (day, request_id, "released"))
+            if forget:
+                db.execute("DELETE FROM requests WHERE day = ? AND request_id = ?", (day, request_id))
+            else:
+                db.execute(_SET_STATE, (day, request_id, "released"))
             return True
 
     def totals(
