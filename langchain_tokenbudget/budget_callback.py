@@ -719,6 +719,7 @@ class _BudgetHandler:
         if (
             len(messages) != 1
             or (type(size) is int and size > 1)  # one prompt of several (see _Batch)
+            or run_id in self._runs  # a reused config["run_id"]: the general path picks the request id
             or params.get("_type") == ROUTER_LLM_TYPE
             or ROUTE_KEY in meta
             or params.get("tools")
@@ -729,7 +730,9 @@ class _BudgetHandler:
         ):
             return False
         model = self.model or _model_named(serialized, params, meta)
-        counter = self.counter or self._counters.get(model)  # type: ignore[arg-type]
+        if model is None:  # the general path names the problem
+            return False
+        counter = self.counter or self._counters.get(model)
         if counter is None:  # the model's first call: the general path makes its counter
             return False
         converted = []
@@ -747,7 +750,7 @@ class _BudgetHandler:
         request_id = str(run_id)
         try:
             reservation = self.ledger.reserve(
-                model=model,  # type: ignore[arg-type]
+                model=model,
                 input_tokens=int(counter.count_messages(converted)),
                 max_output_tokens=max_output,
                 feature=feature or self.feature,
@@ -771,8 +774,8 @@ class _BudgetHandler:
                     self._sweep(now)
                 self._runs[run_id] = run
                 return True
-        # A run under this run id is open (a reused config["run_id"]): the reserve under the
-        # run's id returned that run's reservation, holding nothing more; the general path
+        # A call reusing this run id started meanwhile and reserved under the same id: the
+        # ledger returned that reservation (a live id's), which is that call's; the general path
         # reserves this call under the next free id.
         return False
 

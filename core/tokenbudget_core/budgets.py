@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias
 
 from .errors import BudgetExceededError, InvalidInputError, UnpricedModelError
 
@@ -202,6 +202,24 @@ class RunBudget:
             )
 
 
+class _Features(dict[str, "FeatureBudget"]):
+    """A policy's per-feature limits: a dict that cannot be changed (a ledger works out what it
+    needs from a policy once; a changed policy is a new one, assigned to ``ledger.policy``)."""
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise InvalidInputError(
+            "features",
+            "a BudgetPolicy's features cannot be changed",
+            fix="build a new policy (dataclasses.replace(policy, features={...})) and assign it "
+            "to ledger.policy",
+        )
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+    def __reduce__(self) -> tuple[type[_Features], tuple[dict[str, FeatureBudget]]]:
+        return (_Features, (dict(self),))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BudgetPolicy:
     """All the limits the ledger enforces.
@@ -242,6 +260,9 @@ class BudgetPolicy:
                 raise InvalidInputError("features", "feature names must be non-empty strings", value=name)
             if not isinstance(fb, FeatureBudget):
                 raise InvalidInputError(f"features[{name!r}]", "must be a FeatureBudget", value=fb)
+        object.__setattr__(
+            self, "features", _Features(self.features)
+        )  # a policy is a value: replace it whole
         if not isinstance(self.default_feature, FeatureBudget):
             raise InvalidInputError("default_feature", "must be a FeatureBudget", value=self.default_feature)
         if not isinstance(self.ladder, Ladder):

@@ -248,7 +248,7 @@ class Ledger:
         self.clock = clock
         self._replay_lock = threading.Lock()
         self._next_spool_check = 0.0
-        self._orphans: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)
+        self._orphans: collections.deque[tuple[str, str, bool]] = collections.deque(maxlen=10_000)
         self._orphan_ids: set[str] = set()  # of those waiting: a reserve under one takes it back
         self._day_cache: tuple[int, str] = (-(2**62), "")
         self._lanes: dict[tuple[str, str | None, str | None], _Lane] = {}  # the memory store's lane
@@ -488,9 +488,11 @@ class Ledger:
         _check_ids(request_id=request_id)
         self._orphan(self.day(), request_id)
 
-    def _orphan(self, day: str, request_id: str) -> None:
+    def _orphan(self, day: str, request_id: str, *, forget: bool = False) -> None:
+        """Release ``request_id`` once the store answers (``forget``: and forget it, see
+        :meth:`LedgerStore.release <tokenbudget_core.stores.base.LedgerStore.release>`)."""
         self._orphan_ids.add(request_id)
-        self._orphans.append((day, request_id))
+        self._orphans.append((day, request_id, forget))
 
     def _release_orphans(self) -> None:
         """Release the reservations whose reserve failed closed or whose release could not reach
@@ -503,10 +505,10 @@ class Ledger:
         either. Of failed reserves, only ids the ledger drew itself: a caller may retry its own id.
         """
         while self._orphans:
-            day, rid = self._orphans[0]
+            day, rid, forget = self._orphans[0]
             if rid in self._orphan_ids:  # else reserved again since: that reservation is the caller's
                 try:
-                    self.store.release(day, rid, int(self.clock() * 1000))
+                    self.store.release(day, rid, int(self.clock() * 1000), forget=forget)
                 except (BudgetUnavailableError, OSError):
                     return  # still down: try again at the next look
             self._orphans.popleft()
@@ -768,7 +770,9 @@ class Ledger:
             lane is not None
             and lane.caches is self._caches
             and lane.minute == minute
-            and lane.registry_version == self.registry.version
+            and lane.registry is self.registry
+            and lane.registry_version == lane.registry.version
+            and lane.prices is self.prices
             and lane.table_version == lane.table.version
         ):
             return lane
@@ -788,7 +792,8 @@ class Ledger:
         fb = caches[0].feature(feature)
         scopes = self._scopes_of(feature, user)
         lane = _Lane(
-            caches, registry_version, table, minute, price, scopes, fb.max_input_tokens_per_call,
+            caches, registry, registry_version, self.prices, table, minute, price, scopes,
+            fb.max_input_tokens_per_call,
             fb.max_output_tokens_per_call, fb.max_output_tokens_per_call or info.max_output_tokens,
             scopes.rollup_prefix + _enc(model), _enc(feature),
         )  # fmt: skip
@@ -898,7 +903,14 @@ class Ledger:
     def _lane_commit(self, memory: MemoryStore, r: Reservation, usage: Usage) -> Charge | None:
         """:meth:`commit` in the lane (one call, no overhead, no conversation to mark);
         ``None``: the general path answers (nothing was done)."""
-        if r.overhead is not None or r.conversation is not None or usage.requests != 1:
+        if (
+            r.overhead is not None
+            or r.conversation is not None
+            or usage.requests != 1
+            or type(r.model) is not str
+            or not (r.feature is None or type(r.feature) is str)
+            or not (r.user is None or type(r.user) is str)
+        ):
             return None
         tokens = usage.input_tokens + usage.output_tokens
         if tokens >= _MAX_AMOUNT:
@@ -1033,7 +1045,9 @@ class Ledger:
             else:
                 step = self._step(plan.day, checks, plan.now_ms)
         reservation = self._reservation(plan, step)
-        if step in self._refused_steps:  # given back and forgotten: a retry under the id reserves anew
+        if step in self._refused_steps and not outcome.duplicate:
+            # given back and forgotten: a retry under the id reserves anew (a retried reserve of a
+            # live reservation returns it: whoever made it holds it, and settles it)
             self._release(reservation, forget=True)
             raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
         return reservation
@@ -1158,7 +1172,17 @@ class Ledger:
         saved_usd: Decimal | None = None,
         unpriced_if_unknown: bool = False,
     ) -> _CommitPlan:
-        """The commit plan of reservation ``r`` (charged on ``model`` when given)."""
+        """The commit plan of reservation ``r`` (charged on ``model`` when given).
+
+        Raises:
+            InvalidInputError: ``r`` holds ids that are not strings (a hand-made reservation).
+        """
+        if not (
+            (r.feature is None or type(r.feature) is str)
+            and (r.user is None or type(r.user) is str)
+            and (r.conversation is None or type(r.conversation) is str)
+        ):
+            _check_ids(feature=r.feature, user=r.user, conversation=r.conversation)
         return self._commit_plan(
             r.request_id, r.day, r.model if model is None else _model_name("model", model), r.feature,
             r.user, r.conversation, r.overhead, usage, cache_hit, saved_usd, premium_model,
@@ -1666,7 +1690,7 @@ class Ledger:
                 lambda: self.store.release(day, rid, int(self.clock() * 1000), forget=forget)
             )
         except BudgetUnavailableError:  # released once the store answers again (or its lease ends)
-            self._orphan(reservation.day, reservation.request_id)
+            self._orphan(reservation.day, reservation.request_id, forget=forget)
             return False
 
     def state(self, *, feature: str | None = None, user: str | None = None) -> BudgetState:

@@ -204,8 +204,8 @@ class _Lane:
     :meth:`Ledger._lane`): everything a reserve or commit of that payer and model reads that
     does not change from call to call, and the day's balance cells.
 
-    Valid while the ledger's policy caches are ``caches``, the registry and price table are at
-    the versions read, and the minute is ``minute`` (genai-prices are dated)."""
+    Valid while the ledger's policy caches are ``caches``, its registry and prices are the ones
+    read and at the versions read, and the minute is ``minute`` (genai-prices are dated)."""
 
     __slots__ = (
         "caches",
@@ -216,6 +216,8 @@ class _Lane:
         "max_output",
         "minute",
         "price",
+        "prices",
+        "registry",
         "registry_version",
         "rolled",
         "rollup_key",
@@ -227,7 +229,9 @@ class _Lane:
     def __init__(
         self,
         caches: object,
+        registry: Any,
         registry_version: int,
+        prices: Any,
         table: Any,
         minute: int,
         price: Any,
@@ -238,7 +242,8 @@ class _Lane:
         rollup_key: str,
         cost_key: str,
     ) -> None:
-        self.caches, self.registry_version, self.table = caches, registry_version, table
+        self.caches, self.registry, self.registry_version = caches, registry, registry_version
+        self.prices, self.table = prices, table  # the ledger's prices (None: the default table)
         self.table_version, self.minute, self.price = table.version, minute, price
         self.scopes, self.max_input, self.max_output = scopes, max_input, max_output
         self.default_output, self.rollup_key, self.cost_key = default_output, rollup_key, cost_key

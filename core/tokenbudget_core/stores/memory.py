@@ -26,13 +26,14 @@ __all__ = ["MemoryStore"]
 
 Keys: TypeAlias = tuple[tuple[str, Metric], ...]
 """``(scope, metric)`` per budget, in the order of the fast path's amounts."""
-_Held: TypeAlias = tuple[list[list[int]], Sequence[int]]
-"""A live reservation: the balance cells it holds on and the amount it holds on each."""
-_NOTHING_HELD: _Held = ([], ())
+_Held: TypeAlias = tuple[list[list[int]], Sequence[int], int]
+"""A live reservation: the balance cells it holds on, the amount it holds on each, and when its
+lease ends (its entry in the day's lease heap: an id forgotten and reserved again has two)."""
+_NOTHING_HELD: _Held = ([], (), 0)
 
 
 def _unreserve(held: _Held) -> None:
-    cells, amounts = held
+    cells, amounts, _ = held
     for cell, amount in zip(cells, amounts, strict=True):
         cell[1] -= amount
 
@@ -55,7 +56,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         # Per day: (scope, metric) -> [spent, reserved].
         self._bal: dict[str, dict[tuple[str, Metric], list[int]]] = defaultdict(dict)
-        # Per (day, request id): a live reservation's (cells, amounts), replaced by its final
+        # Per (day, request id): a live reservation's (cells, amounts, expiry), replaced by its final
         # state (a plain string) when it settles: one dict operation per reserve and commit.
         self._states: dict[tuple[str, str], RequestState | _Held] = {}
         self._rollup: dict[tuple[str, str], defaultdict[str, int]] = {}
@@ -72,9 +73,9 @@ class MemoryStore:
         # The day's leases that ran out (a heap: amortised O(log n) per reservation).
         leases = self._leases[day]
         while leases and leases[0][0] <= now_ms:
-            _, rid = heapq.heappop(leases)
+            expiry, rid = heapq.heappop(leases)
             held = self._states.get((day, rid))
-            if type(held) is tuple:
+            if type(held) is tuple and held[2] == expiry:  # not a later reservation under the id
                 _unreserve(held)
                 self._states[(day, rid)] = "expired"
 
@@ -125,8 +126,9 @@ class MemoryStore:
                     return ReserveOutcome(ok=False, failed=failed, used=cell[0] + cell[1])
             for cell, amount in zip(cells, amounts, strict=True):
                 cell[1] += amount
-            self._states[key] = (cells, amounts)
-            heapq.heappush(leases, (now_ms + lease_ms, request_id))
+            expiry = now_ms + lease_ms
+            self._states[key] = (cells, amounts, expiry)
+            heapq.heappush(leases, (expiry, request_id))
             return tuple([cell[0] + cell[1] for cell in cells])
 
     def reserve(self, req: ReserveRequest) -> ReserveOutcome:
@@ -158,10 +160,10 @@ class MemoryStore:
                 return False, "committed", ()
             previous: RequestState | None
             if type(known) is tuple:
-                held_cells, held = known
+                held_cells, held, _ = known
                 previous = "reserved"
             else:
-                held_cells, held = _NOTHING_HELD
+                held_cells, held, _ = _NOTHING_HELD
                 previous = known  # type: ignore[assignment]
             if held_cells is cells:  # reserved on these budgets: give back and charge in one pass
                 for cell, reserved, amount in zip(cells, held, amounts, strict=True):
