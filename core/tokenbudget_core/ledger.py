@@ -249,7 +249,9 @@ class Ledger:
         self._replay_lock = threading.Lock()
         self._next_spool_check = 0.0
         self._orphans: collections.deque[tuple[str, str, bool]] = collections.deque(maxlen=10_000)
-        self._orphan_ids: set[str] = set()  # of those waiting: a reserve under one takes it back
+        # Of those waiting, the ids a reserve under them takes back (False), and the ones whose
+        # soft refusal is still to be forgotten (True: a retry finds the refused hold until then)
+        self._orphan_ids: dict[str, bool] = {}
         self._day_cache: tuple[int, str] = (-(2**62), "")
         self._lanes: dict[tuple[str, str | None, str | None], _Lane] = {}  # the memory store's lane
         self._inline = isinstance(self.store, MemoryStore)
@@ -491,7 +493,7 @@ class Ledger:
     def _orphan(self, day: str, request_id: str, *, forget: bool = False) -> None:
         """Release ``request_id`` once the store answers (``forget``: and forget it, see
         :meth:`LedgerStore.release <tokenbudget_core.stores.base.LedgerStore.release>`)."""
-        self._orphan_ids.add(request_id)
+        self._orphan_ids[request_id] = forget
         self._orphans.append((day, request_id, forget))
 
     def _release_orphans(self) -> None:
@@ -512,7 +514,7 @@ class Ledger:
                 except (BudgetUnavailableError, OSError):
                     return  # still down: try again at the next look
             self._orphans.popleft()
-            self._orphan_ids.discard(rid)
+            self._orphan_ids.pop(rid, None)
 
     def replay_spool(self) -> int:
         """Commit the spooled usage now (after a replay another process has under way); returns
@@ -548,8 +550,9 @@ class Ledger:
 
         Raises:
             BudgetExceededError: A budget (or a per-call limit) would be exceeded, or the ladder
-                reached a soft refusal; the call must not go out. Nothing is held, and the
-                request id is free: a retry under it is a new reservation.
+                reached a soft refusal; the call must not go out. Nothing is held for it, and its
+                request id is free: a retry under it is a new reservation (an id reserved before
+                and still live keeps that reservation, its maker's to settle).
             BudgetUnavailableError: The store is down and the ledger fails closed.
             UnpricedModelError: The model has no price and a dollar budget applies.
             InvalidInputError: A bad argument, named; or ``request_id`` was already committed,
@@ -587,11 +590,23 @@ class Ledger:
         Returns:
             Per call, its :class:`Reservation` or the error :meth:`reserve` would have raised
             (``BudgetExceededError``, ``BudgetUnavailableError``...): one refusal or failure
-            never affects the others.
+            never affects the others. A request id that an earlier call of the batch names is
+            an ``InvalidInputError`` (the store answers all of them before any is settled: the
+            later one could not be told from a retry of the earlier).
         """
         steps = []
+        named: dict[object, int] = {}  # request id -> the first call naming it
         for i, call in enumerate(calls):
-            if not isinstance(call, Mapping) or not _REQUIRED_ARGS <= set(call) <= _RESERVE_ARGS:
+            rid = call.get("request_id") if isinstance(call, Mapping) else None
+            if isinstance(rid, str) and named.setdefault(rid, i) != i:
+                repeated = InvalidInputError(
+                    f"calls[{i}].request_id",
+                    f"repeats calls[{named[rid]}]'s id {rid!r}",
+                    value=rid,
+                    fix="one request id per call of a batch (retry a call in a batch of its own)",
+                )
+                steps.append(_failing(repeated))
+            elif not isinstance(call, Mapping) or not _REQUIRED_ARGS <= set(call) <= _RESERVE_ARGS:
                 names = set(call) if isinstance(call, Mapping) else set()
                 wrong = sorted(map(str, names - _RESERVE_ARGS)) + sorted(_REQUIRED_ARGS - names)
                 error = InvalidInputError(
@@ -653,8 +668,8 @@ class Ledger:
             and (request_id is None or type(request_id) is str)
         ) or _unencodable(feature, user, conversation, request_id):
             _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
-        if request_id is not None and self._orphan_ids:
-            self._orphan_ids.discard(request_id)  # retried: whatever the id holds is this reserve's
+        if request_id is not None and self._orphan_ids.get(request_id) is False:
+            del self._orphan_ids[request_id]  # retried: whatever the id holds is this reserve's
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
         conversation = ctx.conversation or conversation
@@ -858,8 +873,8 @@ class Ledger:
         if tokens > _MAX_AMOUNT or amount > _MAX_AMOUNT:
             return None
         amounts = tuple([tokens if t else amount for t in scopes.tokens_at])
-        if request_id is not None and self._orphan_ids:
-            self._orphan_ids.discard(request_id)  # retried: whatever the id holds is this reserve's
+        if request_id is not None and self._orphan_ids.get(request_id) is False:
+            del self._orphan_ids[request_id]  # retried: whatever the id holds is this reserve's
         rid = request_id or new_request_id()
         now = self.clock()
         day = self._day_of(now)
@@ -1045,10 +1060,11 @@ class Ledger:
             else:
                 step = self._step(plan.day, checks, plan.now_ms)
         reservation = self._reservation(plan, step)
-        if step in self._refused_steps and not outcome.duplicate:
-            # given back and forgotten: a retry under the id reserves anew (a retried reserve of a
-            # live reservation returns it: whoever made it holds it, and settles it)
-            self._release(reservation, forget=True)
+        if step in self._refused_steps:
+            # given back and forgotten: a retry under the id reserves anew; but a live reservation
+            # the store answered with (the id was reserved before) stays its maker's to settle
+            if not outcome.duplicate:
+                self._release(reservation, forget=True)
             raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
         return reservation
 
@@ -1181,7 +1197,7 @@ class Ledger:
             (r.feature is None or type(r.feature) is str)
             and (r.user is None or type(r.user) is str)
             and (r.conversation is None or type(r.conversation) is str)
-        ):
+        ) or _unencodable(r.feature, r.user, r.conversation):
             _check_ids(feature=r.feature, user=r.user, conversation=r.conversation)
         return self._commit_plan(
             r.request_id, r.day, r.model if model is None else _model_name("model", model), r.feature,

@@ -89,13 +89,30 @@ def test_a_reused_open_run_id_is_reserved_like_the_general_path(next_day: bool) 
     )
 
 
-def test_a_retried_reserve_of_a_live_id_past_the_soft_share_keeps_its_hold() -> None:
-    ledger = Ledger("memory://", policy=SOFT)
-    first = ledger.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=0, user="u", request_id="A")
+@pytest.mark.parametrize("store", ["lane", "general"])
+def test_a_retried_reserve_of_a_live_id_past_the_soft_share_is_refused_and_keeps_its_hold(store: str) -> None:
+    """Nothing goes out past the soft share, and the live reservation (another caller's, maybe)
+    is not given back for it: its maker settles it."""
+    ledger = Ledger(MemoryStore() if store == "lane" else _GeneralStore(), policy=SOFT)
+    ledger.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=0, user="u", request_id="A")
     ledger.record(Usage(input_tokens=420), model="gpt-4o", user="u")  # now 92%: past the soft share
-    again = ledger.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=0, user="u", request_id="A")
-    assert again.request_id == first.request_id
+    with pytest.raises(BudgetExceededError) as e:
+        ledger.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=0, user="u", request_id="A")
+    assert e.value.step == "soft_refusal"
     assert ledger.state(user="u").headroom["user_daily_tokens"] == 80  # A still held
+
+
+@pytest.mark.parametrize("store", ["lane", "general"])
+def test_one_id_twice_in_one_reserve_many_is_an_error_not_a_retry(store: str) -> None:
+    ledger = Ledger(MemoryStore() if store == "lane" else _GeneralStore(), policy=SOFT)
+    ledger.record(Usage(input_tokens=850), model="gpt-4o", user="u")
+    call = {"model": "gpt-4o", "input_tokens": 100, "max_output_tokens": 0, "user": "u", "request_id": "X"}
+    refused, repeated = ledger.reserve_many([call, call])
+    assert isinstance(refused, BudgetExceededError)
+    assert refused.step == "soft_refusal"
+    assert isinstance(repeated, InvalidInputError)  # not mistaken for a retry of the first
+    assert repeated.field == "calls[1].request_id"
+    assert ledger.state(user="u").headroom["user_daily_tokens"] == 150  # nothing held
 
 
 @pytest.mark.parametrize("swap", ["prices", "registry"])
@@ -141,10 +158,14 @@ def test_a_forget_that_could_not_reach_the_store_still_forgets(tmp_path: Path) -
     Flaky.fail = 1
     with pytest.raises(BudgetExceededError):
         ledger.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=0, user="u", request_id="X")
+    # a retry before the store is reached again finds the refused hold: refused, nothing let through
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=0, user="u", request_id="X")
     ledger._next_spool_check = 0.0  # the next store call looks at waiting releases at once
     ledger.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=0, user="w")
     retry = ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=0, user="u", request_id="X")
     assert retry.request_id == "X"
+    assert ledger.state(user="u").headroom["user_daily_tokens"] == 140  # 850 spent, the retry's 10 held
 
 
 def test_a_handler_with_a_counter_and_no_model_names_the_missing_model() -> None:
@@ -158,7 +179,9 @@ def test_a_handler_with_a_counter_and_no_model_names_the_missing_model() -> None
     assert "does not name its model" in errors[0][1]
 
 
-@pytest.mark.parametrize("change", [{"model": ["gpt-4o"]}, {"user": 1}, {"feature": b"chat"}])
+@pytest.mark.parametrize(
+    "change", [{"model": ["gpt-4o"]}, {"user": 1}, {"feature": b"chat"}, {"user": "\ud800"}]
+)
 def test_committing_a_hand_made_reservation_with_bad_ids_is_a_named_error(change: dict[str, Any]) -> None:
     outcomes = []
     for store in (MemoryStore(), _GeneralStore()):
