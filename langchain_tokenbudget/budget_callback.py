@@ -563,11 +563,7 @@ class _BudgetHandler:
             if any(n is not None and n != r for n, r in zip(_fields(now), resolved, strict=True)):
                 # an attribute() block opened inside the run: the ledger would let it win
                 attribution = dataclasses.replace(now, feature=feature, user=user, conversation=conversation)
-        max_output = first(int, MAX_OUTPUT_KEYS, params)
-        if max_output is None:
-            max_output = first(int, _LS_MAX_TOKENS, meta)
-            if max_output is None:
-                max_output = self.max_output_tokens
+        max_output = self._max_output(params, meta)
         sent = params.get("tools")
         tools = [dict(t) for t in sent if isinstance(t, Mapping) and is_function_tool(t)] if sent else None
         return _Call(
@@ -582,6 +578,14 @@ class _BudgetHandler:
             premium,
             attribution,
         )
+
+    def _max_output(self, params: Mapping[str, Any], meta: Mapping[str, Any]) -> int | None:
+        """The output tokens a call reserves: its ``max_tokens`` setting, else LangChain's
+        ``ls_max_tokens``, else this handler's default (``None``: the ledger's)."""
+        max_output = first(int, MAX_OUTPUT_KEYS, params)
+        if max_output is None:
+            max_output = first(int, _LS_MAX_TOKENS, meta)
+        return self.max_output_tokens if max_output is None else max_output
 
     def _count(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
         if isinstance(inputs[0], str):
@@ -742,11 +746,7 @@ class _BudgetHandler:
                 return False
             converted.append(plain)
         feature, user, conversation = _payer_of(meta, kwargs.get("tags") or ())
-        max_output = first(int, MAX_OUTPUT_KEYS, params)
-        if max_output is None:
-            max_output = first(int, _LS_MAX_TOKENS, meta)
-            if max_output is None:
-                max_output = self.max_output_tokens
+        max_output = self._max_output(params, meta)
         request_id = str(run_id)
         try:
             reservation = self.ledger.reserve(

@@ -399,11 +399,9 @@ class Ledger:
         cache[(feature, user)] = found
         return found
 
-    def _checks(self, feature: str | None, user: str | None, tokens: int, nanos: int) -> list[Check]:
-        return [
-            Check(scope=scope, metric=metric, amount=tokens if metric == "tokens" else nanos, limit=limit)
-            for scope, metric, limit in self._scopes_of(feature, user).budgets
-        ]
+    def _checks(self, feature: str | None, user: str | None, tokens: int, nanos: int) -> tuple[Check, ...]:
+        scopes = self._scopes_of(feature, user)
+        return scopes.checks(scopes.amounts(tokens, nanos))
 
     @staticmethod
     def _budget_name(check: Check) -> str:
@@ -743,13 +741,8 @@ class Ledger:
         if tokens > _MAX_AMOUNT or amount > _MAX_AMOUNT:  # the worst case over every choice
             what = f"{tokens:,} tokens" if tokens > _MAX_AMOUNT else f"${nanos_to_usd(amount)}"
             raise _too_large("max_output_tokens", f"makes a worst case of {what}", max_output_tokens)
-        amounts = tuple([tokens if t else amount for t in scopes.tokens_at])
-        checks = tuple(
-            [
-                _new_check(scope, metric, a, limit)
-                for (scope, metric, limit), a in zip(scopes.budgets, amounts, strict=True)
-            ]
-        )
+        amounts = scopes.amounts(tokens, amount)
+        checks = scopes.checks(amounts)
         now = self.clock()
         return _ReservePlan(
             request_id or new_request_id(), self._day_of(now), int(now * 1000), model, feature, user,
@@ -872,7 +865,7 @@ class Ledger:
         tokens, amount = input_tokens + out, nanos or 0
         if tokens > _MAX_AMOUNT or amount > _MAX_AMOUNT:
             return None
-        amounts = tuple([tokens if t else amount for t in scopes.tokens_at])
+        amounts = scopes.amounts(tokens, amount)
         if request_id is not None and self._orphan_ids.get(request_id) is False:
             del self._orphan_ids[request_id]  # retried: whatever the id holds is this reserve's
         rid = request_id or new_request_id()
@@ -888,13 +881,7 @@ class Ledger:
         if self._orphans:  # abandoned ids wait for a store call (a memory store spools nothing)
             self._replay_due()
         if isinstance(found, tuple):
-            step: Step = "normal"
-            if scopes.limited:
-                share = 0.0
-                for used, limit in zip(found, scopes.limits, strict=True):
-                    if limit and used / limit > share:
-                        share = used / limit
-                step = self._ladder_step(share)
+            step = self._ladder_step(found, scopes.limits) if scopes.limited else "normal"
             if step not in self._refused_steps:
                 return _new_reservation(
                     rid, day, model, feature, user, conversation, overhead, input_tokens, out,
@@ -903,13 +890,7 @@ class Ledger:
         # refused, a duplicate, or a soft refusal: the general path's answer
         plan = _ReservePlan(
             rid, day, now_ms, model, feature, user, conversation, overhead, input_tokens, out, nanos,
-            tuple(
-                [
-                    _new_check(scope, metric, a, limit)
-                    for (scope, metric, limit), a in zip(scopes.budgets, amounts, strict=True)
-                ]
-            ),
-            amounts, scopes, request_id is None,
+            scopes.checks(amounts), amounts, scopes, request_id is None,
         )  # fmt: skip
         if isinstance(found, tuple):
             return self._reserved(plan, _RESERVED, found)
@@ -939,62 +920,25 @@ class Ledger:
         )  # fmt: skip
         if nanos is None or nanos > _MAX_AMOUNT:
             return None
-        # _commit_plan's counters of one priced call that is neither a cache hit nor overhead: all
-        # of them the first time the lane writes the day's row (a row holds every counter a
-        # commit wrote, zeros included, as in every store), then only the ones the call moves
         scopes = lane.scopes
         day = r.day
-        first = lane.rolled != day
-        rollup: dict[str, int]
-        if first:
-            rollup = {
-                "requests": 1,
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_read_tokens": usage.cache_read_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-                "cost_nanos": nanos,
-                "cache_hits": 0,
-                "saved_nanos": 0,
-                "overhead_nanos": 0,
-                "estimated": int(usage.estimated),
-                "unpriced": 0,
-            }
-        else:
-            rollup = {
-                "requests": 1,
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cost_nanos": nanos,
-            }
-            if usage.cache_read_tokens:
-                rollup["cache_read_tokens"] = usage.cache_read_tokens
-            if usage.cache_write_tokens:
-                rollup["cache_write_tokens"] = usage.cache_write_tokens
-            if usage.estimated:
-                rollup["estimated"] = 1
+        rollup = _call_rollup(usage, nanos)
         held = lane.held
         cells = held[1] if held[0] == day else memory.cells(day, scopes.keys)
-        amounts = tuple([tokens if t else nanos for t in scopes.tokens_at])
+        amounts = scopes.amounts(tokens, nanos)
         applied, _, spent = memory.commit_cells(
             day, r.request_id, cells, amounts, lane.rollup_key, rollup, lane.cost_key
         )
-        if first and applied:  # the row holds every counter now: later commits may leave zeros out
-            lane.rolled = day
         if self._orphans:
             self._replay_due()
         if not applied:  # the id was committed before: this commit charged nothing
             return _new_charge(r.request_id, usage, None, False, False, None)
-        if scopes.limited and self.sinks:
-            floor = self._alert_floor
-            for limit, used in zip(scopes.limits, spent, strict=True):
-                if limit and used / limit >= floor:  # some budget reached an alert threshold
-                    plan = _CommitPlan(
-                        r.request_id, day, int(self.clock() * 1000), r.feature, r.user, usage, nanos,
-                        nanos, scopes, tokens, lane.rollup_key, rollup, lane.cost_key, None,
-                    )  # fmt: skip
-                    self._after_commit(plan, spent, record_cost=False)
-                    break
+        if self._alert_due(scopes, spent):
+            plan = _CommitPlan(
+                r.request_id, day, int(self.clock() * 1000), r.feature, r.user, usage, nanos, nanos,
+                scopes, tokens, lane.rollup_key, rollup, lane.cost_key, None,
+            )  # fmt: skip
+            self._after_commit(plan, spent, record_cost=False)
         return _new_charge(r.request_id, usage, nanos_to_usd(nanos), True, False, None)
 
     def _reserve_driven(self, plan: _ReservePlan) -> Generator[ReserveRequest, ReserveOutcome, Reservation]:
@@ -1052,11 +996,7 @@ class Ledger:
         step: Step = "normal"
         if plan.scopes.limited:
             if len(usage) == len(checks):  # the store reported usage: no extra round trip
-                share = 0.0
-                for used, limit in zip(usage, plan.scopes.limits, strict=True):
-                    if limit and used / limit > share:
-                        share = used / limit
-                step = self._ladder_step(share)
+                step = self._ladder_step(usage, plan.scopes.limits)
             else:
                 step = self._step(plan.day, checks, plan.now_ms)
         reservation = self._reservation(plan, step)
@@ -1088,8 +1028,13 @@ class Ledger:
             step="soft_refusal",
         )
 
-    def _ladder_step(self, share: float) -> Step:
-        """``self.policy.ladder.step(share)`` on thresholds read once."""
+    def _ladder_step(self, usage: Sequence[int], limits: Sequence[int | None]) -> Step:
+        """``self.policy.ladder.step(share)`` of the tightest budget (``usage``: spent + reserved
+        per budget, against ``limits``), on thresholds read once."""
+        share = 0.0
+        for used, limit in zip(usage, limits, strict=True):
+            if limit and used / limit > share:
+                share = used / limit
         if share >= 1:
             return "hard_refusal"
         current: Step = "normal"
@@ -1390,19 +1335,9 @@ class Ledger:
             saved = usd_to_nanos(saved_usd, field="saved_usd")
             if saved > _MAX_AMOUNT:
                 raise _too_large("saved_usd", f"is ${saved_usd}", saved_usd)
-        rollup = {
-            "requests": usage.requests,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cache_read_tokens": usage.cache_read_tokens,
-            "cache_write_tokens": usage.cache_write_tokens,
-            "cost_nanos": cost,
-            "cache_hits": int(cache_hit),
-            "saved_nanos": saved,
-            "overhead_nanos": cost if overhead else 0,
-            "estimated": int(usage.estimated),
-            "unpriced": int(nanos is None),
-        }
+        rollup = _call_rollup(
+            usage, cost, cache_hit=cache_hit, saved=saved, overhead=bool(overhead), unpriced=nanos is None
+        )
         if overhead:  # counted apart, so a feature's hit rate is of its users' calls
             rollup["overhead_requests"] = usage.requests
             if cache_hit:
@@ -1449,7 +1384,7 @@ class Ledger:
     def _commit_in_memory(self, plan: _CommitPlan, memory: MemoryStore) -> Charge:
         """:meth:`commit` on the in-process store: its tuple path, no request or outcome objects."""
         scopes, tokens, cost = plan.scopes, plan.tokens, plan.cost
-        amounts = tuple([tokens if t else cost for t in scopes.tokens_at])
+        amounts = scopes.amounts(tokens, cost)
         applied, _, spent = memory.commit_cells(
             plan.day, plan.request_id, memory.cells(plan.day, scopes.keys), amounts, plan.rollup_key,
             plan.rollup, plan.cost_key,
@@ -1457,21 +1392,25 @@ class Ledger:
         self._replay_due()
         if applied and plan.per_call_key is not None:
             self._record_per_call(plan)
-        if applied and scopes.limited and self.sinks:
-            floor = self._alert_floor
-            for (_, _, limit), used in zip(scopes.budgets, spent, strict=True):
-                if limit and used / limit >= floor:  # some budget reached an alert threshold
-                    self._after_commit(plan, spent, record_cost=False)
-                    break
+        if applied and self._alert_due(scopes, spent):
+            self._after_commit(plan, spent, record_cost=False)
         return self._charge(plan, applied=applied)
+
+    def _alert_due(self, scopes: _Scopes, spent: Sequence[int]) -> bool:
+        """Some budget of ``scopes`` reached an alert threshold (``spent`` per budget) and there
+        is a sink to tell."""
+        if scopes.limited and self.sinks:
+            floor = self._alert_floor
+            return any(
+                limit and used / limit >= floor for limit, used in zip(scopes.limits, spent, strict=True)
+            )
+        return False
 
     def _commit_driven(self, plan: _CommitPlan) -> Generator[CommitRequest, CommitOutcome, Charge]:
         """:meth:`commit` on any store: yields the store request, spools it when the store is down."""
         tokens, cost = plan.tokens, plan.cost
-        charges = [  # their limits are ignored by a commit (see stores.base)
-            _new_check(sc, m, tokens if m == "tokens" else cost, limit)
-            for sc, m, limit in plan.scopes.budgets
-        ]
+        scopes = plan.scopes
+        charges = scopes.checks(scopes.amounts(tokens, cost))  # limits are ignored by a commit (stores.base)
         req = _new_commit_request(
             plan.day, plan.request_id, charges, plan.rollup_key, plan.rollup, plan.now_ms, plan.cost_key
         )
@@ -2007,6 +1946,31 @@ def _check_commit_figures(usage: Usage, cache_hit: object) -> None:
     raise _too_large("usage", f"adds up to {total:,} tokens and requests", usage)
 
 
+def _call_rollup(
+    usage: Usage,
+    cost: int,
+    *,
+    cache_hit: bool = False,
+    saved: int = 0,
+    overhead: bool = False,
+    unpriced: bool = False,
+) -> dict[str, int]:
+    """The attribution counters every commit moves (``cost`` in nano-USD, 0 when ``unpriced``)."""
+    return {
+        "requests": usage.requests,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cost_nanos": cost,
+        "cache_hits": int(cache_hit),
+        "saved_nanos": saved,
+        "overhead_nanos": cost if overhead else 0,
+        "estimated": int(usage.estimated),
+        "unpriced": int(unpriced),
+    }
+
+
 def _unknown_model_option(value: object) -> bool:
     """Whether an ``unknown_model`` option says to charge an unknown model unpriced.
 
@@ -2051,6 +2015,5 @@ def _unencodable(*ids: str | None) -> bool:
 
 
 # Positional constructors of the hot path's value objects (same objects, built faster).
-_new_check = positional_maker(Check)
 _new_reserve_request = positional_maker(ReserveRequest)
 _new_commit_request = positional_maker(CommitRequest)

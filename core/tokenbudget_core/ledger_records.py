@@ -60,13 +60,7 @@ class Reservation:
     @property
     def checks(self) -> tuple[Check, ...]:
         """What the reservation holds, per budget: its scope, metric, amount and limit."""
-        budgets, amounts = self.held
-        return tuple(
-            [
-                Check(scope=scope, metric=metric, amount=amount, limit=limit)
-                for (scope, metric, limit), amount in zip(budgets, amounts, strict=True)
-            ]
-        )
+        return _checks_of(*self.held)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,6 +116,7 @@ class BudgetState:
 
 
 _new_reservation = positional_maker(Reservation)
+_new_check = positional_maker(Check)
 _new_charge = positional_maker(Charge)
 
 
@@ -185,8 +180,7 @@ class _Scopes:
     budgets: tuple[tuple[str, Metric, int | None], ...]
     """``(scope, metric, limit)`` per budget, in check order."""
     keys: tuple[tuple[str, Metric], ...]
-    """``(scope, metric)`` per budget, in check order (one tuple per payer: the memory store
-    remembers its cells by identity)."""
+    """``(scope, metric)`` per budget, in check order."""
     limits: tuple[int | None, ...]
     """The limit per budget, in check order."""
     tokens_at: tuple[bool, ...]
@@ -197,6 +191,26 @@ class _Scopes:
     """Some budget has a limit (the ladder and alerts have work to do)."""
     rollup_prefix: str
     """``<feature>/<user>/`` of the attribution row's key (encoded ids)."""
+
+    def amounts(self, tokens: int, nanos: int) -> tuple[int, ...]:
+        """Per budget, in check order, ``tokens`` or ``nanos`` as it counts one or the other."""
+        return tuple([tokens if t else nanos for t in self.tokens_at])
+
+    def checks(self, amounts: tuple[int, ...]) -> tuple[Check, ...]:
+        """The checks of ``amounts`` (one per budget) against these budgets."""
+        return _checks_of(self.budgets, amounts)
+
+
+def _checks_of(
+    budgets: tuple[tuple[str, Metric, int | None], ...], amounts: tuple[int, ...]
+) -> tuple[Check, ...]:
+    """A :class:`~.stores.base.Check` per ``(scope, metric, limit)`` budget and its amount."""
+    return tuple(
+        [
+            _new_check(scope, metric, a, limit)
+            for (scope, metric, limit), a in zip(budgets, amounts, strict=True)
+        ]
+    )
 
 
 class _Lane:
@@ -219,7 +233,6 @@ class _Lane:
         "prices",
         "registry",
         "registry_version",
-        "rolled",
         "rollup_key",
         "scopes",
         "table",
@@ -250,8 +263,6 @@ class _Lane:
         self.held: tuple[str, list[list[int]]] = ("", [])
         """``(day, cells)``: the balance cells of ``scopes.keys`` on ``day``, one value (threads
         replace it whole, never half)."""
-        self.rolled = ""
-        """The day whose attribution row a commit of the lane wrote with every counter."""
 
 
 def _drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:
