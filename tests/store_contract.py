@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,18 @@ the empty id and text that looks already encoded."""
 NOT_PAIRS: list[object] = [DAY, b"pairs", None, 7, {(DAY, "f")}, [(DAY,)], [(DAY, "f", "x")], [(DAY, 3)],
                            [(None, "f")], [[DAY, "f"]], [(DAY, b"f")], [(DAY, "f"), "f"]]  # fmt: skip
 """What a batched read of call costs refuses (``InvalidInputError`` naming ``pairs``)."""
+
+
+class OnePairAtATime:
+    """The same store without its batched read: reports fall back to ``call_costs`` per pair."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "call_costs_many":
+            raise AttributeError(name)
+        return getattr(self._store, name)
 
 
 def reserve(

@@ -22,6 +22,7 @@ import redis
 import redis.connection
 from redis.cluster import RedisCluster
 
+from store_contract import OnePairAtATime
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import Report, build_report
 from tokenbudget_core.stores import redis as redis_store
@@ -102,18 +103,6 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
     return count
-
-
-class OnePairAtATime:
-    """The same store without its batched read: reports fall back to ``call_costs`` per pair."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "call_costs_many":
-            raise AttributeError(name)
-        return getattr(self._store, name)
 
 
 def nodes(ledger: Ledger) -> int:

@@ -56,6 +56,18 @@ class Hook:
         return self.seen
 
 
+def answer_after(seconds: float, status: int) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A webhook answer (for ``Hook.answers``) that takes ``seconds`` before ``status``."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(seconds)
+        handler.send_response(status)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    return answer
+
+
 @pytest.fixture
 def hook() -> Iterator[Hook]:
     state = Hook()
@@ -127,11 +139,7 @@ led.commit(r, Usage(input_tokens=100, output_tokens=100))    # 87.5%: the 80% al
 
 
 def test_an_alert_crossed_just_before_the_process_exits_is_delivered(hook: Hook) -> None:
-    def slow(handler: BaseHTTPRequestHandler) -> None:  # a webhook taking 300 ms to answer
-        time.sleep(0.3)
-        handler.send_response(200)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
+    slow = answer_after(0.3, 200)  # a webhook taking 300 ms to answer
 
     hook.answers = [slow]
     child = subprocess.run(
@@ -178,11 +186,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
 def test_a_forked_child_sends_its_own_alerts_and_not_the_parents(hook: Hook) -> None:
-    def slow(handler: BaseHTTPRequestHandler) -> None:
-        time.sleep(0.3)
-        handler.send_response(204)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
+    slow = answer_after(0.3, 204)
 
     hook.answers = [slow, slow]
     child = subprocess.run(
@@ -338,11 +342,7 @@ if __name__ == "__main__":
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
 @pytest.mark.parametrize("imported", ["parent", "child"])
 def test_a_multiprocessing_worker_sends_its_last_alert_before_it_exits(hook: Hook, imported: str) -> None:
-    def slow(handler: BaseHTTPRequestHandler) -> None:  # the worker is gone before a fast one answers
-        time.sleep(0.3)
-        handler.send_response(204)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
+    slow = answer_after(0.3, 204)  # the worker is gone before a fast one answers
 
     hook.answers = [slow]
     child = subprocess.run(
@@ -364,11 +364,7 @@ os._exit(0)
 
 
 def test_flush_lets_a_process_that_ends_with_os_exit_deliver_its_alerts(hook: Hook) -> None:
-    def slow(handler: BaseHTTPRequestHandler) -> None:
-        time.sleep(0.3)
-        handler.send_response(204)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
+    slow = answer_after(0.3, 204)
 
     hook.answers = [slow]
     child = subprocess.run(

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from store_contract import OnePairAtATime
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.stores import sqlite as sqlite_store
@@ -52,18 +53,6 @@ def fill(url: str, tmp_path: Path) -> int:
                 ledger.record(usage, model="gpt-4o-mini", feature=feature, user=f"u{f % 4}", at=at)
     store.close()
     return used
-
-
-class OnePairAtATime:
-    """The same store without its batched read: reports fall back to ``call_costs`` per pair."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "call_costs_many":
-            raise AttributeError(name)
-        return getattr(self._store, name)
 
 
 def test_a_report_reads_its_cost_samples_in_a_few_queries(tmp_path: Path) -> None:
