@@ -95,6 +95,7 @@ from .stores.base import (
     redact_url,
 )
 from .stores.memory import MemoryStore
+from .stores.redis import RedisStore
 from .streams import TextCounter, estimate_output_tokens, text_counter
 from .usage import Usage
 
@@ -257,6 +258,8 @@ class Ledger:
         self._inline = isinstance(self.store, MemoryStore)
         # The in-process store's fast path: the same operations on tuples, no request objects.
         self._memory = self.store if type(self.store) is MemoryStore else None
+        # Redis's: the lane's reserve and commit in one script call each, from tuples.
+        self._keyed = self.store if type(self.store) is RedisStore else None
         self.policy = policy if policy is not None else BudgetPolicy()
 
     @property
@@ -569,6 +572,12 @@ class Ledger:
                 cache_writes,
             )  # fmt: skip
             return self._reserve_in_memory(plan, memory)
+        if self._keyed is not None and choices == 1 and cache_writes is None:
+            found = self._lane_reserve(
+                None, model, input_tokens, max_output_tokens, feature, user, conversation, request_id
+            )
+            if found is not None:
+                return found
         plan = self._reserve_plan(
             model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices,
             cache_writes,
@@ -812,7 +821,7 @@ class Ledger:
 
     def _lane_reserve(
         self,
-        memory: MemoryStore,
+        memory: MemoryStore | None,
         model: str,
         input_tokens: int,
         max_output_tokens: int | None,
@@ -821,7 +830,8 @@ class Ledger:
         conversation: str | None,
         request_id: str | None,
     ) -> Reservation | None:
-        """:meth:`reserve` in the lane; ``None``: the general path answers (nothing was done)."""
+        """:meth:`reserve` in the lane, on ``memory`` or (``None``) on Redis; ``None``: the general
+        path answers (nothing was done)."""
         ctx = current_attribution()
         overhead = ctx.overhead
         # an attribute() block's ids win; arguments they replace are checked on the general path
@@ -872,14 +882,26 @@ class Ledger:
         now = self.clock()
         day = self._day_of(now)
         now_ms = int(now * 1000)
-        held = lane.held
-        if held[0] != day:
-            held = lane.held = (day, memory.cells(day, scopes.keys))
-        found = memory.reserve_cells(
-            day, rid, scopes.keys, held[1], amounts, scopes.limits, now_ms, self.lease_ms
-        )
-        if self._orphans:  # abandoned ids wait for a store call (a memory store spools nothing)
-            self._replay_due()
+        unavailable = None
+        found: tuple[int, ...] | ReserveOutcome | None = None
+        if memory is not None:
+            held = lane.held
+            if held[0] != day:
+                held = lane.held = (day, memory.cells(day, scopes.keys))
+            found = memory.reserve_cells(
+                day, rid, scopes.keys, held[1], amounts, scopes.limits, now_ms, self.lease_ms
+            )
+            if self._orphans:  # abandoned ids wait for a store call (a memory store spools nothing)
+                self._replay_due()
+        else:
+            assert self._keyed is not None
+            try:
+                found = self._store_call(
+                    self._keyed.reserve_keyed, day, rid, scopes.keys, amounts, scopes.limits, now_ms,
+                    self.lease_ms,
+                )  # fmt: skip
+            except BudgetUnavailableError as e:
+                unavailable = e
         if isinstance(found, tuple):
             step = self._ladder_step(found, scopes.limits) if scopes.limited else "normal"
             if step not in self._refused_steps:
@@ -887,18 +909,24 @@ class Ledger:
                     rid, day, model, feature, user, conversation, overhead, input_tokens, out,
                     None if nanos is None else nanos_to_usd(nanos), step, False, (scopes.budgets, amounts),
                 )  # fmt: skip
-        # refused, a duplicate, or a soft refusal: the general path's answer
+        # refused, a duplicate, a soft refusal or an unreachable store: the general path's answer
         plan = _ReservePlan(
             rid, day, now_ms, model, feature, user, conversation, overhead, input_tokens, out, nanos,
             scopes.checks(amounts), amounts, scopes, request_id is None,
         )  # fmt: skip
+        if found is None:
+            unchecked = self._failed_open(plan)
+            if unchecked is None:
+                assert unavailable is not None
+                raise unavailable
+            return unchecked
         if isinstance(found, tuple):
             return self._reserved(plan, _RESERVED, found)
         return self._reserved(plan, found, found.usage)
 
-    def _lane_commit(self, memory: MemoryStore, r: Reservation, usage: Usage) -> Charge | None:
-        """:meth:`commit` in the lane (one call, no overhead, no conversation to mark);
-        ``None``: the general path answers (nothing was done)."""
+    def _lane_commit(self, memory: MemoryStore | None, r: Reservation, usage: Usage) -> Charge | None:
+        """:meth:`commit` in the lane (one call, no overhead, no conversation to mark), on
+        ``memory`` or (``None``) on Redis; ``None``: the general path answers (nothing was done)."""
         if (
             r.overhead is not None
             or r.conversation is not None
@@ -923,23 +951,40 @@ class Ledger:
         scopes = lane.scopes
         day = r.day
         rollup = _call_rollup(usage, nanos)
-        held = lane.held
-        cells = held[1] if held[0] == day else memory.cells(day, scopes.keys)
         amounts = scopes.amounts(tokens, nanos)
-        applied, _, spent = memory.commit_cells(
-            day, r.request_id, cells, amounts, lane.rollup_key, rollup, lane.cost_key
-        )
-        if self._orphans:
-            self._replay_due()
+        if memory is not None:
+            held = lane.held
+            cells = held[1] if held[0] == day else memory.cells(day, scopes.keys)
+            applied, _, spent = memory.commit_cells(
+                day, r.request_id, cells, amounts, lane.rollup_key, rollup, lane.cost_key
+            )
+            if self._orphans:
+                self._replay_due()
+        else:
+            assert self._keyed is not None
+            try:
+                applied, _, spent = self._store_call(
+                    self._keyed.commit_keyed, day, r.request_id, scopes.keys, amounts, lane.rollup_key,
+                    rollup, lane.cost_key,
+                )  # fmt: skip
+            except BudgetUnavailableError as e:
+                plan = self._lane_commit_plan(r, usage, nanos, lane, tokens, rollup)
+                return self._spooled(plan, self._commit_request(plan), e)
         if not applied:  # the id was committed before: this commit charged nothing
             return _new_charge(r.request_id, usage, None, False, False, None)
         if self._alert_due(scopes, spent):
-            plan = _CommitPlan(
-                r.request_id, day, int(self.clock() * 1000), r.feature, r.user, usage, nanos, nanos,
-                scopes, tokens, lane.rollup_key, rollup, lane.cost_key, None,
-            )  # fmt: skip
+            plan = self._lane_commit_plan(r, usage, nanos, lane, tokens, rollup)
             self._after_commit(plan, spent, record_cost=False)
         return _new_charge(r.request_id, usage, nanos_to_usd(nanos), True, False, None)
+
+    def _lane_commit_plan(
+        self, r: Reservation, usage: Usage, nanos: int, lane: _Lane, tokens: int, rollup: dict[str, int]
+    ) -> _CommitPlan:
+        """The general path's plan of a lane commit (for what the lane leaves to it)."""
+        return _CommitPlan(
+            r.request_id, r.day, int(self.clock() * 1000), r.feature, r.user, usage, nanos, nanos,
+            lane.scopes, tokens, lane.rollup_key, rollup, lane.cost_key, None,
+        )  # fmt: skip
 
     def _reserve_driven(self, plan: _ReservePlan) -> Generator[ReserveRequest, ReserveOutcome, Reservation]:
         """:meth:`reserve` on any store: yields the store request, fails open or closed."""
@@ -947,12 +992,20 @@ class Ledger:
         try:
             outcome = yield req
         except BudgetUnavailableError:
-            if self.on_unavailable == "closed":
-                if plan.own_id:  # the request may have run with its answer lost: undo it later
-                    self._orphan(plan.day, plan.request_id)
+            unchecked = self._failed_open(plan)
+            if unchecked is None:
                 raise
-            return self._reservation(plan, "normal", unchecked=True)
+            return unchecked
         return self._reserved(plan, outcome, outcome.usage)
+
+    def _failed_open(self, plan: _ReservePlan) -> Reservation | None:
+        """The store was unreachable for ``plan``: an unchecked reservation when the ledger fails
+        open; ``None`` when it fails closed (the caller raises), the id orphaned if it is the ledger's."""
+        if self.on_unavailable == "closed":
+            if plan.own_id:  # the request may have run with its answer lost: undo it later
+                self._orphan(plan.day, plan.request_id)
+            return None
+        return self._reservation(plan, "normal", unchecked=True)
 
     def _reservation(self, plan: _ReservePlan, step: Step, *, unchecked: bool = False) -> Reservation:
         nanos = plan.nanos
@@ -1104,7 +1157,7 @@ class Ledger:
             raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
         memory = self._memory
         if (
-            memory is not None
+            (memory is not None or self._keyed is not None)
             and model is None
             and premium_model is None
             and cache_hit is False
@@ -1408,26 +1461,31 @@ class Ledger:
 
     def _commit_driven(self, plan: _CommitPlan) -> Generator[CommitRequest, CommitOutcome, Charge]:
         """:meth:`commit` on any store: yields the store request, spools it when the store is down."""
-        tokens, cost = plan.tokens, plan.cost
-        scopes = plan.scopes
-        charges = scopes.checks(scopes.amounts(tokens, cost))  # limits are ignored by a commit (stores.base)
-        req = _new_commit_request(
-            plan.day, plan.request_id, charges, plan.rollup_key, plan.rollup, plan.now_ms, plan.cost_key
-        )
+        req = self._commit_request(plan)
         try:
             outcome = yield req
         except BudgetUnavailableError as e:
-            mark = (
-                None if plan.conversation_mark is None else (plan.conversation_mark, _CONVERSATION_MARK_TTL)
-            )
-            self._spool(req, e, mark)
-            return self._charge(plan, applied=False, spooled=True)
+            return self._spooled(plan, req, e)
         if outcome.applied:
             if plan.per_call_key is not None:
                 self._record_per_call(plan)
             record = not outcome.recorded_cost and plan.cost_key is not None
             self._after_commit(plan, outcome.spent, record_cost=record)
         return self._charge(plan, applied=outcome.applied)
+
+    @staticmethod
+    def _commit_request(plan: _CommitPlan) -> CommitRequest:
+        scopes = plan.scopes
+        charges = scopes.checks(scopes.amounts(plan.tokens, plan.cost))  # limits are ignored by a commit
+        return _new_commit_request(
+            plan.day, plan.request_id, charges, plan.rollup_key, plan.rollup, plan.now_ms, plan.cost_key
+        )
+
+    def _spooled(self, plan: _CommitPlan, req: CommitRequest, unavailable: BudgetUnavailableError) -> Charge:
+        """The charge of ``plan`` (its store request ``req``) spooled: the store was unreachable."""
+        mark = None if plan.conversation_mark is None else (plan.conversation_mark, _CONVERSATION_MARK_TTL)
+        self._spool(req, unavailable, mark)
+        return self._charge(plan, applied=False, spooled=True)
 
     def _spool(
         self, req: CommitRequest, unavailable: BudgetUnavailableError, mark: tuple[str, int] | None

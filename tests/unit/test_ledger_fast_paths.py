@@ -4,8 +4,9 @@
   against ``usd_to_nanos(cost_or_none(...))`` (Decimal), for tiered, cached and overridden prices;
 * the memory store's tuple path (used by the ledger) against its contract methods;
 * LangChain message conversion reused for plain-text messages;
-* the ledger on the memory store (planned, then applied in memory) against the ledger driving
-  the same store through its contract methods, and the positional constructors it builds with.
+* the ledger's lane on the memory store and on Redis (one script call per operation, from
+  tuples) against the ledger driving the same kind of store through its contract methods, and
+  the positional constructors it builds with.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
@@ -50,6 +51,7 @@ from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import premium_model_of
 from tokenbudget_core.stores.base import Check, CommitRequest, ReserveRequest
 from tokenbudget_core.stores.memory import MemoryStore
+from tokenbudget_core.stores.redis import RedisStore
 from tokenbudget_core.usage import Usage
 
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "claude-3-5-haiku-latest", "gemini-2.5-pro"]
@@ -220,6 +222,10 @@ class _GeneralMemoryStore(MemoryStore):
     """The memory store seen as any store: the ledger drives its contract methods, no fast path."""
 
 
+class _GeneralRedisStore(RedisStore):
+    """The Redis store seen as any store: the ledger sends its contract requests, no lane."""
+
+
 Op = tuple[Any, ...]
 
 
@@ -261,11 +267,27 @@ def _outcome(fn: Any) -> Any:
         return (type(e).__name__, str(e), getattr(e, "step", None))
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.fixture(params=["memory", "redis"])
+def store_pair(request: pytest.FixtureRequest) -> Any:
+    """Makes the two stores of one example: one the ledger takes its lane on, one it drives
+    through the contract (on Redis: two namespaces of one server, fresh per example)."""
+    if request.param == "memory":
+        return lambda: (MemoryStore(), _GeneralMemoryStore())
+    url = request.getfixturevalue("redis_url")
+
+    def redis_pair() -> tuple[RedisStore, RedisStore]:
+        space = uuid.uuid4().hex
+        lane = RedisStore(url, namespace=f"lane-{space}")
+        return lane, _GeneralRedisStore(url, namespace=f"general-{space}")
+
+    return redis_pair
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ledger_ops())
-def test_memory_fast_path_behaves_like_the_general_path(ops: list[Op]) -> None:
-    """Reserve, commit, settle and release on the memory store's fast path give the same
-    reservations, charges, refusals, alerts, balances and attribution rows as the general path."""
+def test_fast_paths_behave_like_the_general_path(ops: list[Op], store_pair: Any) -> None:
+    """Reserve, commit, settle and release on the ledger's lane (memory store and Redis) give the
+    same reservations, charges, refusals, alerts, balances and attribution rows as the general path."""
     policy = BudgetPolicy(
         daily_usd="0.5",
         user_daily_tokens=60_000,
@@ -278,6 +300,7 @@ def test_memory_fast_path_behaves_like_the_general_path(ops: list[Op]) -> None:
     registry.register("acme-free", provider="acme", context_window=32_000, max_output_tokens=4_096)
     now = [1_763_856_000.0]
     alerts: dict[str, list[Any]] = {"fast": [], "general": []}
+    stores = store_pair()
     ledgers = {
         name: Ledger(
             store,
@@ -288,10 +311,10 @@ def test_memory_fast_path_behaves_like_the_general_path(ops: list[Op]) -> None:
             lease_seconds=60,
             alerts=[alerts[name].append],
         )
-        for name, store in (("fast", MemoryStore()), ("general", _GeneralMemoryStore()))
+        for name, store in zip(("fast", "general"), stores, strict=True)
     }
-    assert ledgers["fast"]._memory is not None
-    assert ledgers["general"]._memory is None
+    assert (ledgers["fast"]._memory or ledgers["fast"]._keyed) is not None
+    assert ledgers["general"]._memory is ledgers["general"]._keyed is None
     reservations: dict[str, list[Any]] = {"fast": [], "general": []}
     for op in ops:
         if op[0] == "tick":
@@ -343,6 +366,8 @@ def test_memory_fast_path_behaves_like_the_general_path(ops: list[Op]) -> None:
     assert alerts["fast"] == alerts["general"]
     event(f"alerts: {min(len(alerts['fast']), 3)}")
     assert fast.state(feature="chat", user="u-1") == general.state(feature="chat", user="u-1")
+    for led in ledgers.values():
+        led.close()
 
 
 def test_cost_nanos_sees_price_and_registry_changes_at_once() -> None:

@@ -89,6 +89,12 @@ its premium tier (signed: it can be negative). Both are only written by routed c
 ``overhead_cache_hits`` only by overhead calls. A row without them (older data included) reads as 0."""
 
 
+Keys: TypeAlias = tuple[tuple[str, Metric], ...]
+"""``(scope, metric)`` per budget, in the order of a store fast path's amounts and limits (the
+ledger's lane: :meth:`MemoryStore.reserve_cells <.memory.MemoryStore.reserve_cells>`,
+:meth:`RedisStore.reserve_keyed <.redis.RedisStore.reserve_keyed>`)."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Check:
     """One budget a request touches: ``spent + reserved + amount <= limit``."""

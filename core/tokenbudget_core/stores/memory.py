@@ -14,6 +14,7 @@ from .base import (
     Check,
     CommitOutcome,
     CommitRequest,
+    Keys,
     Metric,
     RequestState,
     ReserveOutcome,
@@ -24,8 +25,6 @@ from .base import (
 __all__ = ["MemoryStore"]
 
 
-Keys: TypeAlias = tuple[tuple[str, Metric], ...]
-"""``(scope, metric)`` per budget, in the order of the fast path's amounts."""
 _Held: TypeAlias = tuple[list[list[int]], Sequence[int], int]
 """A live reservation: the balance cells it holds on, the amount it holds on each, and when its
 lease ends (its entry in the day's lease heap: an id forgotten and reserved again has two)."""

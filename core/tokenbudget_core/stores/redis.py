@@ -41,7 +41,7 @@ import re
 import select
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -57,9 +57,11 @@ from tokenbudget_core.errors import (
 from . import redis_scripts
 from ._fork import reset_after_fork
 from .base import (
+    Check,
     CommitOutcome,
     CommitRequest,
     CostPair,
+    Keys,
     Metric,
     RequestState,
     ReserveOutcome,
@@ -400,6 +402,7 @@ class RedisStore:
         self._conn_lock = threading.Lock()
         self._batcher: _Batcher | None = None
         self._day_key_cache: dict[str, tuple[str, ...]] = {}
+        self._heads: dict[Keys, tuple[str, ...]] = {}  # see _heads_of
         if url.lower().startswith("redis+cluster://"):
             cluster_url = "redis://" + conn_url.split("://", 1)[1]
             self._connect = lambda: redis.cluster.RedisCluster.from_url(cluster_url, **options)
@@ -594,34 +597,91 @@ class RedisStore:
             for req, r in zip(reqs, self._send_all(ops), strict=True)
         ]
 
-    def _reserve_op(self, req: ReserveRequest) -> _Op:
-        checks = []
-        for i, c in enumerate(req.checks):
-            limit = "-" if c.limit is None else _amount(c.limit, "checks[{}].limit", i)
-            checks.append(
-                f"{_enc(c.scope)}|{_enc(c.metric)} {_amount(c.amount, 'checks[{}].amount', i)} {limit}"
-            )
-        args: list[str | int] = [
-            self._ttl,
-            _enc_id(req.request_id),
-            _amount(req.now_ms, "now_ms"),
-            str(req.now_ms + int(_amount(req.lease_ms, "lease_ms"))),
-            " ".join(checks),
-        ]
-        return _Op("RESERVE", self._day_keys(req.day)[:4], args)
+    def reserve_keyed(
+        self,
+        day: str,
+        request_id: str,
+        keys: Keys,
+        amounts: Sequence[int],
+        limits: Sequence[int | None],
+        now_ms: int,
+        lease_ms: int,
+    ) -> tuple[int, ...] | ReserveOutcome:
+        """:meth:`reserve` of ``amounts`` on the budgets ``keys`` limited by ``limits``, for the
+        ledger's lane (no request or outcome objects): ``spent + reserved`` per budget after
+        reserving, or the outcome of a refusal or a duplicate. The values are trusted (the
+        ledger checked them): plain ints within the stores' range, ids of encodable text."""
+        op = self._keyed_reserve_op(day, request_id, keys, amounts, limits, now_ms, lease_ms)
+        return self._reserve_answer(
+            self._run(op),
+            lambda i: Check(scope=keys[i][0], metric=keys[i][1], amount=amounts[i], limit=limits[i]),
+        )
 
     @staticmethod
-    def _reserve_outcome(req: ReserveRequest, result: Any) -> ReserveOutcome:
+    def _reserve_answer(result: Any, check: Callable[[int], Check]) -> tuple[int, ...] | ReserveOutcome:
+        """The reserve script's reply: ``spent + reserved`` per budget, or the outcome of a
+        refusal (``check(i)``: the check at index ``i``) or a duplicate."""
         kind = result[0]
         if kind == "refused":
             _, index, spent, reserved = result
-            return ReserveOutcome(
-                ok=False, failed=req.checks[int(index) - 1], used=int(spent) + int(reserved)
-            )
+            return ReserveOutcome(ok=False, failed=check(int(index) - 1), used=int(spent) + int(reserved))
         if kind == "duplicate":
             return ReserveOutcome(ok=True, state=_STATES[result[1]], duplicate=True)
-        usage = tuple([int(result[i]) + int(result[i + 1]) for i in range(1, 2 * len(req.checks), 2)])
-        return _new_reserve_outcome(True, "reserved", None, 0, False, usage)
+        return tuple([int(result[i]) + int(result[i + 1]) for i in range(1, len(result), 2)])
+
+    def _heads_of(self, keys: Keys) -> tuple[str, ...]:
+        """``<scope>|<metric> `` per budget of ``keys``, encoded: how the scripts name a budget
+        (cached: one payer's budgets recur call after call)."""
+        heads = self._heads.get(keys)
+        if heads is None:
+            if len(self._heads) >= 4_096:
+                self._heads.clear()
+            heads = self._heads[keys] = tuple([f"{_enc(scope)}|{_enc(metric)} " for scope, metric in keys])
+        return heads
+
+    def _keyed_reserve_op(
+        self,
+        day: str,
+        request_id: str,
+        keys: Keys,
+        amounts: Sequence[int],
+        limits: Sequence[int | None],
+        now_ms: int,
+        lease_ms: int,
+    ) -> _Op:
+        checks = " ".join(
+            [
+                f"{head}{amount} {'-' if limit is None else limit}"
+                for head, amount, limit in zip(self._heads_of(keys), amounts, limits, strict=True)
+            ]
+        )
+        args: list[str | int] = [self._ttl, _enc_id(request_id), str(now_ms), str(now_ms + lease_ms), checks]
+        return _Op("RESERVE", self._day_keys(day)[:4], args)
+
+    def _reserve_op(self, req: ReserveRequest) -> _Op:
+        """The script call of ``req``, its numbers checked (a store can be driven by hand)."""
+        for i, c in enumerate(req.checks):
+            _amount(c.amount, "checks[{}].amount", i)
+            if c.limit is not None:
+                _amount(c.limit, "checks[{}].limit", i)
+        _amount(req.now_ms, "now_ms")
+        _amount(req.lease_ms, "lease_ms")
+        return self._keyed_reserve_op(
+            req.day,
+            req.request_id,
+            tuple([(c.scope, c.metric) for c in req.checks]),
+            [int(c.amount) for c in req.checks],
+            [None if c.limit is None else int(c.limit) for c in req.checks],
+            int(req.now_ms),
+            int(req.lease_ms),
+        )
+
+    @classmethod
+    def _reserve_outcome(cls, req: ReserveRequest, result: Any) -> ReserveOutcome:
+        found = cls._reserve_answer(result, req.checks.__getitem__)
+        if isinstance(found, ReserveOutcome):
+            return found
+        return _new_reserve_outcome(True, "reserved", None, 0, False, found)
 
     def commit(self, req: CommitRequest) -> CommitOutcome:
         """Charge the actual usage once per request id, settling its reservation if live.
@@ -632,33 +692,63 @@ class RedisStore:
         op = self._commit_op(req)
         return self._commit_outcome(req, self._run(op))
 
-    def _commit_op(self, req: CommitRequest) -> _Op:
-        cost = (
-            ""
-            if req.call_cost_key is None
-            else _amount(req.rollup.get("cost_nanos", 0), "rollup['cost_nanos']")
+    def commit_keyed(
+        self,
+        day: str,
+        request_id: str,
+        keys: Keys,
+        amounts: Sequence[int],
+        rollup_key: str,
+        rollup: Mapping[str, int],
+        call_cost_key: str | None,
+    ) -> tuple[bool, RequestState | None, tuple[int, ...]]:
+        """:meth:`commit` of ``amounts`` to the budgets ``keys`` (as in :meth:`reserve_keyed`, values
+        trusted): ``(applied, previous, spent per budget)``. With ``call_cost_key`` the script
+        records the call's cost sample too."""
+        result = self._run(
+            self._keyed_commit_op(day, request_id, keys, amounts, rollup_key, rollup, call_cost_key)
         )
+        applied, previous, *spent = result
+        return bool(applied), _STATES.get(previous), tuple([int(v) for v in spent])
+
+    def _keyed_commit_op(
+        self,
+        day: str,
+        request_id: str,
+        keys: Keys,
+        amounts: Sequence[int],
+        rollup_key: str,
+        rollup: Mapping[str, int],
+        call_cost_key: str | None,
+    ) -> _Op:
         charges = " ".join(
-            [
-                f"{_enc(c.scope)}|{_enc(c.metric)} {_amount(c.amount, 'charges[{}].amount', i)}"
-                for i, c in enumerate(req.charges)
-            ]
+            [f"{head}{amount}" for head, amount in zip(self._heads_of(keys), amounts, strict=True)]
         )
-        counters = " ".join(
-            [f"{_enc(name)} {_amount(value, 'rollup[{!r}]', name)}" for name, value in req.rollup.items()]
-        )
-        args: list[str | int] = [
-            self._ttl,
-            _enc_id(req.request_id),
-            _enc(req.rollup_key),
-            cost,
-            charges,
-            counters,
-        ]
-        keys = self._day_keys(req.day)
+        counters = " ".join([f"{_enc(name)} {value}" for name, value in rollup.items()])
+        cost = "" if call_cost_key is None else str(rollup.get("cost_nanos", 0))
+        args: list[str | int] = [self._ttl, _enc_id(request_id), _enc(rollup_key), cost, charges, counters]
+        day_keys = self._day_keys(day)
+        if call_cost_key is not None:
+            day_keys += tuple(self._keys(day, f"costs:{_enc(call_cost_key)}"))
+        return _Op("COMMIT", day_keys, args)
+
+    def _commit_op(self, req: CommitRequest) -> _Op:
+        """The script call of ``req``, its numbers checked (a store can be driven by hand)."""
         if req.call_cost_key is not None:
-            keys += tuple(self._keys(req.day, f"costs:{_enc(req.call_cost_key)}"))
-        return _Op("COMMIT", keys, args)
+            _amount(req.rollup.get("cost_nanos", 0), "rollup['cost_nanos']")
+        for i, c in enumerate(req.charges):
+            _amount(c.amount, "charges[{}].amount", i)
+        for name, value in req.rollup.items():
+            _amount(value, "rollup[{!r}]", name)
+        return self._keyed_commit_op(
+            req.day,
+            req.request_id,
+            tuple([(c.scope, c.metric) for c in req.charges]),
+            [int(c.amount) for c in req.charges],
+            req.rollup_key,
+            {name: int(value) for name, value in req.rollup.items()},
+            req.call_cost_key,
+        )
 
     @staticmethod
     def _commit_outcome(req: CommitRequest, result: Any) -> CommitOutcome:
