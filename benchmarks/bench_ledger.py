@@ -52,7 +52,6 @@ from tokenbudget_core import Usage
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.stores import redis_scripts
-from tokenbudget_core.stores.base import CommitRequest, ReserveRequest
 from tokenbudget_core.stores.redis import RedisStore
 
 N = 3_000
@@ -151,22 +150,28 @@ def redis_benchmark(port: int, clients: int, *command: str) -> float | None:
 EVAL_INCRBY = ("EVAL", "return redis.call('INCRBY', KEYS[1], 1)", "1", "bench:key")
 
 
-def reserve_evalsha(url: str) -> tuple[str, ...]:
-    """EVALSHA of the ledger's reserve script, keys and arguments as the ledger builds them."""
+def sent_evalsha(url: str, script: str, source: str, call: Callable[[Ledger], object]) -> tuple[str, ...]:
+    """EVALSHA of the ledger's ``script`` (``RESERVE`` or ``COMMIT``, its Lua ``source``) with the
+    keys and arguments the ledger sends when it runs ``call``, a fresh request id per call."""
     import redis
 
     store = RedisStore(url)
     ledger = Ledger(store, policy=POLICY, alerts=[])
-    sent: list[ReserveRequest] = []
-    reserve = store.reserve
-    store.reserve = lambda req: sent.append(req) or reserve(req)  # type: ignore[method-assign]
-    ledger.reserve(**reserve_call(7))
-    op = store._reserve_op(sent[0])
-    sha = redis.Redis.from_url(url).script_load(redis_scripts.RESERVE)
+    sent: list[Any] = []
+    run = store._run
+    store._run = lambda op: sent.append(op) or run(op)  # type: ignore[method-assign]
+    call(ledger)
+    op = next(op for op in sent if op.script == script)
+    sha = redis.Redis.from_url(url).script_load(source)
     args = [str(a) for a in op.args]
-    args[1] = "rb__rand_int__"  # a fresh request id per call, as the ledger sends
+    args[1] = f"{script[0].lower()}b__rand_int__"  # a fresh request id per call, as the ledger sends
     ledger.close()
     return ("EVALSHA", sha, str(len(op.keys)), *op.keys, *args)
+
+
+def reserve_evalsha(url: str) -> tuple[str, ...]:
+    """EVALSHA of the ledger's reserve script, keys and arguments as the ledger builds them."""
+    return sent_evalsha(url, "RESERVE", redis_scripts.RESERVE, lambda led: led.reserve(**reserve_call(7)))
 
 
 def commit_evalsha(url: str) -> tuple[str, ...]:
@@ -174,20 +179,9 @@ def commit_evalsha(url: str) -> tuple[str, ...]:
 
     Each call has a fresh request id, so it settles no reservation (less work than the ledger's
     commits, which also give a reservation back): a conservative baseline."""
-    import redis
-
-    store = RedisStore(url)
-    ledger = Ledger(store, policy=POLICY, alerts=[])
-    sent: list[CommitRequest] = []
-    commit = store.commit
-    store.commit = lambda req: sent.append(req) or commit(req)  # type: ignore[method-assign]
-    ledger.commit(ledger.reserve(**reserve_call(7)), USAGE)
-    op = store._commit_op(sent[0])
-    sha = redis.Redis.from_url(url).script_load(redis_scripts.COMMIT)
-    args = [str(a) for a in op.args]
-    args[1] = "cb__rand_int__"
-    ledger.close()
-    return ("EVALSHA", sha, str(len(op.keys)), *op.keys, *args)
+    return sent_evalsha(
+        url, "COMMIT", redis_scripts.COMMIT, lambda led: led.commit(led.reserve(**reserve_call(7)), USAGE)
+    )
 
 
 def redis_py_eval(url: str, n: int = N) -> float:
