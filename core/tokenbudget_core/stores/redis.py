@@ -114,6 +114,11 @@ def _enc_id(text: str) -> str:
     return text if _PLAIN_ID(text) else _enc(text)
 
 
+def _enc_literal(text: str) -> str:
+    """:func:`_enc` of ``text`` as a literal in a ``%``-format (its ``%`` doubled)."""
+    return _enc(text).replace("%", "%%")
+
+
 @functools.lru_cache(maxsize=65_536)
 def _dec(text: str) -> str:
     """:func:`_enc` undone (cached: a report decodes the same rollup keys and counters every day)."""
@@ -401,8 +406,8 @@ class RedisStore:
         self._pack: Callable[[tuple[Any, ...]], bytes] | None = _hiredis_pack()
         self._conn_lock = threading.Lock()
         self._batcher: _Batcher | None = None
-        self._day_key_cache: dict[str, tuple[str, ...]] = {}
-        self._heads: dict[Keys, tuple[str, ...]] = {}  # see _heads_of
+        self._day_key_cache: dict[tuple[str, str | None], tuple[str, ...]] = {}
+        self._formats: dict[tuple[Any, ...], str] = {}  # see _format
         if url.lower().startswith("redis+cluster://"):
             cluster_url = "redis://" + conn_url.split("://", 1)[1]
             self._connect = lambda: redis.cluster.RedisCluster.from_url(cluster_url, **options)
@@ -552,14 +557,18 @@ class RedisStore:
         tag = f"{{{self._ns}:{_enc(day)}}}"
         return [f"{tag}:{name}" for name in names]
 
-    def _day_keys(self, day: str) -> tuple[str, ...]:
-        """``bal req held leases rollup`` of ``day``: the keys of every reserve and commit (cached)."""
-        found = self._day_key_cache.get(day)
+    def _day_keys(self, day: str, call_cost_key: str | None = None) -> tuple[str, ...]:
+        """``bal req held leases rollup`` of ``day``: the keys of every reserve and commit, and
+        with ``call_cost_key`` the cost samples' key of a commit recording one (cached)."""
+        found = self._day_key_cache.get((day, call_cost_key))
         if found is None:
-            if len(self._day_key_cache) > 64:
+            if len(self._day_key_cache) > 4_096:
                 self._day_key_cache.clear()
-            found = tuple(self._keys(day, "bal", "req", "held", "leases", "rollup"))
-            self._day_key_cache[day] = found
+            names = ["bal", "req", "held", "leases", "rollup"]
+            if call_cost_key is not None:
+                names.append(f"costs:{_enc(call_cost_key)}")
+            found = tuple(self._keys(day, *names))
+            self._day_key_cache[(day, call_cost_key)] = found
         return found
 
     # -- the contract (see .base) --------------------------------------------------------------
@@ -629,15 +638,30 @@ class RedisStore:
             return ReserveOutcome(ok=True, state=_STATES[result[1]], duplicate=True)
         return tuple([int(result[i]) + int(result[i + 1]) for i in range(1, len(result), 2)])
 
-    def _heads_of(self, keys: Keys) -> tuple[str, ...]:
-        """``<scope>|<metric> `` per budget of ``keys``, encoded: how the scripts name a budget
-        (cached: one payer's budgets recur call after call)."""
-        heads = self._heads.get(keys)
-        if heads is None:
-            if len(self._heads) >= 4_096:
-                self._heads.clear()
-            heads = self._heads[keys] = tuple([f"{_enc(scope)}|{_enc(metric)} " for scope, metric in keys])
-        return heads
+    def _format(self, kind: str, keys: tuple[Any, ...], limits: tuple[int | None, ...] = ()) -> str:
+        """The ``%``-format of a script argument naming budgets or counters, encoded, with a
+        ``%d`` per amount (cached: one payer's budgets recur call after call). ``kind``:
+
+        * ``"checks"``: ``<scope>|<metric> %d <limit or ->`` per budget of ``keys`` and ``limits``;
+        * ``"charges"``: ``<scope>|<metric> %d`` per budget of ``keys``;
+        * ``"counters"``: ``<name> %d`` per counter name in ``keys``.
+        """
+        found = self._formats.get((kind, keys, limits))
+        if found is None:
+            if kind == "counters":
+                parts = [f"{_enc_literal(name)} %d" for name in keys]
+            elif kind == "charges":
+                parts = [f"{_enc_literal(scope)}|{_enc_literal(metric)} %d" for scope, metric in keys]
+            else:
+                parts = [
+                    f"{_enc_literal(scope)}|{_enc_literal(metric)} %d {'-' if limit is None else limit}"
+                    for (scope, metric), limit in zip(keys, limits, strict=True)
+                ]
+            found = " ".join(parts)
+            if len(self._formats) >= 4_096:
+                self._formats.clear()
+            self._formats[(kind, keys, limits)] = found
+        return found
 
     def _keyed_reserve_op(
         self,
@@ -649,12 +673,7 @@ class RedisStore:
         now_ms: int,
         lease_ms: int,
     ) -> _Op:
-        checks = " ".join(
-            [
-                f"{head}{amount} {'-' if limit is None else limit}"
-                for head, amount, limit in zip(self._heads_of(keys), amounts, limits, strict=True)
-            ]
-        )
+        checks = self._format("checks", keys, tuple(limits)) % tuple(amounts)
         args: list[str | int] = [self._ttl, _enc_id(request_id), str(now_ms), str(now_ms + lease_ms), checks]
         return _Op("RESERVE", self._day_keys(day)[:4], args)
 
@@ -721,16 +740,11 @@ class RedisStore:
         rollup: Mapping[str, int],
         call_cost_key: str | None,
     ) -> _Op:
-        charges = " ".join(
-            [f"{head}{amount}" for head, amount in zip(self._heads_of(keys), amounts, strict=True)]
-        )
-        counters = " ".join([f"{_enc(name)} {value}" for name, value in rollup.items()])
+        charges = self._format("charges", keys) % tuple(amounts)
+        counters = self._format("counters", tuple(rollup)) % tuple(rollup.values())
         cost = "" if call_cost_key is None else str(rollup.get("cost_nanos", 0))
         args: list[str | int] = [self._ttl, _enc_id(request_id), _enc(rollup_key), cost, charges, counters]
-        day_keys = self._day_keys(day)
-        if call_cost_key is not None:
-            day_keys += tuple(self._keys(day, f"costs:{_enc(call_cost_key)}"))
-        return _Op("COMMIT", day_keys, args)
+        return _Op("COMMIT", self._day_keys(day, call_cost_key), args)
 
     def _commit_op(self, req: CommitRequest) -> _Op:
         """The script call of ``req``, its numbers checked (a store can be driven by hand)."""
