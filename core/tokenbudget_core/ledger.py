@@ -676,7 +676,7 @@ class Ledger:
         ) or _unencodable(feature, user, conversation, request_id):
             _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
         if request_id is not None and self._orphan_ids.get(request_id) is False:
-            del self._orphan_ids[request_id]  # retried: whatever the id holds is this reserve's
+            self._orphan_ids.pop(request_id, None)  # retried: whatever the id holds is this reserve's
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
         conversation = ctx.conversation or conversation
@@ -877,7 +877,7 @@ class Ledger:
             return None
         amounts = scopes.amounts(tokens, amount)
         if request_id is not None and self._orphan_ids.get(request_id) is False:
-            del self._orphan_ids[request_id]  # retried: whatever the id holds is this reserve's
+            self._orphan_ids.pop(request_id, None)  # retried: whatever the id holds is this reserve's
         rid = request_id or new_request_id()
         now = self.clock()
         day = self._day_of(now)
@@ -962,27 +962,35 @@ class Ledger:
                 self._replay_due()
         else:
             assert self._keyed is not None
+            now_ms = int(self.clock() * 1000)  # the general path's plan reads it before the store call
             try:
                 applied, _, spent = self._store_call(
                     self._keyed.commit_keyed, day, r.request_id, scopes.keys, amounts, lane.rollup_key,
                     rollup, lane.cost_key,
                 )  # fmt: skip
             except BudgetUnavailableError as e:
-                plan = self._lane_commit_plan(r, usage, nanos, lane, tokens, rollup)
+                plan = self._lane_commit_plan(r, usage, nanos, lane, tokens, rollup, now_ms)
                 return self._spooled(plan, self._commit_request(plan), e)
         if not applied:  # the id was committed before: this commit charged nothing
             return _new_charge(r.request_id, usage, None, False, False, None)
         if self._alert_due(scopes, spent):
-            plan = self._lane_commit_plan(r, usage, nanos, lane, tokens, rollup)
+            plan = self._lane_commit_plan(r, usage, nanos, lane, tokens, rollup, int(self.clock() * 1000))
             self._after_commit(plan, spent, record_cost=False)
         return _new_charge(r.request_id, usage, nanos_to_usd(nanos), True, False, None)
 
+    @staticmethod
     def _lane_commit_plan(
-        self, r: Reservation, usage: Usage, nanos: int, lane: _Lane, tokens: int, rollup: dict[str, int]
+        r: Reservation,
+        usage: Usage,
+        nanos: int,
+        lane: _Lane,
+        tokens: int,
+        rollup: dict[str, int],
+        now_ms: int,
     ) -> _CommitPlan:
         """The general path's plan of a lane commit (for what the lane leaves to it)."""
         return _CommitPlan(
-            r.request_id, r.day, int(self.clock() * 1000), r.feature, r.user, usage, nanos, nanos,
+            r.request_id, r.day, now_ms, r.feature, r.user, usage, nanos, nanos,
             lane.scopes, tokens, lane.rollup_key, rollup, lane.cost_key, None,
         )  # fmt: skip
 

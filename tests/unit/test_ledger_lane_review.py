@@ -212,3 +212,24 @@ def test_a_policys_features_cannot_be_changed_in_place() -> None:
         .user_daily_tokens
         == 5
     )
+
+
+class _ReleasedMeanwhile(dict[str, bool]):
+    """Waiting releases, each given back (by another thread's replay) just after it is read."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = super().get(key, default)
+        self.pop(key, None)
+        return found
+
+
+@pytest.mark.parametrize("store", ["lane", "general"])
+def test_a_retry_racing_the_release_of_its_abandoned_id_reserves(store: str) -> None:
+    """A caller retrying an id it abandoned, while the ledger's replay gives that id back in
+    another thread, gets its reservation (no KeyError from the ledger's bookkeeping)."""
+    ledger = Ledger(MemoryStore() if store == "lane" else _GeneralStore(), policy=SOFT)
+    ledger.abandon("caller-7")
+    ledger._orphan_ids = _ReleasedMeanwhile(ledger._orphan_ids)
+    r = ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=0, user="u", request_id="caller-7")
+    assert r.request_id == "caller-7"
+    assert ledger.state(user="u").headroom["user_daily_tokens"] == 990

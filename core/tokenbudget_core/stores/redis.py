@@ -680,9 +680,9 @@ class RedisStore:
     def _reserve_op(self, req: ReserveRequest) -> _Op:
         """The script call of ``req``, its numbers checked (a store can be driven by hand)."""
         for i, c in enumerate(req.checks):
-            _amount(c.amount, "checks[{}].amount", i)
             if c.limit is not None:
                 _amount(c.limit, "checks[{}].limit", i)
+            _amount(c.amount, "checks[{}].amount", i)
         _amount(req.now_ms, "now_ms")
         _amount(req.lease_ms, "lease_ms")
         return self._keyed_reserve_op(
