@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .money import nanos_to_usd, usd_to_nanos
-
 if TYPE_CHECKING:
     from .ledger import Ledger
 
@@ -57,13 +55,7 @@ def budget_rows(
             ):
                 continue
             limit = limits.get(name)
-            # state() gives the used share (spent + reserved) / limit; times the limit, rounded to
-            # the stored unit (nano-USD or tokens), that is the exact figure for any realistic amount.
-            used: Decimal | int | None = None
-            if isinstance(limit, Decimal):
-                used = nanos_to_usd(round(share * usd_to_nanos(limit))) if limit else None
-            elif limit:
-                used = round(share * limit)
+            used = state.used.get(name)  # spent + reserved, exact (a limit of 0 has its use too)
             rows.append(
                 {
                     "feature": None if is_global else f,

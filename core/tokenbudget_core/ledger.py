@@ -44,7 +44,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._frozen import positional_maker
@@ -135,6 +135,13 @@ def _enc(value: str | None) -> str:
 @functools.lru_cache(maxsize=65_536)
 def _quote(value: str) -> str:
     return quote(value, safe="")
+
+
+def _payer_of_row(rollup_key: str) -> tuple[str | None, str | None]:
+    """The feature and user an attribution row's key (``<feature>/<user>/<model>``, each
+    :func:`_enc` -oded) names."""
+    feature, user, _ = rollup_key.split("/", 2)
+    return unquote(feature) or None, unquote(user) or None
 
 
 class Ledger:
@@ -385,9 +392,11 @@ class Ledger:
             (f"u/{f}/{u}", "nanos", user_usd),
             (f"f/{f}", "nanos", feature_usd),
             ("g", "nanos", daily_usd),
+            # kept with no limit too, so a limit set later in the day counts the day's earlier
+            # spend, as the per-feature ones do (no user: the anonymous payer)
+            (f"U/{u}", "tokens", all_user_tokens),
+            (f"U/{u}", "nanos", all_user_usd),
         ]
-        if all_user_tokens is not None or all_user_usd is not None:  # no user: the anonymous payer
-            budgets += [(f"U/{u}", "tokens", all_user_tokens), (f"U/{u}", "nanos", all_user_usd)]
         found = _Scopes(
             budgets=tuple(budgets),
             keys=tuple([(scope, metric) for scope, metric, _ in budgets]),
@@ -469,7 +478,7 @@ class Ledger:
                 if self._orphans:
                     self._release_orphans()
                 if self.spool.pending():
-                    self.spool.replay(self.store)
+                    self.spool.replay(self.store, on_applied=self._replayed)
             except BudgetUnavailableError:
                 pass
             finally:
@@ -521,7 +530,24 @@ class Ledger:
         """Commit the spooled usage now (after a replay another process has under way); returns
         how many commits were applied."""
         with self._replay_lock:
-            return self.spool.replay(self.store, wait=True)
+            return self.spool.replay(self.store, wait=True, on_applied=self._replayed)
+
+    def _replayed(self, req: CommitRequest, outcome: CommitOutcome, per_call_key: str | None) -> None:
+        """What follows a commit the store applied on a spool replay, as it follows any applied
+        commit: its per-call cost samples, and the threshold alerts of its payer's budgets."""
+        if per_call_key is not None:
+            rollup = req.rollup
+            self._record_per_call(
+                req.day, per_call_key, rollup.get("cost_nanos", 0), rollup.get("requests", 1)
+            )
+        feature, user = _payer_of_row(req.rollup_key)
+        scopes = self._scopes_of(feature, user)
+        reported = {(c.scope, c.metric): used for c, used in zip(req.charges, outcome.spent, strict=False)}
+        spent = [
+            reported[(scope, metric)] for scope, metric, _ in scopes.budgets if (scope, metric) in reported
+        ]
+        with contextlib.suppress(BudgetUnavailableError):  # budgets added since: read from the store
+            self._threshold_alerts(req.day, feature, user, scopes, req.now_ms, spent)
 
     # -- reserve / commit / release ---------------------------------------------------------------
 
@@ -1402,7 +1428,7 @@ class Ledger:
         if overhead:  # counted apart, so a feature's hit rate is of its users' calls
             rollup["overhead_requests"] = usage.requests
             if cache_hit:
-                rollup["overhead_cache_hits"] = 1
+                rollup["overhead_cache_hits"] = usage.requests
         routing_saved_usd = None
         if premium_model is not None:  # a routed call: its counterfactual (nothing added otherwise)
             routed = self._routing_saved(usage, nanos, premium_model)
@@ -1410,7 +1436,7 @@ class Ledger:
                 raise _too_large(
                     "premium_model", f"makes a routing saving of ${nanos_to_usd(routed)}", routed
                 )
-            rollup["routed_requests"] = 1
+            rollup["routed_requests"] = usage.requests
             rollup["routing_saved_nanos"] = routed or 0
             routing_saved_usd = None if routed is None else nanos_to_usd(routed)
         now_ms = int(self.clock() * 1000)
@@ -1452,7 +1478,7 @@ class Ledger:
         )  # fmt: skip
         self._replay_due()
         if applied and plan.per_call_key is not None:
-            self._record_per_call(plan)
+            self._record_per_call(plan.day, plan.per_call_key, plan.cost, plan.usage.requests)
         if applied and self._alert_due(scopes, spent):
             self._after_commit(plan, spent, record_cost=False)
         return self._charge(plan, applied=applied)
@@ -1476,7 +1502,7 @@ class Ledger:
             return self._spooled(plan, req, e)
         if outcome.applied:
             if plan.per_call_key is not None:
-                self._record_per_call(plan)
+                self._record_per_call(plan.day, plan.per_call_key, plan.cost, plan.usage.requests)
             record = not outcome.recorded_cost and plan.cost_key is not None
             self._after_commit(plan, outcome.spent, record_cost=record)
         return self._charge(plan, applied=outcome.applied)
@@ -1492,11 +1518,15 @@ class Ledger:
     def _spooled(self, plan: _CommitPlan, req: CommitRequest, unavailable: BudgetUnavailableError) -> Charge:
         """The charge of ``plan`` (its store request ``req``) spooled: the store was unreachable."""
         mark = None if plan.conversation_mark is None else (plan.conversation_mark, _CONVERSATION_MARK_TTL)
-        self._spool(req, unavailable, mark)
+        self._spool(req, unavailable, mark, plan.per_call_key)
         return self._charge(plan, applied=False, spooled=True)
 
     def _spool(
-        self, req: CommitRequest, unavailable: BudgetUnavailableError, mark: tuple[str, int] | None
+        self,
+        req: CommitRequest,
+        unavailable: BudgetUnavailableError,
+        mark: tuple[str, int] | None,
+        per_call_key: str | None = None,
     ) -> None:
         """Keep a commit the store could not take in the spool, for a later replay.
 
@@ -1505,7 +1535,7 @@ class Ledger:
                 store: the caller has to keep it).
         """
         try:
-            self.spool.append(req, mark=mark)
+            self.spool.append(req, mark=mark, per_call_key=per_call_key)
         except OSError as e:
             raise BudgetUnavailableError(
                 unavailable.store,
@@ -1528,36 +1558,52 @@ class Ledger:
         premium = self._price_nanos(usage, info.name, round_up=False)
         return None if premium is None or nanos is None else premium - nanos
 
-    def _record_per_call(self, plan: _CommitPlan) -> None:
-        """The cost samples of an applied commit of several calls: each call's share of the cost
-        (at most :data:`_MAX_CALL_SAMPLES`; if the store drops now, reports lose samples at worst)."""
-        assert plan.per_call_key is not None
+    def _record_per_call(self, day: str, key: str, cost: int, requests: int) -> None:
+        """The cost samples of an applied commit of ``requests`` calls costing ``cost`` in all:
+        each call's share (at most :data:`_MAX_CALL_SAMPLES`; if the store drops now, reports
+        lose samples at worst)."""
         with contextlib.suppress(BudgetUnavailableError):
-            for sample in _per_call_costs(plan.cost, plan.usage.requests):
-                self.store.record_call_cost(plan.day, plan.per_call_key, sample)
+            for sample in _per_call_costs(cost, requests):
+                self.store.record_call_cost(day, key, sample)
 
     def _after_commit(self, plan: _CommitPlan, spent: Sequence[int], *, record_cost: bool) -> None:
         """The cost sample (if the store did not keep it) and threshold alerts of an applied commit.
 
         The charge itself is stored: if the store drops now, reports lose one sample at worst.
         """
-        day, feature, user, scopes, now_ms = plan.day, plan.feature, plan.user, plan.scopes, plan.now_ms
         with contextlib.suppress(BudgetUnavailableError):
             if record_cost:
-                self.store.record_call_cost(day, _enc(feature), plan.cost)
-            if not scopes.limited or not self.sinks:
-                return
-            budgets = scopes.budgets
-            if len(spent) != len(budgets):  # the store did not report the new totals
-                limited = [(sc, m) for sc, m, limit in budgets if limit]
-                totals = self.store.totals(day, limited, now_ms)
-                spent = [totals[(sc, m)][0] if limit else 0 for sc, m, limit in budgets]
-            floor = self._alert_floor
-            for (scope, metric, limit), used in zip(budgets, spent, strict=True):
-                if limit and used / limit >= floor:
-                    self._alert(
-                        day, feature, user, Check(scope=scope, metric=metric, amount=0, limit=limit), used
-                    )
+                self.store.record_call_cost(plan.day, _enc(plan.feature), plan.cost)
+            self._threshold_alerts(plan.day, plan.feature, plan.user, plan.scopes, plan.now_ms, spent)
+
+    def _threshold_alerts(
+        self,
+        day: str,
+        feature: str | None,
+        user: str | None,
+        scopes: _Scopes,
+        now_ms: int,
+        spent: Sequence[int],
+    ) -> None:
+        """The threshold alerts of the payer's budgets ``scopes`` after an applied commit
+        (``spent``: the new totals per budget; read from the store when it did not report them all).
+
+        Raises:
+            BudgetUnavailableError: The totals could not be read.
+        """
+        if not scopes.limited or not self.sinks:
+            return
+        budgets = scopes.budgets
+        if len(spent) != len(budgets):  # the store did not report the new totals
+            limited = [(sc, m) for sc, m, limit in budgets if limit]
+            totals = self.store.totals(day, limited, now_ms)
+            spent = [totals[(sc, m)][0] if limit else 0 for sc, m, limit in budgets]
+        floor = self._alert_floor
+        for (scope, metric, limit), used in zip(budgets, spent, strict=True):
+            if limit and used / limit >= floor:
+                self._alert(
+                    day, feature, user, Check(scope=scope, metric=metric, amount=0, limit=limit), used
+                )
 
     def _alert(self, day: str, feature: str | None, user: str | None, c: Check, spent: int) -> None:
         """Send the alerts of every threshold ``spent`` reached on ``c``'s budget, once per day each."""
@@ -1742,15 +1788,21 @@ class Ledger:
             return BudgetState(step="normal", shares={}, headroom={}, unchecked=True)
         shares: dict[str, float] = {}
         headroom: dict[str, Decimal | int] = {}
+        used: dict[str, Decimal | int] = {}
         for c in checks:
             spent, reserved = totals[(c.scope, c.metric)]
             assert c.limit is not None
             name = self._budget_name(c)
             shares[name] = (spent + reserved) / c.limit if c.limit else 1.0
             left = max(c.limit - spent - reserved, 0)
-            headroom[name] = nanos_to_usd(left) if c.metric == "nanos" else left
+            money = c.metric == "nanos"
+            headroom[name] = nanos_to_usd(left) if money else left
+            used[name] = nanos_to_usd(spent + reserved) if money else spent + reserved
         return BudgetState(
-            step=self.policy.ladder.step(max(shares.values(), default=0.0)), shares=shares, headroom=headroom
+            step=self.policy.ladder.step(max(shares.values(), default=0.0)),
+            shares=shares,
+            headroom=headroom,
+            used=used,
         )
 
     def check(
@@ -2021,19 +2073,23 @@ def _call_rollup(
     overhead: bool = False,
     unpriced: bool = False,
 ) -> dict[str, int]:
-    """The attribution counters every commit moves (``cost`` in nano-USD, 0 when ``unpriced``)."""
+    """The attribution counters every commit moves (``cost`` in nano-USD, 0 when ``unpriced``).
+
+    Usage of several calls (``usage.requests``) counts as that many calls in every per-call
+    counter: hits, estimated and unpriced calls alike."""
+    calls = usage.requests
     return {
-        "requests": usage.requests,
+        "requests": calls,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "cache_read_tokens": usage.cache_read_tokens,
         "cache_write_tokens": usage.cache_write_tokens,
         "cost_nanos": cost,
-        "cache_hits": int(cache_hit),
+        "cache_hits": calls if cache_hit else 0,
         "saved_nanos": saved,
         "overhead_nanos": cost if overhead else 0,
-        "estimated": int(usage.estimated),
-        "unpriced": int(unpriced),
+        "estimated": calls if usage.estimated else 0,
+        "unpriced": calls if unpriced else 0,
     }
 
 

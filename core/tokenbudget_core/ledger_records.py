@@ -109,6 +109,8 @@ class BudgetState:
     """Used share (spent + reserved) / limit per budget name."""
     headroom: dict[str, Decimal | int]
     """What is left per budget (USD as Decimal, tokens as int)."""
+    used: dict[str, Decimal | int] = field(default_factory=dict)
+    """Spent + reserved per budget, exact (USD as Decimal, tokens as int)."""
     unchecked: bool = False
     """True when the store was unreachable and the ledger fails open (``on_unavailable="open"``):
     nothing could be read, so the step is ``normal`` and there are no shares, as the calls

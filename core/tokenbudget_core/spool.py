@@ -51,12 +51,13 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import BudgetUnavailableError, InvalidInputError
-from .stores.base import Check, CommitRequest, LedgerStore
+from .stores.base import Check, CommitOutcome, CommitRequest, LedgerStore
 
 if sys.platform != "win32":
     import fcntl
@@ -166,7 +167,9 @@ class Spool:
             return True  # unreadable: whoever replays quarantines it
         return owner is None or owner == self.owner
 
-    def append(self, req: CommitRequest, *, mark: tuple[str, int] | None = None) -> None:
+    def append(
+        self, req: CommitRequest, *, mark: tuple[str, int] | None = None, per_call_key: str | None = None
+    ) -> None:
         """Write one commit durably (fsynced before this returns).
 
         Args:
@@ -174,8 +177,10 @@ class Spool:
             mark: ``(key, ttl_s)`` of a once-mark the commit's ``conversations`` counter waits on
                 (the store could not be asked): the replay sets it with ``mark_once`` and counts
                 the conversation in the commit only when this call set it, so it is counted once.
+            per_call_key: The cost-sample key of a commit of several calls, whose samples (one
+                per call) the ledger records after the store applied it; handed back on replay.
         """
-        line = _encode(req, mark, self.owner) + b"\n"
+        line = _encode(req, mark, self.owner, per_call_key) + b"\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
@@ -187,7 +192,13 @@ class Spool:
             finally:
                 os.close(fd)  # releases the lock
 
-    def replay(self, store: LedgerStore, *, wait: bool = False) -> int:
+    def replay(
+        self,
+        store: LedgerStore,
+        *,
+        wait: bool = False,
+        on_applied: Callable[[CommitRequest, CommitOutcome, str | None], object] | None = None,
+    ) -> int:
         """Commit every spooled line to ``store``; returns how many were applied now.
 
         Only this spool's owner's lines (and lines without an owner) are applied; every other
@@ -197,6 +208,9 @@ class Spool:
             store: Where the commits go (idempotent per day and request id).
             wait: Wait for a replay another process or thread is running, then replay what is
                 left; by default return 0 at once (that replay is draining the spool).
+            on_applied: Called with each commit the store applied now, its outcome and its
+                ``per_call_key`` (see :meth:`append`): what the ledger does after a commit
+                (threshold alerts, cost samples). Its errors are logged; the line is done.
         """
         if not self.pending() or not self._lock.acquire(blocking=wait):
             return 0
@@ -205,7 +219,7 @@ class Spool:
             try:
                 if not _flock(fd, wait=wait):
                     return 0
-                return self._replay_locked(store)
+                return self._replay_locked(store, on_applied)
             finally:
                 os.close(fd)
         except OSError as e:
@@ -214,7 +228,11 @@ class Spool:
         finally:
             self._lock.release()
 
-    def _replay_locked(self, store: LedgerStore) -> int:
+    def _replay_locked(
+        self,
+        store: LedgerStore,
+        on_applied: Callable[[CommitRequest, CommitOutcome, str | None], object] | None,
+    ) -> int:
         spooled = self._take_spooled()
         lines = _lines(self.replaying_path)
         applied = 0
@@ -229,7 +247,7 @@ class Spool:
                 stale += _older_than(line, now_ms - _STALE_MS)
                 continue
             try:
-                req, mark, owner = _parse(line)
+                req, mark, owner, per_call_key = _parse(line)
                 if owner is not None and owner != self.owner:
                     raise ValueError("'owner' is given twice, differently")  # a hand-mended line
             except (ValueError, TypeError, RecursionError) as e:
@@ -246,16 +264,23 @@ class Spool:
                 # The store is away: this line and the rest wait for the next replay. A mark this
                 # replay set is spent: the line keeps its answer (conversations resolved, no mark),
                 # or the next replay would find the mark set and count the conversation as 0.
-                left += [_encode(req, None, owner) if marked else line, *lines[i + 1 :]]
+                left += [_encode(req, None, owner, per_call_key) if marked else line, *lines[i + 1 :]]
                 ours_left = True
                 break
             except Exception as e:  # noqa: BLE001 - the store refuses this line for good: quarantined
                 if marked:  # quarantined as resolved, so a line mended by hand counts it right
-                    line = _encode(req, None, owner)
+                    line = _encode(req, None, owner, per_call_key)
                 bad.append((line, f"refused by the store: {type(e).__name__}: {e}"))
                 continue
             if outcome.applied:
                 applied += 1
+                if on_applied is not None:
+                    try:
+                        on_applied(req, outcome, per_call_key)
+                    except Exception as e:  # noqa: BLE001 - the usage is stored: only its follow-up failed
+                        logger.warning(
+                            "after replaying request %r: %s: %s", req.request_id, type(e).__name__, e
+                        )
         if bad:
             self._quarantine(bad)
         if left != lines:  # fewer lines, or one resolved in place
@@ -326,13 +351,17 @@ class Spool:
             os.close(fd)
 
 
-def _encode(req: CommitRequest, mark: tuple[str, int] | None, owner: str | None) -> bytes:
+def _encode(
+    req: CommitRequest, mark: tuple[str, int] | None, owner: str | None, per_call_key: str | None = None
+) -> bytes:
     """One spool line (without its newline): the owner first, so replays of other owners skip
-    the line unparsed, then the commit and its once-mark."""
+    the line unparsed, then the commit, its once-mark and its per-call cost-sample key."""
     record: dict[str, Any] = {} if owner is None else {"owner": owner}
     record.update(asdict(req))
     if mark is not None:
         record["mark"] = {"key": mark[0], "ttl_s": mark[1]}
+    if per_call_key is not None:
+        record["per_call_key"] = per_call_key
     return json.dumps(record, separators=(",", ":")).encode()
 
 
@@ -359,15 +388,18 @@ def _owner(line: bytes) -> str | None:
     return owner
 
 
-def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None, str | None]:
-    """One spooled line back into its commit, its once-mark and its owner (see
-    :meth:`Spool.append`); ValueError or TypeError when it is not one."""
+def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None, str | None, str | None]:
+    """One spooled line back into its commit, its once-mark, its owner and its per-call
+    cost-sample key (see :meth:`Spool.append`); ValueError or TypeError when it is not one."""
     data: Any = json.loads(line)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     owner = data.pop("owner", None)
     if owner is not None and not isinstance(owner, str):
         raise ValueError("'owner' is not a string")
+    per_call_key = data.pop("per_call_key", None)
+    if per_call_key is not None and not isinstance(per_call_key, str):
+        raise ValueError("'per_call_key' is not a string")
     mark = data.pop("mark", None)
     if mark is not None:
         if not (
@@ -387,7 +419,7 @@ def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None, str | No
     if not isinstance(rollup, dict):
         raise ValueError("'rollup' is not an object")
     data["charges"] = [Check(**c) for c in charges]
-    return CommitRequest(**data), mark, owner
+    return CommitRequest(**data), mark, owner, per_call_key
 
 
 def _flock(fd: int, *, wait: bool = True) -> bool:

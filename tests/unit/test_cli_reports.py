@@ -372,3 +372,20 @@ def test_a_store_that_cannot_be_read_is_a_one_line_store_error(
     policy.write_text('daily_usd = "10"\n')
     extra = ("--policy", str(policy)) if command == "budgets" else ()
     assert_one_line_error(run(command, "--store", url, *extra), EXIT_BAD_INPUT, "--store", needle)
+
+
+def test_budgets_show_the_exact_use_of_a_zero_limit_and_of_a_limit_set_later(tmp_path: Path) -> None:
+    """A budget whose limit is 0 still shows what was used, and a per-user limit across
+    features shows what the user spent before it was configured, to the nano-dollar and token."""
+    path = tmp_path / "today.db"
+    ledger = Ledger(f"sqlite:///{path}")
+    usage = Usage(input_tokens=1_000, output_tokens=155)
+    ledger.record(usage, model="gpt-4o", feature="chat", user="b")
+    ledger.close()
+    policy = tmp_path / "p.toml"
+    policy.write_text('user_daily_tokens = 1500\n\n[features.chat]\nfeature_daily_usd = "0"\n')
+    store = ("--store", f"sqlite:///{path}", "--policy", str(policy))
+    data = json.loads(run("budgets", *store, "--user", "b", "--json").stdout)
+    used = {r["budget"]: r["used"] for r in data["budgets"]}
+    assert Decimal(used["feature_daily_usd"]) == cost_of(usage, "gpt-4o")
+    assert used["user_daily_tokens (all features)"] == 1155

@@ -216,3 +216,24 @@ def test_an_abandoned_id_is_released_by_later_calls_on_the_memory_lane() -> None
     assert charge.cost_usd is not None
     # only the committed call is left: the abandoned reservation was given back
     assert ledger.state().headroom["daily_usd"] == Decimal("0.01") - charge.cost_usd
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("limit", ["top", "feature"])
+def test_a_per_user_limit_set_later_in_the_day_counts_the_days_earlier_spend(
+    store: str, limit: str, tmp_path: Path
+) -> None:
+    """A policy reloaded mid-day with a per-user limit, across all features or in one, sees
+    what the user spent before it: the user cannot go past the limit by the earlier spend."""
+    ledger = Ledger("memory://" if store == "memory" else f"sqlite:///{tmp_path}/l.db")
+    ledger.record(Usage(input_tokens=1_000), model="gpt-4o", feature="chat", user="b")
+    ledger.policy = (
+        BudgetPolicy(user_daily_tokens=1_500)
+        if limit == "top"
+        else BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=1_500)})
+    )
+    (share,) = ledger.state(feature="chat", user="b").shares.values()
+    assert share == pytest.approx(1_000 / 1_500)
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=0, feature="chat", user="b")
+    ledger.reserve(model="gpt-4o", input_tokens=400, max_output_tokens=0, feature="chat", user="b")

@@ -560,3 +560,29 @@ def test_overhead_calls_are_kept_out_of_a_features_hit_rate_and_cost_per_call() 
     assert row.hit_rate == Decimal("0.3333")  # 5 hits of 15 user requests, not of 25
     assert report.totals.overhead_requests == 10
     assert report.totals.hit_rate == Decimal("0.3333")
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+def test_usage_of_several_calls_counts_as_that_many_in_every_per_call_counter(
+    url: str, tmp_path: Path
+) -> None:
+    """A batch's usage (``requests=n``) is n calls in hits, estimated, unpriced and routed counts
+    alike, so rates and "costs are lower bounds" notes stay true for batched recording."""
+    store = f"sqlite:///{tmp_path}/r.db" if url == "sqlite" else url
+    ledger = Ledger(store, clock=Clock(NOW))
+    batch = Usage(input_tokens=40, output_tokens=4, requests=4)
+    ledger.record(batch, model="acme-7b", feature="x", unknown_model="unpriced")
+    ledger.record(Usage(input_tokens=40, output_tokens=4, requests=3, estimated=True), model="gpt-4o-mini")
+    ledger.record(batch, model="gpt-4o-mini", feature="z", premium_model="gpt-4o")
+    ledger.record(
+        Usage(requests=2), model="gpt-4o-mini", feature="z", cache_hit=True, saved_usd=Decimal("0.01")
+    )
+    with overhead("summary"):
+        ledger.record(Usage(requests=5), model="gpt-4o-mini", feature="z", cache_hit=True)
+    t = build_report(ledger, last_days=1).totals
+    assert t.requests == 4 + 3 + 4 + 2 + 5
+    assert (t.unpriced_requests, t.estimated_requests, t.routed_requests) == (4, 3, 4)
+    assert t.cache_hits == 2 + 5
+    z = next(row for row in build_report(ledger, last_days=1).breakdown("feature").rows if row.key == "z")
+    assert (z.cache_hits, z.routed_requests) == (2 + 5, 4)
+    assert t.hit_rate == (Decimal(2) / (4 + 3 + 4 + 2)).quantize(Decimal("1e-4"))  # overhead left out

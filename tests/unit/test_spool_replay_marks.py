@@ -150,3 +150,47 @@ def test_no_warning_for_other_owners_fresh_lines(tmp_path: Path, caplog: pytest.
     with caplog.at_level(logging.WARNING, logger="tokenbudget.spool"):
         assert mine.replay(MemoryStore()) == 1
     assert not caplog.records
+
+
+def test_usage_replayed_from_the_spool_sends_the_threshold_alerts_it_crossed(tmp_path: Path) -> None:
+    """Spend that crossed a budget while the store was down is alerted when it is replayed, once
+    per threshold, as the commits would have been had the store answered."""
+    from tokenbudget_core.budgets import BudgetPolicy
+
+    store, alerts = _Flaky(), []
+    ledger = Ledger(
+        store,
+        policy=BudgetPolicy(daily_usd="0.01", user_daily_usd="0.008"),
+        on_unavailable="open",
+        spool_path=tmp_path / "s.jsonl",
+        alerts=[alerts.append],
+    )
+    store.down = True
+    for _ in range(3):  # $0.0035 each: $0.0105 in all, past both budgets
+        charge = ledger.record(Usage(input_tokens=1_000, output_tokens=100), model="gpt-4o", user="a")
+        assert charge.spooled
+    assert alerts == []
+    store.down = False
+    assert ledger.replay_spool() == 3
+    assert sorted((a.budget, a.scope, a.threshold) for a in alerts) == [
+        ("daily_usd", "all calls", 0.8),
+        ("daily_usd", "all calls", 1.0),
+        ("user_daily_usd (all features)", "user=a (all features)", 0.8),
+        ("user_daily_usd (all features)", "user=a (all features)", 1.0),
+    ]
+    ledger.record(Usage(input_tokens=10), model="gpt-4o", user="a")  # a later commit: nothing new
+    assert len(alerts) == 4
+
+
+def test_a_spooled_commit_of_several_calls_keeps_a_cost_sample_per_call(tmp_path: Path) -> None:
+    """p50/p95 per call count each call of a batch recorded while the store was down."""
+    store = _Flaky()
+    ledger = Ledger(store, on_unavailable="open", spool_path=tmp_path / "s.jsonl", alerts=[])
+    store.down = True
+    ledger.record(Usage(input_tokens=1_000, output_tokens=100, requests=2), model="gpt-4o", feature="f")
+    ledger.record(Usage(input_tokens=1_000, output_tokens=100), model="gpt-4o", feature="f")
+    store.down = False
+    assert ledger.replay_spool() == 2
+    samples = sorted(store.call_costs(ledger.day(), "f"))
+    assert len(samples) == 3
+    assert sum(samples) == sum(row.values["cost_nanos"] for row in store.rollup([ledger.day()]))
