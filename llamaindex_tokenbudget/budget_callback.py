@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
@@ -155,21 +155,32 @@ def caller_frame(depth: int) -> FrameType | None:
         return None
 
 
+_WRAPPERS: set[CodeType] = set()
+"""The code of LlamaIndex's LLM wrappers (``llm_chat_callback`` / ``llm_completion_callback``'s
+``wrapped_llm_chat``... ) seen starting an event, as :func:`note_wrapper` found them."""
+
+
+def note_wrapper(frame: FrameType | None) -> None:
+    """Remember the code of the LLM wrapper ``frame`` (the caller of an event's start), so
+    :func:`enclosing` knows it on the stack by its code: no frame is kept (a kept frame keeps
+    the stream its wrapper returned alive, so an abandoned stream would never end its event)."""
+    if frame is not None:
+        _WRAPPERS.add(frame.f_code)
+
+
 def enclosing(calls: Mapping[str, Any], frame: FrameType | None, *, key: str) -> Any:
     """The open call of ``calls`` that encloses an LLM event started from ``frame``.
 
     A call encloses it while its LLM wrapper is on the stack above ``frame``: the wrapper
-    function itself (the call's ``frame``), or the stream wrapper it returned (LlamaIndex's
-    ``wrapped_gen``, running while the stream is iterated; its ``key`` local, ``event_id`` or
-    ``span_id``, is the call's key in ``calls``). The second case is a stream whose provider call
-    starts lazily, as ``CustomLLM.astream_chat`` calls ``stream_chat`` once it is iterated.
+    function itself (:func:`note_wrapper`), or the stream wrapper it returned (LlamaIndex's
+    ``wrapped_gen``, running while the stream is iterated). Either holds the call's key in
+    ``calls`` in its ``key`` local (``event_id`` or ``span_id``); the second case is a stream
+    whose provider call starts lazily, as ``CustomLLM.astream_chat`` calls ``stream_chat`` once
+    it is iterated.
     """
-    frames = {id(c.frame): c for c in calls.values() if c.frame}
     while frame is not None:
-        found = frames.get(id(frame))
-        if found is not None and found.frame is frame:
-            return found
-        if frame.f_code.co_name == _STREAM_WRAPPER:
+        code = frame.f_code
+        if code in _WRAPPERS or code.co_name == _STREAM_WRAPPER:
             name = frame.f_locals.get(key)
             found = calls.get(name) if isinstance(name, str) else None
             if found is not None:
@@ -218,8 +229,6 @@ class _Call:
     reservation: Reservation
     counter: TokenCounter
     input_tokens: int
-    frame: FrameType | None
-    """The frame that started the event: while it runs, LLM events it starts are nested."""
     started: float
     delegated: bool = False
     premium_model: str | None = None
@@ -309,6 +318,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         if event_type is not CBEventType.LLM or payload is None:
             return event_id
         caller = caller_frame(2)  # the LLM wrapper that called CallbackManager.on_event_start
+        note_wrapper(caller)
         serialized = payload.get(EventPayload.SERIALIZED)
         call_kwargs = payload.get(EventPayload.ADDITIONAL_KWARGS)
         model = routed_model() or model_name(serialized, self.model)  # a routed call: its tier's model
@@ -336,7 +346,6 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             reservation=reservation,
             counter=counter,
             input_tokens=tokens,
-            frame=caller,
             started=time.monotonic(),
             premium_model=routed_premium_model(),
         )

@@ -67,6 +67,7 @@ from .budget_callback import (
     count_input,
     enclosing,
     model_name,
+    note_wrapper,
     reply_text,
     reported_usage,
     routed_premium_model,
@@ -90,7 +91,6 @@ class _Call:
     start: LLMChatStartEvent | LLMCompletionStartEvent
     payer: Attribution
     """The attribution where the call started (a stream may end in another thread)."""
-    frame: FrameType | None
     started: float
     last: Any = None
     """The latest streamed response (for a stream abandoned half-way)."""
@@ -185,6 +185,7 @@ class CostEventHandler(BaseEventHandler):
                 self._seen.popitem(last=False)
         key = event.span_id or ""
         if isinstance(event, _STARTS):
+            note_wrapper(caller)
             with self._lock:
                 oldest = time.monotonic() - _FORGET_AFTER_SECONDS
                 for stale in [k for k, c in self._calls.items() if c.started < oldest]:
@@ -195,7 +196,6 @@ class CostEventHandler(BaseEventHandler):
                 self._calls[key] = _Call(
                     start=event,
                     payer=current_attribution(),
-                    frame=caller,
                     started=time.monotonic(),
                     premium_model=routed_premium_model(),
                     routed_model=routed_model(),

@@ -193,3 +193,50 @@ def test_a_stream_abandoned_before_its_usage_chunk_is_charged_an_estimate(
     [next(stream) for _ in CHUNKS]  # all the text, not the usage chunk
     stream.close()
     assert_charged(ledger, estimate("".join(CHUNKS)))
+
+
+@pytest.mark.parametrize("kind", ["stream_chat", "astream_chat"])
+def test_an_abandoned_nested_stream_is_charged_and_holds_nothing(kind: str) -> None:
+    """``CustomLLM.stream_chat`` wraps ``stream_complete`` (two nested events): a consumer that
+    stops after two chunks gets the streamed text charged, on both handlers, and nothing held."""
+    import gc
+
+    from llama_index.core.llms import MockLLM
+
+    from tokenbudget_core.stores.memory import MemoryStore
+
+    on_callback, on_events = Ledger("memory://"), Ledger("memory://")
+    handler = BudgetCallbackHandler(on_callback, model="gpt-4o-mini")
+    events = CostEventHandler(ledger=on_events, model="gpt-4o-mini")
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(events)
+    try:
+        llm = MockLLM(max_tokens=5, callback_manager=CallbackManager([handler]))
+        messages = [ChatMessage(role="user", content="Say hi")]
+        if kind == "stream_chat":
+            stream = llm.stream_chat(messages)
+            next(stream), next(stream)
+            stream.close()
+        else:
+
+            async def two_chunks(model: MockLLM) -> None:
+                stream = await model.astream_chat(messages)
+                await anext(stream), await anext(stream)
+                await stream.aclose()
+
+            asyncio.run(two_chunks(llm))
+        del llm
+        gc.collect()
+    finally:
+        dispatcher.event_handlers.remove(events)
+    for ledger in (on_callback, on_events):
+        assert isinstance(ledger.store, MemoryStore)
+        rows = ledger.store.rollup([ledger.day()])
+        assert [(r.values["requests"], r.values["estimated"]) for r in rows] == [(1, 1)]
+        assert rows[0].values["output_tokens"] > 0
+        payer = ("u//", "tokens")  # no feature, no user
+        spent, reserved = ledger.store.totals(ledger.day(), [payer], int(ledger.clock() * 1000))[payer]
+        assert spent > 0
+        assert reserved == 0
+    assert handler._calls == {}
+    assert events._calls == {}
