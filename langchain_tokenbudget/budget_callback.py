@@ -86,6 +86,7 @@ import contextvars
 import dataclasses
 import functools
 import json
+import logging
 import sys
 import threading
 import time
@@ -118,6 +119,8 @@ from .llm_cache import CACHE_HIT_KEY
 from .messages import plain_message, to_core_request
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
+
+logger = logging.getLogger("tokenbudget.langchain")
 
 ROUTE_KEY = "tokenbudget_route"
 """Where a routed call's decision goes: the reply's ``response_metadata`` and the run's ``metadata``."""
@@ -271,14 +274,22 @@ def reported(
     """What the provider reported: Claude's latest running totals, else the first reply's ``usage_metadata``.
 
     (With ``n`` > 1 choices every reply carries the whole call's usage: it is counted once.)
-    A running total reports its cache writes without the 1h/5m split: they are charged at
-    ``marked_ttl``, the TTLs the request's ``cache_control`` markers named (the core's
-    rule, :func:`~tokenbudget_core.usage_sources.usage_from_langchain`).
+    Cache writes reported without the 1h/5m split (a Claude running total, Bedrock's replies)
+    are charged at ``marked_ttl``, the TTLs the request's ``cache_control`` markers named (the
+    core's rule, :func:`~tokenbudget_core.usage_sources.usage_from_langchain`). Figures the core
+    rejects (cache reads above the input, a negative count) are logged and ``None`` is returned:
+    the call, already sent, is charged its estimate.
     """
-    if totals:  # one per Claude stream that finished
-        return sum((usage_from_langchain(t, marked_ttl=marked_ttl) for t in totals), Usage(requests=0))
-    found = next((m.usage_metadata for m in replies if isinstance(m, AIMessage) and m.usage_metadata), None)
-    return None if found is None else usage_from_langchain(found)
+    try:
+        if totals:  # one per Claude stream that finished
+            return sum((usage_from_langchain(t, marked_ttl=marked_ttl) for t in totals), Usage(requests=0))
+        found = next(
+            (m.usage_metadata for m in replies if isinstance(m, AIMessage) and m.usage_metadata), None
+        )
+        return None if found is None else usage_from_langchain(found, marked_ttl=marked_ttl)
+    except InvalidInputError as e:
+        logger.warning("the provider's usage_metadata cannot be charged (%s): charging the estimate", e)
+        return None
 
 
 def llm_output_usage(llm_output: object) -> Usage | None:
@@ -792,15 +803,15 @@ class _BudgetHandler:
             run = self._runs.pop(run_id, None)
             if run is None:
                 return False
-            if run.next is not None or run.batch is not None or run.total is not None:
+            usage = None
+            if run.next is None and run.batch is None and run.total is None:
+                # figures the core rejects are left to the general reading (it charges an estimate)
+                with contextlib.suppress(InvalidInputError):
+                    usage = usage_from_langchain(plain.usage_metadata, marked_ttl=run.ttl)
+            if usage is None:
                 self._runs[run_id] = run  # put back for the general reading
                 return False
-        self.ledger.settle(
-            run.reservation,
-            usage_from_langchain(plain.usage_metadata),
-            counter=run.counter,
-            premium_model=run.premium_model,
-        )
+        self.ledger.settle(run.reservation, usage, counter=run.counter, premium_model=run.premium_model)
         return True
 
     async def _astart(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
@@ -1049,8 +1060,9 @@ class _BudgetHandler:
             return None
         plain = None if run.total is not None else _plain_reply(response)
         if plain is not None:  # the common case, read in one go (see _plain_reply)
-            usage_of = usage_from_langchain(plain.usage_metadata)
-            return _Settle(run.reservation, usage_of, "", failed, run.counter, None, run.premium_model)
+            with contextlib.suppress(InvalidInputError):  # figures the core rejects: read below
+                usage_of = usage_from_langchain(plain.usage_metadata, marked_ttl=run.ttl)
+                return _Settle(run.reservation, usage_of, "", failed, run.counter, None, run.premium_model)
         replies: list[BaseMessage] = []
         texts: list[BaseMessage] = []  # completion models' generations: text only
         for gs in response.generations if response else ():

@@ -236,35 +236,39 @@ class CostEventHandler(BaseEventHandler):
         except InvalidInputError:  # recorded all the same, unpriced, under the LLM's class name
             named = start.model_dict.get("class_name") if start else None
             model = f"unnamed:{named if isinstance(named, str) and named else 'LLM'}"
-        usage = reported_usage(response)
-        if usage is None:
-            counter = self._counters.get(model)
-            if counter is None:
-                if model in self.ledger.registry:
-                    counter = TokenCounter.for_model(model, registry=self.ledger.registry)
-                else:  # recorded unpriced (see _charge): its tokens can only be estimated
-                    counter = unknown_model_counter(model)
-                self._counters[model] = counter
-            if isinstance(start, LLMChatStartEvent):
-                messages, prompt = start.messages, None
-            else:
-                messages, prompt = None, start.prompt if start else ""
-            kwargs = start.additional_kwargs if start else None
-            tokens = count_input(counter, messages=messages, prompt=prompt, kwargs=kwargs)
-            out = estimate_output_tokens(reply_text(response), counter=counter)
-            usage = Usage(input_tokens=tokens, output_tokens=out, estimated=True)
         payer = call.payer if call else current_attribution()
-        self._charge(
-            usage,
-            model=model,
-            feature=payer.feature or self.feature,
-            user=payer.user or self.user,
-            conversation=payer.conversation,
-            request_id=request_id,
-            premium_model=(call.premium_model if call else None) or routed_premium_model(response),
-        )
+        where: dict[str, Any] = {
+            "feature": payer.feature or self.feature,
+            "user": payer.user or self.user,
+            "conversation": payer.conversation,
+            "request_id": request_id,
+            "premium_model": (call.premium_model if call else None) or routed_premium_model(response),
+        }
+        usage = reported_usage(response)
+        if usage is None or not self._charge(usage, model=model, **where):
+            self._charge(self._estimate(start, response, model), model=model, **where)
 
-    def _charge(self, usage: Usage, *, model: str, **where: Any) -> None:
+    def _estimate(self, start: Any, response: Any, model: str) -> Usage:
+        """The flagged estimate of a call: its counted input and the tokens of its reply's text."""
+        counter = self._counters.get(model)
+        if counter is None:
+            if model in self.ledger.registry:
+                counter = TokenCounter.for_model(model, registry=self.ledger.registry)
+            else:  # recorded unpriced (see _charge): its tokens can only be estimated
+                counter = unknown_model_counter(model)
+            self._counters[model] = counter
+        if isinstance(start, LLMChatStartEvent):
+            messages, prompt = start.messages, None
+        else:
+            messages, prompt = None, start.prompt if start else ""
+        kwargs = start.additional_kwargs if start else None
+        tokens = count_input(counter, messages=messages, prompt=prompt, kwargs=kwargs)
+        out = estimate_output_tokens(reply_text(response), counter=counter)
+        return Usage(input_tokens=tokens, output_tokens=out, estimated=True)
+
+    def _charge(self, usage: Usage, *, model: str, **where: Any) -> bool:
+        """Record ``usage``; ``False`` when the ledger refused its figures (beyond what a ledger
+        stores: the provider's, after the call went out), so the caller records the estimate."""
         try:
             self.ledger.registry.get(model)  # cached: no lookup per call
         except UnknownModelError:
@@ -281,7 +285,17 @@ class CostEventHandler(BaseEventHandler):
                 )
         try:
             self.ledger.record(usage, model=model, unknown_model="unpriced", **where)
+        except InvalidInputError as e:
+            if not usage.estimated and (e.field == "usage" or e.field.startswith("usage.")):
+                logger.warning(
+                    "tokenbudget: the reported usage cannot be charged (%s): recording the estimate", e
+                )
+                return False
+            logger.exception(
+                "tokenbudget: usage not recorded: model=%s %s usage=%s", model, where, usage.as_dict()
+            )
         except Exception:
             logger.exception(
                 "tokenbudget: usage not recorded: model=%s %s usage=%s", model, where, usage.as_dict()
             )
+        return True

@@ -36,6 +36,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import logging
 import math
 import os
 import threading
@@ -125,6 +126,9 @@ _NAMES = {
     ("f", "nanos"): "feature_daily_usd",
     ("g", "nanos"): "daily_usd",
 }
+
+
+logger = logging.getLogger("tokenbudget.ledger")
 
 
 def _enc(value: str | None) -> str:
@@ -1647,7 +1651,8 @@ class Ledger:
           priced on the reserved model), unless the cache already recorded it
           (``hit_recorded``: then the reservation is just released);
         * usage was reported: commit it (a report without input tokens, as some streams send,
-          takes the counted input and is flagged estimated);
+          takes the counted input and is flagged estimated; figures no ledger can store, beyond
+          2**53 - 1 tokens or nano-dollars, are logged and the call is charged the estimate);
         * the call failed before producing anything: release the reservation (returns ``None``);
         * otherwise (no report, or a stream abandoned mid-way: the request was sent): commit an
           estimate, the counted input plus ``reply_text`` counted with ``counter``, flagged.
@@ -1695,9 +1700,22 @@ class Ledger:
                 reported = dataclasses.replace(
                     reported, input_tokens=reservation.input_tokens, estimated=True
                 )
-            return self.commit(
-                reservation, reported, model=model, premium_model=premium_model, unknown_model=unknown_model
-            )
+            try:
+                return self.commit(
+                    reservation,
+                    reported,
+                    model=model,
+                    premium_model=premium_model,
+                    unknown_model=unknown_model,
+                )
+            except InvalidInputError as e:  # the provider's figures, after the call went out
+                if e.field != "usage" and not e.field.startswith("usage."):
+                    raise
+                logger.warning(
+                    "request %s: the reported usage cannot be charged (%s); charging the estimate",
+                    reservation.request_id,
+                    e,
+                )
         if failed and not reply_text:
             self.release(reservation)
             return None

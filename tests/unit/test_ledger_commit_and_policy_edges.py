@@ -237,3 +237,25 @@ def test_a_per_user_limit_set_later_in_the_day_counts_the_days_earlier_spend(
     with pytest.raises(BudgetExceededError):
         ledger.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=0, feature="chat", user="b")
     ledger.reserve(model="gpt-4o", input_tokens=400, max_output_tokens=0, feature="chat", user="b")
+
+
+def test_settle_charges_the_estimate_when_the_reported_figures_cannot_be_stored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A provider's absurd report (beyond what a ledger stores) after the call went out is logged
+    and the call is charged its flagged estimate, not left holding its worst case."""
+    ledger = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=1_000))
+    r = ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=50, user="u")
+    with caplog.at_level("WARNING", logger="tokenbudget.ledger"):
+        charge = ledger.settle(r, Usage(input_tokens=10**20), reply_text="It is sunny.", counter="gpt-4o")
+    assert charge is not None
+    assert charge.usage.estimated
+    assert charge.usage.input_tokens == 10
+    assert charge.usage.output_tokens > 0
+    assert "cannot be charged" in caplog.text
+    assert (
+        ledger.state(user="u").headroom["user_daily_tokens (all features)"]
+        == 1_000 - 10 - charge.usage.output_tokens
+    )
+    with pytest.raises(InvalidInputError):  # not a Usage at all: the caller's mistake, raised
+        ledger.settle(ledger.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=1), "12 tokens")  # type: ignore[arg-type]

@@ -240,3 +240,40 @@ def test_an_abandoned_nested_stream_is_charged_and_holds_nothing(kind: str) -> N
         assert reserved == 0
     assert handler._calls == {}
     assert events._calls == {}
+
+
+def test_a_report_beyond_what_a_ledger_stores_is_charged_as_an_estimate_by_both_handlers() -> None:
+    """A provider's absurd usage after the call went out: both handlers charge the flagged
+    estimate (the callback one holds nothing after it), neither drops the call."""
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+
+    class AbsurdLLM(CustomLLM):
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="gpt-4o-mini")
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+            return CompletionResponse(
+                text="hello there", raw={"usage": {"prompt_tokens": 10**20, "completion_tokens": 5}}
+            )
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            raise NotImplementedError
+
+    on_callback, on_events = Ledger("memory://"), Ledger("memory://")
+    events = CostEventHandler(ledger=on_events)
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(events)
+    try:
+        llm = AbsurdLLM(callback_manager=CallbackManager([BudgetCallbackHandler(on_callback)]))
+        assert llm.complete("hi").text == "hello there"
+    finally:
+        dispatcher.event_handlers.remove(events)
+    for ledger in (on_callback, on_events):
+        rows = ledger.store.rollup([ledger.day()])
+        assert [(r.values["requests"], r.values["estimated"]) for r in rows] == [(1, 1)]
+        payer = ("u//", "tokens")
+        assert ledger.store.totals(ledger.day(), [payer], int(ledger.clock() * 1000))[payer][1] == 0

@@ -382,3 +382,65 @@ def test_only_content_stands_in_a_malformed_message_is_still_refused() -> None:
     stand_in = to_countable_message(unknown)
     assert (stand_in.role, stand_in.file_tokens) == ("user", 0)
     assert "Too long." in stand_in.text
+
+
+# -- usage the provider reports that the core cannot charge as it is ---------------------------------
+
+REJECTED_USAGE = {
+    "input_tokens": 10,
+    "output_tokens": 5,
+    "total_tokens": 15,
+    "input_token_details": {"cache_read": 50},
+}
+
+
+def run_with(who: str, ledger: Ledger, answer: AIMessage, prompt: Any, model: str = "gpt-4o") -> Any:
+    """One call with ``answer`` as the model's reply, budgeted by ``who``; its reply."""
+    if who == "middleware":
+        agent = create_agent(metered(answer), middleware=[BudgetMiddleware(ledger, model=model)])
+        return agent.invoke({"messages": prompt if isinstance(prompt, list) else [prompt]})["messages"][-1]
+    if who == "async handler":
+        return asyncio.run(
+            metered(answer, callbacks=[AsyncBudgetCallbackHandler(ledger, model=model)]).ainvoke(prompt)
+        )
+    return metered(answer, callbacks=[BudgetCallbackHandler(ledger, model=model)]).invoke(prompt)
+
+
+@pytest.mark.parametrize("who", ["handler", "async handler", "middleware"])
+def test_usage_the_core_rejects_is_charged_as_an_estimate_and_holds_nothing(who: str, tmp_path: Path) -> None:
+    """The call went out: its reply reaches the caller, it is charged (flagged estimated) and its
+    worst case is not left held until the lease ends."""
+    ledger = Ledger("memory://", policy=BudgetPolicy(daily_usd="1"), spool_path=tmp_path / "s.jsonl")
+    answer = run_with(who, ledger, AIMessage("It is sunny.", usage_metadata=REJECTED_USAGE), PROMPT)
+    assert answer.content == "It is sunny."
+    counters = summed(ledger)
+    assert (counters["requests"], counters["estimated"]) == (1, 1)
+    assert counters["input_tokens"] >= PROMPT_TOKENS
+    assert held(ledger, "") == 0
+
+
+@pytest.mark.parametrize("who", ["handler", "middleware"])
+def test_cache_writes_reported_without_their_ttl_are_charged_at_the_marked_ttl(who: str) -> None:
+    """A reply reporting cache writes without the 5m/1h split (as Bedrock's do) is charged at the
+    TTL the request's cache_control markers named, as the reservation priced it."""
+    from langchain_core.messages import HumanMessage
+
+    from tokenbudget_core.pricing import cost_of
+    from tokenbudget_core.usage_sources import usage_from_langchain
+
+    model = "claude-sonnet-4-5"
+    reported = {
+        "input_tokens": 1_100, "output_tokens": 10, "total_tokens": 1_110,
+        "input_token_details": {"cache_creation": 1_000},
+    }  # fmt: skip
+    marked = HumanMessage(
+        content=[
+            {"type": "text", "text": "long doc " * 50, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        ]
+    )
+    ledger = Ledger("memory://")
+    run_with(who, ledger, AIMessage("ok", usage_metadata=reported), [marked], model=model)  # type: ignore[arg-type]
+    report = ledger.store.rollup([ledger.day()])
+    one_hour = cost_of(usage_from_langchain(reported, marked_ttl="1h"), model)  # type: ignore[arg-type]
+    assert one_hour > cost_of(usage_from_langchain(reported), model)  # type: ignore[arg-type]
+    assert sum(r.values["cost_nanos"] for r in report) == int(one_hour * 10**9)
