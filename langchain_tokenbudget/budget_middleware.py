@@ -16,6 +16,11 @@ core cannot represent (a PDF or other file block, audio, a server-tool result in
 is counted by the core's estimate (:func:`~tokenbudget_core.counting.estimate_block`) rather
 than stopping the run.
 
+Who pays: the feature and user of the agent run's ``runtime.context``, metadata or tags (an
+enclosing :func:`~tokenbudget_core.attribute` block wins over them). LangChain merges a nested
+run's config over its parent's, so for an agent invoked inside another run with a payer of
+its own the innermost names win; wrap it in ``attribute()`` to charge the outer payer.
+
 Per-run caps (``max_run_usd``, ``max_run_tokens``) add up what the calls of one run were
 charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``; never
 checkpointed, so every run starts from zero).

@@ -268,6 +268,30 @@ def test_the_payer_comes_from_runtime_context_config_or_attribute(tmp_path: Path
     assert all(r["requests"] == 2 for r in rows.values())
 
 
+def test_a_nested_agent_is_charged_to_its_own_payer_unless_an_attribute_block_names_the_outer(
+    tmp_path: Path,
+) -> None:
+    """As documented: LangChain merges a nested run's config over its parent's, so the agent's
+    own metadata names the payer; an ``attribute()`` block around it charges the outer payer."""
+    from langchain_core.runnables import RunnableLambda
+
+    ledger = make_ledger(tmp_path)
+    budget = BudgetMiddleware(ledger, model="gpt-4o")
+
+    def inner(state: Any) -> Any:
+        return agent(tool_turn(), budget).invoke(state, config={"metadata": {"user_id": "inner"}})
+
+    def inner_for_the_outer_payer(state: Any) -> Any:
+        with attribute(user="outer"):
+            return inner(state)
+
+    outer = {"metadata": {"user_id": "outer"}}
+    RunnableLambda(inner).invoke({"messages": [HumanMessage(QUESTION)]}, config=outer)
+    RunnableLambda(inner_for_the_outer_payer).invoke({"messages": [HumanMessage(QUESTION)]}, config=outer)
+    rows = rollup(ledger)
+    assert {key: r["requests"] for key, r in rows.items()} == {"/inner/gpt-4o": 2, "/outer/gpt-4o": 2}
+
+
 @pytest.mark.parametrize("how", ["stream", "astream"])
 def test_claude_running_totals_are_charged_once_through_the_agent(tmp_path: Path, how: str) -> None:
     ledger = make_ledger(tmp_path)
