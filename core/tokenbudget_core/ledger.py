@@ -536,14 +536,17 @@ class Ledger:
         with self._replay_lock:
             return self.spool.replay(self.store, wait=True, on_applied=self._replayed)
 
-    def _replayed(self, req: CommitRequest, outcome: CommitOutcome, per_call_key: str | None) -> None:
+    def _replayed(self, req: CommitRequest, outcome: CommitOutcome) -> None:
         """What follows a commit the store applied on a spool replay, as it follows any applied
-        commit: its per-call cost samples, and the threshold alerts of its payer's budgets."""
-        if per_call_key is not None:
-            rollup = req.rollup
-            self._record_per_call(
-                req.day, per_call_key, rollup.get("cost_nanos", 0), rollup.get("requests", 1)
-            )
+        commit: a batch's per-call cost samples, and the threshold alerts of its payer's budgets."""
+        rollup = req.rollup
+        requests = rollup.get("requests", 1)
+        if requests != 1:  # the samples the commit left to the ledger, told by its counters
+            feature_key = req.rollup_key.split("/", 1)[0]
+            priced, overhead = not rollup.get("unpriced"), bool(rollup.get("overhead_requests"))
+            per_call_key = _sample_keys(feature_key, priced, overhead, requests)[1]
+            if per_call_key is not None:
+                self._record_per_call(req.day, per_call_key, rollup.get("cost_nanos", 0), requests)
         feature, user = _payer_of_row(req.rollup_key)
         scopes = self._scopes_of(feature, user)
         reported = {(c.scope, c.metric): used for c, used in zip(req.charges, outcome.spent, strict=False)}
@@ -1452,12 +1455,9 @@ class Ledger:
             except (BudgetUnavailableError, OSError):
                 conversation_mark = key  # the store is down: the spooled commit's replay marks it
         scopes = self._scopes_of(feature, user)
-        # a cost sample per call for the feature's p50/p95: none for an unknown price, and none
-        # for the package's own overhead calls (a summary is not a call of the feature's users)
-        cost_key = None if nanos is None or overhead else _enc(feature)
-        per_call_key = None
-        if usage.requests != 1:  # not one call: a sample per call (none for none), not one in all
-            per_call_key, cost_key = cost_key, None
+        cost_key, per_call_key = _sample_keys(
+            _enc(feature), nanos is not None, bool(overhead), usage.requests
+        )
         return _CommitPlan(
             request_id, day, now_ms, feature, user, usage, nanos, cost, scopes,
             tokens, scopes.rollup_prefix + _enc(model), rollup, cost_key,
@@ -1522,15 +1522,11 @@ class Ledger:
     def _spooled(self, plan: _CommitPlan, req: CommitRequest, unavailable: BudgetUnavailableError) -> Charge:
         """The charge of ``plan`` (its store request ``req``) spooled: the store was unreachable."""
         mark = None if plan.conversation_mark is None else (plan.conversation_mark, _CONVERSATION_MARK_TTL)
-        self._spool(req, unavailable, mark, plan.per_call_key)
+        self._spool(req, unavailable, mark)
         return self._charge(plan, applied=False, spooled=True)
 
     def _spool(
-        self,
-        req: CommitRequest,
-        unavailable: BudgetUnavailableError,
-        mark: tuple[str, int] | None,
-        per_call_key: str | None = None,
+        self, req: CommitRequest, unavailable: BudgetUnavailableError, mark: tuple[str, int] | None
     ) -> None:
         """Keep a commit the store could not take in the spool, for a later replay.
 
@@ -1539,7 +1535,7 @@ class Ledger:
                 store: the caller has to keep it).
         """
         try:
-            self.spool.append(req, mark=mark, per_call_key=per_call_key)
+            self.spool.append(req, mark=mark)
         except OSError as e:
             raise BudgetUnavailableError(
                 unavailable.store,
@@ -1693,6 +1689,13 @@ class Ledger:
                 return None
             if saved_usd is None and reported is not None:
                 nanos = self._price_nanos(reported, reservation.model, round_up=False)
+                if nanos is not None and nanos > _MAX_AMOUNT:  # the provider's figures: no saving
+                    logger.warning(
+                        "request %s: the reported usage cannot be priced as a saving (costs $%s)",
+                        reservation.request_id,
+                        nanos_to_usd(nanos),
+                    )
+                    nanos = None
                 saved_usd = None if nanos is None else nanos_to_usd(nanos)
             return self.commit(reservation, Usage(requests=1), cache_hit=True, saved_usd=saved_usd)
         if reported is not None:
@@ -2080,6 +2083,16 @@ def _check_commit_figures(usage: Usage, cache_hit: object) -> None:
             raise _too_large(f"usage.{name}", f"is {value:,}", value)
     total = usage.input_tokens + usage.output_tokens + usage.requests
     raise _too_large("usage", f"adds up to {total:,} tokens and requests", usage)
+
+
+def _sample_keys(feature: str, priced: bool, overhead: bool, requests: int) -> tuple[str | None, str | None]:
+    """Where a commit's cost samples for its feature's p50/p95 go (``feature`` encoded):
+    ``(call_cost_key, per_call_key)``, the store recording one call's sample with the commit, or
+    the ledger one sample per call after it (a commit of several calls; none for none). None for
+    an unknown price, nor for the package's own overhead calls (a summary is not a call of the
+    feature's users)."""
+    key = feature if priced and not overhead else None
+    return (key, None) if requests == 1 else (None, key)
 
 
 def _call_rollup(

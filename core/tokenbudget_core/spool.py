@@ -167,9 +167,7 @@ class Spool:
             return True  # unreadable: whoever replays quarantines it
         return owner is None or owner == self.owner
 
-    def append(
-        self, req: CommitRequest, *, mark: tuple[str, int] | None = None, per_call_key: str | None = None
-    ) -> None:
+    def append(self, req: CommitRequest, *, mark: tuple[str, int] | None = None) -> None:
         """Write one commit durably (fsynced before this returns).
 
         Args:
@@ -177,10 +175,8 @@ class Spool:
             mark: ``(key, ttl_s)`` of a once-mark the commit's ``conversations`` counter waits on
                 (the store could not be asked): the replay sets it with ``mark_once`` and counts
                 the conversation in the commit only when this call set it, so it is counted once.
-            per_call_key: The cost-sample key of a commit of several calls, whose samples (one
-                per call) the ledger records after the store applied it; handed back on replay.
         """
-        line = _encode(req, mark, self.owner, per_call_key) + b"\n"
+        line = _encode(req, mark, self.owner) + b"\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
@@ -197,7 +193,7 @@ class Spool:
         store: LedgerStore,
         *,
         wait: bool = False,
-        on_applied: Callable[[CommitRequest, CommitOutcome, str | None], object] | None = None,
+        on_applied: Callable[[CommitRequest, CommitOutcome], object] | None = None,
     ) -> int:
         """Commit every spooled line to ``store``; returns how many were applied now.
 
@@ -208,9 +204,9 @@ class Spool:
             store: Where the commits go (idempotent per day and request id).
             wait: Wait for a replay another process or thread is running, then replay what is
                 left; by default return 0 at once (that replay is draining the spool).
-            on_applied: Called with each commit the store applied now, its outcome and its
-                ``per_call_key`` (see :meth:`append`): what the ledger does after a commit
-                (threshold alerts, cost samples). Its errors are logged; the line is done.
+            on_applied: Called with each commit the store applied now and its outcome: what the
+                ledger does after a commit (threshold alerts, cost samples). Its errors are
+                logged; the line is done.
         """
         if not self.pending() or not self._lock.acquire(blocking=wait):
             return 0
@@ -229,9 +225,7 @@ class Spool:
             self._lock.release()
 
     def _replay_locked(
-        self,
-        store: LedgerStore,
-        on_applied: Callable[[CommitRequest, CommitOutcome, str | None], object] | None,
+        self, store: LedgerStore, on_applied: Callable[[CommitRequest, CommitOutcome], object] | None
     ) -> int:
         spooled = self._take_spooled()
         lines = _lines(self.replaying_path)
@@ -247,7 +241,7 @@ class Spool:
                 stale += _older_than(line, now_ms - _STALE_MS)
                 continue
             try:
-                req, mark, owner, per_call_key = _parse(line)
+                req, mark, owner = _parse(line)
                 if owner is not None and owner != self.owner:
                     raise ValueError("'owner' is given twice, differently")  # a hand-mended line
             except (ValueError, TypeError, RecursionError) as e:
@@ -264,19 +258,19 @@ class Spool:
                 # The store is away: this line and the rest wait for the next replay. A mark this
                 # replay set is spent: the line keeps its answer (conversations resolved, no mark),
                 # or the next replay would find the mark set and count the conversation as 0.
-                left += [_encode(req, None, owner, per_call_key) if marked else line, *lines[i + 1 :]]
+                left += [_encode(req, None, owner) if marked else line, *lines[i + 1 :]]
                 ours_left = True
                 break
             except Exception as e:  # noqa: BLE001 - the store refuses this line for good: quarantined
                 if marked:  # quarantined as resolved, so a line mended by hand counts it right
-                    line = _encode(req, None, owner, per_call_key)
+                    line = _encode(req, None, owner)
                 bad.append((line, f"refused by the store: {type(e).__name__}: {e}"))
                 continue
             if outcome.applied:
                 applied += 1
                 if on_applied is not None:
                     try:
-                        on_applied(req, outcome, per_call_key)
+                        on_applied(req, outcome)
                     except Exception as e:  # noqa: BLE001 - the usage is stored: only its follow-up failed
                         logger.warning(
                             "after replaying request %r: %s: %s", req.request_id, type(e).__name__, e
@@ -351,17 +345,13 @@ class Spool:
             os.close(fd)
 
 
-def _encode(
-    req: CommitRequest, mark: tuple[str, int] | None, owner: str | None, per_call_key: str | None = None
-) -> bytes:
+def _encode(req: CommitRequest, mark: tuple[str, int] | None, owner: str | None) -> bytes:
     """One spool line (without its newline): the owner first, so replays of other owners skip
-    the line unparsed, then the commit, its once-mark and its per-call cost-sample key."""
+    the line unparsed, then the commit and its once-mark."""
     record: dict[str, Any] = {} if owner is None else {"owner": owner}
     record.update(asdict(req))
     if mark is not None:
         record["mark"] = {"key": mark[0], "ttl_s": mark[1]}
-    if per_call_key is not None:
-        record["per_call_key"] = per_call_key
     return json.dumps(record, separators=(",", ":")).encode()
 
 
@@ -388,18 +378,15 @@ def _owner(line: bytes) -> str | None:
     return owner
 
 
-def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None, str | None, str | None]:
-    """One spooled line back into its commit, its once-mark, its owner and its per-call
-    cost-sample key (see :meth:`Spool.append`); ValueError or TypeError when it is not one."""
+def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None, str | None]:
+    """One spooled line back into its commit, its once-mark and its owner (see
+    :meth:`Spool.append`); ValueError or TypeError when it is not one."""
     data: Any = json.loads(line)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     owner = data.pop("owner", None)
     if owner is not None and not isinstance(owner, str):
         raise ValueError("'owner' is not a string")
-    per_call_key = data.pop("per_call_key", None)
-    if per_call_key is not None and not isinstance(per_call_key, str):
-        raise ValueError("'per_call_key' is not a string")
     mark = data.pop("mark", None)
     if mark is not None:
         if not (
@@ -419,7 +406,7 @@ def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None, str | No
     if not isinstance(rollup, dict):
         raise ValueError("'rollup' is not an object")
     data["charges"] = [Check(**c) for c in charges]
-    return CommitRequest(**data), mark, owner, per_call_key
+    return CommitRequest(**data), mark, owner
 
 
 def _flock(fd: int, *, wait: bool = True) -> bool:

@@ -259,3 +259,16 @@ def test_settle_charges_the_estimate_when_the_reported_figures_cannot_be_stored(
     )
     with pytest.raises(InvalidInputError):  # not a Usage at all: the caller's mistake, raised
         ledger.settle(ledger.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=1), "12 tokens")  # type: ignore[arg-type]
+
+
+def test_a_cache_hit_whose_reported_usage_cannot_be_priced_records_the_hit_without_a_saving() -> None:
+    """A cached reply carrying absurd usage: the hit is recorded (no saving claimed) and the
+    reservation is not left held."""
+    ledger = Ledger("memory://", policy=BudgetPolicy(daily_usd="1"))
+    r = ledger.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=50)
+    charge = ledger.settle(r, Usage(input_tokens=10**15), cache_hit=True)
+    assert charge is not None
+    assert charge.cost_usd == 0
+    report = build_report(ledger, last_days=1).totals
+    assert (report.cache_hits, report.saved_usd) == (1, Decimal(0))
+    assert ledger.state().headroom["daily_usd"] == Decimal(1)

@@ -4,6 +4,7 @@ conversation once; and a replay logs, once, the lines of other stores left for m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -189,6 +190,9 @@ def test_a_spooled_commit_of_several_calls_keeps_a_cost_sample_per_call(tmp_path
     store.down = True
     ledger.record(Usage(input_tokens=1_000, output_tokens=100, requests=2), model="gpt-4o", feature="f")
     ledger.record(Usage(input_tokens=1_000, output_tokens=100), model="gpt-4o", feature="f")
+    fields = {f.name for f in dataclasses.fields(CommitRequest)} | {"owner", "mark"}
+    for line in (tmp_path / "s.jsonl").read_text().splitlines():  # what an older build's replay reads
+        assert set(json.loads(line)) <= fields
     store.down = False
     assert ledger.replay_spool() == 2
     samples = sorted(store.call_costs(ledger.day(), "f"))
