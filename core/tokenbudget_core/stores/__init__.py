@@ -6,7 +6,9 @@ embedded SQLite file ``./tokenbudget.db`` the fallback.
 
 from __future__ import annotations
 
+import inspect
 import os
+from typing import Any, cast
 
 from tokenbudget_core.errors import InvalidInputError
 
@@ -34,21 +36,26 @@ def open_store(url: str | None = None, **options: object) -> LedgerStore:
     if not isinstance(url, str):
         raise InvalidInputError("store", "must be a URL string", value=url)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    store: type[Any]
     if scheme == "memory":
-        from .memory import MemoryStore
-
-        return MemoryStore(url)
-    if scheme == "sqlite":
-        from .sqlite import SQLiteStore
-
-        return SQLiteStore(url, **options)  # type: ignore[arg-type]
-    if scheme in ("redis", "rediss", "redis+cluster"):
-        from .redis import RedisStore
-
-        return RedisStore(url, **options)  # type: ignore[arg-type]
-    raise InvalidInputError(
-        "store",
-        f"unsupported store URL {redact_url(url)!r}",
-        value=redact_url(url),
-        fix="use memory://, sqlite:///path/to/file.db, redis://host:port/db or redis+cluster://host:port",
-    )
+        from .memory import MemoryStore as store
+    elif scheme == "sqlite":
+        from .sqlite import SQLiteStore as store
+    elif scheme in ("redis", "rediss", "redis+cluster"):
+        from .redis import RedisStore as store
+    else:
+        raise InvalidInputError(
+            "store",
+            f"unsupported store URL {redact_url(url)!r}",
+            value=redact_url(url),
+            fix="use memory://, sqlite:///path/to/file.db, redis://host:port/db or redis+cluster://host:port",
+        )
+    accepted = [name for name in inspect.signature(store).parameters if name != "url"]
+    for name in options:
+        if name not in accepted:
+            raise InvalidInputError(
+                name,
+                f"is not an option of {store.__name__}",
+                fix=f"its options: {', '.join(accepted) or 'none'}",
+            )
+    return cast(LedgerStore, store(url, **options))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -85,6 +86,9 @@ _MAX_TIMEOUT_S = 2_147_483
 """Longest wait for another writer's lock: SQLite's busy timeout is an int of milliseconds."""
 
 
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}").fullmatch
+
+
 def sqlite_path(url: object) -> str:
     """The file a ``sqlite:///`` URL names, absolute (or ``:memory:``).
 
@@ -100,6 +104,13 @@ def sqlite_path(url: object) -> str:
             fix="use sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite:///:memory:",
         )
     path = url[len(prefix) :]
+    if "?" in path:  # a Redis URL takes options; this one would name another (empty) file
+        raise InvalidInputError(
+            "store",
+            f"{url!r}: a SQLite URL takes no query (the file would be {path!r}, an empty ledger)",
+            value=url,
+            fix="pass options to SQLiteStore (retention_days=, timeout_s=) or to open_store(url, **options)",
+        )
     return path if path == ":memory:" else os.path.abspath(path)
 
 
@@ -515,9 +526,25 @@ class SQLiteStore:
     def purge(self, before_day: str) -> int:
         """Delete every day before ``before_day`` (ISO ``YYYY-MM-DD``) and expired marks.
 
+        Days from yesterday (UTC) on are never deleted, whatever ``before_day`` says: a ledger in
+        some time zone (down to UTC-12) may still be living yesterday, and its balances and
+        request ids (what makes a replayed commit count once) must stay.
+
         Returns:
             The number of rows deleted.
+
+        Raises:
+            InvalidInputError: ``before_day`` is not an ISO day.
         """
+        if not (isinstance(before_day, str) and _ISO_DAY(before_day)):
+            raise InvalidInputError(
+                "before_day", "must be an ISO day", value=before_day, fix="pass YYYY-MM-DD, e.g. '2026-01-31'"
+            )
+        try:
+            date.fromisoformat(before_day)
+        except ValueError as e:
+            raise InvalidInputError("before_day", f"is not a day: {e}", value=before_day) from e
+        before_day = min(before_day, (datetime.now(UTC).date() - timedelta(days=1)).isoformat())
         now_ms = int(time.time() * 1000)
         with self._transaction() as db:
             deleted = sum(
