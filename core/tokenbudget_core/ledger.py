@@ -1124,13 +1124,20 @@ class Ledger:
 
     def _ladder_step(self, usage: Sequence[int], limits: Sequence[int | None]) -> Step:
         """``self.policy.ladder.step(share)`` of the tightest budget (``usage``: spent + reserved
-        per budget, against ``limits``), on thresholds read once."""
+        per budget after reserving, against ``limits``), on thresholds read once.
+
+        A call that fills a budget exactly (the store took it) is ``hard_refusal`` only when a
+        soft refusal is configured, which refuses it (:attr:`_refused_steps`); otherwise it is
+        granted, at the ladder's top configured step: a granted reservation never says
+        ``hard_refusal``, so an app refusing on that step never drops a call it holds."""
         share = 0.0
         for used, limit in zip(usage, limits, strict=True):
             if limit and used / limit > share:
                 share = used / limit
         if share >= 1:
-            return "hard_refusal"
+            if self._refused_steps:
+                return "hard_refusal"
+            return self._ladder[-1][1] if self._ladder else "normal"
         current: Step = "normal"
         for threshold, name in self._ladder:
             if share >= threshold:

@@ -445,17 +445,25 @@ class TierRouter:
         for m, c in self._counters.items():
             if not isinstance(c, SupportsTokenCount):
                 raise InvalidInputError(f"counters[{m!r}]", "must have count() and count_messages()", value=c)
-        self.budget_thresholds = self._check_thresholds(budget_thresholds)
+        self._thresholds = None if budget_thresholds is None else self._check_thresholds(budget_thresholds)
         self.refuse_at_soft_refusal = bool(refuse_at_soft_refusal)
+
+    @property
+    def budget_thresholds(self) -> tuple[float, ...]:
+        """The shares of the tightest budget at which routing steps down: the ones passed, else
+        the ledger policy's ladder (``cheaper_tier``, ``cache_only``), read at each decision so a
+        policy assigned later (``ledger.policy = ...``) applies at once; none without a ledger."""
+        if self._thresholds is not None:
+            return self._thresholds
+        if self.ledger is None:
+            return ()
+        ladder = self.ledger.policy.ladder
+        return tuple(t for t in (ladder.cheaper_tier, ladder.cache_only) if t is not None)
 
     # -- validation -------------------------------------------------------------------------------
 
-    def _check_thresholds(self, value: Sequence[float] | None) -> tuple[float, ...]:
-        if value is None:
-            if self.ledger is None:
-                return ()
-            ladder = self.ledger.policy.ladder
-            return tuple(t for t in (ladder.cheaper_tier, ladder.cache_only) if t is not None)
+    @staticmethod
+    def _check_thresholds(value: Sequence[float]) -> tuple[float, ...]:
         if isinstance(value, str) or not isinstance(value, Sequence):
             raise InvalidInputError("budget_thresholds", "must be a list of shares in (0, 1)", value=value)
         out: list[float] = []

@@ -272,3 +272,25 @@ def test_a_cache_hit_whose_reported_usage_cannot_be_priced_records_the_hit_witho
     report = build_report(ledger, last_days=1).totals
     assert (report.cache_hits, report.saved_usd) == (1, Decimal(0))
     assert ledger.state().headroom["daily_usd"] == Decimal(1)
+
+
+@pytest.mark.parametrize("path", ["lane", "general"])
+def test_a_call_filling_a_budget_exactly_without_a_soft_refusal_is_granted_at_the_top_step(path: str) -> None:
+    """With no soft refusal configured, the call that fills a budget to exactly 100% goes out:
+    its step is the ladder's top configured one, never ``hard_refusal`` (an app refusing on that
+    step would drop a call it holds); ``check()`` agrees; the next call is refused."""
+    from tokenbudget_core.budgets import Ladder
+    from tokenbudget_core.stores.memory import MemoryStore
+
+    class General(MemoryStore):
+        """No lane."""
+
+    ladder = Ladder(cheaper_tier=0.5, smaller_context=0.6, cache_only=0.8, soft_refusal=None)
+    store = MemoryStore() if path == "lane" else General()
+    ledger = Ledger(store, policy=BudgetPolicy(user_daily_tokens=1_000, ladder=ladder), alerts=[])
+    ledger.record(Usage(input_tokens=900), model="gpt-4o", user="u")
+    call = {"model": "gpt-4o", "input_tokens": 100, "max_output_tokens": 0, "user": "u"}
+    assert ledger.check(**call).step == "cache_only"
+    assert ledger.reserve(**call).step == "cache_only"
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(**{**call, "input_tokens": 1})

@@ -581,3 +581,21 @@ def test_a_classifier_with_unreadable_tiers_is_named() -> None:
     with pytest.raises(InvalidInputError) as err:
         TierRouter(TIERS, classifier=Odd())
     assert err.value.field.startswith("classifier")
+
+
+def test_a_router_follows_a_policy_assigned_to_its_ledger_later() -> None:
+    """The ladder thresholds a router steps down at are the ledger policy's current ones."""
+    import dataclasses
+
+    from tokenbudget_core.budgets import Ladder
+
+    ledger = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=1_000), alerts=[])
+    router = TierRouter({"small": "gpt-4o-mini", "large": "gpt-4o"}, ledger=ledger)
+    ledger.record(Usage(input_tokens=300, output_tokens=100), model="gpt-4o-mini", user="u")  # 40% used
+    assert router.route(HARD, user="u").model == "gpt-4o"
+    ledger.policy = dataclasses.replace(
+        ledger.policy, ladder=Ladder(cheaper_tier=0.3, smaller_context=0.5, cache_only=0.6)
+    )
+    assert router.budget_thresholds == (0.3, 0.6)
+    assert router.route(HARD, user="u").model == "gpt-4o-mini"
+    assert TierRouter({"small": "gpt-4o-mini"}, budget_thresholds=[0.5]).budget_thresholds == (0.5,)
