@@ -259,14 +259,19 @@ def _split(url: str, field: str) -> urllib.parse.SplitResult:
         parts.port  # noqa: B018 - raises ValueError when the port is not a number
     except ValueError:
         parts = None
-    if parts is None or not parts.hostname or ("@" in parts.path and "@" not in parts.netloc):
+    if (
+        parts is None
+        or not parts.hostname
+        or ("@" in parts.path and "@" not in parts.netloc)
+        or any(c.isspace() or ord(c) < 32 for c in url)  # http.client refuses them at every send
+    ):
         raise InvalidInputError(
             field,
             "is not a webhook URL alerts can be sent to (no host, a port that is not a number, "
-            "or credentials holding an unencoded '@', '/', '?' or '#')",
+            "whitespace or control characters, or credentials holding an unencoded '@', '/', '?' or '#')",
             value=url.partition("://")[0] + "://...",  # the URL itself may hold secrets
-            fix="write it as http(s)://[user:password@]host[:port]/path, with '@', '/', '?', '#' and ':' "
-            "in the user name and password percent-encoded (%40, %2F, %3F, %23, %3A)",
+            fix="write it as http(s)://[user:password@]host[:port]/path, with spaces and '@', '/', '?', '#' "
+            "and ':' in the user name and password percent-encoded (%20, %40, %2F, %3F, %23, %3A)",
         )
     return parts
 

@@ -307,6 +307,8 @@ def test_a_failing_webhook_is_logged_without_its_secrets(caplog: pytest.LogCaptu
         "http://bot:1234/ss0rd@127.0.0.1:1/hook",  # ... with a password that reads as a port
         "http://bot:pa?ss0rd@127.0.0.1:1/hook",
         "https:///ss0rd",
+        "http://a b/ss0rd",  # http.client would refuse it at every send
+        "http://127.0.0.1:1/ss0rd\n",
     ],
 )
 def test_a_url_that_would_send_elsewhere_is_refused_without_showing_it(url: str) -> None:
