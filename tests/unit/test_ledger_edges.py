@@ -54,7 +54,10 @@ def test_without_a_soft_refusal_step_a_budget_can_be_used_to_the_last_token(url:
     policy = BudgetPolicy(user_daily_tokens=1000, ladder=Ladder(soft_refusal=None))
     ledger = _ledger(url, tmp_path, policy=policy)
     r = ledger.reserve(model="gpt-4o", input_tokens=990, max_output_tokens=10, user="b")
-    assert r.step == "hard_refusal"  # the budget is now exhausted: the next call is refused
+    assert r.step == "cache_only"  # granted: the ladder's top configured step, never a refusal's
+    assert (
+        ledger.state(user="b").step == "hard_refusal"
+    )  # the budget is now exhausted: the next call is refused
     with pytest.raises(BudgetExceededError):
         ledger.reserve(model="gpt-4o", input_tokens=1, max_output_tokens=0, user="b")
 

@@ -352,7 +352,8 @@ def test_a_far_future_day_does_not_purge_recent_days(tmp_path: Path) -> None:
 
 
 def test_retention_still_counts_back_from_tomorrow_utc(tmp_path: Path) -> None:
-    """A ledger day is at most one day ahead of UTC (UTC+14 zones): tomorrow (UTC) is a real day."""
+    """A ledger day is at most one day ahead of UTC (UTC+14 zones): tomorrow (UTC) is a real day.
+    And at most one behind (UTC-12): yesterday (UTC) is never purged, whatever the retention."""
     today = utc_today()
     tomorrow, yesterday, before = (
         today + timedelta(days=1),
@@ -363,10 +364,11 @@ def test_retention_still_counts_back_from_tomorrow_utc(tmp_path: Path) -> None:
         for d in (before, yesterday, today):
             store.commit(commit_request(d.isoformat(), f"r-{d}"))
         assert days_present(store, before, yesterday, today) == {yesterday.isoformat(), today.isoformat()}
-        store.commit(commit_request(tomorrow.isoformat(), "kiritimati"))  # keeps one day before tomorrow
-        assert days_present(store, yesterday, today, tomorrow) == {today.isoformat(), tomorrow.isoformat()}
+        store.commit(commit_request(tomorrow.isoformat(), "kiritimati"))  # one day before it: today
+        live = {yesterday.isoformat(), today.isoformat(), tomorrow.isoformat()}  # yesterday: UTC-12's today
+        assert days_present(store, yesterday, today, tomorrow) == live
         store.commit(commit_request((today + timedelta(days=30)).isoformat(), "future"))
-        assert days_present(store, today, tomorrow) == {today.isoformat(), tomorrow.isoformat()}
+        assert days_present(store, yesterday, today, tomorrow) == live
 
 
 def test_a_forged_day_in_a_commit_keeps_todays_budget_and_attribution(tmp_path: Path) -> None:
