@@ -593,21 +593,9 @@ class Ledger:
                 released or expired (a reserve retried while its reservation is live returns it again).
         """
         memory = self._memory
-        if memory is not None:  # no store round trip: no steps to drive
-            if choices == 1 and cache_writes is None:
-                found = self._lane_reserve(
-                    memory, model, input_tokens, max_output_tokens, feature, user, conversation, request_id
-                )
-                if found is not None:
-                    return found
-            plan = self._reserve_plan(
-                model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices,
-                cache_writes,
-            )  # fmt: skip
-            return self._reserve_in_memory(plan, memory)
-        if self._keyed is not None and choices == 1 and cache_writes is None:
+        if choices == 1 and cache_writes is None and (memory is not None or self._keyed is not None):
             found = self._lane_reserve(
-                None, model, input_tokens, max_output_tokens, feature, user, conversation, request_id
+                memory, model, input_tokens, max_output_tokens, feature, user, conversation, request_id
             )
             if found is not None:
                 return found
@@ -615,6 +603,8 @@ class Ledger:
             model, input_tokens, max_output_tokens, feature, user, conversation, request_id, choices,
             cache_writes,
         )  # fmt: skip
+        if memory is not None:  # no store round trip: no steps to drive
+            return self._reserve_in_memory(plan, memory)
         return _drive(self._reserve_driven(plan), self._store_reserve)
 
     def reserve_many(self, calls: Sequence[Mapping[str, Any]]) -> list[Reservation | Exception]:
