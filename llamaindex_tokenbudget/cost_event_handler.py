@@ -56,7 +56,7 @@ from tokenbudget_core.attribution import Attribution, current_attribution
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError
 from tokenbudget_core.estimating import unknown_model_counter
-from tokenbudget_core.ledger import Ledger, check_budget_options
+from tokenbudget_core.ledger import Ledger, check_budget_options, refuses_usage
 from tokenbudget_core.routing import routed_model
 from tokenbudget_core.streams import estimate_output_tokens
 from tokenbudget_core.usage import Usage
@@ -286,7 +286,7 @@ class CostEventHandler(BaseEventHandler):
         try:
             self.ledger.record(usage, model=model, unknown_model="unpriced", **where)
         except InvalidInputError as e:
-            if not usage.estimated and (e.field == "usage" or e.field.startswith("usage.")):
+            if not usage.estimated and refuses_usage(e):
                 logger.warning(
                     "tokenbudget: the reported usage cannot be charged (%s): recording the estimate", e
                 )

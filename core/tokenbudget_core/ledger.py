@@ -109,6 +109,7 @@ __all__ = [
     "Reservation",
     "check_budget_options",
     "default_spool_path",
+    "refuses_usage",
 ]
 
 OnUnavailable: TypeAlias = Literal["closed", "open"]
@@ -1709,7 +1710,7 @@ class Ledger:
                     unknown_model=unknown_model,
                 )
             except InvalidInputError as e:  # the provider's figures, after the call went out
-                if e.field != "usage" and not e.field.startswith("usage."):
+                if not refuses_usage(e):
                     raise
                 logger.warning(
                     "request %s: the reported usage cannot be charged (%s); charging the estimate",
@@ -2080,6 +2081,13 @@ def _check_commit_figures(usage: Usage, cache_hit: object) -> None:
             raise _too_large(f"usage.{name}", f"is {value:,}", value)
     total = usage.input_tokens + usage.output_tokens + usage.requests
     raise _too_large("usage", f"adds up to {total:,} tokens and requests", usage)
+
+
+def refuses_usage(error: InvalidInputError) -> bool:
+    """Whether ``error``, raised by :meth:`Ledger.commit` or :meth:`Ledger.record`, refused the
+    usage's figures (beyond what a ledger stores) rather than another argument. A caller charging
+    a call that already went out charges its estimate instead, as :meth:`Ledger.settle` does."""
+    return error.field == "usage" or error.field.startswith("usage.")
 
 
 def _sample_keys(feature: str, priced: bool, overhead: bool, requests: int) -> tuple[str | None, str | None]:
