@@ -805,9 +805,7 @@ class _BudgetHandler:
                 return False
             usage = None
             if run.next is None and run.batch is None and run.total is None:
-                # figures the core rejects are left to the general reading (it charges an estimate)
-                with contextlib.suppress(InvalidInputError):
-                    usage = usage_from_langchain(plain.usage_metadata, marked_ttl=run.ttl)
+                usage = _plain_usage(plain, run)
             if usage is None:
                 self._runs[run_id] = run  # put back for the general reading
                 return False
@@ -1060,8 +1058,8 @@ class _BudgetHandler:
             return None
         plain = None if run.total is not None else _plain_reply(response)
         if plain is not None:  # the common case, read in one go (see _plain_reply)
-            with contextlib.suppress(InvalidInputError):  # figures the core rejects: read below
-                usage_of = usage_from_langchain(plain.usage_metadata, marked_ttl=run.ttl)
+            usage_of = _plain_usage(plain, run)
+            if usage_of is not None:
                 return _Settle(run.reservation, usage_of, "", failed, run.counter, None, run.premium_model)
         replies: list[BaseMessage] = []
         texts: list[BaseMessage] = []  # completion models' generations: text only
@@ -1113,6 +1111,16 @@ def _plain_reply(response: LLMResult | None) -> AIMessage | None:
         return None
     meta = m.response_metadata
     return None if CACHE_HIT_KEY in meta or ROUTE_KEY in meta else m
+
+
+def _plain_usage(reply: AIMessage, run: _Run) -> Usage | None:
+    """The usage a plain reply (:func:`_plain_reply`) reports, its unsplit cache writes at the
+    run's marked TTL; ``None`` when the core rejects its figures: the general reading of the run
+    then charges the estimate (:func:`reported`)."""
+    try:
+        return usage_from_langchain(reply.usage_metadata, marked_ttl=run.ttl)
+    except InvalidInputError:
+        return None
 
 
 def _model_named(
