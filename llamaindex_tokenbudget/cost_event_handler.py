@@ -285,16 +285,12 @@ class CostEventHandler(BaseEventHandler):
                 )
         try:
             self.ledger.record(usage, model=model, unknown_model="unpriced", **where)
-        except InvalidInputError as e:
-            if not usage.estimated and refuses_usage(e):
+        except Exception as e:
+            if isinstance(e, InvalidInputError) and not usage.estimated and refuses_usage(e):
                 logger.warning(
                     "tokenbudget: the reported usage cannot be charged (%s): recording the estimate", e
                 )
                 return False
-            logger.exception(
-                "tokenbudget: usage not recorded: model=%s %s usage=%s", model, where, usage.as_dict()
-            )
-        except Exception:
             logger.exception(
                 "tokenbudget: usage not recorded: model=%s %s usage=%s", model, where, usage.as_dict()
             )
