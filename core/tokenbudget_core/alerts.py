@@ -6,18 +6,23 @@ Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any callable 
 A webhook is POSTed by a worker thread of its own, so a slow webhook never delays a call:
 
 * each POST has a timeout (5 s); a failed one (no connection, a timeout, HTTP 5xx, 408, 429) is
-  tried again, :data:`ATTEMPTS` times in all with a growing pause (0.5 s, then 1 s); HTTP 4xx and
-  3xx (redirects are never followed: give the final URL) are not retried. A final failure is
-  logged as an ERROR on ``tokenbudget.alerts``, never raised;
+  tried again with a growing pause (0.5 s, 1 s, 2 s... at most :data:`MAX_PAUSE_S`), until it is
+  delivered: an outage delays alerts, it does not lose them. After :data:`ATTEMPTS` failed POSTs
+  in a row the webhook counts as failing: that is logged once as an ERROR on
+  ``tokenbudget.alerts`` (and its return as a WARNING); the alerts that come meanwhile wait in
+  order behind the one being retried, at most :data:`MAX_QUEUED` of them (one more is logged as
+  an ERROR with its content instead of being queued). HTTP 4xx and 3xx (redirects are never
+  followed: give the final URL) are not retried: the alert is logged as an ERROR with its content.
+  Nothing is ever raised into the call;
 * each alert carries a stable ``id`` (from its day, budget, scope and threshold), in the JSON body
   and as an ``Idempotency-Key`` header: a webhook that took the alert but answered after the
   timeout gets it again, with the same id, and can drop the duplicate;
 * when the process exits, it waits up to :data:`EXIT_WAIT_S` seconds in all for the alerts still
   being sent (a batch job or a CLI that exits right after the call that crossed a threshold),
-  and logs those it could not send; also in a ``multiprocessing`` worker started by fork (it ends
-  with ``os._exit``, which runs no ``atexit`` handler: the wait is registered with
-  multiprocessing's own exit). A process that ends itself with ``os._exit`` calls :func:`flush`
-  first;
+  trying a failing webhook without pauses, and logs each alert it could not send, with its
+  content, as an ERROR; also in a ``multiprocessing`` worker started by fork (it ends with
+  ``os._exit``, which runs no ``atexit`` handler: the wait is registered with multiprocessing's
+  own exit). A process that ends itself with ``os._exit`` calls :func:`flush` first;
 * credentials in the URL (``https://user:token@host/...``, percent-encoded) are sent as an
   ``Authorization: Basic`` header, never as part of the host;
 * logs and errors name a webhook only as ``scheme://host[:port]``: user info, path (Slack-style
@@ -57,7 +62,12 @@ __all__ = ["Alert", "AlertSink", "dispatch", "flush", "resolve_sinks"]
 logger = logging.getLogger("tokenbudget.alerts")
 
 ATTEMPTS = 3
-"""POSTs of one alert to a webhook, at most (the first and two retries)."""
+"""Failed POSTs in a row after which a webhook counts as failing (logged once as an ERROR); its
+alerts are kept and tried again. An exiting process tries each alert this many times at most."""
+MAX_PAUSE_S = 60.0
+"""The longest pause between two POSTs of an alert to a failing webhook."""
+MAX_QUEUED = 10_000
+"""Alerts waiting for one webhook, at most; one more is logged as an ERROR instead."""
 EXIT_WAIT_S = 5.0
 """How long an exiting process waits, in all, for webhook alerts still being sent."""
 _TIMEOUT_S = 5.0
@@ -97,16 +107,15 @@ class Alert:
 AlertSink: TypeAlias = Callable[[Alert], None]
 
 
-def _log(alert: Alert) -> None:
-    logger.warning(
-        "budget %s for %s passed %d%%: %s of %s (%s)",
-        alert.budget,
-        alert.scope,
-        round(alert.threshold * 100),
-        alert.used,
-        alert.limit,
-        alert.day,
+def _text(alert: Alert) -> str:
+    return (
+        f"budget {alert.budget} for {alert.scope} passed {round(alert.threshold * 100)}%: "
+        f"{alert.used} of {alert.limit} ({alert.day})"
     )
+
+
+def _log(alert: Alert) -> None:
+    logger.warning("%s", _text(alert))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -143,8 +152,9 @@ class _Webhook:
             secrets.add(parts.path)
         self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
         self._cond = threading.Condition()
-        self._queue: deque[tuple[str, bytes]] = deque()  # (alert id, body)
+        self._queue: deque[tuple[str, bytes, Alert]] = deque()  # (alert id, body, alert)
         self._working = False
+        self._failing_since: float | None = None  # when its last run of ATTEMPTS failures began
         _WEBHOOKS.add(self)
 
     def __repr__(self) -> str:
@@ -155,10 +165,24 @@ class _Webhook:
         body = json.dumps({"type": "tokenbudget.alert", "id": key, **alert.as_dict()}, default=str).encode()
         _flush_at_worker_exit()
         with self._cond:
-            self._queue.append((key, body))
-            if self._working:
-                return
-            self._working = True
+            if len(self._queue) >= MAX_QUEUED:
+                waiting = len(self._queue)
+            else:
+                waiting = 0
+                self._queue.append((key, body, alert))
+                if self._working:
+                    return
+                self._working = True
+        if waiting:
+            logger.error(
+                "alert webhook %s: %d alerts are waiting (it is failing or slow), this one is not "
+                "queued: %s (id %s)",
+                self.redacted,
+                waiting,
+                _text(alert),
+                key,
+            )
+            return
         try:
             threading.Thread(target=self._work, name="tokenbudget-alert-webhook", daemon=True).start()
         except RuntimeError:  # no thread now (the interpreter is shutting down): send it here
@@ -171,40 +195,75 @@ class _Webhook:
                     self._working = False
                     self._cond.notify_all()
                     return
-                key, body = self._queue[0]  # stays queued while it is sent: an exit waits for it
+                key, body, alert = self._queue[0]  # stays queued while it is sent: an exit waits for it
             try:
-                self._deliver(key, body)
+                done = self._deliver(key, body, alert)
             except Exception as e:  # noqa: BLE001 - a bug must not stop the alerts queued after it
-                logger.error("alert webhook %s: an alert was lost: %s", self.redacted, self._scrub(repr(e)))
+                logger.error(
+                    "alert webhook %s: an alert was lost: %s: %s",
+                    self.redacted,
+                    self._scrub(repr(e)),
+                    _text(alert),
+                )
+                done = True
             with self._cond:
+                if not done:  # the process is exiting and the webhook failing: the exit logs what is left
+                    self._working = False
+                    self._cond.notify_all()
+                    return
                 if self._queue:
                     self._queue.popleft()
                 self._cond.notify_all()
 
-    def _deliver(self, key: str, body: bytes) -> None:
-        """POST ``body``, retried on a failure that may pass; a final failure is logged."""
-        pause = _FIRST_PAUSE_S
+    def _deliver(self, key: str, body: bytes, alert: Alert) -> bool:
+        """POST ``body`` until it is delivered, or refused for good (logged): ``True``; ``False``
+        when the process is exiting and the webhook still fails (the alert stays queued)."""
         maybe = False  # an attempt may have reached the webhook (no answer in time, a reset)
-        for attempt in range(1, ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             failure = self._post(key, body)
             if failure is None:
-                return
+                if self._failing_since is not None:
+                    logger.warning(
+                        "alert webhook %s answers again, after failing for %.0f s; %d alert(s) to send",
+                        self.redacted,
+                        time.monotonic() - self._failing_since,
+                        len(self._queue),
+                    )
+                    self._failing_since = None
+                return True
             reason, retry, uncertain = failure
             maybe = maybe or uncertain
-            if not retry or attempt == ATTEMPTS:
+            if not retry:
                 logger.error(
-                    "alert webhook %s failed (attempt %d of %d), the alert %s %s: %s",
+                    "alert webhook %s failed (attempt %d), the alert %s is not delivered: %s: %s",
                     self.redacted,
                     attempt,
-                    ATTEMPTS,
                     key,
-                    "may not have been delivered" if maybe else "is not delivered",
                     reason,
+                    _text(alert),
                 )
-                return
+                return True
+            if attempt == ATTEMPTS and self._failing_since is None:
+                self._failing_since = time.monotonic()
+                logger.error(
+                    "alert webhook %s is failing (attempt %d of the alert %s, which %s): %s; it and "
+                    "the %d alert(s) queued after it are kept, tried again every %g s at most and "
+                    "sent in order when the webhook answers",
+                    self.redacted,
+                    attempt,
+                    key,
+                    "may not have been delivered" if maybe else "is not delivered yet",
+                    reason,
+                    len(self._queue) - 1,
+                    MAX_PAUSE_S,
+                )
+            if _EXITING.is_set() and attempt >= ATTEMPTS:
+                return False
+            pause = min(_FIRST_PAUSE_S * 2 ** min(attempt - 1, 32), MAX_PAUSE_S)
             logger.info("alert webhook %s failed (%s); retrying in %.1f s", self.redacted, reason, pause)
             _EXITING.wait(pause)
-            pause *= 2
 
     def _post(self, key: str, body: bytes) -> tuple[str, bool, bool] | None:
         """One POST: ``None`` when delivered, else why not, whether to try again, and whether the
@@ -231,13 +290,13 @@ class _Webhook:
             text = text.replace(secret, "***")
         return text
 
-    def _drain(self, deadline: float) -> int:
-        """Wait until every queued alert was sent, or the deadline (``math.inf``: no limit);
-        returns how many are left."""
+    def _drain(self, deadline: float) -> list[Alert]:
+        """Wait until every queued alert was sent, the deadline (``math.inf``: no limit), or the
+        worker gave up at exit; returns the alerts left."""
         with self._cond:
-            while self._queue and (left := deadline - time.monotonic()) > 0:
+            while self._queue and self._working and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(None if left == math.inf else left)
-            return len(self._queue)
+            return [alert for _, _, alert in self._queue]
 
     def _forget(self) -> None:
         """In a forked child: the parent's worker (and its lock) did not come along; its alerts
@@ -245,6 +304,7 @@ class _Webhook:
         self._cond = threading.Condition()
         self._queue = deque()
         self._working = False
+        self._failing_since = None
 
 
 def _split(url: str, field: str) -> urllib.parse.SplitResult:
@@ -276,9 +336,9 @@ def _split(url: str, field: str) -> urllib.parse.SplitResult:
     return parts
 
 
-def flush(timeout: float | None = None) -> int:
+def flush(timeout: float | None = EXIT_WAIT_S) -> int:
     """Wait for the webhook alerts of this process still being sent; returns how many are not
-    sent yet (each one left is logged as an ERROR).
+    sent yet (logged as an ERROR; they stay queued and are sent later).
 
     The process does this by itself when it exits normally (``atexit``, up to
     :data:`EXIT_WAIT_S` seconds) and in a ``multiprocessing`` worker; code that ends a process
@@ -286,8 +346,8 @@ def flush(timeout: float | None = None) -> int:
     alert the last call crossed is lost with the worker thread.
 
     Args:
-        timeout: Seconds to wait in all; ``None`` waits until every alert was delivered or
-            failed for good (each has :data:`ATTEMPTS` POSTs of at most 5 s).
+        timeout: Seconds to wait in all (default :data:`EXIT_WAIT_S`); ``None`` waits until every
+            alert was delivered or refused, which lasts as long as a webhook keeps failing.
 
     Example:
         >>> from tokenbudget_core import alerts
@@ -297,7 +357,7 @@ def flush(timeout: float | None = None) -> int:
     return _flush(timeout, "before flush() returned")
 
 
-def _flush(timeout: float | None, when: str) -> int:
+def _flush(timeout: float | None, when: str, *, lost: bool = False) -> int:
     deadline = math.inf if timeout is None else time.monotonic() + max(0.0, timeout)
     left = 0
     for hook in list(_WEBHOOKS):
@@ -306,18 +366,23 @@ def _flush(timeout: float | None, when: str) -> int:
             logger.error(
                 "alert webhook %s: %d alert(s) not delivered %s (waited %s)",
                 hook.redacted,
-                unsent,
+                len(unsent),
                 when,
                 "without a limit" if timeout is None else f"{timeout:.0f} s",
             )
-        left += unsent
+            if lost:  # gone with the process: the log is all that is left of them
+                for alert in unsent:
+                    logger.error(
+                        "alert not delivered to %s: %s (id %s)", hook.redacted, _text(alert), alert.id
+                    )
+        left += len(unsent)
     return left
 
 
 def _flush_at_exit(timeout: float = EXIT_WAIT_S) -> None:
     """Wait (``timeout`` seconds in all) for the webhook alerts still being sent; log the rest."""
     _EXITING.set()
-    _flush(timeout, "before the process exited")
+    _flush(timeout, "before the process exited", lost=True)
 
 
 _MP_EXIT_PRIORITY = 10

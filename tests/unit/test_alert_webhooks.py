@@ -1,7 +1,9 @@
 """Webhook alerts reach the webhook: delivered before the process exits (a bounded wait), retried
-when a POST fails for a reason that may pass, never redirected; credentials in the URL become
-an Authorization header; and no log or error ever shows the URL's secrets (user info, path
-token, query), only scheme://host:port. Real HTTP servers on 127.0.0.1."""
+when a POST fails for a reason that may pass, kept in order through an outage and sent when the
+webhook answers again (a bounded queue; what cannot wait is logged with its content), never
+redirected; credentials in the URL become an Authorization header; and no log or error ever
+shows the URL's secrets (user info, path token, query), only scheme://host:port. Real HTTP
+servers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -68,9 +71,9 @@ def answer_after(seconds: float, status: int) -> Callable[[BaseHTTPRequestHandle
     return answer
 
 
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    state = Hook()
+@contextmanager
+def serving(state: Hook, port: int = 0) -> Iterator[Hook]:
+    """``state``'s webhook served on 127.0.0.1 (``port``: any free one) while the block runs."""
 
     class Handler(BaseHTTPRequestHandler):
         def handle_one(self) -> None:
@@ -89,7 +92,7 @@ def hook() -> Iterator[Hook]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -97,8 +100,36 @@ def hook() -> Iterator[Hook]:
         yield state
     finally:
         state.released.set()
+        from tokenbudget_core import alerts
+
+        alerts.flush(timeout=10)  # what is still waiting is sent, not left to a later test's webhook
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    with serving(Hook()) as state:
+        yield state
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pauses between POSTs of 20 to 100 ms here (0.5 s growing to a minute in use)."""
+    from tokenbudget_core import alerts
+
+    monkeypatch.setattr(alerts, "_FIRST_PAUSE_S", 0.02)
+    monkeypatch.setattr(alerts, "MAX_PAUSE_S", 0.1)
+
+
+def comes_back(port: int) -> Hook:
+    """A webhook starting to listen on ``port`` (refused until now) takes every alert still
+    waiting for it; what it received."""
+    from tokenbudget_core import alerts
+
+    with serving(Hook(), port) as back:
+        assert alerts.flush(timeout=10) == 0
+    return back
 
 
 def closed_port() -> int:
@@ -196,7 +227,7 @@ def test_a_forked_child_sends_its_own_alerts_and_not_the_parents(hook: Hook) -> 
     assert sorted(json.loads(s.body)["budget"] for s in hook.seen) == ["child", "parent"]
 
 
-# -- retried, then given up with one ERROR -------------------------------------------------------
+# -- retried; an outage logged once, its alerts kept -------------------------------------------------------
 
 
 def test_a_failed_post_is_retried_until_delivered(hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
@@ -213,18 +244,66 @@ def test_a_failed_post_is_retried_until_delivered(hook: Hook, caplog: pytest.Log
     assert "HTTP 503" in retries[0]
 
 
-def test_a_webhook_that_keeps_failing_is_given_up_with_one_error(
+def test_a_webhook_that_keeps_failing_is_logged_once_and_gets_the_alert_when_it_answers(
     hook: Hook, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hook.answers = [500] * 10
+    from tokenbudget_core import alerts
+
+    hook.answers = [500] * 6
     with caplog.at_level(logging.INFO, logger="tokenbudget.alerts"):
         send(hook.url())
         error = final_error(caplog)
-        time.sleep(0.2)
-    assert len(hook.seen) == 3
+        assert alerts.flush(timeout=10) == 0
+    assert len(hook.seen) == 7  # six failures, then delivered: an outage delays the alert, never loses it
+    assert {s.body for s in hook.seen} == {hook.seen[0].body}
+    assert "is failing (attempt 3 of the alert" in error.getMessage()
     assert "HTTP 500" in error.getMessage()
-    assert "attempt 3 of 3" in error.getMessage()
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1  # one ERROR per outage
+    (back,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert back.startswith(f"alert webhook http://127.0.0.1:{hook.port} answers again")
+
+
+def crossed(budget: str) -> Alert:
+    return Alert(day="2026-11-23", budget=budget, scope="all", threshold=0.8, used="8", limit="10")
+
+
+def test_alerts_that_come_during_an_outage_are_all_sent_in_order_when_it_ends(
+    hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tokenbudget_core import alerts
+
+    hook.answers = [503] * 5
+    (sink,) = resolve_sinks([hook.url()])
+    budgets = [f"b{i}" for i in range(6)]
+    with caplog.at_level(logging.INFO, logger="tokenbudget.alerts"):
+        for budget in budgets:
+            dispatch([sink], crossed(budget))
+        assert alerts.flush(timeout=10) == 0
+    sent = [json.loads(s.body)["budget"] for s in hook.seen]
+    assert sent == ["b0"] * 6 + budgets[1:]  # only the first was retried; each delivered once
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_a_full_queue_logs_the_alerts_it_cannot_take_with_their_content(
+    hook: Hook, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbudget_core import alerts
+
+    monkeypatch.setattr(alerts, "MAX_QUEUED", 2)
+    hook.answers = [lambda handler: hook.released.wait(60)]  # the first POST hangs
+    (sink,) = resolve_sinks([hook.url()])
+    with caplog.at_level(logging.ERROR, logger="tokenbudget.alerts"):
+        for budget in ("b0", "b1", "b2", "b3"):
+            dispatch([sink], crossed(budget))
+        refused = [r.getMessage() for r in caplog.records]
+        hook.released.set()
+        assert alerts.flush(timeout=10) == 0
+    assert len(refused) == 2
+    assert "2 alerts are waiting" in refused[0]
+    assert "budget b2 for all passed 80%: 8 of 10 (2026-11-23)" in refused[0]
+    assert crossed("b2").id in refused[0]
+    assert "budget b3 for all" in refused[1]
+    assert [json.loads(s.body)["budget"] for s in hook.seen[1:]] == ["b0", "b1"]  # after the hung one
 
 
 def test_a_client_error_is_not_retried(hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
@@ -233,9 +312,8 @@ def test_a_client_error_is_not_retried(hook: Hook, caplog: pytest.LogCaptureFixt
         send(hook.url(path="/services/T1/B2/tok"))
         error = final_error(caplog)
     assert len(hook.seen) == 1
-    assert error.getMessage().startswith(
-        f"alert webhook http://127.0.0.1:{hook.port} failed (attempt 1 of 3)"
-    )
+    assert error.getMessage().startswith(f"alert webhook http://127.0.0.1:{hook.port} failed (attempt 1)")
+    assert "budget daily_usd for all passed 80%" in error.getMessage()  # its content: nothing else has it
     assert "HTTP 404" in error.getMessage()
     assert "tok" not in error.getMessage()
 
@@ -294,7 +372,8 @@ def test_a_failing_webhook_is_logged_without_its_secrets(caplog: pytest.LogCaptu
     with caplog.at_level(logging.DEBUG, logger="tokenbudget"):
         dispatch([sink], ALERT)
         error = final_error(caplog)
-    assert error.getMessage().startswith(f"alert webhook http://127.0.0.1:{port} failed (attempt 3 of 3)")
+        comes_back(port)
+    assert error.getMessage().startswith(f"alert webhook http://127.0.0.1:{port} is failing (attempt 3")
     shown = [r.getMessage() for r in caplog.records] + [repr(sink), str(sink)]
     for secret in SECRETS:
         assert not [text for text in shown if secret in text], secret
@@ -436,11 +515,40 @@ def test_a_webhook_answering_too_late_gets_the_same_id_on_every_retry(
     assert ALERT.id in error.getMessage()
 
 
-def test_a_webhook_that_cannot_be_reached_is_not_delivered(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_webhook_that_cannot_be_reached_gets_the_alert_once_it_listens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = closed_port()
     with caplog.at_level(logging.ERROR, logger="tokenbudget.alerts"):
-        send(f"http://127.0.0.1:{closed_port()}/hook")
+        send(f"http://127.0.0.1:{port}/hook")
         error = final_error(caplog)
-    assert "is not delivered" in error.getMessage()
+    assert "is not delivered yet" in error.getMessage()
+    back = comes_back(port)
+    assert [json.loads(s.body)["id"] for s in back.seen] == [ALERT.id]
+
+
+EXIT_IN_OUTAGE = """
+import sys
+from tokenbudget_core.alerts import Alert, dispatch, resolve_sinks
+sinks = resolve_sinks([sys.argv[1]])
+for budget in ("b0", "b1", "b2"):
+    dispatch(sinks, Alert(day="d", budget=budget, scope="user=u-1", threshold=1.0, used="2", limit="2"))
+"""
+
+
+def test_a_process_exiting_during_an_outage_logs_each_alert_it_could_not_send() -> None:
+    url = f"http://bot:s3cret@127.0.0.1:{closed_port()}/T000/SECRETPATH"
+    started = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-c", EXIT_IN_OUTAGE, url], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0
+    assert time.monotonic() - started < 10
+    assert "3 alert(s) not delivered before the process exited" in child.stderr
+    for budget in ("b0", "b1", "b2"):
+        assert f"budget {budget} for user=u-1 passed 100%: 2 of 2 (d)" in child.stderr
+    for secret in ("s3cret", "SECRETPATH", "/T000"):
+        assert secret not in child.stderr
 
 
 # -- schemes in any case, and no URL in an error's value -----------------------------------------
