@@ -165,15 +165,10 @@ class _Webhook:
         body = json.dumps({"type": "tokenbudget.alert", "id": key, **alert.as_dict()}, default=str).encode()
         _flush_at_worker_exit()
         with self._cond:
-            if len(self._queue) >= MAX_QUEUED:
-                waiting = len(self._queue)
-            else:
-                waiting = 0
+            waiting = len(self._queue)
+            if waiting < MAX_QUEUED:
                 self._queue.append((key, body, alert))
-                if self._working:
-                    return
-                self._working = True
-        if waiting:
+        if waiting >= MAX_QUEUED:
             logger.error(
                 "alert webhook %s: %d alerts are waiting (it is failing or slow), this one is not "
                 "queued: %s (id %s)",
@@ -183,12 +178,20 @@ class _Webhook:
                 key,
             )
             return
+        self._start()
+
+    def _start(self) -> None:
+        """A worker for the queued alerts, unless one is at work."""
+        with self._cond:
+            if self._working or not self._queue:
+                return
+            self._working = True
         try:
             threading.Thread(target=self._work, name="tokenbudget-alert-webhook", daemon=True).start()
-        except RuntimeError:  # no thread now (the interpreter is shutting down): send it here
-            self._work()
+        except RuntimeError:  # no thread now (shutting down, or none left): send them here, bounded
+            self._work(inline=True)
 
-    def _work(self) -> None:
+    def _work(self, *, inline: bool = False) -> None:
         while True:
             with self._cond:
                 if not self._queue:
@@ -197,7 +200,7 @@ class _Webhook:
                     return
                 key, body, alert = self._queue[0]  # stays queued while it is sent: an exit waits for it
             try:
-                done = self._deliver(key, body, alert)
+                done = self._deliver(key, body, alert, bounded=inline)
             except Exception as e:  # noqa: BLE001 - a bug must not stop the alerts queued after it
                 logger.error(
                     "alert webhook %s: an alert was lost: %s: %s",
@@ -207,7 +210,7 @@ class _Webhook:
                 )
                 done = True
             with self._cond:
-                if not done:  # the process is exiting and the webhook failing: the exit logs what is left
+                if not done:  # exiting (or in the caller's thread) and the webhook failing: left queued
                     self._working = False
                     self._cond.notify_all()
                     return
@@ -215,9 +218,10 @@ class _Webhook:
                     self._queue.popleft()
                 self._cond.notify_all()
 
-    def _deliver(self, key: str, body: bytes, alert: Alert) -> bool:
+    def _deliver(self, key: str, body: bytes, alert: Alert, *, bounded: bool = False) -> bool:
         """POST ``body`` until it is delivered, or refused for good (logged): ``True``; ``False``
-        when the process is exiting and the webhook still fails (the alert stays queued)."""
+        after :data:`ATTEMPTS` failed POSTs when the process is exiting or ``bounded`` (sent from
+        the caller's thread, which it must not hold for an outage): the alert stays queued."""
         maybe = False  # an attempt may have reached the webhook (no answer in time, a reset)
         attempt = 0
         while True:
@@ -259,7 +263,7 @@ class _Webhook:
                     len(self._queue) - 1,
                     MAX_PAUSE_S,
                 )
-            if _EXITING.is_set() and attempt >= ATTEMPTS:
+            if attempt >= ATTEMPTS and (bounded or _EXITING.is_set()):
                 return False
             pause = min(_FIRST_PAUSE_S * 2 ** min(attempt - 1, 32), MAX_PAUSE_S)
             logger.info("alert webhook %s failed (%s); retrying in %.1f s", self.redacted, reason, pause)
@@ -292,7 +296,8 @@ class _Webhook:
 
     def _drain(self, deadline: float) -> list[Alert]:
         """Wait until every queued alert was sent, the deadline (``math.inf``: no limit), or the
-        worker gave up at exit; returns the alerts left."""
+        worker gave up (at exit, or in the caller's thread); returns the alerts left."""
+        self._start()  # alerts a worker gave up on are tried again
         with self._cond:
             while self._queue and self._working and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(None if left == math.inf else left)

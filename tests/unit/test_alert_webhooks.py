@@ -527,6 +527,22 @@ def test_a_webhook_that_cannot_be_reached_gets_the_alert_once_it_listens(
     assert [json.loads(s.body)["id"] for s in back.seen] == [ALERT.id]
 
 
+def test_with_no_thread_to_start_a_failing_webhook_holds_the_call_briefly_and_keeps_the_alert(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")  # what threading says when none is left
+
+    port = closed_port()
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        started = time.monotonic()
+        send(f"http://127.0.0.1:{port}/hook")  # sent from the caller's thread: a few POSTs, not the outage
+        assert time.monotonic() - started < 5
+    back = comes_back(port)  # threads again: the alert was kept
+    assert [json.loads(s.body)["id"] for s in back.seen] == [ALERT.id]
+
+
 EXIT_IN_OUTAGE = """
 import sys
 from tokenbudget_core.alerts import Alert, dispatch, resolve_sinks
