@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -1887,20 +1888,41 @@ class Ledger:
         choices: int = 1,
         cache_writes: Literal["5m", "1h"] | None = None,
     ) -> Reservation:
-        """Async twin of :meth:`reserve` (the store call runs in a worker thread)."""
-        return await self._async(
-            lambda: self.reserve(
-                model=model,
-                input_tokens=input_tokens,
-                max_output_tokens=max_output_tokens,
-                feature=feature,
-                user=user,
-                conversation=conversation,
-                request_id=request_id,
-                choices=choices,
-                cache_writes=cache_writes,
-            )
-        )
+        """Async twin of :meth:`reserve` (the store call runs in a worker thread).
+
+        Cancelled while the worker thread reserves, it re-raises ``CancelledError`` at once and
+        releases the reservation the thread makes: a call that will not be sent holds nothing."""
+        reserve = functools.partial(
+            self.reserve, model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
+            feature=feature, user=user, conversation=conversation, request_id=request_id,
+            choices=choices, cache_writes=cache_writes,
+        )  # fmt: skip
+        if self._inline:
+            return reserve()
+        loop = asyncio.get_running_loop()
+        made = loop.run_in_executor(None, contextvars.copy_context().run, reserve)  # as asyncio.to_thread
+        try:
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            made.add_done_callback(self._release_unsent)
+            raise
+
+    def _release_unsent(self, made: asyncio.Future[Reservation]) -> None:
+        """Release (in a worker thread) what a cancelled :meth:`areserve` reserved."""
+        if made.cancelled() or made.exception() is not None:
+            return
+        reservation = made.result()
+
+        def release() -> None:
+            try:
+                self.release(reservation)
+            except Exception:  # its lease ends it: logged, never raised into the loop
+                logger.exception("could not release %s, reserved by a cancelled call", reservation.request_id)
+
+        try:
+            made.get_loop().run_in_executor(None, release)
+        except RuntimeError:  # the loop is closing: release it here
+            release()
 
     async def acommit(
         self,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import threading
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -403,3 +406,24 @@ def test_generated_request_ids_are_unique_across_calls_and_forked_processes() ->
     assert len(set(mine)) == len(mine)
     assert not set(theirs) & set(mine)
     assert theirs[0][:20] != mine[0][:20]  # the child drew a prefix of its own
+
+
+async def test_a_call_cancelled_while_its_reservation_is_made_holds_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    led = Ledger(url, policy=BudgetPolicy(user_daily_tokens=10_000))
+    led.record(Usage(input_tokens=1, output_tokens=1), model="gpt-4o-mini", user="u-1")  # the file exists
+    blocker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process mid-write: the reserve waits for its lock
+    threading.Timer(0.5, blocker.rollback).start()
+    call = {"model": "gpt-4o-mini", "input_tokens": 100, "max_output_tokens": 100, "user": "u-1"}
+    with pytest.raises(TimeoutError):  # the caller gave up waiting: the call is not sent
+        await asyncio.wait_for(led.areserve(**call, request_id="r-1"), 0.1)
+    await asyncio.get_running_loop().shutdown_default_executor()  # the worker thread reserved by now
+    for _ in range(100):
+        if led.state(user="u-1").used["user_daily_tokens (all features)"] == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert led.state(user="u-1").used["user_daily_tokens (all features)"] == 2  # spent 2, nothing held
+    with pytest.raises(InvalidInputError, match="released"):  # it was reserved, then released
+        led.reserve(**call, request_id="r-1")
+    blocker.close()
