@@ -684,16 +684,30 @@ def _plain(text: str, *, style: str = "") -> Text:
     return Text(_visible(text), style=style)
 
 
-def _table(*columns: str, wrap: int = 0) -> Table:
-    """The first column left-aligned, numbers right-aligned and unwrapped, except the last ``wrap``
-    columns (short figures under headers that may wrap on a narrow terminal)."""
+def _table(*columns: str) -> Table:
+    """The first column left-aligned, numbers right-aligned; a cell too wide for its column is
+    folded onto the next line, never cut: a number or an id is always printed whole."""
     table = Table(show_header=True)
     for i, name in enumerate(columns):
-        fixed = 0 < i < len(columns) - wrap
-        table.add_column(
-            name, justify="left" if i == 0 else "right", no_wrap=fixed, min_width=None if i else 12
-        )
+        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
     return table
+
+
+_UNLIMITED_WIDTH = 1_000_000
+"""The console width when stdout is not a terminal: a table is as wide as its widest row."""
+
+
+def _print_tables(*tables: Table) -> None:
+    """``tables`` on stdout. On a terminal they fit its width (cells fold, see :func:`_table`);
+    piped or redirected, their width is not limited, so each row stays one line that ``grep`` or
+    ``cut`` see whole (``$COLUMNS`` does not apply: a pipe has no width)."""
+    try:
+        terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        terminal = False
+    console = Console(soft_wrap=False, width=None if terminal else _UNLIMITED_WIDTH)
+    for table in tables:
+        console.print(table, crop=False)
 
 
 def _render_report(r: Report) -> list[Table]:
@@ -720,9 +734,7 @@ def _render_report(r: Report) -> list[Table]:
         totals.add_row(name, value)
     tables = [totals]
     for b in r.breakdowns:
-        table = _table(
-            b.dimension, "requests", "input", "output", "cost", "hit rate", "routing saved", wrap=2
-        )
+        table = _table(b.dimension, "requests", "input", "output", "cost", "hit rate", "routing saved")
         table.caption = "hit rate: answered from a cache; routing saved: vs the premium tier"
         for row in b.rows:
             table.add_row(
@@ -816,9 +828,7 @@ def report(
     if as_json:
         click.echo(json.dumps(r.as_dict(), indent=2))
         return
-    console = Console(soft_wrap=False)
-    for table in _render_report(r):
-        console.print(table)
+    _print_tables(*_render_report(r))
 
 
 @cli.command(epilog=_EXIT_CODES_HELP)
@@ -889,7 +899,7 @@ def budgets(
             name = row["budget"].removesuffix(" (all features)")
             share = f"{row['share']:.0%}"
             table.add_row(name, fmt(row, "limit"), fmt(row, "used"), fmt(row, "headroom"), share, row["step"])
-        Console(soft_wrap=False).print(table)
+        _print_tables(table)
     for s in steps:
         who = f"{s['feature'] or '(no feature)'}{f' user {user}' if user else ''}"
         click.echo(f"ladder step for {_visible(who)}: {s['step']}")
