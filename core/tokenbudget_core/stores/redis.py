@@ -385,6 +385,7 @@ class RedisStore:
             redis.exceptions.TryAgainError,
             redis.exceptions.ReadOnlyError,  # writing to a replica during a failover
             redis.exceptions.OutOfMemoryError,  # maxmemory reached: no write goes through
+            redis.exceptions.InvalidResponse,  # the server at the URL does not speak Redis (HTTP, ...)
             OSError,
         )
         options: dict[str, Any] = {
