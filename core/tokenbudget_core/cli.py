@@ -94,6 +94,21 @@ def _visible(text: str) -> str:
     return "".join(_visible_char(c) for c in text)
 
 
+def _shown(text: str) -> str:
+    """``text`` as :func:`_visible` shows it, for stdout: a character stdout's encoding cannot
+    write (an id in Chinese on a cp1252 or ASCII stdout) is shown as an escape (``\\u7528``) too,
+    so printing an id never fails."""
+    text = _visible(text)
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # a stream naming an encoding Python does not know: its own problem
+        pass
+    return text
+
+
 class _CliError(click.ClickException):
     """A one-line ``error: ...`` on stderr; the subclass sets the exit code."""
 
@@ -395,7 +410,7 @@ def cost(
     if as_json:
         click.echo(json.dumps(b.as_dict(), indent=2))
         return
-    click.echo(_visible(f"{format_usd(b.total)}  {model} (prices: {b.source}, as {b.priced_as})"))
+    click.echo(_shown(f"{format_usd(b.total)}  {model} (prices: {b.source}, as {b.priced_as})"))
     table = Table(show_header=True)
     table.add_column("component")
     table.add_column("tokens", justify="right")
@@ -515,14 +530,14 @@ def demo(
     console.print(f"budget alerts fired: {len(summary.alerts)}")
     for a in summary.alerts[:5]:
         console.print(
-            _visible(f"  {a.budget} for {a.scope} passed {a.threshold:.0%}: {a.used} of {a.limit}"),
+            _shown(f"  {a.budget} for {a.scope} passed {a.threshold:.0%}: {a.used} of {a.limit}"),
             markup=False,
             emoji=False,
         )
     if html_path != "-":
-        console.print(_visible(f"HTML report: {html_path}"), markup=False, emoji=False)
+        console.print(_shown(f"HTML report: {html_path}"), markup=False, emoji=False)
     console.print(
-        _visible(f"ledger: {summary.store}  (try: tokenbudget report --store {summary.store} --by feature)"),
+        _shown(f"ledger: {summary.store}  (try: tokenbudget report --store {summary.store} --by feature)"),
         markup=False,
         emoji=False,
     )
@@ -680,8 +695,9 @@ def _percent(share: Decimal | None) -> str:
 
 def _plain(text: str, *, style: str = "") -> Text:
     """Text shown as it is: ids, URLs and zones in a table are never read as rich markup or emoji
-    codes, and their control characters are shown as escapes (:func:`_visible`)."""
-    return Text(_visible(text), style=style)
+    codes, and their control characters (and those stdout cannot encode) are shown as escapes
+    (:func:`_shown`)."""
+    return Text(_shown(text), style=style)
 
 
 def _table(*columns: str) -> Table:
@@ -876,7 +892,7 @@ def budgets(
         return
     if not rows:
         click.echo(
-            _visible(f"no budgets in {policy_path} apply here")
+            _shown(f"no budgets in {policy_path} apply here")
             + ("" if user else " (pass --user for per-user ones)")
         )
         return
@@ -902,7 +918,7 @@ def budgets(
         _print_tables(table)
     for s in steps:
         who = f"{s['feature'] or '(no feature)'}{f' user {user}' if user else ''}"
-        click.echo(f"ladder step for {_visible(who)}: {s['step']}")
+        click.echo(f"ladder step for {_shown(who)}: {s['step']}")
 
 
 @cli.command(epilog=_EXIT_CODES_HELP)
