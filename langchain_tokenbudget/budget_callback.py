@@ -76,6 +76,10 @@ calls or chains start), or, when more than 10,000 runs are open, the oldest firs
 runs longer than a lease without streaming is still charged when it ends (the ledger takes a
 late commit); one the handler has forgotten by then cannot be. A chain's payer is kept as
 long, counted from when the chain or a run inside it last started.
+
+A stream abandoned inside a reference cycle is closed by the garbage collector, at any
+allocation, maybe while this thread holds a lock its ``on_llm_error`` needs: that end is
+settled a moment later by a worker thread (:mod:`tokenbudget_core.finalizing`).
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ from tokenbudget_core.errors import (
     InvalidInputError,
     TokenBudgetError,
 )
+from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import CacheMarks, cache_marks_of, longest_ttl
 from tokenbudget_core.routing import premium_model_of, routed_call
@@ -528,6 +533,7 @@ class _BudgetHandler:
         self._payers: dict[UUID, _Payer] = {}
         self._batches: dict[int, _Batch] = {}
         self._lock = threading.Lock()
+        start_worker()
         self._sweep_at = 0.0
 
     @staticmethod
@@ -1217,6 +1223,7 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Count the input and reserve the worst case; raises ``BudgetExceededError`` to refuse."""
+        start_worker()  # for the stream ends the garbage collector delivers (see on_llm_error)
         if not self._start_plain(serialized, messages, run_id, kwargs):
             self._start(serialized, messages, run_id, kwargs)
 
@@ -1224,6 +1231,7 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Completion models: count the prompts and reserve the worst case."""
+        start_worker()
         self._start(serialized, prompts, run_id, kwargs)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
@@ -1237,6 +1245,10 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Release the reservation, or commit an estimate when a stream broke off after output."""
+        if collecting():  # a stream the garbage collector closed, maybe inside a lock we need: later
+            # (this method itself: an async handler's own on_llm_error would return a coroutine)
+            defer(functools.partial(BudgetCallbackHandler.on_llm_error, self, error, run_id=run_id, **kwargs))
+            return
         self._finish(self._settle(run_id, kwargs.get("response"), failed=True))
 
     def on_chain_start(

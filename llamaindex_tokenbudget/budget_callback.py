@@ -29,6 +29,9 @@ recognised while the enclosing wrapper, or the stream wrapper it returned, is ru
 stack). The callback manager is synchronous: with a networked
 store, ``reserve`` and ``commit`` block the event loop of ``achat`` for one round trip.
 A stream created but never iterated ends no event: its reservation lasts until its lease ends.
+A stream abandoned inside a reference cycle is closed by the garbage collector, at any
+allocation, maybe while this thread holds a lock its end needs: that end is settled a moment
+later by a worker thread (:mod:`tokenbudget_core.finalizing`), never in the collection.
 
 Routed calls (a :class:`~llamaindex_tokenbudget.routed_llm.RoutedLLM` calls its tier LLM under
 :func:`~tokenbudget_core.routing.using_route`; a response may also carry the decision in
@@ -52,6 +55,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
 from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
 from tokenbudget_core.routing import current_route, premium_model_of, routed_model
@@ -292,6 +296,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._calls: dict[str, _Call] = {}
         self._counters: dict[str, TokenCounter] = {}
         self._lock = threading.Lock()
+        start_worker()
 
     def _counter(self, model: str) -> TokenCounter:
         counter = self._counters.get(model)
@@ -317,6 +322,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """
         if event_type is not CBEventType.LLM or payload is None:
             return event_id
+        start_worker()  # for ends the garbage collector delivers (a forked child starts its own)
         caller = caller_frame(2)  # the LLM wrapper that called CallbackManager.on_event_start
         note_wrapper(caller)
         serialized = payload.get(EventPayload.SERIALIZED)
@@ -361,12 +367,29 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Commit the call's usage, or release its reservation when it failed."""
-        with self._lock:
-            call = self._calls.pop(event_id, None)
-        if event_type is not CBEventType.LLM or call is None:
+        if event_type is not CBEventType.LLM:
             return
         payload = payload or {}
         error = payload.get(EventPayload.EXCEPTION)
+        # A stream that failed, was cancelled or abandoned: the last chunk it handed out, read
+        # from its wrapper's frame while it is on the stack.
+        chunk = None if error is None else streamed_chunk("event_id", event_id)
+        if collecting():  # closed by the garbage collector, maybe inside a lock it needs: later
+            defer(self._end, payload, event_id, error, chunk)
+            return
+        self._end(payload, event_id, error, chunk)
+
+    def _end(
+        self,
+        payload: dict[str, Any],
+        event_id: str,
+        error: BaseException | None,
+        chunk: ChatResponse | CompletionResponse | None,
+    ) -> None:
+        with self._lock:
+            call = self._calls.pop(event_id, None)
+        if call is None:
+            return
         if call.delegated:
             self.ledger.release(call.reservation)
             return
@@ -381,10 +404,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 premium_model=premium or routed_premium_model(response),
             )
             return
-        # A stream that failed, was cancelled or abandoned after a chunk was sent: the request
-        # went out and output came back. The ledger charges the usage the last chunk carried (a
-        # stream cut after its usage chunk), else an estimate (input + text so far).
-        chunk = streamed_chunk("event_id", event_id)
+        # The stream was sent and output came back when it produced a chunk: the ledger charges
+        # the usage the last chunk carried (a stream cut after its usage chunk), else an
+        # estimate (input + text so far).
         self.ledger.settle(
             call.reservation,
             reported_usage(chunk),

@@ -25,7 +25,8 @@ chunk), else as an estimate, the counted input and the text streamed so far. A r
 Calls that failed before producing anything (``SpanDropEvent``, an ``ExceptionEvent`` before the
 first chunk) are not charged. Nested LLM events (``CustomLLM.chat`` calling ``complete``,
 ``CustomLLM.astream_chat`` iterating ``stream_chat``) are one provider call: only the innermost
-is recorded.
+is recorded. A stream the garbage collector closes (abandoned inside a reference cycle) is
+recorded a moment later by a worker thread (:mod:`tokenbudget_core.finalizing`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from tokenbudget_core.attribution import Attribution, current_attribution
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError
 from tokenbudget_core.estimating import unknown_model_counter
+from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, check_budget_options, refuses_usage
 from tokenbudget_core.routing import routed_model
 from tokenbudget_core.streams import estimate_output_tokens
@@ -166,7 +168,13 @@ class CostEventHandler(BaseEventHandler):
 
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
         """Track LLM start, progress and end events; record the cost at the end (errors are logged)."""
-        caller = caller_frame(2)  # the LLM wrapper that called Dispatcher.event
+        if collecting():  # a stream the garbage collector closed, maybe inside a lock we need: later
+            defer(self._handle_logged, event, None)
+            return
+        start_worker()  # for ends the garbage collector delivers (a forked child starts its own)
+        self._handle_logged(event, caller_frame(2))  # the LLM wrapper that called Dispatcher.event
+
+    def _handle_logged(self, event: BaseEvent, caller: FrameType | None) -> None:
         try:
             self._handle(event, caller)
         except Exception:

@@ -1,0 +1,96 @@
+"""Event ends that arrive from the garbage collector run in a thread of their own.
+
+A stream its consumer abandoned ends its LLM event when the generator is closed. When the
+abandoned generator sits in a reference cycle (a kept exception's traceback, an object that
+refers to itself), Python's cyclic garbage collector closes it, at whatever allocation happened
+to trigger a collection, in the thread that made that allocation: possibly while that thread is
+half way through a ledger call, holding a lock of a handler, of the in-memory store, or of a
+store's client library (redis-py's connection pool). Settling the abandoned call right there
+would wait for that lock forever: the thread holding it is the one waiting.
+
+The framework adapters ask :func:`collecting` when an event ends; in a collection they hand the
+work (with what must be read there and then, such as the stream's last chunk) to :func:`defer`,
+which queues it for a worker thread: a queue put takes no lock a collection could interrupt.
+The worker runs it a moment later, outside the collecting thread's locks, so the abandoned call
+is charged or released all the same. :func:`wait_deferred` waits for what was queued.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["collecting", "defer", "start_worker", "wait_deferred"]
+
+logger = logging.getLogger("tokenbudget.finalizing")
+
+_collector: int | None = None
+"""The thread running the cyclic garbage collector now (one at a time), else ``None``."""
+
+
+def _note_collection(phase: str, info: dict[str, int]) -> None:
+    global _collector
+    _collector = threading.get_ident() if phase == "start" else None
+
+
+gc.callbacks.append(_note_collection)
+
+
+def collecting() -> bool:
+    """Whether this thread is running a garbage collection now (finalizers included): code
+    that takes locks must :func:`defer` its work instead."""
+    return _collector is not None and _collector == threading.get_ident()
+
+
+_queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+_worker_started = False
+
+
+def _after_fork_in_child() -> None:
+    global _worker_started
+    _worker_started = False  # the worker thread did not come along
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def defer(fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(*args)`` in the worker thread (started by :func:`start_worker`, which the
+    adapters call as a handler is made and as each call starts). Safe inside a collection: a
+    ``SimpleQueue`` put takes no lock. An exception ``fn`` raises is logged."""
+    _queue.put((fn, args))
+
+
+def start_worker() -> None:
+    """Start this process's worker thread unless it runs (a forked child starts its own).
+    Never from inside a collection: starting a thread takes the ``threading`` module's locks."""
+    global _worker_started
+    if _worker_started:
+        return
+    _worker_started = True
+    threading.Thread(target=_work, name="tokenbudget-deferred", daemon=True).start()
+
+
+def _work() -> None:
+    while True:
+        fn, args = _queue.get()
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("tokenbudget: deferred work %r failed", getattr(fn, "__qualname__", fn))
+
+
+def wait_deferred(timeout: float | None = None) -> bool:
+    """Wait until the work deferred so far has run; ``False`` when ``timeout`` seconds passed
+    first (or no worker runs in this process)."""
+    if not _worker_started:
+        return _queue.empty()
+    done = threading.Event()
+    _queue.put((done.set, ()))
+    return done.wait(timeout)
