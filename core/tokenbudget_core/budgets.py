@@ -75,6 +75,26 @@ def _usd(where: str, value: object) -> Decimal | None:
     return d
 
 
+def _spent(where: str, value: object) -> Decimal:
+    """``value``, an amount already spent, as a ``Decimal``: a non-negative ``Decimal``, int or
+    decimal string (a float is refused: it cannot hold most cents exactly)."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        kind = "a float" if isinstance(value, float) else "None" if value is None else type(value).__name__
+        raise InvalidInputError(
+            where,
+            f"must be an amount of USD (a Decimal, int or decimal string), not {kind}",
+            value=value,
+            fix="pass a Decimal, e.g. Decimal('0.25'), or Decimal(0) at the start of a run",
+        )
+    try:
+        d = Decimal(value)
+    except (InvalidOperation, ValueError) as e:
+        raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value) from e
+    if not d.is_finite() or d < 0:
+        raise InvalidInputError(where, "must be a non-negative, finite amount of USD", value=value)
+    return d
+
+
 def _tokens(where: str, value: object) -> int | None:
     if value is None:
         return None
@@ -181,10 +201,34 @@ class RunBudget:
     def check(self, reservation: Reservation, *, tokens_used: int, usd_used: Decimal) -> None:
         """Raise when the reserved worst case of the next call would break a cap.
 
+        Args:
+            reservation: The next call's reservation, from ``ledger.reserve()``.
+            tokens_used: Input plus output tokens the group has used so far (``0`` at its start).
+            usd_used: USD the group has spent so far: a ``Decimal`` (or an int or decimal string).
+
         Raises:
             BudgetExceededError: ``max_run_tokens`` or ``max_run_usd`` would be exceeded.
             UnpricedModelError: A dollar cap applies and the model has no price.
+            InvalidInputError: ``reservation`` is not a reservation, ``tokens_used`` is not a
+                non-negative int or ``usd_used`` not a non-negative amount (a float included).
         """
+        from .ledger_records import Reservation  # here: ledger_records imports this module
+
+        if not isinstance(reservation, Reservation):
+            raise InvalidInputError(
+                "reservation",
+                f"must be a Reservation, not {type(reservation).__name__}",
+                value=reservation,
+                fix="pass what ledger.reserve() returned for the next call",
+            )
+        if isinstance(tokens_used, bool) or not isinstance(tokens_used, int) or tokens_used < 0:
+            raise InvalidInputError(
+                "tokens_used",
+                "must be a non-negative integer: the tokens the run has used so far",
+                value=tokens_used,
+                fix="pass 0 at the start of a run",
+            )
+        usd_used = _spent("usd_used", usd_used)
         r = reservation
         scope = f"this run (feature={r.feature or '-'} user={r.user or '-'})"
         worst = r.input_tokens + r.max_output_tokens
