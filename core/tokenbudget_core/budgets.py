@@ -55,13 +55,18 @@ STEPS: tuple[Step, ...] = (
 def _usd(where: str, value: object) -> Decimal | None:
     if value is None:
         return None
-    if isinstance(value, bool | float):
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        # Not Decimal(value) on anything else: it reads a sequence as (sign, digits, exponent),
+        # so the TOML array [0, [5], 3] would be $5000.
         raise InvalidInputError(
-            where, "money must be a Decimal, int or decimal string, not a float", value=value
+            where,
+            f"money must be a Decimal, int or decimal string, not {_kind(value)}",
+            value=value,
+            fix='write the amount as a decimal string, e.g. "5.00" (quoted, in TOML)',
         )
     try:
-        d = Decimal(value)  # type: ignore[arg-type]
-    except (InvalidOperation, TypeError, ValueError) as e:
+        d = Decimal(value)
+    except (InvalidOperation, ValueError) as e:
         raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value) from e
     if not d.is_finite() or d < 0:
         raise InvalidInputError(where, "must be a non-negative amount", value=value)
@@ -351,14 +356,22 @@ class BudgetPolicy:
 _TOML_TYPES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
 
 
+def _kind(value: object) -> str:
+    """What ``value`` is, in TOML's words where it has them: ``a float``, ``an array``, ``a table``."""
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, tuple):
+        return "an array"
+    return _TOML_TYPES.get(type(value), f"a {type(value).__name__}")
+
+
 def _table(where: str, raw: object, fix: str) -> Mapping[str, Any]:
     """``raw`` if it is a TOML table (``None``: an empty one), else the error naming ``where`` and how
     to write it."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        kind = _TOML_TYPES.get(type(raw), f"a {type(raw).__name__}")
-        raise InvalidInputError(where, f"must be a table, not {kind}", value=raw, fix=fix)
+        raise InvalidInputError(where, f"must be a table, not {_kind(raw)}", value=raw, fix=fix)
     return raw
 
 

@@ -1,0 +1,72 @@
+"""Money in a budget policy is a scalar amount: a TOML array, a table or a boolean is refused with
+the key named, never read as some other amount (``Decimal`` reads a sequence as a sign, digits
+and an exponent: ``[0, [5], 3]`` would be $5000)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cli_support import assert_one_line_error, run
+from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, RunBudget, load_policy
+from tokenbudget_core.cli import EXIT_BAD_INPUT
+from tokenbudget_core.errors import InvalidInputError
+
+NOT_MONEY = [
+    ("[0, [5], 3]", "an array"),
+    ("[0, [5], 0]", "an array"),
+    ("[]", "an array"),
+    ("{ amount = 5 }", "a table"),
+    ("true", "a boolean"),
+    ("0.5", "a float"),
+]
+
+
+@pytest.mark.parametrize(("toml", "kind"), NOT_MONEY)
+@pytest.mark.parametrize(
+    ("where", "template"),
+    [
+        ("daily_usd", "daily_usd = {}\n"),
+        ("user_daily_usd", "user_daily_usd = {}\n"),
+        ("features.support.user_daily_usd", "[features.support]\nuser_daily_usd = {}\n"),
+        ("features.support.feature_daily_usd", "[features.support]\nfeature_daily_usd = {}\n"),
+        ("default_feature.feature_daily_usd", "[default_feature]\nfeature_daily_usd = {}\n"),
+    ],
+)
+def test_toml_money_that_is_not_an_amount_is_refused(
+    tmp_path: Path, where: str, template: str, toml: str, kind: str
+) -> None:
+    path = tmp_path / "budgets.toml"
+    path.write_text(template.format(toml), encoding="utf-8")
+    with pytest.raises(InvalidInputError) as caught:
+        load_policy(path)
+    assert caught.value.field == where
+    assert kind in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [(0, (5,), 3), [0, [5], 3], (0, (5,), 0), {"usd": 5}])
+def test_code_money_that_is_not_an_amount_is_refused(value: object) -> None:
+    for build, field in (
+        (lambda: BudgetPolicy(daily_usd=value), "daily_usd"),  # type: ignore[arg-type]
+        (lambda: FeatureBudget(user_daily_usd=value), "user_daily_usd"),  # type: ignore[arg-type]
+        (lambda: RunBudget(max_usd=value), "max_usd"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidInputError) as caught:
+            build()
+        assert caught.value.field == field
+
+
+@pytest.mark.parametrize("amount", [Decimal("5.25"), 5, "5.25"])
+def test_amounts_are_still_accepted(amount: object) -> None:
+    assert BudgetPolicy(daily_usd=amount).daily_usd == Decimal(amount)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("isolated")
+def test_budgets_command_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "budgets.toml"
+    path.write_text("daily_usd = [0, [5], 3]\n", encoding="utf-8")
+    store = tmp_path / "never-opened.db"
+    result = run("budgets", "--store", f"sqlite:///{store}", "--policy", str(path))
+    assert_one_line_error(result, EXIT_BAD_INPUT, "daily_usd", "an array")
