@@ -378,7 +378,8 @@ def _table(where: str, raw: object, fix: str) -> Mapping[str, Any]:
 def _read_toml(source: str | os.PathLike[str]) -> Mapping[str, Any]:
     path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8")  # TOML is UTF-8 by definition, whatever the locale
+        # TOML is UTF-8 by definition, whatever the locale; a BOM (Notepad, PowerShell) is skipped.
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise InvalidInputError("policy_file", f"cannot read {str(path)!r}: {e.strerror}") from e
     except UnicodeDecodeError as e:
