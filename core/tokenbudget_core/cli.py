@@ -10,6 +10,7 @@ as one ``error: ...`` line on stderr, without a traceback, and mapped to an exit
 from __future__ import annotations
 
 import codecs
+import errno
 import json
 import os
 import re
@@ -60,6 +61,9 @@ EXIT_UNPRICED = 3
 EXIT_UNAVAILABLE = 4
 """A resource is unavailable (tiktoken encoding file, provider counting API, optional extra, ledger store,
 the address ``serve`` is to listen on)."""
+_EXIT_PIPE_CLOSED = 141
+"""Stdout was closed before the output ended (``tokenbudget report | head``): what a shell reports
+for a command that ``SIGPIPE`` ended (128 + 13)."""
 
 _EXIT_CODES_HELP = """
 \b
@@ -71,6 +75,7 @@ Exit codes:
   3  the model has no known price
   4  a resource is unavailable (tiktoken encoding, provider API, optional extra,
      the ledger store, the port serve is to listen on)
+  141  stdout was closed before the output ended (piped into head)
 """
 
 
@@ -149,6 +154,31 @@ class _Group(click.Group):
             raise _cli_error(_named_by_flag(e)) from e
         except TokenBudgetError as e:
             raise _cli_error(e) from e
+        except BrokenPipeError as e:  # the reader left (`| head`): stop quietly, nothing to report
+            _discard_stdout()
+            raise click.exceptions.Exit(_EXIT_PIPE_CLOSED) from e
+
+
+class _Console(Console):
+    """A rich console whose closed stdout is the CLI's to handle (rich's own exits with code 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more to write
+        raise BrokenPipeError(errno.EPIPE, "stdout was closed")
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so what is still buffered for the closed pipe is dropped
+    when the process exits instead of failing again (as the Python docs on SIGPIPE advise)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test runner's buffer)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 _FLAGS = {
@@ -427,7 +457,7 @@ def cost(
         table.add_row("request fee", f"{usage.requests} req", format_usd(b.request_cost))
     table.add_section()
     table.add_row("total", f"{usage.total_tokens:,}", format_usd(b.total))
-    Console(soft_wrap=False).print(table)
+    _Console(soft_wrap=False).print(table)
 
 
 def _tokens(flag: str, value: str) -> int:
@@ -492,7 +522,7 @@ def demo(
     if live:
         check_live()
     total = n_users * n_turns * len(STAGES)
-    console = Console(soft_wrap=False)
+    console = _Console(soft_wrap=False)
     progress = Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -562,7 +592,7 @@ def explain(*, model: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        Console(soft_wrap=False).print(render_demo(report))
+        _Console(soft_wrap=False).print(render_demo(report))
 
 
 # -- report and budgets ---------------------------------------------------------------------------
@@ -721,7 +751,7 @@ def _print_tables(*tables: Table) -> None:
         terminal = sys.stdout.isatty()
     except (AttributeError, ValueError):  # no stdout, or a closed one
         terminal = False
-    console = Console(soft_wrap=False, width=None if terminal else _UNLIMITED_WIDTH)
+    console = _Console(soft_wrap=False, width=None if terminal else _UNLIMITED_WIDTH)
     for table in tables:
         console.print(table, crop=False)
 
