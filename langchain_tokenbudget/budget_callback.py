@@ -69,10 +69,15 @@ is the one in force (:func:`~tokenbudget_core.routing.routed_call`): a call to t
 (or one naming no model) is the routed call; a call to another model inside it (a summary) is
 charged on its own model and records no routing.
 
-A cancelled async call (its task cancelled mid-flight) gets no ``on_llm_error`` from
-LangChain: its reservation is held until the ledger's lease expires (``lease_seconds``), and
-the handler forgets it once it has been idle for ten leases (swept at most once a lease, when
-calls or chains start), or, when more than 10,000 runs are open, the oldest first. A call that
+A cancelled async call (its task cancelled mid-flight: a timeout, a cancelled ``abatch``, a
+call cancelled while its rate limiter made it wait) gets no ``on_llm_error`` from LangChain:
+the handler watches the asyncio task each call started in, and when that task is cancelled or
+fails with the call still open, it releases the reservation, or charges the flagged estimate
+of what the call streamed (the ``generate()`` path: the provider produced it). A call left open
+by a task that ended normally (one that caught the cancellation itself, or ``asyncio.timeout()``
+around a call in a longer task) is held until the ledger's lease expires (``lease_seconds``),
+and the handler forgets it once it has been idle for ten leases (swept at most once a lease,
+when calls or chains start), or, when more than 10,000 runs are open, the oldest first. A call that
 runs longer than a lease without streaming is still charged when it ends (the ledger takes a
 late commit); one the handler has forgotten by then cannot be. A chain's payer is kept as
 long, counted from when the chain or a run inside it last started.
@@ -418,6 +423,9 @@ class _Run:
     next: _Run | None = None
     """A run started under the same run id while this one was open (a reused ``config["run_id"]``):
     the runs of one id settle in the order they started, so none is left unsettled."""
+    watch: tuple[asyncio.Task[Any], Callable[..., None]] | None = None
+    """The asyncio task that started the run and the done-callback that ends the run if that
+    task is cancelled or fails with the run still open (see :meth:`_BudgetHandler._watch`)."""
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -786,11 +794,14 @@ class _BudgetHandler:
         now = time.monotonic()
         run = _Run(reservation=reservation, counter=counter, touched=now)
         with self._lock:
-            if run_id not in self._runs:
+            kept = run_id not in self._runs
+            if kept:
                 if now >= self._sweep_at or len(self._runs) >= _MAX_OPEN:
                     self._sweep(now)
                 self._runs[run_id] = run
-                return True
+        if kept:
+            self._watch(run_id, run)
+            return True
         # A call reusing this run id started meanwhile and reserved under the same id: the
         # ledger returned that reservation (a live id's), which is that call's; the general path
         # reserves this call under the next free id.
@@ -815,6 +826,8 @@ class _BudgetHandler:
             if usage is None:
                 self._runs[run_id] = run  # put back for the general reading
                 return False
+            if run.watch is not None:
+                _unwatch(run)
         self.ledger.settle(run.reservation, usage, counter=run.counter, premium_model=run.premium_model)
         return True
 
@@ -892,6 +905,7 @@ class _BudgetHandler:
                     return False
                 batch.runs.append(run_id)
             self._push(run_id, run)
+        self._watch(run_id, run)
         return True
 
     def _sweep(self, now: float) -> None:
@@ -972,9 +986,36 @@ class _BudgetHandler:
     def _pop(self, run_id: UUID) -> _Run | None:
         """Close the oldest run open under ``run_id`` (lock held)."""
         run = self._runs.pop(run_id, None)
-        if run is not None and run.next is not None:
-            self._runs[run_id] = run.next
+        if run is not None:
+            if run.next is not None:
+                self._runs[run_id] = run.next
+            if run.watch is not None:
+                _unwatch(run)
         return run
+
+    def _watch(self, run_id: UUID, run: _Run) -> None:
+        """When the run started in an asyncio task, end it if that task is cancelled or fails
+        with the run still open: LangChain calls no ``on_llm_error`` for a cancelled
+        ``ainvoke`` / ``abatch`` (a timeout), nor for a call cancelled while its rate limiter
+        made it wait; its reservation would be held until its lease ends."""
+        loop = asyncio._get_running_loop()
+        task = None if loop is None else asyncio.current_task(loop)
+        if task is None:
+            return
+        ended = functools.partial(self._task_ended, run_id, run)
+        run.watch = (task, ended)
+        task.add_done_callback(ended)
+
+    def _task_ended(self, run_id: UUID, run: _Run, task: asyncio.Task[Any]) -> None:
+        """The task ``run`` started in is done (in the event loop): a cancelled or failed task
+        with the run still open releases it, or charges the flagged estimate of what it streamed."""
+        if not task.cancelled() and task.exception() is None:
+            return  # done normally: its runs end by their own events (or the sweep)
+        with self._lock:
+            if self._runs.get(run_id) is not run:
+                return
+            run.watch = None  # (this callback is running)
+        self._finish(self._settle(run_id, None, failed=True))
 
     # -- multi-prompt calls (see _Batch) ----------------------------------------------------------
 
@@ -1104,6 +1145,14 @@ class _BudgetHandler:
                 cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
                 premium_model=s.premium_model,
             )  # fmt: skip
+
+
+def _unwatch(run: _Run) -> None:
+    """The run ended: its task's done-callback is not needed (a long-lived task making many
+    calls would keep one per call)."""
+    task, ended = run.watch  # type: ignore[misc]
+    run.watch = None
+    task.remove_done_callback(ended)
 
 
 def _plain_reply(response: LLMResult | None) -> AIMessage | None:

@@ -222,8 +222,10 @@ class Slow(GenericFakeChatModel):
 
 
 def test_cancelled_async_calls_are_forgotten_once_their_lease_is_over(tmp_path: Path) -> None:
-    """LangChain never ends a cancelled ``ainvoke``: its run is dropped once idle for ten leases,
-    when later calls start, instead of being held by a long-lived handler forever."""
+    """LangChain never ends a cancelled ``ainvoke``. Cancelled under ``asyncio.timeout()`` in a
+    task that goes on (so the task's end cannot end it: see test_lc_cancelled_calls), its run is
+    dropped once idle for ten leases, when later calls start, instead of being held by a
+    long-lived handler forever."""
     ledger = make_ledger(tmp_path, lease_seconds=0.05)
     handler = AsyncBudgetCallbackHandler(ledger, model="gpt-4o-mini", user="u")
     slow, fast = Slow(), GenericFakeChatModel(messages=iter([reply(), reply()]))
@@ -231,7 +233,8 @@ def test_cancelled_async_calls_are_forgotten_once_their_lease_is_over(tmp_path: 
     async def main() -> None:
         for i in range(30):
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(slow.ainvoke(f"question {i}", config={"callbacks": [handler]}), 0.001)
+                async with asyncio.timeout(0.001):
+                    await slow.ainvoke(f"question {i}", config={"callbacks": [handler]})
         assert 0 < len(handler._runs) <= 30
         await asyncio.sleep(0.12)  # every lease is over: the runs are kept for ten leases
         await fast.ainvoke("one more", config={"callbacks": [handler]})

@@ -1,0 +1,148 @@
+"""Async calls cancelled mid-flight (a timeout) hold nothing once their task ends.
+
+LangChain calls no ``on_llm_error`` when the task of an ``ainvoke`` / ``abatch`` is cancelled,
+nor when a call is cancelled while its rate limiter makes it wait (the start event, where the
+handler reserves, comes first). The handlers end such a run when its task ends: released when
+nothing came back, else charged the flagged estimate of what was streamed. Real LangChain runs,
+our handlers, a real ledger; the model is a LangChain fake that takes its time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.rate_limiters import InMemoryRateLimiter
+
+from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler
+from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.counting import TokenCounter
+from tokenbudget_core.ledger import Ledger
+
+HANDLERS = [BudgetCallbackHandler, AsyncBudgetCallbackHandler]
+MAX_OUT = 1_000
+REPLY = AIMessage("fine", usage_metadata={"input_tokens": 9, "output_tokens": 1, "total_tokens": 10})
+
+
+class Slow(GenericFakeChatModel):
+    """Answers after ``delay`` seconds; streams three words, then stalls for as long."""
+
+    delay: float = 30.0
+    streaming: bool = False
+    """``ainvoke`` streams (LangChain's generate path), as providers' ``streaming=True``."""
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        await asyncio.sleep(self.delay)
+        return await super()._agenerate(messages, *args, **kwargs)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for word in ("one ", "two ", "three "):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(word))
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(word, chunk=chunk)
+            yield chunk
+        await asyncio.sleep(self.delay)
+
+
+def ledger() -> Ledger:
+    """Room for two calls' worst case, not three: calls held after a timeout soon refuse the next."""
+    return Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=2 * (MAX_OUT + 20)))
+
+
+def held(led: Ledger) -> tuple[int, int]:
+    """(spent, reserved) tokens of user ``u`` today."""
+    ((spent, reserved),) = led.store.totals(led.day(), [("U/u", "tokens")], 0).values()
+    return int(spent), int(reserved)
+
+
+def handler_for(handler_class: Any, led: Ledger) -> Any:
+    return handler_class(led, model="gpt-4o-mini", user="u", max_output_tokens=MAX_OUT)
+
+
+async def settled() -> None:
+    """Let the event loop run the done-callbacks of the tasks that just ended."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+async def test_ainvoke_cancelled_by_a_timeout_holds_nothing(handler_class: Any) -> None:
+    led = ledger()
+    model = Slow(messages=itertools.repeat(REPLY), callbacks=[handler_for(handler_class, led)])
+    for _ in range(3):  # three timeouts in a row: each would hold a worst case until its lease ended
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(model.ainvoke("hi"), 0.05)
+        await settled()
+        assert held(led) == (0, 0)
+    model.delay = 0
+    assert (await model.ainvoke("hi")).content == "fine"  # the budget is whole: the call goes out
+    assert held(led) == (10, 0)
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+async def test_abatch_cancelled_by_a_timeout_holds_nothing(handler_class: Any) -> None:
+    led = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=10**6))
+    model = Slow(messages=itertools.repeat(REPLY), callbacks=[handler_for(handler_class, led)])
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(model.abatch(["a", "b", "c"]), 0.05)
+    await settled()
+    assert held(led) == (0, 0)
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+async def test_a_call_cancelled_while_its_rate_limiter_waits_holds_nothing(handler_class: Any) -> None:
+    led = ledger()
+    limiter = InMemoryRateLimiter(requests_per_second=0.1, check_every_n_seconds=0.01, max_bucket_size=1)
+    model = Slow(
+        messages=itertools.repeat(REPLY),
+        delay=0,
+        rate_limiter=limiter,
+        callbacks=[handler_for(handler_class, led)],
+    )
+    with pytest.raises(TimeoutError):  # its bucket starts empty: the call waits, and is never sent
+        await asyncio.wait_for(model.ainvoke("hi"), 0.1)
+    await settled()
+    assert held(led) == (0, 0)
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+async def test_a_streaming_ainvoke_cancelled_after_output_is_charged_the_estimate(handler_class: Any) -> None:
+    led = ledger()
+    model = Slow(
+        messages=itertools.repeat(REPLY), streaming=True, callbacks=[handler_for(handler_class, led)]
+    )
+    with pytest.raises(TimeoutError):  # three words streamed (the generate path), then it stalls
+        await asyncio.wait_for(model.ainvoke("hi"), 0.1)
+    await settled()
+    spent, reserved = held(led)
+    assert reserved == 0
+    assert spent > 0  # the provider produced output: it was billed
+    (row,) = led.store.rollup([led.day()])
+    assert (row.values["requests"], row.values["estimated"]) == (1, 1)
+    assert row.values["output_tokens"] == TokenCounter.for_model("gpt-4o-mini").count("one two three ")
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+async def test_a_long_lived_task_keeps_no_callback_per_finished_call(handler_class: Any) -> None:
+    led = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=10**6))
+    model = Slow(messages=itertools.repeat(REPLY), delay=0, callbacks=[handler_for(handler_class, led)])
+    task = asyncio.current_task()
+    assert task is not None
+    before = len(getattr(task, "_callbacks", []))
+    for _ in range(20):
+        await model.ainvoke("hi")
+    assert len(getattr(task, "_callbacks", [])) == before  # each call's watch is gone with it
+    assert held(led) == (200, 0)
