@@ -912,6 +912,8 @@ def budgets(
 
     policy = load_policy(policy_path)
     features: list[str | None] = [feature] if feature else [*sorted(policy.features)] or [None]
+    if feature and feature not in policy.features:
+        click.echo(_visible(_unconfigured(feature, policy_path, sorted(policy.features))), err=True)
     with _opened_store(_namespaced(store_url, namespace)) as store:
         ledger = Ledger(store, policy=policy, timezone=tz)
         today = ledger.day()
@@ -949,6 +951,20 @@ def budgets(
     for s in steps:
         who = f"{s['feature'] or '(no feature)'}{f' user {user}' if user else ''}"
         click.echo(f"ladder step for {_shown(who)}: {s['step']}")
+
+
+def _unconfigured(feature: str, policy_path: str, configured: list[str]) -> str:
+    """The note for ``budgets --feature`` naming a feature the policy has no entry for: its
+    default limits apply, which a typo would make easy to miss."""
+    import difflib
+
+    key = feature if re.fullmatch(r"[A-Za-z0-9_-]+", feature) else json.dumps(feature, ensure_ascii=False)
+    note = f"note: {policy_path} has no [features.{key}] entry, so the default limits apply to it"
+    if not configured:
+        return f"{note}; it configures no features."
+    close = difflib.get_close_matches(feature, configured, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"{note}; the features it configures: {', '.join(configured)}.{hint}"
 
 
 @cli.command(epilog=_EXIT_CODES_HELP)
