@@ -684,13 +684,32 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
     except BudgetUnavailableError as e:
         damaged = _not_a_database(e)
         if damaged is None:
-            raise
+            raise _for_reading(e) from e
         raise InvalidInputError(
             "--store",
             f"{url[len(prefix) :]!r} is not a SQLite ledger ({damaged})",
             value=redact_url(url),
             fix="pass the ledger file your app records to (sqlite:///path/to/ledger.db)",
         ) from e
+
+
+_SENDING = str(BudgetUnavailableError("", "")).partition("(); ")[2]
+"""The end of an unreachable store's message when a call was on its way (it was not sent)."""
+
+
+def _for_reading(error: BudgetUnavailableError) -> BudgetUnavailableError:
+    """``error`` saying what it means for a command that only reads: nothing was read (not that a
+    call was not sent, nor to choose ``on_unavailable``, which applies to apps' calls)."""
+    text, start = str(error), f"budget store {error.store} is unreachable ("
+    end = f"); {_SENDING}"
+    if not (text.startswith(start) and text.endswith(end)):
+        return error
+    return BudgetUnavailableError(
+        error.store,
+        text[len(start) : -len(end)],
+        consequence="nothing was read. Check that the store is up and that --store (or "
+        "$TOKENBUDGET_STORE) names the one your app records to, then retry.",
+    )
 
 
 def _not_a_database(error: BaseException) -> sqlite3.DatabaseError | None:
