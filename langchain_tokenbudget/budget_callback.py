@@ -7,8 +7,9 @@ sent. After the call the usage the provider reported is committed (an estimate, 
 it reported none); when the call fails before any output the reservation is released, and a
 stream that breaks off after output is charged a flagged estimate (the request was sent): the
 counted input plus the text streamed so far, which the handler gathers from
-``on_llm_new_token`` while the run is in flight, since on ``generate()`` paths (``invoke`` of a
-``streaming=True`` model, as agents run models) ``on_llm_error`` carries no partial reply. Prices,
+``on_llm_new_token`` and, for the v3 protocol (``stream_events(version="v3")``), from
+``on_stream_event`` while the run is in flight, since on ``generate()`` and v3 paths (``invoke``
+of a ``streaming=True`` model, as agents run models) ``on_llm_error`` carries no partial reply. Prices,
 limits and attribution rules all live in the ledger (:meth:`~tokenbudget_core.ledger.Ledger.settle`):
 the handler only translates LangChain events.
 
@@ -266,6 +267,28 @@ def streamed_text(token: object, chunk: object) -> str:
     return text
 
 
+_DELTA_TEXT = {"text-delta": "text", "reasoning-delta": "reasoning", "tool-call-delta": "args"}
+"""The key of the billed output each kind of v3 ``content-block-delta`` carries."""
+
+
+def stream_event_text(event: object) -> str:
+    """The output one v3 protocol event (``stream_events(version="v3")``, ``on_stream_event``)
+    carries: the text, reasoning or tool-call arguments of a ``content-block-delta``, else ""."""
+    if type(event) is not dict or event.get("event") != "content-block-delta":
+        return ""
+    delta = event.get("delta")
+    key = _DELTA_TEXT.get(delta.get("type")) if isinstance(delta, dict) else None  # type: ignore[arg-type]
+    text = delta.get(key) if key is not None else None  # type: ignore[union-attr]
+    return text if isinstance(text, str) else ""
+
+
+def streamed_estimate(tokens: Sequence[str] | None, events: Sequence[str] | None) -> str:
+    """The text a broken-off stream produced: from its tokens (``on_llm_new_token``) or its v3
+    events (``on_stream_event``), whichever saw more (a provider may report through one, the
+    other or both)."""
+    return max("".join(tokens or ()), "".join(events or ()), key=len)
+
+
 def reply_text(messages: Sequence[BaseMessage]) -> str:
     """The text and tool-call arguments of model replies, for estimating their output tokens."""
     parts = [str(m.text) for m in messages]
@@ -414,6 +437,8 @@ class _Run:
     streamed: list[str] | None = None
     """The text streamed so far (``on_llm_new_token``): estimates the output of a stream that
     breaks off on the ``generate()`` path, whose ``on_llm_error`` carries no partial reply."""
+    evented: list[str] | None = None
+    """The output streamed so far as v3 protocol events (``on_stream_event``): the same use."""
     seq: int = 0
     """How many runs under the same run id were open before this one: its request id's suffix."""
     batch: _Batch | None = None
@@ -1093,6 +1118,20 @@ class _BudgetHandler:
             else:
                 run.streamed.append(text)
 
+    def _event(self, run_id: UUID, event: object) -> None:
+        """A v3 protocol event: keep the output it carries (see :func:`stream_event_text`)."""
+        text = stream_event_text(event)
+        if not text:
+            return
+        run = self._runs.get(run_id)
+        if run is None:
+            return
+        run.touched = time.monotonic()
+        if run.evented is None:
+            run.evented = [text]
+        else:
+            run.evented.append(text)
+
     def _settle(self, run_id: UUID, response: LLMResult | None, *, failed: bool) -> _Settle | None:
         """What the ledger needs to close the run (``None``: not ours, or settled already)."""
         if self._payers:  # the router's own run (generate() paths) noted its payer
@@ -1123,8 +1162,8 @@ class _BudgetHandler:
         if usage is None and response is not None and not run.batched:
             usage = llm_output_usage(response.llm_output)
         text = reply_text(replies) if usage is None else ""  # only an estimate reads the text
-        if failed and usage is None and not text and run.streamed:
-            text = "".join(run.streamed)  # generate() paths: the error carries no partial reply
+        if failed and usage is None and not text and (run.streamed or run.evented):
+            text = streamed_estimate(run.streamed, run.evented)  # the error carries no partial reply
         premium = run.premium_model or premium_model_of(route_of(replies))
         return _Settle(run.reservation, usage, text, failed, run.counter, cache_hit_of(replies), premium)
 
@@ -1287,6 +1326,10 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
         """Keep a Claude stream's latest running total, and the text streamed so far."""
         self._chunk(run_id, token, chunk)
 
+    def on_stream_event(self, event: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Keep the output a v3 protocol stream (``stream_events(version="v3")``) delivered so far."""
+        self._event(run_id, event)
+
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the usage the provider reported (idempotent per run)."""
         if not self._end_plain(run_id, response):
@@ -1348,6 +1391,7 @@ _SYNC_TWINS = frozenset(
         "on_chat_model_start",
         "on_llm_start",
         "on_llm_new_token",
+        "on_stream_event",
         "on_llm_end",
         "on_llm_error",
         "on_chain_start",
@@ -1401,6 +1445,10 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
     async def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
         """Keep a Claude stream's latest running total, and the text streamed so far."""
         self._chunk(run_id, token, chunk)
+
+    async def on_stream_event(self, event: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Keep the output a v3 protocol stream (``astream_events(version="v3")``) delivered so far."""
+        self._event(run_id, event)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the usage the provider reported (idempotent per run)."""

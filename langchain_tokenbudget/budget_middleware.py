@@ -88,6 +88,8 @@ from .budget_callback import (
     reported,
     route_of,
     running_total,
+    stream_event_text,
+    streamed_estimate,
 )
 from .messages import to_core_request
 
@@ -134,6 +136,11 @@ class _RunningTotals(BaseCallbackHandler):
         self.finished: list[dict[str, Any]] = []
         self.replies: list[BaseMessage] = []
         self.streamed: list[str] = []
+        self.evented: list[str] = []
+
+    def on_stream_event(self, event: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        if text := stream_event_text(event):
+            self.evented.append(text)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
         if isinstance(token, str) and token:
@@ -159,7 +166,7 @@ class _RunningTotals(BaseCallbackHandler):
         usage = reported(self.replies, self.finished, marked_ttl=marked_ttl)
         model, premium = _routed(self.replies, route)
         return {
-            "reply_text": "".join(self.streamed),
+            "reply_text": streamed_estimate(self.streamed, self.evented),
             "reported": usage,
             "model": model,
             "premium_model": premium,
