@@ -83,6 +83,10 @@ runs longer than a lease without streaming is still charged when it ends (the le
 late commit); one the handler has forgotten by then cannot be. A chain's payer is kept as
 long, counted from when the chain or a run inside it last started.
 
+A sync v3 stream (``stream_events(version="v3")``) its consumer stops iterating ends no run:
+LangChain's ``ChatModelStream`` has no ``close()``; its reservation lasts until its lease ends
+(the async one's ``aclose()`` ends it).
+
 A stream abandoned inside a reference cycle is closed by the garbage collector, at any
 allocation, maybe while this thread holds a lock its ``on_llm_error`` needs: that end is
 settled a moment later by a worker thread (:mod:`tokenbudget_core.finalizing`).

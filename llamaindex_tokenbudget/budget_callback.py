@@ -246,6 +246,17 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     handlers may raise from ``on_event_start``, list this one last, so that a call they stop
     leaves no reservation behind.
 
+    Use one handler per ledger for the LLMs that call each other: nested events are recognised
+    among the calls of one handler, so a ``StructuredLLM`` whose events reach a handler in
+    ``Settings`` and whose inner LLM has a second handler of the same ledger is charged by
+    both. Put it where the provider call is (the inner LLM, or ``Settings``): a handler on the
+    ``StructuredLLM`` alone sees only the caller's messages (not the schema the program adds)
+    and a parsed object instead of the provider's usage, so it charges an estimate.
+
+    A call cancelled while the LLM's ``rate_limiter`` makes it wait (``achat`` under a timeout)
+    ends no event (LlamaIndex starts the event before the wait, outside the ``try`` that ends
+    it): its reservation lasts until its lease ends.
+
     Args:
         ledger: The core ledger that prices, limits and attributes.
         model: The model to count and price with; default: the LLM's own ``model`` or
