@@ -1273,7 +1273,11 @@ class Ledger:
             at: When the call happened (epoch seconds, or a datetime with a time zone; default
                 now). It decides the ledger day the usage is charged to, and idempotency holds per
                 day: a retry that passes the same ``at`` is applied once even after midnight,
-                and usage recorded late (from a queue) lands on the day it was spent.
+                and usage recorded late (from a queue) lands on the day it was spent. A
+                conversation is counted once per day and feature for three days: usage of it
+                recorded for a day more than three days after its first record of that day
+                counts it again in cost per conversation (the marks would otherwise grow with
+                every conversation ever held).
             unknown_model: What to do when the registry does not know ``model``: ``"error"``
                 (the default) raises; ``"unpriced"`` records the tokens and attribution with no
                 cost, counted in reports' ``unpriced_requests`` (never as $0), for callers that
