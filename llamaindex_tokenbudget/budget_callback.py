@@ -44,6 +44,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import CodeType, FrameType
@@ -226,6 +227,11 @@ def streamed_chunk(key: str, value: str) -> ChatResponse | CompletionResponse | 
     return None
 
 
+_HANDLERS: weakref.WeakSet[BudgetCallbackHandler] = weakref.WeakSet()
+"""Every handler of this process: an event nested in another handler's call of the same ledger
+is one provider call too."""
+
+
 @dataclass(kw_only=True, slots=True)
 class _Call:
     """One LLM event between its start and its end."""
@@ -246,12 +252,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     handlers may raise from ``on_event_start``, list this one last, so that a call they stop
     leaves no reservation behind.
 
-    Use one handler per ledger for the LLMs that call each other: nested events are recognised
-    among the calls of one handler, so a ``StructuredLLM`` whose events reach a handler in
-    ``Settings`` and whose inner LLM has a second handler of the same ledger is charged by
-    both. Put it where the provider call is (the inner LLM, or ``Settings``): a handler on the
-    ``StructuredLLM`` alone sees only the caller's messages (not the schema the program adds)
-    and a parsed object instead of the provider's usage, so it charges an estimate.
+    Nested events are recognised among the calls of every handler of the same ledger: a
+    ``StructuredLLM`` whose events reach a handler in ``Settings`` and whose inner LLM has a
+    handler of its own (for a feature) is charged once, by the inner one. Put a handler where
+    the provider call is (the inner LLM, or ``Settings``): one on the ``StructuredLLM`` alone
+    sees only the caller's messages (not the schema the program adds) and a parsed object
+    instead of the provider's usage, so it charges an estimate.
 
     A call cancelled while the LLM's ``rate_limiter`` makes it wait (``achat`` under a timeout)
     ends no event (LlamaIndex starts the event before the wait, outside the ``try`` that ends
@@ -308,6 +314,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._counters: dict[str, TokenCounter] = {}
         self._lock = threading.Lock()
         start_worker()
+        _HANDLERS.add(self)
 
     def _counter(self, model: str) -> TokenCounter:
         counter = self._counters.get(model)
@@ -345,9 +352,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         tokens = count_input(counter, messages=messages, prompt=prompt, kwargs=call_kwargs)
         with self._lock:
             self._prune()
-            outer = enclosing(self._calls, caller.f_back if caller else None, key="event_id")
-            if outer is not None:
-                outer.delegated = True
+        outer = self._enclosing(caller.f_back if caller else None)
         if outer is not None:  # one provider call: its innermost event takes over the reservation
             self.ledger.release(outer.reservation)
         reservation = self.ledger.reserve(
@@ -369,6 +374,19 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._calls[event_id] = call
         return event_id
+
+    def _enclosing(self, frame: FrameType | None) -> _Call | None:
+        """The open call enclosing an event started from ``frame``, marked delegated: this
+        handler's, or another's on the same ledger (a ``StructuredLLM`` whose events reach the
+        handler in ``Settings`` around an inner LLM with a handler of its own)."""
+        others = [h for h in _HANDLERS if h is not self and h.ledger is self.ledger]
+        for handler in (self, *others):
+            with handler._lock:
+                outer: _Call | None = enclosing(handler._calls, frame, key="event_id")
+                if outer is not None:
+                    outer.delegated = True
+                    return outer
+        return None
 
     def on_event_end(
         self,
