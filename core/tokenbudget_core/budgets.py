@@ -24,13 +24,15 @@ a hard refusal; below that, the ladder tells the app to step down before it gets
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias, TypeVar
 
 from .errors import BudgetExceededError, InvalidInputError, UnpricedModelError
 
@@ -119,6 +121,41 @@ _MAX_LIMIT = 2**53 - 1
 """The largest limit every store holds exactly (Redis compares in doubles): tokens or nano-USD."""
 
 
+_C = TypeVar("_C", bound=type)
+
+
+def _named_settings(cls: _C) -> _C:
+    """``cls`` (a keyword-only dataclass) whose constructor refuses a positional argument or an
+    unknown setting with an :class:`InvalidInputError` naming it and the known ones (a typo such
+    as ``dayly_usd=`` is not a bare ``TypeError``)."""
+    init: Callable[..., None] = cls.__dict__["__init__"]  # the one dataclass generated
+    names = [f.name for f in fields(cls) if f.init]
+
+    @functools.wraps(init)
+    def __init__(self: object, *args: object, **kwargs: object) -> None:
+        if args:
+            raise InvalidInputError(
+                cls.__name__,
+                f"takes its settings by name, got {len(args)} positional argument(s)",
+                value=args[0],
+                fix=f"e.g. {cls.__name__}({names[0]}=...); settings: {', '.join(names)}",
+            )
+        for name in kwargs:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                raise InvalidInputError(
+                    name,
+                    f"is not a {cls.__name__} setting",
+                    value=kwargs[name],
+                    fix=(f"did you mean {close[0]!r}? " if close else "") + f"settings: {', '.join(names)}",
+                )
+        init(self, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[misc]  # wrapping the generated one
+    return cls
+
+
+@_named_settings
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Ladder:
     """Share of the tightest budget used at which each step starts (``None`` skips a step)."""
@@ -161,6 +198,7 @@ class Ladder:
         return current
 
 
+@_named_settings
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FeatureBudget:
     """Limits of one feature (``None``: no limit)."""
@@ -181,6 +219,7 @@ class FeatureBudget:
             object.__setattr__(self, name, _usd(name, getattr(self, name)))
 
 
+@_named_settings
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunBudget:
     """Caps on one group of calls (an agent run): tokens and USD, checked against the next call's worst case.
@@ -269,6 +308,7 @@ class _Features(dict[str, "FeatureBudget"]):
         return (_Features, (dict(self),))
 
 
+@_named_settings
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BudgetPolicy:
     """All the limits the ledger enforces.
