@@ -79,6 +79,13 @@ def _usd(where: str, value: object) -> Decimal | None:
             value=value,
             fix="leave the budget unset for no limit",
         )
+    if 0 < d * 1_000_000_000 <= Decimal("0.5"):  # kept as 0 nano-USD: a limit refusing every call
+        raise InvalidInputError(
+            where,
+            "is at most half a nano-USD, the ledger's unit: it would be a limit of 0",
+            value=value,
+            fix="write 0 to refuse every call, or an amount of at least 0.000000001",
+        )
     return d
 
 

@@ -70,3 +70,17 @@ def test_budgets_command_names_the_key(tmp_path: Path) -> None:
     store = tmp_path / "never-opened.db"
     result = run("budgets", "--store", f"sqlite:///{store}", "--policy", str(path))
     assert_one_line_error(result, EXIT_BAD_INPUT, "daily_usd", "an array")
+
+
+@pytest.mark.parametrize("amount", ["0.0000000001", "0.0000000005", Decimal("1E-12")])
+def test_a_limit_the_ledger_would_keep_as_zero_is_refused(amount: str | Decimal) -> None:
+    """A positive limit under the ledger's unit (nano-USD) would round to 0 and refuse every
+    call: refused when the policy is made, with the fix."""
+    with pytest.raises(InvalidInputError, match="half a nano-USD") as caught:
+        FeatureBudget(user_daily_usd=amount)
+    assert caught.value.field == "user_daily_usd"
+
+
+@pytest.mark.parametrize("amount", ["0", "0.000000001", "0.0000000006"])
+def test_zero_and_amounts_of_a_nano_usd_or_more_are_limits(amount: str) -> None:
+    assert BudgetPolicy(daily_usd=amount).daily_usd == Decimal(amount)
