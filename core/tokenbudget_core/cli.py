@@ -890,6 +890,14 @@ def report(
     with _opened_store(_namespaced(store_url, namespace)) as store:
         ledger = Ledger(store, timezone=tz)
         r = build_report(ledger, day=day, last_days=n_days, by=(by,), top=n_top)  # type: ignore[arg-type]
+    if r.totals.requests == 0:  # a wrong --store, --namespace or day reads as a quiet day: say so
+        days = r.days[0] if len(r.days) == 1 else f"{r.days[0]} to {r.days[-1]}"
+        click.echo(
+            _visible(
+                f"note: no usage recorded in this store for {days}; check --store, --namespace and the day"
+            ),
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(r.as_dict(), indent=2))
         return

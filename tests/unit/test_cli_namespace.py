@@ -46,3 +46,22 @@ def test_the_namespace_applies_to_the_store_of_the_environment(monkeypatch: pyte
     assert_one_line_error(
         run("report", "--namespace", "prod"), EXIT_BAD_INPUT, "--namespace", "sqlite:///from-env.db"
     )
+
+
+def test_a_report_of_a_store_with_no_usage_in_its_days_says_so(tmp_path: Path) -> None:
+    """A wrong --store, --namespace or day reads as a quiet day of zeros: a note on stderr
+    says nothing was recorded, the tables (and their exit 0) are unchanged."""
+    from tokenbudget_core.ledger import Ledger
+    from tokenbudget_core.usage import Usage
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(url)
+    ledger.record(Usage(input_tokens=5, output_tokens=1), model="gpt-4o-mini", user="u")
+    ledger.close()
+    quiet = run("report", "--store", url, "--day", "2020-01-01")
+    assert quiet.exit_code == 0
+    assert "no usage recorded in this store for 2020-01-01" in quiet.stderr
+    assert "requests" in quiet.stdout
+    today = run("report", "--store", url)
+    assert today.exit_code == 0
+    assert "no usage recorded" not in today.stderr
