@@ -86,14 +86,15 @@ _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\
 def _visible_char(c: str) -> str:
     if c in _ESCAPES:
         return _ESCAPES[c]
-    if unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI:
+    if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in _BIDI:  # Cf: invisible (U+200B)
         return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
     return c
 
 
 def _visible(text: str) -> str:
-    """``text`` with every control character shown as an escape (``\\x1b``, ``\\n``), so an id
-    printed on a terminal can neither send it escape sequences nor break a line or a table row."""
+    """``text`` with every control and invisible format character shown as an escape
+    (``\\x1b``, ``\\n``, ``\\u200b``), so an id printed on a terminal can neither send it escape
+    sequences, break a line or a table row, nor pass for another id."""
     if text.isprintable():
         return text
     return "".join(_visible_char(c) for c in text)

@@ -23,8 +23,9 @@ HOSTILE = (
     ("tab\there\r", "tab\\there\\r"),
     ("rtl\u202egnp.exe", "rtl\\u202egnp.exe"),
     ("del\x7fc1\x9b", "del\\x7fc1\\x9b"),
+    ("ad\u200bmin", "ad\\u200bmin"),  # an invisible character: looks like "admin" when shown raw
 )
-RAW = ("\x1b", "\x07", "\r", "\u202e", "\x7f", "\x9b")
+RAW = ("\x1b", "\x07", "\r", "\u202e", "\x7f", "\x9b", "\u200b")
 
 
 @pytest.fixture(autouse=True)
