@@ -648,6 +648,7 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
     one that does not exist or holds no ledger is an error, not a new empty ledger."""
     from .stores import DEFAULT_STORE_URL, open_store
     from .stores.base import redact_url
+    from .stores.sqlite import sqlite_path
 
     url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
     prefix = "sqlite:///"
@@ -663,7 +664,15 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
             fix="pass the store your app records to (sqlite:///path/to/ledger.db or redis://host:port/db)",
         )
     if url.lower().startswith(prefix):
-        path = Path(url[len(prefix) :])
+        try:
+            path = Path(sqlite_path(url))
+        except InvalidInputError as e:  # options in its query (they name another, empty file)
+            raise InvalidInputError(
+                "--store",
+                e.problem,
+                value=url,
+                fix="drop the query: reading a SQLite ledger takes no options",
+            ) from e
         if not path.is_file():
             raise InvalidInputError(
                 "--store",

@@ -159,3 +159,12 @@ def test_budgets_title_shows_an_odd_feature_option(tmp_path: Path, ledger_file: 
     result = run("budgets", *store, "--feature", "a[/b]")
     assert result.exit_code == 0, result.output
     assert "a[/b]: budgets on " in result.stdout
+
+
+@pytest.mark.parametrize("command", ["report", "budgets"])
+def test_a_sqlite_store_url_with_a_query_is_named_as_such(tmp_path: Path, command: str) -> None:
+    """Options in a SQLite URL's query would name another, empty file: the error says so (not
+    "no ledger at ...") and how to fix it."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}?retention_days=3"
+    result = run(command, "--store", url)
+    assert_one_line_error(result, EXIT_BAD_INPUT, "--store", "takes no query", "drop the query")
