@@ -166,5 +166,7 @@ def test_a_sqlite_store_url_with_a_query_is_named_as_such(tmp_path: Path, comman
     """Options in a SQLite URL's query would name another, empty file: the error says so (not
     "no ledger at ...") and how to fix it."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}?retention_days=3"
-    result = run(command, "--store", url)
+    policy = tmp_path / "budgets.toml"
+    policy.write_text('daily_usd = "10"\n')
+    result = run(command, "--store", url, *(["--policy", str(policy)] if command == "budgets" else []))
     assert_one_line_error(result, EXIT_BAD_INPUT, "--store", "takes no query", "drop the query")
