@@ -12,11 +12,13 @@ The framework adapters ask :func:`collecting` when an event ends; in a collectio
 work (with what must be read there and then, such as the stream's last chunk) to :func:`defer`,
 which queues it for a worker thread: a queue put takes no lock a collection could interrupt.
 The worker runs it a moment later, outside the collecting thread's locks, so the abandoned call
-is charged or released all the same. :func:`wait_deferred` waits for what was queued.
+is charged or released all the same. :func:`wait_deferred` waits for what was queued; an
+exiting process does (up to :data:`EXIT_WAIT_S`); a forked child drops what its parent queued.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -47,13 +49,15 @@ def collecting() -> bool:
     return _collector is not None and _collector == threading.get_ident()
 
 
-_queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+_Work = tuple[Callable[..., Any], tuple[Any, ...]]
+_queue: queue.SimpleQueue[_Work] = queue.SimpleQueue()
 _worker_started = False
 
 
 def _after_fork_in_child() -> None:
-    global _worker_started
+    global _worker_started, _queue
     _worker_started = False  # the worker thread did not come along
+    _queue = queue.SimpleQueue()  # what the parent deferred is the parent's to run
 
 
 if hasattr(os, "register_at_fork"):
@@ -73,24 +77,50 @@ def start_worker() -> None:
     global _worker_started
     if _worker_started:
         return
+    try:
+        threading.Thread(target=_work, args=(_queue,), name="tokenbudget-deferred", daemon=True).start()
+    except RuntimeError:  # no thread now: deferred work waits for the next start, or runs at exit
+        return
     _worker_started = True
-    threading.Thread(target=_work, name="tokenbudget-deferred", daemon=True).start()
 
 
-def _work() -> None:
+def _run(work: _Work) -> None:
+    fn, args = work
+    try:
+        fn(*args)
+    except Exception:
+        logger.exception("tokenbudget: deferred work %r failed", getattr(fn, "__qualname__", fn))
+
+
+def _work(q: queue.SimpleQueue[_Work]) -> None:
     while True:
-        fn, args = _queue.get()
-        try:
-            fn(*args)
-        except Exception:
-            logger.exception("tokenbudget: deferred work %r failed", getattr(fn, "__qualname__", fn))
+        _run(q.get())
 
 
 def wait_deferred(timeout: float | None = None) -> bool:
     """Wait until the work deferred so far has run; ``False`` when ``timeout`` seconds passed
-    first (or no worker runs in this process)."""
+    first. Without a worker thread (none could start), the work runs here (outside any
+    collection: call it from ordinary code)."""
     if not _worker_started:
-        return _queue.empty()
+        while True:
+            try:
+                work = _queue.get_nowait()
+            except queue.Empty:
+                return True
+            _run(work)
     done = threading.Event()
     _queue.put((done.set, ()))
     return done.wait(timeout)
+
+
+EXIT_WAIT_S = 5.0
+"""How long an exiting process waits for deferred stream ends (a stream its last collection
+closed), so their reservations are settled, not left to their leases."""
+
+
+def _settle_at_exit() -> None:
+    if not wait_deferred(EXIT_WAIT_S):
+        logger.error("tokenbudget: deferred stream ends still running after %.0f s at exit", EXIT_WAIT_S)
+
+
+atexit.register(_settle_at_exit)

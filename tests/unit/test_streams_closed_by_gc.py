@@ -159,3 +159,85 @@ def test_langchain_streams_closed_by_the_collector(handler_class: Any) -> None:
     totals = rows(ledger)
     assert totals["requests"] == 2 * ROUNDS
     assert held(ledger) == 0
+
+
+EXITS_AFTER_A_COLLECTION = """
+import gc, sys, warnings
+from typing import Any
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_tokenbudget import BudgetCallbackHandler
+from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.ledger import Ledger
+warnings.filterwarnings("ignore")
+ledger = Ledger(f"sqlite:///{sys.argv[1]}", policy=BudgetPolicy(user_daily_tokens=10**6))
+handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini", user="u", max_output_tokens=100)
+model = GenericFakeChatModel(messages=iter(["one two three four five six"]), callbacks=[handler])
+stream = model.stream("hi"); next(stream); next(stream)
+holder: list[Any] = [stream]; holder.append(holder)
+del stream, holder
+gc.collect()  # its end is deferred; the script ends right after
+"""
+
+
+def test_a_stream_end_deferred_just_before_the_process_exits_is_settled(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "ledger.db"
+    child = subprocess.run(
+        [sys.executable, "-c", EXITS_AFTER_A_COLLECTION, str(db)], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr
+    ledger = Ledger(f"sqlite:///{db}")
+    ((spent, reserved),) = ledger.store.totals(ledger.day(), [("U/u", "tokens")], 0).values()
+    assert (spent > 0, reserved) == (True, 0)  # charged what it streamed, nothing held
+
+
+FORKS_WITH_WORK_QUEUED = """
+import os, sys, threading, time
+from tokenbudget_core import finalizing
+
+finalizing.start_worker()
+busy = threading.Event()
+finalizing.defer(lambda: (busy.set(), time.sleep(0.3)))  # the worker is busy
+finalizing.defer(lambda: print(f"ran in {'child' if os.getpid() != parent else 'parent'}", flush=True))
+parent = os.getpid()
+busy.wait()
+pid = os.fork()
+if pid == 0:
+    finalizing.start_worker()
+    finalizing.wait_deferred(2)
+    os._exit(0)
+os.waitpid(pid, 0)
+finalizing.wait_deferred(2)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork")
+def test_work_deferred_before_a_fork_runs_in_the_parent_only() -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", FORKS_WITH_WORK_QUEUED], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines() == ["ran in parent"]
+
+
+def test_with_no_thread_to_start_deferred_work_runs_when_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tokenbudget_core import finalizing
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(finalizing, "_worker_started", False)
+    monkeypatch.setattr(finalizing, "_queue", __import__("queue").SimpleQueue())
+    ran: list[int] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        finalizing.start_worker()  # does not raise: a handler can still be made
+        finalizing.defer(ran.append, 1)
+    assert ran == []
+    assert finalizing.wait_deferred(1)  # run here, outside any collection
+    assert ran == [1]
