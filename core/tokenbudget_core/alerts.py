@@ -180,18 +180,34 @@ class _Webhook:
             return
         self._start()
 
-    def _start(self) -> None:
-        """A worker for the queued alerts, unless one is at work."""
+    def _start(self, *, inline: bool = True) -> None:
+        """A worker for the queued alerts, unless one is at work; with no thread to start, they
+        are sent from this thread (``inline``, bounded) or left queued."""
         with self._cond:
             if self._working or not self._queue:
                 return
             self._working = True
         try:
             threading.Thread(target=self._work, name="tokenbudget-alert-webhook", daemon=True).start()
-        except RuntimeError:  # no thread now (shutting down, or none left): send them here, bounded
-            self._work(inline=True)
+        except RuntimeError:  # no thread now (shutting down, or none left)
+            if inline:
+                self._work(inline=True)
+            else:
+                self._stopped()
+
+    def _stopped(self) -> None:
+        with self._cond:
+            self._working = False
+            self._cond.notify_all()
 
     def _work(self, *, inline: bool = False) -> None:
+        try:
+            self._send_queued(inline=inline)
+        except BaseException:  # a KeyboardInterrupt in the caller's thread: a later alert starts anew
+            self._stopped()
+            raise
+
+    def _send_queued(self, *, inline: bool) -> None:
         while True:
             with self._cond:
                 if not self._queue:
@@ -294,10 +310,10 @@ class _Webhook:
             text = text.replace(secret, "***")
         return text
 
-    def _drain(self, deadline: float) -> list[Alert]:
+    def _drain(self, deadline: float, *, inline: bool = False) -> list[Alert]:
         """Wait until every queued alert was sent, the deadline (``math.inf``: no limit), or the
         worker gave up (at exit, or in the caller's thread); returns the alerts left."""
-        self._start()  # alerts a worker gave up on are tried again
+        self._start(inline=inline)  # alerts a worker gave up on are tried again (here: at exit only)
         with self._cond:
             while self._queue and self._working and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(None if left == math.inf else left)
@@ -366,7 +382,7 @@ def _flush(timeout: float | None, when: str, *, lost: bool = False) -> int:
     deadline = math.inf if timeout is None else time.monotonic() + max(0.0, timeout)
     left = 0
     for hook in list(_WEBHOOKS):
-        unsent = hook._drain(deadline)
+        unsent = hook._drain(deadline, inline=lost)  # at exit, with no thread, sent from this one
         if unsent:
             logger.error(
                 "alert webhook %s: %d alert(s) not delivered %s (waited %s)",

@@ -543,6 +543,56 @@ def test_with_no_thread_to_start_a_failing_webhook_holds_the_call_briefly_and_ke
     assert [json.loads(s.body)["id"] for s in back.seen] == [ALERT.id]
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="setitimer")
+def test_a_ctrl_c_during_a_send_from_the_callers_thread_does_not_stop_the_webhook(
+    hook: Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from tokenbudget_core import alerts
+
+    start = threading.Thread.start
+
+    def no_thread(self: threading.Thread) -> None:  # none for alerts (the webhook server has its own)
+        if self.name == "tokenbudget-alert-webhook":
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    hook.answers = [answer_after(1.0, 204)]  # the first POST takes a second
+    (sink,) = resolve_sinks([hook.url()])
+    previous = signal.signal(signal.SIGALRM, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(threading.Thread, "start", no_thread)
+            signal.setitimer(signal.ITIMER_REAL, 0.3)  # Ctrl-C while the caller's thread sends
+            with pytest.raises(KeyboardInterrupt):
+                dispatch([sink], crossed("b0"))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    dispatch([sink], crossed("b1"))  # threads again: a worker takes both
+    assert alerts.flush(timeout=10) == 0
+    assert [json.loads(s.body)["budget"] for s in hook.seen[1:]] == ["b0", "b1"]
+
+
+def test_flush_keeps_its_timeout_when_no_thread_can_start(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenbudget_core import alerts
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    port = closed_port()
+    with caplog.at_level(logging.CRITICAL, logger="tokenbudget.alerts"), monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        send(f"http://127.0.0.1:{port}/hook")  # sent from the caller's thread, bounded, then kept
+        started = time.monotonic()
+        assert alerts.flush(timeout=0.2) == 1  # not sent from flush's thread: its timeout holds
+        assert time.monotonic() - started < 1
+    comes_back(port)
+
+
 EXIT_IN_OUTAGE = """
 import sys
 from tokenbudget_core.alerts import Alert, dispatch, resolve_sinks
