@@ -1903,30 +1903,33 @@ class Ledger:
         )  # fmt: skip
         if self._inline:
             return reserve()
-        loop = asyncio.get_running_loop()
-        made = loop.run_in_executor(None, contextvars.copy_context().run, reserve)  # as asyncio.to_thread
+        handoff = _Handoff()
+        context = contextvars.copy_context()  # the attribution, as asyncio.to_thread carries it
+
+        def work() -> Reservation:
+            reservation = context.run(reserve)
+            if not handoff.deliver(reservation):  # its caller was cancelled meanwhile: undo it here
+                self._release_unsent(reservation)
+            return reservation
+
+        made = asyncio.get_running_loop().run_in_executor(None, work)
         try:
             return await asyncio.shield(made)
         except asyncio.CancelledError:
-            made.add_done_callback(self._release_unsent)
+            delivered = handoff.abandon()  # reserved already (else the worker thread releases it)
+            if delivered is not None:
+                try:
+                    asyncio.get_running_loop().run_in_executor(None, self._release_unsent, delivered)
+                except RuntimeError:  # no executor now (the loop is shutting down)
+                    self._release_unsent(delivered)
             raise
 
-    def _release_unsent(self, made: asyncio.Future[Reservation]) -> None:
-        """Release (in a worker thread) what a cancelled :meth:`areserve` reserved."""
-        if made.cancelled() or made.exception() is not None:
-            return
-        reservation = made.result()
-
-        def release() -> None:
-            try:
-                self.release(reservation)
-            except Exception:  # its lease ends it: logged, never raised into the loop
-                logger.exception("could not release %s, reserved by a cancelled call", reservation.request_id)
-
+    def _release_unsent(self, reservation: Reservation) -> None:
+        """Release what a cancelled :meth:`areserve` reserved (its call will not be sent)."""
         try:
-            made.get_loop().run_in_executor(None, release)
-        except RuntimeError:  # the loop is closing: release it here
-            release()
+            self.release(reservation)
+        except Exception:  # its lease ends it: logged, never raised
+            logger.exception("could not release %s, reserved by a cancelled call", reservation.request_id)
 
     async def acommit(
         self,
@@ -2021,6 +2024,32 @@ _RESERVE_ARGS = _REQUIRED_ARGS | {
     "max_output_tokens", "feature", "user", "conversation", "request_id", "choices", "cache_writes"
 }  # fmt: skip
 _OPTIONAL_ARGS = ", ".join(sorted(_RESERVE_ARGS - _REQUIRED_ARGS))
+
+
+class _Handoff:
+    """A reservation made in a worker thread for a caller that may be cancelled meanwhile: the
+    one of the two that comes second (the thread delivering, the caller abandoning) owns the
+    reservation, so it is released exactly once, even when the event loop is gone by then."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._delivered: Reservation | None = None
+
+    def deliver(self, reservation: Reservation) -> bool:
+        """The thread reserved: ``False`` when the caller had abandoned it (the thread releases)."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._delivered = reservation
+            return True
+
+    def abandon(self) -> Reservation | None:
+        """The caller was cancelled: what the thread delivered already (the caller releases),
+        else ``None`` (the thread will)."""
+        with self._lock:
+            self._abandoned = True
+            return self._delivered
 
 
 def check_budget_options(ledger: object, *, counts: Mapping[str, object], **names: object) -> None:

@@ -427,3 +427,31 @@ async def test_a_call_cancelled_while_its_reservation_is_made_holds_nothing(tmp_
     with pytest.raises(InvalidInputError, match="released"):  # it was reserved, then released
         led.reserve(**call, request_id="r-1")
     blocker.close()
+
+
+def test_a_cancelled_reservation_is_released_even_when_its_loop_is_closed_first(tmp_path: Path) -> None:
+    """The loop that ran the cancelled call is closed (no shutdown of its executor) before the
+    worker thread reserves: the thread releases what it reserved itself."""
+    led = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", policy=BudgetPolicy(user_daily_tokens=10_000))
+    led.record(Usage(input_tokens=1, output_tokens=1), model="gpt-4o-mini", user="u-1")
+    blocker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")
+    done = threading.Event()
+    threading.Timer(0.3, lambda: (blocker.rollback(), done.set())).start()
+    call = {"model": "gpt-4o-mini", "input_tokens": 100, "max_output_tokens": 100, "user": "u-1"}
+
+    async def gives_up() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(led.areserve(**call, request_id="r-1"), 0.05)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(gives_up())
+    loop.close()
+    assert done.wait(5)
+    for worker in threading.enumerate():  # the closed loop's executor thread ends after its work
+        if worker.name.startswith("asyncio_"):
+            worker.join(5)
+    with pytest.raises(InvalidInputError, match="released"):  # the thread reserved it, then released
+        led.reserve(**call, request_id="r-1")
+    assert led.state(user="u-1").used["user_daily_tokens (all features)"] == 2
+    blocker.close()
