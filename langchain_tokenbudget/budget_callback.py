@@ -72,10 +72,11 @@ charged on its own model and records no routing.
 
 A cancelled async call (its task cancelled mid-flight: a timeout, a cancelled ``abatch``, a
 call cancelled while its rate limiter made it wait) gets no ``on_llm_error`` from LangChain:
-the handler watches the asyncio task each call started in, and when that task is cancelled or
-fails with the call still open, it releases the reservation, or charges the flagged estimate
-of what the call streamed (the ``generate()`` path: the provider produced it). A call left open
-by a task that ended normally (one that caught the cancellation itself, or ``asyncio.timeout()``
+the handler watches the asyncio task each call started in, and when that task ends with the
+call still open, it releases the reservation, or charges the flagged estimate of what the call
+streamed (the ``generate()`` path: the provider produced it). The call stays open: when another
+task was driving it (LangChain's v3 stream producer, the task ``asyncio.wait_for`` made), its
+real end still charges what it used. A call started in a task that goes on (``asyncio.timeout()``
 around a call in a longer task) is held until the ledger's lease expires (``lease_seconds``),
 and the handler forgets it once it has been idle for ten leases (swept at most once a lease,
 when calls or chains start), or, when more than 10,000 runs are open, the oldest first. A call that
@@ -1023,10 +1024,10 @@ class _BudgetHandler:
         return run
 
     def _watch(self, run_id: UUID, run: _Run) -> None:
-        """When the run started in an asyncio task, end it if that task is cancelled or fails
-        with the run still open: LangChain calls no ``on_llm_error`` for a cancelled
-        ``ainvoke`` / ``abatch`` (a timeout), nor for a call cancelled while its rate limiter
-        made it wait; its reservation would be held until its lease ends."""
+        """When the run started in an asyncio task, close its account if that task ends with
+        the run still open: LangChain calls no ``on_llm_error`` for a cancelled ``ainvoke`` /
+        ``abatch`` (a timeout), nor for a call cancelled while its rate limiter made it wait;
+        its reservation would be held until its lease ends."""
         loop = asyncio._get_running_loop()
         task = None if loop is None else asyncio.current_task(loop)
         if task is None:
@@ -1036,15 +1037,16 @@ class _BudgetHandler:
         task.add_done_callback(ended)
 
     def _task_ended(self, run_id: UUID, run: _Run, task: asyncio.Task[Any]) -> None:
-        """The task ``run`` started in is done (in the event loop): a cancelled or failed task
-        with the run still open releases it, or charges the flagged estimate of what it streamed."""
-        if not task.cancelled() and task.exception() is None:
-            return  # done normally: its runs end by their own events (or the sweep)
+        """The task ``run`` started in is done (in the event loop) and the run is still open:
+        its reservation is released, or the flagged estimate of what it streamed charged. The
+        run stays open: another task may still be driving it (LangChain's v3 stream producer,
+        the task ``asyncio.wait_for`` made), and its real end charges what it used (a commit
+        after a release applies; after the estimate, it is a duplicate)."""
         with self._lock:
             if self._runs.get(run_id) is not run:
                 return
             run.watch = None  # (this callback is running)
-        self._finish(self._settle(run_id, None, failed=True))
+        self._finish(self._settle_of(run, None, failed=True))
 
     # -- multi-prompt calls (see _Batch) ----------------------------------------------------------
 
@@ -1146,6 +1148,10 @@ class _BudgetHandler:
                 self._forget(run.batch)  # a prompt ended: the call is past starting its prompts
         if run is None:
             return None
+        return self._settle_of(run, response, failed=failed)
+
+    def _settle_of(self, run: _Run, response: LLMResult | None, *, failed: bool) -> _Settle:
+        """What the ledger needs to close ``run`` (ended with ``response``, or ``failed``)."""
         plain = None if run.total is not None else _plain_reply(response)
         if plain is not None:  # the common case, read in one go (see _plain_reply)
             usage_of = _plain_usage(plain, run)

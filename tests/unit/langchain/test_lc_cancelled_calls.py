@@ -146,3 +146,35 @@ async def test_a_long_lived_task_keeps_no_callback_per_finished_call(handler_cla
         await model.ainvoke("hi")
     assert len(getattr(task, "_callbacks", [])) == before  # each call's watch is gone with it
     assert held(led) == (200, 0)
+
+
+class SlowStart(GenericFakeChatModel):
+    """Takes 0.2 s before its first word (a provider's time to first token)."""
+
+    async def _astream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        await asyncio.sleep(0.2)
+        for word in ("one ", "two ", "three "):
+            yield ChatGenerationChunk(message=AIMessageChunk(word))
+
+
+@pytest.mark.filterwarnings("ignore::langchain_core._api.beta_decorator.LangChainBetaWarning")
+@pytest.mark.parametrize("handler_class", HANDLERS)
+async def test_a_v3_stream_whose_first_token_timed_out_is_charged_when_read_on(handler_class: Any) -> None:
+    """``astream_events(version="v3")`` starts the call in the task awaiting the first event
+    (``asyncio.wait_for`` makes one) and drives it in a producer task of its own: the timeout
+    ends the first task, not the call, which the reader goes on reading and which is charged."""
+    led = ledger()
+    model = SlowStart(messages=itertools.repeat(REPLY), callbacks=[handler_for(handler_class, led)])
+    stream = await model.astream_events("hi", config={"callbacks": []}, version="v3")
+    words = stream.text.__aiter__()
+    with pytest.raises(TimeoutError):  # no first token yet: the app shows a spinner and reads on
+        await asyncio.wait_for(words.__anext__(), 0.05)
+    text = "".join([word async for word in words])
+    await settled()
+    assert text == "one two three "
+    spent, reserved = held(led)
+    assert (spent > 0, reserved) == (True, 0)
+    (row,) = led.store.rollup([led.day()])
+    assert row.values["requests"] == 1
