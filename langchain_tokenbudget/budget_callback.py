@@ -955,6 +955,8 @@ class _BudgetHandler:
             while run is not None:
                 if run.touched >= oldest:
                     live.append(run)
+                elif run.watch is not None:  # forgotten: its task need not call back
+                    _unwatch(run)
                 run = run.next
             if not live:
                 del self._runs[run_id]
@@ -1201,7 +1203,12 @@ def _unwatch(run: _Run) -> None:
     calls would keep one per call)."""
     task, ended = run.watch  # type: ignore[misc]
     run.watch = None
-    task.remove_done_callback(ended)
+    loop = task.get_loop()
+    if asyncio._get_running_loop() is loop:
+        task.remove_done_callback(ended)
+        return
+    with contextlib.suppress(RuntimeError):  # (its loop is closed: its tasks are done)
+        loop.call_soon_threadsafe(task.remove_done_callback, ended)  # a task is its loop's to change
 
 
 def _plain_reply(response: LLMResult | None) -> AIMessage | None:

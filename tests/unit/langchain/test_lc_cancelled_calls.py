@@ -178,3 +178,25 @@ async def test_a_v3_stream_whose_first_token_timed_out_is_charged_when_read_on(h
     assert (spent > 0, reserved) == (True, 0)
     (row,) = led.store.rollup([led.day()])
     assert row.values["requests"] == 1
+
+
+async def test_runs_the_handler_forgets_leave_no_callback_on_their_task() -> None:
+    """Streams left open for more than ten leases are forgotten (swept): a long-lived task keeps
+    no done-callback for them (each would hold its run)."""
+    led = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=10**7), lease_seconds=0.01)
+    handler = AsyncBudgetCallbackHandler(led, model="gpt-4o-mini", user="u", max_output_tokens=10)
+    model = GenericFakeChatModel(messages=iter(["a b c"] * 100), callbacks=[handler])
+    task = asyncio.current_task()
+    assert task is not None
+    before = len(getattr(task, "_callbacks", []))
+    kept = []
+    for _ in range(30):
+        stream = model.astream("hi")
+        await anext(stream)  # left open: the consumer keeps it and never reads on
+        kept.append(stream)
+        await asyncio.sleep(0.011)  # more than a lease: older runs are swept as the next starts
+    await settled()
+    assert len(handler._runs) < 30
+    assert len(getattr(task, "_callbacks", [])) - before <= len(handler._runs)
+    for stream in kept:
+        await stream.aclose()
