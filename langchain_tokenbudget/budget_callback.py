@@ -72,12 +72,14 @@ charged on its own model and records no routing.
 
 A cancelled async call (its task cancelled mid-flight: a timeout, a cancelled ``abatch``, a
 call cancelled while its rate limiter made it wait) gets no ``on_llm_error`` from LangChain:
-the handler watches the asyncio task each call started in, and when that task ends with the
-call still open, it releases the reservation, or charges the flagged estimate of what the call
-streamed (the ``generate()`` path: the provider produced it). The call stays open: when another
-task was driving it (LangChain's v3 stream producer, the task ``asyncio.wait_for`` made), its
-real end still charges what it used. A call started in a task that goes on (``asyncio.timeout()``
-around a call in a longer task) is held until the ledger's lease expires (``lease_seconds``),
+the handler watches the asyncio task each call started in, and when that task is cancelled
+with the call still open, it releases the reservation; a call that had streamed output (the
+``generate()`` path: the provider produced it) is charged the flagged estimate of it once no
+chunk came for 30 s. The call stays open: when another task drives it on (LangChain's v3 stream
+producer, the task ``asyncio.wait_for`` made), its real end still charges what it used. A task
+that ends without being cancelled leaves its calls alone (``wait_for(anext(stream))`` met: the
+stream is read on). A call started in a task that goes on (``asyncio.timeout()`` around a call
+in a longer task) is held until the ledger's lease expires (``lease_seconds``),
 and the handler forgets it once it has been idle for ten leases (swept at most once a lease,
 when calls or chains start), or, when more than 10,000 runs are open, the oldest first. A call that
 runs longer than a lease without streaming is still charged when it ends (the ledger takes a
@@ -501,6 +503,9 @@ _IDLE_LEASES = 10
 """Leases a run or payer stays idle before the handler forgets it: far longer than a call runs."""
 _MAX_OPEN = 10_000
 """Open runs (and payers) past which the handler forgets the oldest ones."""
+_ORPHAN_GRACE_S = 30.0
+"""How long a call whose task was cancelled after it streamed output may stay silent before
+its flagged estimate is charged (a call another task reads on keeps streaming meanwhile)."""
 
 _FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
 
@@ -1039,16 +1044,41 @@ class _BudgetHandler:
         task.add_done_callback(ended)
 
     def _task_ended(self, run_id: UUID, run: _Run, task: asyncio.Task[Any]) -> None:
-        """The task ``run`` started in is done (in the event loop) and the run is still open:
-        its reservation is released, or the flagged estimate of what it streamed charged. The
-        run stays open: another task may still be driving it (LangChain's v3 stream producer,
-        the task ``asyncio.wait_for`` made), and its real end charges what it used (a commit
-        after a release applies; after the estimate, it is a duplicate)."""
+        """The task ``run`` started in is done (in the event loop). Cancelled with the run still
+        open, the call may be gone: its reservation is released (its real end, if another task
+        drives it on, still charges it: a commit after a release applies). When it had streamed
+        output, the flagged estimate is charged once no chunk came for :data:`_ORPHAN_GRACE_S`.
+        A task that ended otherwise leaves the call alone: another task may read it on."""
+        if not task.cancelled():
+            return
         with self._lock:
             if self._runs.get(run_id) is not run:
                 return
             run.watch = None  # (this callback is running)
-        self._finish(self._settle_of(run, None, failed=True))
+            streamed = bool(run.streamed or run.evented or run.total)
+        self.ledger.release(run.reservation)
+        if streamed:
+            self._orphan_check(run_id, run, run.touched, task.get_loop())
+
+    def _orphan_check(self, run_id: UUID, run: _Run, touched: float, loop: asyncio.AbstractEventLoop) -> None:
+        """Charge ``run``'s streamed estimate in :data:`_ORPHAN_GRACE_S` unless a chunk or its end
+        comes first (at once when its loop is closed: no chunk can come)."""
+        try:
+            loop.call_later(_ORPHAN_GRACE_S, self._orphaned, run_id, run, touched, loop)
+        except RuntimeError:
+            self._orphaned(run_id, run, touched, None)
+
+    def _orphaned(
+        self, run_id: UUID, run: _Run, touched: float, loop: asyncio.AbstractEventLoop | None
+    ) -> None:
+        with self._lock:
+            if self._runs.get(run_id) is not run:
+                return  # it ended meanwhile, and was charged
+            idle = run.touched == touched
+        if not idle and loop is not None:  # still streaming (another task reads it on)
+            self._orphan_check(run_id, run, run.touched, loop)
+            return
+        self._finish(self._settle_of(run, None, failed=True))  # kept: a late real end is a duplicate
 
     # -- multi-prompt calls (see _Batch) ----------------------------------------------------------
 

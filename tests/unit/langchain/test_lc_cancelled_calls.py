@@ -119,7 +119,12 @@ async def test_a_call_cancelled_while_its_rate_limiter_waits_holds_nothing(handl
 
 
 @pytest.mark.parametrize("handler_class", HANDLERS)
-async def test_a_streaming_ainvoke_cancelled_after_output_is_charged_the_estimate(handler_class: Any) -> None:
+async def test_a_streaming_ainvoke_cancelled_after_output_is_charged_the_estimate(
+    handler_class: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_tokenbudget import budget_callback
+
+    monkeypatch.setattr(budget_callback, "_ORPHAN_GRACE_S", 0.05)  # (30 s in use) no chunk since: gone
     led = ledger()
     model = Slow(
         messages=itertools.repeat(REPLY), streaming=True, callbacks=[handler_for(handler_class, led)]
@@ -127,6 +132,8 @@ async def test_a_streaming_ainvoke_cancelled_after_output_is_charged_the_estimat
     with pytest.raises(TimeoutError):  # three words streamed (the generate path), then it stalls
         await asyncio.wait_for(model.ainvoke("hi"), 0.1)
     await settled()
+    assert held(led) == (0, 0)  # released at once: nothing is held for a call that may be gone
+    await asyncio.sleep(0.2)
     spent, reserved = held(led)
     assert reserved == 0
     assert spent > 0  # the provider produced output: it was billed
@@ -200,3 +207,33 @@ async def test_runs_the_handler_forgets_leave_no_callback_on_their_task() -> Non
     assert len(getattr(task, "_callbacks", [])) - before <= len(handler._runs)
     for stream in kept:
         await stream.aclose()
+
+
+class Reporting(GenericFakeChatModel):
+    """Streams three words, the first one empty (as OpenAI's first chunk); the last reports usage."""
+
+    async def _astream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        words = ["", "one ", "two ", "three "]
+        for i, word in enumerate(words):
+            await asyncio.sleep(0.01)
+            last = i == len(words) - 1
+            usage = {"input_tokens": 1000, "output_tokens": 500, "total_tokens": 1500} if last else None
+            yield ChatGenerationChunk(message=AIMessageChunk(word, usage_metadata=usage))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+async def test_a_first_chunk_read_in_a_task_of_its_own_leaves_the_call_to_its_end(handler_class: Any) -> None:
+    """A time-to-first-token limit (``asyncio.wait_for(anext(stream), t)`` runs in a task of its
+    own on Python 3.11) that is met ends that task normally: the call goes on, held, and its
+    end charges the usage the provider reported."""
+    led = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=1_500))
+    model = Reporting(messages=iter([]), callbacks=[handler_for(handler_class, led)])
+    stream = model.astream("hi")
+    await asyncio.wait_for(anext(stream), 5)
+    await settled()
+    assert held(led)[1] > 0  # still held mid-stream: a second call cannot take its room
+    rest = "".join([str(chunk.content) async for chunk in stream])
+    assert rest.startswith("one two three")
+    assert held(led) == (1_500, 0)  # the reported usage, once
