@@ -227,6 +227,7 @@ def streamed_chunk(key: str, value: str) -> ChatResponse | CompletionResponse | 
     return None
 
 
+_HANDLERS_LOCK = threading.Lock()
 _HANDLERS: weakref.WeakSet[BudgetCallbackHandler] = weakref.WeakSet()
 """Every handler of this process: an event nested in another handler's call of the same ledger
 is one provider call too."""
@@ -314,7 +315,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         self._counters: dict[str, TokenCounter] = {}
         self._lock = threading.Lock()
         start_worker()
-        _HANDLERS.add(self)
+        with _HANDLERS_LOCK:
+            _HANDLERS.add(self)
 
     def _counter(self, model: str) -> TokenCounter:
         counter = self._counters.get(model)
@@ -379,7 +381,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """The open call enclosing an event started from ``frame``, marked delegated: this
         handler's, or another's on the same ledger (a ``StructuredLLM`` whose events reach the
         handler in ``Settings`` around an inner LLM with a handler of its own)."""
-        others = [h for h in _HANDLERS if h is not self and h.ledger is self.ledger]
+        with _HANDLERS_LOCK:  # (a handler made in another thread meanwhile would change the set)
+            handlers = list(_HANDLERS)
+        others = [h for h in handlers if h is not self and h.ledger is self.ledger]
         for handler in (self, *others):
             with handler._lock:
                 outer: _Call | None = enclosing(handler._calls, frame, key="event_id")

@@ -72,14 +72,14 @@ def _usd(where: str, value: object) -> Decimal | None:
         raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value) from e
     if not d.is_finite() or d < 0:
         raise InvalidInputError(where, "must be a non-negative amount", value=value)
-    if d * 1_000_000_000 > _MAX_LIMIT:
+    if d > _MAX_LIMIT_USD:  # (compared in USD: nano-USD of a huge amount overflow the context)
         raise InvalidInputError(
             where,
             "is more than a ledger stores (2**53 - 1 nano-USD, about $9 million)",
             value=value,
             fix="leave the budget unset for no limit",
         )
-    if 0 < d * 1_000_000_000 <= Decimal("0.5"):  # kept as 0 nano-USD: a limit refusing every call
+    if 0 < d <= Decimal("0.5E-9"):  # kept as 0 nano-USD: a limit refusing every call
         raise InvalidInputError(
             where,
             "is at most half a nano-USD, the ledger's unit: it would be a limit of 0",
@@ -106,6 +106,10 @@ def _spent(where: str, value: object) -> Decimal:
         raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value) from e
     if not d.is_finite() or d < 0:
         raise InvalidInputError(where, "must be a non-negative, finite amount of USD", value=value)
+    if d > _MAX_LIMIT_USD:  # (beyond Decimal's context, adding to it would raise Overflow)
+        raise InvalidInputError(
+            where, "is more than a ledger stores (2**53 - 1 nano-USD, about $9 million)", value=value
+        )
     return d
 
 
@@ -126,6 +130,8 @@ def _tokens(where: str, value: object) -> int | None:
 
 _MAX_LIMIT = 2**53 - 1
 """The largest limit every store holds exactly (Redis compares in doubles): tokens or nano-USD."""
+_MAX_LIMIT_USD = Decimal(_MAX_LIMIT) / 1_000_000_000
+"""The same in USD (about $9 million)."""
 
 
 _C = TypeVar("_C", bound=type)

@@ -84,3 +84,20 @@ def test_a_limit_the_ledger_would_keep_as_zero_is_refused(amount: str | Decimal)
 @pytest.mark.parametrize("amount", ["0", "0.000000001", "0.0000000006"])
 def test_zero_and_amounts_of_a_nano_usd_or_more_are_limits(amount: str) -> None:
     assert BudgetPolicy(daily_usd=amount).daily_usd == Decimal(amount)
+
+
+def test_an_amount_beyond_what_a_ledger_stores_is_refused_not_overflowed() -> None:
+    """``Decimal("1e999999999")`` is a number; arithmetic on it overflows Decimal's context:
+    refused by name, never a bare ``decimal.Overflow``."""
+    from tokenbudget_core.ledger import Ledger
+
+    huge = "1e999999999"
+    with pytest.raises(InvalidInputError, match="more than a ledger stores") as policy:
+        BudgetPolicy(daily_usd=huge)
+    assert policy.value.field == "daily_usd"
+    with pytest.raises(InvalidInputError, match="more than a ledger stores"):
+        RunBudget(max_usd=huge)
+    reservation = Ledger("memory://").reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10)
+    with pytest.raises(InvalidInputError, match="more than a ledger stores") as check:
+        RunBudget(max_usd="1").check(reservation, tokens_used=0, usd_used=huge)
+    assert check.value.field == "usd_used"
