@@ -42,7 +42,6 @@ import math
 import os
 import re
 import socket
-import sys
 import threading
 import time
 import urllib.error
@@ -56,6 +55,7 @@ from decimal import Decimal
 from typing import Any, TypeAlias
 
 from .errors import InvalidInputError
+from .finalizing import run_at_worker_exit
 
 __all__ = ["Alert", "AlertSink", "dispatch", "flush", "resolve_sinks"]
 
@@ -409,22 +409,12 @@ def _flush_at_exit(timeout: float = EXIT_WAIT_S) -> None:
 _MP_EXIT_PRIORITY = 10
 """Where the flush runs among multiprocessing's exit finalizers (those of priority >= 0 run
 first, before the worker joins its own children)."""
-_mp_flush_pid = 0  # the process whose multiprocessing exit runs the flush
 
 
 def _flush_at_worker_exit() -> None:
-    """In a ``multiprocessing`` worker (which ends with ``os._exit``: no ``atexit``), have its
-    exit run the flush too. Registered when a webhook alert is queued, once per process, not
-    by the after-fork hook: a worker clears the exit finalizers it inherits as it starts (after
-    that hook ran), and may import this module only after the fork."""
-    global _mp_flush_pid
-    if _mp_flush_pid == os.getpid():
-        return
-    util, process = sys.modules.get("multiprocessing.util"), sys.modules.get("multiprocessing.process")
-    if util is None or process is None or process.parent_process() is None:
-        return  # not a multiprocessing worker: atexit runs the flush
-    util.Finalize(None, _flush_at_exit, exitpriority=_MP_EXIT_PRIORITY)
-    _mp_flush_pid = os.getpid()
+    """In a ``multiprocessing`` worker, have its exit run the flush too (see
+    :func:`~tokenbudget_core.finalizing.run_at_worker_exit`): registered when an alert is queued."""
+    run_at_worker_exit(_flush_at_exit, _MP_EXIT_PRIORITY)
 
 
 def _after_fork_in_child() -> None:

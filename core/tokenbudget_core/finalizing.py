@@ -23,11 +23,12 @@ import gc
 import logging
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["collecting", "defer", "start_worker", "wait_deferred"]
+__all__ = ["collecting", "defer", "run_at_worker_exit", "start_worker", "wait_deferred"]
 
 logger = logging.getLogger("tokenbudget.finalizing")
 
@@ -82,6 +83,7 @@ def start_worker() -> None:
     except RuntimeError:  # no thread now: deferred work waits for the next start, or runs at exit
         return
     _worker_started = True
+    run_at_worker_exit(_settle_at_exit, _MP_EXIT_PRIORITY)
 
 
 def _run(work: _Work) -> None:
@@ -113,6 +115,26 @@ def wait_deferred(timeout: float | None = None) -> bool:
     return done.wait(timeout)
 
 
+_worker_exits: dict[
+    Callable[[], None], int
+] = {}  # what a multiprocessing worker's exit runs, and in which process
+
+
+def run_at_worker_exit(fn: Callable[[], None], priority: int) -> None:
+    """In a ``multiprocessing`` worker (which ends with ``os._exit``: no ``atexit``), have its
+    exit run ``fn`` too (higher ``priority`` first), once per process. Called when there is
+    something to wait for, not by an after-fork hook: a worker clears the exit finalizers it
+    inherits as it starts (after that hook ran), and may import this module only after the fork."""
+    pid = os.getpid()
+    if _worker_exits.get(fn) == pid:
+        return
+    util, process = sys.modules.get("multiprocessing.util"), sys.modules.get("multiprocessing.process")
+    if util is None or process is None or process.parent_process() is None:
+        return  # not a multiprocessing worker: atexit runs it
+    util.Finalize(None, fn, exitpriority=priority)
+    _worker_exits[fn] = pid
+
+
 EXIT_WAIT_S = 5.0
 """How long an exiting process waits for deferred stream ends (a stream its last collection
 closed), so their reservations are settled, not left to their leases."""
@@ -124,3 +146,6 @@ def _settle_at_exit() -> None:
 
 
 atexit.register(_settle_at_exit)
+_MP_EXIT_PRIORITY = 20
+"""Among a multiprocessing worker's exit finalizers: before the alerts' flush (10), as settling
+a stream may cross an alert threshold."""

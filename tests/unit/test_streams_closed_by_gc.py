@@ -241,3 +241,37 @@ def test_with_no_thread_to_start_deferred_work_runs_when_waited_for(monkeypatch:
     assert ran == []
     assert finalizing.wait_deferred(1)  # run here, outside any collection
     assert ran == [1]
+
+
+MP_WORKER_EXITS_AFTER_A_COLLECTION = """
+import multiprocessing as mp, sys
+
+def job():
+    exec(sys.argv[2], {"__name__": "job"})  # the script above (its sys.argv[1]: the ledger file)
+
+if __name__ == "__main__":
+    worker = mp.get_context("fork").Process(target=job)
+    worker.start()
+    worker.join()
+    sys.exit(worker.exitcode)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork")
+def test_a_multiprocessing_worker_settles_its_deferred_stream_end_before_it_exits(tmp_path: Any) -> None:
+    """A fork-started worker ends with ``os._exit`` (no ``atexit``): its exit waits all the same."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "ledger.db"
+    Ledger(f"sqlite:///{db}").close()
+    child = subprocess.run(
+        [sys.executable, "-c", MP_WORKER_EXITS_AFTER_A_COLLECTION, str(db), EXITS_AFTER_A_COLLECTION],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    ledger = Ledger(f"sqlite:///{db}")
+    ((spent, reserved),) = ledger.store.totals(ledger.day(), [("U/u", "tokens")], 0).values()
+    assert (spent > 0, reserved) == (True, 0)
