@@ -54,31 +54,41 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-def _usd(where: str, value: object) -> Decimal | None:
-    if value is None:
-        return None
+def _amount(where: str, value: object, *, fix: str, over_fix: str | None = None) -> Decimal:
+    """``value`` as a non-negative ``Decimal`` of USD a ledger can store: a ``Decimal``, int or
+    decimal string (a float cannot hold most cents exactly)."""
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         # Not Decimal(value) on anything else: it reads a sequence as (sign, digits, exponent),
         # so the TOML array [0, [5], 3] would be $5000.
         raise InvalidInputError(
-            where,
-            f"money must be a Decimal, int or decimal string, not {_kind(value)}",
-            value=value,
-            fix='write the amount as a decimal string, e.g. "5.00" (quoted, in TOML)',
+            where, f"money must be a Decimal, int or decimal string, not {_kind(value)}", value=value, fix=fix
         )
     try:
         d = Decimal(value)
     except (InvalidOperation, ValueError) as e:
-        raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value) from e
+        raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value, fix=fix) from e
     if not d.is_finite() or d < 0:
-        raise InvalidInputError(where, "must be a non-negative amount", value=value)
-    if d > _MAX_LIMIT_USD:  # (compared in USD: nano-USD of a huge amount overflow the context)
+        raise InvalidInputError(where, "must be a non-negative, finite amount of USD", value=value, fix=fix)
+    if d > _MAX_LIMIT_USD:  # (compared in USD: in nano-USD, a huge amount overflows Decimal's context)
         raise InvalidInputError(
             where,
             "is more than a ledger stores (2**53 - 1 nano-USD, about $9 million)",
             value=value,
-            fix="leave the budget unset for no limit",
+            fix=over_fix,
         )
+    return d
+
+
+def _usd(where: str, value: object) -> Decimal | None:
+    """A money limit: ``None`` (no limit) or an amount (:func:`_amount`) of at least a nano-USD."""
+    if value is None:
+        return None
+    d = _amount(
+        where,
+        value,
+        fix='write the amount as a decimal string, e.g. "5.00" (quoted, in TOML)',
+        over_fix="leave the budget unset for no limit",
+    )
     if 0 < d <= Decimal("0.5E-9"):  # kept as 0 nano-USD: a limit refusing every call
         raise InvalidInputError(
             where,
@@ -90,27 +100,10 @@ def _usd(where: str, value: object) -> Decimal | None:
 
 
 def _spent(where: str, value: object) -> Decimal:
-    """``value``, an amount already spent, as a ``Decimal``: a non-negative ``Decimal``, int or
-    decimal string (a float is refused: it cannot hold most cents exactly)."""
-    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
-        kind = "a float" if isinstance(value, float) else "None" if value is None else type(value).__name__
-        raise InvalidInputError(
-            where,
-            f"must be an amount of USD (a Decimal, int or decimal string), not {kind}",
-            value=value,
-            fix="pass a Decimal, e.g. Decimal('0.25'), or Decimal(0) at the start of a run",
-        )
-    try:
-        d = Decimal(value)
-    except (InvalidOperation, ValueError) as e:
-        raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value) from e
-    if not d.is_finite() or d < 0:
-        raise InvalidInputError(where, "must be a non-negative, finite amount of USD", value=value)
-    if d > _MAX_LIMIT_USD:  # (beyond Decimal's context, adding to it would raise Overflow)
-        raise InvalidInputError(
-            where, "is more than a ledger stores (2**53 - 1 nano-USD, about $9 million)", value=value
-        )
-    return d
+    """An amount already spent (:func:`_amount`)."""
+    return _amount(
+        where, value, fix="pass a Decimal, e.g. Decimal('0.25'), or Decimal(0) at the start of a run"
+    )
 
 
 def _tokens(where: str, value: object) -> int | None:
