@@ -55,7 +55,8 @@ from decimal import Decimal
 from typing import Any, TypeAlias
 
 from .errors import InvalidInputError
-from .finalizing import run_at_worker_exit
+from .finalizing import EXIT_WAIT_S as DEFERRED_EXIT_WAIT_S
+from .finalizing import run_at_worker_exit, wait_deferred
 
 __all__ = ["Alert", "AlertSink", "dispatch", "flush", "resolve_sinks"]
 
@@ -401,7 +402,10 @@ def _flush(timeout: float | None, when: str, *, lost: bool = False) -> int:
 
 
 def _flush_at_exit(timeout: float = EXIT_WAIT_S) -> None:
-    """Wait (``timeout`` seconds in all) for the webhook alerts still being sent; log the rest."""
+    """Wait (``timeout`` seconds in all) for the webhook alerts still being sent; log the rest.
+    First the stream ends still deferred (:mod:`.finalizing`): settling one may cross a threshold,
+    whichever exit hook was registered first."""
+    wait_deferred(DEFERRED_EXIT_WAIT_S)
     _EXITING.set()
     _flush(timeout, "before the process exited", lost=True)
 

@@ -593,6 +593,38 @@ def test_flush_keeps_its_timeout_when_no_thread_can_start(
     comes_back(port)
 
 
+SETTLES_AT_EXIT = """
+import gc, sys, time, warnings
+from typing import Any
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_tokenbudget import BudgetCallbackHandler
+from tokenbudget_core import Usage, finalizing
+from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.ledger import Ledger
+warnings.filterwarnings("ignore")
+ledger = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=100), alerts=[sys.argv[1]])
+first = ledger.reserve(model="gpt-4o-mini", input_tokens=70, max_output_tokens=5, user="u")
+ledger.commit(first, Usage(input_tokens=70, output_tokens=5))  # 75% used
+handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini", user="u", max_output_tokens=5)
+model = GenericFakeChatModel(messages=iter(["one two three four five six"]), callbacks=[handler])
+stream = model.stream("hi"); next(stream); next(stream)
+holder: list[Any] = [stream]; holder.append(holder)
+del stream, holder
+finalizing.defer(time.sleep, 0.5)  # the deferred-work thread is busy
+gc.collect()  # the stream's end is deferred behind it, and crosses 80% when settled
+"""
+
+
+def test_an_alert_a_stream_end_settled_at_exit_crosses_is_delivered(hook: Hook) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", SETTLES_AT_EXIT, hook.url()], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr
+    assert [(a["budget"], a["threshold"]) for a in map(json.loads, (s.body for s in hook.wait_for(1)))] == [
+        ("user_daily_tokens (all features)", 0.8)
+    ]
+
+
 EXIT_IN_OUTAGE = """
 import sys
 from tokenbudget_core.alerts import Alert, dispatch, resolve_sinks
