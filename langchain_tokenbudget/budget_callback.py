@@ -72,17 +72,18 @@ charged on its own model and records no routing.
 
 A cancelled async call (its task cancelled mid-flight: a timeout, a cancelled ``abatch``, a
 call cancelled while its rate limiter made it wait) gets no ``on_llm_error`` from LangChain:
-the handler watches the asyncio task each call started in, and when that task is cancelled
-with the call still open, it releases the reservation; a call that had streamed output (the
-``generate()`` path: the provider produced it) is charged the flagged estimate of it once no
-chunk came for 30 s. The call stays open: when another task drives it on (LangChain's v3 stream
-producer, the task ``asyncio.wait_for`` made), its real end still charges what it used. A task
-that ends without being cancelled leaves its calls alone (``wait_for(anext(stream))`` met: the
-stream is read on). A call started in a task that goes on (``asyncio.timeout()`` around a call
-in a longer task) is held until the ledger's lease expires (``lease_seconds``),
-and the handler forgets it once it has been idle for ten leases (swept at most once a lease,
-when calls or chains start), or, when more than 10,000 runs are open, the oldest first. A call that
-runs longer than a lease without streaming is still charged when it ends (the ledger takes a
+the handler watches the asyncio task each call started in. When that task ends with the call
+still open, the call is taken for gone once no chunk came for 30 s (or when the event loop shuts
+down, or the process exits, first): its reservation is released, or, when it had streamed
+output (the ``generate()`` path: the provider produced it), the flagged estimate of it is
+charged. A cancelled task's call is released at once. Meanwhile a call another task drives on
+(LangChain's v3 stream producer, a first chunk read under ``wait_for``) keeps streaming and is
+charged at its real end, as usual (a commit after a release applies); one silent for more than
+30 s and then resumed is charged the estimate. A call started in a task that goes on
+(``asyncio.timeout()`` around a call in a longer task) is held until the ledger's lease
+expires (``lease_seconds``), and the handler forgets it once it has been idle for ten leases
+(swept at most once a lease, when calls or chains start), or, when more than 10,000 runs are
+open, the oldest first. A call that runs longer than a lease without streaming is still charged when it ends (the ledger takes a
 late commit); one the handler has forgotten by then cannot be. A chain's payer is kept as
 long, counted from when the chain or a run inside it last started.
 
@@ -98,6 +99,7 @@ settled a moment later by a worker thread (:mod:`tokenbudget_core.finalizing`).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import dataclasses
@@ -107,6 +109,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
@@ -457,7 +460,7 @@ class _Run:
     the runs of one id settle in the order they started, so none is left unsettled."""
     watch: tuple[asyncio.Task[Any], Callable[..., None]] | None = None
     """The asyncio task that started the run and the done-callback that ends the run if that
-    task is cancelled or fails with the run still open (see :meth:`_BudgetHandler._watch`)."""
+    task ends with the run still open (see :meth:`_BudgetHandler._task_ended`)."""
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -504,8 +507,20 @@ _IDLE_LEASES = 10
 _MAX_OPEN = 10_000
 """Open runs (and payers) past which the handler forgets the oldest ones."""
 _ORPHAN_GRACE_S = 30.0
-"""How long a call whose task was cancelled after it streamed output may stay silent before
-its flagged estimate is charged (a call another task reads on keeps streaming meanwhile)."""
+"""How long a call whose task ended with it open may stay silent before it is taken for gone:
+released, or charged the flagged estimate of what it streamed (a call another task reads on
+keeps streaming meanwhile)."""
+_ORPHANED_HANDLERS: weakref.WeakSet[_BudgetHandler] = weakref.WeakSet()
+"""Handlers holding orphans: an exiting process closes their accounts (a loop may close before
+a watch ends, and a CLI's loop does)."""
+
+
+def _close_orphans_at_exit() -> None:
+    for handler in list(_ORPHANED_HANDLERS):
+        handler._orphans_at_exit()
+
+
+atexit.register(_close_orphans_at_exit)
 
 _FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
 
@@ -575,6 +590,8 @@ class _BudgetHandler:
         self._runs: dict[UUID, _Run] = {}
         self._payers: dict[UUID, _Payer] = {}
         self._batches: dict[int, _Batch] = {}
+        self._orphans: dict[UUID, _Run] = {}  # runs whose task ended with them open (see _task_ended)
+        self._watchers: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         start_worker()
         self._sweep_at = 0.0
@@ -863,6 +880,8 @@ class _BudgetHandler:
                 return False
             if run.watch is not None:
                 _unwatch(run)
+            if self._orphans and self._orphans.get(run_id) is run:
+                del self._orphans[run_id]
         self.ledger.settle(run.reservation, usage, counter=run.counter, premium_model=run.premium_model)
         return True
 
@@ -1028,13 +1047,15 @@ class _BudgetHandler:
                 self._runs[run_id] = run.next
             if run.watch is not None:
                 _unwatch(run)
+            if self._orphans and self._orphans.get(run_id) is run:
+                del self._orphans[run_id]  # its real end came: charged by it
         return run
 
     def _watch(self, run_id: UUID, run: _Run) -> None:
-        """When the run started in an asyncio task, close its account if that task ends with
-        the run still open: LangChain calls no ``on_llm_error`` for a cancelled ``ainvoke`` /
-        ``abatch`` (a timeout), nor for a call cancelled while its rate limiter made it wait;
-        its reservation would be held until its lease ends."""
+        """When the run started in an asyncio task, watch that task (:meth:`_task_ended`):
+        LangChain calls no ``on_llm_error`` for a cancelled ``ainvoke`` / ``abatch`` (a
+        timeout), nor for a call cancelled while its rate limiter made it wait; its reservation
+        would be held until its lease ends."""
         loop = asyncio._get_running_loop()
         task = None if loop is None else asyncio.current_task(loop)
         if task is None:
@@ -1044,41 +1065,56 @@ class _BudgetHandler:
         task.add_done_callback(ended)
 
     def _task_ended(self, run_id: UUID, run: _Run, task: asyncio.Task[Any]) -> None:
-        """The task ``run`` started in is done (in the event loop). Cancelled with the run still
-        open, the call may be gone: its reservation is released (its real end, if another task
-        drives it on, still charges it: a commit after a release applies). When it had streamed
-        output, the flagged estimate is charged once no chunk came for :data:`_ORPHAN_GRACE_S`.
-        A task that ended otherwise leaves the call alone: another task may read it on."""
-        if not task.cancelled():
-            return
+        """The task ``run`` started in is done (in the event loop) with the run still open: an
+        orphan, unless another task drives the call on (LangChain's v3 stream producer, a first
+        chunk read under ``wait_for``). Cancelled, its reservation is released at once (a real
+        end still charges the call: a commit after a release applies). Either way, once no chunk
+        came for :data:`_ORPHAN_GRACE_S` (or the loop shuts down, or the process exits first),
+        the run is released, or charged the flagged estimate of what it streamed."""
         with self._lock:
             if self._runs.get(run_id) is not run:
                 return
             run.watch = None  # (this callback is running)
-            streamed = bool(run.streamed or run.evented or run.total)
-        self.ledger.release(run.reservation)
-        if streamed:
-            self._orphan_check(run_id, run, run.touched, task.get_loop())
-
-    def _orphan_check(self, run_id: UUID, run: _Run, touched: float, loop: asyncio.AbstractEventLoop) -> None:
-        """Charge ``run``'s streamed estimate in :data:`_ORPHAN_GRACE_S` unless a chunk or its end
-        comes first (at once when its loop is closed: no chunk can come)."""
+            self._orphans[run_id] = run
+        _ORPHANED_HANDLERS.add(self)
+        if task.cancelled():
+            self.ledger.release(run.reservation)
         try:
-            loop.call_later(_ORPHAN_GRACE_S, self._orphaned, run_id, run, touched, loop)
-        except RuntimeError:
-            self._orphaned(run_id, run, touched, None)
-
-    def _orphaned(
-        self, run_id: UUID, run: _Run, touched: float, loop: asyncio.AbstractEventLoop | None
-    ) -> None:
-        with self._lock:
-            if self._runs.get(run_id) is not run:
-                return  # it ended meanwhile, and was charged
-            idle = run.touched == touched
-        if not idle and loop is not None:  # still streaming (another task reads it on)
-            self._orphan_check(run_id, run, run.touched, loop)
+            watcher = task.get_loop().create_task(self._orphan_watch(run_id, run))
+        except RuntimeError:  # its loop is closed: no chunk can come
+            self._orphan_gone(run_id, run)
             return
-        self._finish(self._settle_of(run, None, failed=True))  # kept: a late real end is a duplicate
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _orphan_watch(self, run_id: UUID, run: _Run) -> None:
+        touched = run.touched
+        try:
+            while True:
+                await asyncio.sleep(_ORPHAN_GRACE_S)
+                with self._lock:
+                    if self._runs.get(run_id) is not run:
+                        return  # it ended, and was charged
+                    if run.touched == touched:
+                        break  # silent for the grace: gone
+                    touched = run.touched  # still streaming: another task reads it on
+        finally:  # (also when the loop shuts down and cancels this watch)
+            self._orphan_gone(run_id, run)
+
+    def _orphan_gone(self, run_id: UUID, run: _Run) -> None:
+        """Close the account of an orphan whose call is gone: released, or its streamed estimate
+        charged. The run is kept: a late real end is a duplicate (or a commit after a release)."""
+        with self._lock:
+            if self._orphans.get(run_id) is not run:
+                return
+            del self._orphans[run_id]
+            still_open = self._runs.get(run_id) is run
+        if still_open:
+            self._finish(self._settle_of(run, None, failed=True))
+
+    def _orphans_at_exit(self) -> None:
+        for run_id, run in list(self._orphans.items()):
+            self._orphan_gone(run_id, run)
 
     # -- multi-prompt calls (see _Batch) ----------------------------------------------------------
 

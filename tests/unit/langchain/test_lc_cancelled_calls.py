@@ -237,3 +237,50 @@ async def test_a_first_chunk_read_in_a_task_of_its_own_leaves_the_call_to_its_en
     rest = "".join([str(chunk.content) async for chunk in stream])
     assert rest.startswith("one two three")
     assert held(led) == (1_500, 0)  # the reported usage, once
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+def test_a_call_cancelled_after_output_in_a_loop_that_ends_soon_is_charged(handler_class: Any) -> None:
+    """A CLI or batch job: the streaming call times out after three words and ``asyncio.run``
+    returns well before the 30 s grace: the estimate is charged as the loop shuts down."""
+    led = ledger()
+    model = Slow(
+        messages=itertools.repeat(REPLY), streaming=True, callbacks=[handler_for(handler_class, led)]
+    )
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(model.ainvoke("hi"), 0.1)
+
+    asyncio.run(main())
+    (row,) = led.store.rollup([led.day()])
+    assert (row.values["requests"], row.values["estimated"]) == (1, 1)
+    assert row.values["output_tokens"] == TokenCounter.for_model("gpt-4o-mini").count("one two three ")
+    assert held(led)[1] == 0
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+async def test_a_task_that_timed_out_and_ended_releases_its_call_after_the_grace(
+    handler_class: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``asyncio.timeout()`` around the call (``wait_for`` on Python 3.12+ works this way) in a
+    task of its own: the task ends (returning or raising), not cancelled; with no chunk for the
+    grace the call is taken for gone and released, well before its lease."""
+    from langchain_tokenbudget import budget_callback
+
+    monkeypatch.setattr(budget_callback, "_ORPHAN_GRACE_S", 0.05)
+    led = ledger()
+    model = Slow(messages=itertools.repeat(REPLY), callbacks=[handler_for(handler_class, led)])
+
+    async def request() -> str:
+        try:
+            async with asyncio.timeout(0.05):
+                await model.ainvoke("hi")
+        except TimeoutError:
+            return "timed out"
+        return "answered"
+
+    assert await asyncio.create_task(request()) == "timed out"
+    assert held(led)[1] > 0  # held while it might still be streaming elsewhere
+    await asyncio.sleep(0.3)
+    assert held(led) == (0, 0)
