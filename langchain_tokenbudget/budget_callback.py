@@ -83,9 +83,10 @@ charged at its real end, as usual (a commit after a release applies); one silent
 (``asyncio.timeout()`` around a call in a longer task) is held until the ledger's lease
 expires (``lease_seconds``), and the handler forgets it once it has been idle for ten leases
 (swept at most once a lease, when calls or chains start), or, when more than 10,000 runs are
-open, the oldest first. A call that runs longer than a lease without streaming is still charged when it ends (the ledger takes a
-late commit); one the handler has forgotten by then cannot be. A chain's payer is kept as
-long, counted from when the chain or a run inside it last started.
+open, the oldest first. A call that runs longer than a lease without streaming is still
+charged when it ends (the ledger takes a late commit); one the handler has forgotten by then
+cannot be. A chain's payer is kept as long, counted from when the chain or a run inside it
+last started.
 
 A sync v3 stream (``stream_events(version="v3")``) its consumer stops iterating ends no run:
 LangChain's ``ChatModelStream`` has no ``close()``; its reservation lasts until its lease ends
