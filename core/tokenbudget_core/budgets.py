@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias, TypeVar
 
 from .errors import BudgetExceededError, InvalidInputError, UnpricedModelError
+from .money import usd_to_nanos
 
 if TYPE_CHECKING:
     from .ledger import Reservation
@@ -54,7 +55,15 @@ STEPS: tuple[Step, ...] = (
 )
 
 
-def _amount(where: str, value: object, *, fix: str, over_fix: str | None = None) -> Decimal:
+def _amount(
+    where: str,
+    value: object,
+    *,
+    fix: str,
+    most: Decimal | None = None,
+    too_much: str = "is more than a ledger stores (2**53 - 1 nano-USD, about $9 million)",
+    over_fix: str | None = None,
+) -> Decimal:
     """``value`` as a non-negative ``Decimal`` of USD a ledger can store: a ``Decimal``, int or
     decimal string (a float cannot hold most cents exactly)."""
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
@@ -69,13 +78,8 @@ def _amount(where: str, value: object, *, fix: str, over_fix: str | None = None)
         raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value, fix=fix) from e
     if not d.is_finite() or d < 0:
         raise InvalidInputError(where, "must be a non-negative, finite amount of USD", value=value, fix=fix)
-    if d > _MAX_LIMIT_USD:  # (compared in USD: in nano-USD, a huge amount overflows Decimal's context)
-        raise InvalidInputError(
-            where,
-            "is more than a ledger stores (2**53 - 1 nano-USD, about $9 million)",
-            value=value,
-            fix=over_fix,
-        )
+    if d > (_MAX_LIMIT_USD if most is None else most):  # (in USD: in nano-USD, a huge amount overflows)
+        raise InvalidInputError(where, too_much, value=value, fix=over_fix)
     return d
 
 
@@ -89,7 +93,7 @@ def _usd(where: str, value: object) -> Decimal | None:
         fix='write the amount as a decimal string, e.g. "5.00" (quoted, in TOML)',
         over_fix="leave the budget unset for no limit",
     )
-    if 0 < d <= Decimal("0.5E-9"):  # kept as 0 nano-USD: a limit refusing every call
+    if d > 0 and usd_to_nanos(d) == 0:  # kept as 0 nano-USD, as the ledger rounds: refusing every call
         raise InvalidInputError(
             where,
             "is at most half a nano-USD, the ledger's unit: it would be a limit of 0",
@@ -102,7 +106,11 @@ def _usd(where: str, value: object) -> Decimal | None:
 def _spent(where: str, value: object) -> Decimal:
     """An amount already spent (:func:`_amount`)."""
     return _amount(
-        where, value, fix="pass a Decimal, e.g. Decimal('0.25'), or Decimal(0) at the start of a run"
+        where,
+        value,
+        fix="pass a Decimal, e.g. Decimal('0.25'), or Decimal(0) at the start of a run",
+        most=_MOST_SPENT_USD,
+        too_much="is not an amount a run could have spent (over 10**15 USD)",
     )
 
 
@@ -125,6 +133,8 @@ _MAX_LIMIT = 2**53 - 1
 """The largest limit every store holds exactly (Redis compares in doubles): tokens or nano-USD."""
 _MAX_LIMIT_USD = Decimal(_MAX_LIMIT) / 1_000_000_000
 """The same in USD (about $9 million)."""
+_MOST_SPENT_USD = Decimal("1e15")
+"""An amount spent beyond this is a mistake (and far beyond it, Decimal arithmetic overflows)."""
 
 
 _C = TypeVar("_C", bound=type)
@@ -404,6 +414,8 @@ _TOML_TYPES = {bool: "a boolean", int: "an integer", float: "a float", str: "a s
 
 def _kind(value: object) -> str:
     """What ``value`` is, in TOML's words where it has them: ``a float``, ``an array``, ``a table``."""
+    if value is None:
+        return "None"
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, tuple):

@@ -98,6 +98,22 @@ def test_an_amount_beyond_what_a_ledger_stores_is_refused_not_overflowed() -> No
     with pytest.raises(InvalidInputError, match="more than a ledger stores"):
         RunBudget(max_usd=huge)
     reservation = Ledger("memory://").reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10)
-    with pytest.raises(InvalidInputError, match="more than a ledger stores") as check:
+    with pytest.raises(InvalidInputError, match="not an amount a run could have spent") as check:
         RunBudget(max_usd="1").check(reservation, tokens_used=0, usd_used=huge)
     assert check.value.field == "usd_used"
+
+
+def test_a_limit_the_ledger_rounds_to_zero_is_refused_however_many_digits_it_has() -> None:
+    with pytest.raises(InvalidInputError, match="half a nano-USD"):
+        BudgetPolicy(daily_usd="0.50000000000000000000000000001E-9")  # 29 digits: 0 nano-USD as rounded
+
+
+def test_usd_used_past_a_limit_is_a_refusal_and_past_any_spend_an_error() -> None:
+    from tokenbudget_core.errors import BudgetExceededError
+    from tokenbudget_core.ledger import Ledger
+
+    reservation = Ledger("memory://").reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10)
+    with pytest.raises(BudgetExceededError, match="max_run_usd"):  # $10 million spent: over a $1 budget
+        RunBudget(max_usd="1").check(reservation, tokens_used=0, usd_used="10000000")
+    with pytest.raises(InvalidInputError, match="not None"):
+        RunBudget(max_usd="1").check(reservation, tokens_used=0, usd_used=None)  # type: ignore[arg-type]
