@@ -13,7 +13,10 @@ work (with what must be read there and then, such as the stream's last chunk) to
 which queues it for a worker thread: a queue put takes no lock a collection could interrupt.
 The worker runs it a moment later, outside the collecting thread's locks, so the abandoned call
 is charged or released all the same. :func:`wait_deferred` waits for what was queued; an
-exiting process does (up to :data:`EXIT_WAIT_S`); a forked child drops what its parent queued.
+exiting process does (up to :data:`EXIT_WAIT_S`), a ``multiprocessing`` worker included; a
+forked child drops what its parent queued. A worker a pool terminates (leaving
+``with multiprocessing.Pool() as pool:`` calls ``terminate()``) runs no exit code at all: close
+and join the pool to have its workers settle what they deferred.
 """
 
 from __future__ import annotations
@@ -78,12 +81,12 @@ def start_worker() -> None:
     global _worker_started
     if _worker_started:
         return
+    run_at_worker_exit(_settle_at_exit, _MP_EXIT_PRIORITY)  # (with no thread, the exit runs the work)
     try:
         threading.Thread(target=_work, args=(_queue,), name="tokenbudget-deferred", daemon=True).start()
     except RuntimeError:  # no thread now: deferred work waits for the next start, or runs at exit
         return
     _worker_started = True
-    run_at_worker_exit(_settle_at_exit, _MP_EXIT_PRIORITY)
 
 
 def _run(work: _Work) -> None:
