@@ -193,8 +193,13 @@ class BudgetExceededError(TokenBudgetError, RuntimeError):
             requested,
             step,
         )
+        soft = (
+            " (it fits, but would take the budget past the ladder's soft-refusal share)"
+            if step == "soft_refusal"
+            else ""
+        )
         super().__init__(
-            f"{budget} for {scope}: {used} used of {limit}, this call needs {requested}; "
+            f"{budget} for {scope}: {used} used of {limit}, this call needs {requested}{soft}; "
             f"the call was not sent. Raise the limit in the budget policy, or wait for the next day."
         )
 

@@ -455,3 +455,12 @@ def test_a_cancelled_reservation_is_released_even_when_its_loop_is_closed_first(
         led.reserve(**call, request_id="r-1")
     assert led.state(user="u-1").used["user_daily_tokens (all features)"] == 2
     blocker.close()
+
+
+def test_a_soft_refusal_says_why_a_call_that_fits_was_refused() -> None:
+    led = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=2_040))
+    led.reserve(model="gpt-4o-mini", input_tokens=8, max_output_tokens=1_000, user="u")  # 1008 held
+    with pytest.raises(BudgetExceededError) as caught:  # 2016 of 2040 would be past 97%
+        led.reserve(model="gpt-4o-mini", input_tokens=8, max_output_tokens=1_000, user="u")
+    assert caught.value.step == "soft_refusal"
+    assert "soft-refusal share" in str(caught.value)
