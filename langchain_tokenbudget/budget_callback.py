@@ -879,10 +879,7 @@ class _BudgetHandler:
             if usage is None:
                 self._runs[run_id] = run  # put back for the general reading
                 return False
-            if run.watch is not None:
-                _unwatch(run)
-            if self._orphans and self._orphans.get(run_id) is run:
-                del self._orphans[run_id]
+            self._ended(run_id, run)
         self.ledger.settle(run.reservation, usage, counter=run.counter, premium_model=run.premium_model)
         return True
 
@@ -1046,11 +1043,15 @@ class _BudgetHandler:
         if run is not None:
             if run.next is not None:
                 self._runs[run_id] = run.next
-            if run.watch is not None:
-                _unwatch(run)
-            if self._orphans and self._orphans.get(run_id) is run:
-                del self._orphans[run_id]  # its real end came: charged by it
+            self._ended(run_id, run)
         return run
+
+    def _ended(self, run_id: UUID, run: _Run) -> None:
+        """``run`` ended by its own event (lock held): no task watch, no orphan account left."""
+        if run.watch is not None:
+            _unwatch(run)
+        if self._orphans and self._orphans.get(run_id) is run:
+            del self._orphans[run_id]  # its real end came: charged by it
 
     def _watch(self, run_id: UUID, run: _Run) -> None:
         """When the run started in an asyncio task, watch that task (:meth:`_task_ended`):

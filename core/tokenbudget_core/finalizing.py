@@ -118,9 +118,8 @@ def wait_deferred(timeout: float | None = None) -> bool:
     return done.wait(timeout)
 
 
-_worker_exits: dict[
-    Callable[[], None], int
-] = {}  # what a multiprocessing worker's exit runs, and in which process
+_worker_exits: dict[Callable[[], None], int] = {}
+"""What a ``multiprocessing`` worker's exit runs, and the process it was registered in."""
 
 
 def run_at_worker_exit(fn: Callable[[], None], priority: int) -> None:
@@ -148,7 +147,8 @@ def _settle_at_exit() -> None:
         logger.error("tokenbudget: deferred stream ends still running after %.0f s at exit", EXIT_WAIT_S)
 
 
-atexit.register(_settle_at_exit)
 _MP_EXIT_PRIORITY = 20
 """Among a multiprocessing worker's exit finalizers: before the alerts' flush (10), as settling
 a stream may cross an alert threshold."""
+
+atexit.register(_settle_at_exit)
