@@ -60,12 +60,12 @@ def _amount(
     value: object,
     *,
     fix: str,
-    most: Decimal | None = None,
-    too_much: str = "is more than a ledger stores (2**53 - 1 nano-USD, about $9 million)",
+    most: Decimal,
+    too_much: str,
     over_fix: str | None = None,
 ) -> Decimal:
-    """``value`` as a non-negative ``Decimal`` of USD a ledger can store: a ``Decimal``, int or
-    decimal string (a float cannot hold most cents exactly)."""
+    """``value`` as a non-negative ``Decimal`` of USD up to ``most`` (else ``too_much``): a
+    ``Decimal``, int or decimal string (a float cannot hold most cents exactly)."""
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
         # Not Decimal(value) on anything else: it reads a sequence as (sign, digits, exponent),
         # so the TOML array [0, [5], 3] would be $5000.
@@ -78,7 +78,7 @@ def _amount(
         raise InvalidInputError(where, f"{value!r} is not an amount of USD", value=value, fix=fix) from e
     if not d.is_finite() or d < 0:
         raise InvalidInputError(where, "must be a non-negative, finite amount of USD", value=value, fix=fix)
-    if d > (_MAX_LIMIT_USD if most is None else most):  # (in USD: in nano-USD, a huge amount overflows)
+    if d > most:  # (compared in USD: in nano-USD, a huge amount overflows Decimal's context)
         raise InvalidInputError(where, too_much, value=value, fix=over_fix)
     return d
 
@@ -91,6 +91,8 @@ def _usd(where: str, value: object) -> Decimal | None:
         where,
         value,
         fix='write the amount as a decimal string, e.g. "5.00" (quoted, in TOML)',
+        most=_MAX_LIMIT_USD,
+        too_much="is more than a ledger stores (2**53 - 1 nano-USD, about $9 million)",
         over_fix="leave the budget unset for no limit",
     )
     if d > 0 and usd_to_nanos(d) == 0:  # kept as 0 nano-USD, as the ledger rounds: refusing every call
