@@ -703,20 +703,12 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
         ) from e
 
 
-_SENDING = str(BudgetUnavailableError("", "")).partition("(); ")[2]
-"""The end of an unreachable store's message when a call was on its way (it was not sent)."""
-
-
 def _for_reading(error: BudgetUnavailableError) -> BudgetUnavailableError:
     """``error`` saying what it means for a command that only reads: nothing was read (not that a
     call was not sent, nor to choose ``on_unavailable``, which applies to apps' calls)."""
-    text, start = str(error), f"budget store {error.store} is unreachable ("
-    end = f"); {_SENDING}"
-    if not (text.startswith(start) and text.endswith(end)):
-        return error
     return BudgetUnavailableError(
         error.store,
-        text[len(start) : -len(end)],
+        error.detail,
         consequence="nothing was read. Check that the store is up and that --store (or "
         "$TOKENBUDGET_STORE) names the one your app records to, then retry.",
     )

@@ -209,6 +209,7 @@ class BudgetUnavailableError(TokenBudgetError, ConnectionError):
 
     Attributes:
         store: The store URL.
+        detail: What went wrong reaching it.
     """
 
     def __init__(
@@ -219,7 +220,7 @@ class BudgetUnavailableError(TokenBudgetError, ConnectionError):
         consequence: str = "the call was not sent. Check the store, or choose on_unavailable='open' "
         "to spool usage locally and replay it later.",
     ) -> None:
-        self.store = store
+        self.store, self.detail = store, detail
         super().__init__(f"budget store {store} is unreachable ({detail}); {consequence}")
 
 
