@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -752,8 +753,9 @@ def _plain(text: str, *, style: str = "") -> Text:
 
 
 def _table(*columns: str) -> Table:
-    """The first column left-aligned, numbers right-aligned; a cell too wide for its column is
-    folded onto the next line, never cut: a number or an id is always printed whole."""
+    """The first column left-aligned, numbers right-aligned. A table too wide for the terminal
+    is printed as records instead (:func:`_print_tables`); a cell is never cut, and as a last
+    resort (a column narrower than its header) folded onto the next line."""
     table = Table(show_header=True)
     for i, name in enumerate(columns):
         table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
@@ -765,16 +767,57 @@ _UNLIMITED_WIDTH = 1_000_000
 
 
 def _print_tables(*tables: Table) -> None:
-    """``tables`` on stdout. On a terminal they fit its width (cells fold, see :func:`_table`);
-    piped or redirected, their width is not limited, so each row stays one line that ``grep`` or
-    ``cut`` see whole (``$COLUMNS`` does not apply: a pipe has no width)."""
+    """``tables`` on stdout. Piped or redirected, their width is not limited, so each row stays
+    one line that ``grep`` or ``cut`` see whole (``$COLUMNS`` does not apply: a pipe has no
+    width). On a terminal, a table that fits its width is drawn as a table; one that does not
+    is printed as records (:func:`_records`), so no number or id is folded across lines."""
     try:
         terminal = sys.stdout.isatty()
     except (AttributeError, ValueError):  # no stdout, or a closed one
         terminal = False
     console = _Console(soft_wrap=False, width=None if terminal else _UNLIMITED_WIDTH)
     for table in tables:
-        console.print(table, crop=False)
+        needed = Measurement.get(console, console.options.update_width(_UNLIMITED_WIDTH), table)
+        if needed.maximum <= console.width:
+            console.print(table, crop=False)
+        else:
+            for line, prose in _records(table):
+                # a title or caption wraps at words; a record's line is left whole to the terminal
+                console.print(line, soft_wrap=not prose)
+
+
+def _records(table: Table) -> list[tuple[Text, bool]]:
+    """The lines of ``table`` as records, each with whether it is prose (a title or caption):
+    the title, then per row its first cell and each other cell under its column's name (a
+    two-column table: ``name: value`` per row), then the caption."""
+    columns = table.columns
+    rows = [[_cell_text(c) for c in column.cells] for column in columns]
+    lines: list[tuple[Text, bool]] = []
+    if table.title is not None:
+        lines.append((_cell_text(table.title), True))
+    elif columns:  # a breakdown's title is its first column's name ("user", "feature")
+        lines.append((Text.assemble("by ", _cell_text(columns[0].header)), True))
+    if len(columns) == 2:
+        for name, value in zip(rows[0], rows[1], strict=True):
+            lines.append((Text.assemble(name, ": ", value), False))
+    else:
+        labels = [_cell_text(column.header) for column in columns[1:]]
+        width = max((len(label) for label in labels), default=0)
+        for i, first in enumerate(rows[0]):
+            lines.append((first, False))
+            for label, cells in zip(labels, rows[1:], strict=True):
+                if cells[i].plain:  # an empty cell (the "(n more)" row's counts) says nothing
+                    pad = " " * (width - len(label) + 2)
+                    lines.append((Text.assemble("  ", label, pad, cells[i]), False))
+    if table.caption is not None:
+        lines.append((_cell_text(table.caption), True))
+    lines.append((Text(""), True))
+    return lines
+
+
+def _cell_text(cell: object) -> Text:
+    """A table cell, title or header as text (a plain string is the CLI's own text, not markup)."""
+    return cell.copy() if isinstance(cell, Text) else Text(str(cell))
 
 
 def _render_report(r: Report) -> list[Table]:

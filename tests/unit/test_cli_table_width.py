@@ -1,7 +1,7 @@
 """``report`` and ``budgets`` tables never cut a number or an id, whatever the output's width.
 
 Piped (not a terminal) a table is as wide as its widest row, so ``grep`` finds a whole row; on a
-narrow terminal a cell folds onto the next line. Run as the installed command, with ``$COLUMNS``
+narrow terminal a table too wide for it is printed as records. Run as the installed command, with ``$COLUMNS``
 unset, as a user's shell or pipe would.
 """
 
@@ -121,32 +121,63 @@ def on_terminal(columns: int, *args: str) -> list[str]:
     return re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()  # the styles (italic titles)
 
 
-def cell_texts(lines: list[str], table: int) -> list[str]:
-    """Each column of the one data row of the ``table``-th table (from 0), its folded pieces
-    joined back."""
-    heads = [i for i, line in enumerate(lines) if line.startswith("┡")]
-    body_start = heads[table] + 1
-    body = []
-    for line in lines[body_start:]:
-        if line.startswith("└"):
+def record(lines: list[str], first: str) -> dict[str, str]:
+    """The record a table too wide for the terminal printed for the row whose first cell is
+    ``first``: its other cells by column name."""
+    at = lines.index(first)
+    fields = {}
+    for line in lines[at + 1 :]:
+        if not line.startswith("  "):
             break
-        body.append([cell.strip() for cell in line.strip("│").split("│")])
-    return ["".join(pieces) for pieces in zip(*body, strict=True)]
+        name, value = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        fields[name] = value
+    return fields
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
-def test_narrow_terminal_folds_cells_instead_of_cutting_them(tmp_path: Path) -> None:
+def test_narrow_terminal_prints_records_with_every_number_whole(tmp_path: Path) -> None:
     path = tmp_path / "one.db"
     ledger = Ledger(open_store(f"sqlite:///{path}"), clock=lambda: AT)
     ledger.record(BIG, model="gpt-4o", feature="support", user=USERS[0])
+    ledger.record(SMALL, model="gpt-4o", feature="support", user=USERS[1])
     ledger.close()
     columns = 50
     lines = on_terminal(columns, "report", "--store", f"sqlite:///{path}", "--day", DAY, "--by", "user")
     assert all(len(line) <= columns for line in lines), lines
     assert not any("…" in line for line in lines)
-    user, requests, tokens_in, tokens_out, cost, *_ = cell_texts(lines, 1)  # the spend by user
-    assert user == USERS[0]
-    assert requests == "1"
-    assert tokens_in == f"{BIG.input_tokens:,}"
-    assert tokens_out == f"{BIG.output_tokens:,}"
-    assert cost == format_usd(cost_of(BIG, "gpt-4o"))
+    assert "by user" in lines
+    for user, usage in zip(USERS, (BIG, SMALL), strict=True):
+        fields = record(lines, user)
+        assert fields["requests"] == "1"
+        assert fields["input"] == f"{usage.input_tokens:,}"
+        assert fields["output"] == f"{usage.output_tokens:,}"
+        assert fields["cost"] == format_usd(cost_of(usage, "gpt-4o"))
+    total = format_usd(cost_of(BIG, "gpt-4o") + cost_of(SMALL, "gpt-4o"))
+    assert f"cost: {total}" in lines  # the two-column totals table: name: value
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_narrow_terminal_budgets_as_records(tmp_path: Path) -> None:
+    db = tmp_path / "today.db"
+    ledger = Ledger(open_store(f"sqlite:///{db}"))  # today, on the real clock, like the command's
+    ledger.record(BIG, model="gpt-4o", feature="support", user=USERS[0])
+    ledger.close()
+    policy = tmp_path / "budgets.toml"
+    policy.write_text(POLICY, encoding="utf-8")
+    lines = on_terminal(
+        40, "budgets", "--store", f"sqlite:///{db}", "--policy", str(policy), "--user", USERS[0]
+    )
+    tables = [line for line in lines if not line.startswith("ladder step")]  # a sentence, not a table
+    assert all(len(line) <= 40 for line in tables), lines
+    fields = record(lines, "user_daily_usd")
+    assert fields["limit"] == format_usd(Decimal(5000))
+    assert fields["spent + reserved"] == format_usd(cost_of(BIG, "gpt-4o"))
+    assert record(lines, "user_daily_tokens")["spent + reserved"] == f"{BIG.total_tokens:,}"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_wide_terminal_draws_tables(db: Path) -> None:
+    lines = on_terminal(200, "report", "--store", f"sqlite:///{db}", "--day", DAY, "--by", "user")
+    (row,) = [line for line in lines if USERS[0] in line]
+    assert row.startswith("│")  # a table's row
+    assert format_usd(cost_of(BIG, "gpt-4o")) in row
