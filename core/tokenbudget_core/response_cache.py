@@ -174,17 +174,20 @@ class ResponseCacheBase:
             return f"answer cut off or failed (finish_reason={response.finish_reason!r})"
         if self.ledger is not None and self._hit_model(request, response) is None:
             return (
-                f"neither {response.model!r} nor {request.model!r} is known to the ledger's registry, "
+                f"neither {request.model!r} nor {response.model!r} is known to the ledger's registry, "
                 "so a hit could not be recorded; register the model to cache its answers"
             )
         return None
 
     def _hit_model(self, request: CacheRequest, response: CachedResponse) -> str | None:
-        """The model a hit is recorded on: the one that answered, else the one asked for (the
-        host may name a model the registry does not know, e.g. a wrapper's type)."""
+        """The model a hit is recorded on: the one asked for, as the call itself is charged on it
+        (a reply naming a dated snapshot, ``gpt-4o-2024-08-06`` for ``gpt-4o``, must not put the
+        model's hits on a row of their own), else the one that answered (the host may name a
+        model the registry does not know, e.g. a wrapper's type). What the hit saved is still
+        priced on the model that answered (:meth:`_saved`)."""
         assert self.ledger is not None
         registry = self.ledger.registry
-        return next((m for m in (response.model, request.model) if m in registry), None)
+        return next((m for m in (request.model, response.model) if m in registry), None)
 
     def _envelope(
         self, request: CacheRequest, response: CachedResponse, scope: CacheScope, text: str, **more: Any
@@ -261,7 +264,9 @@ class ResponseCacheBase:
             model = self._hit_model(request, response)
             if model is None:  # stored by a process whose registry knew the model
                 logger.warning(
-                    "cache hit not recorded: %r is unknown to the ledger's registry", response.model
+                    "cache hit not recorded: neither %r nor %r is known to the ledger's registry",
+                    request.model,
+                    response.model,
                 )
             else:
                 self.ledger.record(Usage(requests=1), model=model, cache_hit=True, saved_usd=saved_usd)
