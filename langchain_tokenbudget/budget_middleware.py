@@ -265,7 +265,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         on_exceeded: ``"raise"`` :class:`~tokenbudget_core.errors.BudgetExceededError`, or
             ``"end"`` the run with an ``AIMessage`` explaining the refusal (its
             ``response_metadata["tokenbudget_refusal"]`` has the figures).
-        refusal_message: The text of that message, or a function of the error building it.
+        refusal_message: The text of that message, or a function of the error returning it (a
+            result that is not a string raises ``InvalidInputError`` when a refusal calls it).
         counter: Token counter (default: ``TokenCounter.for_model``).
 
     Raises:
@@ -403,12 +404,19 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         if self.on_exceeded == "raise":
             raise error
         text = self.refusal_message or _default_refusal
+        if not isinstance(text, str):
+            text = text(error)
+            if not isinstance(text, str):  # a function's result can only be checked once it is called
+                raise InvalidInputError(
+                    "refusal_message",
+                    f"the function returned {type(text).__name__}, not a string",
+                    value=text,
+                    fix="return the refusal text as a str (the error has budget, limit, used, requested)",
+                ) from error
         figures = {
             k: str(getattr(error, k)) for k in ("budget", "scope", "limit", "used", "requested", "step")
         }
-        message = AIMessage(
-            text if isinstance(text, str) else text(error), response_metadata={"tokenbudget_refusal": figures}
-        )
+        message = AIMessage(text, response_metadata={"tokenbudget_refusal": figures})
         tokens, nanos = _run_totals(state)
         update = {"jump_to": "end", TOKENS_KEY: tokens, NANOS_KEY: nanos}
         return ExtendedModelResponse(
@@ -440,6 +448,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         Raises:
             BudgetExceededError: A budget or run cap would be exceeded (``on_exceeded="raise"``).
             UnpricedModelError: The model has no price and a dollar budget applies.
+            InvalidInputError: ``refusal_message`` is a function that returned something other
+                than a string (checked when a refusal calls it).
         """
         args, counter, messages, tools, route, marks = self._plan(request)
         state = cast("Mapping[str, Any]", request.state)
