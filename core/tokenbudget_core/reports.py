@@ -19,9 +19,14 @@ Definitions:
 * *p50 / p95*: nearest-rank percentiles over the recorded cost of every call of a feature in
   the report's days. Usage of several calls (``Usage(requests=n)``) counts as ``n`` calls of
   its average cost (for ``n`` over 1,000, as 1,000 of them); unpriced calls have no cost.
-* *projected month-end spend* = month-to-date spend / elapsed days * days in the month, where
-  the month is the current one by the ledger's clock and time zone and the elapsed days are
-  the time since local midnight on the 1st, in days of 86,400 s (a fraction counts).
+* *projected month-end spend* = month-to-date spend * the month's length / the time elapsed
+  since local midnight on the 1st, where the month is the current one by the ledger's clock and
+  time zone and its length is its real one in that zone (local midnight on the 1st of the next
+  month minus local midnight on the 1st, in seconds: a month with a DST change is an hour
+  longer or shorter than its days * 86,400 s). So the projection is never below the
+  month-to-date spend and meets it at the month's end. *Elapsed days* = that elapsed share of
+  the month * its days, so the projection is also month-to-date / elapsed days * days in the
+  month (a fraction counts).
 * *routing saved* = over the routed calls (those committed with a ``premium_model``), their
   actual usage priced on the premium tier's model minus what they cost: the money tiered routing
   saved, net (a call that cost more than the premium model would have counts negative). Calls
@@ -174,10 +179,12 @@ class Projection:
     """``YYYY-MM`` in the ledger's time zone."""
     month_to_date_usd: Decimal
     elapsed_days: Decimal
-    """Days since local midnight on the 1st (rounded to 1e-6 for display)."""
+    """The month's elapsed share (of its real length in the time zone) * its days, rounded to
+    1e-6 for display: at most ``days_in_month``."""
     days_in_month: int
     projected_usd: Decimal | None
-    """``month_to_date_usd / elapsed_days * days_in_month`` (``None`` at the month's first instant)."""
+    """``month_to_date_usd`` * the month's length / its elapsed time (see the module): never below
+    ``month_to_date_usd`` (``None`` at the month's first instant)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -422,17 +429,35 @@ def _call_costs(store: LedgerStore, rows: Sequence[_Row]) -> tuple[CallCostStats
     return tuple(stats)
 
 
+def _midnight(d: date, tz: tzinfo) -> datetime:
+    """Local midnight starting day ``d`` (fold 0: a midnight a DST change skips is the change's
+    instant, a repeated one its first occurrence)."""
+    return datetime(d.year, d.month, d.day, tzinfo=tz)
+
+
+def _seconds(start: datetime, end: datetime) -> Decimal:
+    """Real seconds from ``start`` to ``end`` (aware datetimes, any zone)."""
+    return Decimal(str(end.timestamp())) - Decimal(str(start.timestamp()))
+
+
 def _projection(store: LedgerStore, now: datetime) -> Projection:
-    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0, fold=0)
-    month_days = [(first.date() + timedelta(days=i)).isoformat() for i in range(now.day)]
-    mtd = _usd(_sums(map(_decode, store.rollup(month_days)))["cost_nanos"])
-    elapsed_s = Decimal(str(now.timestamp())) - Decimal(str(first.timestamp()))
+    tz = cast(tzinfo, now.tzinfo)
+    first_day = now.date().replace(day=1)
+    first = _midnight(first_day, tz)
     length = calendar.monthrange(now.year, now.month)[1]
-    projected = None if elapsed_s <= 0 else (mtd * length * 86_400 / elapsed_s).quantize(_NANO_USD)
+    month_days = [(first_day + timedelta(days=i)).isoformat() for i in range(now.day)]
+    mtd = _usd(_sums(map(_decode, store.rollup(month_days)))["cost_nanos"])
+    if first_day.month == 12 and first_day.year == 9999:  # no year 10000: take 31 days of 86,400 s
+        month_s = Decimal(31 * 86_400)
+    else:
+        next_first = first_day + timedelta(days=length)
+        month_s = _seconds(first, _midnight(next_first, tz))
+    elapsed_s = min(max(_seconds(first, now), Decimal(0)), month_s)
+    projected = None if elapsed_s <= 0 else (mtd * month_s / elapsed_s).quantize(_NANO_USD)
     return Projection(
         month=f"{now.year:04d}-{now.month:02d}",
         month_to_date_usd=mtd,
-        elapsed_days=(elapsed_s / 86_400).quantize(Decimal("1e-6")),
+        elapsed_days=(elapsed_s * length / month_s).quantize(Decimal("1e-6")),
         days_in_month=length,
         projected_usd=projected,
     )

@@ -381,8 +381,9 @@ def test_days_and_month_follow_the_ledgers_time_zone(tmp_path: Path) -> None:
     assert p.month_to_date_usd == mtd
     elapsed = (clock.now - datetime(2026, 11, 1, tzinfo=ZoneInfo(tz)).timestamp()) / 86_400
     assert elapsed == pytest.approx(29 + 22 / 24 + 1 / 24)  # the DST change on Nov 1 adds an hour
+    month = 30 + 1 / 24  # ... to the month too: its real length in New York
     assert p.projected_usd is not None
-    assert abs(p.projected_usd - mtd / Decimal(elapsed) * 30) <= Decimal("1e-8")
+    assert abs(p.projected_usd - mtd / Decimal(elapsed) * Decimal(month)) <= Decimal("1e-8")
     # Day buckets: the 11-18 calls at 09:00-12:00 UTC are on the 18th in New York too.
     assert build_report(ledger, day="2026-11-18").totals.cost_usd == sum(
         cost(c) for c in in_days(["2026-11-18"], tz)
