@@ -839,7 +839,12 @@ def _render_report(r: Report) -> list[Table]:
         ("active users", f"{t.active_users:,}"),
         ("conversations", f"{t.conversations:,}"),
         (f"{r.projection.month} to date", _money(r.projection.month_to_date_usd)),
-        (f"{r.projection.month} projected", _money(r.projection.projected_usd, places=6)),
+        (
+            f"{r.projection.month} projected",
+            f"- ({r.projection.reason})"
+            if r.projection.projected_usd is None
+            else _money(r.projection.projected_usd, places=6),
+        ),
     ):
         totals.add_row(name, value)
     tables = [totals]

@@ -26,7 +26,10 @@ Definitions:
   longer or shorter than its days * 86,400 s). So the projection is never below the
   month-to-date spend and meets it at the month's end. *Elapsed days* = that elapsed share of
   the month * its days, so the projection is also month-to-date / elapsed days * days in the
-  month (a fraction counts).
+  month. A month is not projected before its first local day has fully elapsed
+  (:data:`MIN_PROJECTION_DAYS`): a few minutes' spend scaled to a month is noise ($1 in the
+  first second would project $2.7M), so until then ``projected_usd`` is ``None`` and
+  :class:`Projection` says why and from when.
 * *routing saved* = over the routed calls (those committed with a ``premium_model``), their
   actual usage priced on the premium tier's model minus what they cost: the money tiered routing
   saved, net (a call that cost more than the premium model would have counts negative). Calls
@@ -184,7 +187,13 @@ class Projection:
     days_in_month: int
     projected_usd: Decimal | None
     """``month_to_date_usd`` * the month's length / its elapsed time (see the module): never below
-    ``month_to_date_usd`` (``None`` at the month's first instant)."""
+    ``month_to_date_usd``; ``None`` before :data:`MIN_PROJECTION_DAYS` local days of the month have
+    elapsed (then ``reason`` says so)."""
+    available_from: str = ""
+    """ISO timestamp (in the time zone) from which the month is projected: local midnight after its
+    first :data:`MIN_PROJECTION_DAYS` days."""
+    reason: str | None = None
+    """Why ``projected_usd`` is ``None`` (``None`` when it is not)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -429,6 +438,10 @@ def _call_costs(store: LedgerStore, rows: Sequence[_Row]) -> tuple[CallCostStats
     return tuple(stats)
 
 
+MIN_PROJECTION_DAYS = 1
+"""Local days of a month that must have fully elapsed before it is projected."""
+
+
 def _midnight(d: date, tz: tzinfo) -> datetime:
     """Local midnight starting day ``d`` (fold 0: a midnight a DST change skips is the change's
     instant, a repeated one its first occurrence)."""
@@ -453,13 +466,22 @@ def _projection(store: LedgerStore, now: datetime) -> Projection:
         next_first = first_day + timedelta(days=length)
         month_s = _seconds(first, _midnight(next_first, tz))
     elapsed_s = min(max(_seconds(first, now), Decimal(0)), month_s)
-    projected = None if elapsed_s <= 0 else (mtd * month_s / elapsed_s).quantize(_NANO_USD)
+    start = _midnight(first_day + timedelta(days=MIN_PROJECTION_DAYS), tz)
+    projected: Decimal | None = None
+    reason: str | None = None
+    if now >= start:
+        projected = (mtd * month_s / elapsed_s).quantize(_NANO_USD)
+    else:
+        days = "day" if MIN_PROJECTION_DAYS == 1 else f"{MIN_PROJECTION_DAYS} days"
+        reason = f"too early: the month is projected from {start.isoformat()}, after its first full {days}"
     return Projection(
         month=f"{now.year:04d}-{now.month:02d}",
         month_to_date_usd=mtd,
         elapsed_days=(elapsed_s * length / month_s).quantize(Decimal("1e-6")),
         days_in_month=length,
         projected_usd=projected,
+        available_from=start.isoformat(),
+        reason=reason,
     )
 
 

@@ -9,6 +9,8 @@ from ``GET /dashboard/data`` and draws:
 * spend by feature and by model, and the top users;
 * budget headroom (today, from :func:`~tokenbudget_core.budget_status.budget_rows`);
 * cache hit rate and savings;
+* the month-end projection (none, with the reason, before the month's first full day: see
+  :mod:`~tokenbudget_core.reports`);
 * the routing mix: the share of calls each model served (routing tiers map to models), and
   what routing saved against the premium tier (the report's ``routing_saved_usd``).
 
@@ -170,5 +172,7 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
             "projected_usd": None
             if report.projection.projected_usd is None
             else decimal_text(report.projection.projected_usd),
+            "available_from": report.projection.available_from,
+            "reason": report.projection.reason,
         },
     }

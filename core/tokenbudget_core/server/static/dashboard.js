@@ -179,6 +179,8 @@ function render(data) {
   $("kpi-hit-rate").textContent = pct(t.cache_hit_rate);
   $("kpi-saved").textContent = usd(t.saved_usd);
   $("kpi-projected").textContent = usd(data.projection.projected_usd);
+  // Before the month's first full day there is no projection: say why instead of a wild number.
+  $("kpi-projected-note").textContent = data.projection.reason || "";
   lineChart($("cpu-chart"), data.per_day);
   table($("per-day"), [...data.per_day].reverse(), (d) => [
     ["day", d.day], ["requests", int(d.requests)], ["cost", usd(d.cost_usd), d.cost_usd],
