@@ -8,7 +8,9 @@ refuse the call:
 
 1. **start** (``CBEventType.LLM``): the messages (``EventPayload.MESSAGES``, translated with
    :func:`~llamaindex_tokenbudget.messages.to_core_request`) or the completion prompt
-   (``EventPayload.PROMPT``) are counted by the core counter, then ``ledger.reserve(...)``;
+   (``EventPayload.PROMPT``) are counted by the core counter, then ``ledger.reserve(...)``
+   with the call's output cap (:func:`max_output`: LlamaIndex's placeholder ``num_output`` is
+   no cap);
    :class:`~tokenbudget_core.errors.BudgetExceededError` propagates and the call is not sent.
    Blocks the core cannot represent (documents, audio, thinking...) are counted by the core's
    estimate (:func:`~tokenbudget_core.counting.estimate_block`), flagged ``exact=False``;
@@ -53,6 +55,7 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
 from tokenbudget_core.errors import InvalidInputError
@@ -68,6 +71,9 @@ from .usage import usage_of
 __all__ = ["BudgetCallbackHandler"]
 
 _MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
+_LLM_CAP_KEYS = ("max_tokens", "max_completion_tokens", "max_new_tokens")
+"""The fields of an LLM that cap what it asks for (not ``max_output_tokens``: ``RoutedLLM``'s
+field by that name is an assumption for routing, never sent)."""
 _FORGET_AFTER_SECONDS = 24 * 3600
 """A call whose end never came (a stream never iterated) is forgotten after this long."""
 ROUTE_KEY = "tokenbudget_route"
@@ -106,15 +112,51 @@ def model_name(serialized: object, default: str | None) -> str:
     )
 
 
-def max_output(kwargs: object, serialized: object, default: int | None) -> int | None:
-    """The output cap of a call: its own ``max_tokens``, the LLM's ``num_output``, else ``default``."""
-    for source, keys in ((kwargs, _MAX_OUTPUT_KEYS), (serialized, ("num_output",))):
-        if isinstance(source, Mapping):
-            for key in keys:
-                value = source.get(key)
-                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                    return value
-    return default
+def _cap_in(source: object, keys: Sequence[str]) -> int | None:
+    """The first positive integer ``source`` (a mapping) holds under one of ``keys``."""
+    if isinstance(source, Mapping):
+        for key in keys:
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def max_output(kwargs: object, serialized: object, default: int | None, llm: object = None) -> int | None:
+    """The output cap to reserve for a call; ``None``: the ledger's (the policy's per-call limit,
+    else the model's maximum output).
+
+    In this order, the first that is set:
+
+    1. the call's own ``max_tokens`` (``max_completion_tokens``, ``max_output_tokens``,
+       ``max_new_tokens``) in ``kwargs``;
+    2. the cap the LLM sends: its ``max_tokens`` / ``max_completion_tokens`` /
+       ``max_new_tokens`` field or such a key of its ``additional_kwargs`` (``llm``: the LLM
+       instance making the call, when known);
+    3. the LLM's ``metadata.num_output`` (in ``serialized``) when the LLM chose it: not when
+       ``LLMMetadata`` filled in its placeholder ``DEFAULT_NUM_OUTPUTS`` (256) for an LLM that
+       set none (without ``llm`` to tell, a 256 is taken for that placeholder); a
+       non-positive one (OpenAI's ``-1``: no ``max_tokens``) is unset too;
+    4. ``default`` (the handler's ``max_output_tokens``).
+    """
+    found = _cap_in(kwargs, _MAX_OUTPUT_KEYS)
+    if found is None and llm is not None:
+        fields = {key: getattr(llm, key, None) for key in _LLM_CAP_KEYS}
+        found = _cap_in(fields, _LLM_CAP_KEYS) or _cap_in(
+            getattr(llm, "additional_kwargs", None), _MAX_OUTPUT_KEYS
+        )
+    if found is None:
+        declared = _cap_in(serialized, ("num_output",))
+        if declared == DEFAULT_NUM_OUTPUTS and not _chose_num_output(llm):
+            declared = None
+        found = declared
+    return default if found is None else found
+
+
+def _chose_num_output(llm: object) -> bool:
+    """Whether ``llm``'s metadata sets ``num_output`` itself (not LlamaIndex's default)."""
+    metadata = getattr(llm, "metadata", None) if llm is not None else None
+    return "num_output" in getattr(metadata, "model_fields_set", ())
 
 
 def count_input(
@@ -158,6 +200,11 @@ def caller_frame(depth: int) -> FrameType | None:
         return sys._getframe(depth + 1)
     except ValueError:
         return None
+
+
+def calling_llm(frame: FrameType | None) -> object:
+    """The LLM whose call LlamaIndex's wrapper ``frame`` is making (its ``_self``), else ``None``."""
+    return frame.f_locals.get("_self") if frame is not None else None
 
 
 _WRAPPERS: set[CodeType] = set()
@@ -269,7 +316,14 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         model: The model to count and price with; default: the LLM's own ``model`` or
             ``metadata.model_name``.
         max_output_tokens: The output cap to reserve when the call and the LLM set none
-            (default: the policy's, else the model's maximum output).
+            (default: the policy's per-call limit, else the model's maximum output). The cap
+            reserved is, first that is set: the call's ``max_tokens`` (or
+            ``max_completion_tokens`` / ``max_output_tokens`` / ``max_new_tokens``); the LLM's
+            own ``max_tokens`` / ``max_completion_tokens`` / ``max_new_tokens`` (field or
+            ``additional_kwargs``); its ``metadata.num_output`` when the LLM set it (not the
+            256 ``LLMMetadata`` fills in for an LLM that set none, as a ``CustomLLM`` often
+            does); then this option; then the policy's per-call limit, else the model's
+            maximum output.
         feature: The feature to charge, unless an ``attribute(...)`` block names one.
         user: The user to charge, unless an ``attribute(...)`` block names one.
 
@@ -360,7 +414,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         reservation = self.ledger.reserve(
             model=model,
             input_tokens=tokens,
-            max_output_tokens=max_output(call_kwargs, serialized, self.max_output_tokens),
+            max_output_tokens=max_output(
+                call_kwargs, serialized, self.max_output_tokens, llm=calling_llm(caller)
+            ),
             feature=self.feature,
             user=self.user,
             request_id=event_id or None,
