@@ -349,7 +349,8 @@ class BudgetPolicy:
     default_feature: FeatureBudget = field(default_factory=FeatureBudget)
     ladder: Ladder = field(default_factory=Ladder)
     alert_thresholds: tuple[float, ...] = (0.8, 1.0)
-    """Shares of each budget at which an alert fires (once per budget and day)."""
+    """Shares of each budget at which an alert fires (once per budget and day); kept as floats,
+    sorted, each once (``1`` and ``1.0`` are one threshold: its alert fires once a day)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "daily_usd", _usd("daily_usd", self.daily_usd))
@@ -390,7 +391,8 @@ class BudgetPolicy:
                     value=t,
                     fix="numbers such as 0.8 for 80% and 1 for 100%",
                 )
-        object.__setattr__(self, "alert_thresholds", tuple(thresholds))
+        # Floats, each once: the ledger marks an alert sent by the threshold's text ("1" is "1.0").
+        object.__setattr__(self, "alert_thresholds", tuple(sorted({float(t) for t in thresholds})))
 
     def feature(self, name: str | None) -> FeatureBudget:
         """The limits of ``name`` (the default ones when it has none)."""
