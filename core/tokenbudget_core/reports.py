@@ -111,6 +111,9 @@ class Totals:
     calls are left out of the denominator, as no cache could have answered them."""
     overhead_requests: int = 0
     """tokenbudget's own calls (summaries, classifiers, embeddings), part of ``requests``."""
+    overhead_cache_hits: int = 0
+    """Those of tokenbudget's own calls answered from a cache, part of ``cache_hits`` (so
+    ``hit_rate`` = (``cache_hits`` - this) / (``requests`` - ``overhead_requests``))."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -373,6 +376,7 @@ def _totals(rows: Sequence[_Row]) -> Totals:
         routing_saved_usd=_usd(c["routing_saved_nanos"]),
         hit_rate=_hit_rate(c),
         overhead_requests=c["overhead_requests"],
+        overhead_cache_hits=c["overhead_cache_hits"],
     )
 
 

@@ -14,8 +14,11 @@ from ``GET /dashboard/data`` and draws:
 * the routing mix: the share of calls each model served (routing tiers map to models), and
   what routing saved against the premium tier (the report's ``routing_saved_usd``).
 
-Definitions kept here, once: *cache hit rate* = cache hits / calls (``None`` without calls);
-a model's *routing share* = its calls / all calls.
+The *cache hit rate* is the report's (:attr:`~tokenbudget_core.reports.Totals.hit_rate`: cache
+hits per call of the users' own, tokenbudget's own calls such as a semantic cache's embeddings
+left out, ``None`` without any), here to 6 decimals; the page's "N of M calls answered from
+cache" counts those same calls. Defined here, once: a model's *routing share* = its calls / all
+calls.
 
 Features, models and users past the :data:`TOP` biggest are summed in one last row with
 ``key`` ``null`` and ``omitted`` = how many they are (``0`` on every other row), so each list
@@ -141,7 +144,11 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
             "cost_usd": decimal_text(t.cost_usd),
             "active_users": t.active_users,
             "cache_hits": t.cache_hits,
-            "cache_hit_rate": _ratio(t.cache_hits, t.requests),
+            "overhead_requests": t.overhead_requests,
+            # the report's hit rate (Totals.hit_rate): over the users' own calls only
+            "own_requests": t.requests - t.overhead_requests,
+            "own_cache_hits": t.cache_hits - t.overhead_cache_hits,
+            "cache_hit_rate": _ratio(t.cache_hits - t.overhead_cache_hits, t.requests - t.overhead_requests),
             "saved_usd": decimal_text(t.saved_usd),
             "unpriced_requests": t.unpriced_requests,
             "estimated_requests": t.estimated_requests,

@@ -152,8 +152,12 @@ function cacheChart(target, totals) {
     () => pct(totals.cache_hit_rate),
     { max: 1, raw: () => totals.cache_hit_rate ?? "" },
   );
+  // The report's hit rate: over the app's own calls (tokenbudget's own, e.g. the embeddings of a
+  // semantic cache's lookups, are not calls a cache could have answered).
+  const own = totals.overhead_requests
+    ? ` (${int(totals.overhead_requests)} of tokenbudget's own calls not counted)` : "";
   target.append(el("p", { class: "muted" },
-    `${int(totals.cache_hits)} of ${int(totals.requests)} calls answered from cache; saved ${usd(totals.saved_usd)}.`));
+    `${int(totals.own_cache_hits)} of ${int(totals.own_requests)} calls answered from cache${own}; saved ${usd(totals.saved_usd)}.`));
 }
 
 function budgetChart(target, budgets) {
