@@ -86,7 +86,9 @@ class Spool:
     """An append-only JSON-lines file of pending commits, safe to share between processes.
 
     Args:
-        path: The spool file. ``<path>.lock``, ``<path>.replaying`` and ``<path>.bad`` are
+        path: The spool file (a relative path is resolved against the working directory once,
+            here: a later ``chdir`` neither hides its lines nor splits them over two files).
+            ``<path>.lock``, ``<path>.replaying`` and ``<path>.bad`` are
             kept next to it (see the module docstring).
         owner: Names the store this spool's lines belong to (any string; a ledger passes a hash
             of its store's identity, never a secret). Every appended line carries it, and
@@ -106,7 +108,8 @@ class Spool:
     def __init__(self, path: str | os.PathLike[str], *, owner: str | None = None) -> None:
         if owner is not None and not isinstance(owner, str):
             raise InvalidInputError("owner", "must be a string naming the store, or None", value=owner)
-        self.path = Path(path)
+        self.path = Path(path).absolute()
+        """The spool file, made absolute when the spool is made: a later ``chdir`` moves nothing."""
         self.owner = owner
         """The store this spool's lines belong to (``None``: lines without an owner)."""
         self._prefix = None if owner is None else ('{"owner":' + json.dumps(owner) + ",").encode()
