@@ -16,10 +16,13 @@ A :class:`BudgetPolicy` is built in code or loaded from TOML::
     cheaper_tier = 0.6
     smaller_context = 0.75
     cache_only = 0.9
-    soft_refusal = 0.97
+    soft_refusal = 0.97               # false skips a step (None in code)
 
 Money is ``Decimal`` (strings in TOML, never floats). A call that does not fit a budget is
-a hard refusal; below that, the ladder tells the app to step down before it gets there.
+a hard refusal; below that, the ladder tells the app to step down before it gets there. A step
+written ``false`` in TOML (``None`` in code) is skipped: ``soft_refusal = false`` refuses only the
+calls that do not fit (``soft_refusal = 1.0`` still refuses, softly, a call that fills a budget
+exactly).
 """
 
 from __future__ import annotations
@@ -176,7 +179,8 @@ def _named_settings(cls: _C) -> _C:
 @_named_settings
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Ladder:
-    """Share of the tightest budget used at which each step starts (``None`` skips a step)."""
+    """Share of the tightest budget used at which each step starts (``None`` skips a step: written
+    ``false`` in a TOML policy)."""
 
     cheaper_tier: float | None = 0.6
     """Route to a cheaper model tier."""
@@ -198,7 +202,7 @@ class Ladder:
                     f"ladder.{f.name}",
                     "must be a share of the budget in (0, 1]",
                     value=v,
-                    fix="a number such as 0.6 for 60%",
+                    fix="a number such as 0.6 for 60%, or None to skip the step (false in a TOML policy)",
                 )
             if v < last:
                 raise InvalidInputError(f"ladder.{f.name}", "steps must not decrease", value=v)
@@ -460,6 +464,8 @@ def _read_toml(source: str | os.PathLike[str]) -> Mapping[str, Any]:
 def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> BudgetPolicy:
     """Build a policy from a TOML file path (UTF-8) or an already-parsed mapping.
 
+    A ladder step written ``false`` is skipped (``None`` in :class:`Ladder`): TOML has no null.
+
     Raises:
         InvalidInputError: The file cannot be read, is not UTF-8 or not TOML, or a setting is
             unknown or wrong (named, e.g. ``features.support.user_daily_usd``; a table given
@@ -518,7 +524,8 @@ def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> BudgetPol
             raise InvalidInputError(
                 f"ladder.{key}", "is not a ladder step", fix=f"known steps: {', '.join(steps)}"
             )
-    ladder = Ladder(**ladder_raw)
+    # TOML has no null: false skips a step (None in code); true is refused by Ladder, named.
+    ladder = Ladder(**{key: None if value is False else value for key, value in ladder_raw.items()})
     alerts = _table("alerts", data.get("alerts"), fix="write [alerts] with thresholds = [0.8, 1.0] under it")
     for key in alerts:
         if key != "thresholds":
