@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, ValidationError
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.exception import ExceptionEvent
@@ -63,7 +63,7 @@ from tokenbudget_core.routing import routed_model
 from tokenbudget_core.streams import estimate_output_tokens
 from tokenbudget_core.usage import Usage
 
-from ._bridge import host_error
+from ._bridge import check_options, host_error
 from .budget_callback import (
     caller_frame,
     count_input,
@@ -116,9 +116,9 @@ class CostEventHandler(BaseEventHandler):
         user: The user to charge, unless an ``attribute(...)`` block names one.
 
     Raises:
-        InvalidInputError: A bad option, named (``ledger`` is not a
-            :class:`~tokenbudget_core.ledger.Ledger`, ``model`` / ``feature`` / ``user`` not a
-            non-empty string).
+        InvalidInputError: A bad option, named (an unknown one such as ``usr=``, ``ledger``
+            not a :class:`~tokenbudget_core.ledger.Ledger`, ``model`` / ``feature`` / ``user``
+            not a non-empty string).
         UnknownModelError: ``model`` is not in the ledger's registry.
 
     A call whose LLM names a model the registry does not know (and no ``model=`` was given)
@@ -152,13 +152,16 @@ class CostEventHandler(BaseEventHandler):
     _seen: OrderedDict[str, None] = PrivateAttr(default_factory=OrderedDict)
     _unknown: set[str] = PrivateAttr(default_factory=set)
 
+    model_config = ConfigDict(extra="forbid")  # (LlamaIndex's base ignores an unknown field)
+
     def __init__(self, **data: Any) -> None:
+        check_options("CostEventHandler", data, type(self).model_fields)
         ledger = data.get("ledger")
         names = {key: data.get(key) for key in ("model", "feature", "user")}
         check_budget_options(ledger, counts={}, **names)  # an unknown model fails here, not at every call
         try:
             super().__init__(**data)
-        except ValidationError as e:  # an unknown option
+        except ValidationError as e:  # a value pydantic refuses
             raise host_error(e) from e
 
     @classmethod

@@ -46,7 +46,7 @@ from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import RouteDecision, TierRouter, output_cap, tiers_argument, using_route
 
-from ._bridge import host_error
+from ._bridge import check_options, host_error
 from .messages import check_messages, check_prompt, to_core_request
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ class RoutedLLM(FunctionCallingLLM):
     formats the tools.
 
     Raises:
-        InvalidInputError: Empty tiers, a tier that is not an LLM or names no model; at call time
+        InvalidInputError: Empty tiers, an unknown option (``ledgr=``), a tier that is not an
+            LLM or names no model; at call time
             an unknown ``force_tier`` or a ``max_tokens`` that is not a positive integer.
         UnknownModelError: A tier's model is not in the registry.
         ContextOverflowError: At call time, when the request fits no tier.
@@ -129,6 +130,7 @@ class RoutedLLM(FunctionCallingLLM):
 
     def __init__(self, tiers: Mapping[str, Any] | None = None, /, *extra: object, **data: Any) -> None:
         tiers_argument("RoutedLLM", tiers, extra, data)
+        check_options("RoutedLLM", data, type(self).model_fields)  # pydantic would ignore a typo
         if not isinstance(data.get("tiers"), Mapping) or not data["tiers"]:
             raise InvalidInputError(
                 "tiers",
