@@ -76,6 +76,7 @@ from .ledger_records import (
     _new_reservation,
     _ReservePlan,
     _Scopes,
+    attribution_model,
     default_spool_path,
     new_request_id,
     store_digest,
@@ -268,6 +269,11 @@ class Ledger:
         self._orphan_ids: dict[str, bool] = {}
         self._day_cache: tuple[int, str] = (-(2**62), "")
         self._lanes: dict[tuple[str, str | None, str | None], _Lane] = {}  # the memory store's lane
+        # model name -> its attribution rows' model, for the registry and price table (and their
+        # versions) it was worked out with
+        self._model_keys: tuple[object, object, int, PriceTable, int, dict[str, str]] = (
+            None, None, -1, PriceTable(), -1, {}
+        )  # fmt: skip
         self._inline = isinstance(self.store, MemoryStore)
         # The in-process store's fast path: the same operations on tuples, no request objects.
         self._memory = self.store if type(self.store) is MemoryStore else None
@@ -456,6 +462,40 @@ class Ledger:
             registry=self.registry,
             prices=self.prices,
         )
+
+    def _model_key(self, model: str) -> str:
+        """The model ``model``'s usage is attributed to, encoded for a rollup key: the registry's
+        name for it (:func:`~tokenbudget_core.ledger_records.attribution_model`), remembered per
+        name until the registry or the price table changes."""
+        memo = self._model_keys
+        registry = self.registry
+        if (
+            memo[0] is registry
+            and memo[1] is self.prices
+            and memo[2] == registry.version
+            and memo[4] == memo[3].version
+        ):
+            key = memo[5].get(model)
+            if key is not None:
+                return key
+        return self._new_model_key(model)
+
+    def _new_model_key(self, model: str) -> str:
+        """:meth:`_model_key` worked out (and remembered, with what it depends on)."""
+        registry, prices = self.registry, self.prices
+        table = prices if prices is not None else default_price_table()
+        memo = self._model_keys
+        if not (
+            memo[0] is registry and memo[1] is prices and memo[2] == registry.version and memo[3] is table
+            and memo[4] == table.version
+        ):  # fmt: skip
+            memo = self._model_keys = (registry, prices, registry.version, table, table.version, {})
+        keys = memo[5]
+        key = _enc(attribution_model(registry, model, table))
+        if len(keys) >= 65_536:  # many names: start over rather than grow without end
+            keys.clear()
+        keys[model] = key
+        return key
 
     # -- the store, with fail-open/closed and the spool ------------------------------------------
 
@@ -837,7 +877,7 @@ class Ledger:
             caches, registry, registry_version, self.prices, table, minute, price, scopes,
             fb.max_input_tokens_per_call,
             fb.max_output_tokens_per_call, fb.max_output_tokens_per_call or info.max_output_tokens,
-            scopes.rollup_prefix + _enc(model), _enc(feature),
+            scopes.rollup_prefix + self._model_key(model), _enc(feature),
         )  # fmt: skip
         if len(self._lanes) >= 65_536:  # many payers: start over rather than grow without end
             self._lanes.clear()
@@ -1463,7 +1503,7 @@ class Ledger:
         )
         return _CommitPlan(
             request_id, day, now_ms, feature, user, usage, nanos, cost, scopes,
-            tokens, scopes.rollup_prefix + _enc(model), rollup, cost_key,
+            tokens, scopes.rollup_prefix + self._model_key(model), rollup, cost_key,
             routing_saved_usd, per_call_key, conversation_mark,
         )  # fmt: skip
 

@@ -22,7 +22,9 @@ from typing import Any, NamedTuple, TypeVar
 
 from ._frozen import positional_maker
 from .budgets import Step
-from .errors import BudgetUnavailableError, InvalidInputError
+from .errors import BudgetUnavailableError, InvalidInputError, UnknownModelError
+from .price_overrides import PriceTable
+from .registry import ModelRegistry
 from .stores.base import Check, LedgerStore, Metric
 from .usage import Usage
 
@@ -291,6 +293,41 @@ def _model_name(field: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInputError(field, "must be a model name (a non-empty string)", value=value)
     return value
+
+
+def attribution_model(registry: ModelRegistry, model: str, prices: PriceTable | None = None) -> str:
+    """The model name an attribution row is keyed on: the registry's name for the model, so
+    that every spelling it prices as one model (``GPT-4o``, ``openai/gpt-4o``, ``' gpt-4o'``, a
+    dated name it calls an alias) is one row of spend by model.
+
+    That name is the registry's canonical id when the id alone resolves back to the same model
+    (same canonical id and provider), else ``<provider>/<canonical>`` when that does (a model
+    served by another provider, ``azure/gpt-4o``, stays apart from OpenAI's). A model the
+    registry does not know, or knows only through a named fallback, keeps the caller's own name
+    (nothing of it is lost); so does one whose registry entry no name resolves back to. A dated
+    snapshot the registry lists as a model of its own (``gpt-4o-2024-05-13``) stays its own row,
+    and so does a spelling ``prices`` holds a price override of its own for (priced apart).
+    """
+    try:
+        info = registry.get(model)
+    except (UnknownModelError, InvalidInputError):
+        return model
+    if info.fallback_for is not None:
+        return model
+    if prices is not None and model.strip() != info.canonical and model in prices:
+        return model.strip()
+    for name in (info.canonical, f"{info.provider}/{info.canonical}"):
+        try:
+            found = registry.get(name)
+        except (UnknownModelError, InvalidInputError):
+            continue
+        if (
+            found.fallback_for is None
+            and found.canonical == info.canonical
+            and found.provider == info.provider
+        ):
+            return name
+    return model
 
 
 _COMMIT_OPTIONS = frozenset({"model", "premium_model", "unknown_model"})
