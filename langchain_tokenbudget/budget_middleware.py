@@ -23,7 +23,9 @@ its own the innermost names win; wrap it in ``attribute()`` to charge the outer 
 
 Per-run caps (``max_run_usd``, ``max_run_tokens``) add up what the calls of one run were
 charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``; never
-checkpointed, so every run starts from zero).
+checkpointed, so every run starts from zero): every charge counts, a call that failed after
+streaming output (charged its estimate) included, and the calls of one model step that an outer
+middleware retries or falls back from are counted as they are made (:class:`StepCharges`).
 
 Routed calls: with ``create_agent(RouterChatModel(...))`` the router names no model before it
 decides, so the middleware reserves the worst case on its premium model and charges the model
@@ -46,6 +48,8 @@ middleware does not (another model's, made inside or outside the agent).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -178,12 +182,15 @@ register_configure_hook(_totals, inheritable=False)  # joins every run started w
 
 
 class StepCharges:
-    """What tokenbudget's own model calls inside one agent model step were charged: the summary
-    calls a :class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware` sends down
-    the same middleware chain, so that this middleware reserves and charges them like any call.
+    """What this middleware charged during one agent model step (one run of the agent's model
+    node): every call of the step that was charged, whether it returned or failed after
+    streaming output (the provider bills that). A step makes several calls when an outer
+    middleware retries it (``ModelRetryMiddleware``, ``ModelFallbackMiddleware``) or sends calls
+    of its own down the chain (the summaries of a
+    :class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware`).
 
-    LangChain keeps only the state update of a step's last call through the chain, so the
-    step's own model call adds these to the run's totals (and its run-cap check counts them).
+    LangChain keeps only the state update of a step's last call through the chain, so every call
+    returns the run's totals with all of the step's charges (and its run-cap check counts them).
     """
 
     __slots__ = ("internal", "nanos", "tokens")
@@ -192,7 +199,12 @@ class StepCharges:
         self.tokens = 0
         self.nanos = 0
         self.internal = False
-        """True while an internal call (a summary) is under way."""
+        """True while an internal call (a summary) is under way (set by the middleware making it)."""
+
+    def add(self, charge: Charge) -> None:
+        """Count ``charge`` (its tokens, and its cost: ``0`` when unpriced) in the step."""
+        self.tokens += charge.usage.total_tokens
+        self.nanos += 0 if charge.cost_usd is None else usd_to_nanos(charge.cost_usd)
 
 
 _step: ContextVar[StepCharges | None] = ContextVar("tokenbudget_step_charges", default=None)
@@ -200,12 +212,42 @@ _step: ContextVar[StepCharges | None] = ContextVar("tokenbudget_step_charges", d
 
 @contextmanager
 def step_charges() -> Iterator[StepCharges]:
-    """Open the scope of one model step whose internal calls go through the middleware chain."""
+    """Open the scope of one model step whose internal calls go through the middleware chain
+    (the step's record when LangGraph names no task for it, see :class:`_Steps`)."""
     token = _step.set(StepCharges())
     try:
         yield cast("StepCharges", _step.get())
     finally:
         _step.reset(token)
+
+
+class _Steps:
+    """The :class:`StepCharges` of the model steps under way, by LangGraph task id: unique to one
+    run of the model node and the same for every call it makes, which no context variable is
+    (LangChain runs each middleware call in a copy of the context). A step that ended is never
+    read again; the oldest is forgotten past ``size`` steps (a step's record is 3 integers)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._steps: OrderedDict[str, StepCharges] = OrderedDict()
+
+    def of(self, request: ModelRequest[Any]) -> StepCharges:
+        """The record of the step ``request`` belongs to. Outside a LangGraph task: the scope of
+        :func:`step_charges` if one is open, else a record of this call alone."""
+        info = getattr(request.runtime, "execution_info", None)
+        key = getattr(info, "task_id", None)
+        if not isinstance(key, str):
+            return _step.get() or StepCharges()
+        with self._lock:
+            step = self._steps.get(key)
+            if step is None:
+                step = self._steps[key] = StepCharges()
+                if len(self._steps) > self.size:
+                    self._steps.popitem(last=False)
+            else:
+                self._steps.move_to_end(key)
+        return step
 
 
 def _routed(replies: Sequence[BaseMessage], current: RouteDecision | None) -> tuple[str | None, str | None]:
@@ -224,14 +266,10 @@ def _own_names(request: ModelRequest[Any]) -> tuple[object, ...]:
     return tuple(getattr(request.model, k, None) for k in ("model_name", "model", "deployment_name"))
 
 
-def _run_totals(state: Mapping[str, Any]) -> tuple[int, int]:
-    """Tokens and nano-USD this run was charged so far: the state's totals plus what this step's
-    internal calls were charged."""
-    tokens, nanos = state.get(TOKENS_KEY, 0), state.get(NANOS_KEY, 0)
-    step = _step.get()
-    if step is not None:
-        tokens, nanos = tokens + step.tokens, nanos + step.nanos
-    return tokens, nanos
+def _run_totals(state: Mapping[str, Any], step: StepCharges) -> tuple[int, int]:
+    """Tokens and nano-USD this run was charged so far: the state's totals (the steps before this
+    one) plus what the calls of this step were charged."""
+    return state.get(TOKENS_KEY, 0) + step.tokens, state.get(NANOS_KEY, 0) + step.nanos
 
 
 def _default_refusal(error: BudgetExceededError) -> str:
@@ -329,6 +367,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             raise InvalidInputError(e.field.replace("max_", "max_run_", 1), e.problem, value=e.value) from e
         self.on_exceeded, self.refusal_message = on_exceeded, refusal_message
         self._counters: dict[str, SupportsTokenCount] = {}
+        self._steps = _Steps()
 
     @property
     def max_run_usd(self) -> Decimal | None:
@@ -391,16 +430,20 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         messages = to_core_request([*system, *request.messages])
         return args, counter, messages, tools, None if route is None else route[0], marks
 
-    def _over_run_cap(self, r: Reservation, state: Mapping[str, Any]) -> TokenBudgetError | None:
+    def _over_run_cap(
+        self, r: Reservation, state: Mapping[str, Any], step: StepCharges
+    ) -> TokenBudgetError | None:
         """The per-run cap this call's worst case would break, if any (the core's RunBudget decides)."""
-        tokens, nanos = _run_totals(state)
+        tokens, nanos = _run_totals(state, step)
         try:
             self.run_budget.check(r, tokens_used=tokens, usd_used=nanos_to_usd(nanos))
         except (BudgetExceededError, UnpricedModelError) as e:
             return e
         return None
 
-    def _refused(self, error: BudgetExceededError, state: Mapping[str, Any]) -> ExtendedModelResponse[Any]:
+    def _refused(
+        self, error: BudgetExceededError, state: Mapping[str, Any], step: StepCharges
+    ) -> ExtendedModelResponse[Any]:
         if self.on_exceeded == "raise":
             raise error
         text = self.refusal_message or _default_refusal
@@ -417,23 +460,19 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             k: str(getattr(error, k)) for k in ("budget", "scope", "limit", "used", "requested", "step")
         }
         message = AIMessage(text, response_metadata={"tokenbudget_refusal": figures})
-        tokens, nanos = _run_totals(state)
+        tokens, nanos = _run_totals(state, step)
         update = {"jump_to": "end", TOKENS_KEY: tokens, NANOS_KEY: nanos}
         return ExtendedModelResponse(
             model_response=ModelResponse(result=[message]), command=Command(update=update)
         )
 
     @staticmethod
-    def _charged(state: Mapping[str, Any], charge: Charge | None) -> Command[Any]:
-        """The run's totals after ``charge``; an internal call's charge is also kept for its step."""
+    def _charged(state: Mapping[str, Any], step: StepCharges, charge: Charge | None) -> Command[Any]:
+        """The run's totals after ``charge``, which the step keeps (see :class:`StepCharges`)."""
         assert charge is not None  # a call that returned is always charged (settle never releases it)
-        nanos = 0 if charge.cost_usd is None else usd_to_nanos(charge.cost_usd)
-        tokens = charge.usage.total_tokens
-        run_tokens, run_nanos = _run_totals(state)
-        step = _step.get()
-        if step is not None and step.internal:
-            step.tokens, step.nanos = step.tokens + tokens, step.nanos + nanos
-        return Command(update={TOKENS_KEY: run_tokens + tokens, NANOS_KEY: run_nanos + nanos})
+        step.add(charge)
+        run_tokens, run_nanos = _run_totals(state, step)
+        return Command(update={TOKENS_KEY: run_tokens, NANOS_KEY: run_nanos})
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -452,15 +491,15 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 than a string (checked when a refusal calls it).
         """
         args, counter, messages, tools, route, marks = self._plan(request)
-        state = cast("Mapping[str, Any]", request.state)
+        state, step = cast("Mapping[str, Any]", request.state), self._steps.of(request)
         n = add_file_tokens(counter.count_messages(messages, tools), messages)
         try:
             reservation = self.ledger.reserve(**args, input_tokens=int(n))
-            if (refusal := self._over_run_cap(reservation, state)) is not None:
+            if (refusal := self._over_run_cap(reservation, state, step)) is not None:
                 self.ledger.release(reservation)
                 raise refusal
         except BudgetExceededError as e:
-            return self._refused(e, state)
+            return self._refused(e, state, step)
         totals = _RunningTotals()
         token = _totals.set(totals)
         try:
@@ -468,7 +507,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 response = handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
-            self.ledger.settle(reservation, failed=True, counter=counter, **found)
+            if charge := self.ledger.settle(reservation, failed=True, counter=counter, **found):
+                step.add(charge)  # the step's next call (a retry, a fallback) counts it
             raise
         finally:
             _totals.reset(token)
@@ -478,7 +518,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         charge = self.ledger.settle(
             reservation, usage, reply_text=text, counter=counter, model=model, premium_model=premium
         )
-        return ExtendedModelResponse(model_response=response, command=self._charged(state, charge))
+        return ExtendedModelResponse(model_response=response, command=self._charged(state, step, charge))
 
     async def awrap_model_call(
         self,
@@ -487,17 +527,17 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
     ) -> ModelResponse[Any] | ExtendedModelResponse[Any]:
         """Async twin of :meth:`wrap_model_call` (counting and ledger calls awaited)."""
         args, counter, messages, tools, route, marks = self._plan(request)
-        state = cast("Mapping[str, Any]", request.state)
+        state, step = cast("Mapping[str, Any]", request.state), self._steps.of(request)
         count = getattr(counter, "acount_messages", None)
         n = await count(messages, tools) if count else counter.count_messages(messages, tools)
         n = add_file_tokens(n, messages)
         try:
             reservation = await self.ledger.areserve(**args, input_tokens=int(n))
-            if (refusal := self._over_run_cap(reservation, state)) is not None:
+            if (refusal := self._over_run_cap(reservation, state, step)) is not None:
                 await self.ledger.arelease(reservation)
                 raise refusal
         except BudgetExceededError as e:
-            return self._refused(e, state)
+            return self._refused(e, state, step)
         totals = _RunningTotals()
         token = _totals.set(totals)
         try:
@@ -505,7 +545,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 response = await handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
-            await self.ledger.asettle(reservation, failed=True, counter=counter, **found)
+            if charge := await self.ledger.asettle(reservation, failed=True, counter=counter, **found):
+                step.add(charge)  # the step's next call (a retry, a fallback) counts it
             raise
         finally:
             _totals.reset(token)
@@ -515,4 +556,4 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         charge = await self.ledger.asettle(
             reservation, usage, reply_text=text, counter=counter, model=model, premium_model=premium
         )
-        return ExtendedModelResponse(model_response=response, command=self._charged(state, charge))
+        return ExtendedModelResponse(model_response=response, command=self._charged(state, step, charge))

@@ -6,15 +6,24 @@ the ledger recorded.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
+from langchain.agents.middleware import ModelRetryMiddleware
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk
 from test_lc_budget_callback import make_ledger
 from test_lc_budget_middleware import agent, run, tool_turn
 
 from langchain_tokenbudget import BudgetMiddleware
 from tokenbudget_core import InvalidInputError
+from tokenbudget_core.ledger import Ledger
 
 
 @pytest.mark.parametrize("result", [None, 42])
@@ -27,3 +36,80 @@ def test_a_refusal_function_returning_no_string_is_named(tmp_path: Path, result:
         run(agent(tool_turn(), budget), "invoke")
     assert caught.value.field == "refusal_message"
     assert "not a string" in str(caught.value)
+
+
+class Dropped(ConnectionError):
+    """The connection dropped mid-stream."""
+
+
+class FlakyModel(GenericFakeChatModel):
+    """Its first ``breaks`` calls stream 100 words and then the connection drops; the next answers
+    (50 tokens in, 10 out)."""
+
+    model_name: str = "gpt-4o"
+    breaks: int
+    attempts: int = 0
+
+    def _stream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        self.attempts += 1
+        if self.attempts <= self.breaks:
+            for _ in range(100):
+                yield ChatGenerationChunk(message=AIMessageChunk(content="word "))
+            raise Dropped("connection reset by peer")
+        usage = UsageMetadata(input_tokens=50, output_tokens=10, total_tokens=60)
+        yield ChatGenerationChunk(message=AIMessageChunk(content="Sunny.", usage_metadata=usage))
+
+
+def retried_run(how: str, model: FlakyModel, budget: BudgetMiddleware) -> dict[str, Any]:
+    """Stream a run (as agent UIs do) with retries outside the budget; its final state."""
+    retry = ModelRetryMiddleware(max_retries=5, initial_delay=0, jitter=False, retry_on=(Dropped,))
+    graph = create_agent(model, middleware=[retry, budget])
+    payload = {"messages": [HumanMessage("Weather in Oslo?")]}
+    modes = ["messages", "values"]
+    if how == "stream":
+        return [c for m, c in graph.stream(payload, stream_mode=modes) if m == "values"][-1]
+
+    async def astream() -> dict[str, Any]:
+        return [c async for m, c in graph.astream(payload, stream_mode=modes) if m == "values"][-1]
+
+    return asyncio.run(astream())
+
+
+def ledger_tokens(ledger: Ledger) -> int:
+    return sum(
+        r.values.get("input_tokens", 0) + r.values.get("output_tokens", 0)
+        for r in ledger.store.rollup([ledger.day()])
+    )
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_the_run_cap_counts_retried_calls_that_broke_off_after_output(how: str) -> None:
+    ledger = Ledger("memory://")
+    budget = BudgetMiddleware(
+        ledger, model="gpt-4o", user="u", max_output_tokens=150, max_run_tokens=400, on_exceeded="end"
+    )
+    model = FlakyModel(messages=iter([]), breaks=4)
+    state = retried_run(how, model, budget)
+    # The broken-off streams are charged their estimates (about 112 tokens each); once what is
+    # left of the cap cannot hold the next attempt's worst case, it is refused before it goes out.
+    assert model.attempts < 4
+    assert state["messages"][-1].response_metadata["tokenbudget_refusal"]["budget"] == "max_run_tokens"
+    assert ledger_tokens(ledger) <= 400
+    assert state["tokenbudget_run_tokens"] == ledger_tokens(ledger)
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_a_retry_that_answers_carries_the_failed_attempts_charge_once(how: str) -> None:
+    ledger = Ledger("memory://")
+    budget = BudgetMiddleware(ledger, model="gpt-4o", user="u", max_output_tokens=150, max_run_tokens=10_000)
+    model = FlakyModel(messages=iter([]), breaks=1)
+    state = retried_run(how, model, budget)
+    assert state["messages"][-1].content == "Sunny."
+    records = list(ledger.store.rollup([ledger.day()]))
+    assert sum(r.values["requests"] for r in records) == 2
+    assert sum(r.values.get("estimated", 0) for r in records) == 1
+    assert state["tokenbudget_run_tokens"] == ledger_tokens(ledger) > 60
+    costs = [r.values.get("cost_nanos", 0) for r in records]
+    assert state["tokenbudget_run_nanos"] == sum(costs) > 0
