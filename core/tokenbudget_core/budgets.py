@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
+import numbers
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -120,10 +122,19 @@ def _spent(where: str, value: object) -> Decimal:
 
 
 def _tokens(where: str, value: object) -> int | None:
+    """A token limit: ``None`` (no limit) or a non-negative int up to :data:`_MAX_LIMIT`."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(where, "must be a non-negative integer", value=value)
+        raise InvalidInputError(
+            where,
+            "must be a non-negative integer"
+            + ("" if isinstance(value, int | float) else f", not {_kind(value)}"),
+            value=value,
+            fix='write it as a number, unquoted: e.g. 100000, not "100000"'
+            if isinstance(value, str)
+            else "a whole number of tokens such as 100000, or None for no limit",
+        )
     if value > _MAX_LIMIT:
         raise InvalidInputError(
             where,
@@ -205,11 +216,33 @@ class Ladder:
                     fix="a number such as 0.6 for 60%, or None to skip the step (false in a TOML policy)",
                 )
             if v < last:
-                raise InvalidInputError(f"ladder.{f.name}", "steps must not decrease", value=v)
+                raise InvalidInputError(
+                    f"ladder.{f.name}",
+                    f"steps must not decrease: it starts below an earlier step ({last})",
+                    value=v,
+                    fix=f"write at least {last} (the steps go cheaper_tier, smaller_context, cache_only, "
+                    "soft_refusal), or None to skip the step (false in a TOML policy)",
+                )
             last = v
 
     def step(self, used_share: float) -> Step:
-        """The step for a budget of which ``used_share`` is used (1.0 or more: hard refusal)."""
+        """The step for a budget of which ``used_share`` is used (1.0 or more: hard refusal).
+
+        Raises:
+            InvalidInputError: ``used_share`` is not a real number >= 0 (a bool, NaN, a string...).
+        """
+        if (
+            isinstance(used_share, bool)
+            or not isinstance(used_share, numbers.Real)
+            or math.isnan(used_share)
+            or used_share < 0
+        ):
+            raise InvalidInputError(
+                "used_share",
+                "must be a real number >= 0: the share of the budget used",
+                value=used_share,
+                fix="pass used / limit as a float, e.g. 0.5 for half the budget",
+            )
         if used_share >= 1:
             return "hard_refusal"
         current: Step = "normal"
@@ -369,16 +402,37 @@ class BudgetPolicy:
             )
         for name, fb in self.features.items():
             if not isinstance(name, str) or not name:
-                raise InvalidInputError("features", "feature names must be non-empty strings", value=name)
+                raise InvalidInputError(
+                    "features",
+                    "feature names must be non-empty strings",
+                    value=name,
+                    fix='name each feature as the calls do, e.g. features={"support": FeatureBudget(...)}; '
+                    "default_feature holds the limits of calls that name none",
+                )
             if not isinstance(fb, FeatureBudget):
-                raise InvalidInputError(f"features[{name!r}]", "must be a FeatureBudget", value=fb)
+                raise InvalidInputError(
+                    f"features[{name!r}]",
+                    f"must be a FeatureBudget, not a {type(fb).__name__}",
+                    value=fb,
+                    fix=_FEATURE_FIX,
+                )
         object.__setattr__(
             self, "features", _Features(self.features)
         )  # a policy is a value: replace it whole
         if not isinstance(self.default_feature, FeatureBudget):
-            raise InvalidInputError("default_feature", "must be a FeatureBudget", value=self.default_feature)
+            raise InvalidInputError(
+                "default_feature",
+                f"must be a FeatureBudget, not a {type(self.default_feature).__name__}",
+                value=self.default_feature,
+                fix=_FEATURE_FIX,
+            )
         if not isinstance(self.ladder, Ladder):
-            raise InvalidInputError("ladder", "must be a Ladder", value=self.ladder)
+            raise InvalidInputError(
+                "ladder",
+                f"must be a Ladder, not a {type(self.ladder).__name__}",
+                value=self.ladder,
+                fix="e.g. ladder=Ladder(cheaper_tier=0.5); a dict of steps: Ladder(**steps)",
+            )
         thresholds = self.alert_thresholds
         if isinstance(thresholds, str | bytes) or not isinstance(thresholds, Sequence):
             raise InvalidInputError(
@@ -416,6 +470,9 @@ class BudgetPolicy:
             "user_daily_usd (all features)": self.user_daily_usd,
         }
 
+
+_FEATURE_FIX = 'e.g. FeatureBudget(user_daily_usd="0.5"); a dict of limits: FeatureBudget(**limits)'
+"""How to write a feature's limits in code (a plain dict is the natural mistake)."""
 
 _TOML_TYPES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
 
