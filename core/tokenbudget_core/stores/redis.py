@@ -20,9 +20,12 @@ threads (or ``asyncio.to_thread`` workers) start are queued, and the next round 
 them all as one pipeline of ``EVALSHA`` calls (see :class:`_Batcher`). Each script still runs
 atomically on its own, so every reserve stays all-or-nothing and every commit idempotent; an
 operation that fails in a batch fails alone. A lone caller sends its operation as before.
-On a single server the scripts run on one connection the store keeps for them (redis-py's pool
-is used for everything else), packed by hiredis when it is installed (the ``redis`` extra
-brings it). redis-py opens that connection (authentication, database); on a plain socket the
+On a single server the scripts run on one connection the store keeps for them, outside
+redis-py's pool (used for everything else, and the only one ``?max_connections=`` bounds),
+packed by hiredis when it is installed (the ``redis`` extra brings it). A round trip that fails
+mid-way (a timeout, a reset) closes that connection and the next one opens a new one; an error
+reply (``OOM``, ``READONLY``, ``LOADING``) keeps it. redis-py opens that connection
+(authentication, database); on a plain socket the
 store then writes and reads it directly, its replies parsed by a hiredis reader of its own
 (see :class:`_RawWire`), without redis-py's per-command checks.
 
@@ -401,6 +404,12 @@ class RedisStore:
         self._connect: Callable[[], Any]
         self._no_script: type[BaseException] = redis.exceptions.NoScriptError
         self._script_error: type[BaseException] = redis.exceptions.ResponseError
+        # Error replies redis-py raises from a read (the connection stays in step): the scripts'
+        # own errors, NOSCRIPT, OOM, READONLY, and LOADING (a ConnectionError in redis-py).
+        self._reply_error: tuple[type[BaseException], ...] = (
+            redis.exceptions.ResponseError,
+            redis.exceptions.BusyLoadingError,
+        )
         self._wire: _Wire | _RawWire | None = None  # the connection scripts run on (see _round_trip)
         # hiredis packs a command in C (redis-py encodes each argument in Python first); the
         # arguments are str and int only, which both encode alike (UTF-8, decimal).
@@ -520,7 +529,7 @@ class RedisStore:
         commands = [("EVALSHA", scripts[op.script].sha, len(op.keys), *op.keys, *op.args) for op in ops]
         try:
             if wire is None or wire.pid != os.getpid():  # none yet, or the parent's (forked)
-                wire = self._wire = _open_wire(client.connection_pool.get_connection(), raw=pack is not None)
+                wire = self._wire = _open_wire(_own_connection(client), raw=pack is not None)
             elif wire.closed():
                 wire.reconnect()
             wire.send(commands if pack is None else b"".join([pack(c) for c in commands]))
@@ -528,14 +537,15 @@ class RedisStore:
             for _ in ops:
                 try:
                     reply = wire.read()
-                except self._script_error as e:  # redis-py raises an error reply
+                except self._reply_error as e:  # redis-py raises an error reply
                     reply = e
-                if isinstance(reply, self._unavailable):  # OOM, READONLY, LOADING: no write goes through
-                    raise reply
                 results.append(reply)
         except BaseException:
             self._drop_connection()
             raise
+        for reply in results:  # every reply read: the connection is in step, and kept
+            if isinstance(reply, self._unavailable):  # OOM, READONLY, LOADING: no write goes through
+                raise reply
         return results
 
     def _send_all(self, ops: Sequence[_Op]) -> list[Any]:
@@ -550,6 +560,8 @@ class RedisStore:
             raise
 
     def _drop_connection(self) -> None:
+        """Close the scripts' connection (its stream may be out of step); the next round trip
+        opens a new one. It is the store's own, never the pool's: nothing to give back."""
         wire, self._wire = self._wire, None
         if wire is not None:
             wire.conn.disconnect()
@@ -1031,6 +1043,20 @@ class _RawWire(_Wire):
 
 _PROTOCOLS = (None, 2, 3, "2", "3")
 """RESP versions a raw wire reads (hiredis parses both; scripts reply alike in both)."""
+
+
+def _own_connection(client: Any) -> Any:
+    """A new connection to the client's server, connected, made like the pool's own but not
+    counted among them: the scripts' connection is held for good and dropped on any failure, so
+    a pool slot would be lost each time (and ``?max_connections=1`` would leave the pool none)."""
+    pool = client.connection_pool
+    conn = pool.connection_class(**pool.connection_kwargs)
+    try:
+        conn.connect()
+    except BaseException:
+        conn.disconnect()
+        raise
+    return conn
 
 
 def _open_wire(conn: Any, *, raw: bool) -> _Wire:
