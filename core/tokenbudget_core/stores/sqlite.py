@@ -8,6 +8,8 @@ writer) with ``synchronous=NORMAL``; a writer that finds the lock taken waits up
 A process forked after opening a store gets its own connection on first use, and a lock of
 its own. A fork waits for the call another thread is making on the store to end (at most
 ``timeout_s``): the child never inherits a transaction in flight, nor SQLite's record of its locks.
+Opening a file already at :data:`SCHEMA_VERSION` takes no write lock (it opens while another
+process is writing).
 
 ``read_only=True`` opens an existing ledger to read it (reports) without ever modifying the file.
 
@@ -304,7 +306,11 @@ class SQLiteStore:
             )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+        """Create or upgrade the tables. A file already at :data:`SCHEMA_VERSION` is only read (no
+        write lock): it opens while another process holds a write transaction."""
+        if self._check_version(conn) == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")  # then check again: another process may have migrated it
         try:
             version = self._check_version(conn)
             if version < SCHEMA_VERSION:
