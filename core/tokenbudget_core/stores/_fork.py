@@ -12,6 +12,10 @@ A store registered with ``quiesce=True`` (one whose lock is never held while wai
 network) is also held still across the fork: the forking thread takes its lock just before
 ``fork()`` and the parent lets go right after, so the call another thread was making finishes
 first and the child's copy (memory, SQLite's own lock bookkeeping) is never caught half way.
+The wait is bounded by the store's ``_timeout_s``: a store whose calls are all stalled (SQLite
+waiting on another process's write lock) does not hold the fork longer than that; the fork then
+goes on without it, and the child still never uses the parent's connection (it opens its own).
+A call that stalls is waiting for SQLite's lock, which it does not hold while it waits.
 
 :func:`process_lock` serves stores that also check the pid before taking their lock (for a fork
 that ran no hooks, such as one made by C code): a lock created in this process, so no thread
@@ -113,11 +117,15 @@ _IMPORT_WAIT_S = 10.0
 def _before_fork() -> None:
     _finish_imports()  # first: an importing thread may need a store's lock to finish
     # Each other thread holds at most one store's lock at a time and never waits for another
-    # while holding it: taking them one after another cannot deadlock.
+    # while holding it: taking them one after another cannot deadlock. A store's wait is bounded
+    # by its ``_timeout_s`` (when it has one): the lock is not fair, and threads calling a
+    # stalled store keep taking it, so an unbounded wait could hold the fork for ever. Past
+    # that, the fork goes on without holding the store still (see the module's docstring).
     for store in _live(_QUIESCED):
         lock = store._lock
-        lock.acquire()
-        _HELD.append(lock)
+        wait = getattr(store, "_timeout_s", None)
+        if lock.acquire(timeout=-1 if wait is None else min(float(wait), threading.TIMEOUT_MAX)):
+            _HELD.append(lock)
 
 
 def _after_fork_in_parent() -> None:

@@ -5,9 +5,13 @@ the write lock is taken before anything is read, so a check-then-increment can n
 interleave with another process's. The file is in WAL mode (readers never block the
 writer) with ``synchronous=NORMAL``; a writer that finds the lock taken waits up to
 ``timeout_s`` and then fails with :class:`~tokenbudget_core.errors.BudgetUnavailableError`.
+The threads of a process take turns on one connection; the wait for that turn counts against
+the same ``timeout_s``, so with many threads queued behind a locked file each still fails within
+about ``timeout_s`` of its call (not one ``timeout_s`` per thread ahead of it).
 A process forked after opening a store gets its own connection on first use, and a lock of
 its own. A fork waits for the call another thread is making on the store to end (at most
-``timeout_s``): the child never inherits a transaction in flight, nor SQLite's record of its locks.
+``timeout_s``; past that it goes on, see :mod:`._fork`): the child never uses the parent's
+connection, and normally inherits no transaction in flight, nor SQLite's record of its locks.
 Opening a file already at :data:`SCHEMA_VERSION` takes no write lock (it opens while another
 process is writing).
 
@@ -160,7 +164,8 @@ class SQLiteStore:
     Args:
         url: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``.
             The parent directory is created when missing.
-        timeout_s: How long an operation waits for another writer's lock before failing.
+        timeout_s: How long an operation waits for another writer's lock before failing (its
+            wait for other threads of this process on the same store included).
         retention_days: Days of history to keep; older days are purged at most once a day per
             process, the first time a newer day is reserved or committed. The days are counted
             back from that day, or from tomorrow (UTC) when that day is later still: a request
@@ -208,6 +213,7 @@ class SQLiteStore:
         self._timeout_s = timeout_s
         self._retention_days = retention_days
         self._lock = threading.Lock()
+        self._busy_ms: dict[int, int] = {}  # the busy timeout last set on the connection (by id)
         self._conn: sqlite3.Connection | None = self._open()
         self._pid = os.getpid()
         reset_after_fork(self, quiesce=True)
@@ -326,9 +332,19 @@ class SQLiteStore:
     def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
         """One transaction under the process-local lock (``BEGIN IMMEDIATE``: one that writes);
         sqlite failures become BudgetUnavailableError."""
+        deadline = time.monotonic() + self._timeout_s
         if self._pid != os.getpid():  # forked: never touch the parent's lock or connection
             self._own_connection()
-        with self._lock:
+        # The wait for the lock counts against timeout_s: a call queued behind others that wait
+        # on another process's write lock fails when its own timeout_s has passed, not theirs too.
+        if not self._lock.acquire(timeout=self._timeout_s):
+            raise self._fail(
+                sqlite3.OperationalError(
+                    f"database is locked (other threads of this process waited on it for the "
+                    f"{self._timeout_s:g} s of timeout_s)"
+                )
+            )
+        try:
             if self._conn is None:
                 raise BudgetUnavailableError(self.url, "the store was closed; open a new one")
             if self.read_only and begin != "BEGIN":
@@ -337,6 +353,7 @@ class SQLiteStore:
                 )
             conn = self._conn
             try:
+                self._wait_at_most(conn, deadline - time.monotonic())
                 conn.execute(begin)
                 yield conn
                 conn.execute("COMMIT")
@@ -347,6 +364,17 @@ class SQLiteStore:
                 if _unavailable(e):
                     raise self._fail(e) from e
                 raise
+        finally:
+            self._lock.release()
+
+    def _wait_at_most(self, conn: sqlite3.Connection, seconds: float) -> None:
+        """SQLite's busy timeout for this transaction: what is left of the call's ``timeout_s``
+        (all of it unless the call waited for the lock; none left: one try, no wait)."""
+        full = int(self._timeout_s * 1000)
+        wanted = full if seconds > self._timeout_s - 0.005 else max(0, int(seconds * 1000))
+        if wanted != self._busy_ms.get(id(conn)):
+            conn.execute(f"PRAGMA busy_timeout = {wanted}")
+            self._busy_ms = {id(conn): wanted}
 
     @staticmethod
     def _add(db: sqlite3.Connection, day: str, rows: Sequence[tuple[str, str, int]], *, spent: bool) -> None:

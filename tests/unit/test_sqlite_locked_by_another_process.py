@@ -1,0 +1,134 @@
+"""A SQLite file another process keeps write-locked (a long purge, a batch job, a stuck worker).
+
+Every call fails within about its own ``timeout_s``, however many threads of this process are
+queued on the store (the wait for the store's lock counts against it); and a fork is not held
+by those threads for longer than ``timeout_s``, and its child gets a connection of its own.
+
+The lock is held by a real second process. The bounds on elapsed time are wide (3 x timeout_s,
+where the failures measured 8 x timeout_s and more): they tell stacking apart, not speed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+from fork_support import run_in_fork
+from store_contract import commit, reserve, totals
+from tokenbudget_core.errors import BudgetUnavailableError
+from tokenbudget_core.stores.sqlite import SQLiteStore
+
+TIMEOUT_S = 1.0
+
+_HOLDER = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@contextmanager
+def _write_locked(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding ``BEGIN IMMEDIATE`` on ``path`` until the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    db = tmp_path / "ledger.db"
+    with closing(SQLiteStore(f"sqlite:///{db}")) as store:  # an existing, migrated ledger
+        assert reserve(store, "before", 10, None).ok
+    return db
+
+
+def test_threads_queued_on_a_locked_file_each_fail_within_about_their_timeout(path: Path) -> None:
+    threads = 8
+    results: list[tuple[float, BaseException | None]] = []
+    start = threading.Barrier(threads)
+
+    def call(i: int) -> None:
+        start.wait()
+        t0 = time.monotonic()
+        error: BaseException | None = None
+        try:
+            reserve(store, f"r{i}", 5, None)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            error = e
+        results.append((time.monotonic() - t0, error))
+
+    with closing(SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S)) as store, _write_locked(path):
+        workers = [threading.Thread(target=call, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+
+    assert len(results) == threads
+    assert all(isinstance(error, BudgetUnavailableError) for _, error in results)
+    # Before: the k-th thread in the queue failed after k x timeout_s (the last after 8 s).
+    assert max(elapsed for elapsed, _ in results) < 3 * TIMEOUT_S
+
+
+def test_a_fork_is_not_held_by_threads_calling_a_locked_file(path: Path, tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S)
+    stop = threading.Event()
+    give_up = (
+        time.monotonic() + 12
+    )  # the threads stop by themselves: before the fix, the fork waited for this
+
+    def busy() -> None:
+        while not stop.is_set() and time.monotonic() < give_up:
+            with suppress(BudgetUnavailableError):
+                reserve(store, f"t{threading.get_ident()}-{time.monotonic_ns()}", 1, None)
+
+    forked_after = tmp_path / "forked_after"
+    try:
+        with _write_locked(path) as holder:
+            workers = [threading.Thread(target=busy, daemon=True) for _ in range(6)]
+            for worker in workers:
+                worker.start()
+            deadline = time.monotonic() + 5
+            while not store._lock.locked() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            t0 = time.monotonic()
+
+            def child() -> None:
+                forked_after.write_text(repr(time.monotonic() - t0))
+                with pytest.raises(BudgetUnavailableError):  # still locked: fails, never hangs
+                    reserve(store, "child-locked", 7, None)
+                os.kill(holder.pid, signal.SIGKILL)  # the other process lets go
+                assert reserve(store, "child", 7, None).ok
+                assert commit(store, "child", 7).applied
+                store.close()
+
+            assert run_in_fork(child) == 0
+            stop.set()
+            for worker in workers:
+                worker.join(30)
+        # Before: the fork waited until the threads stopped (12 s here; 15.7 s in the report).
+        assert float(forked_after.read_text()) < 3 * TIMEOUT_S
+        spent, _ = totals(store, "global")
+        assert spent == 7  # the child's commit, on its own connection, is in the file
+    finally:
+        stop.set()
+        store.close()
