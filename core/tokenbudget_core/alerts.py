@@ -14,7 +14,8 @@ A webhook is POSTed by a worker thread of its own, so a slow webhook never delay
   an ERROR with its content instead of being queued). HTTP 4xx and 3xx (redirects are never
   followed: give the final URL) are not retried: the alert is logged as an ERROR with its content.
   Nothing is ever raised into the call;
-* each alert carries a stable ``id`` (from its day, budget, scope and threshold), in the JSON body
+* each alert carries a stable ``id`` (from its day, budget, scope, feature, user and threshold:
+  two payers' alerts never share one, whatever their names), in the JSON body
   and as an ``Idempotency-Key`` header: a webhook that took the alert but answered after the
   timeout gets it again, with the same id, and can drop the duplicate;
 * when the process exits, it waits up to :data:`EXIT_WAIT_S` seconds in all for the alerts still
@@ -84,21 +85,30 @@ class Alert:
     budget: str
     """``user_daily_usd``, ``feature_daily_usd``, ``daily_usd``, ``user_daily_tokens``..."""
     scope: str
-    """Whose budget, readable: ``feature=support user=u-42``."""
+    """Whose budget, readable: ``feature=support user=u-42`` (for people: names are not escaped in
+    it, so two payers' scopes can read alike; :attr:`feature` and :attr:`user` tell them apart)."""
     threshold: float
     """The share crossed, e.g. 0.8."""
     used: str
     """Spent (tokens, or USD as a decimal string)."""
     limit: str
     """The limit, same unit."""
+    feature: str | None = None
+    """The feature whose budget this is, as the calls name it (``None``: calls that name no
+    feature, or a budget that is not per feature)."""
+    user: str | None = None
+    """The user whose budget this is, as the calls name it (``None``: calls that name no user,
+    or a budget that is not per user)."""
 
     @property
     def id(self) -> str:
-        """Names this threshold crossing (day, budget, scope, threshold), the same in every process
-        and on every retry: a receiver de-duplicates by it (webhooks: ``id`` in the body, and the
-        ``Idempotency-Key`` header)."""
-        key = json.dumps([self.day, self.budget, self.scope, repr(float(self.threshold))])
-        return "tb-alert-" + hashlib.sha256(key.encode(errors="surrogatepass")).hexdigest()[:32]
+        """Names this threshold crossing (day, budget, scope, feature, user, threshold), the same
+        in every process and on every retry: a receiver de-duplicates by it (webhooks: ``id`` in the
+        body, and the ``Idempotency-Key`` header). Two alerts that differ in any of these fields
+        have different ids (a hash of their JSON array)."""
+        fields = [self.day, self.budget, self.scope, self.feature, self.user, repr(float(self.threshold))]
+        key = json.dumps(fields, ensure_ascii=True)
+        return "tb-alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
