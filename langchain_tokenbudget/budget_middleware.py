@@ -22,10 +22,14 @@ run's config over its parent's, so for an agent invoked inside another run with 
 its own the innermost names win; wrap it in ``attribute()`` to charge the outer payer.
 
 Per-run caps (``max_run_usd``, ``max_run_tokens``) add up what the calls of one run were
-charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``; never
-checkpointed, so every run starts from zero): every charge counts, a call that failed after
-streaming output (charged its estimate) included, and the calls of one model step that an outer
-middleware retries or falls back from are counted as they are made (:class:`StepCharges`).
+charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``). A run starts
+from zero when the agent is given new input (``before_agent``, which LangGraph runs at the start
+of a run only); with a checkpointer the totals are checkpointed with the thread, so a run paused
+by an interrupt (a ``HumanInTheLoopMiddleware`` approval) and resumed with
+``Command(resume=...)`` is the same run and its caps hold across resumes. Every charge counts, a
+call that failed after streaming output (charged its estimate) included, and the calls of one
+model step that an outer middleware retries or falls back from are counted as they are made
+(:class:`StepCharges`).
 
 Routed calls: with ``create_agent(RouterChatModel(...))`` the router names no model before it
 decides, so the middleware reserves the worst case on its premium model and charges the model
@@ -106,8 +110,8 @@ try:
         ModelResponse,
         PrivateStateAttr,
     )
-    from langgraph.channels.untracked_value import UntrackedValue
     from langgraph.config import get_config
+    from langgraph.runtime import Runtime
     from langgraph.types import Command
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError("langchain", "langchain") from e
@@ -121,10 +125,11 @@ Refusal = str | Callable[[BudgetExceededError], str]
 
 
 class BudgetRunState(AgentState[Any]):
-    """The agent state plus what this run's model calls were charged (not checkpointed)."""
+    """The agent state plus what this run's model calls were charged: checkpointed with the
+    thread, so a run resumed after an interrupt goes on counting; reset when a run starts."""
 
-    tokenbudget_run_tokens: NotRequired[Annotated[int, UntrackedValue, PrivateStateAttr]]
-    tokenbudget_run_nanos: NotRequired[Annotated[int, UntrackedValue, PrivateStateAttr]]
+    tokenbudget_run_tokens: NotRequired[Annotated[int, PrivateStateAttr]]
+    tokenbudget_run_nanos: NotRequired[Annotated[int, PrivateStateAttr]]
 
 
 class _RunningTotals(BaseCallbackHandler):
@@ -475,6 +480,16 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         return Command(update={TOKENS_KEY: run_tokens, NANOS_KEY: run_nanos})
 
     # -- hooks -----------------------------------------------------------------------------------
+
+    def before_agent(self, state: BudgetRunState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """Start the run's totals from zero: the agent got new input (a resume does not run this)."""
+        if state.get(TOKENS_KEY) or state.get(NANOS_KEY):  # left by the thread's previous run
+            return {TOKENS_KEY: 0, NANOS_KEY: 0}
+        return None
+
+    async def abefore_agent(self, state: BudgetRunState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """Async twin of :meth:`before_agent`."""
+        return self.before_agent(state, runtime)
 
     def wrap_model_call(
         self,

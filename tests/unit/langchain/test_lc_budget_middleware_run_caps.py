@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain.agents.middleware import ModelRetryMiddleware
+from langchain.agents.middleware import HumanInTheLoopMiddleware, ModelRetryMiddleware
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
-from test_lc_budget_callback import make_ledger
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+from lc_fakes import get_weather
+from test_lc_budget_callback import make_ledger, metered, reply
 from test_lc_budget_middleware import agent, run, tool_turn
 
 from langchain_tokenbudget import BudgetMiddleware
@@ -113,3 +116,52 @@ def test_a_retry_that_answers_carries_the_failed_attempts_charge_once(how: str) 
     assert state["tokenbudget_run_tokens"] == ledger_tokens(ledger) > 60
     costs = [r.values.get("cost_nanos", 0) for r in records]
     assert state["tokenbudget_run_nanos"] == sum(costs) > 0
+
+
+def approve_every_tool_call(how: str, graph: Any, config: dict[str, Any]) -> list[BaseMessage]:
+    """Ask once, then resume the run after each approval request until it ends; its messages."""
+
+    async def arun() -> dict[str, Any]:
+        out = await graph.ainvoke({"messages": [HumanMessage("Weather in Oslo?")]}, config)
+        while "__interrupt__" in out:
+            out = await graph.ainvoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
+        return out
+
+    def run_sync() -> dict[str, Any]:
+        out = graph.invoke({"messages": [HumanMessage("Weather in Oslo?")]}, config)
+        while "__interrupt__" in out:
+            out = graph.invoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
+        return out
+
+    return list((run_sync() if how == "invoke" else asyncio.run(arun()))["messages"])
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_the_run_cap_holds_across_human_in_the_loop_resumes(how: str) -> None:
+    ledger = Ledger("memory://")
+    budget = BudgetMiddleware(
+        ledger, model="gpt-4o", user="u", max_output_tokens=50, max_run_tokens=400, on_exceeded="end"
+    )
+    lookups = [
+        reply(
+            "", inp=100, out=10, tool_calls=[{"name": "get_weather", "args": {"city": "Oslo"}, "id": f"c{k}"}]
+        )
+        for k in range(10)
+    ]
+    model = metered(*lookups)
+    approval = HumanInTheLoopMiddleware(interrupt_on={"get_weather": True})
+    graph = create_agent(
+        model, tools=[get_weather], middleware=[approval, budget], checkpointer=InMemorySaver()
+    )
+    config = {"configurable": {"thread_id": "t-1"}}
+    messages = approve_every_tool_call(how, graph, config)
+    # Each call is charged 110 tokens: the 4th call's worst case no longer fits in the cap, although
+    # the run was paused for approval (and resumed) after every call.
+    assert messages[-1].response_metadata["tokenbudget_refusal"]["budget"] == "max_run_tokens"
+    assert messages[-1].response_metadata["tokenbudget_refusal"]["used"] == "330"
+    assert ledger_tokens(ledger) == 330
+    # A new question on the thread is a new run: it starts from zero (its cap counts only its own
+    # calls; the longer history makes each call's worst case bigger, so fewer of them fit).
+    again = approve_every_tool_call(how, graph, config)
+    assert ledger_tokens(ledger) > 330
+    assert again[-1].response_metadata["tokenbudget_refusal"]["used"] == str(ledger_tokens(ledger) - 330)
