@@ -306,7 +306,10 @@ def attribution_model(registry: ModelRegistry, model: str, prices: PriceTable | 
     registry does not know, or knows only through a named fallback, keeps the caller's own name
     (nothing of it is lost); so does one whose registry entry no name resolves back to. A dated
     snapshot the registry lists as a model of its own (``gpt-4o-2024-05-13``) stays its own row,
-    and so does a spelling ``prices`` holds a price override of its own for (priced apart).
+    and so does a spelling ``prices`` holds a price override of its own for (priced apart). A
+    model registered by the user (:meth:`~tokenbudget_core.registry.ModelRegistry.register`)
+    keeps the name it was registered under, even when it borrows another model's prices
+    (``canonical=``): it is the user's model, not an alias.
     """
     try:
         info = registry.get(model)
@@ -314,6 +317,9 @@ def attribution_model(registry: ModelRegistry, model: str, prices: PriceTable | 
         return model
     if info.fallback_for is not None:
         return model
+    registered = _registered_name(registry, model.strip())
+    if registered is not None:
+        return registered
     if prices is not None and model.strip() != info.canonical and model in prices:
         return model.strip()
     for name in (info.canonical, f"{info.provider}/{info.canonical}"):
@@ -328,6 +334,15 @@ def attribution_model(registry: ModelRegistry, model: str, prices: PriceTable | 
         ):
             return name
     return model
+
+
+def _registered_name(registry: ModelRegistry, name: str) -> str | None:
+    """The name a user override of ``registry`` answers ``name`` (or ``<provider>/name``) under."""
+    overrides = registry._overrides  # the registry's own table: read, never changed
+    if name in overrides:
+        return name
+    bare = name.partition("/")[2]
+    return bare if bare and bare in overrides else None
 
 
 _COMMIT_OPTIONS = frozenset({"model", "premium_model", "unknown_model"})

@@ -96,14 +96,30 @@ def test_a_spelling_with_a_price_of_its_own_keeps_its_row() -> None:
     assert set(_rows(ledger)) == {"gpt-4o-2024-08-06", "gpt-4o"}
 
 
-def test_rows_follow_registry_changes() -> None:
-    """A model registered later as an alias of another is reported with it from then on."""
+def test_a_registered_model_keeps_its_registered_name() -> None:
+    """A model the user registers is a model of its own, even priced as another (``canonical=``);
+    its provider-prefixed spelling is the same row."""
     registry = ModelRegistry()
     registry.register("acme-7b", provider="acme", context_window=32_000, max_output_tokens=4_096)
     ledger = Ledger(MemoryStore(), registry=registry)
     r = ledger.reserve(model="acme-7b", input_tokens=10, max_output_tokens=10)
     ledger.commit(r, Usage(input_tokens=10, output_tokens=10))
-    registry.register("acme-7b", provider="openai", canonical="gpt-4o", max_output_tokens=4_096)
+    registry.register("acme-7b", provider="openai", canonical="gpt-4o-mini", max_output_tokens=4_096)
     r = ledger.reserve(model="acme-7b", input_tokens=10, max_output_tokens=10)
+    ledger.commit(r, Usage(input_tokens=10, output_tokens=10))  # priced as gpt-4o-mini from now on
+    ledger.record(Usage(input_tokens=10, output_tokens=10), model="openai/acme-7b")
+    ledger.record(Usage(input_tokens=10, output_tokens=10), model="gpt-4o-mini")
+    rows = _rows(ledger)
+    assert {k: v[0] for k, v in rows.items()} == {"acme-7b": 3, "gpt-4o-mini": 1}
+    assert rows["acme-7b"][1] == 2 * cost_of(Usage(input_tokens=10, output_tokens=10), "gpt-4o-mini")
+
+
+def test_rows_follow_registry_changes() -> None:
+    """A name the registry learns (a user override) is keyed anew from then on, lane included."""
+    registry = ModelRegistry()
+    ledger = Ledger(MemoryStore(), registry=registry)
+    ledger.record(Usage(input_tokens=10, output_tokens=10), model="Acme-7B", unknown_model="unpriced")
+    registry.register("Acme-7B", provider="acme", context_window=32_000, max_output_tokens=4_096)
+    r = ledger.reserve(model="acme/Acme-7B", input_tokens=10, max_output_tokens=10)
     ledger.commit(r, Usage(input_tokens=10, output_tokens=10))
-    assert {k: v[0] for k, v in _rows(ledger).items()} == {"acme-7b": 1, "gpt-4o": 1}
+    assert {k: v[0] for k, v in _rows(ledger).items()} == {"Acme-7B": 2}
