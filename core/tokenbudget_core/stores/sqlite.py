@@ -129,6 +129,22 @@ def _int(value: object, name: str) -> int:
     return int(value)
 
 
+def _lease_end(now_ms: object, lease_ms: object) -> int:
+    """When a lease taken at ``now_ms`` ends: a signed 64-bit number of milliseconds (SQLite's
+    INTEGER), else :class:`InvalidInputError` naming ``lease_ms``."""
+    start = _int(now_ms, "now_ms")
+    length = _int(lease_ms, "lease_ms")
+    if not -(2**63) <= start + length < 2**63:
+        raise InvalidInputError(
+            "lease_ms",
+            f"a lease of {length:,} ms from now_ms={start:,} does not end within a signed 64-bit "
+            "number of milliseconds",
+            value=lease_ms,
+            fix="pass a lease of at most a few years (Ledger(lease_seconds=...), e.g. 600)",
+        )
+    return start + length
+
+
 def _check_options(timeout_s: object, retention_days: object) -> None:
     """``timeout_s`` a positive number of seconds, ``retention_days`` a positive int or ``None``."""
     if (
@@ -403,8 +419,14 @@ class SQLiteStore:
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def reserve(self, req: ReserveRequest) -> ReserveOutcome:
-        """Expire passed leases, then reserve every check or none (see :mod:`.base`)."""
+        """Expire passed leases, then reserve every check or none (see :mod:`.base`).
+
+        Raises:
+            InvalidInputError: An amount is not a 64-bit int, or the lease (``now_ms + lease_ms``)
+                ends past a signed 64-bit number of milliseconds (named ``lease_ms``).
+        """
         rows = [(c.scope, c.metric, _int(c.amount, "amount")) for c in req.checks]
+        expires_ms = _lease_end(req.now_ms, req.lease_ms)
         self._maybe_purge(req.day)
         with self._transaction() as db:
             self._expire(db, req.day, req.now_ms)
@@ -420,7 +442,7 @@ class SQLiteStore:
             self._add(db, req.day, rows, spent=False)
             db.execute(
                 "INSERT INTO requests VALUES (?, ?, 'reserved', ?, ?)",
-                (req.day, req.request_id, req.now_ms + req.lease_ms, json.dumps(rows)),
+                (req.day, req.request_id, expires_ms, json.dumps(rows)),
             )
         for scope, metric, amount in rows:
             after[(scope, metric)] += amount
