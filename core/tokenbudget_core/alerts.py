@@ -1,5 +1,9 @@
 """Budget alerts: thresholds per budget (default 80% and 100%), fired once per budget and day.
 
+An alert fires on what was spent, after a commit: a refused call spends nothing, so with the
+default ladder (calls refused from 97%) the 100% alert does not fire while a budget's calls are
+being refused (see :attr:`~tokenbudget_core.budgets.BudgetPolicy.alert_thresholds`).
+
 Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any callable taking an
 :class:`Alert`, or a webhook URL (``http(s)://...``) that receives the alert as JSON.
 

@@ -200,7 +200,9 @@ class Ladder:
     cache_only: float | None = 0.9
     """Answer only from caches."""
     soft_refusal: float | None = 0.97
-    """Refuse with a message the app can show the user."""
+    """Refuse with a message the app can show the user: a call that would take the budget to this
+    share is refused, so spend mostly stays below it (and a threshold alert above it, such as the
+    default 100% one, does not fire: see :attr:`BudgetPolicy.alert_thresholds`)."""
 
     def __post_init__(self) -> None:
         last = 0.0
@@ -387,7 +389,15 @@ class BudgetPolicy:
     ladder: Ladder = field(default_factory=Ladder)
     alert_thresholds: tuple[float, ...] = (0.8, 1.0)
     """Shares of each budget at which an alert fires (once per budget and day); kept as floats,
-    sorted, each once (``1`` and ``1.0`` are one threshold: its alert fires once a day)."""
+    sorted, each once (``1`` and ``1.0`` are one threshold: its alert fires once a day).
+
+    An alert fires on what was *spent*, after a commit; a refused call spends nothing. With the
+    default ladder, calls are refused from 97% (:attr:`Ladder.soft_refusal`), so the spend of
+    calls that reserve first stops short of 100% and the default 100% alert does not fire,
+    although the budget's calls are being refused: the 80% alert is the last one of the day. To
+    hear of refusals, watch the refusals the app gets (``BudgetExceededError``); a threshold below
+    the soft-refusal share (e.g. ``(0.8, 0.9, 1.0)``) only warns that refusals are near (a big
+    call is refused sooner)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "daily_usd", _usd("daily_usd", self.daily_usd))
