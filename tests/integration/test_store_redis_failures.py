@@ -7,14 +7,20 @@ server is usable again, no usage is lost, and every error is a ``TokenBudgetErro
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from redis_server import RedisServer
 from store_contract import DAY, reserve, totals
+from tokenbudget_core import Usage
 from tokenbudget_core.errors import BudgetUnavailableError
+from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.stores.redis import RedisStore
 
 pytestmark = pytest.mark.integration
@@ -78,3 +84,74 @@ def test_a_refused_write_keeps_the_connection(own_server: RedisServer, raw: redi
         assert totals(s) == (0, 20)
     finally:
         s.close()
+
+
+class SplittingProxy:
+    """A TCP proxy whose first connection goes to ``first`` and every later one to ``rest``: the
+    store's scripts run on one server while the scripts it loads (through its pool) land on
+    another, so every ``EVALSHA`` answers ``NOSCRIPT``, however often the script is loaded."""
+
+    def __init__(self, first: int, rest: int) -> None:
+        self.targets = [first, rest]
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            target = self.targets[min(self.accepted, 1)]
+            self.accepted += 1
+            upstream = socket.create_connection(("127.0.0.1", target))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65_536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.sockets:
+            s.close()
+
+
+def test_a_script_missing_again_and_again_is_unavailable_and_usage_is_spooled(
+    own_server: RedisServer, redis_server_binary: str, tmp_path: Path
+) -> None:
+    """NOSCRIPT proves the script did not run: the store loads it and sends again a few times,
+    then reports Redis unavailable (never a refusal), so a fail-open ledger spools the usage."""
+    other = RedisServer(redis_server_binary).start()
+    proxy = SplittingProxy(own_server.port, other.port)
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    try:
+        s = RedisStore(url)
+        try:
+            with pytest.raises(BudgetUnavailableError, match="NoScriptError"):
+                reserve(s, "a", 10, 100)
+        finally:
+            s.close()
+        proxy.accepted = 0  # the ledger's own store: its scripts on the first server again
+        ledger = Ledger(url, on_unavailable="open", spool_path=tmp_path / "spool.jsonl", alerts=[])
+        try:
+            charge = ledger.record(Usage(input_tokens=100, output_tokens=10), model="gpt-4o-mini")
+            assert charge.spooled
+        finally:
+            ledger.close()
+    finally:
+        proxy.close()
+        other.stop()

@@ -3,7 +3,9 @@
 Each of :meth:`RedisStore.reserve`, :meth:`~RedisStore.commit`, :meth:`~RedisStore.release`
 and :meth:`~RedisStore.totals` is one ``EVALSHA`` of a Lua script (see
 :mod:`.redis_scripts`): one round trip, atomic on the server. ``NOSCRIPT`` (a restarted or
-flushed server) is answered by loading the script and running it again.
+flushed server) is answered by loading the script and running it again (a few times; then the
+operation fails as :class:`~tokenbudget_core.errors.BudgetUnavailableError`, which the ledger
+spools when it fails open).
 
 Key layout, all keys of one day under one hash tag (one cluster slot)::
 
@@ -89,6 +91,10 @@ _READ_CHUNK = 1_000
 """Most keys one pipeline of reads carries (:meth:`RedisStore.rollup`,
 :meth:`RedisStore.call_costs_many`): a report over years of days and hundreds of features is a few
 round trips, never one giant pipeline whose commands and replies are all held at once."""
+
+_NOSCRIPT_TRIES = 3
+"""Times a round trip's missing scripts (``NOSCRIPT``: they did not run) are loaded and sent
+again before their operations fail as unavailable (a server flushed or restarted again and again)."""
 
 _INHERITED: list[object] = []
 """Clients and connections a forked process inherited: kept, so that they are never finalised
@@ -456,6 +462,8 @@ class RedisStore:
         """Yield the client; turn "cannot reach Redis" into BudgetUnavailableError."""
         try:
             yield self._client or self._connected()
+        except BudgetUnavailableError:  # (an OSError too) raised by the store itself
+            raise
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
         except self._script_error as e:
@@ -467,7 +475,7 @@ class RedisStore:
     def _run(self, op: _Op) -> Any:
         if self._batcher is None:
             with self._available() as client:
-                return self._scripts[op.script](keys=op.keys, args=op.args, client=client)
+                return self._call_script(client, op)
         return self._batcher.run(op)
 
     def _send(self, ops: Sequence[_Op]) -> list[Any]:
@@ -478,6 +486,8 @@ class RedisStore:
         """
         try:  # what _available() does, without a generator per round trip
             results = self._send_on(self._client or self._connected(), ops)
+        except BudgetUnavailableError:  # (an OSError too) raised by the store itself
+            raise
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
         except self._script_error as e:  # raised while connecting: replies are returned, not raised
@@ -500,21 +510,46 @@ class RedisStore:
             results: list[Any] = []
             for op in ops:
                 try:
-                    results.append(self._scripts[op.script](keys=op.keys, args=op.args, client=client))
-                except self._unavailable:
+                    results.append(self._call_script(client, op))
+                except self._unavailable:  # (BudgetUnavailableError too: an OSError)
                     raise
                 except Exception as e:  # noqa: BLE001 - that operation's own error
                     results.append(e)
             return results
         with self._conn_lock:  # the batcher sends one round trip at a time; *_many calls too
             results = self._round_trip(client, ops)
-            missing = [i for i, r in enumerate(results) if isinstance(r, self._no_script)]
-            if missing:
+            for _ in range(_NOSCRIPT_TRIES):
+                missing = [i for i, r in enumerate(results) if isinstance(r, self._no_script)]
+                if not missing:
+                    return results
                 for name in {ops[i].script for i in missing}:
                     client.script_load(self._scripts[name].script)
                 for i, r in zip(missing, self._round_trip(client, [ops[i] for i in missing]), strict=True):
                     results[i] = r
-            return results
+            return [self._no_script_left(r) if isinstance(r, self._no_script) else r for r in results]
+
+    def _call_script(self, client: Any, op: _Op) -> Any:
+        """One script call through redis-py (a cluster: on its slot's node), ``NOSCRIPT`` answered
+        like :meth:`_send_on` does (redis-py's script object loads and retries once itself)."""
+        script = self._scripts[op.script]
+        for _ in range(_NOSCRIPT_TRIES):
+            try:
+                return script(keys=op.keys, args=op.args, client=client)
+            except self._no_script:
+                continue
+        try:
+            return script(keys=op.keys, args=op.args, client=client)
+        except self._no_script as e:
+            raise self._no_script_left(e) from e
+
+    def _no_script_left(self, error: BaseException) -> BudgetUnavailableError:
+        """A script still missing after :data:`_NOSCRIPT_TRIES` loads: it did not run, and the server
+        keeps losing it (flushed or restarted over and over, or loads landing on another server
+        behind a proxy): unavailable, so the ledger fails open or closed (a commit is spooled)."""
+        error_text = f"{type(error).__name__}: {error}"
+        return BudgetUnavailableError(
+            self._shown_url, f"{error_text}, still after loading the script {_NOSCRIPT_TRIES} times"
+        )
 
     def _round_trip(self, client: Any, ops: Sequence[_Op]) -> list[Any]:
         """Send ``ops`` as one pipeline on the store's own connection and read every reply.
