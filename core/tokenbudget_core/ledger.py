@@ -615,7 +615,9 @@ class Ledger:
     ) -> Reservation:
         """Reserve the worst case of a call against every budget it touches, atomically.
 
-        Feature, user and conversation default to the current :func:`~tokenbudget_core.attribute` block.
+        An enclosing :func:`~tokenbudget_core.attribute` block's feature, user and conversation win
+        over these arguments (the outermost payer pays, whatever a helper inside passes); an
+        argument counts only where no block sets that id.
         ``choices`` is how many completions the call asks for (OpenAI's ``n``): the input is
         billed once, the output up to ``max_output_tokens`` per choice, so the worst case
         reserves ``choices * max_output_tokens`` output tokens (per-call output limits apply
@@ -1211,7 +1213,8 @@ class Ledger:
             reservation: What :meth:`reserve` returned.
             usage: What the call used.
             cache_hit: The answer came from an application cache (recorded with ``saved_usd``).
-            saved_usd: What the cache hit saved.
+            saved_usd: What the cache hit saved; only with ``cache_hit=True`` (a saving with no
+                hit is refused).
             model: The model that actually answered, when it is not the reserved one (a router
                 reserved its premium model's worst case, a fallback answered): the usage is
                 priced and attributed on it.
@@ -1228,8 +1231,9 @@ class Ledger:
                 counted in reports' ``unpriced_requests`` (see :meth:`record`).
 
         Raises:
-            InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`, or
-                ``model`` / ``premium_model`` is not a model name.
+            InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`, covers
+                no call (``requests=0``) yet has tokens or is a cache hit, or ``saved_usd`` comes
+                without ``cache_hit``; or ``model`` / ``premium_model`` is not a model name.
             UnknownModelError: ``model`` (with ``unknown_model="error"``) or ``premium_model`` is
                 unknown to the registry; the reservation was released.
         """
@@ -1303,12 +1307,14 @@ class Ledger:
         Args:
             usage: What the call used.
             model: The model that answered.
-            feature: The feature (default: the current :func:`~tokenbudget_core.attribute` block's).
-            user: The user (same default).
-            conversation: The conversation (same default).
+            feature: The feature, used only when no enclosing :func:`~tokenbudget_core.attribute`
+                block sets one: a block's ids win over these arguments (the outermost payer pays).
+            user: The user (a block's wins, the same way).
+            conversation: The conversation (a block's wins, the same way).
             request_id: The call's id: recording the same id again changes nothing.
             cache_hit: The answer came from an application cache (recorded with ``saved_usd``).
-            saved_usd: What the cache hit saved.
+            saved_usd: What the cache hit saved; only with ``cache_hit=True`` (a saving with no
+                hit is refused).
             premium_model: The call was routed, see :meth:`commit`.
             at: When the call happened (epoch seconds, or a datetime with a time zone; default
                 now). It decides the ledger day the usage is charged to, and idempotency holds per
@@ -1325,7 +1331,8 @@ class Ledger:
                 the model (``ledger.registry.register``) to price its later calls.
 
         Raises:
-            InvalidInputError: A bad argument, named (``at`` in the future, a naive datetime...).
+            InvalidInputError: A bad argument, named (``at`` in the future, a naive datetime,
+                ``usage.requests=0`` with tokens, ``saved_usd`` without ``cache_hit``...).
             UnknownModelError: ``model`` is unknown to the registry (and ``unknown_model="error"``).
         """
         _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
@@ -1448,7 +1455,8 @@ class Ledger:
         """What :meth:`commit` asks the store: the charges per budget and the attribution row.
 
         Raises:
-            InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`.
+            InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`, or its
+                figures contradict a call (:func:`_check_call_figures`).
             UnknownModelError: ``model`` (unless ``unpriced_if_unknown``) or ``premium_model``
                 is unknown to the registry.
         """
@@ -1457,6 +1465,8 @@ class Ledger:
         tokens = usage.input_tokens + usage.output_tokens
         if tokens + usage.requests > _MAX_AMOUNT or type(cache_hit) is not bool:
             _check_commit_figures(usage, cache_hit)
+        if (usage.requests == 0 and (tokens or cache_hit)) or (saved_usd is not None and not cache_hit):
+            _check_call_figures(usage, cache_hit, saved_usd)
         try:
             self.registry.get(model)
             nanos = self._price_nanos(usage, model, round_up=False)
@@ -2176,6 +2186,32 @@ def _check_commit_figures(usage: Usage, cache_hit: object) -> None:
             raise _too_large(f"usage.{name}", f"is {value:,}", value)
     total = usage.input_tokens + usage.output_tokens + usage.requests
     raise _too_large("usage", f"adds up to {total:,} tokens and requests", usage)
+
+
+def _check_call_figures(usage: Usage, cache_hit: bool, saved_usd: Decimal | None) -> None:
+    """What a commit's figures say that no call can (each report row would contradict itself).
+
+    Raises:
+        InvalidInputError: ``usage`` has tokens, or is a cache hit, but covers no call
+            (``requests=0``: its payer would spend without being an active user, its feature
+            would have cost without a p50/p95 sample); or ``saved_usd`` is given without
+            ``cache_hit`` (a saving is what a cache hit saved: it would be reported as saved
+            by no hit).
+    """
+    if usage.requests == 0:
+        what = f"{usage.input_tokens + usage.output_tokens:,} tokens" if not cache_hit else "a cache hit"
+        raise InvalidInputError(
+            "usage.requests",
+            f"is 0 but the usage is {what}: usage is charged per call",
+            value=0,
+            fix="set requests to the number of calls the usage covers (1 for one call)",
+        )
+    raise InvalidInputError(
+        "saved_usd",
+        "is given without cache_hit=True: a saving is what an answer from a cache saved",
+        value=saved_usd,
+        fix="pass cache_hit=True for an answer served from a cache, else leave saved_usd unset",
+    )
 
 
 def refuses_usage(error: InvalidInputError) -> bool:
