@@ -74,9 +74,9 @@ _ADD = (
     "ON CONFLICT (day, scope, metric) DO UPDATE "
     "SET spent = spent + excluded.spent, reserved = reserved + excluded.reserved"
 )
-_SET_STATE = (
+_SET_STATE = (  # a settled request keeps no checks: they are needed only while it holds a lease
     "INSERT INTO requests VALUES (?, ?, ?, 0, '[]') "
-    "ON CONFLICT (day, request_id) DO UPDATE SET state = excluded.state"
+    "ON CONFLICT (day, request_id) DO UPDATE SET state = excluded.state, checks_json = '[]'"
 )
 _EXPIRED = "WHERE day = ? AND state = 'reserved' AND expires_ms <= ?"
 _PAIRS_PER_QUERY = 400
@@ -88,6 +88,18 @@ each, within the 999 host parameters of the oldest SQLite builds."""
 _INHERITED: list[sqlite3.Connection] = []
 # The last day each database file was purged for, so purging runs at most once a day per process.
 _LAST_PURGE: dict[str, str] = {}
+_PURGE_BATCH = 2_000
+"""Rows one purge transaction deletes at most: a purge of a busy day is many short write
+transactions (other threads and processes write in between), never one long one."""
+_PURGES = {  # table: (its key columns, which rows of a day before the cutoff go)
+    "balances": ("day, scope, metric", "day < ?"),
+    "requests": ("day, request_id", "day < ?"),
+    "rollup": ("day, rollup_key, field", "day < ?"),
+    "call_costs": ("rowid", "day < ?"),
+    "marks": ("key", "expires_at <= ?"),
+    "settled_requests": ("day, request_id", "day < ? AND state != 'reserved'"),
+}
+_DEFAULT_REQUEST_RETENTION_DAYS = 7
 _MAX_TIMEOUT_S = 2_147_483
 """Longest wait for another writer's lock: SQLite's busy timeout is an int of milliseconds."""
 
@@ -145,7 +157,7 @@ def _lease_end(now_ms: object, lease_ms: object) -> int:
     return start + length
 
 
-def _check_options(timeout_s: object, retention_days: object) -> None:
+def _check_options(timeout_s: object, retention_days: object, request_retention_days: object) -> None:
     """``timeout_s`` a positive number of seconds, ``retention_days`` a positive int or ``None``."""
     if (
         isinstance(timeout_s, bool)
@@ -167,6 +179,24 @@ def _check_options(timeout_s: object, retention_days: object) -> None:
             value=retention_days,
             fix="pass e.g. retention_days=400; older days are deleted, today's never",
         )
+    if request_retention_days is not None and (
+        isinstance(request_retention_days, bool)
+        or not isinstance(request_retention_days, int)
+        or request_retention_days <= 0
+        or (isinstance(retention_days, int) and request_retention_days > retention_days)
+    ):
+        most = "" if retention_days is None else f" (at most retention_days, {retention_days})"
+        raise InvalidInputError(
+            "request_retention_days",
+            f"must be a positive number of days{most}, or None for the default (7)",
+            value=request_retention_days,
+            fix="pass e.g. request_retention_days=7; a commit replayed later than that is charged again",
+        )
+
+
+def _yesterday() -> str:
+    """Yesterday (UTC): the first day a purge never deletes (some time zone may still live it)."""
+    return (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
 
 
 def _unavailable(error: BaseException) -> bool:
@@ -185,7 +215,13 @@ class SQLiteStore:
         retention_days: Days of history to keep; older days are purged at most once a day per
             process, the first time a newer day is reserved or committed. The days are counted
             back from that day, or from tomorrow (UTC) when that day is later still: a request
-            dated in the future cannot purge the present. ``None`` keeps everything.
+            dated in the future cannot purge the present. ``None`` keeps every day's figures.
+            A purge deletes at most a few thousand rows per transaction.
+        request_retention_days: Settled request ids (what makes a replayed commit count once)
+            are purged sooner, counted the same way (one row per call adds up; default 7 days,
+            or ``retention_days`` when shorter): a commit replayed later than that is charged
+            again. A request still holding a lease is kept until its day's purge. A settled
+            request keeps no copy of its checks (those are needed only while it holds a lease).
         read_only: Open an existing ledger for reading only (SQLite ``mode=ro``): nothing is
             created, migrated, switched to WAL or purged, and the file is never modified (in WAL
             mode SQLite may create its ``-wal``/``-shm`` side files). :meth:`totals` counts passed
@@ -195,7 +231,8 @@ class SQLiteStore:
 
     Raises:
         InvalidInputError: ``url`` is not a ``sqlite:///`` URL; ``timeout_s`` is not a positive
-            number of seconds, or ``retention_days`` a positive int (or ``None``); with
+            number of seconds, ``retention_days`` a positive int (or ``None``), or
+            ``request_retention_days`` a positive int up to ``retention_days`` (or ``None``); with
             ``read_only``, the database is in memory or the file holds no ledger (none of its
             tables).
         BudgetUnavailableError: The file cannot be created or opened (with ``read_only``: does
@@ -211,12 +248,18 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, url: str, *, timeout_s: float = 30.0, retention_days: int | None = 400, read_only: bool = False
+        self,
+        url: str,
+        *,
+        timeout_s: float = 30.0,
+        retention_days: int | None = 400,
+        request_retention_days: int | None = None,
+        read_only: bool = False,
     ) -> None:
         self.url = url
         self.path = sqlite_path(url)
         """The database file's absolute path (or ``:memory:``)."""
-        _check_options(timeout_s, retention_days)
+        _check_options(timeout_s, retention_days, request_retention_days)
         self.read_only = read_only
         """True when the file was opened for reading only."""
         if read_only and self.path == ":memory:":
@@ -228,6 +271,9 @@ class SQLiteStore:
             )
         self._timeout_s = timeout_s
         self._retention_days = retention_days
+        if request_retention_days is None:
+            request_retention_days = min(_DEFAULT_REQUEST_RETENTION_DAYS, retention_days or 7)
+        self._request_retention_days: int = request_retention_days
         self._lock = threading.Lock()
         self._busy_ms: dict[int, int] = {}  # the busy timeout last set on the connection (by id)
         self._conn: sqlite3.Connection | None = self._open()
@@ -403,7 +449,7 @@ class SQLiteStore:
         expired = db.execute(f"SELECT checks_json FROM requests {_EXPIRED}", (day, now_ms)).fetchall()
         for (checks_json,) in expired:
             self._unreserve(db, day, checks_json)
-        db.execute(f"UPDATE requests SET state = 'expired' {_EXPIRED}", (day, now_ms))
+        db.execute(f"UPDATE requests SET state = 'expired', checks_json = '[]' {_EXPIRED}", (day, now_ms))
 
     @staticmethod
     def _state(db: sqlite3.Connection, day: str, request_id: str) -> tuple[RequestState, str] | None:
@@ -600,13 +646,29 @@ class SQLiteStore:
             date.fromisoformat(before_day)
         except ValueError as e:
             raise InvalidInputError("before_day", f"is not a day: {e}", value=before_day) from e
-        before_day = min(before_day, (datetime.now(UTC).date() - timedelta(days=1)).isoformat())
+        before_day = min(before_day, _yesterday())
         now_ms = int(time.time() * 1000)
-        with self._transaction() as db:
-            deleted = sum(
-                db.execute(f"DELETE FROM {t} WHERE day < ?", (before_day,)).rowcount for t in _DAY_TABLES
-            )
-            return deleted + db.execute("DELETE FROM marks WHERE expires_at <= ?", (now_ms,)).rowcount
+        deleted = sum(self._purge_rows(table, before_day) for table in _DAY_TABLES)
+        return deleted + self._purge_rows("marks", now_ms)
+
+    def _purge_settled_requests(self, before_day: str) -> int:
+        """Delete settled requests of the days before ``before_day`` (never yesterday or later)."""
+        return self._purge_rows("settled_requests", min(before_day, _yesterday()))
+
+    def _purge_rows(self, what: str, cutoff: str | int) -> int:
+        """Delete the rows of ``what`` (see :data:`_PURGES`) past ``cutoff``, in transactions of at
+        most :data:`_PURGE_BATCH` rows; the number deleted."""
+        key, where = _PURGES[what]
+        table = "requests" if what == "settled_requests" else what
+        keys = f"({key})" if "," in key else key
+        query = f"DELETE FROM {table} WHERE {keys} IN (SELECT {key} FROM {table} WHERE {where} LIMIT ?)"
+        deleted = 0
+        while True:
+            with self._transaction() as db:
+                count = db.execute(query, (cutoff, _PURGE_BATCH)).rowcount
+            deleted += count
+            if count < _PURGE_BATCH:
+                return deleted
 
     def _maybe_purge(self, day: str) -> None:
         """Purge past the retention on the first operation of a newer day (before it, so a
@@ -617,7 +679,7 @@ class SQLiteStore:
         carrying a far-future day (forged, mistyped, a clock gone wrong) cannot delete today.
         """
         key = self.path if self.path != ":memory:" else f":memory:{id(self)}"
-        if self._retention_days is None or _LAST_PURGE.get(key, "") >= day:  # the usual case
+        if _LAST_PURGE.get(key, "") >= day:  # the usual case
             return
         try:
             requested = date.fromisoformat(day)
@@ -627,11 +689,13 @@ class SQLiteStore:
         reference = min(requested, latest)
         if _LAST_PURGE.get(key, "") >= reference.isoformat():
             return
-        try:
-            cutoff = reference - timedelta(days=self._retention_days)
-        except OverflowError:  # a retention reaching before year 1: nothing is that old
-            return
-        self.purge(cutoff.isoformat())
+        if self._retention_days is not None:
+            with suppress(OverflowError):  # a retention reaching before year 1: nothing is that old
+                self.purge((reference - timedelta(days=self._retention_days)).isoformat())
+        with suppress(OverflowError):
+            self._purge_settled_requests(
+                (reference - timedelta(days=self._request_retention_days)).isoformat()
+            )
         _LAST_PURGE[key] = reference.isoformat()  # two threads racing here purge twice, harmlessly
 
     def close(self) -> None:
