@@ -21,6 +21,7 @@ from store_contract import DAY, reserve, totals
 from tokenbudget_core import Usage
 from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.stores.base import Check, CommitOutcome, CommitRequest, ReserveOutcome, ReserveRequest
 from tokenbudget_core.stores.redis import RedisStore
 
 pytestmark = pytest.mark.integration
@@ -155,3 +156,42 @@ def test_a_script_missing_again_and_again_is_unavailable_and_usage_is_spooled(
     finally:
         proxy.close()
         other.stop()
+
+
+def test_a_big_batch_on_a_healthy_server_is_reserved_and_committed_whole(own_server: RedisServer) -> None:
+    """reserve_many / commit_many send a batch in round trips of bounded size: a batch whose scripts
+    together run longer than socket_timeout still goes through (it failed whole as 'unreachable'
+    while most of it ran)."""
+    s = RedisStore(own_server.url, socket_timeout=0.5)
+    n = 30_000
+    try:
+        reserved = s.reserve_many(
+            [
+                ReserveRequest(
+                    day=DAY,
+                    request_id=f"r{i}",
+                    checks=[Check(scope="g", metric="nanos", amount=1, limit=None)],
+                    now_ms=1_000,
+                    lease_ms=600_000,
+                )
+                for i in range(n)
+            ]
+        )
+        assert [r for r in reserved if not (isinstance(r, ReserveOutcome) and r.ok)] == []
+        committed = s.commit_many(
+            [
+                CommitRequest(
+                    day=DAY,
+                    request_id=f"r{i}",
+                    charges=[Check(scope="g", metric="nanos", amount=2)],
+                    rollup_key="k",
+                    rollup={"requests": 1},
+                    now_ms=1_500,
+                )
+                for i in range(n)
+            ]
+        )
+        assert [c for c in committed if not (isinstance(c, CommitOutcome) and c.applied)] == []
+        assert s.totals(DAY, [("g", "nanos")], 2_000)[("g", "nanos")] == (2 * n, 0)
+    finally:
+        s.close()

@@ -96,6 +96,11 @@ _NOSCRIPT_TRIES = 3
 """Times a round trip's missing scripts (``NOSCRIPT``: they did not run) are loaded and sent
 again before their operations fail as unavailable (a server flushed or restarted again and again)."""
 
+_WRITE_CHUNK = 500
+"""Most script calls one round trip of :meth:`RedisStore.reserve_many` / :meth:`RedisStore.commit_many`
+carries: Redis reads a pipeline only as fast as it runs the scripts, and ``socket_timeout`` bounds
+each round trip (its sending included), so a batch of any size is a series of short round trips."""
+
 _INHERITED: list[object] = []
 """Clients and connections a forked process inherited: kept, so that they are never finalised
 there (closing one could shut down the parent's socket or wait on a lock held at the fork)."""
@@ -584,15 +589,39 @@ class RedisStore:
         return results
 
     def _send_all(self, ops: Sequence[_Op]) -> list[Any]:
-        """:meth:`_send`, with a lone operation's script error returned like a batch's."""
-        try:
-            return self._send(ops)
-        except BudgetUnavailableError:
-            raise
-        except Exception as e:
-            if len(ops) == 1:
-                return [e]
-            raise
+        """:meth:`_send` in round trips of at most :data:`_WRITE_CHUNK` operations, with a lone
+        operation's script error returned like a batch's.
+
+        When a round trip after the first fails, the operations sent before keep their results;
+        those of the failed round trip (their answers lost: they may have run) and the ones after
+        it (not sent) each get a :class:`~tokenbudget_core.errors.BudgetUnavailableError`.
+        """
+        results: list[Any] = []
+        for start in range(0, len(ops), _WRITE_CHUNK):
+            chunk = ops[start : start + _WRITE_CHUNK]
+            try:
+                results += self._send(chunk)
+            except BudgetUnavailableError as e:
+                if start == 0:
+                    raise
+                for i in range(len(ops) - start):
+                    lost = BudgetUnavailableError(
+                        self._shown_url,
+                        e.detail,
+                        consequence=(
+                            "the answer to this part of the batch was lost (it may have run)"
+                            if i < len(chunk)
+                            else "this part of the batch was not sent"
+                        ),
+                    )
+                    lost.__cause__ = e
+                    results.append(lost)
+                return results
+            except Exception as e:
+                if len(ops) == 1:
+                    return [e]
+                raise
+        return results
 
     def _drop_connection(self) -> None:
         """Close the scripts' connection (its stream may be out of step); the next round trip
@@ -627,12 +656,15 @@ class RedisStore:
         return self._reserve_outcome(req, self._run(op))
 
     def reserve_many(self, reqs: Sequence[ReserveRequest]) -> list[ReserveOutcome | Exception]:
-        """:meth:`reserve` each request (in order, each atomic on its own) in one round trip.
+        """:meth:`reserve` each request (in order, each atomic on its own) in one round trip per
+        :data:`_WRITE_CHUNK` requests.
 
-        Returns each request's outcome, or the error of a request that failed on the server.
+        Returns each request's outcome, or the error of a request that failed on the server, or
+        a :class:`~tokenbudget_core.errors.BudgetUnavailableError` for each request of a round
+        trip after the first that failed (its answer lost) and of the ones after it (not sent).
 
         Raises:
-            BudgetUnavailableError: The round trip failed (no outcome is known for any request).
+            BudgetUnavailableError: The first round trip failed (no outcome is known for any request).
         """
         ops = [self._reserve_op(req) for req in reqs]
         return [
@@ -641,12 +673,15 @@ class RedisStore:
         ]
 
     def commit_many(self, reqs: Sequence[CommitRequest]) -> list[CommitOutcome | Exception]:
-        """:meth:`commit` each request (in order, each atomic and idempotent) in one round trip.
+        """:meth:`commit` each request (in order, each atomic and idempotent) in one round trip per
+        :data:`_WRITE_CHUNK` requests.
 
-        Returns each request's outcome, or the error of a request that failed on the server.
+        Returns each request's outcome, or the error of a request that failed on the server, or
+        a :class:`~tokenbudget_core.errors.BudgetUnavailableError` for each request of a round
+        trip after the first that failed (its answer lost) and of the ones after it (not sent).
 
         Raises:
-            BudgetUnavailableError: The round trip failed (no outcome is known for any request).
+            BudgetUnavailableError: The first round trip failed (no outcome is known for any request).
         """
         ops = [self._commit_op(req) for req in reqs]
         return [
