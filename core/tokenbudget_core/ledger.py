@@ -1672,6 +1672,9 @@ class Ledger:
                         day=day,
                         budget=self._budget_name(c),
                         scope=self._budget_scope_text(c, feature, user),
+                        # whose budget, as the calls name them: Alert.id tells payers apart by these
+                        feature=(feature or None) if c.scope[0] in "fu" else None,
+                        user=(user or None) if c.scope[0] in "uU" else None,
                         threshold=threshold,
                         used=decimal_text(nanos_to_usd(spent)) if money else str(spent),
                         limit=decimal_text(nanos_to_usd(c.limit)) if money else str(c.limit),
