@@ -41,6 +41,7 @@ write.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import select
@@ -181,8 +182,9 @@ def check_redis_url(url: str, *, also_accepted: Sequence[str] = ()) -> None:
 
     Raises:
         InvalidInputError: A port that is not a number in 0-65535, a database that is not a
-            non-negative number, an option neither redis-py nor the caller knows, or one whose
-            value redis-py cannot read.
+            non-negative number, an option neither redis-py nor the caller knows, one whose
+            value redis-py cannot read or refuses (``ssl_cert_reqs=bogus``), or a socket timeout
+            that is not a positive, finite number of seconds.
     """
     import inspect
 
@@ -217,6 +219,32 @@ def check_redis_url(url: str, *, also_accepted: Sequence[str] = ()) -> None:
         raise _bad_url(url, f"database {db!r} is not a non-negative number")
     if cluster and (db or path not in ("", "0")):
         raise _bad_url(url, "a cluster has only database 0")
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        seconds = options.get(name)
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise _bad_url(url, f"{name}={seconds!r} is not a positive, finite number of seconds")
+    _check_connection_options(url, options)
+
+
+def _check_connection_options(url: str, options: dict[str, Any]) -> None:
+    """Build (not connect) the connection the URL's options describe: redis-py checks some values
+    (``ssl_cert_reqs``...) only there, which a client does lazily, at its first command."""
+    import inspect
+
+    from redis import connection
+    from redis.exceptions import RedisError
+
+    cls = options.get("connection_class", connection.Connection)
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            accepted.update(inspect.signature(init).parameters)
+    kwargs = {k: v for k, v in options.items() if k in accepted and k not in ("self", "connection_class")}
+    try:
+        cls(**kwargs)
+    except (RedisError, ValueError, TypeError) as e:
+        raise _bad_url(url, f"{type(e).__name__}: {e}") from e
 
 
 def _own_options(url: str) -> tuple[str, dict[str, str]]:
@@ -309,10 +337,12 @@ class RedisStore:
             ``socket_timeout`` is not positive,
             ``namespace`` is not a non-empty string, an option is given in the URL and
             differently as an argument, or the URL is malformed (``store``: its port, database,
-            an unknown option, an option of the store's own without a valid value).
+            an unknown option, an option of the store's own without a valid value, a connection
+            option redis-py refuses such as ``ssl_cert_reqs=bogus``, a ``socket_timeout`` or
+            ``socket_connect_timeout`` that is not a positive, finite number of seconds).
 
     Every operation raises :class:`~tokenbudget_core.errors.BudgetUnavailableError` when
-    Redis cannot be reached or does not answer in time; the ledger then fails open or
+    Redis cannot be reached or does not answer in time (or redis-py fails otherwise); the ledger then fails open or
     closed by its policy. An error reply of the server (it is up, and refuses the operation) is
     a :class:`RedisRefusedError`. Amounts and limits must be integers of at most 2**53 - 1.
 
@@ -415,6 +445,7 @@ class RedisStore:
         self._connect: Callable[[], Any]
         self._no_script: type[BaseException] = redis.exceptions.NoScriptError
         self._script_error: type[BaseException] = redis.exceptions.ResponseError
+        self._redis_error: type[BaseException] = redis.exceptions.RedisError
         # Error replies redis-py raises from a read (the connection stays in step): the scripts'
         # own errors, NOSCRIPT, OOM, READONLY, and LOADING (a ConnectionError in redis-py).
         self._reply_error: tuple[type[BaseException], ...] = (
@@ -437,7 +468,7 @@ class RedisStore:
             self._connect = lambda: redis.Redis.from_url(conn_url, **options)
             try:
                 self._use(self._connect())  # connects lazily; building it now checks the URL
-            except (ValueError, TypeError) as e:  # an option redis-py refuses
+            except (ValueError, TypeError, redis.exceptions.RedisError) as e:  # an option redis-py refuses
                 raise _bad_url(url, str(e)) from e
             # Batching on one server; a cluster client runs each script on its own slot's node.
             self._batcher = _Batcher(self._send)
@@ -473,6 +504,8 @@ class RedisStore:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
         except self._script_error as e:
             raise _refused_connection(self.url, e) or self._refused(e) from e
+        except self._redis_error as e:  # anything else of redis-py's: the call's outcome is unknown
+            raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
 
     def _refused(self, error: BaseException) -> RedisRefusedError:
         return RedisRefusedError(self._shown_url, f"{type(error).__name__}: {error}")
@@ -497,6 +530,8 @@ class RedisStore:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
         except self._script_error as e:  # raised while connecting: replies are returned, not raised
             raise _refused_connection(self.url, e) or self._refused(e) from e
+        except self._redis_error as e:  # anything else of redis-py's: the call's outcome is unknown
+            raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
         for i, result in enumerate(results):
             if isinstance(result, self._script_error):  # the server refused that operation
                 refused = results[i] = self._refused(result)
@@ -915,6 +950,18 @@ class RedisStore:
             return True
         with self._available() as client:
             return bool(client.set(f"{self._ns}:mark:{_enc(key)}", "1", nx=True, ex=int(ttl_s)))
+
+    def mark_once_for(self, key: str, ttl_s: int, holder: str) -> bool:
+        """``SET NX EX`` with ``holder`` as the value, then ``GET``: True when this call set the
+        mark or ``holder`` had (see :mod:`.base`)."""
+        if ttl_s <= 0:
+            return True
+        name = f"{self._ns}:mark:{_enc(key)}"
+        with self._available() as client:
+            if client.set(name, holder, nx=True, ex=int(ttl_s)):
+                return True
+            value = client.get(name)
+        return (value.decode() if isinstance(value, bytes) else value) == holder
 
     def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:
         """Append one call's cost to the day's list of the feature."""
