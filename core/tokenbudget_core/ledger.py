@@ -1407,9 +1407,16 @@ class Ledger:
         if send_many is None:
             send_one: Callable[[Any], Any] = getattr(self.store, one)
             outcomes = []
+            unavailable: BudgetUnavailableError | None = None
             for req in requests:
+                if unavailable is not None:  # the store just failed: the rest fail alike, at once
+                    outcomes.append(unavailable)  # (not each after its own timeout)
+                    continue
                 try:
                     outcomes.append(self._store_call(functools.partial(send_one, req)))
+                except BudgetUnavailableError as e:
+                    unavailable = e
+                    outcomes.append(e)
                 except Exception as e:  # noqa: BLE001 - handed to its own call below
                     outcomes.append(e)
         else:
