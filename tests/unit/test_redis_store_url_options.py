@@ -45,3 +45,11 @@ def test_good_connection_options_are_accepted() -> None:
         "socket_connect_timeout=3",
     ):
         RedisStore(f"rediss://127.0.0.1:1/0?{query}").close()
+
+
+@pytest.mark.parametrize("timeout", [None, "2", True, 0, -1, float("nan"), float("inf")])
+def test_a_socket_timeout_that_is_not_a_positive_finite_number_is_refused(timeout: object) -> None:
+    for build in (RedisStore, open_store):
+        with pytest.raises(InvalidInputError) as info:
+            build("redis://127.0.0.1:1/0", socket_timeout=timeout)  # type: ignore[operator]
+        assert info.value.field == "socket_timeout"

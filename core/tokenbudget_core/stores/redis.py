@@ -334,7 +334,7 @@ class RedisStore:
     Raises:
         MissingDependencyError: The ``redis`` package is not installed.
         InvalidInputError: ``retention_days`` is not a number of days in 1..36500,
-            ``socket_timeout`` is not positive,
+            ``socket_timeout`` is not a positive, finite number,
             ``namespace`` is not a non-empty string, an option is given in the URL and
             differently as an argument, or the URL is malformed (``store``: its port, database,
             an unknown option, an option of the store's own without a valid value, a connection
@@ -342,9 +342,10 @@ class RedisStore:
             ``socket_connect_timeout`` that is not a positive, finite number of seconds).
 
     Every operation raises :class:`~tokenbudget_core.errors.BudgetUnavailableError` when
-    Redis cannot be reached or does not answer in time (or redis-py fails otherwise); the ledger then fails open or
-    closed by its policy. An error reply of the server (it is up, and refuses the operation) is
-    a :class:`RedisRefusedError`. Amounts and limits must be integers of at most 2**53 - 1.
+    Redis cannot be reached or does not answer in time (or redis-py fails otherwise); the
+    ledger then fails open or closed by its policy. An error reply of the server (it is up, and
+    refuses the operation) is a :class:`RedisRefusedError`. Amounts and limits must be integers
+    of at most 2**53 - 1.
 
     Example:
         >>> store = RedisStore("redis://localhost:6379/0")  # doctest: +SKIP
@@ -397,9 +398,16 @@ class RedisStore:
                 f"must be a positive number of days, at most {MAX_RETENTION_DAYS} (100 years)",
                 value=retention_days,
             )
-        if not socket_timeout > 0:
+        if (
+            isinstance(socket_timeout, bool)
+            or not isinstance(socket_timeout, (int, float))
+            or not (math.isfinite(socket_timeout) and socket_timeout > 0)
+        ):
             raise InvalidInputError(
-                "socket_timeout", "must be a positive number of seconds", value=socket_timeout
+                "socket_timeout",
+                "must be a positive, finite number of seconds",
+                value=socket_timeout,
+                fix="e.g. socket_timeout=2.0 (no timeout is not an option: a call would wait for ever)",
             )
         self.url = url
         """The URL as given (the store's own options included)."""
