@@ -26,7 +26,11 @@ all), so the file is never read and rewritten in place, and each line names its 
   or a raw ``OSError``) stays, with every line after it, and the replay stops. If the replay
   had already set the line's conversation once-mark, the line stays resolved: its
   ``conversations`` counter set from the mark's answer and the mark removed (in the same atomic
-  rewrite), so the next replay counts the conversation exactly as this one would have.
+  rewrite), so the next replay counts the conversation exactly as this one would have. The
+  mark is set for the line's request (:func:`~tokenbudget_core.stores.base.mark_once_for`):
+  a replay killed between the mark and the commit leaves the line as it was, and the next
+  replay of that request finds its own mark and still counts the conversation (on a store
+  without ``mark_once_for``, it is then counted as 0).
 * Lines of other owners more than a day old (by their commit's ``now_ms``) are logged as one
   warning by a replay (how many, and the spool path; at most once an hour per :class:`Spool`):
   no ledger of their store replayed them, say because the store's identity changed.
@@ -57,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BudgetUnavailableError, InvalidInputError
-from .stores.base import Check, CommitOutcome, CommitRequest, LedgerStore
+from .stores.base import Check, CommitOutcome, CommitRequest, LedgerStore, mark_once_for
 
 if sys.platform != "win32":
     import fcntl
@@ -176,8 +180,8 @@ class Spool:
         Args:
             req: The commit.
             mark: ``(key, ttl_s)`` of a once-mark the commit's ``conversations`` counter waits on
-                (the store could not be asked): the replay sets it with ``mark_once`` and counts
-                the conversation in the commit only when this call set it, so it is counted once.
+                (the store could not be asked): the replay sets it for this request and counts
+                the conversation in the commit only when this request set it, so it is counted once.
         """
         line = _encode(req, mark, self.owner) + b"\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +257,9 @@ class Spool:
             marked = False
             try:
                 if mark is not None:  # the conversation counts if no other call counted it first
-                    first = store.mark_once(*mark)
+                    # For this request: a replay cut short after the mark (a kill before the
+                    # commit) finds its own mark next time and still counts the conversation.
+                    first = mark_once_for(store, *mark, holder=f"{req.day}/{req.request_id}")
                     req = replace(req, rollup={**req.rollup, "conversations": int(first)})
                     marked = True
                 outcome = store.commit(req)

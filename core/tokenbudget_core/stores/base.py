@@ -31,6 +31,14 @@ to one read per pair, so a store without it still honours the contract):
     thousands), in as few round trips or queries as the backend allows: a dict with every
     pair given, each pair's costs exactly as ``call_costs(day, feature)`` returns them.
 
+A store may also add a once-mark that remembers who set it (optional as well:
+:func:`mark_once_for` falls back to ``mark_once``):
+
+``mark_once_for(key, ttl_s, holder)``
+    As ``mark_once``, and also True when the mark is set and ``holder`` set it: the same
+    request asking again (a spool replay cut short between the mark and the commit) gets the
+    same answer, so its conversation is counted once, not lost.
+
 Amounts are integers: tokens, or money in nano-USD (see :mod:`tokenbudget_core.money`).
 Scope keys are opaque strings built by the ledger from *encoded* ids (a user id can never
 forge another scope's key).
@@ -56,6 +64,7 @@ __all__ = [
     "RollupRow",
     "RequestState",
     "call_costs_many",
+    "mark_once_for",
 ]
 
 Metric: TypeAlias = Literal["tokens", "nanos"]
@@ -239,6 +248,31 @@ class LedgerStore(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+def mark_once_for(store: LedgerStore, key: str, ttl_s: int, holder: str) -> bool:
+    """Set the once-mark ``key`` for ``holder``: True when this call set it, or when ``holder``
+    set it before (a store with a ``mark_once_for`` method of its own: memory, SQLite, Redis);
+    any other store answers with its ``mark_once`` (True only for the call that set it).
+
+    Args:
+        store: Any ledger store.
+        key: The mark.
+        ttl_s: How long the mark holds, in seconds.
+        holder: Who sets it (a spooled commit: its day and request id).
+
+    Example:
+        >>> from tokenbudget_core.stores.memory import MemoryStore
+        >>> store = MemoryStore()
+        >>> mark_once_for(store, "conv", 60, "r1"), mark_once_for(store, "conv", 60, "r1")
+        (True, True)
+        >>> mark_once_for(store, "conv", 60, "r2"), store.mark_once("conv", 60)
+        (False, False)
+    """
+    own: Callable[[str, int, str], bool] | None = getattr(store, "mark_once_for", None)
+    if own is not None:
+        return own(key, ttl_s, holder)
+    return store.mark_once(key, ttl_s)
 
 
 def check_cost_pairs(pairs: object) -> list[CostPair]:

@@ -60,6 +60,7 @@ class MemoryStore:
         self._states: dict[tuple[str, str], RequestState | _Held] = {}
         self._rollup: dict[tuple[str, str], defaultdict[str, int]] = {}
         self._marks: dict[str, float] = {}
+        self._mark_holders: dict[str, str] = {}  # who set a mark with mark_once_for
         self._costs: dict[tuple[str, str], list[int]] = defaultdict(list)
         self._leases: dict[str, list[tuple[int, str]]] = defaultdict(list)  # per day: heap of (expiry, id)
         reset_after_fork(self, quiesce=True)  # its lock is held for a few dict operations only
@@ -234,6 +235,18 @@ class MemoryStore:
             if expires is not None and expires > now:
                 return False
             self._marks[key] = now + ttl_s
+            self._mark_holders.pop(key, None)
+            return True
+
+    def mark_once_for(self, key: str, ttl_s: int, holder: str) -> bool:
+        """:meth:`mark_once`, also True when ``holder`` set the mark (see :mod:`.base`)."""
+        with self._lock:
+            now = time.time()
+            expires = self._marks.get(key)
+            if expires is not None and expires > now:
+                return self._mark_holders.get(key) == holder
+            self._marks[key] = now + ttl_s
+            self._mark_holders[key] = holder
             return True
 
     def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:

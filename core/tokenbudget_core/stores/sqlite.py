@@ -585,6 +585,19 @@ class SQLiteStore:
             db.execute("INSERT OR REPLACE INTO marks VALUES (?, ?)", (key, now_ms + ttl_s * 1000))
             return True
 
+    def mark_once_for(self, key: str, ttl_s: int, holder: str) -> bool:
+        """:meth:`mark_once`, also True when ``holder`` set the mark (see :mod:`.base`): the
+        holder is a second row, ``key`` NUL ``holder``, set and expiring with the mark."""
+        now_ms = int(time.time() * 1000)
+        held = f"{key}\x00{holder}"
+        with self._transaction() as db:
+            row = db.execute("SELECT expires_at FROM marks WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] > now_ms:
+                return db.execute("SELECT 1 FROM marks WHERE key = ?", (held,)).fetchone() is not None
+            expires = now_ms + ttl_s * 1000
+            db.executemany("INSERT OR REPLACE INTO marks VALUES (?, ?)", [(key, expires), (held, expires)])
+            return True
+
     def record_call_cost(self, day: str, feature: str, cost_nanos: int) -> None:
         """Keep one call's cost for percentile reports."""
         row = (day, feature, _int(cost_nanos, "cost_nanos"))
