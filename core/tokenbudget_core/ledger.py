@@ -1508,12 +1508,15 @@ class Ledger:
             routing_saved_usd = None if routed is None else nanos_to_usd(routed)
         now_ms = int(self.clock() * 1000)
         conversation_mark = None
+        unavailable = None
         if conversation is not None:  # counted once per day and feature, for cost per conversation
             key = f"conv/{day}/{_enc(feature)}/{_enc(conversation)}"
             try:
                 rollup["conversations"] = int(self.store.mark_once(key, _CONVERSATION_MARK_TTL))
-            except (BudgetUnavailableError, OSError):
+            except (BudgetUnavailableError, OSError) as e:
                 conversation_mark = key  # the store is down: the spooled commit's replay marks it
+                if isinstance(e, BudgetUnavailableError):
+                    unavailable = e
         scopes = self._scopes_of(feature, user)
         cost_key, per_call_key = _sample_keys(
             _enc(feature), nanos is not None, bool(overhead), usage.requests
@@ -1521,7 +1524,7 @@ class Ledger:
         return _CommitPlan(
             request_id, day, now_ms, feature, user, usage, nanos, cost, scopes,
             tokens, scopes.rollup_prefix + self._model_key(model), rollup, cost_key,
-            routing_saved_usd, per_call_key, conversation_mark,
+            routing_saved_usd, per_call_key, conversation_mark, unavailable,
         )  # fmt: skip
 
     def _charge(self, plan: _CommitPlan, *, applied: bool, spooled: bool = False) -> Charge:
@@ -1560,6 +1563,8 @@ class Ledger:
     def _commit_driven(self, plan: _CommitPlan) -> Generator[CommitRequest, CommitOutcome, Charge]:
         """:meth:`commit` on any store: yields the store request, spools it when the store is down."""
         req = self._commit_request(plan)
+        if plan.unavailable is not None:  # the store just failed the conversation's mark: no second wait
+            return self._spooled(plan, req, plan.unavailable)
         try:
             outcome = yield req
         except BudgetUnavailableError as e:

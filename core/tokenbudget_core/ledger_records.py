@@ -151,6 +151,9 @@ class _CommitPlan(NamedTuple):
     conversation_mark: str | None = None
     """The once-mark that decides whether the call's conversation is counted, when the store
     could not be asked (it was down): a spooled commit carries it, and the replay sets it."""
+    unavailable: BudgetUnavailableError | None = None
+    """The store's failure of the conversation's mark, just now: the commit is spooled at once,
+    not sent to wait out the store's timeout a second time."""
 
 
 class _ReservePlan(NamedTuple):

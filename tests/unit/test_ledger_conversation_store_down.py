@@ -1,0 +1,47 @@
+"""A commit naming a conversation, on a SQLite file another process keeps write-locked: the
+conversation's once-mark meets the outage, and the commit is spooled at once instead of waiting
+out the store's timeout a second time; the replay still counts the conversation once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from test_ledger_many_store_down import write_locked
+
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.reports import build_report
+from tokenbudget_core.stores.sqlite import SQLiteStore
+from tokenbudget_core.usage import Usage
+
+
+class CountingStore(SQLiteStore):
+    """The real SQLite store, counting the operations the ledger sends it."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.marks = 0
+        self.commits = 0
+
+    def mark_once(self, key: str, ttl_s: int) -> bool:
+        self.marks += 1
+        return super().mark_once(key, ttl_s)
+
+    def commit(self, req: Any) -> Any:
+        self.commits += 1
+        return super().commit(req)
+
+
+def test_a_conversation_commit_meets_the_outage_once_and_is_counted_at_replay(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    store = CountingStore(f"sqlite:///{path}", timeout_s=0.2)
+    ledger = Ledger(store, spool_path=tmp_path / "spool.jsonl")
+    held = ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10, conversation="c-1")
+    with write_locked(path):
+        charge = ledger.commit(held, Usage(input_tokens=10, output_tokens=5))
+    assert charge.spooled
+    assert (store.marks, store.commits) == (1, 0)
+    assert ledger.replay_spool() == 1
+    totals = build_report(ledger, day=held.day).totals
+    assert (totals.requests, totals.conversations, totals.output_tokens) == (1, 1, 5)
+    ledger.close()
