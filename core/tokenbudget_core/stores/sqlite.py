@@ -144,17 +144,19 @@ def _int(value: object, name: str) -> int:
 def _lease_end(now_ms: object, lease_ms: object) -> int:
     """When a lease taken at ``now_ms`` ends: a signed 64-bit number of milliseconds (SQLite's
     INTEGER), else :class:`InvalidInputError` naming ``lease_ms``."""
-    start = _int(now_ms, "now_ms")
-    length = _int(lease_ms, "lease_ms")
-    if not -(2**63) <= start + length < 2**63:
+    for name, value in (("now_ms", now_ms), ("lease_ms", lease_ms)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInputError(name, "must be an int (milliseconds)", value=value)
+    end = int(cast("int", now_ms)) + int(cast("int", lease_ms))
+    if not -(2**63) <= end < 2**63:
         raise InvalidInputError(
             "lease_ms",
-            f"a lease of {length:,} ms from now_ms={start:,} does not end within a signed 64-bit "
+            f"a lease of {lease_ms:,} ms from now_ms={now_ms:,} does not end within a signed 64-bit "
             "number of milliseconds",
             value=lease_ms,
             fix="pass a lease of at most a few years (Ledger(lease_seconds=...), e.g. 600)",
         )
-    return start + length
+    return end
 
 
 def _check_options(timeout_s: object, retention_days: object, request_retention_days: object) -> None:
