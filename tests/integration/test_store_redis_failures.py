@@ -22,7 +22,7 @@ from tokenbudget_core import Usage
 from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.stores.base import Check, CommitOutcome, CommitRequest, ReserveOutcome, ReserveRequest
-from tokenbudget_core.stores.redis import RedisStore
+from tokenbudget_core.stores.redis import RedisRefusedError, RedisStore
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +195,39 @@ def test_a_big_batch_on_a_healthy_server_is_reserved_and_committed_whole(own_ser
         assert s.totals(DAY, [("g", "nanos")], 2_000)[("g", "nanos")] == (2 * n, 0)
     finally:
         s.close()
+
+
+def test_a_wrong_password_is_a_refusal_not_an_outage(
+    own_server: RedisServer, raw: redis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Credentials the server refuses cannot pass by themselves: every call fails with a
+    RedisRefusedError saying what to fix (a fail-open ledger does not let calls through
+    unchecked for ever), and one ERROR is logged."""
+    raw.acl_setuser("tb", enabled=True, passwords=["+right"], keys=["*"], commands=["+@all"])
+    wrong = f"redis://tb:wr0ng@127.0.0.1:{own_server.port}/0"
+    s = RedisStore(wrong)
+    try:
+        for call in (
+            lambda: reserve(s, "a", 10, 100),
+            lambda: s.rollup([DAY]),
+            lambda: reserve(s, "b", 10, 100),
+        ):
+            with pytest.raises(RedisRefusedError) as info:
+                call()
+            assert not isinstance(info.value, BudgetUnavailableError)
+            assert "password" in str(info.value)
+            assert "wr0ng" not in str(info.value)
+    finally:
+        s.close()
+    assert [r.levelname for r in caplog.records if "credentials" in r.getMessage()] == ["ERROR"]
+    ledger = Ledger(wrong, on_unavailable="open", spool_path=tmp_path / "spool.jsonl", alerts=[])
+    try:
+        with pytest.raises(RedisRefusedError):
+            ledger.reserve(model="gpt-4o-mini", input_tokens=100, max_output_tokens=10)
+    finally:
+        ledger.close()
+    right = RedisStore(f"redis://tb:right@127.0.0.1:{own_server.port}/0")
+    try:
+        assert reserve(right, "c", 10, 100).ok
+    finally:
+        right.close()

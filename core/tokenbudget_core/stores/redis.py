@@ -41,6 +41,7 @@ write.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import re
@@ -92,6 +93,8 @@ _READ_CHUNK = 1_000
 """Most keys one pipeline of reads carries (:meth:`RedisStore.rollup`,
 :meth:`RedisStore.call_costs_many`): a report over years of days and hundreds of features is a few
 round trips, never one giant pipeline whose commands and replies are all held at once."""
+
+_log = logging.getLogger("tokenbudget.stores.redis")
 
 _NOSCRIPT_TRIES = 3
 """Times a round trip's missing scripts (``NOSCRIPT``: they did not run) are loaded and sent
@@ -454,6 +457,11 @@ class RedisStore:
         self._no_script: type[BaseException] = redis.exceptions.NoScriptError
         self._script_error: type[BaseException] = redis.exceptions.ResponseError
         self._redis_error: type[BaseException] = redis.exceptions.RedisError
+        self._auth_error: tuple[type[BaseException], ...] = (
+            redis.exceptions.AuthenticationError,  # WRONGPASS, NOAUTH
+            redis.exceptions.AuthenticationWrongNumberOfArgsError,  # a password for a server without one
+        )
+        self._auth_logged = False
         # Error replies redis-py raises from a read (the connection stays in step): the scripts'
         # own errors, NOSCRIPT, OOM, READONLY, and LOADING (a ConnectionError in redis-py).
         self._reply_error: tuple[type[BaseException], ...] = (
@@ -508,6 +516,8 @@ class RedisStore:
             yield self._client or self._connected()
         except BudgetUnavailableError:  # (an OSError too) raised by the store itself
             raise
+        except self._auth_error as e:  # (a ConnectionError in redis-py) not an outage
+            raise self._refused_credentials(e) from e
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
         except self._script_error as e:
@@ -517,6 +527,20 @@ class RedisStore:
 
     def _refused(self, error: BaseException) -> RedisRefusedError:
         return RedisRefusedError(self._shown_url, f"{type(error).__name__}: {error}")
+
+    def _refused_credentials(self, error: BaseException) -> RedisRefusedError:
+        """The server refused the URL's credentials (``WRONGPASS``, ``NOAUTH``): logged once as an
+        ERROR, and raised as a refusal (never an outage that a fail-open ledger lets through)."""
+        if not self._auth_logged:
+            self._auth_logged = True
+            _log.error("Redis at %s refused the store's credentials: %s", self._shown_url, error)
+        return RedisRefusedError(
+            self._shown_url,
+            f"{type(error).__name__}: {error}",
+            fix="The URL's user or password is wrong or missing: give them as "
+            "redis://user:password@host:port/db (or ?username=...&password=...), and check the "
+            "user is enabled in the server's ACL",
+        )
 
     def _run(self, op: _Op) -> Any:
         if self._batcher is None:
@@ -534,6 +558,8 @@ class RedisStore:
             results = self._send_on(self._client or self._connected(), ops)
         except BudgetUnavailableError:  # (an OSError too) raised by the store itself
             raise
+        except self._auth_error as e:  # (a ConnectionError in redis-py) not an outage
+            raise self._refused_credentials(e) from e
         except self._unavailable as e:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
         except self._script_error as e:  # raised while connecting: replies are returned, not raised
@@ -1028,23 +1054,28 @@ class RedisStore:
 class RedisRefusedError(TokenBudgetError, RuntimeError):
     """Redis is up but answered one of the ledger's operations with an error: a key of the
     namespace holding another type (``WRONGTYPE``: another application writes under it), a user
-    the ACL does not allow to run scripts (``NOPERM``), a script that failed on the server.
+    the ACL does not allow to run scripts (``NOPERM``), a script that failed on the server, or
+    credentials it does not take (``WRONGPASS``, ``NOAUTH``: a wrong or missing password).
 
-    Not an outage (never spooled, nor let through by ``on_unavailable``), and not retried: fix
-    the server, its ACL, or pick a namespace of the ledger's own.
+    Not an outage (never spooled, nor let through by ``on_unavailable``: a fail-open ledger
+    with a wrong password would otherwise enforce no budget, silently, until someone looked),
+    and not retried: fix the server, its ACL, the URL's credentials, or pick a namespace of the
+    ledger's own.
 
     Attributes:
         store: The store's URL, credentials redacted.
         reason: Redis's error reply.
+        fix: What to check.
     """
 
-    def __init__(self, store: str, reason: str) -> None:
+    def __init__(self, store: str, reason: str, *, fix: str | None = None) -> None:
         self.store = store
         self.reason = reason
-        super().__init__(
-            f"Redis at {store} refused a ledger operation: {reason}. Check the server's ACL and "
-            "that no other application writes under the ledger's namespace (namespace=)"
+        self.fix = fix or (
+            "Check the server's ACL and that no other application writes under the ledger's "
+            "namespace (namespace=)"
         )
+        super().__init__(f"Redis at {store} refused a ledger operation: {reason}. {self.fix}")
 
 
 def _identity(conn_url: str, namespace: str) -> str:
