@@ -645,7 +645,9 @@ class SQLiteStore:
 
         Days from yesterday (UTC) on are never deleted, whatever ``before_day`` says: a ledger in
         some time zone (down to UTC-12) may still be living yesterday, and its balances and
-        request ids (what makes a replayed commit count once) must stay.
+        request ids (what makes a replayed commit count once) must stay. The rows go in
+        transactions of at most 2,000 (other threads and processes write in between); a purge
+        cut short leaves the rest for the next one.
 
         Returns:
             The number of rows deleted.
