@@ -739,7 +739,7 @@ class Ledger:
             (feature is None or type(feature) is str)
             and (user is None or type(user) is str)
             and (conversation is None or type(conversation) is str)
-            and (request_id is None or type(request_id) is str)
+            and (request_id is None or (type(request_id) is str and request_id))
         ) or _unencodable(feature, user, conversation, request_id):
             _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
         if request_id is not None and self._orphan_ids.get(request_id) is False:
@@ -919,7 +919,7 @@ class Ledger:
             and (feature is None or type(feature) is str)
             and (user is None or type(user) is str)
             and (conversation is None or (type(conversation) is str and conversation.isascii()))
-            and (request_id is None or (type(request_id) is str and request_id.isascii()))
+            and (request_id is None or (type(request_id) is str and request_id.isascii() and request_id))
             and type(input_tokens) is int
             and 0 <= input_tokens <= _MAX_AMOUNT
             and (max_output_tokens is None or (type(max_output_tokens) is int and max_output_tokens >= 0))
@@ -2296,6 +2296,13 @@ def _check_ids(**ids: object) -> None:
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(
                 name, "must be a string id (or None)", value=value, fix=f"pass str({name})"
+            )
+        if name == "request_id" and value == "":  # read as "none", a retry would be charged again
+            raise InvalidInputError(
+                name,
+                "must not be empty: an empty idempotency key cannot tell a retry from a new call",
+                value=value,
+                fix="pass one unique id per call (the same for its retries), or None to have one drawn",
             )
         if isinstance(value, str) and _unencodable(value):
             raise InvalidInputError(
