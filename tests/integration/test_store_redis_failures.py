@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -231,3 +232,41 @@ def test_a_wrong_password_is_a_refusal_not_an_outage(
         assert reserve(right, "c", 10, 100).ok
     finally:
         right.close()
+
+
+def test_each_caller_of_a_failed_shared_round_trip_gets_an_exception_of_its_own(
+    own_server: RedisServer, raw: redis.Redis
+) -> None:
+    """Threads whose calls shared one round trip that timed out each raise their own exception:
+    its traceback holds that thread's frames only."""
+    s = RedisStore(own_server.url, socket_timeout=1.0)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            totals(s)
+        except BudgetUnavailableError as e:
+            with lock:
+                errors.append(e)
+
+    try:
+        assert totals(s) == (0, 0)
+        raw.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+        try:
+            threads = [threading.Thread(target=worker) for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            raw.execute_command("CLIENT", "UNPAUSE")
+        assert len(errors) == 6
+        assert len({id(e) for e in errors}) == 6
+        for e in errors:
+            frames = traceback.extract_tb(e.__traceback__)
+            assert [f.name for f in frames].count("worker") == 1
+            assert isinstance(e, BudgetUnavailableError)
+            assert "Timeout" in str(e)
+    finally:
+        s.close()
