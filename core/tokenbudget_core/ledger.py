@@ -106,6 +106,7 @@ __all__ = [
     "BudgetCheck",
     "BudgetState",
     "Charge",
+    "MAX_LEASE_SECONDS",
     "Ledger",
     "OnUnavailable",
     "Reservation",
@@ -151,6 +152,11 @@ def _payer_of_row(rollup_key: str) -> tuple[str | None, str | None]:
     return unquote(feature) or None, unquote(user) or None
 
 
+MAX_LEASE_SECONDS = 7 * 86_400
+"""The longest lease a ledger takes: a reservation left unsettled holds its payer's budget that
+long (and every store keeps lease ends as 64-bit milliseconds)."""
+
+
 class Ledger:
     """Budgets enforced before calls and cost attributed after them.
 
@@ -159,7 +165,8 @@ class Ledger:
             default ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``.
         policy: The limits (default: none, only attribution).
         timezone: IANA zone that decides when a day starts (default UTC).
-        lease_seconds: How long an unsettled reservation holds.
+        lease_seconds: How long an unsettled reservation holds (at most a week,
+            :data:`MAX_LEASE_SECONDS`).
         on_unavailable: ``"closed"`` refuses calls when the store is down; ``"open"`` lets them
             through and spools their usage.
         spool_path: Where unsendable usage waits (default ``$TOKENBUDGET_SPOOL``, else one file per
@@ -239,8 +246,15 @@ class Ledger:
             or not isinstance(lease_seconds, int | float)
             or not math.isfinite(lease_seconds)
             or lease_seconds <= 0
+            or lease_seconds > MAX_LEASE_SECONDS
         ):
-            raise InvalidInputError("lease_seconds", "must be a positive number", value=lease_seconds)
+            raise InvalidInputError(
+                "lease_seconds",
+                f"must be a positive number of seconds, at most {MAX_LEASE_SECONDS:,} (a week)",
+                value=lease_seconds,
+                fix="a lease a little longer than your slowest call (default 600); "
+                "settle or release reservations rather than leasing them for ever",
+            )
         self.on_unavailable: OnUnavailable = on_unavailable
         self.lease_ms = int(lease_seconds * 1000)
         if spool_path is not None and not isinstance(spool_path, str | os.PathLike):
