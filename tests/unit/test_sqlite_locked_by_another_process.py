@@ -92,9 +92,7 @@ def test_threads_queued_on_a_locked_file_each_fail_within_about_their_timeout(pa
 def test_a_fork_is_not_held_by_threads_calling_a_locked_file(path: Path, tmp_path: Path) -> None:
     store = SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S)
     stop = threading.Event()
-    give_up = (
-        time.monotonic() + 12
-    )  # the threads stop by themselves: before the fix, the fork waited for this
+    give_up = time.monotonic() + 12  # the threads stop by themselves: before, the fork waited for this
 
     def busy() -> None:
         while not stop.is_set() and time.monotonic() < give_up:
@@ -132,3 +130,40 @@ def test_a_fork_is_not_held_by_threads_calling_a_locked_file(path: Path, tmp_pat
     finally:
         stop.set()
         store.close()
+
+
+def test_a_fork_waits_for_several_stalled_stores_at_once_not_one_after_another(
+    path: Path, tmp_path: Path
+) -> None:
+    stores = [SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S) for _ in range(5)]
+    stop = threading.Event()
+    give_up = time.monotonic() + 12
+
+    def busy(store: SQLiteStore) -> None:
+        while not stop.is_set() and time.monotonic() < give_up:
+            with suppress(BudgetUnavailableError):
+                reserve(store, f"t{threading.get_ident()}-{time.monotonic_ns()}", 1, None)
+
+    forked_after = tmp_path / "forked_after"
+    try:
+        with _write_locked(path):
+            workers = [
+                threading.Thread(target=busy, args=(s,), daemon=True) for s in stores for _ in range(3)
+            ]
+            for worker in workers:
+                worker.start()
+            deadline = time.monotonic() + 5
+            while not all(s._lock.locked() for s in stores) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            t0 = time.monotonic()
+            assert run_in_fork(lambda: forked_after.write_text(repr(time.monotonic() - t0))) == 0
+            stop.set()
+            for worker in workers:
+                worker.join(30)
+        # Each store's wait is bounded by its timeout_s, all from the same start: about 1 x
+        # timeout_s for the five (one after another it was 5 x).
+        assert float(forked_after.read_text()) < 3 * TIMEOUT_S
+    finally:
+        stop.set()
+        for store in stores:
+            store.close()

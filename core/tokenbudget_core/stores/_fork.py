@@ -12,7 +12,8 @@ A store registered with ``quiesce=True`` (one whose lock is never held while wai
 network) is also held still across the fork: the forking thread takes its lock just before
 ``fork()`` and the parent lets go right after, so the call another thread was making finishes
 first and the child's copy (memory, SQLite's own lock bookkeeping) is never caught half way.
-The wait is bounded by the store's ``_timeout_s``: a store whose calls are all stalled (SQLite
+The wait is bounded by the store's ``_timeout_s`` (every store's counted from the same start,
+so a fork waits at most the longest): a store whose calls are all stalled (SQLite
 waiting on another process's write lock) does not hold the fork longer than that; the fork then
 goes on without it, and the child still never uses the parent's connection (it opens its own).
 A call that stalls is waiting for SQLite's lock, which it does not hold while it waits.
@@ -121,11 +122,18 @@ def _before_fork() -> None:
     # by its ``_timeout_s`` (when it has one): the lock is not fair, and threads calling a
     # stalled store keep taking it, so an unbounded wait could hold the fork for ever. Past
     # that, the fork goes on without holding the store still (see the module's docstring).
+    # All the stores' waits run from one start: the fork waits at most the longest timeout_s.
+    start = time.monotonic()
     for store in _live(_QUIESCED):
         lock = store._lock
         wait = getattr(store, "_timeout_s", None)
-        if lock.acquire(timeout=-1 if wait is None else min(float(wait), threading.TIMEOUT_MAX)):
-            _HELD.append(lock)
+        if wait is None:
+            lock.acquire()
+        elif not lock.acquire(
+            timeout=max(0.0, min(float(wait), threading.TIMEOUT_MAX) - (time.monotonic() - start))
+        ):
+            continue
+        _HELD.append(lock)
 
 
 def _after_fork_in_parent() -> None:
