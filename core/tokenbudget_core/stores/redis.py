@@ -31,6 +31,11 @@ reply (``OOM``, ``READONLY``, ``LOADING``) keeps it. redis-py opens that connect
 store then writes and reads it directly, its replies parsed by a hiredis reader of its own
 (see :class:`_RawWire`), without redis-py's per-command checks.
 
+Leases are stamped with the calling host's clock (``now_ms``, from the ledger's clock) and
+expired against the clock of whichever host calls next: hosts sharing one Redis ledger need
+clocks in step, well within a lease (a host 11 minutes behind, with a 10-minute lease, holds
+nothing; one ahead expires the others' live reservations).
+
 Every id that comes from a user (day, scope, request id, rollup key, counter, feature, mark
 key, and the namespace) is percent-encoded: only ``[A-Za-z0-9._-]`` stay as they are, so
 ``:``, ``*``, ``{``, ``}``, ``|``, spaces, newlines or non-ASCII text can never forge another
@@ -1044,7 +1049,12 @@ class RedisStore:
         ``redis+cluster://host:port?namespace=ns``). No credentials and no connection options:
         a rotated password, TLS or an added ``?socket_timeout=`` is the same data. Hashed for
         :func:`~tokenbudget_core.ledger.default_spool_path` and the owner of spooled lines, so
-        a restarted ledger replays what it spooled before."""
+        a restarted ledger replays what it spooled before.
+
+        A cluster is known by the seed node its URL names, not by the cluster itself: a ledger
+        whose URL names another node of the same cluster does not replay what was spooled under
+        the old seed. Give the seed a stable name (a DNS name for the cluster), and change it only
+        once the spool is replayed."""
         return self._identity
 
     def __repr__(self) -> str:
