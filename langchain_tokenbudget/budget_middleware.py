@@ -198,13 +198,11 @@ class StepCharges:
     returns the run's totals with all of the step's charges (and its run-cap check counts them).
     """
 
-    __slots__ = ("internal", "nanos", "tokens")
+    __slots__ = ("nanos", "tokens")
 
     def __init__(self) -> None:
         self.tokens = 0
         self.nanos = 0
-        self.internal = False
-        """True while an internal call (a summary) is under way (set by the middleware making it)."""
 
     def add(self, charge: Charge) -> None:
         """Count ``charge`` (its tokens, and its cost: ``0`` when unpriced) in the step."""

@@ -27,7 +27,7 @@ from tokenbudget_core.routing import without_route
 from tokenbudget_core.summary import SummaryBuffer
 
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
-from .budget_middleware import StepCharges, step_charges
+from .budget_middleware import step_charges
 from .messages import to_core_request, to_countable_message
 
 try:
@@ -227,8 +227,8 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         if self.strategy == "trim":
             return handler(self._trimmed(request))
         host, core = self._transcript(request)
-        with step_charges() as step:
-            writer = _StepSummariser(self.summariser or request.model, request, handler, step)
+        with step_charges():  # the summaries' charges count in the step (outside a LangGraph task)
+            writer = _StepSummariser(self.summariser or request.model, request, handler)
             buffer = self._buffer(request, writer)
             for message in core:
                 buffer.append(message)
@@ -243,8 +243,8 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         if self.strategy == "trim":
             return await handler(self._trimmed(request))
         host, core = self._transcript(request)
-        with step_charges() as step:
-            writer = _StepSummariser(self.summariser or request.model, request, handler, step)
+        with step_charges():  # the summaries' charges count in the step (outside a LangGraph task)
+            writer = _StepSummariser(self.summariser or request.model, request, handler)
             buffer = self._buffer(request, writer)
             buffer.summariser = writer.acall
             for message in core:
@@ -284,11 +284,9 @@ class _StepSummariser(ChatSummariser):
     outer :class:`~langchain_tokenbudget.RoutingMiddleware` is the agent's own call, so budget
     adapters charge a summary on the summariser's model and record no routing for it."""
 
-    def __init__(
-        self, model: BaseChatModel, request: ModelRequest[Any], handler: Callable[..., Any], step: StepCharges
-    ) -> None:
+    def __init__(self, model: BaseChatModel, request: ModelRequest[Any], handler: Callable[..., Any]) -> None:
         super().__init__(model)
-        self.request, self.handler, self.step = request, handler, step
+        self.request, self.handler = request, handler
 
     def _call_request(self, previous: str | None, messages: list[Message]) -> ModelRequest[Any]:
         system, *prompt = self._prompt(previous, messages)
@@ -311,12 +309,10 @@ class _StepSummariser(ChatSummariser):
             **internal_call_metadata(),
         }
         token = var_child_runnable_config.set({**config, "metadata": metadata})
-        self.step.internal = True
         try:
             with without_route():  # an outer router's route is the agent's call, not this one
                 yield
         finally:
-            self.step.internal = False
             var_child_runnable_config.reset(token)
 
     def __call__(self, previous: str | None, messages: list[Message]) -> str:

@@ -176,8 +176,9 @@ def test_the_run_token_cap_ends_the_run_when_the_next_call_could_break_it(tmp_pa
     assert messages[-1].response_metadata["tokenbudget_refusal"]["budget"] == "max_run_tokens"
     assert messages[-1].response_metadata["tokenbudget_refusal"]["used"] == "72"
     assert summed(ledger)["requests"] == 1
-    # A new run on the same thread starts from zero (the run's figures are never checkpointed): its
-    # first call is refused only because the thread's history has grown past the cap on its own.
+    # A new run on the same thread starts from zero (a run started by new input resets the run's
+    # figures; a resume does not): its first call is refused only because the thread's history
+    # has grown past the cap on its own.
     second = run(graph, "invoke", question="And now?", config=config)[-1].response_metadata
     assert second["tokenbudget_refusal"]["used"] == "0"
     assert int(second["tokenbudget_refusal"]["requested"]) > cap
