@@ -133,9 +133,11 @@ def max_output(kwargs: object, serialized: object, default: int | None, llm: obj
     2. the cap the LLM sends: its ``max_tokens`` / ``max_completion_tokens`` /
        ``max_new_tokens`` field or such a key of its ``additional_kwargs`` (``llm``: the LLM
        instance making the call, when known);
-    3. the LLM's ``metadata.num_output`` (in ``serialized``) when the LLM chose it: not when
-       ``LLMMetadata`` filled in its placeholder ``DEFAULT_NUM_OUTPUTS`` (256) for an LLM that
-       set none (without ``llm`` to tell, a 256 is taken for that placeholder); a
+    3. the LLM's ``metadata.num_output`` (in ``serialized``), unless it is LlamaIndex's
+       placeholder ``DEFAULT_NUM_OUTPUTS`` (256): ``LLMMetadata`` fills it in for an LLM that
+       set none, and integrations that send no cap (Ollama, Replicate...) pass it on as their
+       own, so a 256 is never taken for a cap (a budget would be reserved for 256 tokens of a
+       call that may write thousands; an LLM really capped at 256 sets ``max_tokens``); a
        non-positive one (OpenAI's ``-1``: no ``max_tokens``) is unset too;
     4. ``default`` (the handler's ``max_output_tokens``).
     """
@@ -147,16 +149,8 @@ def max_output(kwargs: object, serialized: object, default: int | None, llm: obj
         )
     if found is None:
         declared = _cap_in(serialized, ("num_output",))
-        if declared == DEFAULT_NUM_OUTPUTS and not _chose_num_output(llm):
-            declared = None
-        found = declared
+        found = None if declared == DEFAULT_NUM_OUTPUTS else declared
     return default if found is None else found
-
-
-def _chose_num_output(llm: object) -> bool:
-    """Whether ``llm``'s metadata sets ``num_output`` itself (not LlamaIndex's default)."""
-    metadata = getattr(llm, "metadata", None) if llm is not None else None
-    return "num_output" in getattr(metadata, "model_fields_set", ())
 
 
 def count_input(
@@ -320,10 +314,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             reserved is, first that is set: the call's ``max_tokens`` (or
             ``max_completion_tokens`` / ``max_output_tokens`` / ``max_new_tokens``); the LLM's
             own ``max_tokens`` / ``max_completion_tokens`` / ``max_new_tokens`` (field or
-            ``additional_kwargs``); its ``metadata.num_output`` when the LLM set it (not the
-            256 ``LLMMetadata`` fills in for an LLM that set none, as a ``CustomLLM`` often
-            does); then this option; then the policy's per-call limit, else the model's
-            maximum output.
+            ``additional_kwargs``); its ``metadata.num_output``, unless it is the placeholder
+            256 (``LLMMetadata`` fills it in for an LLM that set none, as a ``CustomLLM`` often
+            does, and Ollama-style integrations that send no cap pass it on); then this option;
+            then the policy's per-call limit, else the model's maximum output.
         feature: The feature to charge, unless an ``attribute(...)`` block names one.
         user: The user to charge, unless an ``attribute(...)`` block names one.
 

@@ -58,7 +58,7 @@ from tokenbudget_core.streams import estimate_output_tokens
 MODEL = "gpt-4o-mini"
 COUNTER = TokenCounter.for_model(MODEL)
 REPORTED = Usage(input_tokens=1200, output_tokens=40, cache_read_tokens=1000)
-MAX_OUTPUT = 256
+MAX_OUTPUT = 300  # the num_output the fakes declare (not LlamaIndex's placeholder 256)
 QUESTION = [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hello?")]
 CHUNKS = ["Hello", " there,", " friend."]
 

@@ -3,7 +3,7 @@
 LlamaIndex's ``LLMMetadata`` fills ``num_output=256`` (``DEFAULT_NUM_OUTPUTS``) in for an LLM that
 chose none, as a user's ``CustomLLM`` usually does: that placeholder is no cap. The cap reserved
 is the call's ``max_tokens``, else the LLM's own cap (a field, ``additional_kwargs``, a
-``num_output`` it set), else the handler's ``max_output_tokens``, else the policy's per-call
+``num_output`` it set, never the placeholder 256 that Ollama and others pass on), else the handler's ``max_output_tokens``, else the policy's per-call
 limit, else the model's maximum output. Real LlamaIndex calls (``CustomLLM`` / ``MockLLM``), the
 reservation read from the ledger's headroom while the call runs.
 """
@@ -112,7 +112,7 @@ MODEL_MAX = 16384  # gpt-4o-mini's maximum output
         (UserLLM(), 2000, 2000),  # LlamaIndex's placeholder 256 is no cap: the handler's option
         (UserLLM(), None, MODEL_MAX),  # nothing set anywhere: the model's maximum output
         (UserLLM(declared=512), 2000, 512),  # a num_output the LLM chose wins over the option
-        (UserLLM(declared=256), 2000, 256),  # ... even when it is 256
+        (UserLLM(declared=256), 2000, 2000),  # but never LlamaIndex's placeholder 256 (Ollama passes it on)
         (UserLLM(max_tokens=700), 2000, 700),  # the LLM's own max_tokens field
         (UserLLM(additional_kwargs={"max_completion_tokens": 333}), 2000, 333),
         (UserLLM(declared=512, max_tokens=700), None, 700),  # what the LLM sends, over its metadata

@@ -60,7 +60,7 @@ class TierLLM(CustomLLM):
     @property
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(
-            model_name=self.model_name, context_window=128_000, num_output=256, is_chat_model=True
+            model_name=self.model_name, context_window=128_000, num_output=300, is_chat_model=True
         )
 
     def _start(self, prompt: str) -> None:
