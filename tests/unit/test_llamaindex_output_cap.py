@@ -3,9 +3,10 @@
 LlamaIndex's ``LLMMetadata`` fills ``num_output=256`` (``DEFAULT_NUM_OUTPUTS``) in for an LLM that
 chose none, as a user's ``CustomLLM`` usually does: that placeholder is no cap. The cap reserved
 is the call's ``max_tokens``, else the LLM's own cap (a field, ``additional_kwargs``, a
-``num_output`` it set, never the placeholder 256 that Ollama and others pass on), else the handler's ``max_output_tokens``, else the policy's per-call
-limit, else the model's maximum output. Real LlamaIndex calls (``CustomLLM`` / ``MockLLM``), the
-reservation read from the ledger's headroom while the call runs.
+``num_output`` it set, never the placeholder 256 that Ollama and others pass on), else the
+handler's ``max_output_tokens``, else the policy's per-call limit, else the model's maximum
+output. Real LlamaIndex calls (``CustomLLM`` / ``MockLLM``), the reservation read from the
+ledger's headroom while the call runs.
 """
 
 from __future__ import annotations
