@@ -23,6 +23,7 @@ Messages give the value, the limit and the next step.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 __all__ = [
     "BudgetExceededError",
@@ -37,6 +38,7 @@ __all__ = [
     "TokenCountError",
     "UnknownModelError",
     "UnpricedModelError",
+    "own_copy",
 ]
 
 
@@ -249,3 +251,20 @@ class MissingDependencyError(TokenBudgetError, ImportError):
     def __init__(self, package: str, extra: str) -> None:
         self.extra = extra
         super().__init__(f'{package} is not installed: pip install "tokenbudget-kit[{extra}]"')
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def own_copy(error: E) -> E:
+    """A copy of ``error`` for one more of the operations it failed, its cause the original: each
+    caller raises an exception of its own, with a traceback of its own frames only (one object
+    raised by several calls or threads would gather all their frames, and be mutated by all at
+    once). ``KeyboardInterrupt`` and the like are passed on as they are."""
+    if not isinstance(error, Exception):
+        return error
+    copied = type(error).__new__(type(error))
+    copied.__dict__.update(error.__dict__)
+    copied.args = error.args
+    copied.__cause__ = error
+    return copied

@@ -60,6 +60,7 @@ from .errors import (
     TokenBudgetError,
     UnknownModelError,
     UnpricedModelError,
+    own_copy,
 )
 from .ledger_records import (
     BudgetCheck,
@@ -666,7 +667,7 @@ class Ledger:
         return _drive(self._reserve_driven(plan), self._store_reserve)
 
     def reserve_many(self, calls: Sequence[Mapping[str, Any]]) -> list[Reservation | Exception]:
-        """Reserve several calls with one store round trip (on Redis, one pipeline).
+        """Reserve several calls with few store round trips (on Redis, one pipeline per 500 calls).
 
         Each call is reserved on its own, atomically, exactly as :meth:`reserve` would (they are
         checked in order, so a later call sees the earlier ones' reservations); only the round
@@ -1378,7 +1379,8 @@ class Ledger:
     def commit_many(
         self, items: Sequence[tuple[Reservation, Usage] | tuple[Reservation, Usage, Mapping[str, Any]]]
     ) -> list[Charge | Exception]:
-        """Commit several reserved calls with one store round trip (on Redis, one pipeline).
+        """Commit several reserved calls with few store round trips (on Redis, one pipeline per
+        500 calls).
 
         Each commit is applied once per request id, exactly as :meth:`commit` would; a commit the
         store cannot take is spooled like any other. An item may carry a third element, the
@@ -1424,7 +1426,7 @@ class Ledger:
             unavailable: BudgetUnavailableError | None = None
             for req in requests:
                 if unavailable is not None:  # the store just failed: the rest fail alike, at once
-                    outcomes.append(unavailable)  # (not each after its own timeout)
+                    outcomes.append(own_copy(unavailable))  # (not each after its own timeout)
                     continue
                 try:
                     outcomes.append(self._store_call(functools.partial(send_one, req)))
@@ -1437,7 +1439,7 @@ class Ledger:
             try:
                 outcomes = self._store_call(lambda: send_many(requests))
             except BudgetUnavailableError as e:
-                outcomes = [e] * len(requests)
+                outcomes = [own_copy(e) for _ in requests]
         for (i, step, _), outcome in zip(pending, outcomes, strict=True):
             try:
                 if isinstance(outcome, Exception):

@@ -71,6 +71,8 @@ def test_a_batch_fails_closed_after_one_attempt(tmp_path: Path) -> None:
         results = ledger.reserve_many(CALLS)
     assert store.sent == 1
     assert all(isinstance(r, BudgetUnavailableError) for r in results)
+    assert len({id(r) for r in results}) == len(results)  # each call's own error, its traceback its own
+    assert all(str(r) == str(results[0]) for r in results)
     ledger.close()
 
 

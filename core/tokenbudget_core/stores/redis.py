@@ -64,6 +64,7 @@ from tokenbudget_core.errors import (
     InvalidInputError,
     MissingDependencyError,
     TokenBudgetError,
+    own_copy,
 )
 
 from . import redis_scripts
@@ -1298,7 +1299,7 @@ class _Batcher:
         try:
             results = self._send(batch)
         except BaseException as e:  # noqa: BLE001 - handed to every caller in the batch, raised there
-            results = [e, *[_own_copy(e) for _ in batch[1:]]]
+            results = [e, *[own_copy(e) for _ in batch[1:]]]
         for op, result in zip(batch, results, strict=True):
             op.result = result
         with self._lock:
@@ -1312,19 +1313,6 @@ class _Batcher:
         for op in batch:
             if op.done is not None:
                 op.done.set()
-
-
-def _own_copy(error: BaseException) -> BaseException:
-    """A copy of a round trip's error for one more caller of the batch (its cause the original):
-    each thread raises an exception of its own, with a traceback of its own frames only (one
-    object raised in every thread would gather them all, and be mutated by all at once)."""
-    if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: passed on as they are
-        return error
-    copy = type(error).__new__(type(error))
-    copy.__dict__.update(error.__dict__)
-    copy.args = error.args
-    copy.__cause__ = error
-    return copy
 
 
 def _outcome(op: _Op) -> Any:
