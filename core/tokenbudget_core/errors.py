@@ -14,6 +14,7 @@ expect, so existing handlers keep working::
     ├── TokenCountError (RuntimeError)          a provider's token-counting call failed
     ├── BudgetExceededError (RuntimeError)      a call would go over a budget; refused before it goes out
     ├── BudgetUnavailableError (ConnectionError) the ledger's store cannot be reached (fail closed)
+    ├── StoreRefusedError (RuntimeError)        the ledger's store is up but refuses it (credentials, ACL)
     ├── CacheUnavailableError (ConnectionError) a response cache's store cannot be reached (a miss)
     └── MissingDependencyError (ImportError)    an optional extra is not installed
 
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidMessageError",
     "MissingDependencyError",
+    "StoreRefusedError",
     "TokenBudgetError",
     "TokenCountError",
     "UnknownModelError",
@@ -224,6 +226,19 @@ class BudgetUnavailableError(TokenBudgetError, ConnectionError):
     ) -> None:
         self.store, self.detail = store, detail
         super().__init__(f"budget store {store} is unreachable ({detail}); {consequence}")
+
+
+class StoreRefusedError(TokenBudgetError, RuntimeError):
+    """The ledger's store is up but refuses its operations for a reason that does not pass by
+    itself: credentials it does not take, an ACL that forbids the ledger's commands, data of
+    another application under the ledger's keys.
+
+    Not an outage: never let through by ``on_unavailable`` (a fail-open ledger with a wrong
+    password would otherwise enforce no budget, silently), so a reserve raises it. A commit or
+    record the store refuses is spooled instead, with an ERROR logged: the call went out, and its
+    usage is kept and replayed once the store takes it (fix the credentials; a line the store
+    still refuses then is quarantined with the spool's unreadable lines, and logged).
+    """
 
 
 class CacheUnavailableError(TokenBudgetError, ConnectionError):

@@ -57,6 +57,7 @@ from .errors import (
     BudgetExceededError,
     BudgetUnavailableError,
     InvalidInputError,
+    StoreRefusedError,
     TokenBudgetError,
     UnknownModelError,
     UnpricedModelError,
@@ -1050,7 +1051,7 @@ class Ledger:
                     self._keyed.commit_keyed, day, r.request_id, scopes.keys, amounts, lane.rollup_key,
                     rollup, lane.cost_key,
                 )  # fmt: skip
-            except BudgetUnavailableError as e:
+            except (BudgetUnavailableError, StoreRefusedError) as e:
                 plan = self._lane_commit_plan(r, usage, nanos, lane, tokens, rollup, now_ms)
                 return self._spooled(plan, self._commit_request(plan), e)
         if not applied:  # the id was committed before: this commit charged nothing
@@ -1529,10 +1530,10 @@ class Ledger:
             key = f"conv/{day}/{_enc(feature)}/{_enc(conversation)}"
             try:
                 rollup["conversations"] = int(self.store.mark_once(key, _CONVERSATION_MARK_TTL))
-            except (BudgetUnavailableError, OSError) as e:
+            except (BudgetUnavailableError, StoreRefusedError, OSError) as e:
                 conversation_mark = key  # the store is down: the spooled commit's replay marks it
-                if isinstance(e, BudgetUnavailableError):
-                    unavailable = e
+                if isinstance(e, BudgetUnavailableError | StoreRefusedError):
+                    unavailable = self._unavailable(e)
         scopes = self._scopes_of(feature, user)
         cost_key, per_call_key = _sample_keys(
             _enc(feature), nanos is not None, bool(overhead), usage.requests
@@ -1583,7 +1584,7 @@ class Ledger:
             return self._spooled(plan, req, plan.unavailable)
         try:
             outcome = yield req
-        except BudgetUnavailableError as e:
+        except (BudgetUnavailableError, StoreRefusedError) as e:
             return self._spooled(plan, req, e)
         if outcome.applied:
             if plan.per_call_key is not None:
@@ -1600,11 +1601,24 @@ class Ledger:
             plan.day, plan.request_id, charges, plan.rollup_key, plan.rollup, plan.now_ms, plan.cost_key
         )
 
-    def _spooled(self, plan: _CommitPlan, req: CommitRequest, unavailable: BudgetUnavailableError) -> Charge:
-        """The charge of ``plan`` (its store request ``req``) spooled: the store was unreachable."""
+    def _spooled(
+        self, plan: _CommitPlan, req: CommitRequest, failed: BudgetUnavailableError | StoreRefusedError
+    ) -> Charge:
+        """The charge of ``plan`` (its store request ``req``) spooled: the store was unreachable,
+        or refused it (credentials, ACL: logged)."""
         mark = None if plan.conversation_mark is None else (plan.conversation_mark, _CONVERSATION_MARK_TTL)
-        self._spool(req, unavailable, mark)
+        self._spool(req, self._unavailable(failed), mark)
         return self._charge(plan, applied=False, spooled=True)
+
+    def _unavailable(self, failed: BudgetUnavailableError | StoreRefusedError) -> BudgetUnavailableError:
+        """``failed`` as the outage a commit is spooled for; a refusal is logged as an ERROR (it
+        does not pass by itself: someone must fix the store's credentials or ACL)."""
+        if isinstance(failed, BudgetUnavailableError):
+            return failed
+        logger.error("the budget store refused a commit (%s); its usage is spooled and kept", failed)
+        spooled = BudgetUnavailableError(redact_url(self.store.url), f"refused: {failed}")
+        spooled.__cause__ = failed
+        return spooled
 
     def _spool(
         self, req: CommitRequest, unavailable: BudgetUnavailableError, mark: tuple[str, int] | None

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ._frozen import positional_maker
 from .budgets import Step
-from .errors import BudgetUnavailableError, InvalidInputError, UnknownModelError
+from .errors import BudgetUnavailableError, InvalidInputError, StoreRefusedError, UnknownModelError
 from .price_overrides import PriceTable
 from .registry import ModelRegistry
 from .stores.base import Check, LedgerStore, Metric
@@ -279,7 +279,7 @@ def _drive(steps: Generator[Any, Any, T], run: Callable[[Any], Any]) -> T:
         while True:
             try:
                 outcome = run(request)
-            except BudgetUnavailableError as e:
+            except (BudgetUnavailableError, StoreRefusedError) as e:  # a commit spools either
                 request = steps.throw(e)
             else:
                 request = steps.send(outcome)

@@ -22,6 +22,7 @@ from store_contract import DAY, reserve, totals
 from tokenbudget_core import Usage
 from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.reports import build_report
 from tokenbudget_core.stores.base import Check, CommitOutcome, CommitRequest, ReserveOutcome, ReserveRequest
 from tokenbudget_core.stores.redis import RedisRefusedError, RedisStore
 
@@ -270,3 +271,37 @@ def test_each_caller_of_a_failed_shared_round_trip_gets_an_exception_of_its_own(
             assert "Timeout" in str(e)
     finally:
         s.close()
+
+
+def test_a_commit_refused_for_credentials_is_spooled_and_replayed_once_they_are_fixed(
+    own_server: RedisServer, raw: redis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A password rotated while a call is in flight: its commit is refused, not lost. It is
+    spooled (with an ERROR logged), and a ledger with the new password replays it."""
+    raw.acl_setuser("tb", enabled=True, passwords=["+old"], keys=["*"], commands=["+@all"])
+    spool = tmp_path / "spool.jsonl"
+    url = f"redis://tb:{{}}@127.0.0.1:{own_server.port}/0?namespace=rotated"
+    ledger = Ledger(url.format("old"), spool_path=spool, alerts=[])
+    try:
+        held = [
+            ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10, user=f"u{i}")
+            for i in range(2)
+        ]
+        raw.acl_setuser(  # rotated mid-call
+            "tb", enabled=True, reset_passwords=True, passwords=["+new"], keys=["*"], commands=["+@all"]
+        )
+        raw.execute_command("CLIENT", "KILL", "USER", "tb")  # the old sessions end with it
+        lane = ledger.commit(held[0], Usage(input_tokens=10, output_tokens=4))
+        general = ledger.commit(held[1], Usage(input_tokens=10, output_tokens=4), model="gpt-4o-mini")
+        assert (lane.spooled, general.spooled) == (True, True)
+        assert (lane.applied, general.applied) == (False, False)
+    finally:
+        ledger.close()
+    assert any(r.levelname == "ERROR" and "refused a commit" in r.getMessage() for r in caplog.records)
+    fixed = Ledger(url.format("new"), spool_path=spool, alerts=[])
+    try:
+        assert fixed.replay_spool() == 2
+        totals = build_report(fixed, day=held[0].day).totals
+        assert (totals.requests, totals.output_tokens) == (2, 8)
+    finally:
+        fixed.close()

@@ -63,7 +63,7 @@ from tokenbudget_core.errors import (
     BudgetUnavailableError,
     InvalidInputError,
     MissingDependencyError,
-    TokenBudgetError,
+    StoreRefusedError,
     own_copy,
 )
 
@@ -1062,16 +1062,17 @@ class RedisStore:
         return f"RedisStore({self._shown_url!r})"
 
 
-class RedisRefusedError(TokenBudgetError, RuntimeError):
+class RedisRefusedError(StoreRefusedError):
     """Redis is up but answered one of the ledger's operations with an error: a key of the
     namespace holding another type (``WRONGTYPE``: another application writes under it), a user
     the ACL does not allow to run scripts (``NOPERM``), a script that failed on the server, or
     credentials it does not take (``WRONGPASS``, ``NOAUTH``: a wrong or missing password).
 
-    Not an outage (never spooled, nor let through by ``on_unavailable``: a fail-open ledger
-    with a wrong password would otherwise enforce no budget, silently, until someone looked),
-    and not retried: fix the server, its ACL, the URL's credentials, or pick a namespace of the
-    ledger's own.
+    Not an outage (never let through by ``on_unavailable``: a fail-open ledger with a wrong
+    password would otherwise enforce no budget, silently, until someone looked; a commit it
+    refuses is spooled, see :class:`~tokenbudget_core.errors.StoreRefusedError`), and not
+    retried: fix the server, its ACL, the URL's credentials, or pick a namespace of the ledger's
+    own.
 
     Attributes:
         store: The store's URL, credentials redacted.
