@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from test_ledger_many_store_down import write_locked
-
+from sqlite_lock import write_locked
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.stores.sqlite import SQLiteStore

@@ -5,41 +5,15 @@ item used to wait the store's whole ``timeout_s``: a batch of 100 at the default
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlite_lock import write_locked
 from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.ledger import Ledger, Reservation
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.stores.sqlite import SQLiteStore
 from tokenbudget_core.usage import Usage
-
-_HOLDER = """
-import sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN IMMEDIATE")
-print("held", flush=True)
-time.sleep(60)
-"""
-
-
-@contextmanager
-def write_locked(path: Path) -> Iterator[None]:
-    """Another process holding ``BEGIN IMMEDIATE`` on ``path`` until the block ends."""
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
-        yield
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 class CountingStore(SQLiteStore):

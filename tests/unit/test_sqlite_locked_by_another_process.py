@@ -12,45 +12,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import closing, suppress
 from pathlib import Path
 
 import pytest
 
 from fork_support import run_in_fork
+from sqlite_lock import write_locked
 from store_contract import commit, reserve, totals
 from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.stores.sqlite import SQLiteStore
 
 TIMEOUT_S = 1.0
-
-_HOLDER = """
-import sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN IMMEDIATE")
-print("held", flush=True)
-time.sleep(60)
-"""
-
-
-@contextmanager
-def _write_locked(path: Path) -> Iterator[subprocess.Popen[str]]:
-    """Another process holding ``BEGIN IMMEDIATE`` on ``path`` until the block ends."""
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 @pytest.fixture
@@ -76,7 +51,7 @@ def test_threads_queued_on_a_locked_file_each_fail_within_about_their_timeout(pa
             error = e
         results.append((time.monotonic() - t0, error))
 
-    with closing(SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S)) as store, _write_locked(path):
+    with closing(SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S)) as store, write_locked(path):
         workers = [threading.Thread(target=call, args=(i,)) for i in range(threads)]
         for worker in workers:
             worker.start()
@@ -101,7 +76,7 @@ def test_a_fork_is_not_held_by_threads_calling_a_locked_file(path: Path, tmp_pat
 
     forked_after = tmp_path / "forked_after"
     try:
-        with _write_locked(path) as holder:
+        with write_locked(path) as holder:
             workers = [threading.Thread(target=busy, daemon=True) for _ in range(6)]
             for worker in workers:
                 worker.start()
@@ -146,7 +121,7 @@ def test_a_fork_waits_for_several_stalled_stores_at_once_not_one_after_another(
 
     forked_after = tmp_path / "forked_after"
     try:
-        with _write_locked(path):
+        with write_locked(path):
             workers = [
                 threading.Thread(target=busy, args=(s,), daemon=True) for s in stores for _ in range(3)
             ]

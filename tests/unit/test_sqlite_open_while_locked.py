@@ -4,42 +4,17 @@ a migration takes the write lock. The lock is held by a real second process."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from sqlite_lock import write_locked
 from store_contract import reserve
 from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.stores.sqlite import SQLiteStore
 
 TIMEOUT_S = 1.0
-
-_HOLDER = """
-import sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN IMMEDIATE")
-print("held", flush=True)
-time.sleep(60)
-"""
-
-
-@contextmanager
-def _write_locked(path: Path) -> Iterator[subprocess.Popen[str]]:
-    """Another process holding ``BEGIN IMMEDIATE`` on ``path`` until the block ends."""
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 @pytest.fixture
@@ -52,7 +27,7 @@ def path(tmp_path: Path) -> Path:
 
 def test_a_migrated_file_opens_while_another_process_writes(path: Path) -> None:
     # Opening needs no write lock; a write still waits for the other process.
-    with _write_locked(path):
+    with write_locked(path):
         store = SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S)
         try:
             with pytest.raises(BudgetUnavailableError):
