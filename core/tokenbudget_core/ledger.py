@@ -283,6 +283,9 @@ class Ledger:
         # Of those waiting, the ids a reserve under them takes back (False), and the ones whose
         # soft refusal is still to be forgotten (True: a retry finds the refused hold until then)
         self._orphan_ids: dict[str, bool] = {}
+        # The latest reservations made under callers' ids, by (day, id): a reserve retried while
+        # its reservation is live gets that reservation back (see _retried)
+        self._granted: collections.OrderedDict[tuple[str, str], Reservation] = collections.OrderedDict()
         self._day_cache: tuple[int, str] = (-(2**62), "")
         self._lanes: dict[tuple[str, str | None, str | None], _Lane] = {}  # the memory store's lane
         # model name -> its attribution rows' model, for the registry and price table (and their
@@ -650,7 +653,8 @@ class Ledger:
             BudgetUnavailableError: The store is down and the ledger fails closed.
             UnpricedModelError: The model has no price and a dollar budget applies.
             InvalidInputError: A bad argument, named; or ``request_id`` was already committed,
-                released or expired (a reserve retried while its reservation is live returns it again).
+                released or expired (a reserve retried while its reservation is live returns it
+                again), or is live under a different call (another worst case: a fresh id per call).
         """
         memory = self._memory
         if choices == 1 and cache_writes is None and (memory is not None or self._keyed is not None):
@@ -988,10 +992,11 @@ class Ledger:
         if isinstance(found, tuple):
             step = self._ladder_step(found, scopes.limits) if scopes.limited else "normal"
             if step not in self._refused_steps:
-                return _new_reservation(
+                r = _new_reservation(
                     rid, day, model, feature, user, conversation, overhead, input_tokens, out,
                     None if nanos is None else nanos_to_usd(nanos), step, False, (scopes.budgets, amounts),
                 )  # fmt: skip
+                return r if request_id is None else self._keep(r)
         # refused, a duplicate, a soft refusal or an unreachable store: the general path's answer
         plan = _ReservePlan(
             rid, day, now_ms, model, feature, user, conversation, overhead, input_tokens, out, nanos,
@@ -1127,7 +1132,9 @@ class Ledger:
                 used=nanos_to_usd(outcome.used) if money else outcome.used,
                 requested=nanos_to_usd(failed.amount) if money else failed.amount,
             )
-        if outcome.duplicate and outcome.state != "reserved":  # a retried reserve of a live id is fine
+        if outcome.duplicate and outcome.state == "reserved":  # a retried reserve of a live id
+            return self._retried(plan)
+        if outcome.duplicate:
             raise InvalidInputError(
                 "request_id",
                 f"{plan.request_id!r} was already {outcome.state or 'settled'} on {plan.day}: a reservation "
@@ -1145,12 +1152,73 @@ class Ledger:
                 step = self._step(plan.day, checks, plan.now_ms)
         reservation = self._reservation(plan, step)
         if step in self._refused_steps:
-            # given back and forgotten: a retry under the id reserves anew; but a live reservation
-            # the store answered with (the id was reserved before) stays its maker's to settle
-            if not outcome.duplicate:
-                self._release(reservation, forget=True)
+            # given back and forgotten: a retry under the id reserves anew
+            self._release(reservation, forget=True)
             raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
+        return reservation if plan.own_id else self._keep(reservation)
+
+    def _keep(self, reservation: Reservation) -> Reservation:
+        """Remember ``reservation`` (made under a caller's id) for a retry of its reserve."""
+        granted = self._granted
+        granted[(reservation.day, reservation.request_id)] = reservation
+        if len(granted) > _GRANTED_KEPT:
+            with contextlib.suppress(KeyError):  # another thread dropped the oldest first
+                granted.popitem(last=False)
         return reservation
+
+    def _retried(self, plan: _ReservePlan) -> Reservation:
+        """The answer to a reserve under an id whose reservation is live (the store held it
+        before this call and checked nothing now).
+
+        A retry of the call that made it gets that reservation again, its figures and step as
+        first answered. Under a different call (another worst case) the id is refused: the hold
+        was checked for the first call's worst case, never for this one. A reservation this
+        ledger did not make (another process, or one too old to be remembered) cannot be compared:
+        the call is then checked on top of the store's totals, which count that hold, and granted
+        only when it fits next to it.
+
+        Raises:
+            BudgetExceededError: The id holds a soft-refused call whose hold could not be given
+                back yet (refused again until it is).
+            InvalidInputError: ``request_id`` holds another call's worst case, or one the call
+                does not fit next to.
+        """
+        rid = plan.request_id
+        held = self._granted.get((plan.day, rid))
+        nanos = plan.nanos
+        if held is not None:
+            if (held.model, held.feature, held.user, held.input_tokens, held.max_output_tokens) == (
+                plan.model, plan.feature, plan.user, plan.input_tokens, plan.max_output_tokens,
+            ) and held.reserved_usd == (None if nanos is None else nanos_to_usd(nanos)):  # fmt: skip
+                return held
+            raise InvalidInputError(
+                "request_id",
+                f"{rid!r} is already reserved with a different worst case ({held.model}, "
+                f"{held.input_tokens} input + {held.max_output_tokens} output tokens, feature "
+                f"{held.feature!r}, user {held.user!r}): a reserve under a live id is a retry of "
+                "that call, and its hold was never checked for this one",
+                value=rid,
+                fix="use a fresh request id per call (or pass none: the ledger makes one)",
+            )
+        checks = plan.checks
+        if self._orphan_ids.get(rid) is True:  # a soft refusal's hold, still to be given back
+            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
+        totals = self.store.totals(plan.day, [(c.scope, c.metric) for c in checks], plan.now_ms)
+        usage = [sum(totals[(c.scope, c.metric)]) + c.amount for c in checks]
+        fits = all(c.limit is None or used <= c.limit for c, used in zip(checks, usage, strict=True))
+        step: Step = "normal"
+        if fits and plan.scopes.limited:
+            step = self._ladder_step(usage, [c.limit for c in checks])
+        if not fits or step in self._refused_steps:
+            raise InvalidInputError(
+                "request_id",
+                f"{rid!r} is already reserved, by a reserve this ledger cannot see (another process, "
+                "or long ago): whether that hold covers this call is unknown, and the call does not "
+                "fit next to it",
+                value=rid,
+                fix="use a fresh request id per call (or pass none: the ledger makes one)",
+            )
+        return self._keep(self._reservation(plan, step))
 
     def _soft_refusal(
         self, day: str, checks: Sequence[Check], now_ms: int, feature: str | None, user: str | None
@@ -2113,6 +2181,7 @@ class Ledger:
 
 
 _RESERVED = ReserveOutcome(ok=True, state="reserved")
+_GRANTED_KEPT = 10_000  # reservations under callers' ids remembered for a retry (Ledger._retried)
 
 _REQUIRED_ARGS = frozenset({"model", "input_tokens"})
 _RESERVE_ARGS = _REQUIRED_ARGS | {
