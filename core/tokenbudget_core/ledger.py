@@ -321,7 +321,7 @@ class Ledger:
             policy, {}, {},
         )  # fmt: skip
         self._policy = policy
-        self._checker: Ledger | None = None
+        self._checker: tuple[tuple[Any, ...], Ledger] | None = None
         self._alert_floor = min(policy.alert_thresholds, default=2.0)
         ladder = policy.ladder
         self._ladder = tuple(  # the ladder's thresholds in order, for the hot path (see _ladder_step)
@@ -2019,11 +2019,25 @@ class Ledger:
             UnpricedModelError: The model has no price and a dollar budget applies.
             InvalidInputError: A bad argument, named.
         """
-        checker = self._checker
-        if checker is None:
+        # the checker answers with the ledger's current policy, registry, prices and fail mode: one
+        # built from other ones (reassigned since, or by a swap racing its build) is built again
+        key = (self._caches, self.registry, self.prices, self.on_unavailable)
+        cached = self._checker
+        if (
+            cached is not None
+            and cached[0][0] is key[0]
+            and cached[0][1] is key[1]
+            and cached[0][2] is key[2]
+            and cached[0][3] == key[3]
+        ):
+            checker = cached[1]
+        else:
             from .ledger_check import checking_ledger  # it builds a Ledger: imported when first used
 
-            checker = self._checker = checking_ledger(self)
+            checker = checking_ledger(
+                self, policy=key[0][0], registry=key[1], prices=key[2], on_unavailable=key[3]
+            )
+            self._checker = (key, checker)
         r = checker.reserve(
             model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
             feature=feature, user=user, conversation=conversation, choices=choices,

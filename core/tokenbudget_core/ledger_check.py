@@ -26,7 +26,10 @@ from .stores.base import (
 )
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
+    from .budgets import BudgetPolicy
+    from .ledger import Ledger, OnUnavailable
+    from .price_overrides import PriceTable
+    from .registry import ModelRegistry
 
 __all__ = ["ReadOnlyReserveStore", "checking_ledger"]
 
@@ -35,8 +38,8 @@ class ReadOnlyReserveStore:
     """A store whose ``reserve`` only reads: what the reservation *would* do, nothing held.
 
     Reads are delegated to ``store``; ``release`` is a no-op (nothing was held). ``commit``,
-    ``mark_once`` and ``record_call_cost`` are delegated only for the ledger's spool replay (usage
-    spooled while the store was down), which the checked ledger would replay the same way.
+    ``mark_once`` and ``record_call_cost`` are delegated (a checker built by
+    :func:`checking_ledger` never calls them: the checked ledger replays its spool).
     """
 
     def __init__(self, store: LedgerStore) -> None:
@@ -71,8 +74,7 @@ class ReadOnlyReserveStore:
     def rollup(self, days: Sequence[str]) -> list[RollupRow]:
         return self.store.rollup(days)
 
-    # A check writes nothing, but the spool replay the checker may run (usage the store could not
-    # take, committed as the checked ledger would) marks conversations and records costs for real.
+    # A check writes nothing; these are the store's own, for a ledger that would commit through it.
     def mark_once(self, key: str, ttl_s: int) -> bool:
         return self.store.mark_once(key, ttl_s)
 
@@ -89,21 +91,41 @@ class ReadOnlyReserveStore:
         return None  # the checked ledger owns the connections
 
 
-def checking_ledger(ledger: Ledger) -> Ledger:
-    """A ledger like ``ledger`` (policy, zone, prices, clock, lease, fail mode, spool) whose
-    ``reserve`` answers from the totals of ``ledger``'s store and holds nothing. It fires no
-    alerts: a check spends nothing."""
+def checking_ledger(
+    ledger: Ledger,
+    *,
+    policy: BudgetPolicy,
+    registry: ModelRegistry,
+    prices: PriceTable | None,
+    on_unavailable: OnUnavailable,
+) -> Ledger:
+    """A ledger like ``ledger`` (zone, clock, lease, spool) with the given ``policy``,
+    ``registry``, ``prices`` and fail mode, whose ``reserve`` answers from the totals of
+    ``ledger``'s store and holds nothing.
+
+    It fires no alerts (a check spends nothing), and leaves the spool's replay and the release of
+    orphaned reservations to ``ledger`` (whose sinks get a replayed commit's alerts): a check that
+    is the first store call after an outage replays through ``ledger``, never on its own. It
+    orphans nothing (a check holds nothing to give back)."""
     from .ledger import Ledger  # the ledger module builds checkers lazily: no import cycle
 
-    return Ledger(
+    class _CheckingLedger(Ledger):
+        def _replay_due(self) -> None:
+            ledger._replay_due()
+
+        def _orphan(self, day: str, request_id: str, *, forget: bool = False) -> None:
+            return None
+
+    checker = _CheckingLedger(
         ReadOnlyReserveStore(ledger.store),
-        policy=ledger.policy,
+        policy=policy,
         timezone=ledger.tz.key,
         lease_seconds=ledger.lease_ms / 1000,
-        on_unavailable=ledger.on_unavailable,
         spool_path=ledger.spool.path,
         alerts=[],
-        registry=ledger.registry,
-        prices=ledger.prices,
+        registry=registry,
+        prices=prices,
         clock=ledger.clock,
     )
+    checker.on_unavailable = on_unavailable  # set after: a checker never writes the spool it names
+    return checker
