@@ -1263,22 +1263,12 @@ class Ledger:
         return current
 
     def _step(self, day: str, checks: Sequence[Check], now_ms: int) -> Step:
-        shares = self._shares(day, checks, now_ms)
-        return self.policy.ladder.step(max(shares.values(), default=0.0))
-
-    def _shares(self, day: str, checks: Sequence[Check], now_ms: int) -> dict[str, float]:
-        limited = [c for c in checks if c.limit]
-        if not limited:
-            return {}
-        totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
-        shares: dict[str, float] = {}
-        for c in limited:
-            spent, reserved = totals[(c.scope, c.metric)]
-            assert c.limit
-            shares[self._budget_name(c)] = max(
-                shares.get(self._budget_name(c), 0.0), (spent + reserved) / c.limit
-            )
-        return shares
+        """:meth:`_ladder_step` of a reservation made on a store that reported no usage, read
+        from its totals (the reservation counted in)."""
+        totals = self.store.totals(day, [(c.scope, c.metric) for c in checks], now_ms)
+        return self._ladder_step(
+            [sum(totals[(c.scope, c.metric)]) for c in checks], [c.limit for c in checks]
+        )
 
     def commit(
         self,

@@ -4,6 +4,7 @@ skips the limits (a call 50x over budget was once granted under a reused id)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from tokenbudget_core.budgets import BudgetPolicy, Ladder
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError
 from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.stores.base import ReserveOutcome, ReserveRequest
 from tokenbudget_core.stores.memory import MemoryStore
 from tokenbudget_core.usage import Usage
 
@@ -101,3 +103,43 @@ def test_a_retry_of_the_same_call_gets_its_reservation_and_commits_once(store_of
     assert again == first
     assert ledger.commit(again, Usage(input_tokens=10, output_tokens=5)).applied
     assert ledger.state(user="u").used == {"user_daily_tokens (all features)": 15}
+
+
+class _NoUsageStore(MemoryStore):
+    """A store that reports no usage with a reservation (the contract's optional field)."""
+
+    def reserve(self, req: ReserveRequest) -> ReserveOutcome:
+        return dataclasses.replace(super().reserve(req), usage=())
+
+
+@pytest.mark.parametrize("store", [MemoryStore, _GeneralStore, _NoUsageStore])
+def test_a_granted_call_that_fills_the_budget_never_says_hard_refusal(store: type[MemoryStore]) -> None:
+    """Also read from the totals (a store that reports no usage), and on a retry: an app
+    refusing on ``hard_refusal`` must not drop a call it holds."""
+    ledger = Ledger(store(), policy=BudgetPolicy(user_daily_tokens=100, ladder=Ladder(soft_refusal=None)))
+    call = {
+        "model": "gpt-4o",
+        "input_tokens": 100,
+        "max_output_tokens": 0,
+        "user": "u",
+        "request_id": "req-1",
+    }
+    first = ledger.reserve(**call)  # type: ignore[arg-type]
+    again = ledger.reserve(**call)  # type: ignore[arg-type]
+    assert first.step == again.step == "cache_only"
+
+
+def test_a_retry_of_a_granted_call_is_granted_as_it_was_not_refused_on_its_own_hold(
+    store_of: list[Ledger],
+) -> None:
+    """Other usage since the call was granted takes the budget past the soft share: the retry
+    still gets the reservation it holds (not a refusal counting the call twice, hold kept)."""
+    ledger = _ledger(store_of, BudgetPolicy(user_daily_tokens=100))
+    call = {"model": "gpt-4o", "input_tokens": 40, "max_output_tokens": 0, "user": "u", "request_id": "req-1"}
+    first = ledger.reserve(**call)  # type: ignore[arg-type]
+    ledger.record(Usage(input_tokens=58), model="gpt-4o", user="u")  # 98 with the call's 40
+    again = ledger.reserve(**call)  # type: ignore[arg-type]
+    assert again == first
+    assert again.step == "normal"
+    assert ledger.commit(again, Usage(input_tokens=40)).applied
+    assert ledger.state(user="u").used == {"user_daily_tokens (all features)": 98}
