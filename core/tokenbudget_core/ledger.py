@@ -283,6 +283,8 @@ class Ledger:
         # Of those waiting, the ids a reserve under them takes back (False), and the ones whose
         # soft refusal is still to be forgotten (True: a retry finds the refused hold until then)
         self._orphan_ids: dict[str, bool] = {}
+        self._orphan_lock = threading.Lock()  # the two above change together
+        self._orphans_dropped = 0  # releases dropped for room since the waiting ones were last released
         # The latest reservations made under callers' ids, by (day, id): a reserve retried while
         # its reservation is live gets that reservation back (see _retried)
         self._granted: collections.OrderedDict[tuple[str, str], Reservation] = collections.OrderedDict()
@@ -567,9 +569,25 @@ class Ledger:
 
     def _orphan(self, day: str, request_id: str, *, forget: bool = False) -> None:
         """Release ``request_id`` once the store answers (``forget``: and forget it, see
-        :meth:`LedgerStore.release <tokenbudget_core.stores.base.LedgerStore.release>`)."""
-        self._orphan_ids[request_id] = forget
-        self._orphans.append((day, request_id, forget))
+        :meth:`LedgerStore.release <tokenbudget_core.stores.base.LedgerStore.release>`).
+
+        At most ``_orphans.maxlen`` wait (a long outage): the oldest is then dropped, its hold
+        left to its lease's end, and the drops logged."""
+        with self._orphan_lock:
+            orphans = self._orphans
+            if len(orphans) == orphans.maxlen:
+                dropped = orphans.popleft()[1]
+                if dropped != request_id:
+                    self._orphan_ids.pop(dropped, None)
+                self._orphans_dropped += 1
+                if self._orphans_dropped == 1:
+                    logger.warning(
+                        "the store has been unreachable for %d reservations waiting to be released: "
+                        "the oldest are dropped, their holds left until their leases end",
+                        orphans.maxlen,
+                    )
+            self._orphan_ids[request_id] = forget
+            orphans.append((day, request_id, forget))
 
     def _release_orphans(self) -> None:
         """Release the reservations whose reserve failed closed or whose release could not reach
@@ -582,14 +600,26 @@ class Ledger:
         either. Of failed reserves, only ids the ledger drew itself: a caller may retry its own id.
         """
         while self._orphans:
-            day, rid, forget = self._orphans[0]
+            try:
+                day, rid, forget = self._orphans[0]
+            except IndexError:  # dropped for room meanwhile
+                break
             if rid in self._orphan_ids:  # else reserved again since: that reservation is the caller's
                 try:
                     self.store.release(day, rid, int(self.clock() * 1000), forget=forget)
                 except (BudgetUnavailableError, OSError):
                     return  # still down: try again at the next look
-            self._orphans.popleft()
-            self._orphan_ids.pop(rid, None)
+            with self._orphan_lock:
+                if self._orphans and self._orphans[0][1] == rid:  # else dropped for room meanwhile
+                    self._orphans.popleft()
+                self._orphan_ids.pop(rid, None)
+        if self._orphans_dropped:
+            logger.warning(
+                "the store answers again: %d reservation releases were dropped while it was "
+                "unreachable (their holds end with their leases)",
+                self._orphans_dropped,
+            )
+            self._orphans_dropped = 0
 
     def replay_spool(self) -> int:
         """Commit the spooled usage now (after a replay another process has under way); returns
