@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar, cast
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -310,30 +310,30 @@ class Ledger:
         Raises:
             InvalidInputError: On assignment, not a :class:`~tokenbudget_core.budgets.BudgetPolicy`.
         """
-        return self._policy
+        return self._caches[0]
 
     @policy.setter
     def policy(self, policy: BudgetPolicy) -> None:
         if not isinstance(policy, BudgetPolicy):
             raise InvalidInputError("policy", "must be a BudgetPolicy", value=policy)
-        # What the hot path reads of the policy, worked out again from the new one. The policy and
-        # its caches are swapped as one value: a call that read the old policy caches what it
-        # worked out in the old caches (dropped), never in the new ones.
-        self._caches: tuple[BudgetPolicy, dict[str | None, tuple[int | None, ...]], dict[Any, _Scopes]] = (
-            policy, {}, {},
-        )  # fmt: skip
-        self._policy = policy
-        self._checker: tuple[tuple[Any, ...], Ledger] | None = None
-        self._alert_floor = min(policy.alert_thresholds, default=2.0)
+        # What the hot path reads of the policy, worked out again from the new one. The policy,
+        # its ladder's rules and its caches are swapped as one value, read once per call: a call
+        # that read the old policy caches what it worked out in the old caches (dropped), never in
+        # the new ones, and never mixes the old ladder with the new refusal rule.
         ladder = policy.ladder
-        self._ladder = tuple(  # the ladder's thresholds in order, for the hot path (see _ladder_step)
-            (threshold, name) for name in _LADDER_STEPS if (threshold := getattr(ladder, name)) is not None
+        rules = _LadderRules(
+            tuple(  # the ladder's thresholds in order, for the hot path (see _ladder_step)
+                (threshold, name)
+                for name in _LADDER_STEPS
+                if (threshold := getattr(ladder, name)) is not None
+            ),
+            # Steps at which a reservation is given back and refused: a soft refusal, and with one
+            # configured also a call that fills a budget to exactly 100% (past the soft threshold).
+            frozenset({"soft_refusal", "hard_refusal"}) if ladder.soft_refusal is not None else frozenset(),
+            min(policy.alert_thresholds, default=2.0),
         )
-        # Steps at which a reservation is given back and refused: a soft refusal, and with one
-        # configured also a call that fills a budget to exactly 100% (past the soft threshold).
-        self._refused_steps: frozenset[Step] = (
-            frozenset({"soft_refusal", "hard_refusal"}) if ladder.soft_refusal is not None else frozenset()
-        )
+        self._caches: _Caches = (policy, {}, {}, rules)
+        self._checker: tuple[tuple[Any, ...], Ledger] | None = None
 
     # -- time and scopes --------------------------------------------------------------------------
 
@@ -412,7 +412,7 @@ class Ledger:
 
     def _scopes_of(self, feature: str | None, user: str | None) -> _Scopes:
         """The budgets a payer's calls touch, with their limits (cached per feature and user)."""
-        policy, limits_cache, cache = self._caches  # one read: the policy and its own caches
+        policy, limits_cache, cache, _ = self._caches  # one read: the policy and its own caches
         found = cache.get((feature, user))
         if found is not None:
             return found
@@ -1020,8 +1020,9 @@ class Ledger:
             except BudgetUnavailableError as e:
                 unavailable = e
         if isinstance(found, tuple):
-            step = self._ladder_step(found, scopes.limits) if scopes.limited else "normal"
-            if step not in self._refused_steps:
+            rules = cast(_Caches, lane.caches)[3]  # the policy the lane's limits are of
+            step = self._ladder_step(found, scopes.limits, rules) if scopes.limited else "normal"
+            if step not in rules.refused:
                 r = _new_reservation(
                     rid, day, model, feature, user, conversation, overhead, input_tokens, out,
                     None if nanos is None else nanos_to_usd(nanos), step, False, (scopes.budgets, amounts),
@@ -1175,13 +1176,14 @@ class Ledger:
                 fix="use a fresh request id per call (or pass none: the ledger makes one)",
             )
         step: Step = "normal"
+        rules = self._caches[3]  # read once: the step and the refusal by one ladder
         if plan.scopes.limited:
             if len(usage) == len(checks):  # the store reported usage: no extra round trip
-                step = self._ladder_step(usage, plan.scopes.limits)
+                step = self._ladder_step(usage, plan.scopes.limits, rules)
             else:
-                step = self._step(plan.day, checks, plan.now_ms)
+                step = self._step(plan.day, checks, plan.now_ms, rules)
         reservation = self._reservation(plan, step)
-        if step in self._refused_steps:
+        if step in rules.refused:
             # given back and forgotten: a retry under the id reserves anew
             self._release(reservation, forget=True)
             raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
@@ -1237,9 +1239,10 @@ class Ledger:
         usage = [sum(totals[(c.scope, c.metric)]) + c.amount for c in checks]
         fits = all(c.limit is None or used <= c.limit for c, used in zip(checks, usage, strict=True))
         step: Step = "normal"
+        rules = self._caches[3]
         if fits and plan.scopes.limited:
-            step = self._ladder_step(usage, [c.limit for c in checks])
-        if not fits or step in self._refused_steps:
+            step = self._ladder_step(usage, [c.limit for c in checks], rules)
+        if not fits or step in rules.refused:
             raise InvalidInputError(
                 "request_id",
                 f"{rid!r} is already reserved, by a reserve this ledger cannot see (another process, "
@@ -1270,12 +1273,13 @@ class Ledger:
             step="soft_refusal",
         )
 
-    def _ladder_step(self, usage: Sequence[int], limits: Sequence[int | None]) -> Step:
+    @staticmethod
+    def _ladder_step(usage: Sequence[int], limits: Sequence[int | None], rules: _LadderRules) -> Step:
         """``self.policy.ladder.step(share)`` of the tightest budget (``usage``: spent + reserved
         per budget after reserving, against ``limits``), on thresholds read once.
 
         A call that fills a budget exactly (the store took it) is ``hard_refusal`` only when a
-        soft refusal is configured, which refuses it (:attr:`_refused_steps`); otherwise it is
+        soft refusal is configured, which refuses it (``rules.refused``); otherwise it is
         granted, at the ladder's top configured step: a granted reservation never says
         ``hard_refusal``, so an app refusing on that step never drops a call it holds."""
         share = 0.0
@@ -1283,21 +1287,21 @@ class Ledger:
             if limit and used / limit > share:
                 share = used / limit
         if share >= 1:
-            if self._refused_steps:
+            if rules.refused:
                 return "hard_refusal"
-            return self._ladder[-1][1] if self._ladder else "normal"
+            return rules.ladder[-1][1] if rules.ladder else "normal"
         current: Step = "normal"
-        for threshold, name in self._ladder:
+        for threshold, name in rules.ladder:
             if share >= threshold:
                 current = name
         return current
 
-    def _step(self, day: str, checks: Sequence[Check], now_ms: int) -> Step:
+    def _step(self, day: str, checks: Sequence[Check], now_ms: int, rules: _LadderRules) -> Step:
         """:meth:`_ladder_step` of a reservation made on a store that reported no usage, read
         from its totals (the reservation counted in)."""
         totals = self.store.totals(day, [(c.scope, c.metric) for c in checks], now_ms)
         return self._ladder_step(
-            [sum(totals[(c.scope, c.metric)]) for c in checks], [c.limit for c in checks]
+            [sum(totals[(c.scope, c.metric)]) for c in checks], [c.limit for c in checks], rules
         )
 
     def commit(
@@ -1659,7 +1663,7 @@ class Ledger:
         """Some budget of ``scopes`` reached an alert threshold (``spent`` per budget) and there
         is a sink to tell."""
         if scopes.limited and self.sinks:
-            floor = self._alert_floor
+            floor = self._caches[3].alert_floor
             return any(
                 limit and used / limit >= floor for limit, used in zip(scopes.limits, spent, strict=True)
             )
@@ -1781,7 +1785,7 @@ class Ledger:
             limited = [(sc, m) for sc, m, limit in budgets if limit]
             totals = self.store.totals(day, limited, now_ms)
             spent = [totals[(sc, m)][0] if limit else 0 for sc, m, limit in budgets]
-        floor = self._alert_floor
+        floor = self._caches[3].alert_floor
         for (scope, metric, limit), used in zip(budgets, spent, strict=True):
             if limit and used / limit >= floor:
                 self._alert(
@@ -2215,6 +2219,23 @@ class Ledger:
 
 
 _RESERVED = ReserveOutcome(ok=True, state="reserved")
+
+
+class _LadderRules(NamedTuple):
+    """What reserves and commits read of a policy's ladder and alerts (see :meth:`Ledger._ladder_step`)."""
+
+    ladder: tuple[tuple[float, Step], ...]
+    """The configured steps' thresholds, in order."""
+    refused: frozenset[Step]
+    """The steps at which a reservation is given back and refused."""
+    alert_floor: float
+    """The lowest alert threshold (2.0: none)."""
+
+
+# The policy, its per-feature limits, its payers' scopes and its ladder's rules: one value.
+_Caches: TypeAlias = tuple[
+    BudgetPolicy, dict[str | None, tuple[int | None, ...]], dict[Any, _Scopes], _LadderRules
+]
 _GRANTED_KEPT = 10_000  # reservations under callers' ids remembered for a retry (Ledger._retried)
 
 _REQUIRED_ARGS = frozenset({"model", "input_tokens"})
