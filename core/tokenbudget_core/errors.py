@@ -177,6 +177,8 @@ class BudgetExceededError(TokenBudgetError, RuntimeError):
         used: What was spent and reserved before this call.
         requested: What this call needed.
         step: The degradation step reached (``soft_refusal`` or ``hard_refusal``).
+        fix: What to do about it (also the message's last sentence): a per-call limit wants a
+            smaller call, a run cap a new run, a daily budget a higher limit or the next day.
     """
 
     def __init__(
@@ -202,10 +204,26 @@ class BudgetExceededError(TokenBudgetError, RuntimeError):
             if step == "soft_refusal"
             else ""
         )
+        self.fix = _EXCEEDED_FIXES.get(
+            budget, "Raise the limit in the budget policy, or wait for the next day."
+        )
         super().__init__(
             f"{budget} for {scope}: {used} used of {limit}, this call needs {requested}{soft}; "
-            f"the call was not sent. Raise the limit in the budget policy, or wait for the next day."
+            f"the call was not sent. {self.fix}"
         )
+
+
+# What to do about a limit a day's wait does not change: per call, and per run.
+_EXCEEDED_FIXES = {
+    "max_input_tokens_per_call": "Send fewer input tokens (trim the context or the history), or raise "
+    "max_input_tokens_per_call in the budget policy.",
+    "max_output_tokens_per_call": "Ask for fewer output tokens (max_output_tokens, per choice), or raise "
+    "max_output_tokens_per_call in the budget policy.",
+    "max_run_tokens": "This run has used up its cap: start a new run, or raise max_run_tokens (RunBudget, "
+    "BudgetMiddleware).",
+    "max_run_usd": "This run has used up its cap: start a new run, or raise max_run_usd (RunBudget, "
+    "BudgetMiddleware).",
+}
 
 
 class BudgetUnavailableError(TokenBudgetError, ConnectionError):
