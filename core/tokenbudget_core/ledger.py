@@ -285,9 +285,10 @@ class Ledger:
         self._orphan_ids: dict[str, bool] = {}
         self._orphan_lock = threading.Lock()  # the two above change together
         self._orphans_dropped = 0  # releases dropped for room since the waiting ones were last released
-        # The latest reservations made under callers' ids, by (day, id): a reserve retried while
-        # its reservation is live gets that reservation back (see _retried)
-        self._granted: collections.OrderedDict[tuple[str, str], Reservation] = collections.OrderedDict()
+        # The latest reservations made under callers' ids, by id, in two generations (at least
+        # _GRANTED_KEPT kept): a reserve retried while its reservation is live gets it back (_retried)
+        self._granted: dict[str, Reservation] = {}
+        self._granted_before: dict[str, Reservation] = {}
         self._day_cache: tuple[int, str] = (-(2**62), "")
         self._lanes: dict[tuple[str, str | None, str | None], _Lane] = {}  # the memory store's lane
         # model name -> its attribution rows' model, for the registry and price table (and their
@@ -1192,10 +1193,9 @@ class Ledger:
     def _keep(self, reservation: Reservation) -> Reservation:
         """Remember ``reservation`` (made under a caller's id) for a retry of its reserve."""
         granted = self._granted
-        granted[(reservation.day, reservation.request_id)] = reservation
-        if len(granted) > _GRANTED_KEPT:
-            with contextlib.suppress(KeyError):  # another thread dropped the oldest first
-                granted.popitem(last=False)
+        granted[reservation.request_id] = reservation
+        if len(granted) >= _GRANTED_KEPT:  # a new generation: the one before is forgotten
+            self._granted_before, self._granted = granted, {}
         return reservation
 
     def _retried(self, plan: _ReservePlan) -> Reservation:
@@ -1216,7 +1216,9 @@ class Ledger:
                 does not fit next to.
         """
         rid = plan.request_id
-        held = self._granted.get((plan.day, rid))
+        held = self._granted.get(rid) or self._granted_before.get(rid)
+        if held is not None and held.day != plan.day:  # an id reused on another day: not this hold
+            held = None
         nanos = plan.nanos
         if held is not None:
             if (held.model, held.feature, held.user, held.input_tokens, held.max_output_tokens) == (
@@ -2236,7 +2238,7 @@ class _LadderRules(NamedTuple):
 _Caches: TypeAlias = tuple[
     BudgetPolicy, dict[str | None, tuple[int | None, ...]], dict[Any, _Scopes], _LadderRules
 ]
-_GRANTED_KEPT = 10_000  # reservations under callers' ids remembered for a retry (Ledger._retried)
+_GRANTED_KEPT = 4_096  # per generation: reservations under callers' ids kept for a retry (Ledger._retried)
 
 _REQUIRED_ARGS = frozenset({"model", "input_tokens"})
 _RESERVE_ARGS = _REQUIRED_ARGS | {
