@@ -1,8 +1,10 @@
 """Budget alerts: thresholds per budget (default 80% and 100%), fired once per budget and day.
 
-An alert fires on what was spent, after a commit: a refused call spends nothing, so with the
-default ladder (calls refused from 97%) the 100% alert does not fire while a budget's calls are
-being refused (see :attr:`~tokenbudget_core.budgets.BudgetPolicy.alert_thresholds`).
+A threshold alert fires on what was spent, after a commit: a refused call spends nothing, so
+with the default ladder (calls refused from 97%) the 100% alert does not fire while a budget's
+calls are being refused. A budget that refuses a call sends an alert of its own instead
+(:attr:`Alert.refusing`), once per budget and day (see
+:attr:`~tokenbudget_core.budgets.BudgetPolicy.alert_thresholds`).
 
 Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any callable taking an
 :class:`Alert`, or a webhook URL (``http(s)://...``) that receives the alert as JSON.
@@ -83,7 +85,7 @@ _RETRY_STATUS = frozenset({408, 425, 429})
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Alert:
-    """A budget crossed a threshold."""
+    """A budget crossed a threshold, or (:attr:`refusing`) started refusing calls."""
 
     day: str
     budget: str
@@ -103,14 +105,21 @@ class Alert:
     user: str | None = None
     """The user whose budget this is, as the calls name it (``None``: calls that name no user,
     or a budget that is not per user)."""
+    refusing: bool = False
+    """The budget refused a call (a hard refusal, or the ladder's soft refusal), told once per
+    budget and day: spending stops short of the limit while calls are refused (the default
+    ladder refuses from 97%), so a 100% alert on spend may never fire. ``used`` is what was spent
+    and reserved when the call was refused, ``threshold`` the share it stood at."""
 
     @property
     def id(self) -> str:
-        """Names this threshold crossing (day, budget, scope, feature, user, threshold), the same
-        in every process and on every retry: a receiver de-duplicates by it (webhooks: ``id`` in the
-        body, and the ``Idempotency-Key`` header). Two alerts that differ in any of these fields
-        have different ids (a hash of their JSON array)."""
-        fields = [self.day, self.budget, self.scope, self.feature, self.user, repr(float(self.threshold))]
+        """Names this threshold crossing (day, budget, scope, feature, user, threshold; or the
+        budget's refusing), the same in every process and on every retry: a receiver
+        de-duplicates by it (webhooks: ``id`` in the body, and the ``Idempotency-Key`` header).
+        Two alerts that differ in any of these fields have different ids (a hash of their JSON
+        array)."""
+        crossed = "refusing" if self.refusing else repr(float(self.threshold))
+        fields = [self.day, self.budget, self.scope, self.feature, self.user, crossed]
         key = json.dumps(fields, ensure_ascii=True)
         return "tb-alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
@@ -123,6 +132,11 @@ AlertSink: TypeAlias = Callable[[Alert], None]
 
 
 def _text(alert: Alert) -> str:
+    if alert.refusing:
+        return (
+            f"budget {alert.budget} for {alert.scope} is refusing calls at {round(alert.threshold * 100)}%: "
+            f"{alert.used} of {alert.limit} spent or reserved ({alert.day})"
+        )
     return (
         f"budget {alert.budget} for {alert.scope} passed {round(alert.threshold * 100)}%: "
         f"{alert.used} of {alert.limit} ({alert.day})"

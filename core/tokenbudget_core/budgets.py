@@ -201,8 +201,9 @@ class Ladder:
     """Answer only from caches."""
     soft_refusal: float | None = 0.97
     """Refuse with a message the app can show the user: a call that would take the budget to this
-    share is refused, so spend mostly stays below it (and a threshold alert above it, such as the
-    default 100% one, does not fire: see :attr:`BudgetPolicy.alert_thresholds`)."""
+    share is refused, so spend mostly stays below it (a threshold alert above it, such as the
+    default 100% one, does not fire; the refusals are told by a refusing alert instead: see
+    :attr:`BudgetPolicy.alert_thresholds`)."""
 
     def __post_init__(self) -> None:
         last = 0.0
@@ -393,11 +394,11 @@ class BudgetPolicy:
 
     An alert fires on what was *spent*, after a commit; a refused call spends nothing. With the
     default ladder, calls are refused from 97% (:attr:`Ladder.soft_refusal`), so the spend of
-    calls that reserve first stops short of 100% and the default 100% alert does not fire,
-    although the budget's calls are being refused: the 80% alert is the last one of the day. To
-    hear of refusals, watch the refusals the app gets (``BudgetExceededError``); a threshold below
-    the soft-refusal share (e.g. ``(0.8, 0.9, 1.0)``) only warns that refusals are near (a big
-    call is refused sooner)."""
+    calls that reserve first stops short of 100% and the default 100% alert does not fire. So a
+    budget that refuses a call (a soft or a hard refusal) sends an alert of its own, once per
+    budget and day, to the same sinks (:attr:`Alert.refusing <tokenbudget_core.alerts.Alert.refusing>`,
+    at the share it stood at); a threshold below the soft-refusal share (e.g. ``(0.8, 0.9, 1.0)``)
+    warns that refusals are near (a big call is refused sooner)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "daily_usd", _usd("daily_usd", self.daily_usd))

@@ -274,6 +274,7 @@ class Ledger:
                     fix="pass spool_path= (or set $TOKENBUDGET_SPOOL) to a file in a writable directory",
                 )
         self.sinks = resolve_sinks(alerts)
+        self._refusals_told: set[tuple[str, str, str]] = set()  # (day, scope, metric) told refusing
         self.registry = registry if registry is not None else default_registry()
         self.prices = prices
         self.clock = clock
@@ -1157,6 +1158,7 @@ class Ledger:
             assert failed is not None
             assert failed.limit is not None
             money = failed.metric == "nanos"
+            self._refusing(plan.day, plan.feature, plan.user, failed, outcome.used)
             raise BudgetExceededError(
                 budget=self._budget_name(failed),
                 scope=self._scope_text(plan.feature, plan.user),
@@ -1187,7 +1189,7 @@ class Ledger:
         if step in rules.refused:
             # given back and forgotten: a retry under the id reserves anew
             self._release(reservation, forget=True)
-            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
+            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user, usage)
         return reservation if plan.own_id else self._keep(reservation)
 
     def _keep(self, reservation: Reservation) -> Reservation:
@@ -1256,16 +1258,29 @@ class Ledger:
         return self._keep(self._reservation(plan, step))
 
     def _soft_refusal(
-        self, day: str, checks: Sequence[Check], now_ms: int, feature: str | None, user: str | None
+        self,
+        day: str,
+        checks: Sequence[Check],
+        now_ms: int,
+        feature: str | None,
+        user: str | None,
+        usage: Sequence[int] = (),
     ) -> BudgetExceededError:
         """The refusal of a call whose tightest budget passed the ladder's soft-refusal share,
-        with that budget's figures (read after the call's own reservation was given back)."""
+        with that budget's figures (read after the call's own reservation was given back; when
+        the store cannot be read, from ``usage``, the reserve's own ``spent + reserved`` per
+        check with the call in it, else as nothing used: the refusal stands either way)."""
         limited = [c for c in checks if c.limit]
-        totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
-        used = {c: sum(totals[(c.scope, c.metric)]) for c in limited}
+        try:
+            totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
+            used = {c: sum(totals[(c.scope, c.metric)]) for c in limited}
+        except (BudgetUnavailableError, StoreRefusedError, OSError):
+            after = dict(zip(checks, usage, strict=False))  # empty when the store reported none
+            used = {c: max(0, after[c] - c.amount) if c in after else 0 for c in limited}
         tight = max(limited, key=lambda c: (used[c] + c.amount) / c.limit if c.limit else 0.0)
         assert tight.limit is not None
         money = tight.metric == "nanos"
+        self._refusing(day, feature, user, tight, used[tight])
         return BudgetExceededError(
             budget=self._budget_name(tight),
             scope=self._scope_text(feature, user),
@@ -1801,21 +1816,47 @@ class Ledger:
             if spent / c.limit < threshold:
                 break
             if self.store.mark_once(f"alert/{day}/{c.scope}/{c.metric}/{threshold}", 3 * 86_400):
-                money = c.metric == "nanos"
-                dispatch(
-                    self.sinks,
-                    Alert(
-                        day=day,
-                        budget=self._budget_name(c),
-                        scope=self._budget_scope_text(c, feature, user),
-                        # whose budget, as the calls name them: Alert.id tells payers apart by these
-                        feature=(feature or None) if c.scope[0] in "fu" else None,
-                        user=(user or None) if c.scope[0] in "uU" else None,
-                        threshold=threshold,
-                        used=decimal_text(nanos_to_usd(spent)) if money else str(spent),
-                        limit=decimal_text(nanos_to_usd(c.limit)) if money else str(c.limit),
-                    ),
-                )
+                dispatch(self.sinks, self._alert_of(day, feature, user, c, threshold, spent))
+
+    def _refusing(self, day: str, feature: str | None, user: str | None, c: Check, used: int) -> None:
+        """Tell the sinks, once per budget and day, that ``c``'s budget refused a call (``used``:
+        spent and reserved when it did). Spending stops short of a limit while calls are refused
+        (the default ladder refuses from 97%), so the alerts on spend may never say so.
+
+        The refusal stands whatever happens here: a store that cannot mark the alert leaves it to
+        the next refusal it answers."""
+        if not self.sinks or not c.limit:
+            return
+        told = (day, c.scope, c.metric)
+        if told in self._refusals_told:  # one store round trip per budget and day, not per refusal
+            return
+        try:
+            first = self.store.mark_once(f"alert/{day}/{c.scope}/{c.metric}/refusing", 3 * 86_400)
+        except (BudgetUnavailableError, StoreRefusedError, OSError):
+            return
+        if len(self._refusals_told) >= 65_536:  # many payers refused: start over, never grow without end
+            self._refusals_told.clear()
+        self._refusals_told.add(told)
+        if first:
+            alert = self._alert_of(day, feature, user, c, used / c.limit, used)
+            dispatch(self.sinks, dataclasses.replace(alert, refusing=True))
+
+    def _alert_of(
+        self, day: str, feature: str | None, user: str | None, c: Check, threshold: float, used: int
+    ) -> Alert:
+        assert c.limit
+        money = c.metric == "nanos"
+        return Alert(
+            day=day,
+            budget=self._budget_name(c),
+            scope=self._budget_scope_text(c, feature, user),
+            # whose budget, as the calls name them: Alert.id tells payers apart by these
+            feature=(feature or None) if c.scope[0] in "fu" else None,
+            user=(user or None) if c.scope[0] in "uU" else None,
+            threshold=threshold,
+            used=decimal_text(nanos_to_usd(used)) if money else str(used),
+            limit=decimal_text(nanos_to_usd(c.limit)) if money else str(c.limit),
+        )
 
     def settle(
         self,

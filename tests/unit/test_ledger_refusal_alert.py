@@ -1,0 +1,94 @@
+"""A budget that refuses calls says so, once per budget and day: spending stops short of the
+limit while calls are refused (the default ladder refuses from 97%), so the alerts on spend
+(80%, 100%) may never tell the operator that users are being turned away."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tokenbudget_core.alerts import Alert
+from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget, Ladder
+from tokenbudget_core.errors import BudgetExceededError, BudgetUnavailableError
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.stores.sqlite import SQLiteStore
+from tokenbudget_core.usage import Usage
+
+POLICY = BudgetPolicy(default_feature=FeatureBudget(user_daily_tokens=1000))
+
+
+def reserve(ledger: Ledger, tokens: int) -> None:
+    ledger.reserve(model="gpt-4o-mini", input_tokens=tokens, max_output_tokens=0, user="u-1")
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+def test_a_budget_refusing_calls_is_told_once_a_day(url: str, tmp_path: Path) -> None:
+    got: list[Alert] = []
+    store = url if url == "memory://" else f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = Ledger(store, policy=POLICY, alerts=[got.append], spool_path=tmp_path / "s")
+    ledger.record(Usage(input_tokens=960), model="gpt-4o-mini", user="u-1")
+    assert [(a.threshold, a.refusing) for a in got] == [(0.8, False)]
+    for _ in range(5):  # soft refusals: 960 + 40 would pass the 97% share
+        with pytest.raises(BudgetExceededError):
+            reserve(ledger, 40)
+    refusing = [a for a in got if a.refusing]
+    assert len(refusing) == 1
+    (alert,) = refusing
+    assert (alert.budget, alert.user, alert.used, alert.limit) == (
+        "user_daily_tokens",
+        "u-1",
+        "960",
+        "1000",
+    )
+    assert alert.threshold == pytest.approx(0.96)
+    assert alert.id != got[0].id
+    assert not any(a.threshold >= 1 and not a.refusing for a in got)  # spend never reached 100%
+
+
+def test_a_hard_refusal_is_told_too(tmp_path: Path) -> None:
+    got: list[Alert] = []
+    policy = BudgetPolicy(
+        default_feature=FeatureBudget(user_daily_tokens=1000), ladder=Ladder(soft_refusal=None)
+    )
+    ledger = Ledger("memory://", policy=policy, alerts=[got.append], spool_path=tmp_path / "s")
+    reserve(ledger, 900)
+    with pytest.raises(BudgetExceededError):
+        reserve(ledger, 200)
+    assert [(a.refusing, a.used) for a in got] == [(True, "900")]
+
+
+def test_two_ledgers_on_one_file_tell_it_once(tmp_path: Path) -> None:
+    got: list[Alert] = []
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    first, second = (
+        Ledger(url, policy=POLICY, alerts=[got.append], spool_path=tmp_path / f"s{i}") for i in range(2)
+    )
+    first.record(Usage(input_tokens=990), model="gpt-4o-mini", user="u-1")
+    for ledger in (first, second, first, second):
+        with pytest.raises(BudgetExceededError):
+            reserve(ledger, 20)
+    assert len([a for a in got if a.refusing]) == 1
+
+
+class _TotalsDown(SQLiteStore):
+    """The real SQLite store, whose totals read fails (a blip right after a reserve)."""
+
+    def totals(self, *args: object, **kwargs: object) -> dict:  # type: ignore[type-arg]
+        raise BudgetUnavailableError(self.url, "blip")
+
+
+def test_a_soft_refusal_stands_when_its_figures_cannot_be_read(tmp_path: Path) -> None:
+    """A fail-open ledger whose store blips while a soft refusal reads its figures still refuses
+    the call (it was a BudgetUnavailableError telling the user to fail open, which they had)."""
+    ledger = Ledger(
+        _TotalsDown(f"sqlite:///{tmp_path / 'l.db'}"),
+        policy=POLICY,
+        on_unavailable="open",
+        spool_path=tmp_path / "s",
+    )
+    ledger.record(Usage(input_tokens=960), model="gpt-4o-mini", user="u-1")
+    with pytest.raises(BudgetExceededError) as refused:
+        reserve(ledger, 40)
+    assert refused.value.step == "soft_refusal"
+    assert refused.value.used == 960  # from the reserve's own answer
