@@ -280,7 +280,7 @@ class Ledger:
         self.clock = clock
         self._replay_lock = threading.Lock()
         self._next_spool_check = 0.0
-        self._orphans: collections.deque[tuple[str, str, bool]] = collections.deque(maxlen=10_000)
+        self._orphans: collections.deque[tuple[tuple[str, ...], str, bool]] = collections.deque(maxlen=10_000)
         # Of those waiting, the ids a reserve under them takes back (False), and the ones whose
         # soft refusal is still to be forgotten (True: a retry finds the refused hold until then)
         self._orphan_ids: dict[str, bool] = {}
@@ -558,8 +558,9 @@ class Ledger:
         will not be retried under that id (an adapter whose ids are its runs').
 
         The store may have run the request with its answer lost, holding the call's worst case
-        for a whole lease; the id is released once the store answers again. A reserve under an
-        id the ledger drew itself is abandoned this way on its own.
+        for a whole lease; the id is released once the store answers again, on today and, when
+        the reserve may have been made before midnight (within a lease of it), on the day
+        before. A reserve under an id the ledger drew itself is abandoned this way on its own.
 
         Raises:
             InvalidInputError: ``request_id`` is not a non-empty string id.
@@ -567,10 +568,13 @@ class Ledger:
         if not isinstance(request_id, str) or not request_id:
             raise InvalidInputError("request_id", "must be a non-empty string id", value=request_id)
         _check_ids(request_id=request_id)
-        self._orphan(self.day(), request_id)
+        now = self.clock()
+        days = tuple(dict.fromkeys((self._day_of(now - self.lease_ms / 1000), self._day_of(now))))
+        self._orphan(days, request_id)
 
-    def _orphan(self, day: str, request_id: str, *, forget: bool = False) -> None:
-        """Release ``request_id`` once the store answers (``forget``: and forget it, see
+    def _orphan(self, day: str | tuple[str, ...], request_id: str, *, forget: bool = False) -> None:
+        """Release ``request_id`` on ``day`` (or each of several days) once the store answers
+        (``forget``: and forget it, see
         :meth:`LedgerStore.release <tokenbudget_core.stores.base.LedgerStore.release>`).
 
         At most ``_orphans.maxlen`` wait (a long outage): the oldest is then dropped, its hold
@@ -589,7 +593,7 @@ class Ledger:
                         orphans.maxlen,
                     )
             self._orphan_ids[request_id] = forget
-            orphans.append((day, request_id, forget))
+            orphans.append(((day,) if isinstance(day, str) else day, request_id, forget))
 
     def _release_orphans(self) -> None:
         """Release the reservations whose reserve failed closed or whose release could not reach
@@ -603,12 +607,13 @@ class Ledger:
         """
         while self._orphans:
             try:
-                day, rid, forget = self._orphans[0]
+                days, rid, forget = self._orphans[0]
             except IndexError:  # dropped for room meanwhile
                 break
             if rid in self._orphan_ids:  # else reserved again since: that reservation is the caller's
                 try:
-                    self.store.release(day, rid, int(self.clock() * 1000), forget=forget)
+                    for day in days:
+                        self.store.release(day, rid, int(self.clock() * 1000), forget=forget)
                 except (BudgetUnavailableError, OSError):
                     return  # still down: try again at the next look
             with self._orphan_lock:

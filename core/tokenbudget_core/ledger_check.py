@@ -113,7 +113,7 @@ def checking_ledger(
         def _replay_due(self) -> None:
             ledger._replay_due()
 
-        def _orphan(self, day: str, request_id: str, *, forget: bool = False) -> None:
+        def _orphan(self, day: str | tuple[str, ...], request_id: str, *, forget: bool = False) -> None:
             return None
 
     checker = _CheckingLedger(

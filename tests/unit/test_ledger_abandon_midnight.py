@@ -1,0 +1,60 @@
+"""``abandon`` of a reserve whose answer was lost across midnight releases the id on the day the
+reserve was made: it released only on the day ``abandon`` was called, so yesterday's worst case
+stayed held for its whole lease."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokenbudget_core.errors import BudgetUnavailableError
+from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.stores.sqlite import SQLiteStore
+
+BEFORE_MIDNIGHT = datetime(2026, 11, 18, 23, 59, 55, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+class LosesReserveAnswers(SQLiteStore):
+    """The real SQLite store; while ``stalled``, a reserve runs, then its answer is lost after a
+    10 s stall (a timeout), as a network store's can be."""
+
+    def __init__(self, url: str, clock: Clock) -> None:
+        super().__init__(url)
+        self.clock, self.stalled = clock, False
+
+    def reserve(self, req: Any) -> Any:
+        outcome = super().reserve(req)
+        if self.stalled:
+            self.clock.at += 10
+            raise BudgetUnavailableError(self.url, "timed out")
+        return outcome
+
+
+@pytest.mark.parametrize("start", [BEFORE_MIDNIGHT, BEFORE_MIDNIGHT - 3600])
+def test_an_abandoned_reserve_is_released_on_its_own_day(start: float, tmp_path: Path) -> None:
+    clock = Clock(start)
+    store = LosesReserveAnswers(f"sqlite:///{tmp_path / 'l.db'}", clock)
+    ledger = Ledger(store, clock=clock, spool_path=tmp_path / "s")
+    day = ledger.day()
+    store.stalled = True
+    with pytest.raises(BudgetUnavailableError):
+        ledger.reserve(
+            model="gpt-4o-mini", input_tokens=1000, max_output_tokens=1000, user="u", request_id="run-1"
+        )
+    ledger.abandon("run-1")  # what an adapter does with its own run id
+    store.stalled = False
+    ledger.reserve(model="gpt-4o-mini", input_tokens=1, max_output_tokens=1, user="v")  # the store answers
+    ((_, reserved),) = store.totals(day, [("U/u", "tokens")], int(clock() * 1000)).values()
+    assert reserved == 0
+    ledger.close()
