@@ -604,8 +604,14 @@ class Ledger:
         release. Releasing its id once the store answers again gives that back; if the request
         never ran, the release marks the id released, so a late-running request holds nothing
         either. Of failed reserves, only ids the ledger drew itself: a caller may retry its own id.
+
+        At most :data:`_ORPHANS_PER_LOOK` per look (one a second at most, on the thread of a
+        call that reached the store): after a long outage, the releases are spread over the next
+        calls rather than all made on the first one's time.
         """
-        while self._orphans:
+        for _ in range(_ORPHANS_PER_LOOK):
+            if not self._orphans:
+                break
             try:
                 days, rid, forget = self._orphans[0]
             except IndexError:  # dropped for room meanwhile
@@ -2284,6 +2290,7 @@ class _LadderRules(NamedTuple):
 _Caches: TypeAlias = tuple[
     BudgetPolicy, dict[str | None, tuple[int | None, ...]], dict[Any, _Scopes], _LadderRules
 ]
+_ORPHANS_PER_LOOK = 256  # releases of failed reserves made per look (Ledger._release_orphans)
 _GRANTED_KEPT = 4_096  # per generation: reservations under callers' ids kept for a retry (Ledger._retried)
 
 _REQUIRED_ARGS = frozenset({"model", "input_tokens"})

@@ -4,6 +4,7 @@ stayed held for its whole lease."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,4 +58,34 @@ def test_an_abandoned_reserve_is_released_on_its_own_day(start: float, tmp_path:
     ledger.reserve(model="gpt-4o-mini", input_tokens=1, max_output_tokens=1, user="v")  # the store answers
     ((_, reserved),) = store.totals(day, [("U/u", "tokens")], int(clock() * 1000)).values()
     assert reserved == 0
+    ledger.close()
+
+
+def test_after_a_long_outage_the_releases_are_spread_over_the_next_calls(tmp_path: Path) -> None:
+    """600 reserves whose answers were lost: the first call that reaches the store again releases
+    a bounded share of them (not all 600 on that one caller's time); later calls release the rest."""
+    clock = Clock(BEFORE_MIDNIGHT - 7200)
+    store = LosesReserveAnswers(f"sqlite:///{tmp_path / 'l.db'}", clock)
+    ledger = Ledger(store, clock=clock, spool_path=tmp_path / "s")
+    day = ledger.day()
+    store.stalled = True
+    for _ in range(600):
+        with pytest.raises(BudgetUnavailableError):
+            ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=0, user="u")
+        clock.at -= 10  # keep the day (the stall moves the clock on)
+    store.stalled = False
+
+    def held() -> int:
+        ((_, reserved),) = store.totals(day, [("U/u", "tokens")], int(clock() * 1000)).values()
+        return reserved
+
+    assert held() == 6000
+    ledger.reserve(model="gpt-4o-mini", input_tokens=1, max_output_tokens=1, user="v")
+    assert 0 < held() < 6000  # some released, not all on this call
+    for _ in range(5):
+        if not held():
+            break
+        time.sleep(1.05)  # the ledger looks at most once a second
+        ledger.reserve(model="gpt-4o-mini", input_tokens=1, max_output_tokens=1, user="v")
+    assert held() == 0
     ledger.close()
