@@ -1,6 +1,8 @@
-"""``abandon`` of a reserve whose answer was lost across midnight releases the id on the day the
-reserve was made: it released only on the day ``abandon`` was called, so yesterday's worst case
-stayed held for its whole lease."""
+"""Releases of reserves whose answers were lost (the store ran them, then timed out).
+
+``abandon`` of one lost across midnight releases the id on the day the reserve was made (it
+released only on the day ``abandon`` was called, so yesterday's worst case stayed held for its
+whole lease); after a long outage the releases are spread over the calls that follow."""
 
 from __future__ import annotations
 
