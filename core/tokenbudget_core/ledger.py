@@ -546,8 +546,8 @@ class Ledger:
             try:
                 if self._orphans:
                     self._release_orphans()
-                if self.spool.pending():
-                    self.spool.replay(self.store, on_applied=self._replayed)
+                if self.spool.pending():  # a long outage's spool: a share a look, not all on one call
+                    self.spool.replay(self.store, on_applied=self._replayed, most=_SPOOL_LINES_PER_LOOK)
             except BudgetUnavailableError:
                 pass
             finally:
@@ -2291,6 +2291,7 @@ _Caches: TypeAlias = tuple[
     BudgetPolicy, dict[str | None, tuple[int | None, ...]], dict[Any, _Scopes], _LadderRules
 ]
 _ORPHANS_PER_LOOK = 256  # releases of failed reserves made per look (Ledger._release_orphans)
+_SPOOL_LINES_PER_LOOK = 1_000  # spooled commits replayed per look (Ledger._replay_due)
 _GRANTED_KEPT = 4_096  # per generation: reservations under callers' ids kept for a retry (Ledger._retried)
 
 _REQUIRED_ARGS = frozenset({"model", "input_tokens"})

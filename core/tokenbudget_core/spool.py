@@ -201,8 +201,10 @@ class Spool:
         *,
         wait: bool = False,
         on_applied: Callable[[CommitRequest, CommitOutcome], object] | None = None,
+        most: int | None = None,
     ) -> int:
-        """Commit every spooled line to ``store``; returns how many were applied now.
+        """Commit every spooled line to ``store`` (or the first ``most`` of this owner's); returns
+        how many were applied now.
 
         Only this spool's owner's lines (and lines without an owner) are applied; every other
         owner's line stays in the spool, in order, for the replay of its own ledger.
@@ -214,6 +216,9 @@ class Spool:
             on_applied: Called with each commit the store applied now and its outcome: what the
                 ledger does after a commit (threshold alerts, cost samples). Its errors are
                 logged; the line is done.
+            most: At most this many of this owner's lines are sent now; the rest wait, in
+                order, for the next replay (a caller on a request's path replays a long outage's
+                spool a share at a time). ``None``: all of them.
         """
         if not self.pending() or not self._lock.acquire(blocking=wait):
             return 0
@@ -222,7 +227,7 @@ class Spool:
             try:
                 if not _flock(fd, wait=wait):
                     return 0
-                return self._replay_locked(store, on_applied)
+                return self._replay_locked(store, on_applied, most)
             finally:
                 os.close(fd)
         except OSError as e:
@@ -232,7 +237,10 @@ class Spool:
             self._lock.release()
 
     def _replay_locked(
-        self, store: LedgerStore, on_applied: Callable[[CommitRequest, CommitOutcome], object] | None
+        self,
+        store: LedgerStore,
+        on_applied: Callable[[CommitRequest, CommitOutcome], object] | None,
+        most: int | None = None,
     ) -> int:
         spooled = self._take_spooled()
         lines = _lines(self.replaying_path)
@@ -242,11 +250,17 @@ class Spool:
         ours_left = False
         stale = 0  # other owners' lines more than a day old
         now_ms = time.time() * 1000
+        sent = 0
         for i, line in enumerate(lines):
             if not self._takes(line):
                 left.append(line)  # another ledger's: stays for its own replay
                 stale += _older_than(line, now_ms - _STALE_MS)
                 continue
+            if most is not None and sent >= most:  # the rest wait, in order, for the next replay
+                left += lines[i:]
+                ours_left = True
+                break
+            sent += 1
             try:
                 req, mark, owner = _parse(line)
                 if owner is not None and owner != self.owner:

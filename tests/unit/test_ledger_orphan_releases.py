@@ -15,7 +15,9 @@ import pytest
 
 from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.reports import build_report
 from tokenbudget_core.stores.sqlite import SQLiteStore
+from tokenbudget_core.usage import Usage
 
 BEFORE_MIDNIGHT = datetime(2026, 11, 18, 23, 59, 55, tzinfo=UTC).timestamp()
 
@@ -90,4 +92,36 @@ def test_after_a_long_outage_the_releases_are_spread_over_the_next_calls(tmp_pat
         time.sleep(1.05)  # the ledger looks at most once a second
         ledger.reserve(model="gpt-4o-mini", input_tokens=1, max_output_tokens=1, user="v")
     assert held() == 0
+    ledger.close()
+
+
+class DownForCommits(SQLiteStore):
+    """The real SQLite store; while ``down``, a commit fails as unreachable (it is spooled)."""
+
+    down = False
+
+    def commit(self, req: Any) -> Any:
+        if self.down:
+            raise BudgetUnavailableError(self.url, "down")
+        return super().commit(req)
+
+
+def test_after_a_long_outage_the_spool_is_replayed_a_share_at_a_time(tmp_path: Path) -> None:
+    """2,500 commits spooled: the first call that reaches the store again replays a bounded share
+    of them on its own time; ``replay_spool()`` (the app's choice of time) replays the rest."""
+    store = DownForCommits(f"sqlite:///{tmp_path / 'l.db'}")
+    ledger = Ledger(store, spool_path=tmp_path / "s.jsonl")
+    store.down = True
+    for _ in range(2_500):
+        assert ledger.record(Usage(input_tokens=1), model="gpt-4o-mini", user="u").spooled
+    store.down = False
+
+    def recorded() -> int:
+        return build_report(ledger, day=ledger.day()).totals.requests
+
+    ledger.record(Usage(input_tokens=1), model="gpt-4o-mini", user="v")  # reaches the store
+    first = recorded()
+    assert 1 < first < 2_501  # some replayed on this call, not all 2,500
+    assert ledger.replay_spool() == 2_501 - first
+    assert recorded() == 2_501
     ledger.close()
