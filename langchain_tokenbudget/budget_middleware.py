@@ -53,6 +53,7 @@ middleware does not (another model's, made inside or outside the agent).
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -228,12 +229,16 @@ class _Steps:
     """The :class:`StepCharges` of the model steps under way, by LangGraph task id: unique to one
     run of the model node and the same for every call it makes, which no context variable is
     (LangChain runs each middleware call in a copy of the context). A step that ended is never
-    read again; the oldest is forgotten past ``size`` steps (a step's record is 3 integers)."""
+    read again. Past ``size`` steps, the least recently used is forgotten if no call of it came
+    for ``idle_s`` seconds (a step still under way, streaming slowly or waiting for a retry, is
+    kept); past ``most`` steps, the least recently used is forgotten whatever its age (a step's
+    record is a few integers: ``most`` of them are a few MB)."""
 
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
+    def __init__(self, size: int = 4096, *, idle_s: float = 600.0, most: int = 65_536) -> None:
+        self.size, self.idle_s, self.most = size, idle_s, most
         self._lock = threading.Lock()
         self._steps: OrderedDict[str, StepCharges] = OrderedDict()
+        self._used: dict[str, float] = {}  # task id -> when a call of it last came (monotonic)
 
     def of(self, request: ModelRequest[Any]) -> StepCharges:
         """The record of the step ``request`` belongs to. Outside a LangGraph task: the scope of
@@ -242,14 +247,19 @@ class _Steps:
         key = getattr(info, "task_id", None)
         if not isinstance(key, str):
             return _step.get() or StepCharges()
+        now = time.monotonic()
         with self._lock:
             step = self._steps.get(key)
             if step is None:
                 step = self._steps[key] = StepCharges()
-                if len(self._steps) > self.size:
-                    self._steps.popitem(last=False)
             else:
                 self._steps.move_to_end(key)
+            self._used[key] = now
+            while len(self._steps) > self.size:
+                oldest = next(iter(self._steps))
+                if len(self._steps) <= self.most and now - self._used[oldest] < self.idle_s:
+                    break  # still under way, maybe: kept
+                del self._steps[oldest], self._used[oldest]
         return step
 
 

@@ -7,6 +7,7 @@ the ledger recorded.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware, ModelRetryMiddleware
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
 from langgraph.checkpoint.memory import InMemorySaver
@@ -165,3 +166,48 @@ def test_the_run_cap_holds_across_human_in_the_loop_resumes(how: str) -> None:
     again = approve_every_tool_call(how, graph, config)
     assert ledger_tokens(ledger) > 330
     assert again[-1].response_metadata["tokenbudget_refusal"]["used"] == str(ledger_tokens(ledger) - 330)
+
+
+class FloodedFlakyModel(FlakyModel):
+    """A :class:`FlakyModel` whose second broken attempt lasts while ``flood`` other agent runs
+    take their model steps on the same middleware (a busy server)."""
+
+    flood: Any = None
+
+    def _stream(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        for n, chunk in enumerate(super()._stream(messages, *args, **kwargs)):
+            if n == 99 and self.attempts == 2 and self.flood is not None:
+                self.flood()
+            yield chunk
+
+
+def test_a_step_under_way_keeps_its_charges_while_many_other_steps_come_and_go() -> None:
+    ledger = Ledger("memory://")
+    budget = BudgetMiddleware(
+        ledger, model="gpt-4o", user="u", max_output_tokens=150, max_run_tokens=400, on_exceeded="end"
+    )
+    budget._steps.size = 8  # a small record, so a few other steps fill it (4,096 by default)
+    quick = GenericFakeChatModel(
+        messages=itertools.repeat(
+            AIMessage("Hi.", usage_metadata=UsageMetadata(input_tokens=5, output_tokens=1, total_tokens=6))
+        )
+    )
+    others = create_agent(quick, middleware=[budget])
+    flood = 30
+    flooded = []
+
+    def run_others() -> None:
+        before = ledger_tokens(ledger)
+        for _ in range(flood):
+            others.invoke({"messages": [HumanMessage("hi")]})
+        flooded.append(ledger_tokens(ledger) - before)
+
+    model = FloodedFlakyModel(messages=iter([]), breaks=4, flood=run_others)
+    state = retried_run("stream", model, budget)
+    assert model.attempts < 4  # the cap counted the broken attempts made before the flood
+    assert state["messages"][-1].response_metadata["tokenbudget_refusal"]["budget"] == "max_run_tokens"
+    this_run = ledger_tokens(ledger) - sum(flooded)
+    assert this_run <= 400
+    assert state["tokenbudget_run_tokens"] == this_run
