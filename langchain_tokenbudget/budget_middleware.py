@@ -88,6 +88,7 @@ from .budget_callback import (
     MAX_OUTPUT_KEYS,
     MODEL_KEYS,
     Tools,
+    cache_hit_of,
     cache_writes_in,
     first,
     is_function_tool,
@@ -261,6 +262,30 @@ class _Steps:
                     break  # still under way, maybe: kept
                 del self._steps[oldest], self._used[oldest]
         return step
+
+
+def _answered(
+    response: ModelResponse[Any],
+    totals: _RunningTotals,
+    route: RouteDecision | None,
+    marks: CacheMarks | None,
+) -> dict[str, Any]:
+    """``settle()``'s arguments for a call that returned ``response``: the usage it reported (or
+    its text, to estimate), the model that answered a routed call, and a cache hit (an answer
+    from :class:`~langchain_tokenbudget.TokenBudgetLLMCache` or LangChain's own cache called no
+    model: nothing is charged for it, and the run's totals do not grow)."""
+    replies = response.result
+    model, premium = _routed(replies, route)
+    hit = cache_hit_of(replies)
+    return {
+        "reported": reported(replies, totals.finished, marked_ttl=marks),
+        "reply_text": reply_text(replies),
+        "model": model,
+        "premium_model": premium,
+        "cache_hit": hit is not None,
+        "saved_usd": None if hit is None else hit.saved_usd,
+        "hit_recorded": hit is not None and hit.recorded,
+    }
 
 
 def _routed(replies: Sequence[BaseMessage], current: RouteDecision | None) -> tuple[str | None, str | None]:
@@ -481,9 +506,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
 
     @staticmethod
     def _charged(state: Mapping[str, Any], step: StepCharges, charge: Charge | None) -> Command[Any]:
-        """The run's totals after ``charge``, which the step keeps (see :class:`StepCharges`)."""
-        assert charge is not None  # a call that returned is always charged (settle never releases it)
-        step.add(charge)
+        """The run's totals after ``charge``, which the step keeps (see :class:`StepCharges`;
+        ``None``: nothing charged, a cache hit its cache recorded)."""
+        if charge is not None:
+            step.add(charge)
         run_tokens, run_nanos = _run_totals(state, step)
         return Command(update={TOKENS_KEY: run_tokens, NANOS_KEY: run_nanos})
 
@@ -535,12 +561,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             raise
         finally:
             _totals.reset(token)
-        usage = reported(response.result, totals.finished, marked_ttl=marks)
-        text = reply_text(response.result)
-        model, premium = _routed(response.result, route)
-        charge = self.ledger.settle(
-            reservation, usage, reply_text=text, counter=counter, model=model, premium_model=premium
-        )
+        found = _answered(response, totals, route, marks)
+        charge = self.ledger.settle(reservation, counter=counter, **found)
         return ExtendedModelResponse(model_response=response, command=self._charged(state, step, charge))
 
     async def awrap_model_call(
@@ -573,10 +595,6 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             raise
         finally:
             _totals.reset(token)
-        usage = reported(response.result, totals.finished, marked_ttl=marks)
-        text = reply_text(response.result)
-        model, premium = _routed(response.result, route)
-        charge = await self.ledger.asettle(
-            reservation, usage, reply_text=text, counter=counter, model=model, premium_model=premium
-        )
+        found = _answered(response, totals, route, marks)
+        charge = await self.ledger.asettle(reservation, counter=counter, **found)
         return ExtendedModelResponse(model_response=response, command=self._charged(state, step, charge))

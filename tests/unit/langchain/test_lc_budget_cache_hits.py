@@ -76,3 +76,47 @@ async def test_async_handler_treats_hits_the_same() -> None:
         await m.ainvoke("Capital of France?", config={"callbacks": [handler]})
     assert m.calls == 1
     assert totals(ledger) == (3, 2, ONE_CALL, 2 * ONE_CALL)
+
+
+class AgentModel(CountingModel):
+    """A :class:`CountingModel` an agent can bind (no tools are used)."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> AgentModel:
+        return self
+
+
+@pytest.mark.parametrize("kind", ["tokenbudget", "tokenbudget-recording", "langchain"])
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+def test_an_agents_cached_answer_is_a_hit_not_a_charge(kind: str, how: str) -> None:
+    """BudgetMiddleware, like the handlers: a cached answer called no model, so the run and the
+    user are charged nothing for it and the hit is recorded once (it was charged as a call)."""
+    import asyncio
+
+    from langchain.agents import create_agent
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from langchain_tokenbudget import BudgetMiddleware
+
+    ledger = Ledger("memory://")
+    cache: Any = {
+        "tokenbudget": TokenBudgetLLMCache(ExactCache()),
+        "tokenbudget-recording": TokenBudgetLLMCache(ExactCache(ledger=ledger)),
+        "langchain": InMemoryCache(),
+    }[kind]
+    reply = AIMessage("Paris.", usage_metadata=USAGE, response_metadata={"model_name": "gpt-4o-mini"})  # type: ignore[arg-type]
+    m = AgentModel(messages=itertools.repeat(reply), cache=cache)
+    budget = BudgetMiddleware(
+        ledger, model="gpt-4o-mini", user="u", max_output_tokens=100, max_run_tokens=100_000
+    )
+    agent = create_agent(m, middleware=[budget], checkpointer=InMemorySaver())
+    run_tokens = []
+    for i in range(3):  # the same question in three conversations
+        payload = {"messages": [("user", "Capital of France?")]}
+        config: Any = {"configurable": {"thread_id": f"t{i}"}}
+        agent.invoke(payload, config) if how == "invoke" else asyncio.run(agent.ainvoke(payload, config))
+        run_tokens.append(agent.get_state(config).values.get("tokenbudget_run_tokens", 0))
+    assert m.calls == 1
+    assert run_tokens == [1280, 0, 0]
+    requests, hits, cost, saved = totals(ledger)
+    assert (requests, hits, cost) == (3, 2, ONE_CALL)
+    assert saved == 2 * ONE_CALL
