@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -459,7 +459,7 @@ def cost(
         table.add_row("request fee", f"{usage.requests} req", format_usd(b.request_cost))
     table.add_section()
     table.add_row("total", f"{usage.total_tokens:,}", format_usd(b.total))
-    _Console(soft_wrap=False).print(table)
+    _print_tables(table)
 
 
 def _tokens(flag: str, value: str) -> int:
@@ -553,7 +553,7 @@ def demo(
             json.dumps({**summary.as_dict(), "html": None if html_path == "-" else html_path}, indent=2)
         )
         return
-    console.print(render_table(summary))
+    _print_tables(render_table(summary))
     b, c = summary.baseline, summary.controlled
     console.print(
         f"cost per active user per day: {_money(b.cost_per_active_user_usd, places=5)} without controls, "
@@ -594,7 +594,7 @@ def explain(*, model: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        _Console(soft_wrap=False).print(render_demo(report))
+        _print_tables(render_demo(report))
 
 
 # -- report and budgets ---------------------------------------------------------------------------
@@ -766,17 +766,21 @@ _UNLIMITED_WIDTH = 1_000_000
 """The console width when stdout is not a terminal: a table is as wide as its widest row."""
 
 
-def _print_tables(*tables: Table) -> None:
-    """``tables`` on stdout. Piped or redirected, their width is not limited, so each row stays
-    one line that ``grep`` or ``cut`` see whole (``$COLUMNS`` does not apply: a pipe has no
-    width). On a terminal, a table that fits its width is drawn as a table; one that does not
-    is printed as records (:func:`_records`), so no number or id is folded across lines."""
+def _print_tables(*tables: RenderableType) -> None:
+    """``tables`` on stdout (and any other renderable, a :class:`~rich.console.Group`'s parts
+    each in turn). Piped or redirected, their width is not limited, so each row stays one line
+    that ``grep`` or ``cut`` see whole (``$COLUMNS`` does not apply: a pipe has no width). On a
+    terminal, a table that fits its width is drawn as a table; one that does not is printed as
+    records (:func:`_records`), so no number or id is cut or folded across lines."""
     try:
         terminal = sys.stdout.isatty()
     except (AttributeError, ValueError):  # no stdout, or a closed one
         terminal = False
     console = _Console(soft_wrap=False, width=None if terminal else _UNLIMITED_WIDTH)
-    for table in tables:
+    for table in _parts(tables):
+        if not isinstance(table, Table):
+            console.print(table)
+            continue
         needed = Measurement.get(console, console.options.update_width(_UNLIMITED_WIDTH), table)
         if needed.maximum <= console.width:
             console.print(table, crop=False)
@@ -784,6 +788,15 @@ def _print_tables(*tables: Table) -> None:
             for line, prose in _records(table):
                 # a title or caption wraps at words; a record's line is left whole to the terminal
                 console.print(line, soft_wrap=not prose)
+
+
+def _parts(renderables: Sequence[RenderableType]) -> Iterator[RenderableType]:
+    """``renderables`` with each :class:`~rich.console.Group` replaced by its parts."""
+    for r in renderables:
+        if isinstance(r, Group):
+            yield from _parts(r.renderables)
+        else:
+            yield r
 
 
 def _records(table: Table) -> list[tuple[Text, bool]]:
@@ -804,9 +817,13 @@ def _records(table: Table) -> list[tuple[Text, bool]]:
         labels = [_cell_text(column.header) for column in columns[1:]]
         width = max((len(label) for label in labels), default=0)
         for i, first in enumerate(rows[0]):
+            shown = first.plain != ""
             lines.append((first, False))
             for label, cells in zip(labels, rows[1:], strict=True):
-                if cells[i].plain:  # an empty cell (the "(n more)" row's counts) says nothing
+                if not shown and cells[i].plain:  # a row with no first cell: its first one heads it
+                    lines[-1] = (cells[i], False)
+                    shown = True
+                elif cells[i].plain:  # an empty cell (the "(n more)" row's counts) says nothing
                     pad = " " * (width - len(label) + 2)
                     lines.append((Text.assemble("  ", label, pad, cells[i]), False))
     if table.caption is not None:
@@ -841,12 +858,16 @@ def _render_report(r: Report) -> list[Table]:
         (f"{r.projection.month} to date", _money(r.projection.month_to_date_usd)),
         (
             f"{r.projection.month} projected",
-            f"- ({r.projection.reason})"
+            "- (too early, see below)"
             if r.projection.projected_usd is None
             else _money(r.projection.projected_usd, places=6),
         ),
     ):
         totals.add_row(name, value)
+    if r.projection.projected_usd is None and r.projection.reason:
+        totals.caption = _plain(
+            f"{r.projection.month} projected: {r.projection.reason}"
+        )  # prose: wraps at words
     tables = [totals]
     for b in r.breakdowns:
         table = _table(b.dimension, "requests", "input", "output", "cost", "hit rate", "routing saved")

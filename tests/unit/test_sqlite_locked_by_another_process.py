@@ -142,3 +142,41 @@ def test_a_fork_waits_for_several_stalled_stores_at_once_not_one_after_another(
         stop.set()
         for store in stores:
             store.close()
+
+
+def test_a_fork_past_a_stalled_store_still_waits_for_a_busy_healthy_one(path: Path, tmp_path: Path) -> None:
+    """The wait spent on a stalled store does not leave a busy healthy one unwaited for: a fork
+    made inside the healthy store's write transaction would leave the child's copy of SQLite's
+    in-process locks held for good (every call there 'database is locked')."""
+    stalled = SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S)
+    healthy = SQLiteStore(f"sqlite:///{tmp_path / 'healthy.db'}", timeout_s=TIMEOUT_S)
+    stop = threading.Event()
+    give_up = time.monotonic() + 30
+
+    def busy(store: SQLiteStore, name: str) -> None:
+        n = 0
+        while not stop.is_set() and time.monotonic() < give_up:
+            n += 1
+            with suppress(BudgetUnavailableError):
+                if reserve(store, f"{name}-{threading.get_ident()}-{n}", 1, None).ok:
+                    commit(store, f"{name}-{threading.get_ident()}-{n}", 1)
+
+    def child() -> None:
+        stop.set()
+        rid = f"child-{os.getpid()}"
+        assert reserve(healthy, rid, 7, None).ok  # its own connection, no lock left held
+        assert commit(healthy, rid, 7).applied
+
+    try:
+        with write_locked(path):
+            workers = [threading.Thread(target=busy, args=(stalled, f"s{i}"), daemon=True) for i in range(3)]
+            workers += [threading.Thread(target=busy, args=(healthy, f"h{i}"), daemon=True) for i in range(4)]
+            for worker in workers:
+                worker.start()
+            time.sleep(0.3)
+            codes = [run_in_fork(child, timeout_s=10) for _ in range(6)]
+    finally:
+        stop.set()
+    assert codes == [0] * 6
+    stalled.close()
+    healthy.close()

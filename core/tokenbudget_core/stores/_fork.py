@@ -115,6 +115,10 @@ _IMPORT_WAIT_S = 10.0
 """The longest a fork waits for other threads' imports (one that never ends must not block it)."""
 
 
+_LEAST_WAIT_S = 0.25
+"""What a fork waits at least for each store's lock, whatever the others' waits took."""
+
+
 def _before_fork() -> None:
     _finish_imports()  # first: an importing thread may need a store's lock to finish
     # Each other thread holds at most one store's lock at a time and never waits for another
@@ -122,17 +126,21 @@ def _before_fork() -> None:
     # by its ``_timeout_s`` (when it has one): the lock is not fair, and threads calling a
     # stalled store keep taking it, so an unbounded wait could hold the fork for ever. Past
     # that, the fork goes on without holding the store still (see the module's docstring).
-    # All the stores' waits run from one start: the fork waits at most the longest timeout_s.
+    # All the stores' waits run from one start: the fork waits about the longest timeout_s. Yet
+    # each store gets at least _LEAST_WAIT_S of its own: a healthy store's call ends in
+    # milliseconds, and a fork made inside its write transaction would leave the child's copy of
+    # SQLite's in-process locks held for good (every call in the child "database is locked").
     start = time.monotonic()
     for store in _live(_QUIESCED):
         lock = store._lock
         wait = getattr(store, "_timeout_s", None)
         if wait is None:
             lock.acquire()
-        elif not lock.acquire(
-            timeout=max(0.0, min(float(wait), threading.TIMEOUT_MAX) - (time.monotonic() - start))
-        ):
-            continue
+        else:
+            own = min(float(wait), threading.TIMEOUT_MAX)
+            left = own - (time.monotonic() - start)
+            if not lock.acquire(timeout=max(min(own, _LEAST_WAIT_S), left)):
+                continue
         _HELD.append(lock)
 
 
