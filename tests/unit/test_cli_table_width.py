@@ -8,6 +8,7 @@ unset, as a user's shell or pipe would.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -181,3 +182,20 @@ def test_wide_terminal_draws_tables(db: Path) -> None:
     (row,) = [line for line in lines if USERS[0] in line]
     assert row.startswith("│")  # a table's row
     assert format_usd(cost_of(BIG, "gpt-4o")) in row
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_cost_on_a_narrow_terminal_cuts_no_figure() -> None:
+    lines = on_terminal(30, "cost", "--model", "gpt-4o", "--input", "12000", "--output", "3000")
+    assert not any("…" in line for line in lines), lines
+    total = format_usd(cost_of(Usage(input_tokens=12000, output_tokens=3000), "gpt-4o"))
+    assert any(total in line for line in lines), lines
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_explain_on_a_narrow_terminal_shows_every_models_total_whole() -> None:
+    report = json.loads(piped("explain", "--model", "gpt-4o-mini", "--json"))
+    lines = on_terminal(40, "explain", "--model", "gpt-4o-mini")
+    for cost in report["costs"]:
+        total = format_usd(Decimal(cost["total"]))
+        assert any(line.split()[-1:] == [total] for line in lines), (total, lines)
