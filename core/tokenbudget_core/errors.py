@@ -256,7 +256,14 @@ class StoreRefusedError(TokenBudgetError, RuntimeError):
     record the store refuses is spooled instead, with an ERROR logged: the call went out, and its
     usage is kept and replayed once the store takes it (fix the credentials; a line the store
     still refuses then is quarantined with the spool's unreadable lines, and logged).
+
+    Attributes:
+        retry_later: The refusal is the store's configuration (credentials), not the data: a
+            replay that meets it keeps the spooled lines for a later replay instead of
+            quarantining them.
     """
+
+    retry_later: bool = False
 
 
 class CacheUnavailableError(TokenBudgetError, ConnectionError):

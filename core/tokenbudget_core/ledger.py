@@ -1559,7 +1559,7 @@ class Ledger:
         else:
             try:
                 outcomes = self._store_call(lambda: send_many(requests))
-            except BudgetUnavailableError as e:
+            except (BudgetUnavailableError, StoreRefusedError) as e:  # each item's own (commits spool)
                 outcomes = [own_copy(e) for _ in requests]
         for (i, step, _), outcome in zip(pending, outcomes, strict=True):
             try:

@@ -60,7 +60,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import BudgetUnavailableError, InvalidInputError
+from .errors import BudgetUnavailableError, InvalidInputError, StoreRefusedError
 from .stores.base import Check, CommitOutcome, CommitRequest, LedgerStore, mark_once_for
 
 if sys.platform != "win32":
@@ -277,14 +277,17 @@ class Spool:
                     req = replace(req, rollup={**req.rollup, "conversations": int(first)})
                     marked = True
                 outcome = store.commit(req)
-            except (BudgetUnavailableError, OSError):
-                # The store is away: this line and the rest wait for the next replay. A mark this
-                # replay set is spent: the line keeps its answer (conversations resolved, no mark),
-                # or the next replay would find the mark set and count the conversation as 0.
-                left += [_encode(req, None, owner) if marked else line, *lines[i + 1 :]]
-                ours_left = True
-                break
-            except Exception as e:  # noqa: BLE001 - the store refuses this line for good: quarantined
+            except Exception as e:  # noqa: BLE001 - the store is away, or refuses this line for good
+                if isinstance(e, BudgetUnavailableError | OSError) or (
+                    isinstance(e, StoreRefusedError) and e.retry_later
+                ):
+                    # The store is away (or refuses the credentials it was given: fixed, it takes
+                    # them): this line and the rest wait for the next replay. A mark this replay
+                    # set is spent: the line keeps its answer (conversations resolved, no mark), or
+                    # the next replay would find the mark set and count the conversation as 0.
+                    left += [_encode(req, None, owner) if marked else line, *lines[i + 1 :]]
+                    ours_left = True
+                    break
                 if marked:  # quarantined as resolved, so a line mended by hand counts it right
                     line = _encode(req, None, owner)
                 bad.append((line, f"refused by the store: {type(e).__name__}: {e}"))

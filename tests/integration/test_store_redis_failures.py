@@ -284,8 +284,10 @@ def test_a_commit_refused_for_credentials_is_spooled_and_replayed_once_they_are_
     ledger = Ledger(url.format("old"), spool_path=spool, alerts=[])
     try:
         held = [
-            ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10, user=f"u{i}")
-            for i in range(2)
+            ledger.reserve(
+                model="gpt-4o-mini", input_tokens=10, max_output_tokens=10, user=f"u{i}", conversation=f"c{i}"
+            )
+            for i in range(4)
         ]
         raw.acl_setuser(  # rotated mid-call
             "tb", enabled=True, reset_passwords=True, passwords=["+new"], keys=["*"], commands=["+@all"]
@@ -293,15 +295,19 @@ def test_a_commit_refused_for_credentials_is_spooled_and_replayed_once_they_are_
         raw.execute_command("CLIENT", "KILL", "USER", "tb")  # the old sessions end with it
         lane = ledger.commit(held[0], Usage(input_tokens=10, output_tokens=4))
         general = ledger.commit(held[1], Usage(input_tokens=10, output_tokens=4), model="gpt-4o-mini")
+        batch = ledger.commit_many([(r, Usage(input_tokens=10, output_tokens=4)) for r in held[2:]])
         assert (lane.spooled, general.spooled) == (True, True)
         assert (lane.applied, general.applied) == (False, False)
+        assert [(c.spooled, c.applied) for c in batch] == [(True, False)] * 2  # type: ignore[union-attr]
+        assert ledger.replay_spool() == 0  # still the old password: the lines wait, none quarantined
     finally:
         ledger.close()
+    assert not (tmp_path / "spool.jsonl.bad").exists()
     assert any(r.levelname == "ERROR" and "refused a commit" in r.getMessage() for r in caplog.records)
     fixed = Ledger(url.format("new"), spool_path=spool, alerts=[])
     try:
-        assert fixed.replay_spool() == 2
+        assert fixed.replay_spool() == 4
         totals = build_report(fixed, day=held[0].day).totals
-        assert (totals.requests, totals.output_tokens) == (2, 8)
+        assert (totals.requests, totals.output_tokens, totals.conversations) == (4, 16, 4)
     finally:
         fixed.close()

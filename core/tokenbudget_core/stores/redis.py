@@ -540,13 +540,15 @@ class RedisStore:
         if not self._auth_logged:
             self._auth_logged = True
             _log.error("Redis at %s refused the store's credentials: %s", self._shown_url, error)
-        return RedisRefusedError(
+        refused = RedisRefusedError(
             self._shown_url,
             f"{type(error).__name__}: {error}",
             fix="The URL's user or password is wrong or missing: give them as "
             "redis://user:password@host:port/db (or ?username=...&password=...), and check the "
             "user is enabled in the server's ACL",
         )
+        refused.retry_later = True  # spooled usage waits for the right credentials
+        return refused
 
     def _run(self, op: _Op) -> Any:
         if self._batcher is None:
