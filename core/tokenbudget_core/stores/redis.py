@@ -250,6 +250,20 @@ def _check_connection_options(url: str, options: dict[str, Any]) -> None:
         if init is not None:
             accepted.update(inspect.signature(init).parameters)
     kwargs = {k: v for k, v in options.items() if k in accepted and k not in ("self", "connection_class")}
+    # what neither the connection nor the pool takes (ssl_* on a plain redis:// URL, timeout=)
+    # would make every command raise a bare TypeError, for a fail-open ledger's usage too
+    known = {
+        "connection_class",
+        "max_connections",
+        "host",
+        "port",
+        "db",
+        *URL_OPTIONS,
+    }  # the pool's, the store's
+    foreign = sorted(set(options) - accepted - known)
+    if foreign:
+        tls = " (TLS options need a rediss:// URL)" if any(k.startswith("ssl") for k in foreign) else ""
+        raise _bad_url(url, f"{', '.join(foreign)}: not an option of this connection{tls}")
     try:
         cls(**kwargs)
     except (RedisError, ValueError, TypeError) as e:
