@@ -7,7 +7,11 @@ writer) with ``synchronous=NORMAL``; a writer that finds the lock taken waits up
 ``timeout_s`` and then fails with :class:`~tokenbudget_core.errors.BudgetUnavailableError`.
 The threads of a process take turns on one connection; the wait for that turn counts against
 the same ``timeout_s``, so with many threads queued behind a locked file each still fails within
-about ``timeout_s`` of its call (not one ``timeout_s`` per thread ahead of it).
+about ``timeout_s`` of its call (not one ``timeout_s`` per thread ahead of it). Reads take
+their turn on that connection too: a report that holds it longer than ``timeout_s`` (a very
+large ledger read on a busy service) makes the calls queued behind it fail as unreachable, as
+the ledger's ``on_unavailable`` says; give such a service a ``timeout_s`` longer than its
+slowest report, or read reports from another process (its own store object).
 A process forked after opening a store gets its own connection on first use, and a lock of
 its own. A fork waits for the call another thread is making on the store to end (at most
 ``timeout_s``; past that it goes on, see :mod:`._fork`): the child never uses the parent's
