@@ -1,8 +1,10 @@
 """A SQLite file another process keeps write-locked (a long purge, a batch job, a stuck worker).
 
-Every call fails within about its own ``timeout_s``, however many threads of this process are
-queued on the store (the wait for the store's lock counts against it); and a fork is not held
-by those threads for longer than ``timeout_s``, and its child gets a connection of its own.
+A file already at the current schema opens (only a migration takes the write lock), so a
+fail-open ledger comes up. Every call fails within about its own ``timeout_s``, however many
+threads of this process are queued on the store (the wait for the store's lock counts against
+it); and a fork is not held by those threads for longer than ``timeout_s``, and its child gets a
+connection of its own.
 
 The lock is held by a real second process. The bounds on elapsed time are wide (3 x timeout_s,
 where the failures measured 8 x timeout_s and more): they tell stacking apart, not speed.
@@ -180,3 +182,16 @@ def test_a_fork_past_a_stalled_store_still_waits_for_a_busy_healthy_one(path: Pa
     assert codes == [0] * 6
     stalled.close()
     healthy.close()
+
+
+def test_a_migrated_file_opens_while_another_process_writes(path: Path) -> None:
+    # Opening needs no write lock; a write still waits for the other process.
+    with write_locked(path):
+        store = SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S)
+        try:
+            with pytest.raises(BudgetUnavailableError):
+                reserve(store, "r", 5, None)
+        finally:
+            store.close()
+    with closing(SQLiteStore(f"sqlite:///{path}", timeout_s=TIMEOUT_S)) as store:
+        assert reserve(store, "r", 5, None).ok
