@@ -1405,8 +1405,10 @@ class Ledger:
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
         unpriced_if_unknown: bool = False,
+        down: BudgetUnavailableError | None = None,
     ) -> _CommitPlan:
-        """The commit plan of reservation ``r`` (charged on ``model`` when given).
+        """The commit plan of reservation ``r`` (charged on ``model`` when given; ``down``: see
+        :meth:`_commit_plan`).
 
         Raises:
             InvalidInputError: ``r`` holds ids that are not strings (a hand-made reservation).
@@ -1420,7 +1422,7 @@ class Ledger:
         return self._commit_plan(
             r.request_id, r.day, r.model if model is None else _model_name("model", model), r.feature,
             r.user, r.conversation, r.overhead, usage, cache_hit, saved_usd, premium_model,
-            unpriced_if_unknown,
+            unpriced_if_unknown, down,
         )  # fmt: skip
 
     def record(
@@ -1510,12 +1512,16 @@ class Ledger:
         its :class:`Charge` or the error :meth:`commit` would have raised.
         """
         steps: list[Generator[CommitRequest, CommitOutcome, Charge]] = []
+        down: BudgetUnavailableError | None = None  # a conversation's mark found the store away
         for item in items:
             try:
                 reservation, usage, options = _commit_item(item)
                 model, premium = options.get("model"), options.get("premium_model")
                 unpriced = _unknown_model_option(options.get("unknown_model", "error"))
-                plan = self._plan_of(reservation, usage, model, premium, unpriced_if_unknown=unpriced)
+                plan = self._plan_of(
+                    reservation, usage, model, premium, unpriced_if_unknown=unpriced, down=down
+                )
+                down = down or plan.unavailable  # the next commits' marks do not wait for it again
             except UnknownModelError as e:  # as commit(): nothing charged, nothing held
                 self.release(reservation)
                 steps.append(_failing(e))
@@ -1595,8 +1601,11 @@ class Ledger:
         saved_usd: Decimal | None,
         premium_model: str | None,
         unpriced_if_unknown: bool = False,
+        down: BudgetUnavailableError | None = None,
     ) -> _CommitPlan:
-        """What :meth:`commit` asks the store: the charges per budget and the attribution row.
+        """What :meth:`commit` asks the store: the charges per budget and the attribution row
+        (``down``: the store was just found unreachable, by another commit of the same batch:
+        the conversation's mark is not asked for, the commit is spooled).
 
         Raises:
             InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`, or its
@@ -1649,6 +1658,8 @@ class Ledger:
         if conversation is not None:  # counted once per day and feature, for cost per conversation
             key = f"conv/{day}/{_enc(feature)}/{_enc(conversation)}"
             try:
+                if down is not None:
+                    raise own_copy(down)
                 rollup["conversations"] = int(self.store.mark_once(key, _CONVERSATION_MARK_TTL))
             except (BudgetUnavailableError, StoreRefusedError, OSError) as e:
                 conversation_mark = key  # the store is down: the spooled commit's replay marks it

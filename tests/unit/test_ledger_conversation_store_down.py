@@ -44,3 +44,21 @@ def test_a_conversation_commit_meets_the_outage_once_and_is_counted_at_replay(tm
     totals = build_report(ledger, day=held.day).totals
     assert (totals.requests, totals.conversations, totals.output_tokens) == (1, 1, 5)
     ledger.close()
+
+
+def test_a_batch_of_conversation_commits_meets_the_outage_once(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    store = CountingStore(f"sqlite:///{path}", timeout_s=0.2)
+    ledger = Ledger(store, spool_path=tmp_path / "spool.jsonl")
+    held = [
+        ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10, conversation=f"c-{i}")
+        for i in range(5)
+    ]
+    with write_locked(path):
+        charges = ledger.commit_many([(r, Usage(input_tokens=10, output_tokens=5)) for r in held])
+    assert all(c.spooled for c in charges)  # type: ignore[union-attr]
+    assert (store.marks, store.commits) == (1, 0)  # one wait for the whole batch
+    assert ledger.replay_spool() == 5
+    totals = build_report(ledger, day=held[0].day).totals
+    assert (totals.requests, totals.conversations) == (5, 5)
+    ledger.close()
