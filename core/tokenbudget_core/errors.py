@@ -232,7 +232,11 @@ class BudgetUnavailableError(TokenBudgetError, ConnectionError):
     Attributes:
         store: The store URL.
         detail: What went wrong reaching it.
+        sent: ``False`` when the operation was certainly not sent (a later part of a batch);
+            ``None`` when it may have run with its answer lost.
     """
+
+    sent: bool | None = None
 
     def __init__(
         self,

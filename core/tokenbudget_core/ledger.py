@@ -1047,7 +1047,7 @@ class Ledger:
             scopes.checks(amounts), amounts, scopes, request_id is None,
         )  # fmt: skip
         if found is None:
-            unchecked = self._failed_open(plan)
+            unchecked = self._failed_open(plan, unavailable)
             if unchecked is None:
                 assert unavailable is not None
                 raise unavailable
@@ -1131,18 +1131,21 @@ class Ledger:
         req = _new_reserve_request(plan.day, plan.request_id, plan.checks, plan.now_ms, self.lease_ms)
         try:
             outcome = yield req
-        except BudgetUnavailableError:
-            unchecked = self._failed_open(plan)
+        except BudgetUnavailableError as e:
+            unchecked = self._failed_open(plan, e)
             if unchecked is None:
                 raise
             return unchecked
         return self._reserved(plan, outcome, outcome.usage)
 
-    def _failed_open(self, plan: _ReservePlan) -> Reservation | None:
+    def _failed_open(
+        self, plan: _ReservePlan, failed: BudgetUnavailableError | None = None
+    ) -> Reservation | None:
         """The store was unreachable for ``plan``: an unchecked reservation when the ledger fails
-        open; ``None`` when it fails closed (the caller raises), the id orphaned if it is the ledger's."""
+        open; ``None`` when it fails closed (the caller raises), the id orphaned if it is the
+        ledger's and the request may have run (``failed.sent`` is not ``False``)."""
         if self.on_unavailable == "closed":
-            if plan.own_id:  # the request may have run with its answer lost: undo it later
+            if plan.own_id and (failed is None or failed.sent is not False):  # may have run: undo later
                 self._orphan(plan.day, plan.request_id)
             return None
         return self._reservation(plan, "normal", unchecked=True)
@@ -1553,7 +1556,9 @@ class Ledger:
             unavailable: BudgetUnavailableError | None = None
             for req in requests:
                 if unavailable is not None:  # the store just failed: the rest fail alike, at once
-                    outcomes.append(own_copy(unavailable))  # (not each after its own timeout)
+                    unsent = own_copy(unavailable)  # (not each after its own timeout)
+                    unsent.sent = False
+                    outcomes.append(unsent)
                     continue
                 try:
                     outcomes.append(self._store_call(functools.partial(send_one, req)))

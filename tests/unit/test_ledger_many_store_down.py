@@ -22,6 +22,7 @@ class CountingStore(SQLiteStore):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         self.sent = 0
+        self.released = 0
 
     def reserve(self, req: Any) -> Any:
         self.sent += 1
@@ -30,6 +31,10 @@ class CountingStore(SQLiteStore):
     def commit(self, req: Any) -> Any:
         self.sent += 1
         return super().commit(req)
+
+    def release(self, *args: Any, **kwargs: Any) -> Any:
+        self.released += 1
+        return super().release(*args, **kwargs)
 
 
 CALLS = [
@@ -65,4 +70,17 @@ def test_a_batch_fails_open_after_one_attempt_and_every_commit_is_spooled(tmp_pa
     totals = build_report(ledger, day=ledger.day()).totals
     assert totals.requests == len(CALLS)
     assert totals.input_tokens == 10 * len(CALLS)
+    ledger.close()
+
+
+def test_only_the_item_that_may_have_run_is_released_once_the_store_answers(tmp_path: Path) -> None:
+    """The batch's items never sent hold nothing: releasing them later would only crowd out
+    releases that matter (their queue is bounded) and cost a round trip each."""
+    path = tmp_path / "ledger.db"
+    store = CountingStore(f"sqlite:///{path}", timeout_s=0.2)
+    ledger = Ledger(store, spool_path=tmp_path / "spool.jsonl")
+    with write_locked(path):
+        ledger.reserve_many(CALLS)
+    ledger.reserve(model="gpt-4o-mini", input_tokens=1, max_output_tokens=1)  # the store answers
+    assert store.released == 1
     ledger.close()

@@ -706,6 +706,8 @@ class RedisStore:
                         ),
                     )
                     lost.__cause__ = e
+                    if i >= len(chunk):
+                        lost.sent = False  # nothing of it ran: nothing to release later
                     results.append(lost)
                 return results
             except Exception as e:
