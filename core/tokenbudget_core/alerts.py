@@ -158,6 +158,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 _EXITING = threading.Event()  # the process is exiting: retries go on without pausing
 _WEBHOOKS: weakref.WeakSet[_Webhook] = weakref.WeakSet()
+_PENDING: set[_Webhook] = set()
+"""Webhooks with alerts still queued, held here until they are sent: the ledger (or the sink
+list) that made one may be gone meanwhile, and its alerts must not go with it."""
 
 
 class _Webhook:
@@ -197,6 +200,7 @@ class _Webhook:
             waiting = len(self._queue)
             if waiting < MAX_QUEUED:
                 self._queue.append((key, body, alert))
+                _PENDING.add(self)
         if waiting >= MAX_QUEUED:
             logger.error(
                 "alert webhook %s: %d alerts are waiting (it is failing or slow), this one is not "
@@ -241,6 +245,7 @@ class _Webhook:
             with self._cond:
                 if not self._queue:
                     self._working = False
+                    _PENDING.discard(self)  # nothing left to send: it may go with its ledger
                     self._cond.notify_all()
                     return
                 key, body, alert = self._queue[0]  # stays queued while it is sent: an exit waits for it
@@ -355,6 +360,7 @@ class _Webhook:
         self._queue = deque()
         self._working = False
         self._failing_since = None
+        _PENDING.discard(self)
 
 
 def _split(url: str, field: str) -> urllib.parse.SplitResult:

@@ -8,6 +8,7 @@ servers on 127.0.0.1."""
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import logging
 import os
@@ -540,6 +541,25 @@ def test_with_no_thread_to_start_a_failing_webhook_holds_the_call_briefly_and_ke
         send(f"http://127.0.0.1:{port}/hook")  # sent from the caller's thread: a few POSTs, not the outage
         assert time.monotonic() - started < 5
     back = comes_back(port)  # threads again: the alert was kept
+    assert [json.loads(s.body)["id"] for s in back.seen] == [ALERT.id]
+
+
+def test_alerts_waiting_for_a_failing_webhook_outlive_the_sinks_that_queued_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ledger (here: the sink list) that queued an alert may be gone before the webhook answers
+    again: the alert is still sent (the webhook was only weakly held, and a garbage collection
+    under load dropped it with its queue)."""
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    port = closed_port()
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        send(f"http://127.0.0.1:{port}/hook")  # its sinks are dropped when it returns
+    gc.collect()
+    back = comes_back(port)
     assert [json.loads(s.body)["id"] for s in back.seen] == [ALERT.id]
 
 
