@@ -558,9 +558,9 @@ class Ledger:
         will not be retried under that id (an adapter whose ids are its runs').
 
         The store may have run the request with its answer lost, holding the call's worst case
-        for a whole lease; the id is released once the store answers again, on today and, when
-        the reserve may have been made before midnight (within a lease of it), on the day
-        before. A reserve under an id the ledger drew itself is abandoned this way on its own.
+        for a whole lease; the id is released once the store answers again, on today and on
+        each earlier day the reserve may have been made on (within a lease). A reserve under an
+        id the ledger drew itself is abandoned this way on its own.
 
         Raises:
             InvalidInputError: ``request_id`` is not a non-empty string id.
@@ -568,8 +568,9 @@ class Ledger:
         if not isinstance(request_id, str) or not request_id:
             raise InvalidInputError("request_id", "must be a non-empty string id", value=request_id)
         _check_ids(request_id=request_id)
-        now = self.clock()
-        days = tuple(dict.fromkeys((self._day_of(now - self.lease_ms / 1000), self._day_of(now))))
+        now, lease_s = self.clock(), self.lease_ms / 1000
+        starts = [now - lease_s + k * 43_200 for k in range(int(lease_s // 43_200) + 1)]  # twice a day
+        days = tuple(dict.fromkeys([*map(self._day_of, starts), self._day_of(now)]))
         self._orphan(days, request_id)
 
     def _orphan(self, day: str | tuple[str, ...], request_id: str, *, forget: bool = False) -> None:
@@ -1144,6 +1145,10 @@ class Ledger:
         """The store was unreachable for ``plan``: an unchecked reservation when the ledger fails
         open; ``None`` when it fails closed (the caller raises), the id orphaned if it is the
         ledger's and the request may have run (``failed.sent`` is not ``False``)."""
+        if not plan.own_id and (failed is None or failed.sent is not False):
+            # its answer may be lost with the store holding it: a retry of this call under the id
+            # gets this reservation (not a refusal for a hold it could not tell from another's)
+            self._keep(self._reservation(plan, "normal"))
         if self.on_unavailable == "closed":
             if plan.own_id and (failed is None or failed.sent is not False):  # may have run: undo later
                 self._orphan(plan.day, plan.request_id)
@@ -1852,8 +1857,8 @@ class Ledger:
 
         The refusal stands whatever happens here: a store that cannot mark the alert leaves it to
         the next refusal it answers."""
-        if not self.sinks or not c.limit:
-            return
+        if not self.sinks or not c.limit or used / c.limit < self._caches[3].alert_floor:
+            return  # (a call too big for a budget that is not running out says nothing of it)
         told = (day, c.scope, c.metric)
         if told in self._refusals_told:  # one store round trip per budget and day, not per refusal
             return

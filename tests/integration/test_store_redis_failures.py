@@ -311,3 +311,25 @@ def test_a_commit_refused_for_credentials_is_spooled_and_replayed_once_they_are_
         assert (totals.requests, totals.output_tokens, totals.conversations) == (4, 16, 4)
     finally:
         fixed.close()
+
+
+def test_a_commit_refused_by_the_acl_waits_for_the_acl_to_be_fixed(
+    own_server: RedisServer, raw: redis.Redis, tmp_path: Path
+) -> None:
+    """NOPERM is the server's configuration, like a password: the commits it refuses stay spooled
+    (a replay while it still refuses keeps them) and are applied once the ACL allows them."""
+    raw.acl_setuser("acl", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all"])
+    spool = tmp_path / "spool.jsonl"
+    url = f"redis://acl:pw@127.0.0.1:{own_server.port}/0?namespace=acl"
+    ledger = Ledger(url, spool_path=spool, alerts=[])
+    try:
+        held = ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10)
+        raw.acl_setuser("acl", commands=["-evalsha", "-eval"])  # scripts forbidden from now on
+        assert ledger.commit(held, Usage(input_tokens=10, output_tokens=4)).spooled
+        assert ledger.replay_spool() == 0
+        assert not (tmp_path / "spool.jsonl.bad").exists()
+        raw.acl_setuser("acl", commands=["+@all"])
+        assert ledger.replay_spool() == 1
+        assert build_report(ledger, day=held.day).totals.requests == 1
+    finally:
+        ledger.close()

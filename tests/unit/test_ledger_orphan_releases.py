@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.errors import BudgetUnavailableError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
@@ -46,11 +47,12 @@ class LosesReserveAnswers(SQLiteStore):
         return outcome
 
 
+@pytest.mark.parametrize("lease", [600, 2 * 86_400])
 @pytest.mark.parametrize("start", [BEFORE_MIDNIGHT, BEFORE_MIDNIGHT - 3600])
-def test_an_abandoned_reserve_is_released_on_its_own_day(start: float, tmp_path: Path) -> None:
+def test_an_abandoned_reserve_is_released_on_its_own_day(start: float, lease: int, tmp_path: Path) -> None:
     clock = Clock(start)
     store = LosesReserveAnswers(f"sqlite:///{tmp_path / 'l.db'}", clock)
-    ledger = Ledger(store, clock=clock, spool_path=tmp_path / "s")
+    ledger = Ledger(store, clock=clock, spool_path=tmp_path / "s", lease_seconds=lease)
     day = ledger.day()
     store.stalled = True
     with pytest.raises(BudgetUnavailableError):
@@ -125,3 +127,23 @@ def test_after_a_long_outage_the_spool_is_replayed_a_share_at_a_time(tmp_path: P
     assert ledger.replay_spool() == 2_501 - first
     assert recorded() == 2_501
     ledger.close()
+
+
+def test_a_reserve_retried_after_its_answer_was_lost_gets_its_reservation(tmp_path: Path) -> None:
+    """The store ran the reserve and its answer was lost; the caller retries the same call under
+    the same id once the store answers: it gets the reservation, held once (it was refused as
+    another's hold, counted twice, and then a fresh id was soft-refused on that double count)."""
+    clock = Clock(BEFORE_MIDNIGHT - 7200)
+    store = LosesReserveAnswers(f"sqlite:///{tmp_path / 'l.db'}", clock)
+    policy = BudgetPolicy(default_feature=FeatureBudget(user_daily_tokens=1000))
+    ledger = Ledger(store, clock=clock, policy=policy, spool_path=tmp_path / "s")
+    call = {"model": "gpt-4o-mini", "input_tokens": 500, "max_output_tokens": 100, "user": "u"}
+    store.stalled = True
+    with pytest.raises(BudgetUnavailableError):
+        ledger.reserve(**call, request_id="run-1")
+    store.stalled = False
+    held = ledger.reserve(**call, request_id="run-1")
+    assert (held.request_id, held.input_tokens, held.max_output_tokens) == ("run-1", 500, 100)
+    ((_, reserved),) = store.totals(held.day, [("U/u", "tokens")], int(clock() * 1000)).values()
+    assert reserved == 600  # one hold
+    ledger.commit(held, Usage(input_tokens=500, output_tokens=50))

@@ -92,3 +92,17 @@ def test_a_soft_refusal_stands_when_its_figures_cannot_be_read(tmp_path: Path) -
         reserve(ledger, 40)
     assert refused.value.step == "soft_refusal"
     assert refused.value.used == 960  # from the reserve's own answer
+
+
+def test_a_call_too_big_for_a_fresh_budget_does_not_use_up_the_days_refusing_alert(tmp_path: Path) -> None:
+    """One call bigger than the whole budget is refused with nothing used: that says nothing of
+    the budget running out, so the refusing alert waits for the real one."""
+    got: list[Alert] = []
+    ledger = Ledger("memory://", policy=POLICY, alerts=[got.append], spool_path=tmp_path / "s")
+    with pytest.raises(BudgetExceededError):
+        reserve(ledger, 5_000)
+    assert not [a for a in got if a.refusing]
+    ledger.record(Usage(input_tokens=960), model="gpt-4o-mini", user="u-1")
+    with pytest.raises(BudgetExceededError):
+        reserve(ledger, 40)
+    assert [a.used for a in got if a.refusing] == ["960"]

@@ -546,7 +546,10 @@ class RedisStore:
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
 
     def _refused(self, error: BaseException) -> RedisRefusedError:
-        return RedisRefusedError(self._shown_url, f"{type(error).__name__}: {error}")
+        refused = RedisRefusedError(self._shown_url, f"{type(error).__name__}: {error}")
+        # the ACL's (NOPERM), fixed without touching the data: spooled usage waits for it
+        refused.retry_later = type(error).__name__ == "NoPermissionError" or "NOPERM" in str(error)
+        return refused
 
     def _refused_credentials(self, error: BaseException) -> RedisRefusedError:
         """The server refused the URL's credentials (``WRONGPASS``, ``NOAUTH``): logged once as an
