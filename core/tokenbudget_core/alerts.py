@@ -124,6 +124,12 @@ class Alert:
         key = json.dumps(fields, ensure_ascii=True)
         return "tb-alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
+    @property
+    def text(self) -> str:
+        """The alert in one line, as logs show it (``budget ... passed 80%: ...``, or ``... is
+        refusing calls at 96%: ...``)."""
+        return _text(self)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         return asdict(self)

@@ -562,7 +562,7 @@ def demo(
     console.print(f"budget alerts fired: {len(summary.alerts)}")
     for a in summary.alerts[:5]:
         console.print(
-            _shown(f"  {a.budget} for {a.scope} passed {a.threshold:.0%}: {a.used} of {a.limit}"),
+            _shown(f"  {a.text}"),
             markup=False,
             emoji=False,
         )

@@ -249,11 +249,7 @@ def render_html(summary: DemoSummary) -> str:
         + "</tr>"
         for r in summary.rows
     )
-    alerts = "".join(
-        f"<li>{html.escape(a.budget)} for {html.escape(a.scope)} passed {a.threshold:.0%}: "
-        f"{html.escape(a.used)} of {html.escape(a.limit)}</li>"
-        for a in summary.alerts
-    )
+    alerts = "".join(f"<li>{html.escape(a.text)}</li>" for a in summary.alerts)
     b, c = summary.baseline, summary.controlled
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tokenbudget demo report</title>

@@ -101,6 +101,9 @@ def test_budgets_refuse_heavy_users_and_alert(summary) -> None:  # type: ignore[
     assert budgets.stats.calls + budgets.stats.refused + budgets.stats.cache_hits == 200
     assert summary.alerts
     assert all(a.budget == "user_daily_usd" and "demo:budgets" in a.scope for a in summary.alerts)
+    refusing = [a for a in summary.alerts if a.refusing]  # the users it refused: told as such
+    assert refusing
+    assert all("is refusing calls at" in a.text and "passed" not in a.text for a in refusing)
 
 
 def test_demo_command_json_and_html(tmp_path: Path) -> None:
