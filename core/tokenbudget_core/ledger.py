@@ -1383,6 +1383,13 @@ class Ledger:
         """
         if not isinstance(reservation, Reservation):
             raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
+        if type(reservation.request_id) is not str or not reservation.request_id:  # one made by hand
+            raise InvalidInputError(
+                "reservation.request_id",
+                "must be a non-empty string id: under an empty one a retry could not be told from a new call",
+                value=reservation.request_id,
+                fix="settle the Reservation that reserve() returned",
+            )
         memory = self._memory
         if (
             (memory is not None or self._keyed is not None)
@@ -2032,6 +2039,13 @@ class Ledger:
         """Give a reservation back (the call failed). Idempotent; a no-op after a commit."""
         if not isinstance(reservation, Reservation):
             raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
+        if type(reservation.request_id) is not str or not reservation.request_id:  # one made by hand
+            raise InvalidInputError(
+                "reservation.request_id",
+                "must be a non-empty string id: under an empty one a retry could not be told from a new call",
+                value=reservation.request_id,
+                fix="settle the Reservation that reserve() returned",
+            )
         return self._release(reservation)
 
     def _release(self, reservation: Reservation, *, forget: bool = False) -> bool:

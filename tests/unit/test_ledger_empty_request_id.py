@@ -52,3 +52,16 @@ def test_a_retried_record_under_one_real_id_is_charged_once(ledger: Ledger) -> N
     for _ in range(2):
         ledger.record(USAGE, model="gpt-4o-mini", request_id="call-1")
     assert build_report(ledger, day=ledger.day()).totals.requests == 1
+
+
+def test_a_reservation_with_an_empty_id_is_refused_by_commit_and_release(ledger: Ledger) -> None:
+    import dataclasses
+
+    held = ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10)
+    forged = dataclasses.replace(held, request_id="")
+    for settle in (lambda: ledger.commit(forged, USAGE), lambda: ledger.release(forged)):
+        with pytest.raises(InvalidInputError) as refused:
+            settle()
+        assert refused.value.field == "reservation.request_id"
+    ledger.commit(held, USAGE)
+    assert build_report(ledger, day=ledger.day()).totals.requests == 1
