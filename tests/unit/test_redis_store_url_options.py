@@ -55,7 +55,9 @@ def test_a_socket_timeout_that_is_not_a_positive_finite_number_is_refused(timeou
         assert info.value.field == "socket_timeout"
 
 
-@pytest.mark.parametrize("query", ["ssl_cert_reqs=none", "ssl_ca_certs=/etc/ssl/certs/ca.pem", "timeout=3"])
+@pytest.mark.parametrize(
+    "query", ["ssl_cert_reqs=none", "ssl_ca_certs=/etc/ssl/certs/ca.pem", "timeout=3", "client_name=a%20b"]
+)
 def test_an_option_the_connection_does_not_take_is_refused_when_the_store_is_built(query: str) -> None:
     """A plain redis:// URL with TLS options (or redis-py's unknown ``timeout``) made every
     command raise a bare TypeError later: a fail-open ledger's usage was neither stored nor spooled."""

@@ -264,6 +264,9 @@ def _check_connection_options(url: str, options: dict[str, Any]) -> None:
     if foreign:
         tls = " (TLS options need a rediss:// URL)" if any(k.startswith("ssl") for k in foreign) else ""
         raise _bad_url(url, f"{', '.join(foreign)}: not an option of this connection{tls}")
+    name = options.get("client_name")
+    if isinstance(name, str) and (not name.isprintable() or not name.isascii() or " " in name):
+        raise _bad_url(url, f"client_name {name!r}: Redis takes a name without spaces (CLIENT SETNAME)")
     try:
         cls(**kwargs)
     except (RedisError, ValueError, TypeError) as e:
