@@ -26,7 +26,9 @@ charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos
 from zero when the agent is given new input (``before_agent``, which LangGraph runs at the start
 of a run only); with a checkpointer the totals are checkpointed with the thread, so a run paused
 by an interrupt (a ``HumanInTheLoopMiddleware`` approval) and resumed with
-``Command(resume=...)`` is the same run and its caps hold across resumes. Every charge counts, a
+``Command(resume=...)`` is the same run and its caps hold across resumes (``stream_mode="updates"``
+shows that hook as a ``BudgetMiddleware.before_agent`` step, ``None`` or zeroed totals, as
+LangChain's own ``before_agent`` middlewares are shown). Every charge counts, a
 call that failed after streaming output (charged its estimate) included, and the calls of one
 model step that an outer middleware retries or falls back from are counted as they are made
 (:class:`StepCharges`).
