@@ -106,11 +106,12 @@ class Alert:
     """The user whose budget this is, as the calls name it (``None``: calls that name no user,
     or a budget that is not per user)."""
     refusing: bool = False
-    """The budget refused a call (a hard refusal, or the ladder's soft refusal) while past its
-    lowest alert threshold (a call too big for a fresh budget says nothing of it running out),
-    told once per budget and day: spending stops short of the limit while calls are refused (the default
-    ladder refuses from 97%), so a 100% alert on spend may never fire. ``used`` is what was spent
-    and reserved when the call was refused, ``threshold`` the share it stood at."""
+    """The budget refused a call (a hard refusal, or the ladder's soft refusal) that a fresh
+    budget would have taken (a call too big for the budget however much is left says nothing of
+    it running out), told once per budget and day: spending stops short of the limit while calls
+    are refused (the default ladder refuses from 97%), so a 100% alert on spend may never fire.
+    ``used`` is what was spent and reserved when the call was refused, ``threshold`` the share it
+    stood at."""
 
     @property
     def id(self) -> str:

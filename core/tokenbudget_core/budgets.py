@@ -395,7 +395,7 @@ class BudgetPolicy:
     An alert fires on what was *spent*, after a commit; a refused call spends nothing. With the
     default ladder, calls are refused from 97% (:attr:`Ladder.soft_refusal`), so the spend of
     calls that reserve first stops short of 100% and the default 100% alert does not fire. So a
-    budget past its lowest threshold that refuses a call (a soft or a hard refusal) sends an
+    budget that refuses a call a fresh budget would take (a soft or a hard refusal) sends an
     alert of its own, once per budget and day, to the same sinks
     (:attr:`Alert.refusing <tokenbudget_core.alerts.Alert.refusing>`, at the share it stood at);
     a threshold below the soft-refusal share (e.g. ``(0.8, 0.9, 1.0)``) warns that refusals are

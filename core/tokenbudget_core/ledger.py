@@ -290,6 +290,9 @@ class Ledger:
         # _GRANTED_KEPT kept): a reserve retried while its reservation is live gets it back (_retried)
         self._granted: dict[str, Reservation] = {}
         self._granted_before: dict[str, Reservation] = {}
+        # Reserves under callers' ids whose answer was lost (the store may hold them): a retry of
+        # the same call gets its reservation, its ladder step read from the store then (_retried)
+        self._lost: dict[str, Reservation] = {}
         self._day_cache: tuple[int, str] = (-(2**62), "")
         self._lanes: dict[tuple[str, str | None, str | None], _Lane] = {}  # the memory store's lane
         # model name -> its attribution rows' model, for the registry and price table (and their
@@ -1148,7 +1151,9 @@ class Ledger:
         if not plan.own_id and (failed is None or failed.sent is not False):
             # its answer may be lost with the store holding it: a retry of this call under the id
             # gets this reservation (not a refusal for a hold it could not tell from another's)
-            self._keep(self._reservation(plan, "normal"))
+            if len(self._lost) >= _GRANTED_KEPT:  # a long outage: start over, never grow without end
+                self._lost.clear()
+            self._lost[plan.request_id] = self._reservation(plan, "normal")
         if self.on_unavailable == "closed":
             if plan.own_id and (failed is None or failed.sent is not False):  # may have run: undo later
                 self._orphan(plan.day, plan.request_id)
@@ -1237,14 +1242,14 @@ class Ledger:
                 does not fit next to.
         """
         rid = plan.request_id
-        held = self._granted.get(rid) or self._granted_before.get(rid)
+        lost = self._lost.pop(rid, None)
+        held = self._granted.get(rid) or self._granted_before.get(rid) or lost
         if held is not None and held.day != plan.day:  # an id reused on another day: not this hold
             held = None
-        nanos = plan.nanos
+        if held is not None and held is lost and self._same_call(held, plan):
+            return self._found(plan, held)
         if held is not None:
-            if (held.model, held.feature, held.user, held.input_tokens, held.max_output_tokens) == (
-                plan.model, plan.feature, plan.user, plan.input_tokens, plan.max_output_tokens,
-            ) and held.reserved_usd == (None if nanos is None else nanos_to_usd(nanos)):  # fmt: skip
+            if self._same_call(held, plan):
                 return held
             raise InvalidInputError(
                 "request_id",
@@ -1275,6 +1280,31 @@ class Ledger:
                 fix="use a fresh request id per call (or pass none: the ledger makes one)",
             )
         return self._keep(self._reservation(plan, step))
+
+    @staticmethod
+    def _same_call(held: Reservation, plan: _ReservePlan) -> bool:
+        """Whether ``plan`` reserves the same call as ``held`` (its model, payer and worst case)."""
+        nanos = plan.nanos
+        return (held.model, held.feature, held.user, held.input_tokens, held.max_output_tokens) == (
+            plan.model, plan.feature, plan.user, plan.input_tokens, plan.max_output_tokens,
+        ) and held.reserved_usd == (None if nanos is None else nanos_to_usd(nanos))  # fmt: skip
+
+    def _found(self, plan: _ReservePlan, held: Reservation) -> Reservation:
+        """The answer to a retry of a reserve whose answer was lost, the store holding it: the
+        ladder step the store's totals (this hold in them) give, refused past the soft share as
+        a fresh reserve would be (its hold given back), else the reservation, kept for a retry."""
+        rules = self._caches[3]
+        checks = plan.checks
+        step: Step = "normal"
+        if plan.scopes.limited:
+            totals = self.store.totals(plan.day, [(c.scope, c.metric) for c in checks], plan.now_ms)
+            usage = [sum(totals[(c.scope, c.metric)]) for c in checks]
+            step = self._ladder_step(usage, [c.limit for c in checks], rules)
+        reservation = dataclasses.replace(held, step=step)
+        if step in rules.refused:
+            self._release(reservation, forget=True)
+            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
+        return self._keep(reservation)
 
     def _soft_refusal(
         self,
@@ -1814,7 +1844,7 @@ class Ledger:
 
         The charge itself is stored: if the store drops now, reports lose one sample at worst.
         """
-        with contextlib.suppress(BudgetUnavailableError):
+        with contextlib.suppress(BudgetUnavailableError, StoreRefusedError):
             if record_cost:
                 self.store.record_call_cost(plan.day, _enc(plan.feature), plan.cost)
             self._threshold_alerts(plan.day, plan.feature, plan.user, plan.scopes, plan.now_ms, spent)
@@ -1864,8 +1894,12 @@ class Ledger:
 
         The refusal stands whatever happens here: a store that cannot mark the alert leaves it to
         the next refusal it answers."""
-        if not self.sinks or not c.limit or used / c.limit < self._caches[3].alert_floor:
-            return  # (a call too big for a budget that is not running out says nothing of it)
+        rules = self._caches[3]
+        # the share a call refused on its own, in an empty budget, would pass: such a call (too big
+        # for the budget however much is left) says nothing of the budget running out
+        alone = next((t for t, name in rules.ladder if name == "soft_refusal"), 1.0)
+        if not self.sinks or not c.limit or c.amount > c.limit * alone:
+            return
         told = (day, c.scope, c.metric)
         if told in self._refusals_told:  # one store round trip per budget and day, not per refusal
             return

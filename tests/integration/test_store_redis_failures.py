@@ -333,3 +333,24 @@ def test_a_commit_refused_by_the_acl_waits_for_the_acl_to_be_fixed(
         assert build_report(ledger, day=held.day).totals.requests == 1
     finally:
         ledger.close()
+
+
+def test_a_commit_whose_alert_mark_the_acl_refuses_is_still_a_commit(
+    own_server: RedisServer, raw: redis.Redis, tmp_path: Path
+) -> None:
+    """The usage is stored; an alert mark the ACL refuses (``SET`` forbidden) costs the alert, not
+    the caller an error for a commit that succeeded."""
+    from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
+
+    raw.acl_setuser("noset", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-set"])
+    url = f"redis://noset:pw@127.0.0.1:{own_server.port}/0?namespace=noset"
+    policy = BudgetPolicy(default_feature=FeatureBudget(user_daily_tokens=100))
+    got: list[object] = []
+    ledger = Ledger(url, policy=policy, spool_path=tmp_path / "s", alerts=[got.append])
+    try:
+        held = ledger.reserve(model="gpt-4o-mini", input_tokens=10, max_output_tokens=10, user="u")
+        charge = ledger.commit(held, Usage(input_tokens=85, output_tokens=5))  # past 80%: an alert is due
+        assert charge.applied
+        assert build_report(ledger, day=held.day).totals.input_tokens == 85
+    finally:
+        ledger.close()

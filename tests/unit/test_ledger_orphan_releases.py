@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
-from tokenbudget_core.errors import BudgetUnavailableError
+from tokenbudget_core.errors import BudgetExceededError, BudgetUnavailableError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.stores.sqlite import SQLiteStore
@@ -144,6 +144,24 @@ def test_a_reserve_retried_after_its_answer_was_lost_gets_its_reservation(tmp_pa
     store.stalled = False
     held = ledger.reserve(**call, request_id="run-1")
     assert (held.request_id, held.input_tokens, held.max_output_tokens) == ("run-1", 500, 100)
+    assert held.step == "cheaper_tier"  # 600 of 1000: the ladder's step, read with the hold in the store
     ((_, reserved),) = store.totals(held.day, [("U/u", "tokens")], int(clock() * 1000)).values()
     assert reserved == 600  # one hold
     ledger.commit(held, Usage(input_tokens=500, output_tokens=50))
+
+
+def test_a_retry_after_a_lost_answer_is_soft_refused_as_a_fresh_reserve_would_be(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT - 7200)
+    store = LosesReserveAnswers(f"sqlite:///{tmp_path / 'l.db'}", clock)
+    policy = BudgetPolicy(default_feature=FeatureBudget(user_daily_tokens=1000))
+    ledger = Ledger(store, clock=clock, policy=policy, spool_path=tmp_path / "s")
+    call = {"model": "gpt-4o-mini", "input_tokens": 900, "max_output_tokens": 80, "user": "u"}
+    store.stalled = True
+    with pytest.raises(BudgetUnavailableError):
+        ledger.reserve(**call, request_id="run-1")  # 980 of 1000: past the 97% soft share
+    store.stalled = False
+    with pytest.raises(BudgetExceededError) as refused:
+        ledger.reserve(**call, request_id="run-1")
+    assert refused.value.step == "soft_refusal"
+    ((_, reserved),) = store.totals(ledger.day(), [("U/u", "tokens")], int(clock() * 1000)).values()
+    assert reserved == 0  # its hold given back, as a fresh reserve's is

@@ -106,3 +106,28 @@ def test_a_call_too_big_for_a_fresh_budget_does_not_use_up_the_days_refusing_ale
     with pytest.raises(BudgetExceededError):
         reserve(ledger, 40)
     assert [a.used for a in got if a.refusing] == ["960"]
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        BudgetPolicy(
+            default_feature=FeatureBudget(user_daily_tokens=1000),
+            ladder=Ladder(cheaper_tier=None, smaller_context=None, cache_only=None, soft_refusal=0.6),
+        ),
+        BudgetPolicy(default_feature=FeatureBudget(user_daily_tokens=1000), alert_thresholds=(1.0,)),
+    ],
+    ids=["refusing-below-the-alert-thresholds", "only-a-100-percent-threshold"],
+)
+def test_a_budget_refusing_below_its_alert_thresholds_still_says_so(
+    policy: BudgetPolicy, tmp_path: Path
+) -> None:
+    got: list[Alert] = []
+    ledger = Ledger("memory://", policy=policy, alerts=[got.append], spool_path=tmp_path / "s")
+    ledger.record(
+        Usage(input_tokens=960 if policy.alert_thresholds == (1.0,) else 590), model="gpt-4o-mini", user="u-1"
+    )
+    for _ in range(3):
+        with pytest.raises(BudgetExceededError):
+            reserve(ledger, 40)
+    assert len([a for a in got if a.refusing]) == 1
