@@ -562,8 +562,9 @@ class Ledger:
 
         The store may have run the request with its answer lost, holding the call's worst case
         for a whole lease; the id is released once the store answers again, on today and on
-        each earlier day the reserve may have been made on (within a lease). A reserve under an
-        id the ledger drew itself is abandoned this way on its own.
+        each earlier day the reserve may have been made on (within a lease; so an id must not
+        name another call still open on one of those days). A reserve under an id the ledger
+        drew itself is abandoned this way on its own.
 
         Raises:
             InvalidInputError: ``request_id`` is not a non-empty string id.
