@@ -1412,15 +1412,7 @@ class Ledger:
             UnknownModelError: ``model`` (with ``unknown_model="error"``) or ``premium_model`` is
                 unknown to the registry; the reservation was released.
         """
-        if not isinstance(reservation, Reservation):
-            raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
-        if type(reservation.request_id) is not str or not reservation.request_id:  # one made by hand
-            raise InvalidInputError(
-                "reservation.request_id",
-                "must be a non-empty string id: under an empty one a retry could not be told from a new call",
-                value=reservation.request_id,
-                fix="settle the Reservation that reserve() returned",
-            )
+        _check_reservation(reservation)
         memory = self._memory
         if (
             (memory is not None or self._keyed is not None)
@@ -2072,15 +2064,7 @@ class Ledger:
 
     def release(self, reservation: Reservation) -> bool:
         """Give a reservation back (the call failed). Idempotent; a no-op after a commit."""
-        if not isinstance(reservation, Reservation):
-            raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
-        if type(reservation.request_id) is not str or not reservation.request_id:  # one made by hand
-            raise InvalidInputError(
-                "reservation.request_id",
-                "must be a non-empty string id: under an empty one a retry could not be told from a new call",
-                value=reservation.request_id,
-                fix="settle the Reservation that reserve() returned",
-            )
+        _check_reservation(reservation)
         return self._release(reservation)
 
     def _release(self, reservation: Reservation, *, forget: bool = False) -> bool:
@@ -2421,6 +2405,23 @@ def check_budget_options(ledger: object, *, counts: Mapping[str, object], **name
 
 _MAX_CALL_SAMPLES = 1_000
 """The most cost samples one commit of several calls (``Usage.requests``) records."""
+
+
+def _check_reservation(reservation: object) -> None:
+    """``reservation`` is one ``reserve()`` returned (a hand-made one needs a non-empty id).
+
+    Raises:
+        InvalidInputError: It is not a :class:`Reservation`, or its request id is empty.
+    """
+    if not isinstance(reservation, Reservation):
+        raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
+    if type(reservation.request_id) is not str or not reservation.request_id:  # one made by hand
+        raise InvalidInputError(
+            "reservation.request_id",
+            "must be a non-empty string id: under an empty one a retry could not be told from a new call",
+            value=reservation.request_id,
+            fix="settle the Reservation that reserve() returned",
+        )
 
 
 def _per_call_costs(cost: int, requests: int) -> list[int]:
