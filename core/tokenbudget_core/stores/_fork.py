@@ -12,10 +12,12 @@ A store registered with ``quiesce=True`` (one whose lock is never held while wai
 network) is also held still across the fork: the forking thread takes its lock just before
 ``fork()`` and the parent lets go right after, so the call another thread was making finishes
 first and the child's copy (memory, SQLite's own lock bookkeeping) is never caught half way.
-The wait is bounded by the store's ``_timeout_s`` (every store's counted from the same start,
-so a fork waits at most the longest): a store whose calls are all stalled (SQLite
-waiting on another process's write lock) does not hold the fork longer than that; the fork then
-goes on without it, and the child still never uses the parent's connection (it opens its own).
+While a fork waits, new calls of such stores wait for it (:func:`fork_clear`, before they take
+their lock): only the calls under way finish first, so threads taking turns on a stalled store
+(SQLite waiting on another process's write lock) cannot starve the fork. The wait is bounded by
+about the store's ``_timeout_s`` (every store's counted from the same start, so a fork waits
+about the longest); past that the fork goes on without the store, and the child still never
+uses the parent's connection (it opens its own).
 A call that stalls is waiting for SQLite's lock, which it does not hold while it waits.
 
 :func:`process_lock` serves stores that also check the pid before taking their lock (for a fork
@@ -34,7 +36,7 @@ import time
 import weakref
 from typing import Protocol
 
-__all__ = ["process_lock", "reset_after_fork"]
+__all__ = ["fork_clear", "process_lock", "reset_after_fork"]
 
 
 class _ForkAware(Protocol):
@@ -51,6 +53,18 @@ _QUIESCED: set[weakref.ref[_ForkAware]] = set()
 _HELD: list[threading.Lock] = []
 """The stores' locks the forking thread holds, from just before the fork to just after."""
 _PROCESS_LOCKS: dict[int, threading.Lock] = {}
+_NO_FORK = threading.Event()
+"""Set except while a fork waits for the stores' locks: a store call about to take its lock
+waits (:func:`fork_clear`) instead, so the one call under way ends and the fork takes the lock
+next (a lock is not fair: threads calling a stalled store would otherwise keep taking it)."""
+_NO_FORK.set()
+
+
+def fork_clear(seconds: float) -> None:
+    """Wait (up to ``seconds``) while a fork is waiting for the stores' locks: a store calls this
+    before taking its lock, so a fork is never starved by threads taking turns on it."""
+    if not _NO_FORK.is_set():
+        _NO_FORK.wait(max(0.0, seconds))
 
 
 def reset_after_fork(store: _ForkAware, *, quiesce: bool = False) -> None:
@@ -123,21 +137,23 @@ def _before_fork() -> None:
     _finish_imports()  # first: an importing thread may need a store's lock to finish
     # Each other thread holds at most one store's lock at a time and never waits for another
     # while holding it: taking them one after another cannot deadlock. A store's wait is bounded
-    # by its ``_timeout_s`` (when it has one): the lock is not fair, and threads calling a
-    # stalled store keep taking it, so an unbounded wait could hold the fork for ever. Past
+    # by its ``_timeout_s`` (when it has one). New calls wait while the fork does (_NO_FORK:
+    # a lock is not fair, and threads calling a stalled store would keep taking it), so the
+    # fork takes each lock once the call under way ends, within about its timeout_s. Past
     # that, the fork goes on without holding the store still (see the module's docstring).
     # All the stores' waits run from one start: the fork waits about the longest timeout_s. Yet
     # each store gets at least _LEAST_WAIT_S of its own: a healthy store's call ends in
     # milliseconds, and a fork made inside its write transaction would leave the child's copy of
     # SQLite's in-process locks held for good (every call in the child "database is locked").
     start = time.monotonic()
+    _NO_FORK.clear()  # new calls wait: only the ones under way finish before the fork
     for store in _live(_QUIESCED):
         lock = store._lock
         wait = getattr(store, "_timeout_s", None)
         if wait is None:
             lock.acquire()
-        else:
-            own = min(float(wait), threading.TIMEOUT_MAX)
+        else:  # the call under way ends within its timeout_s (and a little)
+            own = min(float(wait) * 1.5 + 0.1, threading.TIMEOUT_MAX)
             left = own - (time.monotonic() - start)
             if not lock.acquire(timeout=max(min(own, _LEAST_WAIT_S), left)):
                 continue
@@ -147,11 +163,13 @@ def _before_fork() -> None:
 def _after_fork_in_parent() -> None:
     while _HELD:
         _HELD.pop().release()
+    _NO_FORK.set()
 
 
 def _after_fork_in_child() -> None:
     # Only the forking thread exists in the child: nothing adds to or removes from the sets now.
     _HELD.clear()  # (each store replaces the lock the forking thread took)
+    _NO_FORK.set()
     _PROCESS_LOCKS.clear()  # the parent's (one may be held; its pid may come back in a grandchild)
     for store in _live(_STORES):
         store._after_fork_in_child()

@@ -41,7 +41,7 @@ from typing import cast
 
 from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError
 
-from ._fork import process_lock, reset_after_fork
+from ._fork import fork_clear, process_lock, reset_after_fork
 from .base import (
     CommitOutcome,
     CommitRequest,
@@ -405,7 +405,8 @@ class SQLiteStore:
             self._own_connection()
         # The wait for the lock counts against timeout_s: a call queued behind others that wait
         # on another process's write lock fails when its own timeout_s has passed, not theirs too.
-        if not self._lock.acquire(timeout=self._timeout_s):
+        fork_clear(self._timeout_s)  # a fork waiting for the lock takes it before this call
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise self._fail(
                 sqlite3.OperationalError(
                     f"database is locked (other threads of this process waited on it for the "
