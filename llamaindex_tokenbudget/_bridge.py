@@ -4,14 +4,12 @@
   fed, so what the core keeps (the same objects, by identity) maps back to the host's own
   messages;
 * :class:`LLMSummariser`: the core's summariser seam, filled by a LlamaIndex ``LLM``;
-* :func:`host_error`: a pydantic validation error as the core's :class:`InvalidInputError`;
-* :func:`check_options`: an option a pydantic class would silently ignore, refused by name.
+* :func:`host_error`: a pydantic validation error as the core's :class:`InvalidInputError`.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Awaitable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol
@@ -27,7 +25,7 @@ from tokenbudget_core.summary import summary_prompt
 
 from .messages import to_countable_message
 
-__all__ = ["Core", "LLMSummariser", "Transcript", "async_summaries", "check_options", "host_error"]
+__all__ = ["Core", "LLMSummariser", "Transcript", "async_summaries", "host_error"]
 
 
 class Core(Protocol):
@@ -135,21 +133,3 @@ def host_error(error: ValidationError) -> InvalidInputError:
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "memory"
     return InvalidInputError(field, str(first["msg"]), value=first.get("input"))
-
-
-def check_options(owner: str, options: Mapping[str, object], known: Collection[str]) -> None:
-    """Refuse an option ``owner`` does not have: LlamaIndex's pydantic bases ignore unknown
-    fields, so a typo (``usr="ada"``) would pass silently and its calls be charged to nobody.
-
-    Raises:
-        InvalidInputError: The first unknown option, named, with the closest known one.
-    """
-    for name, value in options.items():
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            raise InvalidInputError(
-                name,
-                f"is not a {owner} option",
-                value=value,
-                fix=(f"did you mean {close[0]!r}? " if close else "") + f"options: {', '.join(known)}",
-            )

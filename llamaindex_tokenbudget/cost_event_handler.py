@@ -55,7 +55,7 @@ from llama_index.core.instrumentation.events.span import SpanDropEvent  # type: 
 
 from tokenbudget_core.attribution import Attribution, current_attribution
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import InvalidInputError, UnknownModelError
+from tokenbudget_core.errors import InvalidInputError, UnknownModelError, refuse_unknown
 from tokenbudget_core.estimating import unknown_model_counter
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, check_budget_options, refuses_usage
@@ -63,7 +63,7 @@ from tokenbudget_core.routing import routed_model
 from tokenbudget_core.streams import estimate_output_tokens
 from tokenbudget_core.usage import Usage
 
-from ._bridge import check_options, host_error
+from ._bridge import host_error
 from .budget_callback import (
     caller_frame,
     count_input,
@@ -155,7 +155,7 @@ class CostEventHandler(BaseEventHandler):
     model_config = ConfigDict(extra="forbid")  # (LlamaIndex's base ignores an unknown field)
 
     def __init__(self, **data: Any) -> None:
-        check_options("CostEventHandler", data, type(self).model_fields)
+        refuse_unknown("CostEventHandler", data, list(type(self).model_fields))
         ledger = data.get("ledger")
         names = {key: data.get(key) for key in ("model", "feature", "user")}
         check_budget_options(ledger, counts={}, **names)  # an unknown model fails here, not at every call

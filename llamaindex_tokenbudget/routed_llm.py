@@ -42,11 +42,11 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, ValidationError
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import InvalidInputError, refuse_unknown
 from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import RouteDecision, TierRouter, output_cap, tiers_argument, using_route
 
-from ._bridge import check_options, host_error
+from ._bridge import host_error
 from .messages import check_messages, check_prompt, to_core_request
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class RoutedLLM(FunctionCallingLLM):
 
     def __init__(self, tiers: Mapping[str, Any] | None = None, /, *extra: object, **data: Any) -> None:
         tiers_argument("RoutedLLM", tiers, extra, data)
-        check_options("RoutedLLM", data, type(self).model_fields)  # pydantic would ignore a typo
+        refuse_unknown("RoutedLLM", data, list(type(self).model_fields))  # pydantic would ignore a typo
         if not isinstance(data.get("tiers"), Mapping) or not data["tiers"]:
             raise InvalidInputError(
                 "tiers",

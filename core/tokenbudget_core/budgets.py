@@ -27,7 +27,6 @@ exactly).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import numbers
@@ -39,7 +38,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias, TypeVar
 
-from .errors import BudgetExceededError, InvalidInputError, UnpricedModelError
+from .errors import BudgetExceededError, InvalidInputError, UnpricedModelError, refuse_unknown
 from .money import usd_to_nanos
 
 if TYPE_CHECKING:
@@ -172,15 +171,7 @@ def _named_settings(cls: _C) -> _C:
                 value=args[0],
                 fix=f"e.g. {cls.__name__}({names[0]}=...); settings: {', '.join(names)}",
             )
-        for name in kwargs:
-            if name not in names:
-                close = difflib.get_close_matches(name, names, n=1)
-                raise InvalidInputError(
-                    name,
-                    f"is not a {cls.__name__} setting",
-                    value=kwargs[name],
-                    fix=(f"did you mean {close[0]!r}? " if close else "") + f"settings: {', '.join(names)}",
-                )
+        refuse_unknown(cls.__name__, kwargs, names, kind="setting")
         init(self, **kwargs)
 
     cls.__init__ = __init__  # type: ignore[misc]  # wrapping the generated one

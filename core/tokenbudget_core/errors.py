@@ -23,7 +23,8 @@ Messages give the value, the limit and the next step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "UnknownModelError",
     "UnpricedModelError",
     "own_copy",
+    "refuse_unknown",
 ]
 
 
@@ -295,6 +297,26 @@ class MissingDependencyError(TokenBudgetError, ImportError):
     def __init__(self, package: str, extra: str) -> None:
         self.extra = extra
         super().__init__(f'{package} is not installed: pip install "tokenbudget-kit[{extra}]"')
+
+
+def refuse_unknown(
+    owner: str, given: Mapping[str, object], known: Sequence[str], *, kind: str = "option"
+) -> None:
+    """Refuse the first of ``given`` (keyword arguments) that ``owner`` does not take: a typo
+    (``usr="ada"``, ``dayly_usd=``) named, with the closest ``known`` one, never ignored.
+
+    Raises:
+        InvalidInputError: The first unknown name, with the known ones in its fix.
+    """
+    for name, value in given.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            raise InvalidInputError(
+                name,
+                f"is not a {owner} {kind}",
+                value=value,
+                fix=(f"did you mean {close[0]!r}? " if close else "") + f"{kind}s: {', '.join(known)}",
+            )
 
 
 E = TypeVar("E", bound=BaseException)
