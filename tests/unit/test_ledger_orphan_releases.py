@@ -129,19 +129,29 @@ def test_after_a_long_outage_the_spool_is_replayed_a_share_at_a_time(tmp_path: P
     ledger.close()
 
 
-def test_a_reserve_retried_after_its_answer_was_lost_gets_its_reservation(tmp_path: Path) -> None:
-    """The store ran the reserve and its answer was lost; the caller retries the same call under
-    the same id once the store answers: it gets the reservation, held once (it was refused as
-    another's hold, counted twice, and then a fresh id was soft-refused on that double count)."""
+def a_user_with_1000_tokens(tmp_path: Path) -> tuple[Clock, LosesReserveAnswers, Ledger]:
+    """A ledger on a store that can lose reserve answers, user ``u`` allowed 1,000 tokens a day."""
     clock = Clock(BEFORE_MIDNIGHT - 7200)
     store = LosesReserveAnswers(f"sqlite:///{tmp_path / 'l.db'}", clock)
     policy = BudgetPolicy(default_feature=FeatureBudget(user_daily_tokens=1000))
-    ledger = Ledger(store, clock=clock, policy=policy, spool_path=tmp_path / "s")
-    call = {"model": "gpt-4o-mini", "input_tokens": 500, "max_output_tokens": 100, "user": "u"}
+    return clock, store, Ledger(store, clock=clock, policy=policy, spool_path=tmp_path / "s")
+
+
+def lose_the_answer(store: LosesReserveAnswers, ledger: Ledger, call: dict[str, Any]) -> None:
+    """Reserve ``call`` under ``run-1``: the store runs it, and its answer is lost."""
     store.stalled = True
     with pytest.raises(BudgetUnavailableError):
         ledger.reserve(**call, request_id="run-1")
     store.stalled = False
+
+
+def test_a_reserve_retried_after_its_answer_was_lost_gets_its_reservation(tmp_path: Path) -> None:
+    """The store ran the reserve and its answer was lost; the caller retries the same call under
+    the same id once the store answers: it gets the reservation, held once (it was refused as
+    another's hold, counted twice, and then a fresh id was soft-refused on that double count)."""
+    clock, store, ledger = a_user_with_1000_tokens(tmp_path)
+    call = {"model": "gpt-4o-mini", "input_tokens": 500, "max_output_tokens": 100, "user": "u"}
+    lose_the_answer(store, ledger, call)
     held = ledger.reserve(**call, request_id="run-1")
     assert (held.request_id, held.input_tokens, held.max_output_tokens) == ("run-1", 500, 100)
     assert held.step == "cheaper_tier"  # 600 of 1000: the ladder's step, read with the hold in the store
@@ -151,15 +161,9 @@ def test_a_reserve_retried_after_its_answer_was_lost_gets_its_reservation(tmp_pa
 
 
 def test_a_retry_after_a_lost_answer_is_soft_refused_as_a_fresh_reserve_would_be(tmp_path: Path) -> None:
-    clock = Clock(BEFORE_MIDNIGHT - 7200)
-    store = LosesReserveAnswers(f"sqlite:///{tmp_path / 'l.db'}", clock)
-    policy = BudgetPolicy(default_feature=FeatureBudget(user_daily_tokens=1000))
-    ledger = Ledger(store, clock=clock, policy=policy, spool_path=tmp_path / "s")
+    clock, store, ledger = a_user_with_1000_tokens(tmp_path)
     call = {"model": "gpt-4o-mini", "input_tokens": 900, "max_output_tokens": 80, "user": "u"}
-    store.stalled = True
-    with pytest.raises(BudgetUnavailableError):
-        ledger.reserve(**call, request_id="run-1")  # 980 of 1000: past the 97% soft share
-    store.stalled = False
+    lose_the_answer(store, ledger, call)  # 980 of 1000: past the 97% soft share
     with pytest.raises(BudgetExceededError) as refused:
         ledger.reserve(**call, request_id="run-1")
     assert refused.value.step == "soft_refusal"
