@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from tokenbudget_core.errors import InvalidInputError
-from tokenbudget_core.stores.base import Check, CommitRequest, LedgerStore, ReserveRequest, call_costs_many
+from tokenbudget_core.stores.base import (
+    Check,
+    CommitRequest,
+    LedgerStore,
+    ReserveRequest,
+    call_costs_many,
+    mark_once_for,
+)
 
 DAY = "2026-11-23"
 ODD_IDS = ["f", "a:b", "{a}", "}{", "a b", "a\nb", "ü", "日本", "", "%61", "a%7C", "a|nanos", "a/b", "*"]
@@ -303,3 +310,14 @@ class ContractTests:
         for read in readers:
             with pytest.raises(InvalidInputError, match="pairs"):
                 read(pairs)
+
+
+def marks_answer_their_holder(store: LedgerStore) -> None:
+    """``mark_once_for`` on ``store``: a mark set for a holder answers True to that holder again
+    (a replay cut short after it), False to anyone else, and a plain mark to no holder."""
+    assert mark_once_for(store, "m", 60, "2026-11-23/r1")
+    assert mark_once_for(store, "m", 60, "2026-11-23/r1")  # the same request again
+    assert not mark_once_for(store, "m", 60, "2026-11-23/r2")
+    assert not store.mark_once("m", 60)
+    assert store.mark_once("plain", 60)
+    assert not mark_once_for(store, "plain", 60, "2026-11-23/r1")  # set without a holder

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from store_contract import marks_answer_their_holder
 from tokenbudget_core.spool import Spool
 from tokenbudget_core.stores.base import Check, CommitRequest, mark_once_for
 from tokenbudget_core.stores.memory import MemoryStore
@@ -66,11 +67,6 @@ def test_a_replay_killed_between_the_mark_and_the_commit_still_counts_the_conver
 def test_a_mark_set_for_a_holder_answers_true_to_that_holder_only(kind: str, tmp_path: Path) -> None:
     store = MemoryStore() if kind == "memory" else SQLiteStore(f"sqlite:///{tmp_path / 'l.db'}")
     with closing(store):
-        assert mark_once_for(store, "m", 60, "2026-11-23/r1")
-        assert mark_once_for(store, "m", 60, "2026-11-23/r1")  # the same request again
-        assert not mark_once_for(store, "m", 60, "2026-11-23/r2")
-        assert not store.mark_once("m", 60)
-        assert store.mark_once("plain", 60)
-        assert not mark_once_for(store, "plain", 60, "2026-11-23/r1")  # set without a holder
+        marks_answer_their_holder(store)
         assert mark_once_for(store, "gone", 0, "r1")  # expired at once: anyone sets it again
         assert mark_once_for(store, "gone", 60, "r2")
