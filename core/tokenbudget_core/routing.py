@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .attribution import current_attribution, overhead
+from .attribution import attribute, current_attribution, overhead
 from .complexity import Classification, ComplexityClassifier, HeuristicClassifier, check_tiers
 from .counting import SupportsTokenCount, TokenCounter, ToolLike, add_file_tokens, check_tools
 from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError, TokenBudgetError
@@ -714,7 +714,9 @@ class TierRouter:
             force_tier: Skip the classifier and budget step-down; the window is still checked.
             max_output_tokens: Output the call reserves (default: the router's).
             tools: Tool definitions sent with the call (counted as input).
-            feature: Payer's feature, when no :func:`~tokenbudget_core.attribute` block sets it.
+            feature: Payer's feature, when no :func:`~tokenbudget_core.attribute` block sets it:
+                its budgets step the route down or refuse it, and the classifier's own calls (a
+                learned classifier's embeddings, overhead ``router``) are charged to it.
             user: Payer's user, likewise.
 
         Raises:
@@ -727,7 +729,7 @@ class TierRouter:
         budget = self._budget(feature, user, state)
         classification = None
         if force_tier is None:
-            with overhead("router"):
+            with attribute(feature=feature, user=user), overhead("router"):  # the payer's overhead
                 classification = self._checked(self.classifier.classify(_plain_text(msgs)))
         return self._decide(msgs, out, tool_list, force_tier, classification, budget)
 
@@ -750,7 +752,7 @@ class TierRouter:
         budget = self._budget(feature, user, state)
         classification = None
         if force_tier is None:
-            with overhead("router"):
+            with attribute(feature=feature, user=user), overhead("router"):  # the payer's overhead
                 classification = self._checked(await self._aclassify(_plain_text(msgs)))
         return self._decide(msgs, out, tool_list, force_tier, classification, budget)
 
