@@ -8,7 +8,9 @@ summary's own tokens are capped (re-summarised, then cut at a sentence boundary)
 
 If the summariser fails, the buffer degrades to the plain sliding window, reports it
 (:attr:`SummaryBuffer.last_error`, :attr:`SummaryBuffer.events`) and retries the
-pending messages on a later turn; the full transcript is never lost.
+pending messages on a later turn; the full transcript is never lost. The rounds of a fold
+that succeeded before the failing one are kept (they were paid for), so a chunk the
+summariser keeps refusing is retried alone, never with the chunks before it.
 """
 
 from __future__ import annotations
@@ -223,8 +225,7 @@ class SummaryBuffer(Generic[M]):
             self._window.append(m)
         while self.degraded:
             before = self._folded
-            self._fold_sync()
-            if self._folded == before:  # the summariser failed: reported, retried on a later turn
+            if not self._fold_sync() or self._folded == before:  # failed: retried on a later turn
                 break
 
     async def aextend(self, messages: Iterable[M]) -> None:
@@ -233,8 +234,7 @@ class SummaryBuffer(Generic[M]):
             self._window.append(m)
         while self.degraded:
             before = self._folded
-            await self._fold_async()
-            if self._folded == before:
+            if not await self._fold_async() or self._folded == before:
                 break
 
     # -- folding ----------------------------------------------------------------------------------
@@ -254,7 +254,9 @@ class SummaryBuffer(Generic[M]):
             size += cost
         return [c for c in chunks if c]
 
-    def _fold_sync(self) -> None:
+    def _fold_sync(self) -> bool:
+        """Fold what slid out (up to ``max_rounds`` calls); ``False`` if the summariser failed
+        (the rounds it finished before are kept)."""
         summary, rounds, last = self.summary, 0, self._folded - 1
         try:
             for chunk in self._chunks()[: self.max_rounds]:
@@ -266,11 +268,14 @@ class SummaryBuffer(Generic[M]):
         except InvalidInputError:
             raise
         except Exception as e:  # noqa: BLE001 - any summariser failure degrades to the sliding window
+            self._settle(summary, rounds, last)  # rounds done before the failure were paid for: kept
             self._failed(e)
-            return
+            return False
         self._settle(summary, rounds, last)
+        return True
 
-    async def _fold_async(self) -> None:
+    async def _fold_async(self) -> bool:
+        """Async twin of :meth:`_fold_sync`."""
         summary, rounds, last = self.summary, 0, self._folded - 1
         try:
             for chunk in self._chunks()[: self.max_rounds]:
@@ -280,9 +285,11 @@ class SummaryBuffer(Generic[M]):
             if rounds and self._too_long(summary) and rounds < self.max_rounds:
                 summary = await self._call_async(None, [Message(role="user", content=summary or "")])
         except Exception as e:  # noqa: BLE001 - any summariser failure degrades to the sliding window
+            self._settle(summary, rounds, last)
             self._failed(e)
-            return
+            return False
         self._settle(summary, rounds, last)
+        return True
 
     def _call_sync(self, previous: str | None, msgs: list[Message]) -> str:
         with overhead("summariser"):  # charged to the outer payer, reported as tokenbudget's overhead
