@@ -16,6 +16,11 @@ between the two that calls other models of its own (a
 those calls with no route (:func:`~tokenbudget_core.routing.without_route`), and a budget adapter
 takes a call for the routed one only when it goes to the route's model
 (:func:`~tokenbudget_core.routing.routed_call`), so they are charged on their own model.
+
+Requests of the package's own that pass through it are not routed
+(:func:`~tokenbudget_core.routing.own_call`: made under ``without_route()`` or inside
+``overhead()``): a :class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware`
+outside it sends its summaries to the ``summariser`` it was given, and they are not routed calls.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from tokenbudget_core.complexity import ComplexityClassifier
 from tokenbudget_core.errors import MissingDependencyError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.registry import ModelRegistry
-from tokenbudget_core.routing import RouteDecision, TierRouter, using_route
+from tokenbudget_core.routing import RouteDecision, TierRouter, own_call, using_route
 
 from ._tiers import Tiers, annotate
 from .budget_callback import MAX_OUTPUT_KEYS, first, is_function_tool
@@ -81,7 +86,9 @@ def _annotated(reply: Any, decision: RouteDecision, model: str) -> Any:
 class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
     """Send each model call of an agent to the cheapest adequate tier's chat model.
 
-    The agent's own model is not called: every request goes to a tier model. ``force_tier``
+    The agent's own model is not called: every request of the agent goes to a tier model (the
+    package's own calls passing through, such as an outer ``ContextWindowMiddleware``'s summaries,
+    go to the model they were made for, unrouted). ``force_tier``
     comes from ``runtime.context`` (attribute or key ``force_tier``) or
     ``config["configurable"]["force_tier"]``; the payer for budget-aware routing from the
     context, the run's metadata, configurable and tags, as for :class:`BudgetMiddleware`.
@@ -174,6 +181,8 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
             BudgetExceededError: The payer's budget is used up: nothing was sent.
             ContextOverflowError: The request fits no tier.
         """
+        if own_call():  # a summary (or other own call) made for its model on purpose: sent as it is
+            return handler(request)
         messages, config, kwargs, options = self._plan(request)
         decision = self._tiers.route(messages, config, kwargs, **options)
 
@@ -191,6 +200,8 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[Reply]],
     ) -> Reply:
         """Async twin of :meth:`wrap_model_call`."""
+        if own_call():
+            return await handler(request)
         messages, config, kwargs, options = self._plan(request)
         decision = await self._tiers.aroute(messages, config, kwargs, **options)
 

@@ -51,6 +51,7 @@ __all__ = [
     "tiers_argument",
     "is_retryable",
     "offline_counter",
+    "own_call",
     "premium_model_of",
     "routed_call",
     "using_route",
@@ -138,6 +139,7 @@ class RouteDecision:
 _ROUTE: ContextVar[tuple[RouteDecision, str, frozenset[str]] | None] = ContextVar(
     "tokenbudget_route", default=None
 )
+_OWN_CALL: ContextVar[bool] = ContextVar("tokenbudget_own_call", default=False)
 
 
 @contextlib.contextmanager
@@ -170,9 +172,11 @@ def using_route(
     if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
         raise InvalidInputError("names", "must be a sequence of model names", value=names)
     token = _ROUTE.set((decision, model or decision.model, frozenset(names)))
+    own = _OWN_CALL.set(False)  # a routed call inside a call's own call is routed again
     try:
         yield
     finally:
+        _OWN_CALL.reset(own)
         _ROUTE.reset(token)
 
 
@@ -183,13 +187,36 @@ def without_route() -> Iterator[None]:
 
     For the calls a routed call makes of its own to other models (a memory's summariser, a
     guard's classifier): budget adapters then reserve and charge them on their own model and
-    record no routing for them, instead of taking them for the routed call.
+    record no routing for them, instead of taking them for the routed call; and routers that
+    choose the model of the requests passing through them (``RoutingMiddleware``) leave them
+    alone (:func:`own_call`), so they go to the model they were made for.
     """
     token = _ROUTE.set(None)
+    own = _OWN_CALL.set(True)
     try:
         yield
     finally:
+        _OWN_CALL.reset(own)
         _ROUTE.reset(token)
+
+
+def own_call() -> bool:
+    """Whether a request made here is a call of the package's own, made to a model chosen on
+    purpose: inside a :func:`without_route` block (with no :func:`using_route` inside it), or
+    inside :func:`~tokenbudget_core.attribution.overhead` (a summary, a classifier's call).
+
+    Routers that pick the model of every request passing through them (agent middleware) send
+    such a request on as it is: not re-routed, not counted as a routed call.
+
+    Example:
+        >>> from tokenbudget_core.attribution import overhead
+        >>> own_call()
+        False
+        >>> with overhead("summariser"):
+        ...     own_call()
+        True
+    """
+    return _OWN_CALL.get() or current_attribution().overhead is not None
 
 
 def tiers_argument(owner: str, tiers: object, extra: Sequence[object], options: dict[str, Any]) -> None:
