@@ -64,6 +64,7 @@ from typing import Any, TypeAlias
 from .errors import InvalidInputError
 from .finalizing import EXIT_WAIT_S as DEFERRED_EXIT_WAIT_S
 from .finalizing import run_at_worker_exit, wait_deferred
+from .visible import visible
 
 __all__ = ["Alert", "AlertSink", "dispatch", "flush", "resolve_sinks"]
 
@@ -140,13 +141,14 @@ AlertSink: TypeAlias = Callable[[Alert], None]
 
 
 def _text(alert: Alert) -> str:
+    scope = visible(alert.scope)  # ids come from end users: no forged log lines
     if alert.refusing:
         return (
-            f"budget {alert.budget} for {alert.scope} is refusing calls at {round(alert.threshold * 100)}%: "
+            f"budget {alert.budget} for {scope} is refusing calls at {round(alert.threshold * 100)}%: "
             f"{alert.used} of {alert.limit} spent or reserved ({alert.day})"
         )
     return (
-        f"budget {alert.budget} for {alert.scope} passed {round(alert.threshold * 100)}%: "
+        f"budget {alert.budget} for {scope} passed {round(alert.threshold * 100)}%: "
         f"{alert.used} of {alert.limit} ({alert.day})"
     )
 

@@ -1,0 +1,38 @@
+"""Ids shown to people (terminals, log lines): :func:`visible`.
+
+Feature and user ids come from end users. Written verbatim, an id with a newline forges a log
+line, an escape sequence drives the terminal, and a right-to-left mark makes one id read as
+another. :func:`visible` shows every control and invisible format character as an escape.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+__all__ = ["visible"]
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _visible_char(c: str) -> str:
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in _BIDI:  # Cf: invisible (U+200B)
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+    return c
+
+
+def visible(text: str) -> str:
+    """``text`` with every control and invisible format character shown as an escape
+    (``\\x1b``, ``\\n``, ``\\u200b``), so an id printed on a terminal or written to a log can
+    neither send escape sequences, break a line or a table row, nor pass for another id.
+    Printable text (non-ASCII letters included) is left as it is.
+
+    Example:
+        >>> visible("bob\\nERROR forged")
+        'bob\\\\nERROR forged'
+    """
+    if text.isprintable():
+        return text
+    return "".join(_visible_char(c) for c in text)
