@@ -1074,7 +1074,13 @@ def _unconfigured(feature: str, policy_path: str, configured: list[str]) -> str:
     "--token",
     envvar="TOKENBUDGET_TOKEN",
     metavar="TOKEN",
-    help="Require 'Authorization: Bearer TOKEN' (default: $TOKENBUDGET_TOKEN; none: no auth).",
+    help="Require 'Authorization: Bearer TOKEN' (default: $TOKENBUDGET_TOKEN; neither: no auth, "
+    "on a loopback --host only unless --allow-no-auth). An empty TOKEN is refused.",
+)
+@click.option(
+    "--allow-no-auth",
+    is_flag=True,
+    help="Listen on a --host that is not loopback without a token (when a proxy in front authenticates).",
 )
 @click.option("--policy", "policy_path", metavar="FILE", help="Budget policy TOML (default: no limits).")
 @click.option("--timezone", "tz", default="UTC", show_default=True, metavar="ZONE", help=_TZ_HELP)
@@ -1085,6 +1091,7 @@ def serve(
     host: str,
     port: str,
     token: str | None,
+    allow_no_auth: bool,
     policy_path: str | None,
     tz: str,
 ) -> None:
@@ -1093,20 +1100,68 @@ def serve(
     JSON endpoints for counting, truncation, prompts, prices, budgets and reports; the
     dashboard at /dashboard; the OpenAPI schema at /openapi.json. See docs/service.md.
     Pass the --timezone your apps give their ledger, so the service judges the same days.
+    Without a token the service listens on a loopback --host only, unless --allow-no-auth.
     """
     from .server import serve as run
+    from .server.guards import is_loopback
 
     n = _positive("--port", port)
     if n > 65_535:
         raise InvalidInputError("--port", f"must be at most 65535, got {port!r}", value=port)
+    token = _serve_token(token)
+    if token is None and not allow_no_auth and not is_loopback(host):
+        raise InvalidInputError(
+            "--token",
+            f"is needed to listen on --host {host!r}, which is not a loopback address: without a "
+            "token anyone who can reach the port can record spend, read reports and use up budgets",
+            fix="pass --token (or set TOKENBUDGET_TOKEN), keep --host 127.0.0.1, or pass "
+            "--allow-no-auth when a proxy in front of the service authenticates",
+        )
     store_url = _namespaced(store_url, namespace)
     try:
-        run(store_url, host=host, port=n, token=token or None, policy_path=policy_path, timezone=tz)
+        run(
+            store_url,
+            host=host,
+            port=n,
+            token=token,
+            allow_no_auth=allow_no_auth,
+            policy_path=policy_path,
+            timezone=tz,
+        )
     except OSError as e:
         raise _UnavailableError(
             f"--port: cannot listen on {host}:{n} ({e.strerror or e}); "
             "choose another --port (or --host), or stop what is listening there"
         ) from e
+
+
+def _serve_token(token: str | None) -> str | None:
+    """``serve``'s bearer token, ``None`` when neither --token nor $TOKENBUDGET_TOKEN is given.
+
+    An empty (or blank) one is refused, never read as "no auth": ``--token "$SECRET"`` with
+    ``SECRET`` unset, or ``TOKENBUDGET_TOKEN=`` left empty, is a mistake, not a choice.
+    """
+    source = click.get_current_context().get_parameter_source("token")
+    if token is None and os.environ.get("TOKENBUDGET_TOKEN") == "":  # click reads "" as unset
+        raise InvalidInputError(
+            "TOKENBUDGET_TOKEN",
+            "is set but empty, which would turn auth off",
+            fix="set it to the secret clients send, or unset it to run without a token",
+        )
+    if token is not None and not token.strip():
+        if source is click.core.ParameterSource.ENVIRONMENT:
+            raise InvalidInputError(
+                "TOKENBUDGET_TOKEN",
+                "is blank, which would turn auth off",
+                fix="set it to the secret clients send, or unset it to run without a token",
+            )
+        raise InvalidInputError(
+            "--token",
+            "is empty, which would turn auth off (is the variable you passed set?)",
+            fix='pass the secret clients send (--token "$SECRET" with SECRET set), '
+            "or leave --token out to run without a token",
+        )
+    return token
 
 
 def main(argv: Sequence[str] | None = None) -> None:

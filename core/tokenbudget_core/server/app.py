@@ -12,6 +12,7 @@ reservation's state per request id, so a commit is applied once whichever worker
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Annotated, Any, Literal
@@ -41,7 +42,7 @@ from tokenbudget_core.usage import Usage
 
 from .dashboard import dashboard_data, static_file
 from .error_responses import error_body, http_error_body, status_and_body, validation_body
-from .guards import RequestGuard
+from .guards import RequestGuard, is_loopback
 from .json_body import JSONBodyRoute
 from .metrics import CONTENT_TYPE, SERIES_TOP, HttpMetrics, HttpStats, ledger_metrics, render
 from .schemas import (
@@ -58,6 +59,8 @@ from .schemas import (
 )
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app", "serve"]
+
+logger = logging.getLogger("tokenbudget.server")
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 """1 MiB: room for a long prompt with its context, not for an accidental upload."""
@@ -373,6 +376,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     token: str | None = None,
+    allow_no_auth: bool = False,
     policy_path: str | os.PathLike[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     timezone: str = "UTC",
@@ -381,20 +385,39 @@ def serve(
 
     Args:
         store_url: The ledger's store (default: ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``).
-        host: The interface to listen on; keep the loopback default unless a token is set.
+        host: The interface to listen on. Without a token, a loopback one only (see ``allow_no_auth``).
         port: The TCP port.
-        token: The bearer token (``None``: no auth).
+        token: The bearer token (``None``: no auth; an empty string is refused).
+        allow_no_auth: Listen on a host that is not loopback without a token (when a proxy in
+            front authenticates); a warning is logged at startup.
         policy_path: A budget policy TOML file (``None``: no limits, attribution only).
         max_body_bytes: Larger request bodies are refused with ``413``.
         timezone: The IANA time zone the ledger's days are in (the apps' ``Ledger(timezone=)``).
 
     Raises:
-        InvalidInputError: A bad argument, policy file or time zone, named.
+        InvalidInputError: A bad argument, policy file or time zone, named; ``token`` when it is
+            ``None`` for a host that is not loopback and ``allow_no_auth`` is false.
         OSError: The address cannot be listened on (the port is taken, the host is not local),
             or the server failed to start.
     """
     import uvicorn
 
+    if token is None and not is_loopback(host):
+        if not allow_no_auth:
+            raise InvalidInputError(
+                "token",
+                f"is needed to listen on {host!r}, which is not a loopback address: without a token "
+                "anyone who can reach the port can record spend, read reports and use up budgets",
+                fix="pass token=..., listen on 127.0.0.1, or pass allow_no_auth=True when a proxy "
+                "in front of the service authenticates",
+            )
+        logger.warning(
+            "tokenbudget: auth is off and the service listens on %r, which is not a loopback "
+            "address: anyone who can reach port %d can record spend, read reports and use up "
+            "budgets (allowed by allow_no_auth / --allow-no-auth)",
+            host,
+            port,
+        )
     policy = load_policy(policy_path) if policy_path is not None else None
     app = create_app(store_url, token=token, policy=policy, max_body_bytes=max_body_bytes, timezone=timezone)
     sock = _listen(host, port)

@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import socket
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -24,7 +26,7 @@ from tokenbudget_core.errors import InvalidInputError
 
 from .error_responses import error_body
 
-__all__ = ["PUBLIC_PATHS", "RequestGuard"]
+__all__ = ["PUBLIC_PATHS", "RequestGuard", "is_loopback"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,6 +39,30 @@ PUBLIC_PATHS = frozenset(
 )
 """Paths served without the token (no ledger data in them)."""
 PUBLIC_PREFIXES = ("/dashboard/static/",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server listening on ``host`` is reachable from this machine only: a loopback
+    address (``127.0.0.0/8``, ``::1``) or a name that resolves to loopback addresses only
+    (``localhost``). Anything else, an empty host (every interface) or a name that does not
+    resolve included, is not.
+
+    Example:
+        >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
+        (True, True, False)
+    """
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    if not host:
+        return False
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {str(info[4][0]).split("%")[0] for info in found}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 class RequestGuard:
