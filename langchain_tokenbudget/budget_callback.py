@@ -14,8 +14,14 @@ limits and attribution rules all live in the ledger (:meth:`~tokenbudget_core.le
 the handler only translates LangChain events.
 
 The reservation's request id is the LangChain run id, so two handlers on one ledger that see
-the same call (one on the model, one in the call's config) hold and charge it once: the second
-one's reserve returns the live reservation, its commit charges nothing. A run id the caller
+the same call (one on the model, one in the call's config) hold and charge it once: when both
+reserve the same worst case for the same payer, the second one's reserve returns the live
+reservation and its commit charges nothing; when they differ (another ``feature=``, ``user=``,
+``model=`` or ``max_output_tokens=``, or a payer only one of them sees, an outer chain's), the
+ledger refuses the second reserve under the live id, and the second handler, finding the call
+open in the first one (LangChain hands every handler the same prompt object), leaves the call to
+it: the handler that starts first (those of the call's config, then the model's own) reserves and
+charges it, on the payer it resolved. A run id the caller
 reuses (``config["run_id"]``) for a later call names a call settled already: that call gets an
 id of its own (calls open at once under one run id get suffixed ids).
 
@@ -459,6 +465,10 @@ class _Run:
     next: _Run | None = None
     """A run started under the same run id while this one was open (a reused ``config["run_id"]``):
     the runs of one id settle in the order they started, so none is left unsettled."""
+    prompt: object = None
+    """The call's first prompt as LangChain hands it to every handler of the call (the message
+    list, or the prompt string): another handler of the ledger whose reserve under the same run
+    id is refused tells by it that this run is the same call (see :meth:`_BudgetHandler._held_by_another`)."""
     watch: tuple[asyncio.Task[Any], Callable[..., None]] | None = None
     """The asyncio task that started the run and the done-callback that ends the run if that
     task ends with the run still open (see :meth:`_BudgetHandler._task_ended`)."""
@@ -511,6 +521,10 @@ _ORPHAN_GRACE_S = 30.0
 """How long a call whose task ended with it open may stay silent before it is taken for gone:
 released, or charged the flagged estimate of what it streamed (a call another task reads on
 keeps streaming meanwhile)."""
+_HANDLERS: weakref.WeakSet[_BudgetHandler] = weakref.WeakSet()
+"""Every live handler: one whose reserve under a run id is refused looks in the others of its
+ledger for the same call (:meth:`_BudgetHandler._held_by_another`)."""
+_HANDLERS_LOCK = threading.Lock()
 _ORPHANED_HANDLERS: weakref.WeakSet[_BudgetHandler] = weakref.WeakSet()
 """Handlers holding orphans: an exiting process closes their accounts (a loop may close before
 a watch ends, and a CLI's loop does)."""
@@ -596,6 +610,8 @@ class _BudgetHandler:
         self._lock = threading.Lock()
         start_worker()
         self._sweep_at = 0.0
+        with _HANDLERS_LOCK:
+            _HANDLERS.add(self)
 
     @staticmethod
     def _is_router(kwargs: Mapping[str, Any]) -> bool:
@@ -699,18 +715,25 @@ class _BudgetHandler:
             "cache_writes": longest_ttl(ttl),
         }
 
-    def _reserve(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
+    def _reserve(
+        self, call: _Call, args: dict[str, Any], request_id: str | None, run_id: UUID, prompt: object
+    ) -> Reservation | None:
         """Reserve under ``request_id`` (the run's): another handler of the ledger seeing the same
-        call gets the same reservation back, and the ledger charges the call once. An id already
-        settled was a reused ``config["run_id"]``: that call is another one, reserved under the
-        first of ``<run id>#1``, ``#2``... the ledger has not settled (:func:`_reused_ids`), so that
-        every handler of the ledger lands on the same id again."""
+        call with the same worst case and payer gets the same reservation back, and the ledger
+        charges the call once. A refused id is either held by another handler of the ledger for
+        this very call (another worst case or payer: ``None``, the call is that handler's to
+        charge, see :meth:`_held_by_another`), or a reused ``config["run_id"]`` naming another
+        call: settled already, or open in a handler that does not see this call. That call is
+        reserved under the first of ``<run id>#1``, ``#2``... the ledger takes
+        (:func:`_reused_ids`), so that every handler of the ledger lands on the same id again."""
         for rid in _reused_ids(request_id):
             try:
                 return self._reserve_once(call, args, rid)
             except InvalidInputError as e:
                 if rid is None or e.field != "request_id":
                     raise
+                if rid == request_id and self._held_by_another(run_id, prompt):
+                    return None
             except BudgetUnavailableError:
                 if rid is not None:  # never retried under the run's id: undo it once the store is back
                     self.ledger.abandon(rid)
@@ -724,7 +747,9 @@ class _BudgetHandler:
         reserve = functools.partial(self.ledger.reserve, **args, request_id=request_id)
         return contextvars.Context().run(_attributed, call.attribution, reserve)
 
-    async def _areserve(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
+    async def _areserve(
+        self, call: _Call, args: dict[str, Any], request_id: str | None, run_id: UUID, prompt: object
+    ) -> Reservation | None:
         """Async twin of :meth:`_reserve`."""
         for rid in _reused_ids(request_id):
             try:
@@ -732,6 +757,8 @@ class _BudgetHandler:
             except InvalidInputError as e:
                 if rid is None or e.field != "request_id":
                     raise
+                if rid == request_id and self._held_by_another(run_id, prompt):
+                    return None
             except BudgetUnavailableError:
                 if rid is not None:  # never retried under the run's id: undo it once the store is back
                     self.ledger.abandon(rid)
@@ -746,6 +773,23 @@ class _BudgetHandler:
             _aattributed(call.attribution, reserve), context=contextvars.Context()
         )
         return await task
+
+    def _held_by_another(self, run_id: UUID, prompt: object) -> bool:
+        """Whether another handler of this ledger holds this very call open: a run under
+        ``run_id`` started with the same prompt object (LangChain hands every handler of a call
+        the same one; a later call reusing the run id has its own). That handler reserved it
+        first, with another worst case or payer (the ledger refused this one's reserve under the
+        live id): the call is its to charge, once."""
+        with _HANDLERS_LOCK:
+            others = [h for h in _HANDLERS if h is not self and h.ledger is self.ledger]
+        for other in others:
+            with other._lock:
+                run = other._runs.get(run_id)
+                while run is not None:
+                    if run.prompt is prompt:
+                        return True
+                    run = run.next
+        return False
 
     def _by_middleware(self, serialized: dict[str, Any] | None, kwargs: Mapping[str, Any]) -> bool:
         """A ``BudgetMiddleware`` of this ledger charges this model run (see :func:`middleware_call`)."""
@@ -774,8 +818,11 @@ class _BudgetHandler:
             args = self._args(call, self._count(call.counter, inputs, call.tools), ttl)
             seq, request_id = self._request_id(run_id)
             while True:
-                reservation = self._reserve(call, args, request_id)
-                kept = self._keep(run_id, call, reservation, ttl, seq, kwargs, batch)
+                reservation = self._reserve(call, args, request_id, run_id, inputs[0])
+                if reservation is None:  # another handler of the ledger charges this call
+                    self._left_to_another(batch)
+                    return
+                kept = self._keep(run_id, call, reservation, ttl, seq, kwargs, batch, inputs[0])
                 if kept is not _TAKEN:
                     break
                 request_id = None
@@ -845,7 +892,7 @@ class _BudgetHandler:
             self.ledger.abandon(request_id)  # never retried under the run's id
             raise
         now = time.monotonic()
-        run = _Run(reservation=reservation, counter=counter, touched=now)
+        run = _Run(reservation=reservation, counter=counter, touched=now, prompt=messages[0])
         with self._lock:
             kept = run_id not in self._runs
             if kept:
@@ -896,8 +943,11 @@ class _BudgetHandler:
             args = self._args(call, await self._acount(call.counter, inputs, call.tools), ttl)
             seq, request_id = self._request_id(run_id)
             while True:
-                reservation = await self._areserve(call, args, request_id)
-                kept = self._keep(run_id, call, reservation, ttl, seq, kwargs, batch)
+                reservation = await self._areserve(call, args, request_id, run_id, inputs[0])
+                if reservation is None:  # another handler of the ledger charges this call
+                    self._left_to_another(batch)
+                    return
+                kept = self._keep(run_id, call, reservation, ttl, seq, kwargs, batch, inputs[0])
                 if kept is not _TAKEN:
                     break
                 request_id = None
@@ -928,6 +978,7 @@ class _BudgetHandler:
         seq: int,
         kwargs: Mapping[str, Any],
         batch: _Batch | None,
+        prompt: object,
     ) -> object:
         """Remember the run until it ends; ``False`` (nothing kept) when its batch was refused,
         ``_TAKEN`` (nothing kept) when another open call of this handler holds its request id."""
@@ -942,6 +993,7 @@ class _BudgetHandler:
             seq=seq,
             batch=batch,
             batched=type(size) is int and size > 1,
+            prompt=prompt,
         )
         with self._lock:
             held = self._runs.get(run_id)
@@ -1141,6 +1193,12 @@ class _BudgetHandler:
                 self._started(batch)
                 raise batch.refusal()
         return batch
+
+    def _left_to_another(self, batch: _Batch | None) -> None:
+        """This prompt is another handler's to charge: it finished starting here, holding nothing."""
+        if batch is not None:
+            with self._lock:
+                self._started(batch)
 
     def _sink(self, batch: _Batch | None, error: BaseException) -> list[Reservation]:
         """Mark the batch refused; the reservations of its started prompts, to release."""
