@@ -30,6 +30,7 @@ from tokenbudget_core.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
     InvalidInputError,
+    StoreRefusedError,
     TokenBudgetError,
 )
 from tokenbudget_core.ledger import Charge, Ledger, Reservation
@@ -316,10 +317,10 @@ def create_app(
 
     @app.get("/health", tags=["operations"])
     def health() -> JSONResponse:
-        """200 when the ledger's store answers, else 503."""
+        """200 when the ledger's store answers, else 503 (unreachable, or refusing the ledger)."""
         try:
             ledger.store.ping()
-        except BudgetUnavailableError as e:  # the body every other endpoint answers, + status
+        except (BudgetUnavailableError, StoreRefusedError) as e:  # every other endpoint's body, + status
             status, body = status_and_body(e)
             return JSONResponse(body | {"status": "down"}, status_code=status)
         except OSError as e:

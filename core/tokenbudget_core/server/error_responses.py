@@ -15,6 +15,8 @@ the body is not a JSON object           422     ``field`` = ``body``, ``fix``, `
 :class:`BudgetExceededError`            429     ``budget``, ``scope``, ``limit``, ``used``, ``requested``,
                                                 ``step``
 :class:`BudgetUnavailableError`         503     ``store``
+:class:`StoreRefusedError`              503     (``store_refused``) ``store``, ``fix``: the store is up
+                                                but refuses the ledger (credentials, ACL)
 token counting / encoding / extra down  503
 no such route (``not_found``)           404
 method the route does not take          405     (``method_not_allowed``) the ``Allow`` header
@@ -38,6 +40,7 @@ from tokenbudget_core.errors import (
     EncodingUnavailableError,
     InvalidInputError,
     MissingDependencyError,
+    StoreRefusedError,
     TokenBudgetError,
     TokenCountError,
     UnknownModelError,
@@ -46,6 +49,13 @@ from tokenbudget_core.errors import (
 from tokenbudget_core.money import decimal_text
 
 __all__ = ["error_body", "http_error_body", "status_and_body", "validation_body"]
+
+
+_STORE_REFUSED_FIX = (
+    "check the store's credentials in the service's store URL and the store's ACL (the ledger's user "
+    "must be allowed its commands), then retry; retrying alone does not help"
+)
+"""What to do about a :class:`StoreRefusedError` that brings no ``fix`` of its own."""
 
 
 def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -103,6 +113,13 @@ def status_and_body(error: TokenBudgetError) -> tuple[int, dict[str, Any]]:
         )
     if isinstance(error, BudgetUnavailableError):
         return 503, error_body("budget_unavailable", message, store=error.store)
+    if isinstance(error, StoreRefusedError):  # the server's configuration, never the request's fault
+        return 503, error_body(
+            "store_refused",
+            message,
+            store=getattr(error, "store", None),
+            fix=getattr(error, "fix", None) or _STORE_REFUSED_FIX,
+        )
     if isinstance(error, TokenCountError | EncodingUnavailableError | MissingDependencyError):
         return 503, error_body("unavailable", message)
     return 400, error_body("error", message)

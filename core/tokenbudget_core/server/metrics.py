@@ -11,7 +11,7 @@ Two kinds:
   and model (the :data:`SERIES_TOP` biggest each, the rest summed in one ``(other)`` series, so
   the series always add up to the day's spend), and each budget's used share and headroom.
   ``tokenbudget_store_up`` is 0 (and the ledger figures are left out) when the store cannot be
-  reached.
+  reached, or refuses the ledger (wrong credentials, an ACL).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from decimal import Decimal
 from typing import Any
 
-from tokenbudget_core.errors import BudgetUnavailableError
+from tokenbudget_core.errors import BudgetUnavailableError, StoreRefusedError
 from tokenbudget_core.money import decimal_text
 from tokenbudget_core.reports import Dimension, Report
 
@@ -162,7 +162,8 @@ class HttpMetrics:
 def ledger_metrics(
     report: Callable[[], Report], budgets: Callable[[], Sequence[Mapping[str, Any]]]
 ) -> list[Family]:
-    """Today's ledger figures as metric families (``tokenbudget_store_up`` 0 when the store is down).
+    """Today's ledger figures as metric families (``tokenbudget_store_up`` 0 when the store is down
+    or refuses the ledger).
 
     Args:
         report: Builds today's report (``build_report(ledger, last_days=1)``).
@@ -170,7 +171,7 @@ def ledger_metrics(
     """
     try:
         r, rows = report(), budgets()
-    except BudgetUnavailableError:
+    except (BudgetUnavailableError, StoreRefusedError):  # down, or up but refusing the ledger
         return [("tokenbudget_store_up", "gauge", "1 when the ledger's store answers.", [("", {}, 0)])]
     t = r.totals
     day = r.per_day[-1] if r.per_day else None
