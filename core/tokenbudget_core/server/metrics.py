@@ -4,8 +4,9 @@ Two kinds:
 
 * **HTTP**, counted by :class:`HttpMetrics` (ASGI middleware): ``tokenbudget_http_requests_total``
   by method, route and status, and the ``tokenbudget_http_request_duration_seconds`` histogram by
-  route. Routes are the app's own paths; anything else is ``other``, so a scanner cannot blow up
-  the label cardinality.
+  route. Routes are the app's own paths and methods those of :data:`METHODS`; any other path or
+  method is ``other``, so a scanner (authenticated or not: refused requests are counted too)
+  cannot blow up the label cardinality.
 * **Ledger**, read at scrape time by :func:`ledger_metrics` from today's report and budgets:
   spend, requests, cache hits and savings, active users, cost per active user, spend by feature
   and model (the :data:`SERIES_TOP` biggest each, the rest summed in one ``(other)`` series, so
@@ -29,6 +30,7 @@ from tokenbudget_core.reports import Dimension, Report
 
 __all__ = [
     "CONTENT_TYPE",
+    "METHODS",
     "OTHER_LABEL",
     "SERIES_TOP",
     "HttpMetrics",
@@ -43,6 +45,9 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SERIES_TOP = 100
 """Spend series per dimension (features, models) before the rest is summed as ``(other)``: bounds
 the label cardinality an app's ids can create."""
+METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
+"""The HTTP methods reported as themselves in ``tokenbudget_http_requests_total``; any other
+(the HTTP server may pass on any token as a method) is ``other``."""
 OTHER_LABEL = "(other)"
 """The label value of the series summing the features (models) past :data:`SERIES_TOP`."""
 
@@ -133,7 +138,8 @@ class HttpMetrics:
     Args:
         app: The application to measure.
         stats: Where the figures go.
-        routes: The paths reported as themselves; any other path is ``other``.
+        routes: The paths reported as themselves; any other path is ``other`` (and any method
+            not in :data:`METHODS`).
     """
 
     def __init__(self, app: ASGIApp, *, stats: HttpStats, routes: frozenset[str]) -> None:
@@ -156,7 +162,8 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, watch)
         finally:
-            self.stats.observe(scope["method"], route, status, time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.stats.observe(method, route, status, time.perf_counter() - started)
 
 
 def ledger_metrics(
