@@ -64,6 +64,9 @@ metadata, an ``attribute()`` block opened inside the run), as with nested ``attr
 blocks; an ``attribute()`` block enclosing the whole run wins over everything. The handler
 sees the outer runs when it is passed in the run's config (``config={"callbacks": [...]}``):
 it notes each chain, tool and retriever run's payer as it starts and drops it at its end.
+A payer id is a string (empty: none named); an int or a ``uuid.UUID`` is taken as its ``str()``;
+an id of any other type (a float, bytes, a bool...) stops the run with an ``InvalidInputError``
+naming its metadata key, rather than charging the call to nobody.
 
 Routed calls: a :class:`~langchain_tokenbudget.router_chat_model.RouterChatModel` runs the tier
 model with the route in its run metadata (``tokenbudget_route``); the handler reserves and
@@ -173,10 +176,23 @@ CHOICE_KEYS = ("n", "candidate_count")
 """Settings naming how many completions a call asks for (OpenAI's ``n``, Gemini's ``candidate_count``)."""
 
 
-def _id(value: object) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    return str(value) or None
+def _id(value: object, field: str) -> str | None:
+    """The payer id ``value`` names: a string (empty: none), an int or a ``UUID``, as a string.
+
+    Raises:
+        InvalidInputError: Any other type (a float, bytes, a tuple, a bool...), named by
+            ``field``: never read as "no payer named", which would charge the anonymous payer.
+    """
+    if isinstance(value, str):
+        return str(value) or None
+    if isinstance(value, UUID) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    raise InvalidInputError(
+        field,
+        f"a payer id must be a string (an int or a UUID is taken as its str()), not {type(value).__name__}",
+        value=value,
+        fix="pass str(...) of the id, or None for no payer",
+    )
 
 
 def payer_from(*sources: object, tags: Sequence[str] = ()) -> dict[str, str | None]:
@@ -184,6 +200,11 @@ def payer_from(*sources: object, tags: Sequence[str] = ()) -> dict[str, str | No
 
     Keys: ``tokenbudget_feature``/``feature``, ``tokenbudget_user``/``user``/``user_id``,
     ``tokenbudget_conversation``/``conversation``/``thread_id``; tags ``feature:x``, ``user:y``.
+    An id is a string (empty: none); an int or a ``uuid.UUID`` is taken as its ``str()``.
+
+    Raises:
+        InvalidInputError: An id of another type (a float, bytes, a bool...), named by its key:
+            the call must not be charged to nobody.
     """
     getters = [
         s.get if isinstance(s, Mapping) else functools.partial(getattr, s) for s in sources if s is not None
@@ -199,7 +220,7 @@ def _named(get: Callable[..., Any], keys: Sequence[str]) -> str | None:
     """The first id found under ``keys`` through ``get`` (a mapping's ``get``, or ``getattr``)."""
     for k in keys:
         raw = get(k, None)
-        if raw is not None and (value := _id(raw)) is not None:
+        if raw is not None and (value := _id(raw, k)) is not None:
             return value
     return None
 
@@ -210,7 +231,11 @@ def _tagged(field: str, tags: Sequence[str]) -> str | None:
 
 
 def _payer_of(meta: Mapping[str, Any], tags: Sequence[str]) -> tuple[str | None, str | None, str | None]:
-    """``payer_from(meta, tags=tags)`` as a tuple ``(feature, user, conversation)``, for the hot path."""
+    """``payer_from(meta, tags=tags)`` as a tuple ``(feature, user, conversation)``, for the hot path.
+
+    Raises:
+        InvalidInputError: A payer id of a type :func:`_id` refuses, named ``metadata.<key>``.
+    """
     get = meta.get
     found: list[str | None] = []
     for keys in _PAYER_KEY_LISTS:
@@ -218,7 +243,7 @@ def _payer_of(meta: Mapping[str, Any], tags: Sequence[str]) -> tuple[str | None,
         for k in keys:
             raw = get(k)
             if raw is not None:
-                value = raw if type(raw) is str and raw else _id(raw)
+                value = raw if type(raw) is str and raw else _id(raw, f"metadata.{k}")
                 if value is not None:
                     break
         found.append(value)
@@ -1414,7 +1439,9 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
     Attach it to a model (``callbacks=[handler]``) or to a run (``config={"callbacks": [...]}``).
     The payer of a run comes from its metadata (``tokenbudget_feature``/``feature``,
     ``tokenbudget_user``/``user``/``user_id``, ``tokenbudget_conversation``/``thread_id``) or
-    tags (``feature:support``, ``user:u-42``), else the defaults given here; outer wins: an
+    tags (``feature:support``, ``user:u-42``), else the defaults given here (an id in metadata
+    is a string, or an int or ``uuid.UUID`` taken as its ``str()``; another type is refused,
+    with ``InvalidInputError`` naming the key); outer wins: an
     enclosing :func:`~tokenbudget_core.attribute` block wins over both (the ledger's rule), and
     the outermost run the handler sees that names a payer wins over inner runs' metadata and
     over ``attribute()`` blocks opened inside it. Two handlers on one ledger seeing the same
@@ -1438,7 +1465,8 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
             (default: ``TokenCounter.for_model`` of the model charged).
 
     Raises:
-        InvalidInputError: A bad option, named.
+        InvalidInputError: A bad option, named; at a run's start, a payer id in its metadata of
+            a type that is not an id (``metadata.<key>``): the call is not sent.
 
     Example:
         >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
