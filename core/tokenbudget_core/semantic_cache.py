@@ -19,10 +19,21 @@ with a ``ledger``, each call of a paid embedding model is recorded there as that
 miss is embedded once: the vector :meth:`SemanticCache.lookup` made is kept (a few hundred, the
 latest, per cache) for the :meth:`SemanticCache.store` of the same text that follows, never for
 another embedder.
+
+An embedding is charged to the payer even when the call it serves is refused, so a paid embedding
+is not made for a payer whose budgets are used up: when the embedder records its paid calls in a
+ledger and the payer's budgets there stand at the ladder's ``hard_refusal`` (or the ledger, failing
+closed, cannot tell), the lookup is a miss without embedding, and a store that would have to
+embed stores nothing (an answer whose vector the lookup kept is still stored). The payer's spend
+on lookups so stops at its limit (past it by at most the embeddings already under way); below it,
+at ``cache_only`` or ``soft_refusal``, lookups go on and serve hits. The check is one
+:meth:`~tokenbudget_core.ledger.Ledger.state` of the payer, made only for a paid embedder recording
+in a ledger (no store read when no limit applies to the payer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -33,12 +44,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from .attribution import overhead
+from .attribution import current_attribution, overhead
 from .cache_keys import CacheRequest, CacheScope, ScopeField, canonical_json
 from .cache_stores import CacheStore, VectorMatch
 from .cached_response import CachedResponse, CacheHit
-from .embeddings import Embedder, Vectors, as_embedder
-from .errors import InvalidInputError
+from .embeddings import Embedder, Vectors, _Wrapped, as_embedder
+from .errors import BudgetUnavailableError, InvalidInputError
 from .response_cache import DEFAULT_MAX_TTL, ResponseCacheBase, prompt_sha256
 from .semantic_guard import GuardFeatures, compare, guard_features
 
@@ -98,6 +109,34 @@ if hasattr(os, "register_at_fork"):  # POSIX; there is no fork elsewhere
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _paying_ledger(embedder: Embedder) -> Ledger | None:
+    """The ledger ``embedder`` records its calls in when they are paid (``None``: its calls cost
+    nothing, or an embedder of the caller's own records them where it likes)."""
+    if isinstance(embedder, _Wrapped) and embedder.ledger is not None and embedder._is_paid():
+        return embedder.ledger
+    return None
+
+
+def _may_charge(ledger: Ledger) -> bool:
+    """Whether the current payer may be charged one more embedding call in ``ledger``: not once its
+    budgets there are used up (``hard_refusal``), nor when a ledger failing closed cannot tell."""
+    try:
+        state = ledger.state()
+    except BudgetUnavailableError:
+        logger.info("semantic cache skipped: the budget store is unreachable (the ledger fails closed)")
+        return False
+    if state.step != "hard_refusal":
+        return True
+    payer = current_attribution()
+    logger.info(
+        "semantic cache skipped for feature=%s user=%s: its budgets are used up, an embedding call "
+        "would be charged past them",
+        payer.feature or "-",
+        payer.user or "-",
+    )
+    return False
+
+
 class SemanticCache(ResponseCacheBase):
     """Serve near-identical requests (same scope, model, system prompt, tools) from a cache.
 
@@ -122,7 +161,8 @@ class SemanticCache(ResponseCacheBase):
             recorded there); also each call of a paid embedding model, charged to the current
             payer as overhead (``cache``) and priced on the embedding model (see
             :func:`~tokenbudget_core.embeddings.as_embedder`; an embedder that already records in
-            a ledger keeps its own).
+            a ledger keeps its own). No paid embedding call is made for a payer whose budgets
+            in that ledger are used up (see the module doc).
         ttl, max_ttl, max_entry_bytes, cache_sampled, cache_tool_calls, hash_prompts,
             scope_fields, registry, prices, clock: As for
             :class:`~tokenbudget_core.response_cache.ExactCache`.
@@ -327,12 +367,27 @@ class SemanticCache(ResponseCacheBase):
             logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
         return payload
 
+    def _may_embed(self) -> bool:
+        """Whether a (paid) embedding call may be made for the current payer (see the module doc)."""
+        ledger = _paying_ledger(self.embedder)
+        return ledger is None or _may_charge(ledger)
+
+    async def _amay_embed(self) -> bool:
+        """Async twin of :meth:`_may_embed` (the ledger read runs in a worker thread)."""
+        ledger = _paying_ledger(self.embedder)
+        if ledger is None:
+            return True
+        if ledger._inline:
+            return _may_charge(ledger)
+        return await asyncio.to_thread(_may_charge, ledger)
+
     # -- the API ---------------------------------------------------------------------------------
 
     def lookup(self, request: CacheRequest, *, scope: CacheScope | None = None) -> CacheHit | None:
         """The cached answer to a near-identical request in ``scope``, or ``None``.
 
-        In shadow mode a would-be hit is logged and returned with ``served=False``.
+        In shadow mode a would-be hit is logged and returned with ``served=False``. ``None``, with
+        no embedding call, for a payer whose budgets are used up (see the module doc).
 
         Raises:
             InvalidInputError: ``request`` or ``scope`` is of the wrong type, or the embedder
@@ -346,6 +401,8 @@ class SemanticCache(ResponseCacheBase):
             return self._lookup_exact(request, where, served=not self.shadow)
         text = self._text(request)
         embedder = self.embedder
+        if not self._may_embed():
+            return None
         with overhead("cache"):
             vector = self._row(embedder.embed([text]))
         partition = self.partition(request, dimensions=vector.shape[0])
@@ -357,7 +414,8 @@ class SemanticCache(ResponseCacheBase):
     ) -> bool:
         """Store ``response`` for ``request`` in ``scope``; False when it may not be stored.
 
-        The same rules as :meth:`ExactCache.store <tokenbudget_core.response_cache.ExactCache.store>`.
+        The same rules as :meth:`ExactCache.store <tokenbudget_core.response_cache.ExactCache.store>`;
+        also False when the text would have to be embedded for a payer whose budgets are used up.
 
         Raises:
             InvalidInputError: ``request``, ``response`` or ``scope`` is of the wrong type.
@@ -371,6 +429,8 @@ class SemanticCache(ResponseCacheBase):
             return False
         vector = self._memo.take(self.embedder, text)
         if vector is None:
+            if not self._may_embed():
+                return False
             with overhead("cache"):
                 vector = self._row(self.embedder.embed([text]))
         partition, key = self.partition(request, dimensions=vector.shape[0]), request.digest()
@@ -393,6 +453,8 @@ class SemanticCache(ResponseCacheBase):
             return exact
         text = self._text(request)
         embedder = self.embedder
+        if not await self._amay_embed():
+            return None
         with overhead("cache"):
             vector = self._row(await embedder.aembed([text]))
         partition = self.partition(request, dimensions=vector.shape[0])
@@ -418,6 +480,8 @@ class SemanticCache(ResponseCacheBase):
             return False
         vector = self._memo.take(self.embedder, text)
         if vector is None:
+            if not await self._amay_embed():
+                return False
             with overhead("cache"):
                 vector = self._row(await self.embedder.aembed([text]))
         partition, key = self.partition(request, dimensions=vector.shape[0]), request.digest()
