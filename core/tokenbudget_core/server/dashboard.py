@@ -2,7 +2,8 @@
 
 ``GET /dashboard`` serves ``static/dashboard.html`` (with ``dashboard.js`` and ``dashboard.css``:
 hand-written SVG charts, no CDN, no external font). The page fetches :func:`dashboard_data`
-from ``GET /dashboard/data`` and draws:
+from ``GET /dashboard/data`` and draws (its URLs are relative to the page, so it works with the
+app mounted under a prefix too):
 
 * cost per active user per day over the report's days (the headline metric of
   :mod:`~tokenbudget_core.reports`);

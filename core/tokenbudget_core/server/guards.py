@@ -6,7 +6,8 @@
   OpenAPI schema and docs, the dashboard's page and static files: they hold no data; with or
   without a trailing slash, which the router redirects to the path itself) needs
   ``Authorization: Bearer <token>``, compared in constant time. Otherwise ``401`` with
-  ``WWW-Authenticate: Bearer``.
+  ``WWW-Authenticate: Bearer``. Paths are matched as the router matches them (:func:`route_path`:
+  less the ``root_path`` the app is mounted at), so the app works mounted under a prefix.
 * **Size.** A request whose ``Content-Length`` exceeds the limit is answered ``413`` before its
   body is read; a body sent without a length (chunked) is read up to the limit and answered
   ``413`` as soon as it goes past it. Nothing is parsed before the check, and the endpoint
@@ -22,11 +23,13 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from starlette._utils import get_route_path  # the router's own: the guard must see what it routes
+
 from tokenbudget_core.errors import InvalidInputError
 
 from .error_responses import error_body
 
-__all__ = ["PUBLIC_PATHS", "RequestGuard", "is_loopback"]
+__all__ = ["PUBLIC_PATHS", "RequestGuard", "is_loopback", "route_path"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,6 +42,19 @@ PUBLIC_PATHS = frozenset(
 )
 """Paths served without the token (no ledger data in them)."""
 PUBLIC_PREFIXES = ("/dashboard/static/",)
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path as the app's router matches it: ``scope["path"]`` less the
+    ``root_path`` the app is mounted at (``/tb/health`` is ``/health`` for an app mounted at
+    ``/tb``, or run with ``--root-path /tb``). Starlette's own function, so the guard and the
+    metrics can never judge a path other than the one the router serves.
+
+    Example:
+        >>> route_path({"path": "/tb/health", "root_path": "/tb"}), route_path({"path": "/health"})
+        ('/health', '/health')
+    """
+    return get_route_path(scope)
 
 
 def is_loopback(host: str) -> bool:
@@ -101,7 +117,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._token is not None and not self._is_public(scope["path"]) and not self._authorized(scope):
+        if self._token is not None and not self._is_public(route_path(scope)) and not self._authorized(scope):
             await _respond(
                 send,
                 401,

@@ -28,6 +28,8 @@ from tokenbudget_core.errors import BudgetUnavailableError, StoreRefusedError
 from tokenbudget_core.money import decimal_text
 from tokenbudget_core.reports import Dimension, Report
 
+from .guards import route_path
+
 __all__ = [
     "CONTENT_TYPE",
     "METHODS",
@@ -138,8 +140,9 @@ class HttpMetrics:
     Args:
         app: The application to measure.
         stats: Where the figures go.
-        routes: The paths reported as themselves; any other path is ``other`` (and any method
-            not in :data:`METHODS`).
+        routes: The paths reported as themselves (as the router matches them: less the prefix
+            the app is mounted at); any other path is ``other`` (and any method not in
+            :data:`METHODS`).
     """
 
     def __init__(self, app: ASGIApp, *, stats: HttpStats, routes: frozenset[str]) -> None:
@@ -149,7 +152,8 @@ class HttpMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = scope["path"] if scope["path"] in self.routes else "other"
+        path = route_path(scope)  # less the prefix the app is mounted at
+        route = path if path in self.routes else "other"
         status = 500  # what the server answers if the app fails before responding
 
         async def watch(message: Message) -> None:

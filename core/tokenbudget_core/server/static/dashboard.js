@@ -1,7 +1,11 @@
 // tokenbudget dashboard: fetches /dashboard/data and draws hand-written SVG charts (no libraries, no CDN).
 // The bearer token, when the service needs one, comes from "#token=..." in the URL or the form,
 // and is kept in sessionStorage for this tab only.
+// Every URL is relative to this script's own (…/dashboard/static/dashboard.js), never root-absolute,
+// so the page works wherever the service is: at /, mounted under a prefix, or behind a proxy's path.
 "use strict";
+
+const DASHBOARD = new URL("../", document.currentScript.src); // …/dashboard/
 
 const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#3062d4", "#2e9e6b", "#d98a1c", "#8e44ad", "#c9362b", "#16a2b8", "#7f8c8d", "#b8860b", "#e67e9f", "#34495e"];
@@ -206,7 +210,7 @@ async function load() {
   const secret = token();
   if (secret) headers.Authorization = "Bearer " + secret;
   document.body.dataset.ready = "false";
-  const response = await fetch(`/dashboard/data?last_days=${days}`, { headers });
+  const response = await fetch(new URL(`data?last_days=${encodeURIComponent(days)}`, DASHBOARD), { headers });
   if (response.status === 401) {
     $("auth").hidden = false;
     $("content").hidden = true;
