@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from .counting import TokenCounter
     from .ledger import Ledger
 
-__all__ = ["Embedder", "HashingEmbedder", "as_embedder", "cosine", "normalize_text"]
+__all__ = ["Embedder", "HashingEmbedder", "as_embedder", "cosine", "normalize_text", "paying_ledger"]
 
 Vectors = npt.NDArray[np.float32]
 
@@ -229,6 +229,15 @@ def _runs_locally(host: object) -> bool:
         if name in _LOCAL_CLASSES or any(m in module for m in _LOCAL_MODULES):
             return True
     return False
+
+
+def paying_ledger(embedder: Embedder) -> Ledger | None:
+    """The ledger that ``embedder`` (made by :func:`as_embedder`) records its calls in, when
+    they are paid; ``None`` when its calls cost nothing, it records in no ledger, or it is an
+    embedder of the caller's own (which records where it likes)."""
+    if isinstance(embedder, _Wrapped) and embedder.ledger is not None and embedder._is_paid():
+        return embedder.ledger
+    return None
 
 
 class _Wrapped:

@@ -2317,6 +2317,10 @@ class Ledger:
             )
         )  # fmt: skip
 
+    async def astate(self, *, feature: str | None = None, user: str | None = None) -> BudgetState:
+        """Async twin of :meth:`state` (the store read runs in a worker thread)."""
+        return await self._async(functools.partial(self.state, feature=feature, user=user))
+
     async def arelease(self, reservation: Reservation) -> bool:
         """Async twin of :meth:`release`."""
         return await self._async(lambda: self.release(reservation))

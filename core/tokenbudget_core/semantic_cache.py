@@ -33,7 +33,6 @@ in a ledger (no store read when no limit applies to the payer).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -48,13 +47,14 @@ from .attribution import current_attribution, overhead
 from .cache_keys import CacheRequest, CacheScope, ScopeField, canonical_json
 from .cache_stores import CacheStore, VectorMatch
 from .cached_response import CachedResponse, CacheHit
-from .embeddings import Embedder, Vectors, _Wrapped, as_embedder
+from .embeddings import Embedder, Vectors, as_embedder, paying_ledger
 from .errors import BudgetUnavailableError, InvalidInputError
 from .response_cache import DEFAULT_MAX_TTL, ResponseCacheBase, prompt_sha256
 from .semantic_guard import GuardFeatures, compare, guard_features
 
 if TYPE_CHECKING:
     from .ledger import Ledger
+    from .ledger_records import BudgetState
     from .price_overrides import PriceTable
     from .registry import ModelRegistry
 
@@ -109,20 +109,11 @@ if hasattr(os, "register_at_fork"):  # POSIX; there is no fork elsewhere
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _paying_ledger(embedder: Embedder) -> Ledger | None:
-    """The ledger ``embedder`` records its calls in when they are paid (``None``: its calls cost
-    nothing, or an embedder of the caller's own records them where it likes)."""
-    if isinstance(embedder, _Wrapped) and embedder.ledger is not None and embedder._is_paid():
-        return embedder.ledger
-    return None
-
-
-def _may_charge(ledger: Ledger) -> bool:
-    """Whether the current payer may be charged one more embedding call in ``ledger``: not once its
-    budgets there are used up (``hard_refusal``), nor when a ledger failing closed cannot tell."""
-    try:
-        state = ledger.state()
-    except BudgetUnavailableError:
+def _may_charge(state: BudgetState | None) -> bool:
+    """Whether the current payer may be charged one more embedding call, its budgets standing at
+    ``state`` (``None``: a ledger failing closed cannot tell): not once they are used up
+    (``hard_refusal``)."""
+    if state is None:
         logger.info("semantic cache skipped: the budget store is unreachable (the ledger fails closed)")
         return False
     if state.step != "hard_refusal":
@@ -369,17 +360,23 @@ class SemanticCache(ResponseCacheBase):
 
     def _may_embed(self) -> bool:
         """Whether a (paid) embedding call may be made for the current payer (see the module doc)."""
-        ledger = _paying_ledger(self.embedder)
-        return ledger is None or _may_charge(ledger)
-
-    async def _amay_embed(self) -> bool:
-        """Async twin of :meth:`_may_embed` (the ledger read runs in a worker thread)."""
-        ledger = _paying_ledger(self.embedder)
+        ledger = paying_ledger(self.embedder)
         if ledger is None:
             return True
-        if ledger._inline:
-            return _may_charge(ledger)
-        return await asyncio.to_thread(_may_charge, ledger)
+        try:
+            return _may_charge(ledger.state())
+        except BudgetUnavailableError:
+            return _may_charge(None)
+
+    async def _amay_embed(self) -> bool:
+        """Async twin of :meth:`_may_embed`."""
+        ledger = paying_ledger(self.embedder)
+        if ledger is None:
+            return True
+        try:
+            return _may_charge(await ledger.astate())
+        except BudgetUnavailableError:
+            return _may_charge(None)
 
     # -- the API ---------------------------------------------------------------------------------
 
