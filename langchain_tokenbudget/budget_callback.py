@@ -121,7 +121,6 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
@@ -141,6 +140,7 @@ from tokenbudget_core.errors import (
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import CacheMarks, cache_marks_of, longest_ttl
+from tokenbudget_core.response_cache import ServedHit, served_hit
 from tokenbudget_core.routing import premium_model_of, routed_call
 from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
@@ -379,12 +379,8 @@ def llm_output_usage(llm_output: object) -> Usage | None:
         return None
 
 
-class CacheHit(NamedTuple):
-    """A reply served from a response cache instead of the model."""
-
-    saved_usd: Decimal | None
-    recorded: bool
-    """The cache already recorded the hit in a ledger (ours, through the core cache)."""
+CacheHit = ServedHit
+"""A reply served from a response cache instead of the model (the core's ``ServedHit``)."""
 
 
 def route_of(replies: Sequence[BaseMessage]) -> Mapping[str, Any] | None:
@@ -409,16 +405,18 @@ def routed_model(route: object) -> str | None:
 
 
 def cache_hit_of(replies: Sequence[BaseMessage]) -> CacheHit | None:
-    """The cache hit the replies came from: tokenbudget's LLM cache marks its hits; LangChain's own
-    caches leave the original ``usage_metadata`` with ``total_cost`` set to 0."""
-    for m in replies:
-        audit = m.response_metadata.get(CACHE_HIT_KEY) if isinstance(m, AIMessage) else None
-        if isinstance(audit, Mapping):
-            saved = audit.get("saved_usd")
-            return CacheHit(Decimal(saved) if isinstance(saved, str) else None, bool(audit.get("recorded")))
-    for m in replies:
-        if isinstance(m, AIMessage) and m.usage_metadata and m.usage_metadata.get("total_cost") == 0:
-            return CacheHit(None, False)
+    """The cache hit the replies came from, by the core's rule (``served_hit``): tokenbudget's LLM
+    cache marks its hits in ``response_metadata[CACHE_HIT_KEY]``; LangChain's own caches leave the
+    original ``usage_metadata`` with ``total_cost`` set to 0."""
+    ais = [m for m in replies if isinstance(m, AIMessage)]
+    for m in ais:
+        hit = served_hit(m.response_metadata.get(CACHE_HIT_KEY))
+        if hit is not None:
+            return hit
+    for m in ais:
+        hit = served_hit(usage=m.usage_metadata)
+        if hit is not None:
+            return hit
     return None
 
 

@@ -8,13 +8,19 @@ from langchain_core.messages import AIMessage
 
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.pricing import cost_of
+from tokenbudget_core.response_cache import served_hit
 from tokenbudget_core.usage import Usage
+
+from .llm_cache import CACHE_HIT_KEY
 
 __all__ = ["cost_of_message", "usage_of"]
 
 
 def usage_of(message: AIMessage) -> Usage:
     """The :class:`~tokenbudget_core.usage.Usage` of a model reply (from ``usage_metadata``).
+
+    A reply served from a response cache keeps the usage of the call that was cached (the hit
+    itself used nothing: its :func:`cost_of_message` is 0).
 
     Raises:
         InvalidInputError: The reply carries no ``usage_metadata`` (for OpenAI streams,
@@ -34,10 +40,20 @@ def usage_of(message: AIMessage) -> Usage:
 def cost_of_message(message: AIMessage, model: str | None = None) -> Decimal:
     """USD cost of a model reply; the model defaults to ``response_metadata['model_name']``.
 
+    A reply served from a response cache (a :class:`~langchain_tokenbudget.TokenBudgetLLMCache`
+    hit, marked in ``response_metadata["tokenbudget_cache"]``, or a hit of LangChain's own caches,
+    whose ``usage_metadata`` reports ``total_cost`` 0) made no model call: it costs ``Decimal(0)``,
+    as the ledger charges it, though its ``usage_metadata`` still shows the cached call's tokens.
+
     Raises:
-        InvalidInputError: No usage, or no model name to price it with.
+        InvalidInputError: Not an ``AIMessage``; or a reply of a model call with no usage, or no
+            model name to price it with.
         UnpricedModelError: The model has no known price.
     """
+    if isinstance(message, AIMessage) and (
+        served_hit(message.response_metadata.get(CACHE_HIT_KEY), message.usage_metadata) is not None
+    ):
+        return Decimal(0)
     usage = usage_of(message)  # validates the message first
     name = model or message.response_metadata.get("model_name") or message.response_metadata.get("model")
     if not name:

@@ -8,7 +8,11 @@ from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
 
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.pricing import cost_of
+from tokenbudget_core.response_cache import served_hit
 from tokenbudget_core.usage import Usage
+
+_HIT_KEY = "cache_hit"
+"""Where :class:`~llamaindex_tokenbudget.CachedLLM` marks a hit it served: ``additional_kwargs``."""
 
 __all__ = ["cost_of_response", "usage_of"]
 
@@ -17,11 +21,20 @@ def usage_of(response: ChatResponse | CompletionResponse) -> Usage:
     """The :class:`~tokenbudget_core.usage.Usage` of a LlamaIndex response, read from ``response.raw``.
 
     Raises:
-        InvalidInputError: The response has no raw provider payload with usage.
+        InvalidInputError: The response has no raw provider payload with usage (a cache hit has
+            none: it made no model call, and :func:`cost_of_response` answers 0 for it).
     """
     if not isinstance(response, ChatResponse | CompletionResponse):
         raise InvalidInputError("response", f"expected a ChatResponse, got {type(response).__name__}")
     if response.raw is None:
+        if _hit(response):
+            raise InvalidInputError(
+                "response.raw",
+                "is empty: the response was served from a response cache (additional_kwargs['cache_hit']) "
+                "and made no model call",
+                fix="read its cost with cost_of_response() (0), or what it saved in "
+                "additional_kwargs['cache_hit']['saved_usd']",
+            )
         raise InvalidInputError(
             "response.raw", "is empty", fix="use an LLM integration that keeps the provider response in .raw"
         )
@@ -31,13 +44,26 @@ def usage_of(response: ChatResponse | CompletionResponse) -> Usage:
 def cost_of_response(response: ChatResponse | CompletionResponse, model: str | None = None) -> Decimal:
     """USD cost of a response; the model defaults to the one named in ``response.raw``.
 
+    A response a :class:`~llamaindex_tokenbudget.CachedLLM` served from its cache (marked in
+    ``additional_kwargs["cache_hit"]``) made no model call: it costs ``Decimal(0)``, as the ledger
+    charges it.
+
     Raises:
-        InvalidInputError: No usage, or no model name to price it with.
+        InvalidInputError: Not a response; or a response of a model call with no usage, or no
+            model name to price it with.
         UnpricedModelError: The model has no known price.
     """
+    if isinstance(response, ChatResponse | CompletionResponse) and _hit(response):
+        return Decimal(0)
     usage = usage_of(response)  # validates the response first
     raw = response.raw
     name = model or (raw.get("model") if isinstance(raw, dict) else getattr(raw, "model", None))
     if not name:
         raise InvalidInputError("model", "the response does not name its model", fix="pass model='...'")
     return cost_of(usage, str(name))
+
+
+def _hit(response: ChatResponse | CompletionResponse) -> bool:
+    """The response was served from a response cache (the core's rule, on CachedLLM's mark)."""
+    kwargs = response.additional_kwargs
+    return served_hit(kwargs.get(_HIT_KEY) if isinstance(kwargs, dict) else None) is not None

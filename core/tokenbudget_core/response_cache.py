@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from .cache_keys import CacheRequest, CacheScope, ScopeField, check_scope_fields, resolve_scope
 from .cache_stores import CacheStore, open_cache_store
@@ -45,7 +45,7 @@ from .usage import Usage
 if TYPE_CHECKING:
     from .ledger import Ledger
 
-__all__ = ["DEFAULT_MAX_TTL", "ExactCache", "ResponseCacheBase"]
+__all__ = ["DEFAULT_MAX_TTL", "ExactCache", "ResponseCacheBase", "ServedHit", "served_hit"]
 
 DEFAULT_MAX_TTL = 86_400.0
 """The longest TTL a cache accepts unless ``max_ttl`` is raised explicitly (one day)."""
@@ -64,6 +64,39 @@ def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(name, "must be True or False", value=value)
     return value
+
+
+class ServedHit(NamedTuple):
+    """A reply a response cache served instead of the model: it cost nothing."""
+
+    saved_usd: Decimal | None
+    """What the hit saved, as the cache's audit says (``None``: not known)."""
+    recorded: bool
+    """The cache already recorded the hit in a ledger."""
+
+
+def served_hit(audit: object = None, usage: object = None) -> ServedHit | None:
+    """Whether a reply was served from a response cache: the one rule every adapter applies to
+    the marks it finds on a reply (adapters only translate where the marks live).
+
+    Args:
+        audit: The audit a tokenbudget response cache attaches to a hit it serves (LangChain:
+            ``response_metadata["tokenbudget_cache"]``; LlamaIndex:
+            ``additional_kwargs["cache_hit"]``): a mapping, its ``saved_usd`` decimal text and
+            ``recorded`` flag read. Anything else is no mark.
+        usage: The reply's usage mapping: a host's own cache marks its hits with a ``total_cost``
+            of 0 (LangChain keeps the original call's ``usage_metadata`` on a cached reply, and
+            sets it so); nothing saved is known, no ledger recorded it.
+
+    Returns:
+        The hit (a reply that cost $0), or ``None``: the reply of a model call.
+    """
+    if isinstance(audit, Mapping):
+        saved = audit.get("saved_usd")
+        return ServedHit(Decimal(saved) if isinstance(saved, str) else None, bool(audit.get("recorded")))
+    if isinstance(usage, Mapping) and usage.get("total_cost") == 0:
+        return ServedHit(None, False)
+    return None
 
 
 def prompt_sha256(text: str) -> str:
