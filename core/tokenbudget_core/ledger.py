@@ -653,7 +653,8 @@ class Ledger:
         if requests != 1:  # the samples the commit left to the ledger, told by its counters
             feature_key = req.rollup_key.split("/", 1)[0]
             priced, overhead = not rollup.get("unpriced"), bool(rollup.get("overhead_requests"))
-            per_call_key = _sample_keys(feature_key, priced, overhead, requests)[1]
+            hit = bool(rollup.get("cache_hits"))
+            per_call_key = _sample_keys(feature_key, priced, overhead, requests, hit)[1]
             if per_call_key is not None:
                 self._record_per_call(req.day, per_call_key, rollup.get("cost_nanos", 0), requests)
         feature, user = _payer_of_row(req.rollup_key)
@@ -1707,7 +1708,7 @@ class Ledger:
                     unavailable = self._unavailable(e)
         scopes = self._scopes_of(feature, user)
         cost_key, per_call_key = _sample_keys(
-            _enc(feature), nanos is not None, bool(overhead), usage.requests
+            _enc(feature), nanos is not None, bool(overhead), usage.requests, cache_hit
         )
         return _CommitPlan(
             request_id, day, now_ms, feature, user, usage, nanos, cost, scopes,
@@ -2521,13 +2522,16 @@ def refuses_usage(error: InvalidInputError) -> bool:
     return error.field == "usage" or error.field.startswith("usage.")
 
 
-def _sample_keys(feature: str, priced: bool, overhead: bool, requests: int) -> tuple[str | None, str | None]:
+def _sample_keys(
+    feature: str, priced: bool, overhead: bool, requests: int, hit: bool = False
+) -> tuple[str | None, str | None]:
     """Where a commit's cost samples for its feature's p50/p95 go (``feature`` encoded):
     ``(call_cost_key, per_call_key)``, the store recording one call's sample with the commit, or
     the ledger one sample per call after it (a commit of several calls; none for none). None for
     an unknown price, nor for the package's own overhead calls (a summary is not a call of the
-    feature's users)."""
-    key = feature if priced and not overhead else None
+    feature's users), nor for cache hits (an answer from a cache is not a model call: its $0
+    would pull a feature's p50 to nothing once half its answers are hits)."""
+    key = feature if priced and not overhead and not hit else None
     return (key, None) if requests == 1 else (None, key)
 
 

@@ -316,9 +316,11 @@ def test_call_cost_percentiles_per_feature(seeded: Ledger) -> None:
     assert set(stats) == {"support", "search/ü", "bulk", None}
     for feature, s in stats.items():
         # An unpriced call gives no cost sample (a $0 sample would pull the percentiles down), nor
-        # does an overhead call (a summary is not one of the feature's calls).
+        # does an overhead call (a summary is not one of the feature's calls), nor a cache hit.
         costs = [
-            cost(c) for c in in_days(DAYS) if c.feature == feature and c.model != "acme-7b" and not c.overhead
+            cost(c)
+            for c in in_days(DAYS)
+            if c.feature == feature and c.model != "acme-7b" and not c.overhead and not c.cache_hit
         ]
         assert s.calls == len(costs)
         assert s.p50_usd == nearest_rank(costs, 50)
@@ -554,8 +556,8 @@ def test_overhead_calls_are_kept_out_of_a_features_hit_rate_and_cost_per_call() 
                 ledger.commit(r, Usage(input_tokens=10, output_tokens=10))
     report = build_report(ledger, last_days=1)
     [stats] = report.call_costs
-    # its 15 requests (5 answered by the cache at $0), no summary among them
-    assert (stats.calls, stats.p50_usd, stats.p95_usd) == (15, Decimal("0.0035"), Decimal("0.0035"))
+    # its 10 model calls: neither the 5 answers from the cache nor a summary among them
+    assert (stats.calls, stats.p50_usd, stats.p95_usd) == (10, Decimal("0.0035"), Decimal("0.0035"))
     [row] = report.breakdown("feature").rows
     assert (row.requests, row.cache_hits) == (25, 5)
     assert row.hit_rate == Decimal("0.3333")  # 5 hits of 15 user requests, not of 25
