@@ -68,6 +68,21 @@ class _Call:
         return config
 
 
+def _no_cache(cache: object) -> None:
+    """Refuse a response cache on the router itself: LangChain consults a chat model's ``cache``
+    in the model's own generate step, which the router hands to the tier model that answers, so
+    the router's would never be read (nor would ``cache=False`` turn caching off)."""
+    if cache is not None:
+        raise InvalidInputError(
+            "cache",
+            "is never used by a RouterChatModel: each call is made by a tier model, which reads "
+            "its own cache (or the global one)",
+            value=cache,
+            fix="set the cache on the tier models (e.g. ChatOpenAI(..., cache=...)) or for every "
+            "model with langchain_core.globals.set_llm_cache(...)",
+        )
+
+
 class RouterChatModel(BaseChatModel):
     """A chat model that sends each call to the cheapest adequate of its tier models.
 
@@ -94,8 +109,9 @@ class RouterChatModel(BaseChatModel):
 
     Raises:
         InvalidInputError: Empty tiers, a tier that is not a chat model or names no model, an
-            unknown option; at call time an unknown ``force_tier``, a ``max_tokens`` that is not
-            a positive integer, or unreadable messages.
+            unknown option, a ``cache`` (set it on the tier models); at call time an unknown
+            ``force_tier``, a ``max_tokens`` that is not a positive integer, or unreadable
+            messages.
         UnknownModelError: A tier's model is not in the registry (name it with ``models=``).
         ContextOverflowError: At call time, when the request fits no tier's window.
         BudgetExceededError: At call time, when the payer's budget is used up (nothing is sent).
@@ -148,6 +164,7 @@ class RouterChatModel(BaseChatModel):
             error = e.errors()[0]
             where = ".".join(str(p) for p in error["loc"]) or "RouterChatModel"
             raise InvalidInputError(where, str(error["msg"]), value=error.get("input")) from e
+        _no_cache(self.cache)
         self._tiers = Tiers(
             self.tiers,
             models=self.models,
@@ -191,6 +208,7 @@ class RouterChatModel(BaseChatModel):
         self, input: LanguageModelInput, config: RunnableConfig | None, stop: list[str] | None, kwargs: Any
     ) -> _Call:
         """Translate one call: its messages, config, route options, and the kwargs for the tier model."""
+        _no_cache(self.cache)  # set after construction
         own: dict[str, Any] = {k: v for k, v in (("tags", self.tags), ("metadata", self.metadata)) if v}
         if self.callbacks:
             own["callbacks"] = self.callbacks
