@@ -161,6 +161,12 @@ class AnthropicTokenCounter(TokenCounter):
             return self._exact(0)
         return self.count_messages([{"role": "user", "content": text}])
 
+    def count_output(self, text: str) -> TokenCount:
+        """Tokens of ``text`` as a reply's output: the calibrated offline estimate of the text
+        alone (``exact=False``), with no user-message framing and no API call (the counting API
+        counts requests, and this runs when a stream was cut short, on the call's way out)."""
+        return self._estimator.count(text)
+
     def count_messages(
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:

@@ -223,6 +223,16 @@ class TokenCounter(abc.ABC):
             InvalidMessageError: A message is malformed; the error names it (``messages[3].role``).
         """
 
+    def count_output(self, text: str) -> TokenCount:
+        """Tokens of ``text`` as a reply's output (the estimate of a stream cut short): the text
+        alone, with no message framing. The same as :meth:`count` unless a counter's
+        :meth:`count` frames its text (Claude's counts it as a user message).
+
+        Raises:
+            InvalidInputError: ``text`` is not a string.
+        """
+        return self.count(text)
+
     @property
     def reply_priming(self) -> int:
         """Tokens a chat request costs once, on top of its messages (OpenAI: 3)."""

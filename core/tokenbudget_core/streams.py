@@ -77,7 +77,8 @@ def text_counter(counter: object) -> TextCounter | None:
 
 
 def estimate_output_tokens(text: str, *, counter: TextCounter | str | None = None) -> int:
-    """Tokens of streamed text: ``counter.count(text)``, or ``ceil(len(text) / 4)`` without a counter.
+    """Tokens of streamed text: ``counter.count_output(text)`` (a ``TokenCounter``; else
+    ``counter.count(text)``), or ``ceil(len(text) / 4)`` without a counter.
 
     Args:
         text: The text.
@@ -94,7 +95,10 @@ def estimate_output_tokens(text: str, *, counter: TextCounter | str | None = Non
     counter = text_counter(counter)
     if counter is None:
         return -(-len(text) // 4)
-    n = counter.count(text)
+    from .counting import TokenCounter
+
+    # output is the text alone: a counter that frames text as a message (Claude's) says so
+    n = counter.count_output(text) if isinstance(counter, TokenCounter) else counter.count(text)
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InvalidInputError("counter", f"count() must return a non-negative int, got {n!r}", value=n)
     return int(n)
