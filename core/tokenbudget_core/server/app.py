@@ -12,6 +12,7 @@ reservation's state per request id, so a commit is applied once whichever worker
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import os
 import socket
@@ -33,7 +34,7 @@ from tokenbudget_core.errors import (
     StoreRefusedError,
     TokenBudgetError,
 )
-from tokenbudget_core.ledger import Charge, Ledger, Reservation
+from tokenbudget_core.ledger import MAX_LEASE_SECONDS, Charge, Ledger, Reservation
 from tokenbudget_core.money import decimal_text, jsonable
 from tokenbudget_core.pricing import price_of
 from tokenbudget_core.prompt_builder import PromptBuilder
@@ -47,6 +48,7 @@ from .guards import RequestGuard, is_loopback
 from .json_body import JSONBodyRoute
 from .metrics import CONTENT_TYPE, SERIES_TOP, HttpMetrics, HttpStats, ledger_metrics, render
 from .schemas import (
+    SEND_RESERVATION_BACK,
     CommitBody,
     CostEstimateBody,
     CountBody,
@@ -71,8 +73,38 @@ def _usage(body: UsageBody) -> Usage:
     return Usage(**body.model_dump())
 
 
-def _reservation(body: ReservationBody) -> Reservation:
-    """The reservation a client sent back (commit and release need only its identity and payer)."""
+_OLDEST_DAY = MAX_LEASE_SECONDS // 86_400 + 1
+"""How many days before today a reservation's day may be: the longest lease, and a day for a
+reservation made just before midnight."""
+
+
+def _reservation(body: ReservationBody, ledger: Ledger) -> Reservation:
+    """The reservation a client sent back (commit and release need only its identity and payer).
+
+    Raises:
+        InvalidInputError: Its day (already ``YYYY-MM-DD``) is one no reservation can be of: after
+            tomorrow, or more than the longest lease and a day before today, in the ledger's time
+            zone. The store keeps a reservation's state per day and request id, so an edited day
+            would be charged again, as another call.
+    """
+    day, today = _dt.date.fromisoformat(body.day), _dt.date.fromisoformat(ledger.day())
+    zone = f"in the ledger's time zone, {ledger.tz.key}"
+    if day > today + _dt.timedelta(days=1):
+        raise InvalidInputError(
+            "body.reservation.day",  # as the schema names it when the day is not YYYY-MM-DD
+            f"is after tomorrow (today is {today} {zone}): /budget/reserve returns today's date",
+            value=body.day,
+            fix=SEND_RESERVATION_BACK,
+        )
+    if day < today - _dt.timedelta(days=_OLDEST_DAY):
+        raise InvalidInputError(
+            "body.reservation.day",
+            f"is more than {_OLDEST_DAY} days before today (today is {today} {zone}): no reservation "
+            "is held longer than the longest lease (a week); charge usage that old with /usage/record "
+            "and its 'at'",
+            value=body.day,
+            fix=SEND_RESERVATION_BACK,
+        )
     ident = body.model_dump(exclude={"reserved_usd", "step"})
     return Reservation(**ident, overhead=None, reserved_usd=None, step="normal")
 
@@ -269,7 +301,7 @@ def create_app(
     def commit(body: CommitBody) -> dict[str, Any]:
         """Charge what a reserved call used; once per request id (``applied`` is false on a repeat)."""
         charge = ledger.commit(
-            _reservation(body.reservation),
+            _reservation(body.reservation, ledger),
             _usage(body.usage),
             cache_hit=body.cache_hit,
             saved_usd=body.saved_usd,
@@ -282,7 +314,7 @@ def create_app(
         """Give a reservation back (the call failed); a no-op after a commit or a release."""
         return {
             "request_id": body.reservation.request_id,
-            "released": ledger.release(_reservation(body.reservation)),
+            "released": ledger.release(_reservation(body.reservation, ledger)),
         }
 
     @app.post("/usage/record", tags=["usage"])

@@ -189,7 +189,8 @@ def validation_body(errors: Any, body: Any = None) -> dict[str, Any]:
 
     A body that is not JSON at all (malformed, not UTF-8, nested too deeply, sent without
     ``Content-Type: application/json``), empty, or not an object is named ``body``, with where
-    parsing stopped and a ``fix``.
+    parsing stopped and a ``fix``. A field a schema validator refused with an
+    :class:`InvalidInputError` (``reservation.day``) carries its problem and ``fix``.
 
     Args:
         errors: pydantic's / FastAPI's ``errors()`` list (each with ``loc``, ``msg``, ``type``).
@@ -211,4 +212,10 @@ def validation_body(errors: Any, body: Any = None) -> dict[str, Any]:
         return error_body("validation_error", message, field="body", fix=fix, detail=detail)
     first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
     field = ".".join(first["loc"]) or "body"
-    return error_body("validation_error", f"{field}: {first['msg']}", field=field, fix=None, detail=detail)
+    fix = None
+    cause = (errors[0].get("ctx") or {}).get("error") if errors else None
+    if isinstance(cause, InvalidInputError):  # a schema's own rule: its problem and fix, as the core's
+        first["msg"] = cause.problem
+        fix = cause.fix
+    message = f"{field}: {first['msg']}" + (f"; {fix}" if fix else "")
+    return error_body("validation_error", message, field=field, fix=fix, detail=detail)

@@ -11,13 +11,17 @@ are not token counts.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from tokenbudget_core.errors import InvalidInputError
+
 __all__ = [
     "MAX_TOKENS",
+    "SEND_RESERVATION_BACK",
     "CommitBody",
     "CostEstimateBody",
     "CountBody",
@@ -28,6 +32,7 @@ __all__ = [
     "ReserveBody",
     "TruncateBody",
     "UsageBody",
+    "canonical_day",
 ]
 
 MAX_TOKENS = 10**12
@@ -42,6 +47,31 @@ Id = Annotated[str, Field(min_length=1, max_length=256)]
 Usd = Annotated[Decimal, Field(ge=0, le=MAX_USD, allow_inf_nan=False, description="US dollars.")]
 Strategy = Literal["keep_start", "keep_end", "keep_both", "smart"]
 Message = dict[str, Any]
+
+SEND_RESERVATION_BACK = "send the reservation back exactly as /budget/reserve returned it"
+"""The fix of every refused ``reservation.day``."""
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def canonical_day(value: str) -> str:
+    """``value`` when it is a date written ``YYYY-MM-DD`` (the only form a reservation's day has).
+
+    Raises:
+        InvalidInputError: Any other spelling (``2026-W48-2``, ``20261124``), or no such date.
+    """
+    if _DAY.fullmatch(value):
+        try:
+            _dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return value
+    raise InvalidInputError(
+        "reservation.day",
+        "must be the day /budget/reserve returned, a date written YYYY-MM-DD (e.g. 2026-11-24)",
+        value=value,
+        fix=SEND_RESERVATION_BACK,
+    )
 
 
 class _Body(BaseModel):
@@ -128,7 +158,11 @@ class ReservationBody(_Body):
     """
 
     request_id: Id
-    day: str = Field(description="The ledger day of the reservation, YYYY-MM-DD.")
+    day: str = Field(
+        max_length=64,
+        description="The ledger day of the reservation, YYYY-MM-DD, as reserve returned it: "
+        "at most tomorrow, at least the longest lease (a week) and a day before today.",
+    )
     model: Model
     feature: Id | None = None
     user: Id | None = None
@@ -144,10 +178,9 @@ class ReservationBody(_Body):
     @field_validator("day")
     @classmethod
     def _iso_day(cls, value: str) -> str:
-        try:
-            return _dt.date.fromisoformat(value).isoformat()
-        except ValueError as e:
-            raise ValueError("must be an ISO date like 2026-11-23") from e
+        """Only the form ``/budget/reserve`` writes: a day spelled another way (``20261124``,
+        ``2026-W48-2``) would be another day's key in the store, so another charge."""
+        return canonical_day(value)
 
 
 class CommitBody(_Body):
