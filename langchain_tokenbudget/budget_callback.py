@@ -64,6 +64,10 @@ metadata, an ``attribute()`` block opened inside the run), as with nested ``attr
 blocks; an ``attribute()`` block enclosing the whole run wins over everything. The handler
 sees the outer runs when it is passed in the run's config (``config={"callbacks": [...]}``):
 it notes each chain, tool and retriever run's payer as it starts and drops it at its end.
+A response cache hit: the ``TokenBudgetLLMCache`` LangChain looks up right after the run
+starts is handed the run's payer (:class:`~langchain_tokenbudget.llm_cache.RunClaim`): it scopes
+the lookup by it (``scope=None``) and records a hit on it, so the payer's hit rate and savings
+count it; the handler then releases the reservation (a hit costs nothing).
 A payer id is a string (empty: none named); an int or a ``uuid.UUID`` is taken as its ``str()``;
 an id of any other type (a float, bytes, a bool...) stops the run with an ``InvalidInputError``
 naming its metadata key, rather than charging the call to nobody.
@@ -146,7 +150,7 @@ from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
 
-from .llm_cache import CACHE_HIT_KEY
+from .llm_cache import CACHE_HIT_KEY, RunClaim, claim_run
 from .messages import plain_message, to_core_request
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
@@ -492,6 +496,10 @@ class _Run:
     """The call's first prompt as LangChain hands it to every handler of the call (the message
     list, or the prompt string): another handler of the ledger whose reserve under the same run
     id is refused tells by it that this run is the same call (see :meth:`_BudgetHandler._held_by_another`)."""
+    claim: RunClaim | None = None
+    """The run's claim on the response-cache lookup LangChain makes right after its start: a
+    ``TokenBudgetLLMCache`` scopes and records that lookup (a hit) and its store under this run's
+    payer (see :class:`~langchain_tokenbudget.llm_cache.RunClaim`); closed when the run ends."""
     watch: tuple[asyncio.Task[Any], Callable[..., None]] | None = None
     """The asyncio task that started the run and the done-callback that ends the run if that
     task ends with the run still open (see :meth:`_BudgetHandler._task_ended`)."""
@@ -571,6 +579,15 @@ def _refusal(error: BaseException) -> Callable[[], BaseException]:
         return lambda: BudgetExceededError(**figures)
     text = f"not sent: another prompt of the same call failed ({type(error).__name__}: {error})"
     return lambda: TokenBudgetError(text)
+
+
+def _payer_in_force(reservation: Reservation, attribution: Attribution | None) -> Attribution:
+    """The attribution a run's cache lookup is scoped and recorded under: the payer the ledger
+    reserved the run for, with the tenant (and overhead kind) in force at its start."""
+    now = attribution or current_attribution()
+    return dataclasses.replace(
+        now, feature=reservation.feature, user=reservation.user, conversation=reservation.conversation
+    )
 
 
 def _fields(a: Attribution) -> Payer:
@@ -924,6 +941,7 @@ class _BudgetHandler:
                 self._runs[run_id] = run
         if kept:
             self._watch(run_id, run)
+            run.claim = claim_run(_payer_in_force(reservation, None), messages[0])
             return True
         # A call reusing this run id started meanwhile and reserved under the same id: the
         # ledger returned that reservation (a live id's), which is that call's; the general path
@@ -1033,6 +1051,8 @@ class _BudgetHandler:
                 batch.runs.append(run_id)
             self._push(run_id, run)
         self._watch(run_id, run)
+        if isinstance(prompt, list):  # a chat model's messages: LangChain looks its cache up next
+            run.claim = claim_run(_payer_in_force(reservation, call.attribution), prompt)
         return True
 
     def _sweep(self, now: float) -> None:
@@ -1052,8 +1072,11 @@ class _BudgetHandler:
             while run is not None:
                 if run.touched >= oldest:
                     live.append(run)
-                elif run.watch is not None:  # forgotten: its task need not call back
-                    _unwatch(run)
+                else:
+                    if run.claim is not None:
+                        run.claim.close()
+                    if run.watch is not None:  # forgotten: its task need not call back
+                        _unwatch(run)
                 run = run.next
             if not live:
                 del self._runs[run_id]
@@ -1122,7 +1145,10 @@ class _BudgetHandler:
         return run
 
     def _ended(self, run_id: UUID, run: _Run) -> None:
-        """``run`` ended by its own event (lock held): no task watch, no orphan account left."""
+        """``run`` ended by its own event (lock held): no task watch, no orphan account left, no
+        claim on a cache lookup."""
+        if run.claim is not None:
+            run.claim.close()
         if run.watch is not None:
             _unwatch(run)
         if self._orphans and self._orphans.get(run_id) is run:
@@ -1265,6 +1291,8 @@ class _BudgetHandler:
         if run is None:
             return
         run.touched = time.monotonic()
+        if run.claim is not None:
+            run.claim.streamed()
         total = running_total(chunk)
         if total is not None:
             run.total = total
@@ -1284,6 +1312,8 @@ class _BudgetHandler:
         if run is None:
             return
         run.touched = time.monotonic()
+        if run.claim is not None:
+            run.claim.streamed()
         if run.evented is None:
             run.evented = [text]
         else:
@@ -1303,6 +1333,8 @@ class _BudgetHandler:
 
     def _settle_of(self, run: _Run, response: LLMResult | None, *, failed: bool) -> _Settle:
         """What the ledger needs to close ``run`` (ended with ``response``, or ``failed``)."""
+        if run.claim is not None:
+            run.claim.close()
         plain = None if run.total is not None else _plain_reply(response)
         if plain is not None:  # the common case, read in one go (see _plain_reply)
             usage_of = _plain_usage(plain, run)

@@ -9,14 +9,23 @@ translate (a PDF block) are keyed on the prompt text as an ``opaque`` request, w
 cache serves only exactly; images are part of the semantic match. What may be cached
 (sampled requests, tool calls, cut-off answers), the scope rules and the similarity threshold
 are the core cache's.
+
+Who a lookup is for: a :class:`~langchain_tokenbudget.BudgetCallbackHandler` on the run claims
+the lookup LangChain makes right after the run starts (:class:`RunClaim`), so the lookup, its hit
+(recorded in the cache's ledger) and the store of a miss are scoped and recorded under the payer
+the handler charges the run to (the run's metadata or tags, the handler's defaults, outer runs),
+not only under the ``attribute()`` block in force.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
+import dataclasses
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
@@ -31,6 +40,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, Generation
 
+from tokenbudget_core.attribution import Attribution, in_force
 from tokenbudget_core.cache_keys import (
     CacheRequest,
     CacheScope,
@@ -79,6 +89,116 @@ _UNREADABLE: list[BaseMessage] = []
 _MODEL_KEYS = ("model", "model_name", "model_id", "_type")
 
 
+# -- the payer of the run a lookup is made for -----------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class RunClaim:
+    """A chat model run a budget handler started in this context, with the payer it resolved.
+
+    LangChain looks the cache up right after it starts the run (``on_chat_model_start``), in the
+    same context, and stores the answer of a miss before it ends the run; it hands the cache only
+    the prompt's JSON. The first lookup after the start whose prompt has the run's messages (their
+    count and the last one's text) takes the claim; the store of the same prompt uses it again.
+    The cache then scopes and records the call under the claim's payer, not the (often empty)
+    ``attribute()`` block in force. A claim is closed when its run ends, or when its run streams
+    a chunk without having taken a lookup (none will come): a closed claim is never taken, so a
+    later call in the same context is never given an earlier run's payer. (While a run on a model
+    without a cache is in flight, a call made inside it with no handler, to a cached model, with
+    the same messages, may take its claim: it is scoped and recorded on the run's payer, the
+    outer one, as ``attribute()`` blocks nest.)
+    """
+
+    attribution: Attribution
+    """The payer the handler reserved the run under (tenant and overhead: those in force)."""
+    size: int
+    """How many messages the run's prompt has."""
+    last: str | None
+    """The last message's text (``None`` when its content is not plain text)."""
+    prompt: str | None = None
+    """The prompt of the lookup that took the claim (its store names the same)."""
+    llm_string: str | None = None
+    open: bool = True
+
+    def close(self) -> None:
+        """The run ended: the claim is taken by no lookup nor store any more."""
+        self.open = False
+
+    def streamed(self) -> None:
+        """The run streams: past its lookup. Closed unless a lookup took it (its store may follow)."""
+        if self.prompt is None:
+            self.open = False
+
+
+_CLAIMS: contextvars.ContextVar[tuple[RunClaim, ...]] = contextvars.ContextVar(
+    "tokenbudget_llm_cache_claims", default=()
+)
+_MAX_CLAIMS = 64
+"""Open claims kept per context (a multi-prompt call makes one per prompt): the oldest go first."""
+_IN_USE = [False]
+"""Whether a ``TokenBudgetLLMCache`` was ever made: until then, budget handlers claim nothing."""
+
+
+def claim_run(attribution: Attribution, messages: Sequence[BaseMessage]) -> RunClaim | None:
+    """Claim the cache lookup of a chat model run just started here, for ``attribution`` (see
+    :class:`RunClaim`); ``None`` when no ``TokenBudgetLLMCache`` exists (nothing to claim for)."""
+    if not _IN_USE[0]:
+        return None
+    last = messages[-1].content if messages else None
+    text = last if isinstance(last, str) else None
+    claim = RunClaim(attribution=attribution, size=len(messages), last=text)
+    kept = [c for c in _CLAIMS.get() if c.open]
+    _CLAIMS.set((*kept[-(_MAX_CLAIMS - 1) :], claim))
+    return claim
+
+
+def _shape(prompt: str) -> tuple[int, str | None] | None:
+    """The message count and last text of a chat prompt's JSON, as :class:`RunClaim` keeps them."""
+    try:
+        data = json.loads(prompt)
+    except ValueError:
+        return None
+    if not isinstance(data, list) or not data:
+        return None
+    kwargs = data[-1].get("kwargs") if isinstance(data[-1], dict) else None
+    last = kwargs.get("content") if isinstance(kwargs, dict) else None
+    return len(data), last if isinstance(last, str) else None
+
+
+def _take(prompt: str, llm_string: str) -> RunClaim | None:
+    """The open claim a lookup of ``prompt`` answers: the newest made here that no lookup took
+    (a run started inside another one looks its cache up first)."""
+    claims = _CLAIMS.get()
+    if not claims:
+        return None
+    shape = None
+    for claim in reversed(claims):
+        if claim.open and claim.prompt is None:
+            shape = shape or _shape(prompt)
+            if shape is not None and shape == (claim.size, claim.last):
+                claim.prompt, claim.llm_string = prompt, llm_string
+                return claim
+    return None
+
+
+def _taken(prompt: str, llm_string: str) -> RunClaim | None:
+    """The open claim whose lookup was of ``prompt`` (the store of a miss): it is done after."""
+    for claim in _CLAIMS.get():
+        if claim.open and claim.prompt == prompt and claim.llm_string == llm_string:
+            claim.open = False
+            return claim
+    return None
+
+
+@contextlib.contextmanager
+def _payer(claim: RunClaim | None) -> Iterator[None]:
+    if claim is None:
+        yield
+        return
+    with in_force(claim.attribution):
+        yield
+
+
 class TokenBudgetLLMCache(BaseCache):
     """LangChain's LLM cache interface over a tokenbudget ``ExactCache`` or ``SemanticCache``.
 
@@ -89,7 +209,16 @@ class TokenBudgetLLMCache(BaseCache):
             for how long, in which scope, and what counts as a near-duplicate.
         scope: The :class:`~tokenbudget_core.cache_keys.CacheScope` entries belong to, or a
             callable returning it per call (e.g. from the app's tenant context); ``None`` takes
-            the user and feature of the current ``attribute()`` block.
+            the tenant, user and feature of the call's payer: the one a ``BudgetCallbackHandler``
+            on the run charges (named in the run's metadata or tags, or the handler's defaults),
+            else the current ``attribute()`` block.
+
+    Warning:
+        With ``scope=None`` and neither a budget handler on the run nor an ``attribute()``
+        block naming the payer, every caller shares one scope: a payer named only in a run's
+        metadata is not seen, and user B may be served the answer cached for user A. Answers
+        that depend on who asks need a handler on the run, an ``attribute(user=...)`` block, or
+        an explicit ``scope=`` (a callable per call).
 
     Raises:
         InvalidInputError: ``cache`` is not a tokenbudget response cache, or ``scope`` is neither
@@ -118,13 +247,16 @@ class TokenBudgetLLMCache(BaseCache):
             )
         self.cache = cache
         self.scope = scope
+        _IN_USE[0] = True
 
     def _scope(self) -> CacheScope | None:
         return self.scope() if callable(self.scope) else self.scope
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The cached generations for this prompt and model settings, or ``None``."""
-        hit = self.cache.lookup(to_cache_request(prompt, llm_string), scope=self._scope())
+        request = to_cache_request(prompt, llm_string)
+        with _payer(_take(prompt, llm_string)):
+            hit = self.cache.lookup(request, scope=self._scope())
         return None if hit is None or not hit.served else _generations(hit.response, self._audit(hit))
 
     def _audit(self, hit: CacheHit) -> dict[str, Any]:
@@ -151,8 +283,10 @@ class TokenBudgetLLMCache(BaseCache):
         """
         request = to_cache_request(prompt, llm_string)
         response = _response(_generations_of(return_val), request.model)
+        claim = _taken(prompt, llm_string)
         if response is not None:
-            self.cache.store(request, response, scope=self._scope())
+            with _payer(claim):
+                self.cache.store(request, response, scope=self._scope())
 
     def clear(self, **kwargs: Any) -> None:
         """Drop every entry of the core cache."""
@@ -160,15 +294,19 @@ class TokenBudgetLLMCache(BaseCache):
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Async twin of :meth:`lookup`."""
-        hit = await self.cache.alookup(to_cache_request(prompt, llm_string), scope=self._scope())
+        request = to_cache_request(prompt, llm_string)
+        with _payer(_take(prompt, llm_string)):
+            hit = await self.cache.alookup(request, scope=self._scope())
         return None if hit is None or not hit.served else _generations(hit.response, self._audit(hit))
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async twin of :meth:`update`."""
         request = to_cache_request(prompt, llm_string)
         response = _response(_generations_of(return_val), request.model)
+        claim = _taken(prompt, llm_string)
         if response is not None:
-            await self.cache.astore(request, response, scope=self._scope())
+            with _payer(claim):
+                await self.cache.astore(request, response, scope=self._scope())
 
     async def aclear(self, **kwargs: Any) -> None:
         """Async twin of :meth:`clear`."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from .errors import InvalidInputError
 
-__all__ = ["Attribution", "attribute", "current_attribution", "outer_first", "overhead"]
+__all__ = ["Attribution", "attribute", "current_attribution", "in_force", "outer_first", "overhead"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,6 +113,24 @@ def outer_first(*levels: tuple[str | None, ...]) -> tuple[str | None, ...]:
         ('support', 'u-42')
     """
     return tuple(next((v for v in values if v is not None), None) for values in zip(*levels, strict=True))
+
+
+@contextmanager
+def in_force(attribution: Attribution) -> Iterator[Attribution]:
+    """Put ``attribution`` in force as it is, not merged with the one in force: for an adapter
+    that resolved the payer of a host run itself (by :func:`outer_first`, the run's outer payer
+    over blocks opened inside it), so that the core's calls inside charge that payer.
+
+    Raises:
+        InvalidInputError: ``attribution`` is not an :class:`Attribution`.
+    """
+    if not isinstance(attribution, Attribution):
+        raise InvalidInputError("attribution", "must be an Attribution", value=type(attribution).__name__)
+    token = _current.set(attribution)
+    try:
+        yield attribution
+    finally:
+        _current.reset(token)
 
 
 @contextmanager
