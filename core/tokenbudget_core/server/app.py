@@ -305,7 +305,9 @@ def create_app(
             _usage(body.usage),
             cache_hit=body.cache_hit,
             saved_usd=body.saved_usd,
+            model=body.model,
             premium_model=body.premium_model,
+            unknown_model=body.unknown_model,
         )
         return _charge_json(charge)
 

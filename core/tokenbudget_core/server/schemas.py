@@ -46,6 +46,14 @@ Model = Annotated[str, Field(min_length=1, max_length=200, description="A model 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 Usd = Annotated[Decimal, Field(ge=0, le=MAX_USD, allow_inf_nan=False, description="US dollars.")]
 Strategy = Literal["keep_start", "keep_end", "keep_both", "smart"]
+UnknownModel = Annotated[
+    Literal["error", "unpriced"],
+    Field(
+        description="A model the registry does not know (a new snapshot, a fine-tune): 'error' "
+        "refuses it (422 on model; a commit releases the reservation), 'unpriced' charges its tokens "
+        "with no cost, counted in reports' unpriced_requests (never as $0)."
+    ),
+]
 Message = dict[str, Any]
 
 SEND_RESERVATION_BACK = "send the reservation back exactly as /budget/reserve returned it"
@@ -190,8 +198,14 @@ class CommitBody(_Body):
     usage: UsageBody
     cache_hit: Annotated[bool, Field(strict=True)] = False
     saved_usd: Usd | None = None
+    model: Model | None = Field(
+        default=None,
+        description="The model that answered, when it is not the reserved one (a router reserved "
+        "its premium model's worst case, a fallback answered): the usage is priced and attributed on it.",
+    )
     premium_model: Model | None = None
     """The call was routed and this is its premium tier's model (reports show what routing saved)."""
+    unknown_model: UnknownModel = "error"
 
 
 class ReleaseBody(_Body):
@@ -216,3 +230,4 @@ class RecordBody(_Body):
     at: Annotated[AwareDatetime, Field(strict=False)] | None = None
     """When the call happened (ISO 8601 with a time zone; default now): the day it is charged to.
     A retry that sends the same ``at`` is applied once, even after midnight."""
+    unknown_model: UnknownModel = "error"
