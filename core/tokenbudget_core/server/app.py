@@ -149,7 +149,9 @@ def create_app(
     Args:
         ledger_or_store_url: A :class:`~tokenbudget_core.ledger.Ledger`, or a store URL
             (default: ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``).
-        token: The bearer token every non-public endpoint requires (``None``: no auth).
+        token: The bearer token every non-public endpoint requires (``None``: no auth; an empty
+            or blank one is refused). Surrounding whitespace is stripped: a secret read from a
+            file with its trailing newline is the secret.
         max_body_bytes: Larger request bodies are refused with ``413``.
         policy: The budget policy, when a store URL is given (a ledger brings its own).
         timezone: The IANA time zone the ledger's days are in, when a store URL is given

@@ -86,12 +86,15 @@ class RequestGuard:
 
     Args:
         app: The application to guard.
-        token: The bearer token; ``None`` turns auth off.
+        token: The bearer token; ``None`` turns auth off. Surrounding whitespace is stripped
+            (a secret read from a file with its trailing newline), as it is from the token a
+            client sends.
         max_body_bytes: The largest request body accepted.
         public_paths: Paths that need no token.
 
     Raises:
-        InvalidInputError: ``token`` is empty or ``max_body_bytes`` is not a positive integer.
+        InvalidInputError: ``token`` is empty or blank, or ``max_body_bytes`` is not a positive
+            integer.
     """
 
     def __init__(
@@ -109,7 +112,8 @@ class RequestGuard:
         if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
             raise InvalidInputError("max_body_bytes", "must be a positive integer", value=max_body_bytes)
         self.app = app
-        self._token = None if token is None else token.encode()
+        # stripped, as the client's is: a secret read from a file with its newline still matches
+        self._token = None if token is None else token.strip().encode()
         self.max_body_bytes = max_body_bytes
         self.public_paths = frozenset(public_paths)
 
