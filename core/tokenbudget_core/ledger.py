@@ -89,6 +89,7 @@ from .pricing import cost_nanos, resolved_price, scaled_cost
 from .registry import ModelRegistry, default_registry
 from .spool import Spool
 from .stores import open_store
+from .stores._fork import fresh_locks_after_fork
 from .stores.base import (
     Check,
     CommitOutcome,
@@ -285,6 +286,8 @@ class Ledger:
         # soft refusal is still to be forgotten (True: a retry finds the refused hold until then)
         self._orphan_ids: dict[str, bool] = {}
         self._orphan_lock = threading.Lock()  # the two above change together
+        # A child forked while a thread replays (or orphans) gets new locks: that thread is not in it
+        fresh_locks_after_fork(self, "_replay_lock", "_orphan_lock")
         self._orphans_dropped = 0  # releases dropped for room since the waiting ones were last released
         # The latest reservations made under callers' ids, by id, in two generations (at least
         # _GRANTED_KEPT kept): a reserve retried while its reservation is live gets it back (_retried)

@@ -43,11 +43,19 @@ all), so the file is never read and rewritten in place, and each line names its 
   replay; every line stays. So :meth:`Spool.replay` raises nothing for a bad line or a store
   in trouble.
 
+A process forked while another of its threads replays or appends (``os.fork``, a
+``multiprocessing`` child started with ``fork``) gets a spool of its own: a new lock in place of
+the one that thread held, and the descriptors that thread held the files' ``flock`` through are
+closed in the child (a ``flock`` belongs to the open file, shared by every copy of its
+descriptor: a child keeping them would keep the lock for its whole life, blocking every other
+replay and append). The fork waits for the opening or closing of such a descriptor under way.
+
 Without ``fcntl`` (Windows) the file locks are skipped: there, give each process its own spool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -61,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BudgetUnavailableError, InvalidInputError, StoreRefusedError
+from .stores._fork import fresh_locks_after_fork
 from .stores.base import Check, CommitOutcome, CommitRequest, LedgerStore, mark_once_for
 
 if sys.platform != "win32":
@@ -84,6 +93,12 @@ _STALE_WARN_EVERY_S = 3600.0
 _Stat = tuple[int, int, int, int]
 _Signature = tuple[_Stat | None, ...]
 _UNKNOWN: _Stat = (-1, -1, -1, -1)  # matches no file
+
+_LOCK_FDS: set[int] = set()
+"""The descriptors this process holds (or waits for) a spool file's ``flock`` through: closed in
+a forked child, which must not keep the lock (see the module's docstring)."""
+_LOCK_FDS_LOCK = threading.Lock()
+"""Held while such a descriptor is opened or closed, and across a fork: the set is then exact."""
 
 
 class Spool:
@@ -124,6 +139,7 @@ class Spool:
         """Quarantined lines: unreadable, or refused by the store for good."""
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock = threading.Lock()  # this object's replays; the flock covers other objects
+        fresh_locks_after_fork(self, "_lock")  # a thread replaying at a fork never lets go in the child
         self._stale_warned: float | None = None  # when stale lines of other owners were last logged
 
     def unwritable(self) -> str | None:
@@ -186,14 +202,14 @@ class Spool:
         line = _encode(req, mark, self.owner) + b"\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            fd = _open_for_lock(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             try:
                 _flock(fd)
                 if _names(fd, self.path):  # else a replay moved this file away: open the new one
                     _append(fd, line)
                     return
             finally:
-                os.close(fd)  # releases the lock
+                _close_lock(fd)  # releases the lock
 
     def replay(
         self,
@@ -223,13 +239,13 @@ class Spool:
         if not self.pending() or not self._lock.acquire(blocking=wait):
             return 0
         try:
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = _open_for_lock(self._lock_path, os.O_RDWR | os.O_CREAT)
             try:
                 if not _flock(fd, wait=wait):
                     return 0
                 return self._replay_locked(store, on_applied, most)
             finally:
-                os.close(fd)
+                _close_lock(fd)
         except OSError as e:
             logger.warning("cannot replay the spool %s now: %s", self.path, e)
             return 0
@@ -332,7 +348,7 @@ class Spool:
         """Move the spool's lines to the replay's file, under the spool file's lock; returns what
         the spool path named once they were taken (``None``: nothing), as :func:`_stat_of`."""
         try:
-            fd = os.open(self.path, os.O_RDWR)
+            fd = _open_for_lock(self.path, os.O_RDWR)
         except FileNotFoundError:
             return None
         try:
@@ -354,7 +370,7 @@ class Spool:
             os.unlink(self.path)
             return None
         finally:
-            os.close(fd)
+            _close_lock(fd)
 
     def _quarantine(self, bad: list[tuple[bytes, str]]) -> None:
         records = []
@@ -433,6 +449,45 @@ def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None, str | No
         raise ValueError("'rollup' is not an object")
     data["charges"] = [Check(**c) for c in charges]
     return CommitRequest(**data), mark, owner
+
+
+def _open_for_lock(path: Path, flags: int) -> int:
+    """``os.open(path, flags, 0o666)`` for a descriptor to ``flock``, recorded for forks."""
+    with _LOCK_FDS_LOCK:
+        fd = os.open(path, flags, 0o666)
+        _LOCK_FDS.add(fd)
+    return fd
+
+
+def _close_lock(fd: int) -> None:
+    """Close a descriptor from :func:`_open_for_lock` (releasing its lock)."""
+    with _LOCK_FDS_LOCK:
+        _LOCK_FDS.discard(fd)
+        os.close(fd)
+
+
+def _before_fork() -> None:
+    _LOCK_FDS_LOCK.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _LOCK_FDS_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    """The child closes its copies of the parent's lock descriptors: the parent's threads that
+    hold them release the locks when they close theirs (the child never had them to release)."""
+    for fd in _LOCK_FDS:
+        with contextlib.suppress(OSError):  # already closed: nothing of the lock is left here
+            os.close(fd)
+    _LOCK_FDS.clear()
+    _LOCK_FDS_LOCK.release()  # taken for the fork by this very thread
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; there is no fork elsewhere
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
 
 
 def _flock(fd: int, *, wait: bool = True) -> bool:

@@ -23,6 +23,10 @@ A call that stalls is waiting for SQLite's lock, which it does not hold while it
 :func:`process_lock` serves stores that also check the pid before taking their lock (for a fork
 that ran no hooks, such as one made by C code): a lock created in this process, so no thread
 of the parent can have left it held.
+
+:func:`fresh_locks_after_fork` serves objects other than stores (the ledger's replay and orphan
+locks): the child gets new locks in their place, as a thread of the parent may have held them at
+the fork (replaying the spool), and no thread of the child ever will release them.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import time
 import weakref
 from typing import Protocol
 
-__all__ = ["fork_clear", "process_lock", "reset_after_fork"]
+__all__ = ["fork_clear", "fresh_locks_after_fork", "process_lock", "reset_after_fork"]
 
 
 class _ForkAware(Protocol):
@@ -53,6 +57,8 @@ _QUIESCED: set[weakref.ref[_ForkAware]] = set()
 _HELD: list[threading.Lock] = []
 """The stores' locks the forking thread holds, from just before the fork to just after."""
 _PROCESS_LOCKS: dict[int, threading.Lock] = {}
+_FRESH_LOCKS: dict[weakref.ref[object], tuple[str, ...]] = {}
+"""Objects whose named locks a child replaces (:func:`fresh_locks_after_fork`), by weak reference."""
 _NO_FORK = threading.Event()
 """Set except while a fork waits for the stores' locks: a store call about to take its lock
 waits (:func:`fork_clear`) instead, so the one call under way ends and the fork takes the lock
@@ -74,6 +80,16 @@ def reset_after_fork(store: _ForkAware, *, quiesce: bool = False) -> None:
     _STORES.add(ref)
     if quiesce:
         _QUIESCED.add(ref)
+
+
+def fresh_locks_after_fork(owner: object, *names: str) -> None:
+    """Give every child forked while ``owner`` is alive new ``threading.Lock()``s as the attributes
+    ``names`` of ``owner`` (registering keeps ``owner`` alive no longer)."""
+    _FRESH_LOCKS[weakref.ref(owner, _forget_owner)] = names
+
+
+def _forget_owner(ref: weakref.ref[object]) -> None:
+    _FRESH_LOCKS.pop(ref, None)
 
 
 def _forget(ref: weakref.ref[_ForkAware]) -> None:
@@ -173,6 +189,10 @@ def _after_fork_in_child() -> None:
     _PROCESS_LOCKS.clear()  # the parent's (one may be held; its pid may come back in a grandchild)
     for store in _live(_STORES):
         store._after_fork_in_child()
+    for ref, names in list(_FRESH_LOCKS.items()):
+        owner = ref()
+        for name in names if owner is not None else ():
+            setattr(owner, name, threading.Lock())
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; there is no fork elsewhere
