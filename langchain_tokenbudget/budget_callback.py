@@ -67,7 +67,12 @@ it notes each chain, tool and retriever run's payer as it starts and drops it at
 A response cache hit: the ``TokenBudgetLLMCache`` LangChain looks up right after the run
 starts is handed the run's payer (:class:`~langchain_tokenbudget.llm_cache.RunClaim`): it scopes
 the lookup by it (``scope=None``) and records a hit on it, so the payer's hit rate and savings
-count it; the handler then releases the reservation (a hit costs nothing).
+count it; the handler then releases the reservation (a hit costs nothing). A call the budget
+refuses whose model looks such a cache up first (``invoke`` / ``batch`` through
+``generate()``; not a streaming ``stream()``, nor ``cache=False``, nor one prompt of several)
+is not refused at its start: the refusal is left to that lookup, which serves a hit ($0, so a
+``cache_only`` ladder step answers from the cache) and raises the ``BudgetExceededError`` on a
+miss, before anything is sent. (The ledger's "refusing" alert has fired by then.)
 A payer id is a string (empty: none named); an int or a ``uuid.UUID`` is taken as its ``str()``;
 an id of any other type (a float, bytes, a bool...) stops the run with an ``InvalidInputError``
 naming its metadata key, rather than charging the call to nobody.
@@ -150,7 +155,7 @@ from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
 
-from .llm_cache import CACHE_HIT_KEY, RunClaim, claim_run
+from .llm_cache import CACHE_HIT_KEY, RunClaim, answers_next_lookup, claim_run
 from .messages import plain_message, to_core_request
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
@@ -646,6 +651,7 @@ class _BudgetHandler:
         self._payers: dict[UUID, _Payer] = {}
         self._batches: dict[int, _Batch] = {}
         self._orphans: dict[UUID, _Run] = {}  # runs whose task ended with them open (see _task_ended)
+        self._deferred: dict[UUID, RunClaim] = {}  # refused runs left to the cache (see _defer)
         self._watchers: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         start_worker()
@@ -830,6 +836,47 @@ class _BudgetHandler:
                         return True
                     run = run.next
         return False
+
+    def _defer(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        run_id: UUID,
+        kwargs: Mapping[str, Any],
+        refused: BudgetExceededError,
+    ) -> bool:
+        """Leave the refusal of a one-prompt chat run to the ``TokenBudgetLLMCache`` LangChain looks
+        up next (:func:`~langchain_tokenbudget.llm_cache.answers_next_lookup`): a hit costs nothing
+        and is served (recorded on the run's payer: a cache-only step can answer from the cache);
+        a miss raises ``refused`` there, before anything is sent. ``False``: nothing is sure to
+        look a cache up first, refuse now."""
+        size = kwargs.get("batch_size")
+        if len(messages) != 1 or (type(size) is int and size > 1) or not answers_next_lookup():
+            return False
+        call = self._call(serialized, kwargs)
+        now = call.attribution or current_attribution()
+        payer = dataclasses.replace(
+            now,
+            feature=now.feature or call.feature,
+            user=now.user or call.user,
+            conversation=now.conversation or call.conversation,
+        )  # the ledger's rule: the attribute() block in force wins over the call's ids
+        claim = claim_run(payer, messages[0], refusal=_refusal(refused))
+        if claim is None:
+            return False
+        with self._lock:
+            if len(self._deferred) >= _MAX_OPEN:  # ends LangChain never delivered: close the oldest
+                for stale in list(self._deferred)[: _MAX_OPEN // 4]:
+                    self._deferred.pop(stale).close()
+            self._deferred[run_id] = claim
+        return True
+
+    def _undefer(self, run_id: UUID) -> None:
+        """The run left to the cache ended (a hit served, or the miss refused): its claim is done."""
+        with self._lock:
+            claim = self._deferred.pop(run_id, None)
+        if claim is not None:
+            claim.close()
 
     def _by_middleware(self, serialized: dict[str, Any] | None, kwargs: Mapping[str, Any]) -> bool:
         """A ``BudgetMiddleware`` of this ledger charges this model run (see :func:`middleware_call`)."""
@@ -1513,8 +1560,12 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
     ) -> None:
         """Count the input and reserve the worst case; raises ``BudgetExceededError`` to refuse."""
         start_worker()  # for the stream ends the garbage collector delivers (see on_llm_error)
-        if not self._start_plain(serialized, messages, run_id, kwargs):
-            self._start(serialized, messages, run_id, kwargs)
+        try:
+            if not self._start_plain(serialized, messages, run_id, kwargs):
+                self._start(serialized, messages, run_id, kwargs)
+        except BudgetExceededError as e:
+            if not self._defer(serialized, messages, run_id, kwargs, e):
+                raise
 
     def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
@@ -1533,6 +1584,8 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the usage the provider reported (idempotent per run)."""
+        if self._deferred:
+            self._undefer(run_id)
         if not self._end_plain(run_id, response):
             self._finish(self._settle(run_id, response, failed=False))
 
@@ -1542,6 +1595,8 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
             # (this method itself: an async handler's own on_llm_error would return a coroutine)
             defer(functools.partial(BudgetCallbackHandler.on_llm_error, self, error, run_id=run_id, **kwargs))
             return
+        if self._deferred:
+            self._undefer(run_id)
         self._finish(self._settle(run_id, kwargs.get("response"), failed=True))
 
     def on_chain_start(
@@ -1635,7 +1690,11 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Count the input and reserve the worst case; raises ``BudgetExceededError`` to refuse."""
-        await self._astart(serialized, messages, run_id, kwargs)
+        try:
+            await self._astart(serialized, messages, run_id, kwargs)
+        except BudgetExceededError as e:
+            if not self._defer(serialized, messages, run_id, kwargs, e):
+                raise
 
     async def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
@@ -1653,10 +1712,14 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the usage the provider reported (idempotent per run)."""
+        if self._deferred:
+            self._undefer(run_id)
         await self._afinish(self._settle(run_id, response, failed=False))
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Release the reservation, or commit an estimate when a stream broke off after output."""
+        if self._deferred:
+            self._undefer(run_id)
         await self._afinish(self._settle(run_id, kwargs.get("response"), failed=True))
 
     async def on_chain_start(

@@ -14,7 +14,9 @@ Who a lookup is for: a :class:`~langchain_tokenbudget.BudgetCallbackHandler` on 
 the lookup LangChain makes right after the run starts (:class:`RunClaim`), so the lookup, its hit
 (recorded in the cache's ledger) and the store of a miss are scoped and recorded under the payer
 the handler charges the run to (the run's metadata or tags, the handler's defaults, outer runs),
-not only under the ``attribute()`` block in force.
+not only under the ``attribute()`` block in force. A run the budget refused is left to the
+lookup when it is sure to come first (:func:`answers_next_lookup`): a hit is served, a miss raises
+the refusal (:attr:`RunClaim.refusal`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ import contextvars
 import dataclasses
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.callbacks.manager import AsyncCallbackManager, CallbackManager
+from langchain_core.globals import get_llm_cache
+from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -119,6 +126,9 @@ class RunClaim:
     """The prompt of the lookup that took the claim (its store names the same)."""
     llm_string: str | None = None
     open: bool = True
+    refusal: Callable[[], BaseException] | None = None
+    """Set when the budget refused the run and left the refusal to this cache: the lookup serves a
+    hit (it costs nothing) and raises this error on a miss, so the call is not sent."""
 
     def close(self) -> None:
         """The run ended: the claim is taken by no lookup nor store any more."""
@@ -139,14 +149,21 @@ _IN_USE = [False]
 """Whether a ``TokenBudgetLLMCache`` was ever made: until then, budget handlers claim nothing."""
 
 
-def claim_run(attribution: Attribution, messages: Sequence[BaseMessage]) -> RunClaim | None:
+def claim_run(
+    attribution: Attribution,
+    messages: Sequence[BaseMessage],
+    *,
+    refusal: Callable[[], BaseException] | None = None,
+) -> RunClaim | None:
     """Claim the cache lookup of a chat model run just started here, for ``attribution`` (see
-    :class:`RunClaim`); ``None`` when no ``TokenBudgetLLMCache`` exists (nothing to claim for)."""
+    :class:`RunClaim`); ``None`` when no ``TokenBudgetLLMCache`` exists (nothing to claim for).
+    ``refusal``: the budget refused the run; the lookup raises it on a miss (see
+    :func:`answers_next_lookup` for when that lookup is sure to come)."""
     if not _IN_USE[0]:
         return None
     last = messages[-1].content if messages else None
     text = last if isinstance(last, str) else None
-    claim = RunClaim(attribution=attribution, size=len(messages), last=text)
+    claim = RunClaim(attribution=attribution, size=len(messages), last=text, refusal=refusal)
     kept = [c for c in _CLAIMS.get() if c.open]
     _CLAIMS.set((*kept[-(_MAX_CLAIMS - 1) :], claim))
     return claim
@@ -173,6 +190,9 @@ def _take(prompt: str, llm_string: str) -> RunClaim | None:
         return None
     shape = None
     for claim in reversed(claims):
+        if claim.open and claim.prompt is None and claim.refusal is not None:
+            claim.prompt, claim.llm_string = prompt, llm_string  # made just before: this lookup's
+            return claim
         if claim.open and claim.prompt is None:
             shape = shape or _shape(prompt)
             if shape is not None and shape == (claim.size, claim.last):
@@ -188,6 +208,39 @@ def _taken(prompt: str, llm_string: str) -> RunClaim | None:
             claim.open = False
             return claim
     return None
+
+
+_GENERATE_CODES = frozenset({BaseChatModel.generate.__code__, BaseChatModel.agenerate.__code__})
+_START_CODES = frozenset(
+    {CallbackManager.on_chat_model_start.__code__, AsyncCallbackManager.on_chat_model_start.__code__}
+)
+_FRAMES_UP = 12
+"""How far up the stack a callback looks for LangChain's dispatch of its start."""
+
+
+def answers_next_lookup() -> bool:
+    """Whether the chat model run whose ``on_chat_model_start`` callback is running (up the stack)
+    looks a ``TokenBudgetLLMCache`` up before it sends anything: LangChain's callback manager
+    was called for it by ``BaseChatModel.generate`` / ``agenerate`` themselves (``invoke``,
+    ``batch`` and a non-streaming ``stream`` go through them; a streaming ``stream`` never looks
+    a cache up), and the model's cache (its ``cache=``, else the global one unless
+    ``cache=False``) is one. LangChain then looks it up right after the start, in the same
+    context, before any other code runs: a claim made now is the one that lookup takes."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_FRAMES_UP):
+        if frame is None:
+            return False
+        if frame.f_code in _START_CODES:
+            caller = frame.f_back
+            if caller is None or caller.f_code not in _GENERATE_CODES:
+                return False
+            model = caller.f_locals.get("self")
+            if not isinstance(model, BaseChatModel) or model.cache is False:
+                return False
+            cache = model.cache if isinstance(model.cache, BaseCache) else get_llm_cache()
+            return isinstance(cache, TokenBudgetLLMCache)
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
@@ -254,10 +307,11 @@ class TokenBudgetLLMCache(BaseCache):
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The cached generations for this prompt and model settings, or ``None``."""
+        claim = _take(prompt, llm_string)
         request = to_cache_request(prompt, llm_string)
-        with _payer(_take(prompt, llm_string)):
+        with _payer(claim):
             hit = self.cache.lookup(request, scope=self._scope())
-        return None if hit is None or not hit.served else _generations(hit.response, self._audit(hit))
+        return _served(hit, claim, self._audit)
 
     def _audit(self, hit: CacheHit) -> dict[str, Any]:
         """What a served hit puts in each message's ``response_metadata["tokenbudget_cache"]``.
@@ -294,10 +348,11 @@ class TokenBudgetLLMCache(BaseCache):
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Async twin of :meth:`lookup`."""
+        claim = _take(prompt, llm_string)
         request = to_cache_request(prompt, llm_string)
-        with _payer(_take(prompt, llm_string)):
+        with _payer(claim):
             hit = await self.cache.alookup(request, scope=self._scope())
-        return None if hit is None or not hit.served else _generations(hit.response, self._audit(hit))
+        return _served(hit, claim, self._audit)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async twin of :meth:`update`."""
@@ -311,6 +366,23 @@ class TokenBudgetLLMCache(BaseCache):
     async def aclear(self, **kwargs: Any) -> None:
         """Async twin of :meth:`clear`."""
         await self.cache.aclear()
+
+
+def _served(
+    hit: CacheHit | None, claim: RunClaim | None, audit: Callable[[CacheHit], dict[str, Any]]
+) -> RETURN_VAL_TYPE | None:
+    """What a lookup answers: the hit's generations, or ``None`` (a miss). A miss of a run the
+    budget refused raises that refusal: the call is not sent (a hit is served: it costs nothing).
+
+    Raises:
+        BudgetExceededError: A miss of a refused run (see :attr:`RunClaim.refusal`).
+    """
+    served = None if hit is None or not hit.served else _generations(hit.response, audit(hit))
+    if claim is not None and claim.refusal is not None:
+        claim.close()  # no model call follows: no store
+        if served is None:
+            raise claim.refusal()
+    return served
 
 
 def _generations_of(value: object) -> Sequence[Generation]:
