@@ -37,6 +37,7 @@ from .errors import (
     EncodingUnavailableError,
     InvalidInputError,
     MissingDependencyError,
+    StoreRefusedError,
     TokenBudgetError,
     TokenCountError,
     UnpricedModelError,
@@ -60,8 +61,8 @@ EXIT_USAGE = 2
 EXIT_UNPRICED = 3
 """The model is known but has no price."""
 EXIT_UNAVAILABLE = 4
-"""A resource is unavailable (tiktoken encoding file, provider counting API, optional extra, ledger store,
-the address ``serve`` is to listen on)."""
+"""A resource is unavailable (tiktoken encoding file, provider counting API, optional extra, ledger store
+unreachable or refusing the ledger's credentials or ACL, the address ``serve`` is to listen on)."""
 _EXIT_PIPE_CLOSED = 141
 """Stdout was closed before the output ended (``tokenbudget report | head``): what a shell reports
 for a command that ``SIGPIPE`` ended (128 + 13)."""
@@ -75,7 +76,8 @@ Exit codes:
   2  usage error (unknown option, missing required option)
   3  the model has no known price
   4  a resource is unavailable (tiktoken encoding, provider API, optional extra,
-     the ledger store, the port serve is to listen on)
+     the ledger store: unreachable, or refusing its credentials or ACL; the port
+     serve is to listen on)
   141  stdout was closed before the output ended (piped into head)
 """
 
@@ -143,7 +145,21 @@ def _cli_error(error: TokenBudgetError) -> _CliError:
         error, EncodingUnavailableError | TokenCountError | MissingDependencyError | BudgetUnavailableError
     ):
         return _UnavailableError(str(error))
+    if isinstance(error, StoreRefusedError):  # up but refusing: the store's or the URL's to fix
+        return _UnavailableError(_refused_for_reading(error))
     return _CliError(str(error))
+
+
+def _refused_for_reading(error: StoreRefusedError) -> str:
+    """What a store that refuses the ledger (a wrong or missing password, an ACL) means for a
+    command: the store's reason and what to check, and where the command's credentials come from."""
+    text = str(error).rstrip().rstrip(".")
+    if not getattr(error, "fix", None):  # a refusal that says nothing of what to check
+        text += ": check the store's credentials and its ACL (the ledger's user must be allowed its commands)"
+    return (
+        f"{text}. Nothing was read: correct the credentials in --store (or $TOKENBUDGET_STORE), "
+        "or the store's ACL, then retry."
+    )
 
 
 class _Group(click.Group):
@@ -683,11 +699,12 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
             )
         options["read_only"] = True
     try:
-        store = open_store(url, **options)
-        try:
-            yield store
-        finally:
-            store.close()
+        with _store_log_muted():
+            store = open_store(url, **options)
+            try:
+                yield store
+            finally:
+                store.close()
     except InvalidInputError as e:  # the URL, found bad when opened or when read (a Redis database)
         if e.field != "store":
             raise
@@ -702,6 +719,30 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
             value=redact_url(url),
             fix="pass the ledger file your app records to (sqlite:///path/to/ledger.db)",
         ) from e
+
+
+_STORE_LOGGERS = ("tokenbudget.stores.redis",)
+"""The stores' loggers: what they log while a command reads (a store refusing its credentials)
+is an error the command reports itself, on its one ``error:`` line."""
+
+
+@contextmanager
+def _store_log_muted() -> Iterator[None]:
+    """The stores' log records dropped while a command reads: an app's log needs them, the
+    command's stderr would show the same error twice."""
+    import logging
+
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    loggers = [logging.getLogger(name) for name in _STORE_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 def _for_reading(error: BudgetUnavailableError) -> BudgetUnavailableError:
