@@ -1111,7 +1111,8 @@ class RedisRefusedError(StoreRefusedError):
             "Check the server's ACL and that no other application writes under the ledger's "
             "namespace (namespace=)"
         )
-        super().__init__(f"Redis at {store} refused a ledger operation: {reason}. {self.fix}")
+        said = reason.rstrip().rstrip(".")  # Redis's replies often end with a period already
+        super().__init__(f"Redis at {store} refused a ledger operation: {said}. {self.fix}")
 
 
 def _identity(conn_url: str, namespace: str) -> str:
