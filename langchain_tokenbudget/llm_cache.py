@@ -183,22 +183,21 @@ def _shape(prompt: str) -> tuple[int, str | None] | None:
 
 
 def _take(prompt: str, llm_string: str) -> RunClaim | None:
-    """The open claim a lookup of ``prompt`` answers: the newest made here that no lookup took
-    (a run started inside another one looks its cache up first)."""
-    claims = _CLAIMS.get()
-    if not claims:
+    """The open claim a lookup of ``prompt`` answers: a refused run's first (another handler of
+    the run may have reserved it: the refusal still stands), else the newest made here that no
+    lookup took (a run started inside another one looks its cache up first).
+
+    A refused run's claim is matched on the message count alone: its lookup comes right after
+    its start (:func:`answers_next_lookup`), and failing to match it would send the call."""
+    untaken = [c for c in reversed(_CLAIMS.get()) if c.open and c.prompt is None]
+    if not untaken:
         return None
-    shape = None
-    for claim in reversed(claims):
-        if claim.open and claim.prompt is None and claim.refusal is not None:
-            claim.prompt, claim.llm_string = prompt, llm_string  # made just before: this lookup's
-            return claim
-        if claim.open and claim.prompt is None:
-            shape = shape or _shape(prompt)
-            if shape is not None and shape == (claim.size, claim.last):
-                claim.prompt, claim.llm_string = prompt, llm_string
-                return claim
-    return None
+    shape = _shape(prompt)
+    refused = (c for c in untaken if c.refusal is not None and (shape is None or shape[0] == c.size))
+    claim = next(refused, None) or next((c for c in untaken if shape == (c.size, c.last)), None)
+    if claim is not None:
+        claim.prompt, claim.llm_string = prompt, llm_string
+    return claim
 
 
 def _taken(prompt: str, llm_string: str) -> RunClaim | None:

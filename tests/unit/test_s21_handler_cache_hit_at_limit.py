@@ -167,3 +167,32 @@ def test_where_no_cache_lookup_comes_first_the_call_is_refused_at_its_start(hand
     assert model.calls == 1  # (the first, cached question only)
     assert uncached.calls == 0
     assert handler._deferred == {}
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_refusal_stands_when_another_handler_of_the_call_reserved_it(
+    handler_class: type, is_async: bool
+) -> None:
+    """The config's handler charges u-1 (at the limit: refused, left to the cache); the model's
+    own handler charges u-2 (room left: reserved). A miss is still refused, nothing is sent, and
+    nothing stays held; a hit is served, recorded on u-1."""
+    model = Echo()
+    ledger, _ = at_the_limit(model, handler_class)
+    refusing, reserving = handler_class(ledger, feature="chat", user="u-1"), handler_class(ledger, user="u-2")
+    model.callbacks = [reserving]
+    config: RunnableConfig = {"callbacks": [refusing]}
+    ask_ = (
+        (lambda t: asyncio.run(model.ainvoke(t, config=config)))
+        if is_async
+        else (lambda t: model.invoke(t, config=config))
+    )
+    with pytest.raises(BudgetExceededError):
+        ask_("A brand new question")
+    assert model.calls == 1
+    assert reserving._runs == {}  # its reservation released at the run's error
+    assert "u-2" not in {r.key for r in build_report(ledger).breakdown("user").rows}  # nothing charged
+    assert ask_("How do I export?").content == "1: How do I export?"
+    assert hits_of(ledger, "u-1") == 1
+    assert refusing._deferred == reserving._deferred == {}
+    assert refusing._runs == reserving._runs == {}
