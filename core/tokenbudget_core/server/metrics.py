@@ -4,7 +4,8 @@ Two kinds:
 
 * **HTTP**, counted by :class:`HttpMetrics` (ASGI middleware): ``tokenbudget_http_requests_total``
   by method, route and status, and the ``tokenbudget_http_request_duration_seconds`` histogram by
-  route. Routes are the app's own paths and methods those of :data:`METHODS`; any other path or
+  route. Routes are the app's own route paths (a route with a parameter as its pattern,
+  ``/dashboard/static/{name}``) and methods those of :data:`METHODS`; any other path or
   method is ``other``, so a scanner (authenticated or not: refused requests are counted too)
   cannot blow up the label cardinality.
 * **Ledger**, read at scrape time by :func:`ledger_metrics` from today's report and budgets:
@@ -23,6 +24,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from decimal import Decimal
 from typing import Any
+
+from starlette.routing import compile_path
 
 from tokenbudget_core.errors import BudgetUnavailableError, StoreRefusedError
 from tokenbudget_core.money import decimal_text
@@ -140,20 +143,35 @@ class HttpMetrics:
     Args:
         app: The application to measure.
         stats: Where the figures go.
-        routes: The paths reported as themselves (as the router matches them: less the prefix
-            the app is mounted at); any other path is ``other`` (and any method not in
-            :data:`METHODS`).
+        routes: The app's route paths: a request is reported by the one its path matches (as
+            the router matches them: less the prefix the app is mounted at; a route with a
+            parameter by its pattern, ``/dashboard/static/{name}``); any other path is ``other``
+            (and any method not in :data:`METHODS`).
     """
 
     def __init__(self, app: ASGIApp, *, stats: HttpStats, routes: frozenset[str]) -> None:
         self.app, self.stats, self.routes = app, stats, routes
+        # a route with parameters (/dashboard/static/{name}) is reported as its pattern, matched
+        # as the router matches it
+        self._patterns = [(compile_path(r)[0], r) for r in sorted(routes) if "{" in r]
+
+    def route_of(self, path: str) -> str:
+        """The label of ``path`` (less the mount prefix): the route it matches, else ``other``.
+
+        Example:
+            >>> metrics = HttpMetrics(None, stats=HttpStats(), routes=frozenset({"/health", "/f/{name}"}))
+            >>> metrics.route_of("/health"), metrics.route_of("/f/a.js"), metrics.route_of("/f/a/b")
+            ('/health', '/f/{name}', 'other')
+        """
+        if path in self.routes:
+            return path
+        return next((route for regex, route in self._patterns if regex.match(path)), "other")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = route_path(scope)  # less the prefix the app is mounted at
-        route = path if path in self.routes else "other"
+        route = self.route_of(route_path(scope))  # less the prefix the app is mounted at
         status = 500  # what the server answers if the app fails before responding
 
         async def watch(message: Message) -> None:
