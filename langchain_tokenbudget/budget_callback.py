@@ -155,7 +155,7 @@ from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
 
-from .llm_cache import CACHE_HIT_KEY, RunClaim, answers_next_lookup, claim_run
+from .llm_cache import CACHE_HIT_KEY, RunClaim, answers_next_lookup, claim_run, drop_claims
 from .messages import plain_message, to_core_request
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
@@ -861,7 +861,7 @@ class _BudgetHandler:
             user=now.user or call.user,
             conversation=now.conversation or call.conversation,
         )  # the ledger's rule: the attribute() block in force wins over the call's ids
-        claim = claim_run(payer, messages[0], refusal=_refusal(refused))
+        claim = claim_run(payer, messages[0], run=run_id, refusal=_refusal(refused))
         if claim is None:
             return False
         with self._lock:
@@ -988,7 +988,7 @@ class _BudgetHandler:
                 self._runs[run_id] = run
         if kept:
             self._watch(run_id, run)
-            run.claim = claim_run(_payer_in_force(reservation, None), messages[0])
+            run.claim = claim_run(_payer_in_force(reservation, None), messages[0], run=run_id)
             return True
         # A call reusing this run id started meanwhile and reserved under the same id: the
         # ledger returned that reservation (a live id's), which is that call's; the general path
@@ -1099,7 +1099,7 @@ class _BudgetHandler:
             self._push(run_id, run)
         self._watch(run_id, run)
         if isinstance(prompt, list):  # a chat model's messages: LangChain looks its cache up next
-            run.claim = claim_run(_payer_in_force(reservation, call.attribution), prompt)
+            run.claim = claim_run(_payer_in_force(reservation, call.attribution), prompt, run=run_id)
         return True
 
     def _sweep(self, now: float) -> None:
@@ -1565,7 +1565,11 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
                 self._start(serialized, messages, run_id, kwargs)
         except BudgetExceededError as e:
             if not self._defer(serialized, messages, run_id, kwargs, e):
+                drop_claims(run_id)  # another handler's claim on the run: no lookup comes
                 raise
+        except BaseException:
+            drop_claims(run_id)
+            raise
 
     def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
@@ -1694,7 +1698,11 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
             await self._astart(serialized, messages, run_id, kwargs)
         except BudgetExceededError as e:
             if not self._defer(serialized, messages, run_id, kwargs, e):
+                drop_claims(run_id)  # another handler's claim on the run: no lookup comes
                 raise
+        except BaseException:
+            drop_claims(run_id)
+            raise
 
     async def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any

@@ -126,6 +126,8 @@ class RunClaim:
     """The prompt of the lookup that took the claim (its store names the same)."""
     llm_string: str | None = None
     open: bool = True
+    run: object = None
+    """The run's id: the claims of the handlers of one run are that run's."""
     refusal: Callable[[], BaseException] | None = None
     """Set when the budget refused the run and left the refusal to this cache: the lookup serves a
     hit (it costs nothing) and raises this error on a miss, so the call is not sent."""
@@ -133,6 +135,7 @@ class RunClaim:
     def close(self) -> None:
         """The run ended: the claim is taken by no lookup nor store any more."""
         self.open = False
+        self.last = None  # (a closed claim may linger in the context until the next run starts)
 
     def streamed(self) -> None:
         """The run streams: past its lookup. Closed unless a lookup took it (its store may follow)."""
@@ -153,20 +156,36 @@ def claim_run(
     attribution: Attribution,
     messages: Sequence[BaseMessage],
     *,
+    run: object = None,
     refusal: Callable[[], BaseException] | None = None,
 ) -> RunClaim | None:
     """Claim the cache lookup of a chat model run just started here, for ``attribution`` (see
     :class:`RunClaim`); ``None`` when no ``TokenBudgetLLMCache`` exists (nothing to claim for).
-    ``refusal``: the budget refused the run; the lookup raises it on a miss (see
-    :func:`answers_next_lookup` for when that lookup is sure to come)."""
+    ``run``: the run's id (the handlers of one run claim it each). ``refusal``: the budget
+    refused the run; the lookup raises it on a miss (see :func:`answers_next_lookup` for when
+    that lookup is sure to come first). A refused run's claim that no lookup took is closed when
+    another run starts here: its lookup would have come before."""
     if not _IN_USE[0]:
         return None
     last = messages[-1].content if messages else None
     text = last if isinstance(last, str) else None
-    claim = RunClaim(attribution=attribution, size=len(messages), last=text, refusal=refusal)
-    kept = [c for c in _CLAIMS.get() if c.open]
+    claim = RunClaim(attribution=attribution, size=len(messages), last=text, run=run, refusal=refusal)
+    kept = []
+    for c in _CLAIMS.get():
+        if c.open and c.refusal is not None and c.prompt is None and c.run != run:
+            c.close()  # its run was stopped before its lookup (another handler raised)
+        if c.open:
+            kept.append(c)
     _CLAIMS.set((*kept[-(_MAX_CLAIMS - 1) :], claim))
     return claim
+
+
+def drop_claims(run: object) -> None:
+    """Close the claims made here for ``run``: its start failed (a handler of it raised), so
+    LangChain neither looks its cache up nor ends it."""
+    for claim in _CLAIMS.get():
+        if claim.run == run:
+            claim.close()
 
 
 def _shape(prompt: str) -> tuple[int, str | None] | None:

@@ -20,7 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler, TokenBudgetLLMCache
 from tokenbudget_core import Usage, attribute
 from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
-from tokenbudget_core.errors import BudgetExceededError
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.response_cache import ExactCache
@@ -196,3 +196,42 @@ def test_a_refusal_stands_when_another_handler_of_the_call_reserved_it(
     assert hits_of(ledger, "u-1") == 1
     assert refusing._deferred == reserving._deferred == {}
     assert refusing._runs == reserving._runs == {}
+
+
+class Uncountable:
+    """A token counter (the handler's injection seam) that cannot count anything."""
+
+    def count(self, text: str) -> int:
+        raise InvalidInputError("text", "cannot be counted here")
+
+    def count_messages(self, messages: Any, tools: Any = None) -> int:
+        raise InvalidInputError("messages", "cannot be counted here")
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_refusal_left_to_the_cache_ends_when_another_handler_stops_the_start(
+    handler_class: type, is_async: bool
+) -> None:
+    """The config's handler leaves its refusal to the cache; the model's own handler then raises,
+    so LangChain stops the call before its lookup: a later call without handlers in the same
+    context is neither refused by that refusal nor given its payer."""
+    model = Echo()
+    ledger, refusing = at_the_limit(model, handler_class)
+    model.callbacks = [handler_class(ledger, counter=Uncountable())]
+
+    async def both() -> str:
+        with pytest.raises(InvalidInputError):
+            await model.ainvoke("A brand new question", config={**PAYER, "callbacks": [refusing]})
+        model.callbacks = None
+        return str((await model.ainvoke("A later question")).content)
+
+    if is_async:
+        later = asyncio.run(both())
+    else:
+        with pytest.raises(InvalidInputError):
+            model.invoke("A brand new question", config={**PAYER, "callbacks": [refusing]})
+        model.callbacks = None
+        later = str(model.invoke("A later question").content)
+    assert later == "2: A later question"  # sent, not refused
+    assert refusing._runs == {}
