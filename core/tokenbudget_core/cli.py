@@ -16,7 +16,6 @@ import os
 import re
 import sqlite3
 import sys
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -45,6 +44,7 @@ from .errors import (
 from .money import jsonable
 from .pricing import format_usd, price_of
 from .usage import Usage
+from .visible import visible
 
 if TYPE_CHECKING:
     from .reports import Report
@@ -82,32 +82,11 @@ Exit codes:
 """
 
 
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def _visible_char(c: str) -> str:
-    if c in _ESCAPES:
-        return _ESCAPES[c]
-    if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in _BIDI:  # Cf: invisible (U+200B)
-        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
-    return c
-
-
-def _visible(text: str) -> str:
-    """``text`` with every control and invisible format character shown as an escape
-    (``\\x1b``, ``\\n``, ``\\u200b``), so an id printed on a terminal can neither send it escape
-    sequences, break a line or a table row, nor pass for another id."""
-    if text.isprintable():
-        return text
-    return "".join(_visible_char(c) for c in text)
-
-
 def _shown(text: str) -> str:
-    """``text`` as :func:`_visible` shows it, for stdout: a character stdout's encoding cannot
-    write (an id in Chinese on a cp1252 or ASCII stdout) is shown as an escape (``\\u7528``) too,
-    so printing an id never fails."""
-    text = _visible(text)
+    """``text`` as :func:`~tokenbudget_core.visible.visible` shows it, for stdout: a character
+    stdout's encoding cannot write (an id in Chinese on a cp1252 or ASCII stdout) is shown as an
+    escape (``\\u7528``) too, so printing an id never fails."""
+    text = visible(text)
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     try:
         text.encode(encoding)
@@ -124,7 +103,7 @@ class _CliError(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
     def __init__(self, message: str) -> None:
-        super().__init__(_visible(" ".join(message.split())))
+        super().__init__(visible(" ".join(message.split())))
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
@@ -1005,7 +984,7 @@ def report(
     if r.totals.requests == 0:  # a wrong --store, --namespace or day reads as a quiet day: say so
         days = r.days[0] if len(r.days) == 1 else f"{r.days[0]} to {r.days[-1]}"
         click.echo(
-            _visible(
+            visible(
                 f"note: no usage recorded in this store for {days}; check --store, --namespace and the day"
             ),
             err=True,
@@ -1052,7 +1031,7 @@ def budgets(
     policy = load_policy(policy_path)
     features: list[str | None] = [feature] if feature else [*sorted(policy.features)] or [None]
     if feature and feature not in policy.features:
-        click.echo(_visible(_unconfigured(feature, policy_path, sorted(policy.features))), err=True)
+        click.echo(visible(_unconfigured(feature, policy_path, sorted(policy.features))), err=True)
     with _opened_store(_namespaced(store_url, namespace)) as store:
         ledger = Ledger(store, policy=policy, timezone=tz)
         today = ledger.day()
