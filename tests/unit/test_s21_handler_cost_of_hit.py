@@ -130,3 +130,16 @@ def test_served_hit_is_the_one_rule() -> None:
     assert served_hit(None, {"input_tokens": 3}) is None
     assert served_hit("tokenbudget_cache") is None
     assert served_hit() is None
+
+
+def test_usage_of_a_cached_llm_hit_names_the_hit_and_the_right_fix() -> None:
+    from llamaindex_tokenbudget import usage_of as li_usage_of
+
+    inner = Counting()
+    llm = CachedLLM(inner, ExactCache(), scope=CacheScope(tenant="t"), model="gpt-4o-mini")
+    llm.complete("hello")
+    hit = llm.complete("hello")
+    with pytest.raises(InvalidInputError) as raised:
+        li_usage_of(hit)
+    assert "response cache" in str(raised.value)
+    assert "cost_of_response" in str(raised.value)
