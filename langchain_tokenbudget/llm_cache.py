@@ -220,9 +220,10 @@ def _take(prompt: str, llm_string: str) -> RunClaim | None:
 
 
 def _taken(prompt: str, llm_string: str) -> RunClaim | None:
-    """The open claim whose lookup was of ``prompt`` (the store of a miss): it is done after."""
+    """The open claim whose lookup was of ``prompt`` (the store of a miss): it is done after. (A
+    refused run's claim has no store: nothing was sent.)"""
     for claim in _CLAIMS.get():
-        if claim.open and claim.prompt == prompt and claim.llm_string == llm_string:
+        if claim.open and claim.refusal is None and claim.prompt == prompt and claim.llm_string == llm_string:
             claim.open = False
             return claim
     return None
