@@ -67,7 +67,8 @@ it notes each chain, tool and retriever run's payer as it starts and drops it at
 A response cache hit: the ``TokenBudgetLLMCache`` LangChain looks up right after the run
 starts is handed the run's payer (:class:`~langchain_tokenbudget.llm_cache.RunClaim`): it scopes
 the lookup by it (``scope=None``) and records a hit on it, so the payer's hit rate and savings
-count it; the handler then releases the reservation (a hit costs nothing). A call the budget
+count it; the handler then releases the reservation (a hit costs nothing), and records the hit
+in its own ledger too when the cache keeps another one. A call the budget
 refuses whose model looks such a cache up first (``invoke`` / ``batch`` through
 ``generate()``; not a streaming ``stream()``, nor ``cache=False``, nor one prompt of several)
 is not refused at its start: the refusal is left to that lookup, which serves a hit ($0, so a
@@ -1405,7 +1406,11 @@ class _BudgetHandler:
         if failed and usage is None and not text and (run.streamed or run.evented):
             text = streamed_estimate(run.streamed, run.evented)  # the error carries no partial reply
         premium = run.premium_model or premium_model_of(route_of(replies))
-        return _Settle(run.reservation, usage, text, failed, run.counter, cache_hit_of(replies), premium)
+        hit = cache_hit_of(replies)
+        elsewhere = run.claim is not None and run.claim.recorded_in not in (None, self.ledger)
+        if hit is not None and hit.recorded and elsewhere:  # the cache recorded it in its own ledger
+            hit = hit._replace(recorded=False)  # this ledger records it too
+        return _Settle(run.reservation, usage, text, failed, run.counter, hit, premium)
 
     def _finish(self, s: _Settle | None) -> None:
         if s is not None:

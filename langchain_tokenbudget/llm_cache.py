@@ -128,6 +128,9 @@ class RunClaim:
     open: bool = True
     run: object = None
     """The run's id: the claims of the handlers of one run are that run's."""
+    recorded_in: object = None
+    """The ledger the cache recorded the claim's hit in (the handler's ledger records it too when
+    it is another one)."""
     refusal: Callable[[], BaseException] | None = None
     """Set when the budget refused the run and left the refusal to this cache: the lookup serves a
     hit (it costs nothing) and raises this error on a miss, so the call is not sent."""
@@ -330,7 +333,7 @@ class TokenBudgetLLMCache(BaseCache):
         request = to_cache_request(prompt, llm_string)
         with _payer(claim):
             hit = self.cache.lookup(request, scope=self._scope())
-        return _served(hit, claim, self._audit)
+        return _served(hit, claim, self._audit, self.cache.ledger)
 
     def _audit(self, hit: CacheHit) -> dict[str, Any]:
         """What a served hit puts in each message's ``response_metadata["tokenbudget_cache"]``.
@@ -371,7 +374,7 @@ class TokenBudgetLLMCache(BaseCache):
         request = to_cache_request(prompt, llm_string)
         with _payer(claim):
             hit = await self.cache.alookup(request, scope=self._scope())
-        return _served(hit, claim, self._audit)
+        return _served(hit, claim, self._audit, self.cache.ledger)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async twin of :meth:`update`."""
@@ -388,15 +391,21 @@ class TokenBudgetLLMCache(BaseCache):
 
 
 def _served(
-    hit: CacheHit | None, claim: RunClaim | None, audit: Callable[[CacheHit], dict[str, Any]]
+    hit: CacheHit | None,
+    claim: RunClaim | None,
+    audit: Callable[[CacheHit], dict[str, Any]],
+    ledger: object,
 ) -> RETURN_VAL_TYPE | None:
     """What a lookup answers: the hit's generations, or ``None`` (a miss). A miss of a run the
     budget refused raises that refusal: the call is not sent (a hit is served: it costs nothing).
+    A hit tells the claim the ledger it was recorded in (``ledger``, the cache's).
 
     Raises:
         BudgetExceededError: A miss of a refused run (see :attr:`RunClaim.refusal`).
     """
     served = None if hit is None or not hit.served else _generations(hit.response, audit(hit))
+    if claim is not None and served is not None:
+        claim.recorded_in = ledger
     if claim is not None and claim.refusal is not None:
         claim.close()  # no model call follows: no store
         if served is None:

@@ -306,3 +306,20 @@ def test_no_payer_leaks_after_an_async_batch_or_multi_prompt_call(handler_class:
     assert "tokenbudget_cache" in second.response_metadata
     assert by_user(ledger) == {"alice": (1, 0), "bob": (1, 0), "carol": (4, 2), None: (1, 1)}
     assert handler._runs == {}
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+@pytest.mark.parametrize("how", HOWS)
+def test_a_hit_the_cache_recorded_in_another_ledger_is_recorded_in_the_handlers_too(
+    handler_class: type, how: str
+) -> None:
+    """The cache keeps its own ledger: the hit is recorded there on the payer, and the handler's
+    ledger (which charged the miss) records it too, instead of only releasing its reservation."""
+    cache_ledger, ledger = Ledger("memory://"), Ledger("memory://")
+    model = Echo(cache=TokenBudgetLLMCache(ExactCache(ledger=cache_ledger)))
+    config: RunnableConfig = {"callbacks": [handler_class(ledger)], "metadata": {"user_id": "u-7"}}
+    ask(model, how, "Hello", config)
+    ask(model, how, "Hello", config)
+    assert model.calls == 1
+    assert by_user(ledger) == {"u-7": (2, 1)}
+    assert by_user(cache_ledger) == {"u-7": (1, 1)}
