@@ -19,6 +19,16 @@ connection, and normally inherits no transaction in flight, nor SQLite's record 
 Opening a file already at :data:`SCHEMA_VERSION` takes no write lock (it opens while another
 process is writing).
 
+The file deleted or replaced under a running process (a cleanup job, a redeploy that recreates
+the volume): the store notices that its path no longer names the file it opened (the path's
+device and inode, checked after every commit and before any call at most once a second) and
+opens the path again, with a WARNING on logger ``tokenbudget.store.sqlite``; later calls use the
+file the path names. A commit whose transaction went to the old file raises
+:class:`~tokenbudget_core.errors.BudgetUnavailableError` (its usage is in a file no other process
+reads): the ledger spools it and replays it into the new file, so it is not lost. Other writes
+made in the second before the check (a reservation's hold, a once-mark) stay in the old file.
+What was in the old file when it was deleted is gone with it.
+
 ``read_only=True`` opens an existing ledger to read it (reports) without ever modifying the file.
 
 URLs: ``sqlite:///relative/path.db`` (relative to the working directory when opened),
@@ -28,6 +38,7 @@ URLs: ``sqlite:///relative/path.db`` (relative to the working directory when ope
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -55,6 +66,8 @@ from .base import (
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+logger = logging.getLogger("tokenbudget.store.sqlite")
 
 SCHEMA_VERSION = 1
 """Kept in ``PRAGMA user_version``; a file with a newer version is refused, an older one migrated."""
@@ -104,6 +117,8 @@ _PURGES = {  # table: (its key columns, which rows of a day before the cutoff go
     "settled_requests": ("day, request_id", "day < ? AND state != 'reserved'"),
 }
 _DEFAULT_REQUEST_RETENTION_DAYS = 7
+_FILE_CHECK_EVERY_S = 1.0
+"""How often a call that writes nothing checks that the path still names the file opened."""
 _MAX_TIMEOUT_S = 2_147_483
 """Longest wait for another writer's lock: SQLite's busy timeout is an int of milliseconds."""
 
@@ -205,6 +220,15 @@ def _yesterday() -> str:
     return (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
 
 
+def _file_id(path: str) -> tuple[int, int] | None:
+    """The device and inode ``path`` names (``None``: nothing there, or not reachable)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _unavailable(error: BaseException) -> bool:
     """Operational failures (locked, I/O, not a database); not integrity or programming errors."""
     return isinstance(error, sqlite3.OperationalError) or type(error) is sqlite3.DatabaseError
@@ -282,6 +306,8 @@ class SQLiteStore:
         self._request_retention_days: int = request_retention_days
         self._lock = threading.Lock()
         self._busy_ms: dict[int, int] = {}  # the busy timeout last set on the connection (by id)
+        self._file: tuple[int, int] | None = None  # the (device, inode) the connection opened
+        self._next_file_check = 0.0  # time.monotonic() of the next check by a call writing nothing
         self._conn: sqlite3.Connection | None = self._open()
         self._pid = os.getpid()
         reset_after_fork(self, quiesce=True)
@@ -333,7 +359,32 @@ class SQLiteStore:
             if _unavailable(e):
                 raise self._fail(e) from e
             raise
+        if self.path != ":memory:":
+            self._file = _file_id(self.path)
+            self._next_file_check = time.monotonic() + _FILE_CHECK_EVERY_S
         return conn
+
+    def _moved(self) -> bool:
+        """True when the path no longer names the file the connection opened (deleted, replaced)."""
+        return self._file is not None and _file_id(self.path) != self._file
+
+    def _reopen(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """Open the file the path names now in place of ``conn`` (lock held), with a WARNING.
+
+        The old connection is closed: SQLite neither checkpoints nor deletes the ``-wal`` of a
+        file that was moved or deleted, so the new file's side files are left alone. If the path
+        cannot be opened, :class:`BudgetUnavailableError` (the next call tries again)."""
+        self._next_file_check = time.monotonic() + _FILE_CHECK_EVERY_S
+        fresh = self._open()
+        logger.warning(
+            "%s: the database file was deleted or replaced while this process had it open; "
+            "opened the file the path names now (the old file's figures are not in it)",
+            self.path,
+        )
+        self._conn, self._busy_ms = fresh, {}
+        with suppress(sqlite3.Error):
+            conn.close()
+        return fresh
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL, retrying: the switch needs a moment alone and SQLite does not wait for it."""
@@ -397,9 +448,12 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
 
     @contextmanager
-    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+    def _transaction(
+        self, begin: str = "BEGIN IMMEDIATE", *, usage: bool = False
+    ) -> Iterator[sqlite3.Connection]:
         """One transaction under the process-local lock (``BEGIN IMMEDIATE``: one that writes);
-        sqlite failures become BudgetUnavailableError."""
+        sqlite failures become BudgetUnavailableError. ``usage``: it records usage, and raises
+        BudgetUnavailableError after its COMMIT if the path no longer names the file it went to."""
         deadline = time.monotonic() + self._timeout_s
         if self._pid != os.getpid():  # forked: never touch the parent's lock or connection
             self._own_connection()
@@ -421,6 +475,10 @@ class SQLiteStore:
                     self.url, f"{self.path} is opened read-only; open the store without read_only to write"
                 )
             conn = self._conn
+            if self._file is not None and time.monotonic() >= self._next_file_check:
+                self._next_file_check = time.monotonic() + _FILE_CHECK_EVERY_S
+                if self._moved():
+                    conn = self._reopen(conn)
             try:
                 self._wait_at_most(conn, deadline - time.monotonic())
                 conn.execute(begin)
@@ -433,6 +491,14 @@ class SQLiteStore:
                 if _unavailable(e):
                     raise self._fail(e) from e
                 raise
+            if usage and self._moved():  # this commit went to a file nobody reads
+                self._reopen(conn)
+                raise BudgetUnavailableError(
+                    self.url,
+                    f"{self.path} was deleted or replaced while this call wrote to it: its write "
+                    "is in the old file, not in the one the path names now (opened for the next "
+                    "calls); retry the call (the ledger spools a commit and replays it)",
+                )
         finally:
             self._lock.release()
 
@@ -510,7 +576,7 @@ class SQLiteStore:
         counters = [(req.day, req.rollup_key, k, _int(v, f"rollup[{k!r}]")) for k, v in req.rollup.items()]
         cost = None if req.call_cost_key is None else _int(req.rollup.get("cost_nanos", 0), "cost_nanos")
         self._maybe_purge(req.day)
-        with self._transaction() as db:
+        with self._transaction(usage=True) as db:
             known = self._state(db, req.day, req.request_id)
             previous = None if known is None else known[0]
             if previous == "committed":
