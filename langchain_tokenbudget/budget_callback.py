@@ -23,7 +23,10 @@ open in the first one (LangChain hands every handler the same prompt object), le
 it: the handler that starts first (those of the call's config, then the model's own) reserves and
 charges it, on the payer it resolved. A run id the caller
 reuses (``config["run_id"]``) for a later call names a call settled already: that call gets an
-id of its own (calls open at once under one run id get suffixed ids).
+id of its own. Calls open at once under one run id (an app using its request id as run id) get
+suffixed ids, and each end, chunk and inner run is paired with the call (or chain) its context
+started: LangChain delivers them in the thread, task or context copy the run started in, so each
+caller is charged its own call, on its own chain's payer.
 
 Which one to use:
 
@@ -124,6 +127,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import sys
@@ -447,6 +451,36 @@ def _reused_ids(request_id: str | None) -> Iterator[str | None]:
     yield None
 
 
+_JOINED: contextvars.ContextVar[tuple[tuple[UUID, int], ...]] = contextvars.ContextVar(
+    "tokenbudget_joined_runs", default=()
+)
+"""``(run id, key)`` of the runs (and chain payers) this context started under a run id another
+call held open (a ``config["run_id"]`` reused by concurrent calls), newest first. LangChain hands
+an end only the run id; it delivers it in the context the run started in (sync: the same thread
+and context; async: the same task, or a task copying its context, as ``agenerate``'s ``gather``):
+so each call's end is paired with its own start, not with another caller's."""
+_JOINED_KEPT = 16
+"""Marks a context keeps: older ones (of calls long ended elsewhere, a stale task's) are dropped."""
+_KEYS = itertools.count(1)
+
+
+def _mark_joined(run_id: UUID, key: int) -> None:
+    """Note in the current context that it started ``key`` under ``run_id`` (see :data:`_JOINED`)."""
+    _JOINED.set(((run_id, key), *_JOINED.get()[: _JOINED_KEPT - 1]))
+
+
+def _joined_keys(run_id: UUID) -> list[int]:
+    """The keys the current context started under ``run_id``, newest first."""
+    marks = _JOINED.get()
+    return [k for r, k in marks if r == run_id] if marks else []
+
+
+def _unmark(run_id: UUID, key: int) -> None:
+    marks = _JOINED.get()
+    if (run_id, key) in marks:
+        _JOINED.set(tuple(m for m in marks if m != (run_id, key)))
+
+
 _MIDDLEWARE_CALL: contextvars.ContextVar[tuple[object, frozenset[str]] | None] = contextvars.ContextVar(
     "tokenbudget_middleware_call", default=None
 )
@@ -491,13 +525,17 @@ class _Run:
     """The output streamed so far as v3 protocol events (``on_stream_event``): the same use."""
     seq: int = 0
     """How many runs under the same run id were open before this one: its request id's suffix."""
+    key: int = 0
+    """Set (unique) on a run started while another was open under its run id: the context it
+    started in notes it (:func:`_mark_joined`), and its end, chunks and events, delivered in
+    that context or a copy of it, find it by this key among the runs open under the id."""
     batch: _Batch | None = None
     """The multi-prompt call the run is one prompt of (see :class:`_Batch`)."""
     batched: bool = False
     """One prompt of several: ``llm_output`` reports the whole call's usage on the first one."""
     next: _Run | None = None
-    """A run started under the same run id while this one was open (a reused ``config["run_id"]``):
-    the runs of one id settle in the order they started, so none is left unsettled."""
+    """A run started under the same run id while this one was open (a reused ``config["run_id"]``).
+    An end under the id closes the run its context started (:func:`_joined_keys`), else the oldest."""
     prompt: object = None
     """The call's first prompt as LangChain hands it to every handler of the call (the message
     list, or the prompt string): another handler of the ledger whose reserve under the same run
@@ -649,7 +687,7 @@ class _BudgetHandler:
         self.max_output_tokens, self.counter = max_output_tokens, counter
         self._counters: dict[str, SupportsTokenCount] = {}
         self._runs: dict[UUID, _Run] = {}
-        self._payers: dict[UUID, _Payer] = {}
+        self._payers: dict[UUID | tuple[UUID, int], _Payer] = {}  # (id, key): a reused chain run id
         self._batches: dict[int, _Batch] = {}
         self._orphans: dict[UUID, _Run] = {}  # runs whose task ended with them open (see _task_ended)
         self._deferred: dict[UUID, RunClaim] = {}  # refused runs left to the cache (see _defer)
@@ -943,7 +981,7 @@ class _BudgetHandler:
             or params.get("cache_control")
             or _MIDDLEWARE_CALL.get() is not None
             or routed_model_now() is not None
-            or (self._payers and kwargs.get("parent_run_id") in self._payers)
+            or (self._payers and self._outer(kwargs) is not None)
         ):
             return False
         model = self.model or _model_named(serialized, params, meta)
@@ -1097,7 +1135,11 @@ class _BudgetHandler:
                 if batch.refusal is not None:
                     return False
                 batch.runs.append(run_id)
+            if run_id in self._runs:  # another call's run is open under this id: pair by context
+                run.key = next(_KEYS)
             self._push(run_id, run)
+        if run.key:
+            _mark_joined(run_id, run.key)
         self._watch(run_id, run)
         if isinstance(prompt, list):  # a chat model's messages: LangChain looks its cache up next
             run.claim = claim_run(_payer_in_force(reservation, call.attribution), prompt, run=run_id)
@@ -1133,9 +1175,9 @@ class _BudgetHandler:
                     r.next = n
                 self._runs[run_id] = live[0]
         idle = now - lease * _IDLE_LEASES
-        for run_id, p in list(self._payers.items()):
+        for noted, p in list(self._payers.items()):
             if p.touched < idle:
-                self._payers.pop(run_id, None)
+                self._payers.pop(noted, None)
 
     def _drop_oldest_payers(self) -> None:
         """Forget the oldest quarter of the payers (lock held)."""
@@ -1161,18 +1203,35 @@ class _BudgetHandler:
         else:
             outer.touch(now)
             f, u, c = outer_first(outer.payer, _fields(current_attribution()), own)
-        self._payers[run_id] = _Payer((f, u, c), now, outer)
+        payer = _Payer((f, u, c), now, outer)
+        if run_id in self._payers:  # another chain's, open under a reused run id: pair by context
+            key = next(_KEYS)
+            self._payers[(run_id, key)] = payer
+            _mark_joined(run_id, key)
+        else:
+            self._payers[run_id] = payer
         if now >= self._sweep_at or len(self._payers) >= _MAX_OPEN:
             with self._lock:
                 self._sweep(now)
 
     def _outer(self, kwargs: Mapping[str, Any]) -> _Payer | None:
-        """The payer noted by the run's parent, if it noted one."""
+        """The payer noted by the run's parent, if it noted one (the one this context's chain
+        noted, when concurrent chains reuse the parent's run id)."""
         parent: UUID | None = kwargs.get("parent_run_id")
-        return self._payers.get(parent) if parent is not None and self._payers else None
+        if parent is None or not self._payers:
+            return None
+        for key in _joined_keys(parent):
+            payer = self._payers.get((parent, key))
+            if payer is not None:
+                return payer
+        return self._payers.get(parent)
 
     def _forget_payer(self, run_id: UUID) -> None:
         if self._payers:
+            for key in _joined_keys(run_id):
+                if self._payers.pop((run_id, key), None) is not None:
+                    _unmark(run_id, key)
+                    return
             self._payers.pop(run_id, None)
 
     def _push(self, run_id: UUID, run: _Run) -> None:
@@ -1183,13 +1242,49 @@ class _BudgetHandler:
                 last = last.next
             last.next = run
 
+    def _current(self, run_id: UUID) -> _Run | None:
+        """The run an event under ``run_id`` is about: the one open under it, or, when calls
+        reusing the id are open at once, the one this context started (:data:`_JOINED`), else
+        the oldest."""
+        head = self._runs.get(run_id)
+        if head is None or head.next is None:
+            return head
+        for key in _joined_keys(run_id):
+            run: _Run | None = head
+            while run is not None:
+                if run.key == key:
+                    return run
+                run = run.next
+        return head
+
+    def _is_open(self, run_id: UUID, run: _Run) -> bool:
+        """Whether ``run`` is still open under ``run_id`` (lock held)."""
+        held = self._runs.get(run_id)
+        while held is not None:
+            if held is run:
+                return True
+            held = held.next
+        return False
+
     def _pop(self, run_id: UUID) -> _Run | None:
-        """Close the oldest run open under ``run_id`` (lock held)."""
-        run = self._runs.pop(run_id, None)
-        if run is not None:
+        """Close the run an end under ``run_id`` is about (:meth:`_current`; lock held)."""
+        run = self._current(run_id)
+        if run is None:
+            return None
+        head = self._runs[run_id]
+        if run is head:
             if run.next is not None:
                 self._runs[run_id] = run.next
-            self._ended(run_id, run)
+            else:
+                del self._runs[run_id]
+        else:
+            while head.next is not run:
+                head = head.next  # type: ignore[assignment]
+            head.next = run.next
+        run.next = None
+        if run.key:
+            _unmark(run_id, run.key)
+        self._ended(run_id, run)
         return run
 
     def _ended(self, run_id: UUID, run: _Run) -> None:
@@ -1223,7 +1318,7 @@ class _BudgetHandler:
         came for :data:`_ORPHAN_GRACE_S` (or the loop shuts down, or the process exits first),
         the run is released, or charged the flagged estimate of what it streamed."""
         with self._lock:
-            if self._runs.get(run_id) is not run:
+            if not self._is_open(run_id, run):
                 return
             run.watch = None  # (this callback is running)
             self._orphans[run_id] = run
@@ -1244,7 +1339,7 @@ class _BudgetHandler:
             while True:
                 await asyncio.sleep(_ORPHAN_GRACE_S)
                 with self._lock:
-                    if self._runs.get(run_id) is not run:
+                    if not self._is_open(run_id, run):
                         return  # it ended, and was charged
                     if run.touched == touched:
                         break  # silent for the grace: gone
@@ -1259,7 +1354,7 @@ class _BudgetHandler:
             if self._orphans.get(run_id) is not run:
                 return
             del self._orphans[run_id]
-            still_open = self._runs.get(run_id) is run
+            still_open = self._is_open(run_id, run)
         if still_open:
             self._finish(self._settle_of(run, None, failed=True))
 
@@ -1335,7 +1430,7 @@ class _BudgetHandler:
     def _chunk(self, run_id: UUID, token: object, chunk: object) -> None:
         """A stream chunk: keep a Claude running total (the latest replaces, never adds) and the
         text streamed so far (for runs in flight only: dropped when the run settles)."""
-        run = self._runs.get(run_id)
+        run = self._current(run_id)
         if run is None:
             return
         run.touched = time.monotonic()
@@ -1356,7 +1451,7 @@ class _BudgetHandler:
         text = stream_event_text(event)
         if not text:
             return
-        run = self._runs.get(run_id)
+        run = self._current(run_id)
         if run is None:
             return
         run.touched = time.monotonic()
@@ -1370,7 +1465,7 @@ class _BudgetHandler:
     def _settle(self, run_id: UUID, response: LLMResult | None, *, failed: bool) -> _Settle | None:
         """What the ledger needs to close the run (``None``: not ours, or settled already)."""
         if self._payers:  # the router's own run (generate() paths) noted its payer
-            self._payers.pop(run_id, None)
+            self._forget_payer(run_id)
         with self._lock:
             run = self._pop(run_id)
             if run is not None and run.batch is not None:
