@@ -48,7 +48,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import CodeType, FrameType
 from typing import Any
 
@@ -57,6 +57,7 @@ from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 
+from tokenbudget_core.attribution import Attribution, current_attribution, outer_first
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.finalizing import collecting, defer, start_worker
@@ -365,6 +366,17 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         start_worker()
         with _HANDLERS_LOCK:
             _HANDLERS.add(self)
+
+    def payer(self) -> Attribution:
+        """The payer a call made now is charged to: the ``attribute()`` block in force, its ids
+        first (outer payers win), then this handler's ``feature`` / ``user``. A
+        :class:`~llamaindex_tokenbudget.cached_llm.CachedLLM` around the LLM looks up, stores and
+        records its hits and embedding overhead under it."""
+        ctx = current_attribution()
+        if self.feature is None and self.user is None:
+            return ctx
+        feature, user = outer_first((ctx.feature, ctx.user), (self.feature, self.user))
+        return replace(ctx, feature=feature, user=user)
 
     def _counter(self, model: str) -> TokenCounter:
         counter = self._counters.get(model)

@@ -27,6 +27,15 @@ Tools the cache cannot key (tool objects rather than JSON definitions, as ``Mock
 passes them) make the turn go through uncached. A cached answer's tool calls come back as
 ``ToolCallBlock``s (the core cache stores answers with tool calls only when asked:
 ``ExactCache(cache_tool_calls=True)``).
+
+Who a call is for: the payer the wrapped LLM's
+:class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler` charges (its ``feature`` /
+``user``, under an enclosing ``attribute()`` block's ids, which win), read from the handlers on
+the wrapped LLM's callback manager (or, when it has none, on the LLMs it wraps: a ``RoutedLLM``'s
+tiers). The lookup, a hit's record in the cache's ledger, the embedding overhead of a
+``SemanticCache`` and the store of a miss are all made under that payer
+(:func:`~tokenbudget_core.attribution.in_force`), so with ``scope=None`` entries are scoped by it,
+and hits, savings and overhead are reported on it and counted against its budgets.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +65,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr
 
+from tokenbudget_core.attribution import Attribution, current_attribution, in_force
 from tokenbudget_core.cache_keys import (
     CacheRequest,
     CacheScope,
@@ -72,6 +82,7 @@ from tokenbudget_core.response_cache import ResponseCacheBase
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
 
+from .budget_callback import BudgetCallbackHandler
 from .messages import check_messages, check_prompt, to_core_messages
 
 if TYPE_CHECKING:
@@ -95,14 +106,24 @@ class CachedLLM(FunctionCallingLLM):
         llm: The LLM called on a miss.
         cache: The core cache (``ExactCache`` or ``SemanticCache``).
         scope: The :class:`~tokenbudget_core.cache_keys.CacheScope` entries belong to, or a callable
-            returning it per call; ``None`` takes the tenant, user and feature of the current
-            ``attribute()``. The scope is read when the call is made: a stream read later (or
-            inside another ``attribute()`` block) is stored for the caller who started it.
+            returning it per call; ``None`` takes the tenant, user and feature of the call's
+            payer: the ``attribute()`` block in force, its ids first, then the ``feature`` /
+            ``user`` of the wrapped LLM's ``BudgetCallbackHandler``. The scope is read when the
+            call is made: a stream read later (or inside another ``attribute()`` block) is
+            stored for the caller who started it.
         model: The model name for keys and pricing; it must be known to the registry (the
             cache's, else the core's). Default: ``llm.metadata.model_name``, taken as it is: a
             model the registry does not know (a local model) still keys the cache, but what its
             hits saved cannot be priced (``saved_usd`` is ``None``). An LLM that names no model
             (``MockLLM``: ``"unknown"``) needs ``model=``.
+
+    Warning:
+        With ``scope=None`` and **no payer known** (no ``attribute()`` block naming one, and no
+        ``BudgetCallbackHandler`` with ``feature=`` / ``user=`` on the wrapped LLM), every caller
+        shares one scope: user B is served the answer cached for user A, and the cache's hits
+        and embedding overhead are recorded on no payer. Answers that depend on who asks need a
+        handler naming the user, an ``attribute(user=...)`` block, or an explicit ``scope=`` (a
+        callable per call).
 
     Raises:
         InvalidInputError: ``llm`` is not a LlamaIndex LLM, ``cache`` is not a tokenbudget cache,
@@ -171,11 +192,22 @@ class CachedLLM(FunctionCallingLLM):
 
     # -- translation -------------------------------------------------------------------------------
 
-    def _where(self) -> CacheScope:
-        """The scope of a call made now (read once, when the call starts: a stream consumed later,
-        or in another ``attribute()`` block, is still stored for the caller who made it)."""
+    def _payer(self) -> Attribution:
+        """The payer of a call made now: the one the wrapped LLM's budget handler charges (a
+        handler on the cache's ledger first), else the ``attribute()`` block in force."""
+        ledger = getattr(self._cache, "ledger", None)
+        named = _budget_handlers(self.llm)
+        named.sort(key=lambda h: h.ledger is not ledger)  # the cache's ledger first, else in order
+        return named[0].payer() if named else current_attribution()
+
+    def _where(self) -> tuple[Attribution, CacheScope]:
+        """The payer and scope of a call made now (read once, when the call starts: a stream
+        consumed later, or in another ``attribute()`` block, is still stored for the caller who
+        made it, and its store's overhead charged to that caller)."""
+        payer = self._payer()
         cache: ResponseCacheBase = self._cache
-        return cache.scope_of(self._scope() if callable(self._scope) else self._scope)
+        with in_force(payer):
+            return payer, cache.scope_of(self._scope() if callable(self._scope) else self._scope)
 
     def _settings(self) -> dict[str, Any]:
         """Every setting of the wrapped LLM, as LangChain's ``llm_string`` holds a model's: its
@@ -326,34 +358,36 @@ class CachedLLM(FunctionCallingLLM):
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer from the cache, else call the wrapped LLM and store its answer."""
         request = self._chat_request(check_messages(messages), kwargs)
-        where = self._where()
-        hit = self._cache.lookup(request, scope=where) if request else None
+        payer, where = self._where()
+        hit = _lookup(self._cache, request, payer, where)
         if hit is not None and hit.served:
             return _chat_hit(hit)
         response = self.llm.chat(messages, **kwargs)
         entry = self._chat_entry(response) if request else None
         if request and entry:
-            self._cache.store(request, entry, scope=where)
+            with in_force(payer):
+                self._cache.store(request, entry, scope=where)
         return response
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async twin of :meth:`chat`."""
         request = self._chat_request(check_messages(messages), kwargs)
-        where = self._where()
-        hit = await self._cache.alookup(request, scope=where) if request else None
+        payer, where = self._where()
+        hit = await _alookup(self._cache, request, payer, where)
         if hit is not None and hit.served:
             return _chat_hit(hit)
         response = await self.llm.achat(messages, **kwargs)
         entry = self._chat_entry(response) if request else None
         if request and entry:
-            await self._cache.astore(request, entry, scope=where)
+            with in_force(payer):
+                await self._cache.astore(request, entry, scope=where)
         return response
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """A hit replayed as one chunk; a miss streamed through and its final response stored."""
         request = self._chat_request(check_messages(messages), kwargs)
-        where = self._where()
-        hit = self._cache.lookup(request, scope=where) if request else None
+        payer, where = self._where()
+        hit = _lookup(self._cache, request, payer, where)
 
         def gen() -> ChatResponseGen:
             if hit is not None and hit.served:
@@ -365,15 +399,16 @@ class CachedLLM(FunctionCallingLLM):
                 yield last
             entry = self._chat_entry(last) if request and last is not None else None
             if request and entry:
-                self._cache.store(request, entry, scope=where)
+                with in_force(payer):
+                    self._cache.store(request, entry, scope=where)
 
         return gen()
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Async twin of :meth:`stream_chat`."""
         request = self._chat_request(check_messages(messages), kwargs)
-        where = self._where()
-        hit = await self._cache.alookup(request, scope=where) if request else None
+        payer, where = self._where()
+        hit = await _alookup(self._cache, request, payer, where)
 
         async def gen() -> ChatResponseAsyncGen:
             if hit is not None and hit.served:
@@ -385,7 +420,8 @@ class CachedLLM(FunctionCallingLLM):
                 yield last
             entry = self._chat_entry(last) if request and last is not None else None
             if request and entry:
-                await self._cache.astore(request, entry, scope=where)
+                with in_force(payer):
+                    await self._cache.astore(request, entry, scope=where)
 
         return gen()
 
@@ -394,34 +430,36 @@ class CachedLLM(FunctionCallingLLM):
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Answer from the cache, else call the wrapped LLM and store its answer."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
-        where = self._where()
-        hit = self._cache.lookup(request, scope=where) if request else None
+        payer, where = self._where()
+        hit = _lookup(self._cache, request, payer, where)
         if hit is not None and hit.served:
             return _completion_hit(hit)
         response = self.llm.complete(prompt, formatted=formatted, **kwargs)
         entry = self._completion_entry(response) if request else None
         if request and entry:
-            self._cache.store(request, entry, scope=where)
+            with in_force(payer):
+                self._cache.store(request, entry, scope=where)
         return response
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Async twin of :meth:`complete`."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
-        where = self._where()
-        hit = await self._cache.alookup(request, scope=where) if request else None
+        payer, where = self._where()
+        hit = await _alookup(self._cache, request, payer, where)
         if hit is not None and hit.served:
             return _completion_hit(hit)
         response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
         entry = self._completion_entry(response) if request else None
         if request and entry:
-            await self._cache.astore(request, entry, scope=where)
+            with in_force(payer):
+                await self._cache.astore(request, entry, scope=where)
         return response
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         """A hit replayed as one chunk; a miss streamed through and its final response stored."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
-        where = self._where()
-        hit = self._cache.lookup(request, scope=where) if request else None
+        payer, where = self._where()
+        hit = _lookup(self._cache, request, payer, where)
 
         def gen() -> CompletionResponseGen:
             if hit is not None and hit.served:
@@ -433,7 +471,8 @@ class CachedLLM(FunctionCallingLLM):
                 yield last
             entry = self._completion_entry(last) if request and last is not None else None
             if request and entry:
-                self._cache.store(request, entry, scope=where)
+                with in_force(payer):
+                    self._cache.store(request, entry, scope=where)
 
         return gen()
 
@@ -442,8 +481,8 @@ class CachedLLM(FunctionCallingLLM):
     ) -> CompletionResponseAsyncGen:
         """Async twin of :meth:`stream_complete`."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
-        where = self._where()
-        hit = await self._cache.alookup(request, scope=where) if request else None
+        payer, where = self._where()
+        hit = await _alookup(self._cache, request, payer, where)
 
         async def gen() -> CompletionResponseAsyncGen:
             if hit is not None and hit.served:
@@ -455,9 +494,83 @@ class CachedLLM(FunctionCallingLLM):
                 yield last
             entry = self._completion_entry(last) if request and last is not None else None
             if request and entry:
-                await self._cache.astore(request, entry, scope=where)
+                with in_force(payer):
+                    await self._cache.astore(request, entry, scope=where)
 
         return gen()
+
+
+def _lookup(
+    cache: Any, request: CacheRequest | None, payer: Attribution, where: CacheScope
+) -> CacheHit | None:
+    """``cache.lookup`` under ``payer`` (a hit is recorded on it, a semantic lookup's embedding
+    charged to it); ``None`` for a request that cannot be keyed."""
+    if request is None:
+        return None
+    with in_force(payer):
+        hit: CacheHit | None = cache.lookup(request, scope=where)
+    return hit
+
+
+async def _alookup(
+    cache: Any, request: CacheRequest | None, payer: Attribution, where: CacheScope
+) -> CacheHit | None:
+    """Async twin of :func:`_lookup`."""
+    if request is None:
+        return None
+    with in_force(payer):
+        hit: CacheHit | None = await cache.alookup(request, scope=where)
+    return hit
+
+
+_NESTED_DEPTH = 3
+"""How deep :func:`_budget_handlers` looks into LLMs wrapping LLMs for a budget handler."""
+
+
+def _budget_handlers(llm: LLM) -> list[BudgetCallbackHandler]:
+    """The budget handlers naming a payer (``feature`` / ``user``) that charge ``llm``'s calls:
+    those on its callback manager, else, when it has none, those of the LLMs it wraps (its fields
+    holding LLMs, in mappings or lists too: a ``RoutedLLM``'s tiers, a ``StructuredLLM``'s LLM),
+    nearest first."""
+    level: list[LLM] = [llm]
+    seen: set[int] = set()
+    for _ in range(_NESTED_DEPTH):
+        found: list[BudgetCallbackHandler] = []
+        inner: list[LLM] = []
+        for item in level:
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            manager = getattr(item, "callback_manager", None)
+            found += [
+                h
+                for h in getattr(manager, "handlers", None) or ()
+                if isinstance(h, BudgetCallbackHandler) and (h.feature is not None or h.user is not None)
+            ]
+            inner += _inner_llms(item)
+        if found or not inner:
+            return found
+        level = inner
+    return []
+
+
+def _inner_llms(llm: LLM) -> list[LLM]:
+    """The LLMs ``llm``'s pydantic fields hold, directly or in a mapping's values or a list."""
+    out: list[LLM] = []
+    for name in type(llm).model_fields:
+        value = getattr(llm, name, None)
+        pending: list[Any] = [value]
+        for _ in range(3):  # a value, a mapping's values, the lists those hold
+            nested: list[Any] = []
+            for item in pending:
+                if isinstance(item, LLM):
+                    out.append(item)
+                elif isinstance(item, Mapping):
+                    nested += list(item.values())
+                elif isinstance(item, list | tuple):
+                    nested += list(item)
+            pending = nested
+    return out
 
 
 def _sent(llm: LLM, key: str, kwargs: dict[str, Any]) -> float | None:
