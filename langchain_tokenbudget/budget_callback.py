@@ -53,6 +53,12 @@ What is counted and charged:
   ``batch`` / ``abatch``) starts all its prompts before sending any; when one is refused, none
   is sent and LangChain never ends the others: the handler releases the reservations of the
   prompts started before it and refuses those started after it.
+* A call another handler stops at its start: LangChain raises out of the start and ends the
+  run in no handler. When a budget handler stops it (one ledger's refusal, with a per-tenant and
+  a global ledger's handlers on one call), the other budget handlers release what they reserved
+  for it (and for the other prompts of its call). Any other ``raise_error`` handler (a
+  guardrail) must come *before* the budget handlers in the callbacks list: LangChain then stops
+  the call before they reserve; after them, their holds last until the ledger's lease ends.
 
 Claude streams: langchain-anthropic puts the *running total* of each ``message_delta`` on a
 chunk, and LangChain adds chunks up, so the aggregated ``usage_metadata`` of a streamed
@@ -1269,8 +1275,12 @@ class _BudgetHandler:
     def _pop(self, run_id: UUID) -> _Run | None:
         """Close the run an end under ``run_id`` is about (:meth:`_current`; lock held)."""
         run = self._current(run_id)
-        if run is None:
-            return None
+        if run is not None:
+            self._unlink(run_id, run)
+        return run
+
+    def _unlink(self, run_id: UUID, run: _Run) -> None:
+        """Close ``run``, open under ``run_id`` (lock held)."""
         head = self._runs[run_id]
         if run is head:
             if run.next is not None:
@@ -1285,7 +1295,59 @@ class _BudgetHandler:
         if run.key:
             _unmark(run_id, run.key)
         self._ended(run_id, run)
-        return run
+
+    # -- a start that raised: LangChain ends the run in no handler -------------------------------
+
+    def _stopped(
+        self, run_id: UUID, inputs: Inputs, kwargs: Mapping[str, Any], error: BaseException
+    ) -> list[tuple[Ledger, Reservation]]:
+        """This handler stopped a call at its start (a refusal, bad input): LangChain raises out of
+        the start and ends the run in no handler. The reservations the other budget handlers of
+        the call (a per-tenant ledger's and a global one's, say) made before this one, for it and,
+        in a multi-prompt call, for its other prompts: to release, each in its ledger. A handler
+        that is not a budget handler cannot be seen: budget handlers come after ``raise_error``
+        guardrails in the callbacks list (see the module docstring)."""
+        prompt = inputs[0] if inputs else None
+        params = kwargs.get("invocation_params")
+        with _HANDLERS_LOCK:
+            others = [h for h in _HANDLERS if h is not self]
+        held: list[tuple[Ledger, Reservation]] = []
+        for other in others:
+            if other._runs or other._batches:
+                held += [(other.ledger, r) for r in other._drop_call(run_id, prompt, params, error)]
+        return held
+
+    def _stop(self, run_id: UUID, inputs: Inputs, kwargs: Mapping[str, Any], error: BaseException) -> None:
+        """The call will not be sent: no cache lookup comes for it, and the other budget handlers
+        of the call release what they reserved for it (see :meth:`_stopped`)."""
+        drop_claims(run_id)  # another handler's claim on the run: no lookup comes
+        for ledger, reservation in self._stopped(run_id, inputs, kwargs, error):
+            ledger.release(reservation)
+
+    def _drop_call(
+        self, run_id: UUID, prompt: object, params: object, error: BaseException
+    ) -> list[Reservation]:
+        """Close the run of the call another handler stopped (started with ``prompt``, the same
+        object every handler of the call is handed) and, in a multi-prompt call, every prompt
+        of it this handler started; their reservations, to release."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            while run is not None and run.prompt is not prompt:
+                run = run.next
+            batch = run.batch if run is not None else None
+            if batch is None and params is not None:
+                found = self._batches.get(id(params))
+                batch = found if found is not None and found.params is params else None
+            if batch is None:
+                if run is None:
+                    return []
+                self._unlink(run_id, run)
+                return [run.reservation]
+            if batch.refusal is None:
+                batch.refusal = _refusal(error)
+            runs = [r for i in batch.runs if (r := self._pop(i)) is not None]
+            batch.runs.clear()
+        return [r.reservation for r in runs]
 
     def _ended(self, run_id: UUID, run: _Run) -> None:
         """``run`` ended by its own event (lock held): no task watch, no orphan account left, no
@@ -1665,10 +1727,10 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
                 self._start(serialized, messages, run_id, kwargs)
         except BudgetExceededError as e:
             if not self._defer(serialized, messages, run_id, kwargs, e):
-                drop_claims(run_id)  # another handler's claim on the run: no lookup comes
+                self._stop(run_id, messages, kwargs, e)
                 raise
-        except BaseException:
-            drop_claims(run_id)
+        except BaseException as e:
+            self._stop(run_id, messages, kwargs, e)
             raise
 
     def on_llm_start(
@@ -1676,7 +1738,11 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
     ) -> None:
         """Completion models: count the prompts and reserve the worst case."""
         start_worker()
-        self._start(serialized, prompts, run_id, kwargs)
+        try:
+            self._start(serialized, prompts, run_id, kwargs)
+        except BaseException as e:
+            self._stop(run_id, prompts, kwargs, e)
+            raise
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
         """Keep a Claude stream's latest running total, and the text streamed so far."""
@@ -1798,17 +1864,29 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
             await self._astart(serialized, messages, run_id, kwargs)
         except BudgetExceededError as e:
             if not self._defer(serialized, messages, run_id, kwargs, e):
-                drop_claims(run_id)  # another handler's claim on the run: no lookup comes
+                await self._astop(run_id, messages, kwargs, e)
                 raise
-        except BaseException:
-            drop_claims(run_id)
+        except BaseException as e:
+            await self._astop(run_id, messages, kwargs, e)
             raise
+
+    async def _astop(
+        self, run_id: UUID, inputs: Inputs, kwargs: Mapping[str, Any], error: BaseException
+    ) -> None:
+        """Async twin of :meth:`_BudgetHandler._stop`."""
+        drop_claims(run_id)
+        for ledger, reservation in self._stopped(run_id, inputs, kwargs, error):
+            await ledger.arelease(reservation)
 
     async def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Completion models: count the prompts and reserve the worst case."""
-        await self._astart(serialized, prompts, run_id, kwargs)
+        try:
+            await self._astart(serialized, prompts, run_id, kwargs)
+        except BaseException as e:
+            await self._astop(run_id, prompts, kwargs, e)
+            raise
 
     async def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
         """Keep a Claude stream's latest running total, and the text streamed so far."""
