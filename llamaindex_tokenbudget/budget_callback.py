@@ -92,6 +92,17 @@ def routed_premium_model(response: object = None) -> str | None:
     return premium
 
 
+def payer_with(feature: str | None, user: str | None) -> Attribution:
+    """The payer of a call made now by a handler whose defaults are ``feature`` / ``user``: the
+    ``attribute()`` block in force, its ids first (:func:`~tokenbudget_core.attribution.outer_first`),
+    then the defaults."""
+    ctx = current_attribution()
+    if feature is None and user is None:
+        return ctx
+    merged_feature, merged_user = outer_first((ctx.feature, ctx.user), (feature, user))
+    return replace(ctx, feature=merged_feature, user=merged_user)
+
+
 def model_name(serialized: object, default: str | None) -> str:
     """The model to price: ``default``, else the LLM's ``model`` / ``model_name`` in its payload.
 
@@ -372,11 +383,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         first (outer payers win), then this handler's ``feature`` / ``user``. A
         :class:`~llamaindex_tokenbudget.cached_llm.CachedLLM` around the LLM looks up, stores and
         records its hits and embedding overhead under it."""
-        ctx = current_attribution()
-        if self.feature is None and self.user is None:
-            return ctx
-        feature, user = outer_first((ctx.feature, ctx.user), (self.feature, self.user))
-        return replace(ctx, feature=feature, user=user)
+        return payer_with(self.feature, self.user)
 
     def _counter(self, model: str) -> TokenCounter:
         counter = self._counters.get(model)

@@ -32,10 +32,12 @@ Who a call is for: the payer the wrapped LLM's
 :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler` charges (its ``feature`` /
 ``user``, under an enclosing ``attribute()`` block's ids, which win), read from the handlers on
 the wrapped LLM's callback manager (or, when it has none, on the LLMs it wraps: a ``RoutedLLM``'s
-tiers). The lookup, a hit's record in the cache's ledger, the embedding overhead of a
-``SemanticCache`` and the store of a miss are all made under that payer
-(:func:`~tokenbudget_core.attribution.in_force`), so with ``scope=None`` entries are scoped by it,
-and hits, savings and overhead are reported on it and counted against its budgets.
+tiers); without one, the payer a
+:class:`~llamaindex_tokenbudget.cost_event_handler.CostEventHandler` with ``feature=`` / ``user=``
+on LlamaIndex's dispatchers records every LLM call on. The lookup, a hit's record in the cache's
+ledger, the embedding overhead of a ``SemanticCache`` and the store of a miss are all made under
+that payer (:func:`~tokenbudget_core.attribution.in_force`), so with ``scope=None`` entries are
+scoped by it, and hits, savings and overhead are reported on it and counted against its budgets.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
 )
 from llama_index.core.llms import LLM
+from llama_index.core.llms.callbacks import dispatcher as llm_dispatcher
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr
@@ -83,6 +86,7 @@ from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
 
 from .budget_callback import BudgetCallbackHandler
+from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_messages
 
 if TYPE_CHECKING:
@@ -108,7 +112,8 @@ class CachedLLM(FunctionCallingLLM):
         scope: The :class:`~tokenbudget_core.cache_keys.CacheScope` entries belong to, or a callable
             returning it per call; ``None`` takes the tenant, user and feature of the call's
             payer: the ``attribute()`` block in force, its ids first, then the ``feature`` /
-            ``user`` of the wrapped LLM's ``BudgetCallbackHandler``. The scope is read when the
+            ``user`` of the wrapped LLM's ``BudgetCallbackHandler`` (else of a
+            ``CostEventHandler`` on the dispatcher). The scope is read when the
             call is made: a stream read later (or inside another ``attribute()`` block) is
             stored for the caller who started it.
         model: The model name for keys and pricing; it must be known to the registry (the
@@ -118,8 +123,9 @@ class CachedLLM(FunctionCallingLLM):
             (``MockLLM``: ``"unknown"``) needs ``model=``.
 
     Warning:
-        With ``scope=None`` and **no payer known** (no ``attribute()`` block naming one, and no
-        ``BudgetCallbackHandler`` with ``feature=`` / ``user=`` on the wrapped LLM), every caller
+        With ``scope=None`` and **no payer known** (no ``attribute()`` block naming one, no
+        ``BudgetCallbackHandler`` with ``feature=`` / ``user=`` on the wrapped LLM, and no such
+        ``CostEventHandler`` on the dispatcher), every caller
         shares one scope: user B is served the answer cached for user A, and the cache's hits
         and embedding overhead are recorded on no payer. Answers that depend on who asks need a
         handler naming the user, an ``attribute(user=...)`` block, or an explicit ``scope=`` (a
@@ -193,10 +199,13 @@ class CachedLLM(FunctionCallingLLM):
     # -- translation -------------------------------------------------------------------------------
 
     def _payer(self) -> Attribution:
-        """The payer of a call made now: the one the wrapped LLM's budget handler charges (a
-        handler on the cache's ledger first), else the ``attribute()`` block in force."""
+        """The payer of a call made now: the one the wrapped LLM's budget handler charges, else
+        the one a ``CostEventHandler`` on LlamaIndex's LLM dispatchers records (a handler on the
+        cache's ledger first), else the ``attribute()`` block in force."""
         ledger = getattr(self._cache, "ledger", None)
-        named = _budget_handlers(self.llm)
+        named: list[BudgetCallbackHandler | CostEventHandler] = [*_budget_handlers(self.llm)]
+        if not named:
+            named = [*_cost_handlers()]
         named.sort(key=lambda h: h.ledger is not ledger)  # the cache's ledger first, else in order
         return named[0].payer() if named else current_attribution()
 
@@ -552,6 +561,30 @@ def _budget_handlers(llm: LLM) -> list[BudgetCallbackHandler]:
             return found
         level = inner
     return []
+
+
+def _cost_handlers() -> list[CostEventHandler]:
+    """The ``CostEventHandler``s naming a payer that LlamaIndex's LLM events reach: on the
+    dispatcher its LLM wrappers send them to and the parents it propagates them to (the root)."""
+    found: list[CostEventHandler] = []
+    dispatcher: Any = llm_dispatcher
+    for _ in range(_DISPATCHER_DEPTH):
+        found += [
+            h
+            for h in dispatcher.event_handlers
+            if isinstance(h, CostEventHandler) and (h.feature is not None or h.user is not None)
+        ]
+        if not dispatcher.propagate:
+            break
+        try:
+            dispatcher = dispatcher.parent
+        except (AssertionError, KeyError):  # no parent registered
+            break
+    return found
+
+
+_DISPATCHER_DEPTH = 16
+"""How many dispatchers up :func:`_cost_handlers` looks (LlamaIndex's chain is two long)."""
 
 
 def _inner_llms(llm: LLM) -> list[LLM]:

@@ -70,6 +70,7 @@ from .budget_callback import (
     enclosing,
     model_name,
     note_wrapper,
+    payer_with,
     reply_text,
     reported_usage,
     routed_premium_model,
@@ -163,6 +164,13 @@ class CostEventHandler(BaseEventHandler):
             super().__init__(**data)
         except ValidationError as e:  # a value pydantic refuses
             raise host_error(e) from e
+
+    def payer(self) -> Attribution:
+        """The payer a call made now is recorded on: the ``attribute()`` block in force, its ids
+        first (outer payers win), then this handler's ``feature`` / ``user``. A
+        :class:`~llamaindex_tokenbudget.cached_llm.CachedLLM` whose LLM has no budget handler
+        naming a payer looks up, stores and records its hits and embedding overhead under it."""
+        return payer_with(self.feature, self.user)
 
     @classmethod
     def class_name(cls) -> str:

@@ -1,5 +1,6 @@
 """``CachedLLM`` looks up, stores and records under the payer its wrapped LLM's
-``BudgetCallbackHandler`` charges (its ``feature=`` / ``user=``), not only under an
+``BudgetCallbackHandler`` charges (its ``feature=`` / ``user=``; without one, a
+``CostEventHandler``'s), not only under an
 ``attribute()`` block (review s21 saving, findings 3 and 4): a hit and a semantic cache's paid
 embedding calls are reported on that payer and counted in its budget, and with ``scope=None``
 one user is never served another user's cached answer. An enclosing ``attribute()`` block still
@@ -21,12 +22,13 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
 )
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import PrivateAttr
 
-from llamaindex_tokenbudget import BudgetCallbackHandler, CachedLLM, RoutedLLM
+from llamaindex_tokenbudget import BudgetCallbackHandler, CachedLLM, CostEventHandler, RoutedLLM
 from tokenbudget_core import BudgetPolicy, FeatureBudget, attribute
 from tokenbudget_core.embeddings import HashingEmbedder, as_embedder
 from tokenbudget_core.ledger import Ledger
@@ -254,3 +256,25 @@ def test_without_any_payer_the_default_scope_is_shared_as_documented() -> None:
     assert rows(ledger)[None].cache_hits == 1
     assert "no payer known" in (CachedLLM.__doc__ or "").lower()
     assert Decimal(0) < rows(ledger)[None].saved_usd
+
+
+@pytest.mark.parametrize("how", ["complete", "achat", "astream_chat"])
+def test_the_payer_a_cost_event_handler_records_calls_on(how: str) -> None:
+    """No budget handler on the LLM: the payer of the ``CostEventHandler`` on the dispatcher,
+    which records every LLM call, is the cache's payer too; an ``attribute()`` block still wins."""
+    ledger = new_ledger()
+    handler = CostEventHandler(ledger=ledger, feature="bank", user="dora")
+    get_dispatcher().add_event_handler(handler)
+    try:
+        bank = Bank("dora")
+        llm = CachedLLM(bank, paid_semantic(ledger))
+        assert ask(llm, how) == ask(llm, how) == "dora's answer #1"
+        with attribute(feature="bank", user="erin"):
+            assert ask(llm, how) == "dora's answer #2"  # erin's scope: not dora's entry
+    finally:
+        get_dispatcher().event_handlers.remove(handler)
+    report = rows(ledger)
+    assert set(report) == {"dora", "erin"}
+    assert report["dora"].cache_hits == 1
+    assert ledger.state(feature="bank", user="dora").used["user_daily_usd"] == report["dora"].cost_usd
+    assert bank.calls == 2
