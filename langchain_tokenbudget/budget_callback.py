@@ -52,7 +52,10 @@ What is counted and charged:
 * A multi-prompt call (``generate([...])`` with several prompts, a completion model's
   ``batch`` / ``abatch``) starts all its prompts before sending any; when one is refused, none
   is sent and LangChain never ends the others: the handler releases the reservations of the
-  prompts started before it and refuses those started after it.
+  prompts started before it and refuses those started after it. A sync multi-prompt chat
+  ``generate()`` sends its prompts one by one and, when one fails, ends only that one: the
+  handler charges each prompt before it (sent) a flagged estimate, its counted input (the
+  reply is not visible), and releases those after it (never sent).
 * A call another handler stops at its start: LangChain raises out of the start and ends the
   run in no handler. When a budget handler stops it (one ledger's refusal, with a per-tenant and
   a global ledger's handlers on one call), the other budget handlers release what they reserved
@@ -1524,6 +1527,39 @@ class _BudgetHandler:
         else:
             run.evented.append(text)
 
+    def _unsent_siblings(self, run_id: UUID) -> list[_Settle]:
+        """A prompt of a sync multi-prompt chat call (``generate([[a], [b], [c]])``) failed:
+        LangChain's ``BaseChatModel.generate`` sends the prompts one by one, calls
+        ``on_llm_error`` for the failed one and raises, ending no other. The prompts started
+        before it were sent (and billed): each is charged a flagged estimate (its counted input,
+        plus what it streamed; its reply is not visible); those after it were never sent:
+        released. ``agenerate`` ends every prompt itself: not called for it."""
+        with self._lock:
+            run = self._current(run_id)
+            batch = run.batch if run is not None else None
+            if run is None or batch is None or not isinstance(run.prompt, list) or run_id not in batch.runs:
+                return []
+            k = batch.runs.index(run_id)
+            before, after = batch.runs[:k], batch.runs[k + 1 :]
+            batch.runs.clear()
+            sent = [r for i in before if (r := self._pop(i)) is not None]
+            unsent = [r for i in after if (r := self._pop(i)) is not None]
+        settles = [
+            _Settle(
+                r.reservation,
+                None,
+                streamed_estimate(r.streamed, r.evented),
+                False,
+                r.counter,
+                None,
+                r.premium_model,
+            )
+            for r in sent
+        ]
+        return settles + [
+            _Settle(r.reservation, None, "", True, r.counter, None, r.premium_model) for r in unsent
+        ]
+
     def _settle(self, run_id: UUID, response: LLMResult | None, *, failed: bool) -> _Settle | None:
         """What the ledger needs to close the run (``None``: not ours, or settled already)."""
         if self._payers:  # the router's own run (generate() paths) noted its payer
@@ -1767,7 +1803,11 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
             return
         if self._deferred:
             self._undefer(run_id)
+        # (frame 1: LangChain's sync dispatcher, for this handler and the async one's sync twin)
+        siblings = self._unsent_siblings(run_id) if sys._getframe(1).f_code is _SYNC_DISPATCH else ()
         self._finish(self._settle(run_id, kwargs.get("response"), failed=True))
+        for sibling in siblings:
+            self._finish(sibling)
 
     def on_chain_start(
         self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID, **kwargs: Any
