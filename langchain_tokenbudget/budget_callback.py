@@ -290,14 +290,20 @@ def first(kind: type[T], keys: Sequence[str], *sources: Mapping[str, Any]) -> T 
     return None
 
 
-def cache_writes_in(messages: Iterable[BaseMessage], *settings: object) -> CacheMarks | None:
-    """The prompt-cache TTLs marked (``cache_control``) in the messages' content blocks or in
-    ``settings`` (tools, the call's ``cache_control`` option), as
+def cache_writes_in(
+    messages: Iterable[BaseMessage], *settings: object, option: object = None
+) -> CacheMarks | None:
+    """The prompt-cache TTLs marked (``cache_control``) in the messages' content blocks, in
+    ``settings`` (tools) or by ``option``, the call's own top-level ``cache_control`` value
+    (``ChatAnthropic(...).bind(cache_control={"type": "ephemeral", "ttl": "1h"})``: a marker
+    itself, not a mapping holding one), as
     :func:`~tokenbudget_core.prompt_caching.cache_marks_of` tells them: the ledger prices the
     call's worst case at the longest one's write rate (``longest_ttl``), and unsplit writes of
     a reply at the one marked (``"mixed"``: 5m, flagged). Plain-text messages cost no scan."""
     parts: list[object] = [m.content for m in messages if type(m.content) is not str]
     parts += [s for s in settings if s]
+    if option:
+        parts.append({"cache_control": option})
     return cache_marks_of(parts) if parts else None
 
 
@@ -1674,7 +1680,7 @@ def _cache_writes(inputs: Inputs, kwargs: Mapping[str, Any]) -> CacheMarks | Non
         return None
     params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
     messages = [m for batch in inputs if isinstance(batch, list) for m in batch]
-    return cache_writes_in(messages, params.get("tools"), params.get("cache_control"))
+    return cache_writes_in(messages, params.get("tools"), option=params.get("cache_control"))
 
 
 class _Call(NamedTuple):

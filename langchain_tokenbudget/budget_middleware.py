@@ -463,7 +463,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         marks = cache_writes_in(
             [*system, *request.messages],
             [t for t in request.tools if isinstance(t, dict)],
-            request.model_settings.get("cache_control"),
+            option=request.model_settings.get("cache_control"),
         )
         args["cache_writes"] = longest_ttl(marks)
         tools = core_tools([t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)])
