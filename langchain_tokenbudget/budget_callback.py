@@ -114,7 +114,8 @@ charged at its real end, as usual (a commit after a release applies); one silent
 (``asyncio.timeout()`` around a call in a longer task) is held until the ledger's lease
 expires (``lease_seconds``), and the handler forgets it once it has been idle for ten leases
 (swept at most once a lease, when calls or chains start), or, when more than 10,000 runs are
-open, the oldest first. A call that runs longer than a lease without streaming is still
+open: first the runs closed already (cancelled calls released, orphans settled: kept only for a
+late end), then the oldest of those still waiting for their end. A call that runs longer than a lease without streaming is still
 charged when it ends (the ledger takes a late commit); one the handler has forgotten by then
 cannot be. A chain's payer is kept as long, counted from when the chain or a run inside it
 last started.
@@ -559,6 +560,10 @@ class _Run:
     """The run's claim on the response-cache lookup LangChain makes right after its start: a
     ``TokenBudgetLLMCache`` scopes and records that lookup (a hit) and its store under this run's
     payer (see :class:`~langchain_tokenbudget.llm_cache.RunClaim`); closed when the run ends."""
+    settled: bool = False
+    """Closed in the ledger already, kept only for a late real end: an orphan released when its
+    task was cancelled (nothing streamed) or closed once gone. The first runs forgotten past
+    ``_MAX_OPEN``, before any run still waiting for its real end."""
     watch: tuple[asyncio.Task[Any], Callable[..., None]] | None = None
     """The asyncio task that started the run and the done-callback that ends the run if that
     task ends with the run still open (see :meth:`_BudgetHandler._task_ended`)."""
@@ -1162,26 +1167,33 @@ class _BudgetHandler:
 
     def _sweep(self, now: float) -> None:
         """Forget runs and payers idle for ``_IDLE_LEASES`` leases (lock held; at most once a
-        lease), and the oldest ones past ``_MAX_OPEN``: LangChain never ends a cancelled async
-        call. Rare on purpose: the end of a run forgotten here can no longer be charged."""
+        lease), and, past ``_MAX_OPEN`` runs, the runs closed already (``settled``: orphans kept
+        only for a late end), then the oldest of the others down to three quarters: LangChain
+        never ends a cancelled async call. Rare on purpose: the end of a live run forgotten here
+        can no longer be charged."""
         lease = self.ledger.lease_ms / 1000
         self._sweep_at, oldest = now + lease, now - lease * _IDLE_LEASES
-        if len(self._runs) >= _MAX_OPEN:  # keep the newest three quarters
-            by_age = sorted(self._runs.values(), key=lambda r: r.touched)
-            oldest = max(oldest, by_age[len(by_age) // 4].touched)
+        crowded = len(self._runs) >= _MAX_OPEN
+        if crowded:  # closed runs go first; then keep the newest three quarters of the others
+            ages = sorted(r.touched for head in self._runs.values() for r in _chain(head) if not r.settled)
+            excess = len(ages) - _MAX_OPEN * 3 // 4
+            if excess > 0:
+                oldest = max(oldest, ages[excess])
         if len(self._payers) >= _MAX_OPEN:
             self._drop_oldest_payers()
         for run_id, head in list(self._runs.items()):
             live: list[_Run] = []
             run: _Run | None = head
             while run is not None:
-                if run.touched >= oldest:
+                if run.touched >= oldest and not (crowded and run.settled):
                     live.append(run)
                 else:
                     if run.claim is not None:
                         run.claim.close()
                     if run.watch is not None:  # forgotten: its task need not call back
                         _unwatch(run)
+                    if self._orphans and self._orphans.get(run_id) is run:
+                        del self._orphans[run_id]
                 run = run.next
             if not live:
                 del self._runs[run_id]
@@ -1396,6 +1408,8 @@ class _BudgetHandler:
         _ORPHANED_HANDLERS.add(self)
         if task.cancelled():
             self.ledger.release(run.reservation)
+            if not run.streamed and not run.evented:  # nothing to estimate: closed
+                run.settled = True
         try:
             watcher = task.get_loop().create_task(self._orphan_watch(run_id, run))
         except RuntimeError:  # its loop is closed: no chunk can come
@@ -1428,6 +1442,7 @@ class _BudgetHandler:
             still_open = self._is_open(run_id, run)
         if still_open:
             self._finish(self._settle_of(run, None, failed=True))
+            run.settled = True
 
     def _orphans_at_exit(self) -> None:
         for run_id, run in list(self._orphans.items()):
@@ -1628,6 +1643,14 @@ class _BudgetHandler:
                 cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
                 premium_model=s.premium_model,
             )  # fmt: skip
+
+
+def _chain(head: _Run) -> Iterator[_Run]:
+    """The runs open under one run id, oldest first."""
+    run: _Run | None = head
+    while run is not None:
+        yield run
+        run = run.next
 
 
 def _unwatch(run: _Run) -> None:
