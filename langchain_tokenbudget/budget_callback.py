@@ -115,10 +115,10 @@ charged at its real end, as usual (a commit after a release applies); one silent
 expires (``lease_seconds``), and the handler forgets it once it has been idle for ten leases
 (swept at most once a lease, when calls or chains start), or, when more than 10,000 runs are
 open: first the runs closed already (cancelled calls released, orphans settled: kept only for a
-late end), then the oldest of those still waiting for their end. A call that runs longer than a lease without streaming is still
-charged when it ends (the ledger takes a late commit); one the handler has forgotten by then
-cannot be. A chain's payer is kept as long, counted from when the chain or a run inside it
-last started.
+late end), then the oldest of those still waiting for their end. A call that runs longer than a
+lease without streaming is still charged when it ends (the ledger takes a late commit); one
+the handler has forgotten by then cannot be. A chain's payer is kept as long, counted from when
+the chain or a run inside it last started.
 
 A sync v3 stream (``stream_events(version="v3")``) its consumer stops iterating ends no run:
 LangChain's ``ChatModelStream`` has no ``close()``; its reservation lasts until its lease ends
@@ -457,14 +457,17 @@ _REUSES = 100
 """Suffixed ids a reused run id is tried under before the call takes a random one."""
 
 
-def _reused_ids(request_id: str | None) -> Iterator[str | None]:
-    """The request ids to reserve a run under, in order: its own, then (the ledger refusing each as
-    settled: a reused ``config["run_id"]``) ``<id>#1``, ``<id>#2``..., then ``None`` (a random id)."""
+def _reused_ids(request_id: str | None, start: int = 0) -> Iterator[tuple[str | None, int]]:
+    """The request ids to reserve a run under, in order, each with its suffix's number: its own
+    (0), then (the ledger refusing each as settled: a reused ``config["run_id"]``) ``<id>#1``,
+    ``<id>#2``..., then ``None`` (a random id, ``_REUSES + 1``); from ``start``, the first suffix
+    the ledger may still take (the ones below it were refused before)."""
     if request_id is not None:
-        yield request_id
-        for n in range(1, _REUSES + 1):
-            yield f"{request_id}#{n}"
-    yield None
+        if start == 0:
+            yield request_id, 0
+        for n in range(max(start, 1), _REUSES + 1):
+            yield f"{request_id}#{n}", n
+    yield None, _REUSES + 1
 
 
 _JOINED: contextvars.ContextVar[tuple[tuple[UUID, int], ...]] = contextvars.ContextVar(
@@ -711,6 +714,7 @@ class _BudgetHandler:
         self._batches: dict[int, _Batch] = {}
         self._orphans: dict[UUID, _Run] = {}  # runs whose task ended with them open (see _task_ended)
         self._deferred: dict[UUID, RunClaim] = {}  # refused runs left to the cache (see _defer)
+        self._suffixes: dict[str, int] = {}  # reused run id -> next suffix to try (see _next_suffix)
         self._watchers: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         start_worker()
@@ -830,20 +834,41 @@ class _BudgetHandler:
         charge, see :meth:`_held_by_another`), or a reused ``config["run_id"]`` naming another
         call: settled already, or open in a handler that does not see this call. That call is
         reserved under the first of ``<run id>#1``, ``#2``... the ledger takes
-        (:func:`_reused_ids`), so that every handler of the ledger lands on the same id again."""
-        for rid in _reused_ids(request_id):
+        (:func:`_reused_ids`), so that every handler of the ledger lands on the same id again;
+        probed from the suffix after the one this handler took last for the id (the ones below
+        it are settled), not from ``#1`` on every reuse."""
+        start = self._suffixes.get(request_id, 0) if self._suffixes and request_id is not None else 0
+        first = True  # the first refusal: is the call held by another handler?
+        for rid, n in _reused_ids(request_id, start):
             try:
-                return self._reserve_once(call, args, rid)
+                reservation = self._reserve_once(call, args, rid)
             except InvalidInputError as e:
                 if rid is None or e.field != "request_id":
                     raise
-                if rid == request_id and self._held_by_another(run_id, prompt):
+                if first and self._held_by_another(run_id, prompt):
                     return None
+                first = False
+                continue
             except BudgetUnavailableError:
                 if rid is not None:  # never retried under the run's id: undo it once the store is back
                     self.ledger.abandon(rid)
                 raise
+            if n:
+                self._next_suffix(request_id, n)
+            return reservation
         raise AssertionError("unreachable: _reused_ids ends with None")  # pragma: no cover
+
+    def _next_suffix(self, request_id: str | None, n: int) -> None:
+        """A reused run id reserved under suffix ``n``: its next call tries from ``n + 1`` (one store
+        round trip, not one per earlier reuse). Up to ``_MAX_OPEN`` ids remembered, oldest out."""
+        if request_id is None:
+            return
+        with self._lock:
+            if len(self._suffixes) >= _MAX_OPEN:
+                for old in list(self._suffixes)[: _MAX_OPEN // 4]:
+                    del self._suffixes[old]
+            self._suffixes.pop(request_id, None)
+            self._suffixes[request_id] = n + 1
 
     def _reserve_once(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
         if call.attribution is None:
@@ -856,18 +881,25 @@ class _BudgetHandler:
         self, call: _Call, args: dict[str, Any], request_id: str | None, run_id: UUID, prompt: object
     ) -> Reservation | None:
         """Async twin of :meth:`_reserve`."""
-        for rid in _reused_ids(request_id):
+        start = self._suffixes.get(request_id, 0) if self._suffixes and request_id is not None else 0
+        first = True  # the first refusal: is the call held by another handler?
+        for rid, n in _reused_ids(request_id, start):
             try:
-                return await self._areserve_once(call, args, rid)
+                reservation = await self._areserve_once(call, args, rid)
             except InvalidInputError as e:
                 if rid is None or e.field != "request_id":
                     raise
-                if rid == request_id and self._held_by_another(run_id, prompt):
+                if first and self._held_by_another(run_id, prompt):
                     return None
+                first = False
+                continue
             except BudgetUnavailableError:
                 if rid is not None:  # never retried under the run's id: undo it once the store is back
                     self.ledger.abandon(rid)
                 raise
+            if n:
+                self._next_suffix(request_id, n)
+            return reservation
         raise AssertionError("unreachable: _reused_ids ends with None")  # pragma: no cover
 
     async def _areserve_once(self, call: _Call, args: dict[str, Any], request_id: str | None) -> Reservation:
@@ -995,6 +1027,7 @@ class _BudgetHandler:
             len(messages) != 1
             or (type(size) is int and size > 1)  # one prompt of several (see _Batch)
             or run_id in self._runs  # a reused config["run_id"]: the general path picks the request id
+            or (self._suffixes and str(run_id) in self._suffixes)
             or params.get("_type") == ROUTER_LLM_TYPE
             or ROUTE_KEY in meta
             or params.get("tools")
@@ -1033,6 +1066,8 @@ class _BudgetHandler:
         except InvalidInputError as e:
             if e.field != "request_id":
                 raise
+            if not self._held_by_another(run_id, messages[0]):  # (else the general path leaves it)
+                self._next_suffix(request_id, 0)  # a settled id: the general path tries from #1
             return False  # a reused run id already settled: the general path takes the next free id
         except BudgetUnavailableError:
             self.ledger.abandon(request_id)  # never retried under the run's id
