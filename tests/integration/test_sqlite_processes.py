@@ -1,9 +1,23 @@
-"""Four processes share one SQLite ledger: the budget holds and every applied commit is counted once."""
+"""Four processes share one SQLite ledger: the budget holds and every applied commit is counted once.
+
+The workers go in rounds: each reserves, all meet at a barrier (so every reservation granted in
+the round is held at once, the moment a limit check that missed another process's hold would
+overspend), then each commits the full amount it reserved (or releases it) and all meet again.
+What the store granted minus what was released is then exactly what it let the workers spend,
+and must fit in the limit: an exact check, not a sample of the totals in flight.
+
+Then EDGE_ROUNDS rounds at the edge of a budget of their own (EDGE_LIMIT): every worker asks
+for more than half of it, at moments spread over a fraction of a millisecond, holds what it got
+until all have asked, and releases it. One grant fits, two never: a limit check that is not
+atomic with its reserve (read in one transaction, reserved in another) lets two through as soon
+as one worker's check falls between another's check and its reserve.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import queue
+import random
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -21,6 +35,11 @@ CALLS = 250
 LIMIT = 40_000
 """Nano-USD of the shared user budget: about half of what the workers would spend unlimited."""
 USER = "user/chat/alice"
+EDGE = "user/chat/edge"
+EDGE_LIMIT = 100
+EDGE_AMOUNT = EDGE_LIMIT // 2 + 1
+"""One worker's edge reservation fits in EDGE_LIMIT; two never do."""
+EDGE_ROUNDS = 150
 
 
 @dataclass(frozen=True)
@@ -31,12 +50,19 @@ class Report:
     applied: int
     """Sum of the amounts of the commits the store reported as applied."""
     granted: int
+    """How many reserves the store granted."""
+    granted_amount: int
+    """Sum of the amounts the store granted."""
     refused: int
     released: int
+    released_amount: int
+    """Sum of the amounts of the granted reservations released (not committed)."""
     duplicate_applied: int
     """Second commits of one request id that the store applied anyway (must be 0)."""
     max_used: int
     """The largest ``spent + reserved`` of the user scope the worker observed."""
+    edge_granted: tuple[bool, ...]
+    """Per edge round, whether the store granted this worker's edge reservation."""
 
 
 def _amount(worker: int, call: int) -> int:
@@ -52,8 +78,9 @@ def _charges(amount: int) -> list[Check]:
 
 
 def _work(url: str, worker: int, start: Any, results: Any) -> None:
-    """One process: CALLS reserve/settle cycles against the shared budget."""
-    applied = granted = refused = released = duplicate_applied = max_used = 0
+    """One process: CALLS rounds of reserve, barrier, settle, barrier against the shared budget."""
+    applied = granted = granted_amount = refused = released = released_amount = 0
+    duplicate_applied = max_used = 0
     start.wait()  # all four create the new file at once (the switch to WAL races)
     with closing(SQLiteStore(url)) as store:
         start.wait()  # then all four spend at once
@@ -67,30 +94,66 @@ def _work(url: str, worker: int, start: Any, results: Any) -> None:
             outcome = store.reserve(
                 ReserveRequest(day=DAY, request_id=rid, checks=checks, now_ms=1_000, lease_ms=10**9)
             )
+            start.wait()  # every reservation granted in this round is held at once
             if not outcome.ok:
                 refused += 1
-                continue
-            granted += 1
-            if call % 10 == 0:
-                released += store.release(DAY, rid, 2_000)
-                continue
-            actual = amount - (call % 5) * amount // 10  # between 60% and 100% of the reservation
-            request = CommitRequest(
-                day=DAY,
-                request_id=rid,
-                charges=_charges(actual),
-                rollup_key="chat/alice/gpt-4o",
-                rollup={"requests": 1, "cost_nanos": actual},
-                now_ms=2_000,
-            )
-            if store.commit(request).applied:
-                applied += actual
-            if call % 10 == 1 and store.commit(request).applied:  # a retried settle
-                duplicate_applied += 1
-            if call % 10 == 2:
-                spent, reserved = store.totals(DAY, [(USER, "nanos")], 2_000)[(USER, "nanos")]
-                max_used = max(max_used, spent + reserved)
-    results.put(Report(worker, applied, granted, refused, released, duplicate_applied, max_used))
+            elif call % 10 == 0:
+                granted, granted_amount = granted + 1, granted_amount + amount
+                if store.release(DAY, rid, 2_000):
+                    released, released_amount = released + 1, released_amount + amount
+            else:
+                granted, granted_amount = granted + 1, granted_amount + amount
+                # The full reservation: granted - released is then exactly what was spent.
+                request = CommitRequest(
+                    day=DAY,
+                    request_id=rid,
+                    charges=_charges(amount),
+                    rollup_key="chat/alice/gpt-4o",
+                    rollup={"requests": 1, "cost_nanos": amount},
+                    now_ms=2_000,
+                )
+                if store.commit(request).applied:
+                    applied += amount
+                if call % 10 == 1 and store.commit(request).applied:  # a retried settle
+                    duplicate_applied += 1
+                if call % 10 == 2:
+                    spent, reserved = store.totals(DAY, [(USER, "nanos")], 2_000)[(USER, "nanos")]
+                    max_used = max(max_used, spent + reserved)
+            start.wait()  # the round is settled before the next one reserves
+        edge_granted = _edge_rounds(store, worker, start)
+    report = Report(
+        worker,
+        applied,
+        granted,
+        granted_amount,
+        refused,
+        released,
+        released_amount,
+        duplicate_applied,
+        max_used,
+        edge_granted,
+    )
+    results.put(report)
+
+
+def _edge_rounds(store: SQLiteStore, worker: int, start: Any) -> tuple[bool, ...]:
+    """EDGE_ROUNDS rounds: reserve EDGE_AMOUNT of EDGE_LIMIT, hold it until every worker has
+    asked, release it; whether each was granted."""
+    jitter = random.Random(worker)
+    granted = []
+    for n in range(EDGE_ROUNDS):
+        rid = f"edge-w{worker}-{n}"
+        checks = [Check(scope=EDGE, metric="nanos", amount=EDGE_AMOUNT, limit=EDGE_LIMIT)]
+        time.sleep(jitter.random() * 0.0005)  # the workers' checks fall at moments spread apart
+        outcome = store.reserve(
+            ReserveRequest(day=DAY, request_id=rid, checks=checks, now_ms=1_000, lease_ms=10**9)
+        )
+        granted.append(outcome.ok)
+        start.wait()  # every grant of the round is held at once
+        if outcome.ok:
+            store.release(DAY, rid, 2_000)
+        start.wait()
+    return tuple(granted)
 
 
 @pytest.mark.integration
@@ -125,6 +188,10 @@ def test_four_processes_share_one_budget_exactly(tmp_path: Path) -> None:
         totals = store.totals(DAY, [(USER, "nanos"), ("global", "nanos")], 3_000)
         [row] = store.rollup([DAY])
     applied = sum(r.applied for r in reports)
+    # What the store let the workers hold at once, and so spend: within the limit, exactly.
+    assert sum(r.granted_amount for r in reports) - sum(r.released_amount for r in reports) <= LIMIT
+    # At the edge: in every round one worker's reservation was granted, never two at once.
+    assert [sum(r.edge_granted[n] for r in reports) for n in range(EDGE_ROUNDS)] == [1] * EDGE_ROUNDS
     assert totals[(USER, "nanos")] == (applied, 0)  # every applied commit counted once; nothing left reserved
     assert totals[("global", "nanos")] == (applied, 0)
     assert applied <= LIMIT
