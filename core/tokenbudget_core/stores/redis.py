@@ -373,6 +373,14 @@ class RedisStore:
     refuses the operation) is a :class:`RedisRefusedError`. Amounts and limits must be integers
     of at most 2**53 - 1.
 
+    The ledger requires ``maxmemory-policy noeviction``: every ledger key carries a TTL, so any
+    ``volatile-*`` or ``allkeys-*`` policy lets Redis evict balances, holds and request ids under
+    memory pressure (spend forgotten, holds that lock users out, a retried commit counted
+    twice). The store reads the policy after its first call that reaches Redis (``CONFIG GET
+    maxmemory-policy``, or ``INFO memory`` when an ACL refuses ``CONFIG``) and logs a WARNING
+    once if it is another; it does not refuse to run, as managed Redis defaults differ (often
+    ``volatile-lru``): set ``noeviction`` on such a server (its parameter group).
+
     Example:
         >>> store = RedisStore("redis://localhost:6379/0")  # doctest: +SKIP
         >>> store.totals("2026-11-23", [("g", "nanos")], now_ms=0)  # doctest: +SKIP
@@ -573,8 +581,44 @@ class RedisStore:
     def _run(self, op: _Op) -> Any:
         if self._batcher is None:
             with self._available() as client:
-                return self._call_script(client, op)
+                result = self._call_script(client, op)
+            if not self._policy_checked:
+                self._check_policy()
+            return result
         return self._batcher.run(op)
+
+    _policy_checked = False
+    """Whether :meth:`_check_policy` ran (once per store)."""
+
+    def _check_policy(self) -> None:
+        """Once per store, after its first call that reached Redis: a WARNING when the server may
+        evict the ledger's keys (a ``maxmemory-policy`` other than ``noeviction``; every ledger
+        key has a TTL, so ``volatile-*`` policies evict them too). Not refused: managed Redis
+        defaults differ. Read with ``CONFIG GET``, else (an ACL refusing ``CONFIG``) from
+        ``INFO memory``; a server answering neither is not checked (logged at INFO)."""
+        with self._lock:
+            if self._policy_checked:  # another thread's call got here first
+                return
+            self._policy_checked = True
+        client = self._client
+        try:
+            try:
+                found = _named(client.config_get("maxmemory-policy"), "maxmemory-policy")
+            except self._redis_error:  # CONFIG refused (NOPERM, renamed away): INFO tells it too
+                found = _named(client.info("memory"), "maxmemory_policy")
+        except Exception as e:  # noqa: BLE001 - a check: never a failure of the store's calls
+            _log.info("%s: could not read maxmemory-policy (%s: %s)", self._shown_url, type(e).__name__, e)
+            return
+        evicting = sorted(p for p in found if p != "noeviction")
+        if evicting:
+            _log.warning(
+                "%s: Redis maxmemory-policy is %s, not noeviction: under memory pressure Redis may "
+                "evict the ledger's keys (spend forgotten, budgets bypassed, holds that lock users "
+                "out, commits counted twice). The ledger requires maxmemory-policy noeviction "
+                "(CONFIG SET maxmemory-policy noeviction, or the managed service's parameter group)",
+                self._shown_url,
+                " and ".join(evicting),
+            )
 
     def _send(self, ops: Sequence[_Op]) -> list[Any]:
         """Run ``ops`` in one round trip (``EVALSHA`` each); a result per op, or its exception.
@@ -598,6 +642,8 @@ class RedisStore:
             if isinstance(result, self._script_error):  # the server refused that operation
                 refused = results[i] = self._refused(result)
                 refused.__cause__ = result
+        if not self._policy_checked:
+            self._check_policy()
         return results
 
     def _connected(self) -> Any:
@@ -1113,6 +1159,17 @@ class RedisRefusedError(StoreRefusedError):
         )
         said = reason.rstrip().rstrip(".")  # Redis's replies often end with a period already
         super().__init__(f"Redis at {store} refused a ledger operation: {said}. {self.fix}")
+
+
+def _named(answer: object, name: str) -> set[str]:
+    """The string values of ``name`` in a ``CONFIG GET`` or ``INFO`` answer (a cluster client's
+    answer may hold one per node, nested)."""
+    if not isinstance(answer, Mapping):
+        return set()
+    found = {answer[name]} if isinstance(answer.get(name), str) else set()
+    for value in answer.values():
+        found |= _named(value, name)
+    return found
 
 
 def _identity(conn_url: str, namespace: str) -> str:
