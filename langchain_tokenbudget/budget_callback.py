@@ -170,7 +170,7 @@ from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
 
-from .llm_cache import CACHE_HIT_KEY, RunClaim, answers_next_lookup, claim_run, drop_claims
+from .llm_cache import CACHE_HIT_KEY, RunClaim, answers_next_lookup, cache_in_use, claim_run, drop_claims
 from .messages import plain_message, to_core_request
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
@@ -227,7 +227,8 @@ def payer_from(*sources: object, tags: Sequence[str] = ()) -> dict[str, str | No
     An id is a string (empty: none); an int or a ``uuid.UUID`` is taken as its ``str()``.
 
     Raises:
-        InvalidInputError: An id of another type (a float, bytes, a bool...), named by its key:
+        InvalidInputError: An id of another type (a float, bytes, a bool...), named by its key,
+            unless a later key names an id (``user`` holding a profile dict, ``user_id`` an id):
             the call must not be charged to nobody.
     """
     getters = [
@@ -240,12 +241,36 @@ def payer_from(*sources: object, tags: Sequence[str] = ()) -> dict[str, str | No
     return payer
 
 
-def _named(get: Callable[..., Any], keys: Sequence[str]) -> str | None:
-    """The first id found under ``keys`` through ``get`` (a mapping's ``get``, or ``getattr``)."""
+def _named(get: Callable[..., Any], keys: Sequence[str], prefix: str = "") -> str | None:
+    """The first id found under ``keys`` through ``get`` (a mapping's ``get``, or ``getattr``).
+
+    A value that is no id under a generic key (``user`` holding a profile dict, as other
+    libraries put there) is passed over when a later key names an id (``user_id``); with none,
+    it raises. Under our own key (``tokenbudget_user``) it always raises.
+
+    Raises:
+        InvalidInputError: See :func:`_id`, the key named ``prefix + key``.
+    """
+    bad: InvalidInputError | None = None
     for k in keys:
         raw = get(k, None)
-        if raw is not None and (value := _id(raw, k)) is not None:
+        if raw is None:
+            continue
+        if type(raw) is str:
+            if raw:
+                return raw
+            continue
+        try:
+            value = _id(raw, prefix + k)
+        except InvalidInputError as e:
+            if k.startswith("tokenbudget_"):
+                raise
+            bad = bad or e
+            continue
+        if value is not None:
             return value
+    if bad is not None:
+        raise bad
     return None
 
 
@@ -267,9 +292,8 @@ def _payer_of(meta: Mapping[str, Any], tags: Sequence[str]) -> tuple[str | None,
         for k in keys:
             raw = get(k)
             if raw is not None:
-                value = raw if type(raw) is str and raw else _id(raw, f"metadata.{k}")
-                if value is not None:
-                    break
+                value = raw if type(raw) is str and raw else _named(get, keys, "metadata.")
+                break
         found.append(value)
     if tags:
         found = [
@@ -1082,7 +1106,8 @@ class _BudgetHandler:
                 self._runs[run_id] = run
         if kept:
             self._watch(run_id, run)
-            run.claim = claim_run(payer_in_force(reservation, None), messages[0], run=run_id)
+            if cache_in_use():  # else no claim to make: the payer is not worked out
+                run.claim = claim_run(payer_in_force(reservation, None), messages[0], run=run_id)
             return True
         # A call reusing this run id started meanwhile and reserved under the same id: the
         # ledger returned that reservation (a live id's), which is that call's; the general path
@@ -1196,7 +1221,7 @@ class _BudgetHandler:
         if run.key:
             _mark_joined(run_id, run.key)
         self._watch(run_id, run)
-        if isinstance(prompt, list):  # a chat model's messages: LangChain looks its cache up next
+        if isinstance(prompt, list) and cache_in_use():  # chat messages: LangChain's lookup is next
             run.claim = claim_run(payer_in_force(reservation, call.attribution), prompt, run=run_id)
         return True
 

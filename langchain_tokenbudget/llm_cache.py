@@ -155,6 +155,13 @@ _IN_USE = [False]
 """Whether a ``TokenBudgetLLMCache`` was ever made: until then, budget handlers claim nothing."""
 
 
+def cache_in_use() -> bool:
+    """Whether a ``TokenBudgetLLMCache`` was ever made in this process (until then, no run's
+    lookup can take a claim: :func:`claim_run` makes none, and a caller need not work out the
+    payer to claim for)."""
+    return _IN_USE[0]
+
+
 def claim_run(
     attribution: Attribution,
     messages: Sequence[BaseMessage],
