@@ -220,12 +220,20 @@ def _yesterday() -> str:
     return (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
 
 
+_UNKNOWN = (-1, -1)
+"""A path that cannot be stat'ed for a reason other than its absence (a process that dropped the
+privileges it opened the file with): taken as the same file, never as a move."""
+
+
 def _file_id(path: str) -> tuple[int, int] | None:
-    """The device and inode ``path`` names (``None``: nothing there, or not reachable)."""
+    """The device and inode ``path`` names (``None``: nothing there; :data:`_UNKNOWN`: cannot tell,
+    e.g. permission denied on a directory of the path)."""
     try:
         st = os.stat(path)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError:
+        return _UNKNOWN
     return (st.st_dev, st.st_ino)
 
 
@@ -366,19 +374,25 @@ class SQLiteStore:
 
     def _moved(self) -> bool:
         """True when the path no longer names the file the connection opened (deleted, replaced)."""
-        return self._file is not None and _file_id(self.path) != self._file
+        if self._file is None or self._file == _UNKNOWN:
+            return False
+        now = _file_id(self.path)
+        return now != _UNKNOWN and now != self._file
 
     def _reopen(self, conn: sqlite3.Connection) -> sqlite3.Connection:
         """Open the file the path names now in place of ``conn`` (lock held), with a WARNING.
 
-        The old connection is closed: SQLite neither checkpoints nor deletes the ``-wal`` of a
-        file that was moved or deleted, so the new file's side files are left alone. If the path
-        cannot be opened, :class:`BudgetUnavailableError` (the next call tries again)."""
+        The old connection is closed. SQLite finds a file's ``-wal`` and ``-shm`` by name: a file
+        put in place of the database with the old side files left next to it is read through
+        them (replace the three files together, or none). If the path cannot be opened,
+        :class:`BudgetUnavailableError` (the next call tries again)."""
         self._next_file_check = time.monotonic() + _FILE_CHECK_EVERY_S
         fresh = self._open()
         logger.warning(
             "%s: the database file was deleted or replaced while this process had it open; "
-            "opened the file the path names now (the old file's figures are not in it)",
+            "opened the file the path names now (figures written to the old file since it was "
+            "replaced are spooled and replayed into this one; replace -wal and -shm with the "
+            "database, or SQLite reads the new file through the old ones)",
             self.path,
         )
         self._conn, self._busy_ms = fresh, {}
