@@ -13,26 +13,30 @@ __all__ = ["visible"]
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BLANK = frozenset("\u034f\u115f\u1160\u2800\u3164\uffa0")  # letters and marks that show nothing
 
 
 def _visible_char(c: str) -> str:
     if c in _ESCAPES:
         return _ESCAPES[c]
-    if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in _BIDI:  # Cf: invisible (U+200B)
+    category = unicodedata.category(c)
+    if category in ("Cc", "Cf", "Zl", "Zp") or (category == "Zs" and c != " ") or c in _BIDI or c in _BLANK:
         return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
     return c
 
 
 def visible(text: str) -> str:
-    """``text`` with every control and invisible format character shown as an escape
-    (``\\x1b``, ``\\n``, ``\\u200b``), so an id printed on a terminal or written to a log can
-    neither send escape sequences, break a line or a table row, nor pass for another id.
-    Printable text (non-ASCII letters included) is left as it is.
+    """``text`` with every control, invisible format, blank and non-ASCII space character shown as
+    an escape (``\\x1b``, ``\\n``, ``\\u200b``, ``\\xa0``), so an id printed on a terminal or
+    written to a log can neither send escape sequences, break a line or a table row, nor end in
+    invisible characters. Printable text (non-ASCII letters, a backslash) is shown as recorded, so
+    an id holding the two characters ``\\n`` reads like one holding a newline: where ids must be
+    told apart for sure, compare the ids themselves (an alert's ``feature`` and ``user``).
 
     Example:
         >>> visible("bob\\nERROR forged")
         'bob\\\\nERROR forged'
     """
-    if text.isprintable():
+    if text.isprintable() and _BLANK.isdisjoint(text):
         return text
     return "".join(_visible_char(c) for c in text)

@@ -42,3 +42,11 @@ def test_the_alert_keeps_the_id_as_given() -> None:
         "user=café"
         in Alert(day="2026-11-24", budget="b", scope="user=café", threshold=0.8, used="1", limit="2").text
     )  # printable letters are left as they are
+
+
+def test_ids_that_only_look_alike_are_shown_apart() -> None:
+    from tokenbudget_core.visible import visible
+
+    assert visible("bob\u00a0") != visible("bob")  # a trailing no-break space
+    assert visible("bob\u3164") != visible("bob")  # a Hangul filler shows nothing
+    assert visible("zoë café 用户") == "zoë café 用户"  # letters stay as they are
