@@ -19,13 +19,13 @@ than stopping the run.
 Who pays: the feature and user of the agent run's ``runtime.context``, metadata or tags (an
 enclosing :func:`~tokenbudget_core.attribute` block wins over them). LangChain merges a nested
 run's config over its parent's, so for an agent invoked inside another run with a payer of
-its own the innermost names win; wrap it in ``attribute()`` to charge the outer payer. The
-model call runs with the payer it is reserved for in force
-(:func:`~tokenbudget_core.attribution.in_force`): a
-:class:`~langchain_tokenbudget.TokenBudgetLLMCache` hit is scoped (``scope=None``) and recorded on
-it, so its hit rate and savings count it. (A call the budget refuses is refused before the
-model's cache is looked up: unlike the callback handler, the middleware does not serve a cached
-answer at the limit.)
+its own the innermost names win; wrap it in ``attribute()`` to charge the outer payer. A
+:class:`~langchain_tokenbudget.TokenBudgetLLMCache` hit under the middleware is scoped and
+recorded on the payer of the ``attribute()`` block in force (none: on no payer), not on the
+middleware's own ``feature=``/``user=``: putting the middleware's payer in force for the model
+call would also charge a second ledger's callback handler to it. A call the budget refuses is
+refused before the model's cache is looked up (the callback handler, not the middleware,
+serves a cached answer at the limit).
 
 Per-run caps (``max_run_usd``, ``max_run_tokens``) add up what the calls of one run were
 charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``). A run starts
@@ -75,7 +75,6 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
-from tokenbudget_core.attribution import in_force
 from tokenbudget_core.budgets import RunBudget
 from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file_tokens
 from tokenbudget_core.errors import (
@@ -103,7 +102,6 @@ from .budget_callback import (
     is_function_tool,
     middleware_call,
     payer_from,
-    payer_in_force,
     reply_text,
     reported,
     route_of,
@@ -562,11 +560,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         totals = _RunningTotals()
         token = _totals.set(totals)
         try:
-            # the payer in force: a response cache's hit is recorded on it (the core's calls too)
-            with (
-                middleware_call(self.ledger, (args["model"], *_own_names(request))),
-                in_force(payer_in_force(reservation, None)),
-            ):
+            with middleware_call(self.ledger, (args["model"], *_own_names(request))):
                 response = handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
@@ -600,10 +594,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         totals = _RunningTotals()
         token = _totals.set(totals)
         try:
-            with (
-                middleware_call(self.ledger, (args["model"], *_own_names(request))),
-                in_force(payer_in_force(reservation, None)),
-            ):
+            with middleware_call(self.ledger, (args["model"], *_own_names(request))):
                 response = await handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
