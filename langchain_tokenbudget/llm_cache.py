@@ -22,12 +22,14 @@ the refusal (:attr:`RunClaim.refusal`).
 from __future__ import annotations
 
 import ast
+import collections
 import contextlib
 import contextvars
 import dataclasses
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -47,7 +49,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, Generation
 
-from tokenbudget_core.attribution import Attribution, in_force
+from tokenbudget_core.attribution import Attribution, current_attribution, in_force
 from tokenbudget_core.cache_keys import (
     CacheRequest,
     CacheScope,
@@ -99,21 +101,34 @@ _MODEL_KEYS = ("model", "model_name", "model_id", "_type")
 # -- the payer of the run a lookup is made for -----------------------------------------------------
 
 
+_GENERATE_CODES = frozenset({BaseChatModel.generate.__code__, BaseChatModel.agenerate.__code__})
+_START_CODES = frozenset(
+    {CallbackManager.on_chat_model_start.__code__, AsyncCallbackManager.on_chat_model_start.__code__}
+)
+_FRAMES_UP = 12
+"""How far up the stack a callback looks for LangChain's dispatch of its start."""
+
+
 @dataclasses.dataclass(eq=False, slots=True)
 class RunClaim:
     """A chat model run a budget handler started in this context, with the payer it resolved.
 
     LangChain looks the cache up right after it starts the run (``on_chat_model_start``), in the
-    same context, and stores the answer of a miss before it ends the run; it hands the cache only
-    the prompt's JSON. The first lookup after the start whose prompt has the run's messages (their
-    count and the last one's text) takes the claim; the store of the same prompt uses it again.
-    The cache then scopes and records the call under the claim's payer, not the (often empty)
-    ``attribute()`` block in force. A claim is closed when its run ends, or when its run streams
-    a chunk without having taken a lookup (none will come): a closed claim is never taken, so a
-    later call in the same context is never given an earlier run's payer. (While a run on a model
-    without a cache is in flight, a call made inside it with no handler, to a cached model, with
-    the same messages, may take its claim: it is scoped and recorded on the run's payer, the
-    outer one, as ``attribute()`` blocks nest.)
+    same context, from ``BaseChatModel._generate_with_cache`` (``_agenerate_with_cache``), which
+    holds the run's callback manager; the cache reads the run's id there. A lookup takes only
+    the claims of its own run (``run``), every handler's, and scopes and records the call under
+    the payer of the newest (a refused one first); the store of that run's miss uses the claims
+    its lookup took, and nothing else. So a claim left open by a call that was cut off (a
+    timeout, a handler that stopped it) can never scope another call. A lookup made outside a
+    run LangChain started (no run id up the stack) takes no claim.
+
+    An ``attribute()`` block in force at the lookup always wins: a claim naming another tenant,
+    feature or user than the block is not taken (the block scopes the call; a refused run's
+    refusal is raised without a lookup). A claim is closed when its run ends, errs, is
+    cancelled, streams a chunk without having taken a lookup (none will come), or is stopped
+    at its start; and when another chat run starts here, every claim no lookup took of an
+    earlier call (one not up the stack) is withdrawn. A withdrawn run's lookup and store skip
+    the cache (a refused one raises its refusal): never the shared scope.
     """
 
     attribution: Attribution
@@ -129,11 +144,19 @@ class RunClaim:
     run: object = None
     """The run's id: the claims of the handlers of one run are that run's."""
     recorded_in: object = None
-    """The ledger the cache recorded the claim's hit in (the handler's ledger records it too when
-    it is another one)."""
+    """The ledger the cache recorded the run's hit in (the handler's ledger records it too when
+    it is another one); set on every claim of the run."""
     refusal: Callable[[], BaseException] | None = None
     """Set when the budget refused the run and left the refusal to this cache: the lookup serves a
     hit (it costs nothing) and raises this error on a miss, so the call is not sent."""
+    batch: object = None
+    """The start dispatch that made it (LangChain's list of the call's prompts): the claims of one
+    multi-prompt call are all made before its first lookup."""
+    served: list[Generation] | None = None
+    """The generations the cache answered the run's lookup with (a hit), for a handler that must
+    settle the run without its end (a failed multi-prompt call)."""
+    payer: bool = False
+    """The claim whose payer the lookup used (its store uses it again)."""
 
     def close(self) -> None:
         """The run ended: the claim is taken by no lookup nor store any more."""
@@ -150,9 +173,17 @@ _CLAIMS: contextvars.ContextVar[tuple[RunClaim, ...]] = contextvars.ContextVar(
     "tokenbudget_llm_cache_claims", default=()
 )
 _MAX_CLAIMS = 64
-"""Open claims kept per context (a multi-prompt call makes one per prompt): the oldest go first."""
+"""Open claims kept per context besides those of the call starting (never dropped): past it, the
+oldest of earlier calls are withdrawn (their lookups skip the cache)."""
+_MAX_WITHDRAWN = 4096
+_WITHDRAWN: collections.OrderedDict[object, Callable[[], BaseException] | None] = collections.OrderedDict()
+"""Runs whose claims were withdrawn before their lookup (with a refused run's refusal): their
+lookup and store skip the cache rather than use the shared scope."""
+_WITHDRAWN_LOCK = threading.Lock()
 _IN_USE = [False]
 """Whether a ``TokenBudgetLLMCache`` was ever made: until then, budget handlers claim nothing."""
+_NO_RUN = object()
+"""What :func:`_run_of_lookup` returns when the cache is not called by LangChain for a run."""
 
 
 def cache_in_use() -> bool:
@@ -160,6 +191,31 @@ def cache_in_use() -> bool:
     lookup can take a claim: :func:`claim_run` makes none, and a caller need not work out the
     payer to claim for)."""
     return _IN_USE[0]
+
+
+def _withdraw(claim: RunClaim) -> None:
+    claim.close()
+    with _WITHDRAWN_LOCK:
+        if claim.refusal is not None or claim.run not in _WITHDRAWN:
+            _WITHDRAWN[claim.run] = claim.refusal
+        while len(_WITHDRAWN) > _MAX_WITHDRAWN:
+            _WITHDRAWN.popitem(last=False)
+
+
+def _starts_up_the_stack() -> tuple[object, set[int]]:
+    """The prompts list of the chat model start dispatch running (up the stack; ``None``: none),
+    and the ids of the prompts lists of the ``generate`` / ``agenerate`` calls up the stack."""
+    batch: object = None
+    calls: set[int] = set()
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if batch is None and code in _START_CODES:
+            batch = frame.f_locals.get("messages")
+        elif code in _GENERATE_CODES:
+            calls.add(id(frame.f_locals.get("messages_to_trace")))
+        frame = frame.f_back
+    return batch, calls
 
 
 def claim_run(
@@ -173,20 +229,34 @@ def claim_run(
     :class:`RunClaim`); ``None`` when no ``TokenBudgetLLMCache`` exists (nothing to claim for).
     ``run``: the run's id (the handlers of one run claim it each). ``refusal``: the budget
     refused the run; the lookup raises it on a miss (see :func:`answers_next_lookup` for when
-    that lookup is sure to come first). A refused run's claim that no lookup took is closed when
-    another run starts here: its lookup would have come before."""
+    that lookup is sure to come first). The claims no lookup took of an earlier call (not
+    running up the stack) are withdrawn: their lookups would have come before."""
     if not _IN_USE[0]:
         return None
+    batch, calls = _starts_up_the_stack()
+    if batch is None:
+        batch = object()  # a start made outside LangChain's dispatch: a call of its own
     last = messages[-1].content if messages else None
     text = last if isinstance(last, str) else None
-    claim = RunClaim(attribution=attribution, size=len(messages), last=text, run=run, refusal=refusal)
-    kept = []
+    claim = RunClaim(
+        attribution=attribution, size=len(messages), last=text, run=run, refusal=refusal, batch=batch
+    )
+    mine: list[RunClaim] = []
+    others: list[RunClaim] = []
     for c in _CLAIMS.get():
-        if c.open and c.refusal is not None and c.prompt is None and c.run != run:
-            c.close()  # its run was stopped before its lookup (another handler raised)
-        if c.open:
-            kept.append(c)
-    _CLAIMS.set((*kept[-(_MAX_CLAIMS - 1) :], claim))
+        if not c.open:
+            continue
+        if c.batch is batch:
+            mine.append(c)
+        elif c.run == run or (c.prompt is None and id(c.batch) not in calls):
+            _withdraw(c)  # an earlier call's (stopped before its lookup, or its run id reused)
+        else:
+            others.append(c)
+    for c in others[: max(0, len(others) - (_MAX_CLAIMS - 1))]:
+        _withdraw(c)  # never a claim of the call starting
+    with _WITHDRAWN_LOCK:
+        _WITHDRAWN.pop(run, None)  # (a reused run id: this call's lookup is its own)
+    _CLAIMS.set((*others[-(_MAX_CLAIMS - 1) :], *mine, claim))
     return claim
 
 
@@ -198,53 +268,106 @@ def drop_claims(run: object) -> None:
             claim.close()
 
 
-def _shape(prompt: str) -> tuple[int, str | None] | None:
-    """The message count and last text of a chat prompt's JSON, as :class:`RunClaim` keeps them."""
-    try:
-        data = json.loads(prompt)
-    except ValueError:
-        return None
-    if not isinstance(data, list) or not data:
-        return None
-    kwargs = data[-1].get("kwargs") if isinstance(data[-1], dict) else None
-    last = kwargs.get("content") if isinstance(kwargs, dict) else None
-    return len(data), last if isinstance(last, str) else None
+_WITH_CACHE_CODES = frozenset(
+    {BaseChatModel._generate_with_cache.__code__, BaseChatModel._agenerate_with_cache.__code__}
+)
 
 
-def _take(prompt: str, llm_string: str) -> RunClaim | None:
-    """The open claim a lookup of ``prompt`` answers: a refused run's first (another handler of
-    the run may have reserved it: the refusal still stands), else the newest made here that no
-    lookup took (a run started inside another one looks its cache up first).
+def _looks_up_itself(cls: type[BaseChatModel]) -> bool:
+    """Whether ``cls`` looks its cache up through LangChain's own ``_generate_with_cache`` /
+    ``_agenerate_with_cache`` (where :func:`_run_of_lookup` reads the run's id)."""
+    return (
+        cls._generate_with_cache is BaseChatModel._generate_with_cache
+        and cls._agenerate_with_cache is BaseChatModel._agenerate_with_cache
+    )
 
-    A refused run's claim is matched on the message count alone: its lookup comes right after
-    its start (:func:`answers_next_lookup`), and failing to match it would send the call."""
-    untaken = [c for c in reversed(_CLAIMS.get()) if c.open and c.prompt is None]
-    if not untaken:
+
+def _run_of_lookup() -> object:
+    """The id of the chat model run whose ``_generate_with_cache`` called the cache (up the
+    stack), or ``_NO_RUN``."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(_FRAMES_UP):
+        if frame is None:
+            break
+        if frame.f_code in _WITH_CACHE_CODES:
+            manager = frame.f_locals.get("run_manager")
+            run = getattr(manager, "run_id", None)
+            return _NO_RUN if run is None else run
+        frame = frame.f_back
+    return _NO_RUN
+
+
+def _differs(claim: RunClaim, block: Attribution) -> bool:
+    """Whether the ``attribute()`` block in force names another payer than ``claim``."""
+    mine = claim.attribution
+    return any(
+        b is not None and b != c
+        for b, c in (
+            (block.tenant, mine.tenant),
+            (block.feature, mine.feature),
+            (block.user, mine.user),
+        )
+    )
+
+
+class _Skip(Exception):
+    """The run's claims were withdrawn: its lookup and store skip the cache."""
+
+
+def _take(prompt: str, llm_string: str, run: object) -> RunClaim | None:
+    """The claim whose payer the lookup of ``prompt`` for ``run`` is scoped under: the run's
+    claims are all taken (a refused one's payer first, else the newest handler's); ``None``:
+    the run has none (or the ``attribute()`` block in force names another payer: it wins).
+
+    Raises:
+        _Skip: The run's claims were withdrawn (skip the cache).
+        BaseException: The refusal of a withdrawn refused run, or of a refused run whose claim
+            names another payer than the ``attribute()`` block in force (nothing is sent).
+    """
+    if run is _NO_RUN:
         return None
-    shape = _shape(prompt)
-    refused = (c for c in untaken if c.refusal is not None and (shape is None or shape[0] == c.size))
-    claim = next(refused, None) or next((c for c in untaken if shape == (c.size, c.last)), None)
-    if claim is not None:
-        claim.prompt, claim.llm_string = prompt, llm_string
+    with _WITHDRAWN_LOCK:
+        withdrawn = run in _WITHDRAWN
+        refusal = _WITHDRAWN.get(run)
+    if withdrawn:
+        if refusal is not None:
+            raise refusal()
+        raise _Skip
+    claims = [c for c in _CLAIMS.get() if c.open and c.prompt is None and c.run == run]
+    if not claims:
+        return None
+    claim = next((c for c in claims if c.refusal is not None), claims[-1])
+    if _differs(claim, current_attribution()):
+        for c in claims:
+            c.close()
+        if claim.refusal is not None:
+            raise claim.refusal()
+        return None
+    for c in claims:
+        c.prompt, c.llm_string = prompt, llm_string
+    claim.payer = True
     return claim
 
 
-def _taken(prompt: str, llm_string: str) -> RunClaim | None:
-    """The open claim whose lookup was of ``prompt`` (the store of a miss): it is done after. (A
-    refused run's claim has no store: nothing was sent.)"""
+def _taken(prompt: str, llm_string: str, run: object) -> RunClaim | None:
+    """The claim the lookup of ``run``'s ``prompt`` used (the store of its miss); its claims
+    close. (A refused run's claim has no store: nothing was sent.)
+
+    Raises:
+        _Skip: The run's claims were withdrawn (skip the cache).
+    """
+    if run is _NO_RUN:
+        return None
+    with _WITHDRAWN_LOCK:
+        if run in _WITHDRAWN:
+            raise _Skip
+    found = None
     for claim in _CLAIMS.get():
-        if claim.open and claim.refusal is None and claim.prompt == prompt and claim.llm_string == llm_string:
-            claim.open = False
-            return claim
-    return None
-
-
-_GENERATE_CODES = frozenset({BaseChatModel.generate.__code__, BaseChatModel.agenerate.__code__})
-_START_CODES = frozenset(
-    {CallbackManager.on_chat_model_start.__code__, AsyncCallbackManager.on_chat_model_start.__code__}
-)
-_FRAMES_UP = 12
-"""How far up the stack a callback looks for LangChain's dispatch of its start."""
+        if claim.open and claim.run == run and claim.prompt == prompt and claim.llm_string == llm_string:
+            claim.close()
+            if claim.payer and claim.refusal is None:
+                found = claim
+    return found
 
 
 def answers_next_lookup() -> bool:
@@ -265,6 +388,8 @@ def answers_next_lookup() -> bool:
                 return False
             model = caller.f_locals.get("self")
             if not isinstance(model, BaseChatModel) or model.cache is False:
+                return False
+            if not _looks_up_itself(type(model)):  # its lookup could not be told to be this run's
                 return False
             cache = model.cache if isinstance(model.cache, BaseCache) else get_llm_cache()
             return isinstance(cache, TokenBudgetLLMCache)
@@ -336,7 +461,10 @@ class TokenBudgetLLMCache(BaseCache):
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The cached generations for this prompt and model settings, or ``None``."""
-        claim = _take(prompt, llm_string)
+        try:
+            claim = _take(prompt, llm_string, _run_of_lookup())
+        except _Skip:
+            return None
         request = to_cache_request(prompt, llm_string)
         with _payer(claim):
             hit = self.cache.lookup(request, scope=self._scope())
@@ -366,7 +494,10 @@ class TokenBudgetLLMCache(BaseCache):
         """
         request = to_cache_request(prompt, llm_string)
         response = _response(_generations_of(return_val), request.model)
-        claim = _taken(prompt, llm_string)
+        try:
+            claim = _taken(prompt, llm_string, _run_of_lookup())
+        except _Skip:
+            return
         if response is not None:
             with _payer(claim):
                 self.cache.store(request, response, scope=self._scope())
@@ -377,7 +508,10 @@ class TokenBudgetLLMCache(BaseCache):
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """Async twin of :meth:`lookup`."""
-        claim = _take(prompt, llm_string)
+        try:
+            claim = _take(prompt, llm_string, _run_of_lookup())
+        except _Skip:
+            return None
         request = to_cache_request(prompt, llm_string)
         with _payer(claim):
             hit = await self.cache.alookup(request, scope=self._scope())
@@ -387,7 +521,10 @@ class TokenBudgetLLMCache(BaseCache):
         """Async twin of :meth:`update`."""
         request = to_cache_request(prompt, llm_string)
         response = _response(_generations_of(return_val), request.model)
-        claim = _taken(prompt, llm_string)
+        try:
+            claim = _taken(prompt, llm_string, _run_of_lookup())
+        except _Skip:
+            return
         if response is not None:
             with _payer(claim):
                 await self.cache.astore(request, response, scope=self._scope())
@@ -411,12 +548,16 @@ def _served(
         BudgetExceededError: A miss of a refused run (see :attr:`RunClaim.refusal`).
     """
     served = None if hit is None or not hit.served else _generations(hit.response, audit(hit))
-    if claim is not None and served is not None:
-        claim.recorded_in = ledger
-    if claim is not None and claim.refusal is not None:
-        claim.close()  # no model call follows: no store
-        if served is None:
-            raise claim.refusal()
+    if claim is None:
+        return served
+    claims = [c for c in _CLAIMS.get() if c.open and c.run == claim.run and c.prompt == claim.prompt]
+    for c in claims:  # every handler of the run: each ledger records the hit once
+        if served is not None:
+            c.recorded_in, c.served = ledger, served
+        if claim.refusal is not None or served is not None:
+            c.close()  # no model call follows: no store
+    if claim.refusal is not None and served is None:
+        raise claim.refusal()
     return served
 
 
