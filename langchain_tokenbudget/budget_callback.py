@@ -55,13 +55,18 @@ What is counted and charged:
   prompts started before it and refuses those started after it. A sync multi-prompt chat
   ``generate()`` sends its prompts one by one and, when one fails, ends only that one: the
   handler charges each prompt before it (sent) a flagged estimate, its counted input (the
-  reply is not visible), and releases those after it (never sent).
+  reply is not visible), settles one a ``TokenBudgetLLMCache`` answered as that hit (nothing
+  was sent), and releases those after it (never sent).
 * A call another handler stops at its start: LangChain raises out of the start and ends the
   run in no handler. When a budget handler stops it (one ledger's refusal, with a per-tenant and
   a global ledger's handlers on one call), the other budget handlers release what they reserved
   for it (and for the other prompts of its call). Any other ``raise_error`` handler (a
   guardrail) must come *before* the budget handlers in the callbacks list: LangChain then stops
-  the call before they reserve; after them, their holds last until the ledger's lease ends.
+  the call before they reserve; after them, their holds last until the ledger's lease ends. In
+  async runs LangChain runs ``run_inline`` handlers (budget handlers are) before the others,
+  whatever the order: such a guardrail needs ``run_inline = True`` to come first. Either way
+  the stopped run's cache claim is taken by no other call's lookup (see
+  :class:`~langchain_tokenbudget.llm_cache.RunClaim`).
 
 Claude streams: langchain-anthropic puts the *running total* of each ``message_delta`` on a
 chunk, and LangChain adds chunks up, so the aggregated ``usage_metadata`` of a streamed
@@ -1467,6 +1472,8 @@ class _BudgetHandler:
             self._orphans[run_id] = run
         _ORPHANED_HANDLERS.add(self)
         if task.cancelled():
+            if run.claim is not None:
+                run.claim.close()  # its lookup's store never comes: nothing else may use it
             self.ledger.release(run.reservation)
             if not run.streamed and not run.evented:  # nothing to estimate: closed
                 run.settled = True
@@ -1613,8 +1620,9 @@ class _BudgetHandler:
         LangChain's ``BaseChatModel.generate`` sends the prompts one by one, calls
         ``on_llm_error`` for the failed one and raises, ending no other. The prompts started
         before it were sent (and billed): each is charged a flagged estimate (its counted input,
-        plus what it streamed; its reply is not visible); those after it were never sent:
-        released. ``agenerate`` ends every prompt itself: not called for it."""
+        plus what it streamed; its reply is not visible), but one a ``TokenBudgetLLMCache``
+        answered is settled as the hit it was (its claim kept the reply); those after it were
+        never sent: released. ``agenerate`` ends every prompt itself: not called for it."""
         with self._lock:
             run = self._current(run_id)
             batch = run.batch if run is not None else None
@@ -1625,7 +1633,13 @@ class _BudgetHandler:
             batch.runs.clear()
             sent = [r for i in before if (r := self._pop(i)) is not None]
             unsent = [r for i in after if (r := self._pop(i)) is not None]
-        settles = [
+        answered = [r for r in sent if r.claim is not None and r.claim.served is not None]
+        settles = [  # a prompt the cache answered was not sent: settled as the hit it was
+            self._settle_of(r, LLMResult(generations=[list(r.claim.served)]), failed=False)
+            for r in answered
+            if r.claim is not None and r.claim.served is not None
+        ]
+        settles += [
             _Settle(
                 r.reservation,
                 None,
@@ -1636,6 +1650,7 @@ class _BudgetHandler:
                 r.premium_model,
             )
             for r in sent
+            if r not in answered
         ]
         return settles + [
             _Settle(r.reservation, None, "", True, r.counter, None, r.premium_model) for r in unsent
