@@ -128,7 +128,10 @@ class RunClaim:
     cancelled, streams a chunk without having taken a lookup (none will come), or is stopped
     at its start; and when another chat run starts here, every claim no lookup took of an
     earlier call (one not up the stack) is withdrawn. A withdrawn run's lookup and store skip
-    the cache (a refused one raises its refusal): never the shared scope.
+    the cache (a refused one raises its refusal): never the shared scope. (In async code the
+    other prompts of an ``agenerate()`` run in tasks of their own, not up the stack: a chat run
+    started inside one prompt's model call, before the other prompts looked the cache up,
+    withdraws their claims, and those prompts are sent uncached.)
     """
 
     attribution: Attribution
@@ -234,8 +237,9 @@ def claim_run(
     if not _IN_USE[0]:
         return None
     batch, calls = _starts_up_the_stack()
-    if batch is None:
-        batch = object()  # a start made outside LangChain's dispatch: a call of its own
+    if batch is None:  # a start made outside LangChain's dispatch: the run's other handlers'
+        same = (c.batch for c in _CLAIMS.get() if c.open and c.run == run and c.prompt is None)
+        batch = next(same, None) or object()
     last = messages[-1].content if messages else None
     text = last if isinstance(last, str) else None
     claim = RunClaim(
