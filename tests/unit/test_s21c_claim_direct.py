@@ -19,8 +19,12 @@ def test_two_handlers_claims_of_one_run_made_outside_a_dispatch_both_stay_open()
     run = uuid.uuid4()
     first = claim_run(Attribution(feature="chat", user="u-1"), [HumanMessage("hi")], run=run)
     second = claim_run(Attribution(feature="chat", user="u-1"), [HumanMessage("hi")], run=run)
-    assert first is not None and second is not None
-    assert first.open and second.open
+    assert first is not None
+    assert second is not None
+    assert first.open
+    assert second.open
     other = claim_run(Attribution(feature="chat", user="u-2"), [HumanMessage("hi")], run=uuid.uuid4())
-    assert other is not None and other.open
-    assert not first.open and not second.open  # another call started: an earlier call's, untaken
+    assert other is not None
+    assert other.open
+    assert not first.open  # another call started: an earlier call's claims, untaken, close
+    assert not second.open
