@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from echo_chat import Echo
 from langchain_core.globals import set_llm_cache
-from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.runnables import RunnableConfig
 
 from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler, TokenBudgetLLMCache
@@ -26,30 +26,7 @@ from tokenbudget_core.reports import build_report
 from tokenbudget_core.response_cache import ExactCache
 
 HANDLERS = [BudgetCallbackHandler, AsyncBudgetCallbackHandler]
-USAGE = {"input_tokens": 100, "output_tokens": 10, "total_tokens": 110}
 PAYER: RunnableConfig = {"metadata": {"feature": "chat", "user_id": "u-1"}}
-
-
-class Echo(BaseChatModel):
-    """Answers '<n>: <text>' (n: its call count) with 100 / 10 tokens on gpt-4o-mini."""
-
-    model_name: str = "gpt-4o-mini"
-    calls: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "echo"
-
-    def _reply(self, messages: list[BaseMessage]) -> str:
-        self.calls += 1
-        return f"{self.calls}: {messages[-1].content}"
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
-        reply = AIMessage(
-            self._reply(messages), usage_metadata=USAGE,  # type: ignore[arg-type]
-            response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
-        )  # fmt: skip
-        return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
 class StreamingEcho(Echo):
