@@ -122,7 +122,9 @@ expires (``lease_seconds``), and the handler forgets it once it has been idle fo
 open: first the runs closed already (cancelled calls released, orphans settled: kept only for a
 late end), then the oldest of those still waiting for their end. A call that runs longer than a
 lease without streaming is still charged when it ends (the ledger takes a late commit); one
-the handler has forgotten by then cannot be. A chain's payer is kept as long, counted from when
+the handler has forgotten by then cannot be, and its ``TokenBudgetLLMCache`` lookup and store,
+if still to come, skip the cache (a refused call's raises its refusal): a forgotten call is never
+sent past a refusal nor cached in another payer's scope. A chain's payer is kept as long, counted from when
 the chain or a run inside it last started.
 
 A sync v3 stream (``stream_events(version="v3")``) its consumer stops iterating ends no run:
@@ -175,7 +177,15 @@ from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
 
-from .llm_cache import CACHE_HIT_KEY, RunClaim, answers_next_lookup, cache_in_use, claim_run, drop_claims
+from .llm_cache import (
+    CACHE_HIT_KEY,
+    RunClaim,
+    answers_next_lookup,
+    cache_in_use,
+    claim_run,
+    drop_claims,
+    withdraw_claim,
+)
 from .messages import plain_message, to_core_request
 
 __all__ = ["AsyncBudgetCallbackHandler", "BudgetCallbackHandler"]
@@ -985,9 +995,9 @@ class _BudgetHandler:
         if claim is None:
             return False
         with self._lock:
-            if len(self._deferred) >= _MAX_OPEN:  # ends LangChain never delivered: close the oldest
+            if len(self._deferred) >= _MAX_OPEN:  # forget the oldest, their lookups refused if they come
                 for stale in list(self._deferred)[: _MAX_OPEN // 4]:
-                    self._deferred.pop(stale).close()
+                    withdraw_claim(self._deferred.pop(stale))
             self._deferred[run_id] = claim
         return True
 
@@ -1253,8 +1263,8 @@ class _BudgetHandler:
                 if run.touched >= oldest and not (crowded and run.settled):
                     live.append(run)
                 else:
-                    if run.claim is not None:
-                        run.claim.close()
+                    if run.claim is not None:  # its lookup and store, if still to come, skip the cache
+                        withdraw_claim(run.claim)
                     if run.watch is not None:  # forgotten: its task need not call back
                         _unwatch(run)
                     if self._orphans and self._orphans.get(run_id) is run:

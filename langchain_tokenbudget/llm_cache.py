@@ -178,7 +178,8 @@ _CLAIMS: contextvars.ContextVar[tuple[RunClaim, ...]] = contextvars.ContextVar(
 _MAX_CLAIMS = 64
 """Open claims kept per context besides those of the call starting (never dropped): past it, the
 oldest of earlier calls are withdrawn (their lookups skip the cache)."""
-_MAX_WITHDRAWN = 4096
+_MAX_WITHDRAWN = 65_536
+"""Withdrawn runs remembered (more than a budget handler forgets at once: its 10,000 open runs)."""
 _WITHDRAWN: collections.OrderedDict[object, Callable[[], BaseException] | None] = collections.OrderedDict()
 """Runs whose claims were withdrawn before their lookup (with a refused run's refusal): their
 lookup and store skip the cache rather than use the shared scope."""
@@ -194,6 +195,13 @@ def cache_in_use() -> bool:
     lookup can take a claim: :func:`claim_run` makes none, and a caller need not work out the
     payer to claim for)."""
     return _IN_USE[0]
+
+
+def withdraw_claim(claim: RunClaim) -> None:
+    """Close ``claim`` for good before its lookup: that lookup and its store skip the cache (a
+    refused run's raises its refusal), never falling back to the shared scope. For a handler
+    that forgets a run still in flight (past its caps)."""
+    _withdraw(claim)
 
 
 def _withdraw(claim: RunClaim) -> None:
