@@ -182,8 +182,11 @@ _MAX_WITHDRAWN = 65_536
 """Withdrawn runs remembered (more than a budget handler forgets at once: its 10,000 open runs)."""
 _WITHDRAWN: collections.OrderedDict[object, Callable[[], BaseException] | None] = collections.OrderedDict()
 """Runs whose claims were withdrawn before their lookup (with a refused run's refusal): their
-lookup and store skip the cache rather than use the shared scope."""
+lookup and store skip the cache rather than use the shared scope (a refused run's lookup raises
+its refusal). Each is forgotten once used (a refused run's lookup, another run's store), so a
+later call reusing the run id is not refused for it."""
 _WITHDRAWN_LOCK = threading.Lock()
+_KEPT = object()
 _IN_USE = [False]
 """Whether a ``TokenBudgetLLMCache`` was ever made: until then, budget handlers claim nothing."""
 _NO_RUN = object()
@@ -341,10 +344,12 @@ def _take(prompt: str, llm_string: str, run: object) -> RunClaim | None:
     with _WITHDRAWN_LOCK:
         withdrawn = run in _WITHDRAWN
         refusal = _WITHDRAWN.get(run)
+        if withdrawn and refusal is not None:
+            del _WITHDRAWN[run]  # its one lookup: no store follows a refusal
     if withdrawn:
         if refusal is not None:
             raise refusal()
-        raise _Skip
+        raise _Skip  # (kept for its store, which skips the cache too)
     claims = [c for c in _CLAIMS.get() if c.open and c.prompt is None and c.run == run]
     if not claims:
         return None
@@ -371,7 +376,7 @@ def _taken(prompt: str, llm_string: str, run: object) -> RunClaim | None:
     if run is _NO_RUN:
         return None
     with _WITHDRAWN_LOCK:
-        if run in _WITHDRAWN:
+        if _WITHDRAWN.pop(run, _KEPT) is not _KEPT:  # the run's store: its last use of the cache
             raise _Skip
     found = None
     for claim in _CLAIMS.get():

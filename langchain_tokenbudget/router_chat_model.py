@@ -69,10 +69,12 @@ class _Call:
 
 
 def _no_cache(cache: object) -> None:
-    """Refuse a response cache on the router itself: LangChain consults a chat model's ``cache``
-    in the model's own generate step, which the router hands to the tier model that answers, so
-    the router's would never be read (nor would ``cache=False`` turn caching off)."""
-    if cache is not None:
+    """Refuse a response cache on the router itself: each call is answered by a tier model,
+    whose run reads its own cache (or the global one) under the payer its budget handler
+    charges. The router's own ``cache`` stays ``False``, so that on LangChain's ``generate()``
+    path the router's run reads no cache either (the global one, unscoped, would serve one user
+    another's answer); ``False`` is all it takes."""
+    if cache is not None and cache is not False:
         raise InvalidInputError(
             "cache",
             "is never used by a RouterChatModel: each call is made by a tier model, which reads "
@@ -165,6 +167,7 @@ class RouterChatModel(BaseChatModel):
             where = ".".join(str(p) for p in error["loc"]) or "RouterChatModel"
             raise InvalidInputError(where, str(error["msg"]), value=error.get("input")) from e
         _no_cache(self.cache)
+        self.cache = False  # the router's own run never reads a cache (see _no_cache)
         self._tiers = Tiers(
             self.tiers,
             models=self.models,
@@ -174,6 +177,12 @@ class RouterChatModel(BaseChatModel):
             registry=self.registry,
             max_output_tokens=1024 if self.max_tokens is None else self.max_tokens,
         )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "cache":  # refused as in the constructor; None is kept as False (see _no_cache)
+            _no_cache(value)
+            value = False
+        super().__setattr__(name, value)
 
     @property
     def router(self) -> Any:
@@ -209,6 +218,7 @@ class RouterChatModel(BaseChatModel):
     ) -> _Call:
         """Translate one call: its messages, config, route options, and the kwargs for the tier model."""
         _no_cache(self.cache)  # set after construction
+        self.cache = False
         own: dict[str, Any] = {k: v for k, v in (("tags", self.tags), ("metadata", self.metadata)) if v}
         if self.callbacks:
             own["callbacks"] = self.callbacks

@@ -6,6 +6,8 @@ ledger and a real ``TokenBudgetLLMCache``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from typing import Any
 
 import pytest
@@ -100,3 +102,23 @@ def test_a_flood_of_calls_serves_each_user_their_own_answer(handler_class: type)
     # nothing was stored in the shared scope: a caller naming no payer gets no user's answer
     again = asyncio.run(Who(cache=cache).ainvoke("What is my balance?"))
     assert again.content == "private data of None"
+
+
+@pytest.mark.parametrize("handler_class", HANDLERS)
+def test_a_run_id_of_the_flood_reused_without_a_handler_is_not_refused(handler_class: type) -> None:
+    model = Echo()
+    _, handler = at_the_limit(model, handler_class)
+    ids = [uuid.uuid4() for _ in range(CALLS)]
+
+    async def one(i: int) -> None:
+        with contextlib.suppress(BudgetExceededError):
+            await model.ainvoke(f"question {i}", config={**PAYER, "callbacks": [handler], "run_id": ids[i]})
+
+    async def flood() -> None:
+        await asyncio.gather(*(one(i) for i in range(CALLS)))
+
+    asyncio.run(flood())
+    before = model.calls
+    for i, run_id in enumerate(ids[:30]):  # the oldest: those past the cap left to the cache
+        assert model.invoke(f"another question {i}", config={"run_id": run_id}).content
+    assert model.calls == before + 30
