@@ -1,5 +1,6 @@
-"""A fake chat model for the budget handler's cache tests: ``Echo`` answers ``'<n>: <text>'``
-(``n``: its call count) with 100 input / 10 output tokens on gpt-4o-mini."""
+"""Fake chat models for the budget handler's cache tests, with 100 input / 10 output tokens on
+gpt-4o-mini: ``Echo`` answers ``'<n>: <text>'`` (``n``: its call count), ``Private`` answers for
+the user its run's metadata names."""
 
 from __future__ import annotations
 
@@ -33,3 +34,26 @@ class Echo(BaseChatModel):
             response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
         )  # fmt: skip
         return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+class Private(BaseChatModel):
+    """Answers "for <user>" (the user its run's metadata names); "boom" fails (a provider 500)."""
+
+    model_name: str = "gpt-4o-mini"
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "private"
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        if messages[-1].content == "boom":
+            raise RuntimeError("provider 500")
+        self.calls += 1
+        message = AIMessage(
+            f"for {(run_manager.metadata or {}).get('user_id')}", usage_metadata=USAGE,  # type: ignore[arg-type]
+            response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
+        )  # fmt: skip
+        return ChatResult(generations=[ChatGeneration(message=message)])

@@ -9,40 +9,15 @@ import asyncio
 from typing import Any
 
 import pytest
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from echo_chat import Private
+from langchain_core.messages import BaseMessage, HumanMessage
 
 from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler, TokenBudgetLLMCache
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import build_report
 from tokenbudget_core.response_cache import ExactCache
 
-USAGE = {"input_tokens": 100, "output_tokens": 10, "total_tokens": 110}
 HANDLERS = [BudgetCallbackHandler, AsyncBudgetCallbackHandler]
-
-
-class Private(BaseChatModel):
-    """Answers "for <user>" (the user its run's metadata names); "boom" fails (a provider 500)."""
-
-    model_name: str = "gpt-4o-mini"
-    calls: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "private"
-
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
-    ) -> ChatResult:
-        if messages[-1].content == "boom":
-            raise RuntimeError("provider 500")
-        self.calls += 1
-        message = AIMessage(
-            f"for {(run_manager.metadata or {}).get('user_id')}", usage_metadata=USAGE,  # type: ignore[arg-type]
-            response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
-        )  # fmt: skip
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 def _rows(ledger: Ledger) -> dict[str | None, tuple[int, int]]:
