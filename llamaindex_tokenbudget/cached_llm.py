@@ -88,6 +88,7 @@ from tokenbudget_core.usage_sources import as_dict
 from .budget_callback import BudgetCallbackHandler
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_messages
+from .usage import CACHE_HIT_KEY
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -687,7 +688,7 @@ def _fingerprint(messages: Sequence[ChatMessage]) -> str:
 
 def _audit(hit: CacheHit) -> dict[str, Any]:
     saved = None if hit.saved_usd is None else decimal_text(hit.saved_usd)
-    return {"cache_hit": {"kind": hit.kind, "key": hit.key, "score": hit.score, "saved_usd": saved}}
+    return {CACHE_HIT_KEY: {"kind": hit.kind, "key": hit.key, "score": hit.score, "saved_usd": saved}}
 
 
 def _tool_call_blocks(calls: Sequence[Any]) -> list[ToolCallBlock]:

@@ -11,8 +11,9 @@ from tokenbudget_core.pricing import cost_of
 from tokenbudget_core.response_cache import served_hit
 from tokenbudget_core.usage import Usage
 
-_HIT_KEY = "cache_hit"
-"""Where :class:`~llamaindex_tokenbudget.CachedLLM` marks a hit it served: ``additional_kwargs``."""
+CACHE_HIT_KEY = "cache_hit"
+"""Where :class:`~llamaindex_tokenbudget.CachedLLM` puts a served hit's audit: the response's
+``additional_kwargs``."""
 
 __all__ = ["cost_of_response", "usage_of"]
 
@@ -66,4 +67,4 @@ def cost_of_response(response: ChatResponse | CompletionResponse, model: str | N
 def _hit(response: ChatResponse | CompletionResponse) -> bool:
     """The response was served from a response cache (the core's rule, on CachedLLM's mark)."""
     kwargs = response.additional_kwargs
-    return served_hit(kwargs.get(_HIT_KEY) if isinstance(kwargs, dict) else None) is not None
+    return served_hit(kwargs.get(CACHE_HIT_KEY) if isinstance(kwargs, dict) else None) is not None
