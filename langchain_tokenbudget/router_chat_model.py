@@ -217,8 +217,6 @@ class RouterChatModel(BaseChatModel):
         self, input: LanguageModelInput, config: RunnableConfig | None, stop: list[str] | None, kwargs: Any
     ) -> _Call:
         """Translate one call: its messages, config, route options, and the kwargs for the tier model."""
-        _no_cache(self.cache)  # set after construction
-        self.cache = False
         own: dict[str, Any] = {k: v for k, v in (("tags", self.tags), ("metadata", self.metadata)) if v}
         if self.callbacks:
             own["callbacks"] = self.callbacks
