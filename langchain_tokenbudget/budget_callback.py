@@ -687,7 +687,7 @@ def _refusal(error: BaseException) -> Callable[[], BaseException]:
     return lambda: TokenBudgetError(text)
 
 
-def payer_in_force(reservation: Reservation, attribution: Attribution | None) -> Attribution:
+def _payer_in_force(reservation: Reservation, attribution: Attribution | None) -> Attribution:
     """The attribution a run's cache lookup is scoped and recorded under: the payer the ledger
     reserved the run for, with the tenant (and overhead kind) in force at its start."""
     now = attribution or current_attribution()
@@ -1122,7 +1122,7 @@ class _BudgetHandler:
         if kept:
             self._watch(run_id, run)
             if cache_in_use():  # else no claim to make: the payer is not worked out
-                run.claim = claim_run(payer_in_force(reservation, None), messages[0], run=run_id)
+                run.claim = claim_run(_payer_in_force(reservation, None), messages[0], run=run_id)
             return True
         # A call reusing this run id started meanwhile and reserved under the same id: the
         # ledger returned that reservation (a live id's), which is that call's; the general path
@@ -1237,7 +1237,7 @@ class _BudgetHandler:
             _mark_joined(run_id, run.key)
         self._watch(run_id, run)
         if isinstance(prompt, list) and cache_in_use():  # chat messages: LangChain's lookup is next
-            run.claim = claim_run(payer_in_force(reservation, call.attribution), prompt, run=run_id)
+            run.claim = claim_run(_payer_in_force(reservation, call.attribution), prompt, run=run_id)
         return True
 
     def _sweep(self, now: float) -> None:
