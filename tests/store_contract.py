@@ -19,6 +19,7 @@ from tokenbudget_core.stores.base import (
     LedgerStore,
     ReserveRequest,
     call_costs_many,
+    commits_conversation_marks,
     mark_once_for,
 )
 
@@ -67,7 +68,16 @@ def reserve(
     )
 
 
-def commit(store: LedgerStore, rid: str, amount: int, *, now: int = 2_000, scope: str = "user/f/u"):
+def commit(
+    store: LedgerStore,
+    rid: str,
+    amount: int,
+    *,
+    now: int = 2_000,
+    scope: str = "user/f/u",
+    conversation_mark: str | None = None,
+    rollup_key: str = "f/u/gpt-4o",
+):
     return store.commit(
         CommitRequest(
             day=DAY,
@@ -76,11 +86,16 @@ def commit(store: LedgerStore, rid: str, amount: int, *, now: int = 2_000, scope
                 Check(scope=scope, metric="nanos", amount=amount),
                 Check(scope="global", metric="nanos", amount=amount),
             ],
-            rollup_key="f/u/gpt-4o",
+            rollup_key=rollup_key,
             rollup={"requests": 1, "cost_nanos": amount, "input_tokens": 10},
             now_ms=now,
+            conversation_mark=conversation_mark,
         )
     )
+
+
+def conversations(store: LedgerStore, rollup_key: str = "f/u/gpt-4o") -> int:
+    return sum(r.values.get("conversations", 0) for r in store.rollup([DAY]) if r.rollup_key == rollup_key)
 
 
 def totals(store: LedgerStore, scope: str = "user/f/u", now: int = 2_000) -> tuple[int, int]:
@@ -182,6 +197,26 @@ class ContractTests:
         commit(store, "a", 10, scope="user/f/alice")
         assert totals(store, "user/f/alice") == (10, 0)
         assert totals(store, "user/f/bob") == (0, 100)
+
+    def test_a_commit_counts_its_conversation_once_in_the_same_step(self, store: LedgerStore) -> None:
+        """A commit naming a conversation mark counts it (``conversations``) only if no applied
+        commit set that mark before; a commit that does not apply sets no mark."""
+        assert commits_conversation_marks(store)
+        mark = f"conv/{DAY}/f/{ODD_IDS[5]}"
+        reserve(store, "a", 100, None)
+        commit(store, "a", 10)  # no mark: counts no conversation
+        assert conversations(store) == 0
+        assert commit(store, "a", 10, conversation_mark=mark).applied is False  # committed before
+        assert conversations(store) == 0
+        assert commit(store, "b", 10, conversation_mark=mark).applied
+        assert conversations(store) == 1
+        assert commit(store, "c", 10, conversation_mark=mark, rollup_key="f/v/gpt-4o").applied
+        assert commit(store, "b", 10, conversation_mark=mark + "x").applied is False  # settled
+        assert (conversations(store), conversations(store, "f/v/gpt-4o")) == (1, 0)
+        assert commit(store, "d", 10, conversation_mark=mark + "x").applied
+        assert conversations(store) == 2
+        [row] = [r for r in store.rollup([DAY]) if r.rollup_key == "f/u/gpt-4o"]
+        assert row.values["requests"] == 3  # "a", "b", "d": every commit charged once
 
     def test_mark_once_and_call_costs(self, store: LedgerStore) -> None:
         assert store.mark_once("alert/2026-11-23/user/f/u/80", 3_600)

@@ -91,6 +91,7 @@ from .spool import Spool
 from .stores import open_store
 from .stores._fork import fresh_locks_after_fork
 from .stores.base import (
+    CONVERSATION_MARK_TTL_S,
     Check,
     CommitOutcome,
     CommitRequest,
@@ -98,6 +99,7 @@ from .stores.base import (
     Metric,
     ReserveOutcome,
     ReserveRequest,
+    commits_conversation_marks,
     redact_url,
 )
 from .stores.memory import MemoryStore
@@ -308,6 +310,8 @@ class Ledger:
         self._memory = self.store if type(self.store) is MemoryStore else None
         # Redis's: the lane's reserve and commit in one script call each, from tuples.
         self._keyed = self.store if type(self.store) is RedisStore else None
+        # The store sets a conversation's once-mark in the commit's own atomic step.
+        self._commit_marks = commits_conversation_marks(self.store)
         self.policy = policy if policy is not None else BudgetPolicy()
 
     @property
@@ -1500,10 +1504,12 @@ class Ledger:
                 now). It decides the ledger day the usage is charged to, and idempotency holds per
                 day: a retry that passes the same ``at`` is applied once even after midnight,
                 and usage recorded late (from a queue) lands on the day it was spent. A
-                conversation is counted once per day and feature for three days: usage of it
-                recorded for a day more than three days after its first record of that day
-                counts it again in cost per conversation (the marks would otherwise grow with
-                every conversation ever held).
+                conversation is counted once per day and feature for three days (on Redis, as
+                long as the day's request ids are kept): usage of it recorded for a day more
+                than three days after its first record of that day counts it again in cost per
+                conversation (the marks would otherwise grow with every conversation ever
+                held). The store counts it in the commit's own atomic step, so a process
+                killed before its commit leaves it to the conversation's next call.
             unknown_model: What to do when the registry does not know ``model``: ``"error"``
                 (the default) raises; ``"unpriced"`` records the tokens and attribution with no
                 cost, counted in reports' ``unpriced_requests`` (never as $0), for callers that
@@ -1701,14 +1707,17 @@ class Ledger:
         unavailable = None
         if conversation is not None:  # counted once per day and feature, for cost per conversation
             key = f"conv/{day}/{_enc(feature)}/{_enc(conversation)}"
-            try:
-                if down is not None:
-                    raise own_copy(down)
-                rollup["conversations"] = int(self.store.mark_once(key, _CONVERSATION_MARK_TTL))
-            except (BudgetUnavailableError, StoreRefusedError, OSError) as e:
-                conversation_mark = key  # the store is down: the spooled commit's replay marks it
-                if isinstance(e, BudgetUnavailableError | StoreRefusedError):
-                    unavailable = self._unavailable(e)
+            if self._commit_marks:  # set by the commit itself: a process killed before it marks nothing
+                conversation_mark = key
+            else:
+                try:
+                    if down is not None:
+                        raise own_copy(down)
+                    rollup["conversations"] = int(self.store.mark_once(key, CONVERSATION_MARK_TTL_S))
+                except (BudgetUnavailableError, StoreRefusedError, OSError) as e:
+                    conversation_mark = key  # the store is down: the spooled commit's replay marks it
+                    if isinstance(e, BudgetUnavailableError | StoreRefusedError):
+                        unavailable = self._unavailable(e)
         scopes = self._scopes_of(feature, user)
         cost_key, per_call_key = _sample_keys(
             _enc(feature), nanos is not None, bool(overhead), usage.requests, cache_hit
@@ -1733,7 +1742,7 @@ class Ledger:
         amounts = scopes.amounts(tokens, cost)
         applied, _, spent = memory.commit_cells(
             plan.day, plan.request_id, memory.cells(plan.day, scopes.keys), amounts, plan.rollup_key,
-            plan.rollup, plan.cost_key,
+            plan.rollup, plan.cost_key, plan.conversation_mark,
         )  # fmt: skip
         self._replay_due()
         if applied and plan.per_call_key is not None:
@@ -1768,20 +1777,23 @@ class Ledger:
             self._after_commit(plan, outcome.spent, record_cost=record)
         return self._charge(plan, applied=outcome.applied)
 
-    @staticmethod
-    def _commit_request(plan: _CommitPlan) -> CommitRequest:
+    def _commit_request(self, plan: _CommitPlan) -> CommitRequest:
         scopes = plan.scopes
         charges = scopes.checks(scopes.amounts(plan.tokens, plan.cost))  # limits are ignored by a commit
+        mark = plan.conversation_mark if self._commit_marks else None
         return _new_commit_request(
-            plan.day, plan.request_id, charges, plan.rollup_key, plan.rollup, plan.now_ms, plan.cost_key
-        )
+            plan.day, plan.request_id, charges, plan.rollup_key, plan.rollup, plan.now_ms, plan.cost_key,
+            mark,
+        )  # fmt: skip
 
     def _spooled(
         self, plan: _CommitPlan, req: CommitRequest, failed: BudgetUnavailableError | StoreRefusedError
     ) -> Charge:
         """The charge of ``plan`` (its store request ``req``) spooled: the store was unreachable,
         or refused it (credentials, ACL: logged)."""
-        mark = None if plan.conversation_mark is None else (plan.conversation_mark, _CONVERSATION_MARK_TTL)
+        mark = None  # the request carries the mark (the replay's commit sets it), or it comes apart
+        if plan.conversation_mark is not None and not self._commit_marks:
+            mark = (plan.conversation_mark, CONVERSATION_MARK_TTL_S)
         self._spool(req, self._unavailable(failed), mark)
         return self._charge(plan, applied=False, spooled=True)
 
@@ -2442,9 +2454,6 @@ def _per_call_costs(cost: int, requests: int) -> list[int]:
         return [share + (2 * left >= requests)] * _MAX_CALL_SAMPLES
     return [share + 1] * left + [share] * (requests - left)
 
-
-_CONVERSATION_MARK_TTL = 3 * 86_400
-"""How long the mark that counts a conversation once per day and feature holds (seconds)."""
 
 _MAX_AMOUNT = 2**53 - 1
 """The largest figure a ledger takes (tokens, or nano-USD: ~$9M): every store holds it exactly (Redis

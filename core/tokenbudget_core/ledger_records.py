@@ -149,8 +149,10 @@ class _CommitPlan(NamedTuple):
     """Set (to the cost key) instead of ``cost_key`` for usage of several calls (``requests`` not
     1): the ledger records each call's share of the cost as a sample of its own after the commit."""
     conversation_mark: str | None = None
-    """The once-mark that decides whether the call's conversation is counted, when the store
-    could not be asked (it was down): a spooled commit carries it, and the replay sets it."""
+    """The once-mark that decides whether the call's conversation is counted: sent with the
+    commit to a store that sets it in the commit's own atomic step, or, to any other store, when
+    it could not be asked before the commit (it was down): a spooled commit carries it, and the
+    replay sets it."""
     unavailable: BudgetUnavailableError | None = None
     """The store's failure of the conversation's mark, just now: the commit is spooled at once,
     not sent to wait out the store's timeout a second time."""

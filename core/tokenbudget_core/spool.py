@@ -31,6 +31,10 @@ all), so the file is never read and rewritten in place, and each line names its 
   a replay killed between the mark and the commit leaves the line as it was, and the next
   replay of that request finds its own mark and still counts the conversation (on a store
   without ``mark_once_for``, it is then counted as 0).
+* A line whose commit carries its ``conversation_mark`` (what a ledger on a store that sets it
+  in the commit's atomic step spools: memory, SQLite, Redis) needs none of this: its replayed
+  commit sets the mark and counts the conversation, or does neither. Replayed into a store
+  without that step, the mark is asked first, as for the lines above.
 * Lines of other owners more than a day old (by their commit's ``now_ms``) are logged as one
   warning by a replay (how many, and the spool path; at most once an hour per :class:`Spool`):
   no ledger of their store replayed them, say because the store's identity changed.
@@ -70,7 +74,15 @@ from typing import Any
 
 from .errors import BudgetUnavailableError, InvalidInputError, StoreRefusedError
 from .stores._fork import fresh_locks_after_fork
-from .stores.base import Check, CommitOutcome, CommitRequest, LedgerStore, mark_once_for
+from .stores.base import (
+    CONVERSATION_MARK_TTL_S,
+    Check,
+    CommitOutcome,
+    CommitRequest,
+    LedgerStore,
+    commits_conversation_marks,
+    mark_once_for,
+)
 
 if sys.platform != "win32":
     import fcntl
@@ -284,6 +296,10 @@ class Spool:
             except (ValueError, TypeError, RecursionError) as e:
                 bad.append((line, f"unreadable: {type(e).__name__}: {e}"))
                 continue
+            if req.conversation_mark is not None and not commits_conversation_marks(store):
+                # A store that cannot set it in the commit: asked first, as for an older line.
+                mark = (req.conversation_mark, CONVERSATION_MARK_TTL_S)
+                req = replace(req, conversation_mark=None)
             marked = False
             try:
                 if mark is not None:  # the conversation counts if no other call counted it first
@@ -392,6 +408,8 @@ def _encode(req: CommitRequest, mark: tuple[str, int] | None, owner: str | None)
     the line unparsed, then the commit and its once-mark."""
     record: dict[str, Any] = {} if owner is None else {"owner": owner}
     record.update(asdict(req))
+    if req.conversation_mark is None:  # as lines were before commits carried marks
+        del record["conversation_mark"]
     if mark is not None:
         record["mark"] = {"key": mark[0], "ttl_s": mark[1]}
     return json.dumps(record, separators=(",", ":")).encode()
@@ -442,6 +460,8 @@ def _parse(line: bytes) -> tuple[CommitRequest, tuple[str, int] | None, str | No
     for name in _TEXT_FIELDS:
         if not isinstance(data.get(name), str):
             raise ValueError(f"{name!r} is not a string")
+    if data.get("conversation_mark") is not None and not isinstance(data["conversation_mark"], str):
+        raise ValueError("'conversation_mark' is not a string")
     charges, rollup = data.get("charges"), data.get("rollup")
     if not isinstance(charges, list) or not all(isinstance(c, dict) for c in charges):
         raise ValueError("'charges' is not a list of objects")

@@ -1,6 +1,8 @@
 """A replay that set a spooled line's conversation once-mark and then could not commit keeps the
 line resolved (the mark's answer in its counters, the mark gone), so the next replay counts the
-conversation once; and a replay logs, once, the lines of other stores left for more than a day."""
+conversation once (a store that sets the mark apart from the commit); a store that sets it in
+the commit needs no such care; and a replay logs, once, the lines of other stores left for more
+than a day."""
 
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ DAY = "2026-11-23"
 
 
 class _Flaky(MemoryStore):
-    """A memory store (no ledger fast path) that can be down, or fail its next commits."""
+    """A memory store (no ledger fast path) that can be down, or fail its next commits; asked a
+    conversation's mark apart from the commit, as a store of one's own may be."""
 
+    commits_conversation_marks = False
     down = False
     failing_commits = 0
     refuse: Exception | None = None
@@ -99,6 +103,44 @@ def test_a_refused_line_is_quarantined_with_its_marks_answer(tmp_path: Path) -> 
     line = json.loads(record["line"])
     assert "mark" not in line
     assert line["rollup"]["conversations"] == 1
+
+
+class _FlakyMarkingInCommits(_Flaky):
+    """:class:`_Flaky` that sets a conversation's mark in the commit, as memory, SQLite and Redis do."""
+
+    commits_conversation_marks = True
+
+
+def test_a_line_whose_commit_sets_the_mark_counts_the_conversation_once_after_failed_replays(
+    tmp_path: Path,
+) -> None:
+    store = _FlakyMarkingInCommits()
+    ledger = spooled_call(tmp_path, store)
+    store.failing_commits = 2  # two replays meet the store flapping
+    for _ in range(2):
+        assert ledger.replay_spool() == 0
+        (line,) = ledger.spool.replaying_path.read_bytes().splitlines()
+        data = json.loads(line)
+        assert data["conversation_mark"].startswith("conv/")  # the line still carries it
+        assert "conversations" not in data["rollup"]
+        assert "mark" not in data
+    assert ledger.replay_spool() == 1
+    assert conversations(store, ledger.day()) == 1
+    ledger.record(  # the same conversation again: already counted
+        Usage(input_tokens=1, output_tokens=1), model="gpt-4o-mini", feature="chat", conversation="conv-1"
+    )
+    assert conversations(store, ledger.day()) == 1
+
+
+def test_a_line_carrying_its_mark_replayed_into_a_store_without_marking_commits_counts_once(
+    tmp_path: Path,
+) -> None:
+    """A spool written on a store that marks in commits, replayed into one that does not."""
+    ledger = spooled_call(tmp_path, _FlakyMarkingInCommits())
+    other = _Flaky()
+    assert ledger.spool.replay(other) == 1
+    assert conversations(other, ledger.day()) == 1
+    assert other.mark_once(f"conv/{ledger.day()}/chat/conv-1", 60) is False  # the mark was set
 
 
 # -- other stores' lines left for a day ----------------------------------------------------------

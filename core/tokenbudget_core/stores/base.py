@@ -17,7 +17,12 @@ exactly these semantics, checked by one shared test suite:
     amounts are removed; the actual amounts are added to ``spent`` and the attribution
     counters are incremented. A second commit changes nothing (``applied=False``). A commit
     after a release or an expiry, or with no reservation at all, still charges the usage:
-    the call happened, and usage is never lost.
+    the call happened, and usage is never lost. A commit naming a ``conversation_mark`` (sent
+    only to a store that sets ``commits_conversation_marks = True``: memory, SQLite, Redis)
+    also sets that once-mark if it is not set (it holds :data:`CONVERSATION_MARK_TTL_S`), and
+    adds 1 to the row's ``conversations`` counter when this commit set it, in the same atomic
+    step: a process killed before its commit leaves the conversation to be counted by the next
+    call of it, never marked and uncounted. A commit that does not apply sets no mark.
 
 ``release(day, request_id)``
     Removes a live reservation's amounts; a no-op for committed, released, expired or
@@ -56,6 +61,7 @@ from tokenbudget_core.errors import InvalidInputError
 
 __all__ = [
     "Check",
+    "CONVERSATION_MARK_TTL_S",
     "CommitOutcome",
     "CommitRequest",
     "LedgerStore",
@@ -64,6 +70,7 @@ __all__ = [
     "RollupRow",
     "RequestState",
     "call_costs_many",
+    "commits_conversation_marks",
     "mark_once_for",
 ]
 
@@ -96,6 +103,19 @@ ROLLUP_FIELDS = (
 its premium tier (signed: it can be negative). Both are only written by routed calls;
 ``overhead_requests`` (the package's own calls: summaries, classifiers, embeddings) and
 ``overhead_cache_hits`` only by overhead calls. A row without them (older data included) reads as 0."""
+
+
+CONVERSATION_MARK_TTL_S = 3 * 86_400
+"""How long the once-mark that counts a conversation once per day and feature holds (seconds):
+a few days, so a commit late by a day or two still finds it, and the marks do not grow with
+every conversation ever held."""
+
+
+def commits_conversation_marks(store: object) -> bool:
+    """Whether ``store`` sets a commit's ``conversation_mark`` in the commit's own atomic step
+    (a store declares it with ``commits_conversation_marks = True``); the ledger asks any other
+    store's ``mark_once`` before the commit."""
+    return getattr(store, "commits_conversation_marks", False) is True
 
 
 Keys: TypeAlias = tuple[tuple[str, Metric], ...]
@@ -167,6 +187,10 @@ class CommitRequest:
     call_cost_key: str | None = None
     """When set, the store also records ``rollup["cost_nanos"]`` as one call's cost under
     ``(day, call_cost_key)`` in the same operation (see :meth:`LedgerStore.call_costs`)."""
+    conversation_mark: str | None = None
+    """The once-mark that counts the call's conversation once per day and feature, set in the
+    same operation (see ``commit`` above; only a store with ``commits_conversation_marks`` is
+    sent one)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

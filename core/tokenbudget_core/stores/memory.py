@@ -11,6 +11,7 @@ from typing import TypeAlias
 
 from ._fork import reset_after_fork
 from .base import (
+    CONVERSATION_MARK_TTL_S,
     Check,
     CommitOutcome,
     CommitRequest,
@@ -49,6 +50,9 @@ class MemoryStore:
     a fork waits for the call another thread is making to finish, so the copy is never half
     way through one.
     """
+
+    commits_conversation_marks = True
+    """A commit's ``conversation_mark`` is set under the commit's lock (see :mod:`.base`)."""
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -150,9 +154,10 @@ class MemoryStore:
         rollup_key: str,
         rollup: Mapping[str, int],
         call_cost_key: str | None,
+        conversation_mark: str | None = None,
     ) -> tuple[bool, RequestState | None, tuple[int, ...]]:
         """:meth:`commit` of ``amounts`` to the budgets of ``cells`` (as in :meth:`reserve_cells`):
-        ``(applied, previous, spent per budget)``."""
+        ``(applied, previous, spent per budget)``; ``conversation_mark`` as a commit request's."""
         key = (day, request_id)
         with self._lock:
             known = self._states.get(key)
@@ -179,6 +184,8 @@ class MemoryStore:
                 row = self._rollup[(day, rollup_key)] = defaultdict(int)
             for k, v in rollup.items():
                 row[k] += v
+            if conversation_mark is not None and self._set_mark(conversation_mark, CONVERSATION_MARK_TTL_S):
+                row["conversations"] += 1
             self._states[key] = "committed"
             if call_cost_key is not None:
                 self._costs[(day, call_cost_key)].append(rollup.get("cost_nanos", 0))
@@ -188,7 +195,7 @@ class MemoryStore:
         keys = tuple([(c.scope, c.metric) for c in req.charges])
         applied, previous, spent = self.commit_cells(
             req.day, req.request_id, self.cells(req.day, keys), [c.amount for c in req.charges],
-            req.rollup_key, req.rollup, req.call_cost_key,
+            req.rollup_key, req.rollup, req.call_cost_key, req.conversation_mark,
         )  # fmt: skip
         if not applied:
             return CommitOutcome(applied=False, previous=previous)
@@ -228,15 +235,19 @@ class MemoryStore:
                 if d in wanted
             ]
 
+    def _set_mark(self, key: str, ttl_s: int) -> bool:
+        """Set the once-mark ``key`` unless it holds (the lock held): True when this call set it."""
+        now = time.time()
+        expires = self._marks.get(key)
+        if expires is not None and expires > now:
+            return False
+        self._marks[key] = now + ttl_s
+        self._mark_holders.pop(key, None)
+        return True
+
     def mark_once(self, key: str, ttl_s: int) -> bool:
         with self._lock:
-            now = time.time()
-            expires = self._marks.get(key)
-            if expires is not None and expires > now:
-                return False
-            self._marks[key] = now + ttl_s
-            self._mark_holders.pop(key, None)
-            return True
+            return self._set_mark(key, ttl_s)
 
     def mark_once_for(self, key: str, ttl_s: int, holder: str) -> bool:
         """:meth:`mark_once`, also True when ``holder`` set the mark (see :mod:`.base`)."""

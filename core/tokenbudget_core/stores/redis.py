@@ -14,6 +14,7 @@ Key layout, all keys of one day under one hash tag (one cluster slot)::
     {tb:<day>}:held             hash  <request id> -> the amounts a live reservation holds
     {tb:<day>}:leases           zset  <request id> by lease expiry (epoch ms)
     {tb:<day>}:rollup           hash  <rollup key>|<counter> -> int
+    {tb:<day>}:marks            hash  <conversation mark> -> 1 (counted once, by a commit)
     {tb:<day>}:costs:<feature>  list  one call's cost in nano-USD per entry
     tb:mark:<key>               string, SET NX EX (once-per-day alerts)
 
@@ -351,8 +352,9 @@ class RedisStore:
             option given both ways must agree.
         retention_days: Balances, rollups and call costs expire this many days after their last
             write (default 400, at most :data:`MAX_RETENTION_DAYS`).
-        request_retention_days: Request ids and leases expire sooner (one field per call adds up;
-            default 7 days): a commit replayed after that would be charged again.
+        request_retention_days: Request ids, leases and the day's conversation marks expire
+            sooner (one field per call adds up; default 7 days): a commit replayed after that
+            would be charged again.
         namespace: Prefix of every key, to share one Redis between ledgers (default ``tb``).
         socket_timeout: Seconds to wait for a connection or an answer; operations are not
             retried, so no call blocks much longer than this.
@@ -387,6 +389,9 @@ class RedisStore:
         {('g', 'nanos'): (0, 0)}
         >>> store.close()  # doctest: +SKIP
     """
+
+    commits_conversation_marks = True
+    """A commit's ``conversation_mark`` is set by the commit's own script (see :mod:`.base`)."""
 
     def __init__(
         self,
@@ -780,13 +785,14 @@ class RedisStore:
         return [f"{tag}:{name}" for name in names]
 
     def _day_keys(self, day: str, call_cost_key: str | None = None) -> tuple[str, ...]:
-        """``bal req held leases rollup`` of ``day``: the keys of every reserve and commit, and
-        with ``call_cost_key`` the cost samples' key of a commit recording one (cached)."""
+        """``bal req held leases rollup marks`` of ``day``: the keys of every reserve (the first
+        four) and commit, and with ``call_cost_key`` the cost samples' key of a commit recording
+        one (cached)."""
         found = self._day_key_cache.get((day, call_cost_key))
         if found is None:
             if len(self._day_key_cache) > 4_096:
                 self._day_key_cache.clear()
-            names = ["bal", "req", "held", "leases", "rollup"]
+            names = ["bal", "req", "held", "leases", "rollup", "marks"]
             if call_cost_key is not None:
                 names.append(f"costs:{_enc(call_cost_key)}")
             found = tuple(self._keys(day, *names))
@@ -967,11 +973,15 @@ class RedisStore:
         rollup_key: str,
         rollup: Mapping[str, int],
         call_cost_key: str | None,
+        conversation_mark: str | None = None,
     ) -> _Op:
         charges = self._format("charges", keys) % tuple(amounts)
         counters = self._format("counters", tuple(rollup)) % tuple(rollup.values())
         cost = "" if call_cost_key is None else str(rollup.get("cost_nanos", 0))
-        args: list[str | int] = [self._ttl, _enc_id(request_id), _enc(rollup_key), cost, charges, counters]
+        mark = "" if conversation_mark is None else _enc(conversation_mark)
+        args: list[str | int] = [
+            self._ttl, _enc_id(request_id), _enc(rollup_key), cost, charges, counters, mark
+        ]  # fmt: skip
         return _Op("COMMIT", self._day_keys(day, call_cost_key), args)
 
     def _commit_op(self, req: CommitRequest) -> _Op:
@@ -990,6 +1000,7 @@ class RedisStore:
             req.rollup_key,
             {name: int(value) for name, value in req.rollup.items()},
             req.call_cost_key,
+            req.conversation_mark,
         )
 
     @staticmethod

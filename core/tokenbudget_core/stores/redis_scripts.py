@@ -12,6 +12,7 @@ Keys (``KEYS``), all of one day::
     held    hash   "<request id>" -> "<bal field> <amount> ..." of a live reservation
     leases  zset   "<request id>" scored by the lease's expiry (epoch ms)
     rollup  hash   "<rollup key>|<counter>" -> int, and "<rollup key>" -> "" (the row exists)
+    marks   hash   "<conversation mark>" -> "1": the day's conversations counted so far
     costs   list   one call's cost per entry (of one feature)
 
 Scope keys, request ids, rollup keys and counter names arrive percent-encoded (only
@@ -74,7 +75,7 @@ local function touch(spec, keys)
   local long, short = ttls(spec)
   for _, key in ipairs(keys) do
     local tail = string.match(key, ':(%a+)$')
-    if tail == 'req' or tail == 'held' or tail == 'leases' then
+    if tail == 'req' or tail == 'held' or tail == 'leases' or tail == 'marks' then
       redis.call('EXPIRE', key, short)
     else
       redis.call('EXPIRE', key, long)
@@ -129,11 +130,12 @@ return out
 COMMIT = (
     _COMMON
     + """
--- KEYS: bal req held leases rollup [costs]
--- ARGV: ttl rid rollup_key cost charges counters
+-- KEYS: bal req held leases rollup marks [costs]
+-- ARGV: ttl rid rollup_key cost charges counters conversation_mark ('': none)
 -- charges: "<scope|metric> <amount>" per charge; counters: "<counter> <increment>" per counter
-local bal, req, held, leases, rollup, costs = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local ttl, rid, rkey, cost = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local bal, req, held, leases, rollup, marks = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local costs = KEYS[7]
+local ttl, rid, rkey, cost, mark = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
 local state = redis.call('HGET', req, rid)
 if state == 'committed' then return {0, 'committed'} end
 local charges = {}
@@ -151,6 +153,11 @@ end
 redis.call('HSETNX', rollup, rkey, '')
 for counter, increment in string.gmatch(ARGV[6], '(%S+) (%S+)') do
   redis.call('HINCRBY', rollup, rkey .. '|' .. counter, increment)
+end
+-- The conversation counts once per day and feature: the first commit naming it sets its mark.
+if mark ~= '' and redis.call('HSETNX', marks, mark, '1') == 1 then
+  redis.call('HINCRBY', rollup, rkey .. '|conversations', 1)
+  touch(ttl, {marks})
 end
 redis.call('HSET', req, rid, 'committed')
 touch(ttl, {bal, req, rollup})  -- held and leases were only deleted from: no new data to keep

@@ -54,6 +54,7 @@ from tokenbudget_core.errors import BudgetUnavailableError, InvalidInputError
 
 from ._fork import fork_clear, process_lock, reset_after_fork
 from .base import (
+    CONVERSATION_MARK_TTL_S,
     CommitOutcome,
     CommitRequest,
     CostPair,
@@ -94,6 +95,10 @@ _ADD = (
 _SET_STATE = (  # a settled request keeps no checks: they are needed only while it holds a lease
     "INSERT INTO requests VALUES (?, ?, ?, 0, '[]') "
     "ON CONFLICT (day, request_id) DO UPDATE SET state = excluded.state, checks_json = '[]'"
+)
+_ADD_COUNTER = (
+    "INSERT INTO rollup VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (day, rollup_key, field) DO UPDATE SET value = value + excluded.value"
 )
 _EXPIRED = "WHERE day = ? AND state = 'reserved' AND expires_ms <= ?"
 _PAIRS_PER_QUERY = 400
@@ -284,6 +289,9 @@ class SQLiteStore:
         {('global', 'nanos'): (0, 0)}
         >>> store.close()
     """
+
+    commits_conversation_marks = True
+    """A commit's ``conversation_mark`` is set in the commit's transaction (see :mod:`.base`)."""
 
     def __init__(
         self,
@@ -598,11 +606,11 @@ class SQLiteStore:
             if known is not None and previous == "reserved":
                 self._unreserve(db, req.day, known[1])
             self._add(db, req.day, rows, spent=True)
-            db.executemany(
-                "INSERT INTO rollup VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (day, rollup_key, field) DO UPDATE SET value = value + excluded.value",
-                counters,
-            )
+            db.executemany(_ADD_COUNTER, counters)
+            if req.conversation_mark is not None and self._set_mark(
+                db, req.conversation_mark, CONVERSATION_MARK_TTL_S
+            ):
+                db.execute(_ADD_COUNTER, (req.day, req.rollup_key, "conversations", 1))
             db.execute(_SET_STATE, (req.day, req.request_id, "committed"))
             if cost is not None:
                 db.execute("INSERT INTO call_costs VALUES (?, ?, ?)", (req.day, req.call_cost_key, cost))
@@ -662,15 +670,21 @@ class SQLiteStore:
                     rows.setdefault((day, key), {})[name] = int(value)
         return [RollupRow(day=d, rollup_key=k, values=v) for (d, k), v in rows.items()]
 
+    @staticmethod
+    def _set_mark(db: sqlite3.Connection, key: str, ttl_s: int) -> bool:
+        """Set ``key`` for ``ttl_s`` seconds if absent or expired, in the transaction of ``db``;
+        True when this call set it."""
+        now_ms = int(time.time() * 1000)
+        row = db.execute("SELECT expires_at FROM marks WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] > now_ms:
+            return False
+        db.execute("INSERT OR REPLACE INTO marks VALUES (?, ?)", (key, now_ms + ttl_s * 1000))
+        return True
+
     def mark_once(self, key: str, ttl_s: int) -> bool:
         """Set ``key`` for ``ttl_s`` seconds if absent or expired; True when this call set it."""
-        now_ms = int(time.time() * 1000)
         with self._transaction() as db:
-            row = db.execute("SELECT expires_at FROM marks WHERE key = ?", (key,)).fetchone()
-            if row is not None and row[0] > now_ms:
-                return False
-            db.execute("INSERT OR REPLACE INTO marks VALUES (?, ?)", (key, now_ms + ttl_s * 1000))
-            return True
+            return self._set_mark(db, key, ttl_s)
 
     def mark_once_for(self, key: str, ttl_s: int, holder: str) -> bool:
         """:meth:`mark_once`, also True when ``holder`` set the mark (see :mod:`.base`): the
