@@ -10,8 +10,10 @@ chosen tier's LLM then answers as itself, so its own callback events (and a
 :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler`) see the model that
 answered. Retryable provider errors go down the tier's fallback chain (a stream only until its
 first chunk). The decision is in ``response.additional_kwargs["tokenbudget_route"]`` (every
-chunk of a stream), and the tier LLM is called under :func:`~tokenbudget_core.routing.using_route`,
-so a budget handler charging it records what routing saved against the premium tier.
+chunk of a stream), and the tier LLM is called, and each chunk of its stream read (a lazy stream,
+as a ``CustomLLM``'s async ones, makes its provider call in the first read), under
+:func:`~tokenbudget_core.routing.using_route`, so a budget handler charging it prices it on the
+tier's model and records what routing saved against the premium tier.
 
 Tool calling: ``RoutedLLM`` is a ``FunctionCallingLLM``, and reports
 ``metadata.is_function_calling_model`` when every tier and fallback LLM is one. Then
@@ -256,13 +258,16 @@ class RoutedLLM(FunctionCallingLLM):
         decision = self._router.route(**self._request(what, kwargs, tools))
 
         def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
+            # The route is in force for the call and for every read of its stream (a lazy
+            # stream makes its provider call, and its budget event starts or ends, in a read),
+            # never while the consumer holds a chunk.
             with using_route(decision, model=m):
                 gen = fn(self._llms[m])
-            try:
-                return m, next(gen, None), gen
-            except BaseException:
-                gen.close()
-                raise
+                try:
+                    return m, next(gen, None), gen
+                except BaseException:
+                    gen.close()
+                    raise
 
         model, head, rest = self._router.call(decision, start)
 
@@ -270,10 +275,16 @@ class RoutedLLM(FunctionCallingLLM):
             try:
                 if head is not None:
                     yield _annotated(head, decision, model)
-                for chunk in rest:
+                while True:
+                    try:
+                        with using_route(decision, model=model):
+                            chunk = next(rest)
+                    except StopIteration:
+                        return
                     yield _annotated(chunk, decision, model)
             finally:
-                rest.close()
+                with using_route(decision, model=model):
+                    rest.close()
 
         return chunks()
 
@@ -287,13 +298,15 @@ class RoutedLLM(FunctionCallingLLM):
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
         async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
+            # As in _stream: a CustomLLM's async stream makes its provider call (stream_chat,
+            # whose events the budget handlers charge) only when it is first read.
             with using_route(decision, model=m):
                 gen = await fn(self._llms[m])
-            try:
-                return m, await anext(gen, None), gen
-            except BaseException:
-                await gen.aclose()
-                raise
+                try:
+                    return m, await anext(gen, None), gen
+                except BaseException:
+                    await gen.aclose()
+                    raise
 
         model, head, rest = await self._router.acall(decision, start)
 
@@ -301,10 +314,16 @@ class RoutedLLM(FunctionCallingLLM):
             try:
                 if head is not None:
                     yield _annotated(head, decision, model)
-                async for chunk in rest:
+                while True:
+                    try:
+                        with using_route(decision, model=model):
+                            chunk = await anext(rest)
+                    except StopAsyncIteration:
+                        return
                     yield _annotated(chunk, decision, model)
             finally:
-                await rest.aclose()
+                with using_route(decision, model=model):
+                    await rest.aclose()
 
         return chunks()
 
