@@ -31,6 +31,10 @@ recognised while the enclosing wrapper, or the stream wrapper it returned, is ru
 stack). The callback manager is synchronous: with a networked
 store, ``reserve`` and ``commit`` block the event loop of ``achat`` for one round trip.
 A stream created but never iterated ends no event: its reservation lasts until its lease ends.
+A stream its consumer closes (``close()``, ``aclose()``, a ``for`` loop left and the stream
+dropped) is settled as LlamaIndex ends its events: in that ``close()``, the provider's generator
+closed and the nested events ended with it (an async stream's inner generator a loop step
+later, when asyncio finalises it), the garbage collector not needed.
 A stream abandoned inside a reference cycle is closed by the garbage collector, at any
 allocation, maybe while this thread holds a lock its end needs: that end is settled a moment
 later by a worker thread (:mod:`tokenbudget_core.finalizing`), never in the collection.
@@ -268,16 +272,37 @@ def streamed_chunk(key: str, value: str) -> ChatResponse | CompletionResponse | 
     Read from LlamaIndex's stream wrapper (``wrapped_gen``, found up the stack by its ``key``
     local equal to ``value``; its loop variable is the chunk last handed to the consumer).
     ``None`` when no chunk was produced or the wrapper is not found (not a stream).
+
+    The wrapper is in its ``except`` block, its ``exception`` bound: on Python 3.11 / 3.12
+    ``f_locals`` is a snapshot the frame keeps, and ``exception`` -> traceback -> frame ->
+    snapshot would be a reference cycle keeping the wrapper's locals (the provider's stream)
+    alive past the consumer's ``close()`` until the cyclic garbage collector runs: the snapshot
+    is emptied once read (the frame's own variables are untouched; the next read of
+    ``f_locals`` takes a fresh one). The frame itself cannot be cleared: it is running.
     """
     frame = caller_frame(2)
     for _ in range(_STREAM_WRAPPER_DEPTH):
         if frame is None:
             break
-        if frame.f_code.co_name == _STREAM_WRAPPER and frame.f_locals.get(key) == value:
-            chunk = frame.f_locals.get("x")
-            return chunk if isinstance(chunk, ChatResponse | CompletionResponse) else None
+        if frame.f_code.co_name == _STREAM_WRAPPER:
+            names = frame.f_locals
+            try:
+                if names.get(key) == value:
+                    chunk = names.get("x")
+                    return chunk if isinstance(chunk, ChatResponse | CompletionResponse) else None
+            finally:
+                forget_snapshot(names)
         frame = frame.f_back
     return None
+
+
+def forget_snapshot(names: Mapping[str, object]) -> None:
+    """Empty ``names`` when it is the snapshot of a frame's variables that the frame keeps
+    (``frame.f_locals`` of a function up to Python 3.12), so it holds nothing the frame's
+    variables held; a write-through view (``FrameLocalsProxy``, Python 3.13+) is left alone:
+    the frame keeps no reference to it."""
+    if type(names) is dict:
+        names.clear()
 
 
 _HANDLERS_LOCK = threading.Lock()
