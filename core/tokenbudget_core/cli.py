@@ -47,6 +47,7 @@ from .usage import Usage
 from .visible import visible
 
 if TYPE_CHECKING:
+    from .ledger import Ledger
     from .reports import Report
     from .stores.base import LedgerStore
 
@@ -700,6 +701,26 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
         ) from e
 
 
+@contextmanager
+def _reading_ledger(store: LedgerStore, **options: Any) -> Iterator[Ledger]:
+    """A :class:`~tokenbudget_core.ledger.Ledger` on ``store`` for a command that only reads it.
+
+    Its spool is a file of its own in a temporary directory, never an app's (``spool_path=``,
+    ``$TOKENBUDGET_SPOOL`` and the default per-store spool are not used), and it has no alert
+    sinks: a ledger's store calls replay its spool, and a replay sends the threshold alerts of the
+    commits it applies and marks them sent in the store. An app's spooled commits are the app's
+    to replay, so that its own sinks (a webhook) get their alerts; read from here, they would go
+    to this command's stderr and be lost to the app, and the figures shown would not be the
+    store's.
+    """
+    import tempfile
+
+    from .ledger import Ledger
+
+    with tempfile.TemporaryDirectory(prefix="tokenbudget-read-") as folder:
+        yield Ledger(store, spool_path=Path(folder) / "spool.jsonl", alerts=[], **options)
+
+
 _STORE_LOGGERS = ("tokenbudget.stores.redis",)
 """The stores' loggers: what they log while a command reads (a store refusing its credentials)
 is an error the command reports itself, on its one ``error:`` line."""
@@ -962,9 +983,9 @@ def report(
 ) -> None:
     """Report spend: totals, spend by feature, user or model, and per day the cost per active user.
 
-    Reads the attribution the ledger records; nothing is written.
+    Reads the attribution the ledger records; nothing is written, and usage an app spooled
+    while the store was down is left for the app to replay (with its budget alerts).
     """
-    from .ledger import Ledger
     from .reports import MAX_LAST_DAYS, build_report
 
     n_days = None if last_days is None else _positive("--days", last_days)
@@ -978,8 +999,10 @@ def report(
     n_top = _positive("--top", top)
     if day is not None and n_days is not None:
         raise InvalidInputError("--day", "give --day or --days, not both")
-    with _opened_store(_namespaced(store_url, namespace)) as store:
-        ledger = Ledger(store, timezone=tz)
+    with (
+        _opened_store(_namespaced(store_url, namespace)) as store,
+        _reading_ledger(store, timezone=tz) as ledger,
+    ):
         r = build_report(ledger, day=day, last_days=n_days, by=(by,), top=n_top)  # type: ignore[arg-type]
     if r.totals.requests == 0:  # a wrong --store, --namespace or day reads as a quiet day: say so
         days = r.days[0] if len(r.days) == 1 else f"{r.days[0]} to {r.days[-1]}"
@@ -1022,18 +1045,20 @@ def budgets(
 ) -> None:
     """Show today's budgets: limit, spent + reserved, headroom and ladder step of each.
 
-    Per-user budgets are shown for --user only.
+    Per-user budgets are shown for --user only. The figures are the store's: usage an app
+    spooled while the store was down is left for the app to replay (with its budget alerts).
     """
     from .budget_status import budget_rows
     from .budgets import load_policy
-    from .ledger import Ledger
 
     policy = load_policy(policy_path)
     features: list[str | None] = [feature] if feature else [*sorted(policy.features)] or [None]
     if feature and feature not in policy.features:
         click.echo(visible(_unconfigured(feature, policy_path, sorted(policy.features))), err=True)
-    with _opened_store(_namespaced(store_url, namespace)) as store:
-        ledger = Ledger(store, policy=policy, timezone=tz)
+    with (
+        _opened_store(_namespaced(store_url, namespace)) as store,
+        _reading_ledger(store, policy=policy, timezone=tz) as ledger,
+    ):
         today = ledger.day()
         rows, steps = budget_rows(ledger, features, user)
     if as_json:
