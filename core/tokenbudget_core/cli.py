@@ -901,7 +901,9 @@ def _render_report(r: Report) -> list[Table]:
             f"{r.projection.month} projected",
             "- (too early, see below)"
             if r.projection.projected_usd is None
-            else _money(r.projection.projected_usd, places=6),
+            else _money(
+                r.projection.projected_usd,
+            ),
         ),
     ):
         totals.add_row(name, value)
@@ -935,9 +937,13 @@ def _render_report(r: Report) -> list[Table]:
             f"{d.requests:,}",
             _money(d.cost_usd),
             f"{d.active_users:,}",
-            _money(d.cost_per_active_user_usd, places=6),
+            _money(
+                d.cost_per_active_user_usd,
+            ),
             f"{d.conversations:,}",
-            _money(d.cost_per_conversation_usd, places=6),
+            _money(
+                d.cost_per_conversation_usd,
+            ),
         )
     tables.append(days)
     if r.call_costs:
