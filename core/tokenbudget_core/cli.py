@@ -1014,7 +1014,8 @@ def report(
         days = r.days[0] if len(r.days) == 1 else f"{r.days[0]} to {r.days[-1]}"
         click.echo(
             visible(
-                f"note: no usage recorded in this store for {days}; check --store, --namespace and the day"
+                f"note: no usage recorded in this store for {days}; check --store, --namespace, the day "
+                f"and --timezone (these are {tz} days; pass the time zone your app gives its Ledger)"
             ),
             err=True,
         )
