@@ -2,8 +2,9 @@
 
 :class:`BudgetMemory` keeps the full transcript in a LlamaIndex ``BaseChatStore`` and a core
 ``ConversationWindow`` or ``SummaryBuffer`` (chosen by the subclass) built from it on first
-use, then kept in step with it (what another memory added is appended, counted once); it
-translates messages both ways and holds no budget rules of its own.
+use, then kept in step with it (what another memory added is appended, counted once; a
+transcript replaced there is rebuilt); it translates messages both ways and holds no budget
+rules of its own.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ class BudgetMemory(BaseMemory):
 
     _counter: TokenCounter = PrivateAttr()
     _transcript: Transcript | None = PrivateAttr(default=None)
+    # The loaded transcript's messages as the store last gave them back (or as put, until it
+    # does): what each operation compares the store with. Apart from ``_transcript.host`` (the
+    # host's own objects, which get() returns) because a store may give a message back in
+    # another form (SDK objects in additional_kwargs as dicts after a JSON round trip).
+    _seen: list[ChatMessage] = PrivateAttr(default_factory=list)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -184,6 +190,7 @@ class BudgetMemory(BaseMemory):
         except Exception:
             self._transcript = None  # the store is the source of truth: reload it on next use
             raise
+        self._seen.append(message)
 
     async def aput(self, message: ChatMessage) -> None:
         """Async twin of :meth:`put`."""
@@ -195,6 +202,7 @@ class BudgetMemory(BaseMemory):
         except Exception:
             self._transcript = None
             raise
+        self._seen.append(message)
 
     def put_messages(self, messages: list[ChatMessage]) -> None:
         """Append messages one by one, as :meth:`put`.
@@ -219,39 +227,41 @@ class BudgetMemory(BaseMemory):
         """
         transcript = self._build(messages)
         self.chat_store.set_messages(self.chat_store_key, list(messages))
-        self._transcript = transcript
+        self._adopt(transcript, messages)
 
     async def aset(self, messages: list[ChatMessage]) -> None:
         """Async twin of :meth:`set`."""
         transcript = await self._abuild(messages)
         await self.chat_store.aset_messages(self.chat_store_key, list(messages))
-        self._transcript = transcript
+        self._adopt(transcript, messages)
 
     def reset(self) -> None:
         """Delete the transcript from the store and empty the window."""
         self.chat_store.delete_messages(self.chat_store_key)
-        self._transcript = Transcript(self._new_core())
+        self._adopt(Transcript(self._new_core()), [])
 
     async def areset(self) -> None:
         """Async twin of :meth:`reset`."""
         await self.chat_store.adelete_messages(self.chat_store_key)
-        self._transcript = Transcript(self._new_core())
+        self._adopt(Transcript(self._new_core()), [])
 
     # -- plumbing -------------------------------------------------------------------------------
 
     def _loaded(self) -> Transcript:
         """The transcript, in step with the chat store (which another memory may write to: two
         workers on one Redis store). Messages added there since are appended, each counted once;
-        a transcript replaced there (reset, set) is rebuilt."""
+        a transcript replaced there (reset, set, a deleted message) is rebuilt."""
         stored = self.chat_store.get_messages(self.chat_store_key)
         transcript = self._transcript
-        if transcript is None or not _extends(stored, transcript.host):
+        if transcript is None or not _extends(stored, self._seen):
             self._transcript = None
-            transcript = self._transcript = self._build(stored)
+            transcript = self._build(stored)
+            self._adopt(transcript, stored)
             return transcript
         try:
-            for i in range(len(transcript.host), len(stored)):
+            for i in range(len(self._seen), len(stored)):
                 transcript.append(stored[i], where=f"messages[{i}]")
+                self._seen.append(stored[i])
         except Exception:
             self._transcript = None
             raise
@@ -261,18 +271,25 @@ class BudgetMemory(BaseMemory):
         """Async twin of :meth:`_loaded`."""
         stored = await self.chat_store.aget_messages(self.chat_store_key)
         transcript = self._transcript
-        if transcript is None or not _extends(stored, transcript.host):
+        if transcript is None or not _extends(stored, self._seen):
             self._transcript = None
-            transcript = self._transcript = await self._abuild(stored)
+            transcript = await self._abuild(stored)
+            self._adopt(transcript, stored)
             return transcript
         try:
             with self._async_scope():
-                for i in range(len(transcript.host), len(stored)):
+                for i in range(len(self._seen), len(stored)):
                     await transcript.aappend(stored[i], where=f"messages[{i}]")
+                    self._seen.append(stored[i])
         except Exception:
             self._transcript = None
             raise
         return transcript
+
+    def _adopt(self, transcript: Transcript, messages: Sequence[ChatMessage]) -> None:
+        """Make ``transcript``, built from ``messages`` (as the store holds them), the loaded one."""
+        self._transcript = transcript
+        self._seen = list(messages)
 
     def _build(self, messages: Sequence[ChatMessage]) -> Transcript:
         transcript = Transcript(self._new_core())
@@ -313,14 +330,37 @@ class BudgetMemory(BaseMemory):
         return [transcript.to_host(request[i]) for i in fitted.kept if len(prefix) <= i < end]
 
 
-def _extends(stored: Sequence[ChatMessage], loaded: Sequence[ChatMessage]) -> bool:
-    """Whether the store's transcript is the loaded one, maybe with messages added after it
-    (its first and last loaded messages in place: cheap, and a reset or replaced transcript
-    fails it)."""
-    n = len(loaded)
+def _extends(stored: Sequence[ChatMessage], seen: list[ChatMessage]) -> bool:
+    """Whether the store's transcript is the loaded one, maybe with messages added after it.
+
+    Every loaded position is compared: a transcript replaced by another worker (reset, then new
+    messages) may well begin and end with the same messages (a system prompt, a short "Done.")
+    and must not pass for the old one. The comparison is by identity (an in-process store hands
+    back the objects it was given), else by the fields' values (fresh objects from Redis: about
+    a tenth of the time the store's read and parse of them takes), else by the JSON form the
+    store keeps: a message put here with SDK objects in ``additional_kwargs`` comes back as
+    dicts, and is the same message. Such a message is replaced in ``seen`` by the store's copy,
+    so that it is dumped once, not on every call.
+    """
+    n = len(seen)
     if len(stored) < n:
         return False
-    return n == 0 or all(stored[i] is loaded[i] or stored[i] == loaded[i] for i in {0, n - 1})
+    for i in range(n):
+        got, had = stored[i], seen[i]
+        if got is had or got.__dict__ == had.__dict__:  # the fields (cheaper than pydantic's ==)
+            continue
+        if not _same_json(got, had):
+            return False
+        seen[i] = got
+    return True
+
+
+def _same_json(a: ChatMessage, b: ChatMessage) -> bool:
+    """Whether two messages have the same JSON form (what a store that serialises keeps)."""
+    try:
+        return bool(a.model_dump(mode="json") == b.model_dump(mode="json"))
+    except (TypeError, ValueError):  # (pydantic's serialisation errors are ValueErrors)
+        return False  # a message that cannot be serialised is not known to be the same
 
 
 def _request_tokens(input: object, kwargs: dict[str, Any]) -> int:

@@ -11,7 +11,10 @@ Both classes subclass LlamaIndex's ``BaseMemory`` and persist every message thro
 
 Each message is counted once: the core object is built from the store on first use, then
 appended to; every operation reads the store, so memories sharing one chat-store key (workers
-on one Redis store) see what the others put, and a transcript replaced there is rebuilt.
+on one Redis store) see what the others put, and a transcript replaced there is rebuilt (every
+loaded message is compared with the store's, by value, so a new conversation that begins and
+ends like the deleted one is not taken for it; a message that comes back from the store in
+another form, SDK objects in ``additional_kwargs`` as dicts, is compared by its JSON form).
 Hosts that send messages of their own before the memory's (a chat engine's
 ``prefix_messages``, an agent's ``system_prompt``) should list them in ``prefix_messages`` so
 that their tokens are reserved; an agent's in-progress tool calls (its scratchpad) are not in
