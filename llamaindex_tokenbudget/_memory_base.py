@@ -29,7 +29,7 @@ from llama_index.core.storage.chat_store import BaseChatStore, SimpleChatStore
 from llama_index.core.tools import BaseTool
 
 from tokenbudget_core.counting import TokenCounter, resolve_counter
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import ContextOverflowError, InvalidInputError
 from tokenbudget_core.fitting import fit_messages
 from tokenbudget_core.messages import Message, to_message
 
@@ -154,7 +154,8 @@ class BudgetMemory(BaseMemory):
             **kwargs: ``initial_token_count`` (passed by chat engines) is reserved too.
 
         Raises:
-            ContextOverflowError: System, pinned and newest messages alone exceed the budget.
+            ContextOverflowError: System, pinned and newest messages alone exceed the budget,
+                also when ``initial_token_count`` leaves nothing of it.
             InvalidInputError: ``input`` is not a string, or ``initial_token_count`` not a
                 non-negative integer.
         """
@@ -314,13 +315,22 @@ class BudgetMemory(BaseMemory):
         if not (self.prefix_messages or input or reserved):
             return [transcript.to_host(m) for m in window]
         # The request as the host will send it, fitted by the core; then the memory's part of it.
+        budget = transcript.core.budget
+        if reserved >= budget:  # nothing left: the same error as when a little is left, naming the count
+            raise ContextOverflowError(
+                limit=budget,
+                required=reserved + int(self._counter.count_messages([], self.tools or None)),
+                what="tokens already in the request (initial_token_count) plus the request's framing",
+                fix="raise max_tokens, or send fewer tokens beside the memory's messages (a shorter "
+                "prompt or context)",
+            )
         prefix = self._prefix()
         extra = [to_message({"role": "user", "content": input}, where="input")] if input else []
         request = [*prefix, *window, *extra]
         end = len(prefix) + len(window)
         fitted = fit_messages(
             request,
-            transcript.core.budget,
+            budget,
             self._counter,
             reserve_output=reserved,
             pinned=[*range(len(prefix)), *range(end, len(request))],
