@@ -192,6 +192,8 @@ _FLAGS = {
     "model": "--model",
     "max_tokens": "--max-tokens",
     "marker": "--marker",
+    "users": "--users",
+    "turns": "--turns",
 }
 """The core's argument names (an error's ``field``) and the flags that set them."""
 _USAGE_FLAGS = {
@@ -517,10 +519,13 @@ def demo(
     from .demo_report import render_html, render_table
 
     n_users, n_turns = _positive("--users", users), _positive("--turns", turns)
+    n_seed = _tokens("--seed", seed)
     if live:
         check_live()
+    if html_path != "-":
+        _check_writable("--html", html_path)
     total = n_users * n_turns * len(STAGES)
-    console = _Console(soft_wrap=False)
+    console = _Console(soft_wrap=not _on_terminal())  # piped: each line whole, never cut at 80 columns
     progress = Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -535,7 +540,7 @@ def demo(
             store=store_url,
             users=n_users,
             turns=n_turns,
-            seed=_tokens("--seed", seed),
+            seed=n_seed,
             live=live,
             on_turn=lambda: progress.advance(task),
         )
@@ -543,7 +548,13 @@ def demo(
         try:
             Path(html_path).write_text(render_html(summary), encoding="utf-8")
         except OSError as e:
-            raise InvalidInputError("--html", f"cannot write {html_path!r}: {e.strerror or e}") from e
+            raise InvalidInputError(
+                "--html",
+                f"cannot write {html_path!r}: {e.strerror or e}",
+                value=html_path,
+                fix=f"the run's figures are in the ledger ({summary.store}); "
+                "pass a writable --html next time",
+            ) from e
     if as_json:
         click.echo(
             json.dumps({**summary.as_dict(), "html": None if html_path == "-" else html_path}, indent=2)
@@ -564,11 +575,39 @@ def demo(
         )
     if html_path != "-":
         console.print(_shown(f"HTML report: {html_path}"), markup=False, emoji=False)
-    console.print(
-        _shown(f"ledger: {summary.store}  (try: tokenbudget report --store {summary.store} --by feature)"),
-        markup=False,
-        emoji=False,
-    )
+    if store_url is not None and _in_process(store_url):  # gone with this process: nothing to report on
+        hint = "in-process: gone with this run; for tokenbudget report, pass --store sqlite:///path.db"
+    else:
+        hint = f"try: tokenbudget report --store {summary.store} --by feature"
+    console.print(_shown(f"ledger: {summary.store}  ({hint})"), markup=False, emoji=False)
+
+
+def _check_writable(flag: str, path: str) -> None:
+    """Refuse ``path`` now if a file cannot be written there (a missing folder, a directory, no
+    permission), rather than after a long run. Creates nothing: a file made to find out is removed.
+    """
+    target = Path(path)
+    existed = target.exists()
+    try:
+        with target.open("ab"):
+            pass
+    except OSError as e:
+        raise InvalidInputError(
+            flag,
+            f"cannot write {path!r}: {e.strerror or e}",
+            value=path,
+            fix=f"pass a {flag} path in a writable folder, or {flag} - for none",
+        ) from e
+    if not existed:
+        target.unlink(missing_ok=True)
+
+
+def _on_terminal() -> bool:
+    """Whether stdout is a terminal (not a pipe, a file or a closed stream)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        return False
 
 
 # -- explain --------------------------------------------------------------------------------------
@@ -639,6 +678,15 @@ def _namespaced(url: str | None, namespace: str | None) -> str | None:
     return f"{base}{'&' if '?' in base else '?'}namespace={quote(namespace, safe='')}{hash_}{fragment}"
 
 
+def _in_process(url: str) -> bool:
+    """Whether the store at ``url`` lives in its process alone (``memory://``, an in-memory SQLite
+    database): another command opening it finds a fresh, empty one."""
+    prefix = "sqlite:///"
+    return url.lower().startswith("memory://") or (
+        url.lower().startswith(prefix) and url[len(prefix) :].split("?", 1)[0] in ("", ":memory:")
+    )
+
+
 @contextmanager
 def _opened_store(url: str | None) -> Iterator[LedgerStore]:
     """The store at ``url``, to read: a SQLite file is opened read-only and never modified, and
@@ -650,10 +698,7 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
     url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
     prefix = "sqlite:///"
     options: dict[str, object] = {}
-    in_process = url.lower().startswith("memory://") or (
-        url.lower().startswith(prefix) and url[len(prefix) :].split("?", 1)[0] in ("", ":memory:")
-    )
-    if in_process:
+    if _in_process(url):
         raise InvalidInputError(
             "--store",
             f"{url} is an in-process store: this command would open a fresh, empty one, with nothing to read",
@@ -813,10 +858,7 @@ def _print_tables(*tables: RenderableType) -> None:
     that ``grep`` or ``cut`` see whole (``$COLUMNS`` does not apply: a pipe has no width). On a
     terminal, a table that fits its width is drawn as a table; one that does not is printed as
     records (:func:`_records`), so no number or id is cut or folded across lines."""
-    try:
-        terminal = sys.stdout.isatty()
-    except (AttributeError, ValueError):  # no stdout, or a closed one
-        terminal = False
+    terminal = _on_terminal()
     console = _Console(soft_wrap=False, width=None if terminal else _UNLIMITED_WIDTH)
     for table in _parts(tables):
         if not isinstance(table, Table):
