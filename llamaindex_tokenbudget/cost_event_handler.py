@@ -27,6 +27,14 @@ first chunk) are not charged. Nested LLM events (``CustomLLM.chat`` calling ``co
 ``CustomLLM.astream_chat`` iterating ``stream_chat``) are one provider call: only the innermost
 is recorded. A stream the garbage collector closes (abandoned inside a reference cycle) is
 recorded a moment later by a worker thread (:mod:`tokenbudget_core.finalizing`).
+
+A call is recorded on the payer in force where it started (its ``attribute()`` block's feature,
+user, conversation, tenant and :func:`~tokenbudget_core.attribution.overhead` mark, then the
+handler's ``feature`` / ``user``), as ``BudgetCallbackHandler`` reserves it: a stream read or
+closed in another ``attribute()`` block, thread or task is charged to whoever started it. The
+provider call a lazily started stream makes (``CustomLLM.astream_chat`` calls ``stream_chat``
+once it is iterated, maybe in the reader's block) is recorded on the payer of the call that
+returned the stream.
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent  # type: ignore[attr-defined]
 
-from tokenbudget_core.attribution import Attribution, current_attribution
+from tokenbudget_core.attribution import Attribution, in_force, outer_first
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError, refuse_unknown
 from tokenbudget_core.estimating import unknown_model_counter
@@ -93,7 +101,8 @@ class _Call:
 
     start: LLMChatStartEvent | LLMCompletionStartEvent
     payer: Attribution
-    """The attribution where the call started (a stream may end in another thread)."""
+    """Who pays: the attribution where the call started, the handler's ``feature`` / ``user``
+    filling what it leaves unset (a stream may end in another block, thread or task)."""
     started: float
     last: Any = None
     """The latest streamed response (for a stream abandoned half-way)."""
@@ -102,6 +111,16 @@ class _Call:
     """The routed call's premium model (when a router made the call)."""
     routed_model: str | None = None
     """The model a router sent the call to (it is recorded on it)."""
+
+
+def _outer_payer(outer: Attribution, inner: Attribution) -> Attribution:
+    """The payer of a call nested in ``outer``'s: ``outer``'s ids first, field by field
+    (:func:`~tokenbudget_core.attribution.outer_first`), then ``inner``'s."""
+    tenant, feature, user, conversation, kind = outer_first(
+        (outer.tenant, outer.feature, outer.user, outer.conversation, outer.overhead),
+        (inner.tenant, inner.feature, inner.user, inner.conversation, inner.overhead),
+    )
+    return Attribution(tenant=tenant, feature=feature, user=user, conversation=conversation, overhead=kind)
 
 
 class CostEventHandler(BaseEventHandler):
@@ -113,8 +132,9 @@ class CostEventHandler(BaseEventHandler):
     Args:
         ledger: The core ledger that prices and attributes.
         model: The model to price with; default: the LLM's own ``model`` or ``metadata.model_name``.
-        feature: The feature to charge, unless an ``attribute(...)`` block names one.
-        user: The user to charge, unless an ``attribute(...)`` block names one.
+        feature: The feature to charge, unless the ``attribute(...)`` block the call starts in
+            names one.
+        user: The user to charge, unless the ``attribute(...)`` block the call starts in names one.
 
     Raises:
         InvalidInputError: A bad option, named (an unknown one such as ``usr=``, ``ledger``
@@ -210,11 +230,13 @@ class CostEventHandler(BaseEventHandler):
                 for stale in [k for k, c in self._calls.items() if c.started < oldest]:
                     del self._calls[stale]
                 outer = enclosing(self._calls, caller.f_back if caller else None, key="span_id")
+                payer = self.payer()
                 if outer is not None:  # one provider call: the innermost event is recorded
                     outer.delegated = True
+                    payer = _outer_payer(outer.payer, payer)  # (a lazy stream's, read elsewhere)
                 self._calls[key] = _Call(
                     start=event,
-                    payer=current_attribution(),
+                    payer=payer,
                     started=time.monotonic(),
                     premium_model=routed_premium_model(),
                     routed_model=routed_model(),
@@ -255,17 +277,19 @@ class CostEventHandler(BaseEventHandler):
         except InvalidInputError:  # recorded all the same, unpriced, under the LLM's class name
             named = start.model_dict.get("class_name") if start else None
             model = f"unnamed:{named if isinstance(named, str) and named else 'LLM'}"
-        payer = call.payer if call else current_attribution()
+        payer = call.payer if call else self.payer()
         where: dict[str, Any] = {
-            "feature": payer.feature or self.feature,
-            "user": payer.user or self.user,
+            "feature": payer.feature,
+            "user": payer.user,
             "conversation": payer.conversation,
             "request_id": request_id,
             "premium_model": (call.premium_model if call else None) or routed_premium_model(response),
         }
-        usage = reported_usage(response)
-        if usage is None or not self._charge(usage, model=model, **where):
-            self._charge(self._estimate(start, response, model), model=model, **where)
+        # The ledger charges the attribution in force: the start's, not the one the stream ends in.
+        with in_force(payer):
+            usage = reported_usage(response)
+            if usage is None or not self._charge(usage, model=model, **where):
+                self._charge(self._estimate(start, response, model), model=model, **where)
 
     def _estimate(self, start: Any, response: Any, model: str) -> Usage:
         """The flagged estimate of a call: its counted input and the tokens of its reply's text."""
