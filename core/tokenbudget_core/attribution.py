@@ -21,7 +21,15 @@ __all__ = ["Attribution", "attribute", "current_attribution", "in_force", "outer
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Attribution:
-    """The payer of the calls in the current context."""
+    """The payer of the calls in the current context.
+
+    Its ids are checked when it is built, as :func:`attribute` checks them, so one put in force
+    (:func:`in_force`) holds only ids the ledger takes on every call (reserve and commit alike).
+
+    Raises:
+        InvalidInputError: An id is not a non-empty string, or holds characters UTF-8 cannot
+            encode (lone surrogates), named.
+    """
 
     tenant: str | None = None
     """The customer organisation (caches never share entries across tenants)."""
@@ -33,6 +41,25 @@ class Attribution:
     """The conversation or thread, for cost per conversation."""
     overhead: str | None = None
     """Set inside :func:`overhead`: what the package was doing (``summariser``...)."""
+
+    def __post_init__(self) -> None:
+        t, f, u, c, o = self.tenant, self.feature, self.user, self.conversation, self.overhead
+        if (
+            (t is None or (type(t) is str and t != "" and t.isascii()))
+            and (f is None or (type(f) is str and f != "" and f.isascii()))
+            and (u is None or (type(u) is str and u != "" and u.isascii()))
+            and (c is None or (type(c) is str and c != "" and c.isascii()))
+            and (o is None or (type(o) is str and o != "" and o.isascii()))
+        ):
+            return  # plain ASCII ids (or none): valid, without a call per field
+        for field, value in (
+            ("tenant", t),
+            ("feature", f),
+            ("user", u),
+            ("conversation", c),
+            ("overhead", o),
+        ):
+            _check(field, value)
 
 
 _EMPTY = Attribution()
@@ -122,7 +149,8 @@ def in_force(attribution: Attribution) -> Iterator[Attribution]:
     over blocks opened inside it), so that the core's calls inside charge that payer.
 
     Raises:
-        InvalidInputError: ``attribution`` is not an :class:`Attribution`.
+        InvalidInputError: ``attribution`` is not an :class:`Attribution` (one with a bad id
+            cannot be built: :class:`Attribution` checks its ids as :func:`attribute` does).
     """
     if not isinstance(attribution, Attribution):
         raise InvalidInputError("attribution", "must be an Attribution", value=type(attribution).__name__)
