@@ -135,11 +135,22 @@ def outer_first(*levels: tuple[str | None, ...]) -> tuple[str | None, ...]:
     takes the first id set, so the outer payer is charged for everything inside it. Adapters use
     it for their frameworks' nested runs (a chain's run metadata over a model's own).
 
+    Raises:
+        InvalidInputError: The levels do not all have the same number of ids.
+
     Example:
         >>> outer_first(("support", None), ("other", "u-42"))
         ('support', 'u-42')
     """
-    return tuple(next((v for v in values if v is not None), None) for values in zip(*levels, strict=True))
+    try:
+        return tuple(next((v for v in values if v is not None), None) for values in zip(*levels, strict=True))
+    except ValueError as e:  # zip(strict=True): a level longer or shorter than the others
+        raise InvalidInputError(
+            "levels",
+            "must all have the same number of ids (one per field)",
+            value=levels,
+            fix="pass every level's ids for the same fields, in the same order (None where unset)",
+        ) from e
 
 
 @contextmanager
