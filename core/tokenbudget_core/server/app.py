@@ -369,7 +369,9 @@ def create_app(
     def metrics() -> Response:
         """Prometheus metrics: HTTP requests and latency; today's spend, cache and budget figures."""
         ledger_families = ledger_metrics(
-            lambda: build_report(ledger, last_days=1, by=("feature", "model"), top=SERIES_TOP),
+            lambda: build_report(
+                ledger, last_days=1, by=("feature", "model"), top=SERIES_TOP, percentiles=False
+            ),  # no percentile series: no read of today's per-call cost samples on each scrape
             lambda: budget_rows(ledger, [*sorted(ledger.policy.features)] or [None], None)[0],
         )
         return Response(render([*http_stats.families(), *ledger_families]), media_type=CONTENT_TYPE)

@@ -195,7 +195,8 @@ def ledger_metrics(
     or refuses the ledger).
 
     Args:
-        report: Builds today's report (``build_report(ledger, last_days=1)``).
+        report: Builds today's report (``build_report(ledger, last_days=1, percentiles=False)``:
+            no percentile is a metric, so no scrape reads the day's per-call cost samples).
         budgets: Today's budget rows (:func:`~tokenbudget_core.budget_status.budget_rows`).
     """
     try:
