@@ -179,7 +179,8 @@ class Ledger:
         alerts: ``"log"``, webhook URLs and callables receiving :class:`~tokenbudget_core.alerts.Alert`.
         registry: Model registry for pricing and output limits.
         prices: Price overrides.
-        clock: Returns epoch seconds (tests pass a fake clock).
+        clock: Returns epoch seconds (tests pass a fake clock); a reading with no calendar date
+            (milliseconds, nanoseconds) is refused.
 
     Raises:
         InvalidInputError: A bad argument, named.
@@ -242,6 +243,10 @@ class Ledger:
             raise InvalidInputError(
                 "timezone", f"unknown time zone {timezone!r}", fix="use an IANA name"
             ) from e
+        try:  # a clock in milliseconds or nanoseconds reads a time with no date: refused here, once
+            datetime.fromtimestamp(now, self.tz)
+        except (OverflowError, ValueError, OSError) as e:
+            raise _clock_out_of_range(now) from e
         if on_unavailable not in ("closed", "open"):
             raise InvalidInputError(
                 "on_unavailable", f"unknown value {on_unavailable!r}", fix="'closed' or 'open'"
@@ -390,16 +395,24 @@ class Ledger:
         """
         seconds = self._instant(field, at, future=future)
         try:
-            return self._day_of(seconds)
+            return datetime.fromtimestamp(seconds, self.tz).date().isoformat()
         except (OverflowError, ValueError, OSError) as e:  # before year 1 (or after 9999) here
             raise _out_of_range(field, at) from e
 
     def _day_of(self, at: float) -> str:
-        second = int(at // 1)  # days start on whole seconds in every zone: cache one second's answer
-        cached = self._day_cache
-        if cached[0] == second:
-            return cached[1]
-        day = datetime.fromtimestamp(at, self.tz).date().isoformat()
+        """The ledger day of ``at``, a reading of the clock.
+
+        Raises:
+            InvalidInputError: ``clock`` read a time with no calendar date (it went out of range).
+        """
+        try:
+            second = int(at // 1)  # days start on whole seconds in every zone: cache one second's answer
+            cached = self._day_cache
+            if cached[0] == second:
+                return cached[1]
+            day = datetime.fromtimestamp(at, self.tz).date().isoformat()
+        except (OverflowError, ValueError, OSError, TypeError) as e:
+            raise _clock_out_of_range(at) from e
         self._day_cache = (second, day)
         return day
 
@@ -2468,6 +2481,17 @@ def _out_of_range(field: str, at: object) -> InvalidInputError:
         "is out of range: it has no calendar date (year 1 to 9999) in UTC and the ledger's time zone",
         value=at,
         fix="pass when the call happened (epoch seconds or an aware datetime)",
+    )
+
+
+def _clock_out_of_range(now: object) -> InvalidInputError:
+    reading = f"{now:.6g}" if isinstance(now, float | int) and not isinstance(now, bool) else repr(now)
+    return InvalidInputError(
+        "clock",
+        f"returned {reading}, which is no time with a calendar date (year 1 to 9999) in the "
+        "ledger's time zone: is it milliseconds or nanoseconds?",
+        value=now,
+        fix="return epoch seconds, e.g. time.time",
     )
 
 
