@@ -46,16 +46,26 @@ def cost_of_message(message: AIMessage, model: str | None = None) -> Decimal:
     as the ledger charges it, though its ``usage_metadata`` still shows the cached call's tokens.
 
     Raises:
-        InvalidInputError: Not an ``AIMessage``; or a reply of a model call with no usage, or no
+        InvalidInputError: Not an ``AIMessage``; ``model`` given but not a non-empty name (only
+            ``None`` means the reply's own model); or a reply of a model call with no usage, or no
             model name to price it with.
         UnpricedModelError: The model has no known price.
     """
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise InvalidInputError(
+            "model",
+            "must be a non-empty model name (or None for the one the reply names)",
+            value=model,
+            fix="pass model='gpt-4o', or leave it out",
+        )
     if isinstance(message, AIMessage) and (
         served_hit(message.response_metadata.get(CACHE_HIT_KEY), message.usage_metadata) is not None
     ):
         return Decimal(0)
     usage = usage_of(message)  # validates the message first
-    name = model or message.response_metadata.get("model_name") or message.response_metadata.get("model")
+    if model is not None:
+        return cost_of(usage, model)
+    name = message.response_metadata.get("model_name") or message.response_metadata.get("model")
     if not name:
         raise InvalidInputError("model", "the reply does not name its model", fix="pass model='...'")
     return cost_of(usage, str(name))

@@ -50,15 +50,25 @@ def cost_of_response(response: ChatResponse | CompletionResponse, model: str | N
     charges it.
 
     Raises:
-        InvalidInputError: Not a response; or a response of a model call with no usage, or no
-            model name to price it with.
+        InvalidInputError: Not a response; ``model`` given but not a non-empty name (only
+            ``None`` means the response's own model); or a response of a model call with no usage,
+            or no model name to price it with.
         UnpricedModelError: The model has no known price.
     """
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise InvalidInputError(
+            "model",
+            "must be a non-empty model name (or None for the one the response names)",
+            value=model,
+            fix="pass model='gpt-4o', or leave it out",
+        )
     if isinstance(response, ChatResponse | CompletionResponse) and _hit(response):
         return Decimal(0)
     usage = usage_of(response)  # validates the response first
     raw = response.raw
-    name = model or (raw.get("model") if isinstance(raw, dict) else getattr(raw, "model", None))
+    if model is not None:
+        return cost_of(usage, model)
+    name = raw.get("model") if isinstance(raw, dict) else getattr(raw, "model", None)
     if not name:
         raise InvalidInputError("model", "the response does not name its model", fix="pass model='...'")
     return cost_of(usage, str(name))

@@ -22,19 +22,38 @@ DEFAULT_STORE_URL = "sqlite:///tokenbudget.db"
 def open_store(url: str | None = None, **options: object) -> LedgerStore:
     """Open the store at ``url`` (default: ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``).
 
+    Only ``None`` (no argument) means the default: an empty string, or any other non-string,
+    is refused, so a missing environment variable (``open_store(os.environ.get("X", ""))``)
+    cannot quietly open a private SQLite file in the current directory.
+
     A Redis URL may name the ledger's ``namespace``, ``retention_days`` and
     ``request_retention_days`` as query options (``redis://host:6379/0?namespace=prod``), so the
     URL alone names the same data as ``RedisStore(url, namespace="prod")``; ``options`` are the
     store's keyword arguments.
 
     Raises:
-        InvalidInputError: The URL's scheme is not ``memory``, ``sqlite``, ``redis``/``rediss``
-            or ``redis+cluster``, or the store refuses the URL or an option.
+        InvalidInputError: ``url`` is not a string or is empty (``store``), its scheme is not
+            ``memory``, ``sqlite``, ``redis``/``rediss`` or ``redis+cluster``, or the store
+            refuses the URL or an option.
         MissingDependencyError: The Redis client is not installed.
     """
-    url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
+    if url is None:
+        url = os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
     if not isinstance(url, str):
-        raise InvalidInputError("store", "must be a URL string", value=url)
+        raise InvalidInputError(
+            "store",
+            f"must be a URL string (or None for the default), got {type(url).__name__}",
+            value=url,
+            fix="memory://, sqlite:///path/to/file.db or redis://host:port/db",
+        )
+    if not url.strip():
+        raise InvalidInputError(
+            "store",
+            "is empty: an empty URL does not mean the default store",
+            value=url,
+            fix="pass a URL (memory://, sqlite:///path/to/file.db, redis://host:port/db), "
+            "or None (no argument) for $TOKENBUDGET_STORE, else sqlite:///tokenbudget.db",
+        )
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     store: type[Any]
     if scheme == "memory":
