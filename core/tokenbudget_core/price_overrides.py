@@ -164,9 +164,18 @@ class PriceTable:
         registered unless every entry is valid.
 
         Raises:
-            InvalidInputError: The file is missing, unparsable, or an entry is malformed.
+            InvalidInputError: ``path`` is not a path (``None``, empty: named ``path``), or the
+                file is missing, unparsable, or an entry is malformed.
         """
-        p = Path(path)
+        raw_path = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+        if not isinstance(raw_path, str) or not raw_path.strip():
+            raise InvalidInputError(
+                "path",
+                f"must be the path of a TOML or JSON prices file, got {path!r}",
+                value=path,
+                fix="pass a path, e.g. 'prices.toml' (an unset environment variable reads as None or '')",
+            )
+        p = Path(raw_path)
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
         try:
             text = p.read_bytes().decode()
@@ -232,6 +241,7 @@ def load_prices(path: str | os.PathLike[str], *, table: PriceTable | None = None
     """Load a TOML/JSON prices file into ``table`` (default: the process-wide table).
 
     Raises:
-        InvalidInputError: The file is missing, unparsable, or an entry is malformed.
+        InvalidInputError: ``path`` is not a path (``None``, empty: named ``path``), or the file
+            is missing, unparsable, or an entry is malformed.
     """
     return (table if table is not None else default_price_table()).load_file(path)

@@ -190,9 +190,18 @@ class ModelRegistry:
             max_output_tokens = 4096
 
         Raises:
-            InvalidInputError: The file is missing, unparsable, or an entry is malformed.
+            InvalidInputError: ``path`` is not a path (``None``, empty: named ``path``), or the
+                file is missing, unparsable, or an entry is malformed.
         """
-        p = Path(path)
+        raw_path = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+        if not isinstance(raw_path, str) or not raw_path.strip():
+            raise InvalidInputError(
+                "path",
+                f"must be the path of a TOML or JSON models file, got {path!r}",
+                value=path,
+                fix="pass a path, e.g. 'models.toml' (an unset environment variable reads as None or '')",
+            )
+        p = Path(raw_path)
         try:
             raw_text = p.read_bytes()
         except OSError as e:
