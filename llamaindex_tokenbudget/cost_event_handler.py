@@ -130,7 +130,9 @@ class CostEventHandler(BaseEventHandler):
     every LLM); remove it with ``get_dispatcher().event_handlers.remove(handler)``.
 
     Args:
-        ledger: The core ledger that prices and attributes.
+        ledger: The core ledger that prices and attributes, positionally or as ``ledger=``
+            (``CostEventHandler(ledger)``, as ``BudgetCallbackHandler(ledger)``); the other
+            options are keyword-only.
         model: The model to price with; default: the LLM's own ``model`` or ``metadata.model_name``.
         feature: The feature to charge, unless the ``attribute(...)`` block the call starts in
             names one.
@@ -175,7 +177,19 @@ class CostEventHandler(BaseEventHandler):
 
     model_config = ConfigDict(extra="forbid")  # (LlamaIndex's base ignores an unknown field)
 
-    def __init__(self, **data: Any) -> None:
+    def __init__(self, ledger: Ledger | None = None, /, *more: object, **data: Any) -> None:
+        if more:
+            raise InvalidInputError(
+                "args",
+                f"CostEventHandler takes only the ledger positionally, got {1 + len(more)} arguments",
+                fix="name the other options: CostEventHandler(ledger, model=..., feature=..., user=...)",
+            )
+        if ledger is not None:  # CostEventHandler(ledger), as BudgetCallbackHandler(ledger)
+            if "ledger" in data:
+                raise InvalidInputError(
+                    "ledger", "is given twice (positionally and as ledger=)", fix="pass it once"
+                )
+            data["ledger"] = ledger
         refuse_unknown("CostEventHandler", data, list(type(self).model_fields))
         ledger = data.get("ledger")
         names = {key: data.get(key) for key in ("model", "feature", "user")}
