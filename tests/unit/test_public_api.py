@@ -66,6 +66,7 @@ CORE_API = [
     "RouteDecision",
     "Rule",
     "SemanticCache",
+    "StoreRefusedError",
     "SummaryBuffer",
     "SummaryEvent",
     "SupportsTokenCount",
