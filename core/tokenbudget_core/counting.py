@@ -220,6 +220,11 @@ class TokenCounter(abc.ABC):
             tools: Tool definitions, OpenAI or Anthropic style.
 
         Raises:
+            InvalidInputError: ``messages`` is not a list of messages (``None``, a string, a
+                dict), named ``messages``; or ``tools`` is malformed. The Claude counter raises
+                the first as :class:`~tokenbudget_core.errors.InvalidMessageError` (a subclass,
+                as :func:`~tokenbudget_core.messages.to_messages` does), the others as
+                ``InvalidInputError`` itself: catch ``InvalidInputError`` for every bad input.
             InvalidMessageError: A message is malformed; the error names it (``messages[3].role``).
         """
 
