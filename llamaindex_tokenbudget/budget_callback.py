@@ -26,10 +26,14 @@ refuse the call:
 
 Nested LLM events (``CustomLLM.chat`` calling ``complete``, ``CustomLLM.astream_chat`` iterating
 ``stream_chat``, a ``StructuredLLM`` around an ``LLM``) are one provider call: the innermost
-event is charged and the enclosing one's reservation is handed over. A nested event is
-recognised while the enclosing wrapper, or the stream wrapper it returned, is running (on the
-stack). The callback manager is synchronous: with a networked
-store, ``reserve`` and ``commit`` block the event loop of ``achat`` for one round trip.
+event is charged and the enclosing one's reservation is handed over, with its payer: the
+provider call a lazily started stream makes (``CustomLLM.astream_chat`` calls ``stream_chat``
+once it is iterated, maybe by a task inside another user's ``attribute()`` block) is reserved
+on the feature, user, conversation and overhead mark of the call that returned the stream, as
+``CostEventHandler`` records it. A nested event is recognised while the enclosing wrapper, or
+the stream wrapper it returned, is running (on the stack). The callback manager is
+synchronous: with a networked store, ``reserve`` and ``commit`` block the event loop of
+``achat`` for one round trip.
 A stream created but never iterated ends no event: its reservation lasts until its lease ends.
 A stream its consumer closes (``close()``, ``aclose()``, a ``for`` loop left and the stream
 dropped) is settled as LlamaIndex ends its events: in that ``close()``, the provider's generator
@@ -52,6 +56,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from types import CodeType, FrameType
 from typing import Any
@@ -61,7 +66,7 @@ from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 
-from tokenbudget_core.attribution import Attribution, current_attribution, outer_first
+from tokenbudget_core.attribution import Attribution, current_attribution, in_force, outer_first
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.finalizing import collecting, defer, start_worker
@@ -305,6 +310,24 @@ def forget_snapshot(names: Mapping[str, object]) -> None:
         names.clear()
 
 
+def _payer_of(outer: Reservation) -> Attribution:
+    """The payer of an event nested in the call ``outer`` reserved for: ``outer``'s feature,
+    user, conversation and overhead mark first, field by field
+    (:func:`~tokenbudget_core.attribution.outer_first`), then the ``attribute()`` block in force
+    (whose tenant is kept: a reservation holds none)."""
+    ctx = current_attribution()
+    feature, user, conversation, kind = outer_first(
+        (outer.feature, outer.user, outer.conversation, outer.overhead),
+        (ctx.feature, ctx.user, ctx.conversation, ctx.overhead),
+    )
+    return Attribution(
+        tenant=ctx.tenant, feature=feature, user=user, conversation=conversation, overhead=kind
+    )
+
+
+_IN_FORCE_HERE = nullcontext()
+"""The payer of a call that no other encloses: the attribution in force (nothing to put in force)."""
+
 _HANDLERS_LOCK = threading.Lock()
 _HANDLERS: weakref.WeakSet[BudgetCallbackHandler] = weakref.WeakSet()
 """Every handler of this process: an event nested in another handler's call of the same ledger
@@ -447,19 +470,23 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._prune()
         outer = self._enclosing(caller.f_back if caller else None)
+        payer: AbstractContextManager[object] = _IN_FORCE_HERE
         if outer is not None:  # one provider call: its innermost event takes over the reservation
             self.ledger.release(outer.reservation)
-        reservation = self.ledger.reserve(
-            model=model,
-            input_tokens=tokens,
-            max_output_tokens=max_output(
-                call_kwargs, serialized, self.max_output_tokens, llm=calling_llm(caller)
-            ),
-            feature=self.feature,
-            user=self.user,
-            request_id=event_id or None,
-            cache_writes=cache_writes_in(messages),
-        )
+            # and its payer (a lazily started stream's provider call may start in its reader's block)
+            payer = in_force(_payer_of(outer.reservation))
+        with payer:
+            reservation = self.ledger.reserve(
+                model=model,
+                input_tokens=tokens,
+                max_output_tokens=max_output(
+                    call_kwargs, serialized, self.max_output_tokens, llm=calling_llm(caller)
+                ),
+                feature=self.feature,
+                user=self.user,
+                request_id=event_id or None,
+                cache_writes=cache_writes_in(messages),
+            )
         call = _Call(
             reservation=reservation,
             counter=counter,

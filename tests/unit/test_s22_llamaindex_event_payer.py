@@ -273,11 +273,6 @@ def test_plain_calls_are_charged_to_the_block_they_are_made_in_by_both_handlers(
     assert rows(events) == rows(budget) == alice_row(overhead_requests=1, conversations=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BudgetCallbackHandler reserves a lazily started stream's provider call in the block it "
-    "is read in (llamaindex_tokenbudget/budget_callback.py, fixed apart): remove this mark then",
-)
 def test_both_handlers_charge_a_lazily_started_stream_to_the_payer_of_the_call_that_returned_it(
     both: Callable[..., tuple[Provider, Ledger, Ledger]],
 ) -> None:
