@@ -1,9 +1,10 @@
-"""Budget alerts: thresholds per budget (default 80% and 100%), fired once per budget and day.
+"""Budget alerts: thresholds per budget (default 80% and 100%), fired once per budget and day
+(and again at its own thresholds for a limit changed during the day, e.g. raised after an alert).
 
 A threshold alert fires on what was spent, after a commit: a refused call spends nothing, so
 with the default ladder (calls refused from 97%) the 100% alert does not fire while a budget's
 calls are being refused. A budget that refuses a call sends an alert of its own instead
-(:attr:`Alert.refusing`), once per budget and day (see
+(:attr:`Alert.refusing`), once per budget, limit and day (see
 :attr:`~tokenbudget_core.budgets.BudgetPolicy.alert_thresholds`).
 
 Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any callable taking an
@@ -20,8 +21,8 @@ A webhook is POSTed by a worker thread of its own, so a slow webhook never delay
   an ERROR with its content instead of being queued). HTTP 4xx and 3xx (redirects are never
   followed: give the final URL) are not retried: the alert is logged as an ERROR with its content.
   Nothing is ever raised into the call;
-* each alert carries a stable ``id`` (from its day, budget, scope, feature, user and threshold:
-  two payers' alerts never share one, whatever their names), in the JSON body
+* each alert carries a stable ``id`` (from its day, budget, scope, feature, user, limit and
+  threshold: two payers' alerts never share one, whatever their names), in the JSON body
   and as an ``Idempotency-Key`` header: a webhook that took the alert but answered after the
   timeout gets it again, with the same id, and can drop the duplicate;
 * when the process exits, it waits up to :data:`EXIT_WAIT_S` seconds in all for the alerts still
@@ -109,20 +110,20 @@ class Alert:
     refusing: bool = False
     """The budget refused a call (a hard refusal, or the ladder's soft refusal) that a fresh
     budget would have taken (a call too big for the budget however much is left says nothing of
-    it running out), told once per budget and day: spending stops short of the limit while calls
-    are refused (the default ladder refuses from 97%), so a 100% alert on spend may never fire.
+    it running out), told once per budget, limit and day: spending stops short of the limit while
+    calls are refused (the default ladder refuses from 97%), so a 100% alert on spend may never fire.
     ``used`` is what was spent and reserved when the call was refused, ``threshold`` the share it
     stood at."""
 
     @property
     def id(self) -> str:
-        """Names this threshold crossing (day, budget, scope, feature, user, threshold; or the
-        budget's refusing), the same in every process and on every retry: a receiver
+        """Names this threshold crossing (day, budget, scope, feature, user, limit, threshold; or
+        the budget's refusing), the same in every process and on every retry: a receiver
         de-duplicates by it (webhooks: ``id`` in the body, and the ``Idempotency-Key`` header).
         Two alerts that differ in any of these fields have different ids (a hash of their JSON
-        array)."""
+        array): a limit raised during the day alerts again under new ids."""
         crossed = "refusing" if self.refusing else repr(float(self.threshold))
-        fields = [self.day, self.budget, self.scope, self.feature, self.user, crossed]
+        fields = [self.day, self.budget, self.scope, self.feature, self.user, self.limit, crossed]
         key = json.dumps(fields, ensure_ascii=True)
         return "tb-alert-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 

@@ -282,7 +282,9 @@ class Ledger:
                     fix="pass spool_path= (or set $TOKENBUDGET_SPOOL) to a file in a writable directory",
                 )
         self.sinks = resolve_sinks(alerts)
-        self._refusals_told: set[tuple[str, str, str]] = set()  # (day, scope, metric) told refusing
+        self._refusals_told: set[tuple[str, str, str, int]] = (
+            set()
+        )  # (day, scope, metric, limit) told refusing
         self.registry = registry if registry is not None else default_registry()
         self.prices = prices
         self.clock = clock
@@ -322,7 +324,8 @@ class Ledger:
     @property
     def policy(self) -> BudgetPolicy:
         """The limits. Assigning a new policy (a reloaded ``budgets.toml``) applies it to the next
-        call; reservations already held keep what they reserved.
+        call; reservations already held keep what they reserved. A limit it changes alerts again
+        that day, at its own thresholds (alerts fire once per budget, limit and day).
 
         Raises:
             InvalidInputError: On assignment, not a :class:`~tokenbudget_core.budgets.BudgetPolicy`.
@@ -1901,18 +1904,20 @@ class Ledger:
                 )
 
     def _alert(self, day: str, feature: str | None, user: str | None, c: Check, spent: int) -> None:
-        """Send the alerts of every threshold ``spent`` reached on ``c``'s budget, once per day each."""
+        """Send the alerts of every threshold ``spent`` reached on ``c``'s budget, once per day
+        and limit each (a limit raised during the day alerts again at its own thresholds)."""
         assert c.limit
         for threshold in sorted(self.policy.alert_thresholds):
             if spent / c.limit < threshold:
                 break
-            if self.store.mark_once(f"alert/{day}/{c.scope}/{c.metric}/{threshold}", 3 * 86_400):
+            if self.store.mark_once(f"alert/{day}/{c.scope}/{c.metric}/{c.limit}/{threshold}", 3 * 86_400):
                 dispatch(self.sinks, self._alert_of(day, feature, user, c, threshold, spent))
 
     def _refusing(self, day: str, feature: str | None, user: str | None, c: Check, used: int) -> None:
-        """Tell the sinks, once per budget and day, that ``c``'s budget refused a call (``used``:
-        spent and reserved when it did). Spending stops short of a limit while calls are refused
-        (the default ladder refuses from 97%), so the alerts on spend may never say so.
+        """Tell the sinks, once per budget, limit and day, that ``c``'s budget refused a call
+        (``used``: spent and reserved when it did; a limit raised during the day tells it again).
+        Spending stops short of a limit while calls are refused (the default ladder refuses from
+        97%), so the alerts on spend may never say so.
 
         The refusal stands whatever happens here: a store that cannot mark the alert leaves it to
         the next refusal it answers."""
@@ -1922,11 +1927,11 @@ class Ledger:
         alone = next((t for t, name in rules.ladder if name == "soft_refusal"), 1.0)
         if not self.sinks or not c.limit or c.amount > c.limit * alone:
             return
-        told = (day, c.scope, c.metric)
-        if told in self._refusals_told:  # one store round trip per budget and day, not per refusal
+        told = (day, c.scope, c.metric, c.limit)
+        if told in self._refusals_told:  # one store round trip per budget, limit and day, not per refusal
             return
         try:
-            first = self.store.mark_once(f"alert/{day}/{c.scope}/{c.metric}/refusing", 3 * 86_400)
+            first = self.store.mark_once(f"alert/{day}/{c.scope}/{c.metric}/{c.limit}/refusing", 3 * 86_400)
         except (BudgetUnavailableError, StoreRefusedError, OSError):
             return
         if len(self._refusals_told) >= 65_536:  # many payers refused: start over, never grow without end

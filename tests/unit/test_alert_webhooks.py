@@ -475,8 +475,12 @@ def test_flush_returns_and_logs_what_is_still_unsent(hook: Hook, caplog: pytest.
 
 
 def test_an_alerts_id_names_the_threshold_crossing() -> None:
-    same = Alert(day="2026-11-23", budget="daily_usd", scope="all", threshold=0.8, used="9", limit="10")
-    assert ALERT.id == same.id  # the figures differ, the crossing is the same
+    same = Alert(
+        day="2026-11-23", budget="daily_usd", scope="all", threshold=0.8, used="0.0099", limit="0.01"
+    )
+    assert ALERT.id == same.id  # the spend differs, the crossing is the same
+    raised = Alert(day="2026-11-23", budget="daily_usd", scope="all", threshold=0.8, used="9", limit="10")
+    assert ALERT.id != raised.id  # the limit was raised during the day: its own crossing
     assert ALERT.id.startswith("tb-alert-")
     others = [
         Alert(day="2026-11-24", budget="daily_usd", scope="all", threshold=0.8, used="1", limit="2"),
