@@ -6,13 +6,20 @@ use: they need ``langchain`` (agents), not only ``langchain-core``.
 
 from typing import TYPE_CHECKING, Any
 
-from .budget_callback import AsyncBudgetCallbackHandler, BudgetCallbackHandler
-from .chat_history import SummaryChatMessageHistory, TokenBudgetChatMessageHistory
-from .llm_cache import TokenBudgetLLMCache
-from .messages import to_core_message, to_core_messages, to_core_request, to_countable_message
-from .router_chat_model import RouterChatModel
-from .trim_runnable import TrimMessagesRunnable
-from .usage import cost_of_message, usage_of
+try:  # the adapters need their host framework: a missing extra is named, with its pip command
+    from .budget_callback import AsyncBudgetCallbackHandler, BudgetCallbackHandler
+    from .chat_history import SummaryChatMessageHistory, TokenBudgetChatMessageHistory
+    from .llm_cache import TokenBudgetLLMCache
+    from .messages import to_core_message, to_core_messages, to_core_request, to_countable_message
+    from .router_chat_model import RouterChatModel
+    from .trim_runnable import TrimMessagesRunnable
+    from .usage import cost_of_message, usage_of
+except ModuleNotFoundError as e:
+    if (e.name or "langchain_core").split(".")[0] != "langchain_core":
+        raise
+    from tokenbudget_core.errors import MissingDependencyError
+
+    raise MissingDependencyError("langchain-core", "langchain") from e
 
 if TYPE_CHECKING:
     from .budget_middleware import BudgetMiddleware

@@ -1,12 +1,19 @@
 """LlamaIndex adapters for tokenbudget: translate LlamaIndex types, then call the core."""
 
-from .budget_callback import BudgetCallbackHandler
-from .cached_llm import CachedLLM
-from .cost_event_handler import CostEventHandler
-from .memory import SummaryChatMemory, TokenBudgetChatMemory
-from .messages import to_core_message, to_core_messages, to_core_request, to_countable_message
-from .routed_llm import RoutedLLM
-from .usage import cost_of_response, usage_of
+try:  # the adapters need their host framework: a missing extra is named, with its pip command
+    from .budget_callback import BudgetCallbackHandler
+    from .cached_llm import CachedLLM
+    from .cost_event_handler import CostEventHandler
+    from .memory import SummaryChatMemory, TokenBudgetChatMemory
+    from .messages import to_core_message, to_core_messages, to_core_request, to_countable_message
+    from .routed_llm import RoutedLLM
+    from .usage import cost_of_response, usage_of
+except ModuleNotFoundError as e:
+    if (e.name or "llama_index").split(".")[0] != "llama_index":
+        raise
+    from tokenbudget_core.errors import MissingDependencyError
+
+    raise MissingDependencyError("llama-index-core", "llamaindex") from e
 
 __all__ = [
     "BudgetCallbackHandler",
