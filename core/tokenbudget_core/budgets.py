@@ -380,14 +380,15 @@ class BudgetPolicy:
     default_feature: FeatureBudget = field(default_factory=FeatureBudget)
     ladder: Ladder = field(default_factory=Ladder)
     alert_thresholds: tuple[float, ...] = (0.8, 1.0)
-    """Shares of each budget at which an alert fires (once per budget and day); kept as floats,
-    sorted, each once (``1`` and ``1.0`` are one threshold: its alert fires once a day).
+    """Shares of each budget at which an alert fires (once per budget, limit and day: a limit
+    raised mid-day gets alerts of its own); kept as floats, sorted, each once (``1`` and ``1.0``
+    are one threshold: its alert fires once a day).
 
     An alert fires on what was *spent*, after a commit; a refused call spends nothing. With the
     default ladder, calls are refused from 97% (:attr:`Ladder.soft_refusal`), so the spend of
     calls that reserve first stops short of 100% and the default 100% alert does not fire. So a
     budget that refuses a call a fresh budget would take (a soft or a hard refusal) sends an
-    alert of its own, once per budget and day, to the same sinks
+    alert of its own, once per budget, limit and day, to the same sinks
     (:attr:`Alert.refusing <tokenbudget_core.alerts.Alert.refusing>`, at the share it stood at);
     a threshold below the soft-refusal share (e.g. ``(0.8, 0.9, 1.0)``) warns that refusals are
     near (a big call is refused sooner)."""
