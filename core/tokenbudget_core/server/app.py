@@ -335,6 +335,13 @@ def create_app(
         top: Annotated[int, Query(ge=1, le=1000)] = 10,
     ) -> dict[str, Any]:
         """Spend by day, feature, user and model; cost per active user per day; p50/p95; projection."""
+        if day is not None and last_days is not None:  # the query's names, and what to send instead
+            raise InvalidInputError(
+                "last_days",
+                "give only one of day and last_days",
+                value=last_days,
+                fix="send day=YYYY-MM-DD for one day, or last_days=N for the N days ending today",
+            )
         dims: tuple[Dimension, ...] = tuple(by) if by else ("feature", "user", "model")
         return build_report(ledger, day=day, last_days=last_days, by=dims, top=top).as_dict()
 

@@ -10,8 +10,8 @@ request body / query fails the schema   422     ``field`` (``body.max_tokens``),
 the body is not a JSON object           422     ``field`` = ``body``, ``fix``, ``detail`` (malformed,
                                                 not UTF-8, not sent as JSON, empty, an array...)
 :class:`InvalidInputError` (and sub)    422     ``field``, ``fix``; ``limit``/``required`` on overflow
-:class:`UnknownModelError`              422     ``field`` = ``model``, ``model``, ``suggestions``
-:class:`UnpricedModelError`             422     ``field`` = ``model``, ``model``
+:class:`UnknownModelError`              422     ``field`` = ``model``, ``fix``, ``model``, ``suggestions``
+:class:`UnpricedModelError`             422     ``field`` = ``model``, ``fix``, ``model``
 :class:`BudgetExceededError`            429     ``budget``, ``scope``, ``limit``, ``used``, ``requested``,
                                                 ``step``
 :class:`BudgetUnavailableError`         503     ``store``
@@ -95,11 +95,24 @@ def status_and_body(error: TokenBudgetError) -> tuple[int, dict[str, Any]]:
     if isinstance(error, InvalidInputError):
         return 422, error_body("invalid_input", message, field=error.field, fix=error.fix)
     if isinstance(error, UnknownModelError):
+        close = f"did you mean {error.suggestions[0]!r}? " if error.suggestions else ""
         return 422, error_body(
-            "unknown_model", message, field="model", model=error.model, suggestions=error.suggestions
+            "unknown_model",
+            message,
+            field="model",
+            fix=f"{close}send a model the service knows, or register it on the service "
+            "(a models file in $TOKENBUDGET_MODELS)",
+            model=error.model,
+            suggestions=error.suggestions,
         )
     if isinstance(error, UnpricedModelError):
-        return 422, error_body("unpriced_model", message, field="model", model=error.model)
+        return 422, error_body(
+            "unpriced_model",
+            message,
+            field="model",
+            fix="give the model a price on the service (a prices file in $TOKENBUDGET_PRICES)",
+            model=error.model,
+        )
     if isinstance(error, BudgetExceededError):
         return 429, error_body(
             "budget_exceeded",
@@ -147,6 +160,9 @@ def http_error_body(
     return error_body(kind, str(detail) if detail else kind.replace("_", " "))
 
 
+_SCHEMA = "each endpoint's fields and their types are listed at /docs (and /openapi.json)"
+"""Where a client reads what an endpoint takes: the end of every schema failure's ``fix``."""
+
 _SEND_JSON = "send one JSON object, UTF-8 encoded, with the header 'Content-Type: application/json'"
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 
@@ -184,13 +200,33 @@ def _body_problem(error: dict[str, Any], body: Any) -> tuple[str, str | None] | 
     return None
 
 
+def _schema_fix(error: dict[str, Any], msg: str) -> str:
+    """What to do about one schema failure (pydantic's ``type``): never ``None``, so every 422 says."""
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    names = [str(p) for p in error.get("loc", ()) if not isinstance(p, int) and not str(p).isdigit()]
+    name = names[-1] if len(names) > 1 else "the field"  # loc starts with "body" / "query"
+    if kind == "extra_forbidden":
+        return f"remove {name!r} (a misspelt field?); {_SCHEMA}"
+    if kind == "missing":
+        return f"send {name!r}; {_SCHEMA}"
+    if kind == "timezone_aware":
+        return "give the time with its zone: 2026-11-24T09:30:00Z or 2026-11-24T09:30:00+01:00"
+    if kind in ("literal_error", "enum") and ctx.get("expected"):
+        return f"use one of {ctx['expected']}"
+    reason = msg[:1].lower() + msg[1:] if msg else "it is invalid"
+    return f"send {name!r} as the schema says ({reason}); {_SCHEMA}"
+
+
 def validation_body(errors: Any, body: Any = None) -> dict[str, Any]:
     """The 422 body for a request that fails the schema, naming the first offending field.
 
     A body that is not JSON at all (malformed, not UTF-8, nested too deeply, sent without
     ``Content-Type: application/json``), empty, or not an object is named ``body``, with where
     parsing stopped and a ``fix``. A field a schema validator refused with an
-    :class:`InvalidInputError` (``reservation.day``) carries its problem and ``fix``.
+    :class:`InvalidInputError` (``reservation.day``) carries its problem and ``fix``; any other
+    schema failure a ``fix`` for its kind (remove an unknown field, give a time its zone, use one
+    of the allowed values), so a 422's ``fix`` is never ``null``.
 
     Args:
         errors: pydantic's / FastAPI's ``errors()`` list (each with ``loc``, ``msg``, ``type``).
@@ -209,13 +245,14 @@ def validation_body(errors: Any, body: Any = None) -> dict[str, Any]:
         text, fix = problem
         detail[0] = {"loc": ["body"], "msg": text, "type": detail[0]["type"]}
         message = f"body: {text}" + (f"; {fix}" if fix else "")
+        fix = fix or f'send the fields as one JSON object ({{"model": ..., ...}}); {_SCHEMA}'
         return error_body("validation_error", message, field="body", fix=fix, detail=detail)
     first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
     field = ".".join(first["loc"]) or "body"
-    fix = None
+    fix = _schema_fix(errors[0], str(first["msg"])) if errors else _SCHEMA
     cause = (errors[0].get("ctx") or {}).get("error") if errors else None
     if isinstance(cause, InvalidInputError):  # a schema's own rule: its problem and fix, as the core's
         first["msg"] = cause.problem
-        fix = cause.fix
+        fix = cause.fix or fix
     message = f"{field}: {first['msg']}" + (f"; {fix}" if fix else "")
     return error_body("validation_error", message, field=field, fix=fix, detail=detail)
