@@ -16,7 +16,8 @@ switched on than the stage before:
 Every call is charged by :class:`BudgetCallbackHandler` to a :class:`~tokenbudget_core.Ledger`
 under the feature ``demo:<stage>``, so the savings table is read back from the ledger. On a store
 other than the demo's own (which each run recreates) runs never mix: a run's features are
-``demo:<stage>@run-<id>`` and its user and conversation ids start with ``run-<id>-``.
+``demo:<stage>@run-<id>`` and its user and conversation ids start with ``run-<id>-``. A run is
+one ledger day: one that crosses midnight is charged to the day it started on.
 Offline the chat model is :class:`DemoChatModel`, which answers from the workload and reports
 usage counted exactly with tiktoken; ``live=True`` uses ``ChatOpenAI`` instead.
 """
@@ -27,9 +28,12 @@ import contextlib
 import functools
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -285,6 +289,24 @@ def _fresh_default_store(url: str) -> None:
         p.unlink(missing_ok=True)
 
 
+def _pin_day(ledger: Ledger) -> None:
+    """Keep ``ledger`` on the day it is on now: from the day's last millisecond on, its clock
+    reads that millisecond (a run that crosses midnight charges, enforces the per-user daily
+    budgets and reports its whole run on one day, the day it started on)."""
+    clock = ledger.clock
+    now = clock()
+    today = ledger.day(now)
+    midnight = datetime.combine(date.fromisoformat(today) + timedelta(days=1), clock_time(), ledger.tz)
+    last = midnight.timestamp() - 0.001
+    if ledger.day(last) != today:  # a zone whose day does not end at 00:00 (not UTC, the demo's)
+        last = now
+
+    def pinned() -> float:
+        return min(clock(), last)
+
+    ledger.clock = pinned
+
+
 def _this_run(report: Report, suffix: str) -> Report:
     """``report`` with only this run's features (``demo:<stage><suffix>``), named ``demo:<stage>``."""
     if not suffix:
@@ -316,8 +338,13 @@ def run_demo(
     stages: Sequence[str] = STAGES,
     live: bool = False,
     on_turn: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> DemoSummary:
     """Replay the workload once per stage and read the savings back from the ledger.
+
+    The run is one ledger day, the day it starts on: a run that crosses midnight (UTC, the demo
+    ledger's zone) charges its calls after midnight to that day's last millisecond, so the
+    per-user daily budgets and the savings table are those of a run within one day.
 
     Args:
         store: Ledger store URL (default :data:`DEFAULT_DEMO_STORE`, recreated). With any other
@@ -329,9 +356,11 @@ def run_demo(
         stages: Stages to run, ``baseline`` first, in :data:`STAGES` order.
         live: Call OpenAI for real (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` is honoured).
         on_turn: Called after every turn of every stage (``users * turns * len(stages)`` calls).
+        clock: Returns epoch seconds, the ledger's clock (tests pass a fake one).
 
     Raises:
-        InvalidInputError: A bad figure, an unknown stage or stage order, or ``live`` without a key.
+        InvalidInputError: A bad figure, an unknown stage or stage order, a bad clock, or
+            ``live`` without a key.
         BudgetUnavailableError: The store cannot be reached.
     """
     stages = list(stages)
@@ -350,8 +379,10 @@ def run_demo(
         run = f"run-{uuid.uuid4().hex[:12]}"
         prefix, suffix = f"{run}-", f"@{run}"
     fired: list[Alert] = []
-    ledger = Ledger(url, policy=demo_policy(suffix), alerts=[fired.append])
+    ledger = Ledger(url, policy=demo_policy(suffix), alerts=[fired.append], clock=clock)
     try:
+        _pin_day(ledger)
+        day = ledger.day()
         stats = []
         with _quiet_langchain():
             for stage in stages:
@@ -367,7 +398,7 @@ def run_demo(
                     )
                 )
         # every feature of the day (other runs' included), so none of this run's is cut
-        report = build_report(ledger, day=ledger.day(), by=("feature",), top=_ALL_FEATURES)
+        report = build_report(ledger, day=day, by=("feature",), top=_ALL_FEATURES)
         return summarise(
             _this_run(report, suffix), stats, users=users, turns=turns, alerts=fired, store=redact_url(url)
         )
