@@ -16,7 +16,9 @@ switched on than the stage before:
 Every call is charged by :class:`BudgetCallbackHandler` to a :class:`~tokenbudget_core.Ledger`
 under the feature ``demo:<stage>``, so the savings table is read back from the ledger. On a store
 other than the demo's own (which each run recreates) runs never mix: a run's features are
-``demo:<stage>@run-<id>`` and its user and conversation ids start with ``run-<id>-``. A run is
+``demo:<stage>@run-<id>`` and its user and conversation ids start with ``run-<id>-``. Two runs on
+the demo's own store at once never mix either: the second one (the directory's demo lock is
+held) records to a fresh file of its own beside it, ``tokenbudget-demo-run-<id>.db``. A run is
 one ledger day: one that crosses midnight is charged to the day it started on.
 Offline the chat model is :class:`DemoChatModel`, which answers from the workload and reports
 usage counted exactly with tiktoken; ``live=True`` uses ``ChatOpenAI`` instead.
@@ -28,6 +30,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -63,6 +66,9 @@ from .chat_history import TokenBudgetChatMessageHistory
 from .llm_cache import CACHE_HIT_KEY, TokenBudgetLLMCache
 from .messages import to_core_messages
 from .router_chat_model import RouterChatModel
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = [
     "DEFAULT_DEMO_STORE",
@@ -268,7 +274,8 @@ def run_stage(
 
 _ALL_FEATURES = 1_000_000_000
 DEFAULT_DEMO_STORE = "sqlite:///tokenbudget-demo.db"
-"""The demo's own embedded store (recreated on each run), so it never mixes with an app's ledger."""
+"""The demo's own embedded store (recreated by each run; a run started while another uses it
+records to a new file beside it), so it never mixes with an app's ledger nor another run."""
 
 
 @contextlib.contextmanager
@@ -283,10 +290,56 @@ def _quiet_langchain() -> Iterator[None]:
         log.setLevel(level)
 
 
-def _fresh_default_store(url: str) -> None:
-    path = Path(url.removeprefix("sqlite:///"))
+def _remove_sqlite(path: Path) -> None:
+    """Delete the SQLite file ``path`` and its ``-wal`` / ``-shm`` companions (missing ones are fine).
+
+    Raises:
+        PermissionError: A file is open elsewhere and the system refuses to delete it (Windows).
+    """
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         p.unlink(missing_ok=True)
+
+
+def _lock_directory(folder: Path) -> int | None:
+    """An exclusive lock of ``folder`` (the open descriptor, released when closed), or None when
+    another run holds it or it cannot be taken. Without ``fcntl`` (Windows) no lock: -1."""
+    if sys.platform == "win32":
+        return -1
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # busy (BlockingIOError), or a file system without locks
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def _default_store(url: str) -> Iterator[str]:
+    """The store of a run on the demo's own store ``url`` (a ``sqlite:///`` file), fresh: ``url``
+    recreated while this run holds its directory's demo lock; when another run holds it (or the
+    file cannot be deleted: it is open in another run), a new file of this run's own beside it,
+    ``<name>-run-<id>.db``, so that neither run deletes the other's file nor mixes in its calls.
+    """
+    path = Path(url.removeprefix("sqlite:///"))
+    fd = _lock_directory(path.parent)
+    try:
+        if fd is not None:
+            try:
+                _remove_sqlite(path)
+            except PermissionError:  # Windows: another run has it open
+                pass
+            else:
+                yield url
+                return
+        own = path.with_name(f"{path.stem}-run-{uuid.uuid4().hex[:12]}{path.suffix}")
+        yield "sqlite:///" + own.as_posix()
+    finally:
+        if fd is not None and fd >= 0:
+            os.close(fd)
 
 
 def _pin_day(ledger: Ledger) -> None:
@@ -347,9 +400,11 @@ def run_demo(
     per-user daily budgets and the savings table are those of a run within one day.
 
     Args:
-        store: Ledger store URL (default :data:`DEFAULT_DEMO_STORE`, recreated). With any other
-            store, runs never mix: features get a run suffix (``demo:<stage>@run-<id>``), user
-            and conversation ids a run prefix, and the savings are read from this run's only.
+        store: Ledger store URL (default :data:`DEFAULT_DEMO_STORE`, recreated; while another
+            run uses it, this run records to a new file beside it, ``tokenbudget-demo-run-<id>.db``,
+            named in the summary's ``store``). With any other store, runs never mix: features
+            get a run suffix (``demo:<stage>@run-<id>``), user and conversation ids a run prefix,
+            and the savings are read from this run's only.
         users: Users in the workload.
         turns: User turns per user.
         seed: Workload seed.
@@ -372,12 +427,26 @@ def run_demo(
     if live:
         check_live()
     url = store or DEFAULT_DEMO_STORE
-    prefix = suffix = ""
     if url == DEFAULT_DEMO_STORE:
-        _fresh_default_store(url)
-    else:
-        run = f"run-{uuid.uuid4().hex[:12]}"
-        prefix, suffix = f"{run}-", f"@{run}"
+        with _default_store(url) as own:
+            return _run(own, "", workload, stages, live=live, on_turn=on_turn, clock=clock)
+    return _run(
+        url, f"run-{uuid.uuid4().hex[:12]}", workload, stages, live=live, on_turn=on_turn, clock=clock
+    )
+
+
+def _run(
+    url: str,
+    run: str,
+    workload: Workload,
+    stages: Sequence[str],
+    *,
+    live: bool,
+    on_turn: Callable[[], None] | None,
+    clock: Callable[[], float],
+) -> DemoSummary:
+    """:func:`run_demo` on the store ``url``, its ids marked with ``run`` (none: a fresh store)."""
+    prefix, suffix = (f"{run}-", f"@{run}") if run else ("", "")
     fired: list[Alert] = []
     ledger = Ledger(url, policy=demo_policy(suffix), alerts=[fired.append], clock=clock)
     try:
@@ -400,7 +469,12 @@ def run_demo(
         # every feature of the day (other runs' included), so none of this run's is cut
         report = build_report(ledger, day=day, by=("feature",), top=_ALL_FEATURES)
         return summarise(
-            _this_run(report, suffix), stats, users=users, turns=turns, alerts=fired, store=redact_url(url)
+            _this_run(report, suffix),
+            stats,
+            users=workload.users,
+            turns=workload.turns_per_user,
+            alerts=fired,
+            store=redact_url(url),
         )
     finally:
         ledger.close()
