@@ -578,7 +578,7 @@ def demo(
     if store_url is not None and _in_process(store_url):  # gone with this process: nothing to report on
         hint = "in-process: gone with this run; for tokenbudget report, pass --store sqlite:///path.db"
     else:
-        hint = f"try: tokenbudget report --store {summary.store} --by feature"
+        hint = f"try: tokenbudget report --store {summary.store} --day {summary.day} --by feature"
     console.print(_shown(f"ledger: {summary.store}  ({hint})"), markup=False, emoji=False)
 
 

@@ -62,3 +62,18 @@ def test_a_writable_html_path_checked_first_is_written_after(tmp_path: Path) -> 
     result = run("demo", *SMALL, "--store", f"sqlite:///{tmp_path / 'demo.db'}", "--html", str(html))
     assert result.exit_code == EXIT_OK, result.output
     assert html.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+
+
+def test_the_suggested_report_command_shows_the_runs_own_day(tmp_path: Path) -> None:
+    """The printed follow-up names the run's day (a run that crossed midnight is charged to the
+    day it started on, which "today" would miss), and run as printed it shows the run."""
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = run("demo", *SMALL, "--store", store, "--html", "-")
+    assert result.exit_code == EXIT_OK, result.output
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("ledger: "))
+    suggested = line.split("(try: tokenbudget ", 1)[1].rstrip(")").split()
+    day = suggested[suggested.index("--day") + 1]
+    shown = run(*suggested)
+    assert shown.exit_code == EXIT_OK, shown.output
+    assert "demo:baseline" in shown.stdout
+    assert day in shown.stdout
