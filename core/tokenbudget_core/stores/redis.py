@@ -16,7 +16,10 @@ Key layout, all keys of one day under one hash tag (one cluster slot)::
     {tb:<day>}:rollup           hash  <rollup key>|<counter> -> int
     {tb:<day>}:marks            hash  <conversation mark> -> 1 (counted once, by a commit)
     {tb:<day>}:costs:<feature>  list  one call's cost in nano-USD per entry
-    tb:mark:<key>               string, SET NX EX (once-per-day alerts)
+    tb:mark:<key>               string, SET NX EX (once-per-day alerts; a conversation's mark as
+                                earlier releases set it, apart from the commit: on a single
+                                server the commit reads and sets it too, so versions side by side
+                                count a conversation once; a cluster keeps it in another slot)
 
 Concurrent callers share round trips: while one thread waits for Redis, the operations other
 threads (or ``asyncio.to_thread`` workers) start are queued, and the next round trip carries
@@ -71,6 +74,7 @@ from tokenbudget_core.errors import (
 from . import redis_scripts
 from ._fork import reset_after_fork
 from .base import (
+    CONVERSATION_MARK_TTL_S,
     Check,
     CommitOutcome,
     CommitRequest,
@@ -512,7 +516,8 @@ class RedisStore:
         self._batcher: _Batcher | None = None
         self._day_key_cache: dict[tuple[str, str | None], tuple[str, ...]] = {}
         self._formats: dict[tuple[Any, ...], str] = {}  # see _format
-        if url.lower().startswith("redis+cluster://"):
+        self._cluster = url.lower().startswith("redis+cluster://")
+        if self._cluster:
             cluster_url = "redis://" + conn_url.split("://", 1)[1]
             self._connect = lambda: redis.cluster.RedisCluster.from_url(cluster_url, **options)
             # A cluster client connects when it is built: on first use, not here.
@@ -978,11 +983,17 @@ class RedisStore:
         charges = self._format("charges", keys) % tuple(amounts)
         counters = self._format("counters", tuple(rollup)) % tuple(rollup.values())
         cost = "" if call_cost_key is None else str(rollup.get("cost_nanos", 0))
-        mark = "" if conversation_mark is None else _enc(conversation_mark)
+        script_keys = self._day_keys(day, call_cost_key)
+        mark = legacy_ttl = ""
+        if conversation_mark is not None:
+            mark = _enc(conversation_mark)
+            if not self._cluster:  # the mark as older releases set it (another slot on a cluster)
+                script_keys = (*script_keys, f"{self._ns}:mark:{mark}")
+                legacy_ttl = str(CONVERSATION_MARK_TTL_S)
         args: list[str | int] = [
-            self._ttl, _enc_id(request_id), _enc(rollup_key), cost, charges, counters, mark
+            self._ttl, _enc_id(request_id), _enc(rollup_key), cost, charges, counters, mark, legacy_ttl
         ]  # fmt: skip
-        return _Op("COMMIT", self._day_keys(day, call_cost_key), args)
+        return _Op("COMMIT", script_keys, args)
 
     def _commit_op(self, req: CommitRequest) -> _Op:
         """The script call of ``req``, its numbers checked (a store can be driven by hand)."""

@@ -130,12 +130,17 @@ return out
 COMMIT = (
     _COMMON
     + """
--- KEYS: bal req held leases rollup marks [costs]
--- ARGV: ttl rid rollup_key cost charges counters conversation_mark ('': none)
+-- KEYS: bal req held leases rollup marks [costs] [legacy mark]
+-- ARGV: ttl rid rollup_key cost charges counters conversation_mark ('': none) legacy_ttl ('': no
+-- legacy mark; else the last key is the conversation's mark as earlier releases kept it, apart
+-- from the commit, with SET NX EX: given on a single server, where it may sit in any slot)
 -- charges: "<scope|metric> <amount>" per charge; counters: "<counter> <increment>" per counter
 local bal, req, held, leases, rollup, marks = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local ttl, rid, rkey, cost, mark, legacy_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7], ARGV[8]
+local legacy = nil
+if legacy_ttl ~= '' then legacy = KEYS[#KEYS] end
 local costs = KEYS[7]
-local ttl, rid, rkey, cost, mark = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
+if legacy and #KEYS == 7 then costs = nil end
 local state = redis.call('HGET', req, rid)
 if state == 'committed' then return {0, 'committed'} end
 local charges = {}
@@ -154,10 +159,15 @@ redis.call('HSETNX', rollup, rkey, '')
 for counter, increment in string.gmatch(ARGV[6], '(%S+) (%S+)') do
   redis.call('HINCRBY', rollup, rkey .. '|' .. counter, increment)
 end
--- The conversation counts once per day and feature: the first commit naming it sets its mark.
-if mark ~= '' and redis.call('HSETNX', marks, mark, '1') == 1 then
-  redis.call('HINCRBY', rollup, rkey .. '|conversations', 1)
-  touch(ttl, {marks})
+-- The conversation counts once per day and feature: the first commit naming it sets its mark
+-- (and the mark an older release keeps apart, so neither version counts it again).
+if mark ~= '' then
+  local first = redis.call('HSETNX', marks, mark, '1') == 1
+  if first and legacy then
+    first = redis.call('SET', legacy, '1', 'NX', 'EX', legacy_ttl) ~= false
+  end
+  if first then redis.call('HINCRBY', rollup, rkey .. '|conversations', 1) end
+  touch(ttl, {marks})  -- kept as long as the day's request ids
 end
 redis.call('HSET', req, rid, 'committed')
 touch(ttl, {bal, req, rollup})  -- held and leases were only deleted from: no new data to keep
