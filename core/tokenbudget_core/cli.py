@@ -537,7 +537,7 @@ def demo(
     with progress:
         task = progress.add_task("demo", total=total)
         summary = run_demo(
-            store=store_url,
+            store=_given_store(store_url),
             users=n_users,
             turns=n_turns,
             seed=n_seed,
@@ -645,9 +645,24 @@ _NAMESPACE_HELP = (
 _TZ_HELP = "The IANA time zone the ledger's days are in (the Ledger's timezone=)."
 
 
+def _given_store(url: str | None) -> str | None:
+    """``--store`` as given (``None``: not given); an empty one is refused, as ``open_store`` does,
+    not read as "the default" (a missing variable in ``--store "$LEDGER"``)."""
+    if url is not None and not url.strip():
+        raise InvalidInputError(
+            "--store",
+            "is empty",
+            value=url,
+            fix="pass the store your app records to (sqlite:///path/to/ledger.db or redis://host:port/db), "
+            "or leave --store out for $TOKENBUDGET_STORE, else ./tokenbudget.db",
+        )
+    return url
+
+
 def _namespaced(url: str | None, namespace: str | None) -> str | None:
     """The store URL (``url``, else ``$TOKENBUDGET_STORE``) naming ``namespace`` in its query;
     ``url`` as it is without one."""
+    url = _given_store(url)
     if namespace is None:
         return url
     from urllib.parse import parse_qs, quote, urlsplit
@@ -695,7 +710,7 @@ def _opened_store(url: str | None) -> Iterator[LedgerStore]:
     from .stores.base import redact_url
     from .stores.sqlite import sqlite_path
 
-    url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
+    url = _given_store(url) or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
     prefix = "sqlite:///"
     options: dict[str, object] = {}
     if _in_process(url):
