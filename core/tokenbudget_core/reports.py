@@ -313,7 +313,9 @@ def _parse_day(value: object, where: str) -> date:
             return date.fromisoformat(value)
         except ValueError:
             pass
-    raise InvalidInputError(where, "must be an ISO date like 2026-11-23", value=value)
+    raise InvalidInputError(
+        where, "must be an ISO date like 2026-11-23", value=value, fix="give the day as YYYY-MM-DD"
+    )
 
 
 def _source(source: Ledger | LedgerStore) -> tuple[LedgerStore, Callable[[], float], tzinfo, str]:

@@ -73,3 +73,8 @@ def test_other_schema_and_model_failures_carry_a_fix(
     client: TestClient, path: str, body: dict[str, Any]
 ) -> None:
     _fix(client.post(path, json=body))
+
+
+@pytest.mark.parametrize("day", ["yesterday", "2026-13-01", "24/11/2026"])
+def test_a_report_day_that_is_no_date_says_how_to_write_it(client: TestClient, day: str) -> None:
+    assert "YYYY-MM-DD" in _fix(client.get("/usage/report", params={"day": day}))
