@@ -8,8 +8,9 @@ of the mean). Four parts:
    counter and warm) vs ``trim_messages`` with a tiktoken counter vs LlamaIndex
    ``ChatMemoryBuffer.get()`` and ``Memory.get()``;
 2. a 2,000-turn chat loop (append, then read the window, every turn): ``ConversationWindow``
-   vs LlamaIndex ``Memory`` (put + get), and ``trim_messages`` / ``ChatMemoryBuffer`` sampled
-   at turns 100, 1,000 (and 2,000 for trim_messages);
+   and our LlamaIndex adapter ``TokenBudgetChatMemory`` (put + get, on LlamaIndex's default
+   ``SimpleChatStore``) vs LlamaIndex ``Memory`` (put + get), and ``trim_messages`` /
+   ``ChatMemoryBuffer`` sampled at turns 100, 1,000 (and 2,000 for trim_messages);
 3. how full the windows are (sliding: share of the budget; hysteresis: between the marks);
 4. cache stability: the share of turns whose prompt prefix is unchanged, and what the loop
    costs with provider prompt caching, sliding vs hysteresis (priced with genai-prices).
@@ -205,6 +206,20 @@ def part2() -> dict[str, Any]:
         "last_100_us": statistics.mean(times[-100:]) * 1e6,
         "final_fill": got_tokens / BUDGET,
     }
+    from llamaindex_tokenbudget import TokenBudgetChatMemory
+
+    ours = TokenBudgetChatMemory(model="gpt-4o", max_tokens=BUDGET)  # on LlamaIndex's SimpleChatStore
+    times = []
+    for m in llama:
+        start = time.perf_counter()
+        ours.put(m)
+        got = ours.get()
+        times.append(time.perf_counter() - start)
+    out["tokenbudget_chat_memory"] = {
+        "first_100_us": statistics.mean(times[:100]) * 1e6,
+        "last_100_us": statistics.mean(times[-100:]) * 1e6,
+        "final_fill": (3 + sum(4 + len(ENC.encode(x.content or "")) for x in got)) / BUDGET,
+    }
     lc = to_langchain(history)
     out["trim_messages_turn_us"] = {
         str(k): best_of(lambda k=k: trim(lc[:k]), repeat=2) * 1e6 for k in (100, 1_000, turns) if k <= turns
@@ -217,6 +232,10 @@ def part2() -> dict[str, Any]:
     last = out["window_sliding"]["last_100_us"]
     out["ratios_at_last_turns"] = {
         "llama_memory_vs_window": out["llama_memory"]["last_100_us"] / last,
+        "llama_memory_vs_tokenbudget_chat_memory": out["llama_memory"]["last_100_us"]
+        / out["tokenbudget_chat_memory"]["last_100_us"],
+        "tokenbudget_chat_memory_last_vs_first": out["tokenbudget_chat_memory"]["last_100_us"]
+        / out["tokenbudget_chat_memory"]["first_100_us"],
         "trim_messages_vs_window": out["trim_messages_turn_us"][str(turns)] / last,
         "window_last_vs_first": last / out["window_sliding"]["first_100_us"],
     }
