@@ -219,7 +219,7 @@ class Ledger:
         if not callable(clock):
             raise InvalidInputError("clock", "must be a function returning epoch seconds", value=clock)
         now = clock()
-        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
+        if isinstance(now, bool) or not isinstance(now, int | float) or not _finite(now):
             raise InvalidInputError(
                 "clock", f"must return epoch seconds (a number), returned {now!r}", value=now
             )
@@ -356,6 +356,14 @@ class Ledger:
         self._checker: tuple[tuple[Any, ...], Ledger] | None = None
 
     # -- time and scopes --------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        """The clock's reading in epoch milliseconds (a reading with no date: a named error)."""
+        now = self.clock()
+        try:
+            return int(now * 1000)
+        except (OverflowError, ValueError, TypeError):  # inf, NaN, not a number
+            raise _clock_out_of_range(now) from None
 
     def day(self, at: float | datetime | None = None) -> str:
         """The ledger day (ISO date in the ledger's time zone) of ``at`` (epoch seconds or an aware
@@ -647,7 +655,7 @@ class Ledger:
             if rid in self._orphan_ids:  # else reserved again since: that reservation is the caller's
                 try:
                     for day in days:
-                        self.store.release(day, rid, int(self.clock() * 1000), forget=forget)
+                        self.store.release(day, rid, self._now_ms(), forget=forget)
                 except (BudgetUnavailableError, OSError):
                     return  # still down: try again at the next look
             with self._orphan_lock:
@@ -1123,7 +1131,7 @@ class Ledger:
                 self._replay_due()
         else:
             assert self._keyed is not None
-            now_ms = int(self.clock() * 1000)  # the general path's plan reads it before the store call
+            now_ms = self._now_ms()  # the general path's plan reads it before the store call
             try:
                 applied, _, spent = self._store_call(
                     self._keyed.commit_keyed, day, r.request_id, scopes.keys, amounts, lane.rollup_key,
@@ -1135,7 +1143,7 @@ class Ledger:
         if not applied:  # the id was committed before: this commit charged nothing
             return _new_charge(r.request_id, usage, None, False, False, None)
         if self._alert_due(scopes, spent):
-            plan = self._lane_commit_plan(r, usage, nanos, lane, tokens, rollup, int(self.clock() * 1000))
+            plan = self._lane_commit_plan(r, usage, nanos, lane, tokens, rollup, self._now_ms())
             self._after_commit(plan, spent, record_cost=False)
         return _new_charge(r.request_id, usage, nanos_to_usd(nanos), True, False, None)
 
@@ -1718,7 +1726,7 @@ class Ledger:
             rollup["routed_requests"] = usage.requests
             rollup["routing_saved_nanos"] = routed or 0
             routing_saved_usd = None if routed is None else nanos_to_usd(routed)
-        now_ms = int(self.clock() * 1000)
+        now_ms = self._now_ms()
         conversation_mark = None
         unavailable = None
         if conversation is not None:  # counted once per day and feature, for cost per conversation
@@ -2106,9 +2114,7 @@ class Ledger:
         # request may have run there with the answer lost, holding the worst case.
         day, rid = reservation.day, reservation.request_id
         try:
-            return self._store_call(
-                lambda: self.store.release(day, rid, int(self.clock() * 1000), forget=forget)
-            )
+            return self._store_call(lambda: self.store.release(day, rid, self._now_ms(), forget=forget))
         except BudgetUnavailableError:  # released once the store answers again (or its lease ends)
             self._orphan(reservation.day, reservation.request_id, forget=forget)
             return False
@@ -2127,7 +2133,7 @@ class Ledger:
         _check_ids(feature=feature, user=user)
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
-        day, now_ms = self.day(), int(self.clock() * 1000)
+        day, now_ms = self.day(), self._now_ms()
         checks = [c for c in self._checks(feature, user, 0, 0) if c.limit is not None]
         try:
             totals = (
@@ -2489,8 +2495,18 @@ def _out_of_range(field: str, at: object) -> InvalidInputError:
     )
 
 
+def _finite(value: float) -> bool:
+    """``math.isfinite``, False for an int too large to be a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _clock_out_of_range(now: object) -> InvalidInputError:
-    reading = f"{now:.6g}" if isinstance(now, float | int) and not isinstance(now, bool) else repr(now)
+    reading = (
+        f"{now:.6g}" if isinstance(now, float) or (type(now) is int and _finite(now)) else repr(now)[:40]
+    )
     return InvalidInputError(
         "clock",
         f"returned {reading}, which is no time with a calendar date (year 1 to 9999) in the "

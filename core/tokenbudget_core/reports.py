@@ -555,7 +555,16 @@ def build_report(
     for dim in by:
         if dim not in DIMENSIONS:
             raise InvalidInputError("by", f"unknown dimension {dim!r}", fix=f"use {', '.join(DIMENSIONS)}")
-    now = datetime.fromtimestamp(clock(), tz)
+    reading = clock()
+    try:
+        now = datetime.fromtimestamp(reading, tz)
+    except (OverflowError, ValueError, OSError, TypeError):
+        raise InvalidInputError(
+            "clock",
+            f"returned {repr(reading)[:40]}, which is no time with a calendar date",
+            value=reading,
+            fix="return epoch seconds, e.g. time.time",
+        ) from None
     selected = _select_days(days, day, last_days, now.date())
     wanted = set(selected)
     rows = [_decode(r) for r in store.rollup(selected) if r.day in wanted]

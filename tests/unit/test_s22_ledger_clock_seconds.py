@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,34 @@ def test_a_time_passed_in_still_names_its_own_argument() -> None:
     assert e.value.field == "at"
     assert ledger.day(NOW - 86_400) == "2026-11-23"
     assert ledger.day() == "2026-11-24"
+
+
+def test_a_clock_gone_bad_between_a_reserve_and_its_settling_is_a_named_error(tmp_path: Path) -> None:
+    """Commit, release and a report read the clock too: the same named error there (a SQLite
+    ledger's commit reads it; the memory store's needs no time), never a bare one."""
+    from tokenbudget_core.reports import build_report
+
+    readings = [NOW]
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: readings[-1], alerts=[])
+    held = [ledger.reserve(model="gpt-4o", input_tokens=10, max_output_tokens=10) for _ in range(2)]
+    for reading in (float("nan"), float("inf")):
+        readings.append(reading)
+        calls: list[Callable[[], object]] = [
+            lambda: ledger.commit(held[0], Usage(input_tokens=10, output_tokens=1)),
+            lambda: ledger.release(held[1]),
+            lambda: build_report(ledger, last_days=1),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidInputError) as e:
+                call()
+            assert e.value.field == "clock"
+    readings.append(NOW)
+    ledger.commit(held[0], Usage(input_tokens=10, output_tokens=1))  # once the clock is right again
+    assert build_report(ledger, last_days=1).totals.requests == 1
+    ledger.close()
+
+
+def test_a_clock_reading_too_large_for_a_float_is_refused_at_construction() -> None:
+    with pytest.raises(InvalidInputError) as e:
+        Ledger("memory://", clock=lambda: 10**400)
+    assert e.value.field == "clock"
