@@ -26,14 +26,19 @@ refuse the call:
 
 Nested LLM events (``CustomLLM.chat`` calling ``complete``, ``CustomLLM.astream_chat`` iterating
 ``stream_chat``, a ``StructuredLLM`` around an ``LLM``) are one provider call: the innermost
-event is charged and the enclosing one's reservation is handed over, with its payer: the
-provider call a lazily started stream makes (``CustomLLM.astream_chat`` calls ``stream_chat``
-once it is iterated, maybe by a task inside another user's ``attribute()`` block) is reserved
-on the feature, user, conversation and overhead mark of the call that returned the stream, as
-``CostEventHandler`` records it. A nested event is recognised while the enclosing wrapper, or
-the stream wrapper it returned, is running (on the stack). The callback manager is
-synchronous: with a networked store, ``reserve`` and ``commit`` block the event loop of
-``achat`` for one round trip.
+event is charged and the enclosing one's reservation is handed over. The inner event is
+charged as if it had started where the enclosing call started: the ``attribute()`` block in
+force then (its feature, user, conversation and overhead mark; maybe none) replaces the block
+in force now, and the inner event's handler fills what it leaves unset with its own
+``feature`` / ``user``, as ``CostEventHandler`` records it. So the provider call a lazily
+started stream makes (``CustomLLM.astream_chat`` calls ``stream_chat`` once it is iterated,
+maybe by a task inside another user's ``attribute()`` block) is charged to the caller, never
+to the reader (a background job's stream read in bob's block is no call of bob's, and bob's
+budget does not refuse it), and a ``StructuredLLM`` whose inner LLM has a handler of its own
+is charged to that handler's ``feature`` (unless the caller's block names one). A nested
+event is recognised while the enclosing wrapper, or the stream wrapper it returned, is running
+(on the stack). The callback manager is synchronous: with a networked store, ``reserve`` and
+``commit`` block the event loop of ``achat`` for one round trip.
 A stream created but never iterated ends no event: its reservation lasts until its lease ends.
 A stream its consumer closes (``close()``, ``aclose()``, a ``for`` loop left and the stream
 dropped) is settled as LlamaIndex ends its events: in that ``close()``, the provider's generator
@@ -105,7 +110,13 @@ def payer_with(feature: str | None, user: str | None) -> Attribution:
     """The payer of a call made now by a handler whose defaults are ``feature`` / ``user``: the
     ``attribute()`` block in force, its ids first (:func:`~tokenbudget_core.attribution.outer_first`),
     then the defaults."""
-    ctx = current_attribution()
+    return payer_from(current_attribution(), feature, user)
+
+
+def payer_from(ctx: Attribution, feature: str | None, user: str | None) -> Attribution:
+    """The payer of a call charged under the attribution ``ctx`` (the block it started in, or
+    the one its enclosing call started in) by a handler whose defaults are ``feature`` /
+    ``user``: ``ctx``'s ids first, then the defaults."""
     if feature is None and user is None:
         return ctx
     merged_feature, merged_user = outer_first((ctx.feature, ctx.user), (feature, user))
@@ -310,21 +321,6 @@ def forget_snapshot(names: Mapping[str, object]) -> None:
         names.clear()
 
 
-def _payer_of(outer: Reservation) -> Attribution:
-    """The payer of an event nested in the call ``outer`` reserved for: ``outer``'s feature,
-    user, conversation and overhead mark first, field by field
-    (:func:`~tokenbudget_core.attribution.outer_first`), then the ``attribute()`` block in force
-    (whose tenant is kept: a reservation holds none)."""
-    ctx = current_attribution()
-    feature, user, conversation, kind = outer_first(
-        (outer.feature, outer.user, outer.conversation, outer.overhead),
-        (ctx.feature, ctx.user, ctx.conversation, ctx.overhead),
-    )
-    return Attribution(
-        tenant=ctx.tenant, feature=feature, user=user, conversation=conversation, overhead=kind
-    )
-
-
 _IN_FORCE_HERE = nullcontext()
 """The payer of a call that no other encloses: the attribution in force (nothing to put in force)."""
 
@@ -342,6 +338,11 @@ class _Call:
     counter: TokenCounter
     input_tokens: int
     started: float
+    attribution: Attribution
+    """The attribution in force where the call started, or, for an event nested in another
+    call, where that call started: an event nested in this one is reserved under it (replacing
+    the block it starts in), with its own handler's ``feature`` / ``user`` filling what it
+    leaves unset."""
     delegated: bool = False
     premium_model: str | None = None
     """The routed call's premium model (when a router made the call)."""
@@ -470,11 +471,16 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._prune()
         outer = self._enclosing(caller.f_back if caller else None)
-        payer: AbstractContextManager[object] = _IN_FORCE_HERE
-        if outer is not None:  # one provider call: its innermost event takes over the reservation
+        if outer is None:
+            attribution = current_attribution()
+            payer: AbstractContextManager[object] = _IN_FORCE_HERE
+        else:  # one provider call: its innermost event takes over the reservation
             self.ledger.release(outer.reservation)
-            # and its payer (a lazily started stream's provider call may start in its reader's block)
-            payer = in_force(_payer_of(outer.reservation))
+            # and is charged as if it started where the enclosing call did (a lazily started
+            # stream's provider call may start in its reader's block): that call's attribution
+            # replaces the block in force, this handler's feature / user fill what it leaves unset
+            attribution = outer.attribution
+            payer = in_force(attribution)
         with payer:
             reservation = self.ledger.reserve(
                 model=model,
@@ -492,6 +498,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             counter=counter,
             input_tokens=tokens,
             started=time.monotonic(),
+            attribution=attribution,
             premium_model=routed_premium_model(),
         )
         with self._lock:

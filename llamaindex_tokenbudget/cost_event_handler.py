@@ -33,8 +33,10 @@ user, conversation, tenant and :func:`~tokenbudget_core.attribution.overhead` ma
 handler's ``feature`` / ``user``), as ``BudgetCallbackHandler`` reserves it: a stream read or
 closed in another ``attribute()`` block, thread or task is charged to whoever started it. The
 provider call a lazily started stream makes (``CustomLLM.astream_chat`` calls ``stream_chat``
-once it is iterated, maybe in the reader's block) is recorded on the payer of the call that
-returned the stream.
+once it is iterated, maybe in the reader's block) is recorded as if it had started where the
+call that returned the stream started: that call's ``attribute()`` block (maybe none) replaces
+the reader's whole, then the handler's ``feature`` / ``user`` fill what it leaves unset (a
+background job's stream read in bob's block is not charged to bob).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent  # type: ignore[attr-defined]
 
-from tokenbudget_core.attribution import Attribution, in_force, outer_first
+from tokenbudget_core.attribution import Attribution, current_attribution, in_force
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError, refuse_unknown
 from tokenbudget_core.estimating import unknown_model_counter
@@ -78,6 +80,7 @@ from .budget_callback import (
     enclosing,
     model_name,
     note_wrapper,
+    payer_from,
     payer_with,
     reply_text,
     reported_usage,
@@ -103,6 +106,9 @@ class _Call:
     payer: Attribution
     """Who pays: the attribution where the call started, the handler's ``feature`` / ``user``
     filling what it leaves unset (a stream may end in another block, thread or task)."""
+    attribution: Attribution
+    """The attribution in force where the call started, or, for a call nested in another, where
+    that one started (a call nested in this one is recorded under it, not the block it starts in)."""
     started: float
     last: Any = None
     """The latest streamed response (for a stream abandoned half-way)."""
@@ -111,16 +117,6 @@ class _Call:
     """The routed call's premium model (when a router made the call)."""
     routed_model: str | None = None
     """The model a router sent the call to (it is recorded on it)."""
-
-
-def _outer_payer(outer: Attribution, inner: Attribution) -> Attribution:
-    """The payer of a call nested in ``outer``'s: ``outer``'s ids first, field by field
-    (:func:`~tokenbudget_core.attribution.outer_first`), then ``inner``'s."""
-    tenant, feature, user, conversation, kind = outer_first(
-        (outer.tenant, outer.feature, outer.user, outer.conversation, outer.overhead),
-        (inner.tenant, inner.feature, inner.user, inner.conversation, inner.overhead),
-    )
-    return Attribution(tenant=tenant, feature=feature, user=user, conversation=conversation, overhead=kind)
 
 
 class CostEventHandler(BaseEventHandler):
@@ -244,13 +240,15 @@ class CostEventHandler(BaseEventHandler):
                 for stale in [k for k, c in self._calls.items() if c.started < oldest]:
                     del self._calls[stale]
                 outer = enclosing(self._calls, caller.f_back if caller else None, key="span_id")
-                payer = self.payer()
-                if outer is not None:  # one provider call: the innermost event is recorded
-                    outer.delegated = True
-                    payer = _outer_payer(outer.payer, payer)  # (a lazy stream's, read elsewhere)
+                if outer is None:
+                    attribution = current_attribution()
+                else:  # one provider call: the innermost event is recorded, as if it started
+                    outer.delegated = True  # where the enclosing call did (a lazy stream's call)
+                    attribution = outer.attribution
                 self._calls[key] = _Call(
                     start=event,
-                    payer=payer,
+                    payer=payer_from(attribution, self.feature, self.user),
+                    attribution=attribution,
                     started=time.monotonic(),
                     premium_model=routed_premium_model(),
                     routed_model=routed_model(),

@@ -286,3 +286,43 @@ def test_both_handlers_charge_a_lazily_started_stream_to_the_payer_of_the_call_t
 
     asyncio.run(main())
     assert rows(events) == rows(budget) == alice_row()
+
+
+@pytest.mark.parametrize("job", ["feature block", "no block"])
+def test_both_handlers_charge_a_lazy_stream_whose_caller_names_no_user_to_no_user(
+    both: Callable[..., tuple[Provider, Ledger, Ledger]], job: str
+) -> None:
+    """A background job's lazily started stream, read in bob's block: the provider call is
+    charged as if it started where the job called (no user, no conversation, no overhead
+    mark), not to the reader's ids the job left unset (review s22b 6)."""
+    llm, budget, events = both()
+
+    async def main() -> None:
+        if job == "feature block":
+            with attribute(feature="summaries"):
+                stream = await llm.astream_complete("hi")
+        else:
+            stream = await llm.astream_complete("hi")
+        with attribute(user="bob", conversation="c-bob"), overhead("router"):
+            assert len([chunk async for chunk in stream]) == CHUNKS
+
+    asyncio.run(main())
+    feature = "summaries" if job == "feature block" else "f"
+    expected = [(f"{feature}//{MODEL}", {**alice_row()[0][1]})]
+    assert rows(events) == rows(budget) == expected
+
+
+def test_a_lazy_streams_ids_its_caller_left_unset_come_from_the_handlers_defaults_not_the_reader(
+    both: Callable[..., tuple[Provider, Ledger, Ledger]],
+) -> None:
+    llm, budget, events = both(user="service")
+
+    async def main() -> None:
+        with attribute(conversation="c-job"):
+            stream = await llm.astream_complete("hi")
+        with attribute(feature="bobs", user="bob", conversation="c-bob"):
+            assert len([chunk async for chunk in stream]) == CHUNKS
+
+    asyncio.run(main())
+    [(_, figures)] = alice_row(conversations=1)
+    assert rows(events) == rows(budget) == [(f"f/service/{MODEL}", figures)]

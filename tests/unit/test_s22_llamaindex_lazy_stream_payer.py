@@ -105,3 +105,31 @@ def test_a_lazy_stream_read_in_the_block_it_was_made_in_is_charged_there_once(tm
 
     assert asyncio.run(main()) == WORDS
     assert charged(ledger) == {f"chat/alice/{MODEL}": (1, 0, 1)}
+
+
+@pytest.mark.parametrize("how", ["astream_chat", "astream_complete"])
+def test_a_background_jobs_lazy_stream_read_in_a_users_block_is_neither_refused_nor_charged_to_that_user(
+    tmp_path: Path, how: str
+) -> None:
+    """The caller's block names no user (a background job): the provider call is charged as if
+    it started where the job called, to no user. The reader's block (user, conversation,
+    overhead mark) is replaced whole, not used for the fields the job left unset (review s22b 6)."""
+    ledger, llm = ledger_and_llm(tmp_path, BudgetPolicy(user_daily_usd="0.01"))
+    ledger.record(Usage(input_tokens=1_000_000, output_tokens=0), model=MODEL, feature="chat", user="bob")
+    assert ledger.state(user="bob").step != "normal"  # bob is over his budget
+
+    async def main() -> int:
+        with attribute(feature="nightly-summaries"):  # a job: no user, no conversation
+            stream = await lazy_stream(llm, how)
+
+        async def writer() -> int:  # bob's request task
+            with attribute(user="bob", conversation="c-bob"), overhead("router"):
+                return len([chunk async for chunk in stream])
+
+        return await asyncio.create_task(writer())
+
+    assert asyncio.run(main()) == WORDS
+    assert charged(ledger) == {
+        f"nightly-summaries//{MODEL}": (1, 0, 0),
+        f"chat/bob/{MODEL}": (1, 0, 0),  # only his own record
+    }
