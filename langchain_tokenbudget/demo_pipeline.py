@@ -27,6 +27,7 @@ usage counted exactly with tiktoken; ``live=True`` uses ``ChatOpenAI`` instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -294,10 +295,39 @@ def _remove_sqlite(path: Path) -> None:
     """Delete the SQLite file ``path`` and its ``-wal`` / ``-shm`` companions (missing ones are fine).
 
     Raises:
-        PermissionError: A file is open elsewhere and the system refuses to delete it (Windows).
+        PermissionError: A file is open elsewhere and the system refuses to delete it (Windows),
+            or the directory is not writable.
+        OSError: The file cannot be deleted for another reason (a read-only file system).
     """
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         p.unlink(missing_ok=True)
+
+
+_ERROR_SHARING_VIOLATION = 32
+"""Windows' error for a file another process has open (``WinError 32``)."""
+
+
+def _in_use(error: OSError) -> bool:
+    """Whether ``error`` is Windows refusing to delete a file another process has open (a run
+    using it), not a directory this process may not write (which is any other ``PermissionError``,
+    on Linux and macOS always)."""
+    return isinstance(error, PermissionError) and getattr(error, "winerror", None) == _ERROR_SHARING_VIOLATION
+
+
+def _not_writable(url: str, path: Path, error: OSError) -> InvalidInputError:
+    """The error of a run that cannot write its demo store file ``path`` (``url``): its directory
+    is not writable (or the file system is read-only), named with the way out."""
+    folder = os.path.abspath(path.parent)
+    why = f"{error.strerror or error}"
+    if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+        why += "; the directory is not writable"
+    return InvalidInputError(
+        "store",
+        f"the demo cannot write its ledger {path.name} in {folder} ({why})",
+        value=url,
+        fix="run the demo from a writable directory, or give it a store in one: "
+        "tokenbudget demo --store sqlite:///writable/path.db (run_demo(store=...) in Python)",
+    )
 
 
 def _lock_directory(folder: Path) -> int | None:
@@ -320,26 +350,43 @@ def _lock_directory(folder: Path) -> int | None:
 @contextlib.contextmanager
 def _default_store(url: str) -> Iterator[str]:
     """The store of a run on the demo's own store ``url`` (a ``sqlite:///`` file), fresh: ``url``
-    recreated while this run holds its directory's demo lock; when another run holds it (or the
-    file cannot be deleted: it is open in another run), a new file of this run's own beside it,
-    ``<name>-run-<id>.db``, so that neither run deletes the other's file nor mixes in its calls.
+    recreated while this run holds its directory's demo lock; when another run holds it (or, on
+    Windows, the file cannot be deleted because another run has it open), a new file of this
+    run's own beside it, ``<name>-run-<id>.db``, so that neither run deletes the other's file nor
+    mixes in its calls.
+
+    Raises:
+        InvalidInputError: ``store``: the file cannot be deleted or created because its directory
+            is not writable; it names the directory and the fix (another store, or another
+            directory), rather than a per-run file the user never asked for.
     """
     path = Path(url.removeprefix("sqlite:///"))
     fd = _lock_directory(path.parent)
     try:
-        if fd is not None:
-            try:
-                _remove_sqlite(path)
-            except PermissionError:  # Windows: another run has it open
-                pass
-            else:
-                yield url
-                return
-        own = path.with_name(f"{path.stem}-run-{uuid.uuid4().hex[:12]}{path.suffix}")
-        yield "sqlite:///" + own.as_posix()
+        target = path
+        if fd is None or not _recreated(url, path):
+            target = path.with_name(f"{path.stem}-run-{uuid.uuid4().hex[:12]}{path.suffix}")
+        try:  # created now, so that a directory it cannot be written in is named as such
+            target.open("ab").close()
+        except OSError as e:
+            raise _not_writable(url, path, e) from e
+        yield url if target == path else "sqlite:///" + target.as_posix()
     finally:
         if fd is not None and fd >= 0:
             os.close(fd)
+
+
+def _recreated(url: str, path: Path) -> bool:
+    """Delete the demo store file ``path`` (``url``) of an earlier run: True; False when it is
+    open in another run (Windows refuses to delete it). Any other refusal is this run's to report.
+    """
+    try:
+        _remove_sqlite(path)
+    except OSError as e:
+        if _in_use(e):
+            return False
+        raise _not_writable(url, path, e) from e
+    return True
 
 
 def _pin_day(ledger: Ledger) -> None:
@@ -414,8 +461,9 @@ def run_demo(
         clock: Returns epoch seconds, the ledger's clock (tests pass a fake one).
 
     Raises:
-        InvalidInputError: A bad figure, an unknown stage or stage order, a bad clock, or
-            ``live`` without a key.
+        InvalidInputError: A bad figure, an unknown stage or stage order, a bad clock,
+            ``live`` without a key, or (``store``) the demo's own store in a directory that
+            cannot be written (the error names it; pass a ``store`` in a writable one).
         BudgetUnavailableError: The store cannot be reached.
     """
     stages = list(stages)
