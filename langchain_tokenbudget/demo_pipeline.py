@@ -31,6 +31,7 @@ import errno
 import functools
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -72,10 +73,12 @@ if sys.platform != "win32":
     import fcntl
 
 __all__ = [
+    "DEFAULT_DEMO_HTML",
     "DEFAULT_DEMO_STORE",
     "STAGES",
     "DemoChatModel",
     "check_live",
+    "demo_html_path",
     "run_demo",
     "run_stage",
 ]
@@ -277,6 +280,19 @@ _ALL_FEATURES = 1_000_000_000
 DEFAULT_DEMO_STORE = "sqlite:///tokenbudget-demo.db"
 """The demo's own embedded store (recreated by each run; a run started while another uses it
 records to a new file beside it), so it never mixes with an app's ledger nor another run."""
+DEFAULT_DEMO_HTML = "tokenbudget-demo.html"
+"""Where ``tokenbudget demo`` writes its HTML report unless told, but for a run that records to a
+file of its own (see :func:`demo_html_path`)."""
+
+
+def demo_html_path(store: str) -> str:
+    """Where ``tokenbudget demo`` writes the HTML report of a run whose summary names ``store``
+    unless told: beside a ledger file of the run's own (``tokenbudget-demo-run-<id>.db``, a run
+    started while another used the demo's own store), the same name ending ``.html``, so that two
+    runs at once never write one report; else :data:`DEFAULT_DEMO_HTML`."""
+    if re.fullmatch(re.escape(DEFAULT_DEMO_STORE.removesuffix(".db")) + r"-run-[0-9a-f]{12}\.db", store):
+        return store.removeprefix("sqlite:///").removesuffix(".db") + ".html"
+    return DEFAULT_DEMO_HTML
 
 
 @contextlib.contextmanager

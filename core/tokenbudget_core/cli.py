@@ -483,10 +483,10 @@ def _tokens(flag: str, value: str) -> int:
 @click.option(
     "--html",
     "html_path",
-    default="tokenbudget-demo.html",
-    show_default=True,
     metavar="PATH",
-    help="Where to write the HTML report ('-' for none).",
+    help="Where to write the HTML report ('-' for none). Default: tokenbudget-demo.html; a run that "
+    "records to a ledger file of its own (tokenbudget-demo-run-<id>.db, while another run uses "
+    "tokenbudget-demo.db) writes tokenbudget-demo-run-<id>.html beside it.",
 )
 @click.option("--live", is_flag=True, help="Call OpenAI for real (needs OPENAI_API_KEY; costs money).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -497,7 +497,7 @@ def demo(
     users: str,
     turns: str,
     seed: str,
-    html_path: str,
+    html_path: str | None,
     live: bool,
     as_json: bool,
     no_progress: bool,
@@ -508,10 +508,18 @@ def demo(
     that reports exact usage: first with no controls, then adding prompt compression, memory
     trimming, a semantic cache, tiered routing and per-user budgets. Every call is charged to
     the ledger; the savings table, cost per active user per day and the budget alerts are read
-    back from it, and an HTML report is written.
+    back from it, and an HTML report is written (tokenbudget-demo.html; a run started while another
+    uses tokenbudget-demo.db records to tokenbudget-demo-run-<id>.db and writes
+    tokenbudget-demo-run-<id>.html, so that neither run's report shows the other's figures).
     """
     try:
-        from langchain_tokenbudget.demo_pipeline import STAGES, check_live, run_demo
+        from langchain_tokenbudget.demo_pipeline import (
+            DEFAULT_DEMO_HTML,
+            STAGES,
+            check_live,
+            demo_html_path,
+            run_demo,
+        )
     except ImportError as e:
         raise MissingDependencyError("langchain-core", "langchain") from e
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -523,7 +531,7 @@ def demo(
     if live:
         check_live()
     if html_path != "-":
-        _check_writable("--html", html_path)
+        _check_writable("--html", DEFAULT_DEMO_HTML if html_path is None else html_path)
     total = n_users * n_turns * len(STAGES)
     console = _Console(soft_wrap=not _on_terminal())  # piped: each line whole, never cut at 80 columns
     progress = Progress(
@@ -544,6 +552,8 @@ def demo(
             live=live,
             on_turn=lambda: progress.advance(task),
         )
+    if html_path is None:  # beside the run's own ledger file, if it was given one
+        html_path = demo_html_path(summary.store)
     if html_path != "-":
         try:
             Path(html_path).write_text(render_html(summary), encoding="utf-8")
