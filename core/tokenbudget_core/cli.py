@@ -530,8 +530,17 @@ def demo(
     n_seed = _tokens("--seed", seed)
     if live:
         check_live()
-    if html_path != "-":
-        _check_writable("--html", DEFAULT_DEMO_HTML if html_path is None else html_path)
+    if html_path is None:  # the default, in the current directory: name it, and the way out
+        in_here = "" if store_url is not None else " and --store sqlite:///writable/path.db"
+        _check_writable(
+            "--html",
+            DEFAULT_DEMO_HTML,
+            default=True,
+            fix="run the demo from a writable directory, or pass --html PATH in one (--html - for none)"
+            + in_here,
+        )
+    elif html_path != "-":
+        _check_writable("--html", html_path)
     total = n_users * n_turns * len(STAGES)
     console = _Console(soft_wrap=not _on_terminal())  # piped: each line whole, never cut at 80 columns
     progress = Progress(
@@ -592,9 +601,11 @@ def demo(
     console.print(_shown(f"ledger: {summary.store}  ({hint})"), markup=False, emoji=False)
 
 
-def _check_writable(flag: str, path: str) -> None:
+def _check_writable(flag: str, path: str, *, default: bool = False, fix: str | None = None) -> None:
     """Refuse ``path`` now if a file cannot be written there (a missing folder, a directory, no
     permission), rather than after a long run. Creates nothing: a file made to find out is removed.
+    ``default``: ``path`` is the flag's default, not given: the error names its directory; ``fix``
+    replaces the default advice (another path, or none).
     """
     target = Path(path)
     existed = target.exists()
@@ -602,11 +613,15 @@ def _check_writable(flag: str, path: str) -> None:
         with target.open("ab"):
             pass
     except OSError as e:
+        why = f"{e.strerror or e}"
+        if default and (isinstance(e, PermissionError) or e.errno == errno.EROFS):
+            why += "; the directory is not writable"
+        where = f" (the default {flag}) in {os.path.abspath(target.parent)}" if default else ""
         raise InvalidInputError(
             flag,
-            f"cannot write {path!r}: {e.strerror or e}",
+            f"cannot write {path!r}{where}: {why}",
             value=path,
-            fix=f"pass a {flag} path in a writable folder, or {flag} - for none",
+            fix=fix or f"pass a {flag} path in a writable folder, or {flag} - for none",
         ) from e
     if not existed:
         target.unlink(missing_ok=True)

@@ -137,3 +137,34 @@ def test_a_permission_error_that_is_not_windows_in_use_is_not_a_file_in_use(
         run_demo(**SIZE)
     _assert_names_the_directory(str(caught.value), tmp_path)
     assert not list(tmp_path.glob("tokenbudget-demo-run-*"))
+
+
+@pytest.mark.parametrize("earlier_run", [True, False], ids=["files-of-an-earlier-run", "no-files"])
+def test_the_cli_with_its_defaults_names_the_directory_and_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, earlier_run: bool
+) -> None:
+    """Flags left to their defaults: whether the default report ``tokenbudget-demo.html`` is there
+    from an earlier run or not, the error names the directory, and ``--store`` to leave it."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    if earlier_run:
+        assert run("demo", "--users", "1", "--turns", "1", "--no-progress").exit_code == 0
+    with _read_only(folder):
+        result = run("demo", "--users", "1", "--turns", "1", "--no-progress")
+    assert_one_line_error(result, EXIT_BAD_INPUT)
+    _assert_names_the_directory(result.stderr, folder)
+
+
+def test_the_cli_does_not_suggest_a_store_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    db = tmp_path / "elsewhere.db"
+    with _read_only(folder):
+        result = run("demo", "--users", "1", "--turns", "1", "--no-progress", "--store", f"sqlite:///{db}")
+    assert_one_line_error(result, EXIT_BAD_INPUT, "--html", str(folder), "not writable", "--html PATH")
+    assert "--store" not in result.stderr
+    assert not db.exists()  # refused before the run
