@@ -75,12 +75,9 @@ class BudgetMemory(BaseMemory):
     )
 
     _counter: TokenCounter = PrivateAttr()
-    _transcript: Transcript | None = PrivateAttr(default=None)
-    # The loaded transcript's messages as the store last gave them back (or as put, until it
-    # does): what each operation compares the store with. Apart from ``_transcript.host`` (the
-    # host's own objects, which get() returns) because a store may give a message back in
-    # another form (SDK objects in additional_kwargs as dicts after a JSON round trip).
-    _seen: list[ChatMessage] = PrivateAttr(default_factory=list)
+    # What the memory loaded from the store (one plain object: a pydantic private
+    # attribute costs microseconds per read, which would be most of an operation).
+    _state: _Loaded = PrivateAttr(default_factory=lambda: _Loaded(False))
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -88,6 +85,7 @@ class BudgetMemory(BaseMemory):
         except ValidationError as e:
             raise host_error(e) from e
         self._counter = resolve_counter(self.model)
+        self._state = _Loaded(_keeps_its_lists(self.chat_store))
         self._new_core()  # the core validates the budget options, naming the field
         self._prefix()
 
@@ -185,25 +183,29 @@ class BudgetMemory(BaseMemory):
             ContextOverflowError: The message cannot fit beside the system and pinned ones.
         """
         transcript = self._loaded()
+        state = self._state
+        seen = state.seen
         try:
             transcript.append(message)
             self.chat_store.add_message(self.chat_store_key, message)
         except Exception:
-            self._transcript = None  # the store is the source of truth: reload it on next use
+            state.transcript = None  # the store is the source of truth: reload it on next use
             raise
-        self._seen.append(message)
+        seen.append(message)
 
     async def aput(self, message: ChatMessage) -> None:
         """Async twin of :meth:`put`."""
         transcript = await self._aloaded()
+        state = self._state
+        seen = state.seen
         try:
             with self._async_scope():
                 await transcript.aappend(message)
             await self.chat_store.async_add_message(self.chat_store_key, message)
         except Exception:
-            self._transcript = None
+            state.transcript = None
             raise
-        self._seen.append(message)
+        seen.append(message)
 
     def put_messages(self, messages: list[ChatMessage]) -> None:
         """Append messages one by one, as :meth:`put`.
@@ -252,45 +254,55 @@ class BudgetMemory(BaseMemory):
         """The transcript, in step with the chat store (which another memory may write to: two
         workers on one Redis store). Messages added there since are appended, each counted once;
         a transcript replaced there (reset, set, a deleted message) is rebuilt."""
+        state = self._state
         stored = self.chat_store.get_messages(self.chat_store_key)
-        transcript = self._transcript
-        if transcript is None or not _extends(stored, self._seen):
-            self._transcript = None
+        transcript = state.transcript
+        if transcript is None or not state.in_step(stored):
+            state.transcript = None
             transcript = self._build(stored)
-            self._adopt(transcript, stored)
+            self._adopt(transcript, stored, from_store=True)
             return transcript
+        seen = state.seen
         try:
-            for i in range(len(self._seen), len(stored)):
+            for i in range(len(seen), len(stored)):
                 transcript.append(stored[i], where=f"messages[{i}]")
-                self._seen.append(stored[i])
+                seen.append(stored[i])
         except Exception:
-            self._transcript = None
+            state.transcript = None
             raise
         return transcript
 
     async def _aloaded(self) -> Transcript:
         """Async twin of :meth:`_loaded`."""
+        state = self._state
         stored = await self.chat_store.aget_messages(self.chat_store_key)
-        transcript = self._transcript
-        if transcript is None or not _extends(stored, self._seen):
-            self._transcript = None
+        transcript = state.transcript
+        if transcript is None or not state.in_step(stored):
+            state.transcript = None
             transcript = await self._abuild(stored)
-            self._adopt(transcript, stored)
+            self._adopt(transcript, stored, from_store=True)
             return transcript
+        seen = state.seen
         try:
             with self._async_scope():
-                for i in range(len(self._seen), len(stored)):
+                for i in range(len(seen), len(stored)):
                     await transcript.aappend(stored[i], where=f"messages[{i}]")
-                    self._seen.append(stored[i])
+                    seen.append(stored[i])
         except Exception:
-            self._transcript = None
+            state.transcript = None
             raise
         return transcript
 
-    def _adopt(self, transcript: Transcript, messages: Sequence[ChatMessage]) -> None:
-        """Make ``transcript``, built from ``messages`` (as the store holds them), the loaded one."""
-        self._transcript = transcript
-        self._seen = list(messages)
+    def _adopt(
+        self, transcript: Transcript, messages: Sequence[ChatMessage], *, from_store: bool = False
+    ) -> None:
+        """Make ``transcript``, built from ``messages`` (as the store holds them), the loaded one;
+        ``from_store``: ``messages`` is what the store handed back (maybe the list it keeps)."""
+        state = self._state
+        state.transcript = transcript
+        state.seen = list(messages)
+        kept = from_store and state.lists_kept
+        state.stored = messages if kept and isinstance(messages, list) else None
 
     def _build(self, messages: Sequence[ChatMessage]) -> Transcript:
         transcript = Transcript(self._new_core())
@@ -340,14 +352,72 @@ class BudgetMemory(BaseMemory):
         return [transcript.to_host(request[i]) for i in fitted.kept if len(prefix) <= i < end]
 
 
+class _Loaded:
+    """A memory's loaded transcript and what it is compared with."""
+
+    __slots__ = ("lists_kept", "seen", "stored", "transcript")
+
+    def __init__(self, lists_kept: bool) -> None:
+        self.transcript: Transcript | None = None
+        # The loaded transcript's messages as the store last gave them back (or as put, until it
+        # does): what each operation compares the store with. Apart from ``transcript.host``
+        # (the host's own objects, which get() returns) because a store may give a message back
+        # in another form (SDK objects in additional_kwargs as dicts after a JSON round trip).
+        self.seen: list[ChatMessage] = []
+        # ``lists_kept``: the store hands back the list it keeps (SimpleChatStore); ``stored``:
+        # that list at the last load.
+        self.lists_kept = lists_kept
+        self.stored: list[ChatMessage] | None = None
+
+    def in_step(self, stored: list[ChatMessage]) -> bool:
+        """Whether the store's transcript is the loaded one, maybe with messages added after it."""
+        seen = self.seen
+        n = len(seen)
+        if self.lists_kept and stored is self.stored:
+            # The very list the store keeps, as at the last load. SimpleChatStore only appends to
+            # it, inserts or pops at an index (which moves the last loaded message, unless one
+            # of each) or drops it (reset, set: a new list): O(1), whatever the length.
+            return len(stored) >= n and (n == 0 or stored[n - 1] is seen[n - 1])
+        if not _extends(stored, seen):
+            return False
+        self.stored = stored if self.lists_kept else None
+        return True
+
+
+def _keeps_its_lists(store: BaseChatStore) -> bool:
+    """Whether ``store`` hands back the list it keeps and changes it only as SimpleChatStore does
+    (append, insert or pop at an index, replace or drop the whole list)."""
+    kind = type(store)
+    return isinstance(store, SimpleChatStore) and all(
+        getattr(kind, name) is getattr(SimpleChatStore, name)
+        for name in (
+            "get_messages",
+            "set_messages",
+            "add_message",
+            "delete_messages",
+            "delete_message",
+            "delete_last_message",
+            "aget_messages",
+            "aset_messages",
+            "async_add_message",
+            "adelete_messages",
+            "adelete_message",
+            "adelete_last_message",
+        )
+    )
+
+
 def _extends(stored: Sequence[ChatMessage], seen: list[ChatMessage]) -> bool:
     """Whether the store's transcript is the loaded one, maybe with messages added after it.
 
     Every loaded position is compared: a transcript replaced by another worker (reset, then new
     messages) may well begin and end with the same messages (a system prompt, a short "Done.")
-    and must not pass for the old one. The comparison is by identity (an in-process store hands
-    back the objects it was given), else by the fields' values (fresh objects from Redis: about
-    a tenth of the time the store's read and parse of them takes), else by the JSON form the
+    and must not pass for the old one. (On a store that hands back the list it keeps, this runs
+    only when that list is not the one last compared: see ``_Loaded.in_step``.) A message
+    is compared by identity first (an in-process store hands back the objects it was given: an
+    object edited in place after put is taken as unchanged, its tokens as first counted), else
+    by the fields' values (fresh objects from Redis; cheaper than the store's read and parse of
+    them, though it grows with the transcript as that read does), else by the JSON form the
     store keeps: a message put here with SDK objects in ``additional_kwargs`` comes back as
     dicts, and is the same message. Such a message is replaced in ``seen`` by the store's copy,
     so that it is dumped once, not on every call.
