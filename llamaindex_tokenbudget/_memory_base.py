@@ -4,11 +4,16 @@
 ``ConversationWindow`` or ``SummaryBuffer`` (chosen by the subclass) built from it on first
 use, then kept in step with it (what another memory added is appended, counted once; a
 transcript replaced there is rebuilt); it translates messages both ways and holds no budget
-rules of its own.
+rules of its own. One memory's operations run one at a time (a lock for the sync methods, one
+per event loop for the async ones), so a get() beside a put() never sees a message twice nor
+rebuilds; a sync call is not serialised with an async call of the same memory in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import weakref
 from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -75,7 +80,7 @@ class BudgetMemory(BaseMemory):
     )
 
     _counter: TokenCounter = PrivateAttr()
-    # What the memory loaded from the store (one plain object: a pydantic private
+    # What the memory loaded from the store, and its locks (one plain object: a pydantic private
     # attribute costs microseconds per read, which would be most of an operation).
     _state: _Loaded = PrivateAttr(default_factory=lambda: _Loaded(False))
 
@@ -158,12 +163,14 @@ class BudgetMemory(BaseMemory):
                 non-negative integer.
         """
         reserved = _request_tokens(input, kwargs)
-        return self._window(self._loaded(), input, reserved)
+        with self._state.lock:
+            return self._window(self._loaded(), input, reserved)
 
     async def aget(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """Async twin of :meth:`get`."""
         reserved = _request_tokens(input, kwargs)
-        return self._window(await self._aloaded(), input, reserved)
+        async with self._state.alock():
+            return self._window(await self._aloaded(), input, reserved)
 
     def get_all(self) -> list[ChatMessage]:
         """The full transcript, from the chat store."""
@@ -182,30 +189,33 @@ class BudgetMemory(BaseMemory):
             InvalidMessageError: The message cannot be translated, or a tool result lacks its call.
             ContextOverflowError: The message cannot fit beside the system and pinned ones.
         """
-        transcript = self._loaded()
-        state = self._state
-        seen = state.seen
-        try:
-            transcript.append(message)
-            self.chat_store.add_message(self.chat_store_key, message)
-        except Exception:
-            state.transcript = None  # the store is the source of truth: reload it on next use
-            raise
-        seen.append(message)
+        with self._state.lock:
+            transcript = self._loaded()
+            state = self._state
+            seen = state.seen
+            try:
+                transcript.append(message)
+                # seen before the store has it, never after: a load meanwhile must not add it again
+                seen.append(message)
+                self.chat_store.add_message(self.chat_store_key, message)
+            except Exception:
+                state.transcript = None  # the store is the source of truth: reload it on next use
+                raise
 
     async def aput(self, message: ChatMessage) -> None:
         """Async twin of :meth:`put`."""
-        transcript = await self._aloaded()
-        state = self._state
-        seen = state.seen
-        try:
-            with self._async_scope():
-                await transcript.aappend(message)
-            await self.chat_store.async_add_message(self.chat_store_key, message)
-        except Exception:
-            state.transcript = None
-            raise
-        seen.append(message)
+        async with self._state.alock():
+            transcript = await self._aloaded()
+            state = self._state
+            seen = state.seen
+            try:
+                with self._async_scope():
+                    await transcript.aappend(message)
+                seen.append(message)  # (as in put: before the store's write is awaited)
+                await self.chat_store.async_add_message(self.chat_store_key, message)
+            except Exception:
+                state.transcript = None
+                raise
 
     def put_messages(self, messages: list[ChatMessage]) -> None:
         """Append messages one by one, as :meth:`put`.
@@ -228,32 +238,37 @@ class BudgetMemory(BaseMemory):
         Raises:
             InvalidMessageError: A message is invalid (``messages[i]...``).
         """
-        transcript = self._build(messages)
-        self.chat_store.set_messages(self.chat_store_key, list(messages))
-        self._adopt(transcript, messages)
+        with self._state.lock:
+            transcript = self._build(messages)
+            self.chat_store.set_messages(self.chat_store_key, list(messages))
+            self._adopt(transcript, messages)
 
     async def aset(self, messages: list[ChatMessage]) -> None:
         """Async twin of :meth:`set`."""
-        transcript = await self._abuild(messages)
-        await self.chat_store.aset_messages(self.chat_store_key, list(messages))
-        self._adopt(transcript, messages)
+        async with self._state.alock():
+            transcript = await self._abuild(messages)
+            await self.chat_store.aset_messages(self.chat_store_key, list(messages))
+            self._adopt(transcript, messages)
 
     def reset(self) -> None:
         """Delete the transcript from the store and empty the window."""
-        self.chat_store.delete_messages(self.chat_store_key)
-        self._adopt(Transcript(self._new_core()), [])
+        with self._state.lock:
+            self.chat_store.delete_messages(self.chat_store_key)
+            self._adopt(Transcript(self._new_core()), [])
 
     async def areset(self) -> None:
         """Async twin of :meth:`reset`."""
-        await self.chat_store.adelete_messages(self.chat_store_key)
-        self._adopt(Transcript(self._new_core()), [])
+        async with self._state.alock():
+            await self.chat_store.adelete_messages(self.chat_store_key)
+            self._adopt(Transcript(self._new_core()), [])
 
     # -- plumbing -------------------------------------------------------------------------------
 
     def _loaded(self) -> Transcript:
         """The transcript, in step with the chat store (which another memory may write to: two
         workers on one Redis store). Messages added there since are appended, each counted once;
-        a transcript replaced there (reset, set, a deleted message) is rebuilt."""
+        a transcript replaced there (reset, set, a deleted message) is rebuilt. Called holding
+        the state's ``lock``."""
         state = self._state
         stored = self.chat_store.get_messages(self.chat_store_key)
         transcript = state.transcript
@@ -273,7 +288,7 @@ class BudgetMemory(BaseMemory):
         return transcript
 
     async def _aloaded(self) -> Transcript:
-        """Async twin of :meth:`_loaded`."""
+        """Async twin of :meth:`_loaded` (called holding the state's ``alock()``)."""
         state = self._state
         stored = await self.chat_store.aget_messages(self.chat_store_key)
         transcript = state.transcript
@@ -353,9 +368,9 @@ class BudgetMemory(BaseMemory):
 
 
 class _Loaded:
-    """A memory's loaded transcript and what it is compared with."""
+    """A memory's loaded transcript, what it is compared with, and the memory's locks."""
 
-    __slots__ = ("lists_kept", "seen", "stored", "transcript")
+    __slots__ = ("alocks", "lists_kept", "lock", "seen", "stored", "transcript")
 
     def __init__(self, lists_kept: bool) -> None:
         self.transcript: Transcript | None = None
@@ -363,11 +378,27 @@ class _Loaded:
         # does): what each operation compares the store with. Apart from ``transcript.host``
         # (the host's own objects, which get() returns) because a store may give a message back
         # in another form (SDK objects in additional_kwargs as dicts after a JSON round trip).
+        # A message put is in ``seen`` before the store's write, so that a load meanwhile (on
+        # another worker's memory; this one's are locked out) does not add it a second time.
         self.seen: list[ChatMessage] = []
         # ``lists_kept``: the store hands back the list it keeps (SimpleChatStore); ``stored``:
         # that list at the last load.
         self.lists_kept = lists_kept
         self.stored: list[ChatMessage] | None = None
+        # One operation at a time: sync methods (threads of a server) take ``lock``; async ones
+        # an ``asyncio.Lock`` of their event loop, held from the store's read to its write.
+        self.lock = threading.RLock()
+        self.alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def alock(self) -> asyncio.Lock:
+        """The memory's lock for async operations on the running event loop."""
+        loop = asyncio.get_running_loop()
+        lock = self.alocks.get(loop)
+        if lock is None:
+            lock = self.alocks.setdefault(loop, asyncio.Lock())
+        return lock
 
     def in_step(self, stored: list[ChatMessage]) -> bool:
         """Whether the store's transcript is the loaded one, maybe with messages added after it."""

@@ -173,7 +173,8 @@ class SummaryChatMemory(BudgetMemory):
         return self._buffer().last_error
 
     def _buffer(self) -> SummaryBuffer[Message]:
-        return cast(SummaryBuffer[Message], self._loaded().core)
+        with self._state.lock:
+            return cast(SummaryBuffer[Message], self._loaded().core)
 
     def _new_core(self) -> Core:
         summariser = LLMSummariser(self.llm)
