@@ -9,12 +9,22 @@ Both classes subclass LlamaIndex's ``BaseMemory`` and persist every message thro
 * :class:`SummaryChatMemory`: the same plus a running summary of what slid out, written by a
   LlamaIndex ``LLM`` (the core's ``SummaryBuffer``; while the LLM fails, the plain window).
 
-Each message is counted once: the core object is built from the store on first use, then
-appended to; every operation reads the store, so memories sharing one chat-store key (workers
-on one Redis store) see what the others put, and a transcript replaced there is rebuilt (every
-loaded message is compared with the store's, by value, so a new conversation that begins and
-ends like the deleted one is not taken for it; a message that comes back from the store in
-another form, SDK objects in ``additional_kwargs`` as dicts, is compared by its JSON form).
+Each message is counted once, when it is put (or first loaded): the core object is built from
+the store on first use, then appended to; every operation reads the store, so memories sharing
+one chat-store key (workers on one Redis store) see what the others put, and a transcript
+replaced there is rebuilt. Each loaded message is compared with the store's: by identity first
+(an in-process store hands back the objects it was given), else by value (fresh objects from
+Redis), else by JSON form (SDK objects in ``additional_kwargs`` come back as dicts: the same
+message); so a new conversation that begins and ends like the deleted one is not taken for it.
+On a ``SimpleChatStore`` the check is O(1): while the store's list is the one last loaded,
+only the last loaded message is compared (a message swapped in the middle of that list with
+``delete_message`` plus ``add_message(idx=...)`` is not noticed: ``set()`` the transcript).
+So do not edit a message object in place after ``put()`` (a reply filled in by a streaming
+loop): it is not recounted, its new tokens would not count (and a serialising store would not
+see the edit); put it finished, or ``set()`` the corrected transcript, which recounts it.
+One memory's operations run one at a time (sync calls from threads; async calls on one event
+loop), so a ``get()`` beside a ``put()`` never shows a message twice nor rebuilds; do not mix
+a sync call with an async call of the same memory in flight.
 Hosts that send messages of their own before the memory's (a chat engine's
 ``prefix_messages``, an agent's ``system_prompt``) should list them in ``prefix_messages`` so
 that their tokens are reserved; an agent's in-progress tool calls (its scratchpad) are not in
