@@ -15,10 +15,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, TypeAlias
 
 from .errors import InvalidInputError
+from .registry import config_file_path
 
 __all__ = ["PriceLike", "PriceOverride", "PriceTable", "default_price_table", "load_prices", "register_price"]
 
@@ -167,15 +167,7 @@ class PriceTable:
             InvalidInputError: ``path`` is not a path (``None``, empty: named ``path``), or the
                 file is missing, unparsable, or an entry is malformed.
         """
-        raw_path = os.fspath(path) if isinstance(path, str | os.PathLike) else None
-        if not isinstance(raw_path, str) or not raw_path.strip():
-            raise InvalidInputError(
-                "path",
-                f"must be the path of a TOML or JSON prices file, got {path!r}",
-                value=path,
-                fix="pass a path, e.g. 'prices.toml' (an unset environment variable reads as None or '')",
-            )
-        p = Path(raw_path)
+        p = config_file_path(path, "prices")
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
         try:
             text = p.read_bytes().decode()

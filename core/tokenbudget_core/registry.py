@@ -116,6 +116,24 @@ def _family(canonical: str) -> _Family | None:
     return None
 
 
+def config_file_path(path: object, kind: str) -> Path:
+    """``path`` (a ``str`` or ``os.PathLike``) of a TOML or JSON ``kind`` file (``"models"``,
+    ``"prices"``) as a :class:`~pathlib.Path`.
+
+    Raises:
+        InvalidInputError: ``path`` is not a path (``None``, a number, bytes, empty: named ``path``).
+    """
+    raw = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidInputError(
+            "path",
+            f"must be the path of a TOML or JSON {kind} file, got {path!r}",
+            value=path,
+            fix=f"pass a path, e.g. '{kind}.toml' (an unset environment variable reads as None or '')",
+        )
+    return Path(raw)
+
+
 class ModelRegistry:
     """Looks models up by name; holds user overrides.
 
@@ -193,15 +211,7 @@ class ModelRegistry:
             InvalidInputError: ``path`` is not a path (``None``, empty: named ``path``), or the
                 file is missing, unparsable, or an entry is malformed.
         """
-        raw_path = os.fspath(path) if isinstance(path, str | os.PathLike) else None
-        if not isinstance(raw_path, str) or not raw_path.strip():
-            raise InvalidInputError(
-                "path",
-                f"must be the path of a TOML or JSON models file, got {path!r}",
-                value=path,
-                fix="pass a path, e.g. 'models.toml' (an unset environment variable reads as None or '')",
-            )
-        p = Path(raw_path)
+        p = config_file_path(path, "models")
         try:
             raw_text = p.read_bytes()
         except OSError as e:
