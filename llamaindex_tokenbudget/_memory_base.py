@@ -198,7 +198,7 @@ class BudgetMemory(BaseMemory):
                 # seen before the store has it, never after: a load meanwhile must not add it again
                 seen.append(message)
                 self.chat_store.add_message(self.chat_store_key, message)
-            except Exception:
+            except BaseException:  # a cancelled call too: reload from the store on next use
                 state.transcript = None  # the store is the source of truth: reload it on next use
                 raise
 
@@ -213,7 +213,7 @@ class BudgetMemory(BaseMemory):
                     await transcript.aappend(message)
                 seen.append(message)  # (as in put: before the store's write is awaited)
                 await self.chat_store.async_add_message(self.chat_store_key, message)
-            except Exception:
+            except BaseException:  # a cancelled call too: reload from the store on next use
                 state.transcript = None
                 raise
 
@@ -282,7 +282,7 @@ class BudgetMemory(BaseMemory):
             for i in range(len(seen), len(stored)):
                 transcript.append(stored[i], where=f"messages[{i}]")
                 seen.append(stored[i])
-        except Exception:
+        except BaseException:  # a cancelled call too: reload from the store on next use
             state.transcript = None
             raise
         return transcript
@@ -303,7 +303,7 @@ class BudgetMemory(BaseMemory):
                 for i in range(len(seen), len(stored)):
                     await transcript.aappend(stored[i], where=f"messages[{i}]")
                     seen.append(stored[i])
-        except Exception:
+        except BaseException:  # a cancelled call too: reload from the store on next use
             state.transcript = None
             raise
         return transcript
