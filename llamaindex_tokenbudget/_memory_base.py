@@ -12,10 +12,11 @@ rebuilds; a sync call is not serialised with an async call of the same memory in
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import weakref
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Self
 
@@ -103,6 +104,25 @@ class BudgetMemory(BaseMemory):
                 fix="make a new memory on the same chat_store and chat_store_key (it rebuilds itself)",
             )
         super().__setattr__(name, value)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A new memory with this one's options, ``update`` applied, built as the constructor
+        builds one (options checked, counted anew): on the same chat store and key unless
+        ``update`` names others, or, with ``deep``, on a copy of the store. (A plain copy would
+        share this memory's loaded window, built for its own options.)
+
+        Raises:
+            InvalidInputError: ``update`` names an option with a bad value (as the constructor).
+        """
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        data.update(update or {})
+        return type(self)(**(copy.deepcopy(data) if deep else data))
+
+    def __copy__(self) -> Self:
+        return self.model_copy()
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        return self.model_copy(deep=True)
 
     @field_validator("tools", mode="before")
     @classmethod
