@@ -18,7 +18,8 @@ Redis), else by JSON form (SDK objects in ``additional_kwargs`` come back as dic
 message); so a new conversation that begins and ends like the deleted one is not taken for it.
 On a ``SimpleChatStore`` the check is O(1): while the store's list is the one last loaded,
 only the last loaded message is compared (a message swapped in the middle of that list with
-``delete_message`` plus ``add_message(idx=...)`` is not noticed: ``set()`` the transcript).
+``delete_message`` plus ``add_message(idx=...)``, or deleted and the last message object added
+again, is not noticed: edit the transcript with ``set()``).
 So do not edit a message object in place after ``put()`` (a reply filled in by a streaming
 loop): it is not recounted, its new tokens would not count (and a serialising store would not
 see the edit); put it finished, or ``set()`` the corrected transcript, which recounts it.
