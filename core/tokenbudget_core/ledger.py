@@ -246,7 +246,7 @@ class Ledger:
         try:  # a clock in milliseconds or nanoseconds reads a time with no date: refused here, once
             datetime.fromtimestamp(now, self.tz)
         except (OverflowError, ValueError, OSError) as e:
-            raise _clock_out_of_range(now) from e
+            raise clock_out_of_range(now) from e
         if on_unavailable not in ("closed", "open"):
             raise InvalidInputError(
                 "on_unavailable", f"unknown value {on_unavailable!r}", fix="'closed' or 'open'"
@@ -282,9 +282,8 @@ class Ledger:
                     fix="pass spool_path= (or set $TOKENBUDGET_SPOOL) to a file in a writable directory",
                 )
         self.sinks = resolve_sinks(alerts)
-        self._refusals_told: set[tuple[str, str, str, int]] = (
-            set()
-        )  # (day, scope, metric, limit) told refusing
+        # (day, scope, metric, limit) of the budgets this ledger told refusing
+        self._refusals_told: set[tuple[str, str, str, int]] = set()
         self.registry = registry if registry is not None else default_registry()
         self.prices = prices
         self.clock = clock
@@ -363,7 +362,7 @@ class Ledger:
         try:
             return int(now * 1000)
         except (OverflowError, ValueError, TypeError):  # inf, NaN, not a number
-            raise _clock_out_of_range(now) from None
+            raise clock_out_of_range(now) from None
 
     def day(self, at: float | datetime | None = None) -> str:
         """The ledger day (ISO date in the ledger's time zone) of ``at`` (epoch seconds or an aware
@@ -423,7 +422,7 @@ class Ledger:
                 return cached[1]
             day = datetime.fromtimestamp(at, self.tz).date().isoformat()
         except (OverflowError, ValueError, OSError, TypeError) as e:
-            raise _clock_out_of_range(at) from e
+            raise clock_out_of_range(at) from e
         self._day_cache = (second, day)
         return day
 
@@ -2503,7 +2502,8 @@ def _finite(value: float) -> bool:
         return False
 
 
-def _clock_out_of_range(now: object) -> InvalidInputError:
+def clock_out_of_range(now: object) -> InvalidInputError:
+    """The error of a ledger clock's reading ``now`` that is no time with a date (reports too)."""
     reading = (
         f"{now:.6g}" if isinstance(now, float) or (type(now) is int and _finite(now)) else repr(now)[:40]
     )

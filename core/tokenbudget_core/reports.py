@@ -54,7 +54,7 @@ from typing import Any, Literal, NamedTuple, TypeAlias, cast
 from urllib.parse import quote, unquote
 
 from .errors import InvalidInputError
-from .ledger import Ledger
+from .ledger import Ledger, clock_out_of_range
 from .money import jsonable
 from .money import nanos_to_usd as _usd
 from .stores.base import LedgerStore, RollupRow, call_costs_many
@@ -559,12 +559,7 @@ def build_report(
     try:
         now = datetime.fromtimestamp(reading, tz)
     except (OverflowError, ValueError, OSError, TypeError):
-        raise InvalidInputError(
-            "clock",
-            f"returned {repr(reading)[:40]}, which is no time with a calendar date",
-            value=reading,
-            fix="return epoch seconds, e.g. time.time",
-        ) from None
+        raise clock_out_of_range(reading) from None
     selected = _select_days(days, day, last_days, now.date())
     wanted = set(selected)
     rows = [_decode(r) for r in store.rollup(selected) if r.day in wanted]
