@@ -204,10 +204,6 @@ def withdraw_claim(claim: RunClaim) -> None:
     """Close ``claim`` for good before its lookup: that lookup and its store skip the cache (a
     refused run's raises its refusal), never falling back to the shared scope. For a handler
     that forgets a run still in flight (past its caps)."""
-    _withdraw(claim)
-
-
-def _withdraw(claim: RunClaim) -> None:
     claim.close()
     with _WITHDRAWN_LOCK:
         if claim.refusal is not None or claim.run not in _WITHDRAWN:
@@ -264,11 +260,11 @@ def claim_run(
         if c.batch is batch:
             mine.append(c)
         elif c.run == run or (c.prompt is None and id(c.batch) not in calls):
-            _withdraw(c)  # an earlier call's (stopped before its lookup, or its run id reused)
+            withdraw_claim(c)  # an earlier call's (stopped before its lookup, or its run id reused)
         else:
             others.append(c)
     for c in others[: max(0, len(others) - (_MAX_CLAIMS - 1))]:
-        _withdraw(c)  # never a claim of the call starting
+        withdraw_claim(c)  # never a claim of the call starting
     with _WITHDRAWN_LOCK:
         _WITHDRAWN.pop(run, None)  # (a reused run id: this call's lookup is its own)
     _CLAIMS.set((*others[-(_MAX_CLAIMS - 1) :], *mine, claim))
