@@ -692,10 +692,10 @@ def _namespaced(url: str | None, namespace: str | None) -> str | None:
         return url
     from urllib.parse import parse_qs, quote, urlsplit
 
-    from .stores import DEFAULT_STORE_URL
+    from .stores import default_store_url
     from .stores.base import redact_url
 
-    url = url or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
+    url = url or default_store_url()
     if not url.lower().startswith(("redis://", "rediss://", "redis+cluster://")):
         raise InvalidInputError(
             "--namespace",
@@ -731,11 +731,11 @@ def _in_process(url: str) -> bool:
 def _opened_store(url: str | None) -> Iterator[LedgerStore]:
     """The store at ``url``, to read: a SQLite file is opened read-only and never modified, and
     one that does not exist or holds no ledger is an error, not a new empty ledger."""
-    from .stores import DEFAULT_STORE_URL, open_store
+    from .stores import default_store_url, open_store
     from .stores.base import redact_url
     from .stores.sqlite import sqlite_path
 
-    url = _given_store(url) or os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
+    url = _given_store(url) or default_store_url()
     prefix = "sqlite:///"
     options: dict[str, object] = {}
     if _in_process(url):

@@ -1,7 +1,8 @@
 """Ledger stores, chosen by URL: ``memory://``, ``sqlite:///path``, ``redis://...``.
 
-:func:`open_store` picks the backend; ``$TOKENBUDGET_STORE`` is the default URL and the
-embedded SQLite file ``./tokenbudget.db`` the fallback.
+:func:`open_store` picks the backend; ``$TOKENBUDGET_STORE`` is the default URL (set but empty:
+refused, see :func:`default_store_url`) and the embedded SQLite file ``./tokenbudget.db`` the
+fallback.
 """
 
 from __future__ import annotations
@@ -14,13 +15,42 @@ from tokenbudget_core.errors import InvalidInputError
 
 from .base import LedgerStore, redact_url
 
-__all__ = ["DEFAULT_STORE_URL", "LedgerStore", "open_store"]
+__all__ = ["DEFAULT_STORE_URL", "LedgerStore", "default_store_url", "open_store"]
 
 DEFAULT_STORE_URL = "sqlite:///tokenbudget.db"
+STORE_VARIABLE = "TOKENBUDGET_STORE"
+"""The environment variable naming the default store."""
+
+
+def default_store_url() -> str:
+    """The store used when none is given: ``$TOKENBUDGET_STORE``, else :data:`DEFAULT_STORE_URL`.
+
+    Only an unset variable means the fallback: one set to an empty or blank string is refused
+    (a deployment that meant to name its ledger, ``TOKENBUDGET_STORE=$LEDGER_URL`` with that
+    one unset), rather than read as unset, which would record to, or show, a private
+    ``./tokenbudget.db``.
+
+    Raises:
+        InvalidInputError: ``$TOKENBUDGET_STORE`` is set but empty or blank (the field is
+            ``$TOKENBUDGET_STORE``; the fix: unset it, or give it a store URL).
+    """
+    url = os.environ.get(STORE_VARIABLE)
+    if url is None:
+        return DEFAULT_STORE_URL
+    if not url.strip():
+        raise InvalidInputError(
+            f"${STORE_VARIABLE}",
+            "is set but empty" if not url else "is set but blank (only whitespace)",
+            value=url,
+            fix=f"unset it for the default store ({DEFAULT_STORE_URL}), or set it to the store's URL "
+            "(sqlite:///path/to/ledger.db, redis://host:port/db, memory://)",
+        )
+    return url
 
 
 def open_store(url: str | None = None, **options: object) -> LedgerStore:
-    """Open the store at ``url`` (default: ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``).
+    """Open the store at ``url`` (default: ``$TOKENBUDGET_STORE``, else ``sqlite:///tokenbudget.db``,
+    see :func:`default_store_url`).
 
     Only ``None`` (no argument) means the default: an empty string, or any other non-string,
     is refused, so a missing environment variable (``open_store(os.environ.get("X", ""))``)
@@ -34,11 +64,12 @@ def open_store(url: str | None = None, **options: object) -> LedgerStore:
     Raises:
         InvalidInputError: ``url`` is not a string or is empty (``store``), its scheme is not
             ``memory``, ``sqlite``, ``redis``/``rediss`` or ``redis+cluster``, or the store
-            refuses the URL or an option.
+            refuses the URL or an option; with no ``url``, ``$TOKENBUDGET_STORE`` is set but
+            empty or blank (``$TOKENBUDGET_STORE``).
         MissingDependencyError: The Redis client is not installed.
     """
     if url is None:
-        url = os.environ.get("TOKENBUDGET_STORE") or DEFAULT_STORE_URL
+        url = default_store_url()
     if not isinstance(url, str):
         raise InvalidInputError(
             "store",
