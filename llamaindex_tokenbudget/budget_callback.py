@@ -35,7 +35,12 @@ started stream makes (``CustomLLM.astream_chat`` calls ``stream_chat`` once it i
 maybe by a task inside another user's ``attribute()`` block) is charged to the caller, never
 to the reader (a background job's stream read in bob's block is no call of bob's, and bob's
 budget does not refuse it), and a ``StructuredLLM`` whose inner LLM has a handler of its own
-is charged to that handler's ``feature`` (unless the caller's block names one). A nested
+is charged to that handler's ``feature`` (unless the caller's block names one). It is gated
+on that payer too: the ``StructuredLLM``'s own event reserves for the payer the handler of the
+LLM it wraps (through a ``CachedLLM`` or ``RoutedLLM``, which make no event of their own)
+charges, when there is one on the same ledger and, for several (a ``RoutedLLM``'s tiers),
+they agree; so the budgets of the handler its own event reaches (``Settings``'s) refuse no
+call they are not charged for. A nested
 event is recognised while the enclosing wrapper, or the stream wrapper it returned, is running
 (on the stack). The callback manager is synchronous: with a networked store, ``reserve`` and
 ``commit`` block the event loop of ``achat`` for one round trip.
@@ -70,6 +75,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, Completi
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
+from llama_index.core.llms import LLM
 
 from tokenbudget_core.attribution import Attribution, current_attribution, in_force, outer_first
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
@@ -321,6 +327,66 @@ def forget_snapshot(names: Mapping[str, object]) -> None:
         names.clear()
 
 
+EVENTLESS = "tokenbudget_eventless"
+"""A class attribute, true on an LLM that makes no callback event of its own (a ``CachedLLM``, a
+``RoutedLLM``): the LLMs it wraps make (and their handlers charge) its provider calls."""
+_NESTED_DEPTH = 3
+"""How deep :func:`charging_defaults` looks into LLMs wrapping LLMs."""
+
+
+def inner_llms(llm: object) -> list[LLM]:
+    """The LLMs ``llm``'s pydantic fields hold, directly or in a mapping's values or a list (a
+    ``StructuredLLM``'s LLM, a ``RoutedLLM``'s tiers and fallbacks)."""
+    out: list[LLM] = []
+    for name in getattr(type(llm), "model_fields", ()):
+        pending: list[Any] = [getattr(llm, name, None)]
+        for _ in range(3):  # a value, a mapping's values, the lists those hold
+            nested: list[Any] = []
+            for item in pending:
+                if isinstance(item, LLM):
+                    out.append(item)
+                elif isinstance(item, Mapping):
+                    nested += list(item.values())
+                elif isinstance(item, list | tuple):
+                    nested += list(item)
+            pending = nested
+    return out
+
+
+def charging_defaults(llm: object, ledger: Ledger) -> tuple[str | None, str | None] | None:
+    """The ``feature`` / ``user`` of the budget handler on ``ledger`` that charges the provider
+    call a call of ``llm`` makes through the LLMs it wraps (a ``StructuredLLM``'s inner LLM,
+    through any ``CachedLLM`` / ``RoutedLLM`` between them, which make no event of their own):
+    that LLM's event nests in ``llm``'s and its own handler charges it.
+
+    ``None``: ``llm`` wraps no LLM, or an LLM whose calls no handler on ``ledger`` sees (the
+    handler of ``llm``'s own event charges it), or LLMs charged with different defaults (a
+    ``RoutedLLM`` whose tiers have handlers of their own: which one answers is not known yet).
+    """
+    if not isinstance(llm, LLM):
+        return None
+    level, seen = inner_llms(llm), {id(llm)}
+    found: set[tuple[str | None, str | None]] = set()
+    for _ in range(_NESTED_DEPTH):
+        nested: list[LLM] = []
+        for item in level:
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            if getattr(type(item), EVENTLESS, False):
+                nested += inner_llms(item)
+                continue
+            handlers = getattr(getattr(item, "callback_manager", None), "handlers", None) or ()
+            ours = [h for h in handlers if isinstance(h, BudgetCallbackHandler) and h.ledger is ledger]
+            if not ours:
+                return None
+            found.add((ours[0].feature, ours[0].user))
+        if not nested:
+            return found.pop() if len(found) == 1 else None
+        level = nested
+    return None
+
+
 _IN_FORCE_HERE = nullcontext()
 """The payer of a call that no other encloses: the attribution in force (nothing to put in force)."""
 
@@ -357,7 +423,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     Nested events are recognised among the calls of every handler of the same ledger: a
     ``StructuredLLM`` whose events reach a handler in ``Settings`` and whose inner LLM has a
-    handler of its own (for a feature) is charged once, by the inner one. Put a handler where
+    handler of its own (for a feature) is charged once, by the inner one, and gated (reserved,
+    maybe refused) on that payer only. Put a handler where
     the provider call is (the inner LLM, or ``Settings``): one on the ``StructuredLLM`` alone
     sees only the caller's messages (not the schema the program adds) and a parsed object
     instead of the provider's usage, so it charges an estimate.
@@ -471,6 +538,9 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._prune()
         outer = self._enclosing(caller.f_back if caller else None)
+        # A call whose provider call an LLM it wraps makes (a StructuredLLM's inner LLM) is
+        # charged by that LLM's handler: it is gated on the payer that handler charges.
+        feature, user = charging_defaults(calling_llm(caller), self.ledger) or (self.feature, self.user)
         if outer is None:
             attribution = current_attribution()
             payer: AbstractContextManager[object] = _IN_FORCE_HERE
@@ -488,8 +558,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 max_output_tokens=max_output(
                     call_kwargs, serialized, self.max_output_tokens, llm=calling_llm(caller)
                 ),
-                feature=self.feature,
-                user=self.user,
+                feature=feature,
+                user=user,
                 request_id=event_id or None,
                 cache_writes=cache_writes_in(messages),
             )

@@ -45,9 +45,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -85,7 +85,7 @@ from tokenbudget_core.response_cache import ResponseCacheBase
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
 
-from .budget_callback import BudgetCallbackHandler
+from .budget_callback import BudgetCallbackHandler, inner_llms
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_messages
 from .usage import CACHE_HIT_KEY
@@ -146,6 +146,8 @@ class CachedLLM(FunctionCallingLLM):
         True
     """
 
+    tokenbudget_eventless: ClassVar[bool] = True
+    """It makes no callback event of its own: the wrapped LLM's events charge its calls."""
     llm: LLM = Field(description="The LLM called on a cache miss.")
     model: str = Field(description="The model name used in cache keys and to price what a hit saved.")
     _cache: Any = PrivateAttr()  # ExactCache | SemanticCache (checked in __init__)
@@ -557,7 +559,7 @@ def _budget_handlers(llm: LLM) -> list[BudgetCallbackHandler]:
                 for h in getattr(manager, "handlers", None) or ()
                 if isinstance(h, BudgetCallbackHandler) and (h.feature is not None or h.user is not None)
             ]
-            inner += _inner_llms(item)
+            inner += inner_llms(item)
         if found or not inner:
             return found
         level = inner
@@ -586,25 +588,6 @@ def _cost_handlers() -> list[CostEventHandler]:
 
 _DISPATCHER_DEPTH = 16
 """How many dispatchers up :func:`_cost_handlers` looks (LlamaIndex's chain is two long)."""
-
-
-def _inner_llms(llm: LLM) -> list[LLM]:
-    """The LLMs ``llm``'s pydantic fields hold, directly or in a mapping's values or a list."""
-    out: list[LLM] = []
-    for name in type(llm).model_fields:
-        value = getattr(llm, name, None)
-        pending: list[Any] = [value]
-        for _ in range(3):  # a value, a mapping's values, the lists those hold
-            nested: list[Any] = []
-            for item in pending:
-                if isinstance(item, LLM):
-                    out.append(item)
-                elif isinstance(item, Mapping):
-                    nested += list(item.values())
-                elif isinstance(item, list | tuple):
-                    nested += list(item)
-            pending = nested
-    return out
 
 
 def _sent(llm: LLM, key: str, kwargs: dict[str, Any]) -> float | None:

@@ -28,7 +28,7 @@ the ``RoutedLLM`` up front (``FunctionAgent``: "LLM must be a FunctionCallingLLM
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -117,6 +117,8 @@ class RoutedLLM(FunctionCallingLLM):
         'gpt-4o-mini'
     """
 
+    tokenbudget_eventless: ClassVar[bool] = True
+    """It makes no callback event of its own: the tier LLM that answers makes (and charges) the call."""
     tiers: dict[str, Any] = Field(description="Tier name -> LLM, ordered cheapest -> premium.")
     models: dict[str, str] | None = Field(default=None, description="Tier name -> model name to price with.")
     fallbacks: dict[str, list[Any]] | None = Field(
