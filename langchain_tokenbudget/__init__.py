@@ -6,6 +6,10 @@ use: they need ``langchain`` (agents), not only ``langchain-core``.
 
 from typing import TYPE_CHECKING, Any
 
+REQUIREMENT = "langchain-core>=1.0,<2"
+"""The langchain-core versions the adapters need (the ``langchain`` extra's; named when an older
+one lacks a module they import)."""
+
 try:  # the adapters need their host framework: a missing extra is named, with its pip command
     from .budget_callback import AsyncBudgetCallbackHandler, BudgetCallbackHandler
     from .chat_history import SummaryChatMessageHistory, TokenBudgetChatMessageHistory
@@ -15,11 +19,14 @@ try:  # the adapters need their host framework: a missing extra is named, with i
     from .trim_runnable import TrimMessagesRunnable
     from .usage import cost_of_message, usage_of
 except ModuleNotFoundError as e:
-    if (e.name or "langchain_core").split(".")[0] != "langchain_core":
-        raise
     from tokenbudget_core.errors import MissingDependencyError
 
-    raise MissingDependencyError("langchain-core", "langchain") from e
+    missing = MissingDependencyError.of_framework(
+        e, module="langchain_core", package="langchain-core", extra="langchain", requirement=REQUIREMENT
+    )
+    if missing is None:
+        raise
+    raise missing from e
 
 if TYPE_CHECKING:
     from .budget_middleware import BudgetMiddleware

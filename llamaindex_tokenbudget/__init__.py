@@ -1,5 +1,9 @@
 """LlamaIndex adapters for tokenbudget: translate LlamaIndex types, then call the core."""
 
+REQUIREMENT = "llama-index-core>=0.12,<0.15"
+"""The llama-index-core versions the adapters need (the ``llamaindex`` extra's; named when an
+older one lacks a module they import)."""
+
 try:  # the adapters need their host framework: a missing extra is named, with its pip command
     from .budget_callback import BudgetCallbackHandler
     from .cached_llm import CachedLLM
@@ -9,11 +13,14 @@ try:  # the adapters need their host framework: a missing extra is named, with i
     from .routed_llm import RoutedLLM
     from .usage import cost_of_response, usage_of
 except ModuleNotFoundError as e:
-    if (e.name or "llama_index").split(".")[0] != "llama_index":
-        raise
     from tokenbudget_core.errors import MissingDependencyError
 
-    raise MissingDependencyError("llama-index-core", "llamaindex") from e
+    missing = MissingDependencyError.of_framework(
+        e, module="llama_index.core", package="llama-index-core", extra="llamaindex", requirement=REQUIREMENT
+    )
+    if missing is None:
+        raise
+    raise missing from e
 
 __all__ = [
     "BudgetCallbackHandler",

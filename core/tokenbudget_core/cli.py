@@ -520,6 +520,8 @@ def demo(
             demo_html_path,
             run_demo,
         )
+    except MissingDependencyError:  # the adapters' own: not installed, or too old
+        raise
     except ImportError as e:
         raise MissingDependencyError("langchain-core", "langchain") from e
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -16,7 +16,7 @@ expect, so existing handlers keep working::
     ├── BudgetUnavailableError (ConnectionError) the ledger's store cannot be reached (fail closed)
     ├── StoreRefusedError (RuntimeError)        the ledger's store is up but refuses it (credentials, ACL)
     ├── CacheUnavailableError (ConnectionError) a response cache's store cannot be reached (a miss)
-    └── MissingDependencyError (ImportError)    an optional extra is not installed
+    └── MissingDependencyError (ImportError)    an optional extra is not installed, or too old
 
 Messages give the value, the limit and the next step.
 """
@@ -288,15 +288,69 @@ class CacheUnavailableError(TokenBudgetError, ConnectionError):
 
 
 class MissingDependencyError(TokenBudgetError, ImportError):
-    """An optional dependency is not installed.
+    """An optional dependency is not installed, or is installed but too old: it lacks a module
+    tokenbudget imports (``missing``).
 
     Attributes:
         extra: The ``tokenbudget-kit`` extra that installs it.
+        missing: The module the installed package lacks (``None``: the package is not installed).
+        requirement: The versions tokenbudget needs (``"langchain-core>=1.0,<2"``), when known.
     """
 
-    def __init__(self, package: str, extra: str) -> None:
+    def __init__(
+        self,
+        package: str,
+        extra: str,
+        *,
+        missing: str | None = None,
+        requirement: str | None = None,
+        installed: str | None = None,
+    ) -> None:
+        """``package`` (its pip name) for the ``extra``; ``missing``: the module an installed
+        ``package`` (version ``installed``, when known) lacks, upgraded to ``requirement``."""
         self.extra = extra
-        super().__init__(f'{package} is not installed: pip install "tokenbudget-kit[{extra}]"')
+        self.missing = missing
+        self.requirement = requirement
+        if missing is None:
+            super().__init__(f'{package} is not installed: pip install "tokenbudget-kit[{extra}]"')
+            return
+        needed = requirement or package
+        version = f"; installed: {installed}" if installed else ""
+        super().__init__(
+            f"{package} is installed but too old (missing {missing}{version}; tokenbudget needs "
+            f'{needed}): upgrade it: pip install -U "{needed}"'
+        )
+
+    @classmethod
+    def of_framework(
+        cls, error: ModuleNotFoundError, *, module: str, package: str, extra: str, requirement: str
+    ) -> MissingDependencyError | None:
+        """The error of an adapter package whose import of its framework failed with ``error``.
+
+        Args:
+            error: What the import raised.
+            module: The framework package's module (``"langchain_core"``, ``"llama_index.core"``).
+            package: Its pip name (``"langchain-core"``).
+            extra: The ``tokenbudget-kit`` extra that installs it.
+            requirement: The versions the adapters need (``"langchain-core>=1.0,<2"``).
+
+        Returns:
+            Not installed (``module``, or a package above it, is missing), or installed but too
+            old (a module below it is missing, as an older version lacks one); ``None`` when
+            the missing module is not the framework's (``error`` is then the one to raise).
+        """
+        name = error.name or module
+        if name == module or module.startswith(name + "."):
+            return cls(package, extra, requirement=requirement)
+        if not name.startswith(module + "."):
+            return None
+        from importlib import metadata  # the package imported: only a module below it is missing
+
+        try:
+            installed: str | None = metadata.version(package)
+        except metadata.PackageNotFoundError:  # importable, yet not installed: a copy on the path
+            installed = None
+        return cls(package, extra, missing=name, requirement=requirement, installed=installed)
 
 
 def refuse_unknown(

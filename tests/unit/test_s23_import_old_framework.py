@@ -1,0 +1,97 @@
+"""Importing an adapter package with its framework installed but too old (it lacks a module the
+adapters import) says so, with the versions needed and the upgrade command (review s22b #5): it
+said the framework "is not installed", and told to install what is installed. The error is still a
+:class:`MissingDependencyError` (an ``ImportError`` and a ``TokenBudgetError``); the framework
+absent entirely is still "not installed". An older framework is simulated in a subprocess by a
+meta-path hook that hides one of its modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+HIDE = """
+import importlib.abc, sys
+HIDDEN = {hidden!r}
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == HIDDEN or name.startswith(HIDDEN + "."):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+sys.meta_path.insert(0, Hide())
+from tokenbudget_core import MissingDependencyError, TokenBudgetError
+try:
+    {statement}
+except TokenBudgetError as e:
+    assert isinstance(e, MissingDependencyError) and isinstance(e, ImportError), type(e)
+    print("MISSING", getattr(e, "missing", None), "|", e)
+else:
+    print("IMPORTED")
+"""
+
+FRAMEWORKS = {
+    "langchain_tokenbudget": ("langchain-core", "langchain", "langchain_core.outputs"),
+    "llamaindex_tokenbudget": (
+        "llama-index-core",
+        "llamaindex",
+        "llama_index.core.instrumentation.events.span",
+    ),
+}
+
+
+def _run_hiding(hidden: str, statement: str) -> str:
+    code = HIDE.format(hidden=hidden, statement=statement)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _required(package: str, extra: str) -> str:
+    """``package``'s requirement in pyproject's ``extra``: ``"langchain-core>=1.0,<2"``."""
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    (spec,) = [r for r in pyproject["project"]["optional-dependencies"][extra] if r.startswith(package + ">")]
+    return str(spec)
+
+
+@pytest.mark.parametrize("adapter", sorted(FRAMEWORKS))
+def test_an_old_framework_is_named_too_old_with_the_versions_needed(adapter: str) -> None:
+    package, extra, module = FRAMEWORKS[adapter]
+    needed = _required(package, extra)
+    out = _run_hiding(module, f"import {adapter}")
+    assert out.startswith(f"MISSING {module} | {package} is installed but too old (missing {module}"), out
+    assert f"needs {needed}" in out
+    assert f'pip install -U "{needed}"' in out
+    assert "not installed" not in out
+
+
+@pytest.mark.parametrize("adapter", sorted(FRAMEWORKS))
+def test_an_absent_framework_is_still_not_installed(adapter: str) -> None:
+    package, extra, module = FRAMEWORKS[adapter]
+    out = _run_hiding(module.split(".")[0], f"import {adapter}")
+    assert out == f'MISSING None | {package} is not installed: pip install "tokenbudget-kit[{extra}]"'
+
+
+def test_the_demo_command_passes_the_too_old_error_on() -> None:
+    # `tokenbudget demo` imports the LangChain adapters: their error is shown, not "not installed"
+    statement = (
+        "from tokenbudget_core.cli import main\n"
+        "    main(['demo', '--users', '1', '--turns', '1', '--no-progress', '--html', '-'])"
+    )
+    code = HIDE.format(hidden="langchain_core.outputs", statement=statement)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "langchain-core is installed but too old (missing langchain_core.outputs" in done.stderr, (
+        done.stderr
+    )
+    assert "not installed" not in done.stderr
+
+
+@pytest.mark.parametrize("adapter", sorted(FRAMEWORKS))
+def test_the_adapters_requirement_is_pyprojects(adapter: str) -> None:
+    package, extra, _ = FRAMEWORKS[adapter]
+    out = _run_hiding("nothing_hidden", f"from {adapter} import REQUIREMENT; print(REQUIREMENT)")
+    assert out.splitlines()[0] == _required(package, extra)
