@@ -40,7 +40,8 @@ on that payer too: the ``StructuredLLM``'s own event reserves for the payer the 
 LLM it wraps (through a ``CachedLLM`` or ``RoutedLLM``, which make no event of their own)
 charges, when there is one on the same ledger and, for several (a ``RoutedLLM``'s tiers),
 they agree; so the budgets of the handler its own event reaches (``Settings``'s) refuse no
-call they are not charged for. A nested
+call they are not charged for. Such an enclosing call whose inner call a ``CachedLLM`` answered
+made no provider call: it is released, not charged (the cache records the hit). A nested
 event is recognised while the enclosing wrapper, or the stream wrapper it returned, is running
 (on the stack). The callback manager is synchronous: with a networked store, ``reserve`` and
 ``commit`` block the event loop of ``achat`` for one round trip.
@@ -396,6 +397,28 @@ _HANDLERS: weakref.WeakSet[BudgetCallbackHandler] = weakref.WeakSet()
 is one provider call too."""
 
 
+def note_cache_answer(served: bool, frame: FrameType | None = None) -> None:
+    """Tell the open calls enclosing the caller (a ``CachedLLM`` looking a call up inside another
+    LLM's call, as a ``StructuredLLM``'s) whether a response cache answered (``served``) or the
+    call goes on to the LLM behind it. An enclosing call whose inner calls were all answered by
+    the cache made no provider call: it is released at its end, not charged an estimate (the
+    cache records the hit on the payer, as it does a direct hit). ``frame``: where the lookup is
+    made (default: the caller's)."""
+    frame = frame or caller_frame(1)
+    with _HANDLERS_LOCK:
+        handlers = list(_HANDLERS)
+    for handler in handlers:
+        if not handler._calls:
+            continue
+        with handler._lock:
+            call: _Call | None = enclosing(handler._calls, frame, key="event_id")
+            if call is not None:
+                if served:
+                    call.cache_hit = True
+                else:
+                    call.sent = True
+
+
 @dataclass(kw_only=True, slots=True)
 class _Call:
     """One LLM event between its start and its end."""
@@ -410,6 +433,10 @@ class _Call:
     the block it starts in), with its own handler's ``feature`` / ``user`` filling what it
     leaves unset."""
     delegated: bool = False
+    cache_hit: bool = False
+    """A response cache answered a call this one made (:func:`note_cache_answer`)."""
+    sent: bool = False
+    """A call this one made went past a response cache to the LLM behind it."""
     premium_model: str | None = None
     """The routed call's premium model (when a router made the call)."""
 
@@ -621,7 +648,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             call = self._calls.pop(event_id, None)
         if call is None:
             return
-        if call.delegated:
+        if call.delegated or (call.cache_hit and not call.sent):  # another event's call, or none made
             self.ledger.release(call.reservation)
             return
         premium = call.premium_model

@@ -38,6 +38,11 @@ on LlamaIndex's dispatchers records every LLM call on. The lookup, a hit's recor
 ledger, the embedding overhead of a ``SemanticCache`` and the store of a miss are all made under
 that payer (:func:`~tokenbudget_core.attribution.in_force`), so with ``scope=None`` entries are
 scoped by it, and hits, savings and overhead are reported on it and counted against its budgets.
+
+Behind a ``StructuredLLM`` (``cached.as_structured_llm(Model)``), whose own LLM event a
+``BudgetCallbackHandler`` or ``CostEventHandler`` sees, a hit costs nothing as a direct one does:
+the handlers are told the cache answered, and the enclosing event, which made no provider call,
+is released (not recorded), instead of being charged an estimate.
 """
 
 from __future__ import annotations
@@ -85,7 +90,8 @@ from tokenbudget_core.response_cache import ResponseCacheBase
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
 
-from .budget_callback import BudgetCallbackHandler, inner_llms
+from . import budget_callback, cost_event_handler
+from .budget_callback import BudgetCallbackHandler, caller_frame, inner_llms
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_messages
 from .usage import CACHE_HIT_KEY
@@ -516,11 +522,15 @@ def _lookup(
     cache: Any, request: CacheRequest | None, payer: Attribution, where: CacheScope
 ) -> CacheHit | None:
     """``cache.lookup`` under ``payer`` (a hit is recorded on it, a semantic lookup's embedding
-    charged to it); ``None`` for a request that cannot be keyed."""
+    charged to it); ``None`` for a request that cannot be keyed. An enclosing LLM call (a
+    ``StructuredLLM``'s) is told whether the cache answered
+    (:func:`_answered`): answered, it made no provider call and is not charged."""
     if request is None:
+        _answered(False)
         return None
     with in_force(payer):
         hit: CacheHit | None = cache.lookup(request, scope=where)
+    _answered(hit is not None and hit.served)
     return hit
 
 
@@ -529,10 +539,20 @@ async def _alookup(
 ) -> CacheHit | None:
     """Async twin of :func:`_lookup`."""
     if request is None:
+        _answered(False)
         return None
     with in_force(payer):
         hit: CacheHit | None = await cache.alookup(request, scope=where)
+    _answered(hit is not None and hit.served)
     return hit
+
+
+def _answered(served: bool) -> None:
+    """Tell the budget and cost handlers' open calls enclosing the caller (a ``StructuredLLM``'s)
+    whether the cache answered: answered, such a call made no provider call and is not charged."""
+    frame = caller_frame(1)
+    budget_callback.note_cache_answer(served, frame)
+    cost_event_handler.note_cache_answer(served, frame)
 
 
 _NESTED_DEPTH = 3

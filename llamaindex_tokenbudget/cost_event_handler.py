@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from types import FrameType
@@ -98,6 +99,32 @@ _FORGET_AFTER_SECONDS = 24 * 3600
 _SEEN_EVENTS = 4096
 
 
+_HANDLERS_LOCK = threading.Lock()
+_HANDLERS: weakref.WeakValueDictionary[int, CostEventHandler] = weakref.WeakValueDictionary()
+"""Every handler of this process (by id: a pydantic model is not hashable)."""
+
+
+def note_cache_answer(served: bool, frame: FrameType | None = None) -> None:
+    """Tell the open calls enclosing ``frame`` (default: the caller's; a ``CachedLLM`` looking a
+    call up inside another LLM's call, as a ``StructuredLLM``'s) whether a response cache
+    answered (``served``) or the call goes on to the LLM behind it: an enclosing call whose inner
+    calls were all answered by the cache made no provider call and is not recorded (the cache
+    records the hit, as it does a direct hit)."""
+    frame = frame or caller_frame(1)
+    with _HANDLERS_LOCK:
+        handlers = list(_HANDLERS.values())
+    for handler in handlers:
+        if not handler._calls:
+            continue
+        with handler._lock:
+            call: _Call | None = enclosing(handler._calls, frame, key="span_id")
+            if call is not None:
+                if served:
+                    call.cache_hit = True
+                else:
+                    call.sent = True
+
+
 @dataclass(kw_only=True, slots=True)
 class _Call:
     """One LLM call between its start and end events."""
@@ -113,6 +140,10 @@ class _Call:
     last: Any = None
     """The latest streamed response (for a stream abandoned half-way)."""
     delegated: bool = False
+    cache_hit: bool = False
+    """A response cache answered a call this one made (:func:`note_cache_answer`)."""
+    sent: bool = False
+    """A call this one made went past a response cache to the LLM behind it."""
     premium_model: str | None = None
     """The routed call's premium model (when a router made the call)."""
     routed_model: str | None = None
@@ -194,6 +225,8 @@ class CostEventHandler(BaseEventHandler):
             super().__init__(**data)
         except ValidationError as e:  # a value pydantic refuses
             raise host_error(e) from e
+        with _HANDLERS_LOCK:
+            _HANDLERS[id(self)] = self
 
     def payer(self) -> Attribution:
         """The payer a call made now is recorded on: the ``attribute()`` block in force, its ids
@@ -263,7 +296,9 @@ class CostEventHandler(BaseEventHandler):
             return
         with self._lock:
             call = self._calls.pop(key, None)
-        if isinstance(event, SpanDropEvent) or (call is not None and call.delegated):
+        if isinstance(event, SpanDropEvent) or (
+            call is not None and (call.delegated or (call.cache_hit and not call.sent))
+        ):  # not sent, or another event's call (or, answered by a cache, none made)
             return
         if isinstance(event, ExceptionEvent):  # a stream ended by an error, a cancel or its consumer
             if call is not None and call.last is not None:  # it had produced output: it was sent
