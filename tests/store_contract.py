@@ -21,6 +21,7 @@ from tokenbudget_core.stores.base import (
     call_costs_many,
     commits_conversation_marks,
     mark_once_for,
+    snapshot_call_costs,
 )
 
 DAY = "2026-11-23"
@@ -33,13 +34,14 @@ NOT_PAIRS: list[object] = [DAY, b"pairs", None, 7, {(DAY, "f")}, [(DAY,)], [(DAY
 
 
 class OnePairAtATime:
-    """The same store without its batched read: reports fall back to ``call_costs`` per pair."""
+    """The same store without its batched and snapshot reads: reports fall back to
+    ``call_costs`` per pair."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
 
     def __getattr__(self, name: str) -> Any:
-        if name == "call_costs_many":
+        if name in ("call_costs_many", "call_cost_counts", "scan_call_costs"):
             raise AttributeError(name)
         return getattr(self._store, name)
 
@@ -345,6 +347,40 @@ class ContractTests:
         for read in readers:
             with pytest.raises(InvalidInputError, match="pairs"):
                 read(pairs)
+
+    @pytest.mark.parametrize("own_reads", [True, False], ids=["own", "fallback"])
+    def test_a_snapshot_reads_the_costs_it_counted_in_chunks(
+        self, store: LedgerStore, own_reads: bool
+    ) -> None:
+        source: Any = store if own_reads else OnePairAtATime(store)
+        big, small, odd = (DAY, "big"), (DAY, "small"), ("日 2026-11-24", "a:b{c}")
+        for i in range(2_500):
+            store.record_call_cost(*big, (i * 7_919) % 1_000)  # not in sorted order
+        for i in range(3):
+            store.record_call_cost(*small, 10 + i)
+        store.record_call_cost(*odd, 5)
+        pairs = [odd, big, ("1999-01-01", "never"), small]
+        snapshot = snapshot_call_costs(source, [*pairs, big])
+        assert snapshot.counts == {odd: 1, big: 2_500, ("1999-01-01", "never"): 0, small: 3}
+        assert snapshot.count([big, small]) == 2_503
+        store.record_call_cost(*big, 999_999)  # recorded after the snapshot: not in it
+        store.record_call_cost(*small, 999_999)
+        for _ in range(2):  # a snapshot reads the same costs as often as asked
+            chunks = list(snapshot.scan(pairs, size=1_000))
+            assert all(0 < len(costs) <= 1_000 for _, costs in chunks)
+            assert [pair for pair, _ in chunks] == [odd, big, big, big, small]  # in the order given
+            joined: dict[Any, list[int]] = {}
+            for pair, costs in chunks:
+                joined.setdefault(pair, []).extend(costs)
+            assert joined == {odd: [5], big: store.call_costs(*big)[:2_500], small: [10, 11, 12]}
+        assert list(snapshot.scan([])) == []
+        with pytest.raises(InvalidInputError, match="pairs"):
+            snapshot.scan([(DAY, "not counted")])
+        for size in (0, -1, 1.5, True):
+            with pytest.raises(InvalidInputError, match="size"):
+                snapshot.scan(pairs, size=size)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="pairs"):
+            snapshot_call_costs(source, DAY)  # type: ignore[arg-type]
 
 
 def marks_answer_their_holder(store: LedgerStore) -> None:

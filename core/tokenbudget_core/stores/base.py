@@ -36,6 +36,18 @@ to one read per pair, so a store without it still honours the contract):
     thousands), in as few round trips or queries as the backend allows: a dict with every
     pair given, each pair's costs exactly as ``call_costs(day, feature)`` returns them.
 
+and a snapshot form, read in bounded chunks (optional too: without it,
+:func:`snapshot_call_costs` reads everything with ``call_costs_many``), that a report uses to
+work out percentiles of millions of calls without holding them all:
+
+``call_cost_counts(pairs)``
+    How many costs each ``(day, feature)`` pair has recorded now: a dict with every pair given.
+``scan_call_costs(counts, size)``
+    The first ``counts[pair]`` costs of each pair (what ``call_costs`` returns, cut to that
+    length: costs are only ever appended, so a snapshot's counts read the same costs later),
+    as ``(pair, costs)`` chunks of at most ``size`` costs, pairs in the order given (a pair may
+    come in several chunks). A pair whose costs were purged since gives fewer, never others.
+
 A store may also add a once-mark that remembers who set it (optional as well:
 :func:`mark_once_for` falls back to ``mark_once``):
 
@@ -52,7 +64,7 @@ forge another scope's key).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
 from urllib.parse import unquote
@@ -69,9 +81,11 @@ __all__ = [
     "ReserveRequest",
     "RollupRow",
     "RequestState",
+    "CallCostSnapshot",
     "call_costs_many",
     "commits_conversation_marks",
     "mark_once_for",
+    "snapshot_call_costs",
 ]
 
 Metric: TypeAlias = Literal["tokens", "nanos"]
@@ -354,6 +368,98 @@ def call_costs_many(store: LedgerStore, pairs: Sequence[CostPair]) -> dict[CostP
     if many is not None:
         return many(wanted)
     return {pair: store.call_costs(*pair) for pair in wanted}
+
+
+SCAN_CHUNK = 16_384
+"""Costs one chunk of :meth:`CallCostSnapshot.scan` carries at most, by default."""
+
+CostScan: TypeAlias = Callable[[Mapping[CostPair, int], int], Iterator[tuple[CostPair, list[int]]]]
+"""A store's ``scan_call_costs``: ``(counts, size)`` to ``(pair, costs)`` chunks."""
+
+
+class CallCostSnapshot:
+    """The call costs of some ``(day, feature)`` pairs as they were when it was taken: how many
+    each had (:attr:`counts`) and a read of exactly those (:meth:`scan`), as often as needed.
+
+    Made by :func:`snapshot_call_costs`. Calls recorded after it are not in it, so several
+    passes over it (as :func:`tokenbudget_core.percentiles.nearest_ranks` makes) see the same
+    costs.
+    """
+
+    __slots__ = ("_scan", "counts")
+
+    def __init__(self, counts: Mapping[CostPair, int], scan: CostScan) -> None:
+        self.counts: dict[CostPair, int] = dict(counts)
+        """Costs per pair at the snapshot, for every pair asked for."""
+        self._scan = scan
+
+    def count(self, pairs: Sequence[CostPair]) -> int:
+        """How many costs these pairs have in the snapshot."""
+        return sum(self.counts[pair] for pair in pairs)
+
+    def scan(self, pairs: Sequence[CostPair], size: int = SCAN_CHUNK) -> Iterator[tuple[CostPair, list[int]]]:
+        """The snapshot's costs of ``pairs`` (each one of the snapshot's pairs), as
+        ``(pair, costs)`` chunks of at most ``size`` costs, in recording order within a pair.
+
+        Raises:
+            InvalidInputError: A pair is not in the snapshot, or ``size`` is not a positive int.
+            BudgetUnavailableError: The store cannot be reached.
+        """
+        if type(size) is not int or size < 1:
+            raise InvalidInputError("size", "must be a whole number >= 1", value=size)
+        for pair in pairs:
+            if pair not in self.counts:
+                raise InvalidInputError(
+                    "pairs",
+                    "names a pair the snapshot was not taken of",
+                    value=pair,
+                    fix="take the snapshot with every pair you will scan",
+                )
+        wanted = {pair: self.counts[pair] for pair in pairs if self.counts[pair]}
+        return self._scan(wanted, size) if wanted else iter(())
+
+
+def snapshot_call_costs(store: LedgerStore, pairs: Sequence[CostPair]) -> CallCostSnapshot:
+    """A :class:`CallCostSnapshot` of the call costs of ``pairs``, read the way ``store`` allows.
+
+    A store with ``call_cost_counts`` and ``scan_call_costs`` (memory, SQLite, Redis) counts now
+    and reads later, in chunks, so a caller never holds more than it asks for. Any other store is
+    read at once with :func:`call_costs_many` (held in the snapshot).
+
+    Args:
+        store: Any ledger store.
+        pairs: ``(day, feature)`` pairs (``feature`` as the ledger encodes it); duplicates are
+            counted once.
+
+    Raises:
+        InvalidInputError: ``pairs`` is not a sequence of pairs of strings.
+        BudgetUnavailableError: The store cannot be reached.
+
+    Example:
+        >>> from tokenbudget_core.stores.memory import MemoryStore
+        >>> store = MemoryStore()
+        >>> for cost in (5, 7, 9):
+        ...     store.record_call_cost("2026-11-23", "chat", cost)
+        >>> snap = snapshot_call_costs(store, [("2026-11-23", "chat")])
+        >>> store.record_call_cost("2026-11-23", "chat", 11)
+        >>> snap.counts, list(snap.scan([("2026-11-23", "chat")], size=2))
+        ({('2026-11-23', 'chat'): 3}, [(('2026-11-23', 'chat'), [5, 7]), (('2026-11-23', 'chat'), [9])])
+    """
+    wanted = check_cost_pairs(pairs)
+    counts: Callable[[Sequence[CostPair]], dict[CostPair, int]] | None = getattr(
+        store, "call_cost_counts", None
+    )
+    scan: CostScan | None = getattr(store, "scan_call_costs", None)
+    if counts is not None and scan is not None:
+        return CallCostSnapshot(counts(wanted), scan)
+    held = call_costs_many(store, wanted)
+
+    def scan_held(counts: Mapping[CostPair, int], size: int) -> Iterator[tuple[CostPair, list[int]]]:
+        for pair, n in counts.items():
+            for start in range(0, n, size):
+                yield pair, held[pair][start : min(start + size, n)]
+
+    return CallCostSnapshot({pair: len(costs) for pair, costs in held.items()}, scan_held)
 
 
 _SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|auth|cred|sig", re.IGNORECASE)

@@ -6,7 +6,7 @@ import heapq
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TypeAlias
 
 from ._fork import reset_after_fork
@@ -15,12 +15,14 @@ from .base import (
     Check,
     CommitOutcome,
     CommitRequest,
+    CostPair,
     Keys,
     Metric,
     RequestState,
     ReserveOutcome,
     ReserveRequest,
     RollupRow,
+    check_cost_pairs,
 )
 
 __all__ = ["MemoryStore"]
@@ -266,7 +268,24 @@ class MemoryStore:
 
     def call_costs(self, day: str, feature: str) -> list[int]:
         with self._lock:
-            return list(self._costs[(day, feature)])
+            return list(self._costs.get((day, feature), ()))
+
+    def call_cost_counts(self, pairs: Sequence[CostPair]) -> dict[CostPair, int]:
+        """How many costs each pair has now (see :class:`~.base.CallCostSnapshot`)."""
+        wanted = check_cost_pairs(pairs)
+        with self._lock:
+            return {pair: len(self._costs.get(pair, ())) for pair in wanted}
+
+    def scan_call_costs(
+        self, counts: Mapping[CostPair, int], size: int
+    ) -> Iterator[tuple[CostPair, list[int]]]:
+        """The first ``counts[pair]`` costs of each pair, in chunks of at most ``size``."""
+        for pair, n in counts.items():
+            for start in range(0, n, size):
+                with self._lock:
+                    chunk = self._costs.get(pair, [])[start : min(start + size, n)]
+                if chunk:
+                    yield pair, chunk
 
     def ping(self) -> None:
         return None

@@ -1117,6 +1117,48 @@ class RedisStore:
         lists = self._read([self._cost_key(day, feature) for day, feature in wanted], _lrange)
         return {pair: [int(v) for v in costs] for pair, costs in zip(wanted, lists, strict=True)}
 
+    def call_cost_counts(self, pairs: Sequence[CostPair]) -> dict[CostPair, int]:
+        """How many costs each pair has now (see :class:`~.base.CallCostSnapshot`): one ``LLEN``
+        each, in pipelines of :data:`_READ_CHUNK`.
+
+        Raises:
+            InvalidInputError: ``pairs`` is not a sequence of pairs of strings.
+            BudgetUnavailableError: Redis cannot be reached.
+        """
+        wanted = check_cost_pairs(pairs)
+        lengths = self._read([self._cost_key(day, feature) for day, feature in wanted], _llen)
+        return {pair: int(n) for pair, n in zip(wanted, lengths, strict=True)}
+
+    def scan_call_costs(
+        self, counts: Mapping[CostPair, int], size: int
+    ) -> Iterator[tuple[CostPair, list[int]]]:
+        """The first ``counts[pair]`` costs of each pair (costs are only appended, so these are
+        the snapshot's), in chunks of at most ``size``: ``LRANGE`` slices, each pipeline
+        carrying at most ``size`` costs and :data:`_READ_CHUNK` slices (one round trip; per node
+        on a cluster)."""
+        slices = [
+            (pair, start, min(start + size, n)) for pair, n in counts.items() for start in range(0, n, size)
+        ]
+        i = 0
+        while i < len(slices):
+            batch: list[tuple[CostPair, int, int]] = []
+            total = 0
+            while (
+                i < len(slices)
+                and len(batch) < _READ_CHUNK
+                and (not batch or total + slices[i][2] - slices[i][1] <= size)
+            ):
+                batch.append(slices[i])
+                total += slices[i][2] - slices[i][1]
+                i += 1
+            with self._available() as client, client.pipeline(transaction=False) as pipe:
+                for (day, feature), start, stop in batch:
+                    pipe.lrange(self._cost_key(day, feature), start, stop - 1)
+                replies = pipe.execute()
+            for (pair, _, _), costs in zip(batch, replies, strict=True):
+                if costs:
+                    yield pair, [int(v) for v in costs]
+
     def _cost_key(self, day: str, feature: str) -> str:
         return self._keys(day, f"costs:{_enc(feature)}")[0]
 
@@ -1220,6 +1262,10 @@ def _hgetall(pipe: Any, key: str) -> object:
 
 def _lrange(pipe: Any, key: str) -> object:
     return pipe.lrange(key, 0, -1)
+
+
+def _llen(pipe: Any, key: str) -> object:
+    return pipe.llen(key)
 
 
 _new_reserve_outcome = positional_maker(ReserveOutcome)

@@ -44,7 +44,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -733,6 +733,67 @@ class SQLiteStore:
                 for day, feature, cost in db.execute(query, [v for pair in chunk for v in pair]):
                     found[(day, feature)].append(int(cost))
         return found
+
+    def call_cost_counts(self, pairs: Sequence[CostPair]) -> dict[CostPair, int]:
+        """How many costs each pair has now (see :class:`~.base.CallCostSnapshot`): one query per
+        :data:`_PAIRS_PER_QUERY` pairs, in one read transaction.
+
+        Raises:
+            InvalidInputError: ``pairs`` is not a sequence of pairs of strings.
+            BudgetUnavailableError: The file cannot be read.
+        """
+        wanted = check_cost_pairs(pairs)
+        found = dict.fromkeys(wanted, 0)
+        with self._transaction("BEGIN") as db:
+            for start in range(0, len(wanted), _PAIRS_PER_QUERY):
+                chunk = wanted[start : start + _PAIRS_PER_QUERY]
+                query = (
+                    f"WITH wanted (day, feature) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
+                    "SELECT c.day, c.feature, count(*) FROM wanted JOIN call_costs AS c "
+                    "ON c.day = wanted.day AND c.feature = wanted.feature GROUP BY c.day, c.feature"
+                )
+                for day, feature, n in db.execute(query, [v for pair in chunk for v in pair]):
+                    found[(day, feature)] = int(n)
+        return found
+
+    def scan_call_costs(
+        self, counts: Mapping[CostPair, int], size: int
+    ) -> Iterator[tuple[CostPair, list[int]]]:
+        """The first ``counts[pair]`` costs of each pair (oldest first), in chunks of at most
+        ``size``. Pairs with fewer costs than ``size`` are read together (one query per
+        :data:`_PAIRS_PER_QUERY` of them, ``size`` costs in all); a larger one in chunks, each one
+        query on the ``(day, feature)`` index resuming after the last row read. No read
+        transaction is held between chunks."""
+        pending = [(pair, n) for pair, n in counts.items() if n > 0]
+        i = 0
+        while i < len(pending):
+            if pending[i][1] >= size:
+                yield from self._scan_pair(*pending[i], size)
+                i += 1
+                continue
+            batch: list[tuple[CostPair, int]] = []
+            total = 0
+            while i < len(pending) and len(batch) < _PAIRS_PER_QUERY and total + pending[i][1] <= size:
+                batch.append(pending[i])
+                total += pending[i][1]
+                i += 1
+            found = self.call_costs_many([pair for pair, _ in batch])
+            for pair, n in batch:
+                yield pair, found[pair][:n]
+
+    def _scan_pair(self, pair: CostPair, n: int, size: int) -> Iterator[tuple[CostPair, list[int]]]:
+        query = (
+            "SELECT rowid, cost FROM call_costs WHERE day = ? AND feature = ? AND rowid > ? "
+            "ORDER BY rowid LIMIT ?"
+        )
+        after, left = -1, n
+        while left > 0:
+            with self._transaction("BEGIN") as db:
+                rows = db.execute(query, (*pair, after, min(size, left))).fetchall()
+            if not rows:
+                return
+            after, left = rows[-1][0], left - len(rows)
+            yield pair, [int(cost) for _, cost in rows]
 
     def ping(self) -> None:
         """Raise :class:`BudgetUnavailableError` if the file cannot be read."""
