@@ -17,7 +17,8 @@ Definitions:
 * *hit rate* of a feature (user, model) = its requests answered from a response cache / its
   requests (a served cache hit is recorded as a request costing $0 with what it saved).
 * *p50 / p95*: nearest-rank percentiles over the recorded cost of every call of a feature in
-  the report's days. Usage of several calls (``Usage(requests=n)``) counts as ``n`` calls of
+  the report's days (exact, worked out holding at most about 262,144 of them at a time: see
+  :mod:`tokenbudget_core.percentiles`). Usage of several calls (``Usage(requests=n)``) counts as ``n`` calls of
   its average cost (for ``n`` over 1,000, as 1,000 of them); unpriced calls have no cost, and
   cache hits and tokenbudget's own overhead calls are not calls of the feature (no sample).
 * *projected month-end spend* = month-to-date spend * the month's length / the time elapsed
@@ -46,7 +47,7 @@ import calendar
 import functools
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -57,7 +58,8 @@ from .errors import InvalidInputError
 from .ledger import Ledger, clock_out_of_range
 from .money import jsonable
 from .money import nanos_to_usd as _usd
-from .stores.base import LedgerStore, RollupRow, call_costs_many
+from .percentiles import DEFAULT_BUDGET, nearest_ranks
+from .stores.base import CallCostSnapshot, CostPair, LedgerStore, RollupRow, snapshot_call_costs
 
 __all__ = [
     "Breakdown",
@@ -299,12 +301,6 @@ def _rate(part: int, whole: int) -> Decimal | None:
     return None if whole <= 0 else (Decimal(part) / whole).quantize(Decimal("1e-4"))
 
 
-def _nearest_rank(ordered: Sequence[int], percent: int) -> Decimal | None:
-    """The nearest-rank percentile of an ascending sequence, in USD (``None`` when empty)."""
-    rank = -(-percent * len(ordered) // 100)
-    return _usd(ordered[max(rank, 1) - 1]) if ordered else None
-
-
 def _parse_day(value: object, where: str) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
@@ -430,20 +426,70 @@ def _day_row(day: str, rows: Sequence[_Row]) -> DayRow:
 
 def _call_costs(store: LedgerStore, rows: Sequence[_Row]) -> tuple[CallCostStats, ...]:
     """Percentiles per feature of the cost samples of the days it has rollup rows in (a sample
-    is only ever recorded with its call's row), all read in one batched store read."""
+    is only ever recorded with its call's row), holding at most about
+    :data:`~.percentiles.DEFAULT_BUDGET` samples at a time.
+
+    One snapshot counts every ``(day, feature)`` pair at once. Features whose samples fit are read
+    together, a group of them per batched read, and sorted; a feature with more samples than
+    fit is worked out in a few passes over its snapshot (:func:`~.percentiles.nearest_ranks`).
+    """
     days_of: dict[str | None, set[str]] = defaultdict(set)
     for r in rows:
         days_of[r.feature].add(r.day)
     features = sorted(days_of, key=lambda f: (f is not None, f or ""))
-    encoded = {f: "" if f is None else quote(f, safe="") for f in features}
-    pairs = [(d, encoded[f]) for f in features for d in sorted(days_of[f])]
-    samples = call_costs_many(store, pairs)
-    stats = []
+    pairs_of = {
+        f: [(d, "" if f is None else quote(f, safe="")) for d in sorted(days_of[f])] for f in features
+    }
+    snapshot = snapshot_call_costs(store, [pair for f in features for pair in pairs_of[f]])
+    found: dict[str | None, tuple[int, list[int | None]]] = {}
+    group: dict[str | None, list[CostPair]] = {}
+    held = 0
     for feature in features:
-        costs = sorted(c for d in days_of[feature] for c in samples[(d, encoded[feature])])
-        p50, p95 = _nearest_rank(costs, 50), _nearest_rank(costs, 95)
-        stats.append(CallCostStats(feature=feature, calls=len(costs), p50_usd=p50, p95_usd=p95))
-    return tuple(stats)
+        n = snapshot.count(pairs_of[feature])
+        if n > DEFAULT_BUDGET:
+            found[feature] = (n, nearest_ranks(_reader(snapshot, pairs_of[feature]), n, _PERCENTS))
+            continue
+        if held + n > DEFAULT_BUDGET:
+            found.update(_read_group(snapshot, group))
+            group, held = {}, 0
+        group[feature] = pairs_of[feature]
+        held += n
+    found.update(_read_group(snapshot, group))
+    return tuple(
+        CallCostStats(
+            feature=f,
+            calls=found[f][0],
+            p50_usd=_usd_or_none(found[f][1][0]),
+            p95_usd=_usd_or_none(found[f][1][1]),
+        )
+        for f in features
+    )
+
+
+_PERCENTS = (50, 95)
+
+
+def _reader(snapshot: CallCostSnapshot, pairs: Sequence[CostPair]) -> Callable[[], Iterator[list[int]]]:
+    """A pass over the snapshot's costs of ``pairs`` each time it is called."""
+    return lambda: (costs for _, costs in snapshot.scan(pairs))
+
+
+def _read_group(
+    snapshot: CallCostSnapshot, pairs_of: Mapping[str | None, Sequence[CostPair]]
+) -> dict[str | None, tuple[int, list[int | None]]]:
+    """Percentiles of features whose samples fit in memory together: one batched read."""
+    feature_of = {pair: f for f, pairs in pairs_of.items() for pair in pairs}
+    costs: dict[str | None, list[int]] = {f: [] for f in pairs_of}
+    for pair, chunk in snapshot.scan(list(feature_of)):
+        costs[feature_of[pair]] += chunk
+    return {
+        f: (len(c), nearest_ranks(functools.partial(tuple, (c,)), len(c), _PERCENTS))
+        for f, c in costs.items()
+    }
+
+
+def _usd_or_none(nanos: int | None) -> Decimal | None:
+    return None if nanos is None else _usd(nanos)
 
 
 MIN_PROJECTION_DAYS = 1
@@ -522,9 +568,10 @@ def build_report(
         by: The dimensions to break the spend down by, in order.
         top: Keep the N biggest spenders of each dimension (the rest are summed as omitted).
         percentiles: Work out p50/p95 cost per call per feature (``call_costs``). They read every
-            call's cost sample of the days (about 8 bytes a call in the store, more in Python
-            while sorted): pass False where they are not shown (a metrics scrape), and the
-            report's ``call_costs`` is empty.
+            call's cost sample of the days, in chunks, holding a bounded number of them whatever
+            the days hold (:mod:`tokenbudget_core.percentiles`: a feature with more samples is
+            read in a few passes): pass False where they are not shown (a metrics scrape), and
+            the report's ``call_costs`` is empty.
 
     Raises:
         InvalidInputError: Two day selections, a malformed day, ``last_days`` over 3,660, an
