@@ -18,8 +18,10 @@ under the feature ``demo:<stage>``, so the savings table is read back from the l
 other than the demo's own (which each run recreates) runs never mix: a run's features are
 ``demo:<stage>@run-<id>`` and its user and conversation ids start with ``run-<id>-``. Two runs on
 the demo's own store at once never mix either: the second one (the directory's demo lock is
-held) records to a fresh file of its own beside it, ``tokenbudget-demo-run-<id>.db``. A run is
-one ledger day: one that crosses midnight is charged to the day it started on.
+held) records to a fresh file of its own beside it, ``tokenbudget-demo-run-<id>.db``. Nor do two
+runs' HTML reports: a run started while another holds the lock writes
+``tokenbudget-demo-run-<id>.html``, whatever its store. A run is one ledger day: one that
+crosses midnight is charged to the day it started on.
 Offline the chat model is :class:`DemoChatModel`, which answers from the workload and reports
 usage counted exactly with tiktoken; ``live=True`` uses ``ChatOpenAI`` instead.
 """
@@ -55,7 +57,7 @@ from tokenbudget_core.budgets import BudgetPolicy, FeatureBudget
 from tokenbudget_core.complexity import HeuristicClassifier
 from tokenbudget_core.compression import compress_prompt
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.demo_report import DemoSummary, StageStats, summarise
+from tokenbudget_core.demo_report import DemoSummary, StageStats, render_html, summarise
 from tokenbudget_core.demo_workload import SYSTEM_PROMPT, Workload, build_workload, reply_to
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, MissingDependencyError
 from tokenbudget_core.ledger import Ledger
@@ -281,18 +283,28 @@ DEFAULT_DEMO_STORE = "sqlite:///tokenbudget-demo.db"
 """The demo's own embedded store (recreated by each run; a run started while another uses it
 records to a new file beside it), so it never mixes with an app's ledger nor another run."""
 DEFAULT_DEMO_HTML = "tokenbudget-demo.html"
-"""Where ``tokenbudget demo`` writes its HTML report unless told, but for a run that records to a
-file of its own (see :func:`demo_html_path`)."""
+"""Where a demo run writes its HTML report unless told (``run_demo(html=True)``, ``tokenbudget
+demo``), but for a run started while another demo run here holds the directory's demo lock: that
+one writes ``tokenbudget-demo-run-<id>.html`` (see :func:`demo_html_path`)."""
 
 
 def demo_html_path(store: str) -> str:
-    """Where ``tokenbudget demo`` writes the HTML report of a run whose summary names ``store``
+    """Where a run on the demo's own store, whose summary names ``store``, writes its HTML report
     unless told: beside a ledger file of the run's own (``tokenbudget-demo-run-<id>.db``, a run
     started while another used the demo's own store), the same name ending ``.html``, so that two
-    runs at once never write one report; else :data:`DEFAULT_DEMO_HTML`."""
+    runs at once never write one report; else :data:`DEFAULT_DEMO_HTML`. (A run on another store
+    started while another demo run is here writes ``tokenbudget-demo-run-<id>.html`` too, ``<id>``
+    its run's, see :func:`run_demo`.)"""
     if re.fullmatch(re.escape(DEFAULT_DEMO_STORE.removesuffix(".db")) + r"-run-[0-9a-f]{12}\.db", store):
         return store.removeprefix("sqlite:///").removesuffix(".db") + ".html"
     return DEFAULT_DEMO_HTML
+
+
+def _run_html(run: str) -> str:
+    """The HTML report of the run ``run`` (``run-<id>``) when another demo run here writes
+    :data:`DEFAULT_DEMO_HTML`: ``tokenbudget-demo-run-<id>.html``."""
+    default = Path(DEFAULT_DEMO_HTML)
+    return str(default.with_name(f"{default.stem}-{run}{default.suffix}"))
 
 
 @contextlib.contextmanager
@@ -455,6 +467,7 @@ def run_demo(
     live: bool = False,
     on_turn: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.time,
+    html: str | bool = False,
 ) -> DemoSummary:
     """Replay the workload once per stage and read the savings back from the ledger.
 
@@ -475,11 +488,19 @@ def run_demo(
         live: Call OpenAI for real (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` is honoured).
         on_turn: Called after every turn of every stage (``users * turns * len(stages)`` calls).
         clock: Returns epoch seconds, the ledger's clock (tests pass a fake one).
+        html: Write the run's HTML report (named in the summary's ``html``): ``True`` for the
+            default place, :data:`DEFAULT_DEMO_HTML`, but for a run started while another demo
+            run here holds the directory's demo lock (it writes that file), which writes
+            ``tokenbudget-demo-run-<id>.html`` (beside its own ledger file on the demo's own
+            store, see :func:`demo_html_path`; with another store, ``<id>`` is its run's), so
+            that a run's report never shows another run's figures; a path to write it there;
+            ``False`` (the default) for none.
 
     Raises:
         InvalidInputError: A bad figure, an unknown stage or stage order, a bad clock,
-            ``live`` without a key, or (``store``) the demo's own store in a directory that
-            cannot be written (the error names it; pass a ``store`` in a writable one).
+            ``live`` without a key, (``store``) the demo's own store in a directory that
+            cannot be written (the error names it; pass a ``store`` in a writable one), or
+            (``html``) a bad ``html`` or a report that cannot be written there.
         BudgetUnavailableError: The store cannot be reached.
     """
     stages = list(stages)
@@ -490,13 +511,48 @@ def run_demo(
     workload = build_workload(users=users, turns=turns, seed=seed)
     if live:
         check_live()
+    if not isinstance(html, str | bool) or html == "":
+        raise InvalidInputError(
+            "html", "must be True (the default place), a path, or False (none)", value=html
+        )
     url = store or DEFAULT_DEMO_STORE
+    run = "" if url == DEFAULT_DEMO_STORE else f"run-{uuid.uuid4().hex[:12]}"
+    with _run_files(url, run, html) as (own, report):
+        summary = _run(own, run, workload, stages, live=live, on_turn=on_turn, clock=clock)
+        if report is None:
+            return summary
+        try:
+            Path(report).write_text(render_html(summary), encoding="utf-8")
+        except OSError as e:
+            raise InvalidInputError(
+                "html",
+                f"cannot write {report!r}: {e.strerror or e}",
+                value=report,
+                fix=f"the run's figures are in the ledger ({summary.store}); "
+                "give the report a writable path next time",
+            ) from e
+        return replace(summary, html=report)
+
+
+@contextlib.contextmanager
+def _run_files(url: str, run: str, html: str | bool) -> Iterator[tuple[str, str | None]]:
+    """The store (``url``, or a file of the run's own) and HTML report (``None``: none) of a run
+    (``run``: its id, ``""`` on the demo's own store), kept while the run records to them and
+    writes its report: the directory's demo lock, when this run takes it, is held until then, so
+    that a run started meanwhile writes files of its own."""
     if url == DEFAULT_DEMO_STORE:
         with _default_store(url) as own:
-            return _run(own, "", workload, stages, live=live, on_turn=on_turn, clock=clock)
-    return _run(
-        url, f"run-{uuid.uuid4().hex[:12]}", workload, stages, live=live, on_turn=on_turn, clock=clock
-    )
+            yield own, demo_html_path(own) if html is True else html or None
+        return
+    if html is not True:
+        yield url, html or None
+        return
+    fd = _lock_directory(Path(DEFAULT_DEMO_HTML).parent)  # another run may be writing the default
+    try:
+        yield url, DEFAULT_DEMO_HTML if fd is not None else _run_html(run)
+    finally:
+        if fd is not None and fd >= 0:
+            os.close(fd)
 
 
 def _run(

@@ -194,6 +194,7 @@ _FLAGS = {
     "marker": "--marker",
     "users": "--users",
     "turns": "--turns",
+    "html": "--html",
 }
 """The core's argument names (an error's ``field``) and the flags that set them."""
 _USAGE_FLAGS = {
@@ -484,9 +485,9 @@ def _tokens(flag: str, value: str) -> int:
     "--html",
     "html_path",
     metavar="PATH",
-    help="Where to write the HTML report ('-' for none). Default: tokenbudget-demo.html; a run that "
-    "records to a ledger file of its own (tokenbudget-demo-run-<id>.db, while another run uses "
-    "tokenbudget-demo.db) writes tokenbudget-demo-run-<id>.html beside it.",
+    help="Where to write the HTML report ('-' for none). Default: tokenbudget-demo.html; a run "
+    "started while another demo run is going in this directory writes tokenbudget-demo-run-<id>.html "
+    "(beside its own ledger file tokenbudget-demo-run-<id>.db, without --store).",
 )
 @click.option("--live", is_flag=True, help="Call OpenAI for real (needs OPENAI_API_KEY; costs money).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -509,15 +510,14 @@ def demo(
     trimming, a semantic cache, tiered routing and per-user budgets. Every call is charged to
     the ledger; the savings table, cost per active user per day and the budget alerts are read
     back from it, and an HTML report is written (tokenbudget-demo.html; a run started while another
-    uses tokenbudget-demo.db records to tokenbudget-demo-run-<id>.db and writes
-    tokenbudget-demo-run-<id>.html, so that neither run's report shows the other's figures).
+    demo run is going in this directory writes tokenbudget-demo-run-<id>.html, and without --store
+    records to tokenbudget-demo-run-<id>.db, so that neither run's report shows the other's figures).
     """
     try:
         from langchain_tokenbudget.demo_pipeline import (
             DEFAULT_DEMO_HTML,
             STAGES,
             check_live,
-            demo_html_path,
             run_demo,
         )
     except MissingDependencyError:  # the adapters' own: not installed, or too old
@@ -526,7 +526,7 @@ def demo(
         raise MissingDependencyError("langchain-core", "langchain") from e
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .demo_report import render_html, render_table
+    from .demo_report import render_table
 
     n_users, n_turns = _positive("--users", users), _positive("--turns", turns)
     n_seed = _tokens("--seed", seed)
@@ -562,24 +562,11 @@ def demo(
             seed=n_seed,
             live=live,
             on_turn=lambda: progress.advance(task),
+            # the default: tokenbudget-demo.html, or one of the run's own while another run is here
+            html=True if html_path is None else (False if html_path == "-" else html_path),
         )
-    if html_path is None:  # beside the run's own ledger file, if it was given one
-        html_path = demo_html_path(summary.store)
-    if html_path != "-":
-        try:
-            Path(html_path).write_text(render_html(summary), encoding="utf-8")
-        except OSError as e:
-            raise InvalidInputError(
-                "--html",
-                f"cannot write {html_path!r}: {e.strerror or e}",
-                value=html_path,
-                fix=f"the run's figures are in the ledger ({summary.store}); "
-                "pass a writable --html next time",
-            ) from e
     if as_json:
-        click.echo(
-            json.dumps({**summary.as_dict(), "html": None if html_path == "-" else html_path}, indent=2)
-        )
+        click.echo(json.dumps(summary.as_dict(), indent=2))
         return
     _print_tables(render_table(summary))
     b, c = summary.baseline, summary.controlled
@@ -594,8 +581,8 @@ def demo(
             markup=False,
             emoji=False,
         )
-    if html_path != "-":
-        console.print(_shown(f"HTML report: {html_path}"), markup=False, emoji=False)
+    if summary.html is not None:
+        console.print(_shown(f"HTML report: {summary.html}"), markup=False, emoji=False)
     if store_url is not None and _in_process(store_url):  # gone with this process: nothing to report on
         hint = "in-process: gone with this run; for tokenbudget report, pass --store sqlite:///path.db"
     else:

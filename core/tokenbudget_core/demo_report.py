@@ -82,6 +82,8 @@ class DemoSummary:
     rows: tuple[StageRow, ...]
     alerts: tuple[Alert, ...]
     store: str
+    html: str | None = None
+    """Where the run wrote its HTML report (``None``: it wrote none)."""
 
     @property
     def baseline(self) -> StageRow:
@@ -98,6 +100,7 @@ class DemoSummary:
             "turns": self.turns,
             "day": self.day,
             "store": self.store,
+            "html": self.html,
             "stages": [jsonable(asdict(r)) for r in self.rows],
             "alerts": [a.as_dict() for a in self.alerts],
         }
