@@ -6,7 +6,10 @@ use, then kept in step with it (what another memory added is appended, counted o
 transcript replaced there is rebuilt); it translates messages both ways and holds no budget
 rules of its own. One memory's operations run one at a time (a lock for the sync methods, one
 per event loop for the async ones), so a get() beside a put() never sees a message twice nor
-rebuilds; a sync call is not serialised with an async call of the same memory in flight.
+rebuilds; a sync call is not serialised with an async call of the same memory in flight. Both
+locks are re-entrant: the thread (the task, and the tasks it starts meanwhile) holding one is
+let in again, so a summariser whose call reads the memory (a hook logging the window) does not
+wait for itself.
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ import copy
 import threading
 import weakref
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    nullcontext,
+    suppress,
+)
+from contextvars import ContextVar
 from typing import Any, Self
 
 from llama_index.core.base.llms.types import ChatMessage
@@ -408,17 +418,18 @@ class _Loaded:
         # One operation at a time: sync methods (threads of a server) take ``lock``; async ones
         # an ``asyncio.Lock`` of their event loop, held from the store's read to its write.
         self.lock = threading.RLock()
-        self.alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        self.alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TaskLock] = (
             weakref.WeakKeyDictionary()
         )
 
-    def alock(self) -> asyncio.Lock:
-        """The memory's lock for async operations on the running event loop."""
+    def alock(self) -> AbstractAsyncContextManager[None]:
+        """The memory's lock for async operations on the running event loop (re-entrant: see
+        :class:`_TaskLock`)."""
         loop = asyncio.get_running_loop()
         lock = self.alocks.get(loop)
         if lock is None:
-            lock = self.alocks.setdefault(loop, asyncio.Lock())
-        return lock
+            lock = self.alocks.setdefault(loop, _TaskLock())
+        return lock.held()
 
     def in_step(self, stored: list[ChatMessage]) -> bool:
         """Whether the store's transcript is the loaded one, maybe with messages added after it."""
@@ -433,6 +444,45 @@ class _Loaded:
             return False
         self.stored = stored if self.lists_kept else None
         return True
+
+
+_HOLDING: ContextVar[frozenset[object]] = ContextVar("tokenbudget_memory_holds", default=frozenset())
+"""The holds (of :class:`_TaskLock` s) the running task is inside: its own, and those of the task
+that started it while holding them (a task copies its creator's context)."""
+
+
+class _TaskLock:
+    """A memory's lock for async operations on one event loop: an ``asyncio.Lock`` that the task
+    holding it enters again without waiting, as the sync path's ``RLock`` lets its thread in, and
+    so do the tasks that task starts while it holds it (awaited inside the operation, as
+    ``asyncio.wait_for`` runs a coroutine in a task of its own on Python 3.11): a summariser
+    whose ``achat`` reads the memory (``aget()``) does not wait for itself forever. Another task
+    waits for the operation in flight."""
+
+    __slots__ = ("hold", "lock")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.hold: object | None = None
+        """The current hold (a new object each time the lock is taken), ``None`` when free."""
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Hold the lock, unless the running task is already inside the current hold."""
+        hold = self.hold
+        if hold is not None and hold in _HOLDING.get():
+            yield
+            return
+        await self.lock.acquire()
+        hold = self.hold = object()
+        token = _HOLDING.set(_HOLDING.get() | {hold})
+        try:
+            yield
+        finally:
+            self.hold = None
+            self.lock.release()
+            with suppress(ValueError):  # closed in another context (a task dropped unfinished, finalised)
+                _HOLDING.reset(token)
 
 
 def _keeps_its_lists(store: BaseChatStore) -> bool:

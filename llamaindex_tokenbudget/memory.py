@@ -25,7 +25,10 @@ loop): it is not recounted, its new tokens would not count (and a serialising st
 see the edit); put it finished, or ``set()`` the corrected transcript, which recounts it.
 One memory's operations run one at a time (sync calls from threads; async calls on one event
 loop), so a ``get()`` beside a ``put()`` never shows a message twice nor rebuilds; do not mix
-a sync call with an async call of the same memory in flight.
+a sync call with an async call of the same memory in flight. A call made from inside one (a
+summariser LLM whose ``chat`` / ``achat`` reads the memory, in the same thread, or task, or a
+task that task starts and awaits) is let in, as sync and async alike; it sees the window as it
+is mid-operation.
 Hosts that send messages of their own before the memory's (a chat engine's
 ``prefix_messages``, an agent's ``system_prompt``) should list them in ``prefix_messages`` so
 that their tokens are reserved; an agent's in-progress tool calls (its scratchpad) are not in
