@@ -20,8 +20,10 @@ other than the demo's own (which each run recreates) runs never mix: a run's fea
 the demo's own store at once never mix either: the second one (the directory's demo lock is
 held) records to a fresh file of its own beside it, ``tokenbudget-demo-run-<id>.db``. Nor do two
 runs' HTML reports: a run started while another holds the lock writes
-``tokenbudget-demo-run-<id>.html``, whatever its store. A run is one ledger day: one that
-crosses midnight is charged to the day it started on.
+``tokenbudget-demo-run-<id>.html``, whatever its store. These files of a run's own are kept
+(named in its summary's ``own_files``; delete them when done), as the demo's own files are until
+the next run. A run is one ledger day: one that crosses midnight is charged to the day it
+started on.
 Offline the chat model is :class:`DemoChatModel`, which answers from the workload and reports
 usage counted exactly with tiktoken; ``live=True`` uses ``ChatOpenAI`` instead.
 """
@@ -496,6 +498,13 @@ def run_demo(
             that a run's report never shows another run's figures; a path to write it there;
             ``False`` (the default) for none.
 
+    Returns:
+        The savings table read back from the ledger. Its ``own_files`` name the files made
+        for this run alone because another run was going (a ``tokenbudget-demo-run-<id>``
+        ledger file and report): they are kept, for the report and ``tokenbudget report``
+        (the summary's ``store``), and nothing removes them; the files it was given are never
+        among them.
+
     Raises:
         InvalidInputError: A bad figure, an unknown stage or stage order, a bad clock,
             ``live`` without a key, (``store``) the demo's own store in a directory that
@@ -519,6 +528,10 @@ def run_demo(
     run = "" if url == DEFAULT_DEMO_STORE else f"run-{uuid.uuid4().hex[:12]}"
     with _run_files(url, run, html) as (own, report):
         summary = _run(own, run, workload, stages, live=live, on_turn=on_turn, clock=clock)
+        made = [own.removeprefix("sqlite:///")] if own != url else []  # never a file it was given
+        if html is True and report != DEFAULT_DEMO_HTML:
+            made.append(str(report))
+        summary = replace(summary, own_files=tuple(made))
         if report is None:
             return summary
         try:

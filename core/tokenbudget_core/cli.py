@@ -511,7 +511,8 @@ def demo(
     the ledger; the savings table, cost per active user per day and the budget alerts are read
     back from it, and an HTML report is written (tokenbudget-demo.html; a run started while another
     demo run is going in this directory writes tokenbudget-demo-run-<id>.html, and without --store
-    records to tokenbudget-demo-run-<id>.db, so that neither run's report shows the other's figures).
+    records to tokenbudget-demo-run-<id>.db, so that neither run's report shows the other's figures;
+    those files are kept, and the run names them: delete them when done).
     """
     try:
         from langchain_tokenbudget.demo_pipeline import (
@@ -588,6 +589,16 @@ def demo(
     else:
         hint = f"try: tokenbudget report --store {summary.store} --day {summary.day} --by feature"
     console.print(_shown(f"ledger: {summary.store}  ({hint})"), markup=False, emoji=False)
+    if summary.own_files:  # made because another run was going here: kept, so say so
+        console.print(
+            _shown(
+                "note: another demo run was going in this directory, so this run used files of its "
+                f"own: {', '.join(summary.own_files)}; they are kept (no later run removes them): "
+                "delete them when done"
+            ),
+            markup=False,
+            emoji=False,
+        )
 
 
 def _check_writable(flag: str, path: str, *, default: bool = False, fix: str | None = None) -> None:

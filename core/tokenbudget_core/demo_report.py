@@ -84,6 +84,10 @@ class DemoSummary:
     store: str
     html: str | None = None
     """Where the run wrote its HTML report (``None``: it wrote none)."""
+    own_files: tuple[str, ...] = ()
+    """The files made for this run alone because another demo run was going in the directory
+    (its ledger ``tokenbudget-demo-run-<id>.db``, its report ``tokenbudget-demo-run-<id>.html``):
+    kept after the run, for its report and ``tokenbudget report``; nothing removes them."""
 
     @property
     def baseline(self) -> StageRow:
@@ -101,6 +105,7 @@ class DemoSummary:
             "day": self.day,
             "store": self.store,
             "html": self.html,
+            "own_files": list(self.own_files),
             "stages": [jsonable(asdict(r)) for r in self.rows],
             "alerts": [a.as_dict() for a in self.alerts],
         }
