@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import threading
 import weakref
 from abc import abstractmethod
@@ -28,7 +29,7 @@ from contextlib import (
     suppress,
 )
 from contextvars import ContextVar
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import (
@@ -42,6 +43,7 @@ from llama_index.core.bridge.pydantic import (
 )
 from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY, BaseMemory
 from llama_index.core.storage.chat_store import BaseChatStore, SimpleChatStore
+from llama_index.core.storage.chat_store.loading import RECOGNIZED_CHAT_STORES, load_chat_store
 from llama_index.core.tools import BaseTool
 
 from tokenbudget_core.counting import TokenCounter, resolve_counter
@@ -90,6 +92,8 @@ class BudgetMemory(BaseMemory):
         "agent's system_prompt): their tokens are reserved; get() does not return them.",
     )
 
+    _passed_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that ``from_dict`` does not rebuild from their serialised form (an LLM)."""
     _counter: TokenCounter = PrivateAttr()
     # What the memory loaded from the store, and its locks (one plain object: a pydantic private
     # attribute costs microseconds per read, which would be most of an operation).
@@ -143,9 +147,77 @@ class BudgetMemory(BaseMemory):
 
     @field_serializer("chat_store")
     def _serialize_chat_store(self, chat_store: BaseChatStore) -> dict[str, Any]:
-        data: dict[str, Any] = chat_store.model_dump()
+        try:
+            data: dict[str, Any] = chat_store.model_dump()
+        except ValueError:  # a SimpleChatStore's own serialiser fails in some LlamaIndex releases
+            if not isinstance(chat_store, SimpleChatStore):
+                raise
+            data = {
+                "store": {
+                    key: [m.model_dump(mode="json") for m in messages]
+                    for key, messages in chat_store.store.items()
+                }
+            }
         data["class_name"] = chat_store.class_name()
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:
+        """A memory from what :meth:`to_dict` returned (``model_dump()`` too); ``kwargs`` are
+        fields given anew, in place of those in ``data``.
+
+        A ``SimpleChatStore`` is rebuilt from its serialised form (it holds the messages). A
+        store of another kind (``RedisChatStore``...) keeps its connection outside it (its dump
+        holds a default URL, not the one it uses), so is not rebuilt: pass it,
+        ``from_dict(data, chat_store=RedisChatStore(...))``; so is an ``llm`` (a
+        ``SummaryChatMemory``'s summariser): ``llm=...``.
+
+        Raises:
+            InvalidInputError: ``data`` is not a dict; ``chat_store`` (or ``llm``) is in its
+                serialised form and cannot be rebuilt from it (the fix names the argument to
+                pass); a field has a bad value, as the constructor names it.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(
+                "data",
+                f"must be a dict, as to_dict() returns, got {type(data).__name__}",
+                fix=f"{cls.__name__}.from_dict(memory.to_dict(), chat_store=...)",
+            )
+        fields = {**data, **kwargs}
+        fields.pop("class_name", None)
+        store = fields.get("chat_store")
+        if isinstance(store, Mapping):
+            fields["chat_store"] = _rebuilt_store(store, cls.__name__)
+        for name in cls._passed_fields:
+            if isinstance(fields.get(name), Mapping):
+                raise InvalidInputError(
+                    name,
+                    "is in its serialised form, from which it is not rebuilt (its client and "
+                    "credentials are not in it)",
+                    fix=f"pass it: {cls.__name__}.from_dict(data, {name}=OpenAI(...)) (from_json alike)",
+                )
+        return cls(**fields)
+
+    @classmethod
+    def from_json(cls, data_str: str, **kwargs: Any) -> Self:
+        """A memory from what :meth:`to_json` returned, as :meth:`from_dict` (``kwargs`` too).
+
+        Raises:
+            InvalidInputError: ``data_str`` is not the JSON of an object; as :meth:`from_dict`.
+        """
+        if not isinstance(data_str, str | bytes):
+            raise InvalidInputError(
+                "data_str", f"must be the JSON text to_json() returns, got {type(data_str).__name__}"
+            )
+        try:
+            data = json.loads(data_str)
+        except ValueError as e:
+            raise InvalidInputError(
+                "data_str", f"is not JSON: {e}", fix="pass what to_json() returned"
+            ) from e
+        if not isinstance(data, dict):
+            raise InvalidInputError("data_str", f"must be the JSON of an object, got a {type(data).__name__}")
+        return cls.from_dict(data, **kwargs)
 
     @classmethod
     def from_defaults(cls, chat_history: list[ChatMessage] | None = None, **kwargs: Any) -> Self:
@@ -483,6 +555,30 @@ class _TaskLock:
             self.lock.release()
             with suppress(ValueError):  # closed in another context (a task dropped unfinished, finalised)
                 _HOLDING.reset(token)
+
+
+def _rebuilt_store(dumped: Mapping[str, Any], memory: str) -> BaseChatStore:
+    """The chat store ``dumped`` (its serialised form, with its ``class_name``) describes, when it
+    is one LlamaIndex rebuilds from that form (a ``SimpleChatStore``: its messages are in it).
+
+    Raises:
+        InvalidInputError: Any other store (its connection is not in its form), named with the fix.
+    """
+    name = dumped.get("class_name")
+    fix = f"pass the store: {memory}.from_dict(data, chat_store=RedisChatStore(...)) (from_json alike)"
+    if name not in RECOGNIZED_CHAT_STORES:
+        raise InvalidInputError(
+            "chat_store",
+            f"a {name if isinstance(name, str) else 'chat store'} is not rebuilt from its serialised "
+            "form: its connection is not in it (a RedisChatStore's holds a default URL, not its own)",
+            fix=fix,
+        )
+    try:
+        return load_chat_store(dict(dumped))
+    except (TypeError, ValueError) as e:  # (pydantic's ValidationError is a ValueError)
+        raise InvalidInputError(
+            "chat_store", f"cannot be rebuilt from its serialised form: {e}", fix=fix
+        ) from e
 
 
 def _keeps_its_lists(store: BaseChatStore) -> bool:

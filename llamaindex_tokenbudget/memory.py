@@ -29,6 +29,10 @@ a sync call with an async call of the same memory in flight. A call made from in
 summariser LLM whose ``chat`` / ``achat`` reads the memory, in the same thread, or task, or a
 task that task starts and awaits) is let in, as sync and async alike; it sees the window as it
 is mid-operation.
+``to_dict()`` / ``to_json()`` hold the options and the store's serialised form; ``from_dict`` /
+``from_json`` rebuild a ``SimpleChatStore`` from it, but a store with a connection
+(``RedisChatStore``) or a summariser ``llm`` is passed again: ``from_dict(data,
+chat_store=RedisChatStore(...), llm=...)`` (else an ``InvalidInputError`` names it).
 Hosts that send messages of their own before the memory's (a chat engine's
 ``prefix_messages``, an agent's ``system_prompt``) should list them in ``prefix_messages`` so
 that their tokens are reserved; an agent's in-progress tool calls (its scratchpad) are not in
@@ -38,7 +42,7 @@ the memory until the run ends: leave room for them in ``reserve_output``.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Literal, Self, cast
+from typing import Any, ClassVar, Literal, Self, cast
 
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field, SerializeAsAny
@@ -158,6 +162,7 @@ class SummaryChatMemory(BudgetMemory):
         True
     """
 
+    _passed_fields: ClassVar[tuple[str, ...]] = ("llm",)
     llm: SerializeAsAny[LLM] = Field(description="The LlamaIndex LLM that writes the running summary.")
     summary_tokens: int | None = Field(
         default=None,
