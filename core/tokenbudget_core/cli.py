@@ -590,11 +590,12 @@ def demo(
         hint = f"try: tokenbudget report --store {summary.store} --day {summary.day} --by feature"
     console.print(_shown(f"ledger: {summary.store}  ({hint})"), markup=False, emoji=False)
     if summary.own_files:  # made because another run was going here: kept, so say so
+        they, them = ("they are", "them") if len(summary.own_files) > 1 else ("it is", "it")
         console.print(
             _shown(
                 "note: another demo run was going in this directory, so this run used files of its "
-                f"own: {', '.join(summary.own_files)}; they are kept (no later run removes them): "
-                "delete them when done"
+                f"own: {', '.join(summary.own_files)}; {they} kept (no later run removes {them}): "
+                f"delete {them} when done"
             ),
             markup=False,
             emoji=False,

@@ -91,6 +91,11 @@ def test_files_the_user_named_are_not_the_runs_own(tmp_path: Path, monkeypatch: 
     shown = json.loads(_during_another_run(*SMALL, "--html", "mine.html", "--json").stdout)
     assert shown["html"] == "mine.html"
     assert _own_files(shown) == [shown["store"].removeprefix("sqlite:///")]
+    # one file of its own: named alone
+    result = _during_another_run(*SMALL, "--store", app)
+    note = _line(result, "note: ")
+    assert note.startswith(NOTE + "tokenbudget-demo-run-")
+    assert note.endswith(".html; it is kept (no later run removes it): delete it when done")
     # both named: none, and no note
     result = _during_another_run(*SMALL, "--store", app, "--html", "mine.html")
     assert "note:" not in result.stdout
