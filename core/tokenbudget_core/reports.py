@@ -18,9 +18,10 @@ Definitions:
   requests (a served cache hit is recorded as a request costing $0 with what it saved).
 * *p50 / p95*: nearest-rank percentiles over the recorded cost of every call of a feature in
   the report's days (exact, worked out holding at most about 262,144 of them at a time: see
-  :mod:`tokenbudget_core.percentiles`). Usage of several calls (``Usage(requests=n)``) counts as ``n`` calls of
-  its average cost (for ``n`` over 1,000, as 1,000 of them); unpriced calls have no cost, and
-  cache hits and tokenbudget's own overhead calls are not calls of the feature (no sample).
+  :mod:`tokenbudget_core.percentiles`). Usage of several calls (``Usage(requests=n)``) counts
+  as ``n`` calls of its average cost (for ``n`` over 1,000, as 1,000 of them); unpriced calls
+  have no cost, and cache hits and tokenbudget's own overhead calls are not calls of the
+  feature (no sample).
 * *projected month-end spend* = month-to-date spend * the month's length / the time elapsed
   since local midnight on the 1st, where the month is the current one by the ledger's clock and
   time zone and its length is its real one in that zone (local midnight on the 1st of the next
