@@ -13,7 +13,10 @@ first chunk). The decision is in ``response.additional_kwargs["tokenbudget_route
 chunk of a stream), and the tier LLM is called, and each chunk of its stream read (a lazy stream,
 as a ``CustomLLM``'s async ones, makes its provider call in the first read), under
 :func:`~tokenbudget_core.routing.using_route`, so a budget handler charging it prices it on the
-tier's model and records what routing saved against the premium tier.
+tier's model and records what routing saved against the premium tier. A ``RoutedLLM`` may be a
+tier of another: the answer's ``answered_by`` names the model that answered (the inner router's
+tier), and the call is charged on it with the saving against the outer router's premium model
+(the one its ``tokenbudget_route`` names: the inner router calls its tier under the outer route).
 
 Tool calling: ``RoutedLLM`` is a ``FunctionCallingLLM``, and reports
 ``metadata.is_function_calling_model`` when every tier and fallback LLM is one. Then
@@ -28,6 +31,7 @@ the ``RoutedLLM`` up front (``FunctionAgent``: "LLM must be a FunctionCallingLLM
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from llama_index.core.base.llms.types import (
@@ -46,7 +50,14 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 
 from tokenbudget_core.errors import InvalidInputError, refuse_unknown
 from tokenbudget_core.messages import Message
-from tokenbudget_core.routing import RouteDecision, TierRouter, output_cap, tiers_argument, using_route
+from tokenbudget_core.routing import (
+    RouteDecision,
+    TierRouter,
+    current_route,
+    output_cap,
+    tiers_argument,
+    using_route,
+)
 
 from ._bridge import host_error
 from .messages import check_messages, check_prompt, to_core_request
@@ -78,8 +89,26 @@ def _model_name(llm: object, *, field: str, explicit: str | None) -> str:
 
 
 def _annotated(response: R, decision: RouteDecision, model: str) -> R:
-    response.additional_kwargs[ROUTE_KEY] = {**decision.as_metadata(), "answered_by": model}
+    """``response`` with ``decision`` in its ``tokenbudget_route``, answered by ``model``, unless a
+    ``RoutedLLM`` tier (a router nested in this one) already named the model that answered."""
+    nested = response.additional_kwargs.get(ROUTE_KEY)
+    answered_by = nested.get("answered_by") if isinstance(nested, Mapping) else None
+    response.additional_kwargs[ROUTE_KEY] = {
+        **decision.as_metadata(),
+        "answered_by": answered_by if isinstance(answered_by, str) and answered_by else model,
+    }
     return response
+
+
+def _in_force(
+    decision: RouteDecision, enclosing: RouteDecision | None, model: str
+) -> AbstractContextManager[None]:
+    """The route to put in force while the tier ``model`` is called: ``decision``, or, for a
+    router nested as a tier of another (``enclosing``, the route in force when it was called),
+    that outer route with this call's model: the call is charged on the model that answers, and
+    what routing saved against the outermost premium model, the one the answer's
+    ``tokenbudget_route`` names."""
+    return using_route(enclosing or decision, model=model)
 
 
 class RoutedLLM(FunctionCallingLLM):
@@ -225,10 +254,11 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], R],
         tools: Sequence[Any] = (),
     ) -> R:
+        enclosing = current_route()
         decision = self._router.route(**self._request(what, kwargs, tools))
 
         def attempt(m: str) -> tuple[str, R]:
-            with using_route(decision, model=m):
+            with _in_force(decision, enclosing, m):
                 return m, fn(self._llms[m])
 
         model, response = self._router.call(decision, attempt)
@@ -241,10 +271,11 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], Awaitable[R]],
         tools: Sequence[Any] = (),
     ) -> R:
+        enclosing = current_route()
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
         async def attempt(m: str) -> tuple[str, R]:
-            with using_route(decision, model=m):
+            with _in_force(decision, enclosing, m):
                 return m, await fn(self._llms[m])
 
         model, response = await self._router.acall(decision, attempt)
@@ -257,13 +288,14 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], Generator[R, None, None]],
         tools: Sequence[Any] = (),
     ) -> Generator[R, None, None]:
+        enclosing = current_route()
         decision = self._router.route(**self._request(what, kwargs, tools))
 
         def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
             # The route is in force for the call and for every read of its stream (a lazy
             # stream makes its provider call, and its budget event starts or ends, in a read),
             # never while the consumer holds a chunk.
-            with using_route(decision, model=m):
+            with _in_force(decision, enclosing, m):
                 gen = fn(self._llms[m])
                 try:
                     return m, next(gen, None), gen
@@ -279,13 +311,13 @@ class RoutedLLM(FunctionCallingLLM):
                     yield _annotated(head, decision, model)
                 while True:
                     try:
-                        with using_route(decision, model=model):
+                        with _in_force(decision, enclosing, model):
                             chunk = next(rest)
                     except StopIteration:
                         return
                     yield _annotated(chunk, decision, model)
             finally:
-                with using_route(decision, model=model):
+                with _in_force(decision, enclosing, model):
                     rest.close()
 
         return chunks()
@@ -297,12 +329,13 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], Awaitable[AsyncGenerator[R, None]]],
         tools: Sequence[Any] = (),
     ) -> AsyncGenerator[R, None]:
+        enclosing = current_route()
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
         async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
             # As in _stream: a CustomLLM's async stream makes its provider call (stream_chat,
             # whose events the budget handlers charge) only when it is first read.
-            with using_route(decision, model=m):
+            with _in_force(decision, enclosing, m):
                 gen = await fn(self._llms[m])
                 try:
                     return m, await anext(gen, None), gen
@@ -318,13 +351,13 @@ class RoutedLLM(FunctionCallingLLM):
                     yield _annotated(head, decision, model)
                 while True:
                     try:
-                        with using_route(decision, model=model):
+                        with _in_force(decision, enclosing, model):
                             chunk = await anext(rest)
                     except StopAsyncIteration:
                         return
                     yield _annotated(chunk, decision, model)
             finally:
-                with using_route(decision, model=model):
+                with _in_force(decision, enclosing, model):
                     await rest.aclose()
 
         return chunks()
@@ -521,13 +554,22 @@ class RoutedLLM(FunctionCallingLLM):
         )  # fmt: skip
         return await self._astream(messages, kwargs, fn, tools)
 
+    def _answerer(self, model: str) -> LLM | None:
+        """The LLM of this router that answers as ``model``: its tier (or fallback) of that name,
+        else the nested ``RoutedLLM`` tier one of whose LLMs does."""
+        found = self._llms.get(model)
+        if found is None:
+            nested = (llm for llm in self._llms.values() if isinstance(llm, RoutedLLM))
+            found = next((llm for llm in nested if llm._answerer(model) is not None), None)
+        return found
+
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
     ) -> list[ToolSelection]:
         """The tool calls of an answer, read by the tier LLM that gave it (else the first tier)."""
         route = response.additional_kwargs.get(ROUTE_KEY) if isinstance(response, ChatResponse) else None
         answered_by = route.get("answered_by") if isinstance(route, Mapping) else None
-        llm = self._llms.get(answered_by) if isinstance(answered_by, str) else None
+        llm = self._answerer(answered_by) if isinstance(answered_by, str) else None
         return self._tool_llm(llm or next(iter(self._llms.values()))).get_tool_calls_from_response(
             response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
         )
