@@ -70,7 +70,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, get_args
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -339,19 +339,53 @@ def inner_llms(llm: object) -> list[LLM]:
     """The LLMs ``llm``'s pydantic fields hold, directly or in a mapping's values or a list (a
     ``StructuredLLM``'s LLM, a ``RoutedLLM``'s tiers and fallbacks)."""
     out: list[LLM] = []
-    for name in getattr(type(llm), "model_fields", ()):
+    for name in _fields_holding_llms(type(llm)):
         pending: list[Any] = [getattr(llm, name, None)]
         for _ in range(3):  # a value, a mapping's values, the lists those hold
+            if not pending:
+                break
             nested: list[Any] = []
             for item in pending:
+                if item is None or type(item) in _PLAIN:  # (most fields: checked before the ABCs)
+                    continue
                 if isinstance(item, LLM):
                     out.append(item)
-                elif isinstance(item, Mapping):
+                elif isinstance(item, dict):
                     nested += list(item.values())
                 elif isinstance(item, list | tuple):
                     nested += list(item)
+                elif isinstance(item, Mapping):
+                    nested += list(item.values())
             pending = nested
     return out
+
+
+_PLAIN = frozenset({str, int, float, bool, bytes})
+_LLM_FIELDS: dict[type, tuple[str, ...]] = {}
+"""Per pydantic class, the fields whose annotation may hold an LLM (:func:`_fields_holding_llms`)."""
+
+
+def _fields_holding_llms(cls: type) -> tuple[str, ...]:
+    """The names of ``cls``'s pydantic fields whose annotation may hold an LLM (an ``LLM``, a
+    type an LLM is an instance of, ``Any``, or a container of one), worked out once per class:
+    most of an LLM's fields (prompts, flags, its callback manager) never hold one."""
+    found = _LLM_FIELDS.get(cls)
+    if found is None:
+        fields: Mapping[str, Any] = getattr(cls, "model_fields", None) or {}
+        found = _LLM_FIELDS[cls] = tuple(n for n, f in fields.items() if _may_hold_llm(f.annotation))
+    return found
+
+
+def _may_hold_llm(annotation: object, depth: int = 0) -> bool:
+    if annotation is Any or annotation is object:
+        return True
+    if isinstance(annotation, type):
+        try:
+            if issubclass(annotation, LLM) or issubclass(LLM, annotation):
+                return True
+        except TypeError:  # (a generic alias passing for a type)
+            pass
+    return depth < 4 and any(_may_hold_llm(arg, depth + 1) for arg in get_args(annotation))
 
 
 def charging_defaults(llm: object, ledger: Ledger) -> tuple[str | None, str | None] | None:
