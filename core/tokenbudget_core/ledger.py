@@ -87,7 +87,7 @@ from .money import decimal_text, nanos_to_usd, usd_to_nanos
 from .price_overrides import PriceTable, default_price_table
 from .pricing import cost_nanos, resolved_price, scaled_cost
 from .registry import ModelRegistry, default_registry
-from .spool import Spool
+from .spool import Spool, spool_from_environment
 from .stores import open_store
 from .stores._fork import fresh_locks_after_fork
 from .stores.base import (
@@ -175,7 +175,8 @@ class Ledger:
         on_unavailable: ``"closed"`` refuses calls when the store is down; ``"open"`` lets them
             through and spools their usage.
         spool_path: Where unsendable usage waits (default ``$TOKENBUDGET_SPOOL``, else one file per
-            store under ``~/.cache/tokenbudget/``, see :func:`default_spool_path`).
+            store under ``~/.cache/tokenbudget/``, see :func:`default_spool_path`; the variable
+            set but empty or blank is refused, not read as unset).
         alerts: ``"log"``, webhook URLs and callables receiving :class:`~tokenbudget_core.alerts.Alert`.
         registry: Model registry for pricing and output limits.
         prices: Price overrides.
@@ -267,9 +268,16 @@ class Ledger:
             )
         self.on_unavailable: OnUnavailable = on_unavailable
         self.lease_ms = int(lease_seconds * 1000)
-        if spool_path is not None and not isinstance(spool_path, str | os.PathLike):
-            raise InvalidInputError("spool_path", "must be a file path", value=spool_path)
-        spool = spool_path or os.environ.get("TOKENBUDGET_SPOOL") or default_spool_path(self.store)
+        if spool_path is not None and (
+            not isinstance(spool_path, str | os.PathLike) or not os.fspath(spool_path).strip()
+        ):
+            raise InvalidInputError(
+                "spool_path",
+                "must be a file path",
+                value=spool_path,
+                fix="leave it out (None) for $TOKENBUDGET_SPOOL, else the default spool of the store",
+            )
+        spool = spool_path or spool_from_environment() or default_spool_path(self.store)
         self.spool = Spool(spool, owner=store_digest(self.store))  # a shared spool: each line to its store
         if on_unavailable == "open" and not isinstance(self.store, MemoryStore):
             # failing open promises the usage of calls let through goes to the spool: it must be writable

@@ -87,7 +87,29 @@ from .stores.base import (
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["Spool"]
+__all__ = ["SPOOL_VARIABLE", "Spool", "spool_from_environment"]
+
+SPOOL_VARIABLE = "TOKENBUDGET_SPOOL"
+"""The environment variable naming one spool file for every ledger of the process."""
+
+
+def spool_from_environment() -> str | None:
+    """``$TOKENBUDGET_SPOOL``, or ``None`` when it is unset (a ledger then spools to the default
+    file of its store).
+
+    Raises:
+        InvalidInputError: The variable is set but empty or blank (field ``$TOKENBUDGET_SPOOL``):
+            it would be read as unset, spooling where the deployment did not mean to.
+    """
+    path = os.environ.get(SPOOL_VARIABLE)
+    if path is not None and not path.strip():
+        raise InvalidInputError(
+            f"${SPOOL_VARIABLE}",
+            "is set but empty" if not path else "is set but blank (only whitespace)",
+            value=path,
+            fix="unset it for the default spool of each store, or set it to a file path",
+        )
+    return path
 
 logger = logging.getLogger("tokenbudget.spool")
 
