@@ -4,11 +4,28 @@
 use: they need ``langchain`` (agents), not only ``langchain-core``.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 REQUIREMENT = "langchain-core>=1.0,<2"
 """The langchain-core versions the adapters need (the ``langchain`` extra's; named when an older
 one lacks a module they import)."""
+
+AGENTS_REQUIREMENT = "langchain>=1.0,<2"
+"""The langchain versions the agent middleware needs (the ``langchain`` extra's)."""
+
+
+def _need_agents(error: ImportError) -> NoReturn:
+    """Raise the error of a middleware module whose import of ``langchain`` (agents) failed:
+    not installed, or installed but too old (:meth:`MissingDependencyError.of_framework`)."""
+    from tokenbudget_core.errors import MissingDependencyError
+
+    missing = MissingDependencyError.of_framework(
+        error, module="langchain", package="langchain", extra="langchain", requirement=AGENTS_REQUIREMENT
+    )
+    if missing is None:
+        raise error
+    raise missing from error
+
 
 try:  # the adapters need their host framework: a missing extra is named, with its pip command
     from .budget_callback import AsyncBudgetCallbackHandler, BudgetCallbackHandler
@@ -18,7 +35,7 @@ try:  # the adapters need their host framework: a missing extra is named, with i
     from .router_chat_model import RouterChatModel
     from .trim_runnable import TrimMessagesRunnable
     from .usage import cost_of_message, usage_of
-except ModuleNotFoundError as e:
+except ImportError as e:
     from tokenbudget_core.errors import MissingDependencyError
 
     missing = MissingDependencyError.of_framework(

@@ -80,7 +80,6 @@ from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file
 from tokenbudget_core.errors import (
     BudgetExceededError,
     InvalidInputError,
-    MissingDependencyError,
     TokenBudgetError,
     UnpricedModelError,
 )
@@ -90,6 +89,7 @@ from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
 from tokenbudget_core.prompt_caching import CacheMarks, longest_ttl
 from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
 
+from . import _need_agents
 from ._bridge import core_tools
 from .budget_callback import (
     CHOICE_KEYS,
@@ -123,8 +123,8 @@ try:
     from langgraph.config import get_config
     from langgraph.runtime import Runtime
     from langgraph.types import Command
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("langchain", "langchain") from e
+except ImportError as e:  # langchain (agents) absent or too old: named, with its pip command
+    _need_agents(e)
 
 __all__ = ["BudgetMiddleware", "BudgetRunState"]
 

@@ -20,12 +20,13 @@ from langchain_core.messages import AIMessage, AnyMessage, SystemMessage
 from langchain_core.runnables.config import var_child_runnable_config
 
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import InvalidInputError, MissingDependencyError
+from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.fitting import OnOverflow
 from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import without_route
 from tokenbudget_core.summary import SummaryBuffer
 
+from . import _need_agents
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
 from .budget_middleware import step_charges
 from .messages import to_core_request, to_countable_message
@@ -44,8 +45,8 @@ try:
         OmitFromSchema,
     )
     from langgraph.types import Command
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("langchain", "langchain") from e
+except ImportError as e:  # langchain (agents) absent or too old: named, with its pip command
+    _need_agents(e)
 
 __all__ = ["ContextWindowMiddleware", "ContextWindowState"]
 

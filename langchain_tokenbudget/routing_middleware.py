@@ -33,11 +33,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
 from tokenbudget_core.complexity import ComplexityClassifier
-from tokenbudget_core.errors import MissingDependencyError
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter, own_call, using_route
 
+from . import _need_agents
 from ._tiers import Tiers, annotate
 from .budget_callback import MAX_OUTPUT_KEYS, first, is_function_tool
 
@@ -50,8 +50,8 @@ try:
         ModelResponse,
     )
     from langgraph.config import get_config
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("langchain", "langchain") from e
+except ImportError as e:  # langchain (agents) absent or too old: named, with its pip command
+    _need_agents(e)
 
 __all__ = ["RoutingMiddleware"]
 

@@ -323,12 +323,13 @@ class MissingDependencyError(TokenBudgetError, ImportError):
 
     @classmethod
     def of_framework(
-        cls, error: ModuleNotFoundError, *, module: str, package: str, extra: str, requirement: str
+        cls, error: ImportError, *, module: str, package: str, extra: str, requirement: str
     ) -> MissingDependencyError | None:
         """The error of an adapter package whose import of its framework failed with ``error``.
 
         Args:
-            error: What the import raised.
+            error: What the import raised: a module not found, or a name its module lacks
+                (``cannot import name``: an installed version too old to have it).
             module: The framework package's module (``"langchain_core"``, ``"llama_index.core"``).
             package: Its pip name (``"langchain-core"``).
             extra: The ``tokenbudget-kit`` extra that installs it.
@@ -340,9 +341,10 @@ class MissingDependencyError(TokenBudgetError, ImportError):
             the missing module is not the framework's (``error`` is then the one to raise).
         """
         name = error.name or module
-        if name == module or module.startswith(name + "."):
+        absent = isinstance(error, ModuleNotFoundError)
+        if absent and (name == module or module.startswith(name + ".")):
             return cls(package, extra, requirement=requirement)
-        if not name.startswith(module + "."):
+        if not (name.startswith(module + ".") or (not absent and name == module)):
             return None
         from importlib import metadata  # the package imported: only a module below it is missing
 

@@ -95,3 +95,42 @@ def test_the_adapters_requirement_is_pyprojects(adapter: str) -> None:
     package, extra, _ = FRAMEWORKS[adapter]
     out = _run_hiding("nothing_hidden", f"from {adapter} import REQUIREMENT; print(REQUIREMENT)")
     assert out.splitlines()[0] == _required(package, extra)
+
+
+@pytest.mark.parametrize("middleware", ["BudgetMiddleware", "ContextWindowMiddleware", "RoutingMiddleware"])
+def test_the_agent_middleware_names_an_old_langchain_too_old(middleware: str) -> None:
+    """The middleware needs ``langchain`` (agents), imported on first use: a version without
+    ``langchain.agents.middleware`` is named too old, an absent one not installed."""
+    needed = _required("langchain", "langchain")
+    out = _run_hiding("langchain.agents.middleware", f"from langchain_tokenbudget import {middleware}")
+    assert out.startswith("MISSING langchain.agents.middleware | langchain is installed but too old"), out
+    assert f'pip install -U "{needed}"' in out
+    out = _run_hiding("langchain", f"from langchain_tokenbudget import {middleware}")
+    assert out == 'MISSING None | langchain is not installed: pip install "tokenbudget-kit[langchain]"'
+
+
+def test_the_agents_requirement_is_pyprojects() -> None:
+    out = _run_hiding(
+        "nothing_hidden", "from langchain_tokenbudget import AGENTS_REQUIREMENT; print(AGENTS_REQUIREMENT)"
+    )
+    assert out.splitlines()[0] == _required("langchain", "langchain")
+
+
+def test_a_name_an_old_module_lacks_is_too_old_not_absent() -> None:
+    from tokenbudget_core.errors import MissingDependencyError
+
+    def of(error: ImportError) -> MissingDependencyError | None:
+        return MissingDependencyError.of_framework(
+            error, module="langchain", package="langchain", extra="langchain", requirement="langchain>=1.0,<2"
+        )
+
+    lacks = of(
+        ImportError("cannot import name 'ExtendedModelResponse'", name="langchain.agents.middleware.types")
+    )
+    assert lacks is not None
+    assert lacks.missing == "langchain.agents.middleware.types"
+    assert "too old" in str(lacks)
+    top = of(ImportError("cannot import name 'X' from 'langchain'", name="langchain"))
+    assert top is not None
+    assert "too old" in str(top)
+    assert of(ModuleNotFoundError("No module named 'yaml'", name="yaml")) is None
