@@ -722,17 +722,24 @@ class SQLiteStore:
         """
         wanted = check_cost_pairs(pairs)
         found: dict[CostPair, list[int]] = {pair: [] for pair in wanted}
+        for day, feature, cost in self._rows_of_pairs(wanted, "c.cost", "ORDER BY c.rowid"):
+            found[(day, feature)].append(int(cost))
+        return found
+
+    def _rows_of_pairs(self, wanted: list[CostPair], what: str, tail: str) -> Iterator[tuple[str, str, int]]:
+        """``(day, feature, what)`` rows of the call costs of ``wanted`` pairs (``c``), ``tail``
+        ending each query: one query per :data:`_PAIRS_PER_QUERY` pairs, all in one read
+        transaction (one consistent snapshot). The rows stream (none is held here): iterate to the
+        end at once, as the transaction and the store's lock last until then."""
         with self._transaction("BEGIN") as db:
             for start in range(0, len(wanted), _PAIRS_PER_QUERY):
                 chunk = wanted[start : start + _PAIRS_PER_QUERY]
                 query = (
                     f"WITH wanted (day, feature) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
-                    "SELECT c.day, c.feature, c.cost FROM wanted JOIN call_costs AS c "
-                    "ON c.day = wanted.day AND c.feature = wanted.feature ORDER BY c.rowid"
+                    f"SELECT c.day, c.feature, {what} FROM wanted JOIN call_costs AS c "
+                    f"ON c.day = wanted.day AND c.feature = wanted.feature {tail}"
                 )
-                for day, feature, cost in db.execute(query, [v for pair in chunk for v in pair]):
-                    found[(day, feature)].append(int(cost))
-        return found
+                yield from db.execute(query, [v for pair in chunk for v in pair])
 
     def call_cost_counts(self, pairs: Sequence[CostPair]) -> dict[CostPair, int]:
         """How many costs each pair has now (see :class:`~.base.CallCostSnapshot`): one query per
@@ -744,16 +751,8 @@ class SQLiteStore:
         """
         wanted = check_cost_pairs(pairs)
         found = dict.fromkeys(wanted, 0)
-        with self._transaction("BEGIN") as db:
-            for start in range(0, len(wanted), _PAIRS_PER_QUERY):
-                chunk = wanted[start : start + _PAIRS_PER_QUERY]
-                query = (
-                    f"WITH wanted (day, feature) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
-                    "SELECT c.day, c.feature, count(*) FROM wanted JOIN call_costs AS c "
-                    "ON c.day = wanted.day AND c.feature = wanted.feature GROUP BY c.day, c.feature"
-                )
-                for day, feature, n in db.execute(query, [v for pair in chunk for v in pair]):
-                    found[(day, feature)] = int(n)
+        for day, feature, n in self._rows_of_pairs(wanted, "count(*)", "GROUP BY c.day, c.feature"):
+            found[(day, feature)] = int(n)
         return found
 
     def scan_call_costs(
