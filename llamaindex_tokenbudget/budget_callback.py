@@ -24,6 +24,11 @@ refuse the call:
    stream cut after OpenAI's closing usage chunk), else an estimate, flagged ``estimated``: the
    counted input plus the text streamed so far.
 
+Two handlers of one ledger on the callback manager of a call (both on the LLM, or both in
+``Settings``) see one event under one id: the one listed first reserves, gates and charges it,
+on the payer it resolves; the others leave it to it, so the call is charged once (whatever
+their ``feature`` / ``user`` / ``model`` options; as LangChain's handler does).
+
 Nested LLM events (``CustomLLM.chat`` calling ``complete``, ``CustomLLM.astream_chat`` iterating
 ``stream_chat``, a ``StructuredLLM`` around an ``LLM``) are one provider call: the innermost
 event is charged and the enclosing one's reservation is handed over. The inner event is
@@ -482,6 +487,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     handlers may raise from ``on_event_start``, list this one last, so that a call they stop
     leaves no reservation behind.
 
+    Two handlers of one ledger seeing the same call (both on its callback manager) charge it
+    once: the one listed first reserves, gates and charges it; the others leave it to it.
     Nested events are recognised among the calls of every handler of the same ledger: a
     ``StructuredLLM`` whose events reach a handler in ``Settings`` and whose inner LLM has a
     handler of its own (for a feature) is charged once, by the inner one, and gated (reserved,
@@ -586,6 +593,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         """
         if event_type is not CBEventType.LLM or payload is None:
             return event_id
+        if self._held_elsewhere(event_id):  # another handler of this ledger holds and charges it
+            return event_id
         start_worker()  # for ends the garbage collector delivers (a forked child starts its own)
         caller = caller_frame(2)  # the LLM wrapper that called CallbackManager.on_event_start
         note_wrapper(caller)
@@ -635,6 +644,21 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._calls[event_id] = call
         return event_id
+
+    def _held_elsewhere(self, event_id: str) -> bool:
+        """Whether another handler of this ledger holds the event ``event_id`` already (both on
+        the callback manager that started it, which hands every handler the same id): the
+        handler that started first reserves and charges it, on the payer it resolved, and this
+        one leaves the call to it (a second hold of the call would charge an enclosing call it
+        delegated, or be refused by the ledger under the live id when its worst case differs)."""
+        if not event_id:
+            return False
+        with _HANDLERS_LOCK:
+            handlers = list(_HANDLERS)
+        for handler in handlers:
+            if handler is not self and handler.ledger is self.ledger and event_id in handler._calls:
+                return True
+        return False
 
     def _enclosing(self, frame: FrameType | None) -> _Call | None:
         """The open call enclosing an event started from ``frame``, marked delegated: this
