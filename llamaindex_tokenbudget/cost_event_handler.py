@@ -12,10 +12,13 @@ handled once.
 ``except BaseException: pass``: whatever a handler raises, a
 :class:`~tokenbudget_core.errors.BudgetExceededError` included, is dropped and the call goes
 out. To refuse calls, use :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler`
-(the callback manager lets its exceptions through) and not this handler as well: both would
-charge each call. Because the dispatcher would swallow them silently, this handler catches its
-own errors and logs them (logger ``llamaindex_tokenbudget.cost_event_handler``, level ERROR,
-with the figures that were not recorded).
+(the callback manager lets its exceptions through). Next to it, on the same ledger, a call is
+charged once: a call whose LLM has a ``BudgetCallbackHandler`` of this handler's ledger on its
+callback manager, or nested in such a call (a ``StructuredLLM``'s inner call), is left to that
+handler, which charges it (a budget handler of another ledger charges that ledger only).
+Because the dispatcher would swallow them silently, this handler catches its own errors and
+logs them (logger ``llamaindex_tokenbudget.cost_event_handler``, level ERROR, with the figures
+that were not recorded).
 
 A stream that produced output and then failed, was cancelled or was abandoned by its consumer
 (``ExceptionEvent``: an error, ``CancelledError``, ``GeneratorExit``) was sent: it is recorded
@@ -76,7 +79,9 @@ from tokenbudget_core.usage import Usage
 
 from ._bridge import host_error
 from .budget_callback import (
+    BudgetCallbackHandler,
     caller_frame,
+    calling_llm,
     count_input,
     enclosing,
     model_name,
@@ -125,6 +130,14 @@ def note_cache_answer(served: bool, frame: FrameType | None = None) -> None:
                     call.sent = True
 
 
+def charged_by_budget(llm: object, ledger: Ledger) -> bool:
+    """Whether a call of ``llm`` (the LLM whose wrapper dispatched its start event) is charged by
+    a :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler` of ``ledger``: one is
+    on its callback manager (LlamaIndex starts the callback event right after the dispatcher's)."""
+    handlers = getattr(getattr(llm, "callback_manager", None), "handlers", None) or ()
+    return any(isinstance(h, BudgetCallbackHandler) and h.ledger is ledger for h in handlers)
+
+
 @dataclass(kw_only=True, slots=True)
 class _Call:
     """One LLM call between its start and end events."""
@@ -148,13 +161,19 @@ class _Call:
     """The routed call's premium model (when a router made the call)."""
     routed_model: str | None = None
     """The model a router sent the call to (it is recorded on it)."""
+    left: bool = False
+    """A ``BudgetCallbackHandler`` of the same ledger charges this call (on its LLM, or on the
+    LLM of a call enclosing it): it is not recorded here."""
 
 
 class CostEventHandler(BaseEventHandler):
     """Record the cost of every LLM call the instrumentation dispatcher reports.
 
     Register it with ``get_dispatcher().add_event_handler(handler)`` (the root dispatcher sees
-    every LLM); remove it with ``get_dispatcher().event_handlers.remove(handler)``.
+    every LLM); remove it with ``get_dispatcher().event_handlers.remove(handler)``. A call a
+    :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler` of the same ledger
+    charges (one on the LLM's callback manager, or on the LLM of a call enclosing it) is left to
+    it: charged once.
 
     Args:
         ledger: The core ledger that prices and attributes, positionally or as ``ledger=``
@@ -273,6 +292,9 @@ class CostEventHandler(BaseEventHandler):
                 for stale in [k for k, c in self._calls.items() if c.started < oldest]:
                     del self._calls[stale]
                 outer = enclosing(self._calls, caller.f_back if caller else None, key="span_id")
+                left = (outer is not None and outer.left) or charged_by_budget(
+                    calling_llm(caller), self.ledger
+                )
                 if outer is None:
                     attribution = current_attribution()
                 else:  # one provider call: the innermost event is recorded, as if it started
@@ -285,6 +307,7 @@ class CostEventHandler(BaseEventHandler):
                     started=time.monotonic(),
                     premium_model=routed_premium_model(),
                     routed_model=routed_model(),
+                    left=left,
                 )
             return
         if isinstance(event, _PROGRESS):
@@ -297,9 +320,9 @@ class CostEventHandler(BaseEventHandler):
         with self._lock:
             call = self._calls.pop(key, None)
         if isinstance(event, SpanDropEvent) or (
-            call is not None and (call.delegated or (call.cache_hit and not call.sent))
-        ):  # not sent, or another event's call (or, answered by a cache, none made)
-            return
+            call is not None and (call.delegated or call.left or (call.cache_hit and not call.sent))
+        ):  # not sent, or another event's call (or, answered by a cache, none made), or a budget
+            return  # handler's of this ledger
         if isinstance(event, ExceptionEvent):  # a stream ended by an error, a cancel or its consumer
             if call is not None and call.last is not None:  # it had produced output: it was sent
                 self._record(call, call.last, event.span_id or event.id_)
