@@ -210,3 +210,18 @@ def test_an_inner_llm_with_two_alike_handlers(
         inner = inner.as_structured_llm(Person)
     call(inner, how)
     assert charged(ledger) == {f"x//{MODEL}": ONE_CALL}
+
+
+@pytest.mark.parametrize("how", ["chat", "achat", "stream_chat"])
+def test_a_handler_added_to_an_llm_sharing_the_settings_handlers(
+    settings_manager: None, tmp_path: Path, how: str
+) -> None:
+    """An LLM made with no callback manager shares ``Settings``' handler list: a handler added to
+    it joins the ``Settings`` one, and the call (refused before, under the live id) is charged
+    once, on the first one's payer."""
+    ledger = ledger_on("memory", tmp_path)
+    Settings.callback_manager = CallbackManager([BudgetCallbackHandler(ledger, feature="app")])
+    llm = JsonChat()
+    llm.callback_manager.add_handler(BudgetCallbackHandler(ledger, feature="own"))
+    call(llm, how)
+    assert charged(ledger) == {f"app//{MODEL}": ONE_CALL}
