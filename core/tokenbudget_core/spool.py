@@ -111,6 +111,7 @@ def spool_from_environment() -> str | None:
         )
     return path
 
+
 logger = logging.getLogger("tokenbudget.spool")
 
 _TEXT_FIELDS = ("day", "request_id", "rollup_key")
