@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -604,15 +605,21 @@ def demo(
 
 def _check_writable(flag: str, path: str, *, default: bool = False, fix: str | None = None) -> None:
     """Refuse ``path`` now if a file cannot be written there (a missing folder, a directory, no
-    permission), rather than after a long run. Creates nothing: a file made to find out is removed.
+    permission), rather than after a long run. Never creates, changes or removes ``path``: a file
+    there is opened to append nothing; else a file of a unique name is made beside it and removed
+    (``path`` itself may be written meanwhile, by another demo run writing its report there).
     ``default``: ``path`` is the flag's default, not given: the error names its directory; ``fix``
     replaces the default advice (another path, or none).
     """
     target = Path(path)
-    existed = target.exists()
     try:
-        with target.open("ab"):
-            pass
+        if target.exists():
+            with target.open("ab"):  # appends nothing: the file is left as it was
+                pass
+        else:
+            fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".check", dir=target.parent)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as e:
         why = f"{e.strerror or e}"
         if default and (isinstance(e, PermissionError) or e.errno == errno.EROFS):
@@ -624,8 +631,6 @@ def _check_writable(flag: str, path: str, *, default: bool = False, fix: str | N
             value=path,
             fix=fix or f"pass a {flag} path in a writable folder, or {flag} - for none",
         ) from e
-    if not existed:
-        target.unlink(missing_ok=True)
 
 
 def _on_terminal() -> bool:
