@@ -305,9 +305,11 @@ class MissingDependencyError(TokenBudgetError, ImportError):
         missing: str | None = None,
         requirement: str | None = None,
         installed: str | None = None,
+        newer: bool = False,
     ) -> None:
         """``package`` (its pip name) for the ``extra``; ``missing``: the module an installed
-        ``package`` (version ``installed``, when known) lacks, upgraded to ``requirement``."""
+        ``package`` (version ``installed``, when known) lacks, upgraded to ``requirement``
+        (``newer``: the installed version is above ``requirement``, not below it)."""
         self.extra = extra
         self.missing = missing
         self.requirement = requirement
@@ -316,9 +318,10 @@ class MissingDependencyError(TokenBudgetError, ImportError):
             return
         needed = requirement or package
         version = f"; installed: {installed}" if installed else ""
+        age, verb = ("newer than tokenbudget supports", "install") if newer else ("too old", "upgrade")
         super().__init__(
-            f"{package} is installed but too old (missing {missing}{version}; tokenbudget needs "
-            f'{needed}): upgrade it: pip install -U "{needed}"'
+            f"{package} is installed but {age} (missing {missing}{version}; tokenbudget needs "
+            f'{needed}): {verb} it: pip install -U "{needed}"'
         )
 
     @classmethod
@@ -337,10 +340,15 @@ class MissingDependencyError(TokenBudgetError, ImportError):
 
         Returns:
             Not installed (``module``, or a package above it, is missing), or installed but too
-            old (a module below it is missing, as an older version lacks one); ``None`` when
-            the missing module is not the framework's (``error`` is then the one to raise).
+            old (a module below it is missing, as an older version lacks one; or newer than
+            ``requirement``, when the installed version is above it); ``None`` when the error is
+            not about the framework's version: a module that is not the framework's, an error
+            naming no module, or an installed version within ``requirement`` (``error`` is then
+            the one to raise).
         """
-        name = error.name or module
+        name = error.name
+        if name is None:  # ``raise ImportError(msg)`` somewhere below (a broken binary): as it is
+            return None
         absent = isinstance(error, ModuleNotFoundError)
         if absent and (name == module or module.startswith(name + ".")):
             return cls(package, extra, requirement=requirement)
@@ -352,7 +360,37 @@ class MissingDependencyError(TokenBudgetError, ImportError):
             installed: str | None = metadata.version(package)
         except metadata.PackageNotFoundError:  # importable, yet not installed: a copy on the path
             installed = None
-        return cls(package, extra, missing=name, requirement=requirement, installed=installed)
+        placed = _placed(installed, requirement)
+        if placed == "within":  # the version is one tokenbudget supports: something else is wrong
+            return None
+        return cls(
+            package,
+            extra,
+            missing=name,
+            requirement=requirement,
+            installed=installed,
+            newer=placed == "above",
+        )
+
+
+def _placed(installed: str | None, requirement: str) -> str | None:
+    """Where ``installed`` lies against ``requirement``'s range: ``"below"``, ``"within"`` or
+    ``"above"`` (``None``: unknown, without the version or the ``packaging`` package)."""
+    if installed is None:
+        return None
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+        from packaging.version import InvalidVersion, Version
+    except ImportError:
+        return None
+    try:
+        spec, version = Requirement(requirement).specifier, Version(installed)
+    except (InvalidRequirement, InvalidVersion):
+        return None
+    if spec.contains(version, prereleases=True):
+        return "within"
+    lower = [Version(s.version) for s in spec if s.operator in (">=", ">", "==", "~=")]
+    return "below" if any(version < v for v in lower) else "above"
 
 
 def refuse_unknown(

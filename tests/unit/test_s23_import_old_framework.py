@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 HIDE = """
-import importlib.abc, sys
+import importlib.abc, importlib.metadata, sys
+VERSIONS = {versions!r}  # what the installed packages say they are (an older install, simulated)
+_version = importlib.metadata.version
+importlib.metadata.version = lambda name: VERSIONS.get(name) or _version(name)
 HIDDEN = {hidden!r}
 class Hide(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -43,9 +46,17 @@ FRAMEWORKS = {
 }
 
 
-def _run_hiding(hidden: str, statement: str) -> str:
-    code = HIDE.format(hidden=hidden, statement=statement)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+OLD = {"langchain-core": "0.3.79", "langchain": "0.3.27", "llama-index-core": "0.11.23"}
+"""Versions below the ranges tokenbudget needs: the hidden module is one such a version lacks."""
+
+
+def _run(hidden: str, statement: str, versions: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    code = HIDE.format(hidden=hidden, statement=statement, versions=versions)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def _run_hiding(hidden: str, statement: str, versions: dict[str, str] = OLD) -> str:
+    done = _run(hidden, statement, versions)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -81,8 +92,7 @@ def test_the_demo_command_passes_the_too_old_error_on() -> None:
         "from tokenbudget_core.cli import main\n"
         "    main(['demo', '--users', '1', '--turns', '1', '--no-progress', '--html', '-'])"
     )
-    code = HIDE.format(hidden="langchain_core.outputs", statement=statement)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = _run("langchain_core.outputs", statement, OLD)
     assert done.returncode != 0
     assert "langchain-core is installed but too old (missing langchain_core.outputs" in done.stderr, (
         done.stderr
@@ -116,8 +126,12 @@ def test_the_agents_requirement_is_pyprojects() -> None:
     assert out.splitlines()[0] == _required("langchain", "langchain")
 
 
-def test_a_name_an_old_module_lacks_is_too_old_not_absent() -> None:
+def test_a_name_an_old_module_lacks_is_too_old_not_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
     from tokenbudget_core.errors import MissingDependencyError
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: OLD[name])  # an older install
 
     def of(error: ImportError) -> MissingDependencyError | None:
         return MissingDependencyError.of_framework(
@@ -134,3 +148,44 @@ def test_a_name_an_old_module_lacks_is_too_old_not_absent() -> None:
     assert top is not None
     assert "too old" in str(top)
     assert of(ModuleNotFoundError("No module named 'yaml'", name="yaml")) is None
+
+
+@pytest.mark.parametrize("adapter", sorted(FRAMEWORKS))
+def test_a_newer_framework_lacking_a_module_is_named_newer(adapter: str) -> None:
+    package, extra, module = FRAMEWORKS[adapter]
+    needed = _required(package, extra)
+    out = _run_hiding(module, f"import {adapter}", {package: "99.0.0"})
+    assert (
+        f"{package} is installed but newer than tokenbudget supports (missing {module}; installed: 99.0.0"
+        in out
+    )
+    assert f'pip install -U "{needed}"' in out
+
+
+@pytest.mark.parametrize("adapter", sorted(FRAMEWORKS))
+def test_a_supported_version_lacking_a_module_gives_the_import_error_itself(adapter: str) -> None:
+    """A version within the range that lacks a module is a broken install, not an old one: the
+    import's own error is the one to see (review s23 #3)."""
+    _, _, module = FRAMEWORKS[adapter]
+    done = _run(module, f"import {adapter}", {})
+    assert done.returncode != 0
+    assert f"ModuleNotFoundError: No module named '{module}'" in done.stderr, done.stderr
+    assert "too old" not in done.stderr
+
+
+def test_an_import_error_naming_no_module_is_passed_on_as_it_is() -> None:
+    """``raise ImportError(msg)`` below the framework (a broken binary wheel of a dependency) was
+    read as the framework too old (review s23 #3)."""
+    code = (
+        "import importlib.abc, sys\n"
+        "class Broken(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'numpy':\n"
+        "            raise ImportError('Importing the numpy C-extensions failed')\n"
+        "sys.meta_path.insert(0, Broken())\n"
+        "import langchain_tokenbudget\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "ImportError: Importing the numpy C-extensions failed" in done.stderr, done.stderr
+    assert "too old" not in done.stderr
