@@ -176,7 +176,8 @@ class Ledger:
             through and spools their usage.
         spool_path: Where unsendable usage waits (default ``$TOKENBUDGET_SPOOL``, else one file per
             store under ``~/.cache/tokenbudget/``, see :func:`default_spool_path`; the variable
-            set but empty or blank is refused, not read as unset).
+            set but empty or blank is refused, not read as unset, by a ledger on any store but
+            ``memory://``, which never spools).
         alerts: ``"log"``, webhook URLs and callables receiving :class:`~tokenbudget_core.alerts.Alert`.
         registry: Model registry for pricing and output limits.
         prices: Price overrides.
@@ -277,7 +278,9 @@ class Ledger:
                 value=spool_path,
                 fix="leave it out (None) for $TOKENBUDGET_SPOOL, else the default spool of the store",
             )
-        spool = spool_path or spool_from_environment() or default_spool_path(self.store)
+        # (a memory store is never unreachable: it spools nothing, so the variable is not read)
+        from_env = None if isinstance(self.store, MemoryStore) else spool_from_environment()
+        spool = spool_path or from_env or default_spool_path(self.store)
         self.spool = Spool(spool, owner=store_digest(self.store))  # a shared spool: each line to its store
         if on_unavailable == "open" and not isinstance(self.store, MemoryStore):
             # failing open promises the usage of calls let through goes to the spool: it must be writable

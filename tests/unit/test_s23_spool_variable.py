@@ -11,15 +11,20 @@ import pytest
 
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.usage import Usage
 
 
 @pytest.mark.parametrize("value", ["", "   ", "\t\n"])
-def test_an_empty_or_blank_variable_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_an_empty_or_blank_variable_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
     monkeypatch.setenv("TOKENBUDGET_SPOOL", value)
     with pytest.raises(InvalidInputError) as caught:
-        Ledger("memory://")
+        Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     assert caught.value.field == "$TOKENBUDGET_SPOOL"
     assert "unset it" in str(caught.value)
+    # a memory ledger never spools: it does not read the variable (review s23 #5)
+    Ledger("memory://").record(Usage(input_tokens=1, output_tokens=1), model="gpt-4o-mini")
 
 
 @pytest.mark.parametrize("value", ["", "  "])
@@ -33,8 +38,9 @@ def test_an_empty_spool_path_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_the_variable_names_the_spool_and_unset_means_the_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
     monkeypatch.setenv("TOKENBUDGET_SPOOL", str(tmp_path / "named"))
-    assert Ledger("memory://").spool.path == tmp_path / "named"
-    assert Ledger("memory://", spool_path=tmp_path / "given").spool.path == tmp_path / "given"
+    assert Ledger(url).spool.path == tmp_path / "named"
+    assert Ledger(url, spool_path=tmp_path / "given").spool.path == tmp_path / "given"
     monkeypatch.delenv("TOKENBUDGET_SPOOL")
-    assert Ledger("memory://").spool.path not in (tmp_path / "named", tmp_path / "given")
+    assert Ledger(url).spool.path not in (tmp_path / "named", tmp_path / "given")
