@@ -66,6 +66,7 @@ from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.reports import Report, build_report
 from tokenbudget_core.semantic_cache import SemanticCache
 from tokenbudget_core.stores.base import redact_url
+from tokenbudget_core.stores.sqlite import sqlite_path
 
 from .budget_callback import ROUTE_KEY, BudgetCallbackHandler
 from .chat_history import TokenBudgetChatMessageHistory
@@ -379,18 +380,18 @@ def _lock_directory(folder: Path) -> int | None:
 
 @contextlib.contextmanager
 def _default_store(url: str) -> Iterator[str]:
-    """The store of a run on the demo's own store ``url`` (a ``sqlite:///`` file), fresh: ``url``
-    recreated while this run holds its directory's demo lock; when another run holds it (or, on
-    Windows, the file cannot be deleted because another run has it open), a new file of this
-    run's own beside it, ``<name>-run-<id>.db``, so that neither run deletes the other's file nor
-    mixes in its calls.
+    """The store of a run on the demo's own store ``url`` (:data:`DEFAULT_DEMO_STORE`, maybe
+    spelt another way, see :func:`_is_demo_store`), fresh: the file recreated while this run
+    holds its directory's demo lock; when another run holds it (or, on Windows, the file cannot
+    be deleted because another run has it open), a new file of this run's own beside it,
+    ``<name>-run-<id>.db``, so that neither run deletes the other's file nor mixes in its calls.
 
     Raises:
         InvalidInputError: ``store``: the file cannot be deleted or created because its directory
             is not writable; it names the directory and the fix (another store, or another
             directory), rather than a per-run file the user never asked for.
     """
-    path = Path(url.removeprefix("sqlite:///"))
+    path = Path(DEFAULT_DEMO_STORE.removeprefix("sqlite:///"))  # ``url`` may name it otherwise
     fd = _lock_directory(path.parent)
     try:
         target = path
@@ -404,6 +405,30 @@ def _default_store(url: str) -> Iterator[str]:
     finally:
         if fd is not None and fd >= 0:
             os.close(fd)
+
+
+def _is_demo_store(url: str) -> bool:
+    """Whether ``url`` is the demo's own store, :data:`DEFAULT_DEMO_STORE` (``tokenbudget-demo.db``
+    in the working directory), however it is spelt (``sqlite:////abs/path/tokenbudget-demo.db``,
+    ``sqlite:///./tokenbudget-demo.db``, a symlink to it), so that a run on it takes the
+    directory's demo lock as a run on the default does: a run started meanwhile never deletes
+    the file under it. A URL that is not a SQLite file's (or is malformed, refused later by the
+    ledger) is not."""
+    if url == DEFAULT_DEMO_STORE:
+        return True
+    try:
+        given = sqlite_path(url)
+    except InvalidInputError:
+        return False
+    own = sqlite_path(DEFAULT_DEMO_STORE)
+    if given == ":memory:":
+        return False
+    if os.path.realpath(given) == os.path.realpath(own):
+        return True
+    try:  # one file by two names the paths do not show (a hard link, a case-insensitive disk)
+        return os.path.samefile(given, own)
+    except OSError:  # either is not there (yet)
+        return False
 
 
 def _recreated(url: str, path: Path) -> bool:
@@ -480,9 +505,10 @@ def run_demo(
     Args:
         store: Ledger store URL (default :data:`DEFAULT_DEMO_STORE`, recreated; while another
             run uses it, this run records to a new file beside it, ``tokenbudget-demo-run-<id>.db``,
-            named in the summary's ``store``). With any other store, runs never mix: features
-            get a run suffix (``demo:<stage>@run-<id>``), user and conversation ids a run prefix,
-            and the savings are read from this run's only.
+            named in the summary's ``store``; a URL naming that same file another way, such as
+            ``sqlite:////abs/dir/tokenbudget-demo.db``, is that store). With any other store, runs
+            never mix: features get a run suffix (``demo:<stage>@run-<id>``), user and
+            conversation ids a run prefix, and the savings are read from this run's only.
         users: Users in the workload.
         turns: User turns per user.
         seed: Workload seed.
@@ -525,7 +551,7 @@ def run_demo(
             "html", "must be True (the default place), a path, or False (none)", value=html
         )
     url = store or DEFAULT_DEMO_STORE
-    run = "" if url == DEFAULT_DEMO_STORE else f"run-{uuid.uuid4().hex[:12]}"
+    run = "" if _is_demo_store(url) else f"run-{uuid.uuid4().hex[:12]}"
     with _run_files(url, run, html) as (own, report):
         summary = _run(own, run, workload, stages, live=live, on_turn=on_turn, clock=clock)
         made = [own.removeprefix("sqlite:///")] if own != url else []  # never a file it was given
@@ -553,7 +579,7 @@ def _run_files(url: str, run: str, html: str | bool) -> Iterator[tuple[str, str 
     (``run``: its id, ``""`` on the demo's own store), kept while the run records to them and
     writes its report: the directory's demo lock, when this run takes it, is held until then, so
     that a run started meanwhile writes files of its own."""
-    if url == DEFAULT_DEMO_STORE:
+    if not run:  # the demo's own store, however it was named
         with _default_store(url) as own:
             yield own, demo_html_path(own) if html is True else html or None
         return

@@ -477,7 +477,8 @@ def _tokens(flag: str, value: str) -> int:
     "--store",
     "store_url",
     metavar="URL",
-    help="Ledger store (default: a fresh embedded SQLite file, tokenbudget-demo.db; redis://... works).",
+    help="Ledger store (default: a fresh embedded SQLite file, tokenbudget-demo.db, recreated, however "
+    "a URL names it; redis://... works).",
 )
 @click.option("--users", default="50", show_default=True, metavar="N", help="Users in the workload.")
 @click.option("--turns", default="20", show_default=True, metavar="N", help="Support-chat turns per user.")
