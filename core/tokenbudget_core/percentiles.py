@@ -11,8 +11,9 @@ it). :func:`nearest_ranks` finds the exact nearest-rank values while holding at 
    sample's distinct values (:func:`bisect.bisect_left` on each sorted chunk, so the per-value
    work is C code). Each wanted rank then lies either *at* a sample value (found: no more
    reading) or strictly between two neighbouring ones, an interval holding about
-   ``n / sample size`` values when the first values are like the rest (when they are not, the
-   interval is just larger, and step 3 narrows it again).
+   ``n / sample size`` values when the first values are like the rest. When they are not
+   (values read in rising order, or each day in a band of its own), the interval is larger,
+   and the next round samples it over a whole pass, evenly spread, before counting again.
 3. The counting pass also keeps the values around where the sample puts each rank (about
    ``budget`` of them); when the count confirms the rank's interval lies there, it is picked from
    them. Otherwise one more pass collects the interval's values, and an interval still over
@@ -81,19 +82,21 @@ def _inside(ordered: Sequence[int], lo: int | None, hi: int | None) -> Sequence[
 
 
 class _Sampler:
-    """An evenly spread sample of the values fed (sorted chunk by chunk), of bounded size."""
+    """An evenly spread sample of the values fed (sorted chunk by chunk): between ``cap`` and
+    twice as many values."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int) -> None:
         self.values: list[int] = []
         self.step = 1
         self.seen = 0
+        self.cap = cap
 
     def feed(self, part: Sequence[int]) -> None:
         if not part:
             return
         self.seen += len(part)
         self.values += part[self.step // 2 :: self.step] or part[:1]
-        if len(self.values) > 2 * _SAMPLE:
+        if len(self.values) > 2 * self.cap:
             self.values = sorted(self.values)[::2]
             self.step *= 2
 
@@ -202,13 +205,20 @@ def nearest_ranks(
         open_ = [t for t in targets if t.answer is None]
         if not open_:
             break
-        _collect_or_sample(read, open_, budget, last=round_ == _MAX_ROUNDS)
+        # the first sample comes from the first values read; later ones, needed only when those
+        # were unlike the rest (values read in rising order, days apart), from the whole pass
+        _collect_or_sample(read, open_, budget, last=round_ == _MAX_ROUNDS, early=round_ == 0)
         _count(read, [t for t in open_ if t.answer is None and t.boundaries is not None], budget)
     return [t.answer for t in targets]
 
 
 def _collect_or_sample(
-    read: Callable[[], Iterable[Sequence[int]]], targets: list[_Target], budget: int, *, last: bool
+    read: Callable[[], Iterable[Sequence[int]]],
+    targets: list[_Target],
+    budget: int,
+    *,
+    last: bool,
+    early: bool,
 ) -> None:
     """One pass (cut short when it only samples): collect the values of each interval small
     enough (and answer its targets), sample the others (their targets get boundaries to count
@@ -222,14 +232,14 @@ def _collect_or_sample(
             room -= size
     large = {i for i, size in sizes.items() if size > budget and i not in small}
     kept: dict[tuple[int | None, int | None], list[int]] = {i: [] for i in small}
-    samplers = {i: _Sampler() for i in large}
+    samplers = {i: _Sampler(min(_SAMPLE, budget // 4)) for i in large}
     for chunk in read():
         ordered = sorted(chunk)
         for (lo, hi), values in kept.items():
             values += _inside(ordered, lo, hi)
         for (lo, hi), sampler in samplers.items():
             sampler.feed(_inside(ordered, lo, hi))
-        if not kept and all(s.seen >= _SAMPLE_FROM for s in samplers.values()):
+        if early and not kept and all(s.seen >= _SAMPLE_FROM for s in samplers.values()):
             break  # sampled enough: the rest of the pass would only thin the sample
     for t in targets:
         if t.interval in kept:

@@ -4,6 +4,7 @@ p50/p95 of a feature with more cost samples than a report holds at once."""
 from __future__ import annotations
 
 import random
+import tracemalloc
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -163,3 +164,46 @@ def test_a_report_works_out_p50_p95_of_more_samples_than_it_holds() -> None:
         assert stats[feature].p95_usd == nanos_to_usd(by_sorting(costs, 95))
     assert stats["busy feature"].calls == DEFAULT_BUDGET + 5_001
     assert stats["quiet"].calls == 2
+
+
+def ascending(n: int, chunk: int = 4_096) -> Callable[[], Iterable[Sequence[int]]]:
+    """Values read in rising order, made chunk by chunk (the caller holds none of them)."""
+    return lambda: (list(range(i, min(i + chunk, n))) for i in range(0, n, chunk))
+
+
+def day_bands(n: int, days: int = 30) -> list[int]:
+    """Each day's costs in a narrow band of its own, a little higher than the day before's."""
+    rng = random.Random(1)
+    return [
+        int((1_000 + 30 * d) * (1 + rng.uniform(-0.05, 0.05))) for d in range(days) for _ in range(n // days)
+    ]
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending", "day bands"])
+def test_values_read_in_an_order_unlike_a_sample_are_found_in_a_few_passes(order: str) -> None:
+    """The first sample comes from the first values read; when those are unlike the rest (costs
+    drifting over the days), the next round samples the whole pass. Before, every round sampled
+    the first values again: 17 rounds, 33 passes, then the rest of the data held at once (review
+    s23 #1)."""
+    n = 200_000
+    values = {"ascending": list(range(n)), "descending": list(range(n, 0, -1)), "day bands": day_bands(n)}[
+        order
+    ]
+    read = Passes(values, chunk=4_096)
+    found = nearest_ranks(read, len(values), [50, 95], budget=BUDGET)
+    assert found == [by_sorting(values, 50), by_sorting(values, 95)]
+    assert read.passes <= 5
+
+
+def test_memory_stays_near_the_budget_whatever_the_order() -> None:
+    n = 300_000
+    tracemalloc.start()
+    try:
+        found = nearest_ranks(ascending(n), n, [50, 95], budget=BUDGET)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found == [n // 2 - 1, -(-95 * n // 100) - 1]
+    # one chunk, its sorted copy, the sample and ~budget values kept: well under 2 MB (all of
+    # them at once would be over 10 MB)
+    assert peak < 2_000_000, peak
