@@ -89,3 +89,42 @@ def test_the_batched_read_is_one_snapshot_of_the_file(tmp_path: Path) -> None:
         assert [s.split()[0] for s in seen] == ["BEGIN", "WITH", "WITH", "WITH", "COMMIT"]
     finally:
         store.close()
+
+
+def test_the_batched_read_uses_the_index_however_many_pairs_it_asks_for(tmp_path: Path) -> None:
+    """From about 400 pairs on, SQLite's planner chose an automatic index built over the whole
+    table for every query (a report of a busy ledger re-indexing millions of rows per query):
+    the query plan of each batched read names the (day, feature) index (review s23 #3)."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        pairs = [(f"2026-11-{d:02d}", f"f{f}") for d in range(1, 31) for f in range(20)]  # 600 pairs
+        conn: Any = store._conn
+        with conn:
+            conn.executemany(
+                "INSERT INTO call_costs VALUES (?, ?, ?)", ((*pairs[i % 600], i) for i in range(60_000))
+            )
+        plans: list[str] = []
+        original = conn.execute
+
+        class Planned:
+            """The store's connection, each SELECT of call_costs also asked for its query plan."""
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(conn, name)
+
+            def execute(self, sql: str, *args: Any) -> Any:
+                if sql.startswith("WITH wanted"):
+                    plans.extend(row[3] for row in original("EXPLAIN QUERY PLAN " + sql, *args))
+                return original(sql, *args)
+
+        store._conn = Planned()
+        try:
+            assert sum(store.call_cost_counts(pairs).values()) == 60_000
+            assert sum(len(c) for c in store.call_costs_many(pairs).values()) == 60_000
+        finally:
+            store._conn = conn
+        searches = [p for p in plans if p.startswith("SEARCH c")]
+        assert len(searches) == 4  # 2 reads x 2 queries (400 pairs each at most)
+        assert all("call_costs_day_feature" in p for p in searches), searches
+    finally:
+        store.close()

@@ -729,14 +729,18 @@ class SQLiteStore:
     def _rows_of_pairs(self, wanted: list[CostPair], what: str, tail: str) -> Iterator[tuple[str, str, int]]:
         """``(day, feature, what)`` rows of the call costs of ``wanted`` pairs (``c``), ``tail``
         ending each query: one query per :data:`_PAIRS_PER_QUERY` pairs, all in one read
-        transaction (one consistent snapshot). The rows stream (none is held here): iterate to the
-        end at once, as the transaction and the store's lock last until then."""
+        transaction (one consistent snapshot). ``INDEXED BY``: from about 400 pairs on, SQLite's
+        planner would otherwise build an automatic index over the whole table for every query
+        (6.4 s instead of 2.0 s for 400 pairs of a million rows). The rows stream (none is held
+        here): iterate to the end at once, as the transaction and the store's lock last until
+        then."""
         with self._transaction("BEGIN") as db:
             for start in range(0, len(wanted), _PAIRS_PER_QUERY):
                 chunk = wanted[start : start + _PAIRS_PER_QUERY]
                 query = (
                     f"WITH wanted (day, feature) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
-                    f"SELECT c.day, c.feature, {what} FROM wanted JOIN call_costs AS c "
+                    f"SELECT c.day, c.feature, {what} FROM wanted "
+                    "JOIN call_costs AS c INDEXED BY call_costs_day_feature "
                     f"ON c.day = wanted.day AND c.feature = wanted.feature {tail}"
                 )
                 yield from db.execute(query, [v for pair in chunk for v in pair])
