@@ -45,11 +45,13 @@ on that payer too: the ``StructuredLLM``'s own event reserves for the payer the 
 LLM it wraps (through a ``CachedLLM`` or ``RoutedLLM``, which make no event of their own)
 charges, when there is one on the same ledger and, for several (a ``RoutedLLM``'s tiers),
 they agree; so the budgets of the handler its own event reaches (``Settings``'s) refuse no
-call they are not charged for. Such an enclosing call whose inner call a ``CachedLLM`` answered
-made no provider call: it is released, not charged (the cache records the hit). A nested
-event is recognised while the enclosing wrapper, or the stream wrapper it returned, is running
-(on the stack). The callback manager is synchronous: with a networked store, ``reserve`` and
-``commit`` block the event loop of ``achat`` for one round trip.
+call they are not charged for. Only a ``StructuredLLM``'s: any other LLM answers with its own
+provider call, charged to and gated on the handler of its own event, whatever LLMs its fields
+hold (a fallback, a judge, a helper it may call). Such an enclosing call whose inner call a
+``CachedLLM`` answered made no provider call: it is released, not charged (the cache records
+the hit). A nested event is recognised while the enclosing wrapper, or the stream wrapper it
+returned, is running (on the stack). The callback manager is synchronous: with a networked
+store, ``reserve`` and ``commit`` block the event loop of ``achat`` for one round trip.
 A stream created but never iterated ends no event: its reservation lasts until its lease ends.
 A stream its consumer closes (``close()``, ``aclose()``, a ``for`` loop left and the stream
 dropped) is settled as LlamaIndex ends its events: in that ``close()``, the provider's generator
@@ -82,6 +84,7 @@ from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms import LLM
+from llama_index.core.llms.structured_llm import StructuredLLM
 
 from tokenbudget_core.attribution import Attribution, current_attribution, in_force, outer_first
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
@@ -393,17 +396,28 @@ def _may_hold_llm(annotation: object, depth: int = 0) -> bool:
     return depth < 4 and any(_may_hold_llm(arg, depth + 1) for arg in get_args(annotation))
 
 
+def calls_through_inner(llm: object) -> bool:
+    """Whether a call of ``llm`` makes no provider call of its own: ``llm`` is a
+    ``StructuredLLM``, whose provider call the LLM it wraps makes (through any ``CachedLLM`` /
+    ``RoutedLLM`` between them), that LLM's event nested in its own. Any other LLM answers with
+    its own call, whatever LLMs its fields hold (a fallback, a judge, a helper it may call)."""
+    return isinstance(llm, StructuredLLM)
+
+
 def charging_defaults(llm: object, ledger: Ledger) -> tuple[str | None, str | None] | None:
     """The ``feature`` / ``user`` of the budget handler on ``ledger`` that charges the provider
-    call a call of ``llm`` makes through the LLMs it wraps (a ``StructuredLLM``'s inner LLM,
-    through any ``CachedLLM`` / ``RoutedLLM`` between them, which make no event of their own):
-    that LLM's event nests in ``llm``'s and its own handler charges it.
+    call a call of ``llm`` makes through the LLM it wraps, when ``llm`` is a ``StructuredLLM``
+    (:func:`calls_through_inner`): its inner LLM, through any ``CachedLLM`` / ``RoutedLLM``
+    between them, which make no event of their own; that LLM's event nests in ``llm``'s and its
+    own handler charges it.
 
-    ``None``: ``llm`` wraps no LLM, or an LLM whose calls no handler on ``ledger`` sees (the
-    handler of ``llm``'s own event charges it), or LLMs charged with different defaults (a
-    ``RoutedLLM`` whose tiers have handlers of their own: which one answers is not known yet).
+    ``None``: ``llm`` is no ``StructuredLLM`` (an LLM that merely holds another, as a fallback it
+    may never call, makes its own provider call: the handler of its own event charges it), or
+    it wraps an LLM whose calls no handler on ``ledger`` sees, or LLMs charged with different
+    defaults (a ``RoutedLLM`` whose tiers have handlers of their own: which one answers is not
+    known yet).
     """
-    if not isinstance(llm, LLM):
+    if not calls_through_inner(llm):
         return None
     level, seen = inner_llms(llm), {id(llm)}
     found: set[tuple[str | None, str | None]] = set()
@@ -610,7 +624,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         outer = self._enclosing(caller.f_back if caller else None)
         # A call whose provider call an LLM it wraps makes (a StructuredLLM's inner LLM) is
         # charged by that LLM's handler: it is gated on the payer that handler charges.
-        feature, user = charging_defaults(calling_llm(caller), self.ledger) or (self.feature, self.user)
+        llm = calling_llm(caller)
+        feature, user = charging_defaults(llm, self.ledger) or (self.feature, self.user)
         if outer is None:
             attribution = current_attribution()
             payer: AbstractContextManager[object] = _IN_FORCE_HERE
@@ -625,9 +640,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             reservation = self.ledger.reserve(
                 model=model,
                 input_tokens=tokens,
-                max_output_tokens=max_output(
-                    call_kwargs, serialized, self.max_output_tokens, llm=calling_llm(caller)
-                ),
+                max_output_tokens=max_output(call_kwargs, serialized, self.max_output_tokens, llm=llm),
                 feature=feature,
                 user=user,
                 request_id=event_id or None,
