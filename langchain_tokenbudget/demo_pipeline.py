@@ -361,30 +361,43 @@ def _not_writable(url: str, path: Path, error: OSError) -> InvalidInputError:
     )
 
 
+_NO_LOCK = -1
+"""What :func:`_lock_directory` returns when no lock can be taken in a directory at all: Windows
+(no ``fcntl``), a directory that cannot be opened to lock it, a file system without locks. Not
+another run holding it: the run goes on as if it held it, and says runs here are not kept apart."""
+
+
 def _lock_directory(folder: Path) -> int | None:
-    """An exclusive lock of ``folder`` (the open descriptor, released when closed), or None when
-    another run holds it or it cannot be taken. Without ``fcntl`` (Windows) no lock: -1."""
+    """An exclusive lock of ``folder`` (the open descriptor, released when closed); None when
+    another run holds it; :data:`_NO_LOCK` when no lock can be taken there (Windows, a directory
+    that cannot be opened read-only, a file system without ``flock``)."""
     if sys.platform == "win32":
-        return -1
+        return _NO_LOCK
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
-        return None
+        return _NO_LOCK
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # busy (BlockingIOError), or a file system without locks
+    except BlockingIOError:  # another run holds it
         os.close(fd)
         return None
+    except OSError:  # a file system without locks (ENOLCK, EOPNOTSUPP, ...)
+        os.close(fd)
+        return _NO_LOCK
     return fd
 
 
 @contextlib.contextmanager
-def _default_store(url: str) -> Iterator[str]:
+def _default_store(url: str) -> Iterator[tuple[str, bool]]:
     """The store of a run on the demo's own store ``url`` (:data:`DEFAULT_DEMO_STORE`, maybe
     spelt another way, see :func:`_is_demo_store`), fresh: the file recreated while this run
     holds its directory's demo lock; when another run holds it (or, on Windows, the file cannot
     be deleted because another run has it open), a new file of this run's own beside it,
     ``<name>-run-<id>.db``, so that neither run deletes the other's file nor mixes in its calls.
+    Yields the store and whether no lock could be taken in the directory at all (Windows, a file
+    system without locks): then the run recreates the file as if it held the lock (on Windows,
+    but for a file another run has open), and is not kept apart from a run started meanwhile.
 
     Raises:
         InvalidInputError: ``store``: the file cannot be deleted or created because its directory
@@ -401,7 +414,7 @@ def _default_store(url: str) -> Iterator[str]:
             target.open("ab").close()
         except OSError as e:
             raise _not_writable(url, path, e) from e
-        yield url if target == path else "sqlite:///" + target.as_posix()
+        yield url if target == path else "sqlite:///" + target.as_posix(), fd == _NO_LOCK
     finally:
         if fd is not None and fd >= 0:
             os.close(fd)
@@ -522,7 +535,10 @@ def run_demo(
             ``tokenbudget-demo-run-<id>.html`` (beside its own ledger file on the demo's own
             store, see :func:`demo_html_path`; with another store, ``<id>`` is its run's), so
             that a run's report never shows another run's figures; a path to write it there;
-            ``False`` (the default) for none.
+            ``False`` (the default) for none. Runs are told apart by a lock of the directory:
+            where none can be taken (Windows, a file system without locks), a run uses the
+            default files, not kept apart from a run at the same time (the summary's
+            ``no_lock``).
 
     Returns:
         The savings table read back from the ledger. Its ``own_files`` name the files made
@@ -552,12 +568,12 @@ def run_demo(
         )
     url = store or DEFAULT_DEMO_STORE
     run = "" if _is_demo_store(url) else f"run-{uuid.uuid4().hex[:12]}"
-    with _run_files(url, run, html) as (own, report):
+    with _run_files(url, run, html) as (own, report, no_lock):
         summary = _run(own, run, workload, stages, live=live, on_turn=on_turn, clock=clock)
         made = [own.removeprefix("sqlite:///")] if own != url else []  # never a file it was given
         if html is True and report != DEFAULT_DEMO_HTML:
             made.append(str(report))
-        summary = replace(summary, own_files=tuple(made))
+        summary = replace(summary, own_files=tuple(made), no_lock=no_lock)
         if report is None:
             return summary
         try:
@@ -574,21 +590,23 @@ def run_demo(
 
 
 @contextlib.contextmanager
-def _run_files(url: str, run: str, html: str | bool) -> Iterator[tuple[str, str | None]]:
+def _run_files(url: str, run: str, html: str | bool) -> Iterator[tuple[str, str | None, bool]]:
     """The store (``url``, or a file of the run's own) and HTML report (``None``: none) of a run
     (``run``: its id, ``""`` on the demo's own store), kept while the run records to them and
     writes its report: the directory's demo lock, when this run takes it, is held until then, so
-    that a run started meanwhile writes files of its own."""
+    that a run started meanwhile writes files of its own. The last item: the run needed that
+    lock and none can be taken there (:data:`_NO_LOCK`), so it uses the default files (it cannot
+    tell whether another run is going), not kept apart from a run started meanwhile."""
     if not run:  # the demo's own store, however it was named
-        with _default_store(url) as own:
-            yield own, demo_html_path(own) if html is True else html or None
+        with _default_store(url) as (own, no_lock):
+            yield own, demo_html_path(own) if html is True else html or None, no_lock
         return
     if html is not True:
-        yield url, html or None
+        yield url, html or None, False
         return
     fd = _lock_directory(Path(DEFAULT_DEMO_HTML).parent)  # another run may be writing the default
     try:
-        yield url, DEFAULT_DEMO_HTML if fd is not None else _run_html(run)
+        yield url, DEFAULT_DEMO_HTML if fd is not None else _run_html(run), fd == _NO_LOCK
     finally:
         if fd is not None and fd >= 0:
             os.close(fd)

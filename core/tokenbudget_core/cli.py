@@ -489,7 +489,9 @@ def _tokens(flag: str, value: str) -> int:
     metavar="PATH",
     help="Where to write the HTML report ('-' for none). Default: tokenbudget-demo.html; a run "
     "started while another demo run is going in this directory writes tokenbudget-demo-run-<id>.html "
-    "(beside its own ledger file tokenbudget-demo-run-<id>.db, without --store).",
+    "(beside its own ledger file tokenbudget-demo-run-<id>.db, without --store). That needs a lock "
+    "of the directory: where none can be taken (Windows, a file system without locks), runs at once "
+    "share those files; give each its own --store and --html.",
 )
 @click.option("--live", is_flag=True, help="Call OpenAI for real (needs OPENAI_API_KEY; costs money).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -514,7 +516,10 @@ def demo(
     back from it, and an HTML report is written (tokenbudget-demo.html; a run started while another
     demo run is going in this directory writes tokenbudget-demo-run-<id>.html, and without --store
     records to tokenbudget-demo-run-<id>.db, so that neither run's report shows the other's figures;
-    those files are kept, and the run names them: delete them when done).
+    those files are kept, and the run names them: delete them when done). Runs are told apart by a
+    lock of the directory: where none can be taken (Windows, a file system without locks), every
+    run uses tokenbudget-demo.db (without --store) and tokenbudget-demo.html (without --html) and
+    says so; give runs at once their own --store and --html.
     """
     try:
         from langchain_tokenbudget.demo_pipeline import (
@@ -598,6 +603,17 @@ def demo(
                 "note: another demo run was going in this directory, so this run used files of its "
                 f"own: {', '.join(summary.own_files)}; {they} kept (no later run removes {them}): "
                 f"delete {them} when done"
+            ),
+            markup=False,
+            emoji=False,
+        )
+    if summary.no_lock:  # not another run: none could be told apart
+        console.print(
+            _shown(
+                "note: no demo lock can be taken in this directory (Windows, a file system without locks, "
+                "or a directory this user cannot read), so a demo run started here meanwhile is not kept "
+                "apart from this one (it may recreate or overwrite this run's files): give runs at once "
+                "their own --store and --html"
             ),
             markup=False,
             emoji=False,

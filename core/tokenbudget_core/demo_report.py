@@ -88,6 +88,12 @@ class DemoSummary:
     """The files made for this run alone because another demo run was going in the directory
     (its ledger ``tokenbudget-demo-run-<id>.db``, its report ``tokenbudget-demo-run-<id>.html``):
     kept after the run, for its report and ``tokenbudget report``; nothing removes them."""
+    no_lock: bool = False
+    """The run needed its directory's demo lock (on the demo's own store, or for the default
+    report) and none can be taken there (Windows, a file system without locks): it used the
+    default files (``tokenbudget-demo.db`` recreated, ``tokenbudget-demo.html``), so a demo run
+    started in the directory meanwhile is not kept apart from it (it may recreate or overwrite
+    them). Not another run holding the lock: that one gets ``own_files``."""
 
     @property
     def baseline(self) -> StageRow:
@@ -106,6 +112,7 @@ class DemoSummary:
             "store": self.store,
             "html": self.html,
             "own_files": list(self.own_files),
+            "no_lock": self.no_lock,
             "stages": [jsonable(asdict(r)) for r in self.rows],
             "alerts": [a.as_dict() for a in self.alerts],
         }
