@@ -47,11 +47,13 @@ charges, when there is one on the same ledger and, for several (a ``RoutedLLM``'
 they agree; so the budgets of the handler its own event reaches (``Settings``'s) refuse no
 call they are not charged for. Only a ``StructuredLLM``'s: any other LLM answers with its own
 provider call, charged to and gated on the handler of its own event, whatever LLMs its fields
-hold (a fallback, a judge, a helper it may call). Such an enclosing call whose inner call a
+hold (a fallback, a judge, a helper it may call). A ``StructuredLLM`` call whose inner call a
 ``CachedLLM`` answered made no provider call: it is released, not charged (the cache records
-the hit). A nested event is recognised while the enclosing wrapper, or the stream wrapper it
-returned, is running (on the stack). The callback manager is synchronous: with a networked
-store, ``reserve`` and ``commit`` block the event loop of ``achat`` for one round trip.
+the hit); any other call enclosing a ``CachedLLM``'s hit (an LLM asking a cached helper
+inside its own call) made its own provider call and is charged as usual. A nested event is
+recognised while the enclosing wrapper, or the stream wrapper it returned, is running (on the
+stack). The callback manager is synchronous: with a networked store, ``reserve`` and
+``commit`` block the event loop of ``achat`` for one round trip.
 A stream created but never iterated ends no event: its reservation lasts until its lease ends.
 A stream its consumer closes (``close()``, ``aclose()``, a ``for`` loop left and the stream
 dropped) is settled as LlamaIndex ends its events: in that ``close()``, the provider's generator
@@ -451,12 +453,13 @@ is one provider call too."""
 
 
 def note_cache_answer(served: bool, frame: FrameType | None = None) -> None:
-    """Tell the open calls enclosing the caller (a ``CachedLLM`` looking a call up inside another
-    LLM's call, as a ``StructuredLLM``'s) whether a response cache answered (``served``) or the
-    call goes on to the LLM behind it. An enclosing call whose inner calls were all answered by
+    """Tell the open ``StructuredLLM`` call enclosing the caller (a ``CachedLLM`` looking a call
+    up inside it, maybe through a ``RoutedLLM``) whether a response cache answered (``served``)
+    or the call goes on to the LLM behind it. Such a call whose inner calls were all answered by
     the cache made no provider call: it is released at its end, not charged an estimate (the
-    cache records the hit on the payer, as it does a direct hit). ``frame``: where the lookup is
-    made (default: the caller's)."""
+    cache records the hit on the payer, as it does a direct hit). Any other enclosing call (an
+    LLM that answers with its own call and asks a cached helper inside it) is left as it is:
+    charged. ``frame``: where the lookup is made (default: the caller's)."""
     frame = frame or caller_frame(1)
     with _HANDLERS_LOCK:
         handlers = list(_HANDLERS)
@@ -465,7 +468,7 @@ def note_cache_answer(served: bool, frame: FrameType | None = None) -> None:
             continue
         with handler._lock:
             call: _Call | None = enclosing(handler._calls, frame, key="event_id")
-            if call is not None:
+            if call is not None and call.through_inner:
                 if served:
                     call.cache_hit = True
                 else:
@@ -486,8 +489,12 @@ class _Call:
     the block it starts in), with its own handler's ``feature`` / ``user`` filling what it
     leaves unset."""
     delegated: bool = False
+    through_inner: bool = False
+    """A ``StructuredLLM``'s call (:func:`calls_through_inner`): the LLM it wraps makes its
+    provider call, so a response cache answering that LLM's call leaves it none."""
     cache_hit: bool = False
-    """A response cache answered a call this one made (:func:`note_cache_answer`)."""
+    """A response cache answered a call this one made (:func:`note_cache_answer`; a
+    ``StructuredLLM``'s call only)."""
     sent: bool = False
     """A call this one made went past a response cache to the LLM behind it."""
     premium_model: str | None = None
@@ -653,6 +660,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             started=time.monotonic(),
             attribution=attribution,
             premium_model=routed_premium_model(),
+            through_inner=calls_through_inner(llm),
         )
         with self._lock:
             self._calls[event_id] = call

@@ -82,6 +82,7 @@ from .budget_callback import (
     BudgetCallbackHandler,
     caller_frame,
     calling_llm,
+    calls_through_inner,
     count_input,
     enclosing,
     model_name,
@@ -110,11 +111,12 @@ _HANDLERS: weakref.WeakValueDictionary[int, CostEventHandler] = weakref.WeakValu
 
 
 def note_cache_answer(served: bool, frame: FrameType | None = None) -> None:
-    """Tell the open calls enclosing ``frame`` (default: the caller's; a ``CachedLLM`` looking a
-    call up inside another LLM's call, as a ``StructuredLLM``'s) whether a response cache
-    answered (``served``) or the call goes on to the LLM behind it: an enclosing call whose inner
+    """Tell the open ``StructuredLLM`` call enclosing ``frame`` (default: the caller's; a
+    ``CachedLLM`` looking a call up inside it, maybe through a ``RoutedLLM``) whether a response
+    cache answered (``served``) or the call goes on to the LLM behind it: such a call whose inner
     calls were all answered by the cache made no provider call and is not recorded (the cache
-    records the hit, as it does a direct hit)."""
+    records the hit, as it does a direct hit). Any other enclosing call (an LLM that answers with
+    its own call and asks a cached helper inside it) is left as it is: recorded."""
     frame = frame or caller_frame(1)
     with _HANDLERS_LOCK:
         handlers = list(_HANDLERS.values())
@@ -123,7 +125,7 @@ def note_cache_answer(served: bool, frame: FrameType | None = None) -> None:
             continue
         with handler._lock:
             call: _Call | None = enclosing(handler._calls, frame, key="span_id")
-            if call is not None:
+            if call is not None and call.through_inner:
                 if served:
                     call.cache_hit = True
                 else:
@@ -153,8 +155,13 @@ class _Call:
     last: Any = None
     """The latest streamed response (for a stream abandoned half-way)."""
     delegated: bool = False
+    through_inner: bool = False
+    """A ``StructuredLLM``'s call (:func:`~llamaindex_tokenbudget.budget_callback.calls_through_inner`):
+    the LLM it wraps makes its provider call, so a response cache answering that LLM's call
+    leaves it none."""
     cache_hit: bool = False
-    """A response cache answered a call this one made (:func:`note_cache_answer`)."""
+    """A response cache answered a call this one made (:func:`note_cache_answer`; a
+    ``StructuredLLM``'s call only)."""
     sent: bool = False
     """A call this one made went past a response cache to the LLM behind it."""
     premium_model: str | None = None
@@ -292,9 +299,8 @@ class CostEventHandler(BaseEventHandler):
                 for stale in [k for k, c in self._calls.items() if c.started < oldest]:
                     del self._calls[stale]
                 outer = enclosing(self._calls, caller.f_back if caller else None, key="span_id")
-                left = (outer is not None and outer.left) or charged_by_budget(
-                    calling_llm(caller), self.ledger
-                )
+                llm = calling_llm(caller)
+                left = (outer is not None and outer.left) or charged_by_budget(llm, self.ledger)
                 if outer is None:
                     attribution = current_attribution()
                 else:  # one provider call: the innermost event is recorded, as if it started
@@ -308,6 +314,7 @@ class CostEventHandler(BaseEventHandler):
                     premium_model=routed_premium_model(),
                     routed_model=routed_model(),
                     left=left,
+                    through_inner=calls_through_inner(llm),
                 )
             return
         if isinstance(event, _PROGRESS):
