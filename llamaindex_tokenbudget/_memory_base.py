@@ -9,7 +9,9 @@ per event loop for the async ones), so a get() beside a put() never sees a messa
 rebuilds; a sync call is not serialised with an async call of the same memory in flight. Both
 locks are re-entrant: the thread (the task, and the tasks it starts meanwhile) holding one is
 let in again, so a summariser whose call reads the memory (a hook logging the window) does not
-wait for itself.
+wait for itself. A call let in so uses the transcript as it stands (:meth:`BudgetMemory._current`)
+and does not read the store: catching up there, in the middle of an operation (a put whose
+message is not written yet), would take in another worker's messages out of the store's order.
 """
 
 from __future__ import annotations
@@ -265,14 +267,14 @@ class BudgetMemory(BaseMemory):
                 non-negative integer.
         """
         reserved = _request_tokens(input, kwargs)
-        with self._state.lock:
-            return self._window(self._loaded(), input, reserved)
+        with self._state.operation() as reentered:
+            return self._window(self._current() if reentered else self._loaded(), input, reserved)
 
     async def aget(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """Async twin of :meth:`get`."""
         reserved = _request_tokens(input, kwargs)
-        async with self._state.alock():
-            return self._window(await self._aloaded(), input, reserved)
+        async with self._state.alock() as reentered:
+            return self._window(self._current() if reentered else await self._aloaded(), input, reserved)
 
     def get_all(self) -> list[ChatMessage]:
         """The full transcript, from the chat store."""
@@ -291,8 +293,8 @@ class BudgetMemory(BaseMemory):
             InvalidMessageError: The message cannot be translated, or a tool result lacks its call.
             ContextOverflowError: The message cannot fit beside the system and pinned ones.
         """
-        with self._state.lock:
-            transcript = self._loaded()
+        with self._state.operation() as reentered:
+            transcript = self._current() if reentered else self._loaded()
             state = self._state
             seen = state.seen
             try:
@@ -306,8 +308,8 @@ class BudgetMemory(BaseMemory):
 
     async def aput(self, message: ChatMessage) -> None:
         """Async twin of :meth:`put`."""
-        async with self._state.alock():
-            transcript = await self._aloaded()
+        async with self._state.alock() as reentered:
+            transcript = self._current() if reentered else await self._aloaded()
             state = self._state
             seen = state.seen
             try:
@@ -340,7 +342,7 @@ class BudgetMemory(BaseMemory):
         Raises:
             InvalidMessageError: A message is invalid (``messages[i]...``).
         """
-        with self._state.lock:
+        with self._state.operation():
             transcript = self._build(messages)
             self.chat_store.set_messages(self.chat_store_key, list(messages))
             self._adopt(transcript, messages)
@@ -354,7 +356,7 @@ class BudgetMemory(BaseMemory):
 
     def reset(self) -> None:
         """Delete the transcript from the store and empty the window."""
-        with self._state.lock:
+        with self._state.operation():
             self.chat_store.delete_messages(self.chat_store_key)
             self._adopt(Transcript(self._new_core()), [])
 
@@ -365,6 +367,19 @@ class BudgetMemory(BaseMemory):
             self._adopt(Transcript(self._new_core()), [])
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def _current(self) -> Transcript:
+        """The transcript as it stands, for a call re-entering an operation in flight (a
+        summariser's call reading the memory): the loaded one, else the one being built from
+        the store (a rebuild in progress), else an empty one. The store is not read: messages
+        another worker added since are taken in by the next operation, in the store's order (the
+        operation in flight may not have written its own message yet)."""
+        state = self._state
+        if state.transcript is not None:
+            return state.transcript
+        if state.partial is not None:
+            return state.partial
+        return Transcript(self._new_core())
 
     def _loaded(self) -> Transcript:
         """The transcript, in step with the chat store (which another memory may write to: two
@@ -423,15 +438,25 @@ class BudgetMemory(BaseMemory):
 
     def _build(self, messages: Sequence[ChatMessage]) -> Transcript:
         transcript = Transcript(self._new_core())
-        for i, message in enumerate(check_messages(messages)):
-            transcript.append(message, where=f"messages[{i}]")
+        state = self._state
+        before, state.partial = state.partial, transcript  # (what a re-entering call sees)
+        try:
+            for i, message in enumerate(check_messages(messages)):
+                transcript.append(message, where=f"messages[{i}]")
+        finally:
+            state.partial = before
         return transcript
 
     async def _abuild(self, messages: Sequence[ChatMessage]) -> Transcript:
         transcript = Transcript(self._new_core())
-        with self._async_scope():
-            for i, message in enumerate(check_messages(messages)):
-                await transcript.aappend(message, where=f"messages[{i}]")
+        state = self._state
+        before, state.partial = state.partial, transcript
+        try:
+            with self._async_scope():
+                for i, message in enumerate(check_messages(messages)):
+                    await transcript.aappend(message, where=f"messages[{i}]")
+        finally:
+            state.partial = before
         return transcript
 
     def _prefix(self) -> list[Message]:
@@ -472,10 +497,12 @@ class BudgetMemory(BaseMemory):
 class _Loaded:
     """A memory's loaded transcript, what it is compared with, and the memory's locks."""
 
-    __slots__ = ("alocks", "lists_kept", "lock", "seen", "stored", "transcript")
+    __slots__ = ("active", "alocks", "lists_kept", "lock", "partial", "seen", "stored", "transcript")
 
     def __init__(self, lists_kept: bool) -> None:
         self.transcript: Transcript | None = None
+        self.partial: Transcript | None = None
+        """The transcript being built (from the store, or by ``set``), while it is."""
         # The loaded transcript's messages as the store last gave them back (or as put, until it
         # does): what each operation compares the store with. Apart from ``transcript.host``
         # (the host's own objects, which get() returns) because a store may give a message back
@@ -490,13 +517,20 @@ class _Loaded:
         # One operation at a time: sync methods (threads of a server) take ``lock``; async ones
         # an ``asyncio.Lock`` of their event loop, held from the store's read to its write.
         self.lock = threading.RLock()
+        self.active = False
+        """A sync operation is in flight (read and written by the thread holding ``lock``)."""
         self.alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TaskLock] = (
             weakref.WeakKeyDictionary()
         )
 
-    def alock(self) -> AbstractAsyncContextManager[None]:
+    def operation(self) -> _Operation:
+        """The memory's lock for one sync operation; entering it tells whether the thread
+        re-enters an operation in flight (``True``: it uses the transcript as it stands)."""
+        return _Operation(self)
+
+    def alock(self) -> AbstractAsyncContextManager[bool]:
         """The memory's lock for async operations on the running event loop (re-entrant: see
-        :class:`_TaskLock`)."""
+        :class:`_TaskLock`); entering it tells whether the task re-enters an operation in flight."""
         loop = asyncio.get_running_loop()
         lock = self.alocks.get(loop)
         if lock is None:
@@ -516,6 +550,29 @@ class _Loaded:
             return False
         self.stored = stored if self.lists_kept else None
         return True
+
+
+class _Operation:
+    """One sync operation of a memory: holds its ``RLock``; ``__enter__`` returns whether the
+    thread was inside an operation already (re-entering it)."""
+
+    __slots__ = ("outer", "state")
+
+    def __init__(self, state: _Loaded) -> None:
+        self.state = state
+        self.outer = False
+
+    def __enter__(self) -> bool:
+        state = self.state
+        state.lock.acquire()
+        self.outer = state.active
+        state.active = True
+        return self.outer
+
+    def __exit__(self, *exc: object) -> None:
+        state = self.state
+        state.active = self.outer
+        state.lock.release()
 
 
 _HOLDING: ContextVar[frozenset[object]] = ContextVar("tokenbudget_memory_holds", default=frozenset())
@@ -539,17 +596,18 @@ class _TaskLock:
         """The current hold (a new object each time the lock is taken), ``None`` when free."""
 
     @asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
-        """Hold the lock, unless the running task is already inside the current hold."""
+    async def held(self) -> AsyncIterator[bool]:
+        """Hold the lock, unless the running task is already inside the current hold; yields
+        whether it was (re-entering the operation in flight)."""
         hold = self.hold
         if hold is not None and hold in _HOLDING.get():
-            yield
+            yield True
             return
         await self.lock.acquire()
         hold = self.hold = object()
         token = _HOLDING.set(_HOLDING.get() | {hold})
         try:
-            yield
+            yield False
         finally:
             self.hold = None
             self.lock.release()

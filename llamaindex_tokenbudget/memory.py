@@ -27,8 +27,12 @@ One memory's operations run one at a time (sync calls from threads; async calls 
 loop), so a ``get()`` beside a ``put()`` never shows a message twice nor rebuilds; do not mix
 a sync call with an async call of the same memory in flight. A call made from inside one (a
 summariser LLM whose ``chat`` / ``achat`` reads the memory, in the same thread, or task, or a
-task that task starts and awaits) is let in, as sync and async alike; it sees the window as it
-is mid-operation.
+task that task starts and awaits) is let in, as sync and async alike. It does not read the
+store: it sees the window as the operation has it at that moment, made of the messages loaded
+before the operation began (during a ``put()``, with the message being put already in and the
+messages that slid out gone, the summary not yet updated with them; during a first load or a
+rebuild, the part built so far); messages another worker added to the store meanwhile are not
+in it: the next operation takes them in, in the store's order.
 ``to_dict()`` / ``to_json()`` hold the options and the store's serialised form; ``from_dict`` /
 ``from_json`` rebuild a ``SimpleChatStore`` from it, but a store with a connection
 (``RedisChatStore``) or a summariser ``llm`` is passed again: ``from_dict(data,
@@ -192,8 +196,8 @@ class SummaryChatMemory(BudgetMemory):
         return self._buffer().last_error
 
     def _buffer(self) -> SummaryBuffer[Message]:
-        with self._state.lock:
-            return cast(SummaryBuffer[Message], self._loaded().core)
+        with self._state.operation() as reentered:
+            return cast(SummaryBuffer[Message], (self._current() if reentered else self._loaded()).core)
 
     def _new_core(self) -> Core:
         summariser = LLMSummariser(self.llm)
