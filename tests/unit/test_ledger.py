@@ -282,7 +282,11 @@ def test_each_store_gets_its_own_default_spool(tmp_path: Any, monkeypatch: pytes
         assert a.spool.path == a_again.spool.path == default_spool_path(a.store)
         assert len({a.spool.path, b.spool.path, m1.spool.path, m2.spool.path}) == 4
         monkeypatch.setenv("TOKENBUDGET_SPOOL", str(tmp_path / "shared.jsonl"))  # the caller's choice
-        assert Ledger("memory://").spool.path == tmp_path / "shared.jsonl"
+        c = Ledger(f"sqlite:///{tmp_path / 'c.db'}")
+        assert c.spool.path == tmp_path / "shared.jsonl"
+        c.close()
+        # a memory ledger never spools (its store is never unreachable): it keeps its own file
+        assert Ledger("memory://").spool.path != tmp_path / "shared.jsonl"
     finally:
         for led in (a, a_again, b):
             led.close()
