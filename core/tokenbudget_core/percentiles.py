@@ -92,10 +92,13 @@ class _Sampler:
         self.cap = cap
 
     def feed(self, part: Sequence[int]) -> None:
+        """Keep every ``step``-th value counted across the parts fed, not within each part, so
+        small parts are sampled as evenly as large ones (the first value fed is always kept)."""
         if not part:
             return
+        first = (self.step // 2 - self.seen) % self.step
         self.seen += len(part)
-        self.values += part[self.step // 2 :: self.step] or part[:1]
+        self.values += part[first :: self.step]
         if len(self.values) > 2 * self.cap:
             self.values = sorted(self.values)[::2]
             self.step *= 2

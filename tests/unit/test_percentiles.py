@@ -207,3 +207,14 @@ def test_memory_stays_near_the_budget_whatever_the_order() -> None:
     # one chunk, its sorted copy, the sample and ~budget values kept: well under 2 MB (all of
     # them at once would be over 10 MB)
     assert peak < 2_000_000, peak
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_tiny_chunks_are_sampled_as_evenly_as_large_ones(chunk: int) -> None:
+    """A whole-pass sample keeps every step-th value across the chunks, not the first of each:
+    with one value per chunk the sample was the last values read, and values in rising order
+    took every round there is and held the rest at once (review s23d #5)."""
+    n = 40_000
+    read = Passes(list(range(n)), chunk=chunk)
+    assert nearest_ranks(read, n, [50, 95], budget=BUDGET) == [n // 2 - 1, -(-95 * n // 100) - 1]
+    assert read.passes <= 5
