@@ -423,10 +423,13 @@ def _default_store(url: str) -> Iterator[tuple[str, bool]]:
 def _is_demo_store(url: str) -> bool:
     """Whether ``url`` is the demo's own store, :data:`DEFAULT_DEMO_STORE` (``tokenbudget-demo.db``
     in the working directory), however it is spelt (``sqlite:////abs/path/tokenbudget-demo.db``,
-    ``sqlite:///./tokenbudget-demo.db``, a symlink to it), so that a run on it takes the
-    directory's demo lock as a run on the default does: a run started meanwhile never deletes
-    the file under it. A URL that is not a SQLite file's (or is malformed, refused later by the
-    ledger) is not."""
+    ``sqlite:///./tokenbudget-demo.db``, ``..``, a symlink to it: the same resolved path), so
+    that a run on it takes the directory's demo lock as a run on the default does: a run started
+    meanwhile never deletes the file under it. A URL that is not a SQLite file's (or is
+    malformed, refused later by the ledger) is not, nor is a hard link to the file: it is a name
+    of its own, which the run recreating ``tokenbudget-demo.db`` would leave on the old file, so
+    it is a store like any other (runs marked apart, recorded to as given; a plain run deleting
+    ``tokenbudget-demo.db`` leaves it be)."""
     if url == DEFAULT_DEMO_STORE:
         return True
     try:
@@ -436,12 +439,7 @@ def _is_demo_store(url: str) -> bool:
     own = sqlite_path(DEFAULT_DEMO_STORE)
     if given == ":memory:":
         return False
-    if os.path.realpath(given) == os.path.realpath(own):
-        return True
-    try:  # one file by two names the paths do not show (a hard link, a case-insensitive disk)
-        return os.path.samefile(given, own)
-    except OSError:  # either is not there (yet)
-        return False
+    return os.path.realpath(given) == os.path.realpath(own)
 
 
 def _recreated(url: str, path: Path) -> bool:
