@@ -29,9 +29,11 @@ Two handlers of one ledger on the callback manager of a call (both on the LLM, o
 on the payer it resolves; the others leave it to it, so the call is charged once (whatever
 their ``feature`` / ``user`` / ``model`` options; as LangChain's handler does).
 
-Nested LLM events (``CustomLLM.chat`` calling ``complete``, ``CustomLLM.astream_chat`` iterating
-``stream_chat``, a ``StructuredLLM`` around an ``LLM``) are one provider call: the innermost
-event is charged and the enclosing one's reservation is handed over. The inner event is
+Nested LLM events of one LLM (``CustomLLM.chat`` calling its own ``complete``,
+``CustomLLM.astream_chat`` iterating its own ``stream_chat``) or of a ``StructuredLLM`` and the
+LLM it wraps are one provider call: the innermost event is charged and the enclosing one's
+reservation is handed over (:func:`hands_over`). A call of another LLM inside an LLM's call (a
+helper, a judge it asks while it answers) is a call of its own: both are charged. The inner event is
 charged as if it had started where the enclosing call started: the ``attribute()`` block in
 force then (its feature, user, conversation and overhead mark; maybe none) replaces the block
 in force now, and the inner event's handler fills what it leaves unset with its own
@@ -406,6 +408,17 @@ def calls_through_inner(llm: object) -> bool:
     return isinstance(llm, StructuredLLM)
 
 
+def hands_over(outer_llm: object, inner_llm: object) -> bool:
+    """Whether an LLM event of ``inner_llm`` nested in an open call of ``outer_llm`` is that
+    call's provider call (one call: the inner event is charged, the outer one handed over):
+    ``outer_llm`` is a ``StructuredLLM`` (:func:`calls_through_inner`), or both are the same LLM
+    (``CustomLLM.chat`` calling its own ``complete``, ``astream_chat`` iterating its own
+    ``stream_chat``). Any other LLM called inside a call (a helper, a judge, a fallback the
+    outer LLM asks while it answers with its own provider call) makes a call of its own: both
+    are charged."""
+    return calls_through_inner(outer_llm) or outer_llm is inner_llm
+
+
 def charging_defaults(llm: object, ledger: Ledger) -> tuple[str | None, str | None] | None:
     """The ``feature`` / ``user`` of the budget handler on ``ledger`` that charges the provider
     call a call of ``llm`` makes through the LLM it wraps, when ``llm`` is a ``StructuredLLM``
@@ -499,6 +512,9 @@ class _Call:
     """A call this one made went past a response cache to the LLM behind it."""
     premium_model: str | None = None
     """The routed call's premium model (when a router made the call)."""
+    llm: object = None
+    """The LLM making the call (an event nested in this call is its provider call only when
+    :func:`hands_over` says so)."""
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -628,10 +644,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         tokens = count_input(counter, messages=messages, prompt=prompt, kwargs=call_kwargs)
         with self._lock:
             self._prune()
-        outer = self._enclosing(caller.f_back if caller else None)
+        llm = calling_llm(caller)
+        outer = self._enclosing(caller.f_back if caller else None, llm)
         # A call whose provider call an LLM it wraps makes (a StructuredLLM's inner LLM) is
         # charged by that LLM's handler: it is gated on the payer that handler charges.
-        llm = calling_llm(caller)
         feature, user = charging_defaults(llm, self.ledger) or (self.feature, self.user)
         if outer is None:
             attribution = current_attribution()
@@ -661,6 +677,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             attribution=attribution,
             premium_model=routed_premium_model(),
             through_inner=calls_through_inner(llm),
+            llm=llm,
         )
         with self._lock:
             self._calls[event_id] = call
@@ -681,10 +698,12 @@ class BudgetCallbackHandler(BaseCallbackHandler):
                 return True
         return False
 
-    def _enclosing(self, frame: FrameType | None) -> _Call | None:
-        """The open call enclosing an event started from ``frame``, marked delegated: this
-        handler's, or another's on the same ledger (a ``StructuredLLM`` whose events reach the
-        handler in ``Settings`` around an inner LLM with a handler of its own)."""
+    def _enclosing(self, frame: FrameType | None, llm: object) -> _Call | None:
+        """The open call enclosing an event of ``llm`` started from ``frame`` whose provider
+        call that event is (:func:`hands_over`), marked delegated: this handler's, or
+        another's on the same ledger (a ``StructuredLLM`` whose events reach the handler in
+        ``Settings`` around an inner LLM with a handler of its own). ``None`` for a call made
+        inside another LLM's own call (a helper it asks): a call of its own."""
         with _HANDLERS_LOCK:  # (a handler made in another thread meanwhile would change the set)
             handlers = list(_HANDLERS)
         others = [h for h in handlers if h is not self and h.ledger is self.ledger]
@@ -692,6 +711,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             with handler._lock:
                 outer: _Call | None = enclosing(handler._calls, frame, key="event_id")
                 if outer is not None:
+                    if not hands_over(outer.llm, llm):
+                        return None
                     outer.delegated = True
                     return outer
         return None

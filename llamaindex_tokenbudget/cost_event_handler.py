@@ -85,6 +85,7 @@ from .budget_callback import (
     calls_through_inner,
     count_input,
     enclosing,
+    hands_over,
     model_name,
     note_wrapper,
     payer_from,
@@ -171,6 +172,9 @@ class _Call:
     left: bool = False
     """A ``BudgetCallbackHandler`` of the same ledger charges this call (on its LLM, or on the
     LLM of a call enclosing it): it is not recorded here."""
+    llm: object = None
+    """The LLM making the call (a call nested in this one is its provider call only when
+    :func:`~llamaindex_tokenbudget.budget_callback.hands_over` says so)."""
 
 
 class CostEventHandler(BaseEventHandler):
@@ -298,8 +302,10 @@ class CostEventHandler(BaseEventHandler):
                 oldest = time.monotonic() - _FORGET_AFTER_SECONDS
                 for stale in [k for k, c in self._calls.items() if c.started < oldest]:
                     del self._calls[stale]
-                outer = enclosing(self._calls, caller.f_back if caller else None, key="span_id")
                 llm = calling_llm(caller)
+                outer = enclosing(self._calls, caller.f_back if caller else None, key="span_id")
+                if outer is not None and not hands_over(outer.llm, llm):
+                    outer = None  # a call made inside another LLM's own call (a helper): its own
                 left = (outer is not None and outer.left) or charged_by_budget(llm, self.ledger)
                 if outer is None:
                     attribution = current_attribution()
@@ -315,6 +321,7 @@ class CostEventHandler(BaseEventHandler):
                     routed_model=routed_model(),
                     left=left,
                     through_inner=calls_through_inner(llm),
+                    llm=llm,
                 )
             return
         if isinstance(event, _PROGRESS):
