@@ -537,6 +537,20 @@ class _Loaded:
             lock = self.alocks.setdefault(loop, _TaskLock())
         return lock.held()
 
+    def in_async_operation(self) -> bool:
+        """Whether the running context is inside an async operation of this memory in flight
+        (a hold of one of its :class:`_TaskLock` s: a sync call made by the task holding it, as
+        ``CustomLLM.achat`` calls the sync ``chat``, or by a task or thread it started with its
+        context)."""
+        holds = _HOLDING.get()
+        if not holds:
+            return False
+        try:
+            locks = list(self.alocks.values())
+        except RuntimeError:  # (a lock added for another event loop meanwhile)
+            locks = []
+        return any(lock.hold is not None and lock.hold in holds for lock in locks)
+
     def in_step(self, stored: list[ChatMessage]) -> bool:
         """Whether the store's transcript is the loaded one, maybe with messages added after it."""
         seen = self.seen
@@ -554,7 +568,8 @@ class _Loaded:
 
 class _Operation:
     """One sync operation of a memory: holds its ``RLock``; ``__enter__`` returns whether the
-    thread was inside an operation already (re-entering it)."""
+    thread was inside an operation already (re-entering it): a sync one, or an async one
+    (:meth:`_Loaded.in_async_operation`)."""
 
     __slots__ = ("outer", "state")
 
@@ -567,7 +582,7 @@ class _Operation:
         state.lock.acquire()
         self.outer = state.active
         state.active = True
-        return self.outer
+        return self.outer or state.in_async_operation()
 
     def __exit__(self, *exc: object) -> None:
         state = self.state

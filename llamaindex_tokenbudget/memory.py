@@ -27,7 +27,8 @@ One memory's operations run one at a time (sync calls from threads; async calls 
 loop), so a ``get()`` beside a ``put()`` never shows a message twice nor rebuilds; do not mix
 a sync call with an async call of the same memory in flight. A call made from inside one (a
 summariser LLM whose ``chat`` / ``achat`` reads the memory, in the same thread, or task, or a
-task that task starts and awaits) is let in, as sync and async alike (a task started there and
+task that task starts and awaits) is let in, as sync and async alike (a sync call inside an
+async operation too: a summariser whose ``achat`` calls its sync ``chat``; a task started there and
 not awaited is let in too while the operation lasts, and runs beside it). It does not read the
 store: it sees the window as the operation has it at that moment, made of the messages loaded
 before the operation began (during a ``put()``, with the message being put already in and the
