@@ -77,7 +77,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from types import CodeType, FrameType
@@ -476,11 +476,18 @@ def note_cache_answer(served: bool, frame: FrameType | None = None) -> None:
     frame = frame or caller_frame(1)
     with _HANDLERS_LOCK:
         handlers = list(_HANDLERS)
+    mark_cache_answer(handlers, frame, served, key="event_id")
+
+
+def mark_cache_answer(handlers: Iterable[Any], frame: FrameType | None, served: bool, *, key: str) -> None:
+    """For each handler (its open calls in ``_calls`` under ``_lock``, keyed by ``key``): mark
+    the ``StructuredLLM`` call enclosing ``frame`` as answered by the cache (``served``) or
+    sent on (both handlers' ``note_cache_answer``)."""
     for handler in handlers:
         if not handler._calls:
             continue
         with handler._lock:
-            call: _Call | None = enclosing(handler._calls, frame, key="event_id")
+            call = enclosing(handler._calls, frame, key=key)
             if call is not None and call.through_inner:
                 if served:
                     call.cache_hit = True

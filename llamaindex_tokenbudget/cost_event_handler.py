@@ -86,6 +86,7 @@ from .budget_callback import (
     count_input,
     enclosing,
     hands_over,
+    mark_cache_answer,
     model_name,
     note_wrapper,
     payer_from,
@@ -121,16 +122,7 @@ def note_cache_answer(served: bool, frame: FrameType | None = None) -> None:
     frame = frame or caller_frame(1)
     with _HANDLERS_LOCK:
         handlers = list(_HANDLERS.values())
-    for handler in handlers:
-        if not handler._calls:
-            continue
-        with handler._lock:
-            call: _Call | None = enclosing(handler._calls, frame, key="span_id")
-            if call is not None and call.through_inner:
-                if served:
-                    call.cache_hit = True
-                else:
-                    call.sent = True
+    mark_cache_answer(handlers, frame, served, key="span_id")
 
 
 def charged_by_budget(llm: object, ledger: Ledger) -> bool:
