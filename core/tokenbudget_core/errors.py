@@ -24,6 +24,7 @@ Messages give the value, the limit and the next step.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
@@ -41,6 +42,7 @@ __all__ = [
     "TokenCountError",
     "UnknownModelError",
     "UnpricedModelError",
+    "environment_value",
     "own_copy",
     "refuse_unknown",
 ]
@@ -391,6 +393,28 @@ def _placed(installed: str | None, requirement: str) -> str | None:
         return "within"
     lower = [Version(s.version) for s in spec if s.operator in (">=", ">", "==", "~=")]
     return "below" if any(version < v for v in lower) else "above"
+
+
+def environment_value(name: str, *, fix: str) -> str | None:
+    """The environment variable ``name``, or ``None`` when it is unset.
+
+    Only an unset variable means "not given": one set to an empty or blank string is refused (a
+    deployment that meant to name something, ``NAME=$OTHER`` with that one unset), not read as
+    unset, which would quietly fall back to a default the deployment did not mean.
+
+    Raises:
+        InvalidInputError: The variable is set but empty or blank (the field is ``$NAME``;
+            ``fix`` says what to do instead).
+    """
+    value = os.environ.get(name)
+    if value is not None and not value.strip():
+        raise InvalidInputError(
+            f"${name}",
+            "is set but empty" if not value else "is set but blank (only whitespace)",
+            value=value,
+            fix=fix,
+        )
+    return value
 
 
 def refuse_unknown(

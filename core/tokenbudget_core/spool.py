@@ -72,7 +72,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import BudgetUnavailableError, InvalidInputError, StoreRefusedError
+from .errors import BudgetUnavailableError, InvalidInputError, StoreRefusedError, environment_value
 from .stores._fork import fresh_locks_after_fork
 from .stores.base import (
     CONVERSATION_MARK_TTL_S,
@@ -101,15 +101,9 @@ def spool_from_environment() -> str | None:
         InvalidInputError: The variable is set but empty or blank (field ``$TOKENBUDGET_SPOOL``):
             it would be read as unset, spooling where the deployment did not mean to.
     """
-    path = os.environ.get(SPOOL_VARIABLE)
-    if path is not None and not path.strip():
-        raise InvalidInputError(
-            f"${SPOOL_VARIABLE}",
-            "is set but empty" if not path else "is set but blank (only whitespace)",
-            value=path,
-            fix="unset it for the default spool of each store, or set it to a file path",
-        )
-    return path
+    return environment_value(
+        SPOOL_VARIABLE, fix="unset it for the default spool of each store, or set it to a file path"
+    )
 
 
 logger = logging.getLogger("tokenbudget.spool")

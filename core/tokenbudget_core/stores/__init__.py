@@ -8,10 +8,9 @@ fallback.
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any, cast
 
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import InvalidInputError, environment_value
 
 from .base import LedgerStore, redact_url
 
@@ -34,17 +33,13 @@ def default_store_url() -> str:
         InvalidInputError: ``$TOKENBUDGET_STORE`` is set but empty or blank (the field is
             ``$TOKENBUDGET_STORE``; the fix: unset it, or give it a store URL).
     """
-    url = os.environ.get(STORE_VARIABLE)
+    url = environment_value(
+        STORE_VARIABLE,
+        fix=f"unset it for the default store ({DEFAULT_STORE_URL}), or set it to the store's URL "
+        "(sqlite:///path/to/ledger.db, redis://host:port/db, memory://)",
+    )
     if url is None:
         return DEFAULT_STORE_URL
-    if not url.strip():
-        raise InvalidInputError(
-            f"${STORE_VARIABLE}",
-            "is set but empty" if not url else "is set but blank (only whitespace)",
-            value=url,
-            fix=f"unset it for the default store ({DEFAULT_STORE_URL}), or set it to the store's URL "
-            "(sqlite:///path/to/ledger.db, redis://host:port/db, memory://)",
-        )
     return url
 
 
