@@ -957,7 +957,7 @@ class _BudgetHandler:
         first, with another worst case or payer (the ledger refused this one's reserve under the
         live id): the call is its to charge, once."""
         with _HANDLERS_LOCK:
-            others = [h for h in _HANDLERS if h is not self and h.ledger is self.ledger]
+            others = [h for h in _HANDLERS if h is not self and h.ledger.shares_books_with(self.ledger)]
         for other in others:
             with other._lock:
                 run = other._runs.get(run_id)
@@ -1011,7 +1011,7 @@ class _BudgetHandler:
     def _by_middleware(self, serialized: dict[str, Any] | None, kwargs: Mapping[str, Any]) -> bool:
         """A ``BudgetMiddleware`` of this ledger charges this model run (see :func:`middleware_call`)."""
         marked = _MIDDLEWARE_CALL.get()
-        if marked is None or marked[0] is not self.ledger:
+        if marked is None or not self.ledger.shares_books_with(marked[0]):
             return False
         params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
         meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
@@ -1706,7 +1706,8 @@ class _BudgetHandler:
             text = streamed_estimate(run.streamed, run.evented)  # the error carries no partial reply
         premium = run.premium_model or premium_model_of(route_of(replies))
         hit = cache_hit_of(replies)
-        elsewhere = run.claim is not None and run.claim.recorded_in not in (None, self.ledger)
+        recorded_in = run.claim.recorded_in if run.claim is not None else None
+        elsewhere = recorded_in is not None and not self.ledger.shares_books_with(recorded_in)
         if hit is not None and hit.recorded and elsewhere:  # the cache recorded it in its own ledger
             hit = hit._replace(recorded=False)  # this ledger records it too
         return _Settle(run.reservation, usage, text, failed, run.counter, hit, premium)

@@ -446,7 +446,11 @@ def charging_defaults(llm: object, ledger: Ledger) -> tuple[str | None, str | No
                 nested += inner_llms(item)
                 continue
             handlers = getattr(getattr(item, "callback_manager", None), "handlers", None) or ()
-            ours = [h for h in handlers if isinstance(h, BudgetCallbackHandler) and h.ledger is ledger]
+            ours = [
+                h
+                for h in handlers
+                if isinstance(h, BudgetCallbackHandler) and h.ledger.shares_books_with(ledger)
+            ]
             if not ours:
                 return None
             found.add((ours[0].feature, ours[0].user))
@@ -701,7 +705,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with _HANDLERS_LOCK:
             handlers = list(_HANDLERS)
         for handler in handlers:
-            if handler is not self and handler.ledger is self.ledger and event_id in handler._calls:
+            if (
+                handler is not self
+                and handler.ledger.shares_books_with(self.ledger)
+                and event_id in handler._calls
+            ):
                 return True
         return False
 
@@ -713,7 +721,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         inside another LLM's own call (a helper it asks): a call of its own."""
         with _HANDLERS_LOCK:  # (a handler made in another thread meanwhile would change the set)
             handlers = list(_HANDLERS)
-        others = [h for h in handlers if h is not self and h.ledger is self.ledger]
+        others = [h for h in handlers if h is not self and h.ledger.shares_books_with(self.ledger)]
         for handler in (self, *others):
             with handler._lock:
                 outer: _Call | None = enclosing(handler._calls, frame, key="event_id")

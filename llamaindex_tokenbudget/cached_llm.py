@@ -215,7 +215,9 @@ class CachedLLM(FunctionCallingLLM):
         named: list[BudgetCallbackHandler | CostEventHandler] = [*_budget_handlers(self.llm)]
         if not named:
             named = [*_cost_handlers()]
-        named.sort(key=lambda h: h.ledger is not ledger)  # the cache's ledger first, else in order
+        named.sort(
+            key=lambda h: not h.ledger.shares_books_with(ledger)
+        )  # the cache's ledger first, else in order
         return named[0].payer() if named else current_attribution()
 
     def _where(self) -> tuple[Attribution, CacheScope]:

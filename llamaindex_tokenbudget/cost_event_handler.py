@@ -130,7 +130,7 @@ def charged_by_budget(llm: object, ledger: Ledger) -> bool:
     a :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler` of ``ledger``: one is
     on its callback manager (LlamaIndex starts the callback event right after the dispatcher's)."""
     handlers = getattr(getattr(llm, "callback_manager", None), "handlers", None) or ()
-    return any(isinstance(h, BudgetCallbackHandler) and h.ledger is ledger for h in handlers)
+    return any(isinstance(h, BudgetCallbackHandler) and h.ledger.shares_books_with(ledger) for h in handlers)
 
 
 @dataclass(kw_only=True, slots=True)

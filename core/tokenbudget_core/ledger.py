@@ -281,7 +281,11 @@ class Ledger:
         # (a memory store is never unreachable: it spools nothing, so the variable is not read)
         from_env = None if isinstance(self.store, MemoryStore) else spool_from_environment()
         spool = spool_path or from_env or default_spool_path(self.store)
-        self.spool = Spool(spool, owner=store_digest(self.store))  # a shared spool: each line to its store
+        self.books = store_digest(self.store)
+        """Where this ledger's figures live: a short hash of its store's identity (a SQLite file by
+        its resolved path, a Redis server, database and namespace, a memory store by the object).
+        Ledgers with equal ``books`` charge the same figures: see :meth:`shares_books_with`."""
+        self.spool = Spool(spool, owner=self.books)  # a shared spool: each line to its store
         if on_unavailable == "open" and not isinstance(self.store, MemoryStore):
             # failing open promises the usage of calls let through goes to the spool: it must be writable
             problem = self.spool.unwritable()
@@ -374,6 +378,14 @@ class Ledger:
             return int(now * 1000)
         except (OverflowError, ValueError, TypeError):  # inf, NaN, not a number
             raise clock_out_of_range(now) from None
+
+    def shares_books_with(self, other: object) -> bool:
+        """Whether ``other`` is a ledger charging the same figures as this one: this very object,
+        or another on the same store (two ``Ledger(url)`` of one SQLite file, however the path is
+        spelled; one Redis server, database and namespace; one ``MemoryStore`` object). Adapters
+        seeing one call through handlers of both charge it once. Policies may differ: each gates
+        the calls charged through it."""
+        return other is self or (isinstance(other, Ledger) and other.books == self.books)
 
     def day(self, at: float | datetime | None = None) -> str:
         """The ledger day (ISO date in the ledger's time zone) of ``at`` (epoch seconds or an aware
