@@ -497,7 +497,18 @@ class BudgetMemory(BaseMemory):
 class _Loaded:
     """A memory's loaded transcript, what it is compared with, and the memory's locks."""
 
-    __slots__ = ("active", "alocks", "lists_kept", "lock", "partial", "seen", "stored", "transcript")
+    __slots__ = (
+        "active",
+        "alocks",
+        "async_thread",
+        "lists_kept",
+        "lock",
+        "partial",
+        "seen",
+        "stored",
+        "sync_thread",
+        "transcript",
+    )
 
     def __init__(self, lists_kept: bool) -> None:
         self.transcript: Transcript | None = None
@@ -514,11 +525,19 @@ class _Loaded:
         # that list at the last load.
         self.lists_kept = lists_kept
         self.stored: list[ChatMessage] | None = None
-        # One operation at a time: sync methods (threads of a server) take ``lock``; async ones
-        # an ``asyncio.Lock`` of their event loop, held from the store's read to its write.
+        # One operation at a time, sync or async, whatever the thread or event loop: sync
+        # methods (threads of a server) take ``lock``; async ones an ``asyncio.Lock`` of their
+        # event loop (the loop's tasks in turn), then ``lock`` too, without blocking the loop,
+        # held from the store's read to its write.
         self.lock = threading.RLock()
         self.active = False
         """A sync operation is in flight (read and written by the thread holding ``lock``)."""
+        self.sync_thread: int | None = None
+        """The thread of the outermost sync operation in flight (an ``asyncio.run`` it makes
+        inside it re-enters it)."""
+        self.async_thread: int | None = None
+        """The thread of the event loop whose async operation holds ``lock`` (a blocking sync
+        call a coroutine of that loop makes meanwhile cannot wait for it: it re-enters)."""
         self.alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TaskLock] = (
             weakref.WeakKeyDictionary()
         )
@@ -534,7 +553,7 @@ class _Loaded:
         loop = asyncio.get_running_loop()
         lock = self.alocks.get(loop)
         if lock is None:
-            lock = self.alocks.setdefault(loop, _TaskLock())
+            lock = self.alocks.setdefault(loop, _TaskLock(self))
         return lock.held()
 
     def in_async_operation(self) -> bool:
@@ -567,27 +586,39 @@ class _Loaded:
 
 
 class _Operation:
-    """One sync operation of a memory: holds its ``RLock``; ``__enter__`` returns whether the
-    thread was inside an operation already (re-entering it): a sync one, or an async one
-    (:meth:`_Loaded.in_async_operation`)."""
+    """One sync operation of a memory: holds its ``RLock`` (waiting for any operation in flight,
+    sync or async, of another thread); ``__enter__`` returns whether the call re-enters an
+    operation in flight: a sync one of its thread, an async one it was made inside
+    (:meth:`_Loaded.in_async_operation`: let in without the lock, which that operation holds,
+    maybe in another thread), or an async one of the event loop running on its thread (a
+    blocking call in a coroutine, which cannot wait for it)."""
 
-    __slots__ = ("outer", "state")
+    __slots__ = ("locked", "outer", "state")
 
     def __init__(self, state: _Loaded) -> None:
         self.state = state
         self.outer = False
+        self.locked = False
 
     def __enter__(self) -> bool:
         state = self.state
+        if state.in_async_operation():
+            return True
         state.lock.acquire()
+        self.locked = True
         self.outer = state.active
+        if not self.outer:
+            state.sync_thread = threading.get_ident()
         state.active = True
-        return self.outer or state.in_async_operation()
+        return self.outer or state.async_thread is not None  # (ours: any other's waited for)
 
     def __exit__(self, *exc: object) -> None:
-        state = self.state
-        state.active = self.outer
-        state.lock.release()
+        if self.locked:
+            state = self.state
+            state.active = self.outer
+            if not self.outer:
+                state.sync_thread = None
+            state.lock.release()
 
 
 _HOLDING: ContextVar[frozenset[object]] = ContextVar("tokenbudget_memory_holds", default=frozenset())
@@ -603,9 +634,10 @@ class _TaskLock:
     whose ``achat`` reads the memory (``aget()``) does not wait for itself forever. Another task
     waits for the operation in flight."""
 
-    __slots__ = ("hold", "lock")
+    __slots__ = ("hold", "lock", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, state: _Loaded) -> None:
+        self.state = state
         self.lock = asyncio.Lock()
         self.hold: object | None = None
         """The current hold (a new object each time the lock is taken), ``None`` when free."""
@@ -615,19 +647,37 @@ class _TaskLock:
         """Hold the lock, unless the running task is already inside the current hold; yields
         whether it was (re-entering the operation in flight)."""
         hold = self.hold
-        if hold is not None and hold in _HOLDING.get():
-            yield True
+        state = self.state
+        if (hold is not None and hold in _HOLDING.get()) or state.sync_thread == threading.get_ident():
+            yield True  # (or an event loop run inside a sync operation of this thread)
             return
         await self.lock.acquire()
+        try:
+            await _take(state.lock)  # sync operations (other threads) and other event loops' ones
+        except BaseException:
+            self.lock.release()
+            raise
+        state.async_thread = threading.get_ident()
         hold = self.hold = object()
         token = _HOLDING.set(_HOLDING.get() | {hold})
         try:
             yield False
         finally:
             self.hold = None
+            state.async_thread = None
+            state.lock.release()
             self.lock.release()
             with suppress(ValueError):  # closed in another context (a task dropped unfinished, finalised)
                 _HOLDING.reset(token)
+
+
+async def _take(lock: threading.RLock) -> None:
+    """Take ``lock`` without blocking the event loop: try, then poll, backing off to 5 ms (a
+    sync operation of another thread, or an async one of another event loop, is in flight)."""
+    delay = 0.0002
+    while not lock.acquire(blocking=False):
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.005)
 
 
 def _rebuilt_store(dumped: Mapping[str, Any], memory: str) -> BaseChatStore:

@@ -23,9 +23,10 @@ again, is not noticed: edit the transcript with ``set()``).
 So do not edit a message object in place after ``put()`` (a reply filled in by a streaming
 loop): it is not recounted, its new tokens would not count (and a serialising store would not
 see the edit); put it finished, or ``set()`` the corrected transcript, which recounts it.
-One memory's operations run one at a time (sync calls from threads; async calls on one event
-loop), so a ``get()`` beside a ``put()`` never shows a message twice nor rebuilds; do not mix
-a sync call with an async call of the same memory in flight. A call made from inside one (a
+One memory's operations run one at a time, sync and async alike (sync calls from threads,
+async calls on one event loop or on several, each in its thread; an async call waits without
+blocking its loop), so a ``get()`` beside a ``put()`` never shows a message twice nor rebuilds,
+nor drops one. A call made from inside one (a
 summariser LLM whose ``chat`` / ``achat`` reads the memory, in the same thread, or task, or a
 task that task starts and awaits) is let in, as sync and async alike (a sync call inside an
 async operation too: a summariser whose ``achat`` calls its sync ``chat``; a task started there and
