@@ -29,8 +29,11 @@ blocking its loop), so a ``get()`` beside a ``put()`` never shows a message twic
 nor drops one. A call made from inside one (a
 summariser LLM whose ``chat`` / ``achat`` reads the memory, in the same thread, or task, or a
 task that task starts and awaits) is let in, as sync and async alike (a sync call inside an
-async operation too: a summariser whose ``achat`` calls its sync ``chat``; a task started there and
-not awaited is let in too while the operation lasts, and runs beside it). It does not read the
+async operation too: a summariser whose ``achat`` calls its sync ``chat``, or runs it in a thread
+with ``asyncio.to_thread``, which carries its context; a task started there and not awaited is
+let in too while the operation lasts, and runs beside it). A thread started without the context
+(``loop.run_in_executor``) is another caller: it waits for the operation, so an operation must not
+await one that calls the memory. A re-entering call does not read the
 store: it sees the window as the operation has it at that moment, made of the messages loaded
 before the operation began (during a ``put()``, with the message being put already in and the
 messages that slid out gone, the summary not yet updated with them; during a first load or a

@@ -36,6 +36,8 @@ class Peeking(MockLLM):
     async def achat(self, messages: Any, **kwargs: Any) -> ChatResponse:
         if self._via == "await":
             window = await self._memory.aget()
+        elif self._via == "to_thread":  # its sync twin in a thread, which carries the context
+            return await asyncio.to_thread(self.chat, messages, **kwargs)
         elif self._via == "wait_for":  # a task of its own on Python 3.11
             window = await asyncio.wait_for(self._memory.aget(), GUARD_SECONDS)
         else:
@@ -69,7 +71,7 @@ def _sync_run() -> tuple[list[int], list[str]]:
     return llm._seen, _texts(memory.get())
 
 
-@pytest.mark.parametrize("via", ["await", "wait_for", "task"])
+@pytest.mark.parametrize("via", ["await", "wait_for", "task", "to_thread"])
 def test_a_summariser_reading_its_memory_in_the_async_path_works_as_in_the_sync_path(via: str) -> None:
     async def scenario() -> tuple[list[int], list[str]]:
         memory, llm = _memory(via)
