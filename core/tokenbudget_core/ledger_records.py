@@ -421,7 +421,11 @@ def store_digest(store: LedgerStore) -> str:
     identity = getattr(store, "identity", None)
     if not isinstance(identity, str) or not identity:
         path, url = getattr(store, "path", None), str(getattr(store, "url", ""))
-        identity = str(Path(path).resolve()) if isinstance(path, str | Path) else url
+        if path == ":memory:":  # an in-memory SQLite database: this connection's alone
+            url = "memory://"
+        elif isinstance(path, str | Path):
+            url = str(Path(path).resolve())
+        identity = url
     if not identity or identity.startswith("memory://"):
         identity = f"memory-{os.getpid()}-{id(store)}"  # a memory store is never unreachable anyway
     return hashlib.sha256(identity.encode(errors="surrogatepass")).hexdigest()[:16]

@@ -118,3 +118,22 @@ def test_ledgers_on_two_stores_keep_books_of_their_own(settings_manager: None, t
     call(inner, "chat")
     assert charged(outer) == {f"a//{MODEL}": ONE_CALL}
     assert charged(inner_ledger) == {f"b//{MODEL}": ONE_CALL}
+
+
+def test_in_memory_sqlite_ledgers_are_books_of_their_own(tmp_path: Path) -> None:
+    first, second = (
+        Ledger("sqlite:///:memory:", policy=policy()),
+        Ledger("sqlite:///:memory:", policy=policy()),
+    )
+    assert not first.shares_books_with(second)
+    assert first.spool.path != second.spool.path  # nor one spool: neither replays the other's lines
+    call(
+        JsonChat(
+            callback_manager=CallbackManager(
+                [BudgetCallbackHandler(first, feature="a"), BudgetCallbackHandler(second, feature="b")]
+            )
+        ),
+        "chat",
+    )
+    assert charged(first) == {f"a//{MODEL}": ONE_CALL}
+    assert charged(second) == {f"b//{MODEL}": ONE_CALL}
