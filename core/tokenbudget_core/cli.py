@@ -1260,6 +1260,7 @@ def serve(
     Without a token the service listens on a loopback --host only, unless --allow-no-auth.
     """
     from .server import serve as run
+    from .server.app import ListenError
     from .server.guards import is_loopback
 
     n = _positive("--port", port)
@@ -1285,11 +1286,14 @@ def serve(
             policy_path=policy_path,
             timezone=tz,
         )
-    except OSError as e:
+    except ListenError as e:  # only a failure to bind is the port's (or the host's) to fix
         raise _UnavailableError(
             f"--port: cannot listen on {host}:{n} ({e.strerror or e}); "
             "choose another --port (or --host), or stop what is listening there"
         ) from e
+    except OSError as e:  # building the ledger or starting the server: not the port's
+        detail = str(e) if type(e) is OSError else f"{type(e).__name__}: {e}"
+        raise _UnavailableError(f"the service did not start: {detail}") from e
 
 
 def _serve_token(token: str | None) -> str | None:

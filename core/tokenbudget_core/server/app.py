@@ -443,8 +443,9 @@ def serve(
     Raises:
         InvalidInputError: A bad argument, policy file or time zone, named; ``token`` when it is
             ``None`` for a host that is not loopback and ``allow_no_auth`` is false.
-        OSError: The address cannot be listened on (the port is taken, the host is not local),
-            or the server failed to start.
+        ListenError: The address cannot be listened on (the port is taken, the host is not
+            local): an ``OSError``.
+        OSError: The server failed to start.
     """
     import uvicorn
 
@@ -473,17 +474,26 @@ def serve(
     finally:
         sock.close()
     if not server.started:
-        raise OSError(f"the server on {host}:{port} did not start (see the log above)")
+        raise OSError(f"uvicorn stopped before serving on {host}:{port} (see the log above)")
+
+
+class ListenError(OSError):
+    """:func:`serve` could not listen on its address (the port is taken, the host is not an
+    address of this machine): the one ``OSError`` that is the address's to fix. Any other
+    ``OSError`` :func:`serve` raises comes from elsewhere (building the ledger, the server)."""
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` as uvicorn binds one, so a taken port is an ``OSError`` here
-    rather than uvicorn's own exit."""
-    sock = socket.socket(family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    """A socket bound to ``host:port`` as uvicorn binds one, so a taken port is a
+    :class:`ListenError` here rather than uvicorn's own exit."""
+    try:
+        sock = socket.socket(family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+        raise ListenError(e.errno, e.strerror or str(e)) from e
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-    except OSError:
+    except OSError as e:
         sock.close()
-        raise
+        raise ListenError(e.errno, e.strerror or str(e)) from e
     return sock
