@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeAlias
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, environment_value
 from .registry import config_file_path
 
 __all__ = ["PriceLike", "PriceOverride", "PriceTable", "default_price_table", "load_prices", "register_price"]
@@ -213,8 +213,11 @@ def default_price_table() -> PriceTable:
     with _default_lock:
         if _default_table is None:
             table = PriceTable()
-            path = os.environ.get("TOKENBUDGET_PRICES")
-            if path:
+            path = environment_value(
+                "TOKENBUDGET_PRICES",
+                fix="unset it for the default prices, else name a TOML or JSON prices file",
+            )
+            if path is not None:
                 table.load_file(path)
             _default_table = table
         return _default_table

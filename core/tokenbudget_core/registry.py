@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-from .errors import InvalidInputError, UnknownModelError
+from .errors import InvalidInputError, UnknownModelError, environment_value
 
 __all__ = ["ModelInfo", "ModelRegistry", "Tokenizer", "default_registry", "get_model"]
 
@@ -456,8 +456,11 @@ def default_registry() -> ModelRegistry:
     with _default_lock:
         if _default is None:
             registry = ModelRegistry()
-            path = os.environ.get("TOKENBUDGET_MODELS")
-            if path:
+            path = environment_value(
+                "TOKENBUDGET_MODELS",
+                fix="unset it for the default models, else name a TOML or JSON models file",
+            )
+            if path is not None:
                 registry.load_file(path)
             _default = registry
         return _default
