@@ -10,6 +10,13 @@ calls are being refused. A budget that refuses a call sends an alert of its own 
 Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any callable taking an
 :class:`Alert`, or a webhook URL (``http(s)://...``) that receives the alert as JSON.
 
+An alert is marked sent in the ledger's store before its sinks run (that is what makes it fire
+once across processes), so it is offered to the sinks once. A callable sink is called once, in
+the thread of the call that crossed the threshold: it handles its own retries (a Slack or pager
+SDK call that may fail for a moment retries, or queues the alert, itself); when it raises, the
+exception is logged as an ERROR on ``tokenbudget.alerts`` with the alert's content (its text and
+:attr:`Alert.id`), never raised into the call, and the other sinks still get the alert.
+
 A webhook is POSTed by a worker thread of its own, so a slow webhook never delays a call:
 
 * each POST has a timeout (5 s); a failed one (no connection, a timeout, HTTP 5xx, 408, 429) is
@@ -139,6 +146,8 @@ class Alert:
 
 
 AlertSink: TypeAlias = Callable[[Alert], None]
+"""A callable sink: called once per alert; it handles its own retries (one that raises is logged
+with the alert's content, see the module docstring)."""
 
 
 def _text(alert: Alert) -> str:
@@ -516,12 +525,19 @@ def _shown(text: str) -> str:
 
 
 def dispatch(sinks: Sequence[AlertSink], alert: Alert) -> None:
-    """Send ``alert`` to every sink; a failing sink is logged, never raised into the call."""
+    """Send ``alert`` to every sink, once each; a sink that raises is logged as an ERROR with the
+    alert's content (text and id: the log is then all that is left of it for that sink), never
+    raised into the call, and the sinks after it still get the alert."""
     for sink in sinks:
         try:
             sink(alert)
         except Exception:
-            logger.exception("alert sink %r failed", sink)
+            logger.exception(
+                "alert sink %r failed, the alert is not delivered to it: %s (id %s)",
+                sink,
+                _text(alert),
+                alert.id,
+            )
 
 
 def fmt(value: int | Decimal) -> str:
