@@ -55,6 +55,16 @@ class Calibration:
             raise InvalidInputError("prior", "must be a positive number", value=prior)
         if not (isinstance(alpha, int | float) and 0 < alpha <= 1):
             raise InvalidInputError("alpha", "must be in (0, 1]", value=alpha)
+        if not (
+            isinstance(bounds, tuple | list)
+            and len(bounds) == 2
+            and all(
+                isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) for b in bounds
+            )
+        ):
+            raise InvalidInputError(
+                "bounds", "must be a (low, high) pair of numbers", value=bounds, fix="e.g. bounds=(0.5, 3.0)"
+            )
         lo, hi = bounds
         if not (0 < lo <= prior <= hi):
             raise InvalidInputError("bounds", "must satisfy 0 < low <= prior <= high", value=bounds)

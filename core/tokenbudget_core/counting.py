@@ -145,6 +145,15 @@ class TokenCounter(abc.ABC):
     """
 
     def __init__(self, model: ModelInfo) -> None:
+        if not isinstance(model, ModelInfo):
+            raise InvalidInputError(
+                "model",
+                f"must be a ModelInfo, got {type(model).__name__}",
+                value=model,
+                fix=f"TokenCounter.for_model({model!r}) picks the counter of a model name"
+                if isinstance(model, str)
+                else "TokenCounter.for_model('model-name'), or pass registry.get('model-name')",
+            )
         self.model = model
 
     @classmethod

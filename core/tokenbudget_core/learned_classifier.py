@@ -153,6 +153,15 @@ class NearestNeighbourClassifier:
         return cls(tiers=order, embedder=emb, vectors=vectors, labels=labels, k=k)
 
     def _vote(self, vector: Vectors) -> Classification:
+        size = self._vectors.shape[1]
+        if vector.shape != (size,):
+            raise InvalidInputError(
+                "embedder",
+                f"gave a vector of shape {tuple(vector.shape)} for the prompt, but the classifier was "
+                f"fitted on vectors of {size} dimensions (another model, or another dimensions= "
+                "setting, behind the embedder)",
+                fix="fit the classifier again with the embedder it now uses",
+            )
         sims = self._vectors @ vector
         k = min(self.k, len(sims))
         top = np.argpartition(-sims, k - 1)[:k]
