@@ -16,21 +16,15 @@ message is not written yet), would take in another worker's messages out of the 
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-import threading
-import weakref
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
-    asynccontextmanager,
     nullcontext,
-    suppress,
 )
-from contextvars import ContextVar
 from typing import Any, ClassVar, Self
 
 from llama_index.core.base.llms.types import ChatMessage
@@ -52,6 +46,7 @@ from tokenbudget_core.counting import TokenCounter, resolve_counter
 from tokenbudget_core.errors import ContextOverflowError, InvalidInputError
 from tokenbudget_core.fitting import fit_messages
 from tokenbudget_core.messages import Message, to_message
+from tokenbudget_core.operation_lock import OperationLock
 
 from ._bridge import Core, Transcript, host_error
 from .messages import check_messages, to_countable_message
@@ -497,18 +492,7 @@ class BudgetMemory(BaseMemory):
 class _Loaded:
     """A memory's loaded transcript, what it is compared with, and the memory's locks."""
 
-    __slots__ = (
-        "active",
-        "alocks",
-        "async_thread",
-        "lists_kept",
-        "lock",
-        "partial",
-        "seen",
-        "stored",
-        "sync_thread",
-        "transcript",
-    )
+    __slots__ = ("guard", "lists_kept", "partial", "seen", "stored", "transcript")
 
     def __init__(self, lists_kept: bool) -> None:
         self.transcript: Transcript | None = None
@@ -525,50 +509,19 @@ class _Loaded:
         # that list at the last load.
         self.lists_kept = lists_kept
         self.stored: list[ChatMessage] | None = None
-        # One operation at a time, sync or async, whatever the thread or event loop: sync
-        # methods (threads of a server) take ``lock``; async ones an ``asyncio.Lock`` of their
-        # event loop (the loop's tasks in turn), then ``lock`` too, without blocking the loop,
-        # held from the store's read to its write.
-        self.lock = threading.RLock()
-        self.active = False
-        """A sync operation is in flight (read and written by the thread holding ``lock``)."""
-        self.sync_thread: int | None = None
-        """The thread of the outermost sync operation in flight (an ``asyncio.run`` it makes
-        inside it re-enters it)."""
-        self.async_thread: int | None = None
-        """The thread of the event loop whose async operation holds ``lock`` (a blocking sync
-        call a coroutine of that loop makes meanwhile cannot wait for it: it re-enters)."""
-        self.alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TaskLock] = (
-            weakref.WeakKeyDictionary()
-        )
+        # One operation at a time, sync or async, whatever the thread or event loop, held from
+        # the store's read to its write (see tokenbudget_core.operation_lock).
+        self.guard = OperationLock()
 
-    def operation(self) -> _Operation:
-        """The memory's lock for one sync operation; entering it tells whether the thread
-        re-enters an operation in flight (``True``: it uses the transcript as it stands)."""
-        return _Operation(self)
+    def operation(self) -> AbstractContextManager[bool]:
+        """The memory's lock for one sync operation; entering it tells whether the call re-enters
+        an operation in flight (``True``: it uses the transcript as it stands)."""
+        return self.guard.operation()
 
     def alock(self) -> AbstractAsyncContextManager[bool]:
-        """The memory's lock for async operations on the running event loop (re-entrant: see
-        :class:`_TaskLock`); entering it tells whether the task re-enters an operation in flight."""
-        loop = asyncio.get_running_loop()
-        lock = self.alocks.get(loop)
-        if lock is None:
-            lock = self.alocks.setdefault(loop, _TaskLock(self))
-        return lock.held()
-
-    def in_async_operation(self) -> bool:
-        """Whether the running context is inside an async operation of this memory in flight
-        (a hold of one of its :class:`_TaskLock` s: a sync call made by the task holding it, as
-        ``CustomLLM.achat`` calls the sync ``chat``, or by a task or thread it started with its
-        context)."""
-        holds = _HOLDING.get()
-        if not holds:
-            return False
-        try:
-            locks = list(self.alocks.values())
-        except RuntimeError:  # (a lock added for another event loop meanwhile)
-            locks = []
-        return any(lock.hold is not None and lock.hold in holds for lock in locks)
+        """The memory's lock for one async operation on the running event loop; entering it
+        tells whether the call re-enters an operation in flight."""
+        return self.guard.aoperation()
 
     def in_step(self, stored: list[ChatMessage]) -> bool:
         """Whether the store's transcript is the loaded one, maybe with messages added after it."""
@@ -583,101 +536,6 @@ class _Loaded:
             return False
         self.stored = stored if self.lists_kept else None
         return True
-
-
-class _Operation:
-    """One sync operation of a memory: holds its ``RLock`` (waiting for any operation in flight,
-    sync or async, of another thread); ``__enter__`` returns whether the call re-enters an
-    operation in flight: a sync one of its thread, an async one it was made inside
-    (:meth:`_Loaded.in_async_operation`: let in without the lock, which that operation holds,
-    maybe in another thread), or an async one of the event loop running on its thread (a
-    blocking call in a coroutine, which cannot wait for it)."""
-
-    __slots__ = ("locked", "outer", "state")
-
-    def __init__(self, state: _Loaded) -> None:
-        self.state = state
-        self.outer = False
-        self.locked = False
-
-    def __enter__(self) -> bool:
-        state = self.state
-        if state.in_async_operation():
-            return True
-        state.lock.acquire()
-        self.locked = True
-        self.outer = state.active
-        if not self.outer:
-            state.sync_thread = threading.get_ident()
-        state.active = True
-        return self.outer or state.async_thread is not None  # (ours: any other's waited for)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.locked:
-            state = self.state
-            state.active = self.outer
-            if not self.outer:
-                state.sync_thread = None
-            state.lock.release()
-
-
-_HOLDING: ContextVar[frozenset[object]] = ContextVar("tokenbudget_memory_holds", default=frozenset())
-"""The holds (of :class:`_TaskLock` s) the running task is inside: its own, and those of the task
-that started it while holding them (a task copies its creator's context)."""
-
-
-class _TaskLock:
-    """A memory's lock for async operations on one event loop: an ``asyncio.Lock`` that the task
-    holding it enters again without waiting, as the sync path's ``RLock`` lets its thread in, and
-    so do the tasks that task starts while it holds it (awaited inside the operation, as
-    ``asyncio.wait_for`` runs a coroutine in a task of its own on Python 3.11): a summariser
-    whose ``achat`` reads the memory (``aget()``) does not wait for itself forever. Another task
-    waits for the operation in flight."""
-
-    __slots__ = ("hold", "lock", "state")
-
-    def __init__(self, state: _Loaded) -> None:
-        self.state = state
-        self.lock = asyncio.Lock()
-        self.hold: object | None = None
-        """The current hold (a new object each time the lock is taken), ``None`` when free."""
-
-    @asynccontextmanager
-    async def held(self) -> AsyncIterator[bool]:
-        """Hold the lock, unless the running task is already inside the current hold; yields
-        whether it was (re-entering the operation in flight)."""
-        hold = self.hold
-        state = self.state
-        if (hold is not None and hold in _HOLDING.get()) or state.sync_thread == threading.get_ident():
-            yield True  # (or an event loop run inside a sync operation of this thread)
-            return
-        await self.lock.acquire()
-        try:
-            await _take(state.lock)  # sync operations (other threads) and other event loops' ones
-        except BaseException:
-            self.lock.release()
-            raise
-        state.async_thread = threading.get_ident()
-        hold = self.hold = object()
-        token = _HOLDING.set(_HOLDING.get() | {hold})
-        try:
-            yield False
-        finally:
-            self.hold = None
-            state.async_thread = None
-            state.lock.release()
-            self.lock.release()
-            with suppress(ValueError):  # closed in another context (a task dropped unfinished, finalised)
-                _HOLDING.reset(token)
-
-
-async def _take(lock: threading.RLock) -> None:
-    """Take ``lock`` without blocking the event loop: try, then poll, backing off to 5 ms (a
-    sync operation of another thread, or an async one of another event loop, is in flight)."""
-    delay = 0.0002
-    while not lock.acquire(blocking=False):
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.005)
 
 
 def _rebuilt_store(dumped: Mapping[str, Any], memory: str) -> BaseChatStore:
