@@ -27,6 +27,7 @@ from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.fitting import OnOverflow
 from tokenbudget_core.messages import Message
+from tokenbudget_core.operation_lock import OperationLock
 from tokenbudget_core.summary import SummaryBuffer, SummaryEvent
 
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
@@ -154,7 +155,10 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
     summary comes back as a ``SystemMessage`` after the leading system messages. The
     backing history keeps the full transcript; the summary lives in this object (a new
     object rebuilds it from the transcript on first read). If the summariser fails, the
-    window degrades to plain trimming and retries later (see :attr:`events`).
+    window degrades to plain trimming and retries later (see :attr:`events`). One object may
+    serve one session from several threads, tasks or event loops: its operations run one at a
+    time (:mod:`tokenbudget_core.operation_lock`); a summariser that reads this history while
+    it summarises sees the window as it stands.
 
     Args:
         history: The backing history (default: a new in-memory one).
@@ -211,6 +215,7 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
         }
         self._counter = budget.counter
         self.history = _backing(history)
+        self._guard = OperationLock()
         self._reset()
 
     def _reset(self) -> None:
@@ -258,13 +263,17 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
         Raises:
             ContextOverflowError: The newest message cannot fit beside the system messages.
         """
-        self._sync()
-        return host_window(self._buffer.messages(), self._core, self._host)
+        with self._guard.operation() as reentered:
+            if not reentered:
+                self._sync()
+            return host_window(self._buffer.messages(), self._core, self._host)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages` (awaits the summariser)."""
-        await self._async_sync()
-        return host_window(self._buffer.messages(), self._core, self._host)
+        async with self._guard.aoperation() as reentered:
+            if not reentered:
+                await self._async_sync()
+            return host_window(self._buffer.messages(), self._core, self._host)
 
     @property
     def summary(self) -> str | None:
@@ -283,20 +292,28 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append to the backing history, then fold what slid out (calls the summariser)."""
-        self.history.add_messages(check_messages(messages))
-        self._sync()
+        checked = check_messages(messages)
+        with self._guard.operation() as reentered:
+            self.history.add_messages(checked)
+            if not reentered:
+                self._sync()
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async twin of :meth:`add_messages`."""
-        await self.history.aadd_messages(check_messages(messages))
-        await self._async_sync()
+        checked = check_messages(messages)
+        async with self._guard.aoperation() as reentered:
+            await self.history.aadd_messages(checked)
+            if not reentered:
+                await self._async_sync()
 
     def clear(self) -> None:
         """Clear the backing history and the summary."""
-        self.history.clear()
-        self._reset()
+        with self._guard.operation():
+            self.history.clear()
+            self._reset()
 
     async def aclear(self) -> None:
         """Async twin of :meth:`clear`."""
-        await self.history.aclear()
-        self._reset()
+        async with self._guard.aoperation():
+            await self.history.aclear()
+            self._reset()
