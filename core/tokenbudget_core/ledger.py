@@ -232,19 +232,22 @@ class Ledger:
                 value=alerts,
                 fix='["log"], ["https://..."] or [a callable]',
             )
+        if not isinstance(timezone, str):
+            raise InvalidInputError("timezone", "must be an IANA time zone name", value=timezone, fix="'UTC'")
+        try:  # (before the store is opened: a bad name leaves no connection or file behind)
+            self.tz = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError) as e:  # OSError: a tzdata folder ("Europe"),
+            raise InvalidInputError(  # or a name longer than a file name can be
+                "timezone",
+                f"unknown time zone {timezone[:80]!r}" + ("..." if len(timezone) > 80 else ""),
+                value=timezone,
+                fix="use an IANA name such as 'Europe/Berlin' or 'UTC'",
+            ) from e
         self.store: LedgerStore = (
             store if store is not None and not isinstance(store, str) else open_store(store)
         )
         if policy is not None and not isinstance(policy, BudgetPolicy):
             raise InvalidInputError("policy", "must be a BudgetPolicy", value=policy)
-        if not isinstance(timezone, str):
-            raise InvalidInputError("timezone", "must be an IANA time zone name", value=timezone, fix="'UTC'")
-        try:
-            self.tz = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise InvalidInputError(
-                "timezone", f"unknown time zone {timezone!r}", fix="use an IANA name"
-            ) from e
         try:  # a clock in milliseconds or nanoseconds reads a time with no date: refused here, once
             datetime.fromtimestamp(now, self.tz)
         except (OverflowError, ValueError, OSError) as e:
