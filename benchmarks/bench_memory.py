@@ -9,7 +9,8 @@ of the mean). Four parts:
    ``ChatMemoryBuffer.get()`` and ``Memory.get()``;
 2. a 2,000-turn chat loop (append, then read the window, every turn): ``ConversationWindow``
    and our LlamaIndex adapter ``TokenBudgetChatMemory`` (put + get, on LlamaIndex's default
-   ``SimpleChatStore``) vs LlamaIndex ``Memory`` (put + get), and ``trim_messages`` /
+   ``SimpleChatStore``) vs LlamaIndex ``Memory`` (put + get), our LangChain
+   ``TokenBudgetChatMessageHistory`` (add + read, on LangChain's in-memory history), and ``trim_messages`` /
    ``ChatMemoryBuffer`` sampled at turns 100, 1,000 (and 2,000 for trim_messages);
 3. how full the windows are (sliding: share of the budget; hysteresis: between the marks);
 4. cache stability: the share of turns whose prompt prefix is unchanged, and what the loop
@@ -221,6 +222,20 @@ def part2() -> dict[str, Any]:
         "final_fill": (3 + sum(4 + len(ENC.encode(x.content or "")) for x in got)) / BUDGET,
     }
     lc = to_langchain(history)
+    from langchain_tokenbudget import TokenBudgetChatMessageHistory
+
+    lc_history = TokenBudgetChatMessageHistory(model="gpt-4o", max_tokens=BUDGET)  # in-memory backing
+    times = []
+    for m in lc:
+        start = time.perf_counter()
+        lc_history.add_messages([m])
+        got_lc = lc_history.messages
+        times.append(time.perf_counter() - start)
+    out["tokenbudget_chat_message_history"] = {  # LangChain RunnableWithMessageHistory's history
+        "first_100_us": statistics.mean(times[:100]) * 1e6,
+        "last_100_us": statistics.mean(times[-100:]) * 1e6,
+        "final_messages": len(got_lc),
+    }
     out["trim_messages_turn_us"] = {
         str(k): best_of(lambda k=k: trim(lc[:k]), repeat=2) * 1e6 for k in (100, 1_000, turns) if k <= turns
     }
@@ -237,6 +252,12 @@ def part2() -> dict[str, Any]:
         "tokenbudget_chat_memory_last_vs_first": out["tokenbudget_chat_memory"]["last_100_us"]
         / out["tokenbudget_chat_memory"]["first_100_us"],
         "trim_messages_vs_window": out["trim_messages_turn_us"][str(turns)] / last,
+        "trim_messages_vs_tokenbudget_chat_message_history": out["trim_messages_turn_us"][str(turns)]
+        / out["tokenbudget_chat_message_history"]["last_100_us"],
+        "tokenbudget_chat_message_history_last_vs_first": out["tokenbudget_chat_message_history"][
+            "last_100_us"
+        ]
+        / out["tokenbudget_chat_message_history"]["first_100_us"],
         "window_last_vs_first": last / out["window_sliding"]["first_100_us"],
     }
     out["cache_cost"] = {

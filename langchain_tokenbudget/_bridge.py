@@ -132,15 +132,18 @@ def fit_host(
     *,
     system: SystemMessage | None = None,
     tools: Sequence[Any] | None = None,
+    converted: Sequence[Message] | None = None,
 ) -> list[H]:
     """The host messages the core keeps; ``system`` (sent separately by the host) counts but is not returned.
+    ``converted``: the messages' translations already made (``to_countable_message``), if any.
 
     Raises:
         ContextOverflowError: The must-keep messages do not fit (``on_overflow="raise"``).
         InvalidMessageError: A message cannot be translated or counted.
     """
     head = [to_countable_message(system, where="system_message")] if system is not None else []
-    core = [*head, *to_core_request(messages)]  # a PDF block is estimated, never truncated
+    body = to_core_request(messages) if converted is None else converted
+    core = [*head, *body]  # a PDF block is estimated, never truncated
     fit = fit_messages(
         core,
         budget.max_tokens,

@@ -29,6 +29,7 @@ from tokenbudget_core.fitting import OnOverflow
 from tokenbudget_core.messages import Message
 from tokenbudget_core.operation_lock import OperationLock
 from tokenbudget_core.summary import SummaryBuffer, SummaryEvent
+from tokenbudget_core.transcript_fit import TranscriptFit
 
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
 from .messages import check_messages, to_countable_message
@@ -57,6 +58,12 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
     units, the newest turn). ``RunnableWithMessageHistory`` reads the window and adds the
     new input after it: leave room for that input in ``max_tokens`` (or put a
     :class:`~langchain_tokenbudget.TrimMessagesRunnable` before the model for a hard cap).
+
+    Each message of the backing history is converted and counted once, when first read; a
+    read fits only the messages the window can reach
+    (:class:`~tokenbudget_core.transcript_fit.TranscriptFit`), so its cost stays flat as the
+    conversation grows. A backing history changed under it (cleared, or refilled by another
+    worker) is read again in full. Its operations run one at a time across threads and tasks.
 
     Args:
         history: The backing history (default: a new in-memory one).
@@ -101,19 +108,43 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
         )
         self.tools = list(tools or [])
         self.history = _backing(history)
+        self._guard = OperationLock()
+        self._transcript: TranscriptFit[Message] = TranscriptFit(self.budget.counter)
+        self._host: list[BaseMessage] = []
+
+    def _window(self, stored: Sequence[BaseMessage]) -> list[BaseMessage]:
+        """Take in what the backing history gained since the last read, then fit what the
+        window can reach."""
+        if not _in_step(stored, self._host):
+            self._transcript.reset()
+            self._host = []
+        for k in range(len(self._host), len(stored)):
+            message = stored[k]
+            self._transcript.append(to_countable_message(message, where=f"messages[{k}]"))
+            self._host.append(message)
+        budget = self.budget
+        picked = self._transcript.candidates(
+            budget.max_tokens - budget.reserve_output, pin_first_user=budget.pin_first_user
+        )
+        core = self._transcript.messages
+        return fit_host(
+            [self._host[i] for i in picked], budget, tools=self.tools, converted=[core[i] for i in picked]
+        )
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        """The window that fits the budget (read from the backing history each time).
+        """The window that fits the budget (the backing history read each time).
 
         Raises:
             ContextOverflowError: The system messages and newest turn alone exceed the budget.
         """
-        return fit_host(self.history.messages, self.budget, tools=self.tools)
+        with self._guard.operation():
+            return self._window(self.history.messages)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages`."""
-        return fit_host(await self.history.aget_messages(), self.budget, tools=self.tools)
+        async with self._guard.aoperation():
+            return self._window(await self.history.aget_messages())
 
     @property
     def transcript(self) -> list[BaseMessage]:
@@ -130,11 +161,21 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
 
     def clear(self) -> None:
         """Clear the backing history."""
-        self.history.clear()
+        with self._guard.operation():
+            self.history.clear()
 
     async def aclear(self) -> None:
         """Async twin of :meth:`clear`."""
-        await self.history.aclear()
+        async with self._guard.aoperation():
+            await self.history.aclear()
+
+
+def _in_step(stored: Sequence[BaseMessage], seen: list[BaseMessage]) -> bool:
+    """Whether ``stored`` (the backing history now) is ``seen`` (what was read before), maybe
+    with messages added after it: not shorter, and the same first and last-seen message (a
+    shared backing history cleared and refilled by another worker is not)."""
+    n = len(seen)
+    return n == 0 or (len(stored) >= n and _same(stored[0], seen[0]) and _same(stored[n - 1], seen[n - 1]))
 
 
 def _same(a: BaseMessage, b: BaseMessage) -> bool:
@@ -228,12 +269,7 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
         """Messages in the backing history the buffer has not seen (all of them if the history
         was changed under it: shorter, or another first or last-seen message, as when a shared
         backing history is cleared and refilled by another worker)."""
-        seen = len(self._host)
-        if seen and (
-            len(stored) < seen
-            or not _same(stored[0], self._host[0])
-            or not _same(stored[seen - 1], self._host[-1])
-        ):
+        if not _in_step(stored, self._host):
             self._reset()
         start = len(self._host)
         return [
