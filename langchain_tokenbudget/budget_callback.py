@@ -948,7 +948,33 @@ class _BudgetHandler:
         task = asyncio.get_running_loop().create_task(
             _aattributed(call.attribution, reserve), context=contextvars.Context()
         )
-        return await task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            # cancelled after the task reserved but before this caller resumed (or while it
+            # reserves: areserve then undoes its own): the call will not be sent, hold nothing
+            if task.done():
+                self._release_unsent(task)
+            else:
+                task.add_done_callback(self._release_unsent)
+            raise
+
+    def _release_unsent(self, task: asyncio.Task[Reservation]) -> None:
+        """Release what a reserve task made for a caller cancelled meanwhile (never sent): in a
+        worker thread, off the event loop (inline when the loop has no executor any more)."""
+        if task.cancelled() or task.exception() is not None:
+            return  # nothing reserved (a cancelled areserve releases what it made itself)
+        reservation = task.result()
+        try:
+            task.get_loop().run_in_executor(None, self._release_quietly, reservation)
+        except RuntimeError:  # the loop is closed or shutting down
+            self._release_quietly(reservation)
+
+    def _release_quietly(self, reservation: Reservation) -> None:
+        try:
+            self.ledger.release(reservation)
+        except Exception:  # its lease ends it: logged, never raised
+            logger.exception("could not release %s, reserved by a cancelled call", reservation.request_id)
 
     def _held_by_another(self, run_id: UUID, prompt: object) -> bool:
         """Whether another handler of this ledger holds this very call open: a run under
