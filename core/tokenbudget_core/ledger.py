@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import logging
 import math
+import operator
 import os
 import threading
 import time
@@ -235,7 +236,7 @@ class Ledger:
         if not isinstance(timezone, str):
             raise InvalidInputError("timezone", "must be an IANA time zone name", value=timezone, fix="'UTC'")
         try:  # (before the store is opened: a bad name leaves no connection or file behind)
-            self.tz = ZoneInfo(timezone)
+            self._tz = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError, OSError) as e:  # OSError: a tzdata folder ("Europe"),
             raise InvalidInputError(  # or a name longer than a file name can be
                 "timezone",
@@ -249,7 +250,7 @@ class Ledger:
         if policy is not None and not isinstance(policy, BudgetPolicy):
             raise InvalidInputError("policy", "must be a BudgetPolicy", value=policy)
         try:  # a clock in milliseconds or nanoseconds reads a time with no date: refused here, once
-            datetime.fromtimestamp(now, self.tz)
+            datetime.fromtimestamp(now, self._tz)
         except (OverflowError, ValueError, OSError) as e:
             raise clock_out_of_range(now) from e
         if on_unavailable not in ("closed", "open"):
@@ -374,6 +375,25 @@ class Ledger:
 
     # -- time and scopes --------------------------------------------------------------------------
 
+    @property
+    def tz(self) -> ZoneInfo:
+        """The time zone that decides when a ledger day starts (``timezone=``). Assigning another
+        :class:`~zoneinfo.ZoneInfo` applies it to the next call (and to :meth:`check`).
+
+        Raises:
+            InvalidInputError: On assignment, not a :class:`~zoneinfo.ZoneInfo`.
+        """
+        return self._tz
+
+    @tz.setter
+    def tz(self, tz: ZoneInfo) -> None:
+        if not isinstance(tz, ZoneInfo):
+            raise InvalidInputError(
+                "tz", "must be a zoneinfo.ZoneInfo", value=tz, fix="ZoneInfo('Europe/Berlin')"
+            )
+        self._tz = tz
+        self._day_cache = (-(2**62), "")  # the day of a second in the old zone
+
     def _now_ms(self) -> int:
         """The clock's reading in epoch milliseconds (a reading with no date: a named error)."""
         now = self.clock()
@@ -446,7 +466,7 @@ class Ledger:
             cached = self._day_cache
             if cached[0] == second:
                 return cached[1]
-            day = datetime.fromtimestamp(at, self.tz).date().isoformat()
+            day = datetime.fromtimestamp(at, self._tz).date().isoformat()
         except (OverflowError, ValueError, OSError, TypeError) as e:
             raise clock_out_of_range(at) from e
         self._day_cache = (second, day)
@@ -2216,24 +2236,23 @@ class Ledger:
             UnpricedModelError: The model has no price and a dollar budget applies.
             InvalidInputError: A bad argument, named.
         """
-        # the checker answers with the ledger's current policy, registry, prices and fail mode: one
-        # built from other ones (reassigned since, or by a swap racing its build) is built again
-        key = (self._caches, self.registry, self.prices, self.on_unavailable)
+        # the checker answers with the ledger's current policy, registry, prices, fail mode, clock,
+        # time zone, lease and store: one built from other ones (reassigned since, as a demo pins
+        # ``ledger.clock``, or by a swap racing its build) is built again
+        key = (
+            self._caches, self.registry, self.prices, self.on_unavailable, self.clock, self.tz,
+            self.lease_ms, self.store,
+        )  # fmt: skip
         cached = self._checker
-        if (
-            cached is not None
-            and cached[0][0] is key[0]
-            and cached[0][1] is key[1]
-            and cached[0][2] is key[2]
-            and cached[0][3] == key[3]
-        ):
+        if cached is not None and all(map(operator.is_, cached[0], key)):
             checker = cached[1]
         else:
             from .ledger_check import checking_ledger  # it builds a Ledger: imported when first used
 
             checker = checking_ledger(
-                self, policy=key[0][0], registry=key[1], prices=key[2], on_unavailable=key[3]
-            )
+                self, policy=key[0][0], registry=key[1], prices=key[2], on_unavailable=key[3],
+                clock=key[4], tz=key[5], lease_ms=key[6], store=key[7],
+            )  # fmt: skip
             self._checker = (key, checker)
         r = checker.reserve(
             model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,

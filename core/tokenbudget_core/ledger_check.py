@@ -12,7 +12,7 @@ nothing. The rules stay the ledger's own: only the store's write is left out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .stores.base import (
@@ -26,6 +26,8 @@ from .stores.base import (
 )
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from .budgets import BudgetPolicy
     from .ledger import Ledger, OnUnavailable
     from .price_overrides import PriceTable
@@ -98,10 +100,16 @@ def checking_ledger(
     registry: ModelRegistry,
     prices: PriceTable | None,
     on_unavailable: OnUnavailable,
+    clock: Callable[[], float] | None = None,
+    tz: ZoneInfo | None = None,
+    lease_ms: int | None = None,
+    store: LedgerStore | None = None,
 ) -> Ledger:
     """A ledger like ``ledger`` (zone, clock, lease, spool) with the given ``policy``,
     ``registry``, ``prices`` and fail mode, whose ``reserve`` answers from the totals of
-    ``ledger``'s store and holds nothing.
+    ``ledger``'s store and holds nothing. ``clock``, ``tz``, ``lease_ms`` and ``store`` (each
+    default: ``ledger``'s now) are the ones :meth:`Ledger.check <tokenbudget_core.ledger.Ledger.check>`
+    read when it decided to build this checker: it builds another when any is reassigned.
 
     It fires no alerts (a check spends nothing), and leaves the spool's replay and the release of
     orphaned reservations to ``ledger`` (whose sinks get a replayed commit's alerts): a check that
@@ -117,15 +125,15 @@ def checking_ledger(
             return None
 
     checker = _CheckingLedger(
-        ReadOnlyReserveStore(ledger.store),
+        ReadOnlyReserveStore(ledger.store if store is None else store),
         policy=policy,
-        timezone=ledger.tz.key,
-        lease_seconds=ledger.lease_ms / 1000,
+        timezone=(ledger.tz if tz is None else tz).key,
+        lease_seconds=(ledger.lease_ms if lease_ms is None else lease_ms) / 1000,
         spool_path=ledger.spool.path,
         alerts=[],
         registry=registry,
         prices=prices,
-        clock=ledger.clock,
+        clock=ledger.clock if clock is None else clock,
     )
     checker.on_unavailable = on_unavailable  # set after: a checker never writes the spool it names
     return checker
