@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import json
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -453,6 +453,22 @@ class BudgetMemory(BaseMemory):
         finally:
             state.partial = before
         return transcript
+
+    @property
+    def tokenizer_fn(self) -> Callable[[str], Sequence[int]]:
+        """How LlamaIndex chat engines measure what they send before the memory's messages:
+        ``len(memory.tokenizer_fn(text))`` of their prefix messages' text (a ``system_prompt``),
+        passed to :meth:`get` as ``initial_token_count`` and reserved there. The text is counted
+        as one system message, its framing included. When the memory has ``prefix_messages``,
+        they are taken to be what the engine sends and are reserved already: the engine's count
+        is then 0, not a second reservation of the same tokens."""
+        return self._prefix_tokens
+
+    def _prefix_tokens(self, text: str) -> Sequence[int]:
+        if self.prefix_messages or not isinstance(text, str) or not text.strip():
+            return range(0)
+        message = to_message({"role": "system", "content": text}, where="prefix text")
+        return range(int(self._counter.count_message(message)))
 
     def _prefix(self) -> list[Message]:
         return [

@@ -43,9 +43,11 @@ in it: the next operation takes them in, in the store's order.
 ``from_json`` rebuild a ``SimpleChatStore`` from it, but a store with a connection
 (``RedisChatStore``) or a summariser ``llm`` is passed again: ``from_dict(data,
 chat_store=RedisChatStore(...), llm=...)`` (else an ``InvalidInputError`` names it).
-Hosts that send messages of their own before the memory's (a chat engine's
-``prefix_messages``, an agent's ``system_prompt``) should list them in ``prefix_messages`` so
-that their tokens are reserved; an agent's in-progress tool calls (its scratchpad) are not in
+Hosts that send messages of their own before the memory's have their tokens reserved: a chat
+engine that measures them with the memory's ``tokenizer_fn`` (LlamaIndex's ``SimpleChatEngine``
+and its ``system_prompt``) passes their count to ``get()``; other hosts (an agent's
+``system_prompt``) should list them in ``prefix_messages``. An agent's in-progress tool calls
+(its scratchpad) are not in
 the memory until the run ends: leave room for them in ``reserve_output``.
 """
 
