@@ -2,7 +2,8 @@
 
 System and developer messages become the top-level ``system`` string; assistant tool
 calls become ``tool_use`` blocks; tool results become ``tool_result`` blocks in a
-user turn; consecutive turns of the same role are merged (Anthropic requires
+user turn (their content a string when it is text alone, else text and ``image`` blocks, so a
+screenshot tool's images are counted); consecutive turns of the same role are merged (Anthropic requires
 alternation); images become base64 or URL ``image`` blocks.
 
 A ``tool_use`` block's ``input`` must be a JSON object. A call whose arguments are not one (the
@@ -154,7 +155,10 @@ def build_anthropic_request(
                 "type": "tool_result",
                 "tool_use_id": _call_id(m.tool_call_id or m.name or ""),
             }
-            if m.text:
+            content = _content_blocks(m, i, guessed)
+            if any(block["type"] != "text" for block in content):
+                result["content"] = content  # images too: sent as blocks, as langchain-anthropic does
+            elif m.text:
                 result["content"] = m.text
             blocks = [result]
         else:
