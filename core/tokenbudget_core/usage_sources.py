@@ -117,9 +117,9 @@ def _make(where: str, **figures: Any) -> Usage:
     try:
         return Usage(**figures)
     except InvalidInputError as e:
-        raise InvalidInputError(
-            where, f"inconsistent figures: {e.field.removeprefix('usage.')} {e.problem}", value=figures
-        ) from e
+        name = e.field.removeprefix("usage.")
+        problem = e.problem if e.problem.startswith(name) else f"{name} {e.problem}"  # named once
+        raise InvalidInputError(where, f"inconsistent figures: {problem}", value=figures, fix=e.fix) from e
 
 
 def openai_chat_usage(data: dict[str, Any], where: str) -> Usage:
