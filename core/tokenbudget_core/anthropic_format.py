@@ -94,11 +94,28 @@ def _content_blocks(m: Message, i: int, guessed: list[str]) -> list[dict[str, An
     return blocks
 
 
+def _is_builtin_tool(tool: Mapping[str, Any]) -> bool:
+    """An Anthropic-typed tool (``computer_20250124``, ``code_execution_...``, ``web_fetch_...``,
+    ``mcp_toolset``...): any ``type`` but ``function`` and ``custom``, sent as the host sends it."""
+    kind = tool.get("type")
+    return isinstance(kind, str) and kind not in ("", "function", "custom")
+
+
 def to_anthropic_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI-style function tools to Anthropic tools; Anthropic-style tools pass through."""
+    """OpenAI-style function tools to Anthropic tools; Anthropic-style tools pass through.
+
+    A tool with an ``input_schema``, or with a ``type`` other than ``function`` and ``custom`` (an
+    Anthropic built-in tool: computer use, bash, text editor, code execution, web search and fetch,
+    memory, MCP toolsets, tool search...), goes as it is, its type and options kept, as
+    langchain-anthropic's ``bind_tools`` sends it: the API counts such a tool's own definition and
+    system-prompt tokens from its type.
+
+    Raises:
+        InvalidInputError: A function tool has no name.
+    """
     out: list[dict[str, Any]] = []
     for i, tool in enumerate(tools):
-        if "input_schema" in tool or tool.get("type", "").startswith(("web_search", "bash", "text_editor")):
+        if "input_schema" in tool or _is_builtin_tool(tool):
             out.append(dict(tool))
             continue
         fn = tool.get("function") if tool.get("type") == "function" else tool
