@@ -63,6 +63,7 @@ from .errors import (
     UnknownModelError,
     UnpricedModelError,
     own_copy,
+    refuse_unknown,
 )
 from .ledger_records import (
     BudgetCheck,
@@ -186,7 +187,7 @@ class Ledger:
             (milliseconds, nanoseconds) is refused.
 
     Raises:
-        InvalidInputError: A bad argument, named.
+        InvalidInputError: A bad argument, named (a misspelt keyword with the closest one).
     """
 
     def __init__(
@@ -202,7 +203,10 @@ class Ledger:
         registry: ModelRegistry | None = None,
         prices: PriceTable | None = None,
         clock: Callable[[], float] = time.time,
+        **unknown: object,
     ) -> None:
+        if unknown:  # a misspelt keyword named, with the closest one (not a bare TypeError)
+            refuse_unknown("Ledger", unknown, _LEDGER_ARGS, kind="argument")
         if store is not None and not isinstance(store, str) and not isinstance(store, LedgerStore):
             raise InvalidInputError(
                 "store",
@@ -1554,6 +1558,7 @@ class Ledger:
         premium_model: str | None = None,
         at: float | datetime | None = None,
         unknown_model: Literal["error", "unpriced"] = "error",
+        **unknown: object,
     ) -> Charge:
         """Charge usage that was never reserved (after-the-fact accounting; idempotent per request id).
 
@@ -1587,9 +1592,12 @@ class Ledger:
 
         Raises:
             InvalidInputError: A bad argument, named (``at`` in the future, a naive datetime,
-                ``usage.requests=0`` with tokens, ``saved_usd`` without ``cache_hit``...).
+                ``usage.requests=0`` with tokens, ``saved_usd`` without ``cache_hit``, a misspelt
+                keyword with the closest one...).
             UnknownModelError: ``model`` is unknown to the registry (and ``unknown_model="error"``).
         """
+        if unknown:
+            refuse_unknown("Ledger.record", unknown, _RECORD_ARGS, kind="argument")
         _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
         unpriced = _unknown_model_option(unknown_model)
         ctx = current_attribution()
@@ -2164,7 +2172,7 @@ class Ledger:
             self._orphan(reservation.day, reservation.request_id, forget=forget)
             return False
 
-    def state(self, *, feature: str | None = None, user: str | None = None) -> BudgetState:
+    def state(self, *, feature: str | None = None, user: str | None = None, **unknown: object) -> BudgetState:
         """Used shares, headroom and the ladder step of a payer's budgets today.
 
         With the store unreachable, a ledger that fails open answers an empty state flagged
@@ -2172,9 +2180,12 @@ class Ledger:
         closed raises.
 
         Raises:
-            InvalidInputError: ``feature`` or ``user`` is not a string id.
+            InvalidInputError: ``feature`` or ``user`` is not a string id, or a keyword is
+                misspelt (named, with the closest one).
             BudgetUnavailableError: The store is down and the ledger fails closed.
         """
+        if unknown:
+            refuse_unknown("Ledger.state", unknown, ("feature", "user"), kind="argument")
         _check_ids(feature=feature, user=user)
         ctx = current_attribution()
         feature, user = ctx.feature or feature, ctx.user or user
@@ -2218,24 +2229,35 @@ class Ledger:
         feature: str | None = None,
         user: str | None = None,
         conversation: str | None = None,
+        request_id: str | None = None,
         choices: int = 1,
         cache_writes: Literal["5m", "1h"] | None = None,
+        **unknown: object,
     ) -> BudgetCheck:
         """Would this call fit every budget now? :meth:`reserve`'s answer, holding nothing.
 
-        The same rules as :meth:`reserve` (per-call limits, the worst case priced the same way,
-        the ladder's step with the call counted in, soft refusals), answered from the store's
-        current totals: nothing is reserved, not even for a moment, so checks never refuse real
-        reservations, and a call that was checked must still be reserved before it goes out
-        (another call may take the room in between). For an app that decides what to send (a
-        smaller context, a cheaper tier) before it builds the request.
+        The same arguments and rules as :meth:`reserve` (per-call limits, the worst case priced
+        the same way, the ladder's step with the call counted in, soft refusals), answered from
+        the store's current totals: nothing is reserved, not even for a moment, so checks never
+        refuse real reservations, and a call that was checked must still be reserved before it
+        goes out (another call may take the room in between). For an app that decides what to
+        send (a smaller context, a cheaper tier) before it builds the request.
+
+        ``request_id`` is validated as :meth:`reserve` validates it and otherwise unused: a check
+        holds nothing under it. So a check under an id whose reservation is still live answers for
+        the call next to that hold (where a retried reserve would get its reservation back), and
+        one under an id already settled is not refused (where a reserve would be).
 
         Raises:
             BudgetExceededError: :meth:`reserve` would refuse the call now.
             BudgetUnavailableError: The store is down and the ledger fails closed.
             UnpricedModelError: The model has no price and a dollar budget applies.
-            InvalidInputError: A bad argument, named.
+            InvalidInputError: A bad argument, named (a misspelt keyword with the closest one).
         """
+        if unknown:
+            refuse_unknown("Ledger.check", unknown, _CHECK_ARGS, kind="argument")
+        if request_id is not None:
+            _check_ids(request_id=request_id)
         # the checker answers with the ledger's current policy, registry, prices, fail mode, clock,
         # time zone, lease and store: one built from other ones (reassigned since, as a demo pins
         # ``ledger.clock``, or by a swap racing its build) is built again
@@ -2362,6 +2384,7 @@ class Ledger:
         premium_model: str | None = None,
         at: float | datetime | None = None,
         unknown_model: Literal["error", "unpriced"] = "error",
+        **unknown: object,
     ) -> Charge:
         """Async twin of :meth:`record`."""
         return await self._async(
@@ -2377,6 +2400,7 @@ class Ledger:
                 premium_model=premium_model,
                 at=at,
                 unknown_model=unknown_model,
+                **unknown,
             )
         )
 
@@ -2389,21 +2413,25 @@ class Ledger:
         feature: str | None = None,
         user: str | None = None,
         conversation: str | None = None,
+        request_id: str | None = None,
         choices: int = 1,
         cache_writes: Literal["5m", "1h"] | None = None,
+        **unknown: object,
     ) -> BudgetCheck:
         """Async twin of :meth:`check` (the store read runs in a worker thread)."""
         return await self._async(
             functools.partial(
                 self.check, model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
-                feature=feature, user=user, conversation=conversation, choices=choices,
-                cache_writes=cache_writes,
+                feature=feature, user=user, conversation=conversation, request_id=request_id,
+                choices=choices, cache_writes=cache_writes, **unknown,
             )
         )  # fmt: skip
 
-    async def astate(self, *, feature: str | None = None, user: str | None = None) -> BudgetState:
+    async def astate(
+        self, *, feature: str | None = None, user: str | None = None, **unknown: object
+    ) -> BudgetState:
         """Async twin of :meth:`state` (the store read runs in a worker thread)."""
-        return await self._async(functools.partial(self.state, feature=feature, user=user))
+        return await self._async(functools.partial(self.state, feature=feature, user=user, **unknown))
 
     async def arelease(self, reservation: Reservation) -> bool:
         """Async twin of :meth:`release`."""
@@ -2441,6 +2469,19 @@ _RESERVE_ARGS = _REQUIRED_ARGS | {
     "max_output_tokens", "feature", "user", "conversation", "request_id", "choices", "cache_writes"
 }  # fmt: skip
 _OPTIONAL_ARGS = ", ".join(sorted(_RESERVE_ARGS - _REQUIRED_ARGS))
+# the keywords of Ledger.check, Ledger.__init__, record and state, in their order (for refuse_unknown)
+_CHECK_ARGS = (
+    "model", "input_tokens", "max_output_tokens", "feature", "user", "conversation", "request_id",
+    "choices", "cache_writes",
+)  # fmt: skip
+_LEDGER_ARGS = (
+    "store", "policy", "timezone", "lease_seconds", "on_unavailable", "spool_path", "alerts",
+    "registry", "prices", "clock",
+)  # fmt: skip
+_RECORD_ARGS = (
+    "usage", "model", "feature", "user", "conversation", "request_id", "cache_hit", "saved_usd",
+    "premium_model", "at", "unknown_model",
+)  # fmt: skip
 
 
 class _Handoff:
