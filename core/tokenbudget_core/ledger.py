@@ -1587,8 +1587,13 @@ class Ledger:
             unknown_model: What to do when the registry does not know ``model``: ``"error"``
                 (the default) raises; ``"unpriced"`` records the tokens and attribution with no
                 cost, counted in reports' ``unpriced_requests`` (never as $0), for callers that
-                must not lose usage they cannot refuse (an after-the-fact event handler). Register
-                the model (``ledger.registry.register``) to price its later calls.
+                must not lose usage they cannot refuse (an after-the-fact event handler). To price
+                its later calls, give the model a price: ``register_price("name",
+                PriceOverride(input_mtok=..., output_mtok=...))`` (``table=ledger.prices`` for a
+                ledger built with its own ``prices``), or a ``[prices."name"]`` table in the file
+                ``$TOKENBUDGET_PRICES`` names (or one :func:`~tokenbudget_core.pricing.load_prices`
+                reads). Registering it (``ledger.registry.register``) only makes it known: its
+                calls are then recorded without ``unknown_model``, still unpriced.
 
         Raises:
             InvalidInputError: A bad argument, named (``at`` in the future, a naive datetime,
