@@ -10,7 +10,8 @@ of the mean). Four parts:
 2. a 2,000-turn chat loop (append, then read the window, every turn): ``ConversationWindow``
    and our LlamaIndex adapter ``TokenBudgetChatMemory`` (put + get, on LlamaIndex's default
    ``SimpleChatStore``) vs LlamaIndex ``Memory`` (put + get), our LangChain
-   ``TokenBudgetChatMessageHistory`` (add + read, on LangChain's in-memory history), and ``trim_messages`` /
+   ``TokenBudgetChatMessageHistory`` and ``SummaryChatMessageHistory`` (add + read, on
+   LangChain's in-memory history; a fake summariser), and ``trim_messages`` /
    ``ChatMemoryBuffer`` sampled at turns 100, 1,000 (and 2,000 for trim_messages);
 3. how full the windows are (sliding: share of the budget; hysteresis: between the marks);
 4. cache stability: the share of turns whose prompt prefix is unchanged, and what the loop
@@ -236,6 +237,25 @@ def part2() -> dict[str, Any]:
         "last_100_us": statistics.mean(times[-100:]) * 1e6,
         "final_messages": len(got_lc),
     }
+    import itertools
+
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from langchain_tokenbudget import SummaryChatMessageHistory
+
+    writer = GenericFakeChatModel(messages=itertools.repeat(AIMessage("The user asked about the weather.")))
+    summary_history = SummaryChatMessageHistory(summariser=writer, model="gpt-4o", max_tokens=BUDGET)
+    times = []
+    for m in lc:
+        start = time.perf_counter()
+        summary_history.add_messages([m])  # folds what slid out (a fake summariser: no network)
+        _ = summary_history.messages
+        times.append(time.perf_counter() - start)
+    out["summary_chat_message_history"] = {
+        "first_100_us": statistics.mean(times[:100]) * 1e6,
+        "last_100_us": statistics.mean(times[-100:]) * 1e6,
+    }
     out["trim_messages_turn_us"] = {
         str(k): best_of(lambda k=k: trim(lc[:k]), repeat=2) * 1e6 for k in (100, 1_000, turns) if k <= turns
     }
@@ -258,6 +278,8 @@ def part2() -> dict[str, Any]:
             "last_100_us"
         ]
         / out["tokenbudget_chat_message_history"]["first_100_us"],
+        "summary_chat_message_history_last_vs_first": out["summary_chat_message_history"]["last_100_us"]
+        / out["summary_chat_message_history"]["first_100_us"],
         "window_last_vs_first": last / out["window_sliding"]["first_100_us"],
     }
     out["cache_cost"] = {

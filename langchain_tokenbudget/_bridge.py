@@ -176,13 +176,20 @@ def _cut(content: str | list[Any], text: str) -> str | list[Any]:
 
 
 def host_window(
-    window: Sequence[MessageLike], core: Sequence[Message], host: Sequence[H]
+    window: Sequence[MessageLike],
+    core: Sequence[Message],
+    host: Sequence[H],
+    *,
+    index: Mapping[int, int] | None = None,
 ) -> list[H | SystemMessage]:
     """Map a core window back to host messages; a message the core made (the summary) becomes a SystemMessage.
 
     ``core[i]`` must be the translation of ``host[i]`` (the window holds those very objects).
+    ``index``: ``id(core[i]) -> i`` kept up to date by the caller (else built here, a pass over
+    every message).
     """
-    index = {id(m): i for i, m in enumerate(core)}
+    if index is None:
+        index = {id(m): i for i, m in enumerate(core)}
     out: list[H | SystemMessage] = []
     for m in window:
         i = index.get(id(m))

@@ -264,6 +264,7 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
         self._summariser.max_tokens = self._buffer.summary_tokens
         self._host: list[BaseMessage] = []
         self._core: list[Message] = []
+        self._index: dict[int, int] = {}  # id(self._core[i]) -> i, for host_window
 
     def _pending(self, stored: Sequence[BaseMessage]) -> list[tuple[BaseMessage, Message]]:
         """Messages in the backing history the buffer has not seen (all of them if the history
@@ -277,6 +278,7 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
         ]
 
     def _seen(self, host: BaseMessage, core: Message) -> None:
+        self._index[id(core)] = len(self._core)
         self._host.append(host)
         self._core.append(core)
 
@@ -302,14 +304,14 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
         with self._guard.operation() as reentered:
             if not reentered:
                 self._sync()
-            return host_window(self._buffer.messages(), self._core, self._host)
+            return host_window(self._buffer.messages(), self._core, self._host, index=self._index)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages` (awaits the summariser)."""
         async with self._guard.aoperation() as reentered:
             if not reentered:
                 await self._async_sync()
-            return host_window(self._buffer.messages(), self._core, self._host)
+            return host_window(self._buffer.messages(), self._core, self._host, index=self._index)
 
     @property
     def summary(self) -> str | None:
