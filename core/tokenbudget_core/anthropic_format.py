@@ -3,8 +3,11 @@
 System and developer messages become the top-level ``system`` string; assistant tool
 calls become ``tool_use`` blocks; tool results become ``tool_result`` blocks in a
 user turn (their content a string when it is text alone, else text and ``image`` blocks, so a
-screenshot tool's images are counted); consecutive turns of the same role are merged (Anthropic requires
-alternation); images become base64 or URL ``image`` blocks.
+screenshot tool's images are counted); images become base64 or URL ``image`` blocks. A turn left
+with no content (an empty assistant reply, a message of empty text) is dropped unless it is the
+last one: the API refuses empty content anywhere but in a final assistant turn (a prefill), and
+langchain-anthropic drops such an assistant turn from the real request. Consecutive turns of the
+same role are then merged, as the API combines them.
 
 A ``tool_use`` block's ``input`` must be a JSON object. A call whose arguments are not one (the
 malformed JSON of a call cut off by ``max_tokens``, which LangChain keeps in ``invalid_tool_calls``
@@ -161,7 +164,7 @@ def build_anthropic_request(
     """
     guessed: list[str] = []
     system: list[str] = []
-    turns: list[dict[str, Any]] = []
+    converted: list[tuple[str, list[dict[str, Any]]]] = []
     for i, m in enumerate(to_messages(messages)):
         if m.role in ("system", "developer"):
             system.append(m.text)
@@ -181,8 +184,13 @@ def build_anthropic_request(
         else:
             role = m.role
             blocks = _content_blocks(m, i, guessed)
+        converted.append((role, blocks))
+    turns: list[dict[str, Any]] = []
+    for k, (role, blocks) in enumerate(converted):
+        if not blocks and k < len(converted) - 1:
+            continue  # refused by the API but in a final assistant turn; langchain-anthropic drops it
         if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
+            turns[-1]["content"].extend(blocks)  # the API combines consecutive same-role turns too
         else:
             turns.append({"role": role, "content": blocks})
     request: dict[str, Any] = {"messages": turns}
