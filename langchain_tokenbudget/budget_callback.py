@@ -112,7 +112,9 @@ the handler watches the asyncio task each call started in. When that task ends w
 still open, the call is taken for gone once no chunk came for 30 s (or when the event loop shuts
 down, or the process exits, first): its reservation is released, or, when it had streamed
 output (the ``generate()`` path: the provider produced it), the flagged estimate of it is
-charged. A cancelled task's call is released at once. Meanwhile a call another task drives on
+charged. A cancelled task's call that streamed nothing is released at once; one that streamed
+output keeps its worst case held until that estimate (or its real end) is charged, so other
+calls cannot spend the room it is about to be charged for. Meanwhile a call another task drives on
 (LangChain's v3 stream producer, a first chunk read under ``wait_for``) keeps streaming and is
 charged at its real end, as usual (a commit after a release applies); one silent for more than
 30 s and then resumed is charged the estimate. A call started in a task that goes on
@@ -1497,10 +1499,11 @@ class _BudgetHandler:
     def _task_ended(self, run_id: UUID, run: _Run, task: asyncio.Task[Any]) -> None:
         """The task ``run`` started in is done (in the event loop) with the run still open: an
         orphan, unless another task drives the call on (LangChain's v3 stream producer, a first
-        chunk read under ``wait_for``). Cancelled, its reservation is released at once (a real
-        end still charges the call: a commit after a release applies). Either way, once no chunk
-        came for :data:`_ORPHAN_GRACE_S` (or the loop shuts down, or the process exits first),
-        the run is released, or charged the flagged estimate of what it streamed."""
+        chunk read under ``wait_for``). Cancelled before any output, its reservation is released
+        at once (a real end still charges the call: a commit after a release applies); one that
+        streamed output keeps its hold. Either way, once no chunk came for
+        :data:`_ORPHAN_GRACE_S` (or the loop shuts down, or the process exits first), the run is
+        released, or charged the flagged estimate of what it streamed (which ends its hold)."""
         with self._lock:
             if not self._is_open(run_id, run):
                 return
@@ -1510,9 +1513,11 @@ class _BudgetHandler:
         if task.cancelled():
             if run.claim is not None:
                 run.claim.close()  # its lookup's store never comes: nothing else may use it
-            self.ledger.release(run.reservation)
-            if not run.streamed and not run.evented:  # nothing to estimate: closed
+            if not run.streamed and not run.evented:  # nothing produced, nothing to estimate: closed
+                self.ledger.release(run.reservation)
                 run.settled = True
+            # else it produced output (billed): held until its estimate or its real end is
+            # committed, so that no other call spends the room it is about to be charged
         try:
             watcher = task.get_loop().create_task(self._orphan_watch(run_id, run))
         except RuntimeError:  # its loop is closed: no chunk can come
