@@ -4,6 +4,7 @@ real three-node Redis Cluster (see ``tests/redis_cluster.py``)."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,3 +120,14 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """No API key, store, prices or models from the environment, fresh registry and price table,
     a private spool (see ``tests/cli_support.py``)."""
     isolate(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Threads switched as often as the interpreter allows, so that races show up."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)

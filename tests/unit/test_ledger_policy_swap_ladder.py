@@ -6,9 +6,7 @@ soft-refused), never granted and held at ``soft_refusal``."""
 from __future__ import annotations
 
 import collections
-import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,17 +20,6 @@ pytestmark = pytest.mark.usefixtures("isolated")
 
 class _GeneralStore(MemoryStore):
     """The memory store seen as any store: no lane."""
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Threads switched as often as the interpreter allows: the swap lands between statements."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 @pytest.mark.usefixtures("fast_switching")

@@ -15,9 +15,8 @@ write takes its time: a caller of another thread must wait for that operation, n
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage
@@ -27,16 +26,6 @@ from llamaindex_tokenbudget import TokenBudgetChatMemory
 
 N = 100
 ROUNDS = 3
-
-
-@pytest.fixture
-def busy_switching() -> Iterator[None]:
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 def sync_worker(memory: TokenBudgetChatMemory, name: str) -> Callable[[], None]:
@@ -125,7 +114,7 @@ def test_a_caller_waits_for_another_threads_operation_in_flight(first: str, seco
 
 @pytest.mark.parametrize("kinds", [("sync", "async"), ("sync", "sync", "async", "async")])
 def test_sync_and_async_callers_on_one_memory_lose_nothing(
-    busy_switching: None, kinds: tuple[str, ...]
+    fast_switching: None, kinds: tuple[str, ...]
 ) -> None:
     for _ in range(ROUNDS):
         store = SimpleChatStore()

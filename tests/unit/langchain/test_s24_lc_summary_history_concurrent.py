@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
@@ -39,17 +36,7 @@ def history(max_tokens: int) -> SummaryChatMessageHistory:
     return SummaryChatMessageHistory(summariser=writer, model="gpt-4o", max_tokens=max_tokens)
 
 
-@pytest.fixture
-def busy_switching() -> Iterator[None]:
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
-
-
-def test_threads_sharing_one_history(busy_switching: None) -> None:
+def test_threads_sharing_one_history(fast_switching: None) -> None:
     for _ in range(8):
         shared = history(max_tokens=1_000_000)  # nothing folded: every message stays in the window
         errors: list[Exception] = []
