@@ -146,6 +146,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import inspect
 import itertools
 import json
 import logging
@@ -169,6 +170,7 @@ from tokenbudget_core.errors import (
     BudgetUnavailableError,
     InvalidInputError,
     TokenBudgetError,
+    refuse_unknown,
 )
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
@@ -698,6 +700,12 @@ def _payer_in_force(reservation: Reservation, attribution: Attribution | None) -
     )
 
 
+def option_names(init: Callable[..., None]) -> list[str]:
+    """The options a constructor takes by name (those an unknown keyword is compared with)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [n for n, p in inspect.signature(init).parameters.items() if p.kind in kinds and n != "self"]
+
+
 def _fields(a: Attribution) -> Payer:
     return a.feature, a.user, a.conversation
 
@@ -741,7 +749,10 @@ class _BudgetHandler:
         user: str | None = None,
         max_output_tokens: int | None = None,
         counter: SupportsTokenCount | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:  # a misspelt option (usr=...): named, with the closest one
+            refuse_unknown(type(self).__name__, unknown, option_names(_BudgetHandler.__init__))
         check_budget_options(
             ledger, model=model, feature=feature, user=user, counts={"max_output_tokens": max_output_tokens}
         )
@@ -1886,8 +1897,9 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
             (default: ``TokenCounter.for_model`` of the model charged).
 
     Raises:
-        InvalidInputError: A bad option, named; at a run's start, a payer id in its metadata of
-            a type that is not an id (``metadata.<key>``): the call is not sent.
+        InvalidInputError: A bad option, named (a misspelt one, such as ``usr=``, with the closest
+            option); at a run's start, a payer id in its metadata of a type that is not an id
+            (``metadata.<key>``): the call is not sent.
 
     Example:
         >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel

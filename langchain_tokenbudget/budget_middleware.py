@@ -82,6 +82,7 @@ from tokenbudget_core.errors import (
     InvalidInputError,
     TokenBudgetError,
     UnpricedModelError,
+    refuse_unknown,
 )
 from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_options
 from tokenbudget_core.messages import Message
@@ -101,6 +102,7 @@ from .budget_callback import (
     first,
     is_function_tool,
     middleware_call,
+    option_names,
     payer_from,
     reply_text,
     reported,
@@ -354,7 +356,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         counter: Token counter (default: ``TokenCounter.for_model``).
 
     Raises:
-        InvalidInputError: A bad option, named.
+        InvalidInputError: A bad option, named (a misspelt one, such as ``max_usd=``, with the
+            closest option).
 
     Example:
         >>> from langchain.agents import create_agent
@@ -384,7 +387,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         on_exceeded: OnExceeded = "raise",
         refusal_message: Refusal | None = None,
         counter: SupportsTokenCount | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:  # a misspelt option (max_usd=...): named, with the closest one
+            refuse_unknown("BudgetMiddleware", unknown, option_names(BudgetMiddleware.__init__))
         super().__init__()
         counts = {"max_output_tokens": max_output_tokens}
         check_budget_options(ledger, model=model, feature=feature, user=user, counts=counts)

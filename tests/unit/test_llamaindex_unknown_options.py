@@ -34,6 +34,7 @@ MODELS = {"small": "gpt-4o-mini"}
         (lambda: CostEventHandler(ledger=LEDGER, feture="docs"), "feture", "feature"),
         (lambda: CostEventHandler.model_validate({"ledger": LEDGER, "usr": "ada"}), "usr", "user"),
         (lambda: RoutedLLM(TIERS, models=MODELS, ledgr=LEDGER), "ledgr", "ledger"),
+        (lambda: BudgetCallbackHandler(LEDGER, usr="ada"), "usr", "user"),
     ],
 )
 def test_an_unknown_option_is_refused_by_name(make: Callable[[], Any], option: str, meant: str) -> None:
@@ -63,7 +64,6 @@ def test_known_options_still_charge_the_user_and_feature() -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: BudgetCallbackHandler(LEDGER, usr="ada"),
         lambda: CachedLLM(llm=MockLLM(), model="gpt-4o-mini", cahce=None),
     ],
 )
