@@ -197,7 +197,11 @@ class CostEventHandler(BaseEventHandler):
     cannot be priced, and this handler cannot refuse it: it is recorded without a cost (its
     tokens, counted in reports' ``unpriced_requests``, never as $0; an estimate counts with
     :func:`~tokenbudget_core.estimating.unknown_model_counter`), and an ERROR is logged once per
-    model. Register the model (``ledger.registry.register(...)``) to price its later calls.
+    model. To price its later calls, register the model (``ledger.registry.register(name,
+    provider=...)``, which makes it known, not priced) and give it a price:
+    :func:`~tokenbudget_core.price_overrides.register_price` with a
+    :class:`~tokenbudget_core.price_overrides.PriceOverride`, or a ``[prices."name"]`` table in
+    ``$TOKENBUDGET_PRICES`` (or register it with ``canonical=`` a priced model it is billed as).
 
     Example:
         >>> from llama_index.core.instrumentation import get_dispatcher
@@ -397,8 +401,13 @@ class CostEventHandler(BaseEventHandler):
             if first_time:
                 logger.error(
                     "tokenbudget: model %r is not in the ledger's registry: its calls are recorded "
-                    "without a cost (tokens only, reported as unpriced). Register it "
-                    "(ledger.registry.register(%r, provider=...)) or pass model= to the handler.",
+                    "without a cost (tokens only, reported as unpriced). To price them, register it "
+                    "(ledger.registry.register(%r, provider=...): that makes it known, not priced) "
+                    "and give it a price: register_price(%r, PriceOverride(input_mtok=..., "
+                    "output_mtok=...)), or a [prices.%r] table in $TOKENBUDGET_PRICES (or register "
+                    "it with canonical= a priced model it is billed as); or pass model= to the handler.",
+                    model,
+                    model,
                     model,
                     model,
                 )
