@@ -10,6 +10,12 @@ calls are being refused. A budget that refuses a call sends an alert of its own 
 Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any callable taking an
 :class:`Alert`, or a webhook URL (``http(s)://...``) that receives the alert as JSON.
 
+An alert fires once per store (marked in the store, whichever process or ``Ledger`` object
+commits), and is sent by the sinks of the ledger whose commit crossed the threshold. Sinks are
+per ledger: every ledger of one store (an app's, a batch job's, the one ``tokenbudget serve``
+builds: its ``--alert``, ``create_app(alerts=)``) should carry the same sinks, or an alert
+another ledger crosses goes only to that ledger's sinks (by default, its log).
+
 An alert is marked sent in the ledger's store before its sinks run (that is what makes it fire
 once across processes), so it is offered to the sinks once. A callable sink is called once, in
 the thread of the call that crossed the threshold: it handles its own retries (a Slack or pager

@@ -41,6 +41,7 @@ from .errors import (
     TokenBudgetError,
     TokenCountError,
     UnpricedModelError,
+    environment_value,
 )
 from .money import jsonable
 from .pricing import format_usd, price_of
@@ -1241,6 +1242,18 @@ def _unconfigured(feature: str, policy_path: str, configured: list[str]) -> str:
 )
 @click.option("--policy", "policy_path", metavar="FILE", help="Budget policy TOML (default: no limits).")
 @click.option("--timezone", "tz", default="UTC", show_default=True, metavar="ZONE", help=_TZ_HELP)
+@click.option(
+    "--alert",
+    "alert_sinks",
+    multiple=True,
+    envvar="TOKENBUDGET_ALERTS",
+    metavar="SINK",
+    help="Where the service's ledger sends budget alerts: 'log' or a webhook URL; repeatable "
+    "(default: $TOKENBUDGET_ALERTS, sinks separated by whitespace, else 'log'). Give the sinks "
+    "your apps give their Ledger: an alert fires once per store, from whichever ledger's commit "
+    "crosses the threshold. A URL holding a secret is better set in $TOKENBUDGET_ALERTS (a "
+    "command line is visible to other users).",
+)
 def serve(
     *,
     store_url: str | None,
@@ -1251,12 +1264,14 @@ def serve(
     allow_no_auth: bool,
     policy_path: str | None,
     tz: str,
+    alert_sinks: tuple[str, ...],
 ) -> None:
     """Run the HTTP service and dashboard (needs the server extra).
 
     JSON endpoints for counting, truncation, prompts, prices, budgets and reports; the
     dashboard at /dashboard; the OpenAPI schema at /openapi.json. See docs/service.md.
-    Pass the --timezone your apps give their ledger, so the service judges the same days.
+    Pass the --timezone your apps give their ledger, so the service judges the same days, and
+    the --alert sinks they give it, so the alerts its requests cross reach them too.
     Without a token the service listens on a loopback --host only, unless --allow-no-auth.
     """
     from .server import serve as run
@@ -1275,6 +1290,7 @@ def serve(
             fix="pass --token (or set TOKENBUDGET_TOKEN), keep --host 127.0.0.1, or pass "
             "--allow-no-auth when a proxy in front of the service authenticates",
         )
+    alerts_flag = _alerts_flag()
     store_url = _namespaced(store_url, namespace)
     try:
         run(
@@ -1285,7 +1301,12 @@ def serve(
             allow_no_auth=allow_no_auth,
             policy_path=policy_path,
             timezone=tz,
+            alerts=list(alert_sinks) or None,
         )
+    except InvalidInputError as e:  # ``alerts[i]``: named as the user gave it
+        if not e.field.startswith("alerts["):
+            raise
+        raise InvalidInputError(alerts_flag, e.problem, value=e.value, fix=e.fix) from e
     except ListenError as e:  # only a failure to bind is the port's (or the host's) to fix
         raise _UnavailableError(
             f"--port: cannot listen on {host}:{n} ({e.strerror or e}); "
@@ -1294,6 +1315,21 @@ def serve(
     except OSError as e:  # building the ledger or starting the server: not the port's
         detail = str(e) if type(e) is OSError else f"{type(e).__name__}: {e}"
         raise _UnavailableError(f"the service did not start: {detail}") from e
+
+
+def _alerts_flag() -> str:
+    """Where ``serve``'s alert sinks come from, as errors name it: ``--alert`` or
+    ``$TOKENBUDGET_ALERTS``; a variable set but empty or blank is refused (it would quietly
+    mean the default, ``log``), as for ``$TOKENBUDGET_TOKEN``."""
+    source = click.get_current_context().get_parameter_source("alert_sinks")
+    if source is click.core.ParameterSource.COMMANDLINE:
+        return "--alert"
+    environment_value(
+        "TOKENBUDGET_ALERTS",
+        fix="set it to the alert sinks ('log', webhook URLs, separated by whitespace), or unset "
+        "it to log alerts only",
+    )
+    return "$TOKENBUDGET_ALERTS"
 
 
 def _serve_token(token: str | None) -> str | None:

@@ -16,6 +16,7 @@ import datetime as _dt
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
@@ -24,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from tokenbudget_core._version import __version__
+from tokenbudget_core.alerts import AlertSink
 from tokenbudget_core.budget_status import budget_rows
 from tokenbudget_core.budgets import BudgetPolicy, load_policy
 from tokenbudget_core.counting import TokenCounter
@@ -143,6 +145,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     policy: BudgetPolicy | None = None,
     timezone: str | None = None,
+    alerts: Sequence[str | AlertSink] | None = None,
 ) -> FastAPI:
     """The tokenbudget HTTP service over one ledger.
 
@@ -156,6 +159,11 @@ def create_app(
         policy: The budget policy, when a store URL is given (a ledger brings its own).
         timezone: The IANA time zone the ledger's days are in, when a store URL is given
             (default ``UTC``; a ledger brings its own). Use the zone of the apps sharing the store.
+        alerts: The ledger's alert sinks, when a store URL is given (a ledger brings its own):
+            what ``Ledger(alerts=)`` takes (``"log"``, webhook URLs, callables; default
+            ``["log"]``). An alert fires once per store, sent by the sinks of whichever ledger's
+            commit crossed the threshold: give the service the sinks the apps sharing the store
+            give their ledgers, or the alerts its requests cross go elsewhere.
 
     Raises:
         InvalidInputError: A bad argument, named.
@@ -175,9 +183,14 @@ def create_app(
             raise InvalidInputError(
                 "timezone", "a Ledger brings its own time zone", fix="pass Ledger(..., timezone=...)"
             )
+        if alerts is not None:
+            raise InvalidInputError(
+                "alerts", "a Ledger brings its own alert sinks", fix="pass Ledger(..., alerts=...)"
+            )
         ledger = ledger_or_store_url
     elif ledger_or_store_url is None or isinstance(ledger_or_store_url, str):
-        ledger = Ledger(ledger_or_store_url, policy=policy, timezone="UTC" if timezone is None else timezone)
+        zone = "UTC" if timezone is None else timezone
+        ledger = Ledger(ledger_or_store_url, policy=policy, timezone=zone, alerts=alerts)
     else:
         raise InvalidInputError(
             "ledger_or_store_url", "must be a Ledger or a store URL", value=ledger_or_store_url
@@ -426,6 +439,7 @@ def serve(
     policy_path: str | os.PathLike[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     timezone: str = "UTC",
+    alerts: Sequence[str | AlertSink] | None = None,
 ) -> None:
     """Run the service with uvicorn until interrupted (what ``tokenbudget serve`` does).
 
@@ -439,6 +453,8 @@ def serve(
         policy_path: A budget policy TOML file (``None``: no limits, attribution only).
         max_body_bytes: Larger request bodies are refused with ``413``.
         timezone: The IANA time zone the ledger's days are in (the apps' ``Ledger(timezone=)``).
+        alerts: The ledger's alert sinks (the apps' ``Ledger(alerts=)``; default ``["log"]``):
+            see :func:`create_app`.
 
     Raises:
         InvalidInputError: A bad argument, policy file or time zone, named; ``token`` when it is
@@ -466,7 +482,9 @@ def serve(
             port,
         )
     policy = load_policy(policy_path) if policy_path is not None else None
-    app = create_app(store_url, token=token, policy=policy, max_body_bytes=max_body_bytes, timezone=timezone)
+    app = create_app(
+        store_url, token=token, policy=policy, max_body_bytes=max_body_bytes, timezone=timezone, alerts=alerts
+    )
     sock = _listen(host, port)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
     try:
