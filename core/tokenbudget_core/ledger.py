@@ -2145,7 +2145,9 @@ class Ledger:
         premium_model: str | None = None,
         unknown_model: Literal["error", "unpriced"] = "error",
     ) -> Charge | None:
-        """Async twin of :meth:`settle`."""
+        """Async twin of :meth:`settle` (in a worker thread, which settles the call even when the
+        caller is cancelled meanwhile: the caller gets ``CancelledError`` at once, the usage is
+        still charged or the reservation released; a failure then is logged)."""
         return await self._async(
             lambda: self.settle(
                 reservation,
@@ -2159,7 +2161,9 @@ class Ledger:
                 model=model,
                 premium_model=premium_model,
                 unknown_model=unknown_model,
-            )
+            ),
+            "settle",
+            reservation,
         )
 
     def release(self, reservation: Reservation) -> bool:
@@ -2296,8 +2300,21 @@ class Ledger:
 
     # -- async twins ------------------------------------------------------------------------------
 
-    async def _async(self, fn: Callable[[], T]) -> T:
-        return fn() if self._inline else await asyncio.to_thread(fn)
+    async def _async(self, fn: Callable[[], T], what: str = "a ledger call", of: object = None) -> T:
+        """``fn`` (store calls) in a worker thread, with the caller's context; inline on the memory
+        store. Once submitted it runs whatever happens to the caller: cancelled meanwhile (a
+        timeout), the caller gets ``CancelledError`` at once while the job still runs, so a commit
+        or release queued behind other work is never dropped (usage never lost, nothing held to
+        its lease's end); an error it raises then is logged, there being no caller left to raise
+        it to (``what`` names the call in that log, ``of`` the reservation or request id it is of)."""
+        if self._inline:
+            return fn()
+        made = asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, fn)
+        try:
+            return await asyncio.shield(made)  # a cancel never cancels the queued job
+        except asyncio.CancelledError:
+            made.add_done_callback(functools.partial(_log_orphaned_failure, what, of))
+            raise
 
     async def areserve(
         self,
@@ -2362,7 +2379,8 @@ class Ledger:
         premium_model: str | None = None,
         unknown_model: Literal["error", "unpriced"] = "error",
     ) -> Charge:
-        """Async twin of :meth:`commit`."""
+        """Async twin of :meth:`commit` (in a worker thread, which commits even when the caller is
+        cancelled meanwhile: the caller gets ``CancelledError`` at once; a failure then is logged)."""
         return await self._async(
             lambda: self.commit(
                 reservation,
@@ -2372,7 +2390,9 @@ class Ledger:
                 model=model,
                 premium_model=premium_model,
                 unknown_model=unknown_model,
-            )
+            ),
+            "commit",
+            reservation,
         )
 
     async def arecord(
@@ -2391,7 +2411,8 @@ class Ledger:
         unknown_model: Literal["error", "unpriced"] = "error",
         **unknown: object,
     ) -> Charge:
-        """Async twin of :meth:`record`."""
+        """Async twin of :meth:`record` (in a worker thread, which records even when the caller is
+        cancelled meanwhile: the caller gets ``CancelledError`` at once; a failure then is logged)."""
         return await self._async(
             lambda: self.record(
                 usage,
@@ -2406,7 +2427,9 @@ class Ledger:
                 at=at,
                 unknown_model=unknown_model,
                 **unknown,
-            )
+            ),
+            "record",
+            request_id,
         )
 
     async def acheck(
@@ -2439,8 +2462,9 @@ class Ledger:
         return await self._async(functools.partial(self.state, feature=feature, user=user, **unknown))
 
     async def arelease(self, reservation: Reservation) -> bool:
-        """Async twin of :meth:`release`."""
-        return await self._async(lambda: self.release(reservation))
+        """Async twin of :meth:`release` (in a worker thread, which releases even when the caller is
+        cancelled meanwhile: the caller gets ``CancelledError`` at once; a failure then is logged)."""
+        return await self._async(lambda: self.release(reservation), "release", reservation)
 
     def close(self) -> None:
         """Close the store's connections."""
@@ -2513,6 +2537,21 @@ class _Handoff:
         with self._lock:
             self._abandoned = True
             return self._delivered
+
+
+def _log_orphaned_failure(what: str, of: object, done: asyncio.Future[Any]) -> None:
+    """Log the error of an async twin's job (``what``, of a reservation or request id ``of``)
+    that ran on after its caller was cancelled."""
+    if not done.cancelled() and (error := done.exception()) is not None:
+        request_id = getattr(of, "request_id", of)
+        logger.error(
+            "%s of request %s, run after its caller was cancelled, failed: %s: %s",
+            what,
+            "(no id)" if request_id is None else repr(request_id)[:80],
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
 
 
 def check_budget_options(ledger: object, *, counts: Mapping[str, object], **names: object) -> None:
