@@ -8,7 +8,8 @@ calls are being refused. A budget that refuses a call sends an alert of its own 
 :attr:`~tokenbudget_core.budgets.BudgetPolicy.alert_thresholds`).
 
 Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any callable taking an
-:class:`Alert`, or a webhook URL (``http(s)://...``) that receives the alert as JSON.
+:class:`Alert`, or a webhook URL (``http(s)://...``) that receives the alert as JSON (a
+:class:`Webhook` of that URL; ``Webhook(url, timeout_s=30)`` for one that answers slowly).
 
 An alert fires once per store (marked in the store, whichever process or ``Ledger`` object
 commits), and is sent by the sinks of the ledger whose commit crossed the threshold. Sinks are
@@ -25,9 +26,14 @@ exception is logged as an ERROR on ``tokenbudget.alerts`` with the alert's conte
 
 A webhook is POSTed by a worker thread of its own, so a slow webhook never delays a call:
 
-* each POST has a timeout (5 s); a failed one (no connection, a timeout, HTTP 5xx, 408, 429) is
+* each POST has a timeout (:data:`DEFAULT_TIMEOUT_S`, 10 s; ``Webhook(url, timeout_s=...)`` sets
+  one per webhook); a failed one (no connection, a timeout, HTTP 5xx, 408, 429) is
   tried again with a growing pause (0.5 s, 1 s, 2 s... at most :data:`MAX_PAUSE_S`), until it is
-  delivered: an outage delays alerts, it does not lose them. After :data:`ATTEMPTS` failed POSTs
+  delivered: an outage delays alerts, it does not lose them. A POST the webhook did not answer
+  within the timeout was sent (the webhook may have taken it): after :data:`ATTEMPTS` of those
+  in a row, the alert is logged as an ERROR with its content, its delivery uncertain, and the
+  next alert is sent (a webhook that is slow, not down, never holds the later alerts back for
+  good; give it a longer ``timeout_s``). After :data:`ATTEMPTS` failed POSTs
   in a row the webhook counts as failing: that is logged once as an ERROR on
   ``tokenbudget.alerts`` (and its return as a WARNING); the alerts that come meanwhile wait in
   order behind the one being retried, at most :data:`MAX_QUEUED` of them (one more is logged as
@@ -80,20 +86,24 @@ from .finalizing import EXIT_WAIT_S as DEFERRED_EXIT_WAIT_S
 from .finalizing import run_at_worker_exit, wait_deferred
 from .visible import visible
 
-__all__ = ["Alert", "AlertSink", "dispatch", "flush", "resolve_sinks"]
+__all__ = ["Alert", "AlertSink", "Webhook", "dispatch", "flush", "resolve_sinks"]
 
 logger = logging.getLogger("tokenbudget.alerts")
 
 ATTEMPTS = 3
 """Failed POSTs in a row after which a webhook counts as failing (logged once as an ERROR); its
-alerts are kept and tried again. An exiting process tries each alert this many times at most."""
+alerts are kept and tried again. An exiting process tries each alert this many times at most.
+An alert this many POSTs of which in a row got no answer within the timeout is logged as
+delivery uncertain and the next one is sent."""
 MAX_PAUSE_S = 60.0
 """The longest pause between two POSTs of an alert to a failing webhook."""
 MAX_QUEUED = 10_000
 """Alerts waiting for one webhook, at most; one more is logged as an ERROR instead."""
 EXIT_WAIT_S = 5.0
 """How long an exiting process waits, in all, for webhook alerts still being sent."""
-_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT_S = 10.0
+"""How long a webhook POST waits for the answer, unless ``Webhook(url, timeout_s=...)`` says."""
+_TIMEOUT_S = DEFAULT_TIMEOUT_S  # read when a webhook is made without timeout_s
 _FIRST_PAUSE_S = 0.5
 _RETRY_STATUS = frozenset({408, 425, 429})
 
@@ -183,18 +193,58 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 _OPENER = urllib.request.build_opener(_NoRedirect)
 _EXITING = threading.Event()  # the process is exiting: retries go on without pausing
-_WEBHOOKS: weakref.WeakSet[_Webhook] = weakref.WeakSet()
-_PENDING: set[_Webhook] = set()
+_WEBHOOKS: weakref.WeakSet[Webhook] = weakref.WeakSet()
+_PENDING: set[Webhook] = set()
 """Webhooks with alerts still queued, held here until they are sent: the ledger (or the sink
 list) that made one may be gone meanwhile, and its alerts must not go with it."""
 
 
-class _Webhook:
-    """The sink of one webhook URL: alerts queued in order, POSTed by a daemon worker thread that
-    is started when an alert comes and ends when none is left (see the module docstring)."""
+class Webhook:
+    """The sink of one webhook URL: alerts queued in order, POSTed as JSON by a daemon worker
+    thread that is started when an alert comes and ends when none is left (see the module
+    docstring). A URL string among a ledger's ``alerts`` is made into one with the default
+    timeout; make one yourself to set it.
 
-    def __init__(self, url: str, *, field: str = "alerts") -> None:
-        parts = _split(url, field)
+    Args:
+        url: ``http(s)://[user:password@]host[:port]/path`` (credentials are sent as
+            ``Authorization: Basic``; logs show only ``scheme://host[:port]``).
+        timeout_s: How long a POST waits for the webhook's answer (default
+            :data:`DEFAULT_TIMEOUT_S`). A webhook that takes longer to answer is POSTed again,
+            :data:`ATTEMPTS` times, then the alert is logged as delivery uncertain and the next
+            one is sent: give a slow webhook (a relay with cold starts) a longer one.
+
+    Raises:
+        InvalidInputError: ``url`` is not a webhook URL alerts can be sent to (the error never
+            shows it), or ``timeout_s`` is not a positive, finite number of seconds.
+
+    Example:
+        >>> from tokenbudget_core import Ledger
+        >>> hook = Webhook("https://hooks.example.com/tb", timeout_s=30)
+        >>> ledger = Ledger("memory://", alerts=["log", hook])
+        >>> hook.timeout_s
+        30.0
+    """
+
+    def __init__(self, url: str, *, timeout_s: float | None = None) -> None:
+        if not isinstance(url, str):
+            raise InvalidInputError("url", "must be a webhook URL (a string)", value=type(url).__name__)
+        if timeout_s is None:
+            timeout_s = _TIMEOUT_S
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, int | float)
+            or not math.isfinite(timeout_s)
+            or timeout_s <= 0
+        ):
+            raise InvalidInputError(
+                "timeout_s",
+                "must be a positive, finite number of seconds",
+                value=timeout_s,
+                fix=f"pass the seconds a POST may wait for the answer (default {DEFAULT_TIMEOUT_S:g})",
+            )
+        self.timeout_s = float(timeout_s)
+        """How long a POST waits for the webhook's answer, in seconds."""
+        parts = _split(url, "url")
         userinfo, _, hostport = parts.netloc.rpartition("@")
         self.redacted = f"{parts.scheme}://{hostport}"
         """The URL as logs show it: no user info, path or query."""
@@ -299,6 +349,7 @@ class _Webhook:
         after :data:`ATTEMPTS` failed POSTs when the process is exiting or ``bounded`` (sent from
         the caller's thread, which it must not hold for an outage): the alert stays queued."""
         maybe = False  # an attempt may have reached the webhook (no answer in time, a reset)
+        late = 0  # POSTs in a row the webhook did not answer within the timeout
         attempt = 0
         while True:
             attempt += 1
@@ -313,8 +364,23 @@ class _Webhook:
                     )
                     self._failing_since = None
                 return True
-            reason, retry, uncertain = failure
+            reason, retry, uncertain, unanswered = failure
             maybe = maybe or uncertain
+            late = late + 1 if unanswered else 0
+            if late >= ATTEMPTS:  # slow, not down: it may have taken it; the next alerts must not wait
+                logger.error(
+                    "alert webhook %s did not answer %d POSTs in a row of the alert %s within its "
+                    "timeout (%g s): delivery uncertain (it may not have been delivered, or taken "
+                    "without an answer in time; a receiver drops a duplicate by its id); sending "
+                    "the %d alert(s) queued after it (a slow webhook needs a longer timeout_s): %s",
+                    self.redacted,
+                    late,
+                    key,
+                    self.timeout_s,
+                    len(self._queue) - 1,
+                    _text(alert),
+                )
+                return True
             if not retry:
                 logger.error(
                     "alert webhook %s failed (attempt %d), the alert %s is not delivered: %s: %s",
@@ -345,24 +411,28 @@ class _Webhook:
             logger.info("alert webhook %s failed (%s); retrying in %.1f s", self.redacted, reason, pause)
             _EXITING.wait(pause)
 
-    def _post(self, key: str, body: bytes) -> tuple[str, bool, bool] | None:
-        """One POST: ``None`` when delivered, else why not, whether to try again, and whether the
-        webhook may have taken it all the same (no answer in time, a connection cut mid-way)."""
+    def _post(self, key: str, body: bytes) -> tuple[str, bool, bool, bool] | None:
+        """One POST: ``None`` when delivered, else why not, whether to try again, whether the
+        webhook may have taken it all the same (no answer in time, a connection cut mid-way),
+        and whether the request was sent and not answered within the timeout."""
         headers = {**self._headers, "Idempotency-Key": key}
         request = urllib.request.Request(self._target, data=body, headers=headers, method="POST")
         try:
-            with _OPENER.open(request, timeout=_TIMEOUT_S) as response:
+            with _OPENER.open(request, timeout=self.timeout_s) as response:
                 response.read(1 << 16)
             return None
         except urllib.error.HTTPError as e:
             e.close()
             if 300 <= e.code < 400:
-                return f"HTTP {e.code}: redirects are not followed, give the final URL", False, False
-            return f"HTTP {e.code}", e.code >= 500 or e.code in _RETRY_STATUS, False
+                return f"HTTP {e.code}: redirects are not followed, give the final URL", False, False, False
+            return f"HTTP {e.code}", e.code >= 500 or e.code in _RETRY_STATUS, False, False
         except (OSError, http.client.HTTPException, ValueError) as e:
             cause = e.reason if isinstance(e, urllib.error.URLError) else e
             unsent = isinstance(cause, ConnectionRefusedError | socket.gaierror | ValueError)
-            return self._scrub(f"{type(e).__name__}: {e}"), True, not unsent
+            # urllib wraps what fails while connecting and sending in a URLError: a bare timeout
+            # came while waiting for the answer, after the request was sent
+            unanswered = isinstance(e, TimeoutError)
+            return self._scrub(f"{type(e).__name__}: {e}"), True, not unsent, unanswered
 
     def _scrub(self, text: str) -> str:
         """``text`` without any piece of the URL that may be a secret."""
@@ -494,7 +564,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def resolve_sinks(sinks: Sequence[str | AlertSink] | None) -> list[AlertSink]:
-    """Turn ``"log"``, webhook URLs and callables into sinks (default: ``["log"]``).
+    """Turn ``"log"``, webhook URLs (each a :class:`Webhook` with the default timeout) and
+    callables (a :class:`Webhook` among them) into sinks (default: ``["log"]``).
 
     Raises:
         InvalidInputError: A sink is neither, or a webhook URL has no host or an unencoded
@@ -505,7 +576,10 @@ def resolve_sinks(sinks: Sequence[str | AlertSink] | None) -> list[AlertSink]:
         if sink == "log":
             out.append(_log)
         elif isinstance(sink, str) and sink[:8].lower().startswith(("http://", "https://")):
-            out.append(_Webhook(sink, field=f"alerts[{i}]"))
+            try:
+                out.append(Webhook(sink))
+            except InvalidInputError as e:  # named as the caller gave it (the error never shows the URL)
+                raise InvalidInputError(f"alerts[{i}]", e.problem, value=e.value, fix=e.fix) from e
         elif callable(sink):
             out.append(sink)
         else:
