@@ -431,7 +431,7 @@ def refuse_unknown(
             close = difflib.get_close_matches(name, list(known), n=1)
             raise InvalidInputError(
                 name,
-                f"is not a {owner} {kind}",
+                f"is not {'an' if owner[:1].lower() in 'aeiou' else 'a'} {owner} {kind}",
                 value=value,
                 fix=(f"did you mean {close[0]!r}? " if close else "") + f"{kind}s: {', '.join(known)}",
             )

@@ -42,7 +42,8 @@ def test_a_misspelt_option_is_named_with_the_closest_one(
     assert isinstance(error, TokenBudgetError)
     (name,) = typo
     assert error.field == name
-    assert f"is not a {owner} option" in str(error)
+    article = "an" if owner[0] in "AEIOU" else "a"
+    assert f"is not {article} {owner} option" in str(error)
     assert f"did you mean {meant!r}" in str(error)
     assert "_BudgetHandler" not in str(error)
 
