@@ -307,6 +307,10 @@ class Ledger:
         self.sinks = resolve_sinks(alerts)
         # (day, scope, metric, limit) of the budgets this ledger told refusing
         self._refusals_told: set[tuple[str, str, str, int]] = set()
+        # day -> (scope, metric, limit, threshold) of the threshold alerts this ledger found marked
+        # in the store (set by it or by another ledger): a budget past a threshold is not marked
+        # again on every later commit of the day (the last two days kept, see _alert)
+        self._alerts_marked: dict[str, set[tuple[str, str, int, float]]] = {}
         self.registry = registry if registry is not None else default_registry()
         self.prices = prices
         self.clock = clock
@@ -1971,13 +1975,39 @@ class Ledger:
 
     def _alert(self, day: str, feature: str | None, user: str | None, c: Check, spent: int) -> None:
         """Send the alerts of every threshold ``spent`` reached on ``c``'s budget, once per day
-        and limit each (a limit raised during the day alerts again at its own thresholds)."""
+        and limit each (a limit raised during the day alerts again at its own thresholds).
+
+        The store's mark decides which ledger sends an alert; a mark this ledger has seen set is
+        remembered, so a budget past a threshold costs one store round trip per threshold, limit
+        and day, not one per commit (kept for the newest two days seen: a day's late commits,
+        a reservation made before midnight, still find theirs)."""
         assert c.limit
+        marked = self._alerts_marked.get(day)
         for threshold in sorted(self.policy.alert_thresholds):
             if spent / c.limit < threshold:
                 break
-            if self.store.mark_once(f"alert/{day}/{c.scope}/{c.metric}/{c.limit}/{threshold}", 3 * 86_400):
+            told = (c.scope, c.metric, c.limit, threshold)
+            if marked is not None and told in marked:
+                continue
+            first = self.store.mark_once(
+                f"alert/{day}/{c.scope}/{c.metric}/{c.limit}/{threshold}", 3 * 86_400
+            )
+            if marked is None:
+                marked = self._alert_marks_of(day)
+            if len(marked) >= 65_536:  # many payers past a threshold: start over, never grow without end
+                marked.clear()
+            marked.add(told)
+            if first:
                 dispatch(self.sinks, self._alert_of(day, feature, user, c, threshold, spent))
+
+    def _alert_marks_of(self, day: str) -> set[tuple[str, str, int, float]]:
+        """The memo of ``day``'s alert marks (new), the days before the newest other one dropped."""
+        days = self._alerts_marked
+        if len(days) >= 2:
+            newest = max(days)
+            for old in [d for d in days if d != newest]:
+                days.pop(old, None)
+        return days.setdefault(day, set())
 
     def _refusing(self, day: str, feature: str | None, user: str | None, c: Check, used: int) -> None:
         """Tell the sinks, once per budget, limit and day, that ``c``'s budget refused a call
