@@ -984,8 +984,30 @@ def _cell_text(cell: object) -> Text:
     return cell.copy() if isinstance(cell, Text) else Text(str(cell))
 
 
+_UNPRICED_NOTE = (
+    "*: leaves out calls of models without a known price (their cost is unknown, not $0; "
+    "see unpriced requests)"
+)
+
+
+def _cost(amount: Decimal | None, unpriced: int) -> str:
+    """A cost for a report table, marked ``*`` when it leaves out ``unpriced`` calls (a model
+    without a known price is never shown as free); ``None`` (unknown) as ``-``."""
+    text = _money(amount)
+    return f"{text}*" if unpriced and amount is not None else text
+
+
+def _noted(table: Table, marked: bool) -> None:
+    """Add :data:`_UNPRICED_NOTE` under ``table`` when one of its costs is marked."""
+    if not marked:
+        return
+    note = Text(_UNPRICED_NOTE)
+    table.caption = note if table.caption is None else Text.assemble(_cell_text(table.caption), "\n", note)
+
+
 def _render_report(r: Report) -> list[Table]:
     t = r.totals
+    month_unpriced = r.projection.unpriced_requests
     span = r.days[0] if len(r.days) == 1 else f"{r.days[0]} .. {r.days[-1]}"
     totals = _table("total", "value")
     totals.title = _plain(f"Spend {span} ({r.timezone})", style="table.title")
@@ -994,7 +1016,7 @@ def _render_report(r: Report) -> list[Table]:
         ("input tokens", f"{t.input_tokens:,}"),
         ("output tokens", f"{t.output_tokens:,}"),
         ("cache read / write tokens", f"{t.cache_read_tokens:,} / {t.cache_write_tokens:,}"),
-        ("cost", _money(t.cost_usd)),
+        ("cost", _cost(t.cost_usd, t.unpriced_requests)),
         ("cache hits (saved)", f"{t.cache_hits:,} ({_money(t.saved_usd)})"),
         ("cache hit rate", _percent(t.hit_rate)),
         ("routed requests (saved vs premium)", f"{t.routed_requests:,} ({_money(t.routing_saved_usd)})"),
@@ -1002,14 +1024,12 @@ def _render_report(r: Report) -> list[Table]:
         ("estimated / unpriced requests", f"{t.estimated_requests:,} / {t.unpriced_requests:,}"),
         ("active users", f"{t.active_users:,}"),
         ("conversations", f"{t.conversations:,}"),
-        (f"{r.projection.month} to date", _money(r.projection.month_to_date_usd)),
+        (f"{r.projection.month} to date", _cost(r.projection.month_to_date_usd, month_unpriced)),
         (
             f"{r.projection.month} projected",
             "- (too early, see below)"
             if r.projection.projected_usd is None
-            else _money(
-                r.projection.projected_usd,
-            ),
+            else _cost(r.projection.projected_usd, month_unpriced),
         ),
     ):
         totals.add_row(name, value)
@@ -1017,6 +1037,7 @@ def _render_report(r: Report) -> list[Table]:
         totals.caption = _plain(
             f"{r.projection.month} projected: {r.projection.reason}"
         )  # prose: wraps at words
+    _noted(totals, bool(t.unpriced_requests or month_unpriced))
     tables = [totals]
     for b in r.breakdowns:
         table = _table(b.dimension, "requests", "input", "output", "cost", "hit rate", "routing saved")
@@ -1027,30 +1048,32 @@ def _render_report(r: Report) -> list[Table]:
                 f"{row.requests:,}",
                 f"{row.input_tokens:,}",
                 f"{row.output_tokens:,}",
-                _money(row.cost_usd),
+                _cost(row.cost_usd, row.unpriced_requests),
                 _percent(row.hit_rate),
                 _money(row.routing_saved_usd) if row.routed_requests else "-",
             )
         if b.omitted:
-            table.add_row(f"({b.omitted} more)", "", "", "", _money(b.omitted_cost_usd), "", "")
+            omitted_cost = _cost(b.omitted_cost_usd, b.omitted_unpriced_requests)
+            table.add_row(f"({b.omitted} more)", "", "", "", omitted_cost, "", "")
+        _noted(table, any(row.unpriced_requests for row in b.rows) or bool(b.omitted_unpriced_requests))
         tables.append(table)
     days = _table("day", "requests", "cost", "users", "cost/user", "convs", "cost/conv")
     days.title = "Per day"
-    days.caption = "users: active users; cost/user: the day's cost per active user"
+    days.caption = (
+        "users: active users; cost/user: the day's cost per active user (- when unknown: nobody "
+        "active, or only calls of models without a known price)"
+    )
     for d in r.per_day:
         days.add_row(
             d.day,
             f"{d.requests:,}",
-            _money(d.cost_usd),
+            _cost(d.cost_usd, d.unpriced_requests),
             f"{d.active_users:,}",
-            _money(
-                d.cost_per_active_user_usd,
-            ),
+            _cost(d.cost_per_active_user_usd, d.unpriced_requests),
             f"{d.conversations:,}",
-            _money(
-                d.cost_per_conversation_usd,
-            ),
+            _cost(d.cost_per_conversation_usd, d.unpriced_requests),
         )
+    _noted(days, any(d.unpriced_requests for d in r.per_day))
     tables.append(days)
     if r.call_costs:
         calls = _table("feature", "calls", "p50 / call", "p95 / call")

@@ -38,8 +38,12 @@ Definitions:
   saved, net (a call that cost more than the premium model would have counts negative). Calls
   where either price is unknown add nothing; data written before routing was recorded reads as
   0 routed requests.
-* Unpriced calls are charged $0 by the ledger, so every cost is a lower bound when
-  ``unpriced_requests`` is not 0.
+* Unpriced calls (a model without a known price) are charged $0 by the ledger, so every cost is
+  a lower bound when ``unpriced_requests`` is not 0: the totals, each breakdown row
+  (:attr:`SpendRow.unpriced_requests`), each day (:attr:`DayRow.unpriced_requests`) and the
+  month (:attr:`Projection.unpriced_requests`) say how many calls their cost leaves out, and a
+  day whose calls were all unpriced has no cost per active user or per conversation (``None``:
+  unknown, never $0).
 """
 
 from __future__ import annotations
@@ -140,6 +144,10 @@ class SpendRow:
     """Calls a tier router sent."""
     routing_saved_usd: Decimal = Decimal(0)
     """What routing saved on them against their premium model (net)."""
+    unpriced_requests: int = 0
+    """Of ``requests``, the calls of models without a known price: ``cost_usd`` leaves them out
+    (it is a lower bound when this is not 0; a row of an unpriced model shows $0 and all its
+    calls here, never a free model)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -152,6 +160,8 @@ class Breakdown:
     """How many further keys were cut by ``top``."""
     omitted_cost_usd: Decimal
     """Their spend, so the rows plus this add up to the total."""
+    omitted_unpriced_requests: int = 0
+    """Their calls of models without a known price, which ``omitted_cost_usd`` leaves out."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -163,11 +173,15 @@ class DayRow:
     cost_usd: Decimal
     active_users: int
     cost_per_active_user_usd: Decimal | None
-    """The headline metric: ``cost_usd / active_users`` (``None`` when nobody was active)."""
+    """The headline metric: ``cost_usd / active_users`` (``None`` when nobody was active, or
+    when every call of the day was unpriced: its cost is unknown, not $0)."""
     conversations: int
     cost_per_conversation_usd: Decimal | None
-    """``cost_usd / conversations`` (``None`` without conversations)."""
+    """``cost_usd / conversations`` (``None`` without conversations, or when every call of the
+    day was unpriced)."""
     unpriced_requests: int
+    """Of ``requests``, the calls of models without a known price: ``cost_usd`` (and the ratios)
+    leave them out."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -202,6 +216,9 @@ class Projection:
     first :data:`MIN_PROJECTION_DAYS` days."""
     reason: str | None = None
     """Why ``projected_usd`` is ``None`` (``None`` when it is not)."""
+    unpriced_requests: int = 0
+    """The month's calls so far of models without a known price: ``month_to_date_usd`` and
+    ``projected_usd`` leave them out (lower bounds when this is not 0)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -400,27 +417,33 @@ def _breakdown(rows: Sequence[_Row], dimension: Dimension, top: int) -> Breakdow
                 hit_rate=_hit_rate(c),
                 routed_requests=c["routed_requests"],
                 routing_saved_usd=_usd(c["routing_saved_nanos"]),
+                unpriced_requests=c["unpriced"],
             )
         )
     spend.sort(key=lambda s: (-s.cost_usd, -s.requests, s.key is None, s.key or ""))
     cut = spend[top:]
     omitted_cost = sum((s.cost_usd for s in cut), Decimal(0))
     return Breakdown(
-        dimension=dimension, rows=tuple(spend[:top]), omitted=len(cut), omitted_cost_usd=omitted_cost
+        dimension=dimension,
+        rows=tuple(spend[:top]),
+        omitted=len(cut),
+        omitted_cost_usd=omitted_cost,
+        omitted_unpriced_requests=sum(s.unpriced_requests for s in cut),
     )
 
 
 def _day_row(day: str, rows: Sequence[_Row]) -> DayRow:
     c = _sums(rows)
     cost, users = _usd(c["cost_nanos"]), _active_users(rows)
+    known = not c["unpriced"] or c["unpriced"] < c["requests"]  # unpriced calls only: cost unknown
     return DayRow(
         day=day,
         requests=c["requests"],
         cost_usd=cost,
         active_users=users,
-        cost_per_active_user_usd=_ratio(cost, users),
+        cost_per_active_user_usd=_ratio(cost, users) if known else None,
         conversations=c["conversations"],
-        cost_per_conversation_usd=_ratio(cost, c["conversations"]),
+        cost_per_conversation_usd=_ratio(cost, c["conversations"]) if known else None,
         unpriced_requests=c["unpriced"],
     )
 
@@ -514,7 +537,8 @@ def _projection(store: LedgerStore, now: datetime) -> Projection:
     first = _midnight(first_day, tz)
     length = calendar.monthrange(now.year, now.month)[1]
     month_days = [(first_day + timedelta(days=i)).isoformat() for i in range(now.day)]
-    mtd = _usd(_sums(map(_decode, store.rollup(month_days)))["cost_nanos"])
+    month = _sums(map(_decode, store.rollup(month_days)))
+    mtd = _usd(month["cost_nanos"])
     if first_day.month == 12 and first_day.year == 9999:  # no year 10000: take 31 days of 86,400 s
         month_s = Decimal(31 * 86_400)
     else:
@@ -537,6 +561,7 @@ def _projection(store: LedgerStore, now: datetime) -> Projection:
         projected_usd=projected,
         available_from=start.isoformat(),
         reason=reason,
+        unpriced_requests=month["unpriced"],
     )
 
 

@@ -75,6 +75,7 @@ def _rows(b: Breakdown, t: Totals) -> list[dict[str, Any]]:
             "requests": r.requests,
             "input_tokens": r.input_tokens,
             "cost_usd": decimal_text(r.cost_usd),
+            "unpriced_requests": r.unpriced_requests,
         }
         for r in b.rows
     ]
@@ -86,6 +87,7 @@ def _rows(b: Breakdown, t: Totals) -> list[dict[str, Any]]:
                 "requests": t.requests - sum(r.requests for r in b.rows),
                 "input_tokens": t.input_tokens - sum(r.input_tokens for r in b.rows),
                 "cost_usd": decimal_text(b.omitted_cost_usd),
+                "unpriced_requests": b.omitted_unpriced_requests,
             }
         )
     return rows
@@ -165,6 +167,7 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
                 "cost_per_active_user_usd": None
                 if d.cost_per_active_user_usd is None
                 else decimal_text(d.cost_per_active_user_usd),
+                "unpriced_requests": d.unpriced_requests,
             }
             for d in report.per_day
         ],
@@ -182,5 +185,6 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
             else decimal_text(report.projection.projected_usd),
             "available_from": report.projection.available_from,
             "reason": report.projection.reason,
+            "unpriced_requests": report.projection.unpriced_requests,
         },
     }

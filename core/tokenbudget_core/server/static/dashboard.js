@@ -30,6 +30,10 @@ function usd(value) {
   }
   return "$" + n.toFixed(6);
 }
+// A cost that leaves out calls of models without a known price is marked "*" (see the note): never shown as free.
+function cost(value, unpriced) {
+  return unpriced && value !== null && value !== undefined ? usd(value) + "*" : usd(value);
+}
 function pct(value) { return value === null || value === undefined ? "–" : (Number(value) * 100).toFixed(1) + "%"; }
 function int(value) { return Number(value).toLocaleString("en-US"); }
 function label(key) { return key === null ? "(none)" : key; }
@@ -106,7 +110,7 @@ function barChart(target, rows, valueOf, text, opts = {}) {
 }
 
 function spendBars(target, rows) {
-  barChart(target, rows, (r) => Number(r.cost_usd), (r) => usd(r.cost_usd), { raw: (r) => r.cost_usd });
+  barChart(target, rows, (r) => Number(r.cost_usd), (r) => cost(r.cost_usd, r.unpriced_requests), { raw: (r) => r.cost_usd });
 }
 
 function table(target, rows, cells) {
@@ -178,26 +182,34 @@ function render(data) {
   const t = data.totals;
   const latest = [...data.per_day].reverse().find((d) => d.cost_per_active_user_usd !== null);
   $("period").textContent = `${data.days[0]} – ${data.days[data.days.length - 1]} (${data.timezone})`;
-  $("kpi-cost").textContent = usd(t.cost_usd);
+  $("kpi-cost").textContent = cost(t.cost_usd, t.unpriced_requests);
   $("kpi-cost").dataset.value = t.cost_usd;
   $("kpi-requests").textContent = int(t.requests);
   $("kpi-users").textContent = int(t.active_users);
-  $("kpi-cpu").textContent = latest ? usd(latest.cost_per_active_user_usd) : "–";
+  $("kpi-cpu").textContent = latest ? cost(latest.cost_per_active_user_usd, latest.unpriced_requests) : "–";
   $("kpi-cpu").dataset.value = latest ? latest.cost_per_active_user_usd : "";
   $("kpi-hit-rate").textContent = pct(t.cache_hit_rate);
   $("kpi-saved").textContent = usd(t.saved_usd);
-  $("kpi-projected").textContent = usd(data.projection.projected_usd);
+  $("kpi-projected").textContent = cost(data.projection.projected_usd, data.projection.unpriced_requests);
   // Before the month's first full day there is no projection: say why instead of a wild number.
   $("kpi-projected-note").textContent = data.projection.reason || "";
+  const unpriced = Math.max(t.unpriced_requests, data.projection.unpriced_requests || 0);
+  $("unpriced-note").hidden = !unpriced;
+  $("unpriced-note").textContent = unpriced
+    ? `* leaves out ${int(t.unpriced_requests)} call(s) of these days (${int(data.projection.unpriced_requests || 0)} this month) ` +
+      "of models without a known price: their cost is unknown, not $0."
+    : "";
   lineChart($("cpu-chart"), data.per_day);
   table($("per-day"), [...data.per_day].reverse(), (d) => [
-    ["day", d.day], ["requests", int(d.requests)], ["cost", usd(d.cost_usd), d.cost_usd],
-    ["users", int(d.active_users)], ["cpu", usd(d.cost_per_active_user_usd), d.cost_per_active_user_usd],
+    ["day", d.day], ["requests", int(d.requests)], ["cost", cost(d.cost_usd, d.unpriced_requests), d.cost_usd],
+    ["users", int(d.active_users)],
+    ["cpu", cost(d.cost_per_active_user_usd, d.unpriced_requests), d.cost_per_active_user_usd],
   ]);
   spendBars($("by-feature"), data.by_feature);
   spendBars($("by-model"), data.by_model);
   table($("top-users"), data.top_users, (u) => [
-    ["user", rowLabel(u, u.key)], ["requests", int(u.requests)], ["cost", usd(u.cost_usd), u.cost_usd],
+    ["user", rowLabel(u, u.key)], ["requests", int(u.requests)],
+    ["cost", cost(u.cost_usd, u.unpriced_requests), u.cost_usd],
   ]);
   budgetChart($("budgets"), data.budgets);
   cacheChart($("cache"), t);
