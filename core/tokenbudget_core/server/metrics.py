@@ -210,14 +210,20 @@ def ledger_metrics(
     def gauge(name: str, help_text: str, samples: list[Sample]) -> Family:
         return (name, "gauge", help_text, samples)
 
-    def spend_by(dimension: Dimension) -> list[Sample]:
+    def spend_by(dimension: Dimension, *, unpriced: bool = False) -> list[Sample]:
+        """Spend (or, ``unpriced``, the calls of models without a known price that it leaves out)
+        per row of ``dimension``, the rest as one ``(other)`` series."""
         b = r.breakdown(dimension)
-        samples: list[Sample] = [("", {dimension: row.key or ""}, row.cost_usd) for row in b.rows]
+        samples: list[Sample] = [
+            ("", {dimension: row.key or ""}, row.unpriced_requests if unpriced else row.cost_usd)
+            for row in b.rows
+        ]
         if b.omitted:
             other, keys = OTHER_LABEL, {row.key for row in b.rows}
             while other in keys:  # an id spelled "(other)" keeps its own series
                 other += "*"
-            samples.append(("", {dimension: other}, b.omitted_cost_usd))
+            rest = b.omitted_unpriced_requests if unpriced else b.omitted_cost_usd
+            samples.append(("", {dimension: other}, rest))
         return samples
 
     families = [
@@ -233,6 +239,16 @@ def ledger_metrics(
         ),
         gauge("tokenbudget_spend_usd_today_by_feature", "Spend today by feature, USD.", spend_by("feature")),
         gauge("tokenbudget_spend_usd_today_by_model", "Spend today by model, USD.", spend_by("model")),
+        gauge(
+            "tokenbudget_unpriced_requests_today",
+            "LLM calls today of models without a known price: the spend series leave their cost out.",
+            [("", {}, t.unpriced_requests)],
+        ),
+        gauge(
+            "tokenbudget_unpriced_requests_today_by_model",
+            "LLM calls today of models without a known price, by model (the model's spend leaves them out).",
+            spend_by("model", unpriced=True),
+        ),
         gauge(
             "tokenbudget_budget_used_share",
             "Spent + reserved / limit of each budget today.",
