@@ -5,7 +5,7 @@ price it (:func:`cost_of`). The error tree is drawn in :mod:`tokenbudget_core.er
 """
 
 from ._version import __version__
-from .alerts import Alert
+from .alerts import Alert, Webhook
 from .allocation import Allocation, allocate_budget
 from .anthropic_counting import AnthropicTokenCounter
 from .attribution import attribute, current_attribution, overhead
@@ -137,6 +137,7 @@ __all__ = [
     "UnknownModelError",
     "UnpricedModelError",
     "Usage",
+    "Webhook",
     "__version__",
     "allocate_budget",
     "aplan_prompt_cache",

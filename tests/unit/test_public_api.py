@@ -82,6 +82,7 @@ CORE_API = [
     "UnknownModelError",
     "UnpricedModelError",
     "Usage",
+    "Webhook",
     "__version__",
     "allocate_budget",
     "aplan_prompt_cache",
