@@ -183,8 +183,9 @@ class Ledger:
         alerts: ``"log"``, webhook URLs and callables receiving :class:`~tokenbudget_core.alerts.Alert`.
         registry: Model registry for pricing and output limits.
         prices: Price overrides.
-        clock: Returns epoch seconds (tests pass a fake clock); a reading with no calendar date
-            (milliseconds, nanoseconds) is refused.
+        clock: Returns epoch seconds (tests pass a fake clock); its reading decides the day and
+            the prices (time-of-day and dated genai-prices) of reserves and commits; a reading
+            with no calendar date (milliseconds, nanoseconds) is refused.
 
     Raises:
         InvalidInputError: A bad argument, named (a misspelt keyword with the closest one).
@@ -558,7 +559,9 @@ class Ledger:
             return f"user={user or '-'} (all features)"
         return cls._scope_text(feature, user)
 
-    def _price_nanos(self, usage: Usage, model: str, *, round_up: bool) -> int | None:
+    def _price_nanos(self, usage: Usage, model: str, *, round_up: bool, minute: int) -> int | None:
+        """``usage`` on ``model`` in nano-USD at the prices of ``minute`` (epoch minutes: when the
+        usage happened, by the ledger's clock or a record's ``at``); ``None`` when unpriced."""
         return cost_nanos(
             model,
             usage.input_tokens,
@@ -571,6 +574,7 @@ class Ledger:
             round_up=round_up,
             registry=self.registry,
             prices=self.prices,
+            minute=minute,
         )
 
     def _model_key(self, model: str) -> str:
@@ -949,10 +953,14 @@ class Ledger:
                     "choices", "must be a positive integer (completions the call asks for)", value=choices
                 )
             out *= int(choices)
+        now = self.clock()
+        day = self._day_of(now)  # (a reading with no date: its named error, before any pricing)
+        minute = int(now // 60)  # priced at the ledger's now: prices change by the hour and date
         if cache_writes is None:
             nanos = cost_nanos(
-                model, input_tokens, out, round_up=True, registry=self.registry, prices=self.prices
-            )
+                model, input_tokens, out, round_up=True, registry=self.registry, prices=self.prices,
+                minute=minute,
+            )  # fmt: skip
         else:
             if cache_writes not in ("5m", "1h"):
                 raise InvalidInputError(
@@ -961,7 +969,7 @@ class Ledger:
             nanos = cost_nanos(
                 model, input_tokens, out, round_up=True, registry=self.registry, prices=self.prices,
                 cache_write_tokens=input_tokens,
-                cache_write_1h_tokens=input_tokens if cache_writes == "1h" else 0,
+                cache_write_1h_tokens=input_tokens if cache_writes == "1h" else 0, minute=minute,
             )  # fmt: skip
         scopes = self._scopes_of(feature, user)
         if nanos is None and scopes.money_limited:
@@ -972,9 +980,8 @@ class Ledger:
             raise _too_large("max_output_tokens", f"makes a worst case of {what}", max_output_tokens)
         amounts = scopes.amounts(tokens, amount)
         checks = scopes.checks(amounts)
-        now = self.clock()
         return _ReservePlan(
-            request_id or new_request_id(), self._day_of(now), int(now * 1000), model, feature, user,
+            request_id or new_request_id(), day, int(now * 1000), model, feature, user,
             conversation, ctx.overhead, input_tokens, out, nanos, checks, amounts, scopes,
             request_id is None,
         )  # fmt: skip
@@ -998,11 +1005,11 @@ class Ledger:
     # before touching the store, or goes through the general path's own steps after it: both
     # paths give the same answers (tests/unit/test_ledger_fast_paths.py).
 
-    def _lane(self, model: str, feature: str | None, user: str | None) -> _Lane | None:
-        """The lane of ``model`` and the payer, built or refreshed; ``None`` when the general path
-        must answer (an unknown model, ids to validate, tiered prices)."""
+    def _lane(self, model: str, feature: str | None, user: str | None, minute: int) -> _Lane | None:
+        """The lane of ``model`` and the payer at ``minute`` (epoch minutes by the ledger's clock:
+        prices change with the time of day and the date), built or refreshed; ``None`` when the
+        general path must answer (an unknown model, ids to validate, tiered prices)."""
         lane = self._lanes.get((model, feature, user))
-        minute = int(time.time() // 60)
         if (
             lane is not None
             and lane.caches is self._caches
@@ -1078,7 +1085,9 @@ class Ledger:
             and (max_output_tokens is None or (type(max_output_tokens) is int and max_output_tokens >= 0))
         ):
             return None
-        lane = self._lane(model, feature, user)
+        now = self.clock()
+        day = self._day_of(now)  # (a reading with no date: its named error, here)
+        lane = self._lane(model, feature, user, int(now // 60))  # priced at the ledger's now
         if lane is None:
             return None
         out = lane.default_output if max_output_tokens is None else max_output_tokens
@@ -1099,8 +1108,6 @@ class Ledger:
         if request_id is not None and self._orphan_ids.get(request_id) is False:
             self._orphan_ids.pop(request_id, None)  # retried: whatever the id holds is this reserve's
         rid = request_id or new_request_id()
-        now = self.clock()
-        day = self._day_of(now)
         now_ms = int(now * 1000)
         unavailable = None
         found: tuple[int, ...] | ReserveOutcome | None = None
@@ -1161,7 +1168,12 @@ class Ledger:
         tokens = usage.input_tokens + usage.output_tokens
         if tokens >= _MAX_AMOUNT:
             return None
-        lane = self._lane(r.model, r.feature, r.user)
+        now = self.clock()  # the usage is priced at the ledger's now (prices change by the hour)
+        try:
+            minute = int(now // 60)
+        except (OverflowError, ValueError, TypeError):  # the general path names the clock's error
+            return None
+        lane = self._lane(r.model, r.feature, r.user, minute)
         if lane is None:
             return None
         nanos = scaled_cost(
@@ -1184,7 +1196,7 @@ class Ledger:
                 self._replay_due()
         else:
             assert self._keyed is not None
-            now_ms = self._now_ms()  # the general path's plan reads it before the store call
+            now_ms = int(now * 1000)  # the general path's plan reads it before the store call
             try:
                 applied, _, spent = self._store_call(
                     self._keyed.commit_keyed, day, r.request_id, scopes.keys, amounts, lane.rollup_key,
@@ -1579,7 +1591,9 @@ class Ledger:
                 hit is refused).
             premium_model: The call was routed, see :meth:`commit`.
             at: When the call happened (epoch seconds, or a datetime with a time zone; default
-                now). It decides the ledger day the usage is charged to, and idempotency holds per
+                now, by the ledger's clock). It decides the prices the usage is charged at (as
+                :func:`~tokenbudget_core.pricing.cost_of` with ``at``: off-peak hours, dated
+                price changes) and the ledger day it is charged to, and idempotency holds per
                 day: a retry that passes the same ``at`` is applied once even after midnight,
                 and usage recorded late (from a queue) lands on the day it was spent. A
                 conversation is counted once per day and feature for three days (on Redis, as
@@ -1610,6 +1624,7 @@ class Ledger:
         _check_ids(feature=feature, user=user, conversation=conversation, request_id=request_id)
         unpriced = _unknown_model_option(unknown_model)
         ctx = current_attribution()
+        instant = None if at is None else self._instant("at", at)
         return self._commit(
             request_id=request_id or new_request_id(),
             day=self.day() if at is None else self._day_at("at", at),
@@ -1623,6 +1638,7 @@ class Ledger:
             saved_usd=saved_usd,
             premium_model=premium_model,
             unpriced_if_unknown=unpriced,
+            at=instant,  # priced when the call happened
         )
 
     def _commit(self, **call: Any) -> Charge:
@@ -1738,10 +1754,13 @@ class Ledger:
         premium_model: str | None,
         unpriced_if_unknown: bool = False,
         down: BudgetUnavailableError | None = None,
+        at: float | None = None,
     ) -> _CommitPlan:
         """What :meth:`commit` asks the store: the charges per budget and the attribution row
         (``down``: the store was just found unreachable, by another commit of the same batch:
-        the conversation's mark is not asked for, the commit is spooled).
+        the conversation's mark is not asked for, the commit is spooled). The usage is priced at
+        ``at`` (epoch seconds: when the call happened, a record's ``at``), else at the ledger's
+        clock now: prices change with the time of day and the date.
 
         Raises:
             InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`, or its
@@ -1756,9 +1775,11 @@ class Ledger:
             _check_commit_figures(usage, cache_hit)
         if (usage.requests == 0 and (tokens or cache_hit)) or (saved_usd is not None and not cache_hit):
             _check_call_figures(usage, cache_hit, saved_usd)
+        now_ms = self._now_ms()
+        minute = now_ms // 60_000 if at is None else int(at // 60)
         try:
             self.registry.get(model)
-            nanos = self._price_nanos(usage, model, round_up=False)
+            nanos = self._price_nanos(usage, model, round_up=False, minute=minute)
         except UnknownModelError:
             if not unpriced_if_unknown:
                 raise
@@ -1780,7 +1801,7 @@ class Ledger:
                 rollup["overhead_cache_hits"] = usage.requests
         routing_saved_usd = None
         if premium_model is not None:  # a routed call: its counterfactual (nothing added otherwise)
-            routed = self._routing_saved(usage, nanos, premium_model)
+            routed = self._routing_saved(usage, nanos, premium_model, minute)
             if routed is not None and abs(routed) > _MAX_AMOUNT:
                 raise _too_large(
                     "premium_model", f"makes a routing saving of ${nanos_to_usd(routed)}", routed
@@ -1788,7 +1809,6 @@ class Ledger:
             rollup["routed_requests"] = usage.requests
             rollup["routing_saved_nanos"] = routed or 0
             routing_saved_usd = None if routed is None else nanos_to_usd(routed)
-        now_ms = self._now_ms()
         conversation_mark = None
         unavailable = None
         if conversation is not None:  # counted once per day and feature, for cost per conversation
@@ -1914,8 +1934,11 @@ class Ledger:
             ) from e
         self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
 
-    def _routing_saved(self, usage: Usage, nanos: int | None, premium_model: object) -> int | None:
-        """``usage`` priced on the premium model minus its actual cost ``nanos``, in nano-USD (signed).
+    def _routing_saved(
+        self, usage: Usage, nanos: int | None, premium_model: object, minute: int
+    ) -> int | None:
+        """``usage`` priced on the premium model (at ``minute``, as the call) minus its actual cost
+        ``nanos``, in nano-USD (signed).
 
         0 when the premium model's window could not have held the call (routing had no choice);
         ``None`` when either price is unknown.
@@ -1923,7 +1946,7 @@ class Ledger:
         info = self.registry.get(_model_name("premium_model", premium_model))
         if info.context_window is not None and usage.input_tokens + usage.output_tokens > info.context_window:
             return 0
-        premium = self._price_nanos(usage, info.name, round_up=False)
+        premium = self._price_nanos(usage, info.name, round_up=False, minute=minute)
         return None if premium is None or nanos is None else premium - nanos
 
     def _record_per_call(self, day: str, key: str, cost: int, requests: int) -> None:
@@ -2117,7 +2140,9 @@ class Ledger:
                 self.release(reservation)
                 return None
             if saved_usd is None and reported is not None:
-                nanos = self._price_nanos(reported, reservation.model, round_up=False)
+                nanos = self._price_nanos(
+                    reported, reservation.model, round_up=False, minute=self._now_ms() // 60_000
+                )
                 if nanos is not None and nanos > _MAX_AMOUNT:  # the provider's figures: no saving
                     logger.warning(
                         "request %s: the reported usage cannot be priced as a saving (costs $%s)",

@@ -401,19 +401,23 @@ def cost_nanos(
     round_up: bool = False,
     registry: ModelRegistry | None = None,
     prices: PriceTable | None = None,
+    minute: int | None = None,
 ) -> int | None:
     """:func:`cost_or_none` in integer nano-USD, for figures already validated (the ledger's hot path).
 
     The same rates, in exact integer arithmetic on rates scaled once per price (no Decimal per
     call); rounded up (``round_up``, for reservations) or half to even, as
-    :func:`~tokenbudget_core.money.usd_to_nanos` rounds. ``None`` when unpriced.
+    :func:`~tokenbudget_core.money.usd_to_nanos` rounds. ``None`` when unpriced. ``minute``
+    (epoch minutes, default now) is when the call was made: genai-prices has time-of-day prices
+    (DeepSeek's off-peak hours) and dated price changes.
 
     Raises:
         UnknownModelError: Neither the registry nor an override knows ``model``.
     """
     table = prices if prices is not None else default_price_table()
     reg = registry if registry is not None else default_registry()
-    minute = int(time.time() // 60)
+    if minute is None:
+        minute = int(time.time() // 60)
     found = resolved_price(model, reg, table, minute)
     if isinstance(found, _Tiers):  # genai-prices picks a tier by the input tokens of the request
         per_request: int | Decimal = input_tokens if requests <= 1 else Decimal(input_tokens) / requests
