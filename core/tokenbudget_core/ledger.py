@@ -180,7 +180,10 @@ class Ledger:
             store under ``~/.cache/tokenbudget/``, see :func:`default_spool_path`; the variable
             set but empty or blank is refused, not read as unset, by a ledger on any store but
             ``memory://``, which never spools).
-        alerts: ``"log"``, webhook URLs and callables receiving :class:`~tokenbudget_core.alerts.Alert`.
+        alerts: ``"log"``, webhook URLs (or :class:`~tokenbudget_core.alerts.Webhook` for a
+            timeout of its own) and callables receiving :class:`~tokenbudget_core.alerts.Alert`.
+            An alert fires once per store, from the ledger whose commit crosses the threshold:
+            give every ledger of a store the same sinks.
         registry: Model registry for pricing and output limits.
         prices: Price overrides.
         clock: Returns epoch seconds (tests pass a fake clock); its reading decides the day and
@@ -287,8 +290,10 @@ class Ledger:
                 value=spool_path,
                 fix="leave it out (None) for $TOKENBUDGET_SPOOL, else the default spool of the store",
             )
-        # (a memory store is never unreachable: it spools nothing, so the variable is not read)
-        from_env = None if isinstance(self.store, MemoryStore) else spool_from_environment()
+        # (read only when it would be used: not beside an explicit spool_path (a check()'s ledger
+        # names its ledger's spool), nor for a memory store, never unreachable, which spools nothing)
+        reads_env = spool_path is None and not isinstance(self.store, MemoryStore)
+        from_env = spool_from_environment() if reads_env else None
         spool = spool_path or from_env or default_spool_path(self.store)
         self.books = store_digest(self.store)
         """Where this ledger's figures live: a short hash of its store's identity (a SQLite file by
