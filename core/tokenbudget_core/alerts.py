@@ -214,8 +214,8 @@ class Webhook:
             one is sent: give a slow webhook (a relay with cold starts) a longer one.
 
     Raises:
-        InvalidInputError: ``url`` is not a webhook URL alerts can be sent to (the error never
-            shows it), or ``timeout_s`` is not a positive, finite number of seconds.
+        InvalidInputError: ``url`` is not an http(s) URL alerts can be sent to (the error never
+            shows it), or ``timeout_s`` is not a positive number of seconds, at most a day.
 
     Example:
         >>> from tokenbudget_core import Ledger
@@ -235,16 +235,24 @@ class Webhook:
             or not isinstance(timeout_s, int | float)
             or not math.isfinite(timeout_s)
             or timeout_s <= 0
+            or timeout_s > MAX_TIMEOUT_S
         ):
             raise InvalidInputError(
                 "timeout_s",
-                "must be a positive, finite number of seconds",
+                f"must be a positive number of seconds, at most {MAX_TIMEOUT_S:,} (a day)",
                 value=timeout_s,
                 fix=f"pass the seconds a POST may wait for the answer (default {DEFAULT_TIMEOUT_S:g})",
             )
         self.timeout_s = float(timeout_s)
         """How long a POST waits for the webhook's answer, in seconds."""
         parts = _split(url, "url")
+        if parts.scheme.lower() not in ("http", "https"):
+            raise InvalidInputError(
+                "url",
+                f"must be an http:// or https:// URL, not {parts.scheme}://",
+                value=f"{parts.scheme}://...",  # the URL itself may hold secrets
+                fix="give the webhook's http(s) URL",
+            )
         userinfo, _, hostport = parts.netloc.rpartition("@")
         self.redacted = f"{parts.scheme}://{hostport}"
         """The URL as logs show it: no user info, path or query."""
@@ -457,6 +465,11 @@ class Webhook:
         self._working = False
         self._failing_since = None
         _PENDING.discard(self)
+
+
+MAX_TIMEOUT_S = 86_400
+"""The longest wait a webhook may set (a socket takes no timeout past about 9.2e9 s: a longer one
+would lose every alert)."""
 
 
 def _split(url: str, field: str) -> urllib.parse.SplitResult:

@@ -187,8 +187,10 @@ class Ledger:
         registry: Model registry for pricing and output limits.
         prices: Price overrides.
         clock: Returns epoch seconds (tests pass a fake clock); its reading decides the day and
-            the prices (time-of-day and dated genai-prices) of reserves and commits; a reading
-            with no calendar date (milliseconds, nanoseconds) is refused.
+            the prices (time-of-day and dated genai-prices) of reserves and commits, each at its
+            own minute (a price that rises between a reserve and its commit, as DeepSeek's peak
+            hours from 00:30 UTC, can take that call past a limit by the rise); a reading with
+            no calendar date (milliseconds, nanoseconds) is refused.
 
     Raises:
         InvalidInputError: A bad argument, named (a misspelt keyword with the closest one).
@@ -252,7 +254,7 @@ class Ledger:
                 value=timezone,
                 fix="use an IANA name such as 'Europe/Berlin' or 'UTC'",
             ) from e
-        self.store: LedgerStore = (
+        self._store: LedgerStore = (
             store if store is not None and not isinstance(store, str) else open_store(store)
         )
         if policy is not None and not isinstance(policy, BudgetPolicy):
@@ -390,6 +392,26 @@ class Ledger:
     # -- time and scopes --------------------------------------------------------------------------
 
     @property
+    def store(self) -> LedgerStore:
+        """Where the figures live (``store=``). Fixed for the ledger's life: its fast paths, its
+        books (:meth:`shares_books_with`), spool and alert memo are of this store.
+
+        Raises:
+            InvalidInputError: On assignment (make a new ``Ledger`` on the other store).
+        """
+        return self._store
+
+    @store.setter
+    def store(self, store: object) -> None:
+        raise InvalidInputError(
+            "store",
+            "cannot be reassigned: the ledger's fast paths, books, spool and alert memo are of the "
+            "store it was made with",
+            value=store,
+            fix="make a new Ledger on the other store (Ledger(store, policy=ledger.policy, ...))",
+        )
+
+    @property
     def tz(self) -> ZoneInfo:
         """The time zone that decides when a ledger day starts (``timezone=``). Assigning another
         :class:`~zoneinfo.ZoneInfo` applies it to the next call (and to :meth:`check`).
@@ -401,9 +423,12 @@ class Ledger:
 
     @tz.setter
     def tz(self, tz: ZoneInfo) -> None:
-        if not isinstance(tz, ZoneInfo):
+        if not isinstance(tz, ZoneInfo) or not isinstance(tz.key, str):
             raise InvalidInputError(
-                "tz", "must be a zoneinfo.ZoneInfo", value=tz, fix="ZoneInfo('Europe/Berlin')"
+                "tz",
+                "must be a zoneinfo.ZoneInfo of an IANA name (one loaded from a file has none)",
+                value=tz,
+                fix="ZoneInfo('Europe/Berlin')",
             )
         self._tz = tz
         self._day_cache = (-(2**62), "")  # the day of a second in the old zone
