@@ -29,7 +29,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 __all__ = ["OperationLock"]
 
@@ -51,7 +51,7 @@ class OperationLock:
         (False, True)
     """
 
-    __slots__ = ("active", "alocks", "async_thread", "lock", "sync_thread")
+    __slots__ = ("active", "alocks", "async_thread", "lock", "sync_hold", "sync_thread")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -60,6 +60,9 @@ class OperationLock:
         self.sync_thread: int | None = None
         """The thread of the outermost sync operation in flight (an ``asyncio.run`` it makes
         inside it re-enters it)."""
+        self.sync_hold: object | None = None
+        """The outermost sync operation's hold (in its context: what an event loop it runs, and
+        the threads that loop's tasks start with their context, carry), ``None`` when none."""
         self.async_thread: int | None = None
         """The thread of the event loop whose async operation holds ``lock`` (a blocking sync
         call a coroutine of that loop makes meanwhile cannot wait for it: it re-enters)."""
@@ -82,12 +85,16 @@ class OperationLock:
         return lock.held()
 
     def in_async_operation(self) -> bool:
-        """Whether the running context is inside an async operation in flight (a hold of one of
-        its :class:`_TaskLock` s: a sync call made by the task holding it, or by a task or thread
-        it started with its context)."""
+        """Whether the running context is inside an operation in flight that holds the lock for
+        it: an async one (a hold of one of its :class:`_TaskLock` s: a sync call made by the task
+        holding it, or by a task or thread it started with its context), or a sync one whose
+        context it carries (a thread started by a task of an event loop run inside it)."""
         holds = _HOLDING.get()
         if not holds:
             return False
+        sync_hold = self.sync_hold
+        if sync_hold is not None and sync_hold in holds:
+            return True
         try:
             locks = list(self.alocks.values())
         except RuntimeError:  # (a lock added for another event loop meanwhile)
@@ -102,12 +109,13 @@ class _Operation:
     which that operation holds, maybe in another thread), or an async one of the event loop
     running on its thread (a blocking call in a coroutine, which cannot wait for it)."""
 
-    __slots__ = ("locked", "outer", "state")
+    __slots__ = ("locked", "outer", "state", "token")
 
     def __init__(self, state: OperationLock) -> None:
         self.state = state
         self.outer = False
         self.locked = False
+        self.token: Token[frozenset[object]] | None = None
 
     def __enter__(self) -> bool:
         state = self.state
@@ -118,6 +126,8 @@ class _Operation:
         self.outer = state.active
         if not self.outer:
             state.sync_thread = threading.get_ident()
+            hold = state.sync_hold = object()
+            self.token = _HOLDING.set(_HOLDING.get() | {hold})
         state.active = True
         return self.outer or state.async_thread is not None  # (ours: any other's waited for)
 
@@ -127,6 +137,10 @@ class _Operation:
             state.active = self.outer
             if not self.outer:
                 state.sync_thread = None
+                state.sync_hold = None
+                if self.token is not None:
+                    with suppress(ValueError):  # (exited in another context)
+                        _HOLDING.reset(self.token)
             state.lock.release()
 
 
@@ -151,8 +165,13 @@ class _TaskLock:
         whether it was (re-entering the operation in flight)."""
         hold = self.hold
         state = self.state
-        if (hold is not None and hold in _HOLDING.get()) or state.sync_thread == threading.get_ident():
-            yield True  # (or an event loop run inside a sync operation of this thread)
+        holds = _HOLDING.get()
+        if (
+            (hold is not None and hold in holds)
+            or state.sync_thread == threading.get_ident()
+            or (state.sync_hold is not None and state.sync_hold in holds)
+        ):
+            yield True  # (or an event loop run inside a sync operation, on its thread or not)
             return
         await self.lock.acquire()
         try:

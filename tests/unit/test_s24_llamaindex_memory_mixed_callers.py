@@ -128,3 +128,36 @@ def test_sync_and_async_callers_on_one_memory_lose_nothing(
         assert [m.content for m in memory.get()] == stored  # this memory's window: each once, in order
         fresh = TokenBudgetChatMemory(max_tokens=1_000_000, chat_store=store, model="gpt-4o")
         assert [m.content for m in fresh.get()] == stored
+
+
+def test_a_thread_started_inside_an_event_loop_run_by_a_sync_operation_is_let_in() -> None:
+    """A sync operation runs ``asyncio.run``; a coroutine there re-enters (async) and hands sync
+    work to a thread with ``asyncio.to_thread``, which carries its context: that thread is let in
+    too. Before, it waited for the lock the sync operation held while the operation waited for
+    it: a deadlock (re-review s24 F1)."""
+    from tokenbudget_core.operation_lock import OperationLock
+
+    lock = OperationLock()
+    seen: dict[str, bool] = {}
+
+    def inner() -> bool:
+        with lock.operation() as reentered:
+            return reentered
+
+    async def summarise() -> None:
+        async with lock.aoperation() as reentered:
+            seen["async"] = reentered
+            seen["thread"] = await asyncio.to_thread(inner)
+
+    def outer() -> None:
+        with lock.operation():
+            asyncio.run(summarise())
+        seen["done"] = True
+
+    worker = threading.Thread(target=outer, daemon=True)
+    worker.start()
+    worker.join(20)  # a hang guard only: it takes milliseconds
+    assert not worker.is_alive(), "deadlocked"
+    assert seen == {"async": True, "thread": True, "done": True}
+    with lock.operation() as reentered:  # and the lock is free again
+        assert not reentered
