@@ -15,6 +15,7 @@ themselves (subclassing does not warn; the default in-memory store is made with 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,9 +62,12 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
 
     Each message of the backing history is converted and counted once, when first read; a
     read fits only the messages the window can reach
-    (:class:`~tokenbudget_core.transcript_fit.TranscriptFit`), so its cost stays flat as the
-    conversation grows. A backing history changed under it (cleared, or refilled by another
-    worker) is read again in full. Its operations run one at a time across threads and tasks.
+    (:class:`~tokenbudget_core.transcript_fit.TranscriptFit`), so its cost stays nearly flat as
+    the conversation grows (a pass checking the messages seen are still there, in place). A
+    backing history changed under it (a message removed, replaced or moved, or the history
+    cleared and refilled by another worker) is read again in full; a message object edited in
+    place is not re-read: replace it instead. Its operations run one at a time across threads
+    and tasks.
 
     Args:
         history: The backing history (default: a new in-memory one).
@@ -127,8 +131,8 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
             budget.max_tokens - budget.reserve_output, pin_first_user=budget.pin_first_user
         )
         core = self._transcript.messages
-        return fit_host(
-            [self._host[i] for i in picked], budget, tools=self.tools, converted=[core[i] for i in picked]
+        return fit_host(  # the backing history's objects as it hands them back now
+            [stored[i] for i in picked], budget, tools=self.tools, converted=[core[i] for i in picked]
         )
 
     @property
@@ -172,10 +176,15 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
 
 def _in_step(stored: Sequence[BaseMessage], seen: list[BaseMessage]) -> bool:
     """Whether ``stored`` (the backing history now) is ``seen`` (what was read before), maybe
-    with messages added after it: not shorter, and the same first and last-seen message (a
-    shared backing history cleared and refilled by another worker is not)."""
+    with messages added after it: not shorter, and every message seen still there, in place (a
+    message removed, replaced or moved in the middle, or a backing history cleared and refilled
+    by another worker, is not). The very objects are checked first, a pass at C speed (an
+    in-memory history hands back the messages it keeps); a history that hands back copies is
+    compared field by field."""
     n = len(seen)
-    return n == 0 or (len(stored) >= n and _same(stored[0], seen[0]) and _same(stored[n - 1], seen[n - 1]))
+    if len(stored) < n:
+        return False
+    return all(map(operator.is_, stored, seen)) or all(map(_same, stored, seen))
 
 
 def _same(a: BaseMessage, b: BaseMessage) -> bool:

@@ -11,8 +11,11 @@ messages against 1.4 ms at the start, growing without bound."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
+from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from lc_fakes import memory
 
@@ -85,3 +88,39 @@ def test_the_window_reaches_only_the_newest_messages_of_a_long_conversation() ->
     reach: TranscriptFit[object] = history._transcript  # type: ignore[assignment]
     assert len(reach) == 6_001  # every message told once
     assert len(reach.candidates(budget.max_tokens, pin_first_user=True)) < 40
+
+
+class CopyingHistory(BaseChatMessageHistory):
+    """A backing history that hands back copies on every read, as a database-backed one does."""
+
+    def __init__(self) -> None:
+        self.kept: list[BaseMessage] = []
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        return [m.model_copy() for m in self.kept]
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        self.kept.extend(messages)
+
+    def clear(self) -> None:
+        self.kept = []
+
+
+@pytest.mark.parametrize("backing_kind", ["in-memory", "copies"])
+def test_a_backing_history_changed_in_the_middle_is_read_again(backing_kind: str) -> None:
+    """Re-review s24 F3: a turn removed in the middle and a new one appended (the same length),
+    or a message replaced, left the window of the transcript as it was before."""
+    backing: Any = memory() if backing_kind == "in-memory" else CopyingHistory()
+    history = TokenBudgetChatMessageHistory(backing, model="gpt-4o", max_tokens=2_000)
+    history.add_messages(
+        [SystemMessage("Be brief."), HumanMessage("my card is 4111"), AIMessage("OK."), HumanMessage("next?")]
+    )
+    assert [m.content for m in history.messages][1] == "my card is 4111"
+    store = backing.messages if backing_kind == "in-memory" else backing.kept
+    store[1] = HumanMessage("my card is [REDACTED]")  # replaced by a new message
+    assert [m.content for m in history.messages] == ["Be brief.", "my card is [REDACTED]", "OK.", "next?"]
+    del store[1:3]  # a turn removed in the middle...
+    store.extend([AIMessage("OK."), HumanMessage("and?")])  # ...and two appended: as long as before
+    assert [m.content for m in history.messages] == ["Be brief.", "next?", "OK.", "and?"]
+    assert history.messages == fit_host(backing.messages, history.budget)
