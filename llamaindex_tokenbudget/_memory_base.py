@@ -459,16 +459,20 @@ class BudgetMemory(BaseMemory):
         """How LlamaIndex chat engines measure what they send before the memory's messages:
         ``len(memory.tokenizer_fn(text))`` of their prefix messages' text (a ``system_prompt``),
         passed to :meth:`get` as ``initial_token_count`` and reserved there. The text is counted
-        as one system message, its framing included. When the memory has ``prefix_messages``,
-        they are taken to be what the engine sends and are reserved already: the engine's count
-        is then 0, not a second reservation of the same tokens."""
+        as one system message, its framing included. What the memory's ``prefix_messages``
+        reserve already is taken off (the same prompt listed there is reserved once, not twice;
+        a different one, the larger of the two)."""
         return self._prefix_tokens
 
     def _prefix_tokens(self, text: str) -> Sequence[int]:
-        if self.prefix_messages or not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str) or not text.strip():
             return range(0)
         message = to_message({"role": "system", "content": text}, where="prefix text")
-        return range(int(self._counter.count_message(message)))
+        engine = int(self._counter.count_message(message))
+        listed = (
+            sum(int(self._counter.count_message(m)) for m in self._prefix()) if self.prefix_messages else 0
+        )
+        return range(max(engine - listed, 0))  # what prefix_messages do not reserve already
 
     def _prefix(self) -> list[Message]:
         return [

@@ -85,3 +85,14 @@ def test_the_tokenizer_fn_counts_the_text_as_one_system_message() -> None:
     assert len(memory.tokenizer_fn(SYSTEM)) == int(COUNT([{"role": "system", "content": SYSTEM}])) - int(
         COUNT([])
     )
+
+
+def test_a_listed_prefix_that_differs_from_the_engines_prompt_still_leaves_room_for_it() -> None:
+    """Re-review s24 F4: with any prefix_messages the engine's count was 0, so an engine prompt
+    unlike them went unreserved (436 tokens sent for max_tokens=400)."""
+    memory = TokenBudgetChatMemory(
+        model="gpt-4o-mini",
+        max_tokens=MAX_TOKENS,
+        prefix_messages=[ChatMessage(role="system", content="Hi.")],
+    )
+    assert max(request_sizes(memory, "chat")) <= MAX_TOKENS
