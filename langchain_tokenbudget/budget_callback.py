@@ -1513,7 +1513,8 @@ class _BudgetHandler:
         chunk read under ``wait_for``). Cancelled before any output, its reservation is released
         at once (a real end still charges the call: a commit after a release applies); one that
         streamed output keeps its hold. Either way, once no chunk came for
-        :data:`_ORPHAN_GRACE_S` (or the loop shuts down, or the process exits first), the run is
+        :data:`_ORPHAN_GRACE_S` (half the ledger's lease if shorter; or the loop shuts down, or
+        the process exits first), the run is
         released, or charged the flagged estimate of what it streamed (which ends its hold)."""
         with self._lock:
             if not self._is_open(run_id, run):
@@ -1541,7 +1542,8 @@ class _BudgetHandler:
         touched = run.touched
         try:
             while True:
-                await asyncio.sleep(_ORPHAN_GRACE_S)
+                # (at most half the lease: a kept hold must not lapse before its estimate is charged)
+                await asyncio.sleep(min(_ORPHAN_GRACE_S, self.ledger.lease_ms / 2000))
                 with self._lock:
                     if not self._is_open(run_id, run):
                         return  # it ended, and was charged
