@@ -146,7 +146,6 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import inspect
 import itertools
 import json
 import logging
@@ -170,6 +169,7 @@ from tokenbudget_core.errors import (
     BudgetUnavailableError,
     InvalidInputError,
     TokenBudgetError,
+    option_names,
     refuse_unknown,
 )
 from tokenbudget_core.finalizing import collecting, defer, start_worker
@@ -698,12 +698,6 @@ def _payer_in_force(reservation: Reservation, attribution: Attribution | None) -
     return dataclasses.replace(
         now, feature=reservation.feature, user=reservation.user, conversation=reservation.conversation
     )
-
-
-def option_names(init: Callable[..., None]) -> list[str]:
-    """The options a constructor takes by name (those an unknown keyword is compared with)."""
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [n for n, p in inspect.signature(init).parameters.items() if p.kind in kinds and n != "self"]
 
 
 def _fields(a: Attribution) -> Payer:

@@ -82,6 +82,7 @@ from tokenbudget_core.errors import (
     InvalidInputError,
     TokenBudgetError,
     UnpricedModelError,
+    option_names,
     refuse_unknown,
 )
 from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_options
@@ -102,7 +103,6 @@ from .budget_callback import (
     first,
     is_function_tool,
     middleware_call,
-    option_names,
     payer_from,
     reply_text,
     reported,

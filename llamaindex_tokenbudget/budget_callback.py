@@ -73,7 +73,6 @@ records what routing saved.
 
 from __future__ import annotations
 
-import inspect
 import sys
 import threading
 import time
@@ -93,7 +92,7 @@ from llama_index.core.llms.structured_llm import StructuredLLM
 
 from tokenbudget_core.attribution import Attribution, current_attribution, in_force, outer_first
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
-from tokenbudget_core.errors import InvalidInputError, refuse_unknown
+from tokenbudget_core.errors import InvalidInputError, option_names, refuse_unknown
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
@@ -597,10 +596,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **unknown: Any,
     ) -> None:
         if unknown:  # a misspelt option (usr=...): named, with the closest one
-            kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-            params = inspect.signature(BudgetCallbackHandler.__init__).parameters.items()
-            known = [n for n, p in params if p.kind in kinds and n != "self"]
-            refuse_unknown("BudgetCallbackHandler", unknown, known)
+            refuse_unknown("BudgetCallbackHandler", unknown, option_names(BudgetCallbackHandler.__init__))
         check_budget_options(
             ledger, model=model, feature=feature, user=user, counts={"max_output_tokens": max_output_tokens}
         )

@@ -24,8 +24,9 @@ Messages give the value, the limit and the next step.
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 __all__ = [
@@ -415,6 +416,13 @@ def environment_value(name: str, *, fix: str) -> str | None:
             fix=fix,
         )
     return value
+
+
+def option_names(init: Callable[..., None]) -> list[str]:
+    """The options a constructor takes by name: what :func:`refuse_unknown` compares a keyword
+    it does not take with (read from its signature, so the list cannot drift)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [n for n, p in inspect.signature(init).parameters.items() if p.kind in kinds and n != "self"]
 
 
 def refuse_unknown(
