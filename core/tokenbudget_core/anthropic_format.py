@@ -3,11 +3,24 @@
 System and developer messages become the top-level ``system`` string; assistant tool
 calls become ``tool_use`` blocks; tool results become ``tool_result`` blocks in a
 user turn (their content a string when it is text alone, else text and ``image`` blocks, so a
-screenshot tool's images are counted); images become base64 or URL ``image`` blocks. A turn left
-with no content (an empty assistant reply, a message of empty text) is dropped unless it is the
-last one: the API refuses empty content anywhere but in a final assistant turn (a prefill), and
-langchain-anthropic drops such an assistant turn from the real request. Consecutive turns of the
-same role are then merged, as the API combines them.
+screenshot tool's images are counted); images become base64 or URL ``image`` blocks.
+
+The body is the one the real call sends, normalised as langchain-anthropic normalises it, since
+the API refuses what it does not normalise away (a 400, which a count would raise):
+
+- A text block that is empty or whitespace-only (``not text.strip()``) is dropped, in a turn and
+  in a tool result's blocks alike: the API refuses it ("text content blocks must contain
+  non-whitespace text"). A tool result whose content is text alone keeps its text as it is.
+- A turn left with no content (an empty assistant reply, a message of empty or whitespace-only
+  text) is dropped unless it is the last one: the API refuses empty content anywhere but in a
+  final assistant turn (a prefill), and langchain-anthropic drops such an assistant turn from the
+  real request.
+- Consecutive turns of the same role are then merged, as the API combines them.
+- When the last turn is an assistant one (a prefill), the trailing whitespace of its last block is
+  stripped (``rstrip()``) when that block is text, not when it is a ``tool_use``: the API refuses
+  it ("final assistant content cannot end with trailing whitespace"). No other text is changed:
+  the leading and inner whitespace of that turn, and all the whitespace of every other turn
+  (an earlier assistant turn's trailing whitespace too), are billed as they are.
 
 A ``tool_use`` block's ``input`` must be a JSON object. A call whose arguments are not one (the
 malformed JSON of a call cut off by ``max_tokens``, which LangChain keeps in ``invalid_tool_calls``
@@ -74,7 +87,7 @@ def _content_blocks(m: Message, i: int, guessed: list[str]) -> list[dict[str, An
     parts = (TextPart(text=m.content),) if isinstance(m.content, str) else m.content
     for part in parts:
         if isinstance(part, TextPart):
-            if part.text:
+            if part.text.strip():  # an empty or whitespace-only text block is refused by the API
                 blocks.append({"type": "text", "text": part.text})
         elif isinstance(part, ImagePart):
             match = _DATA_URL.match(part.url)
@@ -95,6 +108,13 @@ def _content_blocks(m: Message, i: int, guessed: list[str]) -> list[dict[str, An
                 args = {}
             blocks.append({"type": "tool_use", "id": _call_id(call.id), "name": call.name, "input": args})
     return blocks
+
+
+def _strip_prefill(blocks: list[dict[str, Any]]) -> None:
+    """Strip the trailing whitespace of a final assistant turn (a prefill), as langchain-anthropic
+    does: its last block's text when that block is text (not when it is a ``tool_use``)."""
+    if blocks and blocks[-1]["type"] == "text":
+        blocks[-1] = {**blocks[-1], "text": blocks[-1]["text"].rstrip()}
 
 
 def _is_builtin_tool(tool: Mapping[str, Any]) -> bool:
@@ -139,6 +159,9 @@ def to_anthropic_request(
 ) -> dict[str, Any]:
     """Build the ``system``/``messages``/``tools`` part of a Messages API request.
 
+    The body is what the real call sends (see the module doc): empty and whitespace-only text
+    blocks are dropped, then turns left empty (but the last), same-role neighbours are merged, and
+    a final assistant turn's last text block loses its trailing whitespace; no other text changes.
     Tool-call arguments that are not a JSON object go as ``input: {}`` (see the module doc;
     :func:`build_anthropic_request` says which).
 
@@ -193,6 +216,8 @@ def build_anthropic_request(
             turns[-1]["content"].extend(blocks)  # the API combines consecutive same-role turns too
         else:
             turns.append({"role": role, "content": blocks})
+    if turns and turns[-1]["role"] == "assistant":
+        _strip_prefill(turns[-1]["content"])
     request: dict[str, Any] = {"messages": turns}
     if system:
         request["system"] = "\n\n".join(system)
