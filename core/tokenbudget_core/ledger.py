@@ -187,9 +187,10 @@ class Ledger:
         registry: Model registry for pricing and output limits.
         prices: Price overrides.
         clock: Returns epoch seconds (tests pass a fake clock); its reading decides the day and
-            the prices (time-of-day and dated genai-prices) of reserves and commits, each at its
-            own minute (a price that rises between a reserve and its commit, as DeepSeek's peak
-            hours from 00:30 UTC, can take that call past a limit by the rise); a reading with
+            the prices (time-of-day and dated genai-prices) of reserves, and a commit prices
+            its usage at its reservation's minute (:attr:`Reservation.priced_minute`: a price
+            that rises meanwhile, as DeepSeek's peak hours from 00:30 UTC, cannot take the call
+            past the limit its reservation checked); a reading with
             no calendar date (milliseconds, nanoseconds) is refused.
 
     Raises:
@@ -1013,7 +1014,7 @@ class Ledger:
         return _ReservePlan(
             request_id or new_request_id(), day, int(now * 1000), model, feature, user,
             conversation, ctx.overhead, input_tokens, out, nanos, checks, amounts, scopes,
-            request_id is None,
+            request_id is None, minute,
         )  # fmt: skip
 
     def _reserve_in_memory(self, plan: _ReservePlan, memory: MemoryStore) -> Reservation:
@@ -1166,12 +1167,13 @@ class Ledger:
                 r = _new_reservation(
                     rid, day, model, feature, user, conversation, overhead, input_tokens, out,
                     None if nanos is None else nanos_to_usd(nanos), step, False, (scopes.budgets, amounts),
+                    lane.minute,
                 )  # fmt: skip
                 return r if request_id is None else self._keep(r)
         # refused, a duplicate, a soft refusal or an unreachable store: the general path's answer
         plan = _ReservePlan(
             rid, day, now_ms, model, feature, user, conversation, overhead, input_tokens, out, nanos,
-            scopes.checks(amounts), amounts, scopes, request_id is None,
+            scopes.checks(amounts), amounts, scopes, request_id is None, lane.minute,
         )  # fmt: skip
         if found is None:
             unchecked = self._failed_open(plan, unavailable)
@@ -1198,11 +1200,15 @@ class Ledger:
         tokens = usage.input_tokens + usage.output_tokens
         if tokens >= _MAX_AMOUNT:
             return None
-        now = self.clock()  # the usage is priced at the ledger's now (prices change by the hour)
-        try:
-            minute = int(now // 60)
-        except (OverflowError, ValueError, TypeError):  # the general path names the clock's error
-            return None
+        now = self.clock()
+        minute = r.priced_minute  # priced when the call landed, as its worst case was
+        if type(minute) is not int:
+            if minute is not None:  # a hand-made reservation: the general path names the problem
+                return None
+            try:  # made by hand: priced at the ledger's now (prices change by the hour)
+                minute = int(now // 60)
+            except (OverflowError, ValueError, TypeError):  # the general path names the clock's error
+                return None
         lane = self._lane(r.model, r.feature, r.user, minute)
         if lane is None:
             return None
@@ -1294,7 +1300,7 @@ class Ledger:
             plan.request_id, plan.day, plan.model, plan.feature, plan.user, plan.conversation,
             plan.overhead, plan.input_tokens, plan.max_output_tokens,
             None if nanos is None else nanos_to_usd(nanos), step, unchecked,
-            (plan.scopes.budgets, plan.amounts),
+            (plan.scopes.budgets, plan.amounts), plan.minute,
         )  # fmt: skip
 
     def _reserved(self, plan: _ReservePlan, outcome: ReserveOutcome, usage: Sequence[int]) -> Reservation:
@@ -1587,7 +1593,7 @@ class Ledger:
         return self._commit_plan(
             r.request_id, r.day, r.model if model is None else _model_name("model", model), r.feature,
             r.user, r.conversation, r.overhead, usage, cache_hit, saved_usd, premium_model,
-            unpriced_if_unknown, down,
+            unpriced_if_unknown, down, minute=_priced_minute(r),
         )  # fmt: skip
 
     def record(
@@ -1785,12 +1791,14 @@ class Ledger:
         unpriced_if_unknown: bool = False,
         down: BudgetUnavailableError | None = None,
         at: float | None = None,
+        minute: int | None = None,
     ) -> _CommitPlan:
         """What :meth:`commit` asks the store: the charges per budget and the attribution row
         (``down``: the store was just found unreachable, by another commit of the same batch:
         the conversation's mark is not asked for, the commit is spooled). The usage is priced at
-        ``at`` (epoch seconds: when the call happened, a record's ``at``), else at the ledger's
-        clock now: prices change with the time of day and the date.
+        ``minute`` (epoch minutes: when its reservation was priced), else at ``at`` (epoch
+        seconds: when the call happened, a record's ``at``), else at the ledger's clock now:
+        prices change with the time of day and the date.
 
         Raises:
             InvalidInputError: ``usage`` is not a :class:`~tokenbudget_core.usage.Usage`, or its
@@ -1806,7 +1814,8 @@ class Ledger:
         if (usage.requests == 0 and (tokens or cache_hit)) or (saved_usd is not None and not cache_hit):
             _check_call_figures(usage, cache_hit, saved_usd)
         now_ms = self._now_ms()
-        minute = now_ms // 60_000 if at is None else int(at // 60)
+        if minute is None:
+            minute = now_ms // 60_000 if at is None else int(at // 60)
         try:
             self.registry.get(model)
             nanos = self._price_nanos(usage, model, round_up=False, minute=minute)
@@ -2170,9 +2179,11 @@ class Ledger:
                 self.release(reservation)
                 return None
             if saved_usd is None and reported is not None:
+                minute = _priced_minute(reservation)
                 nanos = self._price_nanos(
-                    reported, reservation.model, round_up=False, minute=self._now_ms() // 60_000
-                )
+                    reported, reservation.model, round_up=False,
+                    minute=self._now_ms() // 60_000 if minute is None else minute,
+                )  # fmt: skip
                 if nanos is not None and nanos > _MAX_AMOUNT:  # the provider's figures: no saving
                     logger.warning(
                         "request %s: the reported usage cannot be priced as a saving (costs $%s)",
@@ -2663,6 +2674,23 @@ def check_budget_options(ledger: object, *, counts: Mapping[str, object], **name
 
 _MAX_CALL_SAMPLES = 1_000
 """The most cost samples one commit of several calls (``Usage.requests``) records."""
+
+
+def _priced_minute(reservation: Reservation) -> int | None:
+    """The minute ``reservation`` was priced at (``None``: made by hand, priced at commit).
+
+    Raises:
+        InvalidInputError: A hand-made reservation's ``priced_minute`` is not an int.
+    """
+    minute = reservation.priced_minute
+    if minute is None or type(minute) is int:
+        return minute
+    raise InvalidInputError(
+        "reservation.priced_minute",
+        f"must be an int (epoch minutes) or None, got {type(minute).__name__}",
+        value=minute,
+        fix="settle the Reservation that reserve() returned",
+    )
 
 
 def _check_reservation(reservation: object) -> None:

@@ -58,6 +58,11 @@ class Reservation:
     )
     """``(budgets, amounts)``: the ``(scope, metric, limit)`` of each budget the reservation holds
     and the amount it holds there (see :attr:`checks`)."""
+    priced_minute: int | None = field(default=None, repr=False, compare=False)
+    """When the worst case was priced: epoch minutes by the ledger's clock. Its commit prices
+    the call's usage at the same minute (a provider prices a call by when it lands, and a
+    price that changed meanwhile, as DeepSeek's peak hours, must not take the call past the
+    limit its reservation checked); ``None`` (a reservation made by hand) prices at commit."""
 
     @property
     def checks(self) -> tuple[Check, ...]:
@@ -180,6 +185,9 @@ class _ReservePlan(NamedTuple):
     """The payer's budgets the checks are of."""
     own_id: bool = False
     """The ledger drew ``request_id`` (the caller named none): no caller can retry under it."""
+    minute: int | None = None
+    """The epoch minute (ledger clock) the worst case was priced at (see
+    :attr:`Reservation.priced_minute`)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -192,7 +192,7 @@ def test_positional_maker_builds_the_same_frozen_objects() -> None:
         "request_id": "r1", "day": "2026-11-23", "model": "gpt-4o", "feature": "chat", "user": None,
         "conversation": "c", "overhead": None, "input_tokens": 3, "max_output_tokens": 5,
         "reserved_usd": Decimal("0.01"), "step": "normal",
-        "unchecked": False, "held": ((("g", "nanos", None),), (1,)),
+        "unchecked": False, "held": ((("g", "nanos", None),), (1,)), "priced_minute": 29_000_000,
     }  # fmt: skip
     built = make(*values.values())
     assert built == Reservation(**values)

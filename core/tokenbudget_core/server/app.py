@@ -107,6 +107,17 @@ def _reservation(body: ReservationBody, ledger: Ledger) -> Reservation:
             value=body.day,
             fix=SEND_RESERVATION_BACK,
         )
+    minute = body.priced_minute
+    if minute is not None:
+        now = int(ledger.clock() // 60)
+        if not now - _OLDEST_DAY * 1440 <= minute <= now + 2 * 1440:  # as the day: tomorrow at most
+            raise InvalidInputError(
+                "body.reservation.priced_minute",
+                f"is {minute} (epoch minutes), not a minute from {_OLDEST_DAY} days ago to tomorrow "
+                f"(now is {now}): /budget/reserve returns the minute it priced the call at",
+                value=minute,
+                fix=SEND_RESERVATION_BACK,
+            )
     ident = body.model_dump(exclude={"reserved_usd", "step"})
     return Reservation(**ident, overhead=None, reserved_usd=None, step="normal")
 
@@ -124,6 +135,7 @@ def _reservation_json(r: Reservation) -> dict[str, Any]:
         "reserved_usd": None if r.reserved_usd is None else decimal_text(r.reserved_usd),
         "step": r.step,
         "unchecked": r.unchecked,
+        "priced_minute": r.priced_minute,
     }
 
 

@@ -161,7 +161,8 @@ class ReservationBody(_Body):
     """A reservation as ``POST /budget/reserve`` returned it; send it back as is.
 
     Commit and release use its identity and payer (``request_id``, ``day``, ``model``,
-    ``feature``, ``user``, ``conversation``, ``unchecked``); ``reserved_usd`` and ``step`` are
+    ``feature``, ``user``, ``conversation``, ``unchecked``) and the minute it was priced at
+    (``priced_minute``: the commit prices the usage at it); ``reserved_usd`` and ``step`` are
     accepted so the round trip needs no editing, and ignored.
     """
 
@@ -182,6 +183,15 @@ class ReservationBody(_Body):
     unchecked: Annotated[bool, Field(strict=True, description="True when the store was down at reserve.")] = (
         False
     )
+    priced_minute: Annotated[
+        int | None,
+        Field(
+            strict=True,
+            ge=0,
+            description="When reserve priced the call (epoch minutes): commit prices the usage at "
+            "the same minute. Absent (an older client): priced at commit.",
+        ),
+    ] = None
 
     @field_validator("day")
     @classmethod
