@@ -110,11 +110,13 @@ A cancelled async call (its task cancelled mid-flight: a timeout, a cancelled ``
 call cancelled while its rate limiter made it wait) gets no ``on_llm_error`` from LangChain:
 the handler watches the asyncio task each call started in. When that task ends with the call
 still open, the call is taken for gone once no chunk came for 30 s (or when the event loop shuts
-down, or the process exits, first): its reservation is released, or, when it had streamed
-output (the ``generate()`` path: the provider produced it), the flagged estimate of it is
-charged. A cancelled task's call that streamed nothing is released at once; one that streamed
-output keeps its worst case held until that estimate (or its real end) is charged, so other
-calls cannot spend the room it is about to be charged for. Meanwhile a call another task drives on
+down, or the process exits, first; a thread keeps the 30 s, so a loop closed without running the
+watch, as ``asyncio.run`` closes it for a call its own shutdown cancelled, delays nothing): its
+reservation is released, or, when it had streamed output (the ``generate()`` path: the
+provider produced it), the flagged estimate of it is charged. A cancelled task's call that
+streamed nothing is released at once; one that streamed output keeps its worst case held
+until that estimate (or its real end) is charged, so other calls cannot spend the room it is
+about to be charged for. Meanwhile a call another task drives on
 (LangChain's v3 stream producer, a first chunk read under ``wait_for``) keeps streaming and is
 charged at its real end, as usual (a commit after a release applies); one silent for more than
 30 s and then resumed is charged the estimate. A call started in a task that goes on
@@ -146,9 +148,11 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import heapq
 import itertools
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -677,6 +681,56 @@ def _close_orphans_at_exit() -> None:
 
 
 atexit.register(_close_orphans_at_exit)
+
+
+class _OrphanClock:
+    """The grace of every orphan (:meth:`_BudgetHandler._task_ended`), kept by one daemon thread
+    with a heap of deadlines: not by the orphan's event loop, which may never run again. A loop
+    that ``asyncio.run`` shuts down cancels the tasks it has; an orphan whose task was one of them
+    gets its watch only after that, and the loop closes with the watch pending: its hold would
+    last until the process exits. Each deadline re-checks the run (:meth:`_BudgetHandler._orphan_due`)
+    and is armed again while the call keeps streaming."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _BudgetHandler, UUID, _Run, float]] = []
+        self._seq = itertools.count()
+        self._started = False
+
+    def arm(self, after: float, handler: _BudgetHandler, run_id: UUID, run: _Run, touched: float) -> None:
+        """Have ``handler`` look at orphan ``run`` again in ``after`` seconds (``touched``: its
+        last chunk then). With no thread (none can start), the exit hook closes it."""
+        with self._cond:
+            entry = (time.monotonic() + after, next(self._seq), handler, run_id, run, touched)
+            heapq.heappush(self._heap, entry)
+            if not self._started:
+                try:
+                    threading.Thread(target=self._run, name="tokenbudget-orphans", daemon=True).start()
+                except RuntimeError:  # (the interpreter is exiting: the exit hook closes it)
+                    return
+                self._started = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, handler, run_id, run, touched = heapq.heappop(self._heap)
+            try:
+                handler._orphan_due(run_id, run, touched)
+            except Exception:
+                logger.exception("tokenbudget: could not close the account of a cancelled call")
+
+    def _after_fork_in_child(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap = []  # the parent's orphans are the parent's to close
+        self._started = False  # the thread did not come along
+
+
+_ORPHAN_CLOCK = _OrphanClock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ORPHAN_CLOCK._after_fork_in_child)
 
 _FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
 
@@ -1531,13 +1585,22 @@ class _BudgetHandler:
             return
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+        # the grace, kept whether or not the loop runs again (asyncio.run may be shutting it down)
+        _ORPHAN_CLOCK.arm(self._orphan_wait(), self, run_id, run, run.touched)
+
+    def _orphan_wait(self) -> float:
+        """How long an orphan may stay silent: at most half the lease, so that a kept hold
+        cannot lapse before its estimate is charged."""
+        return min(_ORPHAN_GRACE_S, self.ledger.lease_ms / 2000)
 
     async def _orphan_watch(self, run_id: UUID, run: _Run) -> None:
+        """The orphan's watch in its loop: closes it at once when the loop shuts down and cancels
+        this watch (a CLI's ``asyncio.run`` returning soon after a timeout). The grace itself is
+        kept by :data:`_ORPHAN_CLOCK` too, for a loop that never runs this watch to its end."""
         touched = run.touched
         try:
             while True:
-                # (at most half the lease: a kept hold must not lapse before its estimate is charged)
-                await asyncio.sleep(min(_ORPHAN_GRACE_S, self.ledger.lease_ms / 2000))
+                await asyncio.sleep(self._orphan_wait())
                 with self._lock:
                     if not self._is_open(run_id, run):
                         return  # it ended, and was charged
@@ -1546,6 +1609,31 @@ class _BudgetHandler:
                     touched = run.touched  # still streaming: another task reads it on
         finally:  # (also when the loop shuts down and cancels this watch)
             self._orphan_gone(run_id, run)
+
+    def _orphan_due(self, run_id: UUID, run: _Run, touched: float) -> None:
+        """The grace of orphan ``run`` (last chunk at ``touched`` then) ran out (in
+        :data:`_ORPHAN_CLOCK`'s thread): gone unless a chunk came meanwhile (then watched again)."""
+        with self._lock:
+            if self._orphans.get(run_id) is not run:
+                return  # closed already: by its real end, its loop's watch, or the exit
+            streaming = self._is_open(run_id, run) and run.touched != touched
+            touched = run.touched
+        if streaming:  # another task reads it on
+            _ORPHAN_CLOCK.arm(self._orphan_wait(), self, run_id, run, touched)
+            return
+        self._orphan_gone(run_id, run)
+        self._drop_stranded_watches()
+
+    def _drop_stranded_watches(self) -> None:
+        """Forget the watches left pending in a loop that closed (their orphans are closed):
+        each would hold its run until the handler goes, then be logged as destroyed pending."""
+        for watcher in list(self._watchers):
+            if watcher.done() or not watcher.get_loop().is_closed():
+                continue
+            self._watchers.discard(watcher)
+            with contextlib.suppress(AttributeError):  # (closed with its loop: nothing to report)
+                setattr(watcher, "_log_destroy_pending", False)  # noqa: B010 (asyncio's own flag)
+            watcher.get_coro().close()  # (its finally finds the orphan closed)
 
     def _orphan_gone(self, run_id: UUID, run: _Run) -> None:
         """Close the account of an orphan whose call is gone: released, or its streamed estimate
