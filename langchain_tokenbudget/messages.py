@@ -16,7 +16,10 @@ the core keeps it with the call it answers.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -271,16 +274,69 @@ def to_countable_message(message: BaseMessage, *, where: str = "message") -> Mes
 
 def to_core_request(messages: Sequence[BaseMessage]) -> list[Message]:
     """The messages of a model request, converted for counting whatever blocks they carry:
-    :func:`to_countable_message` for each, in one pass (plain messages reused from the cache
-    :func:`to_core_messages` keeps).
+    :func:`to_countable_message` for each, in one pass. Plain messages are reused from the cache
+    :func:`to_core_messages` keeps; any other message object (a tool call, a tool result, one
+    with content blocks) from a cache of the objects converted lately, checked against a copy
+    of the fields its conversion read (a message edited in place, even inside a content block,
+    is converted again): an agent sends its whole transcript on every model call, and the
+    budget and context middlewares read it on each.
 
     Raises:
         InvalidMessageError: An item is not a LangChain message.
     """
     _check_list(messages)
-    return [
-        plain_message(m) or to_countable_message(m, where=f"messages[{i}]") for i, m in enumerate(messages)
-    ]
+    return [plain_message(m) or _remembered(m, i) for i, m in enumerate(messages)]
+
+
+def _read_fields(m: BaseMessage) -> tuple[object, ...]:
+    """Every field :func:`to_countable_message` reads of ``m`` (from the model's ``__dict__``:
+    ``getattr`` of a field a message class lacks costs more than converting a plain message)."""
+    d = m.__dict__
+    kwargs = d.get("additional_kwargs")
+    return (
+        type(m),
+        d.get("type"),
+        d.get("role"),
+        d.get("content"),
+        d.get("name"),
+        d.get("tool_calls"),
+        d.get("invalid_tool_calls"),
+        kwargs.get("function_call") if type(kwargs) is dict else kwargs,
+        d.get("tool_call_id"),
+    )
+
+
+_MEMO_MAX = 16_384
+_memo: dict[int, tuple[weakref.ref[BaseMessage], tuple[object, ...], Message]] = {}
+"""``id(message) -> (a weak reference to it, a deep copy of its fields, its conversion)``."""
+
+
+def _forget(ref: weakref.ref[BaseMessage], key: int) -> None:
+    entry = _memo.get(key)
+    if entry is not None and entry[0] is ref:
+        _memo.pop(key, None)
+
+
+def _remembered(m: BaseMessage, i: int) -> Message:
+    """:func:`to_countable_message` of ``m``, from the memo when its fields are unchanged."""
+    key = id(m)
+    entry = _memo.get(key)
+    if entry is not None and entry[0]() is m:
+        try:
+            if _read_fields(m) == entry[1]:
+                return entry[2]
+        except Exception:  # noqa: BLE001 - a field whose comparison fails: convert afresh
+            pass
+    converted = to_countable_message(m, where=f"messages[{i}]")
+    try:
+        fields = copy.deepcopy(_read_fields(m))
+        ref = weakref.ref(m, functools.partial(_forget, key=key))
+    except Exception:  # noqa: BLE001 - fields that cannot be copied (or no weak reference): not kept
+        return converted
+    if len(_memo) >= _MEMO_MAX:
+        _memo.clear()
+    _memo[key] = (ref, fields, converted)
+    return converted
 
 
 def to_core_messages(messages: Sequence[BaseMessage]) -> list[Message]:
