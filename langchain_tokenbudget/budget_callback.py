@@ -158,7 +158,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Never, TypeVar
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
@@ -735,6 +735,26 @@ if hasattr(os, "register_at_fork"):
 _FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
 
 
+def refuse_positional(owner: str, given: Sequence[object], options: Sequence[str]) -> None:
+    """Refuse options passed by position (``BudgetCallbackHandler(ledger, "gpt-4o")``): the
+    constructor takes only the ledger so. Named by the option each would be in the signature's
+    order, with the keyword to use, never a bare ``TypeError``.
+
+    Raises:
+        InvalidInputError: The first positional option, the keywords to use in its fix.
+    """
+    if not given:
+        return
+    meant = list(options[: len(given)]) or ["..."]
+    keywords = ", ".join(f"{name}=..." for name in meant)
+    raise InvalidInputError(
+        meant[0] if options else "options",
+        f"given by position ({len(given)} after the ledger): {owner} takes its options by keyword",
+        value=given[0],
+        fix=f"pass {keywords} by keyword: {owner}(ledger, {meant[0]}=...); options: {', '.join(options)}",
+    )
+
+
 def _refusal(error: BaseException) -> Callable[[], BaseException]:
     """How to refuse the later prompts of a call ``error`` stopped: a fresh error each time, so
     that ``error`` (whose traceback holds the call's frames) is not kept."""
@@ -791,7 +811,7 @@ class _BudgetHandler:
     def __init__(
         self,
         ledger: Ledger,
-        *,
+        *positional: Never,  # (refused: a type checker flags them, the constructor names them)
         model: str | None = None,
         feature: str | None = None,
         user: str | None = None,
@@ -799,8 +819,10 @@ class _BudgetHandler:
         counter: SupportsTokenCount | None = None,
         **unknown: Any,
     ) -> None:
+        options = option_names(_BudgetHandler.__init__)
+        refuse_positional(type(self).__name__, positional, options[1:])  # (after the ledger)
         if unknown:  # a misspelt option (usr=...): named, with the closest one
-            refuse_unknown(type(self).__name__, unknown, option_names(_BudgetHandler.__init__))
+            refuse_unknown(type(self).__name__, unknown, options)
         check_budget_options(
             ledger, model=model, feature=feature, user=user, counts={"max_output_tokens": max_output_tokens}
         )
@@ -1982,8 +2004,9 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
 
     Raises:
         InvalidInputError: A bad option, named (a misspelt one, such as ``usr=``, with the closest
-            option); at a run's start, a payer id in its metadata of a type that is not an id
-            (``metadata.<key>``): the call is not sent.
+            option; one passed by position, with the keyword to pass it by); at a run's start,
+            a payer id in its metadata of a type that is not an id (``metadata.<key>``): the
+            call is not sent.
 
     Example:
         >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel

@@ -67,7 +67,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import Annotated, Any, Literal, NotRequired, cast
+from typing import Annotated, Any, Literal, Never, NotRequired, cast
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -104,6 +104,7 @@ from .budget_callback import (
     is_function_tool,
     middleware_call,
     payer_from,
+    refuse_positional,
     reply_text,
     reported,
     route_of,
@@ -357,7 +358,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
 
     Raises:
         InvalidInputError: A bad option, named (a misspelt one, such as ``max_usd=``, with the
-            closest option).
+            closest option; one passed by position, with the keyword to pass it by).
 
     Example:
         >>> from langchain.agents import create_agent
@@ -377,7 +378,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
     def __init__(
         self,
         ledger: Ledger,
-        *,
+        *positional: Never,  # (refused: a type checker flags them, the constructor names them)
         model: str | None = None,
         feature: str | None = None,
         user: str | None = None,
@@ -389,8 +390,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         counter: SupportsTokenCount | None = None,
         **unknown: Any,
     ) -> None:
+        options = option_names(BudgetMiddleware.__init__)
+        refuse_positional("BudgetMiddleware", positional, options[1:])  # (after the ledger)
         if unknown:  # a misspelt option (max_usd=...): named, with the closest one
-            refuse_unknown("BudgetMiddleware", unknown, option_names(BudgetMiddleware.__init__))
+            refuse_unknown("BudgetMiddleware", unknown, options)
         super().__init__()
         counts = {"max_output_tokens": max_output_tokens}
         check_budget_options(ledger, model=model, feature=feature, user=user, counts=counts)

@@ -81,7 +81,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from types import CodeType, FrameType
-from typing import Any, get_args
+from typing import Any, Never, get_args
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -528,6 +528,27 @@ class _Call:
     :func:`hands_over` says so)."""
 
 
+def _refuse_positional(given: Sequence[object], options: Sequence[str]) -> None:
+    """Refuse options passed by position (``BudgetCallbackHandler(ledger, "gpt-4o")``): named
+    by the option each would be in the signature's order, with the keyword to use.
+
+    Raises:
+        InvalidInputError: The first positional option, the keywords to use in its fix.
+    """
+    if not given:
+        return
+    meant = list(options[: len(given)]) or ["..."]
+    keywords = ", ".join(f"{name}=..." for name in meant)
+    raise InvalidInputError(
+        meant[0] if options else "options",
+        f"given by position ({len(given)} after the ledger): "
+        "BudgetCallbackHandler takes its options by keyword",
+        value=given[0],
+        fix=f"pass {keywords} by keyword: BudgetCallbackHandler(ledger, {meant[0]}=...); "
+        f"options: {', '.join(options)}",
+    )
+
+
 class BudgetCallbackHandler(BaseCallbackHandler):
     """Reserve each LLM call's worst case before it is sent; commit what it used after.
 
@@ -569,7 +590,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         InvalidInputError: A bad option, named (``ledger`` is not a
             :class:`~tokenbudget_core.ledger.Ledger`, ``model`` / ``feature`` / ``user`` not a
             non-empty string, ``max_output_tokens`` not a non-negative integer, an unknown one
-            such as ``usr=``, with the closest option).
+            such as ``usr=``, with the closest option, one passed by position, with the keyword
+            to pass it by).
 
     Example:
         >>> from llama_index.core.callbacks import CallbackManager
@@ -588,15 +610,17 @@ class BudgetCallbackHandler(BaseCallbackHandler):
     def __init__(
         self,
         ledger: Ledger,
-        *,
+        *positional: Never,  # (refused: a type checker flags them, the constructor names them)
         model: str | None = None,
         max_output_tokens: int | None = None,
         feature: str | None = None,
         user: str | None = None,
         **unknown: Any,
     ) -> None:
+        options = option_names(BudgetCallbackHandler.__init__)
+        _refuse_positional(positional, options[1:])  # (after the ledger)
         if unknown:  # a misspelt option (usr=...): named, with the closest one
-            refuse_unknown("BudgetCallbackHandler", unknown, option_names(BudgetCallbackHandler.__init__))
+            refuse_unknown("BudgetCallbackHandler", unknown, options)
         check_budget_options(
             ledger, model=model, feature=feature, user=user, counts={"max_output_tokens": max_output_tokens}
         )
