@@ -100,6 +100,7 @@ from .budget_callback import (
     Tools,
     cache_hit_of,
     cache_writes_in,
+    countable_tools,
     first,
     is_function_tool,
     middleware_call,
@@ -481,7 +482,10 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             option=request.model_settings.get("cache_control"),
         )
         args["cache_writes"] = longest_ttl(marks)
-        tools = core_tools([t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)])
+        builtin = [t for t in request.tools if isinstance(t, dict) and not is_function_tool(t)]
+        functions = [t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)]
+        # (a built-in tool goes as it is, to a counter that counts it: never read as a function)
+        tools = [*(core_tools(functions) or ()), *countable_tools(counter, model, builtin)] or None
         messages = to_core_request([*system, *request.messages])
         return args, counter, messages, tools, None if route is None else route[0], marks
 

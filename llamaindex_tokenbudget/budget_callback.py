@@ -90,9 +90,11 @@ from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms import LLM
 from llama_index.core.llms.structured_llm import StructuredLLM
 
+from tokenbudget_core.anthropic_counting import AnthropicTokenCounter
 from tokenbudget_core.attribution import Attribution, current_attribution, in_force, outer_first
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
 from tokenbudget_core.errors import InvalidInputError, option_names, refuse_unknown
+from tokenbudget_core.estimating import EstimatingTokenCounter
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
@@ -209,6 +211,12 @@ def count_input(
 ) -> int:
     """Input tokens of a chat request (with its ``tools``) or of a completion prompt (plain text).
 
+    Built-in (server) tools beside the function tools (Anthropic's computer use, web search,
+    MCP toolsets...; OpenAI's ``web_search_preview``...) are counted by a Claude counter (its
+    count request carries them as the host sends them) and the estimating one; tiktoken's
+    cannot count OpenAI's (OpenAI publishes no count of them): they are left out of its count,
+    which is short by what they add (the usage the provider reports is what is charged).
+
     Blocks the core cannot represent (documents, audio, thinking...) are counted by the core's
     rule (:func:`~tokenbudget_core.counting.estimate_block`: their text in place, their files at
     a documented estimate); the count is then flagged ``exact=False``.
@@ -218,6 +226,8 @@ def count_input(
     tools = kwargs.get("tools") if isinstance(kwargs, Mapping) else None
     if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
         tools = None
+    elif not isinstance(counter, AnthropicTokenCounter | EstimatingTokenCounter):
+        tools = [t for t in tools if "function" in t or "input_schema" in t] or None
     core = to_core_request(messages)
     return add_file_tokens(counter.count_messages(core, tools), core)
 
