@@ -8,16 +8,14 @@ them to a Claude counter. A counter that cannot count them (tiktoken's: OpenAI p
 count of its built-in tools) still gets function tools only, and the call goes out.
 
 Real LangChain runs (``ChatAnthropic`` over a socket to the loopback provider server of
-``tests/integration``, the official Anthropic client counting on its ``count_tokens``), our
+``this directory, the official Anthropic client counting on its ``count_tokens``), our
 handlers, a real ledger.
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -25,6 +23,7 @@ import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from provider_server import AnthropicReply, ProviderServer
 from pydantic import SecretStr
 
 from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler
@@ -32,9 +31,6 @@ from tokenbudget_core.budgets import BudgetPolicy
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import BudgetExceededError
 from tokenbudget_core.ledger import Ledger
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from provider_server import AnthropicReply, ProviderServer
 
 CLAUDE = "claude-haiku-4-5"
 COMPUTER = {
