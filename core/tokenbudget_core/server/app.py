@@ -110,10 +110,10 @@ def _reservation(body: ReservationBody, ledger: Ledger) -> Reservation:
     minute = body.priced_minute
     if minute is not None:
         now = int(ledger.clock() // 60)
-        if not now - _OLDEST_DAY * 1440 <= minute <= now + 2 * 1440:  # as the day: tomorrow at most
+        if not now - _OLDEST_DAY * 1440 <= minute <= now + 2 * 1440:  # (a day may be tomorrow's)
             raise InvalidInputError(
                 "body.reservation.priced_minute",
-                f"is {minute} (epoch minutes), not a minute from {_OLDEST_DAY} days ago to tomorrow "
+                f"is {minute} (epoch minutes), not a minute from {_OLDEST_DAY} days ago to 2 days ahead "
                 f"(now is {now}): /budget/reserve returns the minute it priced the call at",
                 value=minute,
                 fix=SEND_RESERVATION_BACK,
