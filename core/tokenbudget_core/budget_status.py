@@ -5,22 +5,37 @@
 :meth:`~tokenbudget_core.ledger.Ledger.state`.
 
 Budgets that do not depend on the feature (:data:`GLOBAL_BUDGETS`) are listed once; per-user
-budgets only when a user is given.
+budgets only when a user is given. :func:`features_of` is the features all of them show.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .budgets import BudgetPolicy
     from .ledger import Ledger
 
-__all__ = ["GLOBAL_BUDGETS", "budget_rows"]
+__all__ = ["GLOBAL_BUDGETS", "budget_rows", "features_of"]
 
 GLOBAL_BUDGETS = ("daily_usd", "user_daily_usd (all features)", "user_daily_tokens (all features)")
 """Budgets that do not depend on the feature: listed once."""
+
+
+def features_of(policy: BudgetPolicy) -> list[str | None]:
+    """The features whose budgets are shown: the configured ones, sorted, then ``None`` (calls
+    that name no feature) whenever ``[default_feature]`` sets any limit, or no feature is configured.
+
+    The calls without a feature are limited by ``default_feature`` however many features are
+    configured: a budget of theirs that refuses every such call must be shown too.
+    """
+    default = policy.default_feature
+    limited = any(getattr(default, f.name) is not None for f in dataclasses.fields(default))
+    configured: list[str | None] = [*sorted(policy.features)]
+    return [*configured, None] if limited or not configured else configured
 
 
 def budget_rows(

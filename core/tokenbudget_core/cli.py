@@ -1165,7 +1165,11 @@ def report(
     metavar="FILE",
     help="Budget policy.",
 )
-@click.option("--feature", help="Only this feature (default: every feature in the policy).")
+@click.option(
+    "--feature",
+    help="Only this feature (default: every feature in the policy, and calls naming none when "
+    "[default_feature] sets a limit).",
+)
 @click.option("--user", help="Also show this user's budgets.")
 @click.option("--timezone", "tz", default="UTC", show_default=True, metavar="ZONE", help=_TZ_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON (money as strings).")
@@ -1184,11 +1188,11 @@ def budgets(
     Per-user budgets are shown for --user only. The figures are the store's: usage an app
     spooled while the store was down is left for the app to replay (with its budget alerts).
     """
-    from .budget_status import budget_rows
+    from .budget_status import budget_rows, features_of
     from .budgets import load_policy
 
     policy = load_policy(policy_path)
-    features: list[str | None] = [feature] if feature else [*sorted(policy.features)] or [None]
+    features: list[str | None] = [feature] if feature else features_of(policy)
     if feature and feature not in policy.features:
         click.echo(visible(_unconfigured(feature, policy_path, sorted(policy.features))), err=True)
     with (

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 
 from tokenbudget_core._version import __version__
 from tokenbudget_core.alerts import AlertSink
-from tokenbudget_core.budget_status import budget_rows
+from tokenbudget_core.budget_status import budget_rows, features_of
 from tokenbudget_core.budgets import BudgetPolicy, load_policy
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import (
@@ -376,7 +376,7 @@ def create_app(
         user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     ) -> dict[str, Any]:
         """Today's budgets: limit, spent + reserved, headroom, used share and ladder step of each."""
-        features: list[str | None] = [feature] if feature else [*sorted(ledger.policy.features)] or [None]
+        features: list[str | None] = [feature] if feature else features_of(ledger.policy)
         rows, steps = budget_rows(ledger, features, user)
         plain = jsonable(rows)
         return {"day": ledger.day(), "user": user, "budgets": plain, "steps": steps}
@@ -404,7 +404,7 @@ def create_app(
             lambda: build_report(
                 ledger, last_days=1, by=("feature", "model"), top=SERIES_TOP, percentiles=False
             ),  # no percentile series: no read of today's per-call cost samples on each scrape
-            lambda: budget_rows(ledger, [*sorted(ledger.policy.features)] or [None], None)[0],
+            lambda: budget_rows(ledger, features_of(ledger.policy), None)[0],
         )
         return Response(render([*http_stats.families(), *ledger_families]), media_type=CONTENT_TYPE)
 

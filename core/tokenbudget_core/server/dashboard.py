@@ -32,7 +32,7 @@ from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from tokenbudget_core.budget_status import budget_rows
+from tokenbudget_core.budget_status import budget_rows, features_of
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.money import decimal_text, jsonable
 from tokenbudget_core.reports import Breakdown, Totals, build_report
@@ -135,8 +135,7 @@ def dashboard_data(ledger: Ledger, *, last_days: int = 14) -> dict[str, Any]:
     """
     report = build_report(ledger, last_days=last_days, top=TOP)
     t = report.totals
-    features: list[str | None] = [*sorted(ledger.policy.features)] or [None]
-    budgets, steps = budget_rows(ledger, features, None)
+    budgets, steps = budget_rows(ledger, features_of(ledger.policy), None)
     models = report.breakdown("model")
     return {
         "days": list(report.days),
