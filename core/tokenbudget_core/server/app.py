@@ -306,9 +306,10 @@ def create_app(
 
     @app.post("/budget/check", tags=["budget"])
     def check_budget(body: ReserveBody) -> dict[str, Any]:
-        """Would this call fit every budget now? Answered from the store's totals: holds nothing."""
+        """Would this call fit every budget now? Answered from the store's totals: holds nothing
+        (a ``request_id`` is validated as reserve validates it, and nothing is held under it)."""
         try:
-            checked = ledger.check(**body.model_dump(exclude={"request_id"}))
+            checked = ledger.check(**body.model_dump())
         except BudgetExceededError as e:
             return {"allowed": False} | status_and_body(e)[1]
         worst = checked.worst_case_usd

@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from tokenbudget_core.errors import InvalidInputError
 
 __all__ = [
+    "MAX_CHOICES",
     "MAX_TOKENS",
     "SEND_RESERVATION_BACK",
     "CommitBody",
@@ -37,6 +38,8 @@ __all__ = [
 
 MAX_TOKENS = 10**12
 """The largest token figure a request may carry (a trillion: far above any real call)."""
+MAX_CHOICES = 128
+"""The most completions one call may ask for (OpenAI's ``n`` allows up to 128)."""
 MAX_USD = Decimal(10**9)
 """The largest dollar amount a request may carry."""
 
@@ -154,7 +157,27 @@ class ReserveBody(_Body):
     feature: Id | None = None
     user: Id | None = None
     conversation: Id | None = None
-    request_id: Id | None = Field(default=None, description="Makes the reservation idempotent.")
+    request_id: Id | None = Field(
+        default=None,
+        description="Makes the reservation idempotent. On /budget/check, validated as reserve "
+        "validates it and otherwise unused: a check holds nothing under it.",
+    )
+    choices: Annotated[
+        int,
+        Field(
+            strict=True,
+            ge=1,
+            le=MAX_CHOICES,
+            description="Completions the call asks for (OpenAI's n): the input is billed once, the "
+            "output up to max_output_tokens per choice, so the worst case reserves choices * "
+            "max_output_tokens output tokens (per-call output limits apply to each choice).",
+        ),
+    ] = 1
+    cache_writes: Literal["5m", "1h"] | None = Field(
+        default=None,
+        description="The call carries prompt-cache markers (Anthropic's cache_control) writing a 5-minute "
+        "or 1-hour cache: the worst case prices every input token at that write rate.",
+    )
 
 
 class ReservationBody(_Body):
