@@ -73,6 +73,7 @@ records what routing saved.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -105,6 +106,8 @@ from .messages import to_core_request
 from .usage import usage_of
 
 __all__ = ["BudgetCallbackHandler"]
+
+logger = logging.getLogger(__name__)
 
 _MAX_OUTPUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
 _LLM_CAP_KEYS = ("max_tokens", "max_completion_tokens", "max_new_tokens")
@@ -562,9 +565,17 @@ def _refuse_positional(given: Sequence[object], options: Sequence[str]) -> None:
 class BudgetCallbackHandler(BaseCallbackHandler):
     """Reserve each LLM call's worst case before it is sent; commit what it used after.
 
-    Register it on an LLM's ``CallbackManager`` (or ``Settings.callback_manager``). When other
-    handlers may raise from ``on_event_start``, list this one last, so that a call they stop
-    leaves no reservation behind.
+    Register it on an LLM's ``CallbackManager`` (or ``Settings.callback_manager``).
+
+    Handlers of several ledgers may see the same call (a per-team ledger and a global one on
+    one callback manager): each reserves it, in the order they are listed. When one of them
+    stops the call in its ``on_event_start`` (refuses it, or fails on it), LlamaIndex sends no
+    end event for it: that handler releases and forgets the reservations the budget handlers
+    listed before it made for the call, so a call refused by the global ledger holds nothing
+    on the team's. A handler of another kind that raises from ``on_event_start`` (one of your
+    own) cannot be noticed: list the budget handlers after it, so that a call it stops was
+    never reserved; listed before it, their reservations for that call stay held until their
+    lease ends (``Ledger(lease_seconds=...)``, 10 minutes by default).
 
     Two handlers of one ledger seeing the same call (both on its callback manager) charge it
     once: the one listed first reserves, gates and charges it; the others leave it to it.
@@ -681,8 +692,18 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             return event_id
         if self._held_elsewhere(event_id):  # another handler of this ledger holds and charges it
             return event_id
+        try:
+            return self._start(payload, event_id)
+        except BaseException:
+            # The call stops here (refused, or this handler failed on it): LlamaIndex sends no
+            # end event for it, so what the handlers before this one reserved for it goes back.
+            self._drop_elsewhere(event_id)
+            raise
+
+    def _start(self, payload: dict[str, Any], event_id: str) -> str:
+        """Count and reserve the LLM event ``event_id`` (:meth:`on_event_start`'s work)."""
         start_worker()  # for ends the garbage collector delivers (a forked child starts its own)
-        caller = caller_frame(2)  # the LLM wrapper that called CallbackManager.on_event_start
+        caller = caller_frame(3)  # the LLM wrapper that called CallbackManager.on_event_start
         note_wrapper(caller)
         serialized = payload.get(EventPayload.SERIALIZED)
         call_kwargs = payload.get(EventPayload.ADDITIONAL_KWARGS)
@@ -731,6 +752,28 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._calls[event_id] = call
         return event_id
+
+    def _drop_elsewhere(self, event_id: str) -> None:
+        """Release and forget the reservations the other live handlers hold for the event
+        ``event_id``, which this handler stopped (refused, or failed on) in its start: handlers
+        of other ledgers listed before this one on the same callback manager (a per-team ledger
+        and a global one) reserved it, and LlamaIndex ends no event whose start raised, so
+        their reservations would hold their budgets until their leases end."""
+        if not event_id:
+            return
+        with _HANDLERS_LOCK:
+            handlers = list(_HANDLERS)
+        for handler in handlers:
+            if handler is self:
+                continue
+            with handler._lock:
+                call = handler._calls.pop(event_id, None)
+            if call is None:
+                continue
+            try:
+                handler.ledger.release(call.reservation)
+            except Exception:  # (the error that stopped the call is the one to raise)
+                logger.exception("tokenbudget: the reservation of stopped LLM call %s not released", event_id)
 
     def _held_elsewhere(self, event_id: str) -> bool:
         """Whether another handler of this ledger holds the event ``event_id`` already (both on
