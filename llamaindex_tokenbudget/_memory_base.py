@@ -38,6 +38,7 @@ from llama_index.core.bridge.pydantic import (
     field_validator,
 )
 from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY, BaseMemory
+from llama_index.core.settings import Settings
 from llama_index.core.storage.chat_store import BaseChatStore, SimpleChatStore
 from llama_index.core.storage.chat_store.loading import RECOGNIZED_CHAT_STORES, load_chat_store
 from llama_index.core.tools import BaseTool
@@ -47,6 +48,7 @@ from tokenbudget_core.errors import ContextOverflowError, InvalidInputError
 from tokenbudget_core.fitting import fit_messages
 from tokenbudget_core.messages import Message, to_message
 from tokenbudget_core.operation_lock import OperationLock
+from tokenbudget_core.registry import default_registry
 
 from ._bridge import Core, Transcript, host_error
 from .messages import check_messages, to_countable_message
@@ -221,14 +223,45 @@ class BudgetMemory(BaseMemory):
         """A memory from keyword options, seeded with ``chat_history`` (written to the store).
 
         ``token_limit`` (the name LlamaIndex chat engines pass) is read as ``max_tokens``.
+        Without ``model`` (nor, for :class:`TokenBudgetChatMemory`, an ``llm`` naming it), the
+        model of ``Settings.llm`` is used when one was set (``Settings.llm = ...``; its lazy
+        default is not resolved) and the registry knows it; else, when a host builds the memory
+        (``memory_cls=`` of a chat engine, which passes ``token_limit`` and no LLM), an
+        ``InvalidInputError`` names ``model``: counting with another model's tokenizer would let
+        the window overflow the engine's LLM. Called without ``token_limit``, the constructor's
+        default model applies. A ``max_tokens`` (``token_limit``) above the model's context
+        window is refused, naming the option given.
 
         Raises:
-            InvalidInputError: A bad option or message, named.
+            InvalidInputError: A bad option or message, named; ``model`` when a host
+                (``token_limit=``) names no model and ``Settings.llm`` names none the registry
+                knows; ``token_limit`` / ``max_tokens`` above the model's context window.
         """
+        limit_field = "max_tokens"
         if "token_limit" in kwargs:
             limit = kwargs.pop("token_limit")
-            kwargs.setdefault("max_tokens", limit)
+            if "max_tokens" not in kwargs:
+                kwargs["max_tokens"], limit_field = limit, "token_limit"
+        if "model" not in kwargs:
+            settings_model = _settings_model()
+            if settings_model is not None and settings_model in default_registry():
+                kwargs["model"] = settings_model
+            elif limit_field == "token_limit":
+                named = (
+                    "nor does Settings.llm"
+                    if settings_model is None
+                    else f"and Settings.llm's model {settings_model!r} is unknown to the registry"
+                )
+                raise InvalidInputError(
+                    "model",
+                    f"not given: the host that builds this memory (a chat engine's memory_cls=) passes "
+                    f"token_limit but not its LLM, {named}; counting with a default model would let "
+                    "the window overflow the engine's LLM",
+                    fix=f"pass memory={cls.__name__}(model=..., ...) instead of memory_cls=, or set "
+                    "Settings.llm",
+                )
         memory = cls(**kwargs)
+        _check_window(memory, limit_field)
         if chat_history:
             memory.set(chat_history)
         return memory
@@ -580,6 +613,37 @@ def _rebuilt_store(dumped: Mapping[str, Any], memory: str) -> BaseChatStore:
         raise InvalidInputError(
             "chat_store", f"cannot be rebuilt from its serialised form: {e}", fix=fix
         ) from e
+
+
+def _settings_model() -> str | None:
+    """The model name of the LLM set in LlamaIndex's ``Settings``, if one was set: its private
+    ``_llm`` is read, since ``Settings.llm`` would resolve (import, and ask for a key of) OpenAI."""
+    llm = getattr(Settings, "_llm", None)
+    if llm is None:
+        return None
+    try:
+        name = llm.metadata.model_name
+    except Exception:  # noqa: BLE001 - an LLM whose metadata fails names no model
+        return None
+    return name if isinstance(name, str) and name.strip() else None
+
+
+def _check_window(memory: BudgetMemory, field: str) -> None:
+    """Refuse a ``max_tokens`` above the counting model's context window (``from_defaults``: the
+    ``token_limit`` a host took from another LLM).
+
+    Raises:
+        InvalidInputError: Named ``field`` (``token_limit`` or ``max_tokens``).
+    """
+    window = memory._counter.model.context_window
+    if memory.max_tokens is not None and window is not None and memory.max_tokens > window:
+        raise InvalidInputError(
+            field,
+            f"{memory.max_tokens} exceeds {memory.model}'s context window ({window}): the limit is "
+            "another model's, the memory counts with this one",
+            value=memory.max_tokens,
+            fix=f"pass the model of the LLM the memory serves (model=...), or {field}<={window}",
+        )
 
 
 def _keeps_its_lists(store: BaseChatStore) -> bool:

@@ -121,8 +121,15 @@ class TokenBudgetChatMemory(BudgetMemory):
     ) -> Self:
         """Like the constructor; ``llm`` (the chat model) names the model unless ``model`` is given.
 
+        Without either, ``Settings.llm`` names it when one was set; a host that builds the memory
+        itself (``SimpleChatEngine.from_defaults(llm=..., memory_cls=TokenBudgetChatMemory)``
+        passes ``token_limit`` and no LLM) gets an ``InvalidInputError`` naming ``model``
+        otherwise, rather than a window counted with another model's tokenizer: pass
+        ``memory=TokenBudgetChatMemory(model=..., ...)`` instead (see :meth:`BudgetMemory.from_defaults`).
+
         Raises:
-            InvalidInputError: A bad option or message, named.
+            InvalidInputError: A bad option or message, named; ``model`` as above;
+                ``token_limit`` (``max_tokens``) above the model's context window.
             UnknownModelError: The model name is unknown.
         """
         if llm is not None:
