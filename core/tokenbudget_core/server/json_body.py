@@ -1,16 +1,19 @@
 """How a request body is read as JSON: every way it can fail to parse is one JSON error.
 
 FastAPI turns a :class:`json.JSONDecodeError` into a ``422`` (``json_invalid``) but any other
-failure of ``json.loads`` (bytes that are not UTF-8, nesting deeper than the parser goes) into a
-bare ``400 {"detail": ...}``. :class:`JSONBodyRoute` gives the endpoints a request whose
-``json()`` raises those as :class:`json.JSONDecodeError` too, with the position where parsing
-stopped, so :func:`~tokenbudget_core.server.error_responses.validation_body` answers all of them
-the same way (``field`` ``body``, the reason, line and column, the fix).
+failure of ``json.loads`` (bytes that are not UTF-8, nesting deeper than the parser goes, an integer
+longer than Python converts: ``sys.get_int_max_str_digits()``) into a bare ``400``.
+:class:`JSONBodyRoute` gives the endpoints a request whose ``json()`` raises those as
+:class:`json.JSONDecodeError` too, with the position where parsing stopped, so
+:func:`~tokenbudget_core.server.error_responses.validation_body` answers all of them the same way
+(``field`` ``body``, the reason, line and column, the fix).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -43,12 +46,28 @@ def _deepest(doc: str) -> int:
     return at
 
 
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+')
+"""A JSON string (skipped) or the integer part of a number."""
+
+
+def _long_integer(doc: str, limit: int) -> int:
+    """The offset of the first integer of ``doc`` with more than ``limit`` digits (strings
+    skipped), else 0."""
+    for m in _TOKENS.finditer(doc):
+        digits = m.group().removeprefix("-")
+        if digits.isdigit() and len(digits) > limit:
+            return m.start()
+    return 0
+
+
 def parse_json(body: bytes) -> Any:
     """``json.loads(body)``, raising :class:`json.JSONDecodeError` for every way it can fail.
 
     Raises:
         json.JSONDecodeError: Malformed JSON, bytes that are not valid in the body's encoding
-            (UTF-8, or UTF-16/32 as ``json.loads`` detects them), or nesting too deep to parse.
+            (UTF-8, or UTF-16/32 as ``json.loads`` detects them), nesting too deep to parse, or an
+            integer with more digits than Python converts (``sys.get_int_max_str_digits()``, 4300
+            by default).
     """
     try:
         return json.loads(body)
@@ -60,6 +79,14 @@ def parse_json(body: bytes) -> Any:
     except RecursionError as e:
         doc = body.decode("utf-8", "replace")
         raise json.JSONDecodeError("nested too deeply", doc, _deepest(doc)) from e
+    except ValueError as e:  # int(): "Exceeds the limit (4300 digits) for integer string conversion"
+        if isinstance(e, json.JSONDecodeError):
+            raise
+        doc = body.decode(json.detect_encoding(body), "replace")
+        limit = sys.get_int_max_str_digits()
+        raise json.JSONDecodeError(
+            f"an integer of more than {limit} digits", doc, _long_integer(doc, limit)
+        ) from e
 
 
 class JSONBodyRequest(Request):
