@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock, ToolCallBlock
@@ -63,26 +63,74 @@ def _image(block: ImageBlock) -> ImagePart:
     )
 
 
+def _get(raw: Any, key: str) -> Any:
+    """``raw[key]`` of a dict, ``raw.key`` of an SDK object (``None`` when absent)."""
+    return raw.get(key) if isinstance(raw, Mapping) else getattr(raw, key, None)
+
+
+def _has(raw: Any, key: str) -> bool:
+    return key in raw if isinstance(raw, Mapping) else hasattr(raw, key)
+
+
+def _arguments(value: Any) -> str:
+    """A tool call's arguments as the JSON text the provider is sent.
+
+    Text (OpenAI's ``arguments``, a streamed Anthropic ``input``) is kept as written; an object
+    (Anthropic's ``input``, Gemini's ``args``, Ollama's ``arguments``, ``ToolCallBlock.tool_kwargs``)
+    is serialised.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _kwargs_call(raw: Any) -> ToolCall | None:
+    """One entry of ``additional_kwargs["tool_calls"]`` as a core call, in the shape its integration
+    writes (``None`` when it names no tool):
+
+    * OpenAI: ``{"id", "type": "function", "function": {"name", "arguments": "<JSON>"}}`` (or the
+      SDK object);
+    * Ollama: ``{"function": {"name", "arguments": {...}}}`` without an id;
+    * Anthropic: ``ToolUseBlock.model_dump()``, ``{"id", "input", "name", "type": "tool_use"}``;
+    * Bedrock Converse: ``{"toolUseId", "name", "input"}``;
+    * Google GenAI: ``FunctionCall`` objects (or dicts) with ``name`` and ``args``.
+
+    A call without an id (Ollama's) takes its function's name as its id, and so do Google GenAI's
+    calls: those integrations' ``get_tool_calls_from_response`` give FunctionAgent the name as the
+    tool id, which its tool result then carries as ``tool_call_id``. Every other call is answered
+    by its own id only.
+    """
+    fn = _get(raw, "function")
+    if fn is not None:  # OpenAI, Ollama
+        name, call_id, args = _get(fn, "name"), _get(raw, "id"), _get(fn, "arguments")
+    else:
+        name = _get(raw, "name")
+        gemini = _has(raw, "args") and not _has(raw, "input")
+        call_id = None if gemini else _get(raw, "id") or _get(raw, "toolUseId")
+        args = _get(raw, "args") if gemini else _get(raw, "input")
+    if not name:
+        return None
+    return ToolCall(id=str(call_id or name), name=str(name), arguments=_arguments(args))
+
+
 def _tool_calls(message: ChatMessage) -> tuple[ToolCall, ...]:
     calls: list[ToolCall] = []
     for block in message.blocks:
         if isinstance(block, ToolCallBlock):
-            kwargs = block.tool_kwargs
             calls.append(
                 ToolCall(
                     id=block.tool_call_id or "",
                     name=block.tool_name,
-                    arguments=kwargs if isinstance(kwargs, str) else json.dumps(kwargs),
+                    arguments=_arguments(block.tool_kwargs),
                 )
             )
     from_blocks = {c.id for c in calls if c.id}
     for raw in message.additional_kwargs.get("tool_calls") or ():
-        fn: Any = raw.get("function") if isinstance(raw, dict) else getattr(raw, "function", None)
-        name = fn.get("name") if isinstance(fn, dict) else getattr(fn, "name", None)
-        args: Any = fn.get("arguments") if isinstance(fn, dict) else getattr(fn, "arguments", "")
-        call_id = raw.get("id") if isinstance(raw, dict) else getattr(raw, "id", "")
-        if name and not (call_id and call_id in from_blocks):  # a call carried both ways is one call
-            calls.append(ToolCall(id=call_id or "", name=name, arguments=str(args or "")))
+        call = _kwargs_call(raw)
+        if call is not None and not (call.id and call.id in from_blocks):  # carried both ways: one call
+            calls.append(call)
     return tuple(calls)
 
 
