@@ -77,13 +77,17 @@ def _arguments(value: Any) -> str:
 
     Text (OpenAI's ``arguments``, a streamed Anthropic ``input``) is kept as written; an object
     (Anthropic's ``input``, Gemini's ``args``, Ollama's ``arguments``, ``ToolCallBlock.tool_kwargs``)
-    is serialised.
+    is serialised. A value JSON cannot hold (a ``date``, a ``Decimal``, a pydantic object) is
+    written as its ``str()``: counting needs the text, what is sent is the integration's business.
     """
     if value is None:
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value)
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):  # keys JSON cannot hold, or a circular structure
+        return str(value)
 
 
 def _kwargs_call(raw: Any) -> ToolCall | None:
@@ -138,7 +142,8 @@ def to_core_message(message: ChatMessage, *, where: str = "message") -> Message:
     """Convert one LlamaIndex ``ChatMessage``.
 
     Raises:
-        InvalidMessageError: The role or a content block is not supported.
+        InvalidMessageError: The role or a content block is not supported, or
+            ``additional_kwargs["name"]`` is not a string (named ``<where>.additional_kwargs.name``).
     """
     if not isinstance(message, ChatMessage):
         raise InvalidMessageError(where, f"expected a LlamaIndex ChatMessage, got {type(message).__name__}")
@@ -165,11 +170,19 @@ def to_core_message(message: ChatMessage, *, where: str = "message") -> Message:
     if not parts:
         content = ""
     kwargs = message.additional_kwargs
+    name = kwargs.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidMessageError(
+            f"{where}.additional_kwargs.name",
+            f"must be a string (the participant's name the provider is sent), got {type(name).__name__}",
+            value=name,
+            fix='pass additional_kwargs={"name": str(...)}, or leave the name out',
+        )
     try:
         return Message(
             role=role,  # type: ignore[arg-type]
             content=content,
-            name=kwargs.get("name"),
+            name=name,
             tool_calls=_tool_calls(message) if role == "assistant" else (),
             tool_call_id=kwargs.get("tool_call_id") if role == "tool" else None,
         )
@@ -243,7 +256,7 @@ def to_countable_message(message: ChatMessage, *, where: str = "message") -> Mes
 
     Raises:
         InvalidMessageError: ``message`` is not a LlamaIndex ``ChatMessage``, or is malformed (a
-            tool result without the id of its call).
+            tool result without the id of its call, a name that is not a string).
     """
     try:
         return to_core_message(message, where=where)
