@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import click
 from rich.console import Console, Group, RenderableType
@@ -1281,6 +1281,15 @@ def _unconfigured(feature: str, policy_path: str, configured: list[str]) -> str:
     "crosses the threshold. A URL holding a secret is better set in $TOKENBUDGET_ALERTS (a "
     "command line is visible to other users).",
 )
+@click.option(
+    "--on-unavailable",
+    type=click.Choice(["closed", "open"]),
+    default="closed",
+    show_default=True,
+    help="While the store is down: 'closed' refuses reservations (503); 'open' lets them through "
+    "unchecked and spools their usage, replayed once the store is back (the apps' "
+    "Ledger(on_unavailable=)).",
+)
 def serve(
     *,
     store_url: str | None,
@@ -1292,6 +1301,7 @@ def serve(
     policy_path: str | None,
     tz: str,
     alert_sinks: tuple[str, ...],
+    on_unavailable: Literal["closed", "open"],
 ) -> None:
     """Run the HTTP service and dashboard (needs the server extra).
 
@@ -1329,6 +1339,7 @@ def serve(
             policy_path=policy_path,
             timezone=tz,
             alerts=list(alert_sinks) or None,
+            on_unavailable=on_unavailable,
         )
     except InvalidInputError as e:  # ``alerts[i]``: named as the user gave it
         if not e.field.startswith("alerts["):

@@ -45,7 +45,7 @@ from tokenbudget_core.truncation import truncate_text_detailed
 from tokenbudget_core.usage import Usage
 
 from .dashboard import dashboard_data, static_file
-from .error_responses import error_body, http_error_body, status_and_body, validation_body
+from .error_responses import error_body, http_error_body, status_and_body, unavailable_body, validation_body
 from .guards import RequestGuard, is_loopback
 from .json_body import JSONBodyRoute
 from .metrics import CONTENT_TYPE, SERIES_TOP, HttpMetrics, HttpStats, ledger_metrics, render
@@ -158,6 +158,7 @@ def create_app(
     policy: BudgetPolicy | None = None,
     timezone: str | None = None,
     alerts: Sequence[str | AlertSink] | None = None,
+    on_unavailable: Literal["closed", "open"] | None = None,
 ) -> FastAPI:
     """The tokenbudget HTTP service over one ledger.
 
@@ -176,6 +177,10 @@ def create_app(
             ``["log"]``). An alert fires once per store, sent by the sinks of whichever ledger's
             commit crossed the threshold: give the service the sinks the apps sharing the store
             give their ledgers, or the alerts its requests cross go elsewhere.
+        on_unavailable: What the ledger does while its store is down, when a store URL is given
+            (a ledger brings its own): ``"closed"`` (default) refuses reservations with ``503``;
+            ``"open"`` lets them through unchecked and spools the usage, replayed once the store
+            is back (``Ledger(on_unavailable=)``).
 
     Raises:
         InvalidInputError: A bad argument, named.
@@ -199,10 +204,18 @@ def create_app(
             raise InvalidInputError(
                 "alerts", "a Ledger brings its own alert sinks", fix="pass Ledger(..., alerts=...)"
             )
+        if on_unavailable is not None:
+            raise InvalidInputError(
+                "on_unavailable",
+                "a Ledger brings its own",
+                value=on_unavailable,
+                fix="pass Ledger(..., on_unavailable=...)",
+            )
         ledger = ledger_or_store_url
     elif ledger_or_store_url is None or isinstance(ledger_or_store_url, str):
         zone = "UTC" if timezone is None else timezone
-        ledger = Ledger(ledger_or_store_url, policy=policy, timezone=zone, alerts=alerts)
+        mode = "closed" if on_unavailable is None else on_unavailable
+        ledger = Ledger(ledger_or_store_url, policy=policy, timezone=zone, alerts=alerts, on_unavailable=mode)
     else:
         raise InvalidInputError(
             "ledger_or_store_url", "must be a Ledger or a store URL", value=ledger_or_store_url
@@ -219,7 +232,10 @@ def create_app(
 
     @app.exception_handler(TokenBudgetError)
     async def _core_error(request: Request, error: TokenBudgetError) -> JSONResponse:
-        status, body = status_and_body(error)
+        if isinstance(error, BudgetUnavailableError):  # what it means for the service, not an app
+            status, body = unavailable_body(error, fails_open=ledger.on_unavailable == "open")
+        else:
+            status, body = status_and_body(error)
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -389,7 +405,10 @@ def create_app(
         """200 when the ledger's store answers, else 503 (unreachable, or refusing the ledger)."""
         try:
             ledger.store.ping()
-        except (BudgetUnavailableError, StoreRefusedError) as e:  # every other endpoint's body, + status
+        except BudgetUnavailableError as e:  # every other endpoint's body, + status; no call refused
+            status, body = unavailable_body(e, fails_open=ledger.on_unavailable == "open", probe=True)
+            return JSONResponse(body | {"status": "down"}, status_code=status)
+        except StoreRefusedError as e:
             status, body = status_and_body(e)
             return JSONResponse(body | {"status": "down"}, status_code=status)
         except OSError as e:
@@ -453,6 +472,7 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     timezone: str = "UTC",
     alerts: Sequence[str | AlertSink] | None = None,
+    on_unavailable: Literal["closed", "open"] = "closed",
 ) -> None:
     """Run the service with uvicorn until interrupted (what ``tokenbudget serve`` does).
 
@@ -468,6 +488,8 @@ def serve(
         timezone: The IANA time zone the ledger's days are in (the apps' ``Ledger(timezone=)``).
         alerts: The ledger's alert sinks (the apps' ``Ledger(alerts=)``; default ``["log"]``):
             see :func:`create_app`.
+        on_unavailable: ``"closed"`` refuses reservations while the store is down; ``"open"`` lets
+            them through unchecked and spools their usage (see :func:`create_app`).
 
     Raises:
         InvalidInputError: A bad argument, policy file or time zone, named; ``token`` when it is
@@ -496,7 +518,13 @@ def serve(
         )
     policy = load_policy(policy_path) if policy_path is not None else None
     app = create_app(
-        store_url, token=token, policy=policy, max_body_bytes=max_body_bytes, timezone=timezone, alerts=alerts
+        store_url,
+        token=token,
+        policy=policy,
+        max_body_bytes=max_body_bytes,
+        timezone=timezone,
+        alerts=alerts,
+        on_unavailable=on_unavailable,
     )
     sock = _listen(host, port)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))

@@ -48,7 +48,7 @@ from tokenbudget_core.errors import (
 )
 from tokenbudget_core.money import decimal_text
 
-__all__ = ["error_body", "http_error_body", "status_and_body", "validation_body"]
+__all__ = ["error_body", "http_error_body", "status_and_body", "unavailable_body", "validation_body"]
 
 
 _STORE_REFUSED_FIX = (
@@ -136,6 +136,44 @@ def status_and_body(error: TokenBudgetError) -> tuple[int, dict[str, Any]]:
     if isinstance(error, TokenCountError | EncodingUnavailableError | MissingDependencyError):
         return 503, error_body("unavailable", message)
     return 400, error_body("error", message)
+
+
+_CHECK_STORE = "Check that the store is up and that the service's --store (create_app's store URL) names it"
+_FAIL_OPEN = (
+    "; to let calls through while the store is down (their usage spooled and replayed once it is back), "
+    "run the service with --on-unavailable open (create_app(..., on_unavailable='open'))"
+)
+
+
+def unavailable_body(
+    error: BudgetUnavailableError, *, fails_open: bool, probe: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """:func:`status_and_body` for a store the service cannot reach, saying what it means for the
+    service (the ledger's own text speaks to an app: "the call was not sent", "choose
+    on_unavailable='open'"): ``503``, ``budget_unavailable``, the store named.
+
+    Args:
+        error: The ledger's error.
+        fails_open: The service's ledger lets calls through while the store is down
+            (``on_unavailable="open"``): the advice to run it so is left out.
+        probe: For ``/health``: no request was refused, the service says what it cannot do.
+
+    An error with a consequence of its own (usage that could not be spooled either) keeps it.
+    """
+    message = str(error)
+    if message == str(BudgetUnavailableError(error.store, error.detail)):  # the ledger's default text
+        advice = _CHECK_STORE + ("" if fails_open else _FAIL_OPEN)
+        if probe:
+            meanwhile = (
+                "reservations are let through unchecked (their usage spooled) and reports cannot be read"
+                if fails_open
+                else "reservations are refused (usage recorded is spooled)"
+            )
+            consequence = f"until it is back, {meanwhile}. {advice}."
+        else:
+            consequence = f"nothing was reserved or read for this request. {advice}."
+        message = str(BudgetUnavailableError(error.store, error.detail, consequence=consequence))
+    return 503, error_body("budget_unavailable", message, store=error.store)
 
 
 def http_error_body(
