@@ -1191,6 +1191,14 @@ def budgets(
     from .budget_status import budget_rows, features_of
     from .budgets import load_policy
 
+    for flag, value in (("--user", user), ("--feature", feature)):
+        if value == "":  # `--user "$U"` with U unset: a mistake, not "no filter" (the service refuses it too)
+            raise InvalidInputError(
+                flag,
+                "is empty (is the variable you passed set?)",
+                value=value,
+                fix=f"pass a {flag[2:]} id, or leave {flag} out",
+            )
     policy = load_policy(policy_path)
     features: list[str | None] = [feature] if feature else features_of(policy)
     if feature and feature not in policy.features:

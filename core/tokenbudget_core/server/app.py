@@ -400,9 +400,11 @@ def create_app(
 
     # -- operations -------------------------------------------------------------------------------
 
+    @app.head("/health", include_in_schema=False)  # (one operation in the schema: GET's)
     @app.get("/health", tags=["operations"])
     def health() -> JSONResponse:
-        """200 when the ledger's store answers, else 503 (unreachable, or refusing the ledger)."""
+        """200 when the ledger's store answers, else 503 (unreachable, or refusing the ledger).
+        ``HEAD`` answers the same status (uptime checkers probe with it), without the body."""
         try:
             ledger.store.ping()
         except BudgetUnavailableError as e:  # every other endpoint's body, + status; no call refused
