@@ -21,6 +21,12 @@ __all__ = ["cost_of_response", "usage_of"]
 def usage_of(response: ChatResponse | CompletionResponse) -> Usage:
     """The :class:`~tokenbudget_core.usage.Usage` of a LlamaIndex response, read from ``response.raw``.
 
+    ``raw`` is read as the integration keeps it
+    (:func:`~tokenbudget_core.usage_sources.usage_from_llamaindex`): OpenAI (Chat Completions
+    and Responses), Anthropic, Google GenAI (``usage_metadata``: Gemini's thinking tokens are
+    output), Bedrock Converse (``usage.inputTokens`` / ``outputTokens``, cache reads and writes
+    added to the input) and Ollama (``prompt_eval_count`` / ``eval_count``).
+
     Raises:
         InvalidInputError: The response has no raw provider payload with usage (a cache hit has
             none: it made no model call, and :func:`cost_of_response` answers 0 for it).

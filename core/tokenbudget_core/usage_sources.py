@@ -16,6 +16,13 @@ disagree on that convention, which is what this module exists for:
 * **LangChain** ``usage_metadata``: ``input_tokens`` includes
   ``input_token_details.cache_read`` and ``cache_creation``; keys may carry a
   service-tier prefix (``priority_cache_read``, ``flex_reasoning``).
+* **Google Gemini** ``usage_metadata``: ``prompt_token_count`` includes
+  ``cached_content_token_count``; ``thoughts_token_count`` is billed as output but *not* part of
+  ``candidates_token_count``, so it is added to the output here; ``tool_use_prompt_token_count``
+  (the prompt of a built-in tool: search results, code output) is billed as input, so added there.
+* **Amazon Bedrock Converse**: ``inputTokens`` *excludes* ``cacheReadInputTokens`` and
+  ``cacheWriteInputTokens``, so they are added here (as for Anthropic).
+* **Ollama**: ``prompt_eval_count`` in, ``eval_count`` out, at the response's top level.
 * **LlamaIndex** ``ChatResponse.raw``: the provider's own response; its shape is detected.
 
 Each function accepts SDK objects (anything with ``model_dump()``) or plain dicts,
@@ -191,6 +198,57 @@ def _anthropic(data: dict[str, Any], where: str) -> Usage:
     return anthropic_usage(usage, w)
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def gemini_usage(meta: Mapping[str, Any], where: str) -> Usage:
+    """Convert a Gemini ``usage_metadata`` dict (snake_case, as google-genai dumps it, or the REST
+    API's camelCase ``usageMetadata``).
+
+    ``prompt_token_count`` already includes ``cached_content_token_count`` (the cache reads);
+    ``thoughts_token_count`` is billed as output but not counted in ``candidates_token_count``, so
+    the output is their sum and the thoughts are its reasoning part; ``tool_use_prompt_token_count``
+    (a built-in tool's prompt) is billed as input and added to it.
+    """
+
+    def figure(name: str, *, required: bool = False) -> int:
+        key = name if name in meta or _camel(name) not in meta else _camel(name)
+        return count_field(meta, key, where, required=required)
+
+    thoughts = figure("thoughts_token_count")
+    return _make(
+        where,
+        input_tokens=figure("prompt_token_count", required=True) + figure("tool_use_prompt_token_count"),
+        output_tokens=figure("candidates_token_count") + thoughts,
+        cache_read_tokens=figure("cached_content_token_count"),
+        reasoning_tokens=thoughts,
+    )
+
+
+def _bedrock(usage: Mapping[str, Any], where: str) -> Usage:
+    """Convert a Bedrock Converse ``usage`` (``inputTokens`` excludes cache reads and writes)."""
+    cache_read = count_field(usage, "cacheReadInputTokens", where)
+    cache_write = count_field(usage, "cacheWriteInputTokens", where)
+    return _make(
+        where,
+        input_tokens=count_field(usage, "inputTokens", where, required=True) + cache_read + cache_write,
+        output_tokens=count_field(usage, "outputTokens", where, required=True),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+
+
+def _ollama(data: Mapping[str, Any], where: str) -> Usage:
+    """Convert an Ollama chat response's ``prompt_eval_count`` / ``eval_count``."""
+    return _make(
+        where,
+        input_tokens=count_field(data, "prompt_eval_count", where, required=True),
+        output_tokens=count_field(data, "eval_count", where, required=True),
+    )
+
+
 def usage_from_openai_chat(response: Any) -> Usage:
     """Usage of an OpenAI Chat Completions response, or of a stream chunk that carries usage.
 
@@ -341,7 +399,11 @@ def usage_from_llamaindex(raw: Any) -> Usage:
     The shape is detected: an OpenAI ``chat.completion`` (or chunk), an OpenAI
     ``response``, or an Anthropic ``message``; failing those, the keys of its
     ``usage`` decide (``prompt_tokens`` is OpenAI Chat; Anthropic cache keys are
-    Anthropic; ``input_tokens_details`` or ``reasoning_tokens`` is OpenAI Responses).
+    Anthropic; ``input_tokens_details`` or ``reasoning_tokens`` is OpenAI Responses;
+    ``inputTokens`` is Bedrock Converse). Without ``usage``: Gemini's ``usage_metadata``
+    (llama-index-llms-google-genai; thinking tokens charged as output), or Ollama's
+    ``prompt_eval_count`` / ``eval_count`` (llama-index-llms-ollama, which also copies them
+    into an OpenAI-style ``usage`` when both are reported).
 
     Args:
         raw: ``ChatResponse.raw`` (SDK object or dict, e.g. ``dict(message)``), or the
@@ -365,12 +427,19 @@ def usage_from_llamaindex(raw: Any) -> Usage:
         return _anthropic(data, "raw")
     usage = data.get("usage")
     if usage is None:
+        for key in ("usage_metadata", "usageMetadata"):  # Gemini (google-genai dump, REST JSON)
+            if data.get(key) is not None:
+                return gemini_usage(as_dict(data[key], f"raw.{key}"), f"raw.{key}")
+        if data.get("prompt_eval_count") is not None or data.get("eval_count") is not None:
+            return _ollama(data, "raw")
         raise InvalidInputError(
             "raw.usage", "is missing", fix="pass the provider response (ChatResponse.raw) that carries usage"
         )
     keys = as_dict(usage, "raw.usage")
     if "prompt_tokens" in keys:
         return openai_chat_usage(data, "raw")
+    if "inputTokens" in keys or "outputTokens" in keys:  # Bedrock Converse
+        return _bedrock(keys, "raw.usage")
     if any(k in keys for k in _ANTHROPIC_CACHE_KEYS):
         return _anthropic(data, "raw")
     out = _details(keys, "output_tokens_details", "raw.usage")
