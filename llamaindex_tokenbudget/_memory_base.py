@@ -12,11 +12,15 @@ let in again, so a summariser whose call reads the memory (a hook logging the wi
 wait for itself. A call let in so uses the transcript as it stands (:meth:`BudgetMemory._current`)
 and does not read the store: catching up there, in the middle of an operation (a put whose
 message is not written yet), would take in another worker's messages out of the store's order.
+A core with a running summary (``SummaryChatMemory``) has it saved beside the transcript in the
+store and in ``to_dict()``; a rebuild resumes from it (``SummaryBuffer.resume``) when the
+transcript still begins with the messages it covers (see the section "a saved running summary").
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +29,7 @@ from contextlib import (
     AbstractContextManager,
     nullcontext,
 )
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeAlias, cast
 
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import (
@@ -184,6 +188,17 @@ class BudgetMemory(BaseMemory):
             )
         fields = {**data, **kwargs}
         fields.pop("class_name", None)
+        saved = fields.pop(_STATE_FIELD, None)
+        seed = None
+        if saved is not None:
+            seed = _Mark.parse(saved)
+            if seed is None:
+                raise InvalidInputError(
+                    _STATE_FIELD,
+                    "is not the running summary to_dict() wrote",
+                    fix=f"pass to_dict()'s output unchanged, or drop {_STATE_FIELD!r} (the summary is "
+                    "then written again)",
+                )
         store = fields.get("chat_store")
         if isinstance(store, Mapping):
             fields["chat_store"] = _rebuilt_store(store, cls.__name__)
@@ -195,7 +210,24 @@ class BudgetMemory(BaseMemory):
                     "credentials are not in it)",
                     fix=f"pass it: {cls.__name__}.from_dict(data, {name}=OpenAI(...)) (from_json alike)",
                 )
-        return cls(**fields)
+        memory = cls(**fields)
+        if seed is not None and memory._keeps_summary:
+            memory._state.seed = seed
+        return memory
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The options and the store's serialised form (see :meth:`from_dict`); for a memory with
+        a running summary, also that summary as ``summary_state`` (the summary, how many
+        transcript messages it covers, a digest of the transcript then): ``from_dict`` resumes
+        from it when the store's transcript still begins with those messages, instead of
+        summarising it again."""
+        data: dict[str, Any] = super().to_dict(**kwargs)
+        if self._keeps_summary:
+            with self._state.operation():
+                mark = self._current_mark() or self._state.seed
+            if mark is not None:
+                data[_STATE_FIELD] = mark.as_dict()
+        return data
 
     @classmethod
     def from_json(cls, data_str: str, **kwargs: Any) -> Self:
@@ -333,6 +365,8 @@ class BudgetMemory(BaseMemory):
             except BaseException:  # a cancelled call too: reload from the store on next use
                 state.transcript = None  # the store is the source of truth: reload it on next use
                 raise
+            if not reentered:
+                self._remember()
 
     async def aput(self, message: ChatMessage) -> None:
         """Async twin of :meth:`put`."""
@@ -348,6 +382,8 @@ class BudgetMemory(BaseMemory):
             except BaseException:  # a cancelled call too: reload from the store on next use
                 state.transcript = None
                 raise
+            if not reentered:
+                await self._aremember()
 
     def put_messages(self, messages: list[ChatMessage]) -> None:
         """Append messages one by one, as :meth:`put`.
@@ -367,32 +403,55 @@ class BudgetMemory(BaseMemory):
     def set(self, messages: list[ChatMessage]) -> None:
         """Replace the transcript; nothing is written when a message is invalid.
 
+        Every message is counted anew. A running summary (:class:`SummaryChatMemory`) is kept
+        when ``messages`` begins with the loaded transcript (the same list, or it plus new
+        messages: a chat engine's ``chat(..., chat_history=...)``), or with the transcript a
+        saved summary covers: only what slides out beyond it is summarised.
+
         Raises:
             InvalidMessageError: A message is invalid (``messages[i]...``).
         """
-        with self._state.operation():
-            transcript = self._build(messages)
+        with self._state.operation() as reentered:
+            checked = check_messages(messages)
+            point = None if reentered else self._kept_point(checked)
+            if point is None and self._keeps_summary and not reentered:
+                point = self._saved_point(checked, self._stored_mark())
+            transcript = self._build(checked, point)
             self.chat_store.set_messages(self.chat_store_key, list(messages))
             self._adopt(transcript, messages)
+            if not reentered:
+                self._remember()
 
     async def aset(self, messages: list[ChatMessage]) -> None:
         """Async twin of :meth:`set`."""
-        async with self._state.alock():
-            transcript = await self._abuild(messages)
+        async with self._state.alock() as reentered:
+            checked = check_messages(messages)
+            point = None if reentered else self._kept_point(checked)
+            if point is None and self._keeps_summary and not reentered:
+                point = self._saved_point(checked, await self._astored_mark())
+            transcript = await self._abuild(checked, point)
             await self.chat_store.aset_messages(self.chat_store_key, list(messages))
             self._adopt(transcript, messages)
+            if not reentered:
+                await self._aremember()
 
     def reset(self) -> None:
-        """Delete the transcript from the store and empty the window."""
+        """Delete the transcript (and a saved summary) from the store and empty the window."""
         with self._state.operation():
             self.chat_store.delete_messages(self.chat_store_key)
+            if self._keeps_summary:
+                self.chat_store.delete_messages(self._mark_key)
             self._adopt(Transcript(self._new_core()), [])
+            self._state.mark = self._state.seed = None
 
     async def areset(self) -> None:
         """Async twin of :meth:`reset`."""
         async with self._state.alock():
             await self.chat_store.adelete_messages(self.chat_store_key)
+            if self._keeps_summary:
+                await self.chat_store.adelete_messages(self._mark_key)
             self._adopt(Transcript(self._new_core()), [])
+            self._state.mark = self._state.seed = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -419,8 +478,10 @@ class BudgetMemory(BaseMemory):
         transcript = state.transcript
         if transcript is None or not state.in_step(stored):
             state.transcript = None
-            transcript = self._build(stored)
+            point = self._saved_point(stored, self._stored_mark()) if self._keeps_summary else None
+            transcript = self._build(stored, point)
             self._adopt(transcript, stored, from_store=True)
+            self._remember()
             return transcript
         seen = state.seen
         try:
@@ -430,6 +491,7 @@ class BudgetMemory(BaseMemory):
         except BaseException:  # a cancelled call too: reload from the store on next use
             state.transcript = None
             raise
+        self._remember()
         return transcript
 
     async def _aloaded(self) -> Transcript:
@@ -439,8 +501,12 @@ class BudgetMemory(BaseMemory):
         transcript = state.transcript
         if transcript is None or not state.in_step(stored):
             state.transcript = None
-            transcript = await self._abuild(stored)
+            point = None
+            if self._keeps_summary:
+                point = self._saved_point(stored, await self._astored_mark())
+            transcript = await self._abuild(stored, point)
             self._adopt(transcript, stored, from_store=True)
+            await self._aremember()
             return transcript
         seen = state.seen
         try:
@@ -451,6 +517,7 @@ class BudgetMemory(BaseMemory):
         except BaseException:  # a cancelled call too: reload from the store on next use
             state.transcript = None
             raise
+        await self._aremember()
         return transcript
 
     def _adopt(
@@ -461,31 +528,168 @@ class BudgetMemory(BaseMemory):
         state = self._state
         state.transcript = transcript
         state.seen = list(messages)
+        state.digest = None
         kept = from_store and state.lists_kept
         state.stored = messages if kept and isinstance(messages, list) else None
 
-    def _build(self, messages: Sequence[ChatMessage]) -> Transcript:
+    def _build(self, messages: Sequence[ChatMessage], point: _Point | None = None) -> Transcript:
+        """A transcript of ``messages``, each counted; the core first resumed from ``point`` (a
+        summary of their beginning, checked by the caller)."""
         transcript = Transcript(self._new_core())
+        if point is not None:
+            self._resume_core(transcript.core, point)
         state = self._state
         before, state.partial = state.partial, transcript  # (what a re-entering call sees)
         try:
-            for i, message in enumerate(check_messages(messages)):
-                transcript.append(message, where=f"messages[{i}]")
+            self._replay(transcript, check_messages(messages))
         finally:
             state.partial = before
         return transcript
 
-    async def _abuild(self, messages: Sequence[ChatMessage]) -> Transcript:
+    async def _abuild(self, messages: Sequence[ChatMessage], point: _Point | None = None) -> Transcript:
         transcript = Transcript(self._new_core())
+        if point is not None:
+            self._resume_core(transcript.core, point)
         state = self._state
         before, state.partial = state.partial, transcript
         try:
             with self._async_scope():
-                for i, message in enumerate(check_messages(messages)):
-                    await transcript.aappend(message, where=f"messages[{i}]")
+                await self._areplay(transcript, check_messages(messages))
         finally:
             state.partial = before
         return transcript
+
+    def _replay(self, transcript: Transcript, messages: Sequence[ChatMessage]) -> None:
+        """Append ``messages`` (a whole transcript) to a new ``transcript``."""
+        for i, message in enumerate(messages):
+            transcript.append(message, where=f"messages[{i}]")
+
+    async def _areplay(self, transcript: Transcript, messages: Sequence[ChatMessage]) -> None:
+        """Async twin of :meth:`_replay`."""
+        for i, message in enumerate(messages):
+            await transcript.aappend(message, where=f"messages[{i}]")
+
+    # -- a saved running summary (SummaryChatMemory) ----------------------------------------------
+    # What a core summarised (its summary and the transcript index it covers, a ``_Point``) is
+    # saved beside the transcript in the chat store (one message under ``_mark_key``) whenever it
+    # changes, with the number of transcript messages then loaded and a digest of them: a memory
+    # rebuilt from the store (a restart, another worker, from_dict, a model_copy) resumes from it
+    # when the transcript still begins with those messages, instead of summarising it all again.
+
+    _keeps_summary: ClassVar[bool] = False
+    """Whether the core has a running summary to save and resume (hooks below)."""
+
+    def _core_point(self, core: Core) -> _Point | None:
+        """What ``core`` summarised so far, ``None`` if nothing."""
+        return None
+
+    def _resume_core(self, core: Core, point: _Point) -> None:
+        """Make an empty ``core`` continue from ``point``."""
+
+    @property
+    def _mark_key(self) -> str:
+        return f"{self.chat_store_key}{_MARK_SUFFIX}"
+
+    def _stored_mark(self) -> _Mark | None:
+        try:
+            saved = self.chat_store.get_messages(self._mark_key)
+        except Exception:  # noqa: BLE001 - a saved summary is a cache: without it, summarise again
+            return None
+        return _Mark.parse(saved[-1].content) if saved else None
+
+    async def _astored_mark(self) -> _Mark | None:
+        try:
+            saved = await self.chat_store.aget_messages(self._mark_key)
+        except Exception:  # noqa: BLE001 - (as _stored_mark)
+            return None
+        return _Mark.parse(saved[-1].content) if saved else None
+
+    def _kept_point(self, messages: Sequence[ChatMessage]) -> _Point | None:
+        """The loaded core's summary, when ``messages`` begin with the loaded transcript."""
+        state = self._state
+        if not self._keeps_summary or state.transcript is None:
+            return None
+        point = self._core_point(state.transcript.core)
+        return point if point is not None and _extends(messages, state.seen) else None
+
+    def _saved_point(self, messages: Sequence[ChatMessage], stored: _Mark | None) -> _Point | None:
+        """The saved summary (in the store, else from ``from_dict``) that ``messages`` begin with;
+        the store's is what it holds now (no need to write it again)."""
+        state = self._state
+        state.mark = (stored.summary, stored.folded) if stored is not None else None
+        for mark in (stored, state.seed):
+            if mark is not None and mark.covers(messages, self._config()):
+                return mark.summary, mark.folded
+        return None
+
+    def _current_mark(self) -> _Mark | None:
+        """The loaded core's summary as a mark over the loaded transcript (``None``: nothing
+        summarised, or a message the digest cannot take)."""
+        state = self._state
+        if state.transcript is None:
+            return None
+        point = self._core_point(state.transcript.core)
+        if point is None:
+            return None
+        if state.digest is None:
+            state.digest = _Digest()
+        covered = len(state.seen)
+        digest = state.digest.of(state.seen, covered)
+        return None if digest is None else _Mark(point[0], point[1], covered, digest, self._config())
+
+    def _config(self) -> str:
+        """A digest of the options that shape the window and the summary (a saved summary is
+        resumed only by a memory with the same)."""
+        state = self._state
+        if state.config is None:
+            shaping = {
+                name: getattr(self, name)
+                for name in type(self).model_fields
+                if name not in ("chat_store", "chat_store_key", "prefix_messages", *self._passed_fields)
+            }
+            text = json.dumps(shaping, sort_keys=True, default=repr)
+            state.config = hashlib.sha256(text.encode()).hexdigest()
+        return state.config
+
+    def _changed_mark(self) -> tuple[_Point | None, _Mark | None] | None:
+        """What to write (the point and its mark; a ``None`` mark: delete), or ``None``: unchanged."""
+        state = self._state
+        if not self._keeps_summary or state.transcript is None:
+            return None
+        point = self._core_point(state.transcript.core)
+        if point == state.mark:
+            return None
+        return point, (None if point is None else self._current_mark())
+
+    def _remember(self) -> None:
+        """Save the core's summary beside the transcript if it changed (after an operation)."""
+        change = self._changed_mark()
+        if change is None:
+            return
+        point, mark = change
+        try:
+            if mark is not None:
+                self.chat_store.set_messages(self._mark_key, [mark.message()])
+            elif point is None:
+                self.chat_store.delete_messages(self._mark_key)
+        except Exception:  # noqa: BLE001 - a cache: a failed write costs a summary on a rebuild only
+            return
+        self._state.mark = point
+
+    async def _aremember(self) -> None:
+        """Async twin of :meth:`_remember`."""
+        change = self._changed_mark()
+        if change is None:
+            return
+        point, mark = change
+        try:
+            if mark is not None:
+                await self.chat_store.aset_messages(self._mark_key, [mark.message()])
+            elif point is None:
+                await self.chat_store.adelete_messages(self._mark_key)
+        except Exception:  # noqa: BLE001 - (as _remember)
+            return
+        self._state.mark = point
 
     @property
     def tokenizer_fn(self) -> Callable[[str], Sequence[int]]:
@@ -545,7 +749,18 @@ class BudgetMemory(BaseMemory):
 class _Loaded:
     """A memory's loaded transcript, what it is compared with, and the memory's locks."""
 
-    __slots__ = ("guard", "lists_kept", "partial", "seen", "stored", "transcript")
+    __slots__ = (
+        "config",
+        "digest",
+        "guard",
+        "lists_kept",
+        "mark",
+        "partial",
+        "seed",
+        "seen",
+        "stored",
+        "transcript",
+    )
 
     def __init__(self, lists_kept: bool) -> None:
         self.transcript: Transcript | None = None
@@ -565,6 +780,12 @@ class _Loaded:
         # One operation at a time, sync or async, whatever the thread or event loop, held from
         # the store's read to its write (see tokenbudget_core.operation_lock).
         self.guard = OperationLock()
+        # A running summary saved beside the transcript: what the store is known to hold
+        # (``mark``), the one from_dict passed (``seed``), the digest of ``seen`` as far as taken.
+        self.mark: _Point | None = None
+        self.seed: _Mark | None = None
+        self.digest: _Digest | None = None
+        self.config: str | None = None
 
     def operation(self) -> AbstractContextManager[bool]:
         """The memory's lock for one sync operation; entering it tells whether the call re-enters
@@ -724,3 +945,96 @@ def _request_tokens(input: object, kwargs: dict[str, Any]) -> int:
             value=count,
         )
     return count
+
+
+_Point: TypeAlias = tuple[str, int]
+"""A running summary and the transcript index up to which it covers the messages."""
+_MARK_SUFFIX = "::tokenbudget-summary"
+_STATE_FIELD = "summary_state"
+
+
+class _Digest:
+    """A SHA-256 digest of the JSON form of a transcript's first messages, extended as it grows."""
+
+    __slots__ = ("count", "failed", "hash")
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.failed = False
+
+    def of(self, messages: Sequence[ChatMessage], n: int) -> str | None:
+        """The digest of ``messages[:n]`` (``n`` at least the count already taken), ``None`` if a
+        message has no JSON form."""
+        if self.failed or n < self.count:
+            return None
+        try:
+            for i in range(self.count, n):
+                self.hash.update(_json_line(messages[i]))
+        except (TypeError, ValueError):  # (pydantic's serialisation errors are ValueErrors)
+            self.failed = True
+            return None
+        self.count = n
+        return self.hash.hexdigest()
+
+
+def _json_line(message: ChatMessage) -> bytes:
+    text = json.dumps(message.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return text.encode() + b"\n"
+
+
+class _Mark:
+    """A saved running summary: its text, the transcript index it covers up to (``folded``), and
+    the transcript it was made over (its first ``covered`` messages, by digest)."""
+
+    __slots__ = ("config", "covered", "digest", "folded", "summary")
+
+    def __init__(self, summary: str, folded: int, covered: int, digest: str, config: str) -> None:
+        self.summary, self.folded, self.covered, self.digest = summary, folded, covered, digest
+        self.config = config
+
+    def covers(self, messages: Sequence[ChatMessage], config: str) -> bool:
+        """Whether ``messages`` begin with the transcript this summary was made over, by a memory
+        of the same options (``config``: another budget slides, and caps the summary, otherwise)."""
+        if self.config != config or len(messages) < self.covered:
+            return False
+        return _Digest().of(messages, self.covered) == self.digest
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "summary": self.summary,
+            "folded": self.folded,
+            "covered": self.covered,
+            "digest": self.digest,
+            "config": self.config,
+        }
+
+    def message(self) -> ChatMessage:
+        """The message that holds it in the chat store."""
+        return ChatMessage(role="system", content=json.dumps(self.as_dict()))
+
+    @classmethod
+    def parse(cls, data: object) -> _Mark | None:
+        """A mark from :meth:`as_dict`'s form (or its JSON text); ``None`` if it is not one."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                return None
+        if not isinstance(data, Mapping) or data.get("version") != 1:
+            return None
+        summary, folded, covered, digest, config = (
+            data.get(k) for k in ("summary", "folded", "covered", "digest", "config")
+        )
+        if not isinstance(summary, str) or not summary or not isinstance(digest, str):
+            return None
+        if not isinstance(config, str):
+            return None
+        if not (_count(folded) and _count(covered)) or folded > covered:  # type: ignore[operator]
+            return None
+        return cls(summary, cast(int, folded), cast(int, covered), digest, config)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

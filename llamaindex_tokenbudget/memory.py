@@ -43,6 +43,17 @@ in it: the next operation takes them in, in the store's order.
 ``from_json`` rebuild a ``SimpleChatStore`` from it, but a store with a connection
 (``RedisChatStore``) or a summariser ``llm`` is passed again: ``from_dict(data,
 chat_store=RedisChatStore(...), llm=...)`` (else an ``InvalidInputError`` names it).
+A :class:`SummaryChatMemory`'s running summary is saved with it: in ``to_dict()``
+(``summary_state``) and beside the transcript in the chat store, under the key
+``f"{chat_store_key}::tokenbudget-summary"`` (one message: the summary, how many transcript
+messages it covers and a digest of them and of the memory's options; written when the summary
+changes, deleted by ``reset()``; ``chat_store.get_keys()`` lists it). A memory rebuilt from the
+store (a restart, another worker, ``from_dict``, ``model_copy``, pickling) resumes from it, as
+does ``set()`` of the loaded transcript or of it plus new messages (a chat engine's
+``chat(..., chat_history=...)``): only what slides out beyond it is summarised. A transcript that
+no longer begins with the messages it covers (edited or replaced by someone else), or a memory of
+other options (budget, model, tools...), summarises anew what slid out of the rebuilt window: in
+one summariser call per ``chunk_tokens`` (4,000 tokens) of it, not one per turn.
 Hosts that send messages of their own before the memory's have their tokens reserved: a chat
 engine that measures them with the memory's ``tokenizer_fn`` (LlamaIndex's ``SimpleChatEngine``
 and its ``system_prompt``) passes their count to ``get()``; other hosts (an agent's
@@ -53,6 +64,7 @@ the memory until the run ends: leave room for them in ``reserve_output``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Literal, Self, cast
 
@@ -60,11 +72,11 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field, SerializeAsAny
 from llama_index.core.llms.llm import LLM
 
-from tokenbudget_core.messages import Message
+from tokenbudget_core.messages import Message, MessageLike
 from tokenbudget_core.summary import SummaryBuffer
 from tokenbudget_core.window import ConversationWindow
 
-from ._bridge import Core, LLMSummariser, async_summaries
+from ._bridge import Core, LLMSummariser, Transcript, async_summaries
 from ._memory_base import BudgetMemory
 
 __all__ = ["SummaryChatMemory", "TokenBudgetChatMemory"]
@@ -157,7 +169,10 @@ class SummaryChatMemory(BudgetMemory):
     The summary is written by ``llm`` (``chat``; ``achat`` in the async twins) from the core's
     summary prompt, and shown as a system message after the system prompt. If the LLM fails,
     ``get()`` is the plain window and :attr:`last_error` says why; the messages are folded on
-    a later turn. The transcript in the store is never touched by summarising.
+    a later turn. The transcript in the store is never touched by summarising; the summary is
+    saved beside it (key ``f"{chat_store_key}::tokenbudget-summary"``) and in ``to_dict()``, so
+    that a memory rebuilt over the same transcript (a restart, another worker, ``from_dict``,
+    ``set()`` of the same history plus new messages) does not summarise it again.
 
     Args:
         llm: The LlamaIndex LLM that writes the summary.
@@ -234,3 +249,58 @@ class SummaryChatMemory(BudgetMemory):
 
     def _async_scope(self) -> AbstractContextManager[None]:
         return async_summaries()
+
+    # -- the running summary across rebuilds --------------------------------------------------------
+
+    _keeps_summary: ClassVar[bool] = True
+
+    def _core_point(self, core: Core) -> tuple[str, int] | None:
+        buffer = cast(SummaryBuffer[Message], core)
+        return None if buffer.summary is None else (buffer.summary, buffer.folded)
+
+    def _resume_core(self, core: Core, point: tuple[str, int]) -> None:
+        cast(SummaryBuffer[Message], core).resume(*point)
+
+    def _replay(self, transcript: Transcript, messages: Sequence[ChatMessage]) -> None:
+        """Append a whole transcript, then fold what slid out of it at once (a few calls of up to
+        ``chunk_tokens`` each, not one per turn); from the resumed summary's end, if any."""
+        buffer = cast(SummaryBuffer[Message], transcript.core)
+        batch = _Batch(buffer)
+        transcript.core = batch  # Transcript translates and tracks; the buffer gets them in one go
+        try:
+            for i, message in enumerate(messages):
+                transcript.append(message, where=f"messages[{i}]")
+        finally:
+            transcript.core = buffer
+        buffer.extend(batch.items)
+
+    async def _areplay(self, transcript: Transcript, messages: Sequence[ChatMessage]) -> None:
+        """Async twin of :meth:`_replay` (called inside :func:`async_summaries`)."""
+        buffer = cast(SummaryBuffer[Message], transcript.core)
+        batch = _Batch(buffer)
+        transcript.core = batch
+        try:
+            for i, message in enumerate(messages):
+                transcript.append(message, where=f"messages[{i}]")
+        finally:
+            transcript.core = buffer
+        await buffer.aextend(batch.items)
+
+
+class _Batch:
+    """A stand-in core that collects the translated messages a :class:`Transcript` appends, for
+    one ``SummaryBuffer.extend``."""
+
+    def __init__(self, core: Core) -> None:
+        self.budget = core.budget
+        self.counter = core.counter
+        self.items: list[Message] = []
+
+    def append(self, message: Message) -> None:
+        self.items.append(message)
+
+    async def aappend(self, message: Message) -> None:
+        self.items.append(message)
+
+    def messages(self) -> Sequence[MessageLike]:
+        return []
