@@ -24,6 +24,12 @@ refuse the call:
    stream cut after OpenAI's closing usage chunk), else an estimate, flagged ``estimated``: the
    counted input plus the text streamed so far.
 
+Register the handler on ``Settings.callback_manager`` (or the ``callback_manager=`` an engine
+is given) for chat and query engines: their response synthesizer (``BaseSynthesizer``) and the
+``Settings.llm`` getter replace an LLM's own callback manager, dropping a handler registered
+there only; the LLM's own manager serves direct calls (``BudgetCallbackHandler.install`` does
+both).
+
 Two handlers of one ledger on the callback manager of a call (both on the LLM, or both in
 ``Settings``) see one event under one id: the one listed first reserves, gates and charges it,
 on the payer it resolves; the others leave it to it, so the call is charged once (whatever
@@ -82,14 +88,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from types import CodeType, FrameType
-from typing import Any, Never, get_args
+from typing import Any, Never, Self, get_args
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
-from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms import LLM
 from llama_index.core.llms.structured_llm import StructuredLLM
+from llama_index.core.settings import Settings
 
 from tokenbudget_core.anthropic_counting import AnthropicTokenCounter
 from tokenbudget_core.attribution import Attribution, current_attribution, in_force, outer_first
@@ -541,6 +548,25 @@ class _Call:
     :func:`hands_over` says so)."""
 
 
+def _managers_of(llms: Sequence[object], method: str) -> list[CallbackManager]:
+    """The callback managers of ``llms`` (:meth:`BudgetCallbackHandler.install`'s arguments).
+
+    Raises:
+        InvalidInputError: One is not a LlamaIndex LLM (named ``llms[i]``).
+    """
+    managers = []
+    for i, llm in enumerate(llms):
+        if not isinstance(llm, LLM):
+            raise InvalidInputError(
+                f"llms[{i}]",
+                f"must be a LlamaIndex LLM, got {type(llm).__name__}",
+                value=llm,
+                fix=f"pass the LLMs whose direct calls the handler checks: handler.{method}(llm, ...)",
+            )
+        managers.append(llm.callback_manager)
+    return managers
+
+
 def _refuse_positional(given: Sequence[object], options: Sequence[str]) -> None:
     """Refuse options passed by position (``BudgetCallbackHandler(ledger, "gpt-4o")``): named
     by the option each would be in the signature's order, with the keyword to use.
@@ -565,7 +591,18 @@ def _refuse_positional(given: Sequence[object], options: Sequence[str]) -> None:
 class BudgetCallbackHandler(BaseCallbackHandler):
     """Reserve each LLM call's worst case before it is sent; commit what it used after.
 
-    Register it on an LLM's ``CallbackManager`` (or ``Settings.callback_manager``).
+    Where to register it: for chat engines and query engines (``ContextChatEngine``,
+    ``CondensePlusContextChatEngine``, ``index.as_query_engine()``, ``as_chat_engine()``,
+    anything using ``Settings.llm``), on ``Settings.callback_manager``, or on the
+    ``callback_manager=`` the engine is given. Not on the LLM's own ``CallbackManager`` alone:
+    LlamaIndex's response synthesizer (``BaseSynthesizer.__init__``, which those engines build)
+    sets its LLM's callback manager to the engine's, and the ``Settings.llm`` getter sets it to
+    ``Settings.callback_manager`` once one is set, so a handler only on the LLM is silently
+    dropped (for that LLM object's later calls too): nothing is refused, nothing charged. The
+    LLM's own callback manager is the place for direct calls only (``llm.chat(...)``, an
+    agent's LLM). :meth:`install` does both: it registers the handler on
+    ``Settings.callback_manager`` and on the LLMs given; a call goes through one callback
+    manager, so it is charged once.
 
     Handlers of several ledgers may see the same call (a per-team ledger and a global one on
     one callback manager): each reserves it, in the order they are listed. When one of them
@@ -615,17 +652,22 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             to pass it by).
 
     Example:
-        >>> from llama_index.core.callbacks import CallbackManager
-        >>> from llama_index.core.llms import ChatMessage, MockLLM
+        >>> from llama_index.core import Document, SummaryIndex
+        >>> from llama_index.core.llms import MockLLM
         >>> from tokenbudget_core.ledger import Ledger
         >>> ledger = Ledger("memory://")
         >>> handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini", feature="docs")
-        >>> llm = MockLLM(max_tokens=5, callback_manager=CallbackManager([handler]))
+        >>> llm = MockLLM(max_tokens=5)
+        >>> _ = handler.install(llm)  # Settings.callback_manager (engines), the LLM's (direct calls)
         >>> llm.complete("Say hi").text
         'text text text text text'
+        >>> engine = SummaryIndex([Document(text="Paris is in France.")]).as_query_engine(llm=llm)
+        >>> str(engine.query("Where is Paris?"))
+        'text text text text text'
+        >>> _ = handler.uninstall(llm)
         >>> [row] = ledger.store.rollup([ledger.day()])
-        >>> row.values["input_tokens"], row.values["output_tokens"], row.values["estimated"]
-        (2, 5, 1)
+        >>> row.values["requests"], row.values["output_tokens"], row.values["estimated"]
+        (2, 10, 2)
     """
 
     def __init__(
@@ -658,6 +700,47 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         start_worker()
         with _HANDLERS_LOCK:
             _HANDLERS.add(self)
+
+    def install(self, *llms: LLM) -> Self:
+        """Register this handler where LlamaIndex keeps it: on ``Settings.callback_manager``
+        (which chat engines, query engines and ``Settings.llm`` hand the LLM they use), and on
+        the callback manager of each LLM given (its direct calls: ``llm.chat(...)``, an agent's).
+
+        Registering it on an LLM's own callback manager alone is not enough for engines:
+        LlamaIndex's response synthesizer (``BaseSynthesizer.__init__``, built by
+        ``ContextChatEngine``, ``CondensePlusContextChatEngine`` and every query engine) sets
+        the LLM's callback manager to the engine's (``Settings.callback_manager`` unless the
+        engine is given ``callback_manager=``), and ``Settings.llm`` sets it to
+        ``Settings.callback_manager`` once one is set: a handler on the LLM alone is dropped,
+        for that LLM object's later calls too, and the calls go out unchecked and uncharged.
+
+        A call goes through one callback manager, so the handler on both charges it once; a
+        manager that already lists it (an LLM made after ``Settings.callback_manager`` was set
+        shares its list of handlers) is left as it is. Call it after assigning
+        ``Settings.callback_manager`` (a new manager assigned later lists none of its handlers).
+        An engine given a ``callback_manager=`` of its own needs the handler in that manager.
+        :meth:`uninstall` undoes it. Returns the handler (``BudgetCallbackHandler(ledger).install(llm)``).
+
+        Raises:
+            InvalidInputError: An argument is not a LlamaIndex LLM (named ``llms[i]``).
+        """
+        managers = [Settings.callback_manager, *_managers_of(llms, "install")]
+        for manager in managers:
+            if not any(h is self for h in manager.handlers):
+                manager.add_handler(self)
+        return self
+
+    def uninstall(self, *llms: LLM) -> Self:
+        """Remove this handler from ``Settings.callback_manager`` and from the callback manager of
+        each LLM given (what :meth:`install` registered). Returns the handler.
+
+        Raises:
+            InvalidInputError: An argument is not a LlamaIndex LLM (named ``llms[i]``).
+        """
+        managers = [*_managers_of(llms, "uninstall"), Settings.callback_manager]
+        for manager in managers:
+            manager.handlers[:] = [h for h in manager.handlers if h is not self]
+        return self
 
     def payer(self) -> Attribution:
         """The payer a call made now is charged to: the ``attribute()`` block in force, its ids
