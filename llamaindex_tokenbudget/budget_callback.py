@@ -15,7 +15,9 @@ refuse the call:
    Blocks the core cannot represent (documents, audio, thinking...) are counted by the core's
    estimate (:func:`~tokenbudget_core.counting.estimate_block`), flagged ``exact=False``;
 2. **end**: the usage the provider reported in ``ChatResponse.raw`` (streams: the last
-   chunk's) is committed; without one, output tokens are counted and the usage is flagged
+   chunk's) is committed; without one (a streamed Claude call, a FunctionAgent's stream), the
+   output tokens are counted from the whole assistant message (:func:`reply_text`: its text,
+   its thinking blocks and its tool calls' names and arguments) and the usage is flagged
    ``estimated``;
 3. **error** (``EventPayload.EXCEPTION``): a call that failed before producing anything is
    released. A stream that produced output and then failed, was cancelled
@@ -79,6 +81,7 @@ records what routing saved.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -90,7 +93,14 @@ from dataclasses import dataclass, replace
 from types import CodeType, FrameType
 from typing import Any, Never, Self, get_args
 
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    CompletionResponse,
+    MessageRole,
+    ThinkingBlock,
+    ToolCallBlock,
+)
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
@@ -101,7 +111,7 @@ from llama_index.core.settings import Settings
 from tokenbudget_core.anthropic_counting import AnthropicTokenCounter
 from tokenbudget_core.attribution import Attribution, current_attribution, in_force, outer_first
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
-from tokenbudget_core.errors import InvalidInputError, option_names, refuse_unknown
+from tokenbudget_core.errors import InvalidInputError, TokenBudgetError, option_names, refuse_unknown
 from tokenbudget_core.estimating import EstimatingTokenCounter
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
@@ -109,7 +119,7 @@ from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
 from tokenbudget_core.routing import current_route, premium_model_of, routed_model
 from tokenbudget_core.usage import Usage
 
-from .messages import to_core_request
+from .messages import to_core_request, to_countable_message
 from .usage import usage_of
 
 __all__ = ["BudgetCallbackHandler"]
@@ -253,10 +263,46 @@ def reported_usage(response: object) -> Usage | None:
 
 
 def reply_text(response: object) -> str:
-    """The text of a chat or completion response ("" for anything else)."""
+    """The output of a chat or completion response, to estimate its tokens when the provider
+    reported no usage (a streamed Claude call, a FunctionAgent's stream): a chat reply's whole
+    assistant message (:func:`message_output`: its text, thinking and tool calls), a
+    completion's text ("" for anything else)."""
     if isinstance(response, ChatResponse):
-        return response.message.content or ""
+        return message_output(response.message)
     return response.text if isinstance(response, CompletionResponse) else ""
+
+
+def message_output(message: ChatMessage) -> str:
+    """What the model wrote in an assistant message, as text to count: its text blocks, its
+    thinking blocks' text (``ThinkingBlock``, billed as output) and each tool call's name and
+    arguments (``ToolCallBlock`` blocks and the ``additional_kwargs["tool_calls"]`` shapes
+    :func:`~llamaindex_tokenbudget.messages.to_countable_message` reads), one per line. A tool
+    call turn's text is often empty: its output is the call."""
+    parts = [message.content or ""]
+    parts += [block.content or "" for block in message.blocks if isinstance(block, ThinkingBlock)]
+    parts += [f"{name} {arguments}" for name, arguments in _tool_calls_in(message)]
+    return "\n".join(part for part in parts if part)
+
+
+def _tool_calls_in(message: ChatMessage) -> list[tuple[str, str]]:
+    """The name and arguments of each tool call of a reply's message (read as the assistant's,
+    whatever role it carries); when the core cannot read them (arguments JSON cannot hold), the
+    ``ToolCallBlock`` blocks' as text."""
+    try:
+        as_assistant = message.model_copy(update={"role": MessageRole.ASSISTANT})
+        return [(c.name, c.arguments) for c in to_countable_message(as_assistant).tool_calls]
+    except (TokenBudgetError, TypeError, ValueError):  # counting is all this is for: read it as text
+        return [
+            (block.tool_name or "", _as_text(block.tool_kwargs))
+            for block in message.blocks
+            if isinstance(block, ToolCallBlock)
+        ]
+
+
+def _as_text(arguments: object) -> str:
+    """Tool-call arguments as the text the model wrote: a string as it is, else JSON (values
+    JSON cannot hold as their ``str``)."""
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, default=str)
 
 
 def caller_frame(depth: int) -> FrameType | None:

@@ -4,7 +4,8 @@
 (``llama_index.core.instrumentation``). It remembers each call's model from
 ``LLMChatStartEvent`` / ``LLMCompletionStartEvent`` and, on ``LLMChatEndEvent`` /
 ``LLMCompletionEndEvent``, charges the usage the provider reported in ``response.raw`` (or an
-estimate flagged ``estimated``) through ``ledger.record(...)``, with the call's span id as
+estimate flagged ``estimated``: the counted input, and the reply's text, thinking blocks and
+tool calls counted as output) through ``ledger.record(...)``, with the call's span id as
 request id. An event delivered twice (the handler on a dispatcher and on its parent) is
 handled once.
 
@@ -372,7 +373,10 @@ class CostEventHandler(BaseEventHandler):
                 self._charge(self._estimate(start, response, model), model=model, **where)
 
     def _estimate(self, start: Any, response: Any, model: str) -> Usage:
-        """The flagged estimate of a call: its counted input and the tokens of its reply's text."""
+        """The flagged estimate of a call: its counted input and the tokens of its reply's output,
+        the whole assistant message (:func:`~llamaindex_tokenbudget.budget_callback.reply_text`:
+        its text, thinking blocks and tool calls' names and arguments; a tool-call turn's text is
+        often empty)."""
         counter = self._counters.get(model)
         if counter is None:
             if model in self.ledger.registry:
