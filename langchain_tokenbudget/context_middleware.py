@@ -44,6 +44,7 @@ try:
         ModelResponse,
         OmitFromSchema,
     )
+    from langgraph.constants import TAG_NOSTREAM
     from langgraph.types import Command
 except ImportError as e:  # langchain (agents) absent or too old: named, with its pip command
     _need_agents(e)
@@ -154,6 +155,7 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         if strategy == "summarise":
             SummaryBuffer(lambda previous, messages: "", self.budget.counter, **self._options)  # validates
             self.transformers = (InternalCallTransformer,)  # keep summary calls out of run.messages
+            # (and the "nostream" tag of _StepSummariser._internal out of stream_mode="messages")
 
     # -- trim ----------------------------------------------------------------------------------
 
@@ -279,7 +281,8 @@ class _StepSummariser(ChatSummariser):
     """Summary calls sent down the agent's own model-call chain, as requests of their own: the
     middleware inside this one (a :class:`~langchain_tokenbudget.BudgetMiddleware`, retries,
     routing) sees them like any model call, so they are reserved, refused and charged. They are
-    tagged as internal calls (kept out of the streamed messages) and run inside the core's
+    tagged as internal calls (``internal_call_metadata()``, kept out of ``run.messages``) and
+    ``"nostream"`` (kept out of ``stream``/``astream(stream_mode="messages")``), and run inside the core's
     ``overhead("summariser")``, so reports show them as overhead of the run's payer. They run
     with no route in force (:func:`~tokenbudget_core.routing.without_route`): the route of an
     outer :class:`~langchain_tokenbudget.RoutingMiddleware` is the agent's own call, so budget
@@ -309,7 +312,8 @@ class _StepSummariser(ChatSummariser):
             "lc_source": "tokenbudget_summary",
             **internal_call_metadata(),
         }
-        token = var_child_runnable_config.set({**config, "metadata": metadata})
+        tags = [*(config.get("tags") or []), TAG_NOSTREAM]  # kept out of stream_mode="messages"
+        token = var_child_runnable_config.set({**config, "metadata": metadata, "tags": tags})
         try:
             with without_route():  # an outer router's route is the agent's call, not this one
                 yield
