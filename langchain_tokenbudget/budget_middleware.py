@@ -48,7 +48,9 @@ the tier model and the route is the one being made
 model. Either way the ledger records what routing saved against the premium tier. Only the
 routed call itself is routed: a call to another model made inside the route (the summaries of a
 :class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware`, which run with no
-route, or a middleware's own guard call) is charged on its own model, with no routing recorded.
+route, or a middleware's own guard call) is charged on its own model, with no routing recorded;
+so is a call to a fallback model (``ModelFallbackMiddleware``): ``model=`` prices only a chat
+model that names no model the registry knows.
 
 Put it last in ``middleware=[...]`` (innermost): it then sees the request exactly as sent,
 after trimming or summarising middleware, and reserves every retry. A
@@ -343,7 +345,12 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
 
     Args:
         ledger: The ledger that prices, limits and records the calls.
-        model: Model name to count and price with (default: the agent model's ``model_name``).
+        model: The name to count and price the agent's own model with, when its chat model
+            names no model the ledger's registry knows (a fake model, an alias, a deployment
+            name); a reply that names a known model (``response_metadata["model_name"]``) is
+            then charged on that model. A chat model with a known name (a summariser, a
+            ``ModelFallbackMiddleware`` model) is charged on its own model whatever this says
+            (default: the agent model's ``model_name``).
         feature: Default feature.
         user: Default user.
         max_output_tokens: Output tokens to reserve when neither the request's settings nor
@@ -450,7 +457,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         attrs = {k: getattr(request.model, k, None) for k in (*MODEL_KEYS, *MAX_OUTPUT_KEYS, *CHOICE_KEYS)}
         named = first(str, ("model_name", "model"), attrs)
         route = routed_call(named, registry=self.ledger.registry)
-        model = route[1] if route is not None else self.model or named
+        # model= names the agent's own model: it prices a chat model that names no model or one the
+        # registry does not know (an alias, a deployment); any other chat model (a summariser, a
+        # fallback model) is priced by its own name
+        own = named is not None and named in self.ledger.registry
+        model = route[1] if route is not None else named if own or self.model is None else self.model
         router = getattr(request.model, "router", None)
         if model is None and isinstance(router, TierRouter):  # a RouterChatModel: its worst case
             model = router.premium_model
@@ -488,6 +499,25 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         tools = [*(core_tools(functions) or ()), *countable_tools(counter, model, builtin)] or None
         messages = to_core_request([*system, *request.messages])
         return args, counter, messages, tools, None if route is None else route[0], marks
+
+    def _reported_model(
+        self, replies: Sequence[BaseMessage], reserved: str, request: ModelRequest[Any]
+    ) -> str | None:
+        """The model the reply says answered (``response_metadata["model_name"]``), when the call
+        was reserved on ``model=`` (its chat model named no model the registry knows) and the reply
+        names another model the registry knows, priced as another model: that model is charged."""
+        registry = self.ledger.registry
+        named = first(str, ("model_name", "model"), {k: getattr(request.model, k, None) for k in MODEL_KEYS})
+        if self.model is None or reserved != self.model or (named is not None and named in registry):
+            return None
+        for m in reversed(replies):
+            name = first(str, ("model_name", "model"), getattr(m, "response_metadata", None) or {})
+            if name is None or name not in registry:
+                continue
+            if reserved in registry and registry.get(name).canonical == registry.get(reserved).canonical:
+                return None
+            return name
+        return None
 
     def _over_run_cap(
         self, r: Reservation, state: Mapping[str, Any], step: StepCharges
@@ -577,12 +607,14 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 response = handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
+            found["model"] = found["model"] or self._reported_model(totals.replies, args["model"], request)
             if charge := self.ledger.settle(reservation, failed=True, counter=counter, **found):
                 step.add(charge)  # the step's next call (a retry, a fallback) counts it
             raise
         finally:
             _totals.reset(token)
         found = _answered(response, totals, route, marks)
+        found["model"] = found["model"] or self._reported_model(response.result, args["model"], request)
         charge = self.ledger.settle(reservation, counter=counter, **found)
         return ExtendedModelResponse(model_response=response, command=self._charged(state, step, charge))
 
@@ -611,11 +643,13 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 response = await handler(request)
         except BaseException:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
+            found["model"] = found["model"] or self._reported_model(totals.replies, args["model"], request)
             if charge := await self.ledger.asettle(reservation, failed=True, counter=counter, **found):
                 step.add(charge)  # the step's next call (a retry, a fallback) counts it
             raise
         finally:
             _totals.reset(token)
         found = _answered(response, totals, route, marks)
+        found["model"] = found["model"] or self._reported_model(response.result, args["model"], request)
         charge = await self.ledger.asettle(reservation, counter=counter, **found)
         return ExtendedModelResponse(model_response=response, command=self._charged(state, step, charge))
