@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal, NotRequired, cast
+from typing import Annotated, Any, Literal, Never, NotRequired, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, SystemMessage
 from langchain_core.runnables.config import var_child_runnable_config
 
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import InvalidInputError, option_names, refuse_unknown
 from tokenbudget_core.fitting import OnOverflow
 from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import without_route
@@ -56,6 +56,29 @@ FOLDED_KEY = "tokenbudget_folded"
 FOLDED_ID_KEY = "tokenbudget_folded_id"
 Strategy = Literal["trim", "summarise"]
 ModelResult = ModelResponse[Any] | ExtendedModelResponse[Any]
+_REQUIRED: Any = object()
+"""``max_tokens`` not given: named by the constructor (a bare ``TypeError`` would come before a misspelt
+``max_token=`` could be named)."""
+
+
+def _refuse_positional(given: tuple[object, ...], options: list[str]) -> None:
+    """Refuse options passed by position after the model (``ContextWindowMiddleware("gpt-4o", 3000)``),
+    named by the option each would be in the signature's order, with the keyword to use.
+
+    Raises:
+        InvalidInputError: The first positional option.
+    """
+    if not given:
+        return
+    meant = options[: len(given)]
+    raise InvalidInputError(
+        meant[0],
+        f"given by position ({len(given)} after the model): "
+        "ContextWindowMiddleware takes its options by keyword",
+        value=given[0],
+        fix=f"pass {', '.join(f'{n}=...' for n in meant)} by keyword: "
+        f"ContextWindowMiddleware(model, {meant[0]}=...); options: {', '.join(options)}",
+    )
 
 
 class ContextWindowState(AgentState[Any]):
@@ -95,7 +118,8 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             ``"truncate"`` the newest message.
 
     Raises:
-        InvalidInputError: A bad option, named (checked here, not on the first call).
+        InvalidInputError: A bad, misspelt or positional option, named (checked here, not on the
+            first call).
         UnknownModelError: The model name is unknown.
 
     Example:
@@ -115,8 +139,8 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
     def __init__(
         self,
         model: str | TokenCounter,
-        *,
-        max_tokens: int,
+        *positional: Never,  # (refused: a type checker flags them, the constructor names them)
+        max_tokens: int = _REQUIRED,
         reserve_output: int = 0,
         pin_first_user: bool = False,
         strategy: Strategy = "trim",
@@ -124,8 +148,17 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         summary_tokens: int | None = None,
         low_water: float | None = 0.7,
         on_overflow: OnOverflow = "raise",
+        **unknown: Any,
     ) -> None:
         super().__init__()
+        options = option_names(ContextWindowMiddleware.__init__)
+        _refuse_positional(positional, options[1:])  # (after the model)
+        if unknown:
+            refuse_unknown("ContextWindowMiddleware", unknown, options)
+        if max_tokens is _REQUIRED:
+            raise InvalidInputError(
+                "max_tokens", "is required", fix="pass the model's input budget: max_tokens=..."
+            )
         if strategy not in ("trim", "summarise"):
             raise InvalidInputError(
                 "strategy", f"unknown value {strategy!r}", fix="use 'trim' or 'summarise'"
