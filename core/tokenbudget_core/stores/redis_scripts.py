@@ -24,7 +24,10 @@ numbers (doubles); it is exact while limits and amounts stay below 2**53, which 
 store checks before calling.
 
 A script that fails half-way keeps its earlier writes (Redis does not roll scripts back),
-so every script reads and checks everything before its first write.
+so every script reads and checks everything before its first write: its keys' types first
+(``types_ok``: a key of the day holding another type, written by another application, would
+make a later command fail with ``WRONGTYPE`` after earlier increments), then the request's
+state and the limits.
 """
 
 from __future__ import annotations
@@ -32,6 +35,19 @@ from __future__ import annotations
 __all__ = ["COMMIT", "RECORD_COST", "RELEASE", "RESERVE", "TOTALS"]
 
 _COMMON = """
+-- Each key is absent or of its type ("hash", "zset", "list", "string"), else the script's
+-- error, before any write: WRONGTYPE half-way would keep the increments made before it.
+local function types_ok(keys, kinds)
+  for i, key in ipairs(keys) do
+    local kind = redis.call('TYPE', key)['ok']
+    if kind ~= 'none' and kind ~= kinds[i] then
+      return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a ' .. kinds[i] ..
+        ' (another application writes under this namespace): nothing was written')
+    end
+  end
+  return nil
+end
+
 local function neg(amount)
   if string.sub(amount, 1, 1) == '-' then return string.sub(amount, 2) end
   return '-' .. amount
@@ -91,6 +107,8 @@ RESERVE = (
 -- checks: "<scope|metric> <amount> <limit>" per check, space-separated ('-': no limit)
 local bal, req, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ttl, rid, now, expires = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local wrong = types_ok({bal, req, held, leases}, {'hash', 'hash', 'hash', 'zset'})
+if wrong then return wrong end
 expire_due(bal, req, held, leases, now)
 local state = redis.call('HGET', req, rid)
 if state then return {'duplicate', state} end
@@ -141,6 +159,17 @@ local legacy = nil
 if legacy_ttl ~= '' then legacy = KEYS[#KEYS] end
 local costs = KEYS[7]
 if legacy and #KEYS == 7 then costs = nil end
+local keys, kinds = {bal, req, held, leases, rollup, marks}, {'hash', 'hash', 'hash', 'zset', 'hash', 'hash'}
+if costs then
+  keys[#keys + 1] = costs
+  kinds[#kinds + 1] = 'list'
+end
+if legacy then
+  keys[#keys + 1] = legacy
+  kinds[#kinds + 1] = 'string'
+end
+local wrong = types_ok(keys, kinds)
+if wrong then return wrong end
 local state = redis.call('HGET', req, rid)
 if state == 'committed' then return {0, 'committed'} end
 local charges = {}
@@ -190,6 +219,8 @@ RELEASE = (
 -- forget its id, change nothing else)
 local bal, req, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ttl, rid, forget = ARGV[1], ARGV[2], ARGV[3] == '1'
+local wrong = types_ok({bal, req, held, leases}, {'hash', 'hash', 'hash', 'zset'})
+if wrong then return wrong end
 local state = redis.call('HGET', req, rid)
 if not state then
   if not forget then
@@ -216,6 +247,8 @@ TOTALS = (
     + """
 -- KEYS: bal req held leases; ARGV: now, then scope|metric ...; returns spent, reserved per scope
 local bal, req, held, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local wrong = types_ok({bal, req, held, leases}, {'hash', 'hash', 'hash', 'zset'})
+if wrong then return wrong end
 expire_due(bal, req, held, leases, ARGV[1])
 local out = {}
 for i = 2, #ARGV do
@@ -228,6 +261,11 @@ return out
 
 RECORD_COST = """
 -- KEYS: costs; ARGV: ttl cost
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'list' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. kind ..
+    ', not a list: nothing was written')
+end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
