@@ -99,6 +99,7 @@ from .budget_callback import (
     CHOICE_KEYS,
     MAX_OUTPUT_KEYS,
     MODEL_KEYS,
+    ROUTE_KEY,
     Tools,
     cache_hit_of,
     cache_writes_in,
@@ -111,6 +112,7 @@ from .budget_callback import (
     reply_text,
     reported,
     route_of,
+    routed_model,
     running_total,
     stream_event_text,
     streamed_estimate,
@@ -162,6 +164,23 @@ class _RunningTotals(BaseCallbackHandler):
         self.replies: list[BaseMessage] = []
         self.streamed: list[str] = []
         self.evented: list[str] = []
+        self.routes: dict[UUID, Mapping[str, Any]] = {}  # a RouterChatModel tier run's route, by run
+        self.answered: Mapping[str, Any] | None = None  # the route of the run that finished or streamed
+
+    def _started(self, run_id: UUID, metadata: Mapping[str, Any] | None) -> None:
+        route = (metadata or {}).get(ROUTE_KEY)
+        if isinstance(route, Mapping):
+            self.routes[run_id] = route
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, metadata: Any = None, **kwargs: Any
+    ) -> None:
+        self._started(run_id, metadata)
+
+    def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, metadata: Any = None, **kwargs: Any
+    ) -> None:
+        self._started(run_id, metadata)
 
     def on_stream_event(self, event: Any, *, run_id: UUID, **kwargs: Any) -> None:
         if text := stream_event_text(event):
@@ -170,6 +189,8 @@ class _RunningTotals(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
         if isinstance(token, str) and token:
             self.streamed.append(token)
+        if run_id in self.routes and self.answered is None:  # the tier streaming (until one finishes)
+            self.answered = self.routes[run_id]
         message = getattr(chunk, "message", None)
         for call in getattr(message, "tool_call_chunks", None) or ():
             if isinstance(args := call.get("args"), str):
@@ -180,6 +201,8 @@ class _RunningTotals(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         if (total := self.latest.pop(run_id, None)) is not None:
             self.finished.append(total)
+        if run_id in self.routes:
+            self.answered = self.routes[run_id]
         for generations in response.generations:
             self.replies.extend(
                 m for g in generations if isinstance(m := getattr(g, "message", None), BaseMessage)
@@ -190,6 +213,10 @@ class _RunningTotals(BaseCallbackHandler):
         (the provider billed them), else ``None`` and the text streamed so far."""
         usage = reported(self.replies, self.finished, marked_ttl=marked_ttl)
         model, premium = _routed(self.replies, route)
+        if route_of(self.replies) is None and self.answered is not None:
+            # a RouterChatModel's tier answered (or streamed) before the call failed: the reply
+            # has no route yet (the router adds it on return), the tier run's metadata has
+            model, premium = routed_model(self.answered), premium_model_of(self.answered)
         return {
             "reply_text": streamed_estimate(self.streamed, self.evented),
             "reported": usage,
