@@ -25,9 +25,18 @@ from tokenbudget_core.fitting import OnOverflow, fit_messages
 from tokenbudget_core.messages import Message, MessageLike, to_message
 from tokenbudget_core.summary import summary_prompt
 
+from .budget_callback import countable_tools, is_function_tool
 from .messages import to_core_request, to_countable_message
 
-__all__ = ["Budget", "ChatSummariser", "core_tools", "fit_host", "host_messages", "host_window"]
+__all__ = [
+    "Budget",
+    "ChatSummariser",
+    "core_tools",
+    "counted_tools",
+    "fit_host",
+    "host_messages",
+    "host_window",
+]
 
 H = TypeVar("H", bound=BaseMessage)
 
@@ -72,7 +81,7 @@ class Budget:
             counter,
             reserve_output=reserve_output,
             on_overflow=on_overflow,
-            tools=core_tools(tools),
+            tools=counted_tools(counter, tools),
         )
         if not isinstance(pin_first_user, bool):
             raise InvalidInputError("pin_first_user", "must be True or False", value=pin_first_user)
@@ -102,6 +111,36 @@ def core_tools(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
                 f"tools[{i}]", f"cannot read this tool definition: {e}", value=tool
             ) from e
     return out
+
+
+def is_builtin_tool(tool: object) -> bool:
+    """A provider's built-in (server) tool given as a dict (``{"type": "web_search_preview"}``,
+    Anthropic's ``{"type": "web_search_20250305", "name": "web_search"}``): typed, not a function
+    definition. Sent by the host as it is, never read as a function."""
+    return (
+        isinstance(tool, Mapping)
+        and isinstance(tool.get("type"), str)
+        and tool.get("type") != "function"
+        and not is_function_tool(tool)
+    )
+
+
+def counted_tools(counter: TokenCounter, tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
+    """The tool definitions ``counter`` counts, as ``BudgetMiddleware`` splits them: every function
+    tool (:func:`core_tools`), and a built-in (server) tool as the host sends it when the counter
+    counts those (Claude's, the estimating counter's; not tiktoken's: OpenAI publishes no count of
+    its built-in tools, left out, logged once). A built-in tool is never refused nor read as a
+    function.
+
+    Raises:
+        InvalidInputError: A function tool cannot be read.
+    """
+    if not tools:
+        return None
+    builtin = [t for t in tools if is_builtin_tool(t)]
+    functions = [t for t in tools if not is_builtin_tool(t)]
+    name = str(getattr(counter, "name", None) or type(counter).__name__)
+    return [*(core_tools(functions) or ()), *countable_tools(counter, name, builtin)] or None
 
 
 def host_messages(value: object, *, where: str = "input") -> list[BaseMessage]:
@@ -150,7 +189,7 @@ def fit_host(
         budget.counter,
         reserve_output=budget.reserve_output,
         pin_first_user=budget.pin_first_user,
-        tools=core_tools(tools),
+        tools=counted_tools(budget.counter, tools),
         on_overflow=budget.on_overflow,
     )
     out: list[H] = []

@@ -27,7 +27,7 @@ from tokenbudget_core.routing import without_route
 from tokenbudget_core.summary import SummaryBuffer
 
 from . import _need_agents
-from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
+from ._bridge import Budget, ChatSummariser, counted_tools, fit_host, host_window
 from .budget_middleware import step_charges
 from .messages import to_core_request, to_countable_message
 
@@ -199,7 +199,7 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
     # -- summarise -----------------------------------------------------------------------------
 
     def _buffer(self, request: ModelRequest[Any], writer: _StepSummariser) -> SummaryBuffer[Message]:
-        options = {**self._options, "tools": core_tools(request.tools)}
+        options = {**self._options, "tools": counted_tools(self.budget.counter, request.tools)}
         buffer: SummaryBuffer[Message] = SummaryBuffer(writer, self.budget.counter, **options)
         writer.max_tokens = buffer.summary_tokens
         head = 1 if request.system_message is not None else 0
