@@ -156,6 +156,10 @@ class Spool:
     def __init__(self, path: str | os.PathLike[str], *, owner: str | None = None) -> None:
         if owner is not None and not isinstance(owner, str):
             raise InvalidInputError("owner", "must be a string naming the store, or None", value=owner)
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise InvalidInputError(
+                "path", f"must be a file path, got {path!r}", value=path, fix="pass the spool file's path"
+            )
         self.path = Path(path).absolute()
         """The spool file, made absolute when the spool is made: a later ``chdir`` moves nothing."""
         self.owner = owner
@@ -265,6 +269,12 @@ class Spool:
                 order, for the next replay (a caller on a request's path replays a long outage's
                 spool a share at a time). ``None``: all of them.
         """
+        if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+            raise InvalidInputError(
+                "most", "must be a positive number of lines, or None (all of them)", value=most
+            )
+        if not (wait is True or wait is False):
+            raise InvalidInputError("wait", "must be True or False", value=wait)
         if not self.pending() or not self._lock.acquire(blocking=wait):
             return 0
         try:

@@ -231,6 +231,29 @@ class RollupRow:
     values: Mapping[str, int] = field(default_factory=dict)
 
 
+def check_days(days: object) -> list[str]:
+    """``days`` (of :meth:`LedgerStore.rollup`) as a list of day strings.
+
+    Raises:
+        InvalidInputError: ``days`` is a string (``rollup("2026-11-24")`` would look up one day
+            per character and find nothing) or holds something other than strings.
+    """
+    if isinstance(days, str | bytes) or not isinstance(days, Sequence | set | frozenset):
+        raise InvalidInputError(
+            "days",
+            f"must be a list of days (YYYY-MM-DD), got {type(days).__name__}",
+            value=days,
+            fix="pass a list: rollup([ledger.day()])",
+        )
+    found = list(days)
+    for i, day in enumerate(found):
+        if not isinstance(day, str):
+            raise InvalidInputError(
+                f"days[{i}]", f"must be a day string (YYYY-MM-DD), got {type(day).__name__}", value=day
+            )
+    return found
+
+
 @runtime_checkable
 class LedgerStore(Protocol):
     """A backend for the ledger (memory, SQLite, Redis)."""

@@ -23,6 +23,7 @@ from .base import (
     ReserveRequest,
     RollupRow,
     check_cost_pairs,
+    check_days,
 )
 
 __all__ = ["MemoryStore"]
@@ -229,6 +230,7 @@ class MemoryStore:
             return {(s, m): tuple(bal.get((s, m), (0, 0))) for s, m in scopes}  # type: ignore[misc]
 
     def rollup(self, days: Sequence[str]) -> list[RollupRow]:
+        days = check_days(days)
         with self._lock:
             wanted = set(days)
             return [

@@ -86,6 +86,7 @@ from .base import (
     ReserveRequest,
     RollupRow,
     check_cost_pairs,
+    check_days,
     redact_url,
 )
 
@@ -1063,7 +1064,7 @@ class RedisStore:
 
         One ``HGETALL`` per day, :data:`_READ_CHUNK` days per round trip.
         """
-        wanted = list(dict.fromkeys(days))
+        wanted = list(dict.fromkeys(check_days(days)))
         hashes = self._read([self._keys(day, "rollup")[0] for day in wanted], _hgetall)
         rows: list[RollupRow] = []
         for day, fields in zip(wanted, hashes, strict=True):

@@ -64,6 +64,7 @@ from .base import (
     ReserveRequest,
     RollupRow,
     check_cost_pairs,
+    check_days,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -662,6 +663,7 @@ class SQLiteStore:
 
     def rollup(self, days: Sequence[str]) -> list[RollupRow]:
         """Attribution rows of these days, ordered by day and key (one consistent snapshot)."""
+        days = check_days(days)
         rows: dict[tuple[str, str], dict[str, int]] = {}
         with self._transaction("BEGIN") as db:
             for day in dict.fromkeys(days):
