@@ -89,9 +89,16 @@ class Tiers:
                 fix="e.g. {'small': ChatOpenAI(model='gpt-4o-mini'), 'large': ChatOpenAI(model='gpt-4o')}",
             )
         models = dict(models or {})
-        for tier in models:
+        for tier, explicit in models.items():
             if tier not in tiers:
                 raise InvalidInputError(f"models[{tier!r}]", "is not a tier", fix=f"one of {list(tiers)}")
+            if not isinstance(explicit, str) or not explicit.strip():
+                raise InvalidInputError(
+                    f"models[{tier!r}]",
+                    "must be a model name (a non-empty string)",
+                    value=explicit,
+                    fix="e.g. models={'small': 'gpt-4o-mini', 'large': 'gpt-4o'}",
+                )
         self.chat: dict[str, BaseChatModel] = {}  # model name -> chat model (tiers, then fallbacks)
         names: dict[str, str] = {}
         for tier, chat in tiers.items():

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Never
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
 from tokenbudget_core.complexity import ComplexityClassifier
+from tokenbudget_core.errors import InvalidInputError, option_names, refuse_unknown
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter, own_call, using_route
@@ -104,8 +105,10 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         max_output_tokens: Output tokens routing assumes when the request sets no ``max_tokens``.
 
     Raises:
-        InvalidInputError: Empty tiers, a tier that is not a chat model or names no model; at call
-            time an unknown ``force_tier``.
+        InvalidInputError: Empty tiers, a tier that is not a chat model or names no model, a
+            ``models=`` value that is not a model name (named ``models['<tier>']``), a misspelt
+            option (named, with the closest one) or one passed by position (named, with the
+            keyword to pass it by); at call time an unknown ``force_tier``.
         UnknownModelError: A tier's model is not in the registry.
         ContextOverflowError: At call time, when the request fits no tier.
         BudgetExceededError: At call time, when the payer's budget is used up (nothing is sent).
@@ -127,14 +130,28 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
     def __init__(
         self,
         tiers: Mapping[str, BaseChatModel],
-        *,
+        *positional: Never,  # (refused: a type checker flags them, the constructor names them)
         models: Mapping[str, str] | None = None,
         fallbacks: Mapping[str, Sequence[BaseChatModel]] | None = None,
         classifier: ComplexityClassifier | None = None,
         ledger: Ledger | None = None,
         registry: ModelRegistry | None = None,
         max_output_tokens: int = 1024,
+        **unknown: Any,
     ) -> None:
+        options = option_names(RoutingMiddleware.__init__)
+        if positional:  # RoutingMiddleware(tiers, {...}): named, with the keyword to pass it by
+            meant = options[1 : 1 + len(positional)] or ["..."]
+            raise InvalidInputError(
+                meant[0],
+                f"given by position ({len(positional)} after the tiers): "
+                "RoutingMiddleware takes its options by keyword",
+                value=positional[0],
+                fix=f"pass {', '.join(f'{n}=...' for n in meant)} by keyword: "
+                f"RoutingMiddleware(tiers, {meant[0]}=...); options: {', '.join(options[1:])}",
+            )
+        if unknown:  # a misspelt option (fallback=...): named, with the closest one
+            refuse_unknown("RoutingMiddleware", unknown, options)
         super().__init__()
         self._tiers = Tiers(
             tiers,
