@@ -36,6 +36,7 @@ __all__ = [
     "fit_host",
     "host_messages",
     "host_window",
+    "response_format_tools",
 ]
 
 H = TypeVar("H", bound=BaseMessage)
@@ -141,6 +142,58 @@ def counted_tools(counter: TokenCounter, tools: Sequence[Any] | None) -> list[di
     functions = [t for t in tools if not is_builtin_tool(t)]
     name = str(getattr(counter, "name", None) or type(counter).__name__)
     return [*(core_tools(functions) or ()), *countable_tools(counter, name, builtin)] or None
+
+
+def response_format_tools(request: Any) -> list[dict[str, Any]]:
+    """The structured-output schema a ``create_agent`` model call sends beside ``request.tools``
+    (``request.response_format``), as function tool definitions to count with them: the agent
+    resolves it as it does (a raw schema is an ``AutoStrategy``: a ``ProviderStrategy`` when the
+    model supports provider structured output, else a ``ToolStrategy``). A ``ToolStrategy``'s
+    schemas are bound as tools (the ``StructuredTool`` the agent makes of each); a
+    ``ProviderStrategy``'s schema goes as the request's ``response_format`` (JSON schema), counted
+    as a tool of the same name, description and schema (its definition's size; providers publish
+    no count of a response format). Empty when there is no structured output, or when langchain's
+    agents are not installed.
+    """
+    response_format = getattr(request, "response_format", None)
+    if response_format is None:
+        return []
+    try:
+        from langchain.agents.structured_output import (
+            AutoStrategy,
+            OutputToolBinding,
+            ProviderStrategy,
+            ToolStrategy,
+        )
+    except ImportError:  # no langchain agents: no structured output strategy either
+        return []
+    if not isinstance(response_format, AutoStrategy | ToolStrategy | ProviderStrategy):
+        response_format = AutoStrategy(schema=response_format)  # as the agent reads a raw schema
+    if isinstance(response_format, AutoStrategy):
+        provider = _supports_provider_strategy(
+            getattr(request, "model", None), getattr(request, "tools", None)
+        )
+        strategy: Any = (ProviderStrategy if provider else ToolStrategy)(schema=response_format.schema)
+    else:
+        strategy = response_format
+    if isinstance(strategy, ToolStrategy):
+        specs = list(strategy.schema_specs)
+        return [convert_to_openai_tool(OutputToolBinding.from_schema_spec(spec).tool) for spec in specs]
+    spec = strategy.schema_spec
+    function = {"name": spec.name, "description": spec.description or "", "parameters": spec.json_schema}
+    return [{"type": "function", "function": function}]
+
+
+def _supports_provider_strategy(model: object, tools: object) -> bool:
+    """Whether the agent sends a raw schema as the model's response format (langchain's own test,
+    ``langchain.agents.factory._supports_provider_strategy``); when it cannot be asked, a tool
+    (``ToolStrategy``, the agent's fallback)."""
+    try:
+        from langchain.agents.factory import _supports_provider_strategy as supports
+
+        return bool(supports(model, tools=tools))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a private helper moved or failed: count the schema as a tool
+        return False
 
 
 def host_messages(value: object, *, where: str = "input") -> list[BaseMessage]:

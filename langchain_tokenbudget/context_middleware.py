@@ -27,7 +27,7 @@ from tokenbudget_core.routing import without_route
 from tokenbudget_core.summary import SummaryBuffer
 
 from . import _need_agents
-from ._bridge import Budget, ChatSummariser, counted_tools, fit_host, host_window
+from ._bridge import Budget, ChatSummariser, counted_tools, fit_host, host_window, response_format_tools
 from .budget_middleware import step_charges
 from .messages import to_core_request, to_countable_message
 
@@ -92,12 +92,15 @@ class ContextWindowState(AgentState[Any]):
 class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
     """Send the model only what fits its budget; keep the whole transcript in the agent state.
 
-    The agent's system prompt, the tool definitions (``request.tools``) and the messages
-    all count against ``max_tokens - reserve_output``. ``"trim"`` keeps the newest turns
-    that fit (the core's ``fit_messages``: system messages stay, a tool call stays with its
-    results, the newest turn is always sent). ``"summarise"`` keeps recent turns verbatim
-    and folds older ones into a running summary (the core's ``SummaryBuffer``), written by
-    ``summariser`` (default: the agent's own model) and sent inside the system message.
+    The agent's system prompt, the tool definitions (``request.tools``, and the structured-output
+    schema of ``response_format=``: a ``ToolStrategy``'s tools, a ``ProviderStrategy``'s JSON
+    schema) and the messages all count against ``max_tokens - reserve_output``. ``"trim"``
+    keeps the newest turns that fit (the core's ``fit_messages``: system messages stay, a tool
+    call stays with its results, the newest turn is always sent). ``"summarise"`` keeps recent
+    turns verbatim and folds older ones into a running summary (the core's ``SummaryBuffer``),
+    written by ``summariser`` (default: the agent's own model) and sent inside the system
+    message. A provider's built-in tool (``{"type": "web_search_preview"}``) is sent as it is
+    and counted when the counter counts those (Claude's), else left out of the count.
 
     Summary calls are model requests of their own, sent down the same middleware chain: a
     :class:`~langchain_tokenbudget.BudgetMiddleware` after this one reserves, refuses and
@@ -193,13 +196,15 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
     # -- trim ----------------------------------------------------------------------------------
 
     def _trimmed(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
-        kept = fit_host(request.messages, self.budget, system=request.system_message, tools=request.tools)
+        kept = fit_host(
+            request.messages, self.budget, system=request.system_message, tools=_sent_tools(request)
+        )
         return request.override(messages=kept)
 
     # -- summarise -----------------------------------------------------------------------------
 
     def _buffer(self, request: ModelRequest[Any], writer: _StepSummariser) -> SummaryBuffer[Message]:
-        options = {**self._options, "tools": counted_tools(self.budget.counter, request.tools)}
+        options = {**self._options, "tools": counted_tools(self.budget.counter, _sent_tools(request))}
         buffer: SummaryBuffer[Message] = SummaryBuffer(writer, self.budget.counter, **options)
         writer.max_tokens = buffer.summary_tokens
         head = 1 if request.system_message is not None else 0
@@ -287,6 +292,13 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
                 await buffer.aappend(message)
             response = await handler(self._summarised(request, buffer, host, core))
             return self._result(request, buffer, response)
+
+
+def _sent_tools(request: ModelRequest[Any]) -> list[Any]:
+    """The tool definitions the agent sends with ``request``: ``request.tools`` and the
+    structured-output schema of ``request.response_format`` (bound as a tool by a ``ToolStrategy``,
+    sent as the response format by a ``ProviderStrategy``), which is not in ``request.tools``."""
+    return [*request.tools, *response_format_tools(request)]
 
 
 def _saved_summary(request: ModelRequest[Any]) -> tuple[str | None, int]:
