@@ -62,6 +62,9 @@ class Tiers:
             theirs (or name it differently from the registry).
         fallbacks: Tier name -> chat models to try, in order, when the tier's model fails with a
             retryable provider error.
+        feature: Default feature for budget-aware routing, when the call's context, metadata,
+            configurable and tags name none (the precedence of ``BudgetMiddleware(feature=)``).
+        user: Default user, likewise.
         router_options: The remaining :class:`~tokenbudget_core.routing.TierRouter` options.
 
     Raises:
@@ -80,7 +83,13 @@ class Tiers:
         ledger: Ledger | None = None,
         registry: ModelRegistry | None = None,
         max_output_tokens: int = 1024,
+        feature: str | None = None,
+        user: str | None = None,
     ) -> None:
+        for option, value in (("feature", feature), ("user", user)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidInputError(option, "must be a non-empty string", value=value)
+        self.feature, self.user = feature, user
         if not isinstance(tiers, Mapping) or not tiers:
             raise InvalidInputError(
                 "tiers",
@@ -153,7 +162,7 @@ class Tiers:
 
         ``force_tier`` comes from the call (``force_tier=``, or ``model=`` naming a tier's model),
         else ``config["configurable"]["force_tier"]``; the payer from ``context``, the config's
-        metadata, configurable and tags.
+        metadata, configurable and tags, else the ``feature=`` / ``user=`` given here.
 
         Raises:
             InvalidInputError: Items that are not messages, tools the core cannot read, an unknown
@@ -172,8 +181,8 @@ class Tiers:
             "force_tier": force,
             "max_output_tokens": max_output_tokens,
             "tools": core_tools(tools),
-            "feature": payer["feature"],
-            "user": payer["user"],
+            "feature": payer["feature"] or self.feature,
+            "user": payer["user"] or self.user,
         }
 
     def route(self, messages: Sequence[BaseMessage], config: Mapping[str, Any], kwargs: dict[str, Any],

@@ -104,10 +104,14 @@ class RouterChatModel(BaseChatModel):
         temperature: Sent to the tier model when set.
         stop: Stop sequences sent to the tier model when the call gives none.
         streaming: ``invoke`` streams from the tier model and returns the joined reply.
+        feature: Default feature for budget-aware routing, when the run's metadata /
+            configurable / tags name none: give the same defaults as a ``BudgetMiddleware`` or
+            budget callback that charges the calls, or the router decides for another payer.
+        user: Default user, likewise.
 
     Per call: ``force_tier="large"`` (or ``config={"configurable": {"force_tier": "large"}}``) skips
     the classifier; ``model=`` naming a tier's model does the same. The payer for budget-aware
-    routing comes from the run's metadata / configurable / tags, as for the budget callbacks.
+    routing comes from the run's metadata / configurable / tags, else ``feature=`` / ``user=``.
 
     Raises:
         InvalidInputError: Empty tiers, a tier that is not a chat model or names no model, an
@@ -141,6 +145,12 @@ class RouterChatModel(BaseChatModel):
     )
     classifier: Any = Field(default=None, description="The complexity classifier (default: heuristic).")
     ledger: Any = Field(default=None, description="Ledger for budget-aware routing.")
+    feature: str | None = Field(
+        default=None, description="Default feature for budget-aware routing (when the call names none)."
+    )
+    user: str | None = Field(
+        default=None, description="Default user for budget-aware routing (when the call names none)."
+    )
     registry: Any = Field(default=None, description="Model registry (default: the core's).")
     max_tokens: int | None = Field(default=None, description="Output cap: for routing, sent when set.")
     temperature: float | None = Field(default=None, description="Sent to the tier model when set.")
@@ -176,6 +186,8 @@ class RouterChatModel(BaseChatModel):
             ledger=self.ledger,
             registry=self.registry,
             max_output_tokens=1024 if self.max_tokens is None else self.max_tokens,
+            feature=self.feature,
+            user=self.user,
         )
 
     def __setattr__(self, name: str, value: Any) -> None:

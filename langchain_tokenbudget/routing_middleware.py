@@ -92,7 +92,9 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
     go to the model they were made for, unrouted). ``force_tier``
     comes from ``runtime.context`` (attribute or key ``force_tier``) or
     ``config["configurable"]["force_tier"]``; the payer for budget-aware routing from the
-    context, the run's metadata, configurable and tags, as for :class:`BudgetMiddleware`.
+    context, the run's metadata, configurable and tags, else the ``feature=`` / ``user=``
+    defaults given here, as for :class:`BudgetMiddleware` (a middleware cannot read another's
+    options: pass a ``BudgetMiddleware``'s defaults to both).
 
     Args:
         tiers: Tier name -> chat model, ordered cheapest -> premium.
@@ -103,6 +105,11 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         ledger: Budget awareness: step down tiers as the payer's budget fills, refuse at its limit.
         registry: Model facts and pricing names (default: the core's registry).
         max_output_tokens: Output tokens routing assumes when the request sets no ``max_tokens``.
+        feature: Default feature for budget-aware routing (when the context, metadata,
+            configurable and tags name none): give the same ``feature=`` / ``user=`` as the
+            ``BudgetMiddleware`` that charges the calls, or the router decides for another payer
+            (one with no budget used) than the one charged.
+        user: Default user, likewise.
 
     Raises:
         InvalidInputError: Empty tiers, a tier that is not a chat model or names no model, a
@@ -137,6 +144,8 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         ledger: Ledger | None = None,
         registry: ModelRegistry | None = None,
         max_output_tokens: int = 1024,
+        feature: str | None = None,
+        user: str | None = None,
         **unknown: Any,
     ) -> None:
         options = option_names(RoutingMiddleware.__init__)
@@ -161,6 +170,8 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
             ledger=ledger,
             registry=registry,
             max_output_tokens=max_output_tokens,
+            feature=feature,
+            user=user,
         )
 
     @property
