@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import marshal
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -276,9 +277,10 @@ def to_core_request(messages: Sequence[BaseMessage]) -> list[Message]:
     """The messages of a model request, converted for counting whatever blocks they carry:
     :func:`to_countable_message` for each, in one pass. Plain messages are reused from the cache
     :func:`to_core_messages` keeps; any other message object (a tool call, a tool result, one
-    with content blocks) from a cache of the objects converted lately, checked against a copy
-    of the fields its conversion read (a message edited in place, even inside a content block,
-    is converted again): an agent sends its whole transcript on every model call, and the
+    with content blocks) from a cache of the objects converted lately, checked against a
+    type-strict image of the fields its conversion read (a message edited in place, even inside
+    a content block, is converted again, also when the edit is one ``==`` misses: ``1`` to
+    ``1.0`` or ``True``, reordered keys): an agent sends its whole transcript on every model call, and the
     budget and context middlewares read it on each.
 
     Raises:
@@ -308,7 +310,8 @@ def _read_fields(m: BaseMessage) -> tuple[object, ...]:
 
 _MEMO_MAX = 16_384
 _memo: dict[int, tuple[weakref.ref[BaseMessage], tuple[object, ...], Message]] = {}
-"""``id(message) -> (a weak reference to it, a deep copy of its fields, its conversion)``."""
+"""``id(message) -> (a weak reference to it, a type-strict image of its fields (:func:`_image`),
+its conversion)``."""
 
 
 def _forget(ref: weakref.ref[BaseMessage], key: int) -> None:
@@ -317,25 +320,78 @@ def _forget(ref: weakref.ref[BaseMessage], key: int) -> None:
         _memo.pop(key, None)
 
 
+def _image(fields: tuple[object, ...]) -> tuple[object, ...]:
+    """What :func:`_unchanged` compares the fields with later: equal only while the conversion
+    would be the same, so ``1``, ``1.0`` and ``True`` (which ``==`` calls equal and ``json.dumps``
+    writes ``1``, ``1.0``, ``true``) and a dict's key order count as changes. The fields'
+    ``marshal`` bytes (format 2: no references, so the bytes do not depend on which objects are
+    shared or interned; exact builtin types only, each tagged with its type, dicts in their
+    order), compared in C; fields holding other objects (a ``str`` or ``dict`` subclass, an
+    enum, a model) are deep-copied instead and compared with :func:`_same`.
+
+    Raises:
+        Exception: The fields cannot be copied (the message is then not remembered).
+    """
+    try:
+        return (fields[0], marshal.dumps(cast("Any", fields[1:]), 2))
+    except ValueError:  # an object marshal does not take, or nested too deep
+        return (fields[0], None, copy.deepcopy(fields[1:]))
+
+
+def _unchanged(fields: tuple[object, ...], image: tuple[object, ...]) -> bool:
+    """Whether ``fields`` still convert as when ``image`` (:func:`_image`) was taken."""
+    if fields[0] is not image[0]:  # the message class
+        return False
+    if image[1] is not None:
+        try:
+            return marshal.dumps(cast("Any", fields[1:]), 2) == image[1]
+        except ValueError:  # an object marshal does not take was put in since
+            return False
+    return _same(fields[1:], image[2])
+
+
+def _same(a: object, b: object) -> bool:
+    """``a == b`` that also tells apart what ``==`` calls equal but the conversion writes
+    differently (``json.dumps`` of tool-call arguments, block fields): ``1``, ``1.0`` and ``True``
+    (types compared, recursively), and dicts whose keys come in another order."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is str:
+        return a == b
+    if kind is dict:
+        x, y = cast("dict[object, object]", a), cast("dict[object, object]", b)
+        if len(x) != len(y):
+            return False
+        for (kx, vx), (ky, vy) in zip(x.items(), y.items(), strict=True):
+            if not (_same(kx, ky) and _same(vx, vy)):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        u, v = cast("Sequence[object]", a), cast("Sequence[object]", b)
+        return len(u) == len(v) and all(map(_same, u, v))
+    return a == b
+
+
 def _remembered(m: BaseMessage, i: int) -> Message:
     """:func:`to_countable_message` of ``m``, from the memo when its fields are unchanged."""
     key = id(m)
     entry = _memo.get(key)
     if entry is not None and entry[0]() is m:
         try:
-            if _read_fields(m) == entry[1]:
+            if _unchanged(_read_fields(m), entry[1]):
                 return entry[2]
         except Exception:  # noqa: BLE001 - a field whose comparison fails: convert afresh
             pass
     converted = to_countable_message(m, where=f"messages[{i}]")
     try:
-        fields = copy.deepcopy(_read_fields(m))
+        image = _image(_read_fields(m))
         ref = weakref.ref(m, functools.partial(_forget, key=key))
     except Exception:  # noqa: BLE001 - fields that cannot be copied (or no weak reference): not kept
         return converted
     if len(_memo) >= _MEMO_MAX:
         _memo.clear()
-    _memo[key] = (ref, fields, converted)
+    _memo[key] = (ref, image, converted)
     return converted
 
 
