@@ -323,31 +323,46 @@ def _forget(ref: weakref.ref[BaseMessage], key: int) -> None:
 def _image(fields: tuple[object, ...]) -> tuple[object, ...]:
     """What :func:`_unchanged` compares the fields with later: equal only while the conversion
     would be the same, so ``1``, ``1.0`` and ``True`` (which ``==`` calls equal and ``json.dumps``
-    writes ``1``, ``1.0``, ``true``) and a dict's key order count as changes. The fields'
-    ``marshal`` bytes (format 2: no references, so the bytes do not depend on which objects are
-    shared or interned; exact builtin types only, each tagged with its type, dicts in their
-    order), compared in C; fields holding other objects (a ``str`` or ``dict`` subclass, an
-    enum, a model) are deep-copied instead and compared with :func:`_same`.
+    writes ``1``, ``1.0``, ``true``) and a dict's key order count as changes. The message class;
+    the fields that are ``str`` or ``None`` as they are (immutable: kept, not copied, so a long
+    text is not held twice); the others (content blocks, tool calls) as their ``marshal`` bytes
+    (format 2: no references, so the bytes do not depend on which objects are shared or
+    interned; exact builtin types only, each tagged with its type, dicts in their order),
+    compared in C; when they hold other objects (a ``str`` or ``dict`` subclass, an enum, a
+    model) a deep copy instead, compared with :func:`_same`.
 
     Raises:
         Exception: The fields cannot be copied (the message is then not remembered).
     """
+    flat, nested = _split(fields)
     try:
-        return (fields[0], marshal.dumps(cast("Any", fields[1:]), 2))
+        return (fields[0], flat, marshal.dumps(cast("Any", nested), 2))
     except ValueError:  # an object marshal does not take, or nested too deep
-        return (fields[0], None, copy.deepcopy(fields[1:]))
+        return (fields[0], flat, None, copy.deepcopy(nested))
+
+
+_NESTED = object()
+"""Stands in the flat part of an image for a field kept in its nested part."""
+
+
+def _split(fields: tuple[object, ...]) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    flat = tuple(v if v is None or type(v) is str else _NESTED for v in fields[1:])
+    return flat, tuple(v for v in fields[1:] if not (v is None or type(v) is str))
 
 
 def _unchanged(fields: tuple[object, ...], image: tuple[object, ...]) -> bool:
     """Whether ``fields`` still convert as when ``image`` (:func:`_image`) was taken."""
     if fields[0] is not image[0]:  # the message class
         return False
-    if image[1] is not None:
+    flat, nested = _split(fields)
+    if flat != image[1]:
+        return False
+    if image[2] is not None:
         try:
-            return marshal.dumps(cast("Any", fields[1:]), 2) == image[1]
+            return marshal.dumps(cast("Any", nested), 2) == image[2]
         except ValueError:  # an object marshal does not take was put in since
             return False
-    return _same(fields[1:], image[2])
+    return _same(nested, image[3])
 
 
 def _same(a: object, b: object) -> bool:
