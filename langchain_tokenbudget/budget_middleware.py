@@ -1,9 +1,10 @@
 """Token and dollar budgets for ``langchain.agents.create_agent`` agents: :class:`BudgetMiddleware`.
 
 Every model call of the agent goes through the core :class:`~tokenbudget_core.ledger.Ledger`
-(``wrap_model_call``): the request the model will receive (system message, messages, tools)
-is counted and its worst case reserved before it goes out, the usage the reply reports is
-committed after it, and a call that fails is settled by the ledger's rule
+(``wrap_model_call``): the request the model will receive (system message, messages, tools,
+and the structured-output schema ``response_format`` adds: a ``ToolStrategy``'s tools, a
+``ProviderStrategy``'s JSON schema) is counted and its worst case reserved before it goes out,
+the usage the reply reports is committed after it, and a call that fails is settled by the ledger's rule
 (:meth:`~tokenbudget_core.ledger.Ledger.settle` with ``failed=True``): released when nothing came
 back, charged a flagged estimate (the counted input plus the text it streamed) when a stream
 broke off after output, which the provider bills. A streamed Claude reply reports its
@@ -95,6 +96,7 @@ from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of
 
 from . import _need_agents
 from ._bridge import core_tools
+from ._tiers import structured_output_tools
 from .budget_callback import (
     CHOICE_KEYS,
     MAX_OUTPUT_KEYS,
@@ -522,6 +524,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         args["cache_writes"] = longest_ttl(marks)
         builtin = [t for t in request.tools if isinstance(t, dict) and not is_function_tool(t)]
         functions = [t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)]
+        # the structured-output schema the agent sends beside request.tools (a ToolStrategy's
+        # tools, a ProviderStrategy's response format) is part of the input too
+        functions += structured_output_tools(request.response_format)
         # (a built-in tool goes as it is, to a counter that counts it: never read as a function)
         tools = [*(core_tools(functions) or ()), *countable_tools(counter, model, builtin)] or None
         messages = to_core_request([*system, *request.messages])

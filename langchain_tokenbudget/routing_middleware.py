@@ -1,10 +1,11 @@
 """Route each model call of a ``create_agent`` agent to the cheapest adequate tier: RoutingMiddleware.
 
 Before every model call the request the model would receive (system message, messages, tools,
-``max_tokens``) is translated and the core :class:`~tokenbudget_core.routing.TierRouter`
-decides the tier: complexity, budget and context window. The request then goes to that tier's
-chat model (``request.override(model=...)``; the agent binds its tools to it), down the tier's
-fallback chain on retryable provider errors. The decision shows in the reply's
+the structured-output schema of ``response_format``, ``max_tokens``) is translated and the
+core :class:`~tokenbudget_core.routing.TierRouter` decides the tier: complexity, budget and
+context window. The request then goes to that tier's chat model
+(``request.override(model=...)``; the agent binds its tools to it), down the tier's fallback
+chain on retryable provider errors. The decision shows in the reply's
 ``response_metadata["tokenbudget_route"]``.
 
 Put it before a :class:`~langchain_tokenbudget.budget_middleware.BudgetMiddleware` in
@@ -39,7 +40,7 @@ from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter, own_call, using_route
 
 from . import _need_agents
-from ._tiers import Tiers, annotate
+from ._tiers import Tiers, annotate, structured_output_tools
 from .budget_callback import MAX_OUTPUT_KEYS, first, is_function_tool
 
 try:
@@ -190,6 +191,7 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         )
         system = [request.system_message] if request.system_message is not None else []
         tools = [t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)]
+        tools += structured_output_tools(request.response_format)  # sent beside request.tools
         options = {
             "tools": tools or None,
             "max_output_tokens": first(int, MAX_OUTPUT_KEYS, request.model_settings),
