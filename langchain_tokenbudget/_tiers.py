@@ -14,7 +14,6 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from tokenbudget_core.complexity import ComplexityClassifier
 from tokenbudget_core.errors import InvalidInputError
@@ -26,56 +25,7 @@ from ._bridge import core_tools
 from .budget_callback import ROUTE_KEY, first, payer_from
 from .messages import to_core_request
 
-__all__ = ["ROUTE_KEY", "Tiers", "annotate", "model_name_of", "structured_output_tools"]
-
-
-def structured_output_tools(response_format: object) -> list[dict[str, Any]]:
-    """The structured-output schema(s) ``create_agent`` sends beside ``request.tools`` for a
-    request's ``response_format``, as OpenAI function-tool definitions to count with the tools.
-
-    * ``ToolStrategy``: one tool per schema (``OutputToolBinding.from_schema_spec(spec).tool``,
-      the tools the agent binds with ``bind_tools``);
-    * ``ProviderStrategy``: its JSON schema, sent as the request's ``response_format``: counted as
-      one tool with that schema as parameters (the same schema text, as the provider receives it);
-    * ``AutoStrategy`` or a bare schema: the agent picks one of the two per model; the schema is
-      sent either way and counted as ``ToolStrategy`` tools;
-    * ``None`` (or a langchain without structured output): nothing.
-
-    Raises:
-        InvalidInputError: A schema langchain cannot read.
-    """
-    if response_format is None:
-        return []
-    try:
-        from langchain.agents.structured_output import (
-            AutoStrategy,
-            OutputToolBinding,
-            ProviderStrategy,
-            ToolStrategy,
-        )
-    except ImportError:  # (langchain without agents: no response_format to send)
-        return []
-    try:
-        if isinstance(response_format, ProviderStrategy):
-            spec = response_format.schema_spec
-            function = {
-                "name": spec.name,
-                "description": spec.description or "",
-                "parameters": spec.json_schema,
-            }
-            return [{"type": "function", "function": function}]
-        if isinstance(response_format, AutoStrategy):
-            response_format = ToolStrategy(schema=response_format.schema)
-        elif not isinstance(response_format, ToolStrategy):
-            response_format = ToolStrategy(schema=response_format)  # type: ignore[arg-type]  # (a bare schema: the agent reads it so)
-        return [
-            convert_to_openai_tool(OutputToolBinding.from_schema_spec(spec).tool)
-            for spec in response_format.schema_specs
-        ]
-    except (TypeError, ValueError, NotImplementedError) as e:
-        raise InvalidInputError(
-            "response_format", f"cannot read this structured-output schema: {e}", value=response_format
-        ) from e
+__all__ = ["ROUTE_KEY", "Tiers", "annotate", "model_name_of"]
 
 
 def model_name_of(model: object, *, field: str, explicit: str | None = None) -> str:

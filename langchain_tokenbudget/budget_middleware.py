@@ -95,8 +95,7 @@ from tokenbudget_core.prompt_caching import CacheMarks, longest_ttl
 from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
 
 from . import _need_agents
-from ._bridge import core_tools
-from ._tiers import structured_output_tools
+from ._bridge import core_tools, response_format_tools
 from .budget_callback import (
     CHOICE_KEYS,
     MAX_OUTPUT_KEYS,
@@ -526,7 +525,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         functions = [t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)]
         # the structured-output schema the agent sends beside request.tools (a ToolStrategy's
         # tools, a ProviderStrategy's response format) is part of the input too
-        functions += structured_output_tools(request.response_format)
+        functions += response_format_tools(request)
         # (a built-in tool goes as it is, to a counter that counts it: never read as a function)
         tools = [*(core_tools(functions) or ()), *countable_tools(counter, model, builtin)] or None
         messages = to_core_request([*system, *request.messages])

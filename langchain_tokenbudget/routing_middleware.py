@@ -40,7 +40,8 @@ from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter, own_call, using_route
 
 from . import _need_agents
-from ._tiers import Tiers, annotate, structured_output_tools
+from ._bridge import response_format_tools
+from ._tiers import Tiers, annotate
 from .budget_callback import MAX_OUTPUT_KEYS, first, is_function_tool
 
 try:
@@ -191,7 +192,7 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         )
         system = [request.system_message] if request.system_message is not None else []
         tools = [t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)]
-        tools += structured_output_tools(request.response_format)  # sent beside request.tools
+        tools += response_format_tools(request)  # sent beside request.tools
         options = {
             "tools": tools or None,
             "max_output_tokens": first(int, MAX_OUTPUT_KEYS, request.model_settings),

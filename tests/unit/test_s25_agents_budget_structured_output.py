@@ -5,6 +5,7 @@ reservation and in RoutingMiddleware's decision (its context-window check): it w
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import BaseModel, Field, create_model
 
 from langchain_tokenbudget import BudgetMiddleware, RoutingMiddleware
-from langchain_tokenbudget._tiers import structured_output_tools
+from langchain_tokenbudget._bridge import response_format_tools
 from tokenbudget_core.ledger import Ledger
 
 Report: type[BaseModel] = create_model(  # type: ignore[call-overload]
@@ -86,9 +87,14 @@ def test_routing_middleware_counts_the_schema() -> None:
 
 
 def test_helper_matches_what_the_agent_binds() -> None:
-    tools = structured_output_tools(ToolStrategy(Report))
+    def tools_of(response_format: Any) -> list[dict[str, Any]]:
+        return response_format_tools(
+            SimpleNamespace(response_format=response_format, model=_Model(), tools=[])
+        )
+
+    tools = tools_of(ToolStrategy(Report))
     assert [t["function"]["name"] for t in tools] == ["Report"]
     assert len(tools[0]["function"]["parameters"]["properties"]) == 40
-    (provider,) = structured_output_tools(ProviderStrategy(Report))
+    (provider,) = tools_of(ProviderStrategy(Report))
     assert provider["function"]["parameters"] == Report.model_json_schema()
-    assert structured_output_tools(None) == []
+    assert tools_of(None) == []
