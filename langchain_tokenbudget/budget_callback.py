@@ -183,6 +183,7 @@ from tokenbudget_core.errors import (
     InvalidInputError,
     TokenBudgetError,
     option_names,
+    refuse_positional,
     refuse_unknown,
 )
 from tokenbudget_core.estimating import EstimatingTokenCounter
@@ -786,26 +787,6 @@ if hasattr(os, "register_at_fork"):
 _FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
 
 
-def refuse_positional(owner: str, given: Sequence[object], options: Sequence[str]) -> None:
-    """Refuse options passed by position (``BudgetCallbackHandler(ledger, "gpt-4o")``): the
-    constructor takes only the ledger so. Named by the option each would be in the signature's
-    order, with the keyword to use, never a bare ``TypeError``.
-
-    Raises:
-        InvalidInputError: The first positional option, the keywords to use in its fix.
-    """
-    if not given:
-        return
-    meant = list(options[: len(given)]) or ["..."]
-    keywords = ", ".join(f"{name}=..." for name in meant)
-    raise InvalidInputError(
-        meant[0] if options else "options",
-        f"given by position ({len(given)} after the ledger): {owner} takes its options by keyword",
-        value=given[0],
-        fix=f"pass {keywords} by keyword: {owner}(ledger, {meant[0]}=...); options: {', '.join(options)}",
-    )
-
-
 def _refusal(error: BaseException) -> Callable[[], BaseException]:
     """How to refuse the later prompts of a call ``error`` stopped: a fresh error each time, so
     that ``error`` (whose traceback holds the call's frames) is not kept."""
@@ -871,7 +852,7 @@ class _BudgetHandler:
         **unknown: Any,
     ) -> None:
         options = option_names(_BudgetHandler.__init__)
-        refuse_positional(type(self).__name__, positional, options[1:])  # (after the ledger)
+        refuse_positional(type(self).__name__, positional, options[1:], after="ledger")
         if unknown:  # a misspelt option (usr=...): named, with the closest one
             refuse_unknown(type(self).__name__, unknown, options)
         check_budget_options(

@@ -86,6 +86,7 @@ from tokenbudget_core.errors import (
     TokenBudgetError,
     UnpricedModelError,
     option_names,
+    refuse_positional,
     refuse_unknown,
 )
 from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_options
@@ -109,7 +110,6 @@ from .budget_callback import (
     is_function_tool,
     middleware_call,
     payer_from,
-    refuse_positional,
     reply_text,
     reported,
     route_of,
@@ -427,7 +427,7 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         **unknown: Any,
     ) -> None:
         options = option_names(BudgetMiddleware.__init__)
-        refuse_positional("BudgetMiddleware", positional, options[1:])  # (after the ledger)
+        refuse_positional("BudgetMiddleware", positional, options[1:], after="ledger")
         if unknown:  # a misspelt option (max_usd=...): named, with the closest one
             refuse_unknown("BudgetMiddleware", unknown, options)
         super().__init__()

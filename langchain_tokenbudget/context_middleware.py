@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessage, AnyMessage, SystemMessage
 from langchain_core.runnables.config import var_child_runnable_config
 
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import InvalidInputError, option_names, refuse_unknown
+from tokenbudget_core.errors import InvalidInputError, option_names, refuse_positional, refuse_unknown
 from tokenbudget_core.fitting import OnOverflow
 from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import without_route
@@ -59,26 +59,6 @@ ModelResult = ModelResponse[Any] | ExtendedModelResponse[Any]
 _REQUIRED: Any = object()
 """``max_tokens`` not given: named by the constructor (a bare ``TypeError`` would come before a misspelt
 ``max_token=`` could be named)."""
-
-
-def _refuse_positional(given: tuple[object, ...], options: list[str]) -> None:
-    """Refuse options passed by position after the model (``ContextWindowMiddleware("gpt-4o", 3000)``),
-    named by the option each would be in the signature's order, with the keyword to use.
-
-    Raises:
-        InvalidInputError: The first positional option.
-    """
-    if not given:
-        return
-    meant = options[: len(given)]
-    raise InvalidInputError(
-        meant[0],
-        f"given by position ({len(given)} after the model): "
-        "ContextWindowMiddleware takes its options by keyword",
-        value=given[0],
-        fix=f"pass {', '.join(f'{n}=...' for n in meant)} by keyword: "
-        f"ContextWindowMiddleware(model, {meant[0]}=...); options: {', '.join(options)}",
-    )
 
 
 class ContextWindowState(AgentState[Any]):
@@ -155,7 +135,7 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
     ) -> None:
         super().__init__()
         options = option_names(ContextWindowMiddleware.__init__)
-        _refuse_positional(positional, options[1:])  # (after the model)
+        refuse_positional("ContextWindowMiddleware", positional, options[1:], after="model")
         if unknown:
             refuse_unknown("ContextWindowMiddleware", unknown, options)
         if max_tokens is _REQUIRED:

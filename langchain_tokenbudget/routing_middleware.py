@@ -34,7 +34,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
 from tokenbudget_core.complexity import ComplexityClassifier
-from tokenbudget_core.errors import InvalidInputError, option_names, refuse_unknown
+from tokenbudget_core.errors import option_names, refuse_positional, refuse_unknown
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter, own_call, using_route
@@ -151,16 +151,7 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         **unknown: Any,
     ) -> None:
         options = option_names(RoutingMiddleware.__init__)
-        if positional:  # RoutingMiddleware(tiers, {...}): named, with the keyword to pass it by
-            meant = options[1 : 1 + len(positional)] or ["..."]
-            raise InvalidInputError(
-                meant[0],
-                f"given by position ({len(positional)} after the tiers): "
-                "RoutingMiddleware takes its options by keyword",
-                value=positional[0],
-                fix=f"pass {', '.join(f'{n}=...' for n in meant)} by keyword: "
-                f"RoutingMiddleware(tiers, {meant[0]}=...); options: {', '.join(options[1:])}",
-            )
+        refuse_positional("RoutingMiddleware", positional, options[1:], after="tiers")
         if unknown:  # a misspelt option (fallback=...): named, with the closest one
             refuse_unknown("RoutingMiddleware", unknown, options)
         super().__init__()

@@ -111,7 +111,13 @@ from llama_index.core.settings import Settings
 from tokenbudget_core.anthropic_counting import AnthropicTokenCounter
 from tokenbudget_core.attribution import Attribution, current_attribution, in_force, outer_first
 from tokenbudget_core.counting import TokenCounter, add_file_tokens
-from tokenbudget_core.errors import InvalidInputError, TokenBudgetError, option_names, refuse_unknown
+from tokenbudget_core.errors import (
+    InvalidInputError,
+    TokenBudgetError,
+    option_names,
+    refuse_positional,
+    refuse_unknown,
+)
 from tokenbudget_core.estimating import EstimatingTokenCounter
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
@@ -613,27 +619,6 @@ def _managers_of(llms: Sequence[object], method: str) -> list[CallbackManager]:
     return managers
 
 
-def _refuse_positional(given: Sequence[object], options: Sequence[str]) -> None:
-    """Refuse options passed by position (``BudgetCallbackHandler(ledger, "gpt-4o")``): named
-    by the option each would be in the signature's order, with the keyword to use.
-
-    Raises:
-        InvalidInputError: The first positional option, the keywords to use in its fix.
-    """
-    if not given:
-        return
-    meant = list(options[: len(given)]) or ["..."]
-    keywords = ", ".join(f"{name}=..." for name in meant)
-    raise InvalidInputError(
-        meant[0] if options else "options",
-        f"given by position ({len(given)} after the ledger): "
-        "BudgetCallbackHandler takes its options by keyword",
-        value=given[0],
-        fix=f"pass {keywords} by keyword: BudgetCallbackHandler(ledger, {meant[0]}=...); "
-        f"options: {', '.join(options)}",
-    )
-
-
 class BudgetCallbackHandler(BaseCallbackHandler):
     """Reserve each LLM call's worst case before it is sent; commit what it used after.
 
@@ -727,7 +712,7 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         **unknown: Any,
     ) -> None:
         options = option_names(BudgetCallbackHandler.__init__)
-        _refuse_positional(positional, options[1:])  # (after the ledger)
+        refuse_positional("BudgetCallbackHandler", positional, options[1:], after="ledger")
         if unknown:  # a misspelt option (usr=...): named, with the closest one
             refuse_unknown("BudgetCallbackHandler", unknown, options)
         check_budget_options(

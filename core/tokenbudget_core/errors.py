@@ -44,7 +44,9 @@ __all__ = [
     "UnknownModelError",
     "UnpricedModelError",
     "environment_value",
+    "option_names",
     "own_copy",
+    "refuse_positional",
     "refuse_unknown",
 ]
 
@@ -443,6 +445,27 @@ def refuse_unknown(
                 value=value,
                 fix=(f"did you mean {close[0]!r}? " if close else "") + f"{kind}s: {', '.join(known)}",
             )
+
+
+def refuse_positional(owner: str, given: Sequence[object], options: Sequence[str], *, after: str) -> None:
+    """Refuse options passed by position (``BudgetCallbackHandler(ledger, "gpt-4o")``) to a
+    constructor that takes only its first argument (``after``: "ledger", "model", "tiers") so:
+    named by the option each would be in the signature's order (``options``: those after the
+    first argument), with the keyword to use, never a bare ``TypeError``.
+
+    Raises:
+        InvalidInputError: The first positional option, the keywords to use in its fix.
+    """
+    if not given:
+        return
+    meant = list(options[: len(given)]) or ["..."]
+    keywords = ", ".join(f"{name}=..." for name in meant)
+    raise InvalidInputError(
+        meant[0] if options else "options",
+        f"given by position ({len(given)} after the {after}): {owner} takes its options by keyword",
+        value=given[0],
+        fix=f"pass {keywords} by keyword: {owner}({after}, {meant[0]}=...); options: {', '.join(options)}",
+    )
 
 
 E = TypeVar("E", bound=BaseException)
