@@ -968,7 +968,12 @@ class Ledger:
             out = fb.max_output_tokens_per_call or info.max_output_tokens
         if out is None:
             raise InvalidInputError(
-                "max_output_tokens", f"{model!r} has no known output limit", fix="pass it"
+                "max_output_tokens",
+                f"{model!r} has no known output limit (the registry has none, nor the feature's "
+                "max_output_tokens_per_call)",
+                fix="pass max_output_tokens= to reserve() / check(), or to the handler or middleware "
+                "that reserves (BudgetCallbackHandler(..., max_output_tokens=...)), or set the "
+                "feature's max_output_tokens_per_call",
             )
         if fb.max_output_tokens_per_call is not None and out > fb.max_output_tokens_per_call:
             raise BudgetExceededError(

@@ -280,7 +280,8 @@ class ModelRegistry:
         """All model ids the registry can resolve by exact name (overrides, genai-prices, built-ins)."""
         names = set(self._overrides) | set(_BUILTIN)
         names.update(_genai_model_ids())
-        return sorted(names)
+        # (genai-prices also lists models the registry cannot resolve: no tokenizer or window known)
+        return sorted(n for n in names if self._lookup(n) is not None)
 
     def suggest(self, name: str, n: int = 3) -> list[str]:
         """Known model names closest to ``name`` that resolve (for error messages)."""
