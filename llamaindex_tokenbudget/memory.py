@@ -71,6 +71,7 @@ from typing import Any, ClassVar, Literal, Self, cast
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field, SerializeAsAny
 from llama_index.core.llms.llm import LLM
+from llama_index.core.settings import Settings
 
 from tokenbudget_core.messages import Message, MessageLike
 from tokenbudget_core.summary import SummaryBuffer
@@ -214,6 +215,23 @@ class SummaryChatMemory(BudgetMemory):
     def class_name(cls) -> str:
         """Name used by LlamaIndex serialisation."""
         return "SummaryChatMemory"
+
+    @classmethod
+    def from_defaults(cls, chat_history: list[ChatMessage] | None = None, **kwargs: Any) -> Self:
+        """Like :meth:`BudgetMemory.from_defaults`; without ``llm``, the summary is written by the
+        LLM set in ``Settings`` (``Settings.llm = ...``; its lazy default is not resolved), as a
+        chat engine's ``memory_cls=SummaryChatMemory`` builds the memory with no LLM.
+
+        Raises:
+            InvalidInputError: A bad option or message, named (``model`` as in
+                :meth:`BudgetMemory.from_defaults`; ``llm`` when none is given and
+                ``Settings.llm`` was not set).
+        """
+        if kwargs.get("llm") is None:
+            settings_llm = getattr(Settings, "_llm", None)
+            if isinstance(settings_llm, LLM):
+                kwargs["llm"] = settings_llm
+        return super().from_defaults(chat_history, **kwargs)
 
     @property
     def summary(self) -> str | None:
