@@ -19,7 +19,7 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from tokenbudget_core.counting import TokenCounter, resolve_counter
+from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, resolve_counter
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.fitting import OnOverflow, fit_messages
 from tokenbudget_core.messages import Message, MessageLike, to_message
@@ -37,6 +37,7 @@ __all__ = [
     "host_messages",
     "host_window",
     "response_format_tools",
+    "sent_tools",
 ]
 
 H = TypeVar("H", bound=BaseMessage)
@@ -126,12 +127,14 @@ def is_builtin_tool(tool: object) -> bool:
     )
 
 
-def counted_tools(counter: TokenCounter, tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
+def counted_tools(
+    counter: TokenCounter | SupportsTokenCount, tools: Sequence[Any] | None, *, model: str | None = None
+) -> list[dict[str, Any]] | None:
     """The tool definitions ``counter`` counts, as ``BudgetMiddleware`` splits them: every function
     tool (:func:`core_tools`), and a built-in (server) tool as the host sends it when the counter
     counts those (Claude's, the estimating counter's; not tiktoken's: OpenAI publishes no count of
     its built-in tools, left out, logged once). A built-in tool is never refused nor read as a
-    function.
+    function. ``model`` names the counter's model in that log line.
 
     Raises:
         InvalidInputError: A function tool cannot be read.
@@ -140,8 +143,15 @@ def counted_tools(counter: TokenCounter, tools: Sequence[Any] | None) -> list[di
         return None
     builtin = [t for t in tools if is_builtin_tool(t)]
     functions = [t for t in tools if not is_builtin_tool(t)]
-    name = str(getattr(counter, "name", None) or type(counter).__name__)
+    name = model or str(getattr(counter, "name", None) or type(counter).__name__)
     return [*(core_tools(functions) or ()), *countable_tools(counter, name, builtin)] or None
+
+
+def sent_tools(request: Any) -> list[Any]:
+    """The tool definitions a ``create_agent`` model call sends: ``request.tools`` and the
+    structured-output schema of ``request.response_format`` (:func:`response_format_tools`),
+    which is not in ``request.tools``."""
+    return [*request.tools, *response_format_tools(request)]
 
 
 def response_format_tools(request: Any) -> list[dict[str, Any]]:

@@ -96,7 +96,7 @@ from tokenbudget_core.prompt_caching import CacheMarks, longest_ttl
 from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
 
 from . import _need_agents
-from ._bridge import core_tools, response_format_tools
+from ._bridge import counted_tools, sent_tools
 from .budget_callback import (
     CHOICE_KEYS,
     MAX_OUTPUT_KEYS,
@@ -105,9 +105,7 @@ from .budget_callback import (
     Tools,
     cache_hit_of,
     cache_writes_in,
-    countable_tools,
     first,
-    is_function_tool,
     middleware_call,
     payer_from,
     reply_text,
@@ -521,13 +519,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             option=request.model_settings.get("cache_control"),
         )
         args["cache_writes"] = longest_ttl(marks)
-        builtin = [t for t in request.tools if isinstance(t, dict) and not is_function_tool(t)]
-        functions = [t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)]
-        # the structured-output schema the agent sends beside request.tools (a ToolStrategy's
-        # tools, a ProviderStrategy's response format) is part of the input too
-        functions += response_format_tools(request)
-        # (a built-in tool goes as it is, to a counter that counts it: never read as a function)
-        tools = [*(core_tools(functions) or ()), *countable_tools(counter, model, builtin)] or None
+        # (the structured-output schema the agent sends beside request.tools is input too; a
+        # built-in tool goes as it is, to a counter that counts it: never read as a function)
+        tools = counted_tools(counter, sent_tools(request), model=model)
         messages = to_core_request([*system, *request.messages])
         return args, counter, messages, tools, None if route is None else route[0], marks
 

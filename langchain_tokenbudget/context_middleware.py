@@ -27,7 +27,7 @@ from tokenbudget_core.routing import without_route
 from tokenbudget_core.summary import SummaryBuffer
 
 from . import _need_agents
-from ._bridge import Budget, ChatSummariser, counted_tools, fit_host, host_window, response_format_tools
+from ._bridge import Budget, ChatSummariser, counted_tools, fit_host, host_window, sent_tools
 from .budget_middleware import step_charges
 from .messages import to_core_request, to_countable_message
 
@@ -177,14 +177,14 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
 
     def _trimmed(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
         kept = fit_host(
-            request.messages, self.budget, system=request.system_message, tools=_sent_tools(request)
+            request.messages, self.budget, system=request.system_message, tools=sent_tools(request)
         )
         return request.override(messages=kept)
 
     # -- summarise -----------------------------------------------------------------------------
 
     def _buffer(self, request: ModelRequest[Any], writer: _StepSummariser) -> SummaryBuffer[Message]:
-        options = {**self._options, "tools": counted_tools(self.budget.counter, _sent_tools(request))}
+        options = {**self._options, "tools": counted_tools(self.budget.counter, sent_tools(request))}
         buffer: SummaryBuffer[Message] = SummaryBuffer(writer, self.budget.counter, **options)
         writer.max_tokens = buffer.summary_tokens
         head = 1 if request.system_message is not None else 0
@@ -272,13 +272,6 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
                 await buffer.aappend(message)
             response = await handler(self._summarised(request, buffer, host, core))
             return self._result(request, buffer, response)
-
-
-def _sent_tools(request: ModelRequest[Any]) -> list[Any]:
-    """The tool definitions the agent sends with ``request``: ``request.tools`` and the
-    structured-output schema of ``request.response_format`` (bound as a tool by a ``ToolStrategy``,
-    sent as the response format by a ``ProviderStrategy``), which is not in ``request.tools``."""
-    return [*request.tools, *response_format_tools(request)]
 
 
 def _saved_summary(request: ModelRequest[Any]) -> tuple[str | None, int]:

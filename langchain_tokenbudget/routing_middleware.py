@@ -40,7 +40,7 @@ from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter, own_call, using_route
 
 from . import _need_agents
-from ._bridge import response_format_tools
+from ._bridge import sent_tools
 from ._tiers import Tiers, annotate
 from .budget_callback import MAX_OUTPUT_KEYS, first, is_function_tool
 
@@ -182,8 +182,7 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
             else getattr(context, "force_tier", None)
         )
         system = [request.system_message] if request.system_message is not None else []
-        tools = [t for t in request.tools if not isinstance(t, dict) or is_function_tool(t)]
-        tools += response_format_tools(request)  # sent beside request.tools
+        tools = [t for t in sent_tools(request) if not isinstance(t, dict) or is_function_tool(t)]
         options = {
             "tools": tools or None,
             "max_output_tokens": first(int, MAX_OUTPUT_KEYS, request.model_settings),
