@@ -19,13 +19,18 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, resolve_counter
+from tokenbudget_core.counting import (
+    SupportsTokenCount,
+    TokenCounter,
+    countable_tools,
+    is_function_tool,
+    resolve_counter,
+)
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.fitting import OnOverflow, fit_messages
 from tokenbudget_core.messages import Message, MessageLike, to_message
 from tokenbudget_core.summary import summary_prompt
 
-from .budget_callback import countable_tools, is_function_tool
 from .messages import to_core_request, to_countable_message
 
 __all__ = [

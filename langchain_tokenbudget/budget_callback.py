@@ -174,9 +174,13 @@ from langchain_core.callbacks.manager import handle_event
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 
-from tokenbudget_core.anthropic_counting import AnthropicTokenCounter
 from tokenbudget_core.attribution import Attribution, attribute, current_attribution, outer_first, overhead
-from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file_tokens
+from tokenbudget_core.counting import (
+    SupportsTokenCount,
+    TokenCounter,
+    add_file_tokens,
+    countable_tools,
+)
 from tokenbudget_core.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
@@ -186,7 +190,6 @@ from tokenbudget_core.errors import (
     refuse_positional,
     refuse_unknown,
 )
-from tokenbudget_core.estimating import EstimatingTokenCounter
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import CacheMarks, cache_marks_of, longest_ttl
@@ -364,52 +367,6 @@ def cache_writes_in(
     if option:
         parts.append({"cache_control": option})
     return cache_marks_of(parts) if parts else None
-
-
-def is_function_tool(tool: Mapping[str, Any]) -> bool:
-    """An OpenAI (``function``) or Anthropic (``input_schema``) function definition; not a server tool."""
-    return "function" in tool or "input_schema" in tool
-
-
-def counts_builtin_tools(counter: SupportsTokenCount) -> bool:
-    """Whether ``counter`` counts built-in (server) tool definitions, sent as the host sends
-    them: Claude's (its count request carries each typed tool, computer use, bash, text editor,
-    web search, code execution, MCP toolsets..., and the API counts its definition and system
-    prompt; offline, the estimate reads its JSON) and the estimating counter's (which reads its
-    JSON; flagged anyway). Not tiktoken's: OpenAI publishes no count of its built-in tools
-    (``web_search_preview``, ``file_search``, ``computer_use_preview``...), nor a custom counter's."""
-    return isinstance(counter, AnthropicTokenCounter | EstimatingTokenCounter)
-
-
-_UNCOUNTED_SEEN: set[tuple[str, str]] = set()
-"""(model, tool type) pairs already logged as not counted (see :func:`countable_tools`)."""
-
-
-def countable_tools(counter: SupportsTokenCount, model: str, tools: Iterable[object]) -> list[dict[str, Any]]:
-    """The tool definitions of a call ``counter`` counts: every function tool, and the built-in
-    ones too when the counter counts them (:func:`counts_builtin_tools`). A built-in tool it
-    cannot count is left out of the reservation (logged once per model and tool type): the
-    usage the provider reports is what the call is charged."""
-    out: list[dict[str, Any]] = []
-    builtin = None
-    for tool in tools:
-        if not isinstance(tool, Mapping):
-            continue
-        if not is_function_tool(tool):
-            if builtin is None:
-                builtin = counts_builtin_tools(counter)
-            if not builtin:
-                seen = (model, str(tool.get("type")))
-                if seen not in _UNCOUNTED_SEEN and len(_UNCOUNTED_SEEN) < 1_000:
-                    _UNCOUNTED_SEEN.add(seen)
-                    logger.info(
-                        "tokenbudget: %s's counter cannot count the built-in tool %r: its tokens are "
-                        "not reserved (the usage the provider reports is charged)",
-                        *seen,
-                    )
-                continue
-        out.append(dict(tool))
-    return out
 
 
 def running_total(chunk: object) -> dict[str, Any] | None:

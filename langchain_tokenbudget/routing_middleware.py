@@ -34,6 +34,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
 from tokenbudget_core.complexity import ComplexityClassifier
+from tokenbudget_core.counting import is_function_tool
 from tokenbudget_core.errors import option_names, refuse_positional, refuse_unknown
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.registry import ModelRegistry
@@ -42,7 +43,7 @@ from tokenbudget_core.routing import RouteDecision, TierRouter, own_call, using_
 from . import _need_agents
 from ._bridge import sent_tools
 from ._tiers import Tiers, annotate
-from .budget_callback import MAX_OUTPUT_KEYS, first, is_function_tool
+from .budget_callback import MAX_OUTPUT_KEYS, first
 
 try:
     from langchain.agents.middleware.types import (

@@ -108,9 +108,8 @@ from llama_index.core.llms import LLM
 from llama_index.core.llms.structured_llm import StructuredLLM
 from llama_index.core.settings import Settings
 
-from tokenbudget_core.anthropic_counting import AnthropicTokenCounter
 from tokenbudget_core.attribution import Attribution, current_attribution, in_force, outer_first
-from tokenbudget_core.counting import TokenCounter, add_file_tokens
+from tokenbudget_core.counting import TokenCounter, add_file_tokens, countable_tools
 from tokenbudget_core.errors import (
     InvalidInputError,
     TokenBudgetError,
@@ -118,7 +117,6 @@ from tokenbudget_core.errors import (
     refuse_positional,
     refuse_unknown,
 )
-from tokenbudget_core.estimating import EstimatingTokenCounter
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
@@ -252,8 +250,8 @@ def count_input(
     tools = kwargs.get("tools") if isinstance(kwargs, Mapping) else None
     if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
         tools = None
-    elif not isinstance(counter, AnthropicTokenCounter | EstimatingTokenCounter):
-        tools = [t for t in tools if "function" in t or "input_schema" in t] or None
+    else:  # (built-in tools only to a counter that counts them)
+        tools = countable_tools(counter, counter.model.name, tools) or None
     core = to_core_request(messages)
     return add_file_tokens(counter.count_messages(core, tools), core)
 

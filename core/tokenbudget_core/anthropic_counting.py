@@ -40,6 +40,9 @@ __all__ = ["AnthropicTokenCounter"]
 class AnthropicTokenCounter(TokenCounter):
     """Claude token counts: exact via the API, estimated (and flagged) offline.
 
+    Built-in (server) tools go to the count request as the host sends them
+    (:attr:`~tokenbudget_core.counting.TokenCounter.counts_builtin_tools`).
+
     Args:
         model: The registry entry of a Claude model.
         client: An ``anthropic.Anthropic`` client. Default: one is created when
@@ -57,6 +60,8 @@ class AnthropicTokenCounter(TokenCounter):
         >>> n.exact  # False when the API could not be reached
         True
     """
+
+    counts_builtin_tools = True
 
     def __init__(
         self,

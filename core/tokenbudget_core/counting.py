@@ -25,6 +25,7 @@ import abc
 import base64
 import binascii
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,10 +47,14 @@ __all__ = [
     "TokenCounter",
     "ToolLike",
     "add_file_tokens",
+    "countable_tools",
     "estimate_block",
     "estimated_count",
+    "is_function_tool",
     "resolve_counter",
 ]
+
+logger = logging.getLogger("tokenbudget.counting")
 
 ToolLike = Mapping[str, Any]
 """A tool definition: OpenAI's ``{"type": "function", "function": {...}}`` or Anthropic's
@@ -143,6 +148,12 @@ class TokenCounter(abc.ABC):
         >>> int(counter.count_messages([{"role": "user", "content": "Hello"}]))
         8
     """
+
+    counts_builtin_tools: bool = False
+    """Whether the counter counts built-in (server) tool definitions, sent as the host sends them
+    (Claude's: its count request carries each typed tool; the estimating counter's: it reads
+    their JSON). Not tiktoken's: OpenAI publishes no count of its built-in tools
+    (``web_search_preview``, ``file_search``...). See :func:`countable_tools`."""
 
     def __init__(self, model: ModelInfo) -> None:
         if not isinstance(model, ModelInfo):
@@ -362,6 +373,41 @@ _FILE_KINDS = frozenset(
 )
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 _DATA_URL = re.compile(r"data:([^;,]*)(?:;[^,]*)?;base64,", re.ASCII)
+
+
+def is_function_tool(tool: Mapping[str, Any]) -> bool:
+    """An OpenAI (``function``) or Anthropic (``input_schema``) function definition; not a
+    built-in (server) tool."""
+    return "function" in tool or "input_schema" in tool
+
+
+_UNCOUNTED_SEEN: set[tuple[str, str]] = set()
+"""(model, tool type) pairs already logged as not counted (see :func:`countable_tools`)."""
+
+
+def countable_tools(counter: object, model: str, tools: Iterable[object]) -> list[dict[str, Any]]:
+    """The tool definitions of a call ``counter`` counts: every function tool, and the built-in
+    ones too when the counter counts them (:attr:`TokenCounter.counts_builtin_tools`). A
+    built-in tool it cannot count is left out (logged once per model and tool type): the
+    usage the provider reports is what the call is charged. Items that are not mappings are
+    skipped."""
+    out: list[dict[str, Any]] = []
+    builtin = getattr(counter, "counts_builtin_tools", False) is True
+    for tool in tools:
+        if not isinstance(tool, Mapping):
+            continue
+        if not builtin and not is_function_tool(tool):
+            seen = (model, str(tool.get("type")))
+            if seen not in _UNCOUNTED_SEEN and len(_UNCOUNTED_SEEN) < 1_000:
+                _UNCOUNTED_SEEN.add(seen)
+                logger.info(
+                    "tokenbudget: %s's counter cannot count the built-in tool %r: its tokens are "
+                    "not reserved (the usage the provider reports is charged)",
+                    *seen,
+                )
+            continue
+        out.append(dict(tool))
+    return out
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -36,6 +36,8 @@ class EstimatingTokenCounter(TokenCounter):
         False
     """
 
+    counts_builtin_tools = True  # (their JSON, estimated like the rest)
+
     def __init__(self, model: ModelInfo, *, calibration: Calibration | None = None) -> None:
         super().__init__(model)
         self.calibration = calibration or default_calibration()

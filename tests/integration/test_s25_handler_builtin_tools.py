@@ -129,7 +129,7 @@ def test_an_openai_built_in_tool_is_left_to_the_reported_usage(caplog: pytest.Lo
     model = GenericFakeChatModel(messages=itertools.repeat(reply)).bind(
         tools=[weather, {"type": "web_search_preview"}]
     )
-    with caplog.at_level("INFO", logger="tokenbudget.langchain"):
+    with caplog.at_level("INFO", logger="tokenbudget"):
         assert model.invoke("Search the news", config={"callbacks": [handler]}).content == "done"
     (row,) = led.store.rollup([led.day()])
     assert (row.values["input_tokens"], row.values["output_tokens"]) == (90, 1)
