@@ -21,8 +21,12 @@ disagree on that convention, which is what this module exists for:
   ``candidates_token_count``, so it is added to the output here; ``tool_use_prompt_token_count``
   (the prompt of a built-in tool: search results, code output) is billed as input, so added there.
 * **Amazon Bedrock Converse**: ``inputTokens`` *excludes* ``cacheReadInputTokens`` and
-  ``cacheWriteInputTokens``, so they are added here (as for Anthropic).
-* **Ollama**: ``prompt_eval_count`` in, ``eval_count`` out, at the response's top level.
+  ``cacheWriteInputTokens``, so they are added here (as for Anthropic); ``cacheDetails``
+  (``[{"ttl": "1h", "inputTokens": n}, ...]``) gives the 1-hour cache writes.
+* **Ollama**: ``prompt_eval_count`` in, ``eval_count`` out, at the response's top level. A
+  response with ``eval_count`` alone (a prompt served from Ollama's KV cache) reports no input:
+  its output is exact, its input 0 and the usage flagged ``estimated`` (the ledger charges the
+  counted input in its place).
 * **LlamaIndex** ``ChatResponse.raw``: the provider's own response; its shape is detected.
 
 Each function accepts SDK objects (anything with ``model_dump()``) or plain dicts,
@@ -57,6 +61,7 @@ _CHAT_OBJECTS = frozenset({"chat.completion", "chat.completion.chunk"})
 _RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _TTL_SPLIT_KEYS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
 _ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation")
+_BEDROCK_TTLS = ("5m", "1h")  # CacheDetail.ttl's documented values
 
 
 def as_dict(obj: object, where: str) -> dict[str, Any]:
@@ -227,25 +232,85 @@ def gemini_usage(meta: Mapping[str, Any], where: str) -> Usage:
     )
 
 
+def _bedrock_cache_details(usage: Mapping[str, Any], where: str) -> tuple[int, int, bool]:
+    """Bedrock's ``cacheDetails``, the cache writes by TTL: ``(all writes, 1-hour writes, a TTL
+    other than the documented "5m" / "1h" was met)``; ``(0, 0, False)`` when absent or null."""
+    details = usage.get("cacheDetails")
+    if details is None:
+        return 0, 0, False
+    w = f"{where}.cacheDetails"
+    if not isinstance(details, list | tuple):
+        raise InvalidInputError(
+            w,
+            f"must be a list of CacheDetail ({{'ttl', 'inputTokens'}}), got {type(details).__name__}",
+            value=details,
+        )
+    written = one_hour = 0
+    unknown_ttl = False
+    for i, item in enumerate(details):
+        wi = f"{w}[{i}]"
+        entry = as_dict(item, wi)
+        ttl = entry.get("ttl")
+        if not isinstance(ttl, str):
+            raise InvalidInputError(
+                f"{wi}.ttl",
+                "is missing" if ttl is None else f"must be a string, got {type(ttl).__name__}",
+                value=ttl,
+                fix="each CacheDetail names its TTL: '5m' or '1h'",
+            )
+        tokens = count_field(entry, "inputTokens", wi, required=True)
+        written += tokens
+        if ttl != "5m":  # "1h", or a TTL AWS added since: charged at the 1h rate, the higher known
+            one_hour += tokens
+            unknown_ttl = unknown_ttl or ttl not in _BEDROCK_TTLS
+    return written, one_hour, unknown_ttl
+
+
 def _bedrock(usage: Mapping[str, Any], where: str) -> Usage:
-    """Convert a Bedrock Converse ``usage`` (``inputTokens`` excludes cache reads and writes)."""
+    """Convert a Bedrock Converse ``usage`` (``TokenUsage``; ``inputTokens`` excludes cache reads
+    and writes).
+
+    ``cacheDetails`` breaks ``cacheWriteInputTokens`` down by TTL, a list of ``CacheDetail``
+    (``{"ttl": "5m" | "1h", "inputTokens": n}``, AWS's Bedrock API reference): its ``"1h"``
+    writes become ``cache_write_1h_tokens``, priced at the 1-hour rate. When
+    ``cacheWriteInputTokens`` and the breakdown's sum disagree, the larger is taken (over- rather
+    than under-counting a budget, as for Anthropic). A TTL other than those two (not documented)
+    is charged at the 1-hour rate and the usage flagged ``estimated``.
+    """
     cache_read = count_field(usage, "cacheReadInputTokens", where)
-    cache_write = count_field(usage, "cacheWriteInputTokens", where)
+    split, write_1h, unknown_ttl = _bedrock_cache_details(usage, where)
+    cache_write = max(count_field(usage, "cacheWriteInputTokens", where), split)
     return _make(
         where,
         input_tokens=count_field(usage, "inputTokens", where, required=True) + cache_read + cache_write,
         output_tokens=count_field(usage, "outputTokens", where, required=True),
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=write_1h,
+        estimated=unknown_ttl,
     )
 
 
 def _ollama(data: Mapping[str, Any], where: str) -> Usage:
-    """Convert an Ollama chat response's ``prompt_eval_count`` / ``eval_count``."""
+    """Convert an Ollama chat response's ``prompt_eval_count`` / ``eval_count``.
+
+    ``prompt_eval_count`` is "the number of tokens in the prompt", those read from Ollama's KV
+    cache included (Ollama's API docs; ollama/ollama#5371 made caching not change it). Ollama
+    omits a count of 0 (``omitempty``) and, before that fix, counted only the prompt tokens it
+    evaluated, so a repeated prompt served whole from its cache comes back with ``eval_count``
+    alone (ollama/ollama#2068). Such a response does not say how long the prompt was, and 0 is
+    not its length: the output is exact, the input is left at 0 and the usage is flagged
+    ``estimated``; :meth:`~tokenbudget_core.ledger.Ledger.settle` (how the budget callback
+    handlers close a call) then charges the counted input in its place, still flagged.
+    ``eval_count`` is required.
+    """
+    output = count_field(data, "eval_count", where, required=True)
+    if data.get("prompt_eval_count") is None:  # not reported (absent, or None in a client's dump)
+        return _make(where, input_tokens=0, output_tokens=output, estimated=True)
     return _make(
         where,
         input_tokens=count_field(data, "prompt_eval_count", where, required=True),
-        output_tokens=count_field(data, "eval_count", where, required=True),
+        output_tokens=output,
     )
 
 
@@ -400,10 +465,12 @@ def usage_from_llamaindex(raw: Any) -> Usage:
     ``response``, or an Anthropic ``message``; failing those, the keys of its
     ``usage`` decide (``prompt_tokens`` is OpenAI Chat; Anthropic cache keys are
     Anthropic; ``input_tokens_details`` or ``reasoning_tokens`` is OpenAI Responses;
-    ``inputTokens`` is Bedrock Converse). Without ``usage``: Gemini's ``usage_metadata``
-    (llama-index-llms-google-genai; thinking tokens charged as output), or Ollama's
-    ``prompt_eval_count`` / ``eval_count`` (llama-index-llms-ollama, which also copies them
-    into an OpenAI-style ``usage`` when both are reported).
+    ``inputTokens`` is Bedrock Converse, its ``cacheDetails`` giving the 1-hour cache writes).
+    Without ``usage``: Gemini's ``usage_metadata`` (llama-index-llms-google-genai; thinking
+    tokens charged as output), or Ollama's ``prompt_eval_count`` / ``eval_count``
+    (llama-index-llms-ollama, which also copies them into an OpenAI-style ``usage`` when both
+    are reported; ``eval_count`` alone, a prompt served from Ollama's cache, gives the exact
+    output and an input of 0 flagged ``estimated``, which the ledger replaces with the count).
 
     Args:
         raw: ``ChatResponse.raw`` (SDK object or dict, e.g. ``dict(message)``), or the
