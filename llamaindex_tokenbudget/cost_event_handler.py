@@ -369,6 +369,8 @@ class CostEventHandler(BaseEventHandler):
         # The ledger charges the attribution in force: the start's, not the one the stream ends in.
         with in_force(payer):
             usage = reported_usage(response)
+            if usage is not None and usage.input_tokens == 0:  # unreported: the counted input
+                usage = usage.with_counted_input(self._counted_input(start, model))
             if usage is None or not self._charge(usage, model=model, **where):
                 self._charge(self._estimate(start, response, model), model=model, **where)
 
@@ -377,6 +379,12 @@ class CostEventHandler(BaseEventHandler):
         the whole assistant message (:func:`~llamaindex_tokenbudget.budget_callback.reply_text`:
         its text, thinking blocks and tool calls' names and arguments; a tool-call turn's text is
         often empty)."""
+        tokens = self._counted_input(start, model)
+        out = estimate_output_tokens(reply_text(response), counter=self._counters[model])
+        return Usage(input_tokens=tokens, output_tokens=out, estimated=True)
+
+    def _counted_input(self, start: Any, model: str) -> int:
+        """The input tokens of the call ``start`` began, counted for ``model``."""
         counter = self._counters.get(model)
         if counter is None:
             if model in self.ledger.registry:
@@ -389,9 +397,7 @@ class CostEventHandler(BaseEventHandler):
         else:
             messages, prompt = None, start.prompt if start else ""
         kwargs = start.additional_kwargs if start else None
-        tokens = count_input(counter, messages=messages, prompt=prompt, kwargs=kwargs)
-        out = estimate_output_tokens(reply_text(response), counter=counter)
-        return Usage(input_tokens=tokens, output_tokens=out, estimated=True)
+        return count_input(counter, messages=messages, prompt=prompt, kwargs=kwargs)
 
     def _charge(self, usage: Usage, *, model: str, **where: Any) -> bool:
         """Record ``usage``; ``False`` when the ledger refused its figures (beyond what a ledger

@@ -2199,10 +2199,7 @@ class Ledger:
                 saved_usd = None if nanos is None else nanos_to_usd(nanos)
             return self.commit(reservation, Usage(requests=1), cache_hit=True, saved_usd=saved_usd)
         if reported is not None:
-            if reported.input_tokens == 0 and reservation.input_tokens > 0:
-                reported = dataclasses.replace(
-                    reported, input_tokens=reservation.input_tokens, estimated=True
-                )
+            reported = reported.with_counted_input(reservation.input_tokens)
             try:
                 return self.commit(
                     reservation,

@@ -15,7 +15,7 @@ Provider responses are converted by the ``from_*`` constructors (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import InvalidInputError
@@ -114,6 +114,21 @@ class Usage:
         if other == 0:  # so sum(usages) works
             return self
         return NotImplemented
+
+    def with_counted_input(self, counted: int) -> Usage:
+        """This usage, or, when it reports no input tokens although ``counted`` were sent (a
+        stream whose usage chunk lacks them, Ollama's prompt served from its cache), the same
+        usage with the counted input, flagged estimated: a call is never charged as if its
+        prompt were free.
+
+        Raises:
+            InvalidInputError: ``counted`` is not a non-negative integer.
+        """
+        if isinstance(counted, bool) or not isinstance(counted, int) or counted < 0:
+            raise InvalidInputError("counted", "must be a non-negative number of tokens", value=counted)
+        if self.input_tokens or not counted:
+            return self
+        return replace(self, input_tokens=counted, estimated=True)
 
     def as_dict(self) -> dict[str, int | bool]:
         """The figures as a plain dict (for JSON)."""
