@@ -72,7 +72,7 @@ class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
     Args:
         history: The backing history (default: a new in-memory one).
         model: Model name or :class:`~tokenbudget_core.counting.TokenCounter` to count with.
-        max_tokens: The budget for the history window.
+        max_tokens: The budget for the history window (at most the model's context window).
         reserve_output: Tokens kept free for the reply.
         pin_first_user: Also keep the first user message.
         tools: Tools bound to the model; their definitions count.

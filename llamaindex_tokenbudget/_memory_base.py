@@ -292,8 +292,14 @@ class BudgetMemory(BaseMemory):
                     fix=f"pass memory={cls.__name__}(model=..., ...) instead of memory_cls=, or set "
                     "Settings.llm",
                 )
-        memory = cls(**kwargs)
-        _check_window(memory, limit_field)
+        try:
+            memory = cls(**kwargs)
+        except InvalidInputError as e:
+            if e.field != "max_tokens" or limit_field == "max_tokens":
+                raise
+            raise InvalidInputError(  # named as the host passed it
+                limit_field, e.problem, value=e.value, fix=(e.fix or "").replace("max_tokens", limit_field)
+            ) from e
         if chat_history:
             memory.set(chat_history)
         return memory
@@ -847,24 +853,6 @@ def _settings_model() -> str | None:
     except Exception:  # noqa: BLE001 - an LLM whose metadata fails names no model
         return None
     return name if isinstance(name, str) and name.strip() else None
-
-
-def _check_window(memory: BudgetMemory, field: str) -> None:
-    """Refuse a ``max_tokens`` above the counting model's context window (``from_defaults``: the
-    ``token_limit`` a host took from another LLM).
-
-    Raises:
-        InvalidInputError: Named ``field`` (``token_limit`` or ``max_tokens``).
-    """
-    window = memory._counter.model.context_window
-    if memory.max_tokens is not None and window is not None and memory.max_tokens > window:
-        raise InvalidInputError(
-            field,
-            f"{memory.max_tokens} exceeds {memory.model}'s context window ({window}): the limit is "
-            "another model's, the memory counts with this one",
-            value=memory.max_tokens,
-            fix=f"pass the model of the LLM the memory serves (model=...), or {field}<={window}",
-        )
 
 
 def _keeps_its_lists(store: BaseChatStore) -> bool:

@@ -94,7 +94,8 @@ class TokenBudgetChatMemory(BudgetMemory):
         chat_store: Where the transcript is kept (default: a new ``SimpleChatStore``).
         chat_store_key: The conversation's key in the store.
         model: Model name for counting and the default budget (e.g. ``gpt-4o``).
-        max_tokens: Input budget; default: the model's context window.
+        max_tokens: Input budget, at most the model's context window (a larger one is refused,
+            naming ``max_tokens``); default: the window.
         reserve_output: Tokens kept free for the reply (and an agent's in-progress tool calls).
         tools: Tools sent with each request (LlamaIndex tools or OpenAI-style dicts).
         prefix_messages: Messages the host sends before the memory's; counted, not returned.

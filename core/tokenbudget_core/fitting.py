@@ -79,6 +79,27 @@ def _check_int(field: str, value: object, *, minimum: int = 0) -> int:
     return value
 
 
+def check_fits_model(counter: TokenCounter, max_tokens: int, field: str = "max_tokens") -> None:
+    """Refuse an input budget above the context window of the model ``counter`` counts for.
+
+    Such a budget never trims where the model needs it: the prompt overflows the model at the
+    first long conversation, instead of failing where it was configured (a limit that is
+    another model's, or a typo). A model with no known window is not checked.
+
+    Raises:
+        InvalidInputError: Named ``field``.
+    """
+    window = counter.model.context_window
+    if window is not None and max_tokens > window:
+        raise InvalidInputError(
+            field,
+            f"{max_tokens} exceeds {counter.model.name}'s context window ({window}): a budget that "
+            "large never trims before the model overflows (the limit is another model's, or a typo)",
+            value=max_tokens,
+            fix=f"pass {field}<={window}, or count with the model the budget serves",
+        )
+
+
 def fit_messages(
     messages: Sequence[M],
     max_tokens: int,
@@ -95,7 +116,8 @@ def fit_messages(
 
     Args:
         messages: OpenAI-style dicts or core ``Message`` objects; returned objects are the same.
-        max_tokens: The model's input budget (e.g. its context window).
+        max_tokens: The model's input budget, at most its context window (a larger one is
+            refused, see :func:`check_fits_model`).
         model: Model name or a :class:`~tokenbudget_core.counting.TokenCounter`.
         reserve_output: Tokens kept free for the reply.
         keep: ``"newest"`` (a chat) or ``"oldest"`` (keep the beginning).
@@ -140,6 +162,7 @@ def fit_messages(
             "on_overflow", f"unknown value {on_overflow!r}", fix="use 'raise' or 'truncate'"
         )
     counter = resolve_counter(model)
+    check_fits_model(counter, max_tokens)
     n = len(messages)
     if pinned is None:
         pinned = ()

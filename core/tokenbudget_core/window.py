@@ -24,6 +24,7 @@ from typing import Generic, Literal, TypeAlias, TypeVar
 from .conversation import RESULT_ROLES, role_of, unit_start
 from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
+from .fitting import check_fits_model
 from .messages import MessageLike
 
 __all__ = ["ConversationWindow", "FirstUser"]
@@ -37,7 +38,8 @@ class ConversationWindow(Generic[M]):
 
     Args:
         model: Model name or :class:`~tokenbudget_core.counting.TokenCounter`.
-        max_tokens: The model's input budget; default: the model's context window.
+        max_tokens: The model's input budget, at most its context window (a larger one is
+            refused: it would never trim before the model overflows); default: the window.
         reserve_output: Tokens kept free for the reply; default: the model's max output
             tokens when ``max_tokens`` is not given, else 0.
         min_messages: The newest messages never trimmed (beyond system and pinned ones).
@@ -363,6 +365,8 @@ def _budget(counter: TokenCounter, max_tokens: int | None, reserve_output: int |
         max_tokens = info.context_window
         if reserve_output is None:
             reserve_output = info.max_output_tokens or 0
+    else:
+        check_fits_model(counter, max_tokens)
     budget = max_tokens - (reserve_output or 0)
     if budget <= 0:
         raise InvalidInputError(

@@ -89,7 +89,7 @@ class ParkedStore(SimpleChatStore):
 @pytest.mark.parametrize(("first", "second"), [("sync", "async"), ("async", "sync"), ("async", "async")])
 def test_a_caller_waits_for_another_threads_operation_in_flight(first: str, second: str) -> None:
     store = ParkedStore()
-    memory = TokenBudgetChatMemory(max_tokens=1_000_000, chat_store=store, model="gpt-4o")
+    memory = TokenBudgetChatMemory(max_tokens=120_000, chat_store=store, model="gpt-4o")
 
     def put(kind: str, text: str) -> Callable[[], None]:
         message = ChatMessage(role="user", content=text)
@@ -118,7 +118,7 @@ def test_sync_and_async_callers_on_one_memory_lose_nothing(
 ) -> None:
     for _ in range(ROUNDS):
         store = SimpleChatStore()
-        memory = TokenBudgetChatMemory(max_tokens=1_000_000, chat_store=store, model="gpt-4o")
+        memory = TokenBudgetChatMemory(max_tokens=120_000, chat_store=store, model="gpt-4o")
         workers = [
             (sync_worker if kind == "sync" else async_worker)(memory, f"w{k}") for k, kind in enumerate(kinds)
         ]
@@ -126,7 +126,7 @@ def test_sync_and_async_callers_on_one_memory_lose_nothing(
         stored = [m.content for m in store.get_messages(memory.chat_store_key)]
         assert len(stored) == len(set(stored)) == N * len(kinds)
         assert [m.content for m in memory.get()] == stored  # this memory's window: each once, in order
-        fresh = TokenBudgetChatMemory(max_tokens=1_000_000, chat_store=store, model="gpt-4o")
+        fresh = TokenBudgetChatMemory(max_tokens=120_000, chat_store=store, model="gpt-4o")
         assert [m.content for m in fresh.get()] == stored
 
 
