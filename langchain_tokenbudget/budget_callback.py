@@ -197,7 +197,7 @@ from tokenbudget_core.response_cache import ServedHit, served_hit
 from tokenbudget_core.routing import premium_model_of, routed_call
 from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
-from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_openai_chat
+from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_ollama, usage_from_openai_chat
 
 from .llm_cache import (
     CACHE_HIT_KEY,
@@ -432,7 +432,9 @@ def reported(
     *,
     marked_ttl: CacheMarks | None = None,
 ) -> Usage | None:
-    """What the provider reported: Claude's latest running totals, else the first reply's ``usage_metadata``.
+    """What the provider reported: Claude's latest running totals, else the first reply's
+    ``usage_metadata``, else Ollama's ``eval_count`` in a ``ChatOllama`` reply's
+    ``response_metadata`` (the exact output; the input, not reported, is then the counted one).
 
     (With ``n`` > 1 choices every reply carries the whole call's usage: it is counted once.)
     Cache writes reported without the 1h/5m split (a Claude running total, Bedrock's replies)
@@ -447,7 +449,19 @@ def reported(
         found = next(
             (m.usage_metadata for m in replies if isinstance(m, AIMessage) and m.usage_metadata), None
         )
-        return None if found is None else usage_from_langchain(found, marked_ttl=marked_ttl)
+        if found is not None:
+            return usage_from_langchain(found, marked_ttl=marked_ttl)
+        # ChatOllama reports no usage_metadata when Ollama left prompt_eval_count out (a prompt
+        # served from its cache), but keeps eval_count, the exact output, in response_metadata.
+        ollama = next(
+            (
+                m.response_metadata
+                for m in replies
+                if isinstance(m, AIMessage) and m.response_metadata.get("eval_count") is not None
+            ),
+            None,
+        )
+        return None if ollama is None else usage_from_ollama(ollama)
     except InvalidInputError as e:
         logger.warning("the provider's usage_metadata cannot be charged (%s): charging the estimate", e)
         return None

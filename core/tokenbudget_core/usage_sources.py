@@ -48,6 +48,7 @@ __all__ = [
     "usage_from_anthropic",
     "usage_from_langchain",
     "usage_from_llamaindex",
+    "usage_from_ollama",
     "usage_from_openai_chat",
     "usage_from_openai_responses",
 ]
@@ -312,6 +313,19 @@ def _ollama(data: Mapping[str, Any], where: str) -> Usage:
         input_tokens=count_field(data, "prompt_eval_count", where, required=True),
         output_tokens=output,
     )
+
+
+def usage_from_ollama(response: Any) -> Usage:
+    """Usage of an Ollama chat response: its top-level ``prompt_eval_count`` / ``eval_count``
+    (the REST JSON, ``dict()`` of the ollama client's response, or LangChain's
+    ``AIMessage.response_metadata`` of a ``ChatOllama`` reply, where langchain-ollama copies
+    them). ``eval_count`` alone (a prompt served from Ollama's cache) gives the exact output and
+    an input of 0 flagged ``estimated`` (see :func:`_ollama`).
+
+    Raises:
+        InvalidInputError: ``eval_count`` is missing, or a count is not a non-negative integer.
+    """
+    return _ollama(as_dict(response, "response"), "response")
 
 
 def usage_from_openai_chat(response: Any) -> Usage:
