@@ -1170,6 +1170,12 @@ def report(
     help="Only this feature (default: every feature in the policy, and calls naming none when "
     "[default_feature] sets a limit).",
 )
+@click.option(
+    "--no-feature",
+    "no_feature",
+    is_flag=True,
+    help="Only calls naming no feature (the [default_feature] limits); not with --feature.",
+)
 @click.option("--user", help="Also show this user's budgets.")
 @click.option("--timezone", "tz", default="UTC", show_default=True, metavar="ZONE", help=_TZ_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON (money as strings).")
@@ -1179,6 +1185,7 @@ def budgets(
     namespace: str | None,
     policy_path: str,
     feature: str | None,
+    no_feature: bool,
     user: str | None,
     tz: str,
     as_json: bool,
@@ -1199,8 +1206,15 @@ def budgets(
                 value=value,
                 fix=f"pass a {flag[2:]} id, or leave {flag} out",
             )
+    if no_feature and feature is not None:
+        raise InvalidInputError(
+            "--no-feature",
+            f"cannot be combined with --feature {feature!r}: one names calls of that feature, the "
+            "other calls naming none",
+            fix="pass one of them",
+        )
     policy = load_policy(policy_path)
-    features: list[str | None] = [feature] if feature else features_of(policy)
+    features: list[str | None] = [None] if no_feature else [feature] if feature else features_of(policy)
     if feature and feature not in policy.features:
         click.echo(visible(_unconfigured(feature, policy_path, sorted(policy.features))), err=True)
     with (
