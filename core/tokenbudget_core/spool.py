@@ -17,17 +17,30 @@ all), so the file is never read and rewritten in place, and each line names its 
   spool path names at that moment (if a replay moved it away meanwhile, it opens the new one).
 * :meth:`Spool.replay` runs in one process at a time (``flock`` of ``<spool>.lock``; another
   caller returns 0 at once, or waits with ``wait=True``). Under the spool file's lock it moves
-  the lines to ``<spool>.replaying``, so what is appended while it commits goes to a fresh spool
-  file, and the lines still pending afterwards (its own the store could not take, and every
-  other owner's) stay in ``<spool>.replaying`` (rewritten atomically) for the next replay. A
-  crash at any point leaves every line in one of the two files, at worst in both: replayed
-  twice, counted once.
+  the lines to ``<spool>.replaying`` (after the lines an earlier replay left there, if any), so
+  what is appended while it commits goes to a fresh spool file, and the lines still pending
+  afterwards (its own the store could not take or ``most=`` left for later, and every other
+  owner's) stay in ``<spool>.replaying`` for the next replay. A crash at any point leaves every
+  line in one of the two files, at worst in both: replayed twice, counted once.
+* ``<spool>.replaying.offset``, the replay cursor, says how far ``<spool>.replaying`` is settled
+  (each line before it applied, sent before, or quarantined). A replay reads the file from there,
+  only as far as it sends (``most=``), and when every line it read is settled, or those that stay
+  (other owners', ours the store could not take) are all at the end of what it read, it only
+  moves the cursor (a small file written to a temporary one, fsynced and renamed over it), so a
+  long outage's spool replayed a share at a time costs each replay its share, not the file.
+  Only when a line it settled follows one that stays (another owner's line before ours), or a
+  line stays rewritten (see the once-marks below), is the rest of the file rewritten, atomically
+  (the cursor removed first, durably). The file and its cursor are removed once every line is
+  settled. A crash between the commits and the cursor's move re-sends those lines (counted
+  once). The cursor names its file (the inode) and a hash of the bytes before its offset: one
+  that is unreadable, of another file, past the end or not at a line's start is logged and
+  ignored (the file replayed from its first line, re-sending, never skipping a line).
 * A line the store cannot take now (:class:`~tokenbudget_core.errors.BudgetUnavailableError`,
   or a raw ``OSError``) stays, with every line after it, and the replay stops. If the replay
   had already set the line's conversation once-mark, the line stays resolved: its
-  ``conversations`` counter set from the mark's answer and the mark removed (in the same atomic
-  rewrite), so the next replay counts the conversation exactly as this one would have. The
-  mark is set for the line's request (:func:`~tokenbudget_core.stores.base.mark_once_for`):
+  ``conversations`` counter set from the mark's answer and the mark removed (in an atomic
+  rewrite of the file), so the next replay counts the conversation exactly as this one would
+  have. The mark is set for the line's request (:func:`~tokenbudget_core.stores.base.mark_once_for`):
   a replay killed between the mark and the commit leaves the line as it was, and the next
   replay of that request finds its own mark and still counts the conversation (on a store
   without ``mark_once_for``, it is then counted as 0).
@@ -36,8 +49,9 @@ all), so the file is never read and rewritten in place, and each line names its 
   commit sets the mark and counts the conversation, or does neither. Replayed into a store
   without that step, the mark is asked first, as for the lines above.
 * Lines of other owners more than a day old (by their commit's ``now_ms``) are logged as one
-  warning by a replay (how many, and the spool path; at most once an hour per :class:`Spool`):
-  no ledger of their store replayed them, say because the store's identity changed.
+  warning by a replay that reads them (how many, and the spool path; at most once an hour per
+  :class:`Spool`): no ledger of their store replayed them, say because the store's identity
+  changed.
 * A line that does not read back as a commit (a write torn by a crash or a full disk), or
   that the store refuses for good (say ``InvalidInputError``), is moved to ``<spool>.bad`` as
   a JSON line ``{"reason": ..., "line": ...}``, logged as a warning (logger
@@ -60,6 +74,7 @@ Without ``fcntl`` (Windows) the file locks are skipped: there, give each process
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -67,10 +82,10 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import BudgetUnavailableError, InvalidInputError, StoreRefusedError, environment_value
 from .stores._fork import fresh_locks_after_fork
@@ -119,6 +134,10 @@ _NOW_MS = re.compile(rb'"now_ms":(\d+)[,}]')
 _STALE_MS = 86_400_000  # other owners' lines older than this are logged by a replay
 _STALE_WARN_EVERY_S = 3600.0
 
+_CURSOR_TAIL = 4096  # the bytes before a replay cursor whose hash it keeps (see Spool._cursor)
+_READ_BUFFER = 1 << 16  # a replay reads ``<spool>.replaying`` from its cursor in chunks this big
+_COPY_CHUNK = 1 << 20
+
 _Stat = tuple[int, int, int, int]
 _Signature = tuple[_Stat | None, ...]
 _UNKNOWN: _Stat = (-1, -1, -1, -1)  # matches no file
@@ -136,8 +155,8 @@ class Spool:
     Args:
         path: The spool file (a relative path is resolved against the working directory once,
             here: a later ``chdir`` neither hides its lines nor splits them over two files).
-            ``<path>.lock``, ``<path>.replaying`` and ``<path>.bad`` are
-            kept next to it (see the module docstring).
+            ``<path>.lock``, ``<path>.replaying``, ``<path>.replaying.offset`` and
+            ``<path>.bad`` are kept next to it (see the module docstring).
         owner: Names the store this spool's lines belong to (any string; a ledger passes a hash
             of its store's identity, never a secret). Every appended line carries it, and
             :meth:`replay` applies only lines of the same owner (and lines without one), so
@@ -167,7 +186,9 @@ class Spool:
         self._prefix = None if owner is None else ('{"owner":' + json.dumps(owner) + ",").encode()
         self._idle: _Signature | None = None  # the files as a replay left them holding no line of ours
         self.replaying_path = self.path.with_name(self.path.name + ".replaying")
-        """Lines a replay took from the spool and has not settled yet."""
+        """Lines a replay took from the spool and has not settled yet (from its cursor on)."""
+        self.cursor_path = self.path.with_name(self.path.name + ".replaying.offset")
+        """The replay cursor: how far ``replaying_path`` is settled (see :meth:`_cursor`)."""
         self.bad_path = self.path.with_name(self.path.name + ".bad")
         """Quarantined lines: unreadable, or refused by the store for good."""
         self._lock_path = self.path.with_name(self.path.name + ".lock")
@@ -201,7 +222,14 @@ class Spool:
         """Pending commits of this spool: the lines in the spool and in a replay's file that its
         :meth:`replay` would take (its owner's, those without an owner, unreadable ones); other
         owners' lines are not counted."""
-        return sum(self._takes(line) for p in (self.path, self.replaying_path) for line in _lines(p))
+        count = sum(self._takes(line) for line in _lines(self.path))
+        try:
+            f = open(self.replaying_path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return count
+        with f:  # the lines before the cursor are settled: not pending
+            start = self._cursor(f, os.fstat(f.fileno()), warn=False)
+            return count + sum(self._takes(line) for line, _, _ in _lines_from(f, start))
 
     def pending(self) -> bool:
         """True when the spool may hold commits for this spool (a stat or two): False when it is
@@ -298,78 +326,221 @@ class Spool:
         most: int | None = None,
     ) -> int:
         spooled = self._take_spooled()
-        lines = _lines(self.replaying_path)
+        try:
+            f = open(self.replaying_path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            self._drop_cursor()  # a cursor left by a replay killed as it removed the file
+            self._idle = (spooled, None)
+            return 0
         applied = 0
         bad: list[tuple[bytes, str]] = []
-        left: list[bytes] = []  # in order: other owners' lines, then ours from a store gone away
+        # The lines read this time (from the cursor to ``end``): settled (applied, quarantined,
+        # sent before), or kept, in order: other owners' lines, then ours from a store gone away.
+        kept: list[bytes] = []
+        first_kept: int | None = None  # where the first kept line starts
+        compact = False  # a kept line is followed by a settled one, or was rewritten (resolved)
         ours_left = False
         stale = 0  # other owners' lines more than a day old
         now_ms = time.time() * 1000
         sent = 0
-        for i, line in enumerate(lines):
-            if not self._takes(line):
-                left.append(line)  # another ledger's: stays for its own replay
-                stale += _older_than(line, now_ms - _STALE_MS)
-                continue
-            if most is not None and sent >= most:  # the rest wait, in order, for the next replay
-                left += lines[i:]
-                ours_left = True
-                break
-            sent += 1
-            try:
-                req, mark, owner = _parse(line)
-                if owner is not None and owner != self.owner:
-                    raise ValueError("'owner' is given twice, differently")  # a hand-mended line
-            except (ValueError, TypeError, RecursionError) as e:
-                bad.append((line, f"unreadable: {type(e).__name__}: {e}"))
-                continue
-            if req.conversation_mark is not None and not commits_conversation_marks(store):
-                # A store that cannot set it in the commit: asked first, as for an older line.
-                mark = (req.conversation_mark, CONVERSATION_MARK_TTL_S)
-                req = replace(req, conversation_mark=None)
-            marked = False
-            try:
-                if mark is not None:  # the conversation counts if no other call counted it first
-                    # For this request: a replay cut short after the mark (a kill before the
-                    # commit) finds its own mark next time and still counts the conversation.
-                    first = mark_once_for(store, *mark, holder=f"{req.day}/{req.request_id}")
-                    req = replace(req, rollup={**req.rollup, "conversations": int(first)})
-                    marked = True
-                outcome = store.commit(req)
-            except Exception as e:  # noqa: BLE001 - the store is away, or refuses this line for good
-                if isinstance(e, BudgetUnavailableError | OSError) or (
-                    isinstance(e, StoreRefusedError) and e.retry_later
-                ):
-                    # The store is away (or refuses the credentials it was given: fixed, it takes
-                    # them): this line and the rest wait for the next replay. A mark this replay
-                    # set is spent: the line keeps its answer (conversations resolved, no mark), or
-                    # the next replay would find the mark set and count the conversation as 0.
-                    left += [_encode(req, None, owner) if marked else line, *lines[i + 1 :]]
+        tmp: Path | None = None
+        with f:
+            st = os.fstat(f.fileno())
+            start = self._cursor(f, st, warn=True)
+            end = st.st_size  # unless the replay stops before the end of the file
+            for line, at, after in _lines_from(f, start):
+                if not self._takes(line):
+                    first_kept = at if first_kept is None else first_kept
+                    kept.append(line)  # another ledger's: stays for its own replay
+                    stale += _older_than(line, now_ms - _STALE_MS)
+                    continue
+                sent += 1
+                result = self._send(store, line, on_applied, bad)
+                if isinstance(result, bytes):  # the store is away: this line and the rest wait
+                    first_kept = at if first_kept is None else first_kept
+                    kept.append(result)
+                    compact |= result != line  # resolved in place: the file must say so
                     ours_left = True
+                    end = after
                     break
-                if marked:  # quarantined as resolved, so a line mended by hand counts it right
-                    line = _encode(req, None, owner)
-                bad.append((line, f"refused by the store: {type(e).__name__}: {e}"))
-                continue
-            if outcome.applied:
-                applied += 1
-                if on_applied is not None:
-                    try:
-                        on_applied(req, outcome)
-                    except Exception as e:  # noqa: BLE001 - the usage is stored: only its follow-up failed
-                        logger.warning(
-                            "after replaying request %r: %s: %s", req.request_id, type(e).__name__, e
-                        )
-        if bad:
-            self._quarantine(bad)
-        if left != lines:  # fewer lines, or one resolved in place
-            _write_atomically(self.replaying_path, left)
+                applied += result
+                compact |= first_kept is not None  # settled after a kept line: it must go
+                if most is not None and sent >= most:  # the rest wait, in order, for the next replay
+                    ours_left = after < st.st_size  # (maybe only other owners' lines: the next looks)
+                    end = after
+                    break
+            if bad:  # first: a crash after this re-sends their lines, and they come back here
+                self._quarantine(bad)
+            if compact:  # the kept lines, then the rest of the file as it is
+                tmp = self._write_compacted(f, kept, end)
+            else:  # every line before the first kept one (or the end) is settled: move the cursor
+                cursor = end if first_kept is None else first_kept
+                if cursor < st.st_size and cursor != start:
+                    self._write_cursor(f, st, cursor)
+        if tmp is not None:
+            self._drop_cursor(sync=True)  # no cursor ever names the new file's bytes
+            os.replace(tmp, self.replaying_path)
+        elif first_kept is None and end >= st.st_size:  # every line settled
+            self.replaying_path.unlink(missing_ok=True)
+            self._drop_cursor()
         if stale:
             self._warn_stale(stale)
         # Only other owners' lines left: pending() says False until either file changes (the
-        # spool path as it was taken: lines appended since are new, and make it differ).
+        # spool path as it was taken: lines appended since are new, and make it differ). A
+        # cursor moving alone (another owner's replay) never brings a line of ours: not looked at.
         self._idle = None if ours_left else (spooled, _stat_of(self.replaying_path))
         return applied
+
+    def _send(
+        self,
+        store: LedgerStore,
+        line: bytes,
+        on_applied: Callable[[CommitRequest, CommitOutcome], object] | None,
+        bad: list[tuple[bytes, str]],
+    ) -> int | bytes:
+        """Commit one line of this spool's: 1 when the store applied it now, 0 when it is settled
+        otherwise (sent before, or added to ``bad``), or the line to keep (as it was, or resolved)
+        when the store is away: it and the lines after it wait for the next replay."""
+        try:
+            req, mark, owner = _parse(line)
+            if owner is not None and owner != self.owner:
+                raise ValueError("'owner' is given twice, differently")  # a hand-mended line
+        except (ValueError, TypeError, RecursionError) as e:
+            bad.append((line, f"unreadable: {type(e).__name__}: {e}"))
+            return 0
+        if req.conversation_mark is not None and not commits_conversation_marks(store):
+            # A store that cannot set it in the commit: asked first, as for an older line.
+            mark = (req.conversation_mark, CONVERSATION_MARK_TTL_S)
+            req = replace(req, conversation_mark=None)
+        marked = False
+        try:
+            if mark is not None:  # the conversation counts if no other call counted it first
+                # For this request: a replay cut short after the mark (a kill before the
+                # commit) finds its own mark next time and still counts the conversation.
+                first = mark_once_for(store, *mark, holder=f"{req.day}/{req.request_id}")
+                req = replace(req, rollup={**req.rollup, "conversations": int(first)})
+                marked = True
+            outcome = store.commit(req)
+        except Exception as e:  # noqa: BLE001 - the store is away, or refuses this line for good
+            if isinstance(e, BudgetUnavailableError | OSError) or (
+                isinstance(e, StoreRefusedError) and e.retry_later
+            ):
+                # The store is away (or refuses the credentials it was given: fixed, it takes
+                # them): this line and the rest wait for the next replay. A mark this replay
+                # set is spent: the line keeps its answer (conversations resolved, no mark), or
+                # the next replay would find the mark set and count the conversation as 0.
+                return _encode(req, None, owner) if marked else line
+            if marked:  # quarantined as resolved, so a line mended by hand counts it right
+                line = _encode(req, None, owner)
+            bad.append((line, f"refused by the store: {type(e).__name__}: {e}"))
+            return 0
+        if not outcome.applied:
+            return 0
+        if on_applied is not None:
+            try:
+                on_applied(req, outcome)
+            except Exception as e:  # noqa: BLE001 - the usage is stored: only its follow-up failed
+                logger.warning("after replaying request %r: %s: %s", req.request_id, type(e).__name__, e)
+        return 1
+
+    def _cursor(self, f: BinaryIO, st: os.stat_result, *, warn: bool) -> int:
+        """Where the unsettled lines of the open ``<spool>.replaying`` ``f`` (``st``: its
+        ``fstat``) start: the offset its cursor file names, or 0 (every line) when there is none.
+
+        The cursor names the file it was written for (its inode) and keeps a hash of the
+        :data:`_CURSOR_TAIL` bytes before its offset: a cursor that is unreadable, names another
+        file, points past the end or not at a line's start, or whose bytes changed, is ignored
+        (logged with ``warn``): the file is replayed from its first line, re-sending what was
+        sent (counted once), never skipping a line.
+        """
+        try:
+            raw = self.cursor_path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        except OSError as e:
+            problem: str | None = f"cannot be read ({e})"
+        else:
+            problem = self._cursor_problem(raw, f, st)
+            if problem is None:
+                offset: int = json.loads(raw)["offset"]
+                return offset
+        if warn:
+            logger.warning(
+                "spool %s: the replay cursor %s %s: replaying the file from its first line (lines "
+                "sent already are sent again, and counted once)",
+                self.replaying_path,
+                self.cursor_path,
+                problem,
+            )
+        return 0
+
+    @staticmethod
+    def _cursor_problem(raw: bytes, f: BinaryIO, st: os.stat_result) -> str | None:
+        """What is wrong with the cursor ``raw`` of the open file ``f`` (``None``: nothing)."""
+        try:
+            data: Any = json.loads(raw)
+            offset, inode, tail = data["offset"], data["inode"], data["tail"]
+        except (ValueError, TypeError, KeyError, RecursionError):
+            return "is unreadable"
+        if not (type(offset) is int and type(inode) is int and isinstance(tail, str) and offset >= 0):
+            return "is unreadable"
+        if inode != st.st_ino:
+            return "names another file"
+        if offset > st.st_size:
+            return f"points past the end ({offset} > {st.st_size} bytes)"
+        if offset == 0:
+            return None
+        f.seek(max(0, offset - _CURSOR_TAIL))
+        window = f.read(offset - max(0, offset - _CURSOR_TAIL))
+        if not window.endswith(b"\n"):
+            return f"points into a line (offset {offset})"
+        if hashlib.sha256(window).hexdigest() != tail:
+            return "does not match the file's bytes"
+        return None
+
+    def _write_cursor(self, f: BinaryIO, st: os.stat_result, offset: int) -> None:
+        """Record durably that the lines of ``f`` before ``offset`` are settled: a temporary
+        file, fsynced, then renamed over the cursor (a crash leaves the old cursor or the new)."""
+        f.seek(max(0, offset - _CURSOR_TAIL))
+        window = f.read(offset - max(0, offset - _CURSOR_TAIL))
+        record = {"offset": offset, "inode": st.st_ino, "tail": hashlib.sha256(window).hexdigest()}
+        tmp = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            _write_all(fd, json.dumps(record).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.cursor_path)
+
+    def _drop_cursor(self, *, sync: bool = False) -> None:
+        """Remove the cursor; with ``sync``, durably (the folder fsynced), before a new
+        ``<spool>.replaying`` takes the place of the file it was written for."""
+        try:
+            self.cursor_path.unlink()
+        except FileNotFoundError:
+            return
+        if sync:
+            _fsync_folder(self.cursor_path.parent)
+
+    def _write_compacted(self, f: BinaryIO, kept: list[bytes], end: int) -> Path:
+        """A temporary file (fsynced) holding ``kept`` then the lines of ``f`` from ``end`` on,
+        to be renamed over ``<spool>.replaying``; returns its path."""
+        tmp = self.replaying_path.with_name(self.replaying_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            _write_all(fd, b"".join(line + b"\n" for line in kept))
+            f.seek(end)
+            last = b"\n"
+            while chunk := f.read(_COPY_CHUNK):
+                _write_all(fd, chunk)
+                last = chunk[-1:]
+            if last != b"\n":  # a torn last line is ended, so it never swallows an appended one
+                _write_all(fd, b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
 
     def _warn_stale(self, count: int) -> None:
         """Log that ``count`` lines of other owners are more than a day old (at most once an hour
@@ -402,9 +573,12 @@ class Spool:
             if st.st_size == 0:
                 return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if not self.replaying_path.exists():
+                self._drop_cursor(sync=True)  # of a file gone: it names none of these bytes
                 os.replace(self.path, self.replaying_path)
                 return None
-            data = _read_all(fd)  # a crashed replay left lines: add these to them
+            # A replay left lines (cut short by `most`, a store away, a crash): add these after
+            # them; its cursor still names the settled bytes at the file's start.
+            data = _read_all(fd)
             out = os.open(self.replaying_path, os.O_RDWR | os.O_APPEND)
             try:
                 _append(out, data if data.endswith(b"\n") else data + b"\n")
@@ -566,9 +740,7 @@ def _append(fd: int, data: bytes) -> None:
         os.lseek(fd, size - 1, os.SEEK_SET)
         if os.read(fd, 1) != b"\n":
             data = b"\n" + data
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    _write_all(fd, data)
     os.fsync(fd)
 
 
@@ -578,6 +750,40 @@ def _read_all(fd: int) -> bytes:
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _lines_from(f: BinaryIO, start: int) -> Iterator[tuple[bytes, int, int]]:
+    """The lines of the open file ``f`` from the offset ``start`` on, read as far as they are
+    asked for: each without its newline, with the offsets where it starts and where the next
+    begins (blank lines are skipped)."""
+    f.seek(start)
+    at = start
+    for raw in f:
+        after = at + len(raw)
+        line = raw[:-1] if raw.endswith(b"\n") else raw  # a torn last line has none
+        if line.strip():
+            yield line, at, after
+        at = after
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a removal or rename in ``folder`` durable (where folders can be opened: POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -602,17 +808,3 @@ def _stat_of(path: Path) -> _Stat | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _write_atomically(path: Path, lines: list[bytes]) -> None:
-    """Replace ``path`` with ``lines`` (fsynced first), or remove it when there are none."""
-    if not lines:
-        path.unlink(missing_ok=True)
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        _append(fd, b"".join(line + b"\n" for line in lines))
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
