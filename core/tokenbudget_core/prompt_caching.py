@@ -97,7 +97,8 @@ class PromptCacheBreakpoint:
     prefix_tokens: int
     """Estimated tokens of everything up to and including this block (what a hit reads)."""
     new_tokens: int
-    """Estimated tokens since the previous breakpoint (what this one adds to the cache)."""
+    """Estimated tokens since the previous breakpoint, placed or existing (what this one adds, or
+    would have added, to the cache)."""
     reason: str
     """Why it was placed, or why not."""
 
@@ -493,16 +494,13 @@ def _plan(
             skipped[i] = (section, why)
         else:
             eligible.append((i, section))
-    # Scarce slots: the furthest prefix first (it caches the most), then the biggest new segments.
-    by_value = sorted(
-        eligible, key=lambda c: (c[0] != eligible[-1][0], -_tokens_between(prefix, existing, c[0]))
-    )
-    chosen = sorted(by_value[:slots])
-    for i, section in by_value[slots:]:
-        skipped[i] = (
-            section,
-            f"no breakpoint left (at most {MAX_BREAKPOINTS}, {len(present)} already present)",
-        )
+    chosen = _choose(eligible, prefix, existing, slots, o.min_tokens)
+    for i, section in eligible:
+        if (i, section) not in chosen:
+            skipped[i] = (
+                section,
+                f"no breakpoint left (at most {MAX_BREAKPOINTS}, {len(present)} already present)",
+            )
     marks = sorted(present + [(i, o.ttls[s]) for i, s in chosen], key=lambda mark: mark[0])  # stable
     _check_ttl_order(marks, blocks)
     new = copy.deepcopy(dict(request))
@@ -520,7 +518,7 @@ def _plan(
     skipped_out = tuple(
         PromptCacheBreakpoint(
             section=s, path=blocks[i].path, ttl=o.ttls[s], prefix_tokens=prefix[i],
-            new_tokens=_tokens_between(prefix, existing, i), reason=why,
+            new_tokens=_tokens_between(prefix, [p for p, _ in marks], i), reason=why,
         )
         for i, (s, why) in sorted(skipped.items())
     )  # fmt: skip
@@ -539,10 +537,39 @@ _REASONS: dict[str, str] = {
 }
 
 
-def _tokens_between(prefix: list[int], existing: list[int], i: int) -> int:
-    """Tokens from the last existing breakpoint before block ``i`` up to ``i`` (inclusive)."""
-    before = max([p for p in existing if p < i], default=-1)
+def _tokens_between(prefix: list[int], marks: list[int], i: int) -> int:
+    """Tokens from the last of ``marks`` before block ``i`` up to ``i`` (inclusive)."""
+    before = max([p for p in marks if p < i], default=-1)
     return prefix[i] - (prefix[before] if before >= 0 else 0)
+
+
+def _choose(
+    eligible: list[tuple[int, Section]], prefix: list[int], existing: list[int], slots: int, minimum: int
+) -> list[tuple[int, Section]]:
+    """The candidates that get the ``slots`` breakpoints left, in prompt order.
+
+    Each breakpoint caches the prefix up to it, so what one adds is the tokens since the breakpoint
+    before it (a kept candidate or an existing marker), not its whole prefix. While too many
+    candidates remain, the one adding the fewest tokens is dropped (on a tie, the earlier), except
+    the protected ones, dropped last and in this order: the furthest prefix (protected only when it
+    adds at least ``minimum`` tokens over the one before it: otherwise that one caches nearly as
+    much), then the system prompt (tools -> system is the prefix every request shares, so it is
+    kept first; a tools breakpoint of its own competes on size, the system's covers the tools).
+    """
+    kept = list(eligible)
+    if len(kept) <= slots:
+        return kept
+    rank: dict[int, int] = {}
+    for i, section in kept:
+        rank[i] = 3 if section == "system" else 0
+    last = kept[-1][0]
+    if rank[last] == 0 and _tokens_between(prefix, existing + [i for i, _ in kept[:-1]], last) >= minimum:
+        rank[last] = 1
+    while len(kept) > slots:
+        marks = existing + [i for i, _ in kept]
+        victim = min(kept, key=lambda c: (rank[c[0]], _tokens_between(prefix, marks, c[0]), c[0]))
+        kept.remove(victim)
+    return kept
 
 
 def _check_ttl_order(marks: list[tuple[int, Ttl | None]], blocks: list[_Block]) -> None:
@@ -594,8 +621,11 @@ def plan_prompt_cache(
     Candidates, in prompt order: the last tool, the last system block, each long document in the
     messages (a ``document`` block, or a block of ``document_tokens`` or more) and, with
     ``conversation=True``, the last block of the last message (the next turn's prefix). A candidate
-    whose prefix is under the model's minimum is skipped; when more remain than breakpoints left,
-    the furthest prefix is kept first, then the biggest new segments.
+    whose prefix is under the model's minimum is skipped. When more remain than breakpoints left,
+    the system prompt is kept first, then the tools (the prefix every request shares), then the
+    furthest prefix unless it adds fewer tokens than the minimum over the candidate before it (which
+    then caches nearly as much); of the rest, those adding the fewest new tokens (since the
+    breakpoint before them, not their whole prefix) are dropped first.
 
     Args:
         request: A Messages API request dict (``system`` string or blocks, ``tools``, ``messages``).
