@@ -7,10 +7,12 @@ Rules, in order of precedence:
 2. the newest unit is kept (or, with ``keep="oldest"``, the oldest), unless it is pinned;
 3. then whole units, newest first, while they fit: a tool call is never separated
    from its results, and the window is contiguous;
-4. the window never starts on an assistant message whose user turn was dropped.
+4. the window never starts on an assistant message whose user turn was dropped, when a kept
+   user message can start it (an agent's tool steps after its request are kept all the same).
 
 When rules 1-2 alone exceed the budget, :class:`~tokenbudget_core.errors.ContextOverflowError`
-says by how much, unless ``on_overflow="truncate"`` shortens the newest message. When the
+says by how much, unless ``on_overflow="truncate"`` shortens the newest message (with
+``keep="oldest"``, the oldest, keeping its beginning). When the
 system and pinned messages alone exceed it, the error says so, whatever ``on_overflow``.
 
 Cost: messages are counted from the newest back only until the budget is full, with
@@ -126,7 +128,8 @@ def fit_messages(
         pin_first_user: Also pin the first user message (often who the user is).
         tools: Tool definitions sent with the request (their tokens count against the budget).
         on_overflow: ``"raise"`` :class:`ContextOverflowError`, or ``"truncate"`` the newest
-            message's text so that it fits.
+            message's text so that it fits, keeping its end (with ``keep="oldest"``: the oldest
+            message's, keeping its beginning).
 
     Returns:
         A :class:`FitResult` (a list of the kept messages).
@@ -184,9 +187,8 @@ def fit_messages(
         if first_user is not None:
             must.add(first_user)
     budget = max_tokens - reserve_output
-    overhead = counter.reply_priming + (
-        counter.count_messages([], tools) - counter.reply_priming if tools else 0
-    )
+    # the request's framing as the counter counts it (an estimating counter scales it too)
+    overhead = int(counter.count_messages([], tools or None))
     costs: dict[int, int] = {}
     exact = True
 
@@ -242,7 +244,13 @@ def fit_messages(
                         "nothing (its framing and images)",
                         fix="raise the budget, reserve fewer output tokens or unpin messages",
                     )
-                out[end], costs[end] = _truncate_to_fit(messages[end], budget - used, floor, counter)
+                out[end], costs[end] = _truncate_to_fit(
+                    messages[end],
+                    budget - used,
+                    floor,
+                    counter,
+                    "keep_end" if keep == "newest" else "keep_start",
+                )
                 truncated = end
                 taken.append((start, end))
                 used += costs[end]
@@ -319,7 +327,13 @@ def _units_oldest_first(view: MessageView, must: set[int], n: int) -> Iterable[t
 def _drop_orphan_assistants(
     view: MessageView, must: set[int], taken: list[tuple[int, int]], cost: Any
 ) -> int:
-    """Drop leading assistant units whose user turn was cut off; return the tokens freed."""
+    """Drop leading assistant units whose user turn was cut off; return the tokens freed.
+
+    Nothing is dropped when no kept unit starts on a user message: dropping could never reach
+    one, and an agent's tool steps after its request (pinned or cut off) would all go for
+    nothing."""
+    if not any(view.role(start) == "user" for start, _ in taken):
+        return 0
     freed = 0
     while len(taken) > 1:
         start, end = taken[-1]  # the oldest taken unit (units were taken newest first)
@@ -342,8 +356,11 @@ def _framing(core: Message, counter: TokenCounter) -> int:
     return int(counter.count_message(replace(core, content=_images(core) or "")))
 
 
-def _truncate_to_fit(message: M, room: int, framing: int, counter: TokenCounter) -> tuple[M, int]:
-    """The message with its text cut (keeping the end: the question is usually last) to fit ``room``.
+def _truncate_to_fit(
+    message: M, room: int, framing: int, counter: TokenCounter, strategy: str = "keep_end"
+) -> tuple[M, int]:
+    """The message with its text cut to fit ``room``: keeping its end (the newest message: the
+    question is usually last), or with ``strategy="keep_start"`` its beginning (the oldest).
 
     A message of content parts keeps its images; its text parts become one text part, first.
     ``framing`` is what it costs with no text (at most ``room``).
@@ -356,7 +373,7 @@ def _truncate_to_fit(message: M, room: int, framing: int, counter: TokenCounter)
     for _ in range(4):  # re-tokenising a cut can shift a boundary by a token or two
         if limit < 0:
             break
-        text = truncate_text(core.text, limit, "keep_end", counter=counter)
+        text = truncate_text(core.text, limit, strategy, counter=counter)  # type: ignore[arg-type]
         if isinstance(message, Message):
             new: Any = replace(message, content=(TextPart(text=text), *images) if images else text)
         else:
@@ -368,7 +385,9 @@ def _truncate_to_fit(message: M, room: int, framing: int, counter: TokenCounter)
             return new, c
         limit -= c - room
     raise ContextOverflowError(
-        limit=room, required=int(counter.count_message(message)), what="newest message"
+        limit=room,
+        required=int(counter.count_message(message)),
+        what="newest message" if strategy == "keep_end" else "oldest message",
     )
 
 

@@ -92,8 +92,8 @@ class ConversationWindow(Generic[M]):
         self.first_user = first_user
         self.low_water = low_water
         self._target = self.budget if low_water is None else int(self.budget * low_water)
-        tool_tokens = self.counter.count_messages([], tools) - self.counter.reply_priming if tools else 0
-        self._overhead = self.counter.reply_priming + tool_tokens
+        # the request's framing as the counter counts it (an estimating counter scales it too)
+        self._overhead = int(self.counter.count_messages([], tools or None))
         if messages is not None and (
             isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable)
         ):
@@ -117,6 +117,7 @@ class ConversationWindow(Generic[M]):
         self._win_tokens = 0  # non-must messages in [start, n)
         self._start = 0
         self._first_user: int | None = None
+        self._last_user = -1  # the newest user message's index
         self.exact = True
         """False once any count behind the window is an estimate."""
         self.prefix_changes = 0
@@ -149,7 +150,12 @@ class ConversationWindow(Generic[M]):
         """``(index, message, tokens)`` of the messages from ``begin`` that have slid out of the window.
 
         System and pinned messages never slide out and are not listed.
+
+        Raises:
+            InvalidInputError: ``begin`` is not an integer index.
         """
+        if isinstance(begin, bool) or not isinstance(begin, int):
+            raise InvalidInputError("begin", "must be an integer index into the transcript", value=begin)
         return [
             (i, self._msgs[i], self._cost[i])
             for i in range(max(begin, 0), self._start)
@@ -194,7 +200,10 @@ class ConversationWindow(Generic[M]):
             self._must_tokens,
             self.prefix_changes,
             self.first_user_dropped,
+            self._last_user,
         )
+        if role == "user":
+            self._last_user = i
         self._cost.append(cost)
         self._unit.append(unit)
         if pin:
@@ -309,10 +318,13 @@ class ConversationWindow(Generic[M]):
             return None
         end = self._unit_end(s)
         nxt = self._next_live(end + 1)
-        # Take along the assistant turns that would start the window orphaned (but never the newest).
-        while nxt < n and self._role(nxt) == "assistant" and self._unit_end(nxt) < n - 1:
-            end = self._unit_end(nxt)
-            nxt = self._next_live(end + 1)
+        # Take along the assistant turns that would start the window orphaned (but never the
+        # newest), unless no user message follows to start it: an agent's tool steps after its
+        # request (pinned or slid out) would all go for nothing.
+        if self._last_user > nxt:
+            while nxt < n and self._role(nxt) == "assistant" and self._unit_end(nxt) < n - 1:
+                end = self._unit_end(nxt)
+                nxt = self._next_live(end + 1)
         if end >= n - 1 or self._live_after(end + 1) < self.min_messages:
             return None
         freed = sum(self._cost[j] for j in range(s, end + 1) if j not in self._must_set)
@@ -340,7 +352,7 @@ class ConversationWindow(Generic[M]):
     def _role(self, i: int) -> str:
         return role_of(self._msgs[i], i)
 
-    def _rollback(self, i: int, pinned: bool, saved: tuple[int, int, int, int, bool]) -> None:
+    def _rollback(self, i: int, pinned: bool, saved: tuple[int, int, int, int, bool, int]) -> None:
         self._msgs.pop()
         self._cost.pop()
         self._unit.pop()
@@ -349,7 +361,14 @@ class ConversationWindow(Generic[M]):
             self._must_set.discard(i)
         if self._first_user == i:
             self._first_user = None
-        self._start, self._win_tokens, self._must_tokens, self.prefix_changes, self.first_user_dropped = saved
+        (
+            self._start,
+            self._win_tokens,
+            self._must_tokens,
+            self.prefix_changes,
+            self.first_user_dropped,
+            self._last_user,
+        ) = saved
 
 
 def _budget(counter: TokenCounter, max_tokens: int | None, reserve_output: int | None) -> int:
