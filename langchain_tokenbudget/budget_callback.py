@@ -311,6 +311,21 @@ def _named(get: Callable[..., Any], keys: Sequence[str], prefix: str = "") -> st
     return None
 
 
+_TENANT_KEYS = ("tokenbudget_tenant", "tenant")
+
+
+def _tenant_of(meta: Mapping[str, Any], tags: Sequence[str]) -> str | None:
+    """The tenant a run's metadata (``tokenbudget_tenant`` / ``tenant``) or tags (``tenant:x``)
+    name: it scopes the run's response-cache entries, as ``attribute(tenant=...)`` does (an
+    ``attribute()`` block's tenant wins).
+
+    Raises:
+        InvalidInputError: A tenant id of a type :func:`_id` refuses, named ``metadata.<key>``.
+    """
+    found = _named(meta.get, _TENANT_KEYS, "metadata.")
+    return found if found is not None or not tags else _tagged("tenant", tags)
+
+
 def _tagged(field: str, tags: Sequence[str]) -> str | None:
     prefix = f"{field}:"
     return next((v for t in tags if t.startswith(prefix) and (v := t.partition(":")[2])), None)
@@ -768,12 +783,19 @@ def _refusal(error: BaseException) -> Callable[[], BaseException]:
     return lambda: TokenBudgetError(text)
 
 
-def _payer_in_force(reservation: Reservation, attribution: Attribution | None) -> Attribution:
+def _payer_in_force(
+    reservation: Reservation, attribution: Attribution | None, tenant: str | None = None
+) -> Attribution:
     """The attribution a run's cache lookup is scoped and recorded under: the payer the ledger
-    reserved the run for, with the tenant (and overhead kind) in force at its start."""
+    reserved the run for, with the tenant (and overhead kind) in force at its start, else the
+    ``tenant`` its metadata named."""
     now = attribution or current_attribution()
     return dataclasses.replace(
-        now, feature=reservation.feature, user=reservation.user, conversation=reservation.conversation
+        now,
+        feature=reservation.feature,
+        user=reservation.user,
+        conversation=reservation.conversation,
+        tenant=now.tenant if now.tenant is not None else tenant,
     )
 
 
@@ -838,7 +860,8 @@ class _BudgetHandler:
         self._payers: dict[UUID | tuple[UUID, int], _Payer] = {}  # (id, key): a reused chain run id
         self._batches: dict[int, _Batch] = {}
         self._orphans: dict[UUID, _Run] = {}  # runs whose task ended with them open (see _task_ended)
-        self._deferred: dict[UUID, RunClaim] = {}  # refused runs left to the cache (see _defer)
+        # refused runs left to the cache (see _defer), with the model each reserved
+        self._deferred: dict[UUID, tuple[RunClaim, str]] = {}
         self._suffixes: dict[str, int] = {}  # reused run id -> next suffix to try (see _next_suffix)
         self._watchers: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
@@ -880,7 +903,9 @@ class _BudgetHandler:
         if counter is None:
             counter = TokenCounter.for_model(model, registry=self.ledger.registry)
             self._counters[model] = counter
-        feature, user, conversation = payer = _payer_of(meta, kwargs.get("tags") or ())
+        tags = kwargs.get("tags") or ()
+        feature, user, conversation = payer = _payer_of(meta, tags)
+        tenant = _tenant_of(meta, tags)
         attribution = None
         outer = self._outer(kwargs)
         if outer is not None:  # inside a chain that named a payer: the outermost value wins
@@ -905,6 +930,7 @@ class _BudgetHandler:
             first(int, CHOICE_KEYS, params) or 1,
             premium,
             attribution,
+            tenant,
         )
 
     def _max_output(self, params: Mapping[str, Any], meta: Mapping[str, Any]) -> int | None:
@@ -1109,16 +1135,52 @@ class _BudgetHandler:
         with self._lock:
             if len(self._deferred) >= _MAX_OPEN:  # forget the oldest, their lookups refused if they come
                 for stale in list(self._deferred)[: _MAX_OPEN // 4]:
-                    withdraw_claim(self._deferred.pop(stale))
-            self._deferred[run_id] = claim
+                    withdraw_claim(self._deferred.pop(stale)[0])
+            self._deferred[run_id] = (claim, call.model)
         return True
 
-    def _undefer(self, run_id: UUID) -> None:
-        """The run left to the cache ended (a hit served, or the miss refused): its claim is done."""
+    def _undefer(self, run_id: UUID, response: LLMResult | None = None) -> dict[str, Any] | None:
+        """The run left to the cache ended (a hit served, or the miss refused): its claim is done.
+
+        Returns the :meth:`~tokenbudget_core.ledger.Ledger.record` arguments of the hit that
+        ``response`` (its end) carries when this ledger must record it: the cache recorded it in
+        no ledger, or in one keeping other books (as a hit on a run that was not refused is)."""
         with self._lock:
-            claim = self._deferred.pop(run_id, None)
-        if claim is not None:
-            claim.close()
+            entry = self._deferred.pop(run_id, None)
+        if entry is None:
+            return None
+        claim, model = entry
+        claim.close()
+        replies = (
+            [
+                m
+                for gs in response.generations
+                for g in gs
+                if isinstance(m := getattr(g, "message", None), BaseMessage)
+            ]
+            if response
+            else []
+        )
+        hit = cache_hit_of(replies)
+        if hit is None:
+            return None
+        if (
+            hit.recorded
+            and claim.recorded_in is not None
+            and self.ledger.shares_books_with(claim.recorded_in)
+        ):
+            return None  # the cache recorded it in this ledger's books
+        payer = claim.attribution
+        return {
+            "usage": Usage(requests=1),
+            "model": model,
+            "feature": payer.feature,
+            "user": payer.user,
+            "conversation": payer.conversation,
+            "request_id": str(run_id),
+            "cache_hit": True,
+            "saved_usd": hit.saved_usd,
+        }
 
     def _by_middleware(self, serialized: dict[str, Any] | None, kwargs: Mapping[str, Any]) -> bool:
         """A ``BudgetMiddleware`` of this ledger charges this model run (see :func:`middleware_call`)."""
@@ -1200,7 +1262,10 @@ class _BudgetHandler:
             if plain is None:
                 return False
             converted.append(plain)
-        feature, user, conversation = _payer_of(meta, kwargs.get("tags") or ())
+        tags = kwargs.get("tags") or ()
+        feature, user, conversation = _payer_of(meta, tags)
+        caching = cache_in_use()
+        tenant = _tenant_of(meta, tags) if caching else None  # (checked before anything is held)
         max_output = self._max_output(params, meta)
         request_id = str(run_id)
         try:
@@ -1233,8 +1298,8 @@ class _BudgetHandler:
                 self._runs[run_id] = run
         if kept:
             self._watch(run_id, run)
-            if cache_in_use():  # else no claim to make: the payer is not worked out
-                run.claim = claim_run(_payer_in_force(reservation, None), messages[0], run=run_id)
+            if caching:  # else no claim to make: the payer is not worked out
+                run.claim = claim_run(_payer_in_force(reservation, None, tenant), messages[0], run=run_id)
             return True
         # A call reusing this run id started meanwhile and reserved under the same id: the
         # ledger returned that reservation (a live id's), which is that call's; the general path
@@ -1349,7 +1414,9 @@ class _BudgetHandler:
             _mark_joined(run_id, run.key)
         self._watch(run_id, run)
         if isinstance(prompt, list) and cache_in_use():  # chat messages: LangChain's lookup is next
-            run.claim = claim_run(_payer_in_force(reservation, call.attribution), prompt, run=run_id)
+            run.claim = claim_run(
+                _payer_in_force(reservation, call.attribution, call.tenant), prompt, run=run_id
+            )
         return True
 
     def _sweep(self, now: float) -> None:
@@ -1959,6 +2026,8 @@ class _Call(NamedTuple):
     attribution: Attribution | None
     """The attribution to reserve under, when an ``attribute()`` block opened inside an outer
     run would otherwise win over that run's payer; ``None``: the one in force."""
+    tenant: str | None = None
+    """The tenant the run's metadata or tags name (scopes its cache entries)."""
 
 
 class _Settle(NamedTuple):
@@ -2058,8 +2127,9 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the usage the provider reported (idempotent per run)."""
-        if self._deferred:
-            self._undefer(run_id)
+        if self._deferred and (hit := self._undefer(run_id, response)) is not None:
+            self.ledger.record(**hit)  # a refused run the cache answered: nothing held to settle
+            return
         if not self._end_plain(run_id, response):
             self._finish(self._settle(run_id, response, failed=False))
 
@@ -2206,8 +2276,9 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the usage the provider reported (idempotent per run)."""
-        if self._deferred:
-            self._undefer(run_id)
+        if self._deferred and (hit := self._undefer(run_id, response)) is not None:
+            await self.ledger.arecord(**hit)  # a refused run the cache answered: nothing held to settle
+            return
         await self._afinish(self._settle(run_id, response, failed=False))
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

@@ -430,8 +430,10 @@ class TokenBudgetLLMCache(BaseCache):
         scope: The :class:`~tokenbudget_core.cache_keys.CacheScope` entries belong to, or a
             callable returning it per call (e.g. from the app's tenant context); ``None`` takes
             the tenant, user and feature of the call's payer: the one a ``BudgetCallbackHandler``
-            on the run charges (named in the run's metadata or tags, or the handler's defaults),
-            else the current ``attribute()`` block.
+            on the run charges (named in the run's metadata or tags, or the handler's defaults;
+            the tenant: an ``attribute(tenant=...)`` block's, else the run's ``tenant`` /
+            ``tokenbudget_tenant`` metadata or ``tenant:x`` tag), else the current
+            ``attribute()`` block.
 
     Warning:
         With ``scope=None`` and neither a budget handler on the run nor an ``attribute()``
