@@ -457,9 +457,30 @@ def _check_ledger(ledger: object) -> None:
 
 
 def cosine(a: Sequence[float] | Vectors, b: Sequence[float] | Vectors) -> float:
-    """Cosine similarity of two vectors (0.0 when either is all zeros)."""
-    x, y = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    """Cosine similarity of two vectors (0.0 when either is all zeros).
+
+    Raises:
+        InvalidInputError: ``a`` or ``b`` is not a vector of numbers, or they differ in size.
+    """
+    x, y = _vector("a", a), _vector("b", b)
     if x.shape != y.shape:
         raise InvalidInputError("b", f"vectors differ in size: {x.shape} vs {y.shape}")
     nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
     return 0.0 if nx == 0 or ny == 0 else float(x @ y) / (nx * ny)
+
+
+def _vector(field: str, value: object) -> Vectors:
+    fix = "pass a list or 1-D array of numbers"
+    if isinstance(value, str | bytes):
+        raise InvalidInputError(
+            field, "must be a vector of numbers, not text", value=type(value).__name__, fix=fix
+        )
+    try:
+        v: Vectors = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(
+            field, "must be a vector of numbers", value=type(value).__name__, fix=fix
+        ) from e
+    if v.ndim != 1:
+        raise InvalidInputError(field, f"must be one vector (1-D), got shape {v.shape}", fix=fix)
+    return v

@@ -9,7 +9,7 @@ the host could not translate, ``CacheRequest(opaque=True)``, is served only exac
 digest, never embedded).
 Vectors of different partitions are never compared. A match at or above ``threshold`` is then
 checked by the guard
-(:mod:`~tokenbudget_core.semantic_guard`: negation, numbers, named entities) and returned
+(:mod:`~tokenbudget_core.semantic_guard`: negation, numbers, symbols, named entities...) and returned
 with its score and the matched prompt, so every hit can be audited.
 
 ``shadow=True`` looks up and logs would-be hits (``served=False``, logger
@@ -47,7 +47,7 @@ from .attribution import current_attribution, overhead
 from .cache_keys import CacheRequest, CacheScope, ScopeField, canonical_json
 from .cache_stores import CacheStore, VectorMatch
 from .cached_response import CachedResponse, CacheHit
-from .embeddings import Embedder, Vectors, as_embedder, paying_ledger
+from .embeddings import Embedder, Vectors, _unit_rows, as_embedder, paying_ledger
 from .errors import BudgetUnavailableError, InvalidInputError
 from .response_cache import DEFAULT_MAX_TTL, ResponseCacheBase, prompt_sha256
 from .semantic_guard import GuardFeatures, compare, guard_features
@@ -137,9 +137,11 @@ class SemanticCache(ResponseCacheBase):
         embedder: A LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding``, a callable
             ``list[str] -> vectors`` or an :class:`~tokenbudget_core.embeddings.Embedder`;
             default :class:`~tokenbudget_core.embeddings.HashingEmbedder` (casing, whitespace and
-            punctuation variants, not paraphrases).
+            punctuation variants, not paraphrases). The embedder's vectors are scaled to unit
+            length, so every store scores their cosine similarity.
         threshold: The lowest cosine similarity that counts as a match (0 < threshold <= 1).
-        guard: Refuse matches that differ in negation, numbers or named entities.
+        guard: Refuse matches that differ in negation, numbers, symbols, named entities, content
+            words, word roles or direction (see :mod:`~tokenbudget_core.semantic_guard`).
         shadow: Log would-be hits and return them with ``served=False`` instead of serving them.
         text_of: What to embed of a request (default: its last user turn).
         candidates: How many nearest entries to check against the threshold and the guard.
@@ -275,11 +277,11 @@ class SemanticCache(ResponseCacheBase):
             parts["speaker"] = request.last_user_name
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
-    @staticmethod
-    def _row(vectors: Vectors) -> Vectors:
-        if vectors.ndim != 2 or vectors.shape[0] != 1:
-            raise InvalidInputError("embedder", f"must return one vector per text, got shape {vectors.shape}")
-        row: Vectors = vectors[0]
+    def _row(self, vectors: object) -> Vectors:
+        """The one vector the embedder returned, scaled to unit length: every store then scores the
+        cosine, whatever the length of the embedder's vectors (an all-zero vector, like the hashing
+        embedder's for an empty text, stays zero: similar to nothing, a miss)."""
+        row: Vectors = _unit_rows(vectors, 1, f"the embedder {self.embedder.name!r}")[0]
         return row
 
     def _choose(

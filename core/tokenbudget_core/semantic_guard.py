@@ -13,8 +13,13 @@ refuses a match when the two prompts differ in
   "with food and *not* on an empty stomach" is not "*not* with food and on an empty stomach".
   A contracted English negation (``isn't``, ``can't``) may negate either of the next two content
   words, so "Isn't aspirin safe?" still matches "Is aspirin not safe?";
-* **numbers**: the multiset of numbers, digits (``1,000`` = ``1000``, ``2.50`` = ``2.5``) and
-  English number words (``three``, ``dozen``, ``first``...);
+* **numbers**: the multiset of numbers, digits as written but for thousands separators
+  (``1,000`` = ``1000``; ``3.10`` is not ``3.1``, ``2.0`` not ``2``) and English number words
+  (``three``, ``dozen``, ``first``...);
+* **symbols**: the multiset of the characters that are neither letters, digits nor whitespace
+  (``+`` / ``*``, ``$`` / ``€``, ``>`` / ``<``, ``%``, ``#``, ``^``, ``~``, brackets...), leaving
+  out sentence punctuation (``. , ! ? ; :``, quotes and apostrophes, ``¿ ¡ …``, dashes) and a
+  hyphen inside a word (``e-mail``, ``GPT-4``): "What is 12 + 7?" is not "What is 12 * 7?";
 * **named entities**: capitalised words (not at a sentence start unless uncommon), acronyms and
   words mixing letters and digits (``GPT4``, ``A100``); every entity of either prompt must
   occur, in any casing, in the other;
@@ -26,7 +31,12 @@ refuses a match when the two prompts differ in
   ("please", "What is the way to...", "...to the app") is not;
 * **word roles**: two words swapped around ``from`` / ``to`` / ``into`` / ``than`` / ``vs`` (and
   ``von`` / ``nach``, ``de`` / ``vers``, ``desde`` / ``hacia``...): "from checking to savings" is
-  not "from savings to checking", "usd to eur" not "eur to usd".
+  not "from savings to checking", "usd to eur" not "eur to usd";
+* **direction**: each prompt having a direction word the other lacks, of opposite sides
+  (``to`` / ``from`` and the role words above, ``in`` / ``into`` / ``out``, ``before`` / ``after``,
+  ``over`` / ``above`` / ``more`` / ``under`` / ``below`` / ``less``, ``up`` / ``down``,
+  ``on`` / ``off``): "migrate to Postgres" is not "migrate from Postgres", "log in" not "log out".
+  Adding or dropping one ("How to reset my password" / "How do I reset my password") is not.
 
 What it cannot catch, and what it costs:
 
@@ -63,13 +73,19 @@ from .errors import InvalidInputError
 
 __all__ = ["GuardFeatures", "compare", "guard_features"]
 
-FORMAT = 2
-"""The version of :meth:`GuardFeatures.to_json`; entries of another version are refused."""
+FORMAT = 3
+"""The version of :meth:`GuardFeatures.to_json`; entries of another version are refused (version 2
+read no symbols and folded ``3.10`` into ``3.1``)."""
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"\w+")
 _TOKEN = re.compile(r"\w+(?:'\w+)*")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "`": "'"})
+_SYMBOL = re.compile(r"[^\w\s]")
+_SENTENCE_PUNCTUATION = frozenset(
+    ".,!?;:'\"¿¡…“”„‟«»。、\u2018\u2019\u201a\u201b\u2039\u203a\u2013\u2014"  # (quotes, en and em dash)
+)
+"""Punctuation of prose, not of what is asked: left out of the symbols compared."""
 
 
 def _words(text: str) -> frozenset[str]:
@@ -140,6 +156,32 @@ _ROLES = {
 }
 """Words that give the next content word a role: a word swapped between roles changes the question."""
 
+_DIRECTIONS: dict[str, tuple[str, ...]] = {
+    **{w: ("to",) for w, role in _ROLES.items() if role == "dst" and w != "into"},
+    **{w: ("from",) for w, role in _ROLES.items() if role == "src"},
+    "into": ("to", "in"),
+    **dict.fromkeys(("in", "inside"), ("in",)),
+    **dict.fromkeys(("out", "outside"), ("out",)),
+    "before": ("before",),
+    "after": ("after",),
+    **dict.fromkeys(("over", "above", "more", "greater", "higher"), ("over",)),
+    **dict.fromkeys(("under", "below", "less", "fewer", "lower"), ("under",)),
+    "up": ("up",),
+    "down": ("down",),
+    "on": ("on",),
+    "off": ("off",),
+}
+"""Direction words, by the side they stand for: a prompt trading one side for the opposite one asks
+the opposite thing ("migrate to" / "migrate from", "log in" / "log out", "before" / "after")."""
+_OPPOSITES = (
+    ("to", "from"),
+    ("in", "out"),
+    ("before", "after"),
+    ("over", "under"),
+    ("up", "down"),
+    ("on", "off"),
+)
+
 _HASH_CHARS = 16
 
 
@@ -147,14 +189,33 @@ def _h(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
 
 
+_OPPOSITE_HASHES = tuple((_h(f"dir:{x}"), _h(f"dir:{y}")) for x, y in _OPPOSITES)
+"""The features of each pair of opposite sides (as :func:`guard_features` hashes them)."""
+
+
 def _number(raw: str) -> str:
+    """A number as written, but for a leading ``+`` and thousands separators (``1,000`` = ``1000``):
+    ``3.10`` is not ``3.1`` (a version), ``1.000`` not ``1``."""
     text = raw.lstrip("+")
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
         text = text.replace(",", "")
-    text = text.replace(",", ".") if text.count(",") == 1 and "." not in text else text
-    if "." in text and re.fullmatch(r"-?\d+\.\d+", text):
-        text = text.rstrip("0").rstrip(".")
     return text
+
+
+def _symbols(text: str) -> list[str]:
+    """The symbols of ``text`` (see the module doc): neither sentence punctuation nor a hyphen
+    joining two words (``e-mail``, ``GPT-4``; between two digits it is a minus)."""
+    found = []
+    for m in _SYMBOL.finditer(text):
+        c, i = m.group(), m.start()
+        if c in _SENTENCE_PUNCTUATION:
+            continue
+        if c == "-" and 0 < i < len(text) - 1:
+            before, after = text[i - 1], text[i + 1]
+            if _WORD.match(before) and _WORD.match(after) and not (before.isdigit() and after.isdigit()):
+                continue
+        found.append(c)
+    return found
 
 
 def _stem(word: str) -> str:
@@ -222,12 +283,14 @@ def _split(token: str) -> tuple[bool, bool, str]:
     return False, False, token
 
 
-def _read(folded: str) -> tuple[list[tuple[str, ...]], list[str], set[tuple[str, str]]]:
-    """Negations (each with the content words it may negate), content words and word roles.
+def _read(folded: str) -> tuple[list[tuple[str, ...]], list[str], set[tuple[str, str]], list[str]]:
+    """Negations (each with the content words it may negate), content words, word roles and
+    the sides of its direction words.
 
     Items of the token stream: a content word, a negation marker, a role marker.
     """
     stream: list[tuple[str, str]] = []  # ("w", stem) | ("neg", "aux"/"") | ("role", role)
+    directions: list[str] = []
     for m in _TOKEN.finditer(folded):
         token = m.group()
         stream.extend(("neg", "") for c in token if c in _CJK_NEGATIONS)
@@ -236,6 +299,7 @@ def _read(folded: str) -> tuple[list[tuple[str, ...]], list[str], set[tuple[str,
             stream.append(("neg", "aux" if aux else ""))
         if not word:
             continue
+        directions.extend(_DIRECTIONS.get(word, ()))
         if word in _ROLES:
             stream.append(("role", _ROLES[word]))
         elif word not in _FUNCTION_WORDS and word not in _NUMBER_WORDS and not word.isdigit():
@@ -254,7 +318,7 @@ def _read(folded: str) -> tuple[list[tuple[str, ...]], list[str], set[tuple[str,
             if not negated:
                 negated = _content_before(stream, i)
             negations.append(tuple(sorted(negated)))
-    return negations, content, roles
+    return negations, content, roles, directions
 
 
 def _content_after(stream: Sequence[tuple[str, str]], i: int, n: int) -> list[str]:
@@ -273,6 +337,8 @@ class GuardFeatures:
     """Per negation cue, hashes of the content words it may negate (sorted)."""
     numbers: tuple[str, ...]
     """Hashes of its numbers, sorted (a multiset)."""
+    symbols: tuple[str, ...]
+    """Hashes of its symbols (not sentence punctuation), sorted (a multiset)."""
     entities: frozenset[str]
     """Hashes of its named entities (casefolded)."""
     words: frozenset[str]
@@ -282,6 +348,9 @@ class GuardFeatures:
     roles: frozenset[tuple[str, str]]
     """``(role, content word hash)``: the word after ``from`` (``src``), ``to`` (``dst``), ``than``
     (``cmp``)."""
+    directions: tuple[str, ...]
+    """Hashes of the sides of its direction words (``to``, ``from``, ``before``...), sorted (a
+    multiset)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON for a cache entry."""
@@ -289,10 +358,12 @@ class GuardFeatures:
             "v": FORMAT,
             "neg": [list(n) for n in self.negations],
             "num": list(self.numbers),
+            "sym": list(self.symbols),
             "ent": sorted(self.entities),
             "words": sorted(self.words),
             "content": list(self.content),
             "roles": sorted([role, word] for role, word in self.roles),
+            "dir": list(self.directions),
         }
 
     @classmethod
@@ -310,10 +381,10 @@ class GuardFeatures:
             )
         try:
             neg, num, ent, words = data["neg"], data["num"], data["ent"], data["words"]
-            content, roles = data["content"], data["roles"]
+            content, roles, sym, dirs = data["content"], data["roles"], data["sym"], data["dir"]
         except KeyError as e:
             raise InvalidInputError("guard", f"is missing {e.args[0]!r}") from e
-        lists = (num, ent, words, content, *neg, *roles)
+        lists = (num, ent, words, content, sym, dirs, *neg, *roles)
         if not (isinstance(neg, list) and isinstance(roles, list)) or not all(
             isinstance(v, list) and all(isinstance(s, str) for s in v) for v in lists
         ):
@@ -323,15 +394,18 @@ class GuardFeatures:
         return cls(
             negations=tuple(tuple(n) for n in neg),
             numbers=tuple(num),
+            symbols=tuple(sym),
             entities=frozenset(ent),
             words=frozenset(words),
             content=tuple(content),
             roles=frozenset((r[0], r[1]) for r in roles),
+            directions=tuple(dirs),
         )
 
 
 def guard_features(text: str) -> GuardFeatures:
-    """Read the negations, numbers, named entities, content words and word roles of a prompt (hashed).
+    """Read the negations, numbers, symbols, named entities, content words, word roles and
+    direction words of a prompt (hashed).
 
     Raises:
         InvalidInputError: ``text`` is not a string.
@@ -345,7 +419,7 @@ def guard_features(text: str) -> GuardFeatures:
         raise InvalidInputError("text", "must be a string", value=type(text).__name__)
     text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
     folded = text.casefold()
-    negations, content, roles = _read(folded)
+    negations, content, roles, directions = _read(folded)
     numbers = [_number(m.group()) for m in _NUMBER.finditer(text)]
     words: set[str] = set()
     entities: set[str] = set()
@@ -371,23 +445,39 @@ def guard_features(text: str) -> GuardFeatures:
     return GuardFeatures(
         negations=tuple(sorted(tuple(sorted(_h(w) for w in n)) for n in negations)),
         numbers=tuple(sorted(_h(n) for n in numbers)),
+        symbols=tuple(sorted(_h(c) for c in _symbols(text))),
         entities=frozenset(_h(e) for e in entities),
         words=frozenset(_h(w) for w in words),
         content=tuple(sorted(_h(w) for w in content)),
         roles=frozenset((role, _h(w)) for role, w in roles),
+        directions=tuple(sorted(_h(f"dir:{side}") for side in directions)),
     )
 
 
 def compare(a: GuardFeatures, b: GuardFeatures) -> str | None:
     """Why two prompts must not share an answer (``None`` when the guard lets them).
 
-    Returns ``"negation differs"``, ``"numbers differ"``, ``"named entities differ"``,
-    ``"content words differ"`` or ``"word roles differ"``.
+    Returns ``"negation differs"``, ``"numbers differ"``, ``"symbols differ"``,
+    ``"named entities differ"``, ``"content words differ"``, ``"word roles differ"`` or
+    ``"direction differs"``.
+
+    Raises:
+        InvalidInputError: ``a`` or ``b`` is not :class:`GuardFeatures`.
     """
+    for field, features in (("a", a), ("b", b)):
+        if not isinstance(features, GuardFeatures):
+            raise InvalidInputError(
+                field,
+                "must be GuardFeatures",
+                value=type(features).__name__,
+                fix="pass guard_features(text) or GuardFeatures.from_json(data)",
+            )
     if not _same_negations(a.negations, b.negations):
         return "negation differs"
     if a.numbers != b.numbers:
         return "numbers differ"
+    if a.symbols != b.symbols:
+        return "symbols differ"
     if not (a.entities <= b.words and b.entities <= a.words):
         return "named entities differ"
     mine, theirs = Counter(a.content), Counter(b.content)
@@ -395,6 +485,8 @@ def compare(a: GuardFeatures, b: GuardFeatures) -> str | None:
         return "content words differ"
     if _roles_swapped(a, b):
         return "word roles differ"
+    if _direction_flipped(a.directions, b.directions):
+        return "direction differs"
     return None
 
 
@@ -422,5 +514,16 @@ def _roles_swapped(a: GuardFeatures, b: GuardFeatures) -> bool:
         ra = {w for r, w in a.roles if r == role}
         rb = {w for r, w in b.roles if r == role}
         if (ra - rb) & in_b and (rb - ra) & in_a:
+            return True
+    return False
+
+
+def _direction_flipped(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Each prompt having a direction word the other lacks, of opposite sides (``to`` / ``from``)."""
+    mine, theirs = Counter(a), Counter(b)
+    for hx, hy in _OPPOSITE_HASHES:
+        if (mine[hx] > theirs[hx] and theirs[hy] > mine[hy]) or (
+            mine[hy] > theirs[hy] and theirs[hx] > mine[hx]
+        ):
             return True
     return False
