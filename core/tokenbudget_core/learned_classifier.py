@@ -23,7 +23,7 @@ import numpy as np
 
 from .attribution import overhead
 from .complexity import Classification, ComplexityClassifier, check_tiers
-from .embeddings import Embedder, Vectors, as_embedder
+from .embeddings import Embedder, Vectors, _unit_rows, as_embedder
 from .errors import InvalidInputError, UnpricedModelError
 from .money import decimal_text
 from .pricing import cost_or_none
@@ -149,7 +149,9 @@ class NearestNeighbourClassifier:
             raise InvalidInputError("k", "must be a positive integer", value=k)
         order, labels = _tier_labels(pairs, tiers)
         emb = as_embedder(embedder, ledger=ledger)
-        vectors = emb.embed([p for p, _ in pairs])  # fitting is the app's own work, not overhead
+        # fitting is the app's own work, not overhead; scaled to unit length (a custom embedder's
+        # raw vectors would make the nearest the longest, not the most similar)
+        vectors = _unit_rows(emb.embed([p for p, _ in pairs]), len(pairs), "the embedder")
         return cls(tiers=order, embedder=emb, vectors=vectors, labels=labels, k=k)
 
     def _vote(self, vector: Vectors) -> Classification:
@@ -195,13 +197,13 @@ class NearestNeighbourClassifier:
             InvalidInputError: ``text`` is not a string.
         """
         with overhead("router"):
-            vector = self.embedder.embed([self._check(text)])[0]
+            vector = _unit_rows(self.embedder.embed([self._check(text)]), 1, "the embedder")[0]
         return self._vote(vector)
 
     async def aclassify(self, text: str) -> Classification:
         """Async twin of :meth:`classify` (the embedder's async path)."""
         with overhead("router"):
-            vector = (await self.embedder.aembed([self._check(text)]))[0]
+            vector = _unit_rows(await self.embedder.aembed([self._check(text)]), 1, "the embedder")[0]
         return self._vote(vector)
 
 
