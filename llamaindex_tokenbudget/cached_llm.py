@@ -15,6 +15,14 @@ provider's default temperature, which samples (the core's
 :func:`~tokenbudget_core.cache_keys.with_default_temperature`, the rule the LangChain cache
 applies too).
 
+Every setting of the wrapped LLM is part of the key (secrets left out). Its prompt-formatting
+functions (``messages_to_prompt``, ``completion_to_prompt``) are keyed by what decides their
+output: their code and the values they close over and their defaults, so two closures of one
+factory (``persona("Answer in English.")``, ``persona("Réponds en français.")``) are two keys. A
+formatting function whose output depends on what a key cannot capture (a closure over, or a
+default of, an object that is no plain JSON value; a bound method; a callable object) makes
+every call go through uncached, rather than risk serving another prompt's answer.
+
 A conversation with content the core cannot translate (a PDF or other document, audio, video)
 is cached too, as an ``opaque`` request: only the very same messages (the same file bytes) are
 served its answer; it is never matched by similarity.
@@ -47,9 +55,11 @@ is released (not recorded), instead of being charged an estimate.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -80,6 +90,7 @@ from tokenbudget_core.cache_keys import (
     canonical_json,
     integration_provider,
     model_settings,
+    plain_json,
     with_default_temperature,
 )
 from tokenbudget_core.cached_response import CachedResponse, CacheHit, stop_reason_of
@@ -233,13 +244,18 @@ class CachedLLM(FunctionCallingLLM):
         """Every setting of the wrapped LLM, as LangChain's ``llm_string`` holds a model's: its
         pydantic fields (the callback manager and rate limiter are excluded by LlamaIndex, secrets
         by :func:`~tokenbudget_core.cache_keys.model_settings`), its prompt formatting, its type
-        and metadata."""
+        and metadata.
+
+        Raises:
+            InvalidInputError: A prompt-formatting function cannot be keyed (:func:`_describe`):
+                the call goes through uncached.
+        """
         llm = self.llm
         dumped = llm.model_dump(mode="json", fallback=_describe, warnings=False)
         for name in _PROMPT_FORMATTING:  # excluded from LlamaIndex's dump, yet they shape the prompt
             value = getattr(llm, name, None)
             if value is not None:
-                dumped[name] = _describe(value)
+                dumped[name] = _describe(value, f"llm.{name}")
         dumped["type"] = _describe(type(llm))
         dumped["metadata"] = llm.metadata.model_dump(mode="json", fallback=_describe, warnings=False)
         return model_settings(dumped, "llm")
@@ -639,19 +655,135 @@ def _provider(llm: LLM) -> str | None:
 _PROMPT_FORMATTING = ("messages_to_prompt", "completion_to_prompt", "query_wrapper_prompt", "output_parser")
 
 
-def _describe(value: Any) -> str:
-    """A setting that is no JSON value, as text: a prompt template by its template, a function or
-    class by its qualified name, another object by its type."""
+def _describe(value: Any, where: str | None = None) -> str:
+    """A setting that is no JSON value, as text: a prompt template by its template, a class by its
+    qualified name, another object by its type, and a function by what decides its output
+    (:func:`_function`): its qualified name, its code, and the values it closes over and its
+    defaults.
+
+    ``where`` (a prompt-formatting function's field, :data:`_PROMPT_FORMATTING`): strict. A
+    function whose output depends on what the key cannot capture (a closure over, or a default
+    of, an object that is no plain JSON value; a bound method's object; a callable object)
+    raises, and the call goes through uncached rather than risk another prompt's answer. For
+    another field (pydantic's ``fallback``), such a callable is described by its qualified name.
+
+    Raises:
+        InvalidInputError: ``where`` is given and the function cannot be described.
+    """
     template = getattr(value, "get_template", None)
     if callable(template) and not isinstance(value, type):
         try:
             return str(template())
         except (TypeError, ValueError):
             pass
-    target = value if callable(value) else type(value)
+    if callable(value) and not isinstance(value, type):
+        try:
+            return _function(value, set())
+        except _Undescribable as e:
+            if where is not None:
+                raise InvalidInputError(
+                    where,
+                    f"{_name(value)} cannot be keyed: its output depends on {e}, which a cache key "
+                    "cannot capture, so calls go through uncached",
+                    fix="bind plain values (strings, numbers, lists, dicts), or use a prompt template",
+                ) from None
+            return _name(value)
+    return _name(value if isinstance(value, type) else type(value))
+
+
+class _Undescribable(Exception):
+    """What a function depends on that a cache key cannot capture (the message says what)."""
+
+
+def _name(target: Any) -> str:
+    """A function's or class's ``module.qualname``."""
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    return f"{module}.{name}"
+    return f"{module}.{name}" if module else name
+
+
+def _function(value: Any, seen: set[int]) -> str:
+    """A function as ``module.qualname sha256:<digest>``: the digest of its code (bytecode,
+    constants, the names it reads), the values its closure cells hold and its defaults (plain JSON
+    values, or functions, classes and modules described by name or by this same rule); a
+    ``functools.partial`` by its function and arguments; a classmethod by its class and function;
+    a builtin by its name and the plain value it is bound to (``"{} ?".format``).
+
+    Raises:
+        _Undescribable: A callable object, a method bound to an object, or a closure over (a
+            default of, an argument bound to) an object that is no plain JSON value.
+    """
+    if id(value) in seen:  # a closure referring to itself
+        return f"recursive {_name(value)}"
+    seen = seen | {id(value)}
+    parts: Any
+    if isinstance(value, functools.partial):
+        parts = [
+            "partial",
+            _part(value.func, seen),
+            [_part(a, seen) for a in value.args],
+            {k: _part(v, seen) for k, v in value.keywords.items()},
+        ]
+    elif isinstance(value, types.FunctionType):
+        cells = []
+        for cell in value.__closure__ or ():
+            try:
+                cells.append(_part(cell.cell_contents, seen))
+            except ValueError:  # an empty cell (a name not bound yet)
+                cells.append("<empty>")
+        parts = [
+            _code(value.__code__),
+            cells,
+            [_part(d, seen) for d in value.__defaults__ or ()],
+            {k: _part(v, seen) for k, v in (value.__kwdefaults__ or {}).items()},
+        ]
+    elif isinstance(value, types.BuiltinFunctionType | types.MethodWrapperType):
+        owner = value.__self__
+        stateless = owner is None or isinstance(owner, types.ModuleType | type)
+        parts = ["builtin", None if stateless else _part(owner, seen)]
+    elif isinstance(value, types.MethodType) and isinstance(value.__self__, type):  # a classmethod
+        parts = ["classmethod", _name(value.__self__), _function(value.__func__, seen)]
+    elif isinstance(value, types.MethodType):
+        raise _Undescribable(f"the {type(value.__self__).__name__} its method is bound to")
+    else:
+        raise _Undescribable(f"the state of a callable {type(value).__name__}")
+    digest = hashlib.sha256(canonical_json(parts).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{_name(value)} sha256:{digest}"
+
+
+def _part(value: Any, seen: set[int]) -> Any:
+    """A value a function closes over, a default or a bound argument: a class or module by its
+    name, a function by :func:`_function`, else plain JSON.
+
+    Raises:
+        _Undescribable: Neither.
+    """
+    if isinstance(value, type):
+        return _name(value)
+    if isinstance(value, types.ModuleType):
+        return f"module {value.__name__}"
+    if callable(value):
+        return _function(value, seen)
+    try:
+        return plain_json(value, "value")
+    except InvalidInputError:
+        raise _Undescribable(f"a {type(value).__name__}") from None
+
+
+def _code(code: types.CodeType) -> list[Any]:
+    """What a code object computes: its bytecode, its constants (nested functions' code too) and
+    the names it reads."""
+    return [code.co_code.hex(), [_constant(c) for c in code.co_consts], list(code.co_names)]
+
+
+def _constant(value: Any) -> Any:
+    if isinstance(value, types.CodeType):
+        return _code(value)
+    if isinstance(value, tuple):
+        return [_constant(v) for v in value]
+    if isinstance(value, frozenset):  # its iteration order varies between processes
+        return sorted(canonical_json(_constant(v)) for v in value)
+    return repr(value)  # None, str, bytes, numbers, Ellipsis
 
 
 def _fingerprint(messages: Sequence[ChatMessage]) -> str:

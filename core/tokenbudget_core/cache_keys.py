@@ -223,14 +223,26 @@ def _secret_name(name: str) -> bool:
     return not _SECRET_WORDS.isdisjoint(words)
 
 
+def _credential(value: Any) -> bool:
+    """What a secret-named entry holds when it is a credential: a string (a key, a token, a
+    header's value), a non-empty list of strings, or ``None`` (none set)."""
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, str) for v in value)
+
+
 def model_settings(settings: Mapping[str, Any], where: str = "settings") -> dict[str, Any]:
     """A host model's settings as part of a cache key: every setting, secrets left out.
 
     Two model objects answer differently when any of their settings differ (a JSON response
     format, a reasoning effort, a prompt template), so a cache keys them all, as LangChain's
     ``llm_string`` does. What is no setting of the answer and must never be written into a key
-    is left out, at any depth: entries whose name holds a secret word (``api_key``, ``apiKey``,
-    ``*_secret``, ``password``, ``*_token``, ``credentials``, ``Authorization``, ``cookie``...).
+    is left out, at any depth: credentials, i.e. entries whose name holds a secret word
+    (``api_key``, ``apiKey``, ``*_secret``, ``password``, ``*_token``, ``credentials``,
+    ``Authorization``, ``cookie``...) and whose value is a string, a list of strings or ``None``
+    (an unset credential: a key set or not keeps the same cache). Under such a name a number, a
+    dict or another list is a setting and kept (a dict still scrubbed inside): ``eos_token_id``,
+    ``stop_token_ids``, a JSON schema's ``properties`` named ``api_key`` or ``token``.
     ``max_tokens`` is a setting (``tokens`` is no secret word).
 
     Args:
@@ -242,15 +254,19 @@ def model_settings(settings: Mapping[str, Any], where: str = "settings") -> dict
 
     Example:
         >>> model_settings({"model": "gpt-4o", "api_key": "sk-1", "headers": {"X-Api-Key": "k"},
-        ...                 "max_tokens": 9})
-        {'model': 'gpt-4o', 'headers': {}, 'max_tokens': 9}
+        ...                 "max_tokens": 9, "eos_token_id": 2})
+        {'model': 'gpt-4o', 'headers': {}, 'max_tokens': 9, 'eos_token_id': 2}
     """
     if not isinstance(settings, Mapping):
         raise InvalidInputError(where, "must be a dict of settings", value=type(settings).__name__)
 
     def scrub(value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {k: scrub(v) for k, v in value.items() if not (isinstance(k, str) and _secret_name(k))}
+            return {
+                k: scrub(v)
+                for k, v in value.items()
+                if not (isinstance(k, str) and _secret_name(k) and _credential(v))
+            }
         if isinstance(value, list | tuple):
             return [scrub(v) for v in value]
         return value

@@ -86,7 +86,7 @@ from .ledger_records import (
     store_digest,
 )
 from .money import decimal_text, nanos_to_usd, usd_to_nanos
-from .price_overrides import PriceTable, default_price_table
+from .price_overrides import PriceTable, check_price_options, default_price_table
 from .pricing import cost_nanos, resolved_price, scaled_cost
 from .registry import ModelRegistry, default_registry
 from .spool import Spool, spool_from_environment
@@ -221,15 +221,7 @@ class Ledger:
                 value=store,
                 fix="memory://, sqlite:///path/to/file.db or redis://host:port/db",
             )
-        if registry is not None and not isinstance(registry, ModelRegistry):
-            raise InvalidInputError("registry", "must be a ModelRegistry (or None)", value=registry)
-        if prices is not None and not isinstance(prices, PriceTable):
-            raise InvalidInputError(
-                "prices",
-                "must be a PriceTable (or None)",
-                value=prices,
-                fix="PriceTable({'<model>': PriceOverride(...)})",
-            )
+        check_price_options(registry, prices)
         if not callable(clock):
             raise InvalidInputError("clock", "must be a function returning epoch seconds", value=clock)
         now = clock()

@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeAlias
 
 from .errors import InvalidInputError, environment_value
-from .registry import config_file_path
+from .registry import ModelRegistry, config_file_path
 
 __all__ = ["PriceLike", "PriceOverride", "PriceTable", "default_price_table", "load_prices", "register_price"]
 
@@ -240,3 +240,31 @@ def load_prices(path: str | os.PathLike[str], *, table: PriceTable | None = None
             is missing, unparsable, or an entry is malformed.
     """
     return (table if table is not None else default_price_table()).load_file(path)
+
+
+def check_price_options(registry: object, prices: object, *, fallback: str = "") -> None:
+    """``registry`` is a :class:`~tokenbudget_core.registry.ModelRegistry` and ``prices`` a
+    :class:`PriceTable`, or ``None``: the options every entry point that prices a call takes,
+    checked where they are given (not at the first price, deep inside a call).
+
+    Args:
+        fallback: What ``None`` stands for, added to the fix (e.g. "the ledger's").
+
+    Raises:
+        InvalidInputError: Naming ``registry`` or ``prices``.
+    """
+    leave_out = f", or leave it out ({fallback})" if fallback else ""
+    if registry is not None and not isinstance(registry, ModelRegistry):
+        raise InvalidInputError(
+            "registry",
+            "must be a ModelRegistry (or None)",
+            value=registry,
+            fix=f"pass a ModelRegistry{leave_out}",
+        )
+    if prices is not None and not isinstance(prices, PriceTable):
+        raise InvalidInputError(
+            "prices",
+            "must be a PriceTable (or None)",
+            value=prices,
+            fix=f"PriceTable({{'<model>': PriceOverride(...)}}){leave_out}",
+        )

@@ -33,6 +33,7 @@ from .price_overrides import (
     PriceLike,
     PriceOverride,
     PriceTable,
+    check_price_options,
     default_price_table,
     load_prices,
     register_price,
@@ -142,7 +143,8 @@ def price_of(
         at: When the call was made, for date-dependent prices (default: now).
 
     Raises:
-        InvalidInputError: ``usage`` is not a :class:`Usage` or ``model`` is not a name.
+        InvalidInputError: ``usage`` is not a :class:`Usage`, ``model`` is not a name, or
+            ``registry`` / ``prices`` is not a registry / price table.
         UnknownModelError: Neither the registry nor an override knows ``model``.
     """
     if not isinstance(usage, Usage):
@@ -150,6 +152,7 @@ def price_of(
         raise InvalidInputError("usage", f"must be a Usage, got {kind}", value=usage, fix="use Usage(...)")
     if not isinstance(model, str) or not model.strip():
         raise InvalidInputError("model", "must be a non-empty model name", value=model)
+    check_price_options(registry, prices)
     table = prices if prices is not None else default_price_table()
     reg = registry if registry is not None else default_registry()
     override = table.get(model)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from .price_overrides import PriceTable
+from .errors import InvalidInputError
+from .price_overrides import PriceTable, check_price_options
 from .pricing import price_of
 from .registry import ModelRegistry
 from .usage import Usage
@@ -81,10 +82,12 @@ def prompt_cache_report(
         model: The model name.
         registry: The model registry (default: the process-wide one).
         prices: Price overrides (default: the process-wide table).
-        at: When the call was made, for date-dependent prices.
+        at: When the call was made (a datetime with a time zone), for date-dependent prices.
 
     Raises:
-        InvalidInputError: ``usage`` is not a :class:`Usage` or ``model`` is not a name.
+        InvalidInputError: ``usage`` is not a :class:`Usage`, ``model`` is not a name,
+            ``registry`` is not a :class:`ModelRegistry`, ``prices`` not a :class:`PriceTable`,
+            or ``at`` not a datetime with a time zone (as the ledger requires of a time).
         UnknownModelError: The model is unknown.
 
     Example:
@@ -93,6 +96,12 @@ def prompt_cache_report(
         >>> r.write_premium, r.net_savings
         (Decimal('0.003'), Decimal('-0.003'))
     """
+    check_price_options(registry, prices)
+    if at is not None:
+        if not isinstance(at, datetime):
+            raise InvalidInputError("at", "must be a datetime (or None)", value=at, fix="datetime.now(UTC)")
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise InvalidInputError("at", "must have a time zone", value=at, fix="datetime.now(UTC)")
 
     def total(u: Usage) -> Decimal | None:
         return price_of(u, model, registry=registry, prices=prices, at=at).total

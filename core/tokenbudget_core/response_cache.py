@@ -37,7 +37,7 @@ from .cache_stores import CacheStore, open_cache_store
 from .cache_stores.memory import MemoryCacheStore
 from .cached_response import CachedResponse, CacheHit
 from .errors import CacheUnavailableError, InvalidInputError, UnknownModelError
-from .price_overrides import PriceTable
+from .price_overrides import PriceTable, check_price_options
 from .pricing import cost_or_none
 from .registry import ModelRegistry
 from .usage import Usage
@@ -90,13 +90,37 @@ def served_hit(audit: object = None, usage: object = None) -> ServedHit | None:
 
     Returns:
         The hit (a reply that cost $0), or ``None``: the reply of a model call.
+
+    Raises:
+        InvalidInputError: The audit's ``saved_usd`` is text but no finite, non-negative
+            amount of dollars (``"abc"``, ``"NaN"``, ``"Infinity"``, ``"-1"``).
     """
     if isinstance(audit, Mapping):
         saved = audit.get("saved_usd")
-        return ServedHit(Decimal(saved) if isinstance(saved, str) else None, bool(audit.get("recorded")))
+        return ServedHit(_saved_usd(saved) if isinstance(saved, str) else None, bool(audit.get("recorded")))
     if isinstance(usage, Mapping) and usage.get("total_cost") == 0:
         return ServedHit(None, False)
     return None
+
+
+def _saved_usd(text: str) -> Decimal:
+    """A hit audit's ``saved_usd`` decimal text as dollars.
+
+    Raises:
+        InvalidInputError: Not a finite, non-negative decimal number.
+    """
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:  # decimal.InvalidOperation: not a number
+        amount = None
+    if amount is None or not amount.is_finite() or amount < 0:
+        raise InvalidInputError(
+            "audit.saved_usd",
+            "must be a finite, non-negative amount of dollars as decimal text",
+            value=text,
+            fix="pass the audit a tokenbudget cache attached to the hit (e.g. '0.0012'), unchanged",
+        )
+    return amount
 
 
 def prompt_sha256(text: str) -> str:
@@ -147,6 +171,7 @@ class ResponseCacheBase:
             if not isinstance(ledger, Ledger):
                 raise InvalidInputError("ledger", "must be a Ledger", value=type(ledger).__name__)
         self.ledger = ledger
+        check_price_options(registry, prices, fallback="the ledger's, else the process-wide one")
         self.registry = registry if registry is not None else (ledger.registry if ledger else None)
         self.prices = prices if prices is not None else (ledger.prices if ledger else None)
         if not callable(clock):
