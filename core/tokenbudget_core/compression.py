@@ -2,9 +2,12 @@
 
 :func:`compress_prompt` rewrites only whitespace, and only outside code:
 
-* runs of two or more spaces or tabs inside a line become one space (a lone tab is kept:
-  it separates the columns of pasted TSV);
-* spaces and tabs at the end of a line are removed (so is a Markdown hard line break);
+* runs of two or more spaces, or of spaces and tabs, inside a line become one space; tabs
+  alone are kept however many there are (they separate the columns of pasted TSV, and two
+  in a row are an empty cell);
+* spaces at the end of a line are removed (so is a Markdown hard line break), and tabs too
+  unless a tab stands between the line's words (a TSV row: its trailing tabs are empty
+  cells);
 * two or more blank lines in a row become one blank line;
 * leading indentation is kept, so nested Markdown lists keep their structure (after
   blockquote markers ``>`` too).
@@ -14,8 +17,10 @@ Left byte for byte as they are:
 * fenced code blocks: a line opening with three or more backticks or tildes (with an info
   string or not, at any indentation, after list markers such as ``1.`` or ``-`` and
   blockquote markers ``>``, as CommonMark nests them) up to a line closing with the same
-  character at least as many times inside the same blockquotes, or to the end of the
-  text when the fence is never closed; a fence in a list item or a blockquote also ends
+  character at least as many times inside the same blockquotes, indented at most three
+  spaces past its list item's content column (or no more than an opening fence indented
+  deeper) and followed by nothing but spaces and tabs, or to the end of the text when
+  the fence is never closed; a fence in a list item or a blockquote also ends
   where that container does (a line less indented than the item's content, or with fewer
   ``>``), as in CommonMark;
 * indented code: any line indented by four or more spaces or by a tab, after its blockquote
@@ -42,7 +47,7 @@ __all__ = ["CompressionResult", "compress_prompt"]
 _LINE_BREAK = re.compile(r"(\r\n|\n|\r)")
 _CONTAINERS = r"(?:[ \t]*(?:>|[-+*](?=[ \t])|\d{1,9}[.)](?=[ \t])))*"  # blockquote and list markers
 _FENCE_OPEN = re.compile(_CONTAINERS + r"[ \t]*(`{3,}|~{3,})(.*)")
-_FENCE_CLOSE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*")
+_FENCE_CLOSE = re.compile(r"(`{3,}|~{3,})[ \t]*")
 _QUOTE = re.compile(r"[ \t]*>[ \t]?")
 _QUOTES = re.compile(r"(?:[ \t]*>)*")
 _LIST_MARKER = re.compile(r"[ \t]*(?:[-+*]|\d{1,9}[.)])(?=[ \t])")
@@ -125,8 +130,7 @@ def _squeeze(text: str) -> str:
             rest = fence.inside(line)
             if rest is not None:
                 out.append(line + end)
-                close = _FENCE_CLOSE.fullmatch(rest)
-                if close and close.group(1)[0] == fence.char and len(close.group(1)) >= fence.length:
+                if fence.closed_by(rest):
                     fence = None
                 continue
             fence = None  # its list item or blockquote ended, and the code block with it
@@ -135,9 +139,8 @@ def _squeeze(text: str) -> str:
             continue
         code = _is_indented_code(line)
         _flush(out, blanks, keep=after_code and code)
-        opening = _FENCE_OPEN.fullmatch(line)
-        if opening and not (opening.group(1)[0] == "`" and "`" in opening.group(2)):
-            fence = _Fence.opened_by(line, opening)
+        fence = _Fence.opened_by(line)
+        if fence is not None:
             out.append(line + end)
             code = False
         elif code:
@@ -149,6 +152,26 @@ def _squeeze(text: str) -> str:
     return "".join(out)
 
 
+def _closing_fence(text: str) -> str | None:
+    """The line that closes the fenced code block left open at the end of ``text``, if any.
+
+    Fences are found as :func:`compress_prompt` finds them; the line repeats the opening
+    fence's blockquote markers and indentation (list markers as spaces). Used by ``smart``
+    truncation so that a cut inside a code block does not leave it open.
+    """
+    fence: _Fence | None = None
+    for line in _LINE_BREAK.split(text)[0::2]:
+        if fence is not None:
+            rest = fence.inside(line)
+            if rest is not None:
+                if fence.closed_by(rest):
+                    fence = None
+                continue
+            fence = None  # its list item or blockquote ended, and the code block with it
+        fence = _Fence.opened_by(line)
+    return None if fence is None else fence.prefix + fence.char * fence.length
+
+
 @dataclass(frozen=True, slots=True)
 class _Fence:
     """An open fenced code block: its fence, and the containers it sits in."""
@@ -157,16 +180,37 @@ class _Fence:
     length: int
     quotes: int  # blockquote depth: each line of the block starts with this many ``>``
     indent: int  # a list item's content column (after the quotes): lines less indented end it
+    opened_at: int  # the opening fence's indentation past ``indent``
+    prefix: str  # what precedes the opening fence, list markers blanked: a closing line's start
 
     @classmethod
-    def opened_by(cls, line: str, opening: re.Match[str]) -> _Fence:
+    def opened_by(cls, line: str) -> _Fence | None:
+        """The fence ``line`` opens, else ``None``."""
+        opening = _FENCE_OPEN.fullmatch(line)
+        if opening is None or (opening.group(1)[0] == "`" and "`" in opening.group(2)):
+            return None
         prefix = line[: opening.start(1)]
         start = prefix.rfind(">") + 1
         if start and prefix[start : start + 1] in (" ", "\t"):
             start += 1  # the optional space after the last ">"
         in_item = prefix[start:]
         indent = _columns(in_item) if _LIST_MARKER.match(in_item) else 0
-        return cls(opening.group(1)[0], len(opening.group(1)), prefix.count(">"), indent)
+        blanked = "".join(c if c in ">\t" else " " for c in prefix)
+        fence = opening.group(1)
+        return cls(fence[0], len(fence), prefix.count(">"), indent, _columns(in_item) - indent, blanked)
+
+    def closed_by(self, rest: str) -> bool:
+        """Whether ``rest`` (a line of the block without its blockquote markers) closes it.
+
+        As in CommonMark: the same character at least as many times, indented at most three
+        spaces past the list item's content column (or no more than the opening fence, which
+        this module takes at any indentation), then nothing but spaces and tabs.
+        """
+        body = rest.lstrip(" \t")
+        if _columns(rest[: len(rest) - len(body)]) - self.indent > max(3, self.opened_at):
+            return False
+        close = _FENCE_CLOSE.fullmatch(body)
+        return close is not None and close.group(1)[0] == self.char and len(close.group(1)) >= self.length
 
     def inside(self, line: str) -> str | None:
         """The line without its blockquote markers while it is inside the block, else ``None``."""
@@ -216,11 +260,21 @@ def _squeeze_line(line: str) -> str:
     quotes = _QUOTES.match(line)
     head = quotes.end() if quotes else 0
     body = line[head:].lstrip(" \t") if head else line.lstrip(" ")
+    indent = line[: len(line) - len(body)]
+    body = body.rstrip(" ")
     pieces: list[str] = []
     pos = 0
     for span in _INLINE_CODE.finditer(body):
-        pieces.append(_RUN.sub(" ", body[pos : span.start()]))
+        pieces.append(_RUN.sub(_one_space, body[pos : span.start()]))
         pieces.append(span.group())
         pos = span.end()
-    pieces.append(_RUN.sub(" ", body[pos:]))
-    return line[: len(line) - len(body)] + "".join(pieces).rstrip(" \t")
+    pieces.append(_RUN.sub(_one_space, body[pos:]))
+    squeezed = "".join(pieces)
+    words = squeezed.rstrip(" \t")
+    # a TSV row keeps its trailing tabs (empty cells); other lines lose them
+    return indent + (squeezed.rstrip(" ") if "\t" in words else words)
+
+
+def _one_space(run: re.Match[str]) -> str:
+    """A run of spaces, or of spaces and tabs, as one space; tabs alone are kept (TSV cells)."""
+    return " " if " " in run.group() else run.group()

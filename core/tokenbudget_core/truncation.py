@@ -5,11 +5,15 @@ model's own counter, marker included. Strategies:
 
 * ``keep_start``: the beginning (the result is a prefix of the text);
 * ``keep_end``: the end (a suffix), e.g. the newest part of a log or of a question;
-* ``keep_both``: the beginning and the end, with ``"\\n[… N tokens truncated …]\\n"`` between;
+* ``keep_both``: the beginning and the end, with ``"\\n[… N tokens truncated …]\\n"`` between
+  (when the marker leaves no room for text at both ends: the beginning alone, as
+  ``keep_start``, rather than a head and a tail spliced with nothing between them);
 * ``smart``: the beginning, cut at the last sentence end that fits (see
   :mod:`tokenbudget_core.sentences`), else at the last word end, else at a token
   boundary, followed by ``" […]"``. A sentence or word end is used only when it keeps at
-  least half of what fits, so one long sentence does not waste the budget.
+  least half of what fits, so one long sentence does not waste the budget. A fenced code
+  block (```` ``` ```` or ``~~~``) the cut leaves open is closed on a line after the marker,
+  the closing fence counted in the budget, so what follows the text is not code.
 
 How it cuts: with a counter that has ``encode``/``decode`` (:class:`TiktokenCounter`), the
 text is encoded once and cut at token boundaries, backing off a token when a cut would
@@ -19,7 +23,8 @@ the size the budget suggests and galloping from there: one encode and O(log n) c
 Re-tokenising a cut can merge or split tokens at the seam, which the verification absorbs.
 
 Text already within budget is returned unchanged; ``max_tokens=0`` gives ``""``; a marker
-that leaves no room for any text is dropped. The empty string is taken to fit any budget
+that leaves no room for any text (whitespace aside; at both ends, for ``keep_both``) is
+dropped. The empty string is taken to fit any budget
 (a counter that adds message framing, as Claude's does, counts that framing in the budget).
 """
 
@@ -366,12 +371,50 @@ def _plan(
     if max_tokens == 0:
         return done("")
     template = marker if marker is not None else _default_marker(strategy)
-    marker_tokens = 0
-    if template:
-        marker_tokens = yield _render(template, before)
-        if marker_tokens >= max_tokens:  # no room left for any text: cut without the marker
-            template, marker_tokens = "", 0
+    marker_tokens = (yield _render(template, before)) if template else 0
     cuts = _cuts_for(text, before, counter)
+    how = strategy
+    if template:
+        if marker_tokens < max_tokens:
+            found = yield from _search(text, how, template, marker_tokens, max_tokens, cuts, fits)
+            if found is not None and found[1]:
+                return done(found[0])
+        # the marker leaves no room for text (at both ends, for keep_both): cut without it, and
+        # keep_both keeps the beginning, not a head and a tail spliced with nothing between them
+        how = "keep_start" if strategy == "keep_both" else strategy
+    found = yield from _search(text, how, "", 0, max_tokens, cuts, fits)
+    return done("" if found is None else found[0])
+
+
+def _search(
+    text: str,
+    strategy: Strategy,
+    template: str,
+    marker_tokens: int,
+    max_tokens: int,
+    cuts: _Cuts,
+    fits: Callable[[str], Generator[str, int, bool]],
+) -> Generator[str, int, tuple[str, bool] | None]:
+    """The longest cut of ``text`` that fits, and whether it keeps any text besides whitespace
+    (at both ends, for ``keep_both``); ``None`` when nothing fits."""
+
+    from .compression import _closing_fence  # compression imports this module
+
+    def smart_text(end: int, used: int) -> str:
+        kept = text[:end] + _render(template, cuts.removed(used, 0))
+        closer = _closing_fence(kept) if "``" in kept or "~~" in kept else None
+        if closer is None:
+            return kept
+        return kept + ("" if kept.endswith(("\n", "\r")) else "\n") + closer
+
+    def spans(k: int) -> tuple[int, int]:
+        """Where the kept head ends and the kept tail starts."""
+        if strategy == "keep_end":
+            return 0, cuts.tail(k)[0]
+        if strategy == "keep_both":
+            end = cuts.head((k + 1) // 2)[0]
+            return end, max(cuts.tail(k // 2)[0], end)
+        return cuts.head(k)[0], len(text)
 
     def build(k: int) -> str:
         if strategy == "keep_end":
@@ -383,20 +426,29 @@ def _plan(
             start = max(start, end)
             return text[:end] + _render(template, cuts.removed(head_used, tail_used)) + text[start:]
         end, used = cuts.head(k)
+        if strategy == "smart":
+            return smart_text(end, used)
         return text[:end] + _render(template, cuts.removed(used, 0))
 
     guess = cuts.guess(max_tokens - marker_tokens)
     step = max(1, guess // cuts.step_div) if cuts.step_div else 1
     k = yield from _largest_fit(build, fits, hi=cuts.units - 1, guess=guess, step=step)
     if k < 0:
-        return done("")
+        return None
     best = build(k)
+    end, start = spans(k)
     if strategy == "smart":
-        end = _smart_end(text, cuts.head(k)[0])
-        candidate = text[:end] + _render(template, cuts.removed(cuts.units_of_prefix(end), 0))
-        if end and (yield from fits(candidate)):
-            best = candidate
-    return done(best)
+        smart = _smart_end(text, end)
+        candidate = smart_text(smart, cuts.units_of_prefix(smart))
+        if smart and (yield from fits(candidate)):
+            best, end = candidate, smart
+    head, tail = _has_text(text, 0, end), _has_text(text, start, len(text))
+    return best, (head and tail) if strategy == "keep_both" else (head or tail)
+
+
+def _has_text(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` has a character other than whitespace."""
+    return end > start and not text[start:end].isspace()
 
 
 def _default_marker(strategy: Strategy) -> str:
