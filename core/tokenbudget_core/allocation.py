@@ -96,8 +96,9 @@ class Allocation:
             A new :class:`Allocation` with the same :attr:`total`.
 
         Raises:
-            InvalidInputError: An unknown part, a negative or non-integer use, a use above
-                the part's allocation, or a receiver named in ``used``.
+            InvalidInputError: ``used`` is not a dict, ``to`` is not a part name or a list of
+                them, an unknown part, a negative or non-integer use, a use above the part's
+                allocation, or a receiver named in ``used``.
 
         Example:
             >>> a = allocate_budget(1_000, shares={"system": 300, "context": 0.25})
@@ -130,9 +131,17 @@ class Allocation:
         if to is None:
             receivers = list(weights) or [self.leftover]
         else:
-            names = {to} if isinstance(to, str) else set(to)
-            for part in names:
+            if not isinstance(to, str | Iterable):
+                raise InvalidInputError(
+                    "to",
+                    f"must be a part name or a list of part names, got {type(to).__name__}",
+                    value=to,
+                    fix="e.g. to='history' or to=['context', 'history']",
+                )
+            listed = [to] if isinstance(to, str) else list(to)
+            for part in listed:
                 _check_part(part, "to")
+            names = set(listed)
             if not names:
                 raise InvalidInputError("to", "names no part", fix="name at least one part, or pass None")
             receivers = [p for p in PARTS if p in names]
@@ -166,13 +175,20 @@ class Allocation:
             A new :class:`Allocation`; a part is cut exactly when its demand exceeds its budget.
 
         Raises:
-            InvalidInputError: An unknown part or a negative demand.
+            InvalidInputError: ``demand`` is not a dict, an unknown part or a negative demand.
 
         Example:
             >>> a = allocate_budget(1_000, shares={"context": 0.5})
             >>> a.fill({"context": 100, "history": 2_000, "examples": 300}).as_dict()
             {'system': 0, 'examples': 0, 'context': 100, 'history': 900, 'user': 0, 'output': 0}
         """
+        if not isinstance(demand, Mapping):
+            raise InvalidInputError(
+                "demand",
+                f"must be a dict of part name to tokens, got {type(demand).__name__}",
+                value=demand,
+                fix="e.g. demand={'context': 1200, 'history': 3000}",
+            )
         for part, n in demand.items():
             _check_part(part, f"demand[{part!r}]")
             _check_tokens(f"demand[{part!r}]", n)

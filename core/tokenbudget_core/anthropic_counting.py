@@ -14,13 +14,19 @@ Estimates correct themselves from reported usage (:meth:`AnthropicTokenCounter.o
 A request holding a tool call whose arguments are not a JSON object is counted with that call's
 ``input`` as ``{}`` (as langchain-anthropic sends it; see :mod:`~tokenbudget_core.anthropic_format`)
 and the count is flagged ``exact=False``, the guess named in ``last_error``.
+Lone surrogates (half of an emoji cut upstream, e.g. ``json.loads('"\\ud83d"')``) cannot be
+encoded as UTF-8, so the count request carries U+FFFD in their place (what a decoder that
+replaces errors produces); such a count is flagged ``exact=False`` and ``last_error`` says so.
+The offline estimate counts the text as given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,7 +36,7 @@ from .anthropic_format import AnthropicRequest, build_anthropic_request
 from .calibration import Calibration
 from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
 from .errors import InvalidInputError, MissingDependencyError, TokenCountError
-from .estimating import EstimatingTokenCounter
+from .estimating import EstimatingTokenCounter, json_keys, not_json
 from .messages import MessageLike
 from .registry import ModelInfo
 
@@ -116,7 +122,21 @@ class AnthropicTokenCounter(TokenCounter):
 
     @staticmethod
     def _key(request: dict[str, Any]) -> str:
-        blob = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        """The cache key of a request body.
+
+        Raises:
+            UnicodeEncodeError: The body holds lone surrogates (see :meth:`_begin`).
+            InvalidInputError: A tool schema is not JSON (a tuple key, a circular reference).
+        """
+        try:
+            blob = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        except (TypeError, ValueError, RecursionError):  # keys of mixed types (1 and "x"): sort
+            try:  # the strings JSON makes of them
+                blob = json.dumps(
+                    json_keys(request), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+                )
+            except (TypeError, ValueError, RecursionError) as e:
+                raise not_json("tools", request.get("tools"), e) from e
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _cached(self, key: str) -> int | None:
@@ -133,10 +153,14 @@ class AnthropicTokenCounter(TokenCounter):
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
-    def _exact(self, n: int, guessed: Sequence[str] = ()) -> TokenCount:
-        """The API's count; flagged inexact when the request holds a guessed tool-call ``input``."""
-        self.last_error = _guess_reason(guessed)
-        return TokenCount(n, exact=not guessed, model=self.model.name, method="anthropic-api")
+    def _exact(self, n: int, guessed: Sequence[str] = (), replaced: bool = False) -> TokenCount:
+        """The API's count; flagged inexact when the request holds a guessed tool-call ``input``
+        or lone surrogates that went to the API as U+FFFD."""
+        reason = _guess_reason(guessed)
+        if replaced:
+            reason = f"{reason}; {_REPLACED_REASON}" if reason else _REPLACED_REASON
+        self.last_error = reason
+        return TokenCount(n, exact=reason is None, model=self.model.name, method="anthropic-api")
 
     def _fallback(
         self, reason: str, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
@@ -176,14 +200,14 @@ class AnthropicTokenCounter(TokenCounter):
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:
         """Input tokens of a Messages API request, exact when the API answers."""
-        request, key, done = self._begin(messages, tools, self._sync_client())
+        request, key, replaced, done = self._begin(messages, tools, self._sync_client())
         if done is not None:
             return done
         try:
             result = self._sync_client().messages.count_tokens(**request.body, timeout=self.timeout)
         except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
             return self._failed(e, messages, tools)
-        return self._finish(key, result, request.guessed)
+        return self._finish(key, result, request.guessed, replaced)
 
     async def acount(self, text: str) -> TokenCount:
         """Async twin of :meth:`count`."""
@@ -195,29 +219,38 @@ class AnthropicTokenCounter(TokenCounter):
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:
         """Async twin of :meth:`count_messages` (uses ``anthropic.AsyncAnthropic``)."""
-        request, key, done = self._begin(messages, tools, self._aclient())
+        request, key, replaced, done = self._begin(messages, tools, self._aclient())
         if done is not None:
             return done
         try:
             result = await self._aclient().messages.count_tokens(**request.body, timeout=self.timeout)
         except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
             return self._failed(e, messages, tools)
-        return self._finish(key, result, request.guessed)
+        return self._finish(key, result, request.guessed, replaced)
 
     def _begin(
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None, client: Any
-    ) -> tuple[AnthropicRequest, str, TokenCount | None]:
-        """Build the request; answer from the cache, or estimate when there is no client."""
+    ) -> tuple[AnthropicRequest, str, bool, TokenCount | None]:
+        """Build the request; answer from the cache, or estimate when there is no client.
+
+        Also says whether lone surrogates in the request were replaced by U+FFFD (the SDK
+        sends UTF-8 and cannot encode them)."""
         request = self._request(messages, tools)
-        key = self._key(request.body)
+        replaced = False
+        try:
+            key = self._key(request.body)
+        except UnicodeEncodeError:  # lone surrogates: only this (rare) path pays for the walk
+            request = dataclasses.replace(request, body=_replace_surrogates(request.body))
+            key = self._key(request.body)
+            replaced = True
         hit = self._cached(key)
         if hit is not None:
-            return request, key, self._exact(hit, request.guessed)
+            return request, key, replaced, self._exact(hit, request.guessed, replaced)
         if client is None:
             reason = "no Anthropic client (set ANTHROPIC_API_KEY or pass a client)"
-            return request, key, self._fallback(reason, messages, tools)
+            return request, key, replaced, self._fallback(reason, messages, tools)
         self.api_calls += 1
-        return request, key, None
+        return request, key, replaced, None
 
     def _failed(
         self, e: Exception, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
@@ -225,10 +258,10 @@ class AnthropicTokenCounter(TokenCounter):
         _raise_if_caller_error(self.model.name, e)
         return self._fallback(_describe(e), messages, tools)
 
-    def _finish(self, key: str, result: Any, guessed: Sequence[str]) -> TokenCount:
+    def _finish(self, key: str, result: Any, guessed: Sequence[str], replaced: bool) -> TokenCount:
         n = _input_tokens(result)
         self._store(key, n)
-        return self._exact(n, guessed)
+        return self._exact(n, guessed, replaced)
 
     def observe(
         self,
@@ -241,6 +274,23 @@ class AnthropicTokenCounter(TokenCounter):
         Pass ``Usage.from_anthropic(response).input_tokens`` (cache reads and writes included).
         """
         self._estimator.observe(messages, actual_input_tokens, tools)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPLACED_REASON = (
+    "the text holds lone surrogates (not encodable as UTF-8): counted with U+FFFD in their place"
+)
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """``value`` (a JSON-like request body) with every lone surrogate in its strings as U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_replace_surrogates(v) for v in value]
+    return value
 
 
 def _guess_reason(guessed: Sequence[str]) -> str | None:

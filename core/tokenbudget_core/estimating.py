@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .calibration import Calibration, default_calibration
 from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
@@ -82,8 +83,8 @@ class EstimatingTokenCounter(TokenCounter):
                 total += 1 + self._raw(m.name)
             for call in m.tool_calls:
                 total += 3 + self._raw(call.name) + self._raw(call.arguments)
-        for tool in check_tools(tools):
-            total += 10 + self._raw(json.dumps(tool, sort_keys=True, separators=(",", ":"), default=str))
+        for i, tool in enumerate(check_tools(tools)):
+            total += 10 + self._raw(_tool_json(tool, i))
         return total
 
     def count_message(self, message: MessageLike) -> TokenCount:
@@ -112,6 +113,55 @@ class EstimatingTokenCounter(TokenCounter):
             estimated=self.raw_estimate_messages(messages, tools),
             actual=actual_input_tokens,
         )
+
+
+def _tool_json(tool: ToolLike, i: int) -> str:
+    """A tool's JSON for the estimate: keys sorted, values that are not JSON as their ``str()``.
+    Keys of mixed types (``1`` and ``"x"``) cannot be sorted as they are: they are sorted as
+    the strings JSON makes of them.
+
+    Raises:
+        InvalidInputError: A key JSON has no form for (a tuple...) or a circular reference.
+    """
+    try:
+        return json.dumps(tool, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError, RecursionError):
+        pass  # only now pay for a second try, keys as JSON strings
+    try:
+        return json.dumps(json_keys(tool), sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise not_json(f"tools[{i}]", tool, e) from e
+
+
+def not_json(field: str, value: object, e: BaseException) -> InvalidInputError:
+    """The error for a tool schema that is not JSON (shared by the counters)."""
+    return InvalidInputError(
+        field,
+        f"is not JSON ({type(e).__name__}: {e})",
+        value=value,
+        fix="tool schemas must be JSON: strings, numbers, booleans, None, lists and dicts with "
+        "string keys (an Enum's .value, a list instead of a set)",
+    )
+
+
+def json_keys(value: Any) -> Any:
+    """``value`` with the dict keys JSON turns into strings (int, float, bool, None) turned into
+    those strings, in nested dicts and lists too, so the keys can be sorted; other keys stay."""
+    if isinstance(value, Mapping):
+        return {_json_key(k): json_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_keys(v) for v in value]
+    return value
+
+
+def _json_key(key: object) -> object:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool | float):
+        return json.dumps(key)  # null, true, 1.5: as json.dumps writes such keys
+    if isinstance(key, int):
+        return str(int(key))
+    return key  # not a JSON key: json.dumps raises on it
 
 
 def unknown_model_counter(name: str) -> EstimatingTokenCounter:

@@ -9,12 +9,21 @@ patch formulas in :mod:`tokenbudget_core.images`.
 
 Per-content counts are cached, so re-counting an unchanged history costs a
 dictionary lookup per message instead of a re-tokenisation.
+
+tiktoken's pre-tokenising regex overflows on a run of about a million spaces or tabs (it
+panics with ``pyo3_runtime.PanicException``, which is no ``Exception``). On that panic the text
+is counted with each long run of one repeated whitespace character shortened by whole blocks
+of 4,096 characters, adding back the tokens a block costs (tiktoken encodes such runs
+periodically, checked per character), so the count stays exact; when that is not possible
+(a long mix of different whitespace characters) the text is counted in pieces and the count
+is flagged ``exact=False``.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +31,7 @@ from typing import Any
 from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
 from .encodings import get_encoding
 from .errors import InvalidInputError
+from .estimating import json_keys, not_json
 from .images import openai_image_tokens
 from .messages import ImagePart, Message, MessageLike, TextPart, to_message
 from .registry import ModelInfo
@@ -30,6 +40,9 @@ __all__ = ["TiktokenCounter"]
 
 _REPLY_PRIMING = 3
 _TOOL_CALL_FRAMING = 3
+_BLOCK = 4_096  # whitespace runs are shortened by whole blocks of this many characters
+# A run of one whitespace character other than a line break, at least 3 blocks long.
+_LONG_RUN = re.compile(r"([^\S\r\n])\1{" + str(3 * _BLOCK - 1) + ",}")
 
 
 class _BoundedCache(dict[Any, Any]):
@@ -83,6 +96,7 @@ class TiktokenCounter(TokenCounter):
         # The tool-definition formula's constants: o200k models differ from cl100k ones.
         self._func_init = 7 if model.encoding.startswith("o200k") else 10
         self._texts = _BoundedCache(cache_size)
+        self._blocks: dict[str, tuple[int, bool]] = {}  # see _block_tokens
         self._messages = _BoundedCache(cache_size)
         self._role_tokens = _role_tokens(model.encoding)
         # Framing of a plain message per role (tool messages need a call id: never fast-pathed).
@@ -99,8 +113,18 @@ class TiktokenCounter(TokenCounter):
         return self._make_count(n, exact)
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` (special-token strings are encoded as plain text)."""
-        return list(self._encode(check_text(text)))
+        """Token ids of ``text`` (special-token strings are encoded as plain text).
+
+        A text tiktoken panics on (a run of about a million spaces or tabs) is encoded in pieces
+        of 65,536 characters: valid ids that decode to the text, but possibly a few more than
+        tiktoken's own encoding would have (:meth:`count` stays exact).
+        """
+        text = check_text(text)
+        try:
+            return list(self._encode(text))
+        except BaseException as e:  # noqa: BLE001 - only tiktoken's panic is handled
+            _reraise_unless_panic(e)
+        return self._encode_in_pieces(text)
 
     def decode(self, tokens: Sequence[int]) -> str:
         """Text of token ids."""
@@ -112,7 +136,12 @@ class TiktokenCounter(TokenCounter):
             check_text(text)
         n = self._texts.get(text)
         if n is None:
-            n = len(self._encode(text))
+            try:
+                n = len(self._encode(text))
+            except BaseException as e:  # noqa: BLE001 - only tiktoken's panic is handled
+                n, exact = self._after_panic(e, text)
+                if not exact:
+                    return self._result(n, False)
             self._texts.put(text, n)
         return self._result(n)
 
@@ -142,14 +171,23 @@ class TiktokenCounter(TokenCounter):
                 if (size == 2 or (size == 3 and "name" in m)) and type(content) is str:
                     n = get_text(content)
                     if n is None:
-                        n = len(encode(content))
-                        texts.put(content, n)
+                        try:
+                            n = len(encode(content))
+                            texts.put(content, n)
+                        except BaseException as e:  # noqa: BLE001 - only tiktoken's panic is handled
+                            n, ok = self._after_panic(e, content)
+                            if ok:
+                                texts.put(content, n)
+                            exact = exact and ok
                     total += framing + n
                     if size == 3:
                         name = m["name"]
-                        if type(name) is not str:
+                        if type(name) is str:
+                            n, ok = self._tokens(name)
+                            total += n + per_name
+                            exact = exact and ok
+                        elif name is not None:  # None is no name (as to_message reads it)
                             to_message(m, where=f"messages[{i}]")  # raises, naming the field
-                        total += self._text_tokens(name) + per_name
                     continue
             msg = m if type(m) is Message else to_message(m, where=f"messages[{i}]")
             hit = self._messages.get(msg)
@@ -159,7 +197,12 @@ class TiktokenCounter(TokenCounter):
             total += hit[0]
             exact = exact and hit[1]
         if tools:
-            total += self._tools_tokens(check_tools(tools))
+            try:
+                total += self._tools_tokens(check_tools(tools))
+            except BaseException as e:  # noqa: BLE001 - only tiktoken's panic is handled
+                _reraise_unless_panic(e)
+                total += self._tools_tokens(check_tools(tools), self._encode_in_pieces)
+                exact = False
         elif tools is not None:
             check_tools(tools)
         return self._result(total, exact)
@@ -174,36 +217,99 @@ class TiktokenCounter(TokenCounter):
         """Tokens every request costs once on top of its messages (the reply priming)."""
         return _REPLY_PRIMING
 
-    def _text_tokens(self, text: str) -> int:
-        n = self._texts.get(text)
+    def _tokens(self, text: str, cache: bool = True) -> tuple[int, bool]:
+        """Tokens of ``text`` and whether the count is exact (see :meth:`_after_panic`)."""
+        n = self._texts.get(text) if cache else None
         if n is None:
-            n = len(self._encode(text))
-            self._texts.put(text, n)
-        return int(n)
+            try:
+                n = len(self._encode(text))
+            except BaseException as e:  # noqa: BLE001 - only tiktoken's panic is handled
+                n, exact = self._after_panic(e, text)
+                if not exact:
+                    return n, False
+            if cache:
+                self._texts.put(text, n)
+        return int(n), True
+
+    def _after_panic(self, e: BaseException, text: str) -> tuple[int, bool]:
+        """Count ``text`` after tiktoken panicked on it (a run of about a million spaces or tabs
+        overflows its regex); re-raise ``e`` when it is anything else.
+
+        Each long run of one repeated whitespace character (not a line break) is shortened by
+        whole blocks of :data:`_BLOCK` characters and the block's tokens added back: exact, as
+        tiktoken encodes such runs with a period that divides the block (checked per character;
+        the count is flagged inexact when the check fails). When the shortened text still
+        panics (a long mix of whitespace characters), it is counted in pieces, flagged inexact.
+        """
+        _reraise_unless_panic(e)
+        removed = 0
+        exact = True
+        pieces: list[str] = []
+        start = 0
+        for run in _LONG_RUN.finditer(text):
+            blocks = (run.end() - run.start()) // _BLOCK - 2  # keep 2-3 blocks of the run
+            per_block, checked = self._block_tokens(run.group(1))
+            exact = exact and checked
+            removed += blocks * per_block
+            pieces.append(text[start : run.start() + 2 * _BLOCK])
+            start = run.start() + (2 + blocks) * _BLOCK
+        pieces.append(text[start:])
+        short = "".join(pieces)
+        try:
+            return len(self._encode(short)) + removed, exact
+        except BaseException as again:  # noqa: BLE001 - only tiktoken's panic is handled
+            _reraise_unless_panic(again)
+        return len(self._encode_in_pieces(text)), False
+
+    def _block_tokens(self, char: str) -> tuple[int, bool]:
+        """Tokens one block of ``char`` adds to a long run, and whether that is checked to hold."""
+        known = self._blocks.get(char)
+        if known is None:
+
+            def n(k: int, r: int) -> int:
+                return len(self._encode("x" + char * (k * _BLOCK + r) + "y"))
+
+            per_block = n(2, 0) - n(1, 0)
+            checks = ((3, 1), (2, 777), (3, _BLOCK - 1))
+            known = per_block, all(n(k, r) - n(k - 1, r) == per_block for k, r in checks)
+            self._blocks[char] = known
+        return known
+
+    def _encode_in_pieces(self, text: str) -> list[int]:
+        """Token ids of ``text`` encoded in pieces of at most 65,536 characters: no panic, but a
+        piece boundary can split what tiktoken would encode as one token (not exact)."""
+        step = 65_536
+        return [t for i in range(0, len(text), step) for t in self._encode(text[i : i + step])]
 
     def _message_tokens(self, m: Message) -> tuple[int, bool]:
-        enc = self._encode
         n = self._per_message + self._role_tokens[m.role]
         exact = True
+        texts: list[tuple[str, bool]] = []
         if isinstance(m.content, str):
-            n += self._text_tokens(m.content)
+            texts.append((m.content, True))
         else:
             for part in m.content:
                 if isinstance(part, TextPart):
-                    n += len(enc(part.text))
+                    texts.append((part.text, False))
                 elif isinstance(part, ImagePart):
                     img = openai_image_tokens(part, self.model.canonical)
                     n += img.tokens
                     exact = exact and img.exact
         if m.name is not None:
-            n += len(enc(m.name)) + self._per_name
+            texts.append((m.name, False))
+            n += self._per_name
         for call in m.tool_calls:
-            n += _TOOL_CALL_FRAMING + len(enc(call.name)) + len(enc(call.arguments))
+            texts += ((call.name, False), (call.arguments, False))
+            n += _TOOL_CALL_FRAMING
+        for text, cache in texts:
+            k, ok = self._tokens(text, cache)
+            n += k
+            exact = exact and ok
         return n, exact
 
-    def _tools_tokens(self, tools: list[ToolLike]) -> int:
+    def _tools_tokens(self, tools: list[ToolLike], encode: Any = None) -> int:
         """OpenAI's published formula for function definitions."""
-        enc = self._encode
+        enc = encode or self._encode
         total = 0
         for i, tool in enumerate(tools):
             fn = _function_of(tool, i)
@@ -227,7 +333,7 @@ class TiktokenCounter(TokenCounter):
                     extra = {k: v for k, v in spec.items() if k not in ("type", "description", "enum")}
                     line = f"{key}:{p_type}:{p_desc}"
                     if extra:  # nested schemas: count their JSON so they are not free
-                        line += json.dumps(extra, separators=(",", ":"), sort_keys=True)
+                        line += _extra_json(extra, tool, fn, i, key)
                     total += len(enc(line))
         return total + 12
 
@@ -235,10 +341,37 @@ class TiktokenCounter(TokenCounter):
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
+def _reraise_unless_panic(e: BaseException) -> None:
+    """Re-raise ``e`` unless it is tiktoken's ``pyo3_runtime.PanicException`` (a BaseException
+    that is no Exception, raised when its regex overflows on a huge whitespace run)."""
+    if type(e).__name__ != "PanicException":
+        raise e
+
+
 @functools.cache
 def _role_tokens(encoding: str) -> dict[str, int]:
     enc = get_encoding(encoding)
     return {r: len(enc.encode_ordinary(r)) for r in _ROLES}
+
+
+def _extra_json(extra: dict[Any, Any], tool: ToolLike, fn: Mapping[str, Any], i: int, key: object) -> str:
+    """The JSON of a property's nested schema, keys sorted. Keys of mixed types (``1`` and
+    ``"x"``) are sorted as the strings JSON makes of them (the SDKs send ``"1"``).
+
+    Raises:
+        InvalidInputError: A value is not JSON (an Enum, a set, an object...): the OpenAI SDK
+            could not send it either.
+    """
+    try:
+        return json.dumps(extra, separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        pass  # only now pay for a second try, keys as JSON strings
+    try:
+        return json.dumps(json_keys(extra), separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError, RecursionError) as e:
+        schema = "parameters" if fn.get("parameters") or not fn.get("input_schema") else "input_schema"
+        where = f"tools[{i}]{'.function' if fn is not tool else ''}.{schema}.properties.{key}"
+        raise not_json(where, extra, e) from e
 
 
 def _function_of(tool: ToolLike, i: int) -> Mapping[str, Any]:
