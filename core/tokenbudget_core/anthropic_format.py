@@ -67,7 +67,7 @@ def _call_id(call_id: str) -> str:
     """A call id as the API accepts it: unchanged when empty or valid, else ``toolu_`` + a hash."""
     if not call_id or _CALL_ID.match(call_id):
         return call_id
-    return f"toolu_{hashlib.sha256(call_id.encode()).hexdigest()[:24]}"
+    return f"toolu_{hashlib.sha256(call_id.encode('utf-8', 'surrogatepass')).hexdigest()[:24]}"
 
 
 def _tool_input(arguments: str) -> dict[str, Any] | None:

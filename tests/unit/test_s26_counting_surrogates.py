@@ -65,3 +65,19 @@ def test_online_count_sends_u_fffd_and_flags_the_count(server: ProviderServer) -
     clean = counter.count_messages([{"role": "user", "content": "fine text"}])
     assert clean.exact
     assert counter.last_error is None
+
+
+@pytest.mark.usefixtures("offline")
+def test_a_tool_call_id_with_a_lone_surrogate_is_counted() -> None:
+    # A call id the Messages API refuses is sent hashed (toolu_...): hashing it must not fail.
+    bad_id = json.loads('"call_\\udc80"')
+    messages = [
+        {"role": "user", "content": "What is the weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": bad_id, "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": bad_id, "content": "sunny"},
+    ]
+    assert int(TokenCounter.for_model(CLAUDE).count_messages(messages)) > 0
