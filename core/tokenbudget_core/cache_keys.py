@@ -218,9 +218,16 @@ _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 
 
+_TOKENIZER_TOKENS = frozenset({"eos", "bos", "pad", "unk", "sep", "cls", "mask", "stop", "end", "start"})
+"""Words naming a tokenizer's special token (``eos_token``, ``pad_token``): settings, not secrets."""
+
+
 def _secret_name(name: str) -> bool:
     words = _WORD_SPLIT.split(_CAMEL.sub(r"\1_\2", name).lower())
-    return not _SECRET_WORDS.isdisjoint(words)
+    found = _SECRET_WORDS.intersection(words)
+    if found == {"token"} and not _TOKENIZER_TOKENS.isdisjoint(words):
+        return False  # eos_token="</s>" changes the answer: it stays in the key
+    return bool(found)
 
 
 def _credential(value: Any) -> bool:

@@ -80,3 +80,10 @@ def test_generation_settings_named_like_secrets_are_kept_and_credentials_dropped
     }
     other = {"generate_kwargs": {"eos_token_id": 32000, "stop_token_ids": [2], "max_new_tokens": 5}}
     assert model_settings(other) != model_settings({"generate_kwargs": settings["generate_kwargs"]})
+
+
+def test_a_tokenizers_special_tokens_are_settings_not_secrets() -> None:
+    from tokenbudget_core.cache_keys import model_settings
+
+    kept = model_settings({"eos_token": "</s>", "padToken": "<pad>", "api_key": "sk-1", "auth_token": "t"})
+    assert kept == {"eos_token": "</s>", "padToken": "<pad>"}
