@@ -46,6 +46,8 @@ on LlamaIndex's dispatchers records every LLM call on. The lookup, a hit's recor
 ledger, the embedding overhead of a ``SemanticCache`` and the store of a miss are all made under
 that payer (:func:`~tokenbudget_core.attribution.in_force`), so with ``scope=None`` entries are
 scoped by it, and hits, savings and overhead are reported on it and counted against its budgets.
+A served hit is also recorded in the ledgers of the wrapped LLM's budget handlers that keep other
+books than the cache's (a cache with no ledger, or another one), as LangChain's handler records it.
 
 Behind a ``StructuredLLM`` (``cached.as_structured_llm(Model)``), whose own LLM event a
 ``BudgetCallbackHandler`` or ``CostEventHandler`` sees, a hit costs nothing as a direct one does:
@@ -110,6 +112,7 @@ from .usage import CACHE_HIT_KEY
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
+    from tokenbudget_core.ledger import Ledger
     from tokenbudget_core.response_cache import ExactCache
     from tokenbudget_core.semantic_cache import SemanticCache
 
@@ -395,7 +398,7 @@ class CachedLLM(FunctionCallingLLM):
         """Answer from the cache, else call the wrapped LLM and store its answer."""
         request = self._chat_request(check_messages(messages), kwargs)
         payer, where = self._where()
-        hit = _lookup(self._cache, request, payer, where)
+        hit = _lookup(self._cache, request, payer, where, self.llm)
         if hit is not None and hit.served:
             return _chat_hit(hit)
         response = self.llm.chat(messages, **kwargs)
@@ -409,7 +412,7 @@ class CachedLLM(FunctionCallingLLM):
         """Async twin of :meth:`chat`."""
         request = self._chat_request(check_messages(messages), kwargs)
         payer, where = self._where()
-        hit = await _alookup(self._cache, request, payer, where)
+        hit = await _alookup(self._cache, request, payer, where, self.llm)
         if hit is not None and hit.served:
             return _chat_hit(hit)
         response = await self.llm.achat(messages, **kwargs)
@@ -423,7 +426,7 @@ class CachedLLM(FunctionCallingLLM):
         """A hit replayed as one chunk; a miss streamed through and its final response stored."""
         request = self._chat_request(check_messages(messages), kwargs)
         payer, where = self._where()
-        hit = _lookup(self._cache, request, payer, where)
+        hit = _lookup(self._cache, request, payer, where, self.llm)
 
         def gen() -> ChatResponseGen:
             if hit is not None and hit.served:
@@ -444,7 +447,7 @@ class CachedLLM(FunctionCallingLLM):
         """Async twin of :meth:`stream_chat`."""
         request = self._chat_request(check_messages(messages), kwargs)
         payer, where = self._where()
-        hit = await _alookup(self._cache, request, payer, where)
+        hit = await _alookup(self._cache, request, payer, where, self.llm)
 
         async def gen() -> ChatResponseAsyncGen:
             if hit is not None and hit.served:
@@ -467,7 +470,7 @@ class CachedLLM(FunctionCallingLLM):
         """Answer from the cache, else call the wrapped LLM and store its answer."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
         payer, where = self._where()
-        hit = _lookup(self._cache, request, payer, where)
+        hit = _lookup(self._cache, request, payer, where, self.llm)
         if hit is not None and hit.served:
             return _completion_hit(hit)
         response = self.llm.complete(prompt, formatted=formatted, **kwargs)
@@ -481,7 +484,7 @@ class CachedLLM(FunctionCallingLLM):
         """Async twin of :meth:`complete`."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
         payer, where = self._where()
-        hit = await _alookup(self._cache, request, payer, where)
+        hit = await _alookup(self._cache, request, payer, where, self.llm)
         if hit is not None and hit.served:
             return _completion_hit(hit)
         response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
@@ -495,7 +498,7 @@ class CachedLLM(FunctionCallingLLM):
         """A hit replayed as one chunk; a miss streamed through and its final response stored."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
         payer, where = self._where()
-        hit = _lookup(self._cache, request, payer, where)
+        hit = _lookup(self._cache, request, payer, where, self.llm)
 
         def gen() -> CompletionResponseGen:
             if hit is not None and hit.served:
@@ -518,7 +521,7 @@ class CachedLLM(FunctionCallingLLM):
         """Async twin of :meth:`stream_complete`."""
         request = self._complete_request(check_prompt(prompt), formatted, kwargs)
         payer, where = self._where()
-        hit = await _alookup(self._cache, request, payer, where)
+        hit = await _alookup(self._cache, request, payer, where, self.llm)
 
         async def gen() -> CompletionResponseAsyncGen:
             if hit is not None and hit.served:
@@ -537,10 +540,12 @@ class CachedLLM(FunctionCallingLLM):
 
 
 def _lookup(
-    cache: Any, request: CacheRequest | None, payer: Attribution, where: CacheScope
+    cache: Any, request: CacheRequest | None, payer: Attribution, where: CacheScope, llm: LLM
 ) -> CacheHit | None:
     """``cache.lookup`` under ``payer`` (a hit is recorded on it, a semantic lookup's embedding
-    charged to it); ``None`` for a request that cannot be keyed. An enclosing LLM call (a
+    charged to it); ``None`` for a request that cannot be keyed. A served hit is also recorded in
+    the ledgers of ``llm``'s budget handlers that keep other books than the cache's
+    (:func:`_hit_ledgers`), as LangChain's handler records one. An enclosing LLM call (a
     ``StructuredLLM``'s) is told whether the cache answered
     (:func:`_answered`): answered, it made no provider call and is not charged."""
     if request is None:
@@ -548,12 +553,18 @@ def _lookup(
         return None
     with in_force(payer):
         hit: CacheHit | None = cache.lookup(request, scope=where)
+        if hit is not None and hit.served:
+            for ledger, model in _hit_ledgers(cache, llm, request, hit):
+                ledger.record(
+                    Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd,
+                    unknown_model="unpriced",
+                )  # fmt: skip
     _answered(hit is not None and hit.served)
     return hit
 
 
 async def _alookup(
-    cache: Any, request: CacheRequest | None, payer: Attribution, where: CacheScope
+    cache: Any, request: CacheRequest | None, payer: Attribution, where: CacheScope, llm: LLM
 ) -> CacheHit | None:
     """Async twin of :func:`_lookup`."""
     if request is None:
@@ -561,8 +572,32 @@ async def _alookup(
         return None
     with in_force(payer):
         hit: CacheHit | None = await cache.alookup(request, scope=where)
+        if hit is not None and hit.served:
+            for ledger, model in _hit_ledgers(cache, llm, request, hit):
+                await ledger.arecord(
+                    Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd,
+                    unknown_model="unpriced",
+                )  # fmt: skip
     _answered(hit is not None and hit.served)
     return hit
+
+
+def _hit_ledgers(cache: Any, llm: LLM, request: CacheRequest, hit: CacheHit) -> list[tuple[Ledger, str]]:
+    """The ledgers a served hit is recorded in besides the cache's own (which ``lookup`` records
+    it in): those of ``llm``'s budget handlers keeping other books (one per set of books), each
+    with the model it is recorded on (the request's when its registry knows it, else the one
+    that answered)."""
+    own = getattr(cache, "ledger", None)
+    found: list[tuple[Ledger, str]] = []
+    for handler in _budget_handlers(llm):
+        ledger = handler.ledger
+        if (own is not None and ledger.shares_books_with(own)) or any(
+            ledger.shares_books_with(other) for other, _ in found
+        ):
+            continue
+        model = request.model if request.model in ledger.registry else hit.response.model
+        found.append((ledger, model))
+    return found
 
 
 def _answered(served: bool) -> None:
