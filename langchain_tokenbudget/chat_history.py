@@ -16,7 +16,7 @@ themselves (subclassing does not warn; the default in-memory store is made with 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core._api import suppress_langchain_deprecation_warning
@@ -204,8 +204,10 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
     ``summariser`` chat model writes the summary from the core's ``summary_prompt``. The
     summary comes back as a ``SystemMessage`` after the leading system messages. The
     backing history keeps the full transcript; the summary lives in this object (a new
-    object rebuilds it from the transcript on first read). If the summariser fails, the
-    window degrades to plain trimming and retries later (see :attr:`events`). One object may
+    object rebuilds it from the transcript on first read, about one summariser call per
+    4,000 tokens of what slid out). If the summariser fails, the window degrades to plain
+    trimming and retries later (see :attr:`events`); an ``InvalidInputError`` it raises (a
+    misconfiguration) is raised instead. One object may
     serve one session from several threads, tasks or event loops: its operations run one at a
     time (:mod:`tokenbudget_core.operation_lock`); a summariser that reads this history while
     it summarises sees the window as it stands.
@@ -291,17 +293,24 @@ class SummaryChatMessageHistory(BaseChatMessageHistory):
         self._host.append(host)
         self._core.append(core)
 
-    def _sync(self) -> None:
-        self._buffer.summariser = self._summariser
-        for host, core in self._pending(self.history.messages):
-            self._buffer.append(core)
+    def _feed(self, pending: list[tuple[BaseMessage, Message]]) -> Iterator[Message]:
+        """The core messages of ``pending``, each marked seen once the buffer took it (a message
+        the buffer refuses is not, and is read again next time)."""
+        for host, core in pending:
+            yield core
             self._seen(host, core)
 
+    def _sync(self) -> None:
+        # One extend, not an append per message: what slid out is folded once, in chunks of
+        # ``chunk_tokens`` (a rebuilt object pays a few calls, not one per old turn).
+        pending = self._pending(self.history.messages)  # first: it may reset (a new buffer)
+        self._buffer.summariser = self._summariser
+        self._buffer.extend(self._feed(pending))
+
     async def _async_sync(self) -> None:
+        pending = self._pending(await self.history.aget_messages())
         self._buffer.summariser = self._summariser.acall
-        for host, core in self._pending(await self.history.aget_messages()):
-            await self._buffer.aappend(core)
-            self._seen(host, core)
+        await self._buffer.aextend(self._feed(pending))
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]

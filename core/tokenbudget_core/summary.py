@@ -11,6 +11,12 @@ If the summariser fails, the buffer degrades to the plain sliding window, report
 pending messages on a later turn; the full transcript is never lost. The rounds of a fold
 that succeeded before the failing one are kept (they were paid for), so a chunk the
 summariser keeps refusing is retried alone, never with the chunks before it.
+
+An :class:`~tokenbudget_core.errors.InvalidInputError` from the summariser is a programming
+error (a misconfigured summariser, an async one called from a running event loop), not a
+failure to degrade from: :meth:`SummaryBuffer.append`, :meth:`~SummaryBuffer.aappend`,
+:meth:`~SummaryBuffer.extend` and :meth:`~SummaryBuffer.aextend` all raise it, after keeping
+the rounds finished before it.
 """
 
 from __future__ import annotations
@@ -208,19 +214,23 @@ class SummaryBuffer(Generic[M]):
         Raises:
             InvalidMessageError: The message is malformed.
             ContextOverflowError: The newest message cannot fit beside system and pinned messages.
+            InvalidInputError: The summariser raised it (a programming error, surfaced rather
+                than degraded from; the rounds finished before it are kept), or it is async
+                and an event loop is running.
         """
         self._window.append(message)
         if self._pending_end() > self._folded:
             self._fold_sync()
 
     async def aappend(self, message: M) -> None:
-        """Async twin of :meth:`append` (awaits an async summariser)."""
+        """Async twin of :meth:`append` (awaits an async summariser; raises the same errors)."""
         self._window.append(message)
         if self._pending_end() > self._folded:
             await self._fold_async()
 
     def extend(self, messages: Iterable[M]) -> None:
-        """Append several messages, then fold what slid out once (fewer, fuller summariser calls)."""
+        """Append several messages, then fold what slid out once (fewer, fuller summariser calls:
+        about one per ``chunk_tokens`` of what slid out). Raises as :meth:`append` does."""
         for m in messages:
             self._window.append(m)
         while self.degraded:
@@ -265,7 +275,8 @@ class SummaryBuffer(Generic[M]):
                 rounds += 1
             if rounds and self._too_long(summary) and rounds < self.max_rounds:
                 summary = self._call_sync(None, [Message(role="user", content=summary or "")])
-        except InvalidInputError:
+        except InvalidInputError:  # a programming error: surfaced, after keeping the rounds paid for
+            self._settle(summary, rounds, last)
             raise
         except Exception as e:  # noqa: BLE001 - any summariser failure degrades to the sliding window
             self._settle(summary, rounds, last)  # rounds done before the failure were paid for: kept
@@ -284,6 +295,9 @@ class SummaryBuffer(Generic[M]):
                 rounds += 1
             if rounds and self._too_long(summary) and rounds < self.max_rounds:
                 summary = await self._call_async(None, [Message(role="user", content=summary or "")])
+        except InvalidInputError:  # as in _fold_sync: surfaced, after keeping the rounds paid for
+            self._settle(summary, rounds, last)
+            raise
         except Exception as e:  # noqa: BLE001 - any summariser failure degrades to the sliding window
             self._settle(summary, rounds, last)
             self._failed(e)
