@@ -22,13 +22,32 @@ from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter
 
 from ._bridge import core_tools
-from .budget_callback import ROUTE_KEY, first, payer_from
+from .budget_callback import MAX_OUTPUT_KEYS, ROUTE_KEY, first, payer_from
 from .messages import to_core_request
 
-__all__ = ["ROUTE_KEY", "Tiers", "annotate", "model_name_of"]
+__all__ = ["ROUTE_KEY", "Tiers", "annotate", "model_name_of", "own_output_cap"]
+
+_NAME_FALLBACK = (
+    "a fallback is priced by the name its chat model gives: use one that names its model "
+    "(e.g. ChatOpenAI(model='gpt-4.1')), or give its class a model_name field "
+    "(class Named(MyChatModel): model_name: str = 'gpt-4.1'); models= names tiers only"
+)
 
 
-def model_name_of(model: object, *, field: str, explicit: str | None = None) -> str:
+def own_output_cap(chat: object) -> int | None:
+    """The output cap a chat model sets itself (``max_tokens`` / ``max_completion_tokens`` /
+    ``max_output_tokens``), read as a ``BudgetMiddleware`` reads it for its reservation; ``None``
+    when it sets none."""
+    return first(int, MAX_OUTPUT_KEYS, {k: getattr(chat, k, None) for k in MAX_OUTPUT_KEYS}) or None
+
+
+def model_name_of(
+    model: object,
+    *,
+    field: str,
+    explicit: str | None = None,
+    fix: str = "name the model to price it with: models={'<tier>': 'gpt-4o-mini', ...}",
+) -> str:
     """The model name to price a chat model with: ``explicit``, else its ``model_name`` / ``model``.
 
     Raises:
@@ -48,7 +67,7 @@ def model_name_of(model: object, *, field: str, explicit: str | None = None) -> 
         raise InvalidInputError(
             field,
             f"{type(model).__name__} does not name its model",
-            fix="name the model to price it with: models={'<tier>': 'gpt-4o-mini', ...}",
+            fix=fix,
         )
     return name
 
@@ -59,9 +78,13 @@ class Tiers:
     Args:
         tiers: Tier name -> chat model, ordered cheapest -> premium.
         models: Tier name -> model name to price and count with, for chat models that do not name
-            theirs (or name it differently from the registry).
+            theirs (or name it differently from the registry). Tiers only: a fallback is priced by
+            the name its chat model gives (``model_name`` / ``model``).
         fallbacks: Tier name -> chat models to try, in order, when the tier's model fails with a
             retryable provider error.
+        max_output_tokens: Output tokens routing assumes for a tier whose chat model sets no
+            ``max_tokens`` (``max_completion_tokens``, ``max_output_tokens``) of its own and a
+            call that sets none.
         feature: Default feature for budget-aware routing, when the call's context, metadata,
             configurable and tags name none (the precedence of ``BudgetMiddleware(feature=)``).
         user: Default user, likewise.
@@ -69,7 +92,8 @@ class Tiers:
 
     Raises:
         InvalidInputError: Empty tiers, a value that is not a chat model or names no model,
-            ``models`` or ``fallbacks`` naming a tier that does not exist.
+            ``models`` or ``fallbacks`` that is not a mapping by tier or names a tier that does not
+            exist.
         UnknownModelError: A tier's model is not in the registry.
     """
 
@@ -97,6 +121,18 @@ class Tiers:
                 value=tiers,
                 fix="e.g. {'small': ChatOpenAI(model='gpt-4o-mini'), 'large': ChatOpenAI(model='gpt-4o')}",
             )
+        shaped: tuple[tuple[str, object, str], ...] = (
+            ("models", models, "models={'small': 'gpt-4o-mini', 'large': 'gpt-4o'}"),
+            ("fallbacks", fallbacks, "fallbacks={'large': [ChatOpenAI(model='gpt-4.1')]}"),
+        )
+        for option, given, example in shaped:
+            if given is not None and not isinstance(given, Mapping):
+                raise InvalidInputError(
+                    option,
+                    f"must be a mapping by tier name, got {type(given).__name__}",
+                    value=given,
+                    fix=f"e.g. {example}",
+                )
         models = dict(models or {})
         for tier, explicit in models.items():
             if tier not in tiers:
@@ -120,7 +156,7 @@ class Tiers:
                 raise InvalidInputError(f"fallbacks[{tier!r}]", "must be a list of chat models", value=chats)
             fallback_names[tier] = []
             for i, chat in enumerate(chats):
-                name = model_name_of(chat, field=f"fallbacks[{tier!r}][{i}]")
+                name = model_name_of(chat, field=f"fallbacks[{tier!r}][{i}]", fix=_NAME_FALLBACK)
                 fallback_names[tier].append(name)
                 self.chat.setdefault(name, chat)
         self.router = TierRouter(
@@ -148,6 +184,22 @@ class Tiers:
             fix=f"one of {list(self.router.tiers.values())}, or force_tier= one of {list(self.router.tiers)}",
         )
 
+    def output_cap(self, call_cap: int | None) -> int | None:
+        """The output cap to route with: the call's own (sent to whichever tier answers), else,
+        when a tier's chat model sets its own, the largest cap a tier will be asked for (its own,
+        else the router's default); ``None`` (the router's default) when no tier sets one.
+
+        The core router takes one cap for every tier, so a tier's own larger cap is assumed for
+        the others too: safe for their windows, never under.
+        """
+        if call_cap is not None:
+            return call_cap
+        own = [own_output_cap(self.chat[name]) for name in self.router.tiers.values()]
+        if all(cap is None for cap in own):
+            return None
+        default = self.router.max_output_tokens
+        return max(default if cap is None else cap for cap in own)
+
     def request(
         self,
         messages: Sequence[BaseMessage],
@@ -160,6 +212,7 @@ class Tiers:
     ) -> dict[str, Any]:
         """The ``route()`` arguments of a LangChain call; pops ``force_tier`` / ``model`` from ``kwargs``.
 
+        ``max_output_tokens`` is the call's own cap, else :meth:`output_cap` reads the tier models'.
         ``force_tier`` comes from the call (``force_tier=``, or ``model=`` naming a tier's model),
         else ``config["configurable"]["force_tier"]``; the payer from ``context``, the config's
         metadata, configurable and tags, else the ``feature=`` / ``user=`` given here.
@@ -179,7 +232,7 @@ class Tiers:
         return {
             "messages": to_core_request(messages),  # a PDF block is estimated, not refused
             "force_tier": force,
-            "max_output_tokens": max_output_tokens,
+            "max_output_tokens": self.output_cap(max_output_tokens),
             "tools": core_tools(tools),
             "feature": payer["feature"] or self.feature,
             "user": payer["user"] or self.user,

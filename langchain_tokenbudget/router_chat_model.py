@@ -92,7 +92,8 @@ class RouterChatModel(BaseChatModel):
         tiers: Tier name -> chat model, ordered cheapest -> premium (also the first positional
             argument).
         models: Tier name -> the model name to price and count with, for chat models that do not
-            name theirs (default: each chat model's ``model_name`` / ``model``).
+            name theirs (default: each chat model's ``model_name`` / ``model``). Tiers only: a
+            fallback is priced by the name its own chat model gives.
         fallbacks: Tier name -> chat models to try, in order, when the tier's model fails with a
             retryable provider error (429, overload, timeout, 5xx).
         classifier: A :class:`~tokenbudget_core.complexity.ComplexityClassifier` (default: the
@@ -100,7 +101,10 @@ class RouterChatModel(BaseChatModel):
         ledger: A :class:`~tokenbudget_core.ledger.Ledger`: step down tiers as the payer's budget
             fills, refuse (``BudgetExceededError``) when it is used up.
         registry: Model facts and pricing names (default: the core's registry).
-        max_tokens: Output tokens routing assumes (and sent to the tier model when set).
+        max_tokens: Output tokens sent to the tier model when set, and assumed by routing. Unset,
+            routing assumes what each tier will be asked for: its chat model's own ``max_tokens``
+            (``max_completion_tokens``, ``max_output_tokens``), else 1024; the core takes one cap
+            for all tiers, so the largest of those (a call's own ``max_tokens`` comes first).
         temperature: Sent to the tier model when set.
         stop: Stop sequences sent to the tier model when the call gives none.
         streaming: ``invoke`` streams from the tier model and returns the joined reply.

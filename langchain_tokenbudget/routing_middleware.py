@@ -102,12 +102,15 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
     Args:
         tiers: Tier name -> chat model, ordered cheapest -> premium.
         models: Tier name -> model name to price and count with, for chat models that do not
-            name theirs.
+            name theirs. Tiers only: a fallback is priced by the name its own chat model gives.
         fallbacks: Tier name -> chat models to try, in order, on retryable provider errors.
         classifier: A :class:`~tokenbudget_core.complexity.ComplexityClassifier` (default: heuristic).
         ledger: Budget awareness: step down tiers as the payer's budget fills, refuse at its limit.
         registry: Model facts and pricing names (default: the core's registry).
-        max_output_tokens: Output tokens routing assumes when the request sets no ``max_tokens``.
+        max_output_tokens: Output tokens routing assumes for a tier whose chat model sets no
+            ``max_tokens`` (``max_completion_tokens``, ``max_output_tokens``) of its own, when the
+            request sets none; the core takes one cap for all tiers, so the largest a tier will be
+            asked for.
         feature: Default feature for budget-aware routing (when the context, metadata,
             configurable and tags name none): give the same ``feature=`` / ``user=`` as the
             ``BudgetMiddleware`` that charges the calls, or the router decides for another payer
@@ -116,7 +119,8 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
 
     Raises:
         InvalidInputError: Empty tiers, a tier that is not a chat model or names no model, a
-            ``models=`` value that is not a model name (named ``models['<tier>']``), a misspelt
+            ``models=`` / ``fallbacks=`` that is not a mapping by tier (named), a ``models=``
+            value that is not a model name (named ``models['<tier>']``), a misspelt
             option (named, with the closest one) or one passed by position (named, with the
             keyword to pass it by); at call time an unknown ``force_tier``.
         UnknownModelError: A tier's model is not in the registry.
