@@ -185,15 +185,17 @@ class Tiers:
         )
 
     def output_cap(self, call_cap: int | None) -> int | None:
-        """The output cap to route with: the call's own (sent to whichever tier answers), else,
-        when a tier's chat model sets its own, the largest cap a tier will be asked for (its own,
-        else the router's default); ``None`` (the router's default) when no tier sets one.
+        """The default output to route with when the call names none (the core's
+        ``default_output_tokens``): when a tier's chat model sets its own cap, the largest a tier
+        will be asked for (its own, else the router's default); ``None`` (the router's default)
+        when the call names a cap (then ``max_output_tokens``) or no tier sets one.
 
-        The core router takes one cap for every tier, so a tier's own larger cap is assumed for
-        the others too: safe for their windows, never under.
+        The core router takes one default for every tier, lowered to each model's output limit:
+        a tier's own larger cap is assumed for the others' windows too (safe, never under), and
+        never makes a tier with a smaller output limit unable to answer.
         """
         if call_cap is not None:
-            return call_cap
+            return None
         own = [own_output_cap(self.chat[name]) for name in self.router.tiers.values()]
         if all(cap is None for cap in own):
             return None
@@ -232,7 +234,8 @@ class Tiers:
         return {
             "messages": to_core_request(messages),  # a PDF block is estimated, not refused
             "force_tier": force,
-            "max_output_tokens": self.output_cap(max_output_tokens),
+            "max_output_tokens": max_output_tokens,
+            "default_output_tokens": self.output_cap(max_output_tokens),
             "tools": core_tools(tools),
             "feature": payer["feature"] or self.feature,
             "user": payer["user"] or self.user,

@@ -7,9 +7,11 @@
    daily budget passes each of ``budget_thresholds`` the request steps down one tier; at the
    limit (the ladder's ``hard_refusal``, optionally ``soft_refusal``) it is refused with
    :class:`~tokenbudget_core.errors.BudgetExceededError`;
-3. **context awareness**: a model whose window cannot hold the input plus the output is never
-   chosen; the request escalates to the next tier that fits (or, when no pricier tier does, the
-   cheaper ones), and :class:`~tokenbudget_core.errors.ContextOverflowError` when none fits.
+3. **context awareness**: a model whose window cannot hold the input plus the output, or whose
+   output limit is below the output cap the call asks for, is never chosen; the request escalates
+   to the next tier that fits (or, when no pricier tier does, the cheaper ones), and
+   :class:`~tokenbudget_core.errors.ContextOverflowError` when none fits. Fallbacks that cannot
+   take the request either are left out of its decision (its reason says which and why).
 
 Every :class:`RouteDecision` carries its reason and its counterfactual: what the same call would
 cost on the premium tier, so reports can show what routing saved. :meth:`TierRouter.call` runs the
@@ -86,18 +88,21 @@ class RouteDecision:
     input_tokens: int
     """Input tokens of the request on the chosen model."""
     max_output_tokens: int = 0
-    """Output tokens the estimate assumes (the request's cap, within the model's limit)."""
+    """Output tokens the estimate assumes: the cap the call asks for (a model whose output limit
+    is below it is not chosen), else the router's default lowered to the model's output limit."""
     estimated_cost_usd: Decimal | None
     """Input plus maximum output priced on the chosen model (``None``: unpriced, never $0)."""
     premium_model: str
     """The premium tier's model."""
     premium_cost_usd: Decimal | None
-    """Counterfactual: the same call on the premium model (when the premium model's window cannot
-    hold the call, the chosen model's cost: routing saved nothing there)."""
+    """Counterfactual: the same call (same input, same ``max_output_tokens``) on the premium model
+    (when the premium model's window cannot hold the call or its output limit is below the cap, the
+    chosen model's cost: routing saved nothing there)."""
     saved_usd: Decimal | None
     """``premium_cost_usd - estimated_cost_usd`` (``None`` when either is unpriced)."""
     fallbacks: tuple[str, ...]
-    """Models to try, in order, when the chosen one fails with a retryable provider error."""
+    """Models to try, in order, when the chosen one fails with a retryable provider error: the
+    tier's fallbacks that can hold the request (window and output limit), the others left out."""
     exact: bool = True
     """``False`` when the token count is an estimate (a tokenizer nobody publishes offline)."""
     adjustments: tuple[str, ...] = field(default=())
@@ -366,7 +371,8 @@ class TierRouter:
             without ``aclassify()`` is run by :meth:`aroute` in a worker thread.
         ledger: Budget awareness: the payer's :meth:`~tokenbudget_core.ledger.Ledger.state` today.
         fallbacks: Tier -> models to try in order when the tier's model fails with a retryable
-            provider error (default: none).
+            provider error (default: none). A fallback whose window or output limit cannot take a
+            request is left out of that request's decision.
         registry: Model facts (windows, output limits, tokenizers) and pricing names.
         max_output_tokens: Output tokens a request reserves unless the call says otherwise.
         counters: Model -> token counter, to override how a model's input is counted. By default
@@ -451,7 +457,15 @@ class TierRouter:
                 fix="fit the classifier with tiers=[...] in the router's order (e.g. tiers="
                 f"{[t for t in self._order if t in self.classifier.tiers]})",
             )
+        if fallbacks is not None and not isinstance(fallbacks, Mapping):
+            raise InvalidInputError(
+                "fallbacks",
+                "must be a mapping of tier name -> list of model names",
+                value=fallbacks,
+                fix=f'e.g. fallbacks={{"{self.premium_tier}": ["{self.premium_model}", ...]}}',
+            )
         self.fallbacks: dict[str, tuple[str, ...]] = {}
+        self._fallback_info: dict[str, ModelInfo] = {}
         for tier, models in (fallbacks or {}).items():
             if tier not in self.tiers:
                 raise InvalidInputError(
@@ -462,14 +476,29 @@ class TierRouter:
             for i, m in enumerate(models):
                 if not isinstance(m, str) or not m:
                     raise InvalidInputError(f"fallbacks[{tier!r}][{i}]", "must be a model name", value=m)
-                self.registry.get(m)
+                self._fallback_info[m] = self.registry.get(m)
             self.fallbacks[tier] = tuple(models)
         self.max_output_tokens = output_cap("max_output_tokens", max_output_tokens)
         self.ledger = ledger
         if ledger is not None and not callable(getattr(ledger, "state", None)):
             raise InvalidInputError("ledger", "must be a Ledger", value=ledger)
+        if counters is not None and not isinstance(counters, Mapping):
+            raise InvalidInputError(
+                "counters",
+                "must be a mapping of model name -> token counter",
+                value=counters,
+                fix=f'e.g. counters={{"{self.premium_model}": '
+                f'TokenCounter.for_model("{self.premium_model}")}}',
+            )
         self._counters: dict[str, SupportsTokenCount] = dict(counters or {})
         for m, c in self._counters.items():
+            if not isinstance(m, str) or not m:
+                raise InvalidInputError(
+                    "counters",
+                    "keys must be model names (non-empty strings)",
+                    value=m,
+                    fix="key each counter by the model name it counts for",
+                )
             if not isinstance(c, SupportsTokenCount):
                 raise InvalidInputError(f"counters[{m!r}]", "must have count() and count_messages()", value=c)
         self._thresholds = None if budget_thresholds is None else self._check_thresholds(budget_thresholds)
@@ -510,6 +539,7 @@ class TierRouter:
         tools: object,
         feature: object,
         user: object,
+        default_output_tokens: object = None,
     ) -> tuple[list[Message], int, list[ToolLike]]:
         for name, payer in (("feature", feature), ("user", user)):
             if payer is not None and (not isinstance(payer, str) or not payer):
@@ -529,11 +559,12 @@ class TierRouter:
                 value=force_tier,
                 fix=f"one of {list(self._order)}",
             )
-        out = (
-            self.max_output_tokens
-            if max_output_tokens is None
-            else output_cap("max_output_tokens", max_output_tokens)
-        )
+        if max_output_tokens is not None:
+            out = output_cap("max_output_tokens", max_output_tokens)
+        elif default_output_tokens is not None:
+            out = output_cap("default_output_tokens", default_output_tokens)
+        else:
+            out = self.max_output_tokens
         return msgs, out, check_tools(tools)
 
     async def _aclassify(self, text: str) -> object:
@@ -612,6 +643,7 @@ class TierRouter:
         force_tier: str | None,
         classification: Classification | None,
         budget: tuple[str, dict[str, float], int, str | None],
+        explicit: bool,
     ) -> RouteDecision:
         step, shares, down, budget_reason = budget
         reasons: list[str] = []
@@ -632,42 +664,79 @@ class TierRouter:
         counts: dict[str, int] = {}
         exact = True
 
-        def tokens(model: str) -> int:
+        def tokens(model: str, *, chosen: bool = True) -> int:
             nonlocal exact
             if model not in counts:
                 n = add_file_tokens(self._counter(model).count_messages(msgs, tools or None), msgs)
-                if getattr(n, "exact", True) is False:
+                if chosen and getattr(n, "exact", True) is False:
                     exact = False
                 counts[model] = int(n)
             return counts[model]
 
-        def fits(tier: str) -> tuple[bool, int, int, ModelInfo]:
-            model = self.tiers[tier]
-            info = self._info[model]
-            cap = min(out, info.max_output_tokens or out) if info.max_output_tokens else out
-            n = tokens(model)
-            return info.context_window is None or n + cap <= info.context_window, n, cap, info
+        def cannot(model: str, info: ModelInfo, *, chosen: bool = True) -> tuple[int, str | None]:
+            """(output cap on ``model``, why it cannot take the call or ``None`` when it can).
 
-        ok, n, cap, info = fits(self._order[start])
+            A cap the call names must be within the model's output limit (a provider refuses
+            more); the router's default cap is lowered to it instead.
+            """
+            limit = info.max_output_tokens
+            cap = out
+            if limit and out > limit:
+                if explicit:
+                    return out, f"{out:,} output tokens exceed {info.name}'s {limit:,} output limit"
+                cap = limit
+            if info.context_window is not None:
+                n = tokens(model, chosen=chosen)
+                if n + cap > info.context_window:
+                    return cap, (
+                        f"{n:,} tokens + {cap:,} output exceed {info.name}'s {info.context_window:,} window"
+                    )
+            return cap, None
+
         chosen = start
-        if not ok:
-            first = info
+        cap, why = cannot(self.tiers[self._order[start]], self._info[self.tiers[self._order[start]]])
+        if why is not None:
+            first_why = why
+            info = self._info[self.tiers[self._order[start]]]
             if force_tier is not None:
+                if info.max_output_tokens and explicit and out > info.max_output_tokens:
+                    raise ContextOverflowError(
+                        limit=info.max_output_tokens,
+                        required=out,
+                        what=f"output (max_output_tokens) of a request forced to tier {force_tier!r} "
+                        f"({info.name}'s output limit)",
+                        fix=f"lower max_output_tokens to {info.max_output_tokens:,} or less, or drop "
+                        "force_tier to let the router escalate",
+                    )
                 raise ContextOverflowError(
                     limit=(info.context_window or 0) - cap,
-                    required=n,
+                    required=tokens(self.tiers[force_tier]),
                     what=f"request forced to tier {force_tier!r} ({info.name})",
                     fix="drop force_tier to let the router escalate, shorten the prompt, "
                     "or lower max_output_tokens",
                 )
             order = [*range(start + 1, len(self._order)), *range(start - 1, -1, -1)]
             for i in order:
-                ok, n, cap, info = fits(self._order[i])
-                if ok:
+                cap, why = cannot(self.tiers[self._order[i]], self._info[self.tiers[self._order[i]]])
+                if why is None:
                     chosen = i
                     break
-            if not ok:
-                biggest = max((self._info[m].context_window or 0) for m in self.tiers.values())
+            if why is not None:
+                infos = [self._info[m] for m in self.tiers.values()]
+                able = [
+                    i for i in infos if not (explicit and i.max_output_tokens and out > i.max_output_tokens)
+                ]
+                if not able:
+                    most = max(i.max_output_tokens or 0 for i in infos)
+                    raise ContextOverflowError(
+                        limit=most,
+                        required=out,
+                        what="output (max_output_tokens) asked of every tier's model (their largest "
+                        "output limit)",
+                        fix=f"lower max_output_tokens to {most:,} or less, or add a tier whose model "
+                        "can produce more output",
+                    )
+                biggest = max((i.context_window or 0) for i in able)
                 raise ContextOverflowError(
                     limit=biggest - out,
                     required=max(counts.values()),
@@ -677,23 +746,29 @@ class TierRouter:
                     "or add a tier whose model has a larger window",
                 )
             verb = "escalated" if chosen > start else "stepped down"
-            reasons.append(
-                f"{verb}: {tokens(first.name):,} tokens + {cap:,} output exceed {first.name}'s "
-                f"{first.context_window:,} window"
-            )
+            reasons.append(f"{verb}: {first_why}")
             adjustments.append("context")
         tier = self._order[chosen]
         model = self.tiers[tier]
+        n = tokens(model)
         premium_model = self.tiers[self.premium_tier]
         pinfo = self._info[premium_model]
-        pcap = min(out, pinfo.max_output_tokens) if pinfo.max_output_tokens else out
         estimated = self._cost(n, cap, model)
         pn = tokens(premium_model)
-        if pinfo.context_window is not None and pn + pcap > pinfo.context_window:
+        if (pinfo.max_output_tokens and cap > pinfo.max_output_tokens) or (
+            pinfo.context_window is not None and pn + cap > pinfo.context_window
+        ):
             premium = estimated  # the premium model could not take this call: nothing was saved
         else:
-            premium = self._cost(pn, pcap, premium_model)
+            premium = self._cost(pn, cap, premium_model)  # the same call: the same output cap
         saved = None if estimated is None or premium is None else _tidy(premium - estimated)
+        fallbacks: list[str] = []
+        for fb in self.fallbacks.get(tier, ()):
+            _, fb_why = cannot(fb, self._fallback_info[fb], chosen=False)
+            if fb_why is None:
+                fallbacks.append(fb)
+            else:
+                reasons.append(f"fallback {fb} left out: {fb_why}")
         return RouteDecision(
             tier=tier,
             model=model,
@@ -710,7 +785,7 @@ class TierRouter:
             premium_model=premium_model,
             premium_cost_usd=premium,
             saved_usd=saved,
-            fallbacks=self.fallbacks.get(tier, ()),
+            fallbacks=tuple(fallbacks),
             adjustments=tuple(adjustments),
         )
 
@@ -732,6 +807,7 @@ class TierRouter:
         tools: Sequence[ToolLike] | None = None,
         feature: str | None = None,
         user: str | None = None,
+        default_output_tokens: int | None = None,
     ) -> RouteDecision:
         """Decide the tier and model for one request.
 
@@ -739,26 +815,36 @@ class TierRouter:
             messages: The prompt, or the conversation (OpenAI-style dicts or core messages); the
                 classifier judges the newest user message, the window check counts them all.
             force_tier: Skip the classifier and budget step-down; the window is still checked.
-            max_output_tokens: Output the call reserves (default: the router's).
+            max_output_tokens: Output the call asks for: only a model whose output limit allows it
+                is chosen (default: the router's, lowered to each model's output limit).
             tools: Tool definitions sent with the call (counted as input).
             feature: Payer's feature, when no :func:`~tokenbudget_core.attribute` block sets it:
                 its budgets step the route down or refuse it, and the classifier's own calls (a
                 learned classifier's embeddings, overhead ``router``) are charged to it.
             user: Payer's user, likewise.
+            default_output_tokens: This call's default output instead of the router's, when it
+                names no ``max_output_tokens``: lowered to each model's output limit, never a
+                reason to skip a tier (an adapter passes the largest cap a tier's own chat model
+                sets).
 
         Raises:
             InvalidInputError: Empty or malformed messages, an unknown ``force_tier``, a bad number.
-            ContextOverflowError: No tier's model can hold the request (or the forced one cannot).
+            ContextOverflowError: No tier's model can hold the request or produce the
+                ``max_output_tokens`` asked for (or the forced one cannot).
             BudgetExceededError: The payer's budget is used up (hard refusal).
         """
-        msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools, feature, user)
+        msgs, out, tool_list = self._request(
+            messages, force_tier, max_output_tokens, tools, feature, user, default_output_tokens
+        )
         state = self.ledger.state(feature=feature, user=user) if self.ledger is not None else None
         budget = self._budget(feature, user, state)
         classification = None
         if force_tier is None:
             with attribute(feature=feature, user=user), overhead("router"):  # the payer's overhead
                 classification = self._checked(self.classifier.classify(_plain_text(msgs)))
-        return self._decide(msgs, out, tool_list, force_tier, classification, budget)
+        return self._decide(
+            msgs, out, tool_list, force_tier, classification, budget, max_output_tokens is not None
+        )
 
     async def aroute(
         self,
@@ -769,9 +855,12 @@ class TierRouter:
         tools: Sequence[ToolLike] | None = None,
         feature: str | None = None,
         user: str | None = None,
+        default_output_tokens: int | None = None,
     ) -> RouteDecision:
         """Async twin of :meth:`route` (the budget lookup runs in a worker thread)."""
-        msgs, out, tool_list = self._request(messages, force_tier, max_output_tokens, tools, feature, user)
+        msgs, out, tool_list = self._request(
+            messages, force_tier, max_output_tokens, tools, feature, user, default_output_tokens
+        )
         state = None
         if self.ledger is not None:
             ledger = self.ledger
@@ -781,7 +870,9 @@ class TierRouter:
         if force_tier is None:
             with attribute(feature=feature, user=user), overhead("router"):  # the payer's overhead
                 classification = self._checked(await self._aclassify(_plain_text(msgs)))
-        return self._decide(msgs, out, tool_list, force_tier, classification, budget)
+        return self._decide(
+            msgs, out, tool_list, force_tier, classification, budget, max_output_tokens is not None
+        )
 
     # -- the call, down the fallback chain --------------------------------------------------------
 

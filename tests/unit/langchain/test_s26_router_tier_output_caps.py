@@ -92,3 +92,16 @@ def test_routing_middleware_assumes_the_tier_models_own_max_tokens() -> None:
     route = route_of(reply)
     assert (route["tier"], route["model"], route["max_output_tokens"]) == ("large", "gpt-4.1", 8000)
     assert reply.content == "from gpt-4.1"
+
+
+def test_a_larger_tiers_own_cap_never_makes_a_smaller_tier_unable_to_answer() -> None:
+    # The large tier's chat model sets 30,000 output tokens (as ChatAnthropic always sets its
+    # max_tokens): more than gpt-4o-mini's 16,384 output limit. That is the large model's own
+    # setting, not the call's: a short, simple prompt still goes to the small tier.
+    router = RouterChatModel(capped_tiers(None, 30_000))
+    route = route_of(router.invoke("hi"))
+    assert route["tier"] == "small"
+    assert route["model"] == "gpt-4o-mini"
+    # a cap the call names is the call's, asked of whichever tier answers: strict
+    strict = route_of(router.invoke("hi", max_tokens=30_000))
+    assert strict["tier"] == "large"
