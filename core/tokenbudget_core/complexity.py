@@ -170,8 +170,12 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="quantified",
-        pattern=r"\d(?:[\d,.]*)\s?(?:%|k\b|ms\b|mb\b|gb\b|x\b|million|billion|writes|requests|users"
-        r"|customers|engineers|teams|servers|services|endpoints|skus|tests|buildings|clinics)",
+        # A run of digits, commas and dots holding a digit, then a unit. Tried only where such a
+        # run starts, with possessive repeats, so a long run (a JSON array of numbers) is read
+        # once rather than once per digit: linear, and true for the same texts as
+        # ``\d[\d,.]*\s?(?:...)``.
+        pattern=r"(?<![\d,.])[,.]*+\d[\d,.]*+\s?(?:%|k\b|ms\b|mb\b|gb\b|x\b|million|billion|writes|requests"
+        r"|users|customers|engineers|teams|servers|services|endpoints|skus|tests|buildings|clinics)",
         weight=0.1,
     ),
     Rule(
@@ -182,13 +186,29 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="long_form",
-        pattern=r"\b(\d[\d,]*[- ](?:words?|pages?)|chapter|essay|proposal|guide|postmortem|plan)\b",
+        # ``\b\d[\d,]*[- ](?:words?|pages?)``, tried once per run of digits and commas (which
+        # must hold a digit at a word boundary) rather than once per digit in it.
+        pattern=r"\b(?:chapter|essay|proposal|guide|postmortem|plan)\b"
+        r"|(?<![\d,])(?:\b\d|\d*+,++\d)[\d,]*+[- ](?:words?|pages?)\b",
         weight=0.15,
     ),
     Rule(
-        name="code", pattern=r"```|\bdef \w+\(|\bclass \w+|\bSELECT\b.+\bFROM\b|=>|\bfunc \w+\(", weight=0.05
+        name="code",
+        # SELECT ... FROM on one line, tried from the line's first SELECT only (``(?<![^\n])`` is
+        # a line start), so a line of many SELECTs is not rescanned from each of them.
+        pattern=r"```|\bdef \w+\(|\bclass \w+|(?<![^\n])(?:(?!\bSELECT\b).)*+\bSELECT\b.+\bFROM\b|=>"
+        r"|\bfunc \w+\(",
+        weight=0.05,
     ),
-    Rule(name="multi_part", pattern=r"(?m)(?:^\s*(?:\d+[.)]|[-*•])\s+\S.*\n){3,}", weight=0.1),
+    Rule(
+        name="multi_part",
+        # Three or more list items in a row, blank lines allowed between them. The first item
+        # starts on its marker's own line (``[^\S\n]*``, not ``\s*``, which would rescan every
+        # blank line before it from each of them) and every repeat is possessive: linear, and
+        # true for the same texts as ``(?m)(?:^\s*(?:\d+[.)]|[-*•])\s+\S.*\n){3,}``.
+        pattern=r"(?m)^[^\S\n]*+(?:\d++[.)]|[-*•])\s++\S.*+\n(?:\s*+(?:\d++[.)]|[-*•])\s++\S.*+\n){2,}",
+        weight=0.1,
+    ),
 )
 
 

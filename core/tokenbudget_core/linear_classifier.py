@@ -46,7 +46,9 @@ _SIGNALS = (
     "pasted text",
     "instruction length",
 )
-_LIST_ITEM = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*•])\s+\S")
+# A list item's start, on its marker's own line (``[^\S\n]*``, not ``\s*``, so a run of blank
+# lines is not rescanned from each of them); finds as many items as ``(?m)^\s*(?:...)\s+\S``.
+_LIST_ITEM = re.compile(r"(?m)^[^\S\n]*+(?:\d++[.)]|[-*•])\s++\S")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
