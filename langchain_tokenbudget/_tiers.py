@@ -184,23 +184,20 @@ class Tiers:
             fix=f"one of {list(self.router.tiers.values())}, or force_tier= one of {list(self.router.tiers)}",
         )
 
-    def output_cap(self, call_cap: int | None) -> int | None:
-        """The default output to route with when the call names none (the core's
-        ``default_output_tokens``): when a tier's chat model sets its own cap, the largest a tier
-        will be asked for (its own, else the router's default); ``None`` (the router's default)
-        when the call names a cap (then ``max_output_tokens``) or no tier sets one.
-
-        The core router takes one default for every tier, lowered to each model's output limit:
-        a tier's own larger cap is assumed for the others' windows too (safe, never under), and
-        never makes a tier with a smaller output limit unable to answer.
+    def output_cap(self, call_cap: int | None) -> dict[str, int] | None:
+        """The per-tier default output to route with when the call names none (the core's
+        ``default_output_tokens``): each tier's chat model's own cap, else the router's default;
+        ``None`` (the router's default) when the call names a cap (then ``max_output_tokens``)
+        or no tier sets one. Each is lowered to its model's output limit: a tier's own cap never
+        makes another tier unable to answer.
         """
         if call_cap is not None:
             return None
-        own = [own_output_cap(self.chat[name]) for name in self.router.tiers.values()]
-        if all(cap is None for cap in own):
+        own = {tier: own_output_cap(self.chat[name]) for tier, name in self.router.tiers.items()}
+        if all(cap is None for cap in own.values()):
             return None
         default = self.router.max_output_tokens
-        return max(default if cap is None else cap for cap in own)
+        return {tier: default if cap is None else cap for tier, cap in own.items()}
 
     def request(
         self,

@@ -540,7 +540,7 @@ class TierRouter:
         feature: object,
         user: object,
         default_output_tokens: object = None,
-    ) -> tuple[list[Message], int, list[ToolLike]]:
+    ) -> tuple[list[Message], int, list[ToolLike], dict[str, int]]:
         for name, payer in (("feature", feature), ("user", user)):
             if payer is not None and (not isinstance(payer, str) or not payer):
                 raise InvalidInputError(name, "must be a non-empty string (or None)", value=payer)
@@ -559,13 +559,25 @@ class TierRouter:
                 value=force_tier,
                 fix=f"one of {list(self._order)}",
             )
+        per_tier: dict[str, int] = {}
         if max_output_tokens is not None:
             out = output_cap("max_output_tokens", max_output_tokens)
+        elif isinstance(default_output_tokens, Mapping):
+            out = self.max_output_tokens
+            for tier, cap in default_output_tokens.items():
+                if tier not in self.tiers:
+                    raise InvalidInputError(
+                        "default_output_tokens",
+                        f"{tier!r} is not a router tier",
+                        value=tier,
+                        fix=f"key the caps by tier name: {list(self._order)}",
+                    )
+                per_tier[tier] = output_cap(f"default_output_tokens[{tier!r}]", cap)
         elif default_output_tokens is not None:
             out = output_cap("default_output_tokens", default_output_tokens)
         else:
             out = self.max_output_tokens
-        return msgs, out, check_tools(tools)
+        return msgs, out, check_tools(tools), per_tier
 
     async def _aclassify(self, text: str) -> object:
         """The classifier's ``aclassify``; a classifier with ``classify()`` only runs it in a worker
@@ -644,6 +656,7 @@ class TierRouter:
         classification: Classification | None,
         budget: tuple[str, dict[str, float], int, str | None],
         explicit: bool,
+        per_tier: Mapping[str, int],
     ) -> RouteDecision:
         step, shares, down, budget_reason = budget
         reasons: list[str] = []
@@ -673,15 +686,16 @@ class TierRouter:
                 counts[model] = int(n)
             return counts[model]
 
-        def cannot(model: str, info: ModelInfo, *, chosen: bool = True) -> tuple[int, str | None]:
-            """(output cap on ``model``, why it cannot take the call or ``None`` when it can).
+        def cannot(model: str, info: ModelInfo, tier: str, *, chosen: bool = True) -> tuple[int, str | None]:
+            """(output cap on ``model``, a model of ``tier``, why it cannot take the call or
+            ``None`` when it can).
 
             A cap the call names must be within the model's output limit (a provider refuses
-            more); the router's default cap is lowered to it instead.
+            more); a default cap (the router's, the call's, the tier's own) is lowered to it.
             """
             limit = info.max_output_tokens
-            cap = out
-            if limit and out > limit:
+            cap = per_tier.get(tier, out)
+            if limit and cap > limit:
                 if explicit:
                     return out, f"{out:,} output tokens exceed {info.name}'s {limit:,} output limit"
                 cap = limit
@@ -694,7 +708,8 @@ class TierRouter:
             return cap, None
 
         chosen = start
-        cap, why = cannot(self.tiers[self._order[start]], self._info[self.tiers[self._order[start]]])
+        first_tier = self._order[start]
+        cap, why = cannot(self.tiers[first_tier], self._info[self.tiers[first_tier]], first_tier)
         if why is not None:
             first_why = why
             info = self._info[self.tiers[self._order[start]]]
@@ -717,7 +732,8 @@ class TierRouter:
                 )
             order = [*range(start + 1, len(self._order)), *range(start - 1, -1, -1)]
             for i in order:
-                cap, why = cannot(self.tiers[self._order[i]], self._info[self.tiers[self._order[i]]])
+                name = self._order[i]
+                cap, why = cannot(self.tiers[name], self._info[self.tiers[name]], name)
                 if why is None:
                     chosen = i
                     break
@@ -764,7 +780,7 @@ class TierRouter:
         saved = None if estimated is None or premium is None else _tidy(premium - estimated)
         fallbacks: list[str] = []
         for fb in self.fallbacks.get(tier, ()):
-            _, fb_why = cannot(fb, self._fallback_info[fb], chosen=False)
+            _, fb_why = cannot(fb, self._fallback_info[fb], tier, chosen=False)
             if fb_why is None:
                 fallbacks.append(fb)
             else:
@@ -807,7 +823,7 @@ class TierRouter:
         tools: Sequence[ToolLike] | None = None,
         feature: str | None = None,
         user: str | None = None,
-        default_output_tokens: int | None = None,
+        default_output_tokens: int | Mapping[str, int] | None = None,
     ) -> RouteDecision:
         """Decide the tier and model for one request.
 
@@ -823,9 +839,9 @@ class TierRouter:
                 learned classifier's embeddings, overhead ``router``) are charged to it.
             user: Payer's user, likewise.
             default_output_tokens: This call's default output instead of the router's, when it
-                names no ``max_output_tokens``: lowered to each model's output limit, never a
-                reason to skip a tier (an adapter passes the largest cap a tier's own chat model
-                sets).
+                names no ``max_output_tokens``: one for every tier, or per tier name (the cap each
+                tier's own chat model sets; tiers not named keep the router's); lowered to each
+                model's output limit, never a reason to skip a tier.
 
         Raises:
             InvalidInputError: Empty or malformed messages, an unknown ``force_tier``, a bad number.
@@ -833,7 +849,7 @@ class TierRouter:
                 ``max_output_tokens`` asked for (or the forced one cannot).
             BudgetExceededError: The payer's budget is used up (hard refusal).
         """
-        msgs, out, tool_list = self._request(
+        msgs, out, tool_list, per_tier = self._request(
             messages, force_tier, max_output_tokens, tools, feature, user, default_output_tokens
         )
         state = self.ledger.state(feature=feature, user=user) if self.ledger is not None else None
@@ -843,7 +859,7 @@ class TierRouter:
             with attribute(feature=feature, user=user), overhead("router"):  # the payer's overhead
                 classification = self._checked(self.classifier.classify(_plain_text(msgs)))
         return self._decide(
-            msgs, out, tool_list, force_tier, classification, budget, max_output_tokens is not None
+            msgs, out, tool_list, force_tier, classification, budget, max_output_tokens is not None, per_tier
         )
 
     async def aroute(
@@ -855,10 +871,10 @@ class TierRouter:
         tools: Sequence[ToolLike] | None = None,
         feature: str | None = None,
         user: str | None = None,
-        default_output_tokens: int | None = None,
+        default_output_tokens: int | Mapping[str, int] | None = None,
     ) -> RouteDecision:
         """Async twin of :meth:`route` (the budget lookup runs in a worker thread)."""
-        msgs, out, tool_list = self._request(
+        msgs, out, tool_list, per_tier = self._request(
             messages, force_tier, max_output_tokens, tools, feature, user, default_output_tokens
         )
         state = None
@@ -871,7 +887,7 @@ class TierRouter:
             with attribute(feature=feature, user=user), overhead("router"):  # the payer's overhead
                 classification = self._checked(await self._aclassify(_plain_text(msgs)))
         return self._decide(
-            msgs, out, tool_list, force_tier, classification, budget, max_output_tokens is not None
+            msgs, out, tool_list, force_tier, classification, budget, max_output_tokens is not None, per_tier
         )
 
     # -- the call, down the fallback chain --------------------------------------------------------

@@ -188,3 +188,15 @@ def test_bad_fallbacks_or_counters_are_named_with_the_expected_shape(
     assert err.value.field == field
     assert hint in str(err.value)
     assert err.value.fix  # says how to write it
+
+
+def test_default_output_per_tier_is_each_tiers_cap_lowered_to_its_limit() -> None:
+    router = TierRouter({"small": "gpt-4o-mini", "large": "gpt-4.1"})
+    # large's own 30,000 is above gpt-4o-mini's 16,384 limit: still no reason to skip small
+    decision = router.route(EASY, force_tier="small", default_output_tokens={"small": 500, "large": 30_000})
+    assert (decision.tier, decision.max_output_tokens) == ("small", 500)
+    lowered = router.route(EASY, force_tier="small", default_output_tokens={"small": 40_000})
+    assert lowered.max_output_tokens == 16_384  # a default is lowered to the model's limit
+    with pytest.raises(InvalidInputError) as info:
+        router.route(EASY, default_output_tokens={"medium": 500})
+    assert info.value.field == "default_output_tokens"

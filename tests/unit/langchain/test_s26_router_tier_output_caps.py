@@ -63,10 +63,17 @@ def test_a_tier_models_own_max_tokens_is_assumed_by_the_window_check(how: str) -
     assert (route["tier"], route["model"], route["answered_by"]) == ("large", "gpt-4.1", "gpt-4.1")
 
 
-def test_one_tiers_own_cap_is_assumed_for_all_the_core_taking_one_cap() -> None:
-    # small sets 8,000 itself, large nothing (the router's 1,024): the largest, 8,000, is assumed
+def test_each_tier_is_checked_with_the_cap_its_own_chat_model_sets() -> None:
+    # small sets 8,000 itself: the 125k-token prompt does not fit it; large sets nothing and is
+    # asked for the router's 1,024
     route = routed(RouterChatModel(capped_tiers(8000, None)), "invoke")
-    assert (route["tier"], route["max_output_tokens"]) == ("large", 8000)
+    assert (route["tier"], route["max_output_tokens"]) == ("large", 1024)
+
+
+def test_a_larger_tiers_own_cap_does_not_escalate_a_prompt_the_smaller_tier_holds() -> None:
+    # large sets 30,000 itself; small nothing: the 125k-token prompt + 1,024 fits gpt-4o-mini
+    route = routed(RouterChatModel(capped_tiers(None, 30_000)), "invoke")
+    assert (route["tier"], route["max_output_tokens"]) == ("small", 1024)
 
 
 @pytest.mark.parametrize(
