@@ -71,6 +71,13 @@ ROUTE_KEY = "tokenbudget_route"
 R = TypeVar("R", ChatResponse, CompletionResponse)
 
 
+def _own_output_cap(llm: LLM) -> int | None:
+    """The output a tier LLM asks for itself (its ``max_tokens``, as LlamaIndex's OpenAI and
+    Anthropic integrations send it); ``None`` when it sets none."""
+    cap = getattr(llm, "max_tokens", None)
+    return cap if type(cap) is int and cap > 0 else None
+
+
 def _model_name(llm: object, *, field: str, explicit: str | None) -> str:
     if not isinstance(llm, LLM):
         raise InvalidInputError(
@@ -121,7 +128,8 @@ class RoutedLLM(FunctionCallingLLM):
         classifier: A :class:`~tokenbudget_core.complexity.ComplexityClassifier` (default: heuristic).
         ledger: Budget awareness: step down tiers as the payer's budget fills, refuse at its limit.
         registry: Model facts and pricing names (default: the core's registry).
-        max_output_tokens: Output tokens routing assumes when the call sets no ``max_tokens``.
+        max_output_tokens: Output tokens routing assumes when the call sets no ``max_tokens``
+            and a tier's LLM sets none itself (a tier LLM's own ``max_tokens`` is what it asks for).
 
     Per call, ``force_tier="large"`` skips the classifier (it is not passed on to the tier LLM).
     With function-calling tiers, ``chat_with_tools`` (and agents) route too; the chosen tier
@@ -240,10 +248,13 @@ class RoutedLLM(FunctionCallingLLM):
         if out is not None:
             output_cap("max_tokens", out)
         messages: str | list[Message] = what if isinstance(what, str) else to_core_request(what)
+        # a tier LLM that sets its own max_tokens is asked for that (each lowered to its limit)
+        own = {tier: cap for tier, llm in self.tiers.items() if (cap := _own_output_cap(llm)) is not None}
         return {
             "messages": messages,  # a document block is estimated, not refused
             "force_tier": force,
             "max_output_tokens": out,
+            "default_output_tokens": own if out is None and own else None,
             "tools": [_tool_definition(t, i) for i, t in enumerate(tools)] or None,
         }
 
