@@ -135,14 +135,8 @@ class TiktokenCounter(TokenCounter):
         if type(text) is not str:
             check_text(text)
         n = self._texts.get(text)
-        if n is None:
-            try:
-                n = len(self._encode(text))
-            except BaseException as e:  # noqa: BLE001 - only tiktoken's panic is handled
-                n, exact = self._after_panic(e, text)
-                if not exact:
-                    return self._result(n, False)
-            self._texts.put(text, n)
+        if n is None:  # a miss: tokenised, and cached when the count is exact
+            return self._result(*self._tokens(text))
         return self._result(n)
 
     def count_messages(
@@ -157,8 +151,7 @@ class TiktokenCounter(TokenCounter):
             )
         total = _REPLY_PRIMING
         exact = True
-        texts, encode, per_name = self._texts, self._encode, self._per_name
-        get_text, fast_roles = texts.get, self._fast_roles
+        per_name, get_text, fast_roles = self._per_name, self._texts.get, self._fast_roles
         for i, m in enumerate(messages):
             # Fast path: a plain-text dict of role and content (and maybe name), no tool fields.
             if type(m) is dict:
@@ -171,14 +164,8 @@ class TiktokenCounter(TokenCounter):
                 if (size == 2 or (size == 3 and "name" in m)) and type(content) is str:
                     n = get_text(content)
                     if n is None:
-                        try:
-                            n = len(encode(content))
-                            texts.put(content, n)
-                        except BaseException as e:  # noqa: BLE001 - only tiktoken's panic is handled
-                            n, ok = self._after_panic(e, content)
-                            if ok:
-                                texts.put(content, n)
-                            exact = exact and ok
+                        n, ok = self._tokens(content)
+                        exact = exact and ok
                     total += framing + n
                     if size == 3:
                         name = m["name"]
@@ -218,7 +205,8 @@ class TiktokenCounter(TokenCounter):
         return _REPLY_PRIMING
 
     def _tokens(self, text: str, cache: bool = True) -> tuple[int, bool]:
-        """Tokens of ``text`` and whether the count is exact (see :meth:`_after_panic`)."""
+        """Tokens of ``text`` and whether the count is exact (see :meth:`_after_panic`);
+        ``cache``: looked up in and kept by the per-text cache (an exact count)."""
         n = self._texts.get(text) if cache else None
         if n is None:
             try:
