@@ -25,7 +25,7 @@ from ._bridge import core_tools
 from .budget_callback import MAX_OUTPUT_KEYS, ROUTE_KEY, first, payer_from
 from .messages import to_core_request
 
-__all__ = ["ROUTE_KEY", "Tiers", "annotate", "model_name_of", "own_output_cap"]
+__all__ = ["ROUTE_KEY", "Tiers", "annotate", "check_fallback_chains", "model_name_of", "own_output_cap"]
 
 _NAME_FALLBACK = (
     "a fallback is priced by the name its chat model gives: use one that names its model "
@@ -39,6 +39,25 @@ def own_output_cap(chat: object) -> int | None:
     ``max_output_tokens``), read as a ``BudgetMiddleware`` reads it for its reservation; ``None``
     when it sets none."""
     return first(int, MAX_OUTPUT_KEYS, {k: getattr(chat, k, None) for k in MAX_OUTPUT_KEYS}) or None
+
+
+def check_fallback_chains(fallbacks: object) -> None:
+    """Refuse a ``fallbacks`` entry that is not a list of chat models (one chat model given bare
+    reads to pydantic as a sequence of its fields), naming the tier and the fix.
+
+    Raises:
+        InvalidInputError: ``fallbacks[tier]`` is a chat model, a string or not a sequence.
+    """
+    if not isinstance(fallbacks, Mapping):
+        return
+    for tier, chats in fallbacks.items():
+        if isinstance(chats, (BaseChatModel, str, bytes)) or not isinstance(chats, Sequence):
+            raise InvalidInputError(
+                f"fallbacks[{tier!r}]",
+                "must be a list of chat models tried in order",
+                value=chats,
+                fix=f"wrap it in a list: fallbacks={{{tier!r}: [ChatOpenAI(model='gpt-4.1')]}}",
+            )
 
 
 def model_name_of(
@@ -151,9 +170,8 @@ class Tiers:
             names[str(tier)] = name
             self.chat.setdefault(name, chat)
         fallback_names: dict[str, list[str]] = {}
+        check_fallback_chains(fallbacks)
         for tier, chats in (fallbacks or {}).items():
-            if isinstance(chats, BaseChatModel) or not isinstance(chats, Sequence):
-                raise InvalidInputError(f"fallbacks[{tier!r}]", "must be a list of chat models", value=chats)
             fallback_names[tier] = []
             for i, chat in enumerate(chats):
                 name = model_name_of(chat, field=f"fallbacks[{tier!r}][{i}]", fix=_NAME_FALLBACK)

@@ -37,7 +37,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.routing import RouteDecision, output_cap, tiers_argument
 
-from ._tiers import ROUTE_KEY, Tiers, annotate
+from ._tiers import ROUTE_KEY, Tiers, annotate, check_fallback_chains
 from .budget_callback import MAX_OUTPUT_KEYS, ROUTER_LLM_TYPE, first
 
 __all__ = ["RouterChatModel"]
@@ -174,6 +174,7 @@ class RouterChatModel(BaseChatModel):
                 value=data.get("tiers"),
                 fix="RouterChatModel({'small': ChatOpenAI(model='gpt-4o-mini'), 'large': ...})",
             )
+        check_fallback_chains(data.get("fallbacks"))  # before pydantic reads a bare model as a list
         try:
             super().__init__(**data)
         except ValidationError as e:
@@ -465,13 +466,23 @@ class RouterChatModel(BaseChatModel):
     ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
         """Each tier model's own ``with_structured_output(schema, ...)``, behind the same routing.
 
-        ``kwargs`` (``method``, ``strict``...) go to every tier model.
+        ``kwargs`` (``method``, ``strict``...) go to every tier model. The router's own
+        ``max_tokens`` and ``temperature`` are set on each tier model (a copy with that field), so
+        the cap routing assumes is the cap sent, as with :meth:`invoke`; keyword arguments given to
+        the structured runnable's ``invoke`` are passed on as LangChain passes them.
 
         Raises:
-            InvalidInputError: A tier model does not support structured output.
+            InvalidInputError: A tier model does not support structured output, or has no field
+                to take the router's ``max_tokens`` / ``temperature``.
         """
         structured: dict[str, Runnable[Any, Any]] = {}
+        settings = {
+            k: v
+            for k, v in (("max_tokens", self.max_tokens), ("temperature", self.temperature))
+            if v is not None
+        }
         for name, chat in self._tiers.chat.items():
+            chat = _with_settings(name, chat, settings)
             try:
                 structured[name] = chat.with_structured_output(schema, include_raw=include_raw, **kwargs)
             except NotImplementedError as e:
@@ -501,7 +512,7 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
         decision = self.router._route(call)
 
         def attempt(model: str) -> tuple[str, Any]:
-            return model, self.structured[model].invoke(input, call.config_for(decision, model))
+            return model, self.structured[model].invoke(input, call.config_for(decision, model), **kwargs)
 
         model, result = self.router._tiers.router.call(decision, attempt)
         return self._out(result, decision, model)
@@ -513,10 +524,31 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
         decision = await self.router._aroute(call)
 
         async def attempt(model: str) -> tuple[str, Any]:
-            return model, await self.structured[model].ainvoke(input, call.config_for(decision, model))
+            reply = await self.structured[model].ainvoke(input, call.config_for(decision, model), **kwargs)
+            return model, reply
 
         model, result = await self.router._tiers.router.acall(decision, attempt)
         return self._out(result, decision, model)
+
+
+def _with_settings(name: str, chat: BaseChatModel, settings: Mapping[str, Any]) -> BaseChatModel:
+    """A copy of ``chat`` with the router's ``settings`` in its own fields (``max_tokens`` in
+    whichever of ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` it has)."""
+    if not settings:
+        return chat
+    fields = getattr(type(chat), "model_fields", {})
+    update: dict[str, Any] = {}
+    for key, value in settings.items():
+        field = next((k for k in (MAX_OUTPUT_KEYS if key == "max_tokens" else (key,)) if k in fields), None)
+        if field is None:
+            raise InvalidInputError(
+                key,
+                f"the model {name!r} ({type(chat).__name__}) has no {key} field, so its structured "
+                f"output cannot be sent the router's {key}={value!r}",
+                fix=f"set {key} on each tier model itself and leave RouterChatModel.{key} unset",
+            )
+        update[field] = value
+    return chat.model_copy(update=update)
 
 
 def _child(

@@ -73,3 +73,13 @@ def test_an_unnamed_fallback_is_told_a_fix_that_works(adapter: Any) -> None:
     reply = router.invoke("What is the capital of France?")
     route = reply.response_metadata["tokenbudget_route"]
     assert (route["tier"], route["answered_by"], reply.content) == ("small", "gpt-4.1", "from gpt-4.1")
+
+
+@pytest.mark.parametrize(
+    "make", [RouterChatModel, RoutingMiddleware], ids=["RouterChatModel", "RoutingMiddleware"]
+)
+def test_a_bare_fallback_model_is_refused_with_the_list_it_should_be(make: Any) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"fallbacks\['large'\].*list of chat models.*wrap it in a list"
+    ):
+        make(tiers(), fallbacks={"large": Named(model_name="gpt-4.1")})
