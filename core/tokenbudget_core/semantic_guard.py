@@ -35,7 +35,9 @@ refuses a match when the two prompts differ in
 * **direction**: each prompt having a direction word the other lacks, of opposite sides
   (``to`` / ``from`` and the role words above, ``in`` / ``into`` / ``out``, ``before`` / ``after``,
   ``over`` / ``above`` / ``more`` / ``under`` / ``below`` / ``less``, ``up`` / ``down``,
-  ``on`` / ``off``): "migrate to Postgres" is not "migrate from Postgres", "log in" not "log out".
+  ``on`` / ``off``), or two verb particles (``up`` / ``in`` / ``out`` / ``on`` / ``off`` /
+  ``down``, opposite or not): "migrate to Postgres" is not "migrate from Postgres", "log in" not
+  "log out", "sign up" not "sign in".
   Adding or dropping one ("How to reset my password" / "How do I reset my password") is not.
 
 What it cannot catch, and what it costs:
@@ -191,6 +193,9 @@ def _h(token: str) -> str:
 
 _OPPOSITE_HASHES = tuple((_h(f"dir:{x}"), _h(f"dir:{y}")) for x, y in _OPPOSITES)
 """The features of each pair of opposite sides (as :func:`guard_features` hashes them)."""
+_PARTICLE_HASHES = frozenset(_h(f"dir:{x}") for x in ("in", "out", "up", "down", "on", "off"))
+"""Verb particles: "sign up" / "sign in", "set up" / "set off", "back up" / "back out" ask
+different things, opposite or not."""
 
 
 def _number(raw: str) -> str:
@@ -519,8 +524,13 @@ def _roles_swapped(a: GuardFeatures, b: GuardFeatures) -> bool:
 
 
 def _direction_flipped(a: Sequence[str], b: Sequence[str]) -> bool:
-    """Each prompt having a direction word the other lacks, of opposite sides (``to`` / ``from``)."""
+    """Each prompt having a direction word the other lacks, of opposite sides (``to`` / ``from``)
+    or both verb particles (``up`` / ``in`` / ``out`` / ``on`` / ``off`` / ``down``)."""
     mine, theirs = Counter(a), Counter(b)
+    if any(mine[h] > theirs[h] for h in _PARTICLE_HASHES) and any(
+        theirs[h] > mine[h] for h in _PARTICLE_HASHES
+    ):
+        return True
     for hx, hy in _OPPOSITE_HASHES:
         if (mine[hx] > theirs[hx] and theirs[hy] > mine[hy]) or (
             mine[hy] > theirs[hy] and theirs[hx] > mine[hx]

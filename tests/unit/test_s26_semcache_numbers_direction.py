@@ -85,3 +85,20 @@ def test_adding_or_rewording_a_direction_word_is_the_same_question_flipping_it_i
         assert compare(guard_features(asked), guard_features(stored)) is None
     flipped = guard_features("Flights out of Paris")
     assert compare(guard_features("Flights into Paris"), flipped) == "direction differs"
+
+
+PARTICLES = [
+    ("How do I sign up?", "How do I sign in?"),
+    ("How do I sign up for the newsletter?", "How do I sign in for the newsletter?"),
+    ("Where can I drop off my bag?", "Where can I drop in my bag?"),
+]
+
+
+@pytest.mark.parametrize(("stored", "asked"), PARTICLES)
+def test_a_different_verb_particle_is_a_different_question(stored: str, asked: str) -> None:
+    assert served(stored, asked, guard=False)  # the embedding alone serves it
+    assert not served(stored, asked)
+    assert not served(asked, stored)
+    assert compare(guard_features(stored), guard_features(asked)) == "direction differs"
+    # a particle added or kept, with the rest reworded, is still the same question
+    assert compare(guard_features(stored), guard_features(stored.replace("How do I", "How can I"))) is None
