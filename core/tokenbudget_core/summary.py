@@ -230,18 +230,34 @@ class SummaryBuffer(Generic[M]):
 
     def extend(self, messages: Iterable[M]) -> None:
         """Append several messages, then fold what slid out once (fewer, fuller summariser calls:
-        about one per ``chunk_tokens`` of what slid out). Raises as :meth:`append` does."""
-        for m in messages:
-            self._window.append(m)
+        about one per ``chunk_tokens`` of what slid out). Raises as :meth:`append` does; a message
+        refused part-way leaves the ones before it taken in and what they pushed out folded, as
+        appending them one by one would."""
+        try:
+            for m in messages:
+                self._window.append(m)
+        except Exception:
+            self._fold_all_sync()
+            raise
+        self._fold_all_sync()
+
+    async def aextend(self, messages: Iterable[M]) -> None:
+        """Async twin of :meth:`extend`."""
+        try:
+            for m in messages:
+                self._window.append(m)
+        except Exception:
+            await self._fold_all_async()
+            raise
+        await self._fold_all_async()
+
+    def _fold_all_sync(self) -> None:
         while self.degraded:
             before = self._folded
             if not self._fold_sync() or self._folded == before:  # failed: retried on a later turn
                 break
 
-    async def aextend(self, messages: Iterable[M]) -> None:
-        """Async twin of :meth:`extend`."""
-        for m in messages:
-            self._window.append(m)
+    async def _fold_all_async(self) -> None:
         while self.degraded:
             before = self._folded
             if not await self._fold_async() or self._folded == before:
