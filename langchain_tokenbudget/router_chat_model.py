@@ -468,12 +468,12 @@ class RouterChatModel(BaseChatModel):
 
         ``kwargs`` (``method``, ``strict``...) go to every tier model. The router's own
         ``max_tokens`` and ``temperature`` are set on each tier model (a copy with that field), so
-        the cap routing assumes is the cap sent, as with :meth:`invoke`; keyword arguments given to
-        the structured runnable's ``invoke`` are passed on as LangChain passes them.
+        the cap routing assumes is the cap sent, as with :meth:`invoke`; for a tier model with no
+        such field they are passed with each call, as :meth:`invoke` passes them, as are keyword
+        arguments given to the structured runnable's ``invoke``.
 
         Raises:
-            InvalidInputError: A tier model does not support structured output, or has no field
-                to take the router's ``max_tokens`` / ``temperature``.
+            InvalidInputError: A tier model does not support structured output.
         """
         structured: dict[str, Runnable[Any, Any]] = {}
         settings = {
@@ -481,8 +481,9 @@ class RouterChatModel(BaseChatModel):
             for k, v in (("max_tokens", self.max_tokens), ("temperature", self.temperature))
             if v is not None
         }
+        passed: dict[str, dict[str, Any]] = {}
         for name, chat in self._tiers.chat.items():
-            chat = _with_settings(name, chat, settings)
+            chat, passed[name] = _with_settings(chat, settings)
             try:
                 structured[name] = chat.with_structured_output(schema, include_raw=include_raw, **kwargs)
             except NotImplementedError as e:
@@ -491,16 +492,22 @@ class RouterChatModel(BaseChatModel):
                     f"the model {name!r} ({type(chat).__name__}) does not support structured output",
                     fix="use chat models with tool calling or structured output in every tier",
                 ) from e
-        return _StructuredRouter(router=self, structured=structured, include_raw=include_raw)
+        return _StructuredRouter(router=self, structured=structured, passed=passed, include_raw=include_raw)
 
 
 class _StructuredRouter(Runnable[LanguageModelInput, Any]):
     """The router's decision, then the chosen model's structured-output runnable."""
 
     def __init__(
-        self, *, router: RouterChatModel, structured: dict[str, Runnable[Any, Any]], include_raw: bool
+        self,
+        *,
+        router: RouterChatModel,
+        structured: dict[str, Runnable[Any, Any]],
+        passed: dict[str, dict[str, Any]],
+        include_raw: bool,
     ) -> None:
         self.router, self.structured, self.include_raw = router, structured, include_raw
+        self.passed = passed  # model name -> the router's settings its model has no field for
 
     def _out(self, result: Any, decision: RouteDecision, model: str) -> Any:
         if self.include_raw and isinstance(result, dict) and "raw" in result:
@@ -512,7 +519,8 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
         decision = self.router._route(call)
 
         def attempt(model: str) -> tuple[str, Any]:
-            return model, self.structured[model].invoke(input, call.config_for(decision, model), **kwargs)
+            args = {**self.passed[model], **kwargs}
+            return model, self.structured[model].invoke(input, call.config_for(decision, model), **args)
 
         model, result = self.router._tiers.router.call(decision, attempt)
         return self._out(result, decision, model)
@@ -524,31 +532,29 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
         decision = await self.router._aroute(call)
 
         async def attempt(model: str) -> tuple[str, Any]:
-            reply = await self.structured[model].ainvoke(input, call.config_for(decision, model), **kwargs)
+            args = {**self.passed[model], **kwargs}
+            reply = await self.structured[model].ainvoke(input, call.config_for(decision, model), **args)
             return model, reply
 
         model, result = await self.router._tiers.router.acall(decision, attempt)
         return self._out(result, decision, model)
 
 
-def _with_settings(name: str, chat: BaseChatModel, settings: Mapping[str, Any]) -> BaseChatModel:
+def _with_settings(chat: BaseChatModel, settings: Mapping[str, Any]) -> tuple[BaseChatModel, dict[str, Any]]:
     """A copy of ``chat`` with the router's ``settings`` in its own fields (``max_tokens`` in
-    whichever of ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` it has)."""
-    if not settings:
-        return chat
+    whichever of ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` it has), and
+    the settings it has no field for: those are passed with each call, as :meth:`invoke` passes
+    them."""
     fields = getattr(type(chat), "model_fields", {})
     update: dict[str, Any] = {}
+    leftover: dict[str, Any] = {}
     for key, value in settings.items():
         field = next((k for k in (MAX_OUTPUT_KEYS if key == "max_tokens" else (key,)) if k in fields), None)
         if field is None:
-            raise InvalidInputError(
-                key,
-                f"the model {name!r} ({type(chat).__name__}) has no {key} field, so its structured "
-                f"output cannot be sent the router's {key}={value!r}",
-                fix=f"set {key} on each tier model itself and leave RouterChatModel.{key} unset",
-            )
-        update[field] = value
-    return chat.model_copy(update=update)
+            leftover[key] = value
+        else:
+            update[field] = value
+    return (chat.model_copy(update=update) if update else chat), leftover
 
 
 def _child(

@@ -8,12 +8,13 @@ from typing import Any
 import httpx
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import ChatOpenAI
 from provider_server import OpenAIReply, ProviderServer
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from langchain_tokenbudget import RouterChatModel
-from tokenbudget_core.errors import InvalidInputError
 
 pytestmark = pytest.mark.integration
 
@@ -67,17 +68,27 @@ def test_a_call_keyword_reaches_the_tier_as_langchain_passes_it(provider_server:
     assert request.body.get("max_completion_tokens", request.body.get("max_tokens")) == 120
 
 
-def test_a_tier_without_an_output_cap_field_is_refused_naming_the_fix(
-    provider_server: ProviderServer,
-) -> None:
+def test_a_tier_without_an_output_cap_field_is_sent_it_with_the_call(provider_server: ProviderServer) -> None:
     class Plain(GenericFakeChatModel):
-        model_name: str = "gpt-4o"
+        """No max_tokens field: records the keywords each call brings."""
 
-    router = RouterChatModel(
-        {"small": chat(provider_server, "gpt-4o-mini"), "large": Plain(messages=iter([]))}, max_tokens=300
+        model_name: str = "gpt-4o-mini"
+        seen: list[dict[str, Any]] = Field(default_factory=list)
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            self.seen.append(kwargs)
+            return super()._generate(messages, stop, run_manager, **kwargs)
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    plain = Plain(
+        messages=iter(
+            [AIMessage("", tool_calls=[{"name": "Person", "args": {"name": "Ada", "age": 36}, "id": "p"}])]
+        )
     )
-    with pytest.raises(
-        InvalidInputError,
-        match=r"the model 'gpt-4o' \(Plain\) has no max_tokens field.*leave RouterChatModel.max_tokens unset",
-    ):
-        router.with_structured_output(Person)
+    router = RouterChatModel({"small": plain, "large": chat(provider_server, "gpt-4o")}, max_tokens=300)
+    assert router.with_structured_output(Person).invoke("Who wrote the first program?") == Person(
+        name="Ada", age=36
+    )
+    assert plain.seen[-1]["max_tokens"] == 300
