@@ -7,9 +7,17 @@ calls are being refused. A budget that refuses a call sends an alert of its own 
 (:attr:`Alert.refusing`), once per budget, limit and day (see
 :attr:`~tokenbudget_core.budgets.BudgetPolicy.alert_thresholds`).
 
-Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any callable taking an
-:class:`Alert`, or a webhook URL (``http(s)://...``) that receives the alert as JSON (a
-:class:`Webhook` of that URL; ``Webhook(url, timeout_s=30)`` for one that answers slowly).
+Usage landing on a day older than the store keeps alert marks
+(:data:`~tokenbudget_core.ledger.ALERT_MARK_TTL_S` less a day: recorded late with ``at=``, or
+replayed from a spool after a long outage) sends none of that day's alerts, rather than send
+them twice.
+
+Sinks: ``"log"`` (a WARNING on the ``tokenbudget.alerts`` logger), any plain callable taking an
+:class:`Alert` (an ``async def`` one is refused: hand the alert to your loop with
+``asyncio.run_coroutine_threadsafe``), or a webhook URL (``http(s)://...``; a non-ASCII path or
+query is sent percent-encoded as UTF-8, a non-ASCII host in its IDNA form) that receives the
+alert as JSON (a :class:`Webhook` of that URL; ``Webhook(url, timeout_s=30)`` for one that
+answers slowly).
 
 An alert fires once per store (marked in the store, whichever process or ``Ledger`` object
 commits), and is sent by the sinks of the ledger whose commit crossed the threshold. Sinks are
@@ -63,6 +71,7 @@ import base64
 import encodings.idna  # noqa: F401 - imported here, not lazily by a worker (a fork mid-import breaks it)
 import hashlib
 import http.client
+import inspect
 import json
 import logging
 import math
@@ -254,18 +263,20 @@ class Webhook:
                 fix="give the webhook's http(s) URL",
             )
         userinfo, _, hostport = parts.netloc.rpartition("@")
+        hostport = _ascii_host(hostport, parts)
         self.redacted = f"{parts.scheme}://{hostport}"
         """The URL as logs show it: no user info, path or query."""
-        self._target = urllib.parse.urlunsplit((parts.scheme, hostport, parts.path, parts.query, ""))
+        path, query = _ascii_text(parts.path), _ascii_text(parts.query)  # http.client sends ASCII only
+        self._target = urllib.parse.urlunsplit((parts.scheme, hostport, path, query, ""))
         self._headers = {"Content-Type": "application/json", "User-Agent": "tokenbudget-alerts"}
         user, password = parts.username, parts.password
         if userinfo:
             credentials = f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}"
             self._headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
-        secrets = {url, self._target, userinfo, user, password, parts.query, parts.fragment}
+        secrets = {url, self._target, userinfo, user, password, parts.query, query, parts.fragment}
         secrets.update(urllib.parse.unquote(s) for s in (user, password) if s)
         if parts.path not in ("", "/"):
-            secrets.add(parts.path)
+            secrets.update((parts.path, path))
         self._secrets = sorted((s for s in secrets if s), key=len, reverse=True)
         self._cond = threading.Condition()
         self._queue: deque[tuple[str, bytes, Alert]] = deque()  # (alert id, body, alert)
@@ -440,7 +451,8 @@ class Webhook:
             # urllib wraps what fails while connecting and sending in a URLError: a bare timeout
             # came while waiting for the answer, after the request was sent
             unanswered = isinstance(e, TimeoutError)
-            return self._scrub(f"{type(e).__name__}: {e}"), True, not unsent, unanswered
+            retry = not isinstance(cause, UnicodeError)  # a request that cannot be written never will be
+            return self._scrub(f"{type(e).__name__}: {e}"), retry, not unsent, unanswered
 
     def _scrub(self, text: str) -> str:
         """``text`` without any piece of the URL that may be a secret."""
@@ -470,6 +482,34 @@ class Webhook:
 MAX_TIMEOUT_S = 86_400
 """The longest wait a webhook may set (a socket takes no timeout past about 9.2e9 s: a longer one
 would lose every alert)."""
+
+
+def _ascii_text(text: str) -> str:
+    """``text`` (a URL's path or query) with each non-ASCII character percent-encoded as UTF-8,
+    as browsers send it; the rest as given."""
+    if text.isascii():
+        return text
+    return "".join(c if c.isascii() else urllib.parse.quote(c, safe="") for c in text)
+
+
+def _ascii_host(hostport: str, parts: urllib.parse.SplitResult) -> str:
+    """``host[:port]`` with an internationalised host name in its ASCII (IDNA) form.
+
+    Raises:
+        InvalidInputError: The host name has no IDNA form.
+    """
+    if hostport.isascii():
+        return hostport
+    try:
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except UnicodeError as e:
+        raise InvalidInputError(
+            "url",
+            "has a host name that cannot be written in ASCII (IDNA)",
+            value=f"{parts.scheme}://...",  # the URL itself may hold secrets
+            fix="give the host's ASCII (punycode) form, xn--...",
+        ) from e
+    return host if parts.port is None else f"{host}:{parts.port}"
 
 
 def _split(url: str, field: str) -> urllib.parse.SplitResult:
@@ -594,6 +634,15 @@ def resolve_sinks(sinks: Sequence[str | AlertSink] | None) -> list[AlertSink]:
             except InvalidInputError as e:  # named as the caller gave it (the error never shows the URL)
                 raise InvalidInputError(f"alerts[{i}]", e.problem, value=e.value, fix=e.fix) from e
         elif callable(sink):
+            if inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(type(sink).__call__):
+                raise InvalidInputError(
+                    f"alerts[{i}]",
+                    "is an async function: alert sinks are called synchronously, from the thread "
+                    "that committed, and a coroutine nobody awaits is lost",
+                    value=getattr(sink, "__qualname__", type(sink).__qualname__),
+                    fix="pass a plain function that hands the alert to your loop, e.g. "
+                    "lambda alert: asyncio.run_coroutine_threadsafe(notify(alert), loop)",
+                )
             out.append(sink)
         else:
             raise InvalidInputError(
@@ -623,7 +672,14 @@ def dispatch(sinks: Sequence[AlertSink], alert: Alert) -> None:
     raised into the call, and the sinks after it still get the alert."""
     for sink in sinks:
         try:
-            sink(alert)
+            returned = sink(alert)
+            if inspect.isawaitable(returned):  # an async sink that got past resolve_sinks (a partial)
+                close = getattr(returned, "close", None)
+                if close is not None:
+                    close()
+                raise TypeError(
+                    "it returned an awaitable that nobody awaits: alert sinks must be plain functions"
+                )
         except Exception:
             logger.exception(
                 "alert sink %r failed, the alert is not delivered to it: %s (id %s)",

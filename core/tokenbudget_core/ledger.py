@@ -162,6 +162,11 @@ def _payer_of_row(rollup_key: str) -> tuple[str | None, str | None]:
 MAX_LEASE_SECONDS = 7 * 86_400
 """The longest lease a ledger takes: a reservation left unsettled holds its payer's budget that
 long (and every store keeps lease ends as 64-bit milliseconds)."""
+ALERT_MARK_TTL_S = MAX_LEASE_SECONDS + 3 * 86_400
+"""How long the store keeps the mark that an alert of a day was sent (so that it is sent once):
+longer than a lease, so a reservation settled at the end of its lease finds its day's marks. Usage
+landing on a day older than this less one day (recorded late with ``at=``, replayed from a spool
+after a long outage) sends none of that day's alerts, rather than sending them again."""
 
 
 class Ledger:
@@ -312,6 +317,7 @@ class Ledger:
         # in the store (set by it or by another ledger): a budget past a threshold is not marked
         # again on every later commit of the day (the last two days kept, see _alert)
         self._alerts_marked: dict[str, set[tuple[str, str, int, float]]] = {}
+        self._alerts_lock = threading.Lock()  # the memo's days are added and dropped by many threads
         self.registry = registry if registry is not None else default_registry()
         self.prices = prices
         self.clock = clock
@@ -1996,12 +2002,22 @@ class Ledger:
     def _after_commit(self, plan: _CommitPlan, spent: Sequence[int], *, record_cost: bool) -> None:
         """The cost sample (if the store did not keep it) and threshold alerts of an applied commit.
 
-        The charge itself is stored: if the store drops now, reports lose one sample at worst.
+        The charge itself is stored: if the store drops now, reports lose one sample at worst;
+        nothing failing here makes the commit raise (a caller would take the stored charge for
+        one not made, and charge it again).
         """
-        with contextlib.suppress(BudgetUnavailableError, StoreRefusedError):
+        try:
             if record_cost:
                 self.store.record_call_cost(plan.day, _enc(plan.feature), plan.cost)
             self._threshold_alerts(plan.day, plan.feature, plan.user, plan.scopes, plan.now_ms, spent)
+        except (BudgetUnavailableError, StoreRefusedError):
+            pass
+        except Exception:
+            logger.exception(
+                "after the charge of request %s was stored, its cost sample or alerts failed "
+                "(the charge stands)",
+                plan.request_id,
+            )
 
     def _threshold_alerts(
         self,
@@ -2048,8 +2064,10 @@ class Ledger:
             told = (c.scope, c.metric, c.limit, threshold)
             if marked is not None and told in marked:
                 continue
+            if self._past_alert_marks(day):
+                return
             first = self.store.mark_once(
-                f"alert/{day}/{c.scope}/{c.metric}/{c.limit}/{threshold}", 3 * 86_400
+                f"alert/{day}/{c.scope}/{c.metric}/{c.limit}/{threshold}", ALERT_MARK_TTL_S
             )
             if marked is None:
                 marked = self._alert_marks_of(day)
@@ -2059,14 +2077,25 @@ class Ledger:
             if first:
                 dispatch(self.sinks, self._alert_of(day, feature, user, c, threshold, spent))
 
+    def _past_alert_marks(self, day: str) -> bool:
+        """Whether ``day`` is so old that its alert marks may have expired from the store (see
+        :data:`ALERT_MARK_TTL_S`): its alerts are not sent, as they could be sent twice."""
+        now = self._now_ms() / 1000
+        try:
+            oldest = datetime.fromtimestamp(now - ALERT_MARK_TTL_S + 86_400, self._tz).date().isoformat()
+        except (OverflowError, ValueError, OSError):  # a clock near the calendar's start: nothing older
+            return False
+        return day < oldest
+
     def _alert_marks_of(self, day: str) -> set[tuple[str, str, int, float]]:
         """The memo of ``day``'s alert marks (new), the days before the newest other one dropped."""
-        days = self._alerts_marked
-        if len(days) >= 2:
-            newest = max(days)
-            for old in [d for d in days if d != newest]:
-                days.pop(old, None)
-        return days.setdefault(day, set())
+        with self._alerts_lock:
+            days = self._alerts_marked
+            if len(days) >= 2:
+                newest = max(days)
+                for old in [d for d in days if d != newest]:
+                    days.pop(old, None)
+            return days.setdefault(day, set())
 
     def _refusing(self, day: str, feature: str | None, user: str | None, c: Check, used: int) -> None:
         """Tell the sinks, once per budget, limit and day, that ``c``'s budget refused a call
@@ -2077,16 +2106,23 @@ class Ledger:
         The refusal stands whatever happens here: a store that cannot mark the alert leaves it to
         the next refusal it answers."""
         rules = self._caches[3]
-        # the share a call refused on its own, in an empty budget, would pass: such a call (too big
-        # for the budget however much is left) says nothing of the budget running out
-        alone = next((t for t, name in rules.ladder if name == "soft_refusal"), 1.0)
-        if not self.sinks or not c.limit or c.amount > c.limit * alone:
+        if not self.sinks or not c.limit:
+            return
+        # a call the budget would refuse empty (too big for it however much is left: at least the
+        # soft refusal's share, as the ladder reads it, else more than the limit) says nothing of
+        # the budget running out, and must not use up the day's alert
+        soft = next((t for t, name in rules.ladder if name == "soft_refusal"), None)
+        if (c.amount / c.limit >= soft) if soft is not None else c.amount > c.limit:
             return
         told = (day, c.scope, c.metric, c.limit)
         if told in self._refusals_told:  # one store round trip per budget, limit and day, not per refusal
             return
+        if self._past_alert_marks(day):
+            return
         try:
-            first = self.store.mark_once(f"alert/{day}/{c.scope}/{c.metric}/{c.limit}/refusing", 3 * 86_400)
+            first = self.store.mark_once(
+                f"alert/{day}/{c.scope}/{c.metric}/{c.limit}/refusing", ALERT_MARK_TTL_S
+            )
         except (BudgetUnavailableError, StoreRefusedError, OSError):
             return
         if len(self._refusals_told) >= 65_536:  # many payers refused: start over, never grow without end
