@@ -5,7 +5,8 @@
 :meth:`~tokenbudget_core.ledger.Ledger.state`.
 
 Budgets that do not depend on the feature (:data:`GLOBAL_BUDGETS`) are listed once; per-user
-budgets only when a user is given. :func:`features_of` is the features all of them show.
+budgets only when a user is given, or asked for the calls that name none (``no_user``: one
+anonymous user in every per-user budget). :func:`features_of` is the features all of them show.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import dataclasses
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     from .budgets import BudgetPolicy
@@ -39,14 +42,19 @@ def features_of(policy: BudgetPolicy) -> list[str | None]:
 
 
 def budget_rows(
-    ledger: Ledger, features: Sequence[str | None], user: str | None
+    ledger: Ledger, features: Sequence[str | None], user: str | None, *, no_user: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One row per budget, and each feature's ladder step.
+
+    The step is that of the budgets shown: without a user, of the feature's and the global
+    budgets (a user's own budgets may put that user's calls on a later step).
 
     Args:
         ledger: The ledger whose policy and store are read.
         features: The features to show (``None``: calls made without a feature).
         user: Also show this user's budgets (``None``: per-user budgets are left out).
+        no_user: Show the per-user budgets of calls that name no user (they count as one
+            anonymous user in every per-user budget; their rows' ``user`` is ``None``).
 
     Returns:
         ``(rows, steps)``: each row has ``feature``, ``user``, ``budget``, ``unit`` (``usd`` or
@@ -54,20 +62,28 @@ def budget_rows(
         and ``step``; money as ``Decimal``. Each step is ``{"feature", "step"}``.
 
     Raises:
+        InvalidInputError: ``user`` and ``no_user`` are both given.
         BudgetUnavailableError: The store cannot be reached.
     """
+    if no_user and user is not None:
+        raise InvalidInputError(
+            "no_user",
+            f"cannot be combined with user {user!r}: one shows that user's budgets, the other "
+            "those of calls naming no user",
+            fix="pass one of them",
+        )
     policy = ledger.policy
     rows: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
+    per_user = user is not None or no_user
     for f in features:
         state = ledger.state(feature=f, user=user)
-        steps.append({"feature": f, "step": state.step})
+        shown = {n: sh for n, sh in state.shares.items() if per_user or not n.startswith("user_")}
+        steps.append({"feature": f, "step": policy.ladder.step(max(shown.values(), default=0.0))})
         limits = policy.daily_limits(f)
-        for name, share in state.shares.items():
+        for name, share in shown.items():
             is_global = name in GLOBAL_BUDGETS
-            if (name.startswith("user_") and user is None) or (
-                is_global and any(row["budget"] == name for row in rows)
-            ):
+            if is_global and any(row["budget"] == name for row in rows):
                 continue
             limit = limits.get(name)
             used = state.used.get(name)  # spent + reserved, exact (a limit of 0 has its use too)

@@ -391,10 +391,14 @@ def create_app(
     def budgets(
         feature: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
         user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        no_user: Annotated[
+            bool, Query(description="Show the per-user budgets of calls naming no user (one anonymous user).")
+        ] = False,
     ) -> dict[str, Any]:
-        """Today's budgets: limit, spent + reserved, headroom, used share and ladder step of each."""
+        """Today's budgets: limit, spent + reserved, headroom, used share and ladder step of each
+        (per-user budgets for ``user``, or with ``no_user`` those of calls that name none)."""
         features: list[str | None] = [feature] if feature else features_of(ledger.policy)
-        rows, steps = budget_rows(ledger, features, user)
+        rows, steps = budget_rows(ledger, features, user, no_user=no_user)
         plain = jsonable(rows)
         return {"day": ledger.day(), "user": user, "budgets": plain, "steps": steps}
 
