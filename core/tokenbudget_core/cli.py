@@ -360,7 +360,13 @@ def _parse_messages(raw: str, input_format: str) -> list[Any] | None:
     show_default=True,
     help="What to keep: the start, the end, both ends, or whole sentences (smart).",
 )
-@click.option("--marker", metavar="TEXT", help="Text put where the cut was (default: none).")
+@click.option(
+    "--marker",
+    metavar="TEXT",
+    help="Text put where the cut was; {n} in it becomes the number of tokens cut. Default: a "
+    "'[… {n} tokens truncated …]' line for keep_both, ' […]' at the end for smart, none for keep_start "
+    "and keep_end. --marker '' for none.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the text and the counts as JSON.")
 @_ENCODING_OPTION
 def truncate(
@@ -467,7 +473,15 @@ def _tokens(flag: str, value: str) -> int:
     text = value.strip().replace("_", "")
     if not text.isascii() or not text.isdigit():
         raise InvalidInputError(flag, f"must be a non-negative integer, got {value!r}", value=value)
-    return int(text)
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 100:  # out of range for any figure, and past what int() converts (4,300 digits)
+        raise InvalidInputError(
+            flag,
+            f"must be a non-negative integer of at most 100 digits, got one of {len(digits):,} digits",
+            value=value,
+            fix="pass a smaller N",
+        )
+    return int(digits)
 
 
 # -- demo -----------------------------------------------------------------------------------------
@@ -878,9 +892,17 @@ def _not_a_database(error: BaseException) -> sqlite3.DatabaseError | None:
 
 def _positive(flag: str, value: str) -> int:
     text = value.strip().replace("_", "")
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
+    digits = text.lstrip("0") if text.isascii() and text.isdigit() else ""
+    if not digits:
         raise InvalidInputError(flag, f"must be a positive integer, got {value!r}", value=value)
-    return int(text)
+    if len(digits) > 100:  # out of range for any flag, and past what int() converts (4,300 digits)
+        raise InvalidInputError(
+            flag,
+            f"must be a positive integer of at most 100 digits, got one of {len(digits):,} digits",
+            value=value,
+            fix="pass a smaller N",
+        )
+    return int(digits)
 
 
 def _money(amount: Decimal | None, *, places: int | None = None) -> str:
