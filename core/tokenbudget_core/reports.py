@@ -353,9 +353,17 @@ def _select_days(
     if day is not None:
         return [_parse_day(day, "day").isoformat()]
     if days is not None:
-        if isinstance(days, str) or not days:
-            raise InvalidInputError("days", "must be a non-empty list of ISO dates", value=days)
-        return sorted({_parse_day(d, "days").isoformat() for d in days})
+        # An iterable of days, not a string, and not empty (a number or a bool is refused too).
+        iterable = isinstance(days, Iterable) and not isinstance(days, str)
+        selected = sorted({_parse_day(d, "days").isoformat() for d in days}) if iterable else []
+        if not selected:
+            raise InvalidInputError(
+                "days",
+                "must be a non-empty list of ISO dates",
+                value=days,
+                fix="pass e.g. days=['2026-11-23']",
+            )
+        return selected
     n = DEFAULT_LAST_DAYS if last_days is None else last_days
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInputError("last_days", "must be a positive integer", value=last_days)
@@ -435,7 +443,17 @@ def _breakdown(rows: Sequence[_Row], dimension: Dimension, top: int) -> Breakdow
 def _day_row(day: str, rows: Sequence[_Row]) -> DayRow:
     c = _sums(rows)
     cost, users = _usd(c["cost_nanos"]), _active_users(rows)
-    known = not c["unpriced"] or c["unpriced"] < c["requests"]  # unpriced calls only: cost unknown
+    # Unknown when the day's model calls were all unpriced. A cache hit is no model call (it costs
+    # $0 whatever its model's price), so hits make no cost known: a row's calls that were neither
+    # hits nor unpriced were priced model calls.
+    known = (
+        not c["unpriced"]
+        or c["cost_nanos"] > 0
+        or any(
+            r.values.get("requests", 0) - r.values.get("cache_hits", 0) - r.values.get("unpriced", 0) > 0
+            for r in rows
+        )
+    )
     return DayRow(
         day=day,
         requests=c["requests"],
