@@ -174,7 +174,15 @@ def in_force(attribution: Attribution) -> Iterator[Attribution]:
 
 @contextmanager
 def overhead(kind: str) -> Iterator[Attribution]:
-    """Mark the calls inside as tokenbudget's own overhead (still charged to the outer payer)."""
+    """Mark the calls inside as tokenbudget's own overhead (still charged to the outer payer).
+
+    Raises:
+        InvalidInputError: ``kind`` is not a non-empty string (``None`` included: it would mark nothing).
+    """
+    if not isinstance(kind, str) or not kind:
+        raise InvalidInputError(
+            "kind", "must be a non-empty string", value=kind, fix="name the overhead, e.g. 'summary'"
+        )
     _check("kind", kind)
     outer = current_attribution()
     token = _current.set(replace(outer, overhead=outer.overhead or kind))

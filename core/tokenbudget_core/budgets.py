@@ -516,6 +516,10 @@ def _read_toml(source: str | os.PathLike[str]) -> Mapping[str, Any]:
             value=str(path),
             fix="save the file as UTF-8",
         ) from e
+    except ValueError as e:  # a path no file can have: "embedded null byte"
+        raise InvalidInputError(
+            "policy_file", f"cannot read {str(path)!r}: {e}", value=str(path), fix="check the path"
+        ) from e
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
