@@ -1199,6 +1199,12 @@ def report(
     help="Only calls naming no feature (the [default_feature] limits); not with --feature.",
 )
 @click.option("--user", help="Also show this user's budgets.")
+@click.option(
+    "--no-user",
+    "no_user",
+    is_flag=True,
+    help="Also show the per-user budgets of calls naming no user (one anonymous user); not with --user.",
+)
 @click.option("--timezone", "tz", default="UTC", show_default=True, metavar="ZONE", help=_TZ_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the budgets as JSON (money as strings).")
 def budgets(
@@ -1209,12 +1215,14 @@ def budgets(
     feature: str | None,
     no_feature: bool,
     user: str | None,
+    no_user: bool,
     tz: str,
     as_json: bool,
 ) -> None:
     """Show today's budgets: limit, spent + reserved, headroom and ladder step of each.
 
-    Per-user budgets are shown for --user only. The figures are the store's: usage an app
+    Per-user budgets are shown for --user (or, with --no-user, those of calls naming no user);
+    the ladder step is that of the budgets shown. The figures are the store's: usage an app
     spooled while the store was down is left for the app to replay (with its budget alerts).
     """
     from .budget_status import budget_rows, features_of
@@ -1228,6 +1236,13 @@ def budgets(
                 value=value,
                 fix=f"pass a {flag[2:]} id, or leave {flag} out",
             )
+    if no_user and user is not None:
+        raise InvalidInputError(
+            "--no-user",
+            f"cannot be combined with --user {user!r}: one shows that user's budgets, the other "
+            "those of calls naming no user",
+            fix="pass one of them",
+        )
     if no_feature and feature is not None:
         raise InvalidInputError(
             "--no-feature",
@@ -1244,7 +1259,7 @@ def budgets(
         _reading_ledger(store, policy=policy, timezone=tz) as ledger,
     ):
         today = ledger.day()
-        rows, steps = budget_rows(ledger, features, user)
+        rows, steps = budget_rows(ledger, features, user, no_user=no_user)
     if as_json:
         text = jsonable(rows)
         click.echo(json.dumps({"day": today, "user": user, "budgets": text, "steps": steps}, indent=2))
@@ -1252,7 +1267,7 @@ def budgets(
     if not rows:
         click.echo(
             _shown(f"no budgets in {policy_path} apply here")
-            + ("" if user else " (pass --user for per-user ones)")
+            + ("" if user or no_user else " (pass --user or --no-user for per-user ones)")
         )
         return
 
@@ -1269,14 +1284,16 @@ def budgets(
     for scope, group in groups.items():
         table = _table("budget", "limit", "spent + reserved", "headroom", "used", "step")
         table.show_edge = False
-        table.title = _plain(f"{scope}: budgets on {today} ({tz})", style="table.title")
+        whose = " (per-user ones: calls naming no user)" if no_user else ""
+        table.title = _plain(f"{scope}: budgets on {today} ({tz}){whose}", style="table.title")
         for row in group:
             name = row["budget"].removesuffix(" (all features)")
             share = f"{row['share']:.0%}"
             table.add_row(name, fmt(row, "limit"), fmt(row, "used"), fmt(row, "headroom"), share, row["step"])
         _print_tables(table)
+    someone = f" user {user}" if user else " (calls naming no user)" if no_user else ""
     for s in steps:
-        who = f"{s['feature'] or '(no feature)'}{f' user {user}' if user else ''}"
+        who = f"{s['feature'] or '(no feature)'}{someone}"
         click.echo(f"ladder step for {_shown(who)}: {s['step']}")
 
 

@@ -5,12 +5,16 @@ dashboard) left those budgets out yet took the ladder step from them: every row 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from tokenbudget_core import Ledger
 from tokenbudget_core.budget_status import budget_rows, features_of
-from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.budgets import BudgetPolicy, load_policy
+from tokenbudget_core.cli import cli
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError
 from tokenbudget_core.server import create_app
 from tokenbudget_core.usage import Usage
@@ -52,3 +56,24 @@ def test_the_service_shows_them_with_no_user(ledger: Ledger) -> None:
     assert plain["steps"][0]["step"] == "normal"
     assert "user_daily_usd (all features)" in [b["budget"] for b in anonymous["budgets"]]
     assert anonymous["steps"][0]["step"] == "hard_refusal"
+
+
+def test_the_cli_budgets_command_shows_them_with_no_user(tmp_path: Path) -> None:
+    db, policy = tmp_path / "b.db", tmp_path / "budgets.toml"
+    policy.write_text('daily_usd = "10"\nuser_daily_usd = "0.01"\n')
+    ledger = Ledger(f"sqlite:///{db}", policy=load_policy(policy), alerts=[])
+    ledger.record(Usage(input_tokens=10_000, output_tokens=0), model="gpt-4o", feature="chat")
+    ledger.store.close()
+    args = ["budgets", "--store", f"sqlite:///{db}", "--policy", str(policy)]
+    plain = CliRunner().invoke(cli, args)
+    assert plain.exit_code == 0, plain.output
+    assert "user_daily_usd" not in plain.output
+    assert "ladder step for (no feature): normal" in plain.output
+    anonymous = CliRunner().invoke(cli, [*args, "--no-user"])
+    assert anonymous.exit_code == 0, anonymous.output
+    assert "user_daily_usd" in anonymous.output
+    assert "250%" in anonymous.output
+    assert "ladder step for (no feature) (calls naming no user): hard_refusal" in anonymous.output
+    both = CliRunner().invoke(cli, [*args, "--no-user", "--user", "bob"])
+    assert both.exit_code != 0
+    assert "--no-user: cannot be combined with --user 'bob'" in both.output
