@@ -125,6 +125,26 @@ class _Rates:
     per_thousand_requests: Decimal
 
 
+MAX_PRICED = 10**18
+"""The largest token (or request) count :func:`price_of` prices: a cost of such figures keeps
+every nano-dollar in :mod:`decimal`'s default 28 digits."""
+
+
+def _check_priced(usage: Usage) -> None:
+    """Refuse figures past :data:`MAX_PRICED`.
+
+    Raises:
+        InvalidInputError: ``usage`` holds more than :data:`MAX_PRICED` tokens or requests.
+    """
+    if max(usage.input_tokens, usage.output_tokens, usage.requests) > MAX_PRICED:
+        raise InvalidInputError(
+            "usage",
+            f"holds more than {MAX_PRICED:.0e} tokens or requests, past what is priced exactly",
+            value=usage,
+            fix="check the figures: a real bill is far smaller",
+        )
+
+
 def price_of(
     usage: Usage,
     model: str,
@@ -143,8 +163,9 @@ def price_of(
         at: When the call was made, for date-dependent prices (default: now).
 
     Raises:
-        InvalidInputError: ``usage`` is not a :class:`Usage`, ``model`` is not a name, or
-            ``registry`` / ``prices`` is not a registry / price table.
+        InvalidInputError: ``usage`` is not a :class:`Usage` or holds more than
+            :data:`MAX_PRICED` tokens, ``model`` is not a name, or ``registry`` / ``prices`` is
+            not a registry / price table.
         UnknownModelError: Neither the registry nor an override knows ``model``.
     """
     if not isinstance(usage, Usage):
@@ -152,6 +173,7 @@ def price_of(
         raise InvalidInputError("usage", f"must be a Usage, got {kind}", value=usage, fix="use Usage(...)")
     if not isinstance(model, str) or not model.strip():
         raise InvalidInputError("model", "must be a non-empty model name", value=model)
+    _check_priced(usage)
     check_price_options(registry, prices)
     table = prices if prices is not None else default_price_table()
     reg = registry if registry is not None else default_registry()
@@ -375,8 +397,10 @@ def cost_or_none(
     a :class:`CostBreakdown`.
 
     Raises:
+        InvalidInputError: ``usage`` holds more than :data:`MAX_PRICED` tokens or requests.
         UnknownModelError: Neither the registry nor an override knows ``model``.
     """
+    _check_priced(usage)
     table = prices if prices is not None else default_price_table()
     reg = registry if registry is not None else default_registry()
     override = table.get(model)
