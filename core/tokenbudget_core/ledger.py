@@ -756,6 +756,25 @@ class Ledger:
             )
             self._orphans_dropped = 0
 
+    def catch_up(self) -> None:
+        """Replay a share of the spool and release orphaned reservations, if it is time to look
+        again (once a second at most), as every store call of this ledger does: for code that
+        reads the store directly (reports), so that usage spooled during an outage shows once
+        the store is back even when no call is made."""
+        self._replay_due()
+
+    def probe(self) -> None:
+        """Check that the store answers *and takes writes* (a Redis at ``maxmemory`` answers a
+        ping yet refuses every reservation), then :meth:`catch_up`. For health checks.
+
+        Raises:
+            BudgetUnavailableError: The store cannot be reached or takes no writes.
+            StoreRefusedError: The store refuses this ledger (credentials, another schema).
+        """
+        self.store.ping()
+        self.store.mark_once("health/probe", 1)
+        self.catch_up()
+
     def replay_spool(self) -> int:
         """Commit the spooled usage now (after a replay another process has under way); returns
         how many commits were applied."""

@@ -334,6 +334,7 @@ def _parse_day(value: object, where: str) -> date:
 
 def _source(source: Ledger | LedgerStore) -> tuple[LedgerStore, Callable[[], float], tzinfo, str]:
     if isinstance(source, Ledger):
+        source.catch_up()  # usage spooled during an outage is in the report once the store is back
         return source.store, source.clock, source.tz, source.tz.key
     if isinstance(source, LedgerStore):
         return source, time.time, UTC, "UTC"

@@ -407,10 +407,11 @@ def create_app(
     @app.head("/health", include_in_schema=False)  # (one operation in the schema: GET's)
     @app.get("/health", tags=["operations"])
     def health() -> JSONResponse:
-        """200 when the ledger's store answers, else 503 (unreachable, or refusing the ledger).
+        """200 when the ledger's store answers and takes writes, else 503 (unreachable, full, or
+        refusing the ledger); usage spooled during an outage is replayed once it answers.
         ``HEAD`` answers the same status (uptime checkers probe with it), without the body."""
         try:
-            ledger.store.ping()
+            ledger.probe()
         except BudgetUnavailableError as e:  # every other endpoint's body, + status; no call refused
             status, body = unavailable_body(e, fails_open=ledger.on_unavailable == "open", probe=True)
             return JSONResponse(body | {"status": "down"}, status_code=status)
@@ -426,11 +427,16 @@ def create_app(
     @app.get("/metrics", tags=["operations"], response_class=Response)
     def metrics() -> Response:
         """Prometheus metrics: HTTP requests and latency; today's spend, cache and budget figures."""
+
+        def budgets() -> list[dict[str, Any]]:
+            ledger.probe()  # store_up 0 for a store that answers but takes no writes
+            return budget_rows(ledger, features_of(ledger.policy), None)[0]
+
         ledger_families = ledger_metrics(
             lambda: build_report(
                 ledger, last_days=1, by=("feature", "model"), top=SERIES_TOP, percentiles=False
             ),  # no percentile series: no read of today's per-call cost samples on each scrape
-            lambda: budget_rows(ledger, features_of(ledger.policy), None)[0],
+            budgets,
         )
         return Response(render([*http_stats.families(), *ledger_families]), media_type=CONTENT_TYPE)
 
