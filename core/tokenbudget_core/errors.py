@@ -111,11 +111,13 @@ class UnknownModelError(TokenBudgetError, LookupError):
     Attributes:
         model: The model name that was asked for.
         suggestions: Known model names that look closest to it.
+        field: The argument that named it (``model``, or e.g. ``premium_model``).
     """
 
-    def __init__(self, model: str, suggestions: Sequence[str] = ()) -> None:
+    def __init__(self, model: str, suggestions: Sequence[str] = (), *, field: str = "model") -> None:
         self.model = model
         self.suggestions = tuple(suggestions)
+        self.field = field
         hint = f" Did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
         super().__init__(
             f"Unknown model {model!r}.{hint} Register it with ModelRegistry.register(...) or a "

@@ -2004,7 +2004,10 @@ class Ledger:
         0 when the premium model's window could not have held the call (routing had no choice);
         ``None`` when either price is unknown.
         """
-        info = self.registry.get(_model_name("premium_model", premium_model))
+        try:
+            info = self.registry.get(_model_name("premium_model", premium_model))
+        except UnknownModelError as e:  # named as the argument it came from
+            raise UnknownModelError(e.model, e.suggestions, field="premium_model") from None
         if info.context_window is not None and usage.input_tokens + usage.output_tokens > info.context_window:
             return 0
         premium = self._price_nanos(usage, info.name, round_up=False, minute=minute)

@@ -235,7 +235,7 @@ def create_app(
         if isinstance(error, BudgetUnavailableError):  # what it means for the service, not an app
             status, body = unavailable_body(error, fails_open=ledger.on_unavailable == "open")
         else:
-            status, body = status_and_body(error)
+            status, body = status_and_body(error, request.url.path)
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -512,6 +512,15 @@ def serve(
     """
     import uvicorn
 
+    if not isinstance(host, str) or not host.strip():
+        raise InvalidInputError(
+            "host",
+            "must be a host name or address (a non-empty string)",
+            value=host,
+            fix="e.g. host='127.0.0.1'",
+        )
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65_535:
+        raise InvalidInputError("port", "must be a TCP port, 1 to 65535", value=port, fix="e.g. port=8000")
     if token is None and not is_loopback(host):
         if not allow_no_auth:
             raise InvalidInputError(

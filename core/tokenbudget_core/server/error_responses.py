@@ -75,8 +75,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def status_and_body(error: TokenBudgetError) -> tuple[int, dict[str, Any]]:
-    """The status code and JSON body for one of the core's errors.
+_UNPRICED_OK = ("/usage/record", "/budget/commit")
+"""Endpoints taking ``unknown_model: "unpriced"`` (record an unknown model's call unpriced)."""
+
+
+def status_and_body(error: TokenBudgetError, path: str | None = None) -> tuple[int, dict[str, Any]]:
+    """The status code and JSON body for one of the core's errors (``path``: the endpoint's, for
+    a fix only some endpoints take).
 
     Example:
         >>> status_and_body(InvalidInputError("max_tokens", "must be >= 0"))[0]
@@ -95,13 +100,21 @@ def status_and_body(error: TokenBudgetError) -> tuple[int, dict[str, Any]]:
     if isinstance(error, InvalidInputError):
         return 422, error_body("invalid_input", message, field=error.field, fix=error.fix)
     if isinstance(error, UnknownModelError):
+        field = getattr(error, "field", "model")
         close = f"did you mean {error.suggestions[0]!r}? " if error.suggestions else ""
+        fix = (
+            f"{close}send a {field} the service knows, or register it on the service "
+            "(a models file in $TOKENBUDGET_MODELS)"
+        )
+        if field == "model" and path is not None and path.endswith(_UNPRICED_OK):
+            fix += ', or send "unknown_model": "unpriced" to record the call unpriced'
+        elif field != "model":
+            fix += f", or leave {field} out"
         return 422, error_body(
             "unknown_model",
-            message,
-            field="model",
-            fix=f"{close}send a model the service knows, or register it on the service "
-            "(a models file in $TOKENBUDGET_MODELS)",
+            f"{field}: the service does not know the model {error.model!r}",
+            field=field,
+            fix=fix,
             model=error.model,
             suggestions=error.suggestions,
         )

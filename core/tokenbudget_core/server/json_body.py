@@ -70,7 +70,7 @@ def parse_json(body: bytes) -> Any:
             by default).
     """
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
     except UnicodeDecodeError as e:
         encoding = "UTF-8" if e.encoding.replace("_", "-").lower().startswith("utf-8") else e.encoding
         doc = body.decode(e.encoding, "replace")
@@ -87,6 +87,38 @@ def parse_json(body: bytes) -> Any:
         raise json.JSONDecodeError(
             f"an integer of more than {limit} digits", doc, _long_integer(doc, limit)
         ) from e
+    _refuse_lone_surrogates(body, parsed)
+    return parsed
+
+
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+"""A ``\\uD800``-``\\uDFFF`` escape that is not half of a pair: valid JSON, yet no text (a reply
+echoing it cannot be written as UTF-8)."""
+
+
+def _refuse_lone_surrogates(body: bytes, parsed: Any) -> None:
+    """Raise :class:`json.JSONDecodeError` at the first lone surrogate escape of ``body``.
+
+    Only a body with a candidate escape (or not in UTF-8) is re-encoded to check: an escaped
+    backslash before ``ud800`` is text, not an escape.
+    """
+    candidate = _LONE_SURROGATE.search(body)
+    utf8 = json.detect_encoding(body) == "utf-8"
+    if utf8 and candidate is None:
+        return
+    try:
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        doc = body.decode(json.detect_encoding(body), "replace")
+        pos = len(body[: candidate.start()].decode("utf-8", "replace")) if candidate and utf8 else 0
+        raise json.JSONDecodeError(
+            "a lone UTF-16 surrogate escape (\\ud800-\\udfff not in a pair), which is no text",
+            doc,
+            pos,
+        ) from None
 
 
 class JSONBodyRequest(Request):
