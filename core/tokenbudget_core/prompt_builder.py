@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from itertools import accumulate
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias, get_args
 
@@ -368,10 +369,18 @@ class _Plan:
                     kept = []  # not even the newest message fits
             self.kept_history, self.used["history"] = kept, self._cost(kept)
         else:
-            keep = list(range(len(self.examples)))
-            while keep and sum(self.ex_costs[i] for i in keep) > room:
-                keep.pop(0 if self.b.example_policy == "drop_oldest" else -1)
-            self.kept_examples, self.used["examples"] = keep, sum(self.ex_costs[i] for i in keep)
+            # Drop examples one at a time (by the policy) until the rest fit, keeping a running
+            # total: linear in the number of examples.
+            costs, oldest = self.ex_costs, self.b.example_policy == "drop_oldest"
+            first, end, total = 0, len(costs), sum(costs)
+            while first < end and total > room:
+                if oldest:
+                    total -= costs[first]
+                    first += 1
+                else:
+                    end -= 1
+                    total -= costs[end]
+            self.kept_examples, self.used["examples"] = list(range(first, end)), total
 
     def _fit_context(self, room: int) -> None:
         docs, full = self.docs, self._context_cost(self.docs)
@@ -379,9 +388,31 @@ class _Plan:
             self.kept_docs, self.docs_truncated, self.used["context"] = docs, 0, full
             return
         sizes = [int(self.text_counter.count(d)) for d in docs]
-        for k in range(len(docs), 0, -1):
-            avail = room - self._context_cost([""] * k)
-            if avail < sum(min(s, _MIN_DOCUMENT_TOKENS) for s in sizes[:k]):
+        # floors[k]: the least the first k documents need (each its size, at most the minimum share).
+        floors = list(accumulate((min(s, _MIN_DOCUMENT_TOKENS) for s in sizes), initial=0))
+        overheads: dict[int, int] = {}
+
+        def overhead(k: int) -> int:  # what the template and k - 1 separators cost
+            if k not in overheads:
+                overheads[k] = self._context_cost([""] * k)
+            return overheads[k]
+
+        # The most documents to try: the last k whose overhead and floors fit. Scanning down
+        # from every document re-tokenises k separators per k (quadratic); when the overhead
+        # is known to grow with k, so does overhead + floor, and a binary search finds that k
+        # with O(log n) tokenisations. The scan below then starts there, as it would have.
+        top = len(docs)
+        if self._overhead_grows(sizes):
+            low, top = 0, len(docs)  # k <= low fits (or low is 0); no k > top fits
+            while low < top:
+                mid = (low + top + 1) // 2
+                if room - overhead(mid) >= floors[mid]:
+                    low = mid
+                else:
+                    top = mid - 1
+        for k in range(top, 0, -1):
+            avail = room - overhead(k)
+            if avail < floors[k]:
                 continue  # too little for k documents: drop the last one
             for _ in range(4):  # a seam may tokenise differently: shrink by the excess and retry
                 caps = _equal_shares(sizes[:k], avail)
@@ -399,6 +430,31 @@ class _Plan:
                 if avail < 0:
                     break
         self.kept_docs, self.docs_truncated, self.used["context"] = [], 0, 0
+
+    def _overhead_grows(self, sizes: Sequence[int]) -> bool:
+        """Whether ``overhead(k) + floors[k]`` (see :meth:`_fit_context`) never falls as k grows.
+
+        The floors never fall when no size is negative. The overhead is the tokens of the
+        system text, then the default template's ``Context:`` line and k - 1 default
+        separators. It never falls with the built-in counters (tiktoken; the estimates
+        tokenise with tiktoken and scale by a positive factor, rounding up; a subclass is
+        taken to count as its base): tiktoken splits text into pieces before merging tokens
+        and no piece crosses the word ``Context``, so what precedes it costs the same for
+        every k; after it come a piece of the colon and newlines, then pieces of ``---`` and
+        newlines, all alike but the last (tests/unit/test_s27_prompt_builder_scaling.py checks
+        every k up to thousands). Not so for other templates and separators: a separator of
+        one repeated character (two newlines, a space) costs fewer tokens for some larger k,
+        so then every k is tried, as before.
+        """
+        from .anthropic_counting import AnthropicTokenCounter
+        from .estimating import EstimatingTokenCounter
+
+        return (
+            self.b.context_template == DEFAULT_CONTEXT_TEMPLATE
+            and self.b.document_separator == DOCUMENT_SEPARATOR
+            and isinstance(self.counter, TiktokenCounter | EstimatingTokenCounter | AnthropicTokenCounter)
+            and all(s >= 0 for s in sizes)
+        )
 
     def _cut_user(self, room: int, required: int) -> str:
         limit = room - self._cost([{"role": "user", "content": ""}])
