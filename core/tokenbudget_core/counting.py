@@ -24,9 +24,12 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import bisect
+import itertools
 import json
 import logging
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -372,13 +375,26 @@ _FILE_KINDS = frozenset(
     {"file", "document", "audio", "video", "image", "input_file", "input_audio", "input_image"}
 )
 _PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
+_PDF_OBJSTM = re.compile(rb"/Type\s*/ObjStm(?![A-Za-z])")
+_PDF_STREAM = re.compile(rb"(?<![A-Za-z])stream(?:\r\n|\n|\r)")
+_PDF_INFLATE_LIMIT = 64 * 1024 * 1024
+"""Bytes of object streams a PDF's page count may inflate, in all (a zip bomb stops there)."""
+_PDF_MAX_STREAMS = 10_000
+"""Object streams a PDF's page count may inflate."""
+_PDF_DICT_WINDOW = 16_384
+"""Bytes after an object stream's ``/Type /ObjStm`` where its ``stream`` keyword is looked for."""
 _DATA_URL = re.compile(r"data:([^;,]*)(?:;[^,]*)?;base64,", re.ASCII)
 
 
 def is_function_tool(tool: Mapping[str, Any]) -> bool:
-    """An OpenAI (``function``) or Anthropic (``input_schema``) function definition; not a
+    """An OpenAI (``function``) or Anthropic (``input_schema``) function definition, or the
+    Responses API's flat one (``{"type": "function", "name": ..., "parameters": ...}``); not a
     built-in (server) tool."""
-    return "function" in tool or "input_schema" in tool
+    return (
+        "function" in tool
+        or "input_schema" in tool
+        or (tool.get("type") == "function" and isinstance(tool.get("name"), str))
+    )
 
 
 _UNCOUNTED_SEEN: set[tuple[str, str]] = set()
@@ -542,7 +558,7 @@ def _b64_or_raw(data: bytes) -> bytes:
 
 def _estimate_payload(data: bytes, mime: str | None, files: list[int], texts: list[str]) -> None:
     if data.startswith(b"%PDF"):
-        pages = len(_PDF_PAGE.findall(data))
+        pages = _pdf_pages(data)
         files.append(pages * PDF_PAGE_TOKENS if pages else FILE_TOKENS)
         return
     try:
@@ -553,6 +569,40 @@ def _estimate_payload(data: bytes, mime: str | None, files: list[int], texts: li
         texts.append(text)
     else:
         files.append(FILE_TOKENS)
+
+
+def _pdf_pages(data: bytes) -> int:
+    """The page objects (``/Type /Page``) of a PDF: those written plainly, plus those in its
+    compressed object streams (``/Type /ObjStm``, PDF 1.5+, e.g. pdflatex's default), inflated
+    with zlib up to :data:`_PDF_INFLATE_LIMIT` bytes in all and :data:`_PDF_MAX_STREAMS`
+    streams. A stream that does not inflate (another filter, encrypted, damaged) is skipped;
+    0 when no page is found."""
+    pages = len(_PDF_PAGE.findall(data))
+    budget = _PDF_INFLATE_LIMIT
+    view = memoryview(data)
+    ends: list[int] | None = None  # where each "endstream" starts, found once (bisected below)
+    headers = itertools.chain(_PDF_OBJSTM.finditer(data), [None])
+    for n, (found, following) in enumerate(itertools.pairwise(headers)):
+        if n >= _PDF_MAX_STREAMS or budget <= 0 or found is None:
+            break
+        # the stream's dictionary: up to the next header, so no byte is searched twice
+        window = min(len(data), found.end() + _PDF_DICT_WINDOW)
+        window = window if following is None else min(window, following.start())
+        endobj = data.find(b"endobj", found.end(), window)
+        start = _PDF_STREAM.search(data, found.end(), window if endobj < 0 else endobj)
+        if start is None:
+            continue
+        if ends is None:
+            ends = [m.start() for m in re.finditer(rb"endstream", data)]
+        k = bisect.bisect_left(ends, start.end())
+        stop = min(ends[k] if k < len(ends) else len(data), start.end() + budget + 1_048_576)
+        try:
+            inflated = zlib.decompressobj().decompress(view[start.end() : stop], budget)
+        except zlib.error:
+            continue
+        budget -= len(inflated)
+        pages += len(_PDF_PAGE.findall(inflated))
+    return pages
 
 
 def _has_reference(value: object) -> bool:

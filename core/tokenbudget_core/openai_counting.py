@@ -296,7 +296,12 @@ class TiktokenCounter(TokenCounter):
         return n, exact
 
     def _tools_tokens(self, tools: list[ToolLike], encode: Any = None) -> int:
-        """OpenAI's published formula for function definitions."""
+        """OpenAI's published formula for function definitions.
+
+        A schema with ``$defs`` / ``definitions`` (nested pydantic models) is counted with its
+        local ``$ref`` pointers inlined, as the same schema written out in full; a definition that
+        cannot be inlined (a recursive one, past its first expansion; one never referenced) is
+        counted as its JSON on top, so the definitions sent are never free."""
         enc = encode or self._encode
         total = 0
         for i, tool in enumerate(tools):
@@ -305,6 +310,10 @@ class TiktokenCounter(TokenCounter):
             desc = str(fn.get("description") or "").removesuffix(".")
             total += len(enc(f"{fn['name']}:{desc}"))
             params = fn.get("parameters") or fn.get("input_schema") or {}
+            if isinstance(params, Mapping) and any(k in params for k in _DEF_KEYS):
+                params, leftover = _inline_refs(params)
+                if leftover:  # definitions not inlined (recursive, unused): their JSON
+                    total += len(enc(_defs_json(leftover, tool, fn, i)))
             props = params.get("properties") if isinstance(params, Mapping) else None
             if isinstance(props, Mapping) and props:
                 total += 3  # properties header
@@ -351,19 +360,150 @@ def _extra_json(extra: dict[Any, Any], tool: ToolLike, fn: Mapping[str, Any], i:
             could not send it either.
     """
     try:
-        return json.dumps(extra, separators=(",", ":"), sort_keys=True)
+        return _dumps(extra)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise not_json(f"{_schema_field(tool, fn, i)}.properties.{key}", extra, e) from e
+
+
+def _dumps(value: object) -> str:
+    """Compact JSON of ``value``, keys sorted (mixed key types sorted as JSON's strings)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
     except (TypeError, ValueError, RecursionError):
         pass  # only now pay for a second try, keys as JSON strings
+    return json.dumps(json_keys(value), separators=(",", ":"), sort_keys=True)
+
+
+def _schema_field(tool: ToolLike, fn: Mapping[str, Any], i: int) -> str:
+    """The field name of a tool's parameter schema, for errors (``tools[0].function.parameters``)."""
+    schema = "parameters" if fn.get("parameters") or not fn.get("input_schema") else "input_schema"
+    return f"tools[{i}]{'.function' if fn is not tool else ''}.{schema}"
+
+
+def _defs_json(leftover: dict[str, object], tool: ToolLike, fn: Mapping[str, Any], i: int) -> str:
+    """The JSON of the definitions :func:`_inline_refs` could not inline, keyed by pointer.
+
+    Raises:
+        InvalidInputError: A definition is not JSON.
+    """
     try:
-        return json.dumps(json_keys(extra), separators=(",", ":"), sort_keys=True)
+        return _dumps(leftover)
     except (TypeError, ValueError, RecursionError) as e:
-        schema = "parameters" if fn.get("parameters") or not fn.get("input_schema") else "input_schema"
-        where = f"tools[{i}]{'.function' if fn is not tool else ''}.{schema}.properties.{key}"
-        raise not_json(where, extra, e) from e
+        params = fn.get("parameters") or fn.get("input_schema") or {}
+        key = next((k for k in _DEF_KEYS if k in params), "$defs")
+        raise not_json(f"{_schema_field(tool, fn, i)}.{key}", leftover, e) from e
+
+
+_DEF_KEYS = ("$defs", "definitions")
+_MAX_SCHEMA_NODES = 50_000
+"""Schema nodes :func:`_inline_refs` may write before it stops inlining (shared definitions
+referenced at every level would otherwise grow exponentially)."""
+_MISSING = object()
+
+
+class _TooLarge(Exception):
+    """Inlining a schema's ``$ref`` pointers would write more than :data:`_MAX_SCHEMA_NODES` nodes."""
+
+
+def _inline_refs(params: Mapping[str, Any]) -> tuple[Mapping[str, Any], dict[str, object]]:
+    """``params`` without its ``$defs`` / ``definitions``, each local ``$ref`` (``#/...``)
+    replaced by the schema it points at (its sibling keys kept), and the definitions left to
+    count as JSON, keyed by pointer: a recursive one (inlined once, then its ``$ref`` is left
+    in place), one never referenced, and all of them when inlining would grow too large."""
+    inliner = _Inliner(params)
+    try:
+        out = inliner.walk({k: v for k, v in params.items() if k not in _DEF_KEYS})
+    except (_TooLarge, RecursionError):
+        return params, {f"#/{k}": params[k] for k in _DEF_KEYS if k in params}
+    leftover = inliner.leftover
+    for key in _DEF_KEYS:
+        if key not in params:
+            continue
+        defs = params[key]
+        if not isinstance(defs, Mapping):
+            leftover.setdefault(f"#/{key}", defs)
+            continue
+        for name, schema in defs.items():
+            ref = f"#/{key}/{str(name).replace('~', '~0').replace('/', '~1')}"
+            if ref not in inliner.expanded:
+                leftover.setdefault(ref, schema)
+    return (out if isinstance(out, Mapping) else params), leftover
+
+
+class _Inliner:
+    """Walks a schema, inlining local ``$ref`` pointers (see :func:`_inline_refs`)."""
+
+    def __init__(self, root: Mapping[str, Any]) -> None:
+        self.root = root
+        self.stack: list[str] = ["#"]  # pointers being inlined: a $ref to one is recursive
+        self.expanded: set[str] = set()
+        self.leftover: dict[str, object] = {}
+        self.nodes = 0
+        self.path: set[int] = set()  # containers on the current path (a Python-level cycle)
+
+    def walk(self, node: object) -> object:
+        self.nodes += 1
+        if self.nodes > _MAX_SCHEMA_NODES:
+            raise _TooLarge
+        if not isinstance(node, Mapping | list | tuple) or id(node) in self.path:
+            return node  # a cycle of Python objects is left for json.dumps to refuse
+        self.path.add(id(node))
+        try:
+            if isinstance(node, Mapping):
+                ref = node.get("$ref")
+                if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
+                    target = _pointer(self.root, ref)
+                    if target is not _MISSING:
+                        if ref not in self.stack:
+                            return self._inline(node, ref, target)
+                        self.leftover.setdefault(ref, target)  # recursive: counted as JSON
+                return {k: self.walk(v) for k, v in node.items()}
+            return [self.walk(v) for v in node]
+        finally:
+            self.path.discard(id(node))
+
+    def _inline(self, node: Mapping[Any, Any], ref: str, target: object) -> object:
+        siblings = {k: self.walk(v) for k, v in node.items() if k != "$ref"}
+        self.expanded.add(ref)
+        self.stack.append(ref)
+        try:
+            resolved = self.walk(target)
+        finally:
+            self.stack.pop()
+        if isinstance(resolved, Mapping) and all(
+            k not in resolved or _same(resolved[k], v) for k, v in siblings.items()
+        ):
+            return {**resolved, **siblings}
+        return {**siblings, "$ref": resolved}  # nothing of either is lost
+
+
+def _same(a: object, b: object) -> bool:
+    """``a == b``, ``False`` when the comparison itself fails (an array's ambiguous truth)."""
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - any failure only means the two are kept apart
+        return False
+
+
+def _pointer(root: Mapping[str, Any], ref: str) -> object:
+    """What the local JSON pointer ``ref`` (``#/$defs/Address``) points at in ``root``."""
+    node: object = root
+    for part in ref.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list | tuple) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
 
 
 def _function_of(tool: ToolLike, i: int) -> Mapping[str, Any]:
-    fn = tool.get("function") if tool.get("type") == "function" else tool
+    """The function definition of ``tool``: Chat Completions' nested ``{"type": "function",
+    "function": {...}}``, or the tool itself (the Responses API's flat ``{"type": "function",
+    "name": ...}``, Anthropic's ``{"name", "input_schema"}``)."""
+    fn = tool.get("function") if tool.get("type") == "function" and "function" in tool else tool
     if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
         raise InvalidInputError(
             f"tools[{i}]",
