@@ -117,8 +117,17 @@ class AnthropicTokenCounter(TokenCounter):
 
     def _request(self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None) -> AnthropicRequest:
         request = build_anthropic_request(messages, check_tools(tools))
-        request.body["model"] = self.model.name.rpartition("/")[2]
+        request.body["model"] = self._api_model()
         return request
+
+    def _api_model(self) -> str:
+        """The model id the counting API is asked about: the caller's name, or for a stand-in
+        (``for_model("my-proxy", fallback="claude-sonnet-4-5")``) the fallback model, since
+        Anthropic answers 404 for a name it does not know. A ``provider/`` prefix is dropped."""
+        model = self.model
+        if model.fallback_for is not None:
+            return (model.fallback_model or model.canonical).rpartition("/")[2]
+        return model.name.rpartition("/")[2]
 
     @staticmethod
     def _key(request: dict[str, Any]) -> str:

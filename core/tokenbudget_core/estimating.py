@@ -5,6 +5,15 @@ message plus the role, the tool definitions' JSON), times the model's learned
 correction factor (:mod:`tokenbudget_core.calibration`). Every figure is flagged
 ``exact=False``. :class:`~tokenbudget_core.anthropic_counting.AnthropicTokenCounter`
 falls back to this when Anthropic's counting API cannot be reached.
+
+Images are priced by the model's family: Claude's rule for Claude models (a part of the
+calibrated estimate), OpenAI's tile and patch rules for OpenAI models served elsewhere, Gemini's
+258 tokens per 768 px tile (at least 1,120: Gemini 3's default) for Gemini models, and for any
+other model the most any known rule charges for the image
+(:func:`~tokenbudget_core.images.max_image_tokens`), so a budget check never under-counts.
+Those OpenAI-rule and upper-bound figures are not scaled by the correction factor (a factor
+below 1 would make the bound a guess), and a reported usage whose request holds an upper-bound
+image teaches the factor nothing (the image's real share of it is unknown).
 """
 
 from __future__ import annotations
@@ -17,9 +26,9 @@ from .calibration import Calibration, default_calibration
 from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
 from .encodings import get_encoding
 from .errors import InvalidInputError
-from .images import anthropic_image_tokens
+from .images import anthropic_image_tokens, gemini_image_tokens, max_image_tokens, openai_image_tokens
 from .messages import ImagePart, MessageLike, TextPart, to_messages
-from .registry import ModelInfo
+from .registry import ModelInfo, family_provider
 
 __all__ = ["EstimatingTokenCounter", "unknown_model_counter"]
 
@@ -44,6 +53,19 @@ class EstimatingTokenCounter(TokenCounter):
         self.calibration = calibration or default_calibration()
         self._enc = get_encoding(model.encoding or "cl100k_base")
         self._cache: dict[str, int] = {}
+        family = family_provider(model.canonical) or family_provider(model.name)
+        self._image_rule = (
+            "anthropic"
+            if model.provider == "anthropic" or family == "anthropic"
+            else "openai"
+            if model.provider == "openai" or family == "openai"
+            else "gemini"
+            if model.provider == "google" or model.canonical.lower().startswith("gemini")
+            else "upper-bound"
+        )
+        """How images are priced: ``anthropic`` (calibrated with the text), ``openai`` (the
+        model's own rule), ``gemini`` (:func:`~tokenbudget_core.images.gemini_image_tokens`) or
+        ``upper-bound`` (:func:`~tokenbudget_core.images.max_image_tokens`)."""
 
     def _raw(self, text: str) -> int:
         n = self._cache.get(text)
@@ -53,22 +75,27 @@ class EstimatingTokenCounter(TokenCounter):
                 self._cache[text] = n
         return n
 
-    def _result(self, raw: int) -> TokenCount:
+    def _result(self, raw: int, images: int = 0) -> TokenCount:
         return TokenCount(
-            self.calibration.apply(self.model.canonical, raw),
+            self.calibration.apply(self.model.canonical, raw) + images,
             exact=False,
             model=self.model.name,
             method="estimate",
             encoding=self._enc.name,
         )
 
-    def raw_estimate_messages(
-        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
-    ) -> int:
-        """The uncorrected estimate (what :meth:`observe` compares reported usage with)."""
+    def _estimate(
+        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
+    ) -> tuple[int, int, bool]:
+        """``(raw, images, images_exact)``: the raw estimate the correction factor scales
+        (text, framing, tools, and Claude-rule images), the tokens of the images priced by a rule
+        the factor must not scale, and whether those all came from the model's own rule at a
+        known size (``False`` when one is an upper bound)."""
         if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
             raise InvalidInputError("messages", "expected a list of messages", value=messages)
         total = 3
+        images = 0
+        images_exact = True
         for m in to_messages(messages):
             total += 3 + self._raw(m.role)
             if isinstance(m.content, str):
@@ -78,18 +105,37 @@ class EstimatingTokenCounter(TokenCounter):
                     if isinstance(part, TextPart):
                         total += self._raw(part.text)
                     elif isinstance(part, ImagePart):
-                        total += anthropic_image_tokens(part).tokens
+                        if self._image_rule == "anthropic":
+                            total += anthropic_image_tokens(part).tokens
+                            continue
+                        img = (
+                            openai_image_tokens(part, self.model.canonical)
+                            if self._image_rule == "openai"
+                            else gemini_image_tokens(part)
+                            if self._image_rule == "gemini"
+                            else max_image_tokens(part)
+                        )
+                        images += img.tokens
+                        images_exact = images_exact and img.exact
             if m.name:
                 total += 1 + self._raw(m.name)
             for call in m.tool_calls:
                 total += 3 + self._raw(call.name) + self._raw(call.arguments)
         for i, tool in enumerate(check_tools(tools)):
             total += 10 + self._raw(_tool_json(tool, i))
-        return total
+        return total, images, images_exact
+
+    def raw_estimate_messages(
+        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
+    ) -> int:
+        """The uncorrected estimate: text, framing, tools and images, before the correction factor."""
+        raw, images, _ = self._estimate(messages, tools)
+        return raw + images
 
     def count_message(self, message: MessageLike) -> TokenCount:
         """Estimated tokens one message adds to a request (reply priming excluded)."""
-        return self._result(self.raw_estimate_messages([message]) - 3)
+        raw, images, _ = self._estimate([message], None)
+        return self._result(raw - 3, images)
 
     def count(self, text: str) -> TokenCount:
         """Estimated tokens in ``text``."""
@@ -99,7 +145,8 @@ class EstimatingTokenCounter(TokenCounter):
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:
         """Estimated input tokens of a chat request."""
-        return self._result(self.raw_estimate_messages(messages, tools))
+        raw, images, _ = self._estimate(messages, tools)
+        return self._result(raw, images)
 
     def observe(
         self,
@@ -107,12 +154,18 @@ class EstimatingTokenCounter(TokenCounter):
         actual_input_tokens: int,
         tools: Sequence[ToolLike] | None = None,
     ) -> None:
-        """Learn from the input tokens the provider reported for these messages."""
-        self.calibration.observe(
-            self.model.canonical,
-            estimated=self.raw_estimate_messages(messages, tools),
-            actual=actual_input_tokens,
-        )
+        """Learn from the input tokens the provider reported for these messages.
+
+        Images priced by OpenAI's rules are taken off the reported figure first; a request with
+        an image priced by an upper bound teaches nothing (its real cost is unknown).
+        """
+        raw, images, images_exact = self._estimate(messages, tools)
+        actual = actual_input_tokens
+        if images and not isinstance(actual, bool) and isinstance(actual, int) and actual >= 0:
+            if not images_exact or actual <= images:
+                return
+            actual -= images
+        self.calibration.observe(self.model.canonical, estimated=raw, actual=actual)
 
 
 def _tool_json(tool: ToolLike, i: int) -> str:

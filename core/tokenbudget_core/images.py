@@ -8,6 +8,11 @@ o4-mini instead count 32 px patches (capped at 1536) times a multiplier.
 The size comes from the part's ``width``/``height`` or, for ``data:`` URLs, from the
 image header (PNG, JPEG, GIF, WebP). When it is unknown the largest possible figure
 is returned and marked inexact, so a budget check never under-counts.
+
+The rule is chosen by model family: a fine-tune (``ft:gpt-4o-mini-2024-07-18:org::id``) is
+priced like its base model, and a ``provider/`` prefix (``openai/gpt-4o``) is ignored. A model
+that matches no known family gets the most expensive known rule for the image (inexact), for
+the same reason.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from dataclasses import dataclass
 
 from .messages import ImagePart
 
-__all__ = ["ImageTokens", "anthropic_image_tokens", "image_size", "openai_image_tokens"]
+__all__ = [
+    "ImageTokens",
+    "GEMINI_MIN_IMAGE_TOKENS",
+    "GEMINI_TILE_TOKENS",
+    "anthropic_image_tokens",
+    "gemini_image_tokens",
+    "image_size",
+    "max_image_tokens",
+    "openai_image_tokens",
+]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -31,10 +45,10 @@ class ImageTokens:
     tokens: int
     """The token figure."""
     exact: bool
-    """False when the size was unknown and the figure is an upper bound."""
+    """False when the figure is an upper bound: the size, or the model's image rule, was unknown."""
 
 
-# (base, per tile) for tile-priced models; first prefix match wins.
+# (base, per tile) for tile-priced models; first prefix match wins (after the patch models).
 _TILE_MODELS: tuple[tuple[str, int, int], ...] = (
     ("gpt-4o-mini", 2833, 5667),
     ("gpt-5-chat", 70, 140),
@@ -42,8 +56,14 @@ _TILE_MODELS: tuple[tuple[str, int, int], ...] = (
     ("o1", 75, 150),
     ("o3", 75, 150),
     ("computer-use", 65, 129),
+    ("gpt-4o", 85, 170),
+    ("chatgpt-4o", 85, 170),
+    ("gpt-4.1", 85, 170),
+    ("gpt-4.5", 85, 170),
+    ("gpt-4-turbo", 85, 170),
+    ("gpt-4-vision", 85, 170),
+    ("gpt-4-1106-vision", 85, 170),
 )
-_DEFAULT_TILE = (85, 170)  # gpt-4o, gpt-4.1, gpt-4.5, gpt-4-turbo
 # Patch-priced models and their multipliers.
 _PATCH_MODELS: tuple[tuple[str, float], ...] = (
     ("gpt-5-mini", 1.62),
@@ -147,20 +167,45 @@ def _patch_tokens(width: int, height: int, multiplier: float) -> int:
     return math.ceil(patches * multiplier)
 
 
-def openai_image_tokens(part: ImagePart, model: str) -> ImageTokens:
-    """Input tokens of one image part for an OpenAI model.
+def _image_model(model: str) -> str:
+    """The name whose family sets the image rule: no ``provider/`` prefix, a fine-tune's base
+    model (``ft:<base>:<org>:<suffix>:<id>`` -> ``<base>``), lower case."""
+    name = model.strip().lower().rpartition("/")[2]
+    if name.startswith("ft:"):
+        name = name.split(":")[1]
+    return name
 
-    Args:
-        part: The image part (detail level, and size if known).
-        model: The canonical model name (``gpt-4o``, ``gpt-4.1-mini``...).
-    """
+
+def _known(name: str, prefix: str) -> bool:
+    """``name`` is of the family ``prefix`` names. A ``-mini``/``-nano`` size the prefix does not
+    name is another model (``gpt-5.4-mini`` is not ``gpt-5``; its rule is unknown)."""
+    if not name.startswith(prefix):
+        return False
+    rest = name[len(prefix) :]
+    return not any(size in rest and size not in prefix for size in ("mini", "nano"))
+
+
+def _rule(model: str) -> tuple[float, None] | tuple[int, int] | None:
+    """``(multiplier, None)`` for a patch-priced model, ``(base, per_tile)`` for a tile-priced
+    one, ``None`` when the model matches no known family."""
+    name = _image_model(model)
     for prefix, multiplier in _PATCH_MODELS:
-        if model.startswith(prefix):
-            size = image_size(part)
-            if size is None:
-                return ImageTokens(tokens=math.ceil(_MAX_PATCHES * multiplier), exact=False)
-            return ImageTokens(tokens=_patch_tokens(*size, multiplier), exact=True)
-    base, per_tile = next(((b, t) for p, b, t in _TILE_MODELS if model.startswith(p)), _DEFAULT_TILE)
+        if _known(name, prefix):
+            return multiplier, None
+    for prefix, base, per_tile in _TILE_MODELS:
+        if _known(name, prefix):
+            return base, per_tile
+    return None
+
+
+def _by_rule(part: ImagePart, rule: tuple[float, None] | tuple[int, int]) -> ImageTokens:
+    first, per_tile = rule
+    if per_tile is None:
+        size = image_size(part)
+        if size is None:
+            return ImageTokens(tokens=math.ceil(_MAX_PATCHES * first), exact=False)
+        return ImageTokens(tokens=_patch_tokens(*size, first), exact=True)
+    base = int(first)
     if part.detail == "low":
         return ImageTokens(tokens=base, exact=True)
     size = image_size(part)
@@ -168,6 +213,55 @@ def openai_image_tokens(part: ImagePart, model: str) -> ImageTokens:
         # 2048x768 after scaling is the most tiles any image can take (4 x 2 = 8).
         return ImageTokens(tokens=base + per_tile * 8, exact=False)
     return ImageTokens(tokens=_tile_tokens(*size, base, per_tile), exact=True)
+
+
+_ALL_RULES: tuple[tuple[float, None] | tuple[int, int], ...] = (
+    *((m, None) for _, m in _PATCH_MODELS),
+    *((b, t) for _, b, t in _TILE_MODELS),
+)
+
+
+def openai_image_tokens(part: ImagePart, model: str) -> ImageTokens:
+    """Input tokens of one image part for an OpenAI model.
+
+    Args:
+        part: The image part (detail level, and size if known).
+        model: The canonical model name (``gpt-4o``, ``gpt-4.1-mini``...). A fine-tune
+            (``ft:gpt-4o-mini-2024-07-18:org::id``) is priced like its base model. A name of no
+            known family gets :func:`max_image_tokens` (an upper bound, ``exact=False``).
+    """
+    rule = _rule(model)
+    if rule is None:
+        return max_image_tokens(part)
+    return _by_rule(part, rule)
+
+
+def max_image_tokens(part: ImagePart) -> ImageTokens:
+    """The most tokens any known rule (OpenAI's tile and patch rules, Claude's) charges for this
+    image: the figure for a model whose image rule is unknown. Always ``exact=False``."""
+    figures = [_by_rule(part, rule).tokens for rule in _ALL_RULES]
+    figures.append(anthropic_image_tokens(part).tokens)
+    return ImageTokens(tokens=max(figures), exact=False)
+
+
+GEMINI_TILE_TOKENS = 258
+"""Gemini's tokens per image tile (an image of at most 384 px a side is one tile of its own)."""
+GEMINI_MIN_IMAGE_TOKENS = 1120
+"""Gemini 3's tokens for an image at its default (high) media resolution: the least a Gemini
+image is reserved at, whichever generation answers."""
+
+
+def gemini_image_tokens(part: ImagePart) -> ImageTokens:
+    """Input tokens of one image for Gemini, an upper bound (``exact=False``): 258 per 768x768
+    tile (one tile when both sides are at most 384 px; larger images are cut into tiles, counted
+    here as ``ceil(w / 768) * ceil(h / 768)``), and at least :data:`GEMINI_MIN_IMAGE_TOKENS`.
+    An image of unknown size gets :func:`max_image_tokens`."""
+    size = image_size(part)
+    if size is None:
+        return max_image_tokens(part)
+    w, h = size
+    tiles = 1 if w <= 384 and h <= 384 else math.ceil(w / 768) * math.ceil(h / 768)
+    return ImageTokens(tokens=max(GEMINI_TILE_TOKENS * tiles, GEMINI_MIN_IMAGE_TOKENS), exact=False)
 
 
 def anthropic_image_tokens(part: ImagePart) -> ImageTokens:

@@ -56,6 +56,9 @@ class ModelInfo:
     """Maximum output tokens per call, or ``None`` when unknown."""
     fallback_for: str | None = None
     """Set when this entry stands in for an unknown model the caller named."""
+    fallback_model: str | None = None
+    """With ``fallback_for``: the name of the model standing in (the ``fallback`` argument), the
+    model a provider's counting API is asked about."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +112,37 @@ _BUILTIN: dict[str, tuple[str, Tokenizer, str | None, int | None, int | None]] =
 }
 
 
+# Providers that serve OpenAI's own models under OpenAI's ids (``azure/gpt-4o-mini``,
+# ``openrouter/openai/gpt-4o``): the same model, so the same tokenizer, framing and image rules.
+# Not for gpt-oss: open weights that hosts serve through chat templates of their own.
+_OPENAI_HOSTS = frozenset({"azure", "openrouter", "github-copilot"})
+
+
 def _family(canonical: str) -> _Family | None:
     for fam in _FAMILIES:
         if fam.pattern.search(canonical):
             return fam
     return None
+
+
+def _family_of(name: str) -> _Family | None:
+    """The family of a model id as a provider lists it: an ``openai/`` vendor prefix
+    (OpenRouter's ``openai/gpt-4o``) is ignored."""
+    lowered = name.lower()
+    return _family(lowered.removeprefix("openai/")) if lowered.startswith("openai/") else _family(lowered)
+
+
+def family_provider(name: str) -> str | None:
+    """The provider whose model family ``name`` belongs to by the built-in family rules
+    (``"openai"``, ``"anthropic"``), whoever serves it, or ``None`` when no rule matches.
+    A ``provider/`` prefix is ignored and a fine-tune (``ft:<base>:...``) is its base model."""
+    if not isinstance(name, str):
+        return None
+    bare = name.strip().rpartition("/")[2]
+    if bare.startswith("ft:"):
+        bare = _fine_tuned_base(bare)
+    fam = _family(bare.lower())
+    return fam.provider if fam is not None else None
 
 
 def config_file_path(path: object, kind: str) -> Path:
@@ -268,7 +297,7 @@ class ModelRegistry:
             if fallback is None:
                 raise UnknownModelError(name, self.suggest(name))
             base = self.get(fallback)
-            return replace(base, name=name, fallback_for=name)
+            return replace(base, name=name, fallback_for=name, fallback_model=base.name)
         with self._lock:
             self._resolved[name] = info
         return info
@@ -324,8 +353,11 @@ class ModelRegistry:
         found = _genai_lookup(bare, provider_id)
         if found is not None:
             prov, canonical, ctx = found
-            fam = _family(canonical) or _family(bare.lower())
-            if fam is not None and fam.provider == prov:
+            fam = _family_of(canonical) or _family_of(bare)
+            if fam is not None and (
+                fam.provider == prov
+                or (fam.provider == "openai" and prov in _OPENAI_HOSTS and fam.encoding != "o200k_harmony")
+            ):
                 return ModelInfo(
                     name=name,
                     canonical=canonical,
