@@ -4,8 +4,8 @@ Offline estimates for models whose tokenizer is not published (Claude when its
 counting API is unreachable, Gemini, Mistral...) are tiktoken counts times a factor.
 Each time the provider reports the real input tokens of a call whose input was
 estimated, :meth:`Calibration.observe` moves the model's factor toward
-``actual / estimate`` (an exponential moving average), so estimates converge on
-the provider's tokenizer.
+``actual / estimate`` (the first report sets it; later ones are an exponential moving
+average), so estimates converge on the provider's tokenizer.
 """
 
 from __future__ import annotations
@@ -36,14 +36,20 @@ class CalibrationState:
 class Calibration:
     """Per-model correction factors, thread-safe.
 
+    The first observation of a model sets its factor (the prior is only a guess); each later one
+    is averaged in with weight ``alpha``.
+
     Args:
         prior: The factor before any observation.
-        alpha: Weight of each new observation (0 < alpha <= 1).
+        alpha: Weight of each observation after the first (0 < alpha <= 1).
         bounds: Factors are kept within these bounds, so one odd report cannot wreck estimates.
 
     Example:
         >>> cal = Calibration(prior=1.0, alpha=0.5)
         >>> cal.observe("claude-sonnet-4-5", estimated=100, actual=120)
+        >>> round(cal.factor("claude-sonnet-4-5"), 2)
+        1.2
+        >>> cal.observe("claude-sonnet-4-5", estimated=100, actual=100)
         >>> round(cal.factor("claude-sonnet-4-5"), 2)
         1.1
     """

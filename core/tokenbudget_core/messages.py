@@ -41,6 +41,10 @@ class TextPart:
     text: str
     """The text."""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise InvalidMessageError("text_part.text", "must be a string", value=type(self.text).__name__)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ImagePart:
@@ -54,6 +58,22 @@ class ImagePart:
     """Pixel width, if known. Read from the data URL's header when absent."""
     height: int | None = None
     """Pixel height, if known. Read from the data URL's header when absent."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str):
+            raise InvalidMessageError(
+                "image.url",
+                "must be a URL string (https:// or data:image/...)",
+                value=type(self.url).__name__,
+            )
+        if self.detail not in _DETAILS:
+            raise InvalidMessageError("image.detail", f"must be one of {sorted(_DETAILS)}", value=self.detail)
+        for name in ("width", "height"):
+            size = getattr(self, name)
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise InvalidMessageError(
+                    f"image.{name}", "must be a positive number of pixels (or None: unknown)", value=size
+                )
 
 
 Part: TypeAlias = TextPart | ImagePart
@@ -69,6 +89,13 @@ class ToolCall:
     """The tool's name."""
     arguments: str = ""
     """The arguments as the model wrote them (a JSON string)."""
+
+    def __post_init__(self) -> None:
+        for name in ("id", "name", "arguments"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidMessageError(
+                    f"tool_call.{name}", "must be a string", value=type(getattr(self, name)).__name__
+                )
 
 
 @dataclass(frozen=True, kw_only=True, eq=True)
@@ -146,6 +173,16 @@ def _validate(m: Message, where: str = "message") -> None:
             f"content must be a string or a tuple of parts, got {type(m.content).__name__}",
             value=m.content,
             fix="convert it to text first",
+        )
+    for name in ("name", "tool_call_id"):
+        value = getattr(m, name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidMessageError(
+                f"{where}.{name}", "must be a string (or None)", value=type(value).__name__
+            )
+    if not isinstance(m.tool_calls, tuple) or not all(isinstance(c, ToolCall) for c in m.tool_calls):
+        raise InvalidMessageError(
+            f"{where}.tool_calls", "must be a tuple of ToolCall", value=type(m.tool_calls).__name__
         )
     files = m.file_tokens
     if files is not None and (isinstance(files, bool) or not isinstance(files, int) or files < 0):
@@ -277,6 +314,15 @@ def to_message(raw: MessageLike, *, where: str = "message") -> Message:
     if not isinstance(role, str) or role not in _ROLES:
         raise InvalidMessageError(
             f"{where}.role", f"unknown role {role!r}", value=role, fix=f"use one of {sorted(_ROLES)}"
+        )
+    if (
+        raw.get("audio") is not None
+    ):  # an earlier spoken reply fed back: input audio, as input_audio parts are
+        raise InvalidMessageError(
+            f"{where}.audio",
+            "audio cannot be counted before the call (an assistant's earlier spoken reply is input audio)",
+            value=type(raw.get("audio")).__name__,
+            fix="count its transcript instead: content=<the reply's transcript> and no audio",
         )
     content_raw = raw.get("content")
     content: str | tuple[Part, ...]
