@@ -141,7 +141,9 @@ def to_anthropic_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
         if "input_schema" in tool or _is_builtin_tool(tool):
             out.append(dict(tool))
             continue
-        fn = tool.get("function") if tool.get("type") == "function" else tool
+        # nested ({"type": "function", "function": {...}}) or flat (the Responses API's
+        # {"type": "function", "name": ..., "parameters": ...}, and a bare {"name": ...})
+        fn = tool.get("function") if tool.get("type") == "function" and "function" in tool else tool
         if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
             raise InvalidInputError(f"tools[{i}]", "a tool needs a name", value=tool)
         converted: dict[str, Any] = {

@@ -365,3 +365,18 @@ def test_a_damaged_or_bomb_object_stream_is_skipped_quickly() -> None:
     started = time.monotonic()
     assert estimate_block(pdf_block(bomb)).file_tokens == FILE_TOKENS
     assert time.monotonic() - started < 10
+
+
+def test_claude_requests_take_a_flat_responses_api_tool_like_the_nested_one() -> None:
+    """The Anthropic translation refused the flat shape ('a tool needs a name'), so a Claude
+    counter given a tool bound with ChatOpenAI(use_responses_api=True)-style tools raised."""
+    from tokenbudget_core.anthropic_format import to_anthropic_tools
+
+    params = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    nested = {
+        "type": "function",
+        "function": {"name": "weather", "description": "Weather.", "parameters": params},
+    }
+    flat = {"type": "function", "name": "weather", "description": "Weather.", "parameters": params}
+    assert to_anthropic_tools([flat]) == to_anthropic_tools([nested])
+    assert to_anthropic_tools([flat])[0]["input_schema"] == params
