@@ -59,7 +59,7 @@ from tokenbudget_core.cache_keys import (
 from tokenbudget_core.cached_response import CachedResponse, CacheHit, stop_reason_of
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.money import decimal_text
-from tokenbudget_core.response_cache import ResponseCacheBase
+from tokenbudget_core.response_cache import ResponseCacheBase, hits_not_recorded
 from tokenbudget_core.usage import Usage
 
 from .messages import to_core_messages
@@ -482,8 +482,12 @@ class TokenBudgetLLMCache(BaseCache):
             return None
         request = to_cache_request(prompt, llm_string)
         with _payer(claim):
-            hit = self.cache.lookup(request, scope=self._scope())
-        return _served(hit, claim, self._audit, self.cache.ledger)
+            with hits_not_recorded():  # an entry that cannot be rebuilt is a miss: no hit recorded
+                hit = self.cache.lookup(request, scope=self._scope())
+            served = _rebuilt(hit, self._audit)
+            if hit is not None and served is not None:
+                self.cache.record_hit(request, hit)
+        return _served(served, claim, self.cache.ledger)
 
     def _audit(self, hit: CacheHit) -> dict[str, Any]:
         """What a served hit puts in each message's ``response_metadata["tokenbudget_cache"]``.
@@ -529,8 +533,12 @@ class TokenBudgetLLMCache(BaseCache):
             return None
         request = to_cache_request(prompt, llm_string)
         with _payer(claim):
-            hit = await self.cache.alookup(request, scope=self._scope())
-        return _served(hit, claim, self._audit, self.cache.ledger)
+            with hits_not_recorded():
+                hit = await self.cache.alookup(request, scope=self._scope())
+            served = _rebuilt(hit, self._audit)
+            if hit is not None and served is not None:
+                await self.cache.arecord_hit(request, hit)
+        return _served(served, claim, self.cache.ledger)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async twin of :meth:`update`."""
@@ -549,20 +557,25 @@ class TokenBudgetLLMCache(BaseCache):
         await self.cache.aclear()
 
 
+def _rebuilt(hit: CacheHit | None, audit: Callable[[CacheHit], dict[str, Any]]) -> list[Generation] | None:
+    """The generations a lookup serves: the served hit's, rebuilt; ``None`` (a miss) for no hit, a
+    hit not served (shadow mode) or an entry whose generations cannot be rebuilt."""
+    return None if hit is None or not hit.served else _generations(hit.response, audit(hit))
+
+
 def _served(
-    hit: CacheHit | None,
+    served: list[Generation] | None,
     claim: RunClaim | None,
-    audit: Callable[[CacheHit], dict[str, Any]],
     ledger: object,
 ) -> RETURN_VAL_TYPE | None:
-    """What a lookup answers: the hit's generations, or ``None`` (a miss). A miss of a run the
-    budget refused raises that refusal: the call is not sent (a hit is served: it costs nothing).
-    A hit tells the claim the ledger it was recorded in (``ledger``, the cache's).
+    """What a lookup answers: the served generations (see :func:`_rebuilt`), or ``None`` (a miss).
+    A miss of a run the budget refused raises that refusal: the call is not sent (a hit is
+    served: it costs nothing). A hit tells the claim the ledger it was recorded in (``ledger``,
+    the cache's).
 
     Raises:
         BudgetExceededError: A miss of a refused run (see :attr:`RunClaim.refusal`).
     """
-    served = None if hit is None or not hit.served else _generations(hit.response, audit(hit))
     if claim is None:
         return served
     claims = [c for c in _CLAIMS.get() if c.open and c.run == claim.run and c.prompt == claim.prompt]

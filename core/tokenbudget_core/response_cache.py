@@ -15,9 +15,12 @@ inside its scope (namespace and tenant always; user and feature as ``scope_field
 What is never stored: cut-off or failed answers (a ``finish_reason`` other than a normal stop),
 tool-call answers unless ``cache_tool_calls``, sampled requests (``temperature`` > 0,
 ``top_p`` < 1) unless ``cache_sampled``, and entries over ``max_entry_bytes``. Every entry
-expires (``ttl``, at most ``max_ttl``: a day unless raised on purpose). Each served hit reports
+expires (``ttl``, at most ``max_ttl``: a day unless raised on purpose, and never more than
+:data:`MAX_TTL`, what every store can hold). Each served hit reports
 the tokens and dollars it saved and, with a ledger attached, is recorded there as a cache hit
-of the current :func:`~tokenbudget_core.attribution.attribute` payer.
+of the current :func:`~tokenbudget_core.attribution.attribute` payer; an adapter that may still
+find a hit unservable looks up inside :func:`hits_not_recorded` and records the hits it does
+serve with :meth:`~ResponseCacheBase.record_hit`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
@@ -45,18 +50,55 @@ from .usage import Usage
 if TYPE_CHECKING:
     from .ledger import Ledger
 
-__all__ = ["DEFAULT_MAX_TTL", "ExactCache", "ResponseCacheBase", "ServedHit", "served_hit"]
+__all__ = [
+    "DEFAULT_MAX_TTL",
+    "MAX_TTL",
+    "ExactCache",
+    "ResponseCacheBase",
+    "ServedHit",
+    "hits_not_recorded",
+    "served_hit",
+]
 
 DEFAULT_MAX_TTL = 86_400.0
 """The longest TTL a cache accepts unless ``max_ttl`` is raised explicitly (one day)."""
+MAX_TTL = float(2**31 - 1)
+"""The longest ``ttl`` / ``max_ttl`` a cache accepts at all (2**31 - 1 s, about 68 years): what
+every store holds alike (Redis refuses expiries far beyond it)."""
 _ENVELOPE = 1
 T = TypeVar("T")
 logger = logging.getLogger("tokenbudget.cache")
 
 
+_UNRECORDED: ContextVar[bool] = ContextVar("tokenbudget_cache_hits_unrecorded", default=False)
+
+
+@contextmanager
+def hits_not_recorded() -> Iterator[None]:
+    """Inside this block, cache lookups return their served hits without recording them in the
+    cache's ledger: for an adapter that may still find a hit unservable (an entry it cannot
+    rebuild is a miss, and its host pays the model). It records each hit it does serve with
+    :meth:`ResponseCacheBase.record_hit` (or :meth:`~ResponseCacheBase.arecord_hit`).
+
+    The block holds for the async twins too (their worker threads run in a copy of the context).
+    """
+    token = _UNRECORDED.set(True)
+    try:
+        yield
+    finally:
+        _UNRECORDED.reset(token)
+
+
 def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise InvalidInputError(name, "must be a positive number of seconds", value=value)
+    if value > MAX_TTL:  # (also an int too large for a float: never an OverflowError)
+        raise InvalidInputError(
+            name,
+            f"must be at most {MAX_TTL:.0f} s (MAX_TTL, about 68 years)",
+            value=value,
+            fix=f"use at most tokenbudget_core.response_cache.MAX_TTL ({MAX_TTL:.0f}) seconds",
+        )
     return float(value)
 
 
@@ -178,7 +220,13 @@ class ResponseCacheBase:
             raise InvalidInputError("clock", "must be a callable returning epoch seconds", value=clock)
         self.clock = clock
         self.store_backend: CacheStore = open_cache_store(store)
-        self._inline = isinstance(self.store_backend, MemoryCacheStore) and (ledger is None or ledger._inline)
+        # Only exact operations on a memory store are quick enough for the event loop: a semantic
+        # search (or insert) scans a partition's whole matrix, so it runs in a worker thread.
+        self._inline = (
+            self.kind == "exact"
+            and isinstance(self.store_backend, MemoryCacheStore)
+            and (ledger is None or ledger._inline)
+        )
 
     # -- shared rules ------------------------------------------------------------------------------
 
@@ -318,17 +366,39 @@ class ResponseCacheBase:
             saved_tokens=saved_tokens,
             served=served,
         )
-        if served and self.ledger is not None:
-            model = self._hit_model(request, response)
-            if model is None:  # stored by a process whose registry knew the model
-                logger.warning(
-                    "cache hit not recorded: neither %r nor %r is known to the ledger's registry",
-                    request.model,
-                    response.model,
-                )
-            else:
-                self.ledger.record(Usage(requests=1), model=model, cache_hit=True, saved_usd=saved_usd)
+        if served and not _UNRECORDED.get():
+            self.record_hit(request, hit)
         return hit
+
+    def record_hit(self, request: CacheRequest, hit: CacheHit) -> None:
+        """Record a hit served for ``request`` in the cache's ledger (nothing without a ledger, or
+        for a hit that was not served): what a lookup does itself, outside :func:`hits_not_recorded`.
+
+        Raises:
+            InvalidInputError: ``request`` is not a :class:`CacheRequest` or ``hit`` not a
+                :class:`~tokenbudget_core.cached_response.CacheHit`.
+        """
+        self._request(request)
+        if not isinstance(hit, CacheHit):
+            raise InvalidInputError("hit", f"must be a CacheHit, got {type(hit).__name__}")
+        if not hit.served or self.ledger is None:
+            return
+        model = self._hit_model(request, hit.response)
+        if model is None:  # stored by a process whose registry knew the model
+            logger.warning(
+                "cache hit not recorded: neither %r nor %r is known to the ledger's registry",
+                request.model,
+                hit.response.model,
+            )
+        else:
+            self.ledger.record(Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd)
+
+    async def arecord_hit(self, request: CacheRequest, hit: CacheHit) -> None:
+        """Async twin of :meth:`record_hit`."""
+        if self.ledger is None or self.ledger._inline:
+            self.record_hit(request, hit)
+        else:
+            await asyncio.to_thread(self.record_hit, request, hit)
 
     def _lookup_exact(
         self, request: CacheRequest, where: CacheScope, *, served: bool = True

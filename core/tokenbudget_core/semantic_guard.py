@@ -389,10 +389,12 @@ class GuardFeatures:
             content, roles, sym, dirs = data["content"], data["roles"], data["sym"], data["dir"]
         except KeyError as e:
             raise InvalidInputError("guard", f"is missing {e.args[0]!r}") from e
+        # The two lists of lists are checked before they are unpacked: a stored entry of any
+        # other shape (null, a number, a string) is no guard features, never a TypeError.
+        if not (isinstance(neg, list) and isinstance(roles, list)):
+            raise InvalidInputError("guard", "is not guard features")
         lists = (num, ent, words, content, sym, dirs, *neg, *roles)
-        if not (isinstance(neg, list) and isinstance(roles, list)) or not all(
-            isinstance(v, list) and all(isinstance(s, str) for s in v) for v in lists
-        ):
+        if not all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in lists):
             raise InvalidInputError("guard", "is not guard features")
         if not all(len(r) == 2 for r in roles):
             raise InvalidInputError("guard", "roles must be [role, word] pairs")

@@ -12,7 +12,8 @@ The scope key (:meth:`~tokenbudget_core.cache_keys.CacheScope.key`) and the name
 percent-encoded, so ids with ``:``, ``*``, ``{``, ``}``, spaces or glob characters can never
 forge another scope's key or hash tag, nor widen the ``SCAN`` pattern of an invalidation.
 A semantic lookup is one ``VSIM ... WITHSCORES WITHATTRIBS FILTER '.exp > now'``; an insert
-is one Lua script (drop expired elements, ``VADD``, refresh the key's expiry). On a cluster
+is one Lua script (check the TTL, drop expired elements, ``VADD``, refresh the key's
+expiry: nothing is written when the expiry could not be set). On a cluster
 each operation goes to its scope's slot node (the script's keys share that slot); invalidation
 and clearing scan every primary. Vectors are
 stored unquantised by default (``quantization="NOQUANT"``) so scores are the cosine itself.
@@ -21,6 +22,7 @@ stored unquantised by default (``quantization="NOQUANT"``) so scores are the cos
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +32,7 @@ from urllib.parse import quote
 
 from tokenbudget_core.cache_keys import CacheScope
 from tokenbudget_core.errors import CacheUnavailableError, InvalidInputError, MissingDependencyError
+from tokenbudget_core.response_cache import MAX_TTL
 from tokenbudget_core.stores.base import redact_url
 from tokenbudget_core.stores.redis import check_redis_url
 
@@ -38,13 +41,19 @@ from .memory import check_ttl, check_vector
 
 __all__ = ["RedisCacheStore"]
 
+logger = logging.getLogger("tokenbudget.cache")
+
 _ADD = """
+local ttl = tonumber(ARGV[6])
+local expires = tonumber(ARGV[3])
+if not ttl or ttl < 1 or ttl > 2147483648 or ttl ~= math.floor(ttl) or not expires then
+  return redis.error_reply('ERR tokenbudget cache: invalid ttl ' .. tostring(ARGV[6]))
+end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 256)
 for _, id in ipairs(expired) do redis.call('VREM', KEYS[1], id) end
 if #expired > 0 then redis.call('ZREM', KEYS[2], unpack(expired)) end
 redis.call('VADD', KEYS[1], 'FP32', ARGV[4], ARGV[2], ARGV[7], 'SETATTR', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-local ttl = tonumber(ARGV[6])
 for _, k in ipairs(KEYS) do
   if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
 end
@@ -59,6 +68,21 @@ def _enc(text: str) -> str:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
+
+
+def _ttl(ttl: float) -> float:
+    """A store-level TTL Redis can hold: at most :data:`~tokenbudget_core.response_cache.MAX_TTL`
+    seconds (``SET PX`` and ``EXPIRE`` refuse far larger ones, and the insert script would
+    otherwise leave a vector set that never expires)."""
+    seconds = check_ttl(ttl)
+    if seconds > MAX_TTL:
+        raise InvalidInputError(
+            "ttl",
+            f"must be at most {MAX_TTL:.0f} s (MAX_TTL) on Redis",
+            value=ttl,
+            fix="use a ttl of at most tokenbudget_core.response_cache.MAX_TTL seconds",
+        )
+    return seconds
 
 
 class RedisCacheStore:
@@ -178,10 +202,16 @@ class RedisCacheStore:
         """One round trip: ``GET``."""
         with self._redis() as r:
             value = r.get(self._key(scope, "e", _enc(key)))
-        return None if value is None else _text(value)
+        if value is None:
+            return None
+        try:
+            return _text(value)
+        except UnicodeDecodeError as e:  # a truncated or foreign value: an unreadable entry, a miss
+            logger.warning("unreadable cache entry ignored (not UTF-8): %s", e)
+            return None
 
     def put(self, scope: CacheScope, key: str, payload: str, ttl: float) -> None:
-        ms = max(1, int(check_ttl(ttl) * 1000))
+        ms = max(1, int(_ttl(ttl) * 1000))
         with self._redis() as r:
             r.set(self._key(scope, "e", _enc(key)), payload.encode("utf-8", "surrogatepass"), px=ms)
 
@@ -191,7 +221,7 @@ class RedisCacheStore:
         self, scope: CacheScope, partition: str, key: str, vector: Vector, payload: str, ttl: float
     ) -> None:
         """One Lua script: drop expired elements, ``VADD`` with attributes, refresh the expiry."""
-        seconds = check_ttl(ttl)
+        seconds = _ttl(ttl)
         vec = check_vector(vector)
         now = self.clock()
         name = _enc(partition)
@@ -232,12 +262,14 @@ class RedisCacheStore:
             rows = [tuple(items[i : i + 3]) for i in range(0, len(items) - 2, 3)]
         out: list[VectorMatch] = []
         for element, score, attrs in rows:
-            try:
+            try:  # (UnicodeDecodeError is a ValueError: a value that is not UTF-8 is skipped)
                 payload = json.loads(_text(attrs))["p"]
-            except (ValueError, KeyError, TypeError):
+                name = _text(element)
+            except (ValueError, KeyError, TypeError) as e:
+                logger.warning("unreadable semantic cache entry ignored: %s", e)
                 continue
             # VSIM's similarity is (1 + cosine) / 2; report the cosine itself.
-            out.append(VectorMatch(2.0 * float(score) - 1.0, _text(element), str(payload)))
+            out.append(VectorMatch(2.0 * float(score) - 1.0, name, str(payload)))
         out.sort(key=lambda m: -m.score)
         return out
 
