@@ -285,8 +285,16 @@ class SemanticCache(ResponseCacheBase):
         return row
 
     def _choose(
-        self, request: CacheRequest, where: CacheScope, text: str, matches: Sequence[VectorMatch]
+        self,
+        request: CacheRequest,
+        where: CacheScope,
+        text: str,
+        matches: Sequence[VectorMatch],
+        partition: str | None = None,
     ) -> CacheHit | None:
+        """The first of ``matches`` (best first) to serve: at or above the threshold, readable,
+        filed under ``where`` and, when given, the request's ``partition`` (an entry of another
+        partition, which a store must never return, is skipped), and passed by the guard."""
         mine: GuardFeatures | None = None
         for match in matches:
             if match.score < self.threshold:
@@ -295,6 +303,11 @@ class SemanticCache(ResponseCacheBase):
             if opened is None:
                 continue
             data, response = opened
+            if partition is not None and data.get("partition") != partition:
+                logger.warning(
+                    "semantic cache entry %s is filed under another partition: ignored", data.get("key")
+                )
+                continue
             if self.guard:
                 mine = mine or guard_features(text)
                 try:
@@ -405,7 +418,7 @@ class SemanticCache(ResponseCacheBase):
         with overhead("cache"):
             vector = self._row(embedder.embed([text]))
         partition = self.partition(request, dimensions=vector.shape[0])
-        found = self._choose(request, where, text, self._search(where, partition, vector))
+        found = self._choose(request, where, text, self._search(where, partition, vector), partition)
         return self._kept(embedder, text, vector, found)
 
     def store(
@@ -459,7 +472,7 @@ class SemanticCache(ResponseCacheBase):
         partition = self.partition(request, dimensions=vector.shape[0])
 
         def find() -> CacheHit | None:
-            found = self._choose(request, where, text, self._search(where, partition, vector))
+            found = self._choose(request, where, text, self._search(where, partition, vector), partition)
             return self._kept(embedder, text, vector, found)
 
         hit: CacheHit | None = await self._async(find)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import InvalidInputError, option_names, refuse_unknown
 
 from .base import CacheStore, VectorMatch
 
@@ -22,10 +22,13 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
         url: ``memory://``, ``sqlite:///path/to/cache.db`` (``sqlite:///:memory:`` for one
             process), ``redis://host:port/db`` / ``rediss://...`` or ``redis+cluster://host:port``
             (Redis 8 for semantic entries).
-        options: Passed to the store's constructor.
+        options: Passed to the store's constructor (``memory://``: ``max_entries``, ``clock``;
+            ``sqlite://``: ``timeout_s``, ``clock``; ``redis://``: ``namespace``,
+            ``quantization``, ``socket_timeout``, ``clock``).
 
     Raises:
-        InvalidInputError: Not a store and not a URL with one of these schemes.
+        InvalidInputError: Not a store and not a URL with one of these schemes, an option the
+            chosen store does not take (named, with the closest it does), or a bad option value.
         MissingDependencyError: ``redis://`` without the ``redis`` extra.
     """
     if isinstance(url, CacheStore):
@@ -41,14 +44,17 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
     if scheme == "memory":
         from .memory import MemoryCacheStore
 
+        _refuse_unknown(MemoryCacheStore, url, options)
         return MemoryCacheStore(**options)
     if scheme == "sqlite":
         from .sqlite import SQLiteCacheStore
 
+        _refuse_unknown(SQLiteCacheStore, url, options)
         return SQLiteCacheStore(url, **options)
     if scheme in ("redis", "rediss", "redis+cluster"):
         from .redis import RedisCacheStore
 
+        _refuse_unknown(RedisCacheStore, url, options)
         return RedisCacheStore(url, **options)
     raise InvalidInputError(
         "store",
@@ -56,3 +62,10 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
         value=url,
         fix="use memory://, sqlite:///path/to/cache.db, redis://host:port/db or redis+cluster://host:port",
     )
+
+
+def _refuse_unknown(store: type[Any], url: str, options: dict[str, Any]) -> None:
+    """Refuse an option ``store`` does not take (a typo, or another store's option), named with
+    the closest one it does: never a bare ``TypeError``, never ignored."""
+    known = [name for name in option_names(store.__init__) if name != "url"]
+    refuse_unknown(f"{store.__name__} ({url.split('://', 1)[0]}://)", options, known)

@@ -2,9 +2,15 @@
 
 Exact entries are kept in insertion order and the oldest are evicted past ``max_entries``;
 semantic entries are kept per scope and partition as one float32 matrix, scanned with one
-matrix-vector product per lookup (fast enough for 100,000 entries per partition); every 1,024
-adds, expired vectors and empty partitions are dropped, then the oldest partitions past
-``max_entries`` vectors.
+matrix-vector product per lookup (fast enough for 100,000 entries per partition); a new entry
+is written into the matrix's spare rows (it grows by doubling), so a lookup after a store
+costs what any other does. Every 1,024 adds, expired vectors and empty partitions are dropped,
+then the oldest partitions past ``max_entries`` vectors. A scope is forgotten with its last
+entry: memory stays proportional to ``max_entries``, however many users come and go.
+
+A process forked from one holding a store gets a copy of its entries and a lock of its own; a
+fork waits for the call another thread is making to finish, so the copy is never half way
+through one.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from tokenbudget_core.cache_keys import CacheScope
 from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.stores._fork import reset_after_fork
 
 from .base import Vector, VectorMatch
 
-__all__ = ["MemoryCacheStore", "VectorBucket", "check_ttl", "top_k"]
+__all__ = ["MemoryCacheStore", "VectorBucket", "check_clock", "check_timeout", "check_ttl", "top_k"]
 
 
 def check_ttl(ttl: float) -> float:
@@ -29,6 +37,37 @@ def check_ttl(ttl: float) -> float:
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
         raise InvalidInputError("ttl", "must be a positive number of seconds", value=ttl)
     return float(ttl)
+
+
+def check_clock(clock: object) -> None:
+    """Validate a store's ``clock`` option: a callable returning epoch seconds."""
+    if not callable(clock):
+        raise InvalidInputError(
+            "clock",
+            "must be a callable returning epoch seconds",
+            value=clock,
+            fix="pass e.g. clock=time.time (the default), or leave it out",
+        )
+
+
+_MAX_TIMEOUT_S = 2_147_483
+"""The longest ``timeout_s`` (SQLite takes its busy timeout in milliseconds, as a C int)."""
+
+
+def check_timeout(timeout_s: object) -> float:
+    """Validate a store's ``timeout_s`` option: a positive, finite number of seconds."""
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 < timeout_s <= _MAX_TIMEOUT_S  # (NaN fails this too)
+    ):
+        raise InvalidInputError(
+            "timeout_s",
+            f"must be a positive number of seconds (at most {_MAX_TIMEOUT_S:,})",
+            value=timeout_s,
+            fix="pass how long a write may wait for another writer, e.g. timeout_s=10 (the default)",
+        )
+    return float(timeout_s)
 
 
 def check_vector(vector: object) -> Vector:
@@ -48,46 +87,77 @@ def top_k(scores: Vector, k: int) -> list[int]:
     return [int(i) for i in idx[np.argsort(-scores[idx], kind="stable")]]
 
 
+_FIRST_ROWS = 16
+"""The rows a partition's matrix is made with; it doubles each time it is full."""
+
+
 class VectorBucket:
-    """The semantic entries of one scope and partition: rows of one matrix, scanned by numpy."""
+    """The semantic entries of one scope and partition: the first :attr:`size` rows of one matrix,
+    scanned by numpy.
+
+    The matrix has spare rows: an add writes one row (the matrix is copied only when it is full,
+    into one twice as large), so a search never waits for the partition to be stacked again.
+    """
 
     def __init__(self) -> None:
         self.keys: list[str] = []
         self.index: dict[str, int] = {}
-        self.rows: list[Vector] = []
-        self.expires: list[float] = []
         self.payloads: list[str] = []
+        self.size = 0
+        """Rows in use (the first ``size`` rows of the matrix)."""
         self._matrix: Vector | None = None
-        self._expiry: np.ndarray | None = None
+        self._expiry: npt.NDArray[np.float64] = np.zeros(0, dtype=np.float64)
+
+    @property
+    def dimensions(self) -> int | None:
+        """The size of this partition's vectors (``None`` before the first)."""
+        return None if self._matrix is None else int(self._matrix.shape[1])
+
+    def _room(self, dimensions: int) -> Vector:
+        """The matrix, with at least one spare row (doubled when full)."""
+        matrix = self._matrix
+        if matrix is None:
+            matrix = np.empty((_FIRST_ROWS, dimensions), dtype=np.float32)
+            self._expiry = np.empty(_FIRST_ROWS, dtype=np.float64)
+        elif self.size == matrix.shape[0]:
+            grown = np.empty((2 * matrix.shape[0], dimensions), dtype=np.float32)
+            grown[: self.size] = matrix[: self.size]
+            expiry = np.empty(grown.shape[0], dtype=np.float64)
+            expiry[: self.size] = self._expiry[: self.size]
+            matrix, self._expiry = grown, expiry
+        self._matrix = matrix
+        return matrix
 
     def add(self, key: str, vector: Vector, payload: str, expires: float) -> None:
-        if self.rows and vector.shape != self.rows[0].shape:
+        held = self.dimensions
+        if held is not None and vector.shape[0] != held:
             raise InvalidInputError(
-                "vector",
-                f"has {vector.shape[0]} dimensions but this partition holds {self.rows[0].shape[0]}",
+                "vector", f"has {vector.shape[0]} dimensions but this partition holds {held}"
             )
         at = self.index.get(key)
         if at is None:
-            self.index[key] = len(self.keys)
+            matrix = self._room(vector.shape[0])
+            at = self.size
+            matrix[at] = vector
+            self._expiry[at] = expires
             self.keys.append(key)
-            self.rows.append(vector)
-            self.expires.append(expires)
             self.payloads.append(payload)
+            self.index[key] = at
+            self.size = at + 1  # last: a row is counted once it is written
         else:
-            self.rows[at], self.expires[at], self.payloads[at] = vector, expires, payload
-        self._matrix = None
+            assert self._matrix is not None
+            self._matrix[at] = vector
+            self._expiry[at] = expires
+            self.payloads[at] = payload
 
     def search(self, vector: Vector, k: int, now: float) -> list[VectorMatch]:
-        if not self.rows:
+        if self._matrix is None or self.size == 0:
             return []
-        if vector.shape != self.rows[0].shape:
+        if vector.shape[0] != self._matrix.shape[1]:
             return []  # another embedder's dimension: nothing here is comparable
-        if self._matrix is None:
-            self._matrix = np.vstack(self.rows)
-            self._expiry = np.asarray(self.expires, dtype=np.float64)
-        assert self._expiry is not None
-        scores = self._matrix @ vector
-        scores[self._expiry <= now] = -np.inf
+        n = self.size
+        scores = self._matrix[:n] @ vector
+        scores[self._expiry[:n] <= now] = -np.inf
         return [
             VectorMatch(float(scores[i]), self.keys[i], self.payloads[i])
             for i in top_k(scores, k)
@@ -96,15 +166,24 @@ class VectorBucket:
 
     def prune(self, now: float) -> None:
         """Drop expired rows (when at least half of them are)."""
-        live = [i for i, e in enumerate(self.expires) if e > now]
-        if len(live) * 2 > len(self.keys):
+        n = self.size
+        if self._matrix is None or n == 0:
             return
+        live = np.flatnonzero(self._expiry[:n] > now)
+        if len(live) * 2 > n:
+            return
+        m = len(live)
+        capacity = self._matrix.shape[0]
+        if capacity > _FIRST_ROWS and capacity >= 4 * m:  # mostly spare: give the memory back
+            capacity = max(_FIRST_ROWS, 2 * m)
+        matrix = np.empty((capacity, self._matrix.shape[1]), dtype=np.float32)
+        matrix[:m] = self._matrix[live]
+        expiry = np.empty(capacity, dtype=np.float64)
+        expiry[:m] = self._expiry[live]
         self.keys = [self.keys[i] for i in live]
-        self.rows = [self.rows[i] for i in live]
-        self.expires = [self.expires[i] for i in live]
         self.payloads = [self.payloads[i] for i in live]
         self.index = {k: i for i, k in enumerate(self.keys)}
-        self._matrix = None
+        self._matrix, self._expiry, self.size = matrix, expiry, m
 
 
 _SWEEP_EVERY = 1024
@@ -120,7 +199,7 @@ class MemoryCacheStore:
         clock: Returns epoch seconds (tests pass a fake clock).
 
     Raises:
-        InvalidInputError: ``max_entries`` is not a positive integer.
+        InvalidInputError: ``max_entries`` is not a positive integer, or ``clock`` not a callable.
 
     Example:
         >>> store = MemoryCacheStore()
@@ -135,20 +214,46 @@ class MemoryCacheStore:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise InvalidInputError("max_entries", "must be a positive integer", value=max_entries)
         self.max_entries = max_entries
+        check_clock(clock)
         self.clock = clock
         self._lock = threading.Lock()
         self._exact: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
         self._buckets: dict[tuple[str, str], VectorBucket] = {}
         self._scopes: dict[str, CacheScope] = {}
+        """The scope of each scope key that has entries (for :meth:`invalidate`)."""
+        self._held: dict[str, int] = {}
+        """Per scope key: its exact entries plus its partitions (the scope is forgotten at 0)."""
         self._adds = 0
+        reset_after_fork(self, quiesce=True)  # its lock is held for dict and row operations only
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's lock may have been held by a thread that does not exist here.
+        self._lock = threading.Lock()
+
+    def _hold(self, sk: str, scope: CacheScope) -> None:
+        """One more exact entry or partition of scope ``sk`` (lock held)."""
+        self._held[sk] = self._held.get(sk, 0) + 1
+        self._scopes[sk] = scope
+
+    def _release(self, sk: str, count: int = 1) -> None:
+        """``count`` exact entries or partitions of scope ``sk`` fewer (lock held)."""
+        left = self._held.get(sk, 0) - count
+        if left > 0:
+            self._held[sk] = left
+        else:
+            self._held.pop(sk, None)
+            self._scopes.pop(sk, None)
 
     def get(self, scope: CacheScope, key: str) -> str | None:
-        entry = self._exact.get((scope.key(), key))
+        where = (scope.key(), key)
+        entry = self._exact.get(where)
         if entry is None:
             return None
         if entry[0] <= self.clock():
             with self._lock:
-                self._exact.pop((scope.key(), key), None)
+                if self._exact.get(where) is entry:  # not an entry stored since it was read
+                    del self._exact[where]
+                    self._release(where[0])
             return None
         return entry[1]
 
@@ -156,11 +261,12 @@ class MemoryCacheStore:
         expires = self.clock() + check_ttl(ttl)
         sk = scope.key()
         with self._lock:
-            self._scopes[sk] = scope
-            self._exact.pop((sk, key), None)
+            if self._exact.pop((sk, key), None) is None:
+                self._hold(sk, scope)
             self._exact[(sk, key)] = (expires, payload)
             while len(self._exact) > self.max_entries:
-                self._exact.popitem(last=False)
+                (gone, _), _ = self._exact.popitem(last=False)
+                self._release(gone)
 
     def add_vector(
         self, scope: CacheScope, partition: str, key: str, vector: Vector, payload: str, ttl: float
@@ -170,10 +276,15 @@ class MemoryCacheStore:
         vec = check_vector(vector)
         sk = scope.key()
         with self._lock:
-            self._scopes[sk] = scope
-            bucket = self._buckets.setdefault((sk, partition), VectorBucket())
-            bucket.add(key, vec, payload, expires)
-            if len(bucket.keys) % 1024 == 0:
+            bucket = self._buckets.get((sk, partition))
+            if bucket is None:
+                bucket = VectorBucket()
+                bucket.add(key, vec, payload, expires)  # (first: nothing is held if it raises)
+                self._buckets[(sk, partition)] = bucket
+                self._hold(sk, scope)
+            else:
+                bucket.add(key, vec, payload, expires)
+            if bucket.size % 1024 == 0:
                 bucket.prune(now)
             self._adds += 1
             if self._adds % _SWEEP_EVERY == 0:
@@ -185,13 +296,15 @@ class MemoryCacheStore:
         conversation or per image must not grow the process without bound."""
         for where, bucket in list(self._buckets.items()):
             bucket.prune(now)
-            if not bucket.keys:
+            if not bucket.size:
                 del self._buckets[where]
-        held = sum(len(b.keys) for b in self._buckets.values())
+                self._release(where[0])
+        held = sum(b.size for b in self._buckets.values())
         for where in list(self._buckets):  # oldest first (dicts keep insertion order)
             if held <= self.max_entries:
                 break
-            held -= len(self._buckets.pop(where).keys)
+            held -= self._buckets.pop(where).size
+            self._release(where[0])
 
     def search(self, scope: CacheScope, partition: str, vector: Vector, k: int) -> list[VectorMatch]:
         bucket = self._buckets.get((scope.key(), partition))
@@ -208,9 +321,10 @@ class MemoryCacheStore:
             for k in exact:
                 del self._exact[k]
             buckets = [k for k in self._buckets if k[0] in doomed]
-            dropped = len(exact) + sum(len(self._buckets.pop(k).keys) for k in buckets)
+            dropped = len(exact) + sum(self._buckets.pop(k).size for k in buckets)
             for sk in doomed:
                 del self._scopes[sk]
+                self._held.pop(sk, None)
             return dropped
 
     def clear(self) -> None:
@@ -218,6 +332,7 @@ class MemoryCacheStore:
             self._exact.clear()
             self._buckets.clear()
             self._scopes.clear()
+            self._held.clear()
 
     def close(self) -> None:
         """Nothing to release."""

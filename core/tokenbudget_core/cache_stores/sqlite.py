@@ -3,28 +3,45 @@
 Exact entries are rows keyed by (scope, key). Semantic entries are rows with the vector as a
 float32 blob; a lookup scans its partition's rows with numpy. Each process keeps the
 partition's matrix in memory and reads only the rows added since (by rowid); a per-partition
-version counter, bumped whenever rows are replaced or deleted, tells it to reload. That keeps
-a lookup over 100,000 entries to one matrix-vector product plus three small queries.
+version, set whenever rows are replaced or deleted, tells it to reload. That keeps a lookup
+over 100,000 entries to one matrix-vector product plus three small queries, all read in one
+snapshot of the file (a row another process deletes meanwhile, and the rowid SQLite may give
+again to a row of another partition, are never mixed up with the rows the matrix was read
+from; payloads are read only from the searched scope and partition).
+
+Versions come from one counter of the file, so a partition never gets a version it had before:
+a partition's version row is deleted with its last vector (expired, invalidated, cleared), and
+a process that read the partition at any version reloads it when it has vectors again. A
+partition with vectors always has a version row.
+
+Payloads are stored as text, or, when they hold a lone surrogate (half an emoji pair from a
+broken client), as their UTF-8 bytes with ``surrogatepass``, as the other stores keep them.
+
+A process forked from one holding a store gets a lock and a connection of its own (the parent's
+connection is never used nor closed in the child); a fork waits for the call another thread is
+making to finish (up to about ``timeout_s``).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 
 from tokenbudget_core.cache_keys import CacheScope
 from tokenbudget_core.errors import CacheUnavailableError, InvalidInputError
+from tokenbudget_core.stores._fork import fork_clear, process_lock, reset_after_fork
 from tokenbudget_core.stores.sqlite import sqlite_path
 
 from .base import Vector, VectorMatch
-from .memory import check_ttl, check_vector, top_k
+from .memory import check_clock, check_timeout, check_ttl, check_vector, top_k
 
 __all__ = ["SQLiteCacheStore"]
 
@@ -39,10 +56,20 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS vectors_partition_rows ON vectors (scope, part, id)",
     "CREATE TABLE IF NOT EXISTS versions (scope TEXT NOT NULL, part TEXT NOT NULL, "
     "version INTEGER NOT NULL, PRIMARY KEY (scope, part)) WITHOUT ROWID",
+    # The last version given to any partition of the file (one row): a partition's new version
+    # is the next one, never one it had before its version row was deleted. A file written by an
+    # older release starts past every version it holds.
+    "CREATE TABLE IF NOT EXISTS version_counter (one INTEGER PRIMARY KEY CHECK (one = 0), "
+    "value INTEGER NOT NULL)",
 )
+_SEED_COUNTER = "INSERT OR IGNORE INTO version_counter SELECT 0, coalesce(max(version), 0) FROM versions"
 _PURGE_EVERY_S = 60.0
 _PARTITIONS_KEPT = 4_096
 """Partitions whose matrices are kept in this process (least recently searched dropped first)."""
+
+# Connections inherited through fork() must be neither used nor closed in the child (SQLite's
+# advice: its locks belong to the parent). They are parked here so they are never finalised.
+_INHERITED: list[sqlite3.Connection] = []
 
 
 class _Partition:
@@ -60,16 +87,34 @@ def _parts(scope: CacheScope) -> list[str]:
     return scope.key().split(":")
 
 
+def _stored(payload: str) -> str | bytes:
+    """``payload`` as bound to SQLite: the text, or its UTF-8 bytes (``surrogatepass``) when it
+    holds a lone surrogate, which SQLite's text cannot (the caches keep such text on purpose)."""
+    try:
+        payload.encode("utf-8")
+    except UnicodeEncodeError:
+        return payload.encode("utf-8", "surrogatepass")
+    return payload
+
+
+def _loaded(value: object) -> str:
+    """A payload read back (see :func:`_stored`)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    return str(value)
+
+
 class SQLiteCacheStore:
     """Cache entries in a SQLite file (the embedded store).
 
     Args:
         url: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``.
-        timeout_s: How long a write waits for another writer's lock.
+        timeout_s: How long a write waits for another writer's lock (a positive number of seconds).
         clock: Returns epoch seconds (tests pass a fake clock).
 
     Raises:
-        InvalidInputError: ``url`` is not a ``sqlite:///`` URL.
+        InvalidInputError: ``url`` is not a ``sqlite:///`` URL, ``timeout_s`` is not a positive
+            number of seconds or ``clock`` is not a callable.
         CacheUnavailableError: The file cannot be opened or is not a database (also raised by
             any operation on a locked or failing database).
 
@@ -82,50 +127,118 @@ class SQLiteCacheStore:
     """
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, clock: Callable[[], float] = time.time) -> None:
+        self._timeout_s = check_timeout(timeout_s)
+        check_clock(clock)
         self.path = sqlite_path(url)
         self.url = url
         self.clock = clock
-        self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._partitions: OrderedDict[tuple[str, str], _Partition] = OrderedDict()
         self._next_purge = 0.0
+        self._closed = False
+        self._conn: sqlite3.Connection | None = self._open()
+        self._pid = os.getpid()
+        reset_after_fork(self, quiesce=True)
+
+    def _open(self) -> sqlite3.Connection:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
         except (OSError, sqlite3.Error) as e:
-            raise CacheUnavailableError(url, f"{self.path}: {e}") from e
+            raise CacheUnavailableError(self.url, f"{self.path}: {e}") from e
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            if conn.execute("SELECT 1 FROM version_counter").fetchone() is None:  # (a write: once)
+                conn.execute(_SEED_COUNTER)
+        except sqlite3.Error as e:
+            conn.close()
+            raise CacheUnavailableError(self.url, f"{self.path}: {e}") from e
+        return conn
+
+    def _after_fork_in_child(self) -> None:
+        """Right after a fork: a lock of its own (another thread of the parent may have held it),
+        no partition read by the parent, and a connection of its own (opened on first use: the
+        parent's is parked, never used nor closed here)."""
+        self._lock = threading.Lock()
+        self._own_process()
+
+    def _own_process(self) -> None:
+        with process_lock():
+            if self._pid == os.getpid():  # another thread of this process got here first
+                return
+            self._lock = threading.Lock()
+            self._partitions = OrderedDict()
+            self._next_purge = 0.0
+            if self._conn is not None:
+                _INHERITED.append(self._conn)
+                self._conn = None
+            self._pid = os.getpid()
 
     @contextmanager
-    def _db(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+    def _db(self, *, write: bool = False, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, in a write transaction (``write``), a read transaction
+        (``snapshot``: every query reads one state of the file) or none; SQLite failures (and
+        text SQLite cannot hold) become :class:`CacheUnavailableError`."""
+        if self._pid != os.getpid():  # forked without the fork hooks (C code): never the parent's
+            self._own_process()
+        fork_clear(self._timeout_s)  # a fork waiting for the lock takes it before this call
         with self._lock:
             try:
-                if write:
-                    self._conn.execute("BEGIN IMMEDIATE")
+                if self._conn is None:
+                    if self._closed:
+                        raise CacheUnavailableError(self.url, "the store was closed; open a new one")
+                    self._conn = self._open()
+                conn = self._conn
+                if write or snapshot:
+                    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
-                    yield self._conn
+                    yield conn
                 except BaseException:
-                    if write:
-                        self._conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        with suppress(sqlite3.Error):  # the original error is the one to report
+                            conn.execute("ROLLBACK")
                     raise
-                if write:
-                    self._conn.execute("COMMIT")
-            except sqlite3.Error as e:
+                if write or snapshot:
+                    conn.execute("COMMIT")
+            except (sqlite3.Error, UnicodeError) as e:
                 raise CacheUnavailableError(self.url, f"{self.path}: {e}") from e
 
     @staticmethod
     def _bump(conn: sqlite3.Connection, scope: str, part: str) -> None:
+        """Give the partition a version it never had (the file's next one): every process that
+        read it reloads it."""
         conn.execute(
-            "INSERT INTO versions VALUES (?, ?, 1) "
-            "ON CONFLICT (scope, part) DO UPDATE SET version = version + 1",
+            "INSERT INTO version_counter VALUES (0, 1) ON CONFLICT (one) DO UPDATE SET value = value + 1"
+        )
+        conn.execute(
+            "INSERT INTO versions SELECT ?, ?, value FROM version_counter WHERE one = 0 "
+            "ON CONFLICT (scope, part) DO UPDATE SET version = max(excluded.version, version + 1)",
             (scope, part),
         )
+        # (a version an older release counted past the counter: the counter follows it)
+        conn.execute(
+            "UPDATE version_counter SET value = max(value, "
+            "(SELECT version FROM versions WHERE scope = ? AND part = ?)) WHERE one = 0",
+            (scope, part),
+        )
+
+    def _settle(self, conn: sqlite3.Connection, touched: list[tuple[str, str]]) -> None:
+        """After rows of the partitions ``touched`` were deleted: a new version for each that has
+        vectors left, and no version row for the others (a partition gets one again, a new
+        version, with its next vector)."""
+        for scope, part in touched:
+            if conn.execute(
+                "SELECT 1 FROM vectors WHERE scope = ? AND part = ? LIMIT 1", (scope, part)
+            ).fetchone():
+                self._bump(conn, scope, part)
+            else:
+                conn.execute("DELETE FROM versions WHERE scope = ? AND part = ?", (scope, part))
 
     def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
         if now < self._next_purge:
@@ -133,9 +246,8 @@ class SQLiteCacheStore:
         self._next_purge = now + _PURGE_EVERY_S
         conn.execute("DELETE FROM exact WHERE expires <= ?", (now,))
         stale = conn.execute("SELECT DISTINCT scope, part FROM vectors WHERE expires <= ?", (now,)).fetchall()
-        for scope, part in stale:
-            self._bump(conn, scope, part)
         conn.execute("DELETE FROM vectors WHERE expires <= ?", (now,))
+        self._settle(conn, stale)
 
     # -- exact entries -----------------------------------------------------------------------------
 
@@ -145,7 +257,7 @@ class SQLiteCacheStore:
                 "SELECT payload FROM exact WHERE scope = ? AND key = ? AND expires > ?",
                 (scope.key(), key, self.clock()),
             ).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else _loaded(row[0])
 
     def put(self, scope: CacheScope, key: str, payload: str, ttl: float) -> None:
         now = self.clock()
@@ -153,7 +265,7 @@ class SQLiteCacheStore:
         with self._db(write=True) as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO exact VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (scope.key(), key, *_parts(scope), expires, payload),
+                (scope.key(), key, *_parts(scope), expires, _stored(payload)),
             )
             self._maybe_purge(conn, now)
 
@@ -175,14 +287,20 @@ class SQLiteCacheStore:
                     "vector",
                     f"has {vec.shape[0]} dimensions but this partition holds {dims[0] // 4}",
                 )
-            if conn.execute(
+            replaced = conn.execute(
                 "DELETE FROM vectors WHERE scope = ? AND part = ? AND key = ?", (sk, partition, key)
-            ).rowcount:
+            ).rowcount
+            if (
+                replaced
+                or not conn.execute(  # a partition with vectors has a version row
+                    "SELECT 1 FROM versions WHERE scope = ? AND part = ?", (sk, partition)
+                ).fetchone()
+            ):
                 self._bump(conn, sk, partition)
             conn.execute(
                 "INSERT INTO vectors (scope, part, key, ns, tenant, user, feature, expires, vector, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (sk, partition, key, *_parts(scope), expires, vec.tobytes(), payload),
+                (sk, partition, key, *_parts(scope), expires, vec.tobytes(), _stored(payload)),
             )
             self._maybe_purge(conn, now)
 
@@ -194,6 +312,7 @@ class SQLiteCacheStore:
         cached = self._partitions.get((sk, partition))
         if cached is None or cached.version != version:
             cached = self._partitions[(sk, partition)] = _Partition(version)
+            self._partitions.move_to_end((sk, partition))
             if len(self._partitions) > _PARTITIONS_KEPT:  # the least recently used is read again
                 self._partitions.popitem(last=False)  # from the file when next searched
         else:
@@ -215,7 +334,7 @@ class SQLiteCacheStore:
     def search(self, scope: CacheScope, partition: str, vector: Vector, k: int) -> list[VectorMatch]:
         vec = check_vector(vector)
         sk = scope.key()
-        with self._db() as conn:
+        with self._db(snapshot=True) as conn:  # the payloads of the very rows the matrix holds
             cached = self._refresh(conn, sk, partition)
             if cached.matrix is None or cached.matrix.shape[1] != vec.shape[0]:
                 return []
@@ -227,8 +346,11 @@ class SQLiteCacheStore:
             ids = [int(cached.ids[i]) for i in best]
             marks = ",".join("?" * len(ids))
             found = {
-                row[0]: (str(row[1]), str(row[2]))
-                for row in conn.execute(f"SELECT id, key, payload FROM vectors WHERE id IN ({marks})", ids)
+                row[0]: (str(row[1]), _loaded(row[2]))
+                for row in conn.execute(
+                    f"SELECT id, key, payload FROM vectors WHERE scope = ? AND part = ? AND id IN ({marks})",
+                    [sk, partition, *ids],
+                )
             }
         return [  # a row deleted since the matrix was read is skipped
             VectorMatch(float(scores[i]), *found[row_id])
@@ -252,19 +374,24 @@ class SQLiteCacheStore:
         clause = " AND ".join(where)
         with self._db(write=True) as conn:
             dropped = conn.execute(f"DELETE FROM exact WHERE {clause}", args).rowcount
-            for sk, part in conn.execute(f"SELECT DISTINCT scope, part FROM vectors WHERE {clause}", args):
-                self._bump(conn, sk, part)
+            touched = conn.execute(
+                f"SELECT DISTINCT scope, part FROM vectors WHERE {clause}", args
+            ).fetchall()
             dropped += conn.execute(f"DELETE FROM vectors WHERE {clause}", args).rowcount
+            self._settle(conn, touched)
         return int(dropped)
 
     def clear(self) -> None:
         with self._db(write=True) as conn:
             conn.execute("DELETE FROM exact")
-            for sk, part in conn.execute("SELECT DISTINCT scope, part FROM vectors").fetchall():
-                self._bump(conn, sk, part)
             conn.execute("DELETE FROM vectors")
+            conn.execute("DELETE FROM versions")  # (the counter stays: versions are never given twice)
 
     def close(self) -> None:
+        if self._pid != os.getpid():  # forked: the parent's connection is parked, never closed here
+            self._own_process()
         with self._lock:
-            self._conn.close()
+            conn, self._conn, self._closed = self._conn, None, True
             self._partitions.clear()
+        if conn is not None:
+            conn.close()
