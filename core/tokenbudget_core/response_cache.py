@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -41,7 +42,7 @@ from .cache_keys import CacheRequest, CacheScope, ScopeField, check_scope_fields
 from .cache_stores import CacheStore, open_cache_store
 from .cache_stores.memory import MemoryCacheStore
 from .cached_response import CachedResponse, CacheHit
-from .errors import CacheUnavailableError, InvalidInputError, UnknownModelError
+from .errors import CacheUnavailableError, InvalidInputError, UnknownModelError, refuse_unknown
 from .price_overrides import PriceTable, check_price_options
 from .pricing import cost_or_none
 from .registry import ModelRegistry
@@ -170,6 +171,18 @@ def prompt_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def refuse_unknown_arguments(cls: type, unknown: Mapping[str, object]) -> None:
+    """Refuse a keyword ``cls()`` does not take (a typo, or a store option such as ``timeout_s``:
+    those go to the store, ``cls(open_cache_store(url, timeout_s=5))``), named with the closest.
+
+    Raises:
+        InvalidInputError: The first unknown keyword.
+    """
+    if unknown:
+        known = [p for p in inspect.signature(cls).parameters if p not in ("store", "unknown")]
+        refuse_unknown(cls.__name__, unknown, known, kind="argument")
+
+
 class ResponseCacheBase:
     """Options, storability rules, envelopes and accounting shared by the exact and semantic caches."""
 
@@ -190,7 +203,9 @@ class ResponseCacheBase:
         registry: ModelRegistry | None = None,
         prices: PriceTable | None = None,
         clock: Callable[[], float] = time.time,
+        **unknown: object,
     ) -> None:
+        refuse_unknown_arguments(type(self), unknown)
         self.max_ttl = _positive("max_ttl", max_ttl)
         self.ttl = _positive("ttl", ttl)
         if self.ttl > self.max_ttl:

@@ -49,7 +49,7 @@ from .cache_stores import CacheStore, VectorMatch
 from .cached_response import CachedResponse, CacheHit
 from .embeddings import Embedder, Vectors, _unit_rows, as_embedder, paying_ledger
 from .errors import BudgetUnavailableError, InvalidInputError
-from .response_cache import DEFAULT_MAX_TTL, ResponseCacheBase, prompt_sha256
+from .response_cache import DEFAULT_MAX_TTL, ResponseCacheBase, prompt_sha256, refuse_unknown_arguments
 from .semantic_guard import GuardFeatures, compare, guard_features
 
 if TYPE_CHECKING:
@@ -202,7 +202,9 @@ class SemanticCache(ResponseCacheBase):
         registry: ModelRegistry | None = None,
         prices: PriceTable | None = None,
         clock: Callable[[], float] | None = None,
+        **unknown: object,
     ) -> None:
+        refuse_unknown_arguments(type(self), unknown)
         options: dict[str, Any] = {} if clock is None else {"clock": clock}
         super().__init__(
             store,

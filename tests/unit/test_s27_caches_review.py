@@ -282,3 +282,15 @@ def test_the_longest_ttl_is_stored_and_served_on_memory(cls: Any) -> None:
     hit = cache.lookup(ask("Capital of France?"), scope=A)
     assert hit is not None
     assert hit.response.content == "Paris."
+
+
+@pytest.mark.parametrize("cache", ["ExactCache", "SemanticCache"])
+def test_an_unknown_keyword_is_named_with_the_closest_one_and_a_store_option_too(cache: str) -> None:
+    """A store option (timeout_s) or a typo given to the cache was a bare TypeError."""
+    from tokenbudget_core import response_cache, semantic_cache
+
+    cls = getattr(response_cache, cache, None) or getattr(semantic_cache, cache)
+    with pytest.raises(InvalidInputError, match=rf"ttll: is not an? {cache} argument; did you mean 'ttl'"):
+        cls(ttll=5)
+    with pytest.raises(InvalidInputError, match=rf"timeout_s: is not an? {cache} argument"):
+        cls("sqlite:///never-created.db", timeout_s=5)
