@@ -13,9 +13,14 @@ from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["NANOS_PER_USD", "decimal_text", "jsonable", "nanos_to_usd", "usd_to_nanos"]
+__all__ = ["MAX_USD", "NANOS_PER_USD", "decimal_text", "jsonable", "nanos_to_usd", "usd_to_nanos"]
 
 NANOS_PER_USD = 1_000_000_000
+
+
+MAX_USD = Decimal(10) ** 15
+"""The largest amount :func:`usd_to_nanos` converts (a quadrillion dollars: far past any bill,
+well inside what :mod:`decimal` converts exactly)."""
 
 
 def usd_to_nanos(amount: Decimal | int | str, *, round_up: bool = False, field: str = "amount") -> int:
@@ -42,6 +47,8 @@ def usd_to_nanos(amount: Decimal | int | str, *, round_up: bool = False, field: 
         raise InvalidInputError(field, f"{amount!r} is not a number", value=amount) from e
     if not value.is_finite() or value < 0:
         raise InvalidInputError(field, "must be a finite, non-negative amount", value=amount)
+    if value > MAX_USD:  # compared in USD: the conversion itself would overflow Decimal's context
+        raise InvalidInputError(field, f"must be at most ${MAX_USD:,}", value=amount, fix="check the amount")
     rounding = ROUND_CEILING if round_up else ROUND_HALF_EVEN
     return int((value * NANOS_PER_USD).to_integral_value(rounding=rounding))
 

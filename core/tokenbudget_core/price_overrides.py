@@ -183,6 +183,8 @@ class PriceTable:
         loaded: dict[str, PriceOverride] = {}
         for name, entry in prices.items():
             where = f"prices[{name!r}]"
+            if not isinstance(name, str) or not name.strip():
+                raise InvalidInputError(where, "must be named by a non-empty model name", value=name)
             if not isinstance(entry, dict):
                 raise InvalidInputError(where, "must be a table of prices", value=entry)
             extra = sorted(set(entry) - set(_PRICE_FIELDS))

@@ -140,11 +140,13 @@ def openai_chat_usage(data: dict[str, Any], where: str) -> Usage:
     usage, w = _usage_part(data, where, ("prompt_tokens", "completion_tokens"), _INCLUDE_USAGE_FIX)
     prompt = _details(usage, "prompt_tokens_details", w)
     completion = _details(usage, "completion_tokens_details", w)
+    # DeepSeek reports its cache hits as prompt_cache_hit_tokens (no prompt_tokens_details)
+    hits = count_field(usage, "prompt_cache_hit_tokens", w)
     return _make(
         w,
         input_tokens=count_field(usage, "prompt_tokens", w, required=True),
         output_tokens=count_field(usage, "completion_tokens", w, required=True),
-        cache_read_tokens=count_field(prompt, "cached_tokens", f"{w}.prompt_tokens_details"),
+        cache_read_tokens=max(count_field(prompt, "cached_tokens", f"{w}.prompt_tokens_details"), hits),
         cache_write_tokens=count_field(prompt, "cache_write_tokens", f"{w}.prompt_tokens_details"),
         reasoning_tokens=count_field(completion, "reasoning_tokens", f"{w}.completion_tokens_details"),
     )
