@@ -142,14 +142,30 @@ def openai_chat_usage(data: dict[str, Any], where: str) -> Usage:
     completion = _details(usage, "completion_tokens_details", w)
     # DeepSeek reports its cache hits as prompt_cache_hit_tokens (no prompt_tokens_details)
     hits = count_field(usage, "prompt_cache_hit_tokens", w)
+    prompt_tokens = count_field(usage, "prompt_tokens", w, required=True)
+    output = count_field(usage, "completion_tokens", w, required=True)
+    reasoning = count_field(completion, "reasoning_tokens", f"{w}.completion_tokens_details")
+    total = usage.get("total_tokens")
+    if reasoning and type(total) is int and total == prompt_tokens + output + reasoning:
+        output += reasoning  # xAI: reasoning on top of completion_tokens (total says so), billed as output
+    audio = count_field(prompt, "audio_tokens", f"{w}.prompt_tokens_details") + count_field(
+        completion, "audio_tokens", f"{w}.completion_tokens_details"
+    )
     return _make(
         w,
-        input_tokens=count_field(usage, "prompt_tokens", w, required=True),
-        output_tokens=count_field(usage, "completion_tokens", w, required=True),
+        input_tokens=prompt_tokens,
+        output_tokens=output,
         cache_read_tokens=max(count_field(prompt, "cached_tokens", f"{w}.prompt_tokens_details"), hits),
         cache_write_tokens=count_field(prompt, "cache_write_tokens", f"{w}.prompt_tokens_details"),
-        reasoning_tokens=count_field(completion, "reasoning_tokens", f"{w}.completion_tokens_details"),
+        reasoning_tokens=reasoning,
+        # priced at the text and standard-tier rates: flagged as estimates (see README, "Not priced")
+        estimated=bool(audio) or _priced_tier(data),
     )
+
+
+def _priced_tier(data: Mapping[str, Any]) -> bool:
+    """A response served on a tier with prices of its own (OpenAI's ``priority`` / ``flex``)."""
+    return data.get("service_tier") in ("priority", "flex")
 
 
 def _openai_responses(data: dict[str, Any], where: str) -> Usage:
@@ -188,6 +204,8 @@ def anthropic_usage(usage: Mapping[str, Any], where: str) -> Usage:
     thinking = count_field(
         _details(usage, "output_tokens_details", where), "thinking_tokens", f"{where}.output_tokens_details"
     )
+    tools = _details(usage, "server_tool_use", where)
+    searches = count_field(tools, "web_search_requests", f"{where}.server_tool_use")
     return _make(
         where,
         input_tokens=count_field(usage, "input_tokens", where, required=True) + cache_read + cache_write,
@@ -196,6 +214,8 @@ def anthropic_usage(usage: Mapping[str, Any], where: str) -> Usage:
         cache_write_tokens=cache_write,
         cache_write_1h_tokens=write_1h,
         reasoning_tokens=thinking,
+        # web searches' fees and the fast speed's prices are not charged: flagged (README, "Not priced")
+        estimated=bool(searches) or usage.get("speed") == "fast",
     )
 
 

@@ -119,9 +119,14 @@ async def test_a_claude_call_with_built_in_and_function_tools_counts_both_and_is
     assert row.values["estimated"] == 0
 
 
-def test_an_openai_built_in_tool_is_left_to_the_reported_usage(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_openai_built_in_tool_is_left_to_the_reported_usage(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """tiktoken's counter cannot count OpenAI's built-in tools (it would refuse one without a
     name): the call is reserved with its function tools and goes out."""
+    from tokenbudget_core import counting
+
+    monkeypatch.setattr(counting, "_UNCOUNTED_SEEN", set())  # said once a process: say it here
     weather = {"type": "function", "function": {"name": "weather", "parameters": WEATHER["input_schema"]}}
     led = ledger(10_000)
     handler = BudgetCallbackHandler(led, model="gpt-4o", user="u", max_output_tokens=MAX_OUT)

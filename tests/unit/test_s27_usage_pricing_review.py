@@ -71,3 +71,50 @@ def test_a_prices_file_with_a_blank_name_registers_nothing(tmp_path: Path) -> No
     with pytest.raises(InvalidInputError, match=r"prices\['  '\]: must be named by a non-empty model name"):
         table.load_file(path)
     assert table.get("acme-7b") is None
+
+
+def test_xai_reasoning_on_top_of_completion_tokens_is_billed_as_output() -> None:
+    """xAI counts reasoning outside completion_tokens (total = prompt + completion + reasoning):
+    a real-shaped Grok reply was refused ('reasoning_tokens exceeds output_tokens'), a smaller
+    reasoning count silently dropped."""
+    for completion, reasoning in ((1_499, 2_809), (900, 800)):
+        body = {
+            "model": "grok-4",
+            "usage": {
+                "prompt_tokens": 1_000,
+                "completion_tokens": completion,
+                "total_tokens": 1_000 + completion + reasoning,
+                "completion_tokens_details": {"reasoning_tokens": reasoning},
+            },
+        }
+        usage = usage_from_openai_chat(body)
+        assert (usage.output_tokens, usage.reasoning_tokens) == (completion + reasoning, reasoning)
+    openai = {"usage": {"prompt_tokens": 1_000, "completion_tokens": 900, "total_tokens": 1_900,
+                        "completion_tokens_details": {"reasoning_tokens": 800}}}  # fmt: skip
+    assert usage_from_openai_chat(openai).output_tokens == 900  # OpenAI: reasoning inside
+
+
+def test_figures_priced_at_other_rates_are_flagged_estimated() -> None:
+    from tokenbudget_core.usage_sources import usage_from_anthropic
+
+    audio = {
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 20,
+            "completion_tokens_details": {"audio_tokens": 19},
+        }
+    }
+    assert usage_from_openai_chat(audio).estimated
+    priority = {"service_tier": "priority", "usage": {"prompt_tokens": 10, "completion_tokens": 20}}
+    assert usage_from_openai_chat(priority).estimated
+    assert not usage_from_openai_chat(
+        {"service_tier": "default", "usage": {"prompt_tokens": 10, "completion_tokens": 2}}
+    ).estimated
+    searched = {
+        "usage": {"input_tokens": 10, "output_tokens": 5, "server_tool_use": {"web_search_requests": 3}}
+    }
+    assert usage_from_anthropic(searched).estimated
+    assert usage_from_anthropic(
+        {"usage": {"input_tokens": 10, "output_tokens": 5, "speed": "fast"}}
+    ).estimated
+    assert not usage_from_anthropic({"usage": {"input_tokens": 10, "output_tokens": 5}}).estimated
