@@ -473,11 +473,16 @@ def _tokens(flag: str, value: str) -> int:
     text = value.strip().replace("_", "")
     if not text.isascii() or not text.isdigit():
         raise InvalidInputError(flag, f"must be a non-negative integer, got {value!r}", value=value)
-    digits = text.lstrip("0") or "0"
-    if len(digits) > 100:  # out of range for any figure, and past what int() converts (4,300 digits)
+    return _whole(flag, value, text.lstrip("0") or "0", "a non-negative integer")
+
+
+def _whole(flag: str, value: str, digits: str, what: str) -> int:
+    """``digits`` (no leading zeros) as an int, refused past 100 digits: out of range for any
+    figure, and past what ``int()`` converts (4,300 digits) it would be a traceback."""
+    if len(digits) > 100:
         raise InvalidInputError(
             flag,
-            f"must be a non-negative integer of at most 100 digits, got one of {len(digits):,} digits",
+            f"must be {what} of at most 100 digits, got one of {len(digits):,} digits",
             value=value,
             fix="pass a smaller N",
         )
@@ -895,14 +900,7 @@ def _positive(flag: str, value: str) -> int:
     digits = text.lstrip("0") if text.isascii() and text.isdigit() else ""
     if not digits:
         raise InvalidInputError(flag, f"must be a positive integer, got {value!r}", value=value)
-    if len(digits) > 100:  # out of range for any flag, and past what int() converts (4,300 digits)
-        raise InvalidInputError(
-            flag,
-            f"must be a positive integer of at most 100 digits, got one of {len(digits):,} digits",
-            value=value,
-            fix="pass a smaller N",
-        )
-    return int(digits)
+    return _whole(flag, value, digits, "a positive integer")
 
 
 def _money(amount: Decimal | None, *, places: int | None = None) -> str:
