@@ -146,3 +146,17 @@ def test_the_insert_script_checks_the_ttl_before_vadd(
             client=redis.Redis.from_url(clean_redis_url),
         )
     assert redis_client.keys("*") == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("clock", None), ("clock", 5), ("socket_timeout", float("nan")), ("socket_timeout", float("inf"))],
+)
+def test_a_redis_cache_store_refuses_a_bad_clock_or_timeout_by_name(
+    redis_url: str, option: str, value: object
+) -> None:
+    """clock=None was accepted and failed on the first call; a NaN timeout passed the check."""
+    from tokenbudget_core.cache_stores.redis import RedisCacheStore
+
+    with pytest.raises(InvalidInputError, match=rf"^{option}: "):
+        RedisCacheStore(redis_url, **{option: value})  # type: ignore[arg-type]

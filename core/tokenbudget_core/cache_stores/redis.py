@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ from tokenbudget_core.stores.base import redact_url
 from tokenbudget_core.stores.redis import check_redis_url
 
 from .base import Vector, VectorMatch
-from .memory import check_ttl, check_vector
+from .memory import check_clock, check_ttl, check_vector
 
 __all__ = ["RedisCacheStore"]
 
@@ -134,11 +135,12 @@ class RedisCacheStore:
         if (
             isinstance(socket_timeout, bool)
             or not isinstance(socket_timeout, int | float)
-            or socket_timeout <= 0
+            or not 0 < socket_timeout < math.inf  # (NaN fails this too)
         ):
             raise InvalidInputError(
                 "socket_timeout", "must be a positive number of seconds", value=socket_timeout
             )
+        check_clock(clock)
         if not isinstance(url, str):
             raise InvalidInputError("store", "must be a redis:// URL string", value=url)
         check_redis_url(url)  # the ledger store's check: port, database, options
