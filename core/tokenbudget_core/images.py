@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass
 
 from .messages import ImagePart
+from .registry import base_model_name
 
 __all__ = [
     "ImageTokens",
@@ -167,15 +168,6 @@ def _patch_tokens(width: int, height: int, multiplier: float) -> int:
     return math.ceil(patches * multiplier)
 
 
-def _image_model(model: str) -> str:
-    """The name whose family sets the image rule: no ``provider/`` prefix, a fine-tune's base
-    model (``ft:<base>:<org>:<suffix>:<id>`` -> ``<base>``), lower case."""
-    name = model.strip().lower().rpartition("/")[2]
-    if name.startswith("ft:"):
-        name = name.split(":")[1]
-    return name
-
-
 def _known(name: str, prefix: str) -> bool:
     """``name`` is of the family ``prefix`` names. A ``-mini``/``-nano`` size the prefix does not
     name is another model (``gpt-5.4-mini`` is not ``gpt-5``; its rule is unknown)."""
@@ -188,7 +180,7 @@ def _known(name: str, prefix: str) -> bool:
 def _rule(model: str) -> tuple[float, None] | tuple[int, int] | None:
     """``(multiplier, None)`` for a patch-priced model, ``(base, per_tile)`` for a tile-priced
     one, ``None`` when the model matches no known family."""
-    name = _image_model(model)
+    name = base_model_name(model)  # a fine-tune's rule is its base model's
     for prefix, multiplier in _PATCH_MODELS:
         if _known(name, prefix):
             return multiplier, None

@@ -138,11 +138,15 @@ def family_provider(name: str) -> str | None:
     A ``provider/`` prefix is ignored and a fine-tune (``ft:<base>:...``) is its base model."""
     if not isinstance(name, str):
         return None
-    bare = name.strip().rpartition("/")[2]
-    if bare.startswith("ft:"):
-        bare = _fine_tuned_base(bare)
-    fam = _family(bare.lower())
+    fam = _family(base_model_name(name))
     return fam.provider if fam is not None else None
+
+
+def base_model_name(name: str) -> str:
+    """The model a name runs, as model families know it: lower case, no ``provider/`` prefix, and
+    a fine-tune (``ft:<base>:<org>:<suffix>:<id>``) its base model."""
+    bare = name.strip().lower().rpartition("/")[2]
+    return _fine_tuned_base(bare) if bare.startswith("ft:") else bare
 
 
 def config_file_path(path: object, kind: str) -> Path:
