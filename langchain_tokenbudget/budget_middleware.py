@@ -228,6 +228,13 @@ _totals: ContextVar[_RunningTotals | None] = ContextVar("tokenbudget_running_tot
 register_configure_hook(_totals, inheritable=False)  # joins every run started while it is set
 
 
+def budget_call_active() -> bool:
+    """Whether a :class:`BudgetMiddleware`'s model call is under way here: the caller is a
+    middleware running inside it (listed after it in ``create_agent(middleware=[...])``), so
+    model calls the caller sends down its own handler never pass through it."""
+    return _totals.get() is not None
+
+
 class StepCharges:
     """What this middleware charged during one agent model step (one run of the agent's model
     node): every call of the step that was charged, whether it returned or failed after

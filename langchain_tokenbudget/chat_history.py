@@ -22,10 +22,10 @@ from typing import Any
 from langchain_core._api import suppress_langchain_deprecation_warning
 from langchain_core.chat_history import BaseChatMessageHistory, InMemoryChatMessageHistory
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.fitting import OnOverflow
 from tokenbudget_core.messages import Message
 from tokenbudget_core.operation_lock import OperationLock
@@ -33,7 +33,7 @@ from tokenbudget_core.summary import SummaryBuffer, SummaryEvent
 from tokenbudget_core.transcript_fit import TranscriptFit
 
 from ._bridge import Budget, ChatSummariser, core_tools, fit_host, host_window
-from .messages import check_messages, to_countable_message
+from .messages import check_messages, same_message, to_countable_message
 
 __all__ = ["SummaryChatMessageHistory", "TokenBudgetChatMessageHistory"]
 
@@ -51,7 +51,40 @@ def _backing(history: BaseChatMessageHistory | None) -> BaseChatMessageHistory:
     return history
 
 
-class TokenBudgetChatMessageHistory(BaseChatMessageHistory):
+class _CheckedHistory(BaseChatMessageHistory):
+    """``add_user_message`` / ``add_ai_message`` refusing what is not a message's content by name
+    (LangChain's own raise pydantic's ``ValidationError`` from inside the message)."""
+
+    def add_user_message(self, message: HumanMessage | str | list[str | dict[str, Any]]) -> None:
+        """Add a user message (a :class:`HumanMessage`, or its content: a string or content blocks).
+
+        Raises:
+            InvalidMessageError: ``message`` is neither.
+        """
+        self.add_message(_message(HumanMessage, message))
+
+    def add_ai_message(self, message: AIMessage | str | list[str | dict[str, Any]]) -> None:
+        """Add an AI message (an :class:`AIMessage`, or its content: a string or content blocks).
+
+        Raises:
+            InvalidMessageError: ``message`` is neither.
+        """
+        self.add_message(_message(AIMessage, message))
+
+
+def _message(cls: type[HumanMessage] | type[AIMessage], message: object) -> BaseMessage:
+    if isinstance(message, cls):
+        return message
+    if isinstance(message, str | list):
+        return cls(content=message)
+    raise InvalidMessageError(
+        "message",
+        f"must be a {cls.__name__} or its content (a string or a list of content blocks),"
+        f" got {type(message).__name__}",
+    )
+
+
+class TokenBudgetChatMessageHistory(_CheckedHistory):
     """A chat history whose ``messages`` are the newest turns that fit the budget.
 
     Writes go to the backing history unchanged, so it keeps the full transcript; reads
@@ -180,24 +213,14 @@ def _in_step(stored: Sequence[BaseMessage], seen: list[BaseMessage]) -> bool:
     message removed, replaced or moved in the middle, or a backing history cleared and refilled
     by another worker, is not). The very objects are checked first, a pass at C speed (an
     in-memory history hands back the messages it keeps); a history that hands back copies is
-    compared field by field."""
+    compared on every field the conversion reads (:func:`~.messages.same_message`)."""
     n = len(seen)
     if len(stored) < n:
         return False
-    return all(map(operator.is_, stored, seen)) or all(map(_same, stored, seen))
+    return all(map(operator.is_, stored, seen)) or all(map(same_message, stored, seen))
 
 
-def _same(a: BaseMessage, b: BaseMessage) -> bool:
-    """The same message as far as the window is concerned (a backing store may return copies)."""
-    return (
-        type(a) is type(b)
-        and a.content == b.content
-        and getattr(a, "tool_calls", None) == getattr(b, "tool_calls", None)
-        and getattr(a, "tool_call_id", None) == getattr(b, "tool_call_id", None)
-    )
-
-
-class SummaryChatMessageHistory(BaseChatMessageHistory):
+class SummaryChatMessageHistory(_CheckedHistory):
     """A chat history whose ``messages`` are the recent turns plus a summary of older ones.
 
     The core's ``SummaryBuffer`` decides what stays verbatim and what is folded; the

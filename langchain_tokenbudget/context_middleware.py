@@ -4,9 +4,11 @@ For ``langchain.agents.create_agent``. The middleware rewrites the *model reques
 (``wrap_model_call``): ``state["messages"]`` keeps the full transcript, the model sees the
 window the core chooses. With ``strategy="summarise"`` the running summary is kept in the
 agent state (``tokenbudget_summary``, visible in the result, and the private
-``tokenbudget_folded`` and ``tokenbudget_folded_id``, the id of the last message the summary
-covers, so it follows removals and notices a reset thread), so a checkpointer persists it
-per thread like the messages.
+``tokenbudget_folded``, ``tokenbudget_folded_id``, ``tokenbudget_next_id`` and
+``tokenbudget_anchor_id``, the ids of the last message the summary covers, of the one after it
+and of the newest one, so it follows removals, survives a prune of the oldest messages and
+notices a reset thread), so a checkpointer persists it per
+thread like the messages.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tokenbudget_core.summary import SummaryBuffer
 
 from . import _need_agents
 from ._bridge import Budget, ChatSummariser, counted_tools, fit_host, host_window, sent_tools
-from .budget_middleware import step_charges
+from .budget_middleware import budget_call_active, step_charges
 from .messages import to_core_request, to_countable_message
 
 try:
@@ -54,6 +56,8 @@ __all__ = ["ContextWindowMiddleware", "ContextWindowState"]
 SUMMARY_KEY = "tokenbudget_summary"
 FOLDED_KEY = "tokenbudget_folded"
 FOLDED_ID_KEY = "tokenbudget_folded_id"
+NEXT_ID_KEY = "tokenbudget_next_id"
+ANCHOR_ID_KEY = "tokenbudget_anchor_id"
 Strategy = Literal["trim", "summarise"]
 ModelResult = ModelResponse[Any] | ExtendedModelResponse[Any]
 _REQUIRED: Any = object()
@@ -67,6 +71,8 @@ class ContextWindowState(AgentState[Any]):
     tokenbudget_summary: NotRequired[Annotated[str | None, OmitFromSchema(input=True, output=False)]]
     tokenbudget_folded: NotRequired[Annotated[int, OmitFromSchema(input=True, output=True)]]
     tokenbudget_folded_id: NotRequired[Annotated[str | None, OmitFromSchema(input=True, output=True)]]
+    tokenbudget_next_id: NotRequired[Annotated[str | None, OmitFromSchema(input=True, output=True)]]
+    tokenbudget_anchor_id: NotRequired[Annotated[str | None, OmitFromSchema(input=True, output=True)]]
 
 
 class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
@@ -146,6 +152,18 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             raise InvalidInputError(
                 "strategy", f"unknown value {strategy!r}", fix="use 'trim' or 'summarise'"
             )
+        if strategy == "trim":  # the summary settings would be silently ignored
+            for name, value, unset in (
+                ("summariser", summariser, None),
+                ("summary_tokens", summary_tokens, None),
+                ("low_water", low_water, 0.7),
+            ):
+                if value is not unset and value != unset:
+                    raise InvalidInputError(
+                        name,
+                        "applies to strategy='summarise' only",
+                        fix="pass strategy='summarise' or leave it out",
+                    )
         if strategy == "summarise" and on_overflow != "raise":
             raise InvalidInputError(
                 "on_overflow", "applies to strategy='trim' only", fix="leave on_overflow='raise'"
@@ -224,11 +242,19 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         head = 1 if request.system_message is not None else 0
         folded = max(buffer.folded - head, 0)
         state = cast("dict[str, Any]", request.state)
-        last = request.messages[folded - 1].id if folded else None
-        saved = (state.get(SUMMARY_KEY), state.get(FOLDED_KEY, 0), state.get(FOLDED_ID_KEY))
-        if (buffer.summary, folded, last) == saved:
+        messages = request.messages
+        last = messages[folded - 1].id if folded else None
+        after = messages[folded].id if folded and folded < len(messages) else None
+        anchor = messages[-1].id if buffer.summary is not None and messages else None
+        update = {
+            SUMMARY_KEY: buffer.summary,
+            FOLDED_KEY: folded,
+            FOLDED_ID_KEY: last,
+            NEXT_ID_KEY: after,
+            ANCHOR_ID_KEY: anchor,
+        }
+        if all(state.get(k, 0 if k == FOLDED_KEY else None) == v for k, v in update.items()):
             return response
-        update = {SUMMARY_KEY: buffer.summary, FOLDED_KEY: folded, FOLDED_ID_KEY: last}
         return ExtendedModelResponse(model_response=response, command=Command(update=update))
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -247,12 +273,12 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         """
         if self.strategy == "trim":
             return handler(self._trimmed(request))
+        _check_no_budget_outside()
         host, core = self._transcript(request)
         with step_charges():  # the summaries' charges count in the step (outside a LangGraph task)
             writer = _StepSummariser(self.summariser or request.model, request, handler)
             buffer = self._buffer(request, writer)
-            for message in core:
-                buffer.append(message)
+            buffer.extend(core)  # one fold of what slid out: about one call per chunk_tokens
             return self._result(request, buffer, handler(self._summarised(request, buffer, host, core)))
 
     async def awrap_model_call(
@@ -263,24 +289,45 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         """Async twin of :meth:`wrap_model_call` (the summariser is awaited)."""
         if self.strategy == "trim":
             return await handler(self._trimmed(request))
+        _check_no_budget_outside()
         host, core = self._transcript(request)
         with step_charges():  # the summaries' charges count in the step (outside a LangGraph task)
             writer = _StepSummariser(self.summariser or request.model, request, handler)
             buffer = self._buffer(request, writer)
             buffer.summariser = writer.acall
-            for message in core:
-                await buffer.aappend(message)
+            await buffer.aextend(core)
             response = await handler(self._summarised(request, buffer, host, core))
             return self._result(request, buffer, response)
+
+
+def _check_no_budget_outside() -> None:
+    """Refuse to summarise inside a :class:`~langchain_tokenbudget.BudgetMiddleware`: the summary
+    calls go down this middleware's own handler, so one listed before it would never reserve,
+    refuse or charge them (paid calls missing from the ledger).
+
+    Raises:
+        InvalidInputError: A BudgetMiddleware's model call is under way outside this one.
+    """
+    if budget_call_active():
+        raise InvalidInputError(
+            "middleware",
+            "ContextWindowMiddleware(strategy='summarise') runs inside a BudgetMiddleware, which"
+            " would never see (reserve, refuse or charge) its summary calls",
+            fix="list BudgetMiddleware after ContextWindowMiddleware in create_agent(middleware=[...])",
+        )
 
 
 def _saved_summary(request: ModelRequest[Any]) -> tuple[str | None, int]:
     """The state's summary and how many of ``request.messages`` it covers.
 
     The count is checked against the id of the last folded message: when messages were removed
-    from the state since (``RemoveMessage``, a retention job), it follows that message; when the
-    message itself is gone (the thread was reset), the summary is dropped and rebuilt from what
-    the state holds now, so no message is skipped and no old conversation leaks in.
+    from the state since (``RemoveMessage``, a retention job), it follows that message. When that
+    message itself is gone, the oldest messages were pruned (the usual retention job: the
+    summary is now their only record) and the summary is kept: it covers what comes before the
+    first message it did not cover, or, when that one was pruned too, none of what is left, as
+    long as the newest message of the last call (the anchor) is still there. When none of them
+    is (the thread was reset), the summary is dropped and rebuilt from what the state holds now,
+    so no message is skipped and no old conversation leaks in.
     """
     state = cast("dict[str, Any]", request.state)
     summary, folded, last = state.get(SUMMARY_KEY), state.get(FOLDED_KEY, 0), state.get(FOLDED_ID_KEY)
@@ -292,7 +339,15 @@ def _saved_summary(request: ModelRequest[Any]) -> tuple[str | None, int]:
     if folded <= len(messages) and messages[folded - 1].id == last:
         return summary, folded
     moved = next((i for i, m in enumerate(messages) if m.id == last), None)
-    return (None, 0) if moved is None else (summary, moved + 1)
+    if moved is not None:
+        return summary, moved + 1
+    ids = [m.id for m in messages]
+    after, anchor = state.get(NEXT_ID_KEY), state.get(ANCHOR_ID_KEY)
+    if after is not None and after in ids:
+        return summary, ids.index(after)
+    if anchor is not None and anchor in ids:  # the folded messages and some after them were pruned
+        return summary, 0
+    return None, 0
 
 
 class _StepSummariser(ChatSummariser):

@@ -88,7 +88,10 @@ _MESSAGE_TYPES: dict[str, type[BaseMessage]] = {
         for cls in (HumanMessage, AIMessage, SystemMessage, ToolMessage, ChatMessage, FunctionMessage)
     },
 }
-_MESSAGE_FIELDS = ("content", "name", "tool_calls", "tool_call_id")
+_MESSAGE_FIELDS = ("content", "name", "tool_calls", "invalid_tool_calls", "tool_call_id", "additional_kwargs")
+"""What a cache key reads of each message: every field the provider integrations send (a
+malformed call's raw arguments, a legacy ``function_call``), so two histories that differ in
+what was sent never share an answer."""
 _EXTRA_FIELDS: dict[type[BaseMessage], tuple[str, ...]] = {
     ChatMessage: (*_MESSAGE_FIELDS, "role"),
     ToolMessage: (*_MESSAGE_FIELDS, "status"),  # Anthropic sends it as is_error
@@ -715,9 +718,11 @@ def _response(generations: Sequence[Generation], model: str) -> CachedResponse |
         reported.append(g.generation_info)
         if isinstance(g, ChatGeneration) and isinstance(g.message, AIMessage):
             m = g.message
-            calls += [dict(c) for c in m.tool_calls]
+            invalid = [dict(c) for c in m.invalid_tool_calls]  # a malformed call is a call too
+            calls += [dict(c) for c in m.tool_calls] + invalid
             item["message"] = {
                 "content": m.content, "tool_calls": [dict(c) for c in m.tool_calls], "name": m.name,
+                "invalid_tool_calls": invalid,
                 "usage_metadata": dict(m.usage_metadata) if m.usage_metadata else None,
                 "response_metadata": m.response_metadata, "additional_kwargs": m.additional_kwargs,
             }  # fmt: skip
@@ -759,6 +764,7 @@ def _generations(response: CachedResponse, audit: Mapping[str, Any]) -> list[Gen
                 }
                 ai = AIMessage(
                     **fields, tool_calls=list(message.get("tool_calls") or []),
+                    invalid_tool_calls=list(message.get("invalid_tool_calls") or []),
                     response_metadata={**(message.get("response_metadata") or {}), CACHE_HIT_KEY: {**audit}},
                     additional_kwargs=dict(message.get("additional_kwargs") or {}),
                 )  # fmt: skip

@@ -7,8 +7,9 @@ its files' tokens in ``Message.file_tokens``.
 
 Messages are translated as the providers' LangChain integrations send them. An AI message's calls
 are its ``tool_calls`` (arguments as JSON, non-ASCII unescaped), then its ``invalid_tool_calls``
-(the malformed arguments as written: langchain-openai sends both), then any ``tool_use`` content
-block no tool call stands for (langchain-anthropic sends those), or else a legacy ``function_call``.
+(the malformed arguments as written: langchain-openai sends both), then any call content block
+no tool call stands for (Anthropic's ``tool_use``, the Responses API's ``function_call`` and
+``custom_tool_call``: each call is sent once), or else a legacy ``function_call``.
 A ``ToolMessage``'s name is left out (langchain-openai does not send it). A user message carrying
 Anthropic ``tool_result`` blocks is the core's ``tool`` message answering the first of them, so
 the core keeps it with the call it answers.
@@ -47,8 +48,12 @@ _ROLE_BY_TYPE = {
     "function": "function",
 }
 _CORE_ROLES = frozenset({*_ROLE_BY_TYPE.values(), "developer"})
+_CALL_BLOCKS = frozenset({"tool_use", "function_call", "custom_tool_call"})
+"""Content blocks that are calls, read by :func:`_calls`: Anthropic's ``tool_use``, and the
+OpenAI Responses API's ``function_call`` / ``custom_tool_call`` (langchain-openai's
+``output_version="responses/v1"`` keeps them in the content beside ``tool_calls``)."""
 _SKIPPED = frozenset(
-    {"tool_call", "tool_use", "server_tool_use", "reasoning", "thinking", "redacted_thinking"}
+    {"tool_call", "server_tool_use", "reasoning", "thinking", "redacted_thinking", *_CALL_BLOCKS}
 )
 
 
@@ -163,14 +168,20 @@ def _result_parts(
 def _calls(message: AIMessage, where: str) -> tuple[ToolCall, ...]:
     """The calls of an AI message as the providers' integrations send them (see the module doc).
 
+    A call content block (:data:`_CALL_BLOCKS`) whose id a tool call already carries is that call,
+    sent once (langchain-openai skips the ``tool_calls`` entry, langchain-anthropic the block).
+
     Raises:
-        InvalidMessageError: A ``tool_use`` content block has no string id.
+        InvalidMessageError: A call content block has no string id, or a call's arguments are
+            not JSON-serialisable (no provider integration could send them).
     """
     calls = [
         ToolCall(
-            id=c.get("id") or "", name=c["name"], arguments=json.dumps(c.get("args", {}), ensure_ascii=False)
+            id=c.get("id") or "",
+            name=c["name"],
+            arguments=_json(c.get("args", {}), f"{where}.tool_calls[{i}].args"),
         )
-        for c in message.tool_calls
+        for i, c in enumerate(message.tool_calls)
     ]
     calls += [
         ToolCall(id=c.get("id") or "", name=c.get("name") or "", arguments=c.get("args") or "")
@@ -179,16 +190,11 @@ def _calls(message: AIMessage, where: str) -> tuple[ToolCall, ...]:
     if isinstance(message.content, list):
         known = {c.id for c in calls}
         for i, block in enumerate(message.content):
-            if not isinstance(block, dict) or block.get("type") != "tool_use":
+            if not isinstance(block, dict) or block.get("type") not in _CALL_BLOCKS:
                 continue
-            if not isinstance(block.get("id"), str):
-                raise InvalidMessageError(
-                    f"{where}.content[{i}].id", "a tool_use block needs the string id of its call"
-                )
-            if block["id"] in known:
-                continue
-            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
-            calls.append(ToolCall(id=block["id"], name=str(block.get("name") or ""), arguments=arguments))
+            call = _block_call(block, f"{where}.content[{i}]")
+            if call.id not in known:
+                calls.append(call)
     legacy = message.additional_kwargs.get("function_call")
     if not calls and isinstance(legacy, Mapping):
         written = legacy.get("arguments")
@@ -200,6 +206,38 @@ def _calls(message: AIMessage, where: str) -> tuple[ToolCall, ...]:
             )
         )
     return tuple(calls)
+
+
+def _block_call(block: dict[str, Any], where: str) -> ToolCall:
+    """A call content block as the call it stands for: ``tool_use`` (``id``, ``input`` object),
+    ``function_call`` (``call_id``, ``arguments`` as written) or ``custom_tool_call`` (``call_id``,
+    free-form ``input``)."""
+    kind = block["type"]
+    key = "id" if kind == "tool_use" else "call_id"
+    call_id = block.get(key)
+    if not isinstance(call_id, str):
+        raise InvalidMessageError(f"{where}.{key}", f"a {kind} block needs the string id of its call")
+    name = str(block.get("name") or "")
+    if kind == "tool_use":
+        return ToolCall(id=call_id, name=name, arguments=_json(block.get("input") or {}, f"{where}.input"))
+    written = block.get("arguments" if kind == "function_call" else "input")
+    return ToolCall(id=call_id, name=name, arguments=written if isinstance(written, str) else "")
+
+
+def _json(arguments: object, where: str) -> str:
+    """A call's arguments as the integrations send them: JSON, non-ASCII unescaped.
+
+    Raises:
+        InvalidMessageError: They are not JSON-serialisable (a ``date``, ``Decimal``, ``set``...).
+    """
+    try:
+        return json.dumps(arguments, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise InvalidMessageError(
+            where,
+            f"must be JSON-serialisable: {e}",
+            fix="convert the values to JSON types (str, number, bool, None, list, dict) first",
+        ) from None
 
 
 def _estimated(data: object, estimates: list[int]) -> TextPart:
@@ -386,6 +424,13 @@ def _same(a: object, b: object) -> bool:
         u, v = cast("Sequence[object]", a), cast("Sequence[object]", b)
         return len(u) == len(v) and all(map(_same, u, v))
     return a == b
+
+
+def same_message(a: BaseMessage, b: BaseMessage) -> bool:
+    """Whether ``a`` and ``b`` (say a message and a backing store's copy of it) convert the same:
+    every field :func:`to_countable_message` reads is equal, ``1`` / ``1.0`` / ``True`` and key
+    order told apart."""
+    return _same(_read_fields(a), _read_fields(b))
 
 
 def _remembered(m: BaseMessage, i: int) -> Message:
