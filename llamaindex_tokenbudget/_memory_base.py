@@ -31,7 +31,7 @@ from contextlib import (
 )
 from typing import Any, ClassVar, Self, TypeAlias, cast
 
-from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.bridge.pydantic import (
     ConfigDict,
     Field,
@@ -103,6 +103,8 @@ class BudgetMemory(BaseMemory):
     _state: _Loaded = PrivateAttr(default_factory=lambda: _Loaded(False))
 
     def __init__(self, **data: Any) -> None:
+        if data.get("class_name") == self.class_name():  # model_dump()'s (to_dict()'s) own entry
+            del data["class_name"]
         try:
             super().__init__(**data)
         except ValidationError as e:
@@ -147,6 +149,47 @@ class BudgetMemory(BaseMemory):
         if isinstance(value, list | tuple):
             return [t.metadata.to_openai_tool() if isinstance(t, BaseTool) else t for t in value]
         return value
+
+    @field_validator("chat_store", mode="before")
+    @classmethod
+    def _store_from_its_form(cls, value: Any) -> Any:
+        """A chat store in its serialised form (``model_dump()``'s) is rebuilt as ``from_dict``
+        rebuilds it (a ``SimpleChatStore``), else named (pydantic would try to build the
+        abstract ``BaseChatStore``: a bare ``TypeError``)."""
+        return _rebuilt_store(value, cls.__name__) if isinstance(value, Mapping) else value
+
+    @classmethod
+    def model_validate(cls, obj: Any, **options: Any) -> Self:
+        """A memory from its ``model_dump()`` (or ``to_dict()``), as :meth:`from_dict` builds it;
+        a memory of this class is returned as it is.
+
+        Raises:
+            InvalidInputError: ``obj`` is neither; else as :meth:`from_dict`.
+        """
+        if isinstance(obj, cls):
+            return obj
+        if isinstance(obj, Mapping):
+            return cls.from_dict(dict(obj))
+        raise InvalidInputError(
+            "obj",
+            f"must be a dict, as model_dump() returns, got {type(obj).__name__}",
+            fix=f"{cls.__name__}.from_dict(memory.to_dict(), chat_store=...)",
+        )
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **options: Any) -> Self:
+        """A memory from its ``model_dump_json()`` (or ``to_json()``), as :meth:`from_dict`.
+
+        Raises:
+            InvalidInputError: ``json_data`` is not the JSON of a dict; else as :meth:`from_dict`.
+        """
+        try:
+            data = json.loads(json_data)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(
+                "json_data", f"is not JSON: {e}", fix="pass model_dump_json()'s output"
+            ) from None
+        return cls.model_validate(data)
 
     @field_serializer("chat_store")
     def _serialize_chat_store(self, chat_store: BaseChatStore) -> dict[str, Any]:
@@ -737,6 +780,8 @@ class BudgetMemory(BaseMemory):
                 "prompt or context)",
             )
         prefix = self._prefix()
+        if input and _put_already(transcript.host, input):
+            input = None
         extra = [to_message({"role": "user", "content": input}, where="input")] if input else []
         request = [*prefix, *window, *extra]
         end = len(prefix) + len(window)
@@ -912,6 +957,28 @@ def _same_json(a: ChatMessage, b: ChatMessage) -> bool:
         return bool(a.model_dump(mode="json") == b.model_dump(mode="json"))
     except (TypeError, ValueError):  # (pydantic's serialisation errors are ValueErrors)
         return False  # a message that cannot be serialised is not known to be the same
+
+
+def _put_already(host: Sequence[ChatMessage], text: str) -> bool:
+    """Whether ``input`` is the newest user message, already put, followed only by the run's tool
+    steps (assistant messages carrying calls, their results) if anything.
+
+    LlamaIndex's agents put the user's message, then after each round of tool results pass its
+    text to ``aget(input=...)`` again; they send the memory's messages and never the input
+    beside them, so reserving it would count it twice (a run whose message is over half the
+    budget failing after its first tool call). Chat engines pass ``input`` before they put it,
+    and send it: reserved, unless the newest user message is the same text with no plain
+    reply after it.
+    """
+    for message in reversed(host):
+        if message.role == MessageRole.USER:
+            return message.content == text
+        if message.role == MessageRole.TOOL or (
+            message.role == MessageRole.ASSISTANT and to_countable_message(message).tool_calls
+        ):
+            continue
+        return False
+    return False
 
 
 def _request_tokens(input: object, kwargs: dict[str, Any]) -> int:

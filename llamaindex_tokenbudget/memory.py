@@ -73,6 +73,7 @@ from llama_index.core.bridge.pydantic import Field, SerializeAsAny
 from llama_index.core.llms.llm import LLM
 from llama_index.core.settings import Settings
 
+from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.messages import Message, MessageLike
 from tokenbudget_core.summary import SummaryBuffer
 from tokenbudget_core.window import ConversationWindow
@@ -147,6 +148,12 @@ class TokenBudgetChatMemory(BudgetMemory):
             UnknownModelError: The model name is unknown.
         """
         if llm is not None:
+            if not isinstance(llm, LLM):
+                raise InvalidInputError(
+                    "llm",
+                    f"must be a LlamaIndex LLM, got {type(llm).__name__}",
+                    fix="pass the chat engine's LLM, or model='gpt-4o' instead",
+                )
             kwargs.setdefault("model", llm.metadata.model_name)
         return super().from_defaults(chat_history, **kwargs)
 
@@ -233,6 +240,25 @@ class SummaryChatMemory(BudgetMemory):
             if isinstance(settings_llm, LLM):
                 kwargs["llm"] = settings_llm
         return super().from_defaults(chat_history, **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Self:
+        """Like :meth:`BudgetMemory.from_dict`; without ``llm=``, the LLM set in ``Settings``
+        (``Settings.llm = ...``) writes the summary from now on, as in :meth:`from_defaults`, so
+        that LlamaIndex can restore the memory by itself (a workflow's ``Context.from_dict``
+        passes no arguments).
+
+        Raises:
+            InvalidInputError: As :meth:`BudgetMemory.from_dict`; ``llm`` when it is not passed
+                and ``Settings.llm`` was not set.
+        """
+        if kwargs.get("llm") is None and not isinstance(
+            data.get("llm") if isinstance(data, dict) else None, LLM
+        ):
+            settings_llm = getattr(Settings, "_llm", None)
+            if isinstance(settings_llm, LLM):
+                kwargs["llm"] = settings_llm
+        return super().from_dict(data, **kwargs)
 
     @property
     def summary(self) -> str | None:
