@@ -22,6 +22,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from tokenbudget_core.counting import (
     SupportsTokenCount,
     TokenCounter,
+    check_tool_list,
     countable_tools,
     is_function_tool,
     resolve_counter,
@@ -142,8 +143,10 @@ def counted_tools(
     function. ``model`` names the counter's model in that log line.
 
     Raises:
-        InvalidInputError: A function tool cannot be read.
+        InvalidInputError: ``tools`` is not a list (``1.5``, ``object()``, a string, a dict), or
+            a function tool cannot be read.
     """
+    tools = check_tool_list(tools)
     if not tools:
         return None
     builtin = [t for t in tools if is_builtin_tool(t)]

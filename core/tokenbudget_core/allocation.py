@@ -70,6 +70,20 @@ class Allocation:
     leftover: Part = "history"
     """The part that receives what the proportions leave, and what nobody else can take."""
 
+    def __post_init__(self) -> None:
+        """Raises :class:`~tokenbudget_core.errors.InvalidInputError` (named) for a total or part
+        that is not a non-negative int, parts that do not sum to the total, or an unknown
+        ``leftover`` part."""
+        _check_tokens("total", self.total)
+        for part in PARTS:
+            _check_tokens(part, getattr(self, part))
+        if sum(getattr(self, p) for p in PARTS) != self.total:
+            raise InvalidInputError(
+                "total", f"must be the sum of the parts ({', '.join(PARTS)})", value=self.total,
+                fix="make one with allocate_budget(...)",
+            )  # fmt: skip
+        _check_part(self.leftover, "leftover")
+
     @property
     def prompt(self) -> int:
         """Tokens for the prompt: :attr:`total` minus :attr:`output`."""

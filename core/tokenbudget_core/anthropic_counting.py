@@ -34,8 +34,8 @@ from typing import Any
 
 from .anthropic_format import AnthropicRequest, build_anthropic_request
 from .calibration import Calibration
-from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
-from .errors import InvalidInputError, MissingDependencyError, TokenCountError
+from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_timeout, check_tools
+from .errors import InvalidInputError, MissingDependencyError, TokenCountError, check_flag
 from .estimating import EstimatingTokenCounter, json_keys, not_json
 from .messages import MessageLike
 from .registry import ModelInfo
@@ -58,6 +58,10 @@ class AnthropicTokenCounter(TokenCounter):
         cache_size: Distinct requests whose counts are remembered.
         strict: Raise :class:`~tokenbudget_core.errors.TokenCountError` instead of estimating.
         calibration: Where the offline estimate's correction factor is learned.
+
+    Raises:
+        InvalidInputError: ``timeout`` is not a finite number > 0, ``cache_size`` not an int
+            >= 1, ``strict`` not a bool, or ``calibration`` not a ``Calibration`` (or ``None``).
 
     Example:
         >>> import anthropic
@@ -83,8 +87,8 @@ class AnthropicTokenCounter(TokenCounter):
         super().__init__(model)
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
             raise InvalidInputError("cache_size", "must be a positive integer", value=cache_size)
-        self.timeout = timeout
-        self.strict = strict
+        self.timeout = check_timeout(timeout)
+        self.strict = check_flag("strict", strict)
         self._client = client
         self._async_client = async_client
         self._client_checked = client is not None

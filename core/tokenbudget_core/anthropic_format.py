@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .counting import check_tools
 from .errors import InvalidInputError
 from .messages import ImagePart, Message, MessageLike, TextPart, to_messages
 
@@ -169,6 +170,8 @@ def to_anthropic_request(
 
     Raises:
         InvalidMessageError: A message is malformed.
+        InvalidInputError: ``tools`` is not a list of tool definitions (dicts), or a function
+            tool has no name.
     """
     return build_anthropic_request(messages, tools).body
 
@@ -186,7 +189,10 @@ def build_anthropic_request(
 
     Raises:
         InvalidMessageError: A message is malformed.
+        InvalidInputError: ``tools`` is not a list of tool definitions (dicts), or a function
+            tool has no name.
     """
+    tools = check_tools(tools) or None
     guessed: list[str] = []
     system: list[str] = []
     converted: list[tuple[str, list[dict[str, Any]]]] = []

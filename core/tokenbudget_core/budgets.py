@@ -538,12 +538,12 @@ def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> BudgetPol
     """
     if isinstance(source, Mapping):
         data: Mapping[str, Any] = source
-    elif isinstance(source, str | os.PathLike):
+    elif isinstance(source, str | os.PathLike) and os.fspath(source).strip():
         data = _read_toml(source)
     else:
         raise InvalidInputError(
             "source",
-            "must be a TOML file path or a mapping",
+            "must be a TOML file path (not empty) or a mapping",
             value=source,
             fix="e.g. load_policy('budgets.toml')",
         )

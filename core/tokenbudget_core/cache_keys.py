@@ -183,8 +183,18 @@ def resolve_scope(scope: CacheScope | None, fields: Iterable[ScopeField]) -> Cac
     return scope.restricted(fields)
 
 
-def plain_json(value: Any, where: str) -> Any:
-    """A plain-JSON copy of ``value`` (dict keys as strings); raises naming ``where`` otherwise."""
+MAX_JSON_DEPTH = 100
+"""The deepest nesting of lists and dicts a cache key takes (tool schemas and parameters are
+far shallower; a deeper value is refused by name, never a ``RecursionError``)."""
+
+
+def plain_json(value: Any, where: str, _depth: int = 0) -> Any:
+    """A plain-JSON copy of ``value`` (dict keys as strings); raises naming ``where`` otherwise.
+
+    Raises:
+        InvalidInputError: ``value`` holds something that is not plain JSON, or is nested more
+            than :data:`MAX_JSON_DEPTH` levels deep; named ``where`` (and the path inside it).
+    """
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
@@ -193,20 +203,32 @@ def plain_json(value: Any, where: str) -> Any:
         if not math.isfinite(value):
             raise InvalidInputError(where, "must be a finite number", value=value)
         return int(value) if value.is_integer() else value
+    if isinstance(value, Mapping | list | tuple) and _depth >= MAX_JSON_DEPTH:
+        raise too_deep(where)
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidInputError(f"{where}", f"keys must be strings, got {type(k).__name__}", value=k)
-            out[k] = plain_json(v, f"{where}.{k}")
+            out[k] = plain_json(v, f"{where}.{k}", _depth + 1)
         return out
     if isinstance(value, list | tuple):
-        return [plain_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [plain_json(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value)]
     raise InvalidInputError(
         where,
         f"a {type(value).__name__} cannot be part of a cache key (plain JSON values only)",
         value=value,
         fix="convert it to a JSON value (str, number, bool, None, list, dict) first",
+    )
+
+
+def too_deep(where: str) -> InvalidInputError:
+    """The error of a JSON-like value nested past :data:`MAX_JSON_DEPTH` levels (or too deep for
+    Python's recursion limit), named ``where``."""
+    return InvalidInputError(
+        where,
+        f"is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists and dicts)",
+        fix="flatten it: no real tool schema, parameter or message nests this deep",
     )
 
 
@@ -267,15 +289,17 @@ def model_settings(settings: Mapping[str, Any], where: str = "settings") -> dict
     if not isinstance(settings, Mapping):
         raise InvalidInputError(where, "must be a dict of settings", value=type(settings).__name__)
 
-    def scrub(value: Any) -> Any:
+    def scrub(value: Any, depth: int = 0) -> Any:
+        if isinstance(value, Mapping | list | tuple) and depth >= MAX_JSON_DEPTH:
+            raise too_deep(where)
         if isinstance(value, Mapping):
             return {
-                k: scrub(v)
+                k: scrub(v, depth + 1)
                 for k, v in value.items()
                 if not (isinstance(k, str) and _secret_name(k) and _credential(v))
             }
         if isinstance(value, list | tuple):
-            return [scrub(v) for v in value]
+            return [scrub(v, depth + 1) for v in value]
         return value
 
     scrubbed: dict[str, Any] = plain_json(scrub(settings), where)

@@ -44,6 +44,10 @@ class Calibration:
         alpha: Weight of each observation after the first (0 < alpha <= 1).
         bounds: Factors are kept within these bounds, so one odd report cannot wreck estimates.
 
+    Raises:
+        InvalidInputError: ``prior``, ``alpha`` or ``bounds`` is not a real number (a bool is
+            not one) in its range, named.
+
     Example:
         >>> cal = Calibration(prior=1.0, alpha=0.5)
         >>> cal.observe("claude-sonnet-4-5", estimated=100, actual=120)
@@ -57,16 +61,14 @@ class Calibration:
     def __init__(
         self, *, prior: float = DEFAULT_PRIOR, alpha: float = 0.2, bounds: tuple[float, float] = (0.5, 3.0)
     ):
-        if not (isinstance(prior, int | float) and math.isfinite(prior) and prior > 0):
+        if not (_real(prior) and math.isfinite(prior) and prior > 0):
             raise InvalidInputError("prior", "must be a positive number", value=prior)
-        if not (isinstance(alpha, int | float) and 0 < alpha <= 1):
+        if not (_real(alpha) and 0 < alpha <= 1):
             raise InvalidInputError("alpha", "must be in (0, 1]", value=alpha)
         if not (
             isinstance(bounds, tuple | list)
             and len(bounds) == 2
-            and all(
-                isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) for b in bounds
-            )
+            and all(_real(b) and math.isfinite(b) for b in bounds)
         ):
             raise InvalidInputError(
                 "bounds", "must be a (low, high) pair of numbers", value=bounds, fix="e.g. bounds=(0.5, 3.0)"
@@ -81,24 +83,41 @@ class Calibration:
         self._states: dict[str, CalibrationState] = {}
 
     def factor(self, model: str) -> float:
-        """The current correction factor for ``model``."""
-        state = self._states.get(model)
+        """The current correction factor for ``model``.
+
+        Raises:
+            InvalidInputError: ``model`` is not a non-empty string.
+        """
+        state = self._states.get(_check_model(model))
         return self.prior if state is None else state.factor
 
     def state(self, model: str) -> CalibrationState:
-        """The factor and the number of observations behind it."""
-        return self._states.get(model) or CalibrationState(factor=self.prior, observations=0)
+        """The factor and the number of observations behind it.
+
+        Raises:
+            InvalidInputError: ``model`` is not a non-empty string.
+        """
+        return self._states.get(_check_model(model)) or CalibrationState(factor=self.prior, observations=0)
 
     def apply(self, model: str, raw_estimate: int) -> int:
-        """A raw estimate corrected by the model's factor (rounded up)."""
+        """A raw estimate corrected by the model's factor (rounded up).
+
+        Raises:
+            InvalidInputError: ``model`` is not a non-empty string, or ``raw_estimate`` is not a
+                non-negative int (a bool, float, NaN or ``None`` is refused, never rounded).
+        """
+        if isinstance(raw_estimate, bool) or not isinstance(raw_estimate, int) or raw_estimate < 0:
+            raise InvalidInputError("raw_estimate", "must be a non-negative integer", value=raw_estimate)
         return math.ceil(raw_estimate * self.factor(model))
 
     def observe(self, model: str, *, estimated: int, actual: int) -> None:
         """Learn from one call: the *raw* (uncorrected) ``estimated`` and the reported ``actual`` tokens.
 
         Raises:
-            InvalidInputError: A figure is negative or not an integer.
+            InvalidInputError: ``model`` is not a non-empty string, or a figure is negative or not
+                an integer.
         """
+        _check_model(model)
         for field, value in (("estimated", estimated), ("actual", actual)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidInputError(field, "must be a non-negative integer", value=value)
@@ -115,12 +134,47 @@ class Calibration:
             self._states[model] = new
 
     def reset(self, model: str | None = None) -> None:
-        """Forget what was learned for ``model`` (or for every model)."""
+        """Forget what was learned for ``model`` (or for every model).
+
+        Raises:
+            InvalidInputError: ``model`` is neither ``None`` nor a non-empty string.
+        """
+        if model is not None:
+            _check_model(model)
         with self._lock:
             if model is None:
                 self._states.clear()
             else:
                 self._states.pop(model, None)
+
+
+def _real(value: object) -> bool:
+    """A real number: an int or float, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_model(model: object) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidInputError("model", "must be a non-empty model name", value=model)
+    return model
+
+
+def check_calibration(calibration: object) -> Calibration:
+    """``calibration`` itself when it is a :class:`Calibration`, the process-wide one for ``None``.
+
+    Raises:
+        InvalidInputError: Anything else, named ``calibration``.
+    """
+    if calibration is None:
+        return default_calibration()
+    if not isinstance(calibration, Calibration):
+        raise InvalidInputError(
+            "calibration",
+            f"must be a Calibration (or None), got {type(calibration).__name__}",
+            value=calibration,
+            fix="pass Calibration(), or leave it out for the process-wide one",
+        )
+    return calibration
 
 
 _default = Calibration()

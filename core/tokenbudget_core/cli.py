@@ -328,6 +328,9 @@ def _parse_messages(raw: str, input_format: str) -> list[Any] | None:
         return None
     try:
         data = json.loads(raw)
+    except RecursionError:
+        fix = "pass --format text to count it as plain text"
+        raise InvalidInputError("input", "is nested too deeply to parse as JSON", fix=fix) from None
     except json.JSONDecodeError as e:
         if input_format == "messages" or _LOOKS_LIKE_MESSAGES.match(raw):
             raise InvalidInputError(

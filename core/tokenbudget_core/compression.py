@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .counting import check_text
+from .counting import check_text, counted
 from .truncation import SupportsCount, text_counter
 
 __all__ = ["CompressionResult", "compress_prompt"]
@@ -96,7 +96,8 @@ def compress_prompt(
         The compressed text with its token counts before and after.
 
     Raises:
-        InvalidInputError: ``text`` is not a string, or ``counter`` cannot count.
+        InvalidInputError: ``text`` is not a string, ``counter`` cannot count, or it returned
+            something other than a non-negative int (named ``counter``).
         UnknownModelError: ``model`` is unknown (and no ``counter`` was given).
 
     Example:
@@ -106,9 +107,9 @@ def compress_prompt(
     """
     check_text(text)
     counter = text_counter(counter, model)
-    before = int(counter.count(text)) if text else 0
+    before = counted(counter.count(text), counter) if text else 0
     squeezed = _squeeze(text)
-    after = before if squeezed == text else (int(counter.count(squeezed)) if squeezed else 0)
+    after = before if squeezed == text else (counted(counter.count(squeezed), counter) if squeezed else 0)
     if after > before:  # tokenizers are not monotone in every corner: never make it worse
         squeezed, after = text, before
     return CompressionResult(

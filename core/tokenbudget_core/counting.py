@@ -28,6 +28,7 @@ import bisect
 import itertools
 import json
 import logging
+import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import InvalidInputError
 from .messages import Message, MessageLike
-from .registry import ModelInfo, ModelRegistry, default_registry
+from .registry import ModelInfo, ModelRegistry, check_registry, default_registry
 
 if TYPE_CHECKING:
     from .calibration import Calibration
@@ -196,11 +197,16 @@ class TokenCounter(abc.ABC):
 
         Raises:
             UnknownModelError: ``model`` is unknown and no ``fallback`` was given.
-            InvalidInputError: ``timeout`` is not a positive number.
+            InvalidInputError: ``timeout`` is not a finite positive number, ``registry`` is not a
+                ``ModelRegistry``, ``calibration`` not a ``Calibration``, or ``fallback`` is
+                given and is not a non-empty model name.
         """
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise InvalidInputError("timeout", "must be a positive number of seconds", value=timeout)
-        info = (registry or default_registry()).get(model, fallback=fallback)
+        check_timeout(timeout)
+        if calibration is not None:
+            from .calibration import check_calibration
+
+            check_calibration(calibration)
+        info = check_registry(registry).get(model, fallback=fallback)
         if info.tokenizer == "tiktoken":
             from .openai_counting import TiktokenCounter
 
@@ -303,6 +309,17 @@ def resolve_counter(model: str | TokenCounter) -> TokenCounter:
     raise InvalidInputError("model", "must be a model name or a TokenCounter", value=model)
 
 
+def check_timeout(timeout: object, field: str = "timeout") -> float:
+    """``timeout`` as seconds: a finite number > 0 (an int or float, not a bool).
+
+    Raises:
+        InvalidInputError: Anything else (NaN, infinity, zero, negative...), named ``field``.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+        raise InvalidInputError(field, "must be a finite, positive number of seconds", value=timeout)
+    return timeout
+
+
 def check_text(text: object, field: str = "text") -> str:
     """Validate that ``text`` is a string (shared by the counters)."""
     if not isinstance(text, str):
@@ -315,14 +332,76 @@ def check_text(text: object, field: str = "text") -> str:
     return text
 
 
-def check_tools(tools: object) -> list[ToolLike]:
-    """Validate a tools argument: ``None`` or a list of dicts."""
+def as_counter(counter: object, *, field: str = "counter") -> Any:
+    """``counter`` when it can count tokens (it has a callable ``count(text)``); a model name (a
+    ``str``: ``str.count`` would count a substring) becomes that model's :class:`TokenCounter`.
+
+    The one check of every ``counter=`` argument. Builtin sequences (``list``, ``tuple``,
+    ``bytes``...) have a ``count`` method too, which would "count" 0 tokens: they are refused.
+
+    Raises:
+        InvalidInputError: ``counter`` is neither a counter nor a non-empty model name (named ``field``).
+        UnknownModelError: ``counter`` names a model the registry does not know (named ``field``).
+    """
+    if isinstance(counter, str):
+        if not counter.strip():
+            raise InvalidInputError(
+                field, "must be a token counter or a model name, got an empty string", value=counter,
+                fix="pass TokenCounter.for_model('<model>') or the model's name",
+            )  # fmt: skip
+        default_registry().get(counter, field=field)  # an unknown name is named as this argument
+        return TokenCounter.for_model(counter)
+    if isinstance(counter, bytes | bytearray | memoryview | Sequence | Mapping) or not callable(
+        getattr(counter, "count", None)
+    ):
+        raise InvalidInputError(
+            field,
+            f"must be a token counter (with count(text)) or a model name, not {type(counter).__name__}",
+            value=counter,
+            fix="pass TokenCounter.for_model('<model>') or the model's name",
+        )
+    return counter
+
+
+def counted(n: object, counter: object, *, field: str = "counter") -> int:
+    """A counter's answer, checked: a number of tokens (an ``int`` >= 0, not a ``bool``), never
+    coerced with ``int()`` (a float, NaN, ``None`` or a negative count is the counter's bug).
+
+    Raises:
+        InvalidInputError: Anything else, named ``field``, naming the counter and the value.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise InvalidInputError(
+            field, f"{type(counter).__name__}.count() returned {n!r}, not a number of tokens", value=n,
+            fix="return a non-negative int from count(text) (and acount)",
+        )  # fmt: skip
+    return int(n)
+
+
+def check_tool_list(tools: object) -> list[Any]:
+    """``tools`` as a list: ``None`` is none; a string, bytes, a dict (one tool) or a non-iterable
+    (a number, ``object()``) is refused. The items are left to the caller (dicts, or a
+    framework's tool objects).
+
+    Raises:
+        InvalidInputError: Named ``tools``.
+    """
     if tools is None:
         return []
     if isinstance(tools, str | bytes | Mapping) or not isinstance(tools, Iterable):
-        raise InvalidInputError("tools", "must be a list of tool definitions", value=tools)
+        raise InvalidInputError(
+            "tools",
+            f"must be a list of tool definitions, got {type(tools).__name__}",
+            value=tools,
+            fix="wrap a single tool in a list, or pass None for no tools",
+        )
+    return list(tools)
+
+
+def check_tools(tools: object) -> list[ToolLike]:
+    """Validate a tools argument: ``None`` or a list of dicts."""
     out: list[ToolLike] = []
-    for i, tool in enumerate(tools):
+    for i, tool in enumerate(check_tool_list(tools)):
         if not isinstance(tool, Mapping):
             raise InvalidInputError(f"tools[{i}]", "a tool definition must be a dict", value=tool)
         _check_schema(tool, f"tools[{i}]")

@@ -53,7 +53,15 @@ if TYPE_CHECKING:
     from .counting import TokenCounter
     from .ledger import Ledger
 
-__all__ = ["Embedder", "HashingEmbedder", "as_embedder", "cosine", "normalize_text", "paying_ledger"]
+__all__ = [
+    "MAX_HASHING_DIM",
+    "Embedder",
+    "HashingEmbedder",
+    "as_embedder",
+    "cosine",
+    "normalize_text",
+    "paying_ledger",
+]
 
 Vectors = npt.NDArray[np.float32]
 
@@ -144,6 +152,11 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return list(texts)
 
 
+MAX_HASHING_DIM = 65_536
+"""The largest :class:`HashingEmbedder` ``dim`` (a bigger one only costs memory: ``4 * dim`` bytes
+per vector; a ``dim`` of 2**33 would ask 32 GiB per embedded text)."""
+
+
 class HashingEmbedder:
     """Dependency-free embedder for near-duplicates: hashed words, word pairs and char trigrams.
 
@@ -151,7 +164,11 @@ class HashingEmbedder:
     stored vectors stay comparable.
 
     Args:
-        dim: Vector size (at least 64).
+        dim: Vector size, from 64 to :data:`MAX_HASHING_DIM` (65,536: hashing gains nothing from
+            more, and each vector costs ``4 * dim`` bytes).
+
+    Raises:
+        InvalidInputError: ``dim`` is not an int from 64 to :data:`MAX_HASHING_DIM`.
 
     Example:
         >>> e = HashingEmbedder()
@@ -161,8 +178,13 @@ class HashingEmbedder:
     """
 
     def __init__(self, *, dim: int = 512) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 64:
-            raise InvalidInputError("dim", "must be an integer of at least 64", value=dim)
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 64 <= dim <= MAX_HASHING_DIM:
+            raise InvalidInputError(
+                "dim",
+                f"must be an integer from 64 to {MAX_HASHING_DIM:,} (MAX_HASHING_DIM)",
+                value=dim,
+                fix="use e.g. dim=512 (the default)",
+            )
         self.dim = dim
 
     @property

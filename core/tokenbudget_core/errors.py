@@ -43,6 +43,7 @@ __all__ = [
     "TokenCountError",
     "UnknownModelError",
     "UnpricedModelError",
+    "check_flag",
     "environment_value",
     "option_names",
     "own_copy",
@@ -119,8 +120,9 @@ class UnknownModelError(TokenBudgetError, LookupError):
         self.suggestions = tuple(suggestions)
         self.field = field
         hint = f" Did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        named = "" if field == "model" else f"{field}: "  # the argument, when it is not plain model
         super().__init__(
-            f"Unknown model {model!r}.{hint} Register it with ModelRegistry.register(...) or a "
+            f"{named}Unknown model {model!r}.{hint} Register it with ModelRegistry.register(...) or a "
             f"models file (TOKENBUDGET_MODELS), or pass fallback='<known model>' to use another "
             f"model's tokenizer and limits on purpose."
         )
@@ -419,6 +421,18 @@ def environment_value(name: str, *, fix: str) -> str | None:
             value=value,
             fix=fix,
         )
+    return value
+
+
+def check_flag(field: str, value: object) -> bool:
+    """``value`` when it is a real ``bool``: a flag given ``"no"``, ``[1]`` or ``0`` would be
+    read by its truthiness (``"no"`` as True), so anything else is refused.
+
+    Raises:
+        InvalidInputError: ``value`` is not ``True`` or ``False``, named ``field``.
+    """
+    if not isinstance(value, bool):
+        raise InvalidInputError(field, "must be True or False", value=value)
     return value
 
 

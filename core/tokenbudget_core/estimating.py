@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .calibration import Calibration, default_calibration
+from .calibration import Calibration, check_calibration
 from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_tools
 from .encodings import get_encoding
 from .errors import InvalidInputError
@@ -40,6 +40,10 @@ class EstimatingTokenCounter(TokenCounter):
         model: The registry entry.
         calibration: Where the model's correction factor is learned (default: process-wide).
 
+    Raises:
+        InvalidInputError: ``model`` is not a ``ModelInfo``, or ``calibration`` is not a
+            ``Calibration`` (or ``None``).
+
     Example:
         >>> counter = TokenCounter.for_model("gemini-2.5-pro")
         >>> counter.count("Hello there").exact
@@ -50,7 +54,7 @@ class EstimatingTokenCounter(TokenCounter):
 
     def __init__(self, model: ModelInfo, *, calibration: Calibration | None = None) -> None:
         super().__init__(model)
-        self.calibration = calibration or default_calibration()
+        self.calibration = check_calibration(calibration)
         self._enc = get_encoding(model.encoding or "cl100k_base")
         self._cache: dict[str, int] = {}
         family = family_provider(model.canonical) or family_provider(model.name)

@@ -22,7 +22,7 @@ from rich.text import Text
 from .counting import TokenCount, TokenCounter
 from .messages import to_message
 from .pricing import CostBreakdown, PriceTable, format_usd, price_of
-from .registry import ModelRegistry, default_registry
+from .registry import ModelRegistry, check_registry
 from .usage import Usage
 
 __all__ = [
@@ -193,7 +193,7 @@ def run_demo(
     Raises:
         UnknownModelError: A model is not in the registry.
     """
-    reg = registry if registry is not None else default_registry()
+    reg = check_registry(registry)
     counter = TokenCounter.for_model(model, registry=reg)
     rows, overhead = _message_rows(counter)
     costs = []

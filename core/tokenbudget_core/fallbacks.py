@@ -8,6 +8,7 @@ fallback chain; adapters can call them directly.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -58,11 +59,27 @@ def _check(models: Sequence[str]) -> None:
         raise InvalidInputError("models", "must be a non-empty list of model names", value=models)
 
 
+def _check_fn(fn: object, *, is_async: bool) -> None:
+    """``fn`` is a callable of the kind the caller awaits (or not): an ``async`` function given to
+    the sync twin would return an un-awaited coroutine, whose errors no fallback would see."""
+    if not callable(fn):
+        fix = "pass the function that makes the call"
+        raise InvalidInputError("fn", "must be a callable (model) -> result", value=fn, fix=fix)
+    if not is_async and inspect.iscoroutinefunction(fn):
+        raise InvalidInputError(
+            "fn",
+            "is an async function: its coroutine would never be awaited here",
+            value=fn,
+            fix="use the async twin: acall_with_fallbacks(...) / await TierRouter.acall(...)",
+        )
+
+
 def call_with_fallbacks(models: Sequence[str], fn: Callable[[str], T]) -> T:
     """``fn(model)`` for each model in turn until one succeeds; only retryable errors move on.
 
     Raises:
-        InvalidInputError: ``models`` is empty.
+        InvalidInputError: ``models`` is empty, or ``fn`` is not callable or is an ``async``
+            function (use :func:`acall_with_fallbacks`).
         Exception: The first non-retryable error, or the last model's error when every model failed.
 
     Example:
@@ -70,6 +87,7 @@ def call_with_fallbacks(models: Sequence[str], fn: Callable[[str], T]) -> T:
         'A'
     """
     _check(models)
+    _check_fn(fn, is_async=False)
     for i, model in enumerate(models):
         try:
             return fn(model)
@@ -80,11 +98,25 @@ def call_with_fallbacks(models: Sequence[str], fn: Callable[[str], T]) -> T:
 
 
 async def acall_with_fallbacks(models: Sequence[str], fn: Callable[[str], Awaitable[T]]) -> T:
-    """Async twin of :func:`call_with_fallbacks`."""
+    """Async twin of :func:`call_with_fallbacks`.
+
+    Raises:
+        InvalidInputError: ``models`` is empty, ``fn`` is not callable, or it returned something
+            that cannot be awaited (a sync function: use :func:`call_with_fallbacks`).
+    """
     _check(models)
+    _check_fn(fn, is_async=True)
     for i, model in enumerate(models):
         try:
-            return await fn(model)
+            result = fn(model)
+            if not inspect.isawaitable(result):
+                raise InvalidInputError(
+                    "fn",
+                    f"returned a {type(result).__name__}, not an awaitable",
+                    value=fn,
+                    fix="pass an async function, or use the sync twin: call_with_fallbacks / TierRouter.call",
+                )
+            return await result
         except Exception as e:
             if i == len(models) - 1 or not is_retryable(e):
                 raise

@@ -28,7 +28,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import MessageView, role_of
 from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
-from .errors import ContextOverflowError, InvalidInputError
+from .errors import ContextOverflowError, InvalidInputError, check_flag
 from .messages import Message, MessageLike, Part, TextPart, to_message
 
 __all__ = ["FitResult", "Keep", "OnOverflow", "fit_messages"]
@@ -182,7 +182,7 @@ def fit_messages(
         if isinstance(p, bool) or not isinstance(p, int) or not -n <= p < n:
             raise InvalidInputError("pinned", f"{p!r} is not an index into messages", value=p)
         must.update(_unit_of(view, p % n, n))
-    if pin_first_user:
+    if check_flag("pin_first_user", pin_first_user):
         first_user = next((i for i in range(n) if view.role(i) == "user"), None)
         if first_user is not None:
             must.add(first_user)

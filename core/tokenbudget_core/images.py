@@ -24,6 +24,7 @@ import re
 import struct
 from dataclasses import dataclass
 
+from .errors import InvalidInputError
 from .messages import ImagePart
 from .registry import base_model_name
 
@@ -213,6 +214,13 @@ _ALL_RULES: tuple[tuple[float, None] | tuple[int, int], ...] = (
 )
 
 
+def _check_part(part: object) -> None:
+    if not isinstance(part, ImagePart):
+        raise InvalidInputError(
+            "part", f"must be an ImagePart, got {type(part).__name__}", value=part, fix="ImagePart(url=...)"
+        )
+
+
 def openai_image_tokens(part: ImagePart, model: str) -> ImageTokens:
     """Input tokens of one image part for an OpenAI model.
 
@@ -221,7 +229,13 @@ def openai_image_tokens(part: ImagePart, model: str) -> ImageTokens:
         model: The canonical model name (``gpt-4o``, ``gpt-4.1-mini``...). A fine-tune
             (``ft:gpt-4o-mini-2024-07-18:org::id``) is priced like its base model. A name of no
             known family gets :func:`max_image_tokens` (an upper bound, ``exact=False``).
+
+    Raises:
+        InvalidInputError: ``part`` is not an :class:`ImagePart`, or ``model`` not a model name.
     """
+    _check_part(part)
+    if not isinstance(model, str):
+        raise InvalidInputError("model", f"must be a model name, got {type(model).__name__}", value=model)
     rule = _rule(model)
     if rule is None:
         return max_image_tokens(part)
@@ -231,6 +245,7 @@ def openai_image_tokens(part: ImagePart, model: str) -> ImageTokens:
 def max_image_tokens(part: ImagePart) -> ImageTokens:
     """The most tokens any known rule (OpenAI's tile and patch rules, Claude's) charges for this
     image: the figure for a model whose image rule is unknown. Always ``exact=False``."""
+    _check_part(part)
     figures = [_by_rule(part, rule).tokens for rule in _ALL_RULES]
     figures.append(anthropic_image_tokens(part).tokens)
     return ImageTokens(tokens=max(figures), exact=False)
@@ -248,6 +263,7 @@ def gemini_image_tokens(part: ImagePart) -> ImageTokens:
     tile (one tile when both sides are at most 384 px; larger images are cut into tiles, counted
     here as ``ceil(w / 768) * ceil(h / 768)``), and at least :data:`GEMINI_MIN_IMAGE_TOKENS`.
     An image of unknown size gets :func:`max_image_tokens`."""
+    _check_part(part)
     size = image_size(part)
     if size is None:
         return max_image_tokens(part)
@@ -262,6 +278,7 @@ def anthropic_image_tokens(part: ImagePart) -> ImageTokens:
     Claude scales images whose long edge exceeds 1568 px down first, so the figure
     is capped at about 1,600 tokens; unknown sizes get that cap (inexact).
     """
+    _check_part(part)
     size = image_size(part)
     if size is None:
         return ImageTokens(tokens=1600, exact=False)

@@ -27,7 +27,7 @@ from .embeddings import Embedder, Vectors, _unit_rows, as_embedder
 from .errors import InvalidInputError, UnpricedModelError
 from .money import decimal_text
 from .pricing import cost_or_none
-from .registry import ModelRegistry, default_registry
+from .registry import ModelRegistry, check_registry
 from .routing import offline_counter
 from .usage import Usage
 
@@ -296,7 +296,7 @@ def evaluate(
             raise InvalidInputError(
                 f"labelled[{i}][1]", f"{label!r} is not one of the tiers {list(tiers)}", value=label
             )
-    reg = registry if registry is not None else default_registry()
+    reg = check_registry(registry)
     counters = {t: offline_counter(models[t], reg) for t in tiers}
     premium, cheapest = tiers[-1], tiers[0]
 

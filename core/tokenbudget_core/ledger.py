@@ -41,10 +41,12 @@ import logging
 import math
 import operator
 import os
+import re
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar, cast
 from urllib.parse import quote, unquote
@@ -53,7 +55,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ._frozen import positional_maker
 from .alerts import Alert, AlertSink, dispatch, resolve_sinks
 from .attribution import current_attribution
-from .budgets import BudgetPolicy, Step
+from .budgets import STEPS, BudgetPolicy, Step
+from .cache_stores.memory import clock_reading
 from .errors import (
     BudgetExceededError,
     BudgetUnavailableError,
@@ -229,11 +232,7 @@ class Ledger:
         check_price_options(registry, prices)
         if not callable(clock):
             raise InvalidInputError("clock", "must be a function returning epoch seconds", value=clock)
-        now = clock()
-        if isinstance(now, bool) or not isinstance(now, int | float) or not _finite(now):
-            raise InvalidInputError(
-                "clock", f"must return epoch seconds (a number), returned {now!r}", value=now
-            )
+        now = clock_reading(clock())
         if alerts is not None and (isinstance(alerts, str | bytes) or not isinstance(alerts, Sequence)):
             raise InvalidInputError(
                 "alerts",
@@ -842,7 +841,13 @@ class Ledger:
                 again), or is live under a different call (another worst case: a fresh id per call).
         """
         memory = self._memory
-        if choices == 1 and cache_writes is None and (memory is not None or self._keyed is not None):
+        # (``type is int``: True, 1.0 and Decimal(1) equal 1 but are no count, refused by the plan)
+        if (
+            type(choices) is int
+            and choices == 1
+            and cache_writes is None
+            and (memory is not None or self._keyed is not None)
+        ):
             found = self._lane_reserve(
                 memory, model, input_tokens, max_output_tokens, feature, user, conversation, request_id
             )
@@ -872,10 +877,14 @@ class Ledger:
             never affects the others. A request id that an earlier call of the batch names is
             an ``InvalidInputError`` (the store answers all of them before any is settled: the
             later one could not be told from a retry of the earlier).
+
+        Raises:
+            InvalidInputError: ``calls`` is not a list of calls (a string, bytes, a dict, a set,
+                ``None``, a number...), named ``calls``: before any call is looked at.
         """
         steps = []
         named: dict[object, int] = {}  # request id -> the first call naming it
-        for i, call in enumerate(calls):
+        for i, call in enumerate(_batch("calls", calls, "mappings of reserve() arguments")):
             rid = call.get("request_id") if isinstance(call, Mapping) else None
             if isinstance(rid, str) and named.setdefault(rid, i) != i:
                 repeated = InvalidInputError(
@@ -1000,7 +1009,7 @@ class Ledger:
                 used=0,
                 requested=out,
             )
-        if choices != 1:
+        if not (type(choices) is int and choices == 1):  # (True, 1.0, Decimal(1) equal 1: checked too)
             if isinstance(choices, bool) or not isinstance(choices, int) or choices < 1:
                 raise InvalidInputError(
                     "choices", "must be a positive integer (completions the call asks for)", value=choices
@@ -1718,10 +1727,14 @@ class Ledger:
         options of :meth:`commit` for that call (``model``, ``premium_model``, ``unknown_model``).
         Returns, per item,
         its :class:`Charge` or the error :meth:`commit` would have raised.
+
+        Raises:
+            InvalidInputError: ``items`` is not a list of items (a string, bytes, a dict, a set,
+                ``None``, a number...), named ``items``: before any item is looked at.
         """
         steps: list[Generator[CommitRequest, CommitOutcome, Charge]] = []
         down: BudgetUnavailableError | None = None  # a conversation's mark found the store away
-        for item in items:
+        for item in _batch("items", items, "(reservation, usage[, options]) tuples"):
             try:
                 reservation, usage, options = _commit_item(item)
                 model, premium = options.get("model"), options.get("premium_model")
@@ -2004,10 +2017,7 @@ class Ledger:
         0 when the premium model's window could not have held the call (routing had no choice);
         ``None`` when either price is unknown.
         """
-        try:
-            info = self.registry.get(_model_name("premium_model", premium_model))
-        except UnknownModelError as e:  # named as the argument it came from
-            raise UnknownModelError(e.model, e.suggestions, field="premium_model") from None
+        info = self.registry.get(_model_name("premium_model", premium_model), field="premium_model")
         if info.context_window is not None and usage.input_tokens + usage.output_tokens > info.context_window:
             return 0
         premium = self._price_nanos(usage, info.name, round_up=False, minute=minute)
@@ -2746,20 +2756,53 @@ def _priced_minute(reservation: Reservation) -> int | None:
 
 
 def _check_reservation(reservation: object) -> None:
-    """``reservation`` is one ``reserve()`` returned (a hand-made one needs a non-empty id).
+    """``reservation`` is one ``reserve()`` returned, or a hand-made one (a server rebuilding a
+    reservation from its id) whose fields the ledger could have written: its spend is filed
+    under its ``day`` and its held figures are given back, so none of them is taken on trust.
 
     Raises:
-        InvalidInputError: It is not a :class:`Reservation`, or its request id is empty.
+        InvalidInputError: It is not a :class:`Reservation`; or, named ``reservation.<field>``,
+            its request id is empty, its ``day`` is no ``YYYY-MM-DD`` date, a token figure is not
+            a non-negative int, ``reserved_usd`` is not ``None`` or a finite non-negative
+            ``Decimal``, or ``step`` is not a ladder step.
     """
     if not isinstance(reservation, Reservation):
         raise InvalidInputError("reservation", "must be the Reservation that reserve() returned")
+    fix = "settle the Reservation that reserve() returned"
     if type(reservation.request_id) is not str or not reservation.request_id:  # one made by hand
         raise InvalidInputError(
             "reservation.request_id",
             "must be a non-empty string id: under an empty one a retry could not be told from a new call",
             value=reservation.request_id,
-            fix="settle the Reservation that reserve() returned",
+            fix=fix,
         )
+    day = reservation.day
+    if type(day) is not str or _ISO_DAY.fullmatch(day) is None or not _is_date(day):
+        problem = "must be the day the ledger reserved it on (YYYY-MM-DD): its spend is filed under it"
+        raise InvalidInputError("reservation.day", problem, value=day, fix=fix)
+    for name in ("input_tokens", "max_output_tokens"):
+        n = getattr(reservation, name)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidInputError(f"reservation.{name}", "must be a non-negative int", value=n, fix=fix)
+    usd = reservation.reserved_usd
+    if usd is not None and (not isinstance(usd, Decimal) or not usd.is_finite() or usd < 0):
+        problem = "must be None or a finite, non-negative Decimal"
+        raise InvalidInputError("reservation.reserved_usd", problem, value=usd, fix=fix)
+    if reservation.step not in STEPS:
+        raise InvalidInputError(
+            "reservation.step", f"must be one of {list(STEPS)}", value=reservation.step, fix=fix
+        )
+
+
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _is_date(day: str) -> bool:
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        return False
+    return True
 
 
 def _per_call_costs(cost: int, requests: int) -> list[int]:
@@ -2787,6 +2830,23 @@ def _out_of_range(field: str, at: object) -> InvalidInputError:
         value=at,
         fix="pass when the call happened (epoch seconds or an aware datetime)",
     )
+
+
+def _batch(field: str, batch: object, of: str) -> Iterable[Any]:
+    """``batch`` when it is a list (or another iterable) of calls, checked before it is iterated:
+    a string would be taken character by character, a dict or set by its keys.
+
+    Raises:
+        InvalidInputError: Named ``field``.
+    """
+    if isinstance(batch, str | bytes | bytearray | memoryview | Mapping | AbstractSet) or not isinstance(
+        batch, Iterable
+    ):
+        raise InvalidInputError(
+            field, f"must be a list of {of}, got {type(batch).__name__}", value=batch,
+            fix="pass a list, one entry per call",
+        )  # fmt: skip
+    return batch
 
 
 def _finite(value: float) -> bool:

@@ -66,7 +66,7 @@ class ImagePart:
                 "must be a URL string (https:// or data:image/...)",
                 value=type(self.url).__name__,
             )
-        if self.detail not in _DETAILS:
+        if not isinstance(self.detail, str) or self.detail not in _DETAILS:  # (a dict is unhashable)
             raise InvalidMessageError("image.detail", f"must be one of {sorted(_DETAILS)}", value=self.detail)
         for name in ("width", "height"):
             size = getattr(self, name)

@@ -32,12 +32,12 @@ def usd_to_nanos(amount: Decimal | int | str, *, round_up: bool = False, field: 
         field: The caller's name for ``amount``, named in errors (e.g. ``saved_usd``).
 
     Raises:
-        InvalidInputError: The amount is negative, not finite, not a number, or a float.
+        InvalidInputError: The amount is negative, not finite, not a number, a float or a bool.
     """
     if isinstance(amount, bool | float):
         raise InvalidInputError(
             field,
-            "must be a Decimal, int or decimal string, not a float",
+            f"must be a Decimal, int or decimal string, not a {type(amount).__name__}",
             value=amount,
             fix='Decimal("0.01")',
         )
@@ -54,7 +54,14 @@ def usd_to_nanos(amount: Decimal | int | str, *, round_up: bool = False, field: 
 
 
 def nanos_to_usd(nanos: int) -> Decimal:
-    """Integer nano-USD back to ``Decimal`` USD (exact)."""
+    """Integer nano-USD back to ``Decimal`` USD (exact).
+
+    Raises:
+        InvalidInputError: ``nanos`` is not an int (a bool, float, str or ``None``).
+    """
+    if isinstance(nanos, bool) or not isinstance(nanos, int):
+        problem = f"must be an int (nano-USD), got {type(nanos).__name__}"
+        raise InvalidInputError("nanos", problem, value=nanos)
     return Decimal(nanos) / NANOS_PER_USD
 
 

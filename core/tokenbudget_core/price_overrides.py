@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeAlias
 
 from .errors import InvalidInputError, environment_value
-from .registry import ModelRegistry, config_file_path
+from .registry import check_registry, config_file_path
 
 __all__ = ["PriceLike", "PriceOverride", "PriceTable", "default_price_table", "load_prices", "register_price"]
 
@@ -106,7 +106,8 @@ class PriceTable:
         overrides: Initial overrides by model name.
 
     Raises:
-        InvalidInputError: A name is empty or an override is not a :class:`PriceOverride`.
+        InvalidInputError: ``overrides`` is not a mapping, a name is empty or an override is not a
+            :class:`PriceOverride`.
 
     Example:
         >>> table = PriceTable()
@@ -120,7 +121,14 @@ class PriceTable:
         self._overrides: dict[str, PriceOverride] = {}
         self.version = 0
         """Bumped by every change to the overrides (caches of resolved prices compare it)."""
-        for name, override in (overrides or {}).items():
+        if overrides is None:
+            return
+        if not isinstance(overrides, Mapping):
+            raise InvalidInputError(
+                "overrides", f"must map model names to PriceOverride, got {type(overrides).__name__}",
+                value=overrides, fix="pass {'<model>': PriceOverride(...)}",
+            )  # fmt: skip
+        for name, override in overrides.items():
             self.register(name, override)
 
     def register(self, model: str, override: PriceOverride) -> None:
@@ -229,9 +237,10 @@ def register_price(model: str, override: PriceOverride, *, table: PriceTable | N
     """Set the price of ``model`` in ``table`` (default: the process-wide table).
 
     Raises:
-        InvalidInputError: ``model`` is empty or ``override`` is not a :class:`PriceOverride`.
+        InvalidInputError: ``model`` is empty, ``override`` is not a :class:`PriceOverride`, or
+            ``table`` is not a :class:`PriceTable` (or ``None``).
     """
-    (table if table is not None else default_price_table()).register(model, override)
+    check_table(table, "table").register(model, override)
 
 
 def load_prices(path: str | os.PathLike[str], *, table: PriceTable | None = None) -> dict[str, PriceOverride]:
@@ -239,9 +248,10 @@ def load_prices(path: str | os.PathLike[str], *, table: PriceTable | None = None
 
     Raises:
         InvalidInputError: ``path`` is not a path (``None``, empty: named ``path``), or the file
-            is missing, unparsable, or an entry is malformed.
+            is missing, unparsable, or an entry is malformed; or ``table`` is not a
+            :class:`PriceTable` (or ``None``).
     """
-    return (table if table is not None else default_price_table()).load_file(path)
+    return check_table(table, "table").load_file(path)
 
 
 def check_price_options(registry: object, prices: object, *, fallback: str = "") -> None:
@@ -255,18 +265,26 @@ def check_price_options(registry: object, prices: object, *, fallback: str = "")
     Raises:
         InvalidInputError: Naming ``registry`` or ``prices``.
     """
-    leave_out = f", or leave it out ({fallback})" if fallback else ""
-    if registry is not None and not isinstance(registry, ModelRegistry):
+    if registry is not None:
+        check_registry(registry, fallback=fallback)
+    if prices is not None:
+        check_table(prices, "prices", fallback=fallback)
+
+
+def check_table(table: object, field: str, *, fallback: str = "") -> PriceTable:
+    """``table`` itself when it is a :class:`PriceTable`, :func:`default_price_table` for ``None``.
+
+    Raises:
+        InvalidInputError: Anything else, named ``field``.
+    """
+    if table is None:
+        return default_price_table()
+    if not isinstance(table, PriceTable):
+        leave_out = f", or leave it out ({fallback})" if fallback else ""
         raise InvalidInputError(
-            "registry",
-            "must be a ModelRegistry (or None)",
-            value=registry,
-            fix=f"pass a ModelRegistry{leave_out}",
-        )
-    if prices is not None and not isinstance(prices, PriceTable):
-        raise InvalidInputError(
-            "prices",
-            "must be a PriceTable (or None)",
-            value=prices,
+            field,
+            f"must be a PriceTable (or None), got {type(table).__name__}",
+            value=table,
             fix=f"PriceTable({{'<model>': PriceOverride(...)}}){leave_out}",
         )
+    return table

@@ -145,6 +145,21 @@ def _check_priced(usage: Usage) -> None:
         )
 
 
+def check_at(at: object) -> None:
+    """``at`` (when a call was made) is ``None`` or a time-zone-aware ``datetime``: a naive one
+    would be read in the machine's local zone, a date or epoch number has no ``timestamp()``.
+
+    Raises:
+        InvalidInputError: Named ``at``.
+    """
+    if at is None:
+        return
+    if not isinstance(at, datetime):
+        raise InvalidInputError("at", "must be a datetime (or None)", value=at, fix="datetime.now(UTC)")
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise InvalidInputError("at", "must have a time zone", value=at, fix="datetime.now(UTC)")
+
+
 def price_of(
     usage: Usage,
     model: str,
@@ -164,8 +179,8 @@ def price_of(
 
     Raises:
         InvalidInputError: ``usage`` is not a :class:`Usage` or holds more than
-            :data:`MAX_PRICED` tokens, ``model`` is not a name, or ``registry`` / ``prices`` is
-            not a registry / price table.
+            :data:`MAX_PRICED` tokens, ``model`` is not a name, ``registry`` / ``prices`` is
+            not a registry / price table, or ``at`` is not a time-zone-aware ``datetime``.
         UnknownModelError: Neither the registry nor an override knows ``model``.
     """
     if not isinstance(usage, Usage):
@@ -175,6 +190,7 @@ def price_of(
         raise InvalidInputError("model", "must be a non-empty model name", value=model)
     _check_priced(usage)
     check_price_options(registry, prices)
+    check_at(at)
     table = prices if prices is not None else default_price_table()
     reg = registry if registry is not None else default_registry()
     override = table.get(model)
@@ -205,7 +221,8 @@ def cost_of(
     """The total cost of ``usage`` on ``model`` in USD; arguments as for :func:`price_of`.
 
     Raises:
-        InvalidInputError: ``usage`` is not a :class:`Usage` or ``model`` is not a name.
+        InvalidInputError: As for :func:`price_of` (``usage``, ``model``, ``registry``,
+            ``prices``, or ``at`` not a time-zone-aware ``datetime``).
         UnknownModelError: Neither the registry nor an override knows ``model``.
         UnpricedModelError: The model is known but has no price (it is never priced at $0).
 
@@ -220,9 +237,17 @@ def cost_of(
 
 
 def format_usd(amount: Decimal | None) -> str:
-    """Format dollars with at least six decimals and no rounding (``$0.003250``); ``None`` -> ``unpriced``."""
+    """Format dollars with at least six decimals and no rounding (``$0.003250``); ``None`` -> ``unpriced``.
+
+    Raises:
+        InvalidInputError: ``amount`` is neither ``None`` nor a ``Decimal`` (a float is refused:
+            money is never a binary float here).
+    """
     if amount is None:
         return "unpriced"
+    if not isinstance(amount, Decimal):
+        problem = f"must be a Decimal amount of USD (or None), got {type(amount).__name__}"
+        raise InvalidInputError("amount", problem, value=amount, fix='e.g. Decimal("0.00325")')
     exponent = amount.normalize().as_tuple().exponent
     places = max(6, -exponent if isinstance(exponent, int) else 6)
     return f"${amount:.{places}f}"
@@ -397,10 +422,12 @@ def cost_or_none(
     a :class:`CostBreakdown`.
 
     Raises:
-        InvalidInputError: ``usage`` holds more than :data:`MAX_PRICED` tokens or requests.
+        InvalidInputError: ``usage`` holds more than :data:`MAX_PRICED` tokens or requests, or
+            ``at`` is not a time-zone-aware ``datetime``.
         UnknownModelError: Neither the registry nor an override knows ``model``.
     """
     _check_priced(usage)
+    check_at(at)
     table = prices if prices is not None else default_price_table()
     reg = registry if registry is not None else default_registry()
     override = table.get(model)
@@ -439,8 +466,14 @@ def cost_nanos(
     (DeepSeek's off-peak hours) and dated price changes.
 
     Raises:
+        InvalidInputError: ``model`` is not a string, or a figure is not a non-negative int
+            (named, e.g. ``input_tokens``): a cheap check, not the validation of a public entry.
         UnknownModelError: Neither the registry nor an override knows ``model``.
     """
+    figures = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
+               reasoning_tokens, requests)  # fmt: skip
+    if not isinstance(model, str) or not all(type(n) is int and n >= 0 for n in figures):
+        _refuse_figures(model, figures)
     table = prices if prices is not None else default_price_table()
     reg = registry if registry is not None else default_registry()
     if minute is None:
@@ -455,6 +488,20 @@ def cost_nanos(
         found, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
         reasoning_tokens, requests, round_up,
     )  # fmt: skip
+
+
+_FIGURES = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+            "cache_write_1h_tokens", "reasoning_tokens", "requests")  # fmt: skip
+
+
+def _refuse_figures(model: object, figures: tuple[object, ...]) -> None:
+    """The named error of :func:`cost_nanos`'s arguments, when its fast check failed (an int
+    subclass, a counter's ``TokenCount``, passes here)."""
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidInputError("model", "must be a non-empty model name", value=model)
+    for name, n in zip(_FIGURES, figures, strict=True):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidInputError(name, "must be a non-negative int", value=n)
 
 
 def resolved_price(model: str, registry: ModelRegistry, table: PriceTable, minute: int) -> _Resolved:

@@ -14,9 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from .errors import InvalidInputError
 from .price_overrides import PriceTable, check_price_options
-from .pricing import price_of
+from .pricing import check_at, price_of
 from .registry import ModelRegistry
 from .usage import Usage
 
@@ -97,11 +96,7 @@ def prompt_cache_report(
         (Decimal('0.003'), Decimal('-0.003'))
     """
     check_price_options(registry, prices)
-    if at is not None:
-        if not isinstance(at, datetime):
-            raise InvalidInputError("at", "must be a datetime (or None)", value=at, fix="datetime.now(UTC)")
-        if at.tzinfo is None or at.utcoffset() is None:
-            raise InvalidInputError("at", "must have a time zone", value=at, fix="datetime.now(UTC)")
+    check_at(at)
 
     def total(u: Usage) -> Decimal | None:
         return price_of(u, model, registry=registry, prices=prices, at=at).total

@@ -32,10 +32,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
 
+from .cache_keys import too_deep
+from .counting import as_counter, counted
 from .errors import InvalidInputError
 from .images import anthropic_image_tokens
 from .messages import ImagePart
-from .registry import ModelRegistry, default_registry
+from .registry import ModelRegistry, check_registry
 
 __all__ = [
     "CacheMarks",
@@ -277,9 +279,26 @@ def _content_block(block: object, path: str, message: int) -> _Block:
         text = str(block["source"].get("data", ""))
     else:  # tool_use, tool_result, search_result...: their JSON is a fair estimate
         rest = {k: v for k, v in block.items() if k != "cache_control"}
-        text = json.dumps(rest, ensure_ascii=False, sort_keys=True, default=str)
+        text = _block_json(rest, path, "pass the block as the API takes it", ensure_ascii=False, default=str)
     cacheable = kind not in _UNCACHEABLE_BLOCKS and not (kind == "text" and not text)
     return _Block(path, "messages", text, fixed, cacheable, kind == "document", tuple(existing), message)
+
+
+def _block_json(
+    value: Any, path: str, fix: str, *, ensure_ascii: bool, default: Callable[[Any], Any] | None
+) -> str:
+    """``value`` as the JSON a request sends (counted as its text).
+
+    Raises:
+        InvalidInputError: It is not plain JSON, or is nested too deeply to encode; named ``path``.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=ensure_ascii, sort_keys=True, default=default)
+    except RecursionError:
+        raise too_deep(path) from None
+    except (TypeError, ValueError) as e:
+        problem = f"must be plain JSON (it is sent as JSON): {e}"
+        raise InvalidInputError(path, problem, value=value, fix=fix) from e
 
 
 def _blocks(request: Mapping[str, Any]) -> list[_Block]:
@@ -293,13 +312,11 @@ def _blocks(request: Mapping[str, Any]) -> list[_Block]:
         ttl = (
             (_ttl_of(tool["cache_control"], f"tools[{i}].cache_control"),) if "cache_control" in tool else ()
         )
-        try:
-            text = json.dumps({k: v for k, v in tool.items() if k != "cache_control"}, sort_keys=True)
-        except (TypeError, ValueError) as e:
-            raise InvalidInputError(
-                f"tools[{i}]", f"must be plain JSON (it is sent as JSON): {e}", value=tool,
-                fix="pass the tool definition as the API takes it: name, description, input_schema",
-            ) from e  # fmt: skip
+        text = _block_json(
+            {k: v for k, v in tool.items() if k != "cache_control"}, f"tools[{i}]",
+            "pass the tool definition as the API takes it: name, description, input_schema",
+            ensure_ascii=True, default=None,
+        )  # fmt: skip
         out.append(_Block(f"tools[{i}]", "tools", text, 0, True, False, ttl))
     system = request.get("system")
     if isinstance(system, str):
@@ -345,7 +362,8 @@ def min_cacheable_tokens(model: str, *, registry: ModelRegistry | None = None) -
     """The shortest prefix Anthropic caches for ``model`` (shorter prefixes are silently not cached).
 
     Raises:
-        InvalidInputError: ``model`` is not a Claude model (OpenAI caches automatically from 1,024).
+        InvalidInputError: ``model`` is not a Claude model (OpenAI caches automatically from 1,024),
+            or ``registry`` is not a ``ModelRegistry``.
         UnknownModelError: The registry does not know ``model``.
 
     Example:
@@ -354,7 +372,7 @@ def min_cacheable_tokens(model: str, *, registry: ModelRegistry | None = None) -
     """
     if not isinstance(model, str) or not model.strip():
         raise InvalidInputError("model", "must be a non-empty model name", value=model)
-    info = (registry or default_registry()).get(model)
+    info = check_registry(registry).get(model)
     if info.provider != "anthropic":
         raise InvalidInputError(
             "model", f"cache_control breakpoints are Anthropic's; {model!r} is a {info.provider} model",
@@ -390,6 +408,7 @@ def _options(
 ) -> _Options:
     if not isinstance(request, Mapping):
         raise InvalidInputError("request", "must be a Messages API request dict", value=request)
+    check_registry(registry)
     name = model if model is not None else request.get("model")
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError("model", "is missing", value=name, fix="pass model= or set request['model']")
@@ -427,26 +446,7 @@ def _options(
 def _default_counter(model: str, registry: ModelRegistry | None) -> Any:
     from .estimating import EstimatingTokenCounter
 
-    return EstimatingTokenCounter((registry or default_registry()).get(model))
-
-
-def _check_counter(counter: Any) -> Any:
-    if not callable(getattr(counter, "count", None)):
-        raise InvalidInputError(
-            "counter", f"{type(counter).__name__} has no count(text) method", value=counter,
-            fix="pass a TokenCounter, e.g. TokenCounter.for_model('claude-sonnet-4-5')",
-        )  # fmt: skip
-    return counter
-
-
-def _counted(n: object) -> int:
-    """A counter's answer, checked: a number of tokens."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise InvalidInputError(
-            "counter", f"count() returned {n!r}, not a number of tokens", value=type(n).__name__,
-            fix="return a non-negative int from count(text) (and acount)",
-        )  # fmt: skip
-    return int(n)
+    return EstimatingTokenCounter(check_registry(registry).get(model))
 
 
 def _candidates(blocks: list[_Block], tokens: list[int], o: _Options) -> list[tuple[int, Section]]:
@@ -636,14 +636,19 @@ def plan_prompt_cache(
         document_tokens: The size from which a text block counts as a long document.
         min_tokens: Override the model's documented minimum cacheable prefix.
         max_breakpoints: At most this many breakpoints in all (1..4; existing ones count).
-        counter: Anything with ``count(text)`` (default: the model's offline estimate).
+        counter: Anything with ``count(text)`` (default: the model's offline estimate), or a
+            model name whose counter counts.
         registry: The model registry (default: the process-wide one).
 
     Raises:
         InvalidInputError: The request is malformed (the error names the field), it already carries
             more than 4 breakpoints, a 1h breakpoint would follow a 5m one, an option is out of
-            range, or the model is not a Claude model.
-        UnknownModelError: The registry does not know the model (pass ``min_tokens`` and ``counter``).
+            range, or the model is not a Claude model; ``counter`` is no counter (a ``list``,
+            ``tuple`` or ``bytes`` is not one) or it returned something other than a
+            non-negative int; ``registry`` is not a ``ModelRegistry``; a block is nested too
+            deeply to send as JSON.
+        UnknownModelError: The registry does not know the model (pass ``min_tokens`` and ``counter``),
+            or ``counter`` names a model it does not know (named ``counter``).
 
     Example:
         >>> plan = plan_prompt_cache({
@@ -655,8 +660,8 @@ def plan_prompt_cache(
     o = _options(request, model, ttl, conversation, documents, document_tokens, min_tokens, max_breakpoints,
                  registry)  # fmt: skip
     blocks = _blocks(request)
-    count = _check_counter(counter) if counter is not None else _default_counter(o.model, registry)
-    tokens = [b.fixed + (_counted(count.count(b.text)) if b.text else 0) for b in blocks]
+    count = as_counter(counter) if counter is not None else _default_counter(o.model, registry)
+    tokens = [b.fixed + (counted(count.count(b.text), count) if b.text else 0) for b in blocks]
     return _plan(request, blocks, tokens, o)
 
 
@@ -677,13 +682,13 @@ async def aplan_prompt_cache(
     o = _options(request, model, ttl, conversation, documents, document_tokens, min_tokens, max_breakpoints,
                  registry)  # fmt: skip
     blocks = _blocks(request)
-    count = _check_counter(counter) if counter is not None else _default_counter(o.model, registry)
+    count = as_counter(counter) if counter is not None else _default_counter(o.model, registry)
     acount: Callable[[str], Awaitable[int]] | None = getattr(count, "acount", None)
     tokens = []
     for b in blocks:
         n = 0
         if b.text:
-            n = _counted(await acount(b.text) if callable(acount) else count.count(b.text))
+            n = counted(await acount(b.text) if callable(acount) else count.count(b.text), count)
         tokens.append(b.fixed + n)
     return _plan(request, blocks, tokens, o)
 

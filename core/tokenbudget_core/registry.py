@@ -178,8 +178,16 @@ class ModelRegistry:
     """
 
     def __init__(self, overrides: Mapping[str, ModelInfo] | None = None) -> None:
+        """Make a registry.
+
+        Args:
+            overrides: Models by name, each a :class:`ModelInfo` (as :meth:`register` makes).
+
+        Raises:
+            InvalidInputError: ``overrides`` is not a mapping of non-empty names to ``ModelInfo``.
+        """
         self._lock = threading.Lock()
-        self._overrides: dict[str, ModelInfo] = dict(overrides or {})
+        self._overrides: dict[str, ModelInfo] = _checked_overrides(overrides)
         self._resolved: dict[str, ModelInfo] = {}
         self.version = 0
         """Bumped by every change to the overrides (caches of what names resolve to compare it)."""
@@ -276,7 +284,7 @@ class ModelRegistry:
 
     # -- lookup ---------------------------------------------------------------------------------
 
-    def get(self, name: str, *, fallback: str | None = None) -> ModelInfo:
+    def get(self, name: str, *, fallback: str | None = None, field: str = "model") -> ModelInfo:
         """Return what is known about ``name``.
 
         ``provider/model`` names (``openai/gpt-4o``) are accepted.
@@ -284,23 +292,30 @@ class ModelRegistry:
         Args:
             name: A model name, dated snapshot names included.
             fallback: A known model whose tokenizer and limits to use, on purpose, when
-                ``name`` is unknown. The result then has ``fallback_for=name``.
+                ``name`` is unknown. The result then has ``fallback_for=name``. Checked to be a
+                model name whenever it is given, used or not.
+            field: The argument ``name`` came from, named by the errors (``premium_model``...).
 
         Raises:
-            InvalidInputError: ``name`` is not a non-empty string.
+            InvalidInputError: ``name`` (named ``field``) or ``fallback`` is not a non-empty string.
             UnknownModelError: ``name`` is unknown and no fallback was given (or the
-                fallback is unknown too).
+                fallback is unknown too); its ``field`` says which.
         """
         if not isinstance(name, str) or not name.strip():
-            raise InvalidInputError("model", "must be a non-empty model name", value=name)
+            raise InvalidInputError(field, "must be a non-empty model name", value=name)
+        if fallback is not None and (not isinstance(fallback, str) or not fallback.strip()):
+            raise InvalidInputError(
+                "fallback", "must be a non-empty model name (or None)", value=fallback,
+                fix="name a known model, e.g. fallback='gpt-4o'",
+            )  # fmt: skip
         cached = self._resolved.get(name)
         if cached is not None:
             return cached
         info = self._lookup(name.strip())
         if info is None:
             if fallback is None:
-                raise UnknownModelError(name, self.suggest(name))
-            base = self.get(fallback)
+                raise UnknownModelError(name, self.suggest(name), field=field)
+            base = self.get(fallback, field="fallback")
             return replace(base, name=name, fallback_for=name, fallback_model=base.name)
         with self._lock:
             self._resolved[name] = info
@@ -317,7 +332,15 @@ class ModelRegistry:
         return sorted(n for n in names if self._lookup(n) is not None)
 
     def suggest(self, name: str, n: int = 3) -> list[str]:
-        """Known model names closest to ``name`` that resolve (for error messages)."""
+        """Known model names closest to ``name`` that resolve (for error messages).
+
+        Raises:
+            InvalidInputError: ``name`` is not a string, or ``n`` not an int >= 1.
+        """
+        if not isinstance(name, str):
+            raise InvalidInputError("name", f"must be a model name, got {type(name).__name__}", value=name)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidInputError("n", "must be an int >= 1 (how many names to suggest)", value=n)
         close = difflib.get_close_matches(name.lower(), self.known_models(), n=n * 3, cutoff=0.6)
         return [c for c in close if c != name and self._lookup(c) is not None][:n]
 
@@ -400,9 +423,10 @@ def _make_info(name: str, entry: Mapping[str, Any], *, where: str) -> ModelInfo:
     provider = entry.get("provider")
     if not isinstance(provider, str) or not provider:
         raise InvalidInputError(f"{where}.provider", "is required (e.g. 'openai')", value=provider)
-    tokenizer: Any = entry.get("tokenizer") or (
-        "tiktoken" if provider == "openai" else "anthropic" if provider == "anthropic" else "estimate"
-    )
+    tokenizer: Any = entry.get("tokenizer")
+    if tokenizer is None:  # (only None is unset: a falsy 0 or "" is a wrong value, refused below)
+        defaults = {"openai": "tiktoken", "anthropic": "anthropic"}
+        tokenizer = defaults.get(provider, "estimate")
     if tokenizer not in _TOKENIZERS:
         raise InvalidInputError(
             f"{where}.tokenizer",
@@ -410,8 +434,10 @@ def _make_info(name: str, entry: Mapping[str, Any], *, where: str) -> ModelInfo:
             value=tokenizer,
             fix=f"use one of {list(_TOKENIZERS)}",
         )
-    encoding = entry.get("encoding") or ("o200k_base" if provider == "openai" else "cl100k_base")
-    if not isinstance(encoding, str):
+    encoding = entry.get("encoding")
+    if encoding is None:
+        encoding = "o200k_base" if provider == "openai" else "cl100k_base"
+    if not isinstance(encoding, str) or not encoding.strip():
         raise InvalidInputError(f"{where}.encoding", "must be a tiktoken encoding name", value=encoding)
     limits: dict[str, int | None] = {}
     for key in ("context_window", "max_output_tokens"):
@@ -419,9 +445,11 @@ def _make_info(name: str, entry: Mapping[str, Any], *, where: str) -> ModelInfo:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise InvalidInputError(f"{where}.{key}", "must be a non-negative integer", value=value)
         limits[key] = value
-    canonical = entry.get("canonical") or name
-    if not isinstance(canonical, str):
-        raise InvalidInputError(f"{where}.canonical", "must be a string", value=canonical)
+    canonical = entry.get("canonical")
+    if canonical is None:
+        canonical = name
+    if not isinstance(canonical, str) or not canonical.strip():
+        raise InvalidInputError(f"{where}.canonical", "must be a non-empty string", value=canonical)
     return ModelInfo(
         name=name,
         canonical=canonical,
@@ -431,6 +459,49 @@ def _make_info(name: str, entry: Mapping[str, Any], *, where: str) -> ModelInfo:
         context_window=limits["context_window"],
         max_output_tokens=limits["max_output_tokens"],
     )
+
+
+def _checked_overrides(overrides: object) -> dict[str, ModelInfo]:
+    """``ModelRegistry(overrides=...)`` as a dict, checked: names to :class:`ModelInfo`."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise InvalidInputError(
+            "overrides", f"must be a mapping of model names to ModelInfo, got {type(overrides).__name__}",
+            value=overrides, fix="pass {'<name>': ModelInfo(...)}, or use ModelRegistry().register(...)",
+        )  # fmt: skip
+    out: dict[str, ModelInfo] = {}
+    for name, info in overrides.items():
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError("overrides", "keys must be non-empty model names", value=name)
+        if not isinstance(info, ModelInfo):
+            raise InvalidInputError(
+                f"overrides[{name!r}]", f"must be a ModelInfo, got {type(info).__name__}", value=info,
+                fix="build it with ModelRegistry().register(...) or ModelInfo(...)",
+            )  # fmt: skip
+        out[name] = info
+    return out
+
+
+def check_registry(registry: object, field: str = "registry", *, fallback: str = "") -> ModelRegistry:
+    """``registry`` itself when it is a :class:`ModelRegistry`, :func:`default_registry` for ``None``.
+
+    Args:
+        field: The argument it came from.
+        fallback: What ``None`` stands for, added to the fix (e.g. "the ledger's").
+
+    Raises:
+        InvalidInputError: Anything else, named ``field``.
+    """
+    if registry is None:
+        return default_registry()
+    if not isinstance(registry, ModelRegistry):
+        leave_out = f", or leave it out ({fallback})" if fallback else ", or None for the default"
+        raise InvalidInputError(
+            field, f"must be a ModelRegistry (or None), got {type(registry).__name__}", value=registry,
+            fix=f"pass a ModelRegistry{leave_out}",
+        )  # fmt: skip
+    return registry
 
 
 def _genai_lookup(name: str, provider_id: str | None) -> tuple[str, str, int | None] | None:
@@ -504,5 +575,10 @@ def default_registry() -> ModelRegistry:
 
 
 def get_model(name: str, *, fallback: str | None = None) -> ModelInfo:
-    """Shortcut for ``default_registry().get(name, fallback=fallback)``."""
+    """Shortcut for ``default_registry().get(name, fallback=fallback)``.
+
+    Raises:
+        InvalidInputError: ``name`` (named ``model``) or ``fallback`` is not a non-empty string.
+        UnknownModelError: As for :meth:`ModelRegistry.get`.
+    """
     return default_registry().get(name, fallback=fallback)

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from .cache_keys import CacheRequest, CacheScope, ScopeField, check_scope_fields, resolve_scope
 from .cache_stores import CacheStore, open_cache_store
-from .cache_stores.memory import MemoryCacheStore
+from .cache_stores.memory import MemoryCacheStore, check_clock, clock_reading
 from .cached_response import CachedResponse, CacheHit
-from .errors import CacheUnavailableError, InvalidInputError, UnknownModelError, refuse_unknown
+from .errors import CacheUnavailableError, InvalidInputError, UnknownModelError, check_flag, refuse_unknown
 from .price_overrides import PriceTable, check_price_options
 from .pricing import cost_or_none
 from .registry import ModelRegistry
@@ -103,10 +103,7 @@ def _positive(name: str, value: object) -> float:
     return float(value)
 
 
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInputError(name, "must be True or False", value=value)
-    return value
+_flag = check_flag
 
 
 class ServedHit(NamedTuple):
@@ -231,8 +228,7 @@ class ResponseCacheBase:
         check_price_options(registry, prices, fallback="the ledger's, else the process-wide one")
         self.registry = registry if registry is not None else (ledger.registry if ledger else None)
         self.prices = prices if prices is not None else (ledger.prices if ledger else None)
-        if not callable(clock):
-            raise InvalidInputError("clock", "must be a callable returning epoch seconds", value=clock)
+        check_clock(clock)
         self.clock = clock
         self.store_backend: CacheStore = open_cache_store(store)
         # Only exact operations on a memory store are quick enough for the event loop: a semantic
@@ -310,10 +306,18 @@ class ResponseCacheBase:
         registry = self.ledger.registry
         return next((m for m in (request.model, response.model) if m in registry), None)
 
+    def _now(self) -> float:
+        """The clock's reading, checked (finite epoch seconds).
+
+        Raises:
+            InvalidInputError: Named ``clock``: it returned NaN, infinity, ``None``, a string...
+        """
+        return clock_reading(self.clock())
+
     def _envelope(
         self, request: CacheRequest, response: CachedResponse, scope: CacheScope, text: str, **more: Any
     ) -> str | None:
-        now = self.clock()
+        now = self._now()
         data = {
             "v": _ENVELOPE,
             "kind": self.kind,
@@ -332,7 +336,13 @@ class ResponseCacheBase:
         return payload
 
     def _open(self, payload: str, scope: CacheScope) -> tuple[dict[str, Any], CachedResponse] | None:
-        """Decode an envelope; ``None`` for an expired, foreign or malformed one (logged)."""
+        """Decode an envelope; ``None`` for an expired, foreign or malformed one (logged).
+
+        Raises:
+            InvalidInputError: The clock returned no time (read before the entry, so that this
+                is never taken for a malformed entry).
+        """
+        now = self._now()
         try:
             data = json.loads(payload)
             if not isinstance(data, dict) or data.get("v") != _ENVELOPE:
@@ -341,8 +351,8 @@ class ResponseCacheBase:
                 logger.warning("cache entry %s is filed under another scope: ignored", data.get("key"))
                 return None
             expires = data.get("expires")
-            if not isinstance(expires, int | float) or expires <= self.clock():
-                return None
+            if isinstance(expires, bool) or not isinstance(expires, int | float) or not expires > now:
+                return None  # (``not >``: an expiry of NaN is expired too)
             return data, CachedResponse.from_json(data["response"])
         except (ValueError, KeyError, TypeError) as e:
             logger.warning("unreadable cache entry ignored: %s", e)
@@ -506,11 +516,13 @@ class ExactCache(ResponseCacheBase):
             leaving out ``user`` shares answers between a tenant's users.
         registry: Model registry for pricing what hits save (default: the ledger's, else global).
         prices: Price overrides (default: the ledger's, else global).
-        clock: Returns epoch seconds (tests pass a fake clock).
+        clock: Returns epoch seconds (tests pass a fake clock); not an ``async`` function. Each
+            reading must be a finite number: ``store`` and ``lookup`` refuse any other (``None``,
+            NaN, infinity...) with an ``InvalidInputError`` named ``clock``.
 
     Raises:
         InvalidInputError: A bad option, named (e.g. a ``ttl`` over ``max_ttl``, ``scope_fields``
-            without ``tenant``).
+            without ``tenant``, a ``clock`` that is not callable or is a coroutine function).
         MissingDependencyError: A ``redis://`` store without the ``redis`` extra.
 
     Example:

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .attribution import attribute, current_attribution, overhead
 from .complexity import Classification, ComplexityClassifier, HeuristicClassifier, check_tiers
 from .counting import SupportsTokenCount, TokenCounter, ToolLike, add_file_tokens, check_tools
-from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError, TokenBudgetError
+from .errors import BudgetExceededError, ContextOverflowError, InvalidInputError, TokenBudgetError, check_flag
 from .fallbacks import RETRYABLE_STATUS, acall_with_fallbacks, call_with_fallbacks, is_retryable
 from .messages import Message, MessageLike, TextPart, to_messages
 from .money import decimal_text
 from .pricing import cost_or_none
-from .registry import ModelInfo, ModelRegistry, default_registry
+from .registry import ModelInfo, ModelRegistry, check_registry
 from .usage import Usage
 
 if TYPE_CHECKING:
@@ -295,7 +295,7 @@ def routed_call(
     route = (found[0], found[1])
     if model is None or model == found[1] or model in found[2]:
         return route
-    registry = registry or default_registry()
+    registry = check_registry(registry)
     try:
         canonical = registry.get(model).canonical
     except TokenBudgetError:  # a name the registry does not know is only ever itself
@@ -338,7 +338,7 @@ def offline_counter(model: str, registry: ModelRegistry | None = None) -> TokenC
     Raises:
         UnknownModelError: The registry does not know ``model``.
     """
-    reg = registry if registry is not None else default_registry()
+    reg = check_registry(registry)
     info = reg.get(model)
     if info.tokenizer == "tiktoken":
         return TokenCounter.for_model(model, registry=reg)
@@ -416,7 +416,7 @@ class TierRouter:
                 value=tiers,
                 fix='e.g. {"small": "gpt-4o-mini", "large": "gpt-4o"}',
             )
-        self.registry = registry if registry is not None else default_registry()
+        self.registry = check_registry(registry)
         self.tiers: dict[str, str] = {}
         self._info: dict[str, ModelInfo] = {}
         for name, model in tiers.items():
@@ -502,7 +502,7 @@ class TierRouter:
             if not isinstance(c, SupportsTokenCount):
                 raise InvalidInputError(f"counters[{m!r}]", "must have count() and count_messages()", value=c)
         self._thresholds = None if budget_thresholds is None else self._check_thresholds(budget_thresholds)
-        self.refuse_at_soft_refusal = bool(refuse_at_soft_refusal)
+        self.refuse_at_soft_refusal = check_flag("refuse_at_soft_refusal", refuse_at_soft_refusal)
 
     @property
     def budget_thresholds(self) -> tuple[float, ...]:
@@ -900,13 +900,19 @@ class TierRouter:
             fn: Makes the provider call for the model it is given.
 
         Raises:
-            InvalidInputError: ``decision`` is not a :class:`RouteDecision`.
+            InvalidInputError: ``decision`` is not a :class:`RouteDecision`, or ``fn`` is not
+                callable or is an ``async`` function (use :meth:`acall`).
             Exception: The first non-retryable error, or the last model's error when all failed.
         """
         return call_with_fallbacks(self._chain(decision), fn)
 
     async def acall(self, decision: RouteDecision, fn: Callable[[str], Awaitable[T]]) -> T:
-        """Async twin of :meth:`call`."""
+        """Async twin of :meth:`call`.
+
+        Raises:
+            InvalidInputError: ``decision`` is not a :class:`RouteDecision`, ``fn`` is not
+                callable, or it returns no awaitable (a sync function: use :meth:`call`).
+        """
         return await acall_with_fallbacks(self._chain(decision), fn)
 
     @staticmethod

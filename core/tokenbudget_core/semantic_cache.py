@@ -48,7 +48,7 @@ from .cache_keys import CacheRequest, CacheScope, ScopeField, canonical_json
 from .cache_stores import CacheStore, VectorMatch
 from .cached_response import CachedResponse, CacheHit
 from .embeddings import Embedder, Vectors, _unit_rows, as_embedder, paying_ledger
-from .errors import BudgetUnavailableError, InvalidInputError
+from .errors import BudgetUnavailableError, InvalidInputError, check_flag
 from .response_cache import DEFAULT_MAX_TTL, ResponseCacheBase, prompt_sha256, refuse_unknown_arguments
 from .semantic_guard import GuardFeatures, compare, guard_features
 
@@ -230,13 +230,11 @@ class SemanticCache(ResponseCacheBase):
             raise InvalidInputError("text_of", "must be a callable CacheRequest -> str", value=text_of)
         self.embedder: Embedder = as_embedder(embedder, ledger=ledger)
         self.threshold = float(threshold)
-        self.guard = bool(guard)
-        self.shadow = bool(shadow)
+        self.guard = check_flag("guard", guard)
+        self.shadow = check_flag("shadow", shadow)
         self.candidates = candidates
         self.text_of = text_of
-        if not isinstance(match_history, bool):
-            raise InvalidInputError("match_history", "must be True or False", value=match_history)
-        self.match_history = match_history
+        self.match_history = check_flag("match_history", match_history)
         self._memo = _VectorMemo()
 
     # -- the steps -------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, check_flag
 
 __all__ = ["sentence_boundaries", "split_sentences"]
 
@@ -84,7 +84,7 @@ def split_sentences(text: str, *, split_on_newlines: bool = True) -> list[str]:
             at a fixed width.
 
     Raises:
-        InvalidInputError: ``text`` is not a string.
+        InvalidInputError: ``text`` is not a string, or ``split_on_newlines`` not a bool.
 
     Example:
         >>> split_sentences('Dr. Smith paid $3.50 for it. "Why?" he asked. See example.com!')
@@ -102,7 +102,7 @@ def sentence_boundaries(text: str, *, split_on_newlines: bool = True) -> list[in
         split_on_newlines: As for :func:`split_sentences`.
 
     Raises:
-        InvalidInputError: ``text`` is not a string.
+        InvalidInputError: ``text`` is not a string, or ``split_on_newlines`` not a bool.
 
     Example:
         >>> sentence_boundaries("One. Two.")
@@ -115,7 +115,7 @@ def sentence_boundaries(text: str, *, split_on_newlines: bool = True) -> list[in
             value=text,
             fix="convert it with str() first",
         )
-    hard = _NEWLINE if split_on_newlines else _BLANK_LINE
+    hard = _NEWLINE if check_flag("split_on_newlines", split_on_newlines) else _BLANK_LINE
     ends: list[int] = []
     start = 0
     for m in hard.finditer(text):

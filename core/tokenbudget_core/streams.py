@@ -57,23 +57,15 @@ def text_counter(counter: object) -> TextCounter | None:
     count a substring), ``None`` stays ``None``.
 
     Raises:
-        InvalidInputError: Neither a counter (with ``count(text)``) nor a model name.
+        InvalidInputError: Neither a counter (with ``count(text)``) nor a model name (a ``list``,
+            ``tuple`` or ``bytes`` has a ``count`` method but is not a counter).
         UnknownModelError: A model name the registry does not know.
     """
     if counter is None:
         return None
-    if isinstance(counter, str):
-        from .counting import TokenCounter
+    from .counting import as_counter
 
-        return TokenCounter.for_model(counter)
-    if isinstance(counter, bytes | bytearray) or not callable(getattr(counter, "count", None)):
-        raise InvalidInputError(
-            "counter",
-            f"must be a token counter (with count(text)) or a model name, got {type(counter).__name__}",
-            value=counter,
-            fix="pass TokenCounter.for_model('<model>') or the model's name",
-        )
-    return cast(TextCounter, counter)
+    return cast(TextCounter, as_counter(counter))
 
 
 def estimate_output_tokens(text: str, *, counter: TextCounter | str | None = None) -> int:
@@ -95,13 +87,11 @@ def estimate_output_tokens(text: str, *, counter: TextCounter | str | None = Non
     counter = text_counter(counter)
     if counter is None:
         return -(-len(text) // 4)
-    from .counting import TokenCounter
+    from .counting import TokenCounter, counted
 
     # output is the text alone: a counter that frames text as a message (Claude's) says so
     n = counter.count_output(text) if isinstance(counter, TokenCounter) else counter.count(text)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise InvalidInputError("counter", f"count() must return a non-negative int, got {n!r}", value=n)
-    return int(n)
+    return counted(n, counter)
 
 
 def _check_estimate(value: object) -> int:

@@ -31,7 +31,7 @@ from .attribution import overhead
 from .counting import TokenCounter, ToolLike, resolve_counter
 from .errors import InvalidInputError
 from .messages import Message, MessageLike, to_message
-from .window import ConversationWindow, _budget
+from .window import ConversationWindow, _budget, check_message_list
 
 __all__ = ["SummaryBuffer", "SummaryEvent", "Summariser", "summary_prompt"]
 
@@ -98,6 +98,10 @@ class SummaryBuffer(Generic[M]):
             to this share of it (one summariser call per batch, and a stable prompt prefix
             between batches). ``None`` folds every turn.
 
+    Raises:
+        InvalidInputError: A bad option, named (e.g. a ``summariser`` or ``summary_message``
+            that is not callable).
+
     Example:
         >>> buffer = SummaryBuffer(lambda prev, msgs: f"{len(msgs)} more messages", max_tokens=400)
         >>> for i in range(40):
@@ -139,6 +143,15 @@ class SummaryBuffer(Generic[M]):
         self.summary_tokens = cap
         self.max_rounds = max_rounds
         self.chunk_tokens = chunk_tokens
+        if summary_message is not None and (
+            not callable(summary_message) or inspect.iscoroutinefunction(summary_message)
+        ):
+            raise InvalidInputError(
+                "summary_message",
+                "must be a (not async) callable (summary text) -> message, or None",
+                value=summary_message,
+                fix="e.g. summary_message=lambda s: {'role': 'system', 'content': s}, or leave it out",
+            )
         self._make_summary = summary_message or _default_summary_message
         framing = int(self.counter.count_message(self._make_summary("")))
         self._window: ConversationWindow[M] = ConversationWindow(
@@ -232,7 +245,13 @@ class SummaryBuffer(Generic[M]):
         """Append several messages, then fold what slid out once (fewer, fuller summariser calls:
         about one per ``chunk_tokens`` of what slid out). Raises as :meth:`append` does; a message
         refused part-way leaves the ones before it taken in and what they pushed out folded, as
-        appending them one by one would."""
+        appending them one by one would.
+
+        Raises:
+            InvalidInputError: ``messages`` is not a list of messages (``None``, a number, a
+                string, a dict), named ``messages``, before any is taken; else as :meth:`append`.
+        """
+        check_message_list(messages)
         try:
             for m in messages:
                 self._window.append(m)
@@ -243,6 +262,7 @@ class SummaryBuffer(Generic[M]):
 
     async def aextend(self, messages: Iterable[M]) -> None:
         """Async twin of :meth:`extend`."""
+        check_message_list(messages)
         try:
             for m in messages:
                 self._window.append(m)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeAlias, cast, get_args
 
-from .counting import TokenCounter, check_text
+from .counting import TokenCounter, as_counter, check_text, counted
 from .errors import InvalidInputError
 from .sentences import sentence_boundaries
 
@@ -123,7 +123,8 @@ def truncate_text(
 
     Raises:
         InvalidInputError: ``text`` is not a string, ``max_tokens`` is not a non-negative
-            int, ``strategy`` is unknown, ``marker`` is not a string, or ``counter`` cannot count.
+            int, ``strategy`` is unknown, ``marker`` is not a string, ``counter`` cannot count, or
+            it returned something other than a non-negative int (named ``counter``).
         UnknownModelError: ``model`` is unknown (and no ``counter`` was given).
 
     Example:
@@ -206,7 +207,10 @@ async def atruncate_text(
     try:
         request = next(plan)
         while True:
-            n = int(await acount(request)) if use_async and acount is not None else count(request)
+            if use_async and acount is not None:
+                n = counted(await acount(request), resolved)
+            else:
+                n = count(request)
             request = plan.send(n)
     except StopIteration as done:
         result: TruncationResult = done.value
@@ -241,15 +245,7 @@ def text_counter(counter: object, model: str) -> SupportsCount:
     """
     if counter is None:
         return TokenCounter.for_model(model)
-    if isinstance(counter, str):
-        return TokenCounter.for_model(counter)
-    if isinstance(counter, bytes | bytearray | memoryview | Sequence) or not callable(
-        getattr(counter, "count", None)
-    ):
-        fix = "pass a TokenCounter, e.g. TokenCounter.for_model('gpt-4o'), or a model name"
-        problem = f"must be a token counter with count(text), got {type(counter).__name__}"
-        raise InvalidInputError("counter", problem, value=counter, fix=fix)
-    return cast(SupportsCount, counter)
+    return cast(SupportsCount, as_counter(counter))
 
 
 def _encoder(counter: object) -> tuple[Callable[[str], list[int]], Callable[[Sequence[int]], str]] | None:
@@ -263,7 +259,7 @@ def _sync_count(counter: SupportsCount) -> Callable[[str], int]:
     if isinstance(counter, TiktokenCounter):
         encode = counter.encode  # same figure as count(), without filling its cache with candidates
         return lambda s: len(encode(s))
-    return lambda s: int(counter.count(s))
+    return lambda s: counted(counter.count(s), counter)
 
 
 # -- cut points ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Generic, Literal, TypeAlias, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import RESULT_ROLES, role_of, unit_start
 from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
@@ -31,6 +31,23 @@ __all__ = ["ConversationWindow", "FirstUser"]
 
 M = TypeVar("M", bound=MessageLike)
 FirstUser: TypeAlias = Literal["pin", "slide"]
+
+
+def check_message_list(messages: object, field: str = "messages") -> Iterable[Any]:
+    """``messages`` when it is a list (or another iterable) of messages: not a string, bytes or
+    dict (one message, or text, would be taken item by item), nor a non-iterable.
+
+    Raises:
+        InvalidInputError: Named ``field``.
+    """
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
+        raise InvalidInputError(
+            field,
+            f"must be a list of messages, got {type(messages).__name__}",
+            value=messages,
+            fix="wrap a single message in a list",
+        )
+    return messages
 
 
 class ConversationWindow(Generic[M]):
@@ -94,15 +111,8 @@ class ConversationWindow(Generic[M]):
         self._target = self.budget if low_water is None else int(self.budget * low_water)
         # the request's framing as the counter counts it (an estimating counter scales it too)
         self._overhead = int(self.counter.count_messages([], tools or None))
-        if messages is not None and (
-            isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable)
-        ):
-            raise InvalidInputError(
-                "messages",
-                f"must be a list of messages, got {type(messages).__name__}",
-                value=messages,
-                fix="wrap a single message in a list",
-            )
+        if messages is not None:
+            check_message_list(messages)
         self._reset()
         for m in messages or ():
             self.append(m)
@@ -230,8 +240,13 @@ class ConversationWindow(Generic[M]):
         self.append(message)
 
     def extend(self, messages: Iterable[M]) -> None:
-        """Append several messages in order."""
-        for m in messages:
+        """Append several messages in order.
+
+        Raises:
+            InvalidInputError: ``messages`` is not a list of messages (``None``, a number, a
+                string, a dict), named ``messages``; else as :meth:`append`.
+        """
+        for m in check_message_list(messages):
             self.append(m)
 
     def pin(self, index: int) -> None:

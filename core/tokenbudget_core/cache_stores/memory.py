@@ -15,6 +15,8 @@ through one.
 
 from __future__ import annotations
 
+import inspect
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +31,15 @@ from tokenbudget_core.stores._fork import reset_after_fork
 
 from .base import Vector, VectorMatch
 
-__all__ = ["MemoryCacheStore", "VectorBucket", "check_clock", "check_timeout", "check_ttl", "top_k"]
+__all__ = [
+    "MemoryCacheStore",
+    "VectorBucket",
+    "check_clock",
+    "check_timeout",
+    "check_ttl",
+    "clock_reading",
+    "top_k",
+]
 
 
 def check_ttl(ttl: float) -> float:
@@ -40,14 +50,48 @@ def check_ttl(ttl: float) -> float:
 
 
 def check_clock(clock: object) -> None:
-    """Validate a store's ``clock`` option: a callable returning epoch seconds."""
-    if not callable(clock):
+    """Validate a ``clock`` option: a (plain, not ``async``) callable returning epoch seconds.
+
+    Raises:
+        InvalidInputError: ``clock`` is not callable, or is a coroutine function (its reading
+            would be a coroutine, never a time).
+    """
+    if not callable(clock) or inspect.iscoroutinefunction(clock):
         raise InvalidInputError(
             "clock",
-            "must be a callable returning epoch seconds",
+            "must be a (not async) callable returning epoch seconds",
             value=clock,
             fix="pass e.g. clock=time.time (the default), or leave it out",
         )
+
+
+def clock_reading(now: object) -> float:
+    """A clock's reading, checked: epoch seconds, a finite ``int`` or ``float`` (not a ``bool``).
+
+    A NaN or infinite reading would make every expiry test false (an entry stored then would
+    never expire), so it is refused with the rest.
+
+    Raises:
+        InvalidInputError: Named ``clock``, with what it returned.
+    """
+    if isinstance(now, bool) or not isinstance(now, int | float) or not _finite(now):
+        if inspect.iscoroutine(now):
+            now.close()  # an async clock's reading: never awaited, closed so it is not warned about
+        raise InvalidInputError(
+            "clock",
+            f"must return epoch seconds (a number), returned {now!r}",
+            value=now,
+            fix="return a finite number of epoch seconds, e.g. time.time()",
+        )
+    return float(now)
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite``, False for an int too large to be a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 _MAX_TIMEOUT_S = 2_147_483
