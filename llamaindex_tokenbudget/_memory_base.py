@@ -360,6 +360,23 @@ class BudgetMemory(BaseMemory):
     def _async_scope(self) -> AbstractContextManager[None]:
         return nullcontext()
 
+    def _make_room(self, transcript: Transcript, input: str | None, reserved: int) -> None:
+        """Before ``get()`` fits the request: make room in the core for what the host sends beside
+        the memory's messages (``prefix_messages``, ``input``, ``initial_token_count``). A plain
+        window needs none (``get()`` leaves out its oldest turns, which the store keeps); a
+        summary memory folds them (:meth:`SummaryChatMemory._make_room`)."""
+
+    async def _amake_room(self, transcript: Transcript, input: str | None, reserved: int) -> None:
+        """Async twin of :meth:`_make_room`."""
+
+    def _beside(self, transcript: Transcript, input: str | None, reserved: int) -> int:
+        """The tokens the host sends beside the memory's messages: ``prefix_messages``, ``input``
+        (unless the agent put it already, :func:`_put_already`) and ``initial_token_count``."""
+        tokens = reserved + sum(int(self._counter.count_message(m)) for m in self._prefix())
+        if input and not _put_already(transcript.host, input):
+            tokens += int(self._counter.count_message(to_message({"role": "user", "content": input})))
+        return tokens
+
     # -- reading --------------------------------------------------------------------------------
 
     def get(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
@@ -377,13 +394,21 @@ class BudgetMemory(BaseMemory):
         """
         reserved = _request_tokens(input, kwargs)
         with self._state.operation() as reentered:
-            return self._window(self._current() if reentered else self._loaded(), input, reserved)
+            if reentered:  # (a summariser reading the memory it folds: the window as it stands)
+                return self._window(self._current(), input, reserved)
+            transcript = self._loaded()
+            self._make_room(transcript, input, reserved)
+            return self._window(transcript, input, reserved)
 
     async def aget(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """Async twin of :meth:`get`."""
         reserved = _request_tokens(input, kwargs)
         async with self._state.alock() as reentered:
-            return self._window(self._current() if reentered else await self._aloaded(), input, reserved)
+            if reentered:
+                return self._window(self._current(), input, reserved)
+            transcript = await self._aloaded()
+            await self._amake_room(transcript, input, reserved)
+            return self._window(transcript, input, reserved)
 
     def get_all(self) -> list[ChatMessage]:
         """The full transcript, from the chat store."""
@@ -398,9 +423,12 @@ class BudgetMemory(BaseMemory):
     def put(self, message: ChatMessage) -> None:
         """Append a message to the window (counted once) and to the chat store.
 
+        A message too big to fit beside the system and pinned ones is still put (the chat store
+        holds the whole transcript, a paid reply included): ``get()`` raises
+        ``ContextOverflowError`` until later messages push it out of the window.
+
         Raises:
             InvalidMessageError: The message cannot be translated, or a tool result lacks its call.
-            ContextOverflowError: The message cannot fit beside the system and pinned ones.
         """
         with self._state.operation() as reentered:
             transcript = self._current() if reentered else self._loaded()

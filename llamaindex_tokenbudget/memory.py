@@ -165,6 +165,7 @@ class TokenBudgetChatMemory(BudgetMemory):
             first_user=self.first_user,
             low_water=self.low_water,
             tools=self.tools or None,
+            hold_overflow=True,  # the store takes every message: a put is never refused for its size
         )
         return window
 
@@ -285,9 +286,20 @@ class SummaryChatMemory(BudgetMemory):
             first_user=self.first_user,
             tools=self.tools or None,
             low_water=self.low_water,
+            hold_overflow=True,  # the store takes every message: a put is never refused for its size
         )
         summariser.max_tokens = buffer.summary_tokens
         return buffer
+
+    def _make_room(self, transcript: Transcript, input: str | None, reserved: int) -> None:
+        """Fold what the rest of the request pushes out of the recent turns, so that ``get()``
+        never drops a turn the summary does not hold (see :meth:`BudgetMemory._make_room`)."""
+        cast(SummaryBuffer[Message], transcript.core).reserve(self._beside(transcript, input, reserved))
+
+    async def _amake_room(self, transcript: Transcript, input: str | None, reserved: int) -> None:
+        with self._async_scope():
+            buffer = cast(SummaryBuffer[Message], transcript.core)
+            await buffer.areserve(self._beside(transcript, input, reserved))
 
     def _pins_first_user(self) -> bool:
         return self.first_user == "pin"

@@ -97,6 +97,10 @@ class SummaryBuffer(Generic[M]):
         low_water: Fold in batches: when the recent turns outgrow their budget, cut them back
             to this share of it (one summariser call per batch, and a stable prompt prefix
             between batches). ``None`` folds every turn.
+        hold_overflow: As :class:`~tokenbudget_core.window.ConversationWindow`'s: every message
+            is taken (``append`` never refuses one for its size); :meth:`messages` raises
+            ``ContextOverflowError`` while the newest cannot fit, and the message is folded once
+            later ones push it out.
 
     Raises:
         InvalidInputError: A bad option, named (e.g. a ``summariser`` or ``summary_message``
@@ -124,6 +128,7 @@ class SummaryBuffer(Generic[M]):
         summary_message: Callable[[str], M] | None = None,
         tools: Sequence[ToolLike] | None = None,
         low_water: float | None = 0.7,
+        hold_overflow: bool = False,
     ) -> None:
         if not callable(summariser):
             raise InvalidInputError("summariser", "must be a callable (previous, messages) -> str")
@@ -161,6 +166,7 @@ class SummaryBuffer(Generic[M]):
             first_user="pin" if first_user == "pin" else "slide",
             tools=tools,
             low_water=low_water,
+            hold_overflow=hold_overflow,
         )
         self.summary: str | None = None
         """The running summary (``None`` until something was folded)."""
@@ -270,6 +276,31 @@ class SummaryBuffer(Generic[M]):
             await self._fold_all_async()
             raise
         await self._fold_all_async()
+
+    def reserve(self, tokens: int) -> None:
+        """Keep ``tokens`` of the budget free from now on for the rest of a request the host
+        sends with :meth:`messages` (a system prompt it counts per call, a question not appended
+        yet), and fold what that pushes out of the recent turns: what the request leaves no room
+        for is in the summary, never in neither. ``reserve(0)`` gives the room back to the turns
+        appended next.
+
+        Raises:
+            InvalidInputError: ``tokens`` is not an integer >= 0, or the summariser raised it.
+            ContextOverflowError: The system, pinned and newest messages no longer fit beside
+                ``tokens`` (the reservation is undone, unless ``hold_overflow``).
+        """
+        self._window.reserve(tokens)
+        self._fold_all_sync()
+
+    async def areserve(self, tokens: int) -> None:
+        """Async twin of :meth:`reserve` (awaits an async summariser)."""
+        self._window.reserve(tokens)
+        await self._fold_all_async()
+
+    @property
+    def reserved(self) -> int:
+        """What :meth:`reserve` keeps free (``0``: nothing)."""
+        return self._window.reserved
 
     def _fold_all_sync(self) -> None:
         while self.degraded:

@@ -66,11 +66,17 @@ class ConversationWindow(Generic[M]):
             with hysteresis down to that share of the budget (cache-friendly).
         tools: Tool definitions sent with every request (their tokens are reserved).
         messages: An initial history, appended in order (``None``: none).
+        hold_overflow: ``False``: :meth:`append` refuses a message that cannot fit beside the
+            system and pinned ones (the window is left as it was). ``True``: every message is
+            taken into the transcript (a memory whose store already holds it, a paid reply),
+            and the window is :attr:`overflowing` until later messages push it out (or for
+            good, when it is pinned): :meth:`messages` raises meanwhile.
 
     Raises:
         InvalidInputError: A bad argument, named.
-        ContextOverflowError: (from :meth:`append`) the budget cannot hold the system and
-            pinned messages plus the newest ``min_messages``.
+        ContextOverflowError: (from :meth:`append`, or :meth:`messages` with ``hold_overflow``)
+            the budget cannot hold the system and pinned messages plus the newest
+            ``min_messages``.
 
     Example:
         >>> window = ConversationWindow("gpt-4o", max_tokens=2_000, low_water=0.6)
@@ -92,9 +98,18 @@ class ConversationWindow(Generic[M]):
         low_water: float | None = None,
         tools: Sequence[ToolLike] | None = None,
         messages: Iterable[M] | None = (),
+        hold_overflow: bool = False,
     ) -> None:
         self.counter = resolve_counter(model)
         self.budget = _budget(self.counter, max_tokens, reserve_output)
+        """The tokens the window may use: ``max_tokens`` less ``reserve_output`` and what
+        :meth:`reserve` keeps free."""
+        self._full_budget = self.budget
+        self.reserved = 0
+        """What :meth:`reserve` keeps free of the budget (``0``: nothing)."""
+        if not isinstance(hold_overflow, bool):
+            raise InvalidInputError("hold_overflow", "must be True or False", value=hold_overflow)
+        self.hold_overflow = hold_overflow
         if isinstance(min_messages, bool) or not isinstance(min_messages, int) or min_messages < 1:
             raise InvalidInputError("min_messages", "must be an integer >= 1", value=min_messages)
         if first_user not in ("pin", "slide"):
@@ -108,7 +123,7 @@ class ConversationWindow(Generic[M]):
         self.min_messages = min_messages
         self.first_user = first_user
         self.low_water = low_water
-        self._target = self.budget if low_water is None else int(self.budget * low_water)
+        self._target = self._low_water_mark()
         # the request's framing as the counter counts it (an estimating counter scales it too)
         self._overhead = int(self.counter.count_messages([], tools or None))
         if messages is not None:
@@ -143,12 +158,28 @@ class ConversationWindow(Generic[M]):
         return self._overhead + self._must_tokens + self._win_tokens
 
     @property
+    def overflowing(self) -> bool:
+        """True while the window is over its budget: a message :meth:`append` held
+        (``hold_overflow``), or a :meth:`reserve` that left too little, not yet pushed out."""
+        return self.tokens > self.budget
+
+    def _low_water_mark(self) -> int:
+        return self.budget if self.low_water is None else int(self.budget * self.low_water)
+
+    @property
     def start(self) -> int:
         """Index in the transcript where the sliding part of the window begins."""
         return self._start
 
     def messages(self) -> list[M]:
-        """The window: system and pinned messages before the start, then everything from it."""
+        """The window: system and pinned messages before the start, then everything from it.
+
+        Raises:
+            ContextOverflowError: The window is :attr:`overflowing` (``hold_overflow``, or a
+                :meth:`reserve` that left too little): what it holds cannot be sent whole.
+        """
+        if self.tokens > self.budget:
+            raise ContextOverflowError(limit=self.budget, required=self.tokens, fix=_WINDOW_FIX)
         head = [self._msgs[i] for i in self._must[: bisect.bisect_left(self._must, self._start)]]
         return head + self._msgs[self._start :]
 
@@ -229,7 +260,7 @@ class ConversationWindow(Generic[M]):
             self._start = unit
         if self.tokens > self.budget:
             self._trim()
-        if self.tokens > self.budget:
+        if self.tokens > self.budget and not self.hold_overflow:
             need = self.tokens
             self._rollback(i, pin, saved)
             raise ContextOverflowError(limit=self.budget, required=need, fix=_WINDOW_FIX)
@@ -298,6 +329,35 @@ class ConversationWindow(Generic[M]):
                 self.first_user_dropped,
             ) = saved
             raise ContextOverflowError(limit=self.budget, required=need, fix=_WINDOW_FIX)
+
+    def reserve(self, tokens: int) -> None:
+        """Keep ``tokens`` of the budget free beside the window from now on: the rest of a
+        request the host sends with it (a system prompt it counts per call, a question not
+        appended yet). What no longer fits slides out, as on :meth:`append`; ``reserve(0)``
+        gives the room back to the turns appended next (what slid out stays out).
+
+        Raises:
+            InvalidInputError: ``tokens`` is not an integer >= 0.
+            ContextOverflowError: The system, pinned and newest messages no longer fit (the
+                reservation is undone; with ``hold_overflow`` it stays, and the window is
+                :attr:`overflowing`).
+        """
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise InvalidInputError("tokens", "must be an integer >= 0", value=tokens)
+        before = self.reserved
+        self._set_reserved(tokens)
+        if self.tokens > self.budget:
+            self._trim()
+        if self.tokens > self.budget and not self.hold_overflow:
+            need = self.tokens
+            limit = self.budget
+            self._set_reserved(before)  # (what slid out stays out: it is older than what stays)
+            raise ContextOverflowError(limit=limit, required=need, fix=_WINDOW_FIX)
+
+    def _set_reserved(self, tokens: int) -> None:
+        self.reserved = tokens
+        self.budget = max(self._full_budget - tokens, 0)
+        self._target = self._low_water_mark()
 
     def clear(self) -> None:
         """Forget the transcript and the window; the budget, tools and options stay."""

@@ -363,14 +363,17 @@ def test_other_bad_input_is_a_token_budget_error() -> None:
     assert info.value.field == "messages[1].tool_call_id"
     with pytest.raises(InvalidMessageError, match="message"):
         memory.put("hello")  # type: ignore[arg-type]
-    with pytest.raises(ContextOverflowError) as overflow:
-        memory.put(ChatMessage(role="user", content="word " * 200))
-    assert overflow.value.limit == 100 < overflow.value.required
     with pytest.raises(InvalidInputError, match="messages"):
         memory.set("hello")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="max_tokens: cannot be changed"):
         memory.max_tokens = 5_000  # the window was built for 100: silently ignoring it would be worse
     assert memory.get_all() == memory.get() == [SYSTEM]  # nothing bad was written
+    big = ChatMessage(role="user", content="word " * 200)
+    memory.put(big)  # too big to send, yet kept: the chat store holds every message (a paid reply)
+    assert memory.get_all() == [SYSTEM, big]
+    with pytest.raises(ContextOverflowError) as overflow:  # refused when it would be sent
+        memory.get()
+    assert overflow.value.limit == 100 < overflow.value.required
 
 
 def test_public_api() -> None:
