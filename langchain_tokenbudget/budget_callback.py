@@ -190,6 +190,7 @@ from tokenbudget_core.errors import (
     refuse_positional,
     refuse_unknown,
 )
+from tokenbudget_core.failures import may_have_been_billed
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import CacheMarks, cache_marks_of, longest_ttl
@@ -2030,6 +2031,15 @@ class _Call(NamedTuple):
     """The tenant the run's metadata or tags name (scopes its cache entries)."""
 
 
+def _billed_if_cut_off(settle: _Settle | None, error: BaseException) -> _Settle | None:
+    """A failed run's settlement, charged the ledger's estimate (not released) when the call was
+    cut off after its request may have gone out (:func:`~tokenbudget_core.failures.may_have_been_billed`:
+    cancelled, timed out waiting, its connection dropped mid-answer): the provider bills it."""
+    if settle is not None and settle.failed and may_have_been_billed(error):
+        return settle._replace(failed=False)
+    return settle
+
+
 class _Settle(NamedTuple):
     reservation: Reservation
     usage: Usage | None
@@ -2143,7 +2153,7 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
             self._undefer(run_id)
         # (frame 1: LangChain's sync dispatcher, for this handler and the async one's sync twin)
         siblings = self._unsent_siblings(run_id) if sys._getframe(1).f_code is _SYNC_DISPATCH else ()
-        self._finish(self._settle(run_id, kwargs.get("response"), failed=True))
+        self._finish(_billed_if_cut_off(self._settle(run_id, kwargs.get("response"), failed=True), error))
         for sibling in siblings:
             self._finish(sibling)
 
@@ -2285,7 +2295,9 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
         """Release the reservation, or commit an estimate when a stream broke off after output."""
         if self._deferred:
             self._undefer(run_id)
-        await self._afinish(self._settle(run_id, kwargs.get("response"), failed=True))
+        await self._afinish(
+            _billed_if_cut_off(self._settle(run_id, kwargs.get("response"), failed=True), error)
+        )
 
     async def on_chain_start(
         self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID, **kwargs: Any

@@ -89,6 +89,7 @@ from tokenbudget_core.errors import (
     refuse_positional,
     refuse_unknown,
 )
+from tokenbudget_core.failures import may_have_been_billed
 from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
@@ -637,10 +638,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         try:
             with middleware_call(self.ledger, (args["model"], *_own_names(request))):
                 response = handler(request)
-        except BaseException:  # the ledger's rule: released if nothing came back, else estimated
+        except BaseException as error:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
             found["model"] = found["model"] or self._reported_model(totals.replies, args["model"], request)
-            if charge := self.ledger.settle(reservation, failed=True, counter=counter, **found):
+            failed = not may_have_been_billed(error)  # a call cut off once sent is billed all the same
+            if charge := self.ledger.settle(reservation, failed=failed, counter=counter, **found):
                 step.add(charge)  # the step's next call (a retry, a fallback) counts it
             raise
         finally:
@@ -673,10 +675,11 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         try:
             with middleware_call(self.ledger, (args["model"], *_own_names(request))):
                 response = await handler(request)
-        except BaseException:  # the ledger's rule: released if nothing came back, else estimated
+        except BaseException as error:  # the ledger's rule: released if nothing came back, else estimated
             found = totals.settle_args(route, marks)
             found["model"] = found["model"] or self._reported_model(totals.replies, args["model"], request)
-            if charge := await self.ledger.asettle(reservation, failed=True, counter=counter, **found):
+            failed = not may_have_been_billed(error)
+            if charge := await self.ledger.asettle(reservation, failed=failed, counter=counter, **found):
                 step.add(charge)  # the step's next call (a retry, a fallback) counts it
             raise
         finally:

@@ -20,11 +20,14 @@ refuse the call:
    its thinking blocks and its tool calls' names and arguments) and the usage is flagged
    ``estimated``;
 3. **error** (``EventPayload.EXCEPTION``): a call that failed before producing anything is
-   released. A stream that produced output and then failed, was cancelled
-   (``CancelledError``) or was abandoned by its consumer (``GeneratorExit``) was sent: the
-   ledger charges the usage the last chunk LlamaIndex's stream wrapper handed out reported (a
-   stream cut after OpenAI's closing usage chunk), else an estimate, flagged ``estimated``: the
-   counted input plus the text streamed so far.
+   released, unless it was cut off after its request may have gone out (cancelled, timed out
+   waiting, its connection dropped mid-answer:
+   :func:`~tokenbudget_core.failures.may_have_been_billed`): the provider bills it, so the
+   ledger charges its flagged estimate, the counted input. A stream that produced output and
+   then failed, was cancelled (``CancelledError``) or was abandoned by its consumer
+   (``GeneratorExit``) was sent: the ledger charges the usage the last chunk LlamaIndex's stream
+   wrapper handed out reported (a stream cut after OpenAI's closing usage chunk), else an
+   estimate, flagged ``estimated``: the counted input plus the text streamed so far.
 
 Register the handler on ``Settings.callback_manager`` (or the ``callback_manager=`` an engine
 is given) for chat and query engines: their response synthesizer (``BaseSynthesizer``) and the
@@ -117,6 +120,7 @@ from tokenbudget_core.errors import (
     refuse_positional,
     refuse_unknown,
 )
+from tokenbudget_core.failures import may_have_been_billed
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import Ttl, cache_writes_of
@@ -977,7 +981,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
             call.reservation,
             reported_usage(chunk),
             reply_text=reply_text(chunk),
-            failed=chunk is None and not isinstance(error, GeneratorExit),
+            # (nothing streamed: released, unless the call was cut off once sent, which is billed)
+            failed=chunk is None and not isinstance(error, GeneratorExit) and not may_have_been_billed(error),
             counter=call.counter,
             premium_model=premium or routed_premium_model(chunk),
         )

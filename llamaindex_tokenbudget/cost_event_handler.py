@@ -27,10 +27,14 @@ with the usage its last streamed response reported (a stream cut after OpenAI's 
 chunk), else as an estimate, the counted input and the text streamed so far. A routed call (a
 ``RoutedLLM`` tier call) is recorded with its premium model, so reports show what routing saved.
 Calls that failed before producing anything (``SpanDropEvent``, an ``ExceptionEvent`` before the
-first chunk) are not charged. Nested LLM events (``CustomLLM.chat`` calling ``complete``,
-``CustomLLM.astream_chat`` iterating ``stream_chat``) are one provider call: only the innermost
-is recorded. A stream the garbage collector closes (abandoned inside a reference cycle) is
-recorded a moment later by a worker thread (:mod:`tokenbudget_core.finalizing`).
+first chunk) are not charged, unless they were cut off after the request may have gone out
+(cancelled, timed out waiting, the connection dropped mid-answer:
+:func:`~tokenbudget_core.failures.may_have_been_billed`): the provider bills those, and they are
+recorded as the flagged estimate of their counted input. Nested LLM events (``CustomLLM.chat``
+calling ``complete``, ``CustomLLM.astream_chat`` iterating ``stream_chat``) are one provider
+call: only the innermost is recorded. A stream the garbage collector closes (abandoned inside a
+reference cycle) is recorded a moment later by a worker thread
+(:mod:`tokenbudget_core.finalizing`).
 
 A call is recorded on the payer in force where it started (its ``attribute()`` block's feature,
 user, conversation, tenant and :func:`~tokenbudget_core.attribution.overhead` mark, then the
@@ -46,6 +50,7 @@ background job's stream read in bob's block is not charged to bob).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -72,6 +77,7 @@ from tokenbudget_core.attribution import Attribution, current_attribution, in_fo
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, UnknownModelError, refuse_unknown
 from tokenbudget_core.estimating import unknown_model_counter
+from tokenbudget_core.failures import may_have_been_billed
 from tokenbudget_core.finalizing import collecting, defer, start_worker
 from tokenbudget_core.ledger import Ledger, check_budget_options, refuses_usage
 from tokenbudget_core.routing import routed_model
@@ -330,13 +336,19 @@ class CostEventHandler(BaseEventHandler):
             return
         with self._lock:
             call = self._calls.pop(key, None)
-        if isinstance(event, SpanDropEvent) or (
-            call is not None and (call.delegated or call.left or (call.cache_hit and not call.sent))
-        ):  # not sent, or another event's call (or, answered by a cache, none made), or a budget
-            return  # handler's of this ledger
+        if call is not None and (call.delegated or call.left or (call.cache_hit and not call.sent)):
+            return  # another event's call (or, answered by a cache, none made), or a budget handler's
+        if isinstance(event, SpanDropEvent):  # the call raised: not sent, unless it was cut off once sent
+            # (the event carries the error's text only; it is sent from inside the dispatcher's
+            # ``except`` block, where the error itself is the one being handled)
+            if call is not None and may_have_been_billed(sys.exc_info()[1]):
+                self._record(call, None, event.span_id or event.id_)  # the flagged estimate
+            return
         if isinstance(event, ExceptionEvent):  # a stream ended by an error, a cancel or its consumer
             if call is not None and call.last is not None:  # it had produced output: it was sent
                 self._record(call, call.last, event.span_id or event.id_)
+            elif call is not None and may_have_been_billed(event.exception):  # cut off once sent
+                self._record(call, None, event.span_id or event.id_)  # the flagged estimate
             return
         assert isinstance(event, _ENDS)
         if call is None:

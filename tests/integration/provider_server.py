@@ -66,6 +66,9 @@ class OpenAIReply:
     reasoning_tokens: int = 0
     cut_short_after: int | None = None
     """Streams only: drop the connection after this many content chunks."""
+    delay: float = 0.0
+    """Seconds the model "thinks" before answering (a client's read timeout cuts the call off
+    after its request was received: the provider bills it)."""
 
 
 @dataclass(kw_only=True)
@@ -303,6 +306,7 @@ class _Handler(BaseHTTPRequestHandler):
         reply: OpenAIReply | None = self._reply(provider, OpenAIReply, anthropic=False)
         if reply is None:
             return
+        provider._sleep(reply.delay)
         usage = {
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,

@@ -120,18 +120,32 @@ async def test_an_async_stream_that_breaks_off_after_output_is_charged_a_flagged
     check_estimate(ledger, counter, chunks)
 
 
-@pytest.mark.parametrize("reply", [ErrorReply(status=529), AnthropicReply(text=TEXT, cut_short_after=0)])
-def test_a_call_that_fails_before_any_output_is_released(
-    tmp_path: Path, provider_server: ProviderServer, reply: ErrorReply | AnthropicReply
-) -> None:
+def test_a_call_the_provider_refuses_is_released(tmp_path: Path, provider_server: ProviderServer) -> None:
     policy = BudgetPolicy(user_daily_tokens=100_000)
     ledger = Ledger("memory://", policy=policy, spool_path=tmp_path / "spool.jsonl")
     agent = create_agent(claude(provider_server), middleware=[BudgetMiddleware(ledger, user="u")])
-    provider_server.queue(reply)
-    with pytest.raises(Exception):  # the SDK's error for each failure
+    provider_server.queue(ErrorReply(status=529))
+    with pytest.raises(anthropic.APIStatusError):
         list(agent.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="messages"))
     assert charged(ledger) == {}
     assert ledger.state(user="u").shares == {"user_daily_tokens (all features)": 0.0}  # nothing held
+
+
+def test_a_stream_dropped_before_any_output_is_charged_its_input(
+    tmp_path: Path, provider_server: ProviderServer
+) -> None:
+    """The provider had the request and began answering (``message_start``) when the connection
+    dropped: it bills the call, so the ledger charges its flagged estimate, the counted input."""
+    policy = BudgetPolicy(user_daily_tokens=100_000)
+    ledger = Ledger("memory://", policy=policy, spool_path=tmp_path / "spool.jsonl")
+    agent = create_agent(claude(provider_server), middleware=[BudgetMiddleware(ledger, user="u")])
+    provider_server.queue(AnthropicReply(text=TEXT, cut_short_after=0))
+    with pytest.raises(Exception):  # the SDK's error for a dropped connection
+        list(agent.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="messages"))
+    got = charged(ledger)
+    assert got["requests"] == got["estimated"] == 1
+    assert got["input_tokens"] > 0
+    assert got["output_tokens"] == 0
 
 
 # -- prompt-cache writes of a streamed reply -----------------------------------------------------

@@ -4,20 +4,38 @@ can restore by itself."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from llama_index.core.agent.workflow import FunctionAgent
-from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    LLMMetadata,
+    MessageRole,
+    ToolCallBlock,
+)
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms import MockLLM
+from llama_index.core.llms.callbacks import llm_chat_callback
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.settings import Settings
 from llama_index.core.storage.chat_store import SimpleChatStore
 from llama_index.core.tools import FunctionTool
 
-from llamaindex_tokenbudget import SummaryChatMemory, TokenBudgetChatMemory
+from llamaindex_tokenbudget import (
+    BudgetCallbackHandler,
+    CostEventHandler,
+    SummaryChatMemory,
+    TokenBudgetChatMemory,
+)
+from tokenbudget_core.budgets import BudgetPolicy
 from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.ledger import Ledger
 
 
 def _lookup(q: str) -> str:
@@ -142,3 +160,71 @@ def test_without_settings_a_summary_memory_still_names_its_llm() -> None:
         assert refused.value.field == "llm"
     finally:
         Settings._llm = saved
+
+
+# -- a call cut off once sent is charged, not released -------------------------------------------
+
+
+class SlowLLM(MockLLM):
+    """An OpenAI-like chat model that takes a second to answer (``fail``: it errs at once)."""
+
+    fail: bool = False
+
+    def __init__(self, *, fail: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fail = fail
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="gpt-4o-mini", num_output=300, is_chat_model=True)
+
+    @llm_chat_callback()
+    async def achat(self, messages: Any, **kwargs: Any) -> ChatResponse:
+        if self.fail:
+            raise ValueError("the request was refused before it went out")
+        await asyncio.sleep(1.0)
+        return ChatResponse(message=ChatMessage(role="assistant", content="late"))
+
+
+PROMPT = [ChatMessage(role="user", content="hi " * 50)]
+
+
+def _call(llm: SlowLLM) -> None:
+    async def go() -> None:
+        await asyncio.wait_for(llm.achat(PROMPT), 0.1)
+
+    with pytest.raises((asyncio.TimeoutError, ValueError)):
+        asyncio.run(go())
+
+
+def _charged(ledger: Ledger) -> Counter[str]:
+    got: Counter[str] = Counter()
+    for row in ledger.store.rollup([ledger.day()]):
+        got.update(row.values)
+    return got
+
+
+@pytest.mark.parametrize("handler", ["callback", "event"])
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_call_cut_off_once_sent_is_charged_its_estimate(handler: str, fail: bool) -> None:
+    """A timed-out ``achat`` was sent and is billed: charged the counted input, flagged; one that
+    failed before it went out is not charged."""
+    ledger = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=10**6))
+    if handler == "callback":
+        _call(SlowLLM(fail=fail, callback_manager=CallbackManager([BudgetCallbackHandler(ledger, user="u")])))
+    else:
+        events = CostEventHandler(ledger=ledger, user="u")
+        get_dispatcher().add_event_handler(events)
+        try:
+            _call(SlowLLM(fail=fail))
+        finally:
+            get_dispatcher().event_handlers.remove(events)
+    got = _charged(ledger)
+    used = ledger.state(user="u").used["user_daily_tokens (all features)"]
+    if fail:
+        assert got["requests"] == 0
+        assert used == 0
+    else:
+        assert got["requests"] == got["estimated"] == 1
+        assert got["input_tokens"] > 50
+        assert used == got["input_tokens"]
