@@ -59,22 +59,23 @@ def transcript(turns: int) -> list[BaseMessage]:
 # -- ContextWindowMiddleware(strategy="summarise") --------------------------------------------------
 
 
-def test_a_summary_survives_a_prune_of_the_oldest_messages() -> None:
-    """The usual retention job deletes the oldest messages (the summarised ones and a few after
-    them): the summary is now their only record and must still reach the model."""
-    writer = summariser()
+def summarised_thread() -> tuple[Any, Recording, Any]:
+    """An agent whose thread ran 8 long turns (a summary was written), its model and config."""
     main = Recording(seen=[], messages=iter(["answer " + "blah " * 80 for _ in range(50)]))
+    context = ContextWindowMiddleware("gpt-4o", max_tokens=800, strategy="summarise", summariser=summariser())
     agent = create_agent(
-        main,
-        system_prompt="Be helpful.",
-        checkpointer=InMemorySaver(),
-        middleware=[
-            ContextWindowMiddleware("gpt-4o", max_tokens=800, strategy="summarise", summariser=writer)
-        ],
+        main, system_prompt="Be helpful.", checkpointer=InMemorySaver(), middleware=[context]
     )
     config: Any = {"configurable": {"thread_id": "t"}}
     for i in range(8):
         agent.invoke({"messages": [HumanMessage(f"q{i} " + "text " * 80)]}, config)
+    return agent, main, config
+
+
+def test_a_summary_survives_a_prune_of_the_oldest_messages() -> None:
+    """The usual retention job deletes the oldest messages (the summarised ones and a few after
+    them): the summary is now their only record and must still reach the model."""
+    agent, main, config = summarised_thread()
     state = agent.get_state(config).values
     summary = state["tokenbudget_summary"]
     assert summary
@@ -88,19 +89,7 @@ def test_a_summary_survives_a_prune_of_the_oldest_messages() -> None:
 def test_a_reset_thread_still_drops_the_old_summary() -> None:
     """When none of the messages the summary knew is left (the thread was cleared and refilled),
     the old conversation's summary must not leak into the new one."""
-    writer = summariser()
-    main = Recording(seen=[], messages=iter(["answer " + "blah " * 80 for _ in range(50)]))
-    agent = create_agent(
-        main,
-        system_prompt="Be helpful.",
-        checkpointer=InMemorySaver(),
-        middleware=[
-            ContextWindowMiddleware("gpt-4o", max_tokens=800, strategy="summarise", summariser=writer)
-        ],
-    )
-    config: Any = {"configurable": {"thread_id": "t"}}
-    for i in range(8):
-        agent.invoke({"messages": [HumanMessage(f"q{i} " + "text " * 80)]}, config)
+    agent, main, config = summarised_thread()
     old = agent.get_state(config).values
     assert old["tokenbudget_summary"]
     agent.update_state(config, {"messages": [RemoveMessage(id=m.id) for m in old["messages"]]})
