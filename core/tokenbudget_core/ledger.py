@@ -2777,12 +2777,16 @@ def _check_reservation(reservation: object) -> None:
             fix=fix,
         )
     day = reservation.day
-    if type(day) is not str or _ISO_DAY.fullmatch(day) is None or not _is_date(day):
-        problem = "must be the day the ledger reserved it on (YYYY-MM-DD): its spend is filed under it"
-        raise InvalidInputError("reservation.day", problem, value=day, fix=fix)
+    if type(day) is not str or day not in _DAYS_CHECKED:  # (a few days a process: each checked once)
+        if type(day) is not str or _ISO_DAY.fullmatch(day) is None or not _is_date(day):
+            problem = "must be the day the ledger reserved it on (YYYY-MM-DD): its spend is filed under it"
+            raise InvalidInputError("reservation.day", problem, value=day, fix=fix)
+        if len(_DAYS_CHECKED) > 1_000:
+            _DAYS_CHECKED.clear()
+        _DAYS_CHECKED.add(day)
     for name in ("input_tokens", "max_output_tokens"):
         n = getattr(reservation, name)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if type(n) is not int or n < 0:  # (a bool is no int here, nor is an int subclass)
             raise InvalidInputError(f"reservation.{name}", "must be a non-negative int", value=n, fix=fix)
     usd = reservation.reserved_usd
     if usd is not None and (not isinstance(usd, Decimal) or not usd.is_finite() or usd < 0):
@@ -2795,6 +2799,8 @@ def _check_reservation(reservation: object) -> None:
 
 
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DAYS_CHECKED: set[str] = set()
+"""Reservation days already found to be ``YYYY-MM-DD`` dates (exact ``str`` objects only)."""
 
 
 def _is_date(day: str) -> bool:
