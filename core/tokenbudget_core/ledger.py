@@ -56,7 +56,7 @@ from ._frozen import positional_maker
 from .alerts import Alert, AlertSink, dispatch, resolve_sinks
 from .attribution import current_attribution
 from .budgets import STEPS, BudgetPolicy, Step
-from .cache_stores.memory import clock_reading
+from .clocks import check_clock, clock_reading, finite
 from .errors import (
     BudgetExceededError,
     BudgetUnavailableError,
@@ -230,8 +230,7 @@ class Ledger:
                 fix="memory://, sqlite:///path/to/file.db or redis://host:port/db",
             )
         check_price_options(registry, prices)
-        if not callable(clock):
-            raise InvalidInputError("clock", "must be a function returning epoch seconds", value=clock)
+        check_clock(clock)
         now = clock_reading(clock())
         if alerts is not None and (isinstance(alerts, str | bytes) or not isinstance(alerts, Sequence)):
             raise InvalidInputError(
@@ -2855,19 +2854,9 @@ def _batch(field: str, batch: object, of: str) -> Iterable[Any]:
     return batch
 
 
-def _finite(value: float) -> bool:
-    """``math.isfinite``, False for an int too large to be a float."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def clock_out_of_range(now: object) -> InvalidInputError:
     """The error of a ledger clock's reading ``now`` that is no time with a date (reports too)."""
-    reading = (
-        f"{now:.6g}" if isinstance(now, float) or (type(now) is int and _finite(now)) else repr(now)[:40]
-    )
+    reading = f"{now:.6g}" if isinstance(now, float) or (type(now) is int and finite(now)) else repr(now)[:40]
     return InvalidInputError(
         "clock",
         f"returned {reading}, which is no time with a calendar date (year 1 to 9999) in the "

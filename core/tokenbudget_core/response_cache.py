@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from .cache_keys import CacheRequest, CacheScope, ScopeField, check_scope_fields, resolve_scope
 from .cache_stores import CacheStore, open_cache_store
-from .cache_stores.memory import MemoryCacheStore, check_clock, clock_reading
+from .cache_stores.memory import MemoryCacheStore
 from .cached_response import CachedResponse, CacheHit
+from .clocks import check_clock, clock_reading
 from .errors import CacheUnavailableError, InvalidInputError, UnknownModelError, check_flag, refuse_unknown
 from .price_overrides import PriceTable, check_price_options
 from .pricing import cost_or_none

@@ -15,8 +15,6 @@ through one.
 
 from __future__ import annotations
 
-import inspect
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tokenbudget_core.cache_keys import CacheScope
+from tokenbudget_core.clocks import check_clock
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.stores._fork import reset_after_fork
 
@@ -34,10 +33,8 @@ from .base import Vector, VectorMatch
 __all__ = [
     "MemoryCacheStore",
     "VectorBucket",
-    "check_clock",
     "check_timeout",
     "check_ttl",
-    "clock_reading",
     "top_k",
 ]
 
@@ -47,51 +44,6 @@ def check_ttl(ttl: float) -> float:
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
         raise InvalidInputError("ttl", "must be a positive number of seconds", value=ttl)
     return float(ttl)
-
-
-def check_clock(clock: object) -> None:
-    """Validate a ``clock`` option: a (plain, not ``async``) callable returning epoch seconds.
-
-    Raises:
-        InvalidInputError: ``clock`` is not callable, or is a coroutine function (its reading
-            would be a coroutine, never a time).
-    """
-    if not callable(clock) or inspect.iscoroutinefunction(clock):
-        raise InvalidInputError(
-            "clock",
-            "must be a (not async) callable returning epoch seconds",
-            value=clock,
-            fix="pass e.g. clock=time.time (the default), or leave it out",
-        )
-
-
-def clock_reading(now: object) -> float:
-    """A clock's reading, checked: epoch seconds, a finite ``int`` or ``float`` (not a ``bool``).
-
-    A NaN or infinite reading would make every expiry test false (an entry stored then would
-    never expire), so it is refused with the rest.
-
-    Raises:
-        InvalidInputError: Named ``clock``, with what it returned.
-    """
-    if isinstance(now, bool) or not isinstance(now, int | float) or not _finite(now):
-        if inspect.iscoroutine(now):
-            now.close()  # an async clock's reading: never awaited, closed so it is not warned about
-        raise InvalidInputError(
-            "clock",
-            f"must return epoch seconds (a number), returned {now!r}",
-            value=now,
-            fix="return a finite number of epoch seconds, e.g. time.time()",
-        )
-    return float(now)
-
-
-def _finite(value: float) -> bool:
-    """``math.isfinite``, False for an int too large to be a float."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 _MAX_TIMEOUT_S = 2_147_483

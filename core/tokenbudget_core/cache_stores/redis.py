@@ -32,13 +32,14 @@ from typing import Any, cast
 from urllib.parse import quote
 
 from tokenbudget_core.cache_keys import CacheScope
+from tokenbudget_core.clocks import check_clock
 from tokenbudget_core.errors import CacheUnavailableError, InvalidInputError, MissingDependencyError
 from tokenbudget_core.response_cache import MAX_TTL
 from tokenbudget_core.stores.base import redact_url
 from tokenbudget_core.stores.redis import check_redis_url
 
 from .base import Vector, VectorMatch
-from .memory import check_clock, check_ttl, check_vector
+from .memory import check_ttl, check_vector
 
 __all__ = ["RedisCacheStore"]
 

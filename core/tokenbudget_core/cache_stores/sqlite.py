@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from tokenbudget_core.cache_keys import CacheScope
+from tokenbudget_core.clocks import check_clock
 from tokenbudget_core.errors import CacheUnavailableError, InvalidInputError
 from tokenbudget_core.stores._fork import fork_clear, process_lock, reset_after_fork
 from tokenbudget_core.stores.sqlite import sqlite_path
 
 from .base import Vector, VectorMatch
-from .memory import check_clock, check_timeout, check_ttl, check_vector, top_k
+from .memory import check_timeout, check_ttl, check_vector, top_k
 
 __all__ = ["SQLiteCacheStore"]
 
