@@ -361,20 +361,30 @@ def to_message(raw: MessageLike, *, where: str = "message") -> Message:
         raise InvalidMessageError(field, e.problem, value=e.value, fix=e.fix) from e
 
 
+def check_message_list(messages: object, field: str = "messages") -> Iterable[Any]:
+    """``messages`` when it is a list (or another iterable) of messages: not a string, bytes or
+    dict (one message, or text, would be taken item by item), nor a non-iterable.
+
+    Raises:
+        InvalidMessageError: Named ``field``.
+    """
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
+        raise InvalidMessageError(
+            field,
+            f"must be a list of messages, got {type(messages).__name__}",
+            value=messages,
+            fix="wrap a single message in a list",
+        )
+    return messages
+
+
 def to_messages(raw: Iterable[MessageLike] | object, *, where: str = "messages") -> list[Message]:
     """Convert a sequence of message-likes, naming ``messages[i]`` in errors.
 
     Raises:
         InvalidMessageError: ``raw`` is not a list, or one of its items is malformed.
     """
-    if isinstance(raw, str | bytes | Mapping) or not isinstance(raw, Iterable):
-        raise InvalidMessageError(
-            where,
-            f"expected a list of messages, got {type(raw).__name__}",
-            value=raw,
-            fix="wrap a single message in a list",
-        )
-    return [to_message(m, where=f"{where}[{i}]") for i, m in enumerate(raw)]
+    return [to_message(m, where=f"{where}[{i}]") for i, m in enumerate(check_message_list(raw, where))]
 
 
 def to_openai_dict(message: Message) -> dict[str, Any]:

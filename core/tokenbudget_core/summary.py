@@ -30,8 +30,8 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from .attribution import overhead
 from .counting import TokenCounter, ToolLike, resolve_counter
 from .errors import InvalidInputError
-from .messages import Message, MessageLike, to_message
-from .window import ConversationWindow, _budget, check_message_list
+from .messages import Message, MessageLike, check_message_list, to_message
+from .window import ConversationWindow, _budget
 
 __all__ = ["SummaryBuffer", "SummaryEvent", "Summariser", "summary_prompt"]
 

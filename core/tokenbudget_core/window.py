@@ -18,36 +18,19 @@ prefix changes rarely (:attr:`ConversationWindow.prefix_changes` counts the cuts
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Generic, Literal, TypeAlias, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import RESULT_ROLES, role_of, unit_start
 from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
 from .fitting import check_fits_model
-from .messages import MessageLike
+from .messages import MessageLike, check_message_list
 
 __all__ = ["ConversationWindow", "FirstUser"]
 
 M = TypeVar("M", bound=MessageLike)
 FirstUser: TypeAlias = Literal["pin", "slide"]
-
-
-def check_message_list(messages: object, field: str = "messages") -> Iterable[Any]:
-    """``messages`` when it is a list (or another iterable) of messages: not a string, bytes or
-    dict (one message, or text, would be taken item by item), nor a non-iterable.
-
-    Raises:
-        InvalidInputError: Named ``field``.
-    """
-    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
-        raise InvalidInputError(
-            field,
-            f"must be a list of messages, got {type(messages).__name__}",
-            value=messages,
-            fix="wrap a single message in a list",
-        )
-    return messages
 
 
 class ConversationWindow(Generic[M]):
