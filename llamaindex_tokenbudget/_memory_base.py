@@ -369,11 +369,11 @@ class BudgetMemory(BaseMemory):
     async def _amake_room(self, transcript: Transcript, input: str | None, reserved: int) -> None:
         """Async twin of :meth:`_make_room`."""
 
-    def _beside(self, transcript: Transcript, input: str | None, reserved: int) -> int:
+    def _beside(self, input: str | None, reserved: int) -> int:
         """The tokens the host sends beside the memory's messages: ``prefix_messages``, ``input``
-        (unless the agent put it already, :func:`_put_already`) and ``initial_token_count``."""
-        tokens = reserved + sum(int(self._counter.count_message(m)) for m in self._prefix())
-        if input and not _put_already(transcript.host, input):
+        (one not put already, :func:`_unsent`) and ``initial_token_count``."""
+        tokens = reserved + self._listed_tokens()
+        if input:
             tokens += int(self._counter.count_message(to_message({"role": "user", "content": input})))
         return tokens
 
@@ -395,8 +395,10 @@ class BudgetMemory(BaseMemory):
         reserved = _request_tokens(input, kwargs)
         with self._state.operation() as reentered:
             if reentered:  # (a summariser reading the memory it folds: the window as it stands)
-                return self._window(self._current(), input, reserved)
+                transcript = self._current()
+                return self._window(transcript, _unsent(transcript.host, input), reserved)
             transcript = self._loaded()
+            input = _unsent(transcript.host, input)
             self._make_room(transcript, input, reserved)
             return self._window(transcript, input, reserved)
 
@@ -405,8 +407,10 @@ class BudgetMemory(BaseMemory):
         reserved = _request_tokens(input, kwargs)
         async with self._state.alock() as reentered:
             if reentered:
-                return self._window(self._current(), input, reserved)
+                transcript = self._current()
+                return self._window(transcript, _unsent(transcript.host, input), reserved)
             transcript = await self._aloaded()
+            input = _unsent(transcript.host, input)
             await self._amake_room(transcript, input, reserved)
             return self._window(transcript, input, reserved)
 
@@ -783,10 +787,11 @@ class BudgetMemory(BaseMemory):
             return range(0)
         message = to_message({"role": "system", "content": text}, where="prefix text")
         engine = int(self._counter.count_message(message))
-        listed = (
-            sum(int(self._counter.count_message(m)) for m in self._prefix()) if self.prefix_messages else 0
-        )
-        return range(max(engine - listed, 0))  # what prefix_messages do not reserve already
+        return range(max(engine - self._listed_tokens(), 0))  # what prefix_messages do not reserve already
+
+    def _listed_tokens(self) -> int:
+        """The tokens of ``prefix_messages``."""
+        return sum(int(self._counter.count_message(m)) for m in self._prefix()) if self.prefix_messages else 0
 
     def _prefix(self) -> list[Message]:
         return [
@@ -808,8 +813,6 @@ class BudgetMemory(BaseMemory):
                 "prompt or context)",
             )
         prefix = self._prefix()
-        if input and _put_already(transcript.host, input):
-            input = None
         extra = [to_message({"role": "user", "content": input}, where="input")] if input else []
         request = [*prefix, *window, *extra]
         end = len(prefix) + len(window)
@@ -987,9 +990,9 @@ def _same_json(a: ChatMessage, b: ChatMessage) -> bool:
         return False  # a message that cannot be serialised is not known to be the same
 
 
-def _put_already(host: Sequence[ChatMessage], text: str) -> bool:
-    """Whether ``input`` is the newest user message, already put, followed only by the run's tool
-    steps (assistant messages carrying calls, their results) if anything.
+def _unsent(host: Sequence[ChatMessage], input: str | None) -> str | None:
+    """``input``, or ``None`` when it is the newest user message, already put, followed only by
+    the run's tool steps (assistant messages carrying calls, their results) if anything.
 
     LlamaIndex's agents put the user's message, then after each round of tool results pass its
     text to ``aget(input=...)`` again; they send the memory's messages and never the input
@@ -998,15 +1001,16 @@ def _put_already(host: Sequence[ChatMessage], text: str) -> bool:
     and send it: reserved, unless the newest user message is the same text with no plain
     reply after it.
     """
+    if not input:
+        return input
     for message in reversed(host):
         if message.role == MessageRole.USER:
-            return message.content == text
-        if message.role == MessageRole.TOOL or (
+            return None if message.content == input else input
+        if message.role != MessageRole.TOOL and not (
             message.role == MessageRole.ASSISTANT and to_countable_message(message).tool_calls
         ):
-            continue
-        return False
-    return False
+            return input
+    return input
 
 
 def _request_tokens(input: object, kwargs: dict[str, Any]) -> int:

@@ -294,12 +294,12 @@ class SummaryChatMemory(BudgetMemory):
     def _make_room(self, transcript: Transcript, input: str | None, reserved: int) -> None:
         """Fold what the rest of the request pushes out of the recent turns, so that ``get()``
         never drops a turn the summary does not hold (see :meth:`BudgetMemory._make_room`)."""
-        cast(SummaryBuffer[Message], transcript.core).reserve(self._beside(transcript, input, reserved))
+        cast(SummaryBuffer[Message], transcript.core).reserve(self._beside(input, reserved))
 
     async def _amake_room(self, transcript: Transcript, input: str | None, reserved: int) -> None:
         with self._async_scope():
             buffer = cast(SummaryBuffer[Message], transcript.core)
-            await buffer.areserve(self._beside(transcript, input, reserved))
+            await buffer.areserve(self._beside(input, reserved))
 
     def _pins_first_user(self) -> bool:
         return self.first_user == "pin"
