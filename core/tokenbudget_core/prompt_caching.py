@@ -5,7 +5,8 @@ tools -> system -> messages. :func:`plan_prompt_cache` places breakpoints on the
 prefix of a Messages API request (the tool definitions, the system prompt, long documents,
 optionally the conversation so far) within the API's rules:
 
-* at most 4 breakpoints per request, those already in the request included;
+* at most 4 breakpoints per request, those already in the request included (a top-level
+  ``cache_control``, Anthropic's automatic caching, is one: on the last cacheable block);
 * a prefix shorter than the model's documented minimum is never cached, so no breakpoint is
   spent on one (:func:`min_cacheable_tokens`: 1,024 tokens for Sonnet 4/4.5, Opus 4/4.1 and
   Claude 3.x Sonnet/Opus; 2,048 for Sonnet 4.6 and Haiku 3/3.5; 4,096 for Opus 4.5/4.6 and
@@ -129,7 +130,8 @@ class PromptCachePlan:
     skipped: tuple[PromptCacheBreakpoint, ...]
     """Candidates not placed (prefix under the minimum, no breakpoint left), with the reason."""
     existing: int
-    """Breakpoints the request already carried (they count against the limit of 4)."""
+    """Breakpoints the request already carried (they count against the limit of 4), its top-level
+    ``cache_control`` (automatic caching: a breakpoint on the last cacheable block) included."""
     prompt_tokens: int
     """Estimated input tokens of the whole request."""
     cached_tokens: int
@@ -151,6 +153,8 @@ class _Block:
     document: bool  # a document block, always a document candidate
     existing: tuple[Ttl, ...]  # markers the request already carries in or on this block, in prompt order
     message: int = -1  # message index, for messages
+    # the request's top-level cache_control (automatic caching) lands here: the last cacheable block
+    automatic: Ttl | None = None
 
 
 def _ttl_of(control: object, where: str) -> Ttl:
@@ -163,10 +167,11 @@ def _ttl_of(control: object, where: str) -> Ttl:
 
 
 def cache_writes_of(value: object) -> Ttl | None:
-    """The longest TTL of the ``cache_control`` markers found anywhere in ``value`` (a request's
-    messages, content blocks, tools or settings, as plain dicts and lists): what a call may write
-    to Anthropic's prompt cache, for its worst case (:meth:`~tokenbudget_core.ledger.Ledger.reserve`'s
-    ``cache_writes``). ``None``: no marker.
+    """The longest TTL of the ``cache_control`` markers in ``value`` (a request's messages,
+    content blocks, tools or settings, as plain dicts and lists; read where Anthropic reads them,
+    as :func:`cache_marks_of` tells): what a call may write to Anthropic's prompt cache, for its
+    worst case (:meth:`~tokenbudget_core.ledger.Ledger.reserve`'s ``cache_writes``). ``None``: no
+    marker.
 
     Raises:
         InvalidInputError: A marker is malformed.
@@ -175,11 +180,22 @@ def cache_writes_of(value: object) -> Ttl | None:
 
 
 def cache_marks_of(value: object) -> CacheMarks | None:
-    """The TTLs of the ``cache_control`` markers found anywhere in ``value`` (as
-    :func:`cache_writes_of` reads them): ``"5m"`` or ``"1h"`` when every marker names that TTL,
-    ``"mixed"`` when both are marked, ``None`` when none is. What cache writes a reply reports
-    without the 1h/5m split were written at
-    (:func:`~tokenbudget_core.usage_sources.usage_from_langchain`'s ``marked_ttl``).
+    """The TTLs of the ``cache_control`` markers in ``value`` (as :func:`cache_writes_of` reads
+    them): ``"5m"`` or ``"1h"`` when every marker names that TTL, ``"mixed"`` when both are marked,
+    ``None`` when none is. What cache writes a reply reports without the 1h/5m split were written
+    at (:func:`~tokenbudget_core.usage_sources.usage_from_langchain`'s ``marked_ttl``).
+
+    Markers are read where Anthropic reads them: the ``cache_control`` of ``value`` itself and of
+    every dict reached through lists and the ``tools``, ``system``, ``messages``, ``content`` and
+    ``source`` fields (a request or its top-level option, a tool definition, a message, a content
+    block and the blocks it nests), plus a LangChain standard block's ``extras`` / ``metadata``
+    one. Every other field is data, never a marker: a tool call's ``input`` / ``args``, a tool's
+    ``input_schema`` / ``parameters`` (a tool argument named ``cache_control`` is not one).
+
+    Example:
+        >>> cache_marks_of([{"type": "tool_use", "id": "t1", "name": "set_headers",
+        ...     "input": {"cache_control": "no-store"}, "cache_control": {"type": "ephemeral"}}])
+        '5m'
 
     Raises:
         InvalidInputError: A marker is malformed.
@@ -189,14 +205,28 @@ def cache_marks_of(value: object) -> CacheMarks | None:
     while stack:
         item, where = stack.pop()
         if isinstance(item, Mapping):
-            control = item.get("cache_control")
+            control, at = _own_marker(item, where)
             if control is not None:
-                ttl = _ttl_of(control, f"{where}.cache_control")
+                ttl = _ttl_of(control, at)
                 found = ttl if found in (None, ttl) else "mixed"
-            stack.extend((v, f"{where}.{k}") for k, v in item.items() if k != "cache_control")
+            stack.extend((item[k], f"{where}.{k}") for k in _MARKED_FIELDS if k in item)
         elif isinstance(item, list | tuple):
             stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
     return found
+
+
+def _own_marker(item: Mapping[Any, Any], where: str) -> tuple[object, str]:
+    """``item``'s own ``cache_control`` (``None``: none) and where it sits. A LangChain standard
+    block (``image``, ``file``, ``text-plain``...) may carry it in ``extras`` (or the older
+    ``metadata``): ``langchain_anthropic`` moves it onto the block it sends."""
+    control = item.get("cache_control")
+    if control is not None or not isinstance(item.get("type"), str):
+        return control, f"{where}.cache_control"
+    for key in ("extras", "metadata"):
+        extra = item.get(key)
+        if isinstance(extra, Mapping) and extra.get("cache_control") is not None:
+            return extra["cache_control"], f"{where}.{key}.cache_control"
+    return None, ""
 
 
 def longest_ttl(marks: CacheMarks | None) -> Ttl | None:
@@ -207,6 +237,10 @@ def longest_ttl(marks: CacheMarks | None) -> Ttl | None:
 _NESTED_BLOCKS = ("content", "source")
 """Where blocks nest other blocks (a tool or search result's content, a document's content
 source): markers there are breakpoints too. Other fields (a tool call's input) are data."""
+_MARKED_FIELDS = ("tools", "system", "messages", *_NESTED_BLOCKS)
+"""Where :func:`cache_marks_of` looks for markers below a dict: the request's parts, a message's
+content, the blocks a block nests. Every other field (``input``, ``input_schema``,
+``parameters``, ``args``...) is data, whatever keys it holds."""
 
 
 def _nested_ttls(value: object, where: str) -> list[Ttl]:
@@ -228,7 +262,8 @@ def _check_source(block: Mapping[str, Any], path: str) -> None:
     source = block.get("source")
     if not isinstance(source, Mapping) or not isinstance(source.get("type"), str):
         raise InvalidInputError(
-            f"{path}.source", "must be a dict with a 'type' (base64, url, text, file...)", value=source,
+            f"{path}.source", "must be a dict with a 'type' (base64, url, text, content, file...)",
+            value=source,
             fix="send it as the Messages API documents it: {'type': 'base64', 'media_type', 'data'}",
         )  # fmt: skip
     if source["type"] == "text" and not isinstance(source.get("data"), str):
@@ -238,6 +273,7 @@ def _check_source(block: Mapping[str, Any], path: str) -> None:
 
 
 def _binary_tokens(block: Mapping[str, Any]) -> int:
+    """An image's tokens, or a binary document's (PDF...: its size, at least a page's worth)."""
     source = block.get("source")
     source = source if isinstance(source, Mapping) else {}
     if block.get("type") == "image":
@@ -251,9 +287,26 @@ def _binary_tokens(block: Mapping[str, Any]) -> int:
     return max(1600, size // _BINARY_DOC_BYTES_PER_TOKEN)
 
 
-def _text_source(block: Mapping[str, Any]) -> bool:
+def _source_type(block: Mapping[str, Any]) -> object:
     source = block.get("source")
-    return isinstance(source, Mapping) and source.get("type") == "text"
+    return source.get("type") if isinstance(source, Mapping) else None
+
+
+def _content_source(block: Mapping[str, Any], path: str, message: int) -> tuple[str, int]:
+    """The text and fixed tokens of a custom-content document (``source.type == "content"``, the
+    citations format): its ``content`` is a string or text (and image) blocks, counted as such,
+    not as a binary file."""
+    content = block["source"].get("content")
+    where = f"{path}.source.content"
+    if isinstance(content, str):
+        return content, 0
+    if not isinstance(content, list | tuple):
+        raise InvalidInputError(
+            where, "must be a string or a list of content blocks", value=content,
+            fix="send it as the Messages API documents it: [{'type': 'text', 'text': ...}, ...]",
+        )  # fmt: skip
+    parts = [_content_block(b, f"{where}[{k}]", message) for k, b in enumerate(content)]
+    return "\n".join(p.text for p in parts if p.text), sum(p.fixed for p in parts)
 
 
 def _content_block(block: object, path: str, message: int) -> _Block:
@@ -273,10 +326,12 @@ def _content_block(block: object, path: str, message: int) -> _Block:
         if not isinstance(block.get("text"), str):
             raise InvalidInputError(f"{path}.text", "must be a string", value=block.get("text"))
         text = block["text"]
-    elif kind == "image" or (kind == "document" and not _text_source(block)):
-        fixed = _binary_tokens(block)
-    elif kind == "document":
+    elif kind == "document" and _source_type(block) == "text":
         text = str(block["source"].get("data", ""))
+    elif kind == "document" and _source_type(block) == "content":
+        text, fixed = _content_source(block, path, message)
+    elif kind in ("image", "document"):  # base64 / url / file: binary, counted by size
+        fixed = _binary_tokens(block)
     else:  # tool_use, tool_result, search_result...: their JSON is a fair estimate
         rest = {k: v for k, v in block.items() if k != "cache_control"}
         text = _block_json(rest, path, "pass the block as the API takes it", ensure_ascii=False, default=str)
@@ -352,7 +407,25 @@ def _blocks(request: Mapping[str, Any]) -> list[_Block]:
             raise InvalidInputError(
                 f"messages[{m}].content", "must be a string or a list of blocks", value=content
             )
+    if request.get("cache_control") is not None:
+        # Automatic caching: Anthropic puts this breakpoint on the last cacheable block, and it
+        # takes one of the 4 slots like any marker (its TTL is ordered like theirs too).
+        automatic = _ttl_of(request["cache_control"], "request.cache_control")
+        last = max((i for i, b in enumerate(out) if b.cacheable), default=None)
+        if last is not None:
+            out[last] = replace(out[last], automatic=automatic)
     return out
+
+
+_AUTOMATIC = "request.cache_control"
+
+
+def _present(blocks: list[_Block]) -> list[tuple[int, Ttl, str]]:
+    """``(block index, TTL, where it is written)`` of the breakpoints the request already carries,
+    in prompt order; the automatic one last on its block (it caches the block with what it nests)."""
+    out = [(i, t, b.path) for i, b in enumerate(blocks) for t in b.existing]
+    out += [(i, b.automatic, _AUTOMATIC) for i, b in enumerate(blocks) if b.automatic is not None]
+    return sorted(out, key=lambda mark: mark[0])  # stable: explicit markers first on a block
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -475,13 +548,15 @@ def _plan(
     for n in tokens:
         running += n
         prefix.append(running)
-    present: list[tuple[int, Ttl | None]] = [(i, t) for i, b in enumerate(blocks) for t in b.existing]
+    carried = _present(blocks)
+    present: list[tuple[int, Ttl | None]] = [(i, t) for i, t, _ in carried]
     existing = sorted({i for i, _ in present})
     if len(present) > MAX_BREAKPOINTS:
         raise InvalidInputError(
             "request",
             f"carries {len(present)} cache_control breakpoints; Anthropic allows {MAX_BREAKPOINTS}",
-            value=[blocks[i].path for i, _ in present], fix="remove some cache_control markers",
+            value=[where for _, _, where in carried],
+            fix="remove some cache_control markers (a top-level one, automatic caching, counts as one)",
         )  # fmt: skip
     slots = max(0, o.max_breakpoints - len(present))
     eligible: list[tuple[int, Section]] = []
@@ -499,7 +574,7 @@ def _plan(
         if (i, section) not in chosen:
             skipped[i] = (
                 section,
-                f"no breakpoint left (at most {MAX_BREAKPOINTS}, {len(present)} already present)",
+                f"no breakpoint left (at most {o.max_breakpoints}, {len(present)} already present)",
             )
     marks = sorted(present + [(i, o.ttls[s]) for i, s in chosen], key=lambda mark: mark[0])  # stable
     _check_ttl_order(marks, blocks)
@@ -573,13 +648,17 @@ def _choose(
 
 
 def _check_ttl_order(marks: list[tuple[int, Ttl | None]], blocks: list[_Block]) -> None:
+    def at(i: int, ttl: Ttl | None) -> str:
+        auto = blocks[i].automatic == ttl  # (a block carrying the automatic one gets no new one)
+        return f"{blocks[i].path} (where the top-level {_AUTOMATIC} goes)" if auto else blocks[i].path
+
     seen_5m: int | None = None
     for i, ttl in marks:
         if ttl == "5m" and seen_5m is None:
             seen_5m = i
         elif ttl == "1h" and seen_5m is not None:
             raise InvalidInputError(
-                "ttl", f"a 1h breakpoint at {blocks[i].path} would follow a 5m one at {blocks[seen_5m].path}",
+                "ttl", f"a 1h breakpoint at {at(i, ttl)} would follow a 5m one at {at(seen_5m, '5m')}",
                 value=ttl,
                 fix="give earlier sections the longer TTL, e.g. ttl={'tools': '1h', 'system': '1h'}",
             )  # fmt: skip
@@ -622,10 +701,16 @@ def plan_prompt_cache(
     messages (a ``document`` block, or a block of ``document_tokens`` or more) and, with
     ``conversation=True``, the last block of the last message (the next turn's prefix). A candidate
     whose prefix is under the model's minimum is skipped. When more remain than breakpoints left,
-    the system prompt is kept first, then the tools (the prefix every request shares), then the
-    furthest prefix unless it adds fewer tokens than the minimum over the candidate before it (which
-    then caches nearly as much); of the rest, those adding the fewest new tokens (since the
-    breakpoint before them, not their whole prefix) are dropped first.
+    the system prompt is kept first (its breakpoint caches tools + system, the prefix every request
+    shares), then the furthest prefix unless it adds fewer tokens than the minimum over the
+    candidate before it (which then caches nearly as much); of the rest, the tools' own breakpoint
+    included (it only pays when the system prompt changes and the tools do not), those adding the
+    fewest new tokens (since the breakpoint before them, not their whole prefix) are dropped first.
+
+    Breakpoints the request already carries count against ``max_breakpoints`` and are never moved:
+    the blocks' ``cache_control`` markers and a top-level ``cache_control`` (Anthropic's automatic
+    caching, which puts a breakpoint on the last cacheable block; its TTL is ordered like the
+    others', so a 1h one there needs ``ttl="1h"`` on the breakpoints placed before it).
 
     Args:
         request: A Messages API request dict (``system`` string or blocks, ``tools``, ``messages``).
@@ -642,7 +727,8 @@ def plan_prompt_cache(
 
     Raises:
         InvalidInputError: The request is malformed (the error names the field), it already carries
-            more than 4 breakpoints, a 1h breakpoint would follow a 5m one, an option is out of
+            more than 4 breakpoints (its top-level ``cache_control`` included), a 1h breakpoint
+            would follow a 5m one, an option is out of
             range, or the model is not a Claude model; ``counter`` is no counter (a ``list``,
             ``tuple`` or ``bytes`` is not one) or it returned something other than a
             non-negative int; ``registry`` is not a ``ModelRegistry``; a block is nested too
