@@ -9,7 +9,7 @@ models of the decision and its fallback chain back to chat models, and writes th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -163,20 +163,28 @@ class Tiers:
                     value=explicit,
                     fix="e.g. models={'small': 'gpt-4o-mini', 'large': 'gpt-4o'}",
                 )
-        self.chat: dict[str, BaseChatModel] = {}  # model name -> chat model (tiers, then fallbacks)
+        self.tier_chat: dict[str, BaseChatModel] = {str(t): chat for t, chat in tiers.items()}
+        self.fallback_chats: dict[str, list[BaseChatModel]] = {}
         names: dict[str, str] = {}
         for tier, chat in tiers.items():
-            name = model_name_of(chat, field=f"tiers[{tier!r}]", explicit=models.get(tier))
-            names[str(tier)] = name
-            self.chat.setdefault(name, chat)
+            names[str(tier)] = model_name_of(chat, field=f"tiers[{tier!r}]", explicit=models.get(tier))
         fallback_names: dict[str, list[str]] = {}
         check_fallback_chains(fallbacks)
         for tier, chats in (fallbacks or {}).items():
             fallback_names[tier] = []
+            self.fallback_chats[tier] = list(chats)
             for i, chat in enumerate(chats):
                 name = model_name_of(chat, field=f"fallbacks[{tier!r}][{i}]", fix=_NAME_FALLBACK)
                 fallback_names[tier].append(name)
-                self.chat.setdefault(name, chat)
+        self.chats: dict[int, tuple[str, BaseChatModel]] = {}
+        """Every chat model a call may go to (tiers, then fallbacks), once each, by ``id()``, with
+        its model name: a chat model is told apart by identity, not by name (a fallback may be the
+        tier's model on another endpoint)."""
+        for tier, chat in self.tier_chat.items():
+            self.chats.setdefault(id(chat), (names[tier], chat))
+        for tier, chats in self.fallback_chats.items():
+            for name, chat in zip(fallback_names[tier], chats, strict=True):
+                self.chats.setdefault(id(chat), (name, chat))
         self.router = TierRouter(
             names,
             classifier=classifier,
@@ -185,6 +193,11 @@ class Tiers:
             registry=registry,
             max_output_tokens=max_output_tokens,
         )
+
+    def picker(self, decision: RouteDecision) -> Callable[[str], BaseChatModel]:
+        """The chat model of each attempt of the decision's chain, in turn (see
+        :meth:`TierRouter.picker <tokenbudget_core.routing.TierRouter.picker>`)."""
+        return self.router.picker(decision, self.tier_chat, self.fallback_chats)
 
     def tier_of_model(self, model: object) -> str:
         """The tier whose model is ``model`` (a per-call ``model=`` override forces that tier).
@@ -211,7 +224,7 @@ class Tiers:
         """
         if call_cap is not None:
             return None
-        own = {tier: own_output_cap(self.chat[name]) for tier, name in self.router.tiers.items()}
+        own = {tier: own_output_cap(self.tier_chat[tier]) for tier in self.router.tiers}
         if all(cap is None for cap in own.values()):
             return None
         default = self.router.max_output_tokens

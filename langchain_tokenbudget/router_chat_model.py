@@ -42,8 +42,11 @@ from .budget_callback import MAX_OUTPUT_KEYS, ROUTER_LLM_TYPE, first
 
 __all__ = ["RouterChatModel"]
 
+_ROUTER_OPTIONS = ("force_tier", "model")
+"""Per-call options the router reads (``Tiers.request`` pops them): never sent to a tier model."""
 _BOUND = "tokenbudget_bound_tools"
-"""Bound kwarg: model name -> that model with the tools bound (built once, at ``bind_tools``)."""
+"""Bound kwarg: ``id()`` of a tier or fallback chat model -> that model with the tools bound (built
+once, at ``bind_tools``)."""
 
 
 @dataclass(kw_only=True)
@@ -53,7 +56,7 @@ class _Call:
     messages: list[BaseMessage]
     config: RunnableConfig
     kwargs: dict[str, Any]
-    bound: Mapping[str, Runnable[Any, Any]]
+    bound: Mapping[int, Runnable[Any, Any]]
     route_options: dict[str, Any]
     attempts: int = field(default=0)
 
@@ -241,7 +244,7 @@ class RouterChatModel(BaseChatModel):
         kwargs = dict(kwargs)
         tools = kwargs.pop("tools", None)
         tool_choice = kwargs.pop("tool_choice", None)
-        bound: dict[str, Runnable[Any, Any]] = kwargs.pop(_BOUND, None) or {}
+        bound: dict[int, Runnable[Any, Any]] = kwargs.pop(_BOUND, None) or {}
         if tools and not bound:  # tools given per call rather than with bind_tools()
             bound = self._bind_each(tools, tool_choice)
         for key, value in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
@@ -258,19 +261,29 @@ class RouterChatModel(BaseChatModel):
             messages=messages, config=merged, kwargs=kwargs, bound=bound, route_options=route_options
         )
 
-    def _model(self, call: _Call, model: str) -> Runnable[Any, Any]:
-        return call.bound.get(model) or self._tiers.chat[model]
+    def _model(self, call: _Call, chat: BaseChatModel) -> Runnable[Any, Any]:
+        if not call.bound:
+            return chat
+        found = call.bound.get(id(chat))
+        if found is None:  # bound by another router object (one copied after bind_tools)
+            raise InvalidInputError(
+                "tools",
+                f"were bound to other chat models than this router's {type(chat).__name__}",
+                fix="call bind_tools() on the router object you invoke",
+            )
+        return found
 
     def _bind_each(
         self, tools: Sequence[Any], tool_choice: Any, **kwargs: Any
-    ) -> dict[str, Runnable[Any, Any]]:
-        """Every model of every tier and fallback chain with the tools bound, by model name."""
+    ) -> dict[int, Runnable[Any, Any]]:
+        """Every model of every tier and fallback chain with the tools bound, by ``id()`` of the
+        chat model."""
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
-        out: dict[str, Runnable[Any, Any]] = {}
-        for name, chat in self._tiers.chat.items():
+        out: dict[int, Runnable[Any, Any]] = {}
+        for key, (name, chat) in self._tiers.chats.items():
             try:
-                out[name] = chat.bind_tools(tools, **kwargs)
+                out[key] = chat.bind_tools(tools, **kwargs)
             except NotImplementedError as e:
                 raise InvalidInputError(
                     "tools",
@@ -307,8 +320,10 @@ class RouterChatModel(BaseChatModel):
         call = self._call(input, config, stop, kwargs)
         decision = self._route(call)
 
+        pick = self._tiers.picker(decision)
+
         def attempt(model: str) -> tuple[str, Any]:
-            return model, self._model(call, model).invoke(
+            return model, self._model(call, pick(model)).invoke(
                 input, call.config_for(decision, model), **call.kwargs
             )
 
@@ -329,8 +344,10 @@ class RouterChatModel(BaseChatModel):
         call = self._call(input, config, stop, kwargs)
         decision = await self._aroute(call)
 
+        pick = self._tiers.picker(decision)
+
         async def attempt(model: str) -> tuple[str, Any]:
-            reply = await self._model(call, model).ainvoke(
+            reply = await self._model(call, pick(model)).ainvoke(
                 input, call.config_for(decision, model), **call.kwargs
             )
             return model, reply
@@ -353,9 +370,11 @@ class RouterChatModel(BaseChatModel):
         call = self._call(input, config, stop, kwargs)
         decision = self._route(call)
 
+        pick = self._tiers.picker(decision)
+
         def start(model: str) -> tuple[str, Any, Iterator[Any]]:
             chunks = iter(
-                self._model(call, model).stream(input, call.config_for(decision, model), **call.kwargs)
+                self._model(call, pick(model)).stream(input, call.config_for(decision, model), **call.kwargs)
             )
             with _closed_on_error(chunks):
                 return model, next(chunks, None), chunks
@@ -378,9 +397,11 @@ class RouterChatModel(BaseChatModel):
         call = self._call(input, config, stop, kwargs)
         decision = await self._aroute(call)
 
+        pick = self._tiers.picker(decision)
+
         async def start(model: str) -> tuple[str, Any, AsyncIterator[Any]]:
             chunks = aiter(
-                self._model(call, model).astream(input, call.config_for(decision, model), **call.kwargs)
+                self._model(call, pick(model)).astream(input, call.config_for(decision, model), **call.kwargs)
             )
             try:
                 return model, await anext(chunks, None), chunks
@@ -475,17 +496,17 @@ class RouterChatModel(BaseChatModel):
         Raises:
             InvalidInputError: A tier model does not support structured output.
         """
-        structured: dict[str, Runnable[Any, Any]] = {}
+        structured: dict[int, Runnable[Any, Any]] = {}
         settings = {
             k: v
             for k, v in (("max_tokens", self.max_tokens), ("temperature", self.temperature))
             if v is not None
         }
-        passed: dict[str, dict[str, Any]] = {}
-        for name, chat in self._tiers.chat.items():
-            chat, passed[name] = _with_settings(chat, settings)
+        passed: dict[int, dict[str, Any]] = {}
+        for key, (name, chat) in self._tiers.chats.items():
+            chat, passed[key] = _with_settings(chat, settings)
             try:
-                structured[name] = chat.with_structured_output(schema, include_raw=include_raw, **kwargs)
+                structured[key] = chat.with_structured_output(schema, include_raw=include_raw, **kwargs)
             except NotImplementedError as e:
                 raise InvalidInputError(
                     "schema",
@@ -502,12 +523,12 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
         self,
         *,
         router: RouterChatModel,
-        structured: dict[str, Runnable[Any, Any]],
-        passed: dict[str, dict[str, Any]],
+        structured: dict[int, Runnable[Any, Any]],
+        passed: dict[int, dict[str, Any]],
         include_raw: bool,
     ) -> None:
         self.router, self.structured, self.include_raw = router, structured, include_raw
-        self.passed = passed  # model name -> the router's settings its model has no field for
+        self.passed = passed  # id() of a chat model -> the router's settings it has no field for
 
     def _out(self, result: Any, decision: RouteDecision, model: str) -> Any:
         if self.include_raw and isinstance(result, dict) and "raw" in result:
@@ -517,10 +538,12 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         call = self.router._call(input, config, None, kwargs)
         decision = self.router._route(call)
+        pick = self.router._tiers.picker(decision)
 
         def attempt(model: str) -> tuple[str, Any]:
-            args = {**self.passed[model], **kwargs}
-            return model, self.structured[model].invoke(input, call.config_for(decision, model), **args)
+            key = id(pick(model))
+            args = {**self.passed[key], **_own_options(kwargs)}
+            return model, self.structured[key].invoke(input, call.config_for(decision, model), **args)
 
         model, result = self.router._tiers.router.call(decision, attempt)
         return self._out(result, decision, model)
@@ -530,14 +553,23 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
     ) -> Any:
         call = self.router._call(input, config, None, kwargs)
         decision = await self.router._aroute(call)
+        pick = self.router._tiers.picker(decision)
 
         async def attempt(model: str) -> tuple[str, Any]:
-            args = {**self.passed[model], **kwargs}
-            reply = await self.structured[model].ainvoke(input, call.config_for(decision, model), **args)
+            key = id(pick(model))
+            args = {**self.passed[key], **_own_options(kwargs)}
+            reply = await self.structured[key].ainvoke(input, call.config_for(decision, model), **args)
             return model, reply
 
         model, result = await self.router._tiers.router.acall(decision, attempt)
         return self._out(result, decision, model)
+
+
+def _own_options(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A structured call's keyword arguments for the tier model: without the router's own
+    (``force_tier``, and ``model`` naming a tier's model), which route the call and are no
+    provider's parameters."""
+    return {k: v for k, v in kwargs.items() if k not in _ROUTER_OPTIONS}
 
 
 def _with_settings(chat: BaseChatModel, settings: Mapping[str, Any]) -> tuple[BaseChatModel, dict[str, Any]]:

@@ -212,8 +212,10 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         messages, config, kwargs, options = self._plan(request)
         decision = self._tiers.route(messages, config, kwargs, **options)
 
+        pick = self._tiers.picker(decision)
+
         def attempt(model: str) -> tuple[str, Reply]:
-            chat = self._tiers.chat[model]
+            chat = pick(model)
             with using_route(decision, model=model, names=_own_names(chat)):
                 return model, handler(request.override(model=chat))
 
@@ -231,8 +233,10 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         messages, config, kwargs, options = self._plan(request)
         decision = await self._tiers.aroute(messages, config, kwargs, **options)
 
+        pick = self._tiers.picker(decision)
+
         async def attempt(model: str) -> tuple[str, Reply]:
-            chat = self._tiers.chat[model]
+            chat = pick(model)
             with using_route(decision, model=model, names=_own_names(chat)):
                 return model, await handler(request.override(model=chat))
 

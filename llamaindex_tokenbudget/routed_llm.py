@@ -167,7 +167,8 @@ class RoutedLLM(FunctionCallingLLM):
     max_output_tokens: int = Field(default=1024, description="Output tokens routing assumes by default.")
 
     _router: TierRouter = PrivateAttr()
-    _llms: dict[str, LLM] = PrivateAttr()  # model name -> LLM (tiers, then fallbacks)
+    _llms: dict[str, LLM] = PrivateAttr()  # model name -> its first LLM (tiers, then fallbacks)
+    _every: list[LLM] = PrivateAttr()  # every LLM a call may go to, once each (by identity)
 
     def __init__(self, tiers: Mapping[str, Any] | None = None, /, *extra: object, **data: Any) -> None:
         tiers_argument("RoutedLLM", tiers, extra, data)
@@ -201,6 +202,8 @@ class RoutedLLM(FunctionCallingLLM):
                 name = _model_name(llm, field=f"fallbacks[{tier!r}][{i}]", explicit=None)
                 fallback_names[tier].append(name)
                 self._llms.setdefault(name, llm)
+        every = [*self.tiers.values(), *(llm for llms in (self.fallbacks or {}).values() for llm in llms)]
+        self._every = list({id(llm): llm for llm in every}.values())
         self._router = TierRouter(
             names,
             classifier=self.classifier,
@@ -235,8 +238,13 @@ class RoutedLLM(FunctionCallingLLM):
         """Every LLM a call may go to (tiers and fallbacks) is a function-calling LLM."""
         return all(
             isinstance(llm, FunctionCallingLLM) and llm.metadata.is_function_calling_model
-            for llm in self._llms.values()
+            for llm in self._every
         )
+
+    def _pick(self, decision: RouteDecision) -> Callable[[str], LLM]:
+        """The LLM of each attempt of the decision's chain, in turn: told apart by place, not by
+        model name (a fallback may be its tier's model on another endpoint)."""
+        return self._router.picker(decision, self.tiers, self.fallbacks)
 
     # -- translation ------------------------------------------------------------------------------
 
@@ -268,9 +276,11 @@ class RoutedLLM(FunctionCallingLLM):
         enclosing = current_route()
         decision = self._router.route(**self._request(what, kwargs, tools))
 
+        pick = self._pick(decision)
+
         def attempt(m: str) -> tuple[str, R]:
             with _in_force(decision, enclosing, m):
-                return m, fn(self._llms[m])
+                return m, fn(pick(m))
 
         model, response = self._router.call(decision, attempt)
         return _annotated(response, decision, model)
@@ -285,9 +295,11 @@ class RoutedLLM(FunctionCallingLLM):
         enclosing = current_route()
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
+        pick = self._pick(decision)
+
         async def attempt(m: str) -> tuple[str, R]:
             with _in_force(decision, enclosing, m):
-                return m, await fn(self._llms[m])
+                return m, await fn(pick(m))
 
         model, response = await self._router.acall(decision, attempt)
         return _annotated(response, decision, model)
@@ -302,12 +314,14 @@ class RoutedLLM(FunctionCallingLLM):
         enclosing = current_route()
         decision = self._router.route(**self._request(what, kwargs, tools))
 
+        pick = self._pick(decision)
+
         def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
             # The route is in force for the call and for every read of its stream (a lazy
             # stream makes its provider call, and its budget event starts or ends, in a read),
             # never while the consumer holds a chunk.
             with _in_force(decision, enclosing, m):
-                gen = fn(self._llms[m])
+                gen = fn(pick(m))
                 try:
                     return m, next(gen, None), gen
                 except BaseException:
@@ -343,11 +357,13 @@ class RoutedLLM(FunctionCallingLLM):
         enclosing = current_route()
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
+        pick = self._pick(decision)
+
         async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
             # As in _stream: a CustomLLM's async stream makes its provider call (stream_chat,
             # whose events the budget handlers charge) only when it is first read.
             with _in_force(decision, enclosing, m):
-                gen = await fn(self._llms[m])
+                gen = await fn(pick(m))
                 try:
                     return m, await anext(gen, None), gen
                 except BaseException:

@@ -915,6 +915,67 @@ class TierRouter:
         """
         return await acall_with_fallbacks(self._chain(decision), fn)
 
+    def picker(
+        self,
+        decision: RouteDecision,
+        tiers: Mapping[str, T],
+        fallbacks: Mapping[str, Sequence[T]] | None = None,
+    ) -> Callable[[str], T]:
+        """What each attempt of :meth:`call` / :meth:`acall` calls, for adapters that hold one
+        object (a chat model, an LLM) per tier and per fallback: each call of the returned function
+        gives the next object of the decision's chain (the tier's, then the fallbacks the decision
+        kept), in the order the attempts are made.
+
+        Objects are told apart by their place in the chain, not by model name: a fallback that
+        names the same model as its tier (the same model on another endpoint or key), or two tiers
+        of one model with different settings, are each called.
+
+        Args:
+            decision: From :meth:`route`.
+            tiers: Tier -> object, the tiers this router was built with.
+            fallbacks: Tier -> objects, in the order of this router's ``fallbacks`` names.
+
+        Raises:
+            InvalidInputError: ``decision`` is not a :class:`RouteDecision`, or ``tiers`` /
+                ``fallbacks`` do not match this router's tiers and fallbacks.
+        """
+        chain = self._chain(decision)
+        tier = decision.tier
+        listed = list((fallbacks or {}).get(tier, ()))
+        names = self.fallbacks.get(tier, ())
+        if tier not in tiers or self.tiers.get(tier) != decision.model or len(listed) != len(names):
+            raise InvalidInputError(
+                "tiers",
+                f"do not match the router's tiers and fallbacks for tier {tier!r}",
+                fix="pass the objects the router was built with: one per tier, one per fallback name",
+            )
+        members = [tiers[tier]]
+        kept = iter(decision.fallbacks)
+        want = next(kept, None)
+        for name, member in zip(names, listed, strict=True):
+            if name == want:  # the decision keeps fallbacks in their order (a name: all or none)
+                members.append(member)
+                want = next(kept, None)
+        if len(members) != len(chain):
+            raise InvalidInputError(
+                "decision",
+                f"keeps fallbacks {list(decision.fallbacks)} that are not this router's for tier {tier!r}",
+                fix="pass a decision this router's route() made",
+            )
+        attempts = iter(zip(chain, members, strict=True))
+
+        def pick(model: str) -> T:
+            expected, member = next(attempts, (None, None))
+            if expected != model or member is None:
+                raise InvalidInputError(
+                    "model",
+                    f"{model!r} is not the next model of the decision's chain {list(chain)}",
+                    fix="call the picker once per attempt, from the function given to call() / acall()",
+                )
+            return member
+
+        return pick
+
     @staticmethod
     def _chain(decision: object) -> tuple[str, ...]:
         if not isinstance(decision, RouteDecision):
