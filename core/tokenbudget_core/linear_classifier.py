@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,9 @@ from .embeddings import Embedder, Vectors, as_embedder
 from .encodings import get_encoding
 from .errors import InvalidInputError
 from .learned_classifier import _examples, _tier_labels
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 __all__ = ["LinearComplexityClassifier"]
 
@@ -143,7 +147,8 @@ class LinearComplexityClassifier:
     expected tier position, scaled to ``[0, 1]``; the reason gives the tier's probability and the
     features that pushed hardest toward it (``wording`` is the embedding block as a whole).
     Embedding the prompt being classified runs inside
-    :func:`~tokenbudget_core.attribution.overhead` ``("router")``.
+    :func:`~tokenbudget_core.attribution.overhead` ``("router")``: fitted with a ``ledger``, a
+    paid embedding model's calls are recorded there as the package's overhead.
 
     Example:
         >>> clf = LinearComplexityClassifier.fit(
@@ -193,6 +198,7 @@ class LinearComplexityClassifier:
         balanced: bool = True,
         embedding_weight: float = 1.0,
         under_routing_penalty: float = 1.0,
+        ledger: Ledger | None = None,
     ) -> LinearComplexityClassifier:
         """Fit the weights on labelled prompts.
 
@@ -213,11 +219,15 @@ class LinearComplexityClassifier:
                 0 leaves the embedding out.
             under_routing_penalty: How many times worse sending a prompt to a cheaper tier than
                 it needs is than sending it to a pricier one (1: pick the most probable tier).
+            ledger: Record each call of a paid embedding model there, charged to the current
+                payer and priced on the embedding model (see
+                :func:`~tokenbudget_core.embeddings.as_embedder`): the examples' embedding now, as
+                the app's own call, and each classified prompt's later, as overhead (``router``).
 
         Raises:
             InvalidInputError: No examples, a malformed pair, a label not in ``tiers`` (or labels
                 other than small/medium/large without ``tiers``), fewer than two tiers among the
-                labels, bad ``rules``, numbers out of range or a bad embedder.
+                labels, bad ``rules``, numbers out of range, a bad embedder or ledger.
         """
         pairs = _examples(examples, "examples")
         order, labels = _tier_labels(pairs, tiers)
@@ -234,7 +244,7 @@ class LinearComplexityClassifier:
         penalty = _number(under_routing_penalty, "under_routing_penalty", 0.01, 100.0)
         wording = _number(embedding_weight, "embedding_weight", 0.0, 100.0)
         chosen = DEFAULT_RULES if rules is None else HeuristicClassifier._check_rules(rules)
-        emb = as_embedder(embedder)
+        emb = as_embedder(embedder, ledger=ledger)
         texts = [p for p, _ in pairs]
         signals = _Signals(chosen)
         raw = np.hstack(

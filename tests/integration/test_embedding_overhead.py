@@ -33,13 +33,14 @@ from llama_index.core.embeddings import MockEmbedding
 from pydantic import SecretStr
 
 from langchain_tokenbudget import BudgetCallbackHandler, TokenBudgetLLMCache
-from tokenbudget_core import HashingEmbedder, SemanticCache, Usage, attribute, cost_of
+from tokenbudget_core import HashingEmbedder, SemanticCache, TierRouter, Usage, attribute, cost_of
 from tokenbudget_core.cache_keys import CacheRequest
 from tokenbudget_core.cached_response import CachedResponse
 from tokenbudget_core.embeddings import as_embedder
 from tokenbudget_core.errors import InvalidInputError
 from tokenbudget_core.learned_classifier import NearestNeighbourClassifier
 from tokenbudget_core.ledger import Ledger
+from tokenbudget_core.linear_classifier import LinearComplexityClassifier
 from tokenbudget_core.money import usd_to_nanos
 from tokenbudget_core.reports import build_report
 
@@ -277,13 +278,23 @@ async def test_an_openai_sdk_reply_is_charged_the_tokens_it_reports(
     await aclient.close()
 
 
-def test_the_learned_router_charges_fitting_and_each_classification_as_overhead(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["knn", "linear"])
+def test_the_learned_router_charges_fitting_and_each_classification_as_overhead(
+    tmp_path: Path, kind: str
+) -> None:
     ledger = make_ledger(tmp_path)
     examples = [("what is a token", "small"), ("design a sharded database", "large")]
     with attribute(feature="setup"):
-        clf = NearestNeighbourClassifier.fit(examples, embedder=PaidEmbeddings(size=32), ledger=ledger, k=1)
+        if kind == "knn":
+            clf: Any = NearestNeighbourClassifier.fit(
+                examples, embedder=PaidEmbeddings(size=32), ledger=ledger, k=1
+            )
+        else:  # the linear classifier took no ledger: its embedding calls went unrecorded
+            clf = LinearComplexityClassifier.fit(examples, embedder=PaidEmbeddings(size=32), ledger=ledger)
     with attribute(feature="chat", user="u-4"):
-        clf.classify("what is a token?")
+        TierRouter({"small": "gpt-4o-mini", "large": "gpt-4o"}, classifier=clf, ledger=ledger).route(
+            "what is a token?"
+        )
     fitted, classified = rows(ledger)[f"setup//{EMBEDDING}"], rows(ledger)[f"chat/u-4/{EMBEDDING}"]
     fit_tokens = sum(len(CL100K.encode(p)) for p, _ in examples)
     # Fitting is the app's own call (charged, not overhead); classifying is the router's overhead.
