@@ -40,6 +40,7 @@ from .errors import (
     StoreRefusedError,
     TokenBudgetError,
     TokenCountError,
+    UnknownModelError,
     UnpricedModelError,
     environment_value,
 )
@@ -121,8 +122,14 @@ class _UnavailableError(_CliError):
 
 
 def _cli_error(error: TokenBudgetError) -> _CliError:
+    # the models' and prices' fixes as a shell user applies them: files named by the environment
+    if isinstance(error, UnknownModelError):
+        return _CliError(str(error.with_fix("add it to a models file named by $TOKENBUDGET_MODELS")))
     if isinstance(error, UnpricedModelError):
-        return _UnpricedError(str(error))
+        return _UnpricedError(
+            f"No price is known for model {error.model!r}: add one to a prices file named by "
+            "$TOKENBUDGET_PRICES, or update genai-prices."
+        )
     if isinstance(
         error, EncodingUnavailableError | TokenCountError | MissingDependencyError | BudgetUnavailableError
     ):

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import InvalidInputError
+from .errors import REGISTER_OR_FALLBACK, InvalidInputError, UnknownModelError
 from .messages import Message, MessageLike
 from .registry import ModelInfo, ModelRegistry, check_registry, default_registry
 
@@ -206,7 +206,10 @@ class TokenCounter(abc.ABC):
             from .calibration import check_calibration
 
             check_calibration(calibration)
-        info = check_registry(registry).get(model, fallback=fallback)
+        try:
+            info = check_registry(registry).get(model, fallback=fallback)
+        except UnknownModelError as e:  # this call takes a fallback: say so
+            raise e.with_fix(REGISTER_OR_FALLBACK) from None
         if info.tokenizer == "tiktoken":
             from .openai_counting import TiktokenCounter
 

@@ -106,6 +106,16 @@ class ContextOverflowError(InvalidInputError):
         )
 
 
+REGISTER_MODEL = "register it with ModelRegistry.register(...) or a models file (TOKENBUDGET_MODELS)"
+"""How to make a model known: the fix of every :class:`UnknownModelError`, with what the call
+that raised it takes besides (``fallback=``, ``unknown_model=``)."""
+REGISTER_OR_FALLBACK = (
+    f"{REGISTER_MODEL}, or pass fallback='<known model>' to use another model's tokenizer and "
+    "limits on purpose"
+)
+"""The fix for calls that take ``fallback=`` (``TokenCounter.for_model``, ``get_model``)."""
+
+
 class UnknownModelError(TokenBudgetError, LookupError):
     """The model is not in the registry and no fallback was given.
 
@@ -113,19 +123,23 @@ class UnknownModelError(TokenBudgetError, LookupError):
         model: The model name that was asked for.
         suggestions: Known model names that look closest to it.
         field: The argument that named it (``model``, or e.g. ``premium_model``).
+        fix: What the caller can do, for the call that raised it (the options that call takes).
     """
 
-    def __init__(self, model: str, suggestions: Sequence[str] = (), *, field: str = "model") -> None:
+    def __init__(
+        self, model: str, suggestions: Sequence[str] = (), *, field: str = "model", fix: str | None = None
+    ) -> None:
         self.model = model
         self.suggestions = tuple(suggestions)
         self.field = field
+        self.fix = fix if fix is not None else REGISTER_MODEL
         hint = f" Did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
         named = "" if field == "model" else f"{field}: "  # the argument, when it is not plain model
-        super().__init__(
-            f"{named}Unknown model {model!r}.{hint} Register it with ModelRegistry.register(...) or a "
-            f"models file (TOKENBUDGET_MODELS), or pass fallback='<known model>' to use another "
-            f"model's tokenizer and limits on purpose."
-        )
+        super().__init__(f"{named}Unknown model {model!r}.{hint} {self.fix[:1].upper()}{self.fix[1:]}.")
+
+    def with_fix(self, fix: str) -> UnknownModelError:
+        """The same error with the fix of the call that raised it (e.g. an option it takes)."""
+        return UnknownModelError(self.model, self.suggestions, field=self.field, fix=fix)
 
     def __str__(self) -> str:
         # LookupError (via KeyError-like repr) would quote the message; keep it plain.

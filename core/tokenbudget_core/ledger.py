@@ -58,6 +58,7 @@ from .attribution import current_attribution
 from .budgets import STEPS, BudgetPolicy, Step
 from .clocks import check_clock, clock_reading, finite
 from .errors import (
+    REGISTER_MODEL,
     BudgetExceededError,
     BudgetUnavailableError,
     InvalidInputError,
@@ -1853,9 +1854,10 @@ class Ledger:
         try:
             self.registry.get(model)
             nanos = self._price_nanos(usage, model, round_up=False, minute=minute)
-        except UnknownModelError:
-            if not unpriced_if_unknown:
-                raise
+        except UnknownModelError as e:
+            if not unpriced_if_unknown:  # what commit / record take: say so
+                unpriced = "pass unknown_model='unpriced' to record its tokens with no cost"
+                raise e.with_fix(f"{unpriced}, or {REGISTER_MODEL}") from None
             nanos = None  # recorded without a cost, counted as unpriced
         cost = 0 if nanos is None else nanos
         if cost > _MAX_AMOUNT:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
-from .errors import InvalidInputError, UnknownModelError, environment_value
+from .errors import REGISTER_OR_FALLBACK, InvalidInputError, UnknownModelError, environment_value
 
 __all__ = ["ModelInfo", "ModelRegistry", "Tokenizer", "default_registry", "get_model"]
 
@@ -581,4 +581,7 @@ def get_model(name: str, *, fallback: str | None = None) -> ModelInfo:
         InvalidInputError: ``name`` (named ``model``) or ``fallback`` is not a non-empty string.
         UnknownModelError: As for :meth:`ModelRegistry.get`.
     """
-    return default_registry().get(name, fallback=fallback)
+    try:
+        return default_registry().get(name, fallback=fallback)
+    except UnknownModelError as e:  # this call takes a fallback: say so
+        raise e.with_fix(REGISTER_OR_FALLBACK) from None
