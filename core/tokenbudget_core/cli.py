@@ -44,6 +44,7 @@ from .errors import (
     UnpricedModelError,
     environment_value,
 )
+from .fallbacks import http_status, is_retryable
 from .money import jsonable
 from .pricing import format_usd, price_of
 from .usage import Usage
@@ -137,6 +138,23 @@ def _cli_error(error: TokenBudgetError) -> _CliError:
     if isinstance(error, StoreRefusedError):  # up but refusing: the store's or the URL's to fix
         return _UnavailableError(_refused_for_reading(error))
     return _CliError(str(error))
+
+
+def _live_failure(error: Exception) -> _CliError:
+    """A ``--live`` run's provider error as one line: unreachable, timed out, rate-limited or
+    failing (exit 4, the provider API is unavailable), or refusing the request (exit 1: a key it
+    does not accept, a model it does not serve). Anything else is not the provider's: re-raised."""
+    status = http_status(error)
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    if status is None and not is_retryable(error):  # no response and not a connection error: ours
+        raise error
+    if is_retryable(error):
+        return _UnavailableError(
+            f"--live: the OpenAI API is unavailable ({type(error).__name__}: {text}); "
+            "check the network (or OPENAI_BASE_URL) and retry"
+        )
+    key = " check OPENAI_API_KEY," if status in (401, 403) else ""
+    return _CliError(f"--live: OpenAI refused the request (HTTP {status}: {text});{key} or drop --live")
 
 
 def _refused_for_reading(error: StoreRefusedError) -> str:
@@ -593,16 +611,21 @@ def demo(
     )
     with progress:
         task = progress.add_task("demo", total=total)
-        summary = run_demo(
-            store=_given_store(store_url),
-            users=n_users,
-            turns=n_turns,
-            seed=n_seed,
-            live=live,
-            on_turn=lambda: progress.advance(task),
-            # the default: tokenbudget-demo.html, or one of the run's own while another run is here
-            html=True if html_path is None else (False if html_path == "-" else html_path),
-        )
+        try:
+            summary = run_demo(
+                store=_given_store(store_url),
+                users=n_users,
+                turns=n_turns,
+                seed=n_seed,
+                live=live,
+                on_turn=lambda: progress.advance(task),
+                # the default: tokenbudget-demo.html, or one of the run's own while another run is here
+                html=True if html_path is None else (False if html_path == "-" else html_path),
+            )
+        except Exception as e:
+            if live and not isinstance(e, TokenBudgetError):
+                raise _live_failure(e) from e
+            raise
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return
@@ -619,6 +642,9 @@ def demo(
             markup=False,
             emoji=False,
         )
+    if len(summary.alerts) > 5:
+        where = "in the HTML report" if summary.html is not None else "with --json"
+        console.print(f"  ... and {len(summary.alerts) - 5} more ({where})", markup=False, emoji=False)
     if summary.html is not None:
         console.print(_shown(f"HTML report: {summary.html}"), markup=False, emoji=False)
     if store_url is not None and _in_process(store_url):  # gone with this process: nothing to report on

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from .errors import InvalidInputError, TokenBudgetError
 
-__all__ = ["RETRYABLE_STATUS", "acall_with_fallbacks", "call_with_fallbacks", "is_retryable"]
+__all__ = ["RETRYABLE_STATUS", "acall_with_fallbacks", "call_with_fallbacks", "http_status", "is_retryable"]
 
 T = TypeVar("T")
 
@@ -22,6 +22,20 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 """HTTP statuses worth trying another model for: timeouts, conflicts, rate limits, overload, 5xx."""
 
 _RETRYABLE_NAMES = ("ratelimit", "overload", "timeout", "apiconnectionerror", "serviceunavailable")
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a provider SDK's error (``status_code`` / ``status`` /
+    ``response.status_code``), else ``None`` (no response: a connection error, a timeout, or not
+    a provider error at all)."""
+    for status in (
+        getattr(exc, "status_code", None),
+        getattr(exc, "status", None),
+        getattr(getattr(exc, "response", None), "status_code", None),
+    ):
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status
+    return None
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -43,12 +57,8 @@ def is_retryable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, TimeoutError):
         return True
-    status = getattr(exc, "status_code", None)
-    if not isinstance(status, int):
-        status = getattr(exc, "status", None)
-    if not isinstance(status, int):
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(status, int) and not isinstance(status, bool):
+    status = http_status(exc)
+    if status is not None:
         return status in RETRYABLE_STATUS or 500 <= status < 600
     names = "".join(c.__name__.lower() for c in type(exc).__mro__)
     return any(n in names for n in _RETRYABLE_NAMES)
