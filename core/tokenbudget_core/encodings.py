@@ -126,13 +126,23 @@ def _load_offline(name: str, download_error: OSError) -> tiktoken.Encoding:
     import tiktoken
 
     url = _BPE_URLS.get(name, f"<the {name} BPE file>")
-    user_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-    if user_dir:
+    # tiktoken's own reading: the first of these that is set, even empty (empty: no cache at all)
+    variable = next((v for v in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR") if v in os.environ), None)
+    if variable is not None and not os.environ[variable]:
         raise EncodingUnavailableError(
             name,
-            f"the download failed ({type(download_error).__name__}) and TIKTOKEN_CACHE_DIR={user_dir!r} "
+            f"the download of {url} failed ({type(download_error).__name__}) and {variable} is set but "
+            f"empty, which tiktoken reads as 'no cache', so no local copy can be used. Unset {variable} "
+            f"to use the copy bundled with llama-index-core, or set it to a folder holding the file "
+            f"named {_cache_key(url)!r}.",
+        ) from download_error
+    if variable is not None:
+        user_dir = os.environ[variable]
+        raise EncodingUnavailableError(
+            name,
+            f"the download failed ({type(download_error).__name__}) and {variable}={user_dir!r} "
             f"has no file {_cache_key(url)!r}. Copy {url} there under that name, or unset "
-            f"TIKTOKEN_CACHE_DIR to use the copy bundled with llama-index-core.",
+            f"{variable} to use the copy bundled with llama-index-core.",
         ) from download_error
     if not _seed_default_cache(name):
         raise EncodingUnavailableError(

@@ -55,3 +55,16 @@ def test_user_cache_dir_without_the_file_gives_a_clear_error(tmp_path: Path) -> 
     assert out.startswith("ERROR")
     assert "TIKTOKEN_CACHE_DIR" in out
     assert "o200k_base" in out
+
+
+@pytest.mark.parametrize("variable", ["TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"])
+def test_a_cache_dir_set_but_empty_is_named_not_blamed_on_the_bundled_file(
+    tmp_path: Path, variable: str
+) -> None:
+    # tiktoken reads an empty value as "no cache": the bundled copy cannot be used through it.
+    # The error said "the bundled BPE file could not be used (<a DNS error>)".
+    out = run_offline(tmp_path, "gpt-4o", **{variable: ""})
+    assert out.startswith("ERROR")
+    assert f"{variable} is set but empty" in out
+    assert f"Unset {variable}" in out
+    assert "bundled BPE file could not be used" not in out
