@@ -110,9 +110,12 @@ class PriceTable:
             :class:`PriceOverride`.
 
     Example:
+        >>> from tokenbudget_core import ModelRegistry, Usage, cost_of
+        >>> registry = ModelRegistry()
+        >>> _ = registry.register("acme-7b", provider="acme", context_window=32_000, max_output_tokens=4_096)
         >>> table = PriceTable()
         >>> table.register("acme-7b", PriceOverride(input_mtok="0.2", output_mtok="0.8"))
-        >>> cost_of(Usage(input_tokens=1_000_000), "acme-7b", prices=table)
+        >>> cost_of(Usage(input_tokens=1_000_000), "acme-7b", registry=registry, prices=table)
         Decimal('0.2')
     """
 
