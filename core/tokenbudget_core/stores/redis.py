@@ -566,6 +566,21 @@ class RedisStore:
             raise _refused_connection(self.url, e) or self._refused(e) from e
         except self._redis_error as e:  # anything else of redis-py's: the call's outcome is unknown
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
+        except _HANDSHAKE_ERRORS as e:
+            raise self._not_redis(e) from e
+
+    def _not_redis(self, error: Exception) -> Exception:
+        """A connection's handshake that redis-py could not read (something else on the port, a
+        proxy speaking only an older protocol): the store is unreachable, so the ledger fails open
+        or closed as chosen (a commit is spooled), rather than a bare ``AttributeError`` losing
+        the usage. Any other such error is a bug, raised as it is."""
+        if not _in_handshake(error):
+            return error
+        return BudgetUnavailableError(
+            self._shown_url,
+            f"the server did not answer Redis's connection handshake ({type(error).__name__}: {error}); "
+            "is a Redis server (6 or later) listening at that address?",
+        )
 
     def _refused(self, error: BaseException) -> RedisRefusedError:
         refused = RedisRefusedError(self._shown_url, f"{type(error).__name__}: {error}")
@@ -649,6 +664,8 @@ class RedisStore:
             raise _refused_connection(self.url, e) or self._refused(e) from e
         except self._redis_error as e:  # anything else of redis-py's: the call's outcome is unknown
             raise BudgetUnavailableError(self._shown_url, f"{type(e).__name__}: {e}") from e
+        except _HANDSHAKE_ERRORS as e:
+            raise self._not_redis(e) from e
         for i, result in enumerate(results):
             if isinstance(result, self._script_error):  # the server refused that operation
                 refused = results[i] = self._refused(result)
@@ -1358,6 +1375,21 @@ class _RawWire(_Wire):
         if self._push is not None and type(reply) is self._push:  # RESP3: not a reply, not ours
             return self.read()
         return reply
+
+
+_HANDSHAKE_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError)
+"""What redis-py raises, not as its own errors, reading a handshake reply it did not expect."""
+
+
+def _in_handshake(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside redis-py's connection handshake (``on_connect...``)."""
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name.startswith("on_connect") and f"{os.sep}redis{os.sep}" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 _PROTOCOLS = (None, 2, 3, "2", "3")
