@@ -141,7 +141,7 @@ class SemanticCache(ResponseCacheBase):
             length, so every store scores their cosine similarity.
         threshold: The lowest cosine similarity that counts as a match (0 < threshold <= 1).
         guard: Refuse matches that differ in negation, numbers, symbols, named entities, content
-            words, word roles or direction (see :mod:`~tokenbudget_core.semantic_guard`).
+            words, word roles, direction or code (see :mod:`~tokenbudget_core.semantic_guard`).
         shadow: Log would-be hits and return them with ``served=False`` instead of serving them.
         text_of: What to embed of a request (default: its last user turn).
         candidates: How many nearest entries to check against the threshold and the guard.

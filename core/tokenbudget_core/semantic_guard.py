@@ -13,9 +13,11 @@ refuses a match when the two prompts differ in
   "with food and *not* on an empty stomach" is not "*not* with food and on an empty stomach".
   A contracted English negation (``isn't``, ``can't``) may negate either of the next two content
   words, so "Isn't aspirin safe?" still matches "Is aspirin not safe?";
-* **numbers**: the multiset of numbers, digits as written but for thousands separators
-  (``1,000`` = ``1000``; ``3.10`` is not ``3.1``, ``2.0`` not ``2``) and English number words
-  (``three``, ``dozen``, ``first``...);
+* **numbers**: the sequence of numbers, in the order written (``2025-03-04`` is not
+  ``2025-04-03``, "from 3 pm to 5 pm" not "from 5 pm to 3 pm"), digits as written but for
+  thousands separators (``1,000`` = ``1000``; ``3.10`` is not ``3.1``, ``2.0`` not ``2``), also
+  when glued to letters (``v2.1`` is not ``v2.2``, ``python3.10`` not ``python3.12``), and English
+  number words (``three``, ``dozen``, ``first``...);
 * **symbols**: the multiset of the characters that are neither letters, digits nor whitespace
   (``+`` / ``*``, ``$`` / ``€``, ``>`` / ``<``, ``%``, ``#``, ``^``, ``~``, brackets...), leaving
   out sentence punctuation (``. , ! ? ; :``, quotes and apostrophes, ``¿ ¡ …``, dashes) and a
@@ -27,25 +29,42 @@ refuses a match when the two prompts differ in
   prepositions, polite filler, in English, German, French, Spanish, Italian, Portuguese and
   Dutch), plurals and ``-ing``/``-ed`` forms folded together. Each prompt having a content word
   the other lacks is a *substitution* ("premium plan" / "basic plan", "cancel" / "renew",
-  "travelling to france" / "to russia", "where" / "when"): refused. Adding or dropping words
-  ("please", "What is the way to...", "...to the app") is not;
-* **word roles**: two words swapped around ``from`` / ``to`` / ``into`` / ``than`` / ``vs`` (and
+  "travelling to france" / "to russia", "where" / "when"): refused. So is a content word standing,
+  in one prompt, where the other has a word it lacks, even a function word ("7 *am*" / "7 *pm*",
+  "plan *a*" / "plan *b*", "shipping to *us*" / "to *uk*"; the two prompts' words are aligned
+  and only a one-for-one swap counts). Adding or dropping words ("please", "What is the way
+  to...", "...to the app") is not;
+* **word roles**: words swapped around ``from`` / ``to`` / ``into`` / ``than`` / ``vs`` (and
   ``von`` / ``nach``, ``de`` / ``vers``, ``desde`` / ``hacia``...): "from checking to savings" is
-  not "from savings to checking", "usd to eur" not "eur to usd";
+  not "from savings to checking", "usd to eur" not "eur to usd". A role word's whole span counts
+  (its content words, numbers and one-letter names up to the next role word or punctuation), so
+  "from account 1234 to account 5678" is not "from account 5678 to account 1234", nor "from
+  folder A to folder B" "from folder B to folder A";
 * **direction**: each prompt having a direction word the other lacks, of opposite sides
   (``to`` / ``from`` and the role words above, ``in`` / ``into`` / ``out``, ``before`` / ``after``,
   ``over`` / ``above`` / ``more`` / ``under`` / ``below`` / ``less``, ``up`` / ``down``,
   ``on`` / ``off``), or two verb particles (``up`` / ``in`` / ``out`` / ``on`` / ``off`` /
   ``down``, opposite or not): "migrate to Postgres" is not "migrate from Postgres", "log in" not
   "log out", "sign up" not "sign in".
-  Adding or dropping one ("How to reset my password" / "How do I reset my password") is not.
+  Adding or dropping one ("How to reset my password" / "How do I reset my password") is not;
+* **code**: in code, case, indentation and a ``:`` carry meaning (``x[:2]`` / ``x[::2]``,
+  ``Total`` / ``total``) that the embedder and the checks above fold away. A prompt with code in
+  it matches only a prompt with the same code, as written (each line's trailing whitespace
+  aside): the fenced blocks and backtick spans, or, when the prose around them still looks like
+  code (an indented line, a call or an index such as ``print(`` / ``x[``, a bracket holding a
+  ``:``, an operator such as ``==`` / ``::`` / ``+=``), the whole prompt: an answer about code
+  is served only for the same code;
 
 What it cannot catch, and what it costs:
 
 * A qualifier added or dropped ("Is ibuprofen safe *for children*?"), a change spread over
   reworded text, or a swap of function words ("must I" / "may I") is served when the embedding
   scores it above the threshold: keep the threshold high for questions where that matters.
-* Meaning carried by word order alone, beyond the role words above ("dog bites man").
+* Meaning carried by word order alone, beyond the role words and numbers above ("dog bites
+  man"); and the order of numbers counts even where it does not matter ("3 times 5" / "5 times
+  3" is a miss).
+* Code the markers above do not spot (identifiers or an assignment in prose, "when x = 3", code
+  without brackets, operators or indentation) is compared as prose: its case is folded.
 * Negations it does not list (Japanese, Korean, Arabic, Hindi...); in scripts written without
   spaces a whole run of characters is one word, so any change in it is a substitution.
 * Synonyms are known only for a few common verbs and nouns of support questions ("buy" /
@@ -69,19 +88,28 @@ import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from difflib import SequenceMatcher
+from itertools import islice
 from typing import Any
 
 from .errors import InvalidInputError
 
 __all__ = ["GuardFeatures", "compare", "guard_features"]
 
-FORMAT = 3
+FORMAT = 4
 """The version of :meth:`GuardFeatures.to_json`; entries of another version are refused (version 2
-read no symbols and folded ``3.10`` into ``3.1``)."""
+read no symbols and folded ``3.10`` into ``3.1``; version 3 compared numbers in any order, dropped
+a number's decimals after a letter, kept one word per role and no word sequence nor code)."""
 
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*")
+# A number anywhere, also glued to letters ("v2.1", "python3.10": the digits after the dot are
+# what differs between two versions); a sign only where it cannot be a hyphen ("GPT-4").
+_NUMBER = re.compile(r"(?:(?<![\w.])[-+])?(?<!\d)\d+(?:[.,]\d+)*")
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"\w+")
-_TOKEN = re.compile(r"\w+(?:'\w+)*")
+# A word; a dotted number, with any letters glued to it, is one word ("v2.1", "3.10").
+_TOKEN = re.compile(r"\w*\d(?:[.,]\d+)+\w*|\w+(?:'\w+)*")
+_BREAKS = frozenset(".,;:!?…。、\n")
+"""Punctuation ending the span of a role word ("from A, to B")."""
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "`": "'"})
 _SYMBOL = re.compile(r"[^\w\s]")
 _SENTENCE_PUNCTUATION = frozenset(
@@ -150,6 +178,9 @@ _FUNCTION_WORDS = _COMMON - {"where", "when", "why", "who", "whom", "whose"} | _
 )
 """Function words: swapping one for another ("How do I" / "How can I") is not a new question.
 (Words that are also English content words, "die", "son", "war", "hat", "man", are left out.)"""
+_WH_WORDS = ("where", "when", "why", "who", "whom", "whose")
+"""Question words: content words (one swapped for another asks another thing) that still may stand
+for "how" or "what" in a paraphrase."""
 
 _ROLES = {
     **dict.fromkeys(("from", "von", "aus", "depuis", "desde", "uit"), "src"),
@@ -183,6 +214,18 @@ _OPPOSITES = (
     ("up", "down"),
     ("on", "off"),
 )
+
+_FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
+_INLINE_CODE = re.compile(r"`[^`\n]+`")
+_CODE_MARKERS = re.compile(
+    r"""\n[ \t]+\S                              # an indented line
+    | [A-Za-z_]\w*(?:\((?!e?s\))|\[)           # a call or an index: print(, x[ (not "file(s)")
+    | [\[{][^\]}\n]*:[^\]}\n]*[\]}]              # a bracket holding a colon: x[::2], {"a": 1}
+    | ==|!=|<=|>=|=>|::|&&|\|\||:=|[-+*/%]=      # code operators (not "->": an arrow of prose)
+    """,
+    re.X,
+)
+"""What makes prose look like code: then the whole prompt is compared as written."""
 
 _HASH_CHARS = 16
 
@@ -221,6 +264,21 @@ def _symbols(text: str) -> list[str]:
                 continue
         found.append(c)
     return found
+
+
+def _code(text: str) -> str | None:
+    """The code of a prompt as written (see the module doc), or ``None`` when it has none."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    parts = [m.group() for m in _FENCE.finditer(text)]
+    prose = _FENCE.sub("\n", text)
+    parts += [m.group() for m in _INLINE_CODE.finditer(prose)]
+    prose = _INLINE_CODE.sub(" ", prose)
+    if _CODE_MARKERS.search(prose):
+        parts = [text]  # code in the prose itself: where it ends is unknown, so all of it
+    if not parts:
+        return None
+    # Trailing whitespace and blank lines around a part are no code; indentation and case are.
+    return "\0".join("\n".join(line.rstrip() for line in p.split("\n")).strip("\n") for p in parts)
 
 
 def _stem(word: str) -> str:
@@ -264,6 +322,10 @@ _SYNONYMS = {
 }
 """A few common synonyms of support questions, folded together: swapping them is a paraphrase."""
 
+_NOT_SWAPPED_IN_PLACE = frozenset(_h(_SYNONYMS.get(_stem(w), _stem(w))) for w in (*_WH_WORDS, *_DIRECTIONS))
+"""Content words (as :func:`guard_features` hashes them) left out of the one-for-one swaps of
+:func:`compare`: question words and direction words (``up``, ``off``...), checked on their own."""
+
 
 _ELISIONS = ("l'", "d'", "j'", "qu'", "s'", "c'", "m'", "t'")
 _CLITICS = ("'s", "'re", "'ve", "'ll", "'d", "'m")
@@ -288,60 +350,103 @@ def _split(token: str) -> tuple[bool, bool, str]:
     return False, False, token
 
 
-def _read(folded: str) -> tuple[list[tuple[str, ...]], list[str], set[tuple[str, str]], list[str]]:
-    """Negations (each with the content words it may negate), content words, word roles and
-    the sides of its direction words.
+@dataclass(slots=True)
+class _Reading:
+    """What :func:`_read` finds in a folded prompt (plain words; :func:`guard_features` hashes them)."""
 
-    Items of the token stream: a content word, a negation marker, a role marker.
+    negations: list[tuple[str, ...]]
+    content: list[str]
+    roles: set[tuple[str, str]]
+    directions: list[str]
+    sequence: list[str]
+    """Every word in order, as a form: a content word's stem, ``n:`` and a number, ``f:`` and a
+    function word, ``neg`` for a negation cue."""
+
+
+def _read(folded: str) -> _Reading:
+    """Negations (each with the content words it may negate), content words, word roles (each role
+    word with every term of its span), the sides of its direction words and its word sequence.
+
+    Items of the token stream: a content word, a number, a one-letter function word ("a", "i"),
+    another function word, a negation marker, a role marker, a break (punctuation).
     """
-    stream: list[tuple[str, str]] = []  # ("w", stem) | ("neg", "aux"/"") | ("role", role)
+    stream: list[tuple[str, str]] = []  # (kind, form); kinds: w num letter f neg role stop
+    sequence: list[str] = []
     directions: list[str] = []
+    end = 0
     for m in _TOKEN.finditer(folded):
+        if any(c in _BREAKS for c in folded[end : m.start()]):
+            stream.append(("stop", ""))
+        end = m.end()
         token = m.group()
         stream.extend(("neg", "") for c in token if c in _CJK_NEGATIONS)
         negation, aux, word = _split(token)
         if negation:
             stream.append(("neg", "aux" if aux else ""))
+            sequence.append("neg")
         if not word:
             continue
         directions.extend(_DIRECTIONS.get(word, ()))
         if word in _ROLES:
             stream.append(("role", _ROLES[word]))
-        elif word not in _FUNCTION_WORDS and word not in _NUMBER_WORDS and not word.isdigit():
+            sequence.append(f"f:{word}")
+            continue
+        if word in _NUMBER_WORDS:
+            item = ("num", f"n:{word}")
+        elif word.isdigit() or _DIGITS.fullmatch(word):
+            item = ("num", f"n:{_number(word)}")
+        elif word in _FUNCTION_WORDS:
+            # A one-letter word may be a name ("folder A", "plan a"): it counts in a role's span.
+            item = ("letter" if len(word) == 1 else "f", f"f:{word}")
+        else:
             stem = _stem(word)
-            stream.append(("w", _SYNONYMS.get(stem, stem)))
+            item = ("w", _SYNONYMS.get(stem, stem))
+        stream.append(item)
+        sequence.append(item[1])
     content = [v for k, v in stream if k == "w"]
     negations: list[tuple[str, ...]] = []
     roles: set[tuple[str, str]] = set()
     for i, (kind, value) in enumerate(stream):
         if kind == "role":
-            following = _content_after(stream, i, 1)
-            if following:
-                roles.add((value, following[0]))
+            roles.update((value, term) for term in _span(stream, i))
         elif kind == "neg":
             negated = _content_after(stream, i, 2 if value == "aux" else 1)
             if not negated:
                 negated = _content_before(stream, i)
             negations.append(tuple(sorted(negated)))
-    return negations, content, roles, directions
+    return _Reading(negations, content, roles, directions, sequence)
+
+
+def _span(stream: Sequence[tuple[str, str]], i: int) -> list[str]:
+    """The terms a role word at ``i`` governs: its content words, numbers and one-letter words up to
+    the next role word or punctuation ("from account 1234", "to folder B")."""
+    terms = []
+    for j in range(i + 1, len(stream)):  # (no slice: spans are disjoint, reading them all is linear)
+        kind, value = stream[j]
+        if kind in ("role", "stop"):
+            break
+        if kind in ("w", "num", "letter"):
+            terms.append(value)
+    return terms
 
 
 def _content_after(stream: Sequence[tuple[str, str]], i: int, n: int) -> list[str]:
-    return [v for k, v in stream[i + 1 :] if k == "w"][:n]
+    return list(islice((stream[j][1] for j in range(i + 1, len(stream)) if stream[j][0] == "w"), n))
 
 
 def _content_before(stream: Sequence[tuple[str, str]], i: int) -> list[str]:
-    return [v for k, v in reversed(stream[:i]) if k == "w"][:1]
+    return list(islice((stream[j][1] for j in range(i - 1, -1, -1) if stream[j][0] == "w"), 1))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GuardFeatures:
-    """What the guard compares, hashed: negations, numbers, entities, words, content words, roles."""
+    """What the guard compares, hashed: negations, numbers, symbols, entities, words, content words,
+    roles, directions, the word sequence and the code."""
 
     negations: tuple[tuple[str, ...], ...]
     """Per negation cue, hashes of the content words it may negate (sorted)."""
     numbers: tuple[str, ...]
-    """Hashes of its numbers, sorted (a multiset)."""
+    """Hashes of its numbers, in the order written (a sequence: ``3 ... 5`` is not ``5 ... 3``)."""
     symbols: tuple[str, ...]
     """Hashes of its symbols (not sentence punctuation), sorted (a multiset)."""
     entities: frozenset[str]
@@ -351,14 +456,21 @@ class GuardFeatures:
     content: tuple[str, ...]
     """Hashes of its content words (folded, see :func:`guard_features`), sorted (a multiset)."""
     roles: frozenset[tuple[str, str]]
-    """``(role, content word hash)``: the word after ``from`` (``src``), ``to`` (``dst``), ``than``
-    (``cmp``)."""
+    """``(role, term hash)``: each term (content word, number, one-letter word) of the span of a
+    ``from`` (``src``), ``to`` (``dst``), ``than`` (``cmp``)."""
     directions: tuple[str, ...]
     """Hashes of the sides of its direction words (``to``, ``from``, ``before``...), sorted (a
     multiset)."""
+    sequence: tuple[str, ...]
+    """Hashes of all its words in order (content words folded, numbers as written, function words,
+    negation cues): where a word stands, for the one-for-one swaps of :func:`compare`."""
+    code: str | None
+    """Hash of its code as written (see the module doc), ``None`` when it has none."""
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON for a cache entry."""
+        """Plain JSON for a cache entry (the sequence as indexes into its sorted distinct hashes)."""
+        forms = sorted(set(self.sequence))
+        index = {h: i for i, h in enumerate(forms)}
         return {
             "v": FORMAT,
             "neg": [list(n) for n in self.negations],
@@ -369,6 +481,9 @@ class GuardFeatures:
             "content": list(self.content),
             "roles": sorted([role, word] for role, word in self.roles),
             "dir": list(self.directions),
+            "forms": forms,
+            "seq": [index[h] for h in self.sequence],
+            "code": self.code,
         }
 
     @classmethod
@@ -387,17 +502,24 @@ class GuardFeatures:
         try:
             neg, num, ent, words = data["neg"], data["num"], data["ent"], data["words"]
             content, roles, sym, dirs = data["content"], data["roles"], data["sym"], data["dir"]
+            forms, seq, code = data["forms"], data["seq"], data["code"]
         except KeyError as e:
             raise InvalidInputError("guard", f"is missing {e.args[0]!r}") from e
         # The two lists of lists are checked before they are unpacked: a stored entry of any
         # other shape (null, a number, a string) is no guard features, never a TypeError.
         if not (isinstance(neg, list) and isinstance(roles, list)):
             raise InvalidInputError("guard", "is not guard features")
-        lists = (num, ent, words, content, sym, dirs, *neg, *roles)
+        lists = (num, ent, words, content, sym, dirs, forms, *neg, *roles)
         if not all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in lists):
             raise InvalidInputError("guard", "is not guard features")
         if not all(len(r) == 2 for r in roles):
             raise InvalidInputError("guard", "roles must be [role, word] pairs")
+        if not (
+            isinstance(seq, list)
+            and all(type(i) is int and 0 <= i < len(forms) for i in seq)
+            and (code is None or isinstance(code, str))
+        ):
+            raise InvalidInputError("guard", "is not guard features")
         return cls(
             negations=tuple(tuple(n) for n in neg),
             numbers=tuple(num),
@@ -407,12 +529,14 @@ class GuardFeatures:
             content=tuple(content),
             roles=frozenset((r[0], r[1]) for r in roles),
             directions=tuple(dirs),
+            sequence=tuple(forms[i] for i in seq),
+            code=code,
         )
 
 
 def guard_features(text: str) -> GuardFeatures:
-    """Read the negations, numbers, symbols, named entities, content words, word roles and
-    direction words of a prompt (hashed).
+    """Read the negations, numbers, symbols, named entities, content words, word roles, direction
+    words, word sequence and code of a prompt (hashed).
 
     Raises:
         InvalidInputError: ``text`` is not a string.
@@ -424,10 +548,11 @@ def guard_features(text: str) -> GuardFeatures:
     """
     if not isinstance(text, str):
         raise InvalidInputError("text", "must be a string", value=type(text).__name__)
-    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
-    folded = text.casefold()
-    negations, content, roles, directions = _read(folded)
-    numbers = [_number(m.group()) for m in _NUMBER.finditer(text)]
+    text = unicodedata.normalize("NFKC", text)
+    code = _code(text)  # (before backticks are read as apostrophes)
+    text = text.translate(_APOSTROPHES)
+    reading = _read(text.casefold())
+    numbers = [(m.start(), _number(m.group())) for m in _NUMBER.finditer(text)]
     words: set[str] = set()
     entities: set[str] = set()
     for m in _WORD.finditer(text):
@@ -435,7 +560,7 @@ def guard_features(text: str) -> GuardFeatures:
         low = token.casefold()
         words.add(low)
         if low in _NUMBER_WORDS:
-            numbers.append(low)
+            numbers.append((m.start(), low))
             continue
         if token.isdigit():
             continue
@@ -449,15 +574,18 @@ def guard_features(text: str) -> GuardFeatures:
             or (token[0].isupper() and (not initial or low not in _COMMON) and token != "I")
         ):
             entities.add(low)
+    numbers.sort()  # (in the order written: digits and number words interleaved)
     return GuardFeatures(
-        negations=tuple(sorted(tuple(sorted(_h(w) for w in n)) for n in negations)),
-        numbers=tuple(sorted(_h(n) for n in numbers)),
+        negations=tuple(sorted(tuple(sorted(_h(w) for w in n)) for n in reading.negations)),
+        numbers=tuple(_h(n) for _, n in numbers),
         symbols=tuple(sorted(_h(c) for c in _symbols(text))),
         entities=frozenset(_h(e) for e in entities),
         words=frozenset(_h(w) for w in words),
-        content=tuple(sorted(_h(w) for w in content)),
-        roles=frozenset((role, _h(w)) for role, w in roles),
-        directions=tuple(sorted(_h(f"dir:{side}") for side in directions)),
+        content=tuple(sorted(_h(w) for w in reading.content)),
+        roles=frozenset((role, _h(w)) for role, w in reading.roles),
+        directions=tuple(sorted(_h(f"dir:{side}") for side in reading.directions)),
+        sequence=tuple(_h(w) for w in reading.sequence),
+        code=None if code is None else _h(f"code:{code}"),
     )
 
 
@@ -465,8 +593,8 @@ def compare(a: GuardFeatures, b: GuardFeatures) -> str | None:
     """Why two prompts must not share an answer (``None`` when the guard lets them).
 
     Returns ``"negation differs"``, ``"numbers differ"``, ``"symbols differ"``,
-    ``"named entities differ"``, ``"content words differ"``, ``"word roles differ"`` or
-    ``"direction differs"``.
+    ``"named entities differ"``, ``"content words differ"``, ``"word roles differ"``,
+    ``"direction differs"`` or ``"code differs"``.
 
     Raises:
         InvalidInputError: ``a`` or ``b`` is not :class:`GuardFeatures`.
@@ -488,12 +616,14 @@ def compare(a: GuardFeatures, b: GuardFeatures) -> str | None:
     if not (a.entities <= b.words and b.entities <= a.words):
         return "named entities differ"
     mine, theirs = Counter(a.content), Counter(b.content)
-    if mine - theirs and theirs - mine:
+    if (mine - theirs and theirs - mine) or _swapped_in_place(a, b):
         return "content words differ"
     if _roles_swapped(a, b):
         return "word roles differ"
     if _direction_flipped(a.directions, b.directions):
         return "direction differs"
+    if a.code != b.code:  # (last: any other difference is the better reason)
+        return "code differs"
     return None
 
 
@@ -514,9 +644,33 @@ def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return bool(set(a) & set(b)) or (not a and not b)
 
 
+def _swapped_in_place(a: GuardFeatures, b: GuardFeatures) -> bool:
+    """A content word of one prompt standing where the other has a word the first lacks, even a
+    function word ("7 am" / "7 pm", "plan a" / "plan b", "to us" / "to uk").
+
+    The word sequences are aligned (:class:`difflib.SequenceMatcher`); only a replaced run of
+    as many words on both sides pairs words one for one, so rewording ("How do I" / "What is the
+    way to") and added or dropped words are not swaps. Two function words swapped ("must" /
+    "may") are not either (see the module doc), nor a question word for a function word ("How do
+    I" / "Where can I track my order?"): two question words swapped are a content-word swap. Nor
+    are direction words ("up" / "in"): the direction check tells them apart.
+    """
+    in_a, in_b = set(a.sequence), set(b.sequence)
+    content = (set(a.content) | set(b.content)) - _NOT_SWAPPED_IN_PLACE
+    matcher = SequenceMatcher(None, a.sequence, b.sequence, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op != "replace" or i2 - i1 != j2 - j1:
+            continue
+        for x, y in zip(a.sequence[i1:i2], b.sequence[j1:j2], strict=True):
+            if x not in in_b and y not in in_a and (x in content or y in content):
+                return True
+    return False
+
+
 def _roles_swapped(a: GuardFeatures, b: GuardFeatures) -> bool:
-    """A word in a role in one prompt, present but not in that role in the other, and vice versa."""
-    in_a, in_b = set(a.content), set(b.content)
+    """A term in a role in one prompt, present but not in that role in the other, and vice versa
+    (the terms of a role's span: "from account 1234" / "from account 5678")."""
+    in_a, in_b = set(a.sequence) | set(a.content), set(b.sequence) | set(b.content)
     for role in {r for r, _ in a.roles | b.roles}:
         ra = {w for r, w in a.roles if r == role}
         rb = {w for r, w in b.roles if r == role}
