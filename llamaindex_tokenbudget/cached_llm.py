@@ -4,8 +4,10 @@
 :class:`~tokenbudget_core.cache_keys.CacheRequest` and look it up in an ``ExactCache`` or
 ``SemanticCache``; a hit is answered without calling the wrapped LLM, a miss calls it and stores
 the answer as plain JSON. A streamed miss is passed through chunk by chunk and its final
-response stored; a streamed hit is replayed as a one-chunk stream. What may be cached, the
-scope rules and the similarity threshold are the core cache's.
+response stored, unless a chunk said it was cut off or failed (every chunk's stop reason is read:
+OpenAI's closing usage-only chunk follows the one saying ``length``); a streamed hit is replayed
+as a one-chunk stream. What may be cached, the scope rules and the similarity threshold are the
+core cache's.
 
 A sampled call (``temperature`` > 0 or ``top_p`` < 1) is not cached unless the cache opts in
 (``cache_sampled=True``). The temperature is the one the wrapped LLM sends: the call's own, else
@@ -99,12 +101,12 @@ from tokenbudget_core.cached_response import CachedResponse, CacheHit, stop_reas
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.money import decimal_text
 from tokenbudget_core.registry import default_registry
-from tokenbudget_core.response_cache import ResponseCacheBase
+from tokenbudget_core.response_cache import ResponseCacheBase, hits_not_recorded
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
 
 from . import budget_callback, cost_event_handler
-from .budget_callback import BudgetCallbackHandler, caller_frame, inner_llms
+from .budget_callback import ROUTE_KEY, BudgetCallbackHandler, caller_frame, inner_llms
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_messages
 from .usage import CACHE_HIT_KEY
@@ -137,11 +139,19 @@ class CachedLLM(FunctionCallingLLM):
             ``CostEventHandler`` on the dispatcher). The scope is read when the
             call is made: a stream read later (or inside another ``attribute()`` block) is
             stored for the caller who started it.
-        model: The model name for keys and pricing; it must be known to the registry (the
-            cache's, else the core's). Default: ``llm.metadata.model_name``, taken as it is: a
-            model the registry does not know (a local model) still keys the cache, but what its
-            hits saved cannot be priced (``saved_usd`` is ``None``). An LLM that names no model
-            (``MockLLM``: ``"unknown"``) needs ``model=``.
+        model: The model name for keys, and for pricing when the answer does not say which
+            model gave it; it must be known to the registry (the cache's, else the core's).
+            Default: ``llm.metadata.model_name``, taken as it is: a model the registry does not
+            know (a local model) still keys the cache, but what its hits saved cannot be priced
+            (``saved_usd`` is ``None``). An LLM that names no model (``MockLLM``: ``"unknown"``)
+            needs ``model=``. What a hit saved is priced on the model that answered, as the
+            LangChain cache prices it: a ``RoutedLLM``'s tier (its route's ``answered_by``,
+            whose row the hit is recorded on too, as the call was charged there), else the raw
+            response's ``model`` when the registry knows it, else this one. Around a
+            ``RoutedLLM`` (whose metadata names no single model), ``model=`` may be left out: its
+            answers are priced and recorded on their tier. With a ledger on the cache, an answer
+            neither of whose models the ledger's registry knows is not cached (a hit could not
+            be recorded): logged once as a warning.
 
     Warning:
         With ``scope=None`` and **no payer known** (no ``attribute()`` block naming one, no
@@ -172,6 +182,7 @@ class CachedLLM(FunctionCallingLLM):
     model: str = Field(description="The model name used in cache keys and to price what a hit saved.")
     _cache: Any = PrivateAttr()  # ExactCache | SemanticCache (checked in __init__)
     _scope: ScopeLike = PrivateAttr(default=None)
+    _unknown_model_told: bool = PrivateAttr(default=False)
 
     def __init__(
         self,
@@ -304,37 +315,99 @@ class CachedLLM(FunctionCallingLLM):
             return None
 
     def _response(
-        self, text: str | None, raw: Any, reported: Any, extra: dict[str, Any], calls: Sequence[Any]
+        self,
+        text: str | None,
+        raw: Any,
+        reported: Any,
+        extra: dict[str, Any],
+        calls: Sequence[Any],
+        stream: _StreamTail | None = None,
     ) -> CachedResponse:
-        """``reported``: the response's own ``additional_kwargs`` (some integrations put the stop
-        reason there rather than in ``raw``)."""
+        """The answer as an entry: its usage (from ``raw``), why it ended and the model that
+        answered (:meth:`_answering`), which prices what a hit on it saves.
+
+        ``reported``: the response's own ``additional_kwargs`` (some integrations put the stop
+        reason there rather than in ``raw``; a ``RoutedLLM`` its route). ``stream``: what every
+        chunk of a streamed answer said (``raw`` and ``reported`` are then its last chunk's).
+        """
         try:
             usage = Usage.from_llamaindex(raw) if raw is not None else Usage(estimated=True)
         except InvalidInputError:
             usage = Usage(estimated=True)
+        model, routed = self._answering(raw, reported)
+        if stream is not None:
+            reason = stream.finish_reason()
+            if not routed and stream.answered_by is not None:
+                model, routed = stream.answered_by, True  # the route was on an earlier chunk only
+        else:
+            reason = _finish_reason(raw, reported)
+        if routed:  # a hit is recorded on the tier's model, where the call was charged
+            extra = {**extra, _ANSWERED_BY: model}
         return CachedResponse(
-            content=text or "", model=self.model, usage=usage, finish_reason=_finish_reason(raw, reported),
+            content=text or "", model=model, usage=usage, finish_reason=reason,
             tool_calls=tuple({"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls),
             extra=extra,
         )  # fmt: skip
 
-    def _chat_entry(self, response: ChatResponse) -> CachedResponse | None:
+    def _answering(self, raw: Any, reported: Any) -> tuple[str, bool]:
+        """The model that answered, and whether a ``RoutedLLM`` named it: the route's
+        ``answered_by`` (the tier that answered, the model its call was charged on), else the
+        raw response's ``model`` when the registry knows it (a dated snapshot prices as itself),
+        else ``model=``. LangChain's cache reads the model that answered from the reply too."""
+        route = reported.get(ROUTE_KEY) if isinstance(reported, dict) else None
+        answered_by = route.get("answered_by") if isinstance(route, dict) else None
+        if isinstance(answered_by, str) and answered_by.strip():
+            return answered_by, True
+        try:
+            data = None if raw is None else as_dict(raw, "raw")
+        except InvalidInputError:
+            data = None
+        named = data.get("model") if data is not None else None
+        registry = self._cache.registry or default_registry()
+        if isinstance(named, str) and named in registry:
+            return named, False
+        return self.model, False
+
+    def _chat_entry(self, response: ChatResponse, stream: _StreamTail | None = None) -> CachedResponse | None:
         try:
             calls = to_core_messages([response.message])[0].tool_calls
             extra = {"additional_kwargs": dict(response.message.additional_kwargs)}
             return self._response(
-                response.message.content, response.raw, response.additional_kwargs, extra, calls
+                response.message.content, response.raw, response.additional_kwargs, extra, calls, stream
             )
         except InvalidInputError as e:
             logger.debug("response not cached: %s", e)
             return None
 
-    def _completion_entry(self, response: CompletionResponse) -> CachedResponse | None:
+    def _completion_entry(
+        self, response: CompletionResponse, stream: _StreamTail | None = None
+    ) -> CachedResponse | None:
         try:
-            return self._response(response.text, response.raw, response.additional_kwargs, {}, ())
+            return self._response(response.text, response.raw, response.additional_kwargs, {}, (), stream)
         except InvalidInputError as e:
             logger.debug("response not cached: %s", e)
             return None
+
+    def _storable(self, request: CacheRequest | None, entry: CachedResponse | None) -> bool:
+        """Whether to hand ``entry`` to the cache. With a ledger, not an answer neither of whose
+        models (``model=``, the one that answered) the ledger's registry knows: the cache would
+        refuse it (a hit could not be recorded). That is said once, as a warning, with the fix,
+        rather than in the cache's debug log only."""
+        if request is None or entry is None:
+            return False
+        ledger = getattr(self._cache, "ledger", None)
+        if ledger is not None and request.model not in ledger.registry and entry.model not in ledger.registry:
+            if not self._unknown_model_told:
+                self._unknown_model_told = True
+                logger.warning(
+                    "CachedLLM answers not cached: neither model=%r nor the model that answered (%r) "
+                    "is known to the cache ledger's registry; pass model='<a registered model>' or "
+                    "register the model",
+                    request.model,
+                    entry.model,
+                )
+            return False
+        return True
 
     # -- tools: the wrapped LLM formats them and reads its answers ---------------------------------
 
@@ -403,7 +476,7 @@ class CachedLLM(FunctionCallingLLM):
             return _chat_hit(hit)
         response = self.llm.chat(messages, **kwargs)
         entry = self._chat_entry(response) if request else None
-        if request and entry:
+        if request and entry and self._storable(request, entry):
             with in_force(payer):
                 self._cache.store(request, entry, scope=where)
         return response
@@ -417,7 +490,7 @@ class CachedLLM(FunctionCallingLLM):
             return _chat_hit(hit)
         response = await self.llm.achat(messages, **kwargs)
         entry = self._chat_entry(response) if request else None
-        if request and entry:
+        if request and entry and self._storable(request, entry):
             with in_force(payer):
                 await self._cache.astore(request, entry, scope=where)
         return response
@@ -433,11 +506,13 @@ class CachedLLM(FunctionCallingLLM):
                 response = _chat_hit(hit)
                 yield response.model_copy(update={"delta": response.message.content})
                 return
-            last = None
-            for last in self.llm.stream_chat(messages, **kwargs):
-                yield last
-            entry = self._chat_entry(last) if request and last is not None else None
-            if request and entry:
+            tail = _StreamTail()
+            for chunk in self.llm.stream_chat(messages, **kwargs):
+                tail.add(chunk)
+                yield chunk
+            last = tail.last
+            entry = self._chat_entry(last, tail) if request and last is not None else None
+            if request and entry and self._storable(request, entry):
                 with in_force(payer):
                     self._cache.store(request, entry, scope=where)
 
@@ -454,11 +529,13 @@ class CachedLLM(FunctionCallingLLM):
                 response = _chat_hit(hit)
                 yield response.model_copy(update={"delta": response.message.content})
                 return
-            last = None
-            async for last in await self.llm.astream_chat(messages, **kwargs):
-                yield last
-            entry = self._chat_entry(last) if request and last is not None else None
-            if request and entry:
+            tail = _StreamTail()
+            async for chunk in await self.llm.astream_chat(messages, **kwargs):
+                tail.add(chunk)
+                yield chunk
+            last = tail.last
+            entry = self._chat_entry(last, tail) if request and last is not None else None
+            if request and entry and self._storable(request, entry):
                 with in_force(payer):
                     await self._cache.astore(request, entry, scope=where)
 
@@ -475,7 +552,7 @@ class CachedLLM(FunctionCallingLLM):
             return _completion_hit(hit)
         response = self.llm.complete(prompt, formatted=formatted, **kwargs)
         entry = self._completion_entry(response) if request else None
-        if request and entry:
+        if request and entry and self._storable(request, entry):
             with in_force(payer):
                 self._cache.store(request, entry, scope=where)
         return response
@@ -489,7 +566,7 @@ class CachedLLM(FunctionCallingLLM):
             return _completion_hit(hit)
         response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
         entry = self._completion_entry(response) if request else None
-        if request and entry:
+        if request and entry and self._storable(request, entry):
             with in_force(payer):
                 await self._cache.astore(request, entry, scope=where)
         return response
@@ -505,11 +582,13 @@ class CachedLLM(FunctionCallingLLM):
                 response = _completion_hit(hit)
                 yield response.model_copy(update={"delta": response.text})
                 return
-            last = None
-            for last in self.llm.stream_complete(prompt, formatted=formatted, **kwargs):
-                yield last
-            entry = self._completion_entry(last) if request and last is not None else None
-            if request and entry:
+            tail = _StreamTail()
+            for chunk in self.llm.stream_complete(prompt, formatted=formatted, **kwargs):
+                tail.add(chunk)
+                yield chunk
+            last = tail.last
+            entry = self._completion_entry(last, tail) if request and last is not None else None
+            if request and entry and self._storable(request, entry):
                 with in_force(payer):
                     self._cache.store(request, entry, scope=where)
 
@@ -528,11 +607,13 @@ class CachedLLM(FunctionCallingLLM):
                 response = _completion_hit(hit)
                 yield response.model_copy(update={"delta": response.text})
                 return
-            last = None
-            async for last in await self.llm.astream_complete(prompt, formatted=formatted, **kwargs):
-                yield last
-            entry = self._completion_entry(last) if request and last is not None else None
-            if request and entry:
+            tail = _StreamTail()
+            async for chunk in await self.llm.astream_complete(prompt, formatted=formatted, **kwargs):
+                tail.add(chunk)
+                yield chunk
+            last = tail.last
+            entry = self._completion_entry(last, tail) if request and last is not None else None
+            if request and entry and self._storable(request, entry):
                 with in_force(payer):
                     await self._cache.astore(request, entry, scope=where)
 
@@ -552,8 +633,15 @@ def _lookup(
         _answered(False)
         return None
     with in_force(payer):
-        hit: CacheHit | None = cache.lookup(request, scope=where)
+        with hits_not_recorded():  # recorded below, a routed answer on the model that answered
+            hit: CacheHit | None = cache.lookup(request, scope=where)
         if hit is not None and hit.served:
+            own = getattr(cache, "ledger", None)
+            model = None if own is None else _routed_hit_model(own, hit)
+            if own is not None and model is not None:
+                own.record(Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd)
+            else:  # the core's rule: the model asked for, else the one that answered
+                cache.record_hit(request, hit)
             for ledger, model in _hit_ledgers(cache, llm, request, hit):
                 ledger.record(
                     Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd,
@@ -571,8 +659,15 @@ async def _alookup(
         _answered(False)
         return None
     with in_force(payer):
-        hit: CacheHit | None = await cache.alookup(request, scope=where)
+        with hits_not_recorded():  # (the block holds in the lookup's worker thread too)
+            hit: CacheHit | None = await cache.alookup(request, scope=where)
         if hit is not None and hit.served:
+            own = getattr(cache, "ledger", None)
+            model = None if own is None else _routed_hit_model(own, hit)
+            if own is not None and model is not None:
+                await own.arecord(Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd)
+            else:
+                await cache.arecord_hit(request, hit)
             for ledger, model in _hit_ledgers(cache, llm, request, hit):
                 await ledger.arecord(
                     Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd,
@@ -583,10 +678,10 @@ async def _alookup(
 
 
 def _hit_ledgers(cache: Any, llm: LLM, request: CacheRequest, hit: CacheHit) -> list[tuple[Ledger, str]]:
-    """The ledgers a served hit is recorded in besides the cache's own (which ``lookup`` records
-    it in): those of ``llm``'s budget handlers keeping other books (one per set of books), each
-    with the model it is recorded on (the request's when its registry knows it, else the one
-    that answered)."""
+    """The ledgers a served hit is recorded in besides the cache's own: those of ``llm``'s budget
+    handlers keeping other books (one per set of books), each with the model it is recorded on:
+    a routed answer's tier (:func:`_routed_hit_model`), else the request's when its registry
+    knows it, else the one that answered."""
     own = getattr(cache, "ledger", None)
     found: list[tuple[Ledger, str]] = []
     for handler in _budget_handlers(llm):
@@ -595,9 +690,89 @@ def _hit_ledgers(cache: Any, llm: LLM, request: CacheRequest, hit: CacheHit) -> 
             ledger.shares_books_with(other) for other, _ in found
         ):
             continue
-        model = request.model if request.model in ledger.registry else hit.response.model
+        model = _routed_hit_model(ledger, hit) or (
+            request.model if request.model in ledger.registry else hit.response.model
+        )
         found.append((ledger, model))
     return found
+
+
+_ANSWERED_BY = "answered_by"
+"""The entry's ``extra`` key naming the tier of a ``RoutedLLM`` that answered (what its hits are
+recorded on)."""
+
+
+def _routed_hit_model(ledger: Ledger, hit: CacheHit) -> str | None:
+    """The model a hit on a ``RoutedLLM``'s answer is recorded on: the tier that answered, its
+    call charged on that model (not on ``model=``, which names no tier), when ``ledger``'s
+    registry knows it; ``None`` otherwise (another answer: the core's rule, the model asked for
+    first, as the call was charged on it)."""
+    answered_by = hit.response.extra.get(_ANSWERED_BY)
+    if isinstance(answered_by, str) and answered_by == hit.response.model and answered_by in ledger.registry:
+        return answered_by
+    return None
+
+
+_ANTHROPIC_STREAM_EVENTS = frozenset(
+    {"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta"}
+)
+"""The ``type`` of an Anthropic Messages stream event (its ``message_delta`` names the stop reason)."""
+
+
+class _StreamTail:
+    """What a streamed answer's chunks said, gathered as they pass through: the last chunk (its
+    message is the answer, its raw the usage), every chunk's stop reason and the model a
+    ``RoutedLLM`` route names.
+
+    Only the last chunk was read before, and a stream whose closing chunk carries usage alone
+    (OpenAI's with ``stream_options={"include_usage": True}``: ``choices`` empty) hid the
+    ``length`` stop of the chunk before it: the cut-off answer was cached.
+    """
+
+    __slots__ = ("answered_by", "last", "provider_events", "reasons")
+
+    def __init__(self) -> None:
+        self.last: Any = None
+        self.reasons: list[str] = []
+        self.provider_events = False
+        self.answered_by: str | None = None
+
+    def add(self, chunk: Any) -> None:
+        self.last = chunk
+        raw = getattr(chunk, "raw", None)
+        try:
+            data = None if raw is None else as_dict(raw, "raw")
+        except InvalidInputError:
+            data = None
+        if data is not None and (
+            data.get("object") == "chat.completion.chunk" or data.get("type") in _ANTHROPIC_STREAM_EVENTS
+        ):
+            self.provider_events = True
+        reported = getattr(chunk, "additional_kwargs", None)
+        delta = data.get("delta") if data is not None and data.get("type") == "message_delta" else None
+        reason = stop_reason_of(data, delta, reported)  # (Anthropic's is in its message_delta's delta)
+        if reason is not None:
+            self.reasons.append(reason)
+        route = reported.get(ROUTE_KEY) if isinstance(reported, dict) else None
+        named = route.get("answered_by") if isinstance(route, dict) else None
+        if isinstance(named, str) and named.strip():
+            self.answered_by = named
+
+    def finish_reason(self) -> str:
+        """Why the stream ended, by the core's rule over every chunk's reason (the first cut-off
+        or failed one wins: one anywhere means the answer is not cached).
+
+        A stream of a provider's own events that always name the reason in one of them (OpenAI
+        ``chat.completion.chunk``s, Anthropic Messages events) none of which names it is
+        ``unreported``, not cached: its integration did not pass on the event that says whether
+        the answer was cut off (``llama-index-llms-anthropic`` yields its text deltas only).
+        Other chunks naming no reason (a ``CustomLLM``'s) end normally, as a non-streamed answer
+        naming none does.
+        """
+        reason = stop_reason_of(*({"finish_reason": r} for r in self.reasons))
+        if reason is not None:
+            return reason
+        return "unreported" if self.provider_events else "stop"
 
 
 def _answered(served: bool) -> None:
