@@ -22,6 +22,7 @@ that until every part either has what it needs or is short (water-filling).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -72,8 +73,9 @@ class Allocation:
 
     def __post_init__(self) -> None:
         """Raises :class:`~tokenbudget_core.errors.InvalidInputError` (named) for a total or part
-        that is not a non-negative int, parts that do not sum to the total, or an unknown
-        ``leftover`` part."""
+        that is not a non-negative int, parts that do not sum to the total, an unknown
+        ``leftover`` part, or ``weights`` that are not ``(part, fraction)`` pairs (a part other
+        than ``output``, at most once; a fraction in ``(0, 1]``)."""
         _check_tokens("total", self.total)
         for part in PARTS:
             _check_tokens(part, getattr(self, part))
@@ -83,6 +85,7 @@ class Allocation:
                 fix="make one with allocate_budget(...)",
             )  # fmt: skip
         _check_part(self.leftover, "leftover")
+        _check_weights(self.weights)
 
     @property
     def prompt(self) -> int:
@@ -374,6 +377,46 @@ def _check_tokens(field: str, value: object) -> int:
             field, "must be a non-negative integer (tokens)", value=value, fix="pass a number of tokens"
         )
     return value
+
+
+def _check_weights(weights: object) -> None:
+    """Refuse ``weights`` that :meth:`Allocation.rebalance` cannot split by (it would fail on them
+    with a bare ``ValueError``, far from where they were made)."""
+    fix = (
+        "pass a tuple of (part, fraction) pairs, e.g. (('context', 0.5), ('history', 0.5)), "
+        "or make one with allocate_budget(...)"
+    )
+    if not isinstance(weights, tuple):
+        raise InvalidInputError(
+            "weights",
+            f"must be a tuple of (part, fraction) pairs, got {type(weights).__name__}",
+            value=weights,
+            fix=fix,
+        )
+    seen: set[object] = set()
+    for i, pair in enumerate(weights):
+        field = f"weights[{i}]"
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise InvalidInputError(field, "must be a (part, fraction) pair", value=pair, fix=fix)
+        part, weight = pair
+        _check_part(part, f"{field}[0]")
+        if part == "output" or part in seen:
+            problem = (
+                "the output reservation is fixed, it takes no share"
+                if part == "output"
+                else f"{part!r} is weighted twice"
+            )
+            raise InvalidInputError(f"{field}[0]", problem, value=part, fix=fix)
+        seen.add(part)
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not math.isfinite(weight)
+            or not 0 < weight <= 1
+        ):
+            raise InvalidInputError(
+                f"{field}[1]", f"{weight!r} is not a fraction in (0, 1]", value=weight, fix=fix
+            )
 
 
 def _check_part(part: object, field: str) -> None:

@@ -8,12 +8,18 @@ Rules, in order of precedence:
 3. then whole units, newest first, while they fit: a tool call is never separated
    from its results, and the window is contiguous;
 4. the window never starts on an assistant message whose user turn was dropped, when a kept
-   user message can start it (an agent's tool steps after its request are kept all the same).
+   user message can start it (an agent's tool steps after its request are kept all the same,
+   until a user message follows them). :class:`~tokenbudget_core.window.ConversationWindow`
+   applies the same rule (:func:`leading_orphans`).
 
 When rules 1-2 alone exceed the budget, :class:`~tokenbudget_core.errors.ContextOverflowError`
 says by how much, unless ``on_overflow="truncate"`` shortens the newest message (with
-``keep="oldest"``, the oldest, keeping its beginning). When the
+``keep="oldest"``, the oldest, keeping its beginning). A cut that would leave no visible text
+of a message without images (nothing, or only blanks) is an overflow too: the question would
+vanish, and Anthropic refuses an empty turn. When the
 system and pinned messages alone exceed it, the error says so, whatever ``on_overflow``.
+
+An error about a malformed message names it by its index, ``messages[i]``.
 
 Cost: messages are counted from the newest back only until the budget is full, with
 the counter's per-content cache, so a fit costs in proportion to the window, not the
@@ -22,13 +28,14 @@ history. Only a cheap role scan touches every message (to find system messages).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import MessageView, role_of
 from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
-from .errors import ContextOverflowError, InvalidInputError, check_flag
+from .errors import ContextOverflowError, InvalidInputError, InvalidMessageError, check_flag
 from .messages import Message, MessageLike, Part, TextPart, to_message
 
 __all__ = ["FitResult", "Keep", "OnOverflow", "fit_messages"]
@@ -102,6 +109,57 @@ def check_fits_model(counter: TokenCounter, max_tokens: int, field: str = "max_t
         )
 
 
+def count_message_at(counter: TokenCounter, message: MessageLike, i: int) -> int:
+    """``counter.count_message(message)`` plus the files of a stand-in (``add_file_tokens``), with
+    an error about a malformed message naming it ``messages[i]``.
+
+    A counter counts one message as a one-message list, so its error names ``messages[0]``
+    whatever the message's place in the caller's list; the index is known only here.
+
+    Raises:
+        InvalidMessageError: The message is malformed (named ``messages[i]...``).
+    """
+    try:
+        return add_file_tokens(counter.count_message(message), (message,))
+    except InvalidMessageError as e:
+        first = "messages[0]"
+        if (
+            i == 0
+            or not e.field.startswith(first)
+            or e.field[len(first) : len(first) + 1] not in ("", ".", "[")
+        ):
+            raise
+        field = f"messages[{i}]{e.field[len(first) :]}"
+        raise InvalidMessageError(field, e.problem, value=e.value, fix=e.fix) from e
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` shows anything: a character that is neither whitespace nor an invisible
+    control or format character (a zero-width space, a joiner)."""
+    return any(not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf") for c in text)
+
+
+def leading_orphans(
+    units: Iterable[tuple[int, int]], role: Callable[[int], str]
+) -> Iterator[tuple[int, int]]:
+    """Rule 4 (see the module doc), shared by :func:`fit_messages` and
+    :class:`~tokenbudget_core.window.ConversationWindow`: the units that may not lead the window.
+
+    ``units`` are ``(start, end)`` of the run's units that may go, oldest first: the run must
+    follow a dropped message, and hold a user message to start on, and the caller leaves out
+    its newest unit (never dropped). The units yielded are the leading ones that start on an
+    assistant's message (a reply or a tool call whose user turn is gone); iteration stops at the
+    first that does not, so the cost is in proportion to what is dropped.
+    """
+    for start, end in units:
+        if role(start) not in _ORPHAN_ROLES:
+            return
+        yield start, end
+
+
+_ORPHAN_ROLES = frozenset({"assistant", "tool"})
+
+
 def fit_messages(
     messages: Sequence[M],
     max_tokens: int,
@@ -129,15 +187,18 @@ def fit_messages(
         tools: Tool definitions sent with the request (their tokens count against the budget).
         on_overflow: ``"raise"`` :class:`ContextOverflowError`, or ``"truncate"`` the newest
             message's text so that it fits, keeping its end (with ``keep="oldest"``: the oldest
-            message's, keeping its beginning).
+            message's, keeping its beginning). A cut must keep some visible text of a message
+            without images, else it is an overflow as with ``"raise"``.
 
     Returns:
         A :class:`FitResult` (a list of the kept messages).
 
     Raises:
-        ContextOverflowError: System, pinned and newest messages alone exceed the budget.
+        ContextOverflowError: System, pinned and newest messages alone exceed the budget (with
+            ``on_overflow="truncate"``: even with the newest message's text cut to a visible
+            remainder).
         InvalidInputError: A bad argument (named); InvalidMessageError for a malformed message
-            or a tool result without its call.
+            (named ``messages[i]...``) or a tool result without its call.
 
     Example:
         >>> history = [{"role": "system", "content": "Be brief."}] + [
@@ -196,7 +257,7 @@ def fit_messages(
         nonlocal exact
         c = costs.get(i)
         if c is None:
-            tc = add_file_tokens(counter.count_message(messages[i]), (messages[i],))
+            tc = count_message_at(counter, messages[i], i)
             exact = exact and getattr(tc, "exact", True)
             c = costs[i] = int(tc)
         return c
@@ -250,6 +311,8 @@ def fit_messages(
                     floor,
                     counter,
                     "keep_end" if keep == "newest" else "keep_start",
+                    budget=budget,
+                    required=used + unit_cost,
                 )
                 truncated = end
                 taken.append((start, end))
@@ -327,19 +390,18 @@ def _units_oldest_first(view: MessageView, must: set[int], n: int) -> Iterable[t
 def _drop_orphan_assistants(
     view: MessageView, must: set[int], taken: list[tuple[int, int]], cost: Any
 ) -> int:
-    """Drop leading assistant units whose user turn was cut off; return the tokens freed.
+    """Drop leading assistant units whose user turn was cut off (:func:`leading_orphans`); return
+    the tokens freed.
 
     Nothing is dropped when no kept unit starts on a user message: dropping could never reach
     one, and an agent's tool steps after its request (pinned or cut off) would all go for
-    nothing."""
-    if not any(view.role(start) == "user" for start, _ in taken):
+    nothing. Nor when nothing before the run was dropped: its first unit is not orphaned."""
+    if not taken or not any(view.role(start) == "user" for start, _ in taken):
+        return 0
+    if all(i in must for i in range(taken[-1][0])):  # (units were taken newest first)
         return 0
     freed = 0
-    while len(taken) > 1:
-        start, end = taken[-1]  # the oldest taken unit (units were taken newest first)
-        dropped_before = any(i not in must for i in range(start))
-        if not dropped_before or view.role(start) not in ("assistant", "tool"):
-            break
+    for start, end in leading_orphans(reversed(taken[1:]), view.role):  # never the newest unit
         freed += sum(cost(i) for i in range(start, end + 1) if i not in must)
         taken.pop()
     return freed
@@ -357,13 +419,26 @@ def _framing(core: Message, counter: TokenCounter) -> int:
 
 
 def _truncate_to_fit(
-    message: M, room: int, framing: int, counter: TokenCounter, strategy: str = "keep_end"
+    message: M,
+    room: int,
+    framing: int,
+    counter: TokenCounter,
+    strategy: str = "keep_end",
+    *,
+    budget: int,
+    required: int,
 ) -> tuple[M, int]:
-    """The message with its text cut to fit ``room``: keeping its end (the newest message: the
-    question is usually last), or with ``strategy="keep_start"`` its beginning (the oldest).
+    """The message with its text cut to fit ``room``, and its tokens: keeping its end (the newest
+    message: the question is usually last), or with ``strategy="keep_start"`` its beginning (the
+    oldest).
 
     A message of content parts keeps its images; its text parts become one text part, first.
     ``framing`` is what it costs with no text (at most ``room``).
+
+    Raises:
+        ContextOverflowError: No cut fits; or the cut that fits leaves a message without images
+            no visible text (a turn with nothing to say is no fit, and Anthropic refuses it):
+            then named as the overflow without truncation is, ``budget`` and ``required``.
     """
     from .truncation import truncate_text
 
@@ -382,6 +457,15 @@ def _truncate_to_fit(
             new["content"] = [{"type": "text", "text": text}, *kept] if kept else text
         c = int(counter.count_message(new))
         if c <= room:
+            if not images and not has_visible_text(text):
+                # (a shorter cut keeps less of the same end: no other try would show more)
+                which = "newest" if strategy == "keep_end" else "oldest"
+                raise ContextOverflowError(
+                    limit=budget,
+                    required=required,
+                    fix=f"raise the budget, reserve fewer output tokens or unpin messages: cut to fit, "
+                    f"the {which} message would keep none of its text (only blanks, or nothing)",
+                )
             return new, c
         limit -= c - room
     raise ContextOverflowError(

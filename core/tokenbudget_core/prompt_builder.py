@@ -12,9 +12,13 @@ The messages it returns (OpenAI chat format, plain dicts), in order::
 Context joins the system message because every provider accepts one there (Anthropic
 takes a single system prompt) and a stable prefix is what provider prompt caches reuse.
 
+``max_tokens`` is at most the model's context window: a larger one is refused, as
+:func:`~tokenbudget_core.fitting.fit_messages` refuses it (a prompt built to it would not fit).
+
 How the budget is spent: system prompt and user input are counted exactly and must fit
 beside the reserved output (else :class:`~tokenbudget_core.errors.ContextOverflowError`,
-or with ``on_overflow="truncate"`` the user input is cut, keeping its end). The rest is
+or with ``on_overflow="truncate"`` the user input is cut, keeping its end; a cut that would
+leave none of its text, or only blanks, is an overflow too). The rest is
 split by :func:`~tokenbudget_core.allocation.allocate_budget` shares (default: half to
 context, the rest to history, no share for examples) and
 :meth:`~tokenbudget_core.allocation.Allocation.fill` passes what a part does not need to
@@ -43,7 +47,7 @@ from .allocation import Allocation, allocate_budget
 from .conversation import unit_start
 from .counting import TokenCounter, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError, InvalidMessageError
-from .fitting import OnOverflow, fit_messages
+from .fitting import OnOverflow, check_fits_model, fit_messages, has_visible_text
 from .messages import MessageLike, to_message, to_openai_dict
 from .openai_counting import TiktokenCounter
 from .truncation import Strategy, truncate_text
@@ -123,7 +127,8 @@ class PromptBuilder:
 
     Args:
         model: Model name or :class:`~tokenbudget_core.counting.TokenCounter`.
-        max_tokens: The window; default: the model's context window.
+        max_tokens: The window, at most the model's context window (a larger one is refused:
+            the prompt built to it would not fit the model); default: the model's context window.
         reserve_output: Tokens kept free for the reply; default: the model's max output tokens
             when ``max_tokens`` is not given, else 0.
         shares: Shares of ``examples``, ``context`` and ``history`` (int tokens or float
@@ -136,10 +141,12 @@ class PromptBuilder:
         document_separator: What goes between two documents.
         example_policy: ``drop_oldest`` (the first examples go first) or ``drop_newest``.
         on_overflow: When system prompt and user input alone do not fit: ``raise``, or
-            ``truncate`` the user input (keeping its end, where the question usually is).
+            ``truncate`` the user input (keeping its end, where the question usually is; a cut
+            that would leave no visible text of it raises as ``raise`` does).
 
     Raises:
-        InvalidInputError: A bad argument, named (e.g. ``shares['system']``).
+        InvalidInputError: A bad argument, named (e.g. ``shares['system']``), or a ``max_tokens``
+            above the model's context window.
         UnknownModelError: The model name is unknown.
 
     Example:
@@ -185,6 +192,10 @@ class PromptBuilder:
             raise InvalidInputError(
                 "max_tokens", "must be a positive integer", value=max_tokens, fix="e.g. 8_000"
             )
+        if max_tokens is not None:
+            # As every fitting entry point does: a larger budget builds prompts the model refuses
+            # (and the history fit inside would name a max_tokens the caller never passed).
+            check_fits_model(self.counter, max_tokens)
         # Validates the shares; takes the model's window and max output when max_tokens is None.
         total = self.counter if max_tokens is None else max_tokens
         base = allocate_budget(total, reserve_output=reserve_output, shares=self.shares)
@@ -462,9 +473,17 @@ class _Plan:
             text = truncate_text(self.user_text, limit, "keep_end", counter=self.text_counter)
             over = self._cost([{"role": "user", "content": text}]) - room
             if over <= 0:
+                if not has_visible_text(text):  # the question would vanish: no fit (a shorter
+                    break  # cut keeps less of the same end)
                 return text
             limit -= over
-        raise ContextOverflowError(limit=self.b.budget, required=required, what=_WHAT)
+        raise ContextOverflowError(
+            limit=self.b.budget,
+            required=required,
+            what=_WHAT,
+            fix="raise max_tokens, reserve fewer output tokens or shorten the system prompt: cut to "
+            "fit, the user input would keep none of its text (only blanks, or nothing)",
+        )
 
     def shrink(self, tokens: int) -> None:
         """Cut more after the final count came out ``tokens - budget`` over."""

@@ -35,8 +35,9 @@ from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 from .conversation import role_of, unit_start
-from .counting import TokenCounter, add_file_tokens
+from .counting import TokenCounter
 from .errors import InvalidInputError
+from .fitting import count_message_at
 from .messages import MessageLike
 
 __all__ = ["TranscriptFit"]
@@ -80,11 +81,12 @@ class TranscriptFit(Generic[M]):
         """Tell the next message of the transcript; it is counted now, once.
 
         Raises:
-            InvalidMessageError: The message is malformed (nothing is told).
+            InvalidMessageError: The message is malformed, named by its index in the transcript
+                (``messages[i]``); nothing is told.
         """
         i = len(self._messages)
         role = role_of(message, i)
-        cost = int(add_file_tokens(self.counter.count_message(message), (message,)))
+        cost = int(count_message_at(self.counter, message, i))
         self._messages.append(message)
         self._costs.append(cost)
         if role in ("system", "developer"):

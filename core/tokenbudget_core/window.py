@@ -2,7 +2,9 @@
 
 :class:`ConversationWindow` keeps the whole transcript and exposes the window that
 fits the budget: system and pinned messages, then a contiguous run of the newest
-units (a tool call stays with its results; the run starts on a user turn).
+units (a tool call stays with its results; the run starts on a user turn, by the rule
+:func:`~tokenbudget_core.fitting.fit_messages` follows: an agent's tool steps whose request
+slid out may lead it only until a user message follows them).
 
 Each message is counted once, when appended; the window's total is kept up to date,
 and the window start only moves forward, so a turn (append, then read the window)
@@ -18,13 +20,13 @@ prefix changes rarely (:attr:`ConversationWindow.prefix_changes` counts the cuts
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import RESULT_ROLES, role_of, unit_start
-from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
+from .counting import TokenCounter, ToolLike, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError
-from .fitting import check_fits_model
+from .fitting import check_fits_model, count_message_at, leading_orphans
 from .messages import MessageLike, check_message_list
 
 __all__ = ["ConversationWindow", "FirstUser"]
@@ -199,14 +201,19 @@ class ConversationWindow(Generic[M]):
     def append(self, message: M) -> None:
         """Add a message and slide the window if needed.
 
+        A user message that follows an agent's tool steps whose request slid out ends their
+        lead: they slide out too (as :func:`~tokenbudget_core.fitting.fit_messages` drops them),
+        so the window starts on a user turn again.
+
         Raises:
-            InvalidMessageError: The message is malformed, or a tool result lacks its call.
+            InvalidMessageError: The message is malformed (named by its index in the transcript,
+                ``messages[i]``), or a tool result lacks its call.
             ContextOverflowError: The newest messages cannot fit beside the system and pinned
                 ones; the window is left as it was.
         """
         i = len(self._msgs)
         role = role_of(message, i)
-        cost_tc = add_file_tokens(self.counter.count_message(message), (message,))  # validates it fully
+        cost_tc = count_message_at(self.counter, message, i)  # validates it fully
         cost = int(cost_tc)
         self._msgs.append(message)
         try:
@@ -241,8 +248,13 @@ class ConversationWindow(Generic[M]):
                 self._cost[j] for j in range(unit, self._start) if j not in self._must_set
             )
             self._start = unit
+        before = self._start
+        if role == "user" and not pin:
+            self._drop_orphans()
         if self.tokens > self.budget:
-            self._trim()
+            self._trim(before)
+        elif self._start != before:
+            self.prefix_changes += 1
         if self.tokens > self.budget and not self.hold_overflow:
             need = self.tokens
             self._rollback(i, pin, saved)
@@ -258,7 +270,9 @@ class ConversationWindow(Generic[M]):
 
         Raises:
             InvalidInputError: ``messages`` is not a list of messages (``None``, a number, a
-                string, a dict), named ``messages``; else as :meth:`append`.
+                string, a dict), named ``messages``; else as :meth:`append` (a malformed message
+                is named by its index in the transcript, which is its index in ``messages`` when
+                the window was empty).
         """
         for m in check_message_list(messages):
             self.append(m)
@@ -366,6 +380,18 @@ class ConversationWindow(Generic[M]):
             s += 1
         return s
 
+    def _units_from(self, s: int) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` of the live units from ``s`` on, oldest first, but the newest unit
+        (lazily: a caller that stops early pays for what it read)."""
+        n = len(self._msgs)
+        s = self._next_live(s)
+        while s < n:
+            end = self._unit_end(s)
+            if end >= n - 1:
+                return
+            yield s, end
+            s = self._next_live(end + 1)
+
     def _next_turn(self) -> tuple[int, int] | None:
         """``(new_start, tokens_freed)`` for dropping the leading unit, plus the assistant units
         that would then be orphaned; ``None`` when it would cut into the newest ``min_messages``
@@ -375,18 +401,35 @@ class ConversationWindow(Generic[M]):
         if s >= n:
             return None
         end = self._unit_end(s)
-        nxt = self._next_live(end + 1)
         # Take along the assistant turns that would start the window orphaned (but never the
         # newest), unless no user message follows to start it: an agent's tool steps after its
-        # request (pinned or slid out) would all go for nothing.
-        if self._last_user > nxt:
-            while nxt < n and self._role(nxt) == "assistant" and self._unit_end(nxt) < n - 1:
-                end = self._unit_end(nxt)
-                nxt = self._next_live(end + 1)
+        # request (pinned or slid out) would all go for nothing. The rule is fit_messages'.
+        if self._last_user > self._next_live(end + 1):
+            for _, orphan_end in leading_orphans(self._units_from(end + 1), self._role):
+                end = orphan_end
         if end >= n - 1 or self._live_after(end + 1) < self.min_messages:
             return None
         freed = sum(self._cost[j] for j in range(s, end + 1) if j not in self._must_set)
         return end + 1, freed
+
+    def _drop_orphans(self) -> None:
+        """Rule 4 of :func:`~tokenbudget_core.fitting.fit_messages`, once a user message (the
+        newest) can start the window: a window that slid during an agent's tool steps kept them
+        leading it (no user message followed yet); now they slide out, all of them or (when that
+        would cut into the newest ``min_messages``) none, as :meth:`_next_turn` takes them along.
+
+        Each unit read here slides out, but the one it stops at: amortised O(1) per append (when
+        ``min_messages`` holds them, they are read again at most until that many more messages
+        have come)."""
+        s = self._next_live(self._start)
+        if s - bisect.bisect_left(self._must, s) == 0:
+            return  # nothing slid out before the run: its first unit is not orphaned
+        end = s - 1
+        for _, orphan_end in leading_orphans(self._units_from(s), self._role):
+            end = orphan_end
+        if end < s or self._live_after(end + 1) < self.min_messages:
+            return
+        self._drop_to(end + 1, sum(self._cost[j] for j in range(s, end + 1) if j not in self._must_set))
 
     def _drop_to(self, new_start: int, freed: int) -> None:
         first = self._first_user
@@ -395,10 +438,12 @@ class ConversationWindow(Generic[M]):
         self._win_tokens -= freed
         self._start = new_start
 
-    def _trim(self) -> None:
+    def _trim(self, before: int | None = None) -> None:
         """Drop whole turns from the start: while over budget, then (hysteresis) while the window
-        stays at or above the low-water mark."""
-        before = self._start
+        stays at or above the low-water mark. ``before``: where the start was when the caller
+        began moving it (all its moves are one prefix change)."""
+        if before is None:
+            before = self._start
         while (turn := self._next_turn()) is not None:
             over = self.tokens > self.budget
             if not over and self.tokens - turn[1] < self._target:
