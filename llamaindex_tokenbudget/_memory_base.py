@@ -467,19 +467,33 @@ class BudgetMemory(BaseMemory):
                 await self._aremember()
 
     def put_messages(self, messages: list[ChatMessage]) -> None:
-        """Append messages one by one, as :meth:`put`.
+        """Append messages one by one, as :meth:`put`, as one operation: another writer's
+        messages (two agent runs finishing on one memory) never land between them, which would
+        split a tool call from its result.
 
         Raises:
             InvalidInputError: ``messages`` is not a list.
             InvalidMessageError: A message is invalid (those before it were put).
         """
-        for message in check_messages(messages):
-            self.put(message)
+        checked = check_messages(messages)
+        with self._state.operation() as reentered:
+            if not reentered:
+                self._loaded()  # in step with the store once; each put then re-enters
+            for message in checked:
+                self.put(message)
+            if not reentered:
+                self._remember()
 
     async def aput_messages(self, messages: list[ChatMessage]) -> None:
         """Async twin of :meth:`put_messages`."""
-        for message in check_messages(messages):
-            await self.aput(message)
+        checked = check_messages(messages)
+        async with self._state.alock() as reentered:
+            if not reentered:
+                await self._aloaded()
+            for message in checked:
+                await self.aput(message)
+            if not reentered:
+                await self._aremember()
 
     def set(self, messages: list[ChatMessage]) -> None:
         """Replace the transcript; nothing is written when a message is invalid.
