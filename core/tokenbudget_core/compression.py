@@ -14,19 +14,25 @@
 
 Left byte for byte as they are:
 
-* fenced code blocks: a line opening with three or more backticks or tildes (with an info
-  string or not, at any indentation, after list markers such as ``1.`` or ``-`` and
-  blockquote markers ``>``, as CommonMark nests them) up to a line closing with the same
-  character at least as many times inside the same blockquotes, indented at most three
-  spaces past its list item's content column (or no more than an opening fence indented
-  deeper) and followed by nothing but spaces and tabs, or to the end of the text when
-  the fence is never closed; a fence in a list item or a blockquote also ends
-  where that container does (a line less indented than the item's content, or with fewer
-  ``>``), as in CommonMark;
+* fenced code blocks, read as CommonMark reads them: a line opening with three or more
+  backticks or tildes (with an info string or not) indented at most three spaces past its
+  containers (blockquote markers ``>``, and list items: the item's content column, whether
+  the list marker is on the fence's line or an earlier one), up to a line closing with the
+  same character at least as many times, indented at most three spaces in the same
+  containers and followed by nothing but spaces and tabs, or to the end of the text when
+  the fence is never closed; a fence in a list item or a blockquote also ends where that
+  container does (a line less indented than the item's content, or without its ``>``). A
+  line indented four spaces or more opens no fence: it is indented code. A fence-like line
+  that a list item would open if it could interrupt the paragraph before it
+  (``"text\\n2. ```"``) is left alone too, with its block;
+* code spans (```a  b```) inside a line, or running over line breaks within a paragraph
+  (every line such a span touches is left as it was);
+* the whitespace after a list marker or a blockquote marker (it sets where the item's
+  content starts);
 * indented code: any line indented by four or more spaces or by a tab, after its blockquote
   markers if any, or by five or more spaces after a list marker (list continuation lines
-  too: leaving them alone is the safe side), and blank lines between two such lines;
-* inline code spans (```a  b```) inside a line;
+  too: leaving them alone is the safe side), any line CommonMark reads as indented code (in
+  a list item: four spaces past its content column), and blank lines between two such lines;
 * line endings (``\\n``, ``\\r\\n``, ``\\r``) and every whitespace character other than
   space and tab.
 
@@ -36,6 +42,7 @@ original text is returned, so the count never goes up.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -45,14 +52,22 @@ from .truncation import SupportsCount, text_counter
 __all__ = ["CompressionResult", "compress_prompt"]
 
 _LINE_BREAK = re.compile(r"(\r\n|\n|\r)")
-_CONTAINERS = r"(?:[ \t]*(?:>|[-+*](?=[ \t])|\d{1,9}[.)](?=[ \t])))*"  # blockquote and list markers
-_FENCE_OPEN = re.compile(_CONTAINERS + r"[ \t]*(`{3,}|~{3,})(.*)")
-_FENCE_CLOSE = re.compile(r"(`{3,}|~{3,})[ \t]*")
+# the block structure, matched on a line whose tabs are expanded (see _Blocks)
+_FENCE_OPEN = re.compile(r"(`{3,}|~{3,})(.*)")
+_FENCE_CLOSE = re.compile(r"(`{3,}|~{3,}) *")
+_LIST_START = re.compile(r"(?:[-+*]|(\d{1,9})[.)])(?= |$)")
+_THEMATIC = re.compile(r"([-*_])(?: *\1){2,} *")
+_SETEXT = re.compile(r"(?:=+|-+) *")
+_ATX = re.compile(r"#{1,6}(?: |$)")
+_BLOCK_CHARS = frozenset(" \t>#`~-+*_=0123456789") | {""}  # what a line starting a block starts with
 _QUOTE = re.compile(r"[ \t]*>[ \t]?")
-_QUOTES = re.compile(r"(?:[ \t]*>)*")
-_LIST_MARKER = re.compile(r"[ \t]*(?:[-+*]|\d{1,9}[.)])(?=[ \t])")
+# blockquote and list markers opening a line: the whitespace after them is kept, as it sets the
+# column the container's content starts at (CommonMark's list items: "-   a" is not "- a")
+_MARKERS = re.compile(r"(?:[ \t]*(?:>|(?:[-+*]|\d{1,9}[.)])(?=[ \t])))*")
 _LIST_CODE = re.compile(r"[ \t]*(?:[-+*]|\d{1,9}[.)])(?: {5}|[ \t]*\t)")
 _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)")
+_BACKTICKS = re.compile(r"`+")
+_SPACES = re.compile(" *")
 _RUN = re.compile(r"[ \t]{2,}")
 
 
@@ -124,24 +139,32 @@ def _squeeze(text: str) -> str:
         lines.pop()  # the empty remainder after a final line break is not a line
     out: list[str] = []
     blanks: list[str] = []  # the pending run of blank lines, as they were
-    fence: _Fence | None = None
+    # CommonMark's reading; and a looser one, where any list item interrupts a paragraph (as
+    # "text\n2. ```" reads to a person): a line either reads as code is left alone
+    blocks, loose = _Blocks(), _Blocks(loose=True)
+    paragraph: list[tuple[int, str]] = []  # the open paragraph's lines: where in out, as they were
     after_code = False  # the last non-blank line was indented code
     for line, end in lines:
-        if fence is not None:
-            rest = fence.inside(line)
-            if rest is not None:
-                out.append(line + end)
-                if fence.closed_by(rest):
-                    fence = None
-                continue
-            fence = None  # its list item or blockquote ended, and the code block with it
+        in_fence = blocks.fence is not None or loose.fence is not None
+        read, loose_kind = blocks.feed(line), loose.feed(line)
+        if read != "cont":
+            _keep_code_spans(out, paragraph)
+        kind = loose_kind if loose_kind in ("fence", "code") and read not in ("fence", "code") else read
+        if in_fence and kind == "fence":  # a line of an open fenced block, blank or not
+            _flush(out, blanks, keep=True)
+            if read in ("para", "cont"):  # (of the looser reading's block only)
+                paragraph.append((len(out), line + end))
+            out.append(line + end)
+            continue
         if not line.strip(" \t"):
             blanks.append(line + end)
             continue
-        code = _is_indented_code(line)
+        # a line CommonMark reads as indented code, or one that merely looks like it (the safe side)
+        code = kind == "code" or _is_indented_code(line)
         _flush(out, blanks, keep=after_code and code)
-        fence = _Fence.opened_by(line)
-        if fence is not None:
+        if read in ("para", "cont"):  # code spans run as CommonMark reads the paragraphs
+            paragraph.append((len(out), line + end))
+        if kind == "fence":
             out.append(line + end)
             code = False
         elif code:
@@ -149,93 +172,229 @@ def _squeeze(text: str) -> str:
         else:
             out.append(_squeeze_line(line) + end)
         after_code = code
+    _keep_code_spans(out, paragraph)
     _flush(out, blanks, keep=False)
     return "".join(out)
+
+
+def _keep_code_spans(out: list[str], paragraph: list[tuple[int, str]]) -> None:
+    """Put back as they were the lines of a paragraph that a code span runs across.
+
+    A code span can go on over line breaks, up to the paragraph's end; :func:`_squeeze_line`
+    sees one line, so here the paragraph's backtick strings are paired as CommonMark pairs them
+    (an opening string with the next one as long; one with none is literal) and each line a span
+    crosses is left alone. Empties ``paragraph``.
+    """
+    if len(paragraph) > 1 and any("`" in line for _, line in paragraph):
+        starts = [0]  # where each line starts in the joined paragraph
+        for _, line in paragraph[:-1]:
+            starts.append(starts[-1] + len(line))
+        text = "".join(line for _, line in paragraph)
+        runs = [(m.start(), m.end()) for m in _BACKTICKS.finditer(text)]
+        by_length: dict[int, list[int]] = {}  # run length: indexes in runs, in order
+        for i, (a, b) in enumerate(runs):
+            by_length.setdefault(b - a, []).append(i)
+        i = 0
+        while i < len(runs):
+            a, b = runs[i]
+            same = by_length[b - a]
+            nxt = bisect.bisect_right(same, i)
+            if nxt == len(same):
+                i += 1  # no closing string: these backticks are literal
+                continue
+            j = same[nxt]
+            first, last = bisect.bisect_right(starts, a) - 1, bisect.bisect_right(starts, runs[j][0]) - 1
+            if first != last:
+                for index, line in paragraph[first : last + 1]:
+                    out[index] = line
+            i = j + 1
+    paragraph.clear()
 
 
 def _closing_fence(text: str) -> str | None:
     """The line that closes the fenced code block left open at the end of ``text``, if any.
 
-    Fences are found as :func:`compress_prompt` finds them; the line repeats the opening
-    fence's blockquote markers and indentation (list markers as spaces). Used by ``smart``
-    truncation so that a cut inside a code block does not leave it open.
+    Fences are read by the same :class:`_Blocks` as :func:`compress_prompt` reads them; the
+    line repeats the opening fence's blockquote markers and indentation (list markers as
+    spaces), so it continues the same containers and is indented at most three spaces past
+    them, as CommonMark requires of a closing fence. Used by ``smart`` truncation so that a
+    cut inside a code block does not leave it open.
     """
-    fence: _Fence | None = None
+    blocks = _Blocks()
     for line in _LINE_BREAK.split(text)[0::2]:
-        if fence is not None:
-            rest = fence.inside(line)
-            if rest is not None:
-                if fence.closed_by(rest):
-                    fence = None
-                continue
-            fence = None  # its list item or blockquote ended, and the code block with it
-        fence = _Fence.opened_by(line)
+        blocks.feed(line)
+    fence = blocks.fence
     return None if fence is None else fence.prefix + fence.char * fence.length
 
 
 @dataclass(frozen=True, slots=True)
 class _Fence:
-    """An open fenced code block: its fence, and the containers it sits in."""
+    """An open fenced code block."""
 
     char: str
     length: int
-    quotes: int  # blockquote depth: each line of the block starts with this many ``>``
-    indent: int  # a list item's content column (after the quotes): lines less indented end it
-    opened_at: int  # the opening fence's indentation past ``indent``
     prefix: str  # what precedes the opening fence, list markers blanked: a closing line's start
 
-    @classmethod
-    def opened_by(cls, line: str) -> _Fence | None:
-        """The fence ``line`` opens, else ``None``."""
-        opening = _FENCE_OPEN.fullmatch(line)
-        if opening is None or (opening.group(1)[0] == "`" and "`" in opening.group(2)):
-            return None
-        prefix = line[: opening.start(1)]
-        start = prefix.rfind(">") + 1
-        if start and prefix[start : start + 1] in (" ", "\t"):
-            start += 1  # the optional space after the last ">"
-        in_item = prefix[start:]
-        indent = _columns(in_item) if _LIST_MARKER.match(in_item) else 0
-        blanked = "".join(c if c in ">\t" else " " for c in prefix)
-        fence = opening.group(1)
-        return cls(fence[0], len(fence), prefix.count(">"), indent, _columns(in_item) - indent, blanked)
 
-    def closed_by(self, rest: str) -> bool:
-        """Whether ``rest`` (a line of the block without its blockquote markers) closes it.
+@dataclass(slots=True)
+class _Item:
+    """An open list item."""
 
-        As in CommonMark: the same character at least as many times, indented at most three
-        spaces past the list item's content column (or no more than the opening fence, which
-        this module takes at any indentation), then nothing but spaces and tabs.
-        """
-        body = rest.lstrip(" \t")
-        if _columns(rest[: len(rest) - len(body)]) - self.indent > max(3, self.opened_at):
-            return False
-        close = _FENCE_CLOSE.fullmatch(body)
-        return close is not None and close.group(1)[0] == self.char and len(close.group(1)) >= self.length
-
-    def inside(self, line: str) -> str | None:
-        """The line without its blockquote markers while it is inside the block, else ``None``."""
-        rest = _strip_quotes(line, self.quotes)
-        if rest is None:
-            return None
-        stripped = rest.lstrip(" \t")
-        if self.indent and stripped and _columns(rest[: len(rest) - len(stripped)]) < self.indent:
-            return None
-        return rest
+    width: int  # its content column, counted from where the item's container's content starts
+    has_content: bool  # a blank line ends an item that has none yet ("-" then a blank line)
 
 
-def _strip_quotes(line: str, depth: int) -> str | None:
-    """``line`` without its first ``depth`` blockquote markers; ``None`` if it has fewer."""
-    for _ in range(depth):
-        marker = _QUOTE.match(line)
-        if marker is None:
-            return None
-        line = line[marker.end() :]
-    return line
+class _Quote:
+    """An open blockquote."""
+
+    __slots__ = ()
 
 
-def _columns(indent: str) -> int:
-    return len(indent.expandtabs(4))
+class _Blocks:
+    """Markdown's block structure, read line by line as CommonMark reads it, as far as code is
+    concerned: which line is fenced code, indented code, or anything else.
+
+    It follows the containers (blockquotes and list items, across lines: a list item's lines are
+    those indented to its content column, and blank lines), the paragraphs (indented code cannot
+    interrupt one, and a lazy continuation line keeps its containers open), and the fences: an
+    opening fence is indented at most three spaces past its containers, and closed by a line of
+    the same character at least as long, indented at most three spaces, in the same containers;
+    a fence also ends where a container of it does. Not followed: HTML blocks and link reference
+    definitions, read as paragraphs.
+    """
+
+    def __init__(self, *, loose: bool = False) -> None:
+        self.loose = loose  # any list item interrupts a paragraph
+        self.containers: list[_Quote | _Item] = []
+        self.fence: _Fence | None = None  # the open fenced code block
+        self.leaf: str | None = None  # "paragraph", "code" (indented) or None, when not in a fence
+
+    def feed(self, line: str) -> str:
+        """Read the next line (without its line break): ``"fence"`` (a line of a fenced code
+        block, its fences included), ``"code"`` (indented code), ``"para"`` (a paragraph's first
+        line), ``"cont"`` (a paragraph's next line) or ``"other"`` (blank lines, headings, …)."""
+        if not self.containers and self.fence is None and line[:1] not in _BLOCK_CHARS:
+            # the common case, a line of prose outside any container: a paragraph's
+            if self.leaf == "paragraph":
+                return "cont"
+            self.leaf = "paragraph"
+            return "para"
+        s = line.expandtabs(4)  # CommonMark's tab stops are every four columns
+        pos, matched = 0, 0
+        for box in self.containers:
+            ind = _indent(s, pos)
+            if isinstance(box, _Quote):  # a blockquote continues on a line with its ">"
+                if ind > 3 or not s.startswith(">", pos + ind):
+                    break
+                pos += ind + 1
+                pos += s.startswith(" ", pos)  # the optional space after ">"
+            elif pos + ind >= len(s):  # a list item continues on a blank line, once it has content
+                if not box.has_content:
+                    break
+                pos = len(s)
+            elif ind >= box.width:  # and on lines indented to its content column
+                pos += box.width
+            else:
+                break
+            matched += 1
+        if self.fence is not None:
+            if matched == len(self.containers):
+                ind = _indent(s, pos)
+                if ind <= 3 and self._closes(s[pos + ind :]):
+                    self.fence = None
+                return "fence"
+            self.fence = None  # one of its containers ended, and the code block with it
+        if self.leaf == "code":
+            if matched == len(self.containers) and (_indent(s, pos) >= 4 or pos + _indent(s, pos) >= len(s)):
+                return "code"
+            self.leaf = None
+        paragraph = self.leaf == "paragraph"
+        while True:
+            ind = _indent(s, pos)
+            at = pos + ind
+            if at >= len(s):
+                break
+            if ind >= 4:
+                if paragraph:  # a continuation line: indented code cannot interrupt a paragraph
+                    break
+                self._open(matched, "code")
+                return "code"
+            if s[at] == ">":
+                self._open(matched, None)
+                self.containers.append(_Quote())
+                matched = len(self.containers)
+                pos = at + 1
+                pos += s.startswith(" ", pos)
+                paragraph = False
+                continue
+            fence = _FENCE_OPEN.match(s, at)
+            if fence is not None and not (fence.group(1)[0] == "`" and "`" in fence.group(2)):
+                self._open(matched, None)
+                run = fence.group(1)
+                start = line.index(run[0])  # nothing before the fence is a backtick or tilde
+                prefix = "".join(c if c in ">\t" else " " for c in line[:start])
+                self.fence = _Fence(run[0], len(run), prefix)
+                return "fence"
+            if paragraph and matched == len(self.containers) and _SETEXT.fullmatch(s, at):
+                self.leaf = None  # the paragraph became a heading
+                return "other"
+            if _ATX.match(s, at) or _THEMATIC.fullmatch(s, at):
+                self._open(matched, None)
+                return "other"
+            item = _LIST_START.match(s, at)
+            if item is not None:
+                after = item.end()
+                spaces = _indent(s, after)
+                empty = after + spaces >= len(s)
+                number = item.group(1)
+                # CommonMark: not a lazy line's (the paragraph is not the item's container)
+                interrupts = paragraph and matched == len(self.containers) and not self.loose
+                if interrupts and (empty or (number is not None and int(number) != 1)):
+                    break  # such an item cannot interrupt a paragraph: the line continues it
+                gap = 1 if empty or spaces >= 5 else spaces  # 5+ spaces: the item starts with code
+                self._open(matched, None)
+                self.containers.append(_Item(ind + after - at + gap, has_content=False))
+                matched = len(self.containers)
+                pos = min(after + gap, len(s))
+                paragraph = False
+                continue
+            break
+        if pos + _indent(s, pos) >= len(s):  # a blank line (past its containers' markers)
+            del self.containers[matched:]
+            self.leaf = None
+            return "other"
+        if paragraph:  # the paragraph goes on, lazily when some containers were not continued
+            self._mark_content()
+            return "cont"
+        self._open(matched, "paragraph")
+        return "para"
+
+    def _open(self, matched: int, leaf: str | None) -> None:
+        """A block starts: the containers this line did not continue end, and the leaf block."""
+        del self.containers[matched:]
+        self.leaf = leaf
+        self._mark_content()
+
+    def _mark_content(self) -> None:
+        for box in self.containers:
+            if isinstance(box, _Item):
+                box.has_content = True
+
+    def _closes(self, rest: str) -> bool:
+        close = _FENCE_CLOSE.fullmatch(rest)
+        fence = self.fence
+        return (
+            fence is not None
+            and close is not None
+            and close.group(1)[0] == fence.char
+            and len(close.group(1)) >= fence.length
+        )
+
+
+def _indent(s: str, pos: int) -> int:
+    """Spaces at ``s[pos:]`` (tabs already expanded)."""
+    spaces = _SPACES.match(s, pos)
+    return spaces.end() - pos if spaces else 0
 
 
 def _is_indented_code(line: str) -> bool:
@@ -258,11 +417,13 @@ def _flush(out: list[str], blanks: list[str], *, keep: bool) -> None:
 
 
 def _squeeze_line(line: str) -> str:
-    quotes = _QUOTES.match(line)
-    head = quotes.end() if quotes else 0
+    markers = _MARKERS.match(line)
+    head = markers.end() if markers else 0
     body = line[head:].lstrip(" \t") if head else line.lstrip(" ")
     indent = line[: len(line) - len(body)]
     body = body.rstrip(" ")
+    if not body:  # markers alone ("-", ">"): nothing follows them, so neither do spaces
+        return indent.rstrip(" ")
     pieces: list[str] = []
     pos = 0
     for span in _INLINE_CODE.finditer(body):

@@ -18,7 +18,10 @@ model's own counter, marker included. Strategies:
 How it cuts: with a counter that has ``encode``/``decode`` (:class:`TiktokenCounter`), the
 text is encoded once and cut at token boundaries, backing off a token when a cut would
 split a multi-byte character; with any other counter (Claude, estimates) it searches
-character offsets. Either way each candidate is verified with the counter, starting at
+character offsets. Either way a cut never splits a grapheme cluster (a letter and its
+combining accents, an Indic syllable, a flag, an emoji sequence with its joiners and skin
+tone): it moves to the cluster's edge, dropping the whole cluster rather than keeping part of
+it. Each candidate is verified with the counter, starting at
 the size the budget suggests and galloping from there: one encode and O(log n) counts.
 Re-tokenising a cut can merge or split tokens at the seam, which the verification absorbs.
 
@@ -31,6 +34,7 @@ dropped. The empty string is taken to fit any budget
 from __future__ import annotations
 
 import inspect
+import unicodedata
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeAlias, cast, get_args
@@ -273,10 +277,12 @@ class _CharCuts:
         self.step_div = 32
 
     def head(self, k: int) -> tuple[int, int]:
-        return k, k
+        end = _grapheme_floor(self.text, k)
+        return end, end
 
     def tail(self, k: int) -> tuple[int, int]:
-        return self.units - k, k
+        start = _grapheme_ceil(self.text, self.units - k)
+        return start, self.units - start
 
     def guess(self, tokens: int) -> int:
         return self.units * max(tokens, 0) // max(self.before, 1)
@@ -289,7 +295,8 @@ class _CharCuts:
 
 
 class _TokenCuts:
-    """Cut at token boundaries; a cut inside a multi-byte character backs off a token."""
+    """Cut at token boundaries; a cut inside a multi-byte character backs off a token, and one
+    inside a grapheme cluster backs off to the cluster's edge."""
 
     def __init__(self, text: str, tokens: list[int], codec: tuple[Any, Any]) -> None:
         self.text, self.tokens, self.units = text, tokens, len(tokens)
@@ -300,14 +307,18 @@ class _TokenCuts:
         for j in range(k, max(k - 4, 0) - 1, -1):
             piece = self._decode(self.tokens[:j])
             if self.text.startswith(piece):
-                return len(piece), j
+                end = _grapheme_floor(self.text, len(piece))
+                return (end, j) if end == len(piece) else (end, self.units_of_prefix(end))
         return 0, 0
 
     def tail(self, k: int) -> tuple[int, int]:
         for j in range(k, max(k - 4, 0) - 1, -1):
             piece = self._decode(self.tokens[self.units - j :])
             if self.text.endswith(piece):
-                return len(self.text) - len(piece), j
+                start = _grapheme_ceil(self.text, len(self.text) - len(piece))
+                if start == len(self.text) - len(piece):
+                    return start, j
+                return start, len(self._encode(self.text[start:]))
         return len(self.text), 0
 
     def guess(self, tokens: int) -> int:
@@ -499,7 +510,13 @@ def _largest_fit(
 
 
 def _smart_end(text: str, cut: int) -> int:
-    """Where ``smart`` ends the kept text: a sentence end, else a word end, else ``cut``."""
+    """Where ``smart`` ends the kept text: a sentence end, else a word end, else ``cut``
+    (all at a grapheme cluster's edge)."""
+    return _grapheme_floor(text, _text_end(text, cut))
+
+
+def _text_end(text: str, cut: int) -> int:
+    """The last sentence end at or before ``cut``, else word end, that keeps enough; else ``cut``."""
     floor = max(1, int(cut * _MIN_KEEP))
     best = 0
     for end in sentence_boundaries(text[: cut + _LOOKAHEAD]):
@@ -521,3 +538,81 @@ def _rstrip_end(text: str, end: int) -> int:
     while end > 0 and text[end - 1].isspace():
         end -= 1
     return end
+
+
+# -- grapheme clusters ---------------------------------------------------------------------------
+# A cut between the code points of one user-perceived character changes the text ("Cafe" + U+0301
+# cut before the accent is "Cafe"; half a flag is a letter). These approximate Unicode's extended
+# grapheme cluster rules (UAX #29) from unicodedata alone, erring towards joining: a cut moves
+# inwards, which only removes text, so the budget holds. Only the characters around a cut are read.
+
+_MAX_CLUSTER = 32  # code points a cut moves at most; a longer "cluster" (stacked marks) is cut
+_EXTEND = frozenset({"Mn", "Me", "Mc"})  # combining marks, spacing marks included (GB9, GB9a)
+_JOINS_PREVIOUS = frozenset("\u200c\u200d\u0e33\u0eb3")  # ZWNJ, ZWJ; Thai and Lao AM
+_PREPEND = frozenset("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd")
+
+
+def _is_regional(c: str) -> bool:
+    return "\U0001f1e6" <= c <= "\U0001f1ff"
+
+
+def _hangul(c: str) -> str:
+    """Hangul_Syllable_Type: L, V, T, LV, LVT, or "" for any other character."""
+    o = ord(c)
+    if 0x1100 <= o <= 0x115F or 0xA960 <= o <= 0xA97C:
+        return "L"
+    if 0x1160 <= o <= 0x11A7 or 0xD7B0 <= o <= 0xD7C6:
+        return "V"
+    if 0x11A8 <= o <= 0x11FF or 0xD7CB <= o <= 0xD7FB:
+        return "T"
+    if 0xAC00 <= o <= 0xD7A3:
+        return "LV" if (o - 0xAC00) % 28 == 0 else "LVT"
+    return ""
+
+
+def _joined(text: str, i: int) -> bool:
+    """Whether ``text[i - 1]`` and ``text[i]`` belong to one grapheme cluster (``0 < i < len``)."""
+    before, c = text[i - 1], text[i]
+    o = ord(c)
+    if c in _JOINS_PREVIOUS or 0x1F3FB <= o <= 0x1F3FF or 0xE0020 <= o <= 0xE007F:
+        return True  # joiners, emoji skin tones, emoji tag sequences (subdivision flags)
+    category = unicodedata.category(c)
+    if category in _EXTEND or (before == "\r" and c == "\n") or before in _PREPEND:
+        return True
+    if before == "\u200d" and (category == "So" or 0x1F000 <= o <= 0x1FAFF):
+        return True  # ZWJ emoji sequences (GB11), e.g. a family
+    if category == "Lo":  # Indic conjuncts (GB9c): a consonant after a virama, or virama + ZWJ
+        virama = text[i - 2] if before == "\u200d" and i >= 2 else before
+        if unicodedata.combining(virama) == 9:
+            return True
+    if _is_regional(c) and _is_regional(before):  # flags are pairs: odd one out joins
+        j = i - 1
+        while j >= 0 and _is_regional(text[j]):
+            j -= 1
+        return (i - 1 - j) % 2 == 1
+    h, hb = _hangul(c), _hangul(before) if before >= "\u1100" else ""
+    return bool(h and hb) and (
+        (hb == "L" and h != "T")
+        or (hb in ("LV", "V") and h in ("V", "T"))
+        or (hb in ("LVT", "T") and h == "T")
+    )
+
+
+def _grapheme_floor(text: str, i: int) -> int:
+    """``i``, or the start of the grapheme cluster it falls inside."""
+    j, stop = i, max(i - _MAX_CLUSTER, 0)
+    while 0 < j < len(text) and _joined(text, j):
+        if j == stop:
+            return i  # no edge near: not a cluster a reader sees as one character
+        j -= 1
+    return j
+
+
+def _grapheme_ceil(text: str, i: int) -> int:
+    """``i``, or the end of the grapheme cluster it falls inside."""
+    j, stop = i, min(i + _MAX_CLUSTER, len(text))
+    while 0 < j < len(text) and _joined(text, j):
+        if j == stop:
+            return i
+        j += 1
+    return j
