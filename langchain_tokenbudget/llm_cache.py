@@ -515,7 +515,7 @@ class TokenBudgetLLMCache(BaseCache):
             InvalidInputError: ``return_val`` is not a list of LangChain ``Generation`` objects.
         """
         request = to_cache_request(prompt, llm_string)
-        response = _response(_generations_of(return_val), request.model)
+        response = _response(_generations_of(return_val), request.model, self.cache)
         try:
             claim = _taken(prompt, llm_string, _run_of_lookup())
         except _Skip:
@@ -546,7 +546,7 @@ class TokenBudgetLLMCache(BaseCache):
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async twin of :meth:`update`."""
         request = to_cache_request(prompt, llm_string)
-        response = _response(_generations_of(return_val), request.model)
+        response = _response(_generations_of(return_val), request.model, self.cache)
         try:
             claim = _taken(prompt, llm_string, _run_of_lookup())
         except _Skip:
@@ -707,12 +707,24 @@ def to_cache_request(prompt: str, llm_string: str) -> CacheRequest:
 # -- generations <-> CachedResponse ---------------------------------------------------------------
 
 
-def _response(generations: Sequence[Generation], model: str) -> CachedResponse | None:
-    """The generations as a plain-JSON response; ``None`` (not stored) when they are not plain JSON."""
+def _response(
+    generations: Sequence[Generation], model: str, cache: ResponseCacheBase
+) -> CachedResponse | None:
+    """The generations as a plain-JSON response; ``None`` (not stored) when they are not plain JSON.
+
+    The entry names the model that answered by the core's rule
+    (:meth:`~tokenbudget_core.response_cache.ResponseCacheBase.answering_model`, as LlamaIndex's
+    ``CachedLLM`` names it): the one a chat message's ``response_metadata`` names when the cache's
+    registry knows it (a dated snapshot prices as itself), else ``model``, the one the request
+    names (a name the registry does not know would leave what a hit saves unpriced). Why it ended
+    is the core's :func:`~tokenbudget_core.cached_response.stop_reason_of` over every
+    generation's metadata (a streamed call's generation is LangChain's merge of its chunks).
+    """
     items: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     usage: Usage | None = None
     reported: list[object] = []  # where each generation says why it ended
+    named: str | None = None  # the model the reply names
     for g in generations:
         item: dict[str, Any] = {"text": g.text, "generation_info": g.generation_info}
         reported.append(g.generation_info)
@@ -730,12 +742,13 @@ def _response(generations: Sequence[Generation], model: str) -> CachedResponse |
                 usage = Usage.from_langchain(m.usage_metadata)
             answered_by = m.response_metadata.get("model_name") or m.response_metadata.get("model")
             if isinstance(answered_by, str) and answered_by:
-                model = answered_by  # what a hit saves is priced on the model that answered
+                named = answered_by
             reported.append(m.response_metadata)
         items.append(item)
     try:
+        answerer = cache.answering_model(model, reported=named)  # prices what a hit saves
         return CachedResponse(
-            content=generations[0].text if generations else "", model=model,
+            content=generations[0].text if generations else "", model=answerer.model,
             usage=usage if usage is not None else Usage(estimated=True),
             finish_reason=stop_reason_of(*reported) or "stop",
             tool_calls=tuple(calls), extra={"generations": items},

@@ -97,11 +97,11 @@ from tokenbudget_core.cache_keys import (
     plain_json,
     with_default_temperature,
 )
-from tokenbudget_core.cached_response import CachedResponse, CacheHit, stop_reason_of
+from tokenbudget_core.cached_response import CachedResponse, CacheHit, StreamStop, stop_reason_of
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.money import decimal_text
 from tokenbudget_core.registry import default_registry
-from tokenbudget_core.response_cache import ResponseCacheBase, hits_not_recorded
+from tokenbudget_core.response_cache import Answerer, ResponseCacheBase, hit_model
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
 
@@ -144,14 +144,15 @@ class CachedLLM(FunctionCallingLLM):
             Default: ``llm.metadata.model_name``, taken as it is: a model the registry does not
             know (a local model) still keys the cache, but what its hits saved cannot be priced
             (``saved_usd`` is ``None``). An LLM that names no model (``MockLLM``: ``"unknown"``)
-            needs ``model=``. What a hit saved is priced on the model that answered, as the
-            LangChain cache prices it: a ``RoutedLLM``'s tier (its route's ``answered_by``,
-            whose row the hit is recorded on too, as the call was charged there), else the raw
-            response's ``model`` when the registry knows it, else this one. Around a
-            ``RoutedLLM`` (whose metadata names no single model), ``model=`` may be left out: its
-            answers are priced and recorded on their tier. With a ledger on the cache, an answer
-            neither of whose models the ledger's registry knows is not cached (a hit could not
-            be recorded): logged once as a warning.
+            needs ``model=``. What a hit saved is priced on the model that answered, by the
+            core's rule the LangChain cache applies too
+            (:func:`~tokenbudget_core.response_cache.answering_model`): a ``RoutedLLM``'s tier
+            (its route's ``answered_by``, whose row the hit is recorded on too, as the call was
+            charged there), else the raw response's ``model`` when the registry knows it, else
+            this one. Around a ``RoutedLLM`` (whose metadata names no single model), ``model=``
+            may be left out: its answers are priced and recorded on their tier. With a ledger on
+            the cache, an answer neither of whose models the ledger's registry knows is not
+            cached (a hit could not be recorded): logged once as a warning.
 
     Warning:
         With ``scope=None`` and **no payer known** (no ``attribute()`` block naming one, no
@@ -324,7 +325,10 @@ class CachedLLM(FunctionCallingLLM):
         stream: _StreamTail | None = None,
     ) -> CachedResponse:
         """The answer as an entry: its usage (from ``raw``), why it ended and the model that
-        answered (:meth:`_answering`), which prices what a hit on it saves.
+        answered (the core's rules: :class:`~tokenbudget_core.cached_response.StreamStop` /
+        :func:`~tokenbudget_core.cached_response.stop_reason_of`,
+        :func:`~tokenbudget_core.response_cache.answering_model`), which prices what a hit on it
+        saves.
 
         ``reported``: the response's own ``additional_kwargs`` (some integrations put the stop
         reason there rather than in ``raw``; a ``RoutedLLM`` its route). ``stream``: what every
@@ -334,39 +338,19 @@ class CachedLLM(FunctionCallingLLM):
             usage = Usage.from_llamaindex(raw) if raw is not None else Usage(estimated=True)
         except InvalidInputError:
             usage = Usage(estimated=True)
-        model, routed = self._answering(raw, reported)
+        routed = _route_of(reported)
         if stream is not None:
-            reason = stream.finish_reason()
-            if not routed and stream.answered_by is not None:
-                model, routed = stream.answered_by, True  # the route was on an earlier chunk only
+            reason = stream.stop.reason()
+            routed = routed or stream.routed  # the route may be on an earlier chunk only
         else:
             reason = _finish_reason(raw, reported)
-        if routed:  # a hit is recorded on the tier's model, where the call was charged
-            extra = {**extra, _ANSWERED_BY: model}
+        cache: ResponseCacheBase = self._cache
+        answerer: Answerer = cache.answering_model(self.model, reported=_model_of(raw), routed=routed)
         return CachedResponse(
-            content=text or "", model=model, usage=usage, finish_reason=reason,
+            content=text or "", model=answerer.model, usage=usage, finish_reason=reason,
             tool_calls=tuple({"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls),
-            extra=extra,
+            extra=answerer.mark(extra),
         )  # fmt: skip
-
-    def _answering(self, raw: Any, reported: Any) -> tuple[str, bool]:
-        """The model that answered, and whether a ``RoutedLLM`` named it: the route's
-        ``answered_by`` (the tier that answered, the model its call was charged on), else the
-        raw response's ``model`` when the registry knows it (a dated snapshot prices as itself),
-        else ``model=``. LangChain's cache reads the model that answered from the reply too."""
-        route = reported.get(ROUTE_KEY) if isinstance(reported, dict) else None
-        answered_by = route.get("answered_by") if isinstance(route, dict) else None
-        if isinstance(answered_by, str) and answered_by.strip():
-            return answered_by, True
-        try:
-            data = None if raw is None else as_dict(raw, "raw")
-        except InvalidInputError:
-            data = None
-        named = data.get("model") if data is not None else None
-        registry = self._cache.registry or default_registry()
-        if isinstance(named, str) and named in registry:
-            return named, False
-        return self.model, False
 
     def _chat_entry(self, response: ChatResponse, stream: _StreamTail | None = None) -> CachedResponse | None:
         try:
@@ -389,14 +373,14 @@ class CachedLLM(FunctionCallingLLM):
             return None
 
     def _storable(self, request: CacheRequest | None, entry: CachedResponse | None) -> bool:
-        """Whether to hand ``entry`` to the cache. With a ledger, not an answer neither of whose
-        models (``model=``, the one that answered) the ledger's registry knows: the cache would
-        refuse it (a hit could not be recorded). That is said once, as a warning, with the fix,
-        rather than in the cache's debug log only."""
+        """Whether to hand ``entry`` to the cache: not one a hit on which the cache's ledger
+        could not record (the core's
+        :meth:`~tokenbudget_core.response_cache.ResponseCacheBase.unrecordable`, which the cache
+        would refuse in its debug log only). That is said once, as a warning, with the fix."""
         if request is None or entry is None:
             return False
-        ledger = getattr(self._cache, "ledger", None)
-        if ledger is not None and request.model not in ledger.registry and entry.model not in ledger.registry:
+        cache: ResponseCacheBase = self._cache
+        if cache.unrecordable(request, entry):
             if not self._unknown_model_told:
                 self._unknown_model_told = True
                 logger.warning(
@@ -633,15 +617,8 @@ def _lookup(
         _answered(False)
         return None
     with in_force(payer):
-        with hits_not_recorded():  # recorded below, a routed answer on the model that answered
-            hit: CacheHit | None = cache.lookup(request, scope=where)
+        hit: CacheHit | None = cache.lookup(request, scope=where)  # (recorded by the core's rule)
         if hit is not None and hit.served:
-            own = getattr(cache, "ledger", None)
-            model = None if own is None else _routed_hit_model(own, hit)
-            if own is not None and model is not None:
-                own.record(Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd)
-            else:  # the core's rule: the model asked for, else the one that answered
-                cache.record_hit(request, hit)
             for ledger, model in _hit_ledgers(cache, llm, request, hit):
                 ledger.record(
                     Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd,
@@ -659,15 +636,8 @@ async def _alookup(
         _answered(False)
         return None
     with in_force(payer):
-        with hits_not_recorded():  # (the block holds in the lookup's worker thread too)
-            hit: CacheHit | None = await cache.alookup(request, scope=where)
+        hit: CacheHit | None = await cache.alookup(request, scope=where)
         if hit is not None and hit.served:
-            own = getattr(cache, "ledger", None)
-            model = None if own is None else _routed_hit_model(own, hit)
-            if own is not None and model is not None:
-                await own.arecord(Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd)
-            else:
-                await cache.arecord_hit(request, hit)
             for ledger, model in _hit_ledgers(cache, llm, request, hit):
                 await ledger.arecord(
                     Usage(requests=1), model=model, cache_hit=True, saved_usd=hit.saved_usd,
@@ -678,10 +648,12 @@ async def _alookup(
 
 
 def _hit_ledgers(cache: Any, llm: LLM, request: CacheRequest, hit: CacheHit) -> list[tuple[Ledger, str]]:
-    """The ledgers a served hit is recorded in besides the cache's own: those of ``llm``'s budget
-    handlers keeping other books (one per set of books), each with the model it is recorded on:
-    a routed answer's tier (:func:`_routed_hit_model`), else the request's when its registry
-    knows it, else the one that answered."""
+    """The ledgers a served hit is recorded in besides the cache's own (which ``lookup`` records
+    it in): those of ``llm``'s budget handlers keeping other books (one per set of books), each
+    with the model it is recorded on by the core's rule
+    (:func:`~tokenbudget_core.response_cache.hit_model`: a routed answer's tier, else the
+    request's, else the one that answered), the one that answered when that registry knows
+    neither (recorded unpriced)."""
     own = getattr(cache, "ledger", None)
     found: list[tuple[Ledger, str]] = []
     for handler in _budget_handlers(llm):
@@ -690,89 +662,45 @@ def _hit_ledgers(cache: Any, llm: LLM, request: CacheRequest, hit: CacheHit) -> 
             ledger.shares_books_with(other) for other, _ in found
         ):
             continue
-        model = _routed_hit_model(ledger, hit) or (
-            request.model if request.model in ledger.registry else hit.response.model
-        )
-        found.append((ledger, model))
+        found.append((ledger, hit_model(request, hit.response, ledger.registry) or hit.response.model))
     return found
 
 
-_ANSWERED_BY = "answered_by"
-"""The entry's ``extra`` key naming the tier of a ``RoutedLLM`` that answered (what its hits are
-recorded on)."""
+def _route_of(reported: Any) -> str | None:
+    """The tier a ``RoutedLLM``'s route in a response's ``additional_kwargs`` says answered."""
+    route = reported.get(ROUTE_KEY) if isinstance(reported, dict) else None
+    named = route.get("answered_by") if isinstance(route, dict) else None
+    return named if isinstance(named, str) and named.strip() else None
 
 
-def _routed_hit_model(ledger: Ledger, hit: CacheHit) -> str | None:
-    """The model a hit on a ``RoutedLLM``'s answer is recorded on: the tier that answered, its
-    call charged on that model (not on ``model=``, which names no tier), when ``ledger``'s
-    registry knows it; ``None`` otherwise (another answer: the core's rule, the model asked for
-    first, as the call was charged on it)."""
-    answered_by = hit.response.extra.get(_ANSWERED_BY)
-    if isinstance(answered_by, str) and answered_by == hit.response.model and answered_by in ledger.registry:
-        return answered_by
-    return None
-
-
-_ANTHROPIC_STREAM_EVENTS = frozenset(
-    {"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta"}
-)
-"""The ``type`` of an Anthropic Messages stream event (its ``message_delta`` names the stop reason)."""
+def _model_of(raw: Any) -> str | None:
+    """The model a raw response names (its ``model``), if any."""
+    try:
+        data = None if raw is None else as_dict(raw, "raw")
+    except InvalidInputError:
+        data = None
+    named = data.get("model") if data is not None else None
+    return named if isinstance(named, str) else None
 
 
 class _StreamTail:
     """What a streamed answer's chunks said, gathered as they pass through: the last chunk (its
-    message is the answer, its raw the usage), every chunk's stop reason and the model a
-    ``RoutedLLM`` route names.
+    message is the answer, its raw the usage), every chunk's raw response and metadata handed
+    to the core's :class:`~tokenbudget_core.cached_response.StreamStop` (why the stream ended),
+    and the tier a ``RoutedLLM`` route names on any chunk."""
 
-    Only the last chunk was read before, and a stream whose closing chunk carries usage alone
-    (OpenAI's with ``stream_options={"include_usage": True}``: ``choices`` empty) hid the
-    ``length`` stop of the chunk before it: the cut-off answer was cached.
-    """
-
-    __slots__ = ("answered_by", "last", "provider_events", "reasons")
+    __slots__ = ("last", "routed", "stop")
 
     def __init__(self) -> None:
         self.last: Any = None
-        self.reasons: list[str] = []
-        self.provider_events = False
-        self.answered_by: str | None = None
+        self.stop = StreamStop()
+        self.routed: str | None = None
 
     def add(self, chunk: Any) -> None:
         self.last = chunk
-        raw = getattr(chunk, "raw", None)
-        try:
-            data = None if raw is None else as_dict(raw, "raw")
-        except InvalidInputError:
-            data = None
-        if data is not None and (
-            data.get("object") == "chat.completion.chunk" or data.get("type") in _ANTHROPIC_STREAM_EVENTS
-        ):
-            self.provider_events = True
         reported = getattr(chunk, "additional_kwargs", None)
-        delta = data.get("delta") if data is not None and data.get("type") == "message_delta" else None
-        reason = stop_reason_of(data, delta, reported)  # (Anthropic's is in its message_delta's delta)
-        if reason is not None:
-            self.reasons.append(reason)
-        route = reported.get(ROUTE_KEY) if isinstance(reported, dict) else None
-        named = route.get("answered_by") if isinstance(route, dict) else None
-        if isinstance(named, str) and named.strip():
-            self.answered_by = named
-
-    def finish_reason(self) -> str:
-        """Why the stream ended, by the core's rule over every chunk's reason (the first cut-off
-        or failed one wins: one anywhere means the answer is not cached).
-
-        A stream of a provider's own events that always name the reason in one of them (OpenAI
-        ``chat.completion.chunk``s, Anthropic Messages events) none of which names it is
-        ``unreported``, not cached: its integration did not pass on the event that says whether
-        the answer was cut off (``llama-index-llms-anthropic`` yields its text deltas only).
-        Other chunks naming no reason (a ``CustomLLM``'s) end normally, as a non-streamed answer
-        naming none does.
-        """
-        reason = stop_reason_of(*({"finish_reason": r} for r in self.reasons))
-        if reason is not None:
-            return reason
-        return "unreported" if self.provider_events else "stop"
+        self.stop.add(getattr(chunk, "raw", None), reported)
+        self.routed = _route_of(reported) or self.routed
 
 
 def _answered(served: bool) -> None:

@@ -5,6 +5,9 @@ back field by field (:meth:`CachedResponse.from_json`), never with pickle and ne
 framework's serialised objects: a tampered entry can at worst be a wrong string, not code.
 A :class:`CacheHit` carries the answer plus its audit data (kind, key, score, the matched
 prompt) and what it saved, priced with :func:`~tokenbudget_core.pricing.cost_of`.
+
+Why an answer ended is read here, once for every adapter: :func:`stop_reason_of` from a response's
+metadata or raw response, :class:`StreamStop` over every chunk of a streamed one.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from typing import Any, Literal
 from .cache_keys import canonical_json, plain_json
 from .errors import InvalidInputError
 from .usage import Usage
+from .usage_sources import as_dict
 
 __all__ = [
     "NORMAL_STOPS",
+    "PROVIDER_STREAM_EVENTS",
     "STOP_REASON_KEYS",
     "TOOL_CALL_STOPS",
     "CacheHit",
     "CachedResponse",
+    "StreamStop",
     "stop_reason_of",
 ]
 
@@ -36,8 +42,16 @@ TOOL_CALL_STOPS = frozenset({"tool_calls", "tool_use", "function_call"})
 STOP_REASON_KEYS = ("finish_reason", "stop_reason", "stopReason", "finishReason", "done_reason")
 """Where providers put why an answer ended: ``finish_reason`` (OpenAI, Gemini through LangChain),
 ``stop_reason`` (Anthropic), ``stopReason`` (Bedrock Converse), ``finishReason`` (Gemini REST),
-``done_reason`` (Ollama); at the top level or per item of ``choices`` / ``candidates``."""
+``done_reason`` (Ollama); at the top level, per item of ``choices`` / ``candidates``, or in the
+``delta`` of an Anthropic ``message_delta`` stream event."""
 _PER_ITEM = ("choices", "candidates")
+PROVIDER_STREAM_EVENTS = frozenset(
+    {"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta"}
+)
+"""The ``type`` of an Anthropic Messages stream event (its ``message_delta`` names the stop reason
+in its ``delta``). With OpenAI's ``chat.completion.chunk`` (its ``object``), the events of a
+provider whose stream always names why it ended in one of them (:class:`StreamStop`)."""
+_OPENAI_CHUNK = "chat.completion.chunk"
 
 
 def _reasons(source: Mapping[str, Any]) -> list[str]:
@@ -51,6 +65,9 @@ def _reasons(source: Mapping[str, Any]) -> list[str]:
         found.append(details.get("reason"))
     if source.get("status") == "incomplete":
         found.append("incomplete")
+    delta = source.get("delta") if source.get("type") == "message_delta" else None
+    if isinstance(delta, Mapping):  # Anthropic's stream names it in its message_delta's delta
+        found += [delta.get(k) for k in STOP_REASON_KEYS]
     return [r for r in found if isinstance(r, str) and r]
 
 
@@ -58,7 +75,8 @@ def stop_reason_of(*sources: object) -> str | None:
     """Why a provider's answer ended, read from its response metadata or raw response (dicts).
 
     Every reason found under :data:`STOP_REASON_KEYS` (and the OpenAI Responses API's
-    ``incomplete_details.reason``) is read. The first that is not a normal stop wins (an answer
+    ``incomplete_details.reason``, an Anthropic ``message_delta`` event's ``delta.stop_reason``)
+    is read. The first that is not a normal stop wins (an answer
     cut off at ``length`` / ``max_tokens`` / ``MAX_TOKENS`` anywhere is cut off), else the first
     normal one; ``None`` when no source names one. Sources that are not dicts are skipped.
 
@@ -67,11 +85,72 @@ def stop_reason_of(*sources: object) -> str | None:
         ('max_tokens', 'stop')
         >>> stop_reason_of({"finish_reason": "stop"}, {"done_reason": "length"}), stop_reason_of(None)
         ('length', None)
+        >>> stop_reason_of({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}})
+        'max_tokens'
     """
     reasons = [r for source in sources if isinstance(source, Mapping) for r in _reasons(source)]
     unusual = [r for r in reasons if r.casefold() not in NORMAL_STOPS]
     first = unusual or reasons
     return first[0] if first else None
+
+
+class StreamStop:
+    """Why a streamed answer ended, read from every chunk as it passes (:meth:`add`), not from
+    the last one alone: a stream whose closing chunk carries usage only (OpenAI's with
+    ``stream_options={"include_usage": True}``: ``choices`` empty) names its ``length`` stop in
+    the chunk before, and Anthropic's names it in a ``message_delta`` event before its
+    ``message_stop``. The rule every adapter caching a stream applies (it only pulls each
+    chunk's raw response and metadata out of its host's objects).
+
+    Example:
+        >>> stop = StreamStop()
+        >>> stop.add({"object": "chat.completion.chunk", "choices": [{"finish_reason": "length"}]})
+        >>> stop.add({"object": "chat.completion.chunk", "choices": [], "usage": {"total_tokens": 9}})
+        >>> stop.reason()
+        'length'
+        >>> silent = StreamStop()
+        >>> silent.add({"type": "content_block_delta", "delta": {"text": "Hi"}})
+        >>> silent.reason(), StreamStop().reason()
+        ('unreported', 'stop')
+    """
+
+    __slots__ = ("_provider_events", "_reasons")
+
+    def __init__(self) -> None:
+        self._reasons: list[str] = []
+        self._provider_events = False
+
+    def add(self, raw: object = None, *reported: object) -> None:
+        """Read one chunk: ``raw``, its raw response (a dict, or an SDK object with
+        ``model_dump()``; anything else is skipped), and ``reported``, the metadata its host
+        puts beside it (some integrations put the stop reason there)."""
+        try:
+            data = None if raw is None else as_dict(raw, "raw")
+        except InvalidInputError:
+            data = None
+        if data is not None and (
+            data.get("object") == _OPENAI_CHUNK or data.get("type") in PROVIDER_STREAM_EVENTS
+        ):
+            self._provider_events = True
+        reason = stop_reason_of(data, *reported)
+        if reason is not None:
+            self._reasons.append(reason)
+
+    def reason(self) -> str:
+        """Why the stream ended, by :func:`stop_reason_of`'s rule over every chunk's reason (the
+        first cut-off or failed one wins: one anywhere means the answer is not cached).
+
+        A stream of a provider's own events that always name the reason in one of them (OpenAI
+        chunks, ``object`` ``chat.completion.chunk``; Anthropic Messages events,
+        :data:`PROVIDER_STREAM_EVENTS`) none of which names it is ``unreported``, not a normal
+        stop: its integration did not pass on the event that says whether the answer was cut
+        off (``llama-index-llms-anthropic`` yields its text deltas only). Other chunks naming no
+        reason (a custom LLM's) end normally (``stop``), as a non-streamed answer naming none does.
+        """
+        reason = stop_reason_of(*({"finish_reason": r} for r in self._reasons))
+        if reason is not None:
+            return reason
+        return "unreported" if self._provider_events else "stop"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

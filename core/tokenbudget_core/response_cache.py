@@ -21,6 +21,12 @@ the tokens and dollars it saved and, with a ledger attached, is recorded there a
 of the current :func:`~tokenbudget_core.attribution.attribute` payer; an adapter that may still
 find a hit unservable looks up inside :func:`hits_not_recorded` and records the hits it does
 serve with :meth:`~ResponseCacheBase.record_hit`.
+
+Which model an entry names and which a hit is recorded on are decided here, once for every
+adapter: :func:`answering_model` (the model that answered: a router's tier, else the model the
+reply names when the registry knows it, else the one asked for), which prices what a hit saves,
+and :func:`hit_model` (a routed answer's tier, else the model asked for, else the one that
+answered), the ledger row a hit is recorded on.
 """
 
 from __future__ import annotations
@@ -46,18 +52,22 @@ from .clocks import check_clock, clock_reading
 from .errors import CacheUnavailableError, InvalidInputError, UnknownModelError, check_flag, refuse_unknown
 from .price_overrides import PriceTable, check_price_options
 from .pricing import cost_or_none
-from .registry import ModelRegistry
+from .registry import ModelRegistry, default_registry
 from .usage import Usage
 
 if TYPE_CHECKING:
     from .ledger import Ledger
 
 __all__ = [
+    "ANSWERED_BY",
     "DEFAULT_MAX_TTL",
     "MAX_TTL",
+    "Answerer",
     "ExactCache",
     "ResponseCacheBase",
     "ServedHit",
+    "answering_model",
+    "hit_model",
     "hits_not_recorded",
     "served_hit",
 ]
@@ -89,6 +99,104 @@ def hits_not_recorded() -> Iterator[None]:
         yield
     finally:
         _UNRECORDED.reset(token)
+
+
+ANSWERED_BY = "answered_by"
+"""The key of a :class:`~tokenbudget_core.cached_response.CachedResponse`'s ``extra`` naming the
+tier of a router that answered (:meth:`Answerer.mark`): its hits are recorded on that tier
+(:func:`hit_model`), as the call was charged there."""
+
+
+class Answerer(NamedTuple):
+    """The model that answered a call (:func:`answering_model`)."""
+
+    model: str
+    """The model: the entry's ``model``, which prices what a hit on it saves."""
+    routed: bool
+    """A router named it (the tier that answered): the entry's hits are recorded on it."""
+
+    def mark(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``extra`` (an entry's host data) plus, for a routed answer, the tier under
+        :data:`ANSWERED_BY`, which :func:`hit_model` reads back."""
+        marked = dict(extra or {})
+        if self.routed:
+            marked[ANSWERED_BY] = self.model
+        return marked
+
+
+def _registry_of(registry: object) -> ModelRegistry:
+    if registry is None:
+        return default_registry()
+    if not isinstance(registry, ModelRegistry):
+        raise InvalidInputError(
+            "registry", f"must be a ModelRegistry, got {type(registry).__name__}", value=registry
+        )
+    return registry
+
+
+def answering_model(
+    requested: str,
+    *,
+    reported: object = None,
+    routed: object = None,
+    registry: ModelRegistry | None = None,
+) -> Answerer:
+    """The model that answered a call: the one an entry names, which prices what a hit saves.
+    The rule every adapter applies (each only reads the names out of its host's reply).
+
+    Args:
+        requested: The model the request names (its cache key's).
+        reported: The model the reply names (a raw response's ``model``, LangChain's
+            ``response_metadata["model_name"]``): taken only when ``registry`` knows it (a dated
+            snapshot prices as itself); a name it does not know (a wrapper's type, a deployment
+            alias) would leave the saving unpriced, so the requested model prices it instead.
+        routed: The tier a router says answered (a route's ``answered_by``): it wins, and the
+            answer is ``routed`` (its hits are recorded on that tier, :func:`hit_model`).
+            Anything but a non-blank string is no route.
+        registry: The registry that prices hits (default: the process-wide one).
+
+    Raises:
+        InvalidInputError: ``requested`` is not a non-empty string, or ``registry`` not a
+            :class:`~tokenbudget_core.registry.ModelRegistry`.
+
+    Example:
+        >>> answering_model("gpt-4o", reported="gpt-4o-2024-08-06")
+        Answerer(model='gpt-4o-2024-08-06', routed=False)
+        >>> answering_model("gpt-4o", reported="my-proxy-deployment")
+        Answerer(model='gpt-4o', routed=False)
+        >>> answering_model("gpt-4o", reported="gpt-4o", routed="gpt-4o-mini")
+        Answerer(model='gpt-4o-mini', routed=True)
+    """
+    if not isinstance(requested, str) or not requested.strip():
+        raise InvalidInputError("requested", "must be a non-empty model name", value=requested)
+    known = _registry_of(registry)
+    if isinstance(routed, str) and routed.strip():
+        return Answerer(routed, True)
+    if isinstance(reported, str) and reported in known:
+        return Answerer(reported, False)
+    return Answerer(requested, False)
+
+
+def hit_model(request: CacheRequest, response: CachedResponse, registry: ModelRegistry) -> str | None:
+    """The model a served hit is recorded on in a ledger keeping ``registry``'s models; ``None``
+    when it knows none of them. The rule every adapter applies (the core cache records its own
+    ledger's hits by it).
+
+    A routed answer's tier (:data:`ANSWERED_BY`, the model that answered) when known, as the
+    routed call was charged on it; else the model asked for, as the call itself is charged on it
+    (a reply naming a dated snapshot, ``gpt-4o-2024-08-06`` for ``gpt-4o``, must not put the
+    model's hits on a row of their own); else the one that answered (the host may name a model
+    the registry does not know, e.g. a wrapper's type). What the hit saved is still priced on
+    the model that answered (:func:`answering_model`).
+
+    Raises:
+        InvalidInputError: ``registry`` is not a :class:`~tokenbudget_core.registry.ModelRegistry`.
+    """
+    known = _registry_of(registry)
+    tier = response.extra.get(ANSWERED_BY)
+    if isinstance(tier, str) and tier == response.model and tier in known:
+        return tier
+    return next((m for m in (request.model, response.model) if m in known), None)
 
 
 def _positive(name: str, value: object) -> float:
@@ -290,7 +398,7 @@ class ResponseCacheBase:
                 return f"answer cut off or failed (finish_reason={response.finish_reason!r})"
         elif not response.complete:
             return f"answer cut off or failed (finish_reason={response.finish_reason!r})"
-        if self.ledger is not None and self._hit_model(request, response) is None:
+        if self.unrecordable(request, response):
             return (
                 f"neither {request.model!r} nor {response.model!r} is known to the ledger's registry, "
                 "so a hit could not be recorded; register the model to cache its answers"
@@ -298,14 +406,24 @@ class ResponseCacheBase:
         return None
 
     def _hit_model(self, request: CacheRequest, response: CachedResponse) -> str | None:
-        """The model a hit is recorded on: the one asked for, as the call itself is charged on it
-        (a reply naming a dated snapshot, ``gpt-4o-2024-08-06`` for ``gpt-4o``, must not put the
-        model's hits on a row of their own), else the one that answered (the host may name a
-        model the registry does not know, e.g. a wrapper's type). What the hit saved is still
-        priced on the model that answered (:meth:`_saved`)."""
+        """The model a hit is recorded on in the cache's ledger (:func:`hit_model`)."""
         assert self.ledger is not None
-        registry = self.ledger.registry
-        return next((m for m in (request.model, response.model) if m in registry), None)
+        return hit_model(request, response, self.ledger.registry)
+
+    def answering_model(self, requested: str, *, reported: object = None, routed: object = None) -> Answerer:
+        """:func:`answering_model` with the registry that prices this cache's hits (its own,
+        else its ledger's, else the process-wide one).
+
+        Raises:
+            InvalidInputError: ``requested`` is not a non-empty string.
+        """
+        return answering_model(requested, reported=reported, routed=routed, registry=self.registry)
+
+    def unrecordable(self, request: CacheRequest, response: CachedResponse) -> bool:
+        """Whether a hit on ``response`` could not be recorded: the cache keeps a ledger whose
+        registry knows neither model of :func:`hit_model` (:meth:`refusal` then refuses the
+        answer; an adapter may say so louder than the debug log)."""
+        return self.ledger is not None and self._hit_model(request, response) is None
 
     def _now(self) -> float:
         """The clock's reading, checked (finite epoch seconds).
