@@ -174,7 +174,9 @@ class ModelRegistry:
         >>> registry = ModelRegistry()
         >>> registry.get("gpt-4o-2024-08-06").encoding
         'o200k_base'
-        >>> info = registry.register("acme-7b", provider="acme", context_window=32_000, max_output_tokens=4_096)
+        >>> info = registry.register(
+        ...     "acme-7b", provider="acme", context_window=32_000, max_output_tokens=4_096
+        ... )
         >>> registry.get("acme-7b").context_window == info.context_window == 32_000
         True
     """

@@ -130,11 +130,11 @@ def test_answering_model_a_route_wins_then_a_known_reported_model_then_the_reque
 
 def test_answering_model_asks_the_registry_it_is_given() -> None:
     registry = ModelRegistry()
-    registry.register("house-llm", provider="acme")
-    assert answering_model("gpt-4o", reported="house-llm", registry=registry).model == "house-llm"
-    assert answering_model("gpt-4o", reported="house-llm").model == "gpt-4o"  # the default one
+    registry.register("s29-house-model", provider="acme")
+    assert answering_model("gpt-4o", reported="s29-house-model", registry=registry).model == "s29-house-model"
+    assert answering_model("gpt-4o", reported="s29-house-model").model == "gpt-4o"  # the default one
     cache = ExactCache(registry=registry)
-    assert cache.answering_model("gpt-4o", reported="house-llm") == Answerer("house-llm", False)
+    assert cache.answering_model("gpt-4o", reported="s29-house-model") == Answerer("s29-house-model", False)
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_hit_model_a_routed_tier_then_the_requested_model_then_the_one_that_answ
         model="fake-chat", prompt="Capital of France?", params={"temperature": 0}
     )
     assert hit_model(unknown, entry("gpt-4o-mini"), registry) == "gpt-4o-mini"
-    assert hit_model(unknown, entry("house-llm", routed=True), registry) is None
+    assert hit_model(unknown, entry("s29-house-model", routed=True), registry) is None
     # a mark naming another model than the entry's (an edited entry) is no route
     forged = CachedResponse(content="x", model="gpt-4o-mini", usage=USAGE, extra={ANSWERED_BY: "o1"})
     assert hit_model(request, forged, registry) == "gpt-4o"
@@ -199,10 +199,10 @@ def test_a_hit_on_a_routed_entry_is_priced_and_recorded_on_its_tier(kind: type[E
 def test_unrecordable_with_a_ledger_knowing_neither_model_only() -> None:
     request = CacheRequest.from_text(model="fake-chat", prompt="Hi", params={"temperature": 0})
     cache = ExactCache(ledger=Ledger("memory://"))
-    assert cache.unrecordable(request, entry("house-llm"))
-    assert cache.refusal(request, entry("house-llm")) is not None
+    assert cache.unrecordable(request, entry("s29-house-model"))
+    assert cache.refusal(request, entry("s29-house-model")) is not None
     assert not cache.unrecordable(request, entry("gpt-4o"))
-    assert not ExactCache().unrecordable(request, entry("house-llm"))  # no ledger: nothing to record
+    assert not ExactCache().unrecordable(request, entry("s29-house-model"))  # no ledger: nothing to record
 
 
 # -- LangChain's cache applies the same answering-model rule -------------------------------------
