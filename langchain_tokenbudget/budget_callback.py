@@ -953,8 +953,15 @@ class _BudgetHandler:
         return n
 
     async def _acount(self, counter: SupportsTokenCount, inputs: Inputs, tools: Tools) -> int:
+        """Async twin of :meth:`_count`: the counter's ``acount`` / ``acount_messages`` when it
+        has them (a Claude counter asks the API: it must not block the loop), else the sync ones."""
+        if isinstance(inputs[0], str):
+            acount_text = getattr(counter, "acount", None)
+            if acount_text is None:
+                return self._count(counter, inputs, tools)
+            return sum([int(await acount_text(p)) for p in inputs if isinstance(p, str)])
         acount = getattr(counter, "acount_messages", None)
-        if isinstance(inputs[0], str) or acount is None:
+        if acount is None:
             return self._count(counter, inputs, tools)
         n = 0
         for b in inputs:

@@ -22,14 +22,16 @@ The offline estimate counts the text as given.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
 import os
 import re
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from .anthropic_format import AnthropicRequest, build_anthropic_request
@@ -53,7 +55,13 @@ class AnthropicTokenCounter(TokenCounter):
         model: The registry entry of a Claude model.
         client: An ``anthropic.Anthropic`` client. Default: one is created when
             ``ANTHROPIC_API_KEY`` is set; without a key every count is an estimate.
-        async_client: An ``anthropic.AsyncAnthropic`` client for :meth:`acount_messages`.
+        async_client: An ``anthropic.AsyncAnthropic`` client for :meth:`acount_messages`, used
+            as given (an ``httpx`` async client belongs to the event loop it first ran on: the
+            caller passing one runs it on one loop). Without it, the async twins count through
+            ``client`` in a worker thread (the very client :meth:`count_messages` uses, with its
+            headers, credentials, transport, timeout and retries), or, when the counter made its
+            own client from ``ANTHROPIC_API_KEY``, through an ``AsyncAnthropic`` it makes for each
+            event loop (a process may run several, one ``asyncio.run`` per job).
         timeout: Seconds to wait for the counting API.
         cache_size: Distinct requests whose counts are remembered.
         strict: Raise :class:`~tokenbudget_core.errors.TokenCountError` instead of estimating.
@@ -94,6 +102,15 @@ class AnthropicTokenCounter(TokenCounter):
         self._client = client
         self._async_client = async_client
         self._client_checked = client is not None
+        # The caller's sync client cannot be rebuilt as an AsyncAnthropic without losing what it
+        # holds (an http_client with proxies or TLS settings, middleware, credential providers):
+        # the async twins run that very client in a worker thread, so both twins agree.
+        self._caller_client = client is not None
+        # AsyncAnthropic clients this counter made, one per event loop: an httpx async client's
+        # connections belong to the loop they were opened on and fail on any other.
+        self._loop_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
         self._estimator = EstimatingTokenCounter(model, calibration=calibration)
         self._cache: OrderedDict[str, int] = OrderedDict()
         self._cache_size = cache_size
@@ -113,13 +130,31 @@ class AnthropicTokenCounter(TokenCounter):
                 self._client = _make_client(async_=False, timeout=self.timeout)
         return self._client
 
-    def _aclient(self) -> Any:
-        if self._async_client is None and (self._client is not None or os.environ.get("ANTHROPIC_API_KEY")):
-            kwargs: dict[str, Any] = {}
-            if self._client is not None:
-                kwargs = {"api_key": self._client.api_key, "base_url": str(self._client.base_url)}
-            self._async_client = _make_client(async_=True, timeout=self.timeout, **kwargs)
-        return self._async_client
+    async def _aclient(self) -> Any:
+        """The async client for the running loop: the caller's, else one made for this loop
+        (``None`` when the async twins count through the caller's sync client, or there is no
+        client at all)."""
+        if self._async_client is not None:
+            return self._async_client
+        if self._caller_client or not os.environ.get("ANTHROPIC_API_KEY"):
+            return None
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for old in [lp for lp in self._loop_clients if lp.is_closed()]:
+                # Closed without finalising its async generators: its connections died with it.
+                del self._loop_clients[old]
+            made = self._loop_clients.get(loop)
+            if made is None or made[0].is_closed():  # closed: the loop finalised its generators
+                client = _make_client(async_=True, timeout=self.timeout, own_http_client=True)
+                closer = _close_at_loop_end(client)
+                made = self._loop_clients[loop] = (client, closer)
+            else:
+                closer = None
+        if closer is not None:
+            # Started on this loop, the generator is finalised by the loop's shutdown_asyncgens
+            # (asyncio.run does it): the client's connections are closed while the loop runs.
+            await closer.__anext__()
+        return made[0]
 
     def _request(self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None) -> AnthropicRequest:
         request = build_anthropic_request(messages, check_tools(tools))
@@ -233,12 +268,21 @@ class AnthropicTokenCounter(TokenCounter):
     async def acount_messages(
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:
-        """Async twin of :meth:`count_messages` (uses ``anthropic.AsyncAnthropic``)."""
-        request, key, replaced, done = self._begin(messages, tools, self._aclient())
+        """Async twin of :meth:`count_messages`: through ``async_client`` when one was given,
+        else the sync ``client`` in a worker thread (same settings, same answer), else an
+        ``anthropic.AsyncAnthropic`` made for the running event loop."""
+        aclient = await self._aclient()
+        client = aclient if aclient is not None else self._sync_client()
+        request, key, replaced, done = self._begin(messages, tools, client)
         if done is not None:
             return done
         try:
-            result = await self._aclient().messages.count_tokens(**request.body, timeout=self.timeout)
+            if aclient is not None:
+                result = await aclient.messages.count_tokens(**request.body, timeout=self.timeout)
+            else:  # the sync client, off the loop: what count_messages sends, sent the same way
+                result = await asyncio.to_thread(
+                    lambda: client.messages.count_tokens(**request.body, timeout=self.timeout)
+                )
         except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
             return self._failed(e, messages, tools)
         return self._finish(key, result, request.guessed, replaced)
@@ -317,13 +361,29 @@ def _guess_reason(guessed: Sequence[str]) -> str | None:
     )
 
 
-def _make_client(*, async_: bool, timeout: float, **kwargs: Any) -> Any:
+def _make_client(*, async_: bool, timeout: float, own_http_client: bool = False) -> Any:
+    """A client from the environment (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``...).
+
+    ``own_http_client``: an async client on a plain ``httpx`` client, which, dropped unclosed
+    after its loop closed, does not try to close itself on whichever loop runs then (the SDK's
+    default one does, and fails: its connections belong to the closed loop)."""
     try:
         import anthropic
     except ImportError as e:
         raise MissingDependencyError("anthropic", "anthropic") from e
-    cls = anthropic.AsyncAnthropic if async_ else anthropic.Anthropic
-    return cls(timeout=timeout, max_retries=0, **kwargs)
+    if async_:
+        http = anthropic.DefaultAsyncHttpxClient() if own_http_client else None
+        return anthropic.AsyncAnthropic(timeout=timeout, max_retries=0, http_client=http)
+    return anthropic.Anthropic(timeout=timeout, max_retries=0)
+
+
+async def _close_at_loop_end(client: Any) -> AsyncGenerator[None, None]:
+    """Closes ``client`` when its event loop finalises its async generators (at the end of
+    ``asyncio.run``), on that loop, where its connections can still be closed."""
+    try:
+        yield
+    finally:
+        await client.close()
 
 
 def _input_tokens(result: Any) -> int:

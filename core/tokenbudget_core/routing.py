@@ -657,7 +657,14 @@ class TierRouter:
         budget: tuple[str, dict[str, float], int, str | None],
         explicit: bool,
         per_tier: Mapping[str, int],
+        counted: Mapping[str, int] | None = None,
     ) -> RouteDecision:
+        """The decision, counting the request for the models it looks at (and only those).
+
+        ``counted``: the counts :meth:`aroute` awaited, by model; a model missing from it raises
+        :class:`_Uncounted`, and :meth:`aroute` counts it and decides again (the same steps, so
+        the same decision and the same counts as :meth:`route`, which counts here, inline).
+        """
         step, shares, down, budget_reason = budget
         reasons: list[str] = []
         adjustments: list[str] = []
@@ -680,7 +687,12 @@ class TierRouter:
         def tokens(model: str, *, chosen: bool = True) -> int:
             nonlocal exact
             if model not in counts:
-                n = add_file_tokens(self._counter(model).count_messages(msgs, tools or None), msgs)
+                if counted is None:
+                    n = add_file_tokens(self._counter(model).count_messages(msgs, tools or None), msgs)
+                elif model in counted:
+                    n = counted[model]
+                else:
+                    raise _Uncounted(model)
                 if chosen and getattr(n, "exact", True) is False:
                     exact = False
                 counts[model] = int(n)
@@ -873,7 +885,9 @@ class TierRouter:
         user: str | None = None,
         default_output_tokens: int | Mapping[str, int] | None = None,
     ) -> RouteDecision:
-        """Async twin of :meth:`route` (the budget lookup runs in a worker thread)."""
+        """Async twin of :meth:`route` (the budget lookup runs in a worker thread, the request is
+        counted with each counter's ``acount_messages`` when it has one, so a counter that asks
+        an API, such as Claude's, does not block the event loop)."""
         msgs, out, tool_list, per_tier = self._request(
             messages, force_tier, max_output_tokens, tools, feature, user, default_output_tokens
         )
@@ -886,9 +900,31 @@ class TierRouter:
         if force_tier is None:
             with attribute(feature=feature, user=user), overhead("router"):  # the payer's overhead
                 classification = self._checked(await self._aclassify(_plain_text(msgs)))
-        return self._decide(
-            msgs, out, tool_list, force_tier, classification, budget, max_output_tokens is not None, per_tier
-        )
+        counted: dict[str, int] = {}
+        while True:  # once per model the decision looks at: a few tiers and fallbacks at most
+            try:
+                return self._decide(
+                    msgs,
+                    out,
+                    tool_list,
+                    force_tier,
+                    classification,
+                    budget,
+                    max_output_tokens is not None,
+                    per_tier,
+                    counted,
+                )
+            except _Uncounted as e:
+                counted[e.model] = await self._acount(e.model, msgs, tool_list)
+
+    async def _acount(self, model: str, msgs: list[Message], tools: list[ToolLike]) -> int:
+        """Async twin of the count in :meth:`_decide`: the counter's ``acount_messages`` when it
+        has one; a custom counter without it counts inline, as in :meth:`route`."""
+        counter = self._counter(model)
+        acount = getattr(counter, "acount_messages", None)
+        if acount is not None and inspect.iscoroutinefunction(acount):
+            return add_file_tokens(await acount(msgs, tools or None), msgs)
+        return add_file_tokens(counter.count_messages(msgs, tools or None), msgs)
 
     # -- the call, down the fallback chain --------------------------------------------------------
 
@@ -981,6 +1017,15 @@ class TierRouter:
         if not isinstance(decision, RouteDecision):
             raise InvalidInputError("decision", "must be a RouteDecision from route()", value=decision)
         return (decision.model, *decision.fallbacks)
+
+
+class _Uncounted(Exception):  # a signal between aroute and _decide, not an error
+    """:meth:`TierRouter._decide` needs the count of ``model``, which :meth:`TierRouter.aroute`
+    has not awaited yet."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.model = model
 
 
 def _tidy(amount: Decimal) -> Decimal:

@@ -16,7 +16,9 @@ An :class:`~tokenbudget_core.errors.InvalidInputError` from the summariser is a 
 error (a misconfigured summariser, an async one called from a running event loop), not a
 failure to degrade from: :meth:`SummaryBuffer.append`, :meth:`~SummaryBuffer.aappend`,
 :meth:`~SummaryBuffer.extend` and :meth:`~SummaryBuffer.aextend` all raise it, after keeping
-the rounds finished before it.
+the rounds finished before it. So does a fold that is cancelled (a timeout around
+:meth:`~SummaryBuffer.aappend`) or interrupted: the finished rounds are kept, the
+cancellation goes on, and the next call summarises only what is still pending.
 """
 
 from __future__ import annotations
@@ -349,6 +351,9 @@ class SummaryBuffer(Generic[M]):
             self._settle(summary, rounds, last)  # rounds done before the failure were paid for: kept
             self._failed(e)
             return False
+        except BaseException:  # KeyboardInterrupt: the finished rounds were paid for, kept too
+            self._settle(summary, rounds, last)
+            raise
         self._settle(summary, rounds, last)
         return True
 
@@ -369,6 +374,9 @@ class SummaryBuffer(Generic[M]):
             self._settle(summary, rounds, last)
             self._failed(e)
             return False
+        except BaseException:  # cancelled (a timeout around the call): keep the rounds paid for,
+            self._settle(summary, rounds, last)  # so the next call does not pay for them again
+            raise
         self._settle(summary, rounds, last)
         return True
 
