@@ -219,13 +219,14 @@ _FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _CODE_MARKERS = re.compile(
     r"""\n[ \t]+\S                              # an indented line
-    | [A-Za-z_]\w*(?:\((?!e?s\))|\[)           # a call or an index: print(, x[ (not "file(s)")
-    | [\[{][^\]}\n]*:[^\]}\n]*[\]}]              # a bracket holding a colon: x[::2], {"a": 1}
+    | (?<!\w)[A-Za-z_]\w*(?:\((?!e?s\))|\[)    # a call or an index: print(, x[ (not "file(s)")
+    | [\[{][^\]}\n]{0,200}?:[^\]}\n]{0,200}[\]}]  # a bracket holding a colon: x[::2], {"a": 1}
     | ==|!=|<=|>=|=>|::|&&|\|\||:=|[-+*/%]=      # code operators (not "->": an arrow of prose)
     """,
     re.X,
 )
-"""What makes prose look like code: then the whole prompt is compared as written."""
+"""What makes prose look like code: then the whole prompt is compared as written. (Linear on any
+text: a name is matched from a word's start only, a bracket's content is bounded.)"""
 
 _HASH_CHARS = 16
 
@@ -418,14 +419,15 @@ def _read(folded: str) -> _Reading:
 
 
 def _span(stream: Sequence[tuple[str, str]], i: int) -> list[str]:
-    """The terms a role word at ``i`` governs: its content words, numbers and one-letter words up to
-    the next role word or punctuation ("from account 1234", "to folder B")."""
+    """The terms a role word at ``i`` governs: its words and numbers up to the next role word or
+    punctuation ("from account 1234", "to folder B"), function words included: a place may be
+    spelled like one ("from NYC to LA": ``la`` is an article elsewhere)."""
     terms = []
     for j in range(i + 1, len(stream)):  # (no slice: spans are disjoint, reading them all is linear)
         kind, value = stream[j]
         if kind in ("role", "stop"):
             break
-        if kind in ("w", "num", "letter"):
+        if kind in ("w", "num", "letter", "f"):
             terms.append(value)
     return terms
 
@@ -657,14 +659,34 @@ def _swapped_in_place(a: GuardFeatures, b: GuardFeatures) -> bool:
     """
     in_a, in_b = set(a.sequence), set(b.sequence)
     content = (set(a.content) | set(b.content)) - _NOT_SWAPPED_IN_PLACE
-    matcher = SequenceMatcher(None, a.sequence, b.sequence, autojunk=False)
+    sa, sb = _differing_middle(a.sequence, b.sequence)
+    if len(sa) > _MAX_ALIGNED or len(sb) > _MAX_ALIGNED:
+        return True  # too far apart to align cheaply (quadratic): not served, as the guard errs
+    matcher = SequenceMatcher(None, sa, sb, autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op != "replace" or i2 - i1 != j2 - j1:
             continue
-        for x, y in zip(a.sequence[i1:i2], b.sequence[j1:j2], strict=True):
+        for x, y in zip(sa[i1:i2], sb[j1:j2], strict=True):
             if x not in in_b and y not in in_a and (x in content or y in content):
                 return True
     return False
+
+
+_MAX_ALIGNED = 2_000
+"""Words of two prompts' differing middles aligned at most (the alignment is quadratic): beyond
+it they differ too much to be served as one another anyway."""
+
+
+def _differing_middle(a: Sequence[str], b: Sequence[str]) -> tuple[Sequence[str], Sequence[str]]:
+    """``a`` and ``b`` without the words they start and end with alike (linear): two long prompts
+    differing in one place align in that place alone."""
+    start, limit = 0, min(len(a), len(b))
+    while start < limit and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < limit - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+    return a[start : len(a) - end], b[start : len(b) - end]
 
 
 def _roles_swapped(a: GuardFeatures, b: GuardFeatures) -> bool:
