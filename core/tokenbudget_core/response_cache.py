@@ -52,7 +52,7 @@ from .clocks import check_clock, clock_reading
 from .errors import CacheUnavailableError, InvalidInputError, UnknownModelError, check_flag, refuse_unknown
 from .price_overrides import PriceTable, check_price_options
 from .pricing import cost_or_none
-from .registry import ModelRegistry, default_registry
+from .registry import ModelRegistry, check_registry
 from .usage import Usage
 
 if TYPE_CHECKING:
@@ -124,16 +124,6 @@ class Answerer(NamedTuple):
         return marked
 
 
-def _registry_of(registry: object) -> ModelRegistry:
-    if registry is None:
-        return default_registry()
-    if not isinstance(registry, ModelRegistry):
-        raise InvalidInputError(
-            "registry", f"must be a ModelRegistry, got {type(registry).__name__}", value=registry
-        )
-    return registry
-
-
 def answering_model(
     requested: str,
     *,
@@ -169,7 +159,7 @@ def answering_model(
     """
     if not isinstance(requested, str) or not requested.strip():
         raise InvalidInputError("requested", "must be a non-empty model name", value=requested)
-    known = _registry_of(registry)
+    known = check_registry(registry)
     if isinstance(routed, str) and routed.strip():
         return Answerer(routed, True)
     if isinstance(reported, str) and reported in known:
@@ -192,7 +182,7 @@ def hit_model(request: CacheRequest, response: CachedResponse, registry: ModelRe
     Raises:
         InvalidInputError: ``registry`` is not a :class:`~tokenbudget_core.registry.ModelRegistry`.
     """
-    known = _registry_of(registry)
+    known = check_registry(registry)
     tier = response.extra.get(ANSWERED_BY)
     if isinstance(tier, str) and tier == response.model and tier in known:
         return tier
