@@ -244,9 +244,7 @@ class ConversationWindow(Generic[M]):
         else:
             self._win_tokens += cost
         if unit < self._start and not pin:  # a result whose call already slid out: bring the unit back
-            self._win_tokens += sum(
-                self._cost[j] for j in range(unit, self._start) if j not in self._must_set
-            )
+            self._win_tokens += self._sliding_cost(unit, self._start)
             self._start = unit
         before = self._start
         if role == "user" and not pin:
@@ -409,8 +407,7 @@ class ConversationWindow(Generic[M]):
                 end = orphan_end
         if end >= n - 1 or self._live_after(end + 1) < self.min_messages:
             return None
-        freed = sum(self._cost[j] for j in range(s, end + 1) if j not in self._must_set)
-        return end + 1, freed
+        return end + 1, self._sliding_cost(s, end + 1)
 
     def _drop_orphans(self) -> None:
         """Rule 4 of :func:`~tokenbudget_core.fitting.fit_messages`, once a user message (the
@@ -429,7 +426,11 @@ class ConversationWindow(Generic[M]):
             end = orphan_end
         if end < s or self._live_after(end + 1) < self.min_messages:
             return
-        self._drop_to(end + 1, sum(self._cost[j] for j in range(s, end + 1) if j not in self._must_set))
+        self._drop_to(end + 1, self._sliding_cost(s, end + 1))
+
+    def _sliding_cost(self, begin: int, end: int) -> int:
+        """Tokens of the messages ``begin`` to ``end`` (excluded) that slide (pinned ones stay)."""
+        return sum(self._cost[j] for j in range(begin, end) if j not in self._must_set)
 
     def _drop_to(self, new_start: int, freed: int) -> None:
         first = self._first_user
