@@ -145,7 +145,7 @@ class AnthropicTokenCounter(TokenCounter):
                 del self._loop_clients[old]
             made = self._loop_clients.get(loop)
             if made is None or made[0].is_closed():  # closed: the loop finalised its generators
-                client = _make_client(async_=True, timeout=self.timeout, own_http_client=True)
+                client = _make_client(async_=True, timeout=self.timeout)
                 closer = _close_at_loop_end(client)
                 made = self._loop_clients[loop] = (client, closer)
             else:
@@ -361,19 +361,20 @@ def _guess_reason(guessed: Sequence[str]) -> str | None:
     )
 
 
-def _make_client(*, async_: bool, timeout: float, own_http_client: bool = False) -> Any:
+def _make_client(*, async_: bool, timeout: float) -> Any:
     """A client from the environment (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``...).
 
-    ``own_http_client``: an async client on a plain ``httpx`` client, which, dropped unclosed
-    after its loop closed, does not try to close itself on whichever loop runs then (the SDK's
-    default one does, and fails: its connections belong to the closed loop)."""
+    An async one is made on a plain ``httpx`` client, which, dropped unclosed after its loop
+    closed, does not try to close itself on whichever loop runs then (the SDK's default one does,
+    and fails: its connections belong to the closed loop)."""
     try:
         import anthropic
     except ImportError as e:
         raise MissingDependencyError("anthropic", "anthropic") from e
     if async_:
-        http = anthropic.DefaultAsyncHttpxClient() if own_http_client else None
-        return anthropic.AsyncAnthropic(timeout=timeout, max_retries=0, http_client=http)
+        return anthropic.AsyncAnthropic(
+            timeout=timeout, max_retries=0, http_client=anthropic.DefaultAsyncHttpxClient()
+        )
     return anthropic.Anthropic(timeout=timeout, max_retries=0)
 
 
