@@ -344,16 +344,10 @@ class SummaryBuffer(Generic[M]):
                 rounds += 1
             if rounds and self._too_long(summary) and rounds < self.max_rounds:
                 summary = self._call_sync(None, [Message(role="user", content=summary or "")])
-        except InvalidInputError:  # a programming error: surfaced, after keeping the rounds paid for
-            self._settle(summary, rounds, last)
-            raise
-        except Exception as e:  # noqa: BLE001 - any summariser failure degrades to the sliding window
-            self._settle(summary, rounds, last)  # rounds done before the failure were paid for: kept
-            self._failed(e)
+        except BaseException as e:
+            if not self._stopped(e, summary, rounds, last):
+                raise
             return False
-        except BaseException:  # KeyboardInterrupt: the finished rounds were paid for, kept too
-            self._settle(summary, rounds, last)
-            raise
         self._settle(summary, rounds, last)
         return True
 
@@ -367,16 +361,10 @@ class SummaryBuffer(Generic[M]):
                 rounds += 1
             if rounds and self._too_long(summary) and rounds < self.max_rounds:
                 summary = await self._call_async(None, [Message(role="user", content=summary or "")])
-        except InvalidInputError:  # as in _fold_sync: surfaced, after keeping the rounds paid for
-            self._settle(summary, rounds, last)
-            raise
-        except Exception as e:  # noqa: BLE001 - any summariser failure degrades to the sliding window
-            self._settle(summary, rounds, last)
-            self._failed(e)
+        except BaseException as e:
+            if not self._stopped(e, summary, rounds, last):
+                raise
             return False
-        except BaseException:  # cancelled (a timeout around the call): keep the rounds paid for,
-            self._settle(summary, rounds, last)  # so the next call does not pay for them again
-            raise
         self._settle(summary, rounds, last)
         return True
 
@@ -408,6 +396,17 @@ class SummaryBuffer(Generic[M]):
 
     def _too_long(self, summary: str | None) -> bool:
         return summary is not None and int(self.counter.count(summary)) > self.summary_tokens
+
+    def _stopped(self, error: BaseException, summary: str | None, rounds: int, last: int) -> bool:
+        """A fold that raised ``error``: the rounds finished before it were paid for, so they
+        are kept (the next call does not pay for them again). True: a summariser failure, which
+        degrades to the sliding window; False: re-raise it (``InvalidInputError``, a programming
+        error; a cancellation, a timeout around the call, or an interrupt)."""
+        self._settle(summary, rounds, last)
+        if isinstance(error, InvalidInputError) or not isinstance(error, Exception):
+            return False
+        self._failed(error)
+        return True
 
     def _settle(self, summary: str | None, rounds: int, last: int) -> None:
         if rounds == 0 or summary is None:
