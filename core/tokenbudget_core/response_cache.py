@@ -202,9 +202,6 @@ def _positive(name: str, value: object) -> float:
     return float(value)
 
 
-_flag = check_flag
-
-
 class ServedHit(NamedTuple):
     """A reply a response cache served instead of the model: it cost nothing."""
 
@@ -314,9 +311,9 @@ class ResponseCacheBase:
         if isinstance(max_entry_bytes, bool) or not isinstance(max_entry_bytes, int) or max_entry_bytes < 1:
             raise InvalidInputError("max_entry_bytes", "must be a positive integer", value=max_entry_bytes)
         self.max_entry_bytes = max_entry_bytes
-        self.cache_sampled = _flag("cache_sampled", cache_sampled)
-        self.cache_tool_calls = _flag("cache_tool_calls", cache_tool_calls)
-        self.hash_prompts = _flag("hash_prompts", hash_prompts)
+        self.cache_sampled = check_flag("cache_sampled", cache_sampled)
+        self.cache_tool_calls = check_flag("cache_tool_calls", cache_tool_calls)
+        self.hash_prompts = check_flag("hash_prompts", hash_prompts)
         self.scope_fields = check_scope_fields(scope_fields)
         if ledger is not None:
             from .ledger import Ledger
