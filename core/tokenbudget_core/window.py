@@ -25,7 +25,7 @@ from typing import Generic, Literal, TypeAlias, TypeVar
 
 from .conversation import RESULT_ROLES, role_of, unit_start
 from .counting import TokenCounter, ToolLike, resolve_counter
-from .errors import ContextOverflowError, InvalidInputError
+from .errors import ContextOverflowError, InvalidInputError, check_flag
 from .fitting import check_fits_model, count_message_at, leading_orphans
 from .messages import MessageLike, check_message_list
 
@@ -92,9 +92,7 @@ class ConversationWindow(Generic[M]):
         self._full_budget = self.budget
         self.reserved = 0
         """What :meth:`reserve` keeps free of the budget (``0``: nothing)."""
-        if not isinstance(hold_overflow, bool):
-            raise InvalidInputError("hold_overflow", "must be True or False", value=hold_overflow)
-        self.hold_overflow = hold_overflow
+        self.hold_overflow = check_flag("hold_overflow", hold_overflow)
         if isinstance(min_messages, bool) or not isinstance(min_messages, int) or min_messages < 1:
             raise InvalidInputError("min_messages", "must be an integer >= 1", value=min_messages)
         if first_user not in ("pin", "slide"):
