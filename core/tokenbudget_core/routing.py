@@ -688,7 +688,7 @@ class TierRouter:
             nonlocal exact
             if model not in counts:
                 if counted is None:
-                    n = add_file_tokens(self._counter(model).count_messages(msgs, tools or None), msgs)
+                    n = self._count(model, msgs, tools)
                 elif model in counted:
                     n = counted[model]
                 else:
@@ -924,7 +924,11 @@ class TierRouter:
         acount = getattr(counter, "acount_messages", None)
         if acount is not None and inspect.iscoroutinefunction(acount):
             return add_file_tokens(await acount(msgs, tools or None), msgs)
-        return add_file_tokens(counter.count_messages(msgs, tools or None), msgs)
+        return self._count(model, msgs, tools)
+
+    def _count(self, model: str, msgs: list[Message], tools: list[ToolLike]) -> int:
+        """The request's tokens on ``model`` (its counter's count, files of stand-ins added)."""
+        return add_file_tokens(self._counter(model).count_messages(msgs, tools or None), msgs)
 
     # -- the call, down the fallback chain --------------------------------------------------------
 
