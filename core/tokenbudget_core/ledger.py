@@ -824,7 +824,9 @@ class Ledger:
         ``choices`` is how many completions the call asks for (OpenAI's ``n``): the input is
         billed once, the output up to ``max_output_tokens`` per choice, so the worst case
         reserves ``choices * max_output_tokens`` output tokens (per-call output limits apply
-        to each choice). ``cache_writes`` (``"5m"`` or ``"1h"``) says the call carries
+        to each choice). With no ``max_output_tokens`` the worst case is the feature's
+        ``max_output_tokens_per_call`` or the model's own output limit, whichever is smaller.
+        ``cache_writes`` (``"5m"`` or ``"1h"``) says the call carries
         prompt-cache markers (Anthropic's ``cache_control``, see
         :func:`~tokenbudget_core.prompt_caching.cache_writes_of`): a cache write costs more than
         plain input, so the worst case prices every input token at that write rate.
@@ -991,7 +993,7 @@ class Ledger:
             )
         out = max_output_tokens
         if out is None:
-            out = fb.max_output_tokens_per_call or info.max_output_tokens
+            out = _default_output(fb.max_output_tokens_per_call, info.max_output_tokens)
         if out is None:
             raise InvalidInputError(
                 "max_output_tokens",
@@ -1100,7 +1102,7 @@ class Ledger:
         lane = _Lane(
             caches, registry, registry_version, self.prices, table, minute, price, scopes,
             fb.max_input_tokens_per_call,
-            fb.max_output_tokens_per_call, fb.max_output_tokens_per_call or info.max_output_tokens,
+            fb.max_output_tokens_per_call, _default_output(fb.max_output_tokens_per_call, info.max_output_tokens),
             scopes.rollup_prefix + self._model_key(model), _enc(feature),
         )  # fmt: skip
         if len(self._lanes) >= 65_536:  # many payers: start over rather than grow without end
@@ -2737,6 +2739,15 @@ def check_budget_options(ledger: object, *, counts: Mapping[str, object], **name
 
 _MAX_CALL_SAMPLES = 1_000
 """The most cost samples one commit of several calls (``Usage.requests``) records."""
+
+
+def _default_output(cap: int | None, model_max: int | None) -> int | None:
+    """The worst-case output of a call that names none: the feature's per-call cap or what the
+    model can produce, whichever is smaller (a feature's one cap serves models of several sizes;
+    a cap of 0, a feature with no output, is a cap), ``None`` when neither is known."""
+    if cap is None:
+        return model_max
+    return cap if model_max is None else min(cap, model_max)
 
 
 def _priced_minute(reservation: Reservation) -> int | None:
