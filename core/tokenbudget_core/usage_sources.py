@@ -252,7 +252,27 @@ def gemini_usage(meta: Mapping[str, Any], where: str) -> Usage:
         output_tokens=figure("candidates_token_count") + thoughts,
         cache_read_tokens=figure("cached_content_token_count"),
         reasoning_tokens=thoughts,
+        # audio is priced at its own rate, not at the text rate charged here (README, "Not priced")
+        estimated=_gemini_audio(meta),
     )
+
+
+def _gemini_audio(meta: Mapping[str, Any]) -> bool:
+    """Whether a Gemini usage's per-modality details (``prompt_tokens_details``,
+    ``candidates_tokens_details``; snake or camel case) hold audio tokens."""
+    for name in ("prompt_tokens_details", "candidates_tokens_details"):
+        entries = meta.get(name, meta.get(_camel(name)))
+        if not isinstance(entries, list):
+            continue
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                continue
+            modality = entry.get("modality")
+            tokens = entry.get("token_count", entry.get("tokenCount"))
+            # google-genai dumps the enum as "AUDIO"; an undumped one reads "MediaModality.AUDIO"
+            if str(getattr(modality, "value", modality)).upper() == "AUDIO" and tokens:
+                return True
+    return False
 
 
 def _bedrock_cache_details(usage: Mapping[str, Any], where: str) -> tuple[int, int, bool]:
@@ -429,6 +449,9 @@ def usage_from_langchain(
 
     * service-tier prefixes (``priority_cache_read``, ``flex_reasoning``...) are
       read like the plain keys; the bare ``priority`` / ``flex`` counts are ignored;
+    * audio (``input_token_details.audio``, ``output_token_details.audio``) and a
+      ``priority`` / ``flex`` tier are charged at the text and standard rates, so such usage is
+      flagged ``estimated`` (README, "Not priced"), as :func:`usage_from_openai_chat` flags it;
     * Anthropic's TTL split ``ephemeral_5m_input_tokens`` /
       ``ephemeral_1h_input_tokens``: cache writes are the larger of
       ``cache_creation`` and the split's sum (some versions zero ``cache_creation``
@@ -490,8 +513,25 @@ def usage_from_langchain(
         cache_write_tokens=cache_write,
         cache_write_1h_tokens=write_1h,
         reasoning_tokens=_tiered(out, "reasoning", w_out),
-        estimated=marked_ttl == "mixed" and unsplit,  # kept as 5m writes: some may be 1h ones
+        # kept as 5m writes (some may be 1h ones); or priced at the text and standard-tier rates
+        estimated=(marked_ttl == "mixed" and unsplit)
+        or _unpriced_details(inp, w_in)
+        or _unpriced_details(out, w_out),
     )
+
+
+def _unpriced_details(details: Mapping[str, Any], where: str) -> bool:
+    """Whether a LangChain token-details dict holds audio tokens or a ``priority`` / ``flex``
+    tier's (``priority``, ``flex_cache_read``...): figures this package prices at other rates."""
+    return any(
+        isinstance(k, str)
+        and (k == "audio" or k.partition("_")[0] in _PRICED_TIERS)
+        and count_field(details, k, where) > 0
+        for k in details
+    )
+
+
+_PRICED_TIERS = frozenset({"priority", "flex"})
 
 
 def usage_from_llamaindex(raw: Any) -> Usage:
