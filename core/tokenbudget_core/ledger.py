@@ -92,7 +92,7 @@ from .ledger_records import (
 from .money import decimal_text, nanos_to_usd, usd_to_nanos
 from .price_overrides import PriceTable, check_price_options, default_price_table
 from .pricing import cost_nanos, resolved_price, scaled_cost
-from .registry import ModelRegistry, default_registry
+from .registry import ModelInfo, ModelRegistry, default_registry
 from .spool import Spool, spool_from_environment
 from .stores import open_store
 from .stores._fork import fresh_locks_after_fork
@@ -605,6 +605,22 @@ class Ledger:
             minute=minute,
         )
 
+    def _model_info(self, model: str) -> ModelInfo | None:
+        """The registry's entry for ``model``; ``None`` for a name only the ledger's price table
+        knows (a :func:`~tokenbudget_core.price_overrides.register_price` override makes its exact
+        name priceable, as :func:`~tokenbudget_core.pricing.cost_of` prices it).
+
+        Raises:
+            UnknownModelError: Neither the registry nor an override knows ``model``.
+        """
+        try:
+            return self.registry.get(model)
+        except UnknownModelError:
+            table = self.prices if self.prices is not None else default_price_table()
+            if type(model) is str and model in table:
+                return None
+            raise
+
     def _model_key(self, model: str) -> str:
         """The model ``model``'s usage is attributed to, encoded for a rollup key: the registry's
         name for it (:func:`~tokenbudget_core.ledger_records.attribution_model`), remembered per
@@ -981,7 +997,7 @@ class Ledger:
             # int subclasses (a counter's TokenCount) are stored as plain ints by every store
             input_tokens = int(input_tokens)
             max_output_tokens = None if max_output_tokens is None else int(max_output_tokens)
-        info = self.registry.get(model)
+        info = self._model_info(model)
         fb = self.policy.feature(feature)
         if fb.max_input_tokens_per_call is not None and input_tokens > fb.max_input_tokens_per_call:
             raise BudgetExceededError(
@@ -993,7 +1009,9 @@ class Ledger:
             )
         out = max_output_tokens
         if out is None:
-            out = _default_output(fb.max_output_tokens_per_call, info.max_output_tokens)
+            out = _default_output(
+                fb.max_output_tokens_per_call, None if info is None else info.max_output_tokens
+            )
         if out is None:
             raise InvalidInputError(
                 "max_output_tokens",
@@ -1854,7 +1872,7 @@ class Ledger:
         if minute is None:
             minute = now_ms // 60_000 if at is None else int(at // 60)
         try:
-            self.registry.get(model)
+            self._model_info(model)
             nanos = self._price_nanos(usage, model, round_up=False, minute=minute)
         except UnknownModelError as e:
             if not unpriced_if_unknown:  # what commit / record take: say so
