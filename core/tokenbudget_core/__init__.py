@@ -8,7 +8,7 @@ from ._version import __version__
 from .alerts import Alert, Webhook
 from .allocation import Allocation, allocate_budget
 from .anthropic_counting import AnthropicTokenCounter
-from .attribution import attribute, current_attribution, overhead
+from .attribution import aattributed, attribute, attributed, current_attribution, overhead
 from .budgets import BudgetPolicy, FeatureBudget, Ladder, load_policy
 from .cache_keys import CacheRequest, CacheScope
 from .cache_stores import CacheStore, open_cache_store
@@ -140,10 +140,12 @@ __all__ = [
     "Webhook",
     "__version__",
     "allocate_budget",
+    "aattributed",
     "aplan_prompt_cache",
     "as_embedder",
     "atruncate_text",
     "attribute",
+    "attributed",
     "build_report",
     "compress_prompt",
     "cost_of",

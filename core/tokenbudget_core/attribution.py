@@ -5,18 +5,36 @@ block (through contextvars, so it follows threads started with ``contextvars.cop
 and asyncio tasks) to that feature and user. An outer attribution wins over inner ones, so
 the calls tokenbudget itself makes (summariser, router classifier, embeddings) are charged
 to the caller's feature and user; inside :func:`overhead` they are also reported as overhead.
+
+A generator that yields inside a block runs each step in its reader's context, and servers read
+a stream's steps in fresh copies of the request's context (Starlette's ``StreamingResponse``,
+``asyncio.wait_for`` per chunk): the block is in force for the first step only. Wrap the stream
+instead, ``attributed(stream, feature=..., user=...)`` (``aattributed`` for an async one), which
+puts the attribution in force around every step.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from .errors import InvalidInputError
 
-__all__ = ["Attribution", "attribute", "current_attribution", "in_force", "outer_first", "overhead"]
+__all__ = [
+    "Attribution",
+    "aattributed",
+    "attribute",
+    "attributed",
+    "current_attribution",
+    "in_force",
+    "outer_first",
+    "overhead",
+]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -73,6 +91,18 @@ def current_attribution() -> Attribution:
     return _current.get() or _EMPTY
 
 
+def _restore(token: contextvars.Token[Attribution | None]) -> None:
+    """End a block: the attribution before it back in force. A generator that yielded inside
+    the block may be left in another context than the one it entered in (each step of a stream
+    read in a fresh copy of the request's context): there the token cannot be reset, and the
+    attribution the block replaced is set back instead, never a bare ``ValueError``."""
+    try:
+        _current.reset(token)
+    except ValueError:  # created in a different Context
+        previous = token.old_value
+        _current.set(None if previous is contextvars.Token.MISSING else previous)
+
+
 def _check(field: str, value: object) -> None:
     if value is not None and (not isinstance(value, str) or not value):
         raise InvalidInputError(field, "must be a non-empty string", value=value)
@@ -127,7 +157,104 @@ def attribute(
     try:
         yield merged
     finally:
-        _current.reset(token)
+        _restore(token)
+
+
+def attributed(
+    stream: Iterable[T],
+    *,
+    feature: str | None = None,
+    user: str | None = None,
+    conversation: str | None = None,
+    tenant: str | None = None,
+) -> Iterator[T]:
+    """``stream``'s items, each step of it run inside ``attribute(...)`` with these ids: the
+    calls a streamed answer makes between chunks (an agent's next step, a tool's model call) are
+    charged to them whatever context each chunk is read in (a server reads a stream's chunks in
+    fresh copies of the request's context, where a block opened around ``yield`` has ended).
+
+    Raises:
+        InvalidInputError: An id is empty or not a string, or ``stream`` is not iterable.
+
+    Example:
+        >>> def answer():
+        ...     yield current_attribution().user
+        ...     yield current_attribution().user
+        >>> list(attributed(answer(), feature="support", user="u-42"))
+        ['u-42', 'u-42']
+    """
+    ids = _ids(feature, user, conversation, tenant)
+    if not isinstance(stream, Iterable):
+        raise InvalidInputError(
+            "stream", "must be iterable", value=type(stream).__name__, fix="pass a generator or an iterator"
+        )
+    return _attributed(iter(stream), ids)
+
+
+def _attributed(it: Iterator[T], ids: dict[str, str | None]) -> Iterator[T]:
+    try:
+        while True:
+            with attribute(**ids):  # around the step only: no block is left open across a yield
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+            yield item
+    finally:  # closed early (a client gone): the stream's own cleanup runs, attributed too
+        close = getattr(it, "close", None)
+        if close is not None:
+            with attribute(**ids):
+                close()
+
+
+def aattributed(
+    stream: AsyncIterable[T],
+    *,
+    feature: str | None = None,
+    user: str | None = None,
+    conversation: str | None = None,
+    tenant: str | None = None,
+) -> AsyncIterator[T]:
+    """Async twin of :func:`attributed`: each ``__anext__`` of ``stream`` run inside
+    ``attribute(...)`` with these ids.
+
+    Raises:
+        InvalidInputError: An id is empty or not a string, or ``stream`` is not an async iterable.
+    """
+    ids = _ids(feature, user, conversation, tenant)
+    if not isinstance(stream, AsyncIterable):
+        raise InvalidInputError(
+            "stream",
+            "must be an async iterable",
+            value=type(stream).__name__,
+            fix="pass an async generator, or use attributed() for a plain one",
+        )
+    return _aattributed(aiter(stream), ids)
+
+
+async def _aattributed(it: AsyncIterator[T], ids: dict[str, str | None]) -> AsyncIterator[T]:
+    try:
+        while True:
+            with attribute(**ids):
+                try:
+                    item = await anext(it)
+                except StopAsyncIteration:
+                    return
+            yield item
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            with attribute(**ids):
+                await aclose()
+
+
+def _ids(
+    feature: str | None, user: str | None, conversation: str | None, tenant: str | None
+) -> dict[str, str | None]:
+    ids = {"feature": feature, "user": user, "conversation": conversation, "tenant": tenant}
+    for field, value in ids.items():
+        _check(field, value)
+    return ids
 
 
 def outer_first(*levels: tuple[str | None, ...]) -> tuple[str | None, ...]:
@@ -169,7 +296,7 @@ def in_force(attribution: Attribution) -> Iterator[Attribution]:
     try:
         yield attribution
     finally:
-        _current.reset(token)
+        _restore(token)
 
 
 @contextmanager
@@ -189,4 +316,4 @@ def overhead(kind: str) -> Iterator[Attribution]:
     try:
         yield current_attribution()
     finally:
-        _current.reset(token)
+        _restore(token)
