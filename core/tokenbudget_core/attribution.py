@@ -263,12 +263,21 @@ def outer_first(*levels: tuple[str | None, ...]) -> tuple[str | None, ...]:
     it for their frameworks' nested runs (a chain's run metadata over a model's own).
 
     Raises:
-        InvalidInputError: The levels do not all have the same number of ids.
+        InvalidInputError: A level is not a tuple of ids, or the levels do not all have the same
+            number of ids.
 
     Example:
         >>> outer_first(("support", None), ("other", "u-42"))
         ('support', 'u-42')
     """
+    for i, level in enumerate(levels):
+        if not isinstance(level, (tuple, list)):
+            raise InvalidInputError(
+                f"levels[{i}]",
+                "must be a tuple of ids (one per field, None where unset)",
+                value=level,
+                fix="pass each level as a tuple, e.g. outer_first(('support', None), ('other', 'u-42'))",
+            )
     try:
         return tuple(next((v for v in values if v is not None), None) for values in zip(*levels, strict=True))
     except ValueError as e:  # zip(strict=True): a level longer or shorter than the others

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .attribution import Attribution, in_force
 from .errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ __all__ = ["GLOBAL_BUDGETS", "budget_rows", "features_of"]
 GLOBAL_BUDGETS = ("daily_usd", "user_daily_usd (all features)", "user_daily_tokens (all features)")
 """Budgets that do not depend on the feature: listed once."""
 
+_NO_BLOCK = Attribution()
+
 
 def features_of(policy: BudgetPolicy) -> list[str | None]:
     """The features whose budgets are shown: the configured ones, sorted, then ``None`` (calls
@@ -35,6 +38,10 @@ def features_of(policy: BudgetPolicy) -> list[str | None]:
     The calls without a feature are limited by ``default_feature`` however many features are
     configured: a budget of theirs that refuses every such call must be shown too.
     """
+    from .budgets import BudgetPolicy  # (at run time: budgets imports nothing of this module)
+
+    if not isinstance(policy, BudgetPolicy):
+        raise InvalidInputError("policy", "must be a BudgetPolicy", value=type(policy).__name__)
     default = policy.default_feature
     limited = any(getattr(default, f.name) is not None for f in dataclasses.fields(default))
     configured: list[str | None] = [*sorted(policy.features)]
@@ -61,10 +68,30 @@ def budget_rows(
         ``tokens``), ``limit``, ``used`` (spent + reserved), ``headroom``, ``share`` (used / limit)
         and ``step``; money as ``Decimal``. Each step is ``{"feature", "step"}``.
 
+    The rows are those of ``features`` and ``user`` as given, whatever ``attribute()`` block
+    the caller is in (a block's ids win over a ledger call's arguments: not here).
+
     Raises:
-        InvalidInputError: ``user`` and ``no_user`` are both given.
+        InvalidInputError: ``ledger`` is not a Ledger, ``features`` not a list of feature ids
+            (a single id: ``[id]``), ``user`` not an id, or ``user`` and ``no_user`` both given.
         BudgetUnavailableError: The store cannot be reached.
     """
+    from .ledger import Ledger  # (at run time: the ledger module imports this one's users)
+
+    if not isinstance(ledger, Ledger):
+        raise InvalidInputError("ledger", "must be a tokenbudget Ledger", value=type(ledger).__name__)
+    if not isinstance(features, (list, tuple)):
+        raise InvalidInputError(
+            "features",
+            "must be a list of feature ids (None: calls naming no feature)",
+            value=features,
+            fix=f"pass [{features!r}] for one feature" if isinstance(features, str) else "pass a list",
+        )
+    for i, f in enumerate(features):
+        if f is not None and (type(f) is not str or not f):
+            raise InvalidInputError(f"features[{i}]", "must be a non-empty string or None", value=f)
+    if user is not None and (type(user) is not str or not user):
+        raise InvalidInputError("user", "must be a non-empty string or None", value=user)
     if no_user and user is not None:
         raise InvalidInputError(
             "no_user",
@@ -77,7 +104,8 @@ def budget_rows(
     steps: list[dict[str, Any]] = []
     per_user = user is not None or no_user
     for f in features:
-        state = ledger.state(feature=f, user=user)
+        with in_force(_NO_BLOCK):  # the ids asked for, not an enclosing block's
+            state = ledger.state(feature=f, user=user)
         shown = {n: sh for n, sh in state.shares.items() if per_user or not n.startswith("user_")}
         steps.append({"feature": f, "step": policy.ladder.step(max(shown.values(), default=0.0))})
         limits = policy.daily_limits(f)

@@ -179,15 +179,22 @@ def nearest_ranks(
         One value per percent, in order (``None`` each when ``n`` is 0).
 
     Raises:
-        InvalidInputError: ``n``, a percent or ``budget`` is out of range.
+        InvalidInputError: ``read`` is not callable, ``percents`` not a list, or ``n``, a
+            percent or ``budget`` is out of range.
 
     Example:
         >>> data = list(range(1, 101))
         >>> nearest_ranks(lambda: [data[:40], data[40:]], 100, [50, 95])
         [50, 95]
     """
+    if not callable(read):
+        raise InvalidInputError(
+            "read", "must be callable", value=type(read).__name__, fix="pass a function returning the chunks"
+        )
     if type(n) is not int or n < 0:
         raise InvalidInputError("n", "must be a whole number >= 0", value=n)
+    if not isinstance(percents, (list, tuple)):
+        raise InvalidInputError("percents", "must be a list of whole numbers from 1 to 100", value=percents)
     for i, p in enumerate(percents):
         if type(p) is not int or not 1 <= p <= 100:
             raise InvalidInputError(f"percents[{i}]", "must be a whole number from 1 to 100", value=p)
