@@ -18,6 +18,20 @@ Lone surrogates (half of an emoji cut upstream, e.g. ``json.loads('"\\ud83d"')``
 encoded as UTF-8, so the count request carries U+FFFD in their place (what a decoder that
 replaces errors produces); such a count is flagged ``exact=False`` and ``last_error`` says so.
 The offline estimate counts the text as given.
+
+Anthropic's beta built-in tools (computer use, code execution, MCP toolsets, memory, web fetch,
+tool search...) are counted through ``client.beta.messages.count_tokens`` with the betas their
+types need, as langchain-anthropic adds them to the real call (the API refuses such a tool without
+its beta). A 400 that names a tool type of the request as unknown (a tool newer than this table)
+is estimated, flagged, instead of raised: the host may well send that tool fine.
+
+A body the API refuses by its own rules is never sent: no message at all (what
+``count_messages([], tools)``, the request's framing for fitting and memory, asks) or a last user
+turn with no content (whitespace-only text, whose block is dropped). The first is answered with
+the system prompt and tools measured by the API (a one-word user message counted with them and
+alone, the difference taken) plus the estimate's framing; the second, and the first when there is
+no system prompt or tool, with the offline estimate. Both are flagged ``exact=False``, with or
+without ``strict`` (the API cannot count such a body at all), and ``last_error`` says why.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -39,10 +54,29 @@ from .calibration import Calibration
 from .counting import TokenCount, TokenCounter, ToolLike, check_text, check_timeout, check_tools
 from .errors import InvalidInputError, MissingDependencyError, TokenCountError, check_flag
 from .estimating import EstimatingTokenCounter, json_keys, not_json
-from .messages import MessageLike
+from .messages import MessageLike, to_messages
 from .registry import ModelInfo
 
-__all__ = ["AnthropicTokenCounter"]
+__all__ = ["AnthropicTokenCounter", "check_anthropic_client"]
+
+# The beta each Anthropic built-in tool type needs, copied from langchain-anthropic
+# (langchain_anthropic.chat_models._TOOL_TYPE_TO_BETA, 1.7.10), which adds it to the real call:
+# the count request must carry the same betas, or the API refuses the tool type (a 400).
+_TOOL_TYPE_TO_BETA: dict[str, str] = {
+    "web_fetch_20250910": "web-fetch-2025-09-10",
+    "code_execution_20250522": "code-execution-2025-05-22",
+    "mcp_toolset": "mcp-client-2025-11-20",
+    "memory_20250818": "context-management-2025-06-27",
+    "computer_20250124": "computer-use-2025-01-24",
+    "computer_20251124": "computer-use-2025-11-24",
+    "tool_search_tool_regex_20251119": "advanced-tool-use-2025-11-20",
+    "tool_search_tool_bm25_20251119": "advanced-tool-use-2025-11-20",
+    "advisor_20260301": "advisor-tool-2026-03-01",
+}
+# A tool with ``input_examples`` needs this beta too (langchain-anthropic adds it the same way).
+_INPUT_EXAMPLES_BETA = "advanced-tool-use-2025-11-20"
+# The user turn the system prompt and tools of a request with no message are measured with.
+_PLACEHOLDER = {"role": "user", "content": [{"type": "text", "text": "x"}]}
 
 
 class AnthropicTokenCounter(TokenCounter):
@@ -53,8 +87,9 @@ class AnthropicTokenCounter(TokenCounter):
 
     Args:
         model: The registry entry of a Claude model.
-        client: An ``anthropic.Anthropic`` client. Default: one is created when
-            ``ANTHROPIC_API_KEY`` is set; without a key every count is an estimate.
+        client: An ``anthropic.Anthropic`` client (anything with a synchronous
+            ``messages.count_tokens``). Default: one is created when ``ANTHROPIC_API_KEY`` is set;
+            without a key every count is an estimate.
         async_client: An ``anthropic.AsyncAnthropic`` client for :meth:`acount_messages`, used
             as given (an ``httpx`` async client belongs to the event loop it first ran on: the
             caller passing one runs it on one loop). Without it, the async twins count through
@@ -64,12 +99,16 @@ class AnthropicTokenCounter(TokenCounter):
             event loop (a process may run several, one ``asyncio.run`` per job).
         timeout: Seconds to wait for the counting API.
         cache_size: Distinct requests whose counts are remembered.
-        strict: Raise :class:`~tokenbudget_core.errors.TokenCountError` instead of estimating.
+        strict: Raise :class:`~tokenbudget_core.errors.TokenCountError` instead of estimating
+            when the API cannot be reached (a request the API refuses by its rules, which is never
+            sent, is still estimated and flagged: see the module doc).
         calibration: Where the offline estimate's correction factor is learned.
 
     Raises:
         InvalidInputError: ``timeout`` is not a finite number > 0, ``cache_size`` not an int
-            >= 1, ``strict`` not a bool, or ``calibration`` not a ``Calibration`` (or ``None``).
+            >= 1, ``strict`` not a bool, ``calibration`` not a ``Calibration`` (or ``None``),
+            ``client`` not a sync Anthropic client or ``async_client`` not an async one (see
+            :func:`check_anthropic_client`).
 
     Example:
         >>> import anthropic
@@ -99,6 +138,12 @@ class AnthropicTokenCounter(TokenCounter):
             raise InvalidInputError("cache_size", "must be a positive integer", value=cache_size)
         self.timeout = check_timeout(timeout)
         self.strict = check_flag("strict", strict)
+        # Checked here: a key string or a sync client given as the async one would otherwise
+        # fail at every count, caught as an outage, and turn every count into an estimate.
+        if client is not None:
+            check_anthropic_client(client, "client")
+        if async_client is not None:
+            check_anthropic_client(async_client, "async_client", async_=True)
         self._client = client
         self._async_client = async_client
         self._client_checked = client is not None
@@ -234,7 +279,9 @@ class AnthropicTokenCounter(TokenCounter):
     def count(self, text: str) -> TokenCount:
         """Tokens of ``text`` sent as one user message (Claude's message framing included).
 
-        The empty string is 0 tokens (the API rejects empty messages).
+        The empty string is 0 tokens (the API rejects empty messages). Whitespace-only text is
+        the offline estimate, flagged ``exact=False``: its block is dropped as the API refuses it,
+        which leaves a user turn with no content, refused too (see the module doc).
         """
         if check_text(text) == "":
             return self._exact(0)
@@ -249,18 +296,45 @@ class AnthropicTokenCounter(TokenCounter):
     def count_messages(
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:
-        """Input tokens of a Messages API request, exact when the API answers."""
-        request, key, replaced, done = self._begin(messages, tools, self._sync_client())
+        """Input tokens of a Messages API request, exact when the API answers.
+
+        A request the API refuses by its rules (no message, a last user turn with no content) is
+        never sent: see the module doc. ``count_messages([], tools)`` (a request's framing) is
+        the tools and system prompt measured by the API plus the estimated framing, flagged
+        ``exact=False``.
+        """
+        request = self._request(messages, tools)
+        if not _sendable(request.body):
+            reason, probes = self._unsendable(request, messages)
+            if probes is None:
+                return self._estimated(reason, messages, tools)
+            with_extras = self._count_request(probes[0], messages, tools)
+            if with_extras.method != "anthropic-api":
+                return with_extras  # the API failed: the request's own estimate (last_error says why)
+            reason = f"{reason}; {self.last_error}" if self.last_error else reason  # U+FFFD, a guess
+            alone = self._count_request(probes[1], messages, tools)
+            if alone.method != "anthropic-api":
+                return alone
+            return self._framed(reason, with_extras, alone, messages)
+        return self._count_request(request, messages, tools)
+
+    def _count_request(
+        self, request: AnthropicRequest, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
+    ) -> TokenCount:
+        """Count ``request`` through the API (or the cache); ``messages`` and ``tools`` are
+        estimated when the API fails."""
+        client = self._sync_client()
+        request, key, replaced, done = self._begin(request, messages, tools, client)
         if done is not None:
             return done
         try:
-            result = self._sync_client().messages.count_tokens(**request.body, timeout=self.timeout)
+            result = _send(client, request.body, self.timeout)
         except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
-            return self._failed(e, messages, tools)
+            return self._failed(e, request.body, messages, tools)
         return self._finish(key, result, request.guessed, replaced)
 
     async def acount(self, text: str) -> TokenCount:
-        """Async twin of :meth:`count`."""
+        """Async twin of :meth:`count` (whitespace-only text is the flagged estimate too)."""
         if check_text(text) == "":
             return self._exact(0)
         return await self.acount_messages([{"role": "user", "content": text}])
@@ -270,31 +344,99 @@ class AnthropicTokenCounter(TokenCounter):
     ) -> TokenCount:
         """Async twin of :meth:`count_messages`: through ``async_client`` when one was given,
         else the sync ``client`` in a worker thread (same settings, same answer), else an
-        ``anthropic.AsyncAnthropic`` made for the running event loop."""
+        ``anthropic.AsyncAnthropic`` made for the running event loop. A request the API refuses
+        by its rules is never sent, as in :meth:`count_messages`."""
+        request = self._request(messages, tools)
+        if not _sendable(request.body):
+            reason, probes = self._unsendable(request, messages)
+            if probes is None:
+                return self._estimated(reason, messages, tools)
+            with_extras = await self._acount_request(probes[0], messages, tools)
+            if with_extras.method != "anthropic-api":
+                return with_extras  # the API failed: the request's own estimate (last_error says why)
+            reason = f"{reason}; {self.last_error}" if self.last_error else reason  # U+FFFD, a guess
+            alone = await self._acount_request(probes[1], messages, tools)
+            if alone.method != "anthropic-api":
+                return alone
+            return self._framed(reason, with_extras, alone, messages)
+        return await self._acount_request(request, messages, tools)
+
+    async def _acount_request(
+        self, request: AnthropicRequest, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
+    ) -> TokenCount:
+        """Async twin of :meth:`_count_request`."""
         aclient = await self._aclient()
         client = aclient if aclient is not None else self._sync_client()
-        request, key, replaced, done = self._begin(messages, tools, client)
+        request, key, replaced, done = self._begin(request, messages, tools, client)
         if done is not None:
             return done
         try:
             if aclient is not None:
-                result = await aclient.messages.count_tokens(**request.body, timeout=self.timeout)
+                result = await _asend(aclient, request.body, self.timeout)
             else:  # the sync client, off the loop: what count_messages sends, sent the same way
-                result = await asyncio.to_thread(
-                    lambda: client.messages.count_tokens(**request.body, timeout=self.timeout)
-                )
+                result = await asyncio.to_thread(_send, client, request.body, self.timeout)
         except Exception as e:  # noqa: BLE001 - transport failures degrade to a flagged estimate
-            return self._failed(e, messages, tools)
+            return self._failed(e, request.body, messages, tools)
         return self._finish(key, result, request.guessed, replaced)
 
+    def _unsendable(
+        self, request: AnthropicRequest, messages: Sequence[MessageLike]
+    ) -> tuple[str, tuple[AnthropicRequest, AnthropicRequest] | None]:
+        """Why ``request`` cannot be sent, and the two requests that measure its system prompt
+        and tools instead (the placeholder turn with them, and alone), or ``None`` when the
+        estimate answers (a last user turn with no content; nothing but framing to measure)."""
+        body = request.body
+        if body["messages"]:
+            return (
+                "the last user turn has no content (whitespace-only text is dropped, and the API "
+                "refuses an empty turn): not sent, estimated",
+                None,
+            )
+        if not body.get("system") and not body.get("tools"):
+            return "a request with no message (the API refuses one): its framing is estimated", None
+        reason = (
+            "a request with no message (the API refuses one): its system prompt and tools are "
+            "counted by the API (with a one-word user turn, taken off again), its framing estimated"
+        )
+        with_extras = dataclasses.replace(request, body={**body, "messages": [_PLACEHOLDER]})
+        alone = AnthropicRequest(body={"messages": [_PLACEHOLDER], "model": body["model"]})
+        return reason, (with_extras, alone)
+
+    def _estimated(
+        self, reason: str, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
+    ) -> TokenCount:
+        """The offline estimate of a request that cannot be sent (even with ``strict``: the API
+        cannot count it at all)."""
+        self.last_error = reason
+        return self._estimator.count_messages(messages, tools)
+
+    def _framed(
+        self, reason: str, with_extras: TokenCount, alone: TokenCount, messages: Sequence[MessageLike]
+    ) -> TokenCount:
+        """A request with no message to send: its system prompt and tools as the API counted them
+        (``with_extras - alone``) plus the estimated framing of the messages given (none, or
+        turns left with no content)."""
+        turns = [m for m in to_messages(messages) if m.role not in ("system", "developer")]
+        framing = int(self._estimator.count_messages(turns))
+        self.last_error = reason
+        return TokenCount(
+            max(0, int(with_extras) - int(alone)) + framing,
+            exact=False,
+            model=self.model.name,
+            method="anthropic-api",
+        )
+
     def _begin(
-        self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None, client: Any
+        self,
+        request: AnthropicRequest,
+        messages: Sequence[MessageLike],
+        tools: Sequence[ToolLike] | None,
+        client: Any,
     ) -> tuple[AnthropicRequest, str, bool, TokenCount | None]:
-        """Build the request; answer from the cache, or estimate when there is no client.
+        """Answer ``request`` from the cache, or estimate when there is no client.
 
         Also says whether lone surrogates in the request were replaced by U+FFFD (the SDK
         sends UTF-8 and cannot encode them)."""
-        request = self._request(messages, tools)
         replaced = False
         try:
             key = self._key(request.body)
@@ -312,8 +454,16 @@ class AnthropicTokenCounter(TokenCounter):
         return request, key, replaced, None
 
     def _failed(
-        self, e: Exception, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None
+        self,
+        e: Exception,
+        body: dict[str, Any],
+        messages: Sequence[MessageLike],
+        tools: Sequence[ToolLike] | None,
     ) -> TokenCount:
+        tag = _unknown_tool_type(e, body)
+        if tag is not None:  # a tool newer than _TOOL_TYPE_TO_BETA: the host may send it fine
+            reason = f"the counting API does not know the tool type {tag!r}: estimated ({_describe(e)})"
+            return self._fallback(reason[:400], messages, tools)
         _raise_if_caller_error(self.model.name, e)
         return self._fallback(_describe(e), messages, tools)
 
@@ -333,6 +483,119 @@ class AnthropicTokenCounter(TokenCounter):
         Pass ``Usage.from_anthropic(response).input_tokens`` (cache reads and writes included).
         """
         self._estimator.observe(messages, actual_input_tokens, tools)
+
+
+def check_anthropic_client(client: object, field: str = "client", *, async_: bool = False) -> Any:
+    """``client`` when it can count tokens: a sync client's ``messages.count_tokens`` is a plain
+    callable; an async one's (``async_=True``) a coroutine function (an ``AsyncAnthropic``).
+
+    Raises:
+        InvalidInputError: Anything else (a key string, a sync client given as the async one and
+            the reverse), named ``field``.
+    """
+    kind = "anthropic.AsyncAnthropic" if async_ else "anthropic.Anthropic"
+    if isinstance(client, str | bytes):  # (its value is not kept on the error: it may be a key)
+        raise InvalidInputError(
+            field,
+            f"must be an {kind} client, got a {type(client).__name__} (an API key?)",
+            fix=f"pass {kind}(api_key=...), or set ANTHROPIC_API_KEY and leave it out",
+        )
+    count = getattr(getattr(client, "messages", None), "count_tokens", None)
+    if not callable(count):
+        raise InvalidInputError(
+            field,
+            f"must be an {kind} client (with messages.count_tokens), got {type(client).__name__}",
+            value=client,
+            fix=f"pass {kind}(...), or leave it out",
+        )
+    is_async = inspect.iscoroutinefunction(count)
+    if is_async and not async_:
+        raise InvalidInputError(
+            field,
+            f"is an async client ({type(client).__name__}); this argument takes a sync anthropic.Anthropic",
+            value=client,
+            fix="pass it as the async client (anthropic_async_client= / async_client=)",
+        )
+    if async_ and not is_async:
+        raise InvalidInputError(
+            field,
+            f"must be an async client (an anthropic.AsyncAnthropic), got the sync {type(client).__name__}",
+            value=client,
+            fix="pass it as the sync client (anthropic_client= / client=): the async twins run it in a "
+            "worker thread; or pass anthropic.AsyncAnthropic(...) here",
+        )
+    return client
+
+
+def _sendable(body: dict[str, Any]) -> bool:
+    """Whether the API accepts ``body``'s turns: at least one, and a last user turn with content
+    (the builder drops every other empty turn; a final assistant one may be empty)."""
+    turns = body["messages"]
+    return bool(turns) and (turns[-1]["role"] != "user" or bool(turns[-1]["content"]))
+
+
+def _betas(body: dict[str, Any]) -> list[str]:
+    """The betas the request's tools need (see :data:`_TOOL_TYPE_TO_BETA`), in order, once each."""
+    betas: list[str] = []
+    for tool in body.get("tools") or ():
+        kind = tool.get("type")
+        needed = [_TOOL_TYPE_TO_BETA.get(kind) if isinstance(kind, str) else None]
+        if tool.get("input_examples"):
+            needed.append(_INPUT_EXAMPLES_BETA)
+        betas += [b for b in needed if b is not None and b not in betas]
+    return betas
+
+
+def _beta_count(client: Any) -> Any:
+    """The client's ``beta.messages.count_tokens``, or ``None`` (a wrapper without it)."""
+    return getattr(getattr(getattr(client, "beta", None), "messages", None), "count_tokens", None)
+
+
+def _send(client: Any, body: dict[str, Any], timeout: float) -> Any:
+    """Count ``body`` with a sync client: through ``beta.messages.count_tokens`` with the betas
+    its tools need, else ``messages.count_tokens``."""
+    betas = _betas(body)
+    if not betas:
+        return client.messages.count_tokens(**body, timeout=timeout)
+    beta_count = _beta_count(client)
+    if callable(beta_count):
+        return beta_count(**body, betas=betas, timeout=timeout)
+    # a client without the SDK's beta namespace: the header the SDK would send
+    return client.messages.count_tokens(
+        **body, extra_headers={"anthropic-beta": ",".join(betas)}, timeout=timeout
+    )
+
+
+async def _asend(client: Any, body: dict[str, Any], timeout: float) -> Any:
+    """Async twin of :func:`_send`."""
+    betas = _betas(body)
+    if not betas:
+        return await client.messages.count_tokens(**body, timeout=timeout)
+    beta_count = _beta_count(client)
+    if callable(beta_count):
+        return await beta_count(**body, betas=betas, timeout=timeout)
+    return await client.messages.count_tokens(
+        **body, extra_headers={"anthropic-beta": ",".join(betas)}, timeout=timeout
+    )
+
+
+_UNKNOWN_TAG = re.compile(r"Input tag '([^']+)' found using 'type' does not match")
+
+
+def _unknown_tool_type(e: Exception, body: dict[str, Any]) -> str | None:
+    """The tool type a 400 refuses as unknown, when it is the type of one of the request's
+    tools (the API's ``tools.N: Input tag 'X' found using 'type' does not match any of the
+    expected tags``); ``None`` for any other error."""
+    if getattr(e, "status_code", None) != 400:
+        return None
+    error = getattr(e, "body", None)
+    error = error.get("error") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    found = _UNKNOWN_TAG.search(message) if isinstance(message, str) else None
+    if found is None:
+        return None
+    types = {t.get("type") for t in body.get("tools") or ()}
+    return found[1] if found[1] in types else None
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

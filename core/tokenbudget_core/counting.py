@@ -112,6 +112,12 @@ class TokenCount(int):
 
         return make
 
+    def __reduce__(self) -> tuple[Callable[..., TokenCount], tuple[int, bool, str, str, str | None]]:
+        """Pickle, ``copy`` and ``deepcopy`` rebuild the count with its flags (``int``'s own
+        protocol would call ``__new__`` with the value alone, which the keyword-only flags
+        refuse): counts cross process pools and sit in pickled caches."""
+        return (_rebuild_count, (int(self), self.exact, self.model, self.method, self.encoding))
+
     def __str__(self) -> str:
         return str(int(self))
 
@@ -127,6 +133,12 @@ class TokenCount(int):
             "encoding": self.encoding,
             "method": self.method,
         }
+
+
+def _rebuild_count(value: int, exact: bool, model: str, method: str, encoding: str | None) -> TokenCount:
+    """A :class:`TokenCount` from what :meth:`TokenCount.__reduce__` saved (module-level, so
+    pickle can name it)."""
+    return TokenCount(value, exact=exact, model=model, method=method, encoding=encoding)
 
 
 @runtime_checkable
@@ -191,17 +203,29 @@ class TokenCounter(abc.ABC):
             registry: The model registry (default: the process-wide one).
             anthropic_client: An ``anthropic.Anthropic`` client for exact Claude counts;
                 by default one is made when ``ANTHROPIC_API_KEY`` is set.
-            anthropic_async_client: An ``anthropic.AsyncAnthropic`` client for the async twins.
+            anthropic_async_client: An ``anthropic.AsyncAnthropic`` client for the async twins
+                (its ``messages.count_tokens`` a coroutine function).
             timeout: Seconds to wait for a provider's counting API before estimating.
             calibration: Where estimate correction factors are learned (default: process-wide).
 
         Raises:
             UnknownModelError: ``model`` is unknown and no ``fallback`` was given.
             InvalidInputError: ``timeout`` is not a finite positive number, ``registry`` is not a
-                ``ModelRegistry``, ``calibration`` not a ``Calibration``, or ``fallback`` is
-                given and is not a non-empty model name.
+                ``ModelRegistry``, ``calibration`` not a ``Calibration``, ``fallback`` is
+                given and is not a non-empty model name, or ``anthropic_client`` is not a sync
+                Anthropic client (a key string, an async client) or ``anthropic_async_client``
+                not an async one (a sync client).
         """
         check_timeout(timeout)
+        if anthropic_client is not None or anthropic_async_client is not None:
+            # checked whatever the model: a key string or a sync client passed as the async one
+            # would otherwise make every Claude count a silent estimate
+            from .anthropic_counting import check_anthropic_client
+
+            if anthropic_client is not None:
+                check_anthropic_client(anthropic_client, "anthropic_client")
+            if anthropic_async_client is not None:
+                check_anthropic_client(anthropic_async_client, "anthropic_async_client", async_=True)
         if calibration is not None:
             from .calibration import check_calibration
 

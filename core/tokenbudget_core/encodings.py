@@ -28,12 +28,22 @@ if TYPE_CHECKING:
 
 __all__ = ["bundled_bpe_dir", "get_encoding"]
 
+# The BPE file each encoding loads, as tiktoken_ext.openai_public names it: tiktoken caches a
+# download under the SHA-1 of this URL, so the error's fix names that file. (``gpt2`` loads two
+# files of another format and is left out: its error names no file.)
 _BPE_URLS: dict[str, str] = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
     "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
     # o200k_harmony reuses o200k_base's ranks.
     "o200k_harmony": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+    "r50k_base": "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken",
+    "p50k_base": "https://openaipublic.blob.core.windows.net/encodings/p50k_base.tiktoken",
+    # p50k_edit reuses p50k_base's ranks.
+    "p50k_edit": "https://openaipublic.blob.core.windows.net/encodings/p50k_base.tiktoken",
 }
+_BUNDLED = frozenset({"cl100k_base", "o200k_base", "o200k_harmony"})
+"""The encodings whose BPE file ``llama-index-core`` ships (cl100k's and o200k's): the error
+points at that copy for these only."""
 
 _lock = threading.Lock()
 _encodings: dict[str, tiktoken.Encoding] = {}
@@ -125,31 +135,47 @@ def get_encoding(name: str) -> tiktoken.Encoding:
 def _load_offline(name: str, download_error: OSError) -> tiktoken.Encoding:
     import tiktoken
 
-    url = _BPE_URLS.get(name, f"<the {name} BPE file>")
+    url = _BPE_URLS.get(name)
+    failed = type(download_error).__name__
+    # The file tiktoken looks up in a cache folder (the SHA-1 of its URL); unknown for an
+    # encoding whose URL is not listed, so no made-up name is given for it.
+    where = f"the file named {_cache_key(url)!r} (a copy of {url})" if url else "its BPE file"
+    bundled = name in _BUNDLED
     # tiktoken's own reading: the first of these that is set, even empty (empty: no cache at all)
     variable = next((v for v in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR") if v in os.environ), None)
     if variable is not None and not os.environ[variable]:
+        unset = "Set"
+        if bundled:
+            unset = f"Unset {variable} to use the copy bundled with llama-index-core, or set"
         raise EncodingUnavailableError(
             name,
-            f"the download of {url} failed ({type(download_error).__name__}) and {variable} is set but "
-            f"empty, which tiktoken reads as 'no cache', so no local copy can be used. Unset {variable} "
-            f"to use the copy bundled with llama-index-core, or set it to a folder holding the file "
-            f"named {_cache_key(url)!r}.",
+            f"the download of {url or 'its BPE file'} failed ({failed}) and {variable} is set but "
+            f"empty, which tiktoken reads as 'no cache', so no local copy can be used. {unset} "
+            f"it to a folder holding {where}.",
         ) from download_error
     if variable is not None:
         user_dir = os.environ[variable]
+        unset = f", or unset {variable} to use the copy bundled with llama-index-core" if bundled else ""
+        if url:
+            fix = f"Copy {url} there under the name {_cache_key(url)!r}{unset}."
+            missing = f"has no file {_cache_key(url)!r}"
+        else:
+            fix = f"Run once with a network to fill that folder{unset}."
+            missing = "has no copy of its BPE file"
         raise EncodingUnavailableError(
-            name,
-            f"the download failed ({type(download_error).__name__}) and {variable}={user_dir!r} "
-            f"has no file {_cache_key(url)!r}. Copy {url} there under that name, or unset "
-            f"{variable} to use the copy bundled with llama-index-core.",
+            name, f"the download failed ({failed}) and {variable}={user_dir!r} {missing}. {fix}"
         ) from download_error
     if not _seed_default_cache(name):
+        install = "Run once with a network (tiktoken caches the download), or set"
+        if bundled:
+            install = (
+                'Install the copy bundled with llama-index-core (pip install "tokenbudget-kit[llamaindex]"), '
+                "or set"
+            )
         raise EncodingUnavailableError(
             name,
-            f"the download of {url} failed ({type(download_error).__name__}) and no local copy was found. "
-            f'Install the copy bundled with llama-index-core (pip install "tokenbudget-kit[llamaindex]"), '
-            f"or set TIKTOKEN_CACHE_DIR to a folder holding the file named {_cache_key(url)!r}.",
+            f"the download of {url or 'its BPE file'} failed ({failed}) and no local copy was found. "
+            f"{install} TIKTOKEN_CACHE_DIR to a folder holding {where}.",
         ) from download_error
     try:
         return tiktoken.get_encoding(name)

@@ -17,6 +17,15 @@ of 4,096 characters, adding back the tokens a block costs (tiktoken encodes such
 periodically, checked per character), so the count stays exact; when that is not possible
 (a long mix of different whitespace characters) the text is counted in pieces and the count
 is flagged ``exact=False``.
+
+gpt-oss (the ``o200k_harmony`` encoding) is served in OpenAI's harmony format, not the Chat
+Completions one: a fixed system header (model identity, knowledge cutoff, date, reasoning level,
+channels), system and developer text wrapped as a developer ``# Instructions`` message, a channel
+on every assistant turn, tool calls and results addressed to ``functions.<name>``, tools rendered
+as a TypeScript namespace, and a 2-token reply priming. Its requests are counted with that
+framing, but a server's template may vary it (another date, reasoning level, a model identity of
+its own), so :meth:`TiktokenCounter.count_messages` flags them ``exact=False``; :meth:`TiktokenCounter.count`
+of plain text stays exact.
 """
 
 from __future__ import annotations
@@ -40,6 +49,26 @@ __all__ = ["TiktokenCounter"]
 
 _REPLY_PRIMING = 3
 _TOOL_CALL_FRAMING = 3
+# The harmony format of gpt-oss (see the module doc), as its published renderer writes a request.
+# The date's digits and the reasoning level tokenise the same for any date and the default level.
+_HARMONY_SYSTEM = (
+    "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+    "Knowledge cutoff: 2024-06\nCurrent date: 2025-06-28\n\nReasoning: medium\n\n"
+    "# Valid channels: analysis, commentary, final. Channel must be included for every message.<|end|>"
+)
+_HARMONY_PRIMING = "<|start|>assistant"
+_HARMONY_INSTRUCTIONS = ("# Instructions\n\n", "\n\n")  # around system and developer text
+_HARMONY_CHANNEL = "<|channel|>final"  # on each assistant turn
+# A call: <|start|>assistant<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>ARGS<|call|>
+_HARMONY_CALL = "<|start|>assistant<|channel|>commentary to=functions. <|constrain|>json<|message|><|call|>"
+# A result: <|start|>functions.NAME to=assistant<|channel|>commentary<|message|>RESULT<|end|>
+_HARMONY_RESULT = "<|start|>functions. to=assistant<|channel|>commentary<|message|><|end|>"
+# With tools: a line in the system header, and the developer message's namespace around them.
+_HARMONY_TOOLS = (
+    "\nCalls to these tools must go to the commentary channel: 'functions'.",
+    "<|start|>developer<|message|># Tools\n\n## functions\n\n"
+    "namespace functions {\n\n} // namespace functions<|end|>",
+)
 _BLOCK = 4_096  # whitespace runs are shortened by whole blocks of this many characters
 # A run of one whitespace character other than a line break, at least 3 blocks long.
 _LONG_RUN = re.compile(r"([^\S\r\n])\1{" + str(3 * _BLOCK - 1) + ",}")
@@ -99,10 +128,18 @@ class TiktokenCounter(TokenCounter):
         self._blocks: dict[str, tuple[int, bool]] = {}  # see _block_tokens
         self._messages = _BoundedCache(cache_size)
         self._role_tokens = _role_tokens(model.encoding)
-        # Framing of a plain message per role (tool messages need a call id: never fast-pathed).
-        self._fast_roles: dict[object, int] = {
-            r: self._per_message + n for r, n in self._role_tokens.items() if r != "tool"
+        # gpt-oss: the harmony format's framing (see the module doc), counted but flagged inexact
+        self._harmony = model.encoding == "o200k_harmony"
+        framing = _harmony_framing(model.encoding) if self._harmony else {}
+        self._priming = framing.get("priming", _REPLY_PRIMING)
+        self._call_framing = framing.get("call", _TOOL_CALL_FRAMING)
+        self._tools_framing = framing.get("tools", 0)
+        # Framing of a message per role.
+        self._role_framing: dict[str, int] = {
+            r: self._per_message + n + framing.get(r, 0) for r, n in self._role_tokens.items()
         }
+        # Framing of a plain message per role (tool messages need a call id: never fast-pathed).
+        self._fast_roles: dict[object, int] = {r: n for r, n in self._role_framing.items() if r != "tool"}
 
     @property
     def encoding_name(self) -> str:
@@ -111,6 +148,10 @@ class TiktokenCounter(TokenCounter):
 
     def _result(self, n: int, exact: bool = True) -> TokenCount:
         return self._make_count(n, exact)
+
+    def _request_result(self, n: int, exact: bool) -> TokenCount:
+        """A request's count: never exact in the harmony format (a server's template varies it)."""
+        return self._make_count(n, exact and not self._harmony)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (special-token strings are encoded as plain text).
@@ -142,14 +183,17 @@ class TiktokenCounter(TokenCounter):
     def count_messages(
         self, messages: Sequence[MessageLike], tools: Sequence[ToolLike] | None = None
     ) -> TokenCount:
-        """Input tokens of a chat request (messages, reply priming and tool definitions)."""
+        """Input tokens of a chat request (messages, reply priming and tool definitions).
+
+        gpt-oss requests are counted in the harmony format, flagged ``exact=False`` (see the
+        module doc)."""
         if type(messages) is not list and (
             isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence)
         ):
             raise InvalidInputError(
                 "messages", f"expected a list of messages, got {type(messages).__name__}", value=messages
             )
-        total = _REPLY_PRIMING
+        total = self._priming
         exact = True
         per_name, get_text, fast_roles = self._per_name, self._texts.get, self._fast_roles
         for i, m in enumerate(messages):
@@ -185,24 +229,25 @@ class TiktokenCounter(TokenCounter):
             exact = exact and hit[1]
         if tools:
             try:
-                total += self._tools_tokens(check_tools(tools))
+                total += self._tools_tokens(check_tools(tools)) + self._tools_framing
             except BaseException as e:  # noqa: BLE001 - only tiktoken's panic is handled
                 _reraise_unless_panic(e)
-                total += self._tools_tokens(check_tools(tools), self._encode_in_pieces)
+                total += self._tools_tokens(check_tools(tools), self._encode_in_pieces) + self._tools_framing
                 exact = False
         elif tools is not None:
             check_tools(tools)
-        return self._result(total, exact)
+        return self._request_result(total, exact)
 
     def count_message(self, message: MessageLike) -> TokenCount:
         """Tokens one message adds to a request (framing included, reply priming excluded)."""
         n = self.count_messages([message])
-        return self._result(int(n) - _REPLY_PRIMING, n.exact)
+        return self._request_result(int(n) - self._priming, n.exact)
 
     @property
     def reply_priming(self) -> int:
-        """Tokens every request costs once on top of its messages (the reply priming)."""
-        return _REPLY_PRIMING
+        """Tokens every request costs once on top of its messages: the reply priming (gpt-oss:
+        the harmony format's system header too)."""
+        return self._priming
 
     def _tokens(self, text: str, cache: bool = True) -> tuple[int, bool]:
         """Tokens of ``text`` and whether the count is exact (see :meth:`_after_panic`);
@@ -270,7 +315,7 @@ class TiktokenCounter(TokenCounter):
         return [t for i in range(0, len(text), step) for t in self._encode(text[i : i + step])]
 
     def _message_tokens(self, m: Message) -> tuple[int, bool]:
-        n = self._per_message + self._role_tokens[m.role]
+        n = self._role_framing[m.role]
         exact = True
         texts: list[tuple[str, bool]] = []
         if isinstance(m.content, str):
@@ -288,7 +333,7 @@ class TiktokenCounter(TokenCounter):
             n += self._per_name
         for call in m.tool_calls:
             texts += ((call.name, False), (call.arguments, False))
-            n += _TOOL_CALL_FRAMING
+            n += self._call_framing
         for text, cache in texts:
             k, ok = self._tokens(text, cache)
             n += k
@@ -297,6 +342,10 @@ class TiktokenCounter(TokenCounter):
 
     def _tools_tokens(self, tools: list[ToolLike], encode: Any = None) -> int:
         """OpenAI's published formula for function definitions.
+
+        A property's ``enum`` is a list (a tuple counts as the list the SDK sends); any other
+        value is refused (:class:`~tokenbudget_core.errors.InvalidInputError`), as JSON Schema
+        and the API refuse it.
 
         A schema with ``$defs`` / ``definitions`` (nested pydantic models) is counted with its
         local ``$ref`` pointers inlined, as the same schema written out in full; a definition that
@@ -321,10 +370,18 @@ class TiktokenCounter(TokenCounter):
                     total += 3
                     spec = spec if isinstance(spec, Mapping) else {}
                     enum = spec.get("enum")
-                    if isinstance(enum, list):
+                    if isinstance(enum, list | tuple):  # a tuple is sent as a JSON array too
                         total -= 3
                         for item in enum:
                             total += 3 + len(enc(str(item)))
+                    elif enum is not None:  # no JSON schema: the API refuses it, a count would guess
+                        raise InvalidInputError(
+                            f"{_schema_field(tool, fn, i)}.properties.{key}.enum",
+                            f"must be a list of the allowed values, got {type(enum).__name__}",
+                            value=enum,
+                            fix="give the allowed values as a list (a JSON schema enum is an array), "
+                            'e.g. "enum": ["celsius", "fahrenheit"]',
+                        )
                     p_type = spec.get("type", "object")
                     p_desc = str(spec.get("description") or "").removesuffix(".")
                     extra = {k: v for k, v in spec.items() if k not in ("type", "description", "enum")}
@@ -343,6 +400,31 @@ def _reraise_unless_panic(e: BaseException) -> None:
     that is no Exception, raised when its regex overflows on a huge whitespace run)."""
     if type(e).__name__ != "PanicException":
         raise e
+
+
+@functools.cache
+def _harmony_framing(encoding: str) -> dict[str, int]:
+    """The harmony format's framing in ``encoding``, on top of the Chat Completions framing the
+    counter adds (3 per message and the role): per role (system and developer text wrapped as
+    ``# Instructions``, an assistant turn's channel, a tool result's address), ``priming`` (the
+    system header and ``<|start|>assistant``), ``call`` (a tool call's framing, its name and
+    arguments apart) and ``tools`` (the tools' namespace and system line)."""
+    enc = get_encoding(encoding)
+
+    def n(text: str) -> int:
+        return len(enc.encode(text, allowed_special="all"))
+
+    instructions = sum(n(t) for t in _HARMONY_INSTRUCTIONS)
+    return {
+        "system": instructions,
+        "developer": instructions,
+        "assistant": n(_HARMONY_CHANNEL),
+        "tool": max(0, n(_HARMONY_RESULT) - 3 - n("tool")),
+        "function": max(0, n(_HARMONY_RESULT) - 3 - n("function")),
+        "priming": n(_HARMONY_SYSTEM) + n(_HARMONY_PRIMING),
+        "call": n(_HARMONY_CALL),
+        "tools": sum(n(t) for t in _HARMONY_TOOLS),
+    }
 
 
 @functools.cache

@@ -80,6 +80,8 @@ def _f(
 # Facts genai-prices does not carry (tokenizer, output limit), by model family; first match wins.
 # Context windows here are used only where genai-prices has none.
 _FAMILIES: tuple[_Family, ...] = (
+    # gpt-oss (vLLM, Ollama, LM Studio...): o200k_harmony's tokens; its requests are counted in the
+    # harmony format and flagged exact=False (openai_counting), as servers' templates vary it.
     _f(r"^gpt-oss-", "openai", "tiktoken", "o200k_harmony", 131_072, 131_072),
     _f(r"^gpt-5", "openai", "tiktoken", "o200k_base", 128_000, 400_000),
     _f(r"^gpt-6", "openai", "tiktoken", "o200k_base", 128_000, 1_050_000),

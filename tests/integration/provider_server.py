@@ -7,8 +7,12 @@ writes), and reads what the SDK sent from :attr:`ProviderServer.requests`.
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE, ``stream_options.include_usage``
 honoured), ``POST /v1/responses`` (JSON), ``POST /v1/messages`` (JSON or SSE) and
-``POST /v1/messages/count_tokens``. A reply with ``cut_short_after=n`` drops the
-connection after ``n`` content deltas, mid chunked body, as a dropped network would.
+``POST /v1/messages/count_tokens`` (the SDK's beta twin too: same path, with an ``anthropic-beta``
+header, kept in the request's headers; a query string such as ``?beta=true`` is kept in
+:attr:`RecordedRequest.query`). A reply with ``cut_short_after=n`` drops the connection after
+``n`` content deltas, mid chunked body, as a dropped network would. With
+:attr:`ProviderServer.count_tokens_rules` set, ``count_tokens`` refuses what the real API refuses
+(see :func:`count_tokens_refusal`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "OpenAIReply",
     "ProviderServer",
     "RecordedRequest",
+    "count_tokens_refusal",
     "default_count_tokens",
 ]
 
@@ -111,6 +116,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
+    query: str = ""
+    """The query string, without the ``?`` (``""`` when there is none)."""
 
 
 def _words(value: object) -> int:
@@ -130,6 +137,40 @@ def default_count_tokens(body: dict[str, Any]) -> int:
     return sum(3 + _words(m.get("content")) for m in messages) + _words(body.get("system")) + tools
 
 
+def count_tokens_refusal(body: dict[str, Any], headers: dict[str, str]) -> str | None:
+    """The message of the 400 the real ``count_tokens`` answers ``body`` with, or ``None``.
+
+    The API's request rules: at least one message; every message has content, except an
+    optional final assistant one; a text block holds non-whitespace text; and a beta built-in
+    tool comes with its beta in the ``anthropic-beta`` header (langchain-anthropic's table of
+    them, which the host's real call follows). Messages as the API words them.
+    """
+    messages = body.get("messages") or []
+    if not messages:
+        return "messages: at least one message is required"
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if not content and not (i == len(messages) - 1 and m.get("role") == "assistant"):
+            return (
+                f"messages.{i}: all messages must have non-empty content"
+                " except for the optional final assistant message"
+            )
+        for block in content if isinstance(content, list) else ():
+            if block.get("type") == "text" and not str(block.get("text", "")).strip():
+                return f"messages.{i}: text content blocks must contain non-whitespace text"
+    from langchain_anthropic.chat_models import _TOOL_TYPE_TO_BETA
+
+    sent = {b.strip() for k, v in headers.items() if k.lower() == "anthropic-beta" for b in v.split(",")}
+    for i, tool in enumerate(body.get("tools") or []):
+        kind = tool.get("type")
+        if kind in _TOOL_TYPE_TO_BETA and _TOOL_TYPE_TO_BETA[kind] not in sent:
+            return (
+                f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the expected tags: "
+                "'bash_20250124', 'custom', 'text_editor_20250124', 'web_search_20250305'"
+            )
+    return None
+
+
 def _pieces(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text) or [""]
 
@@ -143,6 +184,8 @@ class ProviderServer:
         count_tokens_error: When set, ``count_tokens`` fails with this HTTP status (529: overloaded).
         count_tokens_error_message: The message of that failure (default: from the status).
         count_tokens_delay: Seconds ``count_tokens`` waits before answering (to test timeouts).
+        count_tokens_rules: When set, ``count_tokens`` answers a body the real API refuses with
+            its 400 (:func:`count_tokens_refusal`). Off by default (``reset`` turns it off).
         errors: Exceptions raised inside handlers (a test should end with none).
     """
 
@@ -157,6 +200,7 @@ class ProviderServer:
         self.count_tokens_error: int | None = None
         self.count_tokens_error_message: str | None = None
         self.count_tokens_delay: float = 0.0
+        self.count_tokens_rules: bool = False
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.provider = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="provider-server", daemon=True)
@@ -196,6 +240,7 @@ class ProviderServer:
         self.count_tokens_error = None
         self.count_tokens_error_message = None
         self.count_tokens_delay = 0.0
+        self.count_tokens_rules = False
 
     def _next_reply(self, default: Reply) -> Reply:
         with self._lock:
@@ -276,8 +321,8 @@ class _Handler(BaseHTTPRequestHandler):
         provider = self.server.provider
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
-        path = self.path.split("?", 1)[0]
-        provider._record(RecordedRequest("POST", path, dict(self.headers.items()), body))
+        path, _, query = self.path.partition("?")
+        provider._record(RecordedRequest("POST", path, dict(self.headers.items()), body, query))
         routes: dict[str, Callable[[ProviderServer, dict[str, Any]], None]] = {
             "/v1/chat/completions": self._chat,
             "/v1/responses": self._responses,
@@ -440,5 +485,11 @@ class _Handler(BaseHTTPRequestHandler):
             status = provider.count_tokens_error
             default = "Overloaded" if status == 529 else f"HTTP {status}"
             self._error(status, provider.count_tokens_error_message or default, anthropic=True)
+            return
+        refused = (
+            count_tokens_refusal(body, dict(self.headers.items())) if provider.count_tokens_rules else None
+        )
+        if refused is not None:
+            self._error(400, refused, anthropic=True)
             return
         self._send_json(200, {"input_tokens": provider.count_tokens(body)})
