@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sys
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import (
@@ -29,6 +30,7 @@ from contextlib import (
     AbstractContextManager,
     nullcontext,
 )
+from types import FrameType
 from typing import Any, ClassVar, Self, TypeAlias, cast
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -147,7 +149,13 @@ class BudgetMemory(BaseMemory):
     @classmethod
     def _tool_definitions(cls, value: Any) -> Any:
         if isinstance(value, list | tuple):
-            return [t.metadata.to_openai_tool() if isinstance(t, BaseTool) else t for t in value]
+            # skip_length_check: a description over OpenAI's 1,024 characters is a valid LlamaIndex
+            # tool that agents send (other providers take it): counted as sent, never refused here
+            # (as RoutedLLM counts it)
+            return [
+                t.metadata.to_openai_tool(skip_length_check=True) if isinstance(t, BaseTool) else t
+                for t in value
+            ]
         return value
 
     @field_validator("chat_store", mode="before")
@@ -790,17 +798,31 @@ class BudgetMemory(BaseMemory):
     def tokenizer_fn(self) -> Callable[[str], Sequence[int]]:
         """How LlamaIndex chat engines measure what they send before the memory's messages:
         ``len(memory.tokenizer_fn(text))`` of their prefix messages' text (a ``system_prompt``),
-        passed to :meth:`get` as ``initial_token_count`` and reserved there. The text is counted
-        as one system message, its framing included. What the memory's ``prefix_messages``
-        reserve already is taken off (the same prompt listed there is reserved once, not twice;
-        a different one, the larger of the two)."""
+        passed to :meth:`get` as ``initial_token_count`` and reserved there. The engine passes
+        its prefix messages' text joined by spaces: when the caller is an engine whose
+        ``_prefix_messages`` join to that text (``SimpleChatEngine``'s), those messages are
+        counted, each with its framing (and its non-text blocks), as they are sent; else the text
+        is counted as one system message, its framing included. What the memory's
+        ``prefix_messages`` reserve already is taken off (the same prompt listed there is
+        reserved once, not twice; a different one, the larger of the two)."""
         return self._prefix_tokens
 
     def _prefix_tokens(self, text: str) -> Sequence[int]:
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
             return range(0)
-        message = to_message({"role": "system", "content": text}, where="prefix text")
-        engine = int(self._counter.count_message(message))
+        sent = _engine_prefix(text, sys._getframe(1))
+        if sent is not None:  # the engine's messages themselves: each one's framing reserved
+            engine = sum(
+                int(
+                    self._counter.count_message(to_countable_message(m, where=f"engine prefix_messages[{i}]"))
+                )
+                for i, m in enumerate(sent)
+            )
+        elif not text.strip():
+            return range(0)
+        else:
+            message = to_message({"role": "system", "content": text}, where="prefix text")
+            engine = int(self._counter.count_message(message))
         return range(max(engine - self._listed_tokens(), 0))  # what prefix_messages do not reserve already
 
     def _listed_tokens(self) -> int:
@@ -840,6 +862,37 @@ class BudgetMemory(BaseMemory):
             tools=self.tools or None,
         )
         return [transcript.to_host(request[i]) for i in fitted.kept if len(prefix) <= i < end]
+
+
+_ENGINE_FRAMES = 3
+"""How many frames up from ``tokenizer_fn``'s caller the engine measuring its prefix is looked for
+(``SimpleChatEngine`` calls it from its own ``chat`` / ``achat``... body: the first)."""
+
+
+def _engine_prefix(text: str, frame: FrameType | None) -> list[ChatMessage] | None:
+    """The prefix messages of the chat engine measuring ``text`` with a memory's ``tokenizer_fn``
+    from ``frame`` (or a few frames up): its ``_prefix_messages``, when the text is what it
+    measures, their contents joined by spaces (``SimpleChatEngine``'s ``" ".join(...)``). The
+    joined text loses the message boundaries, so one framing would be reserved for several
+    messages: the messages themselves are counted instead. ``None`` when no such engine is
+    found (another host, another text): the text is counted as one message."""
+    try:
+        for _ in range(_ENGINE_FRAMES):
+            if frame is None:
+                return None
+            owner = frame.f_locals.get("self")
+            listed = getattr(owner, "_prefix_messages", None) if owner is not None else None
+            if (
+                isinstance(listed, list)
+                and listed
+                and all(isinstance(m, ChatMessage) for m in listed)
+                and " ".join((m.content or "") for m in listed) == text
+            ):
+                return list(listed)
+            frame = frame.f_back
+        return None
+    finally:
+        del frame  # (no frame kept: it would keep the engine's locals alive)
 
 
 class _Loaded:

@@ -603,13 +603,14 @@ class _Call:
 
 
 def _managers_of(llms: Sequence[object], method: str) -> list[CallbackManager]:
-    """The callback managers of ``llms`` (:meth:`BudgetCallbackHandler.install`'s arguments).
+    """The callback managers of ``llms`` (:meth:`BudgetCallbackHandler.install`'s arguments)
+    and, for an eventless one (a ``CachedLLM``, a ``RoutedLLM``), of the LLMs it wraps, at any
+    depth (:func:`event_makers`): theirs are the events its calls make. Each manager once.
 
     Raises:
         InvalidInputError: One is not a LlamaIndex LLM (named ``llms[i]``).
     """
-    managers = []
-    for i, llm in enumerate(llms):
+    for i, llm in enumerate(llms):  # (all checked before any is touched: nothing half-done)
         if not isinstance(llm, LLM):
             raise InvalidInputError(
                 f"llms[{i}]",
@@ -617,8 +618,90 @@ def _managers_of(llms: Sequence[object], method: str) -> list[CallbackManager]:
                 value=llm,
                 fix=f"pass the LLMs whose direct calls the handler checks: handler.{method}(llm, ...)",
             )
-        managers.append(llm.callback_manager)
-    return managers
+    managers: dict[int, CallbackManager] = {}
+    for llm in llms:
+        for reached in [llm, *event_makers(llm)]:
+            manager = getattr(reached, "callback_manager", None)
+            if isinstance(manager, CallbackManager):
+                managers.setdefault(id(manager), manager)
+    return list(managers.values())
+
+
+def event_makers(llm: object) -> list[LLM]:
+    """The LLMs whose events the calls of ``llm`` make when it is eventless (a ``CachedLLM``, a
+    ``RoutedLLM``: :data:`EVENTLESS`): those it wraps (:func:`inner_llms`), through any other
+    eventless one between them (their own managers listed too: a nested wrapper lends on in
+    turn, :func:`lend_handlers`), to :data:`_NESTED_DEPTH` levels; none for any other LLM (its
+    calls make their own events). Each LLM once."""
+    found: list[LLM] = []
+    seen = {id(llm)}
+    level = inner_llms(llm) if getattr(type(llm), EVENTLESS, False) else []
+    for _ in range(_NESTED_DEPTH):
+        nested: list[LLM] = []
+        for item in level:
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            found.append(item)
+            if getattr(type(item), EVENTLESS, False):
+                nested += inner_llms(item)
+        if not nested:
+            break
+        level = nested
+    return found
+
+
+Lent = list[tuple[CallbackManager, "BudgetCallbackHandler"]]
+"""What an eventless LLM lent (:func:`lend_handlers`): a wrapped LLM's callback manager, and the
+budget handler of its own manager it put there."""
+_LEND_LOCK = threading.Lock()
+
+
+def lend_handlers(wrapper: LLM, lent: Lent) -> None:
+    """Make the budget handlers on an eventless ``wrapper``'s callback manager (a ``CachedLLM``,
+    a ``RoutedLLM``: it makes no event of its own) see the calls it makes: put each on the
+    callback manager of every LLM it wraps (:func:`inner_llms`) that does not list it, and take
+    back (from ``lent``, updated) those it put there that its manager no longer lists.
+
+    Called before each call of the wrapper. LlamaIndex hands the LLM it is given its own
+    callback manager (an engine's synthesizer, ``Settings.llm``: ``Settings.callback_manager``),
+    but that reaches the wrapper's only, never the wrapped LLMs, which, made before
+    ``Settings.callback_manager`` was set, keep lists of their own: their provider calls would
+    go unchecked and uncharged. A handler already on both managers is left where it is (one
+    manager lists it once: each call is seen, and charged, once); a nested eventless LLM lends
+    on to the LLMs it wraps at its own call. Only budget handlers are lent (their books are
+    this adapter's business; other handlers see what LlamaIndex shows them). While lent, a
+    handler also sees the wrapped LLMs' direct calls, as :meth:`BudgetCallbackHandler.install`
+    of the wrapper registers it; a wrapped LLM whose manager shares its list of handlers with
+    others (``Settings.callback_manager``'s, when it was set before that LLM was made) shares
+    the lent handler with them too."""
+    mine = wrapper.callback_manager
+    handlers = getattr(mine, "handlers", None) or ()
+    ours = [h for h in handlers if isinstance(h, BudgetCallbackHandler)]
+    if not ours and not lent:
+        return  # (the common case, no lock taken)
+    with _LEND_LOCK:
+        targets: dict[int, CallbackManager] = {}
+        for llm in inner_llms(wrapper):
+            manager = getattr(llm, "callback_manager", None)
+            if isinstance(manager, CallbackManager) and manager.handlers is not getattr(
+                mine, "handlers", None
+            ):
+                targets.setdefault(id(manager), manager)
+        keep: Lent = []
+        for manager, handler in lent:
+            if id(manager) in targets and any(h is handler for h in ours):
+                keep.append((manager, handler))
+            elif manager.handlers is not getattr(mine, "handlers", None):
+                # its manager (or the wrapped LLM's) changed since: taken back (never out of the
+                # wrapper's own list, should the wrapped LLM's manager have become its)
+                manager.handlers[:] = [h for h in manager.handlers if h is not handler]
+        for manager in targets.values():
+            for handler in ours:
+                if not any(h is handler for h in manager.handlers):
+                    manager.handlers.append(handler)
+                    keep.append((manager, handler))
+        lent[:] = keep
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -749,7 +832,11 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
         A call goes through one callback manager, so the handler on both charges it once; a
         manager that already lists it (an LLM made after ``Settings.callback_manager`` was set
-        shares its list of handlers) is left as it is. Call it after assigning
+        shares its list of handlers) is left as it is. A ``CachedLLM`` or ``RoutedLLM`` makes no
+        event of its own (the LLMs it wraps make them, on their managers): given one, the
+        handler is registered on the managers of the LLMs it wraps too, at any depth; and one
+        an engine or ``Settings.llm`` hands a callback manager lends the budget handlers there
+        to the LLMs it wraps at each call (each call still charged once). Call it after assigning
         ``Settings.callback_manager`` (a new manager assigned later lists none of its handlers).
         An engine given a ``callback_manager=`` of its own needs the handler in that manager.
         :meth:`uninstall` undoes it. Returns the handler (``BudgetCallbackHandler(ledger).install(llm)``).
@@ -765,7 +852,8 @@ class BudgetCallbackHandler(BaseCallbackHandler):
 
     def uninstall(self, *llms: LLM) -> Self:
         """Remove this handler from ``Settings.callback_manager`` and from the callback manager of
-        each LLM given (what :meth:`install` registered). Returns the handler.
+        each LLM given and, for a ``CachedLLM`` / ``RoutedLLM``, of the LLMs it wraps (what
+        :meth:`install` registered). Returns the handler.
 
         Raises:
             InvalidInputError: An argument is not a LlamaIndex LLM (named ``llms[i]``).

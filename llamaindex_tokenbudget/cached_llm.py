@@ -48,8 +48,10 @@ on LlamaIndex's dispatchers records every LLM call on. The lookup, a hit's recor
 ledger, the embedding overhead of a ``SemanticCache`` and the store of a miss are all made under
 that payer (:func:`~tokenbudget_core.attribution.in_force`), so with ``scope=None`` entries are
 scoped by it, and hits, savings and overhead are reported on it and counted against its budgets.
-A served hit is also recorded in the ledgers of the wrapped LLM's budget handlers that keep other
-books than the cache's (a cache with no ledger, or another one), as LangChain's handler records it.
+A served hit is also recorded in the ledgers of the handlers whose payer it was made under (the
+wrapped LLM's budget handlers, else the ``CostEventHandler``s) that keep other books than the
+cache's (a cache with no ledger, or another one), once per set of books, as LangChain's handler
+records it.
 
 Behind a ``StructuredLLM`` (``cached.as_structured_llm(Model)``), whose own LLM event a
 ``BudgetCallbackHandler`` or ``CostEventHandler`` sees, a hit costs nothing as a direct one does:
@@ -106,7 +108,7 @@ from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
 
 from . import budget_callback, cost_event_handler
-from .budget_callback import ROUTE_KEY, BudgetCallbackHandler, caller_frame, inner_llms
+from .budget_callback import ROUTE_KEY, BudgetCallbackHandler, Lent, caller_frame, inner_llms, lend_handlers
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_messages
 from .usage import CACHE_HIT_KEY
@@ -178,12 +180,14 @@ class CachedLLM(FunctionCallingLLM):
     """
 
     tokenbudget_eventless: ClassVar[bool] = True
-    """It makes no callback event of its own: the wrapped LLM's events charge its calls."""
+    """It makes no callback event of its own: the wrapped LLM's events charge its calls (the budget
+    handlers on this LLM's callback manager are lent to it at each call: ``lend_handlers``)."""
     llm: LLM = Field(description="The LLM called on a cache miss.")
     model: str = Field(description="The model name used in cache keys and to price what a hit saved.")
     _cache: Any = PrivateAttr()  # ExactCache | SemanticCache (checked in __init__)
     _scope: ScopeLike = PrivateAttr(default=None)
     _unknown_model_told: bool = PrivateAttr(default=False)
+    _lent: Lent = PrivateAttr(default_factory=list)  # budget handlers lent to the wrapped LLM
 
     def __init__(
         self,
@@ -249,7 +253,13 @@ class CachedLLM(FunctionCallingLLM):
     def _where(self) -> tuple[Attribution, CacheScope]:
         """The payer and scope of a call made now (read once, when the call starts: a stream
         consumed later, or in another ``attribute()`` block, is still stored for the caller who
-        made it, and its store's overhead charged to that caller)."""
+        made it, and its store's overhead charged to that caller).
+
+        First, every call (all of them come here before the wrapped LLM is asked) lends the
+        budget handlers on this LLM's callback manager (an engine's, ``Settings``') to the
+        wrapped LLM, whose events charge the call (:func:`lend_handlers`): they also name the
+        payer."""
+        lend_handlers(self, self._lent)
         payer = self._payer()
         cache: ResponseCacheBase = self._cache
         with in_force(payer):
@@ -609,8 +619,9 @@ def _lookup(
 ) -> CacheHit | None:
     """``cache.lookup`` under ``payer`` (a hit is recorded on it, a semantic lookup's embedding
     charged to it); ``None`` for a request that cannot be keyed. A served hit is also recorded in
-    the ledgers of ``llm``'s budget handlers that keep other books than the cache's
-    (:func:`_hit_ledgers`), as LangChain's handler records one. An enclosing LLM call (a
+    the ledgers of the payer's handlers (``llm``'s budget handlers, else the cost handlers) that
+    keep other books than the cache's (:func:`_hit_ledgers`), as LangChain's handler records
+    one. An enclosing LLM call (a
     ``StructuredLLM``'s) is told whether the cache answered
     (:func:`_answered`): answered, it made no provider call and is not charged."""
     if request is None:
@@ -649,14 +660,18 @@ async def _alookup(
 
 def _hit_ledgers(cache: Any, llm: LLM, request: CacheRequest, hit: CacheHit) -> list[tuple[Ledger, str]]:
     """The ledgers a served hit is recorded in besides the cache's own (which ``lookup`` records
-    it in): those of ``llm``'s budget handlers keeping other books (one per set of books), each
+    it in): those of the handlers whose payer the call is made under (as :meth:`CachedLLM._payer`
+    finds them: ``llm``'s budget handlers, else, without one, the ``CostEventHandler``s on
+    LlamaIndex's dispatchers, whose books would otherwise show no cache activity) keeping other
+    books (one per set of books), each
     with the model it is recorded on by the core's rule
     (:func:`~tokenbudget_core.response_cache.hit_model`: a routed answer's tier, else the
     request's, else the one that answered), the one that answered when that registry knows
     neither (recorded unpriced)."""
     own = getattr(cache, "ledger", None)
     found: list[tuple[Ledger, str]] = []
-    for handler in _budget_handlers(llm):
+    payers: list[BudgetCallbackHandler | CostEventHandler] = [*_budget_handlers(llm)] or [*_cost_handlers()]
+    for handler in payers:
         ledger = handler.ledger
         if (own is not None and ledger.shares_books_with(own)) or any(
             ledger.shares_books_with(other) for other, _ in found

@@ -56,7 +56,8 @@ other options (budget, model, tools...), summarises anew what slid out of the re
 one summariser call per ``chunk_tokens`` (4,000 tokens) of it, not one per turn.
 Hosts that send messages of their own before the memory's have their tokens reserved: a chat
 engine that measures them with the memory's ``tokenizer_fn`` (LlamaIndex's ``SimpleChatEngine``
-and its ``system_prompt``) passes their count to ``get()``; other hosts (an agent's
+and its ``system_prompt`` or ``prefix_messages``, each message counted with its framing) passes
+their count to ``get()``; other hosts (an agent's
 ``system_prompt``) should list them in ``prefix_messages``. An agent's in-progress tool calls
 (its scratchpad) are not in
 the memory until the run ends: leave room for them in ``reserve_output``.

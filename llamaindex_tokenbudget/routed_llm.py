@@ -60,6 +60,7 @@ from tokenbudget_core.routing import (
 )
 
 from ._bridge import host_error
+from .budget_callback import Lent, lend_handlers
 from .messages import check_messages, check_prompt, to_core_request
 
 if TYPE_CHECKING:
@@ -155,7 +156,9 @@ class RoutedLLM(FunctionCallingLLM):
     """
 
     tokenbudget_eventless: ClassVar[bool] = True
-    """It makes no callback event of its own: the tier LLM that answers makes (and charges) the call."""
+    """It makes no callback event of its own: the tier LLM that answers makes (and charges) the call
+    (the budget handlers on this LLM's callback manager are lent to the tiers at each call:
+    ``lend_handlers``)."""
     tiers: dict[str, Any] = Field(description="Tier name -> LLM, ordered cheapest -> premium.")
     models: dict[str, str] | None = Field(default=None, description="Tier name -> model name to price with.")
     fallbacks: dict[str, list[Any]] | None = Field(
@@ -169,6 +172,7 @@ class RoutedLLM(FunctionCallingLLM):
     _router: TierRouter = PrivateAttr()
     _llms: dict[str, LLM] = PrivateAttr()  # model name -> its first LLM (tiers, then fallbacks)
     _every: list[LLM] = PrivateAttr()  # every LLM a call may go to, once each (by identity)
+    _lent: Lent = PrivateAttr(default_factory=list)  # budget handlers lent to the tiers (lend_handlers)
 
     def __init__(self, tiers: Mapping[str, Any] | None = None, /, *extra: object, **data: Any) -> None:
         tiers_argument("RoutedLLM", tiers, extra, data)
@@ -273,6 +277,7 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], R],
         tools: Sequence[Any] = (),
     ) -> R:
+        lend_handlers(self, self._lent)  # the tiers' events charge the call: they see this LLM's handlers
         enclosing = current_route()
         decision = self._router.route(**self._request(what, kwargs, tools))
 
@@ -292,6 +297,7 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], Awaitable[R]],
         tools: Sequence[Any] = (),
     ) -> R:
+        lend_handlers(self, self._lent)  # the tiers' events charge the call: they see this LLM's handlers
         enclosing = current_route()
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
@@ -311,6 +317,7 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], Generator[R, None, None]],
         tools: Sequence[Any] = (),
     ) -> Generator[R, None, None]:
+        lend_handlers(self, self._lent)  # the tiers' events charge the call: they see this LLM's handlers
         enclosing = current_route()
         decision = self._router.route(**self._request(what, kwargs, tools))
 
@@ -354,6 +361,7 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], Awaitable[AsyncGenerator[R, None]]],
         tools: Sequence[Any] = (),
     ) -> AsyncGenerator[R, None]:
+        lend_handlers(self, self._lent)  # the tiers' events charge the call: they see this LLM's handlers
         enclosing = current_route()
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
