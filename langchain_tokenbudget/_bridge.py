@@ -42,6 +42,7 @@ __all__ = [
     "fit_host",
     "host_messages",
     "host_window",
+    "provider_format_tools",
     "response_format_tools",
     "sent_tools",
 ]
@@ -198,8 +199,54 @@ def response_format_tools(request: Any) -> list[dict[str, Any]]:
         specs = list(strategy.schema_specs)
         return [convert_to_openai_tool(OutputToolBinding.from_schema_spec(spec).tool) for spec in specs]
     spec = strategy.schema_spec
-    function = {"name": spec.name, "description": spec.description or "", "parameters": spec.json_schema}
-    return [{"type": "function", "function": function}]
+    return [_schema_tool(spec.name, spec.description, spec.json_schema)]
+
+
+def _schema_tool(name: object, description: object, schema: object) -> dict[str, Any]:
+    """A structured-output JSON schema as the function tool it is counted as (its definition's
+    size: providers publish no count of a response format), one convention for the agent's
+    ``ProviderStrategy`` and a chat model's own ``response_format``."""
+    function = {
+        "name": name if isinstance(name, str) else "",
+        "description": description if isinstance(description, str) else "",
+        "parameters": schema,
+    }
+    return {"type": "function", "function": function}
+
+
+def provider_format_tools(response_format: object) -> list[dict[str, Any]]:
+    """The structured-output schema a chat model call sends as its ``response_format`` parameter
+    (``ChatOpenAI.with_structured_output``'s default ``json_schema`` method binds it so; the
+    callback sees it in ``invocation_params``), as the function tool it is counted as, by the
+    convention :func:`response_format_tools` counts a ``ProviderStrategy``'s by: its name,
+    description and JSON schema. Read in the shapes LangChain's OpenAI-compatible models bind:
+    ``{"type": "json_schema", "json_schema": {"name", "description", "schema"}}``, the inner
+    ``{"name", "schema"}``, or a schema class (a pydantic model, a ``TypedDict``) the model
+    converts as it sends it. Empty when the format carries no schema (``{"type": "json_object"}``,
+    ``"text"``, ``None``).
+
+    Raises:
+        InvalidInputError: ``response_format`` is a class that cannot be read as a schema (field
+            ``response_format``).
+    """
+    if isinstance(response_format, Mapping):
+        inner = response_format.get("json_schema")
+        spec = inner if isinstance(inner, Mapping) else response_format
+        schema = spec.get("schema")
+        if not isinstance(schema, Mapping):  # json_object, text: no schema goes with it
+            return []
+        return [_schema_tool(spec.get("name"), spec.get("description"), dict(schema))]
+    if isinstance(response_format, type):
+        try:
+            return [convert_to_openai_tool(response_format)]
+        except (ValueError, TypeError, NotImplementedError) as e:
+            raise InvalidInputError(
+                "response_format",
+                f"cannot read this structured-output schema: {e}",
+                value=response_format,
+                fix="pass a pydantic model, a TypedDict or a JSON schema dict",
+            ) from e
+    return []
 
 
 def _supports_provider_strategy(model: object, tools: object) -> bool:

@@ -52,6 +52,11 @@ What is counted and charged:
   a tiktoken-counted model (or a custom ``counter=``) they are left out of the reservation (logged
   once per model and tool type), which is short by what they add; the usage the provider
   reports is what is charged.
+* A structured-output schema the call sends as its ``response_format`` parameter
+  (``ChatOpenAI.with_structured_output``'s default ``json_schema`` method) is input too: counted
+  as a tool of its name, description and JSON schema, as ``BudgetMiddleware`` counts an agent's
+  ``ProviderStrategy`` (:func:`~langchain_tokenbudget._bridge.provider_format_tools`), in the
+  reservation and in every estimate.
 * Completion models (``on_llm_start``) that report usage in ``llm_output["token_usage"]``
   (OpenAI style: ``prompt_tokens`` / ``completion_tokens``) are charged that usage. LangChain
   reports it once for a whole multi-prompt ``generate()`` / ``batch()`` call, on its first
@@ -179,6 +184,7 @@ from tokenbudget_core.counting import (
     SupportsTokenCount,
     TokenCounter,
     add_file_tokens,
+    check_tool_list,
     countable_tools,
 )
 from tokenbudget_core.errors import (
@@ -192,7 +198,7 @@ from tokenbudget_core.errors import (
 )
 from tokenbudget_core.failures import may_have_been_billed
 from tokenbudget_core.finalizing import collecting, defer, start_worker
-from tokenbudget_core.ledger import Ledger, Reservation, check_budget_options
+from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_options
 from tokenbudget_core.prompt_caching import CacheMarks, cache_marks_of, longest_ttl
 from tokenbudget_core.response_cache import ServedHit, served_hit
 from tokenbudget_core.routing import premium_model_of, routed_call
@@ -200,6 +206,7 @@ from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import usage_from_langchain, usage_from_ollama, usage_from_openai_chat
 
+from ._bridge import provider_format_tools
 from .llm_cache import (
     CACHE_HIT_KEY,
     RunClaim,
@@ -586,23 +593,62 @@ def _unmark(run_id: UUID, key: int) -> None:
         _JOINED.set(tuple(m for m in marks if m != (run_id, key)))
 
 
-_MIDDLEWARE_CALL: contextvars.ContextVar[tuple[object, frozenset[str]] | None] = contextvars.ContextVar(
+class MiddlewareCall:
+    """The model call a ``BudgetMiddleware`` is making (see :func:`middleware_call`): the ledger
+    it charges, the names of the runs it charges (:func:`left_to_middleware`), and the runs made
+    inside it that a :class:`BudgetCallbackHandler` of the same ledger charged itself (another
+    model's: ``taken``, run id -> the handler's charge, ``None`` until, or unless, it is charged),
+    so that the middleware never charges them a second time."""
+
+    __slots__ = ("ledger", "names", "taken")
+
+    def __init__(self, ledger: object, names: frozenset[str]) -> None:
+        self.ledger, self.names = ledger, names
+        self.taken: dict[UUID, Charge | None] = {}
+
+
+_MIDDLEWARE_CALL: contextvars.ContextVar[MiddlewareCall | None] = contextvars.ContextVar(
     "tokenbudget_middleware_call", default=None
 )
 
 
 @contextlib.contextmanager
-def middleware_call(ledger: object, names: Iterable[object]) -> Iterator[None]:
+def middleware_call(ledger: object, names: Iterable[object]) -> Iterator[MiddlewareCall]:
     """Mark the model call a ``BudgetMiddleware`` charges on ``ledger`` while it is made: a
     :class:`BudgetCallbackHandler` of the same ledger then leaves to it the model runs that name
     one of ``names`` (the request model's own names and the one it is priced on) or no model,
     and the routed call a router inside makes (a ``RouterChatModel`` tier run, or the call
-    under a ``RoutingMiddleware``'s route)."""
-    token = _MIDDLEWARE_CALL.set((ledger, frozenset(n for n in names if isinstance(n, str) and n)))
+    under a ``RoutingMiddleware``'s route): :func:`left_to_middleware`. Yields the mark, whose
+    ``taken`` names the runs inside the call such a handler charged itself."""
+    marked = MiddlewareCall(ledger, frozenset(n for n in names if isinstance(n, str) and n))
+    token = _MIDDLEWARE_CALL.set(marked)
     try:
-        yield
+        yield marked
     finally:
         _MIDDLEWARE_CALL.reset(token)
+
+
+def left_to_middleware(
+    names: frozenset[str], serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], registry: Any
+) -> bool:
+    """Whether a model run started inside a ``BudgetMiddleware``'s call is that call's own (the
+    request's model answering it), which the middleware charges, rather than another model's call
+    made inside it (a guard model, a middleware's own call), which a handler charges: the run names
+    one of ``names`` or no model, or it is a router's tier run (``tokenbudget_route`` in its
+    metadata), or the call a ``RoutingMiddleware``'s route in force is making. The one rule both
+    the handler (:func:`middleware_call`) and the middleware read."""
+    params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
+    meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
+    named = _model_named(serialized, params, meta)
+    if named is None or named in names or routed_model(meta.get(ROUTE_KEY)) is not None:
+        return True  # the request's model, or a router's tier run answering it
+    return routed_model_now() is not None and routed_call(named, registry=registry) is not None
+
+
+def is_router_run(kwargs: Mapping[str, Any]) -> bool:
+    """A ``RouterChatModel``'s own run (``generate()`` paths): its child tier run is the provider call."""
+    params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
+    return params.get("_type") == ROUTER_LLM_TYPE
 
 
 _LS_MAX_TOKENS = ("ls_max_tokens",)
@@ -874,8 +920,7 @@ class _BudgetHandler:
     @staticmethod
     def _is_router(kwargs: Mapping[str, Any]) -> bool:
         """The router's own run (``generate()`` paths): its child tier run is the provider call."""
-        params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
-        return params.get("_type") == ROUTER_LLM_TYPE
+        return is_router_run(kwargs)
 
     def _call(self, serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> _Call:
         """The model's counter, the ``reserve()`` arguments but the input count, and the tools sent.
@@ -919,6 +964,12 @@ class _BudgetHandler:
                 attribution = dataclasses.replace(now, feature=feature, user=user, conversation=conversation)
         max_output = self._max_output(params, meta)
         sent = params.get("tools")
+        # a structured-output schema bound as the call's response_format (ChatOpenAI's default
+        # with_structured_output method) is input the provider bills too: counted as a tool of
+        # its name, description and schema, as BudgetMiddleware counts an agent's ProviderStrategy
+        schema = provider_format_tools(params.get("response_format"))
+        if schema:
+            sent = [*check_tool_list(sent), *schema] if sent else schema
         tools = countable_tools(counter, model, sent) if sent else None
         return _Call(
             counter,
@@ -1190,25 +1241,32 @@ class _BudgetHandler:
             "saved_usd": hit.saved_usd,
         }
 
-    def _by_middleware(self, serialized: dict[str, Any] | None, kwargs: Mapping[str, Any]) -> bool:
-        """A ``BudgetMiddleware`` of this ledger charges this model run (see :func:`middleware_call`)."""
+    def _by_middleware(
+        self, serialized: dict[str, Any] | None, run_id: UUID, kwargs: Mapping[str, Any]
+    ) -> bool:
+        """A ``BudgetMiddleware`` of this ledger charges this model run (see :func:`middleware_call`);
+        a run inside its call that it does not charge is noted as this handler's (its ``taken``)."""
         marked = _MIDDLEWARE_CALL.get()
-        if marked is None or not self.ledger.shares_books_with(marked[0]):
+        if marked is None or not self.ledger.shares_books_with(marked.ledger):
             return False
-        params: Mapping[str, Any] = kwargs.get("invocation_params") or _EMPTY
-        meta: Mapping[str, Any] = kwargs.get("metadata") or _EMPTY
-        named = _model_named(serialized, params, meta)
-        if named is None or named in marked[1] or routed_model(meta.get(ROUTE_KEY)) is not None:
-            return True  # the request's model, or a router's tier run answering it
-        return (
-            routed_model_now() is not None and routed_call(named, registry=self.ledger.registry) is not None
-        )
+        if left_to_middleware(marked.names, serialized, kwargs, self.ledger.registry):
+            return True
+        marked.taken[run_id] = None  # another model's call: charged here, never by the middleware
+        return False
+
+    def _charged_inside(self, run_id: UUID, charge: Charge | None) -> None:
+        """Tell the ``BudgetMiddleware`` whose call this run was made in what this handler charged
+        for it (a model swapped in further in answered the call: the middleware counts it in the
+        run's caps instead of charging it again)."""
+        marked = _MIDDLEWARE_CALL.get()
+        if marked is not None and run_id in marked.taken and marked.taken[run_id] is None:
+            marked.taken[run_id] = charge  # (a second handler of the ledger charged nothing more)
 
     def _start(self, serialized: dict[str, Any], inputs: Inputs, run_id: UUID, kwargs: Any) -> None:
         if self._is_router(kwargs):
             self._note(run_id, kwargs)  # its payer, for the tier run inside it
             return
-        if _MIDDLEWARE_CALL.get() is not None and self._by_middleware(serialized, kwargs):
+        if _MIDDLEWARE_CALL.get() is not None and self._by_middleware(serialized, run_id, kwargs):
             return
         batch = self._join(kwargs)
         try:
@@ -1252,6 +1310,7 @@ class _BudgetHandler:
             or params.get("_type") == ROUTER_LLM_TYPE
             or ROUTE_KEY in meta
             or params.get("tools")
+            or params.get("response_format")  # a structured-output schema: counted with the tools
             or params.get("cache_control")
             or _MIDDLEWARE_CALL.get() is not None
             or routed_model_now() is not None
@@ -1341,7 +1400,7 @@ class _BudgetHandler:
         if self._is_router(kwargs):
             self._note(run_id, kwargs)
             return
-        if _MIDDLEWARE_CALL.get() is not None and self._by_middleware(serialized, kwargs):
+        if _MIDDLEWARE_CALL.get() is not None and self._by_middleware(serialized, run_id, kwargs):
             return
         batch = self._join(kwargs)
         try:
@@ -1938,23 +1997,25 @@ class _BudgetHandler:
             hit = hit._replace(recorded=False)  # this ledger records it too
         return _Settle(run.reservation, usage, text, failed, run.counter, hit, premium)
 
-    def _finish(self, s: _Settle | None) -> None:
-        if s is not None:
-            hit = s.hit or _NO_HIT
-            self.ledger.settle(
-                s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter,
-                cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
-                premium_model=s.premium_model,
-            )  # fmt: skip
+    def _finish(self, s: _Settle | None) -> Charge | None:
+        if s is None:
+            return None
+        hit = s.hit or _NO_HIT
+        return self.ledger.settle(
+            s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter,
+            cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
+            premium_model=s.premium_model,
+        )  # fmt: skip
 
-    async def _afinish(self, s: _Settle | None) -> None:
-        if s is not None:
-            hit = s.hit or _NO_HIT
-            await self.ledger.asettle(
-                s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter,
-                cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
-                premium_model=s.premium_model,
-            )  # fmt: skip
+    async def _afinish(self, s: _Settle | None) -> Charge | None:
+        if s is None:
+            return None
+        hit = s.hit or _NO_HIT
+        return await self.ledger.asettle(
+            s.reservation, s.usage, reply_text=s.text, failed=s.failed, counter=s.counter,
+            cache_hit=s.hit is not None, saved_usd=hit.saved_usd, hit_recorded=hit.recorded,
+            premium_model=s.premium_model,
+        )  # fmt: skip
 
 
 def _chain(head: _Run) -> Iterator[_Run]:
@@ -2147,7 +2208,10 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
         if self._deferred and (hit := self._undefer(run_id, response)) is not None:
             self.ledger.record(**hit)  # a refused run the cache answered: nothing held to settle
             return
-        if not self._end_plain(run_id, response):
+        marked = _MIDDLEWARE_CALL.get()
+        if marked is not None and run_id in marked.taken:  # the middleware reads what it was charged
+            self._charged_inside(run_id, self._finish(self._settle(run_id, response, failed=False)))
+        elif not self._end_plain(run_id, response):
             self._finish(self._settle(run_id, response, failed=False))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -2160,7 +2224,11 @@ class BudgetCallbackHandler(_BudgetHandler, BaseCallbackHandler):
             self._undefer(run_id)
         # (frame 1: LangChain's sync dispatcher, for this handler and the async one's sync twin)
         siblings = self._unsent_siblings(run_id) if sys._getframe(1).f_code is _SYNC_DISPATCH else ()
-        self._finish(_billed_if_cut_off(self._settle(run_id, kwargs.get("response"), failed=True), error))
+        charge = self._finish(
+            _billed_if_cut_off(self._settle(run_id, kwargs.get("response"), failed=True), error)
+        )
+        if _MIDDLEWARE_CALL.get() is not None:
+            self._charged_inside(run_id, charge)
         for sibling in siblings:
             self._finish(sibling)
 
@@ -2296,15 +2364,19 @@ class AsyncBudgetCallbackHandler(_BudgetHandler, AsyncCallbackHandler):
         if self._deferred and (hit := self._undefer(run_id, response)) is not None:
             await self.ledger.arecord(**hit)  # a refused run the cache answered: nothing held to settle
             return
-        await self._afinish(self._settle(run_id, response, failed=False))
+        charge = await self._afinish(self._settle(run_id, response, failed=False))
+        if _MIDDLEWARE_CALL.get() is not None:
+            self._charged_inside(run_id, charge)  # the middleware reads what it was charged
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Release the reservation, or commit an estimate when a stream broke off after output."""
         if self._deferred:
             self._undefer(run_id)
-        await self._afinish(
+        charge = await self._afinish(
             _billed_if_cut_off(self._settle(run_id, kwargs.get("response"), failed=True), error)
         )
+        if _MIDDLEWARE_CALL.get() is not None:
+            self._charged_inside(run_id, charge)
 
     async def on_chain_start(
         self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID, **kwargs: Any

@@ -46,15 +46,34 @@ that answered (the reply's ``response_metadata["tokenbudget_route"]``); with a
 :class:`~langchain_tokenbudget.routing_middleware.RoutingMiddleware` before it, the request names
 the tier model and the route is the one being made
 (:func:`~tokenbudget_core.routing.routed_call`): the call is reserved and charged on the route's
-model. Either way the ledger records what routing saved against the premium tier. Only the
-routed call itself is routed: a call to another model made inside the route (the summaries of a
+model. Either way the ledger records what routing saved against the premium tier. A tier
+attempt that failed once its request went out (a read timeout, a stream cut off after output:
+:func:`~tokenbudget_core.failures.may_have_been_billed`) before its fallback answered, inside a
+``RouterChatModel`` or an inner ``RoutingMiddleware``, is billed: it is charged its flagged
+estimate (its counted input plus the text it streamed) on its own model, under a request id
+derived from the call's (``<id>/attempt-<n>``), and counted in the run's caps; so is every billed
+attempt of a call whose attempts all failed, and a billed attempt a retry inside the middleware's
+call (an inner ``ModelRetryMiddleware``) made before the one that answered. Only the routed call
+itself is routed: a call to another model made inside the route (the summaries of a
 :class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware`, which run with no
 route, or a middleware's own guard call) is charged on its own model, with no routing recorded;
 so is a call to a fallback model (``ModelFallbackMiddleware``): ``model=`` prices only a chat
 model that names no model the registry knows.
 
+Only the request's own model runs are this middleware's (the rule the handler reads,
+:func:`~langchain_tokenbudget.budget_callback.left_to_middleware`: a run naming one of the
+request model's names, or none, a router's tier run, the call an inner route makes): another
+model's call made inside the model call (a guard model a chat model asks first, an inner
+middleware's own call) never supplies the call's usage nor its estimate; a
+:class:`~langchain_tokenbudget.budget_callback.BudgetCallbackHandler` charges it.
+
 Put it last in ``middleware=[...]`` (innermost): it then sees the request exactly as sent,
-after trimming or summarising middleware, and reserves every retry. A
+after trimming or summarising middleware, and reserves every retry. Listed before a middleware
+that swaps ``request.model`` (``ModelFallbackMiddleware``, ``ModelRouterMiddleware``, a dynamic
+model), it reserves on the request's model and charges the model that answered (the reply whose
+run answered the call: its ``response_metadata["model_name"]``, else the run's model name, when
+the registry knows it), once: when a handler of the ledger charged that run already, the
+reservation is released and the handler's charge counted in the run's caps. A
 :class:`~langchain_tokenbudget.budget_callback.BudgetCallbackHandler` of the same ledger in the
 run's callbacks leaves the model call this middleware charges to it (the middleware marks the
 call while it is made): the call is charged once; the handler charges only the calls the
@@ -63,6 +82,8 @@ middleware does not (another model's, made inside or outside the agent).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -79,7 +100,13 @@ from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from tokenbudget_core.budgets import RunBudget
-from tokenbudget_core.counting import SupportsTokenCount, TokenCounter, add_file_tokens
+from tokenbudget_core.counting import (
+    SupportsTokenCount,
+    TokenCounter,
+    add_file_tokens,
+    check_tool_list,
+    countable_tools,
+)
 from tokenbudget_core.errors import (
     BudgetExceededError,
     InvalidInputError,
@@ -95,18 +122,24 @@ from tokenbudget_core.messages import Message
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
 from tokenbudget_core.prompt_caching import CacheMarks, longest_ttl
 from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
+from tokenbudget_core.routing import routed_model as routed_model_now
+from tokenbudget_core.streams import estimate_output_tokens
+from tokenbudget_core.usage import Usage
 
 from . import _need_agents
-from ._bridge import counted_tools, sent_tools
+from ._bridge import counted_tools, provider_format_tools, sent_tools
 from .budget_callback import (
     CHOICE_KEYS,
     MAX_OUTPUT_KEYS,
     MODEL_KEYS,
     ROUTE_KEY,
+    MiddlewareCall,
     Tools,
     cache_hit_of,
     cache_writes_in,
     first,
+    is_router_run,
+    left_to_middleware,
     middleware_call,
     payer_from,
     reply_text,
@@ -136,6 +169,8 @@ except ImportError as e:  # langchain (agents) absent or too old: named, with it
 
 __all__ = ["BudgetMiddleware", "BudgetRunState"]
 
+logger = logging.getLogger("tokenbudget.langchain")
+
 TOKENS_KEY = "tokenbudget_run_tokens"
 NANOS_KEY = "tokenbudget_run_nanos"
 OnExceeded = Literal["raise", "end"]
@@ -150,79 +185,191 @@ class BudgetRunState(AgentState[Any]):
     tokenbudget_run_nanos: NotRequired[Annotated[int, PrivateStateAttr]]
 
 
+@dataclasses.dataclass(slots=True)
+class _Attempt:
+    """One model run made inside the middleware's call."""
+
+    own: bool
+    """The request's own model answering (the rule the handlers read, ``left_to_middleware``):
+    charged by the middleware; else another model's call made inside it (a guard, a middleware's
+    own call, a model a middleware further in swapped in)."""
+    model: str | None
+    """The model the run names (``None``: none)."""
+    route: Mapping[str, Any] | None = None
+    """A ``RouterChatModel`` tier run's route (its run metadata)."""
+    forced: tuple[str, str | None] | None = None
+    """The model and premium model of the route in force (an inner ``RoutingMiddleware``), when
+    this run is the call it is making."""
+    inputs: Any = None
+    """The messages (or prompts) the run was started with: a failed attempt's estimate counts them."""
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    streamed: list[str] = dataclasses.field(default_factory=list)
+    evented: list[str] = dataclasses.field(default_factory=list)
+    total: dict[str, Any] | None = None
+    """The latest running total of a Claude stream (what it reported, not LangChain's sum)."""
+    replies: list[BaseMessage] | None = None
+    """Its reply, once it ended (``None``: not ended, or failed)."""
+    error: BaseException | None = None
+    ended: int = 0
+    """The order it ended in (``0``: not yet)."""
+
+    def charged_on(self) -> tuple[str | None, str | None]:
+        """The model this run is charged on (``None``: the one reserved) and its premium model."""
+        if self.route is not None:
+            return routed_model(self.route), premium_model_of(self.route)
+        if self.forced is not None:
+            return self.forced
+        return None, None
+
+    def billed_failure(self) -> bool:
+        """It failed (or was left open by a call that failed: a cancelled task's run gets no
+        error) after its request went out: the provider bills it (``may_have_been_billed``, or
+        output streamed before it broke off)."""
+        if self.streamed or self.evented:
+            return True
+        return self.error is not None and may_have_been_billed(self.error)
+
+
 class _RunningTotals(BaseCallbackHandler):
-    """Watches the model runs made inside one model call: the latest running total of each Claude
-    stream, the replies of the runs that finished (what a call the agent fails afterwards, e.g.
-    on structured output, was billed for), and the text (and tool-call arguments) streamed so
-    far, what a call that breaks off mid-stream is estimated from."""
+    """Watches the model runs made inside one model call (it joins every run started while the
+    call is made), keeping the request's own ones apart (:func:`left_to_middleware`, the rule a
+    handler of the ledger reads to leave them to the middleware): of each, the latest running
+    total of a Claude stream, its reply (what a call the agent fails afterwards, e.g. on
+    structured output, was billed for) or its error, and the text (and tool-call arguments)
+    streamed so far, what a call that breaks off mid-stream is estimated from. Another model's
+    run (a guard model asked inside the call, a middleware's own call) never lends its usage to
+    the call; the reply of one a middleware further in swapped in is kept to spot it answering."""
 
     run_inline = True
 
-    def __init__(self) -> None:
-        self.latest: dict[UUID, dict[str, Any]] = {}
-        self.finished: list[dict[str, Any]] = []
-        self.replies: list[BaseMessage] = []
-        self.streamed: list[str] = []
-        self.evented: list[str] = []
-        self.routes: dict[UUID, Mapping[str, Any]] = {}  # a RouterChatModel tier run's route, by run
-        self.answered: Mapping[str, Any] | None = None  # the route of the run that finished or streamed
+    def __init__(self, names: frozenset[str], registry: Any) -> None:
+        self.names, self.registry = names, registry
+        self.attempts: dict[UUID, _Attempt] = {}
+        self._ends = 0
 
-    def _started(self, run_id: UUID, metadata: Mapping[str, Any] | None) -> None:
-        route = (metadata or {}).get(ROUTE_KEY)
-        if isinstance(route, Mapping):
-            self.routes[run_id] = route
+    def _started(self, serialized: Any, inputs: Any, run_id: UUID, metadata: Any, kwargs: Any) -> None:
+        if is_router_run(kwargs):  # a RouterChatModel's own run: its tier run inside is the call
+            return
+        meta = metadata if isinstance(metadata, Mapping) else {}
+        params = kwargs.get("invocation_params")
+        params = params if isinstance(params, Mapping) else {}
+        own = left_to_middleware(
+            self.names, serialized, {"invocation_params": params, "metadata": meta}, self.registry
+        )
+        built = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
+        model = first(str, MODEL_KEYS, params, built if isinstance(built, Mapping) else {})
+        model = model or first(str, ["ls_model_name"], meta)  # as the handler reads a run's model
+        attempt = _Attempt(own=own, model=model, inputs=inputs, params=params)
+        if isinstance(route := meta.get(ROUTE_KEY), Mapping):
+            attempt.route = route
+        elif own and model is not None and routed_model_now() is not None:
+            found = routed_call(model, registry=self.registry)
+            if found is not None:
+                attempt.forced = (found[1], premium_model_of(found[0]))
+        self.attempts[run_id] = attempt
 
     def on_chat_model_start(
         self, serialized: Any, messages: Any, *, run_id: UUID, metadata: Any = None, **kwargs: Any
     ) -> None:
-        self._started(run_id, metadata)
+        self._started(serialized, messages, run_id, metadata, kwargs)
 
     def on_llm_start(
         self, serialized: Any, prompts: Any, *, run_id: UUID, metadata: Any = None, **kwargs: Any
     ) -> None:
-        self._started(run_id, metadata)
+        self._started(serialized, prompts, run_id, metadata, kwargs)
 
     def on_stream_event(self, event: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if text := stream_event_text(event):
-            self.evented.append(text)
+        attempt = self.attempts.get(run_id)
+        if attempt is not None and attempt.own and (text := stream_event_text(event)):
+            attempt.evented.append(text)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, **kwargs: Any) -> None:
+        attempt = self.attempts.get(run_id)
+        if attempt is None:
+            return
+        if (total := running_total(chunk)) is not None:  # (any run's: one swapped in may answer)
+            attempt.total = total
+        if not attempt.own:  # another model's text never stands in for the call's
+            return
         if isinstance(token, str) and token:
-            self.streamed.append(token)
-        if run_id in self.routes and self.answered is None:  # the tier streaming (until one finishes)
-            self.answered = self.routes[run_id]
+            attempt.streamed.append(token)
         message = getattr(chunk, "message", None)
         for call in getattr(message, "tool_call_chunks", None) or ():
             if isinstance(args := call.get("args"), str):
-                self.streamed.append(args)
-        if (total := running_total(chunk)) is not None:
-            self.latest[run_id] = total
+                attempt.streamed.append(args)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        if (total := self.latest.pop(run_id, None)) is not None:
-            self.finished.append(total)
-        if run_id in self.routes:
-            self.answered = self.routes[run_id]
-        for generations in response.generations:
-            self.replies.extend(
-                m for g in generations if isinstance(m := getattr(g, "message", None), BaseMessage)
-            )
+        attempt = self.attempts.get(run_id)
+        if attempt is None:
+            return
+        self._ends += 1
+        attempt.ended = self._ends
+        attempt.replies = [
+            m
+            for generations in response.generations
+            for g in generations
+            if isinstance(m := getattr(g, "message", None), BaseMessage)
+        ]
 
-    def settle_args(self, route: RouteDecision | None, marked_ttl: CacheMarks | None) -> dict[str, Any]:
-        """``settle()``'s arguments for a call that failed: the usage its finished runs reported
-        (the provider billed them), else ``None`` and the text streamed so far."""
-        usage = reported(self.replies, self.finished, marked_ttl=marked_ttl)
-        model, premium = _routed(self.replies, route)
-        if route_of(self.replies) is None and self.answered is not None:
-            # a RouterChatModel's tier answered (or streamed) before the call failed: the reply
-            # has no route yet (the router adds it on return), the tier run's metadata has
-            model, premium = routed_model(self.answered), premium_model_of(self.answered)
-        return {
-            "reply_text": streamed_estimate(self.streamed, self.evented),
-            "reported": usage,
-            "model": model,
-            "premium_model": premium,
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        attempt = self.attempts.get(run_id)
+        if attempt is None:
+            return
+        self._ends += 1
+        attempt.ended, attempt.error = self._ends, error
+
+    # -- what the call is charged ----------------------------------------------------------------
+
+    def answering(self, result: Sequence[BaseMessage] | None) -> tuple[UUID, _Attempt] | None:
+        """The run whose reply the call returns (``result``; ``None``: the call failed, the last of
+        its own runs that answered, what the provider billed): the request's own run that ended
+        last with a reply, unless ``result`` is the reply of another model's run (a model a
+        middleware further in swapped in answered)."""
+        ids = {id(m) for m in result or ()} | {
+            m.id for m in result or () if isinstance(m, AIMessage) and m.id
         }
+        answered = [(k, a) for k, a in self.attempts.items() if a.replies is not None]
+        if result is not None:
+            matching = [
+                (k, a) for k, a in answered if any(id(m) in ids or m.id in ids for m in a.replies or ())
+            ]
+            if matching and not any(a.own for _, a in matching):
+                return max(matching, key=lambda ka: ka[1].ended)
+        own = [(k, a) for k, a in answered if a.own]
+        return max(own, key=lambda ka: ka[1].ended) if own else None
+
+    def failed_own(self, *, open_too: bool) -> list[tuple[UUID, _Attempt]]:
+        """The request's own runs that failed, in the order they ended; ``open_too``: and, last,
+        those a failed call left open (a cancelled task's run, which LangChain never ends)."""
+        out = [(k, a) for k, a in self.attempts.items() if a.own and a.error is not None]
+        out.sort(key=lambda ka: ka[1].ended)
+        if open_too:
+            out += [(k, a) for k, a in self.attempts.items() if a.own and not a.ended]
+        return out
+
+    def settle_args(
+        self, route: RouteDecision | None, marked_ttl: CacheMarks | None, last: _Attempt | None
+    ) -> dict[str, Any]:
+        """``settle()``'s arguments for a call that failed: the usage its own run that answered
+        reported (the provider billed it), else ``None`` and the text ``last`` (its own run that
+        failed last) streamed; the model that run is charged on (a router's tier)."""
+        found = self.answering(None)
+        if found is not None:
+            answer = found[1]
+            replies = answer.replies or ()
+            usage = reported(replies, [answer.total] if answer.total else [], marked_ttl=marked_ttl)
+            model, premium = _routed(replies, route)
+            if route_of(answer.replies or ()) is None and answer.charged_on()[0] is not None:
+                # a RouterChatModel's tier answered before the call failed: the reply has no
+                # route yet (the router adds it on return), the tier run's metadata has
+                model, premium = answer.charged_on()
+            text = reply_text(replies) if usage is None else ""
+            return {"reply_text": text, "reported": usage, "model": model, "premium_model": premium}
+        model, premium = (None, premium_model_of(route)) if last is None else last.charged_on()
+        if last is not None and model is None:
+            premium = premium_model_of(route)
+        text = "" if last is None else streamed_estimate(last.streamed, last.evented)
+        return {"reply_text": text, "reported": None, "model": model, "premium_model": premium}
 
 
 _totals: ContextVar[_RunningTotals | None] = ContextVar("tokenbudget_running_totals", default=None)
@@ -314,19 +461,22 @@ class _Steps:
 
 def _answered(
     response: ModelResponse[Any],
-    totals: _RunningTotals,
+    answer: _Attempt | None,
     route: RouteDecision | None,
     marks: CacheMarks | None,
 ) -> dict[str, Any]:
-    """``settle()``'s arguments for a call that returned ``response``: the usage it reported (or
-    its text, to estimate), the model that answered a routed call, and a cache hit (an answer
-    from :class:`~langchain_tokenbudget.TokenBudgetLLMCache` or LangChain's own cache called no
+    """``settle()``'s arguments for a call that returned ``response``: the usage it reported (a
+    Claude stream's: the latest running total of the run that answered, ``answer``, not
+    LangChain's sum of its chunks; never another model's run made inside the call) or its text,
+    to estimate, the model that answered a routed call, and a cache hit (an answer from
+    :class:`~langchain_tokenbudget.TokenBudgetLLMCache` or LangChain's own cache called no
     model: nothing is charged for it, and the run's totals do not grow)."""
     replies = response.result
     model, premium = _routed(replies, route)
     hit = cache_hit_of(replies)
+    totals = [answer.total] if answer is not None and answer.total is not None else []
     return {
-        "reported": reported(replies, totals.finished, marked_ttl=marks),
+        "reported": reported(replies, totals, marked_ttl=marks),
         "reply_text": reply_text(replies),
         "model": model,
         "premium_model": premium,
@@ -345,6 +495,28 @@ def _routed(replies: Sequence[BaseMessage], current: RouteDecision | None) -> tu
         return None, premium_model_of(current)
     answered = route.get("answered_by")
     return (answered if isinstance(answered, str) and answered else None), premium_model_of(route)
+
+
+def _names(model: str, request: ModelRequest[Any]) -> frozenset[str]:
+    """The names of the runs a call charges (the model it is priced on, the request model's own)."""
+    return frozenset(n for n in (model, *_own_names(request)) if isinstance(n, str) and n)
+
+
+def _failures(
+    totals: _RunningTotals, *, answered: bool = False
+) -> tuple[list[tuple[int, _Attempt]], _Attempt | None]:
+    """The call's own runs that failed once their request went out, to charge one by one (each
+    numbered, for its request id), and, for a call that failed (``answered=False``) with no own
+    run that answered, the last one that failed, which settles the call's reservation."""
+    failed = totals.failed_own(open_too=not answered)
+    last = failed[-1][1] if not answered and failed and totals.answering(None) is None else None
+    return [(i, a) for i, (_, a) in enumerate(failed, 1) if a is not last and a.billed_failure()], last
+
+
+def _replies(totals: _RunningTotals) -> list[BaseMessage]:
+    """The reply of the call's own run that answered before the call failed (none: empty)."""
+    found = totals.answering(None)
+    return [] if found is None else list(found[1].replies or ())
 
 
 def _own_names(request: ModelRequest[Any]) -> tuple[object, ...]:
@@ -597,6 +769,143 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         run_tokens, run_nanos = _run_totals(state, step)
         return Command(update={TOKENS_KEY: run_tokens, NANOS_KEY: run_nanos})
 
+    def _counter_of(self, model: str) -> SupportsTokenCount:
+        counter = self.counter or self._counters.get(model)
+        if counter is None:
+            counter = self._counters[model] = TokenCounter.for_model(model, registry=self.ledger.registry)
+        return counter
+
+    def _attempt_plan(
+        self, reservation: Reservation, attempt: _Attempt
+    ) -> tuple[str, str | None, SupportsTokenCount, list[list[Message]], list[str], Tools]:
+        """What a failed attempt is estimated from: the model it is charged on (a router's tier,
+        else the one reserved), its premium model, that model's counter, the messages (or a
+        completion model's prompts) and the tools (its response-format schema included) the
+        run was started with, as the callback handler counts a run."""
+        model, premium = attempt.charged_on()
+        model = model or reservation.model
+        counter = self._counter_of(model)
+        inputs = attempt.inputs if isinstance(attempt.inputs, Sequence) else ()
+        batches = [to_core_request(b) for b in inputs if isinstance(b, list)]
+        prompts = [p for p in inputs if isinstance(p, str)]
+        sent = attempt.params.get("tools")
+        sent = [*check_tool_list(sent), *provider_format_tools(attempt.params.get("response_format"))]
+        tools = countable_tools(counter, model, sent) if sent else None
+        return model, premium, counter, batches, prompts, tools or None
+
+    def _record_attempt(
+        self,
+        reservation: Reservation,
+        attempt: _Attempt,
+        i: int,
+        plan: tuple[str, str | None, SupportsTokenCount],
+        input_tokens: int,
+    ) -> dict[str, Any]:
+        """``Ledger.record()``'s arguments for a failed attempt the provider billed: the ledger's
+        estimate of a call cut off once sent (its counted input plus the text it streamed,
+        flagged), under a request id derived from the call's, on its own model and payer."""
+        model, premium, counter = plan
+        text = streamed_estimate(attempt.streamed, attempt.evented)
+        out = estimate_output_tokens(text, counter=counter) if text else 0
+        return {
+            "usage": Usage(input_tokens=input_tokens, output_tokens=out, estimated=True),
+            "model": model,
+            "premium_model": premium,
+            "feature": reservation.feature,
+            "user": reservation.user,
+            "conversation": reservation.conversation,
+            "request_id": f"{reservation.request_id}/attempt-{i}",
+        }
+
+    def _charge_attempt(self, reservation: Reservation, attempt: _Attempt, i: int, step: StepCharges) -> None:
+        """Charge an attempt of the call that failed once its request went out before another
+        answered (a routed tier that fell back, a retry further in), and count it in the step:
+        the one reservation is settled by the run that answered. Logged, not raised: the call's
+        own outcome (its reply, or its error) is what the caller gets."""
+        try:
+            model, premium, counter, batches, prompts, tools = self._attempt_plan(reservation, attempt)
+            n = sum(int(add_file_tokens(counter.count_messages(b, tools), b)) for b in batches)
+            n += sum(int(counter.count(p)) for p in prompts)
+            record = self._record_attempt(reservation, attempt, i, (model, premium, counter), n)
+            step.add(self.ledger.record(**record))
+        except TokenBudgetError as e:
+            logger.warning("request %s: a billed attempt could not be charged: %s", reservation.request_id, e)
+
+    async def _acharge_attempt(
+        self, reservation: Reservation, attempt: _Attempt, i: int, step: StepCharges
+    ) -> None:
+        """Async twin of :meth:`_charge_attempt` (counting and the record awaited)."""
+        try:
+            model, premium, counter, batches, prompts, tools = self._attempt_plan(reservation, attempt)
+            count = getattr(counter, "acount_messages", None)
+            n = 0
+            for b in batches:
+                got = await count(b, tools) if count else counter.count_messages(b, tools)
+                n += int(add_file_tokens(got, b))
+            n += sum(int(counter.count(p)) for p in prompts)
+            record = self._record_attempt(reservation, attempt, i, (model, premium, counter), n)
+            step.add(await self.ledger.arecord(**record))
+        except TokenBudgetError as e:
+            logger.warning("request %s: a billed attempt could not be charged: %s", reservation.request_id, e)
+
+    def _swapped_args(
+        self,
+        answer: tuple[UUID, _Attempt],
+        marked: MiddlewareCall,
+        response: ModelResponse[Any],
+        marks: CacheMarks | None,
+    ) -> tuple[bool, Charge | None, dict[str, Any]]:
+        """How to settle a call another model answered, one a middleware listed after this one
+        swapped in (``ModelFallbackMiddleware``, ``ModelRouterMiddleware``, a dynamic model):
+        whether a :class:`~langchain_tokenbudget.budget_callback.BudgetCallbackHandler` of the
+        ledger charged its run already (then the reservation is released and that charge counted
+        in the step: charged once), and else ``settle()``'s arguments, on the model that answered
+        (the reply's ``response_metadata["model_name"]``, else the run's own name, when the
+        registry knows it)."""
+        run_id, attempt = answer
+        if run_id in marked.taken:
+            return True, marked.taken[run_id], {}
+        found = _answered(response, attempt, None, marks)
+        registry = self.ledger.registry
+        for m in reversed(response.result):
+            name = first(str, ("model_name", "model"), getattr(m, "response_metadata", None) or {})
+            if name is not None and name in registry:
+                found["model"] = found["model"] or name
+                break
+        if found["model"] is None and attempt.model is not None and attempt.model in registry:
+            found["model"] = attempt.model
+        return False, None, found
+
+    def _swapped(
+        self,
+        reservation: Reservation,
+        answer: tuple[UUID, _Attempt],
+        marked: MiddlewareCall,
+        response: ModelResponse[Any],
+        counter: SupportsTokenCount,
+        marks: CacheMarks | None,
+    ) -> Charge | None:
+        taken, charge, found = self._swapped_args(answer, marked, response, marks)
+        if taken:
+            self.ledger.release(reservation)
+            return charge
+        return self.ledger.settle(reservation, counter=counter, **found)
+
+    async def _aswapped(
+        self,
+        reservation: Reservation,
+        answer: tuple[UUID, _Attempt],
+        marked: MiddlewareCall,
+        response: ModelResponse[Any],
+        counter: SupportsTokenCount,
+        marks: CacheMarks | None,
+    ) -> Charge | None:
+        taken, charge, found = self._swapped_args(answer, marked, response, marks)
+        if taken:
+            await self.ledger.arelease(reservation)
+            return charge
+        return await self.ledger.asettle(reservation, counter=counter, **found)
+
     # -- hooks -----------------------------------------------------------------------------------
 
     def before_agent(self, state: BudgetRunState, runtime: Runtime[Any]) -> dict[str, Any] | None:
@@ -633,23 +942,34 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 raise refusal
         except BudgetExceededError as e:
             return self._refused(e, state, step)
-        totals = _RunningTotals()
+        names = _names(args["model"], request)
+        totals = _RunningTotals(names, self.ledger.registry)
         token = _totals.set(totals)
         try:
-            with middleware_call(self.ledger, (args["model"], *_own_names(request))):
+            with middleware_call(self.ledger, names) as marked:
                 response = handler(request)
         except BaseException as error:  # the ledger's rule: released if nothing came back, else estimated
-            found = totals.settle_args(route, marks)
-            found["model"] = found["model"] or self._reported_model(totals.replies, args["model"], request)
+            failed_runs, last = _failures(totals)
+            found = totals.settle_args(route, marks, last)
+            found["model"] = found["model"] or self._reported_model(_replies(totals), args["model"], request)
             failed = not may_have_been_billed(error)  # a call cut off once sent is billed all the same
             if charge := self.ledger.settle(reservation, failed=failed, counter=counter, **found):
                 step.add(charge)  # the step's next call (a retry, a fallback) counts it
+            for i, attempt in failed_runs:  # each attempt billed before (a tier that fell back)
+                self._charge_attempt(reservation, attempt, i, step)
             raise
         finally:
             _totals.reset(token)
-        found = _answered(response, totals, route, marks)
-        found["model"] = found["model"] or self._reported_model(response.result, args["model"], request)
-        charge = self.ledger.settle(reservation, counter=counter, **found)
+        answer = totals.answering(response.result)
+        failed_runs, _ = _failures(totals, answered=True)
+        if answer is not None and not answer[1].own:  # a model swapped in further in answered
+            charge = self._swapped(reservation, answer, marked, response, counter, marks)
+        else:
+            found = _answered(response, None if answer is None else answer[1], route, marks)
+            found["model"] = found["model"] or self._reported_model(response.result, args["model"], request)
+            charge = self.ledger.settle(reservation, counter=counter, **found)
+        for i, attempt in failed_runs:  # the attempts billed before the one that answered
+            self._charge_attempt(reservation, attempt, i, step)
         return ExtendedModelResponse(model_response=response, command=self._charged(state, step, charge))
 
     async def awrap_model_call(
@@ -670,21 +990,32 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 raise refusal
         except BudgetExceededError as e:
             return self._refused(e, state, step)
-        totals = _RunningTotals()
+        names = _names(args["model"], request)
+        totals = _RunningTotals(names, self.ledger.registry)
         token = _totals.set(totals)
         try:
-            with middleware_call(self.ledger, (args["model"], *_own_names(request))):
+            with middleware_call(self.ledger, names) as marked:
                 response = await handler(request)
         except BaseException as error:  # the ledger's rule: released if nothing came back, else estimated
-            found = totals.settle_args(route, marks)
-            found["model"] = found["model"] or self._reported_model(totals.replies, args["model"], request)
+            failed_runs, last = _failures(totals)
+            found = totals.settle_args(route, marks, last)
+            found["model"] = found["model"] or self._reported_model(_replies(totals), args["model"], request)
             failed = not may_have_been_billed(error)
             if charge := await self.ledger.asettle(reservation, failed=failed, counter=counter, **found):
                 step.add(charge)  # the step's next call (a retry, a fallback) counts it
+            for i, attempt in failed_runs:
+                await self._acharge_attempt(reservation, attempt, i, step)
             raise
         finally:
             _totals.reset(token)
-        found = _answered(response, totals, route, marks)
-        found["model"] = found["model"] or self._reported_model(response.result, args["model"], request)
-        charge = await self.ledger.asettle(reservation, counter=counter, **found)
+        answer = totals.answering(response.result)
+        failed_runs, _ = _failures(totals, answered=True)
+        if answer is not None and not answer[1].own:
+            charge = await self._aswapped(reservation, answer, marked, response, counter, marks)
+        else:
+            found = _answered(response, None if answer is None else answer[1], route, marks)
+            found["model"] = found["model"] or self._reported_model(response.result, args["model"], request)
+            charge = await self.ledger.asettle(reservation, counter=counter, **found)
+        for i, attempt in failed_runs:
+            await self._acharge_attempt(reservation, attempt, i, step)
         return ExtendedModelResponse(model_response=response, command=self._charged(state, step, charge))
