@@ -22,8 +22,10 @@ The calls the package makes itself run inside :func:`~tokenbudget_core.attributi
 embedding the app asks for itself (fitting a classifier, calling :meth:`Embedder.embed`) is
 charged as the app's own call. The tokens are those the provider reported
 (a callable returning an OpenAI-shaped reply: ``data`` and ``usage``), else the texts counted with
-the model's tokenizer and flagged ``estimated``. A model the registry does not know is recorded
-unpriced (never $0, never an error for the caller); a model running locally (sentence-transformers,
+the model's tokenizer and flagged ``estimated``; a reply whose vectors cannot be used (NaN,
+base64 text, a vector short) is recorded too, before its error is raised: it was billed. A
+model the registry does not know is recorded unpriced (never $0, never an error for the
+caller); a model running locally (sentence-transformers,
 including LangChain's ``HuggingFaceEmbeddings`` / ``HuggingFaceBgeEmbeddings`` and LlamaIndex's
 ``HuggingFaceEmbedding``, FastEmbed, Ollama, llama.cpp, a fake) and :class:`HashingEmbedder` cost
 nothing and record nothing. Hugging Face's hosted endpoints (``HuggingFaceEndpointEmbeddings``,
@@ -304,11 +306,12 @@ class _Wrapped:
         if not items:
             return _empty()
         rows, reported, replied = _reply(self._sync(items))
-        vectors = _unit_rows(rows, len(items), self._source)
+        # Charged before the rows are checked: a reply the cache cannot use (NaN, base64 text,
+        # a vector short) was still billed by the provider, and its usage must not be lost.
         charge = self._charge(items, reported, replied)
         if charge is not None:
             self._record(*charge)
-        return vectors
+        return _unit_rows(rows, len(items), self._source)
 
     async def aembed(self, texts: Sequence[str]) -> Vectors:
         items = _check_texts(texts)
@@ -320,11 +323,10 @@ class _Wrapped:
             assert self._sync is not None
             raw = await asyncio.to_thread(self._sync, items)
         rows, reported, replied = _reply(raw)
-        vectors = _unit_rows(rows, len(items), self._source)
-        charge = self._charge(items, reported, replied)
+        charge = self._charge(items, reported, replied)  # (before the rows are checked: see embed)
         if charge is not None:
             await self._arecord(*charge)
-        return vectors
+        return _unit_rows(rows, len(items), self._source)
 
     # -- charging the call -----------------------------------------------------------------------
 

@@ -257,7 +257,8 @@ class SemanticCache(ResponseCacheBase):
         ``name`` (the same question from another participant). So is the
         embedder's name and the size of its vectors (``dimensions``): an embedder reconfigured
         to another size (across a deploy, on a persistent store) starts partitions of its own
-        instead of failing against the old vectors. (An
+        instead of failing against the old vectors. (A Redis store's ``quantization`` is not
+        part of it: that store keeps each quantization's vectors apart itself.) (An
         :attr:`~tokenbudget_core.cache_keys.CacheRequest.opaque` request never gets here: it
         is looked up and stored by its digest, like the exact cache does.)
         """

@@ -27,8 +27,9 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
             ``quantization``, ``socket_timeout``, ``clock``).
 
     Raises:
-        InvalidInputError: Not a store and not a URL with one of these schemes, an option the
-            chosen store does not take (named, with the closest it does), or a bad option value.
+        InvalidInputError: Not a store and not a URL with one of these schemes, a ``memory://``
+            or ``sqlite://`` URL with a query (options are arguments), an option the chosen
+            store does not take (named, with the closest it does), or a bad option value.
         MissingDependencyError: ``redis://`` without the ``redis`` extra.
     """
     if isinstance(url, CacheStore):
@@ -44,6 +45,16 @@ def open_cache_store(url: str | CacheStore = "memory://", **options: Any) -> Cac
     if scheme == "memory":
         from .memory import MemoryCacheStore
 
+        rest = url.split("://", 1)[1]
+        if rest:  # memory://?max_entries=2 would otherwise be an unbounded store, without a word
+            raise InvalidInputError(
+                "store",
+                f"{url!r}: a memory:// URL takes nothing after memory:// (no path, no query: "
+                f"{rest!r} would be ignored)",
+                value=url,
+                fix="use memory:// and pass options as arguments: "
+                "open_cache_store('memory://', max_entries=...) or MemoryCacheStore(max_entries=...)",
+            )
         _refuse_unknown(MemoryCacheStore, url, options)
         return MemoryCacheStore(**options)
     if scheme == "sqlite":

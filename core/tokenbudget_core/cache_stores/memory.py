@@ -5,7 +5,8 @@ semantic entries are kept per scope and partition as one float32 matrix, scanned
 matrix-vector product per lookup (fast enough for 100,000 entries per partition); a new entry
 is written into the matrix's spare rows (it grows by doubling), so a lookup after a store
 costs what any other does. Every 1,024 adds, expired vectors and empty partitions are dropped,
-then the oldest partitions past ``max_entries`` vectors. A scope is forgotten with its last
+then the oldest partitions past ``max_entries`` vectors (the last one to go only in part: its
+oldest rows, so the newest ``max_entries`` vectors stay). A scope is forgotten with its last
 entry: memory stays proportional to ``max_entries``, however many users come and go.
 
 A process forked from one holding a store gets a copy of its entries and a lock of its own; a
@@ -168,6 +169,18 @@ class VectorBucket:
         live = np.flatnonzero(self._expiry[:n] > now)
         if len(live) * 2 > n:
             return
+        self._keep(live)
+
+    def drop_oldest(self, count: int) -> None:
+        """Drop the ``count`` oldest rows (the first added: an overwrite keeps its row), keeping
+        the newest ``size - count``."""
+        if self._matrix is None or count <= 0:
+            return
+        self._keep(np.arange(min(count, self.size), self.size))
+
+    def _keep(self, live: npt.NDArray[np.intp]) -> None:
+        """Keep only the rows ``live`` (ascending: their order, oldest first, is kept)."""
+        assert self._matrix is not None
         m = len(live)
         capacity = self._matrix.shape[0]
         if capacity > _FIRST_ROWS and capacity >= 4 * m:  # mostly spare: give the memory back
@@ -191,7 +204,9 @@ class MemoryCacheStore:
 
     Args:
         max_entries: Exact entries kept at most, and semantic vectors (the oldest are evicted
-            first: exact entries one by one, vectors by partition at the next sweep).
+            first: exact entries one by one; vectors at the next sweep, the oldest partitions
+            whole, then the oldest rows of the partition that would leave fewer than
+            ``max_entries``, so the newest ``max_entries`` stay).
         clock: Returns epoch seconds (tests pass a fake clock).
 
     Raises:
@@ -289,7 +304,8 @@ class MemoryCacheStore:
     def _sweep(self, now: float) -> None:
         """Drop expired vectors and the partitions left empty (lock held), then the oldest
         partitions while more than ``max_entries`` vectors are held: one partition per
-        conversation or per image must not grow the process without bound."""
+        conversation or per image must not grow the process without bound. The partition that
+        crosses the bound loses only its oldest rows, down to exactly ``max_entries`` held."""
         for where, bucket in list(self._buckets.items()):
             bucket.prune(now)
             if not bucket.size:
@@ -297,7 +313,14 @@ class MemoryCacheStore:
                 self._release(where[0])
         held = sum(b.size for b in self._buckets.values())
         for where in list(self._buckets):  # oldest first (dicts keep insertion order)
-            if held <= self.max_entries:
+            excess = held - self.max_entries
+            if excess <= 0:
+                break
+            bucket = self._buckets[where]
+            if bucket.size > excess:
+                # Popping it would take its newest entries too (one FAQ partition past
+                # max_entries would empty the cache): drop only its oldest rows.
+                bucket.drop_oldest(excess)
                 break
             held -= self._buckets.pop(where).size
             self._release(where[0])

@@ -3,10 +3,17 @@ semantic entries in Redis 8 vector sets.
 
 Key layout, every key of one scope under one hash tag (one cluster slot)::
 
-    <ns>:{<scope key>}:e:<key>          string  an exact entry (SET ... PX ttl): a hit is one GET
-    <ns>:{<scope key>}:v:<partition>    vector set (VADD/VSIM); each element's attributes hold
-                                        {"exp": <epoch s>, "p": <payload>}
-    <ns>:{<scope key>}:x:<partition>    zset  element -> expiry, to remove expired elements
+    <ns>:{<scope key>}:e:<key>                string  an exact entry (SET ... PX ttl): a hit is one GET
+    <ns>:{<scope key>}:v:<quant>:<partition>  vector set (VADD/VSIM); each element's attributes
+                                              hold {"exp": <epoch s>, "p": <payload>}
+    <ns>:{<scope key>}:x:<quant>:<partition>  zset  element -> expiry, to remove expired elements
+
+``<quant>`` is the store's ``quantization`` (``NOQUANT``, ``Q8``, ``BIN``): a vector set keeps
+the quantization it was made with and refuses vectors of another, so a changed setting (a
+deploy, or two settings live during a rolling one) starts partitions of its own, as an embedder
+of another size does, instead of failing every insert until the old keys expire. (Vector sets
+written by a release before this one, ``...:v:<partition>``, are not read: they expire with
+their TTL, and invalidation and clearing still drop them.)
 
 The scope key (:meth:`~tokenbudget_core.cache_keys.CacheScope.key`) and the namespace are
 percent-encoded, so ids with ``:``, ``*``, ``{``, ``}``, spaces or glob characters can never
@@ -17,6 +24,10 @@ expiry: nothing is written when the expiry could not be set). On a cluster
 each operation goes to its scope's slot node (the script's keys share that slot); invalidation
 and clearing scan every primary. Vectors are
 stored unquantised by default (``quantization="NOQUANT"``) so scores are the cosine itself.
+
+Replies are read as bytes whatever the URL says: a ``decode_responses`` option of the URL is
+dropped (the cache decodes itself, with ``surrogatepass``, and treats a value that is not UTF-8
+as an unreadable entry, a logged miss; redis-py's strict decoding would raise instead).
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 from tokenbudget_core.cache_keys import CacheScope
 from tokenbudget_core.clocks import check_clock
@@ -72,6 +83,22 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
 
 
+def _bytes_replies(url: str) -> str:
+    """``url`` without its ``decode_responses`` option (every other part kept as written).
+
+    redis-py lets a URL's query win over the client's arguments, so ``?decode_responses=true``
+    would make it decode every reply strictly: a stored lone surrogate, or a truncated value,
+    would raise a bare ``UnicodeDecodeError`` out of a lookup. The store reads bytes and decodes
+    them itself.
+    """
+    base, sep, rest = url.partition("?")
+    if not sep:
+        return url
+    query, hashmark, fragment = rest.partition("#")
+    kept = [p for p in query.split("&") if unquote_plus(p.split("=", 1)[0]) != "decode_responses"]
+    return base + (sep + "&".join(kept) if any(kept) else "") + hashmark + fragment
+
+
 def _ttl(ttl: float) -> float:
     """A store-level TTL Redis can hold: at most :data:`~tokenbudget_core.response_cache.MAX_TTL`
     seconds (``SET PX`` and ``EXPIRE`` refuse far larger ones, and the insert script would
@@ -93,9 +120,11 @@ class RedisCacheStore:
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://...`` or
             ``redis+cluster://host:port`` (any node of a cluster; the client finds the rest).
+            Its ``decode_responses`` option is ignored: the store reads bytes.
         namespace: Prefix of every key, to share one Redis between caches.
         quantization: How vector sets store vectors: ``NOQUANT`` (exact scores, default),
-            ``Q8`` (a quarter of the memory, approximate scores) or ``BIN``.
+            ``Q8`` (a quarter of the memory, approximate scores) or ``BIN``. Each has vector
+            sets of its own (see the module doc): changing it starts new partitions.
         socket_timeout: Seconds to wait for a connection or an answer.
         clock: Returns epoch seconds (decides which semantic entries have expired).
 
@@ -156,9 +185,14 @@ class RedisCacheStore:
             redis.exceptions.RedisClusterException,  # no reachable node, slot not covered
             OSError,
         )
-        options = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
+        options = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+            "decode_responses": False,  # (and the URL's is dropped: see _bytes_replies)
+        }
         self._client: Any = None
         self._connect: Callable[[], Any]
+        url = _bytes_replies(url)
         if url.lower().startswith("redis+cluster://"):
             import redis.cluster
 
@@ -199,12 +233,22 @@ class RedisCacheStore:
     def _key(self, scope: CacheScope, kind: str, name: str) -> str:
         return f"{self._ns}:{{{scope.key()}}}:{kind}:{name}"
 
+    def _partition_keys(self, scope: CacheScope, partition: str) -> tuple[str, str]:
+        """The vector set and expiry zset of a partition, under this store's quantization (a
+        vector set refuses vectors of another: see the module doc)."""
+        name = f"{self.quantization}:{_enc(partition)}"  # (_enc leaves no ":" in the partition)
+        return self._key(scope, "v", name), self._key(scope, "x", name)
+
     # -- exact entries -----------------------------------------------------------------------------
 
     def get(self, scope: CacheScope, key: str) -> str | None:
         """One round trip: ``GET``."""
-        with self._redis() as r:
-            value = r.get(self._key(scope, "e", _enc(key)))
+        try:
+            with self._redis() as r:
+                value = r.get(self._key(scope, "e", _enc(key)))
+        except UnicodeDecodeError as e:  # a client decoding replies itself: unreadable, a miss
+            logger.warning("unreadable cache entry ignored (not UTF-8): %s", e)
+            return None
         if value is None:
             return None
         try:
@@ -227,11 +271,10 @@ class RedisCacheStore:
         seconds = _ttl(ttl)
         vec = check_vector(vector)
         now = self.clock()
-        name = _enc(partition)
         attrs = json.dumps({"exp": now + seconds, "p": payload}, separators=(",", ":"))
         with self._redis() as r:
             self._add(
-                keys=[self._key(scope, "v", name), self._key(scope, "x", name)],
+                keys=list(self._partition_keys(scope, partition)),
                 args=[
                     now,
                     _enc(key),
@@ -247,7 +290,7 @@ class RedisCacheStore:
     def search(self, scope: CacheScope, partition: str, vector: Vector, k: int) -> list[VectorMatch]:
         """One round trip: ``VSIM ... WITHSCORES WITHATTRIBS COUNT k FILTER '.exp > now'``."""
         vec = check_vector(vector)
-        key = self._key(scope, "v", _enc(partition))
+        key, _ = self._partition_keys(scope, partition)
         with self._redis() as r:
             try:
                 raw = r.execute_command(
@@ -258,6 +301,9 @@ class RedisCacheStore:
                 if "dimension" in str(e).lower():
                     return []
                 raise
+            except UnicodeDecodeError as e:  # a client decoding replies itself: unreadable, a miss
+                logger.warning("unreadable semantic cache entries ignored (not UTF-8): %s", e)
+                return []
         if isinstance(raw, dict):  # redis-py parses WITHSCORES WITHATTRIBS into {element: [score, attrs]}
             rows = [(element, *pair) for element, pair in raw.items()]
         else:  # a flat [element, score, attrs, ...] reply

@@ -15,7 +15,9 @@ a process that read the partition at any version reloads it when it has vectors 
 partition with vectors always has a version row.
 
 Payloads are stored as text, or, when they hold a lone surrogate (half an emoji pair from a
-broken client), as their UTF-8 bytes with ``surrogatepass``, as the other stores keep them.
+broken client), as their UTF-8 bytes with ``surrogatepass``, as the other stores keep them. A
+row that cannot be read back (bytes that are not UTF-8, a vector blob that is not whole float32s
+of the partition's size) is an unreadable entry: skipped and logged, a miss, as on Redis.
 
 A process forked from one holding a store gets a lock and a connection of its own (the parent's
 connection is never used nor closed in the child); a fork waits for the call another thread is
@@ -24,6 +26,7 @@ making to finish (up to about ``timeout_s``).
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -32,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -45,6 +49,8 @@ from .base import Vector, VectorMatch
 from .memory import check_timeout, check_ttl, check_vector, top_k
 
 __all__ = ["SQLiteCacheStore"]
+
+logger = logging.getLogger("tokenbudget.cache")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS exact (scope TEXT NOT NULL, key TEXT NOT NULL, ns TEXT NOT NULL, "
@@ -99,10 +105,43 @@ def _stored(payload: str) -> str | bytes:
 
 
 def _loaded(value: object) -> str:
-    """A payload read back (see :func:`_stored`)."""
+    """A payload read back (see :func:`_stored`).
+
+    Raises:
+        UnicodeDecodeError: Bytes that are not UTF-8 (truncated, or written by another program):
+            the callers treat the entry as unreadable, a logged miss.
+    """
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogatepass")
     return str(value)
+
+
+_Row = tuple[int, object, object]
+
+
+def _readable(rows: list[_Row], width: int | None) -> list[_Row]:
+    """The vector rows (``id, expires, vector``) a matrix can be made of: a blob of whole float32s,
+    ``width`` bytes (``None``: the most common size of these rows), and a numeric expiry. Others
+    (a truncated blob, text, another program's row) are unreadable entries: skipped and logged,
+    as the Redis store skips them, never a failed lookup."""
+    sizes = [len(r[2]) for r in rows if isinstance(r[2], bytes) and r[2] and len(r[2]) % 4 == 0]
+    if width is None and sizes:
+        width = max(set(sizes), key=sizes.count)
+    good = [
+        r
+        for r in rows
+        if isinstance(r[2], bytes)
+        and len(r[2]) == width
+        and isinstance(r[1], int | float)
+        and not isinstance(r[1], bool)
+    ]
+    if len(good) < len(rows):
+        logger.warning(
+            "unreadable semantic cache entries ignored: %d row(s) whose vector is not float32s "
+            "of the partition's size or whose expiry is not a number",
+            len(rows) - len(good),
+        )
+    return good
 
 
 class SQLiteCacheStore:
@@ -114,8 +153,9 @@ class SQLiteCacheStore:
         clock: Returns epoch seconds (tests pass a fake clock).
 
     Raises:
-        InvalidInputError: ``url`` is not a ``sqlite:///`` URL, ``timeout_s`` is not a positive
-            number of seconds or ``clock`` is not a callable.
+        InvalidInputError: ``url`` is not a ``sqlite:///`` URL or has a query (options are
+            arguments: ``timeout_s=``), ``timeout_s`` is not a positive number of seconds or
+            ``clock`` is not a callable.
         CacheUnavailableError: The file cannot be opened or is not a database (also raised by
             any operation on a locked or failing database).
 
@@ -130,7 +170,12 @@ class SQLiteCacheStore:
     def __init__(self, url: str, *, timeout_s: float = 10.0, clock: Callable[[], float] = time.time) -> None:
         self._timeout_s = check_timeout(timeout_s)
         check_clock(clock)
-        self.path = sqlite_path(url)
+        self.path = sqlite_path(
+            url,
+            opened="an empty cache",
+            options_fix="pass options as arguments: open_cache_store(url, timeout_s=...) or "
+            "SQLiteCacheStore(url, timeout_s=...)",
+        )
         self.url = url
         self.clock = clock
         self._lock = threading.Lock()
@@ -258,7 +303,13 @@ class SQLiteCacheStore:
                 "SELECT payload FROM exact WHERE scope = ? AND key = ? AND expires > ?",
                 (scope.key(), key, self.clock()),
             ).fetchone()
-        return None if row is None else _loaded(row[0])
+        if row is None:
+            return None
+        try:
+            return _loaded(row[0])
+        except UnicodeDecodeError as e:  # a truncated or foreign value: an unreadable entry, a miss
+            logger.warning("unreadable cache entry ignored (not UTF-8): %s", e)
+            return None
 
     def put(self, scope: CacheScope, key: str, payload: str, ttl: float) -> None:
         now = self.clock()
@@ -280,13 +331,22 @@ class SQLiteCacheStore:
         vec = check_vector(vector)
         sk = scope.key()
         with self._db(write=True) as conn:
-            dims = conn.execute(
-                "SELECT length(vector) FROM vectors WHERE scope = ? AND part = ? LIMIT 1", (sk, partition)
-            ).fetchone()
-            if dims is not None and dims[0] != vec.nbytes:
+            # The partition's size, from a few of its rows that are whole float32s: an unreadable
+            # row (skipped by searches) must not make every new vector of the right size refused.
+            sizes = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT length(vector) FROM vectors WHERE scope = ? AND part = ? "
+                    "AND typeof(vector) = 'blob' AND length(vector) > 0 AND length(vector) % 4 = 0 "
+                    "LIMIT 8",
+                    (sk, partition),
+                )
+            ]
+            if sizes and vec.nbytes not in sizes:
                 raise InvalidInputError(
                     "vector",
-                    f"has {vec.shape[0]} dimensions but this partition holds {dims[0] // 4}",
+                    f"has {vec.shape[0]} dimensions but this partition holds "
+                    f"{max(set(sizes), key=sizes.count) // 4}",
                 )
             replaced = conn.execute(
                 "DELETE FROM vectors WHERE scope = ? AND part = ? AND key = ?", (sk, partition, key)
@@ -323,13 +383,16 @@ class SQLiteCacheStore:
             (sk, partition, cached.last_id),
         ).fetchall()
         if rows:
+            cached.last_id = int(rows[-1][0])  # (past the rows skipped below too: read once)
+            rows = _readable(rows, None if cached.matrix is None else cached.matrix.shape[1] * 4)
+        if rows:
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             expires = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
-            fresh = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            blobs = b"".join(cast(bytes, r[2]) for r in rows)  # (_readable kept bytes only)
+            fresh = np.frombuffer(blobs, dtype=np.float32).reshape(len(rows), -1)
             cached.ids = np.concatenate([cached.ids, ids])
             cached.expires = np.concatenate([cached.expires, expires])
             cached.matrix = fresh if cached.matrix is None else np.vstack([cached.matrix, fresh])
-            cached.last_id = int(ids[-1])
         return cached
 
     def search(self, scope: CacheScope, partition: str, vector: Vector, k: int) -> list[VectorMatch]:
@@ -346,14 +409,16 @@ class SQLiteCacheStore:
                 return []
             ids = [int(cached.ids[i]) for i in best]
             marks = ",".join("?" * len(ids))
-            found = {
-                row[0]: (str(row[1]), _loaded(row[2]))
-                for row in conn.execute(
-                    f"SELECT id, key, payload FROM vectors WHERE scope = ? AND part = ? AND id IN ({marks})",
-                    [sk, partition, *ids],
-                )
-            }
-        return [  # a row deleted since the matrix was read is skipped
+            found: dict[int, tuple[str, str]] = {}
+            for row in conn.execute(
+                f"SELECT id, key, payload FROM vectors WHERE scope = ? AND part = ? AND id IN ({marks})",
+                [sk, partition, *ids],
+            ):
+                try:
+                    found[row[0]] = (str(row[1]), _loaded(row[2]))
+                except UnicodeDecodeError as e:  # one unreadable entry is skipped, not the lookup
+                    logger.warning("unreadable semantic cache entry ignored (not UTF-8): %s", e)
+        return [  # a row deleted (or unreadable) since the matrix was read is skipped
             VectorMatch(float(scores[i]), *found[row_id])
             for i, row_id in zip(best, ids, strict=True)
             if row_id in found

@@ -207,8 +207,8 @@ def check_redis_url(url: str, *, also_accepted: Sequence[str] = ()) -> None:
 
     cluster = url.lower().startswith("redis+cluster://")
     parsed = "redis://" + url.split("://", 1)[1] if cluster else url
-    parts = urlsplit(parsed)
     try:
+        parts = urlsplit(parsed)  # (a malformed IPv6 host, "[::1:6379", raises here)
         parts.port  # noqa: B018 - reading it checks it
         options: dict[str, Any] = connection.parse_url(parsed)  # type: ignore[no-untyped-call]
     except ValueError as e:

@@ -132,11 +132,25 @@ _MAX_TIMEOUT_S = 2_147_483
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}").fullmatch
 
 
-def sqlite_path(url: object) -> str:
+_LEDGER_OPTIONS_FIX = (
+    "pass options to SQLiteStore (retention_days=, timeout_s=) or to open_store(url, **options)"
+)
+
+
+def sqlite_path(
+    url: object, *, opened: str = "an empty ledger", options_fix: str = _LEDGER_OPTIONS_FIX
+) -> str:
     """The file a ``sqlite:///`` URL names, absolute (or ``:memory:``).
 
+    Args:
+        url: The ``sqlite:///`` URL.
+        opened: What the file a URL with a query would name holds, for the error (a ledger's
+            ``"an empty ledger"``, a cache's ``"an empty cache"``).
+        options_fix: Where the caller's options go instead of a query (the error's fix): the
+            ledger's store by default; a cache store passes its own.
+
     Raises:
-        InvalidInputError: ``url`` is not a SQLite URL (named ``store``).
+        InvalidInputError: ``url`` is not a SQLite URL, or has a query (named ``store``).
     """
     prefix = "sqlite:///"
     if not isinstance(url, str) or not url.lower().startswith(prefix) or len(url) == len(prefix):
@@ -150,9 +164,9 @@ def sqlite_path(url: object) -> str:
     if "?" in path:  # a Redis URL takes options; this one would name another (empty) file
         raise InvalidInputError(
             "store",
-            f"{url!r}: a SQLite URL takes no query (the file would be {path!r}, an empty ledger)",
+            f"{url!r}: a SQLite URL takes no query (the file would be {path!r}, {opened})",
             value=url,
-            fix="pass options to SQLiteStore (retention_days=, timeout_s=) or to open_store(url, **options)",
+            fix=options_fix,
         )
     return path if path == ":memory:" else os.path.abspath(path)
 
