@@ -123,8 +123,7 @@ from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
 from tokenbudget_core.prompt_caching import CacheMarks, longest_ttl
 from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
 from tokenbudget_core.routing import routed_model as routed_model_now
-from tokenbudget_core.streams import estimate_output_tokens
-from tokenbudget_core.usage import Usage
+from tokenbudget_core.streams import cut_off_usage
 
 from . import _need_agents
 from ._bridge import counted_tools, provider_format_tools, sent_tools
@@ -806,9 +805,8 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         flagged), under a request id derived from the call's, on its own model and payer."""
         model, premium, counter = plan
         text = streamed_estimate(attempt.streamed, attempt.evented)
-        out = estimate_output_tokens(text, counter=counter) if text else 0
         return {
-            "usage": Usage(input_tokens=input_tokens, output_tokens=out, estimated=True),
+            "usage": cut_off_usage(input_tokens, text, counter=counter),
             "model": model,
             "premium_model": premium,
             "feature": reservation.feature,

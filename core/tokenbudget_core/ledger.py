@@ -110,7 +110,7 @@ from .stores.base import (
 )
 from .stores.memory import MemoryStore
 from .stores.redis import RedisStore
-from .streams import TextCounter, estimate_output_tokens, text_counter
+from .streams import TextCounter, cut_off_usage, text_counter
 from .usage import Usage
 
 __all__ = [
@@ -1120,7 +1120,8 @@ class Ledger:
         lane = _Lane(
             caches, registry, registry_version, self.prices, table, minute, price, scopes,
             fb.max_input_tokens_per_call,
-            fb.max_output_tokens_per_call, _default_output(fb.max_output_tokens_per_call, info.max_output_tokens),
+            fb.max_output_tokens_per_call,
+            _default_output(fb.max_output_tokens_per_call, info.max_output_tokens),
             scopes.rollup_prefix + self._model_key(model), _enc(feature),
         )  # fmt: skip
         if len(self._lanes) >= 65_536:  # many payers: start over rather than grow without end
@@ -2300,10 +2301,9 @@ class Ledger:
         if failed and not reply_text:
             self.release(reservation)
             return None
-        out = estimate_output_tokens(reply_text, counter=counter) if reply_text else 0
         return self.commit(
             reservation,
-            Usage(input_tokens=reservation.input_tokens, output_tokens=out, estimated=True),
+            cut_off_usage(reservation.input_tokens, reply_text, counter=counter),
             model=model,
             premium_model=premium_model,
             unknown_model=unknown_model,

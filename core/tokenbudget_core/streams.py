@@ -36,7 +36,13 @@ from .errors import InvalidInputError
 from .usage import Usage
 from .usage_sources import anthropic_usage, as_dict, count_field, openai_chat_usage
 
-__all__ = ["AnthropicStreamUsage", "OpenAIStreamUsage", "TextCounter", "estimate_output_tokens"]
+__all__ = [
+    "AnthropicStreamUsage",
+    "OpenAIStreamUsage",
+    "TextCounter",
+    "cut_off_usage",
+    "estimate_output_tokens",
+]
 
 T = TypeVar("T")
 
@@ -92,6 +98,29 @@ def estimate_output_tokens(text: str, *, counter: TextCounter | str | None = Non
     # output is the text alone: a counter that frames text as a message (Claude's) says so
     n = counter.count_output(text) if isinstance(counter, TokenCounter) else counter.count(text)
     return counted(n, counter)
+
+
+def cut_off_usage(
+    input_tokens: int, reply_text: str = "", *, counter: TextCounter | str | None = None
+) -> Usage:
+    """What a call the provider billed but reported no usage for is charged (cut off once its
+    request went out: a read timeout, a stream broken off, a task cancelled): its counted input
+    plus ``reply_text`` (what it streamed) counted by ``counter``, flagged ``estimated``. The
+    one rule :meth:`~tokenbudget_core.ledger.Ledger.settle` and the adapters charging a failed
+    attempt of their own apply.
+
+    Raises:
+        InvalidInputError: ``input_tokens`` is not a non-negative int, or as
+            :func:`estimate_output_tokens` raises.
+
+    Example:
+        >>> cut_off_usage(120, "Hello th", counter=None).output_tokens
+        2
+    """
+    if isinstance(input_tokens, bool) or not isinstance(input_tokens, int) or input_tokens < 0:
+        raise InvalidInputError("input_tokens", "must be a non-negative int", value=input_tokens)
+    out = estimate_output_tokens(reply_text, counter=counter) if reply_text else 0
+    return Usage(input_tokens=int(input_tokens), output_tokens=out, estimated=True)
 
 
 def _check_estimate(value: object) -> int:
