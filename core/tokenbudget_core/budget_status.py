@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .attribution import Attribution, in_force
-from .errors import InvalidInputError
+from .errors import BudgetUnavailableError, InvalidInputError
 
 if TYPE_CHECKING:
     from .budgets import BudgetPolicy
@@ -74,7 +74,9 @@ def budget_rows(
     Raises:
         InvalidInputError: ``ledger`` is not a Ledger, ``features`` not a list of feature ids
             (a single id: ``[id]``), ``user`` not an id, or ``user`` and ``no_user`` both given.
-        BudgetUnavailableError: The store cannot be reached.
+        BudgetUnavailableError: The store cannot be reached, whether the ledger fails closed or
+            open: a ledger failing open lets calls through unchecked, but there are no figures to
+            show, and an empty list would read as "no budget configured, nothing used".
     """
     from .ledger import Ledger  # (at run time: the ledger module imports this one's users)
 
@@ -106,6 +108,8 @@ def budget_rows(
     for f in features:
         with in_force(_NO_BLOCK):  # the ids asked for, not an enclosing block's
             state = ledger.state(feature=f, user=user)
+        if state.unchecked:  # a fail-open ledger's empty answer for a store it could not read
+            raise _unreadable(ledger)
         shown = {n: sh for n, sh in state.shares.items() if per_user or not n.startswith("user_")}
         steps.append({"feature": f, "step": policy.ladder.step(max(shown.values(), default=0.0))})
         limits = policy.daily_limits(f)
@@ -129,3 +133,18 @@ def budget_rows(
                 }
             )
     return rows, steps
+
+
+def _unreadable(ledger: Ledger) -> BudgetUnavailableError:
+    """The outage a fail-open ledger's ``unchecked`` state stands for, with the store's own
+    reason when a ping still meets it (the state keeps none)."""
+    from .stores.base import redact_url
+
+    store = redact_url(ledger.store.url)
+    try:
+        ledger.store.ping()
+    except BudgetUnavailableError as e:
+        return e
+    except OSError as e:  # a backend that leaked a raw connection error
+        return BudgetUnavailableError(store, str(e))
+    return BudgetUnavailableError(store, "it failed while today's budgets were read; retry")

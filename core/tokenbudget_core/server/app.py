@@ -16,7 +16,10 @@ import datetime as _dt
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
@@ -26,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from tokenbudget_core._version import __version__
 from tokenbudget_core.alerts import AlertSink
+from tokenbudget_core.attribution import Attribution, in_force
 from tokenbudget_core.budget_status import budget_rows, features_of
 from tokenbudget_core.budgets import BudgetPolicy, load_policy
 from tokenbudget_core.counting import TokenCounter
@@ -41,12 +45,20 @@ from tokenbudget_core.money import decimal_text, jsonable
 from tokenbudget_core.pricing import price_of
 from tokenbudget_core.prompt_builder import PromptBuilder
 from tokenbudget_core.reports import Dimension, build_report
+from tokenbudget_core.stores.base import redact_url
 from tokenbudget_core.truncation import truncate_text_detailed
 from tokenbudget_core.usage import Usage
 
 from .dashboard import dashboard_data, static_file
-from .error_responses import error_body, http_error_body, status_and_body, unavailable_body, validation_body
-from .guards import RequestGuard, is_loopback
+from .error_responses import (
+    error_body,
+    error_responses,
+    http_error_body,
+    status_and_body,
+    unavailable_body,
+    validation_body,
+)
+from .guards import ANY_HOST, RequestGuard, is_loopback
 from .json_body import JSONBodyRoute
 from .metrics import CONTENT_TYPE, SERIES_TOP, HttpMetrics, HttpStats, ledger_metrics, render
 from .schemas import (
@@ -69,6 +81,16 @@ logger = logging.getLogger("tokenbudget.server")
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 """1 MiB: room for a long prompt with its context, not for an accidental upload."""
+
+
+def _errors(*statuses: int, public: bool = False) -> dict[int | str, dict[str, Any]]:
+    """A route's error answers for the OpenAPI schema: ``statuses``, plus the guard's ``421``
+    (a foreign Host without a token) and, unless the path is public, ``401``."""
+    return error_responses(*sorted({421, *statuses, *(() if public else (401,))}))
+
+
+_BODY = (413, 422)
+"""What a route with a JSON body may answer: too large, or refused."""
 
 
 def _usage(body: UsageBody) -> Usage:
@@ -159,6 +181,7 @@ def create_app(
     timezone: str | None = None,
     alerts: Sequence[str | AlertSink] | None = None,
     on_unavailable: Literal["closed", "open"] | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> FastAPI:
     """The tokenbudget HTTP service over one ledger.
 
@@ -181,6 +204,12 @@ def create_app(
             (a ledger brings its own): ``"closed"`` (default) refuses reservations with ``503``;
             ``"open"`` lets them through unchecked and spools the usage, replayed once the store
             is back (``Ledger(on_unavailable=)``).
+        allowed_hosts: Without a token, the ``Host`` names beyond loopback ones (``localhost``,
+            ``127.0.0.0/8``, ``[::1]``, any port) that a request reaching the service through a
+            loopback address may name; any other is answered ``421``, so a web page cannot reach
+            the service by rebinding its own name to ``127.0.0.1`` (DNS rebinding). ``["*"]``
+            answers any ``Host`` (a proxy in front authenticates and forwards its own ``Host``).
+            Unused with a token. Requests reaching it through another interface are not checked.
 
     Raises:
         InvalidInputError: A bad argument, named.
@@ -262,7 +291,7 @@ def create_app(
 
     # -- tokens, prompts, prices (no ledger) ----------------------------------------------------
 
-    @app.post("/tokens/count", tags=["tokens"])
+    @app.post("/tokens/count", tags=["tokens"], responses=_errors(*_BODY, 503))
     def count_tokens(body: CountBody) -> dict[str, Any]:
         """Count the tokens of plain text, or of a chat request (messages and tools)."""
         if (body.text is None) == (body.messages is None):
@@ -275,7 +304,7 @@ def create_app(
         assert body.messages is not None
         return counter.count_messages(body.messages, body.tools).as_dict()
 
-    @app.post("/tokens/truncate", tags=["tokens"])
+    @app.post("/tokens/truncate", tags=["tokens"], responses=_errors(*_BODY, 503))
     def truncate(body: TruncateBody) -> dict[str, Any]:
         """Cut text to at most ``max_tokens`` tokens of the model, marker included."""
         r = truncate_text_detailed(body.text, body.max_tokens, body.strategy, body.model, marker=body.marker)
@@ -287,7 +316,7 @@ def create_app(
             "strategy": r.strategy,
         }
 
-    @app.post("/prompt/build", tags=["tokens"])
+    @app.post("/prompt/build", tags=["tokens"], responses=_errors(*_BODY, 503))
     def build_prompt(body: PromptBuildBody) -> dict[str, Any]:
         """Assemble system prompt, examples, context, history and user input within the budget."""
         builder = PromptBuilder(
@@ -306,7 +335,7 @@ def create_app(
         )
         return built.as_dict()
 
-    @app.post("/cost/estimate", tags=["cost"])
+    @app.post("/cost/estimate", tags=["cost"], responses=_errors(*_BODY))
     def estimate_cost(body: CostEstimateBody) -> dict[str, Any]:
         """Price a usage on a model, per component (an unknown price is ``null``, never 0)."""
         try:
@@ -320,28 +349,50 @@ def create_app(
 
     # -- the ledger -------------------------------------------------------------------------------
 
-    @app.post("/budget/check", tags=["budget"])
+    writable = _WriteProbe(ledger)
+
+    # (no 429: a refusal is an answer here, 200 with allowed false)
+    @app.post("/budget/check", tags=["budget"], responses=_errors(*_BODY, 503))
     def check_budget(body: ReserveBody) -> dict[str, Any]:
         """Would this call fit every budget now? Answered from the store's totals: holds nothing
-        (a ``request_id`` is validated as reserve validates it, and nothing is held under it)."""
+        (a ``request_id`` is validated as reserve validates it, and nothing is held under it).
+        A store that answers reads but takes no writes (a Redis at ``maxmemory``) is answered as
+        reserve meets it: ``503`` when the service fails closed, ``unchecked`` when it fails open."""
+        unchecked = False
+        try:
+            writable()  # a check reads only: without this, a full store would read as "allowed"
+        except BudgetUnavailableError:
+            if ledger.on_unavailable == "closed":
+                raise
+            unchecked = True  # reserve would let the call through unchecked
         try:
             checked = ledger.check(**body.model_dump())
         except BudgetExceededError as e:
-            return {"allowed": False} | status_and_body(e)[1]
+            # reserve refuses a per-call limit before the store; any other refusal is the store's
+            # totals', which a reserve the store cannot take lets through unchecked
+            if not unchecked or e.budget.endswith("_per_call"):
+                return {"allowed": False} | status_and_body(e)[1]
+            worst = e.requested if isinstance(e.requested, Decimal) else None
+            return {
+                "allowed": True,
+                "step": "normal",
+                "reserved_usd": None if worst is None else decimal_text(worst),
+                "unchecked": True,
+            }
         worst = checked.worst_case_usd
         return {
             "allowed": True,
-            "step": checked.step,
+            "step": "normal" if unchecked else checked.step,
             "reserved_usd": None if worst is None else decimal_text(worst),
-            "unchecked": checked.unchecked,
+            "unchecked": unchecked or checked.unchecked,
         }
 
-    @app.post("/budget/reserve", tags=["budget"], status_code=201)
+    @app.post("/budget/reserve", tags=["budget"], status_code=201, responses=_errors(*_BODY, 429, 503))
     def reserve(body: ReserveBody) -> dict[str, Any]:
         """Reserve the worst case of a call atomically (429 when a budget would be exceeded)."""
         return _reservation_json(ledger.reserve(**body.model_dump()))
 
-    @app.post("/budget/commit", tags=["budget"])
+    @app.post("/budget/commit", tags=["budget"], responses=_errors(*_BODY, 503))
     def commit(body: CommitBody) -> dict[str, Any]:
         """Charge what a reserved call used; once per request id (``applied`` is false on a repeat)."""
         charge = ledger.commit(
@@ -355,7 +406,7 @@ def create_app(
         )
         return _charge_json(charge)
 
-    @app.post("/budget/release", tags=["budget"])
+    @app.post("/budget/release", tags=["budget"], responses=_errors(*_BODY, 503))
     def release(body: ReleaseBody) -> dict[str, Any]:
         """Give a reservation back (the call failed); a no-op after a commit or a release."""
         return {
@@ -363,13 +414,13 @@ def create_app(
             "released": ledger.release(_reservation(body.reservation, ledger)),
         }
 
-    @app.post("/usage/record", tags=["usage"])
+    @app.post("/usage/record", tags=["usage"], responses=_errors(*_BODY, 503))
     def record(body: RecordBody) -> dict[str, Any]:
         """Charge usage that was never reserved (idempotent per request id)."""
         fields = body.model_dump(exclude={"usage"})
         return _charge_json(ledger.record(_usage(body.usage), **fields))
 
-    @app.get("/usage/report", tags=["usage"])
+    @app.get("/usage/report", tags=["usage"], responses=_errors(422, 503))
     def usage_report(
         day: Annotated[str | None, Query(description="One day, YYYY-MM-DD.")] = None,
         last_days: Annotated[int | None, Query(ge=1, le=366, description="The N days ending today.")] = None,
@@ -387,7 +438,7 @@ def create_app(
         dims: tuple[Dimension, ...] = tuple(by) if by else ("feature", "user", "model")
         return build_report(ledger, day=day, last_days=last_days, by=dims, top=top).as_dict()
 
-    @app.get("/budgets", tags=["budget"])
+    @app.get("/budgets", tags=["budget"], responses=_errors(422, 503))
     def budgets(
         feature: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
         user: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
@@ -405,7 +456,7 @@ def create_app(
     # -- operations -------------------------------------------------------------------------------
 
     @app.head("/health", include_in_schema=False)  # (one operation in the schema: GET's)
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], responses=_errors(503, public=True))
     def health() -> JSONResponse:
         """200 when the ledger's store answers and takes writes, else 503 (unreachable, full, or
         refusing the ledger); usage spooled during an outage is replayed once it answers.
@@ -424,7 +475,7 @@ def create_app(
             )
         return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", tags=["operations"], response_class=Response, responses=_errors())
     def metrics() -> Response:
         """Prometheus metrics: HTTP requests and latency; today's spend, cache and budget figures."""
 
@@ -442,7 +493,7 @@ def create_app(
 
     # -- dashboard --------------------------------------------------------------------------------
 
-    @app.get("/dashboard", tags=["dashboard"], response_class=HTMLResponse)
+    @app.get("/dashboard", tags=["dashboard"], response_class=HTMLResponse, responses=_errors(public=True))
     def dashboard() -> Response:
         """The dashboard page (its data comes from ``/dashboard/data``)."""
         content, media_type = static_file("dashboard.html")
@@ -456,17 +507,73 @@ def create_app(
             return JSONResponse(error_body("not_found", str(e)), status_code=404)
         return Response(content, media_type=media_type, headers={"cache-control": "no-cache"})
 
-    @app.get("/dashboard/data", tags=["dashboard"])
+    @app.get("/dashboard/data", tags=["dashboard"], responses=_errors(422, 503))
     def dashboard_json(last_days: Annotated[int, Query(ge=1, le=366)] = 14) -> dict[str, Any]:
         """Everything the dashboard draws, for the last N days."""
         return dashboard_data(ledger, last_days=last_days)
 
     # Starlette builds the stack when the app first starts: the guard runs inside the metrics, so
-    # refused requests (401, 413) are counted too. The guard is built now to validate its options.
-    RequestGuard(app.router, token=token, max_body_bytes=max_body_bytes)
-    app.add_middleware(RequestGuard, token=token, max_body_bytes=max_body_bytes)
+    # refused requests (401, 413, 421) are counted too. The guard is built now to validate its options.
+    RequestGuard(app.router, token=token, max_body_bytes=max_body_bytes, allowed_hosts=allowed_hosts)
+    app.add_middleware(_RequestsOwnPayer)
+    app.add_middleware(
+        RequestGuard, token=token, max_body_bytes=max_body_bytes, allowed_hosts=tuple(allowed_hosts)
+    )
     app.add_middleware(HttpMetrics, stats=http_stats, routes=frozenset(_paths(app)))
     return app
+
+
+class _WriteProbe:
+    """Whether the ledger's store takes writes, probed as ``/health`` probes it (a one-second
+    mark) and remembered for :attr:`TTL_S`: a check reads totals only, which a Redis at
+    ``maxmemory`` still answers while it refuses every reservation.
+
+    Calling it returns when the last probe passed; otherwise it raises that probe's error
+    (:class:`BudgetUnavailableError`, or :class:`StoreRefusedError` for a store refusing the ledger).
+    """
+
+    TTL_S = 1.0
+    """How long a probe's verdict holds: a check a second at most pays for a write."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._error: BudgetUnavailableError | StoreRefusedError | None = None
+
+    def __call__(self) -> None:
+        with self._lock:  # one probe at a time: concurrent checks wait for its verdict
+            now = time.monotonic()
+            if now >= self._until:
+                self._error = self._probe()
+                self._until = time.monotonic() + self.TTL_S
+            error = self._error
+        if error is not None:
+            raise error.with_traceback(None)  # the verdict, not the traceback of the request that probed
+
+    def _probe(self) -> BudgetUnavailableError | StoreRefusedError | None:
+        try:
+            self.ledger.probe()
+        except (BudgetUnavailableError, StoreRefusedError) as e:
+            return e
+        except OSError as e:  # a backend that leaked a raw connection error
+            return BudgetUnavailableError(redact_url(self.ledger.store.url), str(e))
+        return None
+
+
+class _RequestsOwnPayer:
+    """ASGI middleware running each request under an empty attribution: the service charges and
+    reads for the ids a request names (its body's ``feature`` / ``user``, ``/budgets``' query),
+    never those of an ``attribute()`` block a host app that mounts it put in force around the
+    request (a block's ids win over a ledger call's arguments, which would charge an admin's
+    session for a client's usage). Endpoints run in worker threads with a copy of this context."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        with in_force(Attribution()):
+            await self.app(scope, receive, send)
 
 
 def _paths(app: FastAPI) -> list[str]:
@@ -494,7 +601,10 @@ def serve(
         port: The TCP port.
         token: The bearer token (``None``: no auth; an empty string is refused).
         allow_no_auth: Listen on a host that is not loopback without a token (when a proxy in
-            front authenticates); a warning is logged at startup.
+            front authenticates); a warning is logged at startup. It also answers any ``Host``
+            (the proxy forwards its own); otherwise, without a token, only requests naming a
+            loopback ``Host`` or ``host`` itself are answered (``421``: see :func:`create_app`'s
+            ``allowed_hosts``).
         policy_path: A budget policy TOML file (``None``: no limits, attribution only).
         max_body_bytes: Larger request bodies are refused with ``413``.
         timezone: The IANA time zone the ledger's days are in (the apps' ``Ledger(timezone=)``).
@@ -546,6 +656,8 @@ def serve(
         timezone=timezone,
         alerts=alerts,
         on_unavailable=on_unavailable,
+        # against DNS rebinding without a token: the name it was bound to, loopback ones, no other
+        allowed_hosts=[ANY_HOST] if allow_no_auth else [host],
     )
     sock = _listen(host, port)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))

@@ -23,8 +23,10 @@ method the route does not take          405     (``method_not_allowed``) the ``A
 anything unexpected: a bug              500     (``internal_error``) no internals: see the log
 ======================================  ======  ==================================================
 
-Authentication (401) and body size (413) are answered by :mod:`~tokenbudget_core.server.guards`
-in the same shape.
+Authentication (401), body size (413) and, without a token, a ``Host`` that is not this
+machine's (421) are answered by :mod:`~tokenbudget_core.server.guards` in the same shape.
+:class:`ErrorBody` is that shape in the OpenAPI schema; :func:`error_responses` declares a
+route's error answers with it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from __future__ import annotations
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tokenbudget_core.errors import (
     BudgetExceededError,
@@ -48,7 +52,80 @@ from tokenbudget_core.errors import (
 )
 from tokenbudget_core.money import decimal_text
 
-__all__ = ["error_body", "http_error_body", "status_and_body", "unavailable_body", "validation_body"]
+__all__ = [
+    "ErrorBody",
+    "error_body",
+    "error_responses",
+    "http_error_body",
+    "status_and_body",
+    "unavailable_body",
+    "validation_body",
+]
+
+
+class ErrorDetail(BaseModel):
+    """One schema failure of a ``422`` (``validation_error``)."""
+
+    loc: list[str] = Field(description="Where: ['body', 'max_tokens'], ['query', 'top'].")
+    msg: str
+    type: str
+
+
+Figure = str | int
+"""A budget figure: US dollars as a decimal string, tokens as an integer."""
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the service: ``error`` and ``message``, plus the figures of that
+    error (only the keys it has)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(
+        description="The kind: validation_error, invalid_input, context_overflow, unknown_model, "
+        "unpriced_model, budget_exceeded, budget_unavailable, store_refused, unavailable, "
+        "unauthorized, body_too_large, misdirected_request, not_found, method_not_allowed, "
+        "internal_error."
+    )
+    message: str = Field(description="What went wrong, for a person.")
+    field: str | None = Field(None, description="The offending field (422), e.g. body.max_tokens.")
+    fix: str | None = Field(None, description="What to send instead, or what to fix.")
+    detail: list[ErrorDetail] | None = Field(None, description="Every schema failure (validation_error).")
+    budget: str | None = Field(None, description="The refusing budget (429).")
+    scope: str | None = Field(None, description="Whose budget it is (429).")
+    limit: Figure | None = Field(None, description="The budget's limit (429), or the body limit (413).")
+    used: Figure | None = Field(None, description="Spent + reserved before this call (429).")
+    requested: Figure | None = Field(None, description="This call's worst case (429).")
+    step: str | None = Field(None, description="The ladder step (429: soft_refusal when the ladder refused).")
+    store: str | None = Field(None, description="The ledger's store, its secrets masked (503).")
+    model: str | None = Field(None, description="The model named (unknown_model, unpriced_model).")
+    suggestions: list[str] | None = Field(None, description="Close model names (unknown_model).")
+    required: int | None = Field(None, description="Tokens the prompt needs (context_overflow).")
+
+
+_ANSWERS = {
+    401: "A token is configured and the request's 'Authorization: Bearer <token>' is missing or wrong.",
+    413: "The body is larger than the service's limit (1 MiB by default).",
+    421: "No token is configured and the request names a Host that is not this machine's "
+    "(against DNS rebinding).",
+    422: "The body or query fails the schema, or the core refuses the input: 'field' names it, "
+    "'fix' says what to send.",
+    429: "A budget would be exceeded (budget_exceeded, with the budget's figures).",
+    503: "The ledger's store is unreachable or takes no writes (budget_unavailable), refuses the "
+    "ledger (store_refused), or token counting is unavailable (unavailable).",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route's error answers, each with the one :class:`ErrorBody`
+    shape (a ``422`` declared so replaces FastAPI's own ``{detail}`` one, which the service never
+    answers).
+
+    Example:
+        >>> sorted(error_responses(429, 503))
+        [429, 503]
+    """
+    return {s: {"model": ErrorBody, "description": _ANSWERS[s]} for s in statuses}
 
 
 _STORE_REFUSED_FIX = (
