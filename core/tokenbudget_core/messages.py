@@ -7,6 +7,7 @@ by :func:`to_message`, which validates them and names the offending field.
 
 from __future__ import annotations
 
+import difflib
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -290,17 +291,96 @@ def _tool_calls(raw: object, where: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
+_NEEDS_CONTENT = frozenset({"system", "developer", "user", "tool"})
+"""Roles whose message is its content: without one it is counted as its framing only. An
+assistant's may be ``None`` (its ``tool_calls``, ``function_call`` or ``refusal`` say it); a
+legacy ``function`` result's too."""
+
+_TEXT_KEYS = ("text", "message", "msg", "parts", "blocks")
+"""Keys a message's text is put under by mistake (or by another API's shape: Gemini's ``parts``,
+a LlamaIndex ``ChatMessage`` dump's ``blocks``) that are not read: with no ``content``, the text
+would be counted as nothing."""
+
+
+def _misplaced_text(raw: Mapping[str, Any]) -> str | None:
+    """The key of ``raw`` that seems to hold the text ``content`` should: a known stray key
+    (``text``, ``message``...) or a misspelling of ``content`` (``contents``, ``Content``), holding
+    something; ``None`` when there is none."""
+    for key, value in raw.items():
+        if not isinstance(key, str) or key == "content" or value is None:
+            continue
+        if isinstance(value, str | list | tuple) and not value:  # nothing there either
+            continue
+        lowered = key.lower()
+        if lowered in _TEXT_KEYS or difflib.get_close_matches(lowered, ["content"], n=1, cutoff=0.8):
+            return key
+    return None
+
+
+def _check_missing_content(raw: Mapping[str, Any], role: str, where: str) -> None:
+    """Refuse a message with no ``content`` whose text is elsewhere, or whose role has no message
+    without one: counted, it would be its framing only, flagged exact (a silently wrong count).
+
+    Raises:
+        InvalidMessageError: Naming ``<where>.content``.
+    """
+    stray = _misplaced_text(raw)
+    if stray is not None:
+        raise InvalidMessageError(
+            f"{where}.content",
+            f"is missing; the message's text seems to be under {stray!r}, which is not read "
+            "(it would be counted as no text at all)",
+            value=sorted(str(k) for k in raw),
+            fix=f"rename {stray!r} to 'content' (a string or a list of parts)",
+        )
+    if role in _NEEDS_CONTENT:
+        raise InvalidMessageError(
+            f"{where}.content",
+            f"is missing: a {role} message without content would be counted as its framing only",
+            value=sorted(str(k) for k in raw),
+            fix="add its text as 'content' (a string or a list of parts; '' for an empty message)",
+        )
+
+
+def _with_refusal(content: str | tuple[Part, ...], refusal: object, where: str) -> str | tuple[Part, ...]:
+    """``content`` with an assistant's message-level ``refusal`` (the shape OpenAI's API returns,
+    and its SDK's ``ChatCompletionMessage.model_dump()`` gives: ``content`` ``None``, the refusal's
+    text beside it), counted as the same refusal sent as a content part is.
+
+    Raises:
+        InvalidMessageError: ``refusal`` is neither a string nor ``None``.
+    """
+    if refusal is None or refusal == "":
+        return content
+    if not isinstance(refusal, str):
+        raise InvalidMessageError(
+            f"{where}.refusal", f"must be a string (or null), got {type(refusal).__name__}", value=refusal
+        )
+    if content == "":
+        return refusal
+    if isinstance(content, str):
+        return (TextPart(text=content), TextPart(text=refusal))
+    return (*content, TextPart(text=refusal))
+
+
 def to_message(raw: MessageLike, *, where: str = "message") -> Message:
     """Convert an OpenAI-style dict (or a :class:`Message`) into a :class:`Message`.
 
     Args:
         raw: A :class:`Message`, or a dict with ``role`` and ``content`` (text or a
             list of ``text`` / ``image_url`` / ``refusal`` parts), and optionally
-            ``name``, ``tool_calls``, ``function_call`` and ``tool_call_id``.
+            ``name``, ``tool_calls``, ``function_call``, ``tool_call_id`` and an assistant's
+            message-level ``refusal`` (counted as a ``refusal`` part). Other keys are ignored
+            (``id``, ``annotations``, ``cache_control``...), unless ``content`` is missing.
         where: Name used for this message in error messages.
 
     Raises:
-        InvalidMessageError: The dict is malformed; the error names the field.
+        InvalidMessageError: The dict is malformed; the error names the field. A message with no
+            ``content`` (missing or ``None``) is refused, naming ``<where>.content``, when its
+            text seems to be under another key (``contents``, ``text``, ``message``), or when its
+            role is ``system``, ``developer``, ``user`` or ``tool`` (only an assistant's
+            content, or a legacy ``function`` result's, may be ``None``): counted, it would be
+            its framing only.
     """
     if isinstance(raw, Message):
         return raw
@@ -325,6 +405,8 @@ def to_message(raw: MessageLike, *, where: str = "message") -> Message:
             fix="count its transcript instead: content=<the reply's transcript> and no audio",
         )
     content_raw = raw.get("content")
+    if content_raw is None:
+        _check_missing_content(raw, role, where)
     content: str | tuple[Part, ...]
     if content_raw is None:
         content = ""
@@ -338,6 +420,7 @@ def to_message(raw: MessageLike, *, where: str = "message") -> Message:
             f"content must be a string or a list of parts, got {type(content_raw).__name__}",
             value=content_raw,
         )
+    content = _with_refusal(content, raw.get("refusal"), where)
     calls = _tool_calls(raw.get("tool_calls"), f"{where}.tool_calls")
     legacy = raw.get("function_call")
     if legacy is not None:
