@@ -2363,6 +2363,10 @@ class Ledger:
     def state(self, *, feature: str | None = None, user: str | None = None, **unknown: object) -> BudgetState:
         """Used shares, headroom and the ladder step of a payer's budgets today.
 
+        As in :meth:`reserve`, an enclosing :func:`~tokenbudget_core.attribute` block's ids win
+        over ``feature`` and ``user`` (the state is that of the payer the next call would
+        charge); to read another payer's, run it under
+        ``attribution.in_force(Attribution())``, as :func:`~tokenbudget_core.budget_status.budget_rows` does.
         With the store unreachable, a ledger that fails open answers an empty state flagged
         ``unchecked`` (step ``normal``), as it lets the calls themselves through; one that fails
         closed raises.
