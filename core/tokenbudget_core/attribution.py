@@ -91,16 +91,19 @@ def current_attribution() -> Attribution:
     return _current.get() or _EMPTY
 
 
-def _restore(token: contextvars.Token[Attribution | None]) -> None:
-    """End a block: the attribution before it back in force. A generator that yielded inside
-    the block may be left in another context than the one it entered in (each step of a stream
-    read in a fresh copy of the request's context): there the token cannot be reset, and the
-    attribution the block replaced is set back instead, never a bare ``ValueError``."""
+def _restore(token: contextvars.Token[Attribution | None], own: Attribution | None) -> None:
+    """End a block that put ``own`` in force: the attribution before it back in force. A
+    generator that yielded inside the block may be left in another context than the one it
+    entered in (each step of a stream read in a fresh copy of the request's context): there the
+    token cannot be reset (never a bare ``ValueError``); the attribution the block replaced is
+    set back only where the block's own is still in force (a copy of the block's context), and a
+    context where another payer is in force (a reader's own block) is left as it is."""
     try:
         _current.reset(token)
     except ValueError:  # created in a different Context
-        previous = token.old_value
-        _current.set(None if previous is contextvars.Token.MISSING else previous)
+        if _current.get() is own:
+            previous = token.old_value
+            _current.set(None if previous is contextvars.Token.MISSING else previous)
 
 
 def _check(field: str, value: object) -> None:
@@ -157,7 +160,7 @@ def attribute(
     try:
         yield merged
     finally:
-        _restore(token)
+        _restore(token, merged)
 
 
 def attributed(
@@ -305,7 +308,7 @@ def in_force(attribution: Attribution) -> Iterator[Attribution]:
     try:
         yield attribution
     finally:
-        _restore(token)
+        _restore(token, attribution)
 
 
 @contextmanager
@@ -321,8 +324,9 @@ def overhead(kind: str) -> Iterator[Attribution]:
         )
     _check("kind", kind)
     outer = current_attribution()
-    token = _current.set(replace(outer, overhead=outer.overhead or kind))
+    marked = replace(outer, overhead=outer.overhead or kind)
+    token = _current.set(marked)
     try:
-        yield current_attribution()
+        yield marked
     finally:
-        _restore(token)
+        _restore(token, marked)

@@ -312,9 +312,28 @@ def _misplaced_text(raw: Mapping[str, Any]) -> str | None:
         if isinstance(value, str | list | tuple) and not value:  # nothing there either
             continue
         lowered = key.lower()
-        if lowered in _TEXT_KEYS or difflib.get_close_matches(lowered, ["content"], n=1, cutoff=0.8):
+        if lowered in _TEXT_KEYS:
+            return key
+        # a misspelt ``content`` holds text (a string or parts), and is no key a provider's message
+        # carries beside it (Azure's "On Your Data" ``context``, a dict, reads much like it)
+        if (
+            isinstance(value, str | list | tuple)
+            and lowered not in _MESSAGE_KEYS
+            and difflib.get_close_matches(lowered, ["content"], n=1, cutoff=0.8)
+        ):
             return key
     return None
+
+
+_MESSAGE_KEYS = frozenset(
+    {
+        "context", "contexts", "citations", "annotations", "refusal", "reasoning_content", "audio",
+        "tool_calls", "tool_call_id", "function_call", "name", "role", "id", "type", "metadata",
+        "cache_control", "additional_kwargs", "response_metadata",
+    }
+)  # fmt: skip
+"""Keys provider, framework and proxy message shapes carry beside ``content``: never taken for
+a misspelling of it."""
 
 
 def _check_missing_content(raw: Mapping[str, Any], role: str, where: str) -> None:

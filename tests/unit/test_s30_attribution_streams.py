@@ -118,3 +118,18 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(InvalidInputError) as e:
         aattributed([1], user="u")  # type: ignore[arg-type]
     assert e.value.field == "stream"
+
+
+def test_a_block_ended_in_a_readers_context_leaves_the_readers_payer() -> None:
+    def answer() -> Iterator[int]:
+        with attribute(feature="chat", user="alice"):
+            yield 1
+            yield 2
+
+    g = answer()
+    contextvars.copy_context().run(next, g)  # the first step read in a fresh copy, as servers do
+    with attribute(feature="billing", user="bob"):  # the reader's own block
+        assert list(g) == [2]  # the generator's block ends here, in the reader's context
+        a = current_attribution()
+        assert (a.feature, a.user) == ("billing", "bob")
+    assert current_attribution().user is None

@@ -115,6 +115,13 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "argu
         {"role": "user", "content": [{"type": "text", "text": TEXT, "cache_control": {"type": "ephemeral"}}]},
         {"role": "system", "content": TEXT, "cache_control": {"type": "ephemeral"}},
         {"role": "user", "content": TEXT, "additional_kwargs": {}, "response_metadata": {}, "text": TEXT},
+        {  # Azure OpenAI "On Your Data": a context beside a tool call (context reads like content)
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [CALL],
+            "context": {"intent": "weather", "citations": [{"content": TEXT}]},
+        },
+        {"role": "assistant", "content": None, "tool_calls": [CALL], "contexts": ["retrieved"]},
     ],
 )
 def test_legitimate_shapes_are_still_counted(message: dict[str, Any]) -> None:
