@@ -4,8 +4,13 @@ It is a LlamaIndex ``LLM`` over one ``LLM`` per tier, usable wherever LlamaIndex
 (chat engines, query engines, agents). Each call is translated (chat messages with
 :func:`~llamaindex_tokenbudget.messages.to_core_request`, blocks the core cannot represent
 estimated, or the completion prompt) and the
-core :class:`~tokenbudget_core.routing.TierRouter` decides the tier: complexity, budget (the
-payer of the enclosing :func:`~tokenbudget_core.attribute` block) and context window. The
+core :class:`~tokenbudget_core.routing.TierRouter` decides the tier: complexity, budget and
+context window. The budget read is that of the payer the tiers' calls are charged to, as
+:class:`~llamaindex_tokenbudget.cached_llm.CachedLLM` finds it: the ``feature`` / ``user`` of
+the :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler` on this LLM's
+callback manager, else on its tiers' (a handler on the router's ledger first; without one, a
+:class:`~llamaindex_tokenbudget.cost_event_handler.CostEventHandler`'s), under an enclosing
+:func:`~tokenbudget_core.attribute` block's ids, which win. The
 chosen tier's LLM then answers as itself, so its own callback events (and a
 :class:`~llamaindex_tokenbudget.budget_callback.BudgetCallbackHandler`) see the model that
 answered. Retryable provider errors go down the tier's fallback chain (a stream only until its
@@ -60,7 +65,9 @@ from tokenbudget_core.routing import (
 )
 
 from ._bridge import host_error
-from .budget_callback import Lent, lend_handlers
+from .budget_callback import BudgetCallbackHandler, Lent, lend_handlers
+from .cached_llm import _budget_handlers, _cost_handlers
+from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_request
 
 if TYPE_CHECKING:
@@ -128,6 +135,8 @@ class RoutedLLM(FunctionCallingLLM):
         fallbacks: Tier name -> LLMs to try, in order, on retryable provider errors.
         classifier: A :class:`~tokenbudget_core.complexity.ComplexityClassifier` (default: heuristic).
         ledger: Budget awareness: step down tiers as the payer's budget fills, refuse at its limit.
+            The payer is the one the tiers' ``BudgetCallbackHandler(feature=, user=)`` charges
+            (an ``attribute()`` block's ids win), as ``CachedLLM`` finds it.
         registry: Model facts and pricing names (default: the core's registry).
         max_output_tokens: Output tokens routing assumes when the call sets no ``max_tokens``
             and a tier's LLM sets none itself (a tier LLM's own ``max_tokens`` is what it asks for).
@@ -252,6 +261,27 @@ class RoutedLLM(FunctionCallingLLM):
 
     # -- translation ------------------------------------------------------------------------------
 
+    def _payer(self) -> tuple[str | None, str | None]:
+        """The ``feature`` / ``user`` defaults of the payer a call made now is charged to, for the
+        router to read that payer's budgets (the core puts an enclosing ``attribute()`` block's
+        ids over them, as the handler charging the call does).
+
+        In LlamaIndex the payer is named on a ``BudgetCallbackHandler`` (``feature=`` /
+        ``user=``), not on the call: the one on this LLM's callback manager (lent to the tiers,
+        :func:`lend_handlers`), else on the tiers' and fallbacks' own, nearest first; a
+        handler on the router's ledger (whose budgets are read) before one of other books;
+        without one, a ``CostEventHandler`` naming a payer on LlamaIndex's dispatchers. The
+        rule is ``CachedLLM``'s (:meth:`~llamaindex_tokenbudget.cached_llm.CachedLLM._payer`),
+        so a cached and routed call looks up, routes and is charged for one payer.
+        ``(None, None)``: no handler names one (the ``attribute()`` block alone, if any). A
+        learned classifier's own calls are charged to this payer too (overhead ``router``)."""
+        named: list[BudgetCallbackHandler | CostEventHandler] = [*_budget_handlers(self)]
+        if not named:  # (the dispatchers are looked at only then, as CachedLLM does)
+            named = [*_cost_handlers()]
+        if self.ledger is not None:  # the books routing reads: the payer charged on them first
+            named.sort(key=lambda h: not h.ledger.shares_books_with(self.ledger))  # (stable)
+        return (named[0].feature, named[0].user) if named else (None, None)
+
     def _request(
         self, what: str | Sequence[ChatMessage], kwargs: dict[str, Any], tools: Sequence[Any] = ()
     ) -> dict[str, Any]:
@@ -262,7 +292,10 @@ class RoutedLLM(FunctionCallingLLM):
         messages: str | list[Message] = what if isinstance(what, str) else to_core_request(what)
         # a tier LLM that sets its own max_tokens is asked for that (each lowered to its limit)
         own = {tier: cap for tier, llm in self.tiers.items() if (cap := _own_output_cap(llm)) is not None}
+        feature, user = self._payer()  # read after lend_handlers: a handler lent now names it too
         return {
+            "feature": feature,  # the budgets stepping the route down (or refusing it) are its
+            "user": user,
             "messages": messages,  # a document block is estimated, not refused
             "force_tier": force,
             "max_output_tokens": out,
