@@ -25,7 +25,8 @@ def _urls(tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_a_feature_cap_above_the_models_limit_reserves_the_models_limit(tmp_path: Path, store: str) -> None:
-    assert GPT4O_MAX is not None and GPT4O_MAX < 64_000
+    assert GPT4O_MAX is not None
+    assert GPT4O_MAX < 64_000
     url = "memory://" if store == "memory" else f"sqlite:///{tmp_path / 'ledger.db'}"
     policy = BudgetPolicy(
         features={"support": FeatureBudget(max_output_tokens_per_call=64_000, user_daily_usd="0.25")}

@@ -66,7 +66,8 @@ def test_gemini_audio_modality_is_flagged(camel: bool) -> None:
         details = [{"modality": d["modality"], "tokenCount": d["token_count"]} for d in details]
     meta["promptTokensDetails" if camel else "prompt_tokens_details"] = details
     usage = usage_from_llamaindex({"usageMetadata" if camel else "usage_metadata": meta})
-    assert usage.input_tokens == 1000 and usage.estimated
+    assert usage.input_tokens == 1000
+    assert usage.estimated
 
 
 def test_gemini_text_and_image_usage_stays_exact() -> None:
