@@ -630,9 +630,8 @@ def _managers_of(llms: Sequence[object], method: str) -> list[CallbackManager]:
 def event_makers(llm: object) -> list[LLM]:
     """The LLMs whose events the calls of ``llm`` make when it is eventless (a ``CachedLLM``, a
     ``RoutedLLM``: :data:`EVENTLESS`): those it wraps (:func:`inner_llms`), through any other
-    eventless one between them (their own managers listed too: a nested wrapper lends on in
-    turn, :func:`lend_handlers`), to :data:`_NESTED_DEPTH` levels; none for any other LLM (its
-    calls make their own events). Each LLM once."""
+    eventless one between them (their own managers listed too), to :data:`_NESTED_DEPTH`
+    levels; none for any other LLM (its calls make their own events). Each LLM once."""
     found: list[LLM] = []
     seen = {id(llm)}
     level = inner_llms(llm) if getattr(type(llm), EVENTLESS, False) else []
@@ -651,57 +650,44 @@ def event_makers(llm: object) -> list[LLM]:
     return found
 
 
-Lent = list[tuple[CallbackManager, "BudgetCallbackHandler"]]
-"""What an eventless LLM lent (:func:`lend_handlers`): a wrapped LLM's callback manager, and the
-budget handler of its own manager it put there."""
-_LEND_LOCK = threading.Lock()
+Warned = set[int]
+"""The budget handlers an eventless LLM already warned about (:func:`warn_unreached`), by id."""
 
 
-def lend_handlers(wrapper: LLM, lent: Lent) -> None:
-    """Make the budget handlers on an eventless ``wrapper``'s callback manager (a ``CachedLLM``,
-    a ``RoutedLLM``: it makes no event of its own) see the calls it makes: put each on the
-    callback manager of every LLM it wraps (:func:`inner_llms`) that does not list it, and take
-    back (from ``lent``, updated) those it put there that its manager no longer lists.
+def warn_unreached(wrapper: LLM, warned: Warned) -> None:
+    """Warn, once per handler, when a budget handler on an eventless ``wrapper``'s callback
+    manager (a ``CachedLLM``, a ``RoutedLLM``: it makes no event of its own) is not on the
+    manager of an LLM it wraps that makes the events: that handler neither checks nor charges
+    the wrapped LLM's calls.
 
     Called before each call of the wrapper. LlamaIndex hands the LLM it is given its own
     callback manager (an engine's synthesizer, ``Settings.llm``: ``Settings.callback_manager``),
-    but that reaches the wrapper's only, never the wrapped LLMs, which, made before
-    ``Settings.callback_manager`` was set, keep lists of their own: their provider calls would
-    go unchecked and uncharged. A handler already on both managers is left where it is (one
-    manager lists it once: each call is seen, and charged, once); a nested eventless LLM lends
-    on to the LLMs it wraps at its own call. Only budget handlers are lent (their books are
-    this adapter's business; other handlers see what LlamaIndex shows them). While lent, a
-    handler also sees the wrapped LLMs' direct calls, as :meth:`BudgetCallbackHandler.install`
-    of the wrapper registers it; a wrapped LLM whose manager shares its list of handlers with
-    others (``Settings.callback_manager``'s, when it was set before that LLM was made) shares
-    the lent handler with them too."""
-    mine = wrapper.callback_manager
-    handlers = getattr(mine, "handlers", None) or ()
-    ours = [h for h in handlers if isinstance(h, BudgetCallbackHandler)]
-    if not ours and not lent:
-        return  # (the common case, no lock taken)
-    with _LEND_LOCK:
-        targets: dict[int, CallbackManager] = {}
-        for llm in inner_llms(wrapper):
-            manager = getattr(llm, "callback_manager", None)
-            if isinstance(manager, CallbackManager) and manager.handlers is not getattr(
-                mine, "handlers", None
-            ):
-                targets.setdefault(id(manager), manager)
-        keep: Lent = []
-        for manager, handler in lent:
-            if id(manager) in targets and any(h is handler for h in ours):
-                keep.append((manager, handler))
-            elif manager.handlers is not getattr(mine, "handlers", None):
-                # its manager (or the wrapped LLM's) changed since: taken back (never out of the
-                # wrapper's own list, should the wrapped LLM's manager have become its)
-                manager.handlers[:] = [h for h in manager.handlers if h is not handler]
-        for manager in targets.values():
-            for handler in ours:
-                if not any(h is handler for h in manager.handlers):
-                    manager.handlers.append(handler)
-                    keep.append((manager, handler))
-        lent[:] = keep
+    never the wrapped LLMs, which, made before ``Settings.callback_manager`` was set, keep
+    lists of their own. The handler is not put there for the call: a wrapped LLM may be shared
+    (two tenants' wrappers around one provider LLM), and a handler lent to it would check and
+    charge the other's calls. :meth:`BudgetCallbackHandler.install` of the wrapper registers it
+    on the wrapped LLMs (the fix the warning names)."""
+    handlers = getattr(wrapper.callback_manager, "handlers", None) or ()
+    ours = [h for h in handlers if isinstance(h, BudgetCallbackHandler) and id(h) not in warned]
+    if not ours:
+        return  # (the common case)
+    for llm in event_makers(wrapper):
+        if getattr(type(llm), EVENTLESS, False):
+            continue  # its own events are its wrapped LLMs'
+        manager = getattr(llm, "callback_manager", None)
+        listed = getattr(manager, "handlers", None) or ()
+        for handler in ours:
+            if id(handler) not in warned and not any(h is handler for h in listed):
+                warned.add(id(handler))
+                logger.warning(
+                    "a BudgetCallbackHandler on the callback manager of %s does not reach the %s it "
+                    "wraps, which makes the calls: they are neither checked nor charged by it. "
+                    "Register it with handler.install(<the %s>) (it reaches the wrapped LLMs too), "
+                    "or put it on the wrapped LLMs' callback managers",
+                    type(wrapper).__name__,
+                    type(llm).__name__,
+                    type(wrapper).__name__,
+                )
 
 
 class BudgetCallbackHandler(BaseCallbackHandler):
@@ -834,9 +820,10 @@ class BudgetCallbackHandler(BaseCallbackHandler):
         manager that already lists it (an LLM made after ``Settings.callback_manager`` was set
         shares its list of handlers) is left as it is. A ``CachedLLM`` or ``RoutedLLM`` makes no
         event of its own (the LLMs it wraps make them, on their managers): given one, the
-        handler is registered on the managers of the LLMs it wraps too, at any depth; and one
-        an engine or ``Settings.llm`` hands a callback manager lends the budget handlers there
-        to the LLMs it wraps at each call (each call still charged once). Call it after assigning
+        handler is registered on the managers of the LLMs it wraps too, at any depth (a wrapper
+        an engine or ``Settings.llm`` hands a callback manager holding a budget handler its
+        wrapped LLMs lack logs a warning naming this fix: that handler sees none of their
+        calls). Call it after assigning
         ``Settings.callback_manager`` (a new manager assigned later lists none of its handlers).
         An engine given a ``callback_manager=`` of its own needs the handler in that manager.
         :meth:`uninstall` undoes it. Returns the handler (``BudgetCallbackHandler(ledger).install(llm)``).

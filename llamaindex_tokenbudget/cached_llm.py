@@ -108,7 +108,14 @@ from tokenbudget_core.usage import Usage
 from tokenbudget_core.usage_sources import as_dict
 
 from . import budget_callback, cost_event_handler
-from .budget_callback import ROUTE_KEY, BudgetCallbackHandler, Lent, caller_frame, inner_llms, lend_handlers
+from .budget_callback import (
+    ROUTE_KEY,
+    BudgetCallbackHandler,
+    Warned,
+    caller_frame,
+    inner_llms,
+    warn_unreached,
+)
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_messages
 from .usage import CACHE_HIT_KEY
@@ -181,13 +188,15 @@ class CachedLLM(FunctionCallingLLM):
 
     tokenbudget_eventless: ClassVar[bool] = True
     """It makes no callback event of its own: the wrapped LLM's events charge its calls (the budget
-    handlers on this LLM's callback manager are lent to it at each call: ``lend_handlers``)."""
+    handlers on this LLM's callback manager must be on the wrapped LLM's too, as
+    ``BudgetCallbackHandler.install`` of this LLM puts them; one that is not is warned about:
+    ``warn_unreached``)."""
     llm: LLM = Field(description="The LLM called on a cache miss.")
     model: str = Field(description="The model name used in cache keys and to price what a hit saved.")
     _cache: Any = PrivateAttr()  # ExactCache | SemanticCache (checked in __init__)
     _scope: ScopeLike = PrivateAttr(default=None)
     _unknown_model_told: bool = PrivateAttr(default=False)
-    _lent: Lent = PrivateAttr(default_factory=list)  # budget handlers lent to the wrapped LLM
+    _warned: Warned = PrivateAttr(default_factory=set)  # handlers warned about (warn_unreached)
 
     def __init__(
         self,
@@ -255,11 +264,11 @@ class CachedLLM(FunctionCallingLLM):
         consumed later, or in another ``attribute()`` block, is still stored for the caller who
         made it, and its store's overhead charged to that caller).
 
-        First, every call (all of them come here before the wrapped LLM is asked) lends the
-        budget handlers on this LLM's callback manager (an engine's, ``Settings``') to the
-        wrapped LLM, whose events charge the call (:func:`lend_handlers`): they also name the
-        payer."""
-        lend_handlers(self, self._lent)
+        First, every call (all of them come here before the wrapped LLM is asked) checks that
+        the budget handlers on this LLM's callback manager (an engine's, ``Settings``') reach the
+        wrapped LLM, whose events charge the call, and warns once of one that does not
+        (:func:`warn_unreached`)."""
+        warn_unreached(self, self._warned)
         payer = self._payer()
         cache: ResponseCacheBase = self._cache
         with in_force(payer):

@@ -65,7 +65,7 @@ from tokenbudget_core.routing import (
 )
 
 from ._bridge import host_error
-from .budget_callback import BudgetCallbackHandler, Lent, lend_handlers
+from .budget_callback import BudgetCallbackHandler, Warned, warn_unreached
 from .cached_llm import _budget_handlers, _cost_handlers
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_request
@@ -166,8 +166,9 @@ class RoutedLLM(FunctionCallingLLM):
 
     tokenbudget_eventless: ClassVar[bool] = True
     """It makes no callback event of its own: the tier LLM that answers makes (and charges) the call
-    (the budget handlers on this LLM's callback manager are lent to the tiers at each call:
-    ``lend_handlers``)."""
+    (the budget handlers on this LLM's callback manager must be on the tiers' too, as
+    ``BudgetCallbackHandler.install`` of this LLM puts them; one that is not is warned about:
+    ``warn_unreached``)."""
     tiers: dict[str, Any] = Field(description="Tier name -> LLM, ordered cheapest -> premium.")
     models: dict[str, str] | None = Field(default=None, description="Tier name -> model name to price with.")
     fallbacks: dict[str, list[Any]] | None = Field(
@@ -181,7 +182,7 @@ class RoutedLLM(FunctionCallingLLM):
     _router: TierRouter = PrivateAttr()
     _llms: dict[str, LLM] = PrivateAttr()  # model name -> its first LLM (tiers, then fallbacks)
     _every: list[LLM] = PrivateAttr()  # every LLM a call may go to, once each (by identity)
-    _lent: Lent = PrivateAttr(default_factory=list)  # budget handlers lent to the tiers (lend_handlers)
+    _warned: Warned = PrivateAttr(default_factory=set)  # handlers warned about (warn_unreached)
 
     def __init__(self, tiers: Mapping[str, Any] | None = None, /, *extra: object, **data: Any) -> None:
         tiers_argument("RoutedLLM", tiers, extra, data)
@@ -267,8 +268,9 @@ class RoutedLLM(FunctionCallingLLM):
         ids over them, as the handler charging the call does).
 
         In LlamaIndex the payer is named on a ``BudgetCallbackHandler`` (``feature=`` /
-        ``user=``), not on the call: the one on this LLM's callback manager (lent to the tiers,
-        :func:`lend_handlers`), else on the tiers' and fallbacks' own, nearest first; a
+        ``user=``), not on the call: the one on this LLM's callback manager (which
+        must reach the tiers: :func:`warn_unreached`), else on the tiers' and fallbacks' own,
+        nearest first; a
         handler on the router's ledger (whose budgets are read) before one of other books;
         without one, a ``CostEventHandler`` naming a payer on LlamaIndex's dispatchers. The
         rule is ``CachedLLM``'s (:meth:`~llamaindex_tokenbudget.cached_llm.CachedLLM._payer`),
@@ -292,7 +294,7 @@ class RoutedLLM(FunctionCallingLLM):
         messages: str | list[Message] = what if isinstance(what, str) else to_core_request(what)
         # a tier LLM that sets its own max_tokens is asked for that (each lowered to its limit)
         own = {tier: cap for tier, llm in self.tiers.items() if (cap := _own_output_cap(llm)) is not None}
-        feature, user = self._payer()  # read after lend_handlers: a handler lent now names it too
+        feature, user = self._payer()
         return {
             "feature": feature,  # the budgets stepping the route down (or refusing it) are its
             "user": user,
@@ -310,7 +312,7 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], R],
         tools: Sequence[Any] = (),
     ) -> R:
-        lend_handlers(self, self._lent)  # the tiers' events charge the call: they see this LLM's handlers
+        warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
         decision = self._router.route(**self._request(what, kwargs, tools))
 
@@ -330,7 +332,7 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], Awaitable[R]],
         tools: Sequence[Any] = (),
     ) -> R:
-        lend_handlers(self, self._lent)  # the tiers' events charge the call: they see this LLM's handlers
+        warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
@@ -350,7 +352,7 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], Generator[R, None, None]],
         tools: Sequence[Any] = (),
     ) -> Generator[R, None, None]:
-        lend_handlers(self, self._lent)  # the tiers' events charge the call: they see this LLM's handlers
+        warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
         decision = self._router.route(**self._request(what, kwargs, tools))
 
@@ -394,7 +396,7 @@ class RoutedLLM(FunctionCallingLLM):
         fn: Callable[[LLM], Awaitable[AsyncGenerator[R, None]]],
         tools: Sequence[Any] = (),
     ) -> AsyncGenerator[R, None]:
-        lend_handlers(self, self._lent)  # the tiers' events charge the call: they see this LLM's handlers
+        warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
         decision = await self._router.aroute(**self._request(what, kwargs, tools))
 

@@ -1,9 +1,11 @@
 """A ``CachedLLM`` or ``RoutedLLM`` makes no callback event of its own: the LLMs it wraps make
 them, on their own callback managers (review s30 llamaindex, finding 1). ``handler.install(wrapper)``
-reaches those LLMs too, and the callback manager an engine (its synthesizer) or ``Settings.llm``
-hands the wrapper is lent to them at each call, so every provider call is charged once and a
-spent budget refuses it, whatever order the LLMs and ``Settings.callback_manager`` were made in.
-Real engines on ``MockLLM`` tiers, real memory ledgers."""
+reaches those LLMs too, so every provider call is charged once and a spent budget refuses it,
+whatever order the LLMs and ``Settings.callback_manager`` were made in; a budget handler an engine
+or ``Settings.llm`` hands the wrapper that does not reach them is warned about, once, and never
+put on a wrapped LLM for the call (a wrapped LLM shared by two tenants' wrappers would then check
+and charge the other's calls: regression review s30). Real engines on ``MockLLM`` tiers, real
+memory ledgers."""
 
 from __future__ import annotations
 
@@ -145,12 +147,32 @@ def test_install_on_a_wrapper_in_a_simple_chat_engine(wrapper: str) -> None:
 
 
 @pytest.mark.parametrize("wrapper", list(WRAPPERS))
-def test_engine_callback_manager_reaches_the_wrapped_llms(wrapper: str) -> None:
+def test_an_engine_handler_that_does_not_reach_the_wrapped_llms_is_warned_once(
+    wrapper: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """No ``install``: the handler only in ``Settings.callback_manager``, set after the LLMs were
     made; the engine's synthesizer hands it to the wrapper alone."""
+    llm, inner = WRAPPERS[wrapper]()
+    ledger = Ledger("memory://")
+    handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini")
+    Settings.callback_manager = CallbackManager([handler])
+    engine = _condense_plus_context(llm)
+    with caplog.at_level("WARNING", logger="llamaindex_tokenbudget.budget_callback"):
+        engine.chat("hello")
+        engine.chat("where is Paris?")
+    warned = [r for r in caplog.records if "does not reach" in r.getMessage()]
+    assert len(warned) == 1
+    assert "handler.install(" in warned[0].getMessage()
+    for model in inner:  # nothing put on the wrapped LLMs
+        assert handler not in model.callback_manager.handlers
+
+
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_an_engine_handler_installed_on_the_wrapper_charges_each_call_once(wrapper: str) -> None:
     llm, _inner = WRAPPERS[wrapper]()
     ledger = Ledger("memory://")
-    Settings.callback_manager = CallbackManager([BudgetCallbackHandler(ledger, model="gpt-4o-mini")])
+    Settings.callback_manager = CallbackManager([])
+    BudgetCallbackHandler(ledger, model="gpt-4o-mini").install(llm)
     engine = _condense_plus_context(llm)
     engine.chat("hello")
     engine.chat("where is Paris?")
@@ -160,21 +182,27 @@ def test_engine_callback_manager_reaches_the_wrapped_llms(wrapper: str) -> None:
 
 
 @pytest.mark.parametrize("wrapper", list(WRAPPERS))
-def test_engine_callback_manager_refuses_with_a_spent_budget(wrapper: str) -> None:
+def test_an_engine_handler_installed_on_the_wrapper_refuses_with_a_spent_budget(wrapper: str) -> None:
     llm, _ = WRAPPERS[wrapper]()
-    Settings.callback_manager = CallbackManager([BudgetCallbackHandler(_refusing(), model="gpt-4o-mini")])
+    Settings.callback_manager = CallbackManager([])
+    BudgetCallbackHandler(_refusing(), model="gpt-4o-mini").install(llm)
     with pytest.raises(BudgetExceededError):
         _condense_plus_context(llm).chat("hello")
 
 
-@pytest.mark.parametrize("wrapper", list(WRAPPERS))
-def test_settings_llm_wrapper_in_a_simple_chat_engine_refuses(wrapper: str) -> None:
-    """``Settings.llm`` hands the wrapper ``Settings.callback_manager`` on each read."""
-    llm, _ = WRAPPERS[wrapper]()
-    Settings.llm = llm
-    Settings.callback_manager = CallbackManager([BudgetCallbackHandler(_refusing(), model="gpt-4o-mini")])
-    with pytest.raises(BudgetExceededError):
-        SimpleChatEngine.from_defaults(memory=_memory()).chat("hello")
+def test_two_tenants_wrappers_around_one_llm_never_charge_each_others_calls() -> None:
+    shared = MockLLM(max_tokens=OUT)
+    books = {t: Ledger("memory://") for t in ("a", "b")}
+    wrappers = {
+        t: CachedLLM(shared, ExactCache(), scope=CacheScope(tenant=t), model="gpt-4o-mini") for t in books
+    }
+    for t, wrapper in wrappers.items():  # as an engine hands each wrapper its tenant's manager
+        wrapper.callback_manager = CallbackManager([BudgetCallbackHandler(books[t], model="gpt-4o-mini")])
+    wrappers["a"].complete("a's question")
+    wrappers["b"].complete("b's question")
+    wrappers["b"].complete("b's other question")
+    assert not [h for h in shared.callback_manager.handlers if isinstance(h, BudgetCallbackHandler)]
+    assert _totals(books["a"]).get("requests", 0) == 0  # never b's calls
 
 
 def test_a_handler_on_both_managers_charges_each_call_once() -> None:
@@ -194,24 +222,10 @@ def test_a_handler_on_both_managers_charges_each_call_once() -> None:
         assert [h for h in model.callback_manager.handlers if h is handler] == [handler]
 
 
-def test_a_handler_removed_from_the_engine_manager_is_taken_back() -> None:
-    llm, inner = _cached()
-    ledger = Ledger("memory://")
-    handler = BudgetCallbackHandler(ledger, model="gpt-4o-mini")
-    Settings.callback_manager = CallbackManager([handler])
-    engine = _condense_plus_context(llm)
-    engine.chat("hello")
-    charged = _totals(ledger)["requests"]
-    assert charged >= 1
-    handler.uninstall()  # out of Settings.callback_manager (the wrapper's manager now)
-    engine.chat("a new question")
-    assert _totals(ledger)["requests"] == charged  # no longer charged
-    assert handler not in inner[0].callback_manager.handlers  # what was lent is taken back
-
-
 def _async_engine_totals(llm: LLM) -> dict[str, int]:
     ledger = Ledger("memory://")
-    Settings.callback_manager = CallbackManager([BudgetCallbackHandler(ledger, model="gpt-4o-mini")])
+    Settings.callback_manager = CallbackManager([])
+    BudgetCallbackHandler(ledger, model="gpt-4o-mini").install(llm)
     engine = _condense_plus_context(llm)
 
     async def run() -> None:
@@ -238,17 +252,18 @@ def test_async_engine_calls_through_a_wrapper_are_charged_as_a_plain_llm(wrapper
 
 
 @pytest.mark.parametrize("wrapper", list(WRAPPERS))
-def test_a_cost_handler_of_the_same_ledger_leaves_a_lent_call_to_the_budget_handler(wrapper: str) -> None:
-    """The lent handler is on the wrapped LLM's manager, where ``CostEventHandler`` looks for a
-    budget handler of its ledger: the call is charged once, by the budget handler."""
+def test_a_cost_handler_of_the_same_ledger_leaves_an_installed_call_to_the_budget_handler(
+    wrapper: str,
+) -> None:
+    """The installed handler is on the wrapped LLM's manager, where ``CostEventHandler`` looks for
+    a budget handler of its ledger: the call is charged once, by the budget handler."""
     llm, _ = WRAPPERS[wrapper]()
     ledger = Ledger("memory://")
     cost = CostEventHandler(ledger, model="gpt-4o-mini", feature="recorded")
     get_dispatcher().add_event_handler(cost)
     try:
-        Settings.callback_manager = CallbackManager(
-            [BudgetCallbackHandler(ledger, model="gpt-4o-mini", feature="charged")]
-        )
+        Settings.callback_manager = CallbackManager([])
+        BudgetCallbackHandler(ledger, model="gpt-4o-mini", feature="charged").install(llm)
         _condense_plus_context(llm).chat("hello")
     finally:
         get_dispatcher().event_handlers.remove(cost)
