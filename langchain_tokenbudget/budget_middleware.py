@@ -53,12 +53,15 @@ attempt that failed once its request went out (a read timeout, a stream cut off 
 estimate (its counted input plus the text it streamed) on its own model, under a request id
 derived from the call's (``<id>/attempt-<n>``), and counted in the run's caps; so is every billed
 attempt of a call whose attempts all failed, and a billed attempt a retry inside the middleware's
-call (an inner ``ModelRetryMiddleware``) made before the one that answered. Only the routed call
-itself is routed: a call to another model made inside the route (the summaries of a
-:class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware`, which run with no
-route, or a middleware's own guard call) is charged on its own model, with no routing recorded;
-so is a call to a fallback model (``ModelFallbackMiddleware``): ``model=`` prices only a chat
-model that names no model the registry knows.
+call (an inner ``ModelRetryMiddleware``) made before the one that answered. A call whose own
+attempts all failed is settled as a failed call even when it returns: the reply an inner
+``ModelRetryMiddleware`` makes of the error (its default ``on_failure="continue"``) was written
+by no model and is charged nothing (each billed attempt is charged once, an attempt never sent
+nothing). Only the routed call itself is routed: a call to another model made inside the route
+(the summaries of a :class:`~langchain_tokenbudget.context_middleware.ContextWindowMiddleware`,
+which run with no route, or a middleware's own guard call) is charged on its own model, with no
+routing recorded; so is a call to a fallback model (``ModelFallbackMiddleware``): ``model=``
+prices only a chat model that names no model the registry knows.
 
 Only the request's own model runs are this middleware's (the rule the handler reads,
 :func:`~langchain_tokenbudget.budget_callback.left_to_middleware`: a run naming one of the
@@ -904,6 +907,31 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             return charge
         return await self.ledger.asettle(reservation, counter=counter, **found)
 
+    @staticmethod
+    def _unanswered(
+        totals: _RunningTotals,
+        answer: tuple[UUID, _Attempt] | None,
+        response: ModelResponse[Any],
+        route: RouteDecision | None,
+        marks: CacheMarks | None,
+    ) -> tuple[list[tuple[int, _Attempt]], bool, dict[str, Any]] | None:
+        """How to settle a call that returned a reply no run of it produced, after its own runs
+        all failed: a middleware further in made the reply up (``ModelRetryMiddleware``'s
+        ``on_failure="continue"`` returns the error as an ``AIMessage``). Settled as a call that
+        failed: the last own run that failed settles the reservation (its estimate when it was
+        billed, else released: ``failed``), the others billed are charged one by one
+        (``failed_runs``); never an estimate of a reply no model wrote. ``None``: a run answered,
+        the call made no own run that failed, or the reply reports usage (a model did write it)."""
+        if answer is not None:
+            return None
+        failed_runs, last = _failures(totals)
+        if last is None:
+            return None
+        replied = _answered(response, None, route, marks)
+        if replied["reported"] is not None or replied["cache_hit"]:
+            return None
+        return failed_runs, not last.billed_failure(), totals.settle_args(route, marks, last)
+
     # -- hooks -----------------------------------------------------------------------------------
 
     def before_agent(self, state: BudgetRunState, runtime: Runtime[Any]) -> dict[str, Any] | None:
@@ -962,6 +990,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         failed_runs, _ = _failures(totals, answered=True)
         if answer is not None and not answer[1].own:  # a model swapped in further in answered
             charge = self._swapped(reservation, answer, marked, response, counter, marks)
+        elif (unanswered := self._unanswered(totals, answer, response, route, marks)) is not None:
+            failed_runs, failed, found = unanswered  # no run made the reply: settled as a failure
+            charge = self.ledger.settle(reservation, failed=failed, counter=counter, **found)
         else:
             found = _answered(response, None if answer is None else answer[1], route, marks)
             found["model"] = found["model"] or self._reported_model(response.result, args["model"], request)
@@ -1010,6 +1041,9 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         failed_runs, _ = _failures(totals, answered=True)
         if answer is not None and not answer[1].own:
             charge = await self._aswapped(reservation, answer, marked, response, counter, marks)
+        elif (unanswered := self._unanswered(totals, answer, response, route, marks)) is not None:
+            failed_runs, failed, found = unanswered
+            charge = await self.ledger.asettle(reservation, failed=failed, counter=counter, **found)
         else:
             found = _answered(response, None if answer is None else answer[1], route, marks)
             found["model"] = found["model"] or self._reported_model(response.result, args["model"], request)
