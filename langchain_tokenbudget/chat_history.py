@@ -230,7 +230,9 @@ class SummaryChatMessageHistory(_CheckedHistory):
     object rebuilds it from the transcript on first read, about one summariser call per
     4,000 tokens of what slid out). If the summariser fails, the window degrades to plain
     trimming and retries later (see :attr:`events`); an ``InvalidInputError`` it raises (a
-    misconfiguration) is raised instead. One object may
+    misconfiguration) is raised instead. A message too long for the window (a pasted log, a
+    long reply) is kept: reading raises ``ContextOverflowError`` only while it is the newest,
+    and once a newer message follows it slides out and is folded. One object may
     serve one session from several threads, tasks or event loops: its operations run one at a
     time (:mod:`tokenbudget_core.operation_lock`); a summariser that reads this history while
     it summarises sees the window as it stands.
@@ -287,6 +289,11 @@ class SummaryChatMessageHistory(_CheckedHistory):
             "first_user": "pin" if pin_first_user else "summarise",
             "low_water": low_water,
             "tools": core_tools(tools),
+            # The backing history already holds every message: the buffer takes each one, even
+            # one too long for the window, and refuses only to read while it is the newest. A
+            # newer turn pushes it out and it is folded; refusing it instead would re-feed it on
+            # every later read and fail them all, the session stuck for good.
+            "hold_overflow": True,
         }
         self._counter = budget.counter
         self.history = _backing(history)
@@ -318,7 +325,8 @@ class SummaryChatMessageHistory(_CheckedHistory):
 
     def _feed(self, pending: list[tuple[BaseMessage, Message]]) -> Iterator[Message]:
         """The core messages of ``pending``, each marked seen once the buffer took it (a message
-        the buffer refuses is not, and is read again next time)."""
+        the buffer refuses, a malformed one, is not, and is read again next time; one too long
+        for the window is taken, as ``hold_overflow`` does)."""
         for host, core in pending:
             yield core
             self._seen(host, core)
@@ -340,7 +348,9 @@ class SummaryChatMessageHistory(_CheckedHistory):
         """System messages, the summary, pinned messages, then the recent turns.
 
         Raises:
-            ContextOverflowError: The newest message cannot fit beside the system messages.
+            ContextOverflowError: The newest message cannot fit beside the system (and pinned)
+                messages. Only while it is the newest: the next message added pushes it out of
+                the window and it is folded into the summary.
         """
         with self._guard.operation() as reentered:
             if not reentered:

@@ -85,8 +85,11 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
     call stays with its results, the newest turn is always sent). ``"summarise"`` keeps recent
     turns verbatim and folds older ones into a running summary (the core's ``SummaryBuffer``),
     written by ``summariser`` (default: the agent's own model) and sent inside the system
-    message. A provider's built-in tool (``{"type": "web_search_preview"}``) is sent as it is
-    and counted when the counter counts those (Claude's), else left out of the count.
+    message. A message too long for the window (a pasted log, a long answer) raises
+    ``ContextOverflowError`` only while it is the newest; once a newer one follows, it slides out
+    and is folded (``"trim"`` drops it). A provider's built-in tool
+    (``{"type": "web_search_preview"}``) is sent as it is and counted when the counter counts
+    those (Claude's), else left out of the count.
 
     Summary calls are model requests of their own, sent down the same middleware chain: a
     :class:`~langchain_tokenbudget.BudgetMiddleware` after this one reserves, refuses and
@@ -185,6 +188,11 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             "summary_tokens": summary_tokens,
             "first_user": "pin" if pin_first_user else "summarise",
             "low_water": low_water,
+            # The state holds every message: the buffer takes each one, even one too long for the
+            # window, and refuses only while it is the newest (the model could not be sent it).
+            # Once a newer one follows it slides out and is folded; refusing it in extend would
+            # fail every later call of the thread, though it is old.
+            "hold_overflow": True,
         }
         if strategy == "summarise":
             SummaryBuffer(lambda previous, messages: "", self.budget.counter, **self._options)  # validates
@@ -268,7 +276,8 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
 
         Raises:
             ContextOverflowError: The system prompt, tools, pinned messages and newest turn
-                alone exceed the budget.
+                alone exceed the budget (an older message too long for it slides out: trimmed,
+                or folded into the summary).
             InvalidMessageError: A message cannot be translated or counted.
         """
         if self.strategy == "trim":

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from .attribution import overhead
+from .conversation import RESULT_ROLES
 from .counting import TokenCounter, ToolLike, resolve_counter
 from .errors import InvalidInputError
 from .messages import Message, MessageLike, check_message_list, to_message
@@ -62,12 +63,13 @@ def summary_prompt(
 ) -> list[dict[str, str]]:
     """The chat prompt that asks a model to fold ``messages`` into ``previous``.
 
-    Adapters send it to the host model, so every integration summarises the same way.
+    Adapters send it to the host model, so every integration summarises the same way. The
+    messages are written in order, one line each: a message's tool calls right after its text
+    (``assistant called weather({"city": "Paris"})``), and a tool result labelled with the call it
+    answers (``tool result of weather({"city": "Paris"}): 22C sunny``), so the summariser reads
+    what was asked, what the tool said and what the answer made of it, in that order.
     """
-    lines = [f"{m.role}: {m.text}" for m in messages if m.text or m.tool_calls]
-    for m in messages:
-        for call in m.tool_calls:
-            lines.append(f"{m.role} called {call.name}({call.arguments})")
+    lines = _prompt_lines(messages)
     instructions = (
         "You maintain the running summary of a conversation between a user and an assistant. "
         "Fold the new messages into the summary. Keep names, facts about the user, decisions, open "
@@ -75,6 +77,30 @@ def summary_prompt(
     )
     body = f"Current summary:\n{previous or '(none yet)'}\n\nNew messages:\n" + "\n".join(lines)
     return [{"role": "system", "content": instructions}, {"role": "user", "content": body}]
+
+
+def _prompt_lines(messages: Sequence[Message]) -> list[str]:
+    """The lines of :func:`summary_prompt`'s messages, in order (see there)."""
+    calls: dict[str, str] = {}  # call id -> "name(arguments)", for the results that answer it
+    legacy: str | None = None  # the last legacy function_call (no id): its results follow it
+    lines: list[str] = []
+    for m in messages:
+        if m.role in RESULT_ROLES:
+            if m.text:
+                call = calls.get(m.tool_call_id or "") if m.role == "tool" else legacy
+                call = call or m.name  # its call folded in an earlier summary: the name if any
+                lines.append(f"{m.role} result of {call}: {m.text}" if call else f"{m.role} result: {m.text}")
+            continue
+        if m.text:
+            lines.append(f"{m.role}: {m.text}")
+        for c in m.tool_calls:
+            described = f"{c.name}({c.arguments})"
+            if c.id:
+                calls[c.id] = described
+            else:
+                legacy = described
+            lines.append(f"{m.role} called {described}")
+    return lines
 
 
 def _default_summary_message(text: str) -> Any:
@@ -93,7 +119,8 @@ class SummaryBuffer(Generic[M]):
         first_user: ``"pin"`` keeps the first user message verbatim; ``"summarise"`` lets
             it be folded into the summary like any other.
         max_rounds: Summariser calls allowed per turn (chunks, then shortening).
-        chunk_tokens: Most tokens of messages sent to the summariser in one call.
+        chunk_tokens: Most tokens of messages sent to the summariser in one call (a tool call
+            and its results are never split between calls: a larger one is sent alone).
         summary_message: Builds the message that carries the summary (default: a system dict).
         tools: Tool definitions sent with every request.
         low_water: Fold in batches: when the recent turns outgrow their budget, cut them back
@@ -322,15 +349,33 @@ class SummaryBuffer(Generic[M]):
         return self._window.start
 
     def _chunks(self) -> list[list[tuple[int, Message]]]:
-        """Messages to fold, as chunks of at most ``chunk_tokens``; each with its transcript index."""
+        """Messages to fold, as chunks of at most ``chunk_tokens``; each with its transcript index.
+
+        A chunk closes only between units (:mod:`~tokenbudget_core.conversation`: a tool call and
+        its results are one unit), so the summariser never reads a call without its results or
+        a result without its call; a unit larger than ``chunk_tokens`` is a chunk of its own."""
         chunks: list[list[tuple[int, Message]]] = [[]]
         size = 0
-        for i, message, cost in self._window.slid_out(self._folded):
-            if chunks[-1] and size + cost > self.chunk_tokens:
+        unit: list[tuple[int, Message]] = []
+        unit_cost = 0
+
+        def place() -> None:
+            nonlocal size
+            if chunks[-1] and size + unit_cost > self.chunk_tokens:
                 chunks.append([])
                 size = 0
-            chunks[-1].append((i, to_message(message)))
-            size += cost
+            chunks[-1].extend(unit)
+            size += unit_cost
+
+        for i, message, cost in self._window.slid_out(self._folded):
+            core = to_message(message)
+            if unit and core.role not in RESULT_ROLES:  # a result belongs to the unit before it
+                place()
+                unit, unit_cost = [], 0
+            unit.append((i, core))
+            unit_cost += cost
+        if unit:
+            place()
         return [c for c in chunks if c]
 
     def _fold_sync(self) -> bool:
