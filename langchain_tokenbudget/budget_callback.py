@@ -102,8 +102,11 @@ in its own ledger too when the cache keeps another one. A call the budget
 refuses whose model looks such a cache up first (``invoke`` / ``batch`` through
 ``generate()``; not a streaming ``stream()``, nor ``cache=False``, nor one prompt of several)
 is not refused at its start: the refusal is left to that lookup, which serves a hit ($0, so a
-``cache_only`` ladder step answers from the cache) and raises the ``BudgetExceededError`` on a
-miss, before anything is sent. (The ledger's "refusing" alert has fired by then.)
+payer refused at ``soft_refusal`` or beyond is still answered from the cache) and raises the
+``BudgetExceededError`` on a miss, before anything is sent. (The ledger's "refusing" alert has
+fired by then.) Below the refusals the handler acts on no ladder step: at ``cache_only`` the
+ledger grants the call and a miss is sent (the step is advice, read from ``Ledger.check`` or
+``Ledger.state``: see :class:`~tokenbudget_core.budgets.Ladder`).
 A payer id is a string (empty: none named); an int or a ``uuid.UUID`` is taken as its ``str()``;
 an id of any other type (a float, bytes, a bool...) stops the run with an ``InvalidInputError``
 naming its metadata key, rather than charging the call to nobody.

@@ -19,7 +19,10 @@ A :class:`BudgetPolicy` is built in code or loaded from TOML::
     soft_refusal = 0.97               # false skips a step (None in code)
 
 Money is ``Decimal`` (strings in TOML, never floats). A call that does not fit a budget is
-a hard refusal; below that, the ladder tells the app to step down before it gets there. A step
+a hard refusal; below that, the ladder tells the app to step down before it gets there (the
+ledger enforces the refusals, a ``TierRouter`` with ``ledger=`` steps tiers down at
+``cheaper_tier`` and ``cache_only``, and ``smaller_context`` is the app's to act on: see
+:class:`Ladder`). A step
 written ``false`` in TOML (``None`` in code) is skipped: ``soft_refusal = false`` refuses only the
 calls that do not fit (``soft_refusal = 1.0`` still refuses, softly, a call that fills a budget
 exactly).
@@ -182,19 +185,40 @@ def _named_settings(cls: _C) -> _C:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Ladder:
     """Share of the tightest budget used at which each step starts (``None`` skips a step: written
-    ``false`` in a TOML policy)."""
+    ``false`` in a TOML policy).
+
+    Only the refusals are enforced, by the ledger (a :class:`~tokenbudget_core.routing.TierRouter`
+    with ``ledger=`` also refuses a payer at ``hard_refusal``); the steps below them are advice.
+    The step is read from :attr:`Reservation.step <tokenbudget_core.ledger_records.Reservation.step>`
+    (what :meth:`Ledger.reserve <tokenbudget_core.ledger.Ledger.reserve>` granted),
+    :meth:`Ledger.check <tokenbudget_core.ledger.Ledger.check>` (before building a request) or
+    :meth:`Ledger.state <tokenbudget_core.ledger.Ledger.state>` (a payer's budgets now). A
+    ``TierRouter`` with ``ledger=`` acts on ``cheaper_tier`` and ``cache_only`` itself (its
+    decision's ``budget_step`` names the step); the other steps are the app's to act on: the
+    budget adapters, memories and windows do not change what they send at them."""
 
     cheaper_tier: float | None = 0.6
-    """Route to a cheaper model tier."""
+    """Route to a cheaper model tier: a ``TierRouter`` with ``ledger=`` (and the routers built on
+    it) sends the call one tier below the one its classifier picked."""
     smaller_context: float | None = 0.75
-    """Send less context (smaller memory window, fewer documents)."""
+    """Send less context (a smaller memory window, fewer documents): advice only. No component
+    acts on it (memories, windows and ``ContextWindowMiddleware`` keep the budgets they were
+    given); the app reads the step (``Ledger.check`` / ``Ledger.state``) and sends less."""
     cache_only: float | None = 0.9
-    """Answer only from caches."""
+    """Answer from caches where possible: advice, not a refusal of a cache miss. A ``TierRouter``
+    with ``ledger=`` steps one more tier down (one per threshold passed, ``cheaper_tier`` and this
+    one, never below the cheapest tier); a call no cache answers is still reserved and sent, and
+    a cache hit is served as at the steps below. An app that wants only cached answers here reads
+    the step and stops on a miss."""
     soft_refusal: float | None = 0.97
-    """Refuse with a message the app can show the user: a call that would take the budget to this
-    share is refused, so spend mostly stays below it (a threshold alert above it, such as the
-    default 100% one, does not fire; the refusals are told by a refusing alert instead: see
-    :attr:`BudgetPolicy.alert_thresholds`)."""
+    """Refuse with a message the app can show the user: the ledger (``reserve``, and ``check``)
+    refuses a call that would take the budget to this share with a ``BudgetExceededError`` whose
+    ``step`` is ``soft_refusal``, so spend mostly stays below it (a threshold alert above it,
+    such as the default 100% one, does not fire; the refusals are told by a refusing alert
+    instead: see :attr:`BudgetPolicy.alert_thresholds`). The budget adapters raise it (or end the
+    run: ``BudgetMiddleware(on_exceeded="end")``); LangChain's ``BudgetCallbackHandler`` serves a
+    refused call from the ``TokenBudgetLLMCache`` its model looks up first, at $0. A
+    ``TierRouter`` refuses at this step only with ``refuse_at_soft_refusal=True``."""
 
     def __post_init__(self) -> None:
         last = 0.0

@@ -622,25 +622,60 @@ class TierRouter:
             counter = self._counters[model] = offline_counter(model, self.registry)
         return counter
 
-    def _budget(
-        self, feature: str | None, user: str | None, state: BudgetState | None
-    ) -> tuple[str, dict[str, float], int, str | None]:
-        """(step, shares, tiers to step down, reason) for the payer; raises at the refusal steps."""
+    def _refuses(self, state: BudgetState | None) -> bool:
+        """Whether the payer's budget step refuses the call (``hard_refusal``, or ``soft_refusal``
+        with ``refuse_at_soft_refusal``)."""
+        return state is not None and (
+            state.step == "hard_refusal" or (state.step == "soft_refusal" and self.refuse_at_soft_refusal)
+        )
+
+    def _least_need(self, out: int, per_tier: Mapping[str, int]) -> tuple[str, int]:
+        """(model, output cap) of the cheapest tier: where a refused call would have cost least."""
+        tier = self._order[0]
+        model = self.tiers[tier]
+        cap, limit = per_tier.get(tier, out), self._info[model].max_output_tokens
+        return model, min(cap, limit) if limit else cap
+
+    def _refusal(
+        self,
+        feature: str | None,
+        user: str | None,
+        state: BudgetState,
+        model: str,
+        input_tokens: int,
+        cap: int,
+    ) -> BudgetExceededError:
+        """The router's refusal, with the figures the ledger's own refusals carry: the tightest
+        budget's ``limit`` and ``used`` (USD as ``Decimal``, tokens as ``int``) and ``requested``,
+        the call on the cheapest tier's model (input plus output cap, priced for a money budget):
+        the least it could need wherever it was routed."""
+        ctx = current_attribution()
+        assert self.ledger is not None
+        tight_name, _ = max(state.shares.items(), key=lambda kv: kv[1], default=("", 0.0))
+        used = state.used.get(tight_name, 0)
+        money = isinstance(used, Decimal) or "usd" in tight_name
+        requested: Decimal | int = input_tokens + cap
+        if money:
+            requested = self._cost(input_tokens, cap, model) or Decimal(0)  # unpriced: reserved as $0
+        limit = _limit_of(self.ledger, tight_name, ctx.feature or feature)
+        if limit is None:  # a budget the policy does not name: spent + left, exact below the limit
+            limit = used + state.headroom.get(tight_name, 0)
+        return BudgetExceededError(
+            budget=tight_name or "budget",
+            scope=f"feature={ctx.feature or feature or '-'} user={ctx.user or user or '-'}",
+            limit=limit,
+            used=used,
+            requested=requested,
+            step=state.step,
+        )
+
+    def _budget(self, state: BudgetState | None) -> tuple[str, dict[str, float], int, str | None]:
+        """(step, shares, tiers to step down, reason) for the payer (a refusal step is raised
+        before, by :meth:`route` / :meth:`aroute`, with :meth:`_refusal`)."""
         if state is None:
             return "normal", {}, 0, None
         shares = dict(state.shares)
         tight_name, tight = max(shares.items(), key=lambda kv: kv[1], default=("", 0.0))
-        if state.step == "hard_refusal" or (state.step == "soft_refusal" and self.refuse_at_soft_refusal):
-            ctx = current_attribution()
-            assert self.ledger is not None
-            raise BudgetExceededError(
-                budget=tight_name or "budget",
-                scope=f"feature={ctx.feature or feature or '-'} user={ctx.user or user or '-'}",
-                limit=_limit_of(self.ledger, tight_name, ctx.feature or feature),
-                used=f"{tight:.0%}",
-                requested="a routed call",
-                step=state.step,
-            )
         down = sum(1 for t in self.budget_thresholds if tight >= t)
         if not down:
             return state.step, shares, 0, None
@@ -859,13 +894,18 @@ class TierRouter:
             InvalidInputError: Empty or malformed messages, an unknown ``force_tier``, a bad number.
             ContextOverflowError: No tier's model can hold the request or produce the
                 ``max_output_tokens`` asked for (or the forced one cannot).
-            BudgetExceededError: The payer's budget is used up (hard refusal).
+            BudgetExceededError: The payer's budget is used up (hard refusal), with the ledger's
+                figures: the tightest budget's ``limit`` and ``used``, and ``requested``, the
+                call on the cheapest tier's model (USD as ``Decimal``, tokens as ``int``).
         """
         msgs, out, tool_list, per_tier = self._request(
             messages, force_tier, max_output_tokens, tools, feature, user, default_output_tokens
         )
         state = self.ledger.state(feature=feature, user=user) if self.ledger is not None else None
-        budget = self._budget(feature, user, state)
+        if state is not None and self._refuses(state):  # before the classifier's (paid) call
+            model, cap = self._least_need(out, per_tier)
+            raise self._refusal(feature, user, state, model, self._count(model, msgs, tool_list), cap)
+        budget = self._budget(state)
         classification = None
         if force_tier is None:
             with attribute(feature=feature, user=user), overhead("router"):  # the payer's overhead
@@ -895,7 +935,10 @@ class TierRouter:
         if self.ledger is not None:
             ledger = self.ledger
             state = await asyncio.to_thread(lambda: ledger.state(feature=feature, user=user))
-        budget = self._budget(feature, user, state)
+        if state is not None and self._refuses(state):
+            model, cap = self._least_need(out, per_tier)
+            raise self._refusal(feature, user, state, model, await self._acount(model, msgs, tool_list), cap)
+        budget = self._budget(state)
         classification = None
         if force_tier is None:
             with attribute(feature=feature, user=user), overhead("router"):  # the payer's overhead
@@ -1036,7 +1079,6 @@ def _tidy(amount: Decimal) -> Decimal:
     return Decimal(0) if amount == 0 else amount
 
 
-def _limit_of(ledger: Ledger, budget: str, feature: str | None) -> object:
-    """The policy's limit behind a budget name of :meth:`Ledger.state` (for the refusal message)."""
-    value = ledger.policy.daily_limits(feature).get(budget)
-    return "its limit" if value is None else value
+def _limit_of(ledger: Ledger, budget: str, feature: str | None) -> Decimal | int | None:
+    """The policy's limit behind a budget name of :meth:`Ledger.state` (``None``: not named)."""
+    return ledger.policy.daily_limits(feature).get(budget)
