@@ -50,7 +50,9 @@ class Reservation:
     reserved_usd: Decimal | None
     """The worst-case cost reserved (``None`` for an unpriced model under token budgets only)."""
     step: Step
-    """Where the tightest budget stands on the degradation ladder (advice for routers and memory)."""
+    """Where the tightest budget stands on the degradation ladder: advice (a ``TierRouter(ledger=)``
+    steps down at ``cheaper_tier`` and ``cache_only``; ``smaller_context`` is the app's to act on;
+    see :class:`~tokenbudget_core.budgets.Ladder`)."""
     unchecked: bool = False
     """True when the store was unreachable and ``on_unavailable="open"`` let the call through."""
     held: tuple[tuple[tuple[str, Metric, int | None], ...], tuple[int, ...]] = field(
