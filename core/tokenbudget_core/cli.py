@@ -31,7 +31,7 @@ from rich.text import Text
 
 from ._version import __version__
 from .budget_status import GLOBAL_BUDGETS
-from .counting import TokenCounter
+from .counting import TokenCount, TokenCounter
 from .errors import (
     BudgetUnavailableError,
     EncodingUnavailableError,
@@ -67,7 +67,8 @@ EXIT_UNPRICED = 3
 """The model is known but has no price."""
 EXIT_UNAVAILABLE = 4
 """A resource is unavailable (tiktoken encoding file, provider counting API, optional extra, ledger store
-unreachable or refusing the ledger's credentials or ACL, the address ``serve`` is to listen on)."""
+unreachable or refusing the ledger's credentials or ACL, the address ``serve`` is to listen on, stdout
+when it cannot be written: a full disk)."""
 _EXIT_PIPE_CLOSED = 141
 """Stdout was closed before the output ended (``tokenbudget report | head``): what a shell reports
 for a command that ``SIGPIPE`` ended (128 + 13)."""
@@ -82,7 +83,7 @@ Exit codes:
   3  the model has no known price
   4  a resource is unavailable (tiktoken encoding, provider API, optional extra,
      the ledger store: unreachable, or refusing its credentials or ACL; the port
-     serve is to listen on)
+     serve is to listen on; stdout, when it cannot be written: a full disk)
   141  stdout was closed before the output ended (piped into head)
 """
 
@@ -182,10 +183,43 @@ class _Group(click.Group):
         except BrokenPipeError as e:  # the reader left (`| head`): stop quietly, nothing to report
             _discard_stdout()
             raise click.exceptions.Exit(_EXIT_PIPE_CLOSED) from e
+        except OSError as e:
+            if not _writing_output(e):  # not the output's: not ours to explain
+                raise
+            # a full disk or a failing device (`> /dev/full`): the output is lost, which the user
+            # must learn (a cron job's report file), in one line rather than a traceback
+            _discard_stdout()
+            raise _UnavailableError(f"cannot write the output to stdout: {e.strerror or e}") from e
+
+
+_OUTPUT_WRITERS = {("click.utils", "echo"), ("click.termui", "secho")}
+"""The functions the commands write their output with (besides a rich console's methods)."""
+
+
+def _writing_output(error: OSError) -> bool:
+    """Whether ``error`` was raised writing the command's output: its traceback passes through
+    ``click.echo`` or a rich console, which raise an ``OSError`` only from the stream they write."""
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        module = frame.f_globals.get("__name__", "")
+        if module == "rich.console" or (module, frame.f_code.co_name) in _OUTPUT_WRITERS:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 class _Console(Console):
-    """A rich console whose closed stdout is the CLI's to handle (rich's own exits with code 1)."""
+    """A rich console whose closed stdout is the CLI's to handle (rich's own exits with code 1).
+
+    It writes to ``sys.stdout`` as it is when it writes (what click's ``CliRunner`` captures),
+    even in a Jupyter kernel: rich would send the tables to the notebook's display there, so a
+    notebook's ``CliRunner().invoke(cli, [...]).output`` would hold none of them.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("force_jupyter", False)
+        super().__init__(**options)
 
     def on_broken_pipe(self) -> None:
         self.quiet = True  # nothing more to write
@@ -315,7 +349,8 @@ def _read_input(file: str, encoding: str = "utf-8") -> str:
         b"\0\0\0\0".decode(encoding)  # a LookupError for a name Python does not know, or rot13
     except UnicodeDecodeError:
         pass
-    except LookupError as e:
+    except (LookupError, UnicodeError) as e:  # a bare UnicodeError: a codec that decodes no text
+        # file ('undefined' refuses everything, 'punycode' is for a domain name's labels)
         raise InvalidInputError(
             "--encoding",
             f"{encoding!r} is not a text encoding Python knows",
@@ -323,7 +358,7 @@ def _read_input(file: str, encoding: str = "utf-8") -> str:
             fix="e.g. --encoding utf-8, latin-1, cp1252 or utf-16",
         ) from e
     if file == "-":
-        field, name, data = "stdin", "", sys.stdin.buffer.read()  # the bytes: not the locale's decoding
+        field, name, data = "stdin", "", _read_stdin()
     else:
         field, name = "FILE", f"{file!r} "
         try:
@@ -334,17 +369,35 @@ def _read_input(file: str, encoding: str = "utf-8") -> str:
     skip = len(codecs.BOM_UTF8) if is_utf8 and data.startswith(codecs.BOM_UTF8) else 0
     try:  # a UTF-8 byte order mark (Notepad, PowerShell) is not text: left out, as utf-8-sig does
         return data[skip:].decode(encoding)
-    except UnicodeDecodeError as e:
+    except UnicodeError as e:  # a bare one has no offset (idna: a label that is not punycode)
         label = "UTF-8" if is_utf8 else encoding
-        at = e.start + skip
+        if isinstance(e, UnicodeDecodeError):
+            at = e.start + skip
+            why = f"invalid byte 0x{data[at]:02x} at offset {at}"
+        else:
+            why = str(e.__cause__ or e)
         raise InvalidInputError(
             field,
-            f"{name}is not {label} text (invalid byte 0x{data[at]:02x} at offset {at})",
+            f"{name}is not {label} text ({why})",
             value=file,
             fix="pass its encoding, e.g. --encoding latin-1, or convert it to UTF-8"
             if is_utf8
             else "pass its encoding with --encoding",
         ) from e
+
+
+def _read_stdin() -> bytes:
+    """The bytes of stdin (not the locale's decoding of them); a closed stdin (a daemon started
+    with fd 0 closed: ``<&-``) or one that fails to read is an error naming it."""
+    if sys.stdin is None:  # Python's stdin when fd 0 is closed
+        raise InvalidInputError(
+            "stdin", "is closed (no input)", fix="pass FILE, or give the text on stdin (e.g. < FILE)"
+        )
+    try:
+        return sys.stdin.buffer.read()
+    except (OSError, ValueError) as e:  # ValueError: a stream closed in-process
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise InvalidInputError("stdin", f"cannot be read: {why}", fix="pass FILE instead") from e
 
 
 def _parse_messages(raw: str, input_format: str) -> list[Any] | None:
@@ -402,14 +455,31 @@ def truncate(
 ) -> None:
     """Cut the text of FILE (or stdin) to at most --max-tokens tokens of --model.
 
-    The text is printed on stdout; with --json, an object with the text, the tokens
-    before and after, and whether anything was cut.
+    The text is written to stdout exactly as cut, with no line end added (on a terminal, one
+    is added after text that does not end a line), so `truncate -n N FILE > OUT` writes at most
+    N tokens and a text within budget unchanged. With --json: an object with the text, the
+    tokens before and after, whether anything was cut, and whether the counts are exact.
+
+    A Claude model's budget includes its user-message framing (a few tokens): the text is
+    counted as the one user message of a request, as count counts it. Without ANTHROPIC_API_KEY
+    its counts are estimates, flagged as count flags them ("exact": false, and a note on stderr).
     """
+    from .openai_counting import TiktokenCounter
     from .truncation import Strategy, truncate_text_detailed
 
     raw = _read_input(file, encoding)
     budget = _tokens("--max-tokens", max_tokens)
-    result = truncate_text_detailed(raw, budget, cast("Strategy", strategy), model, marker=marker)
+    counter = TokenCounter.for_model(model)
+    noted = _NotingCounter(counter)
+    # tiktoken counts are exact, and the counter itself keeps truncation's encode-once path
+    cutter = counter if isinstance(counter, TiktokenCounter) else noted
+    result = truncate_text_detailed(raw, budget, cast("Strategy", strategy), counter=cutter, marker=marker)
+    # what the figures are: an estimate among the counts made, else the last. No count made
+    # through ``noted`` (tiktoken's own path, or an empty text): the counter's count of "" says
+    # how it counts, without counting the text again (tiktoken's counts are always exact)
+    flag = noted.estimate if noted.estimate is not None else noted.last
+    if flag is None:
+        flag = counter.count("")
     if as_json:
         click.echo(
             json.dumps(
@@ -420,11 +490,41 @@ def truncate(
                     "truncated": result.truncated,
                     "strategy": result.strategy,
                     "model": model,
+                    "exact": flag.exact,
+                    "method": flag.method,
                 }
             )
         )
     else:
-        click.echo(result.text, nl=not result.text.endswith("\n"))
+        # the text as cut: a line end added here would be one more token in `> OUT`, and a text
+        # within budget would not come out as it went in; color=True: escape sequences in the
+        # text are the text's (click strips them from output that is not a terminal)
+        end = "\n" if _on_terminal() and not result.text.endswith("\n") else ""
+        click.echo(result.text + end, nl=False, color=True)
+    if not flag.exact:
+        click.echo(
+            f"note: the token counts ({result.tokens_before} before, {result.tokens_after} after) are "
+            f"estimates (method={flag.method}); they are not exact counts.",
+            err=True,
+        )
+
+
+class _NotingCounter:
+    """``counter``, remembering its last count and the first that was an estimate, so that
+    ``truncate`` flags figures it got from estimates as ``count`` does."""
+
+    def __init__(self, counter: TokenCounter) -> None:
+        self.counter = counter
+        self.last: TokenCount | None = None
+        self.estimate: TokenCount | None = None
+
+    def count(self, text: str) -> TokenCount:
+        """Tokens of ``text``, as ``counter`` counts them."""
+        n = self.counter.count(text)
+        self.last = n
+        if not n.exact and self.estimate is None:
+            self.estimate = n
+        return n
 
 
 # -- cost -----------------------------------------------------------------------------------------

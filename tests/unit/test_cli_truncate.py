@@ -52,6 +52,8 @@ def test_truncate_text_that_fits_is_unchanged() -> None:
         "truncated": False,
         "strategy": "keep_start",
         "model": "gpt-4o",
+        "exact": True,
+        "method": "tiktoken",
     }
 
 
