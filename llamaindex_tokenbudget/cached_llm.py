@@ -251,9 +251,9 @@ class CachedLLM(FunctionCallingLLM):
         the one a ``CostEventHandler`` on LlamaIndex's LLM dispatchers records (a handler on the
         cache's ledger first), else the ``attribute()`` block in force."""
         ledger = getattr(self._cache, "ledger", None)
-        named: list[BudgetCallbackHandler | CostEventHandler] = [*_budget_handlers(self.llm)]
+        named: list[BudgetCallbackHandler | CostEventHandler] = [*budget_handlers(self.llm)]
         if not named:
-            named = [*_cost_handlers()]
+            named = [*cost_handlers()]
         named.sort(
             key=lambda h: not h.ledger.shares_books_with(ledger)
         )  # the cache's ledger first, else in order
@@ -679,7 +679,7 @@ def _hit_ledgers(cache: Any, llm: LLM, request: CacheRequest, hit: CacheHit) -> 
     neither (recorded unpriced)."""
     own = getattr(cache, "ledger", None)
     found: list[tuple[Ledger, str]] = []
-    payers: list[BudgetCallbackHandler | CostEventHandler] = [*_budget_handlers(llm)] or [*_cost_handlers()]
+    payers: list[BudgetCallbackHandler | CostEventHandler] = [*budget_handlers(llm)] or [*cost_handlers()]
     for handler in payers:
         ledger = handler.ledger
         if (own is not None and ledger.shares_books_with(own)) or any(
@@ -736,10 +736,10 @@ def _answered(served: bool) -> None:
 
 
 _NESTED_DEPTH = 3
-"""How deep :func:`_budget_handlers` looks into LLMs wrapping LLMs for a budget handler."""
+"""How deep :func:`budget_handlers` looks into LLMs wrapping LLMs for a budget handler."""
 
 
-def _budget_handlers(llm: LLM) -> list[BudgetCallbackHandler]:
+def budget_handlers(llm: LLM) -> list[BudgetCallbackHandler]:
     """The budget handlers naming a payer (``feature`` / ``user``) that charge ``llm``'s calls:
     those on its callback manager, else, when it has none, those of the LLMs it wraps (its fields
     holding LLMs, in mappings or lists too: a ``RoutedLLM``'s tiers, a ``StructuredLLM``'s LLM),
@@ -766,7 +766,7 @@ def _budget_handlers(llm: LLM) -> list[BudgetCallbackHandler]:
     return []
 
 
-def _cost_handlers() -> list[CostEventHandler]:
+def cost_handlers() -> list[CostEventHandler]:
     """The ``CostEventHandler``s naming a payer that LlamaIndex's LLM events reach: on the
     dispatcher its LLM wrappers send them to and the parents it propagates them to (the root)."""
     found: list[CostEventHandler] = []
@@ -787,7 +787,7 @@ def _cost_handlers() -> list[CostEventHandler]:
 
 
 _DISPATCHER_DEPTH = 16
-"""How many dispatchers up :func:`_cost_handlers` looks (LlamaIndex's chain is two long)."""
+"""How many dispatchers up :func:`cost_handlers` looks (LlamaIndex's chain is two long)."""
 
 
 def _sent(llm: LLM, key: str, kwargs: dict[str, Any]) -> float | None:

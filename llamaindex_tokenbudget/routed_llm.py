@@ -66,7 +66,7 @@ from tokenbudget_core.routing import (
 
 from ._bridge import host_error
 from .budget_callback import BudgetCallbackHandler, Warned, warn_unreached
-from .cached_llm import _budget_handlers, _cost_handlers
+from .cached_llm import budget_handlers, cost_handlers
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_request
 
@@ -277,9 +277,9 @@ class RoutedLLM(FunctionCallingLLM):
         so a cached and routed call looks up, routes and is charged for one payer.
         ``(None, None)``: no handler names one (the ``attribute()`` block alone, if any). A
         learned classifier's own calls are charged to this payer too (overhead ``router``)."""
-        named: list[BudgetCallbackHandler | CostEventHandler] = [*_budget_handlers(self)]
+        named: list[BudgetCallbackHandler | CostEventHandler] = [*budget_handlers(self)]
         if not named:  # (the dispatchers are looked at only then, as CachedLLM does)
-            named = [*_cost_handlers()]
+            named = [*cost_handlers()]
         if self.ledger is not None:  # the books routing reads: the payer charged on them first
             named.sort(key=lambda h: not h.ledger.shares_books_with(self.ledger))  # (stable)
         return (named[0].feature, named[0].user) if named else (None, None)
