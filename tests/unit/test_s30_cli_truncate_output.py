@@ -26,17 +26,10 @@ STRATEGIES = ("keep_start", "keep_end", "keep_both", "smart")
 def test_the_file_written_holds_what_json_reports(tmp_path: Path, strategy: str) -> None:
     source = tmp_path / "doc.txt"
     source.write_bytes(NO_NEWLINE.encode())
-    out = tmp_path / "cut.txt"
-    with out.open("wb") as stdout:  # the shell's `> cut.txt`
-        done = subprocess.run(
-            [str(SCRIPT), "truncate", "-n", "4", "-s", strategy, str(source)],
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr
+    done = run("truncate", "-n", "4", "-s", strategy, str(source))  # stdout not a terminal: `> cut.txt`
+    assert done.exit_code == 0, done.stderr
     report = json.loads(run("truncate", "-n", "4", "-s", strategy, "--json", str(source)).stdout)
-    written = out.read_bytes().decode()
+    written = done.stdout_bytes.decode()
     assert written == report["text"]  # nothing added
     assert TokenCounter.for_model("gpt-4o").count(written) == report["tokens_after"] <= 4
 
@@ -45,11 +38,9 @@ def test_a_text_within_budget_is_written_byte_for_byte(tmp_path: Path) -> None:
     for data in (NO_NEWLINE.encode(), b"two\r\nlines\r\n", b"tail  \n\n", "caf\u00e9 \U0001f600".encode()):
         source = tmp_path / "fits.txt"
         source.write_bytes(data)
-        done = subprocess.run(
-            [str(SCRIPT), "truncate", "-n", "100", str(source)], capture_output=True, check=False
-        )
-        assert done.returncode == 0, done.stderr
-        assert done.stdout == data
+        done = run("truncate", "-n", "100", str(source))
+        assert done.exit_code == 0, done.stderr
+        assert done.stdout_bytes == data
 
 
 def test_escape_sequences_in_the_text_are_kept_when_piped() -> None:
