@@ -70,8 +70,9 @@ def feature_ledger() -> Ledger:
 
 
 def routed(ledger: Ledger, handler: BudgetCallbackHandler, *, on: str = "tiers") -> RoutedLLM:
-    """A router over three tiers whose calls ``handler`` charges: on the tiers' own callback
-    managers, or on the router's (an engine's or ``Settings``' manager, lent to the tiers)."""
+    """A router over three tiers and ``handler``: on the tiers' own callback managers (it charges
+    their calls), or on the router's (an engine's or ``Settings``' manager: routing reads its
+    payer, and a handler there that the tiers lack is warned about, ``warn_unreached``)."""
     if on == "tiers":
         return RoutedLLM(tiers=tiers(callback_manager=CallbackManager([handler])), ledger=ledger)
     return RoutedLLM(tiers=tiers(), ledger=ledger, callback_manager=CallbackManager([handler]))
