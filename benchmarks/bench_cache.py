@@ -44,7 +44,7 @@ from _common import save
 from tokenbudget_core import HashingEmbedder, Usage
 from tokenbudget_core.cache_keys import CacheRequest, CacheScope
 from tokenbudget_core.cache_stores.memory import MemoryCacheStore, top_k
-from tokenbudget_core.cache_stores.redis import RedisCacheStore, _enc
+from tokenbudget_core.cache_stores.redis import RedisCacheStore
 from tokenbudget_core.cache_stores.sqlite import SQLiteCacheStore, _parts
 from tokenbudget_core.cached_response import CachedResponse
 from tokenbudget_core.response_cache import ExactCache
@@ -137,15 +137,14 @@ def load_sqlite(m: np.ndarray, path: str) -> SQLiteCacheStore:
 def load_redis(m: np.ndarray, url: str) -> RedisCacheStore:
     store = RedisCacheStore(url)
     now = time.time()
-    name = _enc(PARTITION)
-    keys = [store._key(SCOPE, "v", name), store._key(SCOPE, "x", name)]
+    keys = list(store._partition_keys(SCOPE, PARTITION))  # the keys add_vector writes
     attrs = json.dumps({"exp": now + 3600, "p": PAYLOAD}, separators=(",", ":"))
     for start in range(0, m.shape[0], 1000):
         pipe = store._client.pipeline(transaction=False)
         for i in range(start, min(start + 1000, m.shape[0])):
             store._add(
                 keys=keys,
-                args=[now, f"k{i}", now + 3600, m[i].tobytes(), attrs, 3601, "NOQUANT"],
+                args=[now, f"k{i}", now + 3600, m[i].tobytes(), attrs, 3601, store.quantization],
                 client=pipe,
             )
         pipe.execute()
