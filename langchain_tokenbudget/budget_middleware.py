@@ -124,6 +124,7 @@ from tokenbudget_core.ledger import Charge, Ledger, Reservation, check_budget_op
 from tokenbudget_core.messages import Message
 from tokenbudget_core.money import nanos_to_usd, usd_to_nanos
 from tokenbudget_core.prompt_caching import CacheMarks, longest_ttl
+from tokenbudget_core.response_cache import answering_model
 from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
 from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.streams import cut_off_usage
@@ -868,13 +869,14 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             return True, marked.taken[run_id], {}
         found = _answered(response, attempt, None, marks)
         registry = self.ledger.registry
-        for m in reversed(response.result):
-            name = first(str, ("model_name", "model"), getattr(m, "response_metadata", None) or {})
-            if name is not None and name in registry:
-                found["model"] = found["model"] or name
-                break
-        if found["model"] is None and attempt.model is not None and attempt.model in registry:
-            found["model"] = attempt.model
+        names = (
+            first(str, ("model_name", "model"), getattr(m, "response_metadata", None) or {})
+            for m in reversed(response.result)
+        )
+        reported = next((n for n in names if n is not None and n in registry), None)
+        requested = attempt.model if attempt.model is not None and attempt.model in registry else reported
+        if found["model"] is None and requested is not None:  # the core's rule: the reply's name, known
+            found["model"] = answering_model(requested, reported=reported, registry=registry).model
         return False, None, found
 
     def _swapped(
