@@ -104,9 +104,9 @@ refuses whose model looks such a cache up first (``invoke`` / ``batch`` through
 is not refused at its start: the refusal is left to that lookup, which serves a hit ($0, so a
 payer refused at ``soft_refusal`` or beyond is still answered from the cache) and raises the
 ``BudgetExceededError`` on a miss, before anything is sent. (The ledger's "refusing" alert has
-fired by then.) Below the refusals the handler acts on no ladder step: at ``cache_only`` the
-ledger grants the call and a miss is sent (the step is advice, read from ``Ledger.check`` or
-``Ledger.state``: see :class:`~tokenbudget_core.budgets.Ladder`).
+fired by then.) The ledger refuses from the ladder's ``cache_only`` step, so there a cached
+answer is served and a miss is refused (``BudgetExceededError.step == "cache_only"``), not sent;
+below it the handler acts on no step (see :class:`~tokenbudget_core.budgets.Ladder`).
 A payer id is a string (empty: none named); an int or a ``uuid.UUID`` is taken as its ``str()``;
 an id of any other type (a float, bytes, a bool...) stops the run with an ``InvalidInputError``
 naming its metadata key, rather than charging the call to nobody.

@@ -26,7 +26,8 @@ recorded on the payer of the ``attribute()`` block in force (none: on no payer),
 middleware's own ``feature=``/``user=``: putting the middleware's payer in force for the model
 call would also charge a second ledger's callback handler to it. A call the budget refuses is
 refused before the model's cache is looked up (the callback handler, not the middleware,
-serves a cached answer at the limit).
+serves a cached answer at the limit); the ledger refuses from the ladder's ``cache_only`` step, so
+under the middleware alone an agent's calls stop there (``on_exceeded``), cached or not.
 
 Per-run caps (``max_run_usd``, ``max_run_tokens``) add up what the calls of one run were
 charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``). A run starts

@@ -2,7 +2,7 @@
 (and again at its own thresholds for a limit changed during the day, e.g. raised after an alert).
 
 A threshold alert fires on what was spent, after a commit: a refused call spends nothing, so
-with the default ladder (calls refused from 97%) the 100% alert does not fire while a budget's
+with the default ladder (calls refused from 90%, ``cache_only``) the 100% alert does not fire while a budget's
 calls are being refused. A budget that refuses a call sends an alert of its own instead
 (:attr:`Alert.refusing`), once per budget, limit and day (see
 :attr:`~tokenbudget_core.budgets.BudgetPolicy.alert_thresholds`).
@@ -140,10 +140,10 @@ class Alert:
     """The user whose budget this is, as the calls name it (``None``: calls that name no user,
     or a budget that is not per user)."""
     refusing: bool = False
-    """The budget refused a call (a hard refusal, or the ladder's soft refusal) that a fresh
+    """The budget refused a call (a hard refusal, or the ladder's cache-only or soft refusal) that a fresh
     budget would have taken (a call too big for the budget however much is left says nothing of
     it running out), told once per budget, limit and day: spending stops short of the limit while
-    calls are refused (the default ladder refuses from 97%), so a 100% alert on spend may never fire.
+    calls are refused (the default ladder refuses from 90%), so a 100% alert on spend may never fire.
     ``used`` is what was spent and reserved when the call was refused, ``threshold`` the share it
     stood at."""
 

@@ -18,14 +18,16 @@ A :class:`BudgetPolicy` is built in code or loaded from TOML::
     cache_only = 0.9
     soft_refusal = 0.97               # false skips a step (None in code)
 
+    context_share = 0.5               # not a step: what a memory keeps from smaller_context up
+
 Money is ``Decimal`` (strings in TOML, never floats). A call that does not fit a budget is
-a hard refusal; below that, the ladder tells the app to step down before it gets there (the
-ledger enforces the refusals, a ``TierRouter`` with ``ledger=`` steps tiers down at
-``cheaper_tier`` and ``cache_only``, and ``smaller_context`` is the app's to act on: see
-:class:`Ladder`). A step
-written ``false`` in TOML (``None`` in code) is skipped: ``soft_refusal = false`` refuses only the
-calls that do not fit (``soft_refusal = 1.0`` still refuses, softly, a call that fills a budget
-exactly).
+a hard refusal; below that, the ladder steps down before it gets there: a ``TierRouter`` with
+``ledger=`` sends calls a tier lower from ``cheaper_tier``, memories and windows given the
+ledger send less context from ``smaller_context``, and the ledger refuses a call from
+``cache_only`` (a cache may still answer it) and from ``soft_refusal`` (see :class:`Ladder`).
+A step written ``false`` in TOML (``None`` in code) is skipped: ``cache_only = false`` and
+``soft_refusal = false`` refuse only the calls that do not fit (``soft_refusal = 1.0`` still
+refuses, softly, a call that fills a budget exactly).
 """
 
 from __future__ import annotations
@@ -185,31 +187,46 @@ def _named_settings(cls: _C) -> _C:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Ladder:
     """Share of the tightest budget used at which each step starts (``None`` skips a step: written
-    ``false`` in a TOML policy).
+    ``false`` in a TOML policy), and what a memory keeps from ``smaller_context`` up.
 
-    Only the refusals are enforced, by the ledger (a :class:`~tokenbudget_core.routing.TierRouter`
-    with ``ledger=`` also refuses a payer at ``hard_refusal``); the steps below them are advice.
+    Who acts on each step:
+
+    * ``cheaper_tier``: a :class:`~tokenbudget_core.routing.TierRouter` with ``ledger=`` (and the
+      routers built on it) routes one tier down;
+    * ``smaller_context``: a memory or window given the ledger (``ledger=`` on the LangChain and
+      LlamaIndex memories and ``ContextWindowMiddleware``; :meth:`Ledger.context_tokens
+      <tokenbudget_core.ledger.Ledger.context_tokens>` for anything else) keeps
+      ``context_share`` of its token budget;
+    * ``cache_only`` and ``soft_refusal``: the ledger refuses the call (``reserve`` and ``check``
+      raise a ``BudgetExceededError`` whose ``step`` names the step), so nothing is sent; a
+      response cache the call is looked up in first still answers it, at $0;
+    * ``hard_refusal`` (a call that does not fit): refused, also by a router with ``ledger=``.
+
     The step is read from :attr:`Reservation.step <tokenbudget_core.ledger_records.Reservation.step>`
     (what :meth:`Ledger.reserve <tokenbudget_core.ledger.Ledger.reserve>` granted),
     :meth:`Ledger.check <tokenbudget_core.ledger.Ledger.check>` (before building a request) or
-    :meth:`Ledger.state <tokenbudget_core.ledger.Ledger.state>` (a payer's budgets now). A
-    ``TierRouter`` with ``ledger=`` acts on ``cheaper_tier`` and ``cache_only`` itself (its
-    decision's ``budget_step`` names the step); the other steps are the app's to act on: the
-    budget adapters, memories and windows do not change what they send at them."""
+    :meth:`Ledger.state <tokenbudget_core.ledger.Ledger.state>` (a payer's budgets now), and
+    reported by ``tokenbudget budgets``, ``GET /budgets`` and the dashboard."""
 
     cheaper_tier: float | None = 0.6
     """Route to a cheaper model tier: a ``TierRouter`` with ``ledger=`` (and the routers built on
     it) sends the call one tier below the one its classifier picked."""
     smaller_context: float | None = 0.75
-    """Send less context (a smaller memory window, fewer documents): advice only. No component
-    acts on it (memories, windows and ``ContextWindowMiddleware`` keep the budgets they were
-    given); the app reads the step (``Ledger.check`` / ``Ledger.state``) and sends less."""
+    """Send less context: a memory or window given the ledger keeps ``context_share`` of its
+    token budget (its oldest turns left out for the read; pinned and system messages and the
+    newest turn kept); an app building its own prompt reads :meth:`Ledger.context_tokens
+    <tokenbudget_core.ledger.Ledger.context_tokens>`. Memories without ``ledger=`` keep the
+    budget they were given."""
     cache_only: float | None = 0.9
-    """Answer from caches where possible: advice, not a refusal of a cache miss. A ``TierRouter``
-    with ``ledger=`` steps one more tier down (one per threshold passed, ``cheaper_tier`` and this
-    one, never below the cheapest tier); a call no cache answers is still reserved and sent, and
-    a cache hit is served as at the steps below. An app that wants only cached answers here reads
-    the step and stops on a miss."""
+    """Answer from caches only: the ledger refuses a call that would take the budget to this
+    share, with a ``BudgetExceededError`` whose ``step`` is ``cache_only``, and holds nothing for
+    it. A cache looked up before the call is sent still answers at $0: LangChain's
+    ``BudgetCallbackHandler`` leaves the refusal to the ``TokenBudgetLLMCache`` its model looks
+    up first (a hit is served, a miss raises the refusal), and a LlamaIndex ``CachedLLM`` answers
+    before its wrapped LLM's handler reserves. With no cache in front of the model the step
+    refuses like ``soft_refusal``, from a lower share: skip it (``None``) to send calls up to
+    ``soft_refusal``. A ``TierRouter`` keeps the ``cheaper_tier`` step's tier here (the tier's
+    cache is the one asked)."""
     soft_refusal: float | None = 0.97
     """Refuse with a message the app can show the user: the ledger (``reserve``, and ``check``)
     refuses a call that would take the budget to this share with a ``BudgetExceededError`` whose
@@ -220,11 +237,23 @@ class Ladder:
     refused call from the ``TokenBudgetLLMCache`` its model looks up first, at $0. A
     ``TierRouter`` refuses at this step only with ``refuse_at_soft_refusal=True``."""
 
+    context_share: float = 0.5
+    """Not a step: the share of its token budget a memory or window given the ledger
+    (``ledger=``) keeps from ``smaller_context`` up (:meth:`context_tokens`)."""
+
     def __post_init__(self) -> None:
+        share = self.context_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise InvalidInputError(
+                "ladder.context_share",
+                "must be the share of a memory's token budget kept from smaller_context up, in (0, 1]",
+                value=share,
+                fix="a number such as 0.5 to keep half the budget (1 keeps it whole)",
+            )
         last = 0.0
         for f in fields(self):
             v = getattr(self, f.name)
-            if v is None:
+            if v is None or f.name == "context_share":
                 continue
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
                 raise InvalidInputError(
@@ -242,6 +271,24 @@ class Ladder:
                     "soft_refusal), or None to skip the step (false in a TOML policy)",
                 )
             last = v
+
+    def context_tokens(self, max_tokens: int, step: Step) -> int:
+        """The token budget a memory of ``max_tokens`` keeps for a payer at ``step``: the whole
+        of it below ``smaller_context`` (and when that step is skipped), ``context_share`` of it
+        (at least 1) from there up.
+
+        Raises:
+            InvalidInputError: ``max_tokens`` is not an integer >= 1, or ``step`` is no step.
+        """
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InvalidInputError("max_tokens", "must be an integer >= 1", value=max_tokens)
+        if step not in STEPS:
+            raise InvalidInputError(
+                "step", "is not a ladder step", value=step, fix=f"one of {', '.join(STEPS)}"
+            )
+        if self.smaller_context is None or STEPS.index(step) < STEPS.index("smaller_context"):
+            return max_tokens
+        return max(1, int(max_tokens * self.context_share))
 
     def step(self, used_share: float) -> Step:
         """The step for a budget of which ``used_share`` is used (1.0 or more: hard refusal).
@@ -409,12 +456,13 @@ class BudgetPolicy:
     are one threshold: its alert fires once a day).
 
     An alert fires on what was *spent*, after a commit; a refused call spends nothing. With the
-    default ladder, calls are refused from 97% (:attr:`Ladder.soft_refusal`), so the spend of
+    default ladder, calls are refused from 90% (:attr:`Ladder.cache_only`: a cache may still
+    answer them; then :attr:`Ladder.soft_refusal`, 97%), so the spend of
     calls that reserve first stops short of 100% and the default 100% alert does not fire. So a
-    budget that refuses a call a fresh budget would take (a soft or a hard refusal) sends an
+    budget that refuses a call a fresh budget would take (a cache-only, soft or hard refusal) sends an
     alert of its own, once per budget, limit and day, to the same sinks
     (:attr:`Alert.refusing <tokenbudget_core.alerts.Alert.refusing>`, at the share it stood at);
-    a threshold below the soft-refusal share (e.g. ``(0.8, 0.9, 1.0)``) warns that refusals are
+    a threshold below the first refusing share (e.g. ``(0.5, 0.8, 1.0)``) warns that refusals are
     near (a big call is refused sooner)."""
 
     def __post_init__(self) -> None:
@@ -606,15 +654,25 @@ def load_policy(source: str | os.PathLike[str] | Mapping[str, Any]) -> BudgetPol
         fix="write one [features.NAME] table per feature, e.g. [features.support]",
     )
     features = {name: feature(f"features.{name}", raw) for name, raw in per_feature.items()}
-    steps = [f.name for f in fields(Ladder)]
+    steps = [f.name for f in fields(Ladder) if f.name != "context_share"]
     ladder_raw = _table("ladder", data.get("ladder"), fix=f"write [ladder] with {' / '.join(steps)} = share")
     for key in ladder_raw:
-        if key not in steps:
+        if key not in (*steps, "context_share"):
             raise InvalidInputError(
-                f"ladder.{key}", "is not a ladder step", fix=f"known steps: {', '.join(steps)}"
+                f"ladder.{key}",
+                "is not a ladder step",
+                fix=f"known steps: {', '.join(steps)} (and context_share, the share a memory keeps)",
+            )
+        if key == "context_share" and ladder_raw[key] is False:
+            raise InvalidInputError(
+                "ladder.context_share",
+                "is not a step and cannot be skipped with false",
+                value=False,
+                fix="a share such as 0.5, or 1 to keep memories whole; skip smaller_context instead",
             )
     # TOML has no null: false skips a step (None in code); true is refused by Ladder, named.
-    ladder = Ladder(**{key: None if value is False else value for key, value in ladder_raw.items()})
+    settings: dict[str, Any] = {key: None if value is False else value for key, value in ladder_raw.items()}
+    ladder = Ladder(**settings)
     alerts = _table("alerts", data.get("alerts"), fix="write [alerts] with thresholds = [0.8, 1.0] under it")
     for key in alerts:
         if key != "thresholds":

@@ -201,7 +201,7 @@ class BudgetExceededError(TokenBudgetError, RuntimeError):
         limit: The limit (tokens, or USD as ``Decimal`` for money budgets).
         used: What was spent and reserved before this call.
         requested: What this call needed.
-        step: The degradation step reached (``soft_refusal`` or ``hard_refusal``).
+        step: The degradation step reached (``cache_only``, ``soft_refusal`` or ``hard_refusal``).
         fix: What to do about it (also the message's last sentence): a per-call limit wants a
             smaller call, a run cap a new run, a daily budget a higher limit or the next day.
     """
@@ -224,11 +224,11 @@ class BudgetExceededError(TokenBudgetError, RuntimeError):
             requested,
             step,
         )
-        soft = (
-            " (it fits, but would take the budget past the ladder's soft-refusal share)"
-            if step == "soft_refusal"
-            else ""
-        )
+        soft = {
+            "soft_refusal": " (it fits, but would take the budget past the ladder's soft-refusal share)",
+            "cache_only": " (it fits, but would take the budget past the ladder's cache-only share: "
+            "only cached answers are served from there)",
+        }.get(step, "")
         self.fix = _EXCEEDED_FIXES.get(
             budget, "Raise the limit in the budget policy, or wait for the next day."
         )

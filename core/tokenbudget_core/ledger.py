@@ -55,7 +55,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ._frozen import positional_maker
 from .alerts import Alert, AlertSink, dispatch, resolve_sinks
 from .attribution import current_attribution
-from .budgets import STEPS, BudgetPolicy, Step
+from .budgets import STEPS, BudgetPolicy, Ladder, Step
 from .clocks import check_clock, clock_reading, finite
 from .errors import (
     REGISTER_MODEL,
@@ -379,9 +379,10 @@ class Ledger:
                 for name in _LADDER_STEPS
                 if (threshold := getattr(ladder, name)) is not None
             ),
-            # Steps at which a reservation is given back and refused: a soft refusal, and with one
-            # configured also a call that fills a budget to exactly 100% (past the soft threshold).
-            frozenset({"soft_refusal", "hard_refusal"}) if ladder.soft_refusal is not None else frozenset(),
+            # Steps at which a reservation is given back and refused: cache-only (no call goes out:
+            # only caches answer) and a soft refusal, and with either configured also a call that
+            # fills a budget to exactly 100% (past their thresholds).
+            _refused_steps(ladder),
             min(policy.alert_thresholds, default=2.0),
         )
         self._caches: _Caches = (policy, {}, {}, rules)
@@ -1399,7 +1400,7 @@ class Ledger:
         if step in rules.refused:
             # given back and forgotten: a retry under the id reserves anew
             self._release(reservation, forget=True)
-            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user, usage)
+            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user, usage, step)
         return reservation if plan.own_id else self._keep(reservation)
 
     def _keep(self, reservation: Reservation) -> Reservation:
@@ -1489,7 +1490,7 @@ class Ledger:
         reservation = dataclasses.replace(held, step=step)
         if step in rules.refused:
             self._release(reservation, forget=True)
-            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
+            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user, step=step)
         return self._keep(reservation)
 
     def _soft_refusal(
@@ -1500,11 +1501,14 @@ class Ledger:
         feature: str | None,
         user: str | None,
         usage: Sequence[int] = (),
+        step: Step = "hard_refusal",
     ) -> BudgetExceededError:
-        """The refusal of a call whose tightest budget passed the ladder's soft-refusal share,
-        with that budget's figures (read after the call's own reservation was given back; when
-        the store cannot be read, from ``usage``, the reserve's own ``spent + reserved`` per
-        check with the call in it, else as nothing used: the refusal stands either way)."""
+        """The refusal of a call whose tightest budget passed a refusing step of the ladder
+        (``step``: ``cache_only`` or ``soft_refusal``; a call filling a budget exactly is refused
+        at the top one configured), with that budget's figures (read after the call's own
+        reservation was given back; when the store cannot be read, from ``usage``, the reserve's
+        own ``spent + reserved`` per check with the call in it, else as nothing used: the refusal
+        stands either way)."""
         limited = [c for c in checks if c.limit]
         try:
             totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
@@ -1522,7 +1526,7 @@ class Ledger:
             limit=nanos_to_usd(tight.limit) if money else tight.limit,
             used=nanos_to_usd(used[tight]) if money else used[tight],
             requested=nanos_to_usd(tight.amount) if money else tight.amount,
-            step="soft_refusal",
+            step=step if step != "hard_refusal" else self._caches[3].top_refusal,
         )
 
     @staticmethod
@@ -2155,7 +2159,7 @@ class Ledger:
         """Tell the sinks, once per budget, limit and day, that ``c``'s budget refused a call
         (``used``: spent and reserved when it did; a limit raised during the day tells it again).
         Spending stops short of a limit while calls are refused (the default ladder refuses from
-        97%), so the alerts on spend may never say so.
+        90%), so the alerts on spend may never say so.
 
         The refusal stands whatever happens here: a store that cannot mark the alert leaves it to
         the next refusal it answers."""
@@ -2165,7 +2169,7 @@ class Ledger:
         # a call the budget would refuse empty (too big for it however much is left: at least the
         # soft refusal's share, as the ladder reads it, else more than the limit) says nothing of
         # the budget running out, and must not use up the day's alert
-        soft = next((t for t, name in rules.ladder if name == "soft_refusal"), None)
+        soft = next((t for t, name in rules.ladder if name in rules.refused), None)
         if (c.amount / c.limit >= soft) if soft is not None else c.amount > c.limit:
             return
         told = (day, c.scope, c.metric, c.limit)
@@ -2410,6 +2414,37 @@ class Ledger:
             shares=shares,
             headroom=headroom,
             used=used,
+        )
+
+    def context_tokens(
+        self, max_tokens: int, *, feature: str | None = None, user: str | None = None, **unknown: object
+    ) -> int:
+        """The token budget a memory or window of ``max_tokens`` keeps for the payer now: the
+        ladder's ``smaller_context`` step acted on. The whole ``max_tokens`` below that step,
+        ``policy.ladder.context_share`` of it from there up
+        (:meth:`Ladder.context_tokens <tokenbudget_core.budgets.Ladder.context_tokens>` of
+        :meth:`state`'s step: the payer is the one :meth:`state` reads, an enclosing
+        ``attribute()`` block winning over ``feature`` and ``user``). A ledger failing open whose
+        store cannot be read keeps the whole budget (its step reads ``normal``).
+
+        Raises:
+            InvalidInputError: ``max_tokens`` is not an integer >= 1, or a bad id or keyword.
+            BudgetUnavailableError: The store is down and the ledger fails closed.
+        """
+        if unknown:
+            refuse_unknown("Ledger.context_tokens", unknown, ("feature", "user"), kind="argument")
+        ladder = self.policy.ladder
+        ladder.context_tokens(max_tokens, "normal")  # validates max_tokens before any store read
+        if ladder.smaller_context is None:
+            return max_tokens
+        return ladder.context_tokens(max_tokens, self.state(feature=feature, user=user).step)
+
+    async def acontext_tokens(
+        self, max_tokens: int, *, feature: str | None = None, user: str | None = None, **unknown: object
+    ) -> int:
+        """Async twin of :meth:`context_tokens` (the store read runs in a worker thread)."""
+        return await self._async(
+            functools.partial(self.context_tokens, max_tokens, feature=feature, user=user, **unknown)
         )
 
     def check(
@@ -2666,6 +2701,22 @@ class _LadderRules(NamedTuple):
     """The steps at which a reservation is given back and refused."""
     alert_floor: float
     """The lowest alert threshold (2.0: none)."""
+
+    @property
+    def top_refusal(self) -> Step:
+        """The step a call filling a budget exactly is refused at: the top refusing step configured."""
+        return "soft_refusal" if "soft_refusal" in self.refused else "cache_only"
+
+
+def _refused_steps(ladder: Ladder) -> frozenset[Step]:
+    """The steps of ``ladder`` at which the ledger refuses a call: ``cache_only`` (a call goes out
+    no more; caches still answer) and ``soft_refusal``, those configured, and ``hard_refusal`` (a
+    call filling a budget exactly, past them) with either."""
+    steps: set[Step] = {name for name in _REFUSING_STEPS if getattr(ladder, name) is not None}
+    return frozenset({*steps, "hard_refusal"}) if steps else frozenset()
+
+
+_REFUSING_STEPS: tuple[Step, ...] = ("cache_only", "soft_refusal")
 
 
 # The policy, its per-feature limits, its payers' scopes and its ladder's rules: one value.

@@ -50,9 +50,10 @@ class Reservation:
     reserved_usd: Decimal | None
     """The worst-case cost reserved (``None`` for an unpriced model under token budgets only)."""
     step: Step
-    """Where the tightest budget stands on the degradation ladder: advice (a ``TierRouter(ledger=)``
-    steps down at ``cheaper_tier`` and ``cache_only``; ``smaller_context`` is the app's to act on;
-    see :class:`~tokenbudget_core.budgets.Ladder`)."""
+    """Where the tightest budget stands on the degradation ladder: ``normal``, ``cheaper_tier`` or
+    ``smaller_context`` (a granted call is never at a refusing step: ``cache_only`` and
+    ``soft_refusal`` are refused, unless the ladder skips them; see
+    :class:`~tokenbudget_core.budgets.Ladder` for who acts on each step)."""
     unchecked: bool = False
     """True when the store was unreachable and ``on_unavailable="open"`` let the call through."""
     held: tuple[tuple[tuple[str, Metric, int | None], ...], tuple[int, ...]] = field(

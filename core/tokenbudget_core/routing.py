@@ -379,7 +379,9 @@ class TierRouter:
             OpenAI models are counted exactly (tiktoken) and others with the offline estimate
             (no network call per routing decision).
         budget_thresholds: Shares of the tightest budget at which routing steps down one more
-            tier each (default: the ledger policy's ladder ``cheaper_tier`` and ``cache_only``).
+            tier each (default: the ledger policy's ladder ``cheaper_tier``: from ``cache_only``
+            up the ledger sends no call, a cache answers or the call is refused, so stepping down
+            further would only ask a cache that answered fewer of the payer's questions).
         refuse_at_soft_refusal: Also refuse at the ladder's ``soft_refusal`` step (the hard
             refusal, a budget used up, always refuses).
 
@@ -507,14 +509,15 @@ class TierRouter:
     @property
     def budget_thresholds(self) -> tuple[float, ...]:
         """The shares of the tightest budget at which routing steps down: the ones passed, else
-        the ledger policy's ladder (``cheaper_tier``, ``cache_only``), read at each decision so a
-        policy assigned later (``ledger.policy = ...``) applies at once; none without a ledger."""
+        the ledger policy's ladder ``cheaper_tier`` (past ``cache_only`` the budget adapters send
+        no call, so the tier only picks the cache asked), read at each decision so a policy
+        assigned later (``ledger.policy = ...``) applies at once; none without a ledger."""
         if self._thresholds is not None:
             return self._thresholds
         if self.ledger is None:
             return ()
         ladder = self.ledger.policy.ladder
-        return tuple(t for t in (ladder.cheaper_tier, ladder.cache_only) if t is not None)
+        return () if ladder.cheaper_tier is None else (ladder.cheaper_tier,)
 
     # -- validation -------------------------------------------------------------------------------
 

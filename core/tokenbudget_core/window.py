@@ -154,21 +154,49 @@ class ConversationWindow(Generic[M]):
         """Index in the transcript where the sliding part of the window begins."""
         return self._start
 
-    def messages(self) -> list[M]:
+    def messages(self, within: int | None = None) -> list[M]:
         """The window: system and pinned messages before the start, then everything from it.
+
+        ``within``: a smaller budget for this read only (the ladder's ``smaller_context`` step:
+        :meth:`Ledger.context_tokens <tokenbudget_core.ledger.Ledger.context_tokens>`): the
+        window's oldest turns are left out, by the rules of :meth:`append` (whole units, the
+        newest ``min_messages``, system and pinned messages kept), until it fits ``within`` or
+        no more can go; the window itself does not move, so a later read with a larger
+        ``within`` (or none) has them back. Such a read counts nothing again, but it walks the
+        turns it leaves out (O(turns left out), not O(1)). ``None`` or a ``within`` at or above
+        :attr:`budget`: the window as it is.
 
         Raises:
             ContextOverflowError: The window is :attr:`overflowing` (``hold_overflow``, or a
                 :meth:`reserve` that left too little): what it holds cannot be sent whole.
+            InvalidInputError: ``within`` is not an integer >= 0.
         """
+        if within is not None and (isinstance(within, bool) or not isinstance(within, int) or within < 0):
+            raise InvalidInputError(
+                "within", "must be an integer >= 0 (a token budget), or None", value=within
+            )
         if self.tokens > self.budget:
             raise ContextOverflowError(limit=self.budget, required=self.tokens, fix=_WINDOW_FIX)
-        head = [self._msgs[i] for i in self._must[: bisect.bisect_left(self._must, self._start)]]
-        return head + self._msgs[self._start :]
+        start = self._start
+        if within is not None and self.tokens > within:
+            start = self._start_within(within)
+        head = [self._msgs[i] for i in self._must[: bisect.bisect_left(self._must, start)]]
+        return head + self._msgs[start:]
 
-    async def amessages(self) -> list[M]:
+    async def amessages(self, within: int | None = None) -> list[M]:
         """Async twin of :meth:`messages`."""
-        return self.messages()
+        return self.messages(within)
+
+    def _start_within(self, within: int) -> int:
+        """Where the window would start trimmed to ``within`` tokens (as far as :meth:`_next_turn`
+        lets it go): worked out by trimming, then put back as it was."""
+        saved = (self._start, self._win_tokens, self.first_user_dropped)
+        try:
+            while self.tokens > within and (turn := self._next_turn()) is not None:
+                self._drop_to(*turn)
+            return self._start
+        finally:
+            self._start, self._win_tokens, self.first_user_dropped = saved
 
     def slid_out(self, begin: int = 0) -> list[tuple[int, M, int]]:
         """``(index, message, tokens)`` of the messages from ``begin`` that have slid out of the window.

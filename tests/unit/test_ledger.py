@@ -137,12 +137,12 @@ def test_release_frees_the_reservation_and_lease_expiry_unlocks_a_crashed_worker
     clock = Clock()
     policy = BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=1_000)})
     led = ledger(policy, clock=clock, lease_seconds=60)
-    r = led.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=400, feature="chat", user="ana")
+    r = led.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=300, feature="chat", user="ana")
     with pytest.raises(BudgetExceededError, match="user_daily_tokens"):
         led.reserve(model="gpt-4o", input_tokens=200, max_output_tokens=100, feature="chat", user="ana")
     assert led.release(r)
     assert not led.release(r)
-    crashed = led.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=400, feature="chat", user="ana")
+    crashed = led.reserve(model="gpt-4o", input_tokens=500, max_output_tokens=300, feature="chat", user="ana")
     assert crashed.request_id
     clock.t += 61  # the worker died; its lease runs out
     led.reserve(model="gpt-4o", input_tokens=200, max_output_tokens=100, feature="chat", user="ana")
@@ -171,10 +171,10 @@ def test_attribution_follows_nested_runs_and_reports_overhead() -> None:
 def test_ids_cannot_forge_another_scope() -> None:
     policy = BudgetPolicy(features={"f": FeatureBudget(user_daily_tokens=1_000)})
     led = ledger(policy)
-    led.reserve(model="gpt-4o", input_tokens=900, max_output_tokens=50, feature="f", user="a/b")
+    led.reserve(model="gpt-4o", input_tokens=750, max_output_tokens=50, feature="f", user="a/b")
     # "a" with feature "f/b"-like tricks must not see a/b's reservation
-    led.reserve(model="gpt-4o", input_tokens=900, max_output_tokens=50, feature="f", user="a")
-    led.reserve(model="gpt-4o", input_tokens=900, max_output_tokens=50, feature="f", user="a%2Fb")
+    led.reserve(model="gpt-4o", input_tokens=750, max_output_tokens=50, feature="f", user="a")
+    led.reserve(model="gpt-4o", input_tokens=750, max_output_tokens=50, feature="f", user="a%2Fb")
 
 
 def test_alerts_fire_once_per_budget_and_day() -> None:
@@ -226,14 +226,10 @@ def test_alert_webhook_receives_json() -> None:
         server.server_close()
 
 
-def test_degradation_ladder_steps_then_soft_refusal() -> None:
-    policy = BudgetPolicy(
-        features={"chat": FeatureBudget(user_daily_tokens=1_000)},
-        ladder=Ladder(cheaper_tier=0.5, smaller_context=0.7, cache_only=0.8, soft_refusal=0.9),
-    )
-    led = ledger(policy)
+def _climb(led: Ledger) -> list[str]:
+    """The steps of 100-token calls by one payer until the ledger refuses one (its step last)."""
     steps = []
-    for _ in range(9):
+    for _ in range(10):
         try:
             r = led.reserve(model="gpt-4o", input_tokens=90, max_output_tokens=10, feature="chat", user="ana")
         except BudgetExceededError as e:
@@ -241,14 +237,31 @@ def test_degradation_ladder_steps_then_soft_refusal() -> None:
             break
         steps.append(r.step)
         led.commit(r, Usage(input_tokens=90, output_tokens=10))
-    assert steps[:4] == ["normal", "normal", "normal", "normal"]
-    assert "cheaper_tier" in steps
-    assert "smaller_context" in steps
-    assert "cache_only" in steps
-    assert steps[-1] == "soft_refusal"
+    return steps
+
+
+def test_degradation_ladder_steps_then_refuses_uncached_calls_at_cache_only() -> None:
+    policy = BudgetPolicy(
+        features={"chat": FeatureBudget(user_daily_tokens=1_000)},
+        ladder=Ladder(cheaper_tier=0.5, smaller_context=0.7, cache_only=0.8, soft_refusal=0.9),
+    )
+    led = ledger(policy)
+    steps = _climb(led)
+    assert steps == ["normal"] * 4 + ["cheaper_tier"] * 2 + ["smaller_context", "cache_only"]
     state = led.state(feature="chat", user="ana")
-    assert state.headroom["user_daily_tokens"] == 1_000 - 800  # the refused call holds nothing
-    assert state.step in ("cache_only", "smaller_context")
+    assert state.headroom["user_daily_tokens"] == 1_000 - 700  # the refused call holds nothing
+    assert state.step == "smaller_context"
+
+
+def test_without_a_cache_only_step_the_ladder_goes_on_to_the_soft_refusal() -> None:
+    policy = BudgetPolicy(
+        features={"chat": FeatureBudget(user_daily_tokens=1_000)},
+        ladder=Ladder(cheaper_tier=0.5, smaller_context=0.7, cache_only=None, soft_refusal=0.9),
+    )
+    led = ledger(policy)
+    steps = _climb(led)
+    assert steps == ["normal"] * 4 + ["cheaper_tier"] * 2 + ["smaller_context"] * 2 + ["soft_refusal"]
+    assert led.state(feature="chat", user="ana").headroom["user_daily_tokens"] == 1_000 - 800
 
 
 def test_a_soft_refusal_carries_the_tightest_budgets_figures() -> None:

@@ -123,14 +123,14 @@ def test_a_spooled_commit_replayed_when_check_is_the_first_call_after_an_outage_
         alerts=[alerts.append],
         spool_path=tmp_path / "spool",
     )
-    r = ledger.reserve(model="gpt-4o", input_tokens=90, max_output_tokens=0, user="u")
+    r = ledger.reserve(model="gpt-4o", input_tokens=85, max_output_tokens=0, user="u")
     store.down = True
-    assert ledger.commit(r, Usage(input_tokens=90)).spooled
+    assert ledger.commit(r, Usage(input_tokens=85)).spooled
     store.down = False
     ledger._next_spool_check = 0.0  # due for a look at once (else within a second)
     ledger.check(model="gpt-4o", input_tokens=1, max_output_tokens=0, user="w")
     ledger.replay_spool()  # whatever the check left
-    assert ledger.state(user="u").used == {"user_daily_tokens (all features)": 90}
+    assert ledger.state(user="u").used == {"user_daily_tokens (all features)": 85}
     assert [(a.budget, a.threshold) for a in alerts] == [("user_daily_tokens (all features)", 0.8)]
     ledger.close()
 

@@ -236,7 +236,7 @@ def test_a_per_user_limit_set_later_in_the_day_counts_the_days_earlier_spend(
     assert share == pytest.approx(1_000 / 1_500)
     with pytest.raises(BudgetExceededError):
         ledger.reserve(model="gpt-4o", input_tokens=1_000, max_output_tokens=0, feature="chat", user="b")
-    ledger.reserve(model="gpt-4o", input_tokens=400, max_output_tokens=0, feature="chat", user="b")
+    ledger.reserve(model="gpt-4o", input_tokens=300, max_output_tokens=0, feature="chat", user="b")
 
 
 def test_settle_charges_the_estimate_when_the_reported_figures_cannot_be_stored(
@@ -276,9 +276,32 @@ def test_a_cache_hit_whose_reported_usage_cannot_be_priced_records_the_hit_witho
 
 @pytest.mark.parametrize("path", ["lane", "general"])
 def test_a_call_filling_a_budget_exactly_without_a_soft_refusal_is_granted_at_the_top_step(path: str) -> None:
-    """With no soft refusal configured, the call that fills a budget to exactly 100% goes out:
-    its step is the ladder's top configured one, never ``hard_refusal`` (an app refusing on that
-    step would drop a call it holds); ``check()`` agrees; the next call is refused."""
+    """With no refusing step configured (neither cache-only nor soft refusal), the call that
+    fills a budget to exactly 100% goes out: its step is the ladder's top configured one, never
+    ``hard_refusal`` (an app refusing on that step would drop a call it holds); ``check()``
+    agrees; the next call is refused."""
+    from tokenbudget_core.budgets import Ladder
+    from tokenbudget_core.stores.memory import MemoryStore
+
+    class General(MemoryStore):
+        """No lane."""
+
+    ladder = Ladder(cheaper_tier=0.5, smaller_context=0.6, cache_only=None, soft_refusal=None)
+    store = MemoryStore() if path == "lane" else General()
+    ledger = Ledger(store, policy=BudgetPolicy(user_daily_tokens=1_000, ladder=ladder), alerts=[])
+    ledger.record(Usage(input_tokens=900), model="gpt-4o", user="u")
+    call = {"model": "gpt-4o", "input_tokens": 100, "max_output_tokens": 0, "user": "u"}
+    assert ledger.check(**call).step == "smaller_context"
+    assert ledger.reserve(**call).step == "smaller_context"
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(**{**call, "input_tokens": 1})
+
+
+@pytest.mark.parametrize("path", ["lane", "general"])
+def test_with_cache_only_and_no_soft_refusal_a_call_past_cache_only_is_refused_as_cache_only(path: str) -> None:
+    """Cache-only is a refusing step: with no soft refusal configured, a call taking the budget
+    past its share, or filling it exactly, is refused with ``step == "cache_only"`` (only a cache
+    may answer it), by ``check()`` and ``reserve()`` alike, and holds nothing."""
     from tokenbudget_core.budgets import Ladder
     from tokenbudget_core.stores.memory import MemoryStore
 
@@ -288,9 +311,12 @@ def test_a_call_filling_a_budget_exactly_without_a_soft_refusal_is_granted_at_th
     ladder = Ladder(cheaper_tier=0.5, smaller_context=0.6, cache_only=0.8, soft_refusal=None)
     store = MemoryStore() if path == "lane" else General()
     ledger = Ledger(store, policy=BudgetPolicy(user_daily_tokens=1_000, ladder=ladder), alerts=[])
-    ledger.record(Usage(input_tokens=900), model="gpt-4o", user="u")
-    call = {"model": "gpt-4o", "input_tokens": 100, "max_output_tokens": 0, "user": "u"}
-    assert ledger.check(**call).step == "cache_only"
-    assert ledger.reserve(**call).step == "cache_only"
-    with pytest.raises(BudgetExceededError):
-        ledger.reserve(**{**call, "input_tokens": 1})
+    ledger.record(Usage(input_tokens=700), model="gpt-4o", user="u")
+    for tokens in (150, 300):  # to 85%, and to exactly 100%
+        call = {"model": "gpt-4o", "input_tokens": tokens, "max_output_tokens": 0, "user": "u"}
+        for ask in (ledger.check, ledger.reserve):
+            with pytest.raises(BudgetExceededError) as refused:
+                ask(**call)
+            assert refused.value.step == "cache_only"
+    assert ledger.state(user="u").used == {"user_daily_tokens (all features)": 700}
+    assert ledger.reserve(model="gpt-4o", input_tokens=50, max_output_tokens=0, user="u").step == "smaller_context"

@@ -44,17 +44,17 @@ def test_a_call_filling_a_budget_to_exactly_100_percent_is_refused_past_the_soft
     with pytest.raises(BudgetExceededError) as e:
         ledger.reserve(model="gpt-4o", input_tokens=990, max_output_tokens=10, user="b")
     assert e.value.step == "soft_refusal"
-    # nothing stays held: a call that fits below the soft-refusal share goes through
+    # nothing stays held: a call that fits below the refusing shares goes through
     assert (
-        ledger.reserve(model="gpt-4o", input_tokens=900, max_output_tokens=10, user="b").step == "cache_only"
+        ledger.reserve(model="gpt-4o", input_tokens=800, max_output_tokens=10, user="b").step == "smaller_context"
     )
 
 
 def test_without_a_soft_refusal_step_a_budget_can_be_used_to_the_last_token(url: str, tmp_path: Path) -> None:
-    policy = BudgetPolicy(user_daily_tokens=1000, ladder=Ladder(soft_refusal=None))
+    policy = BudgetPolicy(user_daily_tokens=1000, ladder=Ladder(cache_only=None, soft_refusal=None))
     ledger = _ledger(url, tmp_path, policy=policy)
     r = ledger.reserve(model="gpt-4o", input_tokens=990, max_output_tokens=10, user="b")
-    assert r.step == "cache_only"  # granted: the ladder's top configured step, never a refusal's
+    assert r.step == "smaller_context"  # granted: the ladder's top configured step, never a refusal's
     assert (
         ledger.state(user="b").step == "hard_refusal"
     )  # the budget is now exhausted: the next call is refused

@@ -116,7 +116,8 @@ class _NoUsageStore(MemoryStore):
 def test_a_granted_call_that_fills_the_budget_never_says_hard_refusal(store: type[MemoryStore]) -> None:
     """Also read from the totals (a store that reports no usage), and on a retry: an app
     refusing on ``hard_refusal`` must not drop a call it holds."""
-    ledger = Ledger(store(), policy=BudgetPolicy(user_daily_tokens=100, ladder=Ladder(soft_refusal=None)))
+    ladder = Ladder(cache_only=None, soft_refusal=None)
+    ledger = Ledger(store(), policy=BudgetPolicy(user_daily_tokens=100, ladder=ladder))
     call = {
         "model": "gpt-4o",
         "input_tokens": 100,
@@ -126,7 +127,7 @@ def test_a_granted_call_that_fills_the_budget_never_says_hard_refusal(store: typ
     }
     first = ledger.reserve(**call)  # type: ignore[arg-type]
     again = ledger.reserve(**call)  # type: ignore[arg-type]
-    assert first.step == again.step == "cache_only"
+    assert first.step == again.step == "smaller_context"
 
 
 def test_a_retry_of_a_granted_call_is_granted_as_it_was_not_refused_on_its_own_hold(

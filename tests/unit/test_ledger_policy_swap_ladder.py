@@ -1,6 +1,6 @@
 """A policy swap never tears the ladder: a reserve reads the ladder's steps and its refusal rule
 as one value, so while ``ledger.policy`` flips between a ladder without and with a soft refusal,
-every reservation is answered as one of the two policies would (granted at ``cache_only`` or
+every reservation is answered as one of the two policies would (granted at ``smaller_context`` or
 soft-refused), never granted and held at ``soft_refusal``."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ class _GeneralStore(MemoryStore):
 @pytest.mark.usefixtures("fast_switching")
 @pytest.mark.parametrize("store", [MemoryStore, _GeneralStore])
 def test_a_policy_swap_never_grants_a_reservation_at_soft_refusal(store: type[MemoryStore]) -> None:
-    without = BudgetPolicy(user_daily_tokens=1_000, ladder=Ladder(soft_refusal=None))
-    with_soft = BudgetPolicy(user_daily_tokens=1_000, ladder=Ladder(soft_refusal=0.97))
+    without = BudgetPolicy(user_daily_tokens=1_000, ladder=Ladder(cache_only=None, soft_refusal=None))
+    with_soft = BudgetPolicy(user_daily_tokens=1_000, ladder=Ladder(cache_only=None, soft_refusal=0.97))
     ledger = Ledger(store(), policy=without)
     ledger.reserve(model="gpt-4o", input_tokens=970, max_output_tokens=0, user="u")  # 97% held
     done = threading.Event()
@@ -58,5 +58,5 @@ def test_a_policy_swap_never_grants_a_reservation_at_soft_refusal(store: type[Me
         w.join()
     done.set()
     swapping.join()
-    assert set(answers) <= {"cache_only", "refused:soft_refusal"}, answers
+    assert set(answers) <= {"smaller_context", "refused:soft_refusal"}, answers
     assert ledger.state(user="u").used == {"user_daily_tokens (all features)": 970}

@@ -49,7 +49,7 @@ def test_a_budget_refusing_calls_is_told_once_a_day(url: str, tmp_path: Path) ->
 def test_a_hard_refusal_is_told_too(tmp_path: Path) -> None:
     got: list[Alert] = []
     policy = BudgetPolicy(
-        default_feature=FeatureBudget(user_daily_tokens=1000), ladder=Ladder(soft_refusal=None)
+        default_feature=FeatureBudget(user_daily_tokens=1000), ladder=Ladder(cache_only=None, soft_refusal=None)
     )
     ledger = Ledger("memory://", policy=policy, alerts=[got.append], spool_path=tmp_path / "s")
     reserve(ledger, 900)

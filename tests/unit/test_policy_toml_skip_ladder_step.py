@@ -25,10 +25,11 @@ def test_false_skips_a_ladder_step_in_a_toml_file(tmp_path: Path) -> None:
 
 
 def test_a_toml_policy_without_soft_refusal_grants_a_call_that_fills_the_budget(tmp_path: Path) -> None:
-    policy = load_policy({"user_daily_tokens": 100, "ladder": {"soft_refusal": False}})
+    policy = load_policy({"user_daily_tokens": 100, "ladder": {"cache_only": False, "soft_refusal": False}})
     ledger = Ledger("memory://", policy=policy, alerts=[], spool_path=tmp_path / "spool")
     reservation = ledger.reserve(model="gpt-4o", input_tokens=100, max_output_tokens=0, user="u")
-    assert reservation.step == "cache_only"  # granted, as with Ladder(soft_refusal=None) in code
+    # granted, as with Ladder(cache_only=None, soft_refusal=None) in code
+    assert reservation.step == "smaller_context"
 
 
 @pytest.mark.parametrize("value", [True, "none", 0, []])

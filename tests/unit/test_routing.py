@@ -284,9 +284,18 @@ def test_the_payer_comes_from_the_attribution_block(ledger: Ledger) -> None:
     assert router.route(HARD, user="u2").tier == "large"
 
 
-def test_past_the_second_threshold_two_tiers_down(ledger: Ledger) -> None:
+def test_past_cache_only_the_default_stays_one_tier_down_where_the_cache_is_asked(ledger: Ledger) -> None:
+    """From ``cache_only`` up the ledger sends no call (a cache answers or the call is refused):
+    stepping down further would only ask a cache that answered fewer of the payer's questions."""
     spend(ledger, "0.92")
     d = TierRouter(TIERS, ledger=ledger).route(HARD, user="u1")
+    assert (d.tier, d.budget_step) == ("medium", "cache_only")
+    assert "one tier down" in d.reason
+
+
+def test_past_a_second_threshold_passed_in_two_tiers_down(ledger: Ledger) -> None:
+    spend(ledger, "0.92")
+    d = TierRouter(TIERS, ledger=ledger, budget_thresholds=[0.6, 0.9]).route(HARD, user="u1")
     assert d.tier == "small"
     assert "2 tiers down" in d.reason
 
@@ -325,7 +334,7 @@ def test_a_spent_budget_is_refused(ledger: Ledger) -> None:
 
 def test_soft_refusal_refuses_only_when_asked(ledger: Ledger) -> None:
     spend(ledger, "0.98")
-    assert TierRouter(TIERS, ledger=ledger).route(HARD, user="u1").tier == "small"
+    assert TierRouter(TIERS, ledger=ledger).route(HARD, user="u1").tier == "medium"
     with pytest.raises(BudgetExceededError) as err:
         TierRouter(TIERS, ledger=ledger, refuse_at_soft_refusal=True).route(HARD, user="u1")
     assert err.value.step == "soft_refusal"
@@ -596,6 +605,6 @@ def test_a_router_follows_a_policy_assigned_to_its_ledger_later() -> None:
     ledger.policy = dataclasses.replace(
         ledger.policy, ladder=Ladder(cheaper_tier=0.3, smaller_context=0.5, cache_only=0.6)
     )
-    assert router.budget_thresholds == (0.3, 0.6)
+    assert router.budget_thresholds == (0.3,)
     assert router.route(HARD, user="u").model == "gpt-4o-mini"
     assert TierRouter({"small": "gpt-4o-mini"}, budget_thresholds=[0.5]).budget_thresholds == (0.5,)
