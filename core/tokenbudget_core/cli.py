@@ -31,7 +31,7 @@ from rich.text import Text
 
 from ._version import __version__
 from .budget_status import GLOBAL_BUDGETS
-from .counting import TokenCount, TokenCounter
+from .counting import TokenCounter
 from .errors import (
     BudgetUnavailableError,
     EncodingUnavailableError,
@@ -464,22 +464,12 @@ def truncate(
     counted as the one user message of a request, as count counts it. Without ANTHROPIC_API_KEY
     its counts are estimates, flagged as count flags them ("exact": false, and a note on stderr).
     """
-    from .openai_counting import TiktokenCounter
     from .truncation import Strategy, truncate_text_detailed
 
     raw = _read_input(file, encoding)
     budget = _tokens("--max-tokens", max_tokens)
     counter = TokenCounter.for_model(model)
-    noted = _NotingCounter(counter)
-    # tiktoken counts are exact, and the counter itself keeps truncation's encode-once path
-    cutter = counter if isinstance(counter, TiktokenCounter) else noted
-    result = truncate_text_detailed(raw, budget, cast("Strategy", strategy), counter=cutter, marker=marker)
-    # what the figures are: an estimate among the counts made, else the last. No count made
-    # through ``noted`` (tiktoken's own path, or an empty text): the counter's count of "" says
-    # how it counts, without counting the text again (tiktoken's counts are always exact)
-    flag = noted.estimate if noted.estimate is not None else noted.last
-    if flag is None:
-        flag = counter.count("")
+    result = truncate_text_detailed(raw, budget, cast("Strategy", strategy), counter=counter, marker=marker)
     if as_json:
         click.echo(
             json.dumps(
@@ -490,8 +480,8 @@ def truncate(
                     "truncated": result.truncated,
                     "strategy": result.strategy,
                     "model": model,
-                    "exact": flag.exact,
-                    "method": flag.method,
+                    "exact": result.exact,
+                    "method": result.method,
                 }
             )
         )
@@ -501,30 +491,12 @@ def truncate(
         # text are the text's (click strips them from output that is not a terminal)
         end = "\n" if _on_terminal() and not result.text.endswith("\n") else ""
         click.echo(result.text + end, nl=False, color=True)
-    if not flag.exact:
+    if not result.exact:
         click.echo(
             f"note: the token counts ({result.tokens_before} before, {result.tokens_after} after) are "
-            f"estimates (method={flag.method}); they are not exact counts.",
+            f"estimates (method={result.method}); they are not exact counts.",
             err=True,
         )
-
-
-class _NotingCounter:
-    """``counter``, remembering its last count and the first that was an estimate, so that
-    ``truncate`` flags figures it got from estimates as ``count`` does."""
-
-    def __init__(self, counter: TokenCounter) -> None:
-        self.counter = counter
-        self.last: TokenCount | None = None
-        self.estimate: TokenCount | None = None
-
-    def count(self, text: str) -> TokenCount:
-        """Tokens of ``text``, as ``counter`` counts them."""
-        n = self.counter.count(text)
-        self.last = n
-        if not n.exact and self.estimate is None:
-            self.estimate = n
-        return n
 
 
 # -- cost -----------------------------------------------------------------------------------------

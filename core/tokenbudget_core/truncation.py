@@ -33,6 +33,7 @@ dropped. The empty string is taken to fit any budget
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import unicodedata
 from collections.abc import Callable, Generator, Sequence
@@ -95,6 +96,14 @@ class TruncationResult:
     """Whether anything was cut."""
     strategy: Strategy
     """The strategy used."""
+    exact: bool = True
+    """False when a count behind the figures was an estimate (a model whose tokenizer is not
+    here: Claude counted offline, Gemini...): the cut then aims at the estimate, not the
+    provider's own count. A counter answering plain ints is taken at its word."""
+    method: str | None = None
+    """How the counts were made (``tiktoken``, ``estimate``...: the :class:`TokenCount` method of
+    the first estimate among them, else of the counter); ``None`` for a counter answering plain
+    ints."""
 
     def __str__(self) -> str:
         return self.text
@@ -167,14 +176,15 @@ def truncate_text_detailed(
     """
     resolved = _prepare(text, max_tokens, strategy, marker, counter, model)
     plan = _plan(text, max_tokens, strategy, marker, resolved)
-    count = _sync_count(resolved)
+    noted = _Noted()
+    count = _sync_count(resolved, noted)
     try:
         request = next(plan)
         while True:
             request = plan.send(count(request))
     except StopIteration as done:
         result: TruncationResult = done.value
-        return result
+        return noted.flag(result, resolved)
 
 
 async def atruncate_text(
@@ -257,13 +267,41 @@ def _encoder(counter: object) -> tuple[Callable[[str], list[int]], Callable[[Seq
     return (encode, decode) if callable(encode) and callable(decode) else None
 
 
-def _sync_count(counter: SupportsCount) -> Callable[[str], int]:
+class _Noted:
+    """What the counts of one cut were: the first estimate among them, else the last count."""
+
+    __slots__ = ("estimate", "last")
+
+    def __init__(self) -> None:
+        self.estimate: object = None
+        self.last: object = None
+
+    def note(self, n: object) -> object:
+        self.last = n
+        if self.estimate is None and getattr(n, "exact", True) is False:
+            self.estimate = n
+        return n
+
+    def flag(self, result: TruncationResult, counter: SupportsCount) -> TruncationResult:
+        """``result`` with its exactness: no count noted (tiktoken's own path, an empty text)
+        asks the counter how it counts, with the count of ``""``."""
+        seen = self.estimate if self.estimate is not None else self.last
+        if seen is None and isinstance(counter, TokenCounter):
+            seen = counter.count("")
+        method = getattr(seen, "method", None)
+        exact = getattr(seen, "exact", True) is not False
+        return dataclasses.replace(result, exact=exact, method=method if isinstance(method, str) else None)
+
+
+def _sync_count(counter: SupportsCount, noted: _Noted | None = None) -> Callable[[str], int]:
     from .openai_counting import TiktokenCounter
 
     if isinstance(counter, TiktokenCounter):
         encode = counter.encode  # same figure as count(), without filling its cache with candidates
         return lambda s: len(encode(s))
-    return lambda s: counted(counter.count(s), counter)
+    if noted is None:
+        return lambda s: counted(counter.count(s), counter)
+    return lambda s: counted(noted.note(counter.count(s)), counter)
 
 
 # -- cut points ----------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def test_text_within_budget_is_returned_as_is() -> None:
         assert truncate_text(text, n(text), strategy) is text
     result = truncate_text_detailed(text, 100)
     assert result == TruncationResult(
-        text=text, tokens_before=2, tokens_after=2, truncated=False, strategy="keep_start"
+        text=text, tokens_before=2, tokens_after=2, truncated=False, strategy="keep_start", method="tiktoken"
     )
     assert str(result) == text
 

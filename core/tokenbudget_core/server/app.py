@@ -314,6 +314,8 @@ def create_app(
             "tokens_after": r.tokens_after,
             "truncated": r.truncated,
             "strategy": r.strategy,
+            "exact": r.exact,
+            "method": r.method,
         }
 
     @app.post("/prompt/build", tags=["tokens"], responses=_errors(*_BODY, 503))
