@@ -9,6 +9,7 @@ chat model through the core's ``summary_prompt``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -64,6 +65,13 @@ class Budget:
     """Keep the first user message."""
     on_overflow: OnOverflow = "raise"
     """``"raise"`` or ``"truncate"`` the newest message when the must-keep messages do not fit."""
+
+    def within(self, room: int) -> Budget:
+        """This budget with ``room`` tokens for the prompt (``max_tokens - reserve_output``: the
+        ledger's smaller_context budget), where the messages that must be kept raise rather than
+        being cut (the caller then fits to the whole budget: a smaller context never shortens a
+        message nor fails a call that fits the whole one)."""
+        return dataclasses.replace(self, max_tokens=room + self.reserve_output, on_overflow="raise")
 
     @classmethod
     def make(

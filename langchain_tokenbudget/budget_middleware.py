@@ -545,6 +545,24 @@ def _config() -> Mapping[str, Any]:
         return {}
 
 
+def run_payer(request: ModelRequest[Any], *, feature: str | None, user: str | None) -> dict[str, str | None]:
+    """The feature, user and conversation of the agent run making ``request`` (its
+    ``runtime.context``, metadata, ``configurable`` and tags: :func:`payer_from`), the middleware's
+    own ``feature`` / ``user`` where the run names none."""
+    config = _config()
+    payer = payer_from(
+        getattr(request.runtime, "context", None),
+        config.get("metadata"),
+        config.get("configurable"),
+        tags=config.get("tags") or (),
+    )
+    return {
+        "feature": payer["feature"] or feature,
+        "user": payer["user"] or user,
+        "conversation": payer["conversation"],
+    }
+
+
 class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
     """Refuse an agent's model calls that would exceed a budget; record what each call cost.
 
@@ -682,17 +700,13 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
         counter = self.counter or self._counters.get(model)
         if counter is None:
             counter = self._counters[model] = TokenCounter.for_model(model, registry=self.ledger.registry)
-        config = _config()
-        context = getattr(request.runtime, "context", None)
-        payer = payer_from(
-            context, config.get("metadata"), config.get("configurable"), tags=config.get("tags") or ()
-        )
+        payer = run_payer(request, feature=self.feature, user=self.user)
         out = first(int, MAX_OUTPUT_KEYS, request.model_settings, attrs)
         args = {
             "model": model,
             "max_output_tokens": self.max_output_tokens if out is None else out,
-            "feature": payer["feature"] or self.feature,
-            "user": payer["user"] or self.user,
+            "feature": payer["feature"],
+            "user": payer["user"],
             "conversation": payer["conversation"],
             "choices": first(int, CHOICE_KEYS, request.model_settings, attrs) or 1,
         }

@@ -25,8 +25,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
+from tokenbudget_core.errors import ContextOverflowError, InvalidInputError, InvalidMessageError
 from tokenbudget_core.fitting import OnOverflow
+from tokenbudget_core.ledger import Ledger, check_context_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.operation_lock import OperationLock
 from tokenbudget_core.summary import SummaryBuffer, SummaryEvent
@@ -110,9 +111,21 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         pin_first_user: Also keep the first user message.
         tools: Tools bound to the model; their definitions count.
         on_overflow: ``"raise"`` or ``"truncate"`` the newest message when it alone does not fit.
+        ledger: Act on the budget ladder's ``smaller_context`` step: each read fits the window
+            to :meth:`Ledger.context_tokens <tokenbudget_core.ledger.Ledger.context_tokens>` of
+            ``max_tokens - reserve_output`` for the payer (all of it below that step,
+            ``ladder.context_share`` of it from there up; an enclosing
+            :func:`~tokenbudget_core.attribute` block names the payer over ``feature`` / ``user``),
+            so a payer running out of budget sends fewer old turns. The ledger decides; when the
+            messages that must be kept do not fit that smaller budget, the read is the window of
+            the whole one. Without a ledger the budget is fixed.
+        feature: The feature whose budget the ledger reads (with ``ledger`` only).
+        user: The user whose budget the ledger reads (with ``ledger`` only).
 
     Raises:
-        InvalidInputError: A bad option, named.
+        InvalidInputError: A bad option, named (``ledger`` that is not a
+            :class:`~tokenbudget_core.ledger.Ledger`; ``feature`` / ``user`` that are not
+            non-empty strings, or given without a ledger).
         UnknownModelError: The model name is unknown.
 
     Example:
@@ -133,8 +146,13 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         pin_first_user: bool = False,
         tools: Sequence[Any] | None = None,
         on_overflow: OnOverflow = "raise",
+        ledger: Ledger | None = None,
+        feature: str | None = None,
+        user: str | None = None,
     ) -> None:
         super().__init__()
+        check_context_options(ledger, feature=feature, user=user)
+        self.ledger, self.feature, self.user = ledger, feature, user
         self.budget = Budget.make(
             model,
             max_tokens,
@@ -149,9 +167,10 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         self._transcript: TranscriptFit[Message] = TranscriptFit(self.budget.counter)
         self._host: list[BaseMessage] = []
 
-    def _window(self, stored: Sequence[BaseMessage]) -> list[BaseMessage]:
+    def _window(self, stored: Sequence[BaseMessage], room: int | None = None) -> list[BaseMessage]:
         """Take in what the backing history gained since the last read, then fit what the
-        window can reach."""
+        window can reach: within ``room`` tokens (the ledger's, below the budget) when the
+        messages that must be kept fit there, else within the budget."""
         if not _in_step(stored, self._host):
             self._transcript.reset()
             self._host = []
@@ -160,6 +179,14 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
             self._transcript.append(to_countable_message(message, where=f"messages[{k}]"))
             self._host.append(message)
         budget = self.budget
+        if room is not None and room < budget.max_tokens - budget.reserve_output:
+            try:  # the ledger's smaller_context budget, when what must be kept fits it
+                return self._fit(stored, budget.within(room))
+            except ContextOverflowError:
+                pass
+        return self._fit(stored, budget)
+
+    def _fit(self, stored: Sequence[BaseMessage], budget: Budget) -> list[BaseMessage]:
         picked = self._transcript.candidates(
             budget.max_tokens - budget.reserve_output, pin_first_user=budget.pin_first_user
         )
@@ -168,20 +195,42 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
             [stored[i] for i in picked], budget, tools=self.tools, converted=[core[i] for i in picked]
         )
 
+    def _room(self) -> int | None:
+        """The tokens the ledger lets the window keep now (``None``: no ledger, the budget's)."""
+        if self.ledger is None:
+            return None
+        budget = self.budget
+        return self.ledger.context_tokens(
+            budget.max_tokens - budget.reserve_output, feature=self.feature, user=self.user
+        )
+
+    async def _aroom(self) -> int | None:
+        """Async twin of :meth:`_room`."""
+        if self.ledger is None:
+            return None
+        budget = self.budget
+        return await self.ledger.acontext_tokens(
+            budget.max_tokens - budget.reserve_output, feature=self.feature, user=self.user
+        )
+
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        """The window that fits the budget (the backing history read each time).
+        """The window that fits the budget (the backing history read each time; with a
+        ``ledger``, the budget it allows the payer now).
 
         Raises:
             ContextOverflowError: The system messages and newest turn alone exceed the budget.
+            BudgetUnavailableError: The ledger's store is down and the ledger fails closed.
         """
+        room = self._room()
         with self._guard.operation():
-            return self._window(self.history.messages)
+            return self._window(self.history.messages, room)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages`."""
+        room = await self._aroom()
         async with self._guard.aoperation():
-            return self._window(await self.history.aget_messages())
+            return self._window(await self.history.aget_messages(), room)
 
     @property
     def transcript(self) -> list[BaseMessage]:
@@ -236,6 +285,11 @@ class SummaryChatMessageHistory(_CheckedHistory):
     serve one session from several threads, tasks or event loops: its operations run one at a
     time (:mod:`tokenbudget_core.operation_lock`); a summariser that reads this history while
     it summarises sees the window as it stands.
+
+    It does not act on the budget ladder's ``smaller_context`` step (it takes no ``ledger=``):
+    the core's ``SummaryBuffer`` reads its window at one budget only, and trimming its recent
+    turns here would drop messages the summary does not hold. Use
+    :class:`TokenBudgetChatMessageHistory` with ``ledger=`` for that.
 
     Args:
         history: The backing history (default: a new in-memory one).

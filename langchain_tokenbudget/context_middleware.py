@@ -22,15 +22,22 @@ from langchain_core.messages import AIMessage, AnyMessage, SystemMessage
 from langchain_core.runnables.config import var_child_runnable_config
 
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import InvalidInputError, option_names, refuse_positional, refuse_unknown
+from tokenbudget_core.errors import (
+    ContextOverflowError,
+    InvalidInputError,
+    option_names,
+    refuse_positional,
+    refuse_unknown,
+)
 from tokenbudget_core.fitting import OnOverflow
+from tokenbudget_core.ledger import Ledger, check_context_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import without_route
 from tokenbudget_core.summary import SummaryBuffer
 
 from . import _need_agents
 from ._bridge import Budget, ChatSummariser, counted_tools, fit_host, host_window, sent_tools
-from .budget_middleware import budget_call_active, step_charges
+from .budget_middleware import budget_call_active, run_payer, step_charges
 from .messages import to_core_request, to_countable_message
 
 try:
@@ -108,10 +115,25 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         low_water: ``"summarise"``: fold in batches down to this share of the budget.
         on_overflow: ``"trim"``: ``"raise"`` when the must-keep messages do not fit, or
             ``"truncate"`` the newest message.
+        ledger: ``"trim"``: act on the budget ladder's ``smaller_context`` step. Each model call
+            is fitted to :meth:`Ledger.context_tokens
+            <tokenbudget_core.ledger.Ledger.context_tokens>` of ``max_tokens - reserve_output``
+            for the run's payer (all of it below that step, ``ladder.context_share`` of it from
+            there up), so a payer running out of budget sends fewer old turns. The payer is
+            read as :class:`~langchain_tokenbudget.BudgetMiddleware` reads it
+            (``runtime.context``, the run's metadata, ``configurable`` and tags, else
+            ``feature`` / ``user`` here; an enclosing :func:`~tokenbudget_core.attribute` block
+            wins). When the system prompt, tools and messages that must be kept do not fit the
+            smaller budget, the call is fitted to the whole one. ``"summarise"`` does not act on
+            ``smaller_context`` (the core's ``SummaryBuffer`` reads its window at one budget
+            only): a ledger is taken and not read.
+        feature: Default feature of the payer the ledger reads (with ``ledger`` only).
+        user: Default user of the payer the ledger reads (with ``ledger`` only).
 
     Raises:
         InvalidInputError: A bad, misspelt or positional option, named (checked here, not on the
-            first call).
+            first call): ``ledger`` that is not a :class:`~tokenbudget_core.ledger.Ledger`,
+            ``feature`` / ``user`` that are not non-empty strings or given without a ledger.
         UnknownModelError: The model name is unknown.
 
     Example:
@@ -140,6 +162,9 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         summary_tokens: int | None = None,
         low_water: float | None = 0.7,
         on_overflow: OnOverflow = "raise",
+        ledger: Ledger | None = None,
+        feature: str | None = None,
+        user: str | None = None,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -178,6 +203,8 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             pin_first_user=pin_first_user,
             on_overflow=on_overflow,
         )
+        check_context_options(ledger, feature=feature, user=user)
+        self.ledger, self.feature, self.user = ledger, feature, user
         self.strategy = strategy
         self.summariser = summariser
         if summariser is not None:
@@ -201,11 +228,40 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
 
     # -- trim ----------------------------------------------------------------------------------
 
-    def _trimmed(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
-        kept = fit_host(
-            request.messages, self.budget, system=request.system_message, tools=sent_tools(request)
+    def _trimmed(self, request: ModelRequest[Any], room: int | None = None) -> ModelRequest[Any]:
+        """The request fitted to the budget: within ``room`` tokens (the ledger's, below the
+        budget) when what must be kept fits there, else within the whole budget."""
+        budget = self.budget
+        system, tools = request.system_message, sent_tools(request)
+        if room is not None and room < budget.max_tokens - budget.reserve_output:
+            try:
+                kept = fit_host(request.messages, budget.within(room), system=system, tools=tools)
+                return request.override(messages=kept)
+            except ContextOverflowError:
+                pass  # the must-keep messages need more: as without the ledger
+        return request.override(messages=fit_host(request.messages, budget, system=system, tools=tools))
+
+    def _payer(self, request: ModelRequest[Any]) -> dict[str, str | None]:
+        """The run's feature and user, as :class:`~langchain_tokenbudget.BudgetMiddleware` reads
+        them, else the defaults given here."""
+        payer = run_payer(request, feature=self.feature, user=self.user)
+        return {"feature": payer["feature"], "user": payer["user"]}
+
+    def _room(self, request: ModelRequest[Any]) -> int | None:
+        """The prompt tokens the ledger lets the run's payer send now (``None``: no ledger)."""
+        if self.ledger is None:
+            return None
+        budget = self.budget
+        return self.ledger.context_tokens(budget.max_tokens - budget.reserve_output, **self._payer(request))
+
+    async def _aroom(self, request: ModelRequest[Any]) -> int | None:
+        """Async twin of :meth:`_room`."""
+        if self.ledger is None:
+            return None
+        budget = self.budget
+        return await self.ledger.acontext_tokens(
+            budget.max_tokens - budget.reserve_output, **self._payer(request)
         )
-        return request.override(messages=kept)
 
     # -- summarise -----------------------------------------------------------------------------
 
@@ -281,7 +337,7 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             InvalidMessageError: A message cannot be translated or counted.
         """
         if self.strategy == "trim":
-            return handler(self._trimmed(request))
+            return handler(self._trimmed(request, self._room(request)))
         _check_no_budget_outside()
         host, core = self._transcript(request)
         with step_charges():  # the summaries' charges count in the step (outside a LangGraph task)
@@ -297,7 +353,7 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
     ) -> ModelResult:
         """Async twin of :meth:`wrap_model_call` (the summariser is awaited)."""
         if self.strategy == "trim":
-            return await handler(self._trimmed(request))
+            return await handler(self._trimmed(request, await self._aroom(request)))
         _check_no_budget_outside()
         host, core = self._transcript(request)
         with step_charges():  # the summaries' charges count in the step (outside a LangGraph task)

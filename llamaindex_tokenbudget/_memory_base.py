@@ -52,7 +52,7 @@ from llama_index.core.tools import BaseTool
 from tokenbudget_core.counting import TokenCounter, resolve_counter
 from tokenbudget_core.errors import ContextOverflowError, InvalidInputError
 from tokenbudget_core.fitting import fit_messages
-from tokenbudget_core.messages import Message, to_message
+from tokenbudget_core.messages import Message, MessageLike, to_message
 from tokenbudget_core.operation_lock import OperationLock
 from tokenbudget_core.registry import default_registry
 
@@ -99,6 +99,8 @@ class BudgetMemory(BaseMemory):
 
     _passed_fields: ClassVar[tuple[str, ...]] = ()
     """Fields that ``from_dict`` does not rebuild from their serialised form (an LLM)."""
+    _shared_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields a deep :meth:`model_copy` shares rather than copies (a ledger: one set of budgets)."""
     _counter: TokenCounter = PrivateAttr()
     # What the memory loaded from the store, and its locks (one plain object: a pydantic private
     # attribute costs microseconds per read, which would be most of an operation).
@@ -137,7 +139,10 @@ class BudgetMemory(BaseMemory):
         """
         data = {name: getattr(self, name) for name in type(self).model_fields}
         data.update(update or {})
-        return type(self)(**(copy.deepcopy(data) if deep else data))
+        if not deep:
+            return type(self)(**data)
+        shared = {id(data[name]): data[name] for name in self._shared_fields if data.get(name) is not None}
+        return type(self)(**copy.deepcopy(data, shared))
 
     def __copy__(self) -> Self:
         return self.model_copy()
@@ -377,6 +382,20 @@ class BudgetMemory(BaseMemory):
     async def _amake_room(self, transcript: Transcript, input: str | None, reserved: int) -> None:
         """Async twin of :meth:`_make_room`."""
 
+    def _within(self, core: Core) -> int | None:
+        """The smaller budget ``get()`` reads the window within now (the ladder's
+        ``smaller_context`` step, asked of a ledger), ``None``: the core's own."""
+        return None
+
+    async def _awithin(self, core: Core) -> int | None:
+        """Async twin of :meth:`_within`."""
+        return None
+
+    def _read(self, core: Core, within: int) -> Sequence[MessageLike]:
+        """The core's window read within ``within`` tokens (a core that reads at one budget only:
+        its window; :meth:`_within` then returns ``None``)."""
+        return core.messages()
+
     def _beside(self, input: str | None, reserved: int) -> int:
         """The tokens the host sends beside the memory's messages: ``prefix_messages``, ``input``
         (one not put already, :func:`_unsent`) and ``initial_token_count``."""
@@ -404,11 +423,12 @@ class BudgetMemory(BaseMemory):
         with self._state.operation() as reentered:
             if reentered:  # (a summariser reading the memory it folds: the window as it stands)
                 transcript = self._current()
-                return self._window(transcript, _unsent(transcript.host, input), reserved)
+                within = self._within(transcript.core)
+                return self._window(transcript, _unsent(transcript.host, input), reserved, within)
             transcript = self._loaded()
             input = _unsent(transcript.host, input)
             self._make_room(transcript, input, reserved)
-            return self._window(transcript, input, reserved)
+            return self._window(transcript, input, reserved, self._within(transcript.core))
 
     async def aget(self, input: str | None = None, **kwargs: Any) -> list[ChatMessage]:
         """Async twin of :meth:`get`."""
@@ -416,11 +436,12 @@ class BudgetMemory(BaseMemory):
         async with self._state.alock() as reentered:
             if reentered:
                 transcript = self._current()
-                return self._window(transcript, _unsent(transcript.host, input), reserved)
+                within = await self._awithin(transcript.core)
+                return self._window(transcript, _unsent(transcript.host, input), reserved, within)
             transcript = await self._aloaded()
             input = _unsent(transcript.host, input)
             await self._amake_room(transcript, input, reserved)
-            return self._window(transcript, input, reserved)
+            return self._window(transcript, input, reserved, await self._awithin(transcript.core))
 
     def get_all(self) -> list[ChatMessage]:
         """The full transcript, from the chat store."""
@@ -834,12 +855,28 @@ class BudgetMemory(BaseMemory):
             to_countable_message(m, where=f"prefix_messages[{i}]") for i, m in enumerate(self.prefix_messages)
         ]
 
-    def _window(self, transcript: Transcript, input: str | None, reserved: int) -> list[ChatMessage]:
-        window = transcript.core.messages()
+    def _window(
+        self, transcript: Transcript, input: str | None, reserved: int, within: int | None = None
+    ) -> list[ChatMessage]:
+        """The memory's part of the request, fitted within ``within`` tokens (the ledger's smaller
+        budget) when what must be kept fits there beside what ``get()`` reserves, else within the
+        core's budget (a smaller context never fails a ``get()`` that fits the whole one)."""
+        if within is not None and within < transcript.core.budget:
+            try:
+                return self._fitted(transcript, input, reserved, within)
+            except ContextOverflowError:
+                pass  # what must be kept needs more than the smaller budget: as without a ledger
+        return self._fitted(transcript, input, reserved, None)
+
+    def _fitted(
+        self, transcript: Transcript, input: str | None, reserved: int, within: int | None
+    ) -> list[ChatMessage]:
+        core = transcript.core
+        window = core.messages() if within is None else self._read(core, within)
         if not (self.prefix_messages or input or reserved):
             return [transcript.to_host(m) for m in window]
         # The request as the host will send it, fitted by the core; then the memory's part of it.
-        budget = transcript.core.budget
+        budget = core.budget if within is None else within
         if reserved >= budget:  # nothing left: the same error as when a little is left, naming the count
             raise ContextOverflowError(
                 limit=budget,

@@ -70,11 +70,13 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Literal, Self, cast
 
 from llama_index.core.base.llms.types import ChatMessage
-from llama_index.core.bridge.pydantic import Field, SerializeAsAny
+from llama_index.core.bridge.pydantic import ConfigDict, Field, SerializeAsAny
 from llama_index.core.llms.llm import LLM
 from llama_index.core.settings import Settings
+from pydantic.json_schema import SkipJsonSchema
 
 from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.ledger import Ledger, check_context_options
 from tokenbudget_core.messages import Message, MessageLike
 from tokenbudget_core.summary import SummaryBuffer
 from tokenbudget_core.window import ConversationWindow
@@ -104,9 +106,25 @@ class TokenBudgetChatMemory(BudgetMemory):
         first_user: ``"pin"`` keeps the first user message; ``"slide"`` lets it go.
         low_water: ``None`` slides every turn; a fraction such as ``0.7`` trims in batches
             down to that share of the budget (a stable prefix for provider prompt caches).
+        ledger: Act on the budget ladder's ``smaller_context`` step: ``get()`` / ``aget()`` read
+            the window within :meth:`Ledger.context_tokens
+            <tokenbudget_core.ledger.Ledger.context_tokens>` of its budget for the payer (all
+            of it below that step, ``ladder.context_share`` of it from there up; an enclosing
+            :func:`~tokenbudget_core.attribute` block names the payer over ``feature`` /
+            ``user``), the core's rules kept (system and pinned messages, whole tool-call units)
+            and what ``get()`` reserves for the input and prefix messages taken from that
+            smaller budget; when what must be kept does not fit it, the whole budget. The window
+            itself does not move: a payer back below the step gets it whole again. Not
+            serialised: pass it again, ``from_dict(data, ledger=...)`` (pickling a memory with a
+            ledger raises ``InvalidInputError``: the ledger holds locks). Without a ledger the
+            budget is fixed.
+        feature: The feature whose budget the ledger reads (with ``ledger`` only).
+        user: The user whose budget the ledger reads (with ``ledger`` only).
 
     Raises:
-        InvalidInputError: A bad option, named (``reserve_output``, ``low_water``...).
+        InvalidInputError: A bad option, named (``reserve_output``, ``low_water``...; ``ledger``
+            that is not a :class:`~tokenbudget_core.ledger.Ledger`; ``feature`` / ``user`` that
+            are not non-empty strings or given without a ledger).
         UnknownModelError: The model name is unknown.
 
     Example:
@@ -125,6 +143,37 @@ class TokenBudgetChatMemory(BudgetMemory):
     low_water: float | None = Field(
         default=None, description="None slides every turn; a fraction such as 0.7 trims in batches."
     )
+    ledger: SkipJsonSchema[Ledger | None] = Field(
+        default=None,
+        exclude=True,
+        description="The ledger whose ladder (smaller_context) shrinks the window read for the payer; "
+        "not serialised: pass it again to from_dict.",
+    )
+    feature: str | None = Field(default=None, description="The feature whose budget the ledger reads.")
+    user: str | None = Field(default=None, description="The user whose budget the ledger reads.")
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _shared_fields: ClassVar[tuple[str, ...]] = ("ledger",)
+
+    def __init__(self, **data: Any) -> None:
+        check_context_options(data.get("ledger"), feature=data.get("feature"), user=data.get("user"))
+        super().__init__(**data)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling (a memory without a ledger; LlamaIndex rebuilds it with the constructor).
+
+        Raises:
+            InvalidInputError: The memory has a ledger, which holds locks and a store connection:
+                rebuilt without it, the memory would silently stop acting on ``smaller_context``.
+        """
+        if self.ledger is not None:
+            raise InvalidInputError(
+                "ledger",
+                "cannot be pickled with the memory (it holds locks and its store's connection)",
+                fix="pickle memory.to_dict() and rebuild it with from_dict(data, ledger=...)",
+            )
+        state: dict[str, Any] = super().__getstate__()
+        return state
 
     @classmethod
     def class_name(cls) -> str:
@@ -173,6 +222,19 @@ class TokenBudgetChatMemory(BudgetMemory):
     def _pins_first_user(self) -> bool:
         return self.first_user == "pin"
 
+    def _within(self, core: Core) -> int | None:
+        if self.ledger is None:
+            return None
+        return self.ledger.context_tokens(core.budget, feature=self.feature, user=self.user)
+
+    async def _awithin(self, core: Core) -> int | None:
+        if self.ledger is None:
+            return None
+        return await self.ledger.acontext_tokens(core.budget, feature=self.feature, user=self.user)
+
+    def _read(self, core: Core, within: int) -> Sequence[MessageLike]:
+        return cast(ConversationWindow[Message], core).messages(within)
+
 
 class SummaryChatMemory(BudgetMemory):
     """Like :class:`TokenBudgetChatMemory`, plus a running summary of what slid out.
@@ -184,6 +246,11 @@ class SummaryChatMemory(BudgetMemory):
     saved beside it (key ``f"{chat_store_key}::tokenbudget-summary"``) and in ``to_dict()``, so
     that a memory rebuilt over the same transcript (a restart, another worker, ``from_dict``,
     ``set()`` of the same history plus new messages) does not summarise it again.
+
+    It does not act on the budget ladder's ``smaller_context`` step (it takes no ``ledger``):
+    the core's ``SummaryBuffer`` reads its window at one budget only, and trimming its recent
+    turns here would drop messages the summary does not hold. Use
+    :class:`TokenBudgetChatMemory` with ``ledger=`` for that.
 
     Args:
         llm: The LlamaIndex LLM that writes the summary.

@@ -2810,6 +2810,28 @@ def check_budget_options(ledger: object, *, counts: Mapping[str, object], **name
             raise InvalidInputError(name, "must be a non-negative integer", value=value)
 
 
+def check_context_options(ledger: object, *, feature: object, user: object) -> None:
+    """Validate the ``ledger=``, ``feature=`` and ``user=`` of a memory or window that acts on the
+    ladder's ``smaller_context`` step (:meth:`Ledger.context_tokens`): no ledger (the budget is
+    fixed) and no ids, or a :class:`Ledger` with ids that are non-empty strings or ``None``.
+
+    Raises:
+        InvalidInputError: ``ledger`` is not a Ledger, an id is not a non-empty string, or an id
+            is given without a ledger (it would be read by nothing).
+    """
+    if ledger is not None:
+        check_budget_options(ledger, counts={}, feature=feature, user=user)
+        return
+    for name, value in (("feature", feature), ("user", user)):
+        if value is not None:
+            raise InvalidInputError(
+                name,
+                "names whose budget the ledger reads, and no ledger was given",
+                value=value,
+                fix="pass ledger=... with it (from_dict(data, ledger=...) for a saved memory), or drop it",
+            )
+
+
 _MAX_CALL_SAMPLES = 1_000
 """The most cost samples one commit of several calls (``Usage.requests``) records."""
 
