@@ -193,10 +193,12 @@ class Ladder:
 
     * ``cheaper_tier``: a :class:`~tokenbudget_core.routing.TierRouter` with ``ledger=`` (and the
       routers built on it) routes one tier down;
-    * ``smaller_context``: a memory or window given the ledger (``ledger=`` on the LangChain and
-      LlamaIndex memories and ``ContextWindowMiddleware``; :meth:`Ledger.context_tokens
-      <tokenbudget_core.ledger.Ledger.context_tokens>` for anything else) keeps
-      ``context_share`` of its token budget;
+    * ``smaller_context``: a memory given the ledger (``ledger=`` on LangChain's
+      ``TokenBudgetChatMessageHistory`` and ``ContextWindowMiddleware(strategy="trim")``, and
+      LlamaIndex's ``TokenBudgetChatMemory``; the summarising memories do not act on it) keeps
+      ``context_share`` of its token budget; anything else reads :meth:`Ledger.context_tokens
+      <tokenbudget_core.ledger.Ledger.context_tokens>` (a ``ConversationWindow`` with
+      ``messages(within=...)``);
     * ``cache_only`` and ``soft_refusal``: the ledger refuses the call (``reserve`` and ``check``
       raise a ``BudgetExceededError`` whose ``step`` names the step), so nothing is sent; a
       response cache the call is looked up in first still answers it, at $0;
@@ -212,11 +214,11 @@ class Ladder:
     """Route to a cheaper model tier: a ``TierRouter`` with ``ledger=`` (and the routers built on
     it) sends the call one tier below the one its classifier picked."""
     smaller_context: float | None = 0.75
-    """Send less context: a memory or window given the ledger keeps ``context_share`` of its
-    token budget (its oldest turns left out for the read; pinned and system messages and the
-    newest turn kept); an app building its own prompt reads :meth:`Ledger.context_tokens
-    <tokenbudget_core.ledger.Ledger.context_tokens>`. Memories without ``ledger=`` keep the
-    budget they were given."""
+    """Send less context: a memory given the ledger keeps ``context_share`` of its token budget
+    (its oldest turns left out for the read; system and pinned messages, whole tool-call units
+    and the newest turn kept; when those alone need more, the whole budget); an app building its
+    own prompt reads :meth:`Ledger.context_tokens <tokenbudget_core.ledger.Ledger.context_tokens>`.
+    Memories without ``ledger=``, and the summarising ones, keep the budget they were given."""
     cache_only: float | None = 0.9
     """Answer from caches only: the ledger refuses a call that would take the budget to this
     share, with a ``BudgetExceededError`` whose ``step`` is ``cache_only``, and holds nothing for
