@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler
-from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.budgets import BudgetPolicy, Ladder
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import BudgetExceededError
 from tokenbudget_core.ledger import Ledger
@@ -73,7 +73,8 @@ def input_tokens() -> int:
 def test_a_cancelled_stream_that_produced_output_keeps_its_hold_until_charged(handler_class: Any) -> None:
     worst = input_tokens() + MAX_OUT
     limit = worst + 100  # one call's worst case fits, not two
-    led = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=limit))
+    # (no cache-only step: the first call, at 91% of the budget, must go out)
+    led = Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=limit, ladder=Ladder(cache_only=None)))
     handler = handler_class(led, model="gpt-4o-mini", user="u", max_output_tokens=MAX_OUT)
     big = AIMessage("done", usage_metadata={"input_tokens": 9, "output_tokens": 990, "total_tokens": 999})
     other = GenericFakeChatModel(messages=itertools.repeat(big), callbacks=[handler])
