@@ -224,11 +224,13 @@ class Ladder:
     share, with a ``BudgetExceededError`` whose ``step`` is ``cache_only``, and holds nothing for
     it. A cache looked up before the call is sent still answers at $0: LangChain's
     ``BudgetCallbackHandler`` leaves the refusal to the ``TokenBudgetLLMCache`` its model looks
-    up first (a hit is served, a miss raises the refusal), and a LlamaIndex ``CachedLLM`` answers
-    before its wrapped LLM's handler reserves. With no cache in front of the model the step
-    refuses like ``soft_refusal``, from a lower share: skip it (``None``) to send calls up to
-    ``soft_refusal``. A ``TierRouter`` keeps the ``cheaper_tier`` step's tier here (the tier's
-    cache is the one asked)."""
+    up first (a hit is served, a miss raises the refusal: ``invoke`` / ``batch`` and their async
+    twins; LangChain's ``stream()`` looks no cache up, so a streamed call is refused), and a
+    LlamaIndex ``CachedLLM`` answers before its wrapped LLM's handler reserves. A
+    ``BudgetMiddleware`` refuses before the agent's model looks its cache up. With no cache in
+    front of the model the step refuses like ``soft_refusal``, from a lower share: skip it
+    (``None``) to send calls up to ``soft_refusal``. A ``TierRouter`` keeps the
+    ``cheaper_tier`` step's tier here (the tier's cache is the one asked)."""
     soft_refusal: float | None = 0.97
     """Refuse with a message the app can show the user: the ledger (``reserve``, and ``check``)
     refuses a call that would take the budget to this share with a ``BudgetExceededError`` whose

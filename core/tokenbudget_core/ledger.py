@@ -1448,8 +1448,10 @@ class Ledger:
                 fix="use a fresh request id per call (or pass none: the ledger makes one)",
             )
         checks = plan.checks
-        if self._orphan_ids.get(rid) is True:  # a soft refusal's hold, still to be given back
-            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user)
+        if self._orphan_ids.get(rid) is True:  # a refused call's hold, still to be given back
+            raise self._soft_refusal(
+                plan.day, checks, plan.now_ms, plan.feature, plan.user, step=self._held_step(plan)
+            )
         totals = self.store.totals(plan.day, [(c.scope, c.metric) for c in checks], plan.now_ms)
         usage = [sum(totals[(c.scope, c.metric)]) + c.amount for c in checks]
         fits = all(c.limit is None or used <= c.limit for c, used in zip(checks, usage, strict=True))
@@ -1467,6 +1469,20 @@ class Ledger:
                 fix="use a fresh request id per call (or pass none: the ledger makes one)",
             )
         return self._keep(self._reservation(plan, step))
+
+    def _held_step(self, plan: _ReservePlan) -> Step:
+        """The refusing step of a call whose refused hold is still in the store (the hold is the
+        call, counted once): the step the ladder gives the totals, the top refusing one when that
+        is not a refusing step (a hold given back meanwhile) or the store cannot be read."""
+        rules = self._caches[3]
+        checks = plan.checks
+        try:
+            totals = self.store.totals(plan.day, [(c.scope, c.metric) for c in checks], plan.now_ms)
+        except (BudgetUnavailableError, StoreRefusedError, OSError):
+            return rules.top_refusal
+        usage = [sum(totals[(c.scope, c.metric)]) for c in checks]
+        step = self._ladder_step(usage, [c.limit for c in checks], rules)
+        return step if step in rules.refused and step != "hard_refusal" else rules.top_refusal
 
     @staticmethod
     def _same_call(held: Reservation, plan: _ReservePlan) -> bool:

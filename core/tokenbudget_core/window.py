@@ -160,11 +160,13 @@ class ConversationWindow(Generic[M]):
         ``within``: a smaller budget for this read only (the ladder's ``smaller_context`` step:
         :meth:`Ledger.context_tokens <tokenbudget_core.ledger.Ledger.context_tokens>`): the
         window's oldest turns are left out, by the rules of :meth:`append` (whole units, the
-        newest ``min_messages``, system and pinned messages kept), until it fits ``within`` or
-        no more can go; the window itself does not move, so a later read with a larger
-        ``within`` (or none) has them back. Such a read counts nothing again, but it walks the
-        turns it leaves out (O(turns left out), not O(1)). ``None`` or a ``within`` at or above
-        :attr:`budget`: the window as it is.
+        newest ``min_messages``, system and pinned messages kept), until it fits ``within``.
+        When what must be kept needs more than ``within``, the window is read whole (within
+        :attr:`budget`): a smaller budget never costs the turns it cannot make room with. The
+        window itself does not move, so a later read with a larger ``within`` (or none) has them
+        back. Such a read counts nothing again, but it walks the turns it leaves out (O(turns
+        left out), not O(1)). ``None`` or a ``within`` at or above :attr:`budget`: the window as
+        it is.
 
         Raises:
             ContextOverflowError: The window is :attr:`overflowing` (``hold_overflow``, or a
@@ -188,13 +190,13 @@ class ConversationWindow(Generic[M]):
         return self.messages(within)
 
     def _start_within(self, within: int) -> int:
-        """Where the window would start trimmed to ``within`` tokens (as far as :meth:`_next_turn`
-        lets it go): worked out by trimming, then put back as it was."""
+        """Where the window would start trimmed to ``within`` tokens, or where it starts when
+        :meth:`_next_turn` cannot make it fit: worked out by trimming, then put back as it was."""
         saved = (self._start, self._win_tokens, self.first_user_dropped)
         try:
             while self.tokens > within and (turn := self._next_turn()) is not None:
                 self._drop_to(*turn)
-            return self._start
+            return self._start if self.tokens <= within else saved[0]
         finally:
             self._start, self._win_tokens, self.first_user_dropped = saved
 

@@ -49,7 +49,8 @@ def test_a_budget_refusing_calls_is_told_once_a_day(url: str, tmp_path: Path) ->
 def test_a_hard_refusal_is_told_too(tmp_path: Path) -> None:
     got: list[Alert] = []
     policy = BudgetPolicy(
-        default_feature=FeatureBudget(user_daily_tokens=1000), ladder=Ladder(cache_only=None, soft_refusal=None)
+        default_feature=FeatureBudget(user_daily_tokens=1000),
+        ladder=Ladder(cache_only=None, soft_refusal=None),
     )
     ledger = Ledger("memory://", policy=policy, alerts=[got.append], spool_path=tmp_path / "s")
     reserve(ledger, 900)
@@ -131,3 +132,31 @@ def test_a_budget_refusing_below_its_alert_thresholds_still_says_so(
         with pytest.raises(BudgetExceededError):
             reserve(ledger, 40)
     assert len([a for a in got if a.refusing]) == 1
+
+
+class _ReleaseDown(SQLiteStore):
+    """The real SQLite store, whose releases fail (a blip as a refused call's hold is given back)."""
+
+    def release(self, *args: object, **kwargs: object) -> bool:  # type: ignore[override]
+        raise BudgetUnavailableError(self.url, "blip")
+
+
+def test_a_retry_of_a_call_refused_at_cache_only_whose_hold_stayed_says_cache_only(tmp_path: Path) -> None:
+    """(review s31) A call refused at ``cache_only`` whose hold could not be given back, retried
+    under its request id, was refused again as ``soft_refusal``: an app showing one message per
+    step showed the wrong one."""
+    ledger = Ledger(
+        _ReleaseDown(f"sqlite:///{tmp_path / 'l.db'}"),
+        policy=BudgetPolicy(default_feature=FeatureBudget(user_daily_tokens=1000)),
+        alerts=[],
+        spool_path=tmp_path / "s",
+    )
+    ledger.record(Usage(input_tokens=850), model="gpt-4o-mini", user="u-1")
+    steps = []
+    for _ in range(2):
+        with pytest.raises(BudgetExceededError) as refused:
+            ledger.reserve(
+                model="gpt-4o-mini", input_tokens=60, max_output_tokens=0, user="u-1", request_id="r-1"
+            )
+        steps.append(refused.value.step)
+    assert steps == ["cache_only", "cache_only"]

@@ -183,6 +183,22 @@ def test_the_whole_budget_when_the_must_keep_messages_need_it() -> None:
     assert ada.get(input="one more question") == memory_for(None, None, stored).get(input="one more question")
 
 
+@pytest.mark.parametrize("first_user", ["pin", "slide"])
+def test_without_input_too_the_whole_budget_when_the_must_keep_messages_need_it(first_user: str) -> None:
+    """(review s31) ``get()`` with no input, as agents call it: the window trimmed as far as it
+    could go, still over the smaller budget, had kept the system prompt and the last reply only,
+    the newest question and every other turn dropped, instead of the whole budget's window."""
+    book = ledger()
+    big = ChatMessage(role="system", content="Answer with care. " * 90)
+    stored = [big, *history(4)[1:]]
+    whole = memory_for(None, None, stored, first_user=first_user).get()
+    ada = memory_for(book, "ada", stored, first_user=first_user)
+    spend(book, "ada")
+    assert tokens([big, stored[-1]]) > room(book)
+    assert ada.get() == whole
+    assert stored[-5] in ada.get()  # the newest question
+
+
 def test_the_ledger_is_passed_again_not_serialised() -> None:
     book, stored = ledger(), history()
     ada = memory_for(book, "ada", stored)

@@ -165,3 +165,20 @@ def test_a_bad_within_is_named(bad: object) -> None:
     with pytest.raises(InvalidInputError) as e:
         window.messages(within=bad)  # type: ignore[arg-type]
     assert e.value.field == "within"
+
+
+def test_a_window_whose_must_keep_part_needs_more_than_within_is_read_whole() -> None:
+    """(review s31) Trimmed as far as the rules let it and still over ``within``, the read had
+    dropped the turns it could not make room with: it is now the whole window."""
+    window: ConversationWindow[dict[str, object]] = ConversationWindow(
+        "gpt-4o", max_tokens=3_000, first_user="slide"
+    )
+    window.append({"role": "system", "content": "Follow the policy. " * 80})
+    for m in turns(10):
+        window.append(m)
+    full = window.messages()
+    must = int(window.counter.count_messages([full[0], full[-1]]))
+    assert window.messages(within=must - 1) == full
+    fits = window.messages(within=must + 200)
+    assert len(fits) < len(full)
+    assert int(window.counter.count_messages(fits)) <= must + 200
