@@ -155,8 +155,9 @@ def test_a_batch_that_cannot_reach_redis_fails_every_caller_cleanly() -> None:
 
 
 # No soft refusal: these tests count what fits under the hard limit (the last call fills it exactly).
-POLICY = BudgetPolicy(
-    features={"chat": FeatureBudget(user_daily_tokens=10_000)}, ladder=Ladder(soft_refusal=None)
+POLICY = BudgetPolicy(  # no refusing step: every call that fits goes out, to the last token
+    features={"chat": FeatureBudget(user_daily_tokens=10_000)},
+    ladder=Ladder(cache_only=None, soft_refusal=None),
 )
 
 

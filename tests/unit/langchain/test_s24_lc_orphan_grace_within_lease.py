@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from langchain_tokenbudget import AsyncBudgetCallbackHandler
-from tokenbudget_core.budgets import BudgetPolicy
+from tokenbudget_core.budgets import BudgetPolicy, Ladder
 from tokenbudget_core.ledger import Ledger
 
 
@@ -34,7 +34,9 @@ class Streams(GenericFakeChatModel):
 
 
 def test_a_cancelled_streams_hold_lasts_until_its_estimate_even_with_a_short_lease() -> None:
-    ledger = Ledger("memory://", lease_seconds=4, policy=BudgetPolicy(user_daily_tokens=1_100))
+    # (no cache-only step: the first call, at 91% of the budget, must go out)
+    policy = BudgetPolicy(user_daily_tokens=1_100, ladder=Ladder(cache_only=None))
+    ledger = Ledger("memory://", lease_seconds=4, policy=policy)
     handler = AsyncBudgetCallbackHandler(ledger, model="gpt-4o-mini", user="u", max_output_tokens=1_000)
 
     def tokens() -> tuple[int, int]:
