@@ -39,7 +39,7 @@ CHOICES = {
 def _policy() -> BudgetPolicy:
     return BudgetPolicy(
         features={
-            "chat": FeatureBudget(user_daily_usd=Decimal("0.10")),
+            "chat": FeatureBudget(user_daily_usd=Decimal("0.12")),
             "capped": FeatureBudget(max_output_tokens_per_call=100),
         }
     )
