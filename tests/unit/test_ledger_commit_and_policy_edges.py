@@ -298,7 +298,7 @@ def test_a_call_filling_a_budget_exactly_without_a_soft_refusal_is_granted_at_th
 
 
 @pytest.mark.parametrize("path", ["lane", "general"])
-def test_with_cache_only_and_no_soft_refusal_a_call_past_cache_only_is_refused_as_cache_only(path: str) -> None:
+def test_with_cache_only_and_no_soft_refusal_a_call_past_it_is_refused_as_cache_only(path: str) -> None:
     """Cache-only is a refusing step: with no soft refusal configured, a call taking the budget
     past its share, or filling it exactly, is refused with ``step == "cache_only"`` (only a cache
     may answer it), by ``check()`` and ``reserve()`` alike, and holds nothing."""
@@ -319,4 +319,5 @@ def test_with_cache_only_and_no_soft_refusal_a_call_past_cache_only_is_refused_a
                 ask(**call)
             assert refused.value.step == "cache_only"
     assert ledger.state(user="u").used == {"user_daily_tokens (all features)": 700}
-    assert ledger.reserve(model="gpt-4o", input_tokens=50, max_output_tokens=0, user="u").step == "smaller_context"
+    granted = ledger.reserve(model="gpt-4o", input_tokens=50, max_output_tokens=0, user="u")
+    assert granted.step == "smaller_context"
