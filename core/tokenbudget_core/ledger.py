@@ -1400,7 +1400,9 @@ class Ledger:
         if step in rules.refused:
             # given back and forgotten: a retry under the id reserves anew
             self._release(reservation, forget=True)
-            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user, usage, step)
+            raise self._soft_refusal(
+                plan.day, checks, plan.now_ms, plan.feature, plan.user, usage, step, plan.request_id
+            )
         return reservation if plan.own_id else self._keep(reservation)
 
     def _keep(self, reservation: Reservation) -> Reservation:
@@ -1450,8 +1452,9 @@ class Ledger:
         checks = plan.checks
         if self._orphan_ids.get(rid) is True:  # a refused call's hold, still to be given back
             raise self._soft_refusal(
-                plan.day, checks, plan.now_ms, plan.feature, plan.user, step=self._held_step(plan)
-            )
+                plan.day, checks, plan.now_ms, plan.feature, plan.user, step=self._held_step(plan),
+                request_id=rid,
+            )  # fmt: skip
         totals = self.store.totals(plan.day, [(c.scope, c.metric) for c in checks], plan.now_ms)
         usage = [sum(totals[(c.scope, c.metric)]) + c.amount for c in checks]
         fits = all(c.limit is None or used <= c.limit for c, used in zip(checks, usage, strict=True))
@@ -1506,7 +1509,9 @@ class Ledger:
         reservation = dataclasses.replace(held, step=step)
         if step in rules.refused:
             self._release(reservation, forget=True)
-            raise self._soft_refusal(plan.day, checks, plan.now_ms, plan.feature, plan.user, step=step)
+            raise self._soft_refusal(
+                plan.day, checks, plan.now_ms, plan.feature, plan.user, step=step, request_id=plan.request_id
+            )
         return self._keep(reservation)
 
     def _soft_refusal(
@@ -1518,17 +1523,20 @@ class Ledger:
         user: str | None,
         usage: Sequence[int] = (),
         step: Step = "hard_refusal",
+        request_id: str | None = None,
     ) -> BudgetExceededError:
         """The refusal of a call whose tightest budget passed a refusing step of the ladder
         (``step``: ``cache_only`` or ``soft_refusal``; a call filling a budget exactly is refused
         at the top one configured), with that budget's figures (read after the call's own
         reservation was given back; when the store cannot be read, from ``usage``, the reserve's
         own ``spent + reserved`` per check with the call in it, else as nothing used: the refusal
-        stands either way)."""
+        stands either way). A call's hold that could not be given back yet (``request_id`` left
+        to release later) is in the store's totals: it is not counted as used before the call."""
         limited = [c for c in checks if c.limit]
+        held = request_id is not None and self._orphan_ids.get(request_id) is True
         try:
             totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
-            used = {c: sum(totals[(c.scope, c.metric)]) for c in limited}
+            used = {c: max(0, sum(totals[(c.scope, c.metric)]) - (c.amount if held else 0)) for c in limited}
         except (BudgetUnavailableError, StoreRefusedError, OSError):
             after = dict(zip(checks, usage, strict=False))  # empty when the store reported none
             used = {c: max(0, after[c] - c.amount) if c in after else 0 for c in limited}
