@@ -25,8 +25,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from tokenbudget_core.counting import TokenCounter
-from tokenbudget_core.errors import ContextOverflowError, InvalidInputError, InvalidMessageError
-from tokenbudget_core.fitting import OnOverflow
+from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
+from tokenbudget_core.fitting import OnOverflow, fit_smaller_or_whole
 from tokenbudget_core.ledger import Ledger, check_context_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.operation_lock import OperationLock
@@ -166,6 +166,12 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         self._guard = OperationLock()
         self._transcript: TranscriptFit[Message] = TranscriptFit(self.budget.counter)
         self._host: list[BaseMessage] = []
+        self._room_read: int | None = None
+        """The ledger's room at the last read that found the backing history changed."""
+
+    def _unchanged(self, stored: Sequence[BaseMessage]) -> bool:
+        """Whether ``stored`` is what the last read took in, no message added or replaced."""
+        return len(stored) == len(self._host) and _in_step(stored, self._host)
 
     def _window(self, stored: Sequence[BaseMessage], room: int | None = None) -> list[BaseMessage]:
         """Take in what the backing history gained since the last read, then fit what the
@@ -179,12 +185,11 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
             self._transcript.append(to_countable_message(message, where=f"messages[{k}]"))
             self._host.append(message)
         budget = self.budget
-        if room is not None and room < budget.max_tokens - budget.reserve_output:
-            try:  # the ledger's smaller_context budget, when what must be kept fits it
-                return self._fit(stored, budget.within(room))
-            except ContextOverflowError:
-                pass
-        return self._fit(stored, budget)
+        return fit_smaller_or_whole(
+            lambda within: self._fit(stored, budget if within is None else budget.within(within)),
+            room,
+            budget.max_tokens - budget.reserve_output,
+        )
 
     def _fit(self, stored: Sequence[BaseMessage], budget: Budget) -> list[BaseMessage]:
         picked = self._transcript.candidates(
@@ -216,21 +221,27 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The window that fits the budget (the backing history read each time; with a
-        ``ledger``, the budget it allows the payer now).
+        ``ledger``, the budget it allows the payer when the history last changed: reads of an
+        unchanged history give the same window, as ``RunnableWithMessageHistory`` relies on, which
+        reads it again after the run to tell the new messages from the old by its length).
 
         Raises:
             ContextOverflowError: The system messages and newest turn alone exceed the budget.
             BudgetUnavailableError: The ledger's store is down and the ledger fails closed.
         """
-        room = self._room()
         with self._guard.operation():
-            return self._window(self.history.messages, room)
+            stored = self.history.messages
+            if self.ledger is not None and not self._unchanged(stored):
+                self._room_read = self._room()
+            return self._window(stored, self._room_read)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages`."""
-        room = await self._aroom()
         async with self._guard.aoperation():
-            return self._window(await self.history.aget_messages(), room)
+            stored = await self.history.aget_messages()
+            if self.ledger is not None and not self._unchanged(stored):
+                self._room_read = await self._aroom()
+            return self._window(stored, self._room_read)
 
     @property
     def transcript(self) -> list[BaseMessage]:

@@ -23,13 +23,12 @@ from langchain_core.runnables.config import var_child_runnable_config
 
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import (
-    ContextOverflowError,
     InvalidInputError,
     option_names,
     refuse_positional,
     refuse_unknown,
 )
-from tokenbudget_core.fitting import OnOverflow
+from tokenbudget_core.fitting import OnOverflow, fit_smaller_or_whole
 from tokenbudget_core.ledger import Ledger, check_context_options
 from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import without_route
@@ -126,7 +125,7 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             wins). When the system prompt, tools and messages that must be kept do not fit the
             smaller budget, the call is fitted to the whole one. ``"summarise"`` does not act on
             ``smaller_context`` (the core's ``SummaryBuffer`` reads its window at one budget
-            only): a ledger is taken and not read.
+            only) and refuses a ledger.
         feature: Default feature of the payer the ledger reads (with ``ledger`` only).
         user: Default user of the payer the ledger reads (with ``ledger`` only).
 
@@ -204,6 +203,12 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             on_overflow=on_overflow,
         )
         check_context_options(ledger, feature=feature, user=user)
+        if ledger is not None and strategy == "summarise":
+            raise InvalidInputError(
+                "ledger",
+                "is read by strategy='trim' only: a summarised window is kept at one budget",
+                fix="use strategy='trim' to act on the ladder's smaller_context step, or drop ledger=",
+            )
         self.ledger, self.feature, self.user = ledger, feature, user
         self.strategy = strategy
         self.summariser = summariser
@@ -233,13 +238,13 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         budget) when what must be kept fits there, else within the whole budget."""
         budget = self.budget
         system, tools = request.system_message, sent_tools(request)
-        if room is not None and room < budget.max_tokens - budget.reserve_output:
-            try:
-                kept = fit_host(request.messages, budget.within(room), system=system, tools=tools)
-                return request.override(messages=kept)
-            except ContextOverflowError:
-                pass  # the must-keep messages need more: as without the ledger
-        return request.override(messages=fit_host(request.messages, budget, system=system, tools=tools))
+
+        def fit(within: int | None) -> list[Any]:
+            sized = budget if within is None else budget.within(within)
+            return fit_host(request.messages, sized, system=system, tools=tools)
+
+        kept = fit_smaller_or_whole(fit, room, budget.max_tokens - budget.reserve_output)
+        return request.override(messages=kept)
 
     def _payer(self, request: ModelRequest[Any]) -> dict[str, str | None]:
         """The run's feature and user, as :class:`~langchain_tokenbudget.BudgetMiddleware` reads

@@ -51,7 +51,7 @@ from llama_index.core.tools import BaseTool
 
 from tokenbudget_core.counting import TokenCounter, resolve_counter
 from tokenbudget_core.errors import ContextOverflowError, InvalidInputError
-from tokenbudget_core.fitting import fit_messages
+from tokenbudget_core.fitting import fit_messages, fit_smaller_or_whole
 from tokenbudget_core.messages import Message, MessageLike, to_message
 from tokenbudget_core.operation_lock import OperationLock
 from tokenbudget_core.registry import default_registry
@@ -861,12 +861,9 @@ class BudgetMemory(BaseMemory):
         """The memory's part of the request, fitted within ``within`` tokens (the ledger's smaller
         budget) when what must be kept fits there beside what ``get()`` reserves, else within the
         core's budget (a smaller context never fails a ``get()`` that fits the whole one)."""
-        if within is not None and within < transcript.core.budget:
-            try:
-                return self._fitted(transcript, input, reserved, within)
-            except ContextOverflowError:
-                pass  # what must be kept needs more than the smaller budget: as without a ledger
-        return self._fitted(transcript, input, reserved, None)
+        return fit_smaller_or_whole(
+            lambda room: self._fitted(transcript, input, reserved, room), within, transcript.core.budget
+        )
 
     def _fitted(
         self, transcript: Transcript, input: str | None, reserved: int, within: int | None

@@ -38,9 +38,10 @@ from .counting import TokenCounter, ToolLike, add_file_tokens, resolve_counter
 from .errors import ContextOverflowError, InvalidInputError, InvalidMessageError, check_flag
 from .messages import Message, MessageLike, Part, TextPart, to_message
 
-__all__ = ["FitResult", "Keep", "OnOverflow", "fit_messages"]
+__all__ = ["FitResult", "Keep", "OnOverflow", "fit_messages", "fit_smaller_or_whole"]
 
 M = TypeVar("M", bound=MessageLike)
+R = TypeVar("R")
 Keep: TypeAlias = Literal["newest", "oldest"]
 OnOverflow: TypeAlias = Literal["raise", "truncate"]
 
@@ -478,3 +479,22 @@ def _truncate_to_fit(
 def _is_image(part: object) -> bool:
     """A dict message's content part that is not text (kept whole when its text is cut)."""
     return not isinstance(part, str) and not (isinstance(part, Mapping) and part.get("type") == "text")
+
+
+def fit_smaller_or_whole(fit: Callable[[int | None], R], room: int | None, whole: int) -> R:
+    """``fit(room)``: a fit within the smaller budget ``room`` (the ladder's ``smaller_context``:
+    :meth:`Ledger.context_tokens <tokenbudget_core.ledger.Ledger.context_tokens>`) when it is
+    below ``whole`` and what must be kept fits it; else ``fit(None)``, the fit within the whole
+    budget. A smaller context never shortens a message nor fails a request that fits the whole
+    budget: ``fit`` raises :class:`ContextOverflowError` (without cutting) when ``room`` cannot
+    hold what must be kept.
+
+    Raises:
+        ContextOverflowError: From ``fit(None)``: the whole budget cannot hold it either.
+    """
+    if room is not None and room < whole:
+        try:
+            return fit(room)
+        except ContextOverflowError:
+            pass  # what must be kept needs more than the smaller budget: as without the ledger
+    return fit(None)

@@ -182,3 +182,22 @@ def test_a_window_whose_must_keep_part_needs_more_than_within_is_read_whole() ->
     fits = window.messages(within=must + 200)
     assert len(fits) < len(full)
     assert int(window.counter.count_messages(fits)) <= must + 200
+
+
+def test_fit_smaller_or_whole_falls_back_only_on_an_overflow_of_the_smaller_budget() -> None:
+    from tokenbudget_core.errors import ContextOverflowError
+    from tokenbudget_core.fitting import fit_smaller_or_whole
+
+    asked: list[int | None] = []
+
+    def fit(room: int | None) -> str:
+        asked.append(room)
+        if room is not None and room < 100:
+            raise ContextOverflowError(limit=room, required=100)
+        return f"within {room}"
+
+    assert fit_smaller_or_whole(fit, 150, 400) == "within 150"
+    assert fit_smaller_or_whole(fit, 50, 400) == "within None"  # what must be kept needs 100
+    assert fit_smaller_or_whole(fit, None, 400) == "within None"
+    assert fit_smaller_or_whole(fit, 400, 400) == "within None"  # not smaller: the whole budget
+    assert asked == [150, 50, None, None, None]

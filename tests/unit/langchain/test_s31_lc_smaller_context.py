@@ -94,14 +94,18 @@ def test_history_shrinks_for_a_payer_past_smaller_context_only() -> None:
     assert tokens(whole) > small_room(book)
 
     spend(book, "ada")
-    smaller = ada.messages
+    assert ada.messages == whole  # the history has not changed since the last read: same window
+    smaller = history_for(book, "ada", stored).messages  # the next request's history
     check_kept(smaller, stored, small_room(book))
     assert len(smaller) < len(whole)
-    assert bob.messages == whole  # another user's budget is untouched
+    assert history_for(book, "bob", stored).messages == whole  # another user's budget is untouched
     assert len(ada.transcript) == len(stored)  # the backing history keeps everything
 
     with attribute(feature="support", user="ada"):  # the enclosing payer wins over user="bob"
-        assert bob.messages == smaller
+        assert history_for(book, "bob", stored).messages == smaller
+
+    ada.add_messages([HumanMessage("And tomorrow?")])  # the next turn: the step is read again
+    assert tokens(ada.messages) <= small_room(book)
 
 
 async def test_history_async_twin_reads_the_ledger() -> None:
@@ -111,7 +115,8 @@ async def test_history_async_twin_reads_the_ledger() -> None:
     assert whole == ada.messages
     assert tokens(whole) > small_room(book)
     spend(book, "ada")
-    smaller = await ada.aget_messages()
+    assert await ada.aget_messages() == whole  # unchanged history, same window
+    smaller = await history_for(book, "ada", stored).aget_messages()
     check_kept(smaller, stored, small_room(book))
     assert len(smaller) < len(whole)
     assert await bob.aget_messages() == whole
@@ -245,10 +250,12 @@ def test_trim_keeps_the_whole_budget_when_the_must_keep_messages_need_it() -> No
     assert [len(r) for r in kept] == [len(r) for r in plain]
 
 
-def test_summarise_takes_a_ledger_and_does_not_act_on_it() -> None:
-    book = ledger()
-    middleware = ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET, strategy="summarise", ledger=book)
-    assert middleware.ledger is book
+def test_summarise_refuses_a_ledger_it_would_not_read() -> None:
+    """(review s31) It took the ledger and never read it; the summarising histories refuse it."""
+    with pytest.raises(InvalidInputError) as caught:
+        ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET, strategy="summarise", ledger=ledger())
+    assert caught.value.field == "ledger"
+    assert "strategy='trim'" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -265,3 +272,70 @@ def test_middleware_bad_ledger_options_are_named(options: dict[str, Any], field:
         ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET, **options)
     assert caught.value.field == field
     assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(("before", "moves"), [(7_000, "up"), (6_000, "down")])
+def test_runnable_with_message_history_appends_the_new_turn_only_when_the_step_moves_during_the_run(
+    use_async: bool, before: int, moves: str
+) -> None:
+    """(review s31) ``RunnableWithMessageHistory`` reads ``messages`` again after the run and
+    tells the new messages from the old by its length: a step moved by the run's own charge (or
+    by another call of the payer settling meanwhile) changed that length, so old turns were
+    appended again, or the user's new question was lost. An unchanged history now reads alike."""
+    import asyncio
+    import warnings
+
+    from langchain_core.messages import AIMessage
+    from langchain_core.runnables.history import RunnableWithMessageHistory
+
+    from langchain_tokenbudget import BudgetCallbackHandler
+
+    book = Ledger(
+        "memory://", policy=BudgetPolicy(features={"support": FeatureBudget(user_daily_tokens=10_000)})
+    )
+    book.record(Usage(input_tokens=before), model="gpt-4o", feature="support", user="ada")
+    other = None
+    if moves == "down":  # another call of the payer in flight, given back during this one
+        other = book.reserve(
+            model="gpt-4o", input_tokens=1_700, max_output_tokens=0, feature="support", user="ada"
+        )
+    backing = memory([SystemMessage(SYSTEM), *conversation(20)])
+    stored = len(backing.messages)
+
+    class Settling(RecordingChatModel):
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+            if other is not None:
+                book.release(other)
+            return super()._generate(messages, *args, **kwargs)
+
+    usage = {"input_tokens": 1_000, "output_tokens": 5, "total_tokens": 1_005}
+    model = Settling(messages=iter([AIMessage("sure", usage_metadata=usage)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RunnableWithMessageHistory is deprecated, still used
+        chain = RunnableWithMessageHistory(
+            model,
+            lambda session_id: TokenBudgetChatMessageHistory(
+                backing,
+                model="gpt-4o",
+                max_tokens=BUDGET,
+                pin_first_user=True,
+                ledger=book,
+                feature="support",
+                user="ada",
+            ),
+        )
+    config: Any = {
+        "configurable": {"session_id": "s"},
+        "callbacks": [BudgetCallbackHandler(book, model="gpt-4o", max_output_tokens=50)],
+        "metadata": {"feature": "support", "user": "ada"},
+    }
+    step = book.state(feature="support", user="ada").step
+    question = HumanMessage("new question")
+    if use_async:
+        asyncio.run(chain.ainvoke([question], config=config))
+    else:
+        chain.invoke([question], config=config)
+    assert book.state(feature="support", user="ada").step != step  # the step did move
+    added = backing.messages[stored:]
+    assert [m.content for m in added] == ["new question", "sure"]
