@@ -294,7 +294,8 @@ def allocate_budget(
             fix = "use the int 0 for no tokens" if share == 0 else "use a fraction in (0, 1]"
             raise InvalidInputError(field, f"{share!r} is not a fraction in (0, 1]", value=share, fix=fix)
         else:
-            weights[part] = Fraction(repr(share))  # 0.1 is 1/10, so 0.1 + 0.9 is exactly 1
+            # 0.1 is 1/10, so 0.1 + 0.9 is exactly 1 (float(): a float subclass such as numpy's too)
+            weights[part] = Fraction(repr(float(share)))
     need = sum(fixed.values())
     if need > window:
         what = ", ".join(f"{p}={n}" for p, n in fixed.items() if n)

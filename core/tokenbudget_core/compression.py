@@ -412,7 +412,10 @@ def _flush(out: list[str], blanks: list[str], *, keep: bool) -> None:
             out.extend(blanks)
         else:
             first = blanks[0]
-            out.append(first[len(first.rstrip("\r\n")) :])
+            end = first[len(first.rstrip("\r\n")) :]
+            if end.startswith("\n") and out and out[-1].endswith("\r"):
+                end = "\r" + end  # after a lone CR, "\n" would join it as one CRLF: no blank line
+            out.append(end)
         blanks.clear()
 
 

@@ -311,7 +311,8 @@ def render_demo(report: DemoReport) -> RenderableType:
     parts_out: list[RenderableType] = [tokens, costs]
     if estimated:
         note = (
-            "~ marks an estimate. Claude is counted exactly only through Anthropic's API (ANTHROPIC_API_KEY)."
+            "~ marks an estimate. Claude is counted exactly only through Anthropic's API "
+            "(ANTHROPIC_API_KEY); models whose tokenizer is not published (Gemini...) are always estimated."
         )
         parts_out.append(Text(note, style="dim"))
     return Group(*parts_out)

@@ -76,6 +76,10 @@ DOCUMENT_SEPARATOR = "\n\n---\n\n"
 _FLEX = ("context", "history", "examples")  # the order parts are cut in; unused tokens flow along it
 _MIN_DOCUMENT_TOKENS = 16  # below this share a document is dropped rather than cut to a stub
 _WHAT = "system prompt and user input"
+_OVERFLOW_FIX = (
+    "raise max_tokens, reserve fewer output tokens, shorten the system prompt, or pass "
+    "on_overflow='truncate' to cut the user input"
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -322,7 +326,9 @@ class _Plan:
         user_cost = self._cost([{"role": "user", "content": user}]) + priming
         if self.sys_cost + user_cost > b.budget:
             if b.on_overflow == "raise":
-                raise ContextOverflowError(limit=b.budget, required=self.sys_cost + user_cost, what=_WHAT)
+                raise ContextOverflowError(
+                    limit=b.budget, required=self.sys_cost + user_cost, what=_WHAT, fix=_OVERFLOW_FIX
+                )
             self.user_text = self._cut_user(b.budget - self.sys_cost - priming, self.sys_cost + user_cost)
             self.user_truncated = True
             user_cost = self._cost([{"role": "user", "content": self.user_text}]) + priming
@@ -500,7 +506,7 @@ class _Plan:
             self.user_truncated = True
             self.used["user"] = self._cost([{"role": "user", "content": self.user_text}]) + priming
         else:
-            raise ContextOverflowError(limit=self.b.budget, required=tokens, what=_WHAT)
+            raise ContextOverflowError(limit=self.b.budget, required=tokens, what=_WHAT, fix=_OVERFLOW_FIX)
 
     def messages(self) -> list[dict[str, Any]]:
         system = self._system(self.kept_docs)

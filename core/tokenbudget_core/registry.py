@@ -104,6 +104,9 @@ _FAMILIES: tuple[_Family, ...] = (
     _f(r"^claude-3-haiku|^claude-3-sonnet", "anthropic", "anthropic", "cl100k_base", 4_096, 200_000),
     _f(r"^claude-opus-4-[5-9]|^claude-opus-[5-9]", "anthropic", "anthropic", "cl100k_base", 64_000, 200_000),
     _f(r"^claude-", "anthropic", "anthropic", "cl100k_base", 64_000, 200_000),
+    # Gemini 2.5 (pro, flash, flash-lite): 1,048,576 input and 65,536 output tokens per Google's
+    # model pages; counted by the offline estimate, as every Gemini model here.
+    _f(r"^gemini-2\.5-", "google", "estimate", "cl100k_base", 65_536, 1_048_576),
 )
 
 # Models genai-prices does not list but callers use; looked up by exact name.
