@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import string
 from dataclasses import dataclass
 
 from .counting import check_text, counted
@@ -65,8 +66,8 @@ _QUOTE = re.compile(r"[ \t]*>[ \t]?")
 # column the container's content starts at (CommonMark's list items: "-   a" is not "- a")
 _MARKERS = re.compile(r"(?:[ \t]*(?:>|(?:[-+*]|\d{1,9}[.)])(?=[ \t])))*")
 _LIST_CODE = re.compile(r"[ \t]*(?:[-+*]|\d{1,9}[.)])(?: {5}|[ \t]*\t)")
-_INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)")
 _BACKTICKS = re.compile(r"`+")
+_ESCAPABLE = frozenset(string.punctuation)  # what a backslash escapes in CommonMark
 _SPACES = re.compile(" *")
 _RUN = re.compile(r"[ \t]{2,}")
 
@@ -190,25 +191,40 @@ def _keep_code_spans(out: list[str], paragraph: list[tuple[int, str]]) -> None:
         for _, line in paragraph[:-1]:
             starts.append(starts[-1] + len(line))
         text = "".join(line for _, line in paragraph)
-        runs = [(m.start(), m.end()) for m in _BACKTICKS.finditer(text)]
-        by_length: dict[int, list[int]] = {}  # run length: indexes in runs, in order
-        for i, (a, b) in enumerate(runs):
-            by_length.setdefault(b - a, []).append(i)
-        i = 0
-        while i < len(runs):
-            a, b = runs[i]
-            same = by_length[b - a]
-            nxt = bisect.bisect_right(same, i)
-            if nxt == len(same):
-                i += 1  # no closing string: these backticks are literal
-                continue
-            j = same[nxt]
-            first, last = bisect.bisect_right(starts, a) - 1, bisect.bisect_right(starts, runs[j][0]) - 1
+        for a, b in _code_spans(text):
+            first, last = bisect.bisect_right(starts, a) - 1, bisect.bisect_right(starts, b - 1) - 1
             if first != last:
                 for index, line in paragraph[first : last + 1]:
                     out[index] = line
-            i = j + 1
     paragraph.clear()
+
+
+def _code_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of the code spans in ``text``, paired as CommonMark pairs them: a backtick
+    string opens a span unless a backslash escapes its first backtick (``\\`` is a literal
+    backtick; the rest of the string can still open one), and is closed by the next backtick
+    string of the same length (inside a span backslashes are literal); an opening string with no
+    closing one is literal text."""
+    spans: list[tuple[int, int]] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n and text[i + 1] in _ESCAPABLE:
+            i += 2  # an escaped character: literal, a backtick too
+            continue
+        if c != "`":
+            i += 1
+            continue
+        j = i
+        while j < n and text[j] == "`":
+            j += 1
+        closing = next((m for m in _BACKTICKS.finditer(text, j) if m.end() - m.start() == j - i), None)
+        if closing is None:
+            i = j  # no closing string: these backticks are literal
+        else:
+            spans.append((i, closing.end()))
+            i = closing.end()
+    return spans
 
 
 def _closing_fence(text: str) -> str | None:
@@ -429,10 +445,10 @@ def _squeeze_line(line: str) -> str:
         return indent.rstrip(" ")
     pieces: list[str] = []
     pos = 0
-    for span in _INLINE_CODE.finditer(body):
-        pieces.append(_RUN.sub(_one_space, body[pos : span.start()]))
-        pieces.append(span.group())
-        pos = span.end()
+    for start, end in _code_spans(body):
+        pieces.append(_RUN.sub(_one_space, body[pos:start]))
+        pieces.append(body[start:end])
+        pos = end
     pieces.append(_RUN.sub(_one_space, body[pos:]))
     squeezed = "".join(pieces)
     words = squeezed.rstrip(" \t")

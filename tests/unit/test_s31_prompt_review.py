@@ -62,3 +62,20 @@ def test_explain_says_gemini_is_estimated() -> None:
     result = CliRunner().invoke(cli, ["explain", "-m", "gemini-2.5-pro"])
     assert result.exit_code == 0, result.output
     assert "Gemini" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("Escaped \\```  a  `` end", "``  a  ``"),  # \` is a literal backtick: `` opens the span
+        ("\\```  ``", "``  ``"),
+        ("keep `a\\`  b` too", "`a\\`"),  # inside a span a backslash is literal: it closes there
+        ("two \\\\`  x  ` here", "`  x  `"),  # an escaped backslash: the backtick opens a span
+    ],
+)
+def test_a_backslash_escaped_backtick_does_not_throw_code_spans_off(text: str, span: str) -> None:
+    """The pairing of backtick strings ignored backslash escapes: a span after an escaped
+    backtick was taken for text and its spaces squeezed."""
+    out = compress_prompt(text).text
+    assert span in out
+    assert compress_prompt(out).text == out
