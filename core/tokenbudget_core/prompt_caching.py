@@ -446,10 +446,17 @@ def min_cacheable_tokens(model: str, *, registry: ModelRegistry | None = None) -
     if not isinstance(model, str) or not model.strip():
         raise InvalidInputError("model", "must be a non-empty model name", value=model)
     info = check_registry(registry).get(model)
-    if info.provider != "anthropic":
+    # Claude served by Anthropic, or by a cloud (Bedrock ``anthropic.claude-...``, Vertex): the
+    # same Messages API markers
+    if info.provider != "anthropic" and "claude-" not in info.canonical:
+        fix = (
+            "OpenAI caches prompts automatically: use with_prompt_cache_key() instead"
+            if info.provider == "openai"
+            else "this provider's prompt caching is not set with cache_control breakpoints"
+        )
         raise InvalidInputError(
-            "model", f"cache_control breakpoints are Anthropic's; {model!r} is a {info.provider} model",
-            value=model, fix="OpenAI caches prompts automatically: use with_prompt_cache_key() instead",
+            "model", f"cache_control breakpoints are Claude's; {model!r} is a model of {info.provider}",
+            value=model, fix=fix,
         )  # fmt: skip
     for pattern, tokens in _MIN_TOKENS:
         if pattern.search(info.canonical):
@@ -665,20 +672,32 @@ def _check_ttl_order(marks: list[tuple[int, Ttl | None]], blocks: list[_Block]) 
 
 
 def _mark(request: dict[str, Any], block: _Block, ttl: Ttl) -> str:
+    """Put the breakpoint on ``block`` of ``request`` (a deep copy of the caller's). The block and
+    the lists holding it are replaced by copies, never written into: a deep copy keeps objects
+    shared where the caller shared them (one document dict in several turns, one block in the
+    system prompt and a message), and a marker written into one would land on every place it is."""
     control: dict[str, str] = {"type": "ephemeral"} if ttl == "5m" else {"type": "ephemeral", "ttl": "1h"}
     if block.section == "tools":
-        request["tools"][int(block.path[6:-1])]["cache_control"] = control
+        tools = request["tools"] = list(request["tools"])
+        k = int(block.path[6:-1])
+        tools[k] = {**tools[k], "cache_control": control}
         return block.path
     if block.section == "system":
-        if isinstance(request["system"], str):
-            request["system"] = [{"type": "text", "text": request["system"]}]
-        request["system"][int(block.path[7:-1])]["cache_control"] = control
+        system = request["system"]
+        system = request["system"] = (
+            [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
+        )
+        k = int(block.path[7:-1])
+        system[k] = {**system[k], "cache_control": control}
         return block.path
     m, j = (int(x) for x in re.findall(r"\d+", block.path))
-    message = request["messages"][m] = dict(request["messages"][m])
-    if isinstance(message["content"], str):
-        message["content"] = [{"type": "text", "text": message["content"]}]
-    message["content"][j]["cache_control"] = control
+    messages = request["messages"] = list(request["messages"])
+    message = messages[m] = dict(messages[m])
+    content = message["content"]
+    content = message["content"] = (
+        [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+    )
+    content[j] = {**content[j], "cache_control": control}
     return block.path
 
 
