@@ -67,7 +67,8 @@ _QUOTE = re.compile(r"[ \t]*>[ \t]?")
 _MARKERS = re.compile(r"(?:[ \t]*(?:>|(?:[-+*]|\d{1,9}[.)])(?=[ \t])))*")
 _LIST_CODE = re.compile(r"[ \t]*(?:[-+*]|\d{1,9}[.)])(?: {5}|[ \t]*\t)")
 _BACKTICKS = re.compile(r"`+")
-_ESCAPABLE = frozenset(string.punctuation)  # what a backslash escapes in CommonMark
+_ESCAPE_OR_BACKTICKS = re.compile(r"\\[" + re.escape(string.punctuation) + r"]|`+")
+"""A backslash escape (CommonMark escapes ASCII punctuation) or a backtick string."""
 _SPACES = re.compile(" *")
 _RUN = re.compile(r"[ \t]{2,}")
 
@@ -201,29 +202,25 @@ def _keep_code_spans(out: list[str], paragraph: list[tuple[int, str]]) -> None:
 
 def _code_spans(text: str) -> list[tuple[int, int]]:
     """``(start, end)`` of the code spans in ``text``, paired as CommonMark pairs them: a backtick
-    string opens a span unless a backslash escapes its first backtick (``\\`` is a literal
+    string opens a span unless a backslash escapes its first backtick (``\\``` is a literal
     backtick; the rest of the string can still open one), and is closed by the next backtick
     string of the same length (inside a span backslashes are literal); an opening string with no
-    closing one is literal text."""
+    closing one is literal text. The closing strings are found by length in one index, so a
+    paragraph of many unclosed strings costs O(n log n), not a scan of the rest per string."""
+    starts_by_length: dict[int, list[int]] = {}
+    for m in _BACKTICKS.finditer(text):  # every string (a closing one is read without escapes)
+        starts_by_length.setdefault(m.end() - m.start(), []).append(m.start())
     spans: list[tuple[int, int]] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\" and i + 1 < n and text[i + 1] in _ESCAPABLE:
-            i += 2  # an escaped character: literal, a backtick too
+    pos = 0
+    for m in _ESCAPE_OR_BACKTICKS.finditer(text):
+        a, b = m.span()
+        if a < pos or text[a] == "\\":  # inside a span found already, or an escaped character
             continue
-        if c != "`":
-            i += 1
-            continue
-        j = i
-        while j < n and text[j] == "`":
-            j += 1
-        closing = next((m for m in _BACKTICKS.finditer(text, j) if m.end() - m.start() == j - i), None)
-        if closing is None:
-            i = j  # no closing string: these backticks are literal
-        else:
-            spans.append((i, closing.end()))
-            i = closing.end()
+        starts = starts_by_length.get(b - a, [])
+        k = bisect.bisect_left(starts, b)
+        if k < len(starts):
+            pos = starts[k] + (b - a)
+            spans.append((a, pos))
     return spans
 
 

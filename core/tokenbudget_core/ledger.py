@@ -1399,9 +1399,9 @@ class Ledger:
         reservation = self._reservation(plan, step)
         if step in rules.refused:
             # given back and forgotten: a retry under the id reserves anew
-            self._release(reservation, forget=True)
+            stays = not self._release(reservation, forget=True) and plan.request_id in self._orphan_ids
             raise self._soft_refusal(
-                plan.day, checks, plan.now_ms, plan.feature, plan.user, usage, step, plan.request_id
+                plan.day, checks, plan.now_ms, plan.feature, plan.user, usage, step, own_hold=stays
             )
         return reservation if plan.own_id else self._keep(reservation)
 
@@ -1452,8 +1452,7 @@ class Ledger:
         checks = plan.checks
         if self._orphan_ids.get(rid) is True:  # a refused call's hold, still to be given back
             raise self._soft_refusal(
-                plan.day, checks, plan.now_ms, plan.feature, plan.user, step=self._held_step(plan),
-                request_id=rid,
+                plan.day, checks, plan.now_ms, plan.feature, plan.user, step=self._held_step(plan)
             )  # fmt: skip
         totals = self.store.totals(plan.day, [(c.scope, c.metric) for c in checks], plan.now_ms)
         usage = [sum(totals[(c.scope, c.metric)]) + c.amount for c in checks]
@@ -1508,9 +1507,9 @@ class Ledger:
             step = self._ladder_step(usage, [c.limit for c in checks], rules)
         reservation = dataclasses.replace(held, step=step)
         if step in rules.refused:
-            self._release(reservation, forget=True)
+            stays = not self._release(reservation, forget=True) and plan.request_id in self._orphan_ids
             raise self._soft_refusal(
-                plan.day, checks, plan.now_ms, plan.feature, plan.user, step=step, request_id=plan.request_id
+                plan.day, checks, plan.now_ms, plan.feature, plan.user, step=step, own_hold=stays
             )
         return self._keep(reservation)
 
@@ -1523,20 +1522,24 @@ class Ledger:
         user: str | None,
         usage: Sequence[int] = (),
         step: Step = "hard_refusal",
-        request_id: str | None = None,
+        *,
+        own_hold: bool = False,
     ) -> BudgetExceededError:
         """The refusal of a call whose tightest budget passed a refusing step of the ladder
         (``step``: ``cache_only`` or ``soft_refusal``; a call filling a budget exactly is refused
         at the top one configured), with that budget's figures (read after the call's own
         reservation was given back; when the store cannot be read, from ``usage``, the reserve's
         own ``spent + reserved`` per check with the call in it, else as nothing used: the refusal
-        stands either way). A call's hold that could not be given back yet (``request_id`` left
-        to release later) is in the store's totals: it is not counted as used before the call."""
+        stands either way). ``own_hold``: the call's own reservation could not be given back (left
+        to release once the store answers), so its hold, ``checks``' amounts, is in the store's
+        totals and is not counted as used before the call. (A retry of such a call is told the
+        totals as they are: what its earlier hold was is not known here.)"""
         limited = [c for c in checks if c.limit]
-        held = request_id is not None and self._orphan_ids.get(request_id) is True
         try:
             totals = self.store.totals(day, [(c.scope, c.metric) for c in limited], now_ms)
-            used = {c: max(0, sum(totals[(c.scope, c.metric)]) - (c.amount if held else 0)) for c in limited}
+            used = {
+                c: max(0, sum(totals[(c.scope, c.metric)]) - (c.amount if own_hold else 0)) for c in limited
+            }
         except (BudgetUnavailableError, StoreRefusedError, OSError):
             after = dict(zip(checks, usage, strict=False))  # empty when the store reported none
             used = {c: max(0, after[c] - c.amount) if c in after else 0 for c in limited}

@@ -144,7 +144,8 @@ class _ReleaseDown(SQLiteStore):
 def test_a_retry_of_a_call_refused_at_cache_only_whose_hold_stayed_says_cache_only(tmp_path: Path) -> None:
     """(review s31) A call refused at ``cache_only`` whose hold could not be given back, retried
     under its request id, was refused again as ``soft_refusal``: an app showing one message per
-    step showed the wrong one. Both refusals counted the call's own hold as used before it."""
+    step showed the wrong one. The first refusal counted the call's own hold as used before it;
+    a retry is told the totals as they are (its earlier hold among them)."""
     ledger = Ledger(
         _ReleaseDown(f"sqlite:///{tmp_path / 'l.db'}"),
         policy=BudgetPolicy(default_feature=FeatureBudget(user_daily_tokens=1000)),
@@ -159,4 +160,4 @@ def test_a_retry_of_a_call_refused_at_cache_only_whose_hold_stayed_says_cache_on
                 model="gpt-4o-mini", input_tokens=60, max_output_tokens=0, user="u-1", request_id="r-1"
             )
         steps.append((refused.value.step, refused.value.used))
-    assert steps == [("cache_only", 850), ("cache_only", 850)]
+    assert steps == [("cache_only", 850), ("cache_only", 910)]
