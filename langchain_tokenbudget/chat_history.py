@@ -24,6 +24,7 @@ from langchain_core.chat_history import BaseChatMessageHistory, InMemoryChatMess
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from tokenbudget_core.attribution import current_attribution
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.fitting import OnOverflow, fit_smaller_or_whole
@@ -166,12 +167,28 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         self._guard = OperationLock()
         self._transcript: TranscriptFit[Message] = TranscriptFit(self.budget.counter)
         self._host: list[BaseMessage] = []
-        self._room_read: int | None = None
-        """The ledger's room at the last read that found the backing history changed."""
+        self._room_read: tuple[tuple[str | None, str | None], int | None] | None = None
+        """``(payer, room)``: the ledger's room for that payer at the last read that asked it."""
 
     def _unchanged(self, stored: Sequence[BaseMessage]) -> bool:
         """Whether ``stored`` is what the last read took in, no message added or replaced."""
         return len(stored) == len(self._host) and _in_step(stored, self._host)
+
+    def _payer(self) -> tuple[str | None, str | None]:
+        """The feature and user whose budget the ledger reads now (an ``attribute()`` block's
+        ids over this history's own, as :meth:`Ledger.context_tokens` takes them)."""
+        ctx = current_attribution()
+        return ctx.feature or self.feature, ctx.user or self.user
+
+    def _known_room(self, stored: Sequence[BaseMessage]) -> tuple[bool, int | None]:
+        """``(True, room)`` when the last read's room still holds: the same payer, and the backing
+        history unchanged since (so reads of one call see one window); else ``(False, None)``."""
+        last = self._room_read
+        if self.ledger is None:
+            return True, None
+        if last is not None and last[0] == self._payer() and self._unchanged(stored):
+            return True, last[1]
+        return False, None
 
     def _window(self, stored: Sequence[BaseMessage], room: int | None = None) -> list[BaseMessage]:
         """Take in what the backing history gained since the last read, then fit what the
@@ -222,8 +239,9 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The window that fits the budget (the backing history read each time; with a
         ``ledger``, the budget it allows the payer when the history last changed: reads of an
-        unchanged history give the same window, as ``RunnableWithMessageHistory`` relies on, which
-        reads it again after the run to tell the new messages from the old by its length).
+        unchanged history for the same payer give the same window, as ``RunnableWithMessageHistory``
+        relies on, which reads it again after the run to tell the new messages from the old by
+        its length; another payer's read asks the ledger again).
 
         Raises:
             ContextOverflowError: The system messages and newest turn alone exceed the budget.
@@ -231,17 +249,21 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         """
         with self._guard.operation():
             stored = self.history.messages
-            if self.ledger is not None and not self._unchanged(stored):
-                self._room_read = self._room()
-            return self._window(stored, self._room_read)
+            known, room = self._known_room(stored)
+            if not known:
+                room = self._room()
+                self._room_read = (self._payer(), room)
+            return self._window(stored, room)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages`."""
         async with self._guard.aoperation():
             stored = await self.history.aget_messages()
-            if self.ledger is not None and not self._unchanged(stored):
-                self._room_read = await self._aroom()
-            return self._window(stored, self._room_read)
+            known, room = self._known_room(stored)
+            if not known:
+                room = await self._aroom()
+                self._room_read = (self._payer(), room)
+            return self._window(stored, room)
 
     @property
     def transcript(self) -> list[BaseMessage]:
@@ -257,14 +279,16 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         await self.history.aadd_messages(check_messages(messages))
 
     def clear(self) -> None:
-        """Clear the backing history."""
+        """Clear the backing history (the ledger is asked again at the next read)."""
         with self._guard.operation():
             self.history.clear()
+            self._room_read = None
 
     async def aclear(self) -> None:
         """Async twin of :meth:`clear`."""
         async with self._guard.aoperation():
             await self.history.aclear()
+            self._room_read = None
 
 
 def _in_step(stored: Sequence[BaseMessage], seen: list[BaseMessage]) -> bool:

@@ -104,9 +104,17 @@ _FAMILIES: tuple[_Family, ...] = (
     _f(r"^claude-3-haiku|^claude-3-sonnet", "anthropic", "anthropic", "cl100k_base", 4_096, 200_000),
     _f(r"^claude-opus-4-[5-9]|^claude-opus-[5-9]", "anthropic", "anthropic", "cl100k_base", 64_000, 200_000),
     _f(r"^claude-", "anthropic", "anthropic", "cl100k_base", 64_000, 200_000),
-    # Gemini 2.5 (pro, flash, flash-lite): 1,048,576 input and 65,536 output tokens per Google's
-    # model pages; counted by the offline estimate, as every Gemini model here.
-    _f(r"^gemini-2\.5-", "google", "estimate", "cl100k_base", 65_536, 1_048_576),
+    # Gemini 2.5 text models (pro, flash, flash-lite, their previews; not the TTS, image or live
+    # ones): 1,048,576 input and 65,536 output tokens per Google's model pages; counted by the
+    # offline estimate, as every Gemini model here.
+    _f(
+        r"^gemini-2\.5-(pro|flash|flash-lite)(-preview(-\d\d-\d\d(-\d{4})?)?|-exp-\d\d-\d\d)?$",
+        "google",
+        "estimate",
+        "cl100k_base",
+        65_536,
+        1_048_576,
+    ),
 )
 
 # Models genai-prices does not list but callers use; looked up by exact name.
@@ -401,7 +409,7 @@ class ModelRegistry:
                     tokenizer=fam.tokenizer,
                     encoding=fam.encoding,
                     context_window=ctx or fam.context,
-                    max_output_tokens=fam.max_output,
+                    max_output_tokens=_at_most(fam.max_output, ctx or fam.context),
                 )
             return ModelInfo(
                 name=name,
@@ -413,6 +421,11 @@ class ModelRegistry:
                 max_output_tokens=None,
             )
         return None
+
+
+def _at_most(output: int | None, window: int | None) -> int | None:
+    """A family's output limit, never above the model's own window (a family's smaller member)."""
+    return output if output is None or not window else min(output, window)
 
 
 def _fine_tuned_base(name: str) -> str:

@@ -79,3 +79,13 @@ def test_a_backslash_escaped_backtick_does_not_throw_code_spans_off(text: str, s
     out = compress_prompt(text).text
     assert span in out
     assert compress_prompt(out).text == out
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-flash-tts", "gemini-2.5-pro-tts", "gemini-2.5-flash-image"])
+def test_gemini_2_5_speech_and_image_models_keep_their_own_limits(model: str) -> None:
+    """(regression review s31) The Gemini 2.5 family gave the 8,192-token TTS models a 65,536-token
+    output limit: a window of the model's default budget became impossible."""
+    info = default_registry().get(model)
+    assert info.max_output_tokens is None or info.max_output_tokens <= (info.context_window or 0)
+    if info.context_window == 8_192:
+        assert PromptBuilder(model).budget > 0

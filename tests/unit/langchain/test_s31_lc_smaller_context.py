@@ -339,3 +339,29 @@ def test_runnable_with_message_history_appends_the_new_turn_only_when_the_step_m
     assert book.state(feature="support", user="ada").step != step  # the step did move
     added = backing.messages[stored:]
     assert [m.content for m in added] == ["new question", "sure"]
+
+
+def test_one_history_read_for_two_payers_gives_each_their_own_window() -> None:
+    """(regression review s31) The room the ledger gave was kept per history object: a payer's
+    read right after another's, the history unchanged, got the other payer's window."""
+    book, stored = ledger(), transcript()
+    spend(book, "poor")
+    shared = TokenBudgetChatMessageHistory(
+        memory(stored), model="gpt-4o", max_tokens=BUDGET, pin_first_user=True, ledger=book, feature="support"
+    )
+    with attribute(user="poor"):
+        poor = shared.messages
+    with attribute(user="rich"):
+        rich = shared.messages
+    assert tokens(poor) <= small_room(book) < tokens(rich)
+    assert rich == history_for(book, "rich", stored).messages
+
+
+def test_a_cleared_and_refilled_history_asks_the_ledger_again() -> None:
+    book, stored = ledger(), transcript()
+    ada = history_for(book, "ada", stored)
+    whole = ada.messages
+    spend(book, "ada")
+    ada.clear()
+    ada.add_messages(stored)
+    assert len(ada.messages) < len(whole)
