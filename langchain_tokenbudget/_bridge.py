@@ -66,6 +66,11 @@ class Budget:
     on_overflow: OnOverflow = "raise"
     """``"raise"`` or ``"truncate"`` the newest message when the must-keep messages do not fit."""
 
+    @property
+    def prompt_tokens(self) -> int:
+        """The tokens the prompt may use: ``max_tokens - reserve_output``."""
+        return self.max_tokens - self.reserve_output
+
     def within(self, room: int) -> Budget:
         """This budget with ``room`` tokens for the prompt (``max_tokens - reserve_output``: the
         ledger's smaller_context budget), where the messages that must be kept raise rather than

@@ -24,7 +24,7 @@ from langchain_core.chat_history import BaseChatMessageHistory, InMemoryChatMess
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from tokenbudget_core.attribution import current_attribution
+from tokenbudget_core.attribution import charged_ids
 from tokenbudget_core.counting import TokenCounter
 from tokenbudget_core.errors import InvalidInputError, InvalidMessageError
 from tokenbudget_core.fitting import OnOverflow, fit_smaller_or_whole
@@ -174,19 +174,13 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         """Whether ``stored`` is what the last read took in, no message added or replaced."""
         return len(stored) == len(self._host) and _in_step(stored, self._host)
 
-    def _payer(self) -> tuple[str | None, str | None]:
-        """The feature and user whose budget the ledger reads now (an ``attribute()`` block's
-        ids over this history's own, as :meth:`Ledger.context_tokens` takes them)."""
-        ctx = current_attribution()
-        return ctx.feature or self.feature, ctx.user or self.user
-
     def _known_room(self, stored: Sequence[BaseMessage]) -> tuple[bool, int | None]:
         """``(True, room)`` when the last read's room still holds: the same payer, and the backing
         history unchanged since (so reads of one call see one window); else ``(False, None)``."""
         last = self._room_read
         if self.ledger is None:
             return True, None
-        if last is not None and last[0] == self._payer() and self._unchanged(stored):
+        if last is not None and last[0] == charged_ids(self.feature, self.user) and self._unchanged(stored):
             return True, last[1]
         return False, None
 
@@ -205,13 +199,11 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         return fit_smaller_or_whole(
             lambda within: self._fit(stored, budget if within is None else budget.within(within)),
             room,
-            budget.max_tokens - budget.reserve_output,
+            budget.prompt_tokens,
         )
 
     def _fit(self, stored: Sequence[BaseMessage], budget: Budget) -> list[BaseMessage]:
-        picked = self._transcript.candidates(
-            budget.max_tokens - budget.reserve_output, pin_first_user=budget.pin_first_user
-        )
+        picked = self._transcript.candidates(budget.prompt_tokens, pin_first_user=budget.pin_first_user)
         core = self._transcript.messages
         return fit_host(  # the backing history's objects as it hands them back now
             [stored[i] for i in picked], budget, tools=self.tools, converted=[core[i] for i in picked]
@@ -222,18 +214,14 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         if self.ledger is None:
             return None
         budget = self.budget
-        return self.ledger.context_tokens(
-            budget.max_tokens - budget.reserve_output, feature=self.feature, user=self.user
-        )
+        return self.ledger.context_tokens(budget.prompt_tokens, feature=self.feature, user=self.user)
 
     async def _aroom(self) -> int | None:
         """Async twin of :meth:`_room`."""
         if self.ledger is None:
             return None
         budget = self.budget
-        return await self.ledger.acontext_tokens(
-            budget.max_tokens - budget.reserve_output, feature=self.feature, user=self.user
-        )
+        return await self.ledger.acontext_tokens(budget.prompt_tokens, feature=self.feature, user=self.user)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
@@ -252,7 +240,7 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
             known, room = self._known_room(stored)
             if not known:
                 room = self._room()
-                self._room_read = (self._payer(), room)
+                self._room_read = (charged_ids(self.feature, self.user), room)
             return self._window(stored, room)
 
     async def aget_messages(self) -> list[BaseMessage]:
@@ -262,7 +250,7 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
             known, room = self._known_room(stored)
             if not known:
                 room = await self._aroom()
-                self._room_read = (self._payer(), room)
+                self._room_read = (charged_ids(self.feature, self.user), room)
             return self._window(stored, room)
 
     @property

@@ -243,7 +243,7 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             sized = budget if within is None else budget.within(within)
             return fit_host(request.messages, sized, system=system, tools=tools)
 
-        kept = fit_smaller_or_whole(fit, room, budget.max_tokens - budget.reserve_output)
+        kept = fit_smaller_or_whole(fit, room, budget.prompt_tokens)
         return request.override(messages=kept)
 
     def _payer(self, request: ModelRequest[Any]) -> dict[str, str | None]:
@@ -257,16 +257,14 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         if self.ledger is None:
             return None
         budget = self.budget
-        return self.ledger.context_tokens(budget.max_tokens - budget.reserve_output, **self._payer(request))
+        return self.ledger.context_tokens(budget.prompt_tokens, **self._payer(request))
 
     async def _aroom(self, request: ModelRequest[Any]) -> int | None:
         """Async twin of :meth:`_room`."""
         if self.ledger is None:
             return None
         budget = self.budget
-        return await self.ledger.acontext_tokens(
-            budget.max_tokens - budget.reserve_output, **self._payer(request)
-        )
+        return await self.ledger.acontext_tokens(budget.prompt_tokens, **self._payer(request))
 
     # -- summarise -----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ __all__ = [
     "aattributed",
     "attribute",
     "attributed",
+    "charged_ids",
     "current_attribution",
     "in_force",
     "outer_first",
@@ -89,6 +90,13 @@ _current: contextvars.ContextVar[Attribution | None] = contextvars.ContextVar(
 def current_attribution() -> Attribution:
     """The attribution in force here (empty when none was set)."""
     return _current.get() or _EMPTY
+
+
+def charged_ids(feature: str | None = None, user: str | None = None) -> tuple[str | None, str | None]:
+    """``(feature, user)`` a call naming ``feature`` and ``user`` is charged to here: the ids of the
+    :func:`attribute` block in force win, the call's fill what the block leaves unset."""
+    ctx = current_attribution()
+    return ctx.feature or feature, ctx.user or user
 
 
 def _restore(token: contextvars.Token[Attribution | None], own: Attribution | None) -> None:

@@ -54,7 +54,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._frozen import positional_maker
 from .alerts import Alert, AlertSink, dispatch, resolve_sinks
-from .attribution import current_attribution
+from .attribution import charged_ids, current_attribution
 from .budgets import STEPS, BudgetPolicy, Ladder, Step
 from .clocks import check_clock, clock_reading, finite
 from .errors import (
@@ -2410,8 +2410,7 @@ class Ledger:
         if unknown:
             refuse_unknown("Ledger.state", unknown, ("feature", "user"), kind="argument")
         _check_ids(feature=feature, user=user)
-        ctx = current_attribution()
-        feature, user = ctx.feature or feature, ctx.user or user
+        feature, user = charged_ids(feature, user)
         day, now_ms = self.day(), self._now_ms()
         checks = [c for c in self._checks(feature, user, 0, 0) if c.limit is not None]
         try:
