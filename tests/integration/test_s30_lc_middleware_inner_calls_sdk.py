@@ -29,6 +29,7 @@ from langchain_openai import ChatOpenAI
 from provider_server import AnthropicReply, OpenAIReply, ProviderServer
 from pydantic import SecretStr
 
+from agent_call_support import held_and_charged, rows
 from langchain_tokenbudget import BudgetCallbackHandler, BudgetMiddleware, RouterChatModel
 from tokenbudget_core.budgets import BudgetPolicy
 from tokenbudget_core.ledger import Ledger
@@ -41,25 +42,6 @@ CONFIG: dict[str, Any] = {"metadata": {"feature": "f", "user": "u"}}
 
 def ledger_at(tmp_path: Path) -> Ledger:
     return Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=10**7), spool_path=tmp_path / "spool")
-
-
-def rows(ledger: Ledger) -> dict[str, tuple[int, int, int, int]]:
-    """model -> (requests, input, output, estimated)."""
-    out = {}
-    for r in ledger.store.rollup([ledger.day()]):
-        v = r.values
-        out[r.rollup_key.rsplit("/", 1)[-1]] = (
-            v.get("requests", 0),
-            v.get("input_tokens", 0),
-            v.get("output_tokens", 0),
-            v.get("estimated", 0),
-        )
-    return out
-
-
-def held_and_charged(ledger: Ledger) -> tuple[int, int]:
-    used = ledger.state(user="u", feature="f").used["user_daily_tokens (all features)"]
-    return used, sum(v[1] + v[2] for v in rows(ledger).values())
 
 
 def gpt(url: str, model: str, **kwargs: Any) -> ChatOpenAI:

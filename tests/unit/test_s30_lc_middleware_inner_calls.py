@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelFallbackMiddleware
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
+from agent_call_support import ReplyingChatModel, held_and_charged, rows
 from langchain_tokenbudget import (
     AsyncBudgetCallbackHandler,
     BudgetCallbackHandler,
@@ -43,7 +43,7 @@ def usage(i: int, o: int) -> dict[str, int]:
     return {"input_tokens": i, "output_tokens": o, "total_tokens": i + o}
 
 
-class Echo(BaseChatModel):
+class Echo(ReplyingChatModel):
     """A chat model that names its model and reports usage, answering "ok" (streamed: one chunk
     carrying the usage, as OpenAI's ``stream_usage`` does)."""
 
@@ -59,27 +59,6 @@ class Echo(BaseChatModel):
         return AIMessage(
             "ok", usage_metadata=usage(self.i, self.o), response_metadata={"model_name": self.model_name}
         )  # type: ignore[arg-type]
-
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._reply())])
-
-    def _stream(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> Iterator[ChatGenerationChunk]:
-        m = self._reply()
-        chunk = ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="ok", usage_metadata=m.usage_metadata, response_metadata=m.response_metadata
-            )
-        )
-        if run_manager:
-            run_manager.on_llm_new_token("ok", chunk=chunk)
-        yield chunk
-
-    def bind_tools(self, tools: Any, **kw: Any) -> Any:
-        return self
 
 
 class TimesOut(Echo):
@@ -138,21 +117,6 @@ class Guarded(Echo):
         yield from super()._stream(*args, **kwargs)
 
 
-def rows(ledger: Ledger) -> dict[str, tuple[int, int, int, int]]:
-    """model -> (requests, input, output, estimated)."""
-    out: dict[str, tuple[int, int, int, int]] = {}
-    for r in ledger.store.rollup([ledger.day()]):
-        v = r.values
-        model = r.rollup_key.rsplit("/", 1)[-1]
-        out[model] = (
-            v.get("requests", 0),
-            v.get("input_tokens", 0),
-            v.get("output_tokens", 0),
-            v.get("estimated", 0),
-        )
-    return out
-
-
 CONFIG: dict[str, Any] = {"metadata": {"feature": "f", "user": "u"}}
 
 
@@ -196,12 +160,6 @@ def handler_for(ledger: Ledger, how: str) -> Any:
 
 def ledger_() -> Ledger:
     return Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=10**7))
-
-
-def held_and_charged(ledger: Ledger) -> tuple[int, int]:
-    """Tokens counted against the user's daily budget (charged and still held), and charged."""
-    used = ledger.state(user="u", feature="f").used["user_daily_tokens (all features)"]
-    return used, sum(v[1] + v[2] for v in rows(ledger).values())
 
 
 # -- finding 2: another model's call inside the middleware's call -------------------------------------

@@ -13,16 +13,14 @@ charged its billed failed attempts plus the answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelRetryMiddleware
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessage
 
+from agent_call_support import ReplyingChatModel, held_and_charged, rows
 from langchain_tokenbudget import AsyncBudgetCallbackHandler, BudgetCallbackHandler, BudgetMiddleware
 from tokenbudget_core.budgets import BudgetPolicy
 from tokenbudget_core.ledger import Ledger
@@ -32,7 +30,7 @@ CONFIG: dict[str, Any] = {"metadata": {"feature": "f", "user": "u"}}
 MODES = ["messages", "values"]
 
 
-class Flaky(BaseChatModel):
+class Flaky(ReplyingChatModel):
     """A chat model whose first attempts fail as ``failures`` says (``"timeout"``: a read timeout,
     its request went out, billed; ``"refused"``: the connection was refused, nothing sent), then
     answers "ok" with its usage reported. ``calls`` counts the provider calls made."""
@@ -54,50 +52,9 @@ class Flaky(BaseChatModel):
         usage = {"input_tokens": 100, "output_tokens": 10, "total_tokens": 110}
         return AIMessage("ok", usage_metadata=usage, response_metadata={"model_name": self.model_name})  # type: ignore[arg-type]
 
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._reply())])
-
-    def _stream(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
-    ) -> Iterator[ChatGenerationChunk]:
-        m = self._reply()
-        chunk = ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="ok", usage_metadata=m.usage_metadata, response_metadata=m.response_metadata
-            )
-        )
-        if run_manager:
-            run_manager.on_llm_new_token("ok", chunk=chunk)
-        yield chunk
-
-    def bind_tools(self, tools: Any, **kw: Any) -> Any:
-        return self
-
 
 def ledger_() -> Ledger:
     return Ledger("memory://", policy=BudgetPolicy(user_daily_tokens=10**7))
-
-
-def rows(ledger: Ledger) -> dict[str, tuple[int, int, int, int]]:
-    """model -> (requests, input, output, estimated)."""
-    out: dict[str, tuple[int, int, int, int]] = {}
-    for r in ledger.store.rollup([ledger.day()]):
-        v = r.values
-        out[r.rollup_key.rsplit("/", 1)[-1]] = (
-            v.get("requests", 0),
-            v.get("input_tokens", 0),
-            v.get("output_tokens", 0),
-            v.get("estimated", 0),
-        )
-    return out
-
-
-def held_and_charged(ledger: Ledger) -> tuple[int, int]:
-    """Tokens counted against the user's daily budget (charged and still held), and charged."""
-    used = ledger.state(user="u", feature="f").used["user_daily_tokens (all features)"]
-    return used, sum(v[1] + v[2] for v in rows(ledger).values())
 
 
 def agent_of(ledger: Ledger, model: Flaky) -> Any:
