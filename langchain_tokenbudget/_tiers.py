@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
@@ -22,7 +23,14 @@ from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter
 
 from ._bridge import core_tools
-from .budget_callback import MAX_OUTPUT_KEYS, ROUTE_KEY, first, payer_from
+from .budget_callback import (
+    MAX_OUTPUT_KEYS,
+    ROUTE_KEY,
+    AsyncBudgetCallbackHandler,
+    BudgetCallbackHandler,
+    first,
+    payer_from,
+)
 from .messages import to_core_request
 
 __all__ = ["ROUTE_KEY", "Tiers", "annotate", "check_fallback_chains", "model_name_of", "own_output_cap"]
@@ -199,6 +207,24 @@ class Tiers:
         :meth:`TierRouter.picker <tokenbudget_core.routing.TierRouter.picker>`)."""
         return self.router.picker(decision, self.tier_chat, self.fallback_chats)
 
+    def guarded(self, config: Mapping[str, Any]) -> Callable[[RouteDecision], bool]:
+        """Whether a call of a decision's tier model made with ``config`` is checked by a budget
+        handler of the router's ledger (in the config's callbacks or the model's own), which
+        serves it from the model's cache or refuses it: the tiers
+        :meth:`TierRouter.answer <tokenbudget_core.routing.TierRouter.answer>` may ask."""
+        ledger = self.router.ledger
+
+        def check(decision: RouteDecision) -> bool:
+            chat = self.tier_chat[decision.tier]
+            handlers = [*_handlers(config.get("callbacks")), *_handlers(getattr(chat, "callbacks", None))]
+            return ledger is not None and any(
+                isinstance(h, BudgetCallbackHandler | AsyncBudgetCallbackHandler)
+                and h.ledger.shares_books_with(ledger)
+                for h in handlers
+            )
+
+        return check
+
     def tier_of_model(self, model: object) -> str:
         """The tier whose model is ``model`` (a per-call ``model=`` override forces that tier).
 
@@ -278,6 +304,13 @@ class Tiers:
                      kwargs: dict[str, Any], **options: Any) -> RouteDecision:  # fmt: skip
         """Async twin of :meth:`route`."""
         return await self.router.aroute(**self.request(messages, config, kwargs, **options))
+
+
+def _handlers(callbacks: object) -> list[object]:
+    """The handlers of a ``callbacks`` value (a list, a callback manager, or none)."""
+    if isinstance(callbacks, BaseCallbackManager):
+        return list(callbacks.handlers)
+    return list(callbacks) if isinstance(callbacks, list | tuple) else []
 
 
 def annotate(message: Any, decision: RouteDecision, model: str) -> Any:

@@ -102,7 +102,10 @@ class RouterChatModel(BaseChatModel):
         classifier: A :class:`~tokenbudget_core.complexity.ComplexityClassifier` (default: the
             core's heuristic over these tiers).
         ledger: A :class:`~tokenbudget_core.ledger.Ledger`: step down tiers as the payer's budget
-            fills, refuse (``BudgetExceededError``) when it is used up.
+            fills, refuse (``BudgetExceededError``) when it is used up. A call the budget refuses
+            on the tier it was stepped down to is looked up in the caches of the tiers it stepped
+            over (the classifier's first) when a budget handler of this ledger checks their
+            calls (in the config's callbacks or the tier model's own): a miss is refused there too.
         registry: Model facts and pricing names (default: the core's registry).
         max_tokens: Output tokens sent to the tier model when set, and assumed by routing. Unset,
             routing assumes what each tier will be asked for: its chat model's own ``max_tokens``
@@ -318,16 +321,20 @@ class RouterChatModel(BaseChatModel):
         if self.streaming:
             return _joined(list(self.stream(input, config, stop=stop, **kwargs)))
         call = self._call(input, config, stop, kwargs)
-        decision = self._route(call)
 
-        pick = self._tiers.picker(decision)
+        def run(decision: RouteDecision) -> tuple[str, Any]:
+            pick = self._tiers.picker(decision)
 
-        def attempt(model: str) -> tuple[str, Any]:
-            return model, self._model(call, pick(model)).invoke(
-                input, call.config_for(decision, model), **call.kwargs
-            )
+            def attempt(model: str) -> tuple[str, Any]:
+                return model, self._model(call, pick(model)).invoke(
+                    input, call.config_for(decision, model), **call.kwargs
+                )
 
-        model, message = self._tiers.router.call(decision, attempt)
+            return self._tiers.router.call(decision, attempt)
+
+        decision, (model, message) = self._tiers.router.answer(
+            self._route(call), run, guarded=self._tiers.guarded(call.config)
+        )
         return annotate(message, decision, model)  # type: ignore[no-any-return]
 
     async def ainvoke(
@@ -342,17 +349,21 @@ class RouterChatModel(BaseChatModel):
         if self.streaming:
             return _joined([c async for c in self.astream(input, config, stop=stop, **kwargs)])
         call = self._call(input, config, stop, kwargs)
-        decision = await self._aroute(call)
 
-        pick = self._tiers.picker(decision)
+        async def run(decision: RouteDecision) -> tuple[str, Any]:
+            pick = self._tiers.picker(decision)
 
-        async def attempt(model: str) -> tuple[str, Any]:
-            reply = await self._model(call, pick(model)).ainvoke(
-                input, call.config_for(decision, model), **call.kwargs
-            )
-            return model, reply
+            async def attempt(model: str) -> tuple[str, Any]:
+                reply = await self._model(call, pick(model)).ainvoke(
+                    input, call.config_for(decision, model), **call.kwargs
+                )
+                return model, reply
 
-        model, message = await self._tiers.router.acall(decision, attempt)
+            return await self._tiers.router.acall(decision, attempt)
+
+        decision, (model, message) = await self._tiers.router.aanswer(
+            await self._aroute(call), run, guarded=self._tiers.guarded(call.config)
+        )
         return annotate(message, decision, model)  # type: ignore[no-any-return]
 
     def stream(
@@ -537,31 +548,43 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         call = self.router._call(input, config, None, kwargs)
-        decision = self.router._route(call)
-        pick = self.router._tiers.picker(decision)
+        tiers = self.router._tiers
 
-        def attempt(model: str) -> tuple[str, Any]:
-            key = id(pick(model))
-            args = {**self.passed[key], **_own_options(kwargs)}
-            return model, self.structured[key].invoke(input, call.config_for(decision, model), **args)
+        def run(decision: RouteDecision) -> tuple[str, Any]:
+            pick = tiers.picker(decision)
 
-        model, result = self.router._tiers.router.call(decision, attempt)
+            def attempt(model: str) -> tuple[str, Any]:
+                key = id(pick(model))
+                args = {**self.passed[key], **_own_options(kwargs)}
+                return model, self.structured[key].invoke(input, call.config_for(decision, model), **args)
+
+            return tiers.router.call(decision, attempt)
+
+        decision, (model, result) = tiers.router.answer(
+            self.router._route(call), run, guarded=tiers.guarded(call.config)
+        )
         return self._out(result, decision, model)
 
     async def ainvoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Any:
         call = self.router._call(input, config, None, kwargs)
-        decision = await self.router._aroute(call)
-        pick = self.router._tiers.picker(decision)
+        tiers = self.router._tiers
 
-        async def attempt(model: str) -> tuple[str, Any]:
-            key = id(pick(model))
-            args = {**self.passed[key], **_own_options(kwargs)}
-            reply = await self.structured[key].ainvoke(input, call.config_for(decision, model), **args)
-            return model, reply
+        async def run(decision: RouteDecision) -> tuple[str, Any]:
+            pick = tiers.picker(decision)
 
-        model, result = await self.router._tiers.router.acall(decision, attempt)
+            async def attempt(model: str) -> tuple[str, Any]:
+                key = id(pick(model))
+                args = {**self.passed[key], **_own_options(kwargs)}
+                reply = await self.structured[key].ainvoke(input, call.config_for(decision, model), **args)
+                return model, reply
+
+            return await tiers.router.acall(decision, attempt)
+
+        decision, (model, result) = await tiers.router.aanswer(
+            await self.router._aroute(call), run, guarded=tiers.guarded(call.config)
+        )
         return self._out(result, decision, model)
 
 

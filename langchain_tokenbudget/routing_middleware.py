@@ -210,16 +210,20 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         if own_call():  # a summary (or other own call) made for its model on purpose: sent as it is
             return handler(request)
         messages, config, kwargs, options = self._plan(request)
-        decision = self._tiers.route(messages, config, kwargs, **options)
 
-        pick = self._tiers.picker(decision)
+        def run(decision: RouteDecision) -> tuple[str, Reply]:
+            pick = self._tiers.picker(decision)
 
-        def attempt(model: str) -> tuple[str, Reply]:
-            chat = pick(model)
-            with using_route(decision, model=model, names=_own_names(chat)):
-                return model, handler(request.override(model=chat))
+            def attempt(model: str) -> tuple[str, Reply]:
+                chat = pick(model)
+                with using_route(decision, model=model, names=_own_names(chat)):
+                    return model, handler(request.override(model=chat))
 
-        model, reply = self._tiers.router.call(decision, attempt)
+            return self._tiers.router.call(decision, attempt)
+
+        decision, (model, reply) = self._tiers.router.answer(
+            self._tiers.route(messages, config, kwargs, **options), run, guarded=self._tiers.guarded(config)
+        )
         return _annotated(reply, decision, model)  # type: ignore[no-any-return]
 
     async def awrap_model_call(
@@ -231,14 +235,20 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
         if own_call():
             return await handler(request)
         messages, config, kwargs, options = self._plan(request)
-        decision = await self._tiers.aroute(messages, config, kwargs, **options)
 
-        pick = self._tiers.picker(decision)
+        async def run(decision: RouteDecision) -> tuple[str, Reply]:
+            pick = self._tiers.picker(decision)
 
-        async def attempt(model: str) -> tuple[str, Reply]:
-            chat = pick(model)
-            with using_route(decision, model=model, names=_own_names(chat)):
-                return model, await handler(request.override(model=chat))
+            async def attempt(model: str) -> tuple[str, Reply]:
+                chat = pick(model)
+                with using_route(decision, model=model, names=_own_names(chat)):
+                    return model, await handler(request.override(model=chat))
 
-        model, reply = await self._tiers.router.acall(decision, attempt)
+            return await self._tiers.router.acall(decision, attempt)
+
+        decision, (model, reply) = await self._tiers.router.aanswer(
+            await self._tiers.aroute(messages, config, kwargs, **options),
+            run,
+            guarded=self._tiers.guarded(config),
+        )
         return _annotated(reply, decision, model)  # type: ignore[no-any-return]

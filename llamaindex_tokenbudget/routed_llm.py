@@ -65,7 +65,7 @@ from tokenbudget_core.routing import (
 )
 
 from ._bridge import host_error
-from .budget_callback import BudgetCallbackHandler, Warned, warn_unreached
+from .budget_callback import BudgetCallbackHandler, Warned, checked_by, warn_unreached
 from .cached_llm import budget_handlers, cost_handlers
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_request
@@ -136,7 +136,10 @@ class RoutedLLM(FunctionCallingLLM):
         classifier: A :class:`~tokenbudget_core.complexity.ComplexityClassifier` (default: heuristic).
         ledger: Budget awareness: step down tiers as the payer's budget fills, refuse at its limit.
             The payer is the one the tiers' ``BudgetCallbackHandler(feature=, user=)`` charges
-            (an ``attribute()`` block's ids win), as ``CachedLLM`` finds it.
+            (an ``attribute()`` block's ids win), as ``CachedLLM`` finds it. A call the budget
+            refuses on the tier it was stepped down to is looked up in the caches of the tiers it
+            stepped over (the classifier's first) when a ``BudgetCallbackHandler``
+            of this ledger is on their LLMs' callback managers: a miss is refused there too.
         registry: Model facts and pricing names (default: the core's registry).
         max_output_tokens: Output tokens routing assumes when the call sets no ``max_tokens``
             and a tier's LLM sets none itself (a tier LLM's own ``max_tokens`` is what it asks for).
@@ -260,6 +263,13 @@ class RoutedLLM(FunctionCallingLLM):
         model name (a fallback may be its tier's model on another endpoint)."""
         return self._router.picker(decision, self.tiers, self.fallbacks)
 
+    def _guarded(self, decision: RouteDecision) -> bool:
+        """Whether the calls of the decision's tier LLM are checked by a budget handler of the
+        router's ledger (a cache miss there is refused, never sent): the tiers whose caches
+        :meth:`TierRouter.answer <tokenbudget_core.routing.TierRouter.answer>` may ask."""
+        ledger = self._router.ledger
+        return ledger is not None and checked_by(self.tiers[decision.tier], ledger)
+
     # -- translation ------------------------------------------------------------------------------
 
     def _payer(self) -> tuple[str | None, str | None]:
@@ -314,15 +324,19 @@ class RoutedLLM(FunctionCallingLLM):
     ) -> R:
         warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
-        decision = self._router.route(**self._request(what, kwargs, tools))
 
-        pick = self._pick(decision)
+        def run(decision: RouteDecision) -> tuple[str, R]:
+            pick = self._pick(decision)
 
-        def attempt(m: str) -> tuple[str, R]:
-            with _in_force(decision, enclosing, m):
-                return m, fn(pick(m))
+            def attempt(m: str) -> tuple[str, R]:
+                with _in_force(decision, enclosing, m):
+                    return m, fn(pick(m))
 
-        model, response = self._router.call(decision, attempt)
+            return self._router.call(decision, attempt)
+
+        decision, (model, response) = self._router.answer(
+            self._router.route(**self._request(what, kwargs, tools)), run, guarded=self._guarded
+        )
         return _annotated(response, decision, model)
 
     async def _acall(
@@ -334,15 +348,19 @@ class RoutedLLM(FunctionCallingLLM):
     ) -> R:
         warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
-        decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
-        pick = self._pick(decision)
+        async def run(decision: RouteDecision) -> tuple[str, R]:
+            pick = self._pick(decision)
 
-        async def attempt(m: str) -> tuple[str, R]:
-            with _in_force(decision, enclosing, m):
-                return m, await fn(pick(m))
+            async def attempt(m: str) -> tuple[str, R]:
+                with _in_force(decision, enclosing, m):
+                    return m, await fn(pick(m))
 
-        model, response = await self._router.acall(decision, attempt)
+            return await self._router.acall(decision, attempt)
+
+        decision, (model, response) = await self._router.aanswer(
+            await self._router.aroute(**self._request(what, kwargs, tools)), run, guarded=self._guarded
+        )
         return _annotated(response, decision, model)
 
     def _stream(
@@ -354,23 +372,27 @@ class RoutedLLM(FunctionCallingLLM):
     ) -> Generator[R, None, None]:
         warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
-        decision = self._router.route(**self._request(what, kwargs, tools))
 
-        pick = self._pick(decision)
+        def run(decision: RouteDecision) -> tuple[str, R | None, Generator[R, None, None]]:
+            pick = self._pick(decision)
 
-        def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
-            # The route is in force for the call and for every read of its stream (a lazy
-            # stream makes its provider call, and its budget event starts or ends, in a read),
-            # never while the consumer holds a chunk.
-            with _in_force(decision, enclosing, m):
-                gen = fn(pick(m))
-                try:
-                    return m, next(gen, None), gen
-                except BaseException:
-                    gen.close()
-                    raise
+            def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
+                # The route is in force for the call and for every read of its stream (a lazy
+                # stream makes its provider call, and its budget event starts or ends, in a
+                # read), never while the consumer holds a chunk.
+                with _in_force(decision, enclosing, m):
+                    gen = fn(pick(m))
+                    try:
+                        return m, next(gen, None), gen
+                    except BaseException:
+                        gen.close()
+                        raise
 
-        model, head, rest = self._router.call(decision, start)
+            return self._router.call(decision, start)
+
+        decision, (model, head, rest) = self._router.answer(
+            self._router.route(**self._request(what, kwargs, tools)), run, guarded=self._guarded
+        )
 
         def chunks() -> Generator[R, None, None]:
             try:
@@ -398,22 +420,26 @@ class RoutedLLM(FunctionCallingLLM):
     ) -> AsyncGenerator[R, None]:
         warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
-        decision = await self._router.aroute(**self._request(what, kwargs, tools))
 
-        pick = self._pick(decision)
+        async def run(decision: RouteDecision) -> tuple[str, R | None, AsyncGenerator[R, None]]:
+            pick = self._pick(decision)
 
-        async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
-            # As in _stream: a CustomLLM's async stream makes its provider call (stream_chat,
-            # whose events the budget handlers charge) only when it is first read.
-            with _in_force(decision, enclosing, m):
-                gen = await fn(pick(m))
-                try:
-                    return m, await anext(gen, None), gen
-                except BaseException:
-                    await gen.aclose()
-                    raise
+            async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
+                # As in _stream: a CustomLLM's async stream makes its provider call (stream_chat,
+                # whose events the budget handlers charge) only when it is first read.
+                with _in_force(decision, enclosing, m):
+                    gen = await fn(pick(m))
+                    try:
+                        return m, await anext(gen, None), gen
+                    except BaseException:
+                        await gen.aclose()
+                        raise
 
-        model, head, rest = await self._router.acall(decision, start)
+            return await self._router.acall(decision, start)
+
+        decision, (model, head, rest) = await self._router.aanswer(
+            await self._router.aroute(**self._request(what, kwargs, tools)), run, guarded=self._guarded
+        )
 
         async def chunks() -> AsyncGenerator[R, None]:
             try:

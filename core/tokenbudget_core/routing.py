@@ -107,6 +107,12 @@ class RouteDecision:
     """``False`` when the token count is an estimate (a tokenizer nobody publishes offline)."""
     adjustments: tuple[str, ...] = field(default=())
     """What moved the tier after classification: ``budget``, ``context`` (in order)."""
+    cache_alternates: tuple[RouteDecision, ...] = field(default=())
+    """When the budget stepped this decision down (and nothing else moved it): the same request
+    on each tier it stepped over, the classifier's own first. From the ladder's ``cache_only``
+    step the ledger sends no call and only caches answer, and an answer may be cached on the
+    tier the payer's questions went to before the budget ran down: :meth:`TierRouter.answer`
+    asks those tiers when the call is refused there. Each has no fallbacks and no alternates."""
 
     def as_metadata(self) -> dict[str, Any]:
         """A JSON-safe dict (money as decimal strings) for response metadata and cost records.
@@ -138,6 +144,7 @@ class RouteDecision:
             "saved_usd": money(self.saved_usd),
             "fallbacks": list(self.fallbacks),
             "adjustments": list(self.adjustments),
+            "cache_tiers": [d.tier for d in self.cache_alternates],
         }
 
 
@@ -381,7 +388,9 @@ class TierRouter:
         budget_thresholds: Shares of the tightest budget at which routing steps down one more
             tier each (default: the ledger policy's ladder ``cheaper_tier``: from ``cache_only``
             up the ledger sends no call, a cache answers or the call is refused, so stepping down
-            further would only ask a cache that answered fewer of the payer's questions).
+            further would only ask a cache that answered fewer of the payer's questions). A
+            refused call is also looked up in the caches of the tiers it was stepped down from
+            (:attr:`RouteDecision.cache_alternates`, :meth:`answer`).
         refuse_at_soft_refusal: Also refuse at the ladder's ``soft_refusal`` step (the hard
             refusal, a budget used up, always refuses).
 
@@ -510,7 +519,8 @@ class TierRouter:
     def budget_thresholds(self) -> tuple[float, ...]:
         """The shares of the tightest budget at which routing steps down: the ones passed, else
         the ledger policy's ladder ``cheaper_tier`` (past ``cache_only`` the budget adapters send
-        no call, so the tier only picks the cache asked), read at each decision so a policy
+        no call: the caches of the tier and of those it stepped down from are asked), read at
+        each decision so a policy
         assigned later (``ledger.policy = ...``) applies at once; none without a ledger."""
         if self._thresholds is not None:
             return self._thresholds
@@ -720,6 +730,7 @@ class TierRouter:
                 reasons.append(budget_reason or "budget")
                 adjustments.append("budget")
         counts: dict[str, int] = {}
+        estimated_counts: set[str] = set()  # models whose count is an estimate
         exact = True
 
         def tokens(model: str, *, chosen: bool = True) -> int:
@@ -731,9 +742,11 @@ class TierRouter:
                     n = counted[model]
                 else:
                     raise _Uncounted(model)
-                if chosen and getattr(n, "exact", True) is False:
-                    exact = False
+                if getattr(n, "exact", True) is False:
+                    estimated_counts.add(model)
                 counts[model] = int(n)
+            if chosen and model in estimated_counts:
+                exact = False
             return counts[model]
 
         def cannot(model: str, info: ModelInfo, tier: str, *, chosen: bool = True) -> tuple[int, str | None]:
@@ -819,15 +832,55 @@ class TierRouter:
         n = tokens(model)
         premium_model = self.tiers[self.premium_tier]
         pinfo = self._info[premium_model]
-        estimated = self._cost(n, cap, model)
-        pn = tokens(premium_model)
-        if (pinfo.max_output_tokens and cap > pinfo.max_output_tokens) or (
-            pinfo.context_window is not None and pn + cap > pinfo.context_window
-        ):
-            premium = estimated  # the premium model could not take this call: nothing was saved
-        else:
-            premium = self._cost(pn, cap, premium_model)  # the same call: the same output cap
-        saved = None if estimated is None or premium is None else _tidy(premium - estimated)
+
+        def priced(
+            n: int, cap: int, model: str, *, chosen: bool = True
+        ) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+            """(estimated, premium, saved) of the call on ``model``."""
+            estimated = self._cost(n, cap, model)
+            pn = tokens(premium_model, chosen=chosen)
+            if (pinfo.max_output_tokens and cap > pinfo.max_output_tokens) or (
+                pinfo.context_window is not None and pn + cap > pinfo.context_window
+            ):
+                premium = estimated  # the premium model could not take this call: nothing was saved
+            else:
+                premium = self._cost(pn, cap, premium_model)  # the same call: the same output cap
+            saved = None if estimated is None or premium is None else _tidy(premium - estimated)
+            return estimated, premium, saved
+
+        estimated, premium, saved = priced(n, cap, model)
+        reason = "; ".join(reasons)
+        alternates: list[RouteDecision] = []
+        if adjustments == ["budget"] and classification is not None:
+            for i in range(self._order.index(classification.tier), chosen, -1):
+                name = self._order[i]
+                alt = self.tiers[name]
+                alt_cap, why = cannot(alt, self._info[alt], name, chosen=False)
+                if why is not None:  # (never the case today: a tier stepped down from holds it)
+                    continue
+                alt_n = tokens(alt, chosen=False)
+                alt_estimated, alt_premium, alt_saved = priced(alt_n, alt_cap, alt, chosen=False)
+                alternates.append(
+                    RouteDecision(
+                        tier=name,
+                        model=alt,
+                        reason=f"{reason}; refused by the budget on tier {tier}: tier {name}'s cache asked",
+                        rule=rule,
+                        score=classification.score,
+                        classified_tier=classification.tier,
+                        budget_step=step,
+                        budget_shares=shares,
+                        input_tokens=alt_n,
+                        max_output_tokens=alt_cap,
+                        exact=not {alt, premium_model} & estimated_counts,
+                        estimated_cost_usd=alt_estimated,
+                        premium_model=premium_model,
+                        premium_cost_usd=alt_premium,
+                        saved_usd=alt_saved,
+                        fallbacks=(),
+                        adjustments=("budget",),
+                    )
+                )
         fallbacks: list[str] = []
         for fb in self.fallbacks.get(tier, ()):
             _, fb_why = cannot(fb, self._fallback_info[fb], tier, chosen=False)
@@ -853,6 +906,7 @@ class TierRouter:
             saved_usd=saved,
             fallbacks=tuple(fallbacks),
             adjustments=tuple(adjustments),
+            cache_alternates=tuple(alternates),
         )
 
     def _cost(self, input_tokens: int, output_tokens: int, model: str) -> Decimal | None:
@@ -1000,6 +1054,66 @@ class TierRouter:
                 callable, or it returns no awaitable (a sync function: use :meth:`call`).
         """
         return await acall_with_fallbacks(self._chain(decision), fn)
+
+    def answer(
+        self,
+        decision: RouteDecision,
+        run: Callable[[RouteDecision], T],
+        *,
+        guarded: Callable[[RouteDecision], bool],
+    ) -> tuple[RouteDecision, T]:
+        """``run(decision)``; when the budget refuses that call, ``run`` again on each of the
+        decision's :attr:`~RouteDecision.cache_alternates` that ``guarded`` vouches for, until
+        one is answered from its tier's cache.
+
+        From the ladder's ``cache_only`` step the ledger sends no call: a cache answers or the
+        call is refused. A budget that stepped the call down one tier sends it to that tier's
+        cache, while the payer's earlier answers were cached on the classifier's own tier (a
+        response cache keys each model apart): those are asked too, at $0.
+
+        Args:
+            decision: From :meth:`route` / :meth:`aroute`.
+            run: Makes the call of a decision, e.g. ``lambda d: router.call(d, attempt)`` with
+                the adapter's attempt of that decision.
+            guarded: Whether a call made on a decision's tier goes through a budget check on
+                this router's ledger (the adapter finds a budget handler of the ledger on that
+                tier's model), which serves it from that tier's cache or refuses it. A tier it
+                does not vouch for is not asked: a call there could be sent past the budget.
+
+        Returns:
+            The decision that answered, and what ``run`` returned for it.
+
+        Raises:
+            BudgetExceededError: The first refusal, when no other tier's cache answered.
+            Exception: Whatever else ``run`` raises.
+        """
+        self._chain(decision)
+        try:
+            return decision, run(decision)
+        except BudgetExceededError as refused:
+            for alt in decision.cache_alternates:
+                if guarded(alt):
+                    with contextlib.suppress(BudgetExceededError):  # its cache did not have it
+                        return alt, run(alt)
+            raise refused
+
+    async def aanswer(
+        self,
+        decision: RouteDecision,
+        run: Callable[[RouteDecision], Awaitable[T]],
+        *,
+        guarded: Callable[[RouteDecision], bool],
+    ) -> tuple[RouteDecision, T]:
+        """Async twin of :meth:`answer` (``run`` returns an awaitable)."""
+        self._chain(decision)
+        try:
+            return decision, await run(decision)
+        except BudgetExceededError as refused:
+            for alt in decision.cache_alternates:
+                if guarded(alt):
+                    with contextlib.suppress(BudgetExceededError):
+                        return alt, await run(alt)
+            raise refused
 
     def picker(
         self,
