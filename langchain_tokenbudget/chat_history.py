@@ -16,7 +16,7 @@ themselves (subclassing does not warn; the default in-memory store is made with 
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core._api import suppress_langchain_deprecation_warning
@@ -86,6 +86,51 @@ def _message(cls: type[HumanMessage] | type[AIMessage], message: object) -> Base
     )
 
 
+class _LedgerRoom:
+    """The tokens the ledger lets a history's window keep for the payer (the ladder's
+    ``smaller_context`` step), asked when the history changed or for another payer: reads of
+    an unchanged history for one payer give one window, as ``RunnableWithMessageHistory``
+    relies on (it reads ``messages`` again after the run and tells the new messages from the
+    old by its length, so a step moved by the run's own charge must not move the window)."""
+
+    def __init__(self, ledger: Ledger | None, feature: str | None, user: str | None) -> None:
+        check_context_options(ledger, feature=feature, user=user)
+        self.ledger, self.feature, self.user = ledger, feature, user
+        self.last: tuple[tuple[str | None, str | None], int | None] | None = None
+        """``(payer, room)``: the ledger's room for that payer at the last read that asked it."""
+
+    def _known(self, unchanged: Callable[[], bool]) -> tuple[bool, int | None]:
+        last = self.last
+        if self.ledger is None:
+            return True, None
+        if last is not None and last[0] == charged_ids(self.feature, self.user) and unchanged():
+            return True, last[1]
+        return False, None
+
+    def tokens(self, budget: int, *, unchanged: Callable[[], bool]) -> int | None:
+        """The room within ``budget`` (``None``: no ledger, the whole budget); ``unchanged``
+        tells whether the history is as the last read left it.
+
+        Raises:
+            BudgetUnavailableError: The ledger's store is down and the ledger fails closed.
+        """
+        known, room = self._known(unchanged)
+        if not known:
+            assert self.ledger is not None
+            room = self.ledger.context_tokens(budget, feature=self.feature, user=self.user)
+            self.last = (charged_ids(self.feature, self.user), room)
+        return room
+
+    async def atokens(self, budget: int, *, unchanged: Callable[[], bool]) -> int | None:
+        """Async twin of :meth:`tokens`."""
+        known, room = self._known(unchanged)
+        if not known:
+            assert self.ledger is not None
+            room = await self.ledger.acontext_tokens(budget, feature=self.feature, user=self.user)
+            self.last = (charged_ids(self.feature, self.user), room)
+        return room
+
+
 class TokenBudgetChatMessageHistory(_CheckedHistory):
     """A chat history whose ``messages`` are the newest turns that fit the budget.
 
@@ -152,7 +197,7 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         user: str | None = None,
     ) -> None:
         super().__init__()
-        check_context_options(ledger, feature=feature, user=user)
+        self._room = _LedgerRoom(ledger, feature, user)
         self.ledger, self.feature, self.user = ledger, feature, user
         self.budget = Budget.make(
             model,
@@ -167,22 +212,10 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         self._guard = OperationLock()
         self._transcript: TranscriptFit[Message] = TranscriptFit(self.budget.counter)
         self._host: list[BaseMessage] = []
-        self._room_read: tuple[tuple[str | None, str | None], int | None] | None = None
-        """``(payer, room)``: the ledger's room for that payer at the last read that asked it."""
 
     def _unchanged(self, stored: Sequence[BaseMessage]) -> bool:
         """Whether ``stored`` is what the last read took in, no message added or replaced."""
         return len(stored) == len(self._host) and _in_step(stored, self._host)
-
-    def _known_room(self, stored: Sequence[BaseMessage]) -> tuple[bool, int | None]:
-        """``(True, room)`` when the last read's room still holds: the same payer, and the backing
-        history unchanged since (so reads of one call see one window); else ``(False, None)``."""
-        last = self._room_read
-        if self.ledger is None:
-            return True, None
-        if last is not None and last[0] == charged_ids(self.feature, self.user) and self._unchanged(stored):
-            return True, last[1]
-        return False, None
 
     def _window(self, stored: Sequence[BaseMessage], room: int | None = None) -> list[BaseMessage]:
         """Take in what the backing history gained since the last read, then fit what the
@@ -209,20 +242,6 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
             [stored[i] for i in picked], budget, tools=self.tools, converted=[core[i] for i in picked]
         )
 
-    def _room(self) -> int | None:
-        """The tokens the ledger lets the window keep now (``None``: no ledger, the budget's)."""
-        if self.ledger is None:
-            return None
-        budget = self.budget
-        return self.ledger.context_tokens(budget.prompt_tokens, feature=self.feature, user=self.user)
-
-    async def _aroom(self) -> int | None:
-        """Async twin of :meth:`_room`."""
-        if self.ledger is None:
-            return None
-        budget = self.budget
-        return await self.ledger.acontext_tokens(budget.prompt_tokens, feature=self.feature, user=self.user)
-
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The window that fits the budget (the backing history read each time; with a
@@ -237,20 +256,16 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         """
         with self._guard.operation():
             stored = self.history.messages
-            known, room = self._known_room(stored)
-            if not known:
-                room = self._room()
-                self._room_read = (charged_ids(self.feature, self.user), room)
+            room = self._room.tokens(self.budget.prompt_tokens, unchanged=lambda: self._unchanged(stored))
             return self._window(stored, room)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages`."""
         async with self._guard.aoperation():
             stored = await self.history.aget_messages()
-            known, room = self._known_room(stored)
-            if not known:
-                room = await self._aroom()
-                self._room_read = (charged_ids(self.feature, self.user), room)
+            room = await self._room.atokens(
+                self.budget.prompt_tokens, unchanged=lambda: self._unchanged(stored)
+            )
             return self._window(stored, room)
 
     @property
@@ -270,13 +285,13 @@ class TokenBudgetChatMessageHistory(_CheckedHistory):
         """Clear the backing history (the ledger is asked again at the next read)."""
         with self._guard.operation():
             self.history.clear()
-            self._room_read = None
+            self._room.last = None
 
     async def aclear(self) -> None:
         """Async twin of :meth:`clear`."""
         async with self._guard.aoperation():
             await self.history.aclear()
-            self._room_read = None
+            self._room.last = None
 
 
 def _in_step(stored: Sequence[BaseMessage], seen: list[BaseMessage]) -> bool:
@@ -309,10 +324,11 @@ class SummaryChatMessageHistory(_CheckedHistory):
     time (:mod:`tokenbudget_core.operation_lock`); a summariser that reads this history while
     it summarises sees the window as it stands.
 
-    It does not act on the budget ladder's ``smaller_context`` step (it takes no ``ledger=``):
-    the core's ``SummaryBuffer`` reads its window at one budget only, and trimming its recent
-    turns here would drop messages the summary does not hold. Use
-    :class:`TokenBudgetChatMessageHistory` with ``ledger=`` for that.
+    Given a ``ledger``, it acts on the budget ladder's ``smaller_context`` step as
+    :class:`TokenBudgetChatMessageHistory` does: for a payer past the step the summary is kept
+    and the recent turns are read within what it leaves of ``context_share`` of the budget
+    (``SummaryBuffer.messages(within=)``). Turns left out there are not folded into the summary
+    (a read never calls the summariser): a payer back below the step gets them again.
 
     Args:
         history: The backing history (default: a new in-memory one).
@@ -324,6 +340,11 @@ class SummaryChatMessageHistory(_CheckedHistory):
         pin_first_user: Keep the first user message verbatim instead of folding it.
         low_water: Fold in batches down to this share of the budget (``None``: every turn).
         tools: Tools bound to the model; their definitions count.
+        ledger: Act on the budget ladder's ``smaller_context`` step (see above): the ledger is
+            asked when the history changes, after ``clear()``, or for another payer, as
+            :class:`TokenBudgetChatMessageHistory` asks it.
+        feature: The feature whose budget the ledger reads (with ``ledger`` only).
+        user: The user whose budget the ledger reads (with ``ledger`` only).
 
     Raises:
         InvalidInputError: A bad option, named.
@@ -351,8 +372,13 @@ class SummaryChatMessageHistory(_CheckedHistory):
         pin_first_user: bool = True,
         low_water: float | None = 0.7,
         tools: Sequence[Any] | None = None,
+        ledger: Ledger | None = None,
+        feature: str | None = None,
+        user: str | None = None,
     ) -> None:
         super().__init__()
+        self._room = _LedgerRoom(ledger, feature, user)
+        self.ledger, self.feature, self.user = ledger, feature, user
         self._summariser = ChatSummariser(
             summariser, config={"metadata": {"lc_source": "tokenbudget_summary"}}
         )
@@ -383,6 +409,7 @@ class SummaryChatMessageHistory(_CheckedHistory):
         self._host: list[BaseMessage] = []
         self._core: list[Message] = []
         self._index: dict[int, int] = {}  # id(self._core[i]) -> i, for host_window
+        self._changed = True  # since the last read (the ledger's room is asked again)
 
     def _pending(self, stored: Sequence[BaseMessage]) -> list[tuple[BaseMessage, Message]]:
         """Messages in the backing history the buffer has not seen (all of them if the history
@@ -408,17 +435,22 @@ class SummaryChatMessageHistory(_CheckedHistory):
             yield core
             self._seen(host, core)
 
-    def _sync(self) -> None:
+    def _sync(self) -> bool:
+        """Take in what the backing history gained; whether it changed since the last read."""
         # One extend, not an append per message: what slid out is folded once, in chunks of
         # ``chunk_tokens`` (a rebuilt object pays a few calls, not one per old turn).
+        before = self._buffer
         pending = self._pending(self.history.messages)  # first: it may reset (a new buffer)
         self._buffer.summariser = self._summariser
         self._buffer.extend(self._feed(pending))
+        return bool(pending) or self._buffer is not before
 
-    async def _async_sync(self) -> None:
+    async def _async_sync(self) -> bool:
+        before = self._buffer
         pending = self._pending(await self.history.aget_messages())
         self._buffer.summariser = self._summariser.acall
         await self._buffer.aextend(self._feed(pending))
+        return bool(pending) or self._buffer is not before
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
@@ -430,16 +462,22 @@ class SummaryChatMessageHistory(_CheckedHistory):
                 the window and it is folded into the summary.
         """
         with self._guard.operation() as reentered:
-            if not reentered:
-                self._sync()
-            return host_window(self._buffer.messages(), self._core, self._host, index=self._index)
+            changed = self._read_changes(not reentered and self._sync())
+            room = self._room.tokens(self._buffer.budget, unchanged=lambda: not changed)
+            return host_window(self._buffer.messages(room), self._core, self._host, index=self._index)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of :attr:`messages` (awaits the summariser)."""
         async with self._guard.aoperation() as reentered:
-            if not reentered:
-                await self._async_sync()
-            return host_window(self._buffer.messages(), self._core, self._host, index=self._index)
+            changed = self._read_changes(not reentered and await self._async_sync())
+            room = await self._room.atokens(self._buffer.budget, unchanged=lambda: not changed)
+            return host_window(self._buffer.messages(room), self._core, self._host, index=self._index)
+
+    def _read_changes(self, synced: bool) -> bool:
+        """Whether the history changed since the last read (a read's own sync took in new
+        messages, or ``add_messages`` did, or it was rebuilt); the next read starts afresh."""
+        changed, self._changed = synced or self._changed, False
+        return changed
 
     @property
     def summary(self) -> str | None:
@@ -461,6 +499,7 @@ class SummaryChatMessageHistory(_CheckedHistory):
         checked = check_messages(messages)
         with self._guard.operation() as reentered:
             self.history.add_messages(checked)
+            self._changed = True
             if not reentered:
                 self._sync()
 
@@ -469,17 +508,20 @@ class SummaryChatMessageHistory(_CheckedHistory):
         checked = check_messages(messages)
         async with self._guard.aoperation() as reentered:
             await self.history.aadd_messages(checked)
+            self._changed = True
             if not reentered:
                 await self._async_sync()
 
     def clear(self) -> None:
-        """Clear the backing history and the summary."""
+        """Clear the backing history and the summary (the ledger is asked again at the next read)."""
         with self._guard.operation():
             self.history.clear()
             self._reset()
+            self._room.last = None
 
     async def aclear(self) -> None:
         """Async twin of :meth:`clear`."""
         async with self._guard.aoperation():
             await self.history.aclear()
             self._reset()
+            self._room.last = None

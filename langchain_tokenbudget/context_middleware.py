@@ -114,7 +114,7 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         low_water: ``"summarise"``: fold in batches down to this share of the budget.
         on_overflow: ``"trim"``: ``"raise"`` when the must-keep messages do not fit, or
             ``"truncate"`` the newest message.
-        ledger: ``"trim"``: act on the budget ladder's ``smaller_context`` step. Each model call
+        ledger: Act on the budget ladder's ``smaller_context`` step. Each model call
             is fitted to :meth:`Ledger.context_tokens
             <tokenbudget_core.ledger.Ledger.context_tokens>` of ``max_tokens - reserve_output``
             for the run's payer (all of it below that step, ``ladder.context_share`` of it from
@@ -123,9 +123,10 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             (``runtime.context``, the run's metadata, ``configurable`` and tags, else
             ``feature`` / ``user`` here; an enclosing :func:`~tokenbudget_core.attribute` block
             wins). When the system prompt, tools and messages that must be kept do not fit the
-            smaller budget, the call is fitted to the whole one. ``"summarise"`` does not act on
-            ``smaller_context`` (the core's ``SummaryBuffer`` reads its window at one budget
-            only) and refuses a ledger.
+            smaller budget, the call is fitted to the whole one. ``"summarise"`` keeps the
+            summary and reads the recent turns within what it leaves of the smaller budget
+            (``SummaryBuffer.messages(within=)``); turns left out there are not folded into the
+            summary, so a payer back below the step sends them again.
         feature: Default feature of the payer the ledger reads (with ``ledger`` only).
         user: Default user of the payer the ledger reads (with ``ledger`` only).
 
@@ -203,12 +204,6 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             on_overflow=on_overflow,
         )
         check_context_options(ledger, feature=feature, user=user)
-        if ledger is not None and strategy == "summarise":
-            raise InvalidInputError(
-                "ledger",
-                "is read by strategy='trim' only: a summarised window is kept at one budget",
-                fix="use strategy='trim' to act on the ladder's smaller_context step, or drop ledger=",
-            )
         self.ledger, self.feature, self.user = ledger, feature, user
         self.strategy = strategy
         self.summariser = summariser
@@ -290,8 +285,9 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
         buffer: SummaryBuffer[Message],
         host: list[AnyMessage],
         core: list[Message],
+        room: int | None = None,
     ) -> ModelRequest[Any]:
-        window = host_window(buffer.messages(), core, host)
+        window = host_window(buffer.messages(room), core, host)
         system = request.system_message
         if system is None:  # the summary stays where the core put it, as a SystemMessage
             return request.override(messages=window)
@@ -347,7 +343,9 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             writer = _StepSummariser(self.summariser or request.model, request, handler)
             buffer = self._buffer(request, writer)
             buffer.extend(core)  # one fold of what slid out: about one call per chunk_tokens
-            return self._result(request, buffer, handler(self._summarised(request, buffer, host, core)))
+            room = self._room(request)  # (after the summaries: their charges may move the step)
+            response = handler(self._summarised(request, buffer, host, core, room))
+            return self._result(request, buffer, response)
 
     async def awrap_model_call(
         self,
@@ -364,7 +362,8 @@ class ContextWindowMiddleware(AgentMiddleware[ContextWindowState, Any]):
             buffer = self._buffer(request, writer)
             buffer.summariser = writer.acall
             await buffer.aextend(core)
-            response = await handler(self._summarised(request, buffer, host, core))
+            room = await self._aroom(request)
+            response = await handler(self._summarised(request, buffer, host, core, room))
             return self._result(request, buffer, response)
 
 

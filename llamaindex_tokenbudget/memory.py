@@ -87,7 +87,55 @@ from ._memory_base import BudgetMemory
 __all__ = ["SummaryChatMemory", "TokenBudgetChatMemory"]
 
 
-class TokenBudgetChatMemory(BudgetMemory):
+class _LadderMemory(BudgetMemory):
+    """A memory that acts on the budget ladder's ``smaller_context`` step when given a ledger:
+    ``get()`` reads the core within :meth:`Ledger.context_tokens
+    <tokenbudget_core.ledger.Ledger.context_tokens>` of its budget for the payer."""
+
+    ledger: SkipJsonSchema[Ledger | None] = Field(
+        default=None,
+        exclude=True,
+        description="The ledger whose ladder (smaller_context) shrinks the window read for the payer; "
+        "not serialised: pass it again to from_dict.",
+    )
+    feature: str | None = Field(default=None, description="The feature whose budget the ledger reads.")
+    user: str | None = Field(default=None, description="The user whose budget the ledger reads.")
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _shared_fields: ClassVar[tuple[str, ...]] = ("ledger",)
+
+    def __init__(self, **data: Any) -> None:
+        check_context_options(data.get("ledger"), feature=data.get("feature"), user=data.get("user"))
+        super().__init__(**data)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling (a memory without a ledger; LlamaIndex rebuilds it with the constructor).
+
+        Raises:
+            InvalidInputError: The memory has a ledger, which holds locks and a store connection:
+                rebuilt without it, the memory would silently stop acting on ``smaller_context``.
+        """
+        if self.ledger is not None:
+            raise InvalidInputError(
+                "ledger",
+                "cannot be pickled with the memory (it holds locks and its store's connection)",
+                fix="pickle memory.to_dict() and rebuild it with from_dict(data, ledger=...)",
+            )
+        state: dict[str, Any] = super().__getstate__()
+        return state
+
+    def _within(self, core: Core) -> int | None:
+        if self.ledger is None:
+            return None
+        return self.ledger.context_tokens(core.budget, feature=self.feature, user=self.user)
+
+    async def _awithin(self, core: Core) -> int | None:
+        if self.ledger is None:
+            return None
+        return await self.ledger.acontext_tokens(core.budget, feature=self.feature, user=self.user)
+
+
+class TokenBudgetChatMemory(_LadderMemory):
     """A LlamaIndex memory whose ``get()`` is the newest part of the conversation that fits.
 
     The full transcript goes to ``chat_store``; the window keeps system messages, the first
@@ -143,37 +191,6 @@ class TokenBudgetChatMemory(BudgetMemory):
     low_water: float | None = Field(
         default=None, description="None slides every turn; a fraction such as 0.7 trims in batches."
     )
-    ledger: SkipJsonSchema[Ledger | None] = Field(
-        default=None,
-        exclude=True,
-        description="The ledger whose ladder (smaller_context) shrinks the window read for the payer; "
-        "not serialised: pass it again to from_dict.",
-    )
-    feature: str | None = Field(default=None, description="The feature whose budget the ledger reads.")
-    user: str | None = Field(default=None, description="The user whose budget the ledger reads.")
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-    _shared_fields: ClassVar[tuple[str, ...]] = ("ledger",)
-
-    def __init__(self, **data: Any) -> None:
-        check_context_options(data.get("ledger"), feature=data.get("feature"), user=data.get("user"))
-        super().__init__(**data)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickling (a memory without a ledger; LlamaIndex rebuilds it with the constructor).
-
-        Raises:
-            InvalidInputError: The memory has a ledger, which holds locks and a store connection:
-                rebuilt without it, the memory would silently stop acting on ``smaller_context``.
-        """
-        if self.ledger is not None:
-            raise InvalidInputError(
-                "ledger",
-                "cannot be pickled with the memory (it holds locks and its store's connection)",
-                fix="pickle memory.to_dict() and rebuild it with from_dict(data, ledger=...)",
-            )
-        state: dict[str, Any] = super().__getstate__()
-        return state
 
     @classmethod
     def class_name(cls) -> str:
@@ -222,21 +239,11 @@ class TokenBudgetChatMemory(BudgetMemory):
     def _pins_first_user(self) -> bool:
         return self.first_user == "pin"
 
-    def _within(self, core: Core) -> int | None:
-        if self.ledger is None:
-            return None
-        return self.ledger.context_tokens(core.budget, feature=self.feature, user=self.user)
-
-    async def _awithin(self, core: Core) -> int | None:
-        if self.ledger is None:
-            return None
-        return await self.ledger.acontext_tokens(core.budget, feature=self.feature, user=self.user)
-
     def _read(self, core: Core, within: int) -> Sequence[MessageLike]:
         return cast(ConversationWindow[Message], core).messages(within)
 
 
-class SummaryChatMemory(BudgetMemory):
+class SummaryChatMemory(_LadderMemory):
     """Like :class:`TokenBudgetChatMemory`, plus a running summary of what slid out.
 
     The summary is written by ``llm`` (``chat``; ``achat`` in the async twins) from the core's
@@ -247,10 +254,11 @@ class SummaryChatMemory(BudgetMemory):
     that a memory rebuilt over the same transcript (a restart, another worker, ``from_dict``,
     ``set()`` of the same history plus new messages) does not summarise it again.
 
-    It does not act on the budget ladder's ``smaller_context`` step (it takes no ``ledger``):
-    the core's ``SummaryBuffer`` reads its window at one budget only, and trimming its recent
-    turns here would drop messages the summary does not hold. Use
-    :class:`TokenBudgetChatMemory` with ``ledger=`` for that.
+    Given a ``ledger``, it acts on the budget ladder's ``smaller_context`` step as
+    :class:`TokenBudgetChatMemory` does: the summary is kept and the recent turns are read within
+    what it leaves of the smaller budget (``SummaryBuffer.messages(within=)``). Turns left out
+    there are not folded into the summary (a read never calls the LLM): a payer back below the
+    step gets them again.
 
     Args:
         llm: The LlamaIndex LLM that writes the summary.
@@ -259,7 +267,8 @@ class SummaryChatMemory(BudgetMemory):
         low_water: Fold in batches down to this share of the recent-turns budget (``None``:
             every turn).
         **kwargs: ``chat_store``, ``chat_store_key``, ``model``, ``max_tokens``,
-            ``reserve_output``, ``tools``, ``prefix_messages`` as in :class:`TokenBudgetChatMemory`.
+            ``reserve_output``, ``tools``, ``prefix_messages``, ``ledger``, ``feature``, ``user``
+            as in :class:`TokenBudgetChatMemory`.
 
     Raises:
         InvalidInputError: A bad option, named (``llm``, ``summary_tokens``...).
@@ -371,6 +380,9 @@ class SummaryChatMemory(BudgetMemory):
 
     def _pins_first_user(self) -> bool:
         return self.first_user == "pin"
+
+    def _read(self, core: Core, within: int) -> Sequence[MessageLike]:
+        return cast(SummaryBuffer[Message], core).messages(within)
 
     def _async_scope(self) -> AbstractContextManager[None]:
         return async_summaries()

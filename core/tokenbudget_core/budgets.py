@@ -194,11 +194,12 @@ class Ladder:
     * ``cheaper_tier``: a :class:`~tokenbudget_core.routing.TierRouter` with ``ledger=`` (and the
       routers built on it) routes one tier down;
     * ``smaller_context``: a memory given the ledger (``ledger=`` on LangChain's
-      ``TokenBudgetChatMessageHistory`` and ``ContextWindowMiddleware(strategy="trim")``, and
-      LlamaIndex's ``TokenBudgetChatMemory``; the summarising memories do not act on it) keeps
-      ``context_share`` of its token budget; anything else reads :meth:`Ledger.context_tokens
-      <tokenbudget_core.ledger.Ledger.context_tokens>` (a ``ConversationWindow`` with
-      ``messages(within=...)``);
+      ``TokenBudgetChatMessageHistory``, ``SummaryChatMessageHistory`` and
+      ``ContextWindowMiddleware``, and LlamaIndex's ``TokenBudgetChatMemory`` and
+      ``SummaryChatMemory``; a summarising one keeps its summary and reads fewer recent turns)
+      keeps ``context_share`` of its token budget; anything else reads
+      :meth:`Ledger.context_tokens <tokenbudget_core.ledger.Ledger.context_tokens>` (a
+      ``ConversationWindow`` or ``SummaryBuffer`` with ``messages(within=...)``);
     * ``cache_only`` and ``soft_refusal``: the ledger refuses the call (``reserve`` and ``check``
       raise a ``BudgetExceededError`` whose ``step`` names the step), so nothing is sent; a
       response cache the call is looked up in first still answers it, at $0;

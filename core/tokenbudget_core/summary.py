@@ -218,9 +218,31 @@ class SummaryBuffer(Generic[M]):
         extra = int(self.counter.count_message(self._make_summary(self.summary))) if self.summary else 0
         return self._window.tokens + extra
 
-    def messages(self) -> list[M]:
-        """System messages, the summary, pinned messages, then the recent turns."""
-        window = self._window.messages()
+    def messages(self, within: int | None = None) -> list[M]:
+        """System messages, the summary, pinned messages, then the recent turns.
+
+        ``within``: a smaller budget for this read only (the ladder's ``smaller_context`` step:
+        :meth:`Ledger.context_tokens <tokenbudget_core.ledger.Ledger.context_tokens>`). The
+        summary is kept and the recent turns are read within what it leaves
+        (:meth:`ConversationWindow.messages <tokenbudget_core.window.ConversationWindow.messages>`:
+        the oldest turns left out, whole units, system, pinned and newest messages kept, the
+        whole window when those need more). Turns left out are not folded into the summary (a
+        read never calls the summariser): a later read with a larger ``within`` (or none) has
+        them back. ``None`` or a ``within`` at or above :attr:`budget`: the buffer as it is.
+
+        Raises:
+            ContextOverflowError: The newest messages cannot fit (``hold_overflow``).
+            InvalidInputError: ``within`` is not an integer >= 0.
+        """
+        if within is not None and (isinstance(within, bool) or not isinstance(within, int) or within < 0):
+            raise InvalidInputError(
+                "within", "must be an integer >= 0 (a token budget), or None", value=within
+            )
+        if within is not None and within < self.budget:
+            summary = int(self.counter.count_message(self._make_summary(self.summary))) if self.summary else 0
+            window = self._window.messages(max(within - summary, 0))
+        else:
+            window = self._window.messages()
         if self.summary is None:
             return window
         lead = 0

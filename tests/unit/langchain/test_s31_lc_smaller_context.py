@@ -250,12 +250,39 @@ def test_trim_keeps_the_whole_budget_when_the_must_keep_messages_need_it() -> No
     assert [len(r) for r in kept] == [len(r) for r in plain]
 
 
-def test_summarise_refuses_a_ledger_it_would_not_read() -> None:
-    """(review s31) It took the ledger and never read it; the summarising histories refuse it."""
-    with pytest.raises(InvalidInputError) as caught:
-        ContextWindowMiddleware("gpt-4o", max_tokens=BUDGET, strategy="summarise", ledger=ledger())
-    assert caught.value.field == "ledger"
-    assert "strategy='trim'" in str(caught.value)
+def summarising(book: Ledger | None, user: str | None = None) -> ContextWindowMiddleware:
+    writer = replies(*["Ada from Lyon keeps asking about the weather."] * 20)
+    payer: dict[str, Any] = {} if book is None else {"ledger": book, "feature": "support", "user": user}
+    return ContextWindowMiddleware(
+        "gpt-4o", max_tokens=BUDGET, pin_first_user=True, strategy="summarise", summariser=writer, **payer
+    )
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_summarise_sends_a_payer_past_smaller_context_the_summary_and_fewer_turns(use_async: bool) -> None:
+    """(s32) ``strategy="summarise"`` refused a ledger: it now keeps the summary and reads the
+    recent turns within the smaller budget, as the summarising histories do."""
+    import asyncio
+
+    def run_with(middleware: ContextWindowMiddleware) -> list[list[BaseMessage]]:
+        model = tool_turn()
+        agent = agent_with(model, middleware)
+        payload = {"messages": conversation(20)}
+        asyncio.run(agent.ainvoke(payload)) if use_async else agent.invoke(payload)
+        return sent(model)
+
+    book = ledger()
+    plain = run_with(summarising(None))
+    spend(book, "ada")
+    smaller = run_with(summarising(book, "ada"))
+    for received, whole in zip(smaller, plain, strict=True):
+        assert tokens(received, [WEATHER_TOOL]) <= small_room(book) < tokens(whole, [WEATHER_TOOL])
+        assert "Ada from Lyon" in str(received[0].content)  # the summary, in the system message
+        assert len(received) < len(whole)
+        assert received[-1].content == whole[-1].content
+        assert_tool_pairs_intact(received)
+    other = run_with(summarising(book, "bob"))  # another payer: the whole window
+    assert [[m.content for m in r] for r in other] == [[m.content for m in r] for r in plain]
 
 
 @pytest.mark.parametrize(
