@@ -325,7 +325,7 @@ def _named(get: Callable[..., Any], keys: Sequence[str], prefix: str = "") -> st
 _TENANT_KEYS = ("tokenbudget_tenant", "tenant")
 
 
-def _tenant_of(meta: Mapping[str, Any], tags: Sequence[str]) -> str | None:
+def tenant_of(meta: Mapping[str, Any], tags: Sequence[str]) -> str | None:
     """The tenant a run's metadata (``tokenbudget_tenant`` / ``tenant``) or tags (``tenant:x``)
     name: it scopes the run's response-cache entries, as ``attribute(tenant=...)`` does (an
     ``attribute()`` block's tenant wins).
@@ -823,7 +823,7 @@ if hasattr(os, "register_at_fork"):
 _FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
 
 
-def _refusal(error: BaseException) -> Callable[[], BaseException]:
+def fresh_refusal(error: BaseException) -> Callable[[], BaseException]:
     """How to refuse the later prompts of a call ``error`` stopped: a fresh error each time, so
     that ``error`` (whose traceback holds the call's frames) is not kept."""
     if isinstance(error, BudgetExceededError):
@@ -954,7 +954,7 @@ class _BudgetHandler:
             self._counters[model] = counter
         tags = kwargs.get("tags") or ()
         feature, user, conversation = payer = _payer_of(meta, tags)
-        tenant = _tenant_of(meta, tags)
+        tenant = tenant_of(meta, tags)
         attribution = None
         outer = self._outer(kwargs)
         if outer is not None:  # inside a chain that named a payer: the outermost value wins
@@ -1191,7 +1191,7 @@ class _BudgetHandler:
             user=now.user or call.user,
             conversation=now.conversation or call.conversation,
         )  # the ledger's rule: the attribute() block in force wins over the call's ids
-        claim = claim_run(payer, messages[0], run=run_id, refusal=_refusal(refused))
+        claim = claim_run(payer, messages[0], run=run_id, refusal=fresh_refusal(refused))
         if claim is None:
             return False
         with self._lock:
@@ -1335,7 +1335,7 @@ class _BudgetHandler:
         tags = kwargs.get("tags") or ()
         feature, user, conversation = _payer_of(meta, tags)
         caching = cache_in_use()
-        tenant = _tenant_of(meta, tags) if caching else None  # (checked before anything is held)
+        tenant = tenant_of(meta, tags) if caching else None  # (checked before anything is held)
         max_output = self._max_output(params, meta)
         request_id = str(run_id)
         try:
@@ -1689,7 +1689,7 @@ class _BudgetHandler:
                 self._unlink(run_id, run)
                 return [run.reservation]
             if batch.refusal is None:
-                batch.refusal = _refusal(error)
+                batch.refusal = fresh_refusal(error)
             runs = [r for i in batch.runs if (r := self._pop(i)) is not None]
             batch.runs.clear()
         return [r.reservation for r in runs]
@@ -1849,7 +1849,7 @@ class _BudgetHandler:
             return []
         with self._lock:
             if batch.refusal is None:
-                batch.refusal = _refusal(error)
+                batch.refusal = fresh_refusal(error)
             self._started(batch)
             held = [run.reservation for r in batch.runs if (run := self._pop(r)) is not None]
             batch.runs.clear()

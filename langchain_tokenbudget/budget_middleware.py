@@ -21,13 +21,16 @@ Who pays: the feature and user of the agent run's ``runtime.context``, metadata 
 enclosing :func:`~tokenbudget_core.attribute` block wins over them). LangChain merges a nested
 run's config over its parent's, so for an agent invoked inside another run with a payer of
 its own the innermost names win; wrap it in ``attribute()`` to charge the outer payer. A
-:class:`~langchain_tokenbudget.TokenBudgetLLMCache` hit under the middleware is scoped and
-recorded on the payer of the ``attribute()`` block in force (none: on no payer), not on the
-middleware's own ``feature=``/``user=``: putting the middleware's payer in force for the model
-call would also charge a second ledger's callback handler to it. A call the budget refuses is
-refused before the model's cache is looked up (the callback handler, not the middleware,
-serves a cached answer at the limit); the ledger refuses from the ladder's ``cache_only`` step, so
-under the middleware alone an agent's calls stop there (``on_exceeded``), cached or not.
+:class:`~langchain_tokenbudget.TokenBudgetLLMCache` lookup of the model call is scoped and
+recorded on the payer the middleware charges (with the run's tenant: ``tokenbudget_tenant`` /
+``tenant`` metadata, a ``tenant:x`` tag), claimed for the call's run as a budget handler claims
+its runs, so one user's cached answer is never served to another; that payer is not put in
+force, so a second ledger's callback handler still charges its own. A call the budget refuses
+(from the ladder's ``cache_only`` step, or past a limit) is still answered from the model's
+``TokenBudgetLLMCache``: a hit is served at $0, a miss is refused (``on_exceeded``) before
+anything is sent, and a model call nothing is sure to look such a cache up for (``cache=False``,
+LangChain's own cache, a streaming ``stream()``) is refused at its start
+(:func:`~langchain_tokenbudget.llm_cache.scoped_runs`).
 
 Per-run caps (``max_run_usd``, ``max_run_tokens``) add up what the calls of one run were
 charged, in the agent state (``tokenbudget_run_tokens``, ``tokenbudget_run_nanos``). A run starts
@@ -103,6 +106,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from tokenbudget_core.attribution import Attribution, current_attribution
 from tokenbudget_core.budgets import RunBudget
 from tokenbudget_core.counting import (
     SupportsTokenCount,
@@ -142,6 +146,7 @@ from .budget_callback import (
     cache_hit_of,
     cache_writes_in,
     first,
+    fresh_refusal,
     is_router_run,
     left_to_middleware,
     middleware_call,
@@ -153,7 +158,9 @@ from .budget_callback import (
     running_total,
     stream_event_text,
     streamed_estimate,
+    tenant_of,
 )
+from .llm_cache import cache_in_use, scoped_runs
 from .messages import to_core_request
 
 try:
@@ -532,6 +539,28 @@ def _run_totals(state: Mapping[str, Any], step: StepCharges) -> tuple[int, int]:
     """Tokens and nano-USD this run was charged so far: the state's totals (the steps before this
     one) plus what the calls of this step were charged."""
     return state.get(TOKENS_KEY, 0) + step.tokens, state.get(NANOS_KEY, 0) + step.nanos
+
+
+def _payer_of(args: Mapping[str, Any]) -> Attribution:
+    """The payer a model run's ``TokenBudgetLLMCache`` lookup is scoped and recorded under: the
+    one the ledger reserves for (an ``attribute()`` block's ids win over the run's, as in the
+    ledger), with the tenant the run names (``tokenbudget_tenant`` / ``tenant`` metadata, a
+    ``tenant:x`` tag) unless a block names one (:func:`~.llm_cache.scoped_runs`: without it,
+    one user's cached answer would be served to another).
+
+    Raises:
+        InvalidInputError: A tenant id the ledger refuses, named ``metadata.<key>``.
+    """
+    now = current_attribution()
+    config = _config()
+    tenant = now.tenant or tenant_of(config.get("metadata") or {}, config.get("tags") or ())
+    return dataclasses.replace(
+        now,
+        tenant=tenant,
+        feature=now.feature or args["feature"],
+        user=now.user or args["user"],
+        conversation=now.conversation or args["conversation"],
+    )
 
 
 def _default_refusal(error: BudgetExceededError) -> str:
@@ -984,12 +1013,18 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 self.ledger.release(reservation)
                 raise refusal
         except BudgetExceededError as e:
+            if cache_in_use():  # a TokenBudgetLLMCache may still answer: a hit is served, a miss refused
+                try:
+                    with scoped_runs(_payer_of(args), fresh_refusal(e)):
+                        return handler(request)
+                except BudgetExceededError:
+                    pass
             return self._refused(e, state, step)
         names = _names(args["model"], request)
         totals = _RunningTotals(names, self.ledger.registry)
         token = _totals.set(totals)
         try:
-            with middleware_call(self.ledger, names) as marked:
+            with middleware_call(self.ledger, names) as marked, scoped_runs(_payer_of(args)):
                 response = handler(request)
         except BaseException as error:  # the ledger's rule: released if nothing came back, else estimated
             failed_runs, last = _failures(totals)
@@ -1035,12 +1070,18 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
                 await self.ledger.arelease(reservation)
                 raise refusal
         except BudgetExceededError as e:
+            if cache_in_use():
+                try:
+                    with scoped_runs(_payer_of(args), fresh_refusal(e)):
+                        return await handler(request)
+                except BudgetExceededError:
+                    pass
             return self._refused(e, state, step)
         names = _names(args["model"], request)
         totals = _RunningTotals(names, self.ledger.registry)
         token = _totals.set(totals)
         try:
-            with middleware_call(self.ledger, names) as marked:
+            with middleware_call(self.ledger, names) as marked, scoped_runs(_payer_of(args)):
                 response = await handler(request)
         except BaseException as error:  # the ledger's rule: released if nothing came back, else estimated
             failed_runs, last = _failures(totals)

@@ -35,6 +35,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.callbacks.manager import AsyncCallbackManager, CallbackManager
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -48,6 +49,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, Generation
+from langchain_core.tracers.context import register_configure_hook
 
 from tokenbudget_core.attribution import Attribution, current_attribution, in_force
 from tokenbudget_core.cache_keys import (
@@ -411,6 +413,78 @@ def answers_next_lookup() -> bool:
             return isinstance(cache, TokenBudgetLLMCache)
         frame = frame.f_back
     return False
+
+
+class _RunScope(BaseCallbackHandler):
+    """Claims the cache lookup of every chat model run started where it is in force
+    (:func:`scoped_runs`) for ``payer``, as a budget handler claims its runs: the
+    ``TokenBudgetLLMCache`` LangChain looks up next scopes and records the run under that payer.
+    With a ``refusal`` the run is left to that cache (a hit is served, a miss raises the refusal
+    there), and a run nothing is sure to look one up for (another cache, ``cache=False``, a
+    streaming ``stream()``, a text LLM, several prompts) is refused at its start: nothing is sent."""
+
+    raise_error = True  # (LangChain drops a handler's exception otherwise)
+    run_inline = True  # (the claim must be made in the run's own context)
+
+    def __init__(self, payer: Attribution, refusal: Callable[[], BaseException] | None) -> None:
+        self.payer, self.refusal = payer, refusal
+        self.claims: dict[object, RunClaim] = {}
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: list[list[BaseMessage]], *, run_id: Any, **kwargs: Any
+    ) -> None:
+        size = kwargs.get("batch_size")
+        if len(messages) == 1 and not (type(size) is int and size > 1) and answers_next_lookup():
+            claim = claim_run(self.payer, messages[0], run=run_id, refusal=self.refusal)
+            if claim is not None:
+                self.claims[run_id] = claim
+                return
+        if self.refusal is not None:
+            raise self.refusal()
+
+    def on_llm_start(self, serialized: Any, prompts: list[str], *, run_id: Any, **kwargs: Any) -> None:
+        if self.refusal is not None:
+            raise self.refusal()
+
+    def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
+        self._done(run_id)
+
+    def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
+        self._done(run_id)
+
+    def _done(self, run_id: object) -> None:
+        claim = self.claims.pop(run_id, None)
+        if claim is not None:
+            claim.close()
+
+
+_RUN_SCOPE: contextvars.ContextVar[_RunScope | None] = contextvars.ContextVar(
+    "tokenbudget_run_scope", default=None
+)
+register_configure_hook(_RUN_SCOPE, True)
+
+
+@contextlib.contextmanager
+def scoped_runs(payer: Attribution, refusal: Callable[[], BaseException] | None = None) -> Iterator[None]:
+    """Inside the block, the ``TokenBudgetLLMCache`` lookup of every chat model run LangChain
+    starts is scoped and recorded under ``payer``, which is not put in force (a budget handler
+    of another ledger still charges its own payer): how a caller that charges the runs itself (a
+    budget middleware) keeps one payer's cached answers from another. With ``refusal``, nothing
+    is sent: each run is answered from a ``TokenBudgetLLMCache`` or refused with ``refusal()``
+    before it goes out, as a ``BudgetCallbackHandler`` that refused a run leaves it to the cache.
+    Nothing is done until a ``TokenBudgetLLMCache`` exists (:func:`cache_in_use`) unless a
+    ``refusal`` is given."""
+    if refusal is None and not _IN_USE[0]:
+        yield
+        return
+    guard = _RunScope(payer, refusal)
+    token = _RUN_SCOPE.set(guard)
+    try:
+        yield
+    finally:
+        _RUN_SCOPE.reset(token)
+        for claim in guard.claims.values():
+            withdraw_claim(claim)
 
 
 @contextlib.contextmanager

@@ -228,18 +228,20 @@ class Ladder:
     up first (a hit is served, a miss raises the refusal: ``invoke`` / ``batch`` and their async
     twins; LangChain's ``stream()`` looks no cache up, so a streamed call is refused), and a
     LlamaIndex ``CachedLLM`` answers before its wrapped LLM's handler reserves. A
-    ``BudgetMiddleware`` refuses before the agent's model looks its cache up. With no cache in
-    front of the model the step refuses like ``soft_refusal``, from a lower share: skip it
-    (``None``) to send calls up to ``soft_refusal``. A ``TierRouter`` keeps the
-    ``cheaper_tier`` step's tier here (the tier's cache is the one asked)."""
+    ``BudgetMiddleware`` serves a refused call from the agent model's ``TokenBudgetLLMCache``
+    too. With no cache in front of the model the step refuses like ``soft_refusal``, from a
+    lower share: skip it (``None``) to send calls up to ``soft_refusal``. A ``TierRouter`` keeps
+    the ``cheaper_tier`` step's tier here, and a refused call is looked up in the caches of that
+    tier and of the tiers it stepped over."""
     soft_refusal: float | None = 0.97
     """Refuse with a message the app can show the user: the ledger (``reserve``, and ``check``)
     refuses a call that would take the budget to this share with a ``BudgetExceededError`` whose
     ``step`` is ``soft_refusal``, so spend mostly stays below it (a threshold alert above it,
     such as the default 100% one, does not fire; the refusals are told by a refusing alert
     instead: see :attr:`BudgetPolicy.alert_thresholds`). The budget adapters raise it (or end the
-    run: ``BudgetMiddleware(on_exceeded="end")``); LangChain's ``BudgetCallbackHandler`` serves a
-    refused call from the ``TokenBudgetLLMCache`` its model looks up first, at $0. A
+    run: ``BudgetMiddleware(on_exceeded="end")``); LangChain's ``BudgetCallbackHandler`` and
+    ``BudgetMiddleware`` serve a refused call from the ``TokenBudgetLLMCache`` its model looks up
+    first, at $0. A
     ``TierRouter`` refuses at this step only with ``refuse_at_soft_refusal=True``."""
 
     context_share: float = 0.5
