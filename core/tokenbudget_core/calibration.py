@@ -22,6 +22,9 @@ DEFAULT_PRIOR = 1.2
 """Starting factor: non-OpenAI tokenizers usually need more tokens than cl100k for the same text,
 so the prior errs high (a budget check should over-count rather than under-count)."""
 
+_MAX_TOKENS = 2**53
+"""The most tokens a figure may name (the integers a float holds exactly)."""
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CalibrationState:
@@ -106,9 +109,23 @@ class Calibration:
             InvalidInputError: ``model`` is not a non-empty string, or ``raw_estimate`` is not a
                 non-negative int (a bool, float, NaN or ``None`` is refused, never rounded).
         """
-        if isinstance(raw_estimate, bool) or not isinstance(raw_estimate, int) or raw_estimate < 0:
-            raise InvalidInputError("raw_estimate", "must be a non-negative integer", value=raw_estimate)
-        return math.ceil(raw_estimate * self.factor(model))
+        if (
+            isinstance(raw_estimate, bool)
+            or not isinstance(raw_estimate, int)
+            or not 0 <= raw_estimate <= _MAX_TOKENS
+        ):
+            raise InvalidInputError(
+                "raw_estimate", f"must be an integer from 0 to {_MAX_TOKENS:,}", value=raw_estimate
+            )
+        corrected = raw_estimate * self.factor(model)
+        if not math.isfinite(corrected) or corrected > _MAX_TOKENS:
+            raise InvalidInputError(
+                "raw_estimate",
+                f"corrected by {model!r}'s factor it exceeds {_MAX_TOKENS:,} tokens",
+                value=raw_estimate,
+                fix="lower the calibration's prior or upper bound",
+            )
+        return math.ceil(corrected)
 
     def observe(self, model: str, *, estimated: int, actual: int) -> None:
         """Learn from one call: the *raw* (uncorrected) ``estimated`` and the reported ``actual`` tokens.
@@ -119,8 +136,8 @@ class Calibration:
         """
         _check_model(model)
         for field, value in (("estimated", estimated), ("actual", actual)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInputError(field, "must be a non-negative integer", value=value)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TOKENS:
+                raise InvalidInputError(field, f"must be an integer from 0 to {_MAX_TOKENS:,}", value=value)
         if estimated == 0 or actual == 0:
             return
         ratio = min(max(actual / estimated, self.bounds[0]), self.bounds[1])

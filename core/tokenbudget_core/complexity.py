@@ -91,7 +91,7 @@ class Rule:
             )
         try:
             re.compile(self.pattern)
-        except re.error as e:
+        except (re.error, OverflowError, RecursionError) as e:  # (a repeat count too large overflows)
             raise InvalidInputError(
                 f"rules[{self.name!r}].pattern", f"is not a valid regular expression: {e}", value=self.pattern
             ) from e
@@ -343,7 +343,9 @@ class HeuristicClassifier:
                 fired.append(rule.name)
         tokens = len(self._enc.encode_ordinary(text)) if len(text) < 200_000 else len(text) // 4
         length = self.length_weight * min(tokens / self.long_prompt_tokens, 1.0)
-        score = min(max(score + length, 0.0), 1.0)
+        # rounded once, before the tier is chosen: float sums land just under a cut point
+        # (0.3 + 0.05 + 0.05 < 0.4), and the tier must be the one the reported score names
+        score = round(min(max(score + length, 0.0), 1.0), 4)
         index = sum(1 for cut in self.thresholds if score >= cut)
         notes = [*fired]
         if tokens >= self.long_prompt_tokens:
@@ -351,7 +353,7 @@ class HeuristicClassifier:
         detail = ", ".join(notes) if notes else "no signals"
         return Classification(
             tier=self.tiers[index],
-            score=round(score, 4),
+            score=score,
             reason=f"score {score:.2f} ({detail})",
             rules=tuple(fired),
         )

@@ -125,9 +125,15 @@ def _field(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
 
-def _unit_rows(raw: Any, n: int, source: str) -> Vectors:
+def checked_rows(raw: Any, n: int, source: str, dtype: Any = np.float32) -> Vectors:
+    """What an embedder returned for ``n`` texts as an ``(n, dim)`` array of ``dtype``, checked:
+    one non-empty vector per text, all finite.
+
+    Raises:
+        InvalidInputError: Anything else, named ``embedder`` (``source`` says which call).
+    """
     try:
-        arr = np.asarray(raw, dtype=np.float32)
+        arr = np.asarray(raw, dtype=dtype)
     except (TypeError, ValueError) as e:
         raise InvalidInputError(
             "embedder", f"{source} returned something that is not a list of vectors", value=type(raw)
@@ -139,6 +145,11 @@ def _unit_rows(raw: Any, n: int, source: str) -> Vectors:
         )
     if not np.isfinite(arr).all():
         raise InvalidInputError("embedder", f"{source} returned NaN or infinite values")
+    return arr
+
+
+def _unit_rows(raw: Any, n: int, source: str) -> Vectors:
+    arr = checked_rows(raw, n, source)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     unit: Vectors = arr / norms

@@ -279,8 +279,14 @@ def evaluate(
         >>> ev.accuracy, ev.saved_share > 0.9
         (1.0, True)
     """
+    if not callable(getattr(classifier, "classify", None)):
+        raise InvalidInputError(
+            "classifier",
+            f"must be a ComplexityClassifier (tiers and classify()), got {type(classifier).__name__}",
+            fix="pass e.g. HeuristicClassifier(tiers=(...)) or a fitted classifier",
+        )
+    tiers = check_tiers(getattr(classifier, "tiers", None), "classifier.tiers")
     pairs = _examples(labelled, "labelled")
-    tiers = tuple(classifier.tiers)
     if not isinstance(models, Mapping):
         raise InvalidInputError("models", "must map tier -> model", value=models)
     for t in tiers:
@@ -312,7 +318,12 @@ def evaluate(
     under = over = right = complex_total = complex_under = 0
     cost = premium_cost = cheapest_cost = Decimal(0)
     for text, label in pairs:
-        got = classifier.classify(text).tier
+        answer = classifier.classify(text)
+        if not isinstance(answer, Classification):
+            raise InvalidInputError(
+                "classifier", f"returned {type(answer).__name__}, not a Classification", value=answer
+            )
+        got = answer.tier
         if got not in index:
             raise InvalidInputError("classifier", f"returned tier {got!r}, not one of {list(tiers)}")
         confusion[(label, got)] = confusion.get((label, got), 0) + 1

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from .attribution import overhead
 from .complexity import DEFAULT_RULES, Classification, HeuristicClassifier, Rule
-from .embeddings import Embedder, Vectors, as_embedder
+from .embeddings import Embedder, Vectors, as_embedder, checked_rows
 from .encodings import get_encoding
 from .errors import InvalidInputError
 from .learned_classifier import _examples, _tier_labels
@@ -248,7 +248,10 @@ class LinearComplexityClassifier:
         texts = [p for p, _ in pairs]
         signals = _Signals(chosen)
         raw = np.hstack(
-            [np.asarray(emb.embed(texts), dtype=np.float64), np.array([signals(t) for t in texts])]
+            [
+                checked_rows(emb.embed(texts), len(texts), "embed()", np.float64),
+                np.array([signals(t) for t in texts]),
+            ]
         )
         mean = raw.mean(axis=0, keepdims=True)
         scale = raw.std(axis=0, keepdims=True)
@@ -315,10 +318,11 @@ class LinearComplexityClassifier:
         """Each tier's probability for ``text`` (before the under-routing penalty).
 
         Raises:
-            InvalidInputError: ``text`` is not a string.
+            InvalidInputError: ``text`` is not a string, or the embedder returned no finite vector
+                of the fitted size (named ``embedder``).
         """
         with overhead("router"):
-            vector = self.embedder.embed([self._check(text)])[0]
+            vector = checked_rows(self.embedder.embed([self._check(text)]), 1, "embed()", np.float64)[0]
         probs = _softmax(self._row(text, vector) @ self._weights + self._bias)[0]
         return {t: float(p) for t, p in zip(self.tiers, probs, strict=True)}
 
@@ -326,14 +330,16 @@ class LinearComplexityClassifier:
         """The tier for ``text``.
 
         Raises:
-            InvalidInputError: ``text`` is not a string.
+            InvalidInputError: ``text`` is not a string, or the embedder returned no finite vector
+                of the fitted size (named ``embedder``).
         """
         with overhead("router"):
-            vector = self.embedder.embed([self._check(text)])[0]
+            vector = checked_rows(self.embedder.embed([self._check(text)]), 1, "embed()", np.float64)[0]
         return self._decide(self._row(text, vector))
 
     async def aclassify(self, text: str) -> Classification:
         """Async twin of :meth:`classify` (the embedder's async path)."""
         with overhead("router"):
-            vector = (await self.embedder.aembed([self._check(text)]))[0]
+            raw = await self.embedder.aembed([self._check(text)])
+            vector = checked_rows(raw, 1, "aembed()", np.float64)[0]
         return self._decide(self._row(text, vector))
