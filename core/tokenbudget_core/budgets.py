@@ -183,6 +183,9 @@ def _named_settings(cls: _C) -> _C:
     return cls
 
 
+_DEFAULT_CONTEXT_SHARE = 0.5
+
+
 @_named_settings
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Ladder:
@@ -244,9 +247,10 @@ class Ladder:
     first, at $0. A
     ``TierRouter`` refuses at this step only with ``refuse_at_soft_refusal=True``."""
 
-    context_share: float = 0.5
+    context_share: float = _DEFAULT_CONTEXT_SHARE
     """Not a step: the share of its token budget a memory or window given the ledger
-    (``ledger=``) keeps from ``smaller_context`` up (:meth:`context_tokens`)."""
+    (``ledger=``) keeps from ``smaller_context`` up (:meth:`context_tokens`). A share other than
+    the default with ``smaller_context`` skipped is refused: it could never apply."""
 
     def __post_init__(self) -> None:
         share = self.context_share
@@ -256,6 +260,13 @@ class Ladder:
                 "must be the share of a memory's token budget kept from smaller_context up, in (0, 1]",
                 value=share,
                 fix="a number such as 0.5 to keep half the budget (1 keeps it whole)",
+            )
+        if self.smaller_context is None and share != _DEFAULT_CONTEXT_SHARE:
+            raise InvalidInputError(
+                "ladder.context_share",
+                "applies from smaller_context up, which this ladder skips: it would never apply",
+                value=share,
+                fix="set smaller_context (a share such as 0.75), or leave context_share out",
             )
         last = 0.0
         for f in fields(self):
