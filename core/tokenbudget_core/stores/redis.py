@@ -117,6 +117,39 @@ _WRITE_CHUNK = 500
 carries: Redis reads a pipeline only as fast as it runs the scripts, and ``socket_timeout`` bounds
 each round trip (its sending included), so a batch of any size is a series of short round trips."""
 
+_TRANSIENT_CODES = (
+    "MISCONF",
+    "NOREPLICAS",
+    "BUSY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "LOADING",
+    "OOM",
+    "READONLY",
+)
+"""Error replies of a server that is up but takes no writes *for now*: its RDB save failing
+(``MISCONF``), too few replicas in reach (``NOREPLICAS``), another client's slow script
+(``BUSY``), a replica cut off from its primary (``MASTERDOWN``), a resharding or failover
+(``TRYAGAIN``, ``CLUSTERDOWN``), its data loading, ``maxmemory`` reached, a replica written to.
+Nothing was written (Redis refuses the script at its first write), and it passes by itself: the
+store is unavailable (a fail-open ledger lets calls through; spooled usage waits in the spool),
+never refused for good."""
+
+_TRANSIENT_REPLY = re.compile(
+    r"(?:|ERR Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: @user_script: \d+: -)"
+    rf"(?:{'|'.join(_TRANSIENT_CODES)})(?![A-Z_])"
+).match
+"""An error reply of :data:`_TRANSIENT_CODES`: its code first (Redis 7 and later, scripts'
+errors included), or inside a script's error (Redis 6)."""
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether ``error`` (an error reply redis-py raised or returned) is one of a server taking no
+    writes for now (:data:`_TRANSIENT_CODES`), not a refusal that lasts."""
+    return _TRANSIENT_REPLY(str(error)) is not None
+
+
 _INHERITED: list[object] = []
 """Clients and connections a forked process inherited: kept, so that they are never finalised
 there (closing one could shut down the parent's socket or wait on a lock held at the fork)."""
@@ -582,7 +615,14 @@ class RedisStore:
             "is a Redis server (6 or later) listening at that address?",
         )
 
-    def _refused(self, error: BaseException) -> RedisRefusedError:
+    def _refused(self, error: BaseException) -> RedisRefusedError | BudgetUnavailableError:
+        """An error reply as what it means: the server taking no writes for now (``MISCONF``,
+        ``NOREPLICAS``, ``BUSY``...: :data:`_TRANSIENT_CODES`) is unavailable, as an outage is;
+        any other is a refusal (``retry_later`` for the ACL's ``NOPERM``)."""
+        if _transient(error):
+            return BudgetUnavailableError(
+                self._shown_url, f"the server takes no writes for now: {type(error).__name__}: {error}"
+            )
         refused = RedisRefusedError(self._shown_url, f"{type(error).__name__}: {error}")
         # the ACL's (NOPERM), fixed without touching the data: spooled usage waits for it
         refused.retry_later = type(error).__name__ == "NoPermissionError" or "NOPERM" in str(error)
@@ -755,7 +795,10 @@ class RedisStore:
             self._drop_connection()
             raise
         for reply in results:  # every reply read: the connection is in step, and kept
-            if isinstance(reply, self._unavailable):  # OOM, READONLY, LOADING: no write goes through
+            # OOM, READONLY, LOADING, MISCONF, NOREPLICAS, BUSY...: no write goes through
+            if isinstance(reply, self._unavailable) or (
+                isinstance(reply, self._script_error) and _transient(reply)
+            ):
                 raise reply
         return results
 
