@@ -675,17 +675,30 @@ class Ledger:
         return self._store_call(self.store.commit, req)
 
     def _replay_due(self) -> None:
-        """Replay the spool (and release orphaned reservations) if it is time to look again."""
+        """Replay the spool (and release orphaned reservations) if it is time to look again.
+
+        Catch-up work on the time of a call whose own operation succeeded: nothing failing here
+        raises into that call (its reservation or charge stands; a caller would take it for one
+        not made). A store still away waits for the next look; anything else is logged.
+        """
         now = time.monotonic()
         if now >= self._next_spool_check and self._replay_lock.acquire(blocking=False):
             self._next_spool_check = now + 1.0  # a stat per second at most, not one per call
             try:
                 if self._orphans:
-                    self._release_orphans()
-                if self.spool.pending():  # a long outage's spool: a share a look, not all on one call
-                    self.spool.replay(self.store, on_applied=self._replayed, most=_SPOOL_LINES_PER_LOOK)
-            except BudgetUnavailableError:
-                pass
+                    try:
+                        self._release_orphans()
+                    except Exception:  # the caller's own operation succeeded
+                        logger.exception("releasing abandoned reservations failed (retried at the next look)")
+                try:
+                    if self.spool.pending():  # a long outage's spool: a share a look, not all on one call
+                        self.spool.replay(self.store, on_applied=self._replayed, most=_SPOOL_LINES_PER_LOOK)
+                except BudgetUnavailableError:
+                    pass  # still away: the lines wait in the spool for the next look
+                except Exception:  # (the spool's file, say) the caller's own operation succeeded
+                    logger.exception(
+                        "replaying the spool %s failed (retried at the next look)", self.spool.path
+                    )
             finally:
                 self._replay_lock.release()
 
@@ -760,6 +773,18 @@ class Ledger:
                         self.store.release(day, rid, self._now_ms(), forget=forget)
                 except (BudgetUnavailableError, OSError):
                     return  # still down: try again at the next look
+                except Exception as e:  # noqa: BLE001 - logged: never raised into the caller
+                    if isinstance(e, StoreRefusedError) and e.retry_later:
+                        return  # the store's credentials or ACL: fixed, it takes the release
+                    # refused for good (another application's data under a key): dropped, so that
+                    # it holds up neither the releases after it nor the spool's replay
+                    logger.warning(
+                        "the release of abandoned request %r failed (%s: %s): dropped, its hold "
+                        "(if the reserve ran) is left until its lease ends",
+                        rid,
+                        type(e).__name__,
+                        e,
+                    )
             with self._orphan_lock:
                 if self._orphans and self._orphans[0][1] == rid:  # else dropped for room meanwhile
                     self._orphans.popleft()
