@@ -2104,10 +2104,21 @@ class Ledger:
     def _record_per_call(self, day: str, key: str, cost: int, requests: int) -> None:
         """The cost samples of an applied commit of ``requests`` calls costing ``cost`` in all:
         each call's share (at most :data:`_MAX_CALL_SAMPLES`; if the store drops now, reports
-        lose samples at worst)."""
-        with contextlib.suppress(BudgetUnavailableError):
+        lose samples at worst). The charge is stored: nothing failing here makes the commit raise
+        (a caller would take the stored charge for one not made, and charge it again)."""
+        try:
             for sample in _per_call_costs(cost, requests):
                 self.store.record_call_cost(day, key, sample)
+        except BudgetUnavailableError:
+            pass
+        except Exception as e:  # noqa: BLE001 - refused (another application's key), or a bug: logged
+            logger.warning(
+                "the charge of %d calls was stored, but their cost samples were not (%s: %s): reports "
+                "of cost per call miss them",
+                requests,
+                type(e).__name__,
+                e,
+            )
 
     def _after_commit(self, plan: _CommitPlan, spent: Sequence[int], *, record_cost: bool) -> None:
         """The cost sample (if the store did not keep it) and threshold alerts of an applied commit.
