@@ -367,9 +367,15 @@ class SemanticCache(ResponseCacheBase):
     def _entry(
         self, request: CacheRequest, response: CachedResponse, where: CacheScope, text: str, partition: str
     ) -> str | None:
-        payload = self._envelope(
-            request, response, where, text, partition=partition, guard=guard_features(text).to_json()
-        )
+        """The entry to store, ``None`` when it is over ``max_entry_bytes``. An entry holding the
+        prompt is at least as large as the prompt's UTF-8 (JSON escapes only lengthen it): a prompt
+        over the limit is refused before the guard reads it."""
+        over = not self.hash_prompts and len(text.encode("utf-8", "surrogatepass")) > self.max_entry_bytes
+        payload = None
+        if not over:
+            payload = self._envelope(
+                request, response, where, text, partition=partition, guard=guard_features(text).to_json()
+            )
         if payload is None:
             logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
         return payload
@@ -498,11 +504,13 @@ class SemanticCache(ResponseCacheBase):
             with overhead("cache"):
                 vector = self._row(await self.embedder.aembed([text]))
         partition, key = self.partition(request, dimensions=vector.shape[0]), request.digest()
-        payload = self._entry(request, response, where, text, partition)
-        if payload is None:
-            return False
         add = self.store_backend.add_vector
-        added: bool = await self._async(
-            lambda: self._safely(lambda: add(where, partition, key, vector, payload, self.ttl) or True, False)
-        )
+
+        def put() -> bool:  # (the guard reads the whole prompt: off the event loop, as alookup's)
+            payload = self._entry(request, response, where, text, partition)
+            if payload is None:
+                return False
+            return self._safely(lambda: add(where, partition, key, vector, payload, self.ttl) or True, False)
+
+        added: bool = await self._async(put)
         return added

@@ -85,11 +85,11 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from itertools import islice
 from typing import Any
 
 from .errors import InvalidInputError
@@ -220,13 +220,40 @@ _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _CODE_MARKERS = re.compile(
     r"""\n[ \t]+\S                              # an indented line
     | (?<!\w)[A-Za-z_]\w*(?:\((?!e?s\))|\[)    # a call or an index: print(, x[ (not "file(s)")
-    | [\[{][^\]}\n]{0,200}?:[^\]}\n]{0,200}[\]}]  # a bracket holding a colon: x[::2], {"a": 1}
     | ==|!=|<=|>=|=>|::|&&|\|\||:=|[-+*/%]=      # code operators (not "->": an arrow of prose)
     """,
     re.X,
 )
-"""What makes prose look like code: then the whole prompt is compared as written. (Linear on any
-text: a name is matched from a word's start only, a bracket's content is bounded.)"""
+"""What makes prose look like code (with a bracket holding a colon, :func:`_bracket_holds_colon`):
+then the whole prompt is compared as written. (Linear on any text: a name is matched from a
+word's start only.)"""
+_REACH = 200
+"""Characters at most from a bracket to its colon, and from the colon to the closing bracket."""
+_CLOSERS = re.compile(r"[\]}\n]")
+_BRACKET_OR_COLON = re.compile(r"[\[{:]")
+
+
+def _bracket_holds_colon(text: str) -> bool:
+    """Whether a ``[`` or ``{`` holds a ``:`` before its ``]`` or ``}`` on the same line (``x[::2]``,
+    ``{"a": 1}``), with at most :data:`_REACH` characters before and after the colon.
+
+    Linear (a regex matching the same backtracks ``_REACH`` squared steps per bracket): the colon
+    stands at most ``_REACH + 1`` characters before the closing bracket and the opening one at most
+    as far before the colon, so only that much of the text before each closing bracket is read.
+    """
+    start = 0  # where the text since the last closing bracket or line break starts
+    for close in _CLOSERS.finditer(text):
+        end = close.start()
+        if text[end] != "\n":
+            opened = -1  # the last bracket seen: the nearest one before a colon
+            for m in _BRACKET_OR_COLON.finditer(text, max(start, end - 2 * _REACH - 2), end):
+                if m.group() != ":":
+                    opened = m.start()
+                elif opened >= 0 and m.start() - opened <= _REACH + 1 and end - m.start() <= _REACH + 1:
+                    return True
+        start = end + 1
+    return False
+
 
 _HASH_CHARS = 16
 
@@ -274,7 +301,7 @@ def _code(text: str) -> str | None:
     prose = _FENCE.sub("\n", text)
     parts += [m.group() for m in _INLINE_CODE.finditer(prose)]
     prose = _INLINE_CODE.sub(" ", prose)
-    if _CODE_MARKERS.search(prose):
+    if _CODE_MARKERS.search(prose) or _bracket_holds_colon(prose):
         parts = [text]  # code in the prose itself: where it ends is unknown, so all of it
     if not parts:
         return None
@@ -364,6 +391,40 @@ class _Reading:
     function word, ``neg`` for a negation cue."""
 
 
+_Token = tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]
+"""What one token adds to :func:`_read`'s stream, word sequence and direction sides."""
+
+
+def _read_token(token: str) -> _Token:
+    """The stream items, the word-sequence forms and the direction sides of one folded token."""
+    items = [("neg", "") for c in token if c in _CJK_NEGATIONS]
+    forms = []
+    negation, aux, word = _split(token)
+    if negation:
+        items.append(("neg", "aux" if aux else ""))
+        forms.append("neg")
+    if not word:
+        return tuple(items), tuple(forms), ()
+    sides = _DIRECTIONS.get(word, ())
+    if word in _ROLES:
+        items.append(("role", _ROLES[word]))
+        forms.append(f"f:{word}")
+        return tuple(items), tuple(forms), sides
+    if word in _NUMBER_WORDS:
+        item = ("num", f"n:{word}")
+    elif word.isdigit() or _DIGITS.fullmatch(word):
+        item = ("num", f"n:{_number(word)}")
+    elif word in _FUNCTION_WORDS:
+        # A one-letter word may be a name ("folder A", "plan a"): it counts in a role's span.
+        item = ("letter" if len(word) == 1 else "f", f"f:{word}")
+    else:
+        stem = _stem(word)
+        item = ("w", _SYNONYMS.get(stem, stem))
+    items.append(item)
+    forms.append(item[1])
+    return tuple(items), tuple(forms), sides
+
+
 def _read(folded: str) -> _Reading:
     """Negations (each with the content words it may negate), content words, word roles (each role
     word with every term of its span), the sides of its direction words and its word sequence.
@@ -375,45 +436,33 @@ def _read(folded: str) -> _Reading:
     sequence: list[str] = []
     directions: list[str] = []
     end = 0
+    known: dict[str, _Token] = {}  # (a prompt repeats its words: each distinct one is read once)
     for m in _TOKEN.finditer(folded):
-        if any(c in _BREAKS for c in folded[end : m.start()]):
+        start = m.start()
+        if start > end and not _BREAKS.isdisjoint(folded[end:start]):
             stream.append(("stop", ""))
         end = m.end()
         token = m.group()
-        stream.extend(("neg", "") for c in token if c in _CJK_NEGATIONS)
-        negation, aux, word = _split(token)
-        if negation:
-            stream.append(("neg", "aux" if aux else ""))
-            sequence.append("neg")
-        if not word:
-            continue
-        directions.extend(_DIRECTIONS.get(word, ()))
-        if word in _ROLES:
-            stream.append(("role", _ROLES[word]))
-            sequence.append(f"f:{word}")
-            continue
-        if word in _NUMBER_WORDS:
-            item = ("num", f"n:{word}")
-        elif word.isdigit() or _DIGITS.fullmatch(word):
-            item = ("num", f"n:{_number(word)}")
-        elif word in _FUNCTION_WORDS:
-            # A one-letter word may be a name ("folder A", "plan a"): it counts in a role's span.
-            item = ("letter" if len(word) == 1 else "f", f"f:{word}")
-        else:
-            stem = _stem(word)
-            item = ("w", _SYNONYMS.get(stem, stem))
-        stream.append(item)
-        sequence.append(item[1])
+        read = known.get(token)
+        if read is None:
+            read = known[token] = _read_token(token)
+        stream.extend(read[0])
+        sequence.extend(read[1])
+        directions.extend(read[2])
     content = [v for k, v in stream if k == "w"]
+    # Where each content word stands in the stream: a negation finds the next ones (or the
+    # previous one) by bisection, never by reading on to the end of a long run of negations.
+    at = [j for j, (kind, _) in enumerate(stream) if kind == "w"]
     negations: list[tuple[str, ...]] = []
     roles: set[tuple[str, str]] = set()
     for i, (kind, value) in enumerate(stream):
         if kind == "role":
             roles.update((value, term) for term in _span(stream, i))
         elif kind == "neg":
-            negated = _content_after(stream, i, 2 if value == "aux" else 1)
-            if not negated:
-                negated = _content_before(stream, i)
+            k = bisect_right(at, i)  # the content words from at[k] on stand after the negation
+            negated = [stream[j][1] for j in at[k : k + (2 if value == "aux" else 1)]]
+            if not negated and k:
+                negated = [stream[at[k - 1]][1]]  # none after it: the one before it
             negations.append(tuple(sorted(negated)))
     return _Reading(negations, content, roles, directions, sequence)
 
@@ -430,14 +479,6 @@ def _span(stream: Sequence[tuple[str, str]], i: int) -> list[str]:
         if kind in ("w", "num", "letter", "f"):
             terms.append(value)
     return terms
-
-
-def _content_after(stream: Sequence[tuple[str, str]], i: int, n: int) -> list[str]:
-    return list(islice((stream[j][1] for j in range(i + 1, len(stream)) if stream[j][0] == "w"), n))
-
-
-def _content_before(stream: Sequence[tuple[str, str]], i: int) -> list[str]:
-    return list(islice((stream[j][1] for j in range(i - 1, -1, -1) if stream[j][0] == "w"), 1))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -557,38 +598,65 @@ def guard_features(text: str) -> GuardFeatures:
     numbers = [(m.start(), _number(m.group())) for m in _NUMBER.finditer(text)]
     words: set[str] = set()
     entities: set[str] = set()
+    known: dict[str, tuple[str, int]] = {}  # (each distinct word is judged once)
     for m in _WORD.finditer(text):
         token = m.group()
-        low = token.casefold()
+        judged = known.get(token)
+        if judged is None:
+            judged = known[token] = _judge(token)
+        low, kind = judged
         words.add(low)
-        if low in _NUMBER_WORDS:
+        if kind == _NUMBER_WORD:
             numbers.append((m.start(), low))
-            continue
-        if token.isdigit():
-            continue
-        before = text[: m.start()].rstrip()
-        initial = not before or before[-1] in ".!?:\n¿¡" or before[-1] in "\"'(["
-        has_digit = any(c.isdigit() for c in token)
-        inner_upper = any(c.isupper() for c in token[1:])
-        if (
-            (has_digit and any(c.isalpha() for c in token))
-            or inner_upper
-            or (token[0].isupper() and (not initial or low not in _COMMON) and token != "I")
-        ):
+        elif kind == _ENTITY:
             entities.add(low)
+        elif kind == _ENTITY_BUT_INITIAL:
+            j = m.start() - 1  # the last character before the word but whitespace (no slice: linear)
+            while j >= 0 and text[j].isspace():
+                j -= 1
+            if not (j < 0 or text[j] in ".!?:\n¿¡" or text[j] in "\"'(["):
+                entities.add(low)
     numbers.sort()  # (in the order written: digits and number words interleaved)
+    hashes: dict[str, str] = {}
+
+    def h(token: str) -> str:
+        found = hashes.get(token)
+        if found is None:
+            found = hashes[token] = _h(token)
+        return found
+
     return GuardFeatures(
-        negations=tuple(sorted(tuple(sorted(_h(w) for w in n)) for n in reading.negations)),
-        numbers=tuple(_h(n) for _, n in numbers),
-        symbols=tuple(sorted(_h(c) for c in _symbols(text))),
-        entities=frozenset(_h(e) for e in entities),
-        words=frozenset(_h(w) for w in words),
-        content=tuple(sorted(_h(w) for w in reading.content)),
-        roles=frozenset((role, _h(w)) for role, w in reading.roles),
-        directions=tuple(sorted(_h(f"dir:{side}") for side in reading.directions)),
-        sequence=tuple(_h(w) for w in reading.sequence),
+        negations=tuple(sorted(tuple(sorted(h(w) for w in n)) for n in reading.negations)),
+        numbers=tuple(h(n) for _, n in numbers),
+        symbols=tuple(sorted(h(c) for c in _symbols(text))),
+        entities=frozenset(h(e) for e in entities),
+        words=frozenset(h(w) for w in words),
+        content=tuple(sorted(h(w) for w in reading.content)),
+        roles=frozenset((role, h(w)) for role, w in reading.roles),
+        directions=tuple(sorted(h(f"dir:{side}") for side in reading.directions)),
+        sequence=tuple(h(w) for w in reading.sequence),
         code=None if code is None else _h(f"code:{code}"),
     )
+
+
+_NUMBER_WORD, _ENTITY, _ENTITY_BUT_INITIAL, _WORD_ONLY = range(4)
+
+
+def _judge(token: str) -> tuple[str, int]:
+    """A word of the prompt (as written) folded, and what it is: a number word, a named entity, a
+    named entity unless it starts a sentence (a capitalised common word, "What"), or only a word."""
+    low = token.casefold()
+    if low in _NUMBER_WORDS:
+        return low, _NUMBER_WORD
+    if token.isdigit():
+        return low, _WORD_ONLY
+    if (any(c.isdigit() for c in token) and any(c.isalpha() for c in token)) or any(
+        c.isupper() for c in token[1:]
+    ):
+        return low, _ENTITY
+    if token[0].isupper() and token != "I":
+        return low, _ENTITY_BUT_INITIAL if low in _COMMON else _ENTITY
+    return low, _WORD_ONLY
 
 
 def compare(a: GuardFeatures, b: GuardFeatures) -> str | None:
