@@ -15,7 +15,8 @@ refuses a match when the two prompts differ in
   words, so "Isn't aspirin safe?" still matches "Is aspirin not safe?";
 * **numbers**: the sequence of numbers, in the order written (``2025-03-04`` is not
   ``2025-04-03``, "from 3 pm to 5 pm" not "from 5 pm to 3 pm"), digits as written but for
-  thousands separators (``1,000`` = ``1000``; ``3.10`` is not ``3.1``, ``2.0`` not ``2``), also
+  thousands separators (``1,000`` = ``1000``; ``3.10`` is not ``3.1``, ``2.0`` not ``2``), with
+  their sign (an en dash or a minus sign ``U+2212`` before the digits is a minus too), also
   when glued to letters (``v2.1`` is not ``v2.2``, ``python3.10`` not ``python3.12``), and English
   number words (``three``, ``dozen``, ``first``...);
 * **symbols**: the multiset of the characters that are neither letters, digits nor whitespace
@@ -102,8 +103,13 @@ read no symbols and folded ``3.10`` into ``3.1``; version 3 compared numbers in 
 a number's decimals after a letter, kept one word per role and no word sequence nor code)."""
 
 # A number anywhere, also glued to letters ("v2.1", "python3.10": the digits after the dot are
-# what differs between two versions); a sign only where it cannot be a hyphen ("GPT-4").
-_NUMBER = re.compile(r"(?:(?<![\w.])[-+])?(?<!\d)\d+(?:[.,]\d+)*")
+# what differs between two versions); a sign only where it cannot be a hyphen ("GPT-4"), also a
+# dash standing for a minus (word processors turn "-5" into "\u20135", an en dash).
+_MINUS_SIGNS = "\u2012\u2013\u2014\u2212\ufe63\uff0d"
+"""Dashes read as a minus sign before a number (figure, en and em dash, minus, small and wide
+hyphen-minus)."""
+_AS_MINUS = str.maketrans(dict.fromkeys(_MINUS_SIGNS, "-"))
+_NUMBER = re.compile(rf"(?:(?<![\w.])[-+{_MINUS_SIGNS}])?(?<!\d)\d+(?:[.,]\d+)*")
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"\w+")
 # A word; a dotted number, with any letters glued to it, is one word ("v2.1", "3.10").
@@ -270,9 +276,10 @@ different things, opposite or not."""
 
 
 def _number(raw: str) -> str:
-    """A number as written, but for a leading ``+`` and thousands separators (``1,000`` = ``1000``):
-    ``3.10`` is not ``3.1`` (a version), ``1.000`` not ``1``."""
-    text = raw.lstrip("+")
+    """A number as written, but for a leading ``+``, a dash for a minus (an en dash before ``5`` is
+    ``-5``) and thousands separators (``1,000`` = ``1000``): ``3.10`` is not ``3.1`` (a version),
+    ``1.000`` not ``1``."""
+    text = raw.lstrip("+").translate(_AS_MINUS)
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
         text = text.replace(",", "")
     return text
