@@ -330,6 +330,8 @@ class Ledger:
         # A child forked while a thread replays (or orphans) gets new locks: that thread is not in it
         fresh_locks_after_fork(self, "_replay_lock", "_orphan_lock")
         self._orphans_dropped = 0  # releases dropped for room since the waiting ones were last released
+        # A batch's commits to spool (see _many): written together, with one fsync, per thread
+        self._batch = threading.local()
         # The latest reservations made under callers' ids, by id, in two generations (at least
         # _GRANTED_KEPT kept): a reserve retried while its reservation is live gets it back (_retried)
         self._granted: dict[str, Reservation] = {}
@@ -1830,10 +1832,46 @@ class Ledger:
         return self._many(steps, "commit_many", "commit")
 
     def _many(self, steps: Sequence[Generator[Any, Any, T]], many: str, one: str) -> list[T | Exception]:
-        """Run the store requests of several operations in one round trip when the store can."""
+        """Run the store requests of several operations in one round trip when the store can.
+
+        The commits among them that go to the spool are written there together before this
+        returns (one write, one fsync: see :meth:`_spool_batch`), not a line and a disk wait each.
+        """
+        batch = self._batch
+        if getattr(batch, "spool", None) is not None:  # (never: a batch inside a batch) as they come
+            return self._run_many(steps, many, one)
+        batch.spool = []
+        results: list[T | Exception] = []
+        try:
+            results = self._run_many(steps, many, one)
+        finally:  # even on an interrupt: the lines are kept
+            spooled, batch.spool = batch.spool, None
+            failed = self._spool_batch(spooled)
+        for i, error in failed.items():
+            results[i] = error
+        return results
+
+    def _spool_batch(
+        self, spooled: list[tuple[int, CommitRequest, BudgetUnavailableError, tuple[str, int] | None]]
+    ) -> dict[int, BudgetUnavailableError]:
+        """Write a batch's commits to spool (the item's index, the request, why, its mark) in one
+        append; on a spool that cannot be written, each one's error (as :meth:`_spool` raises)."""
+        if not spooled:
+            return {}
+        try:
+            self.spool.append_many([(req, mark) for _, req, _, mark in spooled])
+        except OSError as e:
+            return {i: self._unspooled(req, unavailable, e) for i, req, unavailable, _ in spooled}
+        self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
+        return {}
+
+    def _run_many(self, steps: Sequence[Generator[Any, Any, T]], many: str, one: str) -> list[T | Exception]:
+        """:meth:`_many`'s operations, each step told its item's index (``_batch.index``)."""
+        batch = self._batch
         results: list[T | Exception] = [ValueError("not run")] * len(steps)
         pending: list[tuple[int, Generator[Any, Any, T], Any]] = []
         for i, step in enumerate(steps):
+            batch.index = i
             try:
                 pending.append((i, step, step.send(None)))
             except StopIteration as done:
@@ -1868,6 +1906,7 @@ class Ledger:
             except (BudgetUnavailableError, StoreRefusedError) as e:  # each item's own (commits spool)
                 outcomes = [own_copy(e) for _ in requests]
         for (i, step, _), outcome in zip(pending, outcomes, strict=True):
+            batch.index = i
             try:
                 if isinstance(outcome, Exception):
                     step.throw(outcome)
@@ -2068,23 +2107,36 @@ class Ledger:
     def _spool(
         self, req: CommitRequest, unavailable: BudgetUnavailableError, mark: tuple[str, int] | None
     ) -> None:
-        """Keep a commit the store could not take in the spool, for a later replay.
+        """Keep a commit the store could not take in the spool, for a later replay (in a batch,
+        :meth:`_many` writes it with the batch's others, and returns this error in its place).
 
         Raises:
             BudgetUnavailableError: The spool could not be written either (the usage is in no
                 store: the caller has to keep it).
         """
+        batch = getattr(self._batch, "spool", None)
+        if batch is not None:  # in a batch: written with the batch's others before it returns
+            batch.append((self._batch.index, req, unavailable, mark))
+            return
         try:
             self.spool.append(req, mark=mark)
         except OSError as e:
-            raise BudgetUnavailableError(
-                unavailable.store,
-                f"and the usage could not be written to the spool {str(self.spool.path)!r}: "
-                f"{type(e).__name__}: {e}",
-                consequence=f"the usage of request {req.request_id!r} is not recorded. Fix the spool "
-                "path (spool_path= or $TOKENBUDGET_SPOOL) and record the usage again.",
-            ) from e
+            raise self._unspooled(req, unavailable, e) from e
         self._next_spool_check = 0.0  # replay on the first operation that reaches the store again
+
+    def _unspooled(
+        self, req: CommitRequest, unavailable: BudgetUnavailableError, error: OSError
+    ) -> BudgetUnavailableError:
+        """The error of a commit neither the store nor the spool took (``error``: the spool's)."""
+        unspooled = BudgetUnavailableError(
+            unavailable.store,
+            f"and the usage could not be written to the spool {str(self.spool.path)!r}: "
+            f"{type(error).__name__}: {error}",
+            consequence=f"the usage of request {req.request_id!r} is not recorded. Fix the spool "
+            "path (spool_path= or $TOKENBUDGET_SPOOL) and record the usage again.",
+        )
+        unspooled.__cause__ = error
+        return unspooled
 
     def _routing_saved(
         self, usage: Usage, nanos: int | None, premium_model: object, minute: int
