@@ -188,7 +188,9 @@ class Ledger:
         spool_path: Where unsendable usage waits (default ``$TOKENBUDGET_SPOOL``, else one file per
             store under ``~/.cache/tokenbudget/``, see :func:`default_spool_path`; the variable
             set but empty or blank is refused, not read as unset, by a ledger on any store but
-            ``memory://``, which never spools).
+            ``memory://``, which never spools). Either mode spools a commit the store cannot
+            take (a call already sent): a spool that cannot be written is refused with
+            ``on_unavailable="open"``, and logged as a WARNING with ``"closed"``.
         alerts: ``"log"``, webhook URLs (or :class:`~tokenbudget_core.alerts.Webhook` for a
             timeout of its own) and callables receiving :class:`~tokenbudget_core.alerts.Alert`.
             An alert fires once per store, from the ledger whose commit crosses the threshold:
@@ -299,16 +301,23 @@ class Ledger:
         its resolved path, a Redis server, database and namespace, a memory store by the object).
         Ledgers with equal ``books`` charge the same figures: see :meth:`shares_books_with`."""
         self.spool = Spool(spool, owner=self.books)  # a shared spool: each line to its store
-        if on_unavailable == "open" and not isinstance(self.store, MemoryStore):
-            # failing open promises the usage of calls let through goes to the spool: it must be writable
-            problem = self.spool.unwritable()
-            if problem is not None:
-                raise InvalidInputError(
-                    "spool_path",
-                    f"the spool {str(self.spool.path)!r} cannot be written ({problem})",
-                    value=str(self.spool.path),
-                    fix="pass spool_path= (or set $TOKENBUDGET_SPOOL) to a file in a writable directory",
-                )
+        problem = None if isinstance(self.store, MemoryStore) else self.spool.unwritable()
+        if problem is not None:
+            unwritable = f"the spool {str(self.spool.path)!r} cannot be written ({problem})"
+            spool_fix = "pass spool_path= (or set $TOKENBUDGET_SPOOL) to a file in a writable directory"
+            if on_unavailable == "open":
+                # failing open promises the usage of calls let through goes to the spool: it must be writable
+                raise InvalidInputError("spool_path", unwritable, value=str(self.spool.path), fix=spool_fix)
+            # Failing closed, a commit the store cannot take (a call reserved before an outage,
+            # committed during it) is spooled too: told now, not first when that usage is lost
+            # (such a commit raises BudgetUnavailableError: its usage is not recorded). Not refused:
+            # a fail-closed ledger (the default) stays usable on a read-only home.
+            logger.warning(
+                "%s: a commit the store cannot take (an outage while calls are in flight) will not be "
+                "kept, its usage not recorded; %s",
+                unwritable,
+                spool_fix,
+            )
         self.sinks = resolve_sinks(alerts)
         # (day, scope, metric, limit) of the budgets this ledger told refusing
         self._refusals_told: set[tuple[str, str, str, int]] = set()
