@@ -1005,8 +1005,8 @@ class Ledger:
             InvalidInputError: A bad argument, named.
         """
         if not (
-            (feature is None or type(feature) is str)
-            and (user is None or type(user) is str)
+            (feature is None or (type(feature) is str and feature))
+            and (user is None or (type(user) is str and user))
             and (conversation is None or type(conversation) is str)
             and (request_id is None or (type(request_id) is str and request_id))
         ) or _unencodable(feature, user, conversation, request_id):
@@ -1196,8 +1196,8 @@ class Ledger:
             conversation = ctx.conversation
         if not (
             type(model) is str
-            and (feature is None or type(feature) is str)
-            and (user is None or type(user) is str)
+            and (feature is None or (type(feature) is str and feature))  # "" refused on the general path
+            and (user is None or (type(user) is str and user))
             and (conversation is None or (type(conversation) is str and conversation.isascii()))
             and (request_id is None or (type(request_id) is str and request_id.isascii() and request_id))
             and type(input_tokens) is int
@@ -2556,6 +2556,7 @@ class Ledger:
         """
         if unknown:
             refuse_unknown("Ledger.context_tokens", unknown, ("feature", "user"), kind="argument")
+        _check_ids(feature=feature, user=user)  # (also when the ladder has no smaller_context)
         ladder = self.policy.ladder
         ladder.context_tokens(max_tokens, "normal")  # validates max_tokens before any store read
         if ladder.smaller_context is None:
@@ -3214,7 +3215,8 @@ def _unknown_model_option(value: object) -> bool:
 
 
 def _check_ids(**ids: object) -> None:
-    """Ids are strings (or ``None``) that UTF-8 can encode.
+    """Ids are strings (or ``None``) that UTF-8 can encode; a ``feature``, ``user`` or
+    ``request_id`` is not empty (``None`` says there is none).
 
     Raises:
         InvalidInputError: One is not, named.
@@ -3223,6 +3225,14 @@ def _check_ids(**ids: object) -> None:
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(
                 name, "must be a string id (or None)", value=value, fix=f"pass str({name})"
+            )
+        if name in ("feature", "user") and value == "":  # the anonymous payer's scopes (None's)
+            raise InvalidInputError(
+                name,
+                f"must not be empty: an empty {name} would be charged to the budgets of calls "
+                f"without one (None), with every other call passing {name}=''",
+                value=value,
+                fix=f"pass the {name}'s id, or None when there is none",
             )
         if name == "request_id" and value == "":  # read as "none", a retry would be charged again
             raise InvalidInputError(
