@@ -12,7 +12,12 @@ refuses a match when the two prompts differ in
   one, else the previous one). Both prompts must have as many cues, negating the same words:
   "with food and *not* on an empty stomach" is not "*not* with food and on an empty stomach".
   A contracted English negation (``isn't``, ``can't``) may negate either of the next two content
-  words, so "Isn't aspirin safe?" still matches "Is aspirin not safe?";
+  words, so "Isn't aspirin safe?" still matches "Is aspirin not safe?". A negation moved to
+  another clause negating the same word is moved too: each cue is also tied to the content words of
+  its clause (up to punctuation or ``and`` / ``or`` / ``but``...), and two paired cues whose
+  clauses each have a content word the other lacks differ ("Do not delete the backup, delete the
+  logs" is not "Delete the backup, do not delete the logs"); a word added to or dropped from the
+  clause is not;
 * **numbers**: the sequence of numbers, in the order written (``2025-03-04`` is not
   ``2025-04-03``, "from 3 pm to 5 pm" not "from 5 pm to 3 pm"), digits as written but for
   thousands separators (``1,000`` = ``1000``; ``3.10`` is not ``3.1``, ``2.0`` not ``2``), with
@@ -97,10 +102,11 @@ from .errors import InvalidInputError
 
 __all__ = ["GuardFeatures", "compare", "guard_features"]
 
-FORMAT = 4
+FORMAT = 5
 """The version of :meth:`GuardFeatures.to_json`; entries of another version are refused (version 2
 read no symbols and folded ``3.10`` into ``3.1``; version 3 compared numbers in any order, dropped
-a number's decimals after a letter, kept one word per role and no word sequence nor code)."""
+a number's decimals after a letter, kept one word per role and no word sequence nor code; version 4
+kept no negation's clause and read a dash before a number as no minus)."""
 
 # A number anywhere, also glued to letters ("v2.1", "python3.10": the digits after the dot are
 # what differs between two versions); a sign only where it cannot be a hyphen ("GPT-4"), also a
@@ -187,6 +193,12 @@ _FUNCTION_WORDS = _COMMON - {"where", "when", "why", "who", "whom", "whose"} | _
 _WH_WORDS = ("where", "when", "why", "who", "whom", "whose")
 """Question words: content words (one swapped for another asks another thing) that still may stand
 for "how" or "what" in a paraphrase."""
+
+_CLAUSE_BREAKS = frozenset(
+    f"f:{w}" for w in ("and", "or", "but", "und", "oder", "aber", "et", "ou", "mais", "pero")
+)
+"""Conjunctions ending a negation's clause, as :func:`_read` writes function words ("do not take
+aspirin *and* take ibuprofen"); punctuation ends one too."""
 
 _ROLES = {
     **dict.fromkeys(("from", "von", "aus", "depuis", "desde", "uit"), "src"),
@@ -390,6 +402,8 @@ class _Reading:
     """What :func:`_read` finds in a folded prompt (plain words; :func:`guard_features` hashes them)."""
 
     negations: list[tuple[str, ...]]
+    clauses: list[tuple[str, ...]]
+    """Per negation, the content words of its clause."""
     content: list[str]
     roles: set[tuple[str, str]]
     directions: list[str]
@@ -460,7 +474,17 @@ def _read(folded: str) -> _Reading:
     # Where each content word stands in the stream: a negation finds the next ones (or the
     # previous one) by bisection, never by reading on to the end of a long run of negations.
     at = [j for j, (kind, _) in enumerate(stream) if kind == "w"]
+    # The clause of each item: up to punctuation or a conjunction ("and", "or"...), read once.
+    clause_of: list[int] = []
+    clause_words: list[list[str]] = [[]]
+    for kind, value in stream:
+        if kind == "stop" or value in _CLAUSE_BREAKS:
+            clause_words.append([])
+        elif kind == "w":
+            clause_words[-1].append(value)
+        clause_of.append(len(clause_words) - 1)
     negations: list[tuple[str, ...]] = []
+    clauses: list[tuple[str, ...]] = []
     roles: set[tuple[str, str]] = set()
     for i, (kind, value) in enumerate(stream):
         if kind == "role":
@@ -471,7 +495,8 @@ def _read(folded: str) -> _Reading:
             if not negated and k:
                 negated = [stream[at[k - 1]][1]]  # none after it: the one before it
             negations.append(tuple(sorted(negated)))
-    return _Reading(negations, content, roles, directions, sequence)
+            clauses.append(tuple(clause_words[clause_of[i]]))
+    return _Reading(negations, clauses, content, roles, directions, sequence)
 
 
 def _span(stream: Sequence[tuple[str, str]], i: int) -> list[str]:
@@ -495,6 +520,9 @@ class GuardFeatures:
 
     negations: tuple[tuple[str, ...], ...]
     """Per negation cue, hashes of the content words it may negate (sorted)."""
+    clauses: tuple[tuple[str, ...], ...]
+    """Per negation cue (in the order of :attr:`negations`), hashes of the content words of its
+    clause (sorted, distinct)."""
     numbers: tuple[str, ...]
     """Hashes of its numbers, in the order written (a sequence: ``3 ... 5`` is not ``5 ... 3``)."""
     symbols: tuple[str, ...]
@@ -524,6 +552,7 @@ class GuardFeatures:
         return {
             "v": FORMAT,
             "neg": [list(n) for n in self.negations],
+            "clauses": [list(c) for c in self.clauses],
             "num": list(self.numbers),
             "sym": list(self.symbols),
             "ent": sorted(self.entities),
@@ -553,13 +582,16 @@ class GuardFeatures:
             neg, num, ent, words = data["neg"], data["num"], data["ent"], data["words"]
             content, roles, sym, dirs = data["content"], data["roles"], data["sym"], data["dir"]
             forms, seq, code = data["forms"], data["seq"], data["code"]
+            clauses = data["clauses"]
         except KeyError as e:
             raise InvalidInputError("guard", f"is missing {e.args[0]!r}") from e
         # The two lists of lists are checked before they are unpacked: a stored entry of any
         # other shape (null, a number, a string) is no guard features, never a TypeError.
-        if not (isinstance(neg, list) and isinstance(roles, list)):
+        if not (isinstance(neg, list) and isinstance(roles, list) and isinstance(clauses, list)):
             raise InvalidInputError("guard", "is not guard features")
-        lists = (num, ent, words, content, sym, dirs, forms, *neg, *roles)
+        if len(clauses) != len(neg):
+            raise InvalidInputError("guard", "must have one clause per negation")
+        lists = (num, ent, words, content, sym, dirs, forms, *neg, *roles, *clauses)
         if not all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in lists):
             raise InvalidInputError("guard", "is not guard features")
         if not all(len(r) == 2 for r in roles):
@@ -572,6 +604,7 @@ class GuardFeatures:
             raise InvalidInputError("guard", "is not guard features")
         return cls(
             negations=tuple(tuple(n) for n in neg),
+            clauses=tuple(tuple(c) for c in clauses),
             numbers=tuple(num),
             symbols=tuple(sym),
             entities=frozenset(ent),
@@ -632,8 +665,13 @@ def guard_features(text: str) -> GuardFeatures:
             found = hashes[token] = _h(token)
         return found
 
+    negations = sorted(
+        (tuple(sorted(h(w) for w in n)), tuple(sorted({h(w) for w in c})))
+        for n, c in zip(reading.negations, reading.clauses, strict=True)
+    )
     return GuardFeatures(
-        negations=tuple(sorted(tuple(sorted(h(w) for w in n)) for n in reading.negations)),
+        negations=tuple(n for n, _ in negations),
+        clauses=tuple(c for _, c in negations),
         numbers=tuple(h(n) for _, n in numbers),
         symbols=tuple(sorted(h(c) for c in _symbols(text))),
         entities=frozenset(h(e) for e in entities),
@@ -684,7 +722,7 @@ def compare(a: GuardFeatures, b: GuardFeatures) -> str | None:
                 value=type(features).__name__,
                 fix="pass guard_features(text) or GuardFeatures.from_json(data)",
             )
-    if not _same_negations(a.negations, b.negations):
+    if not _same_negations(a, b):
         return "negation differs"
     if a.numbers != b.numbers:
         return "numbers differ"
@@ -704,17 +742,36 @@ def compare(a: GuardFeatures, b: GuardFeatures) -> str | None:
     return None
 
 
-def _same_negations(a: Sequence[tuple[str, ...]], b: Sequence[tuple[str, ...]]) -> bool:
-    """As many negations, each paired with one of the other prompt negating a same word."""
-    if len(a) != len(b):
+def _same_negations(a: GuardFeatures, b: GuardFeatures) -> bool:
+    """As many negations, each paired with one of the other prompt negating a same word, in a
+    clause that is not another one (each clause having a content word the other lacks)."""
+    if len(a.negations) != len(b.negations):
         return False
-    left = list(b)
-    for negated in a:
-        match = next((j for j, other in enumerate(left) if _overlap(negated, other)), None)
+    # The negations alike in both (word and clause) first, the others paired greedily: one alike
+    # is never taken by a negation it would fit less well (nor read again).
+    mine = Counter(zip(a.negations, a.clauses, strict=True))
+    theirs = Counter(zip(b.negations, b.clauses, strict=True))
+    alike = mine & theirs
+    left = list((theirs - alike).elements())
+    for negated, clause in (mine - alike).elements():
+        match = next(
+            (
+                j
+                for j, (other, other_clause) in enumerate(left)
+                if _overlap(negated, other) and not _both_lack(clause, other_clause)
+            ),
+            None,
+        )
         if match is None:
             return False
         del left[match]
     return True
+
+
+def _both_lack(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Each of ``a`` and ``b`` having a word the other lacks."""
+    mine, theirs = set(a), set(b)
+    return bool(mine - theirs and theirs - mine)
 
 
 def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

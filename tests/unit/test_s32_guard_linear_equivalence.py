@@ -8,10 +8,17 @@ finds must not change. This module keeps a frozen copy of the functions as they 
 fix (the helpers they call, unchanged by it, are imported) and checks that the guard gives exactly
 the same features, and :func:`compare` the same verdicts, on a few thousand generated prompts and
 pairs. (How fast it is now is measured by the reviewer's scripts, never asserted here.)
+
+Two changes of reading were meant, in the same review, and are left out: a dash before a digit
+is a minus sign (test_s32_guard_dash_minus.py: the prompts holding one are not generated), and each
+negation carries its clause (test_s32_guard_negation_clause.py): the frozen copy reads none, so the
+features are compared but for their clauses, and :func:`compare`'s verdicts are the same but where
+a negation moved to another clause is now refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import unicodedata
@@ -133,7 +140,7 @@ def _old_read(folded: str) -> _Reading:
             if not negated:
                 negated = _old_content_before(stream, i)
             negations.append(tuple(sorted(negated)))
-    return _Reading(negations, content, roles, directions, sequence)
+    return _Reading(negations, [() for _ in negations], content, roles, directions, sequence)
 
 
 def _old_guard_features(text: str) -> GuardFeatures:
@@ -164,8 +171,10 @@ def _old_guard_features(text: str) -> GuardFeatures:
         ):
             entities.add(low)
     numbers.sort()
+    negations = tuple(sorted(tuple(sorted(_h(w) for w in n)) for n in reading.negations))
     return GuardFeatures(
-        negations=tuple(sorted(tuple(sorted(_h(w) for w in n)) for n in reading.negations)),
+        negations=negations,
+        clauses=tuple(() for _ in negations),  # (no clause: negations paired as before)
         numbers=tuple(_h(n) for _, n in numbers),
         symbols=tuple(sorted(_h(c) for c in _symbols(text))),
         entities=frozenset(_h(e) for e in entities),
@@ -240,19 +249,29 @@ _PROMPTS = [
 def test_the_guard_reads_every_prompt_as_before(chunk: int) -> None:
     assert len(_PROMPTS) == 3000
     for text in _PROMPTS[chunk::10]:
-        assert guard_features(text) == _old_guard_features(text), text
+        assert _as_before(guard_features(text)) == _old_guard_features(text), text
+
+
+def _as_before(features: GuardFeatures) -> GuardFeatures:
+    """``features`` without the clauses of its negations (which the frozen copy does not read)."""
+    return dataclasses.replace(features, clauses=tuple(() for _ in features.negations))
 
 
 def test_compare_gives_the_same_verdicts_as_before_on_near_duplicate_pairs() -> None:
     rng = random.Random(32)
     verdicts = set()
+    moved = 0
     for text in _PROMPTS[:2000]:
         other = _variant(rng, text)
         if _DASH_FOR_MINUS.search(unicodedata.normalize("NFKC", other)):
             continue
         new = compare(guard_features(text), guard_features(other))
-        assert new == compare(_old_guard_features(text), _old_guard_features(other)), (text, other)
+        old = compare(_old_guard_features(text), _old_guard_features(other))
+        if new != old:  # only a negation now read in another clause
+            assert new == "negation differs", (text, other, old)
+            moved += 1
         verdicts.add(new)
+    assert moved < 100, moved  # (a word moved across a negation's clause: rare in these pairs)
     assert None in verdicts
     assert len(verdicts) >= 6  # (the pairs reach most of the checks)
 
@@ -271,7 +290,7 @@ def test_prompts_a_sentence_start_decides_read_as_before() -> None:
         "x \n\n What",
         "It is " + "it " * 500 + "It",
     ):
-        assert guard_features(text) == _old_guard_features(text), text
+        assert _as_before(guard_features(text)) == _old_guard_features(text), text
 
 
 def test_negations_far_from_any_content_word_read_as_before() -> None:
@@ -285,7 +304,7 @@ def test_negations_far_from_any_content_word_read_as_before() -> None:
         "not",
         "",
     ):
-        assert guard_features(text) == _old_guard_features(text), text
+        assert _as_before(guard_features(text)) == _old_guard_features(text), text
 
 
 def test_a_bracket_holding_a_colon_is_found_exactly_where_the_old_regex_found_it() -> None:
