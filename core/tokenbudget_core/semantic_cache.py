@@ -367,18 +367,23 @@ class SemanticCache(ResponseCacheBase):
     def _entry(
         self, request: CacheRequest, response: CachedResponse, where: CacheScope, text: str, partition: str
     ) -> str | None:
-        """The entry to store, ``None`` when it is over ``max_entry_bytes``. An entry holding the
-        prompt is at least as large as the prompt's UTF-8 (JSON escapes only lengthen it): a prompt
-        over the limit is refused before the guard reads it."""
-        over = not self.hash_prompts and len(text.encode("utf-8", "surrogatepass")) > self.max_entry_bytes
+        """The entry to store, ``None`` when it is over ``max_entry_bytes`` (checked first on the
+        prompt alone: see :meth:`_over_size`)."""
         payload = None
-        if not over:
+        if not self._over_size(text):
             payload = self._envelope(
                 request, response, where, text, partition=partition, guard=guard_features(text).to_json()
             )
         if payload is None:
             logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
         return payload
+
+    def _over_size(self, text: str) -> bool:
+        """Whether an entry holding ``text`` would be over ``max_entry_bytes`` whatever else it
+        holds: it is at least as large as the prompt's UTF-8 (JSON escapes only lengthen it). Then
+        the prompt is neither embedded nor read by the guard, work the store would throw away.
+        (With ``hash_prompts`` the entry holds no prompt: only the whole entry tells.)"""
+        return not self.hash_prompts and len(text.encode("utf-8", "surrogatepass")) > self.max_entry_bytes
 
     def _may_embed(self) -> bool:
         """Whether a (paid) embedding call may be made for the current payer (see the module doc)."""
@@ -446,6 +451,9 @@ class SemanticCache(ResponseCacheBase):
         text = self._text(request)
         if self._refused(request, response):
             return False
+        if self._over_size(text):
+            logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
+            return False
         vector = self._memo.take(self.embedder, text)
         if vector is None:
             if not self._may_embed():
@@ -496,6 +504,9 @@ class SemanticCache(ResponseCacheBase):
             return stored
         text = self._text(request)
         if self._refused(request, response):
+            return False
+        if self._over_size(text):
+            logger.debug("not cached: entry over max_entry_bytes=%d", self.max_entry_bytes)
             return False
         vector = self._memo.take(self.embedder, text)
         if vector is None:

@@ -35,7 +35,11 @@ class Flat:
 
     name = "flat"
 
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
     def embed(self, texts: list[str]) -> np.ndarray:
+        self.embedded.extend(texts)
         return np.ones((len(texts), 8), dtype=np.float32) / np.sqrt(8)
 
     async def aembed(self, texts: list[str]) -> np.ndarray:
@@ -75,6 +79,18 @@ def test_a_prompt_over_max_entry_bytes_is_refused_before_the_guard_reads_it() ->
     assert reads == ["please summarise this memo."]
     assert cache.lookup(ask("please summarise this memo."), scope=S) is not None
     assert cache.lookup(ask("please summarise this memo about 3 things."), scope=S) is None  # guarded
+
+
+def test_a_prompt_over_max_entry_bytes_is_not_embedded_for_a_store_either() -> None:
+    # The embedding (a paid call with a remote embedder) would be thrown away with the entry.
+    embedder = Flat()
+    cache = SemanticCache(embedder=embedder, threshold=0.9, max_entry_bytes=10_000)
+    big = "please summarise this report. " * 1_000
+    assert cache.store(ask(big), ANSWER, scope=S) is False
+    assert asyncio.run(cache.astore(ask(big), ANSWER, scope=S)) is False
+    assert embedder.embedded == []
+    assert cache.store(ask("a memo"), ANSWER, scope=S) is True
+    assert embedder.embedded == ["a memo"]
 
 
 def test_an_entry_whose_guard_features_make_it_too_large_is_still_refused() -> None:
