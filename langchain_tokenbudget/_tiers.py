@@ -9,28 +9,25 @@ models of the decision and its fallback chain back to chat models, and writes th
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
-from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
+from tokenbudget_core.attribution import current_attribution
 from tokenbudget_core.complexity import ComplexityClassifier
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, fresh_refusal
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter
 
 from ._bridge import core_tools
-from .budget_callback import (
-    MAX_OUTPUT_KEYS,
-    ROUTE_KEY,
-    AsyncBudgetCallbackHandler,
-    BudgetCallbackHandler,
-    first,
-    payer_from,
-)
+from .budget_callback import MAX_OUTPUT_KEYS, ROUTE_KEY, first, payer_from, tenant_of
+from .llm_cache import scoped_runs
 from .messages import to_core_request
 
 __all__ = ["ROUTE_KEY", "Tiers", "annotate", "check_fallback_chains", "model_name_of", "own_output_cap"]
@@ -207,23 +204,28 @@ class Tiers:
         :meth:`TierRouter.picker <tokenbudget_core.routing.TierRouter.picker>`)."""
         return self.router.picker(decision, self.tier_chat, self.fallback_chats)
 
-    def guarded(self, config: Mapping[str, Any]) -> Callable[[RouteDecision], bool]:
-        """Whether a call of a decision's tier model made with ``config`` is checked by a budget
-        handler of the router's ledger (in the config's callbacks or the model's own), which
-        serves it from the model's cache or refuses it: the tiers
-        :meth:`TierRouter.answer <tokenbudget_core.routing.TierRouter.answer>` may ask."""
-        ledger = self.router.ledger
-
-        def check(decision: RouteDecision) -> bool:
-            chat = self.tier_chat[decision.tier]
-            handlers = [*_handlers(config.get("callbacks")), *_handlers(getattr(chat, "callbacks", None))]
-            return ledger is not None and any(
-                isinstance(h, BudgetCallbackHandler | AsyncBudgetCallbackHandler)
-                and h.ledger.shares_books_with(ledger)
-                for h in handlers
-            )
-
-        return check
+    def cache_only(
+        self, config: Mapping[str, Any], refused: BudgetExceededError | None
+    ) -> AbstractContextManager[None]:
+        """With a refusal (an alternate tier :meth:`TierRouter.answer
+        <tokenbudget_core.routing.TierRouter.answer>` asks), every chat model run inside is
+        answered from its model's ``TokenBudgetLLMCache`` under the call's payer or refused with
+        ``refused`` before it is sent (:func:`~langchain_tokenbudget.llm_cache.scoped_runs`);
+        without one, nothing changes."""
+        if refused is None:
+            return contextlib.nullcontext()
+        meta: Mapping[str, Any] = config.get("metadata") or {}
+        tags = config.get("tags") or ()
+        payer = payer_from(None, meta, config.get("configurable"), tags=tags)
+        now = current_attribution()
+        who = dataclasses.replace(
+            now,
+            tenant=now.tenant or tenant_of(meta, tags),
+            feature=now.feature or payer["feature"] or self.feature,
+            user=now.user or payer["user"] or self.user,
+            conversation=now.conversation or payer["conversation"],
+        )
+        return scoped_runs(who, fresh_refusal(refused))
 
     def tier_of_model(self, model: object) -> str:
         """The tier whose model is ``model`` (a per-call ``model=`` override forces that tier).
@@ -304,13 +306,6 @@ class Tiers:
                      kwargs: dict[str, Any], **options: Any) -> RouteDecision:  # fmt: skip
         """Async twin of :meth:`route`."""
         return await self.router.aroute(**self.request(messages, config, kwargs, **options))
-
-
-def _handlers(callbacks: object) -> list[object]:
-    """The handlers of a ``callbacks`` value (a list, a callback manager, or none)."""
-    if isinstance(callbacks, BaseCallbackManager):
-        return list(callbacks.handlers)
-    return list(callbacks) if isinstance(callbacks, list | tuple) else []
 
 
 def annotate(message: Any, decision: RouteDecision, model: str) -> Any:

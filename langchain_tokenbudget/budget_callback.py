@@ -194,7 +194,7 @@ from tokenbudget_core.errors import (
     BudgetExceededError,
     BudgetUnavailableError,
     InvalidInputError,
-    TokenBudgetError,
+    fresh_refusal,
     option_names,
     refuse_positional,
     refuse_unknown,
@@ -819,18 +819,6 @@ class _OrphanClock:
 _ORPHAN_CLOCK = _OrphanClock()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_ORPHAN_CLOCK._after_fork_in_child)
-
-_FIGURES = ("budget", "scope", "limit", "used", "requested", "step")
-
-
-def fresh_refusal(error: BaseException) -> Callable[[], BaseException]:
-    """How to refuse the later prompts of a call ``error`` stopped: a fresh error each time, so
-    that ``error`` (whose traceback holds the call's frames) is not kept."""
-    if isinstance(error, BudgetExceededError):
-        figures = {k: getattr(error, k) for k in _FIGURES}
-        return lambda: BudgetExceededError(**figures)
-    text = f"not sent: another prompt of the same call failed ({type(error).__name__}: {error})"
-    return lambda: TokenBudgetError(text)
 
 
 def _payer_in_force(

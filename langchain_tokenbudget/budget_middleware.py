@@ -89,6 +89,7 @@ middleware does not (another model's, made inside or outside the agent).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -120,6 +121,7 @@ from tokenbudget_core.errors import (
     InvalidInputError,
     TokenBudgetError,
     UnpricedModelError,
+    fresh_refusal,
     option_names,
     refuse_positional,
     refuse_unknown,
@@ -133,6 +135,7 @@ from tokenbudget_core.response_cache import answering_model
 from tokenbudget_core.routing import RouteDecision, TierRouter, premium_model_of, routed_call
 from tokenbudget_core.routing import routed_model as routed_model_now
 from tokenbudget_core.streams import cut_off_usage
+from tokenbudget_core.usage import Usage
 
 from . import _need_agents
 from ._bridge import counted_tools, provider_format_tools, sent_tools
@@ -146,7 +149,6 @@ from .budget_callback import (
     cache_hit_of,
     cache_writes_in,
     first,
-    fresh_refusal,
     is_router_run,
     left_to_middleware,
     middleware_call,
@@ -782,6 +784,41 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             return e
         return None
 
+    def _from_cache(
+        self,
+        reply: ModelResponse[Any],
+        args: Mapping[str, Any],
+        route: RouteDecision | None,
+        input_tokens: int,
+        counter: SupportsTokenCount,
+    ) -> ModelResponse[Any]:
+        """The reply to a call the budget refused, made cache-only (:func:`scoped_runs`): a hit
+        the cache recorded in no ledger is recorded here. A reply that is no hit was sent after
+        all (a model run that did not see the guard: a thread started without the context): it
+        is charged as it reports (else its estimate) and logged, never lost."""
+        found = _answered(reply, None, route, None)
+        payer = {k: args[k] for k in ("feature", "user", "conversation")}
+        model = found["model"] or args["model"]
+        if found["cache_hit"]:
+            if not found["hit_recorded"]:
+                self.ledger.record(
+                    Usage(requests=1), model=model, cache_hit=True, saved_usd=found["saved_usd"], **payer
+                )
+            return reply
+        reported = found["reported"]
+        usage = (
+            reported.with_counted_input(input_tokens)
+            if reported is not None
+            else Usage(input_tokens=input_tokens, output_tokens=int(counter.count(found["reply_text"])))
+        )
+        logger.warning(
+            "a model call the budget refused was sent (its run did not see the middleware's guard: "
+            "call the model in the agent's context, not in a thread started without it); charged %s",
+            usage,
+        )
+        self.ledger.record(usage, model=model, premium_model=found["premium_model"], **payer)
+        return reply
+
     def _refused(
         self, error: BudgetExceededError, state: Mapping[str, Any], step: StepCharges
     ) -> ExtendedModelResponse[Any]:
@@ -1016,15 +1053,18 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             if cache_in_use():  # a TokenBudgetLLMCache may still answer: a hit is served, a miss refused
                 try:
                     with scoped_runs(_payer_of(args), fresh_refusal(e)):
-                        return handler(request)
+                        reply = handler(request)
                 except BudgetExceededError:
                     pass
+                else:
+                    return self._from_cache(reply, args, route, n, counter)
             return self._refused(e, state, step)
         names = _names(args["model"], request)
         totals = _RunningTotals(names, self.ledger.registry)
         token = _totals.set(totals)
         try:
-            with middleware_call(self.ledger, names) as marked, scoped_runs(_payer_of(args)):
+            runs = scoped_runs(_payer_of(args)) if cache_in_use() else contextlib.nullcontext()
+            with middleware_call(self.ledger, names) as marked, runs:
                 response = handler(request)
         except BaseException as error:  # the ledger's rule: released if nothing came back, else estimated
             failed_runs, last = _failures(totals)
@@ -1073,15 +1113,18 @@ class BudgetMiddleware(AgentMiddleware[BudgetRunState, Any]):
             if cache_in_use():
                 try:
                     with scoped_runs(_payer_of(args), fresh_refusal(e)):
-                        return await handler(request)
+                        reply = await handler(request)
                 except BudgetExceededError:
                     pass
+                else:
+                    return self._from_cache(reply, args, route, n, counter)
             return self._refused(e, state, step)
         names = _names(args["model"], request)
         totals = _RunningTotals(names, self.ledger.registry)
         token = _totals.set(totals)
         try:
-            with middleware_call(self.ledger, names) as marked, scoped_runs(_payer_of(args)):
+            runs = scoped_runs(_payer_of(args)) if cache_in_use() else contextlib.nullcontext()
+            with middleware_call(self.ledger, names) as marked, runs:
                 response = await handler(request)
         except BaseException as error:  # the ledger's rule: released if nothing came back, else estimated
             failed_runs, last = _failures(totals)

@@ -472,8 +472,12 @@ def scoped_runs(payer: Attribution, refusal: Callable[[], BaseException] | None 
     budget middleware) keeps one payer's cached answers from another. With ``refusal``, nothing
     is sent: each run is answered from a ``TokenBudgetLLMCache`` or refused with ``refusal()``
     before it goes out, as a ``BudgetCallbackHandler`` that refused a run leaves it to the cache.
-    Nothing is done until a ``TokenBudgetLLMCache`` exists (:func:`cache_in_use`) unless a
-    ``refusal`` is given."""
+    A block inside another keeps the enclosing block's refusal (an inner budget middleware with
+    room does not send what an outer one refused). Nothing is done until a
+    ``TokenBudgetLLMCache`` exists (:func:`cache_in_use`) unless a refusal is in force."""
+    outer = _RUN_SCOPE.get()
+    if refusal is None and outer is not None:
+        refusal = outer.refusal  # an enclosing block's refusal holds here too: nothing is sent
     if refusal is None and not _IN_USE[0]:
         yield
         return

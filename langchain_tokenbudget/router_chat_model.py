@@ -34,7 +34,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import merge_configs
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
 
-from tokenbudget_core.errors import InvalidInputError
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError
 from tokenbudget_core.routing import RouteDecision, output_cap, tiers_argument
 
 from ._tiers import ROUTE_KEY, Tiers, annotate, check_fallback_chains
@@ -104,8 +104,8 @@ class RouterChatModel(BaseChatModel):
         ledger: A :class:`~tokenbudget_core.ledger.Ledger`: step down tiers as the payer's budget
             fills, refuse (``BudgetExceededError``) when it is used up. A call the budget refuses
             on the tier it was stepped down to is looked up in the caches of the tiers it stepped
-            over (the classifier's first) when a budget handler of this ledger checks their
-            calls (in the config's callbacks or the tier model's own): a miss is refused there too.
+            over (the classifier's first), cache-only: a tier model's ``TokenBudgetLLMCache``
+            answers under the call's payer, a miss is refused, never sent.
         registry: Model facts and pricing names (default: the core's registry).
         max_tokens: Output tokens sent to the tier model when set, and assumed by routing. Unset,
             routing assumes what each tier will be asked for: its chat model's own ``max_tokens``
@@ -322,7 +322,7 @@ class RouterChatModel(BaseChatModel):
             return _joined(list(self.stream(input, config, stop=stop, **kwargs)))
         call = self._call(input, config, stop, kwargs)
 
-        def run(decision: RouteDecision) -> tuple[str, Any]:
+        def run(decision: RouteDecision, refused: BudgetExceededError | None) -> tuple[str, Any]:
             pick = self._tiers.picker(decision)
 
             def attempt(model: str) -> tuple[str, Any]:
@@ -330,11 +330,10 @@ class RouterChatModel(BaseChatModel):
                     input, call.config_for(decision, model), **call.kwargs
                 )
 
-            return self._tiers.router.call(decision, attempt)
+            with self._tiers.cache_only(call.config, refused):  # an alternate: its cache, or refused
+                return self._tiers.router.call(decision, attempt)
 
-        decision, (model, message) = self._tiers.router.answer(
-            self._route(call), run, guarded=self._tiers.guarded(call.config)
-        )
+        decision, (model, message) = self._tiers.router.answer(self._route(call), run)
         return annotate(message, decision, model)  # type: ignore[no-any-return]
 
     async def ainvoke(
@@ -350,7 +349,7 @@ class RouterChatModel(BaseChatModel):
             return _joined([c async for c in self.astream(input, config, stop=stop, **kwargs)])
         call = self._call(input, config, stop, kwargs)
 
-        async def run(decision: RouteDecision) -> tuple[str, Any]:
+        async def run(decision: RouteDecision, refused: BudgetExceededError | None) -> tuple[str, Any]:
             pick = self._tiers.picker(decision)
 
             async def attempt(model: str) -> tuple[str, Any]:
@@ -359,11 +358,10 @@ class RouterChatModel(BaseChatModel):
                 )
                 return model, reply
 
-            return await self._tiers.router.acall(decision, attempt)
+            with self._tiers.cache_only(call.config, refused):
+                return await self._tiers.router.acall(decision, attempt)
 
-        decision, (model, message) = await self._tiers.router.aanswer(
-            await self._aroute(call), run, guarded=self._tiers.guarded(call.config)
-        )
+        decision, (model, message) = await self._tiers.router.aanswer(await self._aroute(call), run)
         return annotate(message, decision, model)  # type: ignore[no-any-return]
 
     def stream(
@@ -550,7 +548,7 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
         call = self.router._call(input, config, None, kwargs)
         tiers = self.router._tiers
 
-        def run(decision: RouteDecision) -> tuple[str, Any]:
+        def run(decision: RouteDecision, refused: BudgetExceededError | None) -> tuple[str, Any]:
             pick = tiers.picker(decision)
 
             def attempt(model: str) -> tuple[str, Any]:
@@ -558,11 +556,10 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
                 args = {**self.passed[key], **_own_options(kwargs)}
                 return model, self.structured[key].invoke(input, call.config_for(decision, model), **args)
 
-            return tiers.router.call(decision, attempt)
+            with tiers.cache_only(call.config, refused):
+                return tiers.router.call(decision, attempt)
 
-        decision, (model, result) = tiers.router.answer(
-            self.router._route(call), run, guarded=tiers.guarded(call.config)
-        )
+        decision, (model, result) = tiers.router.answer(self.router._route(call), run)
         return self._out(result, decision, model)
 
     async def ainvoke(
@@ -571,7 +568,7 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
         call = self.router._call(input, config, None, kwargs)
         tiers = self.router._tiers
 
-        async def run(decision: RouteDecision) -> tuple[str, Any]:
+        async def run(decision: RouteDecision, refused: BudgetExceededError | None) -> tuple[str, Any]:
             pick = tiers.picker(decision)
 
             async def attempt(model: str) -> tuple[str, Any]:
@@ -580,11 +577,10 @@ class _StructuredRouter(Runnable[LanguageModelInput, Any]):
                 reply = await self.structured[key].ainvoke(input, call.config_for(decision, model), **args)
                 return model, reply
 
-            return await tiers.router.acall(decision, attempt)
+            with tiers.cache_only(call.config, refused):
+                return await tiers.router.acall(decision, attempt)
 
-        decision, (model, result) = await tiers.router.aanswer(
-            await self.router._aroute(call), run, guarded=tiers.guarded(call.config)
-        )
+        decision, (model, result) = await tiers.router.aanswer(await self.router._aroute(call), run)
         return self._out(result, decision, model)
 
 

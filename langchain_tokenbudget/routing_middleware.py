@@ -35,7 +35,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from tokenbudget_core.complexity import ComplexityClassifier
 from tokenbudget_core.counting import is_function_tool
-from tokenbudget_core.errors import option_names, refuse_positional, refuse_unknown
+from tokenbudget_core.errors import BudgetExceededError, option_names, refuse_positional, refuse_unknown
 from tokenbudget_core.ledger import Ledger
 from tokenbudget_core.registry import ModelRegistry
 from tokenbudget_core.routing import RouteDecision, TierRouter, own_call, using_route
@@ -211,7 +211,7 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
             return handler(request)
         messages, config, kwargs, options = self._plan(request)
 
-        def run(decision: RouteDecision) -> tuple[str, Reply]:
+        def run(decision: RouteDecision, refused: BudgetExceededError | None) -> tuple[str, Reply]:
             pick = self._tiers.picker(decision)
 
             def attempt(model: str) -> tuple[str, Reply]:
@@ -219,10 +219,11 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
                 with using_route(decision, model=model, names=_own_names(chat)):
                     return model, handler(request.override(model=chat))
 
-            return self._tiers.router.call(decision, attempt)
+            with self._tiers.cache_only(config, refused):  # an alternate: its cache, or refused
+                return self._tiers.router.call(decision, attempt)
 
         decision, (model, reply) = self._tiers.router.answer(
-            self._tiers.route(messages, config, kwargs, **options), run, guarded=self._tiers.guarded(config)
+            self._tiers.route(messages, config, kwargs, **options), run
         )
         return _annotated(reply, decision, model)  # type: ignore[no-any-return]
 
@@ -236,7 +237,7 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
             return await handler(request)
         messages, config, kwargs, options = self._plan(request)
 
-        async def run(decision: RouteDecision) -> tuple[str, Reply]:
+        async def run(decision: RouteDecision, refused: BudgetExceededError | None) -> tuple[str, Reply]:
             pick = self._tiers.picker(decision)
 
             async def attempt(model: str) -> tuple[str, Reply]:
@@ -244,11 +245,10 @@ class RoutingMiddleware(AgentMiddleware[AgentState[Any], Any]):
                 with using_route(decision, model=model, names=_own_names(chat)):
                     return model, await handler(request.override(model=chat))
 
-            return await self._tiers.router.acall(decision, attempt)
+            with self._tiers.cache_only(config, refused):
+                return await self._tiers.router.acall(decision, attempt)
 
         decision, (model, reply) = await self._tiers.router.aanswer(
-            await self._tiers.aroute(messages, config, kwargs, **options),
-            run,
-            guarded=self._tiers.guarded(config),
+            await self._tiers.aroute(messages, config, kwargs, **options), run
         )
         return _annotated(reply, decision, model)  # type: ignore[no-any-return]

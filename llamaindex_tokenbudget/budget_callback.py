@@ -650,22 +650,6 @@ def event_makers(llm: object) -> list[LLM]:
     return found
 
 
-def checked_by(llm: object, ledger: Ledger) -> bool:
-    """Whether every LLM making the events of ``llm``'s calls (``llm`` itself, or those an
-    eventless wrapper reaches: :func:`event_makers`) has a ``BudgetCallbackHandler`` of
-    ``ledger``'s books on its callback manager, which checks each call before it is sent."""
-    makers: list[object] = [m for m in event_makers(llm) if not getattr(type(m), EVENTLESS, False)]
-    if not getattr(type(llm), EVENTLESS, False):
-        makers = [llm]
-    return bool(makers) and all(
-        any(
-            isinstance(h, BudgetCallbackHandler) and h.ledger.shares_books_with(ledger)
-            for h in getattr(getattr(m, "callback_manager", None), "handlers", None) or ()
-        )
-        for m in makers
-    )
-
-
 Warned = set[int]
 """The budget handlers an eventless LLM already warned about (:func:`warn_unreached`), by id."""
 

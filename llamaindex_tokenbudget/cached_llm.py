@@ -61,12 +61,14 @@ is released (not recorded), instead of being charged an estimate.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -477,6 +479,7 @@ class CachedLLM(FunctionCallingLLM):
         hit = _lookup(self._cache, request, payer, where, self.llm)
         if hit is not None and hit.served:
             return _chat_hit(hit)
+        _must_not_send(refusal_in_force())
         response = self.llm.chat(messages, **kwargs)
         entry = self._chat_entry(response) if request else None
         if request and entry and self._storable(request, entry):
@@ -491,6 +494,7 @@ class CachedLLM(FunctionCallingLLM):
         hit = await _alookup(self._cache, request, payer, where, self.llm)
         if hit is not None and hit.served:
             return _chat_hit(hit)
+        _must_not_send(refusal_in_force())
         response = await self.llm.achat(messages, **kwargs)
         entry = self._chat_entry(response) if request else None
         if request and entry and self._storable(request, entry):
@@ -504,12 +508,15 @@ class CachedLLM(FunctionCallingLLM):
         payer, where = self._where()
         hit = _lookup(self._cache, request, payer, where, self.llm)
 
+        refusal = refusal_in_force()  # (read now: the stream may be read elsewhere)
+
         def gen() -> ChatResponseGen:
             if hit is not None and hit.served:
                 response = _chat_hit(hit)
                 yield response.model_copy(update={"delta": response.message.content})
                 return
             tail = _StreamTail()
+            _must_not_send(refusal)
             for chunk in self.llm.stream_chat(messages, **kwargs):
                 tail.add(chunk)
                 yield chunk
@@ -527,12 +534,15 @@ class CachedLLM(FunctionCallingLLM):
         payer, where = self._where()
         hit = await _alookup(self._cache, request, payer, where, self.llm)
 
+        refusal = refusal_in_force()  # (read now: the stream may be read elsewhere)
+
         async def gen() -> ChatResponseAsyncGen:
             if hit is not None and hit.served:
                 response = _chat_hit(hit)
                 yield response.model_copy(update={"delta": response.message.content})
                 return
             tail = _StreamTail()
+            _must_not_send(refusal)
             async for chunk in await self.llm.astream_chat(messages, **kwargs):
                 tail.add(chunk)
                 yield chunk
@@ -553,6 +563,7 @@ class CachedLLM(FunctionCallingLLM):
         hit = _lookup(self._cache, request, payer, where, self.llm)
         if hit is not None and hit.served:
             return _completion_hit(hit)
+        _must_not_send(refusal_in_force())
         response = self.llm.complete(prompt, formatted=formatted, **kwargs)
         entry = self._completion_entry(response) if request else None
         if request and entry and self._storable(request, entry):
@@ -567,6 +578,7 @@ class CachedLLM(FunctionCallingLLM):
         hit = await _alookup(self._cache, request, payer, where, self.llm)
         if hit is not None and hit.served:
             return _completion_hit(hit)
+        _must_not_send(refusal_in_force())
         response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
         entry = self._completion_entry(response) if request else None
         if request and entry and self._storable(request, entry):
@@ -580,12 +592,15 @@ class CachedLLM(FunctionCallingLLM):
         payer, where = self._where()
         hit = _lookup(self._cache, request, payer, where, self.llm)
 
+        refusal = refusal_in_force()  # (read now: the stream may be read elsewhere)
+
         def gen() -> CompletionResponseGen:
             if hit is not None and hit.served:
                 response = _completion_hit(hit)
                 yield response.model_copy(update={"delta": response.text})
                 return
             tail = _StreamTail()
+            _must_not_send(refusal)
             for chunk in self.llm.stream_complete(prompt, formatted=formatted, **kwargs):
                 tail.add(chunk)
                 yield chunk
@@ -605,12 +620,15 @@ class CachedLLM(FunctionCallingLLM):
         payer, where = self._where()
         hit = await _alookup(self._cache, request, payer, where, self.llm)
 
+        refusal = refusal_in_force()  # (read now: the stream may be read elsewhere)
+
         async def gen() -> CompletionResponseAsyncGen:
             if hit is not None and hit.served:
                 response = _completion_hit(hit)
                 yield response.model_copy(update={"delta": response.text})
                 return
             tail = _StreamTail()
+            _must_not_send(refusal)
             async for chunk in await self.llm.astream_complete(prompt, formatted=formatted, **kwargs):
                 tail.add(chunk)
                 yield chunk
@@ -737,6 +755,33 @@ def _answered(served: bool) -> None:
 
 _NESTED_DEPTH = 3
 """How deep :func:`budget_handlers` looks into LLMs wrapping LLMs for a budget handler."""
+
+
+_CACHE_ONLY: ContextVar[Callable[[], BaseException] | None] = ContextVar(
+    "tokenbudget_cached_llm_cache_only", default=None
+)
+
+
+@contextlib.contextmanager
+def cache_only(refusal: Callable[[], BaseException]) -> Iterator[None]:
+    """Inside the block a :class:`CachedLLM` answers from its cache, and on a miss raises
+    ``refusal()`` instead of calling the LLM it wraps: nothing is sent (how a router asks the
+    cache of a tier it did not route to after the budget refused the call)."""
+    token = _CACHE_ONLY.set(refusal)
+    try:
+        yield
+    finally:
+        _CACHE_ONLY.reset(token)
+
+
+def refusal_in_force() -> Callable[[], BaseException] | None:
+    """The refusal of the :func:`cache_only` block in force (``None``: none)."""
+    return _CACHE_ONLY.get()
+
+
+def _must_not_send(refusal: Callable[[], BaseException] | None) -> None:
+    if refusal is not None:
+        raise refusal()
 
 
 def budget_handlers(llm: LLM) -> list[BudgetCallbackHandler]:

@@ -35,6 +35,7 @@ the ``RoutedLLM`` up front (``FunctionAgent``: "LLM must be a FunctionCallingLLM
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -53,7 +54,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, ValidationError
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 
-from tokenbudget_core.errors import InvalidInputError, refuse_unknown
+from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, fresh_refusal, refuse_unknown
 from tokenbudget_core.messages import Message
 from tokenbudget_core.routing import (
     RouteDecision,
@@ -65,8 +66,8 @@ from tokenbudget_core.routing import (
 )
 
 from ._bridge import host_error
-from .budget_callback import BudgetCallbackHandler, Warned, checked_by, warn_unreached
-from .cached_llm import budget_handlers, cost_handlers
+from .budget_callback import BudgetCallbackHandler, Warned, warn_unreached
+from .cached_llm import CachedLLM, budget_handlers, cache_only, cost_handlers
 from .cost_event_handler import CostEventHandler
 from .messages import check_messages, check_prompt, to_core_request
 
@@ -138,8 +139,8 @@ class RoutedLLM(FunctionCallingLLM):
             The payer is the one the tiers' ``BudgetCallbackHandler(feature=, user=)`` charges
             (an ``attribute()`` block's ids win), as ``CachedLLM`` finds it. A call the budget
             refuses on the tier it was stepped down to is looked up in the caches of the tiers it
-            stepped over (the classifier's first) when a ``BudgetCallbackHandler``
-            of this ledger is on their LLMs' callback managers: a miss is refused there too.
+            stepped over (the classifier's first), cache-only: a tier that is a ``CachedLLM``
+            answers from its cache, a miss is refused, never sent (another tier is not asked).
         registry: Model facts and pricing names (default: the core's registry).
         max_output_tokens: Output tokens routing assumes when the call sets no ``max_tokens``
             and a tier's LLM sets none itself (a tier LLM's own ``max_tokens`` is what it asks for).
@@ -263,12 +264,19 @@ class RoutedLLM(FunctionCallingLLM):
         model name (a fallback may be its tier's model on another endpoint)."""
         return self._router.picker(decision, self.tiers, self.fallbacks)
 
-    def _guarded(self, decision: RouteDecision) -> bool:
-        """Whether the calls of the decision's tier LLM are checked by a budget handler of the
-        router's ledger (a cache miss there is refused, never sent): the tiers whose caches
-        :meth:`TierRouter.answer <tokenbudget_core.routing.TierRouter.answer>` may ask."""
-        ledger = self._router.ledger
-        return ledger is not None and checked_by(self.tiers[decision.tier], ledger)
+    def _cache_only(
+        self, decision: RouteDecision, refused: BudgetExceededError | None
+    ) -> AbstractContextManager[None]:
+        """With a refusal (an alternate tier :meth:`TierRouter.answer
+        <tokenbudget_core.routing.TierRouter.answer>` asks), the tier's ``CachedLLM`` answers
+        from its cache or raises ``refused`` on a miss, never calling its LLM
+        (:func:`~llamaindex_tokenbudget.cached_llm.cache_only`); a tier that is no ``CachedLLM``
+        is not asked (``refused`` is raised: nothing could stop its call being sent)."""
+        if refused is None:
+            return contextlib.nullcontext()
+        if not isinstance(self.tiers[decision.tier], CachedLLM):
+            raise refused
+        return cache_only(fresh_refusal(refused))
 
     # -- translation ------------------------------------------------------------------------------
 
@@ -325,17 +333,18 @@ class RoutedLLM(FunctionCallingLLM):
         warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
 
-        def run(decision: RouteDecision) -> tuple[str, R]:
+        def run(decision: RouteDecision, refused: BudgetExceededError | None) -> tuple[str, R]:
             pick = self._pick(decision)
 
             def attempt(m: str) -> tuple[str, R]:
                 with _in_force(decision, enclosing, m):
                     return m, fn(pick(m))
 
-            return self._router.call(decision, attempt)
+            with self._cache_only(decision, refused):  # an alternate: its cache, or refused
+                return self._router.call(decision, attempt)
 
         decision, (model, response) = self._router.answer(
-            self._router.route(**self._request(what, kwargs, tools)), run, guarded=self._guarded
+            self._router.route(**self._request(what, kwargs, tools)), run
         )
         return _annotated(response, decision, model)
 
@@ -349,17 +358,18 @@ class RoutedLLM(FunctionCallingLLM):
         warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
 
-        async def run(decision: RouteDecision) -> tuple[str, R]:
+        async def run(decision: RouteDecision, refused: BudgetExceededError | None) -> tuple[str, R]:
             pick = self._pick(decision)
 
             async def attempt(m: str) -> tuple[str, R]:
                 with _in_force(decision, enclosing, m):
                     return m, await fn(pick(m))
 
-            return await self._router.acall(decision, attempt)
+            with self._cache_only(decision, refused):
+                return await self._router.acall(decision, attempt)
 
         decision, (model, response) = await self._router.aanswer(
-            await self._router.aroute(**self._request(what, kwargs, tools)), run, guarded=self._guarded
+            await self._router.aroute(**self._request(what, kwargs, tools)), run
         )
         return _annotated(response, decision, model)
 
@@ -373,7 +383,9 @@ class RoutedLLM(FunctionCallingLLM):
         warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
 
-        def run(decision: RouteDecision) -> tuple[str, R | None, Generator[R, None, None]]:
+        def run(
+            decision: RouteDecision, refused: BudgetExceededError | None
+        ) -> tuple[str, R | None, Generator[R, None, None]]:
             pick = self._pick(decision)
 
             def start(m: str) -> tuple[str, R | None, Generator[R, None, None]]:
@@ -388,10 +400,11 @@ class RoutedLLM(FunctionCallingLLM):
                         gen.close()
                         raise
 
-            return self._router.call(decision, start)
+            with self._cache_only(decision, refused):
+                return self._router.call(decision, start)
 
         decision, (model, head, rest) = self._router.answer(
-            self._router.route(**self._request(what, kwargs, tools)), run, guarded=self._guarded
+            self._router.route(**self._request(what, kwargs, tools)), run
         )
 
         def chunks() -> Generator[R, None, None]:
@@ -421,7 +434,9 @@ class RoutedLLM(FunctionCallingLLM):
         warn_unreached(self, self._warned)  # the tiers' events charge the call: do they see its handlers?
         enclosing = current_route()
 
-        async def run(decision: RouteDecision) -> tuple[str, R | None, AsyncGenerator[R, None]]:
+        async def run(
+            decision: RouteDecision, refused: BudgetExceededError | None
+        ) -> tuple[str, R | None, AsyncGenerator[R, None]]:
             pick = self._pick(decision)
 
             async def start(m: str) -> tuple[str, R | None, AsyncGenerator[R, None]]:
@@ -435,10 +450,11 @@ class RoutedLLM(FunctionCallingLLM):
                         await gen.aclose()
                         raise
 
-            return await self._router.acall(decision, start)
+            with self._cache_only(decision, refused):
+                return await self._router.acall(decision, start)
 
         decision, (model, head, rest) = await self._router.aanswer(
-            await self._router.aroute(**self._request(what, kwargs, tools)), run, guarded=self._guarded
+            await self._router.aroute(**self._request(what, kwargs, tools)), run
         )
 
         async def chunks() -> AsyncGenerator[R, None]:

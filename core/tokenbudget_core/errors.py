@@ -513,3 +513,14 @@ def own_copy(error: E) -> E:
     copied.args = error.args
     copied.__cause__ = error
     return copied
+
+
+def fresh_refusal(error: BaseException) -> Callable[[], BaseException]:
+    """How to raise ``error`` again for other calls it stops (later prompts of a refused batch,
+    a cache-only lookup): a fresh error each time, so ``error``, whose traceback holds the
+    frames of the call it stopped, is not kept."""
+    if isinstance(error, BudgetExceededError):
+        figures = {k: getattr(error, k) for k in ("budget", "scope", "limit", "used", "requested", "step")}
+        return lambda: BudgetExceededError(**figures)
+    text = f"not sent: another prompt of the same call failed ({type(error).__name__}: {error})"
+    return lambda: TokenBudgetError(text)

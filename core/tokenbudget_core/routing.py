@@ -390,7 +390,7 @@ class TierRouter:
             up the ledger sends no call, a cache answers or the call is refused, so stepping down
             further would only ask a cache that answered fewer of the payer's questions). A
             refused call is also looked up in the caches of the tiers it was stepped down from
-            (:attr:`RouteDecision.cache_alternates`, :meth:`answer`).
+            (:attr:`RouteDecision.cache_alternates`, :meth:`answer`), cache-only.
         refuse_at_soft_refusal: Also refuse at the ladder's ``soft_refusal`` step (the hard
             refusal, a budget used up, always refuses).
 
@@ -1056,15 +1056,11 @@ class TierRouter:
         return await acall_with_fallbacks(self._chain(decision), fn)
 
     def answer(
-        self,
-        decision: RouteDecision,
-        run: Callable[[RouteDecision], T],
-        *,
-        guarded: Callable[[RouteDecision], bool],
+        self, decision: RouteDecision, run: Callable[[RouteDecision, BudgetExceededError | None], T]
     ) -> tuple[RouteDecision, T]:
-        """``run(decision)``; when the budget refuses that call, ``run`` again on each of the
-        decision's :attr:`~RouteDecision.cache_alternates` that ``guarded`` vouches for, until
-        one is answered from its tier's cache.
+        """``run(decision, None)``; when the budget refuses that call, ``run(alt, refusal)`` on each
+        of the decision's :attr:`~RouteDecision.cache_alternates` in turn, until one is answered
+        from its tier's cache.
 
         From the ladder's ``cache_only`` step the ledger sends no call: a cache answers or the
         call is refused. A budget that stepped the call down one tier sends it to that tier's
@@ -1073,12 +1069,12 @@ class TierRouter:
 
         Args:
             decision: From :meth:`route` / :meth:`aroute`.
-            run: Makes the call of a decision, e.g. ``lambda d: router.call(d, attempt)`` with
-                the adapter's attempt of that decision.
-            guarded: Whether a call made on a decision's tier goes through a budget check on
-                this router's ledger (the adapter finds a budget handler of the ledger on that
-                tier's model), which serves it from that tier's cache or refuses it. A tier it
-                does not vouch for is not asked: a call there could be sent past the budget.
+            run: Makes the call of a decision. Given a refusal (an alternate), it must make the
+                call cache-only: answered from the tier's response cache, else refused with that
+                error, never sent (a tier the budget would take there, a smaller call, must not
+                be paid for: the payer's call was refused). The adapters do it with
+                ``llm_cache.scoped_runs`` (LangChain) and ``cached_llm.cache_only`` (LlamaIndex),
+                and skip a tier with no cache of theirs.
 
         Returns:
             The decision that answered, and what ``run`` returned for it.
@@ -1089,30 +1085,26 @@ class TierRouter:
         """
         self._chain(decision)
         try:
-            return decision, run(decision)
+            return decision, run(decision, None)
         except BudgetExceededError as refused:
             for alt in decision.cache_alternates:
-                if guarded(alt):
-                    with contextlib.suppress(BudgetExceededError):  # its cache did not have it
-                        return alt, run(alt)
+                with contextlib.suppress(BudgetExceededError):  # its cache did not have it
+                    return alt, run(alt, refused)
             raise refused
 
     async def aanswer(
         self,
         decision: RouteDecision,
-        run: Callable[[RouteDecision], Awaitable[T]],
-        *,
-        guarded: Callable[[RouteDecision], bool],
+        run: Callable[[RouteDecision, BudgetExceededError | None], Awaitable[T]],
     ) -> tuple[RouteDecision, T]:
         """Async twin of :meth:`answer` (``run`` returns an awaitable)."""
         self._chain(decision)
         try:
-            return decision, await run(decision)
+            return decision, await run(decision, None)
         except BudgetExceededError as refused:
             for alt in decision.cache_alternates:
-                if guarded(alt):
-                    with contextlib.suppress(BudgetExceededError):
-                        return alt, await run(alt)
+                with contextlib.suppress(BudgetExceededError):
+                    return alt, await run(alt, refused)
             raise refused
 
     def picker(

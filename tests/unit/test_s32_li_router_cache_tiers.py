@@ -35,21 +35,20 @@ class CountingLLM(MockLLM):
         return super()._generate_text(length)
 
 
-def build(*, large_checked: bool = True) -> tuple[Ledger, RoutedLLM]:
+def build(*, large_checked: bool = True, small_output: int = 5) -> tuple[Ledger, RoutedLLM]:
     SENT.clear()
     ledger = Ledger(
         "memory://", policy=BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=10_000)})
     )
     cache = ExactCache(ledger=ledger)
 
-    def tier(model: str, checked: bool) -> CachedLLM:
+    def tier(model: str, checked: bool, output: int) -> CachedLLM:
         handlers = [BudgetCallbackHandler(ledger, model=model, **PAYER)] if checked else []
-        return CachedLLM(
-            CountingLLM(max_tokens=5, callback_manager=CallbackManager(handlers)), cache, model=model
-        )
+        llm = CountingLLM(max_tokens=output, callback_manager=CallbackManager(handlers))
+        return CachedLLM(llm, cache, model=model)
 
-    tiers = {"small": tier("gpt-4o-mini", True), "large": tier("gpt-4o", large_checked)}
-    return ledger, RoutedLLM(tiers=tiers, ledger=ledger, max_output_tokens=100)
+    tiers = {"small": tier("gpt-4o-mini", True, small_output), "large": tier("gpt-4o", large_checked, 5)}
+    return ledger, RoutedLLM(tiers=tiers, ledger=ledger)
 
 
 def ask(text: str) -> list[ChatMessage]:
@@ -100,9 +99,9 @@ def test_the_async_path_asks_the_same_caches() -> None:
     assert len(SENT) == 1
 
 
-def test_a_tier_no_budget_handler_of_the_ledger_checks_is_not_asked() -> None:
-    """The large tier's calls are not checked: a question its cache lacks would be sent there past
-    the budget, so it is not asked and the call is refused unsent."""
+def test_a_tier_no_budget_handler_of_the_ledger_checks_is_asked_cache_only() -> None:
+    """The large tier's calls are not checked: asked as an alternate, its ``CachedLLM`` answers
+    from its cache only, so a question it lacks is refused, never sent past the budget."""
     ledger, llm = build(large_checked=False)
     push_to(ledger, 0.91)
     with pytest.raises(BudgetExceededError) as refused:
@@ -127,3 +126,15 @@ def test_streams_ask_the_same_caches() -> None:
     with pytest.raises(BudgetExceededError):
         list(llm.stream_chat(ask(OTHER_HARD)))
     assert len(SENT) == 1
+
+
+def test_an_alternate_the_budget_would_take_is_not_sent() -> None:
+    """(regression review s32) The small tier asks for 3,000 output tokens, so at 65% its call is
+    refused (it would cross cache_only) while the large tier's 5-token call would fit: asked as an
+    alternate, it was sent to the premium model though the payer's call was refused."""
+    ledger, llm = build(small_output=3_000)
+    push_to(ledger, 0.65)
+    with pytest.raises(BudgetExceededError) as refused:
+        llm.chat(ask(HARD))
+    assert refused.value.step == "cache_only"
+    assert SENT == []

@@ -1,8 +1,9 @@
 """The core rule behind asking other tiers' caches (issue 4, section 6): a decision the budget
 stepped down carries the same request on each tier it stepped over (``cache_alternates``, the
 classifier's own first), and ``TierRouter.answer`` asks them only after the budget refused the
-call, only where the adapter vouches that a miss is refused too, and raises the first refusal
-when none answers. Real routers on a real memory ledger; ``run`` stands for an adapter's call."""
+call, each with that refusal (the adapter makes the call cache-only: answered from the cache or
+refused, never sent), and raises the first refusal when none answers. Real routers on a real
+memory ledger; ``run`` stands for an adapter's call."""
 
 from __future__ import annotations
 
@@ -58,48 +59,53 @@ def test_a_decision_the_budget_did_not_move_has_none(share: float) -> None:
     assert forced.cache_alternates == ()
 
 
-def test_answer_asks_the_alternates_only_after_a_budget_refusal_and_only_vouched_ones() -> None:
+def test_answer_asks_the_alternates_only_after_a_budget_refusal_each_with_it() -> None:
     router = router_at(0.95, thresholds=(0.5, 0.8))
     d = router.route(HARD, **PAYER)
-    asked: list[str] = []
+    asked: list[tuple[str, str | None]] = []
+    first = refusal()
 
-    def run(decision: RouteDecision) -> str:
-        asked.append(decision.tier)
+    def run(decision: RouteDecision, refused: BudgetExceededError | None) -> str:
+        asked.append((decision.tier, None if refused is None else refused.step))
+        if decision.tier == "small":
+            raise first
         if decision.tier != "medium":
-            raise refusal()
+            raise refusal("hard_refusal")  # its cache did not have it
         return f"cached on {decision.tier}"
 
-    assert router.answer(d, run, guarded=lambda alt: True) == (d.cache_alternates[1], "cached on medium")
-    assert asked == ["small", "large", "medium"]
+    assert router.answer(d, run) == (d.cache_alternates[1], "cached on medium")
+    assert asked == [("small", None), ("large", "cache_only"), ("medium", "cache_only")]
 
-    asked.clear()
-    with pytest.raises(BudgetExceededError) as first:
-        router.answer(d, run, guarded=lambda alt: alt.tier != "medium")
-    assert asked == ["small", "large"]  # medium is not vouched for: never asked
-    assert first.value.step == "cache_only"
+    def never(decision: RouteDecision, refused: BudgetExceededError | None) -> str:
+        raise first if refused is None else refusal("hard_refusal")
+
+    with pytest.raises(BudgetExceededError) as caught:
+        router.answer(d, never)
+    assert caught.value is first  # the call's own refusal, not an alternate's miss
 
 
 def test_answer_passes_other_errors_and_first_answers_through() -> None:
     router = router_at(0.95)
     d = router.route(HARD, **PAYER)
-    assert router.answer(d, lambda decision: decision.tier, guarded=lambda alt: True) == (d, "medium")
+    assert router.answer(d, lambda decision, refused: decision.tier) == (d, "medium")
 
-    def broken(decision: RouteDecision) -> str:
+    def broken(decision: RouteDecision, refused: BudgetExceededError | None) -> str:
         raise TimeoutError("provider down")
 
     with pytest.raises(TimeoutError):
-        router.answer(d, broken, guarded=lambda alt: True)
+        router.answer(d, broken)
     with pytest.raises(InvalidInputError):
-        router.answer("not a decision", broken, guarded=lambda alt: True)  # type: ignore[arg-type]
+        router.answer("not a decision", broken)  # type: ignore[arg-type]
 
 
 def test_the_async_twin_asks_alike() -> None:
     router = router_at(0.95)
     d = router.route(HARD, **PAYER)
 
-    async def run(decision: RouteDecision) -> str:
+    async def run(decision: RouteDecision, refused: BudgetExceededError | None) -> str:
         if decision.tier == "medium":  # (one tier down, the default)
             raise refusal("soft_refusal")
+        assert refused is not None
         return decision.tier
 
-    assert asyncio.run(router.aanswer(d, run, guarded=lambda alt: True)) == (d.cache_alternates[0], "large")
+    assert asyncio.run(router.aanswer(d, run)) == (d.cache_alternates[0], "large")

@@ -136,3 +136,98 @@ def test_an_answer_cached_for_one_user_is_not_served_to_another(use_async: bool)
     assert ask_as(user="u1") == "answer 0"  # u1's own, from the cache
     assert ask_as(user="u1", tenant="acme") == "answer 2"  # another tenant's u1
     assert len(model.sent) == 3
+
+
+class TeamBudgetMiddleware(BudgetMiddleware):
+    """The same middleware under another name (``create_agent`` takes one of each name)."""
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_an_inner_middleware_with_room_does_not_send_what_an_outer_one_refused(use_async: bool) -> None:
+    """(regression review s32) The inner middleware's own scope replaced the outer one's refusal:
+    a new question the org budget refused was sent, charged to the team ledger only."""
+    org = Ledger("memory://", policy=BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=10_000)}))
+    team = Ledger("memory://")
+    model = CountingModel(
+        messages=iter([reply(i) for i in range(10)]), cache=TokenBudgetLLMCache(ExactCache(ledger=org))
+    )
+    agent = create_agent(
+        model,
+        middleware=[
+            BudgetMiddleware(org, max_output_tokens=100),
+            TeamBudgetMiddleware(team, max_output_tokens=100),
+        ],
+    )
+    push_to_cache_only(org)
+    with pytest.raises(BudgetExceededError):
+        ask(agent, "A new question", use_async)
+    assert model.sent == []
+    assert team.state(**PAYER).used == {}
+
+
+def test_a_hit_its_cache_recorded_nowhere_is_recorded_in_the_ledger() -> None:
+    """(regression review s32) At cache_only a hit from a cache keeping no ledger was served and
+    recorded nowhere (the call not refused records it)."""
+    ledger, model, agent = setup(cache=TokenBudgetLLMCache(ExactCache()))
+    ask(agent, "What is my plan?")
+    push_to_cache_only(ledger)
+    before = build_report(ledger).totals.cache_hits
+    assert ask(agent, "What is my plan?").content == "answer 0"
+    assert build_report(ledger).totals.cache_hits == before + 1
+    assert len(model.sent) == 1
+
+
+def test_a_refused_call_sent_anyway_from_a_thread_without_the_context_is_charged() -> None:
+    """(regression review s32) A middleware inside that runs the model call in a plain thread (no
+    context copied) lets the call out though the budget refused it: it is charged, not lost."""
+    import concurrent.futures
+
+    from langchain.agents.middleware import AgentMiddleware
+
+    class Threaded(AgentMiddleware):  # type: ignore[type-arg]
+        def wrap_model_call(self, request: Any, handler: Any) -> Any:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                return pool.submit(handler, request).result(timeout=30)
+
+    ledger = Ledger(
+        "memory://", policy=BudgetPolicy(features={"chat": FeatureBudget(user_daily_tokens=10_000)})
+    )
+    model = CountingModel(
+        messages=iter([reply(i) for i in range(10)]), cache=TokenBudgetLLMCache(ExactCache(ledger=ledger))
+    )
+    agent = create_agent(model, middleware=[BudgetMiddleware(ledger, max_output_tokens=100), Threaded()])
+    push_to_cache_only(ledger)
+    ask(agent, "A new question")
+    assert len(model.sent) == 1
+    assert ledger.state(**PAYER).used == {"user_daily_tokens": 9_100 + 1_100}  # its reported usage
+
+
+def test_without_a_budget_aware_cache_the_run_tenant_is_not_read() -> None:
+    """(regression review s32) The tenant was read (and refused when not an id) for every call,
+    with no cache to scope: a run whose metadata holds another library's tenant object failed."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        from langchain.agents import create_agent
+        from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        from langchain_core.messages import AIMessage, HumanMessage
+        from langchain_tokenbudget import BudgetMiddleware, llm_cache
+        from tokenbudget_core import Ledger
+        class Named(GenericFakeChatModel):
+            model_name: str = "gpt-4o-mini"
+            def bind_tools(self, tools, **kw):
+                return self
+        model = Named(messages=iter([AIMessage("ok")]))
+        agent = create_agent(model, middleware=[BudgetMiddleware(Ledger("memory://"), max_output_tokens=10)])
+        meta = {"feature": "chat", "user": "u1", "tenant": {"id": "acme"}}
+        out = agent.invoke({"messages": [HumanMessage("hi")]}, {"metadata": meta})
+        assert not llm_cache.cache_in_use()
+        print(out["messages"][-1].content)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"

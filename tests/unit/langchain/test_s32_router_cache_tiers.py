@@ -39,12 +39,15 @@ OTHER_HARD = HARD.replace("Paxos, Raft and PBFT", "two-phase and three-phase com
 
 
 class NamedTierModel(TierModel):
-    """A tier model whose settings name its model, as a provider integration's do: a response
-    cache keys its answers apart from another model's."""
+    """A tier model whose settings name its model (and its ``max_tokens``, when set), as a
+    provider integration's do: a response cache keys its answers apart from another model's."""
+
+    max_tokens: int | None = None
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name}
+        named: dict[str, Any] = {"model_name": self.model_name}
+        return named if self.max_tokens is None else {**named, "max_tokens": self.max_tokens}
 
 
 def reply(text: str, model: str) -> AIMessage:
@@ -126,10 +129,9 @@ def test_the_async_router_asks_the_same_caches() -> None:
     asyncio.run(scenario())
 
 
-def test_a_tier_no_budget_handler_checks_is_not_asked() -> None:
-    """The budget handler is on the small tier's model only: a call on the large tier would not
-    be checked, so a question its cache lacks would be sent past the budget. The router refuses
-    instead of asking it."""
+def test_a_tier_no_budget_handler_checks_is_asked_cache_only() -> None:
+    """The budget handler is on the small tier's model only: the large tier's calls are not
+    checked, so an alternate there must be cache-only by itself (a miss is refused, not sent)."""
     ledger, router, config = setup(handler_on="small")
     small, large = tiers(router)
     push_to(ledger, 0.91)
@@ -138,6 +140,22 @@ def test_a_tier_no_budget_handler_checks_is_not_asked() -> None:
     assert refused.value.step == "cache_only"
     assert large.received == []  # nothing went out
     assert small.received == []
+
+
+def test_an_alternate_the_budget_would_take_is_not_sent() -> None:
+    """(regression review s32) The small tier asks for 3,000 output tokens, so at 65% its call is
+    refused (it would cross cache_only) while the large tier's smaller call would fit: asked as
+    an alternate, it was sent to the premium model though the payer's call was refused."""
+    ledger, router, config = setup()
+    small, large = tiers(router)
+    small.max_tokens, large.max_tokens = 3_000, 100  # each tier's own cap: the router sets none
+    router = RouterChatModel({"small": small, "large": large}, ledger=ledger)
+    push_to(ledger, 0.65)
+    with pytest.raises(BudgetExceededError) as refused:
+        router.invoke(HARD, config=config)
+    assert refused.value.step == "cache_only"
+    assert small.received == []
+    assert large.received == []  # the premium tier was asked its cache only
 
 
 def test_below_the_refusing_steps_the_stepped_down_tier_answers() -> None:
