@@ -753,19 +753,23 @@ def _same_negations(a: GuardFeatures, b: GuardFeatures) -> bool:
     theirs = Counter(zip(b.negations, b.clauses, strict=True))
     alike = mine & theirs
     left = list((theirs - alike).elements())
+    tried = 0
     for negated, clause in (mine - alike).elements():
-        match = next(
-            (
-                j
-                for j, (other, other_clause) in enumerate(left)
-                if _overlap(negated, other) and not _both_lack(clause, other_clause)
-            ),
-            None,
-        )
-        if match is None:
+        for j, (other, other_clause) in enumerate(left):
+            if _overlap(negated, other) and not _both_lack(clause, other_clause):
+                del left[j]
+                break
+        else:
             return False
-        del left[match]
+        tried += j + 1
+        if tried > _MAX_PAIRED:
+            return False  # too many negations unlike one another to pair cheaply: not served
     return True
+
+
+_MAX_PAIRED = 100_000
+"""Pairs of unlike negations tried at most (the greedy pairing is quadratic): beyond it, prompts
+with so many negations reworded or moved are not served as one another."""
 
 
 def _both_lack(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

@@ -104,3 +104,20 @@ def test_the_clauses_are_kept_in_the_json_and_checked() -> None:
         GuardFeatures.from_json({**data, "clauses": [[1]]})
     with pytest.raises(InvalidInputError, match="version"):  # an entry of version 4 has no clauses
         GuardFeatures.from_json({**{k: v for k, v in data.items() if k != "clauses"}, "v": 4})
+
+
+def test_many_negations_unlike_one_another_are_paired_only_up_to_a_bound() -> None:
+    # Pairing negations that differ (here "don't" and "not": keyed by one word or two) is greedy
+    # and quadratic: a crafted pair of 80 KB prompts took seconds per lookup. Past a bound on the
+    # pairs tried, the prompts are not served as one another (a miss), as the word alignment does.
+    def reworded(n: int) -> tuple[str, str]:
+        return (
+            ", ".join(f"don't x{i} z{i}" for i in range(n)),
+            ", ".join(f"not x{i} z{i}" for i in range(n)),
+        )
+
+    a, b = reworded(20)
+    assert compare(guard_features(a), guard_features(b)) is None  # a few: paired
+    a, b = reworded(4000)
+    assert compare(guard_features(a), guard_features(b)) == "negation differs"
+    assert compare(guard_features(a), guard_features(a)) is None  # alike ones are paired at once
