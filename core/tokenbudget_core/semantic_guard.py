@@ -14,10 +14,10 @@ refuses a match when the two prompts differ in
   A contracted English negation (``isn't``, ``can't``) may negate either of the next two content
   words, so "Isn't aspirin safe?" still matches "Is aspirin not safe?". A negation moved to
   another clause negating the same word is moved too: each cue is also tied to the content words of
-  its clause (up to punctuation or ``and`` / ``or`` / ``but``...), and two paired cues whose
-  clauses each have a content word the other lacks differ ("Do not delete the backup, delete the
-  logs" is not "Delete the backup, do not delete the logs"); a word added to or dropped from the
-  clause is not;
+  its clause (up to punctuation or ``and`` / ``or`` / ``but``..., at most eight on each side of
+  the cue), and two paired cues whose clauses each have a content word the other lacks differ
+  ("Do not delete the backup, delete the logs" is not "Delete the backup, do not delete the
+  logs"); a word added to or dropped from the clause is not;
 * **numbers**: the sequence of numbers, in the order written (``2025-03-04`` is not
   ``2025-04-03``, "from 3 pm to 5 pm" not "from 5 pm to 3 pm"), digits as written but for
   thousands separators (``1,000`` = ``1000``; ``3.10`` is not ``3.1``, ``2.0`` not ``2``), with
@@ -199,6 +199,9 @@ _CLAUSE_BREAKS = frozenset(
 )
 """Conjunctions ending a negation's clause, as :func:`_read` writes function words ("do not take
 aspirin *and* take ibuprofen"); punctuation ends one too."""
+
+_CLAUSE_REACH = 8
+"""Content words of a negation's clause kept at most on each side of it."""
 
 _ROLES = {
     **dict.fromkeys(("from", "von", "aus", "depuis", "desde", "uit"), "src"),
@@ -476,13 +479,11 @@ def _read(folded: str) -> _Reading:
     at = [j for j, (kind, _) in enumerate(stream) if kind == "w"]
     # The clause of each item: up to punctuation or a conjunction ("and", "or"...), read once.
     clause_of: list[int] = []
-    clause_words: list[list[str]] = [[]]
+    clause = 0
     for kind, value in stream:
         if kind == "stop" or value in _CLAUSE_BREAKS:
-            clause_words.append([])
-        elif kind == "w":
-            clause_words[-1].append(value)
-        clause_of.append(len(clause_words) - 1)
+            clause += 1
+        clause_of.append(clause)
     negations: list[tuple[str, ...]] = []
     clauses: list[tuple[str, ...]] = []
     roles: set[tuple[str, str]] = set()
@@ -495,7 +496,12 @@ def _read(folded: str) -> _Reading:
             if not negated and k:
                 negated = [stream[at[k - 1]][1]]  # none after it: the one before it
             negations.append(tuple(sorted(negated)))
-            clauses.append(tuple(clause_words[clause_of[i]]))
+            # Its clause's content words, as many as _CLAUSE_REACH on each side of it: a long
+            # clause of many negations is not read (nor kept) once per negation.
+            here = clause_of[i]
+            before = [at[x] for x in range(k - 1, max(k - 1 - _CLAUSE_REACH, -1), -1)]
+            after = [at[x] for x in range(k, min(k + _CLAUSE_REACH, len(at)))]
+            clauses.append(tuple(stream[j][1] for j in (*before, *after) if clause_of[j] == here))
     return _Reading(negations, clauses, content, roles, directions, sequence)
 
 

@@ -121,3 +121,14 @@ def test_many_negations_unlike_one_another_are_paired_only_up_to_a_bound() -> No
     a, b = reworded(4000)
     assert compare(guard_features(a), guard_features(b)) == "negation differs"
     assert compare(guard_features(a), guard_features(a)) is None  # alike ones are paired at once
+
+
+def test_a_long_clause_of_many_negations_is_kept_once_per_negation_in_bounded_size() -> None:
+    # Each negation keeps at most 8 content words of its clause on each side: a clause of
+    # thousands of negations is not copied once per negation (quadratic features and entries).
+    text = " ".join(f"not w{i}" for i in range(2000))
+    features = guard_features(text)
+    assert len(features.clauses) == 2000
+    assert max(len(c) for c in features.clauses) == 16
+    short = guard_features("Never mix bleach with vinegar, mix it with water")
+    assert [len(c) for c in short.clauses] == [3]  # (a short clause is kept whole: mix, bleach, vinegar)
