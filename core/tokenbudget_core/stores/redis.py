@@ -1267,7 +1267,9 @@ class RedisRefusedError(StoreRefusedError):
     password would otherwise enforce no budget, silently, until someone looked; a commit it
     refuses is spooled, see :class:`~tokenbudget_core.errors.StoreRefusedError`), and not
     retried: fix the server, its ACL, the URL's credentials, or pick a namespace of the ledger's
-    own.
+    own. A server that takes no writes *for now* (``MISCONF``, ``NOREPLICAS``, ``BUSY``...:
+    :data:`_TRANSIENT_CODES`) is no refusal: it raises
+    :class:`~tokenbudget_core.errors.BudgetUnavailableError`, as an outage does.
 
     Attributes:
         store: The store's URL, credentials redacted.
