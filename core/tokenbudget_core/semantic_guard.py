@@ -499,9 +499,8 @@ def _read(folded: str) -> _Reading:
             # Its clause's content words, as many as _CLAUSE_REACH on each side of it: a long
             # clause of many negations is not read (nor kept) once per negation.
             here = clause_of[i]
-            before = [at[x] for x in range(k - 1, max(k - 1 - _CLAUSE_REACH, -1), -1)]
-            after = [at[x] for x in range(k, min(k + _CLAUSE_REACH, len(at)))]
-            clauses.append(tuple(stream[j][1] for j in (*before, *after) if clause_of[j] == here))
+            near = at[max(k - _CLAUSE_REACH, 0) : k + _CLAUSE_REACH]
+            clauses.append(tuple(stream[j][1] for j in near if clause_of[j] == here))
     return _Reading(negations, clauses, content, roles, directions, sequence)
 
 
@@ -671,10 +670,11 @@ def guard_features(text: str) -> GuardFeatures:
             found = hashes[token] = _h(token)
         return found
 
-    negations = sorted(
-        (tuple(sorted(h(w) for w in n)), tuple(sorted({h(w) for w in c})))
-        for n, c in zip(reading.negations, reading.clauses, strict=True)
-    )
+    pairs: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for n, c in zip(reading.negations, reading.clauses, strict=True):
+        if (n, c) not in pairs:
+            pairs[n, c] = (tuple(sorted(h(w) for w in n)), tuple(sorted({h(w) for w in c})))
+    negations = sorted(pairs[key] for key in zip(reading.negations, reading.clauses, strict=True))
     return GuardFeatures(
         negations=tuple(n for n, _ in negations),
         clauses=tuple(c for _, c in negations),
