@@ -202,6 +202,9 @@ aspirin *and* take ibuprofen"); punctuation ends one too."""
 
 _CLAUSE_REACH = 8
 """Content words of a negation's clause kept at most on each side of it."""
+_CUT = "\x00cut"
+"""Marks a clause with more content words than :data:`_CLAUSE_REACH` on a side: its kept words
+shift when a word is added near the negation, so a cut clause is never told apart by them."""
 
 _ROLES = {
     **dict.fromkeys(("from", "von", "aus", "depuis", "desde", "uit"), "src"),
@@ -283,6 +286,8 @@ def _h(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
 
 
+_CUT_HASH = _h(_CUT)
+"""A cut clause's mark, as :func:`guard_features` hashes it."""
 _OPPOSITE_HASHES = tuple((_h(f"dir:{x}"), _h(f"dir:{y}")) for x, y in _OPPOSITES)
 """The features of each pair of opposite sides (as :func:`guard_features` hashes them)."""
 _PARTICLE_HASHES = frozenset(_h(f"dir:{x}") for x in ("in", "out", "up", "down", "on", "off"))
@@ -302,10 +307,18 @@ def _number(raw: str) -> str:
 
 def _symbols(text: str) -> list[str]:
     """The symbols of ``text`` (see the module doc): neither sentence punctuation nor a hyphen
-    joining two words (``e-mail``, ``GPT-4``; between two digits it is a minus)."""
+    joining two words (``e-mail``, ``GPT-4``; between two digits it is a minus); a dash standing
+    for a minus before a number is ``-`` (an en dash before 5 reads as ``-5``)."""
     found = []
     for m in _SYMBOL.finditer(text):
         c, i = m.group(), m.start()
+        if (
+            (c == "-" or c in _MINUS_SIGNS)
+            and text[i + 1 : i + 2].isdigit()
+            and (i == 0 or not (_WORD.match(text[i - 1]) or text[i - 1] == "."))
+        ):
+            found.append("-")  # a minus sign, however it is written (as _NUMBER reads it)
+            continue
         if c in _SENTENCE_PUNCTUATION:
             continue
         if c == "-" and 0 < i < len(text) - 1:
@@ -499,8 +512,12 @@ def _read(folded: str) -> _Reading:
             # Its clause's content words, as many as _CLAUSE_REACH on each side of it: a long
             # clause of many negations is not read (nor kept) once per negation.
             here = clause_of[i]
-            near = at[max(k - _CLAUSE_REACH, 0) : k + _CLAUSE_REACH]
-            clauses.append(tuple(stream[j][1] for j in near if clause_of[j] == here))
+            low, high = max(k - _CLAUSE_REACH, 0), k + _CLAUSE_REACH
+            near = [stream[j][1] for j in at[low:high] if clause_of[j] == here]
+            cut = (low > 0 and clause_of[at[low - 1]] == here) or (
+                high < len(at) and clause_of[at[high]] == here
+            )
+            clauses.append((*near, _CUT) if cut else tuple(near))
     return _Reading(negations, clauses, content, roles, directions, sequence)
 
 
@@ -779,8 +796,11 @@ with so many negations reworded or moved are not served as one another."""
 
 
 def _both_lack(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """Each of ``a`` and ``b`` having a word the other lacks."""
+    """Each of ``a`` and ``b`` having a word the other lacks (never for a clause cut at
+    :data:`_CLAUSE_REACH`: a word added near its negation pushes a far one out of what is kept)."""
     mine, theirs = set(a), set(b)
+    if _CUT_HASH in mine or _CUT_HASH in theirs:
+        return False
     return bool(mine - theirs and theirs - mine)
 
 

@@ -205,16 +205,19 @@ class Spool:
             >>> Spool("/dev/null/spool.jsonl").unwritable()
             '/dev/null is not a directory'
         """
-        if self.path.is_dir():
-            return f"{self.path} is a directory"
-        folder = self.path.parent
-        while not folder.exists():  # the nearest existing folder is where append() creates the rest
-            if folder.is_symlink() or folder == folder.parent:
-                return f"{folder} cannot be created"
-            folder = folder.parent
-        if not folder.is_dir():
-            return f"{folder} is not a directory"
-        target = self.path if self.path.exists() else folder
+        try:
+            if self.path.is_dir():
+                return f"{self.path} is a directory"
+            folder = self.path.parent
+            while not folder.exists():  # the nearest existing folder is where append() creates the rest
+                if folder.is_symlink() or folder == folder.parent:
+                    return f"{folder} cannot be created"
+                folder = folder.parent
+            if not folder.is_dir():
+                return f"{folder} is not a directory"
+            target = self.path if self.path.exists() else folder
+        except OSError as e:  # a folder on the way this process may not even look into
+            return f"{self.path} cannot be reached by this process ({e.strerror or e})"
         if not os.access(target, os.W_OK):
             return f"{target} is not writable by this process"
         return None

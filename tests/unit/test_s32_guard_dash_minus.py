@@ -61,3 +61,13 @@ def test_the_semantic_cache_does_not_serve_the_unsigned_question_for_the_en_dash
     assert cache.store(ask("Is \u20135 degrees cold?"), answer, scope=S)
     assert cache.lookup(ask("Is \u20135 degrees cold?"), scope=S) is not None  # (the same question)
     assert cache.lookup(ask("Is 5 degrees cold?"), scope=S) is None
+
+
+def test_a_dash_for_a_minus_reads_as_the_minus_it_stands_for() -> None:
+    """(regression review s32) The numbers matched, but the symbols did not: the dash was left out
+    of them as prose punctuation while the hyphen-minus was counted."""
+    for dash in ("\u2013", "\u2212", "\u2014"):
+        assert (
+            compare(guard_features(f"Is {dash}5 degrees cold?"), guard_features("Is -5 degrees cold?"))
+            is None
+        )

@@ -137,7 +137,7 @@ store is unavailable (a fail-open ledger lets calls through; spooled usage waits
 never refused for good."""
 
 _TRANSIENT_REPLY = re.compile(
-    r"(?:|ERR Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: @user_script: \d+: -)"
+    r"(?:|(?:ERR )?Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: @user_script: \d+: -)"
     rf"(?:{'|'.join(_TRANSIENT_CODES)})(?![A-Z_])"
 ).match
 """An error reply of :data:`_TRANSIENT_CODES`: its code first (Redis 7 and later, scripts'
