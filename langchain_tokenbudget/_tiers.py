@@ -10,7 +10,6 @@ models of the decision and its fallback chain back to chat models, and writes th
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
-from tokenbudget_core.attribution import current_attribution
+from tokenbudget_core.attribution import charged_attribution
 from tokenbudget_core.complexity import ComplexityClassifier
 from tokenbudget_core.errors import BudgetExceededError, InvalidInputError, fresh_refusal
 from tokenbudget_core.ledger import Ledger
@@ -217,13 +216,11 @@ class Tiers:
         meta: Mapping[str, Any] = config.get("metadata") or {}
         tags = config.get("tags") or ()
         payer = payer_from(None, meta, config.get("configurable"), tags=tags)
-        now = current_attribution()
-        who = dataclasses.replace(
-            now,
-            tenant=now.tenant or tenant_of(meta, tags),
-            feature=now.feature or payer["feature"] or self.feature,
-            user=now.user or payer["user"] or self.user,
-            conversation=now.conversation or payer["conversation"],
+        who = charged_attribution(
+            tenant=tenant_of(meta, tags),
+            feature=payer["feature"] or self.feature,
+            user=payer["user"] or self.user,
+            conversation=payer["conversation"],
         )
         return scoped_runs(who, fresh_refusal(refused))
 

@@ -107,7 +107,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
-from tokenbudget_core.attribution import Attribution, current_attribution
+from tokenbudget_core.attribution import Attribution, charged_attribution
 from tokenbudget_core.budgets import RunBudget
 from tokenbudget_core.counting import (
     SupportsTokenCount,
@@ -553,15 +553,12 @@ def _payer_of(args: Mapping[str, Any]) -> Attribution:
     Raises:
         InvalidInputError: A tenant id the ledger refuses, named ``metadata.<key>``.
     """
-    now = current_attribution()
     config = _config()
-    tenant = now.tenant or tenant_of(config.get("metadata") or {}, config.get("tags") or ())
-    return dataclasses.replace(
-        now,
-        tenant=tenant,
-        feature=now.feature or args["feature"],
-        user=now.user or args["user"],
-        conversation=now.conversation or args["conversation"],
+    return charged_attribution(
+        tenant=tenant_of(config.get("metadata") or {}, config.get("tags") or ()),
+        feature=args["feature"],
+        user=args["user"],
+        conversation=args["conversation"],
     )
 
 

@@ -16,6 +16,7 @@ puts the attribution in force around every step.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -97,6 +98,30 @@ def charged_ids(feature: str | None = None, user: str | None = None) -> tuple[st
     :func:`attribute` block in force win, the call's fill what the block leaves unset."""
     ctx = current_attribution()
     return ctx.feature or feature, ctx.user or user
+
+
+def charged_attribution(
+    *,
+    tenant: str | None = None,
+    feature: str | None = None,
+    user: str | None = None,
+    conversation: str | None = None,
+) -> Attribution:
+    """The attribution a call naming these ids is charged (and its cache lookup scoped) under:
+    the :func:`attribute` block in force, its ids winning, the call's filling what it leaves
+    unset (:func:`charged_ids`, for every id).
+
+    Raises:
+        InvalidInputError: An id :class:`Attribution` refuses, named.
+    """
+    ctx = current_attribution()
+    return dataclasses.replace(
+        ctx,
+        tenant=ctx.tenant or tenant,
+        feature=ctx.feature or feature,
+        user=ctx.user or user,
+        conversation=ctx.conversation or conversation,
+    )
 
 
 def _restore(token: contextvars.Token[Attribution | None], own: Attribution | None) -> None:
